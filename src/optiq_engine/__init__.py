@@ -1,0 +1,38 @@
+"""Optiq Engine: marketing attribution on columnar data, with a Numba core.
+
+>>> import optiq_engine as oq
+>>> result = oq.attribute(touchpoints, conversions, models=["LINEAR"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from . import models
+from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels
+from .config import AttributionConfig
+from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError
+from .io import synthetic
+from .models import available_models, get_model
+from .pipeline import attribute
+from .result import AttributionResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "attribute",
+    "AttributionConfig",
+    "AttributionResult",
+    "ChannelRule",
+    "ChannelRules",
+    "DEFAULT_CHANNEL_RULES",
+    "derive_channels",
+    "models",
+    "available_models",
+    "get_model",
+    "synthetic",
+    "OptiqError",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "SchemaError",
+    "__version__",
+]

@@ -1,0 +1,145 @@
+"""Channel derivation from click ids and UTM parameters (SPEC §4), driven by a replaceable rules table."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from .errors import ConfigError
+
+__all__ = ["ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "CLICK_ID_COLUMNS"]
+
+CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
+DIRECT = "direct"
+UNASSIGNED = "unassigned"
+
+_SEARCH = r"google|bing|yahoo|baidu|duckduckgo|yandex|ecosia|naver|search"
+_SOCIAL = r"facebook|fb|instagram|ig|meta|tiktok|linkedin|twitter|x|t\.co|pinterest|snapchat|reddit|social"
+_PAID = r".*cp.*|ppc|retargeting|paid.*"
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """One row of the channel rules table: every given condition must hold.
+
+    ``click_id`` names a click-id column that must be non-null; ``source`` / ``medium`` are regular
+    expressions that must match the whole lower-cased, trimmed ``utm_source`` / ``utm_medium``
+    (a null value never matches).
+    """
+
+    channel: str
+    click_id: str | None = None
+    source: str | None = None
+    medium: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.channel or not isinstance(self.channel, str):
+            raise ConfigError(f"channel rule needs a channel name, got {self.channel!r}")
+        if self.click_id is not None and self.click_id not in CLICK_ID_COLUMNS:
+            raise ConfigError(f"channel rule click_id must be one of {CLICK_ID_COLUMNS}, got {self.click_id!r}")
+        if self.click_id is None and self.source is None and self.medium is None:
+            raise ConfigError(f"channel rule for {self.channel!r} has no condition")
+        for name in ("source", "medium"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ConfigError(f"channel rule for {self.channel!r}: bad {name} regex {pattern!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ChannelRules:
+    """An ordered rules table; the first matching rule wins.
+
+    Rows with neither source nor medium (and no click id) are ``direct``; rows no rule matches are
+    ``unassigned``.
+    """
+
+    rules: tuple[ChannelRule, ...]
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame) -> ChannelRules:
+        """Rules from a frame with columns ``channel`` and optional ``click_id``, ``source``, ``medium``."""
+        missing = {"channel"} - set(frame.columns)
+        if missing:
+            raise ConfigError(f"channel rules table needs a 'channel' column, got {frame.columns}")
+        cols = [c for c in ("click_id", "source", "medium") if c in frame.columns]
+        return cls(tuple(ChannelRule(**row) for row in frame.select(["channel", *cols]).iter_rows(named=True)))
+
+    def to_frame(self) -> pl.DataFrame:
+        """The rules as a frame (edit it and pass it back through :meth:`from_frame`)."""
+        return pl.DataFrame(
+            [r.__dict__ for r in self.rules],
+            schema={"channel": pl.String, "click_id": pl.String, "source": pl.String, "medium": pl.String},
+        )
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Every channel name these rules can produce, ``direct`` and ``unassigned`` included."""
+        names = dict.fromkeys([r.channel for r in self.rules] + [DIRECT, UNASSIGNED])
+        return tuple(names)
+
+
+DEFAULT_CHANNEL_RULES = ChannelRules(
+    (
+        ChannelRule("google_ads", click_id="gclid"),
+        ChannelRule("meta_ads", click_id="fbclid"),
+        ChannelRule("tiktok_ads", click_id="ttclid"),
+        ChannelRule(DIRECT, source=r"\(direct\)", medium=r"\(none\)|\(not set\)"),
+        ChannelRule("paid_search", source=_SEARCH, medium=_PAID),
+        ChannelRule("paid_social", source=_SOCIAL, medium=_PAID),
+        ChannelRule("paid_social", medium=r"paid[_ -]?social|social[_ -]?paid"),
+        ChannelRule("display", medium=r"display|banner|expandable|interstitial|cpm"),
+        ChannelRule("video", medium=r"video|paid[_ -]?video"),
+        ChannelRule("video", source=r"youtube|vimeo|twitch"),
+        ChannelRule("email", medium=r"e[_ -]?mail|newsletter"),
+        ChannelRule("email", source=r"e[_ -]?mail|newsletter"),
+        ChannelRule("affiliate", medium=r"affiliates?"),
+        ChannelRule("organic_search", medium=r"organic"),
+        ChannelRule("organic_search", source=_SEARCH, medium=r"referral"),
+        ChannelRule("organic_social", medium=r"social|social[_ -]network|social[_ -]media|sm"),
+        ChannelRule("organic_social", source=_SOCIAL),
+        ChannelRule("referral", medium=r"referral|app|link"),
+        ChannelRule("paid_other", medium=_PAID),
+    )
+)
+
+
+def _rule_expr(rule: ChannelRule) -> pl.Expr:
+    cond = pl.lit(True)
+    if rule.click_id is not None:
+        cond = cond & pl.col(f"_has_{rule.click_id}")
+    for col, pattern in (("_source", rule.source), ("_medium", rule.medium)):
+        if pattern is not None:
+            cond = cond & pl.col(col).str.contains(f"^(?:{pattern})$").fill_null(False)
+    return cond
+
+
+def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> pl.Series:
+    """The channel of every row of ``frame`` from its click-id and UTM columns (missing columns are null).
+
+    The rules run once per distinct (click ids present, source, medium) combination, not per row.
+    """
+    rules = rules or DEFAULT_CHANNEL_RULES
+    keys: list[pl.Expr] = []
+    for c in CLICK_ID_COLUMNS:
+        present = pl.col(c).is_not_null() if c in frame.columns else pl.lit(False)
+        keys.append(present.alias(f"_has_{c}"))
+    for c, alias in (("utm_source", "_raw_source"), ("utm_medium", "_raw_medium")):
+        keys.append((pl.col(c).cast(pl.String) if c in frame.columns else pl.lit(None, dtype=pl.String)).alias(alias))
+    combos = frame.lazy().select(keys).collect()
+    distinct = combos.unique().with_columns(
+        pl.col("_raw_source").str.strip_chars().str.to_lowercase().replace("", None).alias("_source"),
+        pl.col("_raw_medium").str.strip_chars().str.to_lowercase().replace("", None).alias("_medium"),
+    )
+    expr = pl.when(_rule_expr(rules.rules[0])).then(pl.lit(rules.rules[0].channel))
+    for rule in rules.rules[1:]:
+        expr = expr.when(_rule_expr(rule)).then(pl.lit(rule.channel))
+    no_utm = pl.col("_source").is_null() & pl.col("_medium").is_null()
+    expr = expr.when(no_utm).then(pl.lit(DIRECT)).otherwise(pl.lit(UNASSIGNED))
+    distinct = distinct.with_columns(expr.alias("channel")).drop("_source", "_medium")
+    on = list(combos.columns)
+    return combos.join(distinct, on=on, how="left", nulls_equal=True, maintain_order="left")["channel"]

@@ -1,0 +1,134 @@
+"""The ``optiq`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import AttributionConfig
+from .errors import OptiqError
+from .models import HEURISTIC_MODELS
+from .result import AttributionResult
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Optiq Engine: marketing attribution.")
+console = Console()
+err = Console(stderr=True)
+
+_STAGES = {
+    "validate": "validating input",
+    "encode": "encoding keys and channels",
+    "sort": "sorting by user and time",
+    "match": "matching lookback windows",
+    "weights": "computing weights and value",
+    "frames": "building result frames",
+}
+
+
+def _run(touchpoints, conversions, models: list[str] | None, config: AttributionConfig) -> AttributionResult:
+    from .pipeline import run_attribution
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task("attributing", total=None)
+        return run_attribution(
+            touchpoints,
+            conversions,
+            models=models,
+            config=config,
+            on_stage=lambda s: progress.update(task, description=_STAGES.get(s, s)),
+        )
+
+
+def _credit_table(result: AttributionResult) -> Table:
+    table = Table(title="Attributed conversions by channel and model")
+    table.add_column("channel")
+    names = list(result.model_names)
+    for name in names:
+        table.add_column(name, justify="right")
+    wide = (
+        result.credit.with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
+        .pivot(on="model", index="channel", values="conversions")
+        .sort("channel")
+    )
+    for row in wide.iter_rows(named=True):
+        if any(row[n] for n in names):
+            table.add_row(row["channel"], *(f"{row[n]:,.1f}" for n in names))
+    return table
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Synthetic users (about 5 touchpoints each).")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a synthetic data set, run every heuristic model and print credit per channel."""
+    from .io import synthetic
+
+    try:
+        t0 = time.perf_counter()
+        data = synthetic.generate(n_users=users, seed=seed)
+        t_gen = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        result = _run(data.touchpoints, data.conversions, list(HEURISTIC_MODELS), AttributionConfig())
+        t_run = time.perf_counter() - t1
+    except OptiqError as exc:
+        _fail(exc)
+    console.print(_credit_table(result))
+    console.print(
+        f"{data.touchpoints.height:,} touchpoints, {data.conversions.height:,} conversions, "
+        f"{result.links.height:,} links, {result.unattributed.height:,} unattributed"
+    )
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    console.print(f"generate {t_gen:.2f}s; attribute {t_run:.2f}s ({stages})")
+
+
+@app.command()
+def attribute(
+    touchpoints: Annotated[Path, typer.Option(help="Parquet file or directory of touchpoints.")],
+    conversions: Annotated[Path, typer.Option(help="Parquet file or directory of conversions.")],
+    out: Annotated[Path, typer.Option(help="Output directory for links/credit/unattributed Parquet files.")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model name (repeat); default all heuristic models.")] = None,
+    lookback_days: Annotated[float, typer.Option(help="Lookback window in days.")] = 30.0,
+    reset_after_conversion: Annotated[bool, typer.Option(help="A touchpoint counts for one conversion only.")] = True,
+    quarantine: Annotated[bool, typer.Option(help="Set invalid rows aside instead of failing.")] = False,
+) -> None:
+    """Attribute conversions to touchpoints from Parquet files (no database needed)."""
+    from .io.parquet import read_parquet, write_result
+
+    try:
+        config = AttributionConfig(
+            lookback=timedelta(days=lookback_days),
+            reset_after_conversion=reset_after_conversion,
+            on_invalid="quarantine" if quarantine else "raise",
+        )
+        result = _run(read_parquet(touchpoints), read_parquet(conversions), model or None, config)
+        counts = write_result(result, out)
+    except OptiqError as exc:
+        _fail(exc)
+    console.print(_credit_table(result))
+    quarantined = sum(v.height for v in result.quarantined.values())
+    console.print(
+        f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions"
+        + (f", {quarantined:,} quarantined rows" if quarantined else "")
+        + f" to {out}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

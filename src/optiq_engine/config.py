@@ -1,0 +1,92 @@
+"""Configuration: frozen dataclasses, validated on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .channels import ChannelRules
+
+__all__ = ["AttributionConfig", "OnInvalid"]
+
+OnInvalid = Literal["raise", "quarantine"]
+
+
+def _positive_timedelta(name: str, value: Any) -> None:
+    if not isinstance(value, timedelta):
+        raise ConfigError(f"{name} must be a datetime.timedelta, got {type(value).__name__} {value!r}")
+    if value <= timedelta(0):
+        raise ConfigError(f"{name} must be positive, got {value}")
+    if value % timedelta(microseconds=1) != timedelta(0):
+        raise ConfigError(f"{name} must be a whole number of microseconds, got {value}")
+
+
+def check_position_shares(first: float, last: float) -> None:
+    """Validate POSITION_BASED shares: each in [0, 1], first + last in (0, 1]."""
+    for name, v in (("first", first), ("last", last)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+            raise ConfigError(f"position share {name} must be a number in [0, 1], got {v!r}")
+    if not 0 < first + last <= 1:
+        raise ConfigError(f"position shares first + last must be in (0, 1], got {first} + {last} = {first + last}")
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    """Options of :func:`optiq_engine.attribute` (SPEC §2–§4).
+
+    Parameters
+    ----------
+    lookback
+        A conversion at ``T`` credits touchpoints with ``T - lookback < t <= T``.
+    reset_after_conversion
+        A touchpoint belongs to at most one conversion, the first at or after it.
+    session_timeout
+        Gap that splits sessions (journeys, SPEC §5).
+    position_first, position_last
+        Default shares of ``POSITION_BASED`` when the model is given by name.
+    half_life
+        Default half-life of ``TIME_DECAY`` when the model is given by name.
+    direct_channels
+        Channels that ``LAST_NON_DIRECT`` skips.
+    on_invalid
+        ``"raise"`` an :class:`InputError` on invalid rows, or ``"quarantine"`` them and go on.
+    channel_rules
+        Rules that derive ``channel`` from click ids and UTM parameters (default:
+        :data:`optiq_engine.channels.DEFAULT_CHANNEL_RULES`).
+    """
+
+    lookback: timedelta = timedelta(days=30)
+    reset_after_conversion: bool = True
+    session_timeout: timedelta = timedelta(minutes=30)
+    position_first: float = 0.4
+    position_last: float = 0.4
+    half_life: timedelta = timedelta(days=7)
+    direct_channels: tuple[str, ...] = ("direct",)
+    on_invalid: OnInvalid = "raise"
+    channel_rules: ChannelRules | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        _positive_timedelta("lookback", self.lookback)
+        _positive_timedelta("session_timeout", self.session_timeout)
+        _positive_timedelta("half_life", self.half_life)
+        if not isinstance(self.reset_after_conversion, bool):
+            raise ConfigError(f"reset_after_conversion must be True or False, got {self.reset_after_conversion!r}")
+        check_position_shares(self.position_first, self.position_last)
+        if isinstance(self.direct_channels, str) or not all(isinstance(c, str) for c in self.direct_channels):
+            raise ConfigError(f"direct_channels must be a tuple of channel names, got {self.direct_channels!r}")
+        object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
+        if self.on_invalid not in ("raise", "quarantine"):
+            raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {self.on_invalid!r}")
+
+    def with_options(self, **options: Any) -> AttributionConfig:
+        """A copy with some fields replaced; unknown names raise :class:`ConfigError`."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(names))}")
+        return replace(self, **options) if options else self

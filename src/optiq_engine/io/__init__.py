@@ -1,0 +1,1 @@
+"""The outside world: synthetic data, Parquet files (and Postgres, later)."""

@@ -1,0 +1,1 @@
+"""Numba kernels: integer-encoded, pre-sorted numpy arrays in, numpy arrays out."""

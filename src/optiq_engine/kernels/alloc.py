@@ -1,0 +1,80 @@
+"""Exact integer split of a conversion's value by weights (largest remainder)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import jit
+
+__all__ = ["split_value"]
+
+
+@jit
+def split_value(value, weights, out, frac, used):
+    """Split ``value`` micros over ``weights`` so that the parts sum exactly to ``value``.
+
+    docs/attribution.md "Value split": quota ``q = value * w`` (float64), base ``min(floor(q), value)``,
+    the remainder handed out one unit at a time in rounds to the largest (fraction, position); a negative
+    remainder (float rounding of huge values) taken back from the smallest (fraction, -position).
+
+    Parameters
+    ----------
+    value : int64 (>= 0)
+    weights : float64[n]
+    out : int64[n]
+        Filled with the parts.
+    frac, used : float64[>= n], bool[>= n]
+        Scratch buffers.
+    """
+    n = weights.shape[0]
+    vf = float(value)
+    total = 0
+    for k in range(n):
+        q = vf * weights[k]
+        fl = math.floor(q)
+        frac[k] = q - fl
+        b = value if q >= vf else np.int64(fl)
+        out[k] = b
+        total += b
+    r = value - total
+    if r == 0 or n == 0:
+        return
+    if r > 8:
+        # Many units to hand out: one stable sort by (fraction desc, position desc), then rounds.
+        rev = np.empty(n, dtype=np.float64)
+        for k in range(n):
+            rev[k] = -frac[n - 1 - k]
+        o = np.argsort(rev, kind="mergesort")
+        for i in range(r):
+            out[n - 1 - o[i % n]] += 1
+        return
+    for k in range(n):
+        used[k] = False
+    given = 0
+    while r > 0:
+        best = -1
+        for k in range(n):
+            if not used[k] and (best < 0 or frac[k] >= frac[best]):
+                best = k
+        out[best] += 1
+        used[best] = True
+        r -= 1
+        given += 1
+        if given == n:
+            given = 0
+            for k in range(n):
+                used[k] = False
+    while r < 0:
+        best = -1
+        for k in range(n):
+            if not used[k] and out[k] > 0 and (best < 0 or frac[k] <= frac[best]):
+                best = k
+        if best < 0:  # every positive part was taken from in this round: start a new one
+            for k in range(n):
+                used[k] = False
+            continue
+        out[best] -= 1
+        used[best] = True
+        r += 1

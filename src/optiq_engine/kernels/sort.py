@@ -1,0 +1,215 @@
+"""Sorting rows by (group hash, timestamp): a parallel bucket sort.
+
+The group key is a uniformly distributed 64-bit hash, so its top ``bits`` bits split the rows into
+``2**bits`` buckets of similar size. One counting pass and one stable scatter put every row in its
+bucket; each bucket (a few hundred rows, in cache) is then sorted on its own, in parallel. Touchpoints and
+conversions bucketed with the same ``bits`` land in matching buckets, so later kernels can work bucket by
+bucket without a global merge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+
+__all__ = ["bucket_bits", "sort_by_group_time", "tie_runs"]
+
+_INSERTION_MAX = 16
+
+
+def bucket_bits(n: int, *, rows_per_bucket: int = 128, max_bits: int = 22) -> int:
+    """Number of hash bits that gives about ``rows_per_bucket`` rows per bucket (at least 1)."""
+    bits = 1
+    while bits < max_bits and (n >> bits) > rows_per_bucket:
+        bits += 1
+    return bits
+
+
+_IDX_BITS = 40
+_IDX_MASK = (1 << _IDX_BITS) - 1
+
+
+@jit
+def _rec_less(r, a, b):
+    # Row order of records a, b: (h, ts, row index). Column 3 packs index | code << 40.
+    if r[a, 0] != r[b, 0]:
+        return r[a, 0] < r[b, 0]
+    if r[a, 1] != r[b, 1]:
+        return np.int64(r[a, 1]) < np.int64(r[b, 1])
+    return (r[a, 3] & np.uint64(_IDX_MASK)) < (r[b, 3] & np.uint64(_IDX_MASK))
+
+
+@jit
+def _sort_records(r, lo, hi, tmp):
+    """Sort records r[lo:hi] by (h, ts, row index), in place (insertion sort, or merge sort if long)."""
+    m = hi - lo
+    if m <= _INSERTION_MAX:
+        for i in range(lo + 1, hi):
+            j = i
+            while j > lo and _rec_less(r, j, j - 1):
+                for c in range(4):
+                    t = r[j, c]
+                    r[j, c] = r[j - 1, c]
+                    r[j - 1, c] = t
+                j -= 1
+        return
+    mid = lo + m // 2
+    _sort_records(r, lo, mid, tmp)
+    _sort_records(r, mid, hi, tmp)
+    i = lo
+    j = mid
+    k = 0
+    while i < mid or j < hi:
+        if j >= hi or (i < mid and not _rec_less(r, j, i)):
+            for c in range(4):
+                tmp[k, c] = r[i, c]
+            i += 1
+        else:
+            for c in range(4):
+                tmp[k, c] = r[j, c]
+            j += 1
+        k += 1
+    for k in range(m):
+        for c in range(4):
+            r[lo + k, c] = tmp[k, c]
+
+
+@jit
+def _scatter(rec, lo, hi, shift, nb, out, out_offsets):
+    """Stable counting scatter of records rec[lo:hi] into out by bucket (h >> shift) & (nb - 1)."""
+    mask = np.uint64(nb - 1)
+    cnt = np.zeros(nb + 1, dtype=np.int64)
+    for i in range(lo, hi):
+        cnt[((rec[i, 0] >> shift) & mask) + 1] += 1
+    for b in range(nb):
+        cnt[b + 1] += cnt[b]
+    out_offsets[:] = cnt
+    for i in range(lo, hi):
+        b = (rec[i, 0] >> shift) & mask
+        k = cnt[b]
+        for c in range(4):
+            out[k, c] = rec[i, c]
+        cnt[b] = k + 1
+
+
+@pjit
+def sort_by_group_time(h, ts, h2, code, bits):
+    """Sort rows by (group hash, timestamp, row index), carrying a check hash and a code along.
+
+    A two-level MSD radix scatter on the hash (``bits`` top bits, then up to 10 more inside each bucket,
+    in cache) followed by insertion sorts of the small sub-buckets.
+
+    Parameters
+    ----------
+    h : uint64[n]
+        Group hash of every row (uniformly distributed).
+    ts : int64[n]
+        Timestamps (microseconds).
+    h2 : uint64[n]
+        A second, independent hash of the group key, to detect collisions of ``h``.
+    code : int32[n]
+        A non-negative per-row code carried along (the channel code for touchpoints), < 2**23.
+    bits : int
+        Bucket bits, 1..16; rows go to bucket ``h >> (64 - bits)``. Use the same value for two tables
+        whose buckets must match.
+
+    Returns
+    -------
+    order : int64[n]
+        Row indices in sorted order.
+    h_s, ts_s, h2_s, code_s
+        The inputs in sorted order.
+    bucket_offsets : int64[2**bits + 1]
+        Rows ``bucket_offsets[b]:bucket_offsets[b+1]`` (in sorted order) are bucket ``b``.
+    n_collisions : int
+        Adjacent rows with equal ``h`` but different ``h2`` (non-zero means the hash merged two keys).
+    n_ties : int
+        Adjacent rows with equal ``h`` and ``ts`` (ordered by row index; the caller orders them by id).
+    """
+    n = h.shape[0]
+    nb = 1 << bits
+    shift = np.uint64(64 - bits)
+    n_chunks = 4 if n >= 65536 else 1
+    chunk = (n + n_chunks - 1) // n_chunks
+    hist = np.zeros((n_chunks, nb), dtype=np.int64)
+    for c in prange(n_chunks):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            hist[c, h[i] >> shift] += 1
+    # Stable scatter: chunk c's rows of bucket b follow chunk c-1's rows of bucket b.
+    bucket_offsets = np.zeros(nb + 1, dtype=np.int64)
+    start = np.empty((n_chunks, nb), dtype=np.int64)
+    pos = 0
+    for b in range(nb):
+        bucket_offsets[b] = pos
+        for c in range(n_chunks):
+            start[c, b] = pos
+            pos += hist[c, b]
+    bucket_offsets[nb] = pos
+    rec = np.empty((n, 4), dtype=np.uint64)
+    for c in prange(n_chunks):
+        cur = start[c].copy()
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            k = cur[h[i] >> shift]
+            rec[k, 0] = h[i]
+            rec[k, 1] = np.uint64(ts[i])
+            rec[k, 2] = h2[i]
+            rec[k, 3] = np.uint64(i) | (np.uint64(code[i]) << np.uint64(_IDX_BITS))
+            cur[h[i] >> shift] = k + 1
+    order = np.empty(n, dtype=np.int64)
+    h_s = np.empty(n, dtype=np.uint64)
+    ts_s = np.empty(n, dtype=np.int64)
+    h2_s = np.empty(n, dtype=np.uint64)
+    code_s = np.empty(n, dtype=code.dtype)
+    collisions = np.zeros(nb, dtype=np.int64)
+    ties = np.zeros(nb, dtype=np.int64)
+    for b in prange(nb):
+        lo = bucket_offsets[b]
+        hi = bucket_offsets[b + 1]
+        m = hi - lo
+        if m == 0:
+            continue
+        sub_bits = 0
+        while sub_bits < 10 and (m >> sub_bits) > 8:
+            sub_bits += 1
+        local = np.empty((m, 4), dtype=np.uint64)
+        sub = np.empty((1 << sub_bits) + 1, dtype=np.int64)
+        _scatter(rec, lo, hi, shift - np.uint64(sub_bits), 1 << sub_bits, local, sub)
+        tmp = np.empty((m, 4), dtype=np.uint64)
+        for s in range(1 << sub_bits):
+            if sub[s + 1] - sub[s] > 1:
+                _sort_records(local, sub[s], sub[s + 1], tmp)
+        for k in range(m):
+            order[lo + k] = np.int64(local[k, 3] & np.uint64(_IDX_MASK))
+            h_s[lo + k] = local[k, 0]
+            ts_s[lo + k] = np.int64(local[k, 1])
+            h2_s[lo + k] = local[k, 2]
+            code_s[lo + k] = local[k, 3] >> np.uint64(_IDX_BITS)
+            if k > 0 and local[k, 0] == local[k - 1, 0]:
+                if local[k, 2] != local[k - 1, 2]:
+                    collisions[b] += 1
+                if local[k, 1] == local[k - 1, 1]:
+                    ties[b] += 1
+    return order, h_s, ts_s, h2_s, code_s, bucket_offsets, collisions.sum(), ties.sum()
+
+
+@jit
+def tie_runs(h_sorted, ts_sorted):
+    """Start and end (exclusive) of every run of two or more rows with equal (h, ts), in sorted data."""
+    n = h_sorted.shape[0]
+    starts = []
+    ends = []
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and h_sorted[j] == h_sorted[i] and ts_sorted[j] == ts_sorted[i]:
+            j += 1
+        if j - i > 1:
+            starts.append(i)
+            ends.append(j)
+        i = j
+    out = np.empty((len(starts), 2), dtype=np.int64)
+    for k in range(len(starts)):
+        out[k, 0] = starts[k]
+        out[k, 1] = ends[k]
+    return out

@@ -1,0 +1,144 @@
+"""Weights of the heuristic models (SPEC §3) and the links they produce, in bulk."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+from .alloc import split_value
+
+__all__ = [
+    "FIRST_TOUCH",
+    "LAST_TOUCH",
+    "LAST_NON_DIRECT",
+    "LINEAR",
+    "POSITION_BASED",
+    "TIME_DECAY",
+    "heuristic_links",
+]
+
+# Kernel codes of the heuristic weight rules.
+FIRST_TOUCH, LAST_TOUCH, LAST_NON_DIRECT, LINEAR, POSITION_BASED, TIME_DECAY = range(6)
+
+
+@jit
+def _weights(kind, p1, p2, ts, code, is_direct, w):
+    """Fill w[:n] with the weights of one conversion's n touchpoints (ts, code in position order)."""
+    n = w.shape[0]
+    for k in range(n):
+        w[k] = 0.0
+    if kind == FIRST_TOUCH:
+        w[0] = 1.0
+    elif kind == LAST_TOUCH:
+        w[n - 1] = 1.0
+    elif kind == LAST_NON_DIRECT:
+        k = n - 1
+        while k >= 0 and is_direct[code[k]]:
+            k -= 1
+        w[k if k >= 0 else n - 1] = 1.0
+    elif kind == LINEAR:
+        for k in range(n):
+            w[k] = 1.0 / n
+    elif kind == POSITION_BASED:
+        if n == 1:
+            w[0] = 1.0
+        elif n == 2:
+            w[0] = p1 / (p1 + p2)
+            w[1] = p2 / (p1 + p2)
+        else:
+            mid = (1.0 - p1 - p2) / (n - 2)
+            for k in range(1, n - 1):
+                w[k] = mid
+            w[0] = p1
+            w[n - 1] = p2
+    else:  # TIME_DECAY, p1 = half-life in microseconds
+        t_last = ts[n - 1]
+        total = 0.0
+        for k in range(n):
+            w[k] = 2.0 ** (-float(t_last - ts[k]) / p1)
+            total += w[k]
+        for k in range(n):
+            w[k] = w[k] / total
+
+
+@pjit
+def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, chunk_bounds):
+    """Weights, credited value micros and positions of every (conversion, touchpoint, model) link.
+
+    Parameters
+    ----------
+    lo, hi : int64[m]
+        Eligible sorted-touchpoint range of each conversion (see :func:`match_windows`).
+    link_offsets : int64[m + 1]
+        Cumulative link counts: conversion ``j``'s links are ``link_offsets[j]:link_offsets[j+1]``.
+    tp_ts, tp_code : int64[n], int32[n]
+        Sorted touchpoints' times (us) and channel codes.
+    is_direct : bool[n_channels]
+        Whether a channel code counts as direct (``LAST_NON_DIRECT``).
+    cv_value : int64[m]
+        Conversion values in micros (>= 0), in the conversions' sorted order.
+    kinds, p1, p2 : int64[M], float64[M], float64[M]
+        Model codes and their parameters (``POSITION_BASED``: first, last; ``TIME_DECAY``: half-life us).
+    chunk_bounds : int64[c + 1]
+        Conversion ranges handled by one thread each (balanced by link count).
+
+    Returns
+    -------
+    weights : float64[M, L]
+    credit : int64[M, L]
+    position : int32[L]  (1..n)
+    count : int32[L]  (n)
+    """
+    n_models = kinds.shape[0]
+    n_links = link_offsets[-1]
+    weights = np.empty((n_models, n_links), dtype=np.float64)
+    credit = np.empty((n_models, n_links), dtype=np.int64)
+    position = np.empty(n_links, dtype=np.int32)
+    count = np.empty(n_links, dtype=np.int32)
+    max_n = 0
+    for j in range(lo.shape[0]):
+        max_n = max(max_n, hi[j] - lo[j])
+    for c in prange(chunk_bounds.shape[0] - 1):
+        frac = np.empty(max_n, dtype=np.float64)
+        used = np.empty(max_n, dtype=np.bool_)
+        for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            n = hi[j] - lo[j]
+            if n == 0:
+                continue
+            base = link_offsets[j]
+            ts = tp_ts[lo[j] : hi[j]]
+            code = tp_code[lo[j] : hi[j]]
+            for k in range(n):
+                position[base + k] = k + 1
+                count[base + k] = n
+            for mi in range(n_models):
+                w = weights[mi, base : base + n]
+                _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
+                split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
+    return weights, credit, position, count
+
+
+@jit
+def channel_credit(weights, credit, code, n_channels):
+    """Per model x channel sums of weights (float64, serial order) and credited micros (int64).
+
+    Parameters
+    ----------
+    weights, credit : float64[M, L], int64[M, L]
+    code : int32[L]
+        Channel code of every link.
+    n_channels : int
+
+    Returns
+    -------
+    conversions : float64[M, n_channels]
+    value : int64[M, n_channels]
+    """
+    n_models, n_links = weights.shape
+    conversions = np.zeros((n_models, n_channels), dtype=np.float64)
+    value = np.zeros((n_models, n_channels), dtype=np.int64)
+    for m in range(n_models):
+        for i in range(n_links):
+            conversions[m, code[i]] += weights[m, i]
+            value[m, code[i]] += credit[m, i]
+    return conversions, value

@@ -1,0 +1,78 @@
+"""The model interface and the registry that maps the seed's enum names to model classes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from ..config import AttributionConfig
+
+__all__ = ["AttributionModel", "HeuristicModel", "register_model", "get_model", "available_models", "resolve_models"]
+
+_REGISTRY: dict[str, type[AttributionModel]] = {}
+
+
+class AttributionModel:
+    """Base of every attribution model; ``name`` is the seed's ``AttributionModel`` enum value."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> AttributionModel:
+        """The model with its parameters taken from ``config`` (used when a model is given by name)."""
+        return cls()
+
+
+class HeuristicModel(AttributionModel):
+    """A rule-based model computed by :func:`optiq_engine.kernels.weights.heuristic_links`."""
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        """(kernel code, first parameter, second parameter)."""
+        raise NotImplementedError
+
+
+def register_model(cls: type[AttributionModel]) -> type[AttributionModel]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_models() -> tuple[str, ...]:
+    """Names of every registered model."""
+    return tuple(_REGISTRY)
+
+
+def get_model(name: str) -> type[AttributionModel]:
+    """The model class registered under ``name`` (case-insensitive)."""
+    key = name.upper() if isinstance(name, str) else name
+    try:
+        return _REGISTRY[key]
+    except (KeyError, TypeError):
+        raise ModelError(f"unknown model {name!r}; valid choices: {', '.join(_REGISTRY)}") from None
+
+
+def resolve_models(
+    models: object, config: AttributionConfig, *, default: tuple[str, ...]
+) -> tuple[AttributionModel, ...]:
+    """Model objects for ``models`` (names, model objects, or None for ``default``); names are unique."""
+    if models is None:
+        models = default
+    if isinstance(models, (str, AttributionModel)):
+        models = [models]
+    out: list[AttributionModel] = []
+    for m in models:  # type: ignore[union-attr]
+        if isinstance(m, AttributionModel):
+            out.append(m)
+        elif isinstance(m, type) and issubclass(m, AttributionModel):
+            out.append(m.from_config(config))
+        else:
+            out.append(get_model(m).from_config(config))
+    names = [m.name for m in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ModelError(f"model(s) {', '.join(dupes)} given more than once; run attribute() once per variant")
+    if not out:
+        raise ModelError(f"no model given; valid choices: {', '.join(_REGISTRY)}")
+    return tuple(out)

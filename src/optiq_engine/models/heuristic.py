@@ -1,0 +1,127 @@
+"""The rule-based models of SPEC §3: each a name, its parameters and a kernel code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ..config import check_position_shares
+from ..errors import ConfigError
+from ..kernels import weights as k
+from .base import HeuristicModel, register_model
+
+if TYPE_CHECKING:
+    from ..config import AttributionConfig
+
+__all__ = ["FirstTouch", "LastTouch", "LastNonDirect", "Linear", "PositionBased", "TimeDecay", "HEURISTIC_MODELS"]
+
+
+@register_model
+@dataclass(frozen=True)
+class FirstTouch(HeuristicModel):
+    """All credit to the first touchpoint."""
+
+    name = "FIRST_TOUCH"
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.FIRST_TOUCH, 0.0, 0.0
+
+
+@register_model
+@dataclass(frozen=True)
+class LastTouch(HeuristicModel):
+    """All credit to the last touchpoint."""
+
+    name = "LAST_TOUCH"
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.LAST_TOUCH, 0.0, 0.0
+
+
+@register_model
+@dataclass(frozen=True)
+class LastNonDirect(HeuristicModel):
+    """All credit to the last touchpoint whose channel is not direct (else the last)."""
+
+    name = "LAST_NON_DIRECT"
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.LAST_NON_DIRECT, 0.0, 0.0
+
+
+@register_model
+@dataclass(frozen=True)
+class Linear(HeuristicModel):
+    """Equal credit, 1/n, to each touchpoint."""
+
+    name = "LINEAR"
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.LINEAR, 0.0, 0.0
+
+
+@register_model
+@dataclass(frozen=True)
+class PositionBased(HeuristicModel):
+    """``first`` to the first touchpoint, ``last`` to the last, the rest evenly in between.
+
+    Presets: :meth:`u_shaped` (0.4, 0.4), :meth:`j_curve` (0.2, 0.6), :meth:`inverse_j` (0.6, 0.2).
+    """
+
+    name = "POSITION_BASED"
+    first: float = 0.4
+    last: float = 0.4
+
+    def __post_init__(self) -> None:
+        check_position_shares(self.first, self.last)
+
+    @classmethod
+    def u_shaped(cls) -> PositionBased:
+        return cls(0.4, 0.4)
+
+    @classmethod
+    def j_curve(cls) -> PositionBased:
+        return cls(0.2, 0.6)
+
+    @classmethod
+    def inverse_j(cls) -> PositionBased:
+        return cls(0.6, 0.2)
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> PositionBased:
+        return cls(config.position_first, config.position_last)
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.POSITION_BASED, float(self.first), float(self.last)
+
+
+@register_model
+@dataclass(frozen=True)
+class TimeDecay(HeuristicModel):
+    """Weight halving every ``half_life`` of age before the conversion, normalised to 1."""
+
+    name = "TIME_DECAY"
+    half_life: timedelta = timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        hl = self.half_life
+        if not isinstance(hl, timedelta) or hl <= timedelta(0) or hl % timedelta(microseconds=1):
+            raise ConfigError(f"TIME_DECAY half_life must be a positive timedelta of whole microseconds, got {hl!r}")
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> TimeDecay:
+        return cls(config.half_life)
+
+    def kernel_spec(self) -> tuple[int, float, float]:
+        return k.TIME_DECAY, float(self.half_life // timedelta(microseconds=1)), 0.0
+
+
+HEURISTIC_MODELS: tuple[str, ...] = (
+    "FIRST_TOUCH",
+    "LAST_TOUCH",
+    "LAST_NON_DIRECT",
+    "LINEAR",
+    "POSITION_BASED",
+    "TIME_DECAY",
+)

@@ -1,0 +1,348 @@
+"""attribute(): frames -> encoded arrays -> kernels -> result frames."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .channels import DEFAULT_CHANNEL_RULES, derive_channels
+from .config import AttributionConfig
+from .errors import ConfigError, ModelError
+from .frames import normalize_conversions, normalize_touchpoints
+from .kernels.sort import bucket_bits, sort_by_group_time, tie_runs
+from .kernels.weights import channel_credit, heuristic_links
+from .kernels.windows import link_rows, match_windows
+from .models import HEURISTIC_MODELS, AttributionModel, HeuristicModel
+from .models.base import resolve_models
+from .result import AttributionResult
+
+__all__ = ["attribute", "run_attribution"]
+
+log = logging.getLogger(__name__)
+
+_SEED_H = 0x243F6A8885A308D3
+_SEED_H2 = 0x452821E638D01377
+_KEY_COLUMNS = ("organization_id", "site_id")
+_CHUNKS = 64
+#: Test hook: mask applied to group hashes (set to a small value to provoke collisions).
+_HASH_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def attribute(
+    touchpoints: Any,
+    conversions: Any,
+    *,
+    models: Sequence[str | AttributionModel] | str | AttributionModel | None = None,
+    config: AttributionConfig | None = None,
+    **options: Any,
+) -> AttributionResult:
+    """Attribute conversions to touchpoints with one or more models.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Frames in the contract of SPEC §1 (polars, pyarrow or pandas).
+    models
+        Model names (``"LINEAR"``) or model objects (``models.PositionBased(first=0.2, last=0.6)``);
+        ``None`` runs every heuristic model.
+    config
+        An :class:`AttributionConfig`; ``options`` override its fields (``lookback=timedelta(days=7)``).
+
+    Returns
+    -------
+    AttributionResult
+        ``links``, ``credit``, ``unattributed`` (and ``quarantined`` rows, ``timings``).
+
+    Raises
+    ------
+    ConfigError, ModelError
+        Bad options or model names.
+    SchemaError, InputError
+        Missing columns, invalid rows (unless ``on_invalid="quarantine"``), duplicate ids.
+
+    Examples
+    --------
+    >>> import optiq_engine as oq
+    >>> data = oq.synthetic.generate(n_users=1_000, seed=1)
+    >>> result = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR", "LAST_TOUCH"])
+    >>> result.credit.columns
+    ['model', 'channel', 'conversions', 'value_micros']
+    """
+    cfg = (config or AttributionConfig()).with_options(**options)
+    return run_attribution(touchpoints, conversions, models=models, config=cfg)
+
+
+def run_attribution(
+    touchpoints: Any,
+    conversions: Any,
+    *,
+    models: Sequence[str | AttributionModel] | str | AttributionModel | None,
+    config: AttributionConfig,
+    on_stage: Callable[[str], None] | None = None,
+) -> AttributionResult:
+    """:func:`attribute` with a resolved config, calling ``on_stage(name)`` as each stage starts."""
+    cfg = config
+    chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
+    unsupported = [m.name for m in chosen if not isinstance(m, HeuristicModel)]
+    if unsupported:
+        raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
+    timings: dict[str, float] = {}
+    _timed = _stage_timer(timings, on_stage)
+
+    with _timed(timings, "validate"):
+        tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
+        cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)
+        tp, cv = tp_norm.frame, cv_norm.frame
+
+    with _timed(timings, "encode"):
+        keys = [c for c in _KEY_COLUMNS if c in tp.columns and c in cv.columns] + ["anon_id"]
+        tp, channels, tp_code = _encode_channels(tp, cfg)
+        tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
+        tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
+        cv_ts = cv.get_column("occurred_at").to_physical().to_numpy()
+
+    bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
+    for exact in (False, True):
+        with _timed(timings, "sort"):
+            tp_sorted = sort_by_group_time(tp_h, tp_ts, tp_h2, tp_code, bits)
+            cv_sorted = sort_by_group_time(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32), bits)
+        with _timed(timings, "match"):
+            tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = tp_sorted
+            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = cv_sorted
+            lo, hi, has_tp, cross_coll = match_windows(
+                tp_hs, tp_tss, tp_h2s, tp_buckets, cv_hs, cv_tss, cv_h2s, cv_buckets,
+                _micros(cfg.lookback), cfg.reset_after_conversion,
+            )  # fmt: skip
+        if tp_coll + cv_coll + cross_coll == 0:
+            break
+        if exact:  # pragma: no cover - exact codes cannot collide
+            raise AssertionError("group codes collided after exact encoding")
+        log.warning("64-bit group hash collision detected; re-running with exact group codes")
+        with _timed(timings, "encode"):
+            tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
+
+    with _timed(timings, "match"):
+        if tp_ties:
+            tp_order, tp_codes = _order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
+        if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
+            cv_order, _ = _order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
+        counts = hi - lo
+        link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
+        np.cumsum(counts, out=link_offsets[1:])
+        chunks = _chunk_bounds(link_offsets)
+        cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
+
+    with _timed(timings, "weights"):
+        specs = [m.kernel_spec() for m in chosen]  # type: ignore[attr-defined]
+        kinds = np.array([s[0] for s in specs], dtype=np.int64)
+        p1 = np.array([s[1] for s in specs], dtype=np.float64)
+        p2 = np.array([s[2] for s in specs], dtype=np.float64)
+        is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
+        weights, credit, position, count = heuristic_links(
+            lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, chunks
+        )
+        tp_row, cv_row, link_code = link_rows(lo, link_offsets, tp_order, tp_codes, cv_order, chunks)
+
+    with _timed(timings, "frames"):
+        names = [m.name for m in chosen]
+        links = _links_frame(tp, cv, names, channels, weights, credit, position, count, tp_row, cv_row, link_code)
+        credit_frame = _credit_frame(names, channels, *channel_credit(weights, credit, link_code, len(channels)))
+        unattributed = _unattributed_frame(cv, cv_order, counts == 0, has_tp)
+
+    return AttributionResult(
+        links=links,
+        credit=credit_frame,
+        unattributed=unattributed,
+        models=chosen,
+        config=cfg,
+        n_conversions=cv.height,
+        quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
+        timings=timings,
+    )
+
+
+def _stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | None):
+    @contextmanager
+    def timed(_: dict[str, float], stage: str):
+        if on_stage is not None:
+            on_stage(stage)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    return timed
+
+
+def _micros(td: Any) -> int:
+    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
+
+
+def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+    """Touchpoints with a complete ``channel`` column, the channel dictionary and int32 codes."""
+    rules = cfg.channel_rules or DEFAULT_CHANNEL_RULES
+    if "channel" not in tp.columns:
+        tp = tp.with_columns(derive_channels(tp, rules).alias("channel"))
+    else:
+        col = tp.get_column("channel")
+        if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum))):
+            raise ConfigError(f"touchpoints column 'channel' must hold strings, got {col.dtype}")
+        if col.null_count():
+            derived = derive_channels(tp.filter(col.is_null()), rules)
+            col = col.cast(pl.String).set(col.is_null(), derived)  # type: ignore[arg-type]
+            tp = tp.with_columns(col.alias("channel"))
+    col = tp.get_column("channel")
+    if isinstance(col.dtype, pl.Enum):
+        channels = list(col.dtype.categories)
+        return tp, channels, col.to_physical().cast(pl.Int32).to_numpy()
+    channels = sorted(col.unique().cast(pl.String).to_list())
+    codes = col.cast(pl.String).cast(pl.Enum(channels)).to_physical().cast(pl.Int32).to_numpy()
+    return tp, channels, codes
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mix (splitmix64's finaliser)."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _hash_keys(frame: pl.DataFrame, keys: list[str], seed: int) -> np.ndarray:
+    cols = frame.select(pl.col(k).cast(pl.String).hash(seed).alias(k) for k in keys)
+    h = cols.get_column(keys[-1]).to_numpy()
+    if len(keys) > 1:
+        h = h.copy()
+        for i, k in enumerate(keys[:-1]):
+            other = cols.get_column(k).to_numpy()
+            r = np.uint64(17 + 19 * i)
+            h = _splitmix(h ^ ((other << r) | (other >> (np.uint64(64) - r))))
+    return h & _HASH_MASK
+
+
+def _group_hashes(
+    tp: pl.DataFrame, cv: pl.DataFrame, keys: list[str], *, exact: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
+    if not exact:
+        return (
+            _hash_keys(tp, keys, _SEED_H),
+            _hash_keys(tp, keys, _SEED_H2),
+            _hash_keys(cv, keys, _SEED_H),
+            _hash_keys(cv, keys, _SEED_H2),
+        )
+    both = pl.concat([tp.select(keys), cv.select(keys)], how="vertical")
+    uniq = both.unique().with_row_index("_code")
+    codes = both.join(uniq, on=keys, how="left", nulls_equal=True, maintain_order="left").get_column("_code")
+    mixed = _splitmix(codes.to_numpy().astype(np.uint64))
+    return mixed[: tp.height], mixed[: tp.height], mixed[tp.height :], mixed[tp.height :]
+
+
+def _order_ties_by_id(
+    order: np.ndarray, code: np.ndarray | None, h_s: np.ndarray, ts_s: np.ndarray, ids: pl.Series
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reorder runs of equal (group, time) by id (UTF-8 byte order)."""
+    runs = tie_runs(h_s, ts_s)
+    lengths = runs[:, 1] - runs[:, 0]
+    pos = np.repeat(runs[:, 0], lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    run_id = np.repeat(np.arange(len(runs)), lengths)
+    ranked = (
+        pl.DataFrame({"run": run_id, "id": ids.gather(order[pos]).cast(pl.Binary), "pos": pos})
+        .sort(["run", "id"])
+        .get_column("pos")
+        .to_numpy()
+    )
+    order = order.copy()
+    order[pos] = order[ranked]
+    if code is not None:
+        code = code.copy()
+        code[pos] = code[ranked]
+    return order, code
+
+
+def _chunk_bounds(link_offsets: np.ndarray) -> np.ndarray:
+    """Conversion boundaries of about equal link counts, one chunk per parallel task."""
+    m = link_offsets.shape[0] - 1
+    targets = np.linspace(0, link_offsets[-1], _CHUNKS + 1)
+    bounds = np.searchsorted(link_offsets, targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, m
+    return np.unique(np.clip(bounds, 0, m))
+
+
+def _links_frame(
+    tp: pl.DataFrame,
+    cv: pl.DataFrame,
+    names: list[str],
+    channels: list[str],
+    weights: np.ndarray,
+    credit: np.ndarray,
+    position: np.ndarray,
+    count: np.ndarray,
+    tp_row: np.ndarray,
+    cv_row: np.ndarray,
+    link_code: np.ndarray,
+) -> pl.DataFrame:
+    """The long links frame: one chunk per model sharing the id, position and channel columns."""
+    shared = pl.DataFrame(
+        [
+            cv.get_column("conversion_id").gather(cv_row),
+            tp.get_column("touchpoint_id").gather(tp_row),
+            pl.Series("position", position),
+            pl.Series("touchpoint_count", count),
+            pl.Series("channel", link_code.astype(np.uint32)).cat.to(pl.Enum(channels)),
+        ]
+    )
+    model_dtype = pl.Enum(names)
+    parts = [
+        shared.with_columns(
+            pl.lit(name, dtype=model_dtype).alias("model"),
+            pl.Series("weight", weights[i]),
+            pl.Series("credited_value_micros", credit[i]),
+        ).select(
+            "conversion_id",
+            "touchpoint_id",
+            "model",
+            "weight",
+            "position",
+            "touchpoint_count",
+            "credited_value_micros",
+            "channel",
+        )
+        for i, name in enumerate(names)
+    ]
+    return pl.concat(parts, how="vertical", rechunk=False)
+
+
+def _credit_frame(names: list[str], channels: list[str], conversions: np.ndarray, value: np.ndarray) -> pl.DataFrame:
+    m, c = conversions.shape
+    return pl.DataFrame(
+        {
+            "model": pl.Series(np.repeat(names, c)).cast(pl.Enum(names)),
+            "channel": pl.Series(np.tile(channels, m) if m else [], dtype=pl.String).cast(pl.Enum(channels)),
+            "conversions": conversions.reshape(-1),
+            "value_micros": value.reshape(-1),
+        }
+    )
+
+
+def _unattributed_frame(cv: pl.DataFrame, cv_order: np.ndarray, empty: np.ndarray, has_tp: np.ndarray) -> pl.DataFrame:
+    rows = cv_order[empty]
+    reason = np.where(has_tp[empty], "outside_window", "no_touchpoints")
+    cols = ["conversion_id", "anon_id", "occurred_at", "value_micros"]
+    cols += [c for c in ("organization_id", "site_id", "name") if c in cv.columns]
+    return (
+        cv.select(cols)[rows]
+        .with_columns(pl.Series("reason", reason, dtype=pl.String))
+        .sort("occurred_at", "conversion_id")
+    )

@@ -1,0 +1,62 @@
+"""What :func:`optiq_engine.attribute` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from .config import AttributionConfig
+    from .models import AttributionModel
+
+__all__ = ["AttributionResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class AttributionResult:
+    """Links, credit and the conversions left unattributed, for every model of one run.
+
+    Attributes
+    ----------
+    links
+        One row per (conversion, eligible touchpoint, model): ``conversion_id``, ``touchpoint_id``,
+        ``model``, ``weight``, ``position``, ``touchpoint_count``, ``credited_value_micros``, ``channel``.
+        Rows are grouped by model (in the order asked), a conversion's links contiguous in position order.
+    credit
+        Per model x channel: ``conversions`` (sum of weights) and ``value_micros`` (exact sum of
+        credited micros).
+    unattributed
+        Conversions with no eligible touchpoint, with a ``reason``.
+    quarantined
+        Rows set aside with ``on_invalid="quarantine"``: ``{"touchpoints": ..., "conversions": ...}``,
+        each with a ``reason`` column.
+    n_conversions
+        Valid conversions in the run (attributed or not).
+    timings
+        Seconds spent per stage (``validate``, ``encode``, ``sort``, ``match``, ``weights``, ``frames``).
+    """
+
+    links: pl.DataFrame
+    credit: pl.DataFrame
+    unattributed: pl.DataFrame
+    models: tuple[AttributionModel, ...]
+    config: AttributionConfig
+    n_conversions: int = 0
+    quarantined: dict[str, pl.DataFrame] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    def links_for(self, model: str) -> pl.DataFrame:
+        """The links of one model."""
+        return self.links.filter(pl.col("model") == model.upper())
+
+    def __repr__(self) -> str:
+        return (
+            f"AttributionResult(models={list(self.model_names)}, links={self.links.height:,}, "
+            f"conversions={self.n_conversions:,}, unattributed={self.unattributed.height:,})"
+        )

@@ -1,0 +1,1 @@
+"""Slow, literal pure-Python reference implementations used by the property tests."""
