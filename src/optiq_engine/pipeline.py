@@ -30,7 +30,7 @@ _SEED_H = 0x243F6A8885A308D3
 _SEED_H2 = 0x452821E638D01377
 _KEY_COLUMNS = ("organization_id", "site_id")
 _CHUNKS = 64
-#: Test hook: mask applied to group hashes (set to a small value to provoke collisions).
+#: Test hook: mask applied to the primary group hash (a small value provokes collisions).
 _HASH_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -228,7 +228,7 @@ def _hash_keys(frame: pl.DataFrame, keys: list[str], seed: int) -> np.ndarray:
             other = cols.get_column(k).to_numpy()
             r = np.uint64(17 + 19 * i)
             h = _splitmix(h ^ ((other << r) | (other >> (np.uint64(64) - r))))
-    return h & _HASH_MASK
+    return h
 
 
 def _group_hashes(
@@ -237,9 +237,9 @@ def _group_hashes(
     """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
     if not exact:
         return (
-            _hash_keys(tp, keys, _SEED_H),
+            _hash_keys(tp, keys, _SEED_H) & _HASH_MASK,
             _hash_keys(tp, keys, _SEED_H2),
-            _hash_keys(cv, keys, _SEED_H),
+            _hash_keys(cv, keys, _SEED_H) & _HASH_MASK,
             _hash_keys(cv, keys, _SEED_H2),
         )
     both = pl.concat([tp.select(keys), cv.select(keys)], how="vertical")

@@ -166,10 +166,10 @@ def model_weights(
 
     if model == TIME_DECAY:
         half_life = float(params.get("half_life_us", 7 * MICROS_PER_DAY))
-        t_n = float(times[n - 1])
+        t_n = times[n - 1]
         raw = []
         for k in range(n):
-            raw.append(2.0 ** (-(t_n - float(times[k])) / half_life))
+            raw.append(2.0 ** (-float(t_n - times[k]) / half_life))
         total = 0.0
         for r in raw:  # left to right
             total += r

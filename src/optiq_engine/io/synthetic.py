@@ -106,6 +106,7 @@ _BASE_LOGIT = np.array([_CHANNEL_PARAMS[c][3] for c in CHANNELS])
 _DRIFT = np.array([_CHANNEL_PARAMS[c][4] for c in CHANNELS])
 
 _BLOCK_USERS = 1 << 16  # users per random block; fixed, never derived from batch_users
+_N_CHUNKS = 64  # work chunks of the parallel kernels (fixed, so results never depend on threads)
 _MAX_TOUCHES_PER_USER = 5_000
 _MAX_TOUCHPOINTS_PER_USER_MEAN = 100.0
 _ACTIVITY_SIGMA = 1.0  # log-normal spread of a user's touch rate
@@ -113,7 +114,7 @@ _GAP_MEDIAN_DAYS = 2.0  # median of the users' median inter-arrival time
 _PACE_SIGMA = 0.6  # spread of the users' median inter-arrival times
 _GAP_SIGMA = 1.2  # spread of one user's inter-arrival times
 _MIN_GAP_US = 1_000_000  # touches of a user are at least 1 s apart (unless compressed)
-_ALPHA = -3.4  # baseline log-odds of converting at a touch
+_ALPHA = -3.2  # baseline log-odds of converting at a touch
 _INTERCEPT_SD = 0.7  # user-level random intercept (intent)
 _RHO = 0.5  # saturation: the k-th touch of a channel adds beta * rho**(k-1) to the log-odds
 _MAX_DELAY_US = 6 * 3_600_000_000  # a conversion follows its touch by at most 6 hours
@@ -427,13 +428,13 @@ def _simulate_block(params: _Params, block_index: int, touch_base: int, conversi
     ts = _draw_times(rng, offsets, params.window_us)
     channel = _draw_channels(offsets, available, rng.random(int(offsets[-1])), _BASE_LOGIT, _DRIFT)
     campaign = _draw_campaigns(rng, channel)
-    converted, expected = _simulate_conversions(
+    converted, incremental = _simulate_conversions(
         offsets, ts, channel, _ALPHA + _INTERCEPT_SD * intent, rng.random(int(offsets[-1])),
         _BETA, _RHO, _MEMORY_US, _MAX_TOUCHES_PER_USER,
     )  # fmt: skip
     touch_index = np.flatnonzero(converted)
     conversion_ts, conversion_value = _draw_conversion_details(rng, offsets, ts, touch_index, params.window_us)
-    conversion_counts = np.add.reduceat(converted, offsets[:-1]) if n else np.zeros(0, np.int64)
+    conversion_counts = np.add.reduceat(converted.astype(np.int64), offsets[:-1]) if n else np.zeros(0, np.int64)
     conversion_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(conversion_counts, out=conversion_offsets[1:])
     return _Block(
@@ -447,7 +448,7 @@ def _simulate_block(params: _Params, block_index: int, touch_base: int, conversi
         conversion_ts=conversion_ts,
         conversion_value=conversion_value,
         channel_touches=_channel_touches(offsets, channel, len(CHANNELS)),
-        incremental=expected[:, -1:] - expected[:, :-1],
+        incremental=incremental,
         touch_base=touch_base,
         conversion_base=conversion_base,
     )
@@ -563,6 +564,27 @@ def _place_touches(offsets, gaps, start_fraction, window_us, min_gap):
     return ts
 
 
+@jit
+def _chunk_bounds(offsets, n_chunks):
+    """User boundaries of ``n_chunks`` contiguous chunks holding about equal numbers of touches.
+
+    Returns int64[k + 1] with ``k <= n_chunks``; the chunks depend only on ``offsets``, so results of
+    the parallel kernels do not depend on the number of threads.
+    """
+    n_users = offsets.size - 1
+    total = offsets[n_users]
+    bounds = np.empty(n_chunks + 1, np.int64)
+    bounds[0] = 0
+    k = 1
+    for chunk in range(1, n_chunks):
+        u = np.searchsorted(offsets, total * chunk // n_chunks)
+        if bounds[k - 1] < u < n_users:
+            bounds[k] = u
+            k += 1
+    bounds[k] = n_users
+    return bounds[: k + 1]
+
+
 @pjit
 def _draw_channels(offsets, available, uniforms, base_logit, drift):
     """Channel of each touch, drawn from the user's available channels.
@@ -586,25 +608,27 @@ def _draw_channels(offsets, available, uniforms, base_logit, drift):
     """
     n_channels = base_logit.size
     out = np.empty(uniforms.size, np.int8)
-    for u in prange(offsets.size - 1):
-        lo = offsets[u]
-        n = offsets[u + 1] - lo
+    bounds = _chunk_bounds(offsets, _N_CHUNKS)
+    for chunk in prange(bounds.size - 1):
         cumulative = np.empty(n_channels)
-        for j in range(n):
-            r = (j + 0.5) / n - 0.5
-            total = 0.0
-            for c in range(n_channels):
-                if available[u, c]:
-                    total += math.exp(base_logit[c] + drift[c] * r)
-                cumulative[c] = total
-            target = uniforms[lo + j] * total
-            pick = 0
-            for c in range(n_channels):
-                if available[u, c]:
-                    pick = c
-                    if target < cumulative[c]:
-                        break
-            out[lo + j] = pick
+        for u in range(bounds[chunk], bounds[chunk + 1]):
+            lo = offsets[u]
+            n = offsets[u + 1] - lo
+            for j in range(n):
+                r = (j + 0.5) / n - 0.5
+                total = 0.0
+                for c in range(n_channels):
+                    if available[u, c]:
+                        total += math.exp(base_logit[c] + drift[c] * r)
+                    cumulative[c] = total
+                target = uniforms[lo + j] * total
+                pick = 0
+                for c in range(n_channels):
+                    if available[u, c]:
+                        pick = c
+                        if target < cumulative[c]:
+                            break
+                out[lo + j] = pick
     return out
 
 
@@ -624,11 +648,12 @@ def _window_start(ts, a, j, memory_us):
 
 @jit
 def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision, converted, counts):
-    """Simulate one user's conversions with the hazard of the docs; mark the converting touches.
+    """Simulate one user's conversions; mark the touches that trigger one in ``converted``.
 
-    ``counts`` (int64[C], zeros on entry and exit) holds the touches per channel of the current
-    stock ``[first, j]``: touches after the last conversion and within ``memory_us`` of touch ``j``.
-    ``saturation[k] = (1 - rho**k) / (1 - rho)``.
+    ``counts`` (int64[C], zeros on entry and on exit) holds the touches per channel of the stock
+    ``[first, j]``: the touches after the last conversion and within ``memory_us`` of touch ``j``.
+    ``saturation[k] = 1 + rho + ... + rho**(k-1)``. Touch ``j`` converts when
+    ``decision[j] < sigmoid(base + sum_c beta[c] * saturation[counts[c]])``.
     """
     a = lo
     first = lo
@@ -651,78 +676,99 @@ def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision,
 
 
 @jit
-def _expected_conversions(lo, hi, ts, chan, base, beta, removed, gain, memory_us, prob, kcount, kstamp):
-    """Exact expected number of conversions of one user, with the channels ``removed`` muted.
+def _expected_conversions(lo, hi, ts, chan, base, beta, removed, starts, n_removed, gain, saturation, memory_us, scratch):
+    """Exact expected conversions of one user, as is and with each channel of ``removed`` muted.
 
-    A dynamic programme over the state "index of the last conversion": ``prob[s - lo]`` is the
-    probability that the last conversion so far happened at touch ``s``; ``free`` collects the states
-    whose conversion is older than the memory window (they give the hazard of "no conversion yet").
-    At touch ``j`` each live state ``s`` has the hazard of the touches ``(s, j]`` in the window.
+    A dynamic programme over the state "index of the last conversion so far", run for all scenarios
+    at once: row ``r = 0`` is the actual model, row ``r >= 1`` the model in which the touches of
+    channel ``removed[r - 1]`` add nothing to the log-odds (they stay decision points).
+    ``prob[s - lo, r]`` is the probability that the last conversion happened at touch ``s``;
+    ``free[r]`` collects "no conversion yet" and every state older than the memory window (they give
+    the same hazard). At touch ``j`` the state ``s`` has the hazard of the touches ``(s, j]`` in the
+    window, computed by sweeping ``i = j, j - 1, ..., a`` and adding touch ``i`` to the stock.
+    Row ``r`` equals row 0 until the first touch of its channel, ``starts[r - 1]``: it is copied from
+    row 0 there and only then evolved (``starts`` ascending).
 
     Parameters
     ----------
     lo, hi : int
         The user's touch range.
     ts, chan : int64[N], int8[N]
-        Touch times and channels.
+        Touch times (strictly increasing within the user) and channels.
     base : float
         ``alpha + intercept`` of the user.
     beta : float64[C]
         True channel effects.
-    removed : bool[C]
-        Channels whose touches add nothing to the log-odds (their touches stay decision points).
-    gain : float64[max_n + 1]
-        ``gain[k] = rho**k``, the log-odds added by the (k+1)-th touch of a channel, per unit beta.
+    removed, starts : int64[C]
+        Channels to mute, one scenario each, and the index of their first touch; the first
+        ``n_removed`` entries are used, in ascending order of ``starts``.
+    gain, saturation : float64[max_n + 1]
+        ``gain[k] = rho**k``; ``saturation[k] = gain[0] + ... + gain[k - 1]``.
     memory_us : int
         Touches older than this are forgotten.
-    prob : float64[>= hi - lo]; kcount, kstamp : int64[C]
-        Scratch space.
-
-    Returns
-    -------
-    float
-        ``sum_j P(convert at touch j)``.
+    scratch : tuple
+        ``(prob float64[>= hi - lo, C + 1], free float64[C + 1], acc float64[C + 1], kcount int64[C],
+        kstamp int64[C], out float64[C + 1])``; ``out[r]`` receives the expected conversions of row r.
     """
+    prob, free, acc, kcount, kstamp, out = scratch
     for s in range(hi - lo):
-        prob[s] = 0.0
+        prob[s, 0] = 0.0
+    free[0] = 1.0
+    out[0] = 0.0
     for c in range(kstamp.size):
         kstamp[c] = -1
-    free = 1.0
+    rows = 1
     merged = lo
     a = lo
-    total = 0.0
     for j in range(lo, hi):
         a = _window_start(ts, a, j, memory_us)
         while merged < a:
-            free += prob[merged - lo]
-            prob[merged - lo] = 0.0
+            for r in range(rows):
+                free[r] += prob[merged - lo, r]
+                prob[merged - lo, r] = 0.0
             merged += 1
+        while rows <= n_removed and starts[rows - 1] == j:
+            for s in range(merged - lo, j - lo):
+                prob[s, rows] = prob[s, 0]
+            free[rows] = free[0]
+            out[rows] = out[0]
+            rows += 1
+        for r in range(rows):
+            acc[r] = 0.0
         logit = base
-        expected = 0.0
         for i in range(j, a - 1, -1):
             c = chan[i]
             if kstamp[c] != j:
                 kstamp[c] = j
                 kcount[c] = 0
-            if not removed[c]:
-                logit += beta[c] * gain[kcount[c]]
+            logit += beta[c] * gain[kcount[c]]
             kcount[c] += 1
-            p = _sigmoid(logit)
+            p_all = _sigmoid(logit)
             if i > a:
-                state = prob[i - 1 - lo]
-                expected += state * p
-                prob[i - 1 - lo] = state * (1.0 - p)
+                s = i - 1 - lo
+                acc[0] += prob[s, 0] * p_all
+                prob[s, 0] *= 1.0 - p_all
+                for r in range(1, rows):
+                    d = removed[r - 1]
+                    p = _sigmoid(logit - beta[d] * saturation[kcount[d]]) if kstamp[d] == j else p_all
+                    acc[r] += prob[s, r] * p
+                    prob[s, r] *= 1.0 - p
             else:
-                expected += free * p
-                free *= 1.0 - p
-        prob[j - lo] = expected
-        total += expected
-    return total
+                acc[0] += free[0] * p_all
+                free[0] *= 1.0 - p_all
+                for r in range(1, rows):
+                    d = removed[r - 1]
+                    p = _sigmoid(logit - beta[d] * saturation[kcount[d]]) if kstamp[d] == j else p_all
+                    acc[r] += free[r] * p
+                    free[r] *= 1.0 - p
+        for r in range(rows):
+            prob[j - lo, r] = acc[r]
+            out[r] += acc[r]
 
 
 @pjit
 def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_us, max_touches):
-    """Realised conversions and exact expected conversions, actual and with each channel removed.
+    """Realised conversions, and the exact expected conversions each channel adds.
 
     Parameters
     ----------
@@ -749,11 +795,10 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
     -------
     converted : bool[N]
         Whether touch ``j`` triggered a conversion.
-    expected : float64[B, C + 1]
-        Column ``c``: expected conversions of the user with channel ``c`` removed; column ``C``: with
-        nothing removed.
+    incremental : float64[B, C]
+        ``E[conversions] - E[conversions | channel c muted]`` of each user; exactly 0 when the user
+        has no touch of ``c`` or ``beta[c] == 0``.
     """
-    n_users = offsets.size - 1
     n_channels = beta.size
     gain = np.empty(max_touches + 1)
     saturation = np.empty(max_touches + 1)
@@ -763,32 +808,44 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
         saturation[k] = acc
         acc += gain[k]
     converted = np.zeros(ts.size, np.bool_)
-    expected = np.empty((n_users, n_channels + 1))
-    for u in prange(n_users):
-        lo, hi = offsets[u], offsets[u + 1]
-        counts = np.zeros(n_channels, np.int64)
-        _realise_path(lo, hi, ts, chan, base[u], beta, saturation, memory_us, decision, converted, counts)
-        prob = np.empty(hi - lo)
-        kcount = np.empty(n_channels, np.int64)
-        kstamp = np.empty(n_channels, np.int64)
-        removed = np.zeros(n_channels, np.bool_)
-        touched = np.zeros(n_channels, np.bool_)
-        for j in range(lo, hi):
-            touched[chan[j]] = True
-        actual = _expected_conversions(
-            lo, hi, ts, chan, base[u], beta, removed, gain, memory_us, prob, kcount, kstamp
+    incremental = np.zeros((offsets.size - 1, n_channels))
+    bounds = _chunk_bounds(offsets, _N_CHUNKS)
+    for chunk in prange(bounds.size - 1):
+        longest = 1
+        for u in range(bounds[chunk], bounds[chunk + 1]):
+            longest = max(longest, offsets[u + 1] - offsets[u])
+        scratch = (
+            np.empty((longest, n_channels + 1)),
+            np.empty(n_channels + 1),
+            np.empty(n_channels + 1),
+            np.empty(n_channels, np.int64),
+            np.empty(n_channels, np.int64),
+            np.empty(n_channels + 1),
         )
-        expected[u, n_channels] = actual
-        for c in range(n_channels):
-            if touched[c] and beta[c] != 0.0:
-                removed[c] = True
-                expected[u, c] = _expected_conversions(
-                    lo, hi, ts, chan, base[u], beta, removed, gain, memory_us, prob, kcount, kstamp
-                )
-                removed[c] = False
-            else:
-                expected[u, c] = actual
-    return converted, expected
+        counts = np.zeros(n_channels, np.int64)
+        touched = np.zeros(n_channels, np.bool_)
+        removed = np.empty(n_channels, np.int64)
+        starts = np.empty(n_channels, np.int64)
+        for u in range(bounds[chunk], bounds[chunk + 1]):
+            lo, hi = offsets[u], offsets[u + 1]
+            _realise_path(lo, hi, ts, chan, base[u], beta, saturation, memory_us, decision, converted, counts)
+            touched[:] = False
+            n_removed = 0
+            for j in range(lo, hi):
+                c = chan[j]
+                if not touched[c]:
+                    touched[c] = True
+                    if beta[c] != 0.0:
+                        removed[n_removed] = c
+                        starts[n_removed] = j
+                        n_removed += 1
+            _expected_conversions(
+                lo, hi, ts, chan, base[u], beta, removed, starts, n_removed, gain, saturation, memory_us, scratch
+            )
+            out = scratch[5]
+            for r in range(n_removed):
+                incremental[u, removed[r]] = out[0] - out[r + 1]
+    return converted, incremental
 
 
 @jit
@@ -809,7 +866,7 @@ def _click_keys(numbers, key):
     return out
 
 
-@jit
+@pjit
 def _format_fixed(prefix, numbers, width, base):
     """UTF-8 bytes of ``prefix + number`` zero-padded to ``width`` digits in ``base`` (10 or 16).
 
@@ -818,7 +875,7 @@ def _format_fixed(prefix, numbers, width, base):
     digits = np.frombuffer(b"0123456789abcdef", np.uint8)
     size = prefix.size + width
     out = np.empty(numbers.size * size, np.uint8)
-    for i in range(numbers.size):
+    for i in prange(numbers.size):
         row = i * size
         out[row : row + prefix.size] = prefix
         x = np.uint64(numbers[i])
@@ -835,41 +892,77 @@ def _format_fixed(prefix, numbers, width, base):
 _CAMPAIGN_NAMES: tuple[str, ...] = tuple(name for c in CHANNELS for name in CHANNEL_CAMPAIGNS[c])
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """The arrays of one batch of users, concatenated from block slices."""
+
+    first_user: int
+    first_touch: int  # global number of the batch's first touchpoint
+    first_conversion: int  # global number of the batch's first conversion
+    touch_counts: np.ndarray  # int64[U]
+    conversion_counts: np.ndarray  # int64[U]
+    site: np.ndarray  # int64[U]
+    ts: np.ndarray  # int64[N]
+    channel: np.ndarray  # int8[N]
+    campaign: np.ndarray  # int32[N]
+    conversion_ts: np.ndarray  # int64[K]
+    conversion_value: np.ndarray  # int64[K]
+    reached: np.ndarray  # int64[C], users touched by each channel
+    touches: np.ndarray  # int64[C]
+    incremental: np.ndarray  # float64[C]
+
+    @property
+    def n_users(self) -> int:
+        """Number of users in the batch."""
+        return self.touch_counts.size
+
+
 def _build_batch(params: _Params, parts: list[tuple[_Block, int, int]]) -> SyntheticData:
-    """Concatenate the user ranges ``[lo, hi)`` of the blocks in ``parts`` into frames and truth."""
-    pieces = [_slice_block(block, lo, hi) for block, lo, hi in parts]
-    cols = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
-    n_users = sum(hi - lo for _, lo, hi in parts)
+    """Turn the user ranges ``[lo, hi)`` of the blocks in ``parts`` into the frames and the truth."""
+    batch = _concatenate(parts)
     return SyntheticData(
-        touchpoints=_touchpoint_frame(params, cols),
-        conversions=_conversion_frame(params, cols),
-        truth=_truth_frame(cols["channel_touches"], cols["incremental"], n_users),
+        touchpoints=_touchpoint_frame(params, batch),
+        conversions=_conversion_frame(params, batch),
+        truth=_truth_frame(batch),
         seed=params.seed,
     )
 
 
-def _slice_block(block: _Block, lo: int, hi: int) -> dict[str, np.ndarray]:
-    """The arrays of users ``[lo, hi)`` of a block, with global user/touchpoint/conversion numbers."""
-    t0, t1 = int(block.touch_offsets[lo]), int(block.touch_offsets[hi])
-    c0, c1 = int(block.conversion_offsets[lo]), int(block.conversion_offsets[hi])
-    users = np.arange(block.first_user + lo, block.first_user + hi, dtype=np.int64)
-    touch_counts = np.diff(block.touch_offsets[lo : hi + 1])
-    conversion_counts = np.diff(block.conversion_offsets[lo : hi + 1])
-    return {
-        "tp_number": np.arange(block.touch_base + t0, block.touch_base + t1, dtype=np.int64),
-        "tp_user": np.repeat(users, touch_counts),
-        "tp_site": np.repeat(block.site[lo:hi], touch_counts),
-        "tp_ts": block.ts[t0:t1],
-        "tp_channel": block.channel[t0:t1],
-        "tp_campaign": block.campaign[t0:t1],
-        "cv_number": np.arange(block.conversion_base + c0, block.conversion_base + c1, dtype=np.int64),
-        "cv_user": np.repeat(users, conversion_counts),
-        "cv_site": np.repeat(block.site[lo:hi], conversion_counts),
-        "cv_ts": block.conversion_ts[c0:c1],
-        "cv_value": block.conversion_value[c0:c1],
-        "channel_touches": block.channel_touches[lo:hi],
-        "incremental": block.incremental[lo:hi],
-    }
+def _concatenate(parts: list[tuple[_Block, int, int]]) -> _Batch:
+    """Concatenate block slices (consecutive users) into one batch; truth sums are taken per slice."""
+    first_block, first_lo, _ = parts[0]
+
+    def gather(field: str, offsets: str | None) -> np.ndarray:
+        chunks = []
+        for block, lo, hi in parts:
+            bounds = getattr(block, offsets) if offsets else None
+            i0, i1 = (int(bounds[lo]), int(bounds[hi])) if bounds is not None else (lo, hi)
+            chunks.append(getattr(block, field)[i0:i1])
+        return np.concatenate(chunks)
+
+    per_user = [(np.diff(b.touch_offsets[lo : hi + 1]), np.diff(b.conversion_offsets[lo : hi + 1])) for b, lo, hi in parts]
+    n_channels = len(CHANNELS)
+    reached, touches, incremental = np.zeros(n_channels, np.int64), np.zeros(n_channels, np.int64), np.zeros(n_channels)
+    for block, lo, hi in parts:
+        reached += (block.channel_touches[lo:hi] > 0).sum(axis=0)
+        touches += block.channel_touches[lo:hi].sum(axis=0)
+        incremental += block.incremental[lo:hi].sum(axis=0)
+    return _Batch(
+        first_user=first_block.first_user + first_lo,
+        first_touch=first_block.touch_base + int(first_block.touch_offsets[first_lo]),
+        first_conversion=first_block.conversion_base + int(first_block.conversion_offsets[first_lo]),
+        touch_counts=np.concatenate([t for t, _ in per_user]),
+        conversion_counts=np.concatenate([c for _, c in per_user]),
+        site=gather("site", None),
+        ts=gather("ts", "touch_offsets"),
+        channel=gather("channel", "touch_offsets"),
+        campaign=gather("campaign", "touch_offsets"),
+        conversion_ts=gather("conversion_ts", "conversion_offsets"),
+        conversion_value=gather("conversion_value", "conversion_offsets"),
+        reached=reached,
+        touches=touches,
+        incremental=incremental,
+    )
 
 
 def _fixed_ids(prefix: str, numbers: np.ndarray, width: int, base: int = 10) -> pl.Series:
@@ -878,55 +971,79 @@ def _fixed_ids(prefix: str, numbers: np.ndarray, width: int, base: int = 10) -> 
     data = _format_fixed(raw, numbers, width, base)
     offsets = np.arange(numbers.size + 1, dtype=np.int64) * (raw.size + width)
     array = pa.Array.from_buffers(pa.large_string(), numbers.size, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    return pl.Series(pl.from_arrow(array))
+    return pl.from_arrow(array)
 
 
-def _lookup(names: list[str | None], codes: np.ndarray) -> pl.Series:
+def _lookup(names: list[str | None] | pl.Series, codes: np.ndarray) -> pl.Series:
     """``names[code]`` per row as a String series; a negative code or a None name gives null."""
-    index = pl.Series(codes.astype(np.int64))
-    return pl.Series(names, dtype=pl.String).gather(pl.select(pl.when(index >= 0).then(index)).to_series())
+    values = names if isinstance(names, pl.Series) else pl.Series(names, dtype=pl.String)
+    if values.len() == 1 and values.null_count() == 0 and codes.size and codes.min() == 0 == codes.max():
+        return pl.repeat(values[0], codes.size, dtype=pl.String, eager=True)
+    index = pl.Series(codes.astype(np.int64, copy=False))
+    return values.gather(pl.select(pl.when(index >= 0).then(index)).to_series())
 
 
-def _user_ids(params: _Params, users: np.ndarray) -> pl.Series:
-    """``u_`` + zero-padded global user index."""
-    return _fixed_ids("u_", users, max(_USER_ID_WIDTH, len(str(params.n_users - 1))))
+def _user_ids(params: _Params, batch: _Batch, counts: np.ndarray) -> pl.Series:
+    """``u_`` + zero-padded global user index, repeated ``counts`` times per user of the batch."""
+    users = np.arange(batch.first_user, batch.first_user + batch.n_users, dtype=np.int64)
+    ids = _fixed_ids("u_", users, max(_USER_ID_WIDTH, len(str(params.n_users - 1))))
+    return ids.gather(np.repeat(np.arange(batch.n_users, dtype=np.int64), counts))
 
 
-def _organization_site(params: _Params, site: np.ndarray) -> tuple[pl.Series, pl.Series]:
-    """``org_<o+1>`` and ``site_<o+1>_<s+1>`` of each row, for global site codes ``o * S + s``."""
-    used, inverse = np.unique(site, return_inverse=True)
+def _dense_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``codes`` (all in ``[0, size)``), sorted, and each code's rank among them."""
+    if size > max(4 * codes.size, 1 << 16):
+        return np.unique(codes, return_inverse=True)
+    present = np.bincount(codes, minlength=size) > 0
+    used = np.flatnonzero(present)
+    rank = np.cumsum(present) - 1
+    return used, rank[codes]
+
+
+def _organization_site(params: _Params, batch: _Batch, counts: np.ndarray) -> tuple[pl.Series, pl.Series]:
+    """``org_<o+1>`` and ``site_<o+1>_<s+1>`` per row (global site code ``o * S + s`` per user)."""
     per = params.sites_per_organization
-    orgs = [f"org_{code // per + 1}" for code in used.tolist()]
-    sites = [f"site_{code // per + 1}_{code % per + 1}" for code in used.tolist()]
-    return _lookup(orgs, inverse), _lookup(sites, inverse)
+    organization = batch.site // per
+    orgs, org_rank = _dense_codes(organization, params.n_organizations)
+    sites, site_rank = _dense_codes(batch.site, params.n_organizations * per)
+    org_names = [f"org_{o + 1}" for o in orgs.tolist()]
+    site_names = [f"site_{code // per + 1}_{code % per + 1}" for code in sites.tolist()]
+    return (
+        _lookup(org_names, np.repeat(org_rank, counts)),
+        _lookup(site_names, np.repeat(site_rank, counts)),
+    )
 
 
 def _click_column(params: _Params, column: str, numbers: np.ndarray, channel: np.ndarray) -> pl.Series:
-    """Click ids of one click-id column: set on the touches of the channel that carries it."""
-    owners = [i for i, c in enumerate(CHANNELS) if CHANNEL_UTM[c][2] == column]
-    mask = np.isin(channel, owners)
-    key = _splitmix64(np.uint64(params.seed) ^ np.uint64(sum(column.encode())))
+    """Click ids of one click-id column: set on the touches of the channel that carries it.
+
+    The id is the column's prefix and 16 hex digits of ``splitmix64(touchpoint_number ^ key)``, the
+    key a hash of the seed and the column, so it is fixed by the touchpoint and the seed.
+    """
+    owner = next(i for i, c in enumerate(CHANNELS) if CHANNEL_UTM[c][2] == column)
+    mask = channel == owner
+    tag = np.uint64(1 + list(_CLICK_PREFIX).index(column))
+    key = np.uint64(_splitmix64(np.uint64(_splitmix64(np.uint64(params.seed))) ^ tag))
     values = _fixed_ids(_CLICK_PREFIX[column], _click_keys(numbers[mask], key), 16, 16)
-    index = np.where(mask, np.cumsum(mask) - 1, -1)
-    return _lookup(values.to_list() if values.len() == 0 else values, index)
+    return _lookup(values, np.where(mask, np.cumsum(mask) - 1, -1))
 
 
-def _touchpoint_frame(params: _Params, cols: dict[str, np.ndarray]) -> pl.DataFrame:
+def _touchpoint_frame(params: _Params, batch: _Batch) -> pl.DataFrame:
     """The touchpoints frame of a batch (sorted by user, then time)."""
-    channel = cols["tp_channel"]
-    numbers = cols["tp_number"]
-    organization, site = _organization_site(params, cols["tp_site"])
+    channel = batch.channel
+    numbers = np.arange(batch.first_touch, batch.first_touch + channel.size, dtype=np.int64)
+    organization, site = _organization_site(params, batch, batch.touch_counts)
     return pl.DataFrame(
         {
             "touchpoint_id": _fixed_ids("tp_", numbers, _TOUCHPOINT_ID_WIDTH),
-            "anon_id": _user_ids(params, cols["tp_user"]),
-            "occurred_at": _timestamps(params, cols["tp_ts"]),
+            "anon_id": _user_ids(params, batch, batch.touch_counts),
+            "occurred_at": _timestamps(params, batch.ts),
             "channel": pl.Series(channel.astype(np.uint8)).cat.to(pl.Enum(CHANNELS)),
             "organization_id": organization,
             "site_id": site,
             "utm_source": _lookup([CHANNEL_UTM[c][0] for c in CHANNELS], channel),
             "utm_medium": _lookup([CHANNEL_UTM[c][1] for c in CHANNELS], channel),
-            "utm_campaign": _lookup(list(_CAMPAIGN_NAMES), cols["tp_campaign"]),
+            "utm_campaign": _lookup(list(_CAMPAIGN_NAMES), batch.campaign),
             "gclid": _click_column(params, "gclid", numbers, channel),
             "fbclid": _click_column(params, "fbclid", numbers, channel),
             "ttclid": _click_column(params, "ttclid", numbers, channel),
@@ -934,16 +1051,17 @@ def _touchpoint_frame(params: _Params, cols: dict[str, np.ndarray]) -> pl.DataFr
     )
 
 
-def _conversion_frame(params: _Params, cols: dict[str, np.ndarray]) -> pl.DataFrame:
+def _conversion_frame(params: _Params, batch: _Batch) -> pl.DataFrame:
     """The conversions frame of a batch (sorted by user, then time)."""
-    organization, site = _organization_site(params, cols["cv_site"])
-    n = cols["cv_number"].size
+    n = batch.conversion_ts.size
+    numbers = np.arange(batch.first_conversion, batch.first_conversion + n, dtype=np.int64)
+    organization, site = _organization_site(params, batch, batch.conversion_counts)
     return pl.DataFrame(
         {
-            "conversion_id": _fixed_ids("cv_", cols["cv_number"], _CONVERSION_ID_WIDTH),
-            "anon_id": _user_ids(params, cols["cv_user"]),
-            "occurred_at": _timestamps(params, cols["cv_ts"]),
-            "value_micros": pl.Series(cols["cv_value"], dtype=pl.Int64),
+            "conversion_id": _fixed_ids("cv_", numbers, _CONVERSION_ID_WIDTH),
+            "anon_id": _user_ids(params, batch, batch.conversion_counts),
+            "occurred_at": _timestamps(params, batch.conversion_ts),
+            "value_micros": pl.Series(batch.conversion_value, dtype=pl.Int64),
             "name": pl.repeat(_CONVERSION_NAME, n, dtype=pl.String, eager=True),
             "organization_id": organization,
             "site_id": site,
@@ -956,22 +1074,21 @@ def _timestamps(params: _Params, relative_us: np.ndarray) -> pl.Series:
     return pl.Series(relative_us + params.start_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
 
 
-def _truth_frame(channel_touches: np.ndarray, incremental: np.ndarray, n_users: int) -> pl.DataFrame:
-    """Per channel: beta, reach, touches, incremental conversions and true share over the users given.
+def _truth_frame(batch: _Batch) -> pl.DataFrame:
+    """Per channel: beta, reach, touches, incremental conversions and true share of a batch.
 
-    ``incremental`` is float64[users, C] (expected conversions of each user lost without channel c).
-    The users are summed in order (``np.sum`` over axis 0), so the result is reproducible.
+    ``true_share`` is ``incremental / incremental.sum()``; NaN when no channel adds anything (a batch
+    whose users touch only zero-effect channels).
     """
-    incremental_total = incremental.sum(axis=0)
-    total = incremental_total.sum()
-    share = incremental_total / total if total > 0 else np.full(len(CHANNELS), np.nan)
+    total = batch.incremental.sum()
+    share = batch.incremental / total if total > 0 else np.full(len(CHANNELS), np.nan)
     return pl.DataFrame(
         {
             "channel": pl.Series(CHANNELS, dtype=pl.Enum(CHANNELS)),
             "beta": _BETA,
-            "reach": (channel_touches > 0).sum(axis=0) / n_users,
-            "touches": channel_touches.sum(axis=0).astype(np.int64),
-            "incremental_conversions": incremental_total,
+            "reach": batch.reached / batch.n_users,
+            "touches": batch.touches,
+            "incremental_conversions": batch.incremental,
             "true_share": share,
         }
     )

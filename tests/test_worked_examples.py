@@ -1,4 +1,4 @@
-"""Hand-computed worked examples for tests/reference/attribution.py.
+"""Hand-computed worked examples, run against the reference and the engine (tests/adapters.py).
 
 Every expected number below is derived in the comment next to it from
 docs/attribution.md, not read back from the code.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.adapters import IMPLEMENTATIONS
 from tests.reference.attribution import (
     MICROS_PER_DAY,
-    attribute_reference,
     check_invariants,
     model_weights,
     split_value,
@@ -87,12 +87,23 @@ def ids_of(links: list[dict], conversion_id: str, model: str = "LINEAR") -> list
     return [r[0] for r in rows(links, conversion_id, model)]
 
 
+_IMPL = {"attribute": IMPLEMENTATIONS["reference"]}
+
+
+@pytest.fixture(autouse=True, params=sorted(IMPLEMENTATIONS))
+def implementation(request: pytest.FixtureRequest):
+    """Run every end-to-end example against each implementation."""
+    _IMPL["attribute"] = IMPLEMENTATIONS[request.param]
+    yield request.param
+    _IMPL["attribute"] = IMPLEMENTATIONS["reference"]
+
+
 def run(
     touchpoints: list[dict], conversions: list[dict], **kwargs
 ) -> tuple[list[dict], list[dict]]:
-    """attribute_reference plus the invariant self-check on its output."""
+    """The chosen implementation plus the invariant self-check on its output."""
     kwargs.setdefault("models", [("LINEAR", {})])
-    links, unattributed = attribute_reference(touchpoints, conversions, **kwargs)
+    links, unattributed = _IMPL["attribute"](touchpoints, conversions, **kwargs)
     check_invariants(links, {c["conversion_id"]: c for c in conversions})
     return links, unattributed
 
