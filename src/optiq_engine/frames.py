@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -24,8 +24,8 @@ __all__ = [
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 #: Valid timestamps lie in [MIN_TIMESTAMP, MAX_TIMESTAMP).
-MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=timezone.utc)
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
 
 LINKS_SCHEMA: dict[str, Any] = {
     "conversion_id": pl.String,

@@ -101,7 +101,7 @@ def run_attribution(
         tp, cv = tp_norm.frame, cv_norm.frame
 
     with _timed(timings, "encode"):
-        keys = [c for c in _KEY_COLUMNS if c in tp.columns and c in cv.columns] + ["anon_id"]
+        keys = _group_keys(tp, cv)
         tp, channels, tp_code = _encode_channels(tp, cfg)
         tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
         tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
@@ -205,6 +205,23 @@ def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataF
     channels = sorted(col.unique().cast(pl.String).to_list())
     codes = col.cast(pl.String).cast(pl.Enum(channels)).to_physical().cast(pl.Int32).to_numpy()
     return tp, channels, codes
+
+
+def _group_keys(tp: pl.DataFrame, cv: pl.DataFrame) -> list[str]:
+    """Key columns that tell groups apart: shared organization/site columns that are not one constant."""
+    keys = []
+    for c in _KEY_COLUMNS:
+        if c not in tp.columns or c not in cv.columns:
+            continue
+        both = [tp.get_column(c).cast(pl.String), cv.get_column(c).cast(pl.String)]
+        first = next((s[0] for s in both if len(s)), None)
+        constant = all(
+            (s.null_count() == len(s)) if first is None else (s.null_count() == 0 and bool((s == first).all()))
+            for s in both
+        )
+        if not constant:
+            keys.append(c)
+    return [*keys, "anon_id"]
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:

@@ -676,7 +676,9 @@ def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision,
 
 
 @jit
-def _expected_conversions(lo, hi, ts, chan, base, beta, removed, starts, n_removed, gain, saturation, memory_us, scratch):
+def _expected_conversions(
+    lo, hi, ts, chan, base, beta, removed, starts, n_removed, gain, saturation, memory_us, scratch
+):
     """Exact expected conversions of one user, as is and with each channel of ``removed`` muted.
 
     A dynamic programme over the state "index of the last conversion so far", run for all scenarios
@@ -940,7 +942,9 @@ def _concatenate(parts: list[tuple[_Block, int, int]]) -> _Batch:
             chunks.append(getattr(block, field)[i0:i1])
         return np.concatenate(chunks)
 
-    per_user = [(np.diff(b.touch_offsets[lo : hi + 1]), np.diff(b.conversion_offsets[lo : hi + 1])) for b, lo, hi in parts]
+    per_user = [
+        (np.diff(b.touch_offsets[lo : hi + 1]), np.diff(b.conversion_offsets[lo : hi + 1])) for b, lo, hi in parts
+    ]
     n_channels = len(CHANNELS)
     reached, touches, incremental = np.zeros(n_channels, np.int64), np.zeros(n_channels, np.int64), np.zeros(n_channels)
     for block, lo, hi in parts:
