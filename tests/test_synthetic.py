@@ -347,9 +347,8 @@ def test_expected_conversions_match_realised_ones() -> None:
     offsets, ts, chan, base = _kernel_inputs(seed=4, n_users=20_000)
     decision = np.random.default_rng(4).random(ts.size)
     converted, _ = synthetic._simulate_conversions(
-        offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US,
-        synthetic._MAX_TOUCHES_PER_USER,
-    )  # fmt: skip
+        offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US
+    )
     expected = _expected_totals(offsets, ts, chan, base, synthetic._BETA)
     assert converted.sum() == pytest.approx(expected, rel=0.03)
 
@@ -418,9 +417,7 @@ def test_kernel_matches_brute_force(users, beta, rho, memory) -> None:
     base = np.array([u[2] for u in users])
     decision = np.concatenate([u[3] for u in users]).astype(np.float64)
     beta_arr = np.array(beta)
-    converted, incremental = synthetic._simulate_conversions(
-        offsets, ts, chan, base, decision, beta_arr, rho, memory, 10
-    )
+    converted, incremental = synthetic._simulate_conversions(offsets, ts, chan, base, decision, beta_arr, rho, memory)
     for u, (gaps, channels, b, draws) in enumerate(users):
         user_ts = np.cumsum(gaps).tolist()
         lo, hi = offsets[u], offsets[u + 1]
@@ -436,7 +433,7 @@ def test_kernel_worked_example_one_touch() -> None:
     """One touch of a channel with beta = 1, base = -2: p = sigmoid(-1), muted p = sigmoid(-2)."""
     converted, incremental = synthetic._simulate_conversions(
         np.array([0, 1]), np.array([0]), np.array([1], np.int8), np.array([-2.0]), np.array([0.5]),
-        np.array([0.0, 1.0]), 0.5, 10, 4,
+        np.array([0.0, 1.0]), 0.5, 10,
     )  # fmt: skip
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert incremental[0, 1] == pytest.approx(sig(-1.0) - sig(-2.0), rel=1e-15)
@@ -548,5 +545,4 @@ def _block_arrays(seed: int):
     """Arguments of the conversion kernel for a few thousand users."""
     offsets, ts, chan, base = _kernel_inputs(seed, 3_000)
     decision = np.random.default_rng(seed).random(ts.size)
-    return (offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US,
-            synthetic._MAX_TOUCHES_PER_USER)  # fmt: skip
+    return (offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US)

@@ -51,7 +51,7 @@ def _credit_table(result: AttributionResult) -> Table:
     table.add_column("channel")
     names = list(result.model_names)
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", overflow="fold")
     wide = (
         result.credit.with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
         .pivot(on="model", index="channel", values="conversions")

@@ -88,8 +88,10 @@ def _require(frame: pl.DataFrame, columns: tuple[str, ...], *, what: str) -> Non
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         hints = []
+        squash = {col.replace("_", "").lower(): col for col in frame.columns}
         for c in missing:
-            close = difflib.get_close_matches(c, frame.columns, n=2, cutoff=0.5)
+            same = squash.get(c.replace("_", "").lower())  # anonId, AnonID, anon-id ... for anon_id
+            close = [same] if same else difflib.get_close_matches(c, frame.columns, n=2, cutoff=0.5)
             hints.append(f"{c!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
         raise SchemaError(f"{what} lack required column(s) {', '.join(hints)}; columns are {frame.columns}")
 

@@ -196,7 +196,7 @@ def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataF
             raise ConfigError(f"touchpoints column 'channel' must hold strings, got {col.dtype}")
         if col.null_count():
             derived = derive_channels(tp.filter(col.is_null()), rules)
-            col = col.cast(pl.String).set(col.is_null(), derived)  # type: ignore[arg-type]
+            col = col.cast(pl.String).scatter(col.is_null().arg_true(), derived)
             tp = tp.with_columns(col.alias("channel"))
     col = tp.get_column("channel")
     if isinstance(col.dtype, pl.Enum):

@@ -126,9 +126,8 @@ _VALUE_SIGMA = 0.8
 _CENT_MICROS = 10_000  # values are whole cents
 _CONVERSION_NAME = "purchase"
 _CLICK_PREFIX = {"gclid": "Cj0KCQiA", "fbclid": "IwAR", "ttclid": "E.C.P."}
-_TOUCHPOINT_ID_WIDTH = 12
-_CONVERSION_ID_WIDTH = 12
-_USER_ID_WIDTH = 9
+_ID_WIDTH = 12  # digits of touchpoint and conversion numbers (more only beyond 1e12 touchpoints)
+_USER_ID_WIDTH = 9  # digits of user numbers (more only beyond 1e9 users)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000
 
@@ -357,11 +356,11 @@ def _validate(
         raise ConfigError(f"start must be timezone-aware (e.g. tzinfo=UTC), got naive {start!r}.")
     days = _check_int("days", days, 1)
     try:
-        end = start + timedelta(days=days)
+        start.astimezone(UTC) + timedelta(days=days)
     except OverflowError:
-        raise ConfigError(f"start + days is past the year 9999 (start={start!r}, days={days}).") from None
-    if start.astimezone(UTC) < _EPOCH or end.year > 9999:
-        raise ConfigError(f"start must lie in [1970, 9999 - days], got start={start!r} with days={days}.")
+        raise ConfigError(
+            f"start + days must not pass the year 9999, got start={start!r} with days={days}; pick an earlier start."
+        ) from None
     return _Params(
         n_users=_check_int("n_users", n_users, 1),
         touchpoints_per_user=float(tpu),
@@ -430,7 +429,7 @@ def _simulate_block(params: _Params, block_index: int, touch_base: int, conversi
     campaign = _draw_campaigns(rng, channel)
     converted, incremental = _simulate_conversions(
         offsets, ts, channel, _ALPHA + _INTERCEPT_SD * intent, rng.random(int(offsets[-1])),
-        _BETA, _RHO, _MEMORY_US, _MAX_TOUCHES_PER_USER,
+        _BETA, _RHO, _MEMORY_US,
     )  # fmt: skip
     touch_index = np.flatnonzero(converted)
     conversion_ts, conversion_value = _draw_conversion_details(rng, offsets, ts, touch_index, params.window_us)
@@ -769,7 +768,7 @@ def _expected_conversions(
 
 
 @pjit
-def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_us, max_touches):
+def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_us):
     """Realised conversions, and the exact expected conversions each channel adds.
 
     Parameters
@@ -790,8 +789,6 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
         Saturation ratio in (0, 1).
     memory_us : int
         Touches older than this (relative to the decision) are forgotten.
-    max_touches : int
-        Upper bound on the touches of one user.
 
     Returns
     -------
@@ -802,6 +799,9 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
         has no touch of ``c`` or ``beta[c] == 0``.
     """
     n_channels = beta.size
+    max_touches = 0
+    for u in range(offsets.size - 1):
+        max_touches = max(max_touches, offsets[u + 1] - offsets[u])
     gain = np.empty(max_touches + 1)
     saturation = np.empty(max_touches + 1)
     acc = 0.0
@@ -987,6 +987,11 @@ def _lookup(names: list[str | None] | pl.Series, codes: np.ndarray) -> pl.Series
     return values.gather(pl.select(pl.when(index >= 0).then(index)).to_series())
 
 
+def _id_width(params: _Params) -> int:
+    """Digits of touchpoint / conversion numbers: enough for the most touchpoints ``params`` allow."""
+    return max(_ID_WIDTH, len(str(params.n_users * _MAX_TOUCHES_PER_USER)))
+
+
 def _user_ids(params: _Params, batch: _Batch, counts: np.ndarray) -> pl.Series:
     """``u_`` + zero-padded global user index, repeated ``counts`` times per user of the batch."""
     users = np.arange(batch.first_user, batch.first_user + batch.n_users, dtype=np.int64)
@@ -1039,7 +1044,7 @@ def _touchpoint_frame(params: _Params, batch: _Batch) -> pl.DataFrame:
     organization, site = _organization_site(params, batch, batch.touch_counts)
     return pl.DataFrame(
         {
-            "touchpoint_id": _fixed_ids("tp_", numbers, _TOUCHPOINT_ID_WIDTH),
+            "touchpoint_id": _fixed_ids("tp_", numbers, _id_width(params)),
             "anon_id": _user_ids(params, batch, batch.touch_counts),
             "occurred_at": _timestamps(params, batch.ts),
             "channel": pl.Series(channel.astype(np.uint8)).cat.to(pl.Enum(CHANNELS)),
@@ -1062,7 +1067,7 @@ def _conversion_frame(params: _Params, batch: _Batch) -> pl.DataFrame:
     organization, site = _organization_site(params, batch, batch.conversion_counts)
     return pl.DataFrame(
         {
-            "conversion_id": _fixed_ids("cv_", numbers, _CONVERSION_ID_WIDTH),
+            "conversion_id": _fixed_ids("cv_", numbers, _id_width(params)),
             "anon_id": _user_ids(params, batch, batch.conversion_counts),
             "occurred_at": _timestamps(params, batch.conversion_ts),
             "value_micros": pl.Series(batch.conversion_value, dtype=pl.Int64),

@@ -1,0 +1,88 @@
+"""Channel derivation: click ids first, then the UTM rules table, direct when nothing is tagged."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+import optiq_engine as oq
+from optiq_engine.io.synthetic import CHANNEL_UTM
+
+
+def derive(rows: list[dict], rules: oq.ChannelRules | None = None) -> list[str]:
+    schema = {c: pl.String for c in ("gclid", "fbclid", "ttclid", "utm_source", "utm_medium")}
+    frame = pl.DataFrame(rows, schema=schema)
+    return oq.derive_channels(frame, rules).to_list()
+
+
+@pytest.mark.parametrize(
+    ("row", "channel"),
+    [
+        ({"gclid": "x", "utm_source": "newsletter", "utm_medium": "email"}, "google_ads"),  # click id wins
+        ({"fbclid": "x"}, "meta_ads"),
+        ({"ttclid": "x"}, "tiktok_ads"),
+        ({"utm_source": "Google", "utm_medium": "CPC"}, "paid_search"),  # case-insensitive
+        ({"utm_source": " bing ", "utm_medium": "ppc"}, "paid_search"),  # trimmed
+        ({"utm_source": "facebook", "utm_medium": "paid"}, "paid_social"),
+        ({"utm_source": "x", "utm_medium": "display"}, "display"),
+        ({"utm_source": "youtube", "utm_medium": "referral"}, "video"),
+        ({"utm_source": "newsletter", "utm_medium": "email"}, "email"),
+        ({"utm_source": "awin", "utm_medium": "affiliate"}, "affiliate"),
+        ({"utm_source": "google", "utm_medium": "organic"}, "organic_search"),
+        ({"utm_source": "instagram", "utm_medium": "social"}, "organic_social"),
+        ({"utm_source": "blog.example", "utm_medium": "referral"}, "referral"),
+        ({"utm_source": "(direct)", "utm_medium": "(none)"}, "direct"),
+        ({}, "direct"),
+        ({"utm_source": "", "utm_medium": ""}, "direct"),
+        ({"utm_source": "mystery"}, "unassigned"),
+    ],
+)
+def test_default_rules(row: dict, channel: str) -> None:
+    assert derive([row]) == [channel]
+
+
+def test_synthetic_utm_tags_round_trip_to_their_channel() -> None:
+    rows = [{"utm_source": s, "utm_medium": m, **({c: "id"} if c else {})} for s, m, c in CHANNEL_UTM.values()]
+    assert derive(rows) == list(CHANNEL_UTM)
+
+
+def test_rules_are_a_replaceable_table() -> None:
+    table = oq.DEFAULT_CHANNEL_RULES.to_frame()
+    assert table.columns == ["channel", "click_id", "source", "medium"] and table.height > 10
+    custom = pl.concat([pl.DataFrame({"channel": ["podcast"], "source": ["spotify|podcast.*"]}), table], how="diagonal")
+    rules = oq.ChannelRules.from_frame(custom)
+    assert derive([{"utm_source": "spotify", "utm_medium": "cpc"}], rules) == ["podcast"]
+    assert derive([{"utm_source": "spotify", "utm_medium": "cpc"}]) == ["paid_other"]
+
+
+def test_bad_rules_are_config_errors() -> None:
+    with pytest.raises(oq.ConfigError, match="bad source regex"):
+        oq.ChannelRule("x", source="(")
+    with pytest.raises(oq.ConfigError, match="no condition"):
+        oq.ChannelRule("x")
+    with pytest.raises(oq.ConfigError, match="click_id"):
+        oq.ChannelRule("x", click_id="msclkid")
+
+
+def test_attribute_derives_missing_channels_with_the_configured_rules() -> None:
+    data = oq.synthetic.generate(n_users=300, seed=5)
+    given = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR"]).links
+    derived = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"]).links
+    key = ["conversion_id", "position"]
+    assert given.sort(key)["channel"].cast(pl.String).equals(derived.sort(key)["channel"].cast(pl.String))
+    everything_podcast = oq.ChannelRules((oq.ChannelRule("podcast", source=".*"),))
+    custom = oq.attribute(
+        data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], channel_rules=everything_podcast
+    )
+    assert set(custom.links["channel"].cast(pl.String).unique()) <= {"podcast", "direct"}
+
+
+def test_null_channels_are_derived() -> None:
+    data = oq.synthetic.generate(n_users=300, seed=5)
+    tp = data.touchpoints.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("channel").cast(pl.String)).alias("channel")
+    )
+    links = oq.attribute(tp, data.conversions, models=["LINEAR"]).links
+    expected = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR"]).links
+    key = ["conversion_id", "position"]
+    assert links.sort(key)["channel"].cast(pl.String).equals(expected.sort(key)["channel"].cast(pl.String))

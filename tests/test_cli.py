@@ -1,0 +1,102 @@
+"""The optiq command line: demo, attribute on Parquet files, clear one-line errors and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import optiq_engine as oq
+from optiq_engine.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def parquet_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, oq.synthetic.SyntheticData]:
+    d = tmp_path_factory.mktemp("in")
+    data = oq.synthetic.generate(n_users=500, seed=3)
+    data.touchpoints.write_parquet(d / "tp.parquet")
+    data.conversions.write_parquet(d / "cv.parquet")
+    return d / "tp.parquet", d / "cv.parquet", data
+
+
+def test_demo_prints_credit_table_and_timings() -> None:
+    result = runner.invoke(app, ["demo", "--users", "2000"])
+    assert result.exit_code == 0, result.output
+    assert "Attributed conversions by channel and model" in result.output
+    assert "LINEAR" in result.output and "direct" in result.output and "attribute" in result.output
+
+
+def test_attribute_writes_parquet_equal_to_the_library(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, data = parquet_inputs
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    links = pl.read_parquet(out / "links.parquet")
+    expected = oq.attribute(data.touchpoints, data.conversions).links
+    key = ["model", "conversion_id", "position"]
+    assert links.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key).equals(
+        expected.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key)
+    )
+    assert {p.name for p in out.iterdir()} == {"links.parquet", "credit.parquet", "unattributed.parquet"}
+
+
+def test_attribute_with_chosen_models_and_lookback(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, _ = parquet_inputs
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "-m", "linear", "-m", "TIME_DECAY", "--lookback-days", "7"])
+    assert result.exit_code == 0, result.output
+    models = pl.read_parquet(tmp_path / "links.parquet").get_column("model").cast(pl.String).unique().sort()
+    assert models.to_list() == ["LINEAR", "TIME_DECAY"]
+
+
+def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["attribute", "--touchpoints", str(tmp_path / "nope.parquet"), "--conversions", "x", "--out", "o"]
+    )
+    assert result.exit_code == 2
+    assert "no such file" in result.output and "Traceback" not in result.output
+
+
+def test_wrong_columns_name_the_column_and_suggest(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, data = parquet_inputs
+    bad = tmp_path / "bad.parquet"
+    data.touchpoints.rename({"anon_id": "anonid"}).write_parquet(bad)
+    result = runner.invoke(app, ["attribute", "--touchpoints", str(bad), "--conversions", str(cv), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'anon_id'" in result.output and "anonid" in result.output
+
+
+def test_unknown_model_lists_valid_choices(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, _ = parquet_inputs
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(tmp_path), "-m", "BOGUS"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "BOGUS" in result.output and "LINEAR" in result.output
+
+
+def test_bad_option_value_is_rejected(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, _ = parquet_inputs
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--lookback-days", "-1"])
+    assert result.exit_code == 2
+    assert "lookback" in result.output
+
+
+def test_invalid_rows_fail_or_are_quarantined(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, data = parquet_inputs
+    bad_cv = tmp_path / "cv_bad.parquet"
+    data.conversions.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(-1).otherwise(pl.col("value_micros")).alias("value_micros")
+    ).write_parquet(bad_cv)
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(bad_cv), "--out", str(tmp_path / "o")]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 2 and "negative value_micros: 3" in failed.output
+    ok = runner.invoke(app, [*args, "--quarantine"])
+    assert ok.exit_code == 0, ok.output
+    assert "3 quarantined rows" in ok.output
+    q = pl.read_parquet(tmp_path / "o" / "quarantined_conversions.parquet")
+    assert q.height == 3 and q.get_column("reason").unique().to_list() == ["negative value_micros"]
