@@ -100,3 +100,36 @@ def test_invalid_rows_fail_or_are_quarantined(parquet_inputs, tmp_path: Path) ->
     assert "3 quarantined rows" in ok.output
     q = pl.read_parquet(tmp_path / "o" / "quarantined_conversions.parquet")
     assert q.height == 3 and q.get_column("reason").unique().to_list() == ["negative value_micros"]
+
+
+def test_partitions_give_the_same_links_and_credit(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, data = parquet_inputs
+    base = ["attribute", "--touchpoints", str(tp), "--conversions", str(cv)]
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "one")]).exit_code == 0
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "four"), "--partitions", "4"])
+    assert result.exit_code == 0, result.output
+    key = ["model", "conversion_id", "position"]
+
+    def links(path: Path) -> pl.DataFrame:
+        return pl.read_parquet(path).with_columns(pl.col("model", "channel").cast(pl.String)).sort(key)
+
+    assert len(list((tmp_path / "four" / "links").iterdir())) == 4
+    assert links(tmp_path / "four" / "links").equals(links(tmp_path / "one" / "links.parquet"))
+    one = pl.read_parquet(tmp_path / "one" / "credit.parquet").with_columns(pl.col("model", "channel").cast(pl.String))
+    four = pl.read_parquet(tmp_path / "four" / "credit.parquet").with_columns(pl.col("model", "channel").cast(pl.String))
+    joined = one.join(four, on=["model", "channel"])
+    assert joined.height == one.height
+    assert (joined["value_micros"] == joined["value_micros_right"]).all()
+    assert ((joined["conversions"] - joined["conversions_right"]).abs() < 1e-9).all()
+
+
+def test_failed_run_leaves_previous_results_intact(parquet_inputs, tmp_path: Path) -> None:
+    tp, cv, data = parquet_inputs
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.parquet"
+    data.conversions.with_columns(pl.lit(-1).alias("value_micros")).write_parquet(bad)
+    failed = runner.invoke(app, ["attribute", "--touchpoints", str(tp), "--conversions", str(bad), "--out", str(out)])
+    assert failed.exit_code == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import polars as pl
@@ -12,7 +12,7 @@ import pytest
 import optiq_engine as oq
 from optiq_engine.frames import normalize_conversions, normalize_touchpoints
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def tps(**cols) -> pl.DataFrame:

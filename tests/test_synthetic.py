@@ -147,7 +147,7 @@ def test_different_seed_different_data() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(batch_users=st.integers(1, 420), block_users=st.sampled_from([7, 64, 100, 1 << 16]))
+@given(batch_users=st.integers(20, 420), block_users=st.sampled_from([7, 64, 100, 1 << 16]))
 def test_batches_concatenate_to_generate(batch_users: int, block_users: int) -> None:
     kwargs = dict(n_users=400, seed=3, n_organizations=2, sites_per_organization=3)
     with pytest.MonkeyPatch.context() as mp:
@@ -171,6 +171,17 @@ def test_batches_concatenate_to_generate(batch_users: int, block_users: int) -> 
     for b in batches:
         if (b.truth["incremental_conversions"] > 0).any():
             assert b.truth["true_share"].sum() == pytest.approx(1.0)
+
+
+def test_one_user_per_batch() -> None:
+    kwargs = dict(n_users=60, seed=8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synthetic, "_BLOCK_USERS", 16)
+        whole = generate(**kwargs)
+        batches = list(iter_generate(batch_users=1, **kwargs))
+    assert [b.touchpoints["anon_id"].unique().to_list() for b in batches] == [[f"u_{i:09d}"] for i in range(60)]
+    assert_frame_equal(pl.concat([b.touchpoints for b in batches]), whole.touchpoints)
+    assert_frame_equal(pl.concat([b.conversions for b in batches]), whole.conversions)
 
 
 def test_iter_generate_default_batches_equal_generate() -> None:

@@ -46,14 +46,14 @@ def _run(touchpoints, conversions, models: list[str] | None, config: Attribution
         )
 
 
-def _credit_table(result: AttributionResult) -> Table:
+def _credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) -> Table:
     table = Table(title="Attributed conversions by channel and model")
     table.add_column("channel")
     names = list(result.model_names)
     for name in names:
         table.add_column(name, justify="right", overflow="fold")
     wide = (
-        result.credit.with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
+        (result.credit if credit is None else credit).with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
         .pivot(on="model", index="channel", values="conversions")
         .sort("channel")
     )
@@ -103,9 +103,17 @@ def attribute(
     lookback_days: Annotated[float, typer.Option(help="Lookback window in days.")] = 30.0,
     reset_after_conversion: Annotated[bool, typer.Option(help="A touchpoint counts for one conversion only.")] = True,
     quarantine: Annotated[bool, typer.Option(help="Set invalid rows aside instead of failing.")] = False,
+    partitions: Annotated[
+        int, typer.Option(help="Process users in this many slices (by a hash of anon_id) to bound memory.")
+    ] = 1,
 ) -> None:
-    """Attribute conversions to touchpoints from Parquet files (no database needed)."""
-    from .io.parquet import read_parquet, write_result
+    """Attribute conversions to touchpoints from Parquet files (no database needed).
+
+    Writes links.parquet (links/part-*.parquet with --partitions > 1), credit.parquet and
+    unattributed.parquet; the previous files stay intact if the run fails.
+    """
+    from .io.parquet import ResultWriter, iter_partitions
+    from .result import combine_credit
 
     try:
         config = AttributionConfig(
@@ -113,12 +121,19 @@ def attribute(
             reset_after_conversion=reset_after_conversion,
             on_invalid="quarantine" if quarantine else "raise",
         )
-        result = _run(read_parquet(touchpoints), read_parquet(conversions), model or None, config)
-        counts = write_result(result, out)
+        summaries = []
+        with ResultWriter(out, partitioned=partitions > 1) as writer:
+            for i, (tp, cv) in enumerate(iter_partitions(touchpoints, conversions, partitions=partitions)):
+                if partitions > 1:
+                    err.print(f"partition {i + 1}/{partitions}: {tp.height:,} touchpoints, {cv.height:,} conversions")
+                result = _run(tp, cv, model or None, config)
+                writer.write(result)
+                summaries.append(result.without_links())
     except OptiqError as exc:
         _fail(exc)
-    console.print(_credit_table(result))
-    quarantined = sum(v.height for v in result.quarantined.values())
+    console.print(_credit_table(summaries[0], combine_credit([r.credit for r in summaries])))
+    counts = writer.counts
+    quarantined = counts.get("quarantined_touchpoints", 0) + counts.get("quarantined_conversions", 0)
     console.print(
         f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions"
         + (f", {quarantined:,} quarantined rows" if quarantined else "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .config import AttributionConfig
     from .models import AttributionModel
 
-__all__ = ["AttributionResult"]
+__all__ = ["AttributionResult", "combine_credit"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,8 +55,27 @@ class AttributionResult:
         """The links of one model."""
         return self.links.filter(pl.col("model") == model.upper())
 
+    def without_links(self) -> AttributionResult:
+        """The same result with an empty links frame (to keep summaries of many batches in memory)."""
+        return replace(self, links=self.links.clear())
+
     def __repr__(self) -> str:
         return (
             f"AttributionResult(models={list(self.model_names)}, links={self.links.height:,}, "
             f"conversions={self.n_conversions:,}, unattributed={self.unattributed.height:,})"
         )
+
+
+def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
+    """Add up credit frames of results over disjoint sets of users (batches, partitions)."""
+    if not credits:
+        return pl.DataFrame(schema={"model": pl.String, "channel": pl.String, "conversions": pl.Float64, "value_micros": pl.Int64})
+    frames = [c.with_columns(pl.col("model", "channel").cast(pl.String)) for c in credits]
+    order = list(dict.fromkeys(m for f in frames for m in f.get_column("model").to_list()))
+    return (
+        pl.concat(frames, how="vertical")
+        .group_by("model", "channel", maintain_order=True)
+        .agg(pl.col("conversions").sum(), pl.col("value_micros").sum())
+        .with_columns(pl.col("model").cast(pl.Enum(order)))
+        .sort("model", "channel")
+    )
