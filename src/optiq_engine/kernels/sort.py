@@ -41,38 +41,45 @@ def _rec_less(r, a, b):
 
 
 @jit
+def _copy_record(src, i, dst, k):
+    for c in range(4):
+        dst[k, c] = src[i, c]
+
+
+@jit
 def _sort_records(r, lo, hi, tmp):
-    """Sort records r[lo:hi] by (h, ts, row index), in place (insertion sort, or merge sort if long)."""
-    m = hi - lo
-    if m <= _INSERTION_MAX:
-        for i in range(lo + 1, hi):
+    """Sort records r[lo:hi] by (h, ts, row index), in place: insertion-sorted runs, then bottom-up merges."""
+    for run in range(lo, hi, _INSERTION_MAX):
+        end = min(run + _INSERTION_MAX, hi)
+        for i in range(run + 1, end):
             j = i
-            while j > lo and _rec_less(r, j, j - 1):
+            while j > run and _rec_less(r, j, j - 1):
                 for c in range(4):
                     t = r[j, c]
                     r[j, c] = r[j - 1, c]
                     r[j - 1, c] = t
                 j -= 1
-        return
-    mid = lo + m // 2
-    _sort_records(r, lo, mid, tmp)
-    _sort_records(r, mid, hi, tmp)
-    i = lo
-    j = mid
-    k = 0
-    while i < mid or j < hi:
-        if j >= hi or (i < mid and not _rec_less(r, j, i)):
-            for c in range(4):
-                tmp[k, c] = r[i, c]
-            i += 1
-        else:
-            for c in range(4):
-                tmp[k, c] = r[j, c]
-            j += 1
-        k += 1
-    for k in range(m):
-        for c in range(4):
-            r[lo + k, c] = tmp[k, c]
+    width = _INSERTION_MAX
+    while width < hi - lo:
+        for left in range(lo, hi, 2 * width):
+            mid = min(left + width, hi)
+            right = min(left + 2 * width, hi)
+            if mid >= right:
+                continue
+            i = left
+            j = mid
+            k = 0
+            while i < mid or j < right:
+                if j >= right or (i < mid and not _rec_less(r, j, i)):
+                    _copy_record(r, i, tmp, k)
+                    i += 1
+                else:
+                    _copy_record(r, j, tmp, k)
+                    j += 1
+                k += 1
+            for q in range(k):
+                _copy_record(tmp, q, r, left + q)
+        width *= 2
 
 
 @jit
@@ -81,12 +88,12 @@ def _scatter(rec, lo, hi, shift, nb, out, out_offsets):
     mask = np.uint64(nb - 1)
     cnt = np.zeros(nb + 1, dtype=np.int64)
     for i in range(lo, hi):
-        cnt[((rec[i, 0] >> shift) & mask) + 1] += 1
+        cnt[np.int64((rec[i, 0] >> shift) & mask) + 1] += 1
     for b in range(nb):
         cnt[b + 1] += cnt[b]
     out_offsets[:] = cnt
     for i in range(lo, hi):
-        b = (rec[i, 0] >> shift) & mask
+        b = np.int64((rec[i, 0] >> shift) & mask)
         k = cnt[b]
         for c in range(4):
             out[k, c] = rec[i, c]

@@ -114,7 +114,11 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
             for mi in range(n_models):
                 w = weights[mi, base : base + n]
                 _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
-                split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
+                if kinds[mi] <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
+                    for k in range(n):
+                        credit[mi, base + k] = cv_value[j] if w[k] == 1.0 else 0
+                else:
+                    split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
     return weights, credit, position, count
 
 

@@ -1,15 +1,19 @@
-"""Which touchpoints belong to a conversion: lookback windows over sorted groups (SPEC §2)."""
+"""Which touchpoints belong to a conversion: lookback windows over sorted groups (SPEC §2).
+
+These kernels are serial: they are memory-bound single passes (a few tens of ms for 10M touchpoints), and
+compiling them with ``parallel=True`` would cost more on a first run than threads save.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit
 
 __all__ = ["match_windows"]
 
 
-@pjit
+@jit
 def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets, lookback, reset):
     """Eligible touchpoint range of every conversion.
 
@@ -45,7 +49,7 @@ def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets
     hi = np.empty(m, dtype=np.int64)
     has = np.zeros(m, dtype=np.bool_)
     collisions = np.zeros(nb, dtype=np.int64)
-    for b in prange(nb):
+    for b in range(nb):
         i = tp_buckets[b]
         t_end = tp_buckets[b + 1]
         j = cv_buckets[b]
@@ -82,7 +86,7 @@ def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets
     return lo, hi, has, collisions.sum()
 
 
-@pjit
+@jit
 def link_rows(lo, link_offsets, tp_order, tp_code, cv_order, chunk_bounds):
     """Original touchpoint row, conversion row and channel code of every link.
 
@@ -106,7 +110,7 @@ def link_rows(lo, link_offsets, tp_order, tp_code, cv_order, chunk_bounds):
     tp_row = np.empty(n_links, dtype=np.int64)
     cv_row = np.empty(n_links, dtype=np.int64)
     code = np.empty(n_links, dtype=tp_code.dtype)
-    for c in prange(chunk_bounds.shape[0] - 1):
+    for c in range(chunk_bounds.shape[0] - 1):
         for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
             base = link_offsets[j]
             for k in range(link_offsets[j + 1] - base):
