@@ -123,7 +123,10 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
     t0 = time.perf_counter()
     data = oq.synthetic.generate(n_users=users, seed=0)
     gen = time.perf_counter() - t0
-    tp, cv = data.touchpoints, data.conversions
+    # The generator writes rows sorted by user and time; benchmark on shuffled (unsorted) input.
+    tp = data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1)
+    cv = data.conversions.sample(fraction=1.0, shuffle=True, seed=2)
+    del data
     row: dict = {
         "touchpoints": tp.height,
         "conversions": cv.height,
@@ -156,7 +159,36 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
     return row
 
 
-def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str]) -> str:
+def bench_stream(n_touchpoints: int, batch_touchpoints: int) -> dict:
+    """attribute() over user-partitioned batches of the generator's stream (data larger than one batch)."""
+    users = max(1, n_touchpoints // 5)
+    batch_users = max(1, batch_touchpoints // 5)
+    gen = attr = 0.0
+    totals = {"touchpoints": 0, "conversions": 0, "links": 0, "batches": 0}
+    credits = []
+    with PeakRSS() as mem:
+        batches = oq.synthetic.iter_generate(n_users=users, batch_users=batch_users, seed=0)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            gen += time.perf_counter() - t0
+            if batch is None:
+                break
+            tp = batch.touchpoints.sample(fraction=1.0, shuffle=True, seed=1)
+            t0 = time.perf_counter()
+            result = oq.attribute(tp, batch.conversions, models=MODELS)
+            attr += time.perf_counter() - t0
+            totals["touchpoints"] += batch.touchpoints.height
+            totals["conversions"] += batch.conversions.height
+            totals["links"] += result.links.height
+            totals["batches"] += 1
+            credits.append(result.credit)
+            del result, batch, tp
+    oq.combine_credit(credits)  # the batch summaries add up
+    return {**totals, "generate_s": gen, "engine_s": attr, "peak_rss_growth": mem.growth}
+
+
+def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], stream: dict | None = None) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -169,7 +201,7 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str]) -
         "",
         "## attribute(): all six heuristic models, frames in -> link frames out",
         "",
-        "Synthetic data (`oq.synthetic.generate`, seed 0, unsorted), default config (30-day lookback, reset "
+        "Synthetic data (`oq.synthetic.generate`, seed 0, rows shuffled), default config (30-day lookback, reset "
         "after conversion). Median of the timed runs after one warm-up; the Polars baseline "
         "(`benchmarks/polars_baseline.py`, the same semantics in plain Polars expressions) runs once.",
         "",
@@ -198,6 +230,23 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str]) -
         "hashes), `sort` (parallel bucket sort of both tables), `match` (lookback windows), `weights` (six "
         "models' weights and exact value split), `frames` (id gathers and the long links frame).",
         "",
+        *(
+            [
+                "## Streamed: data larger than one batch",
+                "",
+                f"`oq.synthetic.iter_generate` in {stream['batches']} user-partitioned batches, `attribute()` on each "
+                "(a user never spans two batches, so the links equal one big run's). Generation time excluded.",
+                "",
+                "| touchpoints | conversions | links | batches | engine s | touchpoints/s | peak RSS growth |",
+                "|---:|---:|---:|---:|---:|---:|---:|",
+                f"| {stream['touchpoints']:,} | {stream['conversions']:,} | {stream['links']:,} | {stream['batches']} | "
+                f"{stream['engine_s']:.2f} | {stream['touchpoints'] / stream['engine_s'] / 1e6:.1f}M | "
+                f"{stream['peak_rss_growth'] / 2**30:.2f} GiB |",
+                "",
+            ]
+            if stream
+            else []
+        ),
         "## Numba compile time (separate from run time)",
         "",
         "A first `attribute()` on 200 users in a fresh process:",
@@ -215,6 +264,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--stream", type=int, default=0, help="also stream this many touchpoints in batches")
+    parser.add_argument("--batch", type=int, default=10_000_000, help="touchpoints per streamed batch")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     info = machine()
@@ -224,9 +275,12 @@ def main() -> None:
         row = bench_size(size, args.repeats, baseline=not args.no_baseline)
         print(json.dumps({k: v for k, v in row.items() if k != "stages"}, default=str), flush=True)
         rows.append(row)
-    Path(args.out).write_text(render(rows, compiled, info))
+    stream = bench_stream(args.stream, args.batch) if args.stream else None
+    if stream:
+        print(json.dumps(stream), flush=True)
+    Path(args.out).write_text(render(rows, compiled, info, stream))
     (Path(args.out).parent / "results.json").write_text(
-        json.dumps({"machine": info, "compile": compiled, "rows": rows}, indent=2, default=str)
+        json.dumps({"machine": info, "compile": compiled, "rows": rows, "stream": stream}, indent=2, default=str)
     )
     print(f"wrote {args.out}")
 

@@ -13,7 +13,7 @@ from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError
 from .io import synthetic
 from .models import available_models, get_model
 from .pipeline import attribute
-from .result import AttributionResult
+from .result import AttributionResult, combine_credit
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "attribute",
     "AttributionConfig",
     "AttributionResult",
+    "combine_credit",
     "ChannelRule",
     "ChannelRules",
     "DEFAULT_CHANNEL_RULES",
