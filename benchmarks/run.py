@@ -4,7 +4,7 @@ Usage: ``python -m benchmarks.run [--sizes 1000000,10000000] [--repeats 3] [--ou
 (sizes are touchpoint counts; the synthetic generator makes about 5 per user and 1 conversion per 10).
 
 Every figure is measured in this run, on this machine: the median of ``repeats`` runs after a warm-up,
-peak memory as the resident-set growth over the call (sampled every 5 ms), Numba compile time in a fresh
+peak memory in a fresh process (``benchmarks/memory.py``), Numba compile time in a fresh
 process with the on-disk cache off, cached start-up in a fresh process with it on.
 """
 
@@ -17,7 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,31 +33,12 @@ HERE = Path(__file__).resolve().parent
 MODELS = list(oq.models.HEURISTIC_MODELS)
 
 
-class PeakRSS:
-    """Peak resident-set growth (bytes) over a block, sampled by a background thread."""
-
-    def __enter__(self) -> PeakRSS:
-        self._proc = psutil.Process()
-        self.base = self._proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
+def peak_rss() -> int:
+    """This process's resident-set high-water mark (VmHWM; unlike ru_maxrss it does not inherit the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("VmHWM not found in /proc/self/status")
 
 
 def links_arrow_bytes(result: oq.AttributionResult) -> int:
@@ -133,8 +114,7 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
         "users": users,
         "generate_s": gen,
     }
-    with PeakRSS() as mem:
-        median, times, result = time_call(lambda: oq.attribute(tp, cv, models=MODELS), repeats)
+    median, times, result = time_call(lambda: oq.attribute(tp, cv, models=MODELS), repeats)
     assert isinstance(result, oq.AttributionResult)
     row.update(
         engine_s=median,
@@ -142,20 +122,24 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
         stages=result.timings,
         links=result.links.height,
         pairs=result.links.height // len(MODELS),
-        peak_rss_growth=mem.growth,
-        input_arrow_bytes=int(tp.estimated_size() + cv.estimated_size()),
-        output_arrow_bytes=links_arrow_bytes(result)
-        + int(result.credit.estimated_size() + result.unattributed.estimated_size()),
     )
     row["touchpoints_per_s"] = tp.height / median
+    del result
     if baseline:
         tp_plain = tp.with_columns(pl.col("channel").cast(pl.String))
-        with PeakRSS() as bmem:
-            b_median, b_times, b_links = time_call(lambda: attribute_polars(tp_plain, cv, models=MODELS), 1)
-        row.update(polars_s=b_median, polars_runs=b_times, polars_peak_rss_growth=bmem.growth)
+        b_median, b_times, b_links = time_call(lambda: attribute_polars(tp_plain, cv, models=MODELS), 1)
+        row.update(polars_s=b_median, polars_runs=b_times, polars_links=b_links.height)  # type: ignore[union-attr]
         row["speedup"] = b_median / median
-        row["polars_links"] = b_links.height  # type: ignore[union-attr]
-    del result
+        del b_links, tp_plain
+    with tempfile.TemporaryDirectory() as tmp:
+        tp.write_parquet(f"{tmp}/tp.parquet")
+        cv.write_parquet(f"{tmp}/cv.parquet")
+        for which in ("engine", "polars") if baseline else ("engine",):
+            res = subprocess.run(
+                [sys.executable, "-m", "benchmarks.memory", which, f"{tmp}/tp.parquet", f"{tmp}/cv.parquet"],
+                check=True, capture_output=True, text=True, cwd=HERE.parent,
+            )  # fmt: skip
+            row[f"{which}_memory"] = json.loads(res.stdout.strip().splitlines()[-1])
     return row
 
 
@@ -166,26 +150,26 @@ def bench_stream(n_touchpoints: int, batch_touchpoints: int) -> dict:
     gen = attr = 0.0
     totals = {"touchpoints": 0, "conversions": 0, "links": 0, "batches": 0}
     credits = []
-    with PeakRSS() as mem:
-        batches = oq.synthetic.iter_generate(n_users=users, batch_users=batch_users, seed=0)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            gen += time.perf_counter() - t0
-            if batch is None:
-                break
-            tp = batch.touchpoints.sample(fraction=1.0, shuffle=True, seed=1)
-            t0 = time.perf_counter()
-            result = oq.attribute(tp, batch.conversions, models=MODELS)
-            attr += time.perf_counter() - t0
-            totals["touchpoints"] += batch.touchpoints.height
-            totals["conversions"] += batch.conversions.height
-            totals["links"] += result.links.height
-            totals["batches"] += 1
-            credits.append(result.credit)
-            del result, batch, tp
+    batches = oq.synthetic.iter_generate(n_users=users, batch_users=batch_users, seed=0)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        gen += time.perf_counter() - t0
+        if batch is None:
+            break
+        tp = batch.touchpoints.sample(fraction=1.0, shuffle=True, seed=1)
+        t0 = time.perf_counter()
+        result = oq.attribute(tp, batch.conversions, models=MODELS)
+        attr += time.perf_counter() - t0
+        totals["touchpoints"] += batch.touchpoints.height
+        totals["conversions"] += batch.conversions.height
+        totals["links"] += result.links.height
+        totals["batches"] += 1
+        credits.append(result.credit)
+        del result, batch, tp
     oq.combine_credit(credits)  # the batch summaries add up
-    return {**totals, "generate_s": gen, "engine_s": attr, "peak_rss_growth": mem.growth}
+    peak = peak_rss()
+    return {**totals, "generate_s": gen, "engine_s": attr, "peak_rss": peak}
 
 
 def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], stream: dict | None = None) -> str:
@@ -205,19 +189,38 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         "after conversion). Median of the timed runs after one warm-up; the Polars baseline "
         "(`benchmarks/polars_baseline.py`, the same semantics in plain Polars expressions) runs once.",
         "",
-        "| touchpoints | conversions | links | engine s | touchpoints/s | Polars s | speed-up | "
-        "peak RSS growth | Arrow in + out | peak / Arrow |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| touchpoints | conversions | links | engine s | touchpoints/s | Polars s | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        arrow = r["input_arrow_bytes"] + r["output_arrow_bytes"]
         lines.append(
             f"| {r['touchpoints']:,} | {r['conversions']:,} | {r['links']:,} | {r['engine_s']:.3f} | "
             f"{r['touchpoints_per_s'] / 1e6:.1f}M | "
-            + (f"{r['polars_s']:.2f} | {r['speedup']:.1f}x | " if "polars_s" in r else "- | - | ")
-            + f"{r['peak_rss_growth'] / 2**30:.2f} GiB | {arrow / 2**30:.2f} GiB | "
-            f"{r['peak_rss_growth'] / arrow:.2f} |"
+            + (f"{r['polars_s']:.2f} | {r['speedup']:.1f}x |" if "polars_s" in r else "- | - |")
         )
+    lines += [
+        "",
+        "### Peak memory",
+        "",
+        "A fresh process reads the (shuffled) inputs from Parquet and runs the call once "
+        "(`benchmarks/memory.py`). *Peak* is the process's high-water resident set minus its size after "
+        "imports, so it includes the inputs themselves and Parquet decoding: a conservative figure. "
+        "*Arrow in + out* is the Arrow size of the inputs plus the result (columns that the links' model "
+        "chunks share counted once).",
+        "",
+        "| touchpoints | implementation | peak | Arrow in + out | peak / Arrow |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        for which in ("engine", "polars"):
+            m = r.get(f"{which}_memory")
+            if m:
+                peak = m["peak"] - m["rss_start"]
+                arrow = m["input_bytes"] + m["output_bytes"]
+                lines.append(
+                    f"| {r['touchpoints']:,} | {which} | {peak / 2**30:.2f} GiB | {arrow / 2**30:.2f} GiB | "
+                    f"{peak / arrow:.2f} |"
+                )
     lines += ["", "### Stages of the engine (seconds, last timed run)", ""]
     stages = list(rows[0]["stages"]) if rows else []
     lines.append("| touchpoints | " + " | ".join(stages) + " |")
@@ -237,11 +240,13 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
                 f"`oq.synthetic.iter_generate` in {stream['batches']} user-partitioned batches, `attribute()` on each "
                 "(a user never spans two batches, so the links equal one big run's). Generation time excluded.",
                 "",
-                "| touchpoints | conversions | links | batches | engine s | touchpoints/s | peak RSS growth |",
+                "| touchpoints | conversions | links | batches | engine s | touchpoints/s | peak process RSS |",
                 "|---:|---:|---:|---:|---:|---:|---:|",
                 f"| {stream['touchpoints']:,} | {stream['conversions']:,} | {stream['links']:,} | {stream['batches']} | "
                 f"{stream['engine_s']:.2f} | {stream['touchpoints'] / stream['engine_s'] / 1e6:.1f}M | "
-                f"{stream['peak_rss_growth'] / 2**30:.2f} GiB |",
+                f"{stream['peak_rss'] / 2**30:.2f} GiB |",
+                "",
+                "The peak includes the generator's own working memory for one batch.",
                 "",
             ]
             if stream
@@ -267,7 +272,11 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=0, help="also stream this many touchpoints in batches")
     parser.add_argument("--batch", type=int, default=10_000_000, help="touchpoints per streamed batch")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--stream-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stream_child:
+        print(json.dumps(bench_stream(args.stream_child, args.batch)))
+        return
     info = machine()
     compiled = compile_times()
     rows = []
@@ -275,8 +284,13 @@ def main() -> None:
         row = bench_size(size, args.repeats, baseline=not args.no_baseline)
         print(json.dumps({k: v for k, v in row.items() if k != "stages"}, default=str), flush=True)
         rows.append(row)
-    stream = bench_stream(args.stream, args.batch) if args.stream else None
-    if stream:
+    stream = None
+    if args.stream:  # in a fresh process, so that its peak memory is its own
+        res = subprocess.run(
+            [sys.executable, "-m", "benchmarks.run", "--stream-child", str(args.stream), "--batch", str(args.batch)],
+            check=True, capture_output=True, text=True, cwd=HERE.parent,
+        )  # fmt: skip
+        stream = json.loads(res.stdout.strip().splitlines()[-1])
         print(json.dumps(stream), flush=True)
     Path(args.out).write_text(render(rows, compiled, info, stream))
     (Path(args.out).parent / "results.json").write_text(

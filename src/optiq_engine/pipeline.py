@@ -13,7 +13,7 @@ import polars as pl
 
 from .channels import DEFAULT_CHANNEL_RULES, derive_channels
 from .config import AttributionConfig
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, InputError, ModelError
 from .frames import normalize_conversions, normalize_touchpoints
 from .kernels.sort import bucket_bits, sort_by_group_time, tie_runs
 from .kernels.weights import channel_credit, heuristic_links
@@ -30,6 +30,7 @@ _SEED_H = 0x243F6A8885A308D3
 _SEED_H2 = 0x452821E638D01377
 _KEY_COLUMNS = ("organization_id", "site_id")
 _CHUNKS = 64
+_MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
 _HASH_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -93,14 +94,14 @@ def run_attribution(
     if unsupported:
         raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
     timings: dict[str, float] = {}
-    _timed = _stage_timer(timings, on_stage)
+    timed = _stage_timer(timings, on_stage)
 
-    with _timed(timings, "validate"):
+    with timed("validate"):
         tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
         cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)
         tp, cv = tp_norm.frame, cv_norm.frame
 
-    with _timed(timings, "encode"):
+    with timed("encode"):
         keys = _group_keys(tp, cv)
         tp, channels, tp_code = _encode_channels(tp, cfg)
         tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
@@ -109,10 +110,10 @@ def run_attribution(
 
     bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
     for exact in (False, True):
-        with _timed(timings, "sort"):
+        with timed("sort"):
             tp_sorted = sort_by_group_time(tp_h, tp_ts, tp_h2, tp_code, bits)
             cv_sorted = sort_by_group_time(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32), bits)
-        with _timed(timings, "match"):
+        with timed("match"):
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = tp_sorted
             cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = cv_sorted
             lo, hi, has_tp, cross_coll = match_windows(
@@ -124,10 +125,10 @@ def run_attribution(
         if exact:  # pragma: no cover - exact codes cannot collide
             raise AssertionError("group codes collided after exact encoding")
         log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with _timed(timings, "encode"):
+        with timed("encode"):
             tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
 
-    with _timed(timings, "match"):
+    with timed("match"):
         if tp_ties:
             tp_order, tp_codes = _order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
@@ -138,7 +139,7 @@ def run_attribution(
         chunks = _chunk_bounds(link_offsets)
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
 
-    with _timed(timings, "weights"):
+    with timed("weights"):
         specs = [m.kernel_spec() for m in chosen]  # type: ignore[attr-defined]
         kinds = np.array([s[0] for s in specs], dtype=np.int64)
         p1 = np.array([s[1] for s in specs], dtype=np.float64)
@@ -149,7 +150,7 @@ def run_attribution(
         )
         tp_row, cv_row, link_code = link_rows(lo, link_offsets, tp_order, tp_codes, cv_order, chunks)
 
-    with _timed(timings, "frames"):
+    with timed("frames"):
         names = [m.name for m in chosen]
         links = _links_frame(tp, cv, names, channels, weights, credit, position, count, tp_row, cv_row, link_code)
         credit_frame = _credit_frame(names, channels, *channel_credit(weights, credit, link_code, len(channels)))
@@ -168,8 +169,10 @@ def run_attribution(
 
 
 def _stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | None):
+    """A context manager factory that adds each stage's seconds to ``timings``."""
+
     @contextmanager
-    def timed(_: dict[str, float], stage: str):
+    def timed(stage: str):
         if on_stage is not None:
             on_stage(stage)
         t0 = time.perf_counter()
@@ -201,10 +204,12 @@ def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataF
     col = tp.get_column("channel")
     if isinstance(col.dtype, pl.Enum):
         channels = list(col.dtype.categories)
-        return tp, channels, col.to_physical().cast(pl.Int32).to_numpy()
-    channels = sorted(col.unique().cast(pl.String).to_list())
-    codes = col.cast(pl.String).cast(pl.Enum(channels)).to_physical().cast(pl.Int32).to_numpy()
-    return tp, channels, codes
+    else:
+        channels = sorted(col.unique().cast(pl.String).to_list())
+        col = col.cast(pl.String).cast(pl.Enum(channels))
+    if len(channels) >= _MAX_CHANNELS:
+        raise InputError(f"touchpoints have {len(channels):,} channels; at most {_MAX_CHANNELS - 1:,} are supported")
+    return tp, channels, col.to_physical().cast(pl.Int32).to_numpy()
 
 
 def _group_keys(tp: pl.DataFrame, cv: pl.DataFrame) -> list[str]:

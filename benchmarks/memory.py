@@ -1,0 +1,39 @@
+"""Peak memory of one attribute() (or Polars baseline) call in a fresh process.
+
+``python -m benchmarks.memory engine|polars TOUCHPOINTS.parquet CONVERSIONS.parquet`` prints JSON: the
+process's resident set after imports (``rss_start``), its high-water mark over the whole run (``peak``,
+which includes reading the inputs), and the Arrow sizes of the inputs and the result. ``peak - rss_start``
+is what the data and the computation cost, inputs included: a conservative figure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import polars as pl
+import psutil
+
+import optiq_engine as oq
+from benchmarks.polars_baseline import attribute_polars
+from benchmarks.run import links_arrow_bytes, peak_rss
+
+
+def main() -> None:
+    which, tp_path, cv_path = sys.argv[1:4]
+    rss_start = psutil.Process().memory_info().rss
+    tp = pl.read_parquet(tp_path)
+    cv = pl.read_parquet(cv_path)
+    input_bytes = int(tp.estimated_size() + cv.estimated_size())
+    if which == "engine":
+        result = oq.attribute(tp, cv)
+        output_bytes = links_arrow_bytes(result) + int(result.credit.estimated_size() + result.unattributed.estimated_size())
+    else:
+        links = attribute_polars(tp.with_columns(pl.col("channel").cast(pl.String)), cv)
+        output_bytes = int(links.estimated_size())
+    peak = peak_rss()
+    print(json.dumps({"rss_start": rss_start, "peak": peak, "input_bytes": input_bytes, "output_bytes": output_bytes}))
+
+
+if __name__ == "__main__":
+    main()
