@@ -104,42 +104,44 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
     t0 = time.perf_counter()
     data = oq.synthetic.generate(n_users=users, seed=0)
     gen = time.perf_counter() - t0
-    # The generator writes rows sorted by user and time; benchmark on shuffled (unsorted) input.
-    tp = data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1)
-    cv = data.conversions.sample(fraction=1.0, shuffle=True, seed=2)
-    del data
-    row: dict = {
-        "touchpoints": tp.height,
-        "conversions": cv.height,
-        "users": users,
-        "generate_s": gen,
-    }
+    with tempfile.TemporaryDirectory() as tmp:
+        # The generator writes rows sorted by user and time: shuffle them, and read them back from Parquet so
+        # that the frames are laid out in memory as real inputs are (a shuffled gather would scatter strings).
+        paths = {"tp": f"{tmp}/tp.parquet", "cv": f"{tmp}/cv.parquet"}
+        data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1).write_parquet(paths["tp"])
+        data.conversions.sample(fraction=1.0, shuffle=True, seed=2).write_parquet(paths["cv"])
+        del data
+        tp, cv = pl.read_parquet(paths["tp"]), pl.read_parquet(paths["cv"])
+        row = _time_size(tp, cv, repeats, baseline)
+        row.update(users=users, generate_s=gen)
+        del tp, cv
+        for which in ("engine", "polars") if baseline else ("engine",):
+            res = subprocess.run(
+                [sys.executable, "-m", "benchmarks.memory", which, paths["tp"], paths["cv"]],
+                check=True, capture_output=True, text=True, cwd=HERE.parent,
+            )  # fmt: skip
+            row[f"{which}_memory"] = json.loads(res.stdout.strip().splitlines()[-1])
+    return row
+
+
+def _time_size(tp: pl.DataFrame, cv: pl.DataFrame, repeats: int, baseline: bool) -> dict:
     median, times, result = time_call(lambda: oq.attribute(tp, cv, models=MODELS), repeats)
     assert isinstance(result, oq.AttributionResult)
+    row: dict = {"touchpoints": tp.height, "conversions": cv.height}
     row.update(
         engine_s=median,
         engine_runs=times,
         stages=result.timings,
         links=result.links.height,
         pairs=result.links.height // len(MODELS),
+        touchpoints_per_s=tp.height / median,
     )
-    row["touchpoints_per_s"] = tp.height / median
     del result
     if baseline:
         tp_plain = tp.with_columns(pl.col("channel").cast(pl.String))
         b_median, b_times, b_links = time_call(lambda: attribute_polars(tp_plain, cv, models=MODELS), 1)
         row.update(polars_s=b_median, polars_runs=b_times, polars_links=b_links.height)  # type: ignore[union-attr]
         row["speedup"] = b_median / median
-        del b_links, tp_plain
-    with tempfile.TemporaryDirectory() as tmp:
-        tp.write_parquet(f"{tmp}/tp.parquet")
-        cv.write_parquet(f"{tmp}/cv.parquet")
-        for which in ("engine", "polars") if baseline else ("engine",):
-            res = subprocess.run(
-                [sys.executable, "-m", "benchmarks.memory", which, f"{tmp}/tp.parquet", f"{tmp}/cv.parquet"],
-                check=True, capture_output=True, text=True, cwd=HERE.parent,
-            )  # fmt: skip
-            row[f"{which}_memory"] = json.loads(res.stdout.strip().splitlines()[-1])
     return row
 
 
@@ -185,7 +187,7 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         "",
         "## attribute(): all six heuristic models, frames in -> link frames out",
         "",
-        "Synthetic data (`oq.synthetic.generate`, seed 0, rows shuffled), default config (30-day lookback, reset "
+        "Synthetic data (`oq.synthetic.generate`, seed 0, rows shuffled and read back from Parquet), default config (30-day lookback, reset "
         "after conversion). Median of the timed runs after one warm-up; the Polars baseline "
         "(`benchmarks/polars_baseline.py`, the same semantics in plain Polars expressions) runs once.",
         "",
@@ -202,9 +204,9 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         "",
         "### Peak memory",
         "",
-        "A fresh process reads the (shuffled) inputs from Parquet and runs the call once "
-        "(`benchmarks/memory.py`). *Peak* is the process's high-water resident set minus its size after "
-        "imports, so it includes the inputs themselves and Parquet decoding: a conservative figure. "
+        "A fresh process reads the (shuffled) inputs from Parquet, resets its high-water mark, and runs the "
+        "call once (`benchmarks/memory.py`). *Peak* is the high-water resident set minus the process's size "
+        "after imports: the loaded inputs, everything the call allocates, and its result. "
         "*Arrow in + out* is the Arrow size of the inputs plus the result (columns that the links' model "
         "chunks share counted once).",
         "",

@@ -111,11 +111,13 @@ def run_attribution(
     bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
     for exact in (False, True):
         with timed("sort"):
-            tp_sorted = sort_by_group_time(tp_h, tp_ts, tp_h2, tp_code, bits)
-            cv_sorted = sort_by_group_time(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32), bits)
+            tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
+                tp_h, tp_ts, tp_h2, tp_code, bits
+            )
+            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
+                cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32), bits
+            )
         with timed("match"):
-            tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = tp_sorted
-            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = cv_sorted
             lo, hi, has_tp, cross_coll = match_windows(
                 tp_hs, tp_tss, tp_h2s, tp_buckets, cv_hs, cv_tss, cv_h2s, cv_buckets,
                 _micros(cfg.lookback), cfg.reset_after_conversion,
@@ -127,12 +129,14 @@ def run_attribution(
         log.warning("64-bit group hash collision detected; re-running with exact group codes")
         with timed("encode"):
             tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
+    del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
 
     with timed("match"):
         if tp_ties:
             tp_order, tp_codes = _order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
             cv_order, _ = _order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
+        del tp_hs, cv_hs, cv_tss
         counts = hi - lo
         link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
         np.cumsum(counts, out=link_offsets[1:])
@@ -149,6 +153,7 @@ def run_attribution(
             lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, chunks
         )
         tp_row, cv_row, link_code = link_rows(lo, link_offsets, tp_order, tp_codes, cv_order, chunks)
+        del tp_tss, tp_codes, tp_order
 
     with timed("frames"):
         names = [m.name for m in chosen]
