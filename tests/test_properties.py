@@ -146,3 +146,20 @@ def test_sort_kernel_orders_by_group_time_row(rows: list[tuple[int, int]], bits:
     assert (ts_s == ts[order]).all() and (code_s == code[order]).all() and collisions == 0
     assert buckets[-1] == len(rows)
     assert ties == sum(1 for i in range(1, len(rows)) if (h_s[i], ts_s[i]) == (h_s[i - 1], ts_s[i - 1]))
+
+
+@given(cases(), st.integers(1, 5))
+@settings(max_examples=40)
+def test_results_do_not_depend_on_input_chunking(case: Case, pieces: int) -> None:
+    """Frames read from Parquet arrive in many chunks (row groups); the result must not change."""
+    tp = touchpoints_frame(case.touchpoints, case.group_by)
+    cv = conversions_frame(case.conversions, case.group_by)
+
+    def chunked(frame: pl.DataFrame) -> pl.DataFrame:
+        size = max(1, -(-frame.height // pieces))
+        parts = [frame.slice(i, size) for i in range(0, frame.height, size)] or [frame]
+        return pl.concat(parts, rechunk=False)
+
+    a = _canonical(_run(case, tp, cv))
+    b = _canonical(_run(case, chunked(tp), chunked(cv)))
+    assert a[0].equals(b[0]) and a[1].equals(b[1])
