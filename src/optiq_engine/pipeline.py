@@ -112,10 +112,10 @@ def run_attribution(
     for exact in (False, True):
         with timed("sort"):
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
-                tp_h, tp_ts, tp_h2, tp_code, bits
+                *_readonly(tp_h, tp_ts, tp_h2, tp_code), bits
             )
             cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
-                cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32), bits
+                *_readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
             )
         with timed("match"):
             lo, hi, has_tp, cross_coll = match_windows(
@@ -187,6 +187,17 @@ def _stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | No
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
     return timed
+
+
+def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Read-only views: kernels never write their inputs, and one array type means one compilation
+    (zero-copy arrays from polars are read-only, copies are not; Numba would compile each variant)."""
+    views = []
+    for a in arrays:
+        v = np.ascontiguousarray(a).view()
+        v.flags.writeable = False
+        views.append(v)
+    return tuple(views)
 
 
 def _micros(td: Any) -> int:
