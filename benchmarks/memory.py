@@ -18,7 +18,7 @@ import psutil
 
 import optiq_engine as oq
 from benchmarks.polars_baseline import attribute_polars
-from benchmarks.run import links_arrow_bytes, peak_rss
+from benchmarks.run import arrow_bytes, peak_rss, result_arrow_bytes
 
 
 def main() -> None:
@@ -26,15 +26,16 @@ def main() -> None:
     rss_start = psutil.Process().memory_info().rss
     tp = pl.read_parquet(tp_path)
     cv = pl.read_parquet(cv_path)
-    input_bytes = int(tp.estimated_size() + cv.estimated_size())
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: Parquet decoding is not ours
     if which == "engine":
         result = oq.attribute(tp, cv)
-        output_bytes = links_arrow_bytes(result) + int(result.credit.estimated_size() + result.unattributed.estimated_size())
+        peak = peak_rss()
+        output_bytes = result_arrow_bytes(result)
     else:
         links = attribute_polars(tp.with_columns(pl.col("channel").cast(pl.String)), cv)
-        output_bytes = int(links.estimated_size())
-    peak = peak_rss()
+        peak = peak_rss()
+        output_bytes = arrow_bytes(links)
+    input_bytes = arrow_bytes(tp) + arrow_bytes(cv)  # measured after the peak: the conversion copies
     print(json.dumps({"rss_start": rss_start, "peak": peak, "input_bytes": input_bytes, "output_bytes": output_bytes}))
 
 

@@ -274,12 +274,10 @@ def _group_hashes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
     if not exact:
-        return (
-            _hash_keys(tp, keys, _SEED_H) & _HASH_MASK,
-            _hash_keys(tp, keys, _SEED_H2),
-            _hash_keys(cv, keys, _SEED_H) & _HASH_MASK,
-            _hash_keys(cv, keys, _SEED_H2),
-        )
+        tp_h, cv_h = _hash_keys(tp, keys, _SEED_H), _hash_keys(cv, keys, _SEED_H)
+        if _HASH_MASK != np.uint64(0xFFFFFFFFFFFFFFFF):  # test hook only: no copy otherwise
+            tp_h, cv_h = tp_h & _HASH_MASK, cv_h & _HASH_MASK
+        return tp_h, _hash_keys(tp, keys, _SEED_H2), cv_h, _hash_keys(cv, keys, _SEED_H2)
     both = pl.concat([tp.select(keys), cv.select(keys)], how="vertical")
     uniq = both.unique().with_row_index("_code")
     codes = both.join(uniq, on=keys, how="left", nulls_equal=True, maintain_order="left").get_column("_code")
