@@ -32,7 +32,8 @@ _KEY_COLUMNS = ("organization_id", "site_id")
 _CHUNKS = 64
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
-_HASH_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_NO_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_HASH_MASK = _NO_MASK
 
 
 def attribute(
@@ -275,7 +276,7 @@ def _group_hashes(
     """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
     if not exact:
         tp_h, cv_h = _hash_keys(tp, keys, _SEED_H), _hash_keys(cv, keys, _SEED_H)
-        if _HASH_MASK != np.uint64(0xFFFFFFFFFFFFFFFF):  # test hook only: no copy otherwise
+        if _HASH_MASK != _NO_MASK:  # test hook only: no copy otherwise
             tp_h, cv_h = tp_h & _HASH_MASK, cv_h & _HASH_MASK
         return tp_h, _hash_keys(tp, keys, _SEED_H2), cv_h, _hash_keys(cv, keys, _SEED_H2)
     both = pl.concat([tp.select(keys), cv.select(keys)], how="vertical")
