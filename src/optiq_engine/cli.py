@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +70,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn the errors a user can fix (bad input, options, an unreachable database) into one line + exit 2."""
+    try:
+        yield
+    except OptiqError as exc:
+        _fail(exc)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "adbc_driver_manager"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(RuntimeError(f"database: {first}"))
+
+
 @app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Synthetic users (about 5 touchpoints each).")] = 200_000,
@@ -76,15 +92,13 @@ def demo(
     """Generate a synthetic data set, run every heuristic model and print credit per channel."""
     from .io import synthetic
 
-    try:
+    with _one_line_errors():
         t0 = time.perf_counter()
         data = synthetic.generate(n_users=users, seed=seed)
         t_gen = time.perf_counter() - t0
         t1 = time.perf_counter()
         result = _run(data.touchpoints, data.conversions, list(HEURISTIC_MODELS), AttributionConfig())
         t_run = time.perf_counter() - t1
-    except OptiqError as exc:
-        _fail(exc)
     console.print(_credit_table(result))
     console.print(
         f"{data.touchpoints.height:,} touchpoints, {data.conversions.height:,} conversions, "
@@ -115,7 +129,7 @@ def attribute(
     from .io.parquet import ResultWriter, iter_partitions
     from .result import combine_credit
 
-    try:
+    with _one_line_errors():
         config = AttributionConfig(
             lookback=timedelta(days=lookback_days),
             reset_after_conversion=reset_after_conversion,
@@ -129,8 +143,6 @@ def attribute(
                 result = _run(tp, cv, model or None, config)
                 writer.write(result)
                 summaries.append(result.without_links())
-    except OptiqError as exc:
-        _fail(exc)
     console.print(_credit_table(summaries[0], combine_credit([r.credit for r in summaries])))
     counts = writer.counts
     quarantined = counts.get("quarantined_touchpoints", 0) + counts.get("quarantined_conversions", 0)
@@ -139,6 +151,51 @@ def attribute(
         + (f", {quarantined:,} quarantined rows" if quarantined else "")
         + f" to {out}"
     )
+
+
+db_app = typer.Typer(no_args_is_help=True, help="Schema migrations of an Optiq Postgres database (Alembic).")
+app.add_typer(db_app, name="db")
+DatabaseUrl = Annotated[str, typer.Option("--database-url", envvar="OPTIQ_DATABASE_URL", help="PostgreSQL URL.")]
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or migrate the Optiq schema (refuses a platform-made database: see ``optiq db stamp``)."""
+    from .io import db
+
+    with _one_line_errors():
+        db.upgrade(database_url, revision)
+    console.print(f"database at revision {db.current(database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument(help="e.g. base or -1")]) -> None:
+    """Migrate down to ``revision`` (``base`` drops every Optiq table)."""
+    from .io import db
+
+    with _one_line_errors():
+        db.downgrade(database_url, revision)
+    console.print(f"database at revision {db.current(database_url)}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl) -> None:
+    """Print the database's schema revision (``none`` when it has no Alembic version)."""
+    from .io import db
+
+    with _one_line_errors():
+        revision = db.current(database_url)
+    console.print(revision or "none")
+
+
+@db_app.command("stamp")
+def db_stamp(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Mark an existing (platform-made) Optiq database as at ``revision`` without changing it."""
+    from .io import db
+
+    with _one_line_errors():
+        db.stamp(database_url, revision)
+    console.print(f"database stamped at revision {db.current(database_url)}")
 
 
 def main() -> None:
