@@ -111,3 +111,110 @@ def test_bad_window_arguments() -> None:
         postgres.Window(organization_id="o", start=datetime(2026, 1, 1))
     with pytest.raises(oq.ConfigError, match="not a PostgreSQL URL"):
         postgres.adbc_url("mysql://x")
+
+
+# --- writers ------------------------------------------------------------------------------------------
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+import psycopg  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+
+def _db_links(url: str, org: str) -> pl.DataFrame:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT al."conversionId", al."touchPointId", al.model::text, al.weight, al.position, al."touchPointCount"
+               FROM "AttributionLink" al JOIN "TrackingEvent" e ON e.id = al."conversionId"
+               JOIN "TrackingSite" s ON s.id = e."siteId" WHERE s."organizationId" = %s""",
+            (org,),
+        ).fetchall()
+    schema = ["conversion_id", "touchpoint_id", "model", "weight", "position", "touchpoint_count"]
+    return pl.DataFrame(rows, schema=schema, orient="row").sort("model", "conversion_id", "position")
+
+
+def _expected(result: oq.AttributionResult) -> pl.DataFrame:
+    return (
+        result.links.select("conversion_id", "touchpoint_id", pl.col("model").cast(pl.String), "weight", "position", "touchpoint_count")
+        .with_columns(pl.col("position", "touchpoint_count").cast(pl.Int64))
+        .sort("model", "conversion_id", "position")
+    )
+
+
+@pytest.fixture()
+def writable(postgres_url: str) -> Iterator[tuple[str, pl.DataFrame, pl.DataFrame]]:
+    data = _retag(oq.synthetic.generate(n_users=800, seed=21), "orgW")
+    with fresh_database(postgres_url) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data)
+        window = postgres.Window(organization_id="orgW")
+        yield url, postgres.read_touchpoints(url, window), postgres.read_conversions(url, window)
+
+
+def _write(url: str, result: oq.AttributionResult, cv: pl.DataFrame) -> postgres.WriteCounts:
+    return postgres.write_links(
+        url, result.links, organization_id="orgW", conversion_ids=cv["conversion_id"], models=list(result.model_names)
+    )
+
+
+def test_write_is_idempotent_and_replaces_the_window(writable) -> None:
+    url, tp, cv = writable
+    first = oq.attribute(tp, cv)
+    counts = _write(url, first, cv)
+    assert counts.inserted == first.links.height and counts.deleted == 0
+    assert _db_links(url, "orgW").equals(_expected(first))
+    assert _write(url, first, cv).changed == 0  # a rerun changes nothing
+    shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
+    counts = _write(url, shorter, cv)
+    assert counts.deleted == first.links.height - shorter.links.height > 0
+    assert _db_links(url, "orgW").equals(_expected(shorter))
+
+
+def test_other_models_and_conversions_are_left_alone(writable) -> None:
+    url, tp, cv = writable
+    both = oq.attribute(tp, cv, models=["LINEAR", "FIRST_TOUCH"])
+    _write(url, both, cv)
+    only_linear = oq.attribute(tp, cv, models=["LINEAR"], lookback=timedelta(days=1))
+    some = cv.head(cv.height // 2)
+    links = only_linear.links.filter(pl.col("conversion_id").is_in(some["conversion_id"].implode()))
+    postgres.write_links(url, links, organization_id="orgW", conversion_ids=some["conversion_id"], models=["LINEAR"])
+    stored = _db_links(url, "orgW")
+    assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(_expected(both).filter(pl.col("model") == "FIRST_TOUCH"))
+    untouched = _expected(both).filter((pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode()))
+    assert stored.filter((pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode())).equals(untouched)
+
+
+def test_a_foreign_conversion_in_scope_writes_nothing(writable, postgres_url: str) -> None:
+    url, tp, cv = writable
+    result = oq.attribute(tp, cv)
+    with pytest.raises(oq.InputError, match="do not belong to organization"):
+        postgres.write_links(
+            url, result.links, organization_id="someone_else", conversion_ids=cv["conversion_id"], models=["LINEAR"]
+        )
+    assert _db_links(url, "orgW").height == 0
+
+
+def test_a_crash_during_the_merge_leaves_the_previous_results(writable) -> None:
+    url, tp, cv = writable
+    before = oq.attribute(tp, cv)
+    _write(url, before, cv)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from datetime import timedelta
+        import adbc_driver_postgresql.dbapi as adbc
+        import optiq_engine as oq
+        from optiq_engine.io import postgres
+        adbc.Connection.commit = lambda self: os.kill(os.getpid(), signal.SIGKILL)  # die just before COMMIT
+        window = postgres.Window(organization_id="orgW")
+        tp, cv = postgres.read_touchpoints({url!r}, window), postgres.read_conversions({url!r}, window)
+        result = oq.attribute(tp, cv, lookback=timedelta(days=1))
+        postgres.write_links({url!r}, result.links, organization_id="orgW", conversion_ids=cv["conversion_id"],
+                             models=list(result.model_names))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert _db_links(url, "orgW").equals(_expected(before))

@@ -15,9 +15,18 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
-__all__ = ["Window", "adbc_url", "read_touchpoints", "read_conversions", "iter_partitions"]
+__all__ = [
+    "Window",
+    "WriteCounts",
+    "adbc_url",
+    "read_touchpoints",
+    "read_conversions",
+    "iter_partitions",
+    "link_rows_for_postgres",
+    "write_links",
+]
 
 _TOUCHPOINT_COLUMNS = """
     tp.id AS touchpoint_id,
@@ -150,3 +159,125 @@ def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tu
     for i in range(partitions):
         part = None if partitions == 1 else (i, partitions)
         yield _fetch(url, *_touchpoints_query(window, part)), _fetch(url, *_conversions_query(window, part))
+
+
+# --- writers -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What a merge changed: rows inserted, rows updated (values differed), stale rows deleted."""
+
+    inserted: int
+    updated: int
+    deleted: int
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+def link_rows_for_postgres(links: pl.DataFrame) -> pl.DataFrame:
+    """The engine's links frame as ``AttributionLink`` rows (camelCase, with deterministic ids).
+
+    The id is ``<conversionId>:<model>:<touchPointId>``: unique and reproduced by every rerun. Merges match
+    on the natural key (conversionId, touchPointId, model), so the id scheme never decides a conflict.
+    """
+    return links.select(
+        pl.concat_str(
+            [pl.col("conversion_id"), pl.col("model").cast(pl.String), pl.col("touchpoint_id")], separator=":"
+        ).alias("id"),
+        pl.col("conversion_id").alias("conversionId"),
+        pl.col("touchpoint_id").alias("touchPointId"),
+        pl.col("model").cast(pl.String).alias("model"),
+        pl.col("weight"),
+        pl.col("position").cast(pl.Int32),
+        pl.col("touchpoint_count").cast(pl.Int32).alias("touchPointCount"),
+    )
+
+
+_STAGE_LINKS = """CREATE TEMP TABLE optiq_stage_links (
+    id text NOT NULL, "conversionId" text NOT NULL, "touchPointId" text NOT NULL, model text NOT NULL,
+    weight double precision NOT NULL, position integer NOT NULL, "touchPointCount" integer NOT NULL
+) ON COMMIT DROP"""
+_STAGE_SCOPE = 'CREATE TEMP TABLE optiq_stage_scope (id text PRIMARY KEY) ON COMMIT DROP'
+
+_FOREIGN_SCOPE = """SELECT count(*) FROM optiq_stage_scope sc
+LEFT JOIN "TrackingEvent" e ON e.id = sc.id LEFT JOIN "TrackingSite" s ON s.id = e."siteId"
+WHERE s."organizationId" IS DISTINCT FROM $1"""
+
+_DELETE_STALE = """WITH gone AS (
+  DELETE FROM "AttributionLink" al USING optiq_stage_scope sc
+  WHERE al."conversionId" = sc.id AND al.model::text = ANY($1)
+    AND NOT EXISTS (SELECT 1 FROM optiq_stage_links st WHERE st."conversionId" = al."conversionId"
+                    AND st."touchPointId" = al."touchPointId" AND st.model = al.model::text)
+  RETURNING 1)
+SELECT count(*) FROM gone"""
+
+_UPSERT = """INSERT INTO "AttributionLink" (id, "conversionId", "touchPointId", model, weight, position, "touchPointCount")
+SELECT id, "conversionId", "touchPointId", model::"AttributionModel", weight, position, "touchPointCount"
+FROM optiq_stage_links
+ON CONFLICT ("conversionId", "touchPointId", model) DO UPDATE
+SET weight = EXCLUDED.weight, position = EXCLUDED.position, "touchPointCount" = EXCLUDED."touchPointCount",
+    "updatedAt" = now()
+WHERE ("AttributionLink".weight, "AttributionLink".position, "AttributionLink"."touchPointCount")
+      IS DISTINCT FROM (EXCLUDED.weight, EXCLUDED.position, EXCLUDED."touchPointCount")
+RETURNING (xmax = 0) AS inserted"""
+
+
+def write_links(
+    url: str,
+    links: pl.DataFrame,
+    *,
+    organization_id: str,
+    conversion_ids: pl.Series,
+    models: list[str],
+) -> WriteCounts:
+    """Replace the ``AttributionLink`` rows of ``conversion_ids`` x ``models`` with ``links``, atomically.
+
+    The links are bulk-copied (binary COPY through ADBC) into a temporary staging table, then merged in one
+    transaction: rows that no longer exist are deleted, new ones inserted, changed ones updated, equal ones
+    left alone, so rerunning the same window changes nothing. Readers see the old or the new result, never a
+    mix; a failure anywhere (a crash included) rolls back and leaves the previous rows intact.
+
+    Parameters
+    ----------
+    links
+        The engine's links (``AttributionResult.links``) of the recomputed conversions.
+    organization_id
+        The tenant: every conversion in scope must belong to it, or nothing is written.
+    conversion_ids
+        Every conversion whose links were recomputed (attributed or not): their old links of ``models``
+        that the new result does not have are deleted.
+    models
+        The models recomputed; links of other models are not touched.
+    """
+    import adbc_driver_postgresql.dbapi as adbc
+
+    rows = link_rows_for_postgres(links)
+    scope = pl.DataFrame({"id": conversion_ids.cast(pl.String).unique()})
+    with adbc.connect(adbc_url(url)) as conn:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(_STAGE_LINKS)
+                cur.execute(_STAGE_SCOPE)
+                cur.adbc_ingest("optiq_stage_links", rows.to_arrow(), mode="append", temporary=True)
+                cur.adbc_ingest("optiq_stage_scope", scope.to_arrow(), mode="append", temporary=True)
+                cur.execute(_FOREIGN_SCOPE, [organization_id])
+                (foreign,) = cur.fetchone()  # type: ignore[misc]
+                if foreign:
+                    raise InputError(
+                        f"{foreign} conversion(s) in scope do not belong to organization {organization_id!r} "
+                        "(or do not exist); nothing was written",
+                        {"foreign conversion": int(foreign)},
+                    )
+                cur.execute(_DELETE_STALE, [list(models)])
+                (deleted,) = cur.fetchone()  # type: ignore[misc]
+                cur.execute(_UPSERT)
+                flags = cur.fetch_arrow_table().column("inserted").to_pylist()
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    inserted = sum(1 for f in flags if f)
+    return WriteCounts(inserted=inserted, updated=len(flags) - inserted, deleted=int(deleted))
