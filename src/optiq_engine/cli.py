@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -196,6 +196,59 @@ def db_stamp(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument(
     with _one_line_errors():
         db.stamp(database_url, revision)
     console.print(f"database stamped at revision {db.current(database_url)}")
+
+
+@app.command()
+def run(
+    database_url: DatabaseUrl,
+    org: Annotated[str, typer.Option("--org", help="Organization id.")],
+    site: Annotated[str | None, typer.Option("--site", help="Only this tracking site.")] = None,
+    since: Annotated[str | None, typer.Option(help="With --full: recompute conversions from this date (ISO 8601, UTC).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every user, not only those with new events.")] = False,
+    model: Annotated[list[str] | None, typer.Option("--models", "-m", help="Model name (repeat); default: the organization's settings.")] = None,
+    lookback_days: Annotated[float | None, typer.Option(help="Override the lookback window (days).")] = None,
+    partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
+) -> None:
+    """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
+
+    Exit codes: 0 done; 2 bad arguments, settings or input; 3 another run of the organization holds the
+    lock; 1 anything else (the run is recorded as FAILED in "EngineRun").
+    """
+    from .batch import RunLocked, run_batch
+
+    options = {} if lookback_days is None else {"lookback": timedelta(days=lookback_days)}
+    try:
+        start = None if since is None else datetime.fromisoformat(since)
+    except ValueError:
+        _fail(ValueError(f"--since must be an ISO 8601 date or time, got {since!r}"))
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    with _one_line_errors():
+        try:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+                task = bar.add_task("starting", total=None)
+                summary = run_batch(
+                    database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
+                    partitions=partitions, wait=wait, on_stage=lambda s: bar.update(task, description=s), **options,
+                )  # fmt: skip
+        except RunLocked as exc:
+            err.print(f"[bold yellow]locked:[/] {exc}")
+            raise typer.Exit(code=3) from None
+    table = Table(title=f"optiq run {org} ({summary.mode.lower()})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("users recomputed", "all" if summary.users is None else f"{summary.users:,}"),
+        ("touchpoints read", f"{summary.touchpoints:,}"),
+        ("conversions recomputed", f"{summary.conversions:,}"),
+        ("unattributed conversions", f"{summary.unattributed:,}"),
+        ("links computed", f"{summary.links:,}"),
+        ("links inserted / updated / deleted", f"{summary.inserted:,} / {summary.updated:,} / {summary.deleted:,}"),
+        *((f"time: {k}", f"{v:.2f} s") for k, v in summary.timings.items()),
+    ):
+        table.add_row(label, value)
+    console.print(table)
 
 
 def main() -> None:

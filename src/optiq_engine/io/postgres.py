@@ -58,7 +58,8 @@ class Window:
     """Which rows to read: conversions in ``[start, end)`` and the touchpoints that can reach them.
 
     ``start=None`` / ``end=None`` leave that side open. Touchpoints (and earlier conversions, which
-    bound windows under ``reset_after_conversion``) are read from ``start - lookback``.
+    bound windows under ``reset_after_conversion``) are read from ``start - lookback``. ``anon_ids``
+    restricts the read to those users (incremental runs).
     """
 
     organization_id: str
@@ -66,6 +67,7 @@ class Window:
     start: datetime | None = None
     end: datetime | None = None
     lookback: timedelta = timedelta(days=30)
+    anon_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.organization_id:
@@ -102,6 +104,9 @@ def _where(alias: str, window: Window, *, partition: tuple[int, int] | None) -> 
     if window.end is not None:
         params.append(window.end)
         clauses.append(f'{alias}."occurredAt" < ${len(params)}')
+    if window.anon_ids is not None:
+        params.append(list(window.anon_ids))
+        clauses.append(f'{alias}."anonId" = ANY(${len(params)})')
     if partition is not None:
         i, n = partition
         # A user's rows land in one partition: the hash of anonId, non-negative, modulo n.

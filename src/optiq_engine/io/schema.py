@@ -97,6 +97,7 @@ __all__ = [
     "metadata",
     "ENUM_TYPES",
     "TABLE_NAMES",
+    "ENGINE_TABLES",
     "MEMBERSHIP_ROLES",
     "SUBSCRIPTION_PLANS",
     "SUBSCRIPTION_STATUSES",
@@ -684,6 +685,26 @@ organization_settings = Table(
     *_audit(),
     _key("OrganizationSettings", "organizationId"),
 )
+
+# --- the engine's own bookkeeping (not in the seed document) -------------------------------------------
+engine_run = Table(
+    "EngineRun",
+    metadata,
+    _id(),
+    _org(),
+    _text("siteId"),  # null: every site of the organization
+    _text("mode", nullable=False),  # FULL | INCREMENTAL
+    _text("status", nullable=False),  # RUNNING | SUCCEEDED | FAILED
+    _ts("startedAt", nullable=False, now=True),
+    _ts("finishedAt"),
+    _ts("watermark"),  # events created up to this instant were seen by the run
+    _json("summary"),
+    *_audit(),
+    _idx("EngineRun", "organizationId", "status", "finishedAt"),
+)
+
+#: Tables of the engine's own, beyond the seed document.
+ENGINE_TABLES: tuple[str, ...] = ("EngineRun",)
 
 #: Every Optiq table name, in dependency order (a table after the tables it references).
 TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in metadata.sorted_tables)

@@ -1,0 +1,262 @@
+"""The nightly batch job: load -> attribute -> write, for one organization, against Postgres.
+
+``run_batch`` (and ``optiq run``) takes a per-organization advisory lock, reads the organization's
+attribution settings, recomputes either everything (``full=True``) or only the users with events created
+since the last successful run (the watermark in ``"EngineRun"``), and merges the links in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from .config import AttributionConfig
+from .errors import ConfigError, OptiqError
+from .io import postgres
+from .pipeline import run_attribution
+
+__all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
+
+log = logging.getLogger(__name__)
+
+#: Events created up to this long before the previous run's watermark are read again (a transaction
+#: that was open when the watermark was taken may commit rows stamped earlier). Rereading is harmless.
+WATERMARK_OVERLAP = timedelta(minutes=10)
+
+
+class RunLocked(OptiqError, RuntimeError):
+    """Another run for the same organization holds the lock."""
+
+
+@dataclass
+class RunSummary:
+    """What one batch run did."""
+
+    run_id: str
+    organization_id: str
+    mode: str
+    users: int | None = None
+    touchpoints: int = 0
+    conversions: int = 0
+    links: int = 0
+    unattributed: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        """Rows the run inserted, updated or deleted."""
+        return self.inserted + self.updated + self.deleted
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("run_id", "organization_id")}
+
+
+_SETTING_FIELDS = {
+    "lookbackDays": ("lookback", lambda v: timedelta(days=float(v))),
+    "halfLifeDays": ("half_life", lambda v: timedelta(days=float(v))),
+    "resetAfterConversion": ("reset_after_conversion", bool),
+    "positionFirst": ("position_first", float),
+    "positionLast": ("position_last", float),
+    "directChannels": ("direct_channels", tuple),
+}
+
+
+def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any], list[str] | None]:
+    """Config options and model names from ``OrganizationSettings.attributionSettings``.
+
+    Recognised keys: ``lookbackDays``, ``halfLifeDays``, ``resetAfterConversion``, ``positionFirst``,
+    ``positionLast``, ``directChannels`` and ``models`` (enum names); others are ignored with a warning.
+    """
+    options: dict[str, Any] = {}
+    models = None
+    for key, value in (settings or {}).items():
+        if key == "models":
+            models = [str(m) for m in value] if value else None
+        elif key in _SETTING_FIELDS:
+            name, convert = _SETTING_FIELDS[key]
+            try:
+                options[name] = convert(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"attributionSettings.{key}: cannot use {value!r}: {exc}") from None
+        else:
+            log.warning("ignoring unknown attributionSettings key %r", key)
+    return options, models
+
+
+def _dsn(url: str) -> str:
+    return postgres.adbc_url(url)
+
+
+@contextmanager
+def _org_lock(url: str, organization_id: str, *, wait: bool) -> Iterator[Any]:
+    """A session-level advisory lock on the organization, held for the whole run (and its connection)."""
+    import psycopg
+
+    with psycopg.connect(_dsn(url), autocommit=True) as conn:
+        key = f"optiq-engine-run:{organization_id}"
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        else:
+            (ok,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()  # type: ignore[misc]
+            if not ok:
+                raise RunLocked(f"another run for organization {organization_id!r} is in progress; retry later or pass --wait")
+        try:
+            yield conn
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+def _check_org(conn: Any, organization_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        """SELECT o.id, st."attributionSettings" FROM "Organization" o
+           LEFT JOIN "OrganizationSettings" st ON st."organizationId" = o.id WHERE o.id = %s""",
+        (organization_id,),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(f"no organization {organization_id!r} in the database")
+    return row[1] or {}
+
+
+def _last_watermark(conn: Any, organization_id: str, site_id: str | None) -> datetime | None:
+    row = conn.execute(
+        """SELECT max(watermark) FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
+           AND "siteId" IS NOT DISTINCT FROM %s""",
+        (organization_id, site_id),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: datetime) -> list[str]:
+    rows = conn.execute(
+        """SELECT DISTINCT u."anonId" FROM (
+             SELECT tp."anonId", tp."siteId" FROM "TouchPoint" tp WHERE tp."createdAt" > %(since)s
+             UNION ALL
+             SELECT e."anonId", e."siteId" FROM "TrackingEvent" e WHERE e."createdAt" > %(since)s
+           ) u JOIN "TrackingSite" s ON s.id = u."siteId"
+           WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR u."siteId" = %(site)s)""",
+        {"since": since, "org": organization_id, "site": site_id},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def run_batch(
+    url: str,
+    *,
+    organization_id: str,
+    site_id: str | None = None,
+    full: bool = False,
+    since: datetime | None = None,
+    models: Sequence[str] | None = None,
+    partitions: int = 1,
+    wait: bool = False,
+    overlap: timedelta = WATERMARK_OVERLAP,
+    on_stage: Callable[[str], None] | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Recompute and write the attribution links of one organization.
+
+    Parameters
+    ----------
+    url
+        PostgreSQL URL of an Optiq database at the current schema revision.
+    full
+        Recompute every user (from ``since``, if given). Otherwise only the users with events created
+        after the last successful run's watermark are recomputed, over their whole history (a first run
+        is a full run).
+    since
+        With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
+    models, options
+        Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields).
+    partitions
+        Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
+    wait
+        Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
+    overlap
+        Incremental runs also reread events created up to this long before the previous watermark.
+    """
+    stage = on_stage or (lambda _: None)
+    run_id = f"run_{uuid.uuid4().hex}"
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    with _org_lock(url, organization_id, wait=wait) as conn:
+        settings_options, settings_models = settings_from_json(_check_org(conn, organization_id))
+        config = AttributionConfig().with_options(**{**settings_options, **options})
+        chosen = list(models) if models else settings_models
+        (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
+        previous = None if full else _last_watermark(conn, organization_id, site_id)
+        mode = "INCREMENTAL" if previous is not None else "FULL"
+        summary = RunSummary(run_id=run_id, organization_id=organization_id, mode=mode)
+        conn.execute(
+            """INSERT INTO "EngineRun" (id, "organizationId", "siteId", mode, status) VALUES (%s, %s, %s, %s, 'RUNNING')""",
+            (run_id, organization_id, site_id, mode),
+        )
+        try:
+            anon_ids = None
+            if previous is not None:
+                stage("finding changed users")
+                anon_ids = tuple(_changed_users(conn, organization_id, site_id, previous - overlap))
+                summary.users = len(anon_ids)
+            window = postgres.Window(
+                organization_id=organization_id,
+                site_id=site_id,
+                start=since if full else None,
+                lookback=config.lookback,
+                anon_ids=anon_ids,
+            )
+            links: list[pl.DataFrame] = []
+            scope: list[pl.Series] = []
+            unattributed = 0
+            if anon_ids != ():
+                for i, (tp, cv) in enumerate(postgres.iter_partitions(url, window, partitions=partitions)):
+                    stage(f"loading and attributing users (part {i + 1}/{partitions})")
+                    summary.touchpoints += tp.height
+                    in_scope = cv if window.start is None else cv.filter(pl.col("occurred_at") >= window.start)
+                    summary.conversions += in_scope.height
+                    result = run_attribution(tp, cv, models=chosen, config=config)
+                    for k, v in result.timings.items():
+                        timings[k] = timings.get(k, 0.0) + v
+                    keep = in_scope.get_column("conversion_id")
+                    links.append(result.links.filter(pl.col("conversion_id").is_in(keep.implode())))
+                    unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
+                    scope.append(keep)
+                    model_names = list(result.model_names)
+                stage("writing links")
+                t0 = time.perf_counter()
+                counts = postgres.write_links(
+                    url,
+                    pl.concat(links, how="vertical_relaxed"),
+                    organization_id=organization_id,
+                    conversion_ids=pl.concat(scope),
+                    models=model_names,
+                )
+                timings["write"] = time.perf_counter() - t0
+                summary.links = sum(frame.height for frame in links)
+                summary.unattributed = unattributed
+                summary.inserted, summary.updated, summary.deleted = counts.inserted, counts.updated, counts.deleted
+            timings["total"] = time.perf_counter() - t_all
+            summary.timings = timings
+            conn.execute(
+                """UPDATE "EngineRun" SET status = 'SUCCEEDED', "finishedAt" = now(), watermark = %s,
+                   summary = %s::jsonb, "updatedAt" = now() WHERE id = %s""",
+                (watermark, json.dumps(summary.as_json()), run_id),
+            )
+        except BaseException as exc:
+            conn.execute(
+                """UPDATE "EngineRun" SET status = 'FAILED', "finishedAt" = now(), summary = %s::jsonb,
+                   "updatedAt" = now() WHERE id = %s""",
+                (json.dumps({"error": f"{type(exc).__name__}: {exc}"}), run_id),
+            )
+            raise
+    return summary

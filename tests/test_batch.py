@@ -1,0 +1,144 @@
+"""The batch job (optiq run) against a real Optiq database: full, rerun, incremental, lock, settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+import optiq_engine as oq
+from optiq_engine.batch import RunLocked, run_batch, settings_from_json
+from optiq_engine.cli import app
+from optiq_engine.io import db, postgres, seed
+from tests.pg import fresh_database
+from tests.test_postgres_io import _db_links, _expected, _retag
+
+pytestmark = pytest.mark.postgres
+runner = CliRunner()
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture()
+def database(postgres_url: str) -> Iterator[tuple[str, oq.synthetic.SyntheticData]]:
+    data = _retag(oq.synthetic.generate(n_users=600, seed=31), "orgR")
+    with fresh_database(postgres_url) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data)
+        yield url, data
+
+
+def _in_memory(data: oq.synthetic.SyntheticData, **options) -> oq.AttributionResult:
+    return oq.attribute(data.touchpoints.drop("channel"), data.conversions, **options)
+
+
+def test_cli_full_run_writes_the_in_memory_links_and_a_rerun_changes_nothing(database) -> None:
+    url, data = database
+    result = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full"])
+    assert result.exit_code == 0, result.output
+    assert _db_links(url, "orgR").equals(_expected(_in_memory(data)))
+    again = run_batch(url, organization_id="orgR", full=True)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+    with psycopg.connect(_dsn(url)) as conn:
+        runs = conn.execute('SELECT status, mode FROM "EngineRun" ORDER BY "startedAt"').fetchall()
+    assert runs == [("SUCCEEDED", "FULL"), ("SUCCEEDED", "FULL")]
+
+
+def test_incremental_run_recomputes_only_users_with_new_events(database) -> None:
+    url, data = database
+    first = run_batch(url, organization_id="orgR")
+    assert first.mode == "FULL"
+    within_overlap = run_batch(url, organization_id="orgR")  # the default overlap rereads recent events
+    assert within_overlap.mode == "INCREMENTAL" and within_overlap.users == 600 and within_overlap.changed == 0
+    nothing = run_batch(url, organization_id="orgR", overlap=timedelta(0))
+    assert nothing.mode == "INCREMENTAL" and nothing.users == 0 and nothing.inserted == 0
+    # One user gets a new touchpoint just before one of their conversions.
+    conv = data.conversions.sort("conversion_id").row(0, named=True)
+    new_tp = {
+        "id": "orgR_tp_new", "siteId": conv["site_id"], "anonId": conv["anon_id"],
+        "occurredAt": conv["occurred_at"] - timedelta(minutes=1), "utmSource": "newsletter", "utmMedium": "email",
+    }  # fmt: skip
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource", "utmMedium") '
+            "VALUES (%(id)s, %(siteId)s, %(anonId)s, %(occurredAt)s, %(utmSource)s, %(utmMedium)s)",
+            new_tp,
+        )
+    second = run_batch(url, organization_id="orgR", overlap=timedelta(0))
+    assert second.mode == "INCREMENTAL" and second.users == 1 and second.inserted > 0
+    window = postgres.Window(organization_id="orgR")
+    expected = oq.attribute(postgres.read_touchpoints(url, window), postgres.read_conversions(url, window))
+    assert _db_links(url, "orgR").equals(_expected(expected))
+
+
+def test_settings_come_from_the_organization_and_flags_override(database) -> None:
+    url, data = database
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+               VALUES ('st1', 'orgR', '{"lookbackDays": 7, "models": ["LINEAR", "LAST_TOUCH"]}')"""
+        )
+    run_batch(url, organization_id="orgR", full=True)
+    expected = _in_memory(data, models=["LINEAR", "LAST_TOUCH"], lookback=timedelta(days=7))
+    assert _db_links(url, "orgR").equals(_expected(expected))
+    run_batch(url, organization_id="orgR", full=True, models=["FIRST_TOUCH"], lookback=timedelta(days=3))
+    stored = _db_links(url, "orgR")
+    first = _expected(_in_memory(data, models=["FIRST_TOUCH"], lookback=timedelta(days=3)))
+    assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(first)
+
+
+def test_since_recomputes_only_later_conversions(database) -> None:
+    url, data = database
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    summary = run_batch(url, organization_id="orgR", full=True, since=since)
+    stored = _db_links(url, "orgR")
+    later = data.conversions.filter(pl.col("occurred_at") >= since)
+    assert summary.conversions == later.height
+    assert set(stored["conversion_id"]) <= set(later["conversion_id"])
+    expected = _expected(_in_memory(data)).filter(pl.col("conversion_id").is_in(later["conversion_id"].implode()))
+    assert stored.equals(expected)
+
+
+def test_a_concurrent_run_is_refused_with_exit_code_3(database) -> None:
+    url, _ = database
+    with psycopg.connect(_dsn(url), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended('optiq-engine-run:orgR', 0))")
+        with pytest.raises(RunLocked):
+            run_batch(url, organization_id="orgR")
+        result = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR"])
+        assert result.exit_code == 3 and "in progress" in result.output
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (run_batch(url, organization_id="orgR", wait=True), done.set()))
+        thread.start()
+        assert not done.wait(1.0)  # waits for the lock
+        holder.execute("SELECT pg_advisory_unlock(hashtextextended('optiq-engine-run:orgR', 0))")
+        thread.join(120)
+        assert done.is_set()
+
+
+def test_errors_exit_with_code_2_and_a_failed_run_is_recorded(database) -> None:
+    url, _ = database
+    unknown = runner.invoke(app, ["run", "--database-url", url, "--org", "nobody"])
+    assert unknown.exit_code == 2 and "no organization" in unknown.output
+    bad_model = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--models", "BOGUS"])
+    assert bad_model.exit_code == 2 and "BOGUS" in bad_model.output
+    with psycopg.connect(_dsn(url)) as conn:
+        (status,) = conn.execute('SELECT status FROM "EngineRun" ORDER BY "startedAt" DESC LIMIT 1').fetchone()
+    assert status == "FAILED"
+    unreachable = runner.invoke(app, ["run", "--database-url", "postgresql://postgres@127.0.0.1:1/x", "--org", "o"])
+    assert unreachable.exit_code == 2 and "database" in unreachable.output
+
+
+def test_settings_from_json_validates() -> None:
+    options, models = settings_from_json({"lookbackDays": 14, "models": ["LINEAR"], "other": 1})
+    assert options == {"lookback": timedelta(days=14)} and models == ["LINEAR"]
+    with pytest.raises(oq.ConfigError, match="lookbackDays"):
+        settings_from_json({"lookbackDays": "soon"})
