@@ -218,3 +218,22 @@ def test_a_crash_during_the_merge_leaves_the_previous_results(writable) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     assert _db_links(url, "orgW").equals(_expected(before))
+
+
+def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> None:
+    data = _retag(oq.synthetic.generate(n_users=50, seed=41), "orgE")
+    with fresh_database(postgres_url) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, "occurredAt", "anonId", properties)
+                   VALUES ('evp', 'site_orgE', 'evp', 'PAGE_VIEW', '2026-02-01T00:00:00Z', 'u_x',
+                           '{"gclid": "G1", "utm_source": "google", "utmMedium": "cpc"}')"""
+            )
+        events = postgres.read_events(url, postgres.Window(organization_id="orgE"))
+    assert events.height == data.touchpoints.height + data.conversions.height + 1
+    row = events.filter(pl.col("event_id") == "evp").row(0, named=True)
+    assert (row["gclid"], row["utm_source"], row["utm_medium"], row["type"]) == ("G1", "google", "cpc", "PAGE_VIEW")
+    assert set(events["type"].unique()) == {"PAGE_VIEW", "CONVERSION"}

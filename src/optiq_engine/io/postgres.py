@@ -23,6 +23,7 @@ __all__ = [
     "adbc_url",
     "read_touchpoints",
     "read_conversions",
+    "read_events",
     "iter_partitions",
     "link_rows_for_postgres",
     "write_links",
@@ -92,6 +93,30 @@ def adbc_url(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def _from_properties(column: str, *keys: str) -> str:
+    """A column, or when null the first of ``keys`` found in the event's ``properties`` JSON."""
+    fallbacks = ", ".join(f"e.properties->>'{k}'" for k in keys)
+    return f"COALESCE(e.{column}, {fallbacks})"
+
+
+_EVENT_COLUMNS = f"""
+    e.id AS event_id,
+    e."anonId" AS anon_id,
+    e."occurredAt" AS occurred_at,
+    e.type::text AS type,
+    s."organizationId" AS organization_id,
+    e."siteId" AS site_id,
+    e."sessionId" AS session_id,
+    {_from_properties('"utmSource"', "utm_source", "utmSource")} AS utm_source,
+    {_from_properties('"utmMedium"', "utm_medium", "utmMedium")} AS utm_medium,
+    {_from_properties('"utmCampaign"', "utm_campaign", "utmCampaign")} AS utm_campaign,
+    {_from_properties("gclid", "gclid")} AS gclid,
+    {_from_properties("fbclid", "fbclid")} AS fbclid,
+    {_from_properties("ttclid", "ttclid")} AS ttclid,
+    e."valueMicros" AS value_micros,
+    e.name"""
+
+
 def _where(alias: str, window: Window, *, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
     clauses = ['s."organizationId" = $1']
     params: list[Any] = [window.organization_id]
@@ -129,6 +154,12 @@ def _conversions_query(window: Window, partition: tuple[int, int] | None = None)
     return sql, params
 
 
+def _events_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
+    where, params = _where("e", window, partition=partition)
+    sql = f'SELECT {_EVENT_COLUMNS}\nFROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"\nWHERE {where}'
+    return sql, params
+
+
 def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
     import adbc_driver_postgresql.dbapi as adbc
 
@@ -150,6 +181,15 @@ def read_conversions(url: str, window: Window) -> pl.DataFrame:
     ``reset_after_conversion``. Keep the links of conversions at or after ``start`` only.
     """
     return _fetch(url, *_conversions_query(window))
+
+
+def read_events(url: str, window: Window) -> pl.DataFrame:
+    """Tracking events of every type (SPEC §1 events frame), for sessions, touchpoints and journeys.
+
+    Click ids and UTM parameters come from their columns or, when those are null, from the event's
+    ``properties`` JSON (``gclid``, ``utm_source`` / ``utmSource``, ...).
+    """
+    return _fetch(url, *_events_query(window))
 
 
 def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
