@@ -9,6 +9,7 @@ decodes it straight into Arrow in C: measured at the raw binary COPY rate on thi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -241,33 +242,89 @@ def link_rows_for_postgres(links: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_STAGE_LINKS = """CREATE TEMP TABLE optiq_stage_links (
-    id text NOT NULL, "conversionId" text NOT NULL, "touchPointId" text NOT NULL, model text NOT NULL,
-    weight double precision NOT NULL, position integer NOT NULL, "touchPointCount" integer NOT NULL
-) ON COMMIT DROP"""
-_STAGE_SCOPE = 'CREATE TEMP TABLE optiq_stage_scope (id text PRIMARY KEY) ON COMMIT DROP'
+@dataclass(frozen=True)
+class _Merge:
+    """How staged rows replace a table's rows within a scope, inside the caller's transaction.
 
-_FOREIGN_SCOPE = """SELECT count(*) FROM optiq_stage_scope sc
+    ``key`` is the natural key (a unique index of the table); ``values`` are compared and updated;
+    ``scope_column`` names the column whose scope values are recomputed: rows in the scope that the new
+    result lacks are deleted. ``scope_filter`` narrows the deletion (SQL on alias ``t``, may use ``$1``...).
+    """
+
+    table: str
+    key: tuple[str, ...]
+    values: tuple[str, ...]
+    scope_column: str
+    scope_filter: str = "TRUE"
+
+    @property
+    def stage_table(self) -> str:
+        return f"optiq_stage_{self.table.lower()}"
+
+    @property
+    def scope_table(self) -> str:
+        return f"optiq_scope_{self.table.lower()}"
+
+    def stage(self, cur: Any, rows: pl.DataFrame, scope_ids: pl.Series) -> None:
+        """Bulk-copy ``rows`` and the scope into temporary tables shaped like the target."""
+        cur.execute(f'CREATE TEMP TABLE {self.stage_table} (LIKE "{self.table}" INCLUDING DEFAULTS) ON COMMIT DROP')
+        cur.execute(f"CREATE TEMP TABLE {self.scope_table} (id text PRIMARY KEY) ON COMMIT DROP")
+        cur.adbc_ingest(self.stage_table, rows.to_arrow(), mode="append", temporary=True)
+        scope = pl.DataFrame({"id": scope_ids.cast(pl.String).unique()})
+        cur.adbc_ingest(self.scope_table, scope.to_arrow(), mode="append", temporary=True)
+
+    def apply(self, cur: Any, params: list[Any] | None = None) -> WriteCounts:
+        """Delete the scope's stale rows, insert new ones, update changed ones; equal rows stay untouched."""
+        same_key = " AND ".join(f's."{c}" = t."{c}"' for c in self.key)
+        cur.execute(
+            f'WITH gone AS (DELETE FROM "{self.table}" t USING {self.scope_table} sc '
+            f'WHERE t."{self.scope_column}" = sc.id AND ({self.scope_filter}) '
+            f"AND NOT EXISTS (SELECT 1 FROM {self.stage_table} s WHERE {same_key}) RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            params or [],
+        )
+        (deleted,) = cur.fetchone()
+        cols = ", ".join(f'"{c}"' for c in dict.fromkeys(("id", *self.key, *self.values)))
+        key = ", ".join(f'"{c}"' for c in self.key)
+        assign = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in self.values)
+        old = ", ".join(f't."{c}"' for c in self.values)
+        new = ", ".join(f'EXCLUDED."{c}"' for c in self.values)
+        cur.execute(
+            f'INSERT INTO "{self.table}" AS t ({cols}) SELECT {cols} FROM {self.stage_table} '
+            f'ON CONFLICT ({key}) DO UPDATE SET {assign}, "updatedAt" = now() '
+            f"WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING (xmax = 0) AS inserted"
+        )
+        flags = cur.fetch_arrow_table().column("inserted").to_pylist()
+        inserted = sum(1 for f in flags if f)
+        return WriteCounts(inserted=inserted, updated=len(flags) - inserted, deleted=int(deleted))
+
+
+_LINKS = _Merge(
+    table="AttributionLink",
+    key=("conversionId", "touchPointId", "model"),
+    values=("weight", "position", "touchPointCount"),
+    scope_column="conversionId",
+    scope_filter="t.model::text = ANY($1)",
+)
+
+_FOREIGN_CONVERSIONS = """SELECT count(*) FROM optiq_scope_attributionlink sc
 LEFT JOIN "TrackingEvent" e ON e.id = sc.id LEFT JOIN "TrackingSite" s ON s.id = e."siteId"
 WHERE s."organizationId" IS DISTINCT FROM $1"""
 
-_DELETE_STALE = """WITH gone AS (
-  DELETE FROM "AttributionLink" al USING optiq_stage_scope sc
-  WHERE al."conversionId" = sc.id AND al.model::text = ANY($1)
-    AND NOT EXISTS (SELECT 1 FROM optiq_stage_links st WHERE st."conversionId" = al."conversionId"
-                    AND st."touchPointId" = al."touchPointId" AND st.model = al.model::text)
-  RETURNING 1)
-SELECT count(*) FROM gone"""
 
-_UPSERT = """INSERT INTO "AttributionLink" (id, "conversionId", "touchPointId", model, weight, position, "touchPointCount")
-SELECT id, "conversionId", "touchPointId", model::"AttributionModel", weight, position, "touchPointCount"
-FROM optiq_stage_links
-ON CONFLICT ("conversionId", "touchPointId", model) DO UPDATE
-SET weight = EXCLUDED.weight, position = EXCLUDED.position, "touchPointCount" = EXCLUDED."touchPointCount",
-    "updatedAt" = now()
-WHERE ("AttributionLink".weight, "AttributionLink".position, "AttributionLink"."touchPointCount")
-      IS DISTINCT FROM (EXCLUDED.weight, EXCLUDED.position, EXCLUDED."touchPointCount")
-RETURNING (xmax = 0) AS inserted"""
+@contextmanager
+def _transaction(url: str) -> Iterator[Any]:
+    """An ADBC cursor in one transaction: committed when the block ends, rolled back on any error."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with adbc.connect(adbc_url(url)) as conn:
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
 
 def write_links(
@@ -297,32 +354,21 @@ def write_links(
     models
         The models recomputed; links of other models are not touched.
     """
-    import adbc_driver_postgresql.dbapi as adbc
+    with _transaction(url) as cur:
+        return merge_links(cur, links, organization_id=organization_id, conversion_ids=conversion_ids, models=models)
 
-    rows = link_rows_for_postgres(links)
-    scope = pl.DataFrame({"id": conversion_ids.cast(pl.String).unique()})
-    with adbc.connect(adbc_url(url)) as conn:
-        try:
-            with conn.cursor() as cur:
-                cur.execute(_STAGE_LINKS)
-                cur.execute(_STAGE_SCOPE)
-                cur.adbc_ingest("optiq_stage_links", rows.to_arrow(), mode="append", temporary=True)
-                cur.adbc_ingest("optiq_stage_scope", scope.to_arrow(), mode="append", temporary=True)
-                cur.execute(_FOREIGN_SCOPE, [organization_id])
-                (foreign,) = cur.fetchone()  # type: ignore[misc]
-                if foreign:
-                    raise InputError(
-                        f"{foreign} conversion(s) in scope do not belong to organization {organization_id!r} "
-                        "(or do not exist); nothing was written",
-                        {"foreign conversion": int(foreign)},
-                    )
-                cur.execute(_DELETE_STALE, [list(models)])
-                (deleted,) = cur.fetchone()  # type: ignore[misc]
-                cur.execute(_UPSERT)
-                flags = cur.fetch_arrow_table().column("inserted").to_pylist()
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-    inserted = sum(1 for f in flags if f)
-    return WriteCounts(inserted=inserted, updated=len(flags) - inserted, deleted=int(deleted))
+
+def merge_links(
+    cur: Any, links: pl.DataFrame, *, organization_id: str, conversion_ids: pl.Series, models: list[str]
+) -> WriteCounts:
+    """:func:`write_links` inside the caller's transaction (``cur`` an ADBC cursor)."""
+    _LINKS.stage(cur, link_rows_for_postgres(links), conversion_ids)
+    cur.execute(_FOREIGN_CONVERSIONS, [organization_id])
+    (foreign,) = cur.fetchone()
+    if foreign:
+        raise InputError(
+            f"{foreign} conversion(s) in scope do not belong to organization {organization_id!r} "
+            "(or do not exist); nothing was written",
+            {"foreign conversion": int(foreign)},
+        )
+    return _LINKS.apply(cur, [list(models)])
