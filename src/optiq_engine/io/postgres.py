@@ -28,6 +28,9 @@ __all__ = [
     "iter_partitions",
     "link_rows_for_postgres",
     "write_links",
+    "merge_links",
+    "write_journeys",
+    "merge_journeys",
 ]
 
 _TOUCHPOINT_COLUMNS = """
@@ -372,3 +375,71 @@ def merge_links(
             {"foreign conversion": int(foreign)},
         )
     return _LINKS.apply(cur, [list(models)])
+
+
+_JOURNEY_COLUMNS = {
+    "journey_id": "id",
+    "anon_id": "anonId",
+    "session_id": "sessionId",
+    "status": "status",
+    "started_at": "startedAt",
+    "converted_at": "convertedAt",
+    "last_activity_at": "lastActivityAt",
+    "conversion_value_micros": "conversionValue",
+    "conversion_name": "conversionName",
+    "first_utm_source": "firstUtmSource",
+    "first_utm_medium": "firstUtmMedium",
+    "first_utm_campaign": "firstUtmCampaign",
+    "last_utm_source": "lastUtmSource",
+    "last_utm_medium": "lastUtmMedium",
+    "last_utm_campaign": "lastUtmCampaign",
+    "touchpoint_count": "touchPointCount",
+    "event_count": "eventCount",
+}
+
+_JOURNEYS = _Merge(
+    table="Journey",
+    key=("id",),
+    values=("organizationId", *(c for c in _JOURNEY_COLUMNS.values() if c != "id")),
+    scope_column="anonId",
+    scope_filter='t."organizationId" = $1',
+)
+_JOURNEY_EVENTS = _Merge(
+    table="JourneyEvent",
+    key=("journeyId", "trackingEventId"),
+    values=("sequenceNumber", "occurredAt"),
+    scope_column="journeyId",
+)
+
+
+def merge_journeys(
+    cur: Any, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+) -> tuple[WriteCounts, WriteCounts]:
+    """Replace the ``Journey`` / ``JourneyEvent`` rows of ``anon_ids`` inside the caller's transaction.
+
+    Journeys of those users that the new result lacks are deleted (their events go with them); the new
+    journeys' event lists are merged. Returns the counts of both tables.
+    """
+    rows = journeys.select(
+        pl.lit(organization_id).alias("organizationId"),
+        *(pl.col(k).alias(v) for k, v in _JOURNEY_COLUMNS.items()),
+    ).with_columns(pl.col("touchPointCount", "eventCount").cast(pl.Int32))
+    _JOURNEYS.stage(cur, rows, anon_ids)
+    counts = _JOURNEYS.apply(cur, [organization_id])
+    events = journey_events.select(
+        pl.concat_str([pl.col("journey_id"), pl.col("event_id")], separator=":").alias("id"),
+        pl.col("journey_id").alias("journeyId"),
+        pl.col("event_id").alias("trackingEventId"),
+        pl.col("sequence_number").cast(pl.Int32).alias("sequenceNumber"),
+        pl.col("occurred_at").alias("occurredAt"),
+    )
+    _JOURNEY_EVENTS.stage(cur, events, journeys.get_column("journey_id"))
+    return counts, _JOURNEY_EVENTS.apply(cur)
+
+
+def write_journeys(
+    url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+) -> tuple[WriteCounts, WriteCounts]:
+    """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
+    with _transaction(url) as cur:
+        return merge_journeys(cur, journeys, journey_events, organization_id=organization_id, anon_ids=anon_ids)
