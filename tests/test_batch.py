@@ -32,8 +32,19 @@ def database(postgres_url: str) -> Iterator[tuple[str, oq.synthetic.SyntheticDat
     data = _retag(oq.synthetic.generate(n_users=600, seed=31), "orgR")
     with fresh_database(postgres_url) as url:
         db.upgrade(url)
-        seed.write_synthetic(url, data)
+        seed.write_synthetic(url, data, page_views=True)
         yield url, data
+
+
+def _db_journeys(url: str) -> int:
+    with psycopg.connect(_dsn(url)) as conn:
+        (n,) = conn.execute('SELECT count(*) FROM "Journey" WHERE "organizationId" = %s', ("orgR",)).fetchone()
+        (bad,) = conn.execute(
+            """SELECT count(*) FROM "Journey" j WHERE "eventCount" <> (SELECT count(*) FROM "JourneyEvent" je
+               WHERE je."journeyId" = j.id)"""
+        ).fetchone()
+    assert bad == 0
+    return n
 
 
 def _in_memory(data: oq.synthetic.SyntheticData, **options) -> oq.AttributionResult:
@@ -46,7 +57,8 @@ def test_cli_full_run_writes_the_in_memory_links_and_a_rerun_changes_nothing(dat
     assert result.exit_code == 0, result.output
     assert _db_links(url, "orgR").equals(_expected(_in_memory(data)))
     again = run_batch(url, organization_id="orgR", full=True)
-    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+    assert (again.inserted, again.updated, again.deleted, again.journeys_changed) == (0, 0, 0, 0)
+    assert again.journeys > 0 and _db_journeys(url) == again.journeys
     with psycopg.connect(_dsn(url)) as conn:
         runs = conn.execute('SELECT status, mode FROM "EngineRun" ORDER BY "startedAt"').fetchall()
     assert runs == [("SUCCEEDED", "FULL"), ("SUCCEEDED", "FULL")]

@@ -166,3 +166,9 @@ def test_model_names_and_objects() -> None:
     presets = {m.name: (m.first, m.last) for m in [oq.models.PositionBased.j_curve()]}
     assert presets == {"POSITION_BASED": (0.2, 0.6)}
     assert oq.models.PositionBased.inverse_j().first == 0.6 and oq.models.PositionBased.u_shaped().last == 0.4
+
+
+def test_every_model_has_a_value_in_the_database_enum() -> None:
+    from optiq_engine.io.schema import ATTRIBUTION_MODELS
+
+    assert set(oq.available_models()) <= set(ATTRIBUTION_MODELS)

@@ -237,3 +237,42 @@ def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> Non
     row = events.filter(pl.col("event_id") == "evp").row(0, named=True)
     assert (row["gclid"], row["utm_source"], row["utm_medium"], row["type"]) == ("G1", "google", "cpc", "PAGE_VIEW")
     assert set(events["type"].unique()) == {"PAGE_VIEW", "CONVERSION"}
+
+
+def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_url: str) -> None:
+    from optiq_engine.journeys import build_journeys
+
+    data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
+    with fresh_database(postgres_url) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        events = postgres.read_events(url, postgres.Window(organization_id="orgJ"))
+        built = build_journeys(events)
+        users = events.get_column("anon_id")
+        journeys, journey_events = postgres.write_journeys(
+            url, built.journeys, built.journey_events, organization_id="orgJ", anon_ids=users
+        )
+        assert (journeys.inserted, journey_events.inserted) == (built.journeys.height, built.journey_events.height)
+        again = postgres.write_journeys(url, built.journeys, built.journey_events, organization_id="orgJ", anon_ids=users)
+        assert again[0].changed == again[1].changed == 0
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute(
+                'SELECT id, status::text, "eventCount", "touchPointCount", "conversionValue" FROM "Journey" ORDER BY id'
+            ).fetchall()
+        expected = built.journeys.sort("journey_id").select(
+            "journey_id", "status", "event_count", "touchpoint_count", "conversion_value_micros"
+        ).rows()
+        assert stored == expected
+        # One user's history loses its last event: their journeys are rebuilt, the others untouched.
+        last = events.sort("occurred_at").row(-1, named=True)
+        fewer = build_journeys(events.filter(pl.col("event_id") != last["event_id"]))
+        mine = pl.Series([last["anon_id"]])
+        counts, event_counts = postgres.write_journeys(
+            url,
+            fewer.journeys.filter(pl.col("anon_id") == last["anon_id"]),
+            fewer.journey_events.join(fewer.journeys.filter(pl.col("anon_id") == last["anon_id"]).select("journey_id"), on="journey_id"),
+            organization_id="orgJ",
+            anon_ids=mine,
+        )
+        assert event_counts.deleted == 1 or counts.deleted >= 1

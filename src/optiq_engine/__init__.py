@@ -11,6 +11,7 @@ from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_c
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError
 from .io import synthetic
+from .journeys import JourneyResult, build_journeys
 from .models import available_models, get_model
 from .pipeline import attribute
 from .result import AttributionResult, combine_credit
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "attribute",
+    "build_journeys",
+    "JourneyResult",
     "AttributionConfig",
     "AttributionResult",
     "combine_credit",

@@ -1,8 +1,9 @@
-"""The nightly batch job: load -> attribute -> write, for one organization, against Postgres.
+"""The nightly batch job: load -> attribute -> journeys -> write, for one organization, against Postgres.
 
 ``run_batch`` (and ``optiq run``) takes a per-organization advisory lock, reads the organization's
 attribution settings, recomputes either everything (``full=True``) or only the users with events created
-since the last successful run (the watermark in ``"EngineRun"``), and merges the links in one transaction.
+since the last successful run (the watermark in ``"EngineRun"``), and merges the links, journeys and
+journey events in one transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ import polars as pl
 from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
 from .io import postgres
+from .journeys import build_journeys
 from .pipeline import run_attribution
 
 __all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
@@ -49,6 +51,8 @@ class RunSummary:
     conversions: int = 0
     links: int = 0
     unattributed: int = 0
+    journeys: int = 0
+    journeys_changed: int = 0
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
@@ -232,19 +236,35 @@ def run_batch(
                     unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
                     scope.append(keep)
                     model_names = list(result.model_names)
-                stage("writing links")
+                stage("building journeys")
                 t0 = time.perf_counter()
-                counts = postgres.write_links(
-                    url,
-                    pl.concat(links, how="vertical_relaxed"),
-                    organization_id=organization_id,
-                    conversion_ids=pl.concat(scope),
-                    models=model_names,
-                )
+                # Journeys depend on a user's whole history: rebuilt from all events of the users in scope.
+                events = postgres.read_events(url, replace(window, start=None, end=None))
+                journeys = build_journeys(events, session_timeout=config.session_timeout, as_of=watermark)
+                timings["journeys"] = time.perf_counter() - t0
+                stage("writing links and journeys")
+                t0 = time.perf_counter()
+                with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
+                    counts = postgres.merge_links(
+                        cur,
+                        pl.concat(links, how="vertical_relaxed"),
+                        organization_id=organization_id,
+                        conversion_ids=pl.concat(scope),
+                        models=model_names,
+                    )
+                    journey_counts, _ = postgres.merge_journeys(
+                        cur,
+                        journeys.journeys,
+                        journeys.journey_events,
+                        organization_id=organization_id,
+                        anon_ids=events.get_column("anon_id"),
+                    )
                 timings["write"] = time.perf_counter() - t0
                 summary.links = sum(frame.height for frame in links)
                 summary.unattributed = unattributed
+                summary.journeys = journeys.journeys.height
                 summary.inserted, summary.updated, summary.deleted = counts.inserted, counts.updated, counts.deleted
+                summary.journeys_changed = journey_counts.changed
             timings["total"] = time.perf_counter() - t_all
             summary.timings = timings
             conn.execute(

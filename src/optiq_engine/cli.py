@@ -245,6 +245,7 @@ def run(
         ("unattributed conversions", f"{summary.unattributed:,}"),
         ("links computed", f"{summary.links:,}"),
         ("links inserted / updated / deleted", f"{summary.inserted:,} / {summary.updated:,} / {summary.deleted:,}"),
+        ("journeys (rows changed)", f"{summary.journeys:,} ({summary.journeys_changed:,})"),
         *((f"time: {k}", f"{v:.2f} s") for k, v in summary.timings.items()),
     ):
         table.add_row(label, value)

@@ -15,6 +15,8 @@ __all__ = [
     "to_polars",
     "normalize_touchpoints",
     "normalize_conversions",
+    "normalize_events",
+    "EVENT_TYPES",
     "Normalized",
     "TIMESTAMP",
     "LINKS_SCHEMA",
@@ -26,6 +28,9 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 #: Valid timestamps lie in [MIN_TIMESTAMP, MAX_TIMESTAMP).
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+
+#: The ``type`` values of tracking events (SPEC §1).
+EVENT_TYPES = ("PAGE_VIEW", "CONVERSION", "CUSTOM")
 
 LINKS_SCHEMA: dict[str, Any] = {
     "conversion_id": pl.String,
@@ -141,9 +146,11 @@ def _normalize(
     required: tuple[str, ...],
     value_col: str | None,
     on_invalid: str,
+    enums: dict[str, tuple[str, ...]] | None = None,
 ) -> Normalized:
     df = to_polars(frame, what=what)
     _require(df, required, what=what)
+    enums = enums or {}
     casts = [
         _as_string(df, id_col, what=what).alias(id_col),
         _as_string(df, "anon_id", what=what).alias("anon_id"),
@@ -152,6 +159,7 @@ def _normalize(
     casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns and c != "name"]
     if "name" in df.columns:
         casts.append(_as_string(df, "name", what=what).alias("name"))
+    casts += [_as_string(df, c, what=what).alias(c) for c in enums]
     if value_col is not None:
         if value_col in df.columns:
             casts.append(_as_micros(df, value_col, what=what).alias(value_col))
@@ -170,6 +178,9 @@ def _normalize(
             (pl.col("occurred_at") < MIN_TIMESTAMP) | (pl.col("occurred_at") >= MAX_TIMESTAMP),
         ),
     ]
+    # An enum column: a null or a value outside the allowed names.
+    unknown = {c: pl.col(c).is_in(list(names)).not_().fill_null(True) for c, names in enums.items()}
+    checks += [(f"unknown {c}", cond) for c, cond in unknown.items()]
     if value_col is not None:
         checks.append((f"non-integer {value_col}", pl.col(value_col).is_null()))
         checks.append((f"negative {value_col}", pl.col(value_col) < 0))
@@ -183,6 +194,8 @@ def _normalize(
         bounds = out.select(pl.col("occurred_at").min().alias("lo"), pl.col("occurred_at").max().alias("hi"))
         lo, hi = bounds.row(0)
         needs_check = lo is not None and (lo < MIN_TIMESTAMP or hi >= MAX_TIMESTAMP)
+    if unknown and not needs_check:
+        needs_check = any(out.select(cond.any() for cond in unknown.values()).row(0))
     if value_col is not None and not needs_check:
         v = out.get_column(value_col)
         needs_check = v.null_count() > 0 or (len(v) > 0 and v.min() < 0)  # type: ignore[operator]
@@ -240,4 +253,21 @@ def normalize_conversions(frame: Any, *, on_invalid: str = "raise") -> Normalize
         required=("conversion_id", "anon_id", "occurred_at"),
         value_col="value_micros",
         on_invalid=on_invalid,
+    )
+
+
+def normalize_events(frame: Any, *, on_invalid: str = "raise") -> Normalized:
+    """Tracking events coerced to SPEC §1 (``event_id``, ``anon_id``, ``occurred_at`` UTC us, ``type``, ...).
+
+    ``type`` must be one of :data:`EVENT_TYPES` (else the row's reason is ``"unknown type"``);
+    ``value_micros`` is Int64, null (or absent) is 0, negative is invalid.
+    """
+    return _normalize(
+        frame,
+        what="events",
+        id_col="event_id",
+        required=("event_id", "anon_id", "occurred_at", "type"),
+        value_col="value_micros",
+        on_invalid=on_invalid,
+        enums={"type": EVENT_TYPES},
     )

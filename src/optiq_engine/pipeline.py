@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,14 @@ from .channels import DEFAULT_CHANNEL_RULES, derive_channels
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError
 from .frames import normalize_conversions, normalize_touchpoints
-from .kernels.sort import bucket_bits, sort_by_group_time, tie_runs
+from .grouping import NO_MASK, group_hashes
+from .grouping import group_key_columns as _group_keys
+from .grouping import micros as _micros
+from .grouping import one_chunk as _one_chunk
+from .grouping import order_ties_by_id as _order_ties_by_id
+from .grouping import readonly as _readonly
+from .grouping import stage_timer as _stage_timer
+from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import link_rows, match_windows
 from .models import HEURISTIC_MODELS, AttributionModel, HeuristicModel
@@ -26,13 +31,10 @@ __all__ = ["attribute", "run_attribution"]
 
 log = logging.getLogger(__name__)
 
-_SEED_H = 0x243F6A8885A308D3
-_SEED_H2 = 0x452821E638D01377
-_KEY_COLUMNS = ("organization_id", "site_id")
 _CHUNKS = 64
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
-_NO_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_NO_MASK = NO_MASK
 _HASH_MASK = _NO_MASK
 
 
@@ -174,37 +176,6 @@ def run_attribution(
     )
 
 
-def _stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | None):
-    """A context manager factory that adds each stage's seconds to ``timings``."""
-
-    @contextmanager
-    def timed(stage: str):
-        if on_stage is not None:
-            on_stage(stage)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-
-    return timed
-
-
-def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Read-only views: kernels never write their inputs, and one array type means one compilation
-    (zero-copy arrays from polars are read-only, copies are not; Numba would compile each variant)."""
-    views = []
-    for a in arrays:
-        v = np.ascontiguousarray(a).view()
-        v.flags.writeable = False
-        views.append(v)
-    return tuple(views)
-
-
-def _micros(td: Any) -> int:
-    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
-
-
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:
     """Touchpoints with a complete ``channel`` column, the channel dictionary and int32 codes."""
     rules = cfg.channel_rules or DEFAULT_CHANNEL_RULES
@@ -229,83 +200,12 @@ def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataF
     return tp, channels, col.to_physical().cast(pl.Int32).to_numpy()
 
 
-def _group_keys(tp: pl.DataFrame, cv: pl.DataFrame) -> list[str]:
-    """Key columns that tell groups apart: shared organization/site columns that are not one constant."""
-    keys = []
-    for c in _KEY_COLUMNS:
-        if c not in tp.columns or c not in cv.columns:
-            continue
-        both = [tp.get_column(c).cast(pl.String), cv.get_column(c).cast(pl.String)]
-        first = next((s[0] for s in both if len(s)), None)
-        constant = all(
-            (s.null_count() == len(s)) if first is None else (s.null_count() == 0 and bool((s == first).all()))
-            for s in both
-        )
-        if not constant:
-            keys.append(c)
-    return [*keys, "anon_id"]
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix (splitmix64's finaliser)."""
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
-
-
-def _hash_keys(frame: pl.DataFrame, keys: list[str], seed: int) -> np.ndarray:
-    cols = frame.select(pl.col(k).cast(pl.String).hash(seed).alias(k) for k in keys)
-    h = cols.get_column(keys[-1]).to_numpy()
-    if len(keys) > 1:
-        h = h.copy()
-        for i, k in enumerate(keys[:-1]):
-            other = cols.get_column(k).to_numpy()
-            r = np.uint64(17 + 19 * i)
-            h = _splitmix(h ^ ((other << r) | (other >> (np.uint64(64) - r))))
-    return h
-
-
 def _group_hashes(
     tp: pl.DataFrame, cv: pl.DataFrame, keys: list[str], *, exact: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
-    if not exact:
-        tp_h, cv_h = _hash_keys(tp, keys, _SEED_H), _hash_keys(cv, keys, _SEED_H)
-        if _HASH_MASK != _NO_MASK:  # test hook only: no copy otherwise
-            tp_h, cv_h = tp_h & _HASH_MASK, cv_h & _HASH_MASK
-        return tp_h, _hash_keys(tp, keys, _SEED_H2), cv_h, _hash_keys(cv, keys, _SEED_H2)
-    both = pl.concat([tp.select(keys), cv.select(keys)], how="vertical")
-    uniq = both.unique().with_row_index("_code")
-    codes = both.join(uniq, on=keys, how="left", nulls_equal=True, maintain_order="left").get_column("_code")
-    mixed = _splitmix(codes.to_numpy().astype(np.uint64))
-    return mixed[: tp.height], mixed[: tp.height], mixed[tp.height :], mixed[tp.height :]
-
-
-def _order_ties_by_id(
-    order: np.ndarray, code: np.ndarray | None, h_s: np.ndarray, ts_s: np.ndarray, ids: pl.Series
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reorder runs of equal (group, time) by id (UTF-8 byte order)."""
-    runs = tie_runs(h_s, ts_s)
-    lengths = runs[:, 1] - runs[:, 0]
-    pos = np.repeat(runs[:, 0], lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    run_id = np.repeat(np.arange(len(runs)), lengths)
-    ranked = (
-        pl.DataFrame({"run": run_id, "id": ids.gather(order[pos]).cast(pl.Binary), "pos": pos})
-        .sort(["run", "id"])
-        .get_column("pos")
-        .to_numpy()
-    )
-    order = order.copy()
-    order[pos] = order[ranked]
-    if code is not None:
-        code = code.copy()
-        code[pos] = code[ranked]
-    return order, code
+    (tp_h, tp_h2), (cv_h, cv_h2) = group_hashes([tp, cv], keys, exact=exact, mask=_HASH_MASK)
+    return tp_h, tp_h2, cv_h, cv_h2
 
 
 def _chunk_bounds(link_offsets: np.ndarray) -> np.ndarray:
@@ -359,14 +259,6 @@ def _links_frame(
         for i, name in enumerate(names)
     ]
     return pl.concat(parts, how="vertical", rechunk=False)
-
-
-def _one_chunk(ids: pl.Series) -> pl.Series:
-    """The series as one chunk: a random gather from many chunks (Parquet row groups) is several times
-    slower. Going through Arrow's string views concatenates the views without copying the strings."""
-    if ids.n_chunks() == 1:
-        return ids
-    return pl.from_arrow(ids.to_arrow(compat_level=pl.CompatLevel.newest())).alias(ids.name)  # type: ignore[union-attr]
 
 
 def _credit_frame(names: list[str], channels: list[str], conversions: np.ndarray, value: np.ndarray) -> pl.DataFrame:

@@ -31,6 +31,7 @@ __all__ = [
     "merge_links",
     "write_journeys",
     "merge_journeys",
+    "transaction",
 ]
 
 _TOUCHPOINT_COLUMNS = """
@@ -316,7 +317,7 @@ WHERE s."organizationId" IS DISTINCT FROM $1"""
 
 
 @contextmanager
-def _transaction(url: str) -> Iterator[Any]:
+def transaction(url: str) -> Iterator[Any]:
     """An ADBC cursor in one transaction: committed when the block ends, rolled back on any error."""
     import adbc_driver_postgresql.dbapi as adbc
 
@@ -357,7 +358,7 @@ def write_links(
     models
         The models recomputed; links of other models are not touched.
     """
-    with _transaction(url) as cur:
+    with transaction(url) as cur:
         return merge_links(cur, links, organization_id=organization_id, conversion_ids=conversion_ids, models=models)
 
 
@@ -441,5 +442,5 @@ def write_journeys(
     url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
 ) -> tuple[WriteCounts, WriteCounts]:
     """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
-    with _transaction(url) as cur:
+    with transaction(url) as cur:
         return merge_journeys(cur, journeys, journey_events, organization_id=organization_id, anon_ids=anon_ids)

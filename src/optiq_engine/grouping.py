@@ -1,0 +1,185 @@
+"""Group keys as 64-bit integers, shared by attribute() and build_journeys().
+
+Rows are grouped by (``organization_id``, ``site_id``, ``anon_id``). Exact dictionary encoding of a
+high-cardinality string key costs about 50x a 64-bit hash, so groups are keyed by a polars hash and checked
+with a second, independent one: the sort kernel counts adjacent rows with equal primary but different check
+hashes, and a non-zero count sends the caller back to :func:`group_hashes` with ``exact=True`` (dense codes,
+which cannot collide). Polars hashes are stable only within one polars version: fine for grouping in memory,
+never for ids that are stored (those use :mod:`optiq_engine.kernels.stable_id`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .kernels.sort import tie_runs
+
+__all__ = [
+    "KEY_COLUMNS",
+    "NO_MASK",
+    "SEED_H",
+    "SEED_H2",
+    "group_key_columns",
+    "group_hashes",
+    "hash_keys",
+    "micros",
+    "one_chunk",
+    "order_ties_by_id",
+    "readonly",
+    "splitmix",
+    "stage_timer",
+]
+
+SEED_H = 0x243F6A8885A308D3
+SEED_H2 = 0x452821E638D01377
+#: Optional key columns, in the order of the group key; ``anon_id`` always comes last.
+KEY_COLUMNS = ("organization_id", "site_id")
+#: A mask that keeps every bit of the primary hash (tests pass a small mask to provoke collisions).
+NO_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def group_key_columns(*frames: pl.DataFrame) -> list[str]:
+    """Key columns that tell groups apart: shared organization/site columns that are not one constant.
+
+    A column that holds one value (or only nulls) in every frame separates no groups, so hashing it would
+    only cost time; ``anon_id`` is always last.
+    """
+    keys = []
+    for c in KEY_COLUMNS:
+        if any(c not in f.columns for f in frames):
+            continue
+        cols = [f.get_column(c).cast(pl.String) for f in frames]
+        first = next((s[0] for s in cols if len(s)), None)
+        constant = all(
+            (s.null_count() == len(s)) if first is None else (s.null_count() == 0 and bool((s == first).all()))
+            for s in cols
+        )
+        if not constant:
+            keys.append(c)
+    return [*keys, "anon_id"]
+
+
+def splitmix(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mix (splitmix64's finaliser), on a copy."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def hash_keys(frame: pl.DataFrame, keys: Sequence[str], seed: int) -> np.ndarray:
+    """uint64 hash of the string values of ``keys`` in every row (null is a value of its own)."""
+    keys = list(keys)
+    cols = frame.select(pl.col(k).cast(pl.String).hash(seed).alias(k) for k in keys)
+    h = cols.get_column(keys[-1]).to_numpy()
+    if len(keys) > 1:
+        h = h.copy()
+        for i, k in enumerate(keys[:-1]):
+            other = cols.get_column(k).to_numpy()
+            r = np.uint64((17 + 19 * i) % 64)  # a rotation in 1..63 for fewer than 53 columns
+            h = splitmix(h ^ ((other << r) | (other >> (np.uint64(64) - r))))
+    return h
+
+
+def group_hashes(
+    frames: Sequence[pl.DataFrame], keys: Sequence[str], *, exact: bool, mask: np.uint64 = NO_MASK
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(h, h2)`` per frame: two independent hashes of the key, or (``exact``) dense codes mixed.
+
+    Equal keys get equal values across all ``frames``. ``mask`` is applied to ``h`` (a test hook: a small
+    mask makes every run collide). With ``exact=True`` both arrays are ``splitmix(code)`` of a dense code of
+    the key, so they cannot collide.
+    """
+    keys = list(keys)
+    if not exact:
+        out = []
+        for f in frames:
+            h = hash_keys(f, keys, SEED_H)
+            if mask != NO_MASK:  # test hook only: no copy otherwise
+                h = h & mask
+            out.append((h, hash_keys(f, keys, SEED_H2)))
+        return out
+    both = pl.concat([f.select(keys) for f in frames], how="vertical")
+    uniq = both.unique().with_row_index("_code")
+    codes = both.join(uniq, on=keys, how="left", nulls_equal=True, maintain_order="left").get_column("_code")
+    mixed = splitmix(codes.to_numpy().astype(np.uint64))
+    out, start = [], 0
+    for f in frames:
+        part = mixed[start : start + f.height]
+        out.append((part, part))
+        start += f.height
+    return out
+
+
+def order_ties_by_id(
+    order: np.ndarray, code: np.ndarray | None, h_s: np.ndarray, ts_s: np.ndarray, ids: pl.Series
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reorder runs of equal (group, time) by id (UTF-8 byte order); fresh arrays, inputs untouched."""
+    runs = tie_runs(h_s, ts_s)
+    lengths = runs[:, 1] - runs[:, 0]
+    pos = np.repeat(runs[:, 0], lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    run_id = np.repeat(np.arange(len(runs)), lengths)
+    ranked = (
+        pl.DataFrame({"run": run_id, "id": ids.gather(order[pos]).cast(pl.Binary), "pos": pos})
+        .sort(["run", "id"])
+        .get_column("pos")
+        .to_numpy()
+    )
+    order = order.copy()
+    order[pos] = order[ranked]
+    if code is not None:
+        code = code.copy()
+        code[pos] = code[ranked]
+    return order, code
+
+
+def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Read-only views: kernels never write their inputs, and one array type means one compilation
+    (zero-copy arrays from polars are read-only, copies are not; Numba would compile each variant)."""
+    views = []
+    for a in arrays:
+        v = np.ascontiguousarray(a).view()
+        v.flags.writeable = False
+        views.append(v)
+    return tuple(views)
+
+
+def micros(td: Any) -> int:
+    """A ``timedelta`` in whole microseconds."""
+    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
+
+
+def stage_timer(
+    timings: dict[str, float], on_stage: Callable[[str], None] | None = None
+) -> Callable[[str], AbstractContextManager[None]]:
+    """A context manager factory that adds each stage's seconds to ``timings``."""
+
+    @contextmanager
+    def timed(stage: str) -> Iterator[None]:
+        if on_stage is not None:
+            on_stage(stage)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    return timed
+
+
+def one_chunk(ids: pl.Series) -> pl.Series:
+    """The series as one chunk: a random gather from many chunks (Parquet row groups) is several times
+    slower. Going through Arrow's string views concatenates the views without copying the strings."""
+    if ids.n_chunks() == 1:
+        return ids
+    return pl.from_arrow(ids.to_arrow(compat_level=pl.CompatLevel.newest())).alias(ids.name)  # type: ignore[union-attr]
