@@ -13,13 +13,16 @@ from .channels import DEFAULT_CHANNEL_RULES, derive_channels
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError
 from .frames import normalize_conversions, normalize_touchpoints
-from .grouping import NO_MASK, group_hashes
-from .grouping import group_key_columns as _group_keys
-from .grouping import micros as _micros
-from .grouping import one_chunk as _one_chunk
-from .grouping import order_ties_by_id as _order_ties_by_id
-from .grouping import readonly as _readonly
-from .grouping import stage_timer as _stage_timer
+from .grouping import (
+    NO_MASK,
+    group_hashes,
+    group_key_columns,
+    micros,
+    one_chunk,
+    order_ties_by_id,
+    readonly,
+    stage_timer,
+)
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import link_rows, match_windows
@@ -34,8 +37,7 @@ log = logging.getLogger(__name__)
 _CHUNKS = 64
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
-_NO_MASK = NO_MASK
-_HASH_MASK = _NO_MASK
+_HASH_MASK = NO_MASK
 
 
 def attribute(
@@ -97,7 +99,7 @@ def run_attribution(
     if unsupported:
         raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
     timings: dict[str, float] = {}
-    timed = _stage_timer(timings, on_stage)
+    timed = stage_timer(timings, on_stage)
 
     with timed("validate"):
         tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
@@ -105,7 +107,7 @@ def run_attribution(
         tp, cv = tp_norm.frame, cv_norm.frame
 
     with timed("encode"):
-        keys = _group_keys(tp, cv)
+        keys = group_key_columns(tp, cv)
         tp, channels, tp_code = _encode_channels(tp, cfg)
         tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
         tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
@@ -115,15 +117,15 @@ def run_attribution(
     for exact in (False, True):
         with timed("sort"):
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
-                *_readonly(tp_h, tp_ts, tp_h2, tp_code), bits
+                *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
             )
             cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
-                *_readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
+                *readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
             )
         with timed("match"):
             lo, hi, has_tp, cross_coll = match_windows(
                 tp_hs, tp_tss, tp_h2s, tp_buckets, cv_hs, cv_tss, cv_h2s, cv_buckets,
-                _micros(cfg.lookback), cfg.reset_after_conversion,
+                micros(cfg.lookback), cfg.reset_after_conversion,
             )  # fmt: skip
         if tp_coll + cv_coll + cross_coll == 0:
             break
@@ -136,9 +138,9 @@ def run_attribution(
 
     with timed("match"):
         if tp_ties:
-            tp_order, tp_codes = _order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
+            tp_order, tp_codes = order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
-            cv_order, _ = _order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
+            cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
         del tp_hs, cv_hs, cv_tss
         counts = hi - lo
         link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
@@ -233,8 +235,8 @@ def _links_frame(
     """The long links frame: one chunk per model sharing the id, position and channel columns."""
     shared = pl.DataFrame(
         [
-            _one_chunk(cv.get_column("conversion_id")).gather(cv_row),
-            _one_chunk(tp.get_column("touchpoint_id")).gather(tp_row),
+            one_chunk(cv.get_column("conversion_id")).gather(cv_row),
+            one_chunk(tp.get_column("touchpoint_id")).gather(tp_row),
             pl.Series("position", position),
             pl.Series("touchpoint_count", count),
             pl.Series("channel", link_code.astype(np.uint32)).cat.to(pl.Enum(channels)),
