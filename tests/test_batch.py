@@ -154,3 +154,20 @@ def test_settings_from_json_validates() -> None:
     assert options == {"lookback": timedelta(days=14)} and models == ["LINEAR"]
     with pytest.raises(oq.ConfigError, match="lookbackDays"):
         settings_from_json({"lookbackDays": "soon"})
+
+
+def test_bad_source_rows_fail_the_run_or_are_quarantined_and_counted(database) -> None:
+    url, _ = database
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, "occurredAt", "anonId", "valueMicros")
+               VALUES ('bad1', 'site_orgR', 'bad1', 'CONVERSION', '2026-02-01T00:00:00Z', 'u_bad', -5)"""
+        )
+    failed = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full"])
+    assert failed.exit_code == 2 and "negative value_micros" in failed.output
+    assert _db_links(url, "orgR").height == 0  # nothing written by the failed run
+    ok = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full", "--quarantine"])
+    assert ok.exit_code == 0, ok.output
+    assert "quarantined conversions" in ok.output
+    summary = run_batch(url, organization_id="orgR", full=True, on_invalid="quarantine")
+    assert summary.quarantined["conversions"] == 1 and summary.quarantined["events"] == 1

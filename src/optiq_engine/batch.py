@@ -53,6 +53,7 @@ class RunSummary:
     unattributed: int = 0
     journeys: int = 0
     journeys_changed: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
@@ -231,6 +232,9 @@ def run_batch(
                     result = run_attribution(tp, cv, models=chosen, config=config)
                     for k, v in result.timings.items():
                         timings[k] = timings.get(k, 0.0) + v
+                    for table, rows in result.quarantined.items():
+                        if rows.height:
+                            summary.quarantined[table] = summary.quarantined.get(table, 0) + rows.height
                     keep = in_scope.get_column("conversion_id")
                     links.append(result.links.filter(pl.col("conversion_id").is_in(keep.implode())))
                     unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
@@ -240,7 +244,11 @@ def run_batch(
                 t0 = time.perf_counter()
                 # Journeys depend on a user's whole history: rebuilt from all events of the users in scope.
                 events = postgres.read_events(url, replace(window, start=None, end=None))
-                journeys = build_journeys(events, session_timeout=config.session_timeout, as_of=watermark)
+                journeys = build_journeys(
+                    events, session_timeout=config.session_timeout, as_of=watermark, on_invalid=config.on_invalid
+                )
+                if journeys.quarantined.height:
+                    summary.quarantined["events"] = journeys.quarantined.height
                 timings["journeys"] = time.perf_counter() - t0
                 stage("writing links and journeys")
                 t0 = time.perf_counter()

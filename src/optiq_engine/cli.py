@@ -209,6 +209,7 @@ def run(
     lookback_days: Annotated[float | None, typer.Option(help="Override the lookback window (days).")] = None,
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
+    quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
 ) -> None:
     """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
 
@@ -217,7 +218,9 @@ def run(
     """
     from .batch import RunLocked, run_batch
 
-    options = {} if lookback_days is None else {"lookback": timedelta(days=lookback_days)}
+    options: dict = {} if lookback_days is None else {"lookback": timedelta(days=lookback_days)}
+    if quarantine:
+        options["on_invalid"] = "quarantine"
     try:
         start = None if since is None else datetime.fromisoformat(since)
     except ValueError:
@@ -246,6 +249,7 @@ def run(
         ("links computed", f"{summary.links:,}"),
         ("links inserted / updated / deleted", f"{summary.inserted:,} / {summary.updated:,} / {summary.deleted:,}"),
         ("journeys (rows changed)", f"{summary.journeys:,} ({summary.journeys_changed:,})"),
+        *((f"quarantined {table}", f"{n:,}") for table, n in summary.quarantined.items()),
         *((f"time: {k}", f"{v:.2f} s") for k, v in summary.timings.items()),
     ):
         table.add_row(label, value)
