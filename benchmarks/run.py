@@ -33,6 +33,18 @@ HERE = Path(__file__).resolve().parent
 MODELS = list(oq.models.HEURISTIC_MODELS)
 
 
+def write_section(path: Path, name: str, markdown: str) -> None:
+    """Replace one script's section of RESULTS.md (between its markers), keeping the other scripts' ones."""
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    block = f"{start}\n{markdown.strip()}\n{end}\n"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block
+    path.write_text(text)
+
+
 def peak_rss() -> int:
     """This process's resident-set high-water mark (VmHWM; unlike ru_maxrss it does not inherit the parent's)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -318,7 +330,7 @@ def main() -> None:
         )  # fmt: skip
         stream = json.loads(res.stdout.strip().splitlines()[-1])
         print(json.dumps(stream), flush=True)
-    Path(args.out).write_text(render(rows, compiled, info, stream))
+    write_section(Path(args.out), "attribute", render(rows, compiled, info, stream))
     (Path(args.out).parent / "results.json").write_text(
         json.dumps({"machine": info, "compile": compiled, "rows": rows, "stream": stream}, indent=2, default=str)
     )
