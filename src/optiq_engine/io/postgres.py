@@ -165,11 +165,24 @@ def _events_query(window: Window, partition: tuple[int, int] | None = None) -> t
     return sql, params
 
 
+def _inline(sql: str, params: list[Any]) -> str:
+    """``sql`` with ``$n`` replaced by properly quoted literals (psycopg's quoting).
+
+    ADBC streams a query through binary ``COPY ... TO STDOUT`` only when it has no bind parameters; with
+    parameters it falls back to a slower row-by-row result.
+    """
+    from psycopg.sql import Literal
+
+    for i in range(len(params), 0, -1):  # $10 before $1
+        sql = sql.replace(f"${i}", Literal(params[i - 1]).as_string(None))
+    return sql
+
+
 def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
     import adbc_driver_postgresql.dbapi as adbc
 
     with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
+        cur.execute(_inline(sql, params))
         table = cur.fetch_arrow_table()
     return pl.from_arrow(table)  # type: ignore[return-value]
 
