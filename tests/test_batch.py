@@ -149,6 +149,11 @@ def test_errors_exit_with_code_2_and_a_failed_run_is_recorded(database) -> None:
     assert unreachable.exit_code == 2 and "database" in unreachable.output
 
 
+def test_since_without_full_is_refused() -> None:
+    with pytest.raises(oq.ConfigError, match="full runs only"):
+        run_batch("postgresql://unused", organization_id="o", since=datetime(2026, 1, 1, tzinfo=UTC))
+
+
 def test_settings_from_json_validates() -> None:
     options, models = settings_from_json({"lookbackDays": 14, "models": ["LINEAR"], "other": 1})
     assert options == {"lookback": timedelta(days=14)} and models == ["LINEAR"]

@@ -191,6 +191,8 @@ def run_batch(
     overlap
         Incremental runs also reread events created up to this long before the previous watermark.
     """
+    if since is not None and not full:
+        raise ConfigError("since applies to full runs only (an incremental run recomputes whole user histories)")
     stage = on_stage or (lambda _: None)
     run_id = f"run_{uuid.uuid4().hex}"
     timings: dict[str, float] = {}
