@@ -163,3 +163,12 @@ def test_results_do_not_depend_on_input_chunking(case: Case, pieces: int) -> Non
     a = _canonical(_run(case, tp, cv))
     b = _canonical(_run(case, chunked(tp), chunked(cv)))
     assert a[0].equals(b[0]) and a[1].equals(b[1])
+
+
+def test_split_value_near_int64_max_with_a_tiny_weight() -> None:
+    """Found by Hypothesis: q = 2**63 made Numba's math.floor overflow int64 and the remainder went astray."""
+    value = 9_223_372_036_854_775_296  # 2**63 - 512: float(value) == 2**63
+    weights = [1.0842021749514028e-19, 1.0]  # TIME_DECAY of two touches 63 half-lives apart
+    out = np.empty(2, dtype=np.int64)
+    split_value_kernel(value, np.array(weights), out, np.empty(2), np.empty(2, dtype=np.bool_))
+    assert out.tolist() == split_value(value, weights) == [1, value - 1]

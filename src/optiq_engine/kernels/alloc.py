@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ._jit import jit
@@ -33,7 +31,7 @@ def split_value(value, weights, out, frac, used):
     total = 0
     for k in range(n):
         q = vf * weights[k]
-        fl = math.floor(q)
+        fl = np.floor(q)  # a float: Numba's math.floor returns int64, which overflows for q >= 2**63
         frac[k] = q - fl
         b = value if q >= vf else np.int64(fl)
         out[k] = b
