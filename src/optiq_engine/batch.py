@@ -100,16 +100,12 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
     return options, models
 
 
-def _dsn(url: str) -> str:
-    return postgres.adbc_url(url)
-
-
 @contextmanager
 def _org_lock(url: str, organization_id: str, *, wait: bool) -> Iterator[Any]:
     """A session-level advisory lock on the organization, held for the whole run (and its connection)."""
     import psycopg
 
-    with psycopg.connect(_dsn(url), autocommit=True) as conn:
+    with psycopg.connect(postgres.adbc_url(url), autocommit=True) as conn:
         key = f"optiq-engine-run:{organization_id}"
         if wait:
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))

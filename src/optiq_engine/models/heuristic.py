@@ -117,11 +117,7 @@ class TimeDecay(HeuristicModel):
         return k.TIME_DECAY, float(self.half_life // timedelta(microseconds=1)), 0.0
 
 
-HEURISTIC_MODELS: tuple[str, ...] = (
-    "FIRST_TOUCH",
-    "LAST_TOUCH",
-    "LAST_NON_DIRECT",
-    "LINEAR",
-    "POSITION_BASED",
-    "TIME_DECAY",
+#: Names of the heuristic models, in the order ``attribute(models=None)`` runs them.
+HEURISTIC_MODELS: tuple[str, ...] = tuple(
+    m.name for m in (FirstTouch, LastTouch, LastNonDirect, Linear, PositionBased, TimeDecay)
 )
