@@ -30,6 +30,7 @@ from optiq_engine.io.synthetic import (
 )
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+NO_TERMS = synthetic._term_arrays([])  # the default scenario has no interaction / order terms
 ZERO_BETA = [c for c in CHANNELS if synthetic._CHANNEL_PARAMS[c][0] == 0.0]
 
 
@@ -358,7 +359,7 @@ def test_expected_conversions_match_realised_ones() -> None:
     offsets, ts, chan, base = _kernel_inputs(seed=4, n_users=20_000)
     decision = np.random.default_rng(4).random(ts.size)
     converted, _ = synthetic._simulate_conversions(
-        offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US
+        offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US, NO_TERMS
     )
     expected = _expected_totals(offsets, ts, chan, base, synthetic._BETA)
     assert converted.sum() == pytest.approx(expected, rel=0.03)
@@ -428,7 +429,9 @@ def test_kernel_matches_brute_force(users, beta, rho, memory) -> None:
     base = np.array([u[2] for u in users])
     decision = np.concatenate([u[3] for u in users]).astype(np.float64)
     beta_arr = np.array(beta)
-    converted, incremental = synthetic._simulate_conversions(offsets, ts, chan, base, decision, beta_arr, rho, memory)
+    converted, incremental = synthetic._simulate_conversions(
+        offsets, ts, chan, base, decision, beta_arr, rho, memory, NO_TERMS
+    )
     for u, (gaps, channels, b, draws) in enumerate(users):
         user_ts = np.cumsum(gaps).tolist()
         lo, hi = offsets[u], offsets[u + 1]
@@ -444,7 +447,7 @@ def test_kernel_worked_example_one_touch() -> None:
     """One touch of a channel with beta = 1, base = -2: p = sigmoid(-1), muted p = sigmoid(-2)."""
     converted, incremental = synthetic._simulate_conversions(
         np.array([0, 1]), np.array([0]), np.array([1], np.int8), np.array([-2.0]), np.array([0.5]),
-        np.array([0.0, 1.0]), 0.5, 10,
+        np.array([0.0, 1.0]), 0.5, 10, NO_TERMS,
     )  # fmt: skip
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert incremental[0, 1] == pytest.approx(sig(-1.0) - sig(-2.0), rel=1e-15)
@@ -539,14 +542,14 @@ def _expected_totals(offsets, ts, chan, base, beta) -> float:
     longest = int(np.diff(offsets).max())
     scratch = (
         np.empty((longest, n_channels + 1)), np.empty(n_channels + 1), np.empty(n_channels + 1),
-        np.empty(n_channels, np.int64), np.empty(n_channels, np.int64), np.empty(n_channels + 1),
+        np.empty(n_channels, np.int64), np.empty(n_channels, np.int64), np.empty(n_channels + 1), np.empty(0),
     )  # fmt: skip
     none = np.zeros(n_channels, np.int64)
     total = 0.0
     for u in range(offsets.size - 1):
         synthetic._expected_conversions(
             offsets[u], offsets[u + 1], ts, chan, base[u], beta, none, none, 0, gain, saturation,
-            synthetic._MEMORY_US, scratch,
+            synthetic._MEMORY_US, NO_TERMS, scratch,
         )  # fmt: skip
         total += scratch[5][0]
     return total
@@ -556,4 +559,4 @@ def _block_arrays(seed: int):
     """Arguments of the conversion kernel for a few thousand users."""
     offsets, ts, chan, base = _kernel_inputs(seed, 3_000)
     decision = np.random.default_rng(seed).random(ts.size)
-    return (offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US)
+    return (offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US, NO_TERMS)

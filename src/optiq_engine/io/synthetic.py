@@ -15,9 +15,11 @@ yields the very rows of :func:`generate`, whatever ``batch_users`` is.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -26,7 +28,21 @@ import pyarrow as pa
 from ..errors import ConfigError
 from ..kernels._jit import jit, pjit, prange
 
-__all__ = ["CHANNELS", "CHANNEL_UTM", "CHANNEL_CAMPAIGNS", "SyntheticData", "generate", "iter_generate"]
+__all__ = [
+    "CHANNELS",
+    "CHANNEL_UTM",
+    "CHANNEL_CAMPAIGNS",
+    "SCENARIOS",
+    "ChannelParams",
+    "Follower",
+    "Interaction",
+    "OrderEffect",
+    "Scenario",
+    "SyntheticData",
+    "generate",
+    "get_scenario",
+    "iter_generate",
+]
 
 CHANNELS: tuple[str, ...] = (
     "direct",
@@ -132,6 +148,280 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000
 
 
+# ---------------------------------------------------------------------------------------------
+# scenarios: named presets of the generative model
+# ---------------------------------------------------------------------------------------------
+
+
+class ChannelParams(NamedTuple):
+    """The generative parameters of one channel (docs/synthetic.md §3).
+
+    Attributes
+    ----------
+    beta : float
+        True per-touch effect: log-odds added by the channel's first touch in the stock.
+    availability : float
+        Share of (average-intent) users the channel can reach, in ``[0, 1]``; 0 removes the channel.
+    intent_loading : float
+        How availability rises with the user's intent (the selection effect).
+    mix_weight : float
+        Base log-weight of the channel in the channel mix.
+    drift : float
+        Drift of the log-weight along the journey (negative: early, positive: late).
+    """
+
+    beta: float
+    availability: float
+    intent_loading: float
+    mix_weight: float
+    drift: float
+
+
+class Interaction(NamedTuple):
+    """A pairwise interaction: ``beta`` is added to the log-odds while both channels are in the stock.
+
+    The term is ``beta * [K_first > 0 and K_second > 0]`` (docs/synthetic.md §9); the order of the
+    two channels does not matter.
+    """
+
+    first: str
+    second: str
+    beta: float
+
+
+class OrderEffect(NamedTuple):
+    """An order effect: touches of ``after`` add log-odds only when a touch of ``before`` precedes them.
+
+    The term is ``beta * F(K_{before -> after})``, ``K_{before -> after}`` the touches of ``after`` in
+    the stock that follow a touch of ``before`` in the stock, ``F`` the saturating response
+    (docs/synthetic.md §9).
+    """
+
+    before: str
+    after: str
+    beta: float
+
+
+class Follower(NamedTuple):
+    """Co-occurrence: the touch right after a touch of ``lead`` is a touch of ``follower``.
+
+    Each touch of ``lead`` that is not the user's last makes the next touch a touch of ``follower``
+    with probability ``probability`` (whatever the mix had drawn there).
+    """
+
+    lead: str
+    follower: str
+    probability: float
+
+
+def _finite(field: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number, else a ConfigError naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{field} must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ConfigError(f"{field} must be finite, got {value!r}.")
+    return float(value)
+
+
+def _channel_name(field: str, value: object) -> str:
+    """``value`` if it is one of :data:`CHANNELS`, else a ConfigError listing them."""
+    if value not in CHANNELS:
+        raise ConfigError(f"{field} must be one of {', '.join(CHANNELS)}; got {value!r}.")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A preset of the generative model: channel parameters, hazard constants and extra terms.
+
+    Pass one to :func:`generate` / :func:`iter_generate` as ``scenario=``; start from a preset with
+    :func:`get_scenario` and change it with :meth:`with_channel` or :func:`dataclasses.replace`.
+    Fields are validated on construction (``ConfigError`` naming the field).
+
+    Attributes
+    ----------
+    name, description : str
+        A label and a one-line description (free text for custom scenarios).
+    channels : Mapping[str, ChannelParams]
+        The parameters of every channel of :data:`CHANNELS` (read-only, in ``CHANNELS`` order).
+        ``direct`` must have ``availability == 1`` (every user can be reached by some channel).
+    alpha : float
+        Baseline log-odds of converting at a touch.
+    intercept_sd : float
+        Spread (>= 0) of the users' intent, added to the baseline log-odds.
+    rho : float
+        Saturation ratio in ``(0, 1]``: the k-th touch of a channel in the stock adds
+        ``beta * rho**(k-1)``; ``rho = 1`` makes the log-odds additive in touch counts.
+    interactions : tuple[Interaction, ...]
+        Pairwise interaction terms of the log-odds.
+    orders : tuple[OrderEffect, ...]
+        Order-effect terms of the log-odds.
+    follower : Follower or None
+        A channel that follows another one's touches (correlated channels), or None.
+
+    Examples
+    --------
+    >>> custom = get_scenario("interaction").with_channel("email", beta=0.0)
+    >>> custom.channels["email"].beta
+    0.0
+    """
+
+    name: str
+    description: str
+    channels: Mapping[str, ChannelParams]
+    alpha: float = _ALPHA
+    intercept_sd: float = _INTERCEPT_SD
+    rho: float = _RHO
+    interactions: tuple[Interaction, ...] = ()
+    orders: tuple[OrderEffect, ...] = ()
+    follower: Follower | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not isinstance(self.description, str):
+            raise ConfigError(
+                f"Scenario name and description must be strings, got {self.name!r}, {self.description!r}."
+            )
+        if not isinstance(self.channels, Mapping) or set(self.channels) != set(CHANNELS):
+            got = sorted(self.channels) if isinstance(self.channels, Mapping) else self.channels
+            raise ConfigError(f"Scenario.channels must map every channel of CHANNELS to a ChannelParams; got {got!r}.")
+        channels = {}
+        for c in CHANNELS:
+            values = self.channels[c]
+            if not isinstance(values, tuple) or len(values) != len(ChannelParams._fields):
+                raise ConfigError(f"Scenario.channels[{c!r}] must be a ChannelParams, got {values!r}.")
+            params = ChannelParams(
+                *(_finite(f"channels[{c!r}].{f}", v) for f, v in zip(ChannelParams._fields, values, strict=True))
+            )
+            if not 0.0 <= params.availability <= 1.0:
+                raise ConfigError(f"channels[{c!r}].availability must be in [0, 1], got {params.availability!r}.")
+            channels[c] = params
+        if channels["direct"].availability != 1.0:
+            raise ConfigError(
+                "channels['direct'].availability must be 1 (direct can reach every user, so every user has "
+                f"an available channel), got {channels['direct'].availability!r}."
+            )
+        object.__setattr__(self, "channels", MappingProxyType(channels))
+        object.__setattr__(self, "alpha", _finite("alpha", self.alpha))
+        if _finite("intercept_sd", self.intercept_sd) < 0:
+            raise ConfigError(f"intercept_sd must be >= 0, got {self.intercept_sd!r}.")
+        object.__setattr__(self, "intercept_sd", float(self.intercept_sd))
+        if not 0.0 < _finite("rho", self.rho) <= 1.0:
+            raise ConfigError(f"rho must be in (0, 1] (1: no saturation), got {self.rho!r}.")
+        object.__setattr__(self, "rho", float(self.rho))
+        for field, kind in (("interactions", Interaction), ("orders", OrderEffect)):
+            terms = []
+            for term in getattr(self, field):
+                if not isinstance(term, tuple) or len(term) != 3:
+                    raise ConfigError(
+                        f"{field} must hold {kind.__name__}(channel, channel, beta) tuples, got {term!r}."
+                    )
+                a, b = _channel_name(f"{field} channel", term[0]), _channel_name(f"{field} channel", term[1])
+                if a == b:
+                    raise ConfigError(f"{field} must pair two different channels, got {term!r}.")
+                terms.append(kind(a, b, _finite(f"{field} beta", term[2])))
+            object.__setattr__(self, field, tuple(terms))
+        if self.follower is not None:
+            term = self.follower
+            if not isinstance(term, tuple) or len(term) != 3:
+                raise ConfigError(f"follower must be a Follower(lead, follower, probability) or None, got {term!r}.")
+            lead, follower = _channel_name("follower lead", term[0]), _channel_name("follower", term[1])
+            if lead == follower:
+                raise ConfigError(f"follower must differ from its lead, got {term!r}.")
+            probability = _finite("follower probability", term[2])
+            if not 0.0 <= probability <= 1.0:
+                raise ConfigError(f"follower probability must be in [0, 1], got {probability!r}.")
+            object.__setattr__(self, "follower", Follower(lead, follower, probability))
+
+    def with_channel(self, channel: str, **changes: float) -> Scenario:
+        """A copy with some of ``channel``'s :class:`ChannelParams` fields changed."""
+        _channel_name("channel", channel)
+        unknown = set(changes) - set(ChannelParams._fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown ChannelParams fields {sorted(unknown)}; valid: {', '.join(ChannelParams._fields)}."
+            )
+        return replace(self, channels={**self.channels, channel: self.channels[channel]._replace(**changes)})
+
+
+def _default_scenario() -> Scenario:
+    return Scenario(
+        name="default",
+        description="13 channels, saturating per-touch effects (rho 0.5), intent-driven selection, two zero-effect channels",
+        channels={c: ChannelParams(*_CHANNEL_PARAMS[c]) for c in CHANNELS},
+        alpha=_ALPHA,
+        intercept_sd=_INTERCEPT_SD,
+        rho=_RHO,
+    )
+
+
+def _preset_scenarios() -> dict[str, Scenario]:
+    """The named presets (docs/synthetic.md §9)."""
+    default = _default_scenario()
+    unselected = replace(default, channels={c: p._replace(intent_loading=0.0) for c, p in default.channels.items()})
+    additive = replace(
+        unselected.with_channel("organic_social", availability=0.0),
+        name="additive",
+        description="12 channels, log-odds additive in per-channel touch counts (rho 1), no selection by intent",
+        alpha=-3.4,
+        rho=1.0,
+    )
+    late = replace(
+        default.with_channel("email", beta=0.9, intent_loading=0.0, mix_weight=-1.0, drift=10.0),
+        name="late_channel",
+        description="email (effective) appears almost only in the last touches of a user's path",
+    )
+    reach = replace(
+        default.with_channel("display", availability=0.97, mix_weight=1.6, drift=0.0),
+        name="reach_no_effect",
+        description="display reaches almost every user all along the path and has zero effect",
+    )
+    correlated = replace(
+        default.with_channel("paid_search", availability=0.4, drift=0.0).with_channel("display", availability=0.02),
+        name="correlated",
+        description="display (zero effect) retargets paid_search (effective): it follows 95% of its touches",
+        follower=Follower("paid_search", "display", 0.95),
+    )
+    interaction = replace(
+        default.with_channel("meta_ads", beta=0.0).with_channel("google_ads", beta=0.0),
+        name="interaction",
+        description="meta_ads and google_ads have no effect alone, +1.5 log-odds while both are in the stock",
+        interactions=(Interaction("meta_ads", "google_ads", 1.5),),
+    )
+    saturation = replace(
+        default.with_channel("email", availability=0.5, mix_weight=1.5, drift=0.0),
+        name="saturation",
+        description="strong saturation (rho 0.2) and a frequent email: only the first touch or two of a channel count",
+        rho=0.2,
+    )
+    order = replace(
+        default.with_channel("video", availability=0.5).with_channel("paid_search", beta=0.0, availability=0.5),
+        name="order_effect",
+        description="paid_search helps (+1.0 per touch, saturating) only after a video touch in the stock",
+        orders=(OrderEffect("video", "paid_search", 1.0),),
+    )
+    presets = [default, additive, late, reach, correlated, interaction, saturation, order]
+    return {s.name: s for s in presets}
+
+
+_PRESETS: dict[str, Scenario] = _preset_scenarios()
+
+SCENARIOS: Mapping[str, str] = MappingProxyType({name: s.description for name, s in _PRESETS.items()})
+"""The named scenarios of :func:`generate` (name -> one-line description); docs/synthetic.md §9."""
+
+
+def get_scenario(name: str) -> Scenario:
+    """The preset :class:`Scenario` called ``name`` (one of :data:`SCENARIOS`).
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not a preset (the message lists them).
+    """
+    if name not in _PRESETS:
+        raise ConfigError(f"scenario must be one of {', '.join(_PRESETS)} or a Scenario; got {name!r}.")
+    return _PRESETS[name]
+
+
 @dataclass(frozen=True)
 class SyntheticData:
     """A synthetic data set and its ground truth.
@@ -160,6 +450,58 @@ class SyntheticData:
     seed: int
 
 
+_INTERACTION, _ORDER = 0, 1  # kinds of the extra log-odds terms in the kernels
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A scenario as kernel inputs (arrays over ``CHANNELS``, channel codes for the terms)."""
+
+    beta: np.ndarray  # float64[C]
+    availability: np.ndarray  # float64[C]
+    intent_loading: np.ndarray  # float64[C]
+    base_logit: np.ndarray  # float64[C]
+    drift: np.ndarray  # float64[C]
+    alpha: float
+    intercept_sd: float
+    rho: float
+    terms: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # kind, first, second (int64[T]), beta (float64[T])
+    follower: tuple[int, int, float]  # (lead, follower, probability); lead -1: none
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _Model:
+        """Compile ``scenario``."""
+        table = np.array([scenario.channels[c] for c in CHANNELS], dtype=np.float64)
+        code = {c: i for i, c in enumerate(CHANNELS)}
+        terms = [(_INTERACTION, code[a], code[b], beta) for a, b, beta in scenario.interactions]
+        terms += [(_ORDER, code[a], code[b], beta) for a, b, beta in scenario.orders]
+        follower = scenario.follower
+        return cls(
+            beta=np.ascontiguousarray(table[:, 0]),
+            availability=np.ascontiguousarray(table[:, 1]),
+            intent_loading=np.ascontiguousarray(table[:, 2]),
+            base_logit=np.ascontiguousarray(table[:, 3]),
+            drift=np.ascontiguousarray(table[:, 4]),
+            alpha=scenario.alpha,
+            intercept_sd=scenario.intercept_sd,
+            rho=scenario.rho,
+            terms=_term_arrays(terms),
+            follower=(-1, -1, 0.0)
+            if follower is None
+            else (code[follower.lead], code[follower.follower], follower.probability),
+        )
+
+
+def _term_arrays(terms: list[tuple[int, int, int, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(kind, first, second, beta)`` arrays of the extra log-odds terms (see :func:`_term_value`)."""
+    return (
+        np.array([t[0] for t in terms], np.int64),
+        np.array([t[1] for t in terms], np.int64),
+        np.array([t[2] for t in terms], np.int64),
+        np.array([t[3] for t in terms], np.float64),
+    )
+
+
 @dataclass(frozen=True)
 class _Params:
     """Validated generator arguments."""
@@ -171,6 +513,8 @@ class _Params:
     sites_per_organization: int
     seed: int
     start_us: int
+    scenario: Scenario
+    model: _Model
 
     @property
     def window_us(self) -> int:
@@ -216,6 +560,7 @@ def generate(
     sites_per_organization: int = 1,
     seed: int = 0,
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    scenario: str | Scenario = "default",
 ) -> SyntheticData:
     """Generate a synthetic data set with its ground truth.
 
@@ -233,6 +578,9 @@ def generate(
         Non-negative seed; the same seed gives the same frames, bit for bit.
     start : datetime
         Timezone-aware start of the period.
+    scenario : str or Scenario
+        The generative model: a name of :data:`SCENARIOS` (``"default"``: the model of
+        ``docs/synthetic.md`` §2-3) or a custom :class:`Scenario`.
 
     Returns
     -------
@@ -263,6 +611,7 @@ def generate(
         sites_per_organization=sites_per_organization,
         seed=seed,
         start=start,
+        scenario=scenario,
     )
     return next(_iter_batches(params, params.n_users))
 
@@ -277,6 +626,7 @@ def iter_generate(
     sites_per_organization: int = 1,
     seed: int = 0,
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    scenario: str | Scenario = "default",
 ) -> Iterator[SyntheticData]:
     """Generate the data set of :func:`generate` in batches of users.
 
@@ -284,7 +634,7 @@ def iter_generate(
     ----------
     batch_users : int
         Users per batch (the last batch may be smaller); a user never spans two batches.
-    n_users, touchpoints_per_user, days, n_organizations, sites_per_organization, seed, start
+    n_users, touchpoints_per_user, days, n_organizations, sites_per_organization, seed, start, scenario
         As for :func:`generate`.
 
     Returns
@@ -312,6 +662,7 @@ def iter_generate(
         sites_per_organization=sites_per_organization,
         seed=seed,
         start=start,
+        scenario=scenario,
     )
     _check_int("batch_users", batch_users, 1)
     return _iter_batches(params, batch_users)
@@ -340,8 +691,15 @@ def _validate(
     sites_per_organization: int,
     seed: int,
     start: datetime,
+    scenario: str | Scenario,
 ) -> _Params:
     """Check the generator arguments and return them normalised."""
+    if isinstance(scenario, str):
+        scenario = get_scenario(scenario)
+    elif not isinstance(scenario, Scenario):
+        raise ConfigError(
+            f"scenario must be one of {', '.join(SCENARIOS)} or a Scenario, got {scenario!r} ({type(scenario).__name__})."
+        )
     tpu = touchpoints_per_user
     if isinstance(tpu, bool) or not isinstance(tpu, int | float | np.integer | np.floating):
         raise ConfigError(f"touchpoints_per_user must be a number, got {tpu!r} ({type(tpu).__name__}).")
@@ -369,6 +727,8 @@ def _validate(
         sites_per_organization=_check_int("sites_per_organization", sites_per_organization, 1),
         seed=_check_int("seed", seed, 0),
         start_us=(start.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1),
+        scenario=scenario,
+        model=_Model.of(scenario),
     )
 
 
@@ -423,13 +783,17 @@ def _simulate_block(params: _Params, block_index: int, touch_base: int, conversi
     organization = rng.integers(0, params.n_organizations, n)
     site = organization * params.sites_per_organization + rng.integers(0, params.sites_per_organization, n)
     intent = rng.standard_normal(n)
-    available = _draw_availability(rng, intent)
+    model = params.model
+    available = _draw_availability(rng, intent, model.availability, model.intent_loading)
     ts = _draw_times(rng, offsets, params.window_us)
-    channel = _draw_channels(offsets, available, rng.random(int(offsets[-1])), _BASE_LOGIT, _DRIFT)
+    channel = _draw_channels(offsets, available, rng.random(int(offsets[-1])), model.base_logit, model.drift)
+    lead, follower, probability = model.follower
+    if lead >= 0:  # drawn only by scenarios with a follower, so the other scenarios' streams are unchanged
+        channel = _apply_follower(offsets, channel, rng.random(int(offsets[-1])), lead, follower, probability)
     campaign = _draw_campaigns(rng, channel)
     converted, incremental = _simulate_conversions(
-        offsets, ts, channel, _ALPHA + _INTERCEPT_SD * intent, rng.random(int(offsets[-1])),
-        _BETA, _RHO, _MEMORY_US,
+        offsets, ts, channel, model.alpha + model.intercept_sd * intent, rng.random(int(offsets[-1])),
+        model.beta, model.rho, _MEMORY_US, model.terms,
     )  # fmt: skip
     touch_index = np.flatnonzero(converted)
     conversion_ts, conversion_value = _draw_conversion_details(rng, offsets, ts, touch_index, params.window_us)
@@ -460,11 +824,22 @@ def _draw_touch_counts(rng: np.random.Generator, n: int, mean: float) -> np.ndar
     return np.minimum(1 + rng.poisson(rate), _MAX_TOUCHES_PER_USER).astype(np.int64)
 
 
-def _draw_availability(rng: np.random.Generator, intent: np.ndarray) -> np.ndarray:
-    """Which channels can reach each user: ``P = sigmoid(logit(a_c) + g_c * intent)``; direct always."""
+def _draw_availability(
+    rng: np.random.Generator,
+    intent: np.ndarray,
+    availability: np.ndarray = _AVAILABILITY,
+    intent_loading: np.ndarray = _INTENT_LOADING,
+) -> np.ndarray:
+    """Which channels can reach each user: ``P = sigmoid(logit(a_c) + g_c * intent)``; direct always.
+
+    ``a_c = 1`` gives ``P = 1`` and ``a_c = 0`` gives ``P = 0`` (infinite logits), whatever the intent.
+    """
     with np.errstate(divide="ignore"):
-        logit = np.log(_AVAILABILITY) - np.log1p(-_AVAILABILITY)
-    probability = 1.0 / (1.0 + np.exp(-(logit[None, :] + _INTENT_LOADING[None, :] * intent[:, None])))
+        logit = np.log(availability) - np.log1p(-availability)
+    with np.errstate(invalid="ignore"):  # inf + 0 * intent
+        shifted = logit[None, :] + intent_loading[None, :] * intent[:, None]
+    shifted = np.where(np.isinf(logit)[None, :], logit[None, :], shifted)
+    probability = 1.0 / (1.0 + np.exp(-shifted))
     return rng.random((intent.size, len(CHANNELS))) < probability
 
 
@@ -632,6 +1007,21 @@ def _draw_channels(offsets, available, uniforms, base_logit, drift):
 
 
 @jit
+def _apply_follower(offsets, channel, uniforms, lead, follower, probability):
+    """Channels after the follower rule: the touch after a ``lead`` touch becomes ``follower``.
+
+    Touch ``j + 1`` of a user (if any) is set to ``follower`` when touch ``j`` is a ``lead`` touch (after
+    this rule) and ``uniforms[j + 1] < probability``. Returns a new int8[N] array.
+    """
+    out = channel.copy()
+    for u in range(offsets.size - 1):
+        for j in range(offsets[u] + 1, offsets[u + 1]):
+            if out[j - 1] == lead and uniforms[j] < probability:
+                out[j] = follower
+    return out
+
+
+@jit
 def _sigmoid(x):
     """The logistic function ``1 / (1 + exp(-x))``."""
     return 1.0 / (1.0 + math.exp(-x))
@@ -646,14 +1036,36 @@ def _window_start(ts, a, j, memory_us):
 
 
 @jit
-def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision, converted, counts):
+def _term_value(kind, first, second, beta, lo, hi, chan, counts, saturation):
+    """The log-odds of one extra term over the stock ``chan[lo:hi]`` (``counts``: its channel counts).
+
+    ``_INTERACTION``: ``beta`` if both ``first`` and ``second`` are in the stock, else 0.
+    ``_ORDER``: ``beta * saturation[k]``, ``k`` the touches of ``second`` in the stock that come after
+    a touch of ``first`` in the stock.
+    """
+    if kind == _INTERACTION:
+        return beta if counts[first] > 0 and counts[second] > 0 else 0.0
+    k = 0
+    seen = False
+    for i in range(lo, hi):
+        if chan[i] == first:
+            seen = True
+        elif seen and chan[i] == second:
+            k += 1
+    return beta * saturation[k]
+
+
+@jit
+def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, terms, decision, converted, counts):
     """Simulate one user's conversions; mark the touches that trigger one in ``converted``.
 
     ``counts`` (int64[C], zeros on entry and on exit) holds the touches per channel of the stock
     ``[first, j]``: the touches after the last conversion and within ``memory_us`` of touch ``j``.
     ``saturation[k] = 1 + rho + ... + rho**(k-1)``. Touch ``j`` converts when
-    ``decision[j] < sigmoid(base + sum_c beta[c] * saturation[counts[c]])``.
+    ``decision[j] < sigmoid(base + sum_c beta[c] * saturation[counts[c]] + extra terms)``, the terms
+    ``(kind, first, second, beta)`` as in :func:`_term_value`.
     """
+    kind, term_first, term_second, term_beta = terms
     a = lo
     first = lo
     for j in range(lo, hi):
@@ -665,6 +1077,10 @@ def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision,
         logit = base
         for c in range(beta.size):
             logit += beta[c] * saturation[counts[c]]
+        for t in range(kind.size):
+            logit += _term_value(
+                kind[t], term_first[t], term_second[t], term_beta[t], first, j + 1, chan, counts, saturation
+            )
         if decision[j] < _sigmoid(logit):
             converted[j] = True
             for i in range(first, j + 1):
@@ -676,19 +1092,24 @@ def _realise_path(lo, hi, ts, chan, base, beta, saturation, memory_us, decision,
 
 @jit
 def _expected_conversions(
-    lo, hi, ts, chan, base, beta, removed, starts, n_removed, gain, saturation, memory_us, scratch
+    lo, hi, ts, chan, base, beta, removed, starts, n_removed, gain, saturation, memory_us, terms, scratch
 ):
     """Exact expected conversions of one user, as is and with each channel of ``removed`` muted.
 
     A dynamic programme over the state "index of the last conversion so far", run for all scenarios
-    at once: row ``r = 0`` is the actual model, row ``r >= 1`` the model in which the touches of
-    channel ``removed[r - 1]`` add nothing to the log-odds (they stay decision points).
+    at once: row ``r = 0`` is the actual model, row ``r >= 1`` the model in which channel
+    ``removed[r - 1]`` adds nothing to the log-odds: its own term and every extra term involving it
+    are dropped (its touches stay decision points).
     ``prob[s - lo, r]`` is the probability that the last conversion happened at touch ``s``;
     ``free[r]`` collects "no conversion yet" and every state older than the memory window (they give
     the same hazard). At touch ``j`` the state ``s`` has the hazard of the touches ``(s, j]`` in the
-    window, computed by sweeping ``i = j, j - 1, ..., a`` and adding touch ``i`` to the stock.
-    Row ``r`` equals row 0 until the first touch of its channel, ``starts[r - 1]``: it is copied from
-    row 0 there and only then evolved (``starts`` ascending).
+    window, computed by sweeping ``i = j, j - 1, ..., a`` and adding touch ``i`` to the stock; the
+    extra terms are updated as the stock grows (an interaction switches on when its second channel
+    enters, an order term ``first -> second`` counts the touches of ``second`` after the earliest
+    touch of ``first`` so far, i.e. after any touch of ``first`` in the stock).
+    Row ``r`` equals row 0 until the first touch of its channel, ``starts[r - 1]`` (every term that
+    involves the channel is 0 before it): it is copied from row 0 there and only then evolved
+    (``starts`` ascending).
 
     Parameters
     ----------
@@ -707,11 +1128,17 @@ def _expected_conversions(
         ``gain[k] = rho**k``; ``saturation[k] = gain[0] + ... + gain[k - 1]``.
     memory_us : int
         Touches older than this are forgotten.
+    terms : tuple
+        ``(kind int64[T], first int64[T], second int64[T], beta float64[T])``: the extra log-odds
+        terms (see :func:`_term_value`).
     scratch : tuple
         ``(prob float64[>= hi - lo, C + 1], free float64[C + 1], acc float64[C + 1], kcount int64[C],
-        kstamp int64[C], out float64[C + 1])``; ``out[r]`` receives the expected conversions of row r.
+        kstamp int64[C], out float64[C + 1], term_value float64[T])``; ``out[r]`` receives the
+        expected conversions of row r.
     """
-    prob, free, acc, kcount, kstamp, out = scratch
+    prob, free, acc, kcount, kstamp, out, term_value = scratch
+    kind, term_first, term_second, term_beta = terms
+    n_terms = kind.size
     for s in range(hi - lo):
         prob[s, 0] = 0.0
     free[0] = 1.0
@@ -736,6 +1163,8 @@ def _expected_conversions(
             rows += 1
         for r in range(rows):
             acc[r] = 0.0
+        for t in range(n_terms):
+            term_value[t] = 0.0
         logit = base
         for i in range(j, a - 1, -1):
             c = chan[i]
@@ -744,22 +1173,37 @@ def _expected_conversions(
                 kcount[c] = 0
             logit += beta[c] * gain[kcount[c]]
             kcount[c] += 1
-            p_all = _sigmoid(logit)
+            total = logit
+            for t in range(n_terms):
+                if kind[t] == _INTERACTION:
+                    if (
+                        (c == term_first[t] or c == term_second[t])
+                        and kstamp[term_first[t]] == j
+                        and kstamp[term_second[t]] == j
+                    ):
+                        term_value[t] = term_beta[t]
+                elif c == term_first[t]:
+                    k = kcount[term_second[t]] if kstamp[term_second[t]] == j else 0
+                    term_value[t] = term_beta[t] * saturation[k]
+                total += term_value[t]
+            p_all = _sigmoid(total)
             if i > a:
                 s = i - 1 - lo
                 acc[0] += prob[s, 0] * p_all
                 prob[s, 0] *= 1.0 - p_all
                 for r in range(1, rows):
-                    d = removed[r - 1]
-                    p = _sigmoid(logit - beta[d] * saturation[kcount[d]]) if kstamp[d] == j else p_all
+                    p = _muted_hazard(
+                        removed[r - 1], j, total, p_all, beta, kcount, kstamp, saturation, terms, term_value
+                    )
                     acc[r] += prob[s, r] * p
                     prob[s, r] *= 1.0 - p
             else:
                 acc[0] += free[0] * p_all
                 free[0] *= 1.0 - p_all
                 for r in range(1, rows):
-                    d = removed[r - 1]
-                    p = _sigmoid(logit - beta[d] * saturation[kcount[d]]) if kstamp[d] == j else p_all
+                    p = _muted_hazard(
+                        removed[r - 1], j, total, p_all, beta, kcount, kstamp, saturation, terms, term_value
+                    )
                     acc[r] += free[r] * p
                     free[r] *= 1.0 - p
         for r in range(rows):
@@ -767,8 +1211,25 @@ def _expected_conversions(
             out[r] += acc[r]
 
 
+@jit
+def _muted_hazard(d, j, logit, p_all, beta, kcount, kstamp, saturation, terms, term_value):
+    """The hazard of the current stock with channel ``d``'s own term and every term involving it removed.
+
+    ``p_all`` (the unmuted hazard) is returned as is when ``d`` is not in the stock: then none of
+    those terms contributes.
+    """
+    if kstamp[d] != j:
+        return p_all
+    x = logit - beta[d] * saturation[kcount[d]]
+    term_first, term_second = terms[1], terms[2]
+    for t in range(term_first.size):
+        if term_first[t] == d or term_second[t] == d:
+            x -= term_value[t]
+    return _sigmoid(x)
+
+
 @pjit
-def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_us):
+def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_us, terms):
     """Realised conversions, and the exact expected conversions each channel adds.
 
     Parameters
@@ -786,19 +1247,24 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
     beta : float64[C]
         True channel effects.
     rho : float
-        Saturation ratio in (0, 1).
+        Saturation ratio in (0, 1].
     memory_us : int
         Touches older than this (relative to the decision) are forgotten.
+    terms : tuple
+        ``(kind int64[T], first int64[T], second int64[T], beta float64[T])``: extra log-odds terms
+        (interactions and order effects, see :func:`_term_value`).
 
     Returns
     -------
     converted : bool[N]
         Whether touch ``j`` triggered a conversion.
     incremental : float64[B, C]
-        ``E[conversions] - E[conversions | channel c muted]`` of each user; exactly 0 when the user
-        has no touch of ``c`` or ``beta[c] == 0``.
+        ``E[conversions] - E[conversions | channel c muted]`` of each user, muting ``c`` dropping its
+        own term and every extra term involving it; exactly 0 when the user has no touch of ``c``, or
+        when ``beta[c] == 0`` and no extra term pairs ``c`` with another channel the user touched.
     """
     n_channels = beta.size
+    kind, term_first, term_second, term_beta = terms
     max_touches = 0
     for u in range(offsets.size - 1):
         max_touches = max(max_touches, offsets[u + 1] - offsets[u])
@@ -823,27 +1289,40 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
             np.empty(n_channels, np.int64),
             np.empty(n_channels, np.int64),
             np.empty(n_channels + 1),
+            np.empty(kind.size),
         )
         counts = np.zeros(n_channels, np.int64)
         touched = np.zeros(n_channels, np.bool_)
+        listed = np.zeros(n_channels, np.bool_)
         removed = np.empty(n_channels, np.int64)
         starts = np.empty(n_channels, np.int64)
         for u in range(bounds[chunk], bounds[chunk + 1]):
             lo, hi = offsets[u], offsets[u + 1]
-            _realise_path(lo, hi, ts, chan, base[u], beta, saturation, memory_us, decision, converted, counts)
+            _realise_path(lo, hi, ts, chan, base[u], beta, saturation, memory_us, terms, decision, converted, counts)
             touched[:] = False
+            for j in range(lo, hi):
+                touched[chan[j]] = True
+            listed[:] = False
             n_removed = 0
             for j in range(lo, hi):
                 c = chan[j]
-                if not touched[c]:
-                    touched[c] = True
-                    if beta[c] != 0.0:
+                if not listed[c]:
+                    listed[c] = True
+                    needed = beta[c] != 0.0
+                    for t in range(kind.size):
+                        if term_beta[t] != 0.0 and (
+                            (term_first[t] == c and touched[term_second[t]])
+                            or (term_second[t] == c and touched[term_first[t]])
+                        ):
+                            needed = True
+                    if needed:
                         removed[n_removed] = c
                         starts[n_removed] = j
                         n_removed += 1
             _expected_conversions(
-                lo, hi, ts, chan, base[u], beta, removed, starts, n_removed, gain, saturation, memory_us, scratch
-            )
+                lo, hi, ts, chan, base[u], beta, removed, starts, n_removed, gain, saturation, memory_us, terms,
+                scratch,
+            )  # fmt: skip
             out = scratch[5]
             for r in range(n_removed):
                 incremental[u, removed[r]] = out[0] - out[r + 1]
@@ -925,7 +1404,7 @@ def _build_batch(params: _Params, parts: list[tuple[_Block, int, int]]) -> Synth
     return SyntheticData(
         touchpoints=_touchpoint_frame(params, batch),
         conversions=_conversion_frame(params, batch),
-        truth=_truth_frame(batch),
+        truth=_truth_frame(batch, params.model.beta),
         seed=params.seed,
     )
 
@@ -1083,7 +1562,7 @@ def _timestamps(params: _Params, relative_us: np.ndarray) -> pl.Series:
     return pl.Series(relative_us + params.start_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
 
 
-def _truth_frame(batch: _Batch) -> pl.DataFrame:
+def _truth_frame(batch: _Batch, beta: np.ndarray) -> pl.DataFrame:
     """Per channel: beta, reach, touches, incremental conversions and true share of a batch.
 
     ``true_share`` is ``incremental / incremental.sum()``; NaN when no channel adds anything (a batch
@@ -1094,7 +1573,7 @@ def _truth_frame(batch: _Batch) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "channel": pl.Series(CHANNELS, dtype=pl.Enum(CHANNELS)),
-            "beta": _BETA,
+            "beta": beta,
             "reach": batch.reached / batch.n_users,
             "touches": batch.touches,
             "incremental_conversions": batch.incremental,
