@@ -10,9 +10,11 @@ from . import models
 from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError
+from .fitting import fit_paths
 from .io import synthetic
 from .journeys import JourneyResult, build_journeys
 from .models import available_models, get_model
+from .paths import PathTable
 from .pipeline import attribute
 from .result import AttributionResult, combine_credit
 
@@ -20,6 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "attribute",
+    "fit_paths",
+    "PathTable",
     "build_journeys",
     "JourneyResult",
     "AttributionConfig",

@@ -58,6 +58,10 @@ class AttributionConfig:
     channel_rules
         Rules that derive ``channel`` from click ids and UTM parameters (default:
         :data:`optiq_engine.channels.DEFAULT_CHANNEL_RULES`).
+    markov_order, path_transform, remove_direct_if_not_all, shapley_characteristic
+        Defaults of the data-driven models given by name (docs/data_driven.md).
+    bootstrap, bootstrap_level, seed
+        Poisson-bootstrap replicates (0: none), interval level and seed of the data-driven models.
     """
 
     lookback: timedelta = timedelta(days=30)
@@ -69,6 +73,13 @@ class AttributionConfig:
     direct_channels: tuple[str, ...] = ("direct",)
     on_invalid: OnInvalid = "raise"
     channel_rules: ChannelRules | None = field(default=None, compare=False)
+    markov_order: int = 1
+    path_transform: str = "exposure"
+    remove_direct_if_not_all: bool = False
+    shapley_characteristic: str = "rate"
+    bootstrap: int = 0
+    bootstrap_level: float = 0.95
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _positive_timedelta("lookback", self.lookback)
@@ -82,6 +93,10 @@ class AttributionConfig:
         object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
         if self.on_invalid not in ("raise", "quarantine"):
             raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {self.on_invalid!r}")
+        from .models import Markov, Shapley  # the models validate their own options
+
+        Markov.from_config(self)
+        Shapley.from_config(self)
 
     def with_options(self, **options: Any) -> AttributionConfig:
         """A copy with some fields replaced; unknown names raise :class:`ConfigError`."""

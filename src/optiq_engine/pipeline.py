@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,14 @@ from .grouping import (
     readonly,
     stage_timer,
 )
+from .kernels.credit import share_links
+from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import link_rows, match_windows
-from .models import HEURISTIC_MODELS, AttributionModel, HeuristicModel
+from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from .models.base import resolve_models
+from .paths import PathTable, build_path_table
 from .result import AttributionResult
 
 __all__ = ["attribute", "run_attribution"]
@@ -95,7 +99,7 @@ def run_attribution(
     """:func:`attribute` with a resolved config, calling ``on_stage(name)`` as each stage starts."""
     cfg = config
     chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
-    unsupported = [m.name for m in chosen if not isinstance(m, HeuristicModel)]
+    unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
     if unsupported:
         raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
     timings: dict[str, float] = {}
@@ -135,6 +139,10 @@ def run_attribution(
         with timed("encode"):
             tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
     del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
+    data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
+    if data_driven:
+        with timed("match"):
+            tail_lo, tail_hi = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, micros(cfg.lookback))
 
     with timed("match"):
         if tp_ties:
@@ -148,15 +156,38 @@ def run_attribution(
         chunks = _chunk_bounds(link_offsets)
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
 
+    is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
+    fitted: dict[str, FittedModel] = {}
+    if data_driven:
+        with timed("fit"):
+            fitted = _fit(data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg)
     with timed("weights"):
-        specs = [m.kernel_spec() for m in chosen]  # type: ignore[attr-defined]
+        heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
+        specs = [m.kernel_spec() for m in heuristic]
         kinds = np.array([s[0] for s in specs], dtype=np.int64)
         p1 = np.array([s[1] for s in specs], dtype=np.float64)
         p2 = np.array([s[2] for s in specs], dtype=np.float64)
-        is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
-        weights, credit, position, count = heuristic_links(
+        h_weights, h_credit, position, count = heuristic_links(
             lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, chunks
         )
+        if data_driven:
+            weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
+            credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
+            hi_row = 0
+            for i, model in enumerate(chosen):
+                if isinstance(model, HeuristicModel):
+                    weights[i], credit[i] = h_weights[hi_row], h_credit[hi_row]
+                    hi_row += 1
+                    continue
+                fit = fitted[model.name]
+                weights[i], credit[i], fallback = share_links(
+                    lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
+                    fit.shares[None, :], np.zeros(lo.shape[0], dtype=np.int64), chunks,
+                )  # fmt: skip
+                fitted[model.name] = replace(fit, fallback_journeys=int(fallback.sum()))
+            del h_weights, h_credit
+        else:
+            weights, credit = h_weights, h_credit
         tp_row, cv_row, link_code = link_rows(lo, link_offsets, tp_order, tp_codes, cv_order, chunks)
         del tp_tss, tp_codes, tp_order
 
@@ -172,10 +203,45 @@ def run_attribution(
         unattributed=unattributed,
         models=chosen,
         config=cfg,
+        fitted=fitted,
         n_conversions=cv.height,
         quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
         timings=timings,
     )
+
+
+def _fit(
+    models: list[DataDrivenModel],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    tail_lo: np.ndarray,
+    tail_hi: np.ndarray,
+    tp_codes: np.ndarray,
+    cv_value: np.ndarray,
+    channels: list[str],
+    cfg: AttributionConfig,
+) -> dict[str, FittedModel]:
+    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1)."""
+    converting = hi > lo
+    starts = np.concatenate([lo[converting], tail_lo])
+    ends = np.concatenate([hi[converting], tail_hi])
+    n_conv = int(converting.sum())
+    conv = np.zeros(starts.shape[0], dtype=np.float64)
+    conv[:n_conv] = 1.0
+    value = np.zeros(starts.shape[0], dtype=np.int64)
+    value[:n_conv] = cv_value[converting]
+    tables: dict[tuple[str, bool], PathTable] = {}
+    out: dict[str, FittedModel] = {}
+    for model in models:
+        key = (model.transform, model.remove_direct_if_not_all)
+        if key not in tables:
+            tables[key] = build_path_table(
+                starts, ends, tp_codes, channels, conv, 1.0 - conv, value,
+                transform=model.transform, remove_direct_if_not_all=model.remove_direct_if_not_all,
+                direct_channels=cfg.direct_channels,
+            )[0]  # fmt: skip
+        out[model.name] = model.fit(tables[key], direct_channels=cfg.direct_channels)
+    return out
 
 
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:

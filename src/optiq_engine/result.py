@@ -9,7 +9,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from .config import AttributionConfig
-    from .models import AttributionModel
+    from .models import AttributionModel, FittedModel
 
 __all__ = ["AttributionResult", "combine_credit"]
 
@@ -32,6 +32,8 @@ class AttributionResult:
     quarantined
         Rows set aside with ``on_invalid="quarantine"``: ``{"touchpoints": ..., "conversions": ...}``,
         each with a ``reason`` column.
+    fitted
+        The fitted data-driven models by name (``result.fitted["MARKOV"].channel_credit``).
     n_conversions
         Valid conversions in the run (attributed or not).
     timings
@@ -43,6 +45,7 @@ class AttributionResult:
     unattributed: pl.DataFrame
     models: tuple[AttributionModel, ...]
     config: AttributionConfig
+    fitted: dict[str, FittedModel] = field(default_factory=dict)
     n_conversions: int = 0
     quarantined: dict[str, pl.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

@@ -1,7 +1,10 @@
 """Attribution models: one class per model, looked up by the seed's enum name."""
 
 from .base import AttributionModel, HeuristicModel, available_models, get_model, register_model
+from .fitted import DataDrivenModel, FittedModel
 from .heuristic import HEURISTIC_MODELS, FirstTouch, LastNonDirect, LastTouch, Linear, PositionBased, TimeDecay
+from .markov import FittedMarkov, Markov
+from .shapley import FittedShapley, Shapley
 
 __all__ = [
     "AttributionModel",
@@ -16,4 +19,10 @@ __all__ = [
     "Linear",
     "PositionBased",
     "TimeDecay",
+    "DataDrivenModel",
+    "FittedModel",
+    "Markov",
+    "FittedMarkov",
+    "Shapley",
+    "FittedShapley",
 ]

@@ -1,0 +1,86 @@
+"""Touchpoint credit of the data-driven models (docs/data_driven.md §5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import pjit, prange
+from .alloc import split_value
+from .paths import has_non_direct
+
+__all__ = ["share_links"]
+
+
+@pjit
+def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, chunk_bounds):
+    """Weights and credited micros of every link from per-channel shares.
+
+    Touch ``i`` of a conversion with channel ``c_i`` gets ``share[c_i] / (touches of c_i)``, normalised over
+    the conversion's touches; a conversion whose touches all have share 0 falls back to 1/n.
+
+    Parameters
+    ----------
+    lo, link_offsets : int64[m], int64[m + 1]
+        Eligible sorted-touchpoint range start and cumulative link counts (see ``heuristic_links``).
+    tp_code : int32[n]
+        Sorted touchpoints' channel codes.
+    is_direct, drop_direct : bool[C], bool
+        With ``drop_direct``, direct touches of a conversion that also has non-direct touches get no share.
+    cv_value : int64[m]
+    shares : float64[R, C]
+        Non-negative shares per channel code, one row per share vector.
+    share_row : int64[m]
+        Row of ``shares`` that each conversion uses.
+    chunk_bounds : int64[c + 1]
+
+    Returns
+    -------
+    weights : float64[L]
+    credit : int64[L]
+    fallback : bool[m]
+        Conversions (with links) that fell back to linear.
+    """
+    m = lo.shape[0]
+    n_links = link_offsets[m]
+    n_codes = shares.shape[1]
+    weights = np.empty(n_links, dtype=np.float64)
+    credit = np.empty(n_links, dtype=np.int64)
+    fallback = np.zeros(m, dtype=np.bool_)
+    max_n = 0
+    for j in range(m):
+        max_n = max(max_n, link_offsets[j + 1] - link_offsets[j])
+    for c in prange(chunk_bounds.shape[0] - 1):
+        counts = np.zeros(max(n_codes, 1), dtype=np.int64)
+        frac = np.empty(max_n, dtype=np.float64)
+        used = np.empty(max_n, dtype=np.bool_)
+        for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            base = link_offsets[j]
+            n = link_offsets[j + 1] - base
+            if n == 0:
+                continue
+            a = lo[j]
+            skip_direct = drop_direct and has_non_direct(tp_code, a, a + n, is_direct)
+            for k in range(n):
+                if not (skip_direct and is_direct[tp_code[a + k]]):
+                    counts[tp_code[a + k]] += 1
+            row = share_row[j]
+            total = 0.0
+            for k in range(n):
+                w = 0.0
+                if not (skip_direct and is_direct[tp_code[a + k]]):
+                    code = tp_code[a + k]
+                    w = shares[row, code] / counts[code]
+                weights[base + k] = w
+                total += w
+            for k in range(n):
+                counts[tp_code[a + k]] = 0
+            w = weights[base : base + n]
+            if total > 0.0:
+                for k in range(n):
+                    w[k] = w[k] / total
+            else:
+                fallback[j] = True
+                for k in range(n):
+                    w[k] = 1.0 / n
+            split_value(cv_value[j], w, credit[base : base + n], frac, used)
+    return weights, credit, fallback

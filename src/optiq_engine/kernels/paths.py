@@ -1,0 +1,189 @@
+"""Journeys and path tables for the data-driven models (docs/data_driven.md §1-§2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+
+__all__ = ["EXPOSURE", "UNIQUE", "FIRST", "FREQUENCY", "tail_ranges", "build_paths", "path_groups", "mix64"]
+
+# Path transform codes.
+EXPOSURE, UNIQUE, FIRST, FREQUENCY = range(4)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@jit
+def mix64(x):
+    """The SplitMix64 finalizer: a bijection of uint64 with good avalanche."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@jit
+def tail_ranges(tp_h, tp_ts, tp_buckets, cv_h, cv_ts, cv_buckets, lookback):
+    """The non-converting tail of every group: touchpoints after its last conversion, within lookback.
+
+    Both tables are sorted and bucketed as for :func:`optiq_engine.kernels.windows.match_windows`.
+    A group's tail is its touchpoints with ``t > T_last`` (the group's last conversion, if any) and
+    ``t > t_max - lookback`` (``t_max`` its last touchpoint).
+
+    Returns
+    -------
+    start, end : int64[g]
+        Sorted-touchpoint ranges of the non-empty tails, in sorted order.
+    """
+    n = tp_h.shape[0]
+    start = np.empty(n, dtype=np.int64)
+    end = np.empty(n, dtype=np.int64)
+    g = 0
+    nb = tp_buckets.shape[0] - 1
+    for b in range(nb):
+        i = tp_buckets[b]
+        t_end = tp_buckets[b + 1]
+        j = cv_buckets[b]
+        c_end = cv_buckets[b + 1]
+        while i < t_end:
+            h = tp_h[i]
+            e = i + 1
+            while e < t_end and tp_h[e] == h:
+                e += 1
+            while j < c_end and cv_h[j] < h:
+                j += 1
+            lower = tp_ts[e - 1] - lookback
+            while j < c_end and cv_h[j] == h:
+                if cv_ts[j] > lower:
+                    lower = cv_ts[j]
+                j += 1
+            s = i
+            while s < e and tp_ts[s] <= lower:
+                s += 1
+            if s < e:
+                start[g] = s
+                end[g] = e
+                g += 1
+            i = e
+    return start[:g], end[:g]
+
+
+@jit
+def has_non_direct(codes, a, b, is_direct):
+    """Whether ``codes[a:b]`` holds a touch of a channel that is not direct."""
+    for i in range(a, b):  # noqa: SIM110 - Numba compiles this loop, not any() over a generator
+        if not is_direct[codes[i]]:
+            return True
+    return False
+
+
+@jit
+def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transform):
+    """Transformed channel paths of journeys, as CSR, with a content hash per path.
+
+    Parameters
+    ----------
+    starts, ends : int64[J]
+        Each journey's range of ``codes``.
+    codes : int32[n]
+        Channel codes in journey order.
+    code_hash : uint64[C]
+        A stable hash of each channel's *name* (so path hashes do not depend on the code numbering).
+    is_direct, drop_direct : bool[C], bool
+        With ``drop_direct`` (``remove_direct_if_not_all``), direct touches are removed from journeys that
+        have a non-direct touch.
+    transform : int
+        ``EXPOSURE``, ``UNIQUE``, ``FIRST`` or ``FREQUENCY``.
+
+    Returns
+    -------
+    offsets : int64[J + 1]
+    out : int32[offsets[-1]]
+    hashes : uint64[J]
+        Hash of the transformed sequence (equal paths have equal hashes, whatever the partition).
+    """
+    n_j = starts.shape[0]
+    n_codes = code_hash.shape[0]
+    lengths = np.zeros(n_j, dtype=np.int64)
+    seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
+    for pass_ in range(2):
+        if pass_ == 1:
+            offsets = np.zeros(n_j + 1, dtype=np.int64)
+            for q in range(n_j):
+                offsets[q + 1] = offsets[q] + lengths[q]
+            out = np.empty(offsets[n_j], dtype=np.int32)
+            hashes = np.empty(n_j, dtype=np.uint64)
+        for q in range(n_j):
+            m = 0
+            h = _GOLDEN
+            last = -1
+            skip_direct = drop_direct and has_non_direct(codes, starts[q], ends[q], is_direct)
+            for i in range(starts[q], ends[q]):
+                if skip_direct and is_direct[codes[i]]:
+                    continue
+                c = codes[i]
+                if transform == EXPOSURE:
+                    if c == last:
+                        continue
+                elif transform == UNIQUE:
+                    if seen[c]:
+                        continue
+                    seen[c] = True
+                elif transform == FIRST and m == 1:
+                    break
+                last = c
+                if pass_ == 1:
+                    out[offsets[q] + m] = c
+                    h = mix64(h ^ code_hash[c]) + _GOLDEN
+                m += 1
+            if transform == UNIQUE:
+                for i in range(starts[q], ends[q]):
+                    seen[codes[i]] = False
+            if pass_ == 0:
+                lengths[q] = m
+            else:
+                hashes[q] = mix64(h ^ np.uint64(m))
+    return offsets, out, hashes
+
+
+@jit
+def path_groups(order, hashes, offsets, codes):
+    """Group ids of journeys sorted by path hash, checking that equal hashes hold equal paths.
+
+    Parameters
+    ----------
+    order : int64[J]
+        Journeys sorted by ``hashes``.
+
+    Returns
+    -------
+    group : int64[J]
+        Distinct-path id of each journey (ids numbered in hash order).
+    first : int64[P]
+        A representative journey of each distinct path.
+    collisions : int
+        Hash runs holding different paths (the caller then groups exactly).
+    """
+    n = order.shape[0]
+    group = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    p = -1
+    collisions = 0
+    for i in range(n):
+        q = order[i]
+        if i == 0 or hashes[q] != hashes[order[i - 1]]:
+            p += 1
+            first[p] = q
+        else:
+            r = first[p]
+            a, b = offsets[q], offsets[r]
+            m = offsets[q + 1] - a
+            same = m == offsets[r + 1] - b
+            k = 0
+            while same and k < m:
+                same = codes[a + k] == codes[b + k]
+                k += 1
+            if not same:
+                collisions += 1
+        group[q] = p
+    return group, first[: p + 1], collisions

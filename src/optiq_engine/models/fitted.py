@@ -1,0 +1,169 @@
+"""What a data-driven model's fit returns, and what every data-driven model shares (options, bootstrap)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError
+from ..kernels.alloc import split_value
+from ..kernels.bootstrap import poisson_counts
+from ..paths import TRANSFORMS
+from .base import AttributionModel
+
+if TYPE_CHECKING:
+    from ..config import AttributionConfig
+    from ..paths import PathTable
+
+__all__ = ["DataDrivenModel", "FittedModel"]
+
+
+@dataclass(frozen=True)
+class DataDrivenModel(AttributionModel):
+    """A model fitted on a path table, then credited down to touchpoints (docs/data_driven.md).
+
+    Parameters (shared by every data-driven model)
+    ----------
+    transform
+        Path transform before fitting: ``exposure``, ``unique``, ``first`` or ``frequency``.
+    remove_direct_if_not_all
+        Drop direct touches from journeys that also have non-direct ones (fit and credit).
+    bootstrap
+        Number of Poisson-bootstrap replicates for confidence intervals (0: none).
+    level
+        Confidence level of the intervals.
+    seed
+        Seed of the bootstrap.
+    """
+
+    transform: str = "exposure"
+    remove_direct_if_not_all: bool = False
+    bootstrap: int = 0
+    level: float = 0.95
+    seed: int = 0
+
+    #: ``AttributionConfig`` fields that a model given by name takes its options from.
+    config_fields: ClassVar[dict[str, str]] = {
+        "transform": "path_transform",
+        "remove_direct_if_not_all": "remove_direct_if_not_all",
+        "bootstrap": "bootstrap",
+        "level": "bootstrap_level",
+        "seed": "seed",
+    }
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"{self.name}: unknown path transform {self.transform!r}; valid: {', '.join(TRANSFORMS)}")
+        if not isinstance(self.remove_direct_if_not_all, bool):
+            raise ConfigError(f"{self.name}: remove_direct_if_not_all must be True or False")
+        _int(self, "bootstrap", 0)
+        _int(self, "seed", 0)
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, float)) or not 0 < self.level < 1:
+            raise ConfigError(f"{self.name}: level must be in (0, 1), got {self.level!r}")
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> DataDrivenModel:
+        return cls(**{name: getattr(config, source) for name, source in cls.config_fields.items()})
+
+    def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedModel:
+        """Fit on a path table (already transformed with ``self.transform``)."""
+        raise NotImplementedError
+
+
+def _int(model: Any, name: str, minimum: int) -> None:
+    v = getattr(model, name)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ConfigError(f"{model.name}: {name} must be an integer >= {minimum}, got {v!r}")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FittedModel:
+    """A fitted data-driven model.
+
+    Attributes
+    ----------
+    model
+        The model (with its parameters).
+    channel_credit
+        One row per channel: ``channel``, ``share`` (sums to 1), ``conversions`` (share x fitted
+        conversions), ``value_micros`` (the fitted value split exactly by share), the model's own
+        statistic (``removal_effect`` or ``shapley_value``) and, when bootstrapped, ``ci_low`` and
+        ``ci_high`` of the share.
+    paths
+        The path table the model was fitted on.
+    replicates
+        Bootstrap shares, ``[bootstrap, channels]`` (empty without bootstrap).
+    fallback_journeys
+        Converting journeys credited linearly because all their channels had share 0 (set by
+        ``attribute``).
+    """
+
+    model: DataDrivenModel
+    channel_credit: pl.DataFrame
+    paths: PathTable
+    replicates: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    fallback_journeys: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def shares(self) -> np.ndarray:
+        """Shares aligned with ``paths.channels``."""
+        return self.channel_credit.get_column("share").to_numpy()
+
+    def _summary_rows(self) -> list[tuple[str, float]]:
+        return list(zip(self.channel_credit.get_column("channel").to_list(), self.shares.tolist(), strict=True))
+
+    def __repr__(self) -> str:
+        top = sorted(self._summary_rows(), key=lambda r: -r[1])[:5]
+        shares = ", ".join(f"{c}={s:.3f}" for c, s in top)
+        return (
+            f"{type(self).__name__}({self.model!r}, paths={self.paths.height:,}, "
+            f"conversions={self.paths.total_conversions:,.0f}, top shares: {shares})"
+        )
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` scaled to sum 1 (all zeros if nothing is positive)."""
+    pos = np.where(np.isfinite(x) & (x > 0), x, 0.0)
+    total = pos.sum()
+    return pos / total if total > 0 else pos
+
+
+def credit_frame(
+    table: PathTable, shares: np.ndarray, statistic: tuple[str, np.ndarray], replicates: np.ndarray, level: float
+) -> pl.DataFrame:
+    """The ``channel_credit`` frame of a fit."""
+    total_value = int(table.value_micros.sum())
+    value = np.zeros(len(table.channels), dtype=np.int64)
+    n = len(table.channels)
+    if shares.sum() > 0:
+        split_value(total_value, shares, value, np.empty(n), np.empty(n, dtype=np.bool_))
+    cols: dict[str, Any] = {
+        "channel": pl.Series(table.channels, dtype=pl.String),
+        "share": shares,
+        "conversions": shares * table.total_conversions,
+        "value_micros": value,
+        statistic[0]: statistic[1],
+    }
+    if replicates.shape[0]:
+        cols["ci_low"] = np.quantile(replicates, (1 - level) / 2, axis=0)
+        cols["ci_high"] = np.quantile(replicates, (1 + level) / 2, axis=0)
+    return pl.DataFrame(cols)
+
+
+def bootstrap_shares(
+    model: DataDrivenModel, table: PathTable, shares_of: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Shares of ``model.bootstrap`` Poisson-bootstrap replicates: ``shares_of(conversions, nulls)``."""
+    out = np.empty((model.bootstrap, len(table.channels)), dtype=np.float64)
+    for r in range(model.bootstrap):
+        conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
+        out[r] = shares_of(conv, null)
+    return out

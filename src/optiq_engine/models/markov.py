@@ -1,0 +1,182 @@
+"""MARKOV(order=k): exact removal effects of the absorbing chain (docs/data_driven.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.linalg
+import scipy.sparse
+import scipy.sparse.linalg
+
+from ..errors import ConfigError, ModelError
+from ..kernels import markov as k
+from .base import register_model
+from .fitted import DataDrivenModel, FittedModel, bootstrap_shares, credit_frame, normalise
+
+if TYPE_CHECKING:
+    from ..paths import PathTable
+
+__all__ = ["Markov", "FittedMarkov", "MarkovChain"]
+
+_DENSE_STATES = 400  # below this many states, dense LU is faster than sparse
+
+
+@register_model
+@dataclass(frozen=True)
+class Markov(DataDrivenModel):
+    """Channel credit from the removal effects of an order-``order`` absorbing Markov chain.
+
+    ``self_transitions`` (``"keep"`` or ``"drop"``) changes the reported transition matrix only: removal
+    effects do not depend on it (docs/data_driven.md §3).
+    """
+
+    name = "MARKOV"
+    order: int = 1
+    self_transitions: str = "keep"
+
+    config_fields: ClassVar[dict[str, str]] = {**DataDrivenModel.config_fields, "order": "markov_order"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.order, bool) or not isinstance(self.order, (int, np.integer)) or not 1 <= self.order <= 4:
+            raise ConfigError(f"MARKOV order must be an integer in 1..4, got {self.order!r}")
+        if self.self_transitions not in ("keep", "drop"):
+            raise ConfigError(f"MARKOV self_transitions must be 'keep' or 'drop', got {self.self_transitions!r}")
+
+    def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedMarkov:
+        chain = MarkovChain(table, self.order)
+        weights = chain.pair_weights(table.conversions, table.nulls)
+        p, removed = chain.solve(weights, drop_self=self.self_transitions == "drop")
+        removal = np.where(p > 0, 1.0 - removed / p, 0.0) if p > 0 else np.zeros_like(removed)
+        shares = normalise(removal)
+        replicates = bootstrap_shares(self, table, lambda c, n: _shares(chain, c, n))
+        return FittedMarkov(
+            model=self,
+            channel_credit=credit_frame(table, shares, ("removal_effect", removal), replicates, self.level),
+            paths=table,
+            replicates=replicates,
+            p_conversion=p,
+            chain=chain,
+            pair_counts=weights,
+        )
+
+
+def _shares(chain: MarkovChain, conversions: np.ndarray, nulls: np.ndarray) -> np.ndarray:
+    p, removed = chain.solve(chain.pair_weights(conversions, nulls), drop_self=False)
+    return normalise(1.0 - removed / p) if p > 0 else np.zeros_like(removed)
+
+
+class MarkovChain:
+    """The states and transitions of a path table's chain; solved for any reweighting of its paths."""
+
+    def __init__(self, table: PathTable, order: int) -> None:
+        n_codes = len(table.channels)
+        if (n_codes + 1) ** order >= 2**62:
+            raise ModelError(f"MARKOV order {order} with {n_codes} channels: too many states to number")
+        src, dst, self._entry_path, self._entry_kind = k.transition_entries(table.offsets, table.codes, order, n_codes)
+        keys = np.unique(np.concatenate([[k.START], src, dst[dst >= 0]]))
+        s = keys.shape[0]
+        si = np.searchsorted(keys, src)
+        di = np.where(dst >= 0, np.searchsorted(keys, np.maximum(dst, 0)), np.where(dst == k.CONVERSION, s, s + 1))
+        pairs, self._entry_pair = np.unique(si * (s + 2) + di, return_inverse=True)
+        self.order = order
+        self.channels = table.channels
+        self.keys = keys
+        self.n_states = s
+        self.pair_src = pairs // (s + 2)
+        self.pair_dst = pairs % (s + 2)
+        # contains[i, c]: state i's tuple holds channel c (digits of the key, base C + 1, are code + 1).
+        base = n_codes + 1
+        contains = np.zeros((s, n_codes), dtype=np.bool_)
+        rest = keys.copy()
+        for _ in range(order):
+            digit = rest % base
+            has = digit > 0
+            contains[np.flatnonzero(has), digit[has] - 1] = True
+            rest //= base
+        self.contains = contains
+
+    def pair_weights(self, conversions: np.ndarray, nulls: np.ndarray) -> np.ndarray:
+        """Count of every distinct transition for the given path weights."""
+        w = k.entry_weights(self._entry_path, self._entry_kind, conversions, nulls)
+        return np.bincount(self._entry_pair, weights=w, minlength=self.pair_src.shape[0])
+
+    def probabilities(self, weights: np.ndarray, *, drop_self: bool = False) -> np.ndarray:
+        """Transition probability of every distinct transition (rows with no count have none)."""
+        w = np.where(self.pair_src == self.pair_dst, 0.0, weights) if drop_self else weights
+        totals = np.bincount(self.pair_src, weights=w, minlength=self.n_states)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals[self.pair_src] > 0, w / totals[self.pair_src], 0.0)
+
+    def solve(self, weights: np.ndarray, *, drop_self: bool = False) -> tuple[float, np.ndarray]:
+        """P(conversion) from START and, for every channel, the same with the channel removed."""
+        prob = self.probabilities(weights, drop_self=drop_self)
+        s = self.n_states
+        inner = self.pair_dst < s
+        r = np.bincount(self.pair_src[self.pair_dst == s], weights=prob[self.pair_dst == s], minlength=s)
+        q = scipy.sparse.csr_matrix((prob[inner], (self.pair_src[inner], self.pair_dst[inner])), shape=(s, s))
+        a = scipy.sparse.identity(s, format="csr") - q
+        p = _absorb(a, r)
+        removed = np.empty(self.contains.shape[1], dtype=np.float64)
+        for c in range(removed.shape[0]):
+            keep = np.flatnonzero(~self.contains[:, c])  # START (index 0) is always kept
+            removed[c] = _absorb(a[keep][:, keep], r[keep]) if self.contains[:, c].any() else p
+        return p, removed
+
+    def transition_frame(self, weights: np.ndarray, *, drop_self: bool = False) -> pl.DataFrame:
+        """``from_state``, ``to_state``, ``count``, ``probability`` (states as ``"a > b"`` strings)."""
+        names = [*self.state_names(), "(conversion)", "(null)"]
+        prob = self.probabilities(weights, drop_self=drop_self)
+        keep = weights > 0
+        if drop_self:
+            keep &= self.pair_src != self.pair_dst
+        return pl.DataFrame(
+            {
+                "from_state": pl.Series([names[i] for i in self.pair_src[keep]], dtype=pl.String),
+                "to_state": pl.Series([names[i] for i in self.pair_dst[keep]], dtype=pl.String),
+                "count": weights[keep],
+                "probability": prob[keep],
+            }
+        )
+
+    def state_names(self) -> list[str]:
+        """Names of the transient states: ``(start)`` and channel tuples ``"a > b"``."""
+        base = len(self.channels) + 1
+        out = []
+        for key in self.keys.tolist():
+            digits = []
+            while key:
+                digits.append(key % base)
+                key //= base
+            out.append(" > ".join(self.channels[d - 1] for d in reversed(digits) if d) or "(start)")
+        return out
+
+
+def _absorb(a: scipy.sparse.csr_matrix, r: np.ndarray) -> float:
+    """x[0] of ``a x = r``."""
+    if a.shape[0] <= _DENSE_STATES:
+        return float(scipy.linalg.solve(a.toarray(), r, check_finite=False)[0])
+    return float(scipy.sparse.linalg.splu(a.tocsc()).solve(r)[0])
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FittedMarkov(FittedModel):
+    """A fitted :class:`Markov` model: ``channel_credit`` plus the chain."""
+
+    p_conversion: float = 0.0
+    chain: MarkovChain | None = None
+    pair_counts: np.ndarray | None = None
+
+    @property
+    def removal_effects(self) -> pl.DataFrame:
+        return self.channel_credit.select("channel", "removal_effect")
+
+    @property
+    def transition_matrix(self) -> pl.DataFrame:
+        """Observed transitions with counts and probabilities."""
+        assert self.chain is not None and self.pair_counts is not None
+        drop = self.model.self_transitions == "drop"  # type: ignore[attr-defined]
+        return self.chain.transition_frame(self.pair_counts, drop_self=drop)

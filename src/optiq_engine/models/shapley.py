@@ -1,0 +1,124 @@
+"""SHAPLEY: exact Shapley values of the channel coalition game (docs/data_driven.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError, ModelError
+from ..kernels.shapley import coalition_shapley, path_masks
+from .base import register_model
+from .fitted import DataDrivenModel, FittedModel, bootstrap_shares, credit_frame, normalise
+
+if TYPE_CHECKING:
+    from ..paths import PathTable
+
+__all__ = ["Shapley", "FittedShapley", "Coalitions", "CHARACTERISTICS"]
+
+#: Characteristic functions: ``rate`` (SPEC §6) and ``conversions`` (Zhao et al. 2018).
+CHARACTERISTICS = ("rate", "conversions")
+MAX_PLAYERS = 64
+
+
+@register_model
+@dataclass(frozen=True)
+class Shapley(DataDrivenModel):
+    """Channel credit from the exact Shapley values of the coalition game of the paths."""
+
+    name = "SHAPLEY"
+    characteristic: str = "rate"
+
+    config_fields: ClassVar[dict[str, str]] = {
+        **DataDrivenModel.config_fields,
+        "characteristic": "shapley_characteristic",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.characteristic not in CHARACTERISTICS:
+            raise ConfigError(f"SHAPLEY characteristic must be one of {CHARACTERISTICS}, got {self.characteristic!r}")
+
+    def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedShapley:
+        game = Coalitions(table)
+        phi = game.shapley(table.conversions, table.nulls, self.characteristic)
+        shares = normalise(phi)
+        replicates = bootstrap_shares(self, table, lambda c, n: normalise(game.shapley(c, n, self.characteristic)))
+        return FittedShapley(
+            model=self,
+            channel_credit=credit_frame(table, shares, ("shapley_value", phi), replicates, self.level),
+            paths=table,
+            replicates=replicates,
+            game=game,
+        )
+
+
+class Coalitions:
+    """The distinct channel sets of a path table as 64-bit masks over the channels that occur."""
+
+    def __init__(self, table: PathTable) -> None:
+        n_codes = len(table.channels)
+        present = np.flatnonzero(np.bincount(table.codes, minlength=n_codes) > 0)
+        if present.shape[0] > MAX_PLAYERS:
+            raise ModelError(
+                f"SHAPLEY supports at most {MAX_PLAYERS} channels in the fitted paths, got {present.shape[0]}; "
+                "group channels (channel_rules) or fit on fewer"
+            )
+        player = np.full(max(n_codes, 1), -1, dtype=np.int64)
+        player[present] = np.arange(present.shape[0])
+        masks = path_masks(table.offsets, table.codes, player)
+        self.masks, self._inverse = np.unique(masks, return_inverse=True)
+        self.players = present  # channel code of each player bit
+        self.channels = table.channels
+
+    def sums(self, conversions: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Conversions and nulls of every coalition."""
+        n = self.masks.shape[0]
+        return (
+            np.bincount(self._inverse, weights=conversions, minlength=n),
+            np.bincount(self._inverse, weights=nulls, minlength=n),
+        )
+
+    def values(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> np.ndarray:
+        """``v(T)`` (rate) or the worth ``r(T)`` (conversions) of every observed coalition."""
+        conv, null = self.sums(conversions, nulls)
+        if characteristic == "conversions":
+            return conv
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(conv + null > 0, conv / (conv + null), 0.0)
+
+    def shapley(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> np.ndarray:
+        """Shapley value of every channel (0 for channels in no path)."""
+        v = self.values(conversions, nulls, characteristic)
+        phi = coalition_shapley(self.masks, v, self.players.shape[0], characteristic == "conversions")
+        out = np.zeros(len(self.channels), dtype=np.float64)
+        out[self.players] = phi
+        return out
+
+    def frame(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> pl.DataFrame:
+        """``coalition`` (sorted channel names), ``conversions``, ``nulls``, ``value``."""
+        names = [self.channels[c] for c in self.players]
+        coalitions = [[names[b] for b in range(len(names)) if (m >> b) & 1] for m in self.masks.tolist()]
+        conv, null = self.sums(conversions, nulls)
+        return pl.DataFrame(
+            {
+                "coalition": pl.Series(coalitions, dtype=pl.List(pl.String)),
+                "conversions": conv,
+                "nulls": null,
+                "value": self.values(conversions, nulls, characteristic),
+            }
+        )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FittedShapley(FittedModel):
+    """A fitted :class:`Shapley` model: ``channel_credit`` plus the coalition values."""
+
+    game: Coalitions | None = None
+
+    @property
+    def coalition_values(self) -> pl.DataFrame:
+        assert self.game is not None
+        return self.game.frame(self.paths.conversions, self.paths.nulls, self.model.characteristic)  # type: ignore[attr-defined]

@@ -1,0 +1,239 @@
+"""Path tables: the additive statistics that the data-driven models are fitted on (docs/data_driven.md §2)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .errors import ConfigError, InputError
+from .frames import to_polars
+from .kernels import paths as k
+
+__all__ = ["PathTable", "TRANSFORMS", "build_path_table"]
+
+#: Path transforms by name (docs/data_driven.md §2).
+TRANSFORMS = {"exposure": k.EXPOSURE, "unique": k.UNIQUE, "first": k.FIRST, "frequency": k.FREQUENCY}
+
+
+def channel_hashes(channels: Sequence[str]) -> np.ndarray:
+    """A stable 64-bit hash of each channel name (path hashes must not depend on code numbering)."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(c.encode(), digest_size=8).digest(), "little") for c in channels],
+        dtype=np.uint64,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PathTable:
+    """Distinct transformed paths with their conversions, nulls and value.
+
+    Attributes
+    ----------
+    channels
+        Channel names; ``codes`` index into it.
+    offsets, codes
+        Paths as CSR: row ``p`` is ``codes[offsets[p]:offsets[p + 1]]`` (never empty).
+    conversions, nulls
+        Converting and non-converting journeys of each path (float64: the bootstrap reweights them).
+    value_micros
+        Sum of the converting journeys' values.
+    hashes
+        Content hash of each path (of channel names, so equal across partitions).
+    """
+
+    channels: tuple[str, ...]
+    offsets: np.ndarray
+    codes: np.ndarray
+    conversions: np.ndarray
+    nulls: np.ndarray
+    value_micros: np.ndarray
+    hashes: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    @property
+    def total_conversions(self) -> float:
+        return float(self.conversions.sum())
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per path: ``path`` (list of channels), ``conversions``, ``nulls``, ``value_micros``."""
+        flat = pl.Series("path", np.asarray(self.channels, dtype=object)[self.codes] if self.codes.size else [], dtype=pl.String)
+        lengths = np.diff(self.offsets)
+        path = pl.DataFrame({"path": flat, "row": np.repeat(np.arange(self.height), lengths)}).group_by(
+            "row", maintain_order=True
+        ).agg(pl.col("path"))
+        return pl.DataFrame(
+            {
+                "path": path.get_column("path") if self.height else pl.Series("path", [], dtype=pl.List(pl.String)),
+                "conversions": self.conversions,
+                "nulls": self.nulls,
+                "value_micros": self.value_micros,
+            }
+        )
+
+    @staticmethod
+    def concat(tables: Sequence[PathTable]) -> PathTable:
+        """The path table of the union of the journeys of ``tables`` (disjoint batches or partitions)."""
+        if not tables:
+            raise ConfigError("concat needs at least one path table")
+        channels = tuple(sorted({c for t in tables for c in t.channels}))
+        index = {c: i for i, c in enumerate(channels)}
+        codes = np.concatenate([np.array([index[c] for c in t.channels], dtype=np.int32)[t.codes] for t in tables])
+        bounds = np.concatenate([[0], np.cumsum([t.codes.shape[0] for t in tables])])
+        starts = np.concatenate([t.offsets[:-1] + b for t, b in zip(tables, bounds, strict=False)])
+        ends = np.concatenate([t.offsets[1:] + b for t, b in zip(tables, bounds, strict=False)])
+        cat = [np.concatenate([getattr(t, f) for t in tables]) for f in ("conversions", "nulls", "value_micros")]
+        return build_path_table(starts, ends, codes, channels, *cat, transform="frequency")[0]
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        *,
+        path: str = "path",
+        conversions: str = "total_conversions",
+        nulls: str = "total_null",
+        value: str | None = None,
+        sep: str = ">",
+        transform: str = "exposure",
+        remove_direct_if_not_all: bool = False,
+        direct_channels: Sequence[str] = ("direct",),
+    ) -> PathTable:
+        """A path table from aggregated paths in ChannelAttribution's format (``"a > b > c"`` strings).
+
+        Channel names are stripped of surrounding spaces; rows whose path is empty are refused, as are
+        null or negative counts (an :class:`InputError` with counts).
+        """
+        df = to_polars(frame, what="paths")
+        missing = [c for c in (path, conversions, nulls, value) if c is not None and c not in df.columns]
+        if missing:
+            raise ConfigError(f"paths frame has no column(s) {missing}; columns are {df.columns}")
+        col = df.get_column(path)
+        if col.dtype == pl.String:
+            parts = col.str.split(sep).list.eval(pl.element().str.strip_chars()).list.eval(
+                pl.element().filter(pl.element() != "")
+            )
+        elif isinstance(col.dtype, pl.List):
+            parts = col.cast(pl.List(pl.String))
+        else:
+            raise ConfigError(f"paths column {path!r} must hold strings or lists of strings, got {col.dtype}")
+        conv = _counts(df, conversions)
+        null = _counts(df, nulls)
+        if value is None:
+            val = np.zeros(df.height, dtype=np.int64)
+        else:
+            vcol = df.get_column(value)
+            if not vcol.dtype.is_integer():
+                raise ConfigError(
+                    f"value column {value!r} must hold integer micros, got {vcol.dtype}; "
+                    f"convert with (pl.col({value!r}) * 1_000_000).round().cast(pl.Int64)"
+                )
+            val = vcol.fill_null(0).cast(pl.Int64).to_numpy()
+            if (val < 0).any():
+                raise InputError(f"value column {value!r} has {(val < 0).sum()} negative values")
+        problems = {
+            "null path": int(parts.is_null().sum()),
+            "empty path": int((parts.list.len() == 0).sum()),
+        }
+        problems = {k_: v for k_, v in problems.items() if v}
+        if problems:
+            raise InputError("invalid path rows: " + ", ".join(f"{v} {k_}" for k_, v in problems.items()), counts=problems)
+        flat = parts.explode()
+        channels = tuple(sorted(flat.unique().to_list()))
+        codes = flat.cast(pl.Enum(channels)).to_physical().cast(pl.Int32).to_numpy()
+        offsets = np.zeros(df.height + 1, dtype=np.int64)
+        np.cumsum(parts.list.len().to_numpy(), out=offsets[1:])
+        return build_path_table(
+            offsets[:-1], offsets[1:], codes, channels, conv, null, val,
+            transform=transform, remove_direct_if_not_all=remove_direct_if_not_all, direct_channels=direct_channels,
+        )[0]  # fmt: skip
+
+
+def _counts(df: pl.DataFrame, name: str) -> np.ndarray:
+    col = df.get_column(name)
+    if not col.dtype.is_numeric():
+        raise ConfigError(f"paths column {name!r} must be numeric, got {col.dtype}")
+    bad = {"null": col.null_count(), "negative": int((col < 0).sum()), "not finite": 0}
+    if col.dtype.is_float():
+        bad["not finite"] = int((~col.is_finite()).sum())
+    bad = {k_: v for k_, v in bad.items() if v}
+    if bad:
+        raise InputError(f"paths column {name!r}: " + ", ".join(f"{v} {k_}" for k_, v in bad.items()), counts=bad)
+    return col.cast(pl.Float64).to_numpy()
+
+
+def build_path_table(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    codes: np.ndarray,
+    channels: Sequence[str],
+    conversions: np.ndarray,
+    nulls: np.ndarray,
+    value_micros: np.ndarray,
+    *,
+    transform: str = "exposure",
+    remove_direct_if_not_all: bool = False,
+    direct_channels: Sequence[str] = ("direct",),
+) -> tuple[PathTable, np.ndarray]:
+    """Aggregate journeys (ranges of ``codes``) into a path table.
+
+    Returns the table and each journey's path row (-1 for a journey whose transformed path is empty).
+    """
+    if transform not in TRANSFORMS:
+        raise ConfigError(f"unknown path transform {transform!r}; valid choices: {', '.join(TRANSFORMS)}")
+    channels = tuple(channels)
+    is_direct = np.array([c in direct_channels for c in channels], dtype=np.bool_)
+    offsets, out, hashes = k.build_paths(
+        starts, ends, codes, channel_hashes(channels), is_direct, bool(remove_direct_if_not_all), TRANSFORMS[transform]
+    )
+    lengths = np.diff(offsets)
+    live = np.flatnonzero(lengths > 0)
+    order = live[np.argsort(hashes[live], kind="stable")]
+    group, first, collisions = k.path_groups(order, hashes, offsets, out)
+    if collisions:  # pragma: no cover - needs a 64-bit hash collision between two different paths
+        group, first = _exact_groups(order, offsets, out)
+    journey_path = np.full(starts.shape[0], -1, dtype=np.int64)
+    journey_path[order] = group[order]
+    n_paths = first.shape[0]
+    row_len = lengths[first]
+    new_offsets = np.zeros(n_paths + 1, dtype=np.int64)
+    np.cumsum(row_len, out=new_offsets[1:])
+    idx = np.repeat(offsets[first] - new_offsets[:-1], row_len) + np.arange(new_offsets[-1])
+    g = journey_path[live]
+    table = PathTable(
+        channels=channels,
+        offsets=new_offsets,
+        codes=out[idx],
+        conversions=np.bincount(g, weights=conversions[live], minlength=n_paths).astype(np.float64),
+        nulls=np.bincount(g, weights=nulls[live], minlength=n_paths).astype(np.float64),
+        value_micros=_sum_int(g, value_micros[live], n_paths),
+        hashes=hashes[first],
+    )
+    return table, journey_path
+
+
+def _sum_int(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.int64)
+    np.add.at(out, group, values.astype(np.int64))
+    return out
+
+
+def _exact_groups(order: np.ndarray, offsets: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group journeys by their exact code sequence (the fallback after a hash collision)."""
+    ids: dict[bytes, int] = {}
+    group = np.empty(offsets.shape[0] - 1, dtype=np.int64)
+    first: list[int] = []
+    for q in order:
+        key = codes[offsets[q] : offsets[q + 1]].tobytes()
+        if key not in ids:
+            ids[key] = len(first)
+            first.append(int(q))
+        group[q] = ids[key]
+    return group, np.array(first, dtype=np.int64)
