@@ -1,0 +1,552 @@
+"""Metrics of an organization: spend, delivery and attributed results, in one SQL query per report.
+
+Spend, impressions and clicks come from the ``Daily*Metric`` tables (what the ad platforms report);
+attributed conversions and revenue from ``AttributionLink`` (what the engine wrote) times the
+conversion's ``valueMicros``. Nothing here recomputes attribution. See ``docs/service.md`` for the exact
+definitions; in short:
+
+- grain ``ad`` reads ``DailyAdMetric``, ``campaign`` ``DailyCampaignMetric``, ``ad_account``,
+  ``platform`` and ``organization`` ``DailyAdAccountMetric``; a filter at a finer level (a campaign
+  filter on an account report) moves the read to that finer table. ``channel`` has no spend (the spend
+  tables have no channel), only attributed results.
+- a conversion is counted on the day it occurred in the time zone of the ad account its touchpoint
+  resolves to (UTC when it resolves to none), in the period that contains that day.
+- ratios: ``roas = revenue / spend``, ``cpa = spend / conversions``, ``cpc = spend / clicks``,
+  ``ctr = clicks / impressions``, ``conversion_rate = conversions / clicks``; null when the denominator
+  is zero or unknown. Money columns are int64 micros (rounded half away from zero).
+- currencies: amounts are in their ad account's currency; a row adding up several currencies is refused
+  (:class:`CurrencyError`) unless a :class:`CurrencyConversion` is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import polars as pl
+from sqlalchemy import Connection, text
+
+from ..channels import DEFAULT_CHANNEL_RULES, DIRECT, UNASSIGNED, ChannelRules
+from ..errors import ConfigError
+from ..io.schema import ATTRIBUTION_MODELS, PLATFORM_CODES
+from .errors import CurrencyError
+
+__all__ = [
+    "Grain",
+    "GRAINS",
+    "BASE_METRICS",
+    "RATIO_METRICS",
+    "METRICS",
+    "CurrencyConversion",
+    "MetricsQuery",
+    "read_metrics",
+    "read_credit",
+    "key_column",
+    "channel_sql",
+]
+
+Grain = Literal["organization", "platform", "ad_account", "campaign", "ad", "channel"]
+GRAINS: tuple[str, ...] = ("organization", "platform", "ad_account", "campaign", "ad", "channel")
+
+#: Metric name -> Polars dtype, in output order.
+BASE_METRICS: dict[str, pl.DataType] = {
+    "spend_micros": pl.Int64(),
+    "impressions": pl.Int64(),
+    "clicks": pl.Int64(),
+    "conversions": pl.Float64(),
+    "revenue_micros": pl.Int64(),
+}
+RATIO_METRICS: dict[str, pl.DataType] = {
+    "roas": pl.Float64(),
+    "cpa_micros": pl.Int64(),
+    "cpc_micros": pl.Int64(),
+    "ctr": pl.Float64(),
+    "conversion_rate": pl.Float64(),
+}
+METRICS: dict[str, pl.DataType] = {**BASE_METRICS, **RATIO_METRICS}
+
+_KEY_COLUMNS = {
+    "organization": "organization_id",
+    "platform": "platform",
+    "ad_account": "ad_account_id",
+    "campaign": "campaign_id",
+    "ad": "ad_id",
+    "channel": "channel",
+}
+# Spend tables by level: 1 ad account, 2 campaign, 3 ad.
+_GRAIN_LEVEL = {"organization": 1, "platform": 1, "ad_account": 1, "campaign": 2, "ad": 3, "channel": 0}
+_MAX_DAYS = 3660
+
+
+def key_column(grain: str) -> str:
+    """The name of the key column of a report at ``grain`` (``"campaign"`` -> ``"campaign_id"``)."""
+    return _KEY_COLUMNS[grain]
+
+
+@dataclass(frozen=True)
+class CurrencyConversion:
+    """Rates to report every amount in one ``target`` currency.
+
+    ``rates`` maps a currency code to the number of ``target`` units one unit of it is worth
+    (``{"EUR": 1.08}`` with target ``USD``); the target's own rate is 1. Amounts are converted before
+    they are added up, exactly (Postgres ``numeric``), then rounded to whole micros.
+    """
+
+    target: str
+    rates: Mapping[str, Decimal | float | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not _is_currency(self.target):
+            raise ConfigError(f"target currency must be a 3-letter ISO 4217 code like 'USD', got {self.target!r}")
+        clean: dict[str, Decimal] = {self.target: Decimal(1)}
+        for currency, rate in dict(self.rates).items():
+            if not isinstance(currency, str) or not _is_currency(currency):
+                raise ConfigError(f"currency codes must be 3 upper-case letters like 'EUR', got {currency!r}")
+            try:
+                value = Decimal(str(rate))
+            except InvalidOperation:
+                value = Decimal("NaN")
+            if not value.is_finite() or value <= 0:
+                raise ConfigError(f"rate of {currency} must be a positive finite number, got {rate!r}")
+            if currency == self.target and value != 1:
+                raise ConfigError(f"the rate of the target currency {currency} must be 1, got {rate!r}")
+            clean[currency] = value
+        object.__setattr__(self, "rates", clean)
+
+
+def _is_currency(code: str) -> bool:
+    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    """What to report: an organization, a date range, a model, a grain, filters.
+
+    Parameters
+    ----------
+    organization_id
+        The tenant; every table read is filtered by it.
+    start, end
+        First and last day of the period (inclusive), ad-account local dates.
+    model
+        Attribution model of the links (``AttributionModel`` value).
+    grain
+        One of :data:`GRAINS`.
+    daily
+        One row per key and day instead of one per key for the whole period.
+    compare
+        Add ``<metric>_previous`` (the same number of days just before ``start``; with ``daily``, day
+        ``d`` is compared with ``d - len(period)``) and ``<metric>_change`` (relative change, null when
+        the previous value is zero or null).
+    platform, ad_account_id, campaign_id, ad_id
+        Keep only this platform / ad account / campaign / ad.
+    conversion
+        Report every amount in one currency (required when a row would add up several currencies).
+    channel_rules
+        Rules deriving a touchpoint's channel (grain ``channel``); default the engine's.
+    """
+
+    organization_id: str
+    start: date
+    end: date
+    model: str = "LAST_TOUCH"
+    grain: Grain = "campaign"
+    daily: bool = False
+    compare: bool = True
+    platform: str | None = None
+    ad_account_id: str | None = None
+    campaign_id: str | None = None
+    ad_id: str | None = None
+    conversion: CurrencyConversion | None = None
+    channel_rules: ChannelRules | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.organization_id, str) or not self.organization_id:
+            raise ConfigError("organization_id is required: every metric is scoped by organization")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, datetime) or not isinstance(value, date):
+                raise ConfigError(f"{name} must be a date (not a datetime), got {value!r}")
+        if self.start > self.end:
+            raise ConfigError(f"start {self.start} must not be after end {self.end}")
+        if self.days > _MAX_DAYS:
+            raise ConfigError(f"the period has {self.days} days; at most {_MAX_DAYS} are allowed")
+        if self.model not in ATTRIBUTION_MODELS:
+            raise ConfigError(f"model must be one of {', '.join(ATTRIBUTION_MODELS)}; got {self.model!r}")
+        if self.grain not in GRAINS:
+            raise ConfigError(f"grain must be one of {', '.join(GRAINS)}; got {self.grain!r}")
+        if self.platform is not None and self.platform not in PLATFORM_CODES:
+            raise ConfigError(f"platform must be one of {', '.join(PLATFORM_CODES)}; got {self.platform!r}")
+        for name in ("ad_account_id", "campaign_id", "ad_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{name} must be a non-empty id or None, got {value!r}")
+
+    @property
+    def days(self) -> int:
+        """Number of days in the period."""
+        return (self.end - self.start).days + 1
+
+    @property
+    def previous_start(self) -> date:
+        """First day of the comparison period."""
+        return self.start - timedelta(days=self.days)
+
+    @property
+    def previous_end(self) -> date:
+        """Last day of the comparison period (the day before ``start``)."""
+        return self.start - timedelta(days=1)
+
+    @property
+    def spend_level(self) -> int:
+        """Which spend table the report reads: 1 ad account, 2 campaign, 3 ad (0: none, channel grain)."""
+        if self.grain == "channel":
+            return 0
+        filters = [2 if self.campaign_id else 0, 3 if self.ad_id else 0]
+        return max(_GRAIN_LEVEL[self.grain], *filters)
+
+
+# --- SQL -----------------------------------------------------------------------------------------------
+_ORG_SCOPED = ' AND {alias}."organizationId" = :org'
+_SPEND_FROM = {
+    1: '"DailyAdAccountMetric" m JOIN "AdAccount" aa ON aa.id = m."adAccountId"' + _ORG_SCOPED.format(alias="aa"),
+    2: (
+        '"DailyCampaignMetric" m JOIN "Campaign" c ON c.id = m."campaignId"' + _ORG_SCOPED.format(alias="c")
+        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
+    ),
+    3: (
+        '"DailyAdMetric" m JOIN "Ad" ad ON ad.id = m."adId"' + _ORG_SCOPED.format(alias="ad")
+        + ' JOIN "Campaign" c ON c.id = ad."campaignId"' + _ORG_SCOPED.format(alias="c")
+        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
+    ),
+}
+_CREDIT_FROM = (
+    '"TrackingSite" s\n'
+    '  JOIN "TrackingEvent" e ON e."siteId" = s.id AND e.type = \'CONVERSION\'\n'
+    '    AND e."occurredAt" >= :lo_ts AND e."occurredAt" < :hi_ts\n'
+    '  JOIN "AttributionLink" l ON l."conversionId" = e.id AND {model_clause}\n'
+    '  JOIN "TouchPoint" tp ON tp.id = l."touchPointId" AND tp."siteId" = s.id\n'
+    '  LEFT JOIN "Ad" ad ON ad.id = tp."adId"' + _ORG_SCOPED.format(alias="ad") + "\n"
+    '  LEFT JOIN "Campaign" c ON c.id = COALESCE(tp."campaignId", ad."campaignId")' + _ORG_SCOPED.format(alias="c") + "\n"
+    '  LEFT JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa") + "\n"
+    '  LEFT JOIN "Platform" p ON p.id = aa."platformId"'
+)
+_CREDIT_PLATFORM = 'COALESCE(p.code::text, tp."platformCode"::text)'
+_SPEND_KEYS = {
+    "organization": "CAST(:org AS text)",
+    "platform": "p.code::text",
+    "ad_account": "aa.id",
+    "campaign": "c.id",
+    "ad": "ad.id",
+}
+_CREDIT_KEYS = {**_SPEND_KEYS, "platform": _CREDIT_PLATFORM}
+_NAMES = {
+    "organization": ('"Organization" n ON n.id = r.key', "n.name"),
+    "platform": ('"Platform" n ON n.code::text = r.key', "n.name"),
+    "ad_account": ('"AdAccount" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
+    "campaign": ('"Campaign" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
+    "ad": ('"Ad" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
+    "channel": (None, "r.key"),
+}
+
+
+def channel_sql(rules: ChannelRules | None, params: dict[str, Any]) -> str:
+    """A SQL ``CASE`` giving a ``TouchPoint`` row (alias ``tp``) its channel, as :func:`derive_channels` does.
+
+    The rules' regular expressions go in as bound parameters (added to ``params``), matched with
+    Postgres' ``~`` against the trimmed, lower-cased UTM value, anchored like the Python version.
+    """
+    rules = rules or DEFAULT_CHANNEL_RULES
+    ws = "E' \\t\\n\\r\\f\\v'"
+    source = f'NULLIF(lower(btrim(tp."utmSource", {ws})), \'\')'
+    medium = f'NULLIF(lower(btrim(tp."utmMedium", {ws})), \'\')'
+    whens = []
+    for i, rule in enumerate(rules.rules):
+        conds = []
+        if rule.click_id is not None:
+            conds.append(f"tp.{rule.click_id} IS NOT NULL")
+        for j, (column, pattern) in enumerate(((source, rule.source), (medium, rule.medium))):
+            if pattern is not None:
+                params[f"rx_{i}_{j}"] = f"^(?:{pattern})$"
+                conds.append(f"COALESCE({column} ~ CAST(:rx_{i}_{j} AS text), false)")
+        params[f"ch_{i}"] = rule.channel
+        whens.append(f"WHEN {' AND '.join(conds)} THEN CAST(:ch_{i} AS text)")
+    params["ch_direct"], params["ch_unassigned"] = DIRECT, UNASSIGNED
+    whens.append(f"WHEN {source} IS NULL AND {medium} IS NULL THEN CAST(:ch_direct AS text)")
+    return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"
+
+
+def _fx_cte(conversion: CurrencyConversion | None, params: dict[str, Any]) -> str:
+    if conversion is None:
+        return ""
+    values = []
+    for i, (currency, rate) in enumerate(conversion.rates.items()):
+        params[f"fx_c{i}"], params[f"fx_r{i}"] = currency, str(rate)
+        values.append(f"(CAST(:fx_c{i} AS text), CAST(:fx_r{i} AS numeric))")
+    return f"fx (currency, rate) AS (VALUES {', '.join(values)}),\n"
+
+
+def _filters(query: MetricsQuery, platform_expr: str, params: dict[str, Any]) -> str:
+    clauses = []
+    for name, expr in (
+        ("platform", platform_expr),
+        ("ad_account_id", "aa.id"),
+        ("campaign_id", "c.id"),
+        ("ad_id", "ad.id"),
+    ):
+        value = getattr(query, name)
+        if value is not None:
+            params[f"f_{name}"] = value
+            clauses.append(f" AND {expr} = CAST(:f_{name} AS text)")
+    return "".join(clauses)
+
+
+def _credit_select(query: MetricsQuery, key: str, params: dict[str, Any], *, model_clause: str, extra: str = "") -> str:
+    """Per-link rows (key, local day, currency, missing rate, weight, weighted value) of the query's links."""
+    fx = query.conversion is not None
+    missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
+    value = 'l.weight * e."valueMicros"' + (" * COALESCE(fx.rate, 1)::float8" if fx else "")
+    return (
+        f"SELECT {key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
+        f"    aa.currency AS currency, {missing} AS missing, l.weight AS w, {value} AS r{extra}\n"
+        f"  FROM {_CREDIT_FROM.format(model_clause=model_clause)}"
+        + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
+        + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, _CREDIT_PLATFORM, params)}"
+    )
+
+
+def _metrics_sql(query: MetricsQuery) -> tuple[str, dict[str, Any]]:
+    lo = query.previous_start if query.compare else query.start
+    params: dict[str, Any] = {
+        "org": query.organization_id,
+        "model": query.model,
+        "lo": lo,
+        "hi": query.end,
+        "start": query.start,
+        "ndays": query.days,
+        # Local days of any time zone (UTC-12 .. UTC+14) lie within one day either side of the UTC day.
+        "lo_ts": datetime.combine(lo - timedelta(days=1), time(), tzinfo=UTC),
+        "hi_ts": datetime.combine(query.end + timedelta(days=2), time(), tzinfo=UTC),
+    }
+    grain, fx, has_spend = query.grain, query.conversion is not None, query.spend_level > 0
+    credit_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
+    ctes = [_fx_cte(query.conversion, params)]
+    if has_spend:
+        missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
+        spend = 'm."spendMicros" * fx.rate' if fx else 'm."spendMicros"'
+        ctes.append(
+            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, m.date AS day, aa.currency AS currency, {missing} AS missing,\n"
+            f"    sum(m.impressions) AS imp, sum(m.clicks) AS clk, sum({spend}) AS spend\n"
+            f'  FROM {_SPEND_FROM[query.spend_level]} JOIN "Platform" p ON p.id = aa."platformId"'
+            + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
+            + f'\n  WHERE m."organizationId" = :org AND m.date >= :lo AND m.date <= :hi{_filters(query, "p.code::text", params)}\n'
+            "  GROUP BY 1, 2, 3, 4\n),\n"
+        )
+    credit_rows = _credit_select(query, credit_key, params, model_clause='l.model = CAST(:model AS "AttributionModel")')
+    ctes.append(
+        f"credit AS (\n  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev FROM (\n  {credit_rows}\n  ) x\n"
+        f"  WHERE day >= :lo AND day <= :hi{'' if grain in ('channel', 'organization') else ' AND key IS NOT NULL'}\n"
+        "  GROUP BY 1, 2, 3, 4\n),\n"
+    )
+    union = "SELECT key, day, currency, missing, NULL::numeric, NULL::numeric, NULL::numeric, conv, rev FROM credit"
+    if has_spend:
+        union = "SELECT key, day, currency, missing, imp, clk, spend, NULL::float8, NULL::float8 FROM spend\n  UNION ALL " + union
+    day_expr = "CASE WHEN day < :start THEN day + CAST(:ndays AS integer) ELSE day END" if query.daily else "NULL::date"
+    ctes.append(
+        f"facts (key, day, currency, missing, imp, clk, spend, conv, rev) AS (\n  {union}\n),\n"
+        f"periods AS (\n  SELECT key, {day_expr} AS day, day < :start AS prev, currency, missing, imp, clk, spend, conv, rev\n"
+        "  FROM facts\n),\n"
+    )
+
+    def agg(column: str, prev: bool, zero: bool) -> str:
+        expr = f"sum({column}) FILTER (WHERE {'' if prev else 'NOT '}prev)"
+        return f"COALESCE({expr}, 0)" if zero else expr
+
+    cols = []
+    for suffix, prev in (("", False), ("_p", True)) if query.compare else (("", False),):
+        cols += [
+            f"round({agg('spend', prev, has_spend)})::bigint AS spend_micros{suffix}",
+            f"{agg('imp', prev, has_spend)}::bigint AS impressions{suffix}",
+            f"{agg('clk', prev, has_spend)}::bigint AS clicks{suffix}",
+            f"{agg('conv', prev, True)}::float8 AS conversions{suffix}",
+            f"round({agg('rev', prev, True)}::numeric)::bigint AS revenue_micros{suffix}",
+        ]
+    ctes.append(
+        "agg AS (\n  SELECT key, day,\n    " + ",\n    ".join(cols) + ",\n"
+        "    array_agg(DISTINCT currency) FILTER (WHERE currency IS NOT NULL) AS currencies,\n"
+        "    array_agg(DISTINCT currency) FILTER (WHERE missing) AS missing_rates\n"
+        "  FROM periods GROUP BY key, day\n)\n"
+    )
+    out = []
+    for suffix, out_suffix in (("", ""), ("_p", "_previous")) if query.compare else (("", ""),):
+        out += [f"r.{name}{suffix} AS {name}{out_suffix}" for name in BASE_METRICS]
+        out += [f"{expr} AS {name}{out_suffix}" for name, expr in _ratio_exprs(suffix).items()]
+    if query.compare:
+        for name in METRICS:
+            out.append(f"({name})::float8 / NULLIF(({name}_previous)::float8, 0) - 1 AS {name}_change")
+    join, name_expr = _NAMES[grain]
+    currency = "CAST(:target AS text)" if fx else "CASE WHEN cardinality(r.currencies) = 1 THEN r.currencies[1] END"
+    if fx:
+        params["target"] = query.conversion.target  # type: ignore[union-attr]
+    inner = (
+        f"SELECT r.key, {name_expr} AS name, {currency} AS currency, r.day, r.currencies, r.missing_rates,\n    "
+        + ",\n    ".join(o for o in out if not o.endswith("_change"))
+        + f"\n  FROM agg r{f' LEFT JOIN {join}' if join else ''}"
+    )
+    changes = [o for o in out if o.endswith("_change")]
+    sql = (
+        "WITH " + "".join(ctes)
+        + f"SELECT *{''.join(', ' + c for c in changes)} FROM (\n  {inner}\n) t ORDER BY key, day"
+    )
+    return sql, params
+
+
+def _ratio_exprs(suffix: str) -> dict[str, str]:
+    s, i, k, c, r = (f"r.{n}{suffix}" for n in ("spend_micros", "impressions", "clicks", "conversions", "revenue_micros"))
+    return {
+        "roas": f"{r}::float8 / NULLIF({s}, 0)::float8",
+        "cpa_micros": f"round({s}::numeric / NULLIF({c}, 0)::numeric)::bigint",
+        "cpc_micros": f"round({s}::numeric / NULLIF({k}, 0)::numeric)::bigint",
+        "ctr": f"{k}::float8 / NULLIF({i}, 0)::float8",
+        "conversion_rate": f"{c} / NULLIF({k}, 0)::float8",
+    }
+
+
+def _schema(query: MetricsQuery) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {key_column(query.grain): pl.String(), "name": pl.String(), "currency": pl.String()}
+    if query.daily:
+        schema["date"] = pl.Date()
+    schema.update(METRICS)
+    if query.compare:
+        schema.update({f"{n}_previous": t for n, t in METRICS.items()})
+        schema.update({f"{n}_change": pl.Float64() for n in METRICS})
+    return schema
+
+
+def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
+    """The report ``query`` asks for, computed by Postgres in one query.
+
+    Parameters
+    ----------
+    query
+        What to report (organization, period, model, grain, filters, currency conversion).
+    connection
+        An open SQLAlchemy connection (psycopg driver); not closed here.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per key (and day with ``daily``) that has spend or attributed conversions in the period or
+        the previous one, sorted by key and day: the key column (:func:`key_column`), ``name``,
+        ``currency``, ``date`` (``daily`` only), the :data:`METRICS` and, with ``compare``, their
+        ``_previous`` and ``_change`` columns.
+
+    Raises
+    ------
+    CurrencyError
+        If a row would add up amounts in several currencies and ``query.conversion`` is None, or the
+        conversion has no rate for a currency found.
+
+    Examples
+    --------
+    >>> q = MetricsQuery("org_1", date(2024, 5, 1), date(2024, 5, 31), grain="campaign")  # doctest: +SKIP
+    >>> read_metrics(q, connection).select("campaign_id", "spend_micros", "roas")  # doctest: +SKIP
+    """
+    sql, params = _metrics_sql(query)
+    rows = connection.execute(text(sql), params).mappings().all()
+    key = key_column(query.grain)
+    mixed = {r["key"]: sorted(r["currencies"]) for r in rows if query.conversion is None and len(r["currencies"] or ()) > 1}
+    if mixed:
+        shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(mixed.items())[:5])
+        raise CurrencyError(
+            f"{len(mixed)} {key} row(s) would add up amounts in different currencies ({shown}); report at a grain "
+            f"with one currency per row (ad_account, campaign, ad), filter to one ad account, or pass a "
+            f"CurrencyConversion(target=..., rates=...) to convert",
+            mixed,
+        )
+    missing = sorted({c for r in rows for c in (r["missing_rates"] or ())})
+    if missing:
+        assert query.conversion is not None
+        raise CurrencyError(
+            f"no conversion rate to {query.conversion.target} for {', '.join(missing)}; add them to "
+            f"CurrencyConversion.rates",
+            {c: [c] for c in missing},
+        )
+    schema = _schema(query)
+    records = [
+        {key: r["key"], "date": r["day"], **{n: r[n] for n in schema if n not in (key, "date")}} for r in rows
+    ]
+    frame = pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
+    return frame.with_columns(_finite(n) for n, t in schema.items() if t == pl.Float64())
+
+
+def _finite(name: str) -> pl.Expr:
+    """Null instead of NaN or infinity (none are expected; this keeps the promise if one slips through)."""
+    col = pl.col(name)
+    return pl.when(col.is_finite()).then(col).otherwise(None).alias(name)
+
+
+def read_credit(
+    connection: Connection,
+    *,
+    organization_id: str,
+    start: date,
+    end: date,
+    models: list[str] | tuple[str, ...] | None = None,
+    grain: Grain = "channel",
+    channel_rules: ChannelRules | None = None,
+) -> pl.DataFrame:
+    """Attributed conversions and revenue per key and model, as the engine wrote them to ``AttributionLink``.
+
+    Parameters
+    ----------
+    connection
+        An open SQLAlchemy connection; not closed here.
+    organization_id, start, end
+        The tenant and the days (inclusive) conversions occurred on.
+    models
+        ``AttributionModel`` values; default every model with links.
+    grain
+        Key to group by (:data:`GRAINS`); ``organization`` gives one row per model.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns: the key column, ``model``, ``conversions`` (float64, sum of weights) and
+        ``revenue_micros`` (int64, sum of weight x conversion value), sorted by key and model. Revenue is
+        the conversions' value as tracked, not converted between currencies.
+    """
+    models = tuple(models) if models else ATTRIBUTION_MODELS
+    bad = [m for m in models if m not in ATTRIBUTION_MODELS]
+    if bad:
+        raise ConfigError(f"unknown model(s) {bad}; valid: {', '.join(ATTRIBUTION_MODELS)}")
+    query = MetricsQuery(organization_id, start, end, grain=grain, compare=False, channel_rules=channel_rules)
+    params: dict[str, Any] = {
+        "org": organization_id,
+        "models": list(models),
+        "lo": start,
+        "hi": end,
+        "lo_ts": datetime.combine(start - timedelta(days=1), time(), tzinfo=UTC),
+        "hi_ts": datetime.combine(end + timedelta(days=2), time(), tzinfo=UTC),
+    }
+    key = channel_sql(channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
+    rows_sql = _credit_select(
+        query, key, params, model_clause='l.model = ANY(CAST(:models AS "AttributionModel"[]))', extra=", l.model::text AS model"
+    )
+    not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
+    sql = (
+        f"SELECT key, model, sum(w)::float8 AS conversions, round(sum(r)::numeric)::bigint AS revenue_micros\n"
+        f"FROM (\n{rows_sql}\n) x WHERE day >= :lo AND day <= :hi{not_null} GROUP BY key, model ORDER BY key, model"
+    )
+    rows = connection.execute(text(sql), params).all()
+    schema = {key_column(grain): pl.String(), "model": pl.String(), "conversions": pl.Float64(), "revenue_micros": pl.Int64()}
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` unless it is NaN or infinite (JSON has neither)."""
+    return None if value is None or not math.isfinite(value) else value
