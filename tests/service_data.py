@@ -39,7 +39,7 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
                                                   "AttributionLink")}  # fmt: skip
     rows["Organization"] = [{"id": org, "name": f"Org {org}", "slug": org}]
     ads: list[tuple[str, str, str]] = []  # ad, campaign, account
-    for a, (acc, plat, currency, tz) in enumerate(accounts):
+    for acc, plat, currency, tz in accounts:
         rows["AdAccount"].append({"id": acc, "organizationId": org, "platformId": plat, "externalId": f"x{acc}",
                                   "name": f"Account {acc}", "currency": currency, "timezone": tz})  # fmt: skip
         for c in range(2):
