@@ -60,11 +60,13 @@ def test_removal_effect_shares_agree_across_peers() -> None:
 
 def test_channel_attribution_spread() -> None:
     _require("ca:markov_o1")
-    spread = peers.channel_attribution_spread(TINY, seeds=(1, 2, 3), isolated=False)
+    spread = peers.channel_attribution_spread(TINY, seeds=(10, 20, 30), isolated=False)
     assert spread["channel"].to_list() == ["a", "b", "c", "d"]
     assert (spread["min"] <= spread["mean"]).all() and (spread["mean"] <= spread["max"]).all()
     assert (spread["n_runs"] == 3).all()
     assert spread["mean"].sum() == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="share random streams"):
+        peers.channel_attribution_spread(TINY, seeds=(1, 2), isolated=False)
 
 
 def test_timeout_kills_the_run() -> None:
