@@ -5,7 +5,9 @@ convert according to a known per-touch hazard model in which every channel has a
 ``beta_c``. Because the model is known, each channel's incremental contribution can be computed
 exactly; it is returned in :attr:`SyntheticData.truth` so that attribution models can be scored
 against it. The generative model and the definition of the truth are written down in
-``docs/synthetic.md``.
+``docs/synthetic.md``. Named presets of the model (:data:`SCENARIOS`: additive effects, a late channel,
+reach without effect, correlated channels, interactions, saturation, an order effect) are selected with
+``scenario=``; a custom :class:`Scenario` can be passed instead (``docs/synthetic.md`` §9).
 
 Everything is deterministic for a ``seed``: randomness is drawn per fixed block of users
 (``numpy.random.SeedSequence([seed, block_index])``), never per batch, so :func:`iter_generate`
