@@ -523,16 +523,15 @@ def create_rule(
         errors["status"] = f"a new rule is ACTIVE or PAUSED, got {status!r}"
     if isinstance(evaluation_interval, bool) or not isinstance(evaluation_interval, int) or not 60 <= evaluation_interval <= 30 * 86400:
         errors["evaluationInterval"] = f"seconds between evaluations, 60 to {30 * 86400}, got {evaluation_interval!r}"
-    parsed = None
     if type in ALERT_TYPES:
         try:
-            parsed = cond.parse_config(type, config)
+            cond.parse_config(type, config)
         except RuleConfigError as exc:
             errors |= exc.errors
-    if parsed is not None:
-        for key, table, value in (("adAccountId", "AdAccount", parsed.scope.ad_account_id), ("campaignId", "Campaign", parsed.scope.campaign_id),
-                                  ("adId", "Ad", parsed.scope.ad_id)):  # fmt: skip
-            found = value is None or connection.execute(
+    for key, table in (("adAccountId", "AdAccount"), ("campaignId", "Campaign"), ("adId", "Ad")):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, str) and value.strip() and f"config.{key}" not in errors:
+            found = connection.execute(
                 text(f'SELECT 1 FROM "{table}" WHERE id = :id AND "organizationId" = :org'), {"id": value, "org": organization_id}
             ).first()
             if not found:

@@ -80,6 +80,7 @@ _KEY_COLUMNS = {
 # Spend tables by level: 1 ad account, 2 campaign, 3 ad.
 _GRAIN_LEVEL = {"organization": 1, "platform": 1, "ad_account": 1, "campaign": 2, "ad": 3, "channel": 0}
 _MAX_DAYS = 3660
+_FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 
 
 def key_column(grain: str) -> str:
@@ -171,6 +172,10 @@ class MetricsQuery:
             value = getattr(self, name)
             if isinstance(value, datetime) or not isinstance(value, date):
                 raise ConfigError(f"{name} must be a date (not a datetime), got {value!r}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not _FIRST_DAY <= value <= _LAST_DAY:
+                raise ConfigError(f"{name} must be between {_FIRST_DAY} and {_LAST_DAY}, got {value}")
         if self.start > self.end:
             raise ConfigError(f"start {self.start} must not be after end {self.end}")
         if self.days > _MAX_DAYS:

@@ -1,0 +1,303 @@
+"""The HTTP API (FastAPI): metrics, attribution credit, alert events and rules of the caller's organization.
+
+Every request but ``GET /v1/health`` carries an API key (``Authorization: Bearer optiq_...``, see
+:mod:`optiq_engine.service.keys`); everything it reads or changes is filtered by the key's organization,
+so another organization's rule or event is a 404, exactly like one that does not exist. VIEWER keys are
+read-only (403 on writes). Validation errors are 422 naming the field; unexpected errors are a 500 with a
+generic body (details go to the log, never to the client).
+
+Run it with ``optiq serve`` (uvicorn) or ``uvicorn --factory`` on :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Connection, Engine, create_engine
+
+from ..errors import ConfigError, OptiqError
+from ..io.schema import ALERT_EVENT_STATUSES, ALERT_SEVERITIES, ALERT_TYPES, ATTRIBUTION_MODELS, PLATFORM_CODES
+from . import alerts, keys
+from .errors import CurrencyError, NotFoundError, PermissionDeniedError, RuleConfigError, TransitionError
+from .metrics import GRAINS, CurrencyConversion, MetricsQuery, read_credit, read_metrics
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+Model = Literal[ATTRIBUTION_MODELS]  # type: ignore[valid-type]
+GrainName = Literal[GRAINS]  # type: ignore[valid-type]
+Platform = Literal[PLATFORM_CODES]  # type: ignore[valid-type]
+EventStatus = Literal[ALERT_EVENT_STATUSES]  # type: ignore[valid-type]
+Severity = Literal[ALERT_SEVERITIES]  # type: ignore[valid-type]
+RuleType = Literal[ALERT_TYPES]  # type: ignore[valid-type]
+Rate = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}:[0-9]{1,12}(\.[0-9]{1,12})?$")]
+Id = Annotated[str, Path(min_length=1, max_length=200)]
+IdFilter = Annotated[str | None, Query(min_length=1, max_length=200)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key's role does not allow this"},
+    404: {"description": "Not found in the key's organization"},
+    422: {"description": "Invalid request (the field is named)"},
+}
+_QUERY_FIELDS = {"start", "end", "model", "grain", "platform", "ad_account_id", "campaign_id", "ad_id", "currency", "rate"}
+
+
+_bearer = HTTPBearer(auto_error=False, description="An Optiq API key: `optiq_<id>_<secret>`")
+
+
+def _connection(request: Request) -> Iterator[Connection]:
+    """One transaction per request (committed when the route returns, rolled back when it raises)."""
+    with request.app.state.engine.begin() as conn:
+        yield conn
+
+
+Conn = Annotated[Connection, Depends(_connection)]
+
+
+def _principal(conn: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> keys.Principal:
+    found = keys.authenticate(conn, credentials.credentials) if credentials else None
+    if found is None:
+        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Caller = Annotated[keys.Principal, Depends(_principal)]
+
+
+def _writer(caller: Caller) -> keys.Principal:
+    if not caller.can_write:
+        raise HTTPException(403, f"the key's role {caller.role} is read-only")
+    return caller
+
+
+Writer = Annotated[keys.Principal, Depends(_writer)]
+
+
+class Rows(BaseModel):
+    """A report: its parameters and one object per row."""
+
+    grain: str
+    start: date
+    end: date
+    rows: list[dict[str, Any]]
+
+
+class RuleIn(BaseModel):
+    """A new alert rule (the seed's ``AlertRule`` fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    type: RuleType
+    severity: Severity = "WARNING"
+    status: Literal["ACTIVE", "PAUSED"] = "ACTIVE"
+    config: dict[str, Any] = Field(default_factory=dict)
+    evaluationInterval: int = Field(3600, ge=60, le=30 * 86400)  # noqa: N815 - the seed's field name
+    notifyEmail: bool = True  # noqa: N815
+    notifyInApp: bool = True  # noqa: N815
+    notifySlack: bool = False  # noqa: N815
+
+
+class EvaluationOut(BaseModel):
+    rule_id: str
+    action: str
+    event_id: str | None = None
+    error: str | None = None
+
+
+def create_app(database_url: str | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """The FastAPI application over the database at ``database_url`` (default ``$OPTIQ_DATABASE_URL``).
+
+    Parameters
+    ----------
+    database_url
+        PostgreSQL URL; ignored when ``engine`` is given.
+    engine
+        A SQLAlchemy engine to use (the caller disposes of it).
+    """
+    if engine is None:
+        from ..io.db import normalise_url
+
+        url = database_url or os.environ.get("OPTIQ_DATABASE_URL")
+        if not url:
+            raise ConfigError("no database: pass database_url or set OPTIQ_DATABASE_URL")
+        engine = create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
+    db = engine
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        with db.begin() as conn:
+            keys.ensure_table(conn)
+        yield
+
+    app = FastAPI(
+        title="Optiq Engine service",
+        version="1",
+        description="Metrics, attribution credit and alerts of one organization (the API key's).",
+        lifespan=lifespan,
+    )
+    app.state.engine = db
+
+    # --- errors ------------------------------------------------------------------------------------------
+    def problem(status: int, detail: Any) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": jsonable_encoder(detail)})
+
+    @app.exception_handler(RuleConfigError)
+    async def _rule_config(_: Request, exc: RuleConfigError) -> JSONResponse:
+        fields = [{"loc": ["body", *k.split(".")], "msg": v, "type": "value_error"} for k, v in exc.errors.items()]
+        return problem(422, fields)
+
+    @app.exception_handler(CurrencyError)
+    async def _currency(_: Request, exc: CurrencyError) -> JSONResponse:
+        return problem(422, [{"loc": ["query", "currency"], "msg": str(exc), "type": "value_error", "currencies": exc.currencies}])
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        field = str(exc).split(" ", 1)[0]
+        loc = ["query", field] if field in _QUERY_FIELDS else ["query"]
+        return problem(422, [{"loc": loc, "msg": str(exc), "type": "value_error"}])
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, str(exc))
+
+    @app.exception_handler(TransitionError)
+    async def _transition(_: Request, exc: TransitionError) -> JSONResponse:
+        return problem(409, str(exc))
+
+    @app.exception_handler(PermissionDeniedError)
+    async def _denied(_: Request, exc: PermissionDeniedError) -> JSONResponse:
+        return problem(403, str(exc))
+
+    @app.exception_handler(OptiqError)
+    async def _optiq(_: Request, exc: OptiqError) -> JSONResponse:
+        return problem(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "internal error; see the service log")
+
+    # --- routes ------------------------------------------------------------------------------------------
+    @app.get("/v1/health", tags=["system"])
+    def health() -> dict[str, str]:
+        """Liveness (no key needed, no database access)."""
+        return {"status": "ok"}
+
+    @app.get("/v1/metrics", tags=["metrics"], responses=_ERRORS, response_model=Rows)
+    def metrics(
+        caller: Caller,
+        conn: Conn,
+        start: date,
+        end: date,
+        grain: GrainName = "campaign",
+        model: Model = "LAST_TOUCH",
+        daily: bool = False,
+        compare: bool = True,
+        platform: Platform | None = None,
+        ad_account_id: IdFilter = None,
+        campaign_id: IdFilter = None,
+        ad_id: IdFilter = None,
+        currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Report every amount in this currency")] = None,
+        rate: Annotated[list[Rate] | None, Query(description="Conversion rates to `currency`, e.g. `EUR:1.08` (repeat)")] = None,
+    ) -> Rows:
+        """Spend, delivery and attributed results per key (and day), with the previous-period comparison."""
+        conversion = None
+        if currency is not None:
+            conversion = CurrencyConversion(currency, dict(r.split(":", 1) for r in rate or []))
+        elif rate:
+            raise RuleConfigError({"currency": "required with rate: the currency the rates convert to"})
+        query = MetricsQuery(
+            caller.organization_id, start, end, model=model, grain=grain, daily=daily, compare=compare, platform=platform,
+            ad_account_id=ad_account_id, campaign_id=campaign_id, ad_id=ad_id, conversion=conversion,
+        )  # fmt: skip
+        frame = read_metrics(query, conn)
+        return Rows(grain=grain, start=start, end=end, rows=frame.to_dicts())
+
+    @app.get("/v1/credit", tags=["metrics"], responses=_ERRORS, response_model=Rows)
+    def credit(
+        caller: Caller,
+        conn: Conn,
+        start: date,
+        end: date,
+        grain: GrainName = "channel",
+        model: Annotated[list[Model] | None, Query(description="Models (repeat); default all")] = None,
+    ) -> Rows:
+        """Attributed conversions and revenue per key and model, as the engine wrote them."""
+        if start > end:
+            raise ConfigError(f"start {start} must not be after end {end}")
+        frame = read_credit(conn, organization_id=caller.organization_id, start=start, end=end, models=model, grain=grain)
+        return Rows(grain=grain, start=start, end=end, rows=frame.to_dicts())
+
+    @app.get("/v1/alerts", tags=["alerts"], responses=_ERRORS)
+    def list_alerts(
+        caller: Caller,
+        conn: Conn,
+        status: EventStatus | None = None,
+        severity: Severity | None = None,
+        rule_id: IdFilter = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Alert events, newest first."""
+        return alerts.read_events(conn, organization_id=caller.organization_id, status=status, severity=severity, rule_id=rule_id, limit=limit)
+
+    @app.get("/v1/alerts/{event_id}", tags=["alerts"], responses=_ERRORS)
+    def get_alert(caller: Caller, conn: Conn, event_id: Id) -> dict[str, Any]:
+        """One alert event."""
+        return alerts.read_event(conn, event_id, organization_id=caller.organization_id)
+
+    def _lifecycle(op, summary: str):
+        def route(caller: Writer, conn: Conn, event_id: Id) -> dict[str, Any]:
+            return op(conn, event_id, organization_id=caller.organization_id, by=caller.user_id)
+
+        route.__doc__ = summary
+        return route
+
+    for verb, op in (("acknowledge", alerts.acknowledge), ("resolve", alerts.resolve), ("dismiss", alerts.dismiss)):
+        app.post(
+            f"/v1/alerts/{{event_id}}/{verb}", tags=["alerts"], name=verb,
+            responses={**_ERRORS, 409: {"description": "Not allowed from the event's current status"}},
+        )(_lifecycle(op, f"{verb.capitalize()} an alert event (the key's user is recorded as who)."))  # fmt: skip
+
+    @app.post("/v1/alerts/evaluate", tags=["alerts"], responses=_ERRORS)
+    def evaluate(caller: Writer) -> list[EvaluationOut]:
+        """Evaluate the organization's due rules now."""
+        done = alerts.evaluate_due(db, organization_id=caller.organization_id)
+        return [EvaluationOut(rule_id=e.rule_id, action=e.action, event_id=e.event_id, error=e.error) for e in done]
+
+    @app.get("/v1/alert-rules", tags=["alert rules"], responses=_ERRORS)
+    def list_rules(caller: Caller, conn: Conn, status: Literal["ACTIVE", "PAUSED", "ARCHIVED"] | None = None) -> list[dict[str, Any]]:
+        """Alert rules, newest first."""
+        return alerts.read_rules(conn, organization_id=caller.organization_id, status=status)
+
+    @app.post("/v1/alert-rules", tags=["alert rules"], status_code=201, responses=_ERRORS)
+    def create_rule(caller: Writer, conn: Conn, rule: RuleIn) -> dict[str, Any]:
+        """Create an alert rule; its config is validated per type (422 names every bad field)."""
+        return alerts.create_rule(
+            conn, organization_id=caller.organization_id, name=rule.name, type=rule.type, config=rule.config,
+            severity=rule.severity, status=rule.status, evaluation_interval=rule.evaluationInterval,
+            notify_email=rule.notifyEmail, notify_in_app=rule.notifyInApp, notify_slack=rule.notifySlack,
+        )  # fmt: skip
+
+    @app.get("/v1/alert-rules/{rule_id}", tags=["alert rules"], responses=_ERRORS)
+    def get_rule(caller: Caller, conn: Conn, rule_id: Id) -> dict[str, Any]:
+        """One alert rule."""
+        return alerts.read_rule(conn, rule_id, organization_id=caller.organization_id)
+
+    @app.post("/v1/alert-rules/{rule_id}/evaluate", tags=["alert rules"], responses=_ERRORS)
+    def evaluate_rule(caller: Writer, conn: Conn, rule_id: Id) -> EvaluationOut:
+        """Evaluate one rule now, due or not."""
+        e = alerts.evaluate_now(conn, rule_id, organization_id=caller.organization_id)
+        return EvaluationOut(rule_id=e.rule_id, action=e.action, event_id=e.event_id, error=e.error)
+
+    return app

@@ -1,0 +1,130 @@
+"""Per-organization API keys for the HTTP API, stored hashed.
+
+A key is ``optiq_<key id>_<secret>``: the id finds the row, the secret is checked against its SHA-256
+hash (the secret is 256 random bits, so a fast hash is enough; the plain secret is shown once, at
+creation, and never stored). A key belongs to a user of an organization; its role is that user's
+``Membership.role`` in that organization, read at every request (a changed role or a removed membership
+takes effect at once).
+
+The seed schema has no table for API keys; the service keeps them in its own ``"ApiKey"`` table,
+created by :func:`ensure_table` (``optiq keys create`` calls it). It references ``Organization`` and
+``User`` and is left alone by the engine's migrations and schema comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from .errors import NotFoundError, PermissionDeniedError
+
+__all__ = ["Principal", "ensure_table", "create_api_key", "authenticate", "revoke_api_key", "read_api_keys", "WRITE_ROLES"]
+
+#: Roles that may change data (VIEWER is read-only).
+WRITE_ROLES = ("OWNER", "ADMIN", "MEMBER")
+_PREFIX = "optiq"
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS "ApiKey" (
+    id text PRIMARY KEY,
+    "organizationId" text NOT NULL REFERENCES "Organization"(id) ON DELETE CASCADE ON UPDATE CASCADE,
+    "userId" text NOT NULL REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE,
+    name text NOT NULL,
+    "keyHash" text NOT NULL,
+    "revokedAt" timestamp(6) with time zone,
+    "createdAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP
+)""",
+    'CREATE INDEX IF NOT EXISTS "ApiKey_organizationId_idx" ON "ApiKey" ("organizationId")',
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's organization, user and role."""
+
+    organization_id: str
+    user_id: str
+    role: str
+    key_id: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITE_ROLES
+
+
+def ensure_table(connection: Connection) -> None:
+    """Create the ``"ApiKey"`` table and its index if they do not exist (idempotent)."""
+    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('optiq.ApiKey.ddl'))"))
+    for statement in _DDL:
+        connection.execute(text(statement))
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(connection: Connection, *, organization_id: str, user_id: str, name: str = "api") -> tuple[str, str]:
+    """A new key for ``user_id`` (a member of the organization); returns ``(key id, the key to hand out)``.
+
+    Raises
+    ------
+    PermissionDeniedError
+        If the user is not a member of the organization.
+    """
+    ensure_table(connection)
+    role = connection.execute(
+        text('SELECT role::text FROM "Membership" WHERE "userId" = :u AND "organizationId" = :o'), {"u": user_id, "o": organization_id}
+    ).scalar()
+    if role is None:
+        raise PermissionDeniedError(f"user {user_id!r} is not a member of organization {organization_id!r}; add a Membership first")
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    connection.execute(
+        text('INSERT INTO "ApiKey" (id, "organizationId", "userId", name, "keyHash") VALUES (:id, :o, :u, :n, :h)'),
+        {"id": key_id, "o": organization_id, "u": user_id, "n": name, "h": _hash(secret)},
+    )
+    return key_id, f"{_PREFIX}_{key_id}_{secret}"
+
+
+def authenticate(connection: Connection, token: str) -> Principal | None:
+    """The principal of a presented key, or None (malformed, unknown, revoked, wrong secret, no membership)."""
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != _PREFIX or not key_id or not secret or len(token) > 200:
+        return None
+    row = connection.execute(
+        text(
+            'SELECT k."organizationId", k."userId", k."keyHash", m.role::text AS role FROM "ApiKey" k\n'
+            'JOIN "Membership" m ON m."userId" = k."userId" AND m."organizationId" = k."organizationId"\n'
+            'WHERE k.id = :id AND k."revokedAt" IS NULL'
+        ),
+        {"id": key_id},
+    ).mappings().first()
+    if row is None or not hmac.compare_digest(row["keyHash"], _hash(secret)):
+        return None
+    return Principal(row["organizationId"], row["userId"], row["role"], key_id)
+
+
+def revoke_api_key(connection: Connection, key_id: str, *, organization_id: str) -> None:
+    """Revoke a key of the organization; :class:`NotFoundError` if it has none with that id."""
+    done = connection.execute(
+        text('UPDATE "ApiKey" SET "revokedAt" = :now, "updatedAt" = :now WHERE id = :id AND "organizationId" = :o AND "revokedAt" IS NULL'),
+        {"now": datetime.now(UTC), "id": key_id, "o": organization_id},
+    ).rowcount
+    if not done:
+        raise NotFoundError(f"no active API key {key_id!r} in organization {organization_id!r}")
+
+
+def read_api_keys(connection: Connection, *, organization_id: str) -> list[dict[str, Any]]:
+    """The organization's keys (never their hashes)."""
+    rows = connection.execute(
+        text('SELECT id, "userId", name, "createdAt", "revokedAt" FROM "ApiKey" WHERE "organizationId" = :o ORDER BY "createdAt"'),
+        {"o": organization_id},
+    ).mappings()
+    return [dict(r) for r in rows]
