@@ -256,6 +256,13 @@ def run(
     console.print(table)
 
 
+from .service.cli import alerts_app, keys_app, serve  # noqa: E402
+
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
+
+
 def main() -> None:
     app()
 
