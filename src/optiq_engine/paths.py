@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, ModelError
 from .frames import to_polars
 from .kernels import paths as k
 
@@ -220,6 +220,10 @@ def build_path_table(
 
 
 def _sum_int(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Exact int64 sums per group; a sum beyond int64 is refused rather than wrapped."""
+    approx = np.bincount(group, weights=values.astype(np.float64), minlength=n)
+    if n and approx.max() >= 2.0**63:
+        raise ModelError("the conversion value of one path sums to more than 2**63 - 1 micros; split the data")
     out = np.zeros(n, dtype=np.int64)
     np.add.at(out, group, values.astype(np.int64))
     return out

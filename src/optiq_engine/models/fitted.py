@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import polars as pl
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..kernels.alloc import split_value
 from ..kernels.bootstrap import poisson_counts
 from ..paths import TRANSFORMS
@@ -140,7 +140,9 @@ def credit_frame(
     table: PathTable, shares: np.ndarray, statistic: tuple[str, np.ndarray], replicates: np.ndarray, level: float
 ) -> pl.DataFrame:
     """The ``channel_credit`` frame of a fit."""
-    total_value = int(table.value_micros.sum())
+    total_value = sum(table.value_micros.tolist())  # exact
+    if total_value >= 2**63:
+        raise ModelError(f"{table.height:,} paths hold more than 2**63 - 1 micros of conversion value in all")
     value = np.zeros(len(table.channels), dtype=np.int64)
     n = len(table.channels)
     if shares.sum() > 0:

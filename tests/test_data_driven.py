@@ -1,0 +1,271 @@
+"""MARKOV and SHAPLEY: the engine against the brute-force reference, invariants and the bootstrap."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import optiq_engine as oq
+from optiq_engine.kernels.bootstrap import poisson_counts
+from tests.adapters import conversions_frame, touchpoints_frame
+from tests.reference import data_driven as ref
+from tests.reference.attribution import check_invariants, split_value
+from tests.strategies import Case, cases
+
+Path = tuple[str, ...]
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@st.composite
+def path_tables(draw, channels: str = "abcde", max_len: int = 4, max_rows: int = 8) -> dict[Path, tuple[int, int]]:
+    """Random aggregated paths (already transformed: no consecutive repeats unless asked)."""
+    rows = draw(
+        st.dictionaries(
+            st.lists(st.sampled_from(channels), min_size=1, max_size=max_len).map(tuple),
+            st.tuples(st.integers(0, 6), st.integers(0, 6)).filter(lambda t: t[0] + t[1] > 0),
+            min_size=1,
+            max_size=max_rows,
+        )
+    )
+    return rows
+
+
+def _frame(table: dict[Path, tuple]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "path": [" > ".join(p) for p in table],
+            "total_conversions": [v[0] for v in table.values()],
+            "total_null": [v[1] for v in table.values()],
+        }
+    )
+
+
+def _by_channel(fit: oq.models.FittedModel, column: str) -> dict[str, float]:
+    return dict(fit.channel_credit.select("channel", column).iter_rows())
+
+
+@given(path_tables(), st.integers(1, 3), st.sampled_from(["keep", "drop"]))
+def test_markov_equals_dense_reference(table, order, self_transitions) -> None:
+    fit = oq.fit_paths(_frame(table), model="MARKOV", order=order, transform="frequency", self_transitions=self_transitions)
+    expected = ref.markov_dense(table, order=order, self_transitions=self_transitions)
+    assert math.isclose(fit.p_conversion, expected["p_conversion"], rel_tol=1e-9, abs_tol=1e-12)
+    removal, share = _by_channel(fit, "removal_effect"), _by_channel(fit, "share")
+    for c in expected["removal_effect"]:
+        assert math.isclose(removal[c], expected["removal_effect"][c], rel_tol=1e-9, abs_tol=1e-12), c
+        assert math.isclose(share[c], expected["share"][c], rel_tol=1e-9, abs_tol=1e-12), c
+    assert math.isclose(sum(share.values()), 1.0, rel_tol=1e-12) or sum(share.values()) == 0
+
+
+@given(path_tables(max_len=3, max_rows=5), st.integers(1, 2))
+@settings(max_examples=40)
+def test_markov_equals_path_enumeration(table, order) -> None:
+    fit = oq.fit_paths(_frame(table), model="MARKOV", order=order, transform="frequency")
+    expected = ref.markov_enumerate(table, order=order)
+    removal = _by_channel(fit, "removal_effect")
+    assert math.isclose(fit.p_conversion, expected["p_conversion"], rel_tol=1e-9, abs_tol=1e-12)
+    for c, v in expected["removal_effect"].items():
+        assert math.isclose(removal[c], v, rel_tol=1e-9, abs_tol=1e-12), c
+
+
+@given(path_tables(channels="abcdef", max_len=5), st.sampled_from(["rate", "conversions"]))
+def test_shapley_equals_all_permutations(table, characteristic) -> None:
+    fit = oq.fit_paths(_frame(table), model="SHAPLEY", characteristic=characteristic, transform="frequency")
+    expected = ref.shapley_permutations(table, characteristic=characteristic)
+    phi, share = _by_channel(fit, "shapley_value"), _by_channel(fit, "share")
+    for c, v in expected["shapley_value"].items():
+        assert math.isclose(phi[c], v, rel_tol=1e-9, abs_tol=1e-12), c
+        assert math.isclose(share[c], expected["share"][c], rel_tol=1e-9, abs_tol=1e-12), c
+    # Efficiency: the values add up to v(N) - v(empty).
+    players = frozenset(expected["shapley_value"])
+    v_all = ref.characteristic_function(table, characteristic)(players)
+    assert math.isclose(sum(phi.values()), v_all, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_shapley_symmetry_and_null_player() -> None:
+    # a and b are interchangeable; c only ever joins coalitions without changing their rate... as a null
+    # player must be: v(S + c) == v(S) for every S, which holds when c's coalitions copy the rates.
+    table = {("a",): (1, 3), ("b",): (1, 3), ("a", "b"): (3, 1), ("a", "c"): (1, 3), ("b", "c"): (1, 3),
+             ("a", "b", "c"): (3, 1), ("c",): (0, 4)}  # fmt: skip
+    fit = oq.fit_paths(_frame(table), model="SHAPLEY")
+    phi = _by_channel(fit, "shapley_value")
+    assert phi["a"] == pytest.approx(phi["b"], abs=1e-15)
+    assert phi["c"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_self_transitions_do_not_change_removal_effects() -> None:
+    table = {("a", "a", "b"): (3, 2), ("b", "b"): (1, 4), ("a",): (2, 2), ("c", "a", "a", "a"): (2, 1)}
+    keep = oq.fit_paths(_frame(table), model="MARKOV", transform="frequency")
+    drop = oq.fit_paths(_frame(table), model="MARKOV", transform="frequency", self_transitions="drop")
+    np.testing.assert_allclose(keep.shares, drop.shares, rtol=1e-12)
+    assert keep.transition_matrix.filter(pl.col("from_state") == pl.col("to_state")).height == 2
+    assert drop.transition_matrix.filter(pl.col("from_state") == pl.col("to_state")).height == 0
+
+
+@pytest.mark.parametrize(
+    ("transform", "expected"),
+    [("exposure", "a b a c"), ("unique", "a b c"), ("first", "a"), ("frequency", "a a b a c")],
+)
+def test_path_transforms(transform, expected) -> None:
+    table = oq.PathTable.from_frame(_frame({("a", "a", "b", "a", "c"): (1, 0)}), transform=transform)
+    assert table.to_frame().get_column("path").to_list() == [expected.split()]
+    assert ref.transform_path(("a", "a", "b", "a", "c"), transform) == tuple(expected.split())
+
+
+def test_remove_direct_if_not_all() -> None:
+    frame = _frame({("direct", "a", "direct"): (1, 0), ("direct", "direct"): (0, 1)})
+    table = oq.PathTable.from_frame(frame, remove_direct_if_not_all=True, transform="frequency")
+    assert sorted(table.to_frame().get_column("path").to_list()) == [["a"], ["direct", "direct"]]
+
+
+# --- attribute(): journeys, crediting and links against the reference ------------------------------------
+
+
+def _engine_links(case: Case, model: oq.models.DataDrivenModel) -> tuple[list[dict], oq.models.FittedModel | None]:
+    result = oq.attribute(
+        touchpoints_frame(case.touchpoints, case.group_by),
+        conversions_frame(case.conversions, case.group_by),
+        models=[model],
+        lookback=timedelta(microseconds=case.lookback_us),
+        reset_after_conversion=case.reset_after_conversion,
+        direct_channels=case.direct_channels,
+    )
+    links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).to_dicts()
+    return links, result.fitted.get(model.name)
+
+
+@given(
+    cases(max_touchpoints=25, max_conversions=6),
+    st.sampled_from(["MARKOV", "SHAPLEY"]),
+    st.sampled_from(["exposure", "unique", "first", "frequency"]),
+    st.booleans(),
+)
+@settings(max_examples=120)
+def test_attribute_equals_reference(case: Case, name: str, transform: str, drop_direct: bool) -> None:
+    for c in case.conversions:  # keep every sum of values within int64 (overflow: see the test below)
+        c["value_micros"] //= 8
+    model = oq.get_model(name)(transform=transform, remove_direct_if_not_all=drop_direct)
+    links, fit = _engine_links(case, model)
+    ref_links, ref_fit = ref.data_driven_reference(
+        case.touchpoints, case.conversions, model=name, lookback_us=case.lookback_us,
+        reset_after_conversion=case.reset_after_conversion, transform=transform,
+        remove_direct_if_not_all=drop_direct, group_by=case.group_by, direct_channels=case.direct_channels,
+    )  # fmt: skip
+    check_invariants(links, {c["conversion_id"]: c for c in case.conversions})
+    ours = {(x["conversion_id"], x["position"]): x for x in links}
+    theirs = {(x["conversion_id"], x["position"]): x for x in ref_links}
+    assert ours.keys() == theirs.keys()
+    for key, mine in ours.items():
+        assert mine["touchpoint_id"] == theirs[key]["touchpoint_id"], key
+        assert math.isclose(mine["weight"], theirs[key]["weight"], rel_tol=1e-9, abs_tol=1e-12), key
+    values = {c["conversion_id"]: c["value_micros"] for c in case.conversions}
+    per_conversion: dict[str, list[dict]] = {}
+    for (cid, _), row in sorted(ours.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        per_conversion.setdefault(cid, []).append(row)
+    for cid, rows in per_conversion.items():
+        assert [r["credited_value_micros"] for r in rows] == split_value(values[cid], [r["weight"] for r in rows])
+    if fit is not None and ref_fit.get("share"):
+        share = _by_channel(fit, "share")
+        for c, v in ref_fit["share"].items():
+            assert math.isclose(share[c], v, rel_tol=1e-9, abs_tol=1e-12), c
+
+
+# --- path tables and the bootstrap ---------------------------------------------------------------------
+
+
+def _journeys(n_users: int = 3_000, seed: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
+    data = oq.synthetic.generate(n_users=n_users, seed=seed)
+    return data.touchpoints, data.conversions
+
+
+def test_path_tables_add_up_across_user_batches() -> None:
+    tp, cv = _journeys()
+    whole = oq.attribute(tp, cv, models=["MARKOV"]).fitted["MARKOV"]
+    users = tp.get_column("anon_id").unique().sort()
+    parts = []
+    for half in (users.head(users.len() // 2), users.tail(users.len() - users.len() // 2)):
+        r = oq.attribute(tp.filter(pl.col("anon_id").is_in(half.implode())),
+                         cv.filter(pl.col("anon_id").is_in(half.implode())), models=["MARKOV"])  # fmt: skip
+        parts.append(r.fitted["MARKOV"].paths)
+    merged = oq.PathTable.concat(parts)
+    a = whole.paths.to_frame().with_columns(pl.col("path").list.join(">")).sort("path")
+    b = merged.to_frame().with_columns(pl.col("path").list.join(">")).sort("path")
+    assert a.equals(b)
+    refit = _by_channel(oq.models.Markov().fit(merged), "share")
+    for c, v in _by_channel(whole, "share").items():
+        assert math.isclose(refit[c], v, rel_tol=1e-12, abs_tol=1e-15), c
+
+
+def test_bootstrap_is_seeded_and_independent_of_partitioning() -> None:
+    tp, cv = _journeys()
+    fit = oq.attribute(tp, cv, models=["SHAPLEY"]).fitted["SHAPLEY"]
+    table = fit.paths
+    a = oq.models.Shapley(bootstrap=20, seed=5).fit(table)
+    b = oq.models.Shapley(bootstrap=20, seed=5).fit(table)
+    c = oq.models.Shapley(bootstrap=20, seed=6).fit(table)
+    np.testing.assert_array_equal(a.replicates, b.replicates)
+    assert not np.array_equal(a.replicates, c.replicates)
+    # The same paths in another order (as another partitioning would give) draw the same counts.
+    perm = np.random.default_rng(0).permutation(table.height)
+    conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, 5, 3)
+    conv_p, null_p = poisson_counts(table.hashes[perm], table.conversions[perm], table.nulls[perm], 5, 3)
+    np.testing.assert_array_equal(conv[perm], conv_p)
+    np.testing.assert_array_equal(null[perm], null_p)
+    cc = a.channel_credit
+    assert {"ci_low", "ci_high"} <= set(cc.columns)
+    assert (cc.get_column("ci_low") <= cc.get_column("ci_high")).all()
+
+
+@pytest.mark.parametrize("lam", [0.3, 4.0, 25.0, 1_000.0])
+def test_poisson_draws_have_poisson_moments(lam: float) -> None:
+    n = 40_000
+    hashes = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    conv, _ = poisson_counts(hashes, np.full(n, lam), np.zeros(n), 1, 0)
+    assert conv.min() >= 0 and np.all(conv == np.floor(conv))
+    se = math.sqrt(lam / n)
+    assert abs(conv.mean() - lam) < 5 * se
+    assert abs(conv.var() / lam - 1) < 0.05
+
+
+def test_fitted_objects_expose_their_statistics() -> None:
+    tp, cv = _journeys(1_000)
+    result = oq.attribute(tp, cv, models=["MARKOV", "SHAPLEY", "LINEAR"], markov_order=2)
+    markov, shapley = result.fitted["MARKOV"], result.fitted["SHAPLEY"]
+    assert markov.model.order == 2
+    assert markov.transition_matrix.columns == ["from_state", "to_state", "count", "probability"]
+    sums = markov.transition_matrix.group_by("from_state").agg(pl.col("probability").sum())
+    np.testing.assert_allclose(sums.get_column("probability").to_numpy(), 1.0, rtol=1e-12)
+    assert shapley.coalition_values.columns == ["coalition", "conversions", "nulls", "value"]
+    for fit in (markov, shapley):
+        cc = fit.channel_credit
+        assert cc.get_column("share").sum() == pytest.approx(1.0, rel=1e-12)
+        assert cc.get_column("value_micros").sum() == fit.paths.value_micros.sum()
+    assert set(result.links.get_column("model").cast(pl.String).unique()) == {"MARKOV", "SHAPLEY", "LINEAR"}
+
+
+def test_value_sums_beyond_int64_are_refused() -> None:
+    tp = pl.DataFrame({"touchpoint_id": ["t1", "t2"], "anon_id": ["u1", "u2"], "channel": ["a", "a"],
+                       "occurred_at": [T, T]})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": ["c1", "c2"], "anon_id": ["u1", "u2"], "occurred_at": [T, T],
+                       "value_micros": [2**62, 2**62]})  # fmt: skip
+    assert oq.attribute(tp, cv, models=["LINEAR"]).links.height == 2
+    with pytest.raises(oq.ModelError, match="2\\*\\*63"):
+        oq.attribute(tp, cv, models=["MARKOV"])
+
+
+def test_bad_options_and_paths_are_refused() -> None:
+    with pytest.raises(oq.ConfigError, match="order"):
+        oq.models.Markov(order=5)
+    with pytest.raises(oq.ConfigError, match="transform"):
+        oq.attribute(pl.DataFrame(), pl.DataFrame(), models=["MARKOV"], path_transform="bogus")
+    with pytest.raises(oq.InputError, match="negative"):
+        oq.fit_paths(pl.DataFrame({"path": ["a"], "total_conversions": [-1], "total_null": [0]}))
+    with pytest.raises(oq.InputError, match="empty path"):
+        oq.fit_paths(pl.DataFrame({"path": [" > "], "total_conversions": [1], "total_null": [0]}))
+    with pytest.raises(oq.ConfigError, match="micros"):
+        oq.fit_paths(pl.DataFrame({"path": ["a"], "total_conversions": [1], "total_null": [0], "v": [1.5]}), value="v")
