@@ -44,8 +44,8 @@ from .kernels.journeys import (
     OWN_SESSION,
     TOUCH,
     UTM,
-    count_touchpoints,
     derived_sessions,
+    first_touches,
     gap_sessions,
     journey_bounds,
     journey_positions,
@@ -173,6 +173,42 @@ def build_journeys(
     >>> oq.build_journeys(events).journeys.select("status", "event_count", "touchpoint_count").rows()
     [('CONVERTED', 2, 1), ('IN_PROGRESS', 1, 0)]
     """
+    return _build_journeys(
+        events, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid
+    )[0]
+
+
+@dataclass(frozen=True)
+class SortedTouchpoints:
+    """The touchpoints :func:`build_journeys` counts, for touchpoint extraction (private to the package).
+
+    Attributes
+    ----------
+    events
+        The validated events (input order, invalid rows removed) that ``rows`` index.
+    rows
+        Row of ``events`` of every touchpoint (the first touch of its (session, source) in its journey), in
+        sorted order (group, time, event id).
+    session_id, journey_id
+        The touchpoints' session and journey ids.
+    """
+
+    events: pl.DataFrame
+    rows: np.ndarray
+    session_id: pl.Series
+    journey_id: pl.Series
+
+
+def _build_journeys(
+    events: Any,
+    *,
+    session_timeout: timedelta,
+    abandon_after: timedelta,
+    as_of: datetime | None,
+    on_invalid: OnInvalid,
+    with_touchpoints: bool = False,
+) -> tuple[JourneyResult, SortedTouchpoints | None]:
+    """:func:`build_journeys`, and with ``with_touchpoints`` the touchpoints it counted."""
     timeout_us = _duration_us("session_timeout", session_timeout)
     abandon_us = _duration_us("abandon_after", abandon_after)
     as_of_us = None if as_of is None else _instant_us(as_of)
@@ -186,8 +222,10 @@ def build_journeys(
         ev = normalized.frame.select(c for c in _COLUMNS if c in normalized.frame.columns)
     parts = [c for c in KEY_COLUMNS if c in ev.columns] + ["anon_id"]
     if ev.height == 0:
+        empty = SortedTouchpoints(ev, np.zeros(0, dtype=np.int64), _nulls("session_id", pl.String, 0),
+                                  _nulls("journey_id", pl.String, 0)) if with_touchpoints else None  # fmt: skip
         return JourneyResult(_empty_journeys(parts), _empty_journey_events(), _empty_sessions(),
-                             normalized.quarantined, timings, None)  # fmt: skip
+                             normalized.quarantined, timings, None), empty  # fmt: skip
 
     with timed("encode"):
         keys = group_key_columns(ev)
@@ -232,7 +270,7 @@ def build_journeys(
         session_id = _session_column(ev, order, derived_index, derived_id)  # sorted order
     with timed("touchpoints"):
         touches, touch_rank = _touches(ev, flags)
-        touch_count = _count_touchpoints(
+        touch_count, first_pos = _count_touchpoints(
             touches, touch_rank, order, derived_index, derived_id, session_id, flags_s, readonly(touch_offsets)[0]
         )
         del derived_index, derived_id, flags
@@ -260,8 +298,13 @@ def build_journeys(
             ]
         )
         sessions = pl.DataFrame([event_id, session_id])
+        found = None
+        if with_touchpoints:
+            found = SortedTouchpoints(
+                ev, order[first_pos], session_id.gather(first_pos), journey_id.gather(journey[first_pos])
+            )
 
-    return JourneyResult(
+    result = JourneyResult(
         journeys=journeys,
         journey_events=journey_events,
         sessions=sessions,
@@ -269,6 +312,7 @@ def build_journeys(
         timings=timings,
         as_of=_EPOCH + timedelta(microseconds=as_of_us),
     )
+    return result, found
 
 
 def stable_id_series(
@@ -407,15 +451,16 @@ def _count_touchpoints(
     session_id: pl.Series,
     flags_s: np.ndarray,
     touch_offsets: np.ndarray,
-) -> np.ndarray:
-    """Touchpoints per journey: touches counted once per (session id, source) within the journey.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Touchpoints per journey (touches counted once per (session id, source) within the journey), and the
+    sorted positions of the touches counted (the first of their key in their journey).
 
     Keys are two independent 64-bit hashes of (session id, source); equal primary but different check
     hashes within a journey send the count to exact codes (a dictionary of the touches' keys).
     """
     n_journeys = touch_offsets.shape[0] - 1
     if touches.height == 0:
-        return np.zeros(n_journeys, dtype=np.int32)
+        return np.zeros(n_journeys, dtype=np.int32), np.zeros(0, dtype=np.int64)
     touch_pos = np.flatnonzero(flags_s & TOUCH)
     touch_hash = np.empty((touches.height, 4), dtype=np.uint64)
     derived_hash = np.empty((derived_id.len(), 2), dtype=np.uint64)
@@ -427,16 +472,17 @@ def _count_touchpoints(
     key, check = touch_keys(*readonly(touch_pos, order, touch_rank, derived_index, touch_hash, derived_hash))
     if _HASH_MASK != _NO_MASK:  # test hook only
         key = key & _HASH_MASK
-    count, n_clashes = count_touchpoints(touch_offsets, *readonly(key, check))
-    if n_clashes == 0:
-        return count
-    log.warning("64-bit touch key hash collision detected; recounting with exact codes")
-    exact = _touch_keys(touches, touch_rank[order[touch_pos]], session_id.gather(touch_pos))
-    ((code, _),) = group_hashes([exact], exact.columns, exact=True)
-    count, n_clashes = count_touchpoints(touch_offsets, *readonly(code, code))
-    if n_clashes:  # pragma: no cover - exact codes cannot clash
-        raise AssertionError("touch codes clashed after exact encoding")
-    return count
+    first, n_clashes = first_touches(touch_offsets, *readonly(key, check))
+    if n_clashes:
+        log.warning("64-bit touch key hash collision detected; recounting with exact codes")
+        exact = _touch_keys(touches, touch_rank[order[touch_pos]], session_id.gather(touch_pos))
+        ((code, _),) = group_hashes([exact], exact.columns, exact=True)
+        first, n_clashes = first_touches(touch_offsets, *readonly(code, code))
+        if n_clashes:  # pragma: no cover - exact codes cannot clash
+            raise AssertionError("touch codes clashed after exact encoding")
+    counted = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(first, dtype=np.int64)])
+    count = (counted[touch_offsets[1:]] - counted[touch_offsets[:-1]]).astype(np.int32)
+    return count, touch_pos[first]
 
 
 def _source_hashes(

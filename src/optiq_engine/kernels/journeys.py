@@ -26,6 +26,7 @@ __all__ = [
     "UTM",
     "count_touchpoints",
     "derived_sessions",
+    "first_touches",
     "gap_sessions",
     "journey_bounds",
     "journey_positions",
@@ -197,41 +198,11 @@ def journey_summaries(offsets, flags):
 
 
 @jit
-def _distinct_small(key, check, lo, hi):
-    """Distinct keys among key[lo:hi] by pairwise comparison; also the count of key clashes."""
-    count = 0
-    clashes = 0
-    for t in range(lo, hi):
-        seen = False
-        for u in range(lo, t):
-            if key[u] == key[t]:
-                if check[u] != check[t]:
-                    clashes += 1
-                seen = True
-                break
-        if not seen:
-            count += 1
-    return count, clashes
+def first_touches(touch_offsets, key, check):
+    """Which touches are the first of their (session, source) key within their journey.
 
-
-@jit
-def _distinct_sorted(key, check, lo, hi):
-    """Distinct keys among key[lo:hi] by sorting a copy; also the count of key clashes."""
-    idx = np.argsort(key[lo:hi], kind="mergesort")
-    count = 0
-    clashes = 0
-    for q in range(idx.shape[0]):
-        a = lo + idx[q]
-        if q == 0 or key[a] != key[lo + idx[q - 1]]:
-            count += 1
-        elif check[a] != check[lo + idx[q - 1]]:
-            clashes += 1
-    return count, clashes
-
-
-@jit
-def count_touchpoints(touch_offsets, key, check):
-    """Touchpoints per journey: its touches counted once per distinct (session, source) key.
+    This is the one definition of a touchpoint: :func:`count_touchpoints` counts these flags per journey,
+    and touchpoint extraction (:mod:`optiq_engine.touchpoints`) keeps the flagged touches.
 
     Parameters
     ----------
@@ -243,28 +214,77 @@ def count_touchpoints(touch_offsets, key, check):
 
     Returns
     -------
-    count : int32[n_journeys]
-        Distinct keys per journey.
+    first : bool[n_touches]
+        Whether the touch's key does not occur earlier in its journey.
     n_clashes : int
         Touch pairs of one journey with equal ``key`` but different ``check`` (non-zero: the hash merged
-        two keys, and ``count`` is not to be trusted).
+        two keys, and ``first`` is not to be trusted).
+
+    Notes
+    -----
+    Journeys with at most ``_SMALL`` touches are compared pairwise; larger ones sort a copy of their keys
+    with a stable sort, so the earliest touch of a key comes first.
     """
     n_journeys = touch_offsets.shape[0] - 1
-    count = np.zeros(n_journeys, dtype=np.int32)
+    first = np.zeros(key.shape[0], dtype=np.bool_)
     clashes = 0
     for j in range(n_journeys):
         lo = touch_offsets[j]
         hi = touch_offsets[j + 1]
-        if hi - lo <= 1:
-            count[j] = hi - lo
-            continue
         if hi - lo <= _SMALL:
-            d, x = _distinct_small(key, check, lo, hi)
+            for a in range(lo, hi):
+                seen = False
+                for u in range(lo, a):
+                    if key[u] == key[a]:
+                        if check[u] != check[a]:
+                            clashes += 1
+                        seen = True
+                        break
+                first[a] = not seen
         else:
-            d, x = _distinct_sorted(key, check, lo, hi)
-        count[j] = d
-        clashes += x
-    return count, clashes
+            idx = np.argsort(key[lo:hi], kind="mergesort")
+            for q in range(idx.shape[0]):
+                a = lo + idx[q]
+                if q == 0 or key[a] != key[lo + idx[q - 1]]:
+                    first[a] = True
+                elif check[a] != check[lo + idx[q - 1]]:
+                    clashes += 1
+    return first, clashes
+
+
+@jit
+def count_touchpoints(touch_offsets, key, check):
+    """Touchpoints per journey: its touches counted once per distinct (session, source) key.
+
+    Parameters
+    ----------
+    touch_offsets : int64[n_journeys + 1]
+        From :func:`journey_summaries`.
+    key, check : uint64[n_touches]
+        As for :func:`first_touches`.
+
+    Returns
+    -------
+    count : int32[n_journeys]
+        Distinct keys per journey (the touches :func:`first_touches` flags).
+    n_clashes : int
+        As for :func:`first_touches`.
+    """
+    first, clashes = first_touches(touch_offsets, key, check)
+    return _count_per_journey(touch_offsets, first), clashes
+
+
+@jit
+def _count_per_journey(touch_offsets, first):
+    n_journeys = touch_offsets.shape[0] - 1
+    count = np.zeros(n_journeys, dtype=np.int32)
+    for j in range(n_journeys):
+        c = 0
+        for a in range(touch_offsets[j], touch_offsets[j + 1]):
+            if first[a]:
+                c += 1
+        count[j] = c
+    return count
 
 
 @jit
