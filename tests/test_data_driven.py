@@ -269,3 +269,23 @@ def test_bad_options_and_paths_are_refused() -> None:
         oq.fit_paths(pl.DataFrame({"path": [" > "], "total_conversions": [1], "total_null": [0]}))
     with pytest.raises(oq.ConfigError, match="micros"):
         oq.fit_paths(pl.DataFrame({"path": ["a"], "total_conversions": [1], "total_null": [0], "v": [1.5]}), value="v")
+
+
+@given(
+    st.lists(
+        st.one_of(st.none(), st.lists(st.text("ab é>\t-", max_size=4), max_size=5).map(" > ".join)), max_size=20
+    ),
+    st.sampled_from([">", " > ", "->", "é"]),
+)
+def test_path_strings_split_like_polars(rows, sep) -> None:
+    """The byte tokenizer equals Polars' split + strip + drop empty, with codes over sorted names."""
+    from optiq_engine.paths import _split
+
+    col = pl.Series("path", rows, dtype=pl.String)
+    offsets, codes, channels = _split(col, sep)
+    expected = [
+        [t.strip(" \t") for t in r.split(sep) if t.strip(" \t")] if r is not None else [] for r in rows
+    ]
+    got = [[channels[c] for c in codes[offsets[i] : offsets[i + 1]]] for i in range(len(rows))]
+    assert got == expected
+    assert list(channels) == sorted({t for r in expected for t in r})

@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .errors import ConfigError, InputError, ModelError
 from .frames import to_polars
 from .kernels import paths as k
+from .kernels import tokenize
 
 __all__ = ["PathTable", "TRANSFORMS", "build_path_table"]
 
@@ -44,6 +47,9 @@ class PathTable:
         Sum of the converting journeys' values.
     hashes
         Content hash of each path (of channel names, so equal across partitions).
+    distinct
+        Whether every path occurs once (:meth:`merged` makes it so; fits do not need it, the bootstrap
+        does).
     """
 
     channels: tuple[str, ...]
@@ -53,6 +59,16 @@ class PathTable:
     nulls: np.ndarray
     value_micros: np.ndarray
     hashes: np.ndarray
+    distinct: bool = True
+
+    def merged(self) -> PathTable:
+        """The same journeys with equal paths merged into one row."""
+        if self.distinct:
+            return self
+        return build_path_table(
+            self.offsets[:-1], self.offsets[1:], self.codes, self.channels,
+            self.conversions, self.nulls, self.value_micros, transform="frequency",
+        )[0]  # fmt: skip
 
     @property
     def height(self) -> int:
@@ -116,14 +132,10 @@ class PathTable:
         if missing:
             raise ConfigError(f"paths frame has no column(s) {missing}; columns are {df.columns}")
         col = df.get_column(path)
-        if col.dtype == pl.String:
-            parts = col.str.split(sep).list.eval(pl.element().str.strip_chars()).list.eval(
-                pl.element().filter(pl.element() != "")
-            )
-        elif isinstance(col.dtype, pl.List):
-            parts = col.cast(pl.List(pl.String))
-        else:
+        if not (col.dtype == pl.String or isinstance(col.dtype, pl.List)):
             raise ConfigError(f"paths column {path!r} must hold strings or lists of strings, got {col.dtype}")
+        if not sep:
+            raise ConfigError("sep must not be empty")
         conv = _counts(df, conversions)
         null = _counts(df, nulls)
         if value is None:
@@ -138,22 +150,44 @@ class PathTable:
             val = vcol.fill_null(0).cast(pl.Int64).to_numpy()
             if (val < 0).any():
                 raise InputError(f"value column {value!r} has {(val < 0).sum()} negative values")
-        problems = {
-            "null path": int(parts.is_null().sum()),
-            "empty path": int((parts.list.len() == 0).sum()),
-        }
+        offsets, codes, channels = _split(col, sep)
+        problems = {"null path": col.null_count(), "empty path": int((np.diff(offsets) == 0).sum()) - col.null_count()}
         problems = {k_: v for k_, v in problems.items() if v}
         if problems:
             raise InputError("invalid path rows: " + ", ".join(f"{v} {k_}" for k_, v in problems.items()), counts=problems)
-        flat = parts.explode()
-        channels = tuple(sorted(flat.unique().to_list()))
-        codes = flat.cast(pl.Enum(channels)).to_physical().cast(pl.Int32).to_numpy()
-        offsets = np.zeros(df.height + 1, dtype=np.int64)
-        np.cumsum(parts.list.len().to_numpy(), out=offsets[1:])
         return build_path_table(
-            offsets[:-1], offsets[1:], codes, channels, conv, null, val,
+            offsets[:-1], offsets[1:], codes, channels, conv, null, val, distinct=False,
             transform=transform, remove_direct_if_not_all=remove_direct_if_not_all, direct_channels=direct_channels,
         )[0]  # fmt: skip
+
+
+def _split(col: pl.Series, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Paths as CSR codes over sorted channel names (null rows are empty)."""
+    if col.dtype == pl.String:
+        arr = pa.compute.cast(col.fill_null("").to_arrow(), pa.large_string())  # null rows: empty paths
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        n = len(arr)
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.empty(0, np.uint8)
+        capacity, ok = 256, False
+        while not ok:
+            capacity *= 16
+            row_offsets, codes, spans, ok = tokenize.split_paths(
+                offsets, data, np.frombuffer(sep.encode(), dtype=np.uint8), capacity
+            )
+        names = [bytes(data[a:b]).decode() for a, b in spans]
+    else:
+        parts = col.cast(pl.List(pl.String))
+        flat = parts.explode().drop_nulls()
+        names = flat.unique(maintain_order=True).to_list()
+        codes = flat.cast(pl.Enum(names)).to_physical().cast(pl.Int32).to_numpy()
+        row_offsets = np.zeros(col.len() + 1, dtype=np.int64)
+        np.cumsum(parts.list.eval(pl.element().drop_nulls()).list.len().fill_null(0).to_numpy(), out=row_offsets[1:])
+    order = sorted(range(len(names)), key=names.__getitem__)
+    remap = np.empty(max(len(names), 1), dtype=np.int32)
+    remap[order] = np.arange(len(names), dtype=np.int32)
+    return row_offsets, remap[codes] if codes.size else codes.astype(np.int32), tuple(names[i] for i in order)
 
 
 def _counts(df: pl.DataFrame, name: str) -> np.ndarray:
@@ -181,10 +215,13 @@ def build_path_table(
     transform: str = "exposure",
     remove_direct_if_not_all: bool = False,
     direct_channels: Sequence[str] = ("direct",),
+    distinct: bool = True,
 ) -> tuple[PathTable, np.ndarray]:
     """Aggregate journeys (ranges of ``codes``) into a path table.
 
     Returns the table and each journey's path row (-1 for a journey whose transformed path is empty).
+    With ``distinct=False`` every journey with a non-empty path keeps its own row (cheaper; fits do not
+    need distinct paths).
     """
     if transform not in TRANSFORMS:
         raise ConfigError(f"unknown path transform {transform!r}; valid choices: {', '.join(TRANSFORMS)}")
@@ -195,6 +232,17 @@ def build_path_table(
     )
     lengths = np.diff(offsets)
     live = np.flatnonzero(lengths > 0)
+    if not distinct:
+        journey_path = np.full(starts.shape[0], -1, dtype=np.int64)
+        journey_path[live] = np.arange(live.shape[0])
+        if live.shape[0] < starts.shape[0]:
+            offsets = np.concatenate([[0], np.cumsum(lengths[live])])
+        table = PathTable(
+            channels=channels, offsets=offsets, codes=out, conversions=np.asarray(conversions, np.float64)[live],
+            nulls=np.asarray(nulls, np.float64)[live], value_micros=np.asarray(value_micros, np.int64)[live],
+            hashes=hashes[live], distinct=False,
+        )  # fmt: skip
+        return table, journey_path
     order = live[np.argsort(hashes[live], kind="stable")]
     group, first, collisions = k.path_groups(order, hashes, offsets, out)
     if collisions:  # pragma: no cover - needs a 64-bit hash collision between two different paths

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["START", "CONVERSION", "NULL", "transition_entries", "entry_weights"]
+__all__ = ["START", "CONVERSION", "NULL", "transition_entries", "entry_weights", "order1_counts"]
 
 # State keys: channel tuples are base-(C+1) numbers of (code + 1) digits, most recent last; the empty
 # tuple is START. Absorbing states are negative.
@@ -80,3 +80,23 @@ def entry_weights(path, kind, conversions, nulls):
         else:
             w[e] = nulls[p]
     return w
+
+
+@jit
+def order1_counts(offsets, codes, conversions, nulls, n_codes):
+    """Order-1 transition counts as a dense ``[C + 1, C + 3]`` matrix, straight from the paths.
+
+    Row 0 is START, row ``c + 1`` channel ``c``; columns ``0..C`` are the same states, ``C + 1``
+    CONVERSION and ``C + 2`` NULL.
+    """
+    counts = np.zeros((n_codes + 1, n_codes + 3), dtype=np.float64)
+    for p in range(offsets.shape[0] - 1):
+        both = conversions[p] + nulls[p]
+        state = 0
+        for i in range(offsets[p], offsets[p + 1]):
+            nxt = codes[i] + 1
+            counts[state, nxt] += both
+            state = nxt
+        counts[state, n_codes + 1] += conversions[p]
+        counts[state, n_codes + 2] += nulls[p]
+    return counts

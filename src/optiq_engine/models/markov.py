@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
-import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
 
@@ -76,18 +75,27 @@ class MarkovChain:
         n_codes = len(table.channels)
         if (n_codes + 1) ** order >= 2**62:
             raise ModelError(f"MARKOV order {order} with {n_codes} channels: too many states to number")
-        src, dst, self._entry_path, self._entry_kind = k.transition_entries(table.offsets, table.codes, order, n_codes)
-        keys = np.unique(np.concatenate([[k.START], src, dst[dst >= 0]]))
-        s = keys.shape[0]
-        si = np.searchsorted(keys, src)
-        di = np.where(dst >= 0, np.searchsorted(keys, np.maximum(dst, 0)), np.where(dst == k.CONVERSION, s, s + 1))
-        pairs, self._entry_pair = np.unique(si * (s + 2) + di, return_inverse=True)
         self.order = order
         self.channels = table.channels
+        self._table = table
+        if order == 1:  # states are START and every channel: a dense layout, no numbering pass
+            s = n_codes + 1
+            keys = np.arange(s, dtype=np.int64)
+            self.pair_src = np.repeat(np.arange(s), s + 2)
+            self.pair_dst = np.tile(np.arange(s + 2), s)
+        else:
+            src, dst, self._entry_path, self._entry_kind = k.transition_entries(
+                table.offsets, table.codes, order, n_codes
+            )
+            keys = np.unique(np.concatenate([[k.START], src, dst[dst >= 0]]))
+            s = keys.shape[0]
+            si = np.searchsorted(keys, src)
+            di = np.where(dst >= 0, np.searchsorted(keys, np.maximum(dst, 0)), np.where(dst == k.CONVERSION, s, s + 1))
+            pairs, self._entry_pair = np.unique(si * (s + 2) + di, return_inverse=True)
+            self.pair_src = pairs // (s + 2)
+            self.pair_dst = pairs % (s + 2)
         self.keys = keys
         self.n_states = s
-        self.pair_src = pairs // (s + 2)
-        self.pair_dst = pairs % (s + 2)
         # contains[i, c]: state i's tuple holds channel c (digits of the key, base C + 1, are code + 1).
         base = n_codes + 1
         contains = np.zeros((s, n_codes), dtype=np.bool_)
@@ -101,6 +109,9 @@ class MarkovChain:
 
     def pair_weights(self, conversions: np.ndarray, nulls: np.ndarray) -> np.ndarray:
         """Count of every distinct transition for the given path weights."""
+        if self.order == 1:
+            t = self._table
+            return k.order1_counts(t.offsets, t.codes, conversions, nulls, len(self.channels)).reshape(-1)
         w = k.entry_weights(self._entry_path, self._entry_kind, conversions, nulls)
         return np.bincount(self._entry_pair, weights=w, minlength=self.pair_src.shape[0])
 
@@ -116,21 +127,33 @@ class MarkovChain:
         prob = self.probabilities(weights, drop_self=drop_self)
         s = self.n_states
         inner = self.pair_dst < s
-        r = np.bincount(self.pair_src[self.pair_dst == s], weights=prob[self.pair_dst == s], minlength=s)
-        q = scipy.sparse.csr_matrix((prob[inner], (self.pair_src[inner], self.pair_dst[inner])), shape=(s, s))
-        a = scipy.sparse.identity(s, format="csr") - q
-        p = _absorb(a, r)
+        to_conv = self.pair_dst == s
+        r = np.bincount(self.pair_src[to_conv], weights=prob[to_conv], minlength=s)
         removed = np.empty(self.contains.shape[1], dtype=np.float64)
+        if s <= _DENSE_STATES:
+            a = np.eye(s)
+            a[self.pair_src[inner], self.pair_dst[inner]] -= prob[inner]
+            p = float(np.linalg.solve(a, r)[0])
+            for c in range(removed.shape[0]):
+                keep = np.flatnonzero(~self.contains[:, c])  # START (index 0) is always kept
+                removed[c] = np.linalg.solve(a[np.ix_(keep, keep)], r[keep])[0] if keep.shape[0] < s else p
+            return p, removed
+        q = scipy.sparse.csr_matrix((prob[inner], (self.pair_src[inner], self.pair_dst[inner])), shape=(s, s))
+        a = (scipy.sparse.identity(s, format="csr") - q).tocsr()
+        p = float(scipy.sparse.linalg.splu(a.tocsc()).solve(r)[0])
         for c in range(removed.shape[0]):
-            keep = np.flatnonzero(~self.contains[:, c])  # START (index 0) is always kept
-            removed[c] = _absorb(a[keep][:, keep], r[keep]) if self.contains[:, c].any() else p
+            keep = np.flatnonzero(~self.contains[:, c])
+            if keep.shape[0] == s:
+                removed[c] = p
+            else:
+                removed[c] = scipy.sparse.linalg.splu(a[keep][:, keep].tocsc()).solve(r[keep])[0]
         return p, removed
 
     def transition_frame(self, weights: np.ndarray, *, drop_self: bool = False) -> pl.DataFrame:
         """``from_state``, ``to_state``, ``count``, ``probability`` (states as ``"a > b"`` strings)."""
         names = [*self.state_names(), "(conversion)", "(null)"]
         prob = self.probabilities(weights, drop_self=drop_self)
-        keep = weights > 0
+        keep = (weights > 0) & (self.pair_dst != 0)  # nothing returns to START
         if drop_self:
             keep &= self.pair_src != self.pair_dst
         return pl.DataFrame(
@@ -153,13 +176,6 @@ class MarkovChain:
                 key //= base
             out.append(" > ".join(self.channels[d - 1] for d in reversed(digits) if d) or "(start)")
         return out
-
-
-def _absorb(a: scipy.sparse.csr_matrix, r: np.ndarray) -> float:
-    """x[0] of ``a x = r``."""
-    if a.shape[0] <= _DENSE_STATES:
-        return float(scipy.linalg.solve(a.toarray(), r, check_finite=False)[0])
-    return float(scipy.sparse.linalg.splu(a.tocsc()).solve(r)[0])
 
 
 @dataclass(frozen=True, eq=False, repr=False)
