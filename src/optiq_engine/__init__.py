@@ -17,6 +17,7 @@ from .models import available_models, get_model
 from .paths import PathTable
 from .pipeline import attribute
 from .result import AttributionResult, combine_credit
+from .touchpoints import TouchpointExtraction, extract_touchpoints
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "PathTable",
     "build_journeys",
     "JourneyResult",
+    "extract_touchpoints",
+    "TouchpointExtraction",
     "AttributionConfig",
     "AttributionResult",
     "combine_credit",

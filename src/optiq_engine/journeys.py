@@ -207,8 +207,10 @@ def _build_journeys(
     as_of: datetime | None,
     on_invalid: OnInvalid,
     with_touchpoints: bool = False,
+    keep: Sequence[str] = (),
 ) -> tuple[JourneyResult, SortedTouchpoints | None]:
-    """:func:`build_journeys`, and with ``with_touchpoints`` the touchpoints it counted."""
+    """:func:`build_journeys`, and with ``with_touchpoints`` the touchpoints it counted (``keep``: more input
+    columns to carry in :attr:`SortedTouchpoints.events`)."""
     timeout_us = _duration_us("session_timeout", session_timeout)
     abandon_us = _duration_us("abandon_after", abandon_after)
     as_of_us = None if as_of is None else _instant_us(as_of)
@@ -219,7 +221,7 @@ def _build_journeys(
 
     with timed("validate"):
         normalized = normalize_events(events, on_invalid=on_invalid)
-        ev = normalized.frame.select(c for c in _COLUMNS if c in normalized.frame.columns)
+        ev = normalized.frame.select(c for c in (*_COLUMNS, *keep) if c in normalized.frame.columns)
     parts = [c for c in KEY_COLUMNS if c in ev.columns] + ["anon_id"]
     if ev.height == 0:
         empty = SortedTouchpoints(ev, np.zeros(0, dtype=np.int64), _nulls("session_id", pl.String, 0),

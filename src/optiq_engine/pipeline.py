@@ -31,6 +31,7 @@ from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import link_rows, match_windows
 from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from .models.base import resolve_models
+from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
 from .result import AttributionResult
 
@@ -160,7 +161,7 @@ def run_attribution(
     fitted: dict[str, FittedModel] = {}
     if data_driven:
         with timed("fit"):
-            fitted = _fit(data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg)
+            fitted, journey_paths = _fit(data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg)
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
         specs = [m.kernel_spec() for m in heuristic]
@@ -180,9 +181,16 @@ def run_attribution(
                     hi_row += 1
                     continue
                 fit = fitted[model.name]
+                if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
+                    shares = fit.path_shares()
+                    rows = np.zeros(lo.shape[0], dtype=np.int64)
+                    path_of = journey_paths[model.name]
+                    rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
+                else:
+                    shares, rows = fit.shares[None, :], np.zeros(lo.shape[0], dtype=np.int64)
                 weights[i], credit[i], fallback = share_links(
                     lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
-                    fit.shares[None, :], np.zeros(lo.shape[0], dtype=np.int64), chunks,
+                    shares, rows, chunks,
                 )  # fmt: skip
                 fitted[model.name] = replace(fit, fallback_journeys=int(fallback.sum()))
             del h_weights, h_credit
@@ -220,8 +228,11 @@ def _fit(
     cv_value: np.ndarray,
     channels: list[str],
     cfg: AttributionConfig,
-) -> dict[str, FittedModel]:
-    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1)."""
+) -> tuple[dict[str, FittedModel], dict[str, np.ndarray]]:
+    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1).
+
+    Returns the fits and, per model, the path row of every converting journey (-1: empty path).
+    """
     converting = hi > lo
     starts = np.concatenate([lo[converting], tail_lo])
     ends = np.concatenate([hi[converting], tail_hi])
@@ -230,8 +241,9 @@ def _fit(
     conv[:n_conv] = 1.0
     value = np.zeros(starts.shape[0], dtype=np.int64)
     value[:n_conv] = cv_value[converting]
-    tables: dict[tuple[str, bool], PathTable] = {}
+    tables: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
     out: dict[str, FittedModel] = {}
+    paths: dict[str, np.ndarray] = {}
     for model in models:
         key = (model.transform, model.remove_direct_if_not_all)
         if key not in tables:
@@ -239,9 +251,11 @@ def _fit(
                 starts, ends, tp_codes, channels, conv, 1.0 - conv, value,
                 transform=model.transform, remove_direct_if_not_all=model.remove_direct_if_not_all,
                 direct_channels=cfg.direct_channels,
-            )[0]  # fmt: skip
-        out[model.name] = model.fit(tables[key], direct_channels=cfg.direct_channels)
-    return out
+            )  # fmt: skip
+        table, journey_path = tables[key]
+        out[model.name] = model.fit(table, direct_channels=cfg.direct_channels)
+        paths[model.name] = journey_path[:n_conv]
+    return out, paths
 
 
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:

@@ -1,6 +1,7 @@
 """Attribution models: one class per model, looked up by the seed's enum name."""
 
 from .base import AttributionModel, HeuristicModel, available_models, get_model, register_model
+from .conversion import DataDriven, FittedDataDriven
 from .fitted import DataDrivenModel, FittedModel
 from .heuristic import HEURISTIC_MODELS, FirstTouch, LastNonDirect, LastTouch, Linear, PositionBased, TimeDecay
 from .markov import FittedMarkov, Markov
@@ -25,4 +26,6 @@ __all__ = [
     "FittedMarkov",
     "Shapley",
     "FittedShapley",
+    "DataDriven",
+    "FittedDataDriven",
 ]

@@ -1,0 +1,190 @@
+"""The conversion model of DATA_DRIVEN: touch-count features, logistic loss, per-path Shapley values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+from .paths import mix64
+
+__all__ = ["count_features", "logistic_loss_grad", "path_shapley", "EXACT_MAX_CHANNELS"]
+
+#: Paths with more distinct channels than this are decomposed by permutation sampling.
+EXACT_MAX_CHANNELS = 20
+
+
+@jit
+def count_features(offsets, codes, n_codes, rho):
+    """Per path, its distinct channels (first-occurrence order) with ``f(touches)``.
+
+    ``f(k) = k`` when ``rho <= 0``, else ``(1 - rho**k) / (1 - rho)``.
+
+    Returns
+    -------
+    feat_offsets : int64[P + 1]
+    feat_code : int32[F]
+    feat_value : float64[F]
+    """
+    p_rows = offsets.shape[0] - 1
+    counts = np.zeros(max(n_codes, 1), dtype=np.int64)
+    feat_offsets = np.zeros(p_rows + 1, dtype=np.int64)
+    for p in range(p_rows):
+        d = 0
+        for i in range(offsets[p], offsets[p + 1]):
+            if counts[codes[i]] == 0:
+                d += 1
+            counts[codes[i]] += 1
+        feat_offsets[p + 1] = feat_offsets[p] + d
+        for i in range(offsets[p], offsets[p + 1]):
+            counts[codes[i]] = 0
+    feat_code = np.empty(feat_offsets[p_rows], dtype=np.int32)
+    feat_value = np.empty(feat_offsets[p_rows], dtype=np.float64)
+    for p in range(p_rows):
+        f = feat_offsets[p]
+        for i in range(offsets[p], offsets[p + 1]):
+            c = codes[i]
+            if counts[c] == 0:
+                feat_code[f] = c
+                f += 1
+            counts[c] += 1
+        for q in range(feat_offsets[p], feat_offsets[p + 1]):
+            k = counts[feat_code[q]]
+            feat_value[q] = float(k) if rho <= 0.0 else (1.0 - rho**k) / (1.0 - rho)
+        for i in range(offsets[p], offsets[p + 1]):
+            counts[codes[i]] = 0
+    return feat_offsets, feat_code, feat_value
+
+
+@jit
+def _log1pexp(z):
+    return z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z))
+
+
+@jit
+def _sigmoid(z):
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@jit
+def logistic_loss_grad(params, feat_offsets, feat_code, feat_value, conversions, nulls, l2):
+    """Penalised negative log-likelihood and its gradient; ``params = [intercept, beta_0..beta_{C-1}]``.
+
+    Each path row counts ``conversions`` times as a positive and ``nulls`` times as a negative example;
+    the penalty ``l2 / 2 * sum(beta**2)`` leaves the intercept out.
+    """
+    grad = np.zeros(params.shape[0], dtype=np.float64)
+    loss = 0.0
+    for p in range(feat_offsets.shape[0] - 1):
+        n = conversions[p] + nulls[p]
+        if n == 0.0:
+            continue
+        z = params[0]
+        for q in range(feat_offsets[p], feat_offsets[p + 1]):
+            z += params[1 + feat_code[q]] * feat_value[q]
+        # -[y log s + (1 - y) log(1 - s)] = log(1 + e^z) - y z
+        loss += n * _log1pexp(z) - conversions[p] * z
+        r = n * _sigmoid(z) - conversions[p]
+        grad[0] += r
+        for q in range(feat_offsets[p], feat_offsets[p + 1]):
+            grad[1 + feat_code[q]] += r * feat_value[q]
+    for c in range(1, params.shape[0]):
+        loss += 0.5 * l2 * params[c] * params[c]
+        grad[c] += l2 * params[c]
+    return loss, grad
+
+
+@jit
+def _shapley_exact(z0, contrib, d, phi, zs, v, w):
+    """Exact Shapley values of ``v(S) = σ(z0 + Σ_{c∈S} contrib[c]) - σ(z0)`` over ``d`` players."""
+    n_sub = 1 << d
+    zs[0] = z0
+    base = _sigmoid(z0)
+    v[0] = 0.0
+    for s in range(1, n_sub):
+        low = s & (-s)
+        bit = 0
+        while (1 << bit) != low:
+            bit += 1
+        zs[s] = zs[s ^ low] + contrib[bit]
+        v[s] = _sigmoid(zs[s]) - base
+    for c in range(d):
+        phi[c] = 0.0
+    for s in range(n_sub):
+        size = 0
+        t = s
+        while t:
+            t &= t - 1
+            size += 1
+        for c in range(d):
+            if not (s >> c) & 1:
+                phi[c] += w[size] * (v[s | (1 << c)] - v[s])
+
+
+@jit
+def _shapley_sampled(z0, contrib, d, phi, n_perm, key):
+    """Shapley values estimated from ``n_perm`` random orderings (antithetic pairs)."""
+    for c in range(d):
+        phi[c] = 0.0
+    order = np.arange(d)
+    base = _sigmoid(z0)
+    draws = 0
+    for _ in range(n_perm // 2):
+        for i in range(d - 1, 0, -1):  # Fisher-Yates from the counter-based stream
+            r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+            draws += 1
+            j = np.int64(r % np.uint64(i + 1))
+            order[i], order[j] = order[j], order[i]
+        for direction in range(2):
+            z = z0
+            prev = base
+            for t in range(d):
+                c = order[t] if direction == 0 else order[d - 1 - t]
+                z += contrib[c]
+                cur = _sigmoid(z)
+                phi[c] += cur - prev
+                prev = cur
+    for c in range(d):
+        phi[c] /= 2 * (n_perm // 2)
+
+
+@pjit
+def path_shapley(feat_offsets, feat_code, feat_value, beta, intercept, hashes, n_perm, seed):
+    """Shapley values of every path's game over its distinct channels.
+
+    Returns ``phi`` aligned with ``feat_code`` (one value per distinct channel of each path) and the
+    number of paths that were sampled (more than :data:`EXACT_MAX_CHANNELS` channels).
+    """
+    p_rows = feat_offsets.shape[0] - 1
+    phi = np.empty(feat_code.shape[0], dtype=np.float64)
+    d_max = 0
+    for p in range(p_rows):
+        d_max = max(d_max, feat_offsets[p + 1] - feat_offsets[p])
+    d_exact = min(d_max, EXACT_MAX_CHANNELS)
+    # w[s] = s! (d - s - 1)! / d! for every d: computed per path from log-gamma.
+    sampled = np.zeros(p_rows, dtype=np.int64)
+    for p in prange(p_rows):
+        a = feat_offsets[p]
+        d = feat_offsets[p + 1] - a
+        if d == 0:
+            continue
+        contrib = np.empty(d, dtype=np.float64)
+        for q in range(d):
+            contrib[q] = beta[feat_code[a + q]] * feat_value[a + q]
+        out = np.empty(d, dtype=np.float64)
+        if d <= d_exact:
+            w = np.empty(d, dtype=np.float64)
+            for s in range(d):
+                w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
+            n_sub = 1 << d
+            _shapley_exact(intercept, contrib, d, out, np.empty(n_sub), np.empty(n_sub), w)
+        else:
+            sampled[p] = 1
+            _shapley_sampled(intercept, contrib, d, out, n_perm, mix64(np.uint64(seed) ^ hashes[p]))
+        for q in range(d):
+            phi[a + q] = out[q]
+    return phi, sampled.sum()
