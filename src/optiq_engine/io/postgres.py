@@ -25,6 +25,12 @@ __all__ = [
     "read_touchpoints",
     "read_conversions",
     "read_events",
+    "read_events_for_touchpoints",
+    "read_campaigns",
+    "ENGINE_TOUCHPOINT_PATTERN",
+    "merge_touchpoints",
+    "write_touchpoints",
+    "touchpoint_rows_for_postgres",
     "iter_partitions",
     "link_rows_for_postgres",
     "write_links",
@@ -208,6 +214,71 @@ def read_events(url: str, window: Window) -> pl.DataFrame:
     ``properties`` JSON (``gclid``, ``utm_source`` / ``utmSource``, ...).
     """
     return _fetch(url, *_events_query(window))
+
+
+def _property(key: str) -> str:
+    return f"NULLIF(e.properties->>'{key}', '')"
+
+
+def _parameter(column: str, *keys: str) -> str:
+    """docs/touchpoints.md §1 in SQL, steps 1-2: the column, else the first non-empty ``properties`` key."""
+    return f"COALESCE(e.{column}, {', '.join(_property(k) for k in keys)})"
+
+
+_PAGE_URL = f"COALESCE(e.url, {_property('url')}, {_property('pageUrl')})"
+_TOUCHPOINT_EVENT_COLUMNS = f"""
+    e.id AS event_id,
+    e."anonId" AS anon_id,
+    e."occurredAt" AS occurred_at,
+    e.type::text AS type,
+    s."organizationId" AS organization_id,
+    e."siteId" AS site_id,
+    e."sessionId" AS session_id,
+    {_parameter('"utmSource"', "utm_source", "utmSource")} AS utm_source,
+    {_parameter('"utmMedium"', "utm_medium", "utmMedium")} AS utm_medium,
+    {_parameter('"utmCampaign"', "utm_campaign", "utmCampaign")} AS utm_campaign,
+    {_parameter('"utmTerm"', "utm_term", "utmTerm")} AS utm_term,
+    {_parameter('"utmContent"', "utm_content", "utmContent")} AS utm_content,
+    {_parameter("gclid", "gclid")} AS gclid,
+    {_parameter("fbclid", "fbclid")} AS fbclid,
+    {_parameter("ttclid", "ttclid")} AS ttclid,
+    CASE WHEN strpos({_PAGE_URL}, '?') > 0 THEN {_PAGE_URL} END AS url,
+    e."valueMicros" AS value_micros,
+    e.name"""
+
+
+def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
+    """Tracking events as :func:`optiq_engine.extract_touchpoints` reads them (``docs/touchpoints.md``).
+
+    Each marketing parameter (UTM source/medium/campaign/term/content, click ids) is its column or, when
+    null, the first non-empty key of ``properties`` (resolved in SQL: ``jsonb`` is parsed already); the
+    page URL (``url``, else ``properties.url`` / ``pageUrl``) comes along when it has a query string, for
+    the parameters still missing.
+    """
+    where, params = _where("e", window, partition=None)
+    sql = f'SELECT {_TOUCHPOINT_EVENT_COLUMNS}\nFROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"\nWHERE {where}'
+    return _fetch(url, sql, params)
+
+
+def read_campaigns(url: str, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The organization's ``Campaign`` rows (with their ad account's platform) and ``Ad`` rows, as the
+    ``campaigns`` and ``ads`` frames of :func:`optiq_engine.extract_touchpoints`."""
+    campaigns = _fetch(
+        url,
+        """SELECT c.id AS campaign_id, c."externalId" AS external_id, p.code::text AS platform_code,
+                  c."organizationId" AS organization_id
+           FROM "Campaign" c JOIN "AdAccount" a ON a.id = c."adAccountId" JOIN "Platform" p ON p.id = a."platformId"
+           WHERE c."organizationId" = $1""",
+        [organization_id],
+    )
+    ads = _fetch(
+        url,
+        """SELECT ad.id AS ad_id, ad."campaignId" AS campaign_id, ad."externalId" AS external_id,
+                  ad."organizationId" AS organization_id
+           FROM "Ad" ad WHERE ad."organizationId" = $1""",
+        [organization_id],
+    )
+    return campaigns, ads
 
 
 def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
@@ -457,3 +528,118 @@ def write_journeys(
     """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
     with transaction(url) as cur:
         return merge_journeys(cur, journeys, journey_events, organization_id=organization_id, anon_ids=anon_ids)
+
+
+#: Ids of engine-extracted ``TouchPoint`` rows (``docs/touchpoints.md`` §5); the platform's CUIDs never match.
+ENGINE_TOUCHPOINT_PATTERN = "^tp_[0-9a-f]{32}$"
+
+_TOUCHPOINT_ROW_COLUMNS = {
+    "anon_id": "anonId",
+    "session_id": "sessionId",
+    "occurred_at": "occurredAt",
+    "gclid": "gclid",
+    "fbclid": "fbclid",
+    "ttclid": "ttclid",
+    "utm_source": "utmSource",
+    "utm_medium": "utmMedium",
+    "utm_campaign": "utmCampaign",
+    "platform_code": "platformCode",
+    "campaign_id": "campaignId",
+    "ad_id": "adId",
+}
+
+_TOUCHPOINTS = _Merge(
+    table="TouchPoint",
+    key=("id",),
+    values=("siteId", "trackingEventId", *_TOUCHPOINT_ROW_COLUMNS.values()),
+    scope_column="anonId",
+    # Only engine rows, of the organization's sites (or the one site): platform rows are never deleted.
+    scope_filter=(
+        f"t.id ~ '{ENGINE_TOUCHPOINT_PATTERN}' AND ($2::text IS NULL OR t.\"siteId\" = $2) AND "
+        't."siteId" IN (SELECT ts.id FROM "TrackingSite" ts WHERE ts."organizationId" = $1)'
+    ),
+)
+
+_FOREIGN_TOUCHPOINT_SITES = """SELECT count(*) FROM optiq_stage_touchpoint st
+LEFT JOIN "TrackingSite" s ON s.id = st."siteId"
+WHERE s."organizationId" IS DISTINCT FROM $1 OR ($2::text IS NOT NULL AND st."siteId" <> $2)"""
+
+
+def touchpoint_rows_for_postgres(touchpoints: pl.DataFrame, *, site_id: str | None = None) -> pl.DataFrame:
+    """Extracted touchpoints as ``TouchPoint`` rows (camelCase; ``trackingEventId`` is ``event_id``)."""
+    site = pl.col("site_id") if "site_id" in touchpoints.columns else pl.lit(site_id, pl.String)
+    return touchpoints.select(
+        pl.col("touchpoint_id").alias("id"),
+        site.alias("siteId"),
+        pl.col("event_id").alias("trackingEventId"),
+        *(pl.col(k).alias(v) for k, v in _TOUCHPOINT_ROW_COLUMNS.items()),
+    )
+
+
+def merge_touchpoints(
+    cur: Any,
+    touchpoints: pl.DataFrame,
+    *,
+    organization_id: str,
+    anon_ids: pl.Series,
+    site_id: str | None = None,
+) -> WriteCounts:
+    """Replace the engine-extracted ``TouchPoint`` rows of ``anon_ids`` inside the caller's transaction.
+
+    Parameters
+    ----------
+    cur
+        An ADBC cursor (:func:`transaction`); merge touchpoints before the links that reference them.
+    touchpoints
+        :attr:`optiq_engine.TouchpointExtraction.touchpoints` of the users in scope (``site_id`` column, or
+        the ``site_id`` argument; ``event_id`` must be ``TrackingEvent.id``).
+    organization_id
+        The tenant: every touchpoint's site must belong to it, or nothing is written.
+    anon_ids
+        The users whose touchpoints were recomputed: their engine rows that the new result lacks are
+        deleted (cascading to their links).
+    site_id
+        Restrict the scope to one tracking site (the run's ``--site``).
+
+    Returns
+    -------
+    WriteCounts
+
+    Raises
+    ------
+    InputError
+        A touchpoint id that is not an engine id (``tp_`` + 32 hex digits), or a site outside the
+        organization; nothing is written.
+
+    Notes
+    -----
+    Rows whose id is not an engine id (the platform's CUIDs) are never deleted or updated
+    (``docs/touchpoints.md`` §5).
+    """
+    ids = touchpoints.get_column("touchpoint_id")
+    foreign_ids = ids.is_null().sum() + (~ids.str.contains(ENGINE_TOUCHPOINT_PATTERN)).sum()
+    if foreign_ids:
+        raise InputError(
+            f"{foreign_ids} touchpoint id(s) are not engine ids (tp_ + 32 hex digits); nothing was written. "
+            "Write touchpoints from extract_touchpoints() only.",
+            {"not an engine touchpoint id": int(foreign_ids)},
+        )
+    _TOUCHPOINTS.stage(cur, touchpoint_rows_for_postgres(touchpoints, site_id=site_id), anon_ids)
+    cur.execute(_FOREIGN_TOUCHPOINT_SITES, [organization_id, site_id])
+    (foreign,) = cur.fetchone()
+    if foreign:
+        raise InputError(
+            f"{foreign} touchpoint(s) belong to a site outside organization {organization_id!r}"
+            + ("" if site_id is None else f" or site {site_id!r}")
+            + " (or to no site); nothing was written",
+            {"foreign site": int(foreign)},
+        )
+    return _TOUCHPOINTS.apply(cur, [organization_id, site_id])
+
+
+def write_touchpoints(
+    url: str, touchpoints: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series, site_id: str | None = None
+) -> WriteCounts:
+    """:func:`merge_touchpoints` in a transaction of its own (all or nothing)."""
+    with transaction(url) as cur:
+        return merge_touchpoints(cur, touchpoints, organization_id=organization_id, anon_ids=anon_ids, site_id=site_id)
