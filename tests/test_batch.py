@@ -142,9 +142,9 @@ def test_errors_exit_with_code_2_and_a_failed_run_is_recorded(database) -> None:
     assert unknown.exit_code == 2 and "no organization" in unknown.output
     bad_model = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--models", "BOGUS"])
     assert bad_model.exit_code == 2 and "BOGUS" in bad_model.output
-    with psycopg.connect(_dsn(url)) as conn:
-        (status,) = conn.execute('SELECT status FROM "EngineRun" ORDER BY "startedAt" DESC LIMIT 1').fetchone()
-    assert status == "FAILED"
+    with psycopg.connect(_dsn(url)) as conn:  # refused before it started: no run recorded, none left RUNNING
+        (runs,) = conn.execute('SELECT count(*) FROM "EngineRun"').fetchone()
+    assert runs == 0
     unreachable = runner.invoke(app, ["run", "--database-url", "postgresql://postgres@127.0.0.1:1/x", "--org", "o"])
     assert unreachable.exit_code == 2 and "database" in unreachable.output
 
@@ -171,8 +171,23 @@ def test_bad_source_rows_fail_the_run_or_are_quarantined_and_counted(database) -
     failed = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full"])
     assert failed.exit_code == 2 and "negative value_micros" in failed.output
     assert _db_links(url, "orgR").height == 0  # nothing written by the failed run
+    with psycopg.connect(_dsn(url)) as conn:
+        (status,) = conn.execute('SELECT status FROM "EngineRun" ORDER BY "startedAt" DESC LIMIT 1').fetchone()
+    assert status == "FAILED"  # and the run is recorded as failed
     ok = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full", "--quarantine"])
     assert ok.exit_code == 0, ok.output
     assert "quarantined conversions" in ok.output
     summary = run_batch(url, organization_id="orgR", full=True, on_invalid="quarantine")
     assert summary.quarantined["conversions"] == 1 and summary.quarantined["events"] == 1
+
+
+def test_data_driven_models_run_full_and_equal_the_in_memory_fit(database) -> None:
+    url, data = database
+    models = ["MARKOV", "SHAPLEY", "DATA_DRIVEN", "LINEAR"]
+    first = run_batch(url, organization_id="orgR", models=models)
+    assert first.mode == "FULL"
+    assert _db_links(url, "orgR").equals(_expected(_in_memory(data, models=models)))
+    again = run_batch(url, organization_id="orgR", models=models)  # never incremental: the fit sees everyone
+    assert again.mode == "FULL" and again.changed == 0
+    with pytest.raises(oq.ConfigError, match="partitions=1"):
+        run_batch(url, organization_id="orgR", models=["MARKOV"], partitions=2)

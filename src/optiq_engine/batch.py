@@ -24,6 +24,7 @@ from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
 from .io import postgres
 from .journeys import build_journeys
+from .models.fitted import data_driven_names
 from .pipeline import run_attribution
 
 __all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
@@ -53,6 +54,7 @@ class RunSummary:
     unattributed: int = 0
     journeys: int = 0
     journeys_changed: int = 0
+    touchpoints_changed: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
     updated: int = 0
@@ -143,11 +145,12 @@ def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: 
     rows = conn.execute(
         """SELECT DISTINCT u."anonId" FROM (
              SELECT tp."anonId", tp."siteId" FROM "TouchPoint" tp WHERE tp."createdAt" > %(since)s
+               AND tp.id !~ %(engine)s  -- rows extracted by the engine itself are no news
              UNION ALL
              SELECT e."anonId", e."siteId" FROM "TrackingEvent" e WHERE e."createdAt" > %(since)s
            ) u JOIN "TrackingSite" s ON s.id = u."siteId"
            WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR u."siteId" = %(site)s)""",
-        {"since": since, "org": organization_id, "site": site_id},
+        {"since": since, "org": organization_id, "site": site_id, "engine": postgres.ENGINE_TOUCHPOINT_PATTERN},
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -164,6 +167,7 @@ def run_batch(
     wait: bool = False,
     overlap: timedelta = WATERMARK_OVERLAP,
     on_stage: Callable[[str], None] | None = None,
+    extract_touchpoints: bool = False,
     **options: Any,
 ) -> RunSummary:
     """Recompute and write the attribution links of one organization.
@@ -180,13 +184,21 @@ def run_batch(
         With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
     models, options
         Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields).
+        Data-driven models (MARKOV, SHAPLEY, DATA_DRIVEN) are fitted on every journey of the window, so a
+        run that includes one is always a full run, in one part.
     partitions
         Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
     wait
         Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
     overlap
         Incremental runs also reread events created up to this long before the previous watermark.
+    extract_touchpoints
+        Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
+        ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
+        same transaction as the links and journeys, and attribution uses them. Needs ``partitions=1``.
     """
+    if extract_touchpoints and partitions > 1:
+        raise ConfigError("extract_touchpoints loads the events of all users in scope at once: use partitions=1")
     if since is not None and not full:
         raise ConfigError("since applies to full runs only (an incremental run recomputes whole user histories)")
     stage = on_stage or (lambda _: None)
@@ -198,7 +210,11 @@ def run_batch(
         config = AttributionConfig().with_options(**{**settings_options, **options})
         chosen = list(models) if models else settings_models
         (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
-        previous = None if full else _last_watermark(conn, organization_id, site_id)
+        # Data-driven models are fitted on every journey of the window: they need a full run in one part.
+        data_driven = data_driven_names(chosen, config)
+        if data_driven and partitions > 1:
+            raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
+        previous = None if full or data_driven else _last_watermark(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
         summary = RunSummary(run_id=run_id, organization_id=organization_id, mode=mode)
         conn.execute(
@@ -222,7 +238,19 @@ def run_batch(
             scope: list[pl.Series] = []
             unattributed = 0
             if anon_ids != ():
-                for i, (tp, cv) in enumerate(postgres.iter_partitions(url, window, partitions=partitions)):
+                # --- touchpoint extraction (docs/touchpoints.md) ---
+                extraction = None
+                parts: Any = postgres.iter_partitions(url, window, partitions=partitions)
+                if extract_touchpoints:
+                    stage("extracting touchpoints")
+                    t0 = time.perf_counter()
+                    extraction = _extract_touchpoints(url, window, config, watermark)
+                    parts = [(extraction.touchpoints, postgres.read_conversions(url, window))]
+                    if extraction.quarantined.height:
+                        summary.quarantined["events"] = extraction.quarantined.height
+                    timings["extract touchpoints"] = time.perf_counter() - t0
+                # --- end of touchpoint extraction ---
+                for i, (tp, cv) in enumerate(parts):
                     stage(f"loading and attributing users (part {i + 1}/{partitions})")
                     summary.touchpoints += tp.height
                     in_scope = cv if window.start is None else cv.filter(pl.col("occurred_at") >= window.start)
@@ -241,16 +269,25 @@ def run_batch(
                 stage("building journeys")
                 t0 = time.perf_counter()
                 # Journeys depend on a user's whole history: rebuilt from all events of the users in scope.
-                events = postgres.read_events(url, replace(window, start=None, end=None))
-                journeys = build_journeys(
-                    events, session_timeout=config.session_timeout, as_of=watermark, on_invalid=config.on_invalid
-                )
+                if extraction is not None:  # built on the way, from the same events
+                    events, journeys = extraction.events, extraction.journeys
+                else:
+                    events = postgres.read_events(url, replace(window, start=None, end=None))
+                    journeys = build_journeys(
+                        events, session_timeout=config.session_timeout, as_of=watermark, on_invalid=config.on_invalid
+                    )
                 if journeys.quarantined.height:
                     summary.quarantined["events"] = journeys.quarantined.height
                 timings["journeys"] = time.perf_counter() - t0
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
+                    if extraction is not None:  # before the links that reference them
+                        touchpoint_counts = postgres.merge_touchpoints(
+                            cur, extraction.touchpoints, organization_id=organization_id,
+                            anon_ids=events.get_column("anon_id"), site_id=site_id,
+                        )  # fmt: skip
+                        summary.touchpoints_changed = touchpoint_counts.changed
                     counts = postgres.merge_links(
                         cur,
                         pl.concat(links, how="vertical_relaxed"),
@@ -286,3 +323,15 @@ def run_batch(
             )
             raise
     return summary
+
+
+def _extract_touchpoints(url: str, window: postgres.Window, config: AttributionConfig, as_of: datetime) -> Any:
+    """Touchpoints (and journeys) of the users in scope, from their whole event history."""
+    from .touchpoints import extract_touchpoints
+
+    events = postgres.read_events_for_touchpoints(url, replace(window, start=None, end=None))
+    campaigns, ads = postgres.read_campaigns(url, window.organization_id)
+    return extract_touchpoints(
+        events, session_timeout=config.session_timeout, campaigns=campaigns, ads=ads,
+        on_invalid=config.on_invalid, as_of=as_of,
+    )  # fmt: skip

@@ -16,7 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .config import AttributionConfig
-from .errors import OptiqError
+from .errors import ConfigError, OptiqError
 from .models import HEURISTIC_MODELS
 from .result import AttributionResult
 
@@ -127,6 +127,7 @@ def attribute(
     unattributed.parquet; the previous files stay intact if the run fails.
     """
     from .io.parquet import ResultWriter, iter_partitions
+    from .models.fitted import data_driven_names
     from .result import combine_credit
 
     with _one_line_errors():
@@ -135,6 +136,9 @@ def attribute(
             reset_after_conversion=reset_after_conversion,
             on_invalid="quarantine" if quarantine else "raise",
         )
+        fitted_together = data_driven_names(model or None, config)
+        if fitted_together and partitions > 1:
+            raise ConfigError(f"{', '.join(fitted_together)} fit on all users at once: use --partitions 1")
         summaries = []
         with ResultWriter(out, partitioned=partitions > 1) as writer:
             for i, (tp, cv) in enumerate(iter_partitions(touchpoints, conversions, partitions=partitions)):
@@ -210,6 +214,7 @@ def run(
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
+    extract: Annotated[bool, typer.Option("--extract-touchpoints", help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them.")] = False,
 ) -> None:
     """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
 
@@ -233,7 +238,8 @@ def run(
                 task = bar.add_task("starting", total=None)
                 summary = run_batch(
                     database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
-                    partitions=partitions, wait=wait, on_stage=lambda s: bar.update(task, description=s), **options,
+                    partitions=partitions, wait=wait, on_stage=lambda s: bar.update(task, description=s),
+                    extract_touchpoints=extract, **options,
                 )  # fmt: skip
         except RunLocked as exc:
             err.print(f"[bold yellow]locked:[/] {exc}")
@@ -243,7 +249,8 @@ def run(
     table.add_column("value", justify="right")
     for label, value in (
         ("users recomputed", "all" if summary.users is None else f"{summary.users:,}"),
-        ("touchpoints read", f"{summary.touchpoints:,}"),
+        ("touchpoints extracted (rows changed)" if extract else "touchpoints read",
+         f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if extract else "")),
         ("conversions recomputed", f"{summary.conversions:,}"),
         ("unattributed conversions", f"{summary.unattributed:,}"),
         ("links computed", f"{summary.links:,}"),

@@ -74,6 +74,14 @@ class DataDrivenModel(AttributionModel):
         raise NotImplementedError
 
 
+def data_driven_names(models: Any, config: AttributionConfig) -> list[str]:
+    """Names of the data-driven models among ``models`` (names or objects; None: the default models)."""
+    from .base import resolve_models
+    from .heuristic import HEURISTIC_MODELS
+
+    return [m.name for m in resolve_models(models, config, default=HEURISTIC_MODELS) if isinstance(m, DataDrivenModel)]
+
+
 def _int(model: Any, name: str, minimum: int) -> None:
     v = getattr(model, name)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
