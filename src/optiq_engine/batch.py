@@ -24,6 +24,7 @@ from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
 from .io import postgres
 from .journeys import build_journeys
+from .models.fitted import data_driven_names
 from .pipeline import run_attribution
 
 __all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
@@ -183,6 +184,8 @@ def run_batch(
         With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
     models, options
         Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields).
+        Data-driven models (MARKOV, SHAPLEY, DATA_DRIVEN) are fitted on every journey of the window, so a
+        run that includes one is always a full run, in one part.
     partitions
         Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
     wait
@@ -207,7 +210,11 @@ def run_batch(
         config = AttributionConfig().with_options(**{**settings_options, **options})
         chosen = list(models) if models else settings_models
         (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
-        previous = None if full else _last_watermark(conn, organization_id, site_id)
+        # Data-driven models are fitted on every journey of the window: they need a full run in one part.
+        data_driven = data_driven_names(chosen, config)
+        if data_driven and partitions > 1:
+            raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
+        previous = None if full or data_driven else _last_watermark(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
         summary = RunSummary(run_id=run_id, organization_id=organization_id, mode=mode)
         conn.execute(

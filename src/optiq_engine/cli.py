@@ -16,7 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .config import AttributionConfig
-from .errors import OptiqError
+from .errors import ConfigError, OptiqError
 from .models import HEURISTIC_MODELS
 from .result import AttributionResult
 
@@ -127,6 +127,7 @@ def attribute(
     unattributed.parquet; the previous files stay intact if the run fails.
     """
     from .io.parquet import ResultWriter, iter_partitions
+    from .models.fitted import data_driven_names
     from .result import combine_credit
 
     with _one_line_errors():
@@ -135,6 +136,9 @@ def attribute(
             reset_after_conversion=reset_after_conversion,
             on_invalid="quarantine" if quarantine else "raise",
         )
+        fitted_together = data_driven_names(model or None, config)
+        if fitted_together and partitions > 1:
+            raise ConfigError(f"{', '.join(fitted_together)} fit on all users at once: use --partitions 1")
         summaries = []
         with ResultWriter(out, partitioned=partitions > 1) as writer:
             for i, (tp, cv) in enumerate(iter_partitions(touchpoints, conversions, partitions=partitions)):
