@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optiq_engine as oq
-from optiq_engine.kernels.logistic import count_features, logistic_loss_grad, path_shapley
+from optiq_engine.kernels.logistic import count_features, hazard_shapley, hazard_terms, logistic_loss_grad, path_shapley
 from optiq_engine.paths import PathTable
 from tests.reference import data_driven as ref
 from tests.reference.attribution import check_invariants
@@ -51,6 +52,43 @@ def test_path_shapley_equals_all_orderings(case) -> None:
     # Efficiency: Σφ = p(x) - σ(b).
     p_x = ref.logistic_probability(counts, intercept, beta, rho=rho)
     assert math.isclose(sum(got.values()), p_x - ref.sigmoid(intercept), rel_tol=1e-12, abs_tol=1e-12)
+
+
+def _hazard_brute_force(path, beta, intercept, rho) -> dict[str, float]:
+    """Shapley values of the touch-level game over all orderings, from its definition (docs §6)."""
+    sig = ref.sigmoid
+
+    def p_convert(active: frozenset) -> float:
+        survive, seen = 1.0, {}
+        for c in path:
+            seen[c] = seen.get(c, 0) + 1
+            z = intercept + sum(beta[x] * ref.saturation(k, rho) for x, k in seen.items() if x in active)
+            survive *= 1.0 - sig(z)
+        return 1.0 - survive
+
+    players = sorted(set(path))
+    totals = dict.fromkeys(players, 0.0)
+    orders = list(itertools.permutations(players))
+    for order in orders:
+        before: frozenset = frozenset()
+        for c in order:
+            totals[c] += p_convert(before | {c}) - p_convert(before)
+            before = before | {c}
+    return {c: v / len(orders) for c, v in totals.items()}
+
+
+@given(journeys(max_len=8))
+def test_touch_level_shapley_equals_all_orderings(case) -> None:
+    path, beta, intercept, rho = case
+    codes = np.array([CHANNELS.index(c) for c in path], dtype=np.int32)
+    b = np.array([beta[c] for c in CHANNELS])
+    phi, sampled = hazard_shapley(np.array([0, len(path)]), codes, b, intercept, rho or 0.0,
+                                  np.zeros(1, np.uint64), 100, 0)  # fmt: skip
+    first = list(dict.fromkeys(path))
+    got = dict(zip(first, phi.tolist(), strict=True))
+    expected = _hazard_brute_force(path, beta, intercept, rho)
+    for c, v in expected.items():
+        assert math.isclose(got[c], v, rel_tol=1e-12, abs_tol=1e-13), c
 
 
 @given(journeys(max_len=6), st.floats(-2, 2, allow_nan=False))
@@ -113,10 +151,14 @@ def test_data_driven_in_attribute() -> None:
     assert fit.coefficients.columns == ["term", "coef", "std_error"]
     assert fit.coefficients.height == len(fit.paths.channels) + 1
     # Optimality: the gradient of the penalised loss vanishes at the fitted coefficients.
-    m = fit.conversion_model
-    _, grad = logistic_loss_grad(np.concatenate([[m.intercept], m.beta]), *m.features, fit.paths.conversions,
-                                 fit.paths.nulls, fit.model.l2)  # fmt: skip
-    assert np.abs(grad).max() < 1e-3 * fit.paths.conversions.sum() ** 0.5
+    m, t = fit.conversion_model, fit.paths
+    x = np.concatenate([[m.intercept], m.beta])
+    _, grad, _ = hazard_terms(x, t.offsets, t.codes, t.conversions, t.nulls, fit.model.l2, 0.0, False)
+    assert np.abs(grad).max() < 1e-6 * t.conversions.sum()
+    journey = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="journey")])
+    m, t = journey.fitted["DATA_DRIVEN"].conversion_model, journey.fitted["DATA_DRIVEN"].paths
+    _, grad = logistic_loss_grad(np.concatenate([[m.intercept], m.beta]), *m.features, t.conversions, t.nulls, 1.0)
+    assert np.abs(grad).max() < 1e-3 * t.conversions.sum() ** 0.5
 
 
 def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
@@ -127,7 +169,7 @@ def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
                        "channel": ["a", "b", "b"] + ["a", "c"] * 20, "occurred_at": minutes})  # fmt: skip
     cv = pl.DataFrame({"conversion_id": ["c1", "c2"], "anon_id": ["u", "v0"], "value_micros": [1_000_001, 7],
                        "occurred_at": [t0 + timedelta(days=1)] * 2})  # fmt: skip
-    result = oq.attribute(tp, cv, models=["DATA_DRIVEN"])
+    result = oq.attribute(tp, cv, models=[oq.models.DataDriven(form="journey")])
     fit = result.fitted["DATA_DRIVEN"]
     m = fit.conversion_model
     beta = dict(zip(fit.paths.channels, m.beta.tolist(), strict=True))

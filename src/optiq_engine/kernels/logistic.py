@@ -188,3 +188,171 @@ def path_shapley(feat_offsets, feat_code, feat_value, beta, intercept, hashes, n
         for q in range(d):
             phi[a + q] = out[q]
     return phi, sampled.sum()
+
+
+# --- the touch-level (discrete-time hazard) form -----------------------------------------------------------
+# Every touch of a journey is a decision point: h_j = σ(b + Σ_c β_c f(K_c(j))), K_c(j) the touches of c up to
+# and including touch j. A converting journey converts at its last touch; p(journey) = 1 - Π_j (1 - h_j).
+
+
+@jit
+def _f(k, rho):
+    return float(k) if rho <= 0.0 else (1.0 - rho**k) / (1.0 - rho)
+
+
+@jit
+def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessian):
+    """Penalised negative log-likelihood of the touch-level model, its gradient and (optionally) Hessian.
+
+    ``params = [intercept, beta_0..beta_{C-1}]``; a path row counts ``conversions`` journeys that convert
+    at their last touch and ``nulls`` that never convert. The penalty ``l2 / 2 * sum(beta**2)`` leaves the
+    intercept out.
+    """
+    n_par = params.shape[0]
+    n_codes = n_par - 1
+    grad = np.zeros(n_par, dtype=np.float64)
+    hess = np.zeros((n_par, n_par) if want_hessian else (1, 1), dtype=np.float64)
+    counts = np.zeros(max(n_codes, 1), dtype=np.int64)
+    seen = np.empty(max(n_codes, 1) + 1, dtype=np.int64)  # 0 (intercept) then 1 + code of channels seen
+    x = np.zeros(n_par, dtype=np.float64)
+    loss = 0.0
+    for p in range(offsets.shape[0] - 1):
+        a, e = offsets[p], offsets[p + 1]
+        n = conversions[p] + nulls[p]
+        if n == 0.0 or e == a:
+            continue
+        z = params[0]
+        seen[0] = 0
+        x[0] = 1.0
+        d = 1
+        for j in range(a, e):
+            c = codes[j]
+            if counts[c] == 0:
+                seen[d] = 1 + c
+                d += 1
+            counts[c] += 1
+            fk = _f(counts[c], rho)
+            z += params[1 + c] * (fk - _f(counts[c] - 1, rho))
+            x[1 + c] = fk
+            s = _sigmoid(z)
+            if j < e - 1:  # every journey of the row survives this touch
+                loss += n * _log1pexp(z)
+                r = n * s
+            else:  # the last touch: conversions convert here, nulls survive it
+                loss += n * _log1pexp(z) - conversions[p] * z
+                r = n * s - conversions[p]
+            for u in range(d):
+                grad[seen[u]] += r * x[seen[u]]
+            if want_hessian:
+                wgt = n * s * (1.0 - s)
+                for u in range(d):
+                    xu = wgt * x[seen[u]]
+                    for v in range(d):
+                        hess[seen[u], seen[v]] += xu * x[seen[v]]
+        for u in range(1, d):
+            counts[seen[u] - 1] = 0
+            x[seen[u]] = 0.0
+    for c in range(1, n_par):
+        loss += 0.5 * l2 * params[c] * params[c]
+        grad[c] += l2 * params[c]
+        if want_hessian:
+            hess[c, c] += l2
+    return loss, grad, hess
+
+
+@jit
+def _hazard_value(intercept, delta, player, mask, base_survival):
+    """v(S) = p(journey with only S's effects) - p(no effect), S a bit mask over the path's players."""
+    z = intercept
+    survive = 1.0
+    for j in range(delta.shape[0]):
+        if (mask >> player[j]) & 1:
+            z += delta[j]
+        survive *= 1.0 - _sigmoid(z)
+    return base_survival - survive
+
+
+@pjit
+def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
+    """Per path, the Shapley values of ``v`` over its distinct channels (first-occurrence order).
+
+    Returns ``phi`` aligned with :func:`count_features`' ``feat_code`` and the number of sampled paths.
+    """
+    p_rows = offsets.shape[0] - 1
+    n_codes = beta.shape[0]
+    d_of = np.zeros(p_rows + 1, dtype=np.int64)
+    seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
+    for p in range(p_rows):
+        d = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            if not seen[codes[j]]:
+                seen[codes[j]] = True
+                d += 1
+        for j in range(offsets[p], offsets[p + 1]):
+            seen[codes[j]] = False
+        d_of[p + 1] = d_of[p] + d
+    phi = np.empty(d_of[p_rows], dtype=np.float64)
+    sampled = np.zeros(p_rows, dtype=np.int64)
+    for p in prange(p_rows):
+        a, e = offsets[p], offsets[p + 1]
+        m = e - a
+        d = d_of[p + 1] - d_of[p]
+        if d == 0:
+            continue
+        local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+        counts = np.zeros(max(n_codes, 1), dtype=np.int64)
+        player = np.empty(m, dtype=np.int64)
+        delta = np.empty(m, dtype=np.float64)
+        nxt = 0
+        for j in range(m):
+            c = codes[a + j]
+            if local[c] < 0:
+                local[c] = nxt
+                nxt += 1
+            player[j] = local[c]
+            counts[c] += 1
+            delta[j] = beta[c] * (_f(counts[c], rho) - _f(counts[c] - 1, rho))
+        base = (1.0 - _sigmoid(intercept)) ** m
+        out = phi[d_of[p] : d_of[p + 1]]
+        for q in range(d):
+            out[q] = 0.0
+        if d <= EXACT_MAX_CHANNELS:
+            n_sub = 1 << d
+            v = np.empty(n_sub, dtype=np.float64)
+            for s in range(n_sub):
+                v[s] = _hazard_value(intercept, delta, player, s, base)
+            w = np.empty(d, dtype=np.float64)
+            for s in range(d):
+                w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
+            for s in range(n_sub):
+                size = 0
+                t = s
+                while t:
+                    t &= t - 1
+                    size += 1
+                for q in range(d):
+                    if not (s >> q) & 1:
+                        out[q] += w[size] * (v[s | (1 << q)] - v[s])
+        else:
+            sampled[p] = 1
+            order = np.arange(d)
+            key = mix64(np.uint64(seed) ^ hashes[p])
+            draws = 0
+            for _ in range(n_perm):
+                for i in range(d - 1, 0, -1):
+                    r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+                    draws += 1
+                    jj = np.int64(r % np.uint64(i + 1))
+                    order[i], order[jj] = order[jj], order[i]
+                mask = 0
+                prev = 0.0
+                for t in range(d):
+                    mask |= 1 << order[t]
+                    cur = _hazard_value(intercept, delta, player, mask, base)
+                    out[order[t]] += cur - prev
+                    prev = cur
+            for q in range(d):
+                out[q] /= n_perm
+        for j in range(m):
+            local[codes[a + j]] = -1
+    return phi, sampled.sum()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
+import scipy.linalg
 import scipy.optimize
 import scipy.sparse
 
@@ -28,6 +29,10 @@ class DataDriven(DataDrivenModel):
 
     Parameters
     ----------
+    form
+        ``"touch"`` (default): every touch is a decision point, ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and
+        ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard model); ``"journey"``: one decision per
+        journey, ``p = σ(b + Σ_c β_c f(k_c))``.
     l2
         L2 penalty on the channel coefficients (in units of journeys; the intercept is not penalised).
     saturation
@@ -38,6 +43,7 @@ class DataDriven(DataDrivenModel):
 
     name = "DATA_DRIVEN"
     transform: str = "frequency"
+    form: str = "touch"
     l2: float = 1.0
     saturation: float | None = None
     samples: int = 2_000
@@ -48,6 +54,8 @@ class DataDriven(DataDrivenModel):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.form not in ("touch", "journey"):
+            raise ConfigError(f"DATA_DRIVEN form must be 'touch' or 'journey', got {self.form!r}")
         if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not self.l2 >= 0:
             raise ConfigError(f"DATA_DRIVEN l2 must be a number >= 0, got {self.l2!r}")
         if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
@@ -58,7 +66,7 @@ class DataDriven(DataDrivenModel):
     def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedDataDriven:
         if self.bootstrap:
             table = table.merged()
-        model = ConversionModel.fit(table, l2=self.l2, rho=self.saturation)
+        model = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form)
         phi, sampled = model.path_shapley(table, samples=self.samples, seed=self.seed)
         incremental = model.incremental(table, phi)
         shares = normalise(incremental)
@@ -68,7 +76,7 @@ class DataDriven(DataDrivenModel):
 
             for r in range(self.bootstrap):
                 conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, self.seed, r)
-                resampled = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, counts=(conv, null))
+                resampled = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null))
                 rphi, _ = resampled.path_shapley(table, samples=self.samples, seed=self.seed)
                 replicates[r] = normalise(resampled.incremental(table, rphi, counts=(conv, null)))
         frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
@@ -86,12 +94,15 @@ class DataDriven(DataDrivenModel):
 class ConversionModel:
     """``p(x) = σ(b + Σ_c β_c f(k_c(x)))`` fitted by penalised maximum likelihood on a path table."""
 
-    def __init__(self, intercept: float, beta: np.ndarray, hessian: np.ndarray, rho: float | None, features) -> None:
+    def __init__(
+        self, intercept: float, beta: np.ndarray, hessian: np.ndarray, rho: float | None, features, form: str
+    ) -> None:
         self.intercept = intercept
         self.beta = beta
         self.hessian = hessian
         self.rho = rho
         self.features = features  # (feat_offsets, feat_code, feat_value) of the table it was fitted on
+        self.form = form
 
     @classmethod
     def fit(
@@ -100,6 +111,7 @@ class ConversionModel:
         *,
         l2: float,
         rho: float | None,
+        form: str = "touch",
         counts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ConversionModel:
         n_codes = len(table.channels)
@@ -111,17 +123,24 @@ class ConversionModel:
         rate = min(max(conv.sum() / total, 1e-9), 1 - 1e-9)
         x0 = np.zeros(n_codes + 1)
         x0[0] = np.log(rate / (1 - rate))
-        res = scipy.optimize.minimize(
-            k.logistic_loss_grad, x0, args=(*feats, conv, null, float(l2)), jac=True, method="L-BFGS-B",
-            options={"maxiter": 500, "gtol": 1e-9, "ftol": 1e-14},
-        )  # fmt: skip
-        if not np.all(np.isfinite(res.x)):
-            raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
-        hessian = _hessian(res.x, feats, conv + null, n_codes, l2)
-        return cls(float(res.x[0]), res.x[1:].copy(), hessian, rho, feats)
+        if form == "touch":
+            touches = float(np.dot(np.diff(table.offsets), conv + null))
+            per_touch = min(max(conv.sum() / max(touches, 1.0), 1e-9), 1 - 1e-9)
+            x0[0] = np.log(per_touch / (1 - per_touch))
+            terms = lambda x, h: k.hazard_terms(x, table.offsets, table.codes, conv, null, float(l2), rho or 0.0, h)  # noqa: E731
+            params, hessian = _newton(terms, x0)
+        else:
+            res = scipy.optimize.minimize(
+                k.logistic_loss_grad, x0, args=(*feats, conv, null, float(l2)), jac=True, method="L-BFGS-B",
+                options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-15},
+            )  # fmt: skip
+            if not np.all(np.isfinite(res.x)):
+                raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
+            params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)
+        return cls(float(params[0]), params[1:].copy(), hessian, rho, feats, form)
 
     def predict(self) -> np.ndarray:
-        """p(x) of every path of the table the model was fitted on."""
+        """p(x) of every path of the table the model was fitted on (the journey form)."""
         off, code, value = self.features
         z = self.intercept + np.add.reduceat(
             np.concatenate([self.beta[code] * value, [0.0]]), np.minimum(off[:-1], code.shape[0])
@@ -130,6 +149,10 @@ class ConversionModel:
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
         """Shapley values per (path, distinct channel), aligned with the features."""
+        if self.form == "touch":
+            return k.hazard_shapley(
+                table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0, table.hashes, samples, seed
+            )
         off, code, value = self.features
         return k.path_shapley(off, code, value, self.beta, self.intercept, table.hashes, samples, seed)
 
@@ -152,6 +175,32 @@ class ConversionModel:
         return pl.DataFrame(
             {"term": ["(intercept)", *channels], "coef": [self.intercept, *self.beta.tolist()], "std_error": se}
         )
+
+
+def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise a convex loss by damped Newton steps: ``terms(x, hessian?) -> (loss, grad, hess)``."""
+    x = x0
+    loss, grad, hess = terms(x, True)
+    for _ in range(max_iter):
+        try:
+            step = scipy.linalg.solve(hess, grad, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):
+            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while True:
+            cand = x - t * step
+            new_loss = terms(cand, False)[0]
+            if new_loss <= loss or t < 1e-10:
+                break
+            t *= 0.5
+        x = cand
+        decrease = loss - new_loss
+        loss, grad, hess = terms(x, True)
+        if np.abs(grad).max() < 1e-9 * max(1.0, abs(loss)) or 0 <= decrease < 1e-13 * max(1.0, abs(loss)):
+            break
+    if not np.all(np.isfinite(x)):
+        raise ModelError("DATA_DRIVEN: the conversion model did not converge")
+    return x, hess
 
 
 def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) -> np.ndarray:
