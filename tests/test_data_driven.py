@@ -289,3 +289,22 @@ def test_path_strings_split_like_polars(rows, sep) -> None:
     got = [[channels[c] for c in codes[offsets[i] : offsets[i + 1]]] for i in range(len(rows))]
     assert got == expected
     assert list(channels) == sorted({t for r in expected for t in r})
+
+
+@pytest.mark.parametrize("name", ["MARKOV", "SHAPLEY", "DATA_DRIVEN"])
+def test_a_fit_on_everyone_credits_each_partition_like_the_whole(name) -> None:
+    """Fit once on all users, credit user partitions with that fit: the links are those of the whole run."""
+    tp, cv = _journeys(2_000, seed=9)
+    whole = oq.attribute(tp, cv, models=[name])
+    users = tp.get_column("anon_id").unique().sort()
+    parts = []
+    for part in (users.gather_every(2), users.gather_every(2, offset=1)):
+        keep = pl.col("anon_id").is_in(part.implode())
+        parts.append(oq.attribute(tp.filter(keep), cv.filter(keep), models=[name], fitted=whole.fitted).links)
+    key = ["conversion_id", "position"]
+    a = whole.links.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key)
+    b = pl.concat([p.with_columns(pl.col("model", "channel").cast(pl.String)) for p in parts]).sort(key)
+    assert a.drop("weight").equals(b.drop("weight"))
+    np.testing.assert_allclose(a.get_column("weight").to_numpy(), b.get_column("weight").to_numpy(), rtol=1e-12)
+    with pytest.raises(oq.ModelError, match="fitted"):
+        oq.attribute(tp, cv, models=[oq.get_model(name)(seed=3)], fitted=whole.fitted)

@@ -51,6 +51,7 @@ def attribute(
     *,
     models: Sequence[str | AttributionModel] | str | AttributionModel | None = None,
     config: AttributionConfig | None = None,
+    fitted: dict[str, FittedModel] | None = None,
     **options: Any,
 ) -> AttributionResult:
     """Attribute conversions to touchpoints with one or more models.
@@ -64,6 +65,9 @@ def attribute(
         ``None`` runs every heuristic model.
     config
         An :class:`AttributionConfig`; ``options`` override its fields (``lookback=timedelta(days=7)``).
+    fitted
+        Data-driven models already fitted (``{"MARKOV": fit}``, e.g. on the path tables of every
+        partition): their touchpoints are credited with these fits instead of fitting on this data.
 
     Returns
     -------
@@ -86,7 +90,7 @@ def attribute(
     ['model', 'channel', 'conversions', 'value_micros']
     """
     cfg = (config or AttributionConfig()).with_options(**options)
-    return run_attribution(touchpoints, conversions, models=models, config=cfg)
+    return run_attribution(touchpoints, conversions, models=models, config=cfg, fitted=fitted)
 
 
 def run_attribution(
@@ -96,6 +100,7 @@ def run_attribution(
     models: Sequence[str | AttributionModel] | str | AttributionModel | None,
     config: AttributionConfig,
     on_stage: Callable[[str], None] | None = None,
+    fitted: dict[str, FittedModel] | None = None,
 ) -> AttributionResult:
     """:func:`attribute` with a resolved config, calling ``on_stage(name)`` as each stage starts."""
     cfg = config
@@ -158,10 +163,13 @@ def run_attribution(
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
-    fitted: dict[str, FittedModel] = {}
+    prefit = dict(fitted or {})
+    fitted = {}
     if data_driven:
         with timed("fit"):
-            fitted, journey_paths = _fit(data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg)
+            fitted, journey_paths, tables = _fit(
+                data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg, prefit
+            )
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
         specs = [m.kernel_spec() for m in heuristic]
@@ -182,12 +190,12 @@ def run_attribution(
                     continue
                 fit = fitted[model.name]
                 if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
-                    shares = fit.path_shares()
+                    shares = fit.path_shares(tables[model.name])
                     rows = np.zeros(lo.shape[0], dtype=np.int64)
                     path_of = journey_paths[model.name]
                     rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
                 else:
-                    shares, rows = fit.shares[None, :], np.zeros(lo.shape[0], dtype=np.int64)
+                    shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
                 weights[i], credit[i], fallback = share_links(
                     lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
                     shares, rows, chunks,
@@ -228,10 +236,12 @@ def _fit(
     cv_value: np.ndarray,
     channels: list[str],
     cfg: AttributionConfig,
-) -> tuple[dict[str, FittedModel], dict[str, np.ndarray]]:
-    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1).
+    prefit: dict[str, FittedModel],
+) -> tuple[dict[str, FittedModel], dict[str, np.ndarray], dict[str, PathTable]]:
+    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1), or take its ``prefit``.
 
-    Returns the fits and, per model, the path row of every converting journey (-1: empty path).
+    Returns the fits, per model the path row of every converting journey (-1: empty path), and per model
+    the path table of this run.
     """
     converting = hi > lo
     starts = np.concatenate([lo[converting], tail_lo])
@@ -244,6 +254,7 @@ def _fit(
     tables: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
     out: dict[str, FittedModel] = {}
     paths: dict[str, np.ndarray] = {}
+    by_model: dict[str, PathTable] = {}
     for model in models:
         key = (model.transform, model.remove_direct_if_not_all)
         if key not in tables:
@@ -253,9 +264,13 @@ def _fit(
                 direct_channels=cfg.direct_channels,
             )  # fmt: skip
         table, journey_path = tables[key]
-        out[model.name] = model.fit(table, direct_channels=cfg.direct_channels)
+        given = prefit.get(model.name)
+        if given is not None and given.model != model:
+            raise ModelError(f"fitted[{model.name!r}] was fitted as {given.model!r}, not {model!r}")
+        out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels)
         paths[model.name] = journey_path[:n_conv]
-    return out, paths
+        by_model[model.name] = table
+    return out, paths, by_model
 
 
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:

@@ -235,11 +235,22 @@ class FittedDataDriven(FittedModel):
         assert self.conversion_model is not None
         return self.conversion_model.coefficients(self.paths.channels)
 
-    def path_shares(self) -> np.ndarray:
-        """``max(φ, 0)`` per (path, channel code) as a dense ``[P + 1, C]`` matrix (last row: zeros)."""
-        assert self.conversion_model is not None and self.path_phi is not None
-        off, code, _ = self.conversion_model.features
-        out = np.zeros((off.shape[0], len(self.paths.channels)))
+    def path_shares(self, table: PathTable | None = None) -> np.ndarray:
+        """``max(φ, 0)`` per (path, channel code) of ``table`` (default: the fitted one) as a dense
+        ``[P + 1, C]`` matrix (last row: zeros, for journeys with an empty path)."""
+        m = self.conversion_model
+        assert m is not None and self.path_phi is not None
+        if table is None or table is self.paths:
+            table, phi = self.paths, self.path_phi
+        else:  # another table (a partition): the same model, its coefficients mapped by channel name
+            beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
+            other = ConversionModel(
+                m.intercept, np.array([beta.get(c, 0.0) for c in table.channels]), m.hessian, m.rho,
+                k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
+            )  # fmt: skip
+            phi, _ = other.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
+        off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0)
+        out = np.zeros((off.shape[0], len(table.channels)))
         rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
-        out[rows, code] = np.maximum(self.path_phi, 0.0)
+        out[rows, code] = np.maximum(phi, 0.0)
         return out

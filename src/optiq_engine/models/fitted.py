@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -124,6 +124,11 @@ class FittedModel:
     def shares(self) -> np.ndarray:
         """Shares aligned with ``paths.channels``."""
         return self.channel_credit.get_column("share").to_numpy()
+
+    def shares_for(self, channels: Sequence[str]) -> np.ndarray:
+        """Shares aligned with ``channels`` (0 for a channel the fit never saw)."""
+        share = dict(zip(self.paths.channels, self.shares.tolist(), strict=True))
+        return np.array([share.get(c, 0.0) for c in channels], dtype=np.float64)
 
     def _summary_rows(self) -> list[tuple[str, float]]:
         return list(zip(self.channel_credit.get_column("channel").to_list(), self.shares.tolist(), strict=True))
