@@ -17,6 +17,7 @@ from .models import available_models, get_model
 from .paths import PathTable
 from .pipeline import attribute
 from .result import AttributionResult, combine_credit
+from .selection import compare_conversion_models, select_markov_order
 from .touchpoints import TouchpointExtraction, extract_touchpoints
 
 __version__ = "0.1.0"
@@ -24,6 +25,8 @@ __version__ = "0.1.0"
 __all__ = [
     "attribute",
     "fit_paths",
+    "select_markov_order",
+    "compare_conversion_models",
     "PathTable",
     "build_journeys",
     "JourneyResult",

@@ -352,7 +352,6 @@ def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
     for c in reversed(_CLICK_IDS):
         kind = pl.when(pl.col(c).is_not_null()).then(pl.lit(c)).otherwise(kind)
     click = pl.coalesce(*(pl.col(c) for c in _CLICK_IDS))
-    source_key = [*parts, "session_id", "_kind", "_value", "_medium", "_campaign"]
     keyed = touchpoints.select(
         *(pl.col(c) for c in (*parts, "session_id")),
         kind.alias("_kind"),
@@ -360,15 +359,20 @@ def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
         pl.when(click.is_null()).then(pl.col("utm_medium")).alias("_medium"),
         pl.when(click.is_null()).then(pl.col("utm_campaign")).alias("_campaign"),
     )
-    # k: 1 for the first touchpoint of its (session, source), 2 when a conversion ended the journey and
-    # the same source came back in the same session, ...
-    rank = keyed.select((pl.int_range(pl.len()).over(source_key) + 1).cast(pl.String)).to_series()
     fill = [pl.col(c).fill_null(_NULL) for c in (*parts, "session_id")]
-    key = keyed.select(
+    base = keyed.select(
         pl.when(pl.col("_kind") == "utm")
-        .then(pl.concat_str([*fill, pl.lit("utm"), *(pl.col(c).fill_null(_NULL) for c in ("_value", "_medium", "_campaign")), pl.lit(rank)], separator=_SEP))
-        .otherwise(pl.concat_str([*fill, pl.col("_kind"), pl.col("_value"), pl.lit(rank)], separator=_SEP))
+        .then(pl.concat_str([*fill, pl.lit("utm"), *(pl.col(c).fill_null(_NULL) for c in ("_value", "_medium", "_campaign"))], separator=_SEP))
+        .otherwise(pl.concat_str([*fill, pl.col("_kind"), pl.col("_value")], separator=_SEP))
     ).to_series()  # fmt: skip
+    # k: 1 for the first touchpoint of its (session, source), 2 when a conversion ended the journey and
+    # the same source came back in the same session, ... (rows come in time order within a group).
+    rank = np.ones(base.len(), dtype=np.int64)
+    repeated = base.is_duplicated()
+    if repeated.any():  # rare: rank only those keys
+        mask = repeated.to_numpy()
+        rank[mask] = pl.DataFrame({"k": base.filter(repeated)}).select(pl.int_range(pl.len()).over("k") + 1).to_series().to_numpy()
+    key = pl.select(pl.concat_str([pl.lit(base), pl.lit(pl.Series(rank)).cast(pl.String)], separator=_SEP)).to_series()
     ids = _stable_ids(TOUCHPOINT_ID_PREFIX, key)
     return touchpoints.select(ids.alias("touchpoint_id"), pl.all())
 

@@ -356,3 +356,23 @@ def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
         for j in range(m):
             local[codes[a + j]] = -1
     return phi, sampled.sum()
+
+
+@jit
+def hazard_predict(offsets, codes, beta, intercept, rho):
+    """p(journey) = 1 - Π_j (1 - h_j) of every path under the touch-level model."""
+    p_rows = offsets.shape[0] - 1
+    out = np.empty(p_rows, dtype=np.float64)
+    counts = np.zeros(max(beta.shape[0], 1), dtype=np.int64)
+    for p in range(p_rows):
+        z = intercept
+        survive = 1.0
+        for j in range(offsets[p], offsets[p + 1]):
+            c = codes[j]
+            counts[c] += 1
+            z += beta[c] * (_f(counts[c], rho) - _f(counts[c] - 1, rho))
+            survive *= 1.0 - _sigmoid(z)
+        for j in range(offsets[p], offsets[p + 1]):
+            counts[codes[j]] = 0
+        out[p] = 1.0 - survive
+    return out
