@@ -308,3 +308,22 @@ def test_a_fit_on_everyone_credits_each_partition_like_the_whole(name) -> None:
     np.testing.assert_allclose(a.get_column("weight").to_numpy(), b.get_column("weight").to_numpy(), rtol=1e-12)
     with pytest.raises(oq.ModelError, match="fitted"):
         oq.attribute(tp, cv, models=[oq.get_model(name)(seed=3)], fitted=whole.fitted)
+
+
+@given(path_tables(channels="abcd", max_len=3, max_rows=6), st.sampled_from(["rate", "conversions"]))
+def test_shapley_symmetry_and_null_player_on_random_games(table, characteristic) -> None:
+    """Make a and b interchangeable (add every path's a<->b mirror) and z a null player (every coalition
+    with z has the rate of the same coalition without it, and z never appears alone)."""
+    swap = {"a": "b", "b": "a"}
+    game: dict[Path, tuple[int, int]] = {}
+    for path, (conv, null) in table.items():
+        for p in (path, tuple(swap.get(c, c) for c in path)):
+            c0, n0 = game.get(p, (0, 0))
+            game[p] = (c0 + conv, n0 + null)
+    if characteristic == "rate":  # v(S + z) = v(S): the same counts on the paths with z appended
+        game.update({(*p, "z"): v for p, v in list(game.items())})
+    fit = oq.fit_paths(_frame(game), model="SHAPLEY", characteristic=characteristic, transform="frequency")
+    phi = _by_channel(fit, "shapley_value")
+    assert phi.get("a", 0.0) == pytest.approx(phi.get("b", 0.0), rel=1e-12, abs=1e-15)
+    if characteristic == "rate":
+        assert phi["z"] == pytest.approx(0.0, abs=1e-12)

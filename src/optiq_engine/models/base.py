@@ -40,8 +40,8 @@ def register_model(cls: type[AttributionModel]) -> type[AttributionModel]:
 
 
 def available_models() -> tuple[str, ...]:
-    """Names of every registered model."""
-    return tuple(_REGISTRY)
+    """Names of every registered model: the heuristic ones first, each group in registration order."""
+    return tuple(sorted(_REGISTRY, key=lambda n: not issubclass(_REGISTRY[n], HeuristicModel)))
 
 
 def get_model(name: str) -> type[AttributionModel]:
@@ -50,7 +50,7 @@ def get_model(name: str) -> type[AttributionModel]:
     try:
         return _REGISTRY[key]
     except (KeyError, TypeError):
-        raise ModelError(f"unknown model {name!r}; valid choices: {', '.join(_REGISTRY)}") from None
+        raise ModelError(f"unknown model {name!r}; valid choices: {', '.join(available_models())}") from None
 
 
 def resolve_models(
@@ -74,5 +74,5 @@ def resolve_models(
     if dupes:
         raise ModelError(f"model(s) {', '.join(dupes)} given more than once; run attribute() once per variant")
     if not out:
-        raise ModelError(f"no model given; valid choices: {', '.join(_REGISTRY)}")
+        raise ModelError(f"no model given; valid choices: {', '.join(available_models())}")
     return tuple(out)
