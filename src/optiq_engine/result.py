@@ -68,6 +68,12 @@ class AttributionResult:
             f"conversions={self.n_conversions:,}, unattributed={self.unattributed.height:,})"
         )
 
+    # --- notebook display (optiq_engine._html) ---
+    def _repr_html_(self) -> str:
+        from ._html import result_html
+
+        return result_html(self)
+
 
 def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     """Add up credit frames of results over disjoint sets of users (batches, partitions)."""

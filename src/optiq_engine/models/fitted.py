@@ -141,6 +141,12 @@ class FittedModel:
             f"conversions={self.paths.total_conversions:,.0f}, top shares: {shares})"
         )
 
+    # --- notebook display (optiq_engine._html) ---
+    def _repr_html_(self) -> str:
+        from .._html import fitted_html
+
+        return fitted_html(self)
+
 
 def normalise(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)`` scaled to sum 1 (all zeros if nothing is positive)."""

@@ -1,0 +1,101 @@
+"""HTML summaries of results for notebooks (``_repr_html_`` of AttributionResult and FittedModel)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from .models import FittedModel
+    from .result import AttributionResult
+
+MICROS = 1_000_000
+_STYLE = "border-collapse:collapse;font-size:12px"
+_CELL = "padding:2px 8px;text-align:{align}"
+
+
+def _table(header: list[str], rows: list[list[Any]], *, first_left: bool = True) -> str:
+    def cell(tag: str, value: Any, i: int) -> str:
+        align = "left" if (i == 0 and first_left) else "right"
+        return f'<{tag} style="{_CELL.format(align=align)}">{escape(str(value))}</{tag}>'
+
+    head = "".join(cell("th", h, i) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", v, i) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f'<table style="{_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _money(micros: float) -> str:
+    return f"{micros / MICROS:,.2f}"
+
+
+def result_html(result: AttributionResult) -> str:
+    """Models, conversions attributed / unattributed, and credit per channel x model."""
+    attributed = result.n_conversions - result.unattributed.height
+    facts = [
+        ["models", ", ".join(result.model_names)],
+        ["conversions", f"{result.n_conversions:,}"],
+        ["attributed", f"{attributed:,}"],
+        ["unattributed", f"{result.unattributed.height:,}"],
+        ["links", f"{result.links.height:,}"],
+    ]
+    quarantined = {k: v.height for k, v in result.quarantined.items() if v.height}
+    if quarantined:
+        facts.append(["quarantined", ", ".join(f"{k} {v:,}" for k, v in quarantined.items())])
+    if result.unattributed.height and "reason" in result.unattributed.columns:
+        reasons = result.unattributed.group_by("reason").len().sort("len", descending=True)
+        facts.append(["unattributed by reason", ", ".join(f"{r} {n:,}" for r, n in reasons.iter_rows())])
+    credit = result.credit.with_columns(pl.col("model", "channel").cast(pl.String))
+    models = [m for m in result.model_names if m in set(credit.get_column("model").to_list())]
+    conv = {(m, c): v for m, c, v in credit.select("model", "channel", "conversions").iter_rows()}
+    value = {(m, c): v for m, c, v in credit.select("model", "channel", "value_micros").iter_rows()}
+    channels = list(dict.fromkeys(credit.get_column("channel").to_list()))
+    rows = [[c, *(f"{conv.get((m, c), 0.0):,.1f}" for m in models)] for c in channels]
+    rows.append(["total conversions", *(f"{sum(conv.get((m, c), 0.0) for c in channels):,.1f}" for m in models)])
+    rows.append(["total value", *(_money(sum(value.get((m, c), 0) for c in channels)) for m in models)])
+    return (
+        "<div><strong>AttributionResult</strong>"
+        + _table(["", ""], facts)
+        + "<div style='margin-top:6px'>Attributed conversions per channel (value in currency units)</div>"
+        + _table(["channel", *models], rows)
+        + "</div>"
+    )
+
+
+_STATISTICS = ("removal_effect", "shapley_value", "incremental_conversions")
+
+
+def fitted_html(fitted: FittedModel) -> str:
+    """The model and its parameters, what it was fitted on, and its channel credit (largest share first)."""
+    facts = [
+        ["model", repr(fitted.model)],
+        ["distinct paths", f"{fitted.paths.height:,}"],
+        ["converting journeys", f"{fitted.paths.total_conversions:,.0f}"],
+        ["non-converting journeys", f"{float(fitted.paths.nulls.sum()):,.0f}"],
+    ]
+    for label, attr in (("P(conversion)", "p_conversion"), ("baseline rate", "baseline_rate")):
+        value = getattr(fitted, attr, None)
+        if isinstance(value, float):
+            facts.append([label, f"{value:.4f}"])
+    if fitted.fallback_journeys:
+        facts.append(["journeys credited linearly (all shares 0)", f"{fitted.fallback_journeys:,}"])
+    cc = fitted.channel_credit.sort("share", descending=True)
+    stat = next((s for s in _STATISTICS if s in cc.columns), None)
+    ci = "ci_low" in cc.columns
+    header = ["channel", "share", *(["ci_low", "ci_high"] if ci else []), "conversions", "value"]
+    header += [stat] if stat else []
+    rows = []
+    for r in cc.iter_rows(named=True):
+        row = [r["channel"], f"{r['share']:.4f}"]
+        row += [f"{r['ci_low']:.4f}", f"{r['ci_high']:.4f}"] if ci else []
+        row += [f"{r['conversions']:,.1f}", _money(r["value_micros"])]
+        row += [f"{r[stat]:.4g}"] if stat else []
+        rows.append(row)
+    return (
+        f"<div><strong>{escape(type(fitted).__name__)}</strong>"
+        + _table(["", ""], facts)
+        + "<div style='margin-top:6px'>Channel credit (value in currency units)</div>"
+        + _table(header, rows)
+        + "</div>"
+    )
