@@ -272,33 +272,52 @@ def resolve_parameters(events: Any) -> pl.DataFrame:
     frame = to_polars(events, what="events")
     text = _properties_text(frame)
     columns = frame.columns
-    exprs: list[pl.Expr] = []
-    from_properties: dict[str, pl.Expr] = {}
+    n = frame.height
+    found: dict[str, pl.Series] = {}  # _prop_<name>, _page_url, _url_<name>
     if text is not None:
-        for name, keys in PROPERTY_KEYS.items():
-            from_properties[name] = pl.coalesce(*(_blank_is_null(text.str.json_path_match(f"$.{k}")) for k in keys))
-    url: pl.Expr | None = pl.col("url").cast(pl.String) if "url" in columns else None
-    if text is not None:
-        in_properties = [_blank_is_null(text.str.json_path_match(f"$.{k}")) for k in URL_PROPERTY_KEYS]
-        url = pl.coalesce(url, *in_properties) if url is not None else pl.coalesce(*in_properties)
-    # The query string, with a leading "&" so that every pair starts with one.
-    query = None if url is None else pl.lit("&") + url.str.extract(r"\?([^#]*)", 1)
-    raw = {}
+        # JSON is parsed only where a key can be: rows whose text holds one of the quoted key names.
+        properties = frame.select(text.alias("p")).to_series()
+        keys = [*(k for ks in PROPERTY_KEYS.values() for k in ks), *URL_PROPERTY_KEYS]
+        rows = np.flatnonzero(properties.str.contains_any([f'"{k}"' for k in keys]).fill_null(False).to_numpy())
+        sub = pl.DataFrame({"p": properties.gather(rows)})
+        p = pl.col("p")
+        values = sub.select(
+            *(pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in ks)).alias(f"_prop_{name}")
+              for name, ks in PROPERTY_KEYS.items()),
+            pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in URL_PROPERTY_KEYS)).alias("_page_url"),
+        )  # fmt: skip
+        found |= {c: _scatter(values.get_column(c), rows, n) for c in values.columns}
+    page: pl.Series | None = frame.get_column("url").cast(pl.String) if "url" in columns else None
+    if "_page_url" in found:
+        page = found.pop("_page_url") if page is None else page.fill_null(found.pop("_page_url"))
+    if page is not None:
+        # The query string is parsed only where a parameter can be: URLs holding "<name>=".
+        rows = np.flatnonzero(page.str.contains_any([f"{k}=" for k in MARKETING_PARAMETERS]).fill_null(False).to_numpy())
+        # The query string, with a leading "&" so that every pair starts with one.
+        query = pl.lit("&") + pl.col("u").str.extract(r"\?([^#]*)", 1)
+        raw = pl.DataFrame({"u": page.gather(rows)}).select(
+            query.str.extract(f"&{name}=([^&]*)", 1).alias(name) for name in MARKETING_PARAMETERS
+        )
+        decoded = _percent_decode_columns(raw)
+        found |= {f"_url_{k}": _scatter(_blank(decoded.get_column(k)), rows, n) for k in MARKETING_PARAMETERS}
+    exprs = []
     for name in MARKETING_PARAMETERS:
-        sources = []
-        if name in columns:
-            sources.append(pl.col(name).cast(pl.String))
-        if name in from_properties:
-            sources.append(from_properties[name])
-        if query is not None:
-            raw[name] = query.str.extract(f"&{name}=([^&]*)", 1)
-            sources.append(pl.col(f"_url_{name}"))
+        sources = [pl.col(name).cast(pl.String)] if name in columns else []
+        sources += [pl.lit(found[c]) for c in (f"_prop_{name}", f"_url_{name}") if c in found]
         exprs.append((pl.coalesce(*sources) if sources else pl.lit(None, pl.String)).alias(name))
-    if raw:
-        decoded = _percent_decode_columns(frame.select(v.alias(k) for k, v in raw.items()))
-        frame = frame.with_columns(_blank_is_null(decoded.get_column(k)).alias(f"_url_{k}") for k in raw)
     out = frame.with_columns(exprs)
-    return out.drop([c for c in out.columns if c.startswith("_url_")] + [c for c in ("properties", "url") if c in out.columns])
+    return out.drop([c for c in ("properties", "url") if c in out.columns])
+
+
+def _blank(values: pl.Series) -> pl.Series:
+    """``""`` as null."""
+    return pl.select(_blank_is_null(pl.lit(values))).to_series().alias(values.name)
+
+
+def _scatter(values: pl.Series, rows: np.ndarray, n: int) -> pl.Series:
+    """A String series of ``n`` nulls with ``values`` at ``rows``."""
+    out = pl.Series(values.name, [None], dtype=pl.String).extend_constant(None, n - 1) if n else values.clear()
+    return out.scatter(rows, values) if len(rows) else out
 
 
 def _percent_decode_columns(values: pl.DataFrame) -> pl.DataFrame:
