@@ -1,0 +1,3 @@
+"""Parquet datasets in and out of Spark."""
+
+from __future__ import annotations
