@@ -27,3 +27,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build dist
+
+.PHONY: notebooks
+notebooks: install  # re-execute every notebook and save it with its outputs (the Postgres one needs a server)
+	$(BIN)/python tests/test_notebooks.py

@@ -185,6 +185,9 @@ def test_compare_with_truth_and_plot_accuracy(result, data):
     tv = 0.5 * markov.get_column("error").abs().sum()
     assert f"MARKOV (TV {tv:.3f})" in labels
     assert "true share" in ax.get_xlabel() and "recovered share" in ax.get_ylabel()
+    far = scores.filter(pl.col("error").abs() >= 0.05)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(far.get_column("channel").to_list())
+    assert not plot.plot_accuracy(scores, annotate=None).texts
 
 
 def test_result_html_shows_models_conversions_and_credit(result):

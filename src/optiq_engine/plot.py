@@ -117,7 +117,7 @@ def plot_credit(
     heights = {
         (m, c): v / scale for m, c, v in credit.select("model", "channel", column).iter_rows()
     }
-    ax = _axes(ax, (max(7.0, 0.55 * len(channels) * max(1, len(chosen)) ** 0.5 + 3), 4.5))
+    ax = _axes(ax, (min(12.0, max(7.0, 0.3 * len(channels) * max(1, len(chosen)) ** 0.5 + 3)), 4.5))
     x = np.arange(len(channels))
     width = 0.8 / max(1, len(chosen))
     for i, model in enumerate(chosen):
@@ -386,7 +386,7 @@ def compare_with_truth(result: AttributionResult, truth: Any) -> pl.DataFrame:
     )
 
 
-def plot_accuracy(scores: Any, *, ax: Axes | None = None) -> Axes:
+def plot_accuracy(scores: Any, *, ax: Axes | None = None, annotate: float | None = 0.05) -> Axes:
     """Recovered against true channel shares, every model: points on the diagonal are exact.
 
     Parameters
@@ -396,6 +396,9 @@ def plot_accuracy(scores: Any, *, ax: Axes | None = None) -> Axes:
         :func:`compare_with_truth`, or built from ``benchmarks/accuracy_results.json``.
     ax
         Axes to draw on (default: a new figure).
+    annotate
+        Name the channel of every point at least this far from the diagonal (``|share - true_share|``;
+        None: no names).
 
     Returns
     -------
@@ -419,6 +422,10 @@ def plot_accuracy(scores: Any, *, ax: Axes | None = None) -> Axes:
             rows.get_column("true_share"), rows.get_column("share"),
             label=f"{model} (TV {tv:.3f})", marker=markers[i % len(markers)], s=30, alpha=0.8,
         )  # fmt: skip
+        if annotate is not None:
+            far = rows.filter((pl.col("share") - pl.col("true_share")).abs() >= annotate)
+            for channel, share, true in far.select("channel", "share", "true_share").iter_rows():
+                ax.annotate(channel, (true, share), xytext=(4, 3), textcoords="offset points", fontsize=7, alpha=0.8)
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_aspect("equal")
