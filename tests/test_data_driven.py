@@ -327,3 +327,11 @@ def test_shapley_symmetry_and_null_player_on_random_games(table, characteristic)
     assert phi.get("a", 0.0) == pytest.approx(phi.get("b", 0.0), rel=1e-12, abs=1e-15)
     if characteristic == "rate":
         assert phi["z"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_progress_display_changes_nothing(capsys) -> None:
+    tp, cv = _journeys(500)
+    quiet = oq.attribute(tp, cv, models=["MARKOV", "LINEAR"])
+    shown = oq.attribute(tp, cv, models=["MARKOV", "LINEAR"], progress=True)
+    assert shown.links.equals(quiet.links)
+    assert set(shown.timings) == set(quiet.timings)

@@ -52,6 +52,7 @@ def attribute(
     models: Sequence[str | AttributionModel] | str | AttributionModel | None = None,
     config: AttributionConfig | None = None,
     fitted: dict[str, FittedModel] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> AttributionResult:
     """Attribute conversions to touchpoints with one or more models.
@@ -68,6 +69,8 @@ def attribute(
     fitted
         Data-driven models already fitted (``{"MARKOV": fit}``, e.g. on the path tables of every
         partition): their touchpoints are credited with these fits instead of fitting on this data.
+    progress
+        Show the running stage (a Rich progress display; it renders in terminals and notebooks).
 
     Returns
     -------
@@ -90,7 +93,17 @@ def attribute(
     ['model', 'channel', 'conversions', 'value_micros']
     """
     cfg = (config or AttributionConfig()).with_options(**options)
-    return run_attribution(touchpoints, conversions, models=models, config=cfg, fitted=fitted)
+    if not progress:
+        return run_attribution(touchpoints, conversions, models=models, config=cfg, fitted=fitted)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("attribute", total=None)
+        return run_attribution(
+            touchpoints, conversions, models=models, config=cfg, fitted=fitted,
+            on_stage=lambda stage: bar.update(task, description=f"attribute: {stage}"),
+        )  # fmt: skip
 
 
 def run_attribution(
