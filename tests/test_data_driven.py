@@ -335,3 +335,15 @@ def test_progress_display_changes_nothing(capsys) -> None:
     shown = oq.attribute(tp, cv, models=["MARKOV", "LINEAR"], progress=True)
     assert shown.links.equals(quiet.links)
     assert set(shown.timings) == set(quiet.timings)
+
+
+def test_shares_of_every_model_in_one_frame() -> None:
+    tp, cv = _journeys(800)
+    result = oq.attribute(tp, cv, models=["LINEAR", "MARKOV", "DATA_DRIVEN"])
+    shares = result.shares()
+    assert shares.columns == ["model", "channel", "share"]
+    assert shares.get_column("model").unique(maintain_order=True).to_list() == ["LINEAR", "MARKOV", "DATA_DRIVEN"]
+    sums = shares.group_by("model").agg(pl.col("share").sum())
+    np.testing.assert_allclose(sums.get_column("share").to_numpy(), 1.0, rtol=1e-12)
+    markov = dict(shares.filter(pl.col("model") == "MARKOV").select("channel", "share").iter_rows())
+    assert markov == _by_channel(result.fitted["MARKOV"], "share")

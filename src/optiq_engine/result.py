@@ -54,6 +54,23 @@ class AttributionResult:
     def model_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.models)
 
+    def shares(self) -> pl.DataFrame:
+        """Channel shares of every model (``model``, ``channel``, ``share``; strings): a data-driven model's
+        fitted shares, a heuristic model's credited conversions normalised to sum 1."""
+        credit = self.credit.with_columns(pl.col("model", "channel").cast(pl.String))
+        heuristic = credit.filter(~pl.col("model").is_in(list(self.fitted))).select(
+            "model", "channel", share=pl.col("conversions") / pl.col("conversions").sum().over("model")
+        )
+        fitted = [
+            fit.channel_credit.select(pl.lit(name).alias("model"), "channel", "share") for name, fit in self.fitted.items()
+        ]
+        order = {name: i for i, name in enumerate(self.model_names)}
+        return (
+            pl.concat([heuristic, *fitted], how="vertical_relaxed")
+            .sort(pl.col("model").replace_strict(order, return_dtype=pl.Int64), "channel")
+            .with_columns(pl.col("share").fill_nan(0.0))
+        )
+
     def links_for(self, model: str) -> pl.DataFrame:
         """The links of one model."""
         return self.links.filter(pl.col("model") == model.upper())
