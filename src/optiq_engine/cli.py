@@ -120,12 +120,33 @@ def attribute(
     partitions: Annotated[
         int, typer.Option(help="Process users in this many slices (by a hash of anon_id) to bound memory.")
     ] = 1,
+    # --- engine spark (optiq_engine.spark.cli) ---
+    engine: Annotated[str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")] = "local",
+    master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
     """Attribute conversions to touchpoints from Parquet files (no database needed).
 
     Writes links.parquet (links/part-*.parquet with --partitions > 1), credit.parquet and
-    unattributed.parquet; the previous files stay intact if the run fails.
+    unattributed.parquet; the previous files stay intact if the run fails. With --engine spark: Parquet
+    datasets links/ (by conversion date), unattributed/ and credit/.
     """
+    if engine not in ("local", "spark"):
+        _fail(ConfigError(f"--engine must be local or spark, got {engine!r}"))
+    if engine == "spark":
+        from .spark.cli import attribute_command
+
+        with _one_line_errors():
+            config = AttributionConfig(
+                lookback=timedelta(days=lookback_days),
+                reset_after_conversion=reset_after_conversion,
+                on_invalid="quarantine" if quarantine else "raise",
+            )
+            attribute_command(
+                touchpoints, conversions, out, models=model or None, config=config,
+                partitions=partitions if partitions > 1 else None, master=master,
+            )  # fmt: skip
+        return
+    # --- end engine spark ---
     from .io.parquet import ResultWriter, iter_partitions
     from .models.fitted import data_driven_names
     from .result import combine_credit

@@ -22,8 +22,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .attribution import SparkAttributionResult, attribute_spark
-
-
+from .io import read_parquet, write_journeys, write_result
+from .journeys import SparkJourneyResult, journeys_spark
 from .session import spark_session
 
 __all__ = [

@@ -57,7 +57,9 @@ def contract_columns(frame: DataFrame, wanted: Sequence[str], required: Sequence
     if missing:
         hints = {c: difflib.get_close_matches(c, frame.columns, n=3) for c in missing}
         hint = "; ".join(f"{c!r}: did you mean {h}?" for c, h in hints.items() if h)
-        raise SchemaError(f"{what} has no column(s) {missing}; columns are {frame.columns}" + (f" ({hint})" if hint else ""))
+        raise SchemaError(
+            f"{what} has no column(s) {missing}; columns are {frame.columns}" + (f" ({hint})" if hint else "")
+        )
     return [c for c in wanted if c in present]
 
 
@@ -130,7 +132,11 @@ def to_batches(frame: pl.DataFrame, record: int, schema: pa.Schema) -> Iterator[
             cols.append(pl.lit(record, dtype=pl.Int8).alias(RECORD))
         elif field.name in have:
             dtype = frame.schema[field.name]
-            cols.append(pl.col(field.name).cast(pl.String) if isinstance(dtype, (pl.Enum, pl.Categorical)) else pl.col(field.name))
+            cols.append(
+                pl.col(field.name).cast(pl.String)
+                if isinstance(dtype, (pl.Enum, pl.Categorical))
+                else pl.col(field.name)
+            )
         else:
             cols.append(pl.lit(None).alias(field.name))
     table = frame.select(cols).to_arrow()

@@ -201,13 +201,19 @@ def attribute_spark(
     """
     cfg = (config or AttributionConfig()).with_options(**options)
     if cfg.on_invalid != "raise":
-        raise ConfigError("on_invalid='quarantine' is not supported by attribute_spark yet; filter invalid rows in Spark")
+        raise ConfigError(
+            "on_invalid='quarantine' is not supported by attribute_spark yet; filter invalid rows in Spark"
+        )
     chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
     unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
     if unsupported:
         raise ModelError(f"model(s) {unsupported} cannot run in attribute_spark() yet")
-    tp_cols = contract_columns(touchpoints, TOUCHPOINT_COLUMNS, ("touchpoint_id", "anon_id", "occurred_at"), what="touchpoints")
-    cv_cols = contract_columns(conversions, CONVERSION_COLUMNS, ("conversion_id", "anon_id", "occurred_at"), what="conversions")
+    tp_cols = contract_columns(
+        touchpoints, TOUCHPOINT_COLUMNS, ("touchpoint_id", "anon_id", "occurred_at"), what="touchpoints"
+    )
+    cv_cols = contract_columns(
+        conversions, CONVERSION_COLUMNS, ("conversion_id", "anon_id", "occurred_at"), what="conversions"
+    )
     keys = key_columns(tp_cols, cv_cols)
     both = co_partition(touchpoints, conversions, tp_cols, cv_cols, keys, partitions)
     in_schema = arrow_schema(both.schema)
@@ -235,7 +241,14 @@ def _fit_on_driver(
     models: list[DataDrivenModel], cfg: AttributionConfig,
 ) -> dict[str, FittedModel]:  # fmt: skip
     """Pass 1: every partition's path tables, added up here; each model fitted once on the sum."""
-    collect = partial(_partition_tables, in_schema=in_schema, tp_cols=tuple(tp_cols), cv_cols=tuple(cv_cols), models=tuple(models), config=cfg)
+    collect = partial(
+        _partition_tables,
+        in_schema=in_schema,
+        tp_cols=tuple(tp_cols),
+        cv_cols=tuple(cv_cols),
+        models=tuple(models),
+        config=cfg,
+    )
     rows = both.mapInArrow(collect, _PATHS_SCHEMA).collect()
     parts: dict[str, list[PathTable]] = {m.name: [] for m in models}
     for row in rows:
@@ -269,7 +282,9 @@ def _partition_tables(
     tables = path_tables(tp, cv, models=[replace(m, bootstrap=0) for m in models], config=config)
     names = [m.name for m in models]
     blobs = [pickle.dumps(tables[n], protocol=pickle.HIGHEST_PROTOCOL) for n in names]
-    yield pa.RecordBatch.from_arrays([pa.array(names, pa.string()), pa.array(blobs, pa.binary())], names=["model", "table"])
+    yield pa.RecordBatch.from_arrays(
+        [pa.array(names, pa.string()), pa.array(blobs, pa.binary())], names=["model", "table"]
+    )
 
 
 def _attribute_partition(
@@ -297,4 +312,3 @@ def _attribute_partition(
     yield from to_batches(links, LINKS, out_schema)
     yield from to_batches(result.unattributed, UNATTRIBUTED, out_schema)
     yield from to_batches(result.credit, CREDIT, out_schema)
-

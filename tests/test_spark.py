@@ -1,0 +1,279 @@
+"""attribute_spark / journeys_spark on a real local Spark equal attribute() / build_journeys() on one machine.
+
+One SparkSession for the module (local[2], UI off, 2 shuffle partitions). Without pyspark or Java the tests
+skip, unless OPTIQ_REQUIRE_SPARK=1 (CI), which fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import optiq_engine as oq
+
+REQUIRE_SPARK = os.environ.get("OPTIQ_REQUIRE_SPARK") == "1"
+HEURISTIC = list(oq.models.HEURISTIC_MODELS)
+DATA_DRIVEN = ["MARKOV", "SHAPLEY", "DATA_DRIVEN"]
+ALL_MODELS = HEURISTIC + DATA_DRIVEN
+KEY = ["model", "conversion_id", "touchpoint_id"]
+
+
+def _unavailable() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        return f"pyspark not installed ({exc}); pip install -e '.[spark]'"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "no Java runtime (java not on PATH, JAVA_HOME unset); Spark needs Java 17"
+    return None
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    reason = _unavailable()
+    if reason:
+        if REQUIRE_SPARK:
+            pytest.fail(f"OPTIQ_REQUIRE_SPARK=1 but {reason}")
+        pytest.skip(reason)
+    from optiq_engine.spark import spark_session
+
+    session = spark_session("local[2]", shuffle_partitions=2, config={"spark.driver.memory": "1g"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _strings(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """2 000 synthetic users, plus conversions of users without touchpoints and one outside its window."""
+    d = oq.synthetic.generate(n_users=2_000, seed=11)
+    tp, cv = _strings(d.touchpoints), _strings(d.conversions)
+    first = cv.row(0, named=True)
+    extra = pl.DataFrame(
+        {
+            "conversion_id": ["cv_ghost_1", "cv_ghost_2", "cv_late"],
+            "anon_id": ["ghost_1", "ghost_2", first["anon_id"]],
+            "occurred_at": [first["occurred_at"], first["occurred_at"], first["occurred_at"] + timedelta(days=400)],
+            "value_micros": [5_000_000, 0, 7_000_000],
+            "name": ["purchase"] * 3,
+            "organization_id": [first["organization_id"]] * 3,
+            "site_id": [first["site_id"]] * 3,
+        },
+        schema=cv.schema,
+    )
+    return tp, pl.concat([cv, extra])
+
+
+def _frame(spark, frame: pl.DataFrame, input_partitions: int | None = None):
+    sdf = spark.createDataFrame(frame.to_arrow())
+    return sdf if input_partitions is None else sdf.repartition(input_partitions)  # round robin: users spread
+
+
+def _collect(sdf) -> pl.DataFrame:
+    out = pl.from_arrow(sdf.toArrow())
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def assert_links_equal(expected: pl.DataFrame, got: pl.DataFrame) -> None:
+    """Same rows (ids, model, position, count, channel, credited micros exactly), weights within 1e-12."""
+    a = _strings(expected).sort(KEY)
+    b = _strings(got.select(expected.columns)).sort(KEY)
+    assert a.height == b.height
+    exact = [c for c in a.columns if c != "weight"]
+    assert a.select(exact).equals(b.select(exact))
+    np.testing.assert_allclose(b.get_column("weight").to_numpy(), a.get_column("weight").to_numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def expected(data) -> oq.AttributionResult:
+    tp, cv = data
+    return oq.attribute(tp, cv, models=ALL_MODELS)
+
+
+def test_import_optiq_engine_does_not_import_pyspark() -> None:
+    code = "import sys, optiq_engine; assert 'pyspark' not in sys.modules, 'pyspark imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("partitions", "input_partitions"), [(1, None), (2, None), (3, 5)])
+def test_attribute_spark_equals_attribute(spark, data, expected, partitions, input_partitions) -> None:
+    """Every heuristic and data-driven model; 1, 2, 3 partitions; shuffled input spread over input parts."""
+    from optiq_engine.spark import attribute_spark
+
+    tp, cv = data
+    result = attribute_spark(
+        _frame(spark, tp, input_partitions),
+        _frame(spark, cv, input_partitions),
+        models=ALL_MODELS,
+        partitions=partitions,
+    ).persist()
+    try:
+        assert_links_equal(expected.links, _collect(result.links))
+        key = ["conversion_id"]
+        unattributed = _collect(result.unattributed).sort(key)
+        assert unattributed.equals(expected.unattributed.select(unattributed.columns).sort(key))
+        assert set(unattributed.get_column("reason")) == {"no_touchpoints", "outside_window"}
+        credit = _collect(result.credit).sort("model", "channel")
+        want = _strings(expected.credit).sort("model", "channel")
+        assert credit.select("model", "channel", "value_micros").equals(want.select("model", "channel", "value_micros"))
+        np.testing.assert_allclose(
+            credit["conversions"].to_numpy(), want["conversions"].to_numpy(), rtol=1e-12, atol=1e-9
+        )
+        for name in DATA_DRIVEN:  # fitted once on the driver, on the sum of the partitions' path tables
+            got = result.fitted[name].channel_credit.sort("channel")
+            ref = expected.fitted[name].channel_credit.with_columns(pl.col("channel").cast(pl.String)).sort("channel")
+            assert got.select("channel", "value_micros").equals(ref.select("channel", "value_micros"))
+            np.testing.assert_allclose(got["share"].to_numpy(), ref["share"].to_numpy(), rtol=0, atol=1e-12)
+    finally:
+        result.unpersist()
+
+
+def test_empty_partitions_and_one_user(spark) -> None:
+    """8 partitions for 3 users: most partitions are empty; a user with conversions only is unattributed."""
+    from optiq_engine.spark import attribute_spark
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["a1", "a2", "a3", "b1"],
+            "anon_id": ["a", "a", "a", "b"],
+            "occurred_at": [t0, t0 + timedelta(hours=1), t0 + timedelta(hours=1), t0],
+            "channel": ["email", "direct", "display", "email"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["ca", "cb", "cc"],
+            "anon_id": ["a", "b", "c"],
+            "occurred_at": [t0 + timedelta(days=1)] * 3,
+            "value_micros": [10_000_001, 3, 5],
+        }
+    )
+    models = ALL_MODELS
+    want = oq.attribute(tp, cv, models=models)
+    result = attribute_spark(_frame(spark, tp), _frame(spark, cv), models=models, partitions=8)
+    assert_links_equal(want.links, _collect(result.links))
+    assert _collect(result.unattributed).get_column("conversion_id").to_list() == ["cc"]
+
+
+def test_bootstrap_intervals_do_not_depend_on_partitioning(spark, data) -> None:
+    from optiq_engine.spark import attribute_spark
+
+    tp, cv = data
+    models = [oq.models.Markov(bootstrap=25, seed=3), oq.models.Shapley(bootstrap=25, seed=3)]
+    want = oq.attribute(tp, cv, models=models)
+    stp, scv = _frame(spark, tp), _frame(spark, cv)
+    for partitions in (1, 3):
+        fits = attribute_spark(stp, scv, models=models, partitions=partitions).fitted
+        for name in ("MARKOV", "SHAPLEY"):
+            got = fits[name].channel_credit.sort("channel")
+            ref = want.fitted[name].channel_credit.with_columns(pl.col("channel").cast(pl.String)).sort("channel")
+            np.testing.assert_allclose(got["ci_low"].to_numpy(), ref["ci_low"].to_numpy(), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got["ci_high"].to_numpy(), ref["ci_high"].to_numpy(), rtol=0, atol=1e-12)
+
+
+def _events(tp: pl.DataFrame, cv: pl.DataFrame) -> pl.DataFrame:
+    """Tracking events from touchpoints (page views with UTM / click ids) and conversions, plus bare views."""
+    views = tp.select(
+        pl.col("touchpoint_id").alias("event_id"), "anon_id", "occurred_at", pl.lit("PAGE_VIEW").alias("type"),
+        "organization_id", "site_id", "utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid",
+    )  # fmt: skip
+    bare = views.gather_every(3).with_columns(
+        (pl.col("event_id") + "_x").alias("event_id"),
+        (pl.col("occurred_at") + pl.duration(minutes=45)).alias("occurred_at"),
+        pl.lit(None, dtype=pl.String).alias("utm_source"),
+        pl.lit(None, dtype=pl.String).alias("utm_medium"),
+    )
+    conversions = cv.select(
+        pl.col("conversion_id").alias("event_id"), "anon_id", "occurred_at", pl.lit("CONVERSION").alias("type"),
+        "organization_id", "site_id", "value_micros", "name",
+    )  # fmt: skip
+    return pl.concat([views, bare, conversions], how="diagonal")
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_journeys_spark_equals_build_journeys(spark, data, partitions) -> None:
+    from optiq_engine.spark import journeys_spark
+
+    events = _events(*data)
+    want = oq.build_journeys(events)
+    result = journeys_spark(_frame(spark, events, 4), partitions=partitions).persist()
+    try:
+        assert result.as_of == want.as_of
+        journeys = _collect(result.journeys).sort("journey_id")
+        assert journeys.equals(want.journeys.sort("journey_id"))
+        steps = _collect(result.journey_events).sort("journey_id", "sequence_number")
+        assert steps.equals(want.journey_events.sort("journey_id", "sequence_number"))
+        sessions = _collect(result.sessions).sort("event_id")
+        assert sessions.equals(want.sessions.sort("event_id"))
+    finally:
+        result.unpersist()
+
+
+def _write_by_date(frame: pl.DataFrame, root: Path) -> None:
+    """A hive-partitioned dataset (date=YYYY-MM-DD/part-0.parquet)."""
+    dated = frame.with_columns(pl.col("occurred_at").dt.date().alias("date"))
+    for (day,), part in dated.group_by("date"):
+        target = root / f"date={day}"
+        target.mkdir(parents=True)
+        part.drop("date").write_parquet(target / "part-0.parquet")
+
+
+def test_parquet_in_and_out_by_date(spark, data, tmp_path) -> None:
+    """Hive-partitioned Parquet in, date-partitioned links out; a second run replaces them with the same rows."""
+    from optiq_engine.spark import attribute_spark, read_parquet, write_result
+
+    tp, cv = data
+    _write_by_date(tp, tmp_path / "tp")
+    _write_by_date(cv, tmp_path / "cv")
+    models = ["LINEAR", "MARKOV"]
+    want = oq.attribute(tp, cv, models=models)
+    out = tmp_path / "out"
+    for _ in range(2):
+        result = attribute_spark(
+            read_parquet(spark, tmp_path / "tp"), read_parquet(spark, tmp_path / "cv"), models=models, link_dates=True
+        )
+        counts = write_result(result, out)
+        assert counts["links"] == want.links.height
+        assert counts["unattributed"] == want.unattributed.height
+    assert sorted(p.name for p in out.iterdir()) == ["credit", "links", "unattributed"]
+    assert any(p.name.startswith("date=") for p in (out / "links").iterdir())
+    links = pl.read_parquet(out / "links" / "**" / "*.parquet", hive_partitioning=True)
+    assert_links_equal(want.links, links)
+    dates = _strings(want.links).join(
+        cv.select("conversion_id", pl.col("occurred_at").dt.date().alias("date")), on="conversion_id"
+    )
+    joined = links.join(dates.select(*KEY, "date"), on=KEY, suffix="_want")
+    assert joined.height == links.height and (joined["date"] == joined["date_want"]).all()
+
+
+def test_cli_attribute_engine_spark(spark, data, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from optiq_engine.cli import app
+
+    tp, cv = data
+    tp.write_parquet(tmp_path / "tp.parquet")
+    cv.write_parquet(tmp_path / "cv.parquet")
+    out = tmp_path / "out"
+    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet")]
+    args += ["--out", str(out), "-m", "LINEAR", "-m", "SHAPLEY", "--engine", "spark", "--master", "local[2]"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    want = oq.attribute(tp, cv, models=["LINEAR", "SHAPLEY"])
+    assert_links_equal(want.links, pl.read_parquet(out / "links" / "**" / "*.parquet", hive_partitioning=True))
+    assert f"wrote {want.links.height:,} links" in run.output.replace("\n", " ")
