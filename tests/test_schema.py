@@ -151,6 +151,10 @@ JSON_COLUMNS = [
 ]
 
 
+#: The engine's own tables (not in the document): the batch run log (0002) and the API keys (0003).
+ENGINE_TABLES = {"EngineRun", "ApiKey"}
+
+
 # --- databases --------------------------------------------------------------------------------------
 @contextmanager
 def engine_of(url: str) -> Iterator[sa.Engine]:
@@ -225,8 +229,8 @@ def test_offline_migration_sql_creates_and_drops_everything() -> None:
 
 
 def test_module_constants_match_the_document() -> None:
-    assert set(schema.TABLE_NAMES) == DOC_TABLES | {"EngineRun"} == set(schema.metadata.tables)
-    assert schema.ENGINE_TABLES == ("EngineRun",)  # the engine's own tables, beyond the document
+    assert set(schema.TABLE_NAMES) == DOC_TABLES | ENGINE_TABLES == set(schema.metadata.tables)
+    assert set(schema.ENGINE_TABLES) == ENGINE_TABLES  # the engine's own tables, beyond the document
     assert schema.ENUM_TYPES == DOC_ENUMS
     assert (
         DOC_ENUMS["AttributionModel"],
@@ -241,8 +245,8 @@ def test_module_constants_match_the_document() -> None:
 # --- the upgraded database, reflected ---------------------------------------------------------------
 @pytest.mark.postgres
 def test_upgrade_creates_every_table(upgraded: str, inspector: sa.Inspector) -> None:
-    assert set(inspector.get_table_names()) == DOC_TABLES | set(schema.ENGINE_TABLES) | {"alembic_version"}
-    assert db.current(upgraded) == db.head() == "0002"
+    assert set(inspector.get_table_names()) == DOC_TABLES | ENGINE_TABLES | {"alembic_version"}
+    assert db.current(upgraded) == db.head() == "0003"
     assert db.has_optiq_tables(upgraded)
 
 
@@ -362,6 +366,65 @@ def test_column_types(upgraded: str, inspector: sa.Inspector) -> None:
         ("Campaign", "startDate"),
         ("Campaign", "endDate"),
     }
+
+
+@pytest.mark.postgres
+def test_engine_tables_and_the_open_alert_index(inspector: sa.Inspector) -> None:
+    columns = {c["name"]: (str(c["type"]), c["nullable"]) for c in inspector.get_columns("ApiKey")}
+    assert columns == {
+        "id": ("TEXT", False), "organizationId": ("TEXT", False), "userId": ("TEXT", False), "name": ("TEXT", False),
+        "keyHash": ("TEXT", False), "revokedAt": ("TIMESTAMP", True), "createdAt": ("TIMESTAMP", False),
+        "updatedAt": ("TIMESTAMP", False),
+    }  # fmt: skip
+    assert inspector.get_pk_constraint("ApiKey")["name"] == "ApiKey_pkey"
+    fks = {
+        fk["constrained_columns"][0]: (fk["name"], fk["referred_table"], fk["options"].get("ondelete"))
+        for fk in inspector.get_foreign_keys("ApiKey")
+    }
+    assert fks == {
+        "organizationId": ("ApiKey_organizationId_fkey", "Organization", "CASCADE"),
+        "userId": ("ApiKey_userId_fkey", "User", "CASCADE"),
+    }
+    indexes = {i["name"]: (i["column_names"], i["unique"]) for i in inspector.get_indexes("ApiKey")}
+    assert indexes == {
+        "ApiKey_organizationId_idx": (["organizationId"], False),
+        "ApiKey_userId_idx": (["userId"], False),
+    }
+    (open_index,) = [i for i in inspector.get_indexes("AlertEvent") if i["name"] == "AlertEvent_alertRuleId_key"]
+    assert open_index["unique"] and open_index["column_names"] == ["alertRuleId"]
+    where = open_index["dialect_options"]["postgresql_where"]
+    assert "TRIGGERED" in where and "ACKNOWLEDGED" in where and "RESOLVED" not in where
+
+
+@pytest.mark.postgres
+def test_a_rule_has_at_most_one_open_event(upgraded: str) -> None:
+    def event(conn: sa.Connection, n: int, status: str) -> None:
+        conn.execute(
+            schema.alert_event.insert().values(
+                id=f"ae_{n}", organizationId="org_open", alertRuleId="ar_open", status=status, severity="WARNING",
+                title="t", message="m",
+            )
+        )  # fmt: skip
+
+    with engine_of(upgraded) as engine:
+        try:
+            with engine.begin() as conn:
+                _tenant(conn, "open")
+                conn.execute(
+                    schema.alert_rule.insert().values(id="ar_open", organizationId="org_open", name="r", type="CUSTOM")
+                )
+                for n, status in enumerate(["RESOLVED", "DISMISSED", "RESOLVED", "TRIGGERED"]):
+                    event(conn, n, status)  # closed events are unlimited; one open one
+            for status in ("TRIGGERED", "ACKNOWLEDGED"):
+                with pytest.raises(sa.exc.IntegrityError, match="AlertEvent_alertRuleId_key"), engine.begin() as conn:
+                    event(conn, 10, status)
+            with engine.begin() as conn:
+                conn.execute(sa.text("""UPDATE "AlertEvent" SET status = 'ACKNOWLEDGED' WHERE id = 'ae_3'"""))
+                conn.execute(sa.text("""UPDATE "AlertEvent" SET status = 'RESOLVED' WHERE id = 'ae_3'"""))
+                event(conn, 11, "TRIGGERED")  # the previous one was closed: a new one may open
+        finally:
+            with engine.begin() as conn:
+                conn.execute(schema.organization.delete().where(schema.organization.c.id == "org_open"))
 
 
 # --- values -----------------------------------------------------------------------------------------
@@ -517,6 +580,39 @@ def test_upgrade_downgrade_upgrade_round_trip(postgres_url: str) -> None:
         assert db.current(url) == db.head()
         assert snapshot(url) == first
         assert db.compare(url) == []
+
+
+@pytest.mark.postgres
+def test_migration_0003_down_and_up_and_over_a_service_made_api_key_table(postgres_url: str) -> None:
+    with fresh_database(postgres_url) as url, engine_of(url) as engine:
+        db.upgrade(url)
+        at_head = snapshot(url)
+        db.downgrade(url, "0002")
+        assert db.current(url) == "0002"
+        down = snapshot(url)
+        assert "ApiKey" not in down["tables"]
+        assert "AlertEvent_alertRuleId_key" not in {name for name, _ in down["indexes"]["AlertEvent"]}
+        # What the service created on its own before 0003 (CREATE TABLE IF NOT EXISTS), with a key in it.
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                """CREATE TABLE "ApiKey" (id text PRIMARY KEY,
+                "organizationId" text NOT NULL REFERENCES "Organization"(id) ON DELETE CASCADE ON UPDATE CASCADE,
+                "userId" text NOT NULL REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE,
+                name text NOT NULL, "keyHash" text NOT NULL, "revokedAt" timestamp(6) with time zone,
+                "createdAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                "updatedAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP)"""
+            ))  # fmt: skip
+            conn.execute(sa.text('CREATE INDEX "ApiKey_organizationId_idx" ON "ApiKey" ("organizationId")'))
+            _tenant(conn, "keys")
+            conn.execute(schema.user.insert().values(id="u_keys", email="k@example.com"))
+            conn.execute(
+                sa.text("""INSERT INTO "ApiKey" VALUES ('k1', 'org_keys', 'u_keys', 'api', 'h', NULL, now(), now())""")
+            )
+        db.upgrade(url)
+        assert db.current(url) == "0003" and db.compare(url) == []
+        assert snapshot(url) == at_head
+        with engine.connect() as conn:
+            assert conn.execute(sa.text('SELECT id FROM "ApiKey"')).scalars().all() == ["k1"]
 
 
 @pytest.mark.postgres

@@ -69,6 +69,10 @@ Where the document lists key fields only, these are the choices made here:
   ``AlertEvent.acknowledgedBy/resolvedBy/dismissedBy``); a ``Platform`` in use cannot be deleted.
   Updates cascade (Prisma's default).
 - ``MetaAdsCredential.adAccountId`` is Meta's account id (text), not a reference to ``AdAccount``.
+- The engine's own additions (not in the document): ``EngineRun`` (migration 0002, the batch job's run
+  log), ``ApiKey`` (0003, the HTTP API's keys, stored hashed) and the partial unique index
+  ``AlertEvent_alertRuleId_key`` on ``("alertRuleId") WHERE status IN ('TRIGGERED', 'ACKNOWLEDGED')``
+  (0003: at most one open event per rule, whatever writes the events).
 - ``updatedAt`` has a server default so bulk writers may omit it; Prisma sets it client-side, so a
   writer targeting a platform database must supply it.
 """
@@ -139,6 +143,8 @@ __all__ = [
     "ingestion_job",
     "in_app_notification",
     "organization_settings",
+    "engine_run",
+    "api_key",
 ]
 
 # --- enum values ------------------------------------------------------------------------------------
@@ -632,6 +638,13 @@ alert_event = Table(
     _idx("AlertEvent", "organizationId", "status", "triggeredAt"),
     _idx("AlertEvent", "organizationId", "severity", "triggeredAt"),
     _idx("AlertEvent", "alertRuleId", "triggeredAt"),
+    # The engine's (migration 0003, not in the seed document): a rule has at most one open event.
+    Index(
+        "AlertEvent_alertRuleId_key",
+        "alertRuleId",
+        unique=True,
+        postgresql_where=text("status IN ('TRIGGERED', 'ACKNOWLEDGED')"),
+    ),
 )
 
 # --- system & background jobs -------------------------------------------------------------------------
@@ -703,8 +716,22 @@ engine_run = Table(
     _idx("EngineRun", "organizationId", "status", "finishedAt"),
 )
 
+api_key = Table(
+    "ApiKey",
+    metadata,
+    _id(),  # the key id: the public part of ``optiq_<id>_<secret>``
+    _org(),
+    _fk("userId", "User", ondelete="CASCADE"),  # the key's role is this user's Membership.role
+    _text("name", nullable=False),
+    _text("keyHash", nullable=False),  # SHA-256 (hex) of the secret; the secret itself is never stored
+    _ts("revokedAt"),
+    *_audit(),
+    _idx("ApiKey", "organizationId"),
+    _idx("ApiKey", "userId"),
+)
+
 #: Tables of the engine's own, beyond the seed document.
-ENGINE_TABLES: tuple[str, ...] = ("EngineRun",)
+ENGINE_TABLES: tuple[str, ...] = ("EngineRun", "ApiKey")
 
 #: Every Optiq table name, in dependency order (a table after the tables it references).
 TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in metadata.sorted_tables)

@@ -115,6 +115,17 @@ class EvaluationOut(BaseModel):
     error: str | None = None
 
 
+def _check_revision(engine: Engine) -> None:
+    """Refuse to start on a database without the engine's tables (``"ApiKey"`` is created by migration 0003)."""
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("ApiKey"):
+            raise ConfigError(
+                'the database has no "ApiKey" table (migration 0003 of the Optiq schema): run `optiq db upgrade` first'
+            )
+
+
 def create_app(database_url: str | None = None, *, engine: Engine | None = None) -> FastAPI:
     """The FastAPI application over the database at ``database_url`` (default ``$OPTIQ_DATABASE_URL``).
 
@@ -136,8 +147,7 @@ def create_app(database_url: str | None = None, *, engine: Engine | None = None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        with db.begin() as conn:
-            keys.ensure_table(conn)
+        _check_revision(db)
         yield
 
     app = FastAPI(

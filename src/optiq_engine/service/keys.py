@@ -6,9 +6,9 @@ creation, and never stored). A key belongs to a user of an organization; its rol
 ``Membership.role`` in that organization, read at every request (a changed role or a removed membership
 takes effect at once).
 
-The seed schema has no table for API keys; the service keeps them in its own ``"ApiKey"`` table,
-created by :func:`ensure_table` (``optiq keys create`` calls it). It references ``Organization`` and
-``User`` and is left alone by the engine's migrations and schema comparison.
+The seed schema has no table for API keys; they are kept in the engine's ``"ApiKey"`` table
+(:data:`optiq_engine.io.schema.api_key`), created by migration 0003 (``optiq db upgrade``). It references
+``Organization`` and ``User`` and goes with either.
 """
 
 from __future__ import annotations
@@ -24,25 +24,11 @@ from sqlalchemy import Connection, text
 
 from .errors import NotFoundError, PermissionDeniedError
 
-__all__ = ["Principal", "ensure_table", "create_api_key", "authenticate", "revoke_api_key", "read_api_keys", "WRITE_ROLES"]
+__all__ = ["Principal", "create_api_key", "authenticate", "revoke_api_key", "read_api_keys", "WRITE_ROLES"]
 
 #: Roles that may change data (VIEWER is read-only).
 WRITE_ROLES = ("OWNER", "ADMIN", "MEMBER")
 _PREFIX = "optiq"
-
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS "ApiKey" (
-    id text PRIMARY KEY,
-    "organizationId" text NOT NULL REFERENCES "Organization"(id) ON DELETE CASCADE ON UPDATE CASCADE,
-    "userId" text NOT NULL REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE,
-    name text NOT NULL,
-    "keyHash" text NOT NULL,
-    "revokedAt" timestamp(6) with time zone,
-    "createdAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "updatedAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP
-)""",
-    'CREATE INDEX IF NOT EXISTS "ApiKey_organizationId_idx" ON "ApiKey" ("organizationId")',
-)
 
 
 @dataclass(frozen=True)
@@ -59,13 +45,6 @@ class Principal:
         return self.role in WRITE_ROLES
 
 
-def ensure_table(connection: Connection) -> None:
-    """Create the ``"ApiKey"`` table and its index if they do not exist (idempotent)."""
-    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('optiq.ApiKey.ddl'))"))
-    for statement in _DDL:
-        connection.execute(text(statement))
-
-
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -78,7 +57,6 @@ def create_api_key(connection: Connection, *, organization_id: str, user_id: str
     PermissionDeniedError
         If the user is not a member of the organization.
     """
-    ensure_table(connection)
     role = connection.execute(
         text('SELECT role::text FROM "Membership" WHERE "userId" = :u AND "organizationId" = :o'), {"u": user_id, "o": organization_id}
     ).scalar()
