@@ -20,6 +20,7 @@ import pytest
 
 import optiq_engine as oq
 
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 REQUIRE_SPARK = os.environ.get("OPTIQ_REQUIRE_SPARK") == "1"
 HEURISTIC = list(oq.models.HEURISTIC_MODELS)
 DATA_DRIVEN = ["MARKOV", "SHAPLEY", "DATA_DRIVEN"]

@@ -52,6 +52,7 @@ def spark_session(
         builder = builder.master(master)
     settings: dict[str, Any] = {
         "spark.ui.enabled": str(ui).lower(),
+        "spark.ui.showConsoleProgress": str(ui).lower(),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.pythonUDF.arrow.enabled": "true",
