@@ -35,7 +35,10 @@ def main() -> None:
             t0 = time.perf_counter()
             tpr, cvr = pl.read_parquet(Path(tmp) / "tp.parquet"), pl.read_parquet(Path(tmp) / "cv.parquet")
             r = oq.attribute(tpr, cvr, models=models)
-            print(f"attribute() {len(models)} models: {time.perf_counter() - t0:.2f} s, {r.links.height:,} links", flush=True)
+            print(
+                f"attribute() {len(models)} models: {time.perf_counter() - t0:.2f} s, {r.links.height:,} links",
+                flush=True,
+            )
 
         from optiq_engine.spark import attribute_spark, read_parquet, spark_session
 
@@ -52,7 +55,9 @@ def main() -> None:
             t1 = time.perf_counter()
             result.records.write.format("noop").mode("overwrite").save()
             t2 = time.perf_counter()
-            print(f"attribute_spark {len(models)} models: {t2 - t0:.2f} s (driver pass/fit {t1 - t0:.2f} s)", flush=True)
+            print(
+                f"attribute_spark {len(models)} models: {t2 - t0:.2f} s (driver pass/fit {t1 - t0:.2f} s)", flush=True
+            )
         t0 = time.perf_counter()
         n = result.links.count()
         print(f"links.count() {n:,}: {time.perf_counter() - t0:.2f} s", flush=True)
