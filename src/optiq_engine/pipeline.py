@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
 from .result import AttributionResult
 
-__all__ = ["attribute", "run_attribution"]
+__all__ = ["attribute", "run_attribution", "path_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -123,66 +123,28 @@ def run_attribution(
         raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
     timings: dict[str, float] = {}
     timed = stage_timer(timings, on_stage)
-
-    with timed("validate"):
-        tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
-        cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)
-        tp, cv = tp_norm.frame, cv_norm.frame
-
-    with timed("encode"):
-        keys = group_key_columns(tp, cv)
-        tp, channels, tp_code = _encode_channels(tp, cfg)
-        tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
-        tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
-        cv_ts = cv.get_column("occurred_at").to_physical().to_numpy()
-
-    bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
-    for exact in (False, True):
-        with timed("sort"):
-            tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
-                *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
-            )
-            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
-                *readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
-            )
-        with timed("match"):
-            lo, hi, has_tp, cross_coll = match_windows(
-                tp_hs, tp_tss, tp_h2s, tp_buckets, cv_hs, cv_tss, cv_h2s, cv_buckets,
-                micros(cfg.lookback), cfg.reset_after_conversion,
-            )  # fmt: skip
-        if tp_coll + cv_coll + cross_coll == 0:
-            break
-        if exact:  # pragma: no cover - exact codes cannot collide
-            raise AssertionError("group codes collided after exact encoding")
-        log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with timed("encode"):
-            tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
-    del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
     data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
-    if data_driven:
-        with timed("match"):
-            tail_lo, tail_hi = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, micros(cfg.lookback))
+    matched = _match(touchpoints, conversions, cfg, timed, tails=bool(data_driven))
+    tp, cv, channels = matched.tp, matched.cv, matched.channels
+    tp_order, tp_tss, tp_codes, cv_order, lo, hi, cv_value = (
+        matched.tp_order, matched.tp_tss, matched.tp_codes, matched.cv_order, matched.lo, matched.hi,
+        matched.cv_value,
+    )  # fmt: skip
 
     with timed("match"):
-        if tp_ties:
-            tp_order, tp_codes = order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
-        if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
-            cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
-        del tp_hs, cv_hs, cv_tss
         counts = hi - lo
         link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
         np.cumsum(counts, out=link_offsets[1:])
         chunks = _chunk_bounds(link_offsets)
-        cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
     prefit = dict(fitted or {})
     fitted = {}
     if data_driven:
         with timed("fit"):
-            fitted, journey_paths, tables = _fit(
-                data_driven, lo, hi, tail_lo, tail_hi, tp_codes, cv_value, channels, cfg, prefit
-            )
+            fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
+    has_tp, quarantined = matched.has_tp, matched.quarantined
+    del matched  # the arrays below are freed as soon as the kernels are done with them
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
         specs = [m.kernel_spec() for m in heuristic]
@@ -234,56 +196,154 @@ def run_attribution(
         config=cfg,
         fitted=fitted,
         n_conversions=cv.height,
-        quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
+        quarantined=quarantined,
         timings=timings,
     )
 
 
-def _fit(
-    models: list[DataDrivenModel],
-    lo: np.ndarray,
-    hi: np.ndarray,
-    tail_lo: np.ndarray,
-    tail_hi: np.ndarray,
-    tp_codes: np.ndarray,
-    cv_value: np.ndarray,
-    channels: list[str],
-    cfg: AttributionConfig,
-    prefit: dict[str, FittedModel],
-) -> tuple[dict[str, FittedModel], dict[str, np.ndarray], dict[str, PathTable]]:
-    """Fit every data-driven model on the run's journeys (docs/data_driven.md §1), or take its ``prefit``.
+@dataclass
+class _Matched:
+    """Validated frames, sorted touchpoints and every conversion's window (and the groups' tails)."""
 
-    Returns the fits, per model the path row of every converting journey (-1: empty path), and per model
-    the path table of this run.
-    """
-    converting = hi > lo
-    starts = np.concatenate([lo[converting], tail_lo])
-    ends = np.concatenate([hi[converting], tail_hi])
+    tp: pl.DataFrame
+    cv: pl.DataFrame
+    quarantined: dict[str, pl.DataFrame]
+    channels: list[str]
+    tp_order: np.ndarray
+    tp_tss: np.ndarray
+    tp_codes: np.ndarray
+    cv_order: np.ndarray
+    cv_value: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    has_tp: np.ndarray
+    tail_lo: np.ndarray | None
+    tail_hi: np.ndarray | None
+
+
+def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: Any, *, tails: bool) -> _Matched:
+    """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (SPEC §2)."""
+    with timed("validate"):
+        tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
+        cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)
+        tp, cv = tp_norm.frame, cv_norm.frame
+
+    with timed("encode"):
+        keys = group_key_columns(tp, cv)
+        tp, channels, tp_code = _encode_channels(tp, cfg)
+        tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
+        tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
+        cv_ts = cv.get_column("occurred_at").to_physical().to_numpy()
+
+    bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
+    lookback = micros(cfg.lookback)
+    for exact in (False, True):
+        with timed("sort"):
+            tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
+                *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
+            )
+            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
+                *readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
+            )
+        with timed("match"):
+            lo, hi, has_tp, cross_coll = match_windows(
+                tp_hs, tp_tss, tp_h2s, tp_buckets, cv_hs, cv_tss, cv_h2s, cv_buckets,
+                lookback, cfg.reset_after_conversion,
+            )  # fmt: skip
+        if tp_coll + cv_coll + cross_coll == 0:
+            break
+        if exact:  # pragma: no cover - exact codes cannot collide
+            raise AssertionError("group codes collided after exact encoding")
+        log.warning("64-bit group hash collision detected; re-running with exact group codes")
+        with timed("encode"):
+            tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
+    del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
+
+    with timed("match"):
+        tail_lo = tail_hi = None
+        if tails:  # ranges end at time boundaries: ordering ties by id afterwards keeps them valid
+            tail_lo, tail_hi = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, lookback)
+        if tp_ties:
+            tp_order, tp_codes = order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
+        if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
+            cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
+        cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
+    return _Matched(
+        tp=tp, cv=cv, quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
+        channels=channels, tp_order=tp_order, tp_tss=tp_tss, tp_codes=tp_codes, cv_order=cv_order,
+        cv_value=cv_value, lo=lo, hi=hi, has_tp=has_tp, tail_lo=tail_lo, tail_hi=tail_hi,
+    )  # fmt: skip
+
+
+def _path_tables(
+    models: Sequence[DataDrivenModel], m: _Matched, cfg: AttributionConfig
+) -> dict[str, tuple[PathTable, np.ndarray]]:
+    """Per model, the path table of the run's journeys (docs/data_driven.md §1) and the path row of every
+    converting journey (-1: empty path), converting journeys in sorted-conversion order."""
+    assert m.tail_lo is not None and m.tail_hi is not None
+    converting = m.hi > m.lo
+    starts = np.concatenate([m.lo[converting], m.tail_lo])
+    ends = np.concatenate([m.hi[converting], m.tail_hi])
     n_conv = int(converting.sum())
     conv = np.zeros(starts.shape[0], dtype=np.float64)
     conv[:n_conv] = 1.0
     value = np.zeros(starts.shape[0], dtype=np.int64)
-    value[:n_conv] = cv_value[converting]
-    tables: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
-    out: dict[str, FittedModel] = {}
-    paths: dict[str, np.ndarray] = {}
-    by_model: dict[str, PathTable] = {}
+    value[:n_conv] = m.cv_value[converting]
+    built: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
+    out = {}
     for model in models:
         key = (model.transform, model.remove_direct_if_not_all)
-        if key not in tables:
-            tables[key] = build_path_table(
-                starts, ends, tp_codes, channels, conv, 1.0 - conv, value,
+        if key not in built:
+            table, journey_path = build_path_table(
+                starts, ends, m.tp_codes, m.channels, conv, 1.0 - conv, value,
                 transform=model.transform, remove_direct_if_not_all=model.remove_direct_if_not_all,
                 direct_channels=cfg.direct_channels,
             )  # fmt: skip
-        table, journey_path = tables[key]
+            built[key] = (table, journey_path[:n_conv])
+        out[model.name] = built[key]
+    return out
+
+
+def _fit(
+    models: list[DataDrivenModel], m: _Matched, cfg: AttributionConfig, prefit: dict[str, FittedModel]
+) -> tuple[dict[str, FittedModel], dict[str, np.ndarray], dict[str, PathTable]]:
+    """Fit every data-driven model on the run's journeys, or take its ``prefit``.
+
+    Returns the fits, per model the path row of every converting journey, and per model the path table.
+    """
+    out: dict[str, FittedModel] = {}
+    for model in models:
         given = prefit.get(model.name)
         if given is not None and given.model != model:
             raise ModelError(f"fitted[{model.name!r}] was fitted as {given.model!r}, not {model!r}")
+    tables = _path_tables(models, m, cfg)
+    for model in models:
+        given = prefit.get(model.name)
+        table = tables[model.name][0]
         out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels)
-        paths[model.name] = journey_path[:n_conv]
-        by_model[model.name] = table
-    return out, paths, by_model
+    return out, {k: v[1] for k, v in tables.items()}, {k: v[0] for k, v in tables.items()}
+
+
+def path_tables(
+    touchpoints: Any,
+    conversions: Any,
+    *,
+    models: Sequence[str | AttributionModel] | str | AttributionModel,
+    config: AttributionConfig | None = None,
+    **options: Any,
+) -> dict[str, PathTable]:
+    """The path table that each data-driven model in ``models`` would be fitted on, without fitting.
+
+    The same tables as ``attribute(...).fitted[name].paths``; the tables of disjoint sets of users add up
+    with :meth:`PathTable.concat` (see :mod:`optiq_engine.partial`).
+    """
+    cfg = (config or AttributionConfig()).with_options(**options)
+    chosen = resolve_models(models, cfg, default=())
+    bad = [mo.name for mo in chosen if not isinstance(mo, DataDrivenModel)]
+    if bad:
+        raise ModelError(f"path_tables() takes data-driven models only, got {bad}")
+    m = _match(touchpoints, conversions, cfg, stage_timer({}, None), tails=True)
+    return {name: table for name, (table, _) in _path_tables(chosen, m, cfg).items()}  # type: ignore[arg-type]
 
 
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:
