@@ -32,6 +32,8 @@ __all__ = [
     "write_touchpoints",
     "touchpoint_rows_for_postgres",
     "iter_partitions",
+    "read_sql",
+    "hash_partition",
     "link_rows_for_postgres",
     "write_links",
     "merge_links",
@@ -144,10 +146,17 @@ def _where(alias: str, window: Window, *, partition: tuple[int, int] | None) -> 
         params.append(list(window.anon_ids))
         clauses.append(f'{alias}."anonId" = ANY(${len(params)})')
     if partition is not None:
-        i, n = partition
-        # A user's rows land in one partition: the hash of anonId, non-negative, modulo n.
-        clauses.append(f'(hashtextextended({alias}."anonId", 0) & 9223372036854775807) % {int(n)} = {int(i)}')
+        clauses.append(hash_partition(f'{alias}."anonId"', *partition))
     return " AND ".join(clauses), params
+
+
+def hash_partition(column: str, i: int, n: int) -> str:
+    """SQL predicate: ``column`` (an anon id) falls in slice ``i`` of ``n``.
+
+    A user's rows land in one slice: the server-side hash of the anon id, non-negative, modulo ``n``
+    (used by :func:`iter_partitions` and by the Spark JDBC reads of ``optiq_engine.spark``).
+    """
+    return f"(hashtextextended({column}, 0) & 9223372036854775807) % {int(n)} = {int(i)}"
 
 
 def _touchpoints_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
@@ -182,6 +191,16 @@ def _inline(sql: str, params: list[Any]) -> str:
     for i in range(len(params), 0, -1):  # $10 before $1
         sql = sql.replace(f"${i}", Literal(params[i - 1]).as_string(None))
     return sql
+
+
+def read_sql(what: str, window: Window) -> str:
+    """The query of :func:`read_touchpoints` / :func:`read_conversions` / :func:`read_events` (``what``:
+    ``touchpoints``, ``conversions`` or ``events``) for ``window``, parameters inlined: for other readers of
+    the same rows (Spark's JDBC source)."""
+    queries = {"touchpoints": _touchpoints_query, "conversions": _conversions_query, "events": _events_query}
+    if what not in queries:
+        raise ConfigError(f"read_sql: what must be one of {sorted(queries)}, got {what!r}")
+    return _inline(*queries[what](window))
 
 
 def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:

@@ -43,7 +43,9 @@ def spark_session(
     -----
     Python workers must import pyarrow, polars, numba and optiq_engine: unless ``PYSPARK_PYTHON`` is
     set, they use this interpreter (the driver's virtual environment). The session time zone is UTC (the
-    engine's timestamps are UTC instants).
+    engine's timestamps are UTC instants). The PostgreSQL JDBC driver jar, when found
+    (:func:`optiq_engine.spark.postgres.jdbc_jar`), is put on the classpath for Spark's JDBC source: it
+    must be there when the session's JVM starts.
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -57,9 +59,23 @@ def spark_session(
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.pythonUDF.arrow.enabled": "true",
     }
+    jar = _postgres_jar()
+    if jar is not None:  # Spark's JDBC source loads the driver from the JVM's startup classpath only
+        settings["spark.jars"] = settings["spark.driver.extraClassPath"] = jar
     if shuffle_partitions is not None:
         settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
     settings.update(config or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def _postgres_jar() -> str | None:
+    """The PostgreSQL JDBC driver jar if there is one (``optiq_engine.spark.postgres.jdbc_jar``)."""
+    from ..errors import ConfigError
+    from .postgres import jdbc_jar
+
+    try:
+        return jdbc_jar()
+    except ConfigError:
+        return None
