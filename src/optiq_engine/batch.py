@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
@@ -168,6 +169,8 @@ def run_batch(
     overlap: timedelta = WATERMARK_OVERLAP,
     on_stage: Callable[[str], None] | None = None,
     extract_touchpoints: bool = False,
+    engine: str = "local",
+    master: str | None = None,
     **options: Any,
 ) -> RunSummary:
     """Recompute and write the attribution links of one organization.
@@ -196,7 +199,16 @@ def run_batch(
         Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
         ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
         same transaction as the links and journeys, and attribution uses them. Needs ``partitions=1``.
+    engine
+        ``local`` (this process) or ``spark``: load (Spark's JDBC source, split by a hash of ``anonId``),
+        attribution and journeys run on Spark (``master``; default ``local[*]``; ``partitions`` is the Spark
+        partition count, data-driven models included); the results are collected to the driver as Arrow and
+        written exactly as in ``local``: the same merges, in one transaction (``docs/spark.md``).
     """
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"engine must be local or spark, got {engine!r}")
+    if engine == "spark" and extract_touchpoints:
+        raise ConfigError("extract_touchpoints is not supported with engine='spark' yet")
     if extract_touchpoints and partitions > 1:
         raise ConfigError("extract_touchpoints loads the events of all users in scope at once: use partitions=1")
     if since is not None and not full:
@@ -212,7 +224,7 @@ def run_batch(
         (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
         # Data-driven models are fitted on every journey of the window: they need a full run in one part.
         data_driven = data_driven_names(chosen, config)
-        if data_driven and partitions > 1:
+        if data_driven and partitions > 1 and engine == "local":
             raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
         previous = None if full or data_driven else _last_watermark(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
@@ -237,7 +249,27 @@ def run_batch(
             links: list[pl.DataFrame] = []
             scope: list[pl.Series] = []
             unattributed = 0
-            if anon_ids != ():
+            if anon_ids != () and engine == "spark":
+                # --- engine spark (optiq_engine.spark.postgres): load, attribute, journeys on Spark ---
+                from .spark.postgres import attribute_postgres, postgres_session
+
+                stage(f"starting Spark ({master or 'local[*]'})")
+                t0 = time.perf_counter()
+                spark = postgres_session(master or "local[*]")
+                timings["spark start"] = time.perf_counter() - t0
+                on_spark = attribute_postgres(
+                    spark, url, window, models=chosen, config=config, as_of=watermark,
+                    partitions=partitions if partitions > 1 else None, on_stage=stage,
+                )  # fmt: skip
+                timings.update(on_spark.timings)
+                summary.touchpoints, summary.conversions = on_spark.touchpoints, on_spark.conversions
+                links, scope, unattributed = [on_spark.links], [on_spark.scope], on_spark.unattributed
+                model_names = on_spark.model_names
+                extraction = None
+                journeys: Any = SimpleNamespace(journeys=on_spark.journeys, journey_events=on_spark.journey_events)
+                event_users = on_spark.event_users
+                # --- end engine spark ---
+            elif anon_ids != ():
                 # --- touchpoint extraction (docs/touchpoints.md) ---
                 extraction = None
                 parts: Any = postgres.iter_partitions(url, window, partitions=partitions)
@@ -279,13 +311,15 @@ def run_batch(
                 if journeys.quarantined.height:
                     summary.quarantined["events"] = journeys.quarantined.height
                 timings["journeys"] = time.perf_counter() - t0
+                event_users = events.get_column("anon_id")
+            if anon_ids != ():
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
                     if extraction is not None:  # before the links that reference them
                         touchpoint_counts = postgres.merge_touchpoints(
                             cur, extraction.touchpoints, organization_id=organization_id,
-                            anon_ids=events.get_column("anon_id"), site_id=site_id,
+                            anon_ids=event_users, site_id=site_id,
                         )  # fmt: skip
                         summary.touchpoints_changed = touchpoint_counts.changed
                     counts = postgres.merge_links(
@@ -300,7 +334,7 @@ def run_batch(
                         journeys.journeys,
                         journeys.journey_events,
                         organization_id=organization_id,
-                        anon_ids=events.get_column("anon_id"),
+                        anon_ids=event_users,
                     )
                 timings["write"] = time.perf_counter() - t0
                 summary.links = sum(frame.height for frame in links)

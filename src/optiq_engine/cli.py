@@ -236,6 +236,8 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
     extract: Annotated[bool, typer.Option("--extract-touchpoints", help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them.")] = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or spark (load, attribution, journeys on Spark; --partitions: Spark partitions).")] = "local",
+    master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
     """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
 
@@ -260,7 +262,7 @@ def run(
                 summary = run_batch(
                     database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
                     partitions=partitions, wait=wait, on_stage=lambda s: bar.update(task, description=s),
-                    extract_touchpoints=extract, **options,
+                    extract_touchpoints=extract, engine=engine, master=master, **options,
                 )  # fmt: skip
         except RunLocked as exc:
             err.print(f"[bold yellow]locked:[/] {exc}")
