@@ -139,3 +139,22 @@ def _db_journeys_count(url: str) -> int:
     with psycopg.connect(_dsn(url)) as conn:
         (n,) = conn.execute('SELECT count(*) FROM "Journey" WHERE "organizationId" = %s', (ORG,)).fetchone()
     return n
+
+
+def test_jdbc_options_from_a_postgres_url() -> None:
+    pytest.importorskip("pyspark")
+    from optiq_engine.spark.postgres import jdbc_options
+
+    url, props = jdbc_options("postgresql+psycopg://app:p%40ss@db.example:6543/optiq?sslmode=require")
+    assert url == "jdbc:postgresql://db.example:6543/optiq?sslmode=require"
+    assert props == {"driver": "org.postgresql.Driver", "user": "app", "password": "p@ss"}
+    assert jdbc_options("postgresql://postgres@127.0.0.1/x")[0] == "jdbc:postgresql://127.0.0.1:5432/x"
+
+
+def test_engine_spark_refuses_touchpoint_extraction() -> None:
+    from optiq_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="engine"):
+        run_batch("postgresql://nowhere/x", organization_id=ORG, engine="spark", extract_touchpoints=True)
+    with pytest.raises(ConfigError, match="engine"):
+        run_batch("postgresql://nowhere/x", organization_id=ORG, engine="dask")
