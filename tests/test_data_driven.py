@@ -253,7 +253,9 @@ def test_value_sums_beyond_int64_are_refused() -> None:
                        "occurred_at": [T, T]})  # fmt: skip
     cv = pl.DataFrame({"conversion_id": ["c1", "c2"], "anon_id": ["u1", "u2"], "occurred_at": [T, T],
                        "value_micros": [2**62, 2**62]})  # fmt: skip
-    assert oq.attribute(tp, cv, models=["LINEAR"]).links.height == 2
+    linear = oq.attribute(tp, cv, models=["LINEAR"])
+    assert linear.links.height == 2
+    assert linear.credit.get_column("value_micros").to_list() == [None]  # the sum is 2**63: null, not wrapped
     with pytest.raises(oq.ModelError, match="2\\*\\*63"):
         oq.attribute(tp, cv, models=["MARKOV"])
 

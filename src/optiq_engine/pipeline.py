@@ -431,14 +431,19 @@ def _links_frame(
     return pl.concat(parts, how="vertical", rechunk=False)
 
 
-def _credit_frame(names: list[str], channels: list[str], conversions: np.ndarray, value: np.ndarray) -> pl.DataFrame:
+def _credit_frame(
+    names: list[str], channels: list[str], conversions: np.ndarray, value: np.ndarray, overflow: np.ndarray
+) -> pl.DataFrame:
+    """Per model x channel credit; a sum of micros beyond int64 is null (and logged), never wrapped."""
     m, c = conversions.shape
+    if overflow.any():
+        log.warning("credited value of %d (model, channel) cells exceeds 2**63 - 1 micros: left null", overflow.sum())
     return pl.DataFrame(
         {
             "model": pl.Series(np.repeat(names, c)).cast(pl.Enum(names)),
             "channel": pl.Series(np.tile(channels, m) if m else [], dtype=pl.String).cast(pl.Enum(channels)),
             "conversions": conversions.reshape(-1),
-            "value_micros": value.reshape(-1),
+            "value_micros": pl.Series(value.reshape(-1)).scatter(np.flatnonzero(overflow.reshape(-1)), None),
         }
     )
 

@@ -137,12 +137,21 @@ def channel_credit(weights, credit, code, n_channels):
     -------
     conversions : float64[M, n_channels]
     value : int64[M, n_channels]
+    overflow : bool[M, n_channels]
+        Sums of micros beyond int64 (``value`` is then meaningless).
     """
     n_models, n_links = weights.shape
     conversions = np.zeros((n_models, n_channels), dtype=np.float64)
     value = np.zeros((n_models, n_channels), dtype=np.int64)
+    overflow = np.zeros((n_models, n_channels), dtype=np.bool_)
+    limit = np.int64(9223372036854775807)
     for m in range(n_models):
         for i in range(n_links):
-            conversions[m, code[i]] += weights[m, i]
-            value[m, code[i]] += credit[m, i]
-    return conversions, value
+            c = code[i]
+            conversions[m, c] += weights[m, i]
+            x = credit[m, i]  # >= 0
+            if value[m, c] > limit - x:
+                overflow[m, c] = True
+            else:
+                value[m, c] += x
+    return conversions, value, overflow
