@@ -87,11 +87,10 @@ class MarkovChain:
             src, dst, self._entry_path, self._entry_kind = k.transition_entries(
                 table.offsets, table.codes, order, n_codes
             )
-            keys = np.unique(np.concatenate([[k.START], src, dst[dst >= 0]]))
+            keys, (si, dj) = _number(np.concatenate([[k.START], src, dst[dst >= 0]]), src, np.maximum(dst, 0))
             s = keys.shape[0]
-            si = np.searchsorted(keys, src)
-            di = np.where(dst >= 0, np.searchsorted(keys, np.maximum(dst, 0)), np.where(dst == k.CONVERSION, s, s + 1))
-            pairs, self._entry_pair = np.unique(si * (s + 2) + di, return_inverse=True)
+            di = np.where(dst >= 0, dj, np.where(dst == k.CONVERSION, s, s + 1))
+            pairs, (self._entry_pair,) = _number(si * (s + 2) + di, si * (s + 2) + di)
             self.pair_src = pairs // (s + 2)
             self.pair_dst = pairs % (s + 2)
         self.keys = keys
@@ -176,6 +175,22 @@ class MarkovChain:
                 key //= base
             out.append(" > ".join(self.channels[d - 1] for d in reversed(digits) if d) or "(start)")
         return out
+
+
+def _number(values: np.ndarray, *lookups: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The distinct ``values`` (sorted) and the index of every element of each of ``lookups`` among them.
+
+    Keys of small ranges are numbered through a dense table (linear time); others by sorting.
+    """
+    top = int(values.max()) + 1 if values.size else 1
+    if top <= 1 << 26:
+        present = np.zeros(top, dtype=np.bool_)
+        present[values] = True
+        distinct = np.flatnonzero(present)
+        index = np.cumsum(present) - 1
+        return distinct, tuple(index[x] for x in lookups)
+    distinct = np.unique(values)
+    return distinct, tuple(np.searchsorted(distinct, x) for x in lookups)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
