@@ -80,14 +80,11 @@ class PathTable:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per path: ``path`` (list of channels), ``conversions``, ``nulls``, ``value_micros``."""
-        flat = pl.Series("path", np.asarray(self.channels, dtype=object)[self.codes] if self.codes.size else [], dtype=pl.String)
-        lengths = np.diff(self.offsets)
-        path = pl.DataFrame({"path": flat, "row": np.repeat(np.arange(self.height), lengths)}).group_by(
-            "row", maintain_order=True
-        ).agg(pl.col("path"))
+        names = pa.array(self.channels, type=pa.large_string()).take(pa.array(self.codes, type=pa.int32()))
+        path = pa.LargeListArray.from_arrays(pa.array(self.offsets, type=pa.int64()), names)
         return pl.DataFrame(
             {
-                "path": path.get_column("path") if self.height else pl.Series("path", [], dtype=pl.List(pl.String)),
+                "path": pl.Series("path", path, dtype=pl.List(pl.String)),
                 "conversions": self.conversions,
                 "nulls": self.nulls,
                 "value_micros": self.value_micros,
