@@ -106,13 +106,36 @@ def adbc_url(url: str) -> str:
     return f"postgresql://{rest}"
 
 
-def _from_properties(column: str, *keys: str) -> str:
-    """A column, or when null the first of ``keys`` found in the event's ``properties`` JSON."""
-    fallbacks = ", ".join(f"e.properties->>'{k}'" for k in keys)
-    return f"COALESCE(e.{column}, {fallbacks})"
+def _property(key: str, *, empty_is_null: bool = True) -> str:
+    value = f"e.properties->>'{key}'"
+    return f"NULLIF({value}, '')" if empty_is_null else value
 
 
-_EVENT_COLUMNS = f"""
+def _parameter(column: str, *keys: str, empty_is_null: bool = True) -> str:
+    """The column, else the first of ``keys`` in the event's ``properties`` JSON (docs/touchpoints.md §1,
+    steps 1-2; ``empty_is_null``: an empty string in ``properties`` counts as absent)."""
+    return f"COALESCE(e.{column}, {', '.join(_property(k, empty_is_null=empty_is_null) for k in keys)})"
+
+
+_PAGE_URL = f"COALESCE(e.url, {_property('url')}, {_property('pageUrl')})"
+
+
+def _event_columns(*, for_touchpoints: bool) -> str:
+    """The SELECT list of tracking events: for journeys (``read_events``) or for touchpoint extraction
+    (``read_events_for_touchpoints``: also utm_term/utm_content and the page URL with a query string)."""
+
+    def param(column: str, *keys: str) -> str:
+        return _parameter(column, *keys, empty_is_null=for_touchpoints)
+
+    extra_utm = (
+        f""",
+    {param('"utmTerm"', "utm_term", "utmTerm")} AS utm_term,
+    {param('"utmContent"', "utm_content", "utmContent")} AS utm_content"""
+        if for_touchpoints
+        else ""
+    )
+    url = f"\n    CASE WHEN strpos({_PAGE_URL}, '?') > 0 THEN {_PAGE_URL} END AS url," if for_touchpoints else ""
+    return f"""
     e.id AS event_id,
     e."anonId" AS anon_id,
     e."occurredAt" AS occurred_at,
@@ -120,14 +143,17 @@ _EVENT_COLUMNS = f"""
     s."organizationId" AS organization_id,
     e."siteId" AS site_id,
     e."sessionId" AS session_id,
-    {_from_properties('"utmSource"', "utm_source", "utmSource")} AS utm_source,
-    {_from_properties('"utmMedium"', "utm_medium", "utmMedium")} AS utm_medium,
-    {_from_properties('"utmCampaign"', "utm_campaign", "utmCampaign")} AS utm_campaign,
-    {_from_properties("gclid", "gclid")} AS gclid,
-    {_from_properties("fbclid", "fbclid")} AS fbclid,
-    {_from_properties("ttclid", "ttclid")} AS ttclid,
+    {param('"utmSource"', "utm_source", "utmSource")} AS utm_source,
+    {param('"utmMedium"', "utm_medium", "utmMedium")} AS utm_medium,
+    {param('"utmCampaign"', "utm_campaign", "utmCampaign")} AS utm_campaign{extra_utm},
+    {param("gclid", "gclid")} AS gclid,
+    {param("fbclid", "fbclid")} AS fbclid,
+    {param("ttclid", "ttclid")} AS ttclid,{url}
     e."valueMicros" AS value_micros,
     e.name"""
+
+
+_EVENT_COLUMNS = _event_columns(for_touchpoints=False)
 
 
 def _where(alias: str, window: Window, *, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
@@ -235,35 +261,7 @@ def read_events(url: str, window: Window) -> pl.DataFrame:
     return _fetch(url, *_events_query(window))
 
 
-def _property(key: str) -> str:
-    return f"NULLIF(e.properties->>'{key}', '')"
-
-
-def _parameter(column: str, *keys: str) -> str:
-    """docs/touchpoints.md §1 in SQL, steps 1-2: the column, else the first non-empty ``properties`` key."""
-    return f"COALESCE(e.{column}, {', '.join(_property(k) for k in keys)})"
-
-
-_PAGE_URL = f"COALESCE(e.url, {_property('url')}, {_property('pageUrl')})"
-_TOUCHPOINT_EVENT_COLUMNS = f"""
-    e.id AS event_id,
-    e."anonId" AS anon_id,
-    e."occurredAt" AS occurred_at,
-    e.type::text AS type,
-    s."organizationId" AS organization_id,
-    e."siteId" AS site_id,
-    e."sessionId" AS session_id,
-    {_parameter('"utmSource"', "utm_source", "utmSource")} AS utm_source,
-    {_parameter('"utmMedium"', "utm_medium", "utmMedium")} AS utm_medium,
-    {_parameter('"utmCampaign"', "utm_campaign", "utmCampaign")} AS utm_campaign,
-    {_parameter('"utmTerm"', "utm_term", "utmTerm")} AS utm_term,
-    {_parameter('"utmContent"', "utm_content", "utmContent")} AS utm_content,
-    {_parameter("gclid", "gclid")} AS gclid,
-    {_parameter("fbclid", "fbclid")} AS fbclid,
-    {_parameter("ttclid", "ttclid")} AS ttclid,
-    CASE WHEN strpos({_PAGE_URL}, '?') > 0 THEN {_PAGE_URL} END AS url,
-    e."valueMicros" AS value_micros,
-    e.name"""
+_TOUCHPOINT_EVENT_COLUMNS = _event_columns(for_touchpoints=True)
 
 
 def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
