@@ -201,22 +201,14 @@ def _f(k, rho):
 
 
 @jit
-def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessian):
-    """Penalised negative log-likelihood of the touch-level model, its gradient and (optionally) Hessian.
-
-    ``params = [intercept, beta_0..beta_{C-1}]``; a path row counts ``conversions`` journeys that convert
-    at their last touch and ``nulls`` that never convert. The penalty ``l2 / 2 * sum(beta**2)`` leaves the
-    intercept out.
-    """
-    n_par = params.shape[0]
-    n_codes = n_par - 1
-    grad = np.zeros(n_par, dtype=np.float64)
-    hess = np.zeros((n_par, n_par) if want_hessian else (1, 1), dtype=np.float64)
+def _hazard_rows(params, offsets, codes, conversions, nulls, rho, want_hessian, lo, hi, grad, hess):
+    """Loss of path rows ``lo:hi`` of the touch-level model; adds their gradient (and Hessian) in place."""
+    n_codes = params.shape[0] - 1
     counts = np.zeros(max(n_codes, 1), dtype=np.int64)
     seen = np.empty(max(n_codes, 1) + 1, dtype=np.int64)  # 0 (intercept) then 1 + code of channels seen
-    x = np.zeros(n_par, dtype=np.float64)
+    x = np.zeros(params.shape[0], dtype=np.float64)
     loss = 0.0
-    for p in range(offsets.shape[0] - 1):
+    for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
         n = conversions[p] + nulls[p]
         if n == 0.0 or e == a:
@@ -252,6 +244,41 @@ def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessi
         for u in range(1, d):
             counts[seen[u] - 1] = 0
             x[seen[u]] = 0.0
+    return loss
+
+
+_HAZARD_CHUNKS = 64  # fixed, so that sums do not depend on the number of threads
+
+
+@pjit
+def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessian):
+    """Penalised negative log-likelihood of the touch-level model, its gradient and (optionally) Hessian.
+
+    ``params = [intercept, beta_0..beta_{C-1}]``; a path row counts ``conversions`` journeys that convert
+    at their last touch and ``nulls`` that never convert. The penalty ``l2 / 2 * sum(beta**2)`` leaves the
+    intercept out. Rows are summed in fixed chunks (in parallel), then the chunks in order.
+    """
+    n_par = params.shape[0]
+    p_rows = offsets.shape[0] - 1
+    h_size = n_par if want_hessian else 1
+    # at most 128 MiB of per-chunk Hessians (many channels: fewer chunks)
+    n_chunks = max(1, min(_HAZARD_CHUNKS, p_rows, (1 << 24) // (h_size * h_size)))
+    losses = np.zeros(n_chunks, dtype=np.float64)
+    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
+    hessians = np.zeros((n_chunks, h_size, h_size), dtype=np.float64)
+    for k in prange(n_chunks):
+        lo = p_rows * k // n_chunks
+        hi = p_rows * (k + 1) // n_chunks
+        losses[k] = _hazard_rows(
+            params, offsets, codes, conversions, nulls, rho, want_hessian, lo, hi, grads[k], hessians[k]
+        )
+    loss = 0.0
+    grad = np.zeros(n_par, dtype=np.float64)
+    hess = np.zeros((h_size, h_size), dtype=np.float64)
+    for k in range(n_chunks):
+        loss += losses[k]
+        grad += grads[k]
+        hess += hessians[k]
     for c in range(1, n_par):
         loss += 0.5 * l2 * params[c] * params[c]
         grad[c] += l2 * params[c]
