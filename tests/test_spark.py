@@ -6,8 +6,6 @@ skip, unless OPTIQ_REQUIRE_SPARK=1 (CI), which fails them.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,38 +17,18 @@ import polars as pl
 import pytest
 
 import optiq_engine as oq
+from tests.spark_support import local_session
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-REQUIRE_SPARK = os.environ.get("OPTIQ_REQUIRE_SPARK") == "1"
 HEURISTIC = list(oq.models.HEURISTIC_MODELS)
 DATA_DRIVEN = ["MARKOV", "SHAPLEY", "DATA_DRIVEN"]
 ALL_MODELS = HEURISTIC + DATA_DRIVEN
 KEY = ["model", "conversion_id", "touchpoint_id"]
 
 
-def _unavailable() -> str | None:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError as exc:
-        return f"pyspark not installed ({exc}); pip install -e '.[spark]'"
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        return "no Java runtime (java not on PATH, JAVA_HOME unset); Spark needs Java 17"
-    return None
-
-
 @pytest.fixture(scope="module")
 def spark() -> Iterator[object]:
-    reason = _unavailable()
-    if reason:
-        if REQUIRE_SPARK:
-            pytest.fail(f"OPTIQ_REQUIRE_SPARK=1 but {reason}")
-        pytest.skip(reason)
-    from optiq_engine.spark import spark_session
-
-    session = spark_session("local[2]", shuffle_partitions=2, config={"spark.driver.memory": "1g"})
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    yield from local_session()
 
 
 def _strings(frame: pl.DataFrame) -> pl.DataFrame:

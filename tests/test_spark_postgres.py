@@ -7,8 +7,6 @@ the tests skip, unless OPTIQ_REQUIRE_SPARK=1 (CI), which fails them.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import polars as pl
@@ -21,6 +19,7 @@ from optiq_engine.batch import run_batch
 from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, seed
 from tests.pg import fresh_database
+from tests.spark_support import local_session
 from tests.test_batch import _dsn
 from tests.test_postgres_io import _db_links, _expected, _retag
 
@@ -28,41 +27,13 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
 ]
-REQUIRE_SPARK = os.environ.get("OPTIQ_REQUIRE_SPARK") == "1"
 ORG = "orgS"
 runner = CliRunner()
 
 
-def _unavailable() -> str | None:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError as exc:
-        return f"pyspark not installed ({exc}); pip install -e '.[spark]'"
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        return "no Java runtime (java not on PATH, JAVA_HOME unset); Spark needs Java 17"
-    from optiq_engine.errors import ConfigError
-    from optiq_engine.spark.postgres import jdbc_jar
-
-    try:
-        jdbc_jar()
-    except ConfigError as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(scope="module")
 def spark() -> Iterator[object]:
-    reason = _unavailable()
-    if reason:
-        if REQUIRE_SPARK:
-            pytest.fail(f"OPTIQ_REQUIRE_SPARK=1 but {reason}")
-        pytest.skip(reason)
-    from optiq_engine.spark.postgres import postgres_session
-
-    session = postgres_session("local[2]", shuffle_partitions=2, config={"spark.driver.memory": "1g"})
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    yield from local_session(jdbc=True)
 
 
 @pytest.fixture(scope="module")
