@@ -23,7 +23,7 @@ import polars as pl
 
 from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
-from .io import postgres
+from .io import postgres, rollup
 from .journeys import build_journeys
 from .models.fitted import data_driven_names
 from .pipeline import run_attribution
@@ -315,20 +315,23 @@ def run_batch(
             if anon_ids != ():
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
+                conversion_ids = pl.concat(scope)
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
-                    if extraction is not None:  # before the links that reference them
-                        touchpoint_counts = postgres.merge_touchpoints(
-                            cur, extraction.touchpoints, organization_id=organization_id,
-                            anon_ids=event_users, site_id=site_id,
-                        )  # fmt: skip
-                        summary.touchpoints_changed = touchpoint_counts.changed
-                    counts = postgres.merge_links(
-                        cur,
-                        pl.concat(links, how="vertical_relaxed"),
-                        organization_id=organization_id,
-                        conversion_ids=pl.concat(scope),
-                        models=model_names,
-                    )
+                    # The service's daily credit summary follows the links (and the touchpoints they resolve to).
+                    with rollup.credit_maintained(cur, organization_id, conversion_ids, model_names):
+                        if extraction is not None:  # before the links that reference them
+                            touchpoint_counts = postgres.merge_touchpoints(
+                                cur, extraction.touchpoints, organization_id=organization_id,
+                                anon_ids=event_users, site_id=site_id,
+                            )  # fmt: skip
+                            summary.touchpoints_changed = touchpoint_counts.changed
+                        counts = postgres.merge_links(
+                            cur,
+                            pl.concat(links, how="vertical_relaxed"),
+                            organization_id=organization_id,
+                            conversion_ids=conversion_ids,
+                            models=model_names,
+                        )
                     journey_counts, _ = postgres.merge_journeys(
                         cur,
                         journeys.journeys,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from .errors import ConfigError
 
-__all__ = ["ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "CLICK_ID_COLUMNS"]
+__all__ = ["ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "channel_sql", "CLICK_ID_COLUMNS"]
 
 CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
 DIRECT = "direct"
@@ -143,3 +144,29 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
     distinct = distinct.with_columns(expr.alias("channel")).drop("_source", "_medium")
     on = list(combos.columns)
     return combos.join(distinct, on=on, how="left", nulls_equal=True, maintain_order="left")["channel"]
+
+
+def channel_sql(rules: ChannelRules | None, params: dict[str, Any]) -> str:
+    """A SQL ``CASE`` giving a ``TouchPoint`` row (alias ``tp``) its channel, as :func:`derive_channels` does.
+
+    The rules' regular expressions go in as bound parameters (added to ``params``), matched with
+    Postgres' ``~`` against the trimmed, lower-cased UTM value, anchored like the Python version.
+    """
+    rules = rules or DEFAULT_CHANNEL_RULES
+    ws = "E' \\t\\n\\r\\f\\v'"
+    source = f'NULLIF(lower(btrim(tp."utmSource", {ws})), \'\')'
+    medium = f'NULLIF(lower(btrim(tp."utmMedium", {ws})), \'\')'
+    whens = []
+    for i, rule in enumerate(rules.rules):
+        conds = []
+        if rule.click_id is not None:
+            conds.append(f"tp.{rule.click_id} IS NOT NULL")
+        for j, (column, pattern) in enumerate(((source, rule.source), (medium, rule.medium))):
+            if pattern is not None:
+                params[f"rx_{i}_{j}"] = f"^(?:{pattern})$"
+                conds.append(f"COALESCE({column} ~ CAST(:rx_{i}_{j} AS text), false)")
+        params[f"ch_{i}"] = rule.channel
+        whens.append(f"WHEN {' AND '.join(conds)} THEN CAST(:ch_{i} AS text)")
+    params["ch_direct"], params["ch_unassigned"] = DIRECT, UNASSIGNED
+    whens.append(f"WHEN {source} IS NULL AND {medium} IS NULL THEN CAST(:ch_direct AS text)")
+    return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"

@@ -72,7 +72,9 @@ Where the document lists key fields only, these are the choices made here:
 - The engine's own additions (not in the document): ``EngineRun`` (migration 0002, the batch job's run
   log), ``ApiKey`` (0003, the HTTP API's keys, stored hashed) and the partial unique index
   ``AlertEvent_alertRuleId_key`` on ``("alertRuleId") WHERE status IN ('TRIGGERED', 'ACKNOWLEDGED')``
-  (0003: at most one open event per rule, whatever writes the events).
+  (0003: at most one open event per rule, whatever writes the events); ``EngineCreditDaily``,
+  ``EngineCreditState`` and ``EngineSpendDaily`` (0004, daily summaries the service reads; the spend one
+  kept by statement triggers on the three ``Daily*Metric`` tables, see ``optiq_engine.io.rollup``).
 - ``updatedAt`` has a server default so bulk writers may omit it; Prisma sets it client-side, so a
   writer targeting a platform database must supply it.
 """
@@ -91,6 +93,8 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
+    SmallInteger,
     Table,
     Text,
     text,
@@ -145,6 +149,9 @@ __all__ = [
     "organization_settings",
     "engine_run",
     "api_key",
+    "engine_credit_daily",
+    "engine_credit_state",
+    "engine_spend_daily",
 ]
 
 # --- enum values ------------------------------------------------------------------------------------
@@ -730,8 +737,54 @@ api_key = Table(
     _idx("ApiKey", "userId"),
 )
 
+# Daily summaries the service reads (0004, ``optiq_engine.io.rollup``): sums per day bucket and key.
+def _bucket() -> tuple[Column, Column, Column]:
+    return (
+        Column("level", SmallInteger, nullable=False),
+        Column("span", SmallInteger, nullable=False),  # bucket length in days: 1, 8, 64
+        Column("day", Date, nullable=False),  # first day of the bucket (aligned on 1970-01-01)
+    )
+
+
+
+engine_credit_daily = Table(
+    "EngineCreditDaily",
+    metadata,
+    _org(),
+    _enum("model", "AttributionModel"),
+    *_bucket(),
+    *(_text(name) for name in ("platform", "adAccountId", "campaignId", "adId", "channel", "currency")),
+    _int("links", BigInteger),
+    Column("conversions", Numeric, nullable=False),  # exact sums: a delta subtracts what it added
+    Column("revenueMicros", Numeric, nullable=False),
+    Index(
+        "EngineCreditDaily_key",
+        "organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "adId", "channel",
+        "currency", unique=True, postgresql_nulls_not_distinct=True,
+    ),  # fmt: skip
+)
+engine_credit_state = Table(
+    "EngineCreditState",
+    metadata,
+    Column("organizationId", Text, ForeignKey("Organization.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
+    _ts("builtAt", nullable=False, now=True),  # last summarized from all links
+    *_audit(),
+)
+engine_spend_daily = Table(
+    "EngineSpendDaily",
+    metadata,
+    _org(),
+    *_bucket(),
+    _text("scopeId", nullable=False),  # the ad account, campaign or ad of the daily metric row
+    _int("days", BigInteger),  # daily rows summed
+    _int("impressions", BigInteger),
+    _int("clicks", BigInteger),
+    Column("spendMicros", Numeric, nullable=False),
+    Index("EngineSpendDaily_key", "organizationId", "level", "span", "day", "scopeId", unique=True),
+)
+
 #: Tables of the engine's own, beyond the seed document.
-ENGINE_TABLES: tuple[str, ...] = ("EngineRun", "ApiKey")
+ENGINE_TABLES: tuple[str, ...] = ("EngineRun", "ApiKey", "EngineCreditDaily", "EngineCreditState", "EngineSpendDaily")
 
 #: Every Optiq table name, in dependency order (a table after the tables it references).
 TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in metadata.sorted_tables)

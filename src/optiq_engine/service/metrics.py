@@ -30,8 +30,9 @@ from typing import Any, Literal
 import polars as pl
 from sqlalchemy import Connection, text
 
-from ..channels import DEFAULT_CHANNEL_RULES, DIRECT, UNASSIGNED, ChannelRules
+from ..channels import DEFAULT_CHANNEL_RULES, ChannelRules, channel_sql
 from ..errors import ConfigError
+from ..io import rollup
 from ..io.schema import ATTRIBUTION_MODELS, PLATFORM_CODES
 from .errors import CurrencyError
 
@@ -218,13 +219,13 @@ class MetricsQuery:
 # --- SQL -----------------------------------------------------------------------------------------------
 _ORG_SCOPED = ' AND {alias}."organizationId" = :org'
 _SPEND_FROM = {
-    1: '"DailyAdAccountMetric" m JOIN "AdAccount" aa ON aa.id = m."adAccountId"' + _ORG_SCOPED.format(alias="aa"),
+    1: '"EngineSpendDaily" m JOIN "AdAccount" aa ON aa.id = m."scopeId"' + _ORG_SCOPED.format(alias="aa"),
     2: (
-        '"DailyCampaignMetric" m JOIN "Campaign" c ON c.id = m."campaignId"' + _ORG_SCOPED.format(alias="c")
+        '"EngineSpendDaily" m JOIN "Campaign" c ON c.id = m."scopeId"' + _ORG_SCOPED.format(alias="c")
         + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
     ),
     3: (
-        '"DailyAdMetric" m JOIN "Ad" ad ON ad.id = m."adId"' + _ORG_SCOPED.format(alias="ad")
+        '"EngineSpendDaily" m JOIN "Ad" ad ON ad.id = m."scopeId"' + _ORG_SCOPED.format(alias="ad")
         + ' JOIN "Campaign" c ON c.id = ad."campaignId"' + _ORG_SCOPED.format(alias="c")
         + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
     ),
@@ -249,6 +250,17 @@ _SPEND_KEYS = {
     "ad": "ad.id",
 }
 _CREDIT_KEYS = {**_SPEND_KEYS, "platform": _CREDIT_PLATFORM}
+# The same keys in "EngineCreditDaily" (alias r), and the filters' columns there.
+_SUMMARY_KEYS = {
+    "organization": "CAST(:org AS text)",
+    "platform": "r.platform",
+    "ad_account": 'r."adAccountId"',
+    "campaign": 'r."campaignId"',
+    "ad": 'r."adId"',
+    "channel": "r.channel",
+}
+_SUMMARY_FILTERS = {"platform": "r.platform", "ad_account_id": 'r."adAccountId"', "campaign_id": 'r."campaignId"', "ad_id": 'r."adId"'}
+_SUMMARIZED = 'EXISTS (SELECT 1 FROM "EngineCreditState" st WHERE st."organizationId" = :org)'
 _NAMES = {
     "organization": ('"Organization" n ON n.id = r.key', "n.name"),
     "platform": ('"Platform" n ON n.code::text = r.key', "n.name"),
@@ -257,32 +269,6 @@ _NAMES = {
     "ad": ('"Ad" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
     "channel": (None, "r.key"),
 }
-
-
-def channel_sql(rules: ChannelRules | None, params: dict[str, Any]) -> str:
-    """A SQL ``CASE`` giving a ``TouchPoint`` row (alias ``tp``) its channel, as :func:`derive_channels` does.
-
-    The rules' regular expressions go in as bound parameters (added to ``params``), matched with
-    Postgres' ``~`` against the trimmed, lower-cased UTM value, anchored like the Python version.
-    """
-    rules = rules or DEFAULT_CHANNEL_RULES
-    ws = "E' \\t\\n\\r\\f\\v'"
-    source = f'NULLIF(lower(btrim(tp."utmSource", {ws})), \'\')'
-    medium = f'NULLIF(lower(btrim(tp."utmMedium", {ws})), \'\')'
-    whens = []
-    for i, rule in enumerate(rules.rules):
-        conds = []
-        if rule.click_id is not None:
-            conds.append(f"tp.{rule.click_id} IS NOT NULL")
-        for j, (column, pattern) in enumerate(((source, rule.source), (medium, rule.medium))):
-            if pattern is not None:
-                params[f"rx_{i}_{j}"] = f"^(?:{pattern})$"
-                conds.append(f"COALESCE({column} ~ CAST(:rx_{i}_{j} AS text), false)")
-        params[f"ch_{i}"] = rule.channel
-        whens.append(f"WHEN {' AND '.join(conds)} THEN CAST(:ch_{i} AS text)")
-    params["ch_direct"], params["ch_unassigned"] = DIRECT, UNASSIGNED
-    whens.append(f"WHEN {source} IS NULL AND {medium} IS NULL THEN CAST(:ch_direct AS text)")
-    return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"
 
 
 def _fx_cte(conversion: CurrencyConversion | None, params: dict[str, Any]) -> str:
@@ -295,32 +281,82 @@ def _fx_cte(conversion: CurrencyConversion | None, params: dict[str, Any]) -> st
     return f"fx (currency, rate) AS (VALUES {', '.join(values)}),\n"
 
 
-def _filters(query: MetricsQuery, platform_expr: str, params: dict[str, Any]) -> str:
+_LINK_FILTERS = {"ad_account_id": "aa.id", "campaign_id": "c.id", "ad_id": "ad.id"}
+
+
+def _filters(query: MetricsQuery, columns: Mapping[str, str], params: dict[str, Any]) -> str:
+    """`` AND column = value`` for each filter the query sets (``columns``: filter name -> SQL column)."""
     clauses = []
-    for name, expr in (
-        ("platform", platform_expr),
-        ("ad_account_id", "aa.id"),
-        ("campaign_id", "c.id"),
-        ("ad_id", "ad.id"),
-    ):
+    for name in ("platform", "ad_account_id", "campaign_id", "ad_id"):
         value = getattr(query, name)
         if value is not None:
             params[f"f_{name}"] = value
-            clauses.append(f" AND {expr} = CAST(:f_{name} AS text)")
+            clauses.append(f" AND {columns[name]} = CAST(:f_{name} AS text)")
     return "".join(clauses)
 
 
-def _credit_select(query: MetricsQuery, key: str, params: dict[str, Any], *, model_clause: str, extra: str = "") -> str:
-    """Per-link rows (key, local day, currency, missing rate, weight, weighted value) of the query's links."""
-    fx = query.conversion is not None
-    missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
-    value = 'l.weight * e."valueMicros"' + (" * COALESCE(fx.rate, 1)::float8" if fx else "")
-    return (
-        f"SELECT {key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
-        f"    aa.currency AS currency, {missing} AS missing, l.weight AS w, {value} AS r{extra}\n"
-        f"  FROM {_CREDIT_FROM.format(model_clause=model_clause)}"
+def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str) -> str:
+    """SQL: the summary rows (``alias``) of the buckets tiling the period and, with ``compare``, the previous
+    one (each tiled on its own, so no bucket straddles the two); days only with ``daily``."""
+    tiles: dict[int, list[date]] = {span: [] for span in rollup.SPANS}
+    periods = [(query.previous_start, query.previous_end)] if query.compare else []
+    for lo, hi in [*periods, (query.start, query.end)]:
+        for span, days in rollup.buckets(lo, hi, spans=(1,) if query.daily else rollup.SPANS).items():
+            tiles[span] += days
+    clauses = []
+    for span, days in tiles.items():
+        if days:
+            params[f"b{span}"] = days
+            clauses.append(f"({alias}.span = {span} AND {alias}.day = ANY(CAST(:b{span} AS date[])))")
+    return "(" + " OR ".join(clauses) + ")"
+
+
+def _summary_level(query: MetricsQuery) -> int:
+    """The ``EngineCreditDaily.level`` that has the query's key and filter columns (the coarsest one)."""
+    if query.ad_id is not None or query.grain == "ad":
+        return 0
+    if query.grain == "channel":
+        return 3 if all(getattr(query, f) is None for f in _SUMMARY_FILTERS) else 0
+    return 1 if query.grain == "campaign" or query.campaign_id is not None else 2
+
+
+def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_model: bool = False) -> str:
+    """SQL: attributed conversions and revenue per key, day (or bucket), currency and missing rate (and
+    model), from ``EngineCreditDaily`` when the organization is summarized and the default channel rules
+    apply, else from the links; Postgres runs only the branch whose one-time ``EXISTS`` filter holds."""
+    fx, grain = query.conversion is not None, query.grain
+    key_not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
+    model = ", model" if by_model else ""
+    link_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
+    rate = " * COALESCE(fx.rate, 1)" if fx else ""
+    links = (
+        f"SELECT {link_key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
+        f"    aa.currency AS currency, {'(fx.rate IS NULL AND aa.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
+        f"    l.weight::numeric AS w, l.weight::numeric * e.\"valueMicros\"{rate} AS r{', l.model::text AS model' if by_model else ''}\n"
+        f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
         + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-        + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, _CREDIT_PLATFORM, params)}"
+        + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
+    )
+    summarized = query.channel_rules is None or query.channel_rules == DEFAULT_CHANNEL_RULES
+    link_branch = (
+        f"  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {links}\n  ) x\n"
+        f"  WHERE day >= :lo AND day <= :hi{key_not_null}{' AND NOT ' + _SUMMARIZED if summarized else ''}\n"
+        f"  GROUP BY key, day, currency, missing{model}"
+    )
+    if not summarized:
+        return f"credit AS (\n{link_branch}\n),\n"
+    summary = (
+        f"SELECT {_SUMMARY_KEYS[grain]} AS key, r.day, r.currency,\n"
+        f"    {'(fx.rate IS NULL AND r.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
+        f"    r.conversions AS w, r.\"revenueMicros\"{rate} AS r{', r.model::text AS model' if by_model else ''}\n"
+        f'  FROM "EngineCreditDaily" r{" LEFT JOIN fx ON fx.currency = r.currency" if fx else ""}\n'
+        f'  WHERE r."organizationId" = :org AND r.model{models} AND r.level = {_summary_level(query)} AND r.links <> 0\n'
+        f"    AND {_buckets(query, params, 'r')}{_filters(query, _SUMMARY_FILTERS, params)}"
+    )
+    return (
+        f"credit AS (\n{link_branch}\n  UNION ALL\n"
+        f"  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {summary}\n  ) x\n"
+        f"  WHERE {_SUMMARIZED}{key_not_null}\n  GROUP BY key, day, currency, missing{model}\n),\n"
     )
 
 
@@ -338,28 +374,24 @@ def _metrics_sql(query: MetricsQuery) -> tuple[str, dict[str, Any]]:
         "hi_ts": datetime.combine(query.end + timedelta(days=2), time(), tzinfo=UTC),
     }
     grain, fx, has_spend = query.grain, query.conversion is not None, query.spend_level > 0
-    credit_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
     ctes = [_fx_cte(query.conversion, params)]
     if has_spend:
         missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
         spend = 'm."spendMicros" * fx.rate' if fx else 'm."spendMicros"'
+        filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
         ctes.append(
-            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, m.date AS day, aa.currency AS currency, {missing} AS missing,\n"
+            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, m.day, aa.currency AS currency, {missing} AS missing,\n"
             f"    sum(m.impressions) AS imp, sum(m.clicks) AS clk, sum({spend}) AS spend\n"
             f'  FROM {_SPEND_FROM[query.spend_level]} JOIN "Platform" p ON p.id = aa."platformId"'
             + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-            + f'\n  WHERE m."organizationId" = :org AND m.date >= :lo AND m.date <= :hi{_filters(query, "p.code::text", params)}\n'
+            + f'\n  WHERE m."organizationId" = :org AND m.level = {query.spend_level} AND m.days <> 0\n'
+            f"    AND {_buckets(query, params, 'm')}{filters}\n"
             "  GROUP BY 1, 2, 3, 4\n),\n"
         )
-    credit_rows = _credit_select(query, credit_key, params, model_clause='l.model = CAST(:model AS "AttributionModel")')
-    ctes.append(
-        f"credit AS (\n  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev FROM (\n  {credit_rows}\n  ) x\n"
-        f"  WHERE day >= :lo AND day <= :hi{'' if grain in ('channel', 'organization') else ' AND key IS NOT NULL'}\n"
-        "  GROUP BY 1, 2, 3, 4\n),\n"
-    )
+    ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")'))
     union = "SELECT key, day, currency, missing, NULL::numeric, NULL::numeric, NULL::numeric, conv, rev FROM credit"
     if has_spend:
-        union = "SELECT key, day, currency, missing, imp, clk, spend, NULL::float8, NULL::float8 FROM spend\n  UNION ALL " + union
+        union = "SELECT key, day, currency, missing, imp, clk, spend, NULL::numeric, NULL::numeric FROM spend\n  UNION ALL " + union
     day_expr = "CASE WHEN day < :start THEN day + CAST(:ndays AS integer) ELSE day END" if query.daily else "NULL::date"
     ctes.append(
         f"facts (key, day, currency, missing, imp, clk, spend, conv, rev) AS (\n  {union}\n),\n"
@@ -538,14 +570,10 @@ def read_credit(
         "lo_ts": datetime.combine(start - timedelta(days=1), time(), tzinfo=UTC),
         "hi_ts": datetime.combine(end + timedelta(days=2), time(), tzinfo=UTC),
     }
-    key = channel_sql(channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
-    rows_sql = _credit_select(
-        query, key, params, model_clause='l.model = ANY(CAST(:models AS "AttributionModel"[]))', extra=", l.model::text AS model"
-    )
-    not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
+    credit = _credit_cte(query, params, models=' = ANY(CAST(:models AS "AttributionModel"[]))', by_model=True)
     sql = (
-        f"SELECT key, model, sum(w)::float8 AS conversions, round(sum(r)::numeric)::bigint AS revenue_micros\n"
-        f"FROM (\n{rows_sql}\n) x WHERE day >= :lo AND day <= :hi{not_null} GROUP BY key, model ORDER BY key, model"
+        f"WITH {credit.rstrip().rstrip(',')}\nSELECT key, model, sum(conv)::float8 AS conversions, "
+        "round(sum(rev))::bigint AS revenue_micros FROM credit GROUP BY key, model ORDER BY key, model"
     )
     rows = connection.execute(text(sql), params).all()
     schema = {key_column(grain): pl.String(), "model": pl.String(), "conversions": pl.Float64(), "revenue_micros": pl.Int64()}

@@ -1,0 +1,314 @@
+"""Daily summaries that the service reads instead of millions of links and daily metric rows.
+
+Two engine tables (migration 0004) hold sums per organization, day bucket and key; a report adds up a few
+buckets per key instead of scanning every ``AttributionLink`` of its period (``docs/service.md``):
+
+- ``"EngineCreditDaily"``: attributed links, conversions (sum of weights) and revenue (sum of weight x
+  conversion value) per model, local day of the conversion, and key. ``level`` 0 keeps every key
+  (platform, ad account, campaign, ad, channel, currency), 1 drops ad and channel, 2 also campaign, 3 keeps
+  only channel and currency. The engine maintains it: every write of links (:func:`credit_maintained`
+  around the merges) adds the new links' sums and subtracts the old ones, in the same transaction, exact
+  (``numeric``). A database whose links were written by someone else gets it with :func:`rebuild_credit`
+  (``optiq db summarize``); until an organization has been summarized (``"EngineCreditState"``), the
+  service reads its links.
+- ``"EngineSpendDaily"``: impressions, clicks and spend per ``Daily*Metric`` table (``level`` 1 ad
+  account, 2 campaign, 3 ad), day bucket and scope id, kept by statement triggers on the three tables
+  (whatever writes them), filled by the migration.
+
+Buckets: every day is summed into three buckets, of 1, 8 and 64 days, aligned on 1970-01-01; a period is
+tiled by at most a few dozen aligned buckets (:func:`buckets`), so a 90-day report reads about 10
+buckets per key instead of 90 days.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from ..channels import channel_sql
+
+__all__ = [
+    "SPANS",
+    "CREDIT_LEVELS",
+    "SPEND_LEVELS",
+    "buckets",
+    "credit_maintained",
+    "rebuild_credit",
+    "rebuild_spend",
+    "spend_trigger_sql",
+    "drop_spend_trigger_sql",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bucket lengths in days, largest first.
+SPANS: tuple[int, ...] = (64, 8, 1)
+#: ``EngineCreditDaily.level`` -> the key columns it keeps.
+CREDIT_LEVELS: dict[int, tuple[str, ...]] = {
+    0: ("platform", "adAccountId", "campaignId", "adId", "channel", "currency"),
+    1: ("platform", "adAccountId", "campaignId", "currency"),
+    2: ("platform", "adAccountId", "currency"),
+    3: ("channel", "currency"),
+}
+#: ``EngineSpendDaily.level`` -> (daily metric table, its scope column).
+SPEND_LEVELS: dict[int, tuple[str, str]] = {
+    1: ("DailyAdAccountMetric", "adAccountId"),
+    2: ("DailyCampaignMetric", "campaignId"),
+    3: ("DailyAdMetric", "adId"),
+}
+_EPOCH = date(1970, 1, 1)
+_KEYS = CREDIT_LEVELS[0]
+
+
+def buckets(start: date, end: date, spans: Sequence[int] = SPANS) -> dict[int, list[date]]:
+    """The aligned buckets (span -> first days) that tile ``start`` .. ``end`` (inclusive) exactly.
+
+    Left to right, each step takes the largest of ``spans`` (which must include 1) whose bucket starts on
+    the current day and ends by ``end``: at most 2 x 7 buckets of each smaller span plus the 64-day buckets
+    inside.
+    """
+    spans = sorted(spans, reverse=True)
+    out: dict[int, list[date]] = {span: [] for span in spans}
+    day = start
+    while day <= end:
+        ordinal = (day - _EPOCH).days
+        span = next(s for s in spans if ordinal % s == 0 and day + timedelta(days=s - 1) <= end)
+        out[span].append(day)
+        day += timedelta(days=span)
+    return out
+
+
+def _bucket(day: str, span: str) -> str:
+    """SQL: the first day of the ``span``-day bucket holding ``day`` (floor division, any sign)."""
+    return f"({day} - ((({day} - DATE '1970-01-01') % {span}) + {span}) % {span})"
+
+
+def _literal(value: Any) -> str:
+    from psycopg.sql import Literal
+
+    return Literal(value).as_string(None)
+
+
+def _inline(sql: str, params: dict[str, Any]) -> str:
+    """``sql`` with its ``:name`` binds replaced by quoted literals (``::`` casts untouched)."""
+    return re.sub(r"(?<![:\w]):(\w+)", lambda m: _literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql)
+
+
+# --- credit ------------------------------------------------------------------------------------------------
+_DELTA = "optiq_credit_delta"
+_SCOPE = "optiq_credit_scope"
+_CREDIT_COLUMNS = ("model", "day", *_KEYS)
+
+
+def _credit_rows(organization_id: str, *, sign: int, scope: str) -> str:
+    """SQL: the organization's links in ``scope`` summed per model, local day and key, times ``sign``.
+
+    The same joins and definitions as the service's link-scanning path (``service.metrics``): the day is
+    the conversion's in its ad account's time zone (UTC without one), the channel by the default rules.
+    """
+    params: dict[str, Any] = {}
+    channel = _inline(channel_sql(None, params), params)
+    org = _literal(organization_id)
+    return f"""SELECT l.model, (e."occurredAt" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,
+    COALESCE(p.code::text, tp."platformCode"::text) AS platform, aa.id AS "adAccountId", c.id AS "campaignId",
+    ad.id AS "adId", {channel} AS channel, aa.currency AS currency,
+    {sign} * count(*) AS links, {sign} * sum(l.weight::numeric) AS conversions,
+    {sign} * COALESCE(sum(l.weight::numeric * e."valueMicros"), 0) AS "revenueMicros"
+  FROM "TrackingSite" s
+  JOIN "TrackingEvent" e ON e."siteId" = s.id AND e.type = 'CONVERSION'
+  JOIN "AttributionLink" l ON l."conversionId" = e.id
+  JOIN "TouchPoint" tp ON tp.id = l."touchPointId" AND tp."siteId" = s.id
+  LEFT JOIN "Ad" ad ON ad.id = tp."adId" AND ad."organizationId" = {org}
+  LEFT JOIN "Campaign" c ON c.id = COALESCE(tp."campaignId", ad."campaignId") AND c."organizationId" = {org}
+  LEFT JOIN "AdAccount" aa ON aa.id = c."adAccountId" AND aa."organizationId" = {org}
+  LEFT JOIN "Platform" p ON p.id = aa."platformId"
+  WHERE s."organizationId" = {org}{scope}
+  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+
+
+def _apply_credit(cur: Any, organization_id: str) -> int:
+    """Add the staged delta (``optiq_credit_delta``) to ``EngineCreditDaily``; returns rows written."""
+    org = _literal(organization_id)
+    quoted = ", ".join(f'"{c}"' for c in _CREDIT_COLUMNS)
+    levels = []
+    for level, keep in CREDIT_LEVELS.items():
+        cols = ", ".join(f'"{c}"' if c in keep else f'NULL::text AS "{c}"' for c in _KEYS)
+        levels.append(f'SELECT {level} AS level, model, day, {cols}, links, conversions, "revenueMicros" FROM d')
+    keys = ", ".join(f'"{c}"' for c in _KEYS)
+    cur.execute(
+        f"""WITH d AS (
+  SELECT {quoted}, sum(links) AS links, sum(conversions) AS conversions, sum("revenueMicros") AS "revenueMicros"
+  FROM {_DELTA} GROUP BY {quoted}
+  HAVING sum(links) <> 0 OR sum(conversions) <> 0 OR sum("revenueMicros") <> 0
+), lv AS (
+  {chr(10).join(("  UNION ALL " if i else "") + s for i, s in enumerate(levels))}
+), up AS (
+  INSERT INTO "EngineCreditDaily" AS t ("organizationId", model, level, span, day, {keys}, links, conversions, "revenueMicros")
+  SELECT {org}, model, level, span, {_bucket("day", "span")} AS bucket, {keys},
+    sum(links), sum(conversions), sum("revenueMicros")
+  FROM lv CROSS JOIN (VALUES (1), (8), (64)) AS s(span)
+  GROUP BY model, level, span, bucket, {keys}
+  HAVING sum(links) <> 0 OR sum(conversions) <> 0 OR sum("revenueMicros") <> 0
+  ORDER BY model, level, span, bucket, {keys}
+  ON CONFLICT ("organizationId", model, level, span, day, {keys}) DO UPDATE SET
+    links = t.links + EXCLUDED.links, conversions = t.conversions + EXCLUDED.conversions,
+    "revenueMicros" = t."revenueMicros" + EXCLUDED."revenueMicros"
+  RETURNING t.links
+) SELECT count(*), count(*) FILTER (WHERE links < 0) FROM up"""
+    )
+    written, negative = cur.fetchone()
+    cur.execute(f'DELETE FROM "EngineCreditDaily" WHERE "organizationId" = {org} AND links = 0')
+    if negative:
+        raise _Inconsistent(f"{negative} summary row(s) went negative")
+    return int(written)
+
+
+class _Inconsistent(Exception):
+    """The stored summary did not hold the sums the delta subtracts (links written behind the engine)."""
+
+
+def _stage_delta(cur: Any) -> None:
+    cur.execute(f"DROP TABLE IF EXISTS {_DELTA}")
+    cur.execute(
+        f"""CREATE TEMP TABLE {_DELTA} (model "AttributionModel", day date, platform text, "adAccountId" text,
+  "campaignId" text, "adId" text, channel text, currency text, links bigint, conversions numeric,
+  "revenueMicros" numeric) ON COMMIT DROP"""
+    )
+
+
+def _summarized(cur: Any, organization_id: str) -> bool:
+    cur.execute(f'SELECT count(*) FROM "EngineCreditState" WHERE "organizationId" = {_literal(organization_id)}')
+    return bool(cur.fetchone()[0])
+
+
+def rebuild_credit(cur: Any, organization_id: str) -> int:
+    """Recompute the organization's ``EngineCreditDaily`` rows from all its links (inside the caller's
+    transaction; ``cur`` any DB-API cursor) and mark it summarized. Returns the rows written."""
+    org = _literal(organization_id)
+    cur.execute(f'DELETE FROM "EngineCreditDaily" WHERE "organizationId" = {org}')
+    _stage_delta(cur)
+    cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
+    written = _apply_credit(cur, organization_id)
+    cur.execute(
+        f"""INSERT INTO "EngineCreditState" ("organizationId", "builtAt") VALUES ({org}, now())
+  ON CONFLICT ("organizationId") DO UPDATE SET "builtAt" = now(), "updatedAt" = now()"""
+    )
+    return written
+
+
+@contextmanager
+def credit_maintained(cur: Any, organization_id: str, conversion_ids: pl.Series, models: Sequence[str]) -> Iterator[None]:
+    """Keep ``EngineCreditDaily`` equal to the links while the block rewrites those of ``conversion_ids`` x
+    ``models`` (``cur`` an ADBC cursor inside the writing transaction).
+
+    Before the block, the sums of the scope's current links are staged negated; after it, the new links'
+    sums are added and the net change applied. An organization not summarized yet is summarized from all
+    its links after the block; so is one whose stored sums turn out inconsistent (links written behind the
+    engine's back), with a warning.
+    """
+    if not _summarized(cur, organization_id):
+        yield
+        rebuild_credit(cur, organization_id)
+        return
+    cur.execute(f"DROP TABLE IF EXISTS {_SCOPE}")
+    cur.execute(f"CREATE TEMP TABLE {_SCOPE} (id text PRIMARY KEY) ON COMMIT DROP")
+    ids = pl.DataFrame({"id": conversion_ids.cast(pl.String).unique().drop_nulls()})
+    cur.adbc_ingest(_SCOPE, ids.to_arrow(), mode="append", temporary=True)
+    in_models = ", ".join(_literal(m) for m in models) or "NULL"
+    scope = f' AND l."conversionId" IN (SELECT id FROM {_SCOPE}) AND l.model::text IN ({in_models})'
+    _stage_delta(cur)
+    cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=-1, scope=scope)}")
+    yield
+    cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope=scope)}")
+    cur.execute("SAVEPOINT optiq_credit")
+    try:
+        _apply_credit(cur, organization_id)
+        cur.execute("RELEASE SAVEPOINT optiq_credit")
+    except _Inconsistent as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT optiq_credit")
+        log.warning("credit summary of %s was inconsistent (%s): rebuilt from all links", organization_id, exc)
+        rebuild_credit(cur, organization_id)
+
+
+# --- spend -------------------------------------------------------------------------------------------------
+def _spend_rows(level: int, source: str) -> str:
+    """SQL: ``source`` rows (a daily metric table or transition table, columns ``n`` = +1/-1 added)
+    summed per organization, bucket and scope id, for :func:`spend_trigger_sql` and the backfill."""
+    scope = SPEND_LEVELS[level][1]
+    return f"""SELECT d."organizationId", {level} AS level, s.span, {_bucket("d.date", "s.span")} AS bucket,
+    d."{scope}" AS "scopeId", sum(d.n) AS days, sum(d.n * d.impressions) AS impressions,
+    sum(d.n * d.clicks) AS clicks, sum(d.n * d."spendMicros"::numeric) AS "spendMicros"
+  FROM ({source}) d CROSS JOIN (VALUES (1), (8), (64)) AS s(span)
+  WHERE EXISTS (SELECT 1 FROM "Organization" o WHERE o.id = d."organizationId")
+  GROUP BY 1, 2, 3, 4, 5
+  HAVING sum(d.n) <> 0 OR sum(d.n * d.impressions) <> 0 OR sum(d.n * d.clicks) <> 0 OR sum(d.n * d."spendMicros") <> 0
+  ORDER BY 1, 2, 3, 4, 5"""
+
+
+_SPEND_UPSERT = """INSERT INTO "EngineSpendDaily" AS t ("organizationId", level, span, day, "scopeId", days, impressions, clicks, "spendMicros")
+{rows}
+ON CONFLICT ("organizationId", level, span, day, "scopeId") DO UPDATE SET days = t.days + EXCLUDED.days,
+  impressions = t.impressions + EXCLUDED.impressions, clicks = t.clicks + EXCLUDED.clicks,
+  "spendMicros" = t."spendMicros" + EXCLUDED."spendMicros\""""
+
+
+def _function(level: int) -> str:
+    return f"optiq_spend_summary_{SPEND_LEVELS[level][0].lower()}"
+
+
+def spend_trigger_sql(level: int) -> list[str]:
+    """DDL: the trigger function and statement triggers keeping ``EngineSpendDaily`` equal to one daily
+    metric table (insert, update, delete: from the transition tables; truncate: the level's rows go)."""
+    table, _ = SPEND_LEVELS[level]
+    fn = _function(level)
+    new = 'SELECT *, 1 AS n FROM new_rows'
+    old = 'SELECT *, -1 AS n FROM old_rows'
+    body = f"""CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM "EngineSpendDaily" WHERE level = {level};
+  ELSIF TG_OP = 'INSERT' THEN
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, new))};
+  ELSIF TG_OP = 'DELETE' THEN
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, old))};
+  ELSE
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, f"{new} UNION ALL {old}"))};
+  END IF;
+  DELETE FROM "EngineSpendDaily" WHERE days = 0;
+  RETURN NULL;
+END
+$fn$"""
+    return [
+        body,
+        f'CREATE TRIGGER {fn}_insert AFTER INSERT ON "{table}" REFERENCING NEW TABLE AS new_rows '
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        f'CREATE TRIGGER {fn}_update AFTER UPDATE ON "{table}" REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        f'CREATE TRIGGER {fn}_delete AFTER DELETE ON "{table}" REFERENCING OLD TABLE AS old_rows '
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        f'CREATE TRIGGER {fn}_truncate AFTER TRUNCATE ON "{table}" FOR EACH STATEMENT EXECUTE FUNCTION {fn}()',
+    ]
+
+
+def drop_spend_trigger_sql(level: int) -> list[str]:
+    """DDL undoing :func:`spend_trigger_sql`."""
+    table, _ = SPEND_LEVELS[level]
+    fn = _function(level)
+    return [f'DROP TRIGGER IF EXISTS {fn}_{op} ON "{table}"' for op in ("insert", "update", "delete", "truncate")] + [
+        f"DROP FUNCTION IF EXISTS {fn}()"
+    ]
+
+
+def rebuild_spend(cur: Any, organization_id: str | None = None) -> None:
+    """Recompute ``EngineSpendDaily`` from the daily metric tables (one organization, or all with None);
+    for databases whose triggers were bypassed (``session_replication_role = replica``, a restore)."""
+    where = "" if organization_id is None else f' WHERE "organizationId" = {_literal(organization_id)}'
+    cur.execute(f'DELETE FROM "EngineSpendDaily"{where}')
+    for level, (table, _) in SPEND_LEVELS.items():
+        cur.execute(_SPEND_UPSERT.format(rows=_spend_rows(level, f'SELECT *, 1 AS n FROM "{table}"{where}')))
