@@ -573,7 +573,7 @@ def read_credit(
     credit = _credit_cte(query, params, models=' = ANY(CAST(:models AS "AttributionModel"[]))', by_model=True)
     sql = (
         f"WITH {credit.rstrip().rstrip(',')}\nSELECT key, model, sum(conv)::float8 AS conversions, "
-        "round(sum(rev))::bigint AS revenue_micros FROM credit GROUP BY key, model ORDER BY key, model"
+        "round(COALESCE(sum(rev), 0))::bigint AS revenue_micros FROM credit GROUP BY key, model ORDER BY key, model"
     )
     rows = connection.execute(text(sql), params).all()
     schema = {key_column(grain): pl.String(), "model": pl.String(), "conversions": pl.Float64(), "revenue_micros": pl.Int64()}
