@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
 import optiq_engine as oq
 from optiq_engine.batch import run_batch
 from optiq_engine.channels import ChannelRule, ChannelRules
+from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, rollup, seed
 from optiq_engine.service.errors import CurrencyError
 from optiq_engine.service.metrics import CurrencyConversion, MetricsQuery, _metrics_sql, read_credit, read_metrics
@@ -193,8 +195,10 @@ def test_reports_from_the_summary_equal_reports_from_the_links(service_db) -> No
         from_links = [_report(q, conn) for q in queries]
         credit_from_links = [read_credit(conn, **a) for a in credit_args]  # type: ignore[arg-type]
     assert sum(isinstance(r, str) for r in from_links) >= 3  # mixed currencies refused on both paths
-    with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
-        assert rollup.rebuild_credit(cur, "orgA") > 0 and rollup.rebuild_credit(cur, "orgB") > 0
+    for org in ("orgA", "orgB"):  # as for a database whose links the platform wrote
+        result = CliRunner().invoke(app, ["db", "summarize", "--database-url", url, "--org", org])
+        assert result.exit_code == 0 and f"summarized {org}" in result.output, result.output
+    assert CliRunner().invoke(app, ["db", "summarize", "--database-url", url, "--org", "nope"]).exit_code == 2
     with engine.connect() as conn:
         for query, expected in zip(queries, from_links, strict=True):
             got = _report(query, conn)

@@ -122,6 +122,22 @@ def _org_lock(url: str, organization_id: str, *, wait: bool) -> Iterator[Any]:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
+def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int, float]:
+    """Rebuild the organization's daily summaries (credit and spend) from its links and daily metric rows.
+
+    For a database whose links were written by something else than the engine (the service reads an
+    organization's links until it is summarized), or after touchpoints were re-resolved to other ads. Holds
+    the organization's run lock, so it never interleaves with ``optiq run``. Returns (credit rows, seconds).
+    """
+    t0 = time.perf_counter()
+    with _org_lock(url, organization_id, wait=wait) as conn:
+        _check_org(conn, organization_id)
+        with conn.transaction(), conn.cursor() as cur:
+            rows = rollup.rebuild_credit(cur, organization_id)
+            rollup.rebuild_spend(cur, organization_id)
+    return rows, time.perf_counter() - t0
+
+
 def _check_org(conn: Any, organization_id: str) -> dict[str, Any]:
     row = conn.execute(
         """SELECT o.id, st."attributionSettings" FROM "Organization" o
@@ -317,8 +333,11 @@ def run_batch(
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
-                    # The service's daily credit summary follows the links (and the touchpoints they resolve to).
-                    with rollup.credit_maintained(cur, organization_id, conversion_ids, model_names):
+                    # The service's daily credit summary follows the links; rebuilt when touchpoints (what
+                    # links resolve to) are rewritten too, since they may carry other conversions' links.
+                    with rollup.credit_maintained(
+                        cur, organization_id, conversion_ids, model_names, rebuild=extraction is not None
+                    ):
                         if extraction is not None:  # before the links that reference them
                             touchpoint_counts = postgres.merge_touchpoints(
                                 cur, extraction.touchpoints, organization_id=organization_id,

@@ -223,6 +223,25 @@ def db_stamp(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument(
     console.print(f"database stamped at revision {db.current(database_url)}")
 
 
+@db_app.command("summarize")
+def db_summarize(
+    database_url: DatabaseUrl,
+    org: Annotated[str, typer.Option("--org", help="Organization id.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
+) -> None:
+    """Rebuild an organization's daily credit and spend summaries (what the service reads) from its links
+    and daily metric rows: for links written by something else than ``optiq run``."""
+    from .batch import RunLocked, summarize
+
+    with _one_line_errors():
+        try:
+            rows, seconds = summarize(database_url, org, wait=wait)
+        except RunLocked as exc:
+            err.print(f"[bold yellow]locked:[/] {exc}")
+            raise typer.Exit(code=3) from None
+    console.print(f"summarized {org}: {rows:,} daily credit rows in {seconds:.1f} s")
+
+
 @app.command()
 def run(
     database_url: DatabaseUrl,

@@ -203,16 +203,19 @@ def rebuild_credit(cur: Any, organization_id: str) -> int:
 
 
 @contextmanager
-def credit_maintained(cur: Any, organization_id: str, conversion_ids: pl.Series, models: Sequence[str]) -> Iterator[None]:
+def credit_maintained(
+    cur: Any, organization_id: str, conversion_ids: pl.Series, models: Sequence[str], *, rebuild: bool = False
+) -> Iterator[None]:
     """Keep ``EngineCreditDaily`` equal to the links while the block rewrites those of ``conversion_ids`` x
     ``models`` (``cur`` an ADBC cursor inside the writing transaction).
 
     Before the block, the sums of the scope's current links are staged negated; after it, the new links'
-    sums are added and the net change applied. An organization not summarized yet is summarized from all
-    its links after the block; so is one whose stored sums turn out inconsistent (links written behind the
-    engine's back), with a warning.
+    sums are added and the net change applied. The organization is summarized from all its links after the
+    block instead when ``rebuild`` is set (the block also changes what links resolve to: touchpoints'
+    campaigns and ads), when it is not summarized yet, and when its stored sums turn out inconsistent
+    (a subtraction below zero: links written behind the engine's back), with a warning.
     """
-    if not _summarized(cur, organization_id):
+    if rebuild or not _summarized(cur, organization_id):
         yield
         rebuild_credit(cur, organization_id)
         return
