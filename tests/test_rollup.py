@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 import optiq_engine as oq
-from optiq_engine.batch import run_batch
+from optiq_engine.batch import run_batch, summarize
 from optiq_engine.channels import ChannelRule, ChannelRules
 from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, rollup, seed
@@ -311,7 +311,11 @@ def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> No
     with fresh_database(postgres_url) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)
-        run_batch(url, organization_id="orgR", full=True)  # first write: summarized from all links
+        run_batch(url, organization_id="orgR", full=True)
+        with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
+            assert _rows(cur, "EngineCreditDaily") == []  # not summarized: runs pay nothing for it
+        summarize(url, "orgR")
+        run_batch(url, organization_id="orgR", full=True)  # every conversion in scope: summarized anew
         with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
             first = _rows(cur, "EngineCreditDaily", "orgR")
             assert first and first == _rebuilt_credit(cur, "orgR")
@@ -319,6 +323,8 @@ def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> No
             versions = sorted(cur.fetchall())
         rerun = run_batch(url, organization_id="orgR", full=True)
         assert rerun.changed == 0
+        site_run = run_batch(url, organization_id="orgR", site_id="site_orgR", full=True)  # a delta over the site
+        assert site_run.changed == 0
         with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
             cur.execute('SELECT xmin::text FROM "EngineCreditDaily"')
             assert sorted(cur.fetchall()) == versions  # a rerun rewrites no summary row
@@ -335,9 +341,9 @@ def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> No
         with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
             now = _rows(cur, "EngineCreditDaily", "orgR")
             assert now != first and now == _rebuilt_credit(cur, "orgR")
-            # Per model, the summary's conversions add up to the links' weights.
+            # Per model, the summary's conversions add up to the links' weights (at the 1e-15 resolution).
             cur.execute(
-                """SELECT model::text, sum(weight::numeric) FROM "AttributionLink" l JOIN "TouchPoint" tp ON tp.id = l."touchPointId"
+                """SELECT model::text, sum(round(weight * 1e15)::bigint)::numeric / 1e15 FROM "AttributionLink" l JOIN "TouchPoint" tp ON tp.id = l."touchPointId"
                    WHERE tp."siteId" = 'site_orgR' GROUP BY 1 ORDER BY 1"""
             )
             by_links = cur.fetchall()

@@ -133,7 +133,7 @@ def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int
     with _org_lock(url, organization_id, wait=wait) as conn:
         _check_org(conn, organization_id)
         with conn.transaction(), conn.cursor() as cur:
-            rows = rollup.rebuild_credit(cur, organization_id)
+            rows = rollup.rebuild_credit(cur, organization_id, repair=True)
             rollup.rebuild_spend(cur, organization_id)
     return rows, time.perf_counter() - t0
 
@@ -333,10 +333,11 @@ def run_batch(
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
-                    # The service's daily credit summary follows the links; rebuilt when touchpoints (what
-                    # links resolve to) are rewritten too, since they may carry other conversions' links.
+                    # The service's daily credit summary follows the links: summarized anew when the scope is
+                    # every conversion, or when touchpoints (what links resolve to) are rewritten too.
+                    everything = mode == "FULL" and since is None and site_id is None
                     with rollup.credit_maintained(
-                        cur, organization_id, conversion_ids, model_names, rebuild=extraction is not None
+                        cur, organization_id, conversion_ids, model_names, rebuild=everything or extraction is not None
                     ):
                         if extraction is not None:  # before the links that reference them
                             touchpoint_counts = postgres.merge_touchpoints(

@@ -332,14 +332,15 @@ def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_
     links = (
         f"SELECT {link_key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
         f"    aa.currency AS currency, {'(fx.rate IS NULL AND aa.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
-        f"    l.weight::numeric AS w, l.weight::numeric * e.\"valueMicros\"{rate} AS r{', l.model::text AS model' if by_model else ''}\n"
+        f"    {rollup.FEMTO_WEIGHT} AS w, {rollup.FEMTO_WEIGHT}::numeric * e.\"valueMicros\"{rate} AS r"
+        f"{', l.model::text AS model' if by_model else ''}\n"
         f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
         + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
         + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
     )
     summarized = query.channel_rules is None or query.channel_rules == DEFAULT_CHANNEL_RULES
     link_branch = (
-        f"  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {links}\n  ) x\n"
+        f"  SELECT key, day, currency, missing, sum(w)::numeric / 1e15 AS conv, sum(r) / 1e15 AS rev{model} FROM (\n  {links}\n  ) x\n"
         f"  WHERE day >= :lo AND day <= :hi{key_not_null}{' AND NOT ' + _SUMMARIZED if summarized else ''}\n"
         f"  GROUP BY key, day, currency, missing{model}"
     )
