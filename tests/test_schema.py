@@ -8,6 +8,7 @@ database of its own (created and dropped here) so the session's ``postgres_url``
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -645,6 +646,36 @@ def test_platform_database_is_detected_refused_and_stamped(postgres_url: str) ->
         assert {**after, "tables": before["tables"]} == before  # stamping added the version table only
         with engine.connect() as conn:
             assert conn.execute(sa.select(schema.organization.c.slug)).scalars().all() == ["platform"]
+
+
+@pytest.mark.postgres
+def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_upgraded(postgres_url: str, caplog) -> None:
+    with fresh_database(postgres_url) as url, engine_of(url) as engine:
+        platform_tables = [t for t in schema.metadata.sorted_tables if t.name not in schema.ENGINE_TABLES]
+        schema.metadata.create_all(engine, tables=platform_tables)  # what Prisma makes: no engine tables
+        with engine.begin() as conn:
+            conn.execute(sa.text('DROP INDEX "AlertEvent_alertRuleId_key"'))  # nor the engine's index (0003)
+            _tenant(conn, "p")
+            conn.execute(sa.text(
+                """INSERT INTO "Platform" (id, code, name) VALUES ('plt_p', 'GOOGLE_ADS', 'Google Ads');
+                INSERT INTO "AdAccount" (id, "organizationId", "platformId", "externalId") VALUES ('acc_p', 'org_p', 'plt_p', 'x');
+                INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
+                VALUES ('m1', 'org_p', 'acc_p', '2024-05-01', 7, 5000000, now())"""
+            ))  # fmt: skip
+        with caplog.at_level(logging.WARNING):
+            assert db.stamp(url) == "0001"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the engine's tables are expected missing
+        db.upgrade(url)
+        assert db.current(url) == db.head() and db.compare(url) == []
+        with engine.begin() as conn:  # the spend summary was filled from the rows there, and follows new ones
+            conn.execute(sa.text(
+                """INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
+                VALUES ('m2', 'org_p', 'acc_p', '2024-05-02', 1, 1000000, now())"""
+            ))  # fmt: skip
+            rows = conn.execute(sa.text('SELECT span, day, clicks, "spendMicros" FROM "EngineSpendDaily" ORDER BY span, day')).all()
+        assert [(r[0], str(r[1]), r[2], int(r[3])) for r in rows] == [
+            (1, "2024-05-01", 7, 5000000), (1, "2024-05-02", 1, 1000000), (8, "2024-04-27", 8, 6000000), (64, "2024-04-27", 8, 6000000),
+        ]  # fmt: skip
 
 
 @pytest.mark.postgres

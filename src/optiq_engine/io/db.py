@@ -220,11 +220,14 @@ def downgrade(url: str | URL, revision: str) -> None:
         command.downgrade(_config(url, connection), revision)
 
 
-def stamp(url: str | URL, revision: str = "head") -> None:
+def stamp(url: str | URL, revision: str = "head") -> str:
     """Record ``revision`` as the database's Alembic revision without running any migration.
 
     For a database whose Optiq tables were made outside Optiq Engine (by the platform): after
     checking it with :func:`compare`, stamp it at head. Differences still found are logged as warnings.
+    A database without the engine's own tables (``EngineRun``, ...: what the platform makes) is stamped
+    at ``0001`` instead, the revision of the platform's schema, so that :func:`upgrade` then adds them
+    (and the daily summaries' triggers). Returns the revision stamped.
 
     Parameters
     ----------
@@ -246,11 +249,21 @@ def stamp(url: str | URL, revision: str = "head") -> None:
             f"{_display(url)} has no Optiq table, so stamping it at {revision!r} would leave it without a "
             f"schema; run `optiq db upgrade` to create the schema instead."
         )
+    if revision == "head":
+        with _engine(url) as engine, engine.connect() as connection:
+            missing = set(schema.ENGINE_TABLES) - set(_optiq_tables(connection))
+        if missing:
+            logger.info("%s has no %s: stamping at 0001; `optiq db upgrade` adds them", _display(url), ", ".join(sorted(missing)))
+            revision = "0001"
+    # What revisions 0002+ add: expected missing at 0001.
+    ignored = {*schema.ENGINE_TABLES, "AlertEvent_alertRuleId_key"} if revision == "0001" else set()
     for difference in compare(url) if revision != "base" else []:
-        logger.warning("stamping %s although it differs from the Optiq schema: %s", _display(url), difference)
+        if not any(f"'{table}'" in difference or f'"{table}"' in difference for table in ignored):
+            logger.warning("stamping %s although it differs from the Optiq schema: %s", _display(url), difference)
     with _engine(url) as engine, engine.begin() as connection:
         logger.info("stamping %s at %s", _display(url), revision)
         command.stamp(_config(url, connection), revision)
+    return revision
 
 
 def compare(url: str | URL) -> list[str]:
