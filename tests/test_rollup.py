@@ -108,7 +108,7 @@ def _spend_expected(conn: psycopg.Connection) -> list[tuple]:
     for level, (table, scope) in rollup.SPEND_LEVELS.items():
         cur = conn.execute(f'SELECT "organizationId", "{scope}", date, impressions, clicks, "spendMicros" FROM "{table}"')
         frame = pl.DataFrame(cur.fetchall(), schema=["org", "scope", "day", "imp", "clk", "spend"], orient="row")
-        for span in (1, 8, 64):
+        for span in rollup.SPEND_SPANS:
             if frame.is_empty():
                 continue
             agg = (

@@ -13,8 +13,9 @@ buckets per key instead of scanning every ``AttributionLink`` of its period (``d
   from then on every write keeps it. Until then (no ``"EngineCreditState"`` row) the service reads its
   links and the engine's writes pay nothing for it.
 - ``"EngineSpendDaily"``: impressions, clicks and spend per ``Daily*Metric`` table (``level`` 1 ad
-  account, 2 campaign, 3 ad), day bucket and scope id, kept by statement triggers on the three tables
-  (whatever writes them), filled by the migration.
+  account, 2 campaign, 3 ad), 8- and 64-day bucket and scope id (single days are read from the daily
+  tables themselves), kept by statement triggers on the three tables (whatever writes them), filled by
+  the migration.
 
 Buckets: every day is summed into three buckets, of 1, 8 and 64 days, aligned on 1970-01-01; a period is
 tiled by at most a few dozen aligned buckets (:func:`buckets`), so a 90-day report reads about 10
@@ -36,6 +37,7 @@ from ..channels import channel_sql
 
 __all__ = [
     "SPANS",
+    "SPEND_SPANS",
     "FEMTO_WEIGHT",
     "CREDIT_LEVELS",
     "SPEND_LEVELS",
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Bucket lengths in days, largest first.
 SPANS: tuple[int, ...] = (64, 8, 1)
+#: The spend summary's: single days are the daily metric tables' own rows.
+SPEND_SPANS: tuple[int, ...] = (64, 8)
 #: ``EngineCreditDaily.level`` -> the key columns it keeps.
 CREDIT_LEVELS: dict[int, tuple[str, ...]] = {
     0: ("platform", "adAccountId", "campaignId", "adId", "channel", "currency"),
@@ -282,7 +286,7 @@ def _spend_rows(level: int, source: str) -> str:
     return f"""SELECT d."organizationId", {level} AS level, s.span, {_bucket("d.date", "s.span")} AS bucket,
     d."{scope}" AS "scopeId", sum(d.n) AS days, sum(d.n * d.impressions) AS impressions,
     sum(d.n * d.clicks) AS clicks, sum(d.n * d."spendMicros"::numeric) AS "spendMicros"
-  FROM ({source}) d CROSS JOIN (VALUES (1), (8), (64)) AS s(span)
+  FROM ({source}) d CROSS JOIN (VALUES {", ".join(f"({span})" for span in SPEND_SPANS)}) AS s(span)
   WHERE EXISTS (SELECT 1 FROM "Organization" o WHERE o.id = d."organizationId")
   GROUP BY 1, 2, 3, 4, 5
   HAVING sum(d.n) <> 0 OR sum(d.n * d.impressions) <> 0 OR sum(d.n * d.clicks) <> 0 OR sum(d.n * d."spendMicros") <> 0

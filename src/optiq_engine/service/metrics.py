@@ -218,14 +218,15 @@ class MetricsQuery:
 
 # --- SQL -----------------------------------------------------------------------------------------------
 _ORG_SCOPED = ' AND {alias}."organizationId" = :org'
-_SPEND_FROM = {
-    1: '"EngineSpendDaily" m JOIN "AdAccount" aa ON aa.id = m."scopeId"' + _ORG_SCOPED.format(alias="aa"),
+# Spend rows (alias m: scope id, day, impressions, clicks, spend) joined up the hierarchy, by spend level.
+_SPEND_JOINS = {
+    1: ' JOIN "AdAccount" aa ON aa.id = m.sid' + _ORG_SCOPED.format(alias="aa"),
     2: (
-        '"EngineSpendDaily" m JOIN "Campaign" c ON c.id = m."scopeId"' + _ORG_SCOPED.format(alias="c")
+        ' JOIN "Campaign" c ON c.id = m.sid' + _ORG_SCOPED.format(alias="c")
         + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
     ),
     3: (
-        '"EngineSpendDaily" m JOIN "Ad" ad ON ad.id = m."scopeId"' + _ORG_SCOPED.format(alias="ad")
+        ' JOIN "Ad" ad ON ad.id = m.sid' + _ORG_SCOPED.format(alias="ad")
         + ' JOIN "Campaign" c ON c.id = ad."campaignId"' + _ORG_SCOPED.format(alias="c")
         + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
     ),
@@ -295,9 +296,10 @@ def _filters(query: MetricsQuery, columns: Mapping[str, str], params: dict[str, 
     return "".join(clauses)
 
 
-def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str) -> str:
-    """SQL: the summary rows (``alias``) of the buckets tiling the period and, with ``compare``, the previous
-    one (each tiled on its own, so no bucket straddles the two); days only with ``daily``."""
+def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str, spans: tuple[int, ...] = rollup.SPANS) -> str:
+    """SQL: the summary rows (``alias``) of the buckets of ``spans`` among those tiling the period and, with
+    ``compare``, the previous one (each tiled on its own, so no bucket straddles the two); days only with
+    ``daily``. The 1-day buckets' first days are also bound as ``:b1`` (for reading daily rows)."""
     tiles: dict[int, list[date]] = {span: [] for span in rollup.SPANS}
     periods = [(query.previous_start, query.previous_end)] if query.compare else []
     for lo, hi in [*periods, (query.start, query.end)]:
@@ -305,10 +307,10 @@ def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str) -> str:
             tiles[span] += days
     clauses = []
     for span, days in tiles.items():
-        if days:
-            params[f"b{span}"] = days
+        params[f"b{span}"] = days
+        if days and span in spans:
             clauses.append(f"({alias}.span = {span} AND {alias}.day = ANY(CAST(:b{span} AS date[])))")
-    return "(" + " OR ".join(clauses) + ")"
+    return "(" + (" OR ".join(clauses) or "false") + ")"
 
 
 def _summary_level(query: MetricsQuery) -> int:
@@ -380,14 +382,22 @@ def _metrics_sql(query: MetricsQuery) -> tuple[str, dict[str, Any]]:
         missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
         spend = 'm."spendMicros" * fx.rate' if fx else 'm."spendMicros"'
         filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
+        level = query.spend_level
+        table, scope = rollup.SPEND_LEVELS[level]
+        # 8- and 64-day buckets from the summary, single days from the platform's daily rows.
+        rows = (
+            f'SELECT s."scopeId" AS sid, s.day, s.impressions, s.clicks, s."spendMicros" FROM "EngineSpendDaily" s\n'
+            f"    WHERE s.\"organizationId\" = :org AND s.level = {level} AND s.days <> 0 AND "
+            f"{_buckets(query, params, 's', spans=rollup.SPEND_SPANS)}\n"
+            f'    UNION ALL SELECT d."{scope}", d.date, d.impressions, d.clicks, d."spendMicros" FROM "{table}" d\n'
+            '    WHERE d."organizationId" = :org AND d.date = ANY(CAST(:b1 AS date[]))'
+        )
         ctes.append(
             f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, m.day, aa.currency AS currency, {missing} AS missing,\n"
             f"    sum(m.impressions) AS imp, sum(m.clicks) AS clk, sum({spend}) AS spend\n"
-            f'  FROM {_SPEND_FROM[query.spend_level]} JOIN "Platform" p ON p.id = aa."platformId"'
+            f'  FROM (\n    {rows}\n  ) m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
             + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-            + f'\n  WHERE m."organizationId" = :org AND m.level = {query.spend_level} AND m.days <> 0\n'
-            f"    AND {_buckets(query, params, 'm')}{filters}\n"
-            "  GROUP BY 1, 2, 3, 4\n),\n"
+            + f"\n  WHERE true{filters}\n  GROUP BY 1, 2, 3, 4\n),\n"
         )
     ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")'))
     union = "SELECT key, day, currency, missing, NULL::numeric, NULL::numeric, NULL::numeric, conv, rev FROM credit"
