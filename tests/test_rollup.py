@@ -349,6 +349,6 @@ def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> No
             by_links = cur.fetchall()
             cur.execute(
                 """SELECT model::text, sum(conversions) FROM "EngineCreditDaily" WHERE "organizationId" = 'orgR'
-                   AND level = 3 AND span = 1 GROUP BY 1 ORDER BY 1"""
+                   AND level = 2 AND span = 1 GROUP BY 1 ORDER BY 1"""
             )
             assert cur.fetchall() == by_links

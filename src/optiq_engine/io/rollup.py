@@ -5,8 +5,9 @@ buckets per key instead of scanning every ``AttributionLink`` of its period (``d
 
 - ``"EngineCreditDaily"``: attributed links, conversions (sum of weights) and revenue (sum of weight x
   conversion value) per model, local day of the conversion, and key. ``level`` 0 keeps every key
-  (platform, ad account, campaign, ad, channel, currency), 1 drops ad and channel, 2 also campaign, 3 keeps
-  only channel and currency. The engine maintains it: every write of links (:func:`credit_maintained`
+  (platform, ad account, campaign, channel, currency), 1 platform, ad account and currency, 2 channel and
+  currency. Ads are not summarized: per ad and day there are about as many rows as links, so ad-level
+  reports read the links. The engine maintains it: every write of links (:func:`credit_maintained`
   around the merges) adds the new links' sums and subtracts the old ones, in the same transaction, exactly
   (weights summed as integers of 1e-15). An organization is summarized once with :func:`rebuild_credit`
   (``optiq db summarize --org``; also what repairs a summary after links were written by something else);
@@ -57,10 +58,9 @@ SPANS: tuple[int, ...] = (64, 8, 1)
 SPEND_SPANS: tuple[int, ...] = (64, 8)
 #: ``EngineCreditDaily.level`` -> the key columns it keeps.
 CREDIT_LEVELS: dict[int, tuple[str, ...]] = {
-    0: ("platform", "adAccountId", "campaignId", "adId", "channel", "currency"),
-    1: ("platform", "adAccountId", "campaignId", "currency"),
-    2: ("platform", "adAccountId", "currency"),
-    3: ("channel", "currency"),
+    0: ("platform", "adAccountId", "campaignId", "channel", "currency"),
+    1: ("platform", "adAccountId", "currency"),
+    2: ("channel", "currency"),
 }
 #: ``EngineSpendDaily.level`` -> (daily metric table, its scope column).
 SPEND_LEVELS: dict[int, tuple[str, str]] = {
@@ -111,6 +111,7 @@ def _inline(sql: str, params: dict[str, Any]) -> str:
 
 # --- credit ------------------------------------------------------------------------------------------------
 _DELTA = "optiq_credit_delta"
+_DETAIL = "optiq_credit_detail"
 _SCOPE = "optiq_credit_scope"
 _CREDIT_COLUMNS = ("model", "day", *_KEYS)
 
@@ -129,7 +130,7 @@ def _credit_rows(organization_id: str, *, sign: int, scope: str) -> str:
     org = _literal(organization_id)
     return f"""SELECT tp.model, (tp.bin AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,
     COALESCE(p.code::text, tp."platformCode"::text) AS platform, aa.id AS "adAccountId", c.id AS "campaignId",
-    ad.id AS "adId", {channel} AS channel, aa.currency AS currency,
+    {channel} AS channel, aa.currency AS currency,
     {sign} * sum(tp.links) AS links, {sign} * sum(tp.conversions) AS conversions, {sign} * sum(tp.revenue) AS "revenueMicros"
   FROM (
     SELECT l.model, date_bin('15 minutes', e."occurredAt", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bin,
@@ -148,7 +149,7 @@ def _credit_rows(organization_id: str, *, sign: int, scope: str) -> str:
   LEFT JOIN "Campaign" c ON c.id = COALESCE(tp."campaignId", ad."campaignId") AND c."organizationId" = {org}
   LEFT JOIN "AdAccount" aa ON aa.id = c."adAccountId" AND aa."organizationId" = {org}
   LEFT JOIN "Platform" p ON p.id = aa."platformId"
-  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+  GROUP BY 1, 2, 3, 4, 5, 6, 7"""
 
 
 def _stored_detail(organization_id: str) -> str:
@@ -158,40 +159,45 @@ def _stored_detail(organization_id: str) -> str:
 
 
 def _apply_credit(cur: Any, organization_id: str) -> int:
-    """Add the staged delta (``optiq_credit_delta``) to ``EngineCreditDaily``; returns rows written."""
+    """Add the staged delta (``optiq_credit_delta``) to ``EngineCreditDaily``; returns rows written.
+
+    The delta is first summed per detail key (rows whose sums cancel drop out), then each level and span
+    is added with its own statement (small aggregations, rather than one of levels x spans x detail rows).
+    """
     org = _literal(organization_id)
     quoted = ", ".join(f'"{c}"' for c in _CREDIT_COLUMNS)
-    levels = []
-    for level, keep in CREDIT_LEVELS.items():
-        cols = ", ".join(f'"{c}"' if c in keep else f'NULL::text AS "{c}"' for c in _KEYS)
-        levels.append(f'SELECT {level} AS level, model, day, {cols}, links, conversions, "revenueMicros" FROM d')
-    keys = ", ".join(f'"{c}"' for c in _KEYS)
+    nonzero = 'sum(links) <> 0 OR sum(conversions) <> 0 OR sum("revenueMicros") <> 0'
+    cur.execute(f"DROP TABLE IF EXISTS {_DETAIL}")
     cur.execute(
-        f"""WITH d AS (
-  SELECT {quoted}, sum(links) AS links, sum(conversions) AS conversions, sum("revenueMicros") AS "revenueMicros"
-  FROM {_DELTA} GROUP BY {quoted}
-  HAVING sum(links) <> 0 OR sum(conversions) <> 0 OR sum("revenueMicros") <> 0
-), lv AS (
-  {chr(10).join(("  UNION ALL " if i else "") + s for i, s in enumerate(levels))}
-), up AS (
+        f"""CREATE TEMP TABLE {_DETAIL} ON COMMIT DROP AS SELECT {quoted}, sum(links) AS links,
+  sum(conversions) AS conversions, sum("revenueMicros") AS "revenueMicros"
+  FROM {_DELTA} GROUP BY {quoted} HAVING {nonzero}"""
+    )
+    keys = ", ".join(f'"{c}"' for c in _KEYS)
+    written = negative = 0
+    for level, keep in CREDIT_LEVELS.items():
+        cols = ", ".join(f'"{c}"' if c in keep else "NULL::text" for c in _KEYS)
+        group = ", ".join(f'"{c}"' for c in keep)
+        for span in SPANS:
+            cur.execute(
+                f"""WITH up AS (
   INSERT INTO "EngineCreditDaily" AS t ("organizationId", model, level, span, day, {keys}, links, conversions, "revenueMicros")
-  SELECT {org}, model, level, span, {_bucket("day", "span")} AS bucket, {keys},
+  SELECT {org}, model, {level}, {span}, {_bucket("day", str(span))} AS bucket, {cols},
     sum(links), sum(conversions), sum("revenueMicros")
-  FROM lv CROSS JOIN (VALUES (1), (8), (64)) AS s(span)
-  GROUP BY model, level, span, bucket, {keys}
-  HAVING sum(links) <> 0 OR sum(conversions) <> 0 OR sum("revenueMicros") <> 0
-  ORDER BY model, level, span, bucket, {keys}
+  FROM {_DETAIL} GROUP BY model, bucket, {group} HAVING {nonzero}
+  ORDER BY model, bucket, {group}
   ON CONFLICT ("organizationId", model, level, span, day, {keys}) DO UPDATE SET
     links = t.links + EXCLUDED.links, conversions = t.conversions + EXCLUDED.conversions,
     "revenueMicros" = t."revenueMicros" + EXCLUDED."revenueMicros"
   RETURNING t.links
 ) SELECT count(*), count(*) FILTER (WHERE links < 0) FROM up"""
-    )
-    written, negative = cur.fetchone()
+            )
+            n, bad = cur.fetchone()
+            written, negative = written + int(n), negative + int(bad)
     cur.execute(f'DELETE FROM "EngineCreditDaily" WHERE "organizationId" = {org} AND links = 0')
     if negative:
         raise _Inconsistent(f"{negative} summary row(s) went negative")
-    return int(written)
+    return written
 
 
 class _Inconsistent(Exception):
@@ -202,7 +208,7 @@ def _stage_delta(cur: Any) -> None:
     cur.execute(f"DROP TABLE IF EXISTS {_DELTA}")
     cur.execute(
         f"""CREATE TEMP TABLE {_DELTA} (model "AttributionModel", day date, platform text, "adAccountId" text,
-  "campaignId" text, "adId" text, channel text, currency text, links bigint, conversions numeric,
+  "campaignId" text, channel text, currency text, links bigint, conversions numeric,
   "revenueMicros" numeric) ON COMMIT DROP"""
     )
 

@@ -753,14 +753,14 @@ engine_credit_daily = Table(
     _org(),
     _enum("model", "AttributionModel"),
     *_bucket(),
-    *(_text(name) for name in ("platform", "adAccountId", "campaignId", "adId", "channel", "currency")),
+    *(_text(name) for name in ("platform", "adAccountId", "campaignId", "channel", "currency")),
     _int("links", BigInteger),
     Column("conversions", Numeric, nullable=False),  # exact sums: a delta subtracts what it added
     Column("revenueMicros", Numeric, nullable=False),
     Index(
         "EngineCreditDaily_key",
-        "organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "adId", "channel",
-        "currency", unique=True, postgresql_nulls_not_distinct=True,
+        "organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "channel", "currency",
+        unique=True, postgresql_nulls_not_distinct=True,
     ),  # fmt: skip
 )
 engine_credit_state = Table(

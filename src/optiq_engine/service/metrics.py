@@ -257,10 +257,9 @@ _SUMMARY_KEYS = {
     "platform": "r.platform",
     "ad_account": 'r."adAccountId"',
     "campaign": 'r."campaignId"',
-    "ad": 'r."adId"',
     "channel": "r.channel",
 }
-_SUMMARY_FILTERS = {"platform": "r.platform", "ad_account_id": 'r."adAccountId"', "campaign_id": 'r."campaignId"', "ad_id": 'r."adId"'}
+_SUMMARY_FILTERS = {"platform": "r.platform", "ad_account_id": 'r."adAccountId"', "campaign_id": 'r."campaignId"'}
 _SUMMARIZED = 'EXISTS (SELECT 1 FROM "EngineCreditState" st WHERE st."organizationId" = :org)'
 _NAMES = {
     "organization": ('"Organization" n ON n.id = r.key', "n.name"),
@@ -313,19 +312,23 @@ def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str, spans: tup
     return "(" + (" OR ".join(clauses) or "false") + ")"
 
 
-def _summary_level(query: MetricsQuery) -> int:
-    """The ``EngineCreditDaily.level`` that has the query's key and filter columns (the coarsest one)."""
-    if query.ad_id is not None or query.grain == "ad":
-        return 0
+def _summary_level(query: MetricsQuery) -> int | None:
+    """The coarsest ``EngineCreditDaily.level`` with the query's key and filter columns; None when the
+    query needs ads (not summarized) or custom channel rules (the summary has the default rules' channels)."""
+    if query.grain == "ad" or query.ad_id is not None:
+        return None
+    if query.channel_rules is not None and query.channel_rules != DEFAULT_CHANNEL_RULES:
+        return None
     if query.grain == "channel":
-        return 3 if all(getattr(query, f) is None for f in _SUMMARY_FILTERS) else 0
-    return 1 if query.grain == "campaign" or query.campaign_id is not None else 2
+        return 2 if all(getattr(query, f) is None for f in _SUMMARY_FILTERS) else 0
+    return 0 if query.grain == "campaign" or query.campaign_id is not None else 1
 
 
 def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_model: bool = False) -> str:
     """SQL: attributed conversions and revenue per key, day (or bucket), currency and missing rate (and
     model), from ``EngineCreditDaily`` when the organization is summarized and the default channel rules
-    apply, else from the links; Postgres runs only the branch whose one-time ``EXISTS`` filter holds."""
+    apply and the query needs no ad, else from the links; Postgres runs only the branch whose one-time
+    ``EXISTS`` filter holds."""
     fx, grain = query.conversion is not None, query.grain
     key_not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
     model = ", model" if by_model else ""
@@ -340,7 +343,8 @@ def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_
         + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
         + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
     )
-    summarized = query.channel_rules is None or query.channel_rules == DEFAULT_CHANNEL_RULES
+    level = _summary_level(query)
+    summarized = level is not None
     link_branch = (
         f"  SELECT key, day, currency, missing, sum(w)::numeric / 1e15 AS conv, sum(r) / 1e15 AS rev{model} FROM (\n  {links}\n  ) x\n"
         f"  WHERE day >= :lo AND day <= :hi{key_not_null}{' AND NOT ' + _SUMMARIZED if summarized else ''}\n"
@@ -353,7 +357,7 @@ def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_
         f"    {'(fx.rate IS NULL AND r.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
         f"    r.conversions AS w, r.\"revenueMicros\"{rate} AS r{', r.model::text AS model' if by_model else ''}\n"
         f'  FROM "EngineCreditDaily" r{" LEFT JOIN fx ON fx.currency = r.currency" if fx else ""}\n'
-        f'  WHERE r."organizationId" = :org AND r.model{models} AND r.level = {_summary_level(query)} AND r.links <> 0\n'
+        f'  WHERE r."organizationId" = :org AND r.model{models} AND r.level = {level} AND r.links <> 0\n'
         f"    AND {_buckets(query, params, 'r')}{_filters(query, _SUMMARY_FILTERS, params)}"
     )
     return (
