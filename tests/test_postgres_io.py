@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -44,7 +46,9 @@ def seeded(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.Synt
 
 
 def _links(result: oq.AttributionResult) -> pl.DataFrame:
-    return result.links.with_columns(pl.col("model", "channel").cast(pl.String)).sort("model", "conversion_id", "position")
+    return result.links.with_columns(pl.col("model", "channel").cast(pl.String)).sort(
+        "model", "conversion_id", "position"
+    )
 
 
 def test_loaded_frames_are_the_contract_and_equal_the_source(seeded) -> None:
@@ -53,7 +57,16 @@ def test_loaded_frames_are_the_contract_and_equal_the_source(seeded) -> None:
     tp, cv = postgres.read_touchpoints(url, window), postgres.read_conversions(url, window)
     src = orgs["orgA"]
     assert tp.schema["occurred_at"] == pl.Datetime("us", "UTC") and cv.schema["value_micros"] == pl.Int64
-    cols = ["touchpoint_id", "anon_id", "occurred_at", "organization_id", "site_id", "utm_source", "utm_medium", "gclid"]
+    cols = [
+        "touchpoint_id",
+        "anon_id",
+        "occurred_at",
+        "organization_id",
+        "site_id",
+        "utm_source",
+        "utm_medium",
+        "gclid",
+    ]
     assert tp.select(cols).sort("touchpoint_id").equals(src.touchpoints.select(cols).sort("touchpoint_id"))
     cv_cols = ["conversion_id", "anon_id", "occurred_at", "value_micros", "name", "organization_id", "site_id"]
     assert cv.select(cv_cols).sort("conversion_id").equals(src.conversions.select(cv_cols).sort("conversion_id"))
@@ -137,7 +150,9 @@ def _db_links(url: str, org: str) -> pl.DataFrame:
 
 def _expected(result: oq.AttributionResult) -> pl.DataFrame:
     return (
-        result.links.select("conversion_id", "touchpoint_id", pl.col("model").cast(pl.String), "weight", "position", "touchpoint_count")
+        result.links.select(
+            "conversion_id", "touchpoint_id", pl.col("model").cast(pl.String), "weight", "position", "touchpoint_count"
+        )
         .with_columns(pl.col("position", "touchpoint_count").cast(pl.Int64))
         .sort("model", "conversion_id", "position")
     )
@@ -181,9 +196,15 @@ def test_other_models_and_conversions_are_left_alone(writable) -> None:
     links = only_linear.links.filter(pl.col("conversion_id").is_in(some["conversion_id"].implode()))
     postgres.write_links(url, links, organization_id="orgW", conversion_ids=some["conversion_id"], models=["LINEAR"])
     stored = _db_links(url, "orgW")
-    assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(_expected(both).filter(pl.col("model") == "FIRST_TOUCH"))
-    untouched = _expected(both).filter((pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode()))
-    assert stored.filter((pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode())).equals(untouched)
+    assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(
+        _expected(both).filter(pl.col("model") == "FIRST_TOUCH")
+    )
+    untouched = _expected(both).filter(
+        (pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode())
+    )
+    assert stored.filter(
+        (pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode())
+    ).equals(untouched)
 
 
 def test_a_foreign_conversion_in_scope_writes_nothing(writable, postgres_url: str) -> None:
@@ -253,16 +274,20 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_
             url, built.journeys, built.journey_events, organization_id="orgJ", anon_ids=users
         )
         assert (journeys.inserted, journey_events.inserted) == (built.journeys.height, built.journey_events.height)
-        again = postgres.write_journeys(url, built.journeys, built.journey_events, organization_id="orgJ", anon_ids=users)
+        again = postgres.write_journeys(
+            url, built.journeys, built.journey_events, organization_id="orgJ", anon_ids=users
+        )
         assert again[0].changed == again[1].changed == 0
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
             stored = conn.execute(
                 'SELECT id, status::text, "eventCount", "touchPointCount", "conversionValue" FROM "Journey" ORDER BY id'
             ).fetchall()
-        expected = built.journeys.sort("journey_id").select(
-            "journey_id", "status", "event_count", "touchpoint_count", "conversion_value_micros"
-        ).rows()
+        expected = (
+            built.journeys.sort("journey_id")
+            .select("journey_id", "status", "event_count", "touchpoint_count", "conversion_value_micros")
+            .rows()
+        )
         assert stored == expected
         # One user's history loses its last event: their journeys are rebuilt, the others untouched.
         last = events.sort("occurred_at").row(-1, named=True)
@@ -271,8 +296,92 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_
         counts, event_counts = postgres.write_journeys(
             url,
             fewer.journeys.filter(pl.col("anon_id") == last["anon_id"]),
-            fewer.journey_events.join(fewer.journeys.filter(pl.col("anon_id") == last["anon_id"]).select("journey_id"), on="journey_id"),
+            fewer.journey_events.join(
+                fewer.journeys.filter(pl.col("anon_id") == last["anon_id"]).select("journey_id"), on="journey_id"
+            ),
             organization_id="orgJ",
             anon_ids=mine,
         )
         assert event_counts.deleted == 1 or counts.deleted >= 1
+
+
+# --- foreign keys: set-based check (roles that may set session_replication_role) or Postgres' triggers ----
+
+
+@contextmanager
+def _app_role(url: str) -> Iterator[str]:
+    """``url`` as a login role without superuser (and without SET on session_replication_role)."""
+    role = f"optiq_test_app_{uuid.uuid4().hex[:8]}"
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
+        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.execute(f'GRANT TEMP ON DATABASE "{make_url(url).database}" TO {role}')
+    try:
+        yield make_url(url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("as_app_role", [False, True], ids=["superuser", "app role"])
+def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_written(writable, as_app_role) -> None:
+    url, tp, cv = writable
+    first = oq.attribute(tp, cv)
+    _write(url, first, cv)
+    changed = oq.attribute(tp, cv, lookback=timedelta(days=2))
+    bad = changed.links.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit("tp_missing"))
+        .otherwise("touchpoint_id")
+        .alias("touchpoint_id")
+    )
+    with _app_role(url) if as_app_role else nullcontext(url) as write_url, pytest.raises(Exception) as refused:
+        postgres.write_links(
+            write_url, bad, organization_id="orgW", conversion_ids=cv["conversion_id"],
+            models=list(changed.model_names),
+        )  # fmt: skip
+    if as_app_role:  # Postgres' own per-row check
+        assert "foreign key" in str(refused.value) and "touchPointId" in str(refused.value)
+    else:  # the set-based check, before anything is inserted
+        assert isinstance(refused.value, oq.InputError)
+        assert '1 "touchPointId" value(s) of the AttributionLink rows reference no "TouchPoint" row' in str(
+            refused.value
+        )
+        assert "'tp_missing'" in str(refused.value)
+    assert _db_links(url, "orgW").equals(_expected(first))  # the previous results, untouched
+
+
+def test_links_of_a_conversion_outside_the_scope_are_refused(writable) -> None:
+    url, tp, cv = writable
+    result = oq.attribute(tp, cv)
+    some = cv.head(3)["conversion_id"]
+    with pytest.raises(oq.InputError, match="outside conversion_ids"):
+        postgres.write_links(url, result.links, organization_id="orgW", conversion_ids=some, models=["LINEAR"])
+    assert _db_links(url, "orgW").height == 0
+
+
+def test_a_role_without_superuser_writes_through_the_triggers_the_same_rows(writable) -> None:
+    url, tp, cv = writable
+    first, shorter = oq.attribute(tp, cv), oq.attribute(tp, cv, lookback=timedelta(days=2))
+    with _app_role(url) as app_url:
+        assert _write(app_url, first, cv).inserted == first.links.height
+        assert _write(app_url, first, cv).changed == 0
+        counts = _write(app_url, shorter, cv)
+    assert counts.deleted == first.links.height - shorter.links.height > 0
+    assert _db_links(url, "orgW").equals(_expected(shorter))
+
+
+def test_changed_values_are_updated_in_place(writable) -> None:
+    url, tp, cv = writable
+    first = oq.attribute(tp, cv, models=["LINEAR"])
+    _write(url, first, cv)
+    halved = first.links.with_columns(pl.col("weight") / 2)
+    counts = postgres.write_links(
+        url, halved, organization_id="orgW", conversion_ids=cv["conversion_id"], models=["LINEAR"]
+    )
+    assert (counts.inserted, counts.updated, counts.deleted) == (0, first.links.height, 0)
+    stored = _db_links(url, "orgW")
+    assert stored.get_column("weight").sum() == pytest.approx(first.links.get_column("weight").sum() / 2)

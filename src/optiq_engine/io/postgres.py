@@ -187,7 +187,9 @@ def hash_partition(column: str, i: int, n: int) -> str:
 
 def _touchpoints_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
     where, params = _where("tp", window, partition=partition)
-    sql = f'SELECT {_TOUCHPOINT_COLUMNS}\nFROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId"\nWHERE {where}'
+    sql = (
+        f'SELECT {_TOUCHPOINT_COLUMNS}\nFROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId"\nWHERE {where}'
+    )
     return sql, params
 
 
@@ -349,11 +351,17 @@ def link_rows_for_postgres(links: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class _Merge:
-    """How staged rows replace a table's rows within a scope, inside the caller's transaction.
+    """How new rows replace a table's rows within a scope, inside the caller's transaction.
 
     ``key`` is the natural key (a unique index of the table); ``values`` are compared and updated;
     ``scope_column`` names the column whose scope values are recomputed: rows in the scope that the new
-    result lacks are deleted. ``scope_filter`` narrows the deletion (SQL on alias ``t``, may use ``$1``...).
+    result lacks are deleted. ``scope_filter`` narrows the scope (SQL on alias ``t``, may use ``$1``...).
+    ``enums`` are the columns of Postgres enum types (read back as text).
+
+    The diff is computed in memory: the scope's current rows are read (binary COPY through ADBC), compared
+    with the new rows on the key, and only the difference goes back: stale rows deleted and changed rows
+    updated by id, through small temporary tables, and new rows bulk-copied straight into the table in key
+    order. A rerun that changes nothing writes nothing; a first run is one binary ``COPY`` into the table.
     """
 
     table: str
@@ -361,47 +369,204 @@ class _Merge:
     values: tuple[str, ...]
     scope_column: str
     scope_filter: str = "TRUE"
+    enums: tuple[str, ...] = ()
 
-    @property
-    def stage_table(self) -> str:
-        return f"optiq_stage_{self.table.lower()}"
+    def _temp(self, what: str) -> str:
+        return f"optiq_{what}_{self.table.lower()}"
 
     @property
     def scope_table(self) -> str:
-        return f"optiq_scope_{self.table.lower()}"
+        return self._temp("scope")
 
-    def stage(self, cur: Any, rows: pl.DataFrame, scope_ids: pl.Series) -> None:
-        """Bulk-copy ``rows`` and the scope into temporary tables shaped like the target."""
-        cur.execute(f'CREATE TEMP TABLE {self.stage_table} (LIKE "{self.table}" INCLUDING DEFAULTS) ON COMMIT DROP')
-        cur.execute(f"CREATE TEMP TABLE {self.scope_table} (id text PRIMARY KEY) ON COMMIT DROP")
-        cur.adbc_ingest(self.stage_table, rows.to_arrow(), mode="append", temporary=True)
+    def stage_scope(self, cur: Any, scope_ids: pl.Series) -> None:
+        """Bulk-copy the scope's ids into a temporary table (``scope_table``)."""
         scope = pl.DataFrame({"id": scope_ids.cast(pl.String).unique()})
+        _temp_table(cur, self.scope_table, "id text PRIMARY KEY")
         cur.adbc_ingest(self.scope_table, scope.to_arrow(), mode="append", temporary=True)
 
-    def apply(self, cur: Any, params: list[Any] | None = None) -> WriteCounts:
-        """Delete the scope's stale rows, insert new ones, update changed ones; equal rows stay untouched."""
-        same_key = " AND ".join(f's."{c}" = t."{c}"' for c in self.key)
-        cur.execute(
-            f'WITH gone AS (DELETE FROM "{self.table}" t USING {self.scope_table} sc '
-            f'WHERE t."{self.scope_column}" = sc.id AND ({self.scope_filter}) '
-            f"AND NOT EXISTS (SELECT 1 FROM {self.stage_table} s WHERE {same_key}) RETURNING 1) "
-            "SELECT count(*) FROM gone",
-            params or [],
+    def current(self, cur: Any, params: list[Any]) -> pl.DataFrame:
+        """The scope's rows now in the table: ``id``, the key and the values (enums as text)."""
+        cols = ", ".join(
+            f't."{c}"::text AS "{c}"' if c in self.enums else f't."{c}"'
+            for c in dict.fromkeys(("id", *self.key, *self.values))
         )
-        (deleted,) = cur.fetchone()
-        cols = ", ".join(f'"{c}"' for c in dict.fromkeys(("id", *self.key, *self.values)))
-        key = ", ".join(f'"{c}"' for c in self.key)
-        assign = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in self.values)
-        old = ", ".join(f't."{c}"' for c in self.values)
-        new = ", ".join(f'EXCLUDED."{c}"' for c in self.values)
-        cur.execute(
-            f'INSERT INTO "{self.table}" AS t ({cols}) SELECT {cols} FROM {self.stage_table} '
-            f'ON CONFLICT ({key}) DO UPDATE SET {assign}, "updatedAt" = now() '
-            f"WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING (xmax = 0) AS inserted"
+        sql = (
+            f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
+            f"WHERE {self.scope_filter}"
         )
-        flags = cur.fetch_arrow_table().column("inserted").to_pylist()
-        inserted = sum(1 for f in flags if f)
-        return WriteCounts(inserted=inserted, updated=len(flags) - inserted, deleted=int(deleted))
+        cur.execute(_inline(sql, params))
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+    def apply(self, cur: Any, rows: pl.DataFrame, params: list[Any] | None = None) -> WriteCounts:
+        """Delete the scope's stale rows, update changed ones, insert new ones; equal rows stay untouched.
+
+        ``rows`` has the table's columns (``id``, the key, the values); the scope must be staged.
+        """
+        rows = rows.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String))
+        current = self.current(cur, params or [])
+        new, changed, gone = self._diff(rows, current)
+        deleted = self._delete(cur, gone)
+        updated = self._update(cur, changed)
+        inserted = self._insert(cur, new)
+        return WriteCounts(inserted=inserted, updated=updated, deleted=deleted)
+
+    def _diff(self, rows: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
+        """(rows to insert, rows to update (with the stored row's id), ids to delete)."""
+        if current.height == 0:
+            return rows, rows.clear(), pl.Series("id", [], pl.String)
+        key = list(self.key)
+        old = (
+            current.cast({c: rows.schema[c] for c in current.columns if c in rows.columns})
+            .with_columns(pl.col("id").alias("__id"), pl.lit(True).alias("__old"))
+            .rename({c: f"{c}__old" for c in current.columns if c not in key})
+        )
+        both = rows.with_columns(pl.lit(True).alias("__new")).join(old, on=key, how="full", coalesce=True)
+        new = both.filter(pl.col("__old").is_null()).select(rows.columns)
+        gone = both.filter(pl.col("__new").is_null()).get_column("__id").alias("id")
+        differs = pl.any_horizontal(~pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in self.values)
+        changed = both.filter(pl.col("__new") & pl.col("__old") & differs).select(
+            pl.col("__id").alias("id"), *self.values
+        )
+        return new, changed, gone
+
+    def _delete(self, cur: Any, ids: pl.Series) -> int:
+        if ids.len() == 0:
+            return 0
+        gone = self._temp("gone")
+        _temp_table(cur, gone, "id text PRIMARY KEY")
+        cur.adbc_ingest(gone, pl.DataFrame({"id": ids}).to_arrow(), mode="append", temporary=True)
+        return _count(cur, f'DELETE FROM "{self.table}" t USING {gone} g WHERE t.id = g.id', len(ids))
+
+    def _update(self, cur: Any, changed: pl.DataFrame) -> int:
+        if changed.height == 0:
+            return 0
+        stage = self._temp("changed")
+        cols = ", ".join(f'"{c}"' for c in ("id", *self.values))
+        _temp_table(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA')
+        cur.adbc_ingest(stage, changed.to_arrow(), mode="append", temporary=True)
+        assign = ", ".join(f'"{c}" = s."{c}"' for c in self.values)
+        return _count(
+            cur,
+            f'UPDATE "{self.table}" t SET {assign}, "updatedAt" = now() FROM {stage} s WHERE t.id = s.id',
+            changed.height,
+        )
+
+    def _insert(self, cur: Any, new: pl.DataFrame) -> int:
+        if new.height == 0:
+            return 0
+        new = new.sort(list(self.key))  # key order: the unique index is filled page by page, not at random
+        foreign_keys = _set_based_foreign_keys(cur, self.table)
+        if foreign_keys is not None:  # one locking join per foreign key instead of two triggers per row
+            for column, target, target_column in foreign_keys:
+                _lock_references(cur, self.table, new.get_column(column), target, target_column)
+            cur.execute("SET LOCAL session_replication_role = replica")
+        inserted = int(cur.adbc_ingest(self.table, new.to_arrow(), mode="append"))
+        if foreign_keys is not None:
+            cur.execute("SET LOCAL session_replication_role = origin")
+        if inserted != new.height:
+            raise RuntimeError(f"{self.table}: COPY wrote {inserted} rows, expected {new.height}")
+        return inserted
+
+
+_FOREIGN_KEYS = """SELECT a.attname::text, c.confrelid::regclass::text, fa.attname::text,
+       cardinality(c.conkey) AS n_columns
+FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+JOIN pg_attribute fa ON fa.attrelid = c.confrelid AND fa.attnum = c.confkey[1]
+WHERE c.conrelid = $1::regclass AND c.contype = 'f'
+ORDER BY c.conname"""
+
+#: Triggers that an INSERT into the table would fire in the default (origin) replication role, other than
+#: the foreign-key checks of the table's own constraints (what ``_lock_references`` replaces).
+_OTHER_INSERT_TRIGGERS = """SELECT count(*) FROM pg_trigger t
+WHERE t.tgrelid = $1::regclass AND t.tgenabled = 'O' AND (t.tgtype & 4) <> 0
+  AND NOT (t.tgisinternal AND t.tgconstraint IN (
+      SELECT c.oid FROM pg_constraint c WHERE c.conrelid = $1::regclass AND c.contype = 'f'))"""
+
+
+def _may_skip_triggers(cur: Any) -> bool:
+    """Whether this role may set ``session_replication_role`` (superuser, or granted ``SET`` on it, PG 15+)."""
+    cur.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
+    superuser, version = cur.fetchone()
+    if superuser:
+        return True
+    if version < 150000:
+        return False
+    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    return bool(cur.fetchone()[0])
+
+
+def _set_based_foreign_keys(cur: Any, table: str) -> list[tuple[str, str, str]] | None:
+    """The table's foreign keys as (column, referenced table, referenced column) when they may be checked
+    set-based (``_lock_references``) instead of by Postgres' per-row triggers; else ``None``.
+
+    Only when the role may set ``session_replication_role``, every foreign key has one column, and no other
+    trigger fires on INSERT (a replica-role insert would skip it).
+    """
+    if not _may_skip_triggers(cur):
+        return None
+    regclass = f'"{table}"'
+    cur.execute(_OTHER_INSERT_TRIGGERS, [regclass])
+    if cur.fetchone()[0]:
+        return None
+    cur.execute(_FOREIGN_KEYS, [regclass])
+    keys = cur.fetchall()
+    if any(n != 1 for *_, n in keys):
+        return None
+    return [(column, target, target_column) for column, target, target_column, _ in keys]
+
+
+def _lock_references(cur: Any, table: str, values: pl.Series, target: str, target_column: str) -> None:
+    """Check that every non-null value references a row of ``target`` and lock those rows ``FOR KEY SHARE``.
+
+    What Postgres' foreign-key trigger does for each inserted row, for all rows at once: the locks keep the
+    referenced rows from being deleted (or their key changed) until this transaction ends, so the check
+    holds at commit. Raises :class:`InputError` (nothing is written) when a reference is missing.
+    """
+    ids = values.drop_nulls().unique()
+    if ids.len() == 0:
+        return
+    refs = f"optiq_refs_{table.lower()}"
+    _temp_table(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA')
+    cur.adbc_ingest(refs, pl.DataFrame({"v": ids}).to_arrow(), mode="append", temporary=True)
+    cur.execute(
+        f'SELECT count(*) FROM (SELECT 1 FROM {target} r JOIN {refs} x ON r."{target_column}" = x.v '
+        "FOR KEY SHARE OF r) locked"
+    )
+    (locked,) = cur.fetchone()
+    if locked != ids.len():
+        cur.execute(
+            f'SELECT x.v::text FROM {refs} x WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE r."{target_column}" = x.v) '
+            "ORDER BY 1 LIMIT 3"
+        )
+        examples = ", ".join(repr(v) for (v,) in cur.fetchall())
+        missing = ids.len() - int(locked)
+        raise InputError(
+            f'{missing} "{values.name}" value(s) of the {table} rows reference no {target} row (e.g. {examples}); '
+            "nothing was written",
+            {f"missing {target} reference": missing},
+        )
+
+
+def _temp_table(cur: Any, name: str, definition: str) -> None:
+    """A temporary table dropped at commit (recreated if this transaction made one already)."""
+    cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    if definition.startswith("AS "):
+        cur.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP {definition}")
+    else:
+        cur.execute(f"CREATE TEMP TABLE {name} ({definition}) ON COMMIT DROP")
+
+
+def _count(cur: Any, statement: str, expected: int) -> int:
+    """Run a DELETE/UPDATE and check that it touched ``expected`` rows (else a concurrent writer interfered)."""
+    cur.execute(f"WITH done AS ({statement} RETURNING 1) SELECT count(*) FROM done")
+    (n,) = cur.fetchone()
+    if n != expected:
+        raise RuntimeError(
+            f"{statement.split(' t ')[0]} changed {n} rows, expected {expected}: the rows changed under this "
+            "transaction (a concurrent writer?); nothing was written"
+        )
+    return int(n)
 
 
 _LINKS = _Merge(
@@ -410,6 +575,7 @@ _LINKS = _Merge(
     values=("weight", "position", "touchPointCount"),
     scope_column="conversionId",
     scope_filter="t.model::text = ANY($1)",
+    enums=("model",),
 )
 
 _FOREIGN_CONVERSIONS = """SELECT count(*) FROM optiq_scope_attributionlink sc
@@ -467,7 +633,8 @@ def merge_links(
     cur: Any, links: pl.DataFrame, *, organization_id: str, conversion_ids: pl.Series, models: list[str]
 ) -> WriteCounts:
     """:func:`write_links` inside the caller's transaction (``cur`` an ADBC cursor)."""
-    _LINKS.stage(cur, link_rows_for_postgres(links), conversion_ids)
+    rows = link_rows_for_postgres(links)
+    _LINKS.stage_scope(cur, conversion_ids)
     cur.execute(_FOREIGN_CONVERSIONS, [organization_id])
     (foreign,) = cur.fetchone()
     if foreign:
@@ -476,7 +643,14 @@ def merge_links(
             "(or do not exist); nothing was written",
             {"foreign conversion": int(foreign)},
         )
-    return _LINKS.apply(cur, [list(models)])
+    outside = (~rows.get_column("conversionId").is_in(conversion_ids.cast(pl.String).implode())).sum()
+    if outside:
+        raise InputError(
+            f"{outside} link(s) belong to conversions outside conversion_ids (the scope checked against the "
+            "organization); nothing was written. Pass every conversion whose links are written.",
+            {"link outside the scope": int(outside)},
+        )
+    return _LINKS.apply(cur, rows, [list(models)])
 
 
 _JOURNEY_COLUMNS = {
@@ -505,6 +679,7 @@ _JOURNEYS = _Merge(
     values=("organizationId", *(c for c in _JOURNEY_COLUMNS.values() if c != "id")),
     scope_column="anonId",
     scope_filter='t."organizationId" = $1',
+    enums=("status",),
 )
 _JOURNEY_EVENTS = _Merge(
     table="JourneyEvent",
@@ -526,8 +701,8 @@ def merge_journeys(
         pl.lit(organization_id).alias("organizationId"),
         *(pl.col(k).alias(v) for k, v in _JOURNEY_COLUMNS.items()),
     ).with_columns(pl.col("touchPointCount", "eventCount").cast(pl.Int32))
-    _JOURNEYS.stage(cur, rows, anon_ids)
-    counts = _JOURNEYS.apply(cur, [organization_id])
+    _JOURNEYS.stage_scope(cur, anon_ids)
+    counts = _JOURNEYS.apply(cur, rows, [organization_id])
     events = journey_events.select(
         pl.concat_str([pl.col("journey_id"), pl.col("event_id")], separator=":").alias("id"),
         pl.col("journey_id").alias("journeyId"),
@@ -535,8 +710,8 @@ def merge_journeys(
         pl.col("sequence_number").cast(pl.Int32).alias("sequenceNumber"),
         pl.col("occurred_at").alias("occurredAt"),
     )
-    _JOURNEY_EVENTS.stage(cur, events, journeys.get_column("journey_id"))
-    return counts, _JOURNEY_EVENTS.apply(cur)
+    _JOURNEY_EVENTS.stage_scope(cur, journeys.get_column("journey_id"))
+    return counts, _JOURNEY_EVENTS.apply(cur, events)
 
 
 def write_journeys(
@@ -575,11 +750,12 @@ _TOUCHPOINTS = _Merge(
         f"t.id ~ '{ENGINE_TOUCHPOINT_PATTERN}' AND ($2::text IS NULL OR t.\"siteId\" = $2) AND "
         't."siteId" IN (SELECT ts.id FROM "TrackingSite" ts WHERE ts."organizationId" = $1)'
     ),
+    enums=("platformCode",),
 )
 
-_FOREIGN_TOUCHPOINT_SITES = """SELECT count(*) FROM optiq_stage_touchpoint st
-LEFT JOIN "TrackingSite" s ON s.id = st."siteId"
-WHERE s."organizationId" IS DISTINCT FROM $1 OR ($2::text IS NOT NULL AND st."siteId" <> $2)"""
+_FOREIGN_TOUCHPOINT_SITES = """SELECT x.site FROM unnest($3::text[]) AS x(site)
+LEFT JOIN "TrackingSite" s ON s.id = x.site
+WHERE s."organizationId" IS DISTINCT FROM $1 OR ($2::text IS NOT NULL AND x.site IS DISTINCT FROM $2)"""
 
 
 def touchpoint_rows_for_postgres(touchpoints: pl.DataFrame, *, site_id: str | None = None) -> pl.DataFrame:
@@ -641,17 +817,21 @@ def merge_touchpoints(
             "Write touchpoints from extract_touchpoints() only.",
             {"not an engine touchpoint id": int(foreign_ids)},
         )
-    _TOUCHPOINTS.stage(cur, touchpoint_rows_for_postgres(touchpoints, site_id=site_id), anon_ids)
-    cur.execute(_FOREIGN_TOUCHPOINT_SITES, [organization_id, site_id])
-    (foreign,) = cur.fetchone()
-    if foreign:
+    rows = touchpoint_rows_for_postgres(touchpoints, site_id=site_id)
+    cur.execute(_FOREIGN_TOUCHPOINT_SITES, [organization_id, site_id, rows.get_column("siteId").unique().to_list()])
+    bad_sites = [site for (site,) in cur.fetchall()]
+    if bad_sites:
+        foreign = (
+            rows.get_column("siteId").is_in(pl.Series(bad_sites, dtype=pl.String).implode(), nulls_equal=True).sum()
+        )
         raise InputError(
             f"{foreign} touchpoint(s) belong to a site outside organization {organization_id!r}"
             + ("" if site_id is None else f" or site {site_id!r}")
             + " (or to no site); nothing was written",
             {"foreign site": int(foreign)},
         )
-    return _TOUCHPOINTS.apply(cur, [organization_id, site_id])
+    _TOUCHPOINTS.stage_scope(cur, anon_ids)
+    return _TOUCHPOINTS.apply(cur, rows, [organization_id, site_id])
 
 
 def write_touchpoints(
