@@ -366,9 +366,33 @@ def render(out: dict) -> str:
         lines.append("")
     lines.append(
         f"Stages of the incremental run (s): {_stages(inc)}; {inc['users']:,} users recomputed, "
-        f"{inc['inserted']:,} links inserted, {inc['updated']:,} updated, {inc['deleted']:,} deleted."
+        f"{inc['inserted']:,} links inserted, {inc['updated']:,} updated, {inc['deleted']:,} deleted"
+        + (
+            ""
+            if inc["overlap_s"] == WATERMARK_OVERLAP.total_seconds()
+            else f" (watermark overlap {inc['overlap_s']:.0f} s)"
+        )
+        + "."
     )
+    lines += ["", HOW_IT_WRITES]
     return "\n".join(lines) + "\n"
+
+
+HOW_IT_WRITES = """How the writers work (`optiq_engine.io.postgres`, `_Merge`): the scope's current rows are read back
+(binary COPY through ADBC) and compared with the new rows in memory on the natural key; only the
+difference goes back, in the run's one transaction: stale rows deleted and changed rows updated by id
+(through small temporary tables), new rows one binary `COPY` straight into the table, sorted by the
+unique key (measured: 25 s sorted against 40 s unsorted for 2.25M links into an FK-less copy of the
+table). A rerun that changes nothing writes nothing. Foreign keys cost most of an insert: Postgres checks
+each inserted row with two trigger queries (`EXPLAIN ANALYZE` of the former `INSERT ... ON CONFLICT` of
+2.25M links: 61.7 s in the insert itself, 18.9 s + 21.3 s in the two foreign-key triggers, under load). A
+role that may set `session_replication_role` (superuser, or `GRANT SET ON PARAMETER
+session_replication_role` on PostgreSQL 15+) checks them set-based instead, one join per foreign key that
+locks the referenced rows `FOR KEY SHARE` as the triggers do, and inserts with the per-row triggers off
+(only when no other trigger fires on INSERT); any other role, the usual production case, inserts through
+the triggers, so its first write runs at the raw COPY-with-foreign-keys rate. Before this change (999,102
+touchpoints, quieter machine): writing 2,248,326 links 48.9 s (staging COPY + `INSERT ... ON CONFLICT`),
+full run 83.2 s = 2.04x the read + write COPY limits, rerun that changes nothing 28.7 s."""
 
 
 if __name__ == "__main__":

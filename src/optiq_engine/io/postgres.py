@@ -608,10 +608,18 @@ def write_links(
 ) -> WriteCounts:
     """Replace the ``AttributionLink`` rows of ``conversion_ids`` x ``models`` with ``links``, atomically.
 
-    The links are bulk-copied (binary COPY through ADBC) into a temporary staging table, then merged in one
-    transaction: rows that no longer exist are deleted, new ones inserted, changed ones updated, equal ones
-    left alone, so rerunning the same window changes nothing. Readers see the old or the new result, never a
-    mix; a failure anywhere (a crash included) rolls back and leaves the previous rows intact.
+    In one transaction: the scope's current links are read back and compared in memory on the natural key;
+    rows that no longer exist are deleted, changed ones updated, new ones bulk-copied (binary COPY through
+    ADBC) straight into the table in key order, equal ones left alone, so rerunning the same window changes
+    nothing and writes nothing. Readers see the old or the new result, never a mix; a failure anywhere (a
+    crash included) rolls back and leaves the previous rows intact. Concurrent writers of the same rows make
+    this transaction fail (a unique violation, or a count that does not match), never mix results.
+
+    Foreign keys: a role that may set ``session_replication_role`` (a superuser, or on PostgreSQL 15+ a role
+    granted ``SET ON PARAMETER session_replication_role``) checks the new rows' references set-based, one
+    join per foreign key that also locks the referenced rows ``FOR KEY SHARE`` (what Postgres' per-row
+    trigger does), then inserts with the per-row triggers off; only when no other trigger fires on INSERT.
+    Any other role inserts through Postgres' own per-row checks. A missing reference writes nothing either way.
 
     Parameters
     ----------
@@ -624,6 +632,12 @@ def write_links(
         that the new result does not have are deleted.
     models
         The models recomputed; links of other models are not touched.
+
+    Raises
+    ------
+    InputError
+        A conversion in scope outside the organization (or missing), a link of a conversion not in
+        ``conversion_ids``, or (set-based check) a link whose touchpoint does not exist; nothing is written.
     """
     with transaction(url) as cur:
         return merge_links(cur, links, organization_id=organization_id, conversion_ids=conversion_ids, models=models)
