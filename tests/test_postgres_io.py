@@ -309,8 +309,8 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_
 
 
 @contextmanager
-def _app_role(url: str) -> Iterator[str]:
-    """``url`` as a login role without superuser (and without SET on session_replication_role)."""
+def _app_role(url: str, *, granted_replication_role: bool = False) -> Iterator[str]:
+    """``url`` as a login role without superuser (SET on session_replication_role only if granted)."""
     role = f"optiq_test_app_{uuid.uuid4().hex[:8]}"
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -318,6 +318,8 @@ def _app_role(url: str) -> Iterator[str]:
         conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
         conn.execute(f'GRANT TEMP ON DATABASE "{make_url(url).database}" TO {role}')
+        if granted_replication_role:
+            conn.execute(f"GRANT SET ON PARAMETER session_replication_role TO {role}")
     try:
         yield make_url(url).set(username=role).render_as_string(hide_password=False)
     finally:
@@ -385,3 +387,42 @@ def test_changed_values_are_updated_in_place(writable) -> None:
     assert (counts.inserted, counts.updated, counts.deleted) == (0, first.links.height, 0)
     stored = _db_links(url, "orgW")
     assert stored.get_column("weight").sum() == pytest.approx(first.links.get_column("weight").sum() / 2)
+
+
+def test_another_insert_trigger_keeps_the_per_row_path_and_fires(writable) -> None:
+    url, tp, cv = writable
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with postgres.transaction(url) as cur:
+        assert postgres._set_based_foreign_keys(cur, "AttributionLink") == [
+            ("conversionId", '"TrackingEvent"', "id"),
+            ("touchPointId", '"TouchPoint"', "id"),
+        ]
+    with psycopg.connect(dsn) as conn:  # a platform-side trigger: a replica-role insert would skip it
+        conn.execute("CREATE TABLE seen (n bigint NOT NULL)")
+        conn.execute(
+            "CREATE FUNCTION count_links() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO seen SELECT count(*) FROM inserted; RETURN NULL; END$$"
+        )
+        conn.execute(
+            'CREATE TRIGGER count_links AFTER INSERT ON "AttributionLink" REFERENCING NEW TABLE AS inserted '
+            "FOR EACH STATEMENT EXECUTE FUNCTION count_links()"
+        )
+    with postgres.transaction(url) as cur:
+        assert postgres._set_based_foreign_keys(cur, "AttributionLink") is None
+    result = oq.attribute(tp, cv)
+    assert _write(url, result, cv).inserted == result.links.height
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT sum(n) FROM seen").fetchone() == (result.links.height,)
+
+
+def test_a_role_granted_set_on_session_replication_role_checks_set_based(writable) -> None:
+    url, tp, cv = writable
+    result = oq.attribute(tp, cv)
+    with _app_role(url, granted_replication_role=True) as granted_url, _app_role(url) as plain_url:
+        with postgres.transaction(granted_url) as cur:
+            assert postgres._set_based_foreign_keys(cur, "AttributionLink") is not None
+        with postgres.transaction(plain_url) as cur:
+            assert postgres._set_based_foreign_keys(cur, "AttributionLink") is None
+        assert _write(granted_url, result, cv).inserted == result.links.height
+        assert _write(granted_url, result, cv).changed == 0
+    assert _db_links(url, "orgW").equals(_expected(result))
