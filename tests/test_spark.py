@@ -149,6 +149,36 @@ def test_empty_partitions_and_one_user(spark) -> None:
     assert _collect(result.unattributed).get_column("conversion_id").to_list() == ["cc"]
 
 
+def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, data) -> None:
+    """Channels missing in some rows (or the whole column) are derived before the shuffle, as attribute()
+    derives them; left-out contract columns keep their type check; invalid rows still raise."""
+    from optiq_engine.spark import attribute_spark
+
+    tp, cv = data
+    models = ["LINEAR", "LAST_NON_DIRECT"]
+    some_null = tp.with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("channel")).alias("channel")
+    )
+    scv = _frame(spark, cv)
+    for frame in (some_null, tp.drop("channel")):
+        want = oq.attribute(frame, cv, models=models)
+        result = attribute_spark(_frame(spark, frame), scv, models=models, partitions=3)
+        assert_links_equal(want.links, _collect(result.links))
+        assert result.timings["touchpoints"] == tp.height and result.timings["partitions"] == 3
+
+    bad_type = tp.with_columns(pl.lit(1.5).alias("utm_campaign"))
+    with pytest.raises(oq.errors.SchemaError, match="'utm_campaign' must hold strings"):
+        oq.attribute(bad_type, cv)
+    with pytest.raises(oq.errors.SchemaError, match="'utm_campaign' must hold strings"):
+        attribute_spark(_frame(spark, bad_type), scv)  # on the driver, before any job
+
+    null_id = tp.with_columns(
+        pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise("touchpoint_id").alias("touchpoint_id")
+    )
+    with pytest.raises(Exception, match="invalid touchpoints row"):
+        attribute_spark(_frame(spark, null_id), scv, models=models, partitions=2).links.count()
+
+
 def test_bootstrap_intervals_do_not_depend_on_partitioning(spark, data) -> None:
     from optiq_engine.spark import attribute_spark
 

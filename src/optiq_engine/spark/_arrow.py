@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 import polars as pl
 import pyarrow as pa
@@ -13,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from ..channels import CLICK_ID_COLUMNS, ChannelRules, derive_channels
 from ..errors import ConfigError, SchemaError
 
 __all__ = [
@@ -24,6 +26,9 @@ __all__ = [
     "contract_columns",
     "key_columns",
     "co_partition",
+    "narrow_sides",
+    "split_narrow",
+    "task_threads",
     "partition",
     "read_partition",
     "spark_type",
@@ -46,6 +51,11 @@ _KEYS = ("organization_id", "site_id")
 SIDE = "_optiq_side"
 #: Which output a row of the engine's output union is (links, unattributed, credit; journeys, ...).
 RECORD = "_optiq_record"
+#: The id (touchpoint or conversion) and the label (channel or conversion name) of a narrow shuffled row.
+ID, LABEL = "_optiq_id", "_optiq_label"
+#: Touchpoint columns the channel rules read (channels.derive_channels).
+CHANNEL_INPUTS = ("utm_source", "utm_medium", *CLICK_ID_COLUMNS)
+_STRINGLIKE = (T.StringType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.NullType)
 
 
 def contract_columns(frame: DataFrame, wanted: Sequence[str], required: Sequence[str], *, what: str) -> list[str]:
@@ -89,6 +99,122 @@ def co_partition(
     tp = touchpoints.select(*tp_cols).withColumn(SIDE, F.lit(0).cast(T.ByteType()))
     cv = conversions.select(*cv_cols).withColumn(SIDE, F.lit(1).cast(T.ByteType()))
     return partition(tp.unionByName(cv, allowMissingColumns=True), keys, partitions)
+
+
+def check_string_columns(frame: DataFrame, columns: Sequence[str], *, what: str) -> None:
+    """The check of ``frames._as_string``, on the driver: ``columns`` hold strings (or integers).
+
+    The narrow shuffle of :func:`narrow_sides` leaves out the contract columns heuristic models do not
+    read; checking their Spark types here keeps the SchemaError an executor would have raised.
+    """
+    types = {f.name: f.dataType for f in frame.schema.fields}
+    for col in columns:
+        if col in types and not isinstance(types[col], _STRINGLIKE):
+            raise SchemaError(f"{what} column {col!r} must hold strings (or integers), got {types[col].simpleString()}")
+
+
+def _with_channels(
+    touchpoints: DataFrame, tp_cols: Sequence[str], narrow: list[str], rules: ChannelRules | None
+) -> DataFrame:
+    """``narrow`` touchpoint columns and a ``channel`` that is never null (the channel rules fill the gaps).
+
+    Rows whose ``channel`` is given pass through Spark untouched; the others (every row when the column is
+    absent) get it from :func:`derive_channels` in a ``mapInArrow`` before the shuffle: a row-wise rule, so
+    the channel is the one the engine would derive. The two branches are two scans of the source: a
+    Parquet scan with ``channel IS NULL`` pushed down skips the row groups without nulls.
+    """
+    inputs = [c for c in CHANNEL_INPUTS if c in tp_cols]
+    out_schema = T.StructType([*(touchpoints.schema[c] for c in narrow), T.StructField("channel", T.StringType())])
+    derive = partial(_derive_channels, narrow=tuple(narrow), rules=rules, schema=arrow_schema(out_schema))
+    if "channel" not in tp_cols:
+        return touchpoints.select(*narrow, *inputs).mapInArrow(derive, out_schema)
+    channel = touchpoints.schema["channel"].dataType
+    if not isinstance(channel, T.StringType):
+        raise ConfigError(f"touchpoints column 'channel' must hold strings, got {channel.simpleString()}")
+    given = touchpoints.where(F.col("channel").isNotNull()).select(*narrow, "channel")
+    missing = touchpoints.where(F.col("channel").isNull()).select(*narrow, *inputs)
+    return given.unionByName(missing.mapInArrow(derive, out_schema))
+
+
+def _derive_channels(
+    batches: Iterable[pa.RecordBatch], *, narrow: tuple[str, ...], rules: ChannelRules | None, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """On an executor, before the shuffle: each batch's channel from its UTM and click-id columns."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        channel = derive_channels(frame, rules).to_arrow()
+        columns = [batch.column(c) for c in narrow]
+        yield pa.RecordBatch.from_arrays([*columns, channel], names=[*narrow, "channel"]).cast(schema)
+
+
+def narrow_sides(
+    touchpoints: DataFrame, conversions: DataFrame, tp_cols: Sequence[str], cv_cols: Sequence[str],
+    keys: Sequence[str], *, rules: ChannelRules | None = None,
+) -> DataFrame:  # fmt: skip
+    """Touchpoints and conversions in one narrow frame, tagged by :data:`SIDE`, ready to co-partition.
+
+    Only what the models read rides through the shuffle: the id (:data:`ID`, cast to string: touchpoint
+    or conversion id), ``anon_id``, ``occurred_at``, the key columns, the label (:data:`LABEL`: the
+    touchpoint's channel, derived before the shuffle where it is missing, or the conversion's ``name``), the
+    conversion's ``value_micros`` and its organization/site columns. The other contract columns are
+    checked on the driver (:func:`check_string_columns`) and left out. :func:`split_narrow` takes a
+    partition apart again into the engine's touchpoint and conversion columns.
+    """
+    check_string_columns(touchpoints, [c for c in tp_cols if c not in ("occurred_at", "channel")], what="touchpoints")
+    check_string_columns(
+        conversions, [c for c in cv_cols if c not in ("occurred_at", "value_micros")], what="conversions"
+    )
+    tp_keys = [c for c in _KEYS if c in keys]
+    tp = _with_channels(touchpoints, tp_cols, ["touchpoint_id", "anon_id", "occurred_at", *tp_keys], rules)
+    tp = tp.select(
+        F.lit(0).cast(T.ByteType()).alias(SIDE), F.col("touchpoint_id").cast(T.StringType()).alias(ID), "anon_id",
+        "occurred_at", *tp_keys, F.col("channel").alias(LABEL),
+    )  # fmt: skip
+    cv_extra = [c for c in cv_cols if c in ("value_micros", *_KEYS)]
+    label = F.col("name").cast(T.StringType()) if "name" in cv_cols else F.lit(None).cast(T.StringType())
+    cv = conversions.select(
+        F.lit(1).cast(T.ByteType()).alias(SIDE), F.col("conversion_id").cast(T.StringType()).alias(ID), "anon_id",
+        "occurred_at", *cv_extra, label.alias(LABEL),
+    )  # fmt: skip
+    return tp.unionByName(cv, allowMissingColumns=True)
+
+
+def split_narrow(table: pa.Table, keys: Sequence[str], cv_cols: Sequence[str]) -> tuple[pa.Table, pa.Table]:
+    """The engine's touchpoints and conversions of a partition of :func:`narrow_sides`' frame.
+
+    Touchpoints: ``touchpoint_id``, ``anon_id``, ``occurred_at``, the key columns, ``channel``.
+    Conversions: ``conversion_id``, ``anon_id``, ``occurred_at`` and those of ``value_micros``,
+    ``organization_id``, ``site_id``, ``name`` that ``cv_cols`` has.
+    """
+    is_tp = pc.equal(table.column(SIDE), 0)
+    shared = ["anon_id", "occurred_at", *(c for c in _KEYS if c in keys)]
+    tp = table.filter(is_tp).select([ID, *shared, LABEL]).rename_columns(["touchpoint_id", *shared, "channel"])
+    cv = table.filter(pc.invert(is_tp))
+    cv_out = ["anon_id", "occurred_at", *(c for c in ("value_micros", *_KEYS) if c in cv_cols)]
+    cv_table = cv.select([ID, *cv_out]).rename_columns(["conversion_id", *cv_out])
+    if "name" in cv_cols:
+        cv_table = cv_table.append_column("name", cv.column(LABEL))
+    return tp, cv_table
+
+
+def task_threads() -> None:
+    """Numba kernels of this task run on the task's cores (``spark.task.cpus``, 1 by default).
+
+    An executor runs as many tasks at once as it has cores; kernels that also spread over every core of
+    the machine would oversubscribe it, and a parallel loop waits for its slowest thread. The results do
+    not depend on the thread count. (Polars' pool is sized when it starts: :func:`spark_session` sets
+    ``POLARS_MAX_THREADS`` for the Python workers.)
+    """
+    import numba
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    cpus = context.cpus() if context is not None else 0
+    if cpus:
+        numba.set_num_threads(max(1, min(cpus, numba.config.NUMBA_NUM_THREADS)))
 
 
 def arrow_schema(schema: T.StructType) -> pa.Schema:

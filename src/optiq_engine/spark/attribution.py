@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -12,6 +13,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 from pyspark import StorageLevel
+from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -26,11 +28,13 @@ from ._arrow import (
     RECORD,
     TOUCHPOINT_COLUMNS,
     arrow_schema,
-    co_partition,
     contract_columns,
     key_columns,
+    narrow_sides,
+    partition,
     read_partition,
-    split_sides,
+    split_narrow,
+    task_threads,
     to_batches,
 )
 
@@ -46,18 +50,32 @@ LINKS, UNATTRIBUTED, CREDIT = 0, 1, 2
 _PATHS_SCHEMA = T.StructType([T.StructField("model", T.StringType()), T.StructField("table", T.BinaryType())])
 
 
-def _record_schema(cv_cols: Sequence[str]) -> T.StructType:
-    """The union of the engine's outputs (links, unattributed, credit), told apart by ``RECORD``."""
+def _weight_column(i: int) -> str:
+    return f"_optiq_weight_{i}"
+
+
+def _credit_column(i: int) -> str:
+    return f"_optiq_credit_{i}"
+
+
+def _record_schema(cv_cols: Sequence[str], n_models: int) -> T.StructType:
+    """The union of the engine's outputs (links, unattributed, credit), told apart by ``RECORD``.
+
+    A link record is one (conversion, touchpoint) pair with every model's weight and credited micros
+    (``_optiq_weight_i``, ``_optiq_credit_i`` for the i-th model): the ids cross from Python to the JVM
+    once, not once per model; :attr:`SparkAttributionResult.links` unpivots them with ``stack``.
+    """
     s, i, ln, d, ts = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType(), T.TimestampType()
     fields = [
         (RECORD, T.ByteType()),
-        # links
-        ("conversion_id", s), ("touchpoint_id", s), ("model", s), ("weight", d), ("position", i),
-        ("touchpoint_count", i), ("credited_value_micros", ln), ("channel", s), ("date", T.DateType()),
-        # unattributed (conversion_id too) and credit (model, channel, value_micros too)
+        # links (wide: one row per pair)
+        ("conversion_id", s), ("touchpoint_id", s), ("position", i), ("touchpoint_count", i), ("channel", s),
+        ("date", T.DateType()),
+        *((_weight_column(k), d) for k in range(n_models)), *((_credit_column(k), ln) for k in range(n_models)),
+        # unattributed (conversion_id too) and credit (channel too)
         ("anon_id", s), ("occurred_at", ts), ("value_micros", ln),
         *((c, s) for c in ("organization_id", "site_id", "name") if c in cv_cols),
-        ("reason", s), ("conversions", d),
+        ("reason", s), ("model", s), ("conversions", d),
     ]  # fmt: skip
     return T.StructType([T.StructField(n, t, True) for n, t in fields])
 
@@ -87,6 +105,8 @@ class SparkAttributionResult:
         on Spark (0).
     partitions
         The partition count asked for (``None``: ``spark.sql.shuffle.partitions``).
+    seconds
+        An accumulator of the seconds the partitions spent per stage (see :attr:`timings`).
     """
 
     records: DataFrame
@@ -96,6 +116,19 @@ class SparkAttributionResult:
     fitted: dict[str, FittedModel] = field(default_factory=dict)
     partitions: int | None = None
     link_dates: bool = False
+    seconds: Accumulator[dict[str, float]] | None = None
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds summed over the partitions of every action run so far, per stage of the attribution pass.
+
+        ``input``: the partition's rows taken from the shuffle (the Arrow transfer into Python, and the
+        wait for the shuffle read); ``validate`` ... ``frames``: the stages of
+        :func:`optiq_engine.attribute` (``result.timings``); ``output``: the wide link, unattributed and
+        credit records as Arrow batches. ``partitions``, ``touchpoints`` and ``conversions`` count what
+        the partitions saw. Each action that recomputes the records adds to it again (see :meth:`persist`).
+        """
+        return dict(self.seconds.value) if self.seconds is not None else {}
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -109,7 +142,13 @@ class SparkAttributionResult:
         date-partitioned datasets.
         """
         cols = [*LINK_COLUMNS, "date"] if self.link_dates else list(LINK_COLUMNS)
-        return self.records.where(F.col(RECORD) == LINKS).select(*cols)
+        pairs = ", ".join(
+            f"{_sql_string(name)}, `{_weight_column(i)}`, `{_credit_column(i)}`"
+            for i, name in enumerate(self.model_names)
+        )
+        unpivot = F.expr(f"stack({len(self.model_names)}, {pairs}) AS (model, weight, credited_value_micros)")
+        pair_cols = [c for c in cols if c not in ("model", "weight", "credited_value_micros")]
+        return self.records.where(F.col(RECORD) == LINKS).select(*pair_cols, unpivot).select(*cols)
 
     @property
     def unattributed(self) -> DataFrame:
@@ -137,6 +176,10 @@ class SparkAttributionResult:
 
     def __repr__(self) -> str:
         return f"SparkAttributionResult(models={list(self.model_names)}, partitions={self.partitions})"
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def attribute_spark(
@@ -215,36 +258,38 @@ def attribute_spark(
         conversions, CONVERSION_COLUMNS, ("conversion_id", "anon_id", "occurred_at"), what="conversions"
     )
     keys = key_columns(tp_cols, cv_cols)
-    both = co_partition(touchpoints, conversions, tp_cols, cv_cols, keys, partitions)
+    sides = narrow_sides(touchpoints, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules)
+    both = partition(sides, keys, partitions)
     in_schema = arrow_schema(both.schema)
 
     fits: dict[str, FittedModel] = {}
     data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
     if data_driven:
-        fits = _fit_on_driver(both, in_schema, tp_cols, cv_cols, data_driven, cfg)
+        fits = _fit_on_driver(both, in_schema, keys, cv_cols, data_driven, cfg)
     spark = both.sparkSession
     shipped = spark.sparkContext.broadcast(fits) if fits else None
-    out_schema = _record_schema(cv_cols)
+    seconds = spark.sparkContext.accumulator({}, _SumParam())
+    out_schema = _record_schema(cv_cols, len(chosen))
     run = partial(
-        _attribute_partition, in_schema=in_schema, out_schema=arrow_schema(out_schema), tp_cols=tuple(tp_cols),
-        cv_cols=tuple(cv_cols), models=chosen, config=cfg, fits=shipped, link_dates=link_dates,
+        _attribute_partition, in_schema=in_schema, out_schema=arrow_schema(out_schema), keys=tuple(keys),
+        cv_cols=tuple(cv_cols), models=chosen, config=cfg, fits=shipped, link_dates=link_dates, seconds=seconds,
     )  # fmt: skip
     records = both.mapInArrow(run, out_schema)
     return SparkAttributionResult(
         records=records, models=chosen, config=cfg, unattributed_columns=tuple(_unattributed_columns(cv_cols)),
-        fitted=fits, partitions=partitions, link_dates=link_dates,
+        fitted=fits, partitions=partitions, link_dates=link_dates, seconds=seconds,
     )  # fmt: skip
 
 
 def _fit_on_driver(
-    both: DataFrame, in_schema: pa.Schema, tp_cols: list[str], cv_cols: list[str],
+    both: DataFrame, in_schema: pa.Schema, keys: list[str], cv_cols: list[str],
     models: list[DataDrivenModel], cfg: AttributionConfig,
 ) -> dict[str, FittedModel]:  # fmt: skip
     """Pass 1: every partition's path tables, added up here; each model fitted once on the sum."""
     collect = partial(
         _partition_tables,
         in_schema=in_schema,
-        tp_cols=tuple(tp_cols),
+        keys=tuple(keys),
         cv_cols=tuple(cv_cols),
         models=tuple(models),
         config=cfg,
@@ -259,8 +304,7 @@ def _fit_on_driver(
         if not tables:  # no touchpoint anywhere: the (empty) table of an empty run
             from ..partial import path_tables
 
-            empty_tp = in_schema.empty_table().select(tp_cols)
-            empty_cv = in_schema.empty_table().select(cv_cols)
+            empty_tp, empty_cv = split_narrow(in_schema.empty_table(), keys, cv_cols)
             tables = [path_tables(empty_tp, empty_cv, models=[model], config=cfg)[model.name]]
         table = PathTable.concat(tables)
         log.info("%s: fitting on %d distinct paths from %d partitions", model.name, table.height, len(tables))
@@ -269,14 +313,15 @@ def _fit_on_driver(
 
 
 def _partition_tables(
-    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, tp_cols: tuple[str, ...], cv_cols: tuple[str, ...],
+    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, keys: tuple[str, ...], cv_cols: tuple[str, ...],
     models: tuple[DataDrivenModel, ...], config: AttributionConfig,
 ) -> Iterator[pa.RecordBatch]:  # fmt: skip
     """On an executor: one partition's path table per model (pickled; an empty partition yields none)."""
     from ..partial import path_tables
 
+    task_threads()
     table = read_partition(batches, in_schema)
-    tp, cv = split_sides(table, tp_cols, cv_cols)
+    tp, cv = split_narrow(table, keys, cv_cols)
     if tp.num_rows == 0:  # no journey without touchpoints
         return
     tables = path_tables(tp, cv, models=[replace(m, bootstrap=0) for m in models], config=config)
@@ -288,22 +333,39 @@ def _partition_tables(
 
 
 def _attribute_partition(
-    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, out_schema: pa.Schema, tp_cols: tuple[str, ...],
+    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, out_schema: pa.Schema, keys: tuple[str, ...],
     cv_cols: tuple[str, ...], models: tuple[AttributionModel, ...], config: AttributionConfig, fits: Any,
-    link_dates: bool,
+    link_dates: bool, seconds: Accumulator[dict[str, float]] | None = None,
 ) -> Iterator[pa.RecordBatch]:  # fmt: skip
     """On an executor: attribute() on one partition; links, unattributed and credit as output records."""
     from ..pipeline import run_attribution
 
+    task_threads()
+    t0 = time.perf_counter()
     table = read_partition(batches, in_schema)
     if table.num_rows == 0:
         return
-    tp, cv = split_sides(table, tp_cols, cv_cols)
+    tp, cv = split_narrow(table, keys, cv_cols)
     if cv.num_rows == 0:  # nothing to attribute (data-driven fits saw these users in pass 1)
         return
+    spent = {"partitions": 1.0, "touchpoints": float(tp.num_rows), "conversions": float(cv.num_rows)}
+    spent["input"] = time.perf_counter() - t0
     fitted = fits.value if fits is not None else None
     result = run_attribution(tp, cv, models=models, config=config, fitted=fitted)
-    links = result.links
+    spent.update(result.timings)
+    t0 = time.perf_counter()
+    out = list(_records(result, cv, out_schema, len(models), link_dates=link_dates))
+    spent["output"] = time.perf_counter() - t0
+    if seconds is not None:
+        seconds.add(spent)
+    yield from out
+
+
+def _records(
+    result: Any, cv: pa.Table, out_schema: pa.Schema, n_models: int, *, link_dates: bool
+) -> Iterator[pa.RecordBatch]:
+    """A partition's result as batches of the output union: wide links, unattributed, partial credit."""
+    links = _wide_links(result.links, n_models)
     if link_dates:
         dates = pl.from_arrow(cv.select(["conversion_id", "occurred_at"]))
         assert isinstance(dates, pl.DataFrame)
@@ -312,3 +374,36 @@ def _attribute_partition(
     yield from to_batches(links, LINKS, out_schema)
     yield from to_batches(result.unattributed, UNATTRIBUTED, out_schema)
     yield from to_batches(result.credit, CREDIT, out_schema)
+
+
+class _SumParam(AccumulatorParam[dict[str, float]]):
+    """Accumulates dictionaries of numbers key by key (the seconds of each stage)."""
+
+    def zero(self, value: dict[str, float]) -> dict[str, float]:
+        return {}
+
+    def addInPlace(self, value1: dict[str, float], value2: dict[str, float]) -> dict[str, float]:
+        for key, v in value2.items():
+            value1[key] = value1.get(key, 0.0) + v
+        return value1
+
+
+def _wide_links(links: pl.DataFrame, n_models: int) -> pl.DataFrame:
+    """The long links of one run as one row per pair, each model's weight and credit in its own columns.
+
+    ``run_attribution`` lays its links out model by model, each block holding the same pairs in the same
+    order (``pipeline._links_frame``: the blocks share their id, position and channel columns); the block
+    boundaries are checked against the ``model`` column.
+    """
+    pairs = links.height // n_models
+    codes = links.get_column("model").to_physical()
+    for i in range(n_models):
+        block = codes.slice(i * pairs, pairs)
+        if links.height != pairs * n_models or (pairs and (block[0] != i or block[-1] != i)):  # pragma: no cover
+            raise AssertionError("run_attribution's links are not laid out model by model")
+    wide = links.slice(0, pairs).select("conversion_id", "touchpoint_id", "position", "touchpoint_count", "channel")
+    weight, credit = links.get_column("weight"), links.get_column("credited_value_micros")
+    return wide.with_columns(
+        *(weight.slice(i * pairs, pairs).alias(_weight_column(i)) for i in range(n_models)),
+        *(credit.slice(i * pairs, pairs).alias(_credit_column(i)) for i in range(n_models)),
+    )

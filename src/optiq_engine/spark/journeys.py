@@ -25,6 +25,7 @@ from ._arrow import (
     partition,
     read_partition,
     spark_type,
+    task_threads,
     to_batches,
 )
 
@@ -148,6 +149,7 @@ def _journeys_partition(
     batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, out_schema: pa.Schema, options: dict[str, Any]
 ) -> Iterator[pa.RecordBatch]:
     """On an executor: build_journeys() on one partition."""
+    task_threads()
     table = read_partition(batches, in_schema)
     if table.num_rows == 0:
         return

@@ -43,7 +43,9 @@ def spark_session(
     -----
     Python workers must import pyarrow, polars, numba and optiq_engine: unless ``PYSPARK_PYTHON`` is
     set, they use this interpreter (the driver's virtual environment). The session time zone is UTC (the
-    engine's timestamps are UTC instants). The PostgreSQL JDBC driver jar, when found
+    engine's timestamps are UTC instants). Each task's Python worker runs Polars on the task's cores
+    (``spark.executorEnv.POLARS_MAX_THREADS`` = ``spark.task.cpus``, unless ``config`` sets it), as the
+    Numba kernels do: an executor runs one task per core at once. The PostgreSQL JDBC driver jar, when found
     (:func:`optiq_engine.spark.postgres.jdbc_jar`), is put on the classpath for Spark's JDBC source: it
     must be there when the session's JVM starts.
     """
@@ -65,6 +67,7 @@ def spark_session(
     if shuffle_partitions is not None:
         settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
     settings.update(config or {})
+    settings.setdefault("spark.executorEnv.POLARS_MAX_THREADS", str(settings.get("spark.task.cpus", 1)))
     for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
