@@ -214,14 +214,14 @@ def scenarios() -> list[tuple[str, str, dict]]:
 
 def explain(dsn: str, url: str) -> dict:
     """Server time and plan head of the target query (EXPLAIN ANALYZE of what read_metrics sends)."""
-    from optiq_engine.service.metrics import MetricsQuery, _metrics_sql
+    from optiq_engine.service.metrics import MetricsQuery, _metrics_sql, is_summarized
 
-    sql, params = _metrics_sql(MetricsQuery(ORG, END - timedelta(days=89), END, grain="campaign"))
     engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+        query = MetricsQuery(ORG, END - timedelta(days=89), END, grain="campaign")
+        sql, params = _metrics_sql(query, summarized=is_summarized(conn, ORG))
         lines = [r[0] for r in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params)]
     engine.dispose()
     total = next((float(line.split(":")[1].split()[0]) for line in lines if line.startswith("Execution Time")), float("nan"))

@@ -46,6 +46,7 @@ __all__ = [
     "MetricsQuery",
     "read_metrics",
     "read_credit",
+    "is_summarized",
     "key_column",
     "channel_sql",
 ]
@@ -260,7 +261,6 @@ _SUMMARY_KEYS = {
     "channel": "r.channel",
 }
 _SUMMARY_FILTERS = {"platform": "r.platform", "ad_account_id": 'r."adAccountId"', "campaign_id": 'r."campaignId"'}
-_SUMMARIZED = 'EXISTS (SELECT 1 FROM "EngineCreditState" st WHERE st."organizationId" = :org)'
 _NAMES = {
     "organization": ('"Organization" n ON n.id = r.key', "n.name"),
     "platform": ('"Platform" n ON n.code::text = r.key', "n.name"),
@@ -324,11 +324,20 @@ def _summary_level(query: MetricsQuery) -> int | None:
     return 0 if query.grain == "campaign" or query.campaign_id is not None else 1
 
 
-def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_model: bool = False) -> str:
+def is_summarized(connection: Connection, organization_id: str) -> bool:
+    """Whether the organization's credit is summarized (``optiq db summarize``; a primary-key lookup)."""
+    found = connection.execute(
+        text('SELECT EXISTS (SELECT 1 FROM "EngineCreditState" WHERE "organizationId" = :org)'), {"org": organization_id}
+    ).scalar()
+    return bool(found)
+
+
+def _credit_cte(
+    query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False
+) -> str:
     """SQL: attributed conversions and revenue per key, day (or bucket), currency and missing rate (and
-    model), from ``EngineCreditDaily`` when the organization is summarized and the default channel rules
-    apply and the query needs no ad, else from the links; Postgres runs only the branch whose one-time
-    ``EXISTS`` filter holds."""
+    model), from ``EngineCreditDaily`` when the organization is ``summarized``, the default channel rules
+    apply and the query needs no ad; else from the links."""
     fx, grain = query.conversion is not None, query.grain
     key_not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
     model = ", model" if by_model else ""
@@ -343,15 +352,13 @@ def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_
         + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
         + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
     )
-    level = _summary_level(query)
-    summarized = level is not None
-    link_branch = (
-        f"  SELECT key, day, currency, missing, sum(w)::numeric / 1e15 AS conv, sum(r) / 1e15 AS rev{model} FROM (\n  {links}\n  ) x\n"
-        f"  WHERE day >= :lo AND day <= :hi{key_not_null}{' AND NOT ' + _SUMMARIZED if summarized else ''}\n"
-        f"  GROUP BY key, day, currency, missing{model}"
-    )
-    if not summarized:
-        return f"credit AS (\n{link_branch}\n),\n"
+    level = _summary_level(query) if summarized else None
+    if level is None:
+        return (
+            f"credit AS (\n  SELECT key, day, currency, missing, sum(w)::numeric / 1e15 AS conv, sum(r) / 1e15 AS rev{model}"
+            f" FROM (\n  {links}\n  ) x\n  WHERE day >= :lo AND day <= :hi{key_not_null}\n"
+            f"  GROUP BY key, day, currency, missing{model}\n),\n"
+        )
     summary = (
         f"SELECT {_SUMMARY_KEYS[grain]} AS key, r.day, r.currency,\n"
         f"    {'(fx.rate IS NULL AND r.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
@@ -361,13 +368,12 @@ def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, by_
         f"    AND {_buckets(query, params, 'r')}{_filters(query, _SUMMARY_FILTERS, params)}"
     )
     return (
-        f"credit AS (\n{link_branch}\n  UNION ALL\n"
-        f"  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {summary}\n  ) x\n"
-        f"  WHERE {_SUMMARIZED}{key_not_null}\n  GROUP BY key, day, currency, missing{model}\n),\n"
+        f"credit AS (\n  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {summary}\n  ) x\n"
+        f"  WHERE true{key_not_null}\n  GROUP BY key, day, currency, missing{model}\n),\n"
     )
 
 
-def _metrics_sql(query: MetricsQuery) -> tuple[str, dict[str, Any]]:
+def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[str, Any]]:
     lo = query.previous_start if query.compare else query.start
     params: dict[str, Any] = {
         "org": query.organization_id,
@@ -403,7 +409,7 @@ def _metrics_sql(query: MetricsQuery) -> tuple[str, dict[str, Any]]:
             + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
             + f"\n  WHERE true{filters}\n  GROUP BY 1, 2, 3, 4\n),\n"
         )
-    ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")'))
+    ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized))
     union = "SELECT key, day, currency, missing, NULL::numeric, NULL::numeric, NULL::numeric, conv, rev FROM credit"
     if has_spend:
         union = "SELECT key, day, currency, missing, imp, clk, spend, NULL::numeric, NULL::numeric FROM spend\n  UNION ALL " + union
@@ -508,7 +514,7 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     >>> q = MetricsQuery("org_1", date(2024, 5, 1), date(2024, 5, 31), grain="campaign")  # doctest: +SKIP
     >>> read_metrics(q, connection).select("campaign_id", "spend_micros", "roas")  # doctest: +SKIP
     """
-    sql, params = _metrics_sql(query)
+    sql, params = _metrics_sql(query, summarized=is_summarized(connection, query.organization_id))
     rows = connection.execute(text(sql), params).mappings().all()
     key = key_column(query.grain)
     mixed = {r["key"]: sorted(r["currencies"]) for r in rows if query.conversion is None and len(r["currencies"] or ()) > 1}
@@ -585,7 +591,10 @@ def read_credit(
         "lo_ts": datetime.combine(start - timedelta(days=1), time(), tzinfo=UTC),
         "hi_ts": datetime.combine(end + timedelta(days=2), time(), tzinfo=UTC),
     }
-    credit = _credit_cte(query, params, models=' = ANY(CAST(:models AS "AttributionModel"[]))', by_model=True)
+    summarized = is_summarized(connection, organization_id)
+    credit = _credit_cte(
+        query, params, models=' = ANY(CAST(:models AS "AttributionModel"[]))', summarized=summarized, by_model=True
+    )
     sql = (
         f"WITH {credit.rstrip().rstrip(',')}\nSELECT key, model, sum(conv)::float8 AS conversions, "
         "round(COALESCE(sum(rev), 0))::bigint AS revenue_micros FROM credit GROUP BY key, model ORDER BY key, model"
