@@ -228,6 +228,39 @@ def explain(dsn: str, url: str) -> dict:
     return {"execution_ms": total, "plan": lines}
 
 
+def prepare(dsn: str, args: argparse.Namespace, out: dict) -> str:
+    """Seed the database, create the API key, summarize the organization; returns the key."""
+    t0 = time.perf_counter()
+    db.upgrade(dsn)
+    out.update(seed(dsn, ads=args.ads, links=args.links))
+    out["seed_s"] = time.perf_counter() - t0
+    print(json.dumps(out, default=str), flush=True)
+    engine = create_engine(db.normalise_url(dsn), poolclass=pool.NullPool)
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('u_bench', 'bench@example.com')"""))
+        conn.execute(text(f"""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_bench', 'u_bench', '{ORG}', 'ADMIN')"""))
+        _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")
+        conn.execute(text(f"""INSERT INTO "AlertRule" (id, "organizationId", name, type, config)
+            SELECT 'r' || i, '{ORG}', 'rule ' || i, 'SPEND_THRESHOLD', '{{"threshold": 1000000000}}'::jsonb FROM generate_series(1, 20) i"""))
+        conn.execute(text(f"""INSERT INTO "AlertEvent" (id, "organizationId", "alertRuleId", status, severity, title, message, "triggeredAt")
+            SELECT 'ev' || i, '{ORG}', 'r' || (1 + i % 20), 'RESOLVED', 'WARNING', 'Spend over', 'spend', now() - i * interval '1 hour'
+            FROM generate_series(1, 2000) i"""))  # fmt: skip
+    engine.dispose()
+    # The links were written behind the engine (as a platform would): the reports read them until the
+    # organization is summarized; measure both, then serve from the summary.
+    out["explain_links"] = explain(dsn, dsn)
+    t0 = time.perf_counter()
+    out["summary_rows"], _ = summarize(dsn, ORG)
+    out["summarize_s"] = time.perf_counter() - t0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('ANALYZE "EngineCreditDaily", "EngineSpendDaily"')
+        out["spend_summary_rows"] = conn.execute('SELECT count(*) FROM "EngineSpendDaily"').fetchone()[0]
+    out["explain_target"] = explain(dsn, dsn)
+    return token
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ads", type=int, default=2000)
@@ -238,48 +271,33 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--keep", action="store_true", help="Keep the database (its URL is printed).")
+    parser.add_argument("--reuse", metavar="JSON", help="Measure a database kept by an earlier run (--keep), from its results JSON.")
     parser.add_argument("--render", metavar="JSON", help="Only rewrite the section from a results JSON of an earlier run.")
     args = parser.parse_args()
     if args.render:
         write_section(Path(args.out), "service", render(json.loads(Path(args.render).read_text())))
         return
     admin = make_url(args.url).set(drivername="postgresql")
-    name = f"optiq_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    reused = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    name = reused["database"] if reused else f"optiq_bench_{uuid.uuid4().hex[:8]}"
+    if not reused:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
     dsn = admin.set(database=name).render_as_string(hide_password=False)
     out: dict = {"ads": args.ads, "links_requested": args.links, "requests": args.requests, "concurrency": args.concurrency,
-                 "workers": args.workers, "loadavg_before": os.getloadavg()}  # fmt: skip
+                 "workers": args.workers, "loadavg_before": os.getloadavg(), "database": name}  # fmt: skip
     proc = None
     try:
-        t0 = time.perf_counter()
-        db.upgrade(dsn)
-        out.update(seed(dsn, ads=args.ads, links=args.links))
-        out["seed_s"] = time.perf_counter() - t0
-        print(json.dumps(out, default=str), flush=True)
-        engine = create_engine(db.normalise_url(dsn), poolclass=pool.NullPool)
-        from sqlalchemy import text
-
-        with engine.begin() as conn:
-            conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('u_bench', 'bench@example.com')"""))
-            conn.execute(text(f"""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_bench', 'u_bench', '{ORG}', 'ADMIN')"""))
-            _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")
-            conn.execute(text(f"""INSERT INTO "AlertRule" (id, "organizationId", name, type, config)
-                SELECT 'r' || i, '{ORG}', 'rule ' || i, 'SPEND_THRESHOLD', '{{"threshold": 1000000000}}'::jsonb FROM generate_series(1, 20) i"""))
-            conn.execute(text(f"""INSERT INTO "AlertEvent" (id, "organizationId", "alertRuleId", status, severity, title, message, "triggeredAt")
-                SELECT 'ev' || i, '{ORG}', 'r' || (1 + i % 20), 'RESOLVED', 'WARNING', 'Spend over', 'spend', now() - i * interval '1 hour'
-                FROM generate_series(1, 2000) i"""))  # fmt: skip
-        engine.dispose()
-        # The links were written behind the engine (as a platform would): the reports read them until the
-        # organization is summarized; measure both, then serve from the summary.
-        out["explain_links"] = explain(dsn, dsn)
-        t0 = time.perf_counter()
-        out["summary_rows"], _ = summarize(dsn, ORG)
-        out["summarize_s"] = time.perf_counter() - t0
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute('ANALYZE "EngineCreditDaily", "EngineSpendDaily"')
-            out["spend_summary_rows"] = conn.execute('SELECT count(*) FROM "EngineSpendDaily"').fetchone()[0]
-        out["explain_target"] = explain(dsn, dsn)
+        if reused:
+            out.update({k: reused[k] for k in ("ads", "links_requested", "counts", "seed_steps_s", "seed_s", "explain_links",
+                                               "summary_rows", "summarize_s", "spend_summary_rows")})  # fmt: skip
+            engine = create_engine(db.normalise_url(dsn), poolclass=pool.NullPool)
+            with engine.begin() as conn:
+                _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")
+            engine.dispose()
+            out["explain_target"] = explain(dsn, dsn)
+        else:
+            token = prepare(dsn, args, out)
         port = _free_port()
         optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
         proc = subprocess.Popen([optiq, "serve", "--database-url", dsn, "--port", str(port), "--workers", str(args.workers)],
