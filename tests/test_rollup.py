@@ -311,6 +311,19 @@ def test_a_summary_made_inconsistent_behind_the_engines_back_is_rebuilt(summariz
         raise _RollBack
 
 
+@pytest.mark.postgres
+def test_write_links_keeps_a_summarized_organization_right(summarized_db: str) -> None:
+    url = summarized_db
+    links = pl.DataFrame({
+        "conversion_id": ["orgA_cv3", "orgA_cv3"], "touchpoint_id": ["orgA_tp0", "orgA_tp1"], "model": ["LINEAR", "LINEAR"],
+        "weight": [0.75, 0.25], "position": [1, 2], "touchpoint_count": [2, 2],
+    })  # fmt: skip
+    counts = postgres.write_links(url, links, organization_id="orgA", conversion_ids=pl.Series(["orgA_cv3"]), models=["LINEAR"])
+    assert counts.changed > 0
+    with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
+        assert _rows(cur, "EngineCreditDaily", "orgA") == _rebuilt_credit(cur, "orgA")
+
+
 # --- the batch job ---------------------------------------------------------------------------------------
 @pytest.mark.postgres
 def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import ConfigError, InputError
+from .rollup import credit_maintained
 
 __all__ = [
     "Window",
@@ -639,14 +640,15 @@ def write_links(
         A conversion in scope outside the organization (or missing), a link of a conversion not in
         ``conversion_ids``, or (set-based check) a link whose touchpoint does not exist; nothing is written.
     """
-    with transaction(url) as cur:
+    with transaction(url) as cur, credit_maintained(cur, organization_id, conversion_ids, models):
         return merge_links(cur, links, organization_id=organization_id, conversion_ids=conversion_ids, models=models)
 
 
 def merge_links(
     cur: Any, links: pl.DataFrame, *, organization_id: str, conversion_ids: pl.Series, models: list[str]
 ) -> WriteCounts:
-    """:func:`write_links` inside the caller's transaction (``cur`` an ADBC cursor)."""
+    """:func:`write_links` inside the caller's transaction (``cur`` an ADBC cursor). The caller keeps the
+    service's daily credit summary right by wrapping it in :func:`optiq_engine.io.rollup.credit_maintained`."""
     rows = link_rows_for_postgres(links)
     _LINKS.stage_scope(cur, conversion_ids)
     cur.execute(_FOREIGN_CONVERSIONS, [organization_id])
