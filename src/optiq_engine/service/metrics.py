@@ -312,6 +312,14 @@ def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str, spans: tup
     return "(" + (" OR ".join(clauses) or "false") + ")"
 
 
+def _period_day(query: MetricsQuery, day: str) -> str:
+    """SQL: what rows are grouped by before the final aggregation: the day itself for daily reports, else
+    the first day of its period (so each side adds up a few rows per key, not one per key and day)."""
+    if query.daily:
+        return day
+    return f"CASE WHEN {day} < CAST(:start AS date) THEN CAST(:lo AS date) ELSE CAST(:start AS date) END"
+
+
 def _summary_level(query: MetricsQuery) -> int | None:
     """The coarsest ``EngineCreditDaily.level`` with the query's key and filter columns; None when the
     query needs ads (not summarized) or custom channel rules (the summary has the default rules' channels)."""
@@ -355,9 +363,9 @@ def _credit_cte(
     level = _summary_level(query) if summarized else None
     if level is None:
         return (
-            f"credit AS (\n  SELECT key, day, currency, missing, sum(w)::numeric / 1e15 AS conv, sum(r) / 1e15 AS rev{model}"
-            f" FROM (\n  {links}\n  ) x\n  WHERE day >= :lo AND day <= :hi{key_not_null}\n"
-            f"  GROUP BY key, day, currency, missing{model}\n),\n"
+            f"credit AS (\n  SELECT key, {_period_day(query, 'day')} AS day, currency, missing, sum(w)::numeric / 1e15 AS conv,"
+            f" sum(r) / 1e15 AS rev{model} FROM (\n  {links}\n  ) x\n  WHERE day >= :lo AND day <= :hi{key_not_null}\n"
+            f"  GROUP BY 1, 2, 3, 4{', 7' if by_model else ''}\n),\n"
         )
     summary = (
         f"SELECT {_SUMMARY_KEYS[grain]} AS key, r.day, r.currency,\n"
@@ -368,8 +376,8 @@ def _credit_cte(
         f"    AND {_buckets(query, params, 'r')}{_filters(query, _SUMMARY_FILTERS, params)}"
     )
     return (
-        f"credit AS (\n  SELECT key, day, currency, missing, sum(w) AS conv, sum(r) AS rev{model} FROM (\n  {summary}\n  ) x\n"
-        f"  WHERE true{key_not_null}\n  GROUP BY key, day, currency, missing{model}\n),\n"
+        f"credit AS (\n  SELECT key, {_period_day(query, 'day')} AS day, currency, missing, sum(w) AS conv, sum(r) AS rev{model}"
+        f" FROM (\n  {summary}\n  ) x\n  WHERE true{key_not_null}\n  GROUP BY 1, 2, 3, 4{', 7' if by_model else ''}\n),\n"
     )
 
 
@@ -403,7 +411,8 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[st
             '    WHERE d."organizationId" = :org AND d.date = ANY(CAST(:b1 AS date[]))'
         )
         ctes.append(
-            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, m.day, aa.currency AS currency, {missing} AS missing,\n"
+            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, {_period_day(query, 'm.day')} AS day, aa.currency AS currency,"
+            f" {missing} AS missing,\n"
             f"    sum(m.impressions) AS imp, sum(m.clicks) AS clk, sum({spend}) AS spend\n"
             f'  FROM (\n    {rows}\n  ) m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
             + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
@@ -588,6 +597,7 @@ def read_credit(
         "models": list(models),
         "lo": start,
         "hi": end,
+        "start": start,
         "lo_ts": datetime.combine(start - timedelta(days=1), time(), tzinfo=UTC),
         "hi_ts": datetime.combine(end + timedelta(days=2), time(), tzinfo=UTC),
     }
