@@ -88,9 +88,9 @@ def _rows(cur: Any, table: str, org: str | None = None) -> list[tuple]:
 
 
 def _rebuilt_credit(cur: Any, org: str) -> list[tuple]:
-    """What a rebuild would store, without keeping it (``cur`` inside a transaction)."""
+    """What a rebuild from scratch would store, without keeping it (``cur`` inside a transaction)."""
     cur.execute("SAVEPOINT t")
-    rollup.rebuild_credit(cur, org)
+    rollup.rebuild_credit(cur, org, repair=True)
     rows = _rows(cur, "EngineCreditDaily", org)
     cur.execute("ROLLBACK TO SAVEPOINT t")
     return rows
@@ -308,6 +308,22 @@ def test_a_summary_made_inconsistent_behind_the_engines_back_is_rebuilt(summariz
             cur.execute("""DELETE FROM "AttributionLink" WHERE "conversionId" = 'orgA_cv1' AND model = 'LINEAR'""")
         assert "inconsistent" in caplog.text
         assert _rows(cur, "EngineCreditDaily", "orgA") == _rebuilt_credit(cur, "orgA")
+        raise _RollBack
+
+
+@pytest.mark.postgres
+def test_resummarizing_repairs_coarser_levels_that_disagree_with_the_detail(summarized_db: str, caplog) -> None:
+    url = summarized_db
+    with pytest.raises(_RollBack), postgres.transaction(url) as cur:
+        expected = _rebuilt_credit(cur, "orgA")
+        cur.execute("""UPDATE "EngineCreditDaily" SET links = 0 WHERE "organizationId" = 'orgA' AND level = 2""")  # corrupt
+        cur.execute("""DELETE FROM "AttributionLink" WHERE "conversionId" = 'orgA_cv5'""")  # and a change behind its back
+        expected_after = _rebuilt_credit(cur, "orgA")
+        assert expected_after != expected
+        with caplog.at_level(logging.WARNING):
+            rollup.rebuild_credit(cur, "orgA")  # a delta against the stored detail first: goes negative, then repairs
+        assert "inconsistent" in caplog.text
+        assert _rows(cur, "EngineCreditDaily", "orgA") == expected_after
         raise _RollBack
 
 

@@ -228,13 +228,23 @@ def rebuild_credit(cur: Any, organization_id: str, *, repair: bool = False) -> i
     """
     org = _literal(organization_id)
     cur.execute("SET LOCAL work_mem = '256MB'")
-    _stage_delta(cur)
     if repair:
         cur.execute(f'DELETE FROM "EngineCreditDaily" WHERE "organizationId" = {org}')
+        _stage_delta(cur)
+        cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
+        written = _apply_credit(cur, organization_id)
     else:
-        cur.execute(f"INSERT INTO {_DELTA} {_stored_detail(organization_id)}")
-    cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
-    written = _apply_credit(cur, organization_id)
+        cur.execute("SAVEPOINT optiq_resummarize")
+        try:
+            _stage_delta(cur)
+            cur.execute(f"INSERT INTO {_DELTA} {_stored_detail(organization_id)}")
+            cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
+            written = _apply_credit(cur, organization_id)
+        except _Inconsistent as exc:  # coarser levels disagreed with the detail
+            cur.execute("ROLLBACK TO SAVEPOINT optiq_resummarize")
+            log.warning("credit summary of %s was inconsistent (%s): rewritten from all links", organization_id, exc)
+            return rebuild_credit(cur, organization_id, repair=True)
+        cur.execute("RELEASE SAVEPOINT optiq_resummarize")
     cur.execute(
         f"""INSERT INTO "EngineCreditState" ("organizationId", "builtAt") VALUES ({org}, now())
   ON CONFLICT ("organizationId") DO UPDATE SET "builtAt" = now(), "updatedAt" = now()"""
