@@ -25,7 +25,6 @@ __all__ = [
     "RECORD",
     "contract_columns",
     "key_columns",
-    "co_partition",
     "narrow_sides",
     "split_narrow",
     "task_threads",
@@ -86,19 +85,6 @@ def partition(frame: DataFrame, keys: Sequence[str], partitions: int | None) -> 
     if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise ConfigError(f"partitions must be a positive integer or None, got {partitions!r}")
     return frame.repartition(partitions, *cols)
-
-
-def co_partition(
-    touchpoints: DataFrame, conversions: DataFrame, tp_cols: Sequence[str], cv_cols: Sequence[str], keys: Sequence[str],
-    partitions: int | None,
-) -> DataFrame:  # fmt: skip
-    """Touchpoints and conversions in one frame (tagged by :data:`SIDE`), hash-partitioned on the group key.
-
-    One shuffle moves both: a group's touchpoints and conversions hash to the same partition.
-    """
-    tp = touchpoints.select(*tp_cols).withColumn(SIDE, F.lit(0).cast(T.ByteType()))
-    cv = conversions.select(*cv_cols).withColumn(SIDE, F.lit(1).cast(T.ByteType()))
-    return partition(tp.unionByName(cv, allowMissingColumns=True), keys, partitions)
 
 
 def check_string_columns(frame: DataFrame, columns: Sequence[str], *, what: str) -> None:
@@ -225,12 +211,6 @@ def arrow_schema(schema: T.StructType) -> pa.Schema:
 def read_partition(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
     """One partition's Arrow batches as a table (empty with ``schema`` when the partition is empty)."""
     return pa.Table.from_batches(list(batches), schema=schema)
-
-
-def split_sides(table: pa.Table, tp_cols: Sequence[str], cv_cols: Sequence[str]) -> tuple[pa.Table, pa.Table]:
-    """Touchpoints and conversions of a co-partitioned partition."""
-    is_tp = pc.equal(table.column(SIDE), 0)
-    return table.filter(is_tp).select(list(tp_cols)), table.filter(pc.invert(is_tp)).select(list(cv_cols))
 
 
 def spark_type(dtype: pl.DataType) -> T.DataType:
