@@ -18,7 +18,7 @@ buckets per key instead of scanning every ``AttributionLink`` of its period (``d
   tables themselves), kept by statement triggers on the three tables (whatever writes them), filled by
   the migration.
 
-Buckets: every day is summed into three buckets, of 1, 8 and 64 days, aligned on 1970-01-01; a period is
+Buckets: every day is summed into buckets of 1, 8 and 64 days (spend: 8 and 64), aligned on 1970-01-01; a period is
 tiled by at most a few dozen aligned buckets (:func:`buckets`), so a 90-day report reads about 10
 buckets per key instead of 90 days.
 """
@@ -204,6 +204,19 @@ class _Inconsistent(Exception):
     """The stored summary did not hold the sums the delta subtracts (links written behind the engine)."""
 
 
+def _apply_or_repair(cur: Any, organization_id: str) -> int:
+    """:func:`_apply_credit` under a savepoint; a summary it finds inconsistent is rewritten from all links."""
+    cur.execute("SAVEPOINT optiq_credit")
+    try:
+        written = _apply_credit(cur, organization_id)
+    except _Inconsistent as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT optiq_credit")
+        log.warning("credit summary of %s was inconsistent (%s): rewritten from all links", organization_id, exc)
+        return rebuild_credit(cur, organization_id, repair=True)
+    cur.execute("RELEASE SAVEPOINT optiq_credit")
+    return written
+
+
 def _stage_delta(cur: Any) -> None:
     cur.execute(f"DROP TABLE IF EXISTS {_DELTA}")
     cur.execute(
@@ -228,23 +241,14 @@ def rebuild_credit(cur: Any, organization_id: str, *, repair: bool = False) -> i
     """
     org = _literal(organization_id)
     cur.execute("SET LOCAL work_mem = '256MB'")
+    _stage_delta(cur)
     if repair:
         cur.execute(f'DELETE FROM "EngineCreditDaily" WHERE "organizationId" = {org}')
-        _stage_delta(cur)
-        cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
-        written = _apply_credit(cur, organization_id)
     else:
-        cur.execute("SAVEPOINT optiq_resummarize")
-        try:
-            _stage_delta(cur)
-            cur.execute(f"INSERT INTO {_DELTA} {_stored_detail(organization_id)}")
-            cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
-            written = _apply_credit(cur, organization_id)
-        except _Inconsistent as exc:  # coarser levels disagreed with the detail
-            cur.execute("ROLLBACK TO SAVEPOINT optiq_resummarize")
-            log.warning("credit summary of %s was inconsistent (%s): rewritten from all links", organization_id, exc)
-            return rebuild_credit(cur, organization_id, repair=True)
-        cur.execute("RELEASE SAVEPOINT optiq_resummarize")
+        cur.execute(f"INSERT INTO {_DELTA} {_stored_detail(organization_id)}")
+    cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope='')}")
+    # Against the stored detail, coarser levels that disagree with it go negative: rewritten (repair).
+    written = _apply_credit(cur, organization_id) if repair else _apply_or_repair(cur, organization_id)
     cur.execute(
         f"""INSERT INTO "EngineCreditState" ("organizationId", "builtAt") VALUES ({org}, now())
   ON CONFLICT ("organizationId") DO UPDATE SET "builtAt" = now(), "updatedAt" = now()"""
@@ -284,14 +288,7 @@ def credit_maintained(
     cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=-1, scope=scope)}")
     yield
     cur.execute(f"INSERT INTO {_DELTA} {_credit_rows(organization_id, sign=1, scope=scope)}")
-    cur.execute("SAVEPOINT optiq_credit")
-    try:
-        _apply_credit(cur, organization_id)
-        cur.execute("RELEASE SAVEPOINT optiq_credit")
-    except _Inconsistent as exc:
-        cur.execute("ROLLBACK TO SAVEPOINT optiq_credit")
-        log.warning("credit summary of %s was inconsistent (%s): rebuilt from all links", organization_id, exc)
-        rebuild_credit(cur, organization_id, repair=True)
+    _apply_or_repair(cur, organization_id)
 
 
 # --- spend -------------------------------------------------------------------------------------------------
