@@ -50,7 +50,7 @@ EPOCH = date(1970, 1, 1)
 @given(
     start=st.dates(min_value=date(1900, 1, 1), max_value=date(2200, 1, 1)),
     length=st.integers(min_value=1, max_value=1000),
-    spans=st.sampled_from([(64, 8, 1), (1,), (8, 1), (64, 1)]),
+    spans=st.sampled_from([rollup.SPANS, (64, 8, 1), (1,), (8, 1), (64, 1)]),
 )
 def test_buckets_tile_the_period_with_aligned_buckets(start: date, length: int, spans: tuple[int, ...]) -> None:
     end = start + timedelta(days=length - 1)
@@ -64,6 +64,15 @@ def test_buckets_tile_the_period_with_aligned_buckets(start: date, length: int, 
     assert sorted(covered) == [start + timedelta(days=i) for i in range(length)]  # every day once, none outside
     if spans == (64, 8, 1):
         assert len(tiles[1]) <= 14 and len(tiles[8]) <= 14 and len(tiles[64]) <= length // 64
+    if spans == rollup.SPANS:
+        assert all(len(tiles[s]) <= 2 for s in spans if s < 64) and len(tiles[64]) <= length // 64
+    # No tiling by aligned buckets of these spans has fewer buckets (dynamic programming over the days).
+    fewest = [0] + [length + 1] * length  # fewest[i]: buckets tiling the first i days
+    for i in range(length):
+        for span in spans:
+            if (start + timedelta(days=i) - EPOCH).days % span == 0 and i + span <= length:
+                fewest[i + span] = min(fewest[i + span], fewest[i] + 1)
+    assert sum(len(days) for days in tiles.values()) == fewest[length]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -109,13 +118,16 @@ def service_db(postgres_url: str) -> Iterator[tuple[sd.Dataset, str]]:
         yield ds, url
 
 
-def _spend_expected(conn: psycopg.Connection) -> list[tuple]:
-    """EngineSpendDaily recomputed in Polars from the three daily metric tables (no shared SQL)."""
+def _spend_expected(
+    conn: psycopg.Connection, levels: tuple[int, ...] = rollup.SPEND_LEVELS, spans: tuple[int, ...] = rollup.SPANS
+) -> list[tuple]:
+    """EngineSpendDaily recomputed in Polars from the summarized daily metric tables (no shared SQL)."""
     out = []
-    for level, (table, scope) in rollup.SPEND_LEVELS.items():
+    for level in levels:
+        table, scope = rollup.SPEND_TABLES[level]
         cur = conn.execute(f'SELECT "organizationId", "{scope}", date, impressions, clicks, "spendMicros" FROM "{table}"')
         frame = pl.DataFrame(cur.fetchall(), schema=["org", "scope", "day", "imp", "clk", "spend"], orient="row")
-        for span in rollup.SPEND_SPANS:
+        for span in spans:
             if frame.is_empty():
                 continue
             agg = (
@@ -159,6 +171,23 @@ def test_spend_summary_follows_inserts_updates_deletes_and_truncate(service_db) 
         conn.execute("""DELETE FROM "Organization" WHERE id = 'orgB'""")
         assert _spend_stored(conn) == _spend_expected(conn)
         assert {r[0] for r in _spend_stored(conn)} == {"orgA"}
+
+
+@pytest.mark.postgres
+def test_migration_0005_resummarizes_in_dyadic_buckets_and_back(service_db) -> None:
+    _, url = service_db
+    with psycopg.connect(_dsn(url), autocommit=True) as conn:
+        with conn.transaction():
+            rollup.rebuild_credit(conn.cursor(), "orgA")
+        credit, spend = _rows(conn.cursor(), "EngineCreditDaily"), _spend_stored(conn)
+        assert {r[3] for r in credit} == set(rollup.SPANS) and spend == _spend_expected(conn)
+        db.downgrade(url, "0004")  # 0004: spend of all three levels in 8- and 64-day buckets; credit 1, 8, 64
+        assert _spend_stored(conn) == _spend_expected(conn, (1, 2, 3), (64, 8))
+        assert _rows(conn.cursor(), "EngineCreditDaily") == [r for r in credit if r[3] in (1, 8, 64)]
+        db.upgrade(url)
+        assert _rows(conn.cursor(), "EngineCreditDaily") == credit and _spend_stored(conn) == spend
+        conn.execute("""UPDATE "DailyAdMetric" SET clicks = clicks + 1""")  # ads are no longer summarized
+        assert _spend_stored(conn) == spend
 
 
 # --- reports from the credit summary == reports from the links ------------------------------------------

@@ -247,7 +247,7 @@ def test_module_constants_match_the_document() -> None:
 @pytest.mark.postgres
 def test_upgrade_creates_every_table(upgraded: str, inspector: sa.Inspector) -> None:
     assert set(inspector.get_table_names()) == DOC_TABLES | ENGINE_TABLES | {"alembic_version"}
-    assert db.current(upgraded) == db.head() == "0004"
+    assert db.current(upgraded) == db.head() == "0005"
     assert db.has_optiq_tables(upgraded)
 
 
@@ -674,7 +674,9 @@ def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_u
             ))  # fmt: skip
             rows = conn.execute(sa.text('SELECT span, day, clicks, "spendMicros" FROM "EngineSpendDaily" ORDER BY span, day')).all()
         assert [(r[0], str(r[1]), r[2], int(r[3])) for r in rows] == [
-            (8, "2024-04-27", 8, 6000000), (64, "2024-04-27", 8, 6000000),
+            (1, "2024-05-01", 7, 5000000), (1, "2024-05-02", 1, 1000000), (2, "2024-05-01", 8, 6000000),
+            (4, "2024-05-01", 8, 6000000), (8, "2024-04-27", 8, 6000000), (16, "2024-04-27", 8, 6000000),
+            (32, "2024-04-27", 8, 6000000), (64, "2024-04-27", 8, 6000000),
         ]  # fmt: skip
 
 

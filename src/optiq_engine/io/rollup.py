@@ -14,13 +14,13 @@ buckets per key instead of scanning every ``AttributionLink`` of its period (``d
   from then on every write keeps it. Until then (no ``"EngineCreditState"`` row) the service reads its
   links and the engine's writes pay nothing for it.
 - ``"EngineSpendDaily"``: impressions, clicks and spend per ``Daily*Metric`` table (``level`` 1 ad
-  account, 2 campaign, 3 ad), 8- and 64-day bucket and scope id (single days are read from the daily
-  tables themselves), kept by statement triggers on the three tables (whatever writes them), filled by
-  the migration.
+  account, 2 campaign) and scope id, kept by statement triggers on the two tables (whatever writes them),
+  filled by the migrations. Ads are not summarized (one row per ad and day already; ad-level reports read
+  ``DailyAdMetric``).
 
-Buckets: every day is summed into buckets of 1, 8 and 64 days (spend: 8 and 64), aligned on 1970-01-01; a period is
-tiled by at most a few dozen aligned buckets (:func:`buckets`), so a 90-day report reads about 10
-buckets per key instead of 90 days.
+Buckets: every day is summed into aligned buckets of 1, 2, 4, ... 64 days (:data:`SPANS`, aligned on
+1970-01-01); a period is tiled by the fewest aligned buckets (:func:`buckets`): a 90-day period by 6 on
+average and at most 10, so a report reads a few rows per key instead of one per day (or per link).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..channels import channel_sql
 
 __all__ = [
     "SPANS",
-    "SPEND_SPANS",
+    "SPEND_TABLES",
     "FEMTO_WEIGHT",
     "CREDIT_LEVELS",
     "SPEND_LEVELS",
@@ -46,28 +46,29 @@ __all__ = [
     "credit_maintained",
     "rebuild_credit",
     "rebuild_spend",
+    "rederive_credit_spans",
     "spend_trigger_sql",
     "drop_spend_trigger_sql",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Bucket lengths in days, largest first.
-SPANS: tuple[int, ...] = (64, 8, 1)
-#: The spend summary's: single days are the daily metric tables' own rows.
-SPEND_SPANS: tuple[int, ...] = (64, 8)
+#: Bucket lengths in days, largest first (dyadic: each day is in one bucket of each span).
+SPANS: tuple[int, ...] = (64, 32, 16, 8, 4, 2, 1)
 #: ``EngineCreditDaily.level`` -> the key columns it keeps.
 CREDIT_LEVELS: dict[int, tuple[str, ...]] = {
     0: ("platform", "adAccountId", "campaignId", "channel", "currency"),
     1: ("platform", "adAccountId", "currency"),
     2: ("channel", "currency"),
 }
-#: ``EngineSpendDaily.level`` -> (daily metric table, its scope column).
-SPEND_LEVELS: dict[int, tuple[str, str]] = {
+#: Spend level (what ``MetricsQuery.spend_level`` reads) -> (daily metric table, its scope column).
+SPEND_TABLES: dict[int, tuple[str, str]] = {
     1: ("DailyAdAccountMetric", "adAccountId"),
     2: ("DailyCampaignMetric", "campaignId"),
     3: ("DailyAdMetric", "adId"),
 }
+#: The levels ``EngineSpendDaily`` summarizes.
+SPEND_LEVELS: tuple[int, ...] = (1, 2)
 #: SQL: a link's weight (alias ``l``) in units of 1e-15, the resolution at which weights are summed: integer
 #: sums are exact (a delta subtracts exactly what it added) and far faster than ``numeric`` conversions.
 FEMTO_WEIGHT = "round(l.weight * 1e15)::bigint"
@@ -79,8 +80,8 @@ def buckets(start: date, end: date, spans: Sequence[int] = SPANS) -> dict[int, l
     """The aligned buckets (span -> first days) that tile ``start`` .. ``end`` (inclusive) exactly.
 
     Left to right, each step takes the largest of ``spans`` (which must include 1) whose bucket starts on
-    the current day and ends by ``end``: at most 2 x 7 buckets of each smaller span plus the 64-day buckets
-    inside.
+    the current day and ends by ``end``: with the dyadic :data:`SPANS`, at most two buckets of each span
+    shorter than 64 days plus the 64-day buckets inside.
     """
     spans = sorted(spans, reverse=True)
     out: dict[int, list[date]] = {span: [] for span in spans}
@@ -292,14 +293,15 @@ def credit_maintained(
 
 
 # --- spend -------------------------------------------------------------------------------------------------
-def _spend_rows(level: int, source: str) -> str:
+def _spend_rows(level: int, source: str, spans: Sequence[int]) -> str:
     """SQL: ``source`` rows (a daily metric table or transition table, columns ``n`` = +1/-1 added)
-    summed per organization, bucket and scope id, for :func:`spend_trigger_sql` and the backfill."""
-    scope = SPEND_LEVELS[level][1]
+    summed per organization, bucket of each of ``spans`` and scope id, for :func:`spend_trigger_sql` and
+    the backfill."""
+    scope = SPEND_TABLES[level][1]
     return f"""SELECT d."organizationId", {level} AS level, s.span, {_bucket("d.date", "s.span")} AS bucket,
     d."{scope}" AS "scopeId", sum(d.n) AS days, sum(d.n * d.impressions) AS impressions,
     sum(d.n * d.clicks) AS clicks, sum(d.n * d."spendMicros"::numeric) AS "spendMicros"
-  FROM ({source}) d CROSS JOIN (VALUES {", ".join(f"({span})" for span in SPEND_SPANS)}) AS s(span)
+  FROM ({source}) d CROSS JOIN (VALUES {", ".join(f"({span})" for span in spans)}) AS s(span)
   WHERE EXISTS (SELECT 1 FROM "Organization" o WHERE o.id = d."organizationId")
   GROUP BY 1, 2, 3, 4, 5
   HAVING sum(d.n) <> 0 OR sum(d.n * d.impressions) <> 0 OR sum(d.n * d.clicks) <> 0 OR sum(d.n * d."spendMicros") <> 0
@@ -314,13 +316,14 @@ ON CONFLICT ("organizationId", level, span, day, "scopeId") DO UPDATE SET days =
 
 
 def _function(level: int) -> str:
-    return f"optiq_spend_summary_{SPEND_LEVELS[level][0].lower()}"
+    return f"optiq_spend_summary_{SPEND_TABLES[level][0].lower()}"
 
 
-def spend_trigger_sql(level: int) -> list[str]:
+def spend_trigger_sql(level: int, spans: Sequence[int] = SPANS) -> list[str]:
     """DDL: the trigger function and statement triggers keeping ``EngineSpendDaily`` equal to one daily
-    metric table (insert, update, delete: from the transition tables; truncate: the level's rows go)."""
-    table, _ = SPEND_LEVELS[level]
+    metric table (insert, update, delete: from the transition tables; truncate: the level's rows go).
+    ``spans``: what the migration that creates them summarizes (later migrations pass their own)."""
+    table, _ = SPEND_TABLES[level]
     fn = _function(level)
     new = 'SELECT *, 1 AS n FROM new_rows'
     old = 'SELECT *, -1 AS n FROM old_rows'
@@ -329,11 +332,11 @@ BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM "EngineSpendDaily" WHERE level = {level};
   ELSIF TG_OP = 'INSERT' THEN
-    {_SPEND_UPSERT.format(rows=_spend_rows(level, new))};
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, new, spans))};
   ELSIF TG_OP = 'DELETE' THEN
-    {_SPEND_UPSERT.format(rows=_spend_rows(level, old))};
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, old, spans))};
   ELSE
-    {_SPEND_UPSERT.format(rows=_spend_rows(level, f"{new} UNION ALL {old}"))};
+    {_SPEND_UPSERT.format(rows=_spend_rows(level, f"{new} UNION ALL {old}", spans))};
   END IF;
   DELETE FROM "EngineSpendDaily" WHERE days = 0;
   RETURN NULL;
@@ -353,17 +356,35 @@ $fn$"""
 
 def drop_spend_trigger_sql(level: int) -> list[str]:
     """DDL undoing :func:`spend_trigger_sql`."""
-    table, _ = SPEND_LEVELS[level]
+    table, _ = SPEND_TABLES[level]
     fn = _function(level)
     return [f'DROP TRIGGER IF EXISTS {fn}_{op} ON "{table}"' for op in ("insert", "update", "delete", "truncate")] + [
         f"DROP FUNCTION IF EXISTS {fn}()"
     ]
 
 
-def rebuild_spend(cur: Any, organization_id: str | None = None) -> None:
+def rebuild_spend(
+    cur: Any, organization_id: str | None = None, *, levels: Sequence[int] = SPEND_LEVELS, spans: Sequence[int] = SPANS
+) -> None:
     """Recompute ``EngineSpendDaily`` from the daily metric tables (one organization, or all with None);
-    for databases whose triggers were bypassed (``session_replication_role = replica``, a restore)."""
+    for databases whose triggers were bypassed (``session_replication_role = replica``, a restore).
+    ``levels`` and ``spans``: what to summarize (migrations pass theirs)."""
     where = "" if organization_id is None else f' WHERE "organizationId" = {_literal(organization_id)}'
     cur.execute(f'DELETE FROM "EngineSpendDaily"{where}')
-    for level, (table, _) in SPEND_LEVELS.items():
-        cur.execute(_SPEND_UPSERT.format(rows=_spend_rows(level, f'SELECT *, 1 AS n FROM "{table}"{where}')))
+    for level in levels:
+        table = SPEND_TABLES[level][0]
+        cur.execute(_SPEND_UPSERT.format(rows=_spend_rows(level, f'SELECT *, 1 AS n FROM "{table}"{where}', spans)))
+
+
+def rederive_credit_spans(cur: Any, spans: Sequence[int] = SPANS) -> None:
+    """Rewrite every organization's ``EngineCreditDaily`` buckets longer than a day from its 1-day rows, as
+    ``spans`` (for migrations that change the spans; the 1-day rows are the summary's detail)."""
+    cur.execute('DELETE FROM "EngineCreditDaily" WHERE span <> 1')
+    keys = ", ".join(f'"{c}"' for c in _KEYS)
+    for span in (s for s in spans if s != 1):
+        cur.execute(
+            f"""INSERT INTO "EngineCreditDaily" ("organizationId", model, level, span, day, {keys}, links, conversions, "revenueMicros")
+  SELECT "organizationId", model, level, {span}, {_bucket("day", str(span))} AS bucket, {keys},
+    sum(links), sum(conversions), sum("revenueMicros")
+  FROM "EngineCreditDaily" WHERE span = 1 GROUP BY "organizationId", model, level, bucket, {keys}"""
+        )

@@ -74,7 +74,8 @@ Where the document lists key fields only, these are the choices made here:
   ``AlertEvent_alertRuleId_key`` on ``("alertRuleId") WHERE status IN ('TRIGGERED', 'ACKNOWLEDGED')``
   (0003: at most one open event per rule, whatever writes the events); ``EngineCreditDaily``,
   ``EngineCreditState`` and ``EngineSpendDaily`` (0004, daily summaries the service reads; the spend one
-  kept by statement triggers on the three ``Daily*Metric`` tables, see ``optiq_engine.io.rollup``).
+  kept by statement triggers on the ad-account and campaign ``Daily*Metric`` tables; dyadic buckets since
+  0005; see ``optiq_engine.io.rollup``).
 - ``updatedAt`` has a server default so bulk writers may omit it; Prisma sets it client-side, so a
   writer targeting a platform database must supply it.
 """
@@ -737,11 +738,11 @@ api_key = Table(
     _idx("ApiKey", "userId"),
 )
 
-# Daily summaries the service reads (0004, ``optiq_engine.io.rollup``): sums per day bucket and key.
+# Daily summaries the service reads (0004, 0005, ``optiq_engine.io.rollup``): sums per day bucket and key.
 def _bucket() -> tuple[Column, Column, Column]:
     return (
         Column("level", SmallInteger, nullable=False),
-        Column("span", SmallInteger, nullable=False),  # bucket length in days: 1, 8, 64
+        Column("span", SmallInteger, nullable=False),  # bucket length in days: 1, 2, 4, ... 64
         Column("day", Date, nullable=False),  # first day of the bucket (aligned on 1970-01-01)
     )
 
@@ -762,6 +763,7 @@ engine_credit_daily = Table(
         "organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "channel", "currency",
         unique=True, postgresql_nulls_not_distinct=True,
     ),  # fmt: skip
+    Index("EngineCreditDaily_zero", "organizationId", postgresql_where=text("links = 0")),  # rows a delta zeroed
 )
 engine_credit_state = Table(
     "EngineCreditState",
@@ -775,12 +777,13 @@ engine_spend_daily = Table(
     metadata,
     _org(),
     *_bucket(),
-    _text("scopeId", nullable=False),  # the ad account, campaign or ad of the daily metric row
+    _text("scopeId", nullable=False),  # the ad account or campaign of the daily metric row
     _int("days", BigInteger),  # daily rows summed
     _int("impressions", BigInteger),
     _int("clicks", BigInteger),
     Column("spendMicros", Numeric, nullable=False),
     Index("EngineSpendDaily_key", "organizationId", "level", "span", "day", "scopeId", unique=True),
+    Index("EngineSpendDaily_zero", "level", postgresql_where=text("days = 0")),  # rows a trigger zeroed
 )
 
 #: Tables of the engine's own, beyond the seed document.

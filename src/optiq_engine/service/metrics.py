@@ -295,29 +295,44 @@ def _filters(query: MetricsQuery, columns: Mapping[str, str], params: dict[str, 
     return "".join(clauses)
 
 
-def _buckets(query: MetricsQuery, params: dict[str, Any], alias: str, spans: tuple[int, ...] = rollup.SPANS) -> str:
-    """SQL: the summary rows (``alias``) of the buckets of ``spans`` among those tiling the period and, with
-    ``compare``, the previous one (each tiled on its own, so no bucket straddles the two); days only with
-    ``daily``. The 1-day buckets' first days are also bound as ``:b1`` (for reading daily rows)."""
-    tiles: dict[int, list[date]] = {span: [] for span in rollup.SPANS}
-    periods = [(query.previous_start, query.previous_end)] if query.compare else []
-    for lo, hi in [*periods, (query.start, query.end)]:
-        for span, days in rollup.buckets(lo, hi, spans=(1,) if query.daily else rollup.SPANS).items():
-            tiles[span] += days
-    clauses = []
-    for span, days in tiles.items():
-        params[f"b{span}"] = days
-        if days and span in spans:
-            clauses.append(f"({alias}.span = {span} AND {alias}.day = ANY(CAST(:b{span} AS date[])))")
-    return "(" + (" OR ".join(clauses) or "false") + ")"
+def _bucket_rows(query: MetricsQuery, params: dict[str, Any]) -> str:
+    """SQL: a row source ``b(span, day, prev, out)`` of the aligned summary buckets (:data:`rollup.SPANS`)
+    tiling the period and, with ``compare``, the previous one (each on its own, so no bucket straddles the
+    two); 1-day buckets only with ``daily``. ``prev``: the bucket is in the previous period; ``out``: the
+    report day its sums go to (daily: the day, shifted by the period's length when ``prev``; else null)."""
+    spans, days, prevs, outs = [], [], [], []
+    periods = [(True, query.previous_start, query.previous_end)] if query.compare else []
+    for prev, lo, hi in [*periods, (False, query.start, query.end)]:
+        for span, firsts in rollup.buckets(lo, hi, spans=(1,) if query.daily else rollup.SPANS).items():
+            for first in firsts:
+                spans.append(span)
+                days.append(first)
+                prevs.append(prev)
+                outs.append((first + timedelta(days=query.days if prev else 0)) if query.daily else None)
+    params.update(b_span=spans, b_day=days, b_prev=prevs, b_out=outs)
+    return (
+        "unnest(CAST(:b_span AS smallint[]), CAST(:b_day AS date[]), CAST(:b_prev AS boolean[]), CAST(:b_out AS date[]))"
+        " AS b(span, day, prev, out)"
+    )
 
 
-def _period_day(query: MetricsQuery, day: str) -> str:
-    """SQL: what rows are grouped by before the final aggregation: the day itself for daily reports, else
-    the first day of its period (so each side adds up a few rows per key, not one per key and day)."""
+def _out_day(query: MetricsQuery, day: str) -> str:
+    """SQL: the report day of a row of ``day`` (see :func:`_bucket_rows`), for sources read by day."""
     if query.daily:
-        return day
-    return f"CASE WHEN {day} < CAST(:start AS date) THEN CAST(:lo AS date) ELSE CAST(:start AS date) END"
+        return f"CASE WHEN {day} < CAST(:start AS date) THEN {day} + CAST(:ndays AS integer) ELSE {day} END"
+    return "NULL::date"
+
+
+def _sums(query: MetricsQuery, measures: Mapping[str, str], prev: str, post: str = "{}") -> str:
+    """SQL: ``sum(expr) AS name`` per measure, split by period (``name`` and ``name_p``) with ``compare``;
+    ``post`` wraps each sum (``"{}::numeric / 1e15"``)."""
+    if not query.compare:
+        return ", ".join(f"{post.format(f'sum({expr})')} AS {name}" for name, expr in measures.items())
+    return ", ".join(
+        f"{post.format(f'sum({expr}) FILTER (WHERE NOT {prev})')} AS {name}, "
+        f"{post.format(f'sum({expr}) FILTER (WHERE {prev})')} AS {name}_p"
+        for name, expr in measures.items()
+    )
 
 
 def _summary_level(query: MetricsQuery) -> int | None:
@@ -340,44 +355,76 @@ def is_summarized(connection: Connection, organization_id: str) -> bool:
     return bool(found)
 
 
-def _credit_cte(
-    query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False
-) -> str:
-    """SQL: attributed conversions and revenue per key, day (or bucket), currency and missing rate (and
-    model), from ``EngineCreditDaily`` when the organization is ``summarized``, the default channel rules
-    apply and the query needs no ad; else from the links."""
-    fx, grain = query.conversion is not None, query.grain
+_SPEND_MEASURES = {"imp": "impressions", "clk": "clicks", "spend": '"spendMicros"'}
+_CREDIT_MEASURES = ("conv", "rev")
+
+
+def _spend_cte(query: MetricsQuery, params: dict[str, Any]) -> str:
+    """SQL: ``spend`` per key, report day and currency: the levels :data:`rollup.SPEND_LEVELS` from the
+    ``EngineSpendDaily`` buckets, ads from ``DailyAdMetric``; summed per scope first, then joined up the
+    hierarchy (a few thousand rows, not one per day)."""
+    level = query.spend_level
+    if level in rollup.SPEND_LEVELS:
+        measures = {name: f"s.{column}" for name, column in _SPEND_MEASURES.items()}
+        rows = (
+            f'SELECT s."scopeId" AS sid, b.out AS day, {_sums(query, measures, "b.prev")}\n'
+            f'  FROM {_bucket_rows(query, params)} JOIN "EngineSpendDaily" s ON s."organizationId" = :org\n'
+            f"    AND s.level = {level} AND s.span = b.span AND s.day = b.day\n  GROUP BY 1, 2"
+        )
+    else:
+        measures = {name: f"d.{column}" for name, column in _SPEND_MEASURES.items()}
+        ads = ""
+        if query.ad_id is not None:
+            ads = ' AND d."adId" = CAST(:f_ad_id AS text)'
+        elif query.campaign_id is not None:
+            ads = ' AND d."adId" IN (SELECT id FROM "Ad" WHERE "organizationId" = :org AND "campaignId" = CAST(:f_campaign_id AS text))'
+        rows = (
+            f'SELECT d."adId" AS sid, {_out_day(query, "d.date")} AS day, {_sums(query, measures, "(d.date < CAST(:start AS date))")}\n'
+            f'  FROM "DailyAdMetric" d WHERE d."organizationId" = :org AND d.date >= :lo AND d.date <= :hi{ads}\n  GROUP BY 1, 2'
+        )
+    names = [*_SPEND_MEASURES, *(f"{n}_p" for n in _SPEND_MEASURES)] if query.compare else list(_SPEND_MEASURES)
+    filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
+    return (
+        f"sp AS (\n  {rows}\n),\n"
+        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, m.day, aa.currency AS currency, "
+        + ", ".join(f"sum(m.{n}) AS {n}" for n in names)
+        + f"\n  FROM sp m{_SPEND_JOINS[level]} JOIN \"Platform\" p ON p.id = aa.\"platformId\"\n  WHERE true{filters}\n"
+        "  GROUP BY 1, 2, 3\n),\n"
+    )
+
+
+def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False) -> str:
+    """SQL: ``credit``, attributed conversions (``conv``) and revenue (``rev``) per key, report day and
+    currency (and model), from the ``EngineCreditDaily`` buckets when the organization is ``summarized``,
+    the default channel rules apply and the query needs no ad; else from the links."""
+    grain = query.grain
     key_not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
     model = ", model" if by_model else ""
-    link_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
-    rate = " * COALESCE(fx.rate, 1)" if fx else ""
-    links = (
-        f"SELECT {link_key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
-        f"    aa.currency AS currency, {'(fx.rate IS NULL AND aa.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
-        f"    {rollup.FEMTO_WEIGHT} AS w, {rollup.FEMTO_WEIGHT}::numeric * e.\"valueMicros\"{rate} AS r"
-        f"{', l.model::text AS model' if by_model else ''}\n"
-        f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
-        + ("\n  LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-        + f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
-    )
     level = _summary_level(query) if summarized else None
     if level is None:
-        return (
-            f"credit AS (\n  SELECT key, {_period_day(query, 'day')} AS day, currency, missing, sum(w)::numeric / 1e15 AS conv,"
-            f" sum(r) / 1e15 AS rev{model} FROM (\n  {links}\n  ) x\n  WHERE day >= :lo AND day <= :hi{key_not_null}\n"
-            f"  GROUP BY 1, 2, 3, 4{', 7' if by_model else ''}\n),\n"
+        link_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
+        links = (
+            f"SELECT {link_key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
+            f"    aa.currency AS currency, {rollup.FEMTO_WEIGHT} AS w, {rollup.FEMTO_WEIGHT}::numeric * e.\"valueMicros\" AS r"
+            f"{', l.model::text AS model' if by_model else ''}\n"
+            f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
+            f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
         )
-    summary = (
-        f"SELECT {_SUMMARY_KEYS[grain]} AS key, r.day, r.currency,\n"
-        f"    {'(fx.rate IS NULL AND r.currency IS NOT NULL)' if fx else 'false'} AS missing,\n"
-        f"    r.conversions AS w, r.\"revenueMicros\"{rate} AS r{', r.model::text AS model' if by_model else ''}\n"
-        f'  FROM "EngineCreditDaily" r{" LEFT JOIN fx ON fx.currency = r.currency" if fx else ""}\n'
-        f'  WHERE r."organizationId" = :org AND r.model{models} AND r.level = {level} AND r.links <> 0\n'
-        f"    AND {_buckets(query, params, 'r')}{_filters(query, _SUMMARY_FILTERS, params)}"
-    )
+        sums = _sums(query, {"conv": "w", "rev": "r"}, "(day < CAST(:start AS date))", post="{}::numeric / 1e15")
+        return (
+            f"credit AS (\n  SELECT key, {_out_day(query, 'day')} AS day, currency, {sums}{model} FROM (\n  {links}\n  ) x\n"
+            f"  WHERE day >= :lo AND day <= :hi{key_not_null}\n  GROUP BY 1, 2, 3{', model' if by_model else ''}\n),\n"
+        )
+    key = _SUMMARY_KEYS[grain]
+    summary_not_null = "" if grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
+    sums = _sums(query, {"conv": "r.conversions", "rev": 'r."revenueMicros"'}, "b.prev")
     return (
-        f"credit AS (\n  SELECT key, {_period_day(query, 'day')} AS day, currency, missing, sum(w) AS conv, sum(r) AS rev{model}"
-        f" FROM (\n  {summary}\n  ) x\n  WHERE true{key_not_null}\n  GROUP BY 1, 2, 3, 4{', 7' if by_model else ''}\n),\n"
+        f"credit AS (\n  SELECT {key} AS key, b.out AS day, r.currency, {sums}"
+        f"{', r.model::text AS model' if by_model else ''}\n"
+        f'  FROM {_bucket_rows(query, params)} JOIN "EngineCreditDaily" r ON r."organizationId" = :org\n'
+        f"    AND r.model{models} AND r.level = {level} AND r.span = b.span AND r.day = b.day\n"
+        f"  WHERE r.links <> 0{summary_not_null}{_filters(query, _SUMMARY_FILTERS, params)}\n"
+        f"  GROUP BY 1, 2, 3{', model' if by_model else ''}\n),\n"
     )
 
 
@@ -394,59 +441,40 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[st
         "lo_ts": datetime.combine(lo - timedelta(days=1), time(), tzinfo=UTC),
         "hi_ts": datetime.combine(query.end + timedelta(days=2), time(), tzinfo=UTC),
     }
-    grain, fx, has_spend = query.grain, query.conversion is not None, query.spend_level > 0
+    fx, has_spend = query.conversion is not None, query.spend_level > 0
     ctes = [_fx_cte(query.conversion, params)]
     if has_spend:
-        missing = "(fx.rate IS NULL AND aa.currency IS NOT NULL)" if fx else "false"
-        spend = 'm."spendMicros" * fx.rate' if fx else 'm."spendMicros"'
-        filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
-        level = query.spend_level
-        table, scope = rollup.SPEND_LEVELS[level]
-        # 8- and 64-day buckets from the summary, single days from the platform's daily rows.
-        rows = (
-            f'SELECT s."scopeId" AS sid, s.day, s.impressions, s.clicks, s."spendMicros" FROM "EngineSpendDaily" s\n'
-            f"    WHERE s.\"organizationId\" = :org AND s.level = {level} AND s.days <> 0 AND "
-            f"{_buckets(query, params, 's', spans=rollup.SPEND_SPANS)}\n"
-            f'    UNION ALL SELECT d."{scope}", d.date, d.impressions, d.clicks, d."spendMicros" FROM "{table}" d\n'
-            '    WHERE d."organizationId" = :org AND d.date = ANY(CAST(:b1 AS date[]))'
-        )
-        ctes.append(
-            f"spend AS (\n  SELECT {_SPEND_KEYS[grain]} AS key, {_period_day(query, 'm.day')} AS day, aa.currency AS currency,"
-            f" {missing} AS missing,\n"
-            f"    sum(m.impressions) AS imp, sum(m.clicks) AS clk, sum({spend}) AS spend\n"
-            f'  FROM (\n    {rows}\n  ) m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
-            + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-            + f"\n  WHERE true{filters}\n  GROUP BY 1, 2, 3, 4\n),\n"
-        )
+        ctes.append(_spend_cte(query, params))
     ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized))
-    union = "SELECT key, day, currency, missing, NULL::numeric, NULL::numeric, NULL::numeric, conv, rev FROM credit"
+    suffixes = ("", "_p") if query.compare else ("",)
+    spend_cols = [f"{n}{s}" for s in suffixes for n in _SPEND_MEASURES]
+    credit_cols = [f"{n}{s}" for s in suffixes for n in _CREDIT_MEASURES]
+    nulls = ", ".join("NULL::numeric" for _ in spend_cols)
+    union = f"SELECT key, day, currency, {nulls}, {', '.join(credit_cols)} FROM credit"
     if has_spend:
-        union = "SELECT key, day, currency, missing, imp, clk, spend, NULL::numeric, NULL::numeric FROM spend\n  UNION ALL " + union
-    day_expr = "CASE WHEN day < :start THEN day + CAST(:ndays AS integer) ELSE day END" if query.daily else "NULL::date"
-    ctes.append(
-        f"facts (key, day, currency, missing, imp, clk, spend, conv, rev) AS (\n  {union}\n),\n"
-        f"periods AS (\n  SELECT key, {day_expr} AS day, day < :start AS prev, currency, missing, imp, clk, spend, conv, rev\n"
-        "  FROM facts\n),\n"
-    )
+        union = (
+            f"SELECT key, day, currency, {', '.join(spend_cols)}, {', '.join('NULL::numeric' for _ in credit_cols)} FROM spend\n"
+            f"  UNION ALL {union}"
+        )
+    rate = " * COALESCE(fx.rate, 1)" if fx else ""
 
-    def agg(column: str, prev: bool, zero: bool) -> str:
-        expr = f"sum({column}) FILTER (WHERE {'' if prev else 'NOT '}prev)"
-        return f"COALESCE({expr}, 0)" if zero else expr
+    def total(column: str, suffix: str) -> str:
+        money = column in ("spend", "rev")
+        expr = f"sum(f.{column}{suffix}{rate if money else ''})"
+        expr = f"COALESCE({expr}, 0)" if has_spend or column in _CREDIT_MEASURES else expr
+        return f"round({expr})::bigint" if money else f"{expr}::float8" if column == "conv" else f"{expr}::bigint"
 
-    cols = []
-    for suffix, prev in (("", False), ("_p", True)) if query.compare else (("", False),):
-        cols += [
-            f"round({agg('spend', prev, has_spend)})::bigint AS spend_micros{suffix}",
-            f"{agg('imp', prev, has_spend)}::bigint AS impressions{suffix}",
-            f"{agg('clk', prev, has_spend)}::bigint AS clicks{suffix}",
-            f"{agg('conv', prev, True)}::float8 AS conversions{suffix}",
-            f"round({agg('rev', prev, True)}::numeric)::bigint AS revenue_micros{suffix}",
-        ]
+    names = {"spend": "spend_micros", "imp": "impressions", "clk": "clicks", "conv": "conversions", "rev": "revenue_micros"}
+    cols = [f"{total(c, s)} AS {name}{s}" for s in suffixes for c, name in names.items()]
+    missing = "array_agg(f.currency) FILTER (WHERE fx.rate IS NULL AND f.currency IS NOT NULL)" if fx else "NULL::text[]"
+    # Each side lists a currency once per key and day: one distinct value means a single currency.
+    single = "CASE WHEN min(f.currency) = max(f.currency) THEN min(f.currency) END"
     ctes.append(
-        "agg AS (\n  SELECT key, day,\n    " + ",\n    ".join(cols) + ",\n"
-        "    array_agg(DISTINCT currency) FILTER (WHERE currency IS NOT NULL) AS currencies,\n"
-        "    array_agg(DISTINCT currency) FILTER (WHERE missing) AS missing_rates\n"
-        "  FROM periods GROUP BY key, day\n)\n"
+        f"facts (key, day, currency, {', '.join(spend_cols + credit_cols)}) AS (\n  {union}\n),\n"
+        "agg AS (\n  SELECT f.key, f.day,\n    " + ",\n    ".join(cols) + ",\n"
+        "    array_agg(f.currency) FILTER (WHERE f.currency IS NOT NULL) AS currencies,\n"
+        f"    {missing} AS missing_rates, {single} AS single_currency\n"
+        f"  FROM facts f{' LEFT JOIN fx ON fx.currency = f.currency' if fx else ''} GROUP BY f.key, f.day\n)\n"
     )
     out = []
     for suffix, out_suffix in (("", ""), ("_p", "_previous")) if query.compare else (("", ""),):
@@ -455,8 +483,8 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[st
     if query.compare:
         for name in METRICS:
             out.append(f"({name})::float8 / NULLIF(({name}_previous)::float8, 0) - 1 AS {name}_change")
-    join, name_expr = _NAMES[grain]
-    currency = "CAST(:target AS text)" if fx else "CASE WHEN cardinality(r.currencies) = 1 THEN r.currencies[1] END"
+    join, name_expr = _NAMES[query.grain]
+    currency = "CAST(:target AS text)" if fx else "r.single_currency"
     if fx:
         params["target"] = query.conversion.target  # type: ignore[union-attr]
     inner = (
@@ -526,7 +554,7 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     sql, params = _metrics_sql(query, summarized=is_summarized(connection, query.organization_id))
     rows = connection.execute(text(sql), params).mappings().all()
     key = key_column(query.grain)
-    mixed = {r["key"]: sorted(r["currencies"]) for r in rows if query.conversion is None and len(r["currencies"] or ()) > 1}
+    mixed = {r["key"]: sorted(set(r["currencies"])) for r in rows if query.conversion is None and len(set(r["currencies"] or ())) > 1}
     if mixed:
         shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(mixed.items())[:5])
         raise CurrencyError(

@@ -16,12 +16,17 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from optiq_engine.io.rollup import SPEND_LEVELS, drop_spend_trigger_sql, rebuild_spend, spend_trigger_sql
+from optiq_engine.io.rollup import drop_spend_trigger_sql, rebuild_spend, spend_trigger_sql
 
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | tuple[str, ...] | None = None
 depends_on: str | tuple[str, ...] | None = None
+
+#: What this revision summarizes (0005 changes both): spend of the three daily metric tables, in 8- and
+#: 64-day buckets (single days read from the daily tables).
+LEVELS: tuple[int, ...] = (1, 2, 3)
+SPANS: tuple[int, ...] = (64, 8)
 
 
 def _org_fk(table: str) -> sa.ForeignKeyConstraint:
@@ -86,14 +91,14 @@ def upgrade() -> None:
     op.create_index(
         "EngineSpendDaily_key", "EngineSpendDaily", ["organizationId", "level", "span", "day", "scopeId"], unique=True
     )
-    rebuild_spend(_Executor())
-    for level in SPEND_LEVELS:
-        for statement in spend_trigger_sql(level):
+    rebuild_spend(_Executor(), levels=LEVELS, spans=SPANS)
+    for level in LEVELS:
+        for statement in spend_trigger_sql(level, SPANS):
             op.execute(statement)
 
 
 def downgrade() -> None:
-    for level in SPEND_LEVELS:
+    for level in LEVELS:
         for statement in drop_spend_trigger_sql(level):
             op.execute(statement)
     op.drop_table("EngineSpendDaily")
