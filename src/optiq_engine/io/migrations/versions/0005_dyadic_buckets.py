@@ -8,7 +8,8 @@ A 90-day period is tiled by 6 aligned buckets on average (at most 10) instead of
 days, so a report reads fewer rows per key. ``"EngineSpendDaily"`` now holds single days too (read from
 the summary, not the daily tables) and only the ad-account and campaign levels: per ad and day the
 summary would be as large as ``DailyAdMetric`` itself, whose bulk loads its trigger slowed down; ad-level
-reports read ``DailyAdMetric``. Partial indexes let the maintenance find the rows it zeroed without a scan.
+reports read ``DailyAdMetric``. The unique keys of both summaries include the sums, so reports read the
+index alone; partial indexes let the maintenance find the rows it zeroed without a scan.
 """
 
 from __future__ import annotations
@@ -47,8 +48,22 @@ def _resummarize(drop: tuple[int, ...], levels: tuple[int, ...], spans: tuple[in
     rederive_credit_spans(_Executor(), credit)
 
 
+_CREDIT_KEY = '"organizationId", model, level, span, day, platform, "adAccountId", "campaignId", channel, currency'
+_SPEND_KEY = '"organizationId", level, span, day, "scopeId"'
+
+
+def _keys(include: bool) -> None:
+    credit = ' INCLUDE (links, conversions, "revenueMicros")' if include else ""
+    spend = ' INCLUDE (days, impressions, clicks, "spendMicros")' if include else ""
+    op.execute('DROP INDEX "EngineCreditDaily_key"')
+    op.execute(f'CREATE UNIQUE INDEX "EngineCreditDaily_key" ON "EngineCreditDaily" ({_CREDIT_KEY}){credit} NULLS NOT DISTINCT')
+    op.execute('DROP INDEX "EngineSpendDaily_key"')
+    op.execute(f'CREATE UNIQUE INDEX "EngineSpendDaily_key" ON "EngineSpendDaily" ({_SPEND_KEY}){spend}')
+
+
 def upgrade() -> None:
     _resummarize(OLD_LEVELS, LEVELS, SPANS, SPANS)
+    _keys(include=True)
     op.execute('CREATE INDEX "EngineSpendDaily_zero" ON "EngineSpendDaily" (level) WHERE days = 0')
     op.execute('CREATE INDEX "EngineCreditDaily_zero" ON "EngineCreditDaily" ("organizationId") WHERE links = 0')
 
@@ -56,5 +71,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute('DROP INDEX "EngineCreditDaily_zero"')
     op.execute('DROP INDEX "EngineSpendDaily_zero"')
+    _keys(include=False)
     # 0004 kept 1-day credit buckets and read single days of spend from the daily tables.
     _resummarize(LEVELS, OLD_LEVELS, OLD_SPANS, (*OLD_SPANS, 1))
