@@ -20,7 +20,6 @@ definitions; in short:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ __all__ = [
     "CurrencyConversion",
     "MetricsQuery",
     "read_metrics",
-    "read_metrics_json",
     "read_credit",
     "is_summarized",
     "key_column",
@@ -254,15 +252,15 @@ _SPEND_KEYS = {
     "ad": "ad.id",
 }
 _CREDIT_KEYS = {**_SPEND_KEYS, "platform": _CREDIT_PLATFORM}
-# The same keys in "EngineCreditDaily" (alias r), and the filters' columns there.
+# The same keys in "EngineCreditDaily" (alias x), and the filters' columns there.
 _SUMMARY_KEYS = {
     "organization": "CAST(:org AS text)",
-    "platform": "r.platform",
-    "ad_account": 'r."adAccountId"',
-    "campaign": 'r."campaignId"',
-    "channel": "r.channel",
+    "platform": "x.platform",
+    "ad_account": 'x."adAccountId"',
+    "campaign": 'x."campaignId"',
+    "channel": "x.channel",
 }
-_SUMMARY_FILTERS = {"platform": "r.platform", "ad_account_id": 'r."adAccountId"', "campaign_id": 'r."campaignId"'}
+_SUMMARY_FILTERS = {"platform": "x.platform", "ad_account_id": 'x."adAccountId"', "campaign_id": 'x."campaignId"'}
 _NAMES = {
     "organization": ('"Organization" n ON n.id = r.key', "n.name"),
     "platform": ('"Platform" n ON n.code::text = r.key', "n.name"),
@@ -319,10 +317,18 @@ def _bucket_rows(query: MetricsQuery, params: dict[str, Any]) -> str:
 
 
 def _out_day(query: MetricsQuery, day: str) -> str:
-    """SQL: the report day of a row of ``day`` (see :func:`_bucket_rows`), for sources read by day."""
-    if query.daily:
-        return f"CASE WHEN {day} < CAST(:start AS date) THEN {day} + CAST(:ndays AS integer) ELSE {day} END"
-    return "NULL::date"
+    """SQL: the report day of a row of ``day`` (see :func:`_bucket_rows`; ``b.out`` is one already), null
+    unless daily (then reports group by key alone: sums per key hash well, sorts of text keys do not)."""
+    if not query.daily:
+        return "NULL::date"
+    if day == "b.out":
+        return day
+    return f"CASE WHEN {day} < CAST(:start AS date) THEN {day} + CAST(:ndays AS integer) ELSE {day} END"
+
+
+def _group(query: MetricsQuery) -> str:
+    """SQL: GROUP BY the key, and the report day of daily reports."""
+    return "GROUP BY 1, 2" if query.daily else "GROUP BY 1"
 
 
 def _sums(query: MetricsQuery, measures: Mapping[str, str], prev: str, post: str = "{}") -> str:
@@ -361,17 +367,27 @@ _SPEND_MEASURES = {"imp": "impressions", "clk": "clicks", "spend": '"spendMicros
 _CREDIT_MEASURES = ("conv", "rev")
 
 
-def _spend_cte(query: MetricsQuery, params: dict[str, Any]) -> str:
-    """SQL: ``spend`` per key, report day and currency: the levels :data:`rollup.SPEND_LEVELS` from the
+def _currencies(query: MetricsQuery, currency: str, listing: bool) -> str:
+    """SQL: a side's currency aggregates per key and day: ``cmin`` and ``cmax`` (one currency when equal;
+    ``listing``: ``clist``, all of them, for the error message) and, with a conversion, ``miss`` (those
+    without a rate)."""
+    out = f"string_agg({currency}, ',') AS clist" if listing else f"min({currency}) AS cmin, max({currency}) AS cmax"
+    if query.conversion is not None:
+        out += f", string_agg({currency}, ',') FILTER (WHERE fx.rate IS NULL) AS miss"
+    return out
+
+
+def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = False) -> str:
+    """SQL: ``spend`` per key and report day: the levels :data:`rollup.SPEND_LEVELS` from the
     ``EngineSpendDaily`` buckets, ads from ``DailyAdMetric``; summed per scope first, then joined up the
-    hierarchy (a few thousand rows, not one per day)."""
+    hierarchy (a few thousand rows, not one per day), amounts converted with a currency conversion."""
     level = query.spend_level
     if level in rollup.SPEND_LEVELS:
         measures = {name: f"s.{column}" for name, column in _SPEND_MEASURES.items()}
         rows = (
-            f'SELECT s."scopeId" AS sid, b.out AS day, {_sums(query, measures, "b.prev")}\n'
+            f'SELECT s."scopeId" AS sid, {_out_day(query, "b.out")} AS day, {_sums(query, measures, "b.prev", post="{}::bigint")}\n'
             f'  FROM {_bucket_rows(query, params)} JOIN "EngineSpendDaily" s ON s."organizationId" = :org\n'
-            f"    AND s.level = {level} AND s.span = b.span AND s.day = b.day\n  GROUP BY 1, 2"
+            f"    AND s.level = {level} AND s.span = b.span AND s.day = b.day\n  {_group(query)}"
         )
     else:
         measures = {name: f"d.{column}" for name, column in _SPEND_MEASURES.items()}
@@ -380,57 +396,66 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any]) -> str:
             ads = ' AND d."adId" = CAST(:f_ad_id AS text)'
         elif query.campaign_id is not None:
             ads = ' AND d."adId" IN (SELECT id FROM "Ad" WHERE "organizationId" = :org AND "campaignId" = CAST(:f_campaign_id AS text))'
+        prev = "(d.date < CAST(:start AS date))"
         rows = (
-            f'SELECT d."adId" AS sid, {_out_day(query, "d.date")} AS day, {_sums(query, measures, "(d.date < CAST(:start AS date))")}\n'
-            f'  FROM "DailyAdMetric" d WHERE d."organizationId" = :org AND d.date >= :lo AND d.date <= :hi{ads}\n  GROUP BY 1, 2'
+            f'SELECT d."adId" AS sid, {_out_day(query, "d.date")} AS day, {_sums(query, measures, prev, post="{}::bigint")}\n'
+            f'  FROM "DailyAdMetric" d WHERE d."organizationId" = :org AND d.date >= :lo AND d.date <= :hi{ads}\n  {_group(query)}'
         )
-    names = [*_SPEND_MEASURES, *(f"{n}_p" for n in _SPEND_MEASURES)] if query.compare else list(_SPEND_MEASURES)
+    fx = query.conversion is not None
+    names = [f"{n}{s}" for s in (("", "_p") if query.compare else ("",)) for n in _SPEND_MEASURES]
+    sums = [f"sum(m.{n}{' * COALESCE(fx.rate, 1)' if fx and n.startswith('spend') else ''}) AS {n}" for n in names]
     filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
     return (
         f"sp AS (\n  {rows}\n),\n"
-        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, m.day, aa.currency AS currency, "
-        + ", ".join(f"sum(m.{n}) AS {n}" for n in names)
-        + f"\n  FROM sp m{_SPEND_JOINS[level]} JOIN \"Platform\" p ON p.id = aa.\"platformId\"\n  WHERE true{filters}\n"
-        "  GROUP BY 1, 2, 3\n),\n"
+        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {'m.day' if query.daily else 'NULL::date'} AS day, {', '.join(sums)}, {_currencies(query, 'aa.currency', listing)}\n"
+        f'  FROM sp m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
+        + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
+        + f"\n  WHERE true{filters}\n  {_group(query)}\n),\n"
     )
 
 
-def _credit_cte(query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False) -> str:
-    """SQL: ``credit``, attributed conversions (``conv``) and revenue (``rev``) per key, report day and
-    currency (and model), from the ``EngineCreditDaily`` buckets when the organization is ``summarized``,
-    the default channel rules apply and the query needs no ad; else from the links."""
-    grain = query.grain
-    key_not_null = "" if grain in ("channel", "organization") else " AND key IS NOT NULL"
-    model = ", model" if by_model else ""
+def _credit_cte(
+    query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False, listing: bool = False
+) -> str:
+    """SQL: ``credit``, attributed conversions (``conv``) and revenue (``rev``, converted with a currency
+    conversion) per key and report day (and model), from the ``EngineCreditDaily`` buckets when the
+    organization is ``summarized``, the default channel rules apply and the query needs no ad; else from
+    the links."""
+    grain, fx = query.grain, query.conversion is not None
+    rate = " * COALESCE(fx.rate, 1)" if fx else ""
+    fx_join = " LEFT JOIN fx ON fx.currency = x.currency" if fx else ""
+    group = _group(query) + (", model" if by_model else "")
     level = _summary_level(query) if summarized else None
     if level is None:
         link_key = channel_sql(query.channel_rules, params) if grain == "channel" else _CREDIT_KEYS[grain]
         links = (
             f"SELECT {link_key} AS key, (e.\"occurredAt\" AT TIME ZONE COALESCE(aa.timezone, 'UTC'))::date AS day,\n"
-            f"    aa.currency AS currency, {rollup.FEMTO_WEIGHT} AS w, {rollup.FEMTO_WEIGHT}::numeric * e.\"valueMicros\" AS r"
+            f'    aa.currency AS currency, {rollup.FEMTO_WEIGHT} AS w, {rollup.FEMTO_WEIGHT}::numeric * e."valueMicros" AS r'
             f"{', l.model::text AS model' if by_model else ''}\n"
             f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
-            f"\n  WHERE s.\"organizationId\" = :org{_filters(query, {**_LINK_FILTERS, 'platform': _CREDIT_PLATFORM}, params)}"
+            f'\n  WHERE s."organizationId" = :org{_filters(query, {**_LINK_FILTERS, "platform": _CREDIT_PLATFORM}, params)}'
         )
-        sums = _sums(query, {"conv": "w", "rev": "r"}, "(day < CAST(:start AS date))", post="{}::numeric / 1e15")
+        sums = _sums(query, {"conv": "w", "rev": f"r{rate}"}, "(x.day < CAST(:start AS date))", post="{}::numeric / 1e15")
+        key_not_null = "" if grain in ("channel", "organization") else " AND x.key IS NOT NULL"
         return (
-            f"credit AS (\n  SELECT key, {_out_day(query, 'day')} AS day, currency, {sums}{model} FROM (\n  {links}\n  ) x\n"
-            f"  WHERE day >= :lo AND day <= :hi{key_not_null}\n  GROUP BY 1, 2, 3{', model' if by_model else ''}\n),\n"
+            f"credit AS (\n  SELECT x.key, {_out_day(query, 'x.day')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
+            f"{', x.model' if by_model else ''}\n  FROM (\n  {links}\n  ) x{fx_join}\n"
+            f"  WHERE x.day >= :lo AND x.day <= :hi{key_not_null}\n  {group}\n),\n"
         )
     key = _SUMMARY_KEYS[grain]
-    summary_not_null = "" if grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
-    sums = _sums(query, {"conv": "r.conversions", "rev": 'r."revenueMicros"'}, "b.prev")
+    key_not_null = "" if grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
+    sums = _sums(query, {"conv": "x.conversions", "rev": f'x."revenueMicros"{rate}'}, "b.prev")
     return (
-        f"credit AS (\n  SELECT {key} AS key, b.out AS day, r.currency, {sums}"
-        f"{', r.model::text AS model' if by_model else ''}\n"
-        f'  FROM {_bucket_rows(query, params)} JOIN "EngineCreditDaily" r ON r."organizationId" = :org\n'
-        f"    AND r.model{models} AND r.level = {level} AND r.span = b.span AND r.day = b.day\n"
-        f"  WHERE r.links <> 0{summary_not_null}{_filters(query, _SUMMARY_FILTERS, params)}\n"
-        f"  GROUP BY 1, 2, 3{', model' if by_model else ''}\n),\n"
+        f"credit AS (\n  SELECT {key} AS key, {_out_day(query, 'b.out')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
+        f"{', x.model::text AS model' if by_model else ''}\n"
+        f'  FROM {_bucket_rows(query, params)} JOIN "EngineCreditDaily" x ON x."organizationId" = :org\n'
+        f"    AND x.model{models} AND x.level = {level} AND x.span = b.span AND x.day = b.day{fx_join}\n"
+        f"  WHERE x.links <> 0{key_not_null}{_filters(query, _SUMMARY_FILTERS, params)}\n"
+        f"  {group}\n),\n"
     )
 
 
-def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[str, Any]]:
+def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False) -> tuple[str, dict[str, Any]]:
     lo = query.previous_start if query.compare else query.start
     params: dict[str, Any] = {
         "org": query.organization_id,
@@ -446,71 +471,72 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool) -> tuple[str, dict[st
     fx, has_spend = query.conversion is not None, query.spend_level > 0
     ctes = [_fx_cte(query.conversion, params)]
     if has_spend:
-        ctes.append(_spend_cte(query, params))
-    ctes.append(_credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized))
-    suffixes = ("", "_p") if query.compare else ("",)
-    spend_cols = [f"{n}{s}" for s in suffixes for n in _SPEND_MEASURES]
-    credit_cols = [f"{n}{s}" for s in suffixes for n in _CREDIT_MEASURES]
-    nulls = ", ".join("NULL::numeric" for _ in spend_cols)
-    union = f"SELECT key, day, currency, {nulls}, {', '.join(credit_cols)} FROM credit"
-    if has_spend:
-        union = (
-            f"SELECT key, day, currency, {', '.join(spend_cols)}, {', '.join('NULL::numeric' for _ in credit_cols)} FROM spend\n"
-            f"  UNION ALL {union}"
-        )
-    rate = " * COALESCE(fx.rate, 1)" if fx else ""
-
-    def total(column: str, suffix: str) -> str:
-        money = column in ("spend", "rev")
-        expr = f"sum(f.{column}{suffix}{rate if money else ''})"
-        expr = f"COALESCE({expr}, 0)" if has_spend or column in _CREDIT_MEASURES else expr
-        return f"round({expr})::bigint" if money else f"{expr}::float8" if column == "conv" else f"{expr}::bigint"
-
-    names = {"spend": "spend_micros", "imp": "impressions", "clk": "clicks", "conv": "conversions", "rev": "revenue_micros"}
-    cols = [f"{total(c, s)} AS {name}{s}" for s in suffixes for c, name in names.items()]
-    missing = "string_agg(f.currency, ',') FILTER (WHERE fx.rate IS NULL)" if fx else "NULL::text"
-    # Each side lists a currency once per key and day (string_agg: far less memory per group than array_agg).
-    single = "CASE WHEN min(f.currency) = max(f.currency) THEN min(f.currency) END"
+        ctes.append(_spend_cte(query, params, listing))
     ctes.append(
-        f"facts (key, day, currency, {', '.join(spend_cols + credit_cols)}) AS (\n  {union}\n),\n"
-        "agg AS (\n  SELECT f.key, f.day,\n    " + ",\n    ".join(cols) + ",\n"
-        "    string_agg(f.currency, ',') AS currencies,\n"
-        f"    {missing} AS missing_rates, {single} AS single_currency\n"
-        f"  FROM facts f{' LEFT JOIN fx ON fx.currency = f.currency' if fx else ''} GROUP BY f.key, f.day\n)\n"
+        _credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized, listing=listing)
     )
-    out = []
-    for suffix, out_suffix in (("", ""), ("_p", "_previous")) if query.compare else (("", ""),):
-        out += [f"r.{name}{suffix} AS {name}{out_suffix}" for name in BASE_METRICS]
-        out += [f"{expr} AS {name}{out_suffix}" for name, expr in _ratio_exprs(suffix).items()]
-    if query.compare:
-        for name in METRICS:
-            out.append(f"({name})::float8 / NULLIF(({name}_previous)::float8, 0) - 1 AS {name}_change")
+    suffixes = ("", "_p") if query.compare else ("",)
+    names = {"spend": "spend_micros", "imp": "impressions", "clk": "clicks", "conv": "conversions", "rev": "revenue_micros"}
+    cols = []
+    for suffix in suffixes:
+        for column, name in names.items():
+            side = "c" if column in _CREDIT_MEASURES else "s"
+            if side == "s" and not has_spend:
+                cols.append(f"NULL::bigint AS {name}{suffix}")
+                continue
+            value = f"COALESCE({side}.{column}{suffix}, 0)"
+            cast = "::float8" if column == "conv" else "::bigint"
+            cols.append(f"{'round(' + value + ')' if column in ('spend', 'rev') else value}{cast} AS {name}{suffix}")
+    # One side (spend, credit) per key and day: joined, not aggregated again. Days only key daily reports.
+    if has_spend:
+        on = "s.key = c.key" + (" AND s.day = c.day" if query.daily else "")
+        source = f"spend s FULL JOIN credit c ON {on}"
+        key, day = "COALESCE(s.key, c.key)", "COALESCE(s.day, c.day)"
+        sides = ("s", "c")
+    else:
+        source, key, day, sides = "credit c", "c.key", "c.day", ("c",)
+    if listing:
+        currencies = "concat_ws(',', " + ", ".join(f"{s}.clist" for s in sides) + ")"
+        lo_c = hi_c = "NULL::text"
+    else:
+        lo_c = f"LEAST({', '.join(f'{s}.cmin' for s in sides)})"  # LEAST and GREATEST skip nulls
+        hi_c = f"GREATEST({', '.join(f'{s}.cmax' for s in sides)})"
+        currencies = f"CASE WHEN {lo_c} <> {hi_c} THEN concat_ws(',', {lo_c}, {hi_c}) END"
+    missing = ("NULLIF(concat_ws(',', " + ", ".join(f"{s}.miss" for s in sides) + "), '')") if fx else "NULL::text"
+    ctes.append(
+        f"agg AS (\n  SELECT {key} AS key, {day} AS day,\n    " + ",\n    ".join(cols) + ",\n"
+        f"    CASE WHEN {lo_c} = {hi_c} THEN {lo_c} END AS single_currency, {currencies} AS currencies,\n"
+        f"    {missing} AS missing_rates\n  FROM {source}\n)\n"
+    )
+    out = [f"r.{name}{suffix} AS {name}{suffix}" for suffix in suffixes for name in BASE_METRICS]
     join, name_expr = _NAMES[query.grain]
     currency = "CAST(:target AS text)" if fx else "r.single_currency"
     if fx:
         params["target"] = query.conversion.target  # type: ignore[union-attr]
-    inner = (
-        f"SELECT r.key, {name_expr} AS name, {currency} AS currency, r.day, r.currencies, r.missing_rates,\n    "
-        + ",\n    ".join(o for o in out if not o.endswith("_change"))
-        + f"\n  FROM agg r{f' LEFT JOIN {join}' if join else ''}"
-    )
-    changes = [o for o in out if o.endswith("_change")]
     sql = (
         "WITH " + "".join(ctes)
-        + f"SELECT *{''.join(', ' + c for c in changes)} FROM (\n  {inner}\n) t ORDER BY key, day"
+        + f"SELECT r.key, {name_expr} AS name, {currency} AS currency, r.day, r.currencies, r.missing_rates,\n    "
+        + ",\n    ".join(out)
+        + f"\n  FROM agg r{f' LEFT JOIN {join}' if join else ''}\n  ORDER BY r.key, r.day"
     )
     return sql, params
 
 
-def _ratio_exprs(suffix: str) -> dict[str, str]:
-    s, i, k, c, r = (f"r.{n}{suffix}" for n in ("spend_micros", "impressions", "clicks", "conversions", "revenue_micros"))
-    return {
-        "roas": f"{r}::float8 / NULLIF({s}, 0)::float8",
-        "cpa_micros": f"round({s}::numeric / NULLIF({c}, 0)::numeric)::bigint",
-        "cpc_micros": f"round({s}::numeric / NULLIF({k}, 0)::numeric)::bigint",
-        "ctr": f"{k}::float8 / NULLIF({i}, 0)::float8",
-        "conversion_rate": f"{c} / NULLIF({k}, 0)::float8",
-    }
+def _div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    """``num / den`` as a float, null when ``den`` is zero or null."""
+    return pl.when(den != 0).then(num.cast(pl.Float64) / den.cast(pl.Float64))
+
+
+def _ratios(suffix: str) -> list[pl.Expr]:
+    """The :data:`RATIO_METRICS` of the base metrics with ``suffix`` (money rounded half away from zero)."""
+    s, i, k, c, r = (pl.col(f"{n}{suffix}") for n in ("spend_micros", "impressions", "clicks", "conversions", "revenue_micros"))
+
+    def micros(e: pl.Expr) -> pl.Expr:
+        return e.round(0, mode="half_away_from_zero").cast(pl.Int64)
+
+    exprs = {"roas": _div(r, s), "cpa_micros": micros(_div(s, c)), "cpc_micros": micros(_div(s, k)),
+             "ctr": _div(k, i), "conversion_rate": _div(c, k)}  # fmt: skip
+    return [e.alias(f"{n}{suffix}") for n, e in exprs.items()]
 
 
 def _schema(query: MetricsQuery) -> dict[str, pl.DataType]:
@@ -553,46 +579,39 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     >>> q = MetricsQuery("org_1", date(2024, 5, 1), date(2024, 5, 31), grain="campaign")  # doctest: +SKIP
     >>> read_metrics(q, connection).select("campaign_id", "spend_micros", "roas")  # doctest: +SKIP
     """
-    sql, params = _metrics_sql(query, summarized=is_summarized(connection, query.organization_id))
+    summarized = is_summarized(connection, query.organization_id)
+    sql, params = _metrics_sql(query, summarized=summarized)
     result = connection.execute(text(sql), params)
     names = list(result.keys())
     rows = result.all()
     at = {name: i for i, name in enumerate(names)}
-    key, currency, currencies, missing = at["key"], at["currency"], at["currencies"], at["missing_rates"]
-    _check_currencies(
-        query,
-        {r[key]: r[currencies] for r in rows if r[currency] is None and r[currencies]},
-        [r[missing] for r in rows if r[missing]],
-    )
+    key, currencies, missing = at["key"], at["currencies"], at["missing_rates"]
+    mixed = {r[key]: r[currencies] for r in rows if r[currencies]}
+    _check_currencies(query, connection, summarized, mixed, [r[missing] for r in rows if r[missing]])
     schema = _schema(query)
     dtypes = {**schema, "key": pl.String(), "day": pl.Date(), "currencies": pl.String(), "missing_rates": pl.String()}
-    frame = pl.DataFrame(rows, schema={n: dtypes[n] for n in names}, orient="row")
-    frame = frame.rename({"key": key_column(query.grain), "day": "date"}).select(list(schema))
-    return frame.with_columns(_finite(n) for n, t in schema.items() if t == pl.Float64())
+    for name in BASE_METRICS:
+        dtypes[f"{name}_p"] = dtypes[name]
+    frame = pl.DataFrame(rows, schema={n: dtypes[n] for n in names}, orient="row").lazy()
+    previous = {f"{n}_p": f"{n}_previous" for n in BASE_METRICS} if query.compare else {}
+    frame = frame.rename({"key": key_column(query.grain), "day": "date", **previous})
+    suffixes = ("", "_previous") if query.compare else ("",)
+    frame = frame.with_columns(e for suffix in suffixes for e in _ratios(suffix))
+    if query.compare:
+        frame = frame.with_columns(_div(pl.col(n), pl.col(f"{n}_previous")).sub(1).alias(f"{n}_change") for n in METRICS)
+    floats = [n for n, t in schema.items() if t == pl.Float64()]
+    return frame.select(list(schema)).with_columns(_finite(n) for n in floats).collect()
 
 
-def read_metrics_json(query: MetricsQuery, connection: Connection) -> str:
-    """:func:`read_metrics` as a JSON array of row objects (the frame's columns, in order), serialized by
-    Postgres in the same statement: what the HTTP API sends, with no Python object per cell. Same errors."""
-    sql, params = _metrics_sql(query, summarized=is_summarized(connection, query.organization_id))
-    names = {key_column(query.grain): "key", "date": "day"}
-    pairs = ", ".join(f"'{n}', {names.get(n, n)}" for n in _schema(query))
-    wrapped = (
-        f"WITH report AS MATERIALIZED (\n{sql}\n)\n"
-        f"SELECT (SELECT COALESCE(json_agg(json_build_object({pairs}) ORDER BY key, day), '[]')::text FROM report),\n"
-        "  (SELECT json_object_agg(key, currencies)::text FROM report WHERE currency IS NULL AND currencies IS NOT NULL),\n"
-        "  (SELECT string_agg(missing_rates, ',') FROM report)"
-    )
-    body, mixed, missing = connection.execute(text(wrapped), params).one()
-    _check_currencies(query, json.loads(mixed) if mixed else {}, [missing] if missing else [])
-    return body
-
-
-def _check_currencies(query: MetricsQuery, mixed: Mapping[str, str], missing: list[str]) -> None:
-    """Raise :class:`CurrencyError` for ``mixed`` (key -> comma-separated currencies of a row without a
-    single one) or ``missing`` rates (comma-separated currencies without a rate)."""
+def _check_currencies(
+    query: MetricsQuery, connection: Connection, summarized: bool, mixed: Mapping[str, str], missing: list[str]
+) -> None:
+    """Raise :class:`CurrencyError` for ``mixed`` rows (key -> two of its currencies; a second query lists
+    them all) or ``missing`` rates (comma-separated currencies without a rate)."""
     if mixed and query.conversion is None:
-        found = {k: sorted(set(v.split(","))) for k, v in mixed.items()}
+        sql, params = _metrics_sql(query, summarized=summarized, listing=True)
+        rows = connection.execute(text(f"SELECT key, currencies FROM ({sql}) t"), params).all()
+        found = {k: sorted(set(v.split(","))) for k, v in rows if v and len(set(v.split(","))) > 1}
         shown = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(found.items())[:5])
         raise CurrencyError(
             f"{len(found)} {key_column(query.grain)} row(s) would add up amounts in different currencies ({shown}); "
