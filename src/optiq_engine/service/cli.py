@@ -208,9 +208,13 @@ def serve(
     database_url: DatabaseUrl,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).", min=0)] = 0,
 ) -> None:
-    """Serve the HTTP API (metrics, credit, alerts, alert rules) with uvicorn; needs the `service` extra."""
+    """Serve the HTTP API (metrics, credit, alerts, alert rules) with uvicorn; needs the `service` extra.
+
+    Worker processes take Polars' thread count from ``POLARS_MAX_THREADS``, 1 unless set: a report's frame
+    is small and requests run side by side, so more threads per request only add contention.
+    """
     import os
 
     try:
@@ -219,4 +223,6 @@ def serve(
         err.print('[bold red]error:[/] the HTTP API needs the service extra: pip install "optiq-engine[service]"')
         raise typer.Exit(code=2) from None
     os.environ["OPTIQ_DATABASE_URL"] = database_url
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")  # read by the spawned workers' Polars
+    workers = workers or os.cpu_count() or 1
     uvicorn.run("optiq_engine.service.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")

@@ -20,6 +20,7 @@ definitions; in short:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -367,14 +368,17 @@ _SPEND_MEASURES = {"imp": "impressions", "clk": "clicks", "spend": '"spendMicros
 _CREDIT_MEASURES = ("conv", "rev")
 
 
-def _currencies(query: MetricsQuery, currency: str, listing: bool) -> str:
+def _currencies(query: MetricsQuery, currency: str, listing: bool, *, single: bool = False) -> str:
     """SQL: a side's currency aggregates per key and day: ``cmin`` and ``cmax`` (one currency when equal;
     ``listing``: ``clist``, all of them, for the error message) and, with a conversion, ``miss`` (those
-    without a rate)."""
-    out = f"string_agg({currency}, ',') AS clist" if listing else f"min({currency}) AS cmin, max({currency}) AS cmax"
-    if query.conversion is not None:
-        out += f", string_agg({currency}, ',') FILTER (WHERE fx.rate IS NULL) AS miss"
-    return out
+    without a rate); ``single``: the same columns of one row (no aggregation)."""
+    if single:
+        out = f"{currency} AS clist" if listing else f"{currency} AS cmin, {currency} AS cmax"
+        miss = f"CASE WHEN fx.rate IS NULL THEN {currency} END"
+    else:
+        out = f"string_agg({currency}, ',') AS clist" if listing else f"min({currency}) AS cmin, max({currency}) AS cmax"
+        miss = f"string_agg({currency}, ',') FILTER (WHERE fx.rate IS NULL)"
+    return out + (f", {miss} AS miss" if query.conversion is not None else "")
 
 
 def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = False) -> str:
@@ -402,15 +406,19 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
             f'  FROM "DailyAdMetric" d WHERE d."organizationId" = :org AND d.date >= :lo AND d.date <= :hi{ads}\n  {_group(query)}'
         )
     fx = query.conversion is not None
+    # Keyed by the scope itself (a campaign report from campaign rows): one row per key, nothing to add up.
+    single = query.grain in ("ad_account", "campaign", "ad") and _GRAIN_LEVEL[query.grain] == level
     names = [f"{n}{s}" for s in (("", "_p") if query.compare else ("",)) for n in _SPEND_MEASURES]
-    sums = [f"sum(m.{n}{' * COALESCE(fx.rate, 1)' if fx and n.startswith('spend') else ''}) AS {n}" for n in names]
+    values = [f"m.{n}{' * COALESCE(fx.rate, 1)' if fx and n.startswith('spend') else ''}" for n in names]
+    sums = [f"{v if single else f'sum({v})'} AS {n}" for v, n in zip(values, names, strict=True)]
     filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
     return (
         f"sp AS (\n  {rows}\n),\n"
-        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {'m.day' if query.daily else 'NULL::date'} AS day, {', '.join(sums)}, {_currencies(query, 'aa.currency', listing)}\n"
+        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {'m.day' if query.daily else 'NULL::date'} AS day, {', '.join(sums)},"
+        f" {_currencies(query, 'aa.currency', listing, single=single)}\n"
         f'  FROM sp m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
         + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
-        + f"\n  WHERE true{filters}\n  {_group(query)}\n),\n"
+        + f"\n  WHERE true{filters}{'' if single else chr(10) + '  ' + _group(query)}\n),\n"
     )
 
 
@@ -527,6 +535,15 @@ def _div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     return pl.when(den != 0).then(num.cast(pl.Float64) / den.cast(pl.Float64))
 
 
+@functools.cache
+def _derived(compare: bool) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """Expressions of the :data:`RATIO_METRICS` (and, with ``compare``, their previous values) and of the
+    ``_change`` columns; built once (reports run them on a few thousand rows, where building costs more)."""
+    ratios = [e for suffix in (("", "_previous") if compare else ("",)) for e in _ratios(suffix)]
+    changes = [_div(pl.col(n), pl.col(f"{n}_previous")).sub(1).alias(f"{n}_change") for n in METRICS] if compare else []
+    return ratios, changes
+
+
 def _ratios(suffix: str) -> list[pl.Expr]:
     """The :data:`RATIO_METRICS` of the base metrics with ``suffix`` (money rounded half away from zero)."""
     s, i, k, c, r = (pl.col(f"{n}{suffix}") for n in ("spend_micros", "impressions", "clicks", "conversions", "revenue_micros"))
@@ -595,10 +612,10 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema={n: dtypes[n] for n in names}, orient="row").lazy()
     previous = {f"{n}_p": f"{n}_previous" for n in BASE_METRICS} if query.compare else {}
     frame = frame.rename({"key": key_column(query.grain), "day": "date", **previous})
-    suffixes = ("", "_previous") if query.compare else ("",)
-    frame = frame.with_columns(e for suffix in suffixes for e in _ratios(suffix))
-    if query.compare:
-        frame = frame.with_columns(_div(pl.col(n), pl.col(f"{n}_previous")).sub(1).alias(f"{n}_change") for n in METRICS)
+    ratios, changes = _derived(query.compare)
+    frame = frame.with_columns(ratios)
+    if changes:
+        frame = frame.with_columns(changes)
     floats = [n for n, t in schema.items() if t == pl.Float64()]
     return frame.select(list(schema)).with_columns(_finite(n) for n in floats).collect()
 
