@@ -1,6 +1,6 @@
 """Daily summaries that the service reads instead of millions of links and daily metric rows.
 
-Two engine tables (migration 0004) hold sums per organization, day bucket and key; a report adds up a few
+Two engine tables (migrations 0004, 0005) hold sums per organization, day bucket and key; a report adds up a few
 buckets per key instead of scanning every ``AttributionLink`` of its period (``docs/service.md``):
 
 - ``"EngineCreditDaily"``: attributed links, conversions (sum of weights) and revenue (sum of weight x
