@@ -209,6 +209,7 @@ def _queries() -> list[MetricsQuery]:
         {"grain": "platform", "ad_account_id": "accA3"}, {"grain": "organization", "conversion": _USD},
         {"grain": "channel", "conversion": _USD, "daily": True}, {"grain": "channel", "channel_rules": _RULES},
         {"grain": "ad", "model": "LAST_TOUCH", "platform": "META"},
+        {"grain": "campaign", "conversion": _USD}, {"grain": "ad_account", "conversion": CurrencyConversion("USD")},
     ]  # fmt: skip
     return out + [MetricsQuery("orgA", *_LONG, **f) for f in filters]
 
