@@ -317,13 +317,14 @@ def _bucket_rows(query: MetricsQuery, params: dict[str, Any]) -> str:
     )
 
 
-def _out_day(query: MetricsQuery, day: str) -> str:
-    """SQL: the report day of a row of ``day`` (see :func:`_bucket_rows`; ``b.out`` is one already), null
-    unless daily (then reports group by key alone: sums per key hash well, sorts of text keys do not)."""
-    if not query.daily:
-        return "NULL::date"
-    if day == "b.out":
-        return day
+def _report_day(query: MetricsQuery, day: str) -> str:
+    """SQL: ``day`` (a report day: ``b.out``, ``m.day`` or :func:`_shifted`) in daily reports, else null
+    (then reports group by key alone: sums per key hash well, sorts of text keys do not)."""
+    return day if query.daily else "NULL::date"
+
+
+def _shifted(day: str) -> str:
+    """SQL: the report day of a row read by its ``day``: days of the previous period move onto the period's."""
     return f"CASE WHEN {day} < CAST(:start AS date) THEN {day} + CAST(:ndays AS integer) ELSE {day} END"
 
 
@@ -389,7 +390,7 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
     if level in rollup.SPEND_LEVELS:
         measures = {name: f"s.{column}" for name, column in _SPEND_MEASURES.items()}
         rows = (
-            f'SELECT s."scopeId" AS sid, {_out_day(query, "b.out")} AS day, {_sums(query, measures, "b.prev", post="{}::bigint")}\n'
+            f'SELECT s."scopeId" AS sid, {_report_day(query, "b.out")} AS day, {_sums(query, measures, "b.prev", post="{}::bigint")}\n'
             f'  FROM {_bucket_rows(query, params)} JOIN "EngineSpendDaily" s ON s."organizationId" = :org\n'
             f"    AND s.level = {level} AND s.span = b.span AND s.day = b.day\n  {_group(query)}"
         )
@@ -402,7 +403,7 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
             ads = ' AND d."adId" IN (SELECT id FROM "Ad" WHERE "organizationId" = :org AND "campaignId" = CAST(:f_campaign_id AS text))'
         prev = "(d.date < CAST(:start AS date))"
         rows = (
-            f'SELECT d."adId" AS sid, {_out_day(query, "d.date")} AS day, {_sums(query, measures, prev, post="{}::bigint")}\n'
+            f'SELECT d."adId" AS sid, {_report_day(query, _shifted("d.date"))} AS day, {_sums(query, measures, prev, post="{}::bigint")}\n'
             f'  FROM "DailyAdMetric" d WHERE d."organizationId" = :org AND d.date >= :lo AND d.date <= :hi{ads}\n  {_group(query)}'
         )
     fx = query.conversion is not None
@@ -414,7 +415,7 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
     filters = _filters(query, {**_LINK_FILTERS, "platform": "p.code::text"}, params)
     return (
         f"sp AS (\n  {rows}\n),\n"
-        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {'m.day' if query.daily else 'NULL::date'} AS day, {', '.join(sums)},"
+        f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {_report_day(query, 'm.day')} AS day, {', '.join(sums)},"
         f" {_currencies(query, 'aa.currency', listing, single=single)}\n"
         f'  FROM sp m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
         + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
@@ -446,7 +447,7 @@ def _credit_cte(
         sums = _sums(query, {"conv": "w", "rev": f"r{rate}"}, "(x.day < CAST(:start AS date))", post="{}::numeric / 1e15")
         key_not_null = "" if grain in ("channel", "organization") else " AND x.key IS NOT NULL"
         return (
-            f"credit AS (\n  SELECT x.key, {_out_day(query, 'x.day')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
+            f"credit AS (\n  SELECT x.key, {_report_day(query, _shifted('x.day'))} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
             f"{', x.model' if by_model else ''}\n  FROM (\n  {links}\n  ) x{fx_join}\n"
             f"  WHERE x.day >= :lo AND x.day <= :hi{key_not_null}\n  {group}\n),\n"
         )
@@ -454,7 +455,7 @@ def _credit_cte(
     key_not_null = "" if grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
     sums = _sums(query, {"conv": "x.conversions", "rev": f'x."revenueMicros"{rate}'}, "b.prev")
     return (
-        f"credit AS (\n  SELECT {key} AS key, {_out_day(query, 'b.out')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
+        f"credit AS (\n  SELECT {key} AS key, {_report_day(query, 'b.out')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
         f"{', x.model::text AS model' if by_model else ''}\n"
         f'  FROM {_bucket_rows(query, params)} JOIN "EngineCreditDaily" x ON x."organizationId" = :org\n'
         f"    AND x.model{models} AND x.level = {level} AND x.span = b.span AND x.day = b.day{fx_join}\n"
