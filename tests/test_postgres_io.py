@@ -426,3 +426,54 @@ def test_a_role_granted_set_on_session_replication_role_checks_set_based(writabl
         assert _write(granted_url, result, cv).inserted == result.links.height
         assert _write(granted_url, result, cv).changed == 0
     assert _db_links(url, "orgW").equals(_expected(result))
+
+
+def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable) -> None:
+    """What Postgres' per-row trigger guarantees: a row that a new link references cannot be deleted by
+    another transaction before the writer commits (its DELETE waits), while rows the writer's own
+    transaction inserted (the journeys its journey events reference) are found without a lock."""
+    url, tp, cv = writable
+    result = oq.attribute(tp, cv, models=["LINEAR"])
+    touchpoint = result.links["touchpoint_id"][0]
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    events = postgres.read_events(url, postgres.Window(organization_id="orgW"))
+    journeys = oq.build_journeys(events)
+    with postgres.transaction(url) as cur:
+        postgres.merge_links(
+            cur, result.links, organization_id="orgW", conversion_ids=cv["conversion_id"], models=["LINEAR"]
+        )
+        postgres.merge_journeys(
+            cur, journeys.journeys, journeys.journey_events, organization_id="orgW", anon_ids=events["anon_id"]
+        )
+        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmin::text = {postgres._MY_XID}')
+        assert cur.fetchone()[0] == journeys.journeys.height  # written by this transaction: never locked
+        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmax::text = {postgres._MY_XID}')
+        assert cur.fetchone()[0] == 0  # ... and not locked (a lock writes the locker's xid into xmax)
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("SET lock_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute('DELETE FROM "TouchPoint" WHERE id = %s', (touchpoint,))
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute('DELETE FROM "TrackingEvent" WHERE id = %s', (journeys.journey_events["event_id"][0],))
+    with psycopg.connect(dsn, autocommit=True) as other:  # committed: the links hold, the delete cascades
+        other.execute('DELETE FROM "TouchPoint" WHERE id = %s', (touchpoint,))
+    assert touchpoint not in _db_links(url, "orgW")["touchpoint_id"].to_list()
+
+
+@pytest.mark.parametrize("collision", ["within a side", "across the sides"])
+def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch, collision) -> None:
+    """The merge pairs stored and new rows on a 64-bit hash of the key; when two different keys share one it
+    diffs on the string keys instead, and writes exactly what it would have written."""
+    url, tp, cv = writable
+    first = oq.attribute(tp, cv)
+    _write(url, first, cv)
+    shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
+    if collision == "within a side":  # every key of a side shares one hash
+        monkeypatch.setattr(postgres, "_key_hash", lambda keys: pl.Series([0] * keys.height, dtype=pl.UInt64))
+    else:  # unique within each side, but row i of one side pairs with row i of the other, whatever its key
+        monkeypatch.setattr(postgres, "_key_hash", lambda keys: pl.int_range(keys.height, eager=True).cast(pl.UInt64))
+    counts = _write(url, shorter, cv)
+    assert counts.deleted == first.links.height - shorter.links.height > 0
+    assert counts.inserted == 0 and counts.updated > 0  # LINEAR etc. weights change with fewer touchpoints
+    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert _write(url, shorter, cv).changed == 0
