@@ -247,7 +247,7 @@ def test_module_constants_match_the_document() -> None:
 @pytest.mark.postgres
 def test_upgrade_creates_every_table(upgraded: str, inspector: sa.Inspector) -> None:
     assert set(inspector.get_table_names()) == DOC_TABLES | ENGINE_TABLES | {"alembic_version"}
-    assert db.current(upgraded) == db.head() == "0005"
+    assert db.current(upgraded) == db.head() == "0006"
     assert db.has_optiq_tables(upgraded)
 
 

@@ -519,6 +519,7 @@ tracking_event = Table(
     _idx("TrackingEvent", "siteId", "type", "occurredAt"),
     _idx("TrackingEvent", "siteId", "anonId", "occurredAt"),
     _idx("TrackingEvent", "siteId", "utmSource", "occurredAt"),
+    Index("TrackingEvent_createdAt_idx", "createdAt", postgresql_using="brin"),  # incremental runs (0006)
 )
 
 touch_point = Table(
@@ -545,6 +546,7 @@ touch_point = Table(
     _idx("TouchPoint", "siteId", "fbclid"),
     _idx("TouchPoint", "siteId", "ttclid"),
     _idx("TouchPoint", "trackingEventId"),
+    Index("TouchPoint_createdAt_idx", "createdAt", postgresql_using="brin"),  # incremental runs (0006)
 )
 
 attribution_link = Table(
