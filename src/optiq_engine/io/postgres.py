@@ -371,8 +371,9 @@ class _Merge:
     result lacks are deleted. ``scope_filter`` narrows the scope (SQL on alias ``t``, may use ``$1``...).
     ``enums`` are the columns of Postgres enum types (read back as text).
 
-    The diff is computed in memory: the scope's current rows are read (binary COPY through ADBC), compared
-    with the new rows on the key, and only the difference goes back: stale rows deleted and changed rows
+    The diff is computed in memory: the scope's current rows are read (binary COPY through ADBC), paired
+    with the new rows on a 64-bit hash of the key (each pair's key then compared exactly; a collision falls
+    back to a join on the string keys), and only the difference goes back: stale rows deleted and changed rows
     updated by id, through small temporary tables, and new rows bulk-copied straight into the table in key
     order. A rerun that changes nothing writes nothing; a first run is one binary ``COPY`` into the table.
     """
@@ -680,7 +681,7 @@ def write_links(
     Foreign keys: a role that may set ``session_replication_role`` (a superuser, or on PostgreSQL 15+ a role
     granted ``SET ON PARAMETER session_replication_role``) checks the new rows' references set-based, one
     join per foreign key that also locks the referenced rows ``FOR KEY SHARE`` (what Postgres' per-row
-    trigger does), then inserts with the per-row triggers off; only when no other trigger fires on INSERT.
+    trigger does; rows this transaction wrote itself need no lock), then inserts with the per-row triggers off; only when no other trigger fires on INSERT.
     Any other role inserts through Postgres' own per-row checks. A missing reference writes nothing either way.
 
     Parameters
