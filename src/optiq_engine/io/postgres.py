@@ -572,17 +572,11 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     # Rows this transaction inserted or updated (xmin: its own xid; this code opens no subtransaction)
     # cannot be deleted by another one before it commits: found, not locked (locking writes every row).
     join = f'FROM {target} r JOIN {refs} x ON r."{target_column}" = x.v'
-    cur.execute("SELECT current_setting('work_mem')")
-    (work_mem,) = cur.fetchone()
-    # Many references are hash-joined: a hash that spills to disk made locking 11M events take 313 s
-    # instead of 22 s in memory. ~100 bytes per reference, within [256 MB, 2 GB].
-    cur.execute(f"SET LOCAL work_mem = '{min(max(ids.len() // 10_000, 256), 2048)}MB'")
     cur.execute(
         f"SELECT (SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} FOR KEY SHARE OF r) locked)"
         f" + (SELECT count(*) {join} WHERE r.xmin::text = {_MY_XID})"
     )
     (locked,) = cur.fetchone()
-    cur.execute(f"SET LOCAL work_mem = '{work_mem}'")
     if locked != ids.len():
         cur.execute(
             f'SELECT x.v::text FROM {refs} x WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE r."{target_column}" = x.v) '
