@@ -331,6 +331,10 @@ def run_batch(
                     unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
                     scope.append(keep)
                     model_names = list(result.model_names)
+                    # Only the links are kept: the inputs and the unfiltered result (several GB at 10M
+                    # touchpoints) would otherwise stay alive through the write, crowding out the page cache
+                    # that the database's writes and locks need on the same machine.
+                    del tp, cv, in_scope, result
                 stage("building journeys")
                 t0 = time.perf_counter()
                 # Journeys depend on a user's whole history: rebuilt from all events of the users in scope.
@@ -345,6 +349,7 @@ def run_batch(
                     summary.quarantined["events"] = journeys.quarantined.height
                 timings["journeys"] = time.perf_counter() - t0
                 event_users = events.get_column("anon_id")
+                del events
             if anon_ids != ():
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
