@@ -260,8 +260,12 @@ def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> Non
     assert set(events["type"].unique()) == {"PAGE_VIEW", "CONVERSION"}
 
 
-def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_url: str) -> None:
+@pytest.mark.parametrize("probe", [False, True], ids=["planner's joins", "index probes"])
+def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_url: str, monkeypatch, probe) -> None:
     from optiq_engine.journeys import build_journeys
+
+    if probe:  # every scope counts as small: read back, update and delete by index probes
+        monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)
 
     data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
     with fresh_database(postgres_url) as url:
@@ -477,3 +481,34 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
     assert counts.inserted == 0 and counts.updated > 0  # LINEAR etc. weights change with fewer touchpoints
     assert _db_links(url, "orgW").equals(_expected(shorter))
     assert _write(url, shorter, cv).changed == 0
+
+
+def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, monkeypatch) -> None:
+    """A merge whose scope is small for the table joins by nested loops over the table's indexes (hash and
+    merge joins off for that statement only) and writes exactly what the planner's joins write."""
+    url, tp, cv = writable
+    first = oq.attribute(tp, cv)
+    _write(url, first, cv)
+    seen: list[tuple[str, str]] = []
+    probes = postgres._index_probes
+
+    @contextmanager
+    def spy(cur, table, ids):
+        with probes(cur, table, ids):
+            cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+            seen.append(cur.fetchone())
+            yield
+        cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+        seen.append(cur.fetchone())
+
+    monkeypatch.setattr(postgres, "_index_probes", spy)
+    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small
+    shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
+    counts = _write(url, shorter, cv)
+    assert counts.deleted == first.links.height - shorter.links.height > 0 and counts.updated > 0
+    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert seen == [("off", "off"), ("on", "on")] * 3  # read back, delete, update; then reset
+    monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # no scope is small: the planner's joins
+    seen.clear()
+    assert _write(url, shorter, cv).changed == 0
+    assert seen == [("on", "on"), ("on", "on")]
