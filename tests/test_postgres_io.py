@@ -484,31 +484,41 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
 
 
 def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, monkeypatch) -> None:
-    """A merge whose scope is small for the table joins by nested loops over the table's indexes (hash and
-    merge joins off for that statement only) and writes exactly what the planner's joins write."""
+    """A merge whose scope is small for the table finds its rows by index probes (the read-back as a lateral
+    subquery; DELETE and UPDATE by primary key with hash and merge joins off for that statement only) and
+    writes exactly what the planner's joins write."""
     url, tp, cv = writable
     first = oq.attribute(tp, cv)
     _write(url, first, cv)
-    seen: list[tuple[str, str]] = []
-    probes = postgres._index_probes
+    few, settings = [], []
+    real_few, real_probes = postgres._few, postgres._primary_key_probes
+
+    def spy_few(cur, table, ids):
+        few.append((table, real_few(cur, table, ids)))
+        return few[-1][1]
+
+    def joins(cur):
+        cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+        settings.append(cur.fetchone())
 
     @contextmanager
-    def spy(cur, table, ids):
-        with probes(cur, table, ids):
-            cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
-            seen.append(cur.fetchone())
+    def spy_probes(cur, table, ids):
+        with real_probes(cur, table, ids):
+            joins(cur)
             yield
-        cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
-        seen.append(cur.fetchone())
+        joins(cur)
 
-    monkeypatch.setattr(postgres, "_index_probes", spy)
+    monkeypatch.setattr(postgres, "_few", spy_few)
+    monkeypatch.setattr(postgres, "_primary_key_probes", spy_probes)
     monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small
     shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0 and counts.updated > 0
     assert _db_links(url, "orgW").equals(_expected(shorter))
-    assert seen == [("off", "off"), ("on", "on")] * 3  # read back, delete, update; then reset
+    assert few == [("AttributionLink", True)] * 3  # read back, delete, update
+    assert settings == [("off", "off"), ("on", "on")] * 2  # delete, update; then reset
     monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # no scope is small: the planner's joins
-    seen.clear()
+    few.clear()
+    settings.clear()
     assert _write(url, shorter, cv).changed == 0
-    assert seen == [("on", "on"), ("on", "on")]
+    assert few == [("AttributionLink", False)] and settings == []

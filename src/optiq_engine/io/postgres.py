@@ -370,8 +370,8 @@ class _Merge:
     ``scope_column`` names the column whose scope values are recomputed: rows in the scope that the new
     result lacks are deleted. ``scope_filter`` narrows the scope (SQL on alias ``t``, may use ``$1``...).
     ``enums`` are the columns of Postgres enum types (read back as text). ``probe``: the scope column (with
-    the filter's equalities) leads an index of the table, so that a small scope is read by index probes
-    (:func:`_index_probes`).
+    the filter's equalities) leads an index of the table, so that a small scope is read back by index
+    probes (:func:`_few`).
 
     The diff is computed in memory: the scope's current rows are read (binary COPY through ADBC), paired
     with the new rows on a 64-bit hash of the key (each pair's key then compared exactly; a collision falls
@@ -405,14 +405,22 @@ class _Merge:
             f't."{c}"::text AS "{c}"' if c in self.enums else f't."{c}"'
             for c in dict.fromkeys(("id", *self.key, *self.values))
         )
-        sql = (
-            f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
-            f"WHERE {self.scope_filter}"
-        )
         cur.execute(f"SELECT count(*) FROM {self.scope_table}")
-        with _index_probes(cur, self.table, cur.fetchone()[0] if self.probe else None):
-            cur.execute(_inline(sql, params))
-            return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+        if self.probe and _few(cur, self.table, cur.fetchone()[0]):
+            # One index probe per scope id: a lateral subquery that cannot be flattened (OFFSET 0) is a
+            # nested loop whatever the statistics say (without any, turning hash joins off chose a nested
+            # loop over the whole table instead: 22.5M links x 30k ids).
+            sql = (
+                f"SELECT t.* FROM {self.scope_table} sc CROSS JOIN LATERAL (SELECT {cols} "
+                f'FROM "{self.table}" t WHERE t."{self.scope_column}" = sc.id AND {self.scope_filter} OFFSET 0) t'
+            )
+        else:
+            sql = (
+                f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
+                f"WHERE {self.scope_filter}"
+            )
+        cur.execute(_inline(sql, params))
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
 
     def apply(self, cur: Any, rows: pl.DataFrame, params: list[Any] | None = None) -> WriteCounts:
         """Delete the scope's stale rows, update changed ones, insert new ones; equal rows stay untouched.
@@ -482,7 +490,7 @@ class _Merge:
             return 0
         gone = self._temp("gone")
         _stage(cur, gone, "id text", pl.DataFrame({"id": ids}))
-        with _index_probes(cur, self.table, len(ids)):
+        with _primary_key_probes(cur, self.table, len(ids)):
             return _count(cur, f'DELETE FROM "{self.table}" t USING {gone} g WHERE t.id = g.id', len(ids))
 
     def _update(self, cur: Any, changed: pl.DataFrame) -> int:
@@ -492,7 +500,7 @@ class _Merge:
         cols = ", ".join(f'"{c}"' for c in ("id", *self.values))
         _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed)
         assign = ", ".join(f'"{c}" = s."{c}"' for c in self.values)
-        with _index_probes(cur, self.table, changed.height):
+        with _primary_key_probes(cur, self.table, changed.height):
             return _count(
                 cur,
                 f'UPDATE "{self.table}" t SET {assign}, "updatedAt" = now() FROM {stage} s WHERE t.id = s.id',
@@ -636,29 +644,31 @@ def _count(cur: Any, statement: str, expected: int) -> int:
     return int(n)
 
 
-#: A statement joins a staged set of ids to a table by probing the table's index once per id (a nested
-#: loop) when the ids are fewer than the table's pages / ``_PROBE_PAGES``, instead of reading the whole
-#: table into a hash join. The planner cannot tell: the estimated distinct values of a column like
-#: ``JourneyEvent.journeyId`` (sampled) can be 10x too few, and tables bulk-loaded since their last
-#: ``ANALYZE`` have no statistics. Measured at 10M touchpoints, after 1% of users changed: reading back
-#: 30k conversions' links by a hash join scanned all 22.5M links (5.5 s; 0.7 s by probes); the whole
-#: incremental run took 16-17 s with the planner's joins, 12.5-13 s probing when ids * 8 < pages (links
-#: only) and 11-12 s probing every scope (ids / pages: links 0.08, journey events 0.13, journeys 0.25).
+#: A merge finds a staged set of ids in a table by probing the table's index once per id (a nested loop)
+#: when the ids are fewer than the table's pages / ``_PROBE_PAGES``, instead of reading the whole table
+#: into a hash join. The planner cannot tell: tables bulk-loaded since their last ``ANALYZE`` have no
+#: statistics (this machine's server runs without autovacuum), and sampled distinct counts of columns like
+#: ``JourneyEvent.journeyId`` are 10x too few even after one. Measured at 10M touchpoints, after 1% of
+#: users changed: reading back 30k conversions' links by a hash join scanned all 22.5M links (5.5 s; 0.7 s
+#: by probes); the whole incremental run took 16-17 s with the planner's joins, 12.5-13 s probing when
+#: ids * 8 < pages (links only) and 11-12 s probing every scope (ids / pages: links 0.08, journey events
+#: 0.13, journeys 0.25).
 _PROBE_PAGES = 2
 
 
-@contextmanager
-def _index_probes(cur: Any, table: str, ids: int | None) -> Iterator[None]:
-    """Within the block, joins are nested loops (hash and merge joins off) when ``ids`` is small for ``table``.
-
-    The settings are transaction-local and reset after the block (an error rolls the transaction back).
-    """
-    if ids is None:
-        yield
-        return
+def _few(cur: Any, table: str, ids: int) -> bool:
+    """Whether ``ids`` rows of ``table`` are few enough to find by index probes (its size, not statistics)."""
     cur.execute(f"SELECT pg_relation_size('\"{table}\"') / current_setting('block_size')::int")
-    (pages,) = cur.fetchone()
-    if ids * _PROBE_PAGES >= pages:
+    return ids * _PROBE_PAGES < cur.fetchone()[0]
+
+
+@contextmanager
+def _primary_key_probes(cur: Any, table: str, ids: int) -> Iterator[None]:
+    """Within the block, joins are nested loops (hash and merge joins off) when ``ids`` are few for ``table``:
+    for statements that join staged ids to ``table``'s primary key (unique: one row per probe, so the plan
+    is an index probe per id with or without statistics). Transaction-local, reset after the block (an
+    error rolls the transaction back)."""
+    if not _few(cur, table, ids):
         yield
         return
     cur.execute("SET LOCAL enable_hashjoin = off")
