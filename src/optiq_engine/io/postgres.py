@@ -405,8 +405,11 @@ class _Merge:
             f't."{c}"::text AS "{c}"' if c in self.enums else f't."{c}"'
             for c in dict.fromkeys(("id", *self.key, *self.values))
         )
-        cur.execute(f"SELECT count(*) FROM {self.scope_table}")
-        if self.probe and _few(cur, self.table, cur.fetchone()[0]):
+        few = False
+        if self.probe:
+            cur.execute(f"SELECT count(*) FROM {self.scope_table}")
+            few = _few(cur, self.table, cur.fetchone()[0])
+        if few:
             # One index probe per scope id: a lateral subquery that cannot be flattened (OFFSET 0) is a
             # nested loop whatever the statistics say (without any, turning hash joins off chose a nested
             # loop over the whole table instead: 22.5M links x 30k ids).
