@@ -260,6 +260,28 @@ def test_value_sums_beyond_int64_are_refused() -> None:
         oq.attribute(tp, cv, models=["MARKOV"])
 
 
+def test_combined_credit_beyond_int64_is_null_not_wrapped() -> None:
+    """combine_credit (batches, partitions) sums micros exactly: a sum past int64, or a cell already null in
+    one part, is null, as attribute() on everything gives; other cells are exact."""
+    users = ["u1", "u2", "u3", "u4"]
+    tp = pl.DataFrame({"touchpoint_id": [f"t{u}" for u in users], "anon_id": users, "channel": ["a", "a", "b", "b"],
+                       "occurred_at": [T] * 4})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": [f"c{u}" for u in users], "anon_id": users, "occurred_at": [T] * 4,
+                       "value_micros": [2**62, 2**62, 2**63 - 1, 1]})  # fmt: skip
+    whole = oq.attribute(tp, cv, models=["LINEAR"]).credit
+    assert whole.get_column("value_micros").to_list() == [None, None]
+    one_by_one = [oq.attribute(tp.filter(pl.col("anon_id") == u), cv.filter(pl.col("anon_id") == u),
+                               models=["LINEAR"]).credit for u in users]  # fmt: skip
+    combined = oq.combine_credit(one_by_one)
+    assert combined.get_column("value_micros").to_list() == [None, None]  # 2**63 and 2**63: not wrapped
+    assert combined.get_column("conversions").to_list() == [2.0, 2.0]
+    overflowed = oq.attribute(tp.head(2), cv.head(2), models=["LINEAR"]).credit  # a: null in this part
+    small = oq.attribute(tp.tail(1), cv.tail(1), models=["LINEAR"]).credit
+    small_a = small.with_columns(pl.lit("a").alias("channel"))
+    assert oq.combine_credit([overflowed, small_a]).get_column("value_micros").to_list() == [None]  # not 1
+    assert oq.combine_credit([small, small_a, small]).get_column("value_micros").to_list() == [1, 2]
+
+
 def test_bad_options_and_paths_are_refused() -> None:
     with pytest.raises(oq.ConfigError, match="order"):
         oq.models.Markov(order=5)

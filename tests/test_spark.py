@@ -149,6 +149,41 @@ def test_empty_partitions_and_one_user(spark) -> None:
     assert _collect(result.unattributed).get_column("conversion_id").to_list() == ["cc"]
 
 
+def test_credit_beyond_int64_is_null_across_partitions(spark) -> None:
+    """Eight users' 2**61 micros on one channel sum past int64 only across partitions: null, as attribute()
+    gives; never wrapped, and never a partial sum when one partition's own sum was already null."""
+    from optiq_engine.spark import attribute_spark
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    users = [f"u{i}" for i in range(8)] + ["small1", "small2", "big1", "big2"]
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": [f"t_{u}" for u in users],
+            "anon_id": users,
+            "occurred_at": [t0] * len(users),
+            "channel": ["a"] * 8 + ["b", "b", "c", "c"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [f"c_{u}" for u in users],
+            "anon_id": users,
+            "occurred_at": [t0 + timedelta(hours=1)] * len(users),
+            "value_micros": [2**61] * 8 + [3, 2**63 - 1, 2**62, 2**62],
+        }
+    )
+    want = oq.attribute(tp, cv, models=["LINEAR"]).credit.with_columns(pl.col("model", "channel").cast(pl.String))
+    assert want.get_column("value_micros").to_list() == [None, None, None]  # a: 2**64, b: 2**63 + 2, c: 2**63
+    for partitions in (1, 8):
+        result = attribute_spark(_frame(spark, tp), _frame(spark, cv), models=["LINEAR"], partitions=partitions)
+        got = _collect(result.credit).sort("model", "channel")
+        assert got.select("model", "channel", "value_micros").equals(want.select("model", "channel", "value_micros"))
+        assert got.get_column("conversions").to_list() == [8.0, 2.0, 2.0]
+    small = cv.with_columns(pl.lit(2**58, pl.Int64).alias("value_micros"))
+    got = _collect(attribute_spark(_frame(spark, tp), _frame(spark, small), models=["LINEAR"], partitions=8).credit)
+    assert got.sort("channel").get_column("value_micros").to_list() == [8 * 2**58, 2 * 2**58, 2 * 2**58]
+
+
 def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, data) -> None:
     """Channels missing in some rows (or the whole column) are derived before the shuffle, as attribute()
     derives them; left-out contract columns keep their type check; invalid rows still raise."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from .models import AttributionModel, FittedModel
 
 __all__ = ["AttributionResult", "combine_credit"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,15 +96,27 @@ class AttributionResult:
 
 
 def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
-    """Add up credit frames of results over disjoint sets of users (batches, partitions)."""
+    """Add up credit frames of results over disjoint sets of users (batches, partitions).
+
+    ``value_micros`` is summed exactly: a cell whose sum exceeds int64, or that is null in any part (it
+    exceeded int64 there), is null, as in :func:`optiq_engine.attribute`; never wrapped or partial.
+    """
     if not credits:
         return pl.DataFrame(schema={"model": pl.String, "channel": pl.String, "conversions": pl.Float64, "value_micros": pl.Int64})
     frames = [c.with_columns(pl.col("model", "channel").cast(pl.String)) for c in credits]
     order = list(dict.fromkeys(m for f in frames for m in f.get_column("model").to_list()))
-    return (
+    value = pl.col("value_micros")
+    combined = (
         pl.concat(frames, how="vertical")
         .group_by("model", "channel", maintain_order=True)
-        .agg(pl.col("conversions").sum(), pl.col("value_micros").sum())
+        .agg(
+            pl.col("conversions").sum(),
+            pl.when(value.null_count() == 0).then(value.cast(pl.Int128).sum()).alias("value_micros"),
+        )
         .with_columns(pl.col("model").cast(pl.Enum(order)))
-        .sort("model", "channel")
     )
+    fits = pl.col("value_micros").is_between(-(2**63), 2**63 - 1)
+    overflow = combined.filter(pl.col("value_micros").is_not_null() & ~fits).height
+    if overflow:
+        log.warning("credited value of %d (model, channel) cells exceeds 2**63 - 1 micros: left null", overflow)
+    return combined.with_columns(pl.when(fits).then(pl.col("value_micros")).cast(pl.Int64)).sort("model", "channel")

@@ -157,11 +157,15 @@ class SparkAttributionResult:
 
     @property
     def credit(self) -> DataFrame:
-        """Per model x channel: ``conversions`` (sum of weights) and ``value_micros`` (exact sum of micros)."""
+        """Per model x channel: ``conversions`` (sum of weights) and ``value_micros`` (exact sum of micros;
+        null where it exceeds int64 or a partition's sum did, as in :func:`optiq_engine.attribute`)."""
+        value = F.col("value_micros")
+        total = F.when(F.count_if(value.isNull()) == 0, F.sum(value.cast("decimal(38,0)")))
         return (
             self.records.where(F.col(RECORD) == CREDIT)
             .groupBy("model", "channel")
-            .agg(F.sum("conversions").alias("conversions"), F.sum("value_micros").alias("value_micros"))
+            .agg(F.sum("conversions").alias("conversions"), total.alias("value_micros"))
+            .withColumn("value_micros", F.when(value.between(-(2**63), 2**63 - 1), value.cast("long")))
             .orderBy("model", "channel")
         )
 
