@@ -956,7 +956,8 @@ def merge_touchpoints(
             {"not an engine touchpoint id": int(foreign_ids)},
         )
     rows = touchpoint_rows_for_postgres(touchpoints, site_id=site_id)
-    cur.execute(_FOREIGN_TOUCHPOINT_SITES, [organization_id, site_id, rows.get_column("siteId").unique().to_list()])
+    sites = rows.get_column("siteId").unique().to_list()
+    cur.execute(_inline(_FOREIGN_TOUCHPOINT_SITES, [organization_id, site_id, sites]))  # a bound None: untyped
     bad_sites = [site for (site,) in cur.fetchall()]
     if bad_sites:
         foreign = (
