@@ -244,7 +244,7 @@ def main() -> None:
         seeded_at = time.monotonic() - seed_age
         sql(url, "VACUUM ANALYZE", "CHECKPOINT")
         window = postgres.Window(organization_id="org_1")
-        query, params = postgres._touchpoints_query(window)
+        query, params = postgres._READ_TOUCHPOINTS.sql(window)
         log("reads")
         out["read_raw_copy_s"] = raw_copy_read(url, query, params)
         out["read_adbc_s"], tp = timed(lambda: postgres.read_touchpoints(url, window))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -115,6 +116,36 @@ def test_partitions_keep_users_whole_and_cover_everything(seeded) -> None:
     whole = oq.attribute(postgres.read_touchpoints(url, window), postgres.read_conversions(url, window))
     pieces = pl.concat([_links(oq.attribute(tp, cv)) for tp, cv in parts])
     assert pieces.sort("model", "conversion_id", "position").equals(_links(whole))
+
+
+@pytest.mark.parametrize("site", [None, "site_orgA"])
+def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, monkeypatch, site) -> None:
+    """An incremental run reads its users' rows by index probes (one per site and user) when they are few for
+    the table; the rows are exactly the scan's: duplicate and unknown anon ids, the window's bounds, the
+    organization (orgB has the same anon ids) and the site all hold."""
+    url, orgs = seeded
+    users = orgs["orgA"].conversions["anon_id"].unique().sort().head(40).to_list()
+    window = postgres.Window(
+        organization_id="orgA", site_id=site, start=datetime(2026, 2, 1, tzinfo=UTC), lookback=timedelta(days=7),
+        anon_ids=(*users, *users[:5], "nobody"),
+    )  # fmt: skip
+    probed = []
+    real_few = postgres._few
+    monkeypatch.setattr(postgres, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1])
+    reads = [postgres.read_touchpoints, postgres.read_conversions, postgres.read_events]
+    for read in (*reads, postgres.read_events_for_touchpoints):
+        monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small: probes
+        by_probes = read(url, window)
+        monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # none is: the scan
+        by_scan = read(url, window)
+        assert probed[-2:] == [True, False]
+        assert by_probes.height > 0 and set(by_probes["anon_id"]) <= set(users)
+        assert by_probes["organization_id"].unique().to_list() == ["orgA"]
+        assert by_probes.sort(by_probes.columns).equals(by_scan.sort(by_scan.columns))
+        everyone = read(url, replace(window, anon_ids=None))
+        assert by_scan.sort(by_scan.columns).equals(
+            everyone.filter(pl.col("anon_id").is_in(users)).sort(everyone.columns)
+        )
 
 
 def test_bad_window_arguments() -> None:
@@ -332,9 +363,15 @@ def _app_role(url: str, *, granted_replication_role: bool = False) -> Iterator[s
             conn.execute(f"DROP ROLE {role}")
 
 
-@pytest.mark.parametrize("as_app_role", [False, True], ids=["superuser", "app role"])
-def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_written(writable, as_app_role) -> None:
+@pytest.mark.parametrize(
+    ("as_app_role", "probe"), [(False, False), (False, True), (True, False)],
+    ids=["superuser", "superuser, index probes", "app role"],
+)  # fmt: skip
+def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_written(
+    writable, monkeypatch, as_app_role, probe
+) -> None:
     url, tp, cv = writable
+    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0 if probe else 10**9)
     first = oq.attribute(tp, cv)
     _write(url, first, cv)
     changed = oq.attribute(tp, cv, lookback=timedelta(days=2))
@@ -432,11 +469,14 @@ def test_a_role_granted_set_on_session_replication_role_checks_set_based(writabl
     assert _db_links(url, "orgW").equals(_expected(result))
 
 
-def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable) -> None:
+@pytest.mark.parametrize("probe", [False, True], ids=["joins", "index probes"])
+def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable, monkeypatch, probe) -> None:
     """What Postgres' per-row trigger guarantees: a row that a new link references cannot be deleted by
     another transaction before the writer commits (its DELETE waits), while rows the writer's own
-    transaction inserted (the journeys its journey events reference) are found without a lock."""
+    transaction inserted (the journeys its journey events reference) are found without a lock. The same
+    whether the referenced rows are found by the planner's joins or by index probes (few references)."""
     url, tp, cv = writable
+    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0 if probe else 10**9)
     result = oq.attribute(tp, cv, models=["LINEAR"])
     touchpoint = result.links["touchpoint_id"][0]
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -160,24 +160,68 @@ def _event_columns(*, for_touchpoints: bool) -> str:
 _EVENT_COLUMNS = _event_columns(for_touchpoints=False)
 
 
-def _where(alias: str, window: Window, *, partition: tuple[int, int] | None) -> tuple[str, list[Any]]:
-    clauses = ['s."organizationId" = $1']
+def _where(alias: str, window: Window, *, partition: tuple[int, int] | None, probe: bool) -> tuple[str, str, list[Any]]:
+    """(site clauses on ``s``, row clauses on ``alias``, parameters); with ``probe``, the anon ids are the
+    last parameter and not among the row clauses (the probe form joins them)."""
+    sites = ['s."organizationId" = $1']
+    rows = ["TRUE"]
     params: list[Any] = [window.organization_id]
     if window.site_id is not None:
         params.append(window.site_id)
-        clauses.append(f'{alias}."siteId" = ${len(params)}')
+        sites.append(f"s.id = ${len(params)}")
     if window.read_from is not None:
         params.append(window.read_from)
-        clauses.append(f'{alias}."occurredAt" >= ${len(params)}')
+        rows.append(f'{alias}."occurredAt" >= ${len(params)}')
     if window.end is not None:
         params.append(window.end)
-        clauses.append(f'{alias}."occurredAt" < ${len(params)}')
+        rows.append(f'{alias}."occurredAt" < ${len(params)}')
+    if partition is not None:
+        rows.append(hash_partition(f'{alias}."anonId"', *partition))
     if window.anon_ids is not None:
         params.append(list(window.anon_ids))
-        clauses.append(f'{alias}."anonId" = ANY(${len(params)})')
-    if partition is not None:
-        clauses.append(hash_partition(f'{alias}."anonId"', *partition))
-    return " AND ".join(clauses), params
+        if not probe:
+            rows.append(f'{alias}."anonId" = ANY(${len(params)})')
+    return " AND ".join(sites), " AND ".join(rows), params
+
+
+@dataclass(frozen=True)
+class _Query:
+    """SELECT ``columns`` of ``table`` (as ``alias``, its site as ``s``) in a window, ``where`` on ``alias``."""
+
+    columns: str
+    table: str
+    alias: str
+    where: str = "TRUE"
+
+    def sql(
+        self, window: Window, partition: tuple[int, int] | None = None, *, probe: bool = False
+    ) -> tuple[str, list[Any]]:
+        """The query and its parameters.
+
+        ``probe`` (only with ``window.anon_ids``): one index probe per (site, user) on the table's
+        ``(siteId, anonId, occurredAt)`` index, a lateral subquery that cannot be flattened (``OFFSET 0``), so
+        a nested loop whatever the statistics; else a scan with ``anonId = ANY(...)``. The index cannot serve
+        that scan (its leading ``siteId`` is known only through the join), and sampled statistics undercount
+        distinct anon ids 10x or more: 20k users' touchpoints looked like 970k rows of 10M and were read by a
+        full scan (0.94 s).
+        """
+        a = self.alias
+        sites, rows, params = _where(a, window, partition=partition, probe=probe)
+        if not probe:
+            return (
+                f'SELECT {self.columns}\nFROM "{self.table}" {a} JOIN "TrackingSite" s ON s.id = {a}."siteId"\n'
+                f"WHERE {sites} AND {self.where} AND {rows}",
+                params,
+            )
+        if window.anon_ids is None:
+            raise ConfigError("probe reads need window.anon_ids")
+        return (
+            f'SELECT {self.columns}\nFROM "TrackingSite" s\n'
+            f"CROSS JOIN (SELECT DISTINCT x FROM unnest(${len(params)}::text[]) x) u(anon_id)\n"
+            f'CROSS JOIN LATERAL (SELECT * FROM "{self.table}" {a} WHERE {a}."siteId" = s.id '
+            f'AND {a}."anonId" = u.anon_id AND {self.where} AND {rows} OFFSET 0) {a}\nWHERE {sites}',
+            params,
+        )
 
 
 def hash_partition(column: str, i: int, n: int) -> str:
@@ -189,27 +233,9 @@ def hash_partition(column: str, i: int, n: int) -> str:
     return f"(hashtextextended({column}, 0) & 9223372036854775807) % {int(n)} = {int(i)}"
 
 
-def _touchpoints_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
-    where, params = _where("tp", window, partition=partition)
-    sql = (
-        f'SELECT {_TOUCHPOINT_COLUMNS}\nFROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId"\nWHERE {where}'
-    )
-    return sql, params
-
-
-def _conversions_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
-    where, params = _where("e", window, partition=partition)
-    sql = (
-        f'SELECT {_CONVERSION_COLUMNS}\nFROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"\n'
-        f"WHERE e.type = 'CONVERSION' AND {where}"
-    )
-    return sql, params
-
-
-def _events_query(window: Window, partition: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
-    where, params = _where("e", window, partition=partition)
-    sql = f'SELECT {_EVENT_COLUMNS}\nFROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"\nWHERE {where}'
-    return sql, params
+_READ_TOUCHPOINTS = _Query(_TOUCHPOINT_COLUMNS, "TouchPoint", "tp")
+_READ_CONVERSIONS = _Query(_CONVERSION_COLUMNS, "TrackingEvent", "e", "e.type = 'CONVERSION'")
+_READ_EVENTS = _Query(_EVENT_COLUMNS, "TrackingEvent", "e")
 
 
 def _inline(sql: str, params: list[Any]) -> str:
@@ -229,10 +255,10 @@ def read_sql(what: str, window: Window) -> str:
     """The query of :func:`read_touchpoints` / :func:`read_conversions` / :func:`read_events` (``what``:
     ``touchpoints``, ``conversions`` or ``events``) for ``window``, parameters inlined: for other readers of
     the same rows (Spark's JDBC source)."""
-    queries = {"touchpoints": _touchpoints_query, "conversions": _conversions_query, "events": _events_query}
+    queries = {"touchpoints": _READ_TOUCHPOINTS, "conversions": _READ_CONVERSIONS, "events": _READ_EVENTS}
     if what not in queries:
         raise ConfigError(f"read_sql: what must be one of {sorted(queries)}, got {what!r}")
-    return _inline(*queries[what](window))
+    return _inline(*queries[what].sql(window))
 
 
 def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
@@ -244,9 +270,26 @@ def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
     return pl.from_arrow(table)  # type: ignore[return-value]
 
 
+def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Rows of ``query`` in ``window``: a few users' rows by index probes, else by a scan (:func:`_few`:
+    one probe per site of the organization and user, against the table's pages)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
+        probe = False
+        if window.anon_ids is not None:
+            cur.execute(
+                _inline('SELECT count(*) FROM "TrackingSite" s WHERE s."organizationId" = $1', [window.organization_id])
+            )
+            sites = 1 if window.site_id is not None else cur.fetchone()[0]
+            probe = _few(cur, query.table, len(set(window.anon_ids)) * max(sites, 1))
+        cur.execute(_inline(*query.sql(window, partition, probe=probe)))
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+
 def read_touchpoints(url: str, window: Window) -> pl.DataFrame:
     """Touchpoints of ``window``'s organization (and site) from ``start - lookback`` to ``end``."""
-    return _fetch(url, *_touchpoints_query(window))
+    return _read(url, _READ_TOUCHPOINTS, window)
 
 
 def read_conversions(url: str, window: Window) -> pl.DataFrame:
@@ -255,7 +298,7 @@ def read_conversions(url: str, window: Window) -> pl.DataFrame:
     Rows from ``start - lookback`` are included: an earlier conversion bounds a later one's window under
     ``reset_after_conversion``. Keep the links of conversions at or after ``start`` only.
     """
-    return _fetch(url, *_conversions_query(window))
+    return _read(url, _READ_CONVERSIONS, window)
 
 
 def read_events(url: str, window: Window) -> pl.DataFrame:
@@ -264,7 +307,7 @@ def read_events(url: str, window: Window) -> pl.DataFrame:
     Click ids and UTM parameters come from their columns or, when those are null, from the event's
     ``properties`` JSON (``gclid``, ``utm_source`` / ``utmSource``, ...).
     """
-    return _fetch(url, *_events_query(window))
+    return _read(url, _READ_EVENTS, window)
 
 
 _TOUCHPOINT_EVENT_COLUMNS = _event_columns(for_touchpoints=True)
@@ -278,9 +321,7 @@ def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
     page URL (``url``, else ``properties.url`` / ``pageUrl``) comes along when it has a query string, for
     the parameters still missing.
     """
-    where, params = _where("e", window, partition=None)
-    sql = f'SELECT {_TOUCHPOINT_EVENT_COLUMNS}\nFROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"\nWHERE {where}'
-    return _fetch(url, sql, params)
+    return _read(url, _Query(_TOUCHPOINT_EVENT_COLUMNS, "TrackingEvent", "e"), window)
 
 
 def read_campaigns(url: str, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -315,7 +356,10 @@ def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tu
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
     for i in range(partitions):
         part = None if partitions == 1 else (i, partitions)
-        yield _fetch(url, *_touchpoints_query(window, part)), _fetch(url, *_conversions_query(window, part))
+        yield (
+            _read(url, _READ_TOUCHPOINTS, window, part),
+            _read(url, _READ_CONVERSIONS, window, part),
+        )
 
 
 # --- writers -----------------------------------------------------------------------------------------
@@ -590,16 +634,19 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     # Rows this transaction inserted or updated (xmin: its own xid; this code opens no subtransaction)
     # cannot be deleted by another one before it commits: found, not locked (locking writes every row).
     join = f'FROM {target} r JOIN {refs} x ON r."{target_column}" = x.v'
-    # Locked in physical order: a lock rewrites the row's page, and in the order of a hash join's output
-    # each lock read and wrote back a page at random (the 11M events of a 10M full run, locked alone:
-    # 167 s in the join's order, 29.5 s in ctid order).
-    cur.execute(
-        f"SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} ORDER BY r.ctid FOR KEY SHARE OF r) locked"
-    )
-    (locked,) = cur.fetchone()
-    if locked < ids.len():  # the rest: rows this transaction wrote, or missing (a second join only then)
-        cur.execute(f"SELECT count(*) {join} WHERE r.xmin::text = {_MY_XID}")
-        locked += cur.fetchone()[0]
+    # Few references are found by probes of the referenced key (74k of 10M touchpoints, an incremental run's
+    # links: 0.65 s; the planner's hash join scanned the table, 3.3-5.7 s). Locked in physical order: a lock
+    # rewrites the row's page, and in the order of a hash join's output each lock read and wrote back a page
+    # at random (the 11M events of a 10M full run, locked alone: 167 s in the join's order, 29.5 s in ctid
+    # order).
+    with _primary_key_probes(cur, target.strip('"'), ids.len()):
+        cur.execute(
+            f"SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} ORDER BY r.ctid FOR KEY SHARE OF r) locked"
+        )
+        (locked,) = cur.fetchone()
+        if locked < ids.len():  # the rest: rows this transaction wrote, or missing (a second join only then)
+            cur.execute(f"SELECT count(*) {join} WHERE r.xmin::text = {_MY_XID}")
+            locked += cur.fetchone()[0]
     if locked != ids.len():
         cur.execute(
             f'SELECT x.v::text FROM {refs} x WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE r."{target_column}" = x.v) '
@@ -668,7 +715,7 @@ def _few(cur: Any, table: str, ids: int) -> bool:
 @contextmanager
 def _primary_key_probes(cur: Any, table: str, ids: int) -> Iterator[None]:
     """Within the block, joins are nested loops (hash and merge joins off) when ``ids`` are few for ``table``:
-    for statements that join staged ids to ``table``'s primary key (unique: one row per probe, so the plan
+    for statements that join staged ids to a unique key of ``table`` (one row per probe, so the plan
     is an index probe per id with or without statistics). Transaction-local, reset after the block (an
     error rolls the transaction back)."""
     if not _few(cur, table, ids):
