@@ -91,6 +91,30 @@ def test_incremental_run_recomputes_only_users_with_new_events(database) -> None
     assert _db_links(url, "orgR").equals(_expected(expected))
 
 
+def test_an_incremental_run_recomputes_a_users_conversions_from_their_earliest_new_row(database) -> None:
+    """A new row can change only the links of the user's conversions at or after it (lookback windows look
+    back): earlier conversions are left out of the run's scope, and the links still equal a full recompute."""
+    url, data = database
+    run_batch(url, organization_id="orgR")
+    several = data.conversions.group_by("anon_id").len().filter(pl.col("len") >= 3).sort("anon_id")
+    user = several["anon_id"][0]
+    times = data.conversions.filter(pl.col("anon_id") == user).sort("occurred_at")["occurred_at"]
+    at = times[1]  # a touchpoint at the second conversion's instant: the first is out of scope
+    site = data.conversions.filter(pl.col("anon_id") == user)["site_id"][0]
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource") VALUES (%s, %s, %s, %s, %s)',
+            ("orgR_tp_late", site, user, at, "partner"),
+        )
+    run = run_batch(url, organization_id="orgR", overlap=timedelta(0))
+    assert run.mode == "INCREMENTAL" and run.users == 1
+    assert run.conversions == (times >= at).sum() == times.len() - 1
+    assert run.inserted > 0
+    window = postgres.Window(organization_id="orgR")
+    expected = oq.attribute(postgres.read_touchpoints(url, window), postgres.read_conversions(url, window))
+    assert _db_links(url, "orgR").equals(_expected(expected))
+
+
 def test_settings_come_from_the_organization_and_flags_override(database) -> None:
     url, data = database
     with psycopg.connect(_dsn(url)) as conn:

@@ -363,6 +363,26 @@ def _app_role(url: str, *, granted_replication_role: bool = False) -> Iterator[s
             conn.execute(f"DROP ROLE {role}")
 
 
+@pytest.mark.parametrize("role", ["superuser", "app role", "app role granted SET"])
+def test_the_write_transaction_compresses_its_wal_when_the_role_may(writable, role) -> None:
+    """Page images are most of a merge's WAL: the writer asks for lz4 when the server logs them raw and the
+    role may set ``wal_compression``; any other role writes as the server says."""
+    url, _, _ = writable
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        server, lz4 = conn.execute(
+            "SELECT setting, 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'wal_compression'"
+        ).fetchone()
+    may = role != "app role"
+    with _app_role(url) if role != "superuser" else nullcontext(url) as write_url:
+        if role == "app role granted SET":
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"GRANT SET ON PARAMETER wal_compression TO {make_url(write_url).username}")
+        with postgres.transaction(write_url) as cur:
+            cur.execute("SELECT current_setting('wal_compression')")
+            assert cur.fetchone()[0] == ("lz4" if may and lz4 and server == "off" else server)
+
+
 @pytest.mark.parametrize(
     ("as_app_role", "probe"), [(False, False), (False, True), (True, False)],
     ids=["superuser", "superuser, index probes", "app role"],

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -175,18 +176,25 @@ def _last_watermark(conn: Any, organization_id: str, site_id: str | None) -> dat
     return row[0] if row else None
 
 
-def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: datetime) -> list[str]:
+def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: datetime) -> pl.DataFrame:
+    """Users with rows created after ``since`` (``anon_id``) and the earliest ``occurredAt`` of those rows
+    (``changed_from``): a new row can change the links of the user's conversions at or after it only (a
+    conversion's links see the touchpoints of its lookback and the earlier conversions, never later rows)."""
     rows = conn.execute(
-        """SELECT DISTINCT u."anonId" FROM (
-             SELECT tp."anonId", tp."siteId" FROM "TouchPoint" tp WHERE tp."createdAt" > %(since)s
+        """SELECT u."anonId", min(u."occurredAt") FROM (
+             SELECT tp."anonId", tp."siteId", tp."occurredAt" FROM "TouchPoint" tp WHERE tp."createdAt" > %(since)s
                AND tp.id !~ %(engine)s  -- rows extracted by the engine itself are no news
              UNION ALL
-             SELECT e."anonId", e."siteId" FROM "TrackingEvent" e WHERE e."createdAt" > %(since)s
+             SELECT e."anonId", e."siteId", e."occurredAt" FROM "TrackingEvent" e WHERE e."createdAt" > %(since)s
            ) u JOIN "TrackingSite" s ON s.id = u."siteId"
-           WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR u."siteId" = %(site)s)""",
+           WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR u."siteId" = %(site)s)
+           GROUP BY u."anonId"
+        """,
         {"since": since, "org": organization_id, "site": site_id, "engine": postgres.ENGINE_TOUCHPOINT_PATTERN},
     ).fetchall()
-    return [r[0] for r in rows]
+    return pl.DataFrame(
+        rows, schema={"anon_id": pl.String, "changed_from": pl.Datetime("us", "UTC")}, orient="row"
+    )
 
 
 def run_batch(
@@ -267,10 +275,11 @@ def run_batch(
             (run_id, organization_id, site_id, mode),
         )
         try:
-            anon_ids = None
+            anon_ids = changed = None
             if previous is not None:
                 stage("finding changed users")
-                anon_ids = tuple(_changed_users(conn, organization_id, site_id, previous - overlap))
+                changed = _changed_users(conn, organization_id, site_id, previous - overlap)
+                anon_ids = tuple(changed.get_column("anon_id").to_list())
                 summary.users = len(anon_ids)
             window = postgres.Window(
                 organization_id=organization_id,
@@ -315,10 +324,23 @@ def run_batch(
                         summary.quarantined["events"] = extraction.quarantined.height
                     timings["extract touchpoints"] = time.perf_counter() - t0
                 # --- end of touchpoint extraction ---
+                events_ahead = None
+                if extraction is None and anon_ids is not None:
+                    # An incremental run's reads are index probes, bound by I/O: the events (for the journeys)
+                    # are read at the same time as the touchpoints and conversions.
+                    pool = ThreadPoolExecutor(max_workers=1)
+                    events_ahead = pool.submit(postgres.read_events, url, replace(window, start=None, end=None))
+                    pool.shutdown(wait=False)
                 for i, (tp, cv) in enumerate(parts):
                     stage(f"loading and attributing users (part {i + 1}/{partitions})")
                     summary.touchpoints += tp.height
                     in_scope = cv if window.start is None else cv.filter(pl.col("occurred_at") >= window.start)
+                    if changed is not None and extraction is None:
+                        # Incremental: a user's conversions before their earliest new row keep their links
+                        # (re-extracted touchpoints may differ anywhere in a user's history: all recomputed).
+                        in_scope = in_scope.join(changed, on="anon_id").filter(
+                            pl.col("occurred_at") >= pl.col("changed_from")
+                        ).drop("changed_from")
                     summary.conversions += in_scope.height
                     result = run_attribution(tp, cv, models=chosen, config=config)
                     for k, v in result.timings.items():
@@ -340,7 +362,10 @@ def run_batch(
                 if extraction is not None:  # built on the way, from the same events
                     events, journeys = extraction.events, extraction.journeys
                 else:
-                    events = postgres.read_events(url, replace(window, start=None, end=None))
+                    if events_ahead is not None:
+                        events = events_ahead.result()
+                    else:
+                        events = postgres.read_events(url, replace(window, start=None, end=None))
                     journeys = build_journeys(
                         events, session_timeout=config.session_timeout, as_of=watermark, on_invalid=config.on_invalid
                     )

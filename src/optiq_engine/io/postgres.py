@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -354,12 +355,12 @@ def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tu
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
-    for i in range(partitions):
-        part = None if partitions == 1 else (i, partitions)
-        yield (
-            _read(url, _READ_TOUCHPOINTS, window, part),
-            _read(url, _READ_CONVERSIONS, window, part),
-        )
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both reads at once (the driver releases the GIL)
+        for i in range(partitions):
+            part = None if partitions == 1 else (i, partitions)
+            touchpoints = pool.submit(_read, url, _READ_TOUCHPOINTS, window, part)
+            conversions = pool.submit(_read, url, _READ_CONVERSIONS, window, part)
+            yield touchpoints.result(), conversions.result()
 
 
 # --- writers -----------------------------------------------------------------------------------------
@@ -748,6 +749,17 @@ WHERE s."organizationId" IS DISTINCT FROM $1"""
 #: first touches a temporary table.
 _SESSION = ("SET temp_buffers = '1GB'", "SET work_mem = '256MB'")
 
+#: Full-page images are most of what a merge writes to the WAL: the first change of a page after a checkpoint
+#: logs the whole page, and the links' ``touchPointId`` index, the locked rows and the journeys' indexes are
+#: changed at random. Compressed (lz4) when the server logs them raw and the role may say so (superuser, or
+#: ``GRANT SET ON PARAMETER wal_compression``): an incremental run at 10M touchpoints (20k users) wrote
+#: 1.18-1.28 GB of WAL, 81% page images, in 15.9-17.5 s; 677 MB in 11.0 s with lz4.
+_COMPRESS_WAL = """SELECT current_setting('wal_compression') = 'off'
+  AND 'lz4' = ANY(enumvals)
+  AND (current_setting('is_superuser') = 'on'
+       OR (current_setting('server_version_num')::int >= 150000 AND has_parameter_privilege('wal_compression', 'SET')))
+FROM pg_settings WHERE name = 'wal_compression'"""
+
 
 @contextmanager
 def transaction(url: str) -> Iterator[Any]:
@@ -759,6 +771,9 @@ def transaction(url: str) -> Iterator[Any]:
             with conn.cursor() as cur:
                 for setting in _SESSION:
                     cur.execute(setting)
+                cur.execute(_COMPRESS_WAL)
+                if cur.fetchone()[0]:
+                    cur.execute("SET wal_compression = lz4")
                 yield cur
             conn.commit()
         except BaseException:
