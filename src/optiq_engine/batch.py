@@ -222,8 +222,9 @@ def run_batch(
         PostgreSQL URL of an Optiq database at the current schema revision.
     full
         Recompute every user (from ``since``, if given). Otherwise only the users with events created
-        after the last successful run's watermark are recomputed, over their whole history (a first run
-        is a full run).
+        after the last successful run's watermark are recomputed: their journeys over their whole history,
+        their links for the conversions at or after the earliest new row (earlier conversions cannot see
+        it; all of them when touchpoints are extracted). A first run is a full run.
     since
         With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
     models, options
