@@ -285,7 +285,9 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
             sites = 1 if window.site_id is not None else cur.fetchone()[0]
             probe = _few(cur, query.table, len(set(window.anon_ids)) * max(sites, 1))
         cur.execute(_inline(*query.sql(window, partition, probe=probe)))
-        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+        # The driver's batches become the frame's chunks: rechunking 10M touchpoints took 1.5-2 s of the
+        # 2.1-2.6 s that pl.from_arrow spent (polars' own readers do not rechunk by default either).
+        return pl.from_arrow(cur.fetch_arrow_table(), rechunk=False)  # type: ignore[return-value]
 
 
 def read_touchpoints(url: str, window: Window) -> pl.DataFrame:
