@@ -1,8 +1,9 @@
 """Postgres sources: touchpoints and conversions of one organization as frames in the SPEC §1 contract.
 
 Reads go through ADBC's PostgreSQL driver, which runs the query as a binary ``COPY ... TO STDOUT`` and
-decodes it straight into Arrow in C: measured at the raw binary COPY rate on this machine, 5x faster than
-``polars.read_database`` over psycopg (``benchmarks/RESULTS.md``). Every query is scoped by organization:
+decodes it straight into Arrow in C: 0.77-0.85x the raw binary COPY rate at 10M touchpoints, 7x faster than
+``polars.read_database`` over psycopg (``benchmarks/RESULTS.md``; the driver's wheels 1.9-1.13 are built
+without optimization and decode 2x slower: ``pyproject.toml`` caps it). Every query is scoped by organization:
 ``TouchPoint`` and ``TrackingEvent`` rows belong to an organization through their ``TrackingSite``.
 """
 
