@@ -200,7 +200,9 @@ def main() -> None:
     parser.add_argument("--roles", default="superuser,app", help="comma-separated: superuser, app")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument(
-        "--database", help="use this database, already upgraded and seeded with the same --users (kept afterwards)"
+        "--database",
+        help="use this database, already upgraded and seeded with the same --users (kept afterwards; its "
+        "AttributionLink, Journey, JourneyEvent and EngineRun rows are deleted first)",
     )
     parser.add_argument(
         "--incremental-overlap",
@@ -242,6 +244,8 @@ def main() -> None:
                 'SELECT extract(epoch FROM now() - max("createdAt"))::float8 FROM "TrackingEvent"'
             ).fetchall()
         seeded_at = time.monotonic() - seed_age
+        if args.database:  # results of earlier runs: the raw COPY baselines write into the empty tables
+            sql(url, 'TRUNCATE "AttributionLink", "Journey", "JourneyEvent", "EngineRun"')
         sql(url, "VACUUM ANALYZE", "CHECKPOINT")
         window = postgres.Window(organization_id="org_1")
         query, params = postgres._READ_TOUCHPOINTS.sql(window)
