@@ -1,10 +1,11 @@
 """Postgres sources: touchpoints and conversions of one organization as frames in the SPEC §1 contract.
 
 Reads go through ADBC's PostgreSQL driver, which runs the query as a binary ``COPY ... TO STDOUT`` and
-decodes it straight into Arrow in C: 0.77-0.85x the raw binary COPY rate at 10M touchpoints, 7x faster than
-``polars.read_database`` over psycopg (``benchmarks/RESULTS.md``; the driver's wheels 1.9-1.13 are built
-without optimization and decode 2x slower: ``pyproject.toml`` caps it). Every query is scoped by organization:
-``TouchPoint`` and ``TrackingEvent`` rows belong to an organization through their ``TrackingSite``.
+decodes it straight into Arrow in C: 0.74-0.96x (median 0.84x) the raw binary COPY rate at 10M touchpoints,
+7x faster than ``polars.read_database`` over psycopg (``benchmarks/RESULTS.md``; the driver's wheels 1.9-1.13
+are built without optimization and decode 2x slower: ``pyproject.toml`` caps it). Every query is scoped by
+organization: ``TouchPoint`` and ``TrackingEvent`` rows belong to an organization through their
+``TrackingSite``.
 """
 
 from __future__ import annotations
@@ -591,15 +592,15 @@ WHERE t.tgrelid = $1::regclass AND t.tgenabled = 'O' AND (t.tgtype & 4) <> 0
       SELECT c.oid FROM pg_constraint c WHERE c.conrelid = $1::regclass AND c.contype = 'f'))"""
 
 
-def _may_skip_triggers(cur: Any) -> bool:
-    """Whether this role may set ``session_replication_role`` (superuser, or granted ``SET`` on it, PG 15+)."""
+def _may_set(cur: Any, parameter: str) -> bool:
+    """Whether this role may set a superuser-only ``parameter`` (superuser, or granted ``SET`` on it, PG 15+)."""
     cur.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
     superuser, version = cur.fetchone()
     if superuser:
         return True
     if version < 150000:
         return False
-    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    cur.execute(_inline("SELECT has_parameter_privilege($1, 'SET')", [parameter]))
     return bool(cur.fetchone()[0])
 
 
@@ -610,7 +611,7 @@ def _set_based_foreign_keys(cur: Any, table: str) -> list[tuple[str, str, str]] 
     Only when the role may set ``session_replication_role``, every foreign key has one column, and no other
     trigger fires on INSERT (a replica-role insert would skip it).
     """
-    if not _may_skip_triggers(cur):
+    if not _may_set(cur, "session_replication_role"):
         return None
     regclass = f'"{table}"'
     cur.execute(_OTHER_INSERT_TRIGGERS, [regclass])
@@ -756,12 +757,15 @@ _SESSION = ("SET temp_buffers = '1GB'", "SET work_mem = '256MB'")
 #: logs the whole page, and the links' ``touchPointId`` index, the locked rows and the journeys' indexes are
 #: changed at random. Compressed (lz4) when the server logs them raw and the role may say so (superuser, or
 #: ``GRANT SET ON PARAMETER wal_compression``): an incremental run at 10M touchpoints (20k users) wrote
-#: 1.18-1.28 GB of WAL, 81% page images, in 15.9-17.5 s; 677 MB in 11.0 s with lz4.
-_COMPRESS_WAL = """SELECT current_setting('wal_compression') = 'off'
-  AND 'lz4' = ANY(enumvals)
-  AND (current_setting('is_superuser') = 'on'
-       OR (current_setting('server_version_num')::int >= 150000 AND has_parameter_privilege('wal_compression', 'SET')))
+#: 1.18-1.28 GB of WAL, 81% page images; 0.68-0.77 GB with lz4 (``benchmarks/RESULTS.md``).
+_RAW_PAGE_IMAGES = """SELECT current_setting('wal_compression') = 'off' AND 'lz4' = ANY(enumvals)
 FROM pg_settings WHERE name = 'wal_compression'"""
+
+
+def _compress_wal(cur: Any) -> None:
+    cur.execute(_RAW_PAGE_IMAGES)
+    if cur.fetchone()[0] and _may_set(cur, "wal_compression"):
+        cur.execute("SET wal_compression = lz4")
 
 
 @contextmanager
@@ -774,9 +778,7 @@ def transaction(url: str) -> Iterator[Any]:
             with conn.cursor() as cur:
                 for setting in _SESSION:
                     cur.execute(setting)
-                cur.execute(_COMPRESS_WAL)
-                if cur.fetchone()[0]:
-                    cur.execute("SET wal_compression = lz4")
+                _compress_wal(cur)
                 yield cur
             conn.commit()
         except BaseException:
