@@ -363,10 +363,11 @@ def run_batch(
                 if extraction is not None:  # built on the way, from the same events
                     events, journeys = extraction.events, extraction.journeys
                 else:
-                    if events_ahead is not None:
-                        events = events_ahead.result()
-                    else:
-                        events = postgres.read_events(url, replace(window, start=None, end=None))
+                    events = (
+                        events_ahead.result()
+                        if events_ahead is not None
+                        else postgres.read_events(url, replace(window, start=None, end=None))
+                    )
                     journeys = build_journeys(
                         events, session_timeout=config.session_timeout, as_of=watermark, on_invalid=config.on_invalid
                     )
