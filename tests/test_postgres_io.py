@@ -148,6 +148,27 @@ def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, mon
         )
 
 
+@pytest.mark.parametrize("rows", [0, 1, 20_000])
+def test_a_result_of_many_record_batches_becomes_one_frame_in_order(postgres_url: str, rows: int) -> None:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with adbc.connect(postgres.adbc_url(postgres_url)) as conn, conn.cursor() as cur:
+        cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": "4096"})  # many small batches
+        cur.execute(
+            f"SELECT g AS n, nullif(repeat('é', g % 7), '') AS s, to_timestamp(g) AS t "
+            f"FROM generate_series(1, {rows}) g ORDER BY g"
+        )
+        frame = postgres._frame(cur)
+    assert frame.schema == pl.Schema({"n": pl.Int32, "s": pl.String, "t": pl.Datetime("us", "UTC")})
+    assert rows < 20_000 or frame.n_chunks() > 10  # the case this test is for: converted batch by batch
+    n = pl.Series("n", range(1, rows + 1), pl.Int32)
+    expected = pl.DataFrame({"n": n}).with_columns(
+        pl.when(pl.col("n") % 7 > 0).then(pl.lit("é").repeat_by(pl.col("n") % 7).list.join("")).alias("s"),
+        pl.from_epoch(pl.col("n").cast(pl.Int64), "s").dt.replace_time_zone("UTC").alias("t"),
+    )
+    assert frame.equals(expected)
+
+
 def test_bad_window_arguments() -> None:
     with pytest.raises(oq.ConfigError, match="organization_id"):
         postgres.Window(organization_id="")

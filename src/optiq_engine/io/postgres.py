@@ -264,13 +264,30 @@ def read_sql(what: str, window: Window) -> str:
     return _inline(*queries[what].sql(window))
 
 
+def _frame(cur: Any) -> pl.DataFrame:
+    """The executed query's result as a frame, each record batch converted to Polars (a thread) while the
+    driver fetches and decodes the next one, not rechunked (the batches become the frame's chunks).
+
+    At 10M touchpoints the conversion alone took 0.7 s after the fetch (Polars copies Arrow strings into its
+    own string views); overlapped, the read went from 0.81x to 0.95x of the raw binary COPY rate (medians of
+    6 interleaved runs, ``benchmarks/RESULTS.md``). Rechunking took 1.5-2 s more (polars' own readers do not
+    rechunk by default either).
+    """
+    reader = cur.fetch_record_batch()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parts = [pool.submit(pl.from_arrow, batch, rechunk=False) for batch in reader]
+        frames = [part.result() for part in parts]
+    if not frames:
+        return pl.from_arrow(reader.schema.empty_table())  # type: ignore[return-value]
+    return pl.concat(frames, how="vertical", rechunk=False)
+
+
 def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
     import adbc_driver_postgresql.dbapi as adbc
 
     with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
         cur.execute(_inline(sql, params))
-        table = cur.fetch_arrow_table()
-    return pl.from_arrow(table)  # type: ignore[return-value]
+        return _frame(cur)
 
 
 def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
@@ -287,9 +304,7 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
             sites = 1 if window.site_id is not None else cur.fetchone()[0]
             probe = _few(cur, query.table, len(set(window.anon_ids)) * max(sites, 1))
         cur.execute(_inline(*query.sql(window, partition, probe=probe)))
-        # The driver's batches become the frame's chunks: rechunking 10M touchpoints took 1.5-2 s of the
-        # 2.1-2.6 s that pl.from_arrow spent (polars' own readers do not rechunk by default either).
-        return pl.from_arrow(cur.fetch_arrow_table(), rechunk=False)  # type: ignore[return-value]
+        return _frame(cur)
 
 
 def read_touchpoints(url: str, window: Window) -> pl.DataFrame:
@@ -472,7 +487,7 @@ class _Merge:
                 f"WHERE {self.scope_filter}"
             )
         cur.execute(_inline(sql, params))
-        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+        return _frame(cur)
 
     def apply(self, cur: Any, rows: pl.DataFrame, params: list[Any] | None = None) -> WriteCounts:
         """Delete the scope's stale rows, update changed ones, insert new ones; equal rows stay untouched.
