@@ -312,12 +312,25 @@ def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> Non
     assert set(events["type"].unique()) == {"PAGE_VIEW", "CONVERSION"}
 
 
-@pytest.mark.parametrize("probe", [False, True], ids=["planner's joins", "index probes"])
-def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(postgres_url: str, monkeypatch, probe) -> None:
+def _write_journeys_read_ahead(url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, **scope):
+    """``write_journeys`` as an incremental run does it: the stored rows read first, on another connection."""
+    stored = postgres.read_stored_journeys(url, journeys, **scope)
+    with postgres.transaction(url) as cur:
+        return postgres.merge_journeys(cur, journeys, journey_events, stored=stored, **scope)
+
+
+@pytest.mark.parametrize(
+    "probe, ahead", [(False, False), (True, False), (True, True)], ids=["planner's joins", "index probes", "read ahead"]
+)
+def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
+    postgres_url: str, monkeypatch, probe, ahead
+) -> None:
     from optiq_engine.journeys import build_journeys
 
     if probe:  # every scope counts as small: read back, update and delete by index probes
         monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)
+    if ahead:
+        monkeypatch.setattr(postgres, "write_journeys", _write_journeys_read_ahead)
 
     data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
     with fresh_database(postgres_url) as url:

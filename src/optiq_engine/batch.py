@@ -380,6 +380,16 @@ def run_batch(
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
+                stored = None
+                if anon_ids is not None:
+                    # Incremental: the stored journeys (index probes, bound by I/O) are read on a second
+                    # connection while the transaction merges the links (this run holds the org's lock).
+                    pool = ThreadPoolExecutor(max_workers=1)
+                    stored = pool.submit(
+                        postgres.read_stored_journeys, url, journeys.journeys,
+                        organization_id=organization_id, anon_ids=event_users,
+                    )  # fmt: skip
+                    pool.shutdown(wait=False)
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
                     # The service's daily credit summary follows the links: summarized anew when the scope is
                     # every conversion, or when touchpoints (what links resolve to) are rewritten too.
@@ -406,6 +416,7 @@ def run_batch(
                         journeys.journey_events,
                         organization_id=organization_id,
                         anon_ids=event_users,
+                        stored=None if stored is None else stored.result(),
                     )
                 timings["write"] = time.perf_counter() - t0
                 summary.links = sum(frame.height for frame in links)

@@ -46,6 +46,8 @@ __all__ = [
     "merge_links",
     "write_journeys",
     "merge_journeys",
+    "read_stored_journeys",
+    "StoredJourneys",
     "transaction",
 ]
 
@@ -489,13 +491,17 @@ class _Merge:
         cur.execute(_inline(sql, params))
         return _frame(cur)
 
-    def apply(self, cur: Any, rows: pl.DataFrame, params: list[Any] | None = None) -> WriteCounts:
+    def apply(
+        self, cur: Any, rows: pl.DataFrame, params: list[Any] | None = None, current: pl.DataFrame | None = None
+    ) -> WriteCounts:
         """Delete the scope's stale rows, update changed ones, insert new ones; equal rows stay untouched.
 
         ``rows`` has the table's columns (``id``, the key, the values); the scope must be staged.
+        ``current``: the scope's rows as :meth:`current` read them (else read here).
         """
         rows = rows.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String))
-        current = self.current(cur, params or [])
+        if current is None:
+            current = self.current(cur, params or [])
         new, changed, gone = self._diff(rows, current)
         deleted = self._delete(cur, gone)
         updated = self._update(cur, changed)
@@ -908,20 +914,60 @@ _JOURNEY_EVENTS = _Merge(
 )
 
 
+@dataclass(frozen=True)
+class StoredJourneys:
+    """The stored rows that :func:`merge_journeys` compares the new journeys with (:func:`read_stored_journeys`)."""
+
+    journeys: pl.DataFrame
+    journey_events: pl.DataFrame
+
+
+def read_stored_journeys(
+    url: str, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+) -> StoredJourneys:
+    """The ``Journey`` rows of ``anon_ids`` and the ``JourneyEvent`` rows of ``journeys`` now stored, read on a
+    connection of their own: to run while the writing transaction merges the links.
+
+    For a run that holds the organization's lock (``optiq_engine.batch``), where only the engine writes these
+    rows: the merge's own read would see the same rows. A row changed by some other writer in between makes
+    the merge fail (a count or a unique key that does not match) or leaves that writer's values, as it would
+    between the merge's read and its writes inside one transaction.
+    """
+    with transaction(url) as cur:
+        return _read_stored_journeys(cur, journeys, organization_id=organization_id, anon_ids=anon_ids)
+
+
+def _read_stored_journeys(
+    cur: Any, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+) -> StoredJourneys:
+    _JOURNEYS.stage_scope(cur, anon_ids)
+    stored = _JOURNEYS.current(cur, [organization_id])
+    _JOURNEY_EVENTS.stage_scope(cur, journeys.get_column("journey_id"))
+    return StoredJourneys(stored, _JOURNEY_EVENTS.current(cur, []))
+
+
 def merge_journeys(
-    cur: Any, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+    cur: Any,
+    journeys: pl.DataFrame,
+    journey_events: pl.DataFrame,
+    *,
+    organization_id: str,
+    anon_ids: pl.Series,
+    stored: StoredJourneys | None = None,
 ) -> tuple[WriteCounts, WriteCounts]:
     """Replace the ``Journey`` / ``JourneyEvent`` rows of ``anon_ids`` inside the caller's transaction.
 
     Journeys of those users that the new result lacks are deleted (their events go with them); the new
-    journeys' event lists are merged. Returns the counts of both tables.
+    journeys' event lists are merged. ``stored``: the rows to compare with, read ahead by
+    :func:`read_stored_journeys` with the same arguments (else read here). Returns the counts of both tables.
     """
     rows = journeys.select(
         pl.lit(organization_id).alias("organizationId"),
         *(pl.col(k).alias(v) for k, v in _JOURNEY_COLUMNS.items()),
     ).with_columns(pl.col("touchPointCount", "eventCount").cast(pl.Int32))
-    _JOURNEYS.stage_scope(cur, anon_ids)
-    counts = _JOURNEYS.apply(cur, rows, [organization_id])
+    if stored is None:
+        stored = _read_stored_journeys(cur, journeys, organization_id=organization_id, anon_ids=anon_ids)
+    counts = _JOURNEYS.apply(cur, rows, [organization_id], stored.journeys)
     events = journey_events.select(
         pl.concat_str([pl.col("journey_id"), pl.col("event_id")], separator=":").alias("id"),
         pl.col("journey_id").alias("journeyId"),
@@ -929,8 +975,7 @@ def merge_journeys(
         pl.col("sequence_number").cast(pl.Int32).alias("sequenceNumber"),
         pl.col("occurred_at").alias("occurredAt"),
     )
-    _JOURNEY_EVENTS.stage_scope(cur, journeys.get_column("journey_id"))
-    return counts, _JOURNEY_EVENTS.apply(cur, events)
+    return counts, _JOURNEY_EVENTS.apply(cur, events, current=stored.journey_events)
 
 
 def write_journeys(
