@@ -167,9 +167,10 @@ INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, name, "occurredAt", 
 
 
 def new_events_for_one_percent(url: str) -> int:
-    """Give 1% of the users (by a hash of anonId) a new page view, its touchpoint and a conversion."""
+    """Give 1% of the users (by a hash of anonId) a new page view, its touchpoint and a conversion (ids of
+    their own: a database kept between runs already has an earlier run's)."""
     with psycopg.connect(url) as conn:
-        for statement in filter(str.strip, _NEW_EVENTS.split(";")):
+        for statement in filter(str.strip, _NEW_EVENTS.replace("_inc_", f"_inc_{uuid.uuid4().hex[:8]}_").split(";")):
             conn.execute(statement)
         (users,) = conn.execute("SELECT count(*) FROM bench_users").fetchone()  # type: ignore[misc]
     return int(users)
