@@ -465,6 +465,11 @@ class _Merge:
         """Bulk-copy the scope's ids into a temporary table (``scope_table``)."""
         _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique()}))
 
+    def read_scope(self, cur: Any, scope_ids: pl.Series, params: list[Any]) -> pl.DataFrame:
+        """:meth:`stage_scope`, then :meth:`current`."""
+        self.stage_scope(cur, scope_ids)
+        return self.current(cur, params)
+
     def current(self, cur: Any, params: list[Any]) -> pl.DataFrame:
         """The scope's rows now in the table: ``id``, the key and the values (enums as text)."""
         cols = ", ".join(
@@ -933,10 +938,10 @@ def read_stored_journeys(
     the merge fail (a count or a unique key that does not match) or leaves that writer's values, as it would
     between the merge's read and its writes inside one transaction.
     """
+
     def read(merge: _Merge, ids: pl.Series, params: list[Any]) -> pl.DataFrame:
         with transaction(url) as cur:
-            merge.stage_scope(cur, ids)
-            return merge.current(cur, params)
+            return merge.read_scope(cur, ids, params)
 
     # Cold index probes, one page after another: the journey events (the larger read) are split over two
     # more connections, all three read at once (this disk serves ~3x the random reads at queue depth 8).
@@ -951,10 +956,10 @@ def read_stored_journeys(
 def _read_stored_journeys(
     cur: Any, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
 ) -> StoredJourneys:
-    _JOURNEYS.stage_scope(cur, anon_ids)
-    stored = _JOURNEYS.current(cur, [organization_id])
-    _JOURNEY_EVENTS.stage_scope(cur, journeys.get_column("journey_id"))
-    return StoredJourneys(stored, _JOURNEY_EVENTS.current(cur, []))
+    return StoredJourneys(
+        _JOURNEYS.read_scope(cur, anon_ids, [organization_id]),
+        _JOURNEY_EVENTS.read_scope(cur, journeys.get_column("journey_id"), []),
+    )
 
 
 def merge_journeys(
