@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -197,6 +197,15 @@ def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: 
     )
 
 
+def _in_background(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+    """``fn(*args, **kwargs)`` started in a thread of its own; its result (or error) from the future."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(fn, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def run_batch(
     url: str,
     *,
@@ -329,9 +338,7 @@ def run_batch(
                 if extraction is None and anon_ids is not None:
                     # An incremental run's reads are index probes, bound by I/O: the events (for the journeys)
                     # are read at the same time as the touchpoints and conversions.
-                    pool = ThreadPoolExecutor(max_workers=1)
-                    events_ahead = pool.submit(postgres.read_events, url, replace(window, start=None, end=None))
-                    pool.shutdown(wait=False)
+                    events_ahead = _in_background(postgres.read_events, url, replace(window, start=None, end=None))
                 for i, (tp, cv) in enumerate(parts):
                     stage(f"loading and attributing users (part {i + 1}/{partitions})")
                     summary.touchpoints += tp.height
@@ -384,12 +391,10 @@ def run_batch(
                 if anon_ids is not None:
                     # Incremental: the stored journeys (index probes, bound by I/O) are read on a second
                     # connection while the transaction merges the links (this run holds the org's lock).
-                    pool = ThreadPoolExecutor(max_workers=1)
-                    stored = pool.submit(
+                    stored = _in_background(
                         postgres.read_stored_journeys, url, journeys.journeys,
                         organization_id=organization_id, anon_ids=event_users,
                     )  # fmt: skip
-                    pool.shutdown(wait=False)
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
                     # The service's daily credit summary follows the links: summarized anew when the scope is
                     # every conversion, or when touchpoints (what links resolve to) are rewritten too.

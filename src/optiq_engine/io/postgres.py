@@ -501,8 +501,8 @@ class _Merge:
     ) -> WriteCounts:
         """Delete the scope's stale rows, update changed ones, insert new ones; equal rows stay untouched.
 
-        ``rows`` has the table's columns (``id``, the key, the values); the scope must be staged.
-        ``current``: the scope's rows as :meth:`current` read them (else read here).
+        ``rows`` has the table's columns (``id``, the key, the values). ``current``: the scope's rows as
+        :meth:`current` read them; else they are read here, and the scope must be staged.
         """
         rows = rows.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String))
         if current is None:
