@@ -129,19 +129,26 @@ def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, mon
         organization_id="orgA", site_id=site, start=datetime(2026, 2, 1, tzinfo=UTC), lookback=timedelta(days=7),
         anon_ids=(*users, *users[:5], "nobody"),
     )  # fmt: skip
-    probed = []
-    real_few = postgres._few
+    probed, fetched = [], []
+    real_few, real_fetch = postgres._few, postgres._fetch
     monkeypatch.setattr(postgres, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1])
+    monkeypatch.setattr(postgres, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
     reads = [postgres.read_touchpoints, postgres.read_conversions, postgres.read_events]
     for read in (*reads, postgres.read_events_for_touchpoints):
         monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small: probes
         by_probes = read(url, window)
+        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 1)  # and split over connections
+        fetched.clear()
+        by_parts = read(url, window)
+        assert len(fetched) == postgres._PROBE_CONNECTIONS - 1  # the first part on the read's own connection
+        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 10**9)
         monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # none is: the scan
         by_scan = read(url, window)
-        assert probed[-2:] == [True, False]
+        assert probed[-3:] == [True, True, False]
         assert by_probes.height > 0 and set(by_probes["anon_id"]) <= set(users)
         assert by_probes["organization_id"].unique().to_list() == ["orgA"]
         assert by_probes.sort(by_probes.columns).equals(by_scan.sort(by_scan.columns))
+        assert by_parts.sort(by_parts.columns).equals(by_scan.sort(by_scan.columns))
         everyone = read(url, replace(window, anon_ids=None))
         assert by_scan.sort(by_scan.columns).equals(
             everyone.filter(pl.col("anon_id").is_in(users)).sort(everyone.columns)
@@ -167,6 +174,17 @@ def test_a_result_of_many_record_batches_becomes_one_frame_in_order(postgres_url
         pl.from_epoch(pl.col("n").cast(pl.Int64), "s").dt.replace_time_zone("UTC").alias("t"),
     )
     assert frame.equals(expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2_499, 2_500, 5_000, 9_999, 10_000, 123_457])
+def test_probe_reads_are_split_into_consecutive_parts_as_many_as_fit(n: int) -> None:
+    ids = list(range(n))
+    parts = postgres._split(ids)
+    assert [i for part in parts for i in part] == ids
+    assert 1 <= len(parts) <= postgres._PROBE_CONNECTIONS
+    assert len(parts) == 1 or min(map(len, parts)) >= postgres._IDS_PER_CONNECTION
+    # no connection is left unused while the ids fill one more part
+    assert len(parts) == postgres._PROBE_CONNECTIONS or (len(parts) + 1) * postgres._IDS_PER_CONNECTION > n
 
 
 def test_bad_window_arguments() -> None:
@@ -329,8 +347,9 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
 
     if probe:  # every scope counts as small: read back, update and delete by index probes
         monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)
-    if ahead:
+    if ahead:  # read on other connections, each table's read split over several
         monkeypatch.setattr(postgres, "write_journeys", _write_journeys_read_ahead)
+        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 1)
 
     data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
     with fresh_database(postgres_url) as url:
@@ -609,10 +628,12 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0 and counts.updated > 0
     assert _db_links(url, "orgW").equals(_expected(shorter))
-    assert few == [("AttributionLink", True)] * 3  # read back, delete, update
-    assert settings == [("off", "off"), ("on", "on")] * 2  # delete, update; then reset
+    # the conversions' organization checked, read back, delete, update
+    assert few == [("TrackingEvent", True)] + [("AttributionLink", True)] * 3
+    assert settings == [("off", "off"), ("on", "on")] * 3  # check, delete, update; each then reset
     monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # no scope is small: the planner's joins
     few.clear()
     settings.clear()
     assert _write(url, shorter, cv).changed == 0
-    assert few == [("AttributionLink", False)] and settings == []
+    assert few == [("TrackingEvent", False), ("AttributionLink", False)]
+    assert settings == [("on", "on")] * 2  # the check, by the planner's joins

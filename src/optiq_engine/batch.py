@@ -389,8 +389,8 @@ def run_batch(
                 conversion_ids = pl.concat(scope)
                 stored = None
                 if anon_ids is not None:
-                    # Incremental: the stored journeys (index probes, bound by I/O) are read on a second
-                    # connection while the transaction merges the links (this run holds the org's lock).
+                    # Incremental: the stored journeys (index probes, bound by I/O) are read on other
+                    # connections while the transaction merges the links (this run holds the org's lock).
                     stored = _in_background(
                         postgres.read_stored_journeys, url, journeys.journeys,
                         organization_id=organization_id, anon_ids=event_users,

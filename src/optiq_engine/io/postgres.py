@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -222,7 +222,7 @@ class _Query:
             raise ConfigError("probe reads need window.anon_ids")
         return (
             f'SELECT {self.columns}\nFROM "TrackingSite" s\n'
-            f"CROSS JOIN (SELECT DISTINCT x FROM unnest(${len(params)}::text[]) x) u(anon_id)\n"
+            f"CROSS JOIN (SELECT DISTINCT x FROM unnest(${len(params)}::text[]) x ORDER BY x) u(anon_id)\n"
             f'CROSS JOIN LATERAL (SELECT * FROM "{self.table}" {a} WHERE {a}."siteId" = s.id '
             f'AND {a}."anonId" = u.anon_id AND {self.where} AND {rows} OFFSET 0) {a}\nWHERE {sites}',
             params,
@@ -292,9 +292,28 @@ def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
         return _frame(cur)
 
 
+#: Index probes read one page at a time per connection (PostgreSQL 15 prefetches neither index nor heap pages
+#: of a plain index scan), and a cold page costs a disk read: probe reads are split over up to this many
+#: connections, at least ``_IDS_PER_CONNECTION`` ids each, so that the disk serves several reads at once.
+#: Probes also go in key order (the read's ``ORDER BY``, sorted staging tables): each index page is read once
+#: and in order, as are heap pages written in key order. 20k users' touchpoints at 10M, cold (server restarted,
+#: OS cache dropped): 4.3 s in random order on one connection, 1.6 s on four; sorted 1.5-2.2 s, 0.74 s on four.
+_PROBE_CONNECTIONS = 4
+_IDS_PER_CONNECTION = 2_500
+
+
+def _split(ids: Any) -> list[Any]:
+    """``ids`` (a sequence or Series) in up to ``_PROBE_CONNECTIONS`` consecutive slices of at least
+    ``_IDS_PER_CONNECTION`` ids (one slice if they are fewer)."""
+    n = len(ids)
+    k = max(1, min(_PROBE_CONNECTIONS, n // _IDS_PER_CONNECTION))
+    return [ids[n * i // k : n * (i + 1) // k] for i in range(k)]
+
+
 def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
-    """Rows of ``query`` in ``window``: a few users' rows by index probes, else by a scan (:func:`_few`:
-    one probe per site of the organization and user, against the table's pages)."""
+    """Rows of ``query`` in ``window``: a few users' rows by index probes (split over connections,
+    :func:`_split`), else by a scan (:func:`_few`: one probe per site of the organization and user, against
+    the table's pages)."""
     import adbc_driver_postgresql.dbapi as adbc
 
     with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
@@ -304,7 +323,18 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
                 _inline('SELECT count(*) FROM "TrackingSite" s WHERE s."organizationId" = $1', [window.organization_id])
             )
             sites = 1 if window.site_id is not None else cur.fetchone()[0]
-            probe = _few(cur, query.table, len(set(window.anon_ids)) * max(sites, 1))
+            users = sorted(set(window.anon_ids))
+            probe = _few(cur, query.table, len(users) * max(sites, 1))
+            parts = _split(users) if probe else []
+            if len(parts) > 1:
+                with ThreadPoolExecutor(max_workers=len(parts) - 1) as pool:
+                    rest = [
+                        pool.submit(_fetch, url, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
+                        for part in parts[1:]
+                    ]
+                    cur.execute(_inline(*query.sql(replace(window, anon_ids=tuple(parts[0])), partition, probe=True)))
+                    first = _frame(cur)
+                    return pl.concat([first, *(part.result() for part in rest)], how="vertical", rechunk=False)
         cur.execute(_inline(*query.sql(window, partition, probe=probe)))
         return _frame(cur)
 
@@ -462,8 +492,8 @@ class _Merge:
         return self._temp("scope")
 
     def stage_scope(self, cur: Any, scope_ids: pl.Series) -> None:
-        """Bulk-copy the scope's ids into a temporary table (``scope_table``)."""
-        _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique()}))
+        """Bulk-copy the scope's ids into a temporary table (``scope_table``), sorted: probed in index order."""
+        _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique().sort()}))
 
     def read_scope(self, cur: Any, scope_ids: pl.Series, params: list[Any]) -> pl.DataFrame:
         """:meth:`stage_scope`, then :meth:`current`."""
@@ -567,7 +597,7 @@ class _Merge:
         if ids.len() == 0:
             return 0
         gone = self._temp("gone")
-        _stage(cur, gone, "id text", pl.DataFrame({"id": ids}))
+        _stage(cur, gone, "id text", pl.DataFrame({"id": ids.sort()}))
         with _primary_key_probes(cur, self.table, len(ids)):
             return _count(cur, f'DELETE FROM "{self.table}" t USING {gone} g WHERE t.id = g.id', len(ids))
 
@@ -576,7 +606,7 @@ class _Merge:
             return 0
         stage = self._temp("changed")
         cols = ", ".join(f'"{c}"' for c in ("id", *self.values))
-        _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed)
+        _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed.sort("id"))
         assign = ", ".join(f'"{c}" = s."{c}"' for c in self.values)
         with _primary_key_probes(cur, self.table, changed.height):
             return _count(
@@ -657,7 +687,7 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     referenced rows from being deleted (or their key changed) until this transaction ends, so the check
     holds at commit. Raises :class:`InputError` (nothing is written) when a reference is missing.
     """
-    ids = values.drop_nulls().unique()
+    ids = values.drop_nulls().unique().sort()
     if ids.len() == 0:
         return
     refs = f"optiq_refs_{table.lower()}"
@@ -865,8 +895,9 @@ def merge_links(
     service's daily credit summary right by wrapping it in :func:`optiq_engine.io.rollup.credit_maintained`."""
     rows = link_rows_for_postgres(links)
     _LINKS.stage_scope(cur, conversion_ids)
-    cur.execute(_FOREIGN_CONVERSIONS, [organization_id])
-    (foreign,) = cur.fetchone()
+    with _primary_key_probes(cur, "TrackingEvent", conversion_ids.len()):
+        cur.execute(_FOREIGN_CONVERSIONS, [organization_id])
+        (foreign,) = cur.fetchone()
     if foreign:
         raise InputError(
             f"{foreign} conversion(s) in scope do not belong to organization {organization_id!r} "
@@ -930,8 +961,8 @@ class StoredJourneys:
 def read_stored_journeys(
     url: str, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
 ) -> StoredJourneys:
-    """The ``Journey`` rows of ``anon_ids`` and the ``JourneyEvent`` rows of ``journeys`` now stored, read on a
-    connection of their own: to run while the writing transaction merges the links.
+    """The ``Journey`` rows of ``anon_ids`` and the ``JourneyEvent`` rows of ``journeys`` now stored, read on
+    connections of their own: to run while the writing transaction merges the links.
 
     For a run that holds the organization's lock (``optiq_engine.batch``), where only the engine writes these
     rows: the merge's own read would see the same rows. A row changed by some other writer in between makes
@@ -943,14 +974,15 @@ def read_stored_journeys(
         with transaction(url) as cur:
             return merge.read_scope(cur, ids, params)
 
-    # Cold index probes, one page after another: the journey events (the larger read) are split over two
-    # more connections, all three read at once (this disk serves ~3x the random reads at queue depth 8).
+    # Cold index probes: each table's read is split over connections (:func:`_split`), all read at once.
     journey_ids = journeys.get_column("journey_id")
-    half = journey_ids.len() // 2
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        stored = pool.submit(read, _JOURNEYS, anon_ids, [organization_id])
-        events = [pool.submit(read, _JOURNEY_EVENTS, part, []) for part in (journey_ids[:half], journey_ids[half:])]
-        return StoredJourneys(stored.result(), pl.concat([part.result() for part in events], rechunk=False))
+    with ThreadPoolExecutor(max_workers=2 * _PROBE_CONNECTIONS) as pool:
+        parts = [pool.submit(read, _JOURNEYS, part, [organization_id]) for part in _split(anon_ids.unique().sort())]
+        events = [pool.submit(read, _JOURNEY_EVENTS, part, []) for part in _split(journey_ids.sort())]
+        return StoredJourneys(
+            pl.concat([part.result() for part in parts], rechunk=False),
+            pl.concat([part.result() for part in events], rechunk=False),
+        )
 
 
 def _read_stored_journeys(
