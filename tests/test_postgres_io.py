@@ -596,6 +596,24 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
     assert _write(url, shorter, cv).changed == 0
 
 
+def test_a_probe_read_back_equals_the_join_and_restores_the_planner_settings(writable, monkeypatch) -> None:
+    """The read-back by index probes (bitmap scans off for that statement) returns the join's rows, and the
+    transaction's later statements plan as before."""
+    url, tp, cv = writable
+    _write(url, oq.attribute(tp, cv), cv)
+    models = [list(oq.attribute(tp.head(10), cv.head(3)).model_names)]
+    read = {}
+    for probe, pages in (("probes", 0), ("join", 10**9)):
+        monkeypatch.setattr(postgres, "_PROBE_PAGES", pages)
+        with postgres.transaction(url) as cur:
+            rows = postgres._LINKS.read_scope(cur, cv["conversion_id"], models)
+            cur.execute("SELECT current_setting('enable_bitmapscan')")
+            assert cur.fetchone()[0] == "on"
+        read[probe] = rows.sort(rows.columns)
+    assert read["probes"].height == len(_db_links(url, "orgW")) > 0
+    assert read["probes"].equals(read["join"])
+
+
 def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, monkeypatch) -> None:
     """A merge whose scope is small for the table finds its rows by index probes (the read-back as a lateral
     subquery; DELETE and UPDATE by primary key with hash and merge joins off for that statement only) and

@@ -513,16 +513,22 @@ class _Merge:
         if few:
             # One index probe per scope id: a lateral subquery that cannot be flattened (OFFSET 0) is a
             # nested loop whatever the statistics say (without any, turning hash joins off chose a nested
-            # loop over the whole table instead: 22.5M links x 30k ids).
+            # loop over the whole table instead: 22.5M links x 30k ids). A plain index scan per probe: the
+            # planner, expecting thousands of rows per id, built a bitmap for each few rows (12.5k journeys'
+            # events, cached: 0.60 s with bitmaps, 0.42 s without).
             sql = (
                 f"SELECT t.* FROM {self.scope_table} sc CROSS JOIN LATERAL (SELECT {cols} "
                 f'FROM "{self.table}" t WHERE t."{self.scope_column}" = sc.id AND {self.scope_filter} OFFSET 0) t'
             )
-        else:
-            sql = (
-                f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
-                f"WHERE {self.scope_filter}"
-            )
+            cur.execute("SET LOCAL enable_bitmapscan = off")
+            cur.execute(_inline(sql, params))
+            rows = _frame(cur)
+            cur.execute("RESET enable_bitmapscan")
+            return rows
+        sql = (
+            f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
+            f"WHERE {self.scope_filter}"
+        )
         cur.execute(_inline(sql, params))
         return _frame(cur)
 
