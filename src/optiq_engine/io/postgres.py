@@ -325,16 +325,13 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
             sites = 1 if window.site_id is not None else cur.fetchone()[0]
             users = sorted(set(window.anon_ids))
             probe = _few(cur, query.table, len(users) * max(sites, 1))
-            parts = _split(users) if probe else []
-            if len(parts) > 1:
-                with ThreadPoolExecutor(max_workers=len(parts) - 1) as pool:
-                    rest = [
+            if probe and len(parts := _split(users)) > 1:
+                with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                    reads = [
                         pool.submit(_fetch, url, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
-                        for part in parts[1:]
+                        for part in parts
                     ]
-                    cur.execute(_inline(*query.sql(replace(window, anon_ids=tuple(parts[0])), partition, probe=True)))
-                    first = _frame(cur)
-                    return pl.concat([first, *(part.result() for part in rest)], how="vertical", rechunk=False)
+                    return pl.concat([read.result() for read in reads], how="vertical", rechunk=False)
         cur.execute(_inline(*query.sql(window, partition, probe=probe)))
         return _frame(cur)
 
