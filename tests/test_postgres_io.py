@@ -634,9 +634,9 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
 
     @contextmanager
     def spy_probes(cur, table, ids):
-        with real_probes(cur, table, ids):
+        with real_probes(cur, table, ids) as probing:
             joins(cur)
-            yield
+            yield probing
         joins(cur)
 
     monkeypatch.setattr(postgres, "_few", spy_few)

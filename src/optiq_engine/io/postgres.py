@@ -323,9 +323,9 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
                 _inline('SELECT count(*) FROM "TrackingSite" s WHERE s."organizationId" = $1', [window.organization_id])
             )
             sites = 1 if window.site_id is not None else cur.fetchone()[0]
-            users = sorted(set(window.anon_ids))
+            users = set(window.anon_ids)
             probe = _few(cur, query.table, len(users) * max(sites, 1))
-            if probe and len(parts := _split(users)) > 1:
+            if probe and len(parts := _split(sorted(users))) > 1:
                 with ThreadPoolExecutor(max_workers=len(parts)) as pool:
                     reads = [
                         pool.submit(_fetch, url, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
@@ -600,8 +600,8 @@ class _Merge:
         if ids.len() == 0:
             return 0
         gone = self._temp("gone")
-        _stage(cur, gone, "id text", pl.DataFrame({"id": ids.sort()}))
-        with _primary_key_probes(cur, self.table, len(ids)):
+        with _primary_key_probes(cur, self.table, len(ids)) as few:
+            _stage(cur, gone, "id text", pl.DataFrame({"id": ids.sort() if few else ids}))
             return _count(cur, f'DELETE FROM "{self.table}" t USING {gone} g WHERE t.id = g.id', len(ids))
 
     def _update(self, cur: Any, changed: pl.DataFrame) -> int:
@@ -609,9 +609,9 @@ class _Merge:
             return 0
         stage = self._temp("changed")
         cols = ", ".join(f'"{c}"' for c in ("id", *self.values))
-        _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed.sort("id"))
         assign = ", ".join(f'"{c}" = s."{c}"' for c in self.values)
-        with _primary_key_probes(cur, self.table, changed.height):
+        with _primary_key_probes(cur, self.table, changed.height) as few:
+            _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed.sort("id") if few else changed)
             return _count(
                 cur,
                 f'UPDATE "{self.table}" t SET {assign}, "updatedAt" = now() FROM {stage} s WHERE t.id = s.id',
@@ -690,11 +690,10 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     referenced rows from being deleted (or their key changed) until this transaction ends, so the check
     holds at commit. Raises :class:`InputError` (nothing is written) when a reference is missing.
     """
-    ids = values.drop_nulls().unique().sort()
+    ids = values.drop_nulls().unique()
     if ids.len() == 0:
         return
     refs = f"optiq_refs_{table.lower()}"
-    _stage(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA', pl.DataFrame({"v": ids}))
     # Rows this transaction inserted or updated (xmin: its own xid; this code opens no subtransaction)
     # cannot be deleted by another one before it commits: found, not locked (locking writes every row).
     join = f'FROM {target} r JOIN {refs} x ON r."{target_column}" = x.v'
@@ -703,7 +702,9 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     # rewrites the row's page, and in the order of a hash join's output each lock read and wrote back a page
     # at random (the 11M events of a 10M full run, locked alone: 167 s in the join's order, 29.5 s in ctid
     # order).
-    with _primary_key_probes(cur, target.strip('"'), ids.len()):
+    with _primary_key_probes(cur, target.strip('"'), ids.len()) as few:
+        staged = pl.DataFrame({"v": ids.sort() if few else ids})
+        _stage(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA', staged)
         cur.execute(
             f"SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} ORDER BY r.ctid FOR KEY SHARE OF r) locked"
         )
@@ -777,17 +778,19 @@ def _few(cur: Any, table: str, ids: int) -> bool:
 
 
 @contextmanager
-def _primary_key_probes(cur: Any, table: str, ids: int) -> Iterator[None]:
+def _primary_key_probes(cur: Any, table: str, ids: int) -> Iterator[bool]:
     """Within the block, joins are nested loops (hash and merge joins off) when ``ids`` are few for ``table``:
     for statements that join staged ids to a unique key of ``table`` (one row per probe, so the plan
     is an index probe per id with or without statistics). Transaction-local, reset after the block (an
-    error rolls the transaction back)."""
+    error rolls the transaction back). Yields whether it probes: then stage the ids sorted, so that the probes
+    read each index page once and in order (unsorted, a hash join needs no order: sorting 10M ids took 3-4 s).
+    """
     if not _few(cur, table, ids):
-        yield
+        yield False
         return
     cur.execute("SET LOCAL enable_hashjoin = off")
     cur.execute("SET LOCAL enable_mergejoin = off")
-    yield
+    yield True
     cur.execute("RESET enable_hashjoin")
     cur.execute("RESET enable_mergejoin")
 
