@@ -332,7 +332,7 @@ def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> Non
 
 def _write_journeys_read_ahead(url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, **scope):
     """``write_journeys`` as an incremental run does it: the stored rows read first, on another connection."""
-    stored = postgres.read_stored_journeys(url, journeys, **scope)
+    stored = postgres.read_stored_journeys(url, **scope)
     with postgres.transaction(url) as cur:
         return postgres.merge_journeys(cur, journeys, journey_events, stored=stored, **scope)
 
@@ -391,6 +391,18 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
             anon_ids=mine,
         )
         assert event_counts.deleted == 1 or counts.deleted >= 1
+        # Another user's events are all gone: their journeys are deleted, and their events with them.
+        gone = built.journeys.filter(pl.col("anon_id") != last["anon_id"]).get_column("anon_id")[0]
+        theirs = built.journeys.filter(pl.col("anon_id") == gone)
+        counts, event_counts = postgres.write_journeys(
+            url, built.journeys.clear(), built.journey_events.clear(), organization_id="orgJ", anon_ids=pl.Series([gone])
+        )
+        assert (counts.deleted, counts.inserted, counts.updated, event_counts.changed) == (theirs.height, 0, 0, 0)
+        with psycopg.connect(dsn) as conn:
+            (left,) = conn.execute(
+                'SELECT count(*) FROM "JourneyEvent" WHERE "journeyId" = ANY(%s)', [theirs["journey_id"].to_list()]
+            ).fetchone()
+        assert left == 0
 
 
 # --- foreign keys: set-based check (roles that may set session_replication_role) or Postgres' triggers ----
