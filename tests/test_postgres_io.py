@@ -332,7 +332,7 @@ def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> Non
 
 def _write_journeys_read_ahead(url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, **scope):
     """``write_journeys`` as an incremental run does it: the stored rows read first, on another connection."""
-    stored = postgres.read_stored_journeys(url, **scope)
+    stored = postgres.read_stored_journeys(url, journeys, **scope)
     with postgres.transaction(url) as cur:
         return postgres.merge_journeys(cur, journeys, journey_events, stored=stored, **scope)
 

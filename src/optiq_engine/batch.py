@@ -291,14 +291,6 @@ def run_batch(
                 changed = _changed_users(conn, organization_id, site_id, previous - overlap)
                 anon_ids = tuple(changed.get_column("anon_id").to_list())
                 summary.users = len(anon_ids)
-            stored = None
-            if anon_ids:
-                # The stored journeys of the changed users (index probes, bound by I/O) are read on other
-                # connections from now until the journeys merge needs them (this run holds the org's lock).
-                stored = _in_background(
-                    postgres.read_stored_journeys, url, organization_id=organization_id,
-                    anon_ids=changed.get_column("anon_id"),
-                )  # fmt: skip
             window = postgres.Window(
                 organization_id=organization_id,
                 site_id=site_id,
@@ -395,6 +387,14 @@ def run_batch(
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
+                stored = None
+                if anon_ids is not None:
+                    # Incremental: the stored journeys (index probes, bound by I/O) are read on other
+                    # connections while the transaction merges the links (this run holds the org's lock).
+                    stored = _in_background(
+                        postgres.read_stored_journeys, url, journeys.journeys,
+                        organization_id=organization_id, anon_ids=event_users,
+                    )  # fmt: skip
                 with postgres.transaction(url) as cur:  # one transaction: readers see all old or all new
                     # The service's daily credit summary follows the links: summarized anew when the scope is
                     # every conversion, or when touchpoints (what links resolve to) are rewritten too.
@@ -420,7 +420,7 @@ def run_batch(
                         journeys.journeys,
                         journeys.journey_events,
                         organization_id=organization_id,
-                        anon_ids=event_users if changed is None else changed.get_column("anon_id"),
+                        anon_ids=event_users,
                         stored=None if stored is None else stored.result(),
                     )
                 timings["write"] = time.perf_counter() - t0

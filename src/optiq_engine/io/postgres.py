@@ -302,11 +302,11 @@ _PROBE_CONNECTIONS = 4
 _IDS_PER_CONNECTION = 2_500
 
 
-def _split(ids: Any, times: int = 1) -> list[Any]:
-    """``ids`` (a sequence or Series) in up to ``times * _PROBE_CONNECTIONS`` consecutive slices of at least
+def _split(ids: Any) -> list[Any]:
+    """``ids`` (a sequence or Series) in up to ``_PROBE_CONNECTIONS`` consecutive slices of at least
     ``_IDS_PER_CONNECTION`` ids (one slice if they are fewer)."""
     n = len(ids)
-    k = max(1, min(times * _PROBE_CONNECTIONS, n // _IDS_PER_CONNECTION))
+    k = max(1, min(_PROBE_CONNECTIONS, n // _IDS_PER_CONNECTION))
     return [ids[n * i // k : n * (i + 1) // k] for i in range(k)]
 
 
@@ -964,32 +964,31 @@ class StoredJourneys:
     journey_events: pl.DataFrame
 
 
-def read_stored_journeys(url: str, *, organization_id: str, anon_ids: pl.Series) -> StoredJourneys:
-    """The ``Journey`` rows of ``anon_ids`` and their ``JourneyEvent`` rows now stored, read on connections of
-    their own: to run while the writing run reads, attributes and merges the links.
+def read_stored_journeys(
+    url: str, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+) -> StoredJourneys:
+    """The ``Journey`` rows of ``anon_ids`` and the ``JourneyEvent`` rows of ``journeys`` now stored, read on
+    connections of their own: to run while the writing transaction merges the links.
 
     For a run that holds the organization's lock (``optiq_engine.batch``), where only the engine writes these
     rows: the merge's own read would see the same rows. A row changed by some other writer in between makes
     the merge fail (a count or a unique key that does not match) or leaves that writer's values, as it would
     between the merge's read and its writes inside one transaction.
-
-    Cold index probes: the users are split over connections (:func:`_split`, twice ``_PROBE_CONNECTIONS``
-    parts); each reads its users' journeys, then those journeys' events. The events are found from the stored
-    journeys, not from the new ones: so the read needs no journeys built and can start with the run.
     """
 
-    def read(users: pl.Series) -> StoredJourneys:
+    def read(merge: _Merge, ids: pl.Series, params: list[Any]) -> pl.DataFrame:
         with transaction(url) as cur:
-            journeys = _JOURNEYS.read_scope(cur, users, [organization_id])
-            return StoredJourneys(journeys, _JOURNEY_EVENTS.read_scope(cur, journeys.get_column("id"), []))
+            return merge.read_scope(cur, ids, params)
 
+    # Cold index probes: each table's read is split over connections (:func:`_split`), all read at once.
+    journey_ids = journeys.get_column("journey_id")
     with ThreadPoolExecutor(max_workers=2 * _PROBE_CONNECTIONS) as pool:
-        reads = [pool.submit(read, users) for users in _split(anon_ids.unique().sort(), 2)]
-        parts = [part.result() for part in reads]
-    return StoredJourneys(
-        pl.concat([part.journeys for part in parts], rechunk=False),
-        pl.concat([part.journey_events for part in parts], rechunk=False),
-    )
+        parts = [pool.submit(read, _JOURNEYS, part, [organization_id]) for part in _split(anon_ids.unique().sort())]
+        events = [pool.submit(read, _JOURNEY_EVENTS, part, []) for part in _split(journey_ids.sort())]
+        return StoredJourneys(
+            pl.concat([part.result() for part in parts], rechunk=False),
+            pl.concat([part.result() for part in events], rechunk=False),
+        )
 
 
 def _read_stored_journeys(
@@ -1014,7 +1013,7 @@ def merge_journeys(
 
     Journeys of those users that the new result lacks are deleted (their events go with them); the new
     journeys' event lists are merged. ``stored``: the rows to compare with, read ahead by
-    :func:`read_stored_journeys` with the same organization and users (else read here). Returns the counts of both tables.
+    :func:`read_stored_journeys` with the same arguments (else read here). Returns the counts of both tables.
     """
     rows = journeys.select(
         pl.lit(organization_id).alias("organizationId"),
@@ -1030,9 +1029,7 @@ def merge_journeys(
         pl.col("sequence_number").cast(pl.Int32).alias("sequenceNumber"),
         pl.col("occurred_at").alias("occurredAt"),
     )
-    # The events of stored journeys that the new result lacks went with them (ON DELETE CASCADE).
-    current = stored.journey_events.filter(pl.col("journeyId").is_in(journeys.get_column("journey_id").implode()))
-    return counts, _JOURNEY_EVENTS.apply(cur, events, current=current)
+    return counts, _JOURNEY_EVENTS.apply(cur, events, current=stored.journey_events)
 
 
 def write_journeys(
