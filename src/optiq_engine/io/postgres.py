@@ -490,7 +490,7 @@ class _Merge:
 
     def stage_scope(self, cur: Any, scope_ids: pl.Series) -> None:
         """Bulk-copy the scope's ids into a temporary table (``scope_table``), sorted: probed in index order."""
-        _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique().sort()}))
+        _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique()}), in_order=True)
 
     def read_scope(self, cur: Any, scope_ids: pl.Series, params: list[Any]) -> pl.DataFrame:
         """:meth:`stage_scope`, then :meth:`current`."""
@@ -517,11 +517,9 @@ class _Merge:
                 f"SELECT t.* FROM {self.scope_table} sc CROSS JOIN LATERAL (SELECT {cols} "
                 f'FROM "{self.table}" t WHERE t."{self.scope_column}" = sc.id AND {self.scope_filter} OFFSET 0) t'
             )
-            cur.execute("SET LOCAL enable_bitmapscan = off")
-            cur.execute(_inline(sql, params))
-            rows = _frame(cur)
-            cur.execute("RESET enable_bitmapscan")
-            return rows
+            with _off(cur, "enable_bitmapscan"):
+                cur.execute(_inline(sql, params))
+                return _frame(cur)
         sql = (
             f'SELECT {cols} FROM "{self.table}" t JOIN {self.scope_table} sc ON t."{self.scope_column}" = sc.id '
             f"WHERE {self.scope_filter}"
@@ -601,7 +599,7 @@ class _Merge:
             return 0
         gone = self._temp("gone")
         with _primary_key_probes(cur, self.table, len(ids)) as few:
-            _stage(cur, gone, "id text", pl.DataFrame({"id": ids.sort() if few else ids}))
+            _stage(cur, gone, "id text", pl.DataFrame({"id": ids}), in_order=few)
             return _count(cur, f'DELETE FROM "{self.table}" t USING {gone} g WHERE t.id = g.id', len(ids))
 
     def _update(self, cur: Any, changed: pl.DataFrame) -> int:
@@ -611,7 +609,7 @@ class _Merge:
         cols = ", ".join(f'"{c}"' for c in ("id", *self.values))
         assign = ", ".join(f'"{c}" = s."{c}"' for c in self.values)
         with _primary_key_probes(cur, self.table, changed.height) as few:
-            _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed.sort("id") if few else changed)
+            _stage(cur, stage, f'AS SELECT {cols} FROM "{self.table}" WITH NO DATA', changed, in_order=few)
             return _count(
                 cur,
                 f'UPDATE "{self.table}" t SET {assign}, "updatedAt" = now() FROM {stage} s WHERE t.id = s.id',
@@ -703,8 +701,7 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     # at random (the 11M events of a 10M full run, locked alone: 167 s in the join's order, 29.5 s in ctid
     # order).
     with _primary_key_probes(cur, target.strip('"'), ids.len()) as few:
-        staged = pl.DataFrame({"v": ids.sort() if few else ids})
-        _stage(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA', staged)
+        _stage(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA', pl.DataFrame({"v": ids}), in_order=few)
         cur.execute(
             f"SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} ORDER BY r.ctid FOR KEY SHARE OF r) locked"
         )
@@ -730,9 +727,13 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
 _MY_XID = "(pg_current_xact_id()::text::bigint % 4294967296)::text"
 
 
-def _stage(cur: Any, name: str, definition: str, rows: pl.DataFrame) -> None:
+def _stage(cur: Any, name: str, definition: str, rows: pl.DataFrame, *, in_order: bool = False) -> None:
     """``rows`` bulk-copied into a fresh temporary table, analyzed (temporary tables get no autovacuum: the
-    planner would guess their size). No index: its joins are hash joins or probe the other side's index."""
+    planner would guess their size). No index: its joins are hash joins or probe the other side's index.
+    ``in_order``: sorted by the first column (the key that probes the other side's index: see
+    :func:`_primary_key_probes`)."""
+    if in_order:
+        rows = rows.sort(rows.columns[0])
     _temp_table(cur, name, definition)
     cur.adbc_ingest(name, rows.to_arrow(), mode="append", temporary=True)
     cur.execute(f"ANALYZE {name}")
@@ -788,11 +789,19 @@ def _primary_key_probes(cur: Any, table: str, ids: int) -> Iterator[bool]:
     if not _few(cur, table, ids):
         yield False
         return
-    cur.execute("SET LOCAL enable_hashjoin = off")
-    cur.execute("SET LOCAL enable_mergejoin = off")
-    yield True
-    cur.execute("RESET enable_hashjoin")
-    cur.execute("RESET enable_mergejoin")
+    with _off(cur, "enable_hashjoin", "enable_mergejoin"):
+        yield True
+
+
+@contextmanager
+def _off(cur: Any, *settings: str) -> Iterator[None]:
+    """Planner ``settings`` off within the block (transaction-local), reset after it (an error rolls the
+    transaction back)."""
+    for setting in settings:
+        cur.execute(f"SET LOCAL {setting} = off")
+    yield
+    for setting in settings:
+        cur.execute(f"RESET {setting}")
 
 
 _LINKS = _Merge(
