@@ -1,4 +1,4 @@
-"""Channel derivation from click ids and UTM parameters (SPEC §4), driven by a replaceable rules table."""
+"""Channel derivation from click ids and UTM parameters (docs/contract.md §4), driven by a replaceable rules table."""
 
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
         keys.append(present.alias(f"_has_{c}"))
     for c, alias in (("utm_source", "_raw_source"), ("utm_medium", "_raw_medium")):
         keys.append((pl.col(c).cast(pl.String) if c in frame.columns else pl.lit(None, dtype=pl.String)).alias(alias))
-    combos = frame.lazy().select(keys).collect()
+    # with_columns, not select: literal keys (a missing column) must broadcast to the frame's height
+    combos = frame.lazy().with_columns(keys).select(k.meta.output_name() for k in keys).collect()
     distinct = combos.unique().with_columns(
         pl.col("_raw_source").str.strip_chars().str.to_lowercase().replace("", None).alias("_source"),
         pl.col("_raw_medium").str.strip_chars().str.to_lowercase().replace("", None).alias("_medium"),
