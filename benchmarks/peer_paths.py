@@ -2,7 +2,7 @@
 
 A *path table* has one row per distinct path: ``path`` (channels joined by ``" > "``), ``total_conversions``
 (int), ``total_null`` (int) and ``total_conversion_value`` (float, currency units). It is only a benchmark
-input, built simply, not the engine's definition of a journey (SPEC §2/§5):
+input, built simply, not the engine's definition of a journey (docs/contract.md §2/§5):
 
 1. Touchpoints and conversions come from ``optiq_engine.io.synthetic.iter_generate`` (docs/synthetic.md),
    in batches of users; a user never spans two batches.

@@ -229,7 +229,7 @@ def test_utm_and_click_columns_agree_with_channel_utm(small: SyntheticData) -> N
 
 
 def test_engine_derives_the_same_channels_from_the_utm_columns(small: SyntheticData) -> None:
-    """The utm / click-id columns map back to ``channel`` under the engine's default rules (SPEC §4)."""
+    """The utm / click-id columns map back to ``channel`` under the engine's default rules (docs/contract.md §4)."""
     from optiq_engine.channels import derive_channels
 
     derived = derive_channels(small.touchpoints.drop("channel"))

@@ -37,7 +37,7 @@ def check_position_shares(first: float, last: float) -> None:
 
 @dataclass(frozen=True)
 class AttributionConfig:
-    """Options of :func:`optiq_engine.attribute` (SPEC §2–§4).
+    """Options of :func:`optiq_engine.attribute` (docs/contract.md §2–§4).
 
     Parameters
     ----------
@@ -46,7 +46,7 @@ class AttributionConfig:
     reset_after_conversion
         A touchpoint belongs to at most one conversion, the first at or after it.
     session_timeout
-        Gap that splits sessions (journeys, SPEC §5).
+        Gap that splits sessions (journeys, docs/contract.md §5).
     position_first, position_last
         Default shares of ``POSITION_BASED`` when the model is given by name.
     half_life

@@ -1,4 +1,4 @@
-"""The data contract (SPEC §1): accept pyarrow, polars or pandas frames; coerce, validate, quarantine."""
+"""The data contract (docs/contract.md §1): accept pyarrow, polars or pandas frames; coerce, validate, quarantine."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
 
-#: The ``type`` values of tracking events (SPEC §1).
+#: The ``type`` values of tracking events (docs/contract.md §1).
 EVENT_TYPES = ("PAGE_VIEW", "CONVERSION", "CUSTOM")
 
 LINKS_SCHEMA: dict[str, Any] = {
@@ -233,7 +233,7 @@ def _check_unique(frame: pl.DataFrame, id_col: str, *, what: str) -> None:
 
 
 def normalize_touchpoints(frame: Any, *, on_invalid: str = "raise") -> Normalized:
-    """Touchpoints coerced to SPEC §1 (``touchpoint_id``, ``anon_id``, ``occurred_at`` UTC us, ...)."""
+    """Touchpoints coerced to docs/contract.md §1 (``touchpoint_id``, ``anon_id``, ``occurred_at`` UTC us, ...)."""
     return _normalize(
         frame,
         what="touchpoints",
@@ -245,7 +245,7 @@ def normalize_touchpoints(frame: Any, *, on_invalid: str = "raise") -> Normalize
 
 
 def normalize_conversions(frame: Any, *, on_invalid: str = "raise") -> Normalized:
-    """Conversions coerced to SPEC §1 (``conversion_id``, ``anon_id``, ``occurred_at``, ``value_micros``)."""
+    """Conversions coerced to docs/contract.md §1 (``conversion_id``, ``anon_id``, ``occurred_at``, ``value_micros``)."""
     return _normalize(
         frame,
         what="conversions",
@@ -257,7 +257,7 @@ def normalize_conversions(frame: Any, *, on_invalid: str = "raise") -> Normalize
 
 
 def normalize_events(frame: Any, *, on_invalid: str = "raise") -> Normalized:
-    """Tracking events coerced to SPEC §1 (``event_id``, ``anon_id``, ``occurred_at`` UTC us, ``type``, ...).
+    """Tracking events coerced to docs/contract.md §1 (``event_id``, ``anon_id``, ``occurred_at`` UTC us, ``type``, ...).
 
     ``type`` must be one of :data:`EVENT_TYPES` (else the row's reason is ``"unknown type"``);
     ``value_micros`` is Int64, null (or absent) is 0, negative is invalid.

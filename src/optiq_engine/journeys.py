@@ -1,4 +1,4 @@
-"""build_journeys(): tracking events -> sessions and journeys (SPEC §5, ``docs/journeys.md``).
+"""build_journeys(): tracking events -> sessions and journeys (docs/contract.md §5, ``docs/journeys.md``).
 
 Data flow: validate and normalise the events (:func:`optiq_engine.frames.normalize_events`), hash the group
 key (two independent hashes, exact codes when they collide: :mod:`optiq_engine.grouping`), sort by

@@ -60,7 +60,7 @@ def attribute(
     Parameters
     ----------
     touchpoints, conversions
-        Frames in the contract of SPEC §1 (polars, pyarrow or pandas).
+        Frames in the contract of docs/contract.md §1 (polars, pyarrow or pandas).
     models
         Model names (``"LINEAR"``) or model objects (``models.PositionBased(first=0.2, last=0.6)``);
         ``None`` runs every heuristic model.
@@ -222,7 +222,7 @@ class _Matched:
 
 
 def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: Any, *, tails: bool) -> _Matched:
-    """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (SPEC §2)."""
+    """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (docs/contract.md §2)."""
     with timed("validate"):
         tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
         cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)

@@ -73,7 +73,7 @@ class TouchpointExtraction:
     Attributes
     ----------
     touchpoints
-        One row per touchpoint (SPEC §1 touchpoints frame plus the seed's TouchPoint columns), columns
+        One row per touchpoint (docs/contract.md §1 touchpoints frame plus the seed's TouchPoint columns), columns
         ``touchpoint_id``, [``organization_id``, ``site_id``,] ``anon_id``, ``session_id``, ``journey_id``,
         ``occurred_at``, ``event_id``, ``utm_source``, ``utm_medium``, ``utm_campaign``, ``utm_term``,
         ``utm_content``, ``gclid``, ``fbclid``, ``ttclid``, ``platform_code``, ``campaign_id``, ``ad_id``;
@@ -112,7 +112,7 @@ def extract_touchpoints(
     Parameters
     ----------
     events
-        Events frame (polars, pyarrow or pandas), SPEC §1: ``event_id``, ``anon_id``, ``occurred_at``,
+        Events frame (polars, pyarrow or pandas), docs/contract.md §1: ``event_id``, ``anon_id``, ``occurred_at``,
         ``type``; optional ``organization_id``, ``site_id``, ``session_id``, ``utm_source``,
         ``utm_medium``, ``utm_campaign``, ``utm_term``, ``utm_content``, ``gclid``, ``fbclid``, ``ttclid``,
         ``value_micros``, ``name``, ``properties`` (JSON text) and ``url`` (the page URL).

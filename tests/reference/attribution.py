@@ -1,8 +1,8 @@
-"""Reference heuristic attribution (SPEC.md §2-§3 as completed by docs/attribution.md).
+"""Reference heuristic attribution (docs/contract.md §2-§3 as completed by docs/attribution.md).
 
 Written for obviousness, not speed: every conversion rescans every touchpoint and every
 other conversion. Property tests compare the fast engine against this module. Where
-SPEC.md and docs/attribution.md differ, docs/attribution.md is followed.
+docs/contract.md and docs/attribution.md differ, docs/attribution.md is followed.
 
 Output order (callers comparing against the engine should sort): conversions in the
 order given, then models in the order given, then position 1..n.
@@ -200,7 +200,7 @@ def _conversion_order(conv: Row) -> tuple[int, bytes]:
 
 
 def _value(conv: Row) -> int:
-    """``value_micros``, 0 when absent or None (SPEC §1: optional, default 0)."""
+    """``value_micros``, 0 when absent or None (docs/contract.md §1: optional, default 0)."""
     value = conv.get("value_micros")
     return 0 if value is None else value
 

@@ -1,6 +1,6 @@
 """Reference data-driven attribution: MARKOV, SHAPLEY and the DATA_DRIVEN decomposition.
 
-Written from SPEC.md §1, §2, §6 as completed by docs/data_driven.md (authoritative where they
+Written from docs/contract.md §1, §2, §6 as completed by docs/data_driven.md (authoritative where they
 differ), and docs/attribution.md for the value split. Slow and literal on purpose: property tests
 compare the fast engine (Numba / SciPy) against this module on small cases.
 
@@ -75,7 +75,7 @@ def fitting_journeys(
 ) -> list[dict]:
     """The converting and non-converting journeys of docs/data_driven.md §1.
 
-    Converting journeys: one per conversion with at least one eligible touchpoint (SPEC §2 windows,
+    Converting journeys: one per conversion with at least one eligible touchpoint (docs/contract.md §2 windows,
     computed by ``attribute_reference`` of the heuristic reference), its eligible touchpoints in
     position order, value = the conversion's ``value_micros``.
 

@@ -1,8 +1,8 @@
-"""Reference sessionization and journey building (SPEC.md §1 events/journeys, §5, as completed by docs/journeys.md).
+"""Reference sessionization and journey building (docs/contract.md §1 events/journeys, §5, as completed by docs/journeys.md).
 
 Written for obviousness, not speed, in plain Python (no numpy, no polars): group the events, sort each
 group, walk it once for sessions and once for journeys, and keep a set of the (session_id, source) pairs
-already seen in the current journey. Where SPEC.md and docs/journeys.md differ, docs/journeys.md is
+already seen in the current journey. Where docs/contract.md and docs/journeys.md differ, docs/journeys.md is
 followed.
 
 Times are int microseconds since the Unix epoch (UTC). Output order (callers comparing against the engine

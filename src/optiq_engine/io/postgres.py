@@ -1,4 +1,4 @@
-"""Postgres sources: touchpoints and conversions of one organization as frames in the SPEC §1 contract.
+"""Postgres sources: touchpoints and conversions of one organization as frames in the docs/contract.md §1 contract.
 
 Reads go through ADBC's PostgreSQL driver, which runs the query as a binary ``COPY ... TO STDOUT`` and
 decodes it straight into Arrow in C, converted to Polars batch by batch meanwhile: 0.84-1.02x (median 0.93x)
@@ -351,7 +351,7 @@ def read_conversions(url: str, window: Window) -> pl.DataFrame:
 
 
 def read_events(url: str, window: Window) -> pl.DataFrame:
-    """Tracking events of every type (SPEC §1 events frame), for sessions, touchpoints and journeys.
+    """Tracking events of every type (docs/contract.md §1 events frame), for sessions, touchpoints and journeys.
 
     Click ids and UTM parameters come from their columns or, when those are null, from the event's
     ``properties`` JSON (``gclid``, ``utm_source`` / ``utmSource``, ...).

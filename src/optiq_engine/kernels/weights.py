@@ -1,4 +1,4 @@
-"""Weights of the heuristic models (SPEC §3) and the links they produce, in bulk."""
+"""Weights of the heuristic models (docs/contract.md §3) and the links they produce, in bulk."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which touchpoints belong to a conversion: lookback windows over sorted groups (SPEC §2).
+"""Which touchpoints belong to a conversion: lookback windows over sorted groups (docs/contract.md §2).
 
 These kernels are serial: they are memory-bound single passes (a few tens of ms for 10M touchpoints), and
 compiling them with ``parallel=True`` would cost more on a first run than threads save.

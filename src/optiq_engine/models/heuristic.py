@@ -1,4 +1,4 @@
-"""The rule-based models of SPEC §3: each a name, its parameters and a kernel code."""
+"""The rule-based models of docs/contract.md §3: each a name, its parameters and a kernel code."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Shapley", "FittedShapley", "Coalitions", "CHARACTERISTICS"]
 
-#: Characteristic functions: ``rate`` (SPEC §6) and ``conversions`` (Zhao et al. 2018).
+#: Characteristic functions: ``rate`` (docs/contract.md §6) and ``conversions`` (Zhao et al. 2018).
 CHARACTERISTICS = ("rate", "conversions")
 MAX_PLAYERS = 64
 

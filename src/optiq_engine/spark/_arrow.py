@@ -34,7 +34,7 @@ __all__ = [
     "to_batches",
 ]
 
-#: Columns of the frame contract (SPEC §1) that are handed to the engine; others are left out.
+#: Columns of the frame contract (docs/contract.md §1) that are handed to the engine; others are left out.
 TOUCHPOINT_COLUMNS = (
     "touchpoint_id", "anon_id", "occurred_at", "organization_id", "site_id", "session_id", "channel",
     "utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid", "platform_code", "campaign_id",

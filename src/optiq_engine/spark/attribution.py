@@ -136,7 +136,7 @@ class SparkAttributionResult:
 
     @property
     def links(self) -> DataFrame:
-        """One row per (conversion, eligible touchpoint, model), in the links schema (SPEC §1).
+        """One row per (conversion, eligible touchpoint, model), in the links schema (docs/contract.md §1).
 
         With ``link_dates=True`` a ``date`` column (the conversion's UTC date) follows, for writing
         date-partitioned datasets.
@@ -201,7 +201,7 @@ def attribute_spark(
     Parameters
     ----------
     touchpoints, conversions
-        Spark DataFrames in the frame contract of SPEC §1 (other columns are ignored).
+        Spark DataFrames in the frame contract of docs/contract.md §1 (other columns are ignored).
     models
         Model names or objects, as in :func:`optiq_engine.attribute` (``None``: every heuristic model).
         MARKOV, SHAPLEY and DATA_DRIVEN are fitted once on the driver from every partition's path table.

@@ -89,7 +89,7 @@ def journeys_spark(
     Parameters
     ----------
     events
-        Spark DataFrame of events (SPEC §1; other columns are ignored).
+        Spark DataFrame of events (docs/contract.md §1; other columns are ignored).
     session_timeout, abandon_after
         As in :func:`optiq_engine.build_journeys`.
     as_of
