@@ -6,7 +6,16 @@ exception, so ``except ValueError`` keeps working for callers who do not know th
 
 from __future__ import annotations
 
-__all__ = ["OptiqError", "ConfigError", "InputError", "SchemaError", "ModelError"]
+__all__ = [
+    "OptiqError",
+    "ConfigError",
+    "InputError",
+    "SchemaError",
+    "ModelError",
+    "OptiqWarning",
+    "NaiveTimestampWarning",
+    "ConfusableIdWarning",
+]
 
 
 class OptiqError(Exception):
@@ -37,3 +46,15 @@ class InputError(OptiqError, ValueError):
 
 class ModelError(OptiqError, ValueError):
     """An unknown model name or invalid model parameters."""
+
+
+class OptiqWarning(UserWarning):
+    """Root of the warnings of Optiq Engine: the run went on, but something in the input deserves a look."""
+
+
+class NaiveTimestampWarning(OptiqWarning):
+    """Timestamps without a time zone were taken as UTC (pass ``timezone=`` to say which zone they are in)."""
+
+
+class ConfusableIdWarning(OptiqWarning):
+    """Distinct ids differ only by surrounding whitespace or Unicode normalisation (they stay distinct)."""
