@@ -15,6 +15,8 @@ __all__ = [
     "OptiqWarning",
     "NaiveTimestampWarning",
     "ConfusableIdWarning",
+    "SourceError",
+    "SinkError",
 ]
 
 
@@ -58,3 +60,17 @@ class NaiveTimestampWarning(OptiqWarning):
 
 class ConfusableIdWarning(OptiqWarning):
     """Distinct ids differ only by surrounding whitespace or Unicode normalisation (they stay distinct)."""
+
+
+class SourceError(OptiqError, ValueError):
+    """An input file or folder cannot be read: missing, corrupted, of an unknown format, unparseable.
+
+    The message names the path, what went wrong (the first line of the reader's error) and what to do.
+    """
+
+
+class SinkError(OptiqError, OSError):
+    """An output path cannot be written: it is a file where a folder is expected, read-only, full.
+
+    Nothing was changed at the output: previous results there stay intact.
+    """
