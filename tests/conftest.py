@@ -27,11 +27,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 # --- PostgreSQL -------------------------------------------------------------------------------------
 # Tests that need the server take the ``postgres_url`` fixture: a fresh database for the session, dropped
 # afterwards. Without a reachable server they skip, unless OPTIQ_REQUIRE_POSTGRES=1 (CI), which fails them.
+# Every database and role a test creates is named by tests/pg.py (OPTIQ_TEST_PREFIX, default a prefix new
+# for each session) and dropped; what a crashed test leaves is dropped when the session ends.
 
-import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+
+from tests import pg  # noqa: E402
 
 PG_URL = os.environ.get("OPTIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("OPTIQ_REQUIRE_POSTGRES") == "1"
@@ -49,16 +52,29 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"postgres extra not installed: {exc}")
     admin = make_url(PG_URL).set(drivername="postgresql")
     try:
-        conn = psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=5)
+        psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=5).close()
     except psycopg.OperationalError as exc:
         if REQUIRE_POSTGRES:
             pytest.fail(f"OPTIQ_REQUIRE_POSTGRES=1 but PostgreSQL at {admin} is not reachable: {exc}")
         pytest.skip(f"PostgreSQL at {admin} is not reachable ({exc}); set OPTIQ_TEST_DATABASE_URL")
-    name = f"optiq_test_{uuid.uuid4().hex[:12]}"
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg.fresh_database(admin.render_as_string(hide_password=False), kind="session") as url:
+        yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes the ``postgres_url`` fixture (directly or through another) ``postgres``,
+    and every one that takes a ``spark`` session ``spark`` (the markers of pyproject.toml; ``make test-fast``)."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "postgres_url" in fixtures:
+            item.add_marker(pytest.mark.postgres)
+        if "spark" in fixtures:
+            item.add_marker(pytest.mark.spark)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the databases and roles this session created and a failing test left behind."""
+    if any(item.get_closest_marker("postgres") for item in session.items):
+        left = pg.drop_leftovers(PG_URL)
+        if left:
+            print(f"\ndropped test objects left on the server: {', '.join(left)}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.notebooks
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PG_URL = os.environ.get("OPTIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("OPTIQ_REQUIRE_POSTGRES") == "1"
@@ -71,7 +73,12 @@ def test_committed_notebooks_have_outputs():
         assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{path.name} has an error output"
 
 
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=[pytest.mark.postgres] if "postgres" in p.stem else []) for p in notebook_paths()],
+    ids=lambda p: p.stem,
+)
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("nbclient")
     if "postgres" in path.stem:
@@ -81,6 +88,9 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 pytest.fail(f"OPTIQ_REQUIRE_POSTGRES=1 but {reason}")
             pytest.skip(reason)
         monkeypatch.delenv("OPTIQ_DATABASE_URL", raising=False)  # the notebook makes (and drops) its own database
+        from tests.pg import object_name
+
+        monkeypatch.setenv("OPTIQ_TEST_PREFIX", object_name("nb") + "_")  # named as the tests' own (tests/pg.py)
     monkeypatch.setenv("OPTIQ_NOTEBOOK_FIGURES", str(tmp_path))  # keep docs/img as committed
     execute(path)
 

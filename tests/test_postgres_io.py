@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -13,7 +12,7 @@ import pytest
 
 import optiq_engine as oq
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database
+from tests.pg import fresh_database, object_name
 
 pytestmark = pytest.mark.postgres
 
@@ -411,7 +410,7 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
 @contextmanager
 def _app_role(url: str, *, granted_replication_role: bool = False) -> Iterator[str]:
     """``url`` as a login role without superuser (SET on session_replication_role only if granted)."""
-    role = f"optiq_test_app_{uuid.uuid4().hex[:8]}"
+    role = object_name("app", record="role")
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
