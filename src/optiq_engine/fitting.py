@@ -28,13 +28,45 @@ def fit_paths(
     Parameters
     ----------
     paths
-        A frame with one row per path: ``path`` (``"a > b > c"`` or a list of channels), the number of
-        journeys of that path that converted (``conversions``) and that did not (``nulls``), and
-        optionally their total value in integer micros (``value``).
+        A pandas, polars or Arrow frame with one row per path and these columns (their default names;
+        the keywords below rename them):
+
+        - ``"path"``: a string of channels joined by ``sep`` (``"a > b > c"``; names stripped of
+          surrounding spaces) or a list of channel strings. A null or empty path is refused.
+        - ``"total_conversions"``: the number of journeys of that path that converted, and
+          ``"total_null"``: the number that did not. Any numeric dtype (fractions allowed); null,
+          negative or non-finite counts are refused.
+        - the ``value`` column, only when ``value`` names one: the paths' total conversion value in
+          integer micros (a float column is refused; nulls count as 0, negatives are refused).
     model
-        ``"MARKOV"``, ``"SHAPLEY"`` (or a model object, then ``params`` must be empty).
+        ``"MARKOV"``, ``"SHAPLEY"`` or ``"DATA_DRIVEN"``, in any case (or a model object, then
+        ``params`` must be empty).
+    path, conversions, nulls
+        The names of the path and count columns, if not ``"path"``, ``"total_conversions"`` and
+        ``"total_null"`` (a frame with columns named ``conversions`` and ``nulls`` needs
+        ``conversions="conversions", nulls="nulls"``).
+    value
+        The name of the value column (default: none, every value 0).
+    sep
+        The separator of string paths.
+    direct_channels
+        The channels a model with ``remove_direct_if_not_all`` treats as direct.
     params
         The model's parameters (``order=2``, ``transform="unique"``, ``bootstrap=200`` ...).
+
+    Returns
+    -------
+    FittedModel
+        The fitted model: ``channel_credit`` holds each channel's share, conversions and value.
+
+    Raises
+    ------
+    ConfigError
+        A column is missing, has the wrong dtype, or ``sep`` is empty.
+    InputError
+        Null, negative or non-finite counts, negative values, null or empty paths (with counts).
+    ModelError
+        ``model`` is not a data-driven model, or its parameters are invalid.
 
     Examples
     --------
