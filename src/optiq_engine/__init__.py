@@ -2,51 +2,80 @@
 
 >>> import optiq_engine as oq
 >>> result = oq.attribute(touchpoints, conversions, models=["LINEAR"])  # doctest: +SKIP
+
+The public names are imported on first use (PEP 562), so ``import optiq_engine`` and ``optiq --help``
+do not pay for Polars, Numba or SciPy.
 """
 
 from __future__ import annotations
 
-from . import models
-from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels
-from .config import AttributionConfig
-from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError
-from .fitting import fit_paths
-from .io import synthetic
-from .journeys import JourneyResult, build_journeys
-from .models import available_models, get_model
-from .paths import PathTable
-from .pipeline import attribute
-from .result import AttributionResult, combine_credit
-from .selection import compare_conversion_models, select_markov_order
-from .touchpoints import TouchpointExtraction, extract_touchpoints
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "attribute",
-    "fit_paths",
-    "select_markov_order",
-    "compare_conversion_models",
-    "PathTable",
-    "build_journeys",
-    "JourneyResult",
-    "extract_touchpoints",
-    "TouchpointExtraction",
-    "AttributionConfig",
-    "AttributionResult",
-    "combine_credit",
-    "ChannelRule",
-    "ChannelRules",
-    "DEFAULT_CHANNEL_RULES",
-    "derive_channels",
-    "models",
-    "available_models",
-    "get_model",
-    "synthetic",
-    "OptiqError",
-    "ConfigError",
-    "InputError",
-    "ModelError",
-    "SchemaError",
-    "__version__",
-]
+# Public name -> the module that defines it, imported on first access. A new public name is one line
+# here (plus its import under TYPE_CHECKING below, for type checkers and editors).
+_LAZY: dict[str, str] = {
+    "attribute": ".pipeline",
+    "fit_paths": ".fitting",
+    "select_markov_order": ".selection",
+    "compare_conversion_models": ".selection",
+    "PathTable": ".paths",
+    "build_journeys": ".journeys",
+    "JourneyResult": ".journeys",
+    "extract_touchpoints": ".touchpoints",
+    "TouchpointExtraction": ".touchpoints",
+    "AttributionConfig": ".config",
+    "AttributionResult": ".result",
+    "combine_credit": ".result",
+    "ChannelRule": ".channels",
+    "ChannelRules": ".channels",
+    "DEFAULT_CHANNEL_RULES": ".channels",
+    "derive_channels": ".channels",
+    "available_models": ".models",
+    "get_model": ".models",
+    "OptiqError": ".errors",
+    "ConfigError": ".errors",
+    "InputError": ".errors",
+    "ModelError": ".errors",
+    "SchemaError": ".errors",
+}
+# Public submodules: name -> module path (the attribute is the module itself).
+_SUBMODULES: dict[str, str] = {
+    "models": ".models",
+    "synthetic": ".io.synthetic",
+}
+
+__all__ = [*_LAZY, *_SUBMODULES, "__version__"]
+
+if TYPE_CHECKING:  # the names' types for type checkers and editors
+    from . import models  # noqa: F401
+    from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels  # noqa: F401
+    from .config import AttributionConfig  # noqa: F401
+    from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
+    from .fitting import fit_paths  # noqa: F401
+    from .io import synthetic  # noqa: F401
+    from .journeys import JourneyResult, build_journeys  # noqa: F401
+    from .models import available_models, get_model  # noqa: F401
+    from .paths import PathTable  # noqa: F401
+    from .pipeline import attribute  # noqa: F401
+    from .result import AttributionResult, combine_credit  # noqa: F401
+    from .selection import compare_conversion_models, select_markov_order  # noqa: F401
+    from .touchpoints import TouchpointExtraction, extract_touchpoints  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name in this module."""
+    if name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name], __name__)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
