@@ -4,6 +4,13 @@
 attribution settings, recomputes either everything (``full=True``) or only the users with events created
 since the last successful run (the watermark in ``"EngineRun"``), and merges the links, journeys and
 journey events in one transaction.
+
+The watermark is the time the run's transaction started. An incremental run reads the ``TrackingEvent``
+and ``TouchPoint`` rows whose ``createdAt`` is after the previous watermark minus
+:data:`WATERMARK_OVERLAP` (10 minutes; ``run_batch(overlap=...)``): a platform transaction open when the
+watermark was taken may commit rows stamped before it. Rereading only recomputes those users again. A
+row committed by a transaction open longer than the overlap is missed by incremental runs until the next
+full run.
 """
 
 from __future__ import annotations
