@@ -1,49 +1,209 @@
-"""Parquet sources and sinks: the embedded default, no database needed."""
+"""File sources and sinks: Parquet or CSV in, Parquet out; the embedded default, no database needed."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import polars as pl
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, SinkError, SourceError
 from ..result import AttributionResult, combine_credit
 
-__all__ = ["read_parquet", "scan_parquet", "iter_partitions", "ResultWriter", "write_result"]
+__all__ = [
+    "read_parquet",
+    "scan_parquet",
+    "read_source",
+    "scan_source",
+    "iter_partitions",
+    "ResultWriter",
+    "write_result",
+    "TEXT_COLUMNS",
+]
 
 _PARTITION_SEED = 0x2545F4914F6CDD1D
+
+#: Columns a CSV file gives as text, whatever they look like: identifiers (``007`` stays ``007``),
+#: names, URLs and timestamps (parsed by the frame contract, docs/contract.md §1.2, not by the CSV reader).
+#: Every other column is typed by its values (``value_micros`` ``1500000`` is an integer, ``1.5`` a float
+#: that the contract refuses, docs/contract.md §1.1).
+TEXT_COLUMNS = (
+    "event_id",
+    "touchpoint_id",
+    "conversion_id",
+    "anon_id",
+    "session_id",
+    "organization_id",
+    "site_id",
+    "type",
+    "name",
+    "url",
+    "referrer",
+    "channel",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "fbclid",
+    "ttclid",
+    "platform_code",
+    "campaign_id",
+    "ad_id",
+    "properties",
+    "occurred_at",
+)
+
+#: What polars raises on a file it cannot read (a Rust panic on some corrupted files is not an Exception).
+_READ_ERRORS: tuple[type[BaseException], ...] = (pl.exceptions.PolarsError, OSError, pl.exceptions.PanicException)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _kind(path: Path) -> str:
+    """``parquet`` or ``csv`` for a file, by its extension, else by its first bytes."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] in ([".parquet"], [".pq"]):
+        return "parquet"
+    if suffixes[-1:] == [".csv"]:
+        return "csv"
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise SourceError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    if magic == b"PAR1":
+        return "parquet"
+    raise SourceError(f"{str(path)!r} is neither Parquet nor CSV: name it *.parquet or *.csv")
+
+
+def _files(path: Path) -> tuple[str, list[Path]]:
+    """The kind (``parquet`` / ``csv``) and the files of a file or a directory (recursively, hidden ones
+    skipped: a directory holds one kind)."""
+    if not path.exists():
+        raise SourceError(f"no such file or directory: {str(path)!r}")
+    if not path.is_dir():
+        return _kind(path), [path]
+    found = {
+        kind: sorted(
+            p
+            for p in path.rglob(f"*.{kind}")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        for kind in ("parquet", "csv")
+    }
+    kinds = [kind for kind, files in found.items() if files]
+    if not kinds:
+        raise SourceError(f"no .parquet or .csv files in directory {str(path)!r}")
+    if len(kinds) > 1:
+        raise SourceError(
+            f"directory {str(path)!r} holds both .parquet and .csv files ({len(found['parquet'])} and "
+            f"{len(found['csv'])}): point at one kind (a file or a folder of one kind)"
+        )
+    return kinds[0], found[kinds[0]]
+
+
+def scan_source(path: str | Path) -> pl.LazyFrame:
+    """A lazy frame over a Parquet or CSV file, a directory of either, or a glob of Parquet files.
+
+    Parameters
+    ----------
+    path
+        ``*.parquet`` / ``*.csv`` (else recognised by its first bytes), a directory (its ``.parquet`` files
+        with hive partitions, or its ``.csv`` files, recursively; not both), or a glob.
+
+    Returns
+    -------
+    polars.LazyFrame
+        CSV columns in :data:`TEXT_COLUMNS` are strings; the others are typed by their values (the whole
+        file is scanned to decide).
+
+    Raises
+    ------
+    SourceError
+        A missing path, a file of another format, an unreadable header or footer. Errors in the data
+        itself surface when collecting: use :func:`read_source`, or :func:`iter_partitions`.
+    """
+    text = str(path)
+    if any(ch in text for ch in "*?[") and not Path(path).exists():
+        if text.lower().endswith(".csv"):
+            return _scan_csv(text, text)
+        return _scan_parquet(text, text, hive=False)
+    p = Path(path)
+    kind, files = _files(p)
+    if kind == "csv":
+        return _scan_csv([str(f) for f in files], text)
+    return _scan_parquet(str(p / "**" / "*.parquet") if p.is_dir() else str(p), text, hive=p.is_dir())
+
+
+def _scan_parquet(source: str, path: str, *, hive: bool) -> pl.LazyFrame:
+    try:
+        frame = pl.scan_parquet(source, hive_partitioning=hive)
+        frame.collect_schema()
+    except _READ_ERRORS as exc:
+        raise SourceError(
+            f"cannot read Parquet from {path!r}: {_first_line(exc)} (a damaged or truncated file? write it again)"
+        ) from exc
+    return frame
+
+
+def _scan_csv(source: str | list[str], path: str) -> pl.LazyFrame:
+    try:
+        header = pl.scan_csv(source, n_rows=0, infer_schema=False).collect_schema()
+        text = {c: pl.String for c in header if c in TEXT_COLUMNS}
+        frame = pl.scan_csv(source, infer_schema_length=None, schema_overrides=text)
+        frame.collect_schema()
+    except _READ_ERRORS as exc:
+        raise SourceError(f"cannot read CSV from {path!r}: {_first_line(exc)}") from exc
+    return frame
+
+
+def _collect(frame: pl.LazyFrame, path: str | Path, *, streaming: bool = False) -> pl.DataFrame:
+    try:
+        return frame.collect(engine="streaming") if streaming else frame.collect()
+    except _READ_ERRORS as exc:
+        line = _first_line(exc)
+        hint = "a damaged or truncated file? write it again" if "parquet" in line.lower() else "fix the file"
+        raise SourceError(f"cannot read {str(path)!r}: {line} ({hint})") from exc
+
+
+def read_source(path: str | Path) -> pl.DataFrame:
+    """A frame from a Parquet or CSV file, a directory of either or a glob (:func:`scan_source`).
+
+    Raises
+    ------
+    SourceError
+        The path is missing, of another format, or damaged (one line naming it).
+    """
+    return _collect(scan_source(path), path)
 
 
 def scan_parquet(path: str | Path) -> pl.LazyFrame:
     """A lazy frame over a Parquet file, a directory of Parquet files (hive partitions too) or a glob."""
     p = Path(path)
     if not p.exists() and not any(ch in str(path) for ch in "*?["):
-        raise InputError(f"no such file or directory: {str(path)!r}")
-    source = str(p / "**" / "*.parquet") if p.is_dir() else str(path)
-    try:
-        frame = pl.scan_parquet(source, hive_partitioning=p.is_dir())
-        frame.collect_schema()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        raise InputError(f"cannot read Parquet from {str(path)!r}: {exc}") from exc
-    return frame
+        raise SourceError(f"no such file or directory: {str(path)!r}")
+    return _scan_parquet(str(p / "**" / "*.parquet") if p.is_dir() else str(path), str(path), hive=p.is_dir())
 
 
 def read_parquet(path: str | Path) -> pl.DataFrame:
     """A frame from a Parquet file, a directory of Parquet files (hive partitions too) or a glob."""
-    try:
-        return scan_parquet(path).collect()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        raise InputError(f"cannot read Parquet from {str(path)!r}: {exc}") from exc
+    return _collect(scan_parquet(path), path)
 
 
 def iter_partitions(
     touchpoints: str | Path, conversions: str | Path, *, partitions: int
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """Touchpoints and conversions in ``partitions`` slices by a hash of ``anon_id``.
+    """Touchpoints and conversions (Parquet or CSV: :func:`scan_source`) in ``partitions`` slices by a
+    hash of ``anon_id``.
 
     A user's rows (and so every (organization, site, user) group) land in one slice, so attributing the
     slices one by one gives the same links as attributing everything at once, in about 1/partitions of
@@ -51,13 +211,16 @@ def iter_partitions(
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
-    tp, cv = scan_parquet(touchpoints), scan_parquet(conversions)
+    tp, cv = scan_source(touchpoints), scan_source(conversions)
     if partitions == 1:
-        yield tp.collect(), cv.collect()
+        yield _collect(tp, touchpoints), _collect(cv, conversions)
         return
     for i in range(partitions):
         pred = pl.col("anon_id").cast(pl.String).hash(_PARTITION_SEED) % partitions == i
-        yield tp.filter(pred).collect(engine="streaming"), cv.filter(pred).collect(engine="streaming")
+        yield (
+            _collect(tp.filter(pred), touchpoints, streaming=True),
+            _collect(cv.filter(pred), conversions, streaming=True),
+        )
 
 
 class ResultWriter:
@@ -78,24 +241,36 @@ class ResultWriter:
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> ResultWriter:
-        (self._stage / "links" if self.partitioned else self._stage).mkdir(parents=True)
+        """Create the staging directory (and ``out_dir`` if missing).
+
+        Raises
+        ------
+        SinkError
+            ``out_dir`` is an existing file, or cannot be created or written (read-only, no space).
+        """
+        if self.out.exists() and not self.out.is_dir():
+            raise SinkError(f"output folder {str(self.out)!r} is an existing file: name a folder (created if missing)")
+        with _sink(self.out):
+            (self._stage / "links" if self.partitioned else self._stage).mkdir(parents=True)
         return self
 
     def write(self, result: AttributionResult) -> None:
         """Add one result (one partition when partitioned)."""
-        if self.partitioned:
-            result.links.write_parquet(self._stage / "links" / f"part-{len(self._results):05d}.parquet")
-        elif self._results:
+        if not self.partitioned and self._results:
             raise ConfigError("an unpartitioned ResultWriter takes one result; pass partitioned=True")
-        else:
-            result.links.write_parquet(self._stage / "links.parquet")
+        name = f"links/part-{len(self._results):05d}.parquet" if self.partitioned else "links.parquet"
+        with _sink(self.out):
+            result.links.write_parquet(self._stage / name)
         self.counts["links"] = self.counts.get("links", 0) + result.links.height
         self._results.append(result.without_links())
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if exc_type is None:
-                self._finish()
+                with _sink(self.out):
+                    self._finish()
         finally:
             shutil.rmtree(self._stage, ignore_errors=True)
 
@@ -123,6 +298,19 @@ class ResultWriter:
                 target.replace(backup)
             (self._stage / name).replace(target)
             _remove(backup)
+
+
+@contextmanager
+def _sink(out: Path) -> Iterator[None]:
+    """OS errors writing under ``out`` as one :class:`SinkError` line (the previous results stay intact)."""
+    try:
+        yield
+    except OSError as exc:
+        what = exc.strerror or str(exc)
+        raise SinkError(
+            f"cannot write to output folder {str(out)!r}: {what}; choose a writable folder with free space "
+            "(previous results there are unchanged)"
+        ) from exc
 
 
 def _remove(path: Path) -> None:
