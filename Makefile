@@ -1,9 +1,11 @@
 # Quick start: `make demo` (install + run the demo) and `make test` (install + run the whole suite).
+# `make test-fast`: lint and the tests not marked slow, postgres, spark or notebooks (pyproject.toml), a
+# loop of about a minute; `make test` runs everything.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test test-fast install bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,11 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: install
+test-fast: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow and not postgres and not spark and not notebooks"
+
+bench: install  # writes out/RESULTS.md (untracked); --out benchmarks/RESULTS.md records the figures
 	$(BIN)/python -m benchmarks.run
 
 lint: install
