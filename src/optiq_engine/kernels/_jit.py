@@ -1,16 +1,28 @@
-"""The one place where Numba options are decided.
+"""The one place where Numba options are decided, and where compilation is measured.
 
-``OPTIQ_NUMBA_CACHE=0`` turns the on-disk cache off (it is on by default). ``fastmath`` is always off:
-the kernels compute sums that must be exact and reproducible.
+``OPTIQ_NUMBA_CACHE=0`` turns the on-disk cache off (it is on by default; Numba's ``NUMBA_CACHE_DIR``
+moves it). ``fastmath`` is always off: the kernels compute sums that must be exact and reproducible.
+
+The first call of a kernel in a fresh environment compiles it (tens of seconds for all of them); later
+processes load it from the cache. Compilation is timed from Numba's own ``numba:compile`` events, which
+fire only when a function is really compiled (a cache hit fires none): the first one in a process is
+logged once at INFO on this module's logger, each compiled function at DEBUG with its seconds, and
+:func:`compile_stats` gives the totals so callers can report compile time apart from run time.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from dataclasses import dataclass
 
 import numba
+from numba.core import event
 
-__all__ = ["jit", "pjit", "prange"]
+__all__ = ["jit", "pjit", "prange", "CompileStats", "compile_stats"]
+
+logger = logging.getLogger(__name__)
 
 _CACHE = os.environ.get("OPTIQ_NUMBA_CACHE", "1") not in ("0", "false", "False", "")
 
@@ -25,3 +37,88 @@ def jit(fn):
 def pjit(fn):
     """Compile a kernel that runs ``prange`` loops over threads."""
     return numba.njit(cache=_CACHE, nogil=True, parallel=True)(fn)
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    """Numba compilation of this package's kernels in this process so far.
+
+    Attributes
+    ----------
+    functions
+        Functions (one per signature) compiled rather than loaded from the cache, nested ones included.
+    seconds
+        Wall seconds spent compiling (a kernel's compile includes the functions it calls).
+    """
+
+    functions: int = 0
+    seconds: float = 0.0
+
+
+class _CompileListener(event.Listener):
+    """Times the outermost ``numba:compile`` events of this package's functions.
+
+    Numba compiles under its global (re-entrant) compiler lock, so events arrive one compile at a time,
+    nested when a kernel's compile compiles the functions it calls.
+    """
+
+    def __init__(self) -> None:
+        self.functions = 0
+        self.seconds = 0.0
+        self._depth = 0
+        self._outer_ours = False
+        self._started = 0.0
+        self._announced = False
+
+    def on_start(self, ev: event.Event) -> None:
+        if self._depth == 0:
+            self._outer_ours = _is_ours(ev)
+            self._started = time.perf_counter()
+            if self._outer_ours and not self._announced:
+                self._announced = True
+                where = "cache off (OPTIQ_NUMBA_CACHE=0)" if not _CACHE else "cached on disk for later runs"
+                logger.info("compiling Numba kernels on first use in this environment (%s)...", where)
+        self._depth += 1
+        if self._outer_ours:
+            self.functions += 1
+
+    def on_end(self, ev: event.Event) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._outer_ours:
+            seconds = time.perf_counter() - self._started
+            self.seconds += seconds
+            logger.debug("compiled %s in %.2f s", _name(ev), seconds)
+
+
+def _is_ours(ev: event.Event) -> bool:
+    func = getattr(ev.data.get("dispatcher"), "py_func", None) if isinstance(ev.data, dict) else None
+    return getattr(func, "__module__", "").startswith("optiq_engine.")
+
+
+def _name(ev: event.Event) -> str:
+    func = getattr(ev.data.get("dispatcher"), "py_func", None) if isinstance(ev.data, dict) else None
+    return f"{func.__module__}.{func.__qualname__}" if func is not None else "a function"
+
+
+_listener = _CompileListener()
+event.register("numba:compile", _listener)
+
+
+def compile_stats() -> CompileStats:
+    """Numba compilation of this package's kernels in this process so far.
+
+    Returns
+    -------
+    CompileStats
+        Functions compiled (not loaded from the on-disk cache) and the seconds it took; subtract two
+        snapshots to get the compilation of one call.
+
+    Examples
+    --------
+    >>> from optiq_engine.kernels._jit import compile_stats
+    >>> before = compile_stats()
+    >>> # ... run something ...
+    >>> compile_stats().seconds - before.seconds  # doctest: +SKIP
+    0.0
+    """
+    return CompileStats(functions=_listener.functions, seconds=_listener.seconds)
