@@ -1,18 +1,102 @@
 """Load a synthetic data set into an Optiq database (for demos, tests, notebooks and benchmarks).
 
-Organizations, tracking sites, conversion events and touchpoints go in with ADBC's bulk ingest (binary
-``COPY``); with ``page_views=True`` every touchpoint also gets the ``PAGE_VIEW`` tracking event it was
-extracted from (``TouchPoint.trackingEventId``), as the platform records them.
+Two ways in:
+
+- :func:`load_synthetic` (``optiq demo --database-url``): the simulator's data as **tracking events**
+  (a ``PAGE_VIEW`` per touchpoint, with its UTM parameters and click ids, and a ``CONVERSION`` per
+  conversion) through :func:`optiq_engine.io.load.load_events`, the path of a user's own events
+  (``optiq db load``); touchpoints are then extracted from the events by ``optiq run``. It also adds a
+  user who owns the organization, so that ``optiq keys create`` has someone to give a key to.
+- :func:`write_synthetic` (tests and benchmarks): organizations, tracking sites, conversion events and
+  the platform's ``TouchPoint`` rows with the simulator's own ids (``TrackingEvent.id`` is the
+  ``conversion_id``), with ADBC's bulk ingest (binary ``COPY``); with ``page_views=True`` every touchpoint
+  also gets the ``PAGE_VIEW`` tracking event it was extracted from (``TouchPoint.trackingEventId``), as the
+  platform records them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
+from .load import LoadSummary, load_events
 from .postgres import adbc_url
 from .synthetic import SyntheticData
 
-__all__ = ["write_synthetic"]
+__all__ = ["write_synthetic", "load_synthetic", "synthetic_events"]
+
+_EVENT_PARAMETERS = ("utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid")
+
+
+def synthetic_events(data: SyntheticData) -> pl.DataFrame:
+    """The synthetic data set as one events frame (``docs/contract.md`` §1).
+
+    Every touchpoint is a ``PAGE_VIEW`` (``event_id`` its ``touchpoint_id``) with its UTM parameters and
+    click ids; every conversion a ``CONVERSION`` (``event_id`` its ``conversion_id``) with its value and
+    name. Touchpoints without parameters (direct traffic) become page views that extraction skips.
+    """
+    views = data.touchpoints.select(
+        pl.col("touchpoint_id").alias("event_id"),
+        "anon_id",
+        "occurred_at",
+        pl.lit("PAGE_VIEW").alias("type"),
+        *(pl.col(c) if c in data.touchpoints.columns else pl.lit(None, pl.String).alias(c) for c in _EVENT_PARAMETERS),
+    )
+    conversions = data.conversions.select(
+        pl.col("conversion_id").alias("event_id"),
+        "anon_id",
+        "occurred_at",
+        pl.lit("CONVERSION").alias("type"),
+        "value_micros",
+        "name",
+    )
+    return pl.concat([views, conversions], how="diagonal_relaxed").sort("occurred_at", "event_id")
+
+
+def load_synthetic(
+    url_or_connection: Any,
+    data: SyntheticData,
+    *,
+    organization_id: str = "demo",
+    site_id: str = "demo-web",
+    user_id: str | None = "demo",
+) -> LoadSummary:
+    """Load ``data`` as the tracking events of one organization's site (created if missing).
+
+    Parameters
+    ----------
+    url_or_connection
+        As in :func:`~optiq_engine.io.load.load_events`.
+    data
+        A synthetic data set (its own organization and site columns are replaced by the arguments).
+    organization_id, site_id
+        Where the events go; both are created when missing.
+    user_id
+        A ``User`` (email ``<user_id>@<organization_id>.example``) made ``OWNER`` of the organization, for
+        ``optiq keys create --user``; ``None``: no user. Existing users and memberships are left as they are.
+
+    Returns
+    -------
+    LoadSummary
+        A rerun with the same data inserts nothing (the events are already present).
+    """
+    from .load import _transaction
+
+    events = synthetic_events(data)
+    with _transaction(url_or_connection) as conn:
+        summary = load_events(events, conn, organization_id=organization_id, site_id=site_id, create=True)
+        if user_id is not None:
+            conn.execute(
+                'INSERT INTO "User" (id, name, email) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING',
+                (user_id, user_id, f"{user_id}@{organization_id}.example"),
+            )
+            conn.execute(
+                """INSERT INTO "Membership" (id, "userId", "organizationId", role)
+                   VALUES (%s, %s, %s, 'OWNER') ON CONFLICT DO NOTHING""",
+                (f"m_{organization_id}_{user_id}", user_id, organization_id),
+            )
+    return summary
 
 
 def _ingest(conn, table: str, frame: pl.DataFrame) -> int:  # noqa: ANN001 - an ADBC connection
@@ -57,7 +141,9 @@ def write_synthetic(url: str, data: SyntheticData, *, page_views: bool = False) 
     touchpoints = tp.select(
         pl.col("touchpoint_id").alias("id"),
         pl.col("site_id").alias("siteId"),
-        (pl.lit("ev_") + pl.col("touchpoint_id")).alias("trackingEventId") if page_views else pl.lit(None, pl.String).alias("trackingEventId"),
+        (pl.lit("ev_") + pl.col("touchpoint_id")).alias("trackingEventId")
+        if page_views
+        else pl.lit(None, pl.String).alias("trackingEventId"),
         pl.col("anon_id").alias("anonId"),
         pl.col("occurred_at").alias("occurredAt"),
         "gclid",
