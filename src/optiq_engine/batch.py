@@ -64,6 +64,7 @@ class RunSummary:
     journeys: int = 0
     journeys_changed: int = 0
     touchpoints_changed: int = 0
+    touchpoints_extracted: bool = False
     quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
     updated: int = 0
@@ -225,7 +226,7 @@ def run_batch(
     wait: bool = False,
     overlap: timedelta = WATERMARK_OVERLAP,
     on_stage: Callable[[str], None] | None = None,
-    extract_touchpoints: bool = False,
+    extract_touchpoints: bool | None = None,
     engine: str = "local",
     master: str | None = None,
     **options: Any,
@@ -257,6 +258,9 @@ def run_batch(
         Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
         ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
         same transaction as the links and journeys, and attribution uses them. Needs ``partitions=1``.
+        ``None`` (default): extract when the organization's last successful run did, or when it has
+        tracking events but no ``TouchPoint`` row (in scope); otherwise read the ``TouchPoint`` rows
+        (``docs/touchpoints.md`` §6). ``False``: always read them.
     engine
         ``local`` (this process) or ``spark``: load (Spark's JDBC source, split by a hash of ``anonId``),
         attribution and journeys run on Spark (``master``; default ``local[*]``; ``partitions`` is the Spark
@@ -265,9 +269,9 @@ def run_batch(
     """
     if engine not in ("local", "spark"):
         raise ConfigError(f"engine must be local or spark, got {engine!r}")
-    if engine == "spark" and extract_touchpoints:
+    if engine == "spark" and extract_touchpoints is True:
         raise ConfigError("extract_touchpoints is not supported with engine='spark' yet")
-    if extract_touchpoints and partitions > 1:
+    if extract_touchpoints is True and partitions > 1:
         raise ConfigError("extract_touchpoints loads the events of all users in scope at once: use partitions=1")
     if since is not None and not full:
         raise ConfigError("since applies to full runs only (an incremental run recomputes whole user histories)")
@@ -277,6 +281,8 @@ def run_batch(
     t_all = time.perf_counter()
     with _org_lock(url, organization_id, wait=wait) as conn:
         settings_options, settings_models = settings_from_json(_check_org(conn, organization_id))
+        if extract_touchpoints is None:
+            extract_touchpoints = _extract_by_default(conn, organization_id, site_id, partitions=partitions, engine=engine)
         config = AttributionConfig().with_options(**{**settings_options, **options})
         chosen = list(models) if models else settings_models
         (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
@@ -286,7 +292,9 @@ def run_batch(
             raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
         previous = None if full or data_driven else _last_watermark(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
-        summary = RunSummary(run_id=run_id, organization_id=organization_id, mode=mode)
+        summary = RunSummary(
+            run_id=run_id, organization_id=organization_id, mode=mode, touchpoints_extracted=extract_touchpoints
+        )
         conn.execute(
             """INSERT INTO "EngineRun" (id, "organizationId", "siteId", mode, status) VALUES (%s, %s, %s, %s, 'RUNNING')""",
             (run_id, organization_id, site_id, mode),
@@ -451,6 +459,35 @@ def run_batch(
             )
             raise
     return summary
+
+
+def _extract_by_default(conn: Any, organization_id: str, site_id: str | None, *, partitions: int, engine: str) -> bool:
+    """Whether a run without an explicit choice extracts touchpoints (docs/touchpoints.md §6): yes when the
+    organization's last successful run did (its engine rows are then kept up to date), or when the scope
+    has tracking events and no ``TouchPoint`` row at all (there is nothing else to attribute to)."""
+    row = conn.execute(
+        """SELECT coalesce((summary->>'touchpoints_extracted')::boolean, false) FROM "EngineRun"
+           WHERE "organizationId" = %s AND status = 'SUCCEEDED' ORDER BY "finishedAt" DESC LIMIT 1""",
+        (organization_id,),
+    ).fetchone()
+    if row is not None and row[0]:
+        extract = True
+    else:
+        scope = """FROM {table} x JOIN "TrackingSite" s ON s.id = x."siteId"
+                   WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR s.id = %(site)s)"""
+        (touchpoints, events) = conn.execute(
+            f"""SELECT EXISTS (SELECT 1 {scope.format(table='"TouchPoint"')}),
+                       EXISTS (SELECT 1 {scope.format(table='"TrackingEvent"')})""",
+            {"org": organization_id, "site": site_id},
+        ).fetchone()
+        extract = events and not touchpoints
+    if extract and (partitions > 1 or engine != "local"):
+        raise ConfigError(
+            f"organization {organization_id!r} gets its touchpoints extracted from its tracking events (it has "
+            "no TouchPoint rows, or its last run extracted them: docs/touchpoints.md §6), which needs "
+            "--partitions 1 and --engine local; or pass --no-extract-touchpoints to read TouchPoint rows only"
+        )
+    return bool(extract)
 
 
 def _extract_touchpoints(url: str, window: postgres.Window, config: AttributionConfig, as_of: datetime) -> Any:
