@@ -1,28 +1,52 @@
-"""The ``optiq`` command line (Typer + Rich)."""
+"""The ``optiq`` command line (Typer + Rich; output and errors in :mod:`optiq_engine._console`)."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from ._console import (
+    compile_seconds,
+    console,
+    err,
+    fail,
+    natural_width,
+    new_app,
+    new_table,
+    one_line_errors,
+    set_debug,
+    show_library_log,
+    stages,
+)
 from .config import AttributionConfig
-from .errors import ConfigError, OptiqError
-from .models import HEURISTIC_MODELS
-from .result import AttributionResult
+from .errors import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Optiq Engine: marketing attribution.")
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:  # Polars, the models and the pipeline are imported inside the commands: `optiq --help` stays fast
+    import polars as pl
+    from rich.table import Table
+
+    from .result import AttributionResult
+
+app = new_app("Optiq Engine: marketing attribution.")
+_one_line_errors = one_line_errors  # the name the commands below were written with
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="OPTIQ_DEBUG", help="Show the traceback of an error (or set OPTIQ_DEBUG=1)."),
+    ] = False,
+) -> None:
+    """Optiq Engine: marketing attribution."""
+    set_debug(debug)
+    show_library_log()
+
 
 _STAGES = {
     "validate": "validating input",
@@ -34,78 +58,127 @@ _STAGES = {
 }
 
 
-def _run(touchpoints, conversions, models: list[str] | None, config: AttributionConfig) -> AttributionResult:
+def _run(
+    touchpoints, conversions, models: list[str] | None, config: AttributionConfig
+) -> tuple[AttributionResult, dict[str, float]]:
+    """Attribute with a progress display; also return the seconds spent compiling Numba kernels, by stage
+    (``"starting"`` before the first), so the caller can report compilation apart from run time."""
     from .pipeline import run_attribution
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task("attributing", total=None)
-        return run_attribution(
-            touchpoints,
-            conversions,
-            models=models,
-            config=config,
-            on_stage=lambda s: progress.update(task, description=_STAGES.get(s, s)),
-        )
+    compiling: dict[str, float] = {}
+    current, mark = ["starting"], [compile_seconds()]
+
+    def account(stage: str | None) -> None:
+        now = compile_seconds()
+        if now > mark[0]:
+            compiling[current[0]] = compiling.get(current[0], 0.0) + now - mark[0]
+        if stage is not None:
+            current[0], mark[0] = stage, now
+
+    with stages("attributing") as show:
+
+        def on_stage(stage: str) -> None:
+            account(stage)
+            show(_STAGES.get(stage, stage))
+
+        result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=on_stage)
+    account(None)
+    return result, compiling
+
+
+def _timings(timings: dict[str, float], compiling: dict[str, float]) -> str:
+    """``stage 0.12s, ...``: each stage's seconds without the Numba compilation it triggered."""
+    return ", ".join(f"{k} {max(v - compiling.get(k, 0.0), 0.0):.2f}s" for k, v in timings.items())
 
 
 def _credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) -> Table:
-    table = Table(title="Attributed conversions by channel and model")
-    table.add_column("channel")
+    """Attributed conversions, one row per channel and one column per model (channels never cut: the
+    model headers break at their underscores when the table is wider than the terminal)."""
+    import polars as pl
+
     names = list(result.model_names)
-    for name in names:
-        table.add_column(name, justify="right", overflow="fold")
     wide = (
         (result.credit if credit is None else credit).with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
         .pivot(on="model", index="channel", values="conversions")
         .sort("channel")
-    )
-    for row in wide.iter_rows(named=True):
-        if any(row[n] for n in names):
-            table.add_row(row["channel"], *(f"{row[n]:,.1f}" for n in names))
+    )  # fmt: skip
+    rows = [
+        [row["channel"], *(f"{row[n]:,.1f}" for n in names)]
+        for row in wide.iter_rows(named=True)
+        if any(row[n] for n in names)
+    ]
+
+    def build(headers: list[str]) -> Table:
+        title = "Attributed conversions by channel and model"
+        table = new_table(title, "channel", *headers, numbers=headers)
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    table = build(names)
+    if natural_width(table) > console.width:
+        table = build([n.replace("_", "_\n") for n in names])
     return table
 
 
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
+def _print_compile_time(seconds: float) -> None:
+    """Say how long compiling Numba kernels took, if this command compiled any (a fresh environment)."""
+    if seconds > 0:
+        err.print(
+            f"compiling Numba kernels took {seconds:.2f}s (first use in this environment; "
+            "later runs load them from the on-disk cache)",
+            soft_wrap=True,
+        )
 
 
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn the errors a user can fix (bad input, options, an unreachable database) into one line + exit 2."""
-    try:
-        yield
-    except OptiqError as exc:
-        _fail(exc)
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "adbc_driver_manager"):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _fail(RuntimeError(f"database: {first}"))
+def _fail(error: Exception | str) -> NoReturn:
+    """``error: <message>`` and exit code 2 (kept for the commands written before optiq_engine._console)."""
+    fail(str(error))
 
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Synthetic users (about 5 touchpoints each).")] = 200_000,
+    users: Annotated[int | None, typer.Option(help="Synthetic users (about 5 touchpoints each); default 200,000, or 20,000 with --database-url.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="Seed this Optiq database (after optiq db upgrade) through optiq db load's path and run the nightly job on it, instead of attributing in memory.", show_default=False)] = None,
+    org: Annotated[str, typer.Option("--org", help="With --database-url: the organization to seed (created if missing).")] = "demo",
+    site: Annotated[str, typer.Option("--site", help="With --database-url: its tracking site (created if missing).")] = "demo-web",
 ) -> None:
-    """Generate a synthetic data set, run every heuristic model and print credit per channel."""
-    from .io import synthetic
+    """Generate a synthetic data set, run every heuristic model and print credit per channel.
 
-    with _one_line_errors():
-        t0 = time.perf_counter()
+    With --database-url: load the data set as tracking events of an organization (and a user "demo" who
+    owns it), run the nightly job (touchpoints extracted from the events) and print the next commands.
+    """
+    if database_url is not None:
+        _demo_database(database_url, users=users or 20_000, seed=seed, org=org, site=site)
+        return
+    users = users or 200_000
+    from .io import synthetic
+    from .models import HEURISTIC_MODELS
+
+    with stages(f"generating {users:,} synthetic users"):
+        c0, t0 = compile_seconds(), time.perf_counter()
         data = synthetic.generate(n_users=users, seed=seed)
-        t_gen = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        result = _run(data.touchpoints, data.conversions, list(HEURISTIC_MODELS), AttributionConfig())
-        t_run = time.perf_counter() - t1
+        t_gen, c_gen = time.perf_counter() - t0, compile_seconds() - c0
+    t1 = time.perf_counter()
+    result, compiling = _run(data.touchpoints, data.conversions, list(HEURISTIC_MODELS), AttributionConfig())
+    t_run = time.perf_counter() - t1
+    c_run = sum(compiling.values())
     console.print(_credit_table(result))
     console.print(
         f"{data.touchpoints.height:,} touchpoints, {data.conversions.height:,} conversions, "
         f"{result.links.height:,} links, {result.unattributed.height:,} unattributed"
     )
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    console.print(f"generate {t_gen:.2f}s; attribute {t_run:.2f}s ({stages})")
+    console.print(
+        f"generate {t_gen - c_gen:.2f}s; attribute {t_run - c_run:.2f}s ({_timings(result.timings, compiling)})",
+        soft_wrap=True,
+    )
+    if c_gen + c_run > 0:
+        console.print(
+            f"compile {c_gen + c_run:.2f}s (generate {c_gen:.2f}s, attribute {c_run:.2f}s): Numba kernels compiled on "
+            "first use in this environment, not included above; later runs load them from the on-disk cache",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -113,7 +186,10 @@ def attribute(
     touchpoints: Annotated[Path, typer.Option(help="Parquet file or directory of touchpoints.")],
     conversions: Annotated[Path, typer.Option(help="Parquet file or directory of conversions.")],
     out: Annotated[Path, typer.Option(help="Output directory for links/credit/unattributed Parquet files.")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model name (repeat); default all heuristic models.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", metavar="NAME", help="Model name (repeat); default all heuristic models."),
+    ] = None,
     lookback_days: Annotated[float, typer.Option(help="Lookback window in days.")] = 30.0,
     reset_after_conversion: Annotated[bool, typer.Option(help="A touchpoint counts for one conversion only.")] = True,
     quarantine: Annotated[bool, typer.Option(help="Set invalid rows aside instead of failing.")] = False,
@@ -151,6 +227,7 @@ def attribute(
     from .models.fitted import data_driven_names
     from .result import combine_credit
 
+    compiled = compile_seconds()
     with _one_line_errors():
         config = AttributionConfig(
             lookback=timedelta(days=lookback_days),
@@ -165,7 +242,7 @@ def attribute(
             for i, (tp, cv) in enumerate(iter_partitions(touchpoints, conversions, partitions=partitions)):
                 if partitions > 1:
                     err.print(f"partition {i + 1}/{partitions}: {tp.height:,} touchpoints, {cv.height:,} conversions")
-                result = _run(tp, cv, model or None, config)
+                result, _ = _run(tp, cv, model or None, config)
                 writer.write(result)
                 summaries.append(result.without_links())
     console.print(_credit_table(summaries[0], combine_credit([r.credit for r in summaries])))
@@ -174,18 +251,20 @@ def attribute(
     console.print(
         f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions"
         + (f", {quarantined:,} quarantined rows" if quarantined else "")
-        + f" to {out}"
+        + f" to {out}",
+        soft_wrap=True,
     )
+    _print_compile_time(compile_seconds() - compiled)
 
 
-db_app = typer.Typer(no_args_is_help=True, help="Schema migrations of an Optiq Postgres database (Alembic).")
+db_app = new_app("Schema migrations of an Optiq Postgres database (Alembic).")
 app.add_typer(db_app, name="db")
 DatabaseUrl = Annotated[str, typer.Option("--database-url", envvar="OPTIQ_DATABASE_URL", help="PostgreSQL URL.")]
 
 
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Create or migrate the Optiq schema (refuses a platform-made database: see ``optiq db stamp``)."""
+    """Create or migrate the Optiq schema (refuses a platform-made database: see optiq db stamp)."""
     from .io import db
 
     with _one_line_errors():
@@ -195,7 +274,7 @@ def db_upgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argumen
 
 @db_app.command("downgrade")
 def db_downgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument(help="e.g. base or -1")]) -> None:
-    """Migrate down to ``revision`` (``base`` drops every Optiq table)."""
+    """Migrate down to REVISION (base drops every Optiq table)."""
     from .io import db
 
     with _one_line_errors():
@@ -205,7 +284,7 @@ def db_downgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argum
 
 @db_app.command("current")
 def db_current(database_url: DatabaseUrl) -> None:
-    """Print the database's schema revision (``none`` when it has no Alembic version)."""
+    """Print the database's schema revision (none when it has no Alembic version)."""
     from .io import db
 
     with _one_line_errors():
@@ -215,7 +294,7 @@ def db_current(database_url: DatabaseUrl) -> None:
 
 @db_app.command("stamp")
 def db_stamp(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Mark an existing (platform-made) Optiq database as at ``revision`` without changing it."""
+    """Mark an existing (platform-made) Optiq database as at REVISION without changing it."""
     from .io import db
 
     with _one_line_errors():
@@ -229,17 +308,135 @@ def db_summarize(
     org: Annotated[str, typer.Option("--org", help="Organization id.")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
 ) -> None:
-    """Rebuild an organization's daily credit and spend summaries (what the service reads) from its links
-    and daily metric rows: for links written by something else than ``optiq run``."""
+    """Rebuild an organization's daily credit and spend summaries.
+
+    The summaries (what the service reads) are rebuilt from the organization's links and daily metric
+    rows: for links written by something else than optiq run.
+    """
     from .batch import RunLocked, summarize
 
     with _one_line_errors():
         try:
             rows, seconds = summarize(database_url, org, wait=wait)
         except RunLocked as exc:
-            err.print(f"[bold yellow]locked:[/] {exc}")
+            err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
             raise typer.Exit(code=3) from None
     console.print(f"summarized {org}: {rows:,} daily credit rows in {seconds:.1f} s")
+
+
+# --- getting data in (optiq_engine.io.load): optiq db load, optiq demo --database-url ---
+@db_app.command("load")
+def db_load(
+    paths: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Parquet or CSV files of tracking events, or folders of them.", show_default=False)],
+    database_url: DatabaseUrl,
+    org: Annotated[str, typer.Option("--org", help="Organization id.")],
+    site: Annotated[str, typer.Option("--site", help="Tracking site id (a site of the organization).")],
+    create: Annotated[bool, typer.Option("--create", help="Create the organization and the site if missing.")] = False,
+    domain: Annotated[str | None, typer.Option(help="With --create: the new site's domain (default: the site id).", show_default=False)] = None,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", metavar="FILE", help="Load the valid rows and write the invalid ones to FILE (.csv or .parquet) with a reason column.", show_default=False)] = None,
+    timezone: Annotated[str | None, typer.Option(help="Time zone of timestamps written without one, e.g. Europe/Paris (default: UTC, with a warning).", show_default=False)] = None,
+) -> None:
+    """Load tracking events into "TrackingEvent" of one organization's site.
+
+    Columns (docs/contract.md §1): event_id, anon_id, occurred_at, type (PAGE_VIEW, CONVERSION or CUSTOM);
+    optional session_id, name, url, referrer, utm_source ... utm_content, gclid, fbclid, ttclid,
+    value_micros (integer micros), properties (JSON). Idempotent: events already stored (same site and
+    event_id) are left as they are and counted. Invalid rows fail the load (nothing is written) unless
+    --quarantine names a file for them.
+    """
+    import polars as pl
+
+    from .errors import InputError, SourceError
+    from .io.load import load_events
+    from .io.parquet import read_source
+
+    with one_line_errors():
+        frames = [read_source(path) for path in paths]
+        try:
+            events = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+        except pl.exceptions.PolarsError as exc:
+            raise SourceError(f"the files' columns do not fit together ({str(exc).splitlines()[0]}): load them one by one") from exc
+        options = {} if timezone is None else {"timezone": timezone}
+        try:
+            summary = load_events(
+                events, database_url, organization_id=org, site_id=site, create=create, domain=domain,
+                on_invalid="raise" if quarantine is None else "quarantine", **options,
+            )  # fmt: skip
+        except InputError as exc:
+            if not exc.counts:
+                raise
+            counts = ", ".join(f"{k}: {v:,}" for k, v in exc.counts.items())
+            fail(f"{sum(exc.counts.values()):,} invalid event row(s) ({counts}); nothing was loaded. Fix them, or "
+                 "pass --quarantine bad.csv to load the others and write these there with a reason column")  # fmt: skip
+        if quarantine is not None:
+            _write_rows(summary.quarantined_rows, quarantine)
+    names = ", ".join(str(p) for p in paths)
+    console.print(
+        f"loaded {names} into organization {org}, site {site}: {summary.rows:,} rows, {summary.inserted:,} inserted, "
+        f"{summary.already_present:,} already present, {summary.quarantined:,} quarantined"
+        + ("" if not summary.quarantined else f" ({', '.join(f'{k}: {v:,}' for k, v in summary.reasons.items())}) to {quarantine}"),
+        soft_wrap=True,
+    )  # fmt: skip
+    created = [f"organization {org}"] * summary.created_organization + [f"tracking site {site}"] * summary.created_site
+    if created:
+        console.print(f"created {' and '.join(created)}", soft_wrap=True)
+    if summary.ignored_columns:
+        err.print(f"note: ignored columns (not event columns): {', '.join(summary.ignored_columns)}", soft_wrap=True)
+    console.print(f"next: optiq run --org {org} --full", soft_wrap=True)
+
+
+def _write_rows(rows: pl.DataFrame, path: Path) -> None:
+    """Rows to ``path``: CSV for ``*.csv`` (nested columns as JSON text), else Parquet."""
+    import polars as pl
+
+    from .errors import SinkError
+
+    try:
+        if path.suffix.lower() == ".csv":
+            nested = [c for c, t in rows.schema.items() if isinstance(t, (pl.Struct, pl.List, pl.Array))]
+            rows.with_columns(pl.col(c).struct.json_encode() if isinstance(rows.schema[c], pl.Struct) else pl.col(c).cast(pl.String) for c in nested).write_csv(path)
+        else:
+            rows.write_parquet(path)
+    except OSError as exc:
+        raise SinkError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> None:
+    """``optiq demo --database-url``: seed an organization with synthetic events, run the nightly job."""
+    import polars as pl
+
+    from .batch import run_batch
+    from .io import synthetic
+    from .io.seed import load_synthetic
+
+    with one_line_errors():
+        with stages(f"generating {users:,} synthetic users"):
+            data = synthetic.generate(n_users=users, seed=seed)
+        with stages("loading tracking events"):
+            loaded = load_synthetic(url, data, organization_id=org, site_id=site, user_id="demo")
+        with stages("running the nightly job") as stage:
+            summary = run_batch(url, organization_id=org, full=True, extract_touchpoints=True, on_stage=stage)
+    first, last = data.conversions.select(pl.col("occurred_at").min(), pl.col("occurred_at").max()).row(0)
+    console.print(
+        f"loaded {loaded.rows:,} tracking events into organization {org}, site {site} ({loaded.inserted:,} new, "
+        f"{loaded.already_present:,} already present); user demo owns the organization",
+        soft_wrap=True,
+    )
+    console.print(
+        f"optiq run --full: {summary.touchpoints:,} touchpoints extracted, {summary.conversions:,} conversions, "
+        f"{summary.links:,} links ({summary.inserted:,} inserted), {summary.unattributed:,} unattributed, "
+        f"{summary.journeys:,} journeys in {summary.timings.get('total', 0.0):.1f} s",
+        soft_wrap=True,
+    )
+    url_option = "" if os.environ.get("OPTIQ_DATABASE_URL") == url else f" --database-url {url}"
+    console.print("next:", soft_wrap=True)
+    for line in (
+        f"optiq run{url_option} --org {org}            # incremental: only users with new events",
+        f"optiq keys create{url_option} --org {org} --user demo   # prints an API key",
+        f"optiq serve{url_option}                      # the HTTP API on http://127.0.0.1:8000",
+        f'curl -H "Authorization: Bearer $KEY" "http://127.0.0.1:8000/v1/metrics?start={first:%Y-%m-%d}&end={last:%Y-%m-%d}&grain=channel"',
+    ):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -254,7 +451,7 @@ def run(
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
-    extract: Annotated[bool, typer.Option("--extract-touchpoints", help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them.")] = False,
+    extract: Annotated[bool | None, typer.Option("--extract-touchpoints/--no-extract-touchpoints", help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them, or read the TouchPoint rows only. Default: extract when the organization has events and no TouchPoint rows, or its last run extracted (docs/touchpoints.md §6).", show_default=False)] = None,
     engine: Annotated[str, typer.Option(help="local (this process) or spark (load, attribution, journeys on Spark; --partitions: Spark partitions).")] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
@@ -274,25 +471,24 @@ def run(
         _fail(ValueError(f"--since must be an ISO 8601 date or time, got {since!r}"))
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
+    compiled = compile_seconds()
     with _one_line_errors():
         try:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
-                task = bar.add_task("starting", total=None)
+            with stages("starting") as show:
                 summary = run_batch(
                     database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
-                    partitions=partitions, wait=wait, on_stage=lambda s: bar.update(task, description=s),
+                    partitions=partitions, wait=wait, on_stage=show,
                     extract_touchpoints=extract, engine=engine, master=master, **options,
                 )  # fmt: skip
         except RunLocked as exc:
-            err.print(f"[bold yellow]locked:[/] {exc}")
+            err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
             raise typer.Exit(code=3) from None
-    table = Table(title=f"optiq run {org} ({summary.mode.lower()})")
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    compiled = compile_seconds() - compiled
+    table = new_table(f"optiq run {org} ({summary.mode.lower()})", "what", "value", numbers=["value"])
     for label, value in (
         ("users recomputed", "all" if summary.users is None else f"{summary.users:,}"),
-        ("touchpoints extracted (rows changed)" if extract else "touchpoints read",
-         f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if extract else "")),
+        ("touchpoints extracted (rows changed)" if summary.touchpoints_extracted else "touchpoints read",
+         f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if summary.touchpoints_extracted else "")),
         ("conversions recomputed", f"{summary.conversions:,}"),
         ("unattributed conversions", f"{summary.unattributed:,}"),
         ("links computed", f"{summary.links:,}"),
@@ -300,9 +496,19 @@ def run(
         ("journeys (rows changed)", f"{summary.journeys:,} ({summary.journeys_changed:,})"),
         *((f"quarantined {table}", f"{n:,}") for table, n in summary.quarantined.items()),
         *((f"time: {k}", f"{v:.2f} s") for k, v in summary.timings.items()),
+        *([("time: of which compiling Numba kernels (first use)", f"{compiled:.2f} s")] if compiled > 0 else []),
     ):
         table.add_row(label, value)
     console.print(table)
+    # --- getting data in: say why a run found nothing, and when touchpoints were extracted by default ---
+    if summary.touchpoints_extracted and extract is None:
+        err.print("note: touchpoints were extracted from the tracking events (no TouchPoint rows of the platform, "
+                  "or the last run extracted them: docs/touchpoints.md §6); --no-extract-touchpoints reads TouchPoint rows only")  # fmt: skip
+    if summary.mode == "FULL" and summary.conversions == 0:
+        err.print(f"note: no conversions in scope: load tracking events with `optiq db load FILE --org {org} --site SITE`")
+    elif not summary.touchpoints_extracted and summary.touchpoints == 0 and summary.conversions:
+        err.print("note: no TouchPoint rows in scope, so every conversion is unattributed: "
+                  "pass --extract-touchpoints to build them from the tracking events")  # fmt: skip
 
 
 from .service.cli import alerts_app, keys_app, serve  # noqa: E402

@@ -3,42 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from ..errors import OptiqError
+from .._console import console, fail, new_app, new_table, one_line_errors
 
 __all__ = ["alerts_app", "keys_app", "serve"]
 
-console = Console()
-err = Console(stderr=True)
-alerts_app = typer.Typer(no_args_is_help=True, help="Alert rules and events: evaluate due rules, list, acknowledge, resolve, dismiss.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP API (stored hashed, one organization each).")
+alerts_app = new_app("Alert rules and events: evaluate due rules, list, acknowledge, resolve, dismiss.")
+keys_app = new_app("API keys of the HTTP API (stored hashed, one organization each).")
 
 DatabaseUrl = Annotated[str, typer.Option("--database-url", envvar="OPTIQ_DATABASE_URL", help="PostgreSQL URL.")]
 Org = Annotated[str, typer.Option("--org", help="Organization id.")]
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Errors a user can fix become one line and exit code 2."""
-    try:
-        yield
-    except OptiqError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from None
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg"):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err.print(f"[bold red]error:[/] database: {first}")
-        raise typer.Exit(code=2) from None
 
 
 def _engine(url: str):
@@ -55,8 +34,7 @@ def _parse_now(now: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(now)
     except ValueError:
-        err.print(f"[bold red]error:[/] --now must be an ISO 8601 time, got {now!r}")
-        raise typer.Exit(code=2) from None
+        fail(f"--now must be an ISO 8601 time, got {now!r}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -64,7 +42,9 @@ def _parse_now(now: str | None) -> datetime | None:
 def evaluate(
     database_url: DatabaseUrl,
     org: Annotated[str | None, typer.Option("--org", help="Only this organization's rules.")] = None,
-    now: Annotated[str | None, typer.Option(help="Evaluate as of this instant (ISO 8601, UTC if naive); default now.")] = None,
+    now: Annotated[
+        str | None, typer.Option(help="Evaluate as of this instant (ISO 8601, UTC if naive); default now.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most this many rules.")] = None,
 ) -> None:
     """Evaluate the rules that are due (ACTIVE, lastEvaluatedAt + evaluationInterval <= now).
@@ -74,17 +54,16 @@ def evaluate(
     """
     from .alerts import evaluate_due
 
-    with _errors():
+    with one_line_errors():
         engine = _engine(database_url)
         try:
             done = evaluate_due(engine, organization_id=org, now=_parse_now(now), limit=limit)
         finally:
             engine.dispose()
-    table = Table(title=f"{len(done)} rule(s) evaluated")
-    for col in ("organization", "rule", "action", "event"):
-        table.add_column(col)
+    table = new_table(f"{len(done)} rule(s) evaluated", "organization", "rule", "action", "event")
     for e in done:
-        table.add_row(e.organization_id, e.rule_id, e.action if not e.error else f"[red]error: {e.error}[/]", e.event_id or "")
+        action = e.action if not e.error else f"[red]error: {escape(e.error)}[/]"
+        table.add_row(escape(e.organization_id), escape(e.rule_id), action, escape(e.event_id or ""))
     console.print(table)
     if any(e.error for e in done):
         raise typer.Exit(code=1)
@@ -100,16 +79,14 @@ def list_events(
     """List the organization's alert events, newest first."""
     from .alerts import read_events
 
-    with _errors():
+    with one_line_errors():
         engine = _engine(database_url)
         with engine.connect() as conn:
             rows = read_events(conn, organization_id=org, status=status, limit=limit)
         engine.dispose()
-    table = Table(title=f"alert events of {org}")
-    for col in ("id", "triggered", "status", "severity", "title"):
-        table.add_column(col, overflow="fold")
+    table = new_table(f"alert events of {org}", "id", "triggered", "status", "severity", "title")
     for r in rows:
-        table.add_row(r["id"], r["triggeredAt"], r["status"], r["severity"], r["title"])
+        table.add_row(*(escape(str(r[k])) for k in ("id", "triggeredAt", "status", "severity", "title")))
     console.print(table)
 
 
@@ -122,14 +99,14 @@ def _transition(name: str):
     ) -> None:
         from . import alerts
 
-        with _errors():
+        with one_line_errors():
             engine = _engine(database_url)
             try:
                 with engine.begin() as conn:
                     row = getattr(alerts, name)(conn, event_id, organization_id=org, by=by)
             finally:
                 engine.dispose()
-        console.print(f"{row['id']}: {row['status']}")
+        console.print(f"{row['id']}: {row['status']}", soft_wrap=True, markup=False)
 
     command.__doc__ = f"{name.capitalize()} an alert event (who: --by; when: now). Invalid transitions exit 2."
     return command
@@ -144,8 +121,11 @@ def create_rule(
     database_url: DatabaseUrl,
     org: Org,
     name: Annotated[str, typer.Option(help="Rule name.")],
-    type_: Annotated[str, typer.Option("--type", help="SPEND_THRESHOLD, CONVERSION_DROP, CPA_SPIKE, ROAS_DROP, CLICK_ANOMALY or CUSTOM.")],
-    config: Annotated[str, typer.Option(help='The config JSON, e.g. \'{"threshold": 10000000}\'.')] = "{}",
+    type_: Annotated[
+        str,
+        typer.Option("--type", help="SPEND_THRESHOLD, CONVERSION_DROP, CPA_SPIKE, ROAS_DROP, CLICK_ANOMALY or CUSTOM."),
+    ],
+    config: Annotated[str, typer.Option(help="The config JSON, e.g. '{\"threshold\": 10000000}'.")] = "{}",
     severity: str = "WARNING",
     interval: Annotated[int, typer.Option(help="Seconds between evaluations.")] = 3600,
     in_app: Annotated[bool, typer.Option(help="Notify the members in the app.")] = True,
@@ -156,9 +136,8 @@ def create_rule(
     try:
         parsed = json.loads(config)
     except json.JSONDecodeError as exc:
-        err.print(f"[bold red]error:[/] --config is not JSON: {exc}")
-        raise typer.Exit(code=2) from None
-    with _errors():
+        fail(f"--config is not JSON: {exc}")
+    with one_line_errors():
         engine = _engine(database_url)
         try:
             with engine.begin() as conn:
@@ -166,42 +145,46 @@ def create_rule(
                              evaluation_interval=interval, notify_in_app=in_app)  # fmt: skip
         finally:
             engine.dispose()
-    console.print(row["id"])
+    console.print(row["id"], soft_wrap=True, markup=False)
 
 
 @keys_app.command("create")
 def create_key(
     database_url: DatabaseUrl,
     org: Org,
-    user: Annotated[str, typer.Option("--user", help="User id (a member of the organization; the key gets their role).")],
+    user: Annotated[
+        str, typer.Option("--user", help="User id (a member of the organization; the key gets their role).")
+    ],
     name: Annotated[str, typer.Option(help="A label for the key.")] = "api",
 ) -> None:
     """Create an API key and print it (shown once; only its hash is stored)."""
     from .keys import create_api_key
 
-    with _errors():
+    with one_line_errors():
         engine = _engine(database_url)
         try:
             with engine.begin() as conn:
                 _, key = create_api_key(conn, organization_id=org, user_id=user, name=name)
         finally:
             engine.dispose()
-    console.print(key, soft_wrap=True)
+    console.print(key, soft_wrap=True, markup=False)
 
 
 @keys_app.command("revoke")
-def revoke_key(database_url: DatabaseUrl, org: Org, key_id: Annotated[str, typer.Argument(help="The key id (after 'optiq_').")]) -> None:
+def revoke_key(
+    database_url: DatabaseUrl, org: Org, key_id: Annotated[str, typer.Argument(help="The key id (after 'optiq_').")]
+) -> None:
     """Revoke an API key of the organization."""
     from .keys import revoke_api_key
 
-    with _errors():
+    with one_line_errors():
         engine = _engine(database_url)
         try:
             with engine.begin() as conn:
                 revoke_api_key(conn, key_id, organization_id=org)
         finally:
             engine.dispose()
-    console.print(f"revoked {key_id}")
+    console.print(f"revoked {key_id}", soft_wrap=True, markup=False)
 
 
 def serve(
@@ -210,9 +193,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).", min=0)] = 0,
 ) -> None:
-    """Serve the HTTP API (metrics, credit, alerts, alert rules) with uvicorn; needs the `service` extra.
+    """Serve the HTTP API (metrics, credit, alerts, alert rules) with uvicorn; needs the service extra.
 
-    Worker processes take Polars' thread count from ``POLARS_MAX_THREADS``, 1 unless set: a report's frame
+    Worker processes take Polars' thread count from POLARS_MAX_THREADS, 1 unless set: a report's frame
     is small and requests run side by side, so more threads per request only add contention.
     """
     import os
@@ -220,9 +203,10 @@ def serve(
     try:
         import uvicorn
     except ImportError:
-        err.print('[bold red]error:[/] the HTTP API needs the service extra: pip install "optiq-engine[service]"')
-        raise typer.Exit(code=2) from None
+        fail('the HTTP API needs the service extra: pip install "optiq-engine[service]"')
     os.environ["OPTIQ_DATABASE_URL"] = database_url
     os.environ.setdefault("POLARS_MAX_THREADS", "1")  # read by the spawned workers' Polars
     workers = workers or os.cpu_count() or 1
-    uvicorn.run("optiq_engine.service.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "optiq_engine.service.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )

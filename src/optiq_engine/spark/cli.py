@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+from .._console import console, stages
 from ..config import AttributionConfig
 from ..models.fitted import data_driven_names
 
@@ -24,20 +22,23 @@ def attribute_command(
     master: str | None,
 ) -> None:
     """Read Parquet datasets, attribute on Spark, write ``links/`` (by date), ``unattributed/``, ``credit/``."""
-    from ..cli import _credit_table, console, err
+    import polars as pl
+
+    from ..cli import _credit_table
     from . import attribute_spark, read_parquet, spark_session, write_result
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
-        task = progress.add_task(f"starting Spark ({master or 'local[*]'})", total=None)
+    with stages(f"starting Spark ({master or 'local[*]'})") as show:
         spark = spark_session(master or "local[*]")
         if data_driven_names(models, config):
-            progress.update(task, description="path tables per partition, fitting on the driver")
+            show("path tables per partition, fitting on the driver")
         result = attribute_spark(
             read_parquet(spark, touchpoints), read_parquet(spark, conversions), models=models, config=config,
             partitions=partitions, link_dates=True,
         )  # fmt: skip
-        progress.update(task, description="attributing partitions and writing Parquet")
+        show("attributing partitions and writing Parquet")
         counts = write_result(result, out)
     credit = pl.read_parquet(out / "credit" / "*.parquet")
     console.print(_credit_table(result, credit))  # type: ignore[arg-type]
-    console.print(f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions to {out}")
+    console.print(
+        f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions to {out}", soft_wrap=True
+    )

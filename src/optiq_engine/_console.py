@@ -1,0 +1,253 @@
+"""Output and errors of the ``optiq`` command line, shared by :mod:`optiq_engine.cli`,
+:mod:`optiq_engine.spark.cli` and :mod:`optiq_engine.service.cli`.
+
+- **Errors.** Every command runs inside :class:`OptiqGroup`, so whatever it raises ends as one line on
+  stderr: an :class:`~optiq_engine.errors.OptiqError` (a user's mistake), a database error or an
+  ``OSError`` as ``error: <message>`` and exit code 2; anything else as ``error: unexpected <type>:
+  <message>``, a hint to rerun with ``--debug`` and exit code 1. ``optiq --debug`` (or
+  ``OPTIQ_DEBUG=1``) prints the traceback as well; exit codes do not change.
+- **Progress.** A Rich spinner when stderr is a terminal; one plain line per stage otherwise (cron
+  logs get no spinner frames or carriage returns).
+- **Tables.** No cell is ever cut with an ellipsis: id columns keep their ids on one line when they
+  fit and fold them otherwise.
+- **Help.** Plain Click help (no Rich panels): it wraps at the terminal's width, keeps full option
+  names at 80 columns and reads the same in a log.
+
+Only light modules are imported here (Typer, Rich, the standard library): ``optiq --help`` must not
+import Polars, Numba or the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from .errors import OptiqError
+
+__all__ = [
+    "console",
+    "err",
+    "new_app",
+    "OptiqGroup",
+    "fail",
+    "one_line_errors",
+    "set_debug",
+    "debug_enabled",
+    "stages",
+    "new_table",
+    "natural_width",
+    "show_library_log",
+    "compile_seconds",
+]
+
+console = Console()
+err = Console(stderr=True)
+
+_DATABASE_PACKAGES = ("sqlalchemy", "psycopg", "psycopg2", "adbc_driver_manager")
+_PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException)  # Typer/Click's own exits and usage errors
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """Turn tracebacks (and the library's DEBUG log) on or off for this process."""
+    global _debug
+    _debug = on
+    if on:
+        show_library_log()
+
+
+def debug_enabled() -> bool:
+    """True with ``optiq --debug`` or ``OPTIQ_DEBUG=1`` in the environment."""
+    return _debug or os.environ.get("OPTIQ_DEBUG", "") not in ("", "0", "false", "False", "no")
+
+
+def fail(message: str, *, code: int = 2) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with ``code`` (2: the user can fix it)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _with_notes(exc: BaseException, message: str) -> str:
+    notes = [n.strip() for n in getattr(exc, "__notes__", ()) if n.strip()]
+    return "; ".join([message, *notes])
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _DATABASE_PACKAGES
+
+
+def _report(exc: Exception) -> NoReturn:
+    """Print ``exc`` as one line (the traceback first with --debug) and exit: 2 if the user can fix it."""
+    if isinstance(exc, OptiqError):
+        code, message = 2, _with_notes(exc, str(exc).strip() or type(exc).__name__)
+    elif _is_database_error(exc):
+        code, message = 2, _with_notes(exc, f"database: {_first_line(exc)}")
+    elif isinstance(exc, OSError):
+        code, message = 2, _with_notes(exc, _first_line(exc))
+    else:
+        code, message = 1, _with_notes(exc, f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+    debug = debug_enabled()
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    if code == 1 and not debug:
+        err.print("rerun with --debug (optiq --debug ...) or OPTIQ_DEBUG=1 for the traceback", soft_wrap=True)
+    raise typer.Exit(code=code) from None
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn any exception but Typer's own exits into one ``error:`` line and an exit code.
+
+    Every command already runs inside it (see :class:`OptiqGroup`); use it directly only around a block
+    whose errors should end the command before what follows it runs.
+    """
+    try:
+        yield
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as one line, re-shown with --debug
+        _report(exc)
+
+
+class OptiqGroup(TyperGroup):
+    """A Typer group whose commands' errors are one line (:func:`one_line_errors`) and whose command
+    list shows each command's whole first sentence, wrapped, instead of cutting it at the width."""
+
+    def invoke(self, ctx: Any) -> Any:
+        with one_line_errors():
+            return super().invoke(ctx)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def new_app(help: str, **options: Any) -> typer.Typer:
+    """A Typer app (or sub-app) of ``optiq``: :class:`OptiqGroup`, plain help, no shell completion."""
+    options.setdefault("no_args_is_help", True)
+    return typer.Typer(
+        cls=OptiqGroup,
+        help=help,
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        **options,
+    )
+
+
+def _interactive() -> bool:
+    return err.is_terminal and not err.is_dumb_terminal
+
+
+@contextmanager
+def stages(first: str) -> Iterator[Callable[[str], None]]:
+    """Show the running stage; yields ``show(description)`` to call as each stage starts.
+
+    On a terminal a transient Rich spinner with the elapsed time; otherwise one plain line per stage,
+    ``[  12.3s] description``, so logs hold no spinner frames or carriage returns.
+    """
+    if _interactive():
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(first, total=None)
+            yield lambda description: bar.update(task, description=description)
+        return
+    started = time.perf_counter()
+    last: list[str] = []
+
+    def show(description: str) -> None:
+        if last and last[-1] == description:
+            return
+        last.append(description)
+        elapsed = time.perf_counter() - started
+        err.print(f"[{elapsed:7.1f}s] {description}", markup=False, highlight=False, soft_wrap=True)
+
+    show(first)
+    yield show
+
+
+def new_table(title: str | None, *columns: str, numbers: Collection[str] = ()) -> Table:
+    """A Rich table whose cells are never cut: a cell too wide for its column wraps at spaces and folds
+    inside a word (an id stays complete, over several lines if the terminal is that narrow).
+
+    Parameters
+    ----------
+    title
+        The title above the table.
+    columns
+        Column headers.
+    numbers
+        Headers of right-aligned numeric columns.
+    """
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, overflow="fold", justify="right" if name in numbers else "left")
+    return table
+
+
+def natural_width(table: Table) -> int:
+    """The width ``table`` takes when nothing wraps (compare with ``console.width``)."""
+    return table.__rich_measure__(console, console.options.update_width(100_000)).maximum
+
+
+class _ConsoleLog(logging.Handler):
+    """The library's log records as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            err.print(prefix + record.getMessage(), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+def _shown(record: logging.LogRecord) -> bool:
+    return debug_enabled() or record.levelno >= logging.WARNING or record.name == "optiq_engine.kernels._jit"
+
+
+def show_library_log() -> None:
+    """Print the library's warnings and its one-time compile notice on stderr (everything with --debug).
+
+    Idempotent: one handler on the ``optiq_engine`` logger per process.
+    """
+    package = logging.getLogger("optiq_engine")
+    if debug_enabled():
+        package.setLevel(logging.DEBUG)
+    logging.getLogger("optiq_engine.kernels._jit").setLevel(logging.DEBUG if debug_enabled() else logging.INFO)
+    if any(isinstance(h, _ConsoleLog) for h in package.handlers):
+        return
+    handler = _ConsoleLog(level=logging.DEBUG)
+    handler.addFilter(_shown)
+    package.addHandler(handler)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling Numba kernels (0 before any kernel module is imported)."""
+    jit = sys.modules.get("optiq_engine.kernels._jit")
+    return 0.0 if jit is None else float(jit.compile_stats().seconds)
