@@ -416,7 +416,7 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
             loaded = load_synthetic(url, data, organization_id=org, site_id=site, user_id="demo")
         with stages("running the nightly job") as stage:
             summary = run_batch(url, organization_id=org, full=True, extract_touchpoints=True, on_stage=stage)
-    first, last = data.conversions.select(pl.col("occurred_at").min(), pl.col("occurred_at").max()).row(0)
+    first, last = data.conversions.select(pl.col("occurred_at").min().alias("first"), pl.col("occurred_at").max().alias("last")).row(0)
     console.print(
         f"loaded {loaded.rows:,} tracking events into organization {org}, site {site} ({loaded.inserted:,} new, "
         f"{loaded.already_present:,} already present); user demo owns the organization",
