@@ -183,8 +183,8 @@ def demo(
 
 @app.command()
 def attribute(
-    touchpoints: Annotated[Path, typer.Option(help="Parquet file or directory of touchpoints.")],
-    conversions: Annotated[Path, typer.Option(help="Parquet file or directory of conversions.")],
+    touchpoints: Annotated[Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of touchpoints.")],
+    conversions: Annotated[Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of conversions.")],
     out: Annotated[Path, typer.Option(help="Output directory for links/credit/unattributed Parquet files.")],
     model: Annotated[
         list[str] | None,
@@ -200,7 +200,7 @@ def attribute(
     engine: Annotated[str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
-    """Attribute conversions to touchpoints from Parquet files (no database needed).
+    """Attribute conversions to touchpoints from Parquet or CSV files (no database needed).
 
     Writes links.parquet (links/part-*.parquet with --partitions > 1), credit.parquet and
     unattributed.parquet; the previous files stay intact if the run fails. With --engine spark: Parquet
