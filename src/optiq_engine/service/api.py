@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy import Connection, Engine, create_engine
 
 from ..errors import ConfigError, OptiqError
@@ -37,7 +37,13 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-Model = Literal[ATTRIBUTION_MODELS]  # type: ignore[valid-type]
+
+def _upper(value: object) -> object:
+    """Model names are case-insensitive, as in Python's ``get_model``: ``linear`` is ``LINEAR``."""
+    return value.upper() if isinstance(value, str) else value
+
+
+Model = Annotated[Literal[ATTRIBUTION_MODELS], BeforeValidator(_upper)]  # type: ignore[valid-type]
 GrainName = Literal[GRAINS]  # type: ignore[valid-type]
 Platform = Literal[PLATFORM_CODES]  # type: ignore[valid-type]
 EventStatus = Literal[ALERT_EVENT_STATUSES]  # type: ignore[valid-type]
