@@ -76,8 +76,10 @@ class _CompileListener(event.Listener):
             self._started = time.perf_counter()
             if self._outer_ours and not self._announced:
                 self._announced = True
-                where = "cache off (OPTIQ_NUMBA_CACHE=0)" if not _CACHE else "cached on disk for later runs"
-                logger.info("compiling Numba kernels on first use in this environment (%s)...", where)
+                where = "the cache is off: OPTIQ_NUMBA_CACHE=0" if not _CACHE else "once: cached on disk for later runs"
+                logger.info(
+                    "compiling Numba kernels on first use in this environment (up to a minute or two, %s)...", where
+                )
         self._depth += 1
         if self._outer_ours:
             self.functions += 1
