@@ -124,7 +124,8 @@ def load_events(
     url_or_connection
         A PostgreSQL URL (``postgresql://...``, ``postgresql+psycopg://...``), a psycopg 3 connection or
         a SQLAlchemy connection (psycopg driver). A connection is used as it is and not closed: the load
-        runs in a transaction (a savepoint inside the caller's) that the caller's commit makes durable.
+        runs in a savepoint of the caller's transaction, which the caller commits (on an autocommit
+        psycopg connection, in a transaction of its own).
     organization_id
         The tenant.
     site_id
@@ -324,6 +325,8 @@ def _transaction(url_or_connection: Any) -> Iterator[Any]:
             )
         conn.exec_driver_sql("SELECT 1")  # SQLAlchemy's transaction is open: ours is a savepoint in it
         conn = driver
+    elif not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("SELECT 1")  # open the caller's transaction: ours is a savepoint in it, the commit theirs
     with conn.transaction():
         yield conn
 
