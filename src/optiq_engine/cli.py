@@ -40,7 +40,7 @@ _one_line_errors = one_line_errors  # the name the commands below were written w
 def _main(
     debug: Annotated[
         bool,
-        typer.Option("--debug", envvar="OPTIQ_DEBUG", help="Show the traceback of an error (or set OPTIQ_DEBUG=1)."),
+        typer.Option("--debug", envvar="OPTIQ_DEBUG", help="Show the traceback of an error, and the debug log."),
     ] = False,
 ) -> None:
     """Optiq Engine: marketing attribution."""
