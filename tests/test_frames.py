@@ -42,11 +42,12 @@ def test_timestamps_are_coerced_to_utc_microseconds() -> None:
     out = normalize_touchpoints(tps(occurred_at=berlin)).frame
     assert out.schema["occurred_at"] == pl.Datetime("us", "UTC")
     assert out["occurred_at"][0] == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    naive = normalize_touchpoints(tps(occurred_at=[datetime(2026, 1, 1, 12)] * 3)).frame
-    assert naive["occurred_at"][0] == datetime(2026, 1, 1, 12, tzinfo=UTC)  # naive means UTC
+    with pytest.warns(oq.errors.NaiveTimestampWarning, match="taken as UTC"):
+        naive = normalize_touchpoints(tps(occurred_at=[datetime(2026, 1, 1, 12)] * 3)).frame
+    assert naive["occurred_at"][0] == datetime(2026, 1, 1, 12, tzinfo=UTC)  # naive means UTC, with a warning
     text = normalize_touchpoints(tps(occurred_at=["2026-01-01T12:00:00.123456Z"] * 3)).frame
     assert text["occurred_at"][0] == datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    days = normalize_touchpoints(tps(occurred_at=[date(2026, 1, 1)] * 3)).frame
+    days = normalize_touchpoints(tps(occurred_at=[date(2026, 1, 1)] * 3), timezone="UTC").frame
     assert days["occurred_at"][0] == datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -56,12 +57,14 @@ def test_epoch_numbers_are_refused_with_a_hint() -> None:
 
 
 def test_values_are_int64_micros() -> None:
-    out = normalize_conversions(cvs(value_micros=[1.0, 2.0])).frame
+    out = normalize_conversions(cvs(value_micros=[1, 2])).frame
     assert out.schema["value_micros"] == pl.Int64 and out["value_micros"].to_list() == [1, 2]
     assert normalize_conversions(cvs(value_micros=[None, 3])).frame["value_micros"].to_list() == [0, 3]
     assert normalize_conversions(cvs().drop("value_micros")).frame["value_micros"].to_list() == [0, 0]
     with pytest.raises(oq.SchemaError, match="integer micros"):
         normalize_conversions(cvs(value_micros=["1", "2"]))
+    with pytest.raises(oq.SchemaError, match="integer micros"):  # whole floats too: micros or dollars?
+        normalize_conversions(cvs(value_micros=[1.0, 2.0]))
 
 
 def test_invalid_rows_raise_with_counts_by_reason_and_examples() -> None:
@@ -70,17 +73,17 @@ def test_invalid_rows_raise_with_counts_by_reason_and_examples() -> None:
             "conversion_id": ["c1", None, "c3", "c4", "c5", "c6"],
             "anon_id": ["a", "a", None, "b", "b", "b"],
             "occurred_at": ["2026-01-01", "2026-01-01", "2026-01-01", "not a date", "1900-01-01", "2026-01-02"],
-            "value_micros": [1.0, 2.0, 3.0, 4.0, 5.0, 1.5],
+            "value": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0000005],
         }
     )
     with pytest.raises(oq.InputError) as info:
-        normalize_conversions(frame)
+        normalize_conversions(frame, value_column="value", value_unit="currency")
     assert info.value.counts == {
         "null conversion_id": 1,
         "null anon_id": 1,
         "unparseable occurred_at": 1,
         "occurred_at out of range": 1,
-        "non-integer value_micros": 1,
+        "more than 6 decimal places in value": 1,
     }
     assert "on_invalid='quarantine'" in str(info.value)
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["AttributionConfig", "OnInvalid"]
 
 OnInvalid = Literal["raise", "quarantine"]
+ValueUnit = Literal["micros", "currency"]
 
 
 def _positive_timedelta(name: str, value: Any) -> None:
@@ -62,6 +63,13 @@ class AttributionConfig:
         Defaults of the data-driven models given by name (docs/data_driven.md).
     bootstrap, bootstrap_level, seed
         Poisson-bootstrap replicates (0: none), interval level and seed of the data-driven models.
+    timezone
+        IANA zone of naive input times (no offset); ``None``: UTC, with a warning (docs/contract.md §1.2).
+    timestamp_format
+        A ``strftime`` format for timestamp strings that are not ISO 8601 (``"%m/%d/%Y %H:%M"``).
+    value_column, value_unit
+        The conversions' money column (default ``value_micros``) and its unit: ``"micros"`` (integers) or
+        ``"currency"`` (``49.99``, converted exactly to micros; docs/contract.md §1.1).
     """
 
     lookback: timedelta = timedelta(days=30)
@@ -80,6 +88,10 @@ class AttributionConfig:
     bootstrap: int = 0
     bootstrap_level: float = 0.95
     seed: int = 0
+    timezone: str | None = None
+    timestamp_format: str | None = None
+    value_column: str | None = None
+    value_unit: ValueUnit = "micros"
 
     def __post_init__(self) -> None:
         _positive_timedelta("lookback", self.lookback)
@@ -93,6 +105,17 @@ class AttributionConfig:
         object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
         if self.on_invalid not in ("raise", "quarantine"):
             raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {self.on_invalid!r}")
+        from .money import check_value_options  # here, not at the top: they import polars
+        from .timestamps import check_timezone
+
+        check_timezone(self.timezone)
+        if self.timestamp_format is not None and (
+            not isinstance(self.timestamp_format, str) or "%" not in self.timestamp_format
+        ):
+            raise ConfigError(
+                f"timestamp_format must be a strftime format such as '%m/%d/%Y %H:%M', got {self.timestamp_format!r}"
+            )
+        check_value_options(self.value_column, self.value_unit)
         from .models import Markov, Shapley  # the models validate their own options
 
         Markov.from_config(self)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
-from .errors import InputError, SchemaError
+from .errors import ConfusableIdWarning, InputError, SchemaError
+from .money import check_value_options, money_like_columns, to_micros
+from .timestamps import to_utc
 
 __all__ = [
     "to_polars",
@@ -22,6 +25,8 @@ __all__ = [
     "LINKS_SCHEMA",
     "MIN_TIMESTAMP",
     "MAX_TIMESTAMP",
+    "invalid_rows_error",
+    "warn_confusable_ids",
 ]
 
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -82,11 +87,27 @@ def to_polars(frame: Any, *, what: str) -> pl.DataFrame:
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         pass
     if type(frame).__module__.startswith("pandas"):
-        return pl.from_pandas(frame)
+        return _from_pandas(frame, what=what)
     raise SchemaError(
         f"{what} must be a polars DataFrame/LazyFrame, a pyarrow Table or a pandas DataFrame, "
         f"got {type(frame).__name__}"
     )
+
+
+def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
+    """``pl.from_pandas``, with a column that cannot convert named (e.g. an object column holding 2**64)."""
+    try:
+        return pl.from_pandas(frame)
+    except Exception as exc:  # polars/pyarrow raise several types; find the column and say which
+        for col in frame.columns:
+            try:
+                pl.from_pandas(frame[[col]])
+            except Exception as col_exc:
+                raise SchemaError(
+                    f"{what} column {col!r} (pandas dtype {frame[col].dtype}) cannot be read: {col_exc}; "
+                    "give it one type (ints that fit in int64, strings or timestamps)"
+                ) from None
+        raise SchemaError(f"{what} cannot be converted from pandas: {exc}") from None
 
 
 def _require(frame: pl.DataFrame, columns: tuple[str, ...], *, what: str) -> None:
@@ -110,32 +131,50 @@ def _as_string(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:
     raise SchemaError(f"{what} column {col!r} must hold strings (or integers), got {dtype}")
 
 
-def _as_timestamp(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:
-    """Expression coercing ``col`` to UTC microseconds; unparseable values become null (counted)."""
-    dtype = frame.schema[col]
-    if isinstance(dtype, pl.Datetime):
-        e = pl.col(col)
-        e = e.dt.replace_time_zone("UTC") if dtype.time_zone is None else e.dt.convert_time_zone("UTC")
-        return e.cast(TIMESTAMP)
-    if dtype == pl.Date:
-        return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    if dtype == pl.String:
-        return pl.col(col).str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-    raise SchemaError(
-        f"{what} column {col!r} must be a timestamp (datetime, date or ISO-8601 string), got {dtype}; "
-        "convert epoch numbers first, e.g. pl.from_epoch(col, time_unit='us')"
-    )
+def _value_source(df: pl.DataFrame, value_col: str, value_column: str | None, unit: str, *, what: str) -> str | None:
+    """The column holding the frame's money (docs/contract.md §1.1), or None (every value 0)."""
+    if value_column is not None and value_column != value_col:
+        if value_column not in df.columns:
+            _require(df, (value_column,), what=what)
+        if value_col in df.columns:
+            raise SchemaError(
+                f"{what} have both {value_col!r} and value_column={value_column!r}: keep one (drop or rename the other)"
+            )
+        return value_column
+    if value_col in df.columns:
+        return value_col
+    if unit == "currency":
+        raise SchemaError(
+            f"{what} lack a value column: value_unit='currency' needs value_column='<column in currency units>'"
+        )
+    looks = money_like_columns(list(df.columns))
+    if looks:
+        raise SchemaError(
+            f"{what} have no {value_col!r} column but {', '.join(map(repr, looks))} looks like money: without it "
+            f"every conversion is credited 0. Pass value_column={looks[0]!r} with value_unit='currency' (amounts "
+            "like 49.99) or value_unit='micros' (integer micros); or drop/rename the column if it is not the value"
+        )
+    return None
 
 
-def _as_micros(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:
-    dtype = frame.schema[col]
-    if dtype.is_integer() or dtype == pl.Null:
-        return pl.col(col).cast(pl.Int64).fill_null(0)
-    if dtype.is_decimal() or dtype.is_float():
-        # Whole numbers only (null is 0); a fractional micro is a unit error worth an error, not a rounding.
-        whole = pl.col(col) == pl.col(col).round(0)
-        return pl.when(pl.col(col).is_null()).then(0).when(whole).then(pl.col(col).cast(pl.Int64, strict=False))
-    raise SchemaError(f"{what} column {col!r} must hold integer micros, got {dtype}")
+@dataclass(frozen=True)
+class _Checks:
+    """Per-row invalid conditions (True: invalid), in the order of precedence, with their reasons."""
+
+    names: list[str]
+    masks: list[pl.Series]
+
+    def add(self, name: str, mask: pl.Series | None) -> None:
+        if mask is not None and mask.any():
+            self.names.append(name)
+            self.masks.append(mask.fill_null(False).rename(name))
+
+
+def _id_checks(out: pl.DataFrame, col: str, checks: _Checks) -> None:
+    ids = out.get_column(col)
+    checks.add(f"null {col}", ids.is_null())
+    if ids.null_count() < ids.len():
+        checks.add(f"empty {col}", ids.str.contains(r"^\s*$").fill_null(False))
 
 
 def _normalize(
@@ -147,76 +186,74 @@ def _normalize(
     value_col: str | None,
     on_invalid: str,
     enums: dict[str, tuple[str, ...]] | None = None,
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
+    value_column: str | None = None,
+    value_unit: str = "micros",
 ) -> Normalized:
+    check_value_options(value_column, value_unit)
     df = to_polars(frame, what=what)
     _require(df, required, what=what)
     enums = enums or {}
-    casts = [
-        _as_string(df, id_col, what=what).alias(id_col),
-        _as_string(df, "anon_id", what=what).alias("anon_id"),
-        _as_timestamp(df, "occurred_at", what=what).alias("occurred_at"),
-    ]
-    casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns and c != "name"]
-    if "name" in df.columns:
-        casts.append(_as_string(df, "name", what=what).alias("name"))
+    casts = [_as_string(df, id_col, what=what).alias(id_col), _as_string(df, "anon_id", what=what).alias("anon_id")]
+    casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns]
     casts += [_as_string(df, c, what=what).alias(c) for c in enums]
+    times = to_utc(df.get_column("occurred_at"), what=what, timezone=timezone, timestamp_format=timestamp_format)
+    casts.append(times.utc.alias("occurred_at"))
+    money = None
     if value_col is not None:
-        if value_col in df.columns:
-            casts.append(_as_micros(df, value_col, what=what).alias(value_col))
-        else:
+        source = _value_source(df, value_col, value_column, value_unit, what=what)
+        if source is None:
             casts.append(pl.lit(0, dtype=pl.Int64).alias(value_col))
+        else:
+            money = to_micros(df.get_column(source), what=what, unit=value_unit)  # type: ignore[arg-type]
+            casts.append(money.micros.alias(value_col))
+            if source != value_col:
+                df = df.drop(source)
     out = df.with_columns(casts)
 
     # One reason per bad row: the first that applies, in this order.
-    checks: list[tuple[str, pl.Expr]] = [
-        (f"null {id_col}", pl.col(id_col).is_null()),
-        ("null anon_id", pl.col("anon_id").is_null()),
-        ("null occurred_at", pl.col("_orig_ts").is_null()),
-        ("unparseable occurred_at", pl.col("occurred_at").is_null()),
-        (
-            "occurred_at out of range",
-            (pl.col("occurred_at") < MIN_TIMESTAMP) | (pl.col("occurred_at") >= MAX_TIMESTAMP),
-        ),
-    ]
-    # An enum column: a null or a value outside the allowed names.
-    unknown = {c: pl.col(c).is_in(list(names)).not_().fill_null(True) for c, names in enums.items()}
-    checks += [(f"unknown {c}", cond) for c, cond in unknown.items()]
+    checks = _Checks([], [])
+    _id_checks(out, id_col, checks)
+    _id_checks(out, "anon_id", checks)
+    ts = out.get_column("occurred_at")
+    checks.add("null occurred_at", df.get_column("occurred_at").is_null())
+    checks.add("unparseable occurred_at", times.unreadable)
+    checks.add("nonexistent or ambiguous local occurred_at", times.local_gap)
+    checks.add("occurred_at out of range", (ts < MIN_TIMESTAMP) | (ts >= MAX_TIMESTAMP))
+    for c, names in enums.items():
+        checks.add(f"unknown {c}", ~out.get_column(c).is_in(list(names)).fill_null(False))
     if value_col is not None:
-        checks.append((f"non-integer {value_col}", pl.col(value_col).is_null()))
-        checks.append((f"negative {value_col}", pl.col(value_col) < 0))
-    reason = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
-    for name, cond in checks[1:]:
-        reason = reason.when(cond).then(pl.lit(name))
-    extra = [df.get_column("occurred_at").alias("_orig_ts")]
-    null_counts = out.select(pl.col(id_col, "anon_id", "occurred_at").null_count())
-    needs_check = sum(null_counts.row(0)) > 0
-    if not needs_check:
-        bounds = out.select(pl.col("occurred_at").min().alias("lo"), pl.col("occurred_at").max().alias("hi"))
-        lo, hi = bounds.row(0)
-        needs_check = lo is not None and (lo < MIN_TIMESTAMP or hi >= MAX_TIMESTAMP)
-    if unknown and not needs_check:
-        needs_check = any(out.select(cond.any() for cond in unknown.values()).row(0))
-    if value_col is not None and not needs_check:
-        v = out.get_column(value_col)
-        needs_check = v.null_count() > 0 or (len(v) > 0 and v.min() < 0)  # type: ignore[operator]
-    if not needs_check:
+        if money is not None and money.reason is not None:
+            for name in money.reason.drop_nulls().unique().sort().to_list():
+                checks.add(name, money.reason == name)
+        checks.add(f"negative {value_col}", out.get_column(value_col) < 0)
+    if not checks.names:
         _check_unique(out, id_col, what=what)
         return Normalized(out, out.clear().with_columns(pl.lit(None, dtype=pl.String).alias("reason")))
 
-    flagged = out.with_columns(extra).with_columns(reason.alias("reason"))
-    bad = flagged.filter(pl.col("reason").is_not_null()).drop("_orig_ts")
-    good = flagged.filter(pl.col("reason").is_null()).drop("_orig_ts", "reason")
+    reason = pl.when(pl.col(checks.names[0])).then(pl.lit(checks.names[0]))
+    for name in checks.names[1:]:
+        reason = reason.when(pl.col(name)).then(pl.lit(name))
+    flagged = out.with_columns(pl.DataFrame(checks.masks).select(reason.alias("reason")).to_series())
+    bad = flagged.filter(pl.col("reason").is_not_null())
+    good = flagged.filter(pl.col("reason").is_null()).drop("reason")
     if bad.height and on_invalid != "quarantine":
-        counts = dict(bad.group_by("reason").len().sort("reason").iter_rows())
-        examples = bad.head(3).select(id_col, "anon_id", "reason").to_dicts()
-        summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise InputError(
-            f"{bad.height} invalid {what} row(s) ({summary}); examples: {examples}. "
-            "Fix the input or pass on_invalid='quarantine' to set them aside.",
-            counts,
-        )
+        raise invalid_rows_error(what, bad, id_col)
     _check_unique(good, id_col, what=what)
     return Normalized(good, bad)
+
+
+def invalid_rows_error(what: str, bad: pl.DataFrame, id_col: str) -> InputError:
+    """The :class:`InputError` for ``bad`` rows (with a ``reason`` column): counts by reason and examples."""
+    counts = dict(bad.group_by("reason").len().sort("reason").iter_rows())
+    examples = bad.head(3).select(id_col, "anon_id", "reason").to_dicts()
+    summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    return InputError(
+        f"{bad.height} invalid {what} row(s) ({summary}); examples: {examples}. "
+        "Fix the input (docs/contract.md §1) or pass on_invalid='quarantine' to set them aside.",
+        counts,
+    )
 
 
 def _check_unique(frame: pl.DataFrame, id_col: str, *, what: str) -> None:
@@ -232,8 +269,32 @@ def _check_unique(frame: pl.DataFrame, id_col: str, *, what: str) -> None:
         )
 
 
-def normalize_touchpoints(frame: Any, *, on_invalid: str = "raise") -> Normalized:
-    """Touchpoints coerced to docs/contract.md §1 (``touchpoint_id``, ``anon_id``, ``occurred_at`` UTC us, ...)."""
+def normalize_touchpoints(
+    frame: Any, *, on_invalid: str = "raise", timezone: str | None = None, timestamp_format: str | None = None
+) -> Normalized:
+    """Touchpoints coerced to docs/contract.md §1 (``touchpoint_id``, ``anon_id``, ``occurred_at`` UTC us, ...).
+
+    Parameters
+    ----------
+    frame
+        polars, pyarrow or pandas frame.
+    on_invalid
+        ``"raise"`` an :class:`InputError` on invalid rows, or ``"quarantine"`` them (with a ``reason``).
+    timezone, timestamp_format
+        How ``occurred_at`` strings and naive times are read (docs/contract.md §1.2).
+
+    Returns
+    -------
+    Normalized
+        The valid rows, and the quarantined ones.
+
+    Raises
+    ------
+    SchemaError
+        A required column is missing or has a type that cannot hold it.
+    InputError
+        Invalid rows (unless quarantined) or duplicate ``touchpoint_id`` values.
+    """
     return _normalize(
         frame,
         what="touchpoints",
@@ -241,11 +302,45 @@ def normalize_touchpoints(frame: Any, *, on_invalid: str = "raise") -> Normalize
         required=("touchpoint_id", "anon_id", "occurred_at"),
         value_col=None,
         on_invalid=on_invalid,
+        timezone=timezone,
+        timestamp_format=timestamp_format,
     )
 
 
-def normalize_conversions(frame: Any, *, on_invalid: str = "raise") -> Normalized:
-    """Conversions coerced to docs/contract.md §1 (``conversion_id``, ``anon_id``, ``occurred_at``, ``value_micros``)."""
+def normalize_conversions(
+    frame: Any,
+    *,
+    on_invalid: str = "raise",
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
+    value_column: str | None = None,
+    value_unit: str = "micros",
+) -> Normalized:
+    """Conversions coerced to docs/contract.md §1 (``conversion_id``, ``anon_id``, ``occurred_at``, ``value_micros``).
+
+    Parameters
+    ----------
+    frame
+        polars, pyarrow or pandas frame.
+    on_invalid
+        ``"raise"`` or ``"quarantine"`` invalid rows.
+    timezone, timestamp_format
+        How ``occurred_at`` strings and naive times are read (docs/contract.md §1.2).
+    value_column, value_unit
+        The money column (default ``value_micros``) and its unit, ``"micros"`` (integers) or
+        ``"currency"`` (converted exactly; docs/contract.md §1.1). The result's column is ``value_micros``.
+
+    Returns
+    -------
+    Normalized
+
+    Raises
+    ------
+    SchemaError
+        Missing columns; a float or string ``value_micros``; a money-like column beside no value column.
+    InputError
+        Invalid rows (unless quarantined) or duplicate ``conversion_id`` values.
+    """
     return _normalize(
         frame,
         what="conversions",
@@ -253,14 +348,27 @@ def normalize_conversions(frame: Any, *, on_invalid: str = "raise") -> Normalize
         required=("conversion_id", "anon_id", "occurred_at"),
         value_col="value_micros",
         on_invalid=on_invalid,
+        timezone=timezone,
+        timestamp_format=timestamp_format,
+        value_column=value_column,
+        value_unit=value_unit,
     )
 
 
-def normalize_events(frame: Any, *, on_invalid: str = "raise") -> Normalized:
+def normalize_events(
+    frame: Any,
+    *,
+    on_invalid: str = "raise",
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
+    value_column: str | None = None,
+    value_unit: str = "micros",
+) -> Normalized:
     """Tracking events coerced to docs/contract.md §1 (``event_id``, ``anon_id``, ``occurred_at`` UTC us, ``type``, ...).
 
     ``type`` must be one of :data:`EVENT_TYPES` (else the row's reason is ``"unknown type"``);
-    ``value_micros`` is Int64, null (or absent) is 0, negative is invalid.
+    ``value_micros`` is Int64, null (or absent) is 0, negative is invalid; the other options are those of
+    :func:`normalize_conversions`.
     """
     return _normalize(
         frame,
@@ -270,4 +378,41 @@ def normalize_events(frame: Any, *, on_invalid: str = "raise") -> Normalized:
         value_col="value_micros",
         on_invalid=on_invalid,
         enums={"type": EVENT_TYPES},
+        timezone=timezone,
+        timestamp_format=timestamp_format,
+        value_column=value_column,
+        value_unit=value_unit,
     )
+
+
+def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
+    """Warn when distinct ids differ only by surrounding whitespace or Unicode normalisation (NFC).
+
+    Ids stay as given (docs/contract.md §1.3: they are keys into the caller's tables); this only makes a
+    likely split of one visitor into two visible. Only ids with surrounding whitespace or non-ASCII
+    characters are candidates, so the usual ASCII ids cost one regex pass.
+
+    Returns
+    -------
+    int
+        Number of distinct ids that collide with another after trimming and NFC normalisation.
+    """
+    ids = pl.concat([c.rename("id").cast(pl.String) for c in columns]).drop_nulls()
+    odd = ids.filter(ids.str.contains(r"^\s|\s$|[^\x00-\x7F]")).unique()
+    if odd.is_empty():
+        return 0
+    plain = ids.filter(ids.is_in(odd.str.strip_chars().str.normalize("NFC").implode())).unique()
+    cleaned = pl.concat([odd, plain]).unique().to_frame()
+    cleaned = cleaned.with_columns(key=pl.col("id").str.strip_chars().str.normalize("NFC"))
+    clashes = cleaned.filter(pl.col("key").is_duplicated()).sort("key", "id")
+    if clashes.is_empty():
+        return 0
+    examples = clashes.group_by("key", maintain_order=True).agg("id").head(3).get_column("id").to_list()
+    warnings.warn(
+        f"{clashes.height:,} distinct {what} values differ from another only by surrounding spaces or Unicode "
+        f"normalisation (e.g. {examples}); they are treated as different visitors (docs/contract.md §1.3): "
+        "clean them at the source if they are one person",
+        ConfusableIdWarning,
+        stacklevel=3,
+    )
+    return clashes.height

@@ -13,7 +13,7 @@ import polars as pl
 from .channels import DEFAULT_CHANNEL_RULES, derive_channels
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError
-from .frames import normalize_conversions, normalize_touchpoints
+from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
 from .grouping import (
     NO_MASK,
     group_hashes,
@@ -221,11 +221,34 @@ class _Matched:
     tail_hi: np.ndarray | None
 
 
+def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
+    """Both input frames validated with the run's input options (docs/contract.md §1); one :class:`InputError`
+    counting the invalid rows of both when both have some."""
+    read = {"timezone": cfg.timezone, "timestamp_format": cfg.timestamp_format}
+    money = {"value_column": cfg.value_column, "value_unit": cfg.value_unit}
+    errors: list[InputError] = []
+    try:
+        tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid, **read)
+    except InputError as exc:
+        errors.append(exc)
+    try:
+        cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid, **read, **money)
+    except InputError as exc:
+        errors.append(exc)
+    if len(errors) == 2:
+        counts = {f"touchpoints: {k}": v for k, v in errors[0].counts.items()}
+        counts |= {f"conversions: {k}": v for k, v in errors[1].counts.items()}
+        raise InputError(f"{errors[0]} And {errors[1]}", counts)
+    if errors:
+        raise errors[0]
+    warn_confusable_ids(tp_norm.frame.get_column("anon_id"), cv_norm.frame.get_column("anon_id"))
+    return tp_norm, cv_norm
+
+
 def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: Any, *, tails: bool) -> _Matched:
     """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (docs/contract.md §2)."""
     with timed("validate"):
-        tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid)
-        cv_norm = normalize_conversions(conversions, on_invalid=cfg.on_invalid)
+        tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, cfg)
         tp, cv = tp_norm.frame, cv_norm.frame
 
     with timed("encode"):
