@@ -193,6 +193,16 @@ def attribute(
     lookback_days: Annotated[float, typer.Option(help="Lookback window in days.")] = 30.0,
     reset_after_conversion: Annotated[bool, typer.Option(help="A touchpoint counts for one conversion only.")] = True,
     quarantine: Annotated[bool, typer.Option(help="Set invalid rows aside instead of failing.")] = False,
+    value_column: Annotated[str | None, typer.Option(help="The conversions' money column (default value_micros).")] = None,
+    value_unit: Annotated[
+        str, typer.Option(help="micros (integers) or currency (e.g. 49.99, converted exactly to micros).")
+    ] = "micros",
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone of times without an offset (default: UTC, with a warning).")
+    ] = None,
+    timestamp_format: Annotated[
+        str | None, typer.Option(help="strftime format of times not in ISO 8601, e.g. '%m/%d/%Y %H:%M'.")
+    ] = None,
     partitions: Annotated[
         int, typer.Option(help="Process users in this many slices (by a hash of anon_id) to bound memory.")
     ] = 1,
@@ -216,6 +226,10 @@ def attribute(
                 lookback=timedelta(days=lookback_days),
                 reset_after_conversion=reset_after_conversion,
                 on_invalid="quarantine" if quarantine else "raise",
+                value_column=value_column,
+                value_unit=value_unit,  # type: ignore[arg-type]
+                timezone=timezone,
+                timestamp_format=timestamp_format,
             )
             attribute_command(
                 touchpoints, conversions, out, models=model or None, config=config,
@@ -233,6 +247,10 @@ def attribute(
             lookback=timedelta(days=lookback_days),
             reset_after_conversion=reset_after_conversion,
             on_invalid="quarantine" if quarantine else "raise",
+            value_column=value_column,
+            value_unit=value_unit,  # type: ignore[arg-type]
+            timezone=timezone,
+            timestamp_format=timestamp_format,
         )
         fitted_together = data_driven_names(model or None, config)
         if fitted_together and partitions > 1:

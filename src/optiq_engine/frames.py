@@ -152,7 +152,8 @@ def _value_source(df: pl.DataFrame, value_col: str, value_column: str | None, un
         raise SchemaError(
             f"{what} have no {value_col!r} column but {', '.join(map(repr, looks))} looks like money: without it "
             f"every conversion is credited 0. Pass value_column={looks[0]!r} with value_unit='currency' (amounts "
-            "like 49.99) or value_unit='micros' (integer micros); or drop/rename the column if it is not the value"
+            f"like 49.99) or value_unit='micros' (integer micros) (CLI: --value-column {looks[0]} --value-unit "
+            "currency); or drop/rename the column if it is not the value"
         )
     return None
 
@@ -249,9 +250,15 @@ def invalid_rows_error(what: str, bad: pl.DataFrame, id_col: str) -> InputError:
     counts = dict(bad.group_by("reason").len().sort("reason").iter_rows())
     examples = bad.head(3).select(id_col, "anon_id", "reason").to_dicts()
     summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    hint = ""
+    if "unparseable occurred_at" in counts:
+        hint = (
+            " occurred_at must be ISO 8601 (2024-01-09T09:00:00Z); for another spelling pass "
+            "timestamp_format='%m/%d/%Y %H:%M' (CLI: --timestamp-format)."
+        )
     return InputError(
-        f"{bad.height} invalid {what} row(s) ({summary}); examples: {examples}. "
-        "Fix the input (docs/contract.md §1) or pass on_invalid='quarantine' to set them aside.",
+        f"{bad.height} invalid {what} row(s) ({summary}); examples: {examples}.{hint} "
+        "Fix the input (docs/contract.md §1) or pass on_invalid='quarantine' (CLI: --quarantine) to set them aside.",
         counts,
     )
 
