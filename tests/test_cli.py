@@ -133,3 +133,27 @@ def test_failed_run_leaves_previous_results_intact(parquet_inputs, tmp_path: Pat
     failed = runner.invoke(app, ["attribute", "--touchpoints", str(tp), "--conversions", str(bad), "--out", str(out)])
     assert failed.exit_code == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [(["-m", "BOGUS"], "BOGUS"), (["--lookback-days", "-1"], "lookback"), (["--engine", "dask"], "--engine")],
+)
+def test_user_mistakes_end_in_one_error_line_without_traceback(parquet_inputs, tmp_path: Path, extra, expected) -> None:
+    tp, cv, _ = parquet_inputs
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(tmp_path), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0] and result.stderr.rstrip().endswith(errors[0])
+    assert "Traceback" not in result.output
+    if extra[0] != "--engine":  # raised in the library, so --debug has a traceback to show
+        assert "Traceback" in runner.invoke(app, ["--debug", *args]).output
+
+
+def test_top_level_help_lists_debug_and_every_command() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    assert "--debug" in result.output and "OPTIQ_DEBUG" in result.output
+    for command in ("demo", "attribute", "run", "serve", "db", "alerts", "keys"):
+        assert f"  {command} " in result.output
