@@ -64,8 +64,7 @@ def set_debug(on: bool) -> None:
     """Turn tracebacks (and the library's DEBUG log) on or off for this process."""
     global _debug
     _debug = on
-    if on:
-        show_library_log()
+    show_library_log()
 
 
 def debug_enabled() -> bool:
@@ -237,8 +236,7 @@ def show_library_log() -> None:
     Idempotent: one handler on the ``optiq_engine`` logger per process.
     """
     package = logging.getLogger("optiq_engine")
-    if debug_enabled():
-        package.setLevel(logging.DEBUG)
+    package.setLevel(logging.DEBUG if debug_enabled() else logging.NOTSET)
     logging.getLogger("optiq_engine.kernels._jit").setLevel(logging.DEBUG if debug_enabled() else logging.INFO)
     if any(isinstance(h, _ConsoleLog) for h in package.handlers):
         return

@@ -20,7 +20,6 @@ from ._console import (
     new_table,
     one_line_errors,
     set_debug,
-    show_library_log,
     stages,
 )
 from .config import AttributionConfig
@@ -38,6 +37,7 @@ _one_line_errors = one_line_errors  # the name the commands below were written w
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[
         bool,
         typer.Option("--debug", envvar="OPTIQ_DEBUG", help="Show the traceback of an error, and the debug log."),
@@ -45,7 +45,7 @@ def _main(
 ) -> None:
     """Optiq Engine: marketing attribution."""
     set_debug(debug)
-    show_library_log()
+    ctx.call_on_close(lambda: set_debug(False))  # after the command and its error report
 
 
 _STAGES = {
