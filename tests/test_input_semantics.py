@@ -293,3 +293,23 @@ def test_a_new_users_frames_in_dollars_and_local_dates_give_the_right_dollars() 
     assert _dollars(result, "LINEAR") == {"paid_search": 49.995, "email": 49.995, "direct": 20.0}
     assert result.links.filter(pl.col("touchpoint_id") == "a1")["touchpoint_id"].len() == 2
     assert np.isclose(result.credit["conversions"].sum(), 4.0)
+
+
+def test_journeys_and_touchpoint_extraction_take_the_same_time_options() -> None:
+    events = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "anon_id": ["ann", "ann"],
+            "occurred_at": ["01/09/2024 08:00", "01/09/2024 09:15"],
+            "type": ["PAGE_VIEW", "CONVERSION"],
+            "utm_source": ["newsletter", None],
+            "utm_medium": ["email", None],
+        }
+    )
+    with pytest.raises(oq.InputError, match="unparseable occurred_at: 2"):
+        oq.build_journeys(events)
+    options = {"timestamp_format": "%m/%d/%Y %H:%M", "timezone": "America/New_York"}
+    journeys = oq.build_journeys(events, **options).journeys
+    assert journeys["converted_at"].to_list() == [datetime(2024, 1, 9, 14, 15, tzinfo=UTC)]
+    touchpoints = oq.extract_touchpoints(events, **options).touchpoints
+    assert touchpoints["occurred_at"].to_list() == [datetime(2024, 1, 9, 13, tzinfo=UTC)]

@@ -120,6 +120,8 @@ def build_journeys(
     abandon_after: timedelta = timedelta(days=30),
     as_of: datetime | None = None,
     on_invalid: OnInvalid = "raise",
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
 ) -> JourneyResult:
     """Split tracking events into sessions and journeys.
 
@@ -139,6 +141,8 @@ def build_journeys(
         When to judge statuses (default: the latest valid ``occurred_at``); a naive datetime is UTC.
     on_invalid
         ``"raise"`` an :class:`~optiq_engine.errors.InputError` on invalid rows, or ``"quarantine"`` them.
+    timezone, timestamp_format
+        How ``occurred_at`` strings and naive times are read (docs/contract.md §1.2).
 
     Returns
     -------
@@ -174,8 +178,9 @@ def build_journeys(
     [('CONVERTED', 2, 1), ('IN_PROGRESS', 1, 0)]
     """
     return _build_journeys(
-        events, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid
-    )[0]
+        events, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid,
+        timezone=timezone, timestamp_format=timestamp_format,
+    )[0]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,8 @@ def _build_journeys(
     on_invalid: OnInvalid,
     with_touchpoints: bool = False,
     keep: Sequence[str] = (),
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
 ) -> tuple[JourneyResult, SortedTouchpoints | None]:
     """:func:`build_journeys`, and with ``with_touchpoints`` the touchpoints it counted (``keep``: more input
     columns to carry in :attr:`SortedTouchpoints.events`)."""
@@ -220,7 +227,9 @@ def _build_journeys(
     timed = stage_timer(timings)
 
     with timed("validate"):
-        normalized = normalize_events(events, on_invalid=on_invalid)
+        normalized = normalize_events(
+            events, on_invalid=on_invalid, timezone=timezone, timestamp_format=timestamp_format
+        )
         ev = normalized.frame.select(c for c in (*_COLUMNS, *keep) if c in normalized.frame.columns)
     parts = [c for c in KEY_COLUMNS if c in ev.columns] + ["anon_id"]
     if ev.height == 0:

@@ -106,6 +106,8 @@ def extract_touchpoints(
     on_invalid: OnInvalid = "raise",
     abandon_after: timedelta = timedelta(days=30),
     as_of: datetime | None = None,
+    timezone: str | None = None,
+    timestamp_format: str | None = None,
 ) -> TouchpointExtraction:
     """Marketing touchpoints of tracking events: one per (journey, session, source).
 
@@ -131,6 +133,8 @@ def extract_touchpoints(
         ``build_journeys`` and an unparseable ``properties``), or ``"quarantine"`` them.
     abandon_after, as_of
         Passed to the journeys built on the way (:attr:`TouchpointExtraction.journeys`).
+    timezone, timestamp_format
+        How ``occurred_at`` strings and naive times are read (docs/contract.md §1.2).
 
     Returns
     -------
@@ -179,7 +183,7 @@ def extract_touchpoints(
         frame = resolve_parameters(frame)
     result, found = _build_journeys(
         frame, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid,
-        with_touchpoints=True, keep=("utm_term", "utm_content"),
+        with_touchpoints=True, keep=("utm_term", "utm_content"), timezone=timezone, timestamp_format=timestamp_format,
     )  # fmt: skip
     assert found is not None
     for k, v in result.timings.items():
