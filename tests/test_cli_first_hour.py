@@ -54,6 +54,13 @@ def test_every_public_name_resolves_and_is_listed_by_dir() -> None:
         oq.nope  # noqa: B018
 
 
+def test_submodules_are_still_reachable_as_attributes() -> None:
+    """``oq.errors.SchemaError`` worked when everything was imported eagerly; it still does, lazily."""
+    code = "import optiq_engine as oq; print(oq.errors.SchemaError.__name__, oq.frames.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["SchemaError", "optiq_engine.frames"]
+
+
 def test_type_checkers_see_every_public_name() -> None:
     """The TYPE_CHECKING imports of __init__.py name every public name (a new name needs both lines)."""
     tree = ast.parse(Path(oq.__file__).read_text())

@@ -10,6 +10,7 @@ do not pay for Polars, Numba or SciPy.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -66,11 +67,17 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access and cache the name in this module."""
+    """Import a public name's module on first access and cache the name in this module.
+
+    Any other submodule (``optiq_engine.errors``, ``optiq_engine.frames``) is imported on access too, as
+    it was when this module imported everything eagerly.
+    """
     if name in _SUBMODULES:
         value = importlib.import_module(_SUBMODULES[name], __name__)
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
