@@ -8,6 +8,7 @@ import ast
 import io
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,22 @@ def test_an_unexpected_error_is_short_exit_1_and_names_debug(monkeypatch: pytest
     assert "Traceback" not in result.output and "second line" not in result.output
     debug = runner.invoke(app, ["--debug", "demo", "--users", "10"])
     assert debug.exit_code == 1 and "Traceback" in debug.output and "ZeroDivisionError" in debug.output
+
+
+def test_a_warning_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    generate = oq.synthetic.generate
+
+    def warn_then_generate(**options: object):
+        warnings.warn("3 occurred_at values have no UTC offset: taken as UTC", UserWarning, stacklevel=2)
+        return generate(**options)
+
+    monkeypatch.setattr(oq.synthetic, "generate", warn_then_generate)
+    result = runner.invoke(app, ["demo", "--users", "300"])
+    assert result.exit_code == 0, result.output
+    assert "warning: 3 occurred_at values have no UTC offset: taken as UTC\n" in result.stderr
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    debug = runner.invoke(app, ["--debug", "demo", "--users", "300"])
+    assert "UserWarning: 3 occurred_at values" in debug.stderr  # the usual form, with file and line
 
 
 def test_the_service_commands_use_the_same_one_line_errors() -> None:

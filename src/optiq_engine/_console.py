@@ -24,6 +24,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -43,6 +44,7 @@ __all__ = [
     "OptiqGroup",
     "fail",
     "one_line_errors",
+    "one_line_warnings",
     "set_debug",
     "debug_enabled",
     "stages",
@@ -126,12 +128,36 @@ def one_line_errors() -> Iterator[None]:
         _report(exc)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    if debug_enabled():
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    else:
+        err.print(f"warning: {message}", markup=False, highlight=False)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show each Python warning as one ``warning: <message>`` line on stderr (the usual file:line form and
+    source line with --debug); the warning filters and display are restored afterwards."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
 class OptiqGroup(TyperGroup):
-    """A Typer group whose commands' errors are one line (:func:`one_line_errors`) and whose command
-    list shows each command's whole first sentence, wrapped, instead of cutting it at the width."""
+    """A Typer group whose commands' errors and warnings are one line (:func:`one_line_errors`,
+    :func:`one_line_warnings`) and whose command list shows each command's whole first sentence,
+    wrapped, instead of cutting it at the width."""
 
     def invoke(self, ctx: Any) -> Any:
-        with one_line_errors():
+        with one_line_errors(), one_line_warnings():
             return super().invoke(ctx)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
