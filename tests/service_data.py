@@ -114,6 +114,24 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
     return rows
 
 
+def no_campaign_rows() -> dict[str, list[dict]]:
+    """orgN: tracking only (no ad account, no spend); three conversions of 5 USD from paid-search UTMs."""
+    org, t = "orgN", datetime(2024, 3, 8, 12, tzinfo=UTC)
+    rows: dict[str, list[dict]] = {
+        "Organization": [{"id": org, "name": "No campaigns", "slug": org}],
+        "TrackingSite": [{"id": "siteN", "organizationId": org, "name": "n", "domain": "n.example", "publicKey": "pk_n"}],
+        "TrackingEvent": [], "TouchPoint": [], "AttributionLink": [],
+    }  # fmt: skip
+    for n in range(3):
+        rows["TrackingEvent"].append({"id": f"n_cv{n}", "siteId": "siteN", "eventId": f"n{n}", "type": "CONVERSION",
+                                      "occurredAt": t, "anonId": f"n{n}", "valueMicros": 5_000_000})  # fmt: skip
+        rows["TouchPoint"].append({"id": f"n_tp{n}", "siteId": "siteN", "anonId": f"n{n}", "occurredAt": t - timedelta(hours=1),
+                                   "utmSource": "google", "utmMedium": "cpc"})  # fmt: skip
+        rows["AttributionLink"].append({"id": f"n_l{n}", "conversionId": f"n_cv{n}", "touchPointId": f"n_tp{n}", "model": "LAST_TOUCH",
+                                        "weight": 1.0, "position": 1, "touchPointCount": 1})  # fmt: skip
+    return rows
+
+
 def build() -> Dataset:
     """The data set: orgA (USD/UTC Google account, EUR/Asia-Tokyo Meta account, USD/America-New_York Google account), orgB."""
     rng = random.Random(20240301)
@@ -205,13 +223,17 @@ _KEYS = {"ad": "ad", "campaign": "campaign", "ad_account": "account", "platform"
 
 
 def reference(ds: Dataset, org: str, *, start: date, end: date, model: str, grain: str, level: int) -> pl.DataFrame:
-    """Spend, impressions, clicks, conversions, revenue and ratios per key for [start, end] (no comparison)."""
+    """Spend, impressions, clicks, conversions, revenue and ratios per key for [start, end] (no comparison).
+
+    The credit that resolves to no key of the grain is a row with a null key (last), except at grain ``ad``;
+    its spend, impressions and clicks are null, as are those of a platform the organization has no ad
+    account on. Any other key without spend rows has zero spend."""
     key = _KEYS[grain]
     cr = credit_rows(ds, org, model).filter(pl.col("day").is_between(start, end))
     if key is None:
         cr = cr.with_columns(pl.lit(org).alias("key"))
     else:
-        cr = cr.filter(pl.col(key).is_not_null()).with_columns(pl.col(key).alias("key"))
+        cr = cr.filter(pl.col(key).is_not_null() | (grain != "ad")).with_columns(pl.col(key).alias("key"))
     credit = cr.group_by("key").agg(pl.col("w").sum().alias("conversions"), pl.col("r").sum().alias("rev"))
     if grain == "channel":
         out = credit.with_columns(pl.lit(None, pl.Int64).alias(c) for c in ("spend_micros", "impressions", "clicks"))
@@ -221,8 +243,12 @@ def reference(ds: Dataset, org: str, *, start: date, end: date, model: str, grai
         spend = sp.group_by("key").agg(
             pl.col("spendMicros").sum().alias("spend_micros"), pl.col("impressions").sum(), pl.col("clicks").sum()
         )
+        known = pl.col("key").is_not_null()
+        if grain == "platform":
+            known = pl.col("key").is_in(_entities(ds, org)["platform"].unique().implode())
         out = spend.join(credit, on="key", how="full", coalesce=True).with_columns(
-            pl.col("spend_micros", "impressions", "clicks").fill_null(0), pl.col("conversions", "rev").fill_null(0)
+            pl.when(known).then(pl.col("spend_micros", "impressions", "clicks").fill_null(0)),
+            pl.col("conversions", "rev").fill_null(0),
         )
 
     def rnd(x: pl.Expr) -> pl.Expr:  # half away from zero, as Postgres numeric round
@@ -236,4 +262,4 @@ def reference(ds: Dataset, org: str, *, start: date, end: date, model: str, grai
         rnd(pl.col("spend_micros") / nz("clicks")).alias("cpc_micros"),
         (pl.col("clicks") / nz("impressions")).alias("ctr"),
         (pl.col("conversions") / nz("clicks")).alias("conversion_rate"),
-    ).drop("rev").sort("key")
+    ).drop("rev").sort("key", nulls_last=True)

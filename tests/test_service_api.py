@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import create_engine, pool, text
 
-from optiq_engine.io import db
+from optiq_engine.io import db, schema
 from optiq_engine.service import keys
 from optiq_engine.service.api import create_app
 from optiq_engine.service.metrics import MetricsQuery, read_metrics
@@ -158,3 +158,30 @@ def test_openapi_spec_has_no_server_error(api) -> None:
             assert "Traceback" not in response.text
 
         check()
+
+
+def test_metrics_by_default_report_campaigns_with_a_row_for_touchpoints_without_one(api) -> None:
+    """A tracking-only organization (no ad account, no campaign): the default report has its conversions in
+    the row of campaign null, and the organization grain gives a null cost, not 0."""
+    c = api["client"]
+    with api["engine"].begin() as conn:
+        for table, rows in sd.no_campaign_rows().items():
+            for row in rows:
+                conn.execute(schema.metadata.tables[table].insert(), row)
+        conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('un', 'un@example.com')"""))
+        conn.execute(text("""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""))
+        token = keys.create_api_key(conn, organization_id="orgN", user_id="un")[1]
+    h = {"Authorization": f"Bearer {token}"}
+    r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-08"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["grain"] == "campaign"
+    (row,) = r.json()["rows"]
+    assert (row["campaign_id"], row["name"], row["conversions"], row["revenue_micros"]) == (None, None, 3.0, 15_000_000)
+    assert (row["spend_micros"], row["cpa_micros"], row["roas"]) == (None, None, None)
+    r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-08", "grain": "organization"}, headers=h)
+    (row,) = r.json()["rows"]
+    assert (row["organization_id"], row["conversions"], row["spend_micros"], row["cpa_micros"]) == ("orgN", 3.0, None, None)
+    # orgA's default report ends with its own row of touchpoints without a campaign.
+    rows = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14"}, headers=api["h"]["uv"]).json()["rows"]
+    assert rows[-1]["campaign_id"] is None and rows[-1]["conversions"] > 0
+    assert all(row["campaign_id"] is not None for row in rows[:-1])

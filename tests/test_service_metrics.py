@@ -73,7 +73,7 @@ def dataset(postgres_url: str) -> Iterator[tuple[sd.Dataset, str]]:
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         with engine.begin() as conn:
             for table in schema.TABLE_NAMES:
-                for row in _worked_example().get(table, []):
+                for row in _worked_example().get(table, []) + sd.no_campaign_rows().get(table, []):
                     conn.execute(schema.metadata.tables[table].insert(), row)
         engine.dispose()
         yield ds, url
@@ -101,8 +101,10 @@ def test_each_grain_equals_the_polars_recomputation(dataset, conn, grain: str, m
     expected = sd.reference(ds, "orgA", start=START, end=END, model=model, grain=grain, level=query.spend_level)
     assert got.height >= 3
     _compare(got, expected, grain)
-    if grain != "channel":
-        assert got["currency"].null_count() == 0 and set(got["currency"]) <= {"USD", "EUR"}
+    if grain != "channel":  # the row of the credit without a key of the grain (last) has no currency
+        keyed = got.filter(pl.col(key_column(grain)).is_not_null())
+        assert keyed["currency"].null_count() == 0 and set(keyed["currency"]) <= {"USD", "EUR"}
+        assert got.height - keyed.height == (grain != "ad") and got[key_column(grain)].is_null().to_list()[-1] == (grain != "ad")
 
 
 def test_a_finer_filter_reads_the_finer_spend_table(dataset, conn) -> None:
@@ -134,10 +136,12 @@ def test_previous_period_and_change(dataset, conn) -> None:
     cur = sd.reference(ds, "orgA", start=START, end=END, model="LAST_TOUCH", grain="ad_account", level=1)
     previous = got.select(pl.col("ad_account_id").alias("key"), *(pl.col(f"{m}_previous").alias(m) for m in METRICS))
     assert_frame_equal(previous, prev.select("key", *METRICS))
-    joined = cur.join(prev, on="key", suffix="_p")
+    joined = cur.join(prev, on="key", suffix="_p", nulls_equal=True)
     for m in ("spend_micros", "conversions", "roas", "cpa_micros"):
         expected = (joined[m].cast(pl.Float64) / joined[f"{m}_p"].cast(pl.Float64) - 1).to_list()
-        assert got[f"{m}_change"].to_list() == pytest.approx(expected, rel=1e-12)
+        changes = got[f"{m}_change"].to_list()
+        assert [v is None for v in changes] == [v is None for v in expected]
+        assert [v for v in changes if v is not None] == pytest.approx([v for v in expected if v is not None], rel=1e-12)
 
 
 def test_daily_comparison_aligns_each_day_with_the_same_day_of_the_previous_period(dataset, conn) -> None:
@@ -237,3 +241,50 @@ def test_invalid_queries_name_the_field(kwargs, match) -> None:
 def test_invalid_conversion_tables(target, rates, match) -> None:
     with pytest.raises(ConfigError, match=match):
         CurrencyConversion(target, rates)
+
+
+# --- results without a campaign, and zero against unknown spend ---------------------------------------------
+_NO_SPEND = dict.fromkeys(("spend_micros", "impressions", "clicks", "roas", "cpa_micros", "cpc_micros", "ctr", "conversion_rate"))
+
+
+@pytest.mark.parametrize("grain", ["campaign", "ad_account", "platform", "organization", "channel", "ad"])
+def test_touchpoints_without_a_campaign_are_reported_without_spend(conn, grain: str) -> None:
+    """An organization with tracking only: every grain but ``ad`` has its 3 conversions (campaign, ad
+    account and platform in a row whose key is null), and none claims a spend or a cost of 0."""
+    got = read_metrics(MetricsQuery("orgN", date(2024, 3, 8), date(2024, 3, 8), grain=grain, compare=False), conn)  # type: ignore[arg-type]
+    if grain == "ad":
+        assert got.height == 0  # left out: the campaign grain reports them
+        return
+    (row,) = got.to_dicts()
+    key = {"organization": "orgN", "channel": "paid_search"}.get(grain)
+    assert (row[key_column(grain)], row["conversions"], row["revenue_micros"]) == (key, 3.0, 15_000_000)
+    assert {k: row[k] for k in _NO_SPEND} == _NO_SPEND  # the organization grain gave spend 0 and cpa_micros 0
+    if grain not in ("organization", "channel"):
+        assert (row["name"], row["currency"]) == (None, None)
+
+
+def test_the_default_grain_is_campaign_and_shows_results_without_a_campaign(conn) -> None:
+    query = MetricsQuery("orgN", date(2024, 3, 8), date(2024, 3, 8))
+    assert query.grain == "campaign"
+    assert read_metrics(query, conn).select("campaign_id", "conversions").rows() == [(None, 3.0)]
+
+
+def test_the_rows_of_every_grain_add_up_to_the_organization(dataset, conn) -> None:
+    fx = CurrencyConversion("USD", {"EUR": "1.25"})
+    total = read_metrics(MetricsQuery("orgA", START, END, grain="organization", compare=False, conversion=fx), conn)
+    for grain in ("platform", "ad_account", "campaign", "channel"):
+        got = read_metrics(MetricsQuery("orgA", START, END, grain=grain, compare=False, conversion=fx), conn)  # type: ignore[arg-type]
+        assert got["conversions"].sum() == pytest.approx(total["conversions"].item(), rel=1e-12), grain
+        assert got[key_column(grain)].null_count() == (grain != "channel"), grain
+
+
+def test_spend_is_zero_for_a_key_without_spend_rows_and_null_where_there_can_be_none(dataset, conn) -> None:
+    day = END + timedelta(days=1)  # conversions, but no spend rows (the platforms report no delivery)
+    got = read_metrics(MetricsQuery("orgA", day, day, grain="campaign", compare=False), conn)
+    keyed, unkeyed = got.filter(pl.col("campaign_id").is_not_null()), got.filter(pl.col("campaign_id").is_null())
+    assert keyed.height and (keyed["spend_micros"] == 0).all() and (keyed["cpa_micros"].fill_null(0) == 0).all()
+    assert unkeyed.height == 1 and unkeyed.row(0, named=True)["spend_micros"] is None
+    # orgA has Google and Meta ad accounts; its TikTok touchpoints resolve to no campaign: TikTok has no spend.
+    platforms = read_metrics(MetricsQuery("orgA", START, END, grain="platform", compare=False), conn)
+    spend = dict(platforms.select("platform", "spend_micros").rows())
+    assert spend["TIKTOK"] is None and spend["GOOGLE_ADS"] > 0 and spend["META"] > 0

@@ -11,9 +11,14 @@ definitions; in short:
   tables have no channel), only attributed results.
 - a conversion is counted on the day it occurred in the time zone of the ad account its touchpoint
   resolves to (UTC when it resolves to none), in the period that contains that day.
+- attributed results whose touchpoint resolves to no key of the grain are a row with a null key at the
+  ``platform``, ``ad_account`` and ``campaign`` grains (so every grain adds up to the organization), and
+  are left out at the ``ad`` grain (that row would mix currencies).
+- spend is zero for a key the platforms report spend for but that has no spend rows in the period, and
+  null where there can be none (that null-key row, a platform or organization without an ad account).
 - ratios: ``roas = revenue / spend``, ``cpa = spend / conversions``, ``cpc = spend / clicks``,
   ``ctr = clicks / impressions``, ``conversion_rate = conversions / clicks``; null when the denominator
-  is zero or unknown. Money columns are int64 micros (rounded half away from zero).
+  is zero or unknown, or the spend is null. Money columns are int64 micros (rounded half away from zero).
 - currencies: amounts are in their ad account's currency; a row adding up several currencies is refused
   (:class:`CurrencyError`) unless a :class:`CurrencyConversion` is given.
 """
@@ -139,7 +144,7 @@ class MetricsQuery:
     model
         Attribution model of the links (``AttributionModel`` value).
     grain
-        One of :data:`GRAINS`.
+        One of :data:`GRAINS`; default ``campaign`` (its rows never add up several currencies).
     daily
         One row per key and day instead of one per key for the whole period.
     compare
@@ -424,12 +429,20 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
 
 
 def _credit_cte(
-    query: MetricsQuery, params: dict[str, Any], *, models: str, summarized: bool, by_model: bool = False, listing: bool = False
+    query: MetricsQuery,
+    params: dict[str, Any],
+    *,
+    models: str,
+    summarized: bool,
+    by_model: bool = False,
+    listing: bool = False,
+    null_key: bool = False,
 ) -> str:
     """SQL: ``credit``, attributed conversions (``conv``) and revenue (``rev``, converted with a currency
     conversion) per key and report day (and model), from the ``EngineCreditDaily`` buckets when the
     organization is ``summarized``, the default channel rules apply and the query needs no ad; else from
-    the links."""
+    the links. ``null_key``: keep the credit whose touchpoint resolves to no key of the grain (key null);
+    else it is left out (grains other than channel and organization, whose keys are never null)."""
     grain, fx = query.grain, query.conversion is not None
     rate = " * COALESCE(fx.rate, 1)" if fx else ""
     fx_join = " LEFT JOIN fx ON fx.currency = x.currency" if fx else ""
@@ -445,14 +458,14 @@ def _credit_cte(
             f'\n  WHERE s."organizationId" = :org{_filters(query, {**_LINK_FILTERS, "platform": _CREDIT_PLATFORM}, params)}'
         )
         sums = _sums(query, {"conv": "w", "rev": f"r{rate}"}, "(x.day < CAST(:start AS date))", post="{}::numeric / 1e15")
-        key_not_null = "" if grain in ("channel", "organization") else " AND x.key IS NOT NULL"
+        key_not_null = "" if null_key or grain in ("channel", "organization") else " AND x.key IS NOT NULL"
         return (
             f"credit AS (\n  SELECT x.key, {_report_day(query, _shifted('x.day'))} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
             f"{', x.model' if by_model else ''}\n  FROM (\n  {links}\n  ) x{fx_join}\n"
             f"  WHERE x.day >= :lo AND x.day <= :hi{key_not_null}\n  {group}\n),\n"
         )
     key = _SUMMARY_KEYS[grain]
-    key_not_null = "" if grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
+    key_not_null = "" if null_key or grain in ("channel", "organization") else f" AND {key} IS NOT NULL"
     sums = _sums(query, {"conv": "x.conversions", "rev": f'x."revenueMicros"{rate}'}, "b.prev")
     return (
         f"credit AS (\n  SELECT {key} AS key, {_report_day(query, 'b.out')} AS day, {sums}, {_currencies(query, 'x.currency', listing)}"
@@ -482,11 +495,15 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
     if has_spend:
         ctes.append(_spend_cte(query, params, listing))
     ctes.append(
-        _credit_cte(query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized, listing=listing)
+        _credit_cte(
+            query, params, models=' = CAST(:model AS "AttributionModel")', summarized=summarized, listing=listing,
+            null_key=query.grain != "ad",
+        )  # fmt: skip
     )
     suffixes = ("", "_p") if query.compare else ("",)
     names = {"spend": "spend_micros", "imp": "impressions", "clk": "clicks", "conv": "conversions", "rev": "revenue_micros"}
     cols = []
+    known = _spend_known(query, params) if has_spend else "false"
     for suffix in suffixes:
         for column, name in names.items():
             side = "c" if column in _CREDIT_MEASURES else "s"
@@ -495,7 +512,8 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
                 continue
             value = f"COALESCE({side}.{column}{suffix}, 0)"
             cast = "::float8" if column == "conv" else "::bigint"
-            cols.append(f"{'round(' + value + ')' if column in ('spend', 'rev') else value}{cast} AS {name}{suffix}")
+            value = f"{'round(' + value + ')' if column in ('spend', 'rev') else value}{cast}"
+            cols.append(f"{value if side == 'c' else f'CASE WHEN {known} THEN {value} END'} AS {name}{suffix}")
     # One side (spend, credit) per key and day: joined, not aggregated again. Days only key daily reports.
     if has_spend:
         on = "s.key = c.key" + (" AND s.day = c.day" if query.daily else "")
@@ -529,6 +547,23 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
         + f"\n  FROM agg r{f' LEFT JOIN {join}' if join else ''}\n  ORDER BY r.key, r.day"
     )
     return sql, params
+
+
+def _spend_known(query: MetricsQuery, params: dict[str, Any]) -> str:
+    """SQL (over ``spend s FULL JOIN credit c``): whether a row's key is something the ad platforms report
+    spend for, so that no spend row means zero spend (platforms leave out days without delivery) rather
+    than unknown (null): a key with spend rows; an ad account, campaign or ad; a platform the organization
+    has an ad account on; the organization when it has an ad account (on the filtered platform). Not the
+    row of the credit that resolves to no key of the grain."""
+    if query.grain in ("ad_account", "campaign", "ad"):
+        return "COALESCE(s.key, c.key) IS NOT NULL"
+    accounts = 'SELECT 1 FROM "AdAccount" ka JOIN "Platform" kp ON kp.id = ka."platformId" WHERE ka."organizationId" = :org'
+    if query.grain == "platform":
+        accounts += " AND kp.code::text = c.key"
+    elif query.platform is not None:
+        params["f_platform"] = query.platform
+        accounts += " AND kp.code::text = CAST(:f_platform AS text)"
+    return f"(s.key IS NOT NULL OR EXISTS ({accounts}))"
 
 
 def _div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -582,7 +617,8 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     -------
     polars.DataFrame
         One row per key (and day with ``daily``) that has spend or attributed conversions in the period or
-        the previous one, sorted by key and day: the key column (:func:`key_column`), ``name``,
+        the previous one, sorted by key and day, and the row (key null, last) of the conversions credited
+        to touchpoints with no key of the grain (not at grain ``ad``): the key column (:func:`key_column`), ``name``,
         ``currency``, ``date`` (``daily`` only), the :data:`METRICS` and, with ``compare``, their
         ``_previous`` and ``_change`` columns.
 
