@@ -58,7 +58,8 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages are lines: a log keeps them whole, a terminal wraps them
 
 _DATABASE_PACKAGES = ("sqlalchemy", "psycopg", "psycopg2", "adbc_driver_manager")
-_PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException)  # Typer/Click's own exits and usage errors
+# Typer's own exits and usage errors, and a closed pipe (`optiq ... | head`), which Click ends quietly.
+_PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError)
 _debug = False
 
 
