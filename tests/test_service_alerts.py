@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from optiq_engine.io import db
+from optiq_engine.io import db, schema
 from optiq_engine.service import alerts
 from optiq_engine.service.anomaly import robust_zscore
 from optiq_engine.service.errors import NotFoundError, PermissionDeniedError, RuleConfigError, TransitionError
@@ -369,3 +369,16 @@ def test_four_concurrent_workers_evaluate_each_due_rule_once(engine) -> None:
         assert len(counts) == len(rules) and {n for _, n in counts} == {1}
         (notes,) = conn.execute(text('SELECT count(*) FROM "InAppNotification" WHERE "organizationId" = ANY(:orgs)'), {"orgs": orgs}).one()
     assert notes == 2 * len(rules)
+
+
+def test_spend_threshold_of_an_organization_without_ad_accounts_is_clear(engine) -> None:
+    """Tracking only: the organization's spend is null (not 0) in the metrics; the rule is clear, not an error."""
+    from tests.service_data import no_campaign_rows
+
+    with engine.begin() as conn:
+        for table, rows in no_campaign_rows().items():
+            for row in rows:
+                conn.execute(schema.metadata.tables[table].insert(), row)
+    rule = _rule(engine, "orgN", "SPEND_THRESHOLD", {"threshold": 1})
+    evaluation = _evaluate(engine, "orgN", rule, datetime(2024, 3, 8, 18, tzinfo=UTC))
+    assert (evaluation.action, evaluation.error) == ("ok", None)

@@ -162,7 +162,7 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
         spend, cur = t["spend_micros"], t["currency"]
         context = base | {"currentSpend": spend, "threshold": config.threshold, "period": config.period, "currency": cur,
                           "from": start.isoformat(), "to": today.isoformat()}  # fmt: skip
-        if spend <= config.threshold:
+        if spend is None or spend <= config.threshold:  # None: no ad account (on the platform) to spend
             return Finding("clear", context=context)
         return Finding(
             "fired", f"Spend threshold exceeded: {name}",
