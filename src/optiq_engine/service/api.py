@@ -2,9 +2,12 @@
 
 Every request but ``GET /v1/health`` carries an API key (``Authorization: Bearer optiq_...``, see
 :mod:`optiq_engine.service.keys`); everything it reads or changes is filtered by the key's organization,
-so another organization's rule or event is a 404, exactly like one that does not exist. VIEWER keys are
-read-only (403 on writes). Validation errors are 422 naming the field; unexpected errors are a 500 with a
-generic body (details go to the log, never to the client).
+so another organization's rule or event is a 404, exactly like one that does not exist. Below the queries'
+own filters, each transaction acts as a role under row-level security scoped to the key's organization
+(:mod:`optiq_engine.service.tenancy`). VIEWER keys are read-only (403 on writes). Validation errors are
+422 naming the field, NUL bytes and out-of-range numbers included; a saturated worker answers 503 with
+``Retry-After`` (:mod:`optiq_engine.service.limits`); unexpected errors are a 500 with a generic body
+(details go to the log, never to the client), and the connection stays open.
 
 Run it with ``optiq serve`` (uvicorn) or ``uvicorn --factory`` on :func:`create_app`.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
@@ -24,13 +28,15 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import exc as sa_exc
 
 from ..errors import ConfigError, OptiqError
 from ..io.schema import ALERT_EVENT_STATUSES, ALERT_SEVERITIES, ALERT_TYPES, ATTRIBUTION_MODELS, PLATFORM_CODES
-from . import alerts, keys
+from . import alerts, keys, tenancy
 from .errors import CurrencyError, NotFoundError, PermissionDeniedError, RuleConfigError, TransitionError
+from .limits import AdmissionControl, CatchAll, Limits, RejectNul, busy_response
 from .metrics import GRAINS, CurrencyConversion, MetricsQuery, read_credit, read_metrics
 
 __all__ = ["create_app"]
@@ -49,7 +55,9 @@ Platform = Literal[PLATFORM_CODES]  # type: ignore[valid-type]
 EventStatus = Literal[ALERT_EVENT_STATUSES]  # type: ignore[valid-type]
 Severity = Literal[ALERT_SEVERITIES]  # type: ignore[valid-type]
 RuleType = Literal[ALERT_TYPES]  # type: ignore[valid-type]
-Rate = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}:[0-9]{1,12}(\.[0-9]{1,12})?$")]
+# A rate is at most 999999.999999999999 units of the target per unit (the largest real ones are in the tens of
+# thousands): converted amounts then stay within Postgres' bigint micros.
+Rate = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}:[0-9]{1,6}(\.[0-9]{1,12})?$")]
 Id = Annotated[str, Path(min_length=1, max_length=200)]
 IdFilter = Annotated[str | None, Query(min_length=1, max_length=200)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,7 +73,8 @@ _bearer = HTTPBearer(auto_error=False, description="An Optiq API key: `optiq_<id
 
 
 def _connection(request: Request) -> Iterator[Connection]:
-    """One transaction per request (committed when the route returns, rolled back when it raises)."""
+    """One transaction per request (committed when the route returns, rolled back when it raises), acting as
+    the service role and scoped to no organization until the key is authenticated."""
     with request.app.state.engine.begin() as conn:
         yield conn
 
@@ -74,9 +83,14 @@ Conn = Annotated[Connection, Depends(_connection)]
 
 
 def _principal(conn: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> keys.Principal:
-    found = keys.authenticate(conn, credentials.credentials) if credentials else None
+    found = None
+    if credentials:
+        key_id = credentials.credentials.split("_")[1] if credentials.credentials.count("_") >= 2 else ""
+        tenancy.set_organization(conn, None, api_key_id=key_id[:200])  # row-level security: only this key is visible
+        found = keys.authenticate(conn, credentials.credentials)
     if found is None:
         raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    tenancy.set_organization(conn, found.organization_id)  # the rest of the transaction sees this organization only
     return found
 
 
@@ -108,8 +122,46 @@ def _rows_response(grain: str, start: date, end: date, frame: pl.DataFrame) -> R
     return Response(content=f'{head[:-1]}, "rows": {frame.write_json()}}}', media_type="application/json")
 
 
+#: JSON numbers of a rule's config are integers or finite floats within +-(2**53 - 1): what the platform's
+#: JavaScript reads exactly, and far beyond any real threshold (9e15 micros is 9 billion units of a currency).
+MAX_CONFIG_NUMBER = 2**53 - 1
+_MAX_CONFIG_DEPTH = 32
+
+
+def _check_text(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{where} must not contain a NUL byte (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where} must be valid Unicode (no lone surrogate \\ud800-\\udfff)") from None
+
+
+def _check_config(value: Any, where: str = "config", depth: int = 0) -> None:
+    """Raise ValueError naming the first string (key or value) or number of a config that Postgres' jsonb or
+    the evaluation cannot hold: NUL bytes, lone surrogates, numbers beyond +-(2**53 - 1), NaN and infinities."""
+    if depth > _MAX_CONFIG_DEPTH:
+        raise ValueError(f"{where} is nested more than {_MAX_CONFIG_DEPTH} levels deep")
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value}")
+        if abs(value) > MAX_CONFIG_NUMBER:
+            raise ValueError(f"{where} is out of range: {value} (numbers must be within +-{MAX_CONFIG_NUMBER}, i.e. 2**53 - 1)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{where} key {key!r}")
+            _check_config(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_config(item, f"{where}[{i}]", depth + 1)
+
+
 class RuleIn(BaseModel):
-    """A new alert rule (the seed's ``AlertRule`` fields)."""
+    """A new alert rule (the seed's ``AlertRule`` fields); text without NUL bytes, config numbers bounded."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
@@ -121,6 +173,18 @@ class RuleIn(BaseModel):
     notifyEmail: bool = True  # noqa: N815
     notifyInApp: bool = True  # noqa: N815
     notifySlack: bool = False  # noqa: N815
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_text(cls, value: str) -> str:
+        _check_text(value, "name")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config_is_bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_config(value)
+        return value
 
 
 class EvaluationOut(BaseModel):
@@ -141,7 +205,13 @@ def _check_revision(engine: Engine) -> None:
             )
 
 
-def create_app(database_url: str | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    database_url: str | None = None,
+    *,
+    engine: Engine | None = None,
+    limits: Limits | None = None,
+    role: str | None = tenancy.SERVICE_ROLE,
+) -> FastAPI:
     """The FastAPI application over the database at ``database_url`` (default ``$OPTIQ_DATABASE_URL``).
 
     Parameters
@@ -149,20 +219,39 @@ def create_app(database_url: str | None = None, *, engine: Engine | None = None)
     database_url
         PostgreSQL URL; ignored when ``engine`` is given.
     engine
-        A SQLAlchemy engine to use (the caller disposes of it).
+        A SQLAlchemy engine to use (the caller disposes of it; its pool should hold ``limits.slots``
+        connections plus overflow).
+    limits
+        Requests at once, queue and timeouts of this worker; default :meth:`Limits.from_env` (sized from
+        ``OPTIQ_SERVICE_WORKERS`` and ``OPTIQ_SERVICE_DB_CONNECTIONS``).
+    role
+        The role every transaction acts as (``SET LOCAL ROLE``), subject to row-level security:
+        ``optiq_service`` by default (``$OPTIQ_SERVICE_ROLE`` when set); ``None`` when the login role is
+        already such a role. The service refuses to start when its transactions would bypass row-level
+        security.
+
+    Raises
+    ------
+    ConfigError
+        No database URL, or invalid limits; at startup, a database without the engine's tables, without
+        migration 0007, or whose service role is missing or bypasses row-level security.
     """
+    limits = limits or Limits.from_env()
+    if role == tenancy.SERVICE_ROLE:
+        role = os.environ.get("OPTIQ_SERVICE_ROLE") or role
     if engine is None:
         from ..io.db import normalise_url
 
         url = database_url or os.environ.get("OPTIQ_DATABASE_URL")
         if not url:
             raise ConfigError("no database: pass database_url or set OPTIQ_DATABASE_URL")
-        engine = create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
-    db = engine
+        engine = create_engine(normalise_url(url), **limits.engine_options())
+    db = tenancy.scoped_engine(engine, role=role)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        _check_revision(db)
+        _check_revision(engine)
+        tenancy.check_service_role(engine, role)
         yield
 
     app = FastAPI(
@@ -172,6 +261,12 @@ def create_app(database_url: str | None = None, *, engine: Engine | None = None)
         lifespan=lifespan,
     )
     app.state.engine = db
+    app.state.limits = limits
+    # Outermost first: NUL bytes are refused before anything else, then admission, then the catch-all (inside
+    # Starlette's ServerErrorMiddleware, which would close the connection after a 500).
+    app.add_middleware(CatchAll)
+    app.add_middleware(AdmissionControl, limits=limits)
+    app.add_middleware(RejectNul)
 
     # --- errors ------------------------------------------------------------------------------------------
     def problem(status: int, detail: Any) -> JSONResponse:
@@ -208,10 +303,26 @@ def create_app(database_url: str | None = None, *, engine: Engine | None = None)
     async def _optiq(_: Request, exc: OptiqError) -> JSONResponse:
         return problem(422, str(exc))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem(500, "internal error; see the service log")
+    def busy(why: str) -> JSONResponse:
+        status, body, headers = busy_response(limits.retry_after, why)
+        return JSONResponse(status_code=status, content=body, headers=headers)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        logger.warning("503 on %s %s: no database connection within %s s", request.method, request.url.path, limits.pool_timeout)
+        return busy("no database connection free")
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _database_unavailable(request: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # Server unreachable or out of connections, a statement or lock timeout: the request may succeed later.
+        logger.warning("503 on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__ if exc.orig else exc)
+        return busy("the database is unavailable or a statement timed out")
+
+    @app.exception_handler(sa_exc.DataError)
+    async def _data_error(request: Request, exc: sa_exc.DataError) -> JSONResponse:
+        # A value the database cannot hold or compute (e.g. an amount times a rate beyond bigint): the input's doing.
+        logger.info("422 on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem(422, [{"loc": ["query"], "msg": "a value is out of the range the database can hold", "type": "value_error"}])
 
     # --- routes ------------------------------------------------------------------------------------------
     @app.get("/v1/health", tags=["system"])
@@ -296,7 +407,7 @@ def create_app(database_url: str | None = None, *, engine: Engine | None = None)
     @app.post("/v1/alerts/evaluate", tags=["alerts"], responses=_ERRORS)
     def evaluate(caller: Writer) -> list[EvaluationOut]:
         """Evaluate the organization's due rules now."""
-        done = alerts.evaluate_due(db, organization_id=caller.organization_id)
+        done = alerts.evaluate_due(tenancy.for_organization(db, caller.organization_id), organization_id=caller.organization_id)
         return [EvaluationOut(rule_id=e.rule_id, action=e.action, event_id=e.event_id, error=e.error) for e in done]
 
     @app.get("/v1/alert-rules", tags=["alert rules"], responses=_ERRORS)

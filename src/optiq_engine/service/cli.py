@@ -196,7 +196,10 @@ def serve(
     """Serve the HTTP API (metrics, credit, alerts, alert rules) with uvicorn; needs the service extra.
 
     Worker processes take Polars' thread count from POLARS_MAX_THREADS, 1 unless set: a report's frame
-    is small and requests run side by side, so more threads per request only add contention.
+    is small and requests run side by side, so more threads per request only add contention. Each worker
+    handles OPTIQ_SERVICE_DB_CONNECTIONS / (2 x workers) requests at once (32 connections in all by
+    default), queues the rest and answers 503 with Retry-After past its queue; every transaction acts as
+    the optiq_service role under row-level security (docs/service.md).
     """
     import os
 
@@ -207,6 +210,7 @@ def serve(
     os.environ["OPTIQ_DATABASE_URL"] = database_url
     os.environ.setdefault("POLARS_MAX_THREADS", "1")  # read by the spawned workers' Polars
     workers = workers or os.cpu_count() or 1
+    os.environ["OPTIQ_SERVICE_WORKERS"] = str(workers)  # each worker sizes its pool and queue from it (service.limits)
     uvicorn.run(
         "optiq_engine.service.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
     )

@@ -1,0 +1,136 @@
+"""Row-level security on the tables the HTTP API reads, and the ``optiq_service`` role it acts as.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-06 00:00:00
+
+Defense in depth for tenancy (the schema document: "Row-Level Security: all queries filtered by
+organizationId"): the service already filters every query by organization; with these policies a query
+that forgot to cannot read another organization's rows either. A policy compares the row's organization
+with the transaction setting ``optiq.organization_id`` (empty: no row at all):
+
+- tables with an ``"organizationId"`` column: that column; ``"Organization"``: its ``id``;
+- ``"TrackingEvent"`` and ``"TouchPoint"``: their site's organization (the organization's sites are read
+  once per statement);
+- ``"AttributionLink"``: visible when its conversion event is (the event's own policy decides);
+- ``"ApiKey"`` and ``"Membership"`` also show, for reading only, the one key named by
+  ``optiq.api_key_id`` and its membership: what authenticating a request needs.
+
+The policies bind every role but the tables' owner (which runs the migrations and the batch job: row-level
+security is enabled, not forced), superusers and ``BYPASSRLS`` roles. Another application connecting as a
+non-owner role (the platform's, if it does) sees only what ``optiq.organization_id`` allows from now on:
+set it per transaction, or give that role ``BYPASSRLS``. Nothing else changes for the owner.
+
+The role ``optiq_service`` (``NOLOGIN``, not a superuser, no ``BYPASSRLS``) is created when the runner may
+create roles (a superuser, or ``CREATEROLE``; a non-superuser creator is made a member so that it can
+``SET ROLE`` to it); otherwise a notice says so and the grants wait for the role to exist (create it, then
+run this revision again: downgrade to 0006 and upgrade). It gets ``SELECT`` on the tables the service
+reads and ``INSERT``/``UPDATE`` on the alert tables it writes, nothing else. Roles belong to the server, not
+the database: the downgrade revokes this database's grants and drops the policies, and keeps the role.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | tuple[str, ...] | None = None
+depends_on: str | tuple[str, ...] | None = None
+
+ROLE = "optiq_service"
+_ORG = "current_setting('optiq.organization_id', true)"
+_KEY = "current_setting('optiq.api_key_id', true)"
+#: Tables with an "organizationId" column the service reads.
+ORG_TABLES: tuple[str, ...] = (
+    "AdAccount", "Campaign", "Ad", "DailyAdAccountMetric", "DailyCampaignMetric", "DailyAdMetric", "TrackingSite",
+    "AlertRule", "AlertEvent", "InAppNotification", "Membership", "ApiKey",
+    "EngineCreditDaily", "EngineCreditState", "EngineSpendDaily",
+)  # fmt: skip
+_SITES = f'ARRAY(SELECT s.id FROM "TrackingSite" s WHERE s."organizationId" = {_ORG})'
+#: Tables keyed through a parent: table -> the USING expression.
+CHILD_POLICIES: dict[str, str] = {
+    "Organization": f"id = {_ORG}",
+    "TrackingEvent": f'"siteId" = ANY ({_SITES})',
+    "TouchPoint": f'"siteId" = ANY ({_SITES})',
+    "AttributionLink": 'EXISTS (SELECT 1 FROM "TrackingEvent" e WHERE e.id = "AttributionLink"."conversionId")',
+}
+#: Read-only lookups of the presented API key before the request's organization is known.
+KEY_POLICIES: dict[str, str] = {
+    "ApiKey": f"id = {_KEY}",
+    "Membership": (
+        f'EXISTS (SELECT 1 FROM "ApiKey" k WHERE k.id = {_KEY} '
+        'AND k."userId" = "Membership"."userId" AND k."organizationId" = "Membership"."organizationId")'
+    ),
+}
+#: What the service may do: reads everywhere it looks, writes only to the alert tables.
+WRITES: tuple[str, ...] = ("AlertRule", "AlertEvent", "InAppNotification")
+READS: tuple[str, ...] = (*ORG_TABLES, *CHILD_POLICIES, "Platform")
+
+_CREATE_ROLE = f"""
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN
+    IF (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+      BEGIN
+        CREATE ROLE {ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+      EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- made at the same moment by another database's migration
+      END;
+      IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT {ROLE} TO %I', current_user);
+      END IF;
+    ELSE
+      RAISE NOTICE 'role {ROLE} not created (% may not create roles): create it, then run migration 0007 again', current_user;
+    END IF;
+  END IF;
+END $$"""
+
+
+def _if_role(statements: list[str], *, usage: bool = True) -> str:
+    """A DO block running ``statements`` (SQL) when the role exists, after granting USAGE on the schema (best effort)."""
+    body = "\n".join(f"    EXECUTE {_literal(s)};" for s in statements)
+    grant = (
+        f"    BEGIN\n      EXECUTE format('GRANT USAGE ON SCHEMA %I TO {ROLE}', current_schema());\n"
+        "    EXCEPTION WHEN insufficient_privilege THEN\n"
+        "      RAISE NOTICE 'USAGE on schema % not granted to {ROLE}: grant it as its owner', current_schema();\n    END;\n"
+        if usage
+        else ""
+    )
+    return f"DO $$\nBEGIN\n  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN\n{grant}{body}\n  END IF;\nEND $$"
+
+
+def _literal(sql: str) -> str:
+    return "'" + sql.replace("'", "''") + "'"
+
+
+def _tables(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f'"{t}"' for t in names)
+
+
+def upgrade() -> None:
+    for table in ORG_TABLES:
+        op.execute(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY')
+        op.execute(
+            f'CREATE POLICY optiq_tenant ON "{table}" USING ("organizationId" = {_ORG}) WITH CHECK ("organizationId" = {_ORG})'
+        )
+    for table, using in CHILD_POLICIES.items():
+        op.execute(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY')
+        op.execute(f'CREATE POLICY optiq_tenant ON "{table}" USING ({using}) WITH CHECK ({using})')
+    for table, using in KEY_POLICIES.items():
+        op.execute(f'CREATE POLICY optiq_key_lookup ON "{table}" FOR SELECT USING ({using})')
+    op.execute(_CREATE_ROLE)
+    op.execute(
+        _if_role(
+            [f"GRANT SELECT ON {_tables(READS)} TO {ROLE}", f"GRANT INSERT, UPDATE ON {_tables(WRITES)} TO {ROLE}"]
+        )
+    )
+
+
+def downgrade() -> None:
+    op.execute(_if_role([f"REVOKE ALL ON {_tables(READS)} FROM {ROLE}"], usage=False))
+    for table in KEY_POLICIES:
+        op.execute(f'DROP POLICY IF EXISTS optiq_key_lookup ON "{table}"')
+    for table in (*ORG_TABLES, *CHILD_POLICIES):
+        op.execute(f'DROP POLICY IF EXISTS optiq_tenant ON "{table}"')
+        op.execute(f'ALTER TABLE "{table}" DISABLE ROW LEVEL SECURITY')
