@@ -291,12 +291,23 @@ def db_upgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argumen
 
 
 @db_app.command("downgrade")
-def db_downgrade(database_url: DatabaseUrl, revision: Annotated[str, typer.Argument(help="e.g. base or -1")]) -> None:
-    """Migrate down to REVISION (base drops every Optiq table)."""
+def db_downgrade(
+    database_url: DatabaseUrl,
+    revision: Annotated[str, typer.Argument(help="e.g. base or -1")],
+    force: Annotated[bool, typer.Option("--force", help="Drop tables and columns even if they hold rows.")] = False,
+) -> None:
+    """Migrate down to REVISION (base drops every Optiq table).
+
+    Refuses (exit 2, nothing changed) when it would drop tables or columns holding rows, or the
+    platform's own tables of a database the platform made, and says which with their row counts;
+    --force drops them.
+    """
     from .io import db
 
     with _one_line_errors():
-        db.downgrade(database_url, revision)
+        dropped = db.downgrade(database_url, revision, force=force)
+    if dropped:
+        err.print(f"dropped {', '.join(f'{name} ({rows:,} rows)' for name, rows in dropped.items())}", soft_wrap=True, markup=False)
     console.print(f"database at revision {db.current(database_url)}")
 
 

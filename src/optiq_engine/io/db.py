@@ -7,7 +7,10 @@ database in its ``alembic_version`` table.
 A database the Optiq platform created (Prisma migrations) already has the Optiq tables but no Alembic
 revision. :func:`upgrade` refuses to touch it; check it with :func:`compare`, then :func:`stamp` it
 (``optiq db stamp``) so that later upgrades start from there. Nothing here drops a table except
-:func:`downgrade`.
+:func:`downgrade`, and it refuses to lose data: a downgrade that would drop tables or columns holding rows,
+or (to ``base``) the platform's own tables of a database the platform made, raises
+:class:`DataLossError` (what it would drop, with row counts) unless ``force=True``
+(``optiq db downgrade REVISION --force``).
 
 Examples
 --------
@@ -29,7 +32,7 @@ from sqlalchemy import URL, Column, Connection, Engine, Index, Table, create_eng
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ..errors import ConfigError, SchemaError
+from ..errors import ConfigError, OptiqError, SchemaError
 from . import schema
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ __all__ = [
     "normalise_url",
     "upgrade",
     "downgrade",
+    "DataLossError",
     "current",
     "head",
     "stamp",
@@ -56,6 +60,24 @@ _TIMESTAMPTZ_PRECISIONS = text(
     "SELECT table_name, column_name, datetime_precision FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND data_type = 'timestamp with time zone'"
 )
+
+
+class DataLossError(OptiqError, RuntimeError):
+    """A downgrade would drop tables or columns holding rows (or the platform's own tables); nothing was changed.
+
+    Attributes
+    ----------
+    drops
+        What the downgrade would drop and how many rows each holds: ``{'"TouchPoint"': 7_500_000,
+        '"EngineRun"."watermark"': 12}`` (a column counts its non-null values).
+    revision
+        The target revision of the refused downgrade.
+    """
+
+    def __init__(self, message: str, *, drops: dict[str, int], revision: str) -> None:
+        super().__init__(message)
+        self.drops = dict(drops)
+        self.revision = revision
 
 
 def normalise_url(url: str | URL) -> str:
@@ -202,8 +224,15 @@ def upgrade(url: str | URL, revision: str = "head") -> None:
         command.upgrade(_config(url, connection), revision)
 
 
-def downgrade(url: str | URL, revision: str) -> None:
-    """Migrate the database down to ``revision``; ``"base"`` drops every Optiq table and enum type.
+def downgrade(url: str | URL, revision: str, *, force: bool = False) -> dict[str, int]:
+    """Migrate the database down to ``revision``, refusing to drop data unless ``force``.
+
+    The downgrade is first tried inside a savepoint of the migration's transaction and rolled back; the
+    tables and columns it dropped are then counted (rows; non-null values for a column). If any holds
+    rows, or the target is ``base`` and the database was made by the platform (it has a
+    ``_prisma_migrations`` table: the seed schema's tables are the platform's, not the engine's),
+    :class:`DataLossError` is raised and nothing is changed. Otherwise (or with ``force``) the downgrade
+    runs for real, in the same transaction.
 
     Parameters
     ----------
@@ -212,12 +241,96 @@ def downgrade(url: str | URL, revision: str) -> None:
     revision
         Target revision (``"base"``, ``"-1"``, a revision id). There is no default: dropping data is
         never implicit.
+    force
+        Drop the tables and columns even if they hold rows.
+
+    Returns
+    -------
+    dict of str to int
+        What was dropped that held rows (table ``'"Name"'`` or column ``'"Table"."column"'`` to rows);
+        empty when nothing held any.
+
+    Raises
+    ------
+    DataLossError
+        Without ``force``, when the downgrade would drop rows (or the platform's tables); the message
+        lists each table or column with its row count, and how to go on (a backup, then ``--force``).
+
+    Examples
+    --------
+    >>> db.downgrade("postgresql://postgres@127.0.0.1:5432/optiq", "0003")  # doctest: +SKIP
+    Traceback (most recent call last):
+    optiq_engine.io.db.DataLossError: downgrading ... to 0003 would drop "EngineCreditDaily" (1,204 rows) ...
     """
     from alembic import command
 
     with _engine(url) as engine, engine.begin() as connection:
+        before = _columns(connection)
+        trial = connection.begin_nested()  # a dry run: Postgres DDL is transactional
+        try:
+            command.downgrade(_config(url, connection), revision)
+            after = _columns(connection)
+        finally:
+            trial.rollback()
+        dropped_tables = sorted(set(before) - set(after))
+        dropped_columns = sorted(
+            (table, column) for table in after if table in before for column in set(before[table]) - set(after[table])
+        )
+        drops: dict[str, int] = {}
+        for table in dropped_tables:
+            (rows,) = connection.execute(text(f'SELECT count(*) FROM "{table}"')).one()
+            if rows:
+                drops[f'"{table}"'] = int(rows)
+        for table, column in dropped_columns:
+            (rows,) = connection.execute(text(f'SELECT count("{column}") FROM "{table}"')).one()
+            if rows:
+                drops[f'"{table}"."{column}"'] = int(rows)
+        platform = [
+            name for name in dropped_tables if name in schema.TABLE_NAMES and name not in schema.ENGINE_TABLES
+        ]
+        platform_made = bool(platform) and inspect(connection).has_table(_PRISMA_TABLE)
+        if (drops or platform_made) and not force:
+            raise DataLossError(_refusal(url, revision, drops, platform if platform_made else []), drops=drops, revision=revision)
+        if drops:
+            logger.warning("downgrading %s to %s drops %s", _display(url), revision, _listing(drops))
         logger.info("downgrading %s to %s", _display(url), revision)
         command.downgrade(_config(url, connection), revision)
+    return drops
+
+
+def _columns(connection: Connection) -> dict[str, set[str]]:
+    """Every table of the current schema and its columns (read from the catalog, never cached)."""
+    rows = connection.execute(
+        text(
+            "SELECT c.relname::text, a.attname::text FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+            "AND a.attnum > 0 AND NOT a.attisdropped"
+        )
+    ).all()
+    tables: dict[str, set[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, set()).add(column)
+    return tables
+
+
+def _listing(drops: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({rows:,} row{'s' if rows != 1 else ''})" for name, rows in drops.items())
+
+
+def _refusal(url: str | URL, revision: str, drops: dict[str, int], platform: list[str]) -> str:
+    parts = []
+    if drops:
+        parts.append(f"would drop {len(drops)} table(s)/column(s) holding rows: {_listing(drops)}")
+    if platform:
+        parts.append(
+            f"would drop the platform's own tables ({len(platform)}, e.g. "
+            f"{', '.join(repr(n) for n in platform[:3])}) of a database the platform made (_prisma_migrations)"
+        )
+    return (
+        f"downgrading {_display(url)} to {revision} {'; and '.join(parts)}. Nothing was changed. Back them up "
+        f"first (pg_dump --data-only), then pass --force (optiq db downgrade {revision} --force; "
+        f"db.downgrade(url, {revision!r}, force=True) in Python)"
+    )
 
 
 def stamp(url: str | URL, revision: str = "head") -> str:
