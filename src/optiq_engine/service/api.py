@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import polars as pl
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
@@ -160,6 +161,20 @@ def _check_config(value: Any, where: str = "config", depth: int = 0) -> None:
             _check_config(item, f"{where}[{i}]", depth + 1)
 
 
+def _finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its text (``NaN``, ``inf``) and lone surrogates in strings
+    by ``?``: strict JSON in UTF-8 cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 class RuleIn(BaseModel):
     """A new alert rule (the seed's ``AlertRule`` fields); text without NUL bytes, config numbers bounded."""
 
@@ -271,6 +286,11 @@ def create_app(
     # --- errors ------------------------------------------------------------------------------------------
     def problem(status: int, detail: Any) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": jsonable_encoder(detail)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422, with the offending input echoed as JSON can hold it (NaN and infinities as text).
+        return problem(422, _finite_json(jsonable_encoder(exc.errors())))
 
     @app.exception_handler(RuleConfigError)
     async def _rule_config(_: Request, exc: RuleConfigError) -> JSONResponse:
