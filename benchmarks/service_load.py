@@ -45,7 +45,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from benchmarks.run import machine
-from benchmarks.service_bench import END, _free_port, prepare
+from benchmarks.service_bench import END, ORG, _free_port, prepare
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 8, 32, 128, 256)
@@ -142,6 +142,44 @@ async def burst(base: str, headers: dict[str, str], *, requests: int = 300, conc
             "outcomes": dict(counts), "statuses": dict(statuses), "retry_after": dict(retry_after)}  # fmt: skip
 
 
+def rls_overhead(dsn: str, *, repeats: int = 5) -> list[dict[str, Any]]:
+    """Median time of reports read as the owner (no row-level security) and as the service (``optiq_service``,
+    scoped to the organization): what the policies cost per report."""
+    from sqlalchemy import create_engine, pool
+
+    from optiq_engine.io import db
+    from optiq_engine.service import tenancy
+    from optiq_engine.service.metrics import MetricsQuery, read_metrics
+
+    d90 = END - timedelta(days=89)
+    reports = {
+        "90-day campaign report (summaries)": MetricsQuery(ORG, d90, END, grain="campaign"),
+        "90-day report of one campaign per ad and day (links)": MetricsQuery(
+            ORG, d90, END, grain="ad", daily=True, campaign_id="c1"
+        ),
+        "7-day ad report (links)": MetricsQuery(ORG, END - timedelta(days=6), END, grain="ad"),
+    }
+    owner = create_engine(db.normalise_url(dsn), poolclass=pool.NullPool)
+    service = tenancy.for_organization(tenancy.scoped_engine(owner), ORG)
+    out = []
+    for label, query in reports.items():
+        times: dict[str, list[float]] = {"owner": [], "service": []}
+        rows = {}
+        for _ in range(repeats):
+            for who, engine in (("owner", owner), ("service", service)):
+                with engine.begin() as conn:
+                    t0 = time.perf_counter()
+                    frame = read_metrics(query, conn)
+                    times[who].append((time.perf_counter() - t0) * 1000)
+                rows[who] = frame.height
+        assert rows["owner"] == rows["service"], (label, rows)
+        out.append(
+            {"report": label, "rows": rows["owner"], **{f"{k}_ms": float(np.median(v)) for k, v in times.items()}}
+        )
+    owner.dispose()
+    return out
+
+
 @contextmanager
 def served(dsn: str, *, workers: int = 0) -> Iterator[str]:
     """``optiq serve`` on a free loopback port (``workers`` 0: its default) until the block ends; its base URL."""
@@ -208,6 +246,10 @@ def render(out: dict[str, Any]) -> str:
         else ""
     )
     paths = ", ".join(f"`{p}`" for p, _ in mix())
+    rls_rows = "\n".join(
+        f"| {r['report']} | {r['rows']} | {r['owner_ms']:.1f} | {r['service_ms']:.1f} | {r['service_ms'] / r['owner_ms']:.2f} |"
+        for r in out.get("rls", [])
+    )
     return f"""### Service: load curve and burst (admission control)
 
 Written by `benchmarks/service_load.py`. A scratch database seeded like the latency benchmark above, smaller
@@ -225,6 +267,13 @@ after: other jobs were running on the machine, so the absolute figures are noisy
 **Burst** (issue 24): {b["requests"]} requests, {b["concurrency"]} at a time, each on a new connection, in {b["seconds"]:.1f} s:
 {_counts(b["outcomes"])} (2xx | 4xx | 503 with Retry-After | 503 without | other 5xx | resets | timeouts); statuses {b["statuses"]}.
 {before_line}
+
+**Row-level security** (migration 0007): the same reports read as the owner (no policies) and as the service
+(`optiq_service`, scoped to the organization), median of 5, in process (SQL and Polars):
+
+| report | rows | owner ms | service ms | ratio |
+|---|---:|---:|---:|---:|
+{rls_rows}
 """
 
 
@@ -257,6 +306,9 @@ def main() -> None:
     try:
         token = prepare(dsn, argparse.Namespace(ads=args.ads, links=args.links), out)
         headers = {"Authorization": f"Bearer {token}"}
+        if not args.burst_only:
+            out["rls"] = rls_overhead(dsn)
+            print(f"row-level security: {out['rls']}", flush=True)
         with served(dsn, workers=args.workers) as base:
             for path, params in mix():  # warm-up: plans, caches, the workers' imports
                 httpx.get(base + path, params=params, headers=headers, timeout=120)
