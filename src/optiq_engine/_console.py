@@ -5,7 +5,9 @@
   stderr: an :class:`~optiq_engine.errors.OptiqError` (a user's mistake), a database error or an
   ``OSError`` as ``error: <message>`` and exit code 2; anything else as ``error: unexpected <type>:
   <message>``, a hint to rerun with ``--debug`` and exit code 1. ``optiq --debug`` (or
-  ``OPTIQ_DEBUG=1``) prints the traceback as well; exit codes do not change.
+  ``OPTIQ_DEBUG=1``) prints the traceback as well; exit codes do not change. A SIGINT/SIGTERM that
+  stopped a command at a safe point (:mod:`optiq_engine._interrupt`) is one ``interrupted:`` line and exit
+  code 130 / 143.
 - **Progress.** A Rich spinner when stderr is a terminal; one plain line per stage otherwise (cron
   logs get no spinner frames or carriage returns).
 - **Tables.** No cell is ever cut with an ellipsis: id columns keep their ids on one line when they
@@ -35,6 +37,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ._interrupt import Interrupted
 from .errors import OptiqError
 
 __all__ = [
@@ -125,6 +128,11 @@ def one_line_errors() -> Iterator[None]:
         yield
     except _PASS_THROUGH:
         raise
+    except Interrupted as exc:  # SIGINT/SIGTERM under handle_signals, stopped at a safe point
+        if debug_enabled():
+            traceback.print_exception(exc, file=sys.stderr)
+        err.print(f"[bold yellow]interrupted:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
     except Exception as exc:  # noqa: BLE001 - reported as one line, re-shown with --debug
         _report(exc)
 

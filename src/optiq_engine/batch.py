@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from ._interrupt import checkpoint
 from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
 from .io import postgres, rollup
@@ -175,6 +176,39 @@ def _check_org(conn: Any, organization_id: str) -> dict[str, Any]:
     return row[1] or {}
 
 
+def _check_site(conn: Any, organization_id: str, site_id: str | None) -> None:
+    """A ``--site`` must be a tracking site of the organization (it would read nothing and succeed)."""
+    if site_id is None:
+        return
+    row = conn.execute('SELECT "organizationId" FROM "TrackingSite" WHERE id = %s', (site_id,)).fetchone()
+    if row is None or row[0] != organization_id:
+        whose = "no tracking site" if row is None else "a tracking site of another organization"
+        raise ConfigError(
+            f"site {site_id!r} is {whose}, not of organization {organization_id!r}: nothing was run. "
+            'Name one of its sites (SELECT id FROM "TrackingSite" WHERE "organizationId" = ...), or omit --site'
+        )
+
+
+def _mark_abandoned(conn: Any, organization_id: str) -> int:
+    """Mark the organization's runs still RUNNING as ABANDONED; the number marked.
+
+    Called with the organization's run lock held (:func:`_org_lock`): a live run holds that lock for as
+    long as it runs, so any RUNNING row now belongs to a process that is gone (killed, crashed, its
+    connection lost) and will never finish it.
+    """
+    rows = conn.execute(
+        """UPDATE "EngineRun" SET status = 'ABANDONED', "finishedAt" = now(), "updatedAt" = now(),
+           summary = summary || jsonb_build_object('error', 'abandoned: its process ended without finishing it '
+                                                   || '(found by a later run, the organization lock free)')
+           WHERE "organizationId" = %s AND status = 'RUNNING' RETURNING id""",
+        (organization_id,),
+    ).fetchall()
+    if rows:
+        log.warning("marked %d run(s) of %s left RUNNING by a process that is gone as ABANDONED: %s",
+                    len(rows), organization_id, ", ".join(r[0] for r in rows))  # fmt: skip
+    return len(rows)
+
+
 def _last_watermark(conn: Any, organization_id: str, site_id: str | None) -> datetime | None:
     row = conn.execute(
         """SELECT max(watermark) FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
@@ -275,12 +309,19 @@ def run_batch(
         raise ConfigError("extract_touchpoints loads the events of all users in scope at once: use partitions=1")
     if since is not None and not full:
         raise ConfigError("since applies to full runs only (an incremental run recomputes whole user histories)")
-    stage = on_stage or (lambda _: None)
+
+    def stage(name: str) -> None:
+        checkpoint()  # a safe point: SIGINT/SIGTERM under optiq's handle_signals stop the run here (FAILED)
+        if on_stage is not None:
+            on_stage(name)
+
     run_id = f"run_{uuid.uuid4().hex}"
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     with _org_lock(url, organization_id, wait=wait) as conn:
         settings_options, settings_models = settings_from_json(_check_org(conn, organization_id))
+        _check_site(conn, organization_id, site_id)
+        _mark_abandoned(conn, organization_id)
         if extract_touchpoints is None:
             extract_touchpoints = _extract_by_default(conn, organization_id, site_id, partitions=partitions, engine=engine)
         config = AttributionConfig().with_options(**{**settings_options, **options})
@@ -430,6 +471,7 @@ def run_batch(
                             conversion_ids=conversion_ids,
                             models=model_names,
                         )
+                    checkpoint()  # inside the transaction: an interruption here rolls the links back
                     journey_counts, _ = postgres.merge_journeys(
                         cur,
                         journeys.journeys,

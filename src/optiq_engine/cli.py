@@ -22,6 +22,7 @@ from ._console import (
     set_debug,
     stages,
 )
+from ._interrupt import handle_signals
 from .config import AttributionConfig
 from .errors import ConfigError
 
@@ -213,8 +214,9 @@ def attribute(
     """Attribute conversions to touchpoints from Parquet or CSV files (no database needed).
 
     Writes links.parquet (links/part-*.parquet with --partitions > 1), credit.parquet and
-    unattributed.parquet; the previous files stay intact if the run fails. With --engine spark: Parquet
-    datasets links/ (by conversion date), unattributed/ and credit/.
+    unattributed.parquet; the previous files stay intact if the run fails or is stopped (SIGINT or
+    SIGTERM: exit 130 or 143, no staging left). With --engine spark: Parquet datasets links/ (by
+    conversion date), unattributed/ and credit/.
     """
     if engine not in ("local", "spark"):
         _fail(ConfigError(f"--engine must be local or spark, got {engine!r}"))
@@ -242,7 +244,7 @@ def attribute(
     from .result import combine_credit
 
     compiled = compile_seconds()
-    with _one_line_errors():
+    with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: stop at a safe point, exit 130/143
         config = AttributionConfig(
             lookback=timedelta(days=lookback_days),
             reset_after_conversion=reset_after_conversion,
@@ -438,7 +440,7 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
     from .io import synthetic
     from .io.seed import load_synthetic
 
-    with one_line_errors():
+    with one_line_errors(), handle_signals():
         with stages(f"generating {users:,} synthetic users"):
             data = synthetic.generate(n_users=users, seed=seed)
         with stages("loading tracking events"):
@@ -487,7 +489,9 @@ def run(
     """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
 
     Exit codes: 0 done; 2 bad arguments, settings or input; 3 another run of the organization holds the
-    lock; 1 anything else (the run is recorded as FAILED in "EngineRun").
+    lock; 130 / 143 stopped by SIGINT / SIGTERM (at a safe point: nothing half-written, the run recorded
+    FAILED); 1 anything else (the run is recorded as FAILED in "EngineRun"). Runs left RUNNING by a
+    process that is gone are marked ABANDONED by the organization's next run.
     """
     from .batch import RunLocked, run_batch
 
@@ -501,7 +505,7 @@ def run(
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
     compiled = compile_seconds()
-    with _one_line_errors():
+    with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: the run is recorded FAILED, exit 130/143
         try:
             with stages("starting") as show:
                 summary = run_batch(

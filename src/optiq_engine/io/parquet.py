@@ -11,6 +11,7 @@ from types import TracebackType
 
 import polars as pl
 
+from .._interrupt import checkpoint
 from ..errors import ConfigError, SinkError, SourceError
 from ..result import AttributionResult, combine_credit
 
@@ -230,7 +231,8 @@ class ResultWriter:
     ``quarantined_*.parquet`` when rows were set aside). With ``partitioned=True`` every :meth:`write`
     adds ``links/part-NNNNN.parquet``, and credit (summed), unattributed and quarantined rows are written
     once at the end. Files are written into a hidden staging directory and moved into place only when the
-    ``with`` block ends without an error, so a failed run leaves the previous results intact.
+    ``with`` block ends without an error, so a failed (or interrupted: SIGINT/SIGTERM under
+    :func:`optiq_engine._interrupt.handle_signals`) run leaves the previous results intact and no staging.
     """
 
     def __init__(self, out_dir: str | Path, *, partitioned: bool = False) -> None:
@@ -269,6 +271,7 @@ class ResultWriter:
     ) -> None:
         try:
             if exc_type is None:
+                checkpoint()  # the last safe point: an interrupted run publishes nothing
                 with _sink(self.out):
                     self._finish()
         finally:
