@@ -148,7 +148,8 @@ def demo(
     """Generate a synthetic data set, run every heuristic model and print credit per channel.
 
     With --database-url: load the data set as tracking events of an organization (and a user "demo" who
-    owns it), run the nightly job (touchpoints extracted from the events) and print the next commands.
+    owns it), run the nightly job (touchpoints extracted from the events), summarize it for the HTTP API
+    and print the next commands.
     """
     if database_url is not None:
         _demo_database(database_url, users=users or 20_000, seed=seed, org=org, site=site)
@@ -436,7 +437,7 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
     """``optiq demo --database-url``: seed an organization with synthetic events, run the nightly job."""
     import polars as pl
 
-    from .batch import run_batch
+    from .batch import run_batch, summarize
     from .io import synthetic
     from .io.seed import load_synthetic
 
@@ -447,6 +448,8 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
             loaded = load_synthetic(url, data, organization_id=org, site_id=site, user_id="demo")
         with stages("running the nightly job") as stage:
             summary = run_batch(url, organization_id=org, full=True, extract_touchpoints=True, on_stage=stage)
+        with stages("summarizing (the daily credit the HTTP API reads)"):
+            summarized, _ = summarize(url, org, wait=True)
     first, last = data.conversions.select(pl.col("occurred_at").min().alias("first"), pl.col("occurred_at").max().alias("last")).row(0)
     console.print(
         f"loaded {loaded.rows:,} tracking events into organization {org}, site {site} ({loaded.inserted:,} new, "
@@ -456,7 +459,8 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
     console.print(
         f"optiq run --full: {summary.touchpoints:,} touchpoints extracted, {summary.conversions:,} conversions, "
         f"{summary.links:,} links ({summary.inserted:,} inserted), {summary.unattributed:,} unattributed, "
-        f"{summary.journeys:,} journeys in {summary.timings.get('total', 0.0):.1f} s",
+        f"{summary.journeys:,} journeys in {summary.timings.get('total', 0.0):.1f} s; "
+        f"optiq db summarize: {summarized:,} daily credit rows (later runs keep them)",
         soft_wrap=True,
     )
     url_option = "" if os.environ.get("OPTIQ_DATABASE_URL") == url else f" --database-url {url}"
