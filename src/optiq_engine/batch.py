@@ -66,6 +66,7 @@ class RunSummary:
     journeys_changed: int = 0
     touchpoints_changed: int = 0
     touchpoints_extracted: bool = False
+    stale_links_deleted: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
     updated: int = 0
@@ -471,6 +472,12 @@ def run_batch(
                             conversion_ids=conversion_ids,
                             models=model_names,
                         )
+                        if extraction is not None:
+                            # Other models' links to touchpoints the users no longer have (the platform's
+                            # rows, attributed by an earlier run that did not extract) go in this transaction.
+                            summary.stale_links_deleted = postgres.delete_stale_links(
+                                cur, organization_id=organization_id, models=model_names, site_id=site_id
+                            )
                     checkpoint()  # inside the transaction: an interruption here rolls the links back
                     journey_counts, _ = postgres.merge_journeys(
                         cur,

@@ -11,7 +11,7 @@ slower: ``pyproject.toml`` caps it). Every query is scoped by organization: ``To
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,6 +36,7 @@ __all__ = [
     "read_campaigns",
     "ENGINE_TOUCHPOINT_PATTERN",
     "merge_touchpoints",
+    "delete_stale_links",
     "write_touchpoints",
     "touchpoint_rows_for_postgres",
     "iter_partitions",
@@ -1161,6 +1162,39 @@ def merge_touchpoints(
         )
     _TOUCHPOINTS.stage_scope(cur, anon_ids)
     return _TOUCHPOINTS.apply(cur, rows, [organization_id, site_id])
+
+
+def delete_stale_links(cur: Any, *, organization_id: str, models: Sequence[str], site_id: str | None = None) -> int:
+    """Delete the links of other models that point at touchpoints extraction no longer attributes to.
+
+    After :func:`merge_touchpoints` in the same transaction (it staged the users in scope): the users'
+    touchpoints are now the engine's rows only, so links of models not in ``models`` (not rewritten by
+    this run) that point at other ``TouchPoint`` rows of those users (the platform's, read by an earlier
+    run that did not extract) are stale and removed. Links of extracted rows that went away went with
+    them already (``ON DELETE CASCADE``). Returns the number of links deleted.
+
+    Parameters
+    ----------
+    cur
+        An ADBC cursor inside the writing transaction (:func:`transaction`).
+    organization_id
+        The tenant.
+    models
+        The models this run wrote (their links are merged by :func:`merge_links`, never touched here).
+    site_id
+        Restrict to one tracking site (the run's ``--site``).
+    """
+    statement = _inline(
+        f"""DELETE FROM "AttributionLink" l USING "TouchPoint" tp, "TrackingSite" s
+        WHERE l."touchPointId" = tp.id AND s.id = tp."siteId" AND s."organizationId" = $1
+          AND ($2::text IS NULL OR tp."siteId" = $2) AND NOT (l.model::text = ANY($3::text[]))
+          AND tp.id !~ '{ENGINE_TOUCHPOINT_PATTERN}'
+          AND tp."anonId" IN (SELECT id FROM pg_temp.{_TOUCHPOINTS.scope_table})""",
+        [organization_id, site_id, [str(m) for m in models]],
+    )
+    cur.execute(f"WITH done AS ({statement} RETURNING 1) SELECT count(*) FROM done")
+    (n,) = cur.fetchone()
+    return int(n)
 
 
 def write_touchpoints(
