@@ -278,7 +278,7 @@ def attribute(
     _print_compile_time(compile_seconds() - compiled)
 
 
-db_app = new_app("Schema migrations of an Optiq Postgres database (Alembic).")
+db_app = new_app("An Optiq Postgres database: schema migrations (Alembic), loading tracking events, summaries.")
 app.add_typer(db_app, name="db")
 DatabaseUrl = Annotated[str, typer.Option("--database-url", envvar="OPTIQ_DATABASE_URL", help="PostgreSQL URL.")]
 
