@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, SchemaError
 from ..frames import TIMESTAMP, normalize_events, to_polars
 
 __all__ = ["LoadSummary", "load_events", "EVENT_COLUMNS"]
@@ -262,8 +262,6 @@ def _text(frame: pl.DataFrame, col: str) -> pl.Expr:
         return pl.col(col)
     if dtype == pl.Null or dtype.is_integer() or isinstance(dtype, (pl.Categorical, pl.Enum)):
         return pl.col(col).cast(pl.String)
-    from ..errors import SchemaError
-
     raise SchemaError(f"events column {col!r} must hold strings, got {dtype}")
 
 
@@ -281,8 +279,6 @@ def _properties(frame: pl.DataFrame) -> pl.Expr | None:
     if dtype == pl.Null:
         return pl.col("properties").cast(pl.String)
     if dtype != pl.String:
-        from ..errors import SchemaError
-
         raise SchemaError(f"events column 'properties' must hold JSON text or a struct, got {dtype}")
     values = frame.get_column("properties").drop_nulls().unique()
     broken = [v for v in values if not _is_json(v)]
