@@ -248,12 +248,23 @@ def _validate(
         pl.when((pl.col("type") == "CONVERSION") | (value != 0)).then(value).otherwise(None).alias("value_micros"),
         (pl.col("_properties") if "_properties" in good.columns else pl.lit(None, pl.String)).alias("properties"),
     )
-    quarantined = (
-        pl.concat(bad, how="diagonal_relaxed")
-        if bad
-        else frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
-    )
+    quarantined = _stack(bad) if bad else frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
     return rows, quarantined
+
+
+def _stack(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Invalid rows of every check in one frame (as text where their types disagree: raw and coerced rows)."""
+    try:
+        return pl.concat(frames, how="diagonal_relaxed")
+    except pl.exceptions.PolarsError:
+        as_text = [
+            f.with_columns(
+                pl.col(c).struct.json_encode() if isinstance(t, pl.Struct) else pl.col(c).cast(pl.String)
+                for c, t in f.schema.items()
+            )
+            for f in frames
+        ]
+        return pl.concat(as_text, how="diagonal_relaxed")
 
 
 def _text(frame: pl.DataFrame, col: str) -> pl.Expr:
