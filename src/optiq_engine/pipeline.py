@@ -219,6 +219,7 @@ class _Matched:
     has_tp: np.ndarray
     tail_lo: np.ndarray | None
     tail_hi: np.ndarray | None
+    cv_tss: np.ndarray | None = None  # conversion times, aligned with lo and hi
 
 
 def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
@@ -294,7 +295,7 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
     return _Matched(
         tp=tp, cv=cv, quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
         channels=channels, tp_order=tp_order, tp_tss=tp_tss, tp_codes=tp_codes, cv_order=cv_order,
-        cv_value=cv_value, lo=lo, hi=hi, has_tp=has_tp, tail_lo=tail_lo, tail_hi=tail_hi,
+        cv_value=cv_value, lo=lo, hi=hi, has_tp=has_tp, tail_lo=tail_lo, tail_hi=tail_hi, cv_tss=cv_tss,
     )  # fmt: skip
 
 
@@ -343,7 +344,13 @@ def _fit(
     for model in models:
         given = prefit.get(model.name)
         table = tables[model.name][0]
-        out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels)
+        periods = {}
+        if given is None and getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
+            from .models.conversion import experiment_periods
+
+            periods["periods"] = experiment_periods(model, m.lo, m.hi, m.tail_lo, m.tail_hi, m.tp_codes, m.tp_tss,
+                                                    m.cv_tss, m.channels, cfg.direct_channels)  # fmt: skip
+        out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels, **periods)
     return out, {k: v[1] for k, v in tables.items()}, {k: v[0] for k, v in tables.items()}
 
 

@@ -791,3 +791,85 @@ def logistic_shapley(
             totals[channel] += v(after) - v(before)
             before = after
     return {channel: totals[channel] / orderings for channel in distinct}
+
+
+# --------------------------------------------------------------------------------------
+# §6 DATA_DRIVEN form="auto": the whole-journey model
+# --------------------------------------------------------------------------------------
+
+
+def journey_stock(path: Path, j: int, rho: float) -> dict[str, float]:
+    """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i)``: the decayed touches of each channel after touch ``j``
+    (1-based) of ``path``."""
+    stock: dict[str, float] = {}
+    for i, channel in enumerate(path[:j], start=1):
+        stock[channel] = stock.get(channel, 0.0) + rho ** (j - i)
+    return stock
+
+
+def ending_bucket(position: int) -> int:
+    """Bucket of the ending process: positions 1..6 alone, then 7-8, 9-12, 13-20, 21+ (0-based index)."""
+    for b, upper in enumerate((1, 2, 3, 4, 5, 6, 8, 12, 20)):
+        if position <= upper:
+            return b
+    return 9
+
+
+def journey_model_parts(
+    path: Path, model: dict, keep: frozenset[str] | None = None
+) -> tuple[list[float], list[float], float]:
+    """Per touch the hazard ``h_j`` and the ending probability ``E_j``, and the end decision ``q`` of §6's
+    whole-journey model. ``model``: ``form`` ("touch", "journey", "both"), ``rho``, ``b_h``, ``beta_h``
+    (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits). ``keep``: channels whose effects are kept
+    (None: all)."""
+    use_h = model["form"] in ("touch", "both")
+    use_p = model["form"] in ("journey", "both")
+    h, e = [], []
+    for j in range(1, len(path) + 1):
+        x = journey_stock(path, j, model["rho"])
+        z = model["b_h"] + sum(model["beta_h"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
+        h.append(sigmoid(z) if use_h else 0.0)
+        e.append(sigmoid(model["g"][ending_bucket(j)]))
+    x = journey_stock(path, len(path), model["rho"])
+    w = model["b_p"] + sum(model["beta_p"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
+    return h, e, sigmoid(w) if use_p else 0.0
+
+
+def journey_model_likelihood(path: Path, converted: bool, model: dict) -> float:
+    """The probability of the observed journey: every touch before the last neither converts nor ends
+    (``(1 - h_j)(1 - E_j)``); at the last, a converting journey converts at the touch or ends and decides to
+    convert (``h_m + (1 - h_m) E_m q``), a non-converting one ends and decides not to
+    (``(1 - h_m) E_m (1 - q)``)."""
+    h, e, q = journey_model_parts(path, model)
+    prob = 1.0
+    for j in range(len(path) - 1):
+        prob *= (1.0 - h[j]) * (1.0 - e[j])
+    m = len(path) - 1
+    return prob * (h[m] + (1.0 - h[m]) * e[m] * q if converted else (1.0 - h[m]) * e[m] * (1.0 - q))
+
+
+def journey_model_probability(path: Path, model: dict, keep: frozenset[str] | None = None) -> float:
+    """``P(convert | path)`` with the effects of ``keep`` only: ``1 - Π_j (1 - h_j) · (1 - q)`` (the
+    path's touches are taken as given; the ending process is not part of the counterfactual)."""
+    h, _, q = journey_model_parts(path, model, keep)
+    survive = 1.0 - q
+    for hj in h:
+        survive *= 1.0 - hj
+    return 1.0 - survive
+
+
+def journey_model_shapley(path: Path, model: dict) -> dict[str, float]:
+    """Shapley values over the path's distinct channels of ``v(S) = P(convert | S) - P(convert | ∅)``,
+    averaged over all orderings (at most ``MAX_PERMUTATION_PLAYERS`` channels)."""
+    players = sorted(set(path))
+    if len(players) > MAX_PERMUTATION_PLAYERS:
+        raise ValueError(f"{len(players)} channels: too many to enumerate orderings")
+    phi = dict.fromkeys(players, 0.0)
+    orders = list(itertools.permutations(players))
+    for order in orders:
+        prev = journey_model_probability(path, model, frozenset())
+        for i, c in enumerate(order):
+            cur = journey_model_probability(path, model, frozenset(order[: i + 1]))
+            phi[c] += cur - prev
+            prev = cur
+    return {c: v / len(orders) for c, v in phi.items()}

@@ -12,6 +12,8 @@ import scipy.optimize
 import scipy.sparse
 
 from ..errors import ConfigError, ModelError
+from ..experiments import Experiment
+from ..kernels import journey_model as jm
 from ..kernels import logistic as k
 from .base import register_model
 from .fitted import DataDrivenModel, FittedModel, credit_frame, normalise
@@ -19,34 +21,49 @@ from .fitted import DataDrivenModel, FittedModel, credit_frame, normalise
 if TYPE_CHECKING:
     from ..paths import PathTable
 
-__all__ = ["DataDriven", "FittedDataDriven", "ConversionModel"]
+__all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", "AUTO_DECAYS"]
+
+#: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts).
+AUTO_DECAYS = (1.0, 0.75, 0.5, 0.25)
+
+#: The forms of the whole-journey model that ``form="auto"`` compares.
+AUTO_FORMS = ("touch", "journey", "both")
 
 
 @register_model
 @dataclass(frozen=True)
 class DataDriven(DataDrivenModel):
-    """Logistic conversion model on per-channel touch counts, decomposed per journey by exact Shapley.
+    """A conversion model fitted on the journeys, decomposed per journey by exact Shapley values.
 
     Parameters
     ----------
     form
-        ``"touch"`` (default): every touch is a decision point, ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and
-        ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard model); ``"journey"``: one decision per
-        journey, ``p = σ(b + Σ_c β_c f(k_c))``.
+        ``"auto"`` (default): a model of the whole observed journey (its length included) in which each touch
+        may convert (a hazard), the journey may end, and an ending journey decides once; the touch-only,
+        end-only and nested forms, each with a few decays of the exposure stock, are compared by BIC and
+        averaged by their weights (docs/data_driven.md §6). ``"touch"``: every touch is a decision point,
+        ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard
+        model); ``"journey"``: one decision per journey, ``p = σ(b + Σ_c β_c f(k_c))``.
     l2
         L2 penalty on the channel coefficients (in units of journeys; the intercept is not penalised).
     saturation
-        ``None`` for ``f(k) = k``, or ``rho`` in (0, 1) for ``f(k) = (1 - rho**k) / (1 - rho)``.
+        ``None`` for ``f(k) = k``, or ``rho`` in (0, 1) for ``f(k) = (1 - rho**k) / (1 - rho)`` (``"touch"``
+        and ``"journey"`` only).
     samples
         Orderings sampled for journeys with more than 20 distinct channels.
+    experiments
+        Lift tests (:class:`~optiq_engine.Experiment`) that the fit is penalised to agree with: the model's
+        holdout effect of each tested channel over the test's period is pulled to the test's result within
+        its standard error.
     """
 
     name = "DATA_DRIVEN"
     transform: str = "frequency"
-    form: str = "touch"
+    form: str = "auto"
     l2: float = 1.0
     saturation: float | None = None
     samples: int = 2_000
+    experiments: tuple[Experiment, ...] = ()
 
     config_fields: ClassVar[dict[str, str]] = {
         name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"
@@ -54,18 +71,42 @@ class DataDriven(DataDrivenModel):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.form not in ("touch", "journey"):
-            raise ConfigError(f"DATA_DRIVEN form must be 'touch' or 'journey', got {self.form!r}")
+        if self.form not in ("auto", "touch", "journey"):
+            raise ConfigError(f"DATA_DRIVEN form must be 'auto', 'touch' or 'journey', got {self.form!r}")
         if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not self.l2 >= 0:
             raise ConfigError(f"DATA_DRIVEN l2 must be a number >= 0, got {self.l2!r}")
         if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
             raise ConfigError(f"DATA_DRIVEN saturation must be None or a float in (0, 1), got {self.saturation!r}")
+        if self.saturation is not None and self.form == "auto":
+            raise ConfigError("DATA_DRIVEN saturation applies to form='touch' or 'journey'; form='auto' chooses its decay")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ConfigError(f"DATA_DRIVEN samples must be an integer >= 2, got {self.samples!r}")
+        experiments = tuple(self.experiments or ())
+        bad = [e for e in experiments if not isinstance(e, Experiment)]
+        if bad:
+            raise ConfigError(f"DATA_DRIVEN experiments must be oq.Experiment objects, got {bad[0]!r}")
+        if experiments and self.form != "auto":
+            raise ConfigError("DATA_DRIVEN experiments need form='auto' (the default)")
+        object.__setattr__(self, "experiments", experiments)
 
-    def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedDataDriven:
+    @property
+    def wants_periods(self) -> bool:
+        """Whether a fit needs each experiment's journeys (``periods`` of :meth:`fit`)."""
+        return bool(self.experiments)
+
+    def fit(
+        self,
+        table: PathTable,
+        *,
+        direct_channels: tuple[str, ...] = ("direct",),
+        periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> FittedDataDriven:
+        """Fit on a path table; ``periods`` (one per experiment): the converting and non-converting journeys
+        of each row that fall in the experiment's period (``None``: every journey of the table)."""
         if self.bootstrap:
             table = table.merged()
+        if self.form == "auto":
+            return self._fit_auto(table, periods)
         model = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form)
         phi, sampled = model.path_shapley(table, samples=self.samples, seed=self.seed)
         incremental = model.incremental(table, phi)
@@ -88,6 +129,57 @@ class DataDriven(DataDrivenModel):
             conversion_model=model,
             path_phi=phi,
             sampled_paths=int(sampled),
+        )
+
+    def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
+        n_codes = len(table.channels)
+        counts = (table.conversions, table.nulls)
+        candidates = fit_candidates(table, l2=float(self.l2), counts=counts)
+        weights = bic_weights([c.bic for c in candidates])
+        targets = _experiment_targets(self.experiments, table, periods)
+        if targets:
+            candidates = [
+                c.calibrated(table, targets, l2=float(self.l2)) if w > _MIN_WEIGHT else c
+                for c, w in zip(candidates, weights, strict=True)
+            ]
+        kept = [(w, c) for w, c in zip(weights, candidates, strict=True) if w > _MIN_WEIGHT]
+        phi = np.zeros(0)
+        sampled = 0
+        for w, c in kept:
+            cphi, cs = c.path_shapley(table, samples=self.samples, seed=self.seed)
+            phi = w * cphi if phi.shape[0] == 0 else phi + w * cphi
+            sampled = max(sampled, int(cs))
+        total_w = sum(w for w, _ in kept)
+        phi = phi / total_w
+        incremental = _incremental(table, phi, counts)
+        shares = normalise(incremental)
+        replicates = np.empty((self.bootstrap, n_codes))
+        if self.bootstrap:
+            replicates = _bootstrap_auto(self, table, candidates, weights, targets)
+        frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
+        best = candidates[int(np.argmax(weights))]
+        selection = pl.DataFrame(
+            {
+                "form": [c.form for c in candidates],
+                "decay": [c.rho for c in candidates],
+                "log_likelihood": [-c.nll for c in candidates],
+                "parameters": [c.n_params for c in candidates],
+                "bic": [c.bic for c in candidates],
+                "weight": weights,
+            }
+        ).sort("bic")
+        checks = _experiment_frame(self.experiments, targets, candidates, weights, table)
+        return FittedDataDriven(
+            model=self,
+            channel_credit=frame,
+            paths=table,
+            replicates=replicates,
+            conversion_model=best,
+            path_phi=phi,
+            sampled_paths=sampled,
+            form_selection=selection,
+            mixture=tuple((w / total_w, c) for w, c in kept),
+            experiment_checks=checks,
         )
 
 
@@ -216,22 +308,425 @@ def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) 
     return h
 
 
+# --- form="auto": the whole-journey model (kernels/journey_model.py) -------------------------------------
+
+_MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
+_PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
+
+
+class JourneyModel:
+    """One fitted candidate of ``form="auto"``: the whole-journey model with its form and stock decay.
+
+    Attributes
+    ----------
+    params
+        ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS)]`` (kernels/journey_model.py).
+    form
+        ``"touch"`` (hazard part only), ``"journey"`` (end decision only) or ``"both"``.
+    rho
+        Per-touch decay of the exposure stock (1: counts).
+    nll
+        Negative log-likelihood (without the penalty) on the fitted counts.
+    n_params, n_journeys
+        Free parameters and journeys, for ``bic = 2 nll + n_params log(n_journeys)``.
+    """
+
+    def __init__(self, params: np.ndarray, form: str, rho: float, nll: float, n_params: int, n_journeys: float) -> None:
+        self.params = params
+        self.form = form
+        self.rho = rho
+        self.nll = nll
+        self.n_params = n_params
+        self.n_journeys = n_journeys
+
+    @property
+    def use_h(self) -> bool:
+        return self.form in ("touch", "both")
+
+    @property
+    def use_p(self) -> bool:
+        return self.form in ("journey", "both")
+
+    @property
+    def bic(self) -> float:
+        return 2.0 * self.nll + self.n_params * float(np.log(max(self.n_journeys, 2.0)))
+
+    @property
+    def n_codes(self) -> int:
+        return (self.params.shape[0] - 2 - jm.N_BUCKETS) // 2
+
+    @property
+    def intercept(self) -> float:
+        """The intercept of the part that carries the channel effects (touch part when present)."""
+        return float(self.params[0] if self.use_h else self.params[1 + self.n_codes])
+
+    @property
+    def beta(self) -> np.ndarray:
+        c = self.n_codes
+        return self.params[1 : 1 + c].copy() if self.use_h else self.params[2 + c : 2 + 2 * c].copy()
+
+    def label(self) -> str:
+        names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
+        decay = "touch counts" if self.rho == 1.0 else f"stock decaying x{self.rho:g} per touch"
+        return f"{names[self.form]}, {decay}"
+
+    def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
+        """Shapley values per (path, distinct channel in first-occurrence order)."""
+        phi, sampled = jm.nested_shapley(
+            table.offsets, table.codes, self.params, self.rho, self.use_h, self.use_p, table.hashes, samples, seed
+        )
+        return phi, int(sampled)
+
+    def predict(self, table: PathTable, *, drop: int = -1) -> np.ndarray:
+        """P(convert | path) of every row of ``table`` (``drop``: a channel code whose effect is removed)."""
+        return jm.nested_predict(table.offsets, table.codes, self.params, self.rho, self.use_h, self.use_p, drop)
+
+    def for_channels(self, channels: tuple[str, ...], fitted: tuple[str, ...]) -> JourneyModel:
+        """The same model with its channel coefficients re-indexed for ``channels`` (0 for unseen ones)."""
+        index = {c: i for i, c in enumerate(fitted)}
+        c_old, c_new = len(fitted), len(channels)
+        params = np.zeros(2 + 2 * c_new + jm.N_BUCKETS)
+        params[0] = self.params[0]
+        params[1 + c_new] = self.params[1 + c_old]
+        params[2 + 2 * c_new :] = self.params[2 + 2 * c_old :]
+        for i, c in enumerate(channels):
+            if c in index:
+                params[1 + i] = self.params[1 + index[c]]
+                params[2 + c_new + i] = self.params[2 + c_old + index[c]]
+        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys)
+
+    def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
+        """``part`` (touch / journey / ending), ``term`` and ``coef`` of the parts in the model."""
+        c = len(channels)
+        rows: list[tuple[str, str, float]] = []
+        if self.use_h:
+            rows += [("touch", "(intercept)", float(self.params[0]))]
+            rows += [("touch", ch, float(self.params[1 + i])) for i, ch in enumerate(channels)]
+        if self.use_p:
+            rows += [("journey", "(intercept)", float(self.params[1 + c]))]
+            rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
+        labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
+        rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
+        part, term, coef = zip(*rows, strict=True)
+        return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
+
+    def calibrated(self, table: PathTable, targets: list[_Target], *, l2: float) -> JourneyModel:
+        """The model refitted with the experiments' Gaussian penalty ``Σ (L_e - target_e)² / (2 se_e²)``."""
+        return _fit_one(table, self.form, self.rho, l2=l2, counts=(table.conversions, table.nulls),
+                        start=self.params, targets=targets)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Target:
+    """An experiment resolved against a table: channel code, journeys of its period per row, result."""
+
+    code: int
+    weights: np.ndarray
+    value: float
+    std_error: float
+
+
+def _active(form: str, n_codes: int) -> np.ndarray:
+    """Indices of the parameters that ``form`` uses."""
+    idx = list(range(2 + 2 * n_codes, 2 + 2 * n_codes + jm.N_BUCKETS))
+    if form in ("touch", "both"):
+        idx += list(range(0, 1 + n_codes))
+    if form in ("journey", "both"):
+        idx += list(range(1 + n_codes, 2 + 2 * n_codes))
+    return np.array(sorted(idx), dtype=np.int64)
+
+
+def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Starting point: empirical ending rates by position, the per-touch and per-journey conversion rates."""
+    n_codes = len(table.channels)
+    conv, null = counts
+    n = conv + null
+    lengths = np.diff(table.offsets)
+    x = np.zeros(2 + 2 * n_codes + jm.N_BUCKETS)
+    touches = float(np.dot(lengths, n))
+    rate_t = min(max(conv.sum() / max(touches, 1.0), 1e-6), 1 - 1e-6)
+    rate_j = min(max(conv.sum() / max(n.sum(), 1.0), 1e-6), 1 - 1e-6)
+    x[0] = np.log(rate_t / (1 - rate_t))
+    x[1 + n_codes] = np.log(rate_j / (1 - rate_j))
+    m_max = int(lengths.max()) if lengths.shape[0] else 1
+    at = np.bincount(lengths, weights=n, minlength=m_max + 2)  # journeys of each length
+    reach = at[::-1].cumsum()[::-1]  # journeys with length >= position
+    ended = np.zeros(jm.N_BUCKETS)
+    passed = np.zeros(jm.N_BUCKETS)
+    for pos in range(1, m_max + 1):
+        b = jm.bucket(pos)
+        ended[b] += at[pos]
+        passed[b] += reach[pos]
+    rate_e = np.clip((ended + 0.5) / (passed + 1.0), 1e-4, 1 - 1e-4)
+    x[2 + 2 * n_codes :] = np.log(rate_e / (1 - rate_e))
+    return x
+
+
+def _fit_one(
+    table: PathTable,
+    form: str,
+    rho: float,
+    *,
+    l2: float,
+    counts: tuple[np.ndarray, np.ndarray],
+    start: np.ndarray,
+    targets: list[_Target] | None = None,
+) -> JourneyModel:
+    """Penalised maximum likelihood of one candidate by L-BFGS (a Numba pass gives loss and gradient)."""
+    n_codes = len(table.channels)
+    conv, null = counts
+    active = _active(form, n_codes)
+    use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
+    full = start.copy()
+    scale = max(float(conv.sum() + null.sum()), 1.0)
+
+    terms = jm.nested_terms if table.height < _PARALLEL_ROWS else jm.nested_terms_parallel
+
+    def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
+        full[active] = sub
+        loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+        for t in targets or ():
+            lift, lgrad = jm.nested_lift(full, table.offsets, table.codes, t.weights, rho, use_h, use_p, t.code)
+            r = (lift - t.value) / t.std_error
+            loss += 0.5 * r * r
+            grad = grad + (r / t.std_error) * lgrad
+        return loss / scale, grad[active] / scale
+
+    res = scipy.optimize.minimize(
+        objective, start[active], jac=True, method="L-BFGS-B",
+        options={"maxiter": 2000, "gtol": 1e-10, "ftol": 1e-14, "maxcor": 20},
+    )  # fmt: skip
+    if not np.all(np.isfinite(res.x)):
+        raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
+    full[active] = res.x
+    loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
+    return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
+
+
+def fit_candidates(
+    table: PathTable,
+    *,
+    l2: float,
+    counts: tuple[np.ndarray, np.ndarray],
+    warm: list[JourneyModel] | None = None,
+) -> list[JourneyModel]:
+    """Every candidate of ``form="auto"``: the forms of :data:`AUTO_FORMS` x the decays of :data:`AUTO_DECAYS`.
+
+    ``warm``: the candidates of a previous fit (same order) to start from (the bootstrap).
+    """
+    if float(counts[0].sum() + counts[1].sum()) == 0:
+        raise ModelError("DATA_DRIVEN: no journeys to fit on")
+    x0 = _start(table, counts)
+    out: list[JourneyModel] = []
+    i = 0
+    for rho in AUTO_DECAYS:
+        fitted: dict[str, JourneyModel] = {}
+        for form in AUTO_FORMS:
+            if warm is not None:
+                start = warm[i].params
+            elif form == "both":  # the two pure fits together
+                start = fitted["touch"].params.copy()
+                c = len(table.channels)
+                start[1 + c : 2 + 2 * c] = fitted["journey"].params[1 + c : 2 + 2 * c]
+            else:
+                start = x0
+            fitted[form] = _fit_one(table, form, rho, l2=l2, counts=counts, start=start)
+            if form == "both" and warm is None:  # the nested likelihood is not concave: also start from
+                pure = min(("touch", "journey"), key=lambda f: fitted[f].nll)  # the better pure fit
+                alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(fitted[pure], form=pure))
+                if alt.nll < fitted["both"].nll:
+                    fitted["both"] = alt
+            out.append(fitted[form])
+            i += 1
+    return out
+
+
+def _nudge(model: JourneyModel, *, form: str) -> np.ndarray:
+    """Start the nested form from a pure fit, the missing part nearly switched off."""
+    x = model.params.copy()
+    c = model.n_codes
+    if form == "touch":
+        x[1 + c] = -8.0
+    else:
+        x[0] = -8.0
+    return x
+
+
+def bic_weights(bic: list[float]) -> np.ndarray:
+    """``exp(-ΔBIC / 2)`` normalised: the approximate posterior probabilities of the candidates."""
+    b = np.asarray(bic, dtype=np.float64)
+    w = np.exp(-(b - b.min()) / 2.0)
+    return w / w.sum()
+
+
+def _incremental(table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
+    n_rows = np.repeat(counts[0] + counts[1], np.diff(off))
+    return np.bincount(code, weights=phi * n_rows, minlength=len(table.channels))
+
+
+def _experiment_targets(
+    experiments: tuple[Experiment, ...], table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None
+) -> list[_Target]:
+    out = []
+    for i, e in enumerate(experiments):
+        if e.channel not in table.channels:
+            raise ModelError(
+                f"DATA_DRIVEN experiment on channel {e.channel!r}: no fitted journey has that channel; "
+                f"channels are {list(table.channels)}"
+            )
+        if periods is None:
+            weights = table.conversions + table.nulls
+        else:
+            weights = periods[i][0] + periods[i][1]
+        out.append(_Target(table.channels.index(e.channel), np.ascontiguousarray(weights, dtype=np.float64),
+                           e.incremental_conversions, e.std_error))  # fmt: skip
+    return out
+
+
+def experiment_periods(
+    model: DataDriven,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    tail_lo: np.ndarray,
+    tail_hi: np.ndarray,
+    tp_codes: np.ndarray,
+    tp_ts: np.ndarray,
+    cv_ts: np.ndarray,
+    channels: list[str],
+    direct_channels: tuple[str, ...],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per experiment of ``model``, the converting and non-converting journeys of each path row of the run's
+    table (docs/data_driven.md §1) whose end falls in the experiment's period: a converting journey ends at its
+    conversion, a non-converting one at its last touch. Rows are those of the run's table (same journeys,
+    same transform: :func:`build_path_table` orders rows by path hash, whatever the counts)."""
+    from ..paths import build_path_table
+
+    converting = hi > lo
+    starts = np.concatenate([lo[converting], tail_lo])
+    ends = np.concatenate([hi[converting], tail_hi])
+    n_conv = int(converting.sum())
+    end_us = np.concatenate([cv_ts[converting], tp_ts[np.maximum(tail_hi - 1, 0)]]) if ends.shape[0] else ends
+    conv = np.zeros(starts.shape[0])
+    conv[:n_conv] = 1.0
+    out = []
+    for e in model.experiments:
+        a, b = e.bounds_us()
+        inside = (end_us >= a) & (end_us < b)
+        table, _ = build_path_table(
+            starts, ends, tp_codes, channels, conv * inside, (1.0 - conv) * inside,
+            np.zeros(starts.shape[0], dtype=np.int64), transform=model.transform,
+            remove_direct_if_not_all=model.remove_direct_if_not_all, direct_channels=direct_channels,
+        )  # fmt: skip
+        out.append((table.conversions, table.nulls))
+    return out
+
+
+def _experiment_frame(
+    experiments: tuple[Experiment, ...], targets: list[_Target], candidates: list[JourneyModel],
+    weights: np.ndarray, table: PathTable,
+) -> pl.DataFrame | None:  # fmt: skip
+    """Per experiment: its result and the calibrated model's holdout effect over the same journeys."""
+    if not targets:
+        return None
+    implied = []
+    for t in targets:
+        lift = 0.0
+        for w, c in zip(weights, candidates, strict=True):
+            if w > _MIN_WEIGHT:
+                lift += w * jm.nested_lift(c.params, table.offsets, table.codes, t.weights, c.rho, c.use_h, c.use_p,
+                                           t.code)[0]  # fmt: skip
+        implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))
+    return pl.DataFrame(
+        {
+            "channel": [e.channel for e in experiments],
+            "incremental_conversions": [e.incremental_conversions for e in experiments],
+            "std_error": [e.std_error for e in experiments],
+            "model_incremental": implied,
+            "z": [(m - e.incremental_conversions) / e.std_error for m, e in zip(implied, experiments, strict=True)],
+            "journeys": [float(t.weights.sum()) for t in targets],
+        }
+    )
+
+
+def _bootstrap_auto(
+    model: DataDriven, table: PathTable, candidates: list[JourneyModel], weights: np.ndarray, targets: list[_Target]
+) -> np.ndarray:
+    """Shares of Poisson-bootstrap replicates that redo the whole choice: every candidate refitted (warm
+    started), weighted by its replicate's BIC weights, and averaged."""
+    from ..kernels.bootstrap import poisson_counts
+
+    out = np.empty((model.bootstrap, len(table.channels)))
+    for r in range(model.bootstrap):
+        conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
+        counts = (conv, null)
+        refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=candidates)
+        w = bic_weights([c.bic for c in refit])
+        rtargets = [_Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value, t.std_error) for t in targets]
+        phi = np.zeros(0)
+        total = 0.0
+        for wi, c in zip(w, refit, strict=True):
+            if wi <= _MIN_WEIGHT:
+                continue
+            if rtargets:
+                c = _fit_one(table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets)
+            cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed)
+            phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
+            total += wi
+        out[r] = normalise(_incremental(table, phi / total, counts))
+    return out
+
+
+def _ratio(weights: np.ndarray, table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per row, the replicate's journeys over the original ones (to resample an experiment's period)."""
+    n = table.conversions + table.nulls
+    return np.divide(counts[0] + counts[1], n, out=np.zeros_like(n), where=n > 0)
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class FittedDataDriven(FittedModel):
     """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics."""
 
-    conversion_model: ConversionModel | None = None
+    conversion_model: ConversionModel | JourneyModel | None = None
     path_phi: np.ndarray | None = None
     sampled_paths: int = 0
+    form_selection: pl.DataFrame | None = None
+    mixture: tuple[tuple[float, JourneyModel], ...] = ()
+    experiment_checks: pl.DataFrame | None = None
+
+    @property
+    def mechanism(self) -> str:
+        """How conversions happen according to the fit: the form (and decay) with the largest weight."""
+        m = self.conversion_model
+        if isinstance(m, JourneyModel):
+            return m.label()
+        assert m is not None
+        return {"touch": "per-touch hazard", "journey": "journey-end decision"}[m.form] + " (form chosen by the user)"
+
+    @property
+    def mechanism_weight(self) -> float:
+        """BIC weight of :attr:`mechanism` among the candidates (1.0 when the form was given)."""
+        if self.form_selection is None:
+            return 1.0
+        return float(self.form_selection.get_column("weight").max())
+
+    @property
+    def form_weights(self) -> dict[str, float]:
+        """Total BIC weight of each form (``touch``, ``journey``, ``both``) over the decays."""
+        if self.form_selection is None:
+            return {}
+        agg = self.form_selection.group_by("form").agg(pl.col("weight").sum())
+        return dict(sorted(agg.iter_rows(), key=lambda r: -r[1]))
 
     @property
     def baseline_rate(self) -> float:
-        """σ(b): the conversion rate of a journey with no channel effect."""
+        """σ(b): the conversion rate (per touch for a hazard form) with no channel effect."""
         assert self.conversion_model is not None
         return float(1.0 / (1.0 + np.exp(-self.conversion_model.intercept)))
 
     @property
     def coefficients(self) -> pl.DataFrame:
+        """``term``, ``coef`` (and ``std_error`` for the given forms; ``part`` for ``form="auto"``)."""
         assert self.conversion_model is not None
         return self.conversion_model.coefficients(self.paths.channels)
 
@@ -242,6 +737,12 @@ class FittedDataDriven(FittedModel):
         assert m is not None and self.path_phi is not None
         if table is None or table is self.paths:
             table, phi = self.paths, self.path_phi
+        elif self.mixture:  # form="auto": the same candidates and weights on another table
+            phi = np.zeros(0)
+            for w, cand in self.mixture:
+                other_c = cand.for_channels(table.channels, self.paths.channels)
+                cphi, _ = other_c.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
+                phi = w * cphi if phi.shape[0] == 0 else phi + w * cphi
         else:  # another table (a partition): the same model, its coefficients mapped by channel name
             beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
             other = ConversionModel(
@@ -249,7 +750,7 @@ class FittedDataDriven(FittedModel):
                 k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
             )  # fmt: skip
             phi, _ = other.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
-        off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0)
+        off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
         out = np.zeros((off.shape[0], len(table.channels)))
         rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
         out[rows, code] = np.maximum(phi, 0.0)

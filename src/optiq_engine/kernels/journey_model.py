@@ -1,0 +1,446 @@
+"""The whole-journey model of DATA_DRIVEN's automatic form (docs/data_driven.md §6).
+
+After touch ``j`` of a path (positions 1..m), with the decayed exposure stock
+``x_{j,c} = Σ_{i ≤ j, c_i = c} ρ^(j - i)`` (ρ = 1: touch counts), the journey
+
+- converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
+- otherwise ends after it with ``E_j = σ(g[bucket(j)])`` (the exposure process: position only), and a journey
+  that ends decides once, converting with ``q = σ(b_p + β_p · x_m)`` (when the end part is on);
+- otherwise continues to touch ``j + 1``.
+
+A converting path contributes ``log(h_m + (1 - h_m) E_m q)`` at its last touch, a non-converting one
+``log((1 - h_m) E_m (1 - q))``, every earlier touch ``log((1 - h_j)(1 - E_j))``. Touch part only: the
+discrete-time hazard model; end part only: the journey-end logistic model; both: the nested model.
+
+Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B)]`` whatever the form; the form's flags say
+which blocks are used (the others are ignored and get zero gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import jit, pjit, prange
+from .logistic import EXACT_MAX_CHANNELS, _log1pexp, _sigmoid
+from .paths import mix64
+
+__all__ = ["N_BUCKETS", "bucket", "nested_terms", "nested_shapley", "nested_predict", "nested_lift"]
+
+#: Position buckets of the ending process: 1, 2, 3, 4, 5, 6, 7-8, 9-12, 13-20, 21+.
+N_BUCKETS = 10
+
+_CHUNKS = 64  # fixed, so that sums do not depend on the number of threads
+
+
+@jit
+def bucket(position):
+    """Bucket of a 1-based touch position."""
+    if position <= 6:
+        return position - 1
+    if position <= 8:
+        return 6
+    if position <= 12:
+        return 7
+    if position <= 20:
+        return 8
+    return 9
+
+
+@jit
+def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, grad):
+    """Negative log-likelihood of path rows ``lo:hi``; adds their gradient into ``grad``."""
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    ph = 1  # first beta_h
+    bp = 1 + n_codes
+    pp = 2 + n_codes
+    gg = 2 + 2 * n_codes
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    loss = 0.0
+    for p in range(lo, hi):
+        a, e = offsets[p], offsets[p + 1]
+        n = conversions[p] + nulls[p]
+        if n == 0.0 or e == a:
+            continue
+        d = 0
+        for j in range(a, e):
+            c = codes[j]
+            for q in range(d):
+                stock[q] *= rho
+            if local[c] < 0:
+                local[c] = d
+                chan[d] = c
+                stock[d] = 0.0
+                d += 1
+            stock[local[c]] += 1.0
+            dz = 0.0
+            h = 0.0
+            z = 0.0
+            if use_h:
+                z = params[0]
+                for q in range(d):
+                    z += params[ph + chan[q]] * stock[q]
+                h = _sigmoid(z)
+            u = params[gg + bucket(j - a + 1)]
+            big_e = _sigmoid(u)
+            if j < e - 1:
+                loss += n * _log1pexp(u)
+                du = n * big_e
+                if use_h:
+                    loss += n * _log1pexp(z)
+                    dz = n * h
+            else:
+                dw = 0.0
+                w = 0.0
+                qq = 0.0
+                if use_p:
+                    w = params[bp]
+                    for q in range(d):
+                        w += params[pp + chan[q]] * stock[q]
+                    qq = _sigmoid(w)
+                # non-converting: -log((1 - h) E (1 - q))
+                b0 = nulls[p]
+                loss += b0 * _log1pexp(-u)
+                du = -b0 * (1.0 - big_e)
+                if use_h:
+                    loss += b0 * _log1pexp(z)
+                    dz = b0 * h
+                if use_p:
+                    loss += b0 * _log1pexp(w)
+                    dw = b0 * qq
+                # converting: -log(h + (1 - h) E q)
+                a0 = conversions[p]
+                if a0 > 0.0:
+                    if use_h and not use_p:
+                        loss += a0 * _log1pexp(-z)
+                        dz -= a0 * (1.0 - h)
+                    elif use_p and not use_h:
+                        loss += a0 * (_log1pexp(-u) + _log1pexp(-w))
+                        du -= a0 * (1.0 - big_e)
+                        dw -= a0 * (1.0 - qq)
+                    else:
+                        s = 1.0 - h
+                        big_a = h + s * big_e * qq
+                        loss -= a0 * math.log(max(big_a, 1e-300))
+                        inv = a0 / max(big_a, 1e-300)
+                        dz -= inv * h * s * (1.0 - big_e * qq)
+                        du -= inv * s * qq * big_e * (1.0 - big_e)
+                        dw -= inv * s * big_e * qq * (1.0 - qq)
+                if use_p:
+                    grad[bp] += dw
+                    for q in range(d):
+                        grad[pp + chan[q]] += dw * stock[q]
+            grad[gg + bucket(j - a + 1)] += du
+            if use_h:
+                grad[0] += dz
+                for q in range(d):
+                    grad[ph + chan[q]] += dz * stock[q]
+        for q in range(d):
+            local[chan[q]] = -1
+    return loss
+
+
+@jit
+def nested_terms(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+    """Serial :func:`nested_terms_parallel` (small tables: no thread start-up)."""
+    n_par = params.shape[0]
+    grad = np.zeros(n_par, dtype=np.float64)
+    loss = _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, 0, offsets.shape[0] - 1, grad)
+    return _penalise(params, loss, grad, use_h, use_p, l2)
+
+
+@jit
+def _penalise(params, loss, grad, use_h, use_p, l2):
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    for c in range(n_codes):
+        if use_h:
+            loss += 0.5 * l2 * params[1 + c] ** 2
+            grad[1 + c] += l2 * params[1 + c]
+        if use_p:
+            loss += 0.5 * l2 * params[2 + n_codes + c] ** 2
+            grad[2 + n_codes + c] += l2 * params[2 + n_codes + c]
+    return loss, grad
+
+
+@pjit
+def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+    """Penalised negative log-likelihood of the whole-journey model and its gradient.
+
+    Parameters
+    ----------
+    params : float64[2C + 2 + N_BUCKETS]
+        ``[b_h, β_h, b_p, β_p, g]``.
+    offsets, codes : int64[P + 1], int32[T]
+        The path table's paths (CSR).
+    conversions, nulls : float64[P]
+        Journeys of each path that converted at its last touch / never converted.
+    rho : float
+        Decay of the stock per touch (1: counts).
+    use_h, use_p : bool
+        Whether the touch (hazard) and end (decision) parts are in the model.
+    l2 : float
+        Penalty ``l2 / 2 (|β_h|² + |β_p|²)`` (intercepts and ``g`` are not penalised).
+    """
+    n_par = params.shape[0]
+    p_rows = offsets.shape[0] - 1
+    n_chunks = max(1, min(_CHUNKS, p_rows))
+    losses = np.zeros(n_chunks, dtype=np.float64)
+    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
+    for k in prange(n_chunks):
+        lo = p_rows * k // n_chunks
+        hi = p_rows * (k + 1) // n_chunks
+        losses[k] = _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, grads[k])
+    loss = 0.0
+    grad = np.zeros(n_par, dtype=np.float64)
+    for k in range(n_chunks):
+        loss += losses[k]
+        grad += grads[k]
+    return _penalise(params, loss, grad, use_h, use_p, l2)
+
+
+@jit
+def _path_players(offsets, codes, p, n_codes, rho, local, chan, xmat):
+    """Fill ``xmat[j, q]`` (stock of the path's q-th distinct channel at its touch j); returns d."""
+    a, e = offsets[p], offsets[p + 1]
+    d = 0
+    for j in range(a, e):
+        c = codes[j]
+        if local[c] < 0:
+            local[c] = d
+            chan[d] = c
+            d += 1
+    for q in range(d):
+        xmat[0, q] = 0.0
+    for j in range(a, e):
+        t = j - a
+        for q in range(d):
+            xmat[t, q] = xmat[t - 1, q] * rho if t > 0 else 0.0
+        xmat[t, local[codes[j]]] += 1.0
+    for q in range(d):
+        local[chan[q]] = -1
+    return d
+
+
+@jit
+def _p_convert(params, n_codes, chan, xmat, m, mask, use_h, use_p):
+    """P(convert | the path, with the effects of the players in ``mask`` only)."""
+    survive = 1.0
+    if use_h:
+        for t in range(m):
+            z = params[0]
+            for q in range(chan.shape[0]):
+                if (mask >> q) & 1:
+                    z += params[1 + chan[q]] * xmat[t, q]
+            survive *= 1.0 - _sigmoid(z)
+    if use_p:
+        w = params[1 + n_codes]
+        for q in range(chan.shape[0]):
+            if (mask >> q) & 1:
+                w += params[2 + n_codes + chan[q]] * xmat[m - 1, q]
+        survive *= 1.0 - _sigmoid(w)
+    return 1.0 - survive
+
+
+@pjit
+def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, seed):
+    """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
+
+    Players are the path's distinct channels in first-occurrence order (aligned with
+    :func:`~optiq_engine.kernels.logistic.count_features`). Exact up to ``EXACT_MAX_CHANNELS`` players,
+    else ``n_perm`` random orderings keyed by ``(seed, path hash)``. Returns ``phi`` and the number of
+    sampled paths.
+    """
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    p_rows = offsets.shape[0] - 1
+    d_of = np.zeros(p_rows + 1, dtype=np.int64)
+    seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
+    m_max = 1
+    for p in range(p_rows):
+        d = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            if not seen[codes[j]]:
+                seen[codes[j]] = True
+                d += 1
+        for j in range(offsets[p], offsets[p + 1]):
+            seen[codes[j]] = False
+        d_of[p + 1] = d_of[p] + d
+        m_max = max(m_max, offsets[p + 1] - offsets[p])
+    phi = np.zeros(d_of[p_rows], dtype=np.float64)
+    sampled = np.zeros(p_rows, dtype=np.int64)
+    n_chunks = max(1, min(_CHUNKS, p_rows))
+    for k in prange(n_chunks):
+        local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+        chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
+        xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+        for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
+            m = offsets[p + 1] - offsets[p]
+            if m == 0:
+                continue
+            d = _path_players(offsets, codes, p, n_codes, rho, local, chan_buf, xmat)
+            chan = chan_buf[:d].copy()
+            out = phi[d_of[p] : d_of[p + 1]]
+            base = _p_convert(params, n_codes, chan, xmat, m, 0, use_h, use_p)
+            if d <= EXACT_MAX_CHANNELS:
+                n_sub = 1 << d
+                v = np.empty(n_sub, dtype=np.float64)
+                for s in range(n_sub):
+                    v[s] = _p_convert(params, n_codes, chan, xmat, m, s, use_h, use_p) - base
+                w = np.empty(d, dtype=np.float64)
+                for s in range(d):
+                    w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
+                for s in range(n_sub):
+                    size = 0
+                    t = s
+                    while t:
+                        t &= t - 1
+                        size += 1
+                    for q in range(d):
+                        if not (s >> q) & 1:
+                            out[q] += w[size] * (v[s | (1 << q)] - v[s])
+            else:
+                sampled[p] = 1
+                order = np.arange(d)
+                key = mix64(np.uint64(seed) ^ hashes[p])
+                draws = 0
+                for _ in range(n_perm):
+                    for i in range(d - 1, 0, -1):
+                        r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+                        draws += 1
+                        jj = np.int64(r % np.uint64(i + 1))
+                        order[i], order[jj] = order[jj], order[i]
+                    mask = 0
+                    prev = 0.0
+                    for t in range(d):
+                        mask |= 1 << order[t]
+                        cur = _p_convert(params, n_codes, chan, xmat, m, mask, use_h, use_p) - base
+                        out[order[t]] += cur - prev
+                        prev = cur
+                for q in range(d):
+                    out[q] /= n_perm
+    return phi, sampled.sum()
+
+
+@pjit
+def nested_predict(offsets, codes, params, rho, use_h, use_p, drop_code):
+    """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none)."""
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    p_rows = offsets.shape[0] - 1
+    out = np.zeros(p_rows, dtype=np.float64)
+    m_max = 1
+    for p in range(p_rows):
+        m_max = max(m_max, offsets[p + 1] - offsets[p])
+    n_chunks = max(1, min(_CHUNKS, p_rows))
+    for k in prange(n_chunks):
+        local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+        chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
+        xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+        for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
+            m = offsets[p + 1] - offsets[p]
+            if m == 0:
+                continue
+            d = _path_players(offsets, codes, p, n_codes, rho, local, chan_buf, xmat)
+            mask = 0
+            for q in range(d):
+                if chan_buf[q] != drop_code:
+                    mask |= 1 << q
+            out[p] = _p_convert(params, n_codes, chan_buf[:d], xmat, m, mask, use_h, use_p)
+    return out
+
+
+@jit
+def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
+    """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))`` and ``dL/dparams``.
+
+    The holdout effect of channel ``code`` on the journeys counted by ``weights``: what a lift test of that
+    channel measures.
+    """
+    n_par = params.shape[0]
+    n_codes = (n_par - 2 - N_BUCKETS) // 2
+    grad = np.zeros(n_par, dtype=np.float64)
+    total = 0.0
+    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    m_max = 1
+    for p in range(offsets.shape[0] - 1):
+        m_max = max(m_max, offsets[p + 1] - offsets[p])
+    zs = np.empty((2, m_max), dtype=np.float64)
+    for p in range(offsets.shape[0] - 1):
+        a, e = offsets[p], offsets[p + 1]
+        if weights[p] == 0.0 or e == a:
+            continue
+        has = False
+        for j in range(a, e):
+            if codes[j] == code:
+                has = True
+        if not has:
+            continue
+        m = e - a
+        # pass 1: z_j with (v = 0) and without (v = 1) the channel; survival of both
+        surv = np.ones(2)
+        w = np.zeros(2)
+        d = 0
+        for j in range(a, e):
+            c = codes[j]
+            for q in range(d):
+                stock[q] *= rho
+            if local[c] < 0:
+                local[c] = d
+                chan[d] = c
+                stock[d] = 0.0
+                d += 1
+            stock[local[c]] += 1.0
+            if use_h:
+                for v in range(2):
+                    z = params[0]
+                    for q in range(d):
+                        if v == 0 or chan[q] != code:
+                            z += params[1 + chan[q]] * stock[q]
+                    zs[v, j - a] = z
+                    surv[v] *= 1.0 - _sigmoid(z)
+        if use_p:
+            for v in range(2):
+                ww = params[1 + n_codes]
+                for q in range(d):
+                    if v == 0 or chan[q] != code:
+                        ww += params[2 + n_codes + chan[q]] * stock[q]
+                w[v] = ww
+                surv[v] *= 1.0 - _sigmoid(ww)
+        total += weights[p] * (surv[1] - surv[0])
+        # dP/dz_j = h_j S, dP/dw = q S; L = P(with) - P(without)
+        for v in range(2):
+            sign = weights[p] if v == 0 else -weights[p]
+            if use_p:
+                g = sign * _sigmoid(w[v]) * surv[v]
+                grad[1 + n_codes] += g
+                for q in range(d):
+                    if v == 0 or chan[q] != code:
+                        grad[2 + n_codes + chan[q]] += g * stock[q]
+        if use_h:  # pass 2: the stocks again, touch by touch
+            for q in range(d):
+                local[chan[q]] = -1
+            d = 0
+            for j in range(a, e):
+                c = codes[j]
+                for q in range(d):
+                    stock[q] *= rho
+                if local[c] < 0:
+                    local[c] = d
+                    chan[d] = c
+                    stock[d] = 0.0
+                    d += 1
+                stock[local[c]] += 1.0
+                for v in range(2):
+                    sign = weights[p] if v == 0 else -weights[p]
+                    g = sign * _sigmoid(zs[v, j - a]) * surv[v]
+                    grad[0] += g
+                    for q in range(d):
+                        if v == 0 or chan[q] != code:
+                            grad[1 + chan[q]] += g * stock[q]
+        for q in range(d):
+            local[chan[q]] = -1
+        _ = m
+    return total, grad

@@ -1,0 +1,134 @@
+"""DATA_DRIVEN form="auto": the whole-journey model picks the mechanism of small worlds built here, experiments
+calibrate it, and its decomposition equals the brute-force reference (docs/data_driven.md §6-§7).
+
+The worlds below are written for these tests only (not the project's simulator): channels with fixed
+effects, journeys of Poisson length with exponential gaps, and one of several conversion mechanisms. The
+truth is, per user, the Shapley allocation of ``P(convert | exposures restricted to S) - P(convert | none)``
+on the user's whole planned journey, summed over users and normalised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+import optiq_engine as oq
+from optiq_engine.errors import ConfigError, ModelError
+from optiq_engine.kernels import journey_model as jm
+from optiq_engine.models.conversion import JourneyModel, fit_candidates
+from optiq_engine.paths import PathTable
+
+from .reference import data_driven as ref
+
+CHANNELS = ("a", "b", "c", "d", "e")
+EXPOSURE = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+EFFECT = np.array([0.9, 0.5, 0.15, 0.6, 0.3])
+MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed")
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _stock(codes: np.ndarray, times: np.ndarray, at: np.ndarray, half_life: float | None) -> np.ndarray:
+    """``[len(at), C]``: per evaluation time, each channel's touches at or before it, decayed by age."""
+    age = at[:, None] - times[None, :]
+    w = np.where(age >= 0, 1.0 if half_life is None else 0.5 ** (np.maximum(age, 0) / half_life), 0.0)
+    out = np.zeros((at.shape[0], len(CHANNELS)))
+    for c in range(len(CHANNELS)):
+        out[:, c] = w[:, codes == c].sum(axis=1)
+    return out
+
+
+def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """P(convert) of one planned journey for each row of ``mask`` ([S, C] effects kept)."""
+    beta = EFFECT[None, :] * mask  # [S, C]
+    if mech in ("touch", "touch_decay"):
+        x = _stock(codes, times, times, None if mech == "touch" else 3.0)  # [m, C]
+        h = _sigmoid(-3.6 + beta @ x.T)  # [S, m]
+        return 1.0 - np.prod(1.0 - h, axis=1)
+    end = np.array([times[-1] + 1.0])
+    x = _stock(codes, times, end, None if mech == "journey" else 3.0)[0]
+    return _sigmoid(-2.4 + beta @ x)
+
+
+def world(mech: str, n_users: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
+    """Observed journeys (``path``, ``conv``, ``null``) and the true channel shares."""
+    rng = np.random.default_rng(seed)
+    masks = np.array(list(itertools.product([0, 1], repeat=len(CHANNELS))), dtype=np.float64)
+    truth = np.zeros(len(CHANNELS))
+    paths, conv = [], []
+    for _ in range(n_users):
+        m = 1 + min(rng.poisson(2.5), 14)
+        codes = rng.choice(len(CHANNELS), size=m, p=EXPOSURE)
+        times = np.cumsum(np.concatenate([[0.0], rng.exponential(2.0, m - 1)]))
+        user_mech = mech if mech != "mixed" else ("touch" if rng.random() < 0.5 else "journey")
+        present = np.unique(codes)
+        sub = masks[np.all(masks[:, [c for c in range(len(CHANNELS)) if c not in present]] == 0, axis=1)]
+        v = _p_convert(user_mech, codes, times, sub)
+        value = {tuple(r): x for r, x in zip(sub.astype(int).tolist(), v.tolist(), strict=True)}
+        d = len(present)
+        for c in present:
+            phi = 0.0
+            others = [o for o in present if o != c]
+            for r in range(d):
+                w = math.factorial(r) * math.factorial(d - r - 1) / math.factorial(d)
+                for s in itertools.combinations(others, r):
+                    key = np.zeros(len(CHANNELS), dtype=int)
+                    key[list(s)] = 1
+                    without = value[tuple(key.tolist())]
+                    key[c] = 1
+                    phi += w * (value[tuple(key.tolist())] - without)
+            truth[c] += phi
+        # what is observed
+        if user_mech in ("touch", "touch_decay"):
+            x = _stock(codes, times, times, None if user_mech == "touch" else 3.0)
+            h = _sigmoid(-3.6 + x @ EFFECT)
+            hit = np.flatnonzero(rng.random(m) < h)
+            if hit.shape[0]:
+                j = hit[0]
+                paths.append([CHANNELS[c] for c in codes[: j + 1]])
+                conv.append(1)
+                if j + 1 < m:  # the touches after the conversion: a new, non-converting journey
+                    paths.append([CHANNELS[c] for c in codes[j + 1 :]])
+                    conv.append(0)
+                continue
+            paths.append([CHANNELS[c] for c in codes])
+            conv.append(0)
+        else:
+            end = np.array([times[-1] + 1.0])
+            x = _stock(codes, times, end, None if user_mech == "journey" else 3.0)[0]
+            paths.append([CHANNELS[c] for c in codes])
+            conv.append(int(rng.random() < _sigmoid(-2.4 + x @ EFFECT)))
+    frame = pl.DataFrame({"path": paths, "conv": conv}).with_columns(null=1 - pl.col("conv"))
+    truth = np.maximum(truth, 0)
+    return frame, truth / truth.sum()
+
+
+def table_of(frame: pl.DataFrame) -> PathTable:
+    return PathTable.from_frame(frame, conversions="conv", nulls="null", transform="frequency")
+
+
+def half_l1(fit, truth: np.ndarray) -> float:
+    return 0.5 * float(np.abs(fit.shares_for(CHANNELS) - truth).sum())
+
+
+@pytest.fixture(scope="module")
+def worlds() -> dict[str, tuple[pl.DataFrame, np.ndarray]]:
+    return {mech: world(mech, 6_000, seed=i) for i, mech in enumerate(("touch", "journey"))}
+
+
+@pytest.mark.parametrize("mech", ["touch", "journey"])
+def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
+    frame, truth = worlds[mech]
+    auto = oq.models.DataDriven().fit(table_of(frame))
+    assert auto.form_weights[mech] > 0.9, auto.form_selection
+    assert auto.mechanism.startswith({"touch": "per-touch hazard", "journey": "journey-end"}[mech])
+    wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
+    assert half_l1(auto, truth) < 0.06
+    assert half_l1(auto, truth) < half_l1(wrong, truth)
