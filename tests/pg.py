@@ -54,15 +54,51 @@ def admin_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
 
 
-@contextmanager
-def fresh_database(postgres_url: str, *, kind: str = "db") -> Iterator[str]:
-    """A new empty database on the test server (URL with the psycopg driver), dropped afterwards."""
+_templates: dict[str, str] = {}  # server (admin DSN) -> a database of this session upgraded to head
+
+
+def _upgraded_template(postgres_url: str) -> str:
+    """The name of this session's database at the schema's head revision on the server of ``postgres_url``
+    (migrated once, on first use; copied by ``fresh_database(upgraded=True)``; dropped at the end)."""
     import psycopg
     from sqlalchemy.engine import make_url
 
+    from optiq_engine.io import db
+
+    server = admin_dsn(postgres_url)
+    if server not in _templates:
+        name = object_name("head", record="database")
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        db.upgrade(
+            make_url(postgres_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
+        _templates[server] = name
+    return _templates[server]
+
+
+@contextmanager
+def fresh_database(
+    postgres_url: str, *, kind: str = "db", upgraded: bool = False, copy_of: str | None = None
+) -> Iterator[str]:
+    """A new database on the test server (URL with the psycopg driver), dropped afterwards: empty, or with
+    ``upgraded`` at the schema's head revision (a file copy of a database this session migrated once:
+    ~0.3 s instead of ~5 s of migrations; the migrations themselves are tested on empty databases), or
+    with ``copy_of`` (the URL of a database on the same server nobody is connected to) a copy of it: a
+    module seeds one database and each test gets its own copy."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    template = ""
+    if copy_of is not None:
+        template = f' TEMPLATE "{make_url(copy_of).database}"'
+    elif upgraded:
+        template = f' TEMPLATE "{_upgraded_template(postgres_url)}"'
     name = object_name(kind, record="database")
     with psycopg.connect(admin_dsn(postgres_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{template}')
     try:
         yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -102,4 +138,5 @@ def drop_leftovers(url: str) -> list[str]:
                         raise
             dropped += names
             _created[kind].clear()
+    _templates.clear()
     return dropped

@@ -38,7 +38,7 @@ def seeded(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.Synt
     """Two organizations whose users share anon ids (and one timeline), in one database."""
     base = oq.synthetic.generate(n_users=1_500, seed=11)
     orgs = {"orgA": _retag(base, "orgA"), "orgB": _retag(oq.synthetic.generate(n_users=1_500, seed=12), "orgB")}
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         for data in orgs.values():
             seed.write_synthetic(url, data, page_views=True)
@@ -230,7 +230,7 @@ def _expected(result: oq.AttributionResult) -> pl.DataFrame:
 @pytest.fixture()
 def writable(postgres_url: str) -> Iterator[tuple[str, pl.DataFrame, pl.DataFrame]]:
     data = _retag(oq.synthetic.generate(n_users=800, seed=21), "orgW")
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)
         window = postgres.Window(organization_id="orgW")
@@ -312,7 +312,7 @@ def test_a_crash_during_the_merge_leaves_the_previous_results(writable) -> None:
 
 def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> None:
     data = _retag(oq.synthetic.generate(n_users=50, seed=41), "orgE")
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -351,7 +351,7 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
         monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 1)
 
     data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         events = postgres.read_events(url, postgres.Window(organization_id="orgJ"))

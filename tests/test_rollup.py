@@ -113,7 +113,7 @@ def _bucket(day: date, span: int) -> date:
 @pytest.fixture()
 def service_db(postgres_url: str) -> Iterator[tuple[sd.Dataset, str]]:
     ds = sd.build()
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, ds)
         yield ds, url
 
@@ -268,7 +268,7 @@ def test_reports_from_the_summary_equal_reports_from_the_links(service_db) -> No
 @pytest.fixture(scope="module")
 def summarized_db(postgres_url: str) -> Iterator[str]:
     ds = sd.build()
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, ds)
         with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
             rollup.rebuild_credit(cur, "orgA")
@@ -374,7 +374,7 @@ def test_write_links_keeps_a_summarized_organization_right(summarized_db: str) -
 @pytest.mark.postgres
 def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> None:
     data = _retag(oq.synthetic.generate(n_users=250, seed=7), "orgR")
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)
         run_batch(url, organization_id="orgR", full=True)

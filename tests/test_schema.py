@@ -169,7 +169,7 @@ def engine_of(url: str) -> Iterator[sa.Engine]:
 @pytest.fixture(scope="module")
 def upgraded(postgres_url: str) -> Iterator[str]:
     """A database upgraded to head, shared by the read-only tests of this module."""
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         yield url
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def engine(postgres_url: str) -> Iterator[Engine]:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         eng = create_engine(db.normalise_url(url), pool_size=8)
         yield eng

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.postgres
 def api(postgres_url: str) -> Iterator[dict]:
     """The data set of the metrics tests, members of orgA (admin, viewer) and orgB (admin), a key each."""
     ds = sd.build()
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, ds)
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         tokens = {}

@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def url(postgres_url: str) -> Iterator[str]:
-    with fresh_database(postgres_url) as database:
+    with fresh_database(postgres_url, upgraded=True) as database:
         db.upgrade(database)
         engine = create_engine(db.normalise_url(database), poolclass=pool.NullPool)
         with engine.begin() as conn:

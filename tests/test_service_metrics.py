@@ -68,7 +68,7 @@ def _worked_example() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def dataset(postgres_url: str) -> Iterator[tuple[sd.Dataset, str]]:
     ds = sd.build()
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, ds)
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         with engine.begin() as conn:

@@ -39,7 +39,7 @@ def spark() -> Iterator[object]:
 @pytest.fixture(scope="module")
 def database(postgres_url: str, spark: object) -> Iterator[tuple[str, oq.synthetic.SyntheticData]]:
     data = _retag(oq.synthetic.generate(n_users=300, seed=47), ORG)
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         yield url, data

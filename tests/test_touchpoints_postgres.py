@@ -33,7 +33,7 @@ def database(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.Sy
         "orgA": _retag(oq.synthetic.generate(n_users=300, seed=41), "orgA"),
         "orgB": _retag(oq.synthetic.generate(n_users=300, seed=42), "orgB"),
     }
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         for data in orgs.values():
             seed.write_synthetic(url, data, page_views=True)
