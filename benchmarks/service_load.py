@@ -8,7 +8,8 @@ A scratch Optiq database is seeded as :mod:`benchmarks.service_bench` does (its 
 a year of daily spend, conversions, touchpoints, links of 3 models, 20 alert rules, 2,000 alert events,
 summarized), then ``optiq serve`` (its default workers unless ``--workers``) runs as a subprocess on a free
 loopback port. The load is an asyncio httpx client on 127.0.0.1 only, a closed loop of N clients (each its own
-keep-alive connection, sending its next request when the last one is answered) over a fixed mix of requests:
+keep-alive connection, opened before the clock starts, sending its next request when the last one is
+answered; one shared TLS context, so that making clients costs the generator nothing) over a fixed mix of requests:
 the alert events list, the alert rules list, a 30-day campaign report and a 30-day channel credit report. At
 each N in ``--levels`` (default 1, 8, 32, 128, 256), at most ``--requests`` requests and at most ``--seconds``
 seconds. Outcomes are counted as 2xx, 4xx, 503 (with and without ``Retry-After``), other 5xx, and transport
@@ -26,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -48,6 +51,9 @@ from benchmarks.run import machine
 from benchmarks.service_bench import END, ORG, _free_port, prepare
 
 HERE = Path(__file__).resolve().parent
+# One TLS context for every client (never used on http://, but httpx builds one per client otherwise: tens
+# of ms of the load generator's CPU each, which showed up as server latency at 128+ clients).
+_TLS = ssl.create_default_context()
 LEVELS = (1, 8, 32, 128, 256)
 SECTION = "service-load"
 
@@ -84,12 +90,17 @@ async def closed_loop(
     latencies: list[float] = []
     counts: Counter[str] = Counter()
     sent = 0
-    deadline = time.perf_counter() + seconds
+    go = asyncio.Event()
+    ready = 0
+    deadline = math.inf
 
     async def client(i: int) -> None:
-        nonlocal sent
+        nonlocal sent, ready
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits, verify=_TLS) as http:
+            await http.get("/v1/health")  # connected before the clock starts
+            ready += 1
+            await go.wait()
             k = i
             while sent < requests and time.perf_counter() < deadline:
                 sent += 1
@@ -103,8 +114,13 @@ async def closed_loop(
                     counts[outcome(None, None, exc)] += 1
                 latencies.append((time.perf_counter() - t0) * 1000)
 
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    while ready < clients and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.01)
     t0 = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    deadline = t0 + seconds
+    go.set()
+    await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     a = np.array(latencies)
     return {
@@ -125,7 +141,7 @@ async def burst(base: str, headers: dict[str, str], *, requests: int = 300, conc
 
     async def one(i: int) -> None:
         path, params = requests_mix[i % len(requests_mix)]
-        async with gate, httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+        async with gate, httpx.AsyncClient(base_url=base, headers=headers, timeout=120, verify=_TLS) as http:
             try:
                 r = await http.get(path, params=params)
             except httpx.TransportError as exc:
