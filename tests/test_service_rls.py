@@ -126,6 +126,9 @@ def test_no_organization_no_rows_and_the_owner_sees_everything(rls) -> None:
             "orgB",
         }
     assert set(_count_by_org(owner, "AttributionLink")) == {"orgA", "orgB"}
+    # Run by a superuser, the migration made enum equality LEAKPROOF (model = ... stays an index condition).
+    with owner.connect() as conn:
+        assert conn.execute(text("SELECT proleakproof FROM pg_proc WHERE oid = 'enum_eq'::regproc")).scalar()
 
 
 def test_writes_outside_the_organization_are_refused(rls) -> None:
