@@ -1,21 +1,29 @@
 """Accuracy of every attribution model against the simulator's ground truth; writes RESULTS.md "accuracy".
 
-Usage: ``python -m benchmarks.accuracy [--users 100000] [--seeds 0,1,2] [--scenarios default,additive]
-[--bootstrap 50] [--no-order2] [--out benchmarks/RESULTS.md]``.
+Usage: ``python -m benchmarks.accuracy [--users 100000] [--seeds 0,1,2] [--scenarios default,additive|none]
+[--worlds all|none|touch_stock,end_order] [--world-seed 0] [--bootstrap 50] [--no-order2] [--out benchmarks/RESULTS.md]``.
 
 For every scenario of ``synthetic.SCENARIOS`` (docs/synthetic.md §9) and every seed, the simulator's data
 go through ``oq.attribute`` with the six heuristic models, MARKOV, SHAPLEY and DATA_DRIVEN (one call), and
 MARKOV order 2 (a second call: a model name may appear once per call). Each model's **channel shares** are
 
-- heuristic models: their credited conversions per channel (``result.credit``) divided by the model's total;
+- heuristic models: their credited conversions per channel divided by the model's total;
 - data-driven models: ``result.fitted[name].channel_credit["share"]``,
 
+(both as given by ``result.shares()``)
 and its **score** is the total variation distance to the truth, ``½ Σ_c |share_c - true_share_c|``
 (0 = perfect, 1 = disjoint), over the union of the channels (a channel missing on one side counts as 0).
 
 **Coverage**: on one seed, the data-driven models run again with ``bootstrap=B`` Poisson replicates; a
 channel is covered when its true share lies in the 95 % interval ``[ci_low, ci_high]``. Channels absent from
 the data (no touches, so no interval) are not counted.
+
+**Worlds** (``--worlds``): the same scoring on every mechanism of the independent simulator
+``optiq_engine.simulate.worlds`` (docs/worlds.md), whose truth is each channel's summed per-user Shapley value
+of ``P(convert | exposures restricted to S)``. Models: the six heuristic models, MARKOV, MARKOV order 2,
+SHAPLEY, DATA_DRIVEN and ``DataDriven(form="journey")`` (label ``DATA_DRIVEN_JOURNEY``), one seed, shares from
+``result.shares()``; coverage of the five data-driven models with ``bootstrap=B``. Its results are the
+``worlds`` key of the JSON and the nested ``accuracy-worlds`` block of the RESULTS.md section.
 """
 
 from __future__ import annotations
@@ -33,37 +41,41 @@ from typing import Any
 import optiq_engine as oq
 from benchmarks.run import machine, write_section
 from optiq_engine.io import synthetic
+from optiq_engine.simulate import worlds
 
 HERE = Path(__file__).resolve().parent
 HEURISTIC = list(oq.models.HEURISTIC_MODELS)
 DATA_DRIVEN = ["MARKOV", "SHAPLEY", "DATA_DRIVEN"]
 MARKOV_O2 = "MARKOV_O2"  # label of MARKOV(order=2), run in its own attribute() call
+JOURNEY = "DATA_DRIVEN_JOURNEY"  # label of DataDriven(form="journey"), run in its own attribute() call
 Shares = dict[str, float]
 
 
 def model_shares(result: oq.AttributionResult) -> dict[str, Shares]:
-    """Channel shares of every model of one ``attribute()`` result (each model's shares sum to 1).
+    """Channel shares of every model of one ``attribute()`` result, from ``result.shares()`` (each sums to 1).
 
     Heuristic models: credited conversions per channel over the model's total; data-driven models: the
-    fitted ``channel_credit.share``. A model that credited nothing is left out.
+    fitted ``channel_credit.share``. A model whose shares sum to 0 (it credited nothing) is left out.
     """
     out: dict[str, Shares] = {}
-    for (name,), rows in result.credit.group_by("model", maintain_order=True):
-        if str(name) in result.fitted:
-            continue
-        total = float(rows["conversions"].sum())
-        if total > 0:
-            out[str(name)] = {
-                str(c): float(v) / total for c, v in zip(rows["channel"], rows["conversions"], strict=True)
-            }
-    for name, fit in result.fitted.items():
-        cc = fit.channel_credit
-        out[name] = {str(c): float(s) for c, s in zip(cc["channel"], cc["share"], strict=True)}
+    for (name,), rows in result.shares().group_by("model", maintain_order=True):
+        shares = {str(c): float(v) for c, v in zip(rows["channel"], rows["share"], strict=True)}
+        if sum(shares.values()) > 0:
+            out[str(name)] = shares
     return out
 
 
-def truth_shares(data: synthetic.SyntheticData) -> Shares:
-    """The simulator's ``true_share`` per channel (docs/synthetic.md §4)."""
+def _data_driven(dd_form: str | None, **options: Any) -> list:
+    """MARKOV, SHAPLEY and DATA_DRIVEN: by name (engine defaults) when ``dd_form`` is None, else as model objects
+    with DATA_DRIVEN of that ``form`` (its label stays DATA_DRIVEN)."""
+    if dd_form is None and not options:
+        return list(DATA_DRIVEN)
+    extra = {} if dd_form is None else {"form": dd_form}
+    return [oq.models.Markov(**options), oq.models.Shapley(**options), oq.models.DataDriven(**extra, **options)]
+
+
+def truth_shares(data: synthetic.SyntheticData | worlds.World) -> Shares:
+    """The simulator's ``true_share`` per channel (docs/synthetic.md §4, docs/worlds.md §3; signed in worlds)."""
     return {str(c): float(s) for c, s in zip(data.truth["channel"], data.truth["true_share"], strict=True)}
 
 
@@ -77,7 +89,13 @@ def tv_distance(shares: Shares, truth: Shares) -> float:
     return 0.5 * sum(abs(e) for e in channel_errors(shares, truth).values())
 
 
-def score_data(data: synthetic.SyntheticData, *, order2: bool = True) -> dict[str, Any]:
+def score_data(
+    data: synthetic.SyntheticData | worlds.World,
+    *,
+    order2: bool = True,
+    journey: bool = False,
+    dd_form: str | None = None,
+) -> dict[str, Any]:
     """Run every model on one data set and score it against its truth.
 
     Returns
@@ -88,7 +106,7 @@ def score_data(data: synthetic.SyntheticData, *, order2: bool = True) -> dict[st
     """
     truth = truth_shares(data)
     start = time.perf_counter()
-    result = oq.attribute(data.touchpoints, data.conversions, models=HEURISTIC + DATA_DRIVEN)
+    result = oq.attribute(data.touchpoints, data.conversions, models=HEURISTIC + _data_driven(dd_form))
     seconds = {"attribute": time.perf_counter() - start}
     shares = model_shares(result)
     if order2:
@@ -96,6 +114,11 @@ def score_data(data: synthetic.SyntheticData, *, order2: bool = True) -> dict[st
         second = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.Markov(order=2)])
         seconds["markov_o2"] = time.perf_counter() - start
         shares[MARKOV_O2] = model_shares(second)["MARKOV"]
+    if journey:
+        start = time.perf_counter()
+        third = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="journey")])
+        seconds["journey"] = time.perf_counter() - start
+        shares[JOURNEY] = model_shares(third)["DATA_DRIVEN"]
     return {
         "scores": {m: tv_distance(s, truth) for m, s in shares.items()},
         "errors": {m: channel_errors(s, truth) for m, s in shares.items()},
@@ -104,7 +127,15 @@ def score_data(data: synthetic.SyntheticData, *, order2: bool = True) -> dict[st
     }
 
 
-def coverage_data(data: synthetic.SyntheticData, *, bootstrap: int, order2: bool = True, seed: int = 0) -> dict:
+def coverage_data(
+    data: synthetic.SyntheticData | worlds.World,
+    *,
+    bootstrap: int,
+    order2: bool = True,
+    seed: int = 0,
+    journey: bool = False,
+    dd_form: str | None = None,
+) -> dict:
     """Bootstrap intervals of the data-driven models on one data set, and which contain the true share.
 
     Returns
@@ -116,7 +147,11 @@ def coverage_data(data: synthetic.SyntheticData, *, bootstrap: int, order2: bool
     truth = truth_shares(data)
     present = {str(c) for c, n in zip(data.truth["channel"], data.truth["touches"], strict=True) if n > 0}
     start = time.perf_counter()
-    result = oq.attribute(data.touchpoints, data.conversions, models=DATA_DRIVEN, bootstrap=bootstrap, seed=seed)
+    if dd_form is None:
+        result = oq.attribute(data.touchpoints, data.conversions, models=DATA_DRIVEN, bootstrap=bootstrap, seed=seed)
+    else:
+        models = _data_driven(dd_form, bootstrap=bootstrap, seed=seed)
+        result = oq.attribute(data.touchpoints, data.conversions, models=models)
     seconds = time.perf_counter() - start  # one call fits all three
     fitted = {name: (fit, seconds) for name, fit in result.fitted.items()}
     if order2:
@@ -124,6 +159,11 @@ def coverage_data(data: synthetic.SyntheticData, *, bootstrap: int, order2: bool
         model = oq.models.Markov(order=2, bootstrap=bootstrap, seed=seed)
         second = oq.attribute(data.touchpoints, data.conversions, models=[model])
         fitted[MARKOV_O2] = (second.fitted["MARKOV"], time.perf_counter() - start)
+    if journey:
+        start = time.perf_counter()
+        model = oq.models.DataDriven(form="journey", bootstrap=bootstrap, seed=seed)
+        third = oq.attribute(data.touchpoints, data.conversions, models=[model])
+        fitted[JOURNEY] = (third.fitted["DATA_DRIVEN"], time.perf_counter() - start)
     out: dict[str, Any] = {}
     for name, (fit, seconds) in fitted.items():
         cc = fit.channel_credit
@@ -204,6 +244,183 @@ def evaluate(
         "mean_errors": mean_errors(runs),
         "seconds": time.perf_counter() - start,
     }
+
+
+def evaluate_worlds(
+    *,
+    n_users: int,
+    mechanisms: Iterable[str] | None = None,
+    seed: int = 0,
+    order2: bool = True,
+    bootstrap: int = 50,
+    dd_form: str | None = "touch",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Score every model on every mechanism of ``simulate.worlds`` (one seed), with bootstrap coverage.
+
+    Parameters
+    ----------
+    n_users
+        Users per world (``worlds.generate(n_users=...)``).
+    mechanisms
+        Mechanism names (default: all of ``worlds.MECHANISMS``).
+    seed
+        The worlds' seed (also the bootstrap seed).
+    order2
+        Also run MARKOV order 2 (label ``MARKOV_O2``).
+    bootstrap
+        Replicates for the coverage check (0: skip it).
+    dd_form
+        ``form`` of the model labelled DATA_DRIVEN (None: the engine's default form).
+
+    Returns
+    -------
+    dict
+        ``runs``: mechanism -> :func:`score_data` record plus ``truth``, ``generate_s``, ``conversions``,
+        ``expected_conversions``, ``touchpoints`` and ``coverage`` (:func:`coverage_data`, when
+        ``bootstrap``); ``seconds`` (total).
+    """
+    start = time.perf_counter()
+    names = list(mechanisms) if mechanisms is not None else list(worlds.MECHANISMS)
+    runs: dict[str, Any] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        world = worlds.generate(name, n_users=n_users, seed=seed)
+        record = {
+            "generate_s": time.perf_counter() - t0,
+            "touchpoints": world.touchpoints.height,
+            "conversions": world.conversions.height,
+            "expected_conversions": world.expected_conversions,
+            "truth": truth_shares(world),
+        } | score_data(world, order2=order2, journey=True, dd_form=dd_form)
+        best = min(record["scores"], key=record["scores"].get)
+        log(f"{name:<16} best {best} {record['scores'][best]:.3f}  {record['seconds']}")
+        if bootstrap:
+            record["coverage"] = coverage_data(
+                world, bootstrap=bootstrap, order2=order2, seed=seed, journey=True, dd_form=dd_form
+            )
+            log(
+                f"{name:<16} coverage: "
+                + ", ".join(f"{m} {v['covered']}/{v['channels']}" for m, v in record["coverage"].items())
+            )
+        runs[name] = record
+        del world
+    return {
+        "users": n_users,
+        "seed": seed,
+        "bootstrap": bootstrap,
+        "dd_form": dd_form,
+        "mechanisms": {name: worlds.MECHANISMS[name] for name in names},
+        "runs": runs,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def render_worlds(report: dict[str, Any], analysis: str = "") -> str:
+    """The markdown of the nested "accuracy-worlds" block of RESULTS.md."""
+    runs = report["runs"]
+    models = list(next(iter(runs.values()))["scores"])
+    short = {"LAST_NON_DIRECT": "LAST_NON_DIR", "POSITION_BASED": "POSITION", JOURNEY: "DD_JOURNEY"}
+    lines = [
+        "### Independent worlds (`optiq_engine.simulate.worlds`, docs/worlds.md)",
+        "",
+        f"Written by `benchmarks/accuracy.py --worlds ...` on {report.get('written', '?')} (engine at commit "
+        f"`{report.get('engine_commit', '?')}`), in {report['seconds']:.0f} s. `worlds.generate(mechanism, "
+        f"n_users={report['users']:,}, seed={report['seed']})`: worlds written from the docs only, without "
+        "reading the models; truth = each channel's summed per-user Shapley value of `P(convert | exposures "
+        "restricted to S) - P(convert | none)`, computed exactly (signed: `negative` has a channel that lowers "
+        "conversions). Default config, every model at its defaults except DATA_DRIVEN, which is "
+        f"`DataDriven(form={report.get('dd_form')!r})` (None: the engine's default form); `DD_JOURNEY` is "
+        '`DataDriven(form="journey")`. '
+        "Score: half-L1 distance `½ Σ |share - true_share|` between `result.shares()` and the true shares "
+        "(0 = perfect); **bold**: the best model of the mechanism.",
+        "",
+        "| mechanism | conv. | " + " | ".join(short.get(m, m) for m in models) + " |",
+        "|---|---:|" + "---:|" * len(models),
+    ]
+    for name, run in runs.items():
+        row = run["scores"]
+        best = min(row.values())
+        cells = [f"**{row[m]:.3f}**" if row[m] == best else f"{row[m]:.3f}" for m in models]
+        lines.append(f"| {name} | {run['conversions']:,} | " + " | ".join(cells) + " |")
+    overall = {m: statistics.fmean(run["scores"][m] for run in runs.values()) for m in models}
+    best = min(overall.values())
+    lines.append(
+        "| *mean* | | " + " | ".join(f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in overall.values()) + " |"
+    )
+    covered = [run["coverage"] for run in runs.values() if "coverage" in run]
+    if covered:
+        cov_models = list(covered[0])
+        lines += [
+            "",
+            f"Bootstrap coverage ({report['bootstrap']} Poisson replicates, 95 % intervals): channels whose true "
+            "share lies in `[ci_low, ci_high]`, out of the channels touched; in brackets the mean interval width.",
+            "",
+            "| mechanism | " + " | ".join(short.get(m, m) for m in cov_models) + " |",
+            "|---|" + "---:|" * len(cov_models),
+        ]
+        totals = {m: [0, 0] for m in cov_models}
+        for name, run in runs.items():
+            cells = []
+            for m in cov_models:
+                v = run["coverage"][m]
+                totals[m][0] += v["covered"]
+                totals[m][1] += v["channels"]
+                cells.append(f"{v['covered']}/{v['channels']} ({v['mean_width']:.3f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(
+            "| *all* | " + " | ".join(f"{100 * c / n:.0f} %" for c, n in (totals[m] for m in cov_models)) + " |"
+        )
+    lines += [
+        "",
+        "Where the best data-driven models miss (signed error `share - true_share`, two largest each way):",
+        "",
+        "| mechanism | "
+        + " | ".join(short.get(m, m) for m in ("DATA_DRIVEN", JOURNEY, "SHAPLEY") if m in models)
+        + " |",
+        "|---|" + "---|" * len([m for m in ("DATA_DRIVEN", JOURNEY, "SHAPLEY") if m in models]),
+    ]
+    for name, run in runs.items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join(_extremes(run["errors"][m]) for m in ("DATA_DRIVEN", JOURNEY, "SHAPLEY") if m in models)
+            + " |"
+        )
+    lines += [
+        "",
+        "Generation time per world (simulation + exact truth, warm Numba cache): "
+        + ", ".join(f"{name} {run['generate_s']:.1f} s" for name, run in runs.items())
+        + ".",
+    ]
+    if report.get("engine_changed_to"):
+        lines += ["", engine_change_note(report)]
+    lines += ["", analysis.strip(), "", "Raw numbers: the `worlds` key of `benchmarks/accuracy_results.json`.", ""]
+    return "\n".join(lines)
+
+
+WORLDS_START, WORLDS_END = "<!-- section:accuracy-worlds -->", "<!-- /section:accuracy-worlds -->"
+
+
+def worlds_block(path: Path) -> str:
+    """The nested worlds block of the accuracy section (markers included), or "" if absent."""
+    text = path.read_text() if path.exists() else ""
+    if WORLDS_START not in text or WORLDS_END not in text:
+        return ""
+    return text[text.index(WORLDS_START) : text.index(WORLDS_END) + len(WORLDS_END)]
+
+
+def write_worlds_block(path: Path, markdown: str) -> None:
+    """Write the worlds block inside the accuracy section (before its end marker), replacing the previous one."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{WORLDS_START}\n{markdown.strip()}\n{WORLDS_END}"
+    old = worlds_block(path)
+    if old:
+        text = text.replace(old, block)
+    elif "<!-- /section:accuracy -->" in text:
+        text = text.replace("<!-- /section:accuracy -->", block + "\n<!-- /section:accuracy -->")
+    else:
+        text = text.rstrip() + "\n\n<!-- section:accuracy -->\n" + block + "\n<!-- /section:accuracy -->\n"
+    path.write_text(text)
 
 
 def mean_scores(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -381,43 +598,107 @@ def engine_change_note(report: dict[str, Any]) -> str:
     )
 
 
+def _stamp(report: dict[str, Any], commit: str) -> dict[str, Any]:
+    """Add the machine, the engine commit (and whether it changed during the run) and the time to a report."""
+    if engine_commit() != commit:  # src/ is shared with other work: say so rather than mix two engines silently
+        report["engine_changed_to"] = engine_commit()
+        report["engine_changed_files"] = changed_files(commit, report["engine_changed_to"])
+        print(f"WARNING: the engine changed during the run ({commit} -> {report['engine_changed_to']})")
+    return report | {
+        "machine": machine(),
+        "engine_commit": commit,
+        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _names(value: str, known: Iterable[str], what: str) -> list[str]:
+    """``all`` / ``none`` / a comma-separated list of names of ``known`` (an unknown name is an error)."""
+    known = list(known)
+    if value == "all":
+        return known
+    if value in ("none", ""):
+        return []
+    names = value.split(",")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"unknown {what} {bad}; choose from {known}, 'all' or 'none'")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: run :func:`evaluate`, print the table, write the RESULTS.md section and the JSON."""
+    """Command line: run :func:`evaluate` and :func:`evaluate_worlds`, write the RESULTS.md section and the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--scenarios", default=",".join(synthetic.SCENARIOS))
+    parser.add_argument("--scenarios", default="all", help="synthetic scenarios: all, none or a comma list")
+    parser.add_argument("--worlds", default="all", help="simulate.worlds mechanisms: all, none or a comma list")
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument(
+        "--dd-form", default="touch", help="form of DATA_DRIVEN in the worlds ('default': the engine's)"
+    )
     parser.add_argument("--bootstrap", type=int, default=50)
     parser.add_argument("--no-order2", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--json", type=Path, default=HERE / "accuracy_results.json")
     parser.add_argument("--from-json", action="store_true", help="only re-render the section from --json")
     args = parser.parse_args(argv)
+    scenarios = _names(args.scenarios, synthetic.SCENARIOS, "scenarios")
+    mechanisms = _names(args.worlds, worlds.MECHANISMS, "mechanisms")
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     if args.from_json:
-        report = json.loads(args.json.read_text())
+        report = previous
     else:
-        commit = engine_commit()
-        report = evaluate(
-            n_users=args.users,
-            seeds=[int(s) for s in args.seeds.split(",")],
-            scenarios=args.scenarios.split(","),
-            order2=not args.no_order2,
-            bootstrap=args.bootstrap,
-        )
-        if engine_commit() != commit:  # src/ is shared with other work: say so rather than mix two engines silently
-            report["engine_changed_to"] = engine_commit()
-            report["engine_changed_files"] = changed_files(commit, report["engine_changed_to"])
-            print(f"WARNING: the engine changed during the run ({commit} -> {report['engine_changed_to']})")
-        report |= {
-            "machine": machine(),
-            "engine_commit": commit,
-            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        }
+        report = previous
+        if scenarios:
+            commit = engine_commit()
+            report = evaluate(
+                n_users=args.users,
+                seeds=[int(s) for s in args.seeds.split(",")],
+                scenarios=scenarios,
+                order2=not args.no_order2,
+                bootstrap=args.bootstrap,
+            )
+            report = _stamp(report, commit)
+            if "worlds" in previous:
+                report["worlds"] = previous["worlds"]
+        if (
+            mechanisms
+        ):  # one mechanism at a time, the JSON and RESULTS.md rewritten after each (a cut run keeps its part)
+            commit = engine_commit()
+            merged: dict[str, Any] = {}
+            for name in mechanisms:
+                part = evaluate_worlds(
+                    n_users=args.users,
+                    mechanisms=[name],
+                    seed=args.world_seed,
+                    order2=not args.no_order2,
+                    bootstrap=args.bootstrap,
+                    dd_form=None if args.dd_form == "default" else args.dd_form,
+                )
+                if merged:
+                    merged["runs"] |= part["runs"]
+                    merged["mechanisms"] |= part["mechanisms"]
+                    merged["seconds"] += part["seconds"]
+                else:
+                    merged = part
+                report["worlds"] = _stamp(dict(merged), commit)
+                args.json.write_text(json.dumps(report, indent=1))
+                write_worlds_block(args.out, render_worlds(report["worlds"], WORLDS_ANALYSIS))
         args.json.write_text(json.dumps(report, indent=1))
-    markdown = render(report, ANALYSIS)
-    print(markdown)
-    write_section(args.out, "accuracy", markdown)
+    if scenarios or args.from_json:
+        block = worlds_block(args.out)  # the nested worlds block survives a rewrite of the scenarios' section
+        markdown = render(report, ANALYSIS)
+        print(markdown)
+        write_section(args.out, "accuracy", markdown + ("\n\n" + block if block else ""))
+    if "worlds" in report and (mechanisms or args.from_json):
+        markdown = render_worlds(report["worlds"], WORLDS_ANALYSIS)
+        print(markdown)
+        write_worlds_block(args.out, markdown)
     print(f"wrote {args.out} and {args.json}")
+
+
+#: Written after reading the recorded worlds run (filled in from the figures of the run).
+WORLDS_ANALYSIS = ""
 
 
 if __name__ == "__main__":

@@ -4,14 +4,25 @@ hands most of the credit to display, which reaches almost every user early and h
 
 The margin was checked on seeds 0-9 at this size before asserting it (see the test's comment). About 4 s of CPU
 once the Numba kernels are cached (``tests/`` runs first and fills the cache); with the cache off, compiling
-every model's kernels adds about 30 s of CPU.
+every model's kernels adds about 30 s of CPU. The worlds path (``evaluate_worlds``) runs on two mechanisms of
+``optiq_engine.simulate.worlds`` with a 3-replicate bootstrap.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.accuracy import DATA_DRIVEN, HEURISTIC, evaluate, tv_distance
+from benchmarks.accuracy import (
+    DATA_DRIVEN,
+    HEURISTIC,
+    JOURNEY,
+    evaluate,
+    evaluate_worlds,
+    render_worlds,
+    tv_distance,
+    worlds_block,
+    write_worlds_block,
+)
 
 USERS = 3_000
 SCENARIOS = ["default", "reach_no_effect"]
@@ -44,3 +55,35 @@ def test_data_driven_beats_first_touch_on_reach_no_effect(report: dict) -> None:
     # difference 0.36-0.43; the journey form of DATA_DRIVEN it replaced also passed (0.49 vs 0.14 at 100k users).
     scores = report["mean_scores"]["reach_no_effect"]
     assert scores["FIRST_TOUCH"] > scores["DATA_DRIVEN"] + 0.2, scores
+
+
+WORLDS = ["end_interaction", "touch_stock"]
+
+
+@pytest.fixture(scope="module")
+def worlds_report() -> dict:
+    return evaluate_worlds(n_users=USERS, mechanisms=WORLDS, order2=False, bootstrap=3, log=lambda _: None)
+
+
+def test_worlds_every_model_is_scored_with_coverage(worlds_report: dict) -> None:
+    assert list(worlds_report["runs"]) == WORLDS
+    for run in worlds_report["runs"].values():
+        assert set(run["scores"]) == set(HEURISTIC + DATA_DRIVEN + [JOURNEY])
+        assert all(0.0 <= s <= 1.0 for s in run["scores"].values()), run["scores"]
+        assert sum(run["truth"].values()) == pytest.approx(1.0)
+        assert set(run["coverage"]) == {*DATA_DRIVEN, JOURNEY}
+        for cov in run["coverage"].values():
+            assert 0 <= cov["covered"] <= cov["channels"] <= 12
+    markdown = render_worlds(worlds_report)
+    assert "| end_interaction |" in markdown and "DD_JOURNEY" in markdown
+
+
+def test_worlds_block_nests_in_the_accuracy_section(tmp_path) -> None:
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- section:accuracy -->\nold\n<!-- /section:accuracy -->\n")
+    write_worlds_block(out, "first")
+    write_worlds_block(out, "second")
+    text = out.read_text()
+    assert "first" not in text and text.count("second") == 1
+    assert text.index("second") < text.index("<!-- /section:accuracy -->")
+    assert worlds_block(out).startswith("<!-- section:accuracy-worlds -->")
