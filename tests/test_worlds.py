@@ -210,3 +210,17 @@ def test_arguments_are_validated(kwargs: dict, match: str) -> None:
     args = {"mechanism": "end_additive", "n_users": 10} | kwargs
     with pytest.raises(ConfigError, match=match):
         worlds.generate(args.pop("mechanism"), **args)
+
+
+def test_truth_does_not_depend_on_the_thread_count() -> None:
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = worlds.generate("mixed", n_users=3_000, seed=2)
+    finally:
+        numba.set_num_threads(before)
+    two = worlds.generate("mixed", n_users=3_000, seed=2)
+    assert_frame_equal(one.truth, two.truth)
+    assert_frame_equal(one.users, two.users)
