@@ -178,6 +178,33 @@ def test_a_load_inside_the_callers_transaction_rolls_back_with_it(url: str) -> N
     assert _rows(url, 'SELECT count(*) FROM "TrackingEvent"') == [(0,)]
 
 
+@pytest.mark.postgres
+def test_a_load_through_a_sqlalchemy_connection_commits_with_it(url: str) -> None:
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            assert load_events(_events(), conn, organization_id="acme", site_id="acme-web", create=True).inserted == 4
+        with pytest.raises(RuntimeError), engine.begin() as conn:
+            load_events(_events().with_columns(event_id=pl.lit("z") + pl.col("event_id")), conn,
+                        organization_id="acme", site_id="acme-web")  # fmt: skip
+            raise RuntimeError("the caller fails after the load")
+    finally:
+        engine.dispose()
+    assert _rows(url, 'SELECT count(*) FROM "TrackingEvent"') == [(4,)]
+
+
+@pytest.mark.postgres
+def test_cli_load_reads_times_without_a_zone_in_the_given_one(url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text("event_id,anon_id,occurred_at,type\ne1,u1,2024-03-01T10:00:00,PAGE_VIEW\n")
+    args = ["db", "load", str(csv), "--database-url", url, "--org", "acme", "--site", "acme-web", "--create"]
+    result = runner.invoke(app, [*args, "--timezone", "Europe/Paris"])
+    assert result.exit_code == 0, result.output
+    assert _rows(url, 'SELECT "occurredAt" FROM "TrackingEvent"') == [(datetime(2024, 3, 1, 9, tzinfo=UTC),)]
+
+
 def test_bad_arguments_are_refused_before_any_connection() -> None:
     with pytest.raises(ConfigError, match="site_id must be a non-empty string"):
         load_events(_events(), "postgresql://nobody@127.0.0.1:1/none", organization_id="acme", site_id=" ")
