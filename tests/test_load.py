@@ -315,6 +315,15 @@ def test_default_extraction_with_partitions_is_one_line_naming_the_choice(events
 
 
 @pytest.mark.postgres
+def test_a_full_run_without_events_names_optiq_db_load(url: str) -> None:
+    summary = load_events(_events().clear(), url, organization_id="empty", site_id="empty-web", create=True)
+    assert (summary.rows, summary.inserted) == (0, 0)
+    result = runner.invoke(app, ["run", "--database-url", url, "--org", "empty", "--full"])
+    assert result.exit_code == 0, result.output
+    assert "optiq db load" in result.output
+
+
+@pytest.mark.postgres
 def test_a_run_with_platform_touchpoints_reads_them(url: str) -> None:
     from optiq_engine.io import seed
 
