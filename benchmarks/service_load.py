@@ -256,8 +256,10 @@ def render(out: dict[str, Any]) -> str:
     b = out["burst"]
     before = out.get("burst_before")
     before_line = (
-        f"Before this change (same burst, same machine, the service without admission control): {_counts(before['outcomes'])} "
-        "(2xx | 4xx | 503 with Retry-After | 503 without | other 5xx | resets | timeouts)."
+        f"**Before** this change (the service of commit f7a0e1f: a pool of 10 + 10 per worker, no admission control; the same"
+        f" burst and client on the same machine, minutes earlier, in {before['seconds']:.0f} s): {_counts(before['outcomes'])}"
+        " (2xx | 4xx | 503 with Retry-After | 503 without | other 5xx | resets | timeouts); the 5xx were pool timeouts"
+        " (`QueuePool limit of size 10 overflow 10 reached`), the timeouts requests unanswered after 120 s."
         if before
         else ""
     )
@@ -309,7 +311,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="uvicorn workers (0: optiq serve's default).")
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument(
+        "--render", metavar="JSON", help="Only rewrite the sub-section from a results JSON of an earlier run."
+    )
     args = parser.parse_args()
+    if args.render:
+        write_subsection(Path(args.out), render(json.loads(Path(args.render).read_text())))
+        return
     admin = make_url(args.url).set(drivername="postgresql")
     if admin.host not in ("127.0.0.1", "localhost", "::1", None):
         parser.error("loopback only: --url must name a server on 127.0.0.1")
