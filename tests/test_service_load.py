@@ -182,6 +182,7 @@ def test_odd_input_is_422_and_the_keep_alive_connection_survives(seeded, server)
         ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1e300}}'),
         ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": NaN}}'),
         ("POST", "/v1/alert-rules", '{"name": "\\ud800", "type": "SPEND_THRESHOLD", "config": {"threshold": 1}}'),
+        ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1, "\\udfff": 1}}'),
     ]
     for method, path, body in cases:
         status, headers, text_ = call(method, path, body)

@@ -169,7 +169,7 @@ def _finite_json(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
+        return {_finite_json(k): _finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite_json(v) for v in value]
     return value
