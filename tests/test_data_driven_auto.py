@@ -23,7 +23,7 @@ from optiq_engine.kernels import journey_model as jm
 from optiq_engine.models.conversion import JourneyModel, fit_candidates
 from optiq_engine.paths import PathTable
 
-from .reference import data_driven as ref
+from tests.reference import data_driven as ref
 
 CHANNELS = ("a", "b", "c", "d", "e")
 EXPOSURE = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
@@ -132,3 +132,87 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
     assert half_l1(auto, truth) < 0.06
     assert half_l1(auto, truth) < half_l1(wrong, truth)
+
+
+# --- the whole-journey model against the brute-force reference (tests/reference/data_driven.py) ---------
+
+SMALL = pl.DataFrame(
+    {
+        "path": [["a"], ["a", "b"], ["b", "b", "c"], ["c", "a", "b", "a"], ["b"], ["a", "c", "c", "c", "b", "a", "b"]],
+        "conv": [3, 2, 1, 4, 0, 2],
+        "null": [5, 1, 6, 2, 7, 3],
+    }
+)
+
+
+def _random_params(form: str, n_codes: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.7, 2 + 2 * n_codes + jm.N_BUCKETS)
+    x[0] -= 2.0
+    x[1 + n_codes] -= 1.0
+    return x
+
+
+def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str, ...]) -> dict:
+    c = len(channels)
+    return {
+        "form": form, "rho": rho, "b_h": params[0], "beta_h": dict(zip(channels, params[1 : 1 + c], strict=True)),
+        "b_p": params[1 + c], "beta_p": dict(zip(channels, params[2 + c : 2 + 2 * c], strict=True)),
+        "g": list(params[2 + 2 * c :]),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["touch", "journey", "both"])
+@pytest.mark.parametrize("rho", [1.0, 0.6])
+def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
+    table = table_of(SMALL)
+    params = _random_params(form, len(table.channels), seed=hash((form, rho)) % 1000)
+    use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
+    loss, grad = jm.nested_terms(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
+    model = _as_reference(params, form, rho, table.channels)
+    expected = 0.0
+    for p in range(table.height):
+        path = tuple(table.channels[c] for c in table.codes[table.offsets[p] : table.offsets[p + 1]])
+        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model))
+        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model))
+    assert loss == pytest.approx(expected, rel=1e-10)
+    active = [i for i in range(params.shape[0]) if abs(grad[i]) > 0]
+    for i in active:
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        up = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
+        down = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
+        assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-7)
+    if form != "both":
+        hess = jm.nested_hessian(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
+        for i in active:
+            e = np.zeros_like(params)
+            e[i] = 1e-6
+            gu = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
+            gd = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
+            np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
+    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0)
+    phi, sampled = cand.path_shapley(table, samples=100, seed=0)
+    assert sampled == 0
+    at = 0
+    for p in range(table.height):
+        path = tuple(table.channels[c] for c in table.codes[table.offsets[p] : table.offsets[p + 1]])
+        want = ref.journey_model_shapley(path, model)
+        first = list(dict.fromkeys(path))
+        np.testing.assert_allclose(phi[at : at + len(first)], [want[c] for c in first], rtol=1e-10, atol=1e-13)
+        at += len(first)
+        drop = table.channels.index(path[0])
+        p_all = ref.journey_model_probability(path, model)
+        p_drop = ref.journey_model_probability(path, model, frozenset(set(path) - {path[0]}))
+        assert cand.predict(table)[p] == pytest.approx(p_all, rel=1e-12)
+        assert cand.predict(table, drop=drop)[p] == pytest.approx(p_drop, rel=1e-12)
+    weights = table.conversions + table.nulls
+    code = table.channels.index("a")
+    lift, lgrad = jm.nested_lift(params, table.offsets, table.codes, weights, rho, use_h, use_p, code)
+    assert lift == pytest.approx(float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10)
+    for i in active:
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        up = jm.nested_lift(params + e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
+        down = jm.nested_lift(params - e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
+        assert lgrad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)

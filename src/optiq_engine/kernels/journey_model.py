@@ -444,3 +444,78 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
             local[chan[q]] = -1
         _ = m
     return total, grad
+
+
+@jit
+def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, hess):
+    """Adds the Hessian of rows ``lo:hi`` for a *pure* form (touch part or end part, not both)."""
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    gg = 2 + 2 * n_codes
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    idx = np.empty(max(n_codes, 1) + 1, dtype=np.int64)
+    val = np.empty(max(n_codes, 1) + 1, dtype=np.float64)
+    for p in range(lo, hi):
+        a, e = offsets[p], offsets[p + 1]
+        n = conversions[p] + nulls[p]
+        if n == 0.0 or e == a:
+            continue
+        d = 0
+        for j in range(a, e):
+            c = codes[j]
+            for q in range(d):
+                stock[q] *= rho
+            if local[c] < 0:
+                local[c] = d
+                chan[d] = c
+                stock[d] = 0.0
+                d += 1
+            stock[local[c]] += 1.0
+            b = gg + bucket(j - a + 1)
+            big_e = _sigmoid(params[b])
+            last = j == e - 1
+            if use_h:
+                hess[b, b] += (nulls[p] if last else n) * big_e * (1.0 - big_e)
+            else:
+                hess[b, b] += n * big_e * (1.0 - big_e)
+            if use_h or last:
+                base = 0 if use_h else 1 + n_codes
+                beta0 = base + 1
+                z = params[base]
+                for q in range(d):
+                    z += params[beta0 + chan[q]] * stock[q]
+                s = _sigmoid(z)
+                wgt = n * s * (1.0 - s)
+                idx[0] = base
+                val[0] = 1.0
+                for q in range(d):
+                    idx[q + 1] = beta0 + chan[q]
+                    val[q + 1] = stock[q]
+                for u in range(d + 1):
+                    for v in range(d + 1):
+                        hess[idx[u], idx[v]] += wgt * val[u] * val[v]
+        for q in range(d):
+            local[chan[q]] = -1
+
+
+@pjit
+def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+    """Hessian of :func:`nested_terms` for a pure form (``use_h != use_p``); rows summed in fixed chunks."""
+    n_par = params.shape[0]
+    n_codes = (n_par - 2 - N_BUCKETS) // 2
+    p_rows = offsets.shape[0] - 1
+    n_chunks = max(1, min(8, p_rows))
+    parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
+    for k in prange(n_chunks):
+        _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
+                      p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks, parts[k])  # fmt: skip
+    hess = np.zeros((n_par, n_par), dtype=np.float64)
+    for k in range(n_chunks):
+        hess += parts[k]
+    for c in range(n_codes):
+        if use_h:
+            hess[1 + c, 1 + c] += l2
+        if use_p:
+            hess[2 + n_codes + c, 2 + n_codes + c] += l2
+    return hess

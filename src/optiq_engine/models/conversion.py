@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", "AUTO_DECAYS"]
 
 #: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts).
-AUTO_DECAYS = (1.0, 0.75, 0.5, 0.25)
+AUTO_DECAYS = (1.0, 0.7, 0.4)
 
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")
@@ -481,6 +481,27 @@ def _fit_one(
     scale = max(float(conv.sum() + null.sum()), 1.0)
 
     terms = jm.nested_terms if table.height < _PARALLEL_ROWS else jm.nested_terms_parallel
+    is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
+    bounds = [(0.0, None) if b else (None, None) for b in is_beta]
+    start = start.copy()
+    start[active] = np.where(is_beta, np.maximum(start[active], 0.0), start[active])
+
+    if form != "both" and not targets:  # concave: Newton steps with the exact Hessian
+        sel = np.ix_(active, active)
+
+        def newton_terms(sub: np.ndarray, want: bool) -> tuple[float, np.ndarray, np.ndarray]:
+            full[active] = sub
+            loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+            hess = jm.nested_hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
+            return loss, grad[active], hess  # type: ignore[return-value]
+
+        sub, _ = _newton(newton_terms, start[active].copy())
+        if np.all(sub[is_beta] >= 0):
+            full[active] = sub
+            loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
+            return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
+        start = full.copy()  # a negative effect: the bounded problem, from the clipped Newton solution
+        start[active] = np.where(is_beta, np.maximum(sub, 0.0), sub)
 
     def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
@@ -493,8 +514,8 @@ def _fit_one(
         return loss / scale, grad[active] / scale
 
     res = scipy.optimize.minimize(
-        objective, start[active], jac=True, method="L-BFGS-B",
-        options={"maxiter": 2000, "gtol": 1e-10, "ftol": 1e-14, "maxcor": 20},
+        objective, start[active], jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-13, "maxcor": 20},
     )  # fmt: skip
     if not np.all(np.isfinite(res.x)):
         raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
