@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "AttributionConfig": ".config",
     "AttributionResult": ".result",
     "combine_credit": ".result",
+    "Experiment": ".experiments",
     "ChannelRule": ".channels",
     "ChannelRules": ".channels",
     "DEFAULT_CHANNEL_RULES": ".channels",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels  # noqa: F401
     from .config import AttributionConfig  # noqa: F401
     from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
+    from .experiments import Experiment  # noqa: F401
     from .fitting import fit_paths  # noqa: F401
     from .io import synthetic  # noqa: F401
     from .journeys import JourneyResult, build_journeys  # noqa: F401
