@@ -138,7 +138,7 @@ def test_loss_gradient_matches_finite_differences() -> None:
 
 def test_data_driven_in_attribute() -> None:
     data = oq.synthetic.generate(n_users=3_000, seed=2)
-    result = oq.attribute(data.touchpoints, data.conversions, models=["DATA_DRIVEN", "LINEAR"])
+    result = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="touch"), "LINEAR"])
     fit = result.fitted["DATA_DRIVEN"]
     links = result.links.with_columns(pl.col("model", "channel").cast(pl.String))
     check_invariants(links.to_dicts(), {c["conversion_id"]: c for c in data.conversions.to_dicts()})
@@ -188,7 +188,7 @@ def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
 @given(st.integers(0, 10_000))
 def test_bootstrap_intervals_for_data_driven(seed) -> None:
     data = oq.synthetic.generate(n_users=600, seed=seed % 7)
-    fit = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(bootstrap=8, seed=seed)]).fitted[
+    fit = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="touch", bootstrap=8, seed=seed)]).fitted[
         "DATA_DRIVEN"
     ]
     cc = fit.channel_credit

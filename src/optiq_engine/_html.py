@@ -78,6 +78,17 @@ def fitted_html(fitted: FittedModel) -> str:
         value = getattr(fitted, attr, None)
         if isinstance(value, float):
             facts.append([label, f"{value:.4f}"])
+    mechanism = getattr(fitted, "mechanism", None)
+    if isinstance(mechanism, str):  # DATA_DRIVEN: how conversions happen according to the fit
+        facts.append(["mechanism", f"{mechanism} (BIC weight {fitted.mechanism_weight:.2f})"])  # type: ignore[attr-defined]
+        forms = getattr(fitted, "form_weights", {})
+        if forms:
+            facts.append(["form weights", ", ".join(f"{f} {w:.2f}" for f, w in forms.items())])
+    checks = getattr(fitted, "experiment_checks", None)
+    if checks is not None:
+        for r in checks.iter_rows(named=True):
+            facts.append([f"experiment on {r['channel']}", f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; "
+                          f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})"])  # fmt: skip
     if fitted.fallback_journeys:
         facts.append(["journeys credited linearly (all shares 0)", f"{fitted.fallback_journeys:,}"])
     cc = fitted.channel_credit.sort("share", descending=True)

@@ -77,6 +77,8 @@ def markov_predict(chain: MarkovChain, weights: np.ndarray, table: PathTable, fa
 
 def conversion_predict(model: ConversionModel, table: PathTable) -> np.ndarray:
     """p(journey) of every path row under a fitted conversion model (both forms)."""
+    if hasattr(model, "params"):  # form="auto": the whole-journey model (models/conversion.py JourneyModel)
+        return model.predict(table)  # type: ignore[attr-defined]
     if model.form == "touch":
         return lk.hazard_predict(table.offsets, table.codes, model.beta, model.intercept, model.rho or 0.0)
     off, code, value = lk.count_features(table.offsets, table.codes, len(table.channels), model.rho or 0.0)
