@@ -89,14 +89,24 @@ _SETTING_FIELDS = {
     "positionFirst": ("position_first", float),
     "positionLast": ("position_last", float),
     "directChannels": ("direct_channels", tuple),
+    "experiments": ("experiments", lambda v: _experiments(v)),
 }
+
+
+def _experiments(value: Any) -> tuple[Any, ...]:
+    """``attributionSettings.experiments``: lift tests for DATA_DRIVEN (a list of objects)."""
+    from .experiments import experiments_from_json
+
+    return experiments_from_json(value)
 
 
 def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any], list[str] | None]:
     """Config options and model names from ``OrganizationSettings.attributionSettings``.
 
     Recognised keys: ``lookbackDays``, ``halfLifeDays``, ``resetAfterConversion``, ``positionFirst``,
-    ``positionLast``, ``directChannels`` and ``models`` (enum names); others are ignored with a warning.
+    ``positionLast``, ``directChannels``, ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
+    ``channel``, ``incremental_conversions``, ``std_error``, ``start``, ``end``) and ``models`` (enum names);
+    others are ignored with a warning.
     """
     options: dict[str, Any] = {}
     models = None

@@ -63,6 +63,9 @@ class AttributionConfig:
         Defaults of the data-driven models given by name (docs/data_driven.md).
     bootstrap, bootstrap_level, seed
         Poisson-bootstrap replicates (0: none), interval level and seed of the data-driven models.
+    experiments
+        Lift tests (:class:`optiq_engine.Experiment`) that calibrate DATA_DRIVEN given by name
+        (docs/data_driven.md §6).
     timezone
         IANA zone of naive input times (no offset); ``None``: UTC, with a warning (docs/contract.md §1.2).
     timestamp_format
@@ -88,6 +91,7 @@ class AttributionConfig:
     bootstrap: int = 0
     bootstrap_level: float = 0.95
     seed: int = 0
+    experiments: tuple[Any, ...] = ()
     timezone: str | None = None
     timestamp_format: str | None = None
     value_column: str | None = None
@@ -118,6 +122,7 @@ class AttributionConfig:
         check_value_options(self.value_column, self.value_unit)
         from .models import Markov, Shapley  # the models validate their own options
 
+        object.__setattr__(self, "experiments", tuple(self.experiments or ()))
         Markov.from_config(self)
         Shapley.from_config(self)
 

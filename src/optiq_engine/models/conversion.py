@@ -66,7 +66,8 @@ class DataDriven(DataDrivenModel):
     experiments: tuple[Experiment, ...] = ()
 
     config_fields: ClassVar[dict[str, str]] = {
-        name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"
+        **{name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"},
+        "experiments": "experiments",
     }
 
     def __post_init__(self) -> None:
