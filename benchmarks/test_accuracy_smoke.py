@@ -24,6 +24,7 @@ from benchmarks.accuracy import (
     write_worlds_block,
 )
 
+pytestmark = pytest.mark.slow  # simulated worlds and every model: over a minute on 2 cores
 USERS = 3_000
 SCENARIOS = ["default", "reach_no_effect"]
 

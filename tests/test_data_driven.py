@@ -315,7 +315,7 @@ def test_path_strings_split_like_polars(rows, sep) -> None:
     assert list(channels) == sorted({t for r in expected for t in r})
 
 
-@pytest.mark.parametrize("name", ["MARKOV", "SHAPLEY", "DATA_DRIVEN"])
+@pytest.mark.parametrize("name", ["MARKOV", "SHAPLEY", pytest.param("DATA_DRIVEN", marks=pytest.mark.slow)])
 def test_a_fit_on_everyone_credits_each_partition_like_the_whole(name) -> None:
     """Fit once on all users, credit user partitions with that fit: the links are those of the whole run."""
     tp, cv = _journeys(2_000, seed=9)

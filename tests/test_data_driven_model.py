@@ -136,6 +136,7 @@ def test_loss_gradient_matches_finite_differences() -> None:
         assert grad[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_data_driven_in_attribute() -> None:
     data = oq.synthetic.generate(n_users=3_000, seed=2)
     result = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="touch"), "LINEAR"])

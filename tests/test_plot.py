@@ -19,6 +19,7 @@ import optiq_engine as oq  # noqa: E402
 from optiq_engine import plot  # noqa: E402
 from optiq_engine.errors import ConfigError, InputError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the module's result: every data-driven model with a bootstrap
 MODELS = ["LAST_TOUCH", "LINEAR", "MARKOV", "SHAPLEY", "DATA_DRIVEN"]
 
 

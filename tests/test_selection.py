@@ -37,6 +37,7 @@ def _fit(n_users: int = 4_000) -> oq.models.FittedModel:
     return oq.attribute(data.touchpoints, data.conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
 
 
+@pytest.mark.slow
 def test_folds_partition_the_journeys() -> None:
     table = _fit().paths
     splits = fold_tables(table, 4, seed=1)
@@ -47,6 +48,7 @@ def test_folds_partition_the_journeys() -> None:
         np.testing.assert_array_equal(train.nulls + test.nulls, table.nulls)
 
 
+@pytest.mark.slow
 def test_order_selection_and_model_comparison() -> None:
     fit = _fit()
     orders = oq.select_markov_order(fit, orders=(1, 2), folds=3)

@@ -127,6 +127,7 @@ _ADS = [
 ]
 
 
+@pytest.mark.slow
 @given(_events(), st.booleans())
 def test_engine_equals_the_reference_on_random_events(events: list[dict[str, Any]], resolve: bool) -> None:
     kw: dict[str, Any] = {}
@@ -143,6 +144,7 @@ def test_engine_equals_the_reference_on_random_events(events: list[dict[str, Any
         assert counts.get(journey_id, 0) == count
 
 
+@pytest.mark.slow
 @given(_events(), st.randoms(use_true_random=False))
 def test_result_does_not_depend_on_row_order(events: list[dict[str, Any]], rnd: Any) -> None:
     shuffled = list(events)
