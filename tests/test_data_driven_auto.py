@@ -18,11 +18,9 @@ import polars as pl
 import pytest
 
 import optiq_engine as oq
-from optiq_engine.errors import ConfigError, ModelError
 from optiq_engine.kernels import journey_model as jm
-from optiq_engine.models.conversion import JourneyModel, fit_candidates
+from optiq_engine.models.conversion import JourneyModel
 from optiq_engine.paths import PathTable
-
 from tests.reference import data_driven as ref
 
 CHANNELS = ("a", "b", "c", "d", "e")
@@ -216,3 +214,62 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
         up = jm.nested_lift(params + e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
         down = jm.nested_lift(params - e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
         assert lgrad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+# --- experiments -------------------------------------------------------------------------------------
+
+
+def test_a_calibrated_fit_moves_the_tested_channel_into_its_interval(worlds) -> None:
+    frame, _ = worlds["journey"]
+    table = table_of(frame)
+    free = oq.models.DataDriven().fit(table)
+    model = free.conversion_model
+    code = table.channels.index("a")
+    lift = float(np.dot(table.conversions + table.nulls, model.predict(table) - model.predict(table, drop=code)))
+    target = oq.Experiment("a", incremental_conversions=0.5 * lift, std_error=0.05 * lift)
+    fit = oq.models.DataDriven(experiments=[target]).fit(table)
+    check = fit.experiment_checks.row(0, named=True)
+    assert abs(check["model_incremental"] - 0.5 * lift) < 2 * 0.05 * lift, check
+    assert abs(check["z"]) < 2
+    share = dict(zip(table.channels, fit.shares.tolist(), strict=True))
+    before = dict(zip(table.channels, free.shares.tolist(), strict=True))
+    assert share["a"] < before["a"] - 0.05  # the tested channel moved
+    assert "experiment on a" in fit._repr_html_()
+
+
+def test_experiment_validation_and_settings() -> None:
+    with pytest.raises(oq.ConfigError, match="std_error"):
+        oq.Experiment("a", 10.0, 0.0)
+    with pytest.raises(oq.ConfigError, match="start"):
+        oq.Experiment("a", 10.0, 1.0, datetime(2026, 2, 1), datetime(2026, 1, 1))
+    with pytest.raises(oq.ConfigError, match="form='auto'"):
+        oq.models.DataDriven(form="touch", experiments=[oq.Experiment("a", 10.0, 1.0)])
+    from optiq_engine.batch import settings_from_json
+
+    options, _ = settings_from_json({"experiments": [
+        {"channel": "email", "incremental_conversions": 12, "std_error": 3, "start": "2026-01-01", "end": "2026-02-01Z"}
+    ]})  # fmt: skip
+    (e,) = options["experiments"]
+    assert e == oq.Experiment("email", 12.0, 3.0, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    assert oq.models.DataDriven.from_config(oq.AttributionConfig(**options)).experiments == (e,)
+    with pytest.raises(oq.ConfigError, match=r"experiments\[0\].std_error is missing"):
+        settings_from_json({"experiments": [{"channel": "email", "incremental_conversions": 1}]})
+    table = table_of(SMALL)
+    with pytest.raises(oq.ModelError, match="no fitted journey"):
+        oq.models.DataDriven(experiments=[oq.Experiment("zz", 1.0, 1.0)]).fit(table)
+
+
+def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
+    data = oq.synthetic.generate(n_users=1_500, seed=5)
+    cv = data.conversions
+    times = cv.get_column("occurred_at").sort()
+    middle = times[times.len() // 2]
+    channel = data.touchpoints.get_column("channel").drop_nulls().mode()[0]
+    test = oq.Experiment(channel, 5.0, 1.0, start=None, end=middle)
+    result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(experiments=[test])])
+    fit = result.fitted["DATA_DRIVEN"]
+    check = fit.experiment_checks.row(0, named=True)
+    total = float(fit.paths.conversions.sum() + fit.paths.nulls.sum())
+    assert 0 < check["journeys"] < total
+    assert abs(check["z"]) < 3
+

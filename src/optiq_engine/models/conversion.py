@@ -27,7 +27,7 @@ __all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", 
 AUTO_DECAYS = (1.0, 0.7, 0.4)
 
 #: The forms of the whole-journey model that ``form="auto"`` compares.
-AUTO_FORMS = ("touch", "journey", "both")
+AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 
 
 @register_model
@@ -532,35 +532,26 @@ def fit_candidates(
     counts: tuple[np.ndarray, np.ndarray],
     warm: list[JourneyModel] | None = None,
 ) -> list[JourneyModel]:
-    """Every candidate of ``form="auto"``: the forms of :data:`AUTO_FORMS` x the decays of :data:`AUTO_DECAYS`.
+    """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every decay of
+    :data:`AUTO_DECAYS`, then the nested form (``both``) at the decay of the best pure one.
 
-    ``warm``: the candidates of a previous fit (same order) to start from (the bootstrap).
+    ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms and decays.
     """
     if float(counts[0].sum() + counts[1].sum()) == 0:
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
+    if warm is not None:
+        return [_fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params) for w in warm]
     x0 = _start(table, counts)
-    out: list[JourneyModel] = []
-    i = 0
-    for rho in AUTO_DECAYS:
-        fitted: dict[str, JourneyModel] = {}
-        for form in AUTO_FORMS:
-            if warm is not None:
-                start = warm[i].params
-            elif form == "both":  # the two pure fits together
-                start = fitted["touch"].params.copy()
-                c = len(table.channels)
-                start[1 + c : 2 + 2 * c] = fitted["journey"].params[1 + c : 2 + 2 * c]
-            else:
-                start = x0
-            fitted[form] = _fit_one(table, form, rho, l2=l2, counts=counts, start=start)
-            if form == "both" and warm is None:  # the nested likelihood is not concave: also start from
-                pure = min(("touch", "journey"), key=lambda f: fitted[f].nll)  # the better pure fit
-                alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(fitted[pure], form=pure))
-                if alt.nll < fitted["both"].nll:
-                    fitted["both"] = alt
-            out.append(fitted[form])
-            i += 1
-    return out
+    out = [_fit_one(table, form, rho, l2=l2, counts=counts, start=x0) for rho in AUTO_DECAYS for form in ("touch", "journey")]
+    rho = min(out, key=lambda c: c.bic).rho
+    touch, journey = (next(c for c in out if c.rho == rho and c.form == f) for f in ("touch", "journey"))
+    start = touch.params.copy()  # the two pure fits together
+    c = len(table.channels)
+    start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
+    both = _fit_one(table, "both", rho, l2=l2, counts=counts, start=start)
+    pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
+    alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(pure, form=pure.form))
+    return [*out, alt if alt.nll < both.nll else both]
 
 
 def _nudge(model: JourneyModel, *, form: str) -> np.ndarray:
@@ -597,10 +588,7 @@ def _experiment_targets(
                 f"DATA_DRIVEN experiment on channel {e.channel!r}: no fitted journey has that channel; "
                 f"channels are {list(table.channels)}"
             )
-        if periods is None:
-            weights = table.conversions + table.nulls
-        else:
-            weights = periods[i][0] + periods[i][1]
+        weights = table.conversions + table.nulls if periods is None else periods[i][0] + periods[i][1]
         out.append(_Target(table.channels.index(e.channel), np.ascontiguousarray(weights, dtype=np.float64),
                            e.incremental_conversions, e.std_error))  # fmt: skip
     return out
