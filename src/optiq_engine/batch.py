@@ -5,12 +5,20 @@ attribution settings, recomputes either everything (``full=True``) or only the u
 since the last successful run (the watermark in ``"EngineRun"``), and merges the links, journeys and
 journey events in one transaction.
 
-The watermark is the time the run's transaction started. An incremental run reads the ``TrackingEvent``
-and ``TouchPoint`` rows whose ``createdAt`` is after the previous watermark minus
-:data:`WATERMARK_OVERLAP` (10 minutes; ``run_batch(overlap=...)``): a platform transaction open when the
-watermark was taken may commit rows stamped before it. Rereading only recomputes those users again. A
-row committed by a transaction open longer than the overlap is missed by incremental runs until the next
-full run.
+Which users an incremental run recomputes comes from the change log ``"EngineChange"`` (migration 0008):
+triggers on ``TrackingEvent`` and ``TouchPoint`` add a row for every inserted, updated (old and new
+version) and deleted row, with its organization, site, ``anonId``, ``occurredAt`` and writing transaction.
+Each run records the snapshot it started in (``pg_current_snapshot()``, ``"EngineRun".summary->>'changeSnapshot'``);
+the next incremental run of the same scope (organization, ``--site``) reads the changes of the transactions
+that snapshot did not see, whatever their ``createdAt``: back-dated inserts, ``occurredAt`` or ``anonId``
+updated in place, deletes, and transactions that commit late are all seen. The users named (both users of
+an ``anonId`` change) are recomputed: their journeys and touchpoints over their whole history, their links
+for the conversions at or after the earliest instant changed (old or new ``occurredAt``; a conversion's
+links see only earlier rows). So an incremental run writes what a full run would (tested by a property
+test: ``tests/test_incremental_property.py``). A run falls back to a full run when the previous run of its
+scope has no snapshot (it ran before migration 0008), or a change cannot be tied to an organization (a
+``TRUNCATE``, a deleted tracking site). The engine's own touchpoints are not logged; changes every scope of
+the organization has read are pruned after each run.
 """
 
 from __future__ import annotations
@@ -41,8 +49,7 @@ __all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
 
 log = logging.getLogger(__name__)
 
-#: Events created up to this long before the previous run's watermark are read again (a transaction
-#: that was open when the watermark was taken may commit rows stamped earlier). Rereading is harmless.
+#: Kept for callers of ``run_batch(overlap=...)``; unused since incremental runs read the change log.
 WATERMARK_OVERLAP = timedelta(minutes=10)
 
 
@@ -66,6 +73,7 @@ class RunSummary:
     journeys_changed: int = 0
     touchpoints_changed: int = 0
     touchpoints_extracted: bool = False
+    change_snapshot: str | None = None
     stale_links_deleted: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
@@ -79,7 +87,9 @@ class RunSummary:
         return self.inserted + self.updated + self.deleted
 
     def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("run_id", "organization_id")}
+        """The summary stored in ``"EngineRun".summary`` (the change-log snapshot as ``changeSnapshot``)."""
+        stored = {k: v for k, v in self.__dict__.items() if k not in ("run_id", "organization_id", "change_snapshot")}
+        return {**stored, "changeSnapshot": self.change_snapshot}
 
 
 _SETTING_FIELDS = {
@@ -220,33 +230,63 @@ def _mark_abandoned(conn: Any, organization_id: str) -> int:
     return len(rows)
 
 
-def _last_watermark(conn: Any, organization_id: str, site_id: str | None) -> datetime | None:
+def _previous_snapshot(conn: Any, organization_id: str, site_id: str | None) -> str | None:
+    """The change-log snapshot of the scope's last successful run; ``None``: none, or it predates the log, or
+    a change since then is tied to no organization (a ``TRUNCATE``, a deleted site): run in full."""
     row = conn.execute(
-        """SELECT max(watermark) FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
-           AND "siteId" IS NOT DISTINCT FROM %s""",
+        """SELECT summary->>'changeSnapshot' FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
+           AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
         (organization_id, site_id),
     ).fetchone()
-    return row[0] if row else None
+    snapshot = row[0] if row else None
+    if snapshot is None:
+        return None
+    (log_table,) = conn.execute("""SELECT to_regclass('"EngineChange"') IS NOT NULL""").fetchone()
+    if not log_table:
+        log.warning(
+            'no change log ("EngineChange", migration 0008: the database was stamped, not migrated): every run is '
+            "a full run; add it with optiq db downgrade 0007 && optiq db upgrade"
+        )
+        return None
+    (untied,) = conn.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM "EngineChange" c WHERE c."organizationId" IS NULL AND {_UNSEEN})""",
+        {"snapshot": snapshot},
+    ).fetchone()
+    if untied:
+        log.warning("a TRUNCATE or a deleted tracking site since the last run: this run is a full run")
+        return None
+    return str(snapshot)
 
 
-def _changed_users(conn: Any, organization_id: str, site_id: str | None, since: datetime) -> pl.DataFrame:
-    """Users with rows created after ``since`` (``anon_id``) and the earliest ``occurredAt`` of those rows
-    (``changed_from``): a new row can change the links of the user's conversions at or after it only (a
-    conversion's links see the touchpoints of its lookback and the earlier conversions, never later rows)."""
+#: Changes of transactions a snapshot did not see (``%(snapshot)s``); the index on (organizationId, xid)
+#: finds them from the snapshot's xmin.
+_UNSEEN = """c.xid >= pg_snapshot_xmin(%(snapshot)s::pg_snapshot)::text::bigint
+             AND NOT pg_visible_in_snapshot(c.xid::text::xid8, %(snapshot)s::pg_snapshot)"""
+
+
+def _changed_users(conn: Any, organization_id: str, site_id: str | None, snapshot: str) -> pl.DataFrame:
+    """Users with changes the ``snapshot`` did not see (``anon_id``) and the earliest ``occurredAt`` of those
+    changes, old or new (``changed_from``): a change can alter the links of the user's conversions at or
+    after it only (a conversion's links see the touchpoints of its lookback and the earlier conversions)."""
     rows = conn.execute(
-        """SELECT u."anonId", min(u."occurredAt") FROM (
-             SELECT tp."anonId", tp."siteId", tp."occurredAt" FROM "TouchPoint" tp WHERE tp."createdAt" > %(since)s
-               AND tp.id !~ %(engine)s  -- rows extracted by the engine itself are no news
-             UNION ALL
-             SELECT e."anonId", e."siteId", e."occurredAt" FROM "TrackingEvent" e WHERE e."createdAt" > %(since)s
-           ) u JOIN "TrackingSite" s ON s.id = u."siteId"
-           WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR u."siteId" = %(site)s)
-           GROUP BY u."anonId"
-        """,
-        {"since": since, "org": organization_id, "site": site_id, "engine": postgres.ENGINE_TOUCHPOINT_PATTERN},
+        f"""SELECT c."anonId", min(c."occurredAt") FROM "EngineChange" c
+            WHERE c."organizationId" = %(org)s AND {_UNSEEN} AND c."anonId" IS NOT NULL
+              AND (%(site)s::text IS NULL OR c."siteId" = %(site)s)
+            GROUP BY 1""",
+        {"org": organization_id, "site": site_id, "snapshot": snapshot},
     ).fetchall()
-    return pl.DataFrame(
-        rows, schema={"anon_id": pl.String, "changed_from": pl.Datetime("us", "UTC")}, orient="row"
+    return pl.DataFrame(rows, schema={"anon_id": pl.String, "changed_from": pl.Datetime("us", "UTC")}, orient="row")
+
+
+def _prune_changes(conn: Any, organization_id: str) -> None:
+    """Delete the organization's changes that the last successful run of each of its scopes has seen."""
+    conn.execute(
+        """DELETE FROM "EngineChange" c WHERE c."organizationId" = %(org)s AND c.xid < (
+             SELECT min(pg_snapshot_xmin((r.summary->>'changeSnapshot')::pg_snapshot)::text::bigint) FROM (
+               SELECT DISTINCT ON ("siteId") summary FROM "EngineRun"
+               WHERE "organizationId" = %(org)s AND status = 'SUCCEEDED' ORDER BY "siteId", watermark DESC NULLS LAST
+             ) r)""",
+        {"org": organization_id},
     )
 
 
@@ -283,10 +323,11 @@ def run_batch(
     url
         PostgreSQL URL of an Optiq database at the current schema revision.
     full
-        Recompute every user (from ``since``, if given). Otherwise only the users with events created
-        after the last successful run's watermark are recomputed: their journeys over their whole history,
-        their links for the conversions at or after the earliest new row (earlier conversions cannot see
-        it; all of them when touchpoints are extracted). A first run is a full run.
+        Recompute every user (from ``since``, if given). Otherwise only the users the change log names
+        (rows inserted, updated or deleted since the last successful run of the scope, whatever their
+        ``createdAt``; see the module docstring) are recomputed: their journeys over their whole history,
+        their links for the conversions at or after the earliest instant changed (earlier conversions cannot
+        see it; all of them when touchpoints are extracted). A first run is a full run.
     since
         With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
     models, options
@@ -298,7 +339,7 @@ def run_batch(
     wait
         Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
     overlap
-        Incremental runs also reread events created up to this long before the previous watermark.
+        Unused (kept for callers): incremental runs read the change log, not ``createdAt`` past a watermark.
     extract_touchpoints
         Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
         ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
@@ -337,15 +378,17 @@ def run_batch(
             extract_touchpoints = _extract_by_default(conn, organization_id, site_id, partitions=partitions, engine=engine)
         config = AttributionConfig().with_options(**{**settings_options, **options})
         chosen = list(models) if models else settings_models
-        (watermark,) = conn.execute("SELECT transaction_timestamp()").fetchone()  # type: ignore[misc]
+        # The change log is read past this snapshot by the next incremental run (taken before any read).
+        (watermark, snapshot) = conn.execute("SELECT transaction_timestamp(), pg_current_snapshot()::text").fetchone()  # type: ignore[misc]
         # Data-driven models are fitted on every journey of the window: they need a full run in one part.
         data_driven = data_driven_names(chosen, config)
         if data_driven and partitions > 1 and engine == "local":
             raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
-        previous = None if full or data_driven else _last_watermark(conn, organization_id, site_id)
+        previous = None if full or data_driven else _previous_snapshot(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
         summary = RunSummary(
-            run_id=run_id, organization_id=organization_id, mode=mode, touchpoints_extracted=extract_touchpoints
+            run_id=run_id, organization_id=organization_id, mode=mode, touchpoints_extracted=extract_touchpoints,
+            change_snapshot=snapshot,
         )
         conn.execute(
             """INSERT INTO "EngineRun" (id, "organizationId", "siteId", mode, status) VALUES (%s, %s, %s, %s, 'RUNNING')""",
@@ -355,7 +398,7 @@ def run_batch(
             anon_ids = changed = None
             if previous is not None:
                 stage("finding changed users")
-                changed = _changed_users(conn, organization_id, site_id, previous - overlap)
+                changed = _changed_users(conn, organization_id, site_id, previous)
                 anon_ids = tuple(changed.get_column("anon_id").to_list())
                 summary.users = len(anon_ids)
             window = postgres.Window(
@@ -451,6 +494,10 @@ def run_batch(
                 event_users = events.get_column("anon_id")
                 del events
             if anon_ids != ():
+                if anon_ids is not None:
+                    # Users whose rows were all deleted (or moved to another anonId) have no events left:
+                    # their stored journeys and touchpoints go too, as a full run would leave none.
+                    event_users = pl.concat([event_users.cast(pl.String), pl.Series("anon_id", anon_ids, pl.String)]).unique()
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
@@ -510,6 +557,7 @@ def run_batch(
                    summary = %s::jsonb, "updatedAt" = now() WHERE id = %s""",
                 (watermark, json.dumps(summary.as_json()), run_id),
             )
+            _prune_changes(conn, organization_id)
         except BaseException as exc:
             conn.execute(
                 """UPDATE "EngineRun" SET status = 'FAILED', "finishedAt" = now(), summary = %s::jsonb,
