@@ -312,6 +312,7 @@ def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) 
 # --- form="auto": the whole-journey model (kernels/journey_model.py) -------------------------------------
 
 _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
+_IMPOSE = 0.02  # an experiment's penalty uses this fraction of its standard error: the result is imposed
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 
 
@@ -509,9 +510,10 @@ def _fit_one(
         loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
         for t in targets or ():
             lift, lgrad = jm.nested_lift(full, table.offsets, table.codes, t.weights, rho, use_h, use_p, t.code)
-            r = (lift - t.value) / t.std_error
+            sd = _IMPOSE * t.std_error  # the test's result is imposed (nearly an equality constraint)
+            r = (lift - t.value) / sd
             loss += 0.5 * r * r
-            grad = grad + (r / t.std_error) * lgrad
+            grad = grad + (r / sd) * lgrad
         return loss / scale, grad[active] / scale
 
     res = scipy.optimize.minimize(
@@ -672,7 +674,11 @@ def _bootstrap_auto(
         counts = (conv, null)
         refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=candidates)
         w = bic_weights([c.bic for c in refit])
-        rtargets = [_Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value, t.std_error) for t in targets]
+        draw = np.random.default_rng([model.seed, r]).standard_normal(len(targets))
+        rtargets = [  # the test's sampling error: the replicate's result drawn from N(result, std_error²)
+            _Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value + z * t.std_error, t.std_error)
+            for t, z in zip(targets, draw, strict=True)
+        ]
         phi = np.zeros(0)
         total = 0.0
         for wi, c in zip(w, refit, strict=True):
