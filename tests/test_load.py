@@ -205,6 +205,33 @@ def test_cli_load_reads_times_without_a_zone_in_the_given_one(url: str, tmp_path
     assert _rows(url, 'SELECT "occurredAt" FROM "TrackingEvent"') == [(datetime(2024, 3, 1, 9, tzinfo=UTC),)]
 
 
+@pytest.mark.postgres
+def test_a_role_bound_by_row_level_security_loads_its_organization_only(url: str) -> None:
+    from tests.pg import object_name
+
+    role = object_name("role", record="role")
+    tables = '"Organization", "TrackingSite", "TrackingEvent"'
+    with psycopg.connect(_dsn(url), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        admin.execute(f"GRANT SELECT, INSERT ON {tables} TO {role}")
+    try:
+        as_role = make_url(url).set(username=role).render_as_string(hide_password=False)
+        summary = load_events(_events(), as_role, organization_id="acme", site_id="acme-web", create=True)
+        assert (summary.inserted, summary.created_organization, summary.created_site) == (4, True, True)
+        load_events(_events(), url, organization_id="other", site_id="other-web", create=True)  # as the owner
+        with pytest.raises(ConfigError, match="other-web"):  # invisible to the role, and not its to write
+            load_events(_events(), as_role, organization_id="acme", site_id="other-web", create=True)
+        assert _rows(url, """SELECT "siteId", count(*) FROM "TrackingEvent" GROUP BY 1 ORDER BY 1""") == [
+            ("acme-web", 4),
+            ("other-web", 4),
+        ]
+    finally:
+        with psycopg.connect(_dsn(url), autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
 def test_bad_arguments_are_refused_before_any_connection() -> None:
     with pytest.raises(ConfigError, match="site_id must be a non-empty string"):
         load_events(_events(), "postgresql://nobody@127.0.0.1:1/none", organization_id="acme", site_id=" ")

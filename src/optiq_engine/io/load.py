@@ -185,7 +185,7 @@ def load_events(
             "on_invalid='quarantine' to load the valid rows and get these back with a reason",
             reasons,
         )
-    with _transaction(url_or_connection) as conn:
+    with _transaction(url_or_connection, organization_id=organization_id) as conn:
         created_org, created_site = _ensure_scope(
             conn, organization_id=organization_id, site_id=site_id, create=create, domain=domain
         )
@@ -311,15 +311,22 @@ def _is_json(text: str) -> bool:
 
 
 @contextmanager
-def _transaction(url_or_connection: Any) -> Iterator[Any]:
+def _transaction(url_or_connection: Any, *, organization_id: str | None = None) -> Iterator[Any]:
     """A psycopg connection inside a transaction: a new connection (committed, closed) for a URL, else a
-    transaction (a savepoint if one is open) on the caller's connection, which stays open."""
+    transaction (a savepoint if one is open) on the caller's connection, which stays open.
+
+    On a connection of its own the transaction's ``optiq.organization_id`` is ``organization_id``: a role
+    bound by the row-level security of migration 0007 (not the tables' owner) then sees and writes that
+    organization's rows only. A caller's connection keeps the caller's settings.
+    """
     import psycopg
 
     if isinstance(url_or_connection, str):
         from .postgres import adbc_url
 
         with psycopg.connect(adbc_url(url_or_connection)) as conn, conn.transaction():
+            if organization_id is not None:
+                conn.execute("SELECT set_config('optiq.organization_id', %s, true)", (organization_id,))
             yield conn
         return
     conn = url_or_connection
@@ -389,7 +396,7 @@ def _ensure_scope(
 
 
 def _site_owner(conn: Any, site_id: str) -> str | None:
-    row = conn.execute('SELECT "organizationId" FROM "TrackingSite" WHERE id = %s FOR SHARE', (site_id,)).fetchone()
+    row = conn.execute('SELECT "organizationId" FROM "TrackingSite" WHERE id = %s', (site_id,)).fetchone()
     return None if row is None else row[0]
 
 

@@ -84,7 +84,7 @@ def load_synthetic(
     from .load import _transaction
 
     events = synthetic_events(data)
-    with _transaction(url_or_connection) as conn:
+    with _transaction(url_or_connection, organization_id=organization_id) as conn:
         summary = load_events(events, conn, organization_id=organization_id, site_id=site_id, create=True)
         if user_id is not None:
             conn.execute(
