@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 #: Largest relative error of a channel's credited conversions accepted by the balance.
 TOLERANCE = 1e-10
 #: Most scaling steps of the balance.
-MAX_ITERATIONS = 10_000
+MAX_ITERATIONS = 1_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,22 +116,29 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     if fit.model.transform == "first" and not isinstance(fit, FittedDataDriven):
         return ChannelBalance(table.channels, np.ones(n), fit.shares * table.total_conversions, 0, float("nan"),
                               0.0, 0.0, balanced=False)  # fmt: skip
-    lengths = np.diff(table.offsets)
-    rows = np.repeat(np.arange(table.height, dtype=np.int64), lengths)
-    keep = table.conversions[rows] > 0
-    key = np.unique(rows[keep] * max(n, 1) + table.codes[keep].astype(np.int64))  # distinct (path, channel)
-    path, code = key // max(n, 1), key % max(n, 1)
-    value = fit.path_shares()[path, code] if isinstance(fit, FittedDataDriven) else fit.shares[code]
+    # rows in path-hash order: the same sums in any order of the table (a run's, or Spark's concatenation)
+    order = np.argsort(table.hashes, kind="stable")
+    rank = np.empty(table.height, dtype=np.int64)
+    rank[order] = np.arange(table.height, dtype=np.int64)
+    rows = np.repeat(rank, np.diff(table.offsets))
+    keep = table.conversions[order][rows] > 0
+    width = max(n, 1)
+    key = np.unique(rows[keep] * width + table.codes[keep].astype(np.int64))  # distinct (row, channel)
+    row, code = key // width, key % width
+    value = fit.path_shares()[order[row], code] if isinstance(fit, FittedDataDriven) else fit.shares[code]
     offsets = np.zeros(table.height + 1, dtype=np.int64)
-    np.cumsum(np.bincount(path, minlength=table.height), out=offsets[1:])
+    np.cumsum(np.bincount(row, minlength=table.height), out=offsets[1:])
     shares = np.asarray(fit.shares, dtype=np.float64)
     scale, effective, iterations, residual = balance_columns(
         offsets, code, np.ascontiguousarray(value, dtype=np.float64),
-        np.ascontiguousarray(table.conversions, dtype=np.float64), shares, tol, max_iter,
+        np.ascontiguousarray(table.conversions[order], dtype=np.float64), shares, tol, max_iter,
     )  # fmt: skip
     reachable = effective > 0
     unreachable = float(shares[~reachable & (shares > 0)].sum())
-    fixed = float(table.conversions.sum() - effective.sum())
+    weight = table.conversions[order]
+    free = np.zeros(table.height, dtype=np.bool_)
+    free[row[(value > 0) & (shares[code] > 0)]] = True
+    fixed = float(weight[(weight > 0) & ~free].sum())
     out = ChannelBalance(table.channels, scale, effective, int(iterations), float(residual), unreachable, fixed)
     if residual > tol:
         log.warning("%s: link weights balanced to within %.2g of the channel shares only (%s)", fit.name, residual, out)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .balance import balance_fit
 from .channels import DEFAULT_CHANNEL_RULES, derive_channels
 from .config import AttributionConfig
 from .errors import ConfigError, InputError, ModelError
@@ -171,11 +172,13 @@ def run_attribution(
                     rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
                 else:
                     shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
+                with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
+                    balance = fit.balance if fit.balance is not None else balance_fit(fit)
                 weights[i], credit[i], fallback = share_links(
                     lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
-                    shares, rows, chunks,
+                    shares, rows, balance.scale_for(channels), chunks,
                 )  # fmt: skip
-                fitted[model.name] = replace(fit, fallback_journeys=int(fallback.sum()))
+                fitted[model.name] = replace(fit, fallback_journeys=int(fallback.sum()), balance=balance)
             del h_weights, h_credit
         else:
             weights, credit = h_weights, h_credit
@@ -186,6 +189,8 @@ def run_attribution(
         names = [m.name for m in chosen]
         links = _links_frame(tp, cv, names, channels, weights, credit, position, count, tp_row, cv_row, link_code)
         credit_frame = _credit_frame(names, channels, *channel_credit(weights, credit, link_code, len(channels)))
+        for name in fitted:  # the fit's conversions and value are the links' (one credit per model x channel)
+            fitted[name] = _credited_fit(fitted[name], credit_frame.filter(pl.col("model") == name))
         unattributed = _unattributed_frame(cv, cv_order, counts == 0, has_tp)
 
     return AttributionResult(
@@ -199,6 +204,29 @@ def run_attribution(
         quarantined=quarantined,
         timings=timings,
     )
+
+
+def _credited_fit(fit: FittedModel, credit: pl.DataFrame) -> FittedModel:
+    """``fit`` with its ``channel_credit``'s ``conversions`` and ``value_micros`` replaced by the run's
+    credit (0 for a channel the links did not credit) and ``credit_gap`` = half the L1 distance between
+    the credited shares and the fit's ``share``."""
+    credit = credit.select(pl.col("channel").cast(pl.String), "conversions", "value_micros")
+    frame = fit.channel_credit
+    columns = frame.columns
+    credited_here = pl.col("channel").is_in(credit.get_column("channel").implode())
+    frame = (
+        frame.drop("conversions", "value_micros")
+        .join(credit, on="channel", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(credited_here).then(pl.col(c)).otherwise(0).alias(c) for c in ("conversions", "value_micros")
+        )
+        .select(columns)
+    )
+    conv = frame.get_column("conversions").to_numpy()
+    total = float(credit.get_column("conversions").sum())
+    credited = conv / total if total > 0 else np.zeros_like(conv)
+    gap = 0.5 * (float(np.abs(credited - fit.shares).sum()) + (1.0 - credited.sum() if total > 0 else 0.0))
+    return replace(fit, channel_credit=frame, credit_gap=gap)
 
 
 @dataclass

@@ -114,9 +114,7 @@ def plot_credit(
     channels = list(dict.fromkeys(credit.get_column("channel").to_list()))
     column = "value_micros" if value else "conversions"
     scale = MICROS if value else 1
-    heights = {
-        (m, c): v / scale for m, c, v in credit.select("model", "channel", column).iter_rows()
-    }
+    heights = {(m, c): v / scale for m, c, v in credit.select("model", "channel", column).iter_rows()}
     ax = _axes(ax, (min(12.0, max(7.0, 0.3 * len(channels) * max(1, len(chosen)) ** 0.5 + 3)), 4.5))
     x = np.arange(len(channels))
     width = 0.8 / max(1, len(chosen))
@@ -150,7 +148,9 @@ def _fits(fitted: Any) -> list[tuple[str, Any]]:
     raise InputError(f"expected a FittedModel, a list of them or result.fitted; got {type(fitted).__name__}")
 
 
-def plot_credit_intervals(fitted: FittedModel | Sequence[FittedModel] | Mapping[str, FittedModel], *, ax: Axes | None = None) -> Axes:
+def plot_credit_intervals(
+    fitted: FittedModel | Sequence[FittedModel] | Mapping[str, FittedModel], *, ax: Axes | None = None
+) -> Axes:
     """Channel shares of data-driven fits, with their bootstrap confidence intervals as whiskers.
 
     Parameters
@@ -285,11 +285,15 @@ def _path_counts(obj: Any) -> pl.DataFrame:
     if conv is None:
         raise InputError(f"plot_paths: a paths frame needs total_conversions (or conversions); it has {frame.columns}")
     path = pl.col("path").list.join(" > ") if frame.schema["path"] == pl.List(pl.String) else pl.col("path")
-    return frame.select(
-        path.alias("path"),
-        pl.col(conv).cast(pl.Float64).alias("conversions"),
-        (pl.col(null).cast(pl.Float64) if null else pl.lit(0.0)).alias("nulls"),
-    ).group_by("path").agg(pl.col("conversions", "nulls").sum())
+    return (
+        frame.select(
+            path.alias("path"),
+            pl.col(conv).cast(pl.Float64).alias("conversions"),
+            (pl.col(null).cast(pl.Float64) if null else pl.lit(0.0)).alias("nulls"),
+        )
+        .group_by("path")
+        .agg(pl.col("conversions", "nulls").sum())
+    )
 
 
 def plot_paths(journeys_or_links: Any, *, top: int = 20, ax: Axes | None = None) -> Axes:
@@ -361,19 +365,11 @@ def compare_with_truth(result: AttributionResult, truth: Any) -> pl.DataFrame:
     -------
     polars.DataFrame
         ``model``, ``channel``, ``share``, ``true_share``, ``error`` (``share - true_share``): one row per
-        model and channel of either side. Heuristic shares are credited conversions over the model's total;
-        data-driven shares are ``fitted[name].channel_credit["share"]``.
+        model and channel of either side. ``share`` is ``result.shares()`` (credited conversions over the
+        model's total, for every model: the shares of ``plot_credit``'s bars).
     """
     truth = _frame(truth, "compare_with_truth").select(pl.col("channel").cast(pl.String), pl.col("true_share"))
-    credit = result.credit.with_columns(pl.col("model", "channel").cast(pl.String))
-    shares = credit.with_columns(share=pl.col("conversions") / pl.col("conversions").sum().over("model")).select(
-        "model", "channel", "share"
-    )
-    fitted = [
-        fit.channel_credit.select(pl.lit(name).alias("model"), pl.col("channel").cast(pl.String), "share")
-        for name, fit in result.fitted.items()
-    ]
-    shares = pl.concat([shares.filter(~pl.col("model").is_in(list(result.fitted))), *fitted])
+    shares = result.shares()
     models = [m for m in result.model_names if m in set(shares.get_column("model").to_list())]
     grid = pl.DataFrame({"model": models}).join(
         pl.concat([truth.select("channel"), shares.select("channel")]).unique(maintain_order=True), how="cross"

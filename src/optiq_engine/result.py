@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from .config import AttributionConfig
     from .models import AttributionModel, FittedModel
 
-__all__ = ["AttributionResult", "combine_credit"]
+__all__ = ["AttributionResult", "channel_shares", "combine_credit"]
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,15 @@ class AttributionResult:
         return tuple(m.name for m in self.models)
 
     def shares(self) -> pl.DataFrame:
-        """Channel shares of every model (``model``, ``channel``, ``share``; strings): a data-driven model's
-        fitted shares, a heuristic model's credited conversions normalised to sum 1."""
-        credit = self.credit.with_columns(pl.col("model", "channel").cast(pl.String))
-        heuristic = credit.filter(~pl.col("model").is_in(list(self.fitted))).select(
-            "model", "channel", share=pl.col("conversions") / pl.col("conversions").sum().over("model")
-        )
-        fitted = [
-            fit.channel_credit.select(pl.lit(name).alias("model"), "channel", "share") for name, fit in self.fitted.items()
-        ]
-        order = {name: i for i, name in enumerate(self.model_names)}
-        return (
-            pl.concat([heuristic, *fitted], how="vertical_relaxed")
-            .sort(pl.col("model").replace_strict(order, return_dtype=pl.Int64), "channel")
-            .with_columns(pl.col("share").fill_nan(0.0))
-        )
+        """Channel shares of every model (``model``, ``channel``, ``share``; strings): ``credit``'s
+        conversions normalised to sum 1 per model (:func:`channel_shares`).
+
+        For every model, heuristic or data-driven, these are the shares of the numbers in ``credit`` and
+        in the links (docs/data_driven.md §5). A data-driven fit's own statistic (``removal_effect``,
+        ``shapley_value``, ``incremental_conversions``) is another quantity; its ``share`` is what the
+        links were balanced to, equal to these up to ``fitted[name].credit_gap``.
+        """
+        return channel_shares(self.credit, models=self.model_names)
 
     def links_for(self, model: str) -> pl.DataFrame:
         """The links of one model."""
@@ -95,6 +90,32 @@ class AttributionResult:
         return result_html(self)
 
 
+def channel_shares(credit: pl.DataFrame, *, models: Sequence[str] | None = None) -> pl.DataFrame:
+    """Every model's credited conversions normalised to sum 1 (0 for a model that credited nothing).
+
+    Parameters
+    ----------
+    credit
+        A credit frame (``model``, ``channel``, ``conversions``): ``result.credit``,
+        :func:`combine_credit`.
+    models
+        Model order of the output (default: the order of ``credit``).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``model``, ``channel``, ``share`` (strings), sorted by model then channel.
+    """
+    credit = credit.with_columns(pl.col("model", "channel").cast(pl.String))
+    order = list(models) if models is not None else list(dict.fromkeys(credit.get_column("model").to_list()))
+    rank = {name: i for i, name in enumerate(order)}
+    return (
+        credit.select("model", "channel", share=pl.col("conversions") / pl.col("conversions").sum().over("model"))
+        .with_columns(pl.col("share").fill_nan(0.0))
+        .sort(pl.col("model").replace_strict(rank, default=len(rank), return_dtype=pl.Int64), "model", "channel")
+    )
+
+
 def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     """Add up credit frames of results over disjoint sets of users (batches, partitions).
 
@@ -102,7 +123,9 @@ def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     exceeded int64 there), is null, as in :func:`optiq_engine.attribute`; never wrapped or partial.
     """
     if not credits:
-        return pl.DataFrame(schema={"model": pl.String, "channel": pl.String, "conversions": pl.Float64, "value_micros": pl.Int64})
+        return pl.DataFrame(
+            schema={"model": pl.String, "channel": pl.String, "conversions": pl.Float64, "value_micros": pl.Int64}
+        )
     frames = [c.with_columns(pl.col("model", "channel").cast(pl.String)) for c in credits]
     order = list(dict.fromkeys(m for f in frames for m in f.get_column("model").to_list()))
     value = pl.col("value_micros")

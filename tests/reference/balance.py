@@ -22,7 +22,7 @@ def normalised_rows(rows: list[dict[int, float]]) -> list[dict[int, float]]:
 
 def balance_reference(
     rows: list[dict[int, float]], weights: list[float], target: list[float], *, tol: float = 1e-10,
-    max_iter: int = 20_000,
+    max_iter: int = 1_000,
 ) -> dict:  # fmt: skip
     """Multipliers, effective targets, weights and column totals of the balanced matrix.
 

@@ -10,7 +10,8 @@ compare the fast engine (Numba / SciPy) against this module on small cases.
   :func:`markov_enumerate` (the walk's distribution iterated step by step, a second computation).
 - §4 SHAPLEY: :func:`shapley_permutations` (average over all ``n!`` orderings) and
   :func:`shapley_subsets` (the subset sum of §4, for a few more players).
-- §5 crediting: :func:`credit_journey`, and the whole pipeline :func:`data_driven_reference`.
+- §5 crediting: :func:`credit_journey` with the multipliers of :func:`balance_scale`
+  (``tests/reference/balance.py``), and the whole pipeline :func:`data_driven_reference`.
 - §6 DATA_DRIVEN decomposition of one journey: :func:`logistic_shapley` (the logistic fit itself is not
   part of this reference).
 
@@ -38,6 +39,7 @@ from tests.reference.attribution import (
     attribute_reference,
     split_value,
 )
+from tests.reference.balance import balance_reference
 
 MARKOV = "MARKOV"
 SHAPLEY = "SHAPLEY"
@@ -592,12 +594,14 @@ def credit_journey(
     *,
     remove_direct_if_not_all: bool = False,
     direct: tuple[str, ...] = ("direct",),
+    scale: dict[str, float] | None = None,
 ) -> tuple[list[float], bool]:
     """Weights of one journey's touchpoints and whether it fell back to LINEAR (docs/data_driven.md §5).
 
     ``raw_i = share(c_i) / (count of c_i in the journey)``; with ``remove_direct_if_not_all`` a direct
-    touch of a journey that also has non-direct touches has ``raw_i = 0``. ``weight_i = raw_i / Σ raw``,
-    or ``1/n`` each (LINEAR) when ``Σ raw = 0``.
+    touch of a journey that also has non-direct touches has ``raw_i = 0``. ``weight_i = raw_i s(c_i) /
+    Σ raw_j s(c_j)`` with the balancing multipliers ``scale`` (none: 1), or ``raw_i / Σ raw`` when the
+    scaled sum is 0, or ``1/n`` each (LINEAR) when ``Σ raw = 0``.
     """
     n = len(channels)
     if n == 0:
@@ -616,12 +620,30 @@ def credit_journey(
         # whose paths keep only the first touch) has no share; taken as share 0.
         raw.append(share.get(channel, 0.0) / count)
 
-    total = 0.0
-    for r in raw:  # left to right
-        total += r
-    if total == 0.0:
-        return [1.0 / n] * n, True
-    return [r / total for r in raw], False
+    # §5 balancing: w_i = raw_i * scale(c_i); a journey whose scaled weights are all 0 keeps its raw ones.
+    scaled = [r * (1.0 if scale is None else scale.get(c, 1.0)) for r, c in zip(raw, channels, strict=True)]
+    for candidate in (scaled, raw):
+        total = 0.0
+        for r in candidate:  # left to right
+            total += r
+        if total > 0.0:
+            return [r / total for r in candidate], False
+    return [1.0 / n] * n, True
+
+
+def balance_scale(table: dict[Path, tuple], share: dict[str, float]) -> dict[str, float] | None:
+    """§5: the channel multipliers, balanced on the table's converting paths (each path one row of its
+    distinct channels' shares, weighted by its conversions); None (no scaling) for ``transform="first"``
+    tables, whose paths do not hold the credited journeys' channels (the caller decides)."""
+    channels = sorted({c for path in table for c in path} | set(share))
+    index = {c: i for i, c in enumerate(channels)}
+    rows, weights = [], []
+    for path, (conversions, _nulls, _micros) in table.items():
+        if conversions > 0:
+            rows.append({index[c]: share.get(c, 0.0) for c in set(path)})
+            weights.append(float(conversions))
+    out = balance_reference(rows, weights, [share.get(c, 0.0) for c in channels])
+    return dict(zip(channels, out["scale"], strict=True))
 
 
 def data_driven_reference(
@@ -669,6 +691,7 @@ def data_driven_reference(
 
     links: list[dict] = []
     fallback_journeys = 0
+    scale = None if transform == "first" else balance_scale(table, fit["share"])
     for journey in journeys:
         if not journey["converted"]:
             continue
@@ -678,6 +701,7 @@ def data_driven_reference(
             fit["share"],
             remove_direct_if_not_all=remove_direct_if_not_all,
             direct=direct_channels,
+            scale=scale,
         )
         fallback_journeys += int(fell_back)
         credited = split_value(journey["value_micros"], weights)
@@ -696,7 +720,7 @@ def data_driven_reference(
                 }
             )
 
-    fit = {**fit, "path_table": table, "journeys": journeys, "fallback_journeys": fallback_journeys}
+    fit = {**fit, "path_table": table, "journeys": journeys, "fallback_journeys": fallback_journeys, "scale": scale}
     return links, fit
 
 

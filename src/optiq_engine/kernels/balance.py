@@ -17,8 +17,6 @@ __all__ = ["balance_columns"]
 
 #: Multipliers are kept within [_TINY, 1] (rescaled by their maximum after every step).
 _TINY = 1e-300
-#: Steps between the checks that the column error still shrinks.
-_STALL = 50
 
 
 @jit
@@ -32,9 +30,9 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
     free row is *unreachable*: its target is dropped and the remaining targets are rescaled to sum to the
     free rows' total weight (the ``effective`` targets). Then alternately: column totals of the
     row-normalised matrix, and every reachable column's multiplier times ``effective / total``, until the
-    largest relative column error is at most ``tol``, the summed absolute column error stalls (it shrank by
-    less than 0.1 % over the last 50 steps: the targets cannot be met with this zero pattern), or
-    ``max_iter`` steps were taken.
+    largest relative column error is at most ``tol`` or ``max_iter`` steps were taken (when the targets
+    cannot be met with this zero pattern, the error stops shrinking towards 0 and the cap ends the loop; no
+    earlier stop, so that the result does not hinge on rounding).
 
     Parameters
     ----------
@@ -106,7 +104,6 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
     total = np.zeros(n_cols, dtype=np.float64)
     iterations = 0
     residual = 0.0
-    checkpoint = np.inf
     while True:
         total[:] = 0.0
         for r in range(n_rows):
@@ -119,17 +116,11 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
             for k in range(row_offsets[r], row_offsets[r + 1]):
                 total[col[k]] += f * a[k] * scale[col[k]]
         residual = 0.0
-        error = 0.0
         for c in range(n_cols):
             if reachable[c]:
                 residual = max(residual, abs(total[c] - effective[c]) / effective[c])
-                error += abs(total[c] - effective[c])
         if residual <= tol or iterations >= max_iter:
             break
-        if iterations % _STALL == 0:
-            if error > checkpoint * (1.0 - 1e-3):
-                break
-            checkpoint = error
         top = 0.0
         for c in range(n_cols):
             if reachable[c] and total[c] > 0.0:

@@ -12,11 +12,13 @@ __all__ = ["share_links"]
 
 
 @pjit
-def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, chunk_bounds):
-    """Weights and credited micros of every link from per-channel shares.
+def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, scale, chunk_bounds):
+    """Weights and credited micros of every link from per-channel shares and balancing multipliers.
 
-    Touch ``i`` of a conversion with channel ``c_i`` gets ``share[c_i] / (touches of c_i)``, normalised over
-    the conversion's touches; a conversion whose touches all have share 0 falls back to 1/n.
+    Touch ``i`` of a conversion with channel ``c_i`` gets ``raw_i = share[c_i] / (touches of c_i)`` and
+    ``w_i = raw_i · scale[c_i]``, normalised over the conversion's touches. A conversion whose ``w`` are all
+    0 keeps its ``raw`` weights normalised (*fixed*: none of its channels has a positive multiplier), and
+    one whose ``raw`` are all 0 falls back to 1/n.
 
     Parameters
     ----------
@@ -31,6 +33,8 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
         Non-negative shares per channel code, one row per share vector.
     share_row : int64[m]
         Row of ``shares`` that each conversion uses.
+    scale : float64[C]
+        Non-negative multiplier of every channel code (``kernels.balance.balance_columns``).
     chunk_bounds : int64[c + 1]
 
     Returns
@@ -64,17 +68,23 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
                 if not (skip_direct and is_direct[tp_code[a + k]]):
                     counts[tp_code[a + k]] += 1
             row = share_row[j]
+            w = weights[base : base + n]
             total = 0.0
-            for k in range(n):
-                w = 0.0
-                if not (skip_direct and is_direct[tp_code[a + k]]):
-                    code = tp_code[a + k]
-                    w = shares[row, code] / counts[code]
-                weights[base + k] = w
-                total += w
+            for unscaled in (False, True):  # scaled weights, or the fixed raw ones when those are all 0
+                total = 0.0
+                for k in range(n):
+                    x = 0.0
+                    if not (skip_direct and is_direct[tp_code[a + k]]):
+                        code = tp_code[a + k]
+                        x = shares[row, code] / counts[code]
+                        if not unscaled:
+                            x *= scale[code]
+                    w[k] = x
+                    total += x
+                if total > 0.0:
+                    break
             for k in range(n):
                 counts[tp_code[a + k]] = 0
-            w = weights[base : base + n]
             if total > 0.0:
                 for k in range(n):
                     w[k] = w[k] / total

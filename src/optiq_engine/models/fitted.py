@@ -16,6 +16,7 @@ from ..paths import TRANSFORMS
 from .base import AttributionModel
 
 if TYPE_CHECKING:
+    from ..balance import ChannelBalance
     from ..config import AttributionConfig
     from ..paths import PathTable
 
@@ -108,6 +109,14 @@ class FittedModel:
     fallback_journeys
         Converting journeys credited linearly because all their channels had share 0 (set by
         ``attribute``).
+    balance
+        The channel multipliers that make the links credit each channel its share, with the balance's
+        iterations and residual (:class:`optiq_engine.balance.ChannelBalance`; set by ``attribute``,
+        docs/data_driven.md §5).
+    credit_gap
+        Half the L1 distance between the run's credited shares (``result.shares()``) and ``share`` (0 up
+        to the balance's tolerance unless journeys fell back or channels were unreachable; set by
+        ``attribute``).
     """
 
     model: DataDrivenModel
@@ -115,6 +124,8 @@ class FittedModel:
     paths: PathTable
     replicates: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     fallback_journeys: int = 0
+    balance: ChannelBalance | None = None
+    credit_gap: float = 0.0
 
     @property
     def name(self) -> str:
@@ -149,8 +160,15 @@ class FittedModel:
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)`` scaled to sum 1 (all zeros if nothing is positive)."""
-    pos = np.where(np.isfinite(x) & (x > 0), x, 0.0)
+    """``max(x, 0)`` scaled to sum 1 (all zeros if nothing is positive).
+
+    A value within ``1e-12`` of the largest ``|x|`` is rounding noise of the closed forms (a Shapley value
+    of exactly 0 computed as ``1e-17``) and counts as 0: a positive share gives a channel weight in every
+    journey where it is the only channel with one (docs/data_driven.md §5).
+    """
+    finite = np.isfinite(x)
+    noise = 1e-12 * float(np.abs(x[finite]).max()) if finite.any() else 0.0
+    pos = np.where(finite & (x > noise), x, 0.0)
     total = pos.sum()
     return pos / total if total > 0 else pos
 

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ..balance import balance_fit
 from ..config import AttributionConfig
 from ..errors import ConfigError, ModelError
 from ..models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
@@ -101,8 +102,11 @@ class SparkAttributionResult:
         The resolved :class:`AttributionConfig`.
     fitted
         Data-driven fits made on the driver from the path tables of every partition (``channel_credit``,
-        bootstrap intervals, ``paths``: the whole run's path table). ``fallback_journeys`` is not counted
-        on Spark (0).
+        bootstrap intervals, ``paths``: the whole run's path table, ``balance``: the multipliers every
+        partition's links use). ``fallback_journeys`` and ``credit_gap`` are not counted on Spark (0), and
+        ``channel_credit``'s ``conversions`` and ``value_micros`` are the fit's allocation (``share x``
+        fitted conversions, the fitted value split by share), not the links' sums as in
+        :func:`optiq_engine.attribute`: report :attr:`credit` (docs/spark.md "Data-driven credit").
     partitions
         The partition count asked for (``None``: ``spark.sql.shuffle.partitions``).
     seconds
@@ -312,7 +316,8 @@ def _fit_on_driver(
             tables = [path_tables(empty_tp, empty_cv, models=[model], config=cfg)[model.name]]
         table = PathTable.concat(tables)
         log.info("%s: fitting on %d distinct paths from %d partitions", model.name, table.height, len(tables))
-        fits[model.name] = model.fit(table, direct_channels=cfg.direct_channels)
+        fit = model.fit(table, direct_channels=cfg.direct_channels)
+        fits[model.name] = replace(fit, balance=balance_fit(fit))  # once, here: every partition uses it
     return fits
 
 
