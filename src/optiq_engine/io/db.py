@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 #: The Alembic script directory shipped with the package.
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _PRISMA_TABLE = "_prisma_migrations"
+#: Tables whose rows are derived, and rebuilt when needed, so that dropping them loses nothing: the change
+#: log of incremental runs (migration 0008; after it comes back, every organization's next run is full).
+_DERIVED_TABLES = frozenset({"EngineChange"})
 _TIMESTAMPTZ_PRECISIONS = text(
     "SELECT table_name, column_name, datetime_precision FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND data_type = 'timestamp with time zone'"
@@ -228,7 +231,8 @@ def downgrade(url: str | URL, revision: str, *, force: bool = False) -> dict[str
     """Migrate the database down to ``revision``, refusing to drop data unless ``force``.
 
     The downgrade is first tried inside a savepoint of the migration's transaction and rolled back; the
-    tables and columns it dropped are then counted (rows; non-null values for a column). If any holds
+    tables and columns it dropped are then counted (rows; non-null values for a column; the change log
+    ``"EngineChange"`` is derived and not counted). If any holds
     rows, or the target is ``base`` and the database was made by the platform (it has a
     ``_prisma_migrations`` table: the seed schema's tables are the platform's, not the engine's),
     :class:`DataLossError` is raised and nothing is changed. Otherwise (or with ``force``) the downgrade
@@ -277,7 +281,7 @@ def downgrade(url: str | URL, revision: str, *, force: bool = False) -> dict[str
             (table, column) for table in after if table in before for column in set(before[table]) - set(after[table])
         )
         drops: dict[str, int] = {}
-        for table in dropped_tables:
+        for table in (t for t in dropped_tables if t not in _DERIVED_TABLES):
             (rows,) = connection.execute(text(f'SELECT count(*) FROM "{table}"')).one()
             if rows:
                 drops[f'"{table}"'] = int(rows)

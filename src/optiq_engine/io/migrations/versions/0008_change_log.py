@@ -23,7 +23,8 @@ organization): the next run of every organization is a full one. Rows the engine
 (``SECURITY DEFINER``), so a role that may write the two tables need not be granted the log.
 
 The log is pruned by the runs (changes every scope of the organization has read). The downgrade drops the
-triggers, the function and the log (what the log holds can be rebuilt by a full run).
+triggers, the function and the log without asking for ``--force`` (the log is derived: the upgrade adds a
+change tied to no organization, so the first run of every organization after it is a full one).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def upgrade() -> None:
           RETURN NULL;
         END $$"""
     )
+    # A change tied to no organization: the next run of every organization is a full one. Runs recorded
+    # before (a database downgraded below 0008 and upgraded again) could otherwise miss what was not logged.
+    op.execute("""INSERT INTO "EngineChange" ("table") VALUES ('migration 0008')""")
     for table in TABLES:
         # One event per trigger: Postgres allows transition tables only on single-event triggers.
         op.execute(
