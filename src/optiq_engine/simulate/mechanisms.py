@@ -135,6 +135,7 @@ class Mechanism:
     rho: float = 0.5
     pairs: tuple[Pair, ...] = ()
     threshold: Threshold | None = None
+    half_life_scale: float = 1.0  # multiplies every half-life of HALF_LIFE_DAYS
 
 
 def _one(kind: Kind, alpha: float, beta: dict[str, float], **kw: dict[str, float]) -> tuple[Segment, ...]:
@@ -229,6 +230,17 @@ PRESETS: MappingProxyType[str, Mechanism] = MappingProxyType(
                 ),
             ),
             rho=0.6,
+        ),
+        "one_channel": Mechanism(
+            "per-touch hazard where only google_ads works (0.8 log-odds, saturating); every other channel, "
+            "however frequent or late, has no effect",
+            _one("touch_stock", -4.1, {"google_ads": 0.8}),
+        ),
+        "recency": Mechanism(
+            "journey-end decision driven by the last touches only: effects halve every 0.1 x the half-lives "
+            "(2.4 h to 34 h), so what was seen just before deciding matters",
+            _one("end_decay", -2.8, _scaled(2.0)),
+            half_life_scale=0.1,
         ),
     }
 )

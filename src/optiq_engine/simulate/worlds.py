@@ -124,7 +124,7 @@ def _params(mechanism: Mechanism, days: int, touches_per_user: float) -> dict[st
     out["threshold"] = dict(out["threshold"]) if out["threshold"] else None
     out |= {
         "channels": list(CHANNELS),
-        "half_life_days": dict(HALF_LIFE_DAYS),
+        "half_life_days": {c: h * mechanism.half_life_scale for c, h in HALF_LIFE_DAYS.items()},
         "exposure": {c: list(v) for c, v in EXPOSURE.items()},
         "days": days,
         "touches_per_user": touches_per_user,
@@ -144,7 +144,7 @@ def _kernel_args(mechanism: Mechanism) -> tuple:
             beta[g, code[c]] = b
         for c, q in s.quad.items():
             quad[g, code[c]] = q
-    half_life_us = np.array([HALF_LIFE_DAYS[c] * _DAY_US for c in CHANNELS])
+    half_life_us = np.array([HALF_LIFE_DAYS[c] * mechanism.half_life_scale * _DAY_US for c in CHANNELS])
     pairs = mechanism.pairs
     pair_a = np.array([code[p.first] for p in pairs], np.int64)
     pair_b = np.array([code[p.second] for p in pairs], np.int64)
