@@ -181,14 +181,13 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
         up = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
         down = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
         assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-7)
-    if form != "both":
-        hess = jm.nested_hessian(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
-        for i in active:
-            e = np.zeros_like(params)
-            e[i] = 1e-6
-            gu = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
-            gd = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
-            np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
+    hess = jm.nested_hessian(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
+    for i in active:
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        gu = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
+        gd = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
+        np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
     cand = JourneyModel(params, form, rho, 0.0, 1, 1.0)
     phi, sampled = cand.path_shapley(table, samples=100, seed=0)
     assert sampled == 0

@@ -447,15 +447,35 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
 
 
 @jit
+def _scatter(hess, m3, idx, val, cnt):
+    """``hess += Σ_{r,s} m3[r, s] v_r v_s^T`` for the three linear predictors (z, u, w) of one step."""
+    for r in range(3):
+        for t in range(3):
+            m = m3[r, t]
+            if m == 0.0:
+                continue
+            for a in range(cnt[r]):
+                ma = m * val[r, a]
+                for b in range(cnt[t]):
+                    hess[idx[r, a], idx[t, b]] += ma * val[t, b]
+
+
+@jit
 def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, hess):
-    """Adds the Hessian of rows ``lo:hi`` for a *pure* form (touch part or end part, not both)."""
+    """Adds the Hessian of the negative log-likelihood of rows ``lo:hi`` (any form).
+
+    Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
+    decision); the step's 3 x 3 second derivatives in (z, u, w) are scattered through their gradients.
+    """
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
     gg = 2 + 2 * n_codes
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
     chan = np.empty(max(n_codes, 1), dtype=np.int64)
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
-    idx = np.empty(max(n_codes, 1) + 1, dtype=np.int64)
-    val = np.empty(max(n_codes, 1) + 1, dtype=np.float64)
+    idx = np.zeros((3, max(n_codes, 1) + 1), dtype=np.int64)
+    val = np.zeros((3, max(n_codes, 1) + 1), dtype=np.float64)
+    cnt = np.zeros(3, dtype=np.int64)
+    m3 = np.zeros((3, 3), dtype=np.float64)
     for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
         n = conversions[p] + nulls[p]
@@ -472,36 +492,76 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
                 stock[d] = 0.0
                 d += 1
             stock[local[c]] += 1.0
-            b = gg + bucket(j - a + 1)
-            big_e = _sigmoid(params[b])
             last = j == e - 1
-            if use_h:
-                hess[b, b] += (nulls[p] if last else n) * big_e * (1.0 - big_e)
+            # predictors and where they enter
+            z = params[0]
+            w = params[1 + n_codes]
+            for q in range(d):
+                z += params[1 + chan[q]] * stock[q]
+                w += params[2 + n_codes + chan[q]] * stock[q]
+            h = _sigmoid(z) if use_h else 0.0
+            big_e = _sigmoid(params[gg + bucket(j - a + 1)])
+            qq = _sigmoid(w) if (use_p and last) else 0.0
+            idx[0, 0] = 0
+            val[0, 0] = 1.0
+            idx[2, 0] = 1 + n_codes
+            val[2, 0] = 1.0
+            for q in range(d):
+                idx[0, q + 1] = 1 + chan[q]
+                val[0, q + 1] = stock[q]
+                idx[2, q + 1] = 2 + n_codes + chan[q]
+                val[2, q + 1] = stock[q]
+            cnt[0] = d + 1 if use_h else 0
+            cnt[2] = d + 1 if (use_p and last) else 0
+            idx[1, 0] = gg + bucket(j - a + 1)
+            val[1, 0] = 1.0
+            cnt[1] = 1
+            for r in range(3):
+                for t in range(3):
+                    m3[r, t] = 0.0
+            hz = h * (1.0 - h)
+            he = big_e * (1.0 - big_e)
+            hq = qq * (1.0 - qq)
+            if not last:
+                m3[0, 0] = n * hz
+                m3[1, 1] = n * he
             else:
-                hess[b, b] += n * big_e * (1.0 - big_e)
-            if use_h or last:
-                base = 0 if use_h else 1 + n_codes
-                beta0 = base + 1
-                z = params[base]
-                for q in range(d):
-                    z += params[beta0 + chan[q]] * stock[q]
-                s = _sigmoid(z)
-                wgt = n * s * (1.0 - s)
-                idx[0] = base
-                val[0] = 1.0
-                for q in range(d):
-                    idx[q + 1] = beta0 + chan[q]
-                    val[q + 1] = stock[q]
-                for u in range(d + 1):
-                    for v in range(d + 1):
-                        hess[idx[u], idx[v]] += wgt * val[u] * val[v]
+                b0 = nulls[p]
+                m3[0, 0] = b0 * hz
+                m3[1, 1] = b0 * he
+                m3[2, 2] = b0 * hq
+                a0 = conversions[p]
+                if a0 > 0.0:
+                    if use_h and not use_p:
+                        m3[0, 0] += a0 * hz
+                    elif use_p and not use_h:
+                        m3[1, 1] += a0 * he
+                        m3[2, 2] += a0 * hq
+                    else:
+                        s = 1.0 - h
+                        big_a = max(h + s * big_e * qq, 1e-300)
+                        ga = np.array([hz * (1.0 - big_e * qq), s * qq * he, s * big_e * hq])
+                        ha = np.empty((3, 3))
+                        ha[0, 0] = hz * (1.0 - 2.0 * h) * (1.0 - big_e * qq)
+                        ha[0, 1] = -hz * qq * he
+                        ha[0, 2] = -hz * big_e * hq
+                        ha[1, 1] = s * qq * he * (1.0 - 2.0 * big_e)
+                        ha[1, 2] = s * he * hq
+                        ha[2, 2] = s * big_e * hq * (1.0 - 2.0 * qq)
+                        ha[1, 0] = ha[0, 1]
+                        ha[2, 0] = ha[0, 2]
+                        ha[2, 1] = ha[1, 2]
+                        for r in range(3):
+                            for t in range(3):
+                                m3[r, t] += a0 * (-ha[r, t] / big_a + ga[r] * ga[t] / (big_a * big_a))
+            _scatter(hess, m3, idx, val, cnt)
         for q in range(d):
             local[chan[q]] = -1
 
 
 @pjit
 def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
-    """Hessian of :func:`nested_terms` for a pure form (``use_h != use_p``); rows summed in fixed chunks."""
+    """Hessian of :func:`nested_terms` (any form); rows summed in fixed chunks, in parallel."""
     n_par = params.shape[0]
     n_codes = (n_par - 2 - N_BUCKETS) // 2
     p_rows = offsets.shape[0] - 1

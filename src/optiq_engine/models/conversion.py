@@ -135,8 +135,7 @@ class DataDriven(DataDrivenModel):
     def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         n_codes = len(table.channels)
         counts = (table.conversions, table.nulls)
-        candidates = fit_candidates(table, l2=float(self.l2), counts=counts)
-        weights = bic_weights([c.bic for c in candidates])
+        candidates, weights = choose_candidates(table, l2=float(self.l2), seed=self.seed)
         targets = _experiment_targets(self.experiments, table, periods)
         if targets:
             candidates = [
@@ -167,6 +166,7 @@ class DataDriven(DataDrivenModel):
                 "parameters": [c.n_params for c in candidates],
                 "bic": [c.bic for c in candidates],
                 "weight": weights,
+                "journeys": [c.n_journeys for c in candidates],
             }
         ).sort("bic")
         checks = _experiment_frame(self.experiments, targets, candidates, weights, table)
@@ -296,6 +296,41 @@ def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, n
     return x, hess
 
 
+def _damped_newton(terms, x0: np.ndarray, scale: float, *, max_iter: int = 100) -> np.ndarray:
+    """Minimise by Newton steps on ``H + λI`` (λ = 0 when ``H`` is positive definite, else grown until it
+    is: Levenberg-Marquardt damping) with backtracking; ``terms(x, hessian?) -> (loss, grad, hess)``."""
+    x = x0
+    loss, grad, hess = terms(x, True)
+    eye = np.eye(x.shape[0])
+    for _ in range(max_iter):
+        lam = 0.0
+        floor = 1e-9 * max(float(np.abs(np.diag(hess)).max()), 1.0)
+        while True:
+            try:
+                factor = scipy.linalg.cho_factor(hess + lam * eye)
+                break
+            except np.linalg.LinAlgError:
+                lam = max(4.0 * lam, floor)
+        step = scipy.linalg.cho_solve(factor, grad)
+        t = 1.0
+        while True:
+            cand = x - t * step
+            new_loss = terms(cand, False)[0]
+            if new_loss <= loss or t < 1e-10:
+                break
+            t *= 0.5
+        if not new_loss <= loss:
+            break
+        decrease = loss - new_loss
+        x = cand
+        loss, grad, hess = terms(x, True)
+        if np.abs(grad).max() < 1e-8 * scale or decrease < 1e-12 * scale:
+            break
+    if not np.all(np.isfinite(x)):
+        raise ModelError("DATA_DRIVEN: the conversion model did not converge")
+    return x
+
+
 def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) -> np.ndarray:
     off, code, value = feats
     rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
@@ -312,6 +347,10 @@ def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) 
 # --- form="auto": the whole-journey model (kernels/journey_model.py) -------------------------------------
 
 _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
+#: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
+SELECT_JOURNEYS = 200_000
+_THINNING_REPLICATE = 0x5E1EC7  # the Poisson stream of the thinning (not a bootstrap replicate number)
+_PLAUSIBLE_BIC = 20.0  # the bootstrap refits the candidates within this BIC of the best (odds above e^-10)
 _IMPOSE = 0.02  # an experiment's penalty uses this fraction of its standard error: the result is imposed
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 
@@ -488,22 +527,33 @@ def _fit_one(
     start = start.copy()
     start[active] = np.where(is_beta, np.maximum(start[active], 0.0), start[active])
 
-    if form != "both" and not targets:  # concave: Newton steps with the exact Hessian
-        sel = np.ix_(active, active)
+    if not targets:  # active-set Newton with the exact Hessian (damped where "both" is not convex)
+        full[active] = start[active]
+        at_zero = np.zeros(active.shape[0], dtype=bool)  # effects held at their bound 0
+        for _ in range(4 * n_codes + 4):
+            free = active[~at_zero]
+            sel = np.ix_(free, free)
 
-        def newton_terms(sub: np.ndarray, want: bool) -> tuple[float, np.ndarray, np.ndarray]:
-            full[active] = sub
-            loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
-            hess = jm.nested_hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
-            return loss, grad[active], hess  # type: ignore[return-value]
+            def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
+                full[free] = sub
+                loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+                hess = jm.nested_hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
+                return loss, grad[free], hess  # type: ignore[return-value]
 
-        sub, _ = _newton(newton_terms, start[active].copy())
-        if np.all(sub[is_beta] >= 0):
-            full[active] = sub
-            loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
-            return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
-        start = full.copy()  # a negative effect: the bounded problem, from the clipped Newton solution
-        start[active] = np.where(is_beta, np.maximum(sub, 0.0), sub)
+            full[free] = _damped_newton(newton_terms, full[free].copy(), scale)
+            negative = is_beta & ~at_zero & (full[active] < 0)
+            if negative.any():  # hold the negative effects at 0 and solve again
+                at_zero |= negative
+                full[active[negative]] = 0.0
+                continue
+            _, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+            pull = np.where(at_zero, grad[active], 0.0)  # a held effect the loss wants to increase
+            if pull.min() < -1e-7 * scale:
+                at_zero[int(np.argmin(pull))] = False
+                continue
+            break
+        loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
+        return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
 
     def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
@@ -554,6 +604,47 @@ def fit_candidates(
     pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
     alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(pure, form=pure.form))
     return [*out, alt if alt.nll < both.nll else both]
+
+
+def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[JourneyModel], np.ndarray]:
+    """The candidates and their BIC weights. Above :data:`SELECT_JOURNEYS` journeys the choice is made on a
+    Poisson-thinned sample of that size (each path's counts drawn from ``Poisson(f · count)``, keyed by the
+    path hash), then the candidates with weight above 0.001 are refitted on every journey (warm started)
+    and weighted again among themselves; the others keep their sample fit and weight 0."""
+    counts = (table.conversions, table.nulls)
+    total = float(counts[0].sum() + counts[1].sum())
+    if total <= SELECT_JOURNEYS:
+        candidates = fit_candidates(table, l2=l2, counts=counts)
+        return candidates, bic_weights([c.bic for c in candidates])
+    from ..kernels.bootstrap import poisson_counts
+
+    f = SELECT_JOURNEYS / total
+    conv, null = poisson_counts(table.hashes, counts[0] * f, counts[1] * f, seed, _THINNING_REPLICATE)
+    keep = np.flatnonzero(conv + null > 0)
+    sample = _rows_of(table, keep)
+    trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]))
+    w = bic_weights([c.bic for c in trial])
+    chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
+    refit = {i: _fit_one(table, trial[i].form, trial[i].rho, l2=l2, counts=counts, start=trial[i].params) for i in chosen}
+    full_w = bic_weights([refit[i].bic for i in chosen])
+    weights = np.zeros(len(trial))
+    weights[chosen] = full_w
+    return [refit.get(i, c) for i, c in enumerate(trial)], weights
+
+
+def _rows_of(table: PathTable, rows: np.ndarray) -> PathTable:
+    """The path table restricted to ``rows`` (same channels)."""
+    from ..paths import PathTable as _PathTable
+
+    lengths = np.diff(table.offsets)[rows]
+    offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    idx = np.repeat(table.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return _PathTable(
+        channels=table.channels, offsets=offsets, codes=table.codes[idx], conversions=table.conversions[rows],
+        nulls=table.nulls[rows], value_micros=table.value_micros[rows], hashes=table.hashes[rows],
+        distinct=table.distinct,
+    )  # fmt: skip
 
 
 def _nudge(model: JourneyModel, *, form: str) -> np.ndarray:
@@ -664,15 +755,18 @@ def _experiment_frame(
 def _bootstrap_auto(
     model: DataDriven, table: PathTable, candidates: list[JourneyModel], weights: np.ndarray, targets: list[_Target]
 ) -> np.ndarray:
-    """Shares of Poisson-bootstrap replicates that redo the whole choice: every candidate refitted (warm
-    started), weighted by its replicate's BIC weights, and averaged."""
+    """Shares of Poisson-bootstrap replicates that redo the whole choice: every plausible candidate (BIC
+    within :data:`_PLAUSIBLE_BIC` of the best) refitted (warm started), weighted by its replicate's BIC
+    weights, and averaged."""
     from ..kernels.bootstrap import poisson_counts
 
     out = np.empty((model.bootstrap, len(table.channels)))
+    floor = float(weights.max()) * np.exp(-_PLAUSIBLE_BIC / 2)
+    plausible = [c for c, w in zip(candidates, weights, strict=True) if w > 0 and w >= floor]
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
         counts = (conv, null)
-        refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=candidates)
+        refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=plausible)
         w = bic_weights([c.bic for c in refit])
         draw = np.random.default_rng([model.seed, r]).standard_normal(len(targets))
         rtargets = [  # the test's sampling error: the replicate's result drawn from N(result, std_error²)
