@@ -53,7 +53,8 @@ FITS: dict[str, tuple[dict[str, Any], str | None]] = {
     "MARKOV o1": ({"model": "MARKOV", "order": 1}, "ca:markov_o1"),
     "MARKOV o2": ({"model": "MARKOV", "order": 2}, "ca:markov_o2"),
     "SHAPLEY": ({"model": "SHAPLEY"}, None),
-    "DATA_DRIVEN": ({"model": "DATA_DRIVEN"}, None),
+    "DATA_DRIVEN": ({"model": "DATA_DRIVEN"}, None),  # form="auto", the default
+    "DATA_DRIVEN touch": ({"model": "DATA_DRIVEN", "form": "touch"}, None),
 }
 E2E_MODELS = ["MARKOV", "SHAPLEY", "DATA_DRIVEN"]
 
