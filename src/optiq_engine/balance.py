@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 from .kernels.balance import balance_columns
 
@@ -121,25 +122,41 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     rank = np.empty(table.height, dtype=np.int64)
     rank[order] = np.arange(table.height, dtype=np.int64)
     rows = np.repeat(rank, np.diff(table.offsets))
-    keep = table.conversions[order][rows] > 0
+    weight = np.ascontiguousarray(table.conversions[order], dtype=np.float64)
+    keep = weight[rows] > 0
     width = max(n, 1)
-    key = np.unique(rows[keep] * width + table.codes[keep].astype(np.int64))  # distinct (row, channel)
+    key = np.sort(rows[keep] * width + table.codes[keep].astype(np.int64))
+    key = key[np.r_[True, key[1:] != key[:-1]]] if key.shape[0] else key  # distinct (row, channel)
     row, code = key // width, key % width
-    value = fit.path_shares()[order[row], code] if isinstance(fit, FittedDataDriven) else fit.shares[code]
-    offsets = np.zeros(table.height + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row, minlength=table.height), out=offsets[1:])
     shares = np.asarray(fit.shares, dtype=np.float64)
+    if isinstance(fit, FittedDataDriven):  # a row per path: its own φ
+        value = fit.path_shares()[order[row], code]
+    else:  # a row per channel set: the paths with the same channels are the same row
+        row, code, weight = _channel_sets(row, code, weight)
+        value = shares[code]
+    offsets = np.zeros(weight.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=weight.shape[0]), out=offsets[1:])
     scale, effective, iterations, residual = balance_columns(
-        offsets, code, np.ascontiguousarray(value, dtype=np.float64),
-        np.ascontiguousarray(table.conversions[order], dtype=np.float64), shares, tol, max_iter,
-    )  # fmt: skip
+        offsets, code, np.ascontiguousarray(value, dtype=np.float64), weight, shares, tol, max_iter
+    )
     reachable = effective > 0
     unreachable = float(shares[~reachable & (shares > 0)].sum())
-    weight = table.conversions[order]
-    free = np.zeros(table.height, dtype=np.bool_)
+    free = np.zeros(weight.shape[0], dtype=np.bool_)
     free[row[(value > 0) & (shares[code] > 0)]] = True
     fixed = float(weight[(weight > 0) & ~free].sum())
     out = ChannelBalance(table.channels, scale, effective, int(iterations), float(residual), unreachable, fixed)
     if residual > tol:
         log.warning("%s: link weights balanced to within %.2g of the channel shares only (%s)", fit.name, residual, out)
     return out
+
+
+def _channel_sets(row: np.ndarray, code: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (sorted by row, then code) merged by their set of codes, in order of first appearance, each with
+    the summed weight of its rows: ``(row, code, weight)`` of the merged rows."""
+    per_row = pl.DataFrame({"row": row, "code": code}).group_by("row", maintain_order=True).agg(pl.col("code"))
+    per_row = per_row.with_columns(weight=pl.Series(weight[per_row.get_column("row").to_numpy()]))
+    sets = per_row.group_by("code", maintain_order=True).agg(pl.col("weight").sum())
+    lengths = sets.get_column("code").list.len().to_numpy()
+    merged_row = np.repeat(np.arange(sets.height, dtype=np.int64), lengths)
+    merged_code = sets.get_column("code").explode().to_numpy().astype(np.int64)
+    return merged_row, merged_code, np.ascontiguousarray(sets.get_column("weight").to_numpy(), dtype=np.float64)
