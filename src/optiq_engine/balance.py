@@ -146,7 +146,10 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     fixed = float(weight[(weight > 0) & ~free].sum())
     out = ChannelBalance(table.channels, scale, effective, int(iterations), float(residual), unreachable, fixed)
     if residual > tol:
-        log.warning("%s: link weights balanced to within %.2g of the channel shares only (%s)", fit.name, residual, out)
+        log.warning(
+            "%s: the links credit some channel a relative %.2g away from its share x conversions; its "
+            "journeys cannot give it exactly that (docs/data_driven.md §5; %s)", fit.name, residual, out,
+        )  # fmt: skip
     return out
 
 
