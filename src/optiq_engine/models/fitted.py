@@ -99,9 +99,10 @@ class FittedModel:
         The model (with its parameters).
     channel_credit
         One row per channel: ``channel``, ``share`` (sums to 1), ``conversions`` (share x fitted
-        conversions), ``value_micros`` (the fitted value split exactly by share), the model's own
-        statistic (``removal_effect`` or ``shapley_value``) and, when bootstrapped, ``ci_low`` and
-        ``ci_high`` of the share.
+        conversions), ``value_micros`` (the fitted value split exactly by share; in a fit returned by
+        ``attribute()`` both are the sums of its links, ``result.credit``, docs/data_driven.md §5), the
+        model's own statistic (``removal_effect`` or ``shapley_value``) and, when bootstrapped, ``ci_low``
+        and ``ci_high`` of the share.
     paths
         The path table the model was fitted on.
     replicates
