@@ -685,12 +685,12 @@ def main(argv: list[str] | None = None) -> None:
                 args.json.write_text(json.dumps(report, indent=1))
                 write_worlds_block(args.out, render_worlds(report["worlds"], WORLDS_ANALYSIS))
         args.json.write_text(json.dumps(report, indent=1))
-    if scenarios or args.from_json:
+    if scenarios:  # with --from-json too: --scenarios none / --worlds none re-render only the other part
         block = worlds_block(args.out)  # the nested worlds block survives a rewrite of the scenarios' section
         markdown = render(report, ANALYSIS)
         print(markdown)
         write_section(args.out, "accuracy", markdown + ("\n\n" + block if block else ""))
-    if "worlds" in report and (mechanisms or args.from_json):
+    if "worlds" in report and mechanisms:
         markdown = render_worlds(report["worlds"], WORLDS_ANALYSIS)
         print(markdown)
         write_worlds_block(args.out, markdown)
