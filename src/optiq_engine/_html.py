@@ -91,6 +91,12 @@ def fitted_html(fitted: FittedModel) -> str:
                           f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})"])  # fmt: skip
     if fitted.fallback_journeys:
         facts.append(["journeys credited linearly (all shares 0)", f"{fitted.fallback_journeys:,}"])
+    balance = getattr(fitted, "balance", None)
+    if balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
+        how = (f"{balance.iterations} steps, largest relative error {balance.residual:.1e}" if balance.balanced
+               else "not balanced (transform='first')")  # fmt: skip
+        facts.append(["links balanced to the shares", how])
+        facts.append(["credited shares vs share (half L1)", f"{fitted.credit_gap:.4f}"])
     cc = fitted.channel_credit.sort("share", descending=True)
     stat = next((s for s in _STATISTICS if s in cc.columns), None)
     ci = "ci_low" in cc.columns
