@@ -94,7 +94,8 @@ def handle_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
     """Defer ``signals`` to :func:`checkpoint` while the block runs; the previous handlers afterwards.
 
     A signal that arrives after the block's last safe point raises :class:`Interrupted` (``finished=True``)
-    when the block ends. Outside the main thread (where handlers cannot be installed) the block runs
+    when the block ends; a ``KeyboardInterrupt`` another library raised for the signal becomes
+    :class:`Interrupted` too. Outside the main thread (where handlers cannot be installed) the block runs
     unchanged.
     """
     global _received
@@ -106,7 +107,16 @@ def handle_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
     for s in signals:
         signal.signal(s, _on_signal)
     try:
-        yield
+        try:
+            yield
+        except Interrupted:
+            raise
+        except KeyboardInterrupt as exc:
+            if _received is None:
+                raise
+            # A library that watches SIGINT itself (polars cancels a running query) raised it in plain
+            # Python code, after our handler ran: reported like the checkpoints' interruption.
+            raise Interrupted(_received) from exc
         if _received is not None:
             raise Interrupted(_received, finished=True)
     finally:

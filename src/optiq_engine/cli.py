@@ -240,12 +240,12 @@ def attribute(
             )  # fmt: skip
         return
     # --- end engine spark ---
-    from .io.parquet import ResultWriter, iter_partitions
-    from .models.fitted import data_driven_names
-    from .result import combine_credit
-
-    compiled = compile_seconds()
     with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: stop at a safe point, exit 130/143
+        from .io.parquet import ResultWriter, iter_partitions  # a signal while importing is deferred too
+        from .models.fitted import data_driven_names
+        from .result import combine_credit
+
+        compiled = compile_seconds()
         config = AttributionConfig(
             lookback=timedelta(days=lookback_days),
             reset_after_conversion=reset_after_conversion,
@@ -497,8 +497,6 @@ def run(
     FAILED); 1 anything else (the run is recorded as FAILED in "EngineRun"). Runs left RUNNING by a
     process that is gone are marked ABANDONED by the organization's next run.
     """
-    from .batch import RunLocked, run_batch
-
     options: dict = {} if lookback_days is None else {"lookback": timedelta(days=lookback_days)}
     if quarantine:
         options["on_invalid"] = "quarantine"
@@ -508,8 +506,10 @@ def run(
         _fail(ValueError(f"--since must be an ISO 8601 date or time, got {since!r}"))
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    compiled = compile_seconds()
     with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: the run is recorded FAILED, exit 130/143
+        compiled = compile_seconds()
+        from .batch import RunLocked, run_batch  # a signal while importing is deferred too
+
         try:
             with stages("starting") as show:
                 summary = run_batch(
