@@ -559,11 +559,30 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
             local[chan[q]] = -1
 
 
-@pjit
+@jit
 def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+    """Hessian of :func:`nested_terms` (any form), serial (small tables)."""
+    n_par = params.shape[0]
+    hess = np.zeros((n_par, n_par), dtype=np.float64)
+    _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, 0, offsets.shape[0] - 1, hess)
+    return _penalise_hessian(hess, use_h, use_p, l2)
+
+
+@jit
+def _penalise_hessian(hess, use_h, use_p, l2):
+    n_codes = (hess.shape[0] - 2 - N_BUCKETS) // 2
+    for c in range(n_codes):
+        if use_h:
+            hess[1 + c, 1 + c] += l2
+        if use_p:
+            hess[2 + n_codes + c, 2 + n_codes + c] += l2
+    return hess
+
+
+@pjit
+def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
     """Hessian of :func:`nested_terms` (any form); rows summed in fixed chunks, in parallel."""
     n_par = params.shape[0]
-    n_codes = (n_par - 2 - N_BUCKETS) // 2
     p_rows = offsets.shape[0] - 1
     n_chunks = max(1, min(8, p_rows))
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
@@ -573,9 +592,4 @@ def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p
     hess = np.zeros((n_par, n_par), dtype=np.float64)
     for k in range(n_chunks):
         hess += parts[k]
-    for c in range(n_codes):
-        if use_h:
-            hess[1 + c, 1 + c] += l2
-        if use_p:
-            hess[2 + n_codes + c, 2 + n_codes + c] += l2
-    return hess
+    return _penalise_hessian(hess, use_h, use_p, l2)

@@ -521,7 +521,9 @@ def _fit_one(
     full = start.copy()
     scale = max(float(conv.sum() + null.sum()), 1.0)
 
-    terms = jm.nested_terms if table.height < _PARALLEL_ROWS else jm.nested_terms_parallel
+    small = table.height < _PARALLEL_ROWS  # no thread start-up for small tables
+    terms = jm.nested_terms if small else jm.nested_terms_parallel
+    hessian = jm.nested_hessian if small else jm.nested_hessian_parallel
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     bounds = [(0.0, None) if b else (None, None) for b in is_beta]
     start = start.copy()
@@ -537,7 +539,7 @@ def _fit_one(
             def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
                 full[free] = sub
                 loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
-                hess = jm.nested_hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
+                hess = hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
                 return loss, grad[free], hess  # type: ignore[return-value]
 
             full[free] = _damped_newton(newton_terms, full[free].copy(), scale)
