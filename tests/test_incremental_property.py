@@ -159,9 +159,12 @@ def test_incremental_runs_equal_a_full_run_after_any_changes(database: str, batc
                 _apply(conn, change)
         _run(url)
         incremental = _tables(url)
+        _run(url, full=True)  # a full run over what the incremental run wrote changes nothing either
+        over = _tables(url)
         full = _full_from_scratch(url)
         for name in _TABLES:
             assert incremental[name] == full[name], (name, batch, _difference(incremental[name], full[name]))
+            assert over[name] == full[name], (name, batch, _difference(over[name], full[name]))
 
 
 def _difference(incremental: list[tuple], full: list[tuple]) -> str:
@@ -221,4 +224,16 @@ def test_a_transaction_that_commits_after_a_run_started_is_read_by_the_next_run(
         late.close()
     after = run_batch(url, organization_id=ORG, models=MODELS, extract_touchpoints=False)
     assert after.users == 1 and after.inserted > 0
+    assert _tables(url) == _full_from_scratch(url)
+
+
+def test_a_full_run_removes_the_journeys_of_a_user_without_events(database: str) -> None:
+    url = database
+    _run(url, full=True)
+    with psycopg.connect(_dsn(url)) as conn:
+        (user,) = conn.execute('SELECT "anonId" FROM "Journey" WHERE "organizationId" = %s LIMIT 1', (ORG,)).fetchone()
+        conn.execute('DELETE FROM "TrackingEvent" WHERE "siteId" = %s AND "anonId" = %s', (SITE, user))
+    _run(url, full=True)
+    with psycopg.connect(_dsn(url)) as conn:
+        assert conn.execute('SELECT count(*) FROM "Journey" WHERE "anonId" = %s', (user,)).fetchone() == (0,)
     assert _tables(url) == _full_from_scratch(url)

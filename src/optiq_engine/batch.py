@@ -278,6 +278,12 @@ def _changed_users(conn: Any, organization_id: str, site_id: str | None, snapsho
     return pl.DataFrame(rows, schema={"anon_id": pl.String, "changed_from": pl.Datetime("us", "UTC")}, orient="row")
 
 
+def _journey_users(conn: Any, organization_id: str) -> tuple[str, ...]:
+    """Every user with a stored journey in the organization (an index-only scan)."""
+    rows = conn.execute('SELECT DISTINCT "anonId" FROM "Journey" WHERE "organizationId" = %s', (organization_id,))
+    return tuple(r[0] for r in rows.fetchall())
+
+
 def _prune_changes(conn: Any, organization_id: str) -> None:
     """Delete the organization's changes that the last successful run of each of its scopes has seen."""
     conn.execute(
@@ -494,10 +500,12 @@ def run_batch(
                 event_users = events.get_column("anon_id")
                 del events
             if anon_ids != ():
-                if anon_ids is not None:
-                    # Users whose rows were all deleted (or moved to another anonId) have no events left:
-                    # their stored journeys and touchpoints go too, as a full run would leave none.
-                    event_users = pl.concat([event_users.cast(pl.String), pl.Series("anon_id", anon_ids, pl.String)]).unique()
+                # Users whose events were all deleted (or moved to another anonId) have none left: their
+                # stored journeys (and extracted touchpoints) go too. Incremental: the changed users; a full
+                # run of the whole organization: every user with a stored journey.
+                gone = anon_ids if anon_ids is not None else _journey_users(conn, organization_id) if site_id is None else ()
+                if gone:
+                    event_users = pl.concat([event_users.cast(pl.String), pl.Series("anon_id", gone, pl.String)]).unique()
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
                 conversion_ids = pl.concat(scope)
