@@ -160,8 +160,7 @@ def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("form", ["touch", "journey", "both"])
-@pytest.mark.parametrize("rho", [1.0, 0.6])
+@pytest.mark.parametrize(("form", "rho"), [("touch", 1.0), ("journey", 0.6), ("both", 0.6)])
 def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
     table = table_of(SMALL)
     params = _random_params(form, len(table.channels), seed=hash((form, rho)) % 1000)
