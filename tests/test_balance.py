@@ -179,3 +179,21 @@ def test_any_targets_keep_the_invariants(case, value) -> None:
         totals = _totals([r for r, f in zip(rows, ref["free"], strict=True) if f],
                          [w for w, f in zip(weights, ref["free"], strict=True) if f], scale, n)  # fmt: skip
         np.testing.assert_allclose(totals, effective, rtol=1e-9, atol=1e-12)
+
+
+@given(matrices(feasible=True))
+@settings(max_examples=30, deadline=None)
+def test_independent_of_the_thread_count(case) -> None:
+    import numba
+
+    rows, weights, target = case
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _run(rows, weights, target)
+    finally:
+        numba.set_num_threads(threads)
+    many = _run(rows, weights, target)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+    assert one[2:] == many[2:]

@@ -104,7 +104,7 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
     total = np.zeros(n_cols, dtype=np.float64)
     iterations = 0
     residual = 0.0
-    while True:
+    while True:  # serial: a parallel pass per step costs more than it saves on shared cores (measured)
         total[:] = 0.0
         for r in range(n_rows):
             if not free[r]:
