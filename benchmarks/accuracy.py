@@ -666,6 +666,12 @@ def main(argv: list[str] | None = None) -> None:
         ):  # one mechanism at a time, the JSON and RESULTS.md rewritten after each (a cut run keeps its part)
             commit = engine_commit()
             merged: dict[str, Any] = {}
+            before = report.get("worlds", {})
+            dd_form = None if args.dd_form == "default" else args.dd_form
+            same = {"users": args.users, "seed": args.world_seed, "bootstrap": args.bootstrap, "dd_form": dd_form}
+            if all(before.get(key) == value for key, value in same.items()):  # add to (or redo part of) that run
+                merged = {key: before[key] for key in ("users", "seed", "bootstrap", "dd_form", "seconds")}
+                merged |= {"runs": dict(before["runs"]), "mechanisms": dict(before["mechanisms"])}
             for name in mechanisms:
                 part = evaluate_worlds(
                     n_users=args.users,
@@ -673,8 +679,9 @@ def main(argv: list[str] | None = None) -> None:
                     seed=args.world_seed,
                     order2=not args.no_order2,
                     bootstrap=args.bootstrap,
-                    dd_form=None if args.dd_form == "default" else args.dd_form,
+                    dd_form=dd_form,
                 )
+                part["runs"][name]["engine_commit"] = engine_commit()
                 if merged:
                     merged["runs"] |= part["runs"]
                     merged["mechanisms"] |= part["mechanisms"]
