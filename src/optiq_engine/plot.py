@@ -153,6 +153,10 @@ def plot_credit_intervals(
 ) -> Axes:
     """Channel shares of data-driven fits, with their bootstrap confidence intervals as whiskers.
 
+    The bars are each fit's ``share``, the quantity the intervals are about; the links (and
+    :func:`plot_credit`, ``result.shares()``) credit these shares up to ``fit.credit_gap``
+    (docs/data_driven.md §5).
+
     Parameters
     ----------
     fitted
