@@ -47,8 +47,8 @@ def database(postgres_url: str) -> Iterator[str]:
         yield url
 
 
-def _run(url: str, *, full: bool = False) -> None:
-    run_batch(url, organization_id=ORG, full=full, models=MODELS, extract_touchpoints=False)
+def _run(url: str, *, full: bool = False, extract: bool = False) -> None:
+    run_batch(url, organization_id=ORG, full=full, models=MODELS, extract_touchpoints=extract)
 
 
 _TABLES = {
@@ -65,28 +65,40 @@ _TABLES = {
 }
 
 
+#: The engine's own touchpoints (written by runs that extract them).
+_ENGINE_TOUCHPOINTS = """SELECT id, "trackingEventId", "anonId", "sessionId", "occurredAt", "utmSource", "utmMedium",
+    "utmCampaign", gclid, fbclid, ttclid FROM "TouchPoint" WHERE "siteId" = %(site)s AND id ~ '^tp_[0-9a-f]{32}$'
+    ORDER BY id"""
+
+
 def _tables(url: str) -> dict[str, list[tuple]]:
     with psycopg.connect(_dsn(url)) as conn:
-        return {name: conn.execute(sql, {"org": ORG, "site": SITE}).fetchall() for name, sql in _TABLES.items()}
+        queries = {**_TABLES, "TouchPoint (engine)": _ENGINE_TOUCHPOINTS}
+        return {name: conn.execute(sql, {"org": ORG, "site": SITE}).fetchall() for name, sql in queries.items()}
 
 
-def _full_from_scratch(url: str) -> dict[str, list[tuple]]:
-    """The tables a full run writes when nothing was written before (links, journeys and their events)."""
+def _full_from_scratch(url: str, *, extract: bool = False) -> dict[str, list[tuple]]:
+    """The tables a full run writes when nothing was written before (links, journeys and their events, and
+    with ``extract`` the engine's touchpoints)."""
     with psycopg.connect(_dsn(url)) as conn:
+        if extract:
+            conn.execute("""DELETE FROM "TouchPoint" WHERE "siteId" = %s AND id ~ '^tp_[0-9a-f]{32}$'""", (SITE,))
         conn.execute(
             """DELETE FROM "AttributionLink" l USING "TrackingEvent" e WHERE e.id = l."conversionId"
                AND e."siteId" = %s""",
             (SITE,),
         )
         conn.execute('DELETE FROM "Journey" WHERE "organizationId" = %s', (ORG,))
-    _run(url, full=True)
+    _run(url, full=True, extract=extract)
     return _tables(url)
 
 
 # --- the changes -------------------------------------------------------------------------------------------
 _PICK = {
-    "touchpoint": """SELECT id, "occurredAt" FROM "TouchPoint" WHERE "siteId" = %(site)s ORDER BY id
-                     OFFSET %(k)s %% greatest((SELECT count(*) FROM "TouchPoint" WHERE "siteId" = %(site)s), 1) LIMIT 1""",
+    # The platform's touchpoints: the engine's own rows (tp_ + 32 hex digits) are written by runs only.
+    "touchpoint": """SELECT id, "occurredAt" FROM "TouchPoint" WHERE "siteId" = %(site)s AND id !~ '^tp_[0-9a-f]{32}$'
+                     ORDER BY id OFFSET %(k)s %% greatest((SELECT count(*) FROM "TouchPoint" WHERE "siteId" = %(site)s
+                     AND id !~ '^tp_[0-9a-f]{32}$'), 1) LIMIT 1""",
     "conversion": """SELECT id, "occurredAt" FROM "TrackingEvent" WHERE "siteId" = %(site)s AND type = 'CONVERSION'
                      ORDER BY id OFFSET %(k)s %% greatest((SELECT count(*) FROM "TrackingEvent"
                      WHERE "siteId" = %(site)s AND type = 'CONVERSION'), 1) LIMIT 1""",
@@ -150,19 +162,22 @@ def _apply(conn: psycopg.Connection, change: tuple) -> None:
     max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(batches=st.lists(changes, min_size=1, max_size=3))
-def test_incremental_runs_equal_a_full_run_after_any_changes(database: str, batches: list[list[tuple]]) -> None:
+@pytest.mark.parametrize("extract", [False, True], ids=["TouchPoint rows", "extracted touchpoints"])
+def test_incremental_runs_equal_a_full_run_after_any_changes(
+    database: str, extract: bool, batches: list[list[tuple]]
+) -> None:
     url = database
-    _run(url, full=True)  # every example starts from a full run
+    _run(url, full=True, extract=extract)  # every example starts from a full run
     for batch in batches:
         with psycopg.connect(_dsn(url)) as conn:
             for change in batch:
                 _apply(conn, change)
-        _run(url)
+        _run(url, extract=extract)
         incremental = _tables(url)
-        _run(url, full=True)  # a full run over what the incremental run wrote changes nothing either
+        _run(url, full=True, extract=extract)  # a full run over what the incremental run wrote changes nothing either
         over = _tables(url)
-        full = _full_from_scratch(url)
-        for name in _TABLES:
+        full = _full_from_scratch(url, extract=extract)
+        for name in full:
             assert incremental[name] == full[name], (name, batch, _difference(incremental[name], full[name]))
             assert over[name] == full[name], (name, batch, _difference(over[name], full[name]))
 
