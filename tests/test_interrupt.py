@@ -153,14 +153,21 @@ def test_an_interrupted_optiq_run_is_recorded_failed_and_writes_nothing(database
 @pytest.mark.postgres
 def test_a_run_left_running_by_a_process_that_is_gone_becomes_abandoned(database: str) -> None:
     url = database
-    with psycopg.connect(_dsn(url)) as conn:  # what a SIGKILLed run leaves behind
+    with psycopg.connect(_dsn(url)) as conn:  # what SIGKILLed runs leave behind, and one still alive
+        conn.execute("""INSERT INTO "Organization" (id, name, slug) VALUES ('orgK', 'K', 'k'), ('orgL', 'L', 'l')""")
         conn.execute(
-            """INSERT INTO "EngineRun" (id, "organizationId", mode, status, "startedAt")
-               VALUES ('run_killed', 'orgI', 'FULL', 'RUNNING', now() - interval '1 hour')"""
+            """INSERT INTO "EngineRun" (id, "organizationId", mode, status, "startedAt") VALUES
+               ('run_killed', 'orgI', 'FULL', 'RUNNING', now() - interval '1 hour'),
+               ('run_killed_k', 'orgK', 'FULL', 'RUNNING', now() - interval '1 hour'),
+               ('run_alive_l', 'orgL', 'FULL', 'RUNNING', now())"""
         )
-    summary = run_batch(url, organization_id="orgI", full=True)
+    with psycopg.connect(_dsn(url), autocommit=True) as alive:  # orgL's run holds its lock
+        alive.execute("SELECT pg_advisory_lock(hashtextextended('optiq-engine-run:orgL', 0))")
+        summary = run_batch(url, organization_id="orgI", full=True)
     runs = dict(_runs(url))
-    assert runs == {"run_killed": "ABANDONED", summary.run_id: "SUCCEEDED"}
+    assert runs == {
+        "run_killed": "ABANDONED", "run_killed_k": "ABANDONED", "run_alive_l": "RUNNING", summary.run_id: "SUCCEEDED"
+    }  # fmt: skip
     with psycopg.connect(_dsn(url)) as conn:
         (finished, error) = conn.execute(
             """SELECT "finishedAt", summary->>'error' FROM "EngineRun" WHERE id = 'run_killed'"""

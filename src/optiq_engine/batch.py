@@ -69,6 +69,9 @@ class RunSummary:
     conversions: int = 0
     links: int = 0
     unattributed: int = 0
+    #: Per data-driven model, the conversions in scope it credits to no channel (baseline conversions:
+    #: no links for that model, docs/data_driven.md §5), on top of ``unattributed`` (no model credits them).
+    baseline_conversions: dict[str, int] = field(default_factory=dict)
     journeys: int = 0
     journeys_changed: int = 0
     touchpoints_changed: int = 0
@@ -211,12 +214,31 @@ def _check_site(conn: Any, organization_id: str, site_id: str | None) -> None:
 
 
 def _mark_abandoned(conn: Any, organization_id: str) -> int:
-    """Mark the organization's runs still RUNNING as ABANDONED; the number marked.
+    """Mark runs left RUNNING by a process that is gone as ABANDONED (this and other organizations); how many.
 
-    Called with the organization's run lock held (:func:`_org_lock`): a live run holds that lock for as
-    long as it runs, so any RUNNING row now belongs to a process that is gone (killed, crashed, its
-    connection lost) and will never finish it.
+    A live run holds its organization's advisory lock (:func:`_org_lock`) for as long as it runs. The
+    caller holds ``organization_id``'s, so its RUNNING rows are stale; another organization's are stale when
+    its lock can be taken now, and they are marked while this connection holds it (a run starting meanwhile
+    waits for it, and inserts its own row after).
     """
+    marked = _abandon(conn, organization_id)
+    others = conn.execute(
+        """SELECT DISTINCT "organizationId" FROM "EngineRun" WHERE status = 'RUNNING' AND "organizationId" <> %s""",
+        (organization_id,),
+    ).fetchall()
+    for (other,) in others:
+        key = f"optiq-engine-run:{other}"
+        (free,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        if free:
+            try:
+                marked += _abandon(conn, other)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+    return marked
+
+
+def _abandon(conn: Any, organization_id: str) -> int:
+    """ABANDONED for the organization's RUNNING runs (call with its lock held)."""
     rows = conn.execute(
         """UPDATE "EngineRun" SET status = 'ABANDONED', "finishedAt" = now(), "updatedAt" = now(),
            summary = summary || jsonb_build_object('error', 'abandoned: its process ended without finishing it '
@@ -417,6 +439,7 @@ def run_batch(
             links: list[pl.DataFrame] = []
             scope: list[pl.Series] = []
             unattributed = 0
+            baseline: dict[str, int] = {}
             if anon_ids != () and engine == "spark":
                 # --- engine spark (optiq_engine.spark.postgres): load, attribute, journeys on Spark ---
                 from .spark.postgres import attribute_postgres, postgres_session
@@ -432,6 +455,7 @@ def run_batch(
                 timings.update(on_spark.timings)
                 summary.touchpoints, summary.conversions = on_spark.touchpoints, on_spark.conversions
                 links, scope, unattributed = [on_spark.links], [on_spark.scope], on_spark.unattributed
+                baseline = dict(on_spark.baseline_conversions)
                 model_names = on_spark.model_names
                 extraction = None
                 journeys: Any = SimpleNamespace(journeys=on_spark.journeys, journey_events=on_spark.journey_events)
@@ -474,7 +498,10 @@ def run_batch(
                             summary.quarantined[table] = summary.quarantined.get(table, 0) + rows.height
                     keep = in_scope.get_column("conversion_id")
                     links.append(result.links.filter(pl.col("conversion_id").is_in(keep.implode())))
-                    unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
+                    left = result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode()))
+                    unattributed += left.filter(pl.col("model").is_null()).height
+                    for name, n in left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows():
+                        baseline[name] = baseline.get(name, 0) + n
                     scope.append(keep)
                     model_names = list(result.model_names)
                     # Only the links are kept: with the inputs, the unfiltered result and the events alive
@@ -555,6 +582,7 @@ def run_batch(
                 timings["write"] = time.perf_counter() - t0
                 summary.links = sum(frame.height for frame in links)
                 summary.unattributed = unattributed
+                summary.baseline_conversions = baseline
                 summary.journeys = journeys.journeys.height
                 summary.inserted, summary.updated, summary.deleted = counts.inserted, counts.updated, counts.deleted
                 summary.journeys_changed = journey_counts.changed
