@@ -271,3 +271,23 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     assert 0 < check["journeys"] < total
     assert abs(check["z"]) < 3
 
+
+
+def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds) -> None:
+    from optiq_engine.kernels.bootstrap import poisson_counts
+    from optiq_engine.models.conversion import _fit_one, _one_step_solver, choose_candidates
+
+    frame, _ = worlds["touch"]
+    table = table_of(frame)
+    fit = oq.models.DataDriven(bootstrap=6, seed=3).fit(table)
+    cc = fit.channel_credit
+    assert fit.replicates.shape == (6, len(CHANNELS))
+    assert (cc.get_column("ci_low") <= cc.get_column("share")).all()
+    candidates, weights = choose_candidates(table, l2=1.0, seed=0)
+    best = candidates[int(np.argmax(weights))]
+    counts = poisson_counts(table.hashes, table.conversions, table.nulls, 0, 1)
+    one = _one_step_solver(best, table, 1.0)(counts)
+    full = _fit_one(table, best.form, best.rho, l2=1.0, counts=counts, start=best.params)
+    effects = slice(0, 2 + 2 * len(CHANNELS))  # (the ending logits of sparse positions are nearly flat)
+    np.testing.assert_allclose(one.params[effects], full.params[effects], atol=0.03)
+    assert abs(one.nll - full.nll) < 1.0

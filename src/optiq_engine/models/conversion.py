@@ -758,17 +758,22 @@ def _bootstrap_auto(
     model: DataDriven, table: PathTable, candidates: list[JourneyModel], weights: np.ndarray, targets: list[_Target]
 ) -> np.ndarray:
     """Shares of Poisson-bootstrap replicates that redo the whole choice: every plausible candidate (BIC
-    within :data:`_PLAUSIBLE_BIC` of the best) refitted (warm started), weighted by its replicate's BIC
-    weights, and averaged."""
+    within :data:`_PLAUSIBLE_BIC` of the best) refitted (warm started; on large tables without experiments,
+    by one Newton step), weighted by its replicate's BIC weights, and averaged."""
     from ..kernels.bootstrap import poisson_counts
 
     out = np.empty((model.bootstrap, len(table.channels)))
     floor = float(weights.max()) * np.exp(-_PLAUSIBLE_BIC / 2)
     plausible = [c for c, w in zip(candidates, weights, strict=True) if w > 0 and w >= floor]
+    one_step = table.height >= _PARALLEL_ROWS and not targets
+    steps = [_one_step_solver(c, table, float(model.l2)) for c in plausible] if one_step else []
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
         counts = (conv, null)
-        refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=plausible)
+        if one_step:
+            refit = [step(counts) for step in steps]
+        else:
+            refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=plausible)
         w = bic_weights([c.bic for c in refit])
         draw = np.random.default_rng([model.seed, r]).standard_normal(len(targets))
         rtargets = [  # the test's sampling error: the replicate's result drawn from N(result, std_error²)
@@ -787,6 +792,63 @@ def _bootstrap_auto(
             total += wi
         out[r] = normalise(_incremental(table, phi / total, counts))
     return out
+
+
+def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
+    """A replicate's fit of ``cand`` by one Newton step from the full-data optimum with the full-data
+    Hessian (the one-step bootstrap: first-order equivalent to refitting; Davison, Hinkley & Schechtman
+    1986), effects held at 0 staying there and effects clipped at 0; the replicate's log-likelihood is
+    evaluated at the stepped parameters (two passes over the table per candidate and replicate)."""
+    n_codes = cand.n_codes
+    active = _active(cand.form, n_codes)
+    is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
+    free = active[~(is_beta & (cand.params[active] <= 0))]
+    hess = jm.nested_hessian_parallel(cand.params, table.offsets, table.codes, table.conversions, table.nulls,
+                                      cand.rho, cand.use_h, cand.use_p, l2)[np.ix_(free, free)]  # fmt: skip
+    lam = 0.0
+    while True:
+        try:
+            factor = scipy.linalg.cho_factor(hess + lam * np.eye(free.shape[0]))
+            break
+        except np.linalg.LinAlgError:
+            lam = max(4 * lam, 1e-9 * float(np.abs(np.diag(hess)).max()))
+    betas = np.zeros(cand.params.shape[0], dtype=bool)
+    betas[active[is_beta]] = True
+
+    def step(counts: tuple[np.ndarray, np.ndarray]) -> JourneyModel:
+        _, grad = jm.nested_terms_parallel(cand.params, table.offsets, table.codes, counts[0], counts[1],
+                                              cand.rho, cand.use_h, cand.use_p, l2)  # fmt: skip
+        delta = scipy.linalg.cho_solve(factor, grad[free])
+        params = cand.params.copy()
+        params[free] -= delta
+        params[betas] = np.maximum(params[betas], 0.0)
+        if cand.form != "both":  # the ending part of a pure form is separate: its exact maximum
+            params[2 + 2 * n_codes :] = _ending_logits(table, counts, touch=cand.form == "touch")
+        nll, _ = jm.nested_terms_parallel(params, table.offsets, table.codes, counts[0], counts[1],
+                                          cand.rho, cand.use_h, cand.use_p, 0.0)  # fmt: skip
+        return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, float(counts[0].sum() + counts[1].sum()))
+
+    return step
+
+
+def _ending_logits(table: PathTable, counts: tuple[np.ndarray, np.ndarray], *, touch: bool) -> np.ndarray:
+    """The maximum-likelihood ending logits ``g`` of a pure form: per bucket, journeys that ended over
+    journeys that could have (touch form: a converting journey's last touch is not an ending, it converted)."""
+    conv, null = counts
+    n = conv + null
+    lengths = np.diff(table.offsets)
+    m_max = int(lengths.max()) if lengths.shape[0] else 1
+    at_n = np.bincount(lengths, weights=n, minlength=m_max + 2)  # journeys of each length
+    at_end = np.bincount(lengths, weights=null if touch else n, minlength=m_max + 2)
+    reach = at_n[::-1].cumsum()[::-1]  # journeys with length >= position
+    ended = np.zeros(jm.N_BUCKETS)
+    passed = np.zeros(jm.N_BUCKETS)
+    for pos in range(1, m_max + 1):
+        b = jm.bucket(pos)
+        ended[b] += at_end[pos]
+        passed[b] += reach[pos] - (at_n[pos] - at_end[pos])  # converting journeys' last touch left out
+    rate = np.clip(ended / np.maximum(passed, 1e-300), 1e-12, 1 - 1e-12)
+    return np.log(rate / (1 - rate))
 
 
 def _ratio(weights: np.ndarray, table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
