@@ -796,8 +796,8 @@ def _bootstrap_auto(
 
 def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     """A replicate's fit of ``cand`` by one Newton step from the full-data optimum with the full-data
-    Hessian (the one-step bootstrap: first-order equivalent to refitting; Davison, Hinkley & Schechtman
-    1986), effects held at 0 staying there and effects clipped at 0; the replicate's log-likelihood is
+    Hessian (a one-step bootstrap, first-order equivalent to refitting; Hu & Kalbfleisch 2000), effects
+    held at 0 staying there and effects clipped at 0; the replicate's log-likelihood is
     evaluated at the stepped parameters (two passes over the table per candidate and replicate)."""
     n_codes = cand.n_codes
     active = _active(cand.form, n_codes)
