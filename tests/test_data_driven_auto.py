@@ -127,6 +127,8 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     auto = oq.models.DataDriven().fit(table_of(frame))
     assert auto.form_weights[mech] > 0.9, auto.form_selection
     assert auto.mechanism.startswith({"touch": "per-touch hazard", "journey": "journey-end"}[mech])
+    assert auto.form_selection.get_column("weight").sum() == pytest.approx(1.0)
+    assert "mechanism" in auto._repr_html_() and auto.mechanism in auto._repr_html_()
     wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
     assert half_l1(auto, truth) < 0.06
     assert half_l1(auto, truth) < half_l1(wrong, truth)

@@ -859,7 +859,23 @@ def _ratio(weights: np.ndarray, table: PathTable, counts: tuple[np.ndarray, np.n
 
 @dataclass(frozen=True, eq=False, repr=False)
 class FittedDataDriven(FittedModel):
-    """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics."""
+    """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics.
+
+    Attributes (besides :class:`FittedModel`'s)
+    ----------
+    conversion_model
+        The fitted conversion model (``form="auto"``: the candidate with the largest BIC weight).
+    path_phi
+        Shapley values per (path, distinct channel) (``form="auto"``: the weighted average of the candidates').
+    form_selection
+        ``form="auto"``: every candidate's form, decay, log_likelihood, parameters, bic, weight and the
+        journeys it was fitted on (docs/data_driven.md §6.1).
+    mixture
+        ``form="auto"``: ``(weight, candidate)`` of the candidates averaged in the credit.
+    experiment_checks
+        With experiments: per test, its result and error, the calibrated model's holdout effect over the
+        same journeys (``model_incremental``), ``z`` and ``journeys``.
+    """
 
     conversion_model: ConversionModel | JourneyModel | None = None
     path_phi: np.ndarray | None = None
