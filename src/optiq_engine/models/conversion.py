@@ -350,6 +350,7 @@ _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the avera
 #: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
 SELECT_JOURNEYS = 200_000
 _THINNING_REPLICATE = 0x5E1EC7  # the Poisson stream of the thinning (not a bootstrap replicate number)
+_REFIT_STEPS = 6  # Newton steps (per active set) of the full-data refit after the choice on a sample
 _PLAUSIBLE_BIC = 20.0  # the bootstrap refits the candidates within this BIC of the best (odds above e^-10)
 _IMPOSE = 0.02  # an experiment's penalty uses this fraction of its standard error: the result is imposed
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
@@ -512,6 +513,7 @@ def _fit_one(
     counts: tuple[np.ndarray, np.ndarray],
     start: np.ndarray,
     targets: list[_Target] | None = None,
+    max_iter: int = 100,
 ) -> JourneyModel:
     """Penalised maximum likelihood of one candidate by L-BFGS (a Numba pass gives loss and gradient)."""
     n_codes = len(table.channels)
@@ -542,17 +544,17 @@ def _fit_one(
                 hess = hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
                 return loss, grad[free], hess  # type: ignore[return-value]
 
-            full[free] = _damped_newton(newton_terms, full[free].copy(), scale)
+            full[free] = _damped_newton(newton_terms, full[free].copy(), scale, max_iter=max_iter)
             negative = is_beta & ~at_zero & (full[active] < 0)
             if negative.any():  # hold the negative effects at 0 and solve again
                 at_zero |= negative
                 full[active[negative]] = 0.0
                 continue
             _, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
-            pull = np.where(at_zero, grad[active], 0.0)  # a held effect the loss wants to increase
+            pull = np.where(at_zero, grad[active], 0.0)  # held effects the loss wants to increase
             if pull.min() < -1e-7 * scale:
-                at_zero[int(np.argmin(pull))] = False
-                continue
+                at_zero &= pull >= -1e-7 * scale  # release them all (a released one that turns negative
+                continue  # is held again in the next round)
             break
         loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
         return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
@@ -627,7 +629,10 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
     trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]))
     w = bic_weights([c.bic for c in trial])
     chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
-    refit = {i: _fit_one(table, trial[i].form, trial[i].rho, l2=l2, counts=counts, start=trial[i].params) for i in chosen}
+    refit = {  # from the sample's optimum a few Newton steps suffice
+        i: _fit_one(table, trial[i].form, trial[i].rho, l2=l2, counts=counts, start=trial[i].params, max_iter=_REFIT_STEPS)
+        for i in chosen
+    }
     full_w = bic_weights([refit[i].bic for i in chosen])
     weights = np.zeros(len(trial))
     weights[chosen] = full_w
