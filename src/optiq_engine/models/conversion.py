@@ -40,8 +40,8 @@ class DataDriven(DataDrivenModel):
     form
         ``"auto"`` (default): a model of the whole observed journey (its length included) in which each touch
         may convert (a hazard), the journey may end, and an ending journey decides once; the touch-only,
-        end-only and nested forms, each with a few decays of the exposure stock, are compared by BIC and
-        averaged by their weights (docs/data_driven.md §6). ``"touch"``: every touch is a decision point,
+        end-only and nested forms, each with a few decays of the exposure stock and channel effects
+        constrained to be >= 0, are compared by BIC and averaged by their weights (docs/data_driven.md §6.1). ``"touch"``: every touch is a decision point,
         ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard
         model); ``"journey"``: one decision per journey, ``p = σ(b + Σ_c β_c f(k_c))``.
     l2
