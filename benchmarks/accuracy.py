@@ -392,6 +392,30 @@ def render_worlds(report: dict[str, Any], analysis: str = "") -> str:
         + ", ".join(f"{name} {run['generate_s']:.1f} s" for name, run in runs.items())
         + ".",
     ]
+    other = report.get("default_form")
+    if other:
+        lines += [
+            "",
+            f"DATA_DRIVEN at the engine's **default form** (`DataDriven()`, form `{other['form']}`; a separate run, "
+            f"{other['written']}, engine `{other['engine_commit']}`, B = {other['bootstrap']}) against "
+            '`form="touch"` above: half-L1 score, coverage (covered/channels, mean width), and the largest errors.',
+            "",
+            "| mechanism | touch | default | coverage touch | coverage default | default: largest errors |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for name, row in other["runs"].items():
+            if name not in runs:
+                continue
+            mine = runs[name]
+            cov = mine.get("coverage", {}).get("DATA_DRIVEN")
+            cov_text = f"{cov['covered']}/{cov['channels']} ({cov['mean_width']:.3f})" if cov else "-"
+            lines.append(
+                f"| {name} | {mine['scores']['DATA_DRIVEN']:.3f} | {row['score']:.3f} | {cov_text} | "
+                f"{row['covered']}/{row['channels']} ({row['mean_width']:.3f}) | {_extremes(row['errors'])} |"
+            )
+        mean_touch = statistics.fmean(runs[n]["scores"]["DATA_DRIVEN"] for n in other["runs"] if n in runs)
+        mean_default = statistics.fmean(row["score"] for n, row in other["runs"].items() if n in runs)
+        lines.append(f"| *mean* | {mean_touch:.3f} | {mean_default:.3f} | | | |")
     commits = {run.get("engine_commit", report.get("engine_commit")) for run in runs.values()}
     if len(commits) > 1:
         by_commit: dict[str, list[str]] = {}
@@ -609,6 +633,30 @@ def engine_change_note(report: dict[str, Any]) -> str:
     )
 
 
+def default_form_summary(other: dict[str, Any]) -> dict[str, Any]:
+    """DATA_DRIVEN's score, coverage and errors per mechanism of a worlds report run with ``--dd-form default``."""
+    runs = {}
+    for name, run in other["runs"].items():
+        cov = run.get("coverage", {}).get("DATA_DRIVEN", {"covered": 0, "channels": 0, "mean_width": float("nan")})
+        runs[name] = {
+            "score": run["scores"]["DATA_DRIVEN"],
+            "errors": run["errors"]["DATA_DRIVEN"],
+            "shares": run["shares"]["DATA_DRIVEN"],
+            "covered": cov["covered"],
+            "channels": cov["channels"],
+            "mean_width": cov["mean_width"],
+            "engine_commit": run.get("engine_commit"),
+        }
+    form = oq.models.DataDriven().form if hasattr(oq.models.DataDriven(), "form") else "default"
+    return {
+        "form": str(form),
+        "written": other.get("written", "?"),
+        "engine_commit": other.get("engine_commit", "?"),
+        "bootstrap": other.get("bootstrap"),
+        "runs": runs,
+    }
+
+
 def _stamp(report: dict[str, Any], commit: str) -> dict[str, Any]:
     """Add the machine, the engine commit (and whether it changed during the run) and the time to a report."""
     if engine_commit() != commit:  # src/ is shared with other work: say so rather than mix two engines silently
@@ -652,6 +700,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--json", type=Path, default=HERE / "accuracy_results.json")
     parser.add_argument("--from-json", action="store_true", help="only re-render the section from --json")
+    parser.add_argument(
+        "--default-form-from",
+        type=Path,
+        help="a JSON of a worlds run with --dd-form default: its DATA_DRIVEN figures are added to the worlds block",
+    )
     args = parser.parse_args(argv)
     scenarios = _names(args.scenarios, synthetic.SCENARIOS, "scenarios")
     mechanisms = _names(args.worlds, worlds.MECHANISMS, "mechanisms")
@@ -708,6 +761,11 @@ def main(argv: list[str] | None = None) -> None:
         markdown = render(report, ANALYSIS)
         print(markdown)
         write_section(args.out, "accuracy", markdown + ("\n\n" + block if block else ""))
+    if args.default_form_from and "worlds" in report:
+        report["worlds"]["default_form"] = default_form_summary(
+            json.loads(args.default_form_from.read_text())["worlds"]
+        )
+        args.json.write_text(json.dumps(report, indent=1))
     if "worlds" in report and mechanisms:
         markdown = render_worlds(report["worlds"], WORLDS_ANALYSIS)
         print(markdown)
