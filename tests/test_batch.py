@@ -218,7 +218,12 @@ def test_data_driven_models_run_full_and_equal_the_in_memory_fit(database) -> No
     models = ["MARKOV", "SHAPLEY", "DATA_DRIVEN", "LINEAR"]
     first = run_batch(url, organization_id="orgR", models=models)
     assert first.mode == "FULL"
-    assert _db_links(url, "orgR").equals(_expected(_in_memory(data, models=models)))
+    in_memory = _in_memory(data, models=models)
+    assert _db_links(url, "orgR").equals(_expected(in_memory))
+    # baseline conversions (no links for that model, docs/data_driven.md §5) are counted per model
+    left = in_memory.unattributed
+    assert first.unattributed == left.filter(pl.col("model").is_null()).height
+    assert first.baseline_conversions == {n: f.baseline_conversions for n, f in in_memory.fitted.items() if f.baseline_conversions}
     again = run_batch(url, organization_id="orgR", models=models)  # never incremental: the fit sees everyone
     assert again.mode == "FULL" and again.changed == 0
     with pytest.raises(oq.ConfigError, match="partitions=1"):

@@ -126,7 +126,9 @@ def test_remove_direct_if_not_all() -> None:
 # --- attribute(): journeys, crediting and links against the reference ------------------------------------
 
 
-def _engine_links(case: Case, model: oq.models.DataDrivenModel) -> tuple[list[dict], oq.models.FittedModel | None]:
+def _engine_links(
+    case: Case, model: oq.models.DataDrivenModel
+) -> tuple[list[dict], oq.models.FittedModel | None, pl.DataFrame]:
     result = oq.attribute(
         touchpoints_frame(case.touchpoints, case.group_by),
         conversions_frame(case.conversions, case.group_by),
@@ -136,7 +138,7 @@ def _engine_links(case: Case, model: oq.models.DataDrivenModel) -> tuple[list[di
         direct_channels=case.direct_channels,
     )
     links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).to_dicts()
-    return links, result.fitted.get(model.name)
+    return links, result.fitted.get(model.name), result.unattributed
 
 
 @given(
@@ -150,7 +152,7 @@ def test_attribute_equals_reference(case: Case, name: str, transform: str, drop_
     for c in case.conversions:  # keep every sum of values within int64 (overflow: see the test below)
         c["value_micros"] //= 8
     model = oq.get_model(name)(transform=transform, remove_direct_if_not_all=drop_direct)
-    links, fit = _engine_links(case, model)
+    links, fit, unattributed = _engine_links(case, model)
     ref_links, ref_fit = ref.data_driven_reference(
         case.touchpoints, case.conversions, model=name, lookback_us=case.lookback_us,
         reset_after_conversion=case.reset_after_conversion, transform=transform,
@@ -160,6 +162,11 @@ def test_attribute_equals_reference(case: Case, name: str, transform: str, drop_
     ours = {(x["conversion_id"], x["position"]): x for x in links}
     theirs = {(x["conversion_id"], x["position"]): x for x in ref_links}
     assert ours.keys() == theirs.keys()
+    # the baseline conversions (no channel credited: no links) are the reference's, named by the model
+    baseline = unattributed.filter(pl.col("model") == name)
+    assert sorted(baseline.get_column("conversion_id").to_list()) == sorted(ref_fit["uncredited"])
+    assert set(baseline.get_column("reason")) <= {"baseline_conversion"}
+    assert fit is None or fit.baseline_conversions == len(ref_fit["uncredited"])
     for key, mine in ours.items():
         assert mine["touchpoint_id"] == theirs[key]["touchpoint_id"], key
         assert math.isclose(mine["weight"], theirs[key]["weight"], rel_tol=1e-9, abs_tol=1e-12), key
@@ -244,7 +251,9 @@ def test_fitted_objects_expose_their_statistics() -> None:
     for fit in (markov, shapley):
         cc = fit.channel_credit
         assert cc.get_column("share").sum() == pytest.approx(1.0, rel=1e-12)
-        assert cc.get_column("value_micros").sum() == fit.paths.value_micros.sum()
+        # the fitted value, but for the baseline conversions the model credits to no channel (no links)
+        baseline = result.unattributed.filter(pl.col("model") == fit.name).get_column("value_micros")
+        assert cc.get_column("value_micros").sum() == fit.paths.value_micros.sum() - baseline.fill_null(0).sum()
     assert set(result.links.get_column("model").cast(pl.String).unique()) == {"MARKOV", "SHAPLEY", "LINEAR"}
 
 

@@ -576,16 +576,15 @@ def test_credit_journey_remove_direct_if_not_all() -> None:
     assert credit_journey(["direct", "a", "direct"], share)[0] == pytest.approx([0.25, 0.5, 0.25], abs=TOL)
 
 
-def test_credit_journey_linear_fallback() -> None:
-    # every share of the journey 0 -> LINEAR 1/n each
-    assert credit_journey(["a", "b", "b"], {"a": 0.0, "b": 0.0, "c": 1.0}) == ([1 / 3, 1 / 3, 1 / 3], True)
+def test_credit_journey_baseline_conversion_gets_no_weights() -> None:
+    # every share of the journey 0 -> a baseline conversion: no weights (it was LINEAR 1/n each before)
+    assert credit_journey(["a", "b", "b"], {"a": 0.0, "b": 0.0, "c": 1.0}) == ([], True)
     # a channel without a share counts as share 0
-    assert credit_journey(["x", "y"], {"a": 1.0}) == ([0.5, 0.5], True)
-    # remove_direct: direct a with a at share 0 -> Σ raw = 0 -> LINEAR, even though direct has a share
-    assert credit_journey(["direct", "a"], {"direct": 1.0, "a": 0.0}, remove_direct_if_not_all=True) == (
-        [0.5, 0.5],
-        True,
-    )
+    assert credit_journey(["x", "y"], {"a": 1.0}) == ([], True)
+    # remove_direct: direct a with a at share 0 -> Σ raw = 0 -> none, even though direct has a share
+    assert credit_journey(["direct", "a"], {"direct": 1.0, "a": 0.0}, remove_direct_if_not_all=True) == ([], True)
+    # a positive share whose multiplier is 0 (DATA_DRIVEN: φ > 0 in the journey, share 0 in the fit): none
+    assert credit_journey(["a", "b"], {"a": 0.3, "b": 0.0}, scale={"a": 0.0, "b": 1.0}) == ([], True)
 
 
 def test_credit_weights_sum_to_one() -> None:
@@ -593,11 +592,13 @@ def test_credit_weights_sum_to_one() -> None:
     for _ in range(300):
         channels = [rng.choice(["a", "b", "c", "direct"]) for _ in range(rng.randint(1, 6))]
         share = {c: rng.choice([0.0, rng.random()]) for c in ["a", "b", "c", "direct"]}
-        weights, fell_back = credit_journey(channels, share, remove_direct_if_not_all=rng.random() < 0.5)
+        weights, baseline = credit_journey(channels, share, remove_direct_if_not_all=rng.random() < 0.5)
+        if baseline:  # no weights: every channel of the journey has share 0 (or only direct, dropped)
+            assert weights == []
+            assert all(share[c] == 0.0 for c in channels if c != "direct" or all(x == "direct" for x in channels))
+            continue
         assert sum(weights) == pytest.approx(1.0, abs=1e-12)
         assert all(0.0 <= w <= 1.0 for w in weights)
-        if fell_back:
-            assert weights == [1 / len(channels)] * len(channels)
 
 
 # ======================================================================================
@@ -617,7 +618,7 @@ def test_pipeline_worked_example() -> None:
     assert fit["path_table"] == {("a", "b"): (1, 0, 101), ("c",): (0, 1, 0), ("a",): (0, 2, 0)}
     assert fit["p_conversion"] == pytest.approx(0.25, abs=TOL)
     assert fit["removal_effect"] == approx({"a": 1, "b": 1, "c": 0})
-    assert fit["fallback_journeys"] == 0
+    assert fit["baseline_conversions"] == 0
     assert [(x["touchpoint_id"], x["position"], x["weight"], x["credited_value_micros"]) for x in links] == [
         ("t1", 1, 0.5, 50),
         ("t2", 2, 0.5, 51),
@@ -636,7 +637,7 @@ def test_pipeline_worked_example() -> None:
     ]
 
 
-def test_pipeline_fallback_and_remove_direct() -> None:
+def test_pipeline_baseline_conversion_and_remove_direct() -> None:
     # u1: direct (day 0), a (day 1), conversion (day 2, value 10)   -> path a (remove_direct) / direct a
     # u2: b (day 0), conversion (day 1, value 3)                      -> path b
     # u3: b (day 0), no conversion                                    -> tail b
@@ -660,12 +661,12 @@ def test_pipeline_fallback_and_remove_direct() -> None:
     # SHAPLEY "rate" without the option: coalitions {direct, a} v = 1, {b} v = 1/2.
     #   φ_direct = φ_a = w(1) · 1 - w(1) · 1/2 = 1/6 - 1/12 = 1/12 (n = 3, w(1) = 1/6);
     #   φ_b = w(0) · 1/2 - w(2) · 1 = 1/6 - 1/3 = -1/6.  Σ = 0 = v({direct, a, b}).
-    # c2 is all b, whose share is 0: LINEAR fallback (one touchpoint: weight 1).
+    # c2 is all b, whose share is 0: a baseline conversion, no links (before: LINEAR, t3 weight 1).
     links, fit = data_driven_reference(touchpoints, conversions, model="SHAPLEY", lookback_us=30 * DAY)
     assert fit["shapley_value"] == approx({"direct": F(1, 12), "a": F(1, 12), "b": F(-1, 6)})
-    assert fit["fallback_journeys"] == 1
+    assert fit["baseline_conversions"] == 1 and fit["uncredited"] == ["c2"]
     by_touchpoint = {x["touchpoint_id"]: (x["weight"], x["credited_value_micros"]) for x in links}
-    assert by_touchpoint == {"t1": (0.5, 5), "t2": (0.5, 5), "t3": (1.0, 3)}
+    assert by_touchpoint == {"t1": (0.5, 5), "t2": (0.5, 5)}
 
 
 def test_pipeline_invariants_on_random_inputs() -> None:
@@ -695,8 +696,11 @@ def test_pipeline_invariants_on_random_inputs() -> None:
         for model in ("MARKOV", "SHAPLEY"):
             links, fit = data_driven_reference(touchpoints, conversions, model=model, order=1 + case % 3, **options)
             check_invariants(links, {c["conversion_id"]: c for c in conversions})
-            assert {x["conversion_id"] for x in links} == {j["conversion_id"] for j in converting}
-            assert len(links) == sum(len(j["touchpoint_ids"]) for j in converting)
+            # every converting journey has links or is a baseline conversion of the model, never both
+            credited = {x["conversion_id"] for x in links}
+            assert credited.isdisjoint(fit["uncredited"])
+            assert credited | set(fit["uncredited"]) == {j["conversion_id"] for j in converting}
+            assert len(links) == sum(len(j["touchpoint_ids"]) for j in converting if j["conversion_id"] in credited)
             table = fit["path_table"]
             assert sum(row[0] for row in table.values()) == len(converting)
             assert sum(row[1] for row in table.values()) == len(journeys) - len(converting)

@@ -102,10 +102,12 @@ def test_attribute_spark_equals_attribute(spark, data, expected, partitions, inp
     ).persist()
     try:
         assert_links_equal(expected.links, _collect(result.links))
-        key = ["conversion_id"]
+        key = ["conversion_id", "model"]
         unattributed = _collect(result.unattributed).sort(key)
         assert unattributed.equals(expected.unattributed.select(unattributed.columns).sort(key))
-        assert set(unattributed.get_column("reason")) == {"no_touchpoints", "outside_window"}
+        # baseline conversions: a data-driven model credits them to no channel (docs/data_driven.md §5)
+        assert set(unattributed.get_column("reason")) == {"no_touchpoints", "outside_window", "baseline_conversion"}
+        assert unattributed.filter(pl.col("reason") == "baseline_conversion").get_column("model").null_count() == 0
         credit = _collect(result.credit).sort("model", "channel")
         want = _strings(expected.credit).sort("model", "channel")
         assert credit.select("model", "channel", "value_micros").equals(want.select("model", "channel", "value_micros"))
@@ -156,7 +158,10 @@ def test_empty_partitions_and_one_user(spark) -> None:
     want = oq.attribute(tp, cv, models=models)
     result = attribute_spark(_frame(spark, tp), _frame(spark, cv), models=models, partitions=8)
     assert_links_equal(want.links, _collect(result.links))
-    assert _collect(result.unattributed).get_column("conversion_id").to_list() == ["cc"]
+    unattributed = _collect(result.unattributed)
+    assert unattributed.filter(pl.col("model").is_null()).get_column("conversion_id").to_list() == ["cc"]
+    key = ["conversion_id", "model"]  # and the baseline conversions of data-driven models, as in memory
+    assert unattributed.sort(key).equals(want.unattributed.select(unattributed.columns).sort(key))
 
 
 def test_credit_beyond_int64_is_null_across_partitions(spark) -> None:

@@ -32,14 +32,21 @@ def _money(micros: float) -> str:
 
 def result_html(result: AttributionResult) -> str:
     """Models, conversions attributed / unattributed, and credit per channel x model."""
-    attributed = result.n_conversions - result.unattributed.height
+    unattributed = result.unattributed
+    per_model = "model" in unattributed.columns
+    everywhere = unattributed.filter(pl.col("model").is_null()).height if per_model else unattributed.height
+    attributed = result.n_conversions - everywhere
     facts = [
         ["models", ", ".join(result.model_names)],
         ["conversions", f"{result.n_conversions:,}"],
         ["attributed", f"{attributed:,}"],
-        ["unattributed", f"{result.unattributed.height:,}"],
+        ["unattributed", f"{everywhere:,}"],
         ["links", f"{result.links.height:,}"],
     ]
+    if per_model and unattributed.height > everywhere:  # docs/data_driven.md §5: baseline conversions
+        by_model = unattributed.filter(pl.col("model").is_not_null()).group_by("model", maintain_order=True).len()
+        facts.append(["also unattributed by one model (baseline conversions)",
+                      ", ".join(f"{m} {n:,}" for m, n in by_model.iter_rows())])  # fmt: skip
     quarantined = {k: v.height for k, v in result.quarantined.items() if v.height}
     if quarantined:
         facts.append(["quarantined", ", ".join(f"{k} {v:,}" for k, v in quarantined.items())])
@@ -89,8 +96,8 @@ def fitted_html(fitted: FittedModel) -> str:
         for r in checks.iter_rows(named=True):
             facts.append([f"experiment on {r['channel']}", f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; "
                           f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})"])  # fmt: skip
-    if fitted.fallback_journeys:
-        facts.append(["journeys credited linearly (all shares 0)", f"{fitted.fallback_journeys:,}"])
+    if fitted.baseline_conversions:  # docs/data_driven.md §5
+        facts.append(["baseline conversions (no channel credited: unattributed)", f"{fitted.baseline_conversions:,}"])
     balance = getattr(fitted, "balance", None)
     if balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
         how = (f"{balance.iterations} steps, largest relative error {balance.residual:.1e}" if balance.balanced

@@ -48,9 +48,10 @@ class ChannelBalance:
     unreachable_share
         Sum of the shares of channels that no converting journey can credit (their share is positive, but
         they appear only in non-converting journeys): they get no credit.
-    fixed_conversions
-        Converting journeys left at their own weights: none of their channels has a positive share
-        (LINEAR fallback, or for DATA_DRIVEN the journey's own ``max(φ, 0)``).
+    baseline_conversions
+        Converting journeys that the model credits to no channel (no channel of the journey has both a
+        positive share and, for DATA_DRIVEN, a positive ``φ`` of its own): baseline conversions, left out
+        of the balance and without links for the model (reported in ``result.unattributed``).
     balanced
         False when the fit's paths do not hold the credited journeys' channels (``transform="first"`` of
         MARKOV and SHAPLEY): the links then use the shares unscaled.
@@ -62,7 +63,7 @@ class ChannelBalance:
     iterations: int
     residual: float
     unreachable_share: float
-    fixed_conversions: float
+    baseline_conversions: float
     balanced: bool = True
 
     @property
@@ -80,7 +81,7 @@ class ChannelBalance:
             return "ChannelBalance(balanced=False)"
         return (
             f"ChannelBalance(iterations={self.iterations}, residual={self.residual:.1e}, "
-            f"unreachable_share={self.unreachable_share:.3g}, fixed_conversions={self.fixed_conversions:,.0f})"
+            f"unreachable_share={self.unreachable_share:.3g}, baseline_conversions={self.baseline_conversions:,.0f})"
         )
 
 
@@ -143,8 +144,8 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     unreachable = float(shares[~reachable & (shares > 0)].sum())
     free = np.zeros(weight.shape[0], dtype=np.bool_)
     free[row[(value > 0) & (shares[code] > 0)]] = True
-    fixed = float(weight[(weight > 0) & ~free].sum())
-    out = ChannelBalance(table.channels, scale, effective, int(iterations), float(residual), unreachable, fixed)
+    baseline = float(weight[(weight > 0) & ~free].sum())
+    out = ChannelBalance(table.channels, scale, effective, int(iterations), float(residual), unreachable, baseline)
     if residual > tol:
         log.warning(
             "%s: the links credit some channel a relative %.2g away from its share x conversions; its "

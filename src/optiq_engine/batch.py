@@ -69,6 +69,9 @@ class RunSummary:
     conversions: int = 0
     links: int = 0
     unattributed: int = 0
+    #: Per data-driven model, the conversions in scope it credits to no channel (baseline conversions:
+    #: no links for that model, docs/data_driven.md §5), on top of ``unattributed`` (no model credits them).
+    baseline_conversions: dict[str, int] = field(default_factory=dict)
     journeys: int = 0
     journeys_changed: int = 0
     touchpoints_changed: int = 0
@@ -436,6 +439,7 @@ def run_batch(
             links: list[pl.DataFrame] = []
             scope: list[pl.Series] = []
             unattributed = 0
+            baseline: dict[str, int] = {}
             if anon_ids != () and engine == "spark":
                 # --- engine spark (optiq_engine.spark.postgres): load, attribute, journeys on Spark ---
                 from .spark.postgres import attribute_postgres, postgres_session
@@ -451,6 +455,7 @@ def run_batch(
                 timings.update(on_spark.timings)
                 summary.touchpoints, summary.conversions = on_spark.touchpoints, on_spark.conversions
                 links, scope, unattributed = [on_spark.links], [on_spark.scope], on_spark.unattributed
+                baseline = dict(on_spark.baseline_conversions)
                 model_names = on_spark.model_names
                 extraction = None
                 journeys: Any = SimpleNamespace(journeys=on_spark.journeys, journey_events=on_spark.journey_events)
@@ -493,7 +498,10 @@ def run_batch(
                             summary.quarantined[table] = summary.quarantined.get(table, 0) + rows.height
                     keep = in_scope.get_column("conversion_id")
                     links.append(result.links.filter(pl.col("conversion_id").is_in(keep.implode())))
-                    unattributed += result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode())).height
+                    left = result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode()))
+                    unattributed += left.filter(pl.col("model").is_null()).height
+                    for name, n in left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows():
+                        baseline[name] = baseline.get(name, 0) + n
                     scope.append(keep)
                     model_names = list(result.model_names)
                     # Only the links are kept: with the inputs, the unfiltered result and the events alive
@@ -574,6 +582,7 @@ def run_batch(
                 timings["write"] = time.perf_counter() - t0
                 summary.links = sum(frame.height for frame in links)
                 summary.unattributed = unattributed
+                summary.baseline_conversions = baseline
                 summary.journeys = journeys.journeys.height
                 summary.inserted, summary.updated, summary.deleted = counts.inserted, counts.updated, counts.deleted
                 summary.journeys_changed = journey_counts.changed

@@ -241,6 +241,8 @@ def attribute(
         return
     # --- end engine spark ---
     with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: stop at a safe point, exit 130/143
+        import polars as pl
+
         from .io.parquet import ResultWriter, iter_partitions  # a signal while importing is deferred too
         from .models.fitted import data_driven_names
         from .result import combine_credit
@@ -269,8 +271,11 @@ def attribute(
     console.print(_credit_table(summaries[0], combine_credit([r.credit for r in summaries])))
     counts = writer.counts
     quarantined = counts.get("quarantined_touchpoints", 0) + counts.get("quarantined_conversions", 0)
+    left = pl.concat([r.unattributed.select("model") for r in summaries])
+    baseline = left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows()
     console.print(
-        f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions"
+        f"wrote {counts['links']:,} links, {left.get_column('model').null_count():,} unattributed conversions"
+        + "".join(f", {n:,} baseline conversions of {name} (unattributed for it)" for name, n in baseline)
         + (f", {quarantined:,} quarantined rows" if quarantined else "")
         + f" to {out}",
         soft_wrap=True,
@@ -528,6 +533,10 @@ def run(
          f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if summary.touchpoints_extracted else "")),
         ("conversions recomputed", f"{summary.conversions:,}"),
         ("unattributed conversions", f"{summary.unattributed:,}"),
+        *(
+            (f"baseline conversions of {name} (unattributed for it)", f"{n:,}")
+            for name, n in summary.baseline_conversions.items()
+        ),
         ("links computed", f"{summary.links:,}"),
         ("links inserted / updated / deleted", f"{summary.inserted:,} / {summary.updated:,} / {summary.deleted:,}"),
         ("journeys (rows changed)", f"{summary.journeys:,} ({summary.journeys_changed:,})"),

@@ -115,8 +115,14 @@ def run_attribution(
     config: AttributionConfig,
     on_stage: Callable[[str], None] | None = None,
     fitted: dict[str, FittedModel] | None = None,
+    dense_links: bool = False,
 ) -> AttributionResult:
-    """:func:`attribute` with a resolved config, calling ``on_stage(name)`` as each stage starts."""
+    """:func:`attribute` with a resolved config, calling ``on_stage(name)`` as each stage starts.
+
+    With ``dense_links``, every model's block of ``links`` holds the same (conversion, touchpoint) pairs in
+    the same order (Spark's wide records): a conversion a data-driven model credits to no channel keeps its
+    rows there with a null ``weight`` and ``credited_value_micros`` instead of having none.
+    """
     cfg = config
     chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
     unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
@@ -155,6 +161,7 @@ def run_attribution(
         h_weights, h_credit, position, count = heuristic_links(
             lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, chunks
         )
+        uncredited: dict[int, np.ndarray] = {}  # model index -> conversions (sorted) it credits to no channel
         if data_driven:
             weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
             credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
@@ -174,11 +181,12 @@ def run_attribution(
                     shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
                 with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
                     balance = fit.balance if fit.balance is not None else balance_fit(fit)
-                weights[i], credit[i], fallback = share_links(
+                weights[i], credit[i], uncredited[i] = share_links(
                     lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
                     shares, rows, balance.scale_for(channels), chunks,
                 )  # fmt: skip
-                fitted[model.name] = replace(fit, fallback_journeys=int(fallback.sum()), balance=balance)
+                n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
+                fitted[model.name] = replace(fit, baseline_conversions=n_baseline, balance=balance)
             del h_weights, h_credit
         else:
             weights, credit = h_weights, h_credit
@@ -187,11 +195,16 @@ def run_attribution(
 
     with timed("frames"):
         names = [m.name for m in chosen]
-        links = _links_frame(tp, cv, names, channels, weights, credit, position, count, tp_row, cv_row, link_code)
+        dropped = {i: np.repeat(u, counts) for i, u in uncredited.items() if u.any()}  # per link
+        links = _links_frame(
+            tp, cv, names, channels, weights, credit, position, count, tp_row, cv_row, link_code, dropped,
+            dense=dense_links,
+        )  # fmt: skip
         credit_frame = _credit_frame(names, channels, *channel_credit(weights, credit, link_code, len(channels)))
         for name in fitted:  # the fit's conversions and value are the links' (one credit per model x channel)
             fitted[name] = _credited_fit(fitted[name], credit_frame.filter(pl.col("model") == name))
-        unattributed = _unattributed_frame(cv, cv_order, counts == 0, has_tp)
+        baseline = {names[i]: u for i, u in uncredited.items() if u.any()}
+        unattributed = _unattributed_frame(cv, cv_order, counts == 0, has_tp, baseline)
 
     return AttributionResult(
         links=links,
@@ -457,8 +470,14 @@ def _links_frame(
     tp_row: np.ndarray,
     cv_row: np.ndarray,
     link_code: np.ndarray,
+    dropped: dict[int, np.ndarray],
+    *,
+    dense: bool = False,
 ) -> pl.DataFrame:
-    """The long links frame: one chunk per model sharing the id, position and channel columns."""
+    """The long links frame: one chunk per model sharing the id, position and channel columns.
+
+    ``dropped[i]`` (bool per link) marks the links of conversions that model ``i`` credits to no channel:
+    left out, or with ``dense`` kept with a null weight and credit."""
     shared = pl.DataFrame(
         [
             one_chunk(cv.get_column("conversion_id")).gather(cv_row),
@@ -469,12 +488,21 @@ def _links_frame(
         ]
     )
     model_dtype = pl.Enum(names)
+
+    def block(i: int) -> pl.DataFrame:
+        weight, micros = pl.Series("weight", weights[i]), pl.Series("credited_value_micros", credit[i])
+        if i not in dropped:
+            return shared.with_columns(weight, micros)
+        if dense:
+            gone = np.flatnonzero(dropped[i])
+            return shared.with_columns(weight.scatter(gone, None), micros.scatter(gone, None))
+        keep = pl.Series(~dropped[i])
+        return shared.filter(keep).with_columns(weight.filter(keep), micros.filter(keep))
+
     parts = [
-        shared.with_columns(
-            pl.lit(name, dtype=model_dtype).alias("model"),
-            pl.Series("weight", weights[i]),
-            pl.Series("credited_value_micros", credit[i]),
-        ).select(
+        block(i)
+        .with_columns(pl.lit(name, dtype=model_dtype).alias("model"))
+        .select(
             "conversion_id",
             "touchpoint_id",
             "model",
@@ -506,13 +534,30 @@ def _credit_frame(
     )
 
 
-def _unattributed_frame(cv: pl.DataFrame, cv_order: np.ndarray, empty: np.ndarray, has_tp: np.ndarray) -> pl.DataFrame:
-    rows = cv_order[empty]
-    reason = np.where(has_tp[empty], "outside_window", "no_touchpoints")
+#: ``reason`` of a conversion that a data-driven model credits to no channel (docs/data_driven.md §5).
+BASELINE_REASON = "baseline_conversion"
+
+
+def _unattributed_frame(
+    cv: pl.DataFrame, cv_order: np.ndarray, empty: np.ndarray, has_tp: np.ndarray, baseline: dict[str, np.ndarray]
+) -> pl.DataFrame:
+    """Conversions without links: for every model (``model`` null; no eligible touchpoint), and per
+    data-driven model for the conversions it credits to no channel (``baseline[name]``, bool per sorted
+    conversion; ``reason`` :data:`BASELINE_REASON`)."""
+    rows = [cv_order[empty]]
+    reasons = [np.where(has_tp[empty], "outside_window", "no_touchpoints")]
+    models: list[str | None] = [None] * int(empty.sum())
+    for name, mask in baseline.items():
+        rows.append(cv_order[mask])
+        reasons.append(np.full(int(mask.sum()), BASELINE_REASON))
+        models += [name] * int(mask.sum())
     cols = ["conversion_id", "anon_id", "occurred_at", "value_micros"]
     cols += [c for c in ("organization_id", "site_id", "name") if c in cv.columns]
     return (
-        cv.select(cols)[rows]
-        .with_columns(pl.Series("reason", reason, dtype=pl.String))
-        .sort("occurred_at", "conversion_id")
+        cv.select(cols)[np.concatenate(rows)]
+        .with_columns(
+            pl.Series("reason", np.concatenate(reasons), dtype=pl.String),
+            pl.Series("model", models, dtype=pl.String),
+        )
+        .sort("occurred_at", "conversion_id", pl.col("model"), nulls_last=False)
     )

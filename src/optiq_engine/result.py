@@ -32,7 +32,9 @@ class AttributionResult:
         Per model x channel: ``conversions`` (sum of weights) and ``value_micros`` (exact sum of
         credited micros).
     unattributed
-        Conversions with no eligible touchpoint, with a ``reason``.
+        Conversions without links, with a ``reason`` and a ``model``: null when no model can credit them
+        (no eligible touchpoint), a data-driven model's name for a conversion that model credits to no
+        channel (a baseline conversion, docs/data_driven.md §5; the other models may credit it).
     quarantined
         Rows set aside with ``on_invalid="quarantine"``: ``{"touchpoints": ..., "conversions": ...}``,
         each with a ``reason`` column.

@@ -596,12 +596,13 @@ def credit_journey(
     direct: tuple[str, ...] = ("direct",),
     scale: dict[str, float] | None = None,
 ) -> tuple[list[float], bool]:
-    """Weights of one journey's touchpoints and whether it fell back to LINEAR (docs/data_driven.md §5).
+    """Weights of one journey's touchpoints, or none when the model credits it to no channel (§5).
 
     ``raw_i = share(c_i) / (count of c_i in the journey)``; with ``remove_direct_if_not_all`` a direct
     touch of a journey that also has non-direct touches has ``raw_i = 0``. ``weight_i = raw_i s(c_i) /
-    Σ raw_j s(c_j)`` with the balancing multipliers ``scale`` (none: 1), or ``raw_i / Σ raw`` when the
-    scaled sum is 0, or ``1/n`` each (LINEAR) when ``Σ raw = 0``.
+    Σ raw_j s(c_j)`` with the balancing multipliers ``scale`` (none: 1). When that sum is 0 (no channel of
+    the journey has a positive share and multiplier: a baseline conversion) the journey gets no weights:
+    ``([], True)``; otherwise ``(weights, False)``.
     """
     n = len(channels)
     if n == 0:
@@ -620,15 +621,14 @@ def credit_journey(
         # whose paths keep only the first touch) has no share; taken as share 0.
         raw.append(share.get(channel, 0.0) / count)
 
-    # §5 balancing: w_i = raw_i * scale(c_i); a journey whose scaled weights are all 0 keeps its raw ones.
+    # §5 balancing: w_i = raw_i * scale(c_i); a journey whose scaled weights are all 0 is not credited.
     scaled = [r * (1.0 if scale is None else scale.get(c, 1.0)) for r, c in zip(raw, channels, strict=True)]
-    for candidate in (scaled, raw):
-        total = 0.0
-        for r in candidate:  # left to right
-            total += r
-        if total > 0.0:
-            return [r / total for r in candidate], False
-    return [1.0 / n] * n, True
+    total = 0.0
+    for r in scaled:  # left to right
+        total += r
+    if total > 0.0:
+        return [r / total for r in scaled], False
+    return [], True
 
 
 def balance_scale(table: dict[Path, tuple], share: dict[str, float]) -> dict[str, float] | None:
@@ -667,7 +667,8 @@ def data_driven_reference(
     by ``split_value`` (docs/attribution.md). Links are in conversion order, then position 1..n.
 
     The fit dict is that of :func:`markov_dense` or :func:`shapley_permutations` plus ``path_table``,
-    ``journeys`` (all fitted journeys) and ``fallback_journeys`` (converting journeys credited LINEAR).
+    ``journeys`` (all fitted journeys), ``baseline_conversions`` (converting journeys credited to no channel:
+    they get no links) and ``uncredited`` (their conversion ids, in conversion order).
     """
     journeys = fitting_journeys(
         touchpoints,
@@ -690,20 +691,22 @@ def data_driven_reference(
         raise ValueError(f"unknown model {model!r}; expected {MARKOV!r} or {SHAPLEY!r}")
 
     links: list[dict] = []
-    fallback_journeys = 0
+    uncredited: list[str] = []
     scale = None if transform == "first" else balance_scale(table, fit["share"])
     for journey in journeys:
         if not journey["converted"]:
             continue
         channels = journey["channels"]
-        weights, fell_back = credit_journey(
+        weights, baseline = credit_journey(
             channels,
             fit["share"],
             remove_direct_if_not_all=remove_direct_if_not_all,
             direct=direct_channels,
             scale=scale,
         )
-        fallback_journeys += int(fell_back)
+        if baseline:  # §5: a baseline conversion, unattributed for this model
+            uncredited.append(journey["conversion_id"])
+            continue
         credited = split_value(journey["value_micros"], weights)
         n = len(channels)
         for k in range(1, n + 1):
@@ -720,7 +723,10 @@ def data_driven_reference(
                 }
             )
 
-    fit = {**fit, "path_table": table, "journeys": journeys, "fallback_journeys": fallback_journeys, "scale": scale}
+    fit = {
+        **fit, "path_table": table, "journeys": journeys, "baseline_conversions": len(uncredited),
+        "uncredited": uncredited, "scale": scale,
+    }  # fmt: skip
     return links, fit
 
 

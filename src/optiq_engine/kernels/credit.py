@@ -17,8 +17,8 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
 
     Touch ``i`` of a conversion with channel ``c_i`` gets ``raw_i = share[c_i] / (touches of c_i)`` and
     ``w_i = raw_i · scale[c_i]``, normalised over the conversion's touches. A conversion whose ``w`` are all
-    0 keeps its ``raw`` weights normalised (*fixed*: none of its channels has a positive multiplier), and
-    one whose ``raw`` are all 0 falls back to 1/n.
+    0 (no channel of its journey is credited by the model: a baseline conversion) is *uncredited*: its
+    weights and credited micros are 0 and the caller gives it no links for this model.
 
     Parameters
     ----------
@@ -41,15 +41,15 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
     -------
     weights : float64[L]
     credit : int64[L]
-    fallback : bool[m]
-        Conversions (with links) that fell back to linear.
+    uncredited : bool[m]
+        Conversions (with eligible touchpoints) that the model credits to no channel.
     """
     m = lo.shape[0]
     n_links = link_offsets[m]
     n_codes = shares.shape[1]
     weights = np.empty(n_links, dtype=np.float64)
     credit = np.empty(n_links, dtype=np.int64)
-    fallback = np.zeros(m, dtype=np.bool_)
+    uncredited = np.zeros(m, dtype=np.bool_)
     max_n = 0
     for j in range(m):
         max_n = max(max_n, link_offsets[j + 1] - link_offsets[j])
@@ -70,27 +70,22 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
             row = share_row[j]
             w = weights[base : base + n]
             total = 0.0
-            for unscaled in (False, True):  # scaled weights, or the fixed raw ones when those are all 0
-                total = 0.0
-                for k in range(n):
-                    x = 0.0
-                    if not (skip_direct and is_direct[tp_code[a + k]]):
-                        code = tp_code[a + k]
-                        x = shares[row, code] / counts[code]
-                        if not unscaled:
-                            x *= scale[code]
-                    w[k] = x
-                    total += x
-                if total > 0.0:
-                    break
+            for k in range(n):
+                x = 0.0
+                if not (skip_direct and is_direct[tp_code[a + k]]):
+                    code = tp_code[a + k]
+                    x = shares[row, code] / counts[code] * scale[code]
+                w[k] = x
+                total += x
             for k in range(n):
                 counts[tp_code[a + k]] = 0
             if total > 0.0:
                 for k in range(n):
                     w[k] = w[k] / total
+                split_value(cv_value[j], w, credit[base : base + n], frac, used)
             else:
-                fallback[j] = True
+                uncredited[j] = True
                 for k in range(n):
-                    w[k] = 1.0 / n
-            split_value(cv_value[j], w, credit[base : base + n], frac, used)
-    return weights, credit, fallback
+                    w[k] = 0.0
+                    credit[base + k] = 0
+    return weights, credit, uncredited

@@ -107,16 +107,18 @@ class FittedModel:
         The path table the model was fitted on.
     replicates
         Bootstrap shares, ``[bootstrap, channels]`` (empty without bootstrap).
-    fallback_journeys
-        Converting journeys credited linearly because all their channels had share 0 (set by
-        ``attribute``).
+    baseline_conversions
+        Converting journeys of the run that the model credits to no channel (none of their channels has a
+        positive share; DATA_DRIVEN: a positive ``φ`` of the journey's own with a positive share): baseline
+        conversions, which get no links for this model and are listed in ``result.unattributed`` with its
+        name (set by ``attribute``; docs/data_driven.md §5).
     balance
         The channel multipliers that make the links credit each channel its share, with the balance's
         iterations and residual (:class:`optiq_engine.balance.ChannelBalance`; set by ``attribute``,
         docs/data_driven.md §5).
     credit_gap
         Half the L1 distance between the run's credited shares (``result.shares()``) and ``share`` (0 up
-        to the balance's tolerance unless journeys fell back or channels were unreachable; set by
+        to the balance's tolerance unless its targets were infeasible or channels unreachable; set by
         ``attribute``).
     """
 
@@ -124,7 +126,7 @@ class FittedModel:
     channel_credit: pl.DataFrame
     paths: PathTable
     replicates: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
-    fallback_journeys: int = 0
+    baseline_conversions: int = 0
     balance: ChannelBalance | None = None
     credit_gap: float = 0.0
 

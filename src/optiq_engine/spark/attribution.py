@@ -83,7 +83,7 @@ def _record_schema(cv_cols: Sequence[str], n_models: int) -> T.StructType:
 
 def _unattributed_columns(cv_cols: Sequence[str]) -> list[str]:
     cols = ["conversion_id", "anon_id", "occurred_at", "value_micros"]
-    return cols + [c for c in ("organization_id", "site_id", "name") if c in cv_cols] + ["reason"]
+    return cols + [c for c in ("organization_id", "site_id", "name") if c in cv_cols] + ["reason", "model"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,7 +103,7 @@ class SparkAttributionResult:
     fitted
         Data-driven fits made on the driver from the path tables of every partition (``channel_credit``,
         bootstrap intervals, ``paths``: the whole run's path table, ``balance``: the multipliers every
-        partition's links use). ``fallback_journeys`` and ``credit_gap`` are not counted on Spark (0), and
+        partition's links use). ``baseline_conversions`` and ``credit_gap`` are not counted on Spark (0), and
         ``channel_credit``'s ``conversions`` and ``value_micros`` are the fit's allocation (``share x``
         fitted conversions, the fitted value split by share), not the links' sums as in
         :func:`optiq_engine.attribute`: report :attr:`credit` (docs/spark.md "Data-driven credit").
@@ -152,11 +152,15 @@ class SparkAttributionResult:
         )
         unpivot = F.expr(f"stack({len(self.model_names)}, {pairs}) AS (model, weight, credited_value_micros)")
         pair_cols = [c for c in cols if c not in ("model", "weight", "credited_value_micros")]
-        return self.records.where(F.col(RECORD) == LINKS).select(*pair_cols, unpivot).select(*cols)
+        links = self.records.where(F.col(RECORD) == LINKS).select(*pair_cols, unpivot)
+        # a null weight: the model credits the pair's conversion to no channel (it is in ``unattributed``)
+        return links.where(F.col("weight").isNotNull()).select(*cols)
 
     @property
     def unattributed(self) -> DataFrame:
-        """Conversions with no eligible touchpoint, with a ``reason`` (as in :func:`optiq_engine.attribute`)."""
+        """Conversions without links, with a ``reason`` and a ``model`` (null: for every model, no eligible
+        touchpoint; a data-driven model's name: a conversion it credits to no channel), as in
+        :func:`optiq_engine.attribute`."""
         return self.records.where(F.col(RECORD) == UNATTRIBUTED).select(*self.unattributed_columns)
 
     @property
@@ -360,7 +364,7 @@ def _attribute_partition(
     spent = {"partitions": 1.0, "touchpoints": float(tp.num_rows), "conversions": float(cv.num_rows)}
     spent["input"] = time.perf_counter() - t0
     fitted = fits.value if fits is not None else None
-    result = run_attribution(tp, cv, models=models, config=config, fitted=fitted)
+    result = run_attribution(tp, cv, models=models, config=config, fitted=fitted, dense_links=True)
     spent.update(result.timings)
     t0 = time.perf_counter()
     out = list(_records(result, cv, out_schema, len(models), link_dates=link_dates))
@@ -401,7 +405,8 @@ def _wide_links(links: pl.DataFrame, n_models: int) -> pl.DataFrame:
     """The long links of one run as one row per pair, each model's weight and credit in its own columns.
 
     ``run_attribution`` lays its links out model by model, each block holding the same pairs in the same
-    order (``pipeline._links_frame``: the blocks share their id, position and channel columns); the block
+    order (``pipeline._links_frame`` with ``dense_links=True``: the blocks share their id, position and
+    channel columns; a model's null weight marks a conversion it credits to no channel); the block
     boundaries are checked against the ``model`` column.
     """
     pairs = links.height // n_models

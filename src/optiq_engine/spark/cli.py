@@ -40,5 +40,7 @@ def attribute_command(
     credit = pl.read_parquet(out / "credit" / "*.parquet")
     console.print(_credit_table(result, credit))  # type: ignore[arg-type]
     console.print(
-        f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed conversions to {out}", soft_wrap=True
+        f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed rows (a conversion's row with a model: "
+        f"a baseline conversion of that model) to {out}",
+        soft_wrap=True,
     )

@@ -118,6 +118,8 @@ class SparkStage:
     journey_events: pl.DataFrame
     event_users: pl.Series
     timings: dict[str, float] = field(default_factory=dict)
+    #: Per data-driven model, the conversions in scope it credits to no channel (docs/data_driven.md §5).
+    baseline_conversions: dict[str, int] = field(default_factory=dict)
 
 
 def _collect(frame: DataFrame) -> pl.DataFrame:
@@ -158,7 +160,7 @@ def attribute_postgres(
         try:
             keep = scope.implode()
             links = _collect(result.links).filter(pl.col("conversion_id").is_in(keep))
-            unattributed = _collect(result.unattributed.select("conversion_id")).filter(
+            unattributed = _collect(result.unattributed.select("conversion_id", "model")).filter(
                 pl.col("conversion_id").is_in(keep)
             )
         finally:
@@ -177,8 +179,10 @@ def attribute_postgres(
         built.unpersist()
     event_users = _collect(events.select("anon_id").distinct()).get_column("anon_id")
     timings["spark journeys"] = time.perf_counter() - t0
+    baseline = unattributed.drop_nulls("model").group_by("model", maintain_order=True).len()
     return SparkStage(
         links=links, scope=scope, model_names=list(result.model_names), touchpoints=touchpoints,
-        conversions=scope.len(), unattributed=unattributed.height, journeys=journeys,
-        journey_events=journey_events, event_users=event_users, timings=timings,
+        conversions=scope.len(), unattributed=unattributed.filter(pl.col("model").is_null()).height,
+        journeys=journeys, journey_events=journey_events, event_users=event_users, timings=timings,
+        baseline_conversions=dict(baseline.iter_rows()),
     )  # fmt: skip
