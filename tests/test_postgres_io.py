@@ -409,11 +409,15 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
 
 @contextmanager
 def _app_role(url: str, *, granted_replication_role: bool = False) -> Iterator[str]:
-    """``url`` as a login role without superuser (SET on session_replication_role only if granted)."""
+    """``url`` as a login role without superuser (SET on session_replication_role only if granted).
+
+    The engine's writer bypasses row-level security (migration 0007): Postgres refuses ``COPY FROM`` into a
+    table with row-level security to a role subject to it, so a non-owner writer needs ``BYPASSRLS``.
+    """
     role = object_name("app", record="role")
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
+        conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER BYPASSRLS")
         conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
         conn.execute(f'GRANT TEMP ON DATABASE "{make_url(url).database}" TO {role}')

@@ -16,10 +16,12 @@ with the transaction setting ``optiq.organization_id`` (empty: no row at all):
 - ``"ApiKey"`` and ``"Membership"`` also show, for reading only, the one key named by
   ``optiq.api_key_id`` and its membership: what authenticating a request needs.
 
-The policies bind every role but the tables' owner (which runs the migrations and the batch job: row-level
-security is enabled, not forced), superusers and ``BYPASSRLS`` roles. Another application connecting as a
-non-owner role (the platform's, if it does) sees only what ``optiq.organization_id`` allows from now on:
-set it per transaction, or give that role ``BYPASSRLS``. Nothing else changes for the owner.
+The tenant policies bind the members of ``optiq_service`` (the service's role, and the login roles it
+is granted to). Every other role keeps seeing every row through a second, permissive policy
+(``optiq_others``: the current role is not a member of ``optiq_service``, evaluated once per statement):
+the batch job and the platform may run as non-owner roles with plain grants, and nothing changes for them.
+The tables' owner, superusers and ``BYPASSRLS`` roles bypass row-level security anyway (enabled, not
+forced).
 
 The role ``optiq_service`` (``NOLOGIN``, not a superuser, no ``BYPASSRLS``) is created when the runner may
 create roles (a superuser, or ``CREATEROLE``; a non-superuser creator is made a member so that it can
@@ -49,6 +51,11 @@ depends_on: str | tuple[str, ...] | None = None
 ROLE = "optiq_service"
 _ORG = "current_setting('optiq.organization_id', true)"
 _KEY = "current_setting('optiq.api_key_id', true)"
+#: True for a role outside optiq_service (an uncorrelated subquery: one evaluation per statement; false for
+#: nobody when the role does not exist, where pg_has_role would raise).
+_NOT_SERVICE = (
+    f"NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = '{ROLE}' AND pg_has_role(current_user, r.oid, 'MEMBER'))"
+)
 #: Tables with an "organizationId" column the service reads.
 ORG_TABLES: tuple[str, ...] = (
     "AdAccount", "Campaign", "Ad", "DailyAdAccountMetric", "DailyCampaignMetric", "DailyAdMetric", "TrackingSite",
@@ -139,6 +146,8 @@ def upgrade() -> None:
         op.execute(f'CREATE POLICY optiq_tenant ON "{table}" USING ({using}) WITH CHECK ({using})')
     for table, using in KEY_POLICIES.items():
         op.execute(f'CREATE POLICY optiq_key_lookup ON "{table}" FOR SELECT USING ({using})')
+    for table in (*ORG_TABLES, *CHILD_POLICIES):
+        op.execute(f'CREATE POLICY optiq_others ON "{table}" USING ({_NOT_SERVICE}) WITH CHECK ({_NOT_SERVICE})')
     op.execute(_LEAKPROOF_ENUM_EQ.format(how="LEAKPROOF"))
     op.execute(_CREATE_ROLE)
     op.execute(
@@ -154,5 +163,6 @@ def downgrade() -> None:
     for table in KEY_POLICIES:
         op.execute(f'DROP POLICY IF EXISTS optiq_key_lookup ON "{table}"')
     for table in (*ORG_TABLES, *CHILD_POLICIES):
+        op.execute(f'DROP POLICY IF EXISTS optiq_others ON "{table}"')
         op.execute(f'DROP POLICY IF EXISTS optiq_tenant ON "{table}"')
         op.execute(f'ALTER TABLE "{table}" DISABLE ROW LEVEL SECURITY')
