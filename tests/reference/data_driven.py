@@ -848,9 +848,10 @@ def ending_bucket(position: int) -> int:
 def journey_model_parts(
     path: Path, model: dict, keep: frozenset[str] | None = None
 ) -> tuple[list[float], list[float], float]:
-    """Per touch the hazard ``h_j`` and the ending probability ``E_j``, and the end decision ``q`` of §6's
-    whole-journey model. ``model``: ``form`` ("touch", "journey", "both"), ``rho``, ``b_h``, ``beta_h``
-    (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits). ``keep``: channels whose effects are kept
+    """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j])``, and the
+    end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
+    ``rho``, ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
+    (dict: the ending logit of the channel just seen). ``keep``: channels whose effects are kept
     (None: all)."""
     use_h = model["form"] in ("touch", "both")
     use_p = model["form"] in ("journey", "both")
@@ -859,7 +860,7 @@ def journey_model_parts(
         x = journey_stock(path, j, model["rho"])
         z = model["b_h"] + sum(model["beta_h"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
         h.append(sigmoid(z) if use_h else 0.0)
-        e.append(sigmoid(model["g"][ending_bucket(j)]))
+        e.append(sigmoid(model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)))
     x = journey_stock(path, len(path), model["rho"])
     w = model["b_p"] + sum(model["beta_p"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
     return h, e, sigmoid(w) if use_p else 0.0

@@ -4,7 +4,8 @@ After touch ``j`` of a path (positions 1..m), with the decayed exposure stock
 ``x_{j,c} = Σ_{i ≤ j, c_i = c} ρ^(j - i)`` (ρ = 1: touch counts), the journey
 
 - converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
-- otherwise ends after it with ``E_j = σ(g[bucket(j)])`` (the exposure process: position only), and a journey
+- otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j])`` (the exposure process: the position and the
+  channel just seen), and a journey
   that ends decides once, converting with ``q = σ(b_p + β_p · x_m)`` (when the end part is on);
 - otherwise continues to touch ``j + 1``.
 
@@ -12,7 +13,7 @@ A converting path contributes ``log(h_m + (1 - h_m) E_m q)`` at its last touch, 
 ``log((1 - h_m) E_m (1 - q))``, every earlier touch ``log((1 - h_j)(1 - E_j))``. Touch part only: the
 discrete-time hazard model; end part only: the journey-end logistic model; both: the nested model.
 
-Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B)]`` whatever the form; the form's flags say
+Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B), γ (C)]`` whatever the form; the form's flags say
 which blocks are used (the others are ignored and get zero gradient).
 """
 
@@ -51,7 +52,7 @@ def bucket(position):
 @jit
 def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, grad):
     """Negative log-likelihood of path rows ``lo:hi``; adds their gradient into ``grad``."""
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     ph = 1  # first beta_h
     bp = 1 + n_codes
     pp = 2 + n_codes
@@ -84,7 +85,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi,
                 for q in range(d):
                     z += params[ph + chan[q]] * stock[q]
                 h = _sigmoid(z)
-            u = params[gg + bucket(j - a + 1)]
+            u = params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c]
             big_e = _sigmoid(u)
             if j < e - 1:
                 loss += n * _log1pexp(u)
@@ -134,6 +135,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi,
                     for q in range(d):
                         grad[pp + chan[q]] += dw * stock[q]
             grad[gg + bucket(j - a + 1)] += du
+            grad[gg + N_BUCKETS + c] += du
             if use_h:
                 grad[0] += dz
                 for q in range(d):
@@ -154,7 +156,7 @@ def nested_terms(params, offsets, codes, conversions, nulls, rho, use_h, use_p, 
 
 @jit
 def _penalise(params, loss, grad, use_h, use_p, l2):
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     for c in range(n_codes):
         if use_h:
             loss += 0.5 * l2 * params[1 + c] ** 2
@@ -162,6 +164,9 @@ def _penalise(params, loss, grad, use_h, use_p, l2):
         if use_p:
             loss += 0.5 * l2 * params[2 + n_codes + c] ** 2
             grad[2 + n_codes + c] += l2 * params[2 + n_codes + c]
+        k = 2 + 2 * n_codes + N_BUCKETS + c
+        loss += 0.5 * l2 * params[k] ** 2
+        grad[k] += l2 * params[k]
     return loss, grad
 
 
@@ -171,8 +176,8 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h
 
     Parameters
     ----------
-    params : float64[2C + 2 + N_BUCKETS]
-        ``[b_h, β_h, b_p, β_p, g]``.
+    params : float64[3C + 2 + N_BUCKETS]
+        ``[b_h, β_h, b_p, β_p, g, γ]``.
     offsets, codes : int64[P + 1], int32[T]
         The path table's paths (CSR).
     conversions, nulls : float64[P]
@@ -182,7 +187,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h
     use_h, use_p : bool
         Whether the touch (hazard) and end (decision) parts are in the model.
     l2 : float
-        Penalty ``l2 / 2 (|β_h|² + |β_p|²)`` (intercepts and ``g`` are not penalised).
+        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|²)`` (intercepts and ``g`` are not penalised).
     """
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
@@ -253,7 +258,7 @@ def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, se
     else ``n_perm`` random orderings keyed by ``(seed, path hash)``. Returns ``phi`` and the number of
     sampled paths.
     """
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     p_rows = offsets.shape[0] - 1
     d_of = np.zeros(p_rows + 1, dtype=np.int64)
     seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
@@ -326,7 +331,7 @@ def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, se
 @pjit
 def nested_predict(offsets, codes, params, rho, use_h, use_p, drop_code):
     """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none)."""
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     p_rows = offsets.shape[0] - 1
     out = np.zeros(p_rows, dtype=np.float64)
     m_max = 1
@@ -358,7 +363,7 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
     channel measures.
     """
     n_par = params.shape[0]
-    n_codes = (n_par - 2 - N_BUCKETS) // 2
+    n_codes = (n_par - 2 - N_BUCKETS) // 3
     grad = np.zeros(n_par, dtype=np.float64)
     total = 0.0
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
@@ -467,7 +472,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
     decision); the step's 3 x 3 second derivatives in (z, u, w) are scattered through their gradients.
     """
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     gg = 2 + 2 * n_codes
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
     chan = np.empty(max(n_codes, 1), dtype=np.int64)
@@ -500,7 +505,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
                 z += params[1 + chan[q]] * stock[q]
                 w += params[2 + n_codes + chan[q]] * stock[q]
             h = _sigmoid(z) if use_h else 0.0
-            big_e = _sigmoid(params[gg + bucket(j - a + 1)])
+            big_e = _sigmoid(params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c])
             qq = _sigmoid(w) if (use_p and last) else 0.0
             idx[0, 0] = 0
             val[0, 0] = 1.0
@@ -515,7 +520,9 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
             cnt[2] = d + 1 if (use_p and last) else 0
             idx[1, 0] = gg + bucket(j - a + 1)
             val[1, 0] = 1.0
-            cnt[1] = 1
+            idx[1, 1] = gg + N_BUCKETS + c
+            val[1, 1] = 1.0
+            cnt[1] = 2
             for r in range(3):
                 for t in range(3):
                     m3[r, t] = 0.0
@@ -570,12 +577,14 @@ def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p
 
 @jit
 def _penalise_hessian(hess, use_h, use_p, l2):
-    n_codes = (hess.shape[0] - 2 - N_BUCKETS) // 2
+    n_codes = (hess.shape[0] - 2 - N_BUCKETS) // 3
     for c in range(n_codes):
         if use_h:
             hess[1 + c, 1 + c] += l2
         if use_p:
             hess[2 + n_codes + c, 2 + n_codes + c] += l2
+        k = 2 + 2 * n_codes + N_BUCKETS + c
+        hess[k, k] += l2
     return hess
 
 

@@ -362,7 +362,7 @@ class JourneyModel:
     Attributes
     ----------
     params
-        ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS)]`` (kernels/journey_model.py).
+        ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS), γ (C)]`` (kernels/journey_model.py).
     form
         ``"touch"`` (hazard part only), ``"journey"`` (end decision only) or ``"both"``.
     rho
@@ -395,7 +395,7 @@ class JourneyModel:
 
     @property
     def n_codes(self) -> int:
-        return (self.params.shape[0] - 2 - jm.N_BUCKETS) // 2
+        return (self.params.shape[0] - 2 - jm.N_BUCKETS) // 3
 
     @property
     def intercept(self) -> float:
@@ -427,14 +427,16 @@ class JourneyModel:
         """The same model with its channel coefficients re-indexed for ``channels`` (0 for unseen ones)."""
         index = {c: i for i, c in enumerate(fitted)}
         c_old, c_new = len(fitted), len(channels)
-        params = np.zeros(2 + 2 * c_new + jm.N_BUCKETS)
+        b = jm.N_BUCKETS
+        params = np.zeros(2 + 3 * c_new + b)
         params[0] = self.params[0]
         params[1 + c_new] = self.params[1 + c_old]
-        params[2 + 2 * c_new :] = self.params[2 + 2 * c_old :]
+        params[2 + 2 * c_new : 2 + 2 * c_new + b] = self.params[2 + 2 * c_old : 2 + 2 * c_old + b]
         for i, c in enumerate(channels):
             if c in index:
                 params[1 + i] = self.params[1 + index[c]]
                 params[2 + c_new + i] = self.params[2 + c_old + index[c]]
+                params[2 + 2 * c_new + b + i] = self.params[2 + 2 * c_old + b + index[c]]
         return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
@@ -449,6 +451,7 @@ class JourneyModel:
             rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
         labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
         rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
+        rows += [("ending", f"after {ch}", float(self.params[2 + 2 * c + jm.N_BUCKETS + i])) for i, ch in enumerate(channels)]
         part, term, coef = zip(*rows, strict=True)
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
 
@@ -470,7 +473,7 @@ class _Target:
 
 def _active(form: str, n_codes: int) -> np.ndarray:
     """Indices of the parameters that ``form`` uses."""
-    idx = list(range(2 + 2 * n_codes, 2 + 2 * n_codes + jm.N_BUCKETS))
+    idx = list(range(2 + 2 * n_codes, 2 + 3 * n_codes + jm.N_BUCKETS))
     if form in ("touch", "both"):
         idx += list(range(0, 1 + n_codes))
     if form in ("journey", "both"):
@@ -484,7 +487,7 @@ def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarra
     conv, null = counts
     n = conv + null
     lengths = np.diff(table.offsets)
-    x = np.zeros(2 + 2 * n_codes + jm.N_BUCKETS)
+    x = np.zeros(2 + 3 * n_codes + jm.N_BUCKETS)
     touches = float(np.dot(lengths, n))
     rate_t = min(max(conv.sum() / max(touches, 1.0), 1e-6), 1 - 1e-6)
     rate_j = min(max(conv.sum() / max(n.sum(), 1.0), 1e-6), 1 - 1e-6)
@@ -500,7 +503,7 @@ def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarra
         ended[b] += at[pos]
         passed[b] += reach[pos]
     rate_e = np.clip((ended + 0.5) / (passed + 1.0), 1e-4, 1 - 1e-4)
-    x[2 + 2 * n_codes :] = np.log(rate_e / (1 - rate_e))
+    x[2 + 2 * n_codes : 2 + 2 * n_codes + jm.N_BUCKETS] = np.log(rate_e / (1 - rate_e))
     return x
 
 
@@ -827,33 +830,11 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
         params = cand.params.copy()
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
-        if cand.form != "both":  # the ending part of a pure form is separate: its exact maximum
-            params[2 + 2 * n_codes :] = _ending_logits(table, counts, touch=cand.form == "touch")
         nll, _ = jm.nested_terms_parallel(params, table.offsets, table.codes, counts[0], counts[1],
                                           cand.rho, cand.use_h, cand.use_p, 0.0)  # fmt: skip
         return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, float(counts[0].sum() + counts[1].sum()))
 
     return step
-
-
-def _ending_logits(table: PathTable, counts: tuple[np.ndarray, np.ndarray], *, touch: bool) -> np.ndarray:
-    """The maximum-likelihood ending logits ``g`` of a pure form: per bucket, journeys that ended over
-    journeys that could have (touch form: a converting journey's last touch is not an ending, it converted)."""
-    conv, null = counts
-    n = conv + null
-    lengths = np.diff(table.offsets)
-    m_max = int(lengths.max()) if lengths.shape[0] else 1
-    at_n = np.bincount(lengths, weights=n, minlength=m_max + 2)  # journeys of each length
-    at_end = np.bincount(lengths, weights=null if touch else n, minlength=m_max + 2)
-    reach = at_n[::-1].cumsum()[::-1]  # journeys with length >= position
-    ended = np.zeros(jm.N_BUCKETS)
-    passed = np.zeros(jm.N_BUCKETS)
-    for pos in range(1, m_max + 1):
-        b = jm.bucket(pos)
-        ended[b] += at_end[pos]
-        passed[b] += reach[pos] - (at_n[pos] - at_end[pos])  # converting journeys' last touch left out
-    rate = np.clip(ended / np.maximum(passed, 1e-300), 1e-12, 1 - 1e-12)
-    return np.log(rate / (1 - rate))
 
 
 def _ratio(weights: np.ndarray, table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
