@@ -27,7 +27,7 @@ def _dsn(url: str) -> str:
 
 @pytest.fixture()
 def two_orgs(postgres_url: str) -> Iterator[str]:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         for org, seed_ in (("orgA", 3), ("orgB", 4)):
             seed.write_synthetic(url, _retag(oq.synthetic.generate(n_users=200, seed=seed_), org), page_views=True)

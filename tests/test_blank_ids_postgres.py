@@ -32,7 +32,7 @@ def _dsn(url: str) -> str:
 def blank_ids(postgres_url: str) -> Iterator[str]:
     data = _retag(oq.synthetic.generate(n_users=200, seed=5), "orgB")
     site = data.touchpoints["site_id"][0]
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)
         with psycopg.connect(_dsn(url)) as conn:

@@ -48,7 +48,7 @@ def _with_data(url: str) -> None:
 
 
 def test_downgrade_base_without_force_on_a_database_with_data_exits_2_and_keeps_every_table(postgres_url: str) -> None:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         _with_data(url)
         before = _tables(url)
@@ -67,7 +67,7 @@ def test_downgrade_base_without_force_on_a_database_with_data_exits_2_and_keeps_
     ("target", "table"), [("0003", "EngineCreditState"), ("0002", "ApiKey"), ("0001", "EngineRun")]
 )
 def test_downgrades_that_drop_engine_tables_with_rows_are_refused(postgres_url: str, target: str, table: str) -> None:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         _with_data(url)
         with psycopg.connect(_dsn(url)) as conn:
@@ -87,7 +87,7 @@ def test_downgrades_that_drop_engine_tables_with_rows_are_refused(postgres_url: 
 
 
 def test_downgrade_with_force_drops_everything(postgres_url: str) -> None:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         _with_data(url)
         result = runner.invoke(app, ["db", "downgrade", "base", "--force", "--database-url", url])
@@ -97,7 +97,7 @@ def test_downgrade_with_force_drops_everything(postgres_url: str) -> None:
 
 
 def test_an_empty_database_downgrades_without_force(postgres_url: str) -> None:
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         assert db.downgrade(url, "0002") == {}
         assert db.current(url) == "0002"

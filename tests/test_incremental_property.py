@@ -41,7 +41,7 @@ def _dsn(url: str) -> str:
 @pytest.fixture(scope="module")
 def database(postgres_url: str) -> Iterator[str]:
     data = _retag(oq.synthetic.generate(n_users=60, seed=23), ORG)
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         yield url

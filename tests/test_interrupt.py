@@ -120,7 +120,7 @@ def test_checkpoint_is_a_no_op_outside_handle_signals_and_raises_after_a_signal_
 @pytest.fixture()
 def database(postgres_url: str) -> Iterator[str]:
     data = _retag(oq.synthetic.generate(n_users=300, seed=11), "orgI")
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         yield url

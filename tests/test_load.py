@@ -61,7 +61,7 @@ def _events() -> pl.DataFrame:
 
 @pytest.fixture()
 def url(postgres_url: str) -> Iterator[str]:
-    with fresh_database(postgres_url) as fresh:
+    with fresh_database(postgres_url, upgraded=True) as fresh:
         db.upgrade(fresh)
         yield fresh
 

@@ -42,7 +42,7 @@ MIX: list[tuple[str, dict[str, str]]] = [
 @pytest.fixture(scope="module")
 def seeded(postgres_url: str) -> Iterator[dict[str, Any]]:
     """The service data set with an ADMIN key of orgA and one alert rule."""
-    with fresh_database(postgres_url) as url:
+    with fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, sd.build())
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         with engine.begin() as conn:

@@ -40,7 +40,7 @@ ORG_TABLES = (
 @pytest.fixture(scope="module")
 def rls(postgres_url: str) -> Iterator[dict[str, Any]]:
     """The service data set (orgA, orgB) with a member and a key each, and one alert rule each."""
-    with pg.fresh_database(postgres_url) as url:
+    with pg.fresh_database(postgres_url, upgraded=True) as url:
         sd.insert(url, sd.build())
         owner = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         tokens = {}
