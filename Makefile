@@ -1,6 +1,6 @@
 # Quick start: `make demo` (install + run the demo) and `make test` (install + run the whole suite).
 # `make test-fast`: lint and the tests not marked slow, postgres, spark or notebooks (pyproject.toml), a
-# loop of about a minute; `make test` runs everything.
+# loop of under 2 minutes on 2 cores; `make test` runs everything.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
