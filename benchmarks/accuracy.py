@@ -807,9 +807,15 @@ WORLDS_ANALYSIS = """
 - **Intervals measure sampling noise, not misspecification.** MARKOV's intervals are 0.002-0.004 wide and
   cover 1 % of the true shares; SHAPLEY's (0.03-0.11) 37 %, DATA_DRIVEN's (0.03-0.08) 46 %, DD_JOURNEY's
   (0.01-0.05) 43 %: a channel is covered only where the point estimate happens to be close.
-- `DATA_DRIVEN` here is `form="touch"`: the engine's default form was `"auto"` in the working tree during the
-  run (work in progress, afed667) and took about 5 minutes per fit on 3k users under the run's load, so it
-  was not run; `--dd-form default` runs it.
+- `DATA_DRIVEN` in the main table is `form="touch"`: when the run started, the engine's default form
+  (`"auto"`, work in progress in the working tree, afed667) took about 5 minutes per fit on 3k users under
+  the machine's load. A second run at a later engine (`--dd-form default --no-order2`, table above: the
+  default form then took about 8 s at 100k users) scores the default form 0.416 on average against the touch
+  form's 0.319: it is better only in `mixed` (0.128) and `confounded` (0.537), worse in the per-touch worlds
+  (`touch_stock` 0.330, `segments` 0.292) and in every journey-end world, where it over-credits `direct`
+  (+0.29 to +0.36), more than the touch form does; its intervals are narrower (0.009-0.020) and cover 14 of 168
+  channel shares. In that second run the journey form scored 0.230 on average (0.257 in the main table; 0.062
+  in `end_decay`, 0.088 in `recency`): the engine changed between the runs.
 """
 
 
