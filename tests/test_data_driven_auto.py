@@ -124,7 +124,7 @@ def worlds() -> dict[str, tuple[pl.DataFrame, np.ndarray]]:
 @pytest.mark.parametrize("mech", ["touch", "journey"])
 def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     frame, truth = worlds[mech]
-    auto = oq.models.DataDriven().fit(table_of(frame))
+    auto = oq.models.DataDriven(form="auto").fit(table_of(frame))
     assert auto.form_weights[mech] > 0.9, auto.form_selection
     assert auto.mechanism.startswith({"touch": "per-touch hazard", "journey": "journey-end"}[mech])
     assert auto.form_selection.get_column("weight").sum() == pytest.approx(1.0)
@@ -223,12 +223,12 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
 def test_a_calibrated_fit_moves_the_tested_channel_into_its_interval(worlds) -> None:
     frame, _ = worlds["journey"]
     table = table_of(frame)
-    free = oq.models.DataDriven().fit(table)
+    free = oq.models.DataDriven(form="auto").fit(table)
     model = free.conversion_model
     code = table.channels.index("a")
     lift = float(np.dot(table.conversions + table.nulls, model.predict(table) - model.predict(table, drop=code)))
     target = oq.Experiment("a", incremental_conversions=0.5 * lift, std_error=0.05 * lift)
-    fit = oq.models.DataDriven(experiments=[target]).fit(table)
+    fit = oq.models.DataDriven(form="auto", experiments=[target]).fit(table)
     check = fit.experiment_checks.row(0, named=True)
     assert abs(check["model_incremental"] - 0.5 * lift) < 2 * 0.05 * lift, check
     assert abs(check["z"]) < 2
@@ -252,12 +252,13 @@ def test_experiment_validation_and_settings() -> None:
     ]})  # fmt: skip
     (e,) = options["experiments"]
     assert e == oq.Experiment("email", 12.0, 3.0, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
-    assert oq.models.DataDriven.from_config(oq.AttributionConfig(**options)).experiments == (e,)
+    named = oq.models.DataDriven.from_config(oq.AttributionConfig(**options))
+    assert named.experiments == (e,) and named.form == "auto"
     with pytest.raises(oq.ConfigError, match=r"experiments\[0\].std_error is missing"):
         settings_from_json({"experiments": [{"channel": "email", "incremental_conversions": 1}]})
     table = table_of(SMALL)
     with pytest.raises(oq.ModelError, match="no fitted journey"):
-        oq.models.DataDriven(experiments=[oq.Experiment("zz", 1.0, 1.0)]).fit(table)
+        oq.models.DataDriven(form="auto", experiments=[oq.Experiment("zz", 1.0, 1.0)]).fit(table)
 
 
 def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
@@ -267,7 +268,7 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     middle = times[times.len() // 2]
     channel = data.touchpoints.get_column("channel").drop_nulls().mode()[0]
     test = oq.Experiment(channel, 5.0, 1.0, start=None, end=middle)
-    result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(experiments=[test])])
+    result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[test])])
     fit = result.fitted["DATA_DRIVEN"]
     check = fit.experiment_checks.row(0, named=True)
     total = float(fit.paths.conversions.sum() + fit.paths.nulls.sum())
@@ -282,7 +283,7 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
 
     frame, _ = worlds["touch"]
     table = table_of(frame)
-    fit = oq.models.DataDriven(bootstrap=6, seed=3).fit(table)
+    fit = oq.models.DataDriven(form="auto", bootstrap=6, seed=3).fit(table)
     cc = fit.channel_credit
     assert fit.replicates.shape == (6, len(CHANNELS))
     assert (cc.get_column("ci_low") <= cc.get_column("share")).all()

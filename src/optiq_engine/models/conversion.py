@@ -19,6 +19,7 @@ from .base import register_model
 from .fitted import DataDrivenModel, FittedModel, credit_frame, normalise
 
 if TYPE_CHECKING:
+    from ..config import AttributionConfig
     from ..paths import PathTable
 
 __all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", "AUTO_DECAYS"]
@@ -38,10 +39,11 @@ class DataDriven(DataDrivenModel):
     Parameters
     ----------
     form
-        ``"auto"`` (default): a model of the whole observed journey (its length included) in which each touch
+        ``"touch"`` (default) or ``"journey"`` (below), or ``"auto"``: a model of the whole observed journey (its length included) in which each touch
         may convert (a hazard), the journey may end, and an ending journey decides once; the touch-only,
         end-only and nested forms, each with a few decays of the exposure stock and channel effects
-        constrained to be >= 0, are compared by BIC and averaged by their weights (docs/data_driven.md §6.1). ``"touch"``: every touch is a decision point,
+        constrained to be >= 0, are compared by BIC and averaged by their weights (docs/data_driven.md §6.1; required by ``experiments``, and taken when a model given by
+        name gets experiments from the config). ``"touch"``: every touch is a decision point,
         ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard
         model); ``"journey"``: one decision per journey, ``p = σ(b + Σ_c β_c f(k_c))``.
     l2
@@ -59,7 +61,7 @@ class DataDriven(DataDrivenModel):
 
     name = "DATA_DRIVEN"
     transform: str = "frequency"
-    form: str = "auto"
+    form: str = "touch"
     l2: float = 1.0
     saturation: float | None = None
     samples: int = 2_000
@@ -87,8 +89,16 @@ class DataDriven(DataDrivenModel):
         if bad:
             raise ConfigError(f"DATA_DRIVEN experiments must be oq.Experiment objects, got {bad[0]!r}")
         if experiments and self.form != "auto":
-            raise ConfigError("DATA_DRIVEN experiments need form='auto' (the default)")
+            raise ConfigError("DATA_DRIVEN experiments need form='auto': DataDriven(form='auto', experiments=[...])")
         object.__setattr__(self, "experiments", experiments)
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> DataDriven:
+        """The model given by name: options from ``config``; with ``config.experiments``, ``form="auto"``."""
+        options = {name: getattr(config, source) for name, source in cls.config_fields.items()}
+        if options.get("experiments"):
+            options["form"] = "auto"
+        return cls(**options)
 
     @property
     def wants_periods(self) -> bool:
