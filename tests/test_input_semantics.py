@@ -313,3 +313,8 @@ def test_journeys_and_touchpoint_extraction_take_the_same_time_options() -> None
     assert journeys["converted_at"].to_list() == [datetime(2024, 1, 9, 14, 15, tzinfo=UTC)]
     touchpoints = oq.extract_touchpoints(events, **options).touchpoints
     assert touchpoints["occurred_at"].to_list() == [datetime(2024, 1, 9, 13, tzinfo=UTC)]
+
+
+def test_a_count_column_is_not_taken_for_money() -> None:
+    cv = _conversions(total_items=[3, 1]).drop(columns="value_micros")
+    assert normalize_conversions(cv).frame["value_micros"].to_list() == [0, 0]

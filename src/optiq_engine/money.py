@@ -24,7 +24,7 @@ VALUE_UNITS: tuple[str, ...] = ("micros", "currency")
 MICROS_PER_UNIT = 1_000_000
 _INT64_MAX = 2**63 - 1
 _MONEY_WORDS = re.compile(
-    r"revenue|value|amount|price|sales|total|gmv|income|turnover|payout|order_?sum|(^|_)usd|(^|_)eur|money",
+    r"revenue|value|amount|price|sales|gmv|income|turnover|payout|(^|_)usd|(^|_)eur|money",
     re.IGNORECASE,
 )
 
