@@ -30,8 +30,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -168,6 +171,44 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def served(dsn: str, *, workers: int = 0) -> Iterator[str]:
+    """``optiq serve`` on a free loopback port (``workers`` 0: its default) until the block ends; its base URL.
+
+    Raises ``RuntimeError`` with the end of the server's stderr if it exits or does not answer
+    ``/v1/health`` within 60 s. Used by the benchmarks and by the tests that start a real server.
+    """
+    port = _free_port()
+    optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
+    cmd = [optiq, "serve", "--database-url", dsn, "--host", "127.0.0.1", "--port", str(port)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stderr.seek(0)
+                    tail = stderr.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"optiq serve did not start in 60 s (exit code {proc.poll()}): {tail}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 _WRK_REPORT = """done = function(summary, latency, requests)
@@ -325,7 +366,7 @@ def main() -> None:
     out: dict = {"ads": args.ads, "links_requested": args.links, "requests": args.requests, "seconds": args.seconds,
                  "concurrency": args.concurrency, "workers": args.workers or os.cpu_count(), "loadavg_before": os.getloadavg(),
                  "database": name}  # fmt: skip
-    proc = None
+    server = ExitStack()  # the optiq serve process, once started
     try:
         if reused:
             out.update({k: reused[k] for k in ("ads", "links_requested", "counts", "seed_steps_s", "seed_s", "explain_links",
@@ -339,21 +380,7 @@ def main() -> None:
             out["explain_target"] = explain(dsn, dsn)
         else:
             token = prepare(dsn, args, out)
-        port = _free_port()
-        optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
-        proc = subprocess.Popen([optiq, "serve", "--database-url", dsn, "--port", str(port), "--workers", str(args.workers)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("optiq serve did not start")
-            time.sleep(0.3)
+        base = server.enter_context(served(dsn, workers=args.workers))
         headers = {"Authorization": f"Bearer {token}"}
         out["endpoints"], out["target_curve"] = {}, {}
         for i, (label, path, params) in enumerate(scenarios()):
@@ -367,12 +394,7 @@ def main() -> None:
                 print(f"  {c} at a time: p50 {curve['p50_ms']:.1f} ms, p95 {curve['p95_ms']:.1f} ms, {curve['rps']:.1f} req/s", flush=True)
         out["loadavg_after"] = os.getloadavg()
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        server.close()
         if not args.keep:
             with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -29,15 +29,10 @@ import asyncio
 import json
 import math
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +43,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from benchmarks.run import machine
-from benchmarks.service_bench import END, ORG, _free_port, prepare
+from benchmarks.service_bench import END, ORG, prepare, served
 
 HERE = Path(__file__).resolve().parent
 # One TLS context for every client (never used on http://, but httpx builds one per client otherwise: tens
@@ -194,37 +189,6 @@ def rls_overhead(dsn: str, *, repeats: int = 5) -> list[dict[str, Any]]:
         )
     owner.dispose()
     return out
-
-
-@contextmanager
-def served(dsn: str, *, workers: int = 0) -> Iterator[str]:
-    """``optiq serve`` on a free loopback port (``workers`` 0: its default) until the block ends; its base URL."""
-    port = _free_port()
-    optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
-    cmd = [optiq, "serve", "--database-url", dsn, "--host", "127.0.0.1", "--port", str(port)]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("optiq serve did not start")
-            time.sleep(0.3)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def write_subsection(path: Path, markdown: str) -> None:

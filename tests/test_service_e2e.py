@@ -12,12 +12,6 @@ resources. Last, a real ``optiq serve`` process answers the same as the in-proce
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -30,6 +24,7 @@ from sqlalchemy import create_engine, pool, text
 from typer.testing import CliRunner
 
 import optiq_engine as oq
+from benchmarks.service_bench import served as optiq_serve
 from optiq_engine.channels import derive_channels
 from optiq_engine.cli import app as cli
 from optiq_engine.io import db, schema, seed
@@ -313,29 +308,8 @@ def test_every_operation_needs_a_key_and_other_organizations_are_404(served) -> 
     assert theirs - {None} and all(k.startswith(f"{OTHER}_") for k in theirs - {None})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_optiq_serve_answers_like_the_app(served) -> None:
-    port = _free_port()
-    optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
-    proc = subprocess.Popen([optiq, "serve", "--database-url", served["url"], "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
-            assert time.monotonic() < deadline, "optiq serve did not start in 60 s"
-            time.sleep(0.3)
+    with optiq_serve(served["url"]) as base:
         links = _links(served["engine"], ORG)
         start, end = _period(links)
         params = {
@@ -349,12 +323,3 @@ def test_optiq_serve_answers_like_the_app(served) -> None:
         assert over_http.status_code == 200 and over_http.json() == in_process.json()
         assert over_http.json()["rows"]
         assert httpx.get(f"{base}/v1/metrics", params=params, timeout=10).status_code == 401
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()

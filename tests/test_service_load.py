@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, pool, text
 
+from benchmarks.service_bench import served
 from optiq_engine.io import db
 from optiq_engine.service import keys
 from optiq_engine.service.api import create_app
@@ -57,44 +53,11 @@ def seeded(postgres_url: str) -> Iterator[dict[str, Any]]:
         yield {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(seeded) -> Iterator[str]:
     """``optiq serve`` with its defaults (one worker per core) on a free loopback port."""
-    port = _free_port()
-    optiq = os.path.join(os.path.dirname(sys.executable), "optiq")
-    proc = subprocess.Popen(
-        [optiq, "serve", "--database-url", seeded["url"], "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"optiq serve exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-            assert time.monotonic() < deadline, "optiq serve did not start in 60 s"
-            time.sleep(0.3)
+    with served(seeded["url"]) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 async def _burst(base: str, headers: dict[str, str], n: int) -> tuple[Counter[str], list[str]]:
@@ -182,7 +145,11 @@ def test_odd_input_is_422_and_the_keep_alive_connection_survives(seeded, server)
         ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1e300}}'),
         ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": NaN}}'),
         ("POST", "/v1/alert-rules", '{"name": "\\ud800", "type": "SPEND_THRESHOLD", "config": {"threshold": 1}}'),
-        ("POST", "/v1/alert-rules", '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1, "\\udfff": 1}}'),
+        (
+            "POST",
+            "/v1/alert-rules",
+            '{"name": "cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1, "\\udfff": 1}}',
+        ),
     ]
     for method, path, body in cases:
         status, headers, text_ = call(method, path, body)
