@@ -222,6 +222,12 @@ def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, dat
     with pytest.raises(oq.errors.SchemaError, match="'utm_campaign' must hold strings"):
         attribute_spark(_frame(spark, bad_type), scv)  # on the driver, before any job
 
+    dollars = cv.drop("value_micros").with_columns(revenue=pl.lit(49.99))  # dropped before the shuffle: refused
+    with pytest.raises(oq.errors.SchemaError, match="'revenue' looks like money"):
+        attribute_spark(_frame(spark, tp), _frame(spark, dollars))
+    with pytest.raises(oq.errors.ConfigError, match="value_micros in integer micros only"):
+        attribute_spark(_frame(spark, tp), _frame(spark, dollars), value_column="revenue", value_unit="currency")
+
     null_id = tp.with_columns(
         pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise("touchpoint_id").alias("touchpoint_id")
     )

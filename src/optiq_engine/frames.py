@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_TIMESTAMP",
     "invalid_rows_error",
     "warn_confusable_ids",
+    "value_source",
 ]
 
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -110,16 +112,16 @@ def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
         raise SchemaError(f"{what} cannot be converted from pandas: {exc}") from None
 
 
-def _require(frame: pl.DataFrame, columns: tuple[str, ...], *, what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
+def _require(columns: Sequence[str], required: tuple[str, ...], *, what: str) -> None:
+    missing = [c for c in required if c not in columns]
     if missing:
         hints = []
-        squash = {col.replace("_", "").lower(): col for col in frame.columns}
+        squash = {col.replace("_", "").lower(): col for col in columns}
         for c in missing:
             same = squash.get(c.replace("_", "").lower())  # anonId, AnonID, anon-id ... for anon_id
-            close = [same] if same else difflib.get_close_matches(c, frame.columns, n=2, cutoff=0.5)
+            close = [same] if same else difflib.get_close_matches(c, columns, n=2, cutoff=0.5)
             hints.append(f"{c!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-        raise SchemaError(f"{what} lack required column(s) {', '.join(hints)}; columns are {frame.columns}")
+        raise SchemaError(f"{what} lack required column(s) {', '.join(hints)}; columns are {list(columns)}")
 
 
 def _as_string(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:
@@ -131,23 +133,32 @@ def _as_string(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:
     raise SchemaError(f"{what} column {col!r} must hold strings (or integers), got {dtype}")
 
 
-def _value_source(df: pl.DataFrame, value_col: str, value_column: str | None, unit: str, *, what: str) -> str | None:
-    """The column holding the frame's money (docs/contract.md §1.1), or None (every value 0)."""
+def value_source(
+    columns: Sequence[str], value_col: str, value_column: str | None, unit: str, *, what: str
+) -> str | None:
+    """The column of ``columns`` holding the frame's money (docs/contract.md §1.1), or None (every value 0).
+
+    Raises
+    ------
+    SchemaError
+        ``value_column`` is missing or beside ``value_col``; ``unit="currency"`` without a column; a
+        money-like column (``revenue``, ``amount``, ...) beside no ``value_col``, which would credit 0.
+    """
     if value_column is not None and value_column != value_col:
-        if value_column not in df.columns:
-            _require(df, (value_column,), what=what)
-        if value_col in df.columns:
+        if value_column not in columns:
+            _require(columns, (value_column,), what=what)
+        if value_col in columns:
             raise SchemaError(
                 f"{what} have both {value_col!r} and value_column={value_column!r}: keep one (drop or rename the other)"
             )
         return value_column
-    if value_col in df.columns:
+    if value_col in columns:
         return value_col
     if unit == "currency":
         raise SchemaError(
             f"{what} lack a value column: value_unit='currency' needs value_column='<column in currency units>'"
         )
-    looks = money_like_columns(list(df.columns))
+    looks = money_like_columns(list(columns))
     if looks:
         raise SchemaError(
             f"{what} have no {value_col!r} column but {', '.join(map(repr, looks))} looks like money: without it "
@@ -194,7 +205,7 @@ def _normalize(
 ) -> Normalized:
     check_value_options(value_column, value_unit)
     df = to_polars(frame, what=what)
-    _require(df, required, what=what)
+    _require(df.columns, required, what=what)
     enums = enums or {}
     casts = [_as_string(df, id_col, what=what).alias(id_col), _as_string(df, "anon_id", what=what).alias("anon_id")]
     casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns]
@@ -203,7 +214,7 @@ def _normalize(
     casts.append(times.utc.alias("occurred_at"))
     money = None
     if value_col is not None:
-        source = _value_source(df, value_col, value_column, value_unit, what=what)
+        source = value_source(df.columns, value_col, value_column, value_unit, what=what)
         if source is None:
             casts.append(pl.lit(0, dtype=pl.Int64).alias(value_col))
         else:

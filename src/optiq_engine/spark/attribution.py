@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 from ..balance import balance_fit
 from ..config import AttributionConfig
 from ..errors import ConfigError, ModelError
+from ..frames import value_source
 from ..models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from ..models.base import resolve_models
 from ..paths import PathTable
@@ -269,6 +270,7 @@ def attribute_spark(
     cv_cols = contract_columns(
         conversions, CONVERSION_COLUMNS, ("conversion_id", "anon_id", "occurred_at"), what="conversions"
     )
+    _check_value_column(conversions.columns, cfg)
     keys = key_columns(tp_cols, cv_cols)
     sides = narrow_sides(touchpoints, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules)
     both = partition(sides, keys, partitions)
@@ -421,3 +423,17 @@ def _wide_links(links: pl.DataFrame, n_models: int) -> pl.DataFrame:
         *(weight.slice(i * pairs, pairs).alias(_weight_column(i)) for i in range(n_models)),
         *(credit.slice(i * pairs, pairs).alias(_credit_column(i)) for i in range(n_models)),
     )
+
+
+def _check_value_column(columns: list[str], cfg: AttributionConfig) -> None:
+    """Money on Spark is ``value_micros`` in integer micros (docs/contract.md §1.1), checked on the driver.
+
+    Only contract columns ride through the shuffle, so a money-like column beside no ``value_micros`` would
+    be dropped and every conversion credited 0: refused here, as :func:`optiq_engine.attribute` refuses it.
+    """
+    if cfg.value_column is not None or cfg.value_unit != "micros":
+        raise ConfigError(
+            "attribute_spark reads money from value_micros in integer micros only: convert in Spark first, e.g. "
+            "(F.col('revenue').cast('decimal(38,6)') * 1000000).cast('long').alias('value_micros')"
+        )
+    value_source(columns, "value_micros", None, "micros", what="conversions")
