@@ -29,16 +29,20 @@ from .kernels.credit import share_links
 from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
-from .kernels.windows import link_rows, match_windows
+from .kernels.windows import journey_starts, link_rows, match_windows
 from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
-from .result import AttributionResult
+from .result import AttributionResult, LookbackCoverage, lookback_coverage
 
 __all__ = ["attribute", "run_attribution", "path_tables"]
 
 log = logging.getLogger(__name__)
+
+#: A run with data-driven models warns when more than this fraction of its conversions have touchpoints
+#: (since their previous conversion) older than the lookback: the fits see those journeys cut.
+CUT_WARNING = 0.10
 
 _CHUNKS = 64
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
@@ -150,7 +154,9 @@ def run_attribution(
     if data_driven:
         with timed("fit"):
             fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
-    has_tp, quarantined = matched.has_tp, matched.quarantined
+    has_tp, quarantined, coverage = matched.has_tp, matched.quarantined, matched.coverage
+    if data_driven and coverage is not None and coverage.cut_fraction > CUT_WARNING:
+        log.warning("%s", coverage.message())
     del matched  # the arrays below are freed as soon as the kernels are done with them
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
@@ -216,6 +222,7 @@ def run_attribution(
         n_conversions=cv.height,
         quarantined=quarantined,
         timings=timings,
+        lookback_coverage=coverage,
     )
 
 
@@ -261,6 +268,7 @@ class _Matched:
     tail_lo: np.ndarray | None
     tail_hi: np.ndarray | None
     cv_tss: np.ndarray | None = None  # conversion times, aligned with lo and hi
+    coverage: LookbackCoverage | None = None
 
 
 def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
@@ -333,10 +341,13 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
             cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
+        start = journey_starts(tp_hs, tp_tss, cv_hs, cv_tss, hi, cfg.reset_after_conversion)
+        coverage = lookback_coverage(start, lo, hi, tp_tss, cv_tss, cfg.lookback)
     return _Matched(
         tp=tp, cv=cv, quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
         channels=channels, tp_order=tp_order, tp_tss=tp_tss, tp_codes=tp_codes, cv_order=cv_order,
         cv_value=cv_value, lo=lo, hi=hi, has_tp=has_tp, tail_lo=tail_lo, tail_hi=tail_hi, cv_tss=cv_tss,
+        coverage=coverage,
     )  # fmt: skip
 
 

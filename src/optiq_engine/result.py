@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:
     from .config import AttributionConfig
     from .models import AttributionModel, FittedModel
 
-__all__ = ["AttributionResult", "channel_shares", "combine_credit"]
+__all__ = ["AttributionResult", "LookbackCoverage", "channel_shares", "combine_credit", "lookback_coverage"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ class AttributionResult:
         Valid conversions in the run (attributed or not).
     timings
         Seconds spent per stage (``validate``, ``encode``, ``sort``, ``match``, ``weights``, ``frames``).
+    lookback_coverage
+        How many conversions have touchpoints older than the lookback since their previous conversion
+        (:class:`LookbackCoverage`; None on Spark).
     """
 
     links: pl.DataFrame
@@ -55,6 +60,7 @@ class AttributionResult:
     n_conversions: int = 0
     quarantined: dict[str, pl.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    lookback_coverage: LookbackCoverage | None = None
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -90,6 +96,69 @@ class AttributionResult:
         from ._html import result_html
 
         return result_html(self)
+
+
+@dataclass(frozen=True)
+class LookbackCoverage:
+    """How much of the conversions' journeys the lookback window leaves out (docs/contract.md §2.1).
+
+    A conversion's *journey* here is every touchpoint of its group since the group's previous conversion
+    (with ``reset_after_conversion``; else since the group's first touchpoint) up to the conversion. The
+    models credit only the part inside the lookback; a data-driven fit sees only that part too, so an
+    earlier touch's effect is read into the channels seen late (docs/data_driven.md §1).
+
+    Attributes
+    ----------
+    lookback
+        The run's lookback.
+    conversions
+        Conversions with at least one touchpoint in their journey.
+    cut
+        Of those, the conversions with touchpoints older than the lookback.
+    touchpoints_left_out
+        Those older touchpoints, summed over the conversions.
+    lookback_95
+        The shortest lookback that would hold the whole journey of 95 % of ``conversions`` (None if none).
+    """
+
+    lookback: timedelta
+    conversions: int
+    cut: int
+    touchpoints_left_out: int
+    lookback_95: timedelta | None
+
+    @property
+    def cut_fraction(self) -> float:
+        """``cut / conversions`` (0 when there are none)."""
+        return self.cut / self.conversions if self.conversions else 0.0
+
+    def message(self) -> str:
+        """One line for a log or a report."""
+        hold = f"; a lookback of {_days(self.lookback_95)} would hold 95 % of them whole" if self.lookback_95 else ""
+        return (
+            f"the lookback of {_days(self.lookback)} cuts the journeys of {self.cut:,} of {self.conversions:,} "
+            f"conversions ({self.cut_fraction:.0%}: {self.touchpoints_left_out:,} touchpoints since their previous "
+            f"conversion are older){hold}. Every model credits, and data-driven models are fitted on, the window "
+            "only (docs/contract.md §2.1)"
+        )
+
+
+def _days(value: timedelta) -> str:
+    """``value`` in whole days, rounded up (``30 days``), or as is below two days."""
+    days = -(-value // timedelta(days=1))
+    return f"{days} days" if days >= 2 else str(value)
+
+
+def lookback_coverage(
+    start: np.ndarray, lo: np.ndarray, hi: np.ndarray, tp_ts: np.ndarray, cv_ts: np.ndarray, lookback: timedelta
+) -> LookbackCoverage:
+    """Summarise the conversions' windows against their whole journeys (``start``:
+    :func:`optiq_engine.kernels.windows.journey_starts`; ``lo``, ``hi``: the windows; sorted times in µs)."""
+    has_journey = hi > start
+    cut = lo > start
+    spans = cv_ts[has_journey] - tp_ts[start[has_journey]]
+    q95 = timedelta(microseconds=int(np.quantile(spans, 0.95)) + 1) if spans.shape[0] else None
+    return LookbackCoverage(lookback, int(has_journey.sum()), int(cut.sum()), int((lo - start)[cut].sum()), q95)
 
 
 def channel_shares(credit: pl.DataFrame, *, models: Sequence[str] | None = None) -> pl.DataFrame:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["match_windows"]
+__all__ = ["match_windows", "link_rows", "journey_starts"]
 
 
 @jit
@@ -118,3 +118,31 @@ def link_rows(lo, link_offsets, tp_order, tp_code, cv_order, chunk_bounds):
                 code[base + k] = tp_code[lo[j] + k]
                 cv_row[base + k] = cv_order[j]
     return tp_row, cv_row, code
+
+
+def journey_starts(tp_h, tp_ts, cv_h, cv_ts, hi, reset):
+    """First touchpoint of every conversion's journey had the window no start: the group's first touchpoint
+    after its previous conversion (``reset``) or the group's first touchpoint.
+
+    Parameters
+    ----------
+    tp_h, tp_ts : uint64[n], int64[n]
+        Sorted touchpoints (group hash, time), as for :func:`match_windows`.
+    cv_h, cv_ts : uint64[m], int64[m]
+        Sorted conversions.
+    hi : int64[m]
+        :func:`match_windows`'s ``hi``: the first touchpoint after each conversion (within its group).
+    reset : bool
+        Whether a conversion's journey starts after the group's previous conversion.
+
+    Returns
+    -------
+    int64[m]
+        Sorted-touchpoint index of each journey's first touchpoint; ``lo - start`` touchpoints of the group
+        (since its previous conversion) are older than the lookback.
+    """
+    start = np.searchsorted(tp_h, cv_h, side="left").astype(np.int64)  # rows are sorted by hash first
+    if reset and cv_h.shape[0] > 1:
+        after_previous = np.r_[False, cv_h[1:] == cv_h[:-1]]
+        start[after_previous] = hi[:-1][after_previous[1:]]
+    return start
