@@ -12,10 +12,49 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .channels import ChannelRules
 
-__all__ = ["AttributionConfig", "OnInvalid"]
+__all__ = ["AttributionConfig", "DropDirect", "OnInvalid", "TouchRule"]
 
 OnInvalid = Literal["raise", "quarantine"]
 ValueUnit = Literal["micros", "currency"]
+TouchRule = Literal["all", "collapse_repeats", "first_per_channel"]
+DropDirect = Literal["never", "unless_all_direct", "trailing_unless_all_direct"]
+
+#: Path rules of the heuristic models (docs/attribution.md "Path rules"), in kernel code order.
+TOUCH_RULES: tuple[str, ...] = ("all", "collapse_repeats", "first_per_channel")
+DROP_DIRECT: tuple[str, ...] = ("never", "unless_all_direct", "trailing_unless_all_direct")
+#: Names other tools give these rules, for the hint of a refused name (docs/attribution.md "Path rules").
+_PATH_RULE_HINTS = {
+    "exposure": "touch_rule='collapse_repeats'",
+    "exposure_path": "touch_rule='collapse_repeats'",
+    "first_path": "touch_rule='first_per_channel'",
+    "unique": "touch_rule='first_per_channel' (this engine's path_transform='unique') or touch_rule='all' "
+    "(Snowplow's unique_path)",
+    "unique_path": "touch_rule='all'",
+    "first": "touch_rule='first_per_channel' (Snowplow's first_path) or the FIRST_TOUCH model (this engine's "
+    "path_transform='first')",
+    "frequency": "touch_rule='all' (this engine's path_transform='frequency')",
+    "remove_if_not_all": "drop_direct='unless_all_direct'",
+    "remove_if_last_and_not_all": "drop_direct='trailing_unless_all_direct'",
+}
+
+
+def check_path_rules(touch_rule: Any, drop_direct: Any, max_touchpoints: Any) -> None:
+    """Validate the heuristic models' path rules; a name of another tool gets the equivalent as a hint."""
+    for option, value, valid in (("touch_rule", touch_rule, TOUCH_RULES), ("drop_direct", drop_direct, DROP_DIRECT)):
+        if value not in valid:
+            hint = _PATH_RULE_HINTS.get(value) if isinstance(value, str) else None
+            raise ConfigError(
+                f"{option} must be one of {', '.join(map(repr, valid))}, got {value!r}"
+                + (f"; for that rule use {hint}" if hint else "")
+                + " (docs/attribution.md, Path rules)"
+            )
+    if max_touchpoints is not None and (
+        isinstance(max_touchpoints, bool) or not isinstance(max_touchpoints, int) or max_touchpoints < 1
+    ):
+        raise ConfigError(
+            f"max_touchpoints must be a whole number >= 1 (the latest touches kept), got {max_touchpoints!r}; "
+            "use None for no cap"
+        )
 
 
 def _positive_timedelta(name: str, value: Any) -> None:
@@ -73,6 +112,13 @@ class AttributionConfig:
     value_column, value_unit
         The conversions' money column (default ``value_micros``) and its unit: ``"micros"`` (integers) or
         ``"currency"`` (``49.99``, converted exactly to micros; docs/contract.md §1.1).
+    touch_rule, drop_direct, max_touchpoints
+        Path rules of the heuristic models (docs/attribution.md "Path rules"): which touches of a
+        conversion's window they credit. ``touch_rule``: ``"all"`` (default), ``"collapse_repeats"``
+        (the first touch of each run of one channel) or ``"first_per_channel"``; ``drop_direct``:
+        ``"never"`` (default), ``"unless_all_direct"`` or ``"trailing_unless_all_direct"`` (the direct
+        touches that end the path); ``max_touchpoints``: only the latest N touches (``None``: no cap).
+        A touch the rules leave out keeps its link with weight 0.
     """
 
     lookback: timedelta = timedelta(days=30)
@@ -96,6 +142,9 @@ class AttributionConfig:
     timestamp_format: str | None = None
     value_column: str | None = None
     value_unit: ValueUnit = "micros"
+    touch_rule: TouchRule = "all"
+    drop_direct: DropDirect = "never"
+    max_touchpoints: int | None = None
 
     def __post_init__(self) -> None:
         _positive_timedelta("lookback", self.lookback)
@@ -120,6 +169,7 @@ class AttributionConfig:
                 f"timestamp_format must be a strftime format such as '%m/%d/%Y %H:%M', got {self.timestamp_format!r}"
             )
         check_value_options(self.value_column, self.value_unit)
+        check_path_rules(self.touch_rule, self.drop_direct, self.max_touchpoints)
         from .models import Markov, Shapley  # the models validate their own options
 
         object.__setattr__(self, "experiments", tuple(self.experiments or ()))

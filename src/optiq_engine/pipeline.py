@@ -12,7 +12,7 @@ import polars as pl
 
 from .balance import balance_fit
 from .channels import DEFAULT_CHANNEL_RULES, derive_channels
-from .config import AttributionConfig
+from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ConfigError, InputError, ModelError
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
 from .grouping import (
@@ -26,6 +26,7 @@ from .grouping import (
     stage_timer,
 )
 from .kernels.credit import share_links
+from .kernels.path_rules import kept_touches
 from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
@@ -164,9 +165,11 @@ def run_attribution(
         kinds = np.array([s[0] for s in specs], dtype=np.int64)
         p1 = np.array([s[1] for s in specs], dtype=np.float64)
         p2 = np.array([s[2] for s in specs], dtype=np.float64)
+        keep = _kept_touches(lo, hi, link_offsets, tp_codes, is_direct, cfg, chunks, ruled=bool(heuristic))
         h_weights, h_credit, position, count = heuristic_links(
-            lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, chunks
+            lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, keep, chunks
         )
+        del keep
         uncredited: dict[int, np.ndarray] = {}  # model index -> conversions (sorted) it credits to no channel
         if data_driven:
             weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
@@ -458,6 +461,28 @@ def _group_hashes(
     """(h, h2) for touchpoints and conversions: two independent hashes, or exact codes mixed."""
     (tp_h, tp_h2), (cv_h, cv_h2) = group_hashes([tp, cv], keys, exact=exact, mask=_HASH_MASK)
     return tp_h, tp_h2, cv_h, cv_h2
+
+
+def _kept_touches(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    link_offsets: np.ndarray,
+    tp_codes: np.ndarray,
+    is_direct: np.ndarray,
+    cfg: AttributionConfig,
+    chunks: np.ndarray,
+    *,
+    ruled: bool,
+) -> np.ndarray:
+    """Per link, whether the heuristic models credit its touch (docs/attribution.md "Path rules"); an empty
+    array when the config has no path rule (every touch credited: the kernels take their usual path)."""
+    cap = cfg.max_touchpoints or 0
+    if not ruled or (cfg.touch_rule == "all" and cfg.drop_direct == "never" and cap == 0):
+        return np.empty(0, dtype=np.bool_)
+    return kept_touches(
+        lo, hi, link_offsets, tp_codes, is_direct, TOUCH_RULES.index(cfg.touch_rule),
+        DROP_DIRECT.index(cfg.drop_direct), cap, chunks,
+    )  # fmt: skip
 
 
 def _chunk_bounds(link_offsets: np.ndarray) -> np.ndarray:

@@ -61,8 +61,19 @@ def _weights(kind, p1, p2, ts, code, is_direct, w):
             w[k] = w[k] / total
 
 
+@jit
+def _credit(kind, p1, p2, ts, code, is_direct, value, w, out, frac, used):
+    """Weights ``w`` of one conversion's touches (``ts``, ``code`` in position order) and ``value`` split by them."""
+    _weights(kind, p1, p2, ts, code, is_direct, w)
+    if kind <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
+        for k in range(w.shape[0]):
+            out[k] = value if w[k] == 1.0 else 0
+    else:
+        split_value(value, w, out, frac, used)
+
+
 @pjit
-def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, chunk_bounds):
+def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, keep, chunk_bounds):
     """Weights, credited value micros and positions of every (conversion, touchpoint, model) link.
 
     Parameters
@@ -79,6 +90,10 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
         Conversion values in micros (>= 0), in the conversions' sorted order.
     kinds, p1, p2 : int64[M], float64[M], float64[M]
         Model codes and their parameters (``POSITION_BASED``: first, last; ``TIME_DECAY``: half-life us).
+    keep : bool[L] or bool[0]
+        Whether each link's touch is credited (:func:`kernels.path_rules.kept_touches`): the weights are
+        those of the kept touches alone, the others get weight 0 and no micros (docs/attribution.md "Path
+        rules"). Empty: every touch is kept.
     chunk_bounds : int64[c + 1]
         Conversion ranges handled by one thread each (balanced by link count).
 
@@ -98,9 +113,16 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
     max_n = 0
     for j in range(lo.shape[0]):
         max_n = max(max_n, hi[j] - lo[j])
+    ruled = keep.shape[0] > 0
     for c in prange(chunk_bounds.shape[0] - 1):
         frac = np.empty(max_n, dtype=np.float64)
         used = np.empty(max_n, dtype=np.bool_)
+        size = max_n if ruled else 0  # the kept touches: position in the window, time, channel, weight, micros
+        at = np.empty(size, dtype=np.int64)
+        kept_ts = np.empty(size, dtype=np.int64)
+        kept_code = np.empty(size, dtype=np.int32)
+        kept_w = np.empty(size, dtype=np.float64)
+        kept_credit = np.empty(size, dtype=np.int64)
         for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
             n = hi[j] - lo[j]
             if n == 0:
@@ -111,14 +133,26 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
             for k in range(n):
                 position[base + k] = k + 1
                 count[base + k] = n
+            if not ruled:
+                for mi in range(n_models):
+                    w = weights[mi, base : base + n]
+                    _credit(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, cv_value[j], w,
+                            credit[mi, base : base + n], frac, used)  # fmt: skip
+                continue
+            nk = 0
+            for k in range(n):
+                if keep[base + k]:
+                    at[nk], kept_ts[nk], kept_code[nk] = k, ts[k], code[k]
+                    nk += 1
             for mi in range(n_models):
-                w = weights[mi, base : base + n]
-                _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
-                if kinds[mi] <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
-                    for k in range(n):
-                        credit[mi, base + k] = cv_value[j] if w[k] == 1.0 else 0
-                else:
-                    split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
+                _credit(kinds[mi], p1[mi], p2[mi], kept_ts[:nk], kept_code[:nk], is_direct, cv_value[j],
+                        kept_w[:nk], kept_credit[:nk], frac, used)  # fmt: skip
+                for k in range(n):
+                    weights[mi, base + k] = 0.0
+                    credit[mi, base + k] = 0
+                for i in range(nk):
+                    weights[mi, base + at[i]] = kept_w[i]
+                    credit[mi, base + at[i]] = kept_credit[i]
     return weights, credit, position, count
 
 
