@@ -102,6 +102,9 @@ _SETTING_FIELDS = {
     "positionFirst": ("position_first", float),
     "positionLast": ("position_last", float),
     "directChannels": ("direct_channels", tuple),
+    "touchRule": ("touch_rule", str),
+    "dropDirect": ("drop_direct", str),
+    "maxTouchpoints": ("max_touchpoints", lambda v: v),  # null: no cap; AttributionConfig checks the rest
     "experiments": ("experiments", lambda v: _experiments(v)),
 }
 
@@ -117,7 +120,8 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
     """Config options and model names from ``OrganizationSettings.attributionSettings``.
 
     Recognised keys: ``lookbackDays``, ``halfLifeDays``, ``resetAfterConversion``, ``positionFirst``,
-    ``positionLast``, ``directChannels``, ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
+    ``positionLast``, ``directChannels``, ``touchRule``, ``dropDirect``, ``maxTouchpoints`` (the heuristic
+    models' path rules, docs/attribution.md "Path rules"), ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
     ``channel``, ``incremental_conversions``, ``std_error``, ``start``, ``end``) and ``models`` (enum names);
     others are ignored with a warning.
     """

@@ -183,6 +183,18 @@ def demo(
         )
 
 
+#: The heuristic models' path rules (AttributionConfig.touch_rule, drop_direct, max_touchpoints).
+TouchRuleFlag = Annotated[
+    str, typer.Option(help="Touches credited by the heuristic models: all, collapse_repeats or first_per_channel (docs/attribution.md, Path rules).")
+]  # fmt: skip
+DropDirectFlag = Annotated[
+    str, typer.Option(help="Direct touches left out: never, unless_all_direct or trailing_unless_all_direct.")
+]
+MaxTouchpointsFlag = Annotated[
+    int | None, typer.Option(help="Credit only the latest N touches of each conversion (default: all).", show_default=False)
+]  # fmt: skip
+
+
 @app.command()
 def attribute(
     touchpoints: Annotated[Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of touchpoints.")],
@@ -208,6 +220,9 @@ def attribute(
     partitions: Annotated[
         int, typer.Option(help="Process users in this many slices (by a hash of anon_id) to bound memory.")
     ] = 1,
+    touch_rule: TouchRuleFlag = "all",
+    drop_direct: DropDirectFlag = "never",
+    max_touchpoints: MaxTouchpointsFlag = None,
     # --- engine spark (optiq_engine.spark.cli) ---
     engine: Annotated[str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
@@ -233,6 +248,9 @@ def attribute(
                 value_unit=value_unit,  # type: ignore[arg-type]
                 timezone=timezone,
                 timestamp_format=timestamp_format,
+                touch_rule=touch_rule,  # type: ignore[arg-type]
+                drop_direct=drop_direct,  # type: ignore[arg-type]
+                max_touchpoints=max_touchpoints,
             )
             attribute_command(
                 touchpoints, conversions, out, models=model or None, config=config,
@@ -256,6 +274,9 @@ def attribute(
             value_unit=value_unit,  # type: ignore[arg-type]
             timezone=timezone,
             timestamp_format=timestamp_format,
+            touch_rule=touch_rule,  # type: ignore[arg-type]
+            drop_direct=drop_direct,  # type: ignore[arg-type]
+            max_touchpoints=max_touchpoints,
         )
         fitted_together = data_driven_names(model or None, config)
         if fitted_together and partitions > 1:
@@ -488,6 +509,9 @@ def run(
     full: Annotated[bool, typer.Option("--full", help="Recompute every user, not only those with new events.")] = False,
     model: Annotated[list[str] | None, typer.Option("--models", "-m", help="Model name (repeat); default: the organization's settings.")] = None,
     lookback_days: Annotated[float | None, typer.Option(help="Override the lookback window (days).")] = None,
+    touch_rule: Annotated[str | None, typer.Option(help="Override the settings' touchRule (docs/attribution.md, Path rules).", show_default=False)] = None,
+    drop_direct: Annotated[str | None, typer.Option(help="Override the settings' dropDirect.", show_default=False)] = None,
+    max_touchpoints: Annotated[int | None, typer.Option(help="Override the settings' maxTouchpoints.", show_default=False)] = None,
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
@@ -503,6 +527,8 @@ def run(
     process that is gone are marked ABANDONED by the next run (of any organization).
     """
     options: dict = {} if lookback_days is None else {"lookback": timedelta(days=lookback_days)}
+    rules = {"touch_rule": touch_rule, "drop_direct": drop_direct, "max_touchpoints": max_touchpoints}
+    options |= {name: value for name, value in rules.items() if value is not None}
     if quarantine:
         options["on_invalid"] = "quarantine"
     try:
