@@ -133,11 +133,15 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
             for k in range(n):
                 position[base + k] = k + 1
                 count[base + k] = n
-            if not ruled:
+            if not ruled:  # _credit written out: the call per (conversion, model) cost 4 % of this kernel
                 for mi in range(n_models):
                     w = weights[mi, base : base + n]
-                    _credit(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, cv_value[j], w,
-                            credit[mi, base : base + n], frac, used)  # fmt: skip
+                    _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
+                    if kinds[mi] <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
+                        for k in range(n):
+                            credit[mi, base + k] = cv_value[j] if w[k] == 1.0 else 0
+                    else:
+                        split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
                 continue
             nk = 0
             for k in range(n):
