@@ -219,37 +219,61 @@ def spend_rows(ds: Dataset, org: str, level: int) -> pl.DataFrame:
     return m
 
 
+#: The click id each platform's clicks carry (docs/touchpoints.md: platform_code from the first click id).
+PLATFORM_CLICK_ID = {"GOOGLE_ADS": "gclid", "META": "fbclid", "TIKTOK": "ttclid"}
+
+
+def spend_channel(platform: str, rules=None) -> str | None:
+    """The channel a platform's spend goes to, from the definition (docs/service.md), not from the SQL: the
+    first rule a touch with only the platform's click id (no UTM source or medium) satisfies, i.e. a rule
+    on that click id alone; None (unmapped) when there is none."""
+    from optiq_engine.channels import DEFAULT_CHANNEL_RULES
+
+    for rule in (rules or DEFAULT_CHANNEL_RULES).rules:
+        if rule.click_id == PLATFORM_CLICK_ID[platform] and rule.source is None and rule.medium is None:
+            return rule.channel
+    return None
+
+
 _KEYS = {"ad": "ad", "campaign": "campaign", "ad_account": "account", "platform": "platform", "channel": "channel", "organization": None}
 
 
-def reference(ds: Dataset, org: str, *, start: date, end: date, model: str, grain: str, level: int) -> pl.DataFrame:
+def reference(
+    ds: Dataset, org: str, *, start: date, end: date, model: str, grain: str, level: int, rules=None
+) -> pl.DataFrame:
     """Spend, impressions, clicks, conversions, revenue and ratios per key for [start, end] (no comparison).
 
     The credit that resolves to no key of the grain is a row with a null key (last), except at grain ``ad``;
     its spend, impressions and clicks are null, as are those of a platform the organization has no ad
-    account on. Any other key without spend rows has zero spend."""
+    account on. Any other key without spend rows has zero spend. At grain ``channel`` spend goes to its
+    platform's channel (:func:`spend_channel`), the unmapped spend to a null key; a channel no platform of
+    the organization maps to has null spend."""
     key = _KEYS[grain]
-    cr = credit_rows(ds, org, model).filter(pl.col("day").is_between(start, end))
+    cr = credit_rows(ds, org, model, rules=rules).filter(pl.col("day").is_between(start, end))
     if key is None:
         cr = cr.with_columns(pl.lit(org).alias("key"))
     else:
         cr = cr.filter(pl.col(key).is_not_null() | (grain != "ad")).with_columns(pl.col(key).alias("key"))
     credit = cr.group_by("key").agg(pl.col("w").sum().alias("conversions"), pl.col("r").sum().alias("rev"))
+    platforms = _entities(ds, org)["platform"].unique()
+    sp = spend_rows(ds, org, level).filter(pl.col("day").is_between(start, end))
     if grain == "channel":
-        out = credit.with_columns(pl.lit(None, pl.Int64).alias(c) for c in ("spend_micros", "impressions", "clicks"))
-    else:
-        sp = spend_rows(ds, org, level).filter(pl.col("day").is_between(start, end))
-        sp = sp.with_columns((pl.lit(org) if key is None else pl.col(key)).alias("key"))
-        spend = sp.group_by("key").agg(
-            pl.col("spendMicros").sum().alias("spend_micros"), pl.col("impressions").sum(), pl.col("clicks").sum()
-        )
-        known = pl.col("key").is_not_null()
-        if grain == "platform":
-            known = pl.col("key").is_in(_entities(ds, org)["platform"].unique().implode())
-        out = spend.join(credit, on="key", how="full", coalesce=True).with_columns(
-            pl.when(known).then(pl.col("spend_micros", "impressions", "clicks").fill_null(0)),
-            pl.col("conversions", "rev").fill_null(0),
-        )
+        mapped = {p: spend_channel(p, rules) for p in PLATFORM_CLICK_ID}
+        sp = sp.with_columns(pl.col("platform").replace_strict(mapped, return_dtype=pl.String).alias("channel"))
+    sp = sp.with_columns((pl.lit(org) if key is None else pl.col(key)).alias("key"))
+    spend = sp.group_by("key").agg(
+        pl.col("spendMicros").sum().alias("spend_micros"), pl.col("impressions").sum(), pl.col("clicks").sum()
+    )
+    known = pl.col("key").is_not_null()
+    if grain == "platform":
+        known = pl.col("key").is_in(platforms.implode())
+    elif grain == "channel":
+        channels = [spend_channel(p, rules) for p in platforms]
+        known = pl.col("key").is_in(channels) | pl.col("spend_micros").is_not_null()
+    out = spend.join(credit, on="key", how="full", coalesce=True).with_columns(
+        pl.when(known).then(pl.col("spend_micros", "impressions", "clicks").fill_null(0)),
+        pl.col("conversions", "rev").fill_null(0),
+    )
 
     def rnd(x: pl.Expr) -> pl.Expr:  # half away from zero, as Postgres numeric round
         return (x.abs() + 0.5).floor().cast(pl.Int64) * x.sign().cast(pl.Int64)

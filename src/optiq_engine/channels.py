@@ -147,11 +147,13 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
     return combos.join(distinct, on=on, how="left", nulls_equal=True, maintain_order="left")["channel"]
 
 
-def channel_sql(rules: ChannelRules | None, params: dict[str, Any]) -> str:
+def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks: bool = True) -> str:
     """A SQL ``CASE`` giving a ``TouchPoint`` row (alias ``tp``) its channel, as :func:`derive_channels` does.
 
     The rules' regular expressions go in as bound parameters (added to ``params``), matched with
     Postgres' ``~`` against the trimmed, lower-cased UTM value, anchored like the Python version.
+    ``fallbacks=False`` leaves out the two defaults (``direct`` without source and medium, ``unassigned``):
+    a row no rule matches gets null (the service maps spend rows with it: spend no rule maps is unmapped).
     """
     rules = rules or DEFAULT_CHANNEL_RULES
     ws = "E' \\t\\n\\r\\f\\v'"
@@ -168,6 +170,8 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any]) -> str:
                 conds.append(f"COALESCE({column} ~ CAST(:rx_{i}_{j} AS text), false)")
         params[f"ch_{i}"] = rule.channel
         whens.append(f"WHEN {' AND '.join(conds)} THEN CAST(:ch_{i} AS text)")
+    if not fallbacks:
+        return "CASE " + " ".join(whens) + " END" if whens else "CAST(NULL AS text)"
     params["ch_direct"], params["ch_unassigned"] = DIRECT, UNASSIGNED
     whens.append(f"WHEN {source} IS NULL AND {medium} IS NULL THEN CAST(:ch_direct AS text)")
     return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"

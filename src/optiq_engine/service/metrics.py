@@ -6,9 +6,13 @@ conversion's ``valueMicros``. Nothing here recomputes attribution. See ``docs/se
 definitions; in short:
 
 - grain ``ad`` reads ``DailyAdMetric``, ``campaign`` ``DailyCampaignMetric``, ``ad_account``,
-  ``platform`` and ``organization`` ``DailyAdAccountMetric``; a filter at a finer level (a campaign
-  filter on an account report) moves the read to that finer table. ``channel`` has no spend (the spend
-  tables have no channel), only attributed results.
+  ``platform``, ``organization`` and ``channel`` ``DailyAdAccountMetric``; a filter at a finer level (a
+  campaign filter on an account report) moves the read to that finer table.
+- spend at the ``channel`` grain: a spend row goes to the channel the rules table (the one that gives
+  touchpoints their channel, :func:`~optiq_engine.channels.channel_sql`) gives a click its platform paid
+  for: the platform's click id (:data:`PLATFORM_CLICK_IDS`), no UTM source or medium. Spend no rule maps
+  is one row with a null channel (name ``(unmapped)``), never dropped: the channels' spend adds up to the
+  organization's. A channel's ROAS is the model's revenue credited to the channel over the spend mapped to it.
 - a conversion is counted on the day it occurred in the time zone of the ad account its touchpoint
   resolves to (UTC when it resolves to none), in the period that contains that day.
 - attributed results whose touchpoint resolves to no key of the grain are a row with a null key at the
@@ -36,7 +40,7 @@ from typing import Any, Literal
 import polars as pl
 from sqlalchemy import Connection, text
 
-from ..channels import DEFAULT_CHANNEL_RULES, ChannelRules, channel_sql
+from ..channels import CLICK_ID_COLUMNS, DEFAULT_CHANNEL_RULES, ChannelRules, channel_sql
 from ..errors import ConfigError
 from ..io import rollup
 from ..io.schema import ATTRIBUTION_MODELS, PLATFORM_CODES
@@ -55,6 +59,8 @@ __all__ = [
     "is_summarized",
     "key_column",
     "channel_sql",
+    "PLATFORM_CLICK_IDS",
+    "UNMAPPED",
 ]
 
 Grain = Literal["organization", "platform", "ad_account", "campaign", "ad", "channel"]
@@ -85,8 +91,14 @@ _KEY_COLUMNS = {
     "ad": "ad_id",
     "channel": "channel",
 }
-# Spend tables by level: 1 ad account, 2 campaign, 3 ad.
-_GRAIN_LEVEL = {"organization": 1, "platform": 1, "ad_account": 1, "campaign": 2, "ad": 3, "channel": 0}
+# Spend tables by level: 1 ad account, 2 campaign, 3 ad. Channel reads what the organization does (same total).
+_GRAIN_LEVEL = {"organization": 1, "platform": 1, "ad_account": 1, "campaign": 2, "ad": 3, "channel": 1}
+#: Platform code -> the click id its ads' clicks carry (auto-tagging): the inverse of
+#: ``optiq_engine.touchpoints.CLICK_ID_PLATFORMS`` (not imported: it loads the kernels). A spend row is mapped
+#: to a channel as a touchpoint with this click id and no UTM source or medium would be.
+PLATFORM_CLICK_IDS: dict[str, str] = {"GOOGLE_ADS": "gclid", "META": "fbclid", "TIKTOK": "ttclid"}
+#: ``name`` of the channel-grain row (channel null) of the spend no channel rule maps.
+UNMAPPED = "(unmapped)"
 _MAX_DAYS = 3660
 _FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 
@@ -156,7 +168,8 @@ class MetricsQuery:
     conversion
         Report every amount in one currency (required when a row would add up several currencies).
     channel_rules
-        Rules deriving a touchpoint's channel (grain ``channel``); default the engine's.
+        Rules deriving a touchpoint's channel and mapping spend to channels (grain ``channel``); default
+        the engine's.
     """
 
     organization_id: str
@@ -216,9 +229,7 @@ class MetricsQuery:
 
     @property
     def spend_level(self) -> int:
-        """Which spend table the report reads: 1 ad account, 2 campaign, 3 ad (0: none, channel grain)."""
-        if self.grain == "channel":
-            return 0
+        """Which spend table the report reads: 1 ad account, 2 campaign, 3 ad (channel: as organization)."""
         filters = [2 if self.campaign_id else 0, 3 if self.ad_id else 0]
         return max(_GRAIN_LEVEL[self.grain], *filters)
 
@@ -256,8 +267,10 @@ _SPEND_KEYS = {
     "ad_account": "aa.id",
     "campaign": "c.id",
     "ad": "ad.id",
+    "channel": "ch.channel",  # the platform's channel (:func:`_platform_channels`), null: unmapped
 }
-_CREDIT_KEYS = {**_SPEND_KEYS, "platform": _CREDIT_PLATFORM}
+# Channel keys of links are the touchpoints' (channel_sql over tp), not the spend's.
+_CREDIT_KEYS = {**{k: v for k, v in _SPEND_KEYS.items() if k != "channel"}, "platform": _CREDIT_PLATFORM}
 # The same keys in "EngineCreditDaily" (alias x), and the filters' columns there.
 _SUMMARY_KEYS = {
     "organization": "CAST(:org AS text)",
@@ -273,7 +286,7 @@ _NAMES = {
     "ad_account": ('"AdAccount" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
     "campaign": ('"Campaign" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
     "ad": ('"Ad" n ON n.id = r.key AND n."organizationId" = :org', "n.name"),
-    "channel": (None, "r.key"),
+    "channel": (None, "COALESCE(r.key, CAST(:unmapped AS text))"),
 }
 
 
@@ -288,6 +301,24 @@ def _fx_cte(conversion: CurrencyConversion | None, params: dict[str, Any]) -> st
 
 
 _LINK_FILTERS = {"ad_account_id": "aa.id", "campaign_id": "c.id", "ad_id": "ad.id"}
+
+
+def _platform_channels(query: MetricsQuery, params: dict[str, Any]) -> str:
+    """SQL: the CTE ``chmap(platform, channel)``, the channel of each platform's spend: the channel the query's
+    rules give a touchpoint with the platform's click id (:data:`PLATFORM_CLICK_IDS`) and no UTM source or
+    medium, by the very ``CASE`` that gives touchpoints theirs (:func:`channel_sql`, without its
+    ``direct`` / ``unassigned`` defaults: null when no rule matches, i.e. unmapped)."""
+    rows = []
+    for i, (code, click_id) in enumerate(PLATFORM_CLICK_IDS.items()):
+        params[f"pc_{i}"] = code
+        clicks = ", ".join("'1'" if column == click_id else "NULL" for column in CLICK_ID_COLUMNS)
+        rows.append(f"(CAST(:pc_{i} AS text), {clicks}, NULL, NULL)")
+    columns = ", ".join(CLICK_ID_COLUMNS)
+    case = channel_sql(query.channel_rules, params, fallbacks=False)
+    return (
+        f"chmap AS (\n  SELECT tp.platform, {case} AS channel\n"
+        f'  FROM (VALUES {", ".join(rows)}) AS tp(platform, {columns}, "utmSource", "utmMedium")\n),\n'
+    )
 
 
 def _filters(query: MetricsQuery, columns: Mapping[str, str], params: dict[str, Any]) -> str:
@@ -423,6 +454,7 @@ def _spend_cte(query: MetricsQuery, params: dict[str, Any], listing: bool = Fals
         f"spend AS (\n  SELECT {_SPEND_KEYS[query.grain]} AS key, {_report_day(query, 'm.day')} AS day, {', '.join(sums)},"
         f" {_currencies(query, 'aa.currency', listing, single=single)}\n"
         f'  FROM sp m{_SPEND_JOINS[level]} JOIN "Platform" p ON p.id = aa."platformId"'
+        + (" LEFT JOIN chmap ch ON ch.platform = p.code::text" if query.grain == "channel" else "")
         + (" LEFT JOIN fx ON fx.currency = aa.currency" if fx else "")
         + f"\n  WHERE true{filters}{'' if single else chr(10) + '  ' + _group(query)}\n),\n"
     )
@@ -492,6 +524,9 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
     }
     fx, has_spend = query.conversion is not None, query.spend_level > 0
     ctes = [_fx_cte(query.conversion, params)]
+    if query.grain == "channel":
+        ctes.append(_platform_channels(query, params))
+        params["unmapped"] = UNMAPPED
     if has_spend:
         ctes.append(_spend_cte(query, params, listing))
     ctes.append(
@@ -553,10 +588,21 @@ def _spend_known(query: MetricsQuery, params: dict[str, Any]) -> str:
     """SQL (over ``spend s FULL JOIN credit c``): whether a row's key is something the ad platforms report
     spend for, so that no spend row means zero spend (platforms leave out days without delivery) rather
     than unknown (null): a key with spend rows; an ad account, campaign or ad; a platform the organization
-    has an ad account on; the organization when it has an ad account (on the filtered platform). Not the
-    row of the credit that resolves to no key of the grain."""
+    has an ad account on; the organization when it has an ad account (on the filtered platform); a channel with
+    spend rows (the unmapped row too) or that the spend of a platform the organization has an ad account on
+    maps to. Not the row of the credit that resolves to no key of the grain."""
     if query.grain in ("ad_account", "campaign", "ad"):
         return "COALESCE(s.key, c.key) IS NOT NULL"
+    if query.grain == "channel":  # the unmapped row has a null key: spend rows are told by their sums
+        rows = "s.spend IS NOT NULL" + (" OR s.spend_p IS NOT NULL" if query.compare else "")
+        accounts = (
+            'SELECT 1 FROM "AdAccount" ka JOIN "Platform" kp ON kp.id = ka."platformId"'
+            ' JOIN chmap kc ON kc.platform = kp.code::text WHERE ka."organizationId" = :org AND kc.channel = c.key'
+        )
+        if query.platform is not None:
+            params["f_platform"] = query.platform
+            accounts += " AND kp.code::text = CAST(:f_platform AS text)"
+        return f"({rows} OR EXISTS ({accounts}))"
     accounts = 'SELECT 1 FROM "AdAccount" ka JOIN "Platform" kp ON kp.id = ka."platformId" WHERE ka."organizationId" = :org'
     if query.grain == "platform":
         accounts += " AND kp.code::text = c.key"
