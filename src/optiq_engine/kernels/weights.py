@@ -61,17 +61,6 @@ def _weights(kind, p1, p2, ts, code, is_direct, w):
             w[k] = w[k] / total
 
 
-@jit
-def _credit(kind, p1, p2, ts, code, is_direct, value, w, out, frac, used):
-    """Weights ``w`` of one conversion's touches (``ts``, ``code`` in position order) and ``value`` split by them."""
-    _weights(kind, p1, p2, ts, code, is_direct, w)
-    if kind <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
-        for k in range(w.shape[0]):
-            out[k] = value if w[k] == 1.0 else 0
-    else:
-        split_value(value, w, out, frac, used)
-
-
 @pjit
 def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, keep, chunk_bounds):
     """Weights, credited value micros and positions of every (conversion, touchpoint, model) link.
@@ -133,7 +122,14 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
             for k in range(n):
                 position[base + k] = k + 1
                 count[base + k] = n
-            if not ruled:  # _credit written out: the call per (conversion, model) cost 4 % of this kernel
+            nk = n
+            if ruled:
+                nk = 0
+                for k in range(n):
+                    if keep[base + k]:
+                        at[nk], kept_ts[nk], kept_code[nk] = k, ts[k], code[k]
+                        nk += 1
+            if nk == n:  # every touch credited (the usual case): the weights in place
                 for mi in range(n_models):
                     w = weights[mi, base : base + n]
                     _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
@@ -143,19 +139,19 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
                     else:
                         split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
                 continue
-            nk = 0
-            for k in range(n):
-                if keep[base + k]:
-                    at[nk], kept_ts[nk], kept_code[nk] = k, ts[k], code[k]
-                    nk += 1
-            for mi in range(n_models):
-                _credit(kinds[mi], p1[mi], p2[mi], kept_ts[:nk], kept_code[:nk], is_direct, cv_value[j],
-                        kept_w[:nk], kept_credit[:nk], frac, used)  # fmt: skip
+            for mi in range(n_models):  # the kept touches' weights and split, scattered; 0 elsewhere
+                w = kept_w[:nk]
+                _weights(kinds[mi], p1[mi], p2[mi], kept_ts[:nk], kept_code[:nk], is_direct, w)
+                if kinds[mi] <= LAST_NON_DIRECT:
+                    for i in range(nk):
+                        kept_credit[i] = cv_value[j] if w[i] == 1.0 else 0
+                else:
+                    split_value(cv_value[j], w, kept_credit[:nk], frac, used)
                 for k in range(n):
                     weights[mi, base + k] = 0.0
                     credit[mi, base + k] = 0
                 for i in range(nk):
-                    weights[mi, base + at[i]] = kept_w[i]
+                    weights[mi, base + at[i]] = w[i]
                     credit[mi, base + at[i]] = kept_credit[i]
     return weights, credit, position, count
 
