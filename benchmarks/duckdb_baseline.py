@@ -1,0 +1,243 @@
+"""DuckDB baseline for the six heuristic attribution models.
+
+The tool a data scientist would reach for instead of the engine: the semantics of ``docs/attribution.md``
+written as one DuckDB SQL query (a join on the group key filtered by the lookback window, window functions
+for positions, weights and the value split), run on the same unsorted input frames the engine gets (polars
+frames handed to DuckDB as Arrow, without a copy), on ``threads`` threads (2 by default).
+
+Exactness, and where it comes from:
+
+- times are compared as integer microseconds (``epoch_us``), never as ``TIMESTAMPTZ - INTERVAL``, which
+  would follow the session time zone's calendar;
+- every float constant is a bound DOUBLE parameter computed in Python as the engine computes it
+  (``first / (first + last)``, ``1.0 - first - last``): a SQL literal such as ``0.4`` is an exact DECIMAL in
+  DuckDB and would round differently;
+- the TIME_DECAY normaliser is a whole-partition ``sum(...) OVER (... ORDER BY position ROWS BETWEEN
+  UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)``, which DuckDB adds up in ``ORDER BY`` order, i.e. left to
+  right as the engine does (a running frame would not be: beyond 16 rows DuckDB combines segment-tree
+  nodes); ``test_duckdb_baseline.py`` checks it on a long journey;
+- the largest-remainder split is integer arithmetic: a positive remainder ``R`` is handed out in rounds,
+  ``R // n`` units to every position and one more to the first ``R % n`` positions by (fraction desc,
+  position desc), which is the docs' round-by-round rule in closed form. The three models whose weights are
+  one 1 and zeros take the whole value or nothing (the engine's shortcut, the same result).
+
+Known limitation: a *negative* remainder (the sum of the floored quotas above the value, reachable only
+through float rounding of values around ``2**50`` micros and up) is not implemented; the query then fails
+with an error naming it rather than return a wrong split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import polars as pl
+
+from benchmarks.polars_baseline import ALL_MODELS, LINKS_SCHEMA, _check_args
+
+__all__ = ["ALL_MODELS", "LINKS_SCHEMA", "attribute_duckdb", "links_query"]
+
+_US = timedelta(microseconds=1)
+
+
+def _split(q: str, m: str) -> str:
+    """Columns b_m (base) and f_m (fraction) of the quota expression ``q`` (docs: value split, step 1)."""
+    return f"CASE WHEN {q} >= V::DOUBLE THEN V ELSE floor({q})::BIGINT END AS b_{m},\n        {q} - floor({q}) AS f_{m}"
+
+
+def _hand_out(own_base: str, remainder: str, rank: str) -> str:
+    """A position's part: its base, ``R // n`` full rounds and one more unit if its rank by (fraction desc,
+    position desc) is within ``R % n``; a negative remainder is refused (module docstring)."""
+    return (
+        f"CASE WHEN {remainder} < 0 THEN error('duckdb baseline: a negative largest-remainder "
+        f"(value ' || V || ' micros) is not implemented') "
+        f"ELSE {own_base} + {remainder} // n + ({rank} <= {remainder} % n)::BIGINT END"
+    )
+
+
+def links_query(models: Sequence[str], *, reset_after_conversion: bool, keys: Sequence[str]) -> str:
+    """The SQL of :func:`attribute_duckdb` over views ``tp_in`` / ``cv_in``.
+
+    Parameters (bound, typed by DuckDB from the Python values): ``$lookback_us`` (BIGINT), the DOUBLEs
+    ``$pb_first2``, ``$pb_last2``, ``$pb_first``, ``$pb_last``, ``$pb_mid``, ``$half_life_us`` and the
+    VARCHAR list ``$direct``; only those the models use appear in the text.
+    """
+    # anon_id is never null; nulls in organization_id / site_id are a key value of their own
+    on = " AND ".join(f"c.{k} = t.{k}" if k == "anon_id" else f"c.{k} IS NOT DISTINCT FROM t.{k}" for k in keys)
+    key_list = ", ".join(keys)
+    prev = (
+        f"lag(epoch_us(occurred_at)) OVER (PARTITION BY {key_list} ORDER BY occurred_at, conversion_id::VARCHAR)"
+        if reset_after_conversion
+        else "NULL::BIGINT"
+    )
+    window_cols = [
+        "row_number() OVER w AS position",
+        "count(*) OVER w_all AS n",
+    ]
+    if "LAST_NON_DIRECT" in models:
+        # the last non-direct touchpoint in (t, touchpoint_id) order (a null channel is not non-direct)
+        window_cols.append(
+            "last_value(CASE WHEN coalesce(NOT list_contains($direct, channel), false) THEN touchpoint_id END "
+            "IGNORE NULLS) OVER w_all AS lnd_id"
+        )
+    if "TIME_DECAY" in models:
+        # raw weights aged from the last eligible touchpoint, summed left to right: an aggregate over an
+        # ordered whole-partition frame is evaluated in ORDER BY order
+        window_cols.append("sum(r_td) OVER w_all AS td_total")
+    weight: dict[str, str] = {}
+    credit: dict[str, str] = {}
+    extra: list[str] = []  # per-row columns the credits need
+    for m in models:
+        if m == "FIRST_TOUCH":
+            weight[m] = "(position = 1)::DOUBLE"
+        elif m == "LAST_TOUCH":
+            weight[m] = "(position = n)::DOUBLE"
+        elif m == "LAST_NON_DIRECT":  # all direct: position n
+            weight[m] = "(CASE WHEN lnd_id IS NULL THEN position = n ELSE touchpoint_id = lnd_id END)::DOUBLE"
+        elif m == "LINEAR":
+            # equal quotas: the same base everywhere, R = V - n * base, and the ranking by (fraction desc,
+            # position desc) is n - position + 1; a negative R takes from the same order (every part positive)
+            weight[m] = "1.0::DOUBLE / n::DOUBLE"
+            extra.append(_split("(V::DOUBLE * (1.0::DOUBLE / n::DOUBLE))", "lin"))
+            credit[m] = (
+                "CASE WHEN V - n * b_lin >= 0 THEN "
+                "b_lin + (V - n * b_lin) // n + ((n - position + 1) <= (V - n * b_lin) % n)::BIGINT "
+                "ELSE b_lin - (n * b_lin - V) // n - ((n - position + 1) <= (n * b_lin - V) % n)::BIGINT END"
+            )
+        elif m == "POSITION_BASED":
+            # three distinct quotas: position 1 (a), position n (z), the middle ones (m); ranks in closed form
+            weight[m] = (
+                "CASE WHEN n = 1 THEN 1.0::DOUBLE"
+                " WHEN n = 2 THEN (CASE WHEN position = 1 THEN $pb_first2 ELSE $pb_last2 END)"
+                " WHEN position = 1 THEN $pb_first WHEN position = n THEN $pb_last"
+                " ELSE $pb_mid / (n - 2)::DOUBLE END"
+            )
+            w_a = "(CASE WHEN n = 2 THEN $pb_first2 ELSE $pb_first END)"
+            w_z = "(CASE WHEN n = 2 THEN $pb_last2 ELSE $pb_last END)"
+            w_m = "(CASE WHEN n >= 3 THEN $pb_mid / (n - 2)::DOUBLE ELSE 0.0::DOUBLE END)"
+            extra += [_split(f"(V::DOUBLE * {w_a})", "pa"), _split(f"(V::DOUBLE * {w_z})", "pz"),
+                      _split(f"(V::DOUBLE * {w_m})", "pm")]  # fmt: skip
+            remainder = "(V - b_pa - b_pz - (n - 2) * b_pm)"
+            rank = (
+                "(CASE WHEN position = 1 THEN 1 + (f_pz >= f_pa)::BIGINT + (n - 2) * (f_pm >= f_pa)::BIGINT"
+                " WHEN position = n THEN 1 + (f_pa > f_pz)::BIGINT + (n - 2) * (f_pm > f_pz)::BIGINT"
+                " ELSE 1 + (f_pa > f_pm)::BIGINT + (f_pz >= f_pm)::BIGINT + (n - 1 - position) END)"
+            )
+            own = "(CASE WHEN position = 1 THEN b_pa WHEN position = n THEN b_pz ELSE b_pm END)"
+            credit[m] = f"CASE WHEN n = 1 THEN V ELSE {_hand_out(own, remainder, rank)} END"
+        else:  # TIME_DECAY: quotas of no pattern, so the remainder and ranks take a window
+            weight[m] = "r_td / td_total"
+            credit[m] = _hand_out("b_td", "rem_td", "k_td")
+        if m in ("FIRST_TOUCH", "LAST_TOUCH", "LAST_NON_DIRECT"):  # one weight of 1: all or nothing
+            credit[m] = f"CASE WHEN {weight[m]} = 1.0 THEN V ELSE 0 END"
+    decay = (
+        "pow(2.0::DOUBLE, -((tl.t_last - p.ts)::DOUBLE) / $half_life_us) AS r_td"
+        if "TIME_DECAY" in models
+        else "NULL::DOUBLE AS r_td"
+    )
+    td_cols = f",\n        {_split('(V::DOUBLE * (r_td / td_total))', 'td')}" if "TIME_DECAY" in models else ""
+    td_window = (
+        ",\n        V - sum(b_td) OVER (PARTITION BY conversion_id)::BIGINT AS rem_td,"
+        "\n        row_number() OVER (PARTITION BY conversion_id ORDER BY f_td DESC, position DESC) AS k_td"
+        if "TIME_DECAY" in models
+        else ""
+    )
+    extra_cols = "".join(f",\n        {e}" for e in extra)
+    model_list = ", ".join(f"'{m}'" for m in models)
+    nl = ",\n        "
+    return f"""
+WITH cv AS (
+    SELECT {key_list}, conversion_id::VARCHAR AS conversion_id, epoch_us(occurred_at) AS cv_ts,
+        coalesce(value_micros, 0)::BIGINT AS V, {prev} AS prev_ts
+    FROM cv_in
+),
+tp AS (
+    SELECT {key_list}, touchpoint_id::VARCHAR AS touchpoint_id, epoch_us(occurred_at) AS ts,
+        channel::VARCHAR AS channel
+    FROM tp_in
+),
+pairs AS MATERIALIZED (  -- eligible: T - lookback < t <= T, and t > T_prev with reset (cv_ts: T, ts: t, prev_ts: T_prev)
+    SELECT c.conversion_id, c.V, t.touchpoint_id, t.ts, t.channel
+    FROM cv AS c JOIN tp AS t ON {on}
+    WHERE t.ts <= c.cv_ts AND t.ts > c.cv_ts - $lookback_us AND (c.prev_ts IS NULL OR t.ts > c.prev_ts)
+),
+last_touch AS (  -- the time of each conversion's last eligible touchpoint (TIME_DECAY's reference)
+    SELECT conversion_id, max(ts) AS t_last FROM pairs GROUP BY conversion_id
+),
+ordered AS (  -- positions in (t, touchpoint_id) order (ids compare as bytes), counts, per-journey values
+    SELECT *,
+        {nl.join(window_cols)}
+    FROM (SELECT p.*, {decay} FROM pairs AS p JOIN last_touch AS tl USING (conversion_id))
+    WINDOW w AS (PARTITION BY conversion_id ORDER BY ts, touchpoint_id),
+        w_all AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+),
+quotas AS (
+    SELECT *{extra_cols}{td_cols}
+    FROM ordered
+),
+ranked AS (  -- TIME_DECAY: remainder R = V - sum(base), rank by (fraction desc, position desc)
+    SELECT *{td_window}
+    FROM quotas
+)
+SELECT conversion_id, touchpoint_id,
+    unnest([{model_list}]) AS model,
+    unnest([{", ".join(weight[m] for m in models)}]) AS weight,
+    position::INTEGER AS position, n::INTEGER AS touchpoint_count,
+    unnest([{", ".join(credit[m] for m in models)}]) AS credited_value_micros,
+    channel
+FROM ranked
+"""
+
+
+def attribute_duckdb(
+    touchpoints: pl.DataFrame,
+    conversions: pl.DataFrame,
+    *,
+    models: Sequence[str] = ALL_MODELS,
+    lookback: timedelta = timedelta(days=30),
+    reset_after_conversion: bool = True,
+    first: float = 0.4,
+    last: float = 0.4,
+    half_life: timedelta = timedelta(days=7),
+    direct_channels: Sequence[str] = ("direct",),
+    group_by: Sequence[str] = ("anon_id",),
+    threads: int = 2,
+) -> pl.DataFrame:
+    """Return the links frame (one row per conversion, eligible touchpoint, model), in no particular order.
+
+    The arguments mean what they mean for :func:`benchmarks.polars_baseline.attribute_polars`; ``threads``
+    is DuckDB's thread count. Inputs are taken as valid (unique ids, no null keys or times): the engine's
+    validation is not repeated here.
+    """
+    import duckdb  # a benchmark-only dependency (the dev extra)
+
+    models = _check_args(models, lookback, first, last, half_life, group_by)
+    if not models:
+        return pl.DataFrame(schema=LINKS_SCHEMA)
+    keys = list(group_by)
+    tp = touchpoints.select(*keys, "touchpoint_id", "occurred_at", "channel").to_arrow()
+    cv_cols = [*keys, "conversion_id", "occurred_at"]
+    cv = conversions.select(*cv_cols, "value_micros") if "value_micros" in conversions.columns else None
+    if cv is None:
+        cv = conversions.select(*cv_cols).with_columns(value_micros=pl.lit(None, dtype=pl.Int64))
+    params: dict[str, Any] = {
+        "lookback_us": lookback // _US,
+        "half_life_us": float(half_life // _US),
+        # the engine's float64 operations, done here once
+        "pb_first2": first / (first + last),
+        "pb_last2": last / (first + last),
+        "pb_first": float(first),
+        "pb_last": float(last),
+        "pb_mid": 1.0 - first - last,
+        "direct": [str(c) for c in direct_channels],
+    }
+    sql = links_query(models, reset_after_conversion=reset_after_conversion, keys=keys)
+    params = {k: v for k, v in params.items() if f"${k}" in sql}
+    with duckdb.connect() as con:  # in memory, owned here
+        con.execute(f"SET threads = {int(threads)}")
+        con.execute("SET preserve_insertion_order = false")  # the links come in no particular order
+        con.register("tp_in", tp)
+        con.register("cv_in", cv.to_arrow())
+        links = con.sql(sql, params=params).pl()
+    return links.cast(LINKS_SCHEMA)  # type: ignore[arg-type]
