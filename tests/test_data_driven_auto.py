@@ -153,23 +153,28 @@ def _random_params(form: str, n_codes: int, seed: int) -> np.ndarray:
     return x
 
 
-def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str, ...]) -> dict:
+def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str, ...], sat: float = 1.0) -> dict:
     c = len(channels)
     return {
-        "form": form, "rho": rho, "b_h": params[0], "beta_h": dict(zip(channels, params[1 : 1 + c], strict=True)),
+        "form": form, "rho": rho, "sat": sat, "b_h": params[0], "beta_h": dict(zip(channels, params[1 : 1 + c], strict=True)),
         "b_p": params[1 + c], "beta_p": dict(zip(channels, params[2 + c : 2 + 2 * c], strict=True)),
         "g": list(params[2 + 2 * c : 2 + 2 * c + jm.N_BUCKETS]),
         "gamma": dict(zip(channels, params[2 + 2 * c + jm.N_BUCKETS :], strict=True)),
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(("form", "rho"), [("touch", 1.0), ("journey", 0.6), ("both", 0.6)])
-def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
+@pytest.mark.parametrize(
+    ("form", "rho", "sat"), [("touch", 1.0, 1.0), ("journey", 0.6, 1.0), ("both", 0.6, 1.0), ("touch", 1.0, 0.5),
+                             ("journey", 1.0, 0.7), ("both", 0.8, 0.6)]
+)  # fmt: skip
+def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat) -> None:
     table = table_of(SMALL)
-    params = _random_params(form, len(table.channels), seed=hash((form, rho)) % 1000)
+    params = _random_params(form, len(table.channels), seed=hash((form, rho, sat)) % 1000)
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
-    loss, grad = jm.nested_terms(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
-    model = _as_reference(params, form, rho, table.channels)
+    loss, grad = jm.nested_terms(
+        params, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+    )
+    model = _as_reference(params, form, rho, table.channels, sat)
     expected = 0.0
     for p in range(table.height):
         path = tuple(table.channels[c] for c in table.codes[table.offsets[p] : table.offsets[p + 1]])
@@ -180,17 +185,27 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6
-        up = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
-        down = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[0]
+        up = jm.nested_terms(
+            params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+        )[0]
+        down = jm.nested_terms(
+            params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+        )[0]
         assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-7)
-    hess = jm.nested_hessian(params, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)
+    hess = jm.nested_hessian(
+        params, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+    )
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6
-        gu = jm.nested_terms(params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
-        gd = jm.nested_terms(params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, use_h, use_p, 0.0)[1]
+        gu = jm.nested_terms(
+            params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+        )[1]
+        gd = jm.nested_terms(
+            params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+        )[1]
         np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
-    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0)
+    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat)
     phi, sampled = cand.path_shapley(table, samples=100, seed=0)
     assert sampled == 0
     at = 0
@@ -207,13 +222,15 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho) -> None:
         assert cand.predict(table, drop=drop)[p] == pytest.approx(p_drop, rel=1e-12)
     weights = table.conversions + table.nulls
     code = table.channels.index("a")
-    lift, lgrad = jm.nested_lift(params, table.offsets, table.codes, weights, rho, use_h, use_p, code)
-    assert lift == pytest.approx(float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10)
+    lift, lgrad = jm.nested_lift(params, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)
+    assert lift == pytest.approx(
+        float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10
+    )
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6
-        up = jm.nested_lift(params + e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
-        down = jm.nested_lift(params - e, table.offsets, table.codes, weights, rho, use_h, use_p, code)[0]
+        up = jm.nested_lift(params + e, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
+        down = jm.nested_lift(params - e, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
         assert lgrad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
 
 
@@ -276,7 +293,6 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     assert abs(check["z"]) < 3
 
 
-
 def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds) -> None:
     from optiq_engine.kernels.bootstrap import poisson_counts
     from optiq_engine.models.conversion import _fit_one, _one_step_solver, choose_candidates
@@ -291,7 +307,7 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
     best = candidates[int(np.argmax(weights))]
     counts = poisson_counts(table.hashes, table.conversions, table.nulls, 0, 1)
     one = _one_step_solver(best, table, 1.0)(counts)
-    full = _fit_one(table, best.form, best.rho, l2=1.0, counts=counts, start=best.params)
+    full = _fit_one(table, best.form, best.rho, l2=1.0, counts=counts, start=best.params, sat=best.sat)
     effects = slice(0, 2 + 2 * len(CHANNELS))  # (the ending logits of sparse positions are nearly flat)
     np.testing.assert_allclose(one.params[effects], full.params[effects], atol=0.03)
     assert abs(one.nll - full.nll) < 0.01 * abs(full.nll)

@@ -828,12 +828,15 @@ def logistic_shapley(
 # --------------------------------------------------------------------------------------
 
 
-def journey_stock(path: Path, j: int, rho: float) -> dict[str, float]:
-    """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i)``: the decayed touches of each channel after touch ``j``
-    (1-based) of ``path``."""
+def journey_stock(path: Path, j: int, rho: float, sat: float = 1.0) -> dict[str, float]:
+    """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i) sat^(k_i - 1)``, ``k_i`` the ordinal of touch ``i`` among
+    the touches of its channel: the decayed, saturating touches of each channel after touch ``j`` (1-based)
+    of ``path``."""
     stock: dict[str, float] = {}
+    seen: dict[str, int] = {}
     for i, channel in enumerate(path[:j], start=1):
-        stock[channel] = stock.get(channel, 0.0) + rho ** (j - i)
+        seen[channel] = seen.get(channel, 0) + 1
+        stock[channel] = stock.get(channel, 0.0) + rho ** (j - i) * sat ** (seen[channel] - 1)
     return stock
 
 
@@ -850,18 +853,18 @@ def journey_model_parts(
 ) -> tuple[list[float], list[float], float]:
     """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j])``, and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
-    ``rho``, ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
+    ``rho``, ``sat`` (default 1), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
     (dict: the ending logit of the channel just seen). ``keep``: channels whose effects are kept
     (None: all)."""
     use_h = model["form"] in ("touch", "both")
     use_p = model["form"] in ("journey", "both")
     h, e = [], []
     for j in range(1, len(path) + 1):
-        x = journey_stock(path, j, model["rho"])
+        x = journey_stock(path, j, model["rho"], model.get("sat", 1.0))
         z = model["b_h"] + sum(model["beta_h"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
         h.append(sigmoid(z) if use_h else 0.0)
         e.append(sigmoid(model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)))
-    x = journey_stock(path, len(path), model["rho"])
+    x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0))
     w = model["b_p"] + sum(model["beta_p"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
     return h, e, sigmoid(w) if use_p else 0.0
 

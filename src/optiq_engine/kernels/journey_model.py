@@ -1,7 +1,8 @@
 """The whole-journey model of DATA_DRIVEN's automatic form (docs/data_driven.md §6).
 
-After touch ``j`` of a path (positions 1..m), with the decayed exposure stock
-``x_{j,c} = Σ_{i ≤ j, c_i = c} ρ^(j - i)`` (ρ = 1: touch counts), the journey
+After touch ``j`` of a path (positions 1..m), with the decayed, saturating exposure stock
+``x_{j,c} = Σ_{i ≤ j, c_i = c} ρ^(j - i) s^(k_i - 1)`` (``k_i``: the ordinal of touch ``i`` among the touches
+of ``c``; ρ = s = 1: touch counts), the journey
 
 - converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
 - otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j])`` (the exposure process: the position and the
@@ -50,7 +51,7 @@ def bucket(position):
 
 
 @jit
-def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, grad):
+def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, grad):
     """Negative log-likelihood of path rows ``lo:hi``; adds their gradient into ``grad``."""
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     ph = 1  # first beta_h
@@ -60,6 +61,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi,
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
     chan = np.empty(max(n_codes, 1), dtype=np.int64)
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    inc = np.ones(max(n_codes, 1), dtype=np.float64)
     loss = 0.0
     for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
@@ -75,8 +77,10 @@ def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi,
                 local[c] = d
                 chan[d] = c
                 stock[d] = 0.0
+                inc[d] = 1.0
                 d += 1
-            stock[local[c]] += 1.0
+            stock[local[c]] += inc[local[c]]
+            inc[local[c]] *= sat
             dz = 0.0
             h = 0.0
             z = 0.0
@@ -146,11 +150,11 @@ def _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi,
 
 
 @jit
-def nested_terms(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+def nested_terms(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
     """Serial :func:`nested_terms_parallel` (small tables: no thread start-up)."""
     n_par = params.shape[0]
     grad = np.zeros(n_par, dtype=np.float64)
-    loss = _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, 0, offsets.shape[0] - 1, grad)
+    loss = _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad)
     return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
@@ -171,7 +175,7 @@ def _penalise(params, loss, grad, use_h, use_p, l2):
 
 
 @pjit
-def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
     """Penalised negative log-likelihood of the whole-journey model and its gradient.
 
     Parameters
@@ -183,7 +187,9 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h
     conversions, nulls : float64[P]
         Journeys of each path that converted at its last touch / never converted.
     rho : float
-        Decay of the stock per touch (1: counts).
+        Decay of the stock per touch (1: none).
+    sat : float
+        Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` (1: none).
     use_h, use_p : bool
         Whether the touch (hazard) and end (decision) parts are in the model.
     l2 : float
@@ -197,7 +203,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h
     for k in prange(n_chunks):
         lo = p_rows * k // n_chunks
         hi = p_rows * (k + 1) // n_chunks
-        losses[k] = _rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, grads[k])
+        losses[k] = _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, grads[k])
     loss = 0.0
     grad = np.zeros(n_par, dtype=np.float64)
     for k in range(n_chunks):
@@ -207,7 +213,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, use_h
 
 
 @jit
-def _path_players(offsets, codes, p, n_codes, rho, local, chan, xmat):
+def _path_players(offsets, codes, p, n_codes, rho, sat, local, chan, xmat):
     """Fill ``xmat[j, q]`` (stock of the path's q-th distinct channel at its touch j); returns d."""
     a, e = offsets[p], offsets[p + 1]
     d = 0
@@ -217,13 +223,16 @@ def _path_players(offsets, codes, p, n_codes, rho, local, chan, xmat):
             local[c] = d
             chan[d] = c
             d += 1
+    inc = np.ones(max(d, 1), dtype=np.float64)
     for q in range(d):
         xmat[0, q] = 0.0
     for j in range(a, e):
         t = j - a
         for q in range(d):
             xmat[t, q] = xmat[t - 1, q] * rho if t > 0 else 0.0
-        xmat[t, local[codes[j]]] += 1.0
+        q = local[codes[j]]
+        xmat[t, q] += inc[q]
+        inc[q] *= sat
     for q in range(d):
         local[chan[q]] = -1
     return d
@@ -250,7 +259,7 @@ def _p_convert(params, n_codes, chan, xmat, m, mask, use_h, use_p):
 
 
 @pjit
-def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, seed):
+def nested_shapley(offsets, codes, params, rho, sat, use_h, use_p, hashes, n_perm, seed):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
     Players are the path's distinct channels in first-occurrence order (aligned with
@@ -284,7 +293,7 @@ def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, se
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, rho, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
             chan = chan_buf[:d].copy()
             out = phi[d_of[p] : d_of[p + 1]]
             base = _p_convert(params, n_codes, chan, xmat, m, 0, use_h, use_p)
@@ -329,7 +338,7 @@ def nested_shapley(offsets, codes, params, rho, use_h, use_p, hashes, n_perm, se
 
 
 @pjit
-def nested_predict(offsets, codes, params, rho, use_h, use_p, drop_code):
+def nested_predict(offsets, codes, params, rho, sat, use_h, use_p, drop_code):
     """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none)."""
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     p_rows = offsets.shape[0] - 1
@@ -346,7 +355,7 @@ def nested_predict(offsets, codes, params, rho, use_h, use_p, drop_code):
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, rho, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
             mask = 0
             for q in range(d):
                 if chan_buf[q] != drop_code:
@@ -356,7 +365,7 @@ def nested_predict(offsets, codes, params, rho, use_h, use_p, drop_code):
 
 
 @jit
-def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
+def nested_lift(params, offsets, codes, weights, rho, sat, use_h, use_p, code):
     """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))`` and ``dL/dparams``.
 
     The holdout effect of channel ``code`` on the journeys counted by ``weights``: what a lift test of that
@@ -367,6 +376,7 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
     grad = np.zeros(n_par, dtype=np.float64)
     total = 0.0
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    inc = np.ones(max(n_codes, 1), dtype=np.float64)
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
     chan = np.empty(max(n_codes, 1), dtype=np.int64)
     m_max = 1
@@ -396,8 +406,10 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
                 local[c] = d
                 chan[d] = c
                 stock[d] = 0.0
+                inc[d] = 1.0
                 d += 1
-            stock[local[c]] += 1.0
+            stock[local[c]] += inc[local[c]]
+            inc[local[c]] *= sat
             if use_h:
                 for v in range(2):
                     z = params[0]
@@ -436,8 +448,10 @@ def nested_lift(params, offsets, codes, weights, rho, use_h, use_p, code):
                     local[c] = d
                     chan[d] = c
                     stock[d] = 0.0
+                    inc[d] = 1.0
                     d += 1
-                stock[local[c]] += 1.0
+                stock[local[c]] += inc[local[c]]
+                inc[local[c]] *= sat
                 for v in range(2):
                     sign = weights[p] if v == 0 else -weights[p]
                     g = sign * _sigmoid(zs[v, j - a]) * surv[v]
@@ -466,7 +480,7 @@ def _scatter(hess, m3, idx, val, cnt):
 
 
 @jit
-def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, lo, hi, hess):
+def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, hess):
     """Adds the Hessian of the negative log-likelihood of rows ``lo:hi`` (any form).
 
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
@@ -477,6 +491,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
     chan = np.empty(max(n_codes, 1), dtype=np.int64)
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    inc = np.ones(max(n_codes, 1), dtype=np.float64)
     idx = np.zeros((3, max(n_codes, 1) + 1), dtype=np.int64)
     val = np.zeros((3, max(n_codes, 1) + 1), dtype=np.float64)
     cnt = np.zeros(3, dtype=np.int64)
@@ -495,8 +510,10 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
                 local[c] = d
                 chan[d] = c
                 stock[d] = 0.0
+                inc[d] = 1.0
                 d += 1
-            stock[local[c]] += 1.0
+            stock[local[c]] += inc[local[c]]
+            inc[local[c]] *= sat
             last = j == e - 1
             # predictors and where they enter
             z = params[0]
@@ -567,11 +584,11 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
 
 
 @jit
-def nested_hessian(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+def nested_hessian(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
     """Hessian of :func:`nested_terms` (any form), serial (small tables)."""
     n_par = params.shape[0]
     hess = np.zeros((n_par, n_par), dtype=np.float64)
-    _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p, 0, offsets.shape[0] - 1, hess)
+    _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, 0, offsets.shape[0] - 1, hess)
     return _penalise_hessian(hess, use_h, use_p, l2)
 
 
@@ -589,14 +606,14 @@ def _penalise_hessian(hess, use_h, use_p, l2):
 
 
 @pjit
-def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, use_h, use_p, l2):
+def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
     """Hessian of :func:`nested_terms` (any form); rows summed in fixed chunks, in parallel."""
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
     n_chunks = max(1, min(8, p_rows))
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
     for k in prange(n_chunks):
-        _hessian_rows(params, offsets, codes, conversions, nulls, rho, use_h, use_p,
+        _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p,
                       p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks, parts[k])  # fmt: skip
     hess = np.zeros((n_par, n_par), dtype=np.float64)
     for k in range(n_chunks):

@@ -22,10 +22,22 @@ if TYPE_CHECKING:
     from ..config import AttributionConfig
     from ..paths import PathTable
 
-__all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", "AUTO_DECAYS"]
+__all__ = ["DataDriven", "FittedDataDriven", "ConversionModel", "JourneyModel", "AUTO_DECAYS", "AUTO_SHAPES"]
 
 #: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts).
 AUTO_DECAYS = (1.0, 0.7, 0.4)
+#: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``).
+AUTO_SATURATIONS = (0.7, 0.4)
+#: The stock shapes ``(rho, sat)`` of the candidates: the decays with no saturation, the saturations with counts.
+AUTO_SHAPES = tuple((rho, 1.0) for rho in AUTO_DECAYS) + tuple((1.0, sat) for sat in AUTO_SATURATIONS)
+
+
+def shape_label(rho: float, sat: float) -> str:
+    """``"touch counts"``, ``"stock decaying x0.7 per touch"`` or ``"repeats saturating x0.7"``."""
+    parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
+    parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
+    return ", ".join(parts) or "touch counts"
+
 
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
@@ -81,7 +93,9 @@ class DataDriven(DataDrivenModel):
         if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
             raise ConfigError(f"DATA_DRIVEN saturation must be None or a float in (0, 1), got {self.saturation!r}")
         if self.saturation is not None and self.form == "auto":
-            raise ConfigError("DATA_DRIVEN saturation applies to form='touch' or 'journey'; form='auto' chooses its decay")
+            raise ConfigError(
+                "DATA_DRIVEN saturation applies to form='touch' or 'journey'; form='auto' chooses its decay"
+            )
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ConfigError(f"DATA_DRIVEN samples must be an integer >= 2, got {self.samples!r}")
         experiments = tuple(self.experiments or ())
@@ -128,7 +142,9 @@ class DataDriven(DataDrivenModel):
 
             for r in range(self.bootstrap):
                 conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, self.seed, r)
-                resampled = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null))
+                resampled = ConversionModel.fit(
+                    table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null)
+                )
                 rphi, _ = resampled.path_shapley(table, samples=self.samples, seed=self.seed)
                 replicates[r] = normalise(resampled.incremental(table, rphi, counts=(conv, null)))
         frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
@@ -172,6 +188,7 @@ class DataDriven(DataDrivenModel):
             {
                 "form": [c.form for c in candidates],
                 "decay": [c.rho for c in candidates],
+                "saturation": [c.sat for c in candidates],
                 "log_likelihood": [-c.nll for c in candidates],
                 "parameters": [c.n_params for c in candidates],
                 "bic": [c.bic for c in candidates],
@@ -377,16 +394,21 @@ class JourneyModel:
         ``"touch"`` (hazard part only), ``"journey"`` (end decision only) or ``"both"``.
     rho
         Per-touch decay of the exposure stock (1: counts).
+    sat
+        Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` to its stock (1: none).
     nll
         Negative log-likelihood (without the penalty) on the fitted counts.
     n_params, n_journeys
         Free parameters and journeys, for ``bic = 2 nll + n_params log(n_journeys)``.
     """
 
-    def __init__(self, params: np.ndarray, form: str, rho: float, nll: float, n_params: int, n_journeys: float) -> None:
+    def __init__(
+        self, params: np.ndarray, form: str, rho: float, nll: float, n_params: int, n_journeys: float, sat: float = 1.0
+    ) -> None:
         self.params = params
         self.form = form
         self.rho = rho
+        self.sat = sat
         self.nll = nll
         self.n_params = n_params
         self.n_journeys = n_journeys
@@ -419,19 +441,29 @@ class JourneyModel:
 
     def label(self) -> str:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
-        decay = "touch counts" if self.rho == 1.0 else f"stock decaying x{self.rho:g} per touch"
-        return f"{names[self.form]}, {decay}"
+        return f"{names[self.form]}, {shape_label(self.rho, self.sat)}"
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
         """Shapley values per (path, distinct channel in first-occurrence order)."""
         phi, sampled = jm.nested_shapley(
-            table.offsets, table.codes, self.params, self.rho, self.use_h, self.use_p, table.hashes, samples, seed
+            table.offsets,
+            table.codes,
+            self.params,
+            self.rho,
+            self.sat,
+            self.use_h,
+            self.use_p,
+            table.hashes,
+            samples,
+            seed,
         )
         return phi, int(sampled)
 
     def predict(self, table: PathTable, *, drop: int = -1) -> np.ndarray:
         """P(convert | path) of every row of ``table`` (``drop``: a channel code whose effect is removed)."""
-        return jm.nested_predict(table.offsets, table.codes, self.params, self.rho, self.use_h, self.use_p, drop)
+        return jm.nested_predict(
+            table.offsets, table.codes, self.params, self.rho, self.sat, self.use_h, self.use_p, drop
+        )
 
     def for_channels(self, channels: tuple[str, ...], fitted: tuple[str, ...]) -> JourneyModel:
         """The same model with its channel coefficients re-indexed for ``channels`` (0 for unseen ones)."""
@@ -447,7 +479,7 @@ class JourneyModel:
                 params[1 + i] = self.params[1 + index[c]]
                 params[2 + c_new + i] = self.params[2 + c_old + index[c]]
                 params[2 + 2 * c_new + b + i] = self.params[2 + 2 * c_old + b + index[c]]
-        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys)
+        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys, self.sat)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
         """``part`` (touch / journey / ending), ``term`` and ``coef`` of the parts in the model."""
@@ -461,14 +493,16 @@ class JourneyModel:
             rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
         labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
         rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
-        rows += [("ending", f"after {ch}", float(self.params[2 + 2 * c + jm.N_BUCKETS + i])) for i, ch in enumerate(channels)]
+        rows += [
+            ("ending", f"after {ch}", float(self.params[2 + 2 * c + jm.N_BUCKETS + i])) for i, ch in enumerate(channels)
+        ]
         part, term, coef = zip(*rows, strict=True)
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
 
     def calibrated(self, table: PathTable, targets: list[_Target], *, l2: float) -> JourneyModel:
         """The model refitted with the experiments' Gaussian penalty ``Σ (L_e - target_e)² / (2 se_e²)``."""
         return _fit_one(table, self.form, self.rho, l2=l2, counts=(table.conversions, table.nulls),
-                        start=self.params, targets=targets)  # fmt: skip
+                        start=self.params, targets=targets, sat=self.sat)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -527,6 +561,7 @@ def _fit_one(
     start: np.ndarray,
     targets: list[_Target] | None = None,
     max_iter: int = 100,
+    sat: float = 1.0,
 ) -> JourneyModel:
     """Penalised maximum likelihood of one candidate by L-BFGS (a Numba pass gives loss and gradient)."""
     n_codes = len(table.channels)
@@ -535,6 +570,7 @@ def _fit_one(
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
     full = start.copy()
     scale = max(float(conv.sum() + null.sum()), 1.0)
+    n_free = int(active.shape[0]) + (rho != 1.0) + (sat != 1.0)  # the stock's shape was chosen too
 
     small = table.height < _PARALLEL_ROWS  # no thread start-up for small tables
     terms = jm.nested_terms if small else jm.nested_terms_parallel
@@ -553,8 +589,12 @@ def _fit_one(
 
             def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
                 full[free] = sub
-                loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
-                hess = hessian(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)[sel] if want else None
+                loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
+                hess = (
+                    hessian(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)[sel]
+                    if want
+                    else None
+                )
                 return loss, grad[free], hess  # type: ignore[return-value]
 
             full[free] = _damped_newton(newton_terms, full[free].copy(), scale, max_iter=max_iter)
@@ -563,20 +603,20 @@ def _fit_one(
                 at_zero |= negative
                 full[active[negative]] = 0.0
                 continue
-            _, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+            _, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
             pull = np.where(at_zero, grad[active], 0.0)  # held effects the loss wants to increase
             if pull.min() < -1e-7 * scale:
                 at_zero &= pull >= -1e-7 * scale  # release them all (a released one that turns negative
                 continue  # is held again in the next round)
             break
-        loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
-        return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
+        loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
+        return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat)
 
     def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
-        loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, l2)
+        loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
         for t in targets or ():
-            lift, lgrad = jm.nested_lift(full, table.offsets, table.codes, t.weights, rho, use_h, use_p, t.code)
+            lift, lgrad = jm.nested_lift(full, table.offsets, table.codes, t.weights, rho, sat, use_h, use_p, t.code)
             sd = _IMPOSE * t.std_error  # the test's result is imposed (nearly an equality constraint)
             r = (lift - t.value) / sd
             loss += 0.5 * r * r
@@ -590,8 +630,8 @@ def _fit_one(
     if not np.all(np.isfinite(res.x)):
         raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
     full[active] = res.x
-    loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, use_h, use_p, 0.0)
-    return JourneyModel(full.copy(), form, rho, float(loss), int(active.shape[0]) + (rho != 1.0), float(scale))
+    loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
+    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat)
 
 
 def fit_candidates(
@@ -609,17 +649,24 @@ def fit_candidates(
     if float(counts[0].sum() + counts[1].sum()) == 0:
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
     if warm is not None:
-        return [_fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params) for w in warm]
+        return [_fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat) for w in warm]
     x0 = _start(table, counts)
-    out = [_fit_one(table, form, rho, l2=l2, counts=counts, start=x0) for rho in AUTO_DECAYS for form in ("touch", "journey")]
-    rho = min(out, key=lambda c: c.bic).rho
-    touch, journey = (next(c for c in out if c.rho == rho and c.form == f) for f in ("touch", "journey"))
+    out = [
+        _fit_one(table, form, rho, l2=l2, counts=counts, start=x0, sat=sat)
+        for rho, sat in AUTO_SHAPES
+        for form in ("touch", "journey")
+    ]
+    best = min(out, key=lambda c: c.bic)
+    rho, sat = best.rho, best.sat
+    touch, journey = (
+        next(c for c in out if (c.rho, c.sat) == (rho, sat) and c.form == f) for f in ("touch", "journey")
+    )
     start = touch.params.copy()  # the two pure fits together
     c = len(table.channels)
     start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
-    both = _fit_one(table, "both", rho, l2=l2, counts=counts, start=start)
+    both = _fit_one(table, "both", rho, l2=l2, counts=counts, start=start, sat=sat)
     pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
-    alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(pure, form=pure.form))
+    alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(pure, form=pure.form), sat=sat)
     return [*out, alt if alt.nll < both.nll else both]
 
 
@@ -643,7 +690,16 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
     w = bic_weights([c.bic for c in trial])
     chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
     refit = {  # from the sample's optimum a few Newton steps suffice
-        i: _fit_one(table, trial[i].form, trial[i].rho, l2=l2, counts=counts, start=trial[i].params, max_iter=_REFIT_STEPS)
+        i: _fit_one(
+            table,
+            trial[i].form,
+            trial[i].rho,
+            l2=l2,
+            counts=counts,
+            start=trial[i].params,
+            max_iter=_REFIT_STEPS,
+            sat=trial[i].sat,
+        )
         for i in chosen
     }
     full_w = bic_weights([refit[i].bic for i in chosen])
@@ -757,7 +813,7 @@ def _experiment_frame(
         lift = 0.0
         for w, c in zip(weights, candidates, strict=True):
             if w > _MIN_WEIGHT:
-                lift += w * jm.nested_lift(c.params, table.offsets, table.codes, t.weights, c.rho, c.use_h, c.use_p,
+                lift += w * jm.nested_lift(c.params, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p,
                                            t.code)[0]  # fmt: skip
         implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))
     return pl.DataFrame(
@@ -804,7 +860,8 @@ def _bootstrap_auto(
             if wi <= _MIN_WEIGHT:
                 continue
             if rtargets:
-                c = _fit_one(table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets)
+                c = _fit_one(table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets,
+                             sat=c.sat)  # fmt: skip
             cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi
@@ -822,7 +879,7 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     free = active[~(is_beta & (cand.params[active] <= 0))]
     hess = jm.nested_hessian_parallel(cand.params, table.offsets, table.codes, table.conversions, table.nulls,
-                                      cand.rho, cand.use_h, cand.use_p, l2)[np.ix_(free, free)]  # fmt: skip
+                                      cand.rho, cand.sat, cand.use_h, cand.use_p, l2)[np.ix_(free, free)]  # fmt: skip
     lam = 0.0
     while True:
         try:
@@ -835,14 +892,15 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
 
     def step(counts: tuple[np.ndarray, np.ndarray]) -> JourneyModel:
         _, grad = jm.nested_terms_parallel(cand.params, table.offsets, table.codes, counts[0], counts[1],
-                                              cand.rho, cand.use_h, cand.use_p, l2)  # fmt: skip
+                                              cand.rho, cand.sat, cand.use_h, cand.use_p, l2)  # fmt: skip
         delta = scipy.linalg.cho_solve(factor, grad[free])
         params = cand.params.copy()
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
         nll, _ = jm.nested_terms_parallel(params, table.offsets, table.codes, counts[0], counts[1],
-                                          cand.rho, cand.use_h, cand.use_p, 0.0)  # fmt: skip
-        return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, float(counts[0].sum() + counts[1].sum()))
+                                          cand.rho, cand.sat, cand.use_h, cand.use_p, 0.0)  # fmt: skip
+        n = float(counts[0].sum() + counts[1].sum())
+        return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, n, cand.sat)
 
     return step
 
