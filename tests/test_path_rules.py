@@ -271,7 +271,7 @@ def test_kernel_codes_follow_the_config_names() -> None:
         ({"touch_rule": "sideways"}, "must be one of 'all', 'collapse_repeats', 'first_per_channel'"),
         ({"drop_direct": "remove_if_last_and_not_all"}, "drop_direct='trailing_unless_all_direct'"),
         ({"drop_direct": True}, "drop_direct must be one of"),
-        ({"max_touchpoints": 0}, "use None for no cap"),
+        ({"max_touchpoints": 0}, "leave it unset (None; null in attributionSettings) for no cap"),
         ({"max_touchpoints": -2}, ">= 1"),
         ({"max_touchpoints": 2.5}, ">= 1"),
         ({"max_touchpoints": True}, ">= 1"),
@@ -319,3 +319,45 @@ def test_model_objects_use_the_rules_too() -> None:
     links = oq.attribute(tp, cv, models=[model], touch_rule="collapse_repeats").links.sort("position")
     w = links.get_column("weight").to_list()
     assert w[1] == 0.0 and w[0] == pytest.approx(1 / 5) and w[2] == pytest.approx(4 / 5)  # ages 2 days and 0
+
+
+# --- optiq run: attributionSettings and flags ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db, seed
+    from tests.pg import fresh_database
+    from tests.test_postgres_io import _db_links, _expected, _retag
+
+    data = _retag(oq.synthetic.generate(n_users=300, seed=5), "orgP")
+    settings = '{"touchRule": "collapse_repeats", "dropDirect": "trailing_unless_all_direct", "maxTouchpoints": 3,'
+    settings += ' "models": ["LINEAR", "LAST_TOUCH"]}'
+    rules = {"touch_rule": "collapse_repeats", "drop_direct": "trailing_unless_all_direct", "max_touchpoints": 3}
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                   VALUES ('st1', 'orgP', %s)""",
+                (settings,),
+            )
+        run_batch(url, organization_id="orgP", full=True)
+        tp = data.touchpoints.drop("channel")
+        expected = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"], **rules)
+        stored = _db_links(url, "orgP")
+        assert stored.equals(_expected(expected))
+        assert stored.filter((pl.col("model") == "LINEAR") & (pl.col("weight") == 0)).height > 0  # rules applied
+        result = CliRunner().invoke(
+            app, ["run", "--database-url", url, "--org", "orgP", "--full", "--touch-rule", "first_per_channel"]
+        )
+        assert result.exit_code == 0, result.output
+        override = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"],
+                                **{**rules, "touch_rule": "first_per_channel"})  # fmt: skip
+        assert _db_links(url, "orgP").equals(_expected(override))

@@ -53,7 +53,7 @@ def check_path_rules(touch_rule: Any, drop_direct: Any, max_touchpoints: Any) ->
     ):
         raise ConfigError(
             f"max_touchpoints must be a whole number >= 1 (the latest touches kept), got {max_touchpoints!r}; "
-            "use None for no cap"
+            "leave it unset (None; null in attributionSettings) for no cap"
         )
 
 
