@@ -1,13 +1,16 @@
-"""Benchmark attribute() against the plain-Polars baseline and write the "attribute" section of a RESULTS.md.
+"""Benchmark attribute() against the DuckDB and plain-Polars baselines; write the "attribute" section of a RESULTS.md.
 
 Usage: ``python -m benchmarks.run [--sizes 1000000,10000000] [--repeats 3] [--out out/RESULTS.md]``
 (sizes are touchpoint counts; the synthetic generator makes about 5 per user and 1 conversion per 10).
 The section and ``results.json`` go to ``out/`` (untracked) unless ``--out`` names another file: the
 recorded figures of ``benchmarks/RESULTS.md`` change only with ``--out benchmarks/RESULTS.md``.
 
-Every figure is measured in this run, on this machine: the median of ``repeats`` runs after a warm-up,
-peak memory in a fresh process (``benchmarks/memory.py``), Numba compile time in a fresh
-process with the on-disk cache off, cached start-up in a fresh process with it on.
+Every figure is measured in this run, on this machine: the median of ``repeats`` runs after a warm-up
+(the DuckDB baseline too; the Polars one runs once), peak memory in a fresh process (``benchmarks/memory.py``),
+Numba compile time in a fresh process with the on-disk cache off, cached start-up in a fresh process with it on.
+The DuckDB baseline (``benchmarks/duckdb_baseline.py``) runs when duckdb is installed (the dev extra); its link
+count is checked against the engine's (``test_duckdb_baseline.py`` checks the links themselves). A run without
+``--stream`` carries the streamed figures of the previous ``results.json`` beside ``--out``, marked as such.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -33,6 +37,19 @@ from benchmarks.polars_baseline import attribute_polars
 
 HERE = Path(__file__).resolve().parent
 MODELS = list(oq.models.HEURISTIC_MODELS)
+
+
+def duckdb_version() -> str | None:
+    """The installed duckdb's version, or None (the DuckDB baseline is then left out of the run)."""
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    return str(duckdb.__version__)
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def write_section(path: Path, name: str, markdown: str) -> None:
@@ -115,6 +132,7 @@ def machine() -> dict[str, str]:
         "numba": numba.__version__,
         "polars": pl.__version__,
         "pyarrow": pyarrow.__version__,
+        **({"duckdb": v} if (v := duckdb_version()) else {}),
         "os": platform.platform(),
     }
 
@@ -135,7 +153,8 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
         row = _time_size(tp, cv, repeats, baseline)
         row.update(users=users, generate_s=gen)
         del tp, cv
-        for which in ("engine", "polars") if baseline else ("engine",):
+        which_all = ("engine", "duckdb", "polars") if duckdb_version() else ("engine", "polars")
+        for which in which_all if baseline else ("engine",):
             res = subprocess.run(
                 [sys.executable, "-m", "benchmarks.memory", which, paths["tp"], paths["cv"]],
                 check=True, capture_output=True, text=True, cwd=HERE.parent,
@@ -145,9 +164,10 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
 
 
 def _time_size(tp: pl.DataFrame, cv: pl.DataFrame, repeats: int, baseline: bool) -> dict:
+    load_start = load_average()
     median, times, result = time_call(lambda: oq.attribute(tp, cv, models=MODELS), repeats)
     assert isinstance(result, oq.AttributionResult)
-    row: dict = {"touchpoints": tp.height, "conversions": cv.height}
+    row: dict = {"touchpoints": tp.height, "conversions": cv.height, "load_start": load_start}
     row.update(
         engine_s=median,
         engine_runs=times,
@@ -157,11 +177,21 @@ def _time_size(tp: pl.DataFrame, cv: pl.DataFrame, repeats: int, baseline: bool)
         touchpoints_per_s=tp.height / median,
     )
     del result
+    if baseline and duckdb_version():
+        from benchmarks.duckdb_baseline import attribute_duckdb
+
+        # the engine's own input frames (DuckDB reads them as Arrow), the same repeats as the engine
+        d_median, d_times, d_links = time_call(lambda: attribute_duckdb(tp, cv, models=MODELS), repeats)
+        assert d_links.height == row["links"], (d_links.height, row["links"])  # type: ignore[union-attr]
+        row.update(duckdb_s=d_median, duckdb_runs=d_times, duckdb_links=d_links.height)  # type: ignore[union-attr]
+        row["duckdb_ratio"] = d_median / median
+        del d_links
     if baseline:
         tp_plain = tp.with_columns(pl.col("channel").cast(pl.String))
         b_median, b_times, b_links = time_call(lambda: attribute_polars(tp_plain, cv, models=MODELS), 1)
         row.update(polars_s=b_median, polars_runs=b_times, polars_links=b_links.height)  # type: ignore[union-attr]
         row["speedup"] = b_median / median
+    row["load_end"] = load_average()
     return row
 
 
@@ -247,18 +277,26 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         f"## attribute(): the {len(MODELS)} heuristic models, frames in -> link frames out",
         "",
         f"Synthetic data (`oq.synthetic.generate`, seed 0, rows shuffled and read back from Parquet), {_config_text()}. "
-        "Median of the timed runs after one warm-up (*spread*: the fastest and slowest timed run); the Polars "
-        "baseline (`benchmarks/polars_baseline.py`, the same semantics in plain Polars expressions) runs once.",
+        "Median of the timed runs after one warm-up (*spread*: the fastest and slowest timed run), the engine warm "
+        "(its compile time is below). The DuckDB baseline (`benchmarks/duckdb_baseline.py`: the same semantics in "
+        "DuckDB SQL, 2 threads, on the engine's own input frames, links checked equal in "
+        "`benchmarks/test_duckdb_baseline.py`) is timed like the engine; the Polars baseline "
+        "(`benchmarks/polars_baseline.py`, the same semantics in plain Polars expressions) runs once. *x*: the "
+        "baseline's time over the engine's, in this run. *load*: the machine's 1/5/15-minute load average at the "
+        "start of the size's engine runs and after its baselines (the machine is shared).",
         "",
-        "| touchpoints | conversions | links | engine s | spread s | touchpoints/s | Polars s | speed-up |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| touchpoints | conversions | links | engine s | spread s | touchpoints/s | DuckDB s | x | Polars s | x "
+        "| load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         runs = r["engine_runs"]
         lines.append(
             f"| {r['touchpoints']:,} | {r['conversions']:,} | {r['links']:,} | {r['engine_s']:.3f} | "
             f"{min(runs):.3f}-{max(runs):.3f} | {r['touchpoints_per_s'] / 1e6:.1f}M | "
-            + (f"{r['polars_s']:.2f} | {r['speedup']:.1f}x |" if "polars_s" in r else "- | - |")
+            + (f"{r['duckdb_s']:.2f} | {r['duckdb_ratio']:.1f}x | " if "duckdb_s" in r else "- | - | ")
+            + (f"{r['polars_s']:.2f} | {r['speedup']:.1f}x | " if "polars_s" in r else "- | - | ")
+            + (f"{r['load_start']} -> {r['load_end']} |" if "load_start" in r else "- |")
         )
     lines += [
         "",
@@ -268,19 +306,21 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         "call once (`benchmarks/memory.py`). *Peak* is the high-water resident set minus the process's size "
         "after imports: the loaded inputs, everything the call allocates, and its result. "
         "*Arrow in + out* is the size of the inputs plus the result in the standard Arrow layout (strings as "
-        "offsets + bytes; the columns that the links' model chunks share counted once).",
+        "offsets + bytes; the columns that the links' model chunks share counted once). *Above inputs*: the "
+        "high-water mark minus the resident set with the inputs loaded, before the call.",
         "",
-        "| touchpoints | implementation | peak | Arrow in + out | peak / Arrow |",
-        "|---:|---|---:|---:|---:|",
+        "| touchpoints | implementation | peak | above inputs | Arrow in + out | peak / Arrow |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        for which in ("engine", "polars"):
+        for which in ("engine", "duckdb", "polars"):
             m = r.get(f"{which}_memory")
             if m:
                 peak = m["peak"] - m["rss_start"]
                 arrow = m["input_bytes"] + m["output_bytes"]
+                above = f"{(m['peak'] - m['rss_loaded']) / 2**30:.2f} GiB" if "rss_loaded" in m else "-"
                 lines.append(
-                    f"| {r['touchpoints']:,} | {which} | {peak / 2**30:.2f} GiB | {arrow / 2**30:.2f} GiB | "
+                    f"| {r['touchpoints']:,} | {which} | {peak / 2**30:.2f} GiB | {above} | {arrow / 2**30:.2f} GiB | "
                     f"{peak / arrow:.2f} |"
                 )
     lines += ["", "### Stages of the engine (seconds, last timed run)", ""]
@@ -305,7 +345,8 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
                 f"{stream['engine_s']:.2f} | {stream['touchpoints'] / stream['engine_s'] / 1e6:.1f}M | "
                 f"{stream['peak_rss'] / 2**30:.2f} GiB |",
                 "",
-                "The peak includes the generator's own working memory for one batch.",
+                "The peak includes the generator's own working memory for one batch."
+                + (f" Not remeasured in this run: {stream['carried_over']}." if stream.get("carried_over") else ""),
                 "",
             ]
             if stream
@@ -322,6 +363,22 @@ def render(rows: list[dict], compiled: dict[str, float], info: dict[str, str], s
         "",
     ]
     return "\n".join(lines)
+
+
+def _previous_stream(out: Path) -> dict | None:
+    """The streamed figures recorded beside ``out`` by an earlier run (not remeasured), marked with its date."""
+    previous = out.parent / "results.json"
+    if not previous.exists():
+        return None
+    stream = json.loads(previous.read_text()).get("stream")
+    if not stream:
+        return None
+    if not stream.get("carried_over"):
+        written = re.search(
+            r"Written by `benchmarks/run.py` on ([0-9-]+ [0-9:]+ UTC)", out.read_text() if out.exists() else ""
+        )
+        stream["carried_over"] = f"the figures of the run of {written.group(1) if written else 'an earlier date'}"
+    return stream
 
 
 def main() -> None:
@@ -347,6 +404,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in row.items() if k != "stages"}, default=str), flush=True)
         rows.append(row)
     stream = None
+    if not args.stream:
+        stream = _previous_stream(Path(args.out))
     if args.stream:  # in a fresh process, so that its peak memory is its own
         res = subprocess.run(
             [sys.executable, "-m", "benchmarks.run", "--stream-child", str(args.stream), "--batch", str(args.batch)],
