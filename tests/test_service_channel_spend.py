@@ -16,8 +16,9 @@ from sqlalchemy import Connection, create_engine, pool, text
 from optiq_engine.batch import summarize
 from optiq_engine.channels import ChannelRule, ChannelRules
 from optiq_engine.io import db, schema
-from optiq_engine.service import keys
+from optiq_engine.service import keys, tenancy
 from optiq_engine.service.api import create_app
+from optiq_engine.service.errors import CurrencyError
 from optiq_engine.service.metrics import (
     METRICS,
     PLATFORM_CLICK_IDS,
@@ -281,6 +282,43 @@ def test_another_organizations_spend_never_appears(conn) -> None:
         ("google_ads", 900_000_000, 1.0, 500 / 900)
     ]
     assert _report(conn, "nobody").height == 0
+
+
+def test_on_the_service_path_row_level_security_keeps_the_report_to_its_organization(url) -> None:
+    """As the service runs it (role optiq_service, transaction scoped to an organization): the same report; scoped
+    to orgX, a query that names orgS sees none of its spend or results (the policies, not only the filters)."""
+    owner = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
+    service = tenancy.scoped_engine(owner)
+    try:
+        with owner.connect() as c:
+            expected = _report(c, compare=True)
+        with tenancy.for_organization(service, "orgS").connect() as c:
+            assert_frame_equal(_report(c, compare=True), expected, check_exact=True)
+        with tenancy.for_organization(service, "orgX").connect() as c:
+            assert _report(c, "orgS").height == 0
+            assert _report(c, "orgX")["spend_micros"].to_list() == [900_000_000]
+    finally:
+        owner.dispose()
+
+
+def test_a_channel_adding_up_two_currencies_is_refused_or_converted(postgres_url) -> None:
+    """orgA's Google accounts are in USD, its Meta account in EUR: rules sending both click ids to one channel
+    make that channel's spend two currencies (refused, naming it), unless converted."""
+    one = ChannelRules((ChannelRule("paid", click_id="gclid"), ChannelRule("paid", click_id="fbclid")))
+    start, end = date(2024, 3, 1), date(2024, 3, 14)
+    with fresh_database(postgres_url, upgraded=True) as fresh:
+        sd.insert(fresh, sd.build())
+        engine = create_engine(db.normalise_url(fresh), poolclass=pool.NullPool)
+        with engine.connect() as c:
+            with pytest.raises(CurrencyError, match="1 channel row") as info:
+                read_metrics(MetricsQuery("orgA", start, end, grain="channel", channel_rules=one), c)
+            assert info.value.currencies == {"paid": ["EUR", "USD"]}
+            fx = CurrencyConversion("USD", {"EUR": "1.25"})
+            got = read_metrics(MetricsQuery("orgA", start, end, grain="channel", channel_rules=one, conversion=fx), c)
+            total = read_metrics(MetricsQuery("orgA", start, end, grain="organization", conversion=fx), c)
+            paid = got.filter(pl.col("channel") == "paid")
+            assert paid["currency"].item() == "USD" and paid["spend_micros"].item() == total["spend_micros"].item()
+        engine.dispose()
 
 
 def test_the_endpoint_returns_spend_and_ratios_per_channel_for_the_callers_organization(url) -> None:
