@@ -367,7 +367,13 @@ def create_app(
         currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Report every amount in this currency")] = None,
         rate: Annotated[list[Rate] | None, Query(description="Conversion rates to `currency`, e.g. `EUR:1.08` (repeat)")] = None,
     ) -> Response:
-        """Spend, delivery and attributed results per key (and day), with the previous-period comparison."""
+        """Spend, delivery and attributed results per key (and day), with the previous-period comparison.
+
+        At grain ``channel`` spend is mapped to channels by the rules that give touchpoints theirs (a platform's
+        spend goes to the channel of its click id: ``google_ads``, ``meta_ads``, ``tiktok_ads``); ROAS is the
+        model's revenue credited to the channel over that spend. Spend no rule maps is the row whose
+        ``channel`` is null (``name`` ``(unmapped)``); the channels' spend adds up to the organization's.
+        """
         conversion = None
         if currency is not None:
             conversion = CurrencyConversion(currency, dict(r.split(":", 1) for r in rate or []))
