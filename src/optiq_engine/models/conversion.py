@@ -51,11 +51,12 @@ class DataDriven(DataDrivenModel):
     Parameters
     ----------
     form
-        ``"touch"`` (default) or ``"journey"`` (below), or ``"auto"``: a model of the whole observed journey (its length included) in which each touch
-        may convert (a hazard), the journey may end, and an ending journey decides once; the touch-only,
-        end-only and nested forms, each with a few decays of the exposure stock and channel effects
-        constrained to be >= 0, are compared by BIC and averaged by their weights (docs/data_driven.md §6.1; required by ``experiments``, and taken when a model given by
-        name gets experiments from the config). ``"touch"``: every touch is a decision point,
+        ``"auto"`` (default): a model of the whole observed journey (its length included) in which each
+        touch may convert (a hazard), the journey may end, and an ending journey decides once; the
+        touch-only, end-only and nested forms, each with a few decays and saturations of the exposure stock
+        and channel effects constrained to be >= 0, are compared by BIC and averaged by their weights
+        (docs/data_driven.md §6.1; required by ``experiments``). Or one fixed form: ``"touch"``: every touch
+        is a decision point,
         ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard
         model); ``"journey"``: one decision per journey, ``p = σ(b + Σ_c β_c f(k_c))``.
     l2
@@ -73,7 +74,7 @@ class DataDriven(DataDrivenModel):
 
     name = "DATA_DRIVEN"
     transform: str = "frequency"
-    form: str = "touch"
+    form: str = "auto"
     l2: float = 1.0
     saturation: float | None = None
     samples: int = 2_000
@@ -94,7 +95,8 @@ class DataDriven(DataDrivenModel):
             raise ConfigError(f"DATA_DRIVEN saturation must be None or a float in (0, 1), got {self.saturation!r}")
         if self.saturation is not None and self.form == "auto":
             raise ConfigError(
-                "DATA_DRIVEN saturation applies to form='touch' or 'journey'; form='auto' chooses its decay"
+                "DATA_DRIVEN saturation applies to form='touch' or 'journey' (form='auto', the default, chooses "
+                f"its own): DataDriven(form='touch', saturation={self.saturation!r})"
             )
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ConfigError(f"DATA_DRIVEN samples must be an integer >= 2, got {self.samples!r}")
@@ -650,12 +652,12 @@ def fit_candidates(
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
     if warm is not None:
         return [_fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat) for w in warm]
-    x0 = _start(table, counts)
-    out = [
-        _fit_one(table, form, rho, l2=l2, counts=counts, start=x0, sat=sat)
-        for rho, sat in AUTO_SHAPES
-        for form in ("touch", "journey")
-    ]
+    out: list[JourneyModel] = []
+    for form in ("touch", "journey"):  # each shape starts from the form's previous fit (fewer Newton steps)
+        start = _start(table, counts)
+        for rho, sat in AUTO_SHAPES:
+            out.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat))
+            start = out[-1].params
     best = min(out, key=lambda c: c.bic)
     rho, sat = best.rho, best.sat
     touch, journey = (
