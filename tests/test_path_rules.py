@@ -361,3 +361,39 @@ def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_
         override = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"],
                                 **{**rules, "touch_rule": "first_per_channel"})  # fmt: skip
         assert _db_links(url, "orgP").equals(_expected(override))
+
+
+def test_data_driven_links_do_not_follow_the_rules() -> None:
+    """docs/attribution.md "Path rules": a run with both kinds of model applies the rules to the heuristic
+    links alone; the data-driven model credits as it does without them."""
+    data = oq.synthetic.generate(n_users=1_500, seed=9)
+    rules = {"touch_rule": "collapse_repeats", "drop_direct": "unless_all_direct", "max_touchpoints": 2}
+    plain = oq.attribute(data.touchpoints, data.conversions, models=["MARKOV", "LINEAR"])
+    ruled = oq.attribute(data.touchpoints, data.conversions, models=["MARKOV", "LINEAR"], **rules)
+    markov = pl.col("model") == "MARKOV"
+    assert ruled.links.filter(markov).equals(plain.links.filter(markov))
+    linear_alone = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR"], **rules)
+    assert ruled.links.filter(~markov).drop("model").equals(linear_alone.links.drop("model"))
+
+
+@pytest.mark.spark
+def test_attribute_spark_follows_the_rules() -> None:
+    from optiq_engine.spark import attribute_spark
+    from tests.spark_support import local_session
+
+    data = oq.synthetic.generate(n_users=600, seed=4)
+    tp, cv = (
+        f.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String)) for f in (data.touchpoints, data.conversions)
+    )
+    rules = {"touch_rule": "first_per_channel", "drop_direct": "trailing_unless_all_direct", "max_touchpoints": 3}
+    expected = oq.attribute(tp, cv, models=["LINEAR", "TIME_DECAY"], **rules).links
+    for spark in local_session():
+        result = attribute_spark(spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()),
+                                 models=["LINEAR", "TIME_DECAY"], partitions=2, **rules)  # fmt: skip
+        got = pl.from_arrow(result.links.toArrow())
+        key = ["model", "conversion_id", "position"]
+        columns = ["conversion_id", "touchpoint_id", "position", "credited_value_micros"]
+        a = expected.with_columns(pl.col("model").cast(pl.String)).sort(key)
+        b = got.with_columns(pl.col("model").cast(pl.String)).select(a.columns).sort(key)
+        assert a.select(columns).equals(b.select(columns))
+        assert (a.get_column("weight") - b.get_column("weight")).abs().max() <= 1e-12
