@@ -448,7 +448,8 @@ def render(out: dict) -> str:
     measured = scenarios()[0][0] in out["endpoints"]
     head = _render_head(out, c, ads, links, steps, load, rows, curve)
     if not measured:  # a partial run (--only): no target paragraph
-        return head + f"\nThe target (90-day campaign report) was not measured in this run (`--only`). {scale_note}\n" + _render_channel(out)
+        skipped = f"\nThe target (90-day campaign report) was not measured in this run (`--only`). {scale_note}\n"
+        return head + skipped + _render_channel(out)
     return head + _render_target(out, target, verdict, ex, ex_links, links, ads, scale_note) + _render_channel(out)
 
 
