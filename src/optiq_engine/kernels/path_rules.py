@@ -60,9 +60,9 @@ def kept_touches(lo, hi, link_offsets, tp_code, is_direct, touch_rule, drop_dire
     """
     n_links = link_offsets[-1]
     keep = np.empty(n_links, dtype=np.bool_)
-    n_codes = max(is_direct.shape[0], 1)
+    n_codes = max(is_direct.shape[0], 1) if touch_rule == FIRST_PER_CHANNEL else 1
     for c in prange(chunk_bounds.shape[0] - 1):
-        seen = np.full(n_codes, -1, dtype=np.int64)  # conversion that last kept a channel (FIRST_PER_CHANNEL)
+        seen = np.full(n_codes, -1, dtype=np.int64)  # conversion that last kept each channel (FIRST_PER_CHANNEL)
         for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
             n = hi[j] - lo[j]
             if n == 0:
