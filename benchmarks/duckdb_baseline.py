@@ -1,9 +1,18 @@
 """DuckDB baseline for the six heuristic attribution models.
 
 The tool a data scientist would reach for instead of the engine: the semantics of ``docs/attribution.md``
-written as one DuckDB SQL query (a join on the group key filtered by the lookback window, window functions
-for positions, weights and the value split), run on the same unsorted input frames the engine gets (polars
-frames handed to DuckDB as Arrow, without a copy), on ``threads`` threads (2 by default).
+written as one DuckDB SQL query, run on the same unsorted input frames the engine gets (polars frames handed
+to DuckDB as Arrow), on ``threads`` threads (2 by default):
+
+1. ``cv``: each conversion's previous conversion time in its group (``lag`` over the group key, ordered by
+   ``(occurred_at, conversion_id)``) for ``reset_after_conversion``;
+2. ``pairs``: a hash join on the group key filtered by the window ``T - lookback < t <= T`` and ``t > T_prev``;
+3. ``last_touch``: the last eligible touchpoint's time per conversion (TIME_DECAY ages from it);
+4. ``ordered``: one window partitioned by conversion and ordered by ``(t, touchpoint_id)``: position, count,
+   the last non-direct touchpoint, TIME_DECAY's normaliser;
+5. weights, and the value split of LINEAR and POSITION_BASED in closed form (their quotas take one or three
+   distinct values per conversion, so their ranks are arithmetic);
+6. ``ranked``: TIME_DECAY's remainder and ranks, a second window; then one row per model (``unnest``).
 
 Exactness, and where it comes from:
 
@@ -12,18 +21,18 @@ Exactness, and where it comes from:
 - every float constant is a bound DOUBLE parameter computed in Python as the engine computes it
   (``first / (first + last)``, ``1.0 - first - last``): a SQL literal such as ``0.4`` is an exact DECIMAL in
   DuckDB and would round differently;
-- the TIME_DECAY normaliser is a whole-partition ``sum(...) OVER (... ORDER BY position ROWS BETWEEN
-  UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)``, which DuckDB adds up in ``ORDER BY`` order, i.e. left to
-  right as the engine does (a running frame would not be: beyond 16 rows DuckDB combines segment-tree
-  nodes); ``test_duckdb_baseline.py`` checks it on a long journey;
+- TIME_DECAY's normaliser is ``sum(r) OVER`` a whole-partition frame of a window with ``ORDER BY``, which
+  DuckDB adds up in that order, i.e. left to right as the docs say (a running frame would not: past 16 rows
+  DuckDB combines segment-tree nodes); ``test_duckdb_baseline.py`` checks it bit for bit on 45 touchpoints;
 - the largest-remainder split is integer arithmetic: a positive remainder ``R`` is handed out in rounds,
   ``R // n`` units to every position and one more to the first ``R % n`` positions by (fraction desc,
-  position desc), which is the docs' round-by-round rule in closed form. The three models whose weights are
-  one 1 and zeros take the whole value or nothing (the engine's shortcut, the same result).
+  position desc), the docs' round-by-round rule in closed form. The three models whose weights are one 1
+  and zeros take the whole value or nothing (the engine's shortcut, the same result).
 
-Known limitation: a *negative* remainder (the sum of the floored quotas above the value, reachable only
-through float rounding of values around ``2**50`` micros and up) is not implemented; the query then fails
-with an error naming it rather than return a wrong split.
+Known limitation: a *negative* remainder (the floored quotas adding up to more than the value, which float
+rounding of huge values can cause: 2**62 micros over five TIME_DECAY touchpoints, for one) is implemented
+for LINEAR only; for POSITION_BASED and TIME_DECAY the query fails with an error naming it rather than
+return a wrong split.
 """
 
 from __future__ import annotations
@@ -138,18 +147,25 @@ def links_query(models: Sequence[str], *, reset_after_conversion: bool, keys: Se
     )
     td_cols = f",\n        {_split('(V::DOUBLE * (r_td / td_total))', 'td')}" if "TIME_DECAY" in models else ""
     td_window = (
-        ",\n        V - sum(b_td) OVER (PARTITION BY conversion_id)::BIGINT AS rem_td,"
-        "\n        row_number() OVER (PARTITION BY conversion_id ORDER BY f_td DESC, position DESC) AS k_td"
+        ",\n        V - sum(b_td) OVER (PARTITION BY cno)::BIGINT AS rem_td,"
+        "\n        row_number() OVER (PARTITION BY cno ORDER BY f_td DESC, position DESC) AS k_td"
         if "TIME_DECAY" in models
         else ""
     )
     extra_cols = "".join(f",\n        {e}" for e in extra)
+    # every weight, and every credit but TIME_DECAY's, before the last window: it then carries fewer columns
+    parts = [f"{weight[m]} AS w_{i}" for i, m in enumerate(models)]
+    parts += [f"{credit[m]} AS c_{i}" for i, m in enumerate(models) if m != "TIME_DECAY"]
+    if "TIME_DECAY" in models:
+        parts += ["b_td", "f_td"]
+    final_credit = [credit[m] if m == "TIME_DECAY" else f"c_{i}" for i, m in enumerate(models)]
     model_list = ", ".join(f"'{m}'" for m in models)
     nl = ",\n        "
     return f"""
 WITH cv AS (
     SELECT {key_list}, conversion_id::VARCHAR AS conversion_id, epoch_us(occurred_at) AS cv_ts,
-        coalesce(value_micros, 0)::BIGINT AS V, {prev} AS prev_ts
+        coalesce(value_micros, 0)::BIGINT AS V, {prev} AS prev_ts,
+        row_number() OVER () AS cno  -- an integer key of the conversion, cheaper to partition by
     FROM cv_in
 ),
 tp AS (
@@ -158,33 +174,38 @@ tp AS (
     FROM tp_in
 ),
 pairs AS MATERIALIZED (  -- eligible: T - lookback < t <= T, and t > T_prev with reset (cv_ts: T, ts: t, prev_ts: T_prev)
-    SELECT c.conversion_id, c.V, t.touchpoint_id, t.ts, t.channel
+    SELECT c.cno, c.conversion_id, c.V, t.touchpoint_id, t.ts, t.channel
     FROM cv AS c JOIN tp AS t ON {on}
     WHERE t.ts <= c.cv_ts AND t.ts > c.cv_ts - $lookback_us AND (c.prev_ts IS NULL OR t.ts > c.prev_ts)
 ),
 last_touch AS (  -- the time of each conversion's last eligible touchpoint (TIME_DECAY's reference)
-    SELECT conversion_id, max(ts) AS t_last FROM pairs GROUP BY conversion_id
+    SELECT cno, max(ts) AS t_last FROM pairs GROUP BY cno
 ),
 ordered AS (  -- positions in (t, touchpoint_id) order (ids compare as bytes), counts, per-journey values
     SELECT *,
         {nl.join(window_cols)}
-    FROM (SELECT p.*, {decay} FROM pairs AS p JOIN last_touch AS tl USING (conversion_id))
-    WINDOW w AS (PARTITION BY conversion_id ORDER BY ts, touchpoint_id),
+    FROM (SELECT p.*, {decay} FROM pairs AS p JOIN last_touch AS tl USING (cno))
+    WINDOW w AS (PARTITION BY cno ORDER BY ts, touchpoint_id),
         w_all AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
 quotas AS (
     SELECT *{extra_cols}{td_cols}
     FROM ordered
 ),
+parts AS (
+    SELECT cno, conversion_id, touchpoint_id, channel, V, position, n,
+        {nl.join(parts)}
+    FROM quotas
+),
 ranked AS (  -- TIME_DECAY: remainder R = V - sum(base), rank by (fraction desc, position desc)
     SELECT *{td_window}
-    FROM quotas
+    FROM parts
 )
 SELECT conversion_id, touchpoint_id,
     unnest([{model_list}]) AS model,
-    unnest([{", ".join(weight[m] for m in models)}]) AS weight,
+    unnest([{", ".join(f"w_{i}" for i in range(len(models)))}]) AS weight,
     position::INTEGER AS position, n::INTEGER AS touchpoint_count,
-    unnest([{", ".join(credit[m] for m in models)}]) AS credited_value_micros,
+    unnest([{", ".join(final_credit)}]) AS credited_value_micros,
     channel
 FROM ranked
 """
