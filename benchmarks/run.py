@@ -114,6 +114,19 @@ def compile_times() -> dict[str, float]:
     return out
 
 
+def engine_commit() -> str:
+    """The commit of the engine under test, marked when its ``src/`` has uncommitted changes."""
+    src = Path(oq.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" with uncommitted changes in src/" if dirty.stdout.strip() else "")
+
+
 def machine() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -134,6 +147,7 @@ def machine() -> dict[str, str]:
         "pyarrow": pyarrow.__version__,
         **({"duckdb": v} if (v := duckdb_version()) else {}),
         "os": platform.platform(),
+        "engine commit": engine_commit(),
     }
 
 
