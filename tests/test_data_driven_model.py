@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optiq_engine as oq
+from optiq_engine.grouping import stable_draws
 from optiq_engine.kernels.logistic import count_features, hazard_shapley, hazard_terms, logistic_loss_grad, path_shapley
 from optiq_engine.paths import PathTable
 from tests.reference import data_driven as ref
@@ -175,16 +176,21 @@ def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
     m = fit.conversion_model
     beta = dict(zip(fit.paths.channels, m.beta.tolist(), strict=True))
     expected = ref.logistic_shapley({"a": 1, "b": 2}, m.intercept, beta)
-    # the journey's own max(φ, 0), times the channel multipliers that balance the links to the shares
-    # (docs/data_driven.md §5)
-    scale = dict(zip(fit.balance.channels, fit.balance.scale.tolist(), strict=True))
-    pos = {c: max(v, 0.0) * scale[c] for c, v in expected.items()}
+    # the journey's own max(φ, 0), no multipliers; credited with probability Σ max(φ, 0) / p, by a draw keyed
+    # by the conversion id (docs/data_driven.md §5)
+    assert not fit.balance.balanced
+    pos = {c: max(v, 0.0) for c, v in expected.items()}
     total = sum(pos.values())
+    p = ref.logistic_probability({"a": 1, "b": 2}, m.intercept, beta)
+    credited = stable_draws(pl.Series(["c1"]), fit.model.seed)[0] < total / p
     links = result.links.filter(pl.col("conversion_id") == "c1").sort("position")
+    if not credited:
+        assert links.height == 0
+        assert "c1" in result.unattributed.filter(pl.col("model") == "DATA_DRIVEN").get_column("conversion_id")
+        return
     w = links.get_column("weight").to_list()
-    if total > 0:
-        assert w[0] == pytest.approx(pos["a"] / total, rel=1e-9, abs=1e-300)
-        assert w[1] == pytest.approx(pos["b"] / total / 2, rel=1e-9)
+    assert w[0] == pytest.approx(pos["a"] / total, rel=1e-9, abs=1e-12)
+    assert w[1] == pytest.approx(pos["b"] / total / 2, rel=1e-9)
     assert links.get_column("credited_value_micros").sum() == 1_000_001
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import optiq_engine as oq
 from optiq_engine import journeys
 from optiq_engine.frames import normalize_events
-from optiq_engine.grouping import readonly
+from optiq_engine.grouping import arrow_strings, readonly
 from optiq_engine.kernels import journeys as kj
 from optiq_engine.kernels.stable_id import hex_ids, key_hashes
 
@@ -62,7 +62,7 @@ def test_doc_formula_transcription_has_the_fnv_known_answer() -> None:
 
 
 def _arrow_parts(columns: list[list[str | None]]):
-    parts = [journeys._arrow_strings(pl.Series(c, dtype=pl.String)) for c in columns]
+    parts = [arrow_strings(pl.Series(c, dtype=pl.String)) for c in columns]
     return tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts)
 
 

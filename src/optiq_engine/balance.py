@@ -54,7 +54,9 @@ class ChannelBalance:
         of the balance and without links for the model (reported in ``result.unattributed``).
     balanced
         False when the fit's paths do not hold the credited journeys' channels (``transform="first"`` of
-        MARKOV and SHAPLEY): the links then use the shares unscaled.
+        MARKOV and SHAPLEY): the links then use the shares unscaled; and for DATA_DRIVEN, whose links need no
+        balance: each conversion is credited by its journey's own ``φ`` or is a baseline conversion, by a
+        draw (docs/data_driven.md §5).
     """
 
     channels: tuple[str, ...]
@@ -115,7 +117,8 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
 
     table = fit.paths
     n = len(table.channels)
-    if fit.model.transform == "first" and not isinstance(fit, FittedDataDriven):
+    # DATA_DRIVEN: credited by its own φ and baseline draws (docs/data_driven.md §5)
+    if isinstance(fit, FittedDataDriven) or fit.model.transform == "first":
         return ChannelBalance(table.channels, np.ones(n), fit.shares * table.total_conversions, 0, float("nan"),
                               0.0, 0.0, balanced=False)  # fmt: skip
     # rows in path-hash order: the same sums in any order of the table (a run's, or Spark's concatenation)

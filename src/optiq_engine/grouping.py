@@ -24,6 +24,7 @@ from .kernels.sort import tie_runs
 __all__ = [
     "KEY_COLUMNS",
     "NO_MASK",
+    "arrow_strings",
     "SEED_H",
     "SEED_H2",
     "group_key_columns",
@@ -34,6 +35,7 @@ __all__ = [
     "order_ties_by_id",
     "readonly",
     "splitmix",
+    "stable_draws",
     "stage_timer",
 ]
 
@@ -153,6 +155,37 @@ def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         v.flags.writeable = False
         views.append(v)
     return tuple(views)
+
+
+def arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read-only (offsets int64[n+1], data uint8[...], valid bool[n]) of a string series, via Arrow."""
+    import pyarrow as pa
+
+    valid = series.is_not_null().to_numpy()
+    arr = series.cast(pl.String).to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return readonly(offsets, data, valid)  # type: ignore[return-value]
+
+
+def stable_draws(ids: pl.Series, seed: int) -> np.ndarray:
+    """One uniform number in [0, 1) per id: FNV-1a 64 of the id's UTF-8 bytes (:mod:`kernels.stable_id`) mixed
+    with ``seed`` by splitmix64, so the same id gets the same draw in any run, row order, partition or
+    library version (a null id hashes as the byte 0x00)."""
+    from .kernels.stable_id import key_hashes
+
+    offsets, data, valid = arrow_strings(ids)
+    empty = readonly(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.bool_))
+    rows = readonly(np.arange(ids.len(), dtype=np.int64)[None, :])[0]
+    h = key_hashes((offsets, *[empty[0]] * 3), (data, *[empty[1]] * 3), (valid, *[empty[2]] * 3), rows)[:, 0]
+    mixed = splitmix(h ^ splitmix(np.array([seed], dtype=np.uint64)))
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def micros(td: Any) -> int:

@@ -31,6 +31,7 @@ from .grouping import (
     NO_MASK,
     SEED_H,
     SEED_H2,
+    arrow_strings,
     group_hashes,
     group_key_columns,
     micros,
@@ -368,7 +369,7 @@ def stable_id_series(
     offsets, data, valid = [], [], []
     where = np.empty((len(columns), rows.shape[0]), dtype=np.int64)
     for i, (c, k) in enumerate(zip(columns, constant, strict=True)):
-        o, d, v = _arrow_strings(frame.get_column(c).head(1) if k else taken.get_column(c))
+        o, d, v = arrow_strings(frame.get_column(c).head(1) if k else taken.get_column(c))
         offsets.append(o)
         data.append(d)
         valid.append(v)
@@ -386,23 +387,6 @@ def stable_id_series(
         raw = hex_ids(*readonly(prefix_bytes, hashes, rank[r]))
         out.append(_fixed_width_strings(name, raw))
     return out
-
-
-def _arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only (offsets int64[n+1], data uint8[...], valid bool[n]) of a string series, via Arrow."""
-    import pyarrow as pa
-
-    valid = series.is_not_null().to_numpy()
-    arr = series.cast(pl.String).to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
-    n = len(arr)
-    buffers = arr.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
-    return readonly(offsets, data, valid)  # type: ignore[return-value]
 
 
 def _fixed_width_strings(name: str, raw: np.ndarray) -> pl.Series:

@@ -23,6 +23,7 @@ from .grouping import (
     one_chunk,
     order_ties_by_id,
     readonly,
+    stable_draws,
     stage_timer,
 )
 from .kernels.credit import share_links
@@ -186,6 +187,7 @@ def run_attribution(
                     rows = np.zeros(lo.shape[0], dtype=np.int64)
                     path_of = journey_paths[model.name]
                     rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
+                    rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
                 else:
                     shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
                 with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
@@ -227,6 +229,18 @@ def run_attribution(
         timings=timings,
         lookback_coverage=coverage,
     )
+
+
+def _baseline_draws(
+    fit: FittedDataDriven, table: PathTable, shares: np.ndarray, rows: np.ndarray, cv: pl.DataFrame, cv_order: np.ndarray
+) -> np.ndarray:
+    """``rows`` with the baseline conversions sent to the last (all-zero) row of ``shares``: a conversion of
+    path ``x`` is credited to the channels with probability ``Σ_c max(φ_c, 0) / p(x)`` (the model's
+    probability that the channels caused it), decided by a draw keyed by its ``conversion_id`` and the
+    model's seed (docs/data_driven.md §5): its expected credit is the channel's ``φ`` summed over journeys."""
+    fraction = fit.credited_fraction(table, shares)
+    draws = stable_draws(cv.get_column("conversion_id").gather(cv_order), fit.model.seed)
+    return np.where(draws < fraction[rows], rows, shares.shape[0] - 1)
 
 
 def _credited_fit(fit: FittedModel, credit: pl.DataFrame) -> FittedModel:

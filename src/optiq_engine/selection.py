@@ -17,7 +17,6 @@ import numpy as np
 import polars as pl
 
 from .errors import ConfigError
-from .kernels import logistic as lk
 from .models.conversion import ConversionModel
 from .models.fitted import FittedModel
 from .models.markov import MarkovChain
@@ -76,16 +75,8 @@ def markov_predict(chain: MarkovChain, weights: np.ndarray, table: PathTable, fa
 
 
 def conversion_predict(model: ConversionModel, table: PathTable) -> np.ndarray:
-    """p(journey) of every path row under a fitted conversion model (both forms)."""
-    if hasattr(model, "params"):  # form="auto": the whole-journey model (models/conversion.py JourneyModel)
-        return model.predict(table)  # type: ignore[attr-defined]
-    if model.form == "touch":
-        return lk.hazard_predict(table.offsets, table.codes, model.beta, model.intercept, model.rho or 0.0)
-    off, code, value = lk.count_features(table.offsets, table.codes, len(table.channels), model.rho or 0.0)
-    z = model.intercept + np.bincount(
-        np.repeat(np.arange(table.height), np.diff(off)), weights=model.beta[code] * value, minlength=table.height
-    )
-    return 1.0 / (1.0 + np.exp(-z))
+    """p(journey) of every path row under a fitted conversion model (any form)."""
+    return model.predict(table)
 
 
 def scores(p: np.ndarray, conversions: np.ndarray, nulls: np.ndarray) -> tuple[float, float]:
@@ -159,9 +150,7 @@ def calibration_table(fitted: FittedModel, *, bins: int = 10) -> pl.DataFrame:
     order = np.argsort(p, kind="stable")
     cum = np.cumsum(n[order])
     bin_of = np.minimum((cum - n[order] / 2) / cum[-1] * bins, bins - 1).astype(np.int64)
-    frame = pl.DataFrame(
-        {"bin": bin_of, "p": p[order], "n": n[order], "conversions": table.conversions[order]}
-    )
+    frame = pl.DataFrame({"bin": bin_of, "p": p[order], "n": n[order], "conversions": table.conversions[order]})
     return (
         frame.group_by("bin")
         .agg(

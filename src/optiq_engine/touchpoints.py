@@ -21,8 +21,8 @@ import polars as pl
 from .config import OnInvalid
 from .errors import ConfigError, InputError, SchemaError
 from .frames import normalize_events, to_polars
-from .grouping import KEY_COLUMNS, readonly, stage_timer
-from .journeys import JourneyResult, _arrow_strings, _build_journeys, _fixed_width_strings
+from .grouping import KEY_COLUMNS, arrow_strings, readonly, stage_timer
+from .journeys import JourneyResult, _build_journeys, _fixed_width_strings
 from .kernels.stable_id import hex_ids, key_hashes
 from .kernels.urls import percent_decode
 
@@ -334,7 +334,7 @@ def _percent_decode_columns(values: pl.DataFrame) -> pl.DataFrame:
         if present.len() == 0:
             out.append(series)
             continue
-        offsets, data, _ = _arrow_strings(present)
+        offsets, data, _ = arrow_strings(present)
         new_offsets, new_data = percent_decode(*readonly(offsets - offsets[0], data[offsets[0] : offsets[-1]]))
         arr = pa.Array.from_buffers(
             pa.large_string(), present.len(), [None, pa.py_buffer(new_offsets), pa.py_buffer(new_data)]
@@ -402,7 +402,7 @@ def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
 
 def _stable_ids(prefix: str, key: pl.Series) -> pl.Series:
     """``prefix + "_" + hex32`` of each string of ``key`` (the joined bytes of a stable id's parts)."""
-    offsets, data, valid = _arrow_strings(key)
+    offsets, data, valid = arrow_strings(key)
     empty = readonly(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.bool_))
     # Four columns, one used: the tuple types of build_journeys' ids, so one compiled kernel serves both.
     hashes = key_hashes(

@@ -261,12 +261,13 @@ class ConversionModel:
             params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)
         return cls(float(params[0]), params[1:].copy(), hessian, rho, feats, form)
 
-    def predict(self) -> np.ndarray:
-        """p(x) of every path of the table the model was fitted on (the journey form)."""
-        off, code, value = self.features
-        z = self.intercept + np.add.reduceat(
-            np.concatenate([self.beta[code] * value, [0.0]]), np.minimum(off[:-1], code.shape[0])
-        ) * (np.diff(off) > 0)
+    def predict(self, table: PathTable) -> np.ndarray:
+        """p(x) of every path row of ``table`` (its channels those of the fit), in the model's form."""
+        if self.form == "touch":
+            return k.hazard_predict(table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0)
+        off, code, value = k.count_features(table.offsets, table.codes, len(table.channels), self.rho or 0.0)
+        rows = np.repeat(np.arange(table.height), np.diff(off))
+        z = self.intercept + np.bincount(rows, weights=self.beta[code] * value, minlength=table.height)
         return 1.0 / (1.0 + np.exp(-z))
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
@@ -976,6 +977,32 @@ class FittedDataDriven(FittedModel):
         assert self.conversion_model is not None
         return self.conversion_model.coefficients(self.paths.channels)
 
+    def credited_fraction(self, table: PathTable, shares: np.ndarray) -> np.ndarray:
+        """Per path row of ``table`` (and a last row 0), ``Σ_c max(φ_c, 0) / p(x)`` clipped to [0, 1]: the
+        probability that a conversion of the path is one the channels caused (under the model) and is
+        credited to them, rather than a baseline conversion (docs/data_driven.md §5). ``shares``:
+        :meth:`path_shares` of ``table``."""
+        m = self.conversion_model
+        assert m is not None
+        if self.mixture:
+            p = sum(w * c.for_channels(table.channels, self.paths.channels).predict(table) for w, c in self.mixture)
+        else:
+            p = self._on(table).predict(table)
+        p = np.append(np.asarray(p, dtype=np.float64), 1.0)
+        return np.clip(np.divide(shares.sum(axis=1), p, out=np.zeros_like(p), where=p > 0), 0.0, 1.0)
+
+    def _on(self, table: PathTable) -> ConversionModel:
+        """The fitted form's model with its coefficients mapped to ``table``'s channels by name."""
+        m = self.conversion_model
+        assert isinstance(m, ConversionModel)
+        if table is self.paths or table.channels == self.paths.channels:
+            return m
+        beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
+        return ConversionModel(
+            m.intercept, np.array([beta.get(c, 0.0) for c in table.channels]), m.hessian, m.rho,
+            k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
+        )  # fmt: skip
+
     def path_shares(self, table: PathTable | None = None) -> np.ndarray:
         """``max(φ, 0)`` per (path, channel code) of ``table`` (default: the fitted one) as a dense
         ``[P + 1, C]`` matrix (last row: zeros, for journeys with an empty path)."""
@@ -990,12 +1017,7 @@ class FittedDataDriven(FittedModel):
                 cphi, _ = other_c.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
                 phi = w * cphi if phi.shape[0] == 0 else phi + w * cphi
         else:  # another table (a partition): the same model, its coefficients mapped by channel name
-            beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
-            other = ConversionModel(
-                m.intercept, np.array([beta.get(c, 0.0) for c in table.channels]), m.hessian, m.rho,
-                k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
-            )  # fmt: skip
-            phi, _ = other.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
+            phi, _ = self._on(table).path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
         off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
         out = np.zeros((off.shape[0], len(table.channels)))
         rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
