@@ -12,12 +12,15 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .channels import ChannelRules
 
-__all__ = ["AttributionConfig", "DropDirect", "OnInvalid", "TouchRule"]
+__all__ = ["AttributionConfig", "DropDirect", "Identity", "OnInvalid", "TouchRule"]
 
 OnInvalid = Literal["raise", "quarantine"]
 ValueUnit = Literal["micros", "currency"]
 TouchRule = Literal["all", "collapse_repeats", "first_per_channel"]
 DropDirect = Literal["never", "unless_all_direct", "trailing_unless_all_direct"]
+Identity = Literal["anon_id", "stitched"]
+#: Grouping identities (docs/contract.md §1.5): each anon id, or anon ids stitched into persons by a user id.
+IDENTITIES: tuple[str, ...] = ("anon_id", "stitched")
 
 #: Path rules of the heuristic models (docs/attribution.md "Path rules"), in kernel code order.
 TOUCH_RULES: tuple[str, ...] = ("all", "collapse_repeats", "first_per_channel")
@@ -54,6 +57,19 @@ def check_path_rules(touch_rule: Any, drop_direct: Any, max_touchpoints: Any) ->
         raise ConfigError(
             f"max_touchpoints must be a whole number >= 1 (the latest touches kept), got {max_touchpoints!r}; "
             "leave it unset (None; null in attributionSettings) for no cap"
+        )
+
+
+def check_identity(identity: Any, identity_key: Any) -> None:
+    """Validate the grouping identity and the user id's key in tracking events' properties (docs/contract.md §1.5)."""
+    if identity not in IDENTITIES:
+        raise ConfigError(
+            f"identity must be one of {', '.join(map(repr, IDENTITIES))}, got {identity!r}; 'stitched' joins anon ids "
+            "by the user_id column (docs/contract.md §1.5)"
+        )
+    if not isinstance(identity_key, str) or not identity_key.strip():
+        raise ConfigError(
+            f"identity_key must be the non-empty key of TrackingEvent.properties holding the user id, got {identity_key!r}"
         )
 
 
@@ -119,6 +135,10 @@ class AttributionConfig:
         ``"never"`` (default), ``"unless_all_direct"`` or ``"trailing_unless_all_direct"`` (the direct
         touches that end the path); ``max_touchpoints``: only the latest N touches (``None``: no cap).
         A touch the rules leave out keeps its link with weight 0.
+    identity, identity_key
+        Whose journeys are grouped: ``"anon_id"`` (default: each cookie) or ``"stitched"`` (anon ids joined
+        into persons by the ``user_id`` column, docs/contract.md §1.5); ``identity_key``: the key of
+        ``TrackingEvent.properties`` holding the user id (``optiq run``; ``attributionSettings.identityKey``).
     """
 
     lookback: timedelta = timedelta(days=30)
@@ -145,6 +165,8 @@ class AttributionConfig:
     touch_rule: TouchRule = "all"
     drop_direct: DropDirect = "never"
     max_touchpoints: int | None = None
+    identity: Identity = "anon_id"
+    identity_key: str = "userId"
 
     def __post_init__(self) -> None:
         _positive_timedelta("lookback", self.lookback)
@@ -170,6 +192,7 @@ class AttributionConfig:
             )
         check_value_options(self.value_column, self.value_unit)
         check_path_rules(self.touch_rule, self.drop_direct, self.max_touchpoints)
+        check_identity(self.identity, self.identity_key)
         from .models import Markov, Shapley  # the models validate their own options
 
         object.__setattr__(self, "experiments", tuple(self.experiments or ()))

@@ -26,6 +26,7 @@ from .grouping import (
     stable_draws,
     stage_timer,
 )
+from .identity import PERSON, IdentityStitch, stitch
 from .kernels.credit import share_links
 from .kernels.path_rules import kept_touches
 from .kernels.paths import tail_ranges
@@ -157,6 +158,7 @@ def run_attribution(
         with timed("fit"):
             fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
     has_tp, quarantined, coverage = matched.has_tp, matched.quarantined, matched.coverage
+    identity = matched.identity
     if data_driven and coverage is not None and coverage.cut_fraction > CUT_WARNING:
         log.warning("%s", coverage.message())
     del matched  # the arrays below are freed as soon as the kernels are done with them
@@ -228,6 +230,7 @@ def run_attribution(
         quarantined=quarantined,
         timings=timings,
         lookback_coverage=coverage,
+        identity=identity,
     )
 
 
@@ -286,6 +289,7 @@ class _Matched:
     tail_hi: np.ndarray | None
     cv_tss: np.ndarray | None = None  # conversion times, aligned with lo and hi
     coverage: LookbackCoverage | None = None
+    identity: IdentityStitch | None = None  # with identity="stitched": the persons the anon ids made
 
 
 def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
@@ -320,6 +324,11 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
 
     with timed("encode"):
         keys = group_key_columns(tp, cv)
+        identity = None
+        if cfg.identity == "stitched":  # grouped by person, not by anon id (docs/contract.md §1.5)
+            tp, cv, identity = stitch(tp, cv, keys[:-1])
+            keys = [*keys[:-1], PERSON]
+            log.info("%s", identity.message())
         tp, channels, tp_code = _encode_channels(tp, cfg)
         tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=False)
         tp_ts = tp.get_column("occurred_at").to_physical().to_numpy()
@@ -364,7 +373,7 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
         tp=tp, cv=cv, quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
         channels=channels, tp_order=tp_order, tp_tss=tp_tss, tp_codes=tp_codes, cv_order=cv_order,
         cv_value=cv_value, lo=lo, hi=hi, has_tp=has_tp, tail_lo=tail_lo, tail_hi=tail_hi, cv_tss=cv_tss,
-        coverage=coverage,
+        coverage=coverage, identity=identity,
     )  # fmt: skip
 
 

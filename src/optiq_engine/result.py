@@ -13,6 +13,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from .config import AttributionConfig
+    from .identity import IdentityStitch
     from .models import AttributionModel, FittedModel
 
 __all__ = ["AttributionResult", "LookbackCoverage", "channel_shares", "combine_credit", "lookback_coverage"]
@@ -49,6 +50,9 @@ class AttributionResult:
     lookback_coverage
         How many conversions have touchpoints older than the lookback since their previous conversion
         (:class:`LookbackCoverage`; None on Spark).
+    identity
+        With ``identity="stitched"``: how many anon ids were merged into how many persons
+        (:class:`optiq_engine.identity.IdentityStitch`, docs/contract.md §1.5); None otherwise.
     """
 
     links: pl.DataFrame
@@ -61,6 +65,7 @@ class AttributionResult:
     quarantined: dict[str, pl.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     lookback_coverage: LookbackCoverage | None = None
+    identity: IdentityStitch | None = None
 
     @property
     def model_names(self) -> tuple[str, ...]:

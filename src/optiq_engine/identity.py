@@ -1,0 +1,193 @@
+"""Identity stitching: anon ids joined into persons by a user id (docs/contract.md §1.5).
+
+A visitor who logs in on two devices has two ``anon_id``s (cookies) and one ``user_id``. With
+``attribute(..., identity="stitched")`` every ``anon_id`` seen with a user id belongs to the person of its
+**latest** user id (the user id of its latest identified row; at equal times the greatest user id in byte
+order), and so do **all** its rows, those before the identification included: Snowplow's user stitching
+(its user mapping keeps the latest ``user_id`` per cookie id and applies it to the cookie's sessions, logged
+in or not). An ``anon_id`` never seen with a user id is a person of its own. Grouping (docs/contract.md §2)
+then uses the person instead of the ``anon_id``; the links keep each row's own ids.
+
+Two user ids are never joined: a person is one user id (or one unidentified ``anon_id``). A blank user id
+(empty or only whitespace) is no identity: it is read as null and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from .config import IDENTITIES, Identity
+from .errors import SchemaError
+from .frames import warn_confusable_ids
+
+__all__ = ["IDENTITIES", "Identity", "IdentityStitch", "PERSON", "USER_ID", "person_keys", "stitch", "stitch_map"]
+
+#: The optional column of touchpoints and conversions holding the user id.
+USER_ID = "user_id"
+#: The column added to both frames with ``identity="stitched"``: the person's key (the group key's last part).
+PERSON = "_person"
+
+
+@dataclass(frozen=True)
+class IdentityStitch:
+    """How a stitched run joined anon ids into persons (``AttributionResult.identity``).
+
+    Attributes
+    ----------
+    anon_ids
+        Distinct anon ids of the run (touchpoints and conversions; per organization and site when those
+        columns tell groups apart).
+    identified
+        Of those, the anon ids seen with a user id.
+    persons
+        Persons after stitching: one per user id seen, plus one per anon id never identified.
+    merged_anon_ids, merged_persons
+        Anon ids that share their person with another anon id, and the persons they make up: ``merged_anon_ids``
+        anon ids were merged into ``merged_persons`` persons.
+    several_user_ids
+        Anon ids seen with more than one user id (a shared device): each went to its latest user id.
+    blank_user_ids
+        Rows whose user id was empty or only whitespace, read as null (no identity).
+    """
+
+    anon_ids: int
+    identified: int
+    persons: int
+    merged_anon_ids: int
+    merged_persons: int
+    several_user_ids: int
+    blank_user_ids: int
+
+    def message(self) -> str:
+        """One line for logs and the CLI."""
+        line = (
+            f"identity stitching: {self.merged_anon_ids:,} anon ids merged into {self.merged_persons:,} persons "
+            f"({self.anon_ids:,} anon ids, {self.identified:,} identified, {self.persons:,} persons)"
+        )
+        if self.several_user_ids:
+            line += f"; {self.several_user_ids:,} anon ids seen with several user ids went to their latest"
+        if self.blank_user_ids:
+            line += f"; {self.blank_user_ids:,} blank user ids read as null"
+        return line
+
+
+def _user_ids(frame: pl.DataFrame, *, what: str) -> pl.Series:
+    """The frame's user ids as strings (null where absent); integers are their decimal strings."""
+    if USER_ID not in frame.columns:
+        return pl.Series(USER_ID, [None] * frame.height, dtype=pl.String)
+    col = frame.get_column(USER_ID)
+    if col.dtype == pl.String:
+        return col
+    if col.dtype.is_integer() or isinstance(col.dtype, (pl.Categorical, pl.Enum)) or col.dtype == pl.Null:
+        return col.cast(pl.String)
+    raise SchemaError(f"{what} column {USER_ID!r} must hold strings (or integers), got {col.dtype}")
+
+
+def _identity_rows(frames: dict[str, pl.DataFrame], scope: list[str]) -> tuple[pl.DataFrame, int]:
+    """(scope..., ``anon_id``, ``occurred_at``, ``user_id``) of every row of ``frames``, blank user ids
+    nulled, and the number of blank ones."""
+    parts, blank = [], 0
+    for what, frame in frames.items():
+        users = _user_ids(frame, what=what)
+        is_blank = users.str.contains(r"^\s*$").fill_null(False)
+        blank += int(is_blank.sum())
+        if is_blank.any():
+            users = users.scatter(is_blank.arg_true(), None)
+        parts.append(
+            frame.select(*(pl.col(c).cast(pl.String) for c in scope), "anon_id", "occurred_at").with_columns(users)
+        )
+    return pl.concat(parts, how="vertical"), blank
+
+
+def stitch_map(rows: pl.DataFrame, scope: list[str]) -> pl.DataFrame:
+    """The latest user id of every identified anon id.
+
+    Parameters
+    ----------
+    rows
+        Columns ``scope``, ``anon_id``, ``occurred_at`` and ``user_id`` (null: not identified; blank user
+        ids already nulled).
+    scope
+        Columns within which anon ids and user ids are matched (``organization_id``, ``site_id``).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per identified (scope, ``anon_id``): ``user_id`` (the user id of its latest identified
+        row; at equal times the greatest user id in byte order) and ``user_ids`` (how many distinct ones).
+    """
+    keys = [*scope, "anon_id"]
+    identified = rows.filter(pl.col(USER_ID).is_not_null())
+    return (
+        identified.sort([*keys, "occurred_at", pl.col(USER_ID).cast(pl.Binary)])
+        .group_by(keys, maintain_order=True)
+        .agg(pl.col(USER_ID).last(), pl.col(USER_ID).n_unique().alias("user_ids"))
+    )
+
+
+def person_keys(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.Series:
+    """Per row of ``frame``, its person: ``"u" + user_id`` of its anon id's mapping, else ``"a" + anon_id``
+    (the one-letter prefix keeps a user id from ever equalling an anon id)."""
+    keys = [*scope, "anon_id"]
+    left = frame.select(*(pl.col(c).cast(pl.String) for c in scope), "anon_id")
+    joined = left.join(mapping.select(*keys, USER_ID), on=keys, how="left", nulls_equal=True, maintain_order="left")
+    person = (
+        pl.when(pl.col(USER_ID).is_not_null())
+        .then(pl.lit("u") + pl.col(USER_ID))
+        .otherwise(pl.lit("a") + pl.col("anon_id"))
+    )
+    return joined.select(person.alias(PERSON)).to_series()
+
+
+def stitch(
+    touchpoints: pl.DataFrame, conversions: pl.DataFrame, scope: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, IdentityStitch]:
+    """Both normalised frames with a :data:`PERSON` column (group by ``scope + [PERSON]``) and the summary.
+
+    Raises
+    ------
+    SchemaError
+        Neither frame has a ``user_id`` column (nothing to stitch by), or it holds neither strings nor
+        integers.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from datetime import datetime, UTC
+    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> tp = pl.DataFrame({"anon_id": ["phone", "laptop"], "occurred_at": [t, t], "user_id": [None, None]})
+    >>> cv = pl.DataFrame({"anon_id": ["phone", "laptop"], "occurred_at": [t, t], "user_id": ["u1", "u1"]})
+    >>> tp, cv, summary = stitch(tp, cv, [])
+    >>> tp.get_column("_person").to_list(), summary.merged_anon_ids, summary.merged_persons
+    (['uu1', 'uu1'], 2, 1)
+    """
+    if USER_ID not in touchpoints.columns and USER_ID not in conversions.columns:
+        raise SchemaError(
+            f"identity='stitched' needs a {USER_ID!r} column in touchpoints or conversions (the logged-in user "
+            "of the row, null when anonymous); columns are "
+            f"{sorted(set(touchpoints.columns) | set(conversions.columns))} (docs/contract.md §1.5)"
+        )
+    rows, blank = _identity_rows({"touchpoints": touchpoints, "conversions": conversions}, scope)
+    warn_confusable_ids(rows.get_column(USER_ID), what=USER_ID)
+    mapping = stitch_map(rows, scope)
+    touchpoints = touchpoints.with_columns(person_keys(touchpoints, mapping, scope))
+    conversions = conversions.with_columns(person_keys(conversions, mapping, scope))
+    return touchpoints, conversions, _summary(rows, mapping, scope, blank)
+
+
+def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank: int) -> IdentityStitch:
+    keys = [*scope, "anon_id"]
+    anon = rows.select(keys).unique()
+    per_person = mapping.group_by([*scope, USER_ID]).len()
+    merged = per_person.filter(pl.col("len") > 1)
+    return IdentityStitch(
+        anon_ids=anon.height,
+        identified=mapping.height,
+        persons=anon.height - mapping.height + per_person.height,
+        merged_anon_ids=int(merged.get_column("len").sum()),
+        merged_persons=merged.height,
+        several_user_ids=int((mapping.get_column("user_ids") > 1).sum()),
+        blank_user_ids=blank,
+    )
