@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,6 +62,8 @@ def attribute(
     config: AttributionConfig | None = None,
     fitted: dict[str, FittedModel] | None = None,
     progress: bool = False,
+    by: str | None = None,
+    conversion_types: Mapping[str, Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> AttributionResult:
     """Attribute conversions to touchpoints with one or more models.
@@ -79,6 +82,14 @@ def attribute(
         partition): their touchpoints are credited with these fits instead of fitting on this data.
     progress
         Show the running stage (a Rich progress display; it renders in terminals and notebooks).
+    by
+        ``"name"``: attribute each conversion type (the conversions' ``name`` column) on its own, with its own
+        windows and data-driven fits; ``links``, ``credit`` and ``shares()`` get a ``conversion_name``
+        column (docs/attribution.md "Conversion types", :mod:`optiq_engine.conversion_types`). Default None:
+        all conversions together.
+    conversion_types
+        With ``by="name"``: per conversion name, options that replace these (``{"purchase": {"lookback":
+        timedelta(days=90), "models": ["LAST_TOUCH"]}}``).
 
     Returns
     -------
@@ -101,6 +112,8 @@ def attribute(
     ['model', 'channel', 'conversions', 'value_micros']
     """
     cfg = (config or AttributionConfig()).with_options(**options)
+    if by is not None or conversion_types is not None:
+        return _attribute_by(touchpoints, conversions, models, cfg, fitted, by, conversion_types, progress)
     if not progress:
         return run_attribution(touchpoints, conversions, models=models, config=cfg, fitted=fitted)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -112,6 +125,35 @@ def attribute(
             touchpoints, conversions, models=models, config=cfg, fitted=fitted,
             on_stage=lambda stage: bar.update(task, description=f"attribute: {stage}"),
         )  # fmt: skip
+
+
+def _attribute_by(
+    touchpoints: Any,
+    conversions: Any,
+    models: Any,
+    cfg: AttributionConfig,
+    fitted: dict[str, FittedModel] | None,
+    by: str | None,
+    conversion_types: Mapping[str, Mapping[str, Any]] | None,
+    progress: bool,
+) -> AttributionResult:
+    """:func:`attribute` with ``by`` (:func:`optiq_engine.conversion_types.attribute_by_name`)."""
+    from .conversion_types import attribute_by_name, check_by
+
+    check_by(by)
+    if by is None:
+        raise ConfigError("conversion_types needs by='name' (one attribution per conversion type)")
+    if fitted:
+        raise ConfigError("fitted= cannot be used with by='name' yet (a fit is per conversion type): leave one out")
+    run = functools.partial(attribute_by_name, touchpoints, conversions, models=models, config=cfg,
+                            conversion_types=conversion_types)  # fmt: skip
+    if not progress:
+        return run()
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("attribute", total=None)
+        return run(on_stage=lambda stage: bar.update(task, description=f"attribute: {stage}"))
 
 
 def run_attribution(

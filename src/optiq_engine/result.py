@@ -20,6 +20,10 @@ __all__ = ["AttributionResult", "LookbackCoverage", "channel_shares", "combine_c
 
 log = logging.getLogger(__name__)
 
+#: The column that names the conversion type in the frames of ``attribute(..., by="name")`` (docs/attribution.md,
+#: "Conversion types"): null for the conversions without a name.
+TYPE_COLUMN = "conversion_name"
+
 
 @dataclass(frozen=True, eq=False)
 class AttributionResult:
@@ -53,6 +57,11 @@ class AttributionResult:
     identity
         With ``identity="stitched"``: how many anon ids were merged into how many persons
         (:class:`optiq_engine.identity.IdentityStitch`, docs/contract.md §1.5); None otherwise.
+    types
+        With ``by="name"``: each conversion type's own result by name (None: the conversions without a
+        name), with its ``fitted``, ``lookback_coverage`` and ``config``; ``links``, ``credit`` and
+        ``unattributed`` then start with a ``conversion_name`` column and ``shares()`` is per (type, model)
+        (docs/attribution.md "Conversion types"). Empty otherwise.
     """
 
     links: pl.DataFrame
@@ -66,6 +75,7 @@ class AttributionResult:
     timings: dict[str, float] = field(default_factory=dict)
     lookback_coverage: LookbackCoverage | None = None
     identity: IdentityStitch | None = None
+    types: dict[str | None, AttributionResult] = field(default_factory=dict)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -79,6 +89,8 @@ class AttributionResult:
         in the links (docs/data_driven.md §5). A data-driven fit's own statistic (``removal_effect``,
         ``shapley_value``, ``incremental_conversions``) is another quantity; its ``share`` is what the
         links were balanced to, equal to these up to ``fitted[name].credit_gap``.
+
+        With ``by="name"`` the shares are per conversion type and model, ``conversion_name`` first.
         """
         return channel_shares(self.credit, models=self.model_names)
 
@@ -100,7 +112,12 @@ class AttributionResult:
     def _repr_html_(self) -> str:
         from ._html import result_html
 
-        return result_html(self)
+        if not self.types:
+            return result_html(self)
+        return "".join(  # one summary per conversion type
+            f"<div><strong>{TYPE_COLUMN} = {name if name is not None else '(no name)'}</strong>{result_html(r)}</div>"
+            for name, r in self.types.items()
+        )
 
 
 @dataclass(frozen=True)
@@ -180,15 +197,20 @@ def channel_shares(credit: pl.DataFrame, *, models: Sequence[str] | None = None)
     Returns
     -------
     polars.DataFrame
-        ``model``, ``channel``, ``share`` (strings), sorted by model then channel.
+        ``model``, ``channel``, ``share`` (strings), sorted by model then channel; with a ``conversion_name``
+        column (``by="name"``), normalised per (type, model), that column first and sorted by it first (the
+        type without a name last).
     """
-    credit = credit.with_columns(pl.col("model", "channel").cast(pl.String))
+    by = [TYPE_COLUMN] if TYPE_COLUMN in credit.columns else []
+    credit = credit.with_columns(pl.col("model", "channel", *by).cast(pl.String))
     order = list(models) if models is not None else list(dict.fromkeys(credit.get_column("model").to_list()))
     rank = {name: i for i, name in enumerate(order)}
+    share = pl.col("conversions") / pl.col("conversions").sum().over(*by, "model")
+    model_rank = pl.col("model").replace_strict(rank, default=len(rank), return_dtype=pl.Int64)
     return (
-        credit.select("model", "channel", share=pl.col("conversions") / pl.col("conversions").sum().over("model"))
+        credit.select(*by, "model", "channel", share=share)
         .with_columns(pl.col("share").fill_nan(0.0))
-        .sort(pl.col("model").replace_strict(rank, default=len(rank), return_dtype=pl.Int64), "model", "channel")
+        .sort(*by, model_rank, "model", "channel", nulls_last=bool(by))
     )
 
 
@@ -196,18 +218,20 @@ def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     """Add up credit frames of results over disjoint sets of users (batches, partitions).
 
     ``value_micros`` is summed exactly: a cell whose sum exceeds int64, or that is null in any part (it
-    exceeded int64 there), is null, as in :func:`optiq_engine.attribute`; never wrapped or partial.
+    exceeded int64 there), is null, as in :func:`optiq_engine.attribute`; never wrapped or partial. Frames
+    with a ``conversion_name`` column (``by="name"``) add up per type too.
     """
     if not credits:
         return pl.DataFrame(
             schema={"model": pl.String, "channel": pl.String, "conversions": pl.Float64, "value_micros": pl.Int64}
         )
-    frames = [c.with_columns(pl.col("model", "channel").cast(pl.String)) for c in credits]
+    by = [TYPE_COLUMN] if TYPE_COLUMN in credits[0].columns else []
+    frames = [c.with_columns(pl.col("model", "channel", *by).cast(pl.String)) for c in credits]
     order = list(dict.fromkeys(m for f in frames for m in f.get_column("model").to_list()))
     value = pl.col("value_micros")
     combined = (
         pl.concat(frames, how="vertical")
-        .group_by("model", "channel", maintain_order=True)
+        .group_by(*by, "model", "channel", maintain_order=True)
         .agg(
             pl.col("conversions").sum(),
             pl.when(value.null_count() == 0).then(value.cast(pl.Int128).sum()).alias("value_micros"),
@@ -218,4 +242,6 @@ def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     overflow = combined.filter(pl.col("value_micros").is_not_null() & ~fits).height
     if overflow:
         log.warning("credited value of %d (model, channel) cells exceeds 2**63 - 1 micros: left null", overflow)
-    return combined.with_columns(pl.when(fits).then(pl.col("value_micros")).cast(pl.Int64)).sort("model", "channel")
+    return combined.with_columns(pl.when(fits).then(pl.col("value_micros")).cast(pl.Int64)).sort(
+        *by, "model", "channel", nulls_last=bool(by)
+    )

@@ -1,0 +1,240 @@
+"""Credit per conversion type: every conversion ``name`` attributed on its own (docs/attribution.md,
+"Conversion types").
+
+``attribute(touchpoints, conversions, by="name")`` validates both frames once, then attributes the
+conversions of each name (its *type*: ``sign_up``, ``purchase``) against all the touchpoints, with the
+type's own options and models (``conversion_types={"purchase": {"lookback": ..., "models": [...]}}``), as if
+the other types' conversions were not there:
+
+- windows: ``reset_after_conversion`` resets on the previous conversion *of the same type* only, so a
+  purchase's window is not cut by a sign-up (a touch may be credited once per type);
+- data-driven fits: on the type's journeys: its converting ones, and per user the touches after the user's
+  last conversion of the type (all of them for a user without one) as the non-converting one;
+- a conversion whose ``name`` is null, empty or blank is a type of its own, ``conversion_name`` null.
+
+The result's ``links``, ``credit`` and ``unattributed`` carry a ``conversion_name`` column (first), so
+``result.shares()`` is per (type, model); ``result.types[name]`` is each type's own result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields, replace
+from typing import Any
+
+import polars as pl
+
+from .config import AttributionConfig
+from .errors import ConfigError, SchemaError
+from .frames import Normalized
+from .models import HEURISTIC_MODELS, AttributionModel
+from .models.base import resolve_models
+from .result import TYPE_COLUMN, AttributionResult
+
+__all__ = ["BY", "TYPE_COLUMN", "attribute_by_name", "conversion_names", "type_configs"]
+
+log = logging.getLogger(__name__)
+
+#: The values ``attribute(by=...)`` takes: the conversions' column whose values are the types.
+BY = ("name",)
+#: Options that read the input frames, applied once to all the types: they cannot differ per type.
+SHARED_OPTIONS = ("on_invalid", "channel_rules", "timezone", "timestamp_format", "value_column", "value_unit",
+                  "identity", "identity_key")  # fmt: skip
+#: What a frame already validated by the run is read with again, per type.
+_READ_AGAIN = {"value_column": None, "value_unit": "micros", "timestamp_format": None, "on_invalid": "raise"}
+
+Models = Sequence[str | AttributionModel] | str | AttributionModel | None
+
+
+def check_by(by: str | None) -> None:
+    """Refuse a ``by`` other than None or one of :data:`BY`."""
+    if by is not None and by not in BY:
+        raise ConfigError(
+            f"by must be None or 'name' (the conversions' name column: one attribution per conversion type), got {by!r}"
+        )
+
+
+def type_configs(
+    config: AttributionConfig, models: Models, conversion_types: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, tuple[AttributionConfig, Models]]:
+    """Per conversion name given in ``conversion_types``, its config (``config`` with the name's options) and
+    models (the name's ``models``, else ``models``); every override checked before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        A name that is not a non-empty string, an override that is not a mapping, an unknown option, an
+        option of :data:`SHARED_OPTIONS`, or a value the config refuses (named with the type).
+    """
+    allowed = sorted({f.name for f in fields(AttributionConfig)} - set(SHARED_OPTIONS) | {"models"})
+    out: dict[str, tuple[AttributionConfig, Models]] = {}
+    for name, overrides in (conversion_types or {}).items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"conversion_types: keys are conversion names (non-empty strings), got {name!r}")
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"conversion_types[{name!r}] must be a mapping of options, got {overrides!r}")
+        shared = sorted(set(overrides) & set(SHARED_OPTIONS))
+        if shared:
+            raise ConfigError(
+                f"conversion_types[{name!r}]: {', '.join(shared)} read the input frames once for every type and "
+                "cannot differ per type; pass them to attribute() itself"
+            )
+        unknown = sorted(set(overrides) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"conversion_types[{name!r}]: unknown option(s) {', '.join(unknown)}; valid: {', '.join(allowed)}"
+            )
+        options = {k: v for k, v in overrides.items() if k != "models"}
+        try:
+            cfg = config.with_options(**options)
+            type_models = overrides.get("models", models)
+            resolve_models(type_models, cfg, default=HEURISTIC_MODELS)  # names checked now, not mid-run
+        except ConfigError as exc:
+            raise ConfigError(f"conversion_types[{name!r}]: {exc}") from None
+        out[name] = (cfg, type_models)
+    return out
+
+
+def conversion_names(conversions: pl.DataFrame, by: str = "name") -> pl.Series:
+    """The type of every conversion: its ``by`` column as strings, null where null, empty or blank.
+
+    Raises
+    ------
+    SchemaError
+        ``conversions`` has no such column, or it holds neither strings nor integers.
+    """
+    if by not in conversions.columns:
+        close = difflib.get_close_matches(by, conversions.columns, n=2, cutoff=0.5)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise SchemaError(
+            f"conversions have no {by!r} column{hint}: by={by!r} attributes each conversion type (the {by!r} "
+            f"column) on its own; add it or drop by=. Columns are {conversions.columns}"
+        )
+    col = conversions.get_column(by)
+    if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum)) or col.dtype.is_integer()):
+        raise SchemaError(f"conversions column {by!r} must hold strings (the conversion type), got {col.dtype}")
+    names = col.cast(pl.String)
+    return names.set(names.str.strip_chars() == "", None).rename(TYPE_COLUMN)  # type: ignore[arg-type]
+
+
+def attribute_by_name(
+    touchpoints: Any,
+    conversions: Any,
+    *,
+    models: Models,
+    config: AttributionConfig,
+    conversion_types: Mapping[str, Mapping[str, Any]] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> AttributionResult:
+    """:func:`optiq_engine.attribute` with ``by="name"``: one attribution per conversion type, one result.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Frames of docs/contract.md §1; ``conversions`` must have a ``name`` column.
+    models, config
+        The models and options of every type without an entry in ``conversion_types``.
+    conversion_types
+        Per name, options that replace ``config``'s fields (``lookback``, ``half_life``, ``touch_rule``, ...,
+        not :data:`SHARED_OPTIONS`) and ``models``.
+    on_stage
+        Called with each stage's name (``"purchase: weights"``).
+
+    Returns
+    -------
+    AttributionResult
+        ``links``, ``credit`` and ``unattributed`` with ``conversion_name`` first (types sorted, the type
+        without a name last), the models of all types, ``types`` (each type's own result: its ``fitted``,
+        ``lookback_coverage``, ``config``); ``fitted`` and ``lookback_coverage`` are per type only.
+
+    Raises
+    ------
+    SchemaError
+        No ``name`` column.
+    ConfigError, ModelError
+        A bad option or model, of any type, before any type runs.
+    """
+    from .pipeline import _encode_channels, normalize_inputs, run_attribution
+
+    per_type = type_configs(config, models, conversion_types)
+    resolve_models(models, config, default=HEURISTIC_MODELS)  # checked before any work
+    timings: dict[str, float] = {}
+    tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, config)
+    cv = cv_norm.frame.with_columns(conversion_names(cv_norm.frame))
+    tp, _, _ = _encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
+    names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
+    _warn_unused(per_type, names)
+    has_none = bool(cv.get_column(TYPE_COLUMN).null_count())
+    types: dict[str | None, AttributionResult] = {}
+    again = dict(_READ_AGAIN, timezone="UTC")  # the validated frames' times are UTC already
+    for name in [*names, None] if has_none else names:
+        cfg, type_models = per_type.get(name, (config, models)) if name is not None else (config, models)
+        rows = cv.filter(pl.col(TYPE_COLUMN).is_null() if name is None else pl.col(TYPE_COLUMN) == name)
+
+        def stage(step: str, name: str | None = name) -> None:
+            if on_stage is not None:
+                on_stage(f"{name or '(no name)'}: {step}")
+
+        result = run_attribution(tp, rows.drop(TYPE_COLUMN), models=type_models,
+                                 config=replace(cfg, **again), on_stage=stage)  # fmt: skip
+        types[name] = replace(result, config=cfg)
+        for k, v in result.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    if not types:  # no conversion: an empty run gives the frames' columns
+        empty = run_attribution(tp, cv.drop(TYPE_COLUMN), models=models, config=replace(config, **again))
+        combined = _combine({None: empty}, [], config, tp_norm, cv_norm, timings)
+        return replace(combined, links=combined.links.clear(), credit=combined.credit.clear(), types={})
+    return _combine(types, names, config, tp_norm, cv_norm, timings)
+
+
+def _warn_unused(per_type: Mapping[str, Any], names: list[str]) -> None:
+    """Log the ``conversion_types`` entries that name no conversion of the run, with the closest names."""
+    for name in per_type:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            log.warning("conversion_types[%r] matches no conversion name of this run%s", name, hint)
+
+
+def _combine(
+    types: dict[str | None, AttributionResult],
+    names: list[str],
+    config: AttributionConfig,
+    tp_norm: Normalized,
+    cv_norm: Normalized,
+    timings: dict[str, float],
+) -> AttributionResult:
+    """One result of the types' results: their frames stacked, ``conversion_name`` first, the models of
+    all types (by name, the first type's object when types differ in a model's parameters)."""
+    all_models: dict[str, AttributionModel] = {}
+    for result in types.values():
+        for m in result.models:
+            all_models.setdefault(m.name, m)
+    model_dtype = pl.Enum(list(all_models))
+    type_dtype = pl.Enum(names)
+
+    def stack(what: str) -> pl.DataFrame:
+        parts = []
+        for name, result in types.items():
+            frame = getattr(result, what)
+            if "model" in frame.columns and frame.schema["model"] != pl.String:
+                frame = frame.with_columns(pl.col("model").cast(pl.String).cast(model_dtype))
+            parts.append(frame.select(pl.lit(name, dtype=type_dtype).alias(TYPE_COLUMN), pl.all()))
+        return pl.concat(parts, how="vertical", rechunk=False)
+
+    unattributed = stack("unattributed").sort("occurred_at", "conversion_id", "model", nulls_last=False)
+    first = next(iter(types.values()))
+    return AttributionResult(
+        links=stack("links"),
+        credit=stack("credit"),
+        unattributed=unattributed,
+        models=tuple(all_models.values()),
+        config=config,
+        n_conversions=sum(r.n_conversions for r in types.values()),
+        quarantined={"touchpoints": tp_norm.quarantined, "conversions": cv_norm.quarantined},
+        timings=timings,
+        identity=first.identity,
+        types=types,
+    )
