@@ -1,0 +1,295 @@
+"""Identity stitching (docs/contract.md §1.5): worked examples with hand-computed numbers, the stitch map and
+attribute(identity="stitched") against the reference on random anon id / user id graphs, invariants, the
+default path unchanged, and refused input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import optiq_engine as oq
+from optiq_engine.errors import ConfigError, ConfusableIdWarning, SchemaError
+from optiq_engine.identity import PERSON, stitch, stitch_map
+from tests.adapters import conversions_frame, model_object, touchpoints_frame
+from tests.reference.attribution import attribute_reference, check_invariants
+from tests.reference.identity import stitch_map_reference, summary_reference, with_persons
+from tests.strategies import Case, cases
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _at(days: float) -> datetime:
+    return T0 + timedelta(days=days)
+
+
+def two_devices() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A phone and a laptop of one person, u1; a tablet nobody identified (its user id is blank).
+
+    phone:  t1 paid_social day 0 (anonymous), t2 email day 2 (logged in as u1)
+    laptop: t3 paid_search day 4 09:00 (anonymous), c1 day 4 10:00 worth 100.00 (logged in as u1)
+    tablet: t4 display day 3, c2 day 5 worth 10.00 (user id "  ": no identity)
+    """
+    touchpoints = pl.DataFrame(
+        {
+            "touchpoint_id": ["t1", "t2", "t3", "t4"],
+            "anon_id": ["phone", "phone", "laptop", "tablet"],
+            "occurred_at": [_at(0), _at(2), _at(4) + timedelta(hours=9), _at(3)],
+            "channel": ["paid_social", "email", "paid_search", "display"],
+            "user_id": [None, "u1", None, "  "],
+        }
+    )
+    conversions = pl.DataFrame(
+        {
+            "conversion_id": ["c1", "c2"],
+            "anon_id": ["laptop", "tablet"],
+            "occurred_at": [_at(4) + timedelta(hours=10), _at(5)],
+            "value_micros": [100_000_000, 10_000_000],
+            "user_id": ["u1", None],
+        }
+    )
+    return touchpoints, conversions
+
+
+def _credit(result: oq.AttributionResult, model: str) -> dict[str, tuple[float, int]]:
+    rows = result.credit.filter((pl.col("model") == model) & (pl.col("conversions") > 0))
+    return {r["channel"]: (round(r["conversions"], 12), r["value_micros"]) for r in rows.to_dicts()}
+
+
+# --- worked examples -------------------------------------------------------------------------------------
+
+
+def test_two_devices_login_on_the_second_before_and_after_stitching() -> None:
+    tp, cv = two_devices()
+    before = oq.attribute(tp, cv, models=["LINEAR", "FIRST_TOUCH"])
+    # By cookie: c1 sees the laptop's paid_search alone; the phone's touches convert nothing.
+    assert _credit(before, "LINEAR") == {"paid_search": (1.0, 100_000_000), "display": (1.0, 10_000_000)}
+    assert _credit(before, "FIRST_TOUCH") == {"paid_search": (1.0, 100_000_000), "display": (1.0, 10_000_000)}
+    assert before.identity is None
+
+    after = oq.attribute(tp, cv, models=["LINEAR", "FIRST_TOUCH"], identity="stitched")
+    # Stitched: u1's journey is t1 (phone, before its login), t2 (phone), t3 (laptop): 1/3 each, the
+    # 100_000_000 micros split 33_333_333 / 33_333_333 / 33_333_334 (the remainder to the later position).
+    third = round(1 / 3, 12)
+    assert _credit(after, "LINEAR") == {
+        "paid_social": (third, 33_333_333),
+        "email": (third, 33_333_333),
+        "paid_search": (third, 33_333_334),
+        "display": (1.0, 10_000_000),
+    }
+    # FIRST_TOUCH moves the whole purchase to the phone's first, anonymous touch.
+    assert _credit(after, "FIRST_TOUCH") == {"paid_social": (1.0, 100_000_000), "display": (1.0, 10_000_000)}
+    links = after.links_for("LINEAR").filter(pl.col("conversion_id") == "c1").sort("position")
+    assert links.get_column("touchpoint_id").to_list() == ["t1", "t2", "t3"]  # each touch keeps its own id
+    assert links.get_column("touchpoint_count").to_list() == [3, 3, 3]
+    assert after.identity == oq.identity.IdentityStitch(
+        anon_ids=3, identified=2, persons=2, merged_anon_ids=2, merged_persons=1, several_user_ids=0,
+        blank_user_ids=1,
+    )  # fmt: skip
+    assert after.identity.message().startswith("identity stitching: 2 anon ids merged into 1 persons")
+
+
+def test_a_shared_device_goes_to_its_latest_user() -> None:
+    """The family laptop was used by u2 (day 1), then by u3 (day 2): its touches are u3's (Snowplow's
+    rule); u2's own phone converts on its touches alone."""
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["f1", "f2", "p1"],
+            "anon_id": ["family", "family", "u2-phone"],
+            "occurred_at": [_at(1), _at(2), _at(3)],
+            "channel": ["display", "email", "paid_search"],
+            "user_id": ["u2", "u3", "u2"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["buy-u2", "buy-u3"],
+            "anon_id": ["u2-phone", "u3-phone"],
+            "occurred_at": [_at(4), _at(4)],
+            "value_micros": [30_000_000, 50_000_000],
+            "user_id": ["u2", "u3"],
+        }
+    )
+    result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
+    links = {(r["conversion_id"], r["touchpoint_id"]): r["weight"] for r in result.links.to_dicts()}
+    assert links == {("buy-u2", "p1"): 1.0, ("buy-u3", "f1"): 0.5, ("buy-u3", "f2"): 0.5}
+    assert result.identity.several_user_ids == 1
+    assert result.identity.persons == 2  # u2 and u3: two user ids are never one person
+
+
+def test_a_user_id_never_equals_an_anon_id() -> None:
+    """An unidentified anon id "x" and the user id "x" are two persons."""
+    tp = pl.DataFrame({"touchpoint_id": ["t1"], "anon_id": ["x"], "occurred_at": [_at(0)], "channel": ["email"]})
+    cv = pl.DataFrame(
+        {"conversion_id": ["c1"], "anon_id": ["y"], "occurred_at": [_at(1)], "value_micros": [1], "user_id": ["x"]}
+    )
+    result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
+    assert result.links.is_empty()
+    assert result.unattributed.get_column("reason").to_list() == ["no_touchpoints"]
+    assert result.unattributed.get_column("anon_id").to_list() == ["y"]  # the conversion's own anon id
+
+
+def test_integer_user_ids_and_stitching_within_an_organization() -> None:
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["a", "b"],
+            "organization_id": ["o1", "o2"],
+            "anon_id": ["d1", "d1"],
+            "occurred_at": [_at(0), _at(0)],
+            "channel": ["email", "display"],
+            "user_id": [7, 7],
+        }
+    )
+    cv = pl.DataFrame(
+        {"conversion_id": ["c"], "organization_id": ["o1"], "anon_id": ["d2"], "occurred_at": [_at(1)],
+         "value_micros": [5], "user_id": [7]}
+    )  # fmt: skip
+    result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
+    # User 7 of o1 is d1 and d2 of o1; o2's d1 (also user 7) is another organization's person.
+    assert result.links.get_column("touchpoint_id").to_list() == ["a"]
+
+
+# --- the default path ------------------------------------------------------------------------------------
+
+
+def test_default_identity_is_the_anon_id_and_unchanged() -> None:
+    data = oq.synthetic.generate(n_users=2_000, seed=3)
+    tp, cv = data.touchpoints, data.conversions
+    users = pl.col("anon_id").str.slice(0, 6)  # any user_id column: ignored unless identity="stitched"
+    plain = oq.attribute(tp, cv)
+    for result in (
+        oq.attribute(tp.with_columns(users.alias("user_id")), cv.with_columns(users.alias("user_id"))),
+        oq.attribute(tp, cv, identity="anon_id"),
+    ):
+        assert result.links.equals(plain.links)
+        assert result.credit.equals(plain.credit)
+        assert result.unattributed.equals(plain.unattributed)
+        assert result.identity is None
+
+
+def test_stitching_by_the_anon_id_itself_changes_nothing() -> None:
+    """user_id = anon_id: every person is one anon id, so the stitched run credits exactly as the default."""
+    data = oq.synthetic.generate(n_users=2_000, seed=4)
+    tp = data.touchpoints.with_columns(pl.col("anon_id").alias("user_id"))
+    cv = data.conversions.with_columns(pl.col("anon_id").alias("user_id"))
+    plain = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR", "TIME_DECAY"])
+    stitched = oq.attribute(tp, cv, models=["LINEAR", "TIME_DECAY"], identity="stitched")
+    order = ["model", "conversion_id", "position"]  # groups are sorted by a hash of their key: rows move
+    assert stitched.links.sort(order).equals(plain.links.sort(order))
+    assert stitched.credit.get_column("value_micros").equals(plain.credit.get_column("value_micros"))  # exact
+    a, b = stitched.credit.get_column("conversions"), plain.credit.get_column("conversions")
+    assert ((a - b).abs() < 1e-9).all()  # float sums in another order
+    assert stitched.identity.merged_anon_ids == 0
+
+
+# --- refused and warned input ----------------------------------------------------------------------------
+
+
+def test_unknown_identity_is_refused() -> None:
+    tp, cv = two_devices()
+    with pytest.raises(ConfigError, match="identity must be one of 'anon_id', 'stitched'"):
+        oq.attribute(tp, cv, identity="user_id")
+
+
+def test_stitching_without_a_user_id_column_is_refused() -> None:
+    tp, cv = two_devices()
+    with pytest.raises(SchemaError, match="needs a 'user_id' column"):
+        oq.attribute(tp.drop("user_id"), cv.drop("user_id"), identity="stitched")
+
+
+def test_a_float_user_id_is_refused() -> None:
+    tp, cv = two_devices()
+    with pytest.raises(SchemaError, match="'user_id' must hold strings"):
+        oq.attribute(tp, cv.with_columns(pl.lit(1.5).alias("user_id")), identity="stitched")
+
+
+def test_confusable_user_ids_are_warned_and_not_merged() -> None:
+    tp, cv = two_devices()
+    cv = cv.with_columns(pl.Series("user_id", ["u1 ", None]))  # "u1 " is not "u1"
+    with pytest.warns(ConfusableIdWarning, match="user_id"):
+        result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
+    c1 = result.links.filter(pl.col("conversion_id") == "c1")
+    assert c1.get_column("touchpoint_id").to_list() == ["t3"]  # the phone (u1) is another person
+    assert result.identity.merged_anon_ids == 0
+
+
+# --- against the reference -------------------------------------------------------------------------------
+
+USER_IDS = st.one_of(st.none(), st.sampled_from(["U1", "U2", "U3", "", " ", "\t", "é", "e\u0301", "U1 "]))
+
+
+@st.composite
+def identified_cases(draw) -> Case:
+    """``cases()`` with a user id drawn for every row: few user ids, blanks, ties and confusables."""
+    case = draw(cases(max_touchpoints=20, max_conversions=6))
+    for row in case.touchpoints + case.conversions:
+        row["user_id"] = draw(USER_IDS)
+    return case
+
+
+def _frames(case: Case) -> tuple[pl.DataFrame, pl.DataFrame]:
+    tp = touchpoints_frame(case.touchpoints, case.group_by)
+    cv = conversions_frame(case.conversions, case.group_by)
+    tp = tp.with_columns(pl.Series("user_id", [r["user_id"] for r in case.touchpoints], dtype=pl.String))
+    cv = cv.with_columns(pl.Series("user_id", [r["user_id"] for r in case.conversions], dtype=pl.String))
+    return tp, cv
+
+
+@given(identified_cases())
+@settings(deadline=None)
+def test_stitch_map_matches_reference(case: Case) -> None:
+    scope = case.group_by[:-1]
+    tp, cv = _frames(case)
+    rows = pl.concat(
+        [tp.select(*scope, "anon_id", "occurred_at", "user_id"), cv.select(*scope, "anon_id", "occurred_at", "user_id")]
+    )
+    rows = rows.with_columns(
+        pl.when(pl.col("user_id").str.contains(r"^\s*$")).then(None).otherwise(pl.col("user_id")).alias("user_id")
+    )
+    ours = {tuple(r[c] for c in (*scope, "anon_id")): r["user_id"] for r in stitch_map(rows, list(scope)).to_dicts()}
+    to_int = [dict(r, occurred_at=r["occurred_at"]) for r in case.touchpoints + case.conversions]
+    assert ours == stitch_map_reference(to_int, scope)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfusableIdWarning)
+        _, _, summary = stitch(tp, cv, list(scope))
+    assert summary.__dict__ == summary_reference(case.touchpoints, case.conversions, scope)
+
+
+@given(identified_cases())
+@settings(deadline=None)
+def test_stitched_attribution_matches_reference(case: Case) -> None:
+    """attribute(identity="stitched") is the reference attribution grouped by the reference's persons; the
+    invariants hold and every conversion is either linked or unattributed."""
+    scope = case.group_by[:-1]
+    tp, cv = _frames(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfusableIdWarning)
+        result = oq.attribute(
+            tp, cv, models=[model_object(n, p) for n, p in case.models],
+            lookback=timedelta(microseconds=case.lookback_us), reset_after_conversion=case.reset_after_conversion,
+            direct_channels=case.direct_channels, identity="stitched",
+        )  # fmt: skip
+    ref_tp, ref_cv, _ = with_persons(case.touchpoints, case.conversions, scope)
+    ref_links, ref_unattributed = attribute_reference(
+        ref_tp, ref_cv, **{**case.kwargs(), "group_by": (*scope, "person")}
+    )
+    links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).to_dicts()
+    check_invariants(links, {c["conversion_id"]: c for c in case.conversions})
+    key = ("model", "conversion_id", "position")
+    ours = {tuple(x[k] for k in key): x for x in links}
+    theirs = {tuple(x[k] for k in key): x for x in ref_links}
+    assert ours.keys() == theirs.keys()
+    for k, mine in ours.items():
+        assert mine["touchpoint_id"] == theirs[k]["touchpoint_id"], k
+        assert math.isclose(mine["weight"], theirs[k]["weight"], rel_tol=1e-12, abs_tol=1e-15), k
+    unattributed = {(r["conversion_id"], r["reason"]) for r in result.unattributed.to_dicts()}
+    assert unattributed == {(r["conversion_id"], r["reason"]) for r in ref_unattributed}
+    linked = {x["conversion_id"] for x in links}
+    assert linked.isdisjoint({c for c, _ in unattributed})
+    assert linked | {c for c, _ in unattributed} == {c["conversion_id"] for c in case.conversions}
+    assert PERSON not in result.links.columns and PERSON not in result.unattributed.columns
