@@ -91,7 +91,7 @@ def test_two_devices_login_on_the_second_before_and_after_stitching() -> None:
         anon_ids=3, identified=2, persons=2, merged_anon_ids=2, merged_persons=1, several_user_ids=0,
         blank_user_ids=1,
     )  # fmt: skip
-    assert after.identity.message().startswith("identity stitching: 2 anon ids merged into 1 persons")
+    assert after.identity.message().startswith("identity stitching: 2 anon ids merged into 1 person")
 
 
 def test_a_shared_device_goes_to_its_latest_user() -> None:
@@ -293,3 +293,18 @@ def test_stitched_attribution_matches_reference(case: Case) -> None:
     assert linked.isdisjoint({c for c, _ in unattributed})
     assert linked | {c for c, _ in unattributed} == {c["conversion_id"] for c in case.conversions}
     assert PERSON not in result.links.columns and PERSON not in result.unattributed.columns
+
+
+def test_the_readme_stitching_example_runs_and_credits_the_phone() -> None:
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if 'identity="stitched"' in b)
+    scope: dict = {"pd": pd, "oq": oq}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    credit = scope["result"].credit.filter(pl.col("conversions") > 0)
+    assert credit.get_column("channel").cast(pl.String).to_list() == ["paid_social"]
+    assert scope["result"].identity.message().startswith("identity stitching: 2 anon ids merged into 1 person")

@@ -63,14 +63,18 @@ class IdentityStitch:
     def message(self) -> str:
         """One line for logs and the CLI."""
         line = (
-            f"identity stitching: {self.merged_anon_ids:,} anon ids merged into {self.merged_persons:,} persons "
-            f"({self.anon_ids:,} anon ids, {self.identified:,} identified, {self.persons:,} persons)"
+            f"identity stitching: {self.merged_anon_ids:,} anon ids merged into {_persons(self.merged_persons)} "
+            f"({self.anon_ids:,} anon ids, {self.identified:,} identified, {_persons(self.persons)})"
         )
         if self.several_user_ids:
             line += f"; {self.several_user_ids:,} anon ids seen with several user ids went to their latest"
         if self.blank_user_ids:
             line += f"; {self.blank_user_ids:,} blank user ids read as null"
         return line
+
+
+def _persons(n: int) -> str:
+    return f"{n:,} person" if n == 1 else f"{n:,} persons"
 
 
 def _user_ids(frame: pl.DataFrame, *, what: str) -> pl.Series:
