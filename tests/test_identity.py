@@ -308,3 +308,82 @@ def test_the_readme_stitching_example_runs_and_credits_the_phone() -> None:
     credit = scope["result"].credit.filter(pl.col("conversions") > 0)
     assert credit.get_column("channel").cast(pl.String).to_list() == ["paid_social"]
     assert scope["result"].identity.message().startswith("identity stitching: 2 anon ids merged into 1 person")
+
+
+# --- optiq run: the user id from TrackingEvent.properties --------------------------------------------------
+
+
+def _events(extra: list[dict] | None = None) -> pl.DataFrame:
+    """The two devices as tracking events: the phone's ad click (anonymous), its login (a CUSTOM event with
+    ``properties.userId``), the laptop's search click and its purchase (logged in), and a blank userId."""
+    rows = [
+        {"event_id": "e1", "anon_id": "phone", "occurred_at": _at(0), "type": "PAGE_VIEW", "utm_source": "facebook",
+         "utm_medium": "paid_social", "properties": None, "value_micros": None},
+        {"event_id": "e2", "anon_id": "phone", "occurred_at": _at(2), "type": "CUSTOM", "utm_source": None,
+         "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": None},
+        {"event_id": "e3", "anon_id": "laptop", "occurred_at": _at(4), "type": "PAGE_VIEW", "utm_source": "google",
+         "utm_medium": "cpc", "properties": None, "value_micros": None},
+        {"event_id": "e4", "anon_id": "laptop", "occurred_at": _at(4) + timedelta(hours=1), "type": "CONVERSION",
+         "utm_source": None, "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": 100_000_000},
+        {"event_id": "e5", "anon_id": "tablet", "occurred_at": _at(-1), "type": "PAGE_VIEW", "utm_source": "bing",
+         "utm_medium": "cpc", "properties": '{"userId": " "}', "value_micros": None},
+    ]  # fmt: skip
+    return pl.DataFrame(rows + (extra or []), schema_overrides={"value_micros": pl.Int64})
+
+
+def _first_touch(url: str) -> dict[str, str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT e."eventId", tp."utmSource" FROM "AttributionLink" al
+               JOIN "TrackingEvent" e ON e.id = al."conversionId" JOIN "TouchPoint" tp ON tp.id = al."touchPointId"
+               WHERE al.model = 'FIRST_TOUCH' AND al.weight = 1"""
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.postgres
+def test_optiq_run_stitches_by_the_identity_key_and_restitches_on_a_new_login(postgres_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db
+    from optiq_engine.io.load import load_events
+    from tests.pg import fresh_database
+
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        load_events(_events(), url, organization_id="orgI", site_id="siteI", create=True)
+        run_batch(url, organization_id="orgI", full=True, models=["FIRST_TOUCH", "LINEAR"])
+        assert _first_touch(url) == {"e4": "google"}  # by cookie: the laptop's own click
+
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                   VALUES ('stI', 'orgI', '{"identity": "stitched", "identityKey": "userId"}')"""
+            )
+        summary = run_batch(url, organization_id="orgI", models=["FIRST_TOUCH", "LINEAR"])
+        assert summary.mode == "FULL"  # a stitched run restitches every user
+        assert _first_touch(url) == {"e4": "facebook"}  # the phone's click before its login
+        assert summary.identity == {"anon_ids": 3, "identified": 2, "persons": 2, "merged_anon_ids": 2,
+                                    "merged_persons": 1, "several_user_ids": 0, "blank_user_ids": 1}  # fmt: skip
+
+        # The tablet logs in as u1 a day before the purchase: its bing click (the day before the phone's) becomes
+        # u1's first touch,
+        # and the stored links of e4 are rewritten.
+        login = {"event_id": "e6", "anon_id": "tablet", "occurred_at": _at(3), "type": "CUSTOM", "utm_source": None,
+                 "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": None}  # fmt: skip
+        load_events(_events([login]), url, organization_id="orgI", site_id="siteI")
+        summary = run_batch(url, organization_id="orgI", models=["FIRST_TOUCH", "LINEAR"])
+        assert _first_touch(url) == {"e4": "bing"}  # the tablet's click, before its login
+        with psycopg.connect(dsn) as conn:
+            linear = conn.execute(
+                """SELECT count(*), sum(al.weight) FROM "AttributionLink" al WHERE al.model = 'LINEAR'"""
+            ).fetchone()
+        assert linear[0] == 3 and linear[1] == pytest.approx(1.0)  # phone, tablet, laptop: one link each
+        assert summary.identity["merged_anon_ids"] == 3

@@ -40,6 +40,7 @@ import polars as pl
 from ._interrupt import checkpoint
 from .config import AttributionConfig
 from .errors import ConfigError, OptiqError
+from .identity import with_user_ids
 from .io import postgres, rollup
 from .journeys import build_journeys
 from .models.fitted import data_driven_names
@@ -83,6 +84,8 @@ class RunSummary:
     updated: int = 0
     deleted: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    #: With ``identity="stitched"``: ``IdentityStitch``'s counts (anon ids merged into persons, docs/contract.md §1.5).
+    identity: dict[str, int] | None = None
 
     @property
     def changed(self) -> int:
@@ -105,6 +108,8 @@ _SETTING_FIELDS = {
     "touchRule": ("touch_rule", str),
     "dropDirect": ("drop_direct", str),
     "maxTouchpoints": ("max_touchpoints", lambda v: v),  # null: no cap; AttributionConfig checks the rest
+    "identity": ("identity", str),  # "stitched": anon ids joined by a user id (docs/contract.md §1.5)
+    "identityKey": ("identity_key", str),  # the key of TrackingEvent.properties holding the user id
     "experiments": ("experiments", lambda v: _experiments(v)),
 }
 
@@ -416,7 +421,10 @@ def run_batch(
         data_driven = data_driven_names(chosen, config)
         if data_driven and partitions > 1 and engine == "local":
             raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
-        previous = None if full or data_driven else _previous_snapshot(conn, organization_id, site_id)
+        stitched = config.identity == "stitched"  # a person spans anon ids: every run restitches them all
+        if stitched:
+            _check_stitching(partitions, engine)
+        previous = None if full or data_driven or stitched else _previous_snapshot(conn, organization_id, site_id)
         mode = "INCREMENTAL" if previous is not None else "FULL"
         summary = RunSummary(
             run_id=run_id, organization_id=organization_id, mode=mode, touchpoints_extracted=extract_touchpoints,
@@ -483,8 +491,11 @@ def run_batch(
                     # An incremental run's reads are index probes, bound by I/O: the events (for the journeys)
                     # are read at the same time as the touchpoints and conversions.
                     events_ahead = _in_background(postgres.read_events, url, replace(window, start=None, end=None))
+                identities = postgres.read_identities(url, window, key=config.identity_key) if stitched else None
                 for i, (tp, cv) in enumerate(parts):
                     stage(f"loading and attributing users (part {i + 1}/{partitions})")
+                    if identities is not None:  # each anon id's latest user id (docs/contract.md §1.5)
+                        tp, cv, blank_user_ids = with_user_ids(tp, cv, identities)
                     summary.touchpoints += tp.height
                     in_scope = cv if window.start is None else cv.filter(pl.col("occurred_at") >= window.start)
                     if changed is not None and extraction is None:
@@ -495,6 +506,8 @@ def run_batch(
                         ).drop("changed_from")
                     summary.conversions += in_scope.height
                     result = run_attribution(tp, cv, models=chosen, config=config)
+                    if getattr(result, "identity", None) is not None:
+                        summary.identity = {**result.identity.__dict__, "blank_user_ids": blank_user_ids}
                     for k, v in result.timings.items():
                         timings[k] = timings.get(k, 0.0) + v
                     for table, rows in result.quarantined.items():
@@ -606,6 +619,14 @@ def run_batch(
             )
             raise
     return summary
+
+
+def _check_stitching(partitions: int, engine: str) -> None:
+    """Identity stitching reads every user of the organization at once (a person's anon ids are never split)."""
+    if engine != "local":
+        raise ConfigError("identity='stitched' runs with engine='local' only (docs/contract.md §1.5)")
+    if partitions > 1:
+        raise ConfigError("identity='stitched' joins anon ids of any slice into one person: run it with partitions=1")
 
 
 def _extract_by_default(conn: Any, organization_id: str, site_id: str | None, *, partitions: int, engine: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,9 +68,10 @@ def check_identity(identity: Any, identity_key: Any) -> None:
             f"identity must be one of {', '.join(map(repr, IDENTITIES))}, got {identity!r}; 'stitched' joins anon ids "
             "by the user_id column (docs/contract.md §1.5)"
         )
-    if not isinstance(identity_key, str) or not identity_key.strip():
+    if not isinstance(identity_key, str) or not re.fullmatch(r"[A-Za-z0-9_$-]+", identity_key):
         raise ConfigError(
-            f"identity_key must be the non-empty key of TrackingEvent.properties holding the user id, got {identity_key!r}"
+            f"identity_key must be the key of TrackingEvent.properties holding the user id (letters, digits, _, $ "
+            f"or -, such as 'userId'), got {identity_key!r}"
         )
 
 

@@ -22,7 +22,17 @@ from .config import IDENTITIES, Identity
 from .errors import SchemaError
 from .frames import warn_confusable_ids
 
-__all__ = ["IDENTITIES", "Identity", "IdentityStitch", "PERSON", "USER_ID", "person_keys", "stitch", "stitch_map"]
+__all__ = [
+    "with_user_ids",
+    "IDENTITIES",
+    "Identity",
+    "IdentityStitch",
+    "PERSON",
+    "USER_ID",
+    "person_keys",
+    "stitch",
+    "stitch_map",
+]
 
 #: The optional column of touchpoints and conversions holding the user id.
 USER_ID = "user_id"
@@ -195,3 +205,35 @@ def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank:
         several_user_ids=int((mapping.get_column("user_ids") > 1).sum()),
         blank_user_ids=blank,
     )
+
+
+def with_user_ids(
+    touchpoints: pl.DataFrame, conversions: pl.DataFrame, identities: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Touchpoints and conversions with a ``user_id`` column: their anon id's latest user id among
+    ``identities`` (null for an anon id never identified), and the number of blank user ids there.
+
+    ``optiq run`` reads the user id from the key ``AttributionConfig.identity_key`` of the tracking events'
+    ``properties`` (any event type: a login is usually a ``CUSTOM`` event, neither touchpoint nor
+    conversion); :func:`stitch` then finds the same map from these columns (docs/contract.md §1.5).
+
+    Parameters
+    ----------
+    identities
+        ``anon_id``, ``occurred_at``, ``user_id`` and the ``organization_id`` / ``site_id`` columns the
+        other frames share: one row per identified event.
+    """
+    scope = [
+        c for c in ("organization_id", "site_id") if all(c in f.columns for f in (touchpoints, conversions, identities))
+    ]
+    keys = [*scope, "anon_id"]
+    rows, blank = _identity_rows({"events": identities.filter(pl.col("anon_id").is_not_null())}, scope)
+    mapping = stitch_map(rows, scope).select(*keys, USER_ID)
+
+    def join(frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.drop(USER_ID, strict=False)
+        cast = frame.select(*(pl.col(c).cast(pl.String) for c in keys))
+        users = cast.join(mapping, on=keys, how="left", nulls_equal=True, maintain_order="left").get_column(USER_ID)
+        return frame.with_columns(users)
+
+    return join(touchpoints), join(conversions), blank

@@ -374,6 +374,23 @@ def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
     return _read(url, _Query(_TOUCHPOINT_EVENT_COLUMNS, "TrackingEvent", "e"), window)
 
 
+def read_identities(url: str, window: Window, *, key: str) -> pl.DataFrame:
+    """Every tracking event of the window's organization (and site) whose ``properties`` hold ``key``, at any
+    time: ``organization_id``, ``site_id``, ``anon_id``, ``occurred_at`` and ``user_id`` (the key's text) for
+    identity stitching (docs/contract.md §1.5). ``key`` is validated by ``AttributionConfig``
+    (:func:`optiq_engine.config.check_identity`)."""
+    from psycopg.sql import Literal
+
+    value = f"e.properties->>{Literal(key).as_string(None)}"
+    columns = f"""
+    s."organizationId" AS organization_id,
+    e."siteId" AS site_id,
+    e."anonId" AS anon_id,
+    e."occurredAt" AS occurred_at,
+    {value} AS user_id"""
+    return _read(url, _Query(columns, "TrackingEvent", "e", f"{value} IS NOT NULL"), replace(window, start=None, end=None))
+
+
 def read_campaigns(url: str, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The organization's ``Campaign`` rows (with their ad account's platform) and ``Ad`` rows, as the
     ``campaigns`` and ``ads`` frames of :func:`optiq_engine.extract_touchpoints`."""
