@@ -87,7 +87,7 @@ def test_two_devices_login_on_the_second_before_and_after_stitching() -> None:
     links = after.links_for("LINEAR").filter(pl.col("conversion_id") == "c1").sort("position")
     assert links.get_column("touchpoint_id").to_list() == ["t1", "t2", "t3"]  # each touch keeps its own id
     assert links.get_column("touchpoint_count").to_list() == [3, 3, 3]
-    assert after.identity == oq.identity.IdentityStitch(
+    assert after.identity == oq.IdentityStitch(
         anon_ids=3, identified=2, persons=2, merged_anon_ids=2, merged_persons=1, several_user_ids=0,
         blank_user_ids=1,
     )  # fmt: skip

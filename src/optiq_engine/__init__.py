@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "AttributionConfig": ".config",
     "AttributionResult": ".result",
     "combine_credit": ".result",
+    "IdentityStitch": ".identity",
     "Experiment": ".experiments",
     "ChannelRule": ".channels",
     "ChannelRules": ".channels",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
     from .experiments import Experiment  # noqa: F401
     from .fitting import fit_paths  # noqa: F401
+    from .identity import IdentityStitch  # noqa: F401
     from .io import synthetic  # noqa: F401
     from .journeys import JourneyResult, build_journeys  # noqa: F401
     from .models import available_models, get_model  # noqa: F401
