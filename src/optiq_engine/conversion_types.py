@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from .config import AttributionConfig
-from .errors import ConfigError, SchemaError
+from .errors import ConfigError, ModelError, SchemaError
 from .frames import Normalized
 from .models import HEURISTIC_MODELS, AttributionModel
 from .models.base import resolve_models
@@ -64,9 +64,9 @@ def type_configs(
 
     Raises
     ------
-    ConfigError
+    ConfigError, ModelError
         A name that is not a non-empty string, an override that is not a mapping, an unknown option, an
-        option of :data:`SHARED_OPTIONS`, or a value the config refuses (named with the type).
+        option of :data:`SHARED_OPTIONS`, a value the config refuses or an unknown model (named with the type).
     """
     allowed = sorted({f.name for f in fields(AttributionConfig)} - set(SHARED_OPTIONS) | {"models"})
     out: dict[str, tuple[AttributionConfig, Models]] = {}
@@ -91,8 +91,8 @@ def type_configs(
             cfg = config.with_options(**options)
             type_models = overrides.get("models", models)
             resolve_models(type_models, cfg, default=HEURISTIC_MODELS)  # names checked now, not mid-run
-        except ConfigError as exc:
-            raise ConfigError(f"conversion_types[{name!r}]: {exc}") from None
+        except (ConfigError, ModelError) as exc:
+            raise type(exc)(f"conversion_types[{name!r}]: {exc}") from None
         out[name] = (cfg, type_models)
     return out
 
