@@ -387,3 +387,11 @@ def test_optiq_run_stitches_by_the_identity_key_and_restitches_on_a_new_login(po
             ).fetchone()
         assert linear[0] == 3 and linear[1] == pytest.approx(1.0)  # phone, tablet, laptop: one link each
         assert summary.identity["merged_anon_ids"] == 3
+
+
+def test_spark_refuses_to_stitch_rather_than_split_persons() -> None:
+    pytest.importorskip("pyspark")
+    from optiq_engine.spark.attribution import attribute_spark
+
+    with pytest.raises(ConfigError, match="identity='stitched' is not supported by attribute_spark"):
+        attribute_spark(None, None, identity="stitched")  # refused before any frame is read

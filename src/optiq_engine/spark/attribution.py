@@ -260,6 +260,11 @@ def attribute_spark(
         raise ConfigError(
             "on_invalid='quarantine' is not supported by attribute_spark yet; filter invalid rows in Spark"
         )
+    if cfg.identity != "anon_id":  # partitions split by anon id would split a person: never stitch silently
+        raise ConfigError(
+            "identity='stitched' is not supported by attribute_spark yet (a person's anon ids may be in different "
+            "partitions); stitch with optiq_engine.attribute (docs/contract.md §1.5)"
+        )
     chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
     unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
     if unsupported:
