@@ -316,3 +316,93 @@ def test_combine_credit_adds_up_per_type() -> None:
     assert both.columns[0] == "conversion_name"
     purchase = both.filter(pl.col("conversion_name") == "purchase").get_column("conversions").sum()
     assert purchase == pytest.approx(4.0)
+
+
+# --- optiq run: attributionSettings; the service's reports -----------------------------------------------------
+
+
+def test_conversion_settings_read_by_and_per_name_keys() -> None:
+    from optiq_engine.batch import conversion_settings, settings_from_json
+
+    settings = {"by": "name", "models": ["LINEAR"], "lookbackDays": 30,
+                "conversionTypes": {"purchase": {"lookbackDays": 90, "touchRule": "collapse_repeats", "models": ["LAST_TOUCH"]}}}  # fmt: skip
+    assert settings_from_json(settings) == ({"lookback": timedelta(days=30)}, ["LINEAR"])  # no warning for by keys
+    assert conversion_settings(settings) == (
+        "name", {"purchase": {"lookback": timedelta(days=90), "touch_rule": "collapse_repeats", "models": ["LAST_TOUCH"]}}
+    )  # fmt: skip
+    assert conversion_settings({"lookbackDays": 3}) == (None, {})
+    with pytest.raises(oq.ConfigError, match='conversionTypes needs "by": "name"'):
+        conversion_settings({"conversionTypes": {"purchase": {}}})
+    with pytest.raises(oq.ConfigError, match=r"by: cannot use 'type'"):
+        conversion_settings({"by": "type"})
+    with pytest.raises(oq.ConfigError, match=r"conversionTypes.purchase: unknown key\(s\) lookback; valid: .*lookbackDays"):
+        conversion_settings({"by": "name", "conversionTypes": {"purchase": {"lookback": 9}}})
+    with pytest.raises(oq.ConfigError, match=r"lookbackDays: cannot use 'soon'"):
+        conversion_settings({"by": "name", "conversionTypes": {"purchase": {"lookbackDays": "soon"}}})
+
+
+def _named(data: oq.synthetic.SyntheticData) -> oq.synthetic.SyntheticData:
+    """Every third conversion a sign-up, every third without a name."""
+    from dataclasses import replace
+
+    names = pl.Series(["purchase", "sign_up", None], dtype=pl.String)[pl.Series(range(data.conversions.height)) % 3]
+    return replace(data, conversions=data.conversions.with_columns(names.alias("name")))
+
+
+@pytest.mark.postgres
+def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service_filters(postgres_url: str) -> None:
+    import json
+    from datetime import date
+
+    import psycopg
+    from sqlalchemy import create_engine, pool
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db, seed
+    from optiq_engine.service.metrics import MetricsQuery, read_credit, read_metrics
+    from tests.pg import fresh_database
+    from tests.test_postgres_io import _db_links, _expected, _retag
+
+    data = _named(_retag(oq.synthetic.generate(n_users=400, seed=8), "orgN"))
+    settings = {"by": "name", "models": ["LINEAR"],
+                "conversionTypes": {"purchase": {"lookbackDays": 7, "models": ["LAST_TOUCH", "LINEAR"]}}}  # fmt: skip
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgN', %s)""", (json.dumps(settings),))  # fmt: skip
+        summary = run_batch(url, organization_id="orgN", full=True)
+        tp = data.touchpoints.drop("channel")
+        expected = oq.attribute(tp, data.conversions, models=["LINEAR"], by="name", conversion_types={
+            "purchase": {"lookback": timedelta(days=7), "models": ["LAST_TOUCH", "LINEAR"]}})  # fmt: skip
+        stored = _db_links(url, "orgN")
+        assert stored.equals(_expected(expected))
+        assert set(expected.types) == {"purchase", "sign_up", None}
+        last_touch = expected.links.filter(pl.col("model") == "LAST_TOUCH")
+        assert last_touch.height and set(last_touch.get_column("conversion_name").cast(pl.String).unique()) == {"purchase"}
+        assert summary.links == expected.links.height
+        assert run_batch(url, organization_id="orgN", full=True).changed == 0  # a rerun changes nothing
+
+        # The service: attributed results of one conversion type (joined through the conversion's name).
+        engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
+        start, end = date(2025, 1, 1), date(2027, 12, 31)
+        credit = expected.credit.with_columns(pl.col("conversion_name", "model", "channel").cast(pl.String))
+        with engine.connect() as conn:
+            for name in ("purchase", "sign_up"):
+                want = credit.filter((pl.col("conversion_name") == name) & (pl.col("model") == "LINEAR"))
+                want = dict(want.filter(pl.col("conversions") > 0).select("channel", "conversions").iter_rows())
+                query = MetricsQuery("orgN", start, end, model="LINEAR", grain="channel", compare=False, conversion_name=name)
+                got = read_metrics(query, conn).filter(pl.col("conversions") > 0)
+                got = dict(got.select("channel", "conversions").iter_rows())
+                assert got.keys() == want.keys() and all(math.isclose(got[k], want[k], rel_tol=1e-9) for k in want)
+            by_model = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization",
+                                   conversion_name="sign_up")  # fmt: skip
+            assert by_model.get_column("model").to_list() == ["LINEAR"]  # sign-ups: the call's models only
+            everything = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization")
+            assert everything.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").item() == pytest.approx(
+                credit.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").sum()
+            )
+        engine.dispose()

@@ -39,6 +39,7 @@ import polars as pl
 
 from ._interrupt import checkpoint
 from .config import AttributionConfig
+from .conversion_types import attribute_by_name
 from .errors import ConfigError, OptiqError
 from .identity import with_user_ids
 from .io import postgres, rollup
@@ -46,7 +47,7 @@ from .journeys import build_journeys
 from .models.fitted import data_driven_names
 from .pipeline import run_attribution
 
-__all__ = ["RunSummary", "RunLocked", "run_batch", "settings_from_json"]
+__all__ = ["RunSummary", "RunLocked", "conversion_settings", "run_batch", "settings_from_json"]
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,13 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
     ``positionLast``, ``directChannels``, ``touchRule``, ``dropDirect``, ``maxTouchpoints`` (the heuristic
     models' path rules, docs/attribution.md "Path rules"), ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
     ``channel``, ``incremental_conversions``, ``std_error``, ``start``, ``end``) and ``models`` (enum names);
-    others are ignored with a warning.
+    ``by`` and ``conversionTypes`` are read by :func:`conversion_settings`; others are ignored with a warning.
     """
     options: dict[str, Any] = {}
     models = None
     for key, value in (settings or {}).items():
+        if key in _CONVERSION_KEYS:
+            continue
         if key == "models":
             models = [str(m) for m in value] if value else None
         elif key in _SETTING_FIELDS:
@@ -144,6 +147,62 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
         else:
             log.warning("ignoring unknown attributionSettings key %r", key)
     return options, models
+
+
+#: ``attributionSettings`` keys of credit per conversion type (:func:`conversion_settings`).
+_CONVERSION_KEYS = ("by", "conversionTypes")
+
+
+def conversion_settings(settings: dict[str, Any] | None) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """``by`` and the per-name options of ``attributionSettings`` (docs/attribution.md "Conversion types").
+
+    ``{"by": "name", "conversionTypes": {"purchase": {"lookbackDays": 90, "models": ["LAST_TOUCH"]}}}``
+    attributes each conversion name on its own (``attribute(by="name")``), a name's object overriding the
+    organization's keys for that name: the keys of :func:`settings_from_json` (camelCase, the same
+    conversions) and ``models``. Returns ``(by, {name: options})``, the options as ``attribute``'s
+    ``conversion_types`` takes them (``lookback=timedelta(days=90)``, ``models=[...]``).
+
+    Raises
+    ------
+    ConfigError
+        ``by`` other than ``"name"``, ``conversionTypes`` without it or not an object of objects, a key of
+        a name's object that is not one of those, or a value that cannot be converted.
+    """
+    settings = settings or {}
+    by = settings.get("by")
+    if by is not None and by != "name":
+        raise ConfigError(f"attributionSettings.by: cannot use {by!r}; \"name\" attributes each conversion type on its own")
+    types = settings.get("conversionTypes")
+    if types is None:
+        return by, {}
+    if by is None:
+        raise ConfigError('attributionSettings.conversionTypes needs "by": "name" (one attribution per conversion type)')
+    if not isinstance(types, dict) or not all(isinstance(v, dict) for v in types.values()):
+        raise ConfigError(f"attributionSettings.conversionTypes must map names to objects of settings, got {types!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, keys in types.items():
+        unknown = sorted(set(keys) - set(_SETTING_FIELDS) - {"models"})
+        if unknown:
+            raise ConfigError(
+                f"attributionSettings.conversionTypes.{name}: unknown key(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted({*_SETTING_FIELDS, 'models'}))}"
+            )
+        options, models = settings_from_json(keys)
+        out[name] = {**options, **({"models": models} if models else {})}
+    return by, out
+
+
+def _all_model_names(models: Sequence[str] | None, config: AttributionConfig, by: str | None, per_name: Any) -> list[str]:
+    """The names of the models of every conversion type (the call's, then each type's new ones)."""
+    from .conversion_types import type_configs
+    from .models import HEURISTIC_MODELS
+    from .models.base import resolve_models
+
+    names = [m.name for m in resolve_models(models, config, default=HEURISTIC_MODELS)]
+    if by is not None:
+        for cfg, type_models in type_configs(config, models, per_name).values():
+            names += [m.name for m in resolve_models(type_models, cfg, default=HEURISTIC_MODELS) if m.name not in names]
+    return names
 
 
 @contextmanager
@@ -351,6 +410,7 @@ def run_batch(
     extract_touchpoints: bool | None = None,
     engine: str = "local",
     master: str | None = None,
+    by: str | None = None,
     **options: Any,
 ) -> RunSummary:
     """Recompute and write the attribution links of one organization.
@@ -389,6 +449,10 @@ def run_batch(
         attribution and journeys run on Spark (``master``; default ``local[*]``; ``partitions`` is the Spark
         partition count, data-driven models included); the results are collected to the driver as Arrow and
         written exactly as in ``local``: the same merges, in one transaction (``docs/spark.md``).
+    by
+        ``"name"``: credit per conversion type (``attribute(by="name")``), overriding ``attributionSettings.by``;
+        each name's options come from ``attributionSettings.conversionTypes`` (:func:`conversion_settings`).
+        A model of any type recomputes the links of that model for every conversion in scope.
     """
     if engine not in ("local", "spark"):
         raise ConfigError(f"engine must be local or spark, got {engine!r}")
@@ -408,17 +472,23 @@ def run_batch(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     with _org_lock(url, organization_id, wait=wait) as conn:
-        settings_options, settings_models = settings_from_json(_check_org(conn, organization_id))
+        settings = _check_org(conn, organization_id)
+        settings_options, settings_models = settings_from_json(settings)
+        settings_by, per_name = conversion_settings(settings)
         _check_site(conn, organization_id, site_id)
         _mark_abandoned(conn, organization_id)
         if extract_touchpoints is None:
             extract_touchpoints = _extract_by_default(conn, organization_id, site_id, partitions=partitions, engine=engine)
         config = AttributionConfig().with_options(**{**settings_options, **options})
         chosen = list(models) if models else settings_models
+        by = by or settings_by  # credit per conversion type (docs/attribution.md "Conversion types")
+        if by is not None and engine == "spark":
+            raise ConfigError("credit per conversion type (by='name') runs with engine='local' only")
+        all_models = _all_model_names(chosen, config, by, per_name)
         # The change log is read past this snapshot by the next incremental run (taken before any read).
         (watermark, snapshot) = conn.execute("SELECT transaction_timestamp(), pg_current_snapshot()::text").fetchone()  # type: ignore[misc]
         # Data-driven models are fitted on every journey of the window: they need a full run in one part.
-        data_driven = data_driven_names(chosen, config)
+        data_driven = data_driven_names(all_models, config)
         if data_driven and partitions > 1 and engine == "local":
             raise ConfigError(f"{', '.join(data_driven)} fit on all users at once: run them with partitions=1")
         stitched = config.identity == "stitched"  # a person spans anon ids: every run restitches them all
@@ -505,7 +575,10 @@ def run_batch(
                             pl.col("occurred_at") >= pl.col("changed_from")
                         ).drop("changed_from")
                     summary.conversions += in_scope.height
-                    result = run_attribution(tp, cv, models=chosen, config=config)
+                    if by is not None:
+                        result = attribute_by_name(tp, cv, models=chosen, config=config, conversion_types=per_name)
+                    else:
+                        result = run_attribution(tp, cv, models=chosen, config=config)
                     if getattr(result, "identity", None) is not None:
                         summary.identity = {**result.identity.__dict__, "blank_user_ids": blank_user_ids}
                     for k, v in result.timings.items():
@@ -520,7 +593,7 @@ def run_batch(
                     for name, n in left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows():
                         baseline[name] = baseline.get(name, 0) + n
                     scope.append(keep)
-                    model_names = list(result.model_names)
+                    model_names = all_models if by is not None else list(result.model_names)
                     # Only the links are kept: with the inputs, the unfiltered result and the events alive
                     # through the write, a 10M-touchpoint run held 13-14 GB there (8.5 GB without them).
                     del tp, cv, in_scope, result

@@ -61,6 +61,9 @@ RuleType = Literal[ALERT_TYPES]  # type: ignore[valid-type]
 Rate = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}:[0-9]{1,6}(\.[0-9]{1,12})?$")]
 Id = Annotated[str, Path(min_length=1, max_length=200)]
 IdFilter = Annotated[str | None, Query(min_length=1, max_length=200)]
+ConversionName = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="Only the conversions of this type (their name)")
+]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "The key's role does not allow this"},
@@ -366,6 +369,7 @@ def create_app(
         ad_id: IdFilter = None,
         currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Report every amount in this currency")] = None,
         rate: Annotated[list[Rate] | None, Query(description="Conversion rates to `currency`, e.g. `EUR:1.08` (repeat)")] = None,
+        conversion_name: ConversionName = None,
     ) -> Response:
         """Spend, delivery and attributed results per key (and day), with the previous-period comparison.
 
@@ -373,6 +377,7 @@ def create_app(
         spend goes to the channel of its click id: ``google_ads``, ``meta_ads``, ``tiktok_ads``); ROAS is the
         model's revenue credited to the channel over that spend. Spend no rule maps is the row whose
         ``channel`` is null (``name`` ``(unmapped)``); the channels' spend adds up to the organization's.
+        ``conversion_name`` keeps the attributed results of one conversion type (spend is not per type).
         """
         conversion = None
         if currency is not None:
@@ -382,6 +387,7 @@ def create_app(
         query = MetricsQuery(
             caller.organization_id, start, end, model=model, grain=grain, daily=daily, compare=compare, platform=platform,
             ad_account_id=ad_account_id, campaign_id=campaign_id, ad_id=ad_id, conversion=conversion,
+            conversion_name=conversion_name,
         )  # fmt: skip
         return _rows_response(grain, start, end, read_metrics(query, conn))
 
@@ -393,11 +399,13 @@ def create_app(
         end: date,
         grain: GrainName = "channel",
         model: Annotated[list[Model] | None, Query(description="Models (repeat); default all")] = None,
+        conversion_name: ConversionName = None,
     ) -> Response:
         """Attributed conversions and revenue per key and model, as the engine wrote them."""
         if start > end:
             raise ConfigError(f"start {start} must not be after end {end}")
-        frame = read_credit(conn, organization_id=caller.organization_id, start=start, end=end, models=model, grain=grain)
+        frame = read_credit(conn, organization_id=caller.organization_id, start=start, end=end, models=model, grain=grain,
+                            conversion_name=conversion_name)  # fmt: skip
         return _rows_response(grain, start, end, frame)
 
     @app.get("/v1/alerts", tags=["alerts"], responses=_ERRORS)

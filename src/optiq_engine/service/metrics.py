@@ -170,6 +170,10 @@ class MetricsQuery:
     channel_rules
         Rules deriving a touchpoint's channel and mapping spend to channels (grain ``channel``); default
         the engine's.
+    conversion_name
+        Keep only the attributed results of conversions of this type (``TrackingEvent.name``, exactly; the
+        links of ``optiq run`` with ``"by": "name"``, docs/attribution.md "Conversion types"); spend is
+        not per type and stays the same. Read from the links, not the daily summaries.
     """
 
     organization_id: str
@@ -185,6 +189,7 @@ class MetricsQuery:
     ad_id: str | None = None
     conversion: CurrencyConversion | None = None
     channel_rules: ChannelRules | None = None
+    conversion_name: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.organization_id, str) or not self.organization_id:
@@ -207,7 +212,7 @@ class MetricsQuery:
             raise ConfigError(f"grain must be one of {', '.join(GRAINS)}; got {self.grain!r}")
         if self.platform is not None and self.platform not in PLATFORM_CODES:
             raise ConfigError(f"platform must be one of {', '.join(PLATFORM_CODES)}; got {self.platform!r}")
-        for name in ("ad_account_id", "campaign_id", "ad_id"):
+        for name in ("ad_account_id", "campaign_id", "ad_id", "conversion_name"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{name} must be a non-empty id or None, got {value!r}")
@@ -303,6 +308,14 @@ def _fx_cte(conversion: CurrencyConversion | None, params: dict[str, Any]) -> st
 _LINK_FILTERS = {"ad_account_id": "aa.id", "campaign_id": "c.id", "ad_id": "ad.id"}
 
 
+def _name_filter(query: MetricsQuery, params: dict[str, Any]) -> str:
+    """SQL over the conversions (alias ``e``): `` AND e.name = ...`` when the query keeps one conversion type."""
+    if query.conversion_name is None:
+        return ""
+    params["conversion_name"] = query.conversion_name
+    return " AND e.name = CAST(:conversion_name AS text)"
+
+
 def _platform_channels(query: MetricsQuery, params: dict[str, Any]) -> str:
     """SQL: the CTE ``chmap(platform, channel)``, the channel of each platform's spend: the channel the query's
     rules give a touchpoint with the platform's click id (:data:`PLATFORM_CLICK_IDS`) and no UTM source or
@@ -384,8 +397,8 @@ def _sums(query: MetricsQuery, measures: Mapping[str, str], prev: str, post: str
 def _summary_level(query: MetricsQuery) -> int | None:
     """The coarsest ``EngineCreditDaily.level`` with the query's key and filter columns; None when the
     query needs ads (not summarized) or custom channel rules (the summary has the default rules' channels)."""
-    if query.grain == "ad" or query.ad_id is not None:
-        return None
+    if query.grain == "ad" or query.ad_id is not None or query.conversion_name is not None:
+        return None  # the summaries have no conversion name either
     if query.channel_rules is not None and query.channel_rules != DEFAULT_CHANNEL_RULES:
         return None
     if query.grain == "channel":
@@ -488,6 +501,7 @@ def _credit_cte(
             f"{', l.model::text AS model' if by_model else ''}\n"
             f"  FROM {_CREDIT_FROM.format(model_clause=f'l.model{models}')}"
             f'\n  WHERE s."organizationId" = :org{_filters(query, {**_LINK_FILTERS, "platform": _CREDIT_PLATFORM}, params)}'
+            f"{_name_filter(query, params)}"
         )
         sums = _sums(query, {"conv": "w", "rev": f"r{rate}"}, "(x.day < CAST(:start AS date))", post="{}::numeric / 1e15")
         key_not_null = "" if null_key or grain in ("channel", "organization") else " AND x.key IS NOT NULL"
@@ -744,6 +758,7 @@ def read_credit(
     models: list[str] | tuple[str, ...] | None = None,
     grain: Grain = "channel",
     channel_rules: ChannelRules | None = None,
+    conversion_name: str | None = None,
 ) -> pl.DataFrame:
     """Attributed conversions and revenue per key and model, as the engine wrote them to ``AttributionLink``.
 
@@ -757,6 +772,8 @@ def read_credit(
         ``AttributionModel`` values; default every model with links.
     grain
         Key to group by (:data:`GRAINS`); ``organization`` gives one row per model.
+    conversion_name
+        Only the conversions of this type (``TrackingEvent.name``; :class:`MetricsQuery`).
 
     Returns
     -------
@@ -769,7 +786,8 @@ def read_credit(
     bad = [m for m in models if m not in ATTRIBUTION_MODELS]
     if bad:
         raise ConfigError(f"unknown model(s) {bad}; valid: {', '.join(ATTRIBUTION_MODELS)}")
-    query = MetricsQuery(organization_id, start, end, grain=grain, compare=False, channel_rules=channel_rules)
+    query = MetricsQuery(organization_id, start, end, grain=grain, compare=False, channel_rules=channel_rules,
+                         conversion_name=conversion_name)  # fmt: skip
     params: dict[str, Any] = {
         "org": organization_id,
         "models": list(models),
