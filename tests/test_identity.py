@@ -395,3 +395,25 @@ def test_spark_refuses_to_stitch_rather_than_split_persons() -> None:
 
     with pytest.raises(ConfigError, match="identity='stitched' is not supported by attribute_spark"):
         attribute_spark(None, None, identity="stitched")  # refused before any frame is read
+
+
+def test_optiq_attribute_identity_flag(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from optiq_engine.cli import app
+
+    tp, cv = two_devices()
+    tp.write_parquet(tmp_path / "tp.parquet")
+    cv.write_parquet(tmp_path / "cv.parquet")
+    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet"),
+            "-m", "FIRST_TOUCH", "--identity", "stitched"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "2 anon ids merged into 1 person" in result.output
+    links = pl.read_parquet(tmp_path / "out" / "links.parquet").filter(pl.col("weight") == 1)
+    assert dict(zip(links.get_column("conversion_id"), links.get_column("touchpoint_id"), strict=True)) == {
+        "c1": "t1",
+        "c2": "t4",
+    }
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x"), "--partitions", "2"])
+    assert refused.exit_code == 2 and "use --partitions 1" in refused.output

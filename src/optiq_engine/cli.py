@@ -223,6 +223,9 @@ def attribute(
     touch_rule: TouchRuleFlag = "all",
     drop_direct: DropDirectFlag = "never",
     max_touchpoints: MaxTouchpointsFlag = None,
+    identity: Annotated[
+        str, typer.Option(help="anon_id (each cookie) or stitched (anon ids joined by the user_id column; docs/contract.md §1.5).")
+    ] = "anon_id",
     # --- engine spark (optiq_engine.spark.cli) ---
     engine: Annotated[str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
@@ -251,6 +254,7 @@ def attribute(
                 touch_rule=touch_rule,  # type: ignore[arg-type]
                 drop_direct=drop_direct,  # type: ignore[arg-type]
                 max_touchpoints=max_touchpoints,
+                identity=identity,  # type: ignore[arg-type]
             )
             attribute_command(
                 touchpoints, conversions, out, models=model or None, config=config,
@@ -277,7 +281,10 @@ def attribute(
             touch_rule=touch_rule,  # type: ignore[arg-type]
             drop_direct=drop_direct,  # type: ignore[arg-type]
             max_touchpoints=max_touchpoints,
+            identity=identity,  # type: ignore[arg-type]
         )
+        if identity == "stitched" and partitions > 1:
+            raise ConfigError("--identity stitched joins anon ids of any slice into one person: use --partitions 1")
         fitted_together = data_driven_names(model or None, config)
         if fitted_together and partitions > 1:
             raise ConfigError(f"{', '.join(fitted_together)} fit on all users at once: use --partitions 1")
@@ -301,6 +308,8 @@ def attribute(
         + f" to {out}",
         soft_wrap=True,
     )
+    if summaries[0].identity is not None:
+        console.print(summaries[0].identity.message(), soft_wrap=True)
     _print_compile_time(compile_seconds() - compiled)
 
 
