@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 import optiq_engine as oq
+from optiq_engine.cli import app
 from tests.adapters import conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import MICROS_PER_DAY, check_invariants
 from tests.reference.conversion_types import attribute_by_type_reference, conversion_type, type_order
@@ -384,12 +386,22 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
         last_touch = expected.links.filter(pl.col("model") == "LAST_TOUCH")
         assert last_touch.height and set(last_touch.get_column("conversion_name").cast(pl.String).unique()) == {"purchase"}
         assert summary.links == expected.links.height
+        per_type = {name or "(no name)": r.n_conversions for name, r in expected.types.items()}
+        assert summary.conversion_types == per_type and list(summary.conversion_types)[-1] == "(no name)"
         assert run_batch(url, organization_id="orgN", full=True).changed == 0  # a rerun changes nothing
+        with psycopg.connect(dsn) as conn:  # without "by" in the settings, --by name asks for it
+            plain = {"models": ["LINEAR"], "conversionTypes": None}
+            conn.execute("""UPDATE "OrganizationSettings" SET "attributionSettings" = %s""", (json.dumps(plain),))
+        cli = CliRunner().invoke(app, ["run", "--database-url", url, "--org", "orgN", "--full", "--by", "name"])
+        assert cli.exit_code == 0, cli.output
+        assert "of type sign_up" in cli.output
+        linear = oq.attribute(tp, data.conversions, models=["LINEAR"], by="name")
+        assert _db_links(url, "orgN").filter(pl.col("model") == "LINEAR").equals(_expected(linear))
 
         # The service: attributed results of one conversion type (joined through the conversion's name).
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         start, end = date(2025, 1, 1), date(2027, 12, 31)
-        credit = expected.credit.with_columns(pl.col("conversion_name", "model", "channel").cast(pl.String))
+        credit = linear.credit.with_columns(pl.col("conversion_name", "model", "channel").cast(pl.String))
         with engine.connect() as conn:
             for name in ("purchase", "sign_up"):
                 want = credit.filter((pl.col("conversion_name") == name) & (pl.col("model") == "LINEAR"))
@@ -401,8 +413,9 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
             by_model = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization",
                                    conversion_name="sign_up")  # fmt: skip
             assert by_model.get_column("model").to_list() == ["LINEAR"]  # sign-ups: the call's models only
+            # LAST_TOUCH (purchases, first run) is not among the second run's models: its links stay.
             everything = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization")
             assert everything.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").item() == pytest.approx(
-                credit.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").sum()
+                expected.credit.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").sum()
             )
         engine.dispose()

@@ -74,6 +74,8 @@ class RunSummary:
     #: Per data-driven model, the conversions in scope it credits to no channel (baseline conversions:
     #: no links for that model, docs/data_driven.md §5), on top of ``unattributed`` (no model credits them).
     baseline_conversions: dict[str, int] = field(default_factory=dict)
+    #: With ``by="name"``: the conversions in scope per conversion type (``(no name)``: null or blank name).
+    conversion_types: dict[str, int] = field(default_factory=dict)
     journeys: int = 0
     journeys_changed: int = 0
     touchpoints_changed: int = 0
@@ -190,6 +192,18 @@ def conversion_settings(settings: dict[str, Any] | None) -> tuple[str | None, di
         options, models = settings_from_json(keys)
         out[name] = {**options, **({"models": models} if models else {})}
     return by, out
+
+
+def _count_types(counts: dict[str, int], conversions: pl.DataFrame) -> None:
+    """Add the conversions per type (docs/attribution.md "Conversion types") to ``counts``, in name order."""
+    from .conversion_types import conversion_names
+
+    names = conversion_names(conversions).fill_null("(no name)").value_counts(sort=False)
+    for name, n in names.iter_rows():
+        counts[name] = counts.get(name, 0) + n
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0] == "(no name)", kv[0]))
+    counts.clear()
+    counts.update(ordered)
 
 
 def _all_model_names(models: Sequence[str] | None, config: AttributionConfig, by: str | None, per_name: Any) -> list[str]:
@@ -577,6 +591,7 @@ def run_batch(
                     summary.conversions += in_scope.height
                     if by is not None:
                         result = attribute_by_name(tp, cv, models=chosen, config=config, conversion_types=per_name)
+                        _count_types(summary.conversion_types, in_scope)
                     else:
                         result = run_attribution(tp, cv, models=chosen, config=config)
                     if getattr(result, "identity", None) is not None:

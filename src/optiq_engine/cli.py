@@ -521,6 +521,7 @@ def run(
     touch_rule: Annotated[str | None, typer.Option(help="Override the settings' touchRule (docs/attribution.md, Path rules).", show_default=False)] = None,
     drop_direct: Annotated[str | None, typer.Option(help="Override the settings' dropDirect.", show_default=False)] = None,
     max_touchpoints: Annotated[int | None, typer.Option(help="Override the settings' maxTouchpoints.", show_default=False)] = None,
+    by: Annotated[str | None, typer.Option(help="name: attribute each conversion type on its own (overrides the settings' by; docs/attribution.md, Conversion types).", show_default=False)] = None,
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
@@ -555,7 +556,7 @@ def run(
                 summary = run_batch(
                     database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
                     partitions=partitions, wait=wait, on_stage=show,
-                    extract_touchpoints=extract, engine=engine, master=master, **options,
+                    extract_touchpoints=extract, engine=engine, master=master, by=by, **options,
                 )  # fmt: skip
         except RunLocked as exc:
             err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
@@ -567,6 +568,7 @@ def run(
         ("touchpoints extracted (rows changed)" if summary.touchpoints_extracted else "touchpoints read",
          f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if summary.touchpoints_extracted else "")),
         ("conversions recomputed", f"{summary.conversions:,}"),
+        *((f"  of type {name}", f"{n:,}") for name, n in summary.conversion_types.items()),
         ("unattributed conversions", f"{summary.unattributed:,}"),
         *(
             (f"baseline conversions of {name} (unattributed for it)", f"{n:,}")
