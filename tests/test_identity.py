@@ -417,3 +417,75 @@ def test_optiq_attribute_identity_flag(tmp_path) -> None:
     }
     refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x"), "--partitions", "2"])
     assert refused.exit_code == 2 and "use --partitions 1" in refused.output
+
+
+def _random_events(seed: int) -> pl.DataFrame:
+    """A dozen visitors over three weeks: visits from a few sources, logins (CUSTOM events with
+    ``properties.userId``, some blank), and purchases (some logged in)."""
+    import json
+    import random
+
+    rnd = random.Random(seed)
+    sources = [("google", "cpc"), ("facebook", "paid_social"), ("newsletter", "email"), (None, None)]
+    rows = []
+    for i in range(90):
+        kind = rnd.choices(["PAGE_VIEW", "CUSTOM", "CONVERSION"], weights=[6, 2, 2])[0]
+        source, medium = rnd.choice(sources) if kind == "PAGE_VIEW" else (None, None)
+        user = rnd.choice(["u1", "u2", "u3", "u4", " "]) if kind == "CUSTOM" or rnd.random() < 0.3 else None
+        rows.append({
+            "event_id": f"e{i}", "anon_id": f"a{rnd.randrange(12)}", "type": kind,
+            "occurred_at": _at(rnd.randrange(21 * 24) / 24), "utm_source": source, "utm_medium": medium,
+            "properties": None if user is None else json.dumps({"userId": user}),
+            "value_micros": rnd.randrange(1, 10**8) if kind == "CONVERSION" else None,
+        })  # fmt: skip
+    return pl.DataFrame(rows, schema_overrides={"value_micros": pl.Int64})
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_optiq_run_stitched_equals_the_reference_persons(postgres_url: str, seed: int) -> None:
+    """The links ``optiq run`` stores with stitching are those of attribute() on the same touchpoints with
+    each anon id replaced by its person from tests/reference/identity.py."""
+    import json
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db
+    from optiq_engine.io.load import load_events
+    from tests.pg import fresh_database
+
+    events = _random_events(seed)
+    models = ["LINEAR", "FIRST_TOUCH", "TIME_DECAY"]
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        load_events(events, url, organization_id="orgR", site_id="siteR", create=True)
+        summary = run_batch(url, organization_id="orgR", full=True, models=models, identity="stitched")
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute(
+                """SELECT e."eventId", tp."occurredAt", al.model::text, al.weight FROM "AttributionLink" al
+                   JOIN "TrackingEvent" e ON e.id = al."conversionId" JOIN "TouchPoint" tp ON tp.id = al."touchPointId"
+                   """
+            ).fetchall()
+
+    rows = [
+        {**r, "occurred_at": r["occurred_at"], "user_id": json.loads(r["properties"])["userId"] if r["properties"] else None}
+        for r in events.to_dicts()
+    ]
+    person = {r["anon_id"]: str(r["person"]) for r in with_persons(rows, [], ())[0]}
+    tp = oq.extract_touchpoints(events, as_of=_at(30)).touchpoints
+    cv = events.filter(pl.col("type") == "CONVERSION").select(
+        pl.col("event_id").alias("conversion_id"), "anon_id", "occurred_at", "value_micros"
+    )
+    as_person = pl.col("anon_id").replace_strict(person)
+    expected = oq.attribute(tp.with_columns(as_person), cv.with_columns(as_person), models=models)
+    when = dict(zip(tp.get_column("touchpoint_id"), tp.get_column("occurred_at"), strict=True))
+    ours = sorted((c, t, m, round(w, 12)) for c, t, m, w in stored)
+    theirs = sorted(
+        (r["conversion_id"], when[r["touchpoint_id"]], r["model"], round(r["weight"], 12))
+        for r in expected.links.with_columns(pl.col("model").cast(pl.String)).to_dicts()
+    )
+    assert ours == theirs
+    assert summary.identity["merged_anon_ids"] > 0  # the case exercises merges
