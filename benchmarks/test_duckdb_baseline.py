@@ -61,13 +61,14 @@ def simulated() -> tuple[pl.DataFrame, pl.DataFrame]:
     return tp, cv
 
 
-def test_links_equal_the_engine_on_the_simulator(simulated):
+@pytest.mark.parametrize("unpivot", ["polars", "sql"])
+def test_links_equal_the_engine_on_the_simulator(simulated, unpivot):
     tp, cv = simulated
     ours = engine_links(tp, cv)
-    theirs = canonical(attribute_duckdb(tp, cv))
+    theirs = canonical(attribute_duckdb(tp, cv, unpivot=unpivot))
     assert ours.height > 200_000
     assert_same_links(ours, theirs)
-    assert dict(attribute_duckdb(tp.head(1000), cv.head(100)).schema) == LINKS_SCHEMA
+    assert dict(attribute_duckdb(tp.head(1000), cv.head(100), unpivot=unpivot).schema) == LINKS_SCHEMA
 
 
 def test_links_equal_the_engine_with_other_options(simulated):
@@ -210,6 +211,9 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="unknown model"):
         attribute_duckdb(JOURNEY_TP, JOURNEY_CV, models=["MARKOV"])
     assert attribute_duckdb(JOURNEY_TP, JOURNEY_CV, models=[]).height == 0
+    no_links = tps([("a", "u", T0 + DAY, "x")]), convs([("c", "u", T0, 1)])
+    for unpivot in ("polars", "sql"):
+        assert dict(attribute_duckdb(*no_links, unpivot=unpivot).schema) == LINKS_SCHEMA
     no_value = JOURNEY_CV.drop("value_micros")
     links = attribute_duckdb(JOURNEY_TP, no_value)
     assert links.height == 3 * len(ALL_MODELS) and links["credited_value_micros"].sum() == 0
