@@ -471,8 +471,7 @@ def test_optiq_run_stitched_equals_the_reference_persons(postgres_url: str, seed
             ).fetchall()
 
     rows = [
-        {**r, "occurred_at": r["occurred_at"], "user_id": json.loads(r["properties"])["userId"] if r["properties"] else None}
-        for r in events.to_dicts()
+        {**r, "user_id": json.loads(r["properties"])["userId"] if r["properties"] else None} for r in events.to_dicts()
     ]
     person = {r["anon_id"]: str(r["person"]) for r in with_persons(rows, [], ())[0]}
     tp = oq.extract_touchpoints(events, as_of=_at(30)).touchpoints
