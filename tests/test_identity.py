@@ -488,3 +488,33 @@ def test_optiq_run_stitched_equals_the_reference_persons(postgres_url: str, seed
     )
     assert ours == theirs
     assert summary.identity["merged_anon_ids"] > 0  # the case exercises merges
+
+
+def test_ties_go_to_the_greatest_user_id_and_quarantined_rows_identify_nothing() -> None:
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["k1", "k2", "k3", "q1"],
+            "anon_id": ["kiosk", "kiosk", "kiosk", "lost"],
+            "occurred_at": [_at(1), _at(1), _at(0), _at(-1)],
+            "channel": ["display", "display", "email", "video"],
+            "user_id": ["u2", "u3", None, None],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["b2", "b3", "bad"],
+            "anon_id": ["u2-phone", "u3-phone", "lost"],
+            "occurred_at": ["2024-01-03T00:00:00Z", "2024-01-03T00:00:00Z", "not a time"],
+            "value_micros": [1, 1, 1],
+            "user_id": ["u2", "u3", "u3"],
+        }
+    )
+    result = oq.attribute(tp, cv, models=["FIRST_TOUCH"], identity="stitched", on_invalid="quarantine")
+    first = result.links.filter(pl.col("weight") == 1)
+    # The kiosk's two identified rows are at the same time: "u3" > "u2", so the kiosk is u3's, its earlier
+    # anonymous email touch included; the quarantined row would have made "lost" u3's too: it does not.
+    assert dict(zip(first.get_column("conversion_id"), first.get_column("touchpoint_id"), strict=True)) == {"b3": "k3"}
+    assert result.unattributed.get_column("conversion_id").to_list() == ["b2"]
+    assert result.quarantined["conversions"].get_column("conversion_id").to_list() == ["bad"]
+    assert result.identity.several_user_ids == 1
+    assert (result.identity.merged_anon_ids, result.identity.merged_persons) == (2, 1)  # kiosk and u3-phone
