@@ -99,7 +99,10 @@ def fitted_html(fitted: FittedModel) -> str:
     if fitted.baseline_conversions:  # docs/data_driven.md §5
         facts.append(["baseline conversions (no channel credited: unattributed)", f"{fitted.baseline_conversions:,}"])
     balance = getattr(fitted, "balance", None)
-    if balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
+    if balance is not None and getattr(fitted, "path_phi", None) is not None:  # DATA_DRIVEN: drawn, not balanced
+        facts.append(["links", "each conversion credited by its own φ with probability Σφ/p, else baseline"])
+        facts.append(["credited shares vs share (half L1; the draws' noise)", f"{fitted.credit_gap:.4f}"])
+    elif balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
         how = (f"{balance.iterations} steps, largest relative error {balance.residual:.1e}" if balance.balanced
                else "not balanced (transform='first')")  # fmt: skip
         facts.append(["links balanced to the shares", how])
