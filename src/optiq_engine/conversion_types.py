@@ -42,8 +42,6 @@ BY = ("name",)
 #: Options that read the input frames, applied once to all the types: they cannot differ per type.
 SHARED_OPTIONS = ("on_invalid", "channel_rules", "timezone", "timestamp_format", "value_column", "value_unit",
                   "identity", "identity_key")  # fmt: skip
-#: What a frame already validated by the run is read with again, per type.
-_READ_AGAIN = {"value_column": None, "value_unit": "micros", "timestamp_format": None, "on_invalid": "raise"}
 
 Models = Sequence[str | AttributionModel] | str | AttributionModel | None
 
@@ -156,19 +154,23 @@ def attribute_by_name(
     ConfigError, ModelError
         A bad option or model, of any type, before any type runs.
     """
+    from .grouping import stage_timer
     from .pipeline import _encode_channels, normalize_inputs, run_attribution
 
     per_type = type_configs(config, models, conversion_types)
     resolve_models(models, config, default=HEURISTIC_MODELS)  # checked before any work
     timings: dict[str, float] = {}
-    tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, config)
-    cv = cv_norm.frame.with_columns(conversion_names(cv_norm.frame))
-    tp, _, _ = _encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
+    timed = stage_timer(timings, on_stage)
+    with timed("validate"):
+        tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, config)
+        cv = cv_norm.frame.with_columns(conversion_names(cv_norm.frame))
+    with timed("encode"):
+        tp, _, _ = _encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
     names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
     _warn_unused(per_type, names)
     has_none = bool(cv.get_column(TYPE_COLUMN).null_count())
     types: dict[str | None, AttributionResult] = {}
-    again = dict(_READ_AGAIN, timezone="UTC")  # the validated frames' times are UTC already
+    tp_valid = Normalized(tp, tp_norm.quarantined.clear())  # validated once: the types' runs take them as they are
     for name in [*names, None] if has_none else names:
         cfg, type_models = per_type.get(name, (config, models)) if name is not None else (config, models)
         rows = cv.filter(pl.col(TYPE_COLUMN).is_null() if name is None else pl.col(TYPE_COLUMN) == name)
@@ -177,13 +179,14 @@ def attribute_by_name(
             if on_stage is not None:
                 on_stage(f"{name or '(no name)'}: {step}")
 
-        result = run_attribution(tp, rows.drop(TYPE_COLUMN), models=type_models,
-                                 config=replace(cfg, **again), on_stage=stage)  # fmt: skip
-        types[name] = replace(result, config=cfg)
+        rows = Normalized(rows.drop(TYPE_COLUMN), cv_norm.quarantined.clear())
+        types[name] = run_attribution(tp_valid, rows, models=type_models, config=cfg, on_stage=stage)
+        result = types[name]
         for k, v in result.timings.items():
             timings[k] = timings.get(k, 0.0) + v
     if not types:  # no conversion: an empty run gives the frames' columns
-        empty = run_attribution(tp, cv.drop(TYPE_COLUMN), models=models, config=replace(config, **again))
+        rows = Normalized(cv.drop(TYPE_COLUMN), cv_norm.quarantined.clear())
+        empty = run_attribution(tp_valid, rows, models=models, config=config)
         combined = _combine({None: empty}, [], config, tp_norm, cv_norm, timings)
         return replace(combined, links=combined.links.clear(), credit=combined.credit.clear(), types={})
     return _combine(types, names, config, tp_norm, cv_norm, timings)

@@ -359,9 +359,15 @@ def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig)
 
 
 def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: Any, *, tails: bool) -> _Matched:
-    """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (docs/contract.md §2)."""
+    """Validate, encode, sort by (group, time, id) and find every conversion's touchpoints (docs/contract.md §2).
+
+    Frames already validated by the caller (:class:`Normalized`, as :mod:`.conversion_types` passes each
+    type's) are taken as they are."""
     with timed("validate"):
-        tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, cfg)
+        if isinstance(touchpoints, Normalized) and isinstance(conversions, Normalized):
+            tp_norm, cv_norm = touchpoints, conversions
+        else:
+            tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, cfg)
         tp, cv = tp_norm.frame, cv_norm.frame
 
     with timed("encode"):
