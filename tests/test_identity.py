@@ -518,3 +518,34 @@ def test_ties_go_to_the_greatest_user_id_and_quarantined_rows_identify_nothing()
     assert result.quarantined["conversions"].get_column("conversion_id").to_list() == ["bad"]
     assert result.identity.several_user_ids == 1
     assert (result.identity.merged_anon_ids, result.identity.merged_persons) == (2, 1)  # kiosk and u3-phone
+
+
+def test_by_name_stitches_every_type_with_one_map() -> None:
+    """The tablet is identified only by its sign-up: the purchase (another type) still sees the tablet's touch."""
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["t_tab", "t_lap"],
+            "anon_id": ["tablet", "laptop"],
+            "occurred_at": [_at(1), _at(3)],
+            "channel": ["display", "paid_search"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["signup", "buy"],
+            "anon_id": ["tablet", "laptop"],
+            "occurred_at": [_at(2), _at(4)],
+            "value_micros": [0, 5],
+            "user_id": ["u1", "u1"],
+            "name": ["signup", "purchase"],
+        }
+    )
+    options = {"models": ["FIRST_TOUCH"], "identity": "stitched", "reset_after_conversion": False}
+    whole = oq.attribute(tp, cv, **options)
+    by_name = oq.attribute(tp, cv, by="name", **options)
+    first = by_name.links.filter(pl.col("weight") == 1)
+    assert dict(zip(first.get_column("conversion_id"), first.get_column("touchpoint_id"), strict=True)) == {
+        "signup": "t_tab",
+        "buy": "t_tab",
+    }
+    assert by_name.identity == whole.identity  # the counts of every type's rows

@@ -166,6 +166,12 @@ def attribute_by_name(
         cv = cv_norm.frame.with_columns(conversion_names(cv_norm.frame))
     with timed("encode"):
         tp, _, _ = _encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
+    identity = None
+    if config.identity == "stitched":  # one stitch map of every type's rows (docs/contract.md §1.5)
+        from .grouping import group_key_columns
+        from .identity import resolve_user_ids
+
+        tp, cv, identity = resolve_user_ids(tp, cv, group_key_columns(tp, cv)[:-1])
     names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
     _warn_unused(per_type, names)
     has_none = bool(cv.get_column(TYPE_COLUMN).null_count())
@@ -189,7 +195,8 @@ def attribute_by_name(
         empty = run_attribution(tp_valid, rows, models=models, config=config)
         combined = _combine({None: empty}, [], config, tp_norm, cv_norm, timings)
         return replace(combined, links=combined.links.clear(), credit=combined.credit.clear(), types={})
-    return _combine(types, names, config, tp_norm, cv_norm, timings)
+    combined = _combine(types, names, config, tp_norm, cv_norm, timings)
+    return combined if identity is None else replace(combined, identity=identity)
 
 
 def _warn_unused(per_type: Mapping[str, Any], names: list[str]) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "PERSON",
     "USER_ID",
     "person_keys",
+    "resolve_user_ids",
     "stitch",
     "stitch_map",
 ]
@@ -141,18 +142,35 @@ def stitch_map(rows: pl.DataFrame, scope: list[str]) -> pl.DataFrame:
     )
 
 
+def _joined(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.DataFrame:
+    """``frame``'s scope and ``anon_id`` (as strings) with its anon id's mapped ``user_id`` (null: none)."""
+    keys = [*scope, "anon_id"]
+    left = frame.select(*(pl.col(c).cast(pl.String) for c in scope), "anon_id")
+    return left.join(mapping.select(*keys, USER_ID), on=keys, how="left", nulls_equal=True, maintain_order="left")
+
+
 def person_keys(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.Series:
     """Per row of ``frame``, its person: ``"u" + user_id`` of its anon id's mapping, else ``"a" + anon_id``
     (the one-letter prefix keeps a user id from ever equalling an anon id)."""
-    keys = [*scope, "anon_id"]
-    left = frame.select(*(pl.col(c).cast(pl.String) for c in scope), "anon_id")
-    joined = left.join(mapping.select(*keys, USER_ID), on=keys, how="left", nulls_equal=True, maintain_order="left")
-    person = (
-        pl.when(pl.col(USER_ID).is_not_null())
-        .then(pl.lit("u") + pl.col(USER_ID))
-        .otherwise(pl.lit("a") + pl.col("anon_id"))
-    )
-    return joined.select(person.alias(PERSON)).to_series()
+    user = pl.col(USER_ID)
+    person = pl.when(user.is_not_null()).then(pl.lit("u") + user).otherwise(pl.lit("a") + pl.col("anon_id"))
+    return _joined(frame, mapping, scope).select(person.alias(PERSON)).to_series()
+
+
+def _mapping(
+    touchpoints: pl.DataFrame, conversions: pl.DataFrame, scope: list[str]
+) -> tuple[pl.DataFrame, IdentityStitch]:
+    """The stitch map of both frames' rows and its summary (the user id column checked, confusables warned)."""
+    if USER_ID not in touchpoints.columns and USER_ID not in conversions.columns:
+        raise SchemaError(
+            f"identity='stitched' needs a {USER_ID!r} column in touchpoints or conversions (the logged-in user "
+            "of the row, null when anonymous); columns are "
+            f"{sorted(set(touchpoints.columns) | set(conversions.columns))} (docs/contract.md §1.5)"
+        )
+    rows, blank = _identity_rows({"touchpoints": touchpoints, "conversions": conversions}, scope)
+    warn_confusable_ids(rows.get_column(USER_ID), what=USER_ID)
+    mapping = stitch_map(rows, scope)
+    return mapping, _summary(rows, mapping, scope, blank)
 
 
 def stitch(
@@ -177,18 +195,22 @@ def stitch(
     >>> tp.get_column("_person").to_list(), summary.merged_anon_ids, summary.merged_persons
     (['uu1', 'uu1'], 2, 1)
     """
-    if USER_ID not in touchpoints.columns and USER_ID not in conversions.columns:
-        raise SchemaError(
-            f"identity='stitched' needs a {USER_ID!r} column in touchpoints or conversions (the logged-in user "
-            "of the row, null when anonymous); columns are "
-            f"{sorted(set(touchpoints.columns) | set(conversions.columns))} (docs/contract.md §1.5)"
-        )
-    rows, blank = _identity_rows({"touchpoints": touchpoints, "conversions": conversions}, scope)
-    warn_confusable_ids(rows.get_column(USER_ID), what=USER_ID)
-    mapping = stitch_map(rows, scope)
+    mapping, summary = _mapping(touchpoints, conversions, scope)
     touchpoints = touchpoints.with_columns(person_keys(touchpoints, mapping, scope))
     conversions = conversions.with_columns(person_keys(conversions, mapping, scope))
-    return touchpoints, conversions, _summary(rows, mapping, scope, blank)
+    return touchpoints, conversions, summary
+
+
+def resolve_user_ids(
+    touchpoints: pl.DataFrame, conversions: pl.DataFrame, scope: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, IdentityStitch]:
+    """Both frames with ``user_id`` replaced by each row's anon id's latest user id, and the summary of all
+    rows: any subset of the rows (one conversion type's, ``attribute(by="name")``) then stitches the anon ids
+    into the same persons as the whole (a login on one type's conversion identifies for every type)."""
+    mapping, summary = _mapping(touchpoints, conversions, scope)
+    touchpoints = touchpoints.with_columns(_joined(touchpoints, mapping, scope).get_column(USER_ID))
+    conversions = conversions.with_columns(_joined(conversions, mapping, scope).get_column(USER_ID))
+    return touchpoints, conversions, summary
 
 
 def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank: int) -> IdentityStitch:
