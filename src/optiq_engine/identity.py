@@ -135,11 +135,8 @@ def stitch_map(rows: pl.DataFrame, scope: list[str]) -> pl.DataFrame:
     """
     keys = [*scope, "anon_id"]
     identified = rows.filter(pl.col(USER_ID).is_not_null())
-    return (
-        identified.sort([*keys, "occurred_at", pl.col(USER_ID).cast(pl.Binary)])
-        .group_by(keys, maintain_order=True)
-        .agg(pl.col(USER_ID).last(), pl.col(USER_ID).n_unique().alias("user_ids"))
-    )
+    latest = pl.col(USER_ID).sort_by(["occurred_at", USER_ID]).last()  # strings sort in byte order
+    return identified.group_by(keys).agg(latest, pl.col(USER_ID).n_unique().alias("user_ids"))
 
 
 def _joined(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.DataFrame:
@@ -215,13 +212,13 @@ def resolve_user_ids(
 
 def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank: int) -> IdentityStitch:
     keys = [*scope, "anon_id"]
-    anon = rows.select(keys).unique()
+    n_anon = rows.select(keys).n_unique()
     per_person = mapping.group_by([*scope, USER_ID]).len()
     merged = per_person.filter(pl.col("len") > 1)
     return IdentityStitch(
-        anon_ids=anon.height,
+        anon_ids=n_anon,
         identified=mapping.height,
-        persons=anon.height - mapping.height + per_person.height,
+        persons=n_anon - mapping.height + per_person.height,
         merged_anon_ids=int(merged.get_column("len").sum()),
         merged_persons=merged.height,
         several_user_ids=int((mapping.get_column("user_ids") > 1).sum()),
