@@ -419,3 +419,45 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
                 expected.credit.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").sum()
             )
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_full_run_since_a_date_reads_back_the_longest_lookback_of_any_type(postgres_url: str) -> None:
+    """Touchpoints are read from ``since`` minus the longest lookback of any type (purchase: 60 days, the
+    organization's 3), so a purchase's window is whole."""
+    import json
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db, seed
+    from tests.pg import fresh_database
+    from tests.test_postgres_io import _db_links, _expected, _retag
+
+    data = _named(_retag(oq.synthetic.generate(n_users=300, seed=12), "orgL"))
+    settings = {"by": "name", "models": ["LINEAR"], "lookbackDays": 3, "conversionTypes": {"purchase": {"lookbackDays": 60}}}
+    since = datetime(2026, 2, 15, tzinfo=UTC)
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgL', %s)""", (json.dumps(settings),))  # fmt: skip
+        run_batch(url, organization_id="orgL", full=True, since=since)
+        expected = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], by="name",
+                                lookback=timedelta(days=3), conversion_types={"purchase": {"lookback": timedelta(days=60)}})  # fmt: skip
+        later = data.conversions.filter(pl.col("occurred_at") >= since).get_column("conversion_id")
+        in_scope = expected.links.filter(pl.col("conversion_id").is_in(later.implode()))
+        old = in_scope.filter(pl.col("conversion_name") == "purchase").join(
+            data.touchpoints.select("touchpoint_id", "occurred_at"), on="touchpoint_id"
+        )
+        assert old.filter(pl.col("occurred_at") < since - timedelta(days=3)).height  # the case is exercised
+        assert _db_links(url, "orgL").equals(_expected(replace_links(expected, in_scope)))
+
+
+def replace_links(result: oq.AttributionResult, links: pl.DataFrame) -> oq.AttributionResult:
+    from dataclasses import replace
+
+    return replace(result, links=links)

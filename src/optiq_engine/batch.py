@@ -206,6 +206,14 @@ def _count_types(counts: dict[str, int], conversions: pl.DataFrame) -> None:
     counts.update(ordered)
 
 
+def _longest_lookback(config: AttributionConfig, models: Sequence[str] | None, by: str | None, per_name: Any) -> timedelta:
+    """The lookback the reads must cover: the longest of every conversion type's (a type's may be longer)."""
+    from .conversion_types import type_configs
+
+    types = type_configs(config, models, per_name).values() if by is not None else ()
+    return max([config.lookback, *(cfg.lookback for cfg, _ in types)])
+
+
 def _all_model_names(models: Sequence[str] | None, config: AttributionConfig, by: str | None, per_name: Any) -> list[str]:
     """The names of the models of every conversion type (the call's, then each type's new ones)."""
     from .conversion_types import type_configs
@@ -529,7 +537,7 @@ def run_batch(
                 organization_id=organization_id,
                 site_id=site_id,
                 start=since if full else None,
-                lookback=config.lookback,
+                lookback=_longest_lookback(config, chosen, by, per_name),
                 anon_ids=anon_ids,
             )
             links: list[pl.DataFrame] = []
