@@ -155,7 +155,7 @@ def attribute_by_name(
         A bad option or model, of any type, before any type runs.
     """
     from .grouping import stage_timer
-    from .pipeline import _encode_channels, normalize_inputs, run_attribution
+    from .pipeline import _encode_channels, normalize_inputs
 
     per_type = type_configs(config, models, conversion_types)
     resolve_models(models, config, default=HEURISTIC_MODELS)  # checked before any work
@@ -174,29 +174,46 @@ def attribute_by_name(
         tp, cv, identity = resolve_user_ids(tp, cv, group_key_columns(tp, cv)[:-1])
     names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
     _warn_unused(per_type, names)
-    has_none = bool(cv.get_column(TYPE_COLUMN).null_count())
+    # Validated once: each type's run takes the frames as they are (nothing quarantined there).
+    tp_valid, cv_none = Normalized(tp, tp_norm.quarantined.clear()), cv_norm.quarantined.clear()
     types: dict[str | None, AttributionResult] = {}
-    tp_valid = Normalized(tp, tp_norm.quarantined.clear())  # validated once: the types' runs take them as they are
-    for name in [*names, None] if has_none else names:
+    for name in [*names, None] if cv.get_column(TYPE_COLUMN).null_count() else names:
         cfg, type_models = per_type.get(name, (config, models)) if name is not None else (config, models)
         rows = cv.filter(pl.col(TYPE_COLUMN).is_null() if name is None else pl.col(TYPE_COLUMN) == name)
-
-        def stage(step: str, name: str | None = name) -> None:
-            if on_stage is not None:
-                on_stage(f"{name or '(no name)'}: {step}")
-
-        rows = Normalized(rows.drop(TYPE_COLUMN), cv_norm.quarantined.clear())
-        types[name] = run_attribution(tp_valid, rows, models=type_models, config=cfg, on_stage=stage)
-        result = types[name]
-        for k, v in result.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
+        types[name] = _run_type(
+            tp_valid, Normalized(rows.drop(TYPE_COLUMN), cv_none), name, type_models, cfg, on_stage, timings
+        )
     if not types:  # no conversion: an empty run gives the frames' columns
-        rows = Normalized(cv.drop(TYPE_COLUMN), cv_norm.quarantined.clear())
-        empty = run_attribution(tp_valid, rows, models=models, config=config)
-        combined = _combine({None: empty}, [], config, tp_norm, cv_norm, timings)
+        empty = {
+            None: _run_type(tp_valid, Normalized(cv.drop(TYPE_COLUMN), cv_none), None, models, config, None, timings)
+        }
+        combined = _combine(empty, [], config, tp_norm, cv_norm, timings)
         return replace(combined, links=combined.links.clear(), credit=combined.credit.clear(), types={})
     combined = _combine(types, names, config, tp_norm, cv_norm, timings)
     return combined if identity is None else replace(combined, identity=identity)
+
+
+def _run_type(
+    touchpoints: Normalized,
+    conversions: Normalized,
+    name: str | None,
+    models: Models,
+    config: AttributionConfig,
+    on_stage: Callable[[str], None] | None,
+    timings: dict[str, float],
+) -> AttributionResult:
+    """One type's attribution: its conversions against every touchpoint, both validated (stage names
+    prefixed with the type, seconds added to ``timings``)."""
+    from .pipeline import run_attribution
+
+    def stage(step: str) -> None:
+        if on_stage is not None:
+            on_stage(f"{name or '(no name)'}: {step}")
+
+    result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=stage)
+    for k, v in result.timings.items():
+        timings[k] = timings.get(k, 0.0) + v
+    return result
 
 
 def _warn_unused(per_type: Mapping[str, Any], names: list[str]) -> None:
