@@ -461,3 +461,47 @@ def replace_links(result: oq.AttributionResult, links: pl.DataFrame) -> oq.Attri
     from dataclasses import replace
 
     return replace(result, links=links)
+
+
+@pytest.mark.postgres
+def test_an_incremental_run_per_name_writes_what_a_full_run_would(postgres_url: str) -> None:
+    """A new touchpoint before a purchase, and a conversion renamed in place (the change log has both): the
+    incremental run's links equal attribute(by="name") over everything."""
+    import json
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db, postgres, seed
+    from tests.pg import fresh_database
+    from tests.test_postgres_io import _db_links, _expected, _retag
+
+    data = _named(_retag(oq.synthetic.generate(n_users=300, seed=14), "orgI"))
+    settings = {"by": "name", "models": ["LINEAR", "LAST_TOUCH"], "conversionTypes": {"purchase": {"lookbackDays": 45}}}
+    types = {"purchase": {"lookback": timedelta(days=45)}}
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgI', %s)""", (json.dumps(settings),))  # fmt: skip
+        assert run_batch(url, organization_id="orgI").mode == "FULL"
+        purchases = data.conversions.filter(pl.col("name") == "purchase").sort("conversion_id")
+        buy, other = purchases.row(0, named=True), purchases.row(1, named=True)
+        with psycopg.connect(dsn) as conn:
+            conn.execute(
+                'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource", "utmMedium") '
+                "VALUES ('orgI_tp_new', %s, %s, %s, 'newsletter', 'email')",
+                (buy["site_id"], buy["anon_id"], buy["occurred_at"] - timedelta(days=40)),
+            )
+            conn.execute("""UPDATE "TrackingEvent" SET name = 'sign_up' WHERE id = %s""", (other["conversion_id"],))
+        run = run_batch(url, organization_id="orgI")
+        assert run.mode == "INCREMENTAL" and run.users == len({buy["anon_id"], other["anon_id"]}) and run.changed > 0
+        window = postgres.Window(organization_id="orgI")
+        tp, cv = postgres.read_touchpoints(url, window), postgres.read_conversions(url, window)
+        expected = oq.attribute(tp, cv, models=["LINEAR", "LAST_TOUCH"], by="name", conversion_types=types)
+        assert _db_links(url, "orgI").equals(_expected(expected))
+        new = expected.links.filter(pl.col("touchpoint_id") == "orgI_tp_new")
+        assert new.get_column("conversion_name").cast(pl.String).unique().to_list() == ["purchase"]
