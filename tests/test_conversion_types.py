@@ -357,11 +357,14 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
     from datetime import date
 
     import psycopg
-    from sqlalchemy import create_engine, pool
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine, pool, text
     from sqlalchemy.engine import make_url
 
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db, seed
+    from optiq_engine.service import keys
+    from optiq_engine.service.api import create_app
     from optiq_engine.service.metrics import MetricsQuery, read_credit, read_metrics
     from tests.pg import fresh_database
     from tests.test_postgres_io import _db_links, _expected, _retag
@@ -418,7 +421,22 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
             assert everything.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").item() == pytest.approx(
                 expected.credit.filter(pl.col("model") == "LAST_TOUCH").get_column("conversions").sum()
             )
+        with engine.begin() as conn:  # the HTTP API: ?conversion_name= on /v1/metrics and /v1/credit
+            conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('un', 'un@example.com')"""))
+            conn.execute(text("""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""))
+            headers = {"Authorization": f"Bearer {keys.create_api_key(conn, organization_id='orgN', user_id='un')[1]}"}
         engine.dispose()
+        app_engine = create_engine(db.normalise_url(url))
+        with TestClient(create_app(engine=app_engine)) as client:
+            params = {"start": str(start), "end": str(end), "grain": "organization", "model": "LINEAR", "compare": "false"}
+            signups = credit.filter((pl.col("conversion_name") == "sign_up") & (pl.col("model") == "LINEAR"))
+            r = client.get("/v1/metrics", params={**params, "conversion_name": "sign_up"}, headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["rows"][0]["conversions"] == pytest.approx(signups.get_column("conversions").sum())
+            r = client.get("/v1/credit", params={**params, "conversion_name": "nothing"}, headers=headers)
+            assert r.status_code == 200 and r.json()["rows"] == []
+            assert client.get("/v1/metrics", params={**params, "conversion_name": ""}, headers=headers).status_code == 422
+        app_engine.dispose()
 
 
 @pytest.mark.postgres
