@@ -337,7 +337,9 @@ def test_conversion_settings_read_by_and_per_name_keys() -> None:
         conversion_settings({"conversionTypes": {"purchase": {}}})
     with pytest.raises(oq.ConfigError, match=r"by: cannot use 'type'"):
         conversion_settings({"by": "type"})
-    with pytest.raises(oq.ConfigError, match=r"conversionTypes.purchase: unknown key\(s\) lookback; valid: .*lookbackDays"):
+    with pytest.raises(
+        oq.ConfigError, match=r"conversionTypes.purchase: unknown key\(s\) lookback; valid: .*lookbackDays"
+    ):
         conversion_settings({"by": "name", "conversionTypes": {"purchase": {"lookback": 9}}})
     with pytest.raises(oq.ConfigError, match=r"lookbackDays: cannot use 'soon'"):
         conversion_settings({"by": "name", "conversionTypes": {"purchase": {"lookbackDays": "soon"}}})
@@ -387,7 +389,9 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
         assert stored.equals(_expected(expected))
         assert set(expected.types) == {"purchase", "sign_up", None}
         last_touch = expected.links.filter(pl.col("model") == "LAST_TOUCH")
-        assert last_touch.height and set(last_touch.get_column("conversion_name").cast(pl.String).unique()) == {"purchase"}
+        assert last_touch.height and set(last_touch.get_column("conversion_name").cast(pl.String).unique()) == {
+            "purchase"
+        }
         assert summary.links == expected.links.height
         per_type = {name or "(no name)": r.n_conversions for name, r in expected.types.items()}
         assert summary.conversion_types == per_type and list(summary.conversion_types)[-1] == "(no name)"
@@ -409,7 +413,9 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
             for name in ("purchase", "sign_up"):
                 want = credit.filter((pl.col("conversion_name") == name) & (pl.col("model") == "LINEAR"))
                 want = dict(want.filter(pl.col("conversions") > 0).select("channel", "conversions").iter_rows())
-                query = MetricsQuery("orgN", start, end, model="LINEAR", grain="channel", compare=False, conversion_name=name)
+                query = MetricsQuery(
+                    "orgN", start, end, model="LINEAR", grain="channel", compare=False, conversion_name=name
+                )
                 got = read_metrics(query, conn).filter(pl.col("conversions") > 0)
                 got = dict(got.select("channel", "conversions").iter_rows())
                 assert got.keys() == want.keys() and all(math.isclose(got[k], want[k], rel_tol=1e-9) for k in want)
@@ -423,19 +429,31 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
             )
         with engine.begin() as conn:  # the HTTP API: ?conversion_name= on /v1/metrics and /v1/credit
             conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('un', 'un@example.com')"""))
-            conn.execute(text("""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""))
+            conn.execute(
+                text(
+                    """INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""
+                )
+            )
             headers = {"Authorization": f"Bearer {keys.create_api_key(conn, organization_id='orgN', user_id='un')[1]}"}
         engine.dispose()
         app_engine = create_engine(db.normalise_url(url))
         with TestClient(create_app(engine=app_engine)) as client:
-            params = {"start": str(start), "end": str(end), "grain": "organization", "model": "LINEAR", "compare": "false"}
+            params = {
+                "start": str(start),
+                "end": str(end),
+                "grain": "organization",
+                "model": "LINEAR",
+                "compare": "false",
+            }
             signups = credit.filter((pl.col("conversion_name") == "sign_up") & (pl.col("model") == "LINEAR"))
             r = client.get("/v1/metrics", params={**params, "conversion_name": "sign_up"}, headers=headers)
             assert r.status_code == 200, r.text
             assert r.json()["rows"][0]["conversions"] == pytest.approx(signups.get_column("conversions").sum())
             r = client.get("/v1/credit", params={**params, "conversion_name": "nothing"}, headers=headers)
             assert r.status_code == 200 and r.json()["rows"] == []
-            assert client.get("/v1/metrics", params={**params, "conversion_name": ""}, headers=headers).status_code == 422
+            assert (
+                client.get("/v1/metrics", params={**params, "conversion_name": ""}, headers=headers).status_code == 422
+            )
         app_engine.dispose()
 
 
@@ -454,7 +472,12 @@ def test_a_full_run_since_a_date_reads_back_the_longest_lookback_of_any_type(pos
     from tests.test_postgres_io import _db_links, _expected, _retag
 
     data = _named(_retag(oq.synthetic.generate(n_users=300, seed=12), "orgL"))
-    settings = {"by": "name", "models": ["LINEAR"], "lookbackDays": 3, "conversionTypes": {"purchase": {"lookbackDays": 60}}}
+    settings = {
+        "by": "name",
+        "models": ["LINEAR"],
+        "lookbackDays": 3,
+        "conversionTypes": {"purchase": {"lookbackDays": 60}},
+    }
     since = datetime(2026, 2, 15, tzinfo=UTC)
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
