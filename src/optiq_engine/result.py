@@ -105,7 +105,8 @@ class AttributionResult:
     def __repr__(self) -> str:
         return (
             f"AttributionResult(models={list(self.model_names)}, links={self.links.height:,}, "
-            f"conversions={self.n_conversions:,}, unattributed={self.unattributed.height:,})"
+            f"conversions={self.n_conversions:,}, unattributed={self.unattributed.height:,}"
+            + (f", conversion types={list(self.types)})" if self.types else ")")
         )
 
     # --- notebook display (optiq_engine._html) ---
