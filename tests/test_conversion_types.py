@@ -546,3 +546,22 @@ def test_an_incremental_run_per_name_writes_what_a_full_run_would(postgres_url: 
         assert _db_links(url, "orgI").equals(_expected(expected))
         new = expected.links.filter(pl.col("touchpoint_id") == "orgI_tp_new")
         assert new.get_column("conversion_name").cast(pl.String).unique().to_list() == ["purchase"]
+
+
+def test_cli_attribute_by_name(tmp_path) -> None:
+    tp, cv = one_user()
+    tp.write_parquet(tmp_path / "tp.parquet")
+    cv.write_parquet(tmp_path / "cv.parquet")
+    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet"),
+            "--out", str(tmp_path / "out"), "-m", "LINEAR"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--by", "name"])
+    assert result.exit_code == 0, result.output
+    assert "per conversion type" in result.output and "sign_up" in result.output
+    links = pl.read_parquet(tmp_path / "out" / "links.parquet")
+    expected = oq.attribute(tp, cv, models=["LINEAR"], by="name").links
+    assert links.with_columns(pl.col("conversion_name", "model", "channel").cast(pl.String)).equals(
+        expected.with_columns(pl.col("conversion_name", "model", "channel").cast(pl.String))
+    )
+    assert pl.read_parquet(tmp_path / "out" / "credit.parquet").columns[0] == "conversion_name"
+    bad = CliRunner().invoke(app, [*args, "--by", "name", "--partitions", "2"])
+    assert bad.exit_code == 2 and "--partitions 1" in bad.output

@@ -60,10 +60,12 @@ _STAGES = {
 
 
 def _run(
-    touchpoints, conversions, models: list[str] | None, config: AttributionConfig
+    touchpoints, conversions, models: list[str] | None, config: AttributionConfig, by: str | None = None
 ) -> tuple[AttributionResult, dict[str, float]]:
     """Attribute with a progress display; also return the seconds spent compiling Numba kernels, by stage
-    (``"starting"`` before the first), so the caller can report compilation apart from run time."""
+    (``"starting"`` before the first), so the caller can report compilation apart from run time. ``by``:
+    credit per conversion type (docs/attribution.md, "Conversion types"; stages named ``"<type>: <stage>"``)."""
+    from .conversion_types import attribute_by_name
     from .pipeline import run_attribution
 
     compiling: dict[str, float] = {}
@@ -79,10 +81,14 @@ def _run(
     with stages("attributing") as show:
 
         def on_stage(stage: str) -> None:
-            account(stage)
-            show(_STAGES.get(stage, stage))
+            kind, _, step = stage.rpartition(": ")
+            account(step)
+            show(f"{kind}: {_STAGES.get(step, step)}" if kind else _STAGES.get(step, step))
 
-        result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=on_stage)
+        if by is not None:
+            result = attribute_by_name(touchpoints, conversions, models=models, config=config, on_stage=on_stage)
+        else:
+            result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=on_stage)
     account(None)
     return result, compiling
 
@@ -98,20 +104,23 @@ def _credit_table(result: AttributionResult, credit: pl.DataFrame | None = None)
     import polars as pl
 
     names = list(result.model_names)
+    credit = result.credit if credit is None else credit
+    by = ["conversion_name"] if "conversion_name" in credit.columns else []  # by="name": a row per type and channel
     wide = (
-        (result.credit if credit is None else credit).with_columns(pl.col("model").cast(pl.String), pl.col("channel").cast(pl.String))
-        .pivot(on="model", index="channel", values="conversions")
-        .sort("channel")
+        credit.with_columns(pl.col("model", "channel", *by).cast(pl.String))
+        .pivot(on="model", index=[*by, "channel"], values="conversions")
+        .sort(*by, "channel", nulls_last=True)
     )  # fmt: skip
     rows = [
-        [row["channel"], *(f"{row[n]:,.1f}" for n in names)]
+        [*((row["conversion_name"] or "(no name)",) if by else ()), row["channel"],
+         *(f"{row[n]:,.1f}" if row[n] is not None else "" for n in names)]
         for row in wide.iter_rows(named=True)
         if any(row[n] for n in names)
-    ]
+    ]  # fmt: skip
 
     def build(headers: list[str]) -> Table:
-        title = "Attributed conversions by channel and model"
-        table = new_table(title, "channel", *headers, numbers=headers)
+        title = "Attributed conversions by channel and model" + (" (per conversion type)" if by else "")
+        table = new_table(title, *(["type"] if by else []), "channel", *headers, numbers=headers)
         for row in rows:
             table.add_row(*row)
         return table
@@ -223,6 +232,9 @@ def attribute(
     touch_rule: TouchRuleFlag = "all",
     drop_direct: DropDirectFlag = "never",
     max_touchpoints: MaxTouchpointsFlag = None,
+    by: Annotated[
+        str | None, typer.Option(help="name: attribute each conversion type (the conversions' name column) on its own (docs/attribution.md, Conversion types).", show_default=False)
+    ] = None,  # fmt: skip
     identity: Annotated[
         str, typer.Option(help="anon_id (each cookie) or stitched (anon ids joined by the user_id column; docs/contract.md §1.5).")
     ] = "anon_id",
@@ -239,6 +251,8 @@ def attribute(
     """
     if engine not in ("local", "spark"):
         _fail(ConfigError(f"--engine must be local or spark, got {engine!r}"))
+    if by is not None and (engine == "spark" or partitions > 1):
+        _fail(ConfigError("--by name runs with --engine local and --partitions 1 (credit per conversion type)"))
     if engine == "spark":
         from .spark.cli import attribute_command
 
@@ -265,10 +279,12 @@ def attribute(
     with _one_line_errors(), handle_signals():  # SIGINT/SIGTERM: stop at a safe point, exit 130/143
         import polars as pl
 
+        from .conversion_types import check_by
         from .io.parquet import ResultWriter, iter_partitions  # a signal while importing is deferred too
         from .models.fitted import data_driven_names
         from .result import combine_credit
 
+        check_by(by)
         compiled = compile_seconds()
         config = AttributionConfig(
             lookback=timedelta(days=lookback_days),
@@ -293,7 +309,7 @@ def attribute(
             for i, (tp, cv) in enumerate(iter_partitions(touchpoints, conversions, partitions=partitions)):
                 if partitions > 1:
                     err.print(f"partition {i + 1}/{partitions}: {tp.height:,} touchpoints, {cv.height:,} conversions")
-                result, _ = _run(tp, cv, model or None, config)
+                result, _ = _run(tp, cv, model or None, config, by)
                 writer.write(result)
                 summaries.append(result.without_links())
     console.print(_credit_table(summaries[0], combine_credit([r.credit for r in summaries])))
