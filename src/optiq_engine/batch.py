@@ -598,7 +598,8 @@ def run_batch(
                         ).drop("changed_from")
                     summary.conversions += in_scope.height
                     if by is not None:
-                        result = attribute_by_name(tp, cv, models=chosen, config=config, conversion_types=per_name)
+                        result = attribute_by_name(tp, cv, models=chosen, config=config, conversion_types=per_name,
+                                                   warn_unused=anon_ids is None and partitions == 1)  # fmt: skip
                         _count_types(summary.conversion_types, in_scope)
                     else:
                         result = run_attribution(tp, cv, models=chosen, config=config)

@@ -125,6 +125,7 @@ def attribute_by_name(
     config: AttributionConfig,
     conversion_types: Mapping[str, Mapping[str, Any]] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    warn_unused: bool = True,
 ) -> AttributionResult:
     """:func:`optiq_engine.attribute` with ``by="name"``: one attribution per conversion type, one result.
 
@@ -139,6 +140,9 @@ def attribute_by_name(
         not :data:`SHARED_OPTIONS`) and ``models``.
     on_stage
         Called with each stage's name (``"purchase: weights"``).
+    warn_unused
+        Log a warning for each name of ``conversion_types`` that no conversion has (off for the slices of
+        the users an incremental ``optiq run`` recomputes: they need not have every type).
 
     Returns
     -------
@@ -173,7 +177,8 @@ def attribute_by_name(
 
         tp, cv, identity = resolve_user_ids(tp, cv, group_key_columns(tp, cv)[:-1])
     names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
-    _warn_unused(per_type, names)
+    if warn_unused:
+        _warn_unused(per_type, names)
     # Validated once: each type's run takes the frames as they are (nothing quarantined there).
     tp_valid, cv_none = Normalized(tp, tp_norm.quarantined.clear()), cv_norm.quarantined.clear()
     types: dict[str | None, AttributionResult] = {}
