@@ -565,3 +565,17 @@ def test_cli_attribute_by_name(tmp_path) -> None:
     assert pl.read_parquet(tmp_path / "out" / "credit.parquet").columns[0] == "conversion_name"
     bad = CliRunner().invoke(app, [*args, "--by", "name", "--partitions", "2"])
     assert bad.exit_code == 2 and "--partitions 1" in bad.output
+
+
+def test_by_name_does_not_depend_on_input_row_order() -> None:
+    data = oq.synthetic.generate(n_users=800, seed=6)
+    names = pl.Series(["purchase", "sign_up", None, " "], dtype=pl.String)[
+        pl.Series(range(data.conversions.height)) % 4
+    ]
+    cv = data.conversions.with_columns(names.alias("name"))
+    models = ["LINEAR", "TIME_DECAY", "MARKOV"]
+    result = oq.attribute(data.touchpoints, cv, models=models, by="name")
+    shuffled = oq.attribute(data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1),
+                            cv.sample(fraction=1.0, shuffle=True, seed=2), models=models, by="name")  # fmt: skip
+    assert result.links.equals(shuffled.links)
+    assert result.credit.equals(shuffled.credit) and result.unattributed.equals(shuffled.unattributed)
