@@ -581,15 +581,17 @@ ANALYSIS = """
   (`display`, `direct`) looks like it lifts the rate, while a late, effective channel (`email`) mostly
   appears in already large coalitions where the lift is shared with many partners. Its intervals are wider
   (0.03-0.05) and cover 30 %.
-- **DATA_DRIVEN** (touch form) is the best model in every scenario (mean 0.081; 0.028 in `additive`, where
-  the model is well specified). What is left is selection by intent: it over-credits the channels whose reach
-  grows with the user's intent (`email` +0.04, `google_ads` and `paid_search` +0.02 to +0.04; in
-  `late_channel`, where email's loading is 0, only the search channels) and under-credits `direct` (-0.03 to
-  -0.05; share 0 against 0.04 in `default`), which every user has and which is relatively more of the touches
-  of low-intent users. The model has no per-user intercept, so it reads intent as the effect of the channels
-  that come with it; in `additive` (no selection) no channel is off by more than 0.021. In `interaction` (0.110,
-  its worst) a main-effects model also has to split the +1.5 joint term between `meta_ads` (-0.02) and
-  `google_ads` (+0.02). Its intervals (0.008-0.016 wide) cover 48 % of the channels: the rest is that bias.
+- **DATA_DRIVEN** (the default since 2026-12-06: `form="auto"`, credit by draws) is the best model in every
+  scenario (mean 0.100, 0.077-0.125), but further from the truth than the previous default, the touch form
+  (mean 0.081 in the run before, engine e399d2d; 0.028 in `additive`): on this simulator `auto` prefers the
+  nested form (a touch may convert and so may the journey's end) by a BIC margin of 100-500, which attributes
+  worse than the pure per-touch form (`additive`, seed 0: nested 0.102, per-touch 0.031, chosen by 491 BIC
+  points; the simulator's memory window and repeated conversions with a stock reset are in no candidate, and
+  the nested form absorbs that misfit). It over-credits the zero-effect `display` (+0.02 to +0.07) and
+  `email` (+0.11 in `saturation`), and under-credits `direct` (-0.03 to -0.05, share 0 against about 0.04).
+  The touch form stays one option away (`DataDriven(form="touch")`); the default changed because on the
+  independent worlds below the touch form is the further one (0.306 against 0.199). Its intervals (0.007-0.012
+  wide) cover 35 % of the channels: the rest is that bias.
 """
 
 
