@@ -99,8 +99,9 @@ class AttributionResult:
         return self.links.filter(pl.col("model") == model.upper())
 
     def without_links(self) -> AttributionResult:
-        """The same result with an empty links frame (to keep summaries of many batches in memory)."""
-        return replace(self, links=self.links.clear())
+        """The same result with an empty links frame (to keep summaries of many batches in memory); each
+        conversion type's result in ``types`` too."""
+        return replace(self, links=self.links.clear(), types={k: r.without_links() for k, r in self.types.items()})
 
     def __repr__(self) -> str:
         return (
