@@ -29,10 +29,12 @@ Exactness, and where it comes from:
   position desc), the docs' round-by-round rule in closed form. The three models whose weights are one 1
   and zeros take the whole value or nothing (the engine's shortcut, the same result).
 
-Known limitation: a *negative* remainder (the floored quotas adding up to more than the value, which float
-rounding of huge values can cause: 2**62 micros over five TIME_DECAY touchpoints, for one) is implemented
-for LINEAR only; for POSITION_BASED and TIME_DECAY the query fails with an error naming it rather than
-return a wrong split.
+A *negative* remainder (the floored quotas adding up to more than the value, which float rounding of huge
+values can cause: 2**62 micros over five TIME_DECAY touchpoints, for one) takes units back from the positive
+parts by (fraction, -position), round by round; the query that can do so has one more window ordering for
+TIME_DECAY, so it runs only when the first query meets such a conversion. Known limitation: a negative
+remainder so large that a part would run out before the last round is not implemented (the query then
+fails with an error naming it rather than return a wrong split).
 """
 
 from __future__ import annotations
@@ -55,24 +57,47 @@ def _split(q: str, m: str) -> str:
     return f"CASE WHEN {q} >= V::DOUBLE THEN V ELSE floor({q})::BIGINT END AS b_{m},\n        {q} - floor({q}) AS f_{m}"
 
 
-def _hand_out(own_base: str, remainder: str, rank: str) -> str:
-    """A position's part: its base, ``R // n`` full rounds and one more unit if its rank by (fraction desc,
-    position desc) is within ``R % n``; a negative remainder is refused (module docstring)."""
-    return (
-        f"CASE WHEN {remainder} < 0 THEN error('duckdb baseline: a negative largest-remainder "
-        f"(value ' || V || ' micros) is not implemented') "
-        f"ELSE {own_base} + {remainder} // n + ({rank} <= {remainder} % n)::BIGINT END"
-    )
+def _hand_out(own: str, remainder: str, rank: str, negative: tuple[str, str, str] | None) -> str:
+    """A position's part (docs: value split, steps 3 and 4).
+
+    ``R >= 0``: its base, ``R // n`` full rounds and one more unit if its rank by (fraction desc, position
+    desc) is within ``R % n``. ``R < 0``: ``negative`` is (its rank among the positive parts by (fraction,
+    -position), the number ``P`` of positive parts, the smallest positive part); every positive part gives
+    ``-R // P`` units and the first ``-R % P`` one more, which is the docs' rounds as long as no part runs
+    out (otherwise the query fails: not implemented). ``negative=None``: the query fails on ``R < 0`` with a
+    message that asks for the query with those columns (:func:`attribute_duckdb` then reruns it).
+    """
+    if negative is None:
+        taken = "error('duckdb baseline: negative largest-remainder (value ' || V || ' micros): needs negative_remainders=True')"
+    else:
+        rank_up, count, smallest = negative
+        full, left = f"((-{remainder}) // {count})", f"((-{remainder}) % {count})"
+        taken = (
+            f"CASE WHEN {own} <= 0 THEN {own} "
+            f"WHEN {smallest} < {full} + ({left} > 0)::BIGINT THEN error('duckdb baseline: a negative "
+            f"largest-remainder that empties a part (value ' || V || ' micros) is not implemented') "
+            f"ELSE {own} - {full} - ({rank_up} <= {left})::BIGINT END"
+        )
+    return f"CASE WHEN {remainder} >= 0 THEN {own} + {remainder} // n + ({rank} <= {remainder} % n)::BIGINT ELSE {taken} END"
 
 
-def links_query(models: Sequence[str], *, reset_after_conversion: bool, keys: Sequence[str], wide: bool = False) -> str:
+def links_query(
+    models: Sequence[str],
+    *,
+    reset_after_conversion: bool,
+    keys: Sequence[str],
+    wide: bool = False,
+    negative_remainders: bool = False,
+) -> str:
     """The SQL of :func:`attribute_duckdb` over views ``tp_in`` / ``cv_in``.
 
     Parameters (bound, typed by DuckDB from the Python values): ``$lookback_us`` (BIGINT), the DOUBLEs
     ``$pb_first2``, ``$pb_last2``, ``$pb_first``, ``$pb_last``, ``$pb_mid``, ``$half_life_us`` and the
     VARCHAR list ``$direct``; only those the models use appear in the text. ``wide``: one row per
     (conversion, touchpoint) with columns ``w_i`` / ``c_i`` (weight and credited micros of ``models[i]``)
-    instead of one row per link.
+    instead of one row per link. ``negative_remainders``: also the columns that take units back when the
+    floored quotas exceed the value (TIME_DECAY: one more window ordering); without them such a conversion
+    fails the query.
     """
     # anon_id is never null; nulls in organization_id / site_id are a key value of their own
     on = " AND ".join(f"c.{k} = t.{k}" if k == "anon_id" else f"c.{k} IS NOT DISTINCT FROM t.{k}" for k in keys)
@@ -136,10 +161,24 @@ def links_query(models: Sequence[str], *, reset_after_conversion: bool, keys: Se
                 " ELSE 1 + (f_pa > f_pm)::BIGINT + (f_pz >= f_pm)::BIGINT + (n - 1 - position) END)"
             )
             own = "(CASE WHEN position = 1 THEN b_pa WHEN position = n THEN b_pz ELSE b_pm END)"
-            credit[m] = f"CASE WHEN n = 1 THEN V ELSE {_hand_out(own, remainder, rank)} END"
+            # a negative remainder: ranks among the positive parts by (fraction, -position)
+            rank_up = (
+                "(CASE WHEN position = 1 THEN 1 + (b_pz > 0 AND f_pz <= f_pa)::BIGINT"
+                " + (n - 2) * (b_pm > 0 AND f_pm <= f_pa)::BIGINT"
+                " WHEN position = n THEN 1 + (b_pa > 0 AND f_pa < f_pz)::BIGINT + (n - 2) * (b_pm > 0 AND f_pm < f_pz)::BIGINT"
+                " ELSE 1 + (b_pa > 0 AND f_pa < f_pm)::BIGINT + (b_pz > 0 AND f_pz <= f_pm)::BIGINT + (n - 1 - position) END)"
+            )
+            count = "((b_pa > 0)::BIGINT + (b_pz > 0)::BIGINT + (n - 2) * (b_pm > 0)::BIGINT)"
+            smallest = (
+                "least(CASE WHEN b_pa > 0 THEN b_pa END, CASE WHEN b_pz > 0 THEN b_pz END,"
+                " CASE WHEN n >= 3 AND b_pm > 0 THEN b_pm END)"
+            )
+            negative = (rank_up, count, smallest) if negative_remainders else None
+            credit[m] = f"CASE WHEN n = 1 THEN V ELSE {_hand_out(own, remainder, rank, negative)} END"
         else:  # TIME_DECAY: quotas of no pattern, so the remainder and ranks take a window
             weight[m] = "r_td / td_total"
-            credit[m] = _hand_out("b_td", "rem_td", "k_td")
+            negative = ("kup_td", "npos_td", "minpos_td") if negative_remainders else None
+            credit[m] = _hand_out("b_td", "rem_td", "k_td", negative)
         if m in ("FIRST_TOUCH", "LAST_TOUCH", "LAST_NON_DIRECT"):  # one weight of 1: all or nothing
             credit[m] = f"CASE WHEN {weight[m]} = 1.0 THEN V ELSE 0 END"
     decay = (
@@ -154,6 +193,12 @@ def links_query(models: Sequence[str], *, reset_after_conversion: bool, keys: Se
         if "TIME_DECAY" in models
         else ""
     )
+    if "TIME_DECAY" in models and negative_remainders:
+        td_window += (
+            ",\n        row_number() OVER (PARTITION BY cno ORDER BY (b_td > 0) DESC, f_td, position DESC) AS kup_td,"
+            "\n        sum((b_td > 0)::BIGINT) OVER (PARTITION BY cno) AS npos_td,"
+            "\n        min(CASE WHEN b_td > 0 THEN b_td END) OVER (PARTITION BY cno) AS minpos_td"
+        )
     extra_cols = "".join(f",\n        {e}" for e in extra)
     # every weight, and every credit but TIME_DECAY's, before the last window: it then carries fewer columns
     parts = [f"{weight[m]} AS w_{i}" for i, m in enumerate(models)]
@@ -279,7 +324,15 @@ def attribute_duckdb(
         con.execute("SET preserve_insertion_order = false")  # the links come in no particular order
         con.register("tp_in", tp)
         con.register("cv_in", cv.to_arrow())
-        result = con.sql(sql, params=params).pl()
+        try:
+            result = con.sql(sql, params=params).pl()
+        except duckdb.Error as exc:
+            if "needs negative_remainders=True" not in str(exc):
+                raise
+            # a value so large that float rounding overshoots: the query that can take units back
+            sql = links_query(models, reset_after_conversion=reset_after_conversion, keys=keys, wide=wide,
+                              negative_remainders=True)  # fmt: skip
+            result = con.sql(sql, params=params).pl()
     if not wide:
         return result.cast(LINKS_SCHEMA)  # type: ignore[arg-type]
     shared = result.select("conversion_id", "touchpoint_id", "position", "touchpoint_count", "channel")

@@ -25,7 +25,7 @@ duckdb = pytest.importorskip(
     "duckdb", reason="duckdb is not installed (a benchmark-only dependency: pip install -e '.[dev]')"
 )
 
-from benchmarks.duckdb_baseline import attribute_duckdb  # noqa: E402  (needs duckdb)
+from benchmarks.duckdb_baseline import attribute_duckdb, links_query  # noqa: E402  (needs duckdb)
 
 MODELS = list(oq.models.HEURISTIC_MODELS)
 assert list(ALL_MODELS) == MODELS
@@ -198,13 +198,31 @@ def test_huge_values_split_like_the_engine(value, n, models):
     ] * len(models)
 
 
-def test_negative_remainder_outside_linear_is_refused_not_guessed():
-    """TIME_DECAY over 5 touchpoints 1 us apart, half-life 3 us, value 2**62 + 12345 micros: the floored
-    quotas add up to 7 units more than the value. The baseline does not take units back there, and says so."""
-    tp = tps([(f"t{i}", "u", T0 + i * US, "x") for i in range(5)])
-    cv = convs([("c", "u", T0 + DAY, 2**62 + 12345)])
-    with pytest.raises(duckdb.Error, match="negative largest-remainder"):
-        attribute_duckdb(tp, cv, models=["TIME_DECAY"], half_life=timedelta(microseconds=3))
+@pytest.mark.parametrize(
+    ("value", "n", "model", "half_life"),
+    [
+        # five touchpoints 1 us apart, half-life 3 us: the floored quotas add up to 7 units more than the value
+        (2**62 + 12345, 5, "TIME_DECAY", timedelta(microseconds=3)),
+        # three touchpoints: 0.4 / 0.2 / 0.4 of the largest value floor to one unit more than it
+        (2**63 - 1, 3, "POSITION_BASED", timedelta(days=7)),
+    ],
+)
+def test_negative_remainders_take_units_back_like_the_engine(value, n, model, half_life):
+    tp = tps([(f"t{i}", "u", T0 + i * US, "x") for i in range(n)])
+    cv = convs([("c", "u", T0 + DAY, value)])
+    ours = engine_links(tp, cv, models=[model], half_life=half_life)
+    theirs = canonical(attribute_duckdb(tp, cv, models=[model], half_life=half_life))
+    assert_same_links(ours, theirs)
+    assert theirs["credited_value_micros"].sum() == value
+    # the first query refuses such a conversion, and says which query can split it
+    sql = links_query([model], reset_after_conversion=True, keys=["anon_id"])
+    with duckdb.connect() as con:
+        con.register("tp_in", tp.to_arrow())
+        con.register("cv_in", cv.to_arrow())
+        params = {"lookback_us": 30 * 86_400_000_000, "half_life_us": float(half_life // US), "pb_first": 0.4,
+                  "pb_last": 0.4, "pb_first2": 0.5, "pb_last2": 0.5, "pb_mid": 1.0 - 0.4 - 0.4}  # fmt: skip
+        with pytest.raises(duckdb.Error, match="needs negative_remainders=True"):
+            con.sql(sql, params={k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
 
 
 def test_arguments_are_checked():
