@@ -579,3 +579,18 @@ def test_by_name_does_not_depend_on_input_row_order() -> None:
                             cv.sample(fraction=1.0, shuffle=True, seed=2), models=models, by="name")  # fmt: skip
     assert result.links.equals(shuffled.links)
     assert result.credit.equals(shuffled.credit) and result.unattributed.equals(shuffled.unattributed)
+
+
+def test_plots_take_one_type() -> None:
+    """A by-name result's (model, channel) cells are per type: plot_credit and compare_with_truth refuse the
+    mix and take one type's result."""
+    pytest.importorskip("matplotlib")
+    from optiq_engine.plot import compare_with_truth, plot_credit
+
+    tp, cv = one_user()
+    result = oq.attribute(tp, cv, models=["LINEAR"], by="name")
+    with pytest.raises(oq.ConfigError, match=r"per conversion type.*result.types\['purchase'\]"):
+        plot_credit(result)
+    with pytest.raises(oq.ConfigError, match="compare_with_truth: the result has credit per conversion type"):
+        compare_with_truth(result, pl.DataFrame({"channel": ["email"], "true_share": [1.0]}))
+    assert plot_credit(result.types["purchase"]) is not None

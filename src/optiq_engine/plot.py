@@ -80,6 +80,16 @@ def _thousands(ax: Axes, axis: str = "y") -> None:
 
 
 # --- credit ----------------------------------------------------------------------------------------------
+def _one_type(frame: pl.DataFrame, what: str) -> None:
+    """Refuse the credit of several conversion types (``by="name"``, docs/attribution.md "Conversion types"):
+    its (model, channel) cells would mix them."""
+    if "conversion_name" in frame.columns:
+        raise ConfigError(
+            f"{what}: the result has credit per conversion type (by='name'); pass one type's, e.g. "
+            "result.types['purchase'], or filter the credit frame on conversion_name"
+        )
+
+
 def plot_credit(
     result: AttributionResult | Any, *, models: Sequence[str] | None = None, value: bool = False, ax: Axes | None = None
 ) -> Axes:
@@ -105,6 +115,7 @@ def plot_credit(
     """
     credit = _frame(getattr(result, "credit", result), "plot_credit")
     _require(credit, ["model", "channel", "conversions", "value_micros"], "plot_credit")
+    _one_type(credit, "plot_credit")
     credit = credit.with_columns(pl.col("model", "channel").cast(pl.String))
     present = list(dict.fromkeys(credit.get_column("model").to_list()))
     chosen = [m.upper() for m in models] if models is not None else present
@@ -374,6 +385,7 @@ def compare_with_truth(result: AttributionResult, truth: Any) -> pl.DataFrame:
     """
     truth = _frame(truth, "compare_with_truth").select(pl.col("channel").cast(pl.String), pl.col("true_share"))
     shares = result.shares()
+    _one_type(shares, "compare_with_truth")
     models = [m for m in result.model_names if m in set(shares.get_column("model").to_list())]
     grid = pl.DataFrame({"model": models}).join(
         pl.concat([truth.select("channel"), shares.select("channel")]).unique(maintain_order=True), how="cross"
