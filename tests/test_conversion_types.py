@@ -594,3 +594,41 @@ def test_plots_take_one_type() -> None:
     with pytest.raises(oq.ConfigError, match="compare_with_truth: the result has credit per conversion type"):
         compare_with_truth(result, pl.DataFrame({"channel": ["email"], "true_share": [1.0]}))
     assert plot_credit(result.types["purchase"]) is not None
+
+
+@pytest.mark.postgres
+def test_a_partitioned_run_per_name_writes_what_one_part_would(postgres_url: str) -> None:
+    """Slices of users hold different types (and so different models): their links still add up."""
+    import json
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from optiq_engine.batch import run_batch
+    from optiq_engine.io import db, seed
+    from tests.pg import fresh_database
+    from tests.test_postgres_io import _db_links, _expected, _retag
+
+    data = _named(_retag(oq.synthetic.generate(n_users=200, seed=15), "orgP"))
+    cv = data.conversions
+    only = cv.filter(pl.col("anon_id") == cv.get_column("anon_id").min()).head(1)  # one user's one rare type
+    data = replace_data(data, pl.concat([cv.filter(pl.col("conversion_id") != only["conversion_id"][0]),
+                                         only.with_columns(pl.lit("rare").alias("name"))]))  # fmt: skip
+    settings = {"by": "name", "models": ["LINEAR"], "conversionTypes": {"rare": {"models": ["FIRST_TOUCH"]}}}
+    with fresh_database(postgres_url, upgraded=True) as url:
+        db.upgrade(url)
+        seed.write_synthetic(url, data, page_views=True)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgP', %s)""", (json.dumps(settings),))  # fmt: skip
+        run_batch(url, organization_id="orgP", full=True, partitions=3, extract_touchpoints=False)
+        expected = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], by="name",
+                                conversion_types={"rare": {"models": ["FIRST_TOUCH"]}})  # fmt: skip
+        assert _db_links(url, "orgP").equals(_expected(expected))
+
+
+def replace_data(data: oq.synthetic.SyntheticData, conversions: pl.DataFrame) -> oq.synthetic.SyntheticData:
+    from dataclasses import replace
+
+    return replace(data, conversions=conversions)

@@ -611,7 +611,10 @@ def run_batch(
                         if rows.height:
                             summary.quarantined[table] = summary.quarantined.get(table, 0) + rows.height
                     keep = in_scope.get_column("conversion_id")
-                    links.append(result.links.filter(pl.col("conversion_id").is_in(keep.implode())))
+                    kept = result.links.filter(pl.col("conversion_id").is_in(keep.implode()))
+                    if by is not None:  # slices hold different types (and models): their enums differ
+                        kept = kept.with_columns(pl.col(pl.Enum).cast(pl.String))
+                    links.append(kept)
                     left = result.unattributed.filter(pl.col("conversion_id").is_in(keep.implode()))
                     unattributed += left.filter(pl.col("model").is_null()).height
                     for name, n in left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows():
