@@ -331,6 +331,24 @@ def test_parquet_in_and_out_by_date(spark, data, tmp_path) -> None:
     assert joined.height == links.height and (joined["date"] == joined["date_want"]).all()
 
 
+def test_an_empty_output_is_written_with_its_schema(spark, tmp_path) -> None:
+    """One conversion, fully attributed: ``unattributed/`` has no row, and is still a Parquet dataset with its
+    columns (it was a directory without a file, on which the CLI failed with UNABLE_TO_INFER_SCHEMA)."""
+    from optiq_engine.spark import attribute_spark, write_result
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    tp = pl.DataFrame({"touchpoint_id": ["t1", "t2"], "anon_id": ["u1", "u1"], "channel": ["email", "display"],
+                       "occurred_at": [t0 - timedelta(days=2), t0 - timedelta(days=1)]})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": ["c1"], "anon_id": ["u1"], "occurred_at": [t0], "value_micros": [1_000_000]})
+    result = attribute_spark(spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()),
+                             models=["LINEAR"], link_dates=True)  # fmt: skip
+    counts = write_result(result, tmp_path / "out")
+    assert counts == {"links": 2, "unattributed": 0, "credit": 2}
+    empty = pl.read_parquet(tmp_path / "out" / "unattributed" / "*.parquet")
+    assert empty.height == 0 and {"conversion_id", "reason", "model"} <= set(empty.columns)
+    assert spark.read.parquet(str(tmp_path / "out" / "unattributed")).count() == 0
+
+
 def test_cli_attribute_engine_spark(spark, data, tmp_path) -> None:
     from typer.testing import CliRunner
 

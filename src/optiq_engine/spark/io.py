@@ -74,11 +74,14 @@ def _write_all(
     counts: dict[str, int] = {}
     try:
         for name, (frame, by) in datasets.items():
-            writer = frame.write.mode("overwrite")
-            if by:
+            # An empty dataset partitioned by date would be a directory without a Parquet file, which no reader
+            # can take a schema from (Spark: UNABLE_TO_INFER_SCHEMA): write it as one empty file with its schema.
+            empty = frame.isEmpty()
+            writer = (frame.coalesce(1) if empty else frame).write.mode("overwrite")
+            if by and not empty:
                 writer = writer.partitionBy(*by)
             writer.parquet(f"{stage}/{name}")
-            counts[name] = spark.read.parquet(f"{stage}/{name}").count()  # Parquet footers only
+            counts[name] = spark.read.schema(frame.schema).parquet(f"{stage}/{name}").count()  # Parquet footers only
         for name in datasets:
             target = f"{str(out_dir).rstrip('/')}/{name}"
             backup = f"{str(out_dir).rstrip('/')}/.old-{uuid.uuid4().hex}-{name}"
