@@ -204,7 +204,11 @@ def test_plots_and_cli_show_the_shares(tmp_path) -> None:
         want = shares.filter(pl.col("model") == name).get_column("share").to_numpy()
         np.testing.assert_allclose(np.sort(heights / heights.sum()), np.sort(want), atol=1e-12)
     table = _credit_table(result)
-    assert table.row_count == result.credit.filter(pl.col("conversions") > 0).get_column("channel").n_unique()
+    channels = result.credit.filter(pl.col("conversions") > 0).get_column("channel").n_unique()
+    baseline = result.unattributed.filter(pl.col("model").is_not_null()).height > 0  # SHAPLEY's baseline row
+    assert table.row_count == channels + 1 + baseline  # the channels, each model's total, its baseline conversions
+    totals = table.columns[1]._cells[channels]  # LINEAR's total: every conversion with a touchpoint
+    assert totals == f"{result.credit.filter(pl.col('model') == 'LINEAR').get_column('conversions').sum():,.1f}"
 
 
 def test_baseline_conversions_get_no_links_and_are_unattributed_for_the_model() -> None:

@@ -6,7 +6,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -98,6 +98,22 @@ def _timings(timings: dict[str, float], compiling: dict[str, float]) -> str:
     return ", ".join(f"{k} {max(v - compiling.get(k, 0.0), 0.0):.2f}s" for k, v in timings.items())
 
 
+def _credit_footer(result: Any, credit: pl.DataFrame, names: list[str]) -> list[list[str]]:
+    """The table's last rows: each model's total, and (in memory) the conversions a data-driven model left to
+    the baseline, so that a column summing to less than the others says why (docs/data_driven.md §5)."""
+    import polars as pl
+
+    totals = dict(credit.group_by(pl.col("model").cast(pl.String)).agg(pl.col("conversions").sum()).iter_rows())
+    rows = [["total", *(f"{totals.get(n, 0.0):,.1f}" for n in names)]]
+    unattributed = getattr(result, "unattributed", None)
+    if isinstance(unattributed, pl.DataFrame) and "model" in unattributed.columns:
+        per_model = unattributed.get_column("model").cast(pl.String).value_counts()
+        baseline = dict(per_model.drop_nulls("model").iter_rows())
+        if any(baseline.get(n) for n in names):
+            rows.append(["baseline (not credited)", *(f"{baseline.get(n, 0):,}" for n in names)])
+    return rows
+
+
 def _credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) -> Table:
     """Attributed conversions, one row per channel and one column per model (channels never cut: the
     model headers break at their underscores when the table is wider than the terminal)."""
@@ -118,11 +134,17 @@ def _credit_table(result: AttributionResult, credit: pl.DataFrame | None = None)
         if any(row[n] for n in names)
     ]  # fmt: skip
 
+    footer = [] if by else _credit_footer(result, credit, names)
+
     def build(headers: list[str]) -> Table:
         title = "Attributed conversions by channel and model" + (" (per conversion type)" if by else "")
         table = new_table(title, *(["type"] if by else []), "channel", *headers, numbers=headers)
         for row in rows:
             table.add_row(*row)
+        if footer:
+            table.add_section()
+            for row in footer:
+                table.add_row(*row)
         return table
 
     table = build(names)
