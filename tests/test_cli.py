@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import polars as pl
@@ -157,3 +162,65 @@ def test_top_level_help_lists_debug_and_every_command() -> None:
     assert "--debug" in result.output and "OPTIQ_DEBUG" in result.output
     for command in ("demo", "attribute", "run", "serve", "db", "alerts", "keys"):
         assert f"  {command} " in result.output
+
+
+def test_warmup_prints_each_stage_and_its_compile_seconds() -> None:
+    result = runner.invoke(app, ["warmup"])
+    assert result.exit_code == 0, result.output
+    for stage in ("attribute: heuristic models", "attribute: path rules", "journeys", "touchpoints"):
+        assert stage in result.output
+    assert "data-driven" not in result.output
+    assert re.search(r"warmup [0-9.]+s, of which compiling [0-9.]+s", result.output)
+
+
+# A first attribute() and build_journeys() on inputs other than warmup's own; prints the functions compiled.
+_FIRST_CALLS = textwrap.dedent(
+    """
+    import logging
+    from datetime import datetime, timedelta, UTC
+    import polars as pl
+    import optiq_engine as oq
+    from optiq_engine.kernels._jit import compile_stats
+
+    logging.basicConfig(level=logging.INFO)
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    n = 300
+    tp = pl.DataFrame({
+        "touchpoint_id": [f"t{i}" for i in range(n)],
+        "anon_id": [f"u{i % 37}" for i in range(n)],
+        "occurred_at": [t0 + timedelta(minutes=(i * 7919) % 20000) for i in range(n)],
+        "channel": [("paid_search", "email", "direct", "social")[i % 4] for i in range(n)],
+    })
+    cv = pl.DataFrame({
+        "conversion_id": [f"c{i}" for i in range(40)],
+        "anon_id": [f"u{i}" for i in range(40)],
+        "occurred_at": [t0 + timedelta(minutes=15000 + i) for i in range(40)],
+        "value_micros": [1_000_000 * i for i in range(40)],
+    })
+    events = pl.DataFrame({
+        "event_id": [f"e{i}" for i in range(n)],
+        "anon_id": [f"u{i % 37}" for i in range(n)],
+        "occurred_at": [t0 + timedelta(minutes=(i * 7919) % 20000) for i in range(n)],
+        "type": ["CONVERSION" if i % 9 == 0 else "PAGE_VIEW" for i in range(n)],
+    })
+    oq.attribute(tp, cv, models=list(oq.models.HEURISTIC_MODELS))
+    oq.build_journeys(events)
+    print("compiled", compile_stats().functions)
+    """
+)
+
+
+@pytest.mark.slow
+def test_after_warmup_a_first_attribute_in_a_fresh_process_compiles_nothing(tmp_path: Path) -> None:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), OPTIQ_NUMBA_CACHE="1")
+    env.pop("OPTIQ_DEBUG", None)
+    warm = subprocess.run(
+        [sys.executable, "-m", "optiq_engine.cli", "warmup"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert warm.returncode == 0, warm.stderr
+    assert "compiling Numba kernels on first use" in warm.stderr  # a fresh cache: the notice, and compiling
+    assert int(re.search(r"\(([0-9,]+) functions", warm.stdout).group(1).replace(",", "")) > 0  # type: ignore[union-attr]
+    first = subprocess.run([sys.executable, "-c", _FIRST_CALLS], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split()[-1] == "0", first.stdout + first.stderr
+    assert "compiling Numba kernels" not in first.stderr
