@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import optiq_engine as oq
 import optiq_engine.pipeline as pipeline
+from optiq_engine.kernels.alloc import _stable_argsort
 from optiq_engine.kernels.alloc import split_value as split_value_kernel
 from optiq_engine.kernels.sort import sort_by_group_time
 from tests.adapters import attribute_engine, conversions_frame, model_object, touchpoints_frame
@@ -163,6 +164,13 @@ def test_results_do_not_depend_on_input_chunking(case: Case, pieces: int) -> Non
     a = _canonical(_run(case, tp, cv))
     b = _canonical(_run(case, chunked(tp), chunked(cv)))
     assert a[0].equals(b[0]) and a[1].equals(b[1])
+
+
+@given(st.lists(st.one_of(st.sampled_from([0.0, -0.0, 0.5, -1.0]), st.floats(-2, 2, allow_nan=False)), max_size=80))
+def test_stable_argsort_equals_numpy_mergesort(keys: list[float]) -> None:
+    """split_value's hand-written stable sort orders exactly as the np.argsort(kind="mergesort") it replaced."""
+    x = np.array(keys, dtype=np.float64)
+    assert _stable_argsort(x).tolist() == np.argsort(x, kind="mergesort").tolist()
 
 
 def test_split_value_near_int64_max_with_a_tiny_weight() -> None:

@@ -91,7 +91,8 @@ def _scatter(rec, lo, hi, shift, nb, out, out_offsets):
         cnt[np.int64((rec[i, 0] >> shift) & mask) + 1] += 1
     for b in range(nb):
         cnt[b + 1] += cnt[b]
-    out_offsets[:] = cnt
+    for b in range(nb + 1):  # a loop, not out_offsets[:] = cnt: the slice assignment alone compiles in ~2 s
+        out_offsets[b] = cnt[b]
     for i in range(lo, hi):
         b = np.int64((rec[i, 0] >> shift) & mask)
         k = cnt[b]
