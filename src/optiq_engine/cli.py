@@ -158,7 +158,7 @@ def _print_compile_time(seconds: float) -> None:
     if seconds > 0:
         err.print(
             f"compiling Numba kernels took {seconds:.2f}s (first use in this environment; "
-            "later runs load them from the on-disk cache)",
+            "later runs load them from the on-disk cache; optiq warmup compiles them ahead of time)",
             soft_wrap=True,
         )
 

@@ -4,7 +4,8 @@
 moves it). ``fastmath`` is always off: the kernels compute sums that must be exact and reproducible.
 
 The first call of a kernel in a fresh environment compiles it (tens of seconds for all of them); later
-processes load it from the cache. Compilation is timed from Numba's own ``numba:compile`` events, which
+processes load it from the cache. ``optiq warmup`` (:func:`optiq_engine.warmup.warm_up`) compiles the common
+paths' kernels into the cache ahead of time, e.g. when a Docker image or a CI cache is built. Compilation is timed from Numba's own ``numba:compile`` events, which
 fire only when a function is really compiled (a cache hit fires none): the first one in a process is
 logged once at INFO on this module's logger, each compiled function at DEBUG with its seconds, and
 :func:`compile_stats` gives the totals so callers can report compile time apart from run time.
@@ -78,7 +79,9 @@ class _CompileListener(event.Listener):
                 self._announced = True
                 where = "the cache is off: OPTIQ_NUMBA_CACHE=0" if not _CACHE else "once: cached on disk for later runs"
                 logger.info(
-                    "compiling Numba kernels on first use in this environment (up to a minute or two, %s)...", where
+                    "compiling Numba kernels on first use in this environment (up to a minute or two, %s; "
+                    "`optiq warmup` compiles them ahead of time)...",
+                    where,
                 )
         self._depth += 1
         if self._outer_ours:
