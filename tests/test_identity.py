@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import optiq_engine as oq
 from optiq_engine.errors import ConfigError, ConfusableIdWarning, SchemaError
-from optiq_engine.identity import PERSON, stitch, stitch_map
+from optiq_engine.identity import PERSON, PLACEHOLDER_PATTERN, stitch, stitch_map
 from tests.adapters import conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import attribute_reference, check_invariants
 from tests.reference.identity import stitch_map_reference, summary_reference, with_persons
@@ -220,7 +220,9 @@ def test_confusable_user_ids_are_warned_and_not_merged() -> None:
 
 # --- against the reference -------------------------------------------------------------------------------
 
-USER_IDS = st.one_of(st.none(), st.sampled_from(["U1", "U2", "U3", "", " ", "\t", "é", "e\u0301", "U1 "]))
+USER_IDS = st.one_of(
+    st.none(), st.sampled_from(["U1", "U2", "U3", "", " ", "\t", "é", "e\u0301", "U1 ", "null", " Undefined", "0", "10"])
+)
 
 
 @st.composite
@@ -249,7 +251,7 @@ def test_stitch_map_matches_reference(case: Case) -> None:
         [tp.select(*scope, "anon_id", "occurred_at", "user_id"), cv.select(*scope, "anon_id", "occurred_at", "user_id")]
     )
     rows = rows.with_columns(
-        pl.when(pl.col("user_id").str.contains(r"^\s*$")).then(None).otherwise(pl.col("user_id")).alias("user_id")
+        pl.when(pl.col("user_id").str.contains(PLACEHOLDER_PATTERN)).then(None).otherwise(pl.col("user_id")).alias("user_id")
     )
     ours = {tuple(r[c] for c in (*scope, "anon_id")): r["user_id"] for r in stitch_map(rows, list(scope)).to_dicts()}
     to_int = [dict(r, occurred_at=r["occurred_at"]) for r in case.touchpoints + case.conversions]
@@ -549,3 +551,19 @@ def test_by_name_stitches_every_type_with_one_map() -> None:
         "buy": "t_tab",
     }
     assert by_name.identity == whole.identity  # the counts of every type's rows
+
+
+def test_placeholder_user_ids_identify_nobody() -> None:
+    """A tag manager's "undefined" / "null" / "0" for a visitor who is not logged in is no identity: stitching
+    by it joined 500 anon ids into one person and left 499 of 500 conversions outside their windows."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    n = 50
+    tp = pl.DataFrame({"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"a{i}" for i in range(n)],
+                       "occurred_at": [t0 - timedelta(hours=i) for i in range(n)], "channel": ["email"] * n,
+                       "user_id": ["undefined", " NULL", "0", "None", "-"] * (n // 5)})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"a{i}" for i in range(n)],
+                       "occurred_at": [t0] * n, "value_micros": [1] * n, "user_id": ["null"] * n})  # fmt: skip
+    result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
+    assert result.identity.persons == n and result.identity.merged_anon_ids == 0
+    assert result.identity.blank_user_ids == 2 * n
+    assert result.unattributed.height == 0

@@ -14,6 +14,7 @@ Two user ids are never joined: a person is one user id (or one unidentified ``an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -28,6 +29,8 @@ __all__ = [
     "Identity",
     "IdentityStitch",
     "PERSON",
+    "PLACEHOLDER_PATTERN",
+    "PLACEHOLDER_USER_IDS",
     "USER_ID",
     "person_keys",
     "resolve_user_ids",
@@ -60,7 +63,8 @@ class IdentityStitch:
     several_user_ids
         Anon ids seen with more than one user id (a shared device): each went to its latest user id.
     blank_user_ids
-        Rows whose user id was empty or only whitespace, read as null (no identity).
+        Rows whose user id was empty, only whitespace or a placeholder (:data:`PLACEHOLDER_USER_IDS`: "null",
+        "undefined", "0", ...), read as null (no identity).
     """
 
     anon_ids: int
@@ -80,7 +84,7 @@ class IdentityStitch:
         if self.several_user_ids:
             line += f"; {self.several_user_ids:,} anon ids seen with several user ids went to their latest"
         if self.blank_user_ids:
-            line += f"; {self.blank_user_ids:,} blank user ids read as null"
+            line += f"; {self.blank_user_ids:,} blank or placeholder user ids read as null"
         return line
 
 
@@ -100,13 +104,20 @@ def _user_ids(frame: pl.DataFrame, *, what: str) -> pl.Series:
     raise SchemaError(f"{what} column {USER_ID!r} must hold strings (or integers), got {col.dtype}")
 
 
+#: User ids that are no identity, compared without case and surrounding spaces: what a tag manager writes when
+#: nobody is logged in. Stitching by them would join every anonymous visitor into one person.
+PLACEHOLDER_USER_IDS = ("", "null", "none", "nil", "nan", "undefined", "unknown", "anonymous", "guest", "n/a",
+                        "na", "-", "0", "-1")  # fmt: skip
+PLACEHOLDER_PATTERN = "(?i)^\\s*(" + "|".join(re.escape(p) for p in PLACEHOLDER_USER_IDS) + ")\\s*$"
+
+
 def _identity_rows(frames: dict[str, pl.DataFrame], scope: list[str]) -> tuple[pl.DataFrame, int]:
-    """(scope..., ``anon_id``, ``occurred_at``, ``user_id``) of every row of ``frames``, blank user ids
-    nulled, and the number of blank ones."""
+    """(scope..., ``anon_id``, ``occurred_at``, ``user_id``) of every row of ``frames``, blank and placeholder
+    user ids nulled, and the number of those."""
     parts, blank = [], 0
     for what, frame in frames.items():
         users = _user_ids(frame, what=what)
-        is_blank = users.str.contains(r"^\s*$").fill_null(False)
+        is_blank = users.str.contains(PLACEHOLDER_PATTERN).fill_null(False)
         blank += int(is_blank.sum())
         if is_blank.any():
             users = users.scatter(is_blank.arg_true(), None)

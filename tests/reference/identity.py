@@ -1,7 +1,7 @@
 """Reference identity stitching (docs/contract.md §1.5), written for obviousness, not speed.
 
-Every row (touchpoint or conversion) may carry a ``user_id``; a blank one (empty or only whitespace) is no
-identity. Each anon id (within its organization / site scope) that was seen with a user id belongs to the
+Every row (touchpoint or conversion) may carry a ``user_id``; a blank one (empty or only whitespace) or a
+placeholder (the list of docs/contract.md §1.5, without case or surrounding whitespace) is no identity. Each anon id (within its organization / site scope) that was seen with a user id belongs to the
 user id of its latest identified row, at equal times the greatest user id in byte order; all its rows,
 earlier ones included, belong to that person. An anon id never seen with a user id is its own person. A
 person is ``("user", user_id)`` or ``("anon", anon_id)``: a user id never equals an anon id.
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 
+PLACEHOLDERS = {"null", "none", "nil", "nan", "undefined", "unknown", "anonymous", "guest", "n/a", "na", "-", "0", "-1"}
+
 
 def is_blank(user_id: str | None) -> bool:
-    """True for a missing user id or one that is empty or only whitespace."""
-    return user_id is None or re.fullmatch(r"\s*", user_id) is not None
+    """True for a missing user id, one that is empty or only whitespace, or a placeholder."""
+    return user_id is None or re.fullmatch(r"\s*", user_id) is not None or user_id.strip().lower() in PLACEHOLDERS
 
 
 def anon_key(row: dict, scope: tuple[str, ...]) -> tuple:
