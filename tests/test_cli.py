@@ -173,6 +173,14 @@ def test_warmup_prints_each_stage_and_its_compile_seconds() -> None:
     assert re.search(r"warmup [0-9.]+s, of which compiling [0-9.]+s", result.output)
 
 
+@pytest.mark.slow
+def test_warmup_data_driven_adds_the_fits() -> None:
+    result = runner.invoke(app, ["warmup", "--data-driven"])
+    assert result.exit_code == 0, result.output
+    for model in ("MARKOV", "MARKOV order 2", "SHAPLEY", "DATA_DRIVEN"):
+        assert f"data-driven: {model}" in result.output
+
+
 # A first attribute() and build_journeys() on inputs other than warmup's own; prints the functions compiled.
 _FIRST_CALLS = textwrap.dedent(
     """

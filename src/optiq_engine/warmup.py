@@ -153,7 +153,7 @@ def warm_up(*, data_driven: bool = False, on_stage: Callable[[str], None] | None
             ("data-driven: MARKOV", lambda: attribute(tp, cv, models=["MARKOV"])),
             ("data-driven: MARKOV order 2", lambda: attribute(tp, cv, models=[_markov(2)])),
             ("data-driven: SHAPLEY", lambda: attribute(tp, cv, models=["SHAPLEY"])),
-            ("data-driven: DATA_DRIVEN", lambda: attribute(tp, cv, models=["DATA_DRIVEN"])),
+            ("data-driven: DATA_DRIVEN", lambda: _data_driven(tp, cv)),
         ]
     done = []
     for name, run in stages:
@@ -187,6 +187,17 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         package.setLevel(level)
+
+
+def _data_driven(tp, cv) -> None:
+    """DATA_DRIVEN on the tiny inputs, and the Poisson thinning it applies only above ``SELECT_JOURNEYS``
+    journeys (the same call as :func:`~optiq_engine.models.conversion.choose_candidates`)."""
+    from .kernels.bootstrap import poisson_counts
+    from .models.conversion import _THINNING_REPLICATE
+    from .pipeline import attribute
+
+    table = attribute(tp, cv, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"].paths
+    poisson_counts(table.hashes, table.conversions * 0.5, table.nulls * 0.5, 0, _THINNING_REPLICATE)
 
 
 def _markov(order: int):
