@@ -86,3 +86,26 @@ def test_null_channels_are_derived() -> None:
     expected = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR"]).links
     key = ["conversion_id", "position"]
     assert links.sort(key)["channel"].cast(pl.String).equals(expected.sort(key)["channel"].cast(pl.String))
+
+
+def test_direct_lookalikes_are_warned_about() -> None:
+    """A GA export's "Direct" is not the direct channel "direct": LAST_NON_DIRECT credited it silently."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    import optiq_engine as oq
+    from optiq_engine.channels import direct_lookalikes
+    from optiq_engine.errors import OptiqWarning
+
+    assert direct_lookalikes(["Direct", "(direct)", " direct ", "direct", "email", "directory"], ("direct",)) == [
+        " direct ", "(direct)", "Direct"
+    ]  # fmt: skip
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    tp = pl.DataFrame({"touchpoint_id": ["a", "b"], "anon_id": ["u", "u"], "channel": ["email", "Direct"],
+                       "occurred_at": [t - timedelta(days=2), t - timedelta(days=1)]})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": ["c"], "anon_id": ["u"], "occurred_at": [t], "value_micros": [1]})
+    with pytest.warns(OptiqWarning, match=r"\['Direct'\] look like the direct channels"):
+        oq.attribute(tp, cv, models=["LAST_NON_DIRECT"])
+    fixed = oq.attribute(tp, cv, models=["LAST_NON_DIRECT"], direct_channels=("direct", "Direct"))
+    assert fixed.credit.filter(pl.col("conversions") > 0).get_column("channel").cast(str).to_list() == ["email"]

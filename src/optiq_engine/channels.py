@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,10 @@ import polars as pl
 
 from .errors import ConfigError
 
-__all__ = ["ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "channel_sql", "CLICK_ID_COLUMNS"]
+__all__ = [
+    "ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "channel_sql", "CLICK_ID_COLUMNS",
+    "direct_lookalikes",
+]  # fmt: skip
 
 CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
 DIRECT = "direct"
@@ -175,3 +179,17 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks
     params["ch_direct"], params["ch_unassigned"] = DIRECT, UNASSIGNED
     whens.append(f"WHEN {source} IS NULL AND {medium} IS NULL THEN CAST(:ch_direct AS text)")
     return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"
+
+
+def _plain(channel: str) -> str:
+    """A channel name without case, surrounding spaces and brackets (``" (Direct) "`` -> ``"direct"``)."""
+    return channel.strip().strip("()").strip().lower()
+
+
+def direct_lookalikes(channels: Sequence[str], direct_channels: Sequence[str]) -> list[str]:
+    """The channels that are not one of ``direct_channels`` but spell one differently (``"Direct"``,
+    ``"(direct)"``, ``"direct "``): LAST_NON_DIRECT and the direct path rules would treat them as any other
+    channel (docs/attribution.md)."""
+    wanted = {_plain(d) for d in direct_channels}
+    exact = set(direct_channels)
+    return sorted(c for c in channels if c not in exact and _plain(c) in wanted)

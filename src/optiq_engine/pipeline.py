@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,9 +13,9 @@ import numpy as np
 import polars as pl
 
 from .balance import balance_fit
-from .channels import DEFAULT_CHANNEL_RULES, derive_channels
+from .channels import DEFAULT_CHANNEL_RULES, derive_channels, direct_lookalikes
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError, ModelError, OptiqWarning
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
 from .grouping import (
     NO_MASK,
@@ -194,6 +195,15 @@ def run_attribution(
         chunks = _chunk_bounds(link_offsets)
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
+    lookalikes = direct_lookalikes(channels, cfg.direct_channels)
+    if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
+        warnings.warn(
+            f"channels {lookalikes} look like the direct channels {list(cfg.direct_channels)} but are not them: "
+            "LAST_NON_DIRECT and the direct path rules treat them as any other channel; rename them or pass "
+            f"direct_channels={tuple(cfg.direct_channels) + tuple(lookalikes)!r} (docs/attribution.md)",
+            OptiqWarning,
+            stacklevel=3,
+        )
     prefit = dict(fitted or {})
     fitted = {}
     if data_driven:
