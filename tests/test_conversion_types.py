@@ -632,3 +632,20 @@ def replace_data(data: oq.synthetic.SyntheticData, conversions: pl.DataFrame) ->
     from dataclasses import replace
 
     return replace(data, conversions=conversions)
+
+
+def test_names_differing_by_case_or_spaces_are_warned_about() -> None:
+    """ "purchase " next to "purchase" are two types (names compare exactly), and conversion_types["purchase"]
+    applies to one only: warned, never merged."""
+    from datetime import UTC, datetime, timedelta
+
+    from optiq_engine.errors import ConfusableIdWarning
+
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    tp = pl.DataFrame({"touchpoint_id": ["a", "b"], "anon_id": ["u", "v"], "channel": ["email", "email"],
+                       "occurred_at": [t - timedelta(days=1)] * 2})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": ["c", "d"], "anon_id": ["u", "v"], "occurred_at": [t, t],
+                       "value_micros": [1, 1], "name": ["purchase ", "purchase"]})  # fmt: skip
+    with pytest.warns(ConfusableIdWarning, match="differ only by case or surrounding spaces"):
+        result = oq.attribute(tp, cv, models=["LINEAR"], by="name")
+    assert sorted(result.types) == ["purchase", "purchase "]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from .config import AttributionConfig
-from .errors import ConfigError, ModelError, SchemaError
+from .errors import ConfigError, ConfusableIdWarning, ModelError, SchemaError
 from .frames import Normalized
 from .models import HEURISTIC_MODELS, AttributionModel
 from .models.base import resolve_models
@@ -177,6 +178,7 @@ def attribute_by_name(
 
         tp, cv, identity = resolve_user_ids(tp, cv, group_key_columns(tp, cv)[:-1])
     names = sorted(cv.get_column(TYPE_COLUMN).drop_nulls().unique().to_list())
+    _warn_confusable_names(names)
     if warn_unused:
         _warn_unused(per_type, names)
     # Validated once: each type's run takes the frames as they are (nothing quarantined there).
@@ -219,6 +221,23 @@ def _run_type(
     for k, v in result.timings.items():
         timings[k] = timings.get(k, 0.0) + v
     return result
+
+
+def _warn_confusable_names(names: list[str]) -> None:
+    """Warn when conversion names differ only by case or surrounding spaces: they are attributed as different
+    types (names are compared exactly), which is rarely meant ("purchase " next to "purchase")."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.strip().casefold(), []).append(name)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        warnings.warn(
+            f"conversion names {clashes[:3]} differ only by case or surrounding spaces; by='name' attributes "
+            "each as its own type, with its own conversion_types settings (docs/attribution.md \"Conversion "
+            "types\"): clean them at the source if they are one type",
+            ConfusableIdWarning,
+            stacklevel=4,
+        )
 
 
 def _warn_unused(per_type: Mapping[str, Any], names: list[str]) -> None:
