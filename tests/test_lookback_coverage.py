@@ -81,3 +81,18 @@ def test_worked_example_and_warning(caplog) -> None:
         heuristic_only = oq.attribute(tp, cv, models=["LINEAR"])
     assert whole.lookback_coverage.cut == 0 and heuristic_only.lookback_coverage.cut == 1
     assert "lookback of" not in caplog.text  # no warning: nothing cut, or no data-driven model
+
+
+def test_lookback_95_holds_95_percent_and_no_more_than_needed() -> None:
+    """20 journeys spanning 1..20 days: 19 days (and 1 µs) hold 19 of 20 whole, 95 %; the interpolated
+    percentile (19.05 days) was needlessly long, and on other data too short to hold 95 %."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    n = 20
+    tp = pl.DataFrame({"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
+                       "occurred_at": [t0 - timedelta(days=i + 1) for i in range(n)], "channel": ["email"] * n})  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
+                       "occurred_at": [t0] * n, "value_micros": [1] * n})  # fmt: skip
+    got = oq.attribute(tp, cv, models=["LINEAR"], lookback=timedelta(days=2)).lookback_coverage
+    assert got.lookback_95 == timedelta(days=19, microseconds=1)
+    again = oq.attribute(tp, cv, models=["LINEAR"], lookback=got.lookback_95).lookback_coverage
+    assert again.cut_fraction <= 0.05

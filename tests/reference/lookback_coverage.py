@@ -13,7 +13,7 @@ def lookback_coverage(
 
     A conversion's journey: its group's touchpoints with ``t <= T`` and, with ``reset``, ``t > T_prev`` (the
     group's previous conversion in (time, id) order, so a conversion tied with an earlier one has none). Cut: some of them have ``t <= T - lookback``. ``lookback_95``:
-    the 95th percentile (linear interpolation) of ``T - first t`` over conversions with a journey, plus 1 µs.
+    the smallest ``T - first t`` with at least 95 % of the conversions with a journey at or below it, plus 1 µs.
     """
 
     def key(row: dict) -> tuple:
@@ -43,7 +43,5 @@ def lookback_coverage(
     if not spans:
         return n, cut, left_out, None
     spans.sort()
-    rank = 0.95 * (len(spans) - 1)
-    low = math.floor(rank)
-    q = spans[low] + (spans[min(low + 1, len(spans) - 1)] - spans[low]) * (rank - low)
-    return n, cut, left_out, int(q) + 1
+    held = -(-95 * len(spans) // 100)  # ceil(0.95 n)  # the lookback must hold at least 95 % of the journeys whole
+    return n, cut, left_out, spans[held - 1] + 1
