@@ -154,6 +154,16 @@ def test_roas_drop(engine, org, config, action) -> None:
         assert ctx["currentRoas"] == pytest.approx(40 / 7) and ctx["previousRoas"] == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("rule", [("ROAS_DROP", {"minRoas": 6.0, "model": "MARKOV"}),
+                                  ("CUSTOM", {"condition": {"metric": "roas", "operator": "<", "value": 6}, "model": "MARKOV"})])
+def test_a_model_never_run_is_unknown_not_a_roas_of_zero(engine, rule) -> None:
+    """The organization's links are LAST_TOUCH: a rule on MARKOV would read ROAS 0 and fire; it is unknown."""
+    org = f"never_{rule[0].lower()}"
+    _two_periods(engine, org, prev_conv=7, cur_conv=4, prev_spend=7_000_000, cur_spend=7_000_000)
+    assert _evaluate(engine, org, _rule(engine, org, *rule)).action == "unknown"
+    assert _events(engine, org) == []
+
+
 # --- CLICK_ANOMALY ---------------------------------------------------------------------------------------------
 BASELINE = [100, 104, 97, 101, 99, 103, 96, 100, 102, 98, 101, 150, 99, 100] * 2  # one past spike (150) stays harmless
 

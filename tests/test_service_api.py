@@ -185,3 +185,19 @@ def test_metrics_by_default_report_campaigns_with_a_row_for_touchpoints_without_
     rows = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14"}, headers=api["h"]["uv"]).json()["rows"]
     assert rows[-1]["campaign_id"] is None and rows[-1]["conversions"] > 0
     assert all(row["campaign_id"] is not None for row in rows[:-1])
+
+
+def test_metrics_of_a_model_never_run_is_refused_not_zero(api) -> None:
+    """A model the organization has no links of (or a conversion name none has) would report zero conversions
+    and a ROAS of 0 next to real spend: 404 with the reason, not 200 with a wrong number."""
+    c, h = api["client"], api["h"]["ua"]
+    base = {"start": "2024-03-08", "end": "2024-03-14", "grain": "campaign"}
+    ok = c.get("/v1/metrics", params=base | {"model": "LINEAR"}, headers=h)
+    assert ok.status_code == 200 and sum(r["conversions"] for r in ok.json()["rows"]) > 0
+    for params, what in ((base | {"model": "MARKOV"}, "model MARKOV"), (base | {"conversion_name": "purchse"}, "'purchse'")):
+        r = c.get("/v1/metrics", params=params, headers=h)
+        assert r.status_code == 404, (params, r.text)
+        assert what in r.text and "would read 0" in r.text
+    # A filter that credits nothing for a model that ran stays a report (its zeros are true).
+    far = {"start": "2023-01-01", "end": "2023-01-07", "grain": "campaign", "model": "LINEAR"}
+    assert c.get("/v1/metrics", params=far, headers=h).status_code == 200

@@ -105,8 +105,12 @@ def _query(scope: cond.Scope, org: str, start: date, end: date, **kwargs: Any) -
     )  # fmt: skip
 
 
-def _totals(connection: Connection, query: MetricsQuery) -> dict[str, Any]:
-    frame = read_metrics(query, connection)
+#: Metrics that do not depend on the attribution model (a custom rule on them needs no attribution results).
+_DELIVERY_METRICS = frozenset({"spend_micros", "impressions", "clicks", "cpc_micros", "ctr"})
+
+
+def _totals(connection: Connection, query: MetricsQuery, *, require_results: bool = False) -> dict[str, Any]:
+    frame = read_metrics(query, connection, require_results=require_results)
     if frame.height:
         return frame.row(0, named=True)
     zeros = {c: (0 if not c.endswith("_change") else None) for c in frame.columns}
@@ -175,7 +179,10 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
     if isinstance(config, cond.Custom):
         return _check_custom(connection, rule, config, now, base, where)
     start, end = _window(now, config.days)
-    t = _totals(connection, _query(config.scope, org, start, end))
+    try:  # conversions, CPA and ROAS: a model never run must not read as zero conversions
+        t = _totals(connection, _query(config.scope, org, start, end), require_results=True)
+    except NotFoundError as exc:
+        return Finding("unknown", context=base | {"reason": str(exc)})
     window = {"from": start.isoformat(), "to": end.isoformat(), "comparisonPeriod": f"{config.days}d", "currency": t["currency"]}
     if isinstance(config, cond.ConversionDrop):
         current, previous = t["conversions"], t["conversions_previous"]
@@ -267,7 +274,7 @@ def _check_clicks(connection: Connection, rule, config: cond.ClickAnomaly, now, 
 
 
 def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, where) -> Finding:
-    cache: dict[int, dict[str, Any]] = {}
+    cache: dict[tuple[int, bool], dict[str, Any]] = {}
     seen: list[dict[str, Any]] = []
 
     def holds(c: cond.Condition) -> bool | None:
@@ -276,10 +283,19 @@ def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, 
             if isinstance(c, cond.AllOf):
                 return False if False in results else (None if None in results else True)
             return True if True in results else (None if None in results else False)
-        if c.days not in cache:
+        needs = c.metric not in _DELIVERY_METRICS  # conversions of the model: refused when it never ran
+        if (c.days, needs) not in cache:
             start, end = _window(now, c.days)
-            cache[c.days] = _totals(connection, _query(config.scope, rule["organizationId"], start, end))
-        t = cache[c.days]
+            try:
+                cache[c.days, needs] = _totals(connection, _query(config.scope, rule["organizationId"], start, end),
+                                               require_results=needs)  # fmt: skip
+            except NotFoundError:
+                cache[c.days, needs] = {}
+        t = cache[c.days, needs]
+        if not t:
+            seen.append({"metric": c.metric, "period": f"{c.days}d", "actual": None, "holds": None,
+                         "reason": f"no attribution results for model {config.scope.model}"})  # fmt: skip
+            return None
         if c.compare == "value":
             actual = t[c.metric]
         else:

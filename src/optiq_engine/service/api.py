@@ -389,7 +389,7 @@ def create_app(
             ad_account_id=ad_account_id, campaign_id=campaign_id, ad_id=ad_id, conversion=conversion,
             conversion_name=conversion_name,
         )  # fmt: skip
-        return _rows_response(grain, start, end, read_metrics(query, conn))
+        return _rows_response(grain, start, end, read_metrics(query, conn, require_results=True))
 
     @app.get("/v1/credit", tags=["metrics"], responses=_ERRORS, response_model=Rows)
     def credit(

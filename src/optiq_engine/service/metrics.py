@@ -44,7 +44,7 @@ from ..channels import CLICK_ID_COLUMNS, DEFAULT_CHANNEL_RULES, ChannelRules, ch
 from ..errors import ConfigError
 from ..io import rollup
 from ..io.schema import ATTRIBUTION_MODELS, PLATFORM_CODES
-from .errors import CurrencyError
+from .errors import CurrencyError, NotFoundError
 
 __all__ = [
     "Grain",
@@ -663,7 +663,7 @@ def _schema(query: MetricsQuery) -> dict[str, pl.DataType]:
     return schema
 
 
-def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
+def read_metrics(query: MetricsQuery, connection: Connection, *, require_results: bool = False) -> pl.DataFrame:
     """The report ``query`` asks for, computed by Postgres in one query.
 
     Parameters
@@ -672,6 +672,10 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
         What to report (organization, period, model, grain, filters, currency conversion).
     connection
         An open SQLAlchemy connection (psycopg driver); not closed here.
+    require_results
+        Refuse a report whose rows credit no conversion when the organization has no attribution link of
+        ``query.model`` (and ``query.conversion_name``) at all: a model never run would read as zero conversions
+        and a ROAS of 0. Spend-only readers (spend alerts) leave it off.
 
     Returns
     -------
@@ -687,6 +691,8 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     CurrencyError
         If a row would add up amounts in several currencies and ``query.conversion`` is None, or the
         conversion has no rate for a currency found.
+    NotFoundError
+        With ``require_results``, if the rows credit nothing and the organization has no link of the model.
 
     Examples
     --------
@@ -714,7 +720,36 @@ def read_metrics(query: MetricsQuery, connection: Connection) -> pl.DataFrame:
     if changes:
         frame = frame.with_columns(changes)
     floats = [n for n, t in schema.items() if t == pl.Float64()]
-    return frame.select(list(schema)).with_columns(_finite(n) for n in floats).collect()
+    out = frame.select(list(schema)).with_columns(_finite(n) for n in floats).collect()
+    if require_results and out.height and not any(out[n].abs().sum() for n in ("conversions", "conversions_previous") if n in out.columns):
+        _check_has_results(query, connection)
+    return out
+
+
+def _check_has_results(query: MetricsQuery, connection: Connection) -> None:
+    """Raise :class:`NotFoundError` when the organization has no attribution link of ``query.model`` (and
+    conversion type) at all: a model never run (or a misspelt conversion name) would otherwise report zero
+    conversions and a ROAS of 0, a confident wrong number. Asked only of reports that credit nothing."""
+    params: dict[str, Any] = {"org": query.organization_id, "model": query.model}
+    name = _name_filter(query, params)
+    found = connection.execute(
+        text(
+            'SELECT EXISTS (SELECT 1 FROM "TrackingSite" s\n'
+            '  JOIN "TrackingEvent" e ON e."siteId" = s.id AND e.type = \'CONVERSION\'\n'
+            '  JOIN "AttributionLink" l ON l."conversionId" = e.id AND l.model = CAST(:model AS "AttributionModel")\n'
+            f'  WHERE s."organizationId" = :org{name})'
+        ),
+        params,
+    ).scalar()
+    if found:
+        return
+    what = f"model {query.model}"
+    if query.conversion_name is not None:
+        what += f" and conversion name {query.conversion_name!r}"
+    raise NotFoundError(
+        f"no attribution results for {what} in this organization: its conversions and ROAS would read 0;"
+        " run the engine with this model (optiq run, attributionSettings.models) or ask for one it ran"
+    )
 
 
 def _check_currencies(
