@@ -381,3 +381,19 @@ def test_shares_of_every_model_in_one_frame() -> None:
     markov = dict(shares.filter(pl.col("model") == "MARKOV").select("channel", "share").iter_rows())
     # the credited shares: the fit's shares to the balance's tolerance (docs/data_driven.md §5)
     assert markov == pytest.approx(_by_channel(result.fitted["MARKOV"], "share"), abs=1e-9)
+
+
+@pytest.mark.parametrize("form", ["auto", "touch"])
+def test_data_driven_with_no_journeys_credits_nothing_and_does_not_fail(form: str) -> None:
+    """A quiet day of a nightly run (or touchpoints all outside the window): every model, DATA_DRIVEN included,
+    leaves the conversions unattributed; the run does not fail with "no journeys to fit on"."""
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    tp = pl.DataFrame({"touchpoint_id": ["t1"], "anon_id": ["a"], "occurred_at": [at], "channel": ["email"]}).head(0)
+    cv = pl.DataFrame({"conversion_id": ["c1"], "anon_id": ["b"], "occurred_at": [at], "value_micros": [5]})
+    experiments = [oq.Experiment("email", 1.0, 0.5, at.date(), at.date())]
+    model = oq.models.DataDriven(form=form, bootstrap=5, experiments=experiments if form == "auto" else ())
+    result = oq.attribute(tp, cv, models=["LINEAR", "MARKOV", model])
+    assert result.links.height == 0 and result.unattributed.height == 1
+    fitted = result.fitted["DATA_DRIVEN"]
+    assert fitted.mechanism.startswith("none") and fitted.channel_credit["share"].sum() == 0
+    assert "DATA_DRIVEN" in result._repr_html_()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import polars as pl
@@ -269,6 +269,12 @@ def test_experiment_validation_and_settings() -> None:
     ]})  # fmt: skip
     (e,) = options["experiments"]
     assert e == oq.Experiment("email", 12.0, 3.0, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    # Dates are whole days, both included (a test's report "Mar 1 - Mar 31"), in Python and in JSON.
+    march = oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 31))
+    assert (march.start, march.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    (j,) = settings_from_json({"experiments": [{"channel": "email", "incremental_conversions": 1, "std_error": 1,
+                                                "start": "2026-03-01", "end": "2026-03-31"}]})[0]["experiments"]  # fmt: skip
+    assert j == march and oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 1)).end == datetime(2026, 3, 2, tzinfo=UTC)
     named = oq.models.DataDriven.from_config(oq.AttributionConfig(**options))
     assert named.experiments == (e,) and named.form == "auto"
     with pytest.raises(oq.ConfigError, match=r"experiments\[0\].std_error is missing"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .errors import ConfigError
@@ -29,6 +29,8 @@ class Experiment:
     start, end
         The period ``[start, end)``: journeys whose conversion (non-converting journeys: last touch) falls in
         it are the ones the test measured. ``None``: open on that side. Naive datetimes are taken as UTC.
+        Dates (``datetime.date``, or ``"2026-03-31"`` in JSON) are whole UTC days, both included, as a test's
+        report reads: ``start=date(2026, 3, 1), end=date(2026, 3, 31)`` is March, ``[Mar 1, Apr 1)``.
 
     Examples
     --------
@@ -59,8 +61,8 @@ class Experiment:
             )
         for name in ("start", "end"):
             v = getattr(self, name)
-            if isinstance(v, date) and not isinstance(v, datetime):
-                v = datetime(v.year, v.month, v.day)
+            if isinstance(v, date) and not isinstance(v, datetime):  # a whole day: the end day is included
+                v = datetime(v.year, v.month, v.day) + timedelta(days=1 if name == "end" else 0)
             if v is not None and not isinstance(v, datetime):
                 raise ConfigError(f"Experiment.{name} must be a datetime or None, got {v!r}")
             if v is not None and v.tzinfo is None:
@@ -122,8 +124,8 @@ def experiments_from_json(value: Any, *, where: str = "experiments") -> tuple[Ex
             if name in ("start", "end") and v is not None:
                 if not isinstance(v, str):
                     raise ConfigError(f"{at}.{name} must be an ISO 8601 date or datetime string, got {v!r}")
-                try:
-                    v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+                try:  # "2026-03-31": a date (a whole day); anything longer: a datetime
+                    v = date.fromisoformat(v) if len(v) == 10 else datetime.fromisoformat(v.replace("Z", "+00:00"))
                 except ValueError as exc:
                     raise ConfigError(f"{at}.{name}: cannot read {v!r} as an ISO 8601 datetime ({exc})") from None
             fields[name] = v

@@ -132,6 +132,8 @@ class DataDriven(DataDrivenModel):
         of each row that fall in the experiment's period (``None``: every journey of the table)."""
         if self.bootstrap:
             table = table.merged()
+        if float(table.conversions.sum() + table.nulls.sum()) == 0:
+            return self._nothing_to_fit(table)
         if self.form == "auto":
             return self._fit_auto(table, periods)
         model = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form)
@@ -159,6 +161,18 @@ class DataDriven(DataDrivenModel):
             path_phi=phi,
             sampled_paths=int(sampled),
         )
+
+    def _nothing_to_fit(self, table: PathTable) -> FittedDataDriven:
+        """No journey (a quiet day of a nightly run, every touchpoint outside the window): no channel is
+        credited, nothing is fitted; the conversions stay unattributed as for every model."""
+        n_codes = len(table.channels)
+        feats = k.count_features(table.offsets, table.codes, n_codes, 0.0)
+        model = ConversionModel(0.0, np.zeros(n_codes), np.eye(n_codes + 1), None, feats, "touch")
+        zeros = np.zeros(n_codes)
+        replicates = np.zeros((self.bootstrap, n_codes))
+        frame = credit_frame(table, zeros, ("incremental_conversions", zeros), replicates, self.level)
+        return FittedDataDriven(model=self, channel_credit=frame, paths=table, replicates=replicates,
+                                conversion_model=model, path_phi=np.zeros(0))  # fmt: skip
 
     def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         n_codes = len(table.channels)
@@ -945,6 +959,8 @@ class FittedDataDriven(FittedModel):
     def mechanism(self) -> str:
         """How conversions happen according to the fit: the form (and decay) with the largest weight."""
         m = self.conversion_model
+        if self.paths.height == 0:
+            return "none: no journeys to fit on"
         if isinstance(m, JourneyModel):
             return m.label()
         assert m is not None
