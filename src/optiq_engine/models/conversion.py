@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import numba
 import numpy as np
 import polars as pl
 import scipy.linalg
@@ -579,8 +581,11 @@ def _fit_one(
     targets: list[_Target] | None = None,
     max_iter: int = 100,
     sat: float = 1.0,
+    hold_zeros: bool = False,
 ) -> JourneyModel:
-    """Penalised maximum likelihood of one candidate by L-BFGS (a Numba pass gives loss and gradient)."""
+    """Penalised maximum likelihood of one candidate: active-set Newton (exact Hessian), or L-BFGS-B with
+    experiments. ``hold_zeros``: the effects at 0 in ``start`` (a fit of the same candidate on a sample)
+    start held at their bound, released when the gradient wants them up (fewer active-set rounds)."""
     n_codes = len(table.channels)
     conv, null = counts
     active = _active(form, n_codes)
@@ -599,7 +604,7 @@ def _fit_one(
 
     if not targets:  # active-set Newton with the exact Hessian (damped where "both" is not convex)
         full[active] = start[active]
-        at_zero = np.zeros(active.shape[0], dtype=bool)  # effects held at their bound 0
+        at_zero = is_beta & (start[active] <= 0) if hold_zeros else np.zeros(active.shape[0], dtype=bool)
         for _ in range(4 * n_codes + 4):
             free = active[~at_zero]
             sel = np.ix_(free, free)
@@ -666,13 +671,16 @@ def fit_candidates(
     if float(counts[0].sum() + counts[1].sum()) == 0:
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
     if warm is not None:
-        return [_fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat) for w in warm]
-    out: list[JourneyModel] = []
-    for form in ("touch", "journey"):  # each shape starts from the form's previous fit (fewer Newton steps)
-        start = _start(table, counts)
+        return _each(table, lambda w: _fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat), warm)
+
+    def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
+        fits, start = [], _start(table, counts)
         for rho, sat in AUTO_SHAPES:
-            out.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat))
-            start = out[-1].params
+            fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat))
+            start = fits[-1].params
+        return fits
+
+    out = [c for fits in _each(table, shapes, ["touch", "journey"]) for c in fits]
     best = min(out, key=lambda c: c.bic)
     rho, sat = best.rho, best.sat
     touch, journey = (
@@ -681,10 +689,21 @@ def fit_candidates(
     start = touch.params.copy()  # the two pure fits together
     c = len(table.channels)
     start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
-    both = _fit_one(table, "both", rho, l2=l2, counts=counts, start=start, sat=sat)
     pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
-    alt = _fit_one(table, "both", rho, l2=l2, counts=counts, start=_nudge(pure, form=pure.form), sat=sat)
+    starts = [start, _nudge(pure, form=pure.form)]
+    both, alt = _each(table, lambda x: _fit_one(table, "both", rho, l2=l2, counts=counts, start=x, sat=sat), starts)
     return [*out, alt if alt.nll < both.nll else both]
+
+
+def _each(table: PathTable, fit, items: list):
+    """``[fit(item) for item in items]``, two at a time on threads when ``table`` is small enough for the
+    serial kernels (they release the GIL; a parallel kernel already uses every core and is not launched
+    from two threads at once). The fits are independent: the results do not depend on the threads."""
+    workers = min(len(items), numba.config.NUMBA_NUM_THREADS)
+    if workers < 2 or table.height >= _PARALLEL_ROWS:
+        return [fit(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fit, items))
 
 
 def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[JourneyModel], np.ndarray]:
@@ -716,6 +735,7 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
             start=trial[i].params,
             max_iter=_REFIT_STEPS,
             sat=trial[i].sat,
+            hold_zeros=True,
         )
         for i in chosen
     }
