@@ -38,7 +38,7 @@ from ..io.schema import ALERT_EVENT_STATUSES, ALERT_SEVERITIES, ALERT_TYPES
 from . import conditions as cond
 from .anomaly import robust_zscore
 from .errors import NotFoundError, PermissionDeniedError, RuleConfigError, TransitionError
-from .metrics import MetricsQuery, read_metrics
+from .metrics import MetricsQuery, has_attribution_results, no_results_message, read_metrics
 
 __all__ = [
     "ESCALATION_FACTOR",
@@ -109,14 +109,21 @@ def _query(scope: cond.Scope, org: str, start: date, end: date, **kwargs: Any) -
 _DELIVERY_METRICS = frozenset({"spend_micros", "impressions", "clicks", "cpc_micros", "ctr"})
 
 
-def _totals(connection: Connection, query: MetricsQuery, *, require_results: bool = False) -> dict[str, Any]:
-    frame = read_metrics(query, connection, require_results=require_results)
+def _totals(connection: Connection, query: MetricsQuery) -> dict[str, Any]:
+    frame = read_metrics(query, connection)
     if frame.height:
         return frame.row(0, named=True)
     zeros = {c: (0 if not c.endswith("_change") else None) for c in frame.columns}
     zeros |= {c: None for c in ("roas", "cpa_micros", "cpc_micros", "ctr", "conversion_rate")}
     zeros |= {f"{c}_previous": None for c in ("roas", "cpa_micros", "cpc_micros", "ctr", "conversion_rate")}
     return zeros | {"currency": None, "name": None}
+
+
+def _never_ran(connection: Connection, query: MetricsQuery, totals: Mapping[str, Any]) -> bool:
+    """Whether ``totals`` credit nothing because the scope's model never ran for the organization (its
+    conversions, CPA and ROAS would read 0 and fire rules), not because nothing converted."""
+    credited = totals.get("conversions") or totals.get("conversions_previous")
+    return not credited and not has_attribution_results(query, connection)
 
 
 def _money(micros: int | float | None, currency: str | None) -> str:
@@ -179,10 +186,10 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
     if isinstance(config, cond.Custom):
         return _check_custom(connection, rule, config, now, base, where)
     start, end = _window(now, config.days)
-    try:  # conversions, CPA and ROAS: a model never run must not read as zero conversions
-        t = _totals(connection, _query(config.scope, org, start, end), require_results=True)
-    except NotFoundError as exc:
-        return Finding("unknown", context=base | {"reason": str(exc)})
+    query = _query(config.scope, org, start, end)
+    t = _totals(connection, query)
+    if _never_ran(connection, query, t):  # conversions, CPA and ROAS of a model never run are unknown, not 0
+        return Finding("unknown", context=base | {"reason": no_results_message(query)})
     window = {"from": start.isoformat(), "to": end.isoformat(), "comparisonPeriod": f"{config.days}d", "currency": t["currency"]}
     if isinstance(config, cond.ConversionDrop):
         current, previous = t["conversions"], t["conversions_previous"]
@@ -274,7 +281,8 @@ def _check_clicks(connection: Connection, rule, config: cond.ClickAnomaly, now, 
 
 
 def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, where) -> Finding:
-    cache: dict[tuple[int, bool], dict[str, Any]] = {}
+    cache: dict[int, dict[str, Any]] = {}
+    never_ran: dict[str, bool] = {}  # the probe does not depend on the period: asked at most once
     seen: list[dict[str, Any]] = []
 
     def holds(c: cond.Condition) -> bool | None:
@@ -283,19 +291,18 @@ def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, 
             if isinstance(c, cond.AllOf):
                 return False if False in results else (None if None in results else True)
             return True if True in results else (None if None in results else False)
-        needs = c.metric not in _DELIVERY_METRICS  # conversions of the model: refused when it never ran
-        if (c.days, needs) not in cache:
-            start, end = _window(now, c.days)
-            try:
-                cache[c.days, needs] = _totals(connection, _query(config.scope, rule["organizationId"], start, end),
-                                               require_results=needs)  # fmt: skip
-            except NotFoundError:
-                cache[c.days, needs] = {}
-        t = cache[c.days, needs]
-        if not t:
-            seen.append({"metric": c.metric, "period": f"{c.days}d", "actual": None, "holds": None,
-                         "reason": f"no attribution results for model {config.scope.model}"})  # fmt: skip
-            return None
+        start, end = _window(now, c.days)
+        query = _query(config.scope, rule["organizationId"], start, end)
+        if c.days not in cache:
+            cache[c.days] = _totals(connection, query)
+        t = cache[c.days]
+        if c.metric not in _DELIVERY_METRICS:  # the model's conversions: unknown when it never ran
+            if "model" not in never_ran:
+                never_ran["model"] = _never_ran(connection, query, t)
+            if never_ran["model"]:
+                seen.append({"metric": c.metric, "period": f"{c.days}d", "actual": None, "holds": None,
+                             "reason": no_results_message(query)})  # fmt: skip
+                return None
         if c.compare == "value":
             actual = t[c.metric]
         else:

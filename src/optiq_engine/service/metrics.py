@@ -57,6 +57,8 @@ __all__ = [
     "read_metrics",
     "read_credit",
     "is_summarized",
+    "has_attribution_results",
+    "no_results_message",
     "key_column",
     "channel_sql",
     "PLATFORM_CLICK_IDS",
@@ -721,15 +723,15 @@ def read_metrics(query: MetricsQuery, connection: Connection, *, require_results
         frame = frame.with_columns(changes)
     floats = [n for n, t in schema.items() if t == pl.Float64()]
     out = frame.select(list(schema)).with_columns(_finite(n) for n in floats).collect()
-    if require_results and out.height and not any(out[n].abs().sum() for n in ("conversions", "conversions_previous") if n in out.columns):
-        _check_has_results(query, connection)
+    credited = any(out[n].abs().sum() for n in ("conversions", "conversions_previous") if n in out.columns)
+    if require_results and out.height and not credited and not has_attribution_results(query, connection):
+        raise NotFoundError(no_results_message(query))
     return out
 
 
-def _check_has_results(query: MetricsQuery, connection: Connection) -> None:
-    """Raise :class:`NotFoundError` when the organization has no attribution link of ``query.model`` (and
-    conversion type) at all: a model never run (or a misspelt conversion name) would otherwise report zero
-    conversions and a ROAS of 0, a confident wrong number. Asked only of reports that credit nothing."""
+def has_attribution_results(query: MetricsQuery, connection: Connection) -> bool:
+    """Whether the organization has any attribution link of ``query.model`` (and ``query.conversion_name``),
+    in any period: without one, a report's zero conversions and ROAS of 0 mean "never run", not "none"."""
     params: dict[str, Any] = {"org": query.organization_id, "model": query.model}
     name = _name_filter(query, params)
     found = connection.execute(
@@ -741,12 +743,15 @@ def _check_has_results(query: MetricsQuery, connection: Connection) -> None:
         ),
         params,
     ).scalar()
-    if found:
-        return
+    return bool(found)
+
+
+def no_results_message(query: MetricsQuery) -> str:
+    """The one line that says a report's model (or conversion type) has no attribution results."""
     what = f"model {query.model}"
     if query.conversion_name is not None:
         what += f" and conversion name {query.conversion_name!r}"
-    raise NotFoundError(
+    return (
         f"no attribution results for {what} in this organization: its conversions and ROAS would read 0;"
         " run the engine with this model (optiq run, attributionSettings.models) or ask for one it ran"
     )
