@@ -105,7 +105,7 @@ def app_role(admin_url: str, name: str) -> Iterator[str]:
 
 
 class MergeTimer:
-    """Seconds spent in each merge of a run (wraps the ``postgres.merge_*`` functions that batch.py calls)."""
+    """Seconds spent in each merge of a run (wraps the ``postgres.merge_*`` functions that the job's write step calls)."""
 
     NAMES = ("merge_links", "merge_journeys", "merge_touchpoints")
 
@@ -249,12 +249,12 @@ def main() -> None:
             sql(url, 'TRUNCATE "AttributionLink", "Journey", "JourneyEvent", "EngineRun"')
         sql(url, "VACUUM ANALYZE", "CHECKPOINT")
         window = postgres.Window(organization_id="org_1")
-        query, params = postgres._READ_TOUCHPOINTS.sql(window)
+        query, params = postgres.read._READ_TOUCHPOINTS.sql(window)
         log("reads")
         out["read_raw_copy_s"] = raw_copy_read(url, query, params)
         out["read_adbc_s"], tp = timed(lambda: postgres.read_touchpoints(url, window))
         out["read_raw_copy_again_s"] = raw_copy_read(url, query, params)
-        literal = postgres._inline(query, params)
+        literal = postgres.read._inline(query, params)
         with psycopg.connect(url) as conn:
             out["read_polars_read_database_s"], _ = timed(
                 lambda: pl.read_database(literal, conn, infer_schema_length=None)

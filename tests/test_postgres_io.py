@@ -129,19 +129,19 @@ def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, mon
         anon_ids=(*users, *users[:5], "nobody"),
     )  # fmt: skip
     probed, fetched = [], []
-    real_few, real_fetch = postgres._few, postgres._fetch
-    monkeypatch.setattr(postgres, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1])
-    monkeypatch.setattr(postgres, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
+    real_few, real_fetch = postgres.read._few, postgres.read._fetch
+    monkeypatch.setattr(postgres.read, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1])
+    monkeypatch.setattr(postgres.read, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
     reads = [postgres.read_touchpoints, postgres.read_conversions, postgres.read_events]
     for read in (*reads, postgres.read_events_for_touchpoints):
-        monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small: probes
+        monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 0)  # every scope is small: probes
         by_probes = read(url, window)
-        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 1)  # and split over connections
+        monkeypatch.setattr(postgres.read, "_IDS_PER_CONNECTION", 1)  # and split over connections
         fetched.clear()
         by_parts = read(url, window)
-        assert len(fetched) == postgres._PROBE_CONNECTIONS  # one read per part
-        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 10**9)
-        monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # none is: the scan
+        assert len(fetched) == postgres.read._PROBE_CONNECTIONS  # one read per part
+        monkeypatch.setattr(postgres.read, "_IDS_PER_CONNECTION", 10**9)
+        monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 10**9)  # none is: the scan
         by_scan = read(url, window)
         assert probed[-3:] == [True, True, False]
         assert by_probes.height > 0 and set(by_probes["anon_id"]) <= set(users)
@@ -164,7 +164,7 @@ def test_a_result_of_many_record_batches_becomes_one_frame_in_order(postgres_url
             f"SELECT g AS n, nullif(repeat('é', g % 7), '') AS s, to_timestamp(g) AS t "
             f"FROM generate_series(1, {rows}) g ORDER BY g"
         )
-        frame = postgres._frame(cur)
+        frame = postgres.read._frame(cur)
     assert frame.schema == pl.Schema({"n": pl.Int32, "s": pl.String, "t": pl.Datetime("us", "UTC")})
     assert rows < 20_000 or frame.n_chunks() > 10  # the case this test is for: converted batch by batch
     n = pl.Series("n", range(1, rows + 1), pl.Int32)
@@ -178,12 +178,12 @@ def test_a_result_of_many_record_batches_becomes_one_frame_in_order(postgres_url
 @pytest.mark.parametrize("n", [0, 1, 2_499, 2_500, 5_000, 9_999, 10_000, 123_457])
 def test_probe_reads_are_split_into_consecutive_parts_as_many_as_fit(n: int) -> None:
     ids = list(range(n))
-    parts = postgres._split(ids)
+    parts = postgres.read._split(ids)
     assert [i for part in parts for i in part] == ids
-    assert 1 <= len(parts) <= postgres._PROBE_CONNECTIONS
-    assert len(parts) == 1 or min(map(len, parts)) >= postgres._IDS_PER_CONNECTION
+    assert 1 <= len(parts) <= postgres.read._PROBE_CONNECTIONS
+    assert len(parts) == 1 or min(map(len, parts)) >= postgres.read._IDS_PER_CONNECTION
     # no connection is left unused while the ids fill one more part
-    assert len(parts) == postgres._PROBE_CONNECTIONS or (len(parts) + 1) * postgres._IDS_PER_CONNECTION > n
+    assert len(parts) == postgres.read._PROBE_CONNECTIONS or (len(parts) + 1) * postgres.read._IDS_PER_CONNECTION > n
 
 
 def test_bad_window_arguments() -> None:
@@ -345,10 +345,10 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
     from optiq_engine.journeys import build_journeys
 
     if probe:  # every scope counts as small: read back, update and delete by index probes
-        monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)
+        monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 0)
     if ahead:  # read on other connections, each table's read split over several
         monkeypatch.setattr(postgres, "write_journeys", _write_journeys_read_ahead)
-        monkeypatch.setattr(postgres, "_IDS_PER_CONNECTION", 1)
+        monkeypatch.setattr(postgres.read, "_IDS_PER_CONNECTION", 1)
 
     data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
     with fresh_database(postgres_url, upgraded=True) as url:
@@ -459,7 +459,7 @@ def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_writt
     writable, monkeypatch, as_app_role, probe
 ) -> None:
     url, tp, cv = writable
-    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0 if probe else 10**9)
+    monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 0 if probe else 10**9)
     first = oq.attribute(tp, cv)
     _write(url, first, cv)
     changed = oq.attribute(tp, cv, lookback=timedelta(days=2))
@@ -522,7 +522,7 @@ def test_another_insert_trigger_keeps_the_per_row_path_and_fires(writable) -> No
     url, tp, cv = writable
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with postgres.transaction(url) as cur:
-        assert postgres._set_based_foreign_keys(cur, "AttributionLink") == [
+        assert postgres.merge._set_based_foreign_keys(cur, "AttributionLink") == [
             ("conversionId", '"TrackingEvent"', "id"),
             ("touchPointId", '"TouchPoint"', "id"),
         ]
@@ -537,7 +537,7 @@ def test_another_insert_trigger_keeps_the_per_row_path_and_fires(writable) -> No
             "FOR EACH STATEMENT EXECUTE FUNCTION count_links()"
         )
     with postgres.transaction(url) as cur:
-        assert postgres._set_based_foreign_keys(cur, "AttributionLink") is None
+        assert postgres.merge._set_based_foreign_keys(cur, "AttributionLink") is None
     result = oq.attribute(tp, cv)
     assert _write(url, result, cv).inserted == result.links.height
     with psycopg.connect(dsn) as conn:
@@ -549,9 +549,9 @@ def test_a_role_granted_set_on_session_replication_role_checks_set_based(writabl
     result = oq.attribute(tp, cv)
     with _app_role(url, granted_replication_role=True) as granted_url, _app_role(url) as plain_url:
         with postgres.transaction(granted_url) as cur:
-            assert postgres._set_based_foreign_keys(cur, "AttributionLink") is not None
+            assert postgres.merge._set_based_foreign_keys(cur, "AttributionLink") is not None
         with postgres.transaction(plain_url) as cur:
-            assert postgres._set_based_foreign_keys(cur, "AttributionLink") is None
+            assert postgres.merge._set_based_foreign_keys(cur, "AttributionLink") is None
         assert _write(granted_url, result, cv).inserted == result.links.height
         assert _write(granted_url, result, cv).changed == 0
     assert _db_links(url, "orgW").equals(_expected(result))
@@ -564,7 +564,7 @@ def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable, mo
     transaction inserted (the journeys its journey events reference) are found without a lock. The same
     whether the referenced rows are found by the planner's joins or by index probes (few references)."""
     url, tp, cv = writable
-    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0 if probe else 10**9)
+    monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 0 if probe else 10**9)
     result = oq.attribute(tp, cv, models=["LINEAR"])
     touchpoint = result.links["touchpoint_id"][0]
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -577,9 +577,9 @@ def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable, mo
         postgres.merge_journeys(
             cur, journeys.journeys, journeys.journey_events, organization_id="orgW", anon_ids=events["anon_id"]
         )
-        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmin::text = {postgres._MY_XID}')
+        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmin::text = {postgres.merge._MY_XID}')
         assert cur.fetchone()[0] == journeys.journeys.height  # written by this transaction: never locked
-        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmax::text = {postgres._MY_XID}')
+        cur.execute(f'SELECT count(*) FROM "Journey" WHERE xmax::text = {postgres.merge._MY_XID}')
         assert cur.fetchone()[0] == 0  # ... and not locked (a lock writes the locker's xid into xmax)
         with psycopg.connect(dsn, autocommit=True) as other:
             other.execute("SET lock_timeout = '300ms'")
@@ -601,9 +601,9 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
     _write(url, first, cv)
     shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
     if collision == "within a side":  # every key of a side shares one hash
-        monkeypatch.setattr(postgres, "_key_hash", lambda keys: pl.Series([0] * keys.height, dtype=pl.UInt64))
+        monkeypatch.setattr(postgres.merge, "_key_hash", lambda keys: pl.Series([0] * keys.height, dtype=pl.UInt64))
     else:  # unique within each side, but row i of one side pairs with row i of the other, whatever its key
-        monkeypatch.setattr(postgres, "_key_hash", lambda keys: pl.int_range(keys.height, eager=True).cast(pl.UInt64))
+        monkeypatch.setattr(postgres.merge, "_key_hash", lambda keys: pl.int_range(keys.height, eager=True).cast(pl.UInt64))
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0
     assert counts.inserted == 0 and counts.updated > 0  # LINEAR etc. weights change with fewer touchpoints
@@ -619,9 +619,9 @@ def test_a_probe_read_back_equals_the_join_and_restores_the_planner_settings(wri
     models = [list(oq.attribute(tp.head(10), cv.head(3)).model_names)]
     read = {}
     for probe, pages in (("probes", 0), ("join", 10**9)):
-        monkeypatch.setattr(postgres, "_PROBE_PAGES", pages)
+        monkeypatch.setattr(postgres.read, "_PROBE_PAGES", pages)
         with postgres.transaction(url) as cur:
-            rows = postgres._LINKS.read_scope(cur, cv["conversion_id"], models)
+            rows = postgres.write._LINKS.read_scope(cur, cv["conversion_id"], models)
             cur.execute("SELECT current_setting('enable_bitmapscan')")
             assert cur.fetchone()[0] == "on"
         read[probe] = rows.sort(rows.columns)
@@ -637,7 +637,7 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
     first = oq.attribute(tp, cv)
     _write(url, first, cv)
     few, settings = [], []
-    real_few, real_probes = postgres._few, postgres._primary_key_probes
+    real_few, real_probes = postgres.merge._few, postgres.merge._primary_key_probes
 
     def spy_few(cur, table, ids):
         few.append((table, real_few(cur, table, ids)))
@@ -654,9 +654,10 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
             yield probing
         joins(cur)
 
-    monkeypatch.setattr(postgres, "_few", spy_few)
-    monkeypatch.setattr(postgres, "_primary_key_probes", spy_probes)
-    monkeypatch.setattr(postgres, "_PROBE_PAGES", 0)  # every scope is small
+    monkeypatch.setattr(postgres.merge, "_few", spy_few)
+    for module in (postgres.merge, postgres.write):  # the merge's own probes and the links' organization check
+        monkeypatch.setattr(module, "_primary_key_probes", spy_probes)
+    monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 0)  # every scope is small
     shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0 and counts.updated > 0
@@ -664,7 +665,7 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
     # the conversions' organization checked, read back, delete, update
     assert few == [("TrackingEvent", True)] + [("AttributionLink", True)] * 3
     assert settings == [("off", "off"), ("on", "on")] * 3  # check, delete, update; each then reset
-    monkeypatch.setattr(postgres, "_PROBE_PAGES", 10**9)  # no scope is small: the planner's joins
+    monkeypatch.setattr(postgres.read, "_PROBE_PAGES", 10**9)  # no scope is small: the planner's joins
     few.clear()
     settings.clear()
     assert _write(url, shorter, cv).changed == 0

@@ -95,7 +95,9 @@ def test_run_engine_spark_writes_the_rows_of_the_local_run_and_reruns_change_not
     local = run_batch(url, organization_id=ORG, full=True)
     assert (local.inserted, local.updated, local.deleted, local.journeys_changed) == (0, 0, 0, 0)
     # A second Spark run changes nothing either, and the summaries agree.
-    again = run_batch(url, organization_id=ORG, full=True, engine="spark", partitions=2)
+    from optiq_engine.spark.job import compute_on_spark
+
+    again = run_batch(url, organization_id=ORG, full=True, engine="spark", partitions=2, compute=compute_on_spark)
     assert (again.inserted, again.updated, again.deleted, again.journeys_changed) == (0, 0, 0, 0)
     assert (again.touchpoints, again.conversions, again.links, again.unattributed, again.journeys) == (
         local.touchpoints, local.conversions, local.links, local.unattributed, local.journeys,

@@ -621,12 +621,16 @@ def run(
         compiled = compile_seconds()
         from .batch import RunLocked, run_batch  # a signal while importing is deferred too
 
+        compute = None  # the default: compute_local
+        if engine == "spark":
+            from .spark.job import compute_on_spark as compute
         try:
             with stages("starting") as show:
                 summary = run_batch(
                     database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
                     partitions=partitions, wait=wait, on_stage=show,
-                    extract_touchpoints=extract, engine=engine, master=master, by=by, **options,
+                    extract_touchpoints=extract, engine=engine, master=master, by=by, compute=compute,
+                    **options,
                 )  # fmt: skip
         except RunLocked as exc:
             err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)

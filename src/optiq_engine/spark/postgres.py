@@ -14,7 +14,7 @@ import glob
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,14 @@ import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..batch.compute import Computed
 from ..config import AttributionConfig
 from ..errors import ConfigError
 from ..io import postgres
 from .attribution import attribute_spark
 from .journeys import journeys_spark
 
-__all__ = ["jdbc_jar", "jdbc_options", "read_postgres", "attribute_postgres", "SparkStage", "postgres_session"]
+__all__ = ["jdbc_jar", "jdbc_options", "read_postgres", "attribute_postgres", "postgres_session"]
 
 #: Where the PostgreSQL JDBC driver is looked for, in order (``OPTIQ_POSTGRES_JDBC_JAR`` first): Debian's
 #: ``libpostgresql-jdbc-java``, then a local Maven repository.
@@ -104,24 +105,6 @@ def read_postgres(
     return spark.read.option("fetchsize", "10000").jdbc(jdbc, table, predicates=predicates, properties=props)
 
 
-@dataclass
-class SparkStage:
-    """What the Spark stage of the nightly job hands back to the driver (Polars frames, in memory)."""
-
-    links: pl.DataFrame
-    scope: pl.Series
-    model_names: list[str]
-    touchpoints: int
-    conversions: int
-    unattributed: int
-    journeys: pl.DataFrame
-    journey_events: pl.DataFrame
-    event_users: pl.Series
-    timings: dict[str, float] = field(default_factory=dict)
-    #: Per data-driven model, the conversions in scope it credits to no channel (docs/data_driven.md §5).
-    baseline_conversions: dict[str, int] = field(default_factory=dict)
-
-
 def _collect(frame: DataFrame) -> pl.DataFrame:
     return pl.from_arrow(frame.toArrow())  # type: ignore[return-value]
 
@@ -136,7 +119,7 @@ def attribute_postgres(
     as_of: datetime,
     partitions: int | None = None,
     on_stage: Callable[[str], None] | None = None,
-) -> SparkStage:
+) -> Computed:
     """Load, attribute and build journeys on Spark; collect the results to the driver as Arrow.
 
     The same stage as the single-machine job: links of the conversions at or after ``window.start`` (all
@@ -180,9 +163,9 @@ def attribute_postgres(
     event_users = _collect(events.select("anon_id").distinct()).get_column("anon_id")
     timings["spark journeys"] = time.perf_counter() - t0
     baseline = unattributed.drop_nulls("model").group_by("model", maintain_order=True).len()
-    return SparkStage(
-        links=links, scope=scope, model_names=list(result.model_names), touchpoints=touchpoints,
-        conversions=scope.len(), unattributed=unattributed.filter(pl.col("model").is_null()).height,
+    return Computed(
+        links=links, conversion_ids=scope, model_names=list(result.model_names), n_touchpoints=touchpoints,
+        n_conversions=scope.len(), unattributed=unattributed.filter(pl.col("model").is_null()).height,
         journeys=journeys, journey_events=journey_events, event_users=event_users, timings=timings,
         baseline_conversions=dict(baseline.iter_rows()),
     )  # fmt: skip

@@ -1,0 +1,214 @@
+"""One run of the nightly job: plan -> compute -> write under the organization's lock (:func:`run_batch`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .._interrupt import checkpoint
+from ..errors import ConfigError
+from ..io import rollup
+from ..io.postgres import runs
+from .compute import Compute, Computed, compute_local
+from .plan import Plan, check_arguments, plan_run, with_scope
+from .write import Written, write_run
+
+__all__ = ["RunSummary", "WATERMARK_OVERLAP", "run_batch", "summarize"]
+
+#: Kept for callers of ``run_batch(overlap=...)``; unused since incremental runs read the change log.
+WATERMARK_OVERLAP = timedelta(minutes=10)
+
+
+@dataclass
+class RunSummary:
+    """What one batch run did."""
+
+    run_id: str
+    organization_id: str
+    mode: str
+    users: int | None = None
+    touchpoints: int = 0
+    conversions: int = 0
+    links: int = 0
+    unattributed: int = 0
+    #: Per data-driven model, the conversions in scope it credits to no channel (baseline conversions:
+    #: no links for that model, docs/data_driven.md §5), on top of ``unattributed`` (no model credits them).
+    baseline_conversions: dict[str, int] = field(default_factory=dict)
+    #: With ``by="name"``: the conversions in scope per conversion type (``(no name)``: null or blank name).
+    conversion_types: dict[str, int] = field(default_factory=dict)
+    journeys: int = 0
+    journeys_changed: int = 0
+    touchpoints_changed: int = 0
+    touchpoints_extracted: bool = False
+    change_snapshot: str | None = None
+    stale_links_deleted: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    #: With ``identity="stitched"``: ``IdentityStitch``'s counts (anon ids merged into persons, docs/contract.md §1.5).
+    identity: dict[str, int] | None = None
+
+    @property
+    def changed(self) -> int:
+        """Rows the run inserted, updated or deleted."""
+        return self.inserted + self.updated + self.deleted
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary stored in ``"EngineRun".summary`` (the change-log snapshot as ``changeSnapshot``)."""
+        stored = {k: v for k, v in self.__dict__.items() if k not in ("run_id", "organization_id", "change_snapshot")}
+        return {**stored, "changeSnapshot": self.change_snapshot}
+
+    @classmethod
+    def of(cls, plan: Plan, computed: Computed | None, written: Written | None) -> RunSummary:
+        """The summary of a run that planned ``plan``, computed ``computed`` and wrote ``written`` (both
+        ``None``: nothing changed since the last run)."""
+        summary = cls(
+            run_id=plan.run_id, organization_id=plan.organization_id, mode=plan.mode,
+            users=None if plan.anon_ids is None else len(plan.anon_ids),
+            touchpoints_extracted=plan.extract_touchpoints, change_snapshot=plan.snapshot,
+        )  # fmt: skip
+        if computed is None or written is None:
+            return summary
+        summary.touchpoints, summary.conversions = computed.n_touchpoints, computed.n_conversions
+        summary.links, summary.unattributed = computed.links.height, computed.unattributed
+        summary.baseline_conversions = dict(computed.baseline_conversions)
+        summary.conversion_types = dict(computed.conversion_types)
+        summary.quarantined, summary.identity = dict(computed.quarantined), computed.identity
+        summary.journeys = computed.journeys.height
+        counts = written.links
+        summary.inserted, summary.updated, summary.deleted = counts.inserted, counts.updated, counts.deleted
+        summary.journeys_changed, summary.touchpoints_changed = written.journeys_changed, written.touchpoints_changed
+        summary.stale_links_deleted = written.stale_links_deleted
+        return summary
+
+
+def run_batch(
+    url: str,
+    *,
+    organization_id: str,
+    site_id: str | None = None,
+    full: bool = False,
+    since: datetime | None = None,
+    models: Sequence[str] | None = None,
+    partitions: int = 1,
+    wait: bool = False,
+    overlap: timedelta = WATERMARK_OVERLAP,
+    on_stage: Callable[[str], None] | None = None,
+    extract_touchpoints: bool | None = None,
+    engine: str = "local",
+    master: str | None = None,
+    by: str | None = None,
+    compute: Compute | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Recompute and write the attribution links of one organization.
+
+    Parameters
+    ----------
+    url
+        PostgreSQL URL of an Optiq database at the current schema revision.
+    full
+        Recompute every user (from ``since``, if given). Otherwise only the users the change log names
+        (rows inserted, updated or deleted since the last successful run of the scope, whatever their
+        ``createdAt``; see the module docstring) are recomputed: their journeys over their whole history,
+        their links for the conversions at or after the earliest instant changed (earlier conversions cannot
+        see it; all of them when touchpoints are extracted). A first run is a full run.
+    since
+        With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
+    models, options
+        Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields).
+        Data-driven models (MARKOV, SHAPLEY, DATA_DRIVEN) are fitted on every journey of the window, so a
+        run that includes one is always a full run, in one part.
+    partitions
+        Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
+    wait
+        Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
+    overlap
+        Unused (kept for callers): incremental runs read the change log, not ``createdAt`` past a watermark.
+    extract_touchpoints
+        Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
+        ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
+        same transaction as the links and journeys, and attribution uses them. Needs ``partitions=1``.
+        ``None`` (default): extract when the organization's last successful run did, or when it has
+        tracking events but no ``TouchPoint`` row (in scope); otherwise read the ``TouchPoint`` rows
+        (``docs/touchpoints.md`` §6). ``False``: always read them.
+    engine
+        ``local`` (this process) or ``spark``: load (Spark's JDBC source, split by a hash of ``anonId``),
+        attribution and journeys run on Spark (``master``; default ``local[*]``; ``partitions`` is the Spark
+        partition count, data-driven models included); the results are collected to the driver as Arrow and
+        written exactly as in ``local``: the same merges, in one transaction (``docs/spark.md``). Pass
+        ``compute=optiq_engine.spark.job.compute_on_spark`` with it (``optiq run --engine spark`` does).
+    compute
+        How the run computes (:data:`Compute`): :func:`compute_local` (the default with ``engine="local"``),
+        or Spark's ``compute_on_spark``. The plan and the write are the same for both.
+    by
+        ``"name"``: credit per conversion type (``attribute(by="name")``), overriding ``attributionSettings.by``;
+        each name's options come from ``attributionSettings.conversionTypes`` (:func:`conversion_settings`).
+        A model of any type recomputes the links of that model for every conversion in scope.
+    """
+    check_arguments(engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since)
+    if compute is None:
+        if engine != "local":
+            raise ConfigError(
+                "engine='spark' computes on Spark: pass compute=optiq_engine.spark.job.compute_on_spark "
+                "(optiq run --engine spark does)"
+            )
+        compute = compute_local
+
+    def stage(name: str) -> None:
+        checkpoint()  # a safe point: SIGINT/SIGTERM under optiq's handle_signals stop the run here (FAILED)
+        if on_stage is not None:
+            on_stage(name)
+
+    t_all = time.perf_counter()
+    with runs.run_lock(url, organization_id, wait=wait) as conn:
+        plan = plan_run(
+            conn, organization_id=organization_id, site_id=site_id, full=full, since=since, models=models,
+            partitions=partitions, extract_touchpoints=extract_touchpoints, engine=engine, master=master, by=by,
+            options=options,
+        )  # fmt: skip
+        runs.start_run(conn, plan.run_id, organization_id=organization_id, site_id=site_id, mode=plan.mode)
+        try:
+            plan = with_scope(conn, plan, stage)
+            computed = written = None
+            timings: dict[str, float] = {}
+            if plan.anon_ids != ():  # () : an incremental run with nothing changed
+                computed = compute(url, plan, stage)
+                timings.update(computed.timings)
+                stage("writing links and journeys")
+                t0 = time.perf_counter()
+                written = write_run(url, conn, plan, computed)
+                timings["write"] = time.perf_counter() - t0
+            summary = RunSummary.of(plan, computed, written)
+            summary.timings = {**timings, "total": time.perf_counter() - t_all}
+            runs.finish_run(conn, plan.run_id, watermark=plan.watermark, summary=summary.as_json())
+            runs.prune_changes(conn, organization_id)
+        except BaseException as exc:
+            runs.fail_run(conn, plan.run_id, exc)
+            raise
+    return summary
+
+
+def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int, float]:
+    """Rebuild the organization's daily summaries (credit and spend) from its links and daily metric rows.
+
+    For a database whose links were written by something else than the engine (the service reads an
+    organization's links until it is summarized), or after touchpoints were re-resolved to other ads. Holds
+    the organization's run lock, so it never interleaves with ``optiq run``; then compacts and vacuums the summaries
+    (:func:`runs.compact_summaries`). Returns (credit rows, seconds).
+    """
+    t0 = time.perf_counter()
+    with runs.run_lock(url, organization_id, wait=wait) as conn:
+        runs.read_settings(conn, organization_id)
+        with conn.transaction(), conn.cursor() as cur:
+            rows = rollup.rebuild_credit(cur, organization_id, repair=True)
+            rollup.rebuild_spend(cur, organization_id)
+        runs.compact_summaries(conn)
+    return rows, time.perf_counter() - t0
+
+

@@ -1,0 +1,111 @@
+"""``OrganizationSettings.attributionSettings`` as the engine's options (docs/attribution.md).
+
+:func:`settings_from_json`: config options and model names; :func:`conversion_settings`: credit per
+conversion type (``by`` and ``conversionTypes``). Unknown keys are ignored with a warning (the platform may
+store settings the engine does not read); a value that cannot be converted is a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["conversion_settings", "settings_from_json"]
+
+log = logging.getLogger(__name__)
+
+
+_SETTING_FIELDS = {
+    "lookbackDays": ("lookback", lambda v: timedelta(days=float(v))),
+    "halfLifeDays": ("half_life", lambda v: timedelta(days=float(v))),
+    "resetAfterConversion": ("reset_after_conversion", bool),
+    "positionFirst": ("position_first", float),
+    "positionLast": ("position_last", float),
+    "directChannels": ("direct_channels", tuple),
+    "touchRule": ("touch_rule", str),
+    "dropDirect": ("drop_direct", str),
+    "maxTouchpoints": ("max_touchpoints", lambda v: v),  # null: no cap; AttributionConfig checks the rest
+    "identity": ("identity", str),  # "stitched": anon ids joined by a user id (docs/contract.md §1.5)
+    "identityKey": ("identity_key", str),  # the key of TrackingEvent.properties holding the user id
+    "experiments": ("experiments", lambda v: _experiments(v)),
+}
+
+
+def _experiments(value: Any) -> tuple[Any, ...]:
+    """``attributionSettings.experiments``: lift tests for DATA_DRIVEN (a list of objects)."""
+    from ..experiments import experiments_from_json
+
+    return experiments_from_json(value)
+
+
+def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any], list[str] | None]:
+    """Config options and model names from ``OrganizationSettings.attributionSettings``.
+
+    Recognised keys: ``lookbackDays``, ``halfLifeDays``, ``resetAfterConversion``, ``positionFirst``,
+    ``positionLast``, ``directChannels``, ``touchRule``, ``dropDirect``, ``maxTouchpoints`` (the heuristic
+    models' path rules, docs/attribution.md "Path rules"), ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
+    ``channel``, ``incremental_conversions``, ``std_error``, ``start``, ``end``) and ``models`` (enum names);
+    ``by`` and ``conversionTypes`` are read by :func:`conversion_settings`; others are ignored with a warning.
+    """
+    options: dict[str, Any] = {}
+    models = None
+    for key, value in (settings or {}).items():
+        if key in _CONVERSION_KEYS:
+            continue
+        if key == "models":
+            models = [str(m) for m in value] if value else None
+        elif key in _SETTING_FIELDS:
+            name, convert = _SETTING_FIELDS[key]
+            try:
+                options[name] = convert(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"attributionSettings.{key}: cannot use {value!r}: {exc}") from None
+        else:
+            log.warning("ignoring unknown attributionSettings key %r", key)
+    return options, models
+
+
+#: ``attributionSettings`` keys of credit per conversion type (:func:`conversion_settings`).
+_CONVERSION_KEYS = ("by", "conversionTypes")
+
+
+def conversion_settings(settings: dict[str, Any] | None) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """``by`` and the per-name options of ``attributionSettings`` (docs/attribution.md "Conversion types").
+
+    ``{"by": "name", "conversionTypes": {"purchase": {"lookbackDays": 90, "models": ["LAST_TOUCH"]}}}``
+    attributes each conversion name on its own (``attribute(by="name")``), a name's object overriding the
+    organization's keys for that name: the keys of :func:`settings_from_json` (camelCase, the same
+    conversions) and ``models``. Returns ``(by, {name: options})``, the options as ``attribute``'s
+    ``conversion_types`` takes them (``lookback=timedelta(days=90)``, ``models=[...]``).
+
+    Raises
+    ------
+    ConfigError
+        ``by`` other than ``"name"``, ``conversionTypes`` without it or not an object of objects, a key of
+        a name's object that is not one of those, or a value that cannot be converted.
+    """
+    settings = settings or {}
+    by = settings.get("by")
+    if by is not None and by != "name":
+        raise ConfigError(f"attributionSettings.by: cannot use {by!r}; \"name\" attributes each conversion type on its own")
+    types = settings.get("conversionTypes")
+    if types is None:
+        return by, {}
+    if by is None:
+        raise ConfigError('attributionSettings.conversionTypes needs "by": "name" (one attribution per conversion type)')
+    if not isinstance(types, dict) or not all(isinstance(v, dict) for v in types.values()):
+        raise ConfigError(f"attributionSettings.conversionTypes must map names to objects of settings, got {types!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, keys in types.items():
+        unknown = sorted(set(keys) - set(_SETTING_FIELDS) - {"models"})
+        if unknown:
+            raise ConfigError(
+                f"attributionSettings.conversionTypes.{name}: unknown key(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted({*_SETTING_FIELDS, 'models'}))}"
+            )
+        options, models = settings_from_json(keys)
+        out[name] = {**options, **({"models": models} if models else {})}
+    return by, out
