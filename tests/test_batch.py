@@ -228,3 +228,34 @@ def test_data_driven_models_run_full_and_equal_the_in_memory_fit(database) -> No
     assert again.mode == "FULL" and again.changed == 0
     with pytest.raises(oq.ConfigError, match="partitions=1"):
         run_batch(url, organization_id="orgR", models=["MARKOV"], partitions=2)
+
+
+def test_a_run_reads_and_writes_through_one_pool_of_connections(database, monkeypatch) -> None:
+    """The job owns one pool of ADBC connections and passes it down: every read, the stored rows a merge
+    compares with and the writing transaction borrow from it; none opens a connection of its own. At most
+    as many are opened as are in use at once (a slice's two reads), however many reads and writes the run
+    makes; all are closed when it ends."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    url, _ = database
+    opened, closed, borrowed = [], [], []
+    real_connect, real_borrow = adbc.connect, postgres.Connections.connection
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        opened.append(conn)
+        real_close = conn.close
+        conn.close = lambda: closed.append(conn) or real_close()
+        return conn
+
+    def borrow(self):
+        borrowed.append(1)
+        return real_borrow(self)
+
+    monkeypatch.setattr(adbc, "connect", connect)
+    monkeypatch.setattr(postgres.Connections, "connection", borrow)
+    full = run_batch(url, organization_id="orgR", full=True)
+    assert full.links > 0 and full.journeys > 0
+    # reads: touchpoints and conversions at once, then events; the transaction: one more borrow
+    assert len(borrowed) >= 4 and 1 <= len(opened) <= 2
+    assert len(closed) == len(opened)

@@ -52,8 +52,8 @@ class Computed:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-#: How a run computes: ``compute(url, plan, stage)`` (:func:`compute_local`, or Spark's ``compute_on_spark``).
-Compute = Callable[[str, Plan, Stage], Computed]
+#: How a run computes: ``compute(db, plan, stage)`` (``db``: the job's :class:`~optiq_engine.io.postgres.Connections`) (:func:`compute_local`, or Spark's ``compute_on_spark``).
+Compute = Callable[[postgres.Connections, Plan, Stage], Computed]
 
 
 @dataclass
@@ -73,8 +73,9 @@ class _Parts:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def compute_local(url: str, plan: Plan, stage: Stage) -> Computed:
-    """Load the users in ``plan``'s scope from Postgres and attribute them, slice by slice, in this process.
+def compute_local(db: postgres.Connections, plan: Plan, stage: Stage) -> Computed:
+    """Load the users in ``plan``'s scope from Postgres (``db``: the job's connections) and attribute them,
+    slice by slice, in this process.
 
     Journeys depend on a user's whole history: they are rebuilt from all events of the users in scope.
     An incremental run keeps the links of a user's conversions before their earliest change.
@@ -82,12 +83,12 @@ def compute_local(url: str, plan: Plan, stage: Stage) -> Computed:
     assert plan.window is not None, "plan_run, then with_scope"
     parts = _Parts()
     extraction = None
-    slices: Any = postgres.iter_partitions(url, plan.window, partitions=plan.partitions)
+    slices: Any = postgres.iter_partitions(db, plan.window, partitions=plan.partitions)
     if plan.extract_touchpoints:  # docs/touchpoints.md
         stage("extracting touchpoints")
         t0 = time.perf_counter()
-        extraction = _extract_touchpoints(url, plan)
-        slices = [(extraction.touchpoints, postgres.read_conversions(url, plan.window))]
+        extraction = _extract_touchpoints(db, plan)
+        slices = [(extraction.touchpoints, postgres.read_conversions(db, plan.window))]
         if extraction.quarantined.height:
             parts.quarantined["events"] = extraction.quarantined.height
         parts.timings["extract touchpoints"] = time.perf_counter() - t0
@@ -95,8 +96,8 @@ def compute_local(url: str, plan: Plan, stage: Stage) -> Computed:
     if extraction is None and plan.anon_ids is not None:
         # An incremental run's reads are index probes, bound by I/O: the events (for the journeys) are
         # read at the same time as the touchpoints and conversions.
-        events_ahead = _in_background(postgres.read_events, url, _whole_history(plan))
-    identities = postgres.read_identities(url, plan.window, key=plan.config.identity_key) if plan.stitched else None
+        events_ahead = _in_background(postgres.read_events, db, _whole_history(plan))
+    identities = postgres.read_identities(db, plan.window, key=plan.config.identity_key) if plan.stitched else None
     for i, (tp, cv) in enumerate(slices):
         stage(f"loading and attributing users (part {i + 1}/{plan.partitions})")
         _attribute_slice(parts, plan, tp, cv, identities, recompute_all=extraction is not None)
@@ -108,7 +109,7 @@ def compute_local(url: str, plan: Plan, stage: Stage) -> Computed:
     if extraction is not None:  # built on the way, from the same events
         events, journeys = extraction.events, extraction.journeys
     else:
-        events = events_ahead.result() if events_ahead is not None else postgres.read_events(url, _whole_history(plan))
+        events = events_ahead.result() if events_ahead is not None else postgres.read_events(db, _whole_history(plan))
         journeys = build_journeys(
             events, session_timeout=plan.config.session_timeout, as_of=plan.watermark, on_invalid=plan.config.on_invalid
         )
@@ -202,12 +203,12 @@ def _count_types(counts: dict[str, int], conversions: pl.DataFrame) -> None:
     counts.update(ordered)
 
 
-def _extract_touchpoints(url: str, plan: Plan) -> Any:
+def _extract_touchpoints(db: postgres.Connections, plan: Plan) -> Any:
     """Touchpoints (and journeys) of the users in scope, from their whole event history."""
     from ..touchpoints import extract_touchpoints
 
-    events = postgres.read_events_for_touchpoints(url, _whole_history(plan))
-    campaigns, ads = postgres.read_campaigns(url, plan.organization_id)
+    events = postgres.read_events_for_touchpoints(db, _whole_history(plan))
+    campaigns, ads = postgres.read_campaigns(db, plan.organization_id)
     return extract_touchpoints(
         events, session_timeout=plan.config.session_timeout, campaigns=campaigns, ads=ads,
         on_invalid=plan.config.on_invalid, as_of=plan.watermark,

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._interrupt import checkpoint
 from ..errors import ConfigError
-from ..io import rollup
+from ..io import postgres, rollup
 from ..io.postgres import runs
 from .compute import Compute, Computed, compute_local
 from .plan import Plan, check_arguments, plan_run, with_scope
@@ -166,7 +166,7 @@ def run_batch(
             on_stage(name)
 
     t_all = time.perf_counter()
-    with runs.run_lock(url, organization_id, wait=wait) as conn:
+    with runs.run_lock(url, organization_id, wait=wait) as conn, postgres.Connections(url) as db:
         plan = plan_run(
             conn, organization_id=organization_id, site_id=site_id, full=full, since=since, models=models,
             partitions=partitions, extract_touchpoints=extract_touchpoints, engine=engine, master=master, by=by,
@@ -178,11 +178,11 @@ def run_batch(
             computed = written = None
             timings: dict[str, float] = {}
             if plan.anon_ids != ():  # () : an incremental run with nothing changed
-                computed = compute(url, plan, stage)
+                computed = compute(db, plan, stage)
                 timings.update(computed.timings)
                 stage("writing links and journeys")
                 t0 = time.perf_counter()
-                written = write_run(url, conn, plan, computed)
+                written = write_run(db, conn, plan, computed)
                 timings["write"] = time.perf_counter() - t0
             summary = RunSummary.of(plan, computed, written)
             summary.timings = {**timings, "total": time.perf_counter() - t_all}

@@ -25,10 +25,10 @@ class Written:
     stale_links_deleted: int = 0
 
 
-def write_run(url: str, conn: object, plan: Plan, computed: Computed) -> Written:
+def write_run(db: postgres.Connections, conn: object, plan: Plan, computed: Computed) -> Written:
     """Merge ``computed`` into the organization's rows in one transaction: readers see all old or all new.
 
-    ``conn`` is the run's locked connection (:func:`runs.run_lock`). Users whose events were all deleted (or
+    ``db`` is the job's connections; ``conn`` the run's locked connection (:func:`runs.run_lock`). Users whose events were all deleted (or
     moved to another ``anonId``) have none left: their stored journeys (and extracted touchpoints) go too.
     Incremental: the changed users; a full run of the whole organization: every user with a stored journey.
     """
@@ -43,10 +43,10 @@ def write_run(url: str, conn: object, plan: Plan, computed: Computed) -> Written
         # Incremental: the stored journeys (index probes, bound by I/O) are read on other connections while
         # the transaction merges the links (this run holds the organization's lock).
         stored = _in_background(
-            postgres.read_stored_journeys, url, computed.journeys,
+            postgres.read_stored_journeys, db, computed.journeys,
             organization_id=plan.organization_id, anon_ids=users,
         )  # fmt: skip
-    with postgres.transaction(url) as cur:
+    with postgres.transaction(db) as cur:
         touchpoints_changed, counts, stale = _merge_links(cur, plan, computed, users)
         checkpoint()  # inside the transaction: an interruption here rolls the links back
         journey_counts, _ = postgres.merge_journeys(

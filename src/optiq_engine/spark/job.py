@@ -7,17 +7,19 @@ from dataclasses import replace
 
 from ..batch import Computed, Plan
 from ..batch.plan import Stage
+from ..io.postgres import Connections
 from .postgres import attribute_postgres, postgres_session
 
 __all__ = ["compute_on_spark"]
 
 
-def compute_on_spark(url: str, plan: Plan, stage: Stage) -> Computed:
+def compute_on_spark(db: Connections, plan: Plan, stage: Stage) -> Computed:
     """Load, attribute and build journeys of ``plan``'s scope on Spark (``plan.master``; default ``local[*]``).
 
     The :data:`optiq_engine.batch.Compute` of ``run_batch(engine="spark")``: the results are collected to
     the driver as Arrow and written exactly as :func:`optiq_engine.batch.compute_local`'s (``docs/spark.md``).
-    ``plan.partitions`` above 1 is the JDBC read split and the shuffle's partition count.
+    Spark reads through its JDBC source (``db.url``), not ``db``'s connections. ``plan.partitions`` above 1
+    is the JDBC read split and the shuffle's partition count.
     """
     assert plan.window is not None, "plan_run, then with_scope"
     master = plan.master or "local[*]"
@@ -26,7 +28,7 @@ def compute_on_spark(url: str, plan: Plan, stage: Stage) -> Computed:
     spark = postgres_session(master)
     started = time.perf_counter() - t0
     computed = attribute_postgres(
-        spark, url, plan.window, models=plan.models, config=plan.config, as_of=plan.watermark,
+        spark, db.url, plan.window, models=plan.models, config=plan.config, as_of=plan.watermark,
         partitions=plan.partitions if plan.partitions > 1 else None, on_stage=stage,
     )  # fmt: skip
     return replace(computed, timings={"spark start": started, **computed.timings})

@@ -1,5 +1,7 @@
 """Postgres: an organization's rows in as frames, the engine's results out, the nightly run's bookkeeping.
 
+- :mod:`.connections`: :class:`Connections`, the pool of ADBC connections a job owns and passes down (every
+  function here takes it, or a URL for a call on its own).
 - :mod:`.read`: :class:`Window` (which rows), ``read_*`` (one frame) and :func:`iter_partitions` (slices by user),
   through ADBC's binary ``COPY``; every query scoped by organization.
 - :mod:`.merge`: :func:`transaction` and the staged merge that replaces a scope's rows idempotently.
@@ -10,10 +12,10 @@
 
 from __future__ import annotations
 
+from .connections import Connections, adbc_url
 from .merge import WriteCounts, transaction
 from .read import (
     Window,
-    adbc_url,
     hash_partition,
     iter_partitions,
     read_campaigns,
@@ -40,6 +42,7 @@ from .write import (
 )
 
 __all__ = [
+    "Connections",
     "Window",
     "WriteCounts",
     "adbc_url",

@@ -17,7 +17,8 @@ from typing import Any
 import polars as pl
 
 from ...errors import InputError
-from .read import _few, _frame, _inline, adbc_url
+from .connections import Connections, _inline, _may_set, connections
+from .read import _few, _frame
 
 log = logging.getLogger(__name__)
 
@@ -237,18 +238,6 @@ WHERE t.tgrelid = $1::regclass AND t.tgenabled = 'O' AND (t.tgtype & 4) <> 0
       SELECT c.oid FROM pg_constraint c WHERE c.conrelid = $1::regclass AND c.contype = 'f'))"""
 
 
-def _may_set(cur: Any, parameter: str) -> bool:
-    """Whether this role may set a superuser-only ``parameter`` (superuser, or granted ``SET`` on it, PG 15+)."""
-    cur.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
-    superuser, version = cur.fetchone()
-    if superuser:
-        return True
-    if version < 150000:
-        return False
-    cur.execute(_inline("SELECT has_parameter_privilege($1, 'SET')", [parameter]))
-    return bool(cur.fetchone()[0])
-
-
 def _set_based_foreign_keys(cur: Any, table: str) -> list[tuple[str, str, str]] | None:
     """The table's foreign keys as (column, referenced table, referenced column) when they may be checked
     set-based (``_lock_references``) instead of by Postgres' per-row triggers; else ``None``.
@@ -374,38 +363,15 @@ def _off(cur: Any, *settings: str) -> Iterator[None]:
         cur.execute(f"RESET {setting}")
 
 
-#: Merges stage millions of ids in temporary tables and hash-join them: with the defaults (8 MB of local
-#: buffers, 4 MB per hash) and a primary key on the staging table, a 2M-row scope took 13 s to copy in
-#: (under 1 s now). Ceilings, allocated only as used; ``temp_buffers`` must be set before the session
-#: first touches a temporary table.
-_SESSION = ("SET temp_buffers = '1GB'", "SET work_mem = '256MB'")
-
-#: Full-page images are most of what a merge writes to the WAL: the first change of a page after a checkpoint
-#: logs the whole page, and the links' ``touchPointId`` index, the locked rows and the journeys' indexes are
-#: changed at random. Compressed (lz4) when the server logs them raw and the role may say so (superuser, or
-#: ``GRANT SET ON PARAMETER wal_compression``): an incremental run at 10M touchpoints (20k users) wrote
-#: 1.18-1.28 GB of WAL, 81% page images; 0.68-0.77 GB with lz4 (``benchmarks/RESULTS.md``).
-_RAW_PAGE_IMAGES = """SELECT current_setting('wal_compression') = 'off' AND 'lz4' = ANY(enumvals)
-FROM pg_settings WHERE name = 'wal_compression'"""
-
-
-def _compress_wal(cur: Any) -> None:
-    cur.execute(_RAW_PAGE_IMAGES)
-    if cur.fetchone()[0] and _may_set(cur, "wal_compression"):
-        cur.execute("SET wal_compression = lz4")
-
-
 @contextmanager
-def transaction(url: str) -> Iterator[Any]:
-    """An ADBC cursor in one transaction: committed when the block ends, rolled back on any error."""
-    import adbc_driver_postgresql.dbapi as adbc
+def transaction(url: str | Connections) -> Iterator[Any]:
+    """An ADBC cursor in one transaction: committed when the block ends, rolled back on any error.
 
-    with adbc.connect(adbc_url(url)) as conn:
+    ``url``: a database URL (a connection of its own), or the job's :class:`Connections` (one of its).
+    """
+    with connections(url) as db, db.connection() as conn:
         try:
             with conn.cursor() as cur:
-                for setting in _SESSION:
-                    cur.execute(setting)
-                _compress_wal(cur)
                 yield cur
             conn.commit()
         except BaseException:

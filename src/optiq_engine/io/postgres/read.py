@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from ...errors import ConfigError
+from .connections import Connections, _inline, connections
 
 _TOUCHPOINT_COLUMNS = """
     tp.id AS touchpoint_id,
@@ -74,14 +75,6 @@ class Window:
     @property
     def read_from(self) -> datetime | None:
         return None if self.start is None else self.start - self.lookback
-
-
-def adbc_url(url: str) -> str:
-    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg://`` -> ``postgresql://``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.startswith(("postgresql", "postgres")):
-        raise ConfigError(f"not a PostgreSQL URL: {url!r}")
-    return f"postgresql://{rest}"
 
 
 def _property(key: str, *, empty_is_null: bool = True) -> str:
@@ -212,19 +205,6 @@ _READ_CONVERSIONS = _Query(_CONVERSION_COLUMNS, "TrackingEvent", "e", "e.type = 
 _READ_EVENTS = _Query(_EVENT_COLUMNS, "TrackingEvent", "e")
 
 
-def _inline(sql: str, params: list[Any]) -> str:
-    """``sql`` with ``$n`` replaced by properly quoted literals (psycopg's quoting).
-
-    ADBC streams a query through binary ``COPY ... TO STDOUT`` only when it has no bind parameters; with
-    parameters it falls back to a slower row-by-row result.
-    """
-    from psycopg.sql import Literal
-
-    for i in range(len(params), 0, -1):  # $10 before $1
-        sql = sql.replace(f"${i}", Literal(params[i - 1]).as_string(None))
-    return sql
-
-
 def read_sql(what: str, window: Window) -> str:
     """The query of :func:`read_touchpoints` / :func:`read_conversions` / :func:`read_events` (``what``:
     ``touchpoints``, ``conversions`` or ``events``) for ``window``, parameters inlined: for other readers of
@@ -253,10 +233,8 @@ def _frame(cur: Any) -> pl.DataFrame:
     return pl.concat(frames, how="vertical", rechunk=False)
 
 
-def _fetch(url: str, sql: str, params: list[Any]) -> pl.DataFrame:
-    import adbc_driver_postgresql.dbapi as adbc
-
-    with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
+def _fetch(url: str | Connections, sql: str, params: list[Any]) -> pl.DataFrame:
+    with connections(url) as db, db.connection() as conn, conn.cursor() as cur:
         cur.execute(_inline(sql, params))
         return _frame(cur)
 
@@ -297,13 +275,11 @@ def _split(ids: Any) -> list[Any]:
     return [ids[n * i // k : n * (i + 1) // k] for i in range(k)]
 
 
-def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
+def _read(url: str | Connections, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
     """Rows of ``query`` in ``window``: a few users' rows by index probes (split over connections,
     :func:`_split`), else by a scan (:func:`_few`: one probe per site of the organization and user, against
     the table's pages)."""
-    import adbc_driver_postgresql.dbapi as adbc
-
-    with adbc.connect(adbc_url(url)) as conn, conn.cursor() as cur:
+    with connections(url) as db, db.connection() as conn, conn.cursor() as cur:
         probe = False
         if window.anon_ids is not None:
             cur.execute(
@@ -315,7 +291,7 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
             if probe and len(parts := _split(sorted(users))) > 1:
                 with ThreadPoolExecutor(max_workers=len(parts)) as pool:
                     reads = [
-                        pool.submit(_fetch, url, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
+                        pool.submit(_fetch, db, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
                         for part in parts
                     ]
                     return pl.concat([read.result() for read in reads], how="vertical", rechunk=False)
@@ -323,12 +299,12 @@ def _read(url: str, query: _Query, window: Window, partition: tuple[int, int] | 
         return _frame(cur)
 
 
-def read_touchpoints(url: str, window: Window) -> pl.DataFrame:
+def read_touchpoints(url: str | Connections, window: Window) -> pl.DataFrame:
     """Touchpoints of ``window``'s organization (and site) from ``start - lookback`` to ``end``."""
     return _read(url, _READ_TOUCHPOINTS, window)
 
 
-def read_conversions(url: str, window: Window) -> pl.DataFrame:
+def read_conversions(url: str | Connections, window: Window) -> pl.DataFrame:
     """Conversions (``TrackingEvent`` of type ``CONVERSION``) of the window, with earlier context.
 
     Rows from ``start - lookback`` are included: an earlier conversion bounds a later one's window under
@@ -337,7 +313,7 @@ def read_conversions(url: str, window: Window) -> pl.DataFrame:
     return _read(url, _READ_CONVERSIONS, window)
 
 
-def read_events(url: str, window: Window) -> pl.DataFrame:
+def read_events(url: str | Connections, window: Window) -> pl.DataFrame:
     """Tracking events of every type (docs/contract.md §1 events frame), for sessions, touchpoints and journeys.
 
     Click ids and UTM parameters come from their columns or, when those are null, from the event's
@@ -349,7 +325,7 @@ def read_events(url: str, window: Window) -> pl.DataFrame:
 _TOUCHPOINT_EVENT_COLUMNS = _event_columns(for_touchpoints=True)
 
 
-def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
+def read_events_for_touchpoints(url: str | Connections, window: Window) -> pl.DataFrame:
     """Tracking events as :func:`optiq_engine.extract_touchpoints` reads them (``docs/touchpoints.md``).
 
     Each marketing parameter (UTM source/medium/campaign/term/content, click ids) is its column or, when
@@ -360,7 +336,7 @@ def read_events_for_touchpoints(url: str, window: Window) -> pl.DataFrame:
     return _read(url, _Query(_TOUCHPOINT_EVENT_COLUMNS, "TrackingEvent", "e"), window)
 
 
-def read_identities(url: str, window: Window, *, key: str) -> pl.DataFrame:
+def read_identities(url: str | Connections, window: Window, *, key: str) -> pl.DataFrame:
     """Every tracking event of the window's organization (and site) whose ``properties`` hold ``key``, at any
     time: ``organization_id``, ``site_id``, ``anon_id``, ``occurred_at`` and ``user_id`` (the key's text) for
     identity stitching (docs/contract.md §1.5). ``key`` is validated by ``AttributionConfig``
@@ -377,7 +353,7 @@ def read_identities(url: str, window: Window, *, key: str) -> pl.DataFrame:
     return _read(url, _Query(columns, "TrackingEvent", "e", f"{value} IS NOT NULL"), replace(window, start=None, end=None))
 
 
-def read_campaigns(url: str, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_campaigns(url: str | Connections, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The organization's ``Campaign`` rows (with their ad account's platform) and ``Ad`` rows, as the
     ``campaigns`` and ``ads`` frames of :func:`optiq_engine.extract_touchpoints`."""
     campaigns = _fetch(
@@ -398,7 +374,7 @@ def read_campaigns(url: str, organization_id: str) -> tuple[pl.DataFrame, pl.Dat
     return campaigns, ads
 
 
-def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+def iter_partitions(url: str | Connections, window: Window, *, partitions: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(touchpoints, conversions) in ``partitions`` slices by a server-side hash of ``anonId``.
 
     A user's history is never split between slices, so attributing them one by one equals attributing
@@ -407,9 +383,9 @@ def iter_partitions(url: str, window: Window, *, partitions: int) -> Iterator[tu
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
-    with ThreadPoolExecutor(max_workers=2) as pool:  # both reads at once (the driver releases the GIL)
+    with connections(url) as db, ThreadPoolExecutor(max_workers=2) as pool:  # both reads at once (the driver releases the GIL)
         for i in range(partitions):
             part = None if partitions == 1 else (i, partitions)
-            touchpoints = pool.submit(_read, url, _READ_TOUCHPOINTS, window, part)
-            conversions = pool.submit(_read, url, _READ_CONVERSIONS, window, part)
+            touchpoints = pool.submit(_read, db, _READ_TOUCHPOINTS, window, part)
+            conversions = pool.submit(_read, db, _READ_CONVERSIONS, window, part)
             yield touchpoints.result(), conversions.result()

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from ...errors import ConfigError, OptiqError
-from .read import adbc_url
+from .connections import adbc_url
 
 __all__ = [
     "RunLocked",

@@ -16,8 +16,9 @@ import polars as pl
 
 from ...errors import InputError
 from ..rollup import credit_maintained
+from .connections import Connections, _inline, connections
 from .merge import WriteCounts, _Merge, _primary_key_probes, transaction
-from .read import _PROBE_CONNECTIONS, _inline, _split
+from .read import _PROBE_CONNECTIONS, _split
 
 
 def link_rows_for_postgres(links: pl.DataFrame) -> pl.DataFrame:
@@ -55,7 +56,7 @@ WHERE s."organizationId" IS DISTINCT FROM $1"""
 
 
 def write_links(
-    url: str,
+    url: str | Connections,
     links: pl.DataFrame,
     *,
     organization_id: str,
@@ -171,7 +172,7 @@ class StoredJourneys:
 
 
 def read_stored_journeys(
-    url: str, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+    url: str | Connections, journeys: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
 ) -> StoredJourneys:
     """The ``Journey`` rows of ``anon_ids`` and the ``JourneyEvent`` rows of ``journeys`` now stored, read on
     connections of their own: to run while the writing transaction merges the links.
@@ -183,12 +184,12 @@ def read_stored_journeys(
     """
 
     def read(merge: _Merge, ids: pl.Series, params: list[Any]) -> pl.DataFrame:
-        with transaction(url) as cur:
+        with transaction(db) as cur:
             return merge.read_scope(cur, ids, params)
 
     # Cold index probes: each table's read is split over connections (:func:`_split`), all read at once.
     journey_ids = journeys.get_column("journey_id")
-    with ThreadPoolExecutor(max_workers=2 * _PROBE_CONNECTIONS) as pool:
+    with connections(url) as db, ThreadPoolExecutor(max_workers=2 * _PROBE_CONNECTIONS) as pool:
         parts = [pool.submit(read, _JOURNEYS, part, [organization_id]) for part in _split(anon_ids.unique().sort())]
         events = [pool.submit(read, _JOURNEY_EVENTS, part, []) for part in _split(journey_ids.sort())]
         return StoredJourneys(
@@ -239,7 +240,7 @@ def merge_journeys(
 
 
 def write_journeys(
-    url: str, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+    url: str | Connections, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
 ) -> tuple[WriteCounts, WriteCounts]:
     """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
     with transaction(url) as cur:
@@ -394,7 +395,7 @@ def delete_stale_links(cur: Any, *, organization_id: str, models: Sequence[str],
 
 
 def write_touchpoints(
-    url: str, touchpoints: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series, site_id: str | None = None
+    url: str | Connections, touchpoints: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series, site_id: str | None = None
 ) -> WriteCounts:
     """:func:`merge_touchpoints` in a transaction of its own (all or nothing)."""
     with transaction(url) as cur:
