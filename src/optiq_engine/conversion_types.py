@@ -18,7 +18,6 @@ The result's ``links``, ``credit`` and ``unattributed`` carry a ``conversion_nam
 
 from __future__ import annotations
 
-import difflib
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from .config import AttributionConfig
-from .errors import ConfigError, ConfusableIdWarning, ModelError, SchemaError
+from .errors import ColumnNotFoundError, ConfigError, ConfusableIdWarning, ModelError, SchemaError, did_you_mean
 from .frames import Normalized
 from .models import HEURISTIC_MODELS, AttributionModel
 from .models.base import resolve_models
@@ -105,11 +104,10 @@ def conversion_names(conversions: pl.DataFrame, by: str = "name") -> pl.Series:
         ``conversions`` has no such column, or it holds neither strings nor integers.
     """
     if by not in conversions.columns:
-        close = difflib.get_close_matches(by, conversions.columns, n=2, cutoff=0.5)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise SchemaError(
-            f"conversions have no {by!r} column{hint}: by={by!r} attributes each conversion type (the {by!r} "
-            f"column) on its own; add it or drop by=. Columns are {conversions.columns}"
+        raise ColumnNotFoundError(
+            f"conversions have no {by!r} column{did_you_mean(by, conversions.columns)}: by={by!r} attributes each "
+            f"conversion type (the {by!r} column) on its own; add it or drop by=. Columns are {conversions.columns}",
+            missing=[by], columns=conversions.columns,
         )
     col = conversions.get_column(by)
     if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum)) or col.dtype.is_integer()):
@@ -244,8 +242,7 @@ def _warn_unused(per_type: Mapping[str, Any], names: list[str]) -> None:
     """Log the ``conversion_types`` entries that name no conversion of the run, with the closest names."""
     for name in per_type:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            hint = did_you_mean(name, names, cutoff=0.6)
             log.warning("conversion_types[%r] matches no conversion name of this run%s", name, hint)
 
 

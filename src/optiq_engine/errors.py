@@ -6,11 +6,15 @@ exception, so ``except ValueError`` keeps working for callers who do not know th
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
+
 __all__ = [
     "OptiqError",
     "ConfigError",
     "InputError",
     "SchemaError",
+    "ColumnNotFoundError",
     "ModelError",
     "OptiqWarning",
     "NaiveTimestampWarning",
@@ -30,6 +34,43 @@ class ConfigError(OptiqError, ValueError):
 
 class SchemaError(OptiqError, ValueError):
     """A frame lacks a required column or has one of the wrong type."""
+
+
+class ColumnNotFoundError(SchemaError):
+    """A frame lacks a column the call needs: each missing column is named with the frame's closest ones.
+
+    Attributes
+    ----------
+    missing
+        The columns not found.
+    columns
+        The frame's columns.
+    """
+
+    def __init__(self, message: str, *, missing: Sequence[str] = (), columns: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing, self.columns = list(missing), list(columns)
+
+    @classmethod
+    def of(cls, missing: Sequence[str], columns: Sequence[str], *, what: str) -> ColumnNotFoundError:
+        """``<what> lack required column(s) 'a' (did you mean 'A'?), ...; columns are [...]``."""
+        named = ", ".join(f"{c!r}{did_you_mean(c, columns)}" for c in missing)
+        return cls(f"{what} lack required column(s) {named}; columns are {list(columns)}", missing=missing, columns=columns)
+
+
+def close_matches(name: str, choices: Iterable[str], *, n: int = 2, cutoff: float = 0.5) -> list[str]:
+    """The ``choices`` a user most likely meant by ``name``: one spelled the same but for case, ``_`` and
+    ``-`` (``anonId``, ``AnonID``, ``anon-id`` for ``anon_id``), else up to ``n`` close ones (difflib)."""
+    choices = [str(c) for c in choices]
+    squashed = {c.replace("_", "").replace("-", "").lower(): c for c in choices}
+    same = squashed.get(name.replace("_", "").replace("-", "").lower())
+    return [same] if same is not None and same != name else difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, n: int = 2, cutoff: float = 0.5) -> str:
+    """`` (did you mean 'a', 'b'?)`` for the :func:`close_matches` of ``name``; ``""`` when none is close."""
+    close = close_matches(name, choices, n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
 class InputError(OptiqError, ValueError):

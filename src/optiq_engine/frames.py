@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import ConfusableIdWarning, InputError, SchemaError
+from .errors import ColumnNotFoundError, ConfusableIdWarning, InputError, SchemaError
 from .money import check_value_options, money_like_columns, to_micros
 from .timestamps import to_utc
 
@@ -115,13 +114,7 @@ def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
 def _require(columns: Sequence[str], required: tuple[str, ...], *, what: str) -> None:
     missing = [c for c in required if c not in columns]
     if missing:
-        hints = []
-        squash = {col.replace("_", "").lower(): col for col in columns}
-        for c in missing:
-            same = squash.get(c.replace("_", "").lower())  # anonId, AnonID, anon-id ... for anon_id
-            close = [same] if same else difflib.get_close_matches(c, columns, n=2, cutoff=0.5)
-            hints.append(f"{c!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-        raise SchemaError(f"{what} lack required column(s) {', '.join(hints)}; columns are {list(columns)}")
+        raise ColumnNotFoundError.of(missing, columns, what=what)
 
 
 def _as_string(frame: pl.DataFrame, col: str, *, what: str) -> pl.Expr:

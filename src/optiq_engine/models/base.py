@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ModelError
+from ..errors import ModelError, did_you_mean
 
 if TYPE_CHECKING:
     from ..config import AttributionConfig
@@ -50,7 +50,10 @@ def get_model(name: str) -> type[AttributionModel]:
     try:
         return _REGISTRY[key]
     except (KeyError, TypeError):
-        raise ModelError(f"unknown model {name!r}; valid choices: {', '.join(available_models())}") from None
+        raise ModelError(
+            f"unknown model {name!r}{did_you_mean(str(name).upper(), available_models(), n=1)}; "
+            f"valid choices: {', '.join(available_models())}"
+        ) from None
 
 
 def resolve_models(

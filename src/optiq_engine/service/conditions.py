@@ -12,12 +12,12 @@ a comparison ``{"metric", "operator", "value", "period", "compare"}`` or ``{"all
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import close_matches
 from ..io.schema import ALERT_TYPES, ATTRIBUTION_MODELS, PLATFORM_CODES
 from .errors import RuleConfigError
 from .metrics import METRICS
@@ -186,7 +186,7 @@ class _Fields:
         known = self.seen | set(allowed)
         for key in self.obj:
             if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                close = close_matches(str(key), sorted(known), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 self._err(key, f"unknown field; {hint}expected one of {', '.join(sorted(known))}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 
@@ -15,7 +14,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from ..channels import CLICK_ID_COLUMNS, ChannelRules, derive_channels
-from ..errors import ConfigError, SchemaError
+from ..errors import ColumnNotFoundError, ConfigError, SchemaError
 
 __all__ = [
     "TOUCHPOINT_COLUMNS",
@@ -64,11 +63,7 @@ def contract_columns(frame: DataFrame, wanted: Sequence[str], required: Sequence
     present = set(frame.columns)
     missing = [c for c in required if c not in present]
     if missing:
-        hints = {c: difflib.get_close_matches(c, frame.columns, n=3) for c in missing}
-        hint = "; ".join(f"{c!r}: did you mean {h}?" for c, h in hints.items() if h)
-        raise SchemaError(
-            f"{what} has no column(s) {missing}; columns are {frame.columns}" + (f" ({hint})" if hint else "")
-        )
+        raise ColumnNotFoundError.of(missing, frame.columns, what=what)
     return [c for c in wanted if c in present]
 
 
