@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .._console import console, fail, new_app, new_table, one_line_errors
+from ..cli.output import EXIT_FAILED, console, fail, new_app, new_table, one_line_errors
 
 __all__ = ["alerts_app", "keys_app", "serve"]
 
@@ -66,7 +66,7 @@ def evaluate(
         table.add_row(escape(e.organization_id), escape(e.rule_id), action, escape(e.event_id or ""))
     console.print(table)
     if any(e.error for e in done):
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_FAILED)
 
 
 @alerts_app.command("list")

@@ -1,10 +1,10 @@
-"""``optiq attribute --engine spark``: the command's Spark path (called from :mod:`optiq_engine.cli`)."""
+"""``optiq attribute --engine spark``: the command's Spark path (called from :mod:`optiq_engine.cli.attribute`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .._console import console, stages
+from ..cli.output import console, credit_table, stages
 from ..config import AttributionConfig
 from ..models.fitted import data_driven_names
 
@@ -24,7 +24,6 @@ def attribute_command(
     """Read Parquet datasets, attribute on Spark, write ``links/`` (by date), ``unattributed/``, ``credit/``."""
     import polars as pl
 
-    from ..cli import _credit_table
     from . import attribute_spark, read_parquet, spark_session, write_result
 
     with stages(f"starting Spark ({master or 'local[*]'})") as show:
@@ -38,7 +37,7 @@ def attribute_command(
         show("attributing partitions and writing Parquet")
         counts = write_result(result, out)
     credit = pl.read_parquet(out / "credit" / "*.parquet")
-    console.print(_credit_table(result, credit))  # type: ignore[arg-type]
+    console.print(credit_table(result, credit))  # type: ignore[arg-type]
     console.print(
         f"wrote {counts['links']:,} links, {counts['unattributed']:,} unattributed rows (a conversion's row with a model: "
         f"a baseline conversion of that model) to {out}",

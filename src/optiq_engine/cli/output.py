@@ -1,5 +1,5 @@
-"""Output and errors of the ``optiq`` command line, shared by :mod:`optiq_engine.cli`,
-:mod:`optiq_engine.spark.cli` and :mod:`optiq_engine.service.cli`.
+"""Output and errors of the ``optiq`` command line, shared by the command modules of
+:mod:`optiq_engine.cli`, :mod:`optiq_engine.spark.cli` and :mod:`optiq_engine.service.cli`.
 
 - **Errors.** Every command runs inside :class:`OptiqGroup`, so whatever it raises ends as one line on
   stderr: an :class:`~optiq_engine.errors.OptiqError` (a user's mistake), a database error or an
@@ -7,11 +7,13 @@
   <message>``, a hint to rerun with ``--debug`` and exit code 1. ``optiq --debug`` (or
   ``OPTIQ_DEBUG=1``) prints the traceback as well; exit codes do not change. A SIGINT/SIGTERM that
   stopped a command at a safe point (:mod:`optiq_engine._interrupt`) is one ``interrupted:`` line and exit
-  code 130 / 143.
+  code 130 / 143. A run that finds its organization locked is one ``locked:`` line and exit code 3
+  (:func:`locked`; the codes are ``EXIT_*`` below).
 - **Progress.** A Rich spinner when stderr is a terminal; one plain line per stage otherwise (cron
   logs get no spinner frames or carriage returns).
 - **Tables.** No cell is ever cut with an ellipsis: id columns keep their ids on one line when they
-  fit and fold them otherwise.
+  fit and fold them otherwise. :func:`credit_table` is the credit per channel and model that ``optiq
+  demo`` and ``optiq attribute`` (either engine) print.
 - **Help.** Plain Click help (no Rich panels): it wraps at the terminal's width, keeps full option
   names at 80 columns and reads the same in a log.
 
@@ -29,7 +31,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,15 +39,24 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ._interrupt import Interrupted
-from .errors import OptiqError
+from .._interrupt import Interrupted
+from ..errors import OptiqError
+
+if TYPE_CHECKING:  # Polars only inside credit_table: `optiq --help` stays fast
+    import polars as pl
+
+    from ..result import AttributionResult
 
 __all__ = [
     "console",
     "err",
     "new_app",
     "OptiqGroup",
+    "EXIT_FAILED",
+    "EXIT_USER_ERROR",
+    "EXIT_LOCKED",
     "fail",
+    "locked",
     "one_line_errors",
     "one_line_warnings",
     "set_debug",
@@ -53,6 +64,7 @@ __all__ = [
     "stages",
     "new_table",
     "natural_width",
+    "credit_table",
     "show_library_log",
     "compile_seconds",
 ]
@@ -64,6 +76,12 @@ _DATABASE_PACKAGES = ("sqlalchemy", "psycopg", "psycopg2", "adbc_driver_manager"
 # Typer's own exits and usage errors, and a closed pipe (`optiq ... | head`), which Click ends quietly.
 _PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError)
 _debug = False
+
+#: Exit codes (besides 0 and Typer's own 2 for a usage error); a SIGINT / SIGTERM stop at a safe point exits
+#: 130 / 143 (:class:`~optiq_engine._interrupt.Interrupted`).
+EXIT_FAILED = 1  # anything unexpected (a hint names --debug), or a part of the work failed (optiq alerts evaluate)
+EXIT_USER_ERROR = 2  # the user can fix it: arguments, settings, input, an unreachable database
+EXIT_LOCKED = 3  # another run of the organization holds its lock (optiq run, optiq db summarize)
 
 
 def set_debug(on: bool) -> None:
@@ -78,10 +96,17 @@ def debug_enabled() -> bool:
     return _debug or os.environ.get("OPTIQ_DEBUG", "") not in ("", "0", "false", "False", "no")
 
 
-def fail(message: str, *, code: int = 2) -> NoReturn:
+def fail(message: str, *, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with ``code`` (2: the user can fix it)."""
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=code)
+
+
+def locked(exc: Exception) -> NoReturn:
+    """Print ``locked: <message>`` on stderr and exit 3: another run of the organization holds its lock
+    (call it where :class:`~optiq_engine.batch.RunLocked` is caught)."""
+    err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
+    raise typer.Exit(code=EXIT_LOCKED) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -101,18 +126,18 @@ def _is_database_error(exc: BaseException) -> bool:
 def _report(exc: Exception) -> NoReturn:
     """Print ``exc`` as one line (the traceback first with --debug) and exit: 2 if the user can fix it."""
     if isinstance(exc, OptiqError):
-        code, message = 2, _with_notes(exc, str(exc).strip() or type(exc).__name__)
+        code, message = EXIT_USER_ERROR, _with_notes(exc, str(exc).strip() or type(exc).__name__)
     elif _is_database_error(exc):
-        code, message = 2, _with_notes(exc, f"database: {_first_line(exc)}")
+        code, message = EXIT_USER_ERROR, _with_notes(exc, f"database: {_first_line(exc)}")
     elif isinstance(exc, OSError):
-        code, message = 2, _with_notes(exc, _first_line(exc))
+        code, message = EXIT_USER_ERROR, _with_notes(exc, _first_line(exc))
     else:
-        code, message = 1, _with_notes(exc, f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+        code, message = EXIT_FAILED, _with_notes(exc, f"unexpected {type(exc).__name__}: {_first_line(exc)}")
     debug = debug_enabled()
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
-    if code == 1 and not debug:
+    if code == EXIT_FAILED and not debug:
         err.print("rerun with --debug (optiq --debug ...) or OPTIQ_DEBUG=1 for the traceback", soft_wrap=True)
     raise typer.Exit(code=code) from None
 
@@ -248,6 +273,61 @@ def new_table(title: str | None, *columns: str, numbers: Collection[str] = ()) -
 def natural_width(table: Table) -> int:
     """The width ``table`` takes when nothing wraps (compare with ``console.width``)."""
     return table.__rich_measure__(console, console.options.update_width(100_000)).maximum
+
+
+def _credit_footer(result: Any, credit: pl.DataFrame, names: list[str]) -> list[list[str]]:
+    """The table's last rows: each model's total, and (in memory) the conversions a data-driven model left to
+    the baseline, so that a column summing to less than the others says why (docs/data_driven.md §5)."""
+    import polars as pl
+
+    totals = dict(credit.group_by(pl.col("model").cast(pl.String)).agg(pl.col("conversions").sum()).iter_rows())
+    rows = [["total", *(f"{totals.get(n, 0.0):,.1f}" for n in names)]]
+    unattributed = getattr(result, "unattributed", None)
+    if isinstance(unattributed, pl.DataFrame) and "model" in unattributed.columns:
+        per_model = unattributed.get_column("model").cast(pl.String).value_counts()
+        baseline = dict(per_model.drop_nulls("model").iter_rows())
+        if any(baseline.get(n) for n in names):
+            rows.append(["baseline (not credited)", *(f"{baseline.get(n, 0):,}" for n in names)])
+    return rows
+
+
+def credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) -> Table:
+    """Attributed conversions, one row per channel and one column per model (channels never cut: the
+    model headers break at their underscores when the table is wider than the terminal)."""
+    import polars as pl
+
+    names = list(result.model_names)
+    credit = result.credit if credit is None else credit
+    by = ["conversion_name"] if "conversion_name" in credit.columns else []  # by="name": a row per type and channel
+    wide = (
+        credit.with_columns(pl.col("model", "channel", *by).cast(pl.String))
+        .pivot(on="model", index=[*by, "channel"], values="conversions")
+        .sort(*by, "channel", nulls_last=True)
+    )  # fmt: skip
+    rows = [
+        [*((row["conversion_name"] or "(no name)",) if by else ()), row["channel"],
+         *(f"{row[n]:,.1f}" if row[n] is not None else "" for n in names)]
+        for row in wide.iter_rows(named=True)
+        if any(row[n] for n in names)
+    ]  # fmt: skip
+
+    footer = [] if by else _credit_footer(result, credit, names)
+
+    def build(headers: list[str]) -> Table:
+        title = "Attributed conversions by channel and model" + (" (per conversion type)" if by else "")
+        table = new_table(title, *(["type"] if by else []), "channel", *headers, numbers=headers)
+        for row in rows:
+            table.add_row(*row)
+        if footer:
+            table.add_section()
+            for row in footer:
+                table.add_row(*row)
+        return table
+
+    table = build(names)
+    if natural_width(table) > console.width:
+        table = build([n.replace("_", "_\n") for n in names])
+    return table
 
 
 class _ConsoleLog(logging.Handler):
