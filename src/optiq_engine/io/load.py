@@ -168,23 +168,14 @@ def load_events(
     ``ev_`` + md5 of ``site_id:event_id`` (the same event always gets the same id). ``valueMicros`` is
     stored null for events other than conversions whose value is 0 or absent.
     """
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
-    for name, value in (("organization_id", organization_id), ("site_id", site_id)):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    _check_arguments(on_invalid, organization_id=organization_id, site_id=site_id)
     frame = to_polars(events, what="events")
     used = {*EVENT_COLUMNS, *_SCOPE_COLUMNS, options.get("value_column")}
     ignored = tuple(c for c in frame.columns if c not in used)
     rows, bad = _validate(frame, organization_id=organization_id, site_id=site_id, options=options)
     reasons = dict(bad.group_by("reason").len().sort("reason").iter_rows()) if bad.height else {}
     if bad.height and on_invalid == "raise":
-        summary = ", ".join(f"{k}: {v:,}" for k, v in reasons.items())
-        raise InputError(
-            f"{bad.height:,} invalid event row(s) ({summary}); nothing was loaded. Fix the input, or pass "
-            "on_invalid='quarantine' to load the valid rows and get these back with a reason",
-            reasons,
-        )
+        _refuse_invalid(bad, reasons)
     with _transaction(url_or_connection, organization_id=organization_id) as conn:
         created_org, created_site = _ensure_scope(
             conn, organization_id=organization_id, site_id=site_id, create=create, domain=domain
@@ -202,6 +193,25 @@ def load_events(
         created_site=created_site,
         ignored_columns=ignored,
         quarantined_rows=bad,
+    )
+
+
+def _check_arguments(on_invalid: str, *, organization_id: str, site_id: str) -> None:
+    """Refuse an unknown ``on_invalid`` and an empty (or non-string) organization or site id."""
+    if on_invalid not in ("raise", "quarantine"):
+        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    for name, value in (("organization_id", organization_id), ("site_id", site_id)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def _refuse_invalid(bad: pl.DataFrame, reasons: Mapping[str, int]) -> None:
+    """Raise :class:`InputError` for the invalid rows ``bad`` (counts by reason: ``reasons``): nothing is loaded."""
+    summary = ", ".join(f"{k}: {v:,}" for k, v in reasons.items())
+    raise InputError(
+        f"{bad.height:,} invalid event row(s) ({summary}); nothing was loaded. Fix the input, or pass "
+        "on_invalid='quarantine' to load the valid rows and get these back with a reason",
+        reasons,
     )
 
 

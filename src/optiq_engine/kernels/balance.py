@@ -65,8 +65,34 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
         ``max_c |total_c - effective_c| / effective_c`` over reachable columns at ``scale`` (0 when there
         is none).
     """
-    n_rows = row_offsets.shape[0] - 1
     n_cols = target.shape[0]
+    a = _scaled_rows(row_offsets, value)
+    scale = np.zeros(n_cols, dtype=np.float64)
+    for c in range(n_cols):
+        if target[c] > 0.0:
+            scale[c] = 1.0
+    free, reachable, free_weight = _free_rows(row_offsets, col, a, row_weight, scale)
+    effective = _effective_targets(target, reachable, free_weight)
+    total = np.zeros(n_cols, dtype=np.float64)
+    iterations = 0
+    residual = 0.0
+    while True:  # serial: a parallel pass per step costs more than it saves on shared cores (measured)
+        _column_totals(row_offsets, col, a, row_weight, scale, free, total)
+        residual = _largest_error(total, effective, reachable)
+        if residual <= tol or iterations >= max_iter:
+            break
+        _scaling_step(scale, total, effective, reachable)
+        iterations += 1
+    for c in range(n_cols):
+        if target[c] > 0.0 and not reachable[c]:
+            scale[c] = 1.0
+    return scale, effective, iterations, residual
+
+
+@jit
+def _scaled_rows(row_offsets, value):
+    """The entries with every row divided by its largest entry (a row with none above 0 stays 0)."""
+    n_rows = row_offsets.shape[0] - 1
     a = np.zeros(value.shape[0], dtype=np.float64)  # rows scaled by their largest entry
     for r in range(n_rows):
         top = 0.0
@@ -75,12 +101,16 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
         if top > 0.0:
             for k in range(row_offsets[r], row_offsets[r + 1]):
                 a[k] = value[k] / top
-    scale = np.zeros(n_cols, dtype=np.float64)
-    for c in range(n_cols):
-        if target[c] > 0.0:
-            scale[c] = 1.0
+    return a
+
+
+@jit
+def _free_rows(row_offsets, col, a, row_weight, scale):
+    """``(free, reachable, free_weight)``: the rows of positive weight with a positive entry in a column of
+    positive multiplier, the columns such a row reaches, and the free rows' total weight."""
+    n_rows = row_offsets.shape[0] - 1
     free = np.zeros(n_rows, dtype=np.bool_)
-    reachable = np.zeros(n_cols, dtype=np.bool_)
+    reachable = np.zeros(scale.shape[0], dtype=np.bool_)
     free_weight = 0.0
     for r in range(n_rows):
         if row_weight[r] <= 0.0:
@@ -93,6 +123,13 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
             for k in range(row_offsets[r], row_offsets[r + 1]):
                 if a[k] > 0.0 and scale[col[k]] > 0.0:
                     reachable[col[k]] = True
+    return free, reachable, free_weight
+
+
+@jit
+def _effective_targets(target, reachable, free_weight):
+    """The reachable columns' targets rescaled to sum to ``free_weight`` (0 elsewhere)."""
+    n_cols = target.shape[0]
     mass = 0.0
     for c in range(n_cols):
         if reachable[c]:
@@ -101,36 +138,43 @@ def balance_columns(row_offsets, col, value, row_weight, target, tol, max_iter):
     for c in range(n_cols):
         if reachable[c]:
             effective[c] = target[c] / mass * free_weight
-    total = np.zeros(n_cols, dtype=np.float64)
-    iterations = 0
+    return effective
+
+
+@jit
+def _column_totals(row_offsets, col, a, row_weight, scale, free, total):
+    """``total[c]``: the weighted column totals of the free rows, each row normalised at ``scale``."""
+    total[:] = 0.0
+    for r in range(row_offsets.shape[0] - 1):
+        if not free[r]:
+            continue
+        d = 0.0
+        for k in range(row_offsets[r], row_offsets[r + 1]):
+            d += a[k] * scale[col[k]]
+        f = row_weight[r] / d
+        for k in range(row_offsets[r], row_offsets[r + 1]):
+            total[col[k]] += f * a[k] * scale[col[k]]
+
+
+@jit
+def _largest_error(total, effective, reachable):
+    """``max_c |total_c - effective_c| / effective_c`` over the reachable columns (0 when there is none)."""
     residual = 0.0
-    while True:  # serial: a parallel pass per step costs more than it saves on shared cores (measured)
-        total[:] = 0.0
-        for r in range(n_rows):
-            if not free[r]:
-                continue
-            d = 0.0
-            for k in range(row_offsets[r], row_offsets[r + 1]):
-                d += a[k] * scale[col[k]]
-            f = row_weight[r] / d
-            for k in range(row_offsets[r], row_offsets[r + 1]):
-                total[col[k]] += f * a[k] * scale[col[k]]
-        residual = 0.0
-        for c in range(n_cols):
-            if reachable[c]:
-                residual = max(residual, abs(total[c] - effective[c]) / effective[c])
-        if residual <= tol or iterations >= max_iter:
-            break
-        top = 0.0
-        for c in range(n_cols):
-            if reachable[c] and total[c] > 0.0:
-                scale[c] *= effective[c] / total[c]
-            top = max(top, scale[c])
-        for c in range(n_cols):
-            if reachable[c]:
-                scale[c] = max(scale[c] / top, _TINY)
-        iterations += 1
-    for c in range(n_cols):
-        if target[c] > 0.0 and not reachable[c]:
-            scale[c] = 1.0
-    return scale, effective, iterations, residual
+    for c in range(total.shape[0]):
+        if reachable[c]:
+            residual = max(residual, abs(total[c] - effective[c]) / effective[c])
+    return residual
+
+
+@jit
+def _scaling_step(scale, total, effective, reachable):
+    """Every reachable column's multiplier times ``effective / total``, then all divided by the largest (kept
+    within ``[_TINY, 1]``)."""
+    top = 0.0
+    for c in range(scale.shape[0]):
+        if reachable[c] and total[c] > 0.0:
+            scale[c] *= effective[c] / total[c]
+        top = max(top, scale[c])
+    for c in range(scale.shape[0]):
+        if reachable[c]:
+            scale[c] = max(scale[c] / top, _TINY)

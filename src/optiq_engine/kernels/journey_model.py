@@ -480,6 +480,72 @@ def _scatter(hess, m3, idx, val, cnt):
 
 
 @jit
+def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, use_h, use_p, last):
+    """Where the step's three linear predictors enter the parameters: ``idx[r, :cnt[r]]`` and their
+    coefficients ``val[r, :cnt[r]]`` for ``z`` (touch part), ``u`` (ending) and ``w`` (end decision, at the
+    last touch only); ``gg``: the first ending parameter."""
+    idx[0, 0] = 0
+    val[0, 0] = 1.0
+    idx[2, 0] = 1 + n_codes
+    val[2, 0] = 1.0
+    for q in range(d):
+        idx[0, q + 1] = 1 + chan[q]
+        val[0, q + 1] = stock[q]
+        idx[2, q + 1] = 2 + n_codes + chan[q]
+        val[2, q + 1] = stock[q]
+    cnt[0] = d + 1 if use_h else 0
+    cnt[2] = d + 1 if (use_p and last) else 0
+    idx[1, 0] = gg + bucket(position)
+    val[1, 0] = 1.0
+    idx[1, 1] = gg + N_BUCKETS + c
+    val[1, 1] = 1.0
+    cnt[1] = 2
+
+
+@jit
+def _step_curvature(m3, h, big_e, qq, last, n, a0, b0, use_h, use_p):
+    """``m3``: the step's 3 x 3 second derivatives of the loss in (z, u, w), given the hazard ``h``, the ending
+    ``big_e`` and the decision ``qq``; ``n`` journeys pass the step, ``a0`` of them convert and ``b0`` do not
+    (at the last touch)."""
+    for r in range(3):
+        for t in range(3):
+            m3[r, t] = 0.0
+    hz = h * (1.0 - h)
+    he = big_e * (1.0 - big_e)
+    hq = qq * (1.0 - qq)
+    if not last:
+        m3[0, 0] = n * hz
+        m3[1, 1] = n * he
+    else:
+        m3[0, 0] = b0 * hz
+        m3[1, 1] = b0 * he
+        m3[2, 2] = b0 * hq
+        if a0 > 0.0:
+            if use_h and not use_p:
+                m3[0, 0] += a0 * hz
+            elif use_p and not use_h:
+                m3[1, 1] += a0 * he
+                m3[2, 2] += a0 * hq
+            else:
+                s = 1.0 - h
+                big_a = max(h + s * big_e * qq, 1e-300)
+                ga = np.array([hz * (1.0 - big_e * qq), s * qq * he, s * big_e * hq])
+                ha = np.empty((3, 3))
+                ha[0, 0] = hz * (1.0 - 2.0 * h) * (1.0 - big_e * qq)
+                ha[0, 1] = -hz * qq * he
+                ha[0, 2] = -hz * big_e * hq
+                ha[1, 1] = s * qq * he * (1.0 - 2.0 * big_e)
+                ha[1, 2] = s * he * hq
+                ha[2, 2] = s * big_e * hq * (1.0 - 2.0 * qq)
+                ha[1, 0] = ha[0, 1]
+                ha[2, 0] = ha[0, 2]
+                ha[2, 1] = ha[1, 2]
+                for r in range(3):
+                    for t in range(3):
+                        m3[r, t] += a0 * (-ha[r, t] / big_a + ga[r] * ga[t] / (big_a * big_a))
+
+
+@jit
 def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, hess):
     """Adds the Hessian of the negative log-likelihood of rows ``lo:hi`` (any form).
 
@@ -524,60 +590,8 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, u
             h = _sigmoid(z) if use_h else 0.0
             big_e = _sigmoid(params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c])
             qq = _sigmoid(w) if (use_p and last) else 0.0
-            idx[0, 0] = 0
-            val[0, 0] = 1.0
-            idx[2, 0] = 1 + n_codes
-            val[2, 0] = 1.0
-            for q in range(d):
-                idx[0, q + 1] = 1 + chan[q]
-                val[0, q + 1] = stock[q]
-                idx[2, q + 1] = 2 + n_codes + chan[q]
-                val[2, q + 1] = stock[q]
-            cnt[0] = d + 1 if use_h else 0
-            cnt[2] = d + 1 if (use_p and last) else 0
-            idx[1, 0] = gg + bucket(j - a + 1)
-            val[1, 0] = 1.0
-            idx[1, 1] = gg + N_BUCKETS + c
-            val[1, 1] = 1.0
-            cnt[1] = 2
-            for r in range(3):
-                for t in range(3):
-                    m3[r, t] = 0.0
-            hz = h * (1.0 - h)
-            he = big_e * (1.0 - big_e)
-            hq = qq * (1.0 - qq)
-            if not last:
-                m3[0, 0] = n * hz
-                m3[1, 1] = n * he
-            else:
-                b0 = nulls[p]
-                m3[0, 0] = b0 * hz
-                m3[1, 1] = b0 * he
-                m3[2, 2] = b0 * hq
-                a0 = conversions[p]
-                if a0 > 0.0:
-                    if use_h and not use_p:
-                        m3[0, 0] += a0 * hz
-                    elif use_p and not use_h:
-                        m3[1, 1] += a0 * he
-                        m3[2, 2] += a0 * hq
-                    else:
-                        s = 1.0 - h
-                        big_a = max(h + s * big_e * qq, 1e-300)
-                        ga = np.array([hz * (1.0 - big_e * qq), s * qq * he, s * big_e * hq])
-                        ha = np.empty((3, 3))
-                        ha[0, 0] = hz * (1.0 - 2.0 * h) * (1.0 - big_e * qq)
-                        ha[0, 1] = -hz * qq * he
-                        ha[0, 2] = -hz * big_e * hq
-                        ha[1, 1] = s * qq * he * (1.0 - 2.0 * big_e)
-                        ha[1, 2] = s * he * hq
-                        ha[2, 2] = s * big_e * hq * (1.0 - 2.0 * qq)
-                        ha[1, 0] = ha[0, 1]
-                        ha[2, 0] = ha[0, 2]
-                        ha[2, 1] = ha[1, 2]
-                        for r in range(3):
-                            for t in range(3):
-                                m3[r, t] += a0 * (-ha[r, t] / big_a + ga[r] * ga[t] / (big_a * big_a))
+            _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, j - a + 1, c, use_h, use_p, last)
+            _step_curvature(m3, h, big_e, qq, last, n, conversions[p], nulls[p], use_h, use_p)
             _scatter(hess, m3, idx, val, cnt)
         for q in range(d):
             local[chan[q]] = -1

@@ -255,20 +255,8 @@ def attribute_spark(
     >>> result = attribute_spark(spark.read.parquet("tp"), spark.read.parquet("cv"), models=["LINEAR", "MARKOV"])  # doctest: +SKIP
     >>> result.links.write.parquet("links")  # doctest: +SKIP
     """
-    cfg = (config or AttributionConfig()).with_options(**options)
-    if cfg.on_invalid != "raise":
-        raise ConfigError(
-            "on_invalid='quarantine' is not supported by attribute_spark yet; filter invalid rows in Spark"
-        )
-    if cfg.identity != "anon_id":  # partitions split by anon id would split a person: never stitch silently
-        raise ConfigError(
-            "identity='stitched' is not supported by attribute_spark yet (a person's anon ids may be in different "
-            "partitions); stitch with optiq_engine.attribute (docs/contract.md §1.5)"
-        )
-    chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
-    unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
-    if unsupported:
-        raise ModelError(f"model(s) {unsupported} cannot run in attribute_spark() yet")
+    cfg = _spark_config(config, options)
+    chosen = _spark_models(models, cfg)
     tp_cols = contract_columns(
         touchpoints, TOUCHPOINT_COLUMNS, ("touchpoint_id", "anon_id", "occurred_at"), what="touchpoints"
     )
@@ -298,6 +286,32 @@ def attribute_spark(
         records=records, models=chosen, config=cfg, unattributed_columns=tuple(_unattributed_columns(cv_cols)),
         fitted=fits, partitions=partitions, link_dates=link_dates, seconds=seconds,
     )  # fmt: skip
+
+
+def _spark_config(config: AttributionConfig | None, options: dict[str, Any]) -> AttributionConfig:
+    """The run's configuration (``config`` with ``options``), refusing what Spark does not support yet."""
+    cfg = (config or AttributionConfig()).with_options(**options)
+    if cfg.on_invalid != "raise":
+        raise ConfigError(
+            "on_invalid='quarantine' is not supported by attribute_spark yet; filter invalid rows in Spark"
+        )
+    if cfg.identity != "anon_id":  # partitions split by anon id would split a person: never stitch silently
+        raise ConfigError(
+            "identity='stitched' is not supported by attribute_spark yet (a person's anon ids may be in different "
+            "partitions); stitch with optiq_engine.attribute (docs/contract.md §1.5)"
+        )
+    return cfg
+
+
+def _spark_models(
+    models: Sequence[str | AttributionModel] | str | AttributionModel | None, cfg: AttributionConfig
+) -> tuple[AttributionModel, ...]:
+    """The models of the run (``None``: every heuristic model): heuristic and data-driven ones only."""
+    chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
+    unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
+    if unsupported:
+        raise ModelError(f"model(s) {unsupported} cannot run in attribute_spark() yet")
+    return chosen
 
 
 def _fit_on_driver(

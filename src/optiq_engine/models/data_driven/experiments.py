@@ -1,0 +1,102 @@
+"""Lift tests in a DATA_DRIVEN fit: each experiment resolved against the path table (its channel and the
+journeys of its period), and the calibrated model's holdout effect next to the test's result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from ...errors import ModelError
+from ...experiments import Experiment
+from ...kernels import journey_model as jm
+from .form_choice import _MIN_WEIGHT
+from .journey_model import JourneyModel, _Target
+
+if TYPE_CHECKING:
+    from ...paths import PathTable
+    from .model import DataDriven
+
+
+def _experiment_targets(
+    experiments: tuple[Experiment, ...], table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None
+) -> list[_Target]:
+    """Each experiment against ``table``: its channel's code and the journeys of its period per row (``periods``;
+    ``None``: every journey)."""
+    out = []
+    for i, e in enumerate(experiments):
+        if e.channel not in table.channels:
+            raise ModelError(
+                f"DATA_DRIVEN experiment on channel {e.channel!r}: no fitted journey has that channel; "
+                f"channels are {list(table.channels)}"
+            )
+        weights = table.conversions + table.nulls if periods is None else periods[i][0] + periods[i][1]
+        out.append(_Target(table.channels.index(e.channel), np.ascontiguousarray(weights, dtype=np.float64),
+                           e.incremental_conversions, e.std_error))  # fmt: skip
+    return out
+
+
+def experiment_periods(
+    model: DataDriven,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    tail_lo: np.ndarray,
+    tail_hi: np.ndarray,
+    tp_codes: np.ndarray,
+    tp_ts: np.ndarray,
+    cv_ts: np.ndarray,
+    channels: list[str],
+    direct_channels: tuple[str, ...],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per experiment of ``model``, the converting and non-converting journeys of each path row of the run's
+    table (docs/data_driven.md §1) whose end falls in the experiment's period: a converting journey ends at its
+    conversion, a non-converting one at its last touch. Rows are those of the run's table (same journeys,
+    same transform: :func:`build_path_table` orders rows by path hash, whatever the counts)."""
+    from ...paths import build_path_table
+
+    converting = hi > lo
+    starts = np.concatenate([lo[converting], tail_lo])
+    ends = np.concatenate([hi[converting], tail_hi])
+    n_conv = int(converting.sum())
+    end_us = np.concatenate([cv_ts[converting], tp_ts[np.maximum(tail_hi - 1, 0)]]) if ends.shape[0] else ends
+    conv = np.zeros(starts.shape[0])
+    conv[:n_conv] = 1.0
+    out = []
+    for e in model.experiments:
+        a, b = e.bounds_us()
+        inside = (end_us >= a) & (end_us < b)
+        table, _ = build_path_table(
+            starts, ends, tp_codes, channels, conv * inside, (1.0 - conv) * inside,
+            np.zeros(starts.shape[0], dtype=np.int64), transform=model.transform,
+            remove_direct_if_not_all=model.remove_direct_if_not_all, direct_channels=direct_channels,
+        )  # fmt: skip
+        out.append((table.conversions, table.nulls))
+    return out
+
+
+def _experiment_frame(
+    experiments: tuple[Experiment, ...], targets: list[_Target], candidates: list[JourneyModel],
+    weights: np.ndarray, table: PathTable,
+) -> pl.DataFrame | None:  # fmt: skip
+    """Per experiment: its result and the calibrated model's holdout effect over the same journeys."""
+    if not targets:
+        return None
+    implied = []
+    for t in targets:
+        lift = 0.0
+        for w, c in zip(weights, candidates, strict=True):
+            if w > _MIN_WEIGHT:
+                lift += w * jm.nested_lift(c.params, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p,
+                                           t.code)[0]  # fmt: skip
+        implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))
+    return pl.DataFrame(
+        {
+            "channel": [e.channel for e in experiments],
+            "incremental_conversions": [e.incremental_conversions for e in experiments],
+            "std_error": [e.std_error for e in experiments],
+            "model_incremental": implied,
+            "z": [(m - e.incremental_conversions) / e.std_error for m, e in zip(implied, experiments, strict=True)],
+            "journeys": [float(t.weights.sum()) for t in targets],
+        }
+    )

@@ -1,0 +1,131 @@
+"""A fitted DATA_DRIVEN model: :class:`FittedDataDriven`, its credit per path and its diagnostics (mechanism,
+form weights, coefficients)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from ...kernels import logistic as k
+from ..fitted import FittedModel
+from .fixed_form import ConversionModel
+from .journey_model import JourneyModel
+
+if TYPE_CHECKING:
+    from ...paths import PathTable
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FittedDataDriven(FittedModel):
+    """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics.
+
+    Attributes (besides :class:`FittedModel`'s)
+    ----------
+    conversion_model
+        The fitted conversion model (``form="auto"``: the candidate with the largest BIC weight).
+    path_phi
+        Shapley values per (path, distinct channel) (``form="auto"``: the weighted average of the candidates').
+    form_selection
+        ``form="auto"``: every candidate's form, decay, log_likelihood, parameters, bic, weight and the
+        journeys it was fitted on (docs/data_driven.md §6.1).
+    mixture
+        ``form="auto"``: ``(weight, candidate)`` of the candidates averaged in the credit.
+    experiment_checks
+        With experiments: per test, its result and error, the calibrated model's holdout effect over the
+        same journeys (``model_incremental``), ``z`` and ``journeys``.
+    """
+
+    conversion_model: ConversionModel | JourneyModel | None = None
+    path_phi: np.ndarray | None = None
+    sampled_paths: int = 0
+    form_selection: pl.DataFrame | None = None
+    mixture: tuple[tuple[float, JourneyModel], ...] = ()
+    experiment_checks: pl.DataFrame | None = None
+
+    @property
+    def mechanism(self) -> str:
+        """How conversions happen according to the fit: the form (and decay) with the largest weight."""
+        m = self.conversion_model
+        if self.paths.height == 0:
+            return "none: no journeys to fit on"
+        if isinstance(m, JourneyModel):
+            return m.label()
+        assert m is not None
+        return {"touch": "per-touch hazard", "journey": "journey-end decision"}[m.form] + " (form chosen by the user)"
+
+    @property
+    def mechanism_weight(self) -> float:
+        """BIC weight of :attr:`mechanism` among the candidates (1.0 when the form was given)."""
+        if self.form_selection is None:
+            return 1.0
+        return float(self.form_selection.get_column("weight").max())
+
+    @property
+    def form_weights(self) -> dict[str, float]:
+        """Total BIC weight of each form (``touch``, ``journey``, ``both``) over the decays."""
+        if self.form_selection is None:
+            return {}
+        agg = self.form_selection.group_by("form").agg(pl.col("weight").sum())
+        return dict(sorted(agg.iter_rows(), key=lambda r: -r[1]))
+
+    @property
+    def baseline_rate(self) -> float:
+        """σ(b): the conversion rate (per touch for a hazard form) with no channel effect."""
+        assert self.conversion_model is not None
+        return float(1.0 / (1.0 + np.exp(-self.conversion_model.intercept)))
+
+    @property
+    def coefficients(self) -> pl.DataFrame:
+        """``term``, ``coef`` (and ``std_error`` for the given forms; ``part`` for ``form="auto"``)."""
+        assert self.conversion_model is not None
+        return self.conversion_model.coefficients(self.paths.channels)
+
+    def credited_fraction(self, table: PathTable, shares: np.ndarray) -> np.ndarray:
+        """Per path row of ``table`` (and a last row 0), ``Σ_c max(φ_c, 0) / p(x)`` clipped to [0, 1]: the
+        probability that a conversion of the path is one the channels caused (under the model) and is
+        credited to them, rather than a baseline conversion (docs/data_driven.md §5). ``shares``:
+        :meth:`path_shares` of ``table``."""
+        m = self.conversion_model
+        assert m is not None
+        if self.mixture:
+            p = sum(w * c.for_channels(table.channels, self.paths.channels).predict(table) for w, c in self.mixture)
+        else:
+            p = self._on(table).predict(table)
+        p = np.append(np.asarray(p, dtype=np.float64), 1.0)
+        return np.clip(np.divide(shares.sum(axis=1), p, out=np.zeros_like(p), where=p > 0), 0.0, 1.0)
+
+    def _on(self, table: PathTable) -> ConversionModel:
+        """The fitted form's model with its coefficients mapped to ``table``'s channels by name."""
+        m = self.conversion_model
+        assert isinstance(m, ConversionModel)
+        if table is self.paths or table.channels == self.paths.channels:
+            return m
+        beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
+        return ConversionModel(
+            m.intercept, np.array([beta.get(c, 0.0) for c in table.channels]), m.hessian, m.rho,
+            k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
+        )  # fmt: skip
+
+    def path_shares(self, table: PathTable | None = None) -> np.ndarray:
+        """``max(φ, 0)`` per (path, channel code) of ``table`` (default: the fitted one) as a dense
+        ``[P + 1, C]`` matrix (last row: zeros, for journeys with an empty path)."""
+        m = self.conversion_model
+        assert m is not None and self.path_phi is not None
+        if table is None or table is self.paths:
+            table, phi = self.paths, self.path_phi
+        elif self.mixture:  # form="auto": the same candidates and weights on another table
+            phi = np.zeros(0)
+            for w, cand in self.mixture:
+                other_c = cand.for_channels(table.channels, self.paths.channels)
+                cphi, _ = other_c.path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
+                phi = w * cphi if phi.shape[0] == 0 else phi + w * cphi
+        else:  # another table (a partition): the same model, its coefficients mapped by channel name
+            phi, _ = self._on(table).path_shapley(table, samples=self.model.samples, seed=self.model.seed)  # type: ignore[attr-defined]
+        off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
+        out = np.zeros((off.shape[0], len(table.channels)))
+        rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
+        out[rows, code] = np.maximum(phi, 0.0)
+        return out

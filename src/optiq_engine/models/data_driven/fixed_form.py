@@ -1,0 +1,144 @@
+"""DATA_DRIVEN with a form given by the user (``form="touch"`` or ``"journey"``): :class:`ConversionModel`,
+a logistic model of the touch counts fitted by penalised maximum likelihood (docs/data_driven.md §6)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse
+
+from ...errors import ModelError
+from ...kernels import logistic as k
+
+if TYPE_CHECKING:
+    from ...paths import PathTable
+
+
+class ConversionModel:
+    """``p(x) = σ(b + Σ_c β_c f(k_c(x)))`` fitted by penalised maximum likelihood on a path table."""
+
+    def __init__(
+        self, intercept: float, beta: np.ndarray, hessian: np.ndarray, rho: float | None, features, form: str
+    ) -> None:
+        self.intercept = intercept
+        self.beta = beta
+        self.hessian = hessian
+        self.rho = rho
+        self.features = features  # (feat_offsets, feat_code, feat_value) of the table it was fitted on
+        self.form = form
+
+    @classmethod
+    def fit(
+        cls,
+        table: PathTable,
+        *,
+        l2: float,
+        rho: float | None,
+        form: str = "touch",
+        counts: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> ConversionModel:
+        n_codes = len(table.channels)
+        feats = k.count_features(table.offsets, table.codes, n_codes, rho or 0.0)
+        conv, null = counts if counts is not None else (table.conversions, table.nulls)
+        total = conv.sum() + null.sum()
+        if total == 0:
+            raise ModelError("DATA_DRIVEN: no journeys to fit on")
+        rate = min(max(conv.sum() / total, 1e-9), 1 - 1e-9)
+        x0 = np.zeros(n_codes + 1)
+        x0[0] = np.log(rate / (1 - rate))
+        if form == "touch":
+            touches = float(np.dot(np.diff(table.offsets), conv + null))
+            per_touch = min(max(conv.sum() / max(touches, 1.0), 1e-9), 1 - 1e-9)
+            x0[0] = np.log(per_touch / (1 - per_touch))
+            terms = lambda x, h: k.hazard_terms(x, table.offsets, table.codes, conv, null, float(l2), rho or 0.0, h)  # noqa: E731
+            params, hessian = _newton(terms, x0)
+        else:
+            res = scipy.optimize.minimize(
+                k.logistic_loss_grad, x0, args=(*feats, conv, null, float(l2)), jac=True, method="L-BFGS-B",
+                options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-15},
+            )  # fmt: skip
+            if not np.all(np.isfinite(res.x)):
+                raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
+            params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)
+        return cls(float(params[0]), params[1:].copy(), hessian, rho, feats, form)
+
+    def predict(self, table: PathTable) -> np.ndarray:
+        """p(x) of every path row of ``table`` (its channels those of the fit), in the model's form."""
+        if self.form == "touch":
+            return k.hazard_predict(table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0)
+        off, code, value = k.count_features(table.offsets, table.codes, len(table.channels), self.rho or 0.0)
+        rows = np.repeat(np.arange(table.height), np.diff(off))
+        z = self.intercept + np.bincount(rows, weights=self.beta[code] * value, minlength=table.height)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
+        """Shapley values per (path, distinct channel), aligned with the features."""
+        if self.form == "touch":
+            return k.hazard_shapley(
+                table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0, table.hashes, samples, seed
+            )
+        off, code, value = self.features
+        return k.path_shapley(off, code, value, self.beta, self.intercept, table.hashes, samples, seed)
+
+    def incremental(
+        self, table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Σ over journeys of φ per channel: the expected incremental conversions."""
+        off, code, _ = self.features
+        conv, null = counts if counts is not None else (table.conversions, table.nulls)
+        n_rows = np.repeat(conv + null, np.diff(off))
+        return np.bincount(code, weights=phi * n_rows, minlength=len(table.channels))
+
+    def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
+        """``term``, ``coef`` and ``std_error`` (from the inverse penalised Hessian)."""
+        try:
+            cov = np.linalg.inv(self.hessian)
+            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        except np.linalg.LinAlgError:
+            se = np.full(self.hessian.shape[0], np.nan)
+        return pl.DataFrame(
+            {"term": ["(intercept)", *channels], "coef": [self.intercept, *self.beta.tolist()], "std_error": se}
+        )
+
+
+def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise a convex loss by damped Newton steps: ``terms(x, hessian?) -> (loss, grad, hess)``."""
+    x = x0
+    loss, grad, hess = terms(x, True)
+    for _ in range(max_iter):
+        try:
+            step = scipy.linalg.solve(hess, grad, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):
+            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while True:
+            cand = x - t * step
+            new_loss = terms(cand, False)[0]
+            if new_loss <= loss or t < 1e-10:
+                break
+            t *= 0.5
+        x = cand
+        decrease = loss - new_loss
+        loss, grad, hess = terms(x, True)
+        if np.abs(grad).max() < 1e-9 * max(1.0, abs(loss)) or 0 <= decrease < 1e-13 * max(1.0, abs(loss)):
+            break
+    if not np.all(np.isfinite(x)):
+        raise ModelError("DATA_DRIVEN: the conversion model did not converge")
+    return x, hess
+
+
+def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) -> np.ndarray:
+    off, code, value = feats
+    rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
+    x = scipy.sparse.csr_matrix((value, (rows, code + 1)), shape=(off.shape[0] - 1, n_codes + 1)).tolil()
+    x[:, 0] = 1.0
+    x = x.tocsr()
+    z = x @ params
+    p = 1.0 / (1.0 + np.exp(-z))
+    h = (x.T @ scipy.sparse.diags(n * p * (1 - p)) @ x).toarray()
+    h[np.arange(1, n_codes + 1), np.arange(1, n_codes + 1)] += l2
+    return h

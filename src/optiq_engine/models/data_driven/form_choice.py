@@ -1,0 +1,155 @@
+"""How ``form="auto"`` chooses its form: the candidates (forms x stock shapes) fitted on the journeys (or a
+thinned sample of them) and weighted by BIC (docs/data_driven.md §6.1)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+from ...errors import ModelError
+from .journey_model import _PARALLEL_ROWS, JourneyModel, _fit_one, _start
+
+if TYPE_CHECKING:
+    from ...paths import PathTable
+
+#: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts).
+AUTO_DECAYS = (1.0, 0.7, 0.4)
+#: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``).
+AUTO_SATURATIONS = (0.7, 0.4)
+#: The stock shapes ``(rho, sat)`` of the candidates: the decays with no saturation, the saturations with counts.
+AUTO_SHAPES = tuple((rho, 1.0) for rho in AUTO_DECAYS) + tuple((1.0, sat) for sat in AUTO_SATURATIONS)
+#: The forms of the whole-journey model that ``form="auto"`` compares.
+AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
+
+_MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
+#: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
+SELECT_JOURNEYS = 200_000
+_THINNING_REPLICATE = 0x5E1EC7  # the Poisson stream of the thinning (not a bootstrap replicate number)
+_REFIT_STEPS = 6  # Newton steps (per active set) of the full-data refit after the choice on a sample
+
+
+def fit_candidates(
+    table: PathTable,
+    *,
+    l2: float,
+    counts: tuple[np.ndarray, np.ndarray],
+    warm: list[JourneyModel] | None = None,
+) -> list[JourneyModel]:
+    """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every decay of
+    :data:`AUTO_DECAYS`, then the nested form (``both``) at the decay of the best pure one.
+
+    ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms and decays.
+    """
+    if float(counts[0].sum() + counts[1].sum()) == 0:
+        raise ModelError("DATA_DRIVEN: no journeys to fit on")
+    if warm is not None:
+        return _each(
+            table, lambda w: _fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat), warm
+        )
+
+    def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
+        fits, start = [], _start(table, counts)
+        for rho, sat in AUTO_SHAPES:
+            fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat))
+            start = fits[-1].params
+        return fits
+
+    out = [c for fits in _each(table, shapes, ["touch", "journey"]) for c in fits]
+    best = min(out, key=lambda c: c.bic)
+    rho, sat = best.rho, best.sat
+    touch, journey = (
+        next(c for c in out if (c.rho, c.sat) == (rho, sat) and c.form == f) for f in ("touch", "journey")
+    )
+    start = touch.params.copy()  # the two pure fits together
+    c = len(table.channels)
+    start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
+    pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
+    starts = [start, _nudge(pure, form=pure.form)]
+    both, alt = _each(table, lambda x: _fit_one(table, "both", rho, l2=l2, counts=counts, start=x, sat=sat), starts)
+    return [*out, alt if alt.nll < both.nll else both]
+
+
+def _each(table: PathTable, fit, items: list):
+    """``[fit(item) for item in items]``, two at a time on threads when ``table`` is small enough for the
+    serial kernels (they release the GIL; a parallel kernel already uses every core and is not launched
+    from two threads at once). The fits are independent: the results do not depend on the threads."""
+    workers = min(len(items), numba.config.NUMBA_NUM_THREADS)
+    if workers < 2 or table.height >= _PARALLEL_ROWS:
+        return [fit(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fit, items))
+
+
+def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[JourneyModel], np.ndarray]:
+    """The candidates and their BIC weights. Above :data:`SELECT_JOURNEYS` journeys the choice is made on a
+    Poisson-thinned sample of that size (each path's counts drawn from ``Poisson(f · count)``, keyed by the
+    path hash), then the candidates with weight above 0.001 are refitted on every journey (warm started)
+    and weighted again among themselves; the others keep their sample fit and weight 0."""
+    counts = (table.conversions, table.nulls)
+    total = float(counts[0].sum() + counts[1].sum())
+    if total <= SELECT_JOURNEYS:
+        candidates = fit_candidates(table, l2=l2, counts=counts)
+        return candidates, bic_weights([c.bic for c in candidates])
+    from ...kernels.bootstrap import poisson_counts
+
+    f = SELECT_JOURNEYS / total
+    conv, null = poisson_counts(table.hashes, counts[0] * f, counts[1] * f, seed, _THINNING_REPLICATE)
+    keep = np.flatnonzero(conv + null > 0)
+    sample = _rows_of(table, keep)
+    trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]))
+    w = bic_weights([c.bic for c in trial])
+    chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
+    refit = {  # from the sample's optimum a few Newton steps suffice
+        i: _fit_one(
+            table,
+            trial[i].form,
+            trial[i].rho,
+            l2=l2,
+            counts=counts,
+            start=trial[i].params,
+            max_iter=_REFIT_STEPS,
+            sat=trial[i].sat,
+            hold_zeros=True,
+        )
+        for i in chosen
+    }
+    full_w = bic_weights([refit[i].bic for i in chosen])
+    weights = np.zeros(len(trial))
+    weights[chosen] = full_w
+    return [refit.get(i, c) for i, c in enumerate(trial)], weights
+
+
+def _rows_of(table: PathTable, rows: np.ndarray) -> PathTable:
+    """The path table restricted to ``rows`` (same channels)."""
+    from ...paths import PathTable as _PathTable
+
+    lengths = np.diff(table.offsets)[rows]
+    offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    idx = np.repeat(table.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return _PathTable(
+        channels=table.channels, offsets=offsets, codes=table.codes[idx], conversions=table.conversions[rows],
+        nulls=table.nulls[rows], value_micros=table.value_micros[rows], hashes=table.hashes[rows],
+        distinct=table.distinct,
+    )  # fmt: skip
+
+
+def _nudge(model: JourneyModel, *, form: str) -> np.ndarray:
+    """Start the nested form from a pure fit, the missing part nearly switched off."""
+    x = model.params.copy()
+    c = model.n_codes
+    if form == "touch":
+        x[1 + c] = -8.0
+    else:
+        x[0] = -8.0
+    return x
+
+
+def bic_weights(bic: list[float]) -> np.ndarray:
+    """``exp(-ΔBIC / 2)`` normalised: the approximate posterior probabilities of the candidates."""
+    b = np.asarray(bic, dtype=np.float64)
+    w = np.exp(-(b - b.min()) / 2.0)
+    return w / w.sum()

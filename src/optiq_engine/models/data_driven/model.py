@@ -1,0 +1,212 @@
+"""DATA_DRIVEN: a fitted conversion model decomposed per journey by exact Shapley values (docs/data_driven.md §6).
+
+:class:`DataDriven`, the model (its options) and its fit: a form given by the user, or ``form="auto"``'s
+choice among candidates, averaged by their BIC weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import polars as pl
+
+from ...errors import ConfigError
+from ...experiments import Experiment
+from ...kernels import logistic as k
+from ..base import register_model
+from ..fitted import DataDrivenModel, credit_frame, normalise
+from .bootstrap import _bootstrap_auto
+from .experiments import _experiment_frame, _experiment_targets
+from .fitted import FittedDataDriven
+from .fixed_form import ConversionModel
+from .form_choice import _MIN_WEIGHT, choose_candidates
+from .journey_model import _incremental
+
+if TYPE_CHECKING:
+    from ...config import AttributionConfig
+    from ...paths import PathTable
+
+
+@register_model
+@dataclass(frozen=True)
+class DataDriven(DataDrivenModel):
+    """A conversion model fitted on the journeys, decomposed per journey by exact Shapley values.
+
+    Parameters
+    ----------
+    form
+        ``"auto"`` (default): a model of the whole observed journey (its length included) in which each
+        touch may convert (a hazard), the journey may end, and an ending journey decides once; the
+        touch-only, end-only and nested forms, each with a few decays and saturations of the exposure stock
+        and channel effects constrained to be >= 0, are compared by BIC and averaged by their weights
+        (docs/data_driven.md §6.1; required by ``experiments``). Or one fixed form: ``"touch"``: every touch
+        is a decision point,
+        ``h_j = σ(b + Σ_c β_c f(K_c(j)))`` and ``p(journey) = 1 - Π_j (1 - h_j)`` (a discrete-time hazard
+        model); ``"journey"``: one decision per journey, ``p = σ(b + Σ_c β_c f(k_c))``.
+    l2
+        L2 penalty on the channel coefficients (in units of journeys; the intercept is not penalised).
+    saturation
+        ``None`` for ``f(k) = k``, or ``rho`` in (0, 1) for ``f(k) = (1 - rho**k) / (1 - rho)`` (``"touch"``
+        and ``"journey"`` only).
+    samples
+        Orderings sampled for journeys with more than 20 distinct channels.
+    experiments
+        Lift tests (:class:`~optiq_engine.Experiment`) that the fit is penalised to agree with: the model's
+        holdout effect of each tested channel over the test's period is pulled to the test's result within
+        its standard error.
+    """
+
+    name = "DATA_DRIVEN"
+    transform: str = "frequency"
+    form: str = "auto"
+    l2: float = 1.0
+    saturation: float | None = None
+    samples: int = 2_000
+    experiments: tuple[Experiment, ...] = ()
+
+    config_fields: ClassVar[dict[str, str]] = {
+        **{name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"},
+        "experiments": "experiments",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.form not in ("auto", "touch", "journey"):
+            raise ConfigError(f"DATA_DRIVEN form must be 'auto', 'touch' or 'journey', got {self.form!r}")
+        if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not self.l2 >= 0:
+            raise ConfigError(f"DATA_DRIVEN l2 must be a number >= 0, got {self.l2!r}")
+        if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
+            raise ConfigError(f"DATA_DRIVEN saturation must be None or a float in (0, 1), got {self.saturation!r}")
+        if self.saturation is not None and self.form == "auto":
+            raise ConfigError(
+                "DATA_DRIVEN saturation applies to form='touch' or 'journey' (form='auto', the default, chooses "
+                f"its own): DataDriven(form='touch', saturation={self.saturation!r})"
+            )
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
+            raise ConfigError(f"DATA_DRIVEN samples must be an integer >= 2, got {self.samples!r}")
+        experiments = tuple(self.experiments or ())
+        bad = [e for e in experiments if not isinstance(e, Experiment)]
+        if bad:
+            raise ConfigError(f"DATA_DRIVEN experiments must be oq.Experiment objects, got {bad[0]!r}")
+        if experiments and self.form != "auto":
+            raise ConfigError("DATA_DRIVEN experiments need form='auto': DataDriven(form='auto', experiments=[...])")
+        object.__setattr__(self, "experiments", experiments)
+
+    @classmethod
+    def from_config(cls, config: AttributionConfig) -> DataDriven:
+        """The model given by name: options from ``config``; with ``config.experiments``, ``form="auto"``."""
+        options = {name: getattr(config, source) for name, source in cls.config_fields.items()}
+        if options.get("experiments"):
+            options["form"] = "auto"
+        return cls(**options)
+
+    @property
+    def wants_periods(self) -> bool:
+        """Whether a fit needs each experiment's journeys (``periods`` of :meth:`fit`)."""
+        return bool(self.experiments)
+
+    def fit(
+        self,
+        table: PathTable,
+        *,
+        direct_channels: tuple[str, ...] = ("direct",),
+        periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> FittedDataDriven:
+        """Fit on a path table; ``periods`` (one per experiment): the converting and non-converting journeys
+        of each row that fall in the experiment's period (``None``: every journey of the table)."""
+        if self.bootstrap:
+            table = table.merged()
+        if float(table.conversions.sum() + table.nulls.sum()) == 0:
+            return self._nothing_to_fit(table)
+        if self.form == "auto":
+            return self._fit_auto(table, periods)
+        model = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form)
+        phi, sampled = model.path_shapley(table, samples=self.samples, seed=self.seed)
+        incremental = model.incremental(table, phi)
+        shares = normalise(incremental)
+        replicates = np.empty((self.bootstrap, len(table.channels)))
+        if self.bootstrap:
+            from ...kernels.bootstrap import poisson_counts
+
+            for r in range(self.bootstrap):
+                conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, self.seed, r)
+                resampled = ConversionModel.fit(
+                    table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null)
+                )
+                rphi, _ = resampled.path_shapley(table, samples=self.samples, seed=self.seed)
+                replicates[r] = normalise(resampled.incremental(table, rphi, counts=(conv, null)))
+        frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
+        return FittedDataDriven(
+            model=self,
+            channel_credit=frame,
+            paths=table,
+            replicates=replicates,
+            conversion_model=model,
+            path_phi=phi,
+            sampled_paths=int(sampled),
+        )
+
+    def _nothing_to_fit(self, table: PathTable) -> FittedDataDriven:
+        """No journey (a quiet day of a nightly run, every touchpoint outside the window): no channel is
+        credited, nothing is fitted; the conversions stay unattributed as for every model."""
+        n_codes = len(table.channels)
+        feats = k.count_features(table.offsets, table.codes, n_codes, 0.0)
+        model = ConversionModel(0.0, np.zeros(n_codes), np.eye(n_codes + 1), None, feats, "touch")
+        zeros = np.zeros(n_codes)
+        replicates = np.zeros((self.bootstrap, n_codes))
+        frame = credit_frame(table, zeros, ("incremental_conversions", zeros), replicates, self.level)
+        return FittedDataDriven(model=self, channel_credit=frame, paths=table, replicates=replicates,
+                                conversion_model=model, path_phi=np.zeros(0))  # fmt: skip
+
+    def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
+        n_codes = len(table.channels)
+        counts = (table.conversions, table.nulls)
+        candidates, weights = choose_candidates(table, l2=float(self.l2), seed=self.seed)
+        targets = _experiment_targets(self.experiments, table, periods)
+        if targets:
+            candidates = [
+                c.calibrated(table, targets, l2=float(self.l2)) if w > _MIN_WEIGHT else c
+                for c, w in zip(candidates, weights, strict=True)
+            ]
+        kept = [(w, c) for w, c in zip(weights, candidates, strict=True) if w > _MIN_WEIGHT]
+        phi = np.zeros(0)
+        sampled = 0
+        for w, c in kept:
+            cphi, cs = c.path_shapley(table, samples=self.samples, seed=self.seed)
+            phi = w * cphi if phi.shape[0] == 0 else phi + w * cphi
+            sampled = max(sampled, int(cs))
+        total_w = sum(w for w, _ in kept)
+        phi = phi / total_w
+        incremental = _incremental(table, phi, counts)
+        shares = normalise(incremental)
+        replicates = np.empty((self.bootstrap, n_codes))
+        if self.bootstrap:
+            replicates = _bootstrap_auto(self, table, candidates, weights, targets)
+        frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
+        best = candidates[int(np.argmax(weights))]
+        selection = pl.DataFrame(
+            {
+                "form": [c.form for c in candidates],
+                "decay": [c.rho for c in candidates],
+                "saturation": [c.sat for c in candidates],
+                "log_likelihood": [-c.nll for c in candidates],
+                "parameters": [c.n_params for c in candidates],
+                "bic": [c.bic for c in candidates],
+                "weight": weights,
+                "journeys": [c.n_journeys for c in candidates],
+            }
+        ).sort("bic")
+        checks = _experiment_frame(self.experiments, targets, candidates, weights, table)
+        return FittedDataDriven(
+            model=self,
+            channel_credit=frame,
+            paths=table,
+            replicates=replicates,
+            conversion_model=best,
+            path_phi=phi,
+            sampled_paths=sampled,
+            form_selection=selection,
+            mixture=tuple((w / total_w, c) for w, c in kept),
+            experiment_checks=checks,
+        )

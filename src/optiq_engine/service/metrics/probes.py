@@ -1,0 +1,48 @@
+"""What a report looks up before it answers: whether the organization's credit is summarized, and whether
+a model ever ran (its attribution results), with the message that says it did not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from .query import MetricsQuery
+from .sql import _name_filter
+
+
+def is_summarized(connection: Connection, organization_id: str) -> bool:
+    """Whether the organization's credit is summarized (``optiq db summarize``; a primary-key lookup)."""
+    found = connection.execute(
+        text('SELECT EXISTS (SELECT 1 FROM "EngineCreditState" WHERE "organizationId" = :org)'),
+        {"org": organization_id},
+    ).scalar()
+    return bool(found)
+
+
+def has_attribution_results(query: MetricsQuery, connection: Connection) -> bool:
+    """Whether the organization has any attribution link of ``query.model`` (and ``query.conversion_name``),
+    in any period: without one, a report's zero conversions and ROAS of 0 mean "never run", not "none"."""
+    params: dict[str, Any] = {"org": query.organization_id, "model": query.model}
+    name = _name_filter(query, params)
+    found = connection.execute(
+        text(
+            'SELECT EXISTS (SELECT 1 FROM "TrackingSite" s\n'
+            '  JOIN "TrackingEvent" e ON e."siteId" = s.id AND e.type = \'CONVERSION\'\n'
+            '  JOIN "AttributionLink" l ON l."conversionId" = e.id AND l.model = CAST(:model AS "AttributionModel")\n'
+            f'  WHERE s."organizationId" = :org{name})'
+        ),
+        params,
+    ).scalar()
+    return bool(found)
+
+
+def no_results_message(query: MetricsQuery) -> str:
+    """The one line that says a report's model (or conversion type) has no attribution results."""
+    what = f"model {query.model}"
+    if query.conversion_name is not None:
+        what += f" and conversion name {query.conversion_name!r}"
+    return (
+        f"no attribution results for {what} in this organization: its conversions and ROAS would read 0;"
+        " run the engine with this model (optiq run, attributionSettings.models) or ask for one it ran"
+    )
