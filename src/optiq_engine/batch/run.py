@@ -152,19 +152,8 @@ def run_batch(
         A model of any type recomputes the links of that model for every conversion in scope.
     """
     check_arguments(engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since)
-    if compute is None:
-        if engine != "local":
-            raise ConfigError(
-                "engine='spark' computes on Spark: pass compute=optiq_engine.spark.job.compute_on_spark "
-                "(optiq run --engine spark does)"
-            )
-        compute = compute_local
-
-    def stage(name: str) -> None:
-        checkpoint()  # a safe point: SIGINT/SIGTERM under optiq's handle_signals stop the run here (FAILED)
-        if on_stage is not None:
-            on_stage(name)
-
+    compute = _compute_of(engine, compute)
+    stage = _stages(on_stage)
     t_all = time.perf_counter()
     with runs.run_lock(url, organization_id, wait=wait) as conn, postgres.Connections(url) as db:
         plan = plan_run(
@@ -192,6 +181,30 @@ def run_batch(
             runs.fail_run(conn, plan.run_id, exc)
             raise
     return summary
+
+
+def _compute_of(engine: str, compute: Compute | None) -> Compute:
+    """The run's compute step: the one given, else :func:`compute_local` (``engine="local"`` only)."""
+    if compute is not None:
+        return compute
+    if engine != "local":
+        raise ConfigError(
+            "engine='spark' computes on Spark: pass compute=optiq_engine.spark.job.compute_on_spark "
+            "(optiq run --engine spark does)"
+        )
+    return compute_local
+
+
+def _stages(on_stage: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Each stage's start: a safe point (SIGINT/SIGTERM under optiq's handle_signals stop the run there,
+    recorded FAILED), then ``on_stage`` (``optiq run`` shows the stage)."""
+
+    def stage(name: str) -> None:
+        checkpoint()
+        if on_stage is not None:
+            on_stage(name)
+
+    return stage
 
 
 def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int, float]:
