@@ -20,6 +20,7 @@ import polars as pl
 
 from ._interrupt import checkpoint, pause_for_tests
 from .kernels.sort import tie_runs
+from .kernels.splitmix import finalise
 
 __all__ = [
     "KEY_COLUMNS",
@@ -70,14 +71,8 @@ def group_key_columns(*frames: pl.DataFrame) -> list[str]:
 
 def splitmix(x: np.ndarray) -> np.ndarray:
     """A bijective 64-bit mix (splitmix64's finaliser), on a copy."""
-    x = x.astype(np.uint64, copy=True)
     with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
+        return finalise(x.astype(np.uint64, copy=True))
 
 
 def hash_keys(frame: pl.DataFrame, keys: Sequence[str], seed: int) -> np.ndarray:
