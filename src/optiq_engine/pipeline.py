@@ -29,6 +29,7 @@ from .grouping import (
     stage_timer,
 )
 from .identity import PERSON, IdentityStitch, stitch
+from .kernels.chunks import balanced_chunks
 from .kernels.credit import share_links
 from .kernels.path_rules import kept_touches
 from .kernels.paths import tail_ranges
@@ -192,7 +193,7 @@ def run_attribution(
         counts = hi - lo
         link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
         np.cumsum(counts, out=link_offsets[1:])
-        chunks = _chunk_bounds(link_offsets)
+        chunks = balanced_chunks(link_offsets, _CHUNKS)  # conversions of about equal link counts per task
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
     lookalikes = direct_lookalikes(channels, cfg.direct_channels)
@@ -564,15 +565,6 @@ def _kept_touches(
         lo, hi, link_offsets, tp_codes, is_direct, TOUCH_RULES.index(cfg.touch_rule),
         DROP_DIRECT.index(cfg.drop_direct), cap, chunks,
     )  # fmt: skip
-
-
-def _chunk_bounds(link_offsets: np.ndarray) -> np.ndarray:
-    """Conversion boundaries of about equal link counts, one chunk per parallel task."""
-    m = link_offsets.shape[0] - 1
-    targets = np.linspace(0, link_offsets[-1], _CHUNKS + 1)
-    bounds = np.searchsorted(link_offsets, targets, side="left").astype(np.int64)
-    bounds[0], bounds[-1] = 0, m
-    return np.unique(np.clip(bounds, 0, m))
 
 
 def _links_frame(
