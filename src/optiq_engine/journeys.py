@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import OnInvalid
+from .config import OnInvalid, check_on_invalid
 from .errors import ConfigError
 from .frames import TIMESTAMP, normalize_events
 from .grouping import (
@@ -222,8 +222,7 @@ def _build_journeys(
     timeout_us = _duration_us("session_timeout", session_timeout)
     abandon_us = _duration_us("abandon_after", abandon_after)
     as_of_us = None if as_of is None else _instant_us(as_of)
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    check_on_invalid(on_invalid)
     timings: dict[str, float] = {}
     timed = stage_timer(timings)
 

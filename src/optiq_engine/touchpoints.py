@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import OnInvalid
-from .errors import ConfigError, InputError, SchemaError
+from .config import OnInvalid, check_on_invalid
+from .errors import InputError, SchemaError
 from .frames import normalize_events, to_polars
 from .grouping import KEY_COLUMNS, arrow_strings, readonly, stage_timer
 from .journeys import JourneyResult, _build_journeys, _fixed_width_strings
@@ -171,8 +171,7 @@ def extract_touchpoints(
     >>> oq.extract_touchpoints(events).touchpoints.select("event_id", "gclid", "platform_code").rows()
     [('e1', 'abc', 'GOOGLE_ADS')]
     """
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    check_on_invalid(on_invalid)
     timings: dict[str, float] = {}
     timed = stage_timer(timings)
     with timed("parameters"):
