@@ -10,17 +10,14 @@ never for ids that are stored (those use :mod:`optiq_engine.kernels.stable_id`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
-from ._interrupt import checkpoint, pause_for_tests
 from .kernels.sort import tie_runs
 from .kernels.splitmix import finalise
+from .layout import readonly
 
 __all__ = [
     "KEY_COLUMNS",
@@ -31,13 +28,9 @@ __all__ = [
     "group_key_columns",
     "group_hashes",
     "hash_keys",
-    "micros",
-    "one_chunk",
     "order_ties_by_id",
-    "readonly",
     "splitmix",
     "stable_draws",
-    "stage_timer",
 ]
 
 SEED_H = 0x243F6A8885A308D3
@@ -141,17 +134,6 @@ def order_ties_by_id(
     return order, code
 
 
-def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Read-only views: kernels never write their inputs, and one array type means one compilation
-    (zero-copy arrays from polars are read-only, copies are not; Numba would compile each variant)."""
-    views = []
-    for a in arrays:
-        v = np.ascontiguousarray(a).view()
-        v.flags.writeable = False
-        views.append(v)
-    return tuple(views)
-
-
 def arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read-only (offsets int64[n+1], data uint8[...], valid bool[n]) of a string series, via Arrow."""
     import pyarrow as pa
@@ -181,42 +163,3 @@ def stable_draws(ids: pl.Series, seed: int) -> np.ndarray:
     h = key_hashes((offsets, *[empty[0]] * 3), (data, *[empty[1]] * 3), (valid, *[empty[2]] * 3), rows)[:, 0]
     mixed = splitmix(h ^ splitmix(np.array([seed], dtype=np.uint64)))
     return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def micros(td: Any) -> int:
-    """A ``timedelta`` in whole microseconds."""
-    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
-
-
-def stage_timer(
-    timings: dict[str, float], on_stage: Callable[[str], None] | None = None
-) -> Callable[[str], AbstractContextManager[None]]:
-    """A context manager factory that adds each stage's seconds to ``timings``.
-
-    Stage boundaries are the safe points where a SIGINT/SIGTERM received under
-    :func:`optiq_engine._interrupt.handle_signals` stops the run (:func:`~optiq_engine._interrupt.checkpoint`:
-    before a stage starts and after it ends, never inside a kernel).
-    """
-
-    @contextmanager
-    def timed(stage: str) -> Iterator[None]:
-        checkpoint()
-        if on_stage is not None:
-            on_stage(stage)
-        pause_for_tests(stage)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-        checkpoint()
-
-    return timed
-
-
-def one_chunk(ids: pl.Series) -> pl.Series:
-    """The series as one chunk: a random gather from many chunks (Parquet row groups) is several times
-    slower. Going through Arrow's string views concatenates the views without copying the strings."""
-    if ids.n_chunks() == 1:
-        return ids
-    return pl.from_arrow(ids.to_arrow(compat_level=pl.CompatLevel.newest())).alias(ids.name)  # type: ignore[union-attr]

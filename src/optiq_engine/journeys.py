@@ -34,11 +34,7 @@ from .grouping import (
     arrow_strings,
     group_hashes,
     group_key_columns,
-    micros,
-    one_chunk,
     order_ties_by_id,
-    readonly,
-    stage_timer,
 )
 from .kernels.journeys import (
     CONVERSION,
@@ -56,6 +52,9 @@ from .kernels.journeys import (
 )
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.stable_id import hex_ids, key_hashes
+from .layout import one_chunk, readonly
+from .stages import stage_timer
+from .timestamps import micros
 
 __all__ = ["build_journeys", "JourneyResult", "JOURNEY_STATUSES", "stable_id_series"]
 

@@ -17,17 +17,7 @@ from .channels import DEFAULT_CHANNEL_RULES, derive_channels, direct_lookalikes
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqWarning
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
-from .grouping import (
-    NO_MASK,
-    group_hashes,
-    group_key_columns,
-    micros,
-    one_chunk,
-    order_ties_by_id,
-    readonly,
-    stable_draws,
-    stage_timer,
-)
+from .grouping import NO_MASK, group_hashes, group_key_columns, order_ties_by_id, stable_draws
 from .identity import PERSON, IdentityStitch, stitch
 from .kernels.chunks import balanced_chunks
 from .kernels.credit import share_links
@@ -36,11 +26,14 @@ from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import journey_starts, link_rows, match_windows
+from .layout import one_chunk, readonly
 from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
 from .result import AttributionResult, LookbackCoverage, lookback_coverage
+from .stages import stage_timer
+from .timestamps import micros
 
 __all__ = ["attribute", "run_attribution", "path_tables"]
 

@@ -21,10 +21,12 @@ import polars as pl
 from .config import OnInvalid, check_on_invalid
 from .errors import InputError, SchemaError
 from .frames import normalize_events, to_polars
-from .grouping import KEY_COLUMNS, arrow_strings, readonly, stage_timer
+from .grouping import KEY_COLUMNS, arrow_strings
 from .journeys import JourneyResult, _build_journeys, _fixed_width_strings
 from .kernels.stable_id import hex_ids, key_hashes
 from .kernels.urls import percent_decode
+from .layout import readonly
+from .stages import stage_timer
 
 __all__ = [
     "CLICK_ID_PLATFORMS",
