@@ -4,13 +4,15 @@ Rows are grouped by (``organization_id``, ``site_id``, ``anon_id``). Exact dicti
 high-cardinality string key costs about 50x a 64-bit hash, so groups are keyed by a polars hash and checked
 with a second, independent one: the sort kernel counts adjacent rows with equal primary but different check
 hashes, and a non-zero count sends the caller back to :func:`group_hashes` with ``exact=True`` (dense codes,
-which cannot collide). Polars hashes are stable only within one polars version: fine for grouping in memory,
-never for ids that are stored (those use :mod:`optiq_engine.kernels.stable_id`).
+which cannot collide; :func:`hash_attempts` runs that retry). Polars hashes are stable only within one
+polars version: fine for grouping in memory, never for ids that are stored (those use
+:mod:`optiq_engine.kernels.stable_id`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -27,6 +29,7 @@ __all__ = [
     "SEED_H2",
     "group_key_columns",
     "group_hashes",
+    "hash_attempts",
     "hash_keys",
     "order_ties_by_id",
     "splitmix",
@@ -110,6 +113,20 @@ def group_hashes(
         out.append((part, part))
         start += f.height
     return out
+
+
+def hash_attempts(log: logging.Logger) -> Iterator[bool]:
+    """``exact`` of each attempt to sort by group hashes: ``False``, then ``True`` after a collision.
+
+    The caller's loop body hashes the key (:func:`group_hashes`, exact codes when ``exact``), sorts, and
+    breaks out when the sort counted no collision. Otherwise the next step logs the collision (a warning on
+    the caller's ``log``) and gives ``exact=True``; exact codes cannot collide, so a collision after them
+    raises :class:`AssertionError`.
+    """
+    yield False
+    log.warning("64-bit group hash collision detected; re-running with exact group codes")
+    yield True
+    raise AssertionError("group codes collided after exact encoding")  # pragma: no cover - exact codes cannot collide
 
 
 def order_ties_by_id(

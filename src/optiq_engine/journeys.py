@@ -34,6 +34,7 @@ from .grouping import (
     arrow_strings,
     group_hashes,
     group_key_columns,
+    hash_attempts,
     order_ties_by_id,
 )
 from .kernels.journeys import (
@@ -246,16 +247,14 @@ def _build_journeys(
         ((h, h2),) = group_hashes([ev], keys, exact=False, mask=_HASH_MASK)
 
     bits = bucket_bits(ev.height, rows_per_bucket=4096, max_bits=12)
-    for exact in (False, True):
+    for exact in hash_attempts(log):
+        if exact:
+            with timed("encode"):
+                ((h, h2),) = group_hashes([ev], keys, exact=True)
         with timed("sort"):
             order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
         if n_collisions == 0:
             break
-        if exact:  # pragma: no cover - exact codes cannot collide
-            raise AssertionError("group codes collided after exact encoding")
-        log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with timed("encode"):
-            ((h, h2),) = group_hashes([ev], keys, exact=True)
     del h, h2
     event_id = ev.get_column("event_id")
     with timed("sort"):

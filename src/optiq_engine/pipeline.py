@@ -17,7 +17,7 @@ from .channels import DEFAULT_CHANNEL_RULES, derive_channels, direct_lookalikes
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqWarning
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
-from .grouping import NO_MASK, group_hashes, group_key_columns, order_ties_by_id, stable_draws
+from .grouping import NO_MASK, group_hashes, group_key_columns, hash_attempts, order_ties_by_id, stable_draws
 from .identity import PERSON, IdentityStitch, stitch
 from .kernels.chunks import balanced_chunks
 from .kernels.credit import share_links
@@ -388,7 +388,10 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
 
     bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
     lookback = micros(cfg.lookback)
-    for exact in (False, True):
+    for exact in hash_attempts(log):
+        if exact:
+            with timed("encode"):
+                tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
         with timed("sort"):
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
                 *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
@@ -403,11 +406,6 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
             )  # fmt: skip
         if tp_coll + cv_coll + cross_coll == 0:
             break
-        if exact:  # pragma: no cover - exact codes cannot collide
-            raise AssertionError("group codes collided after exact encoding")
-        log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with timed("encode"):
-            tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
     del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
 
     with timed("match"):
