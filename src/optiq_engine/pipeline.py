@@ -493,7 +493,7 @@ def path_tables(
     """The path table that each data-driven model in ``models`` would be fitted on, without fitting.
 
     The same tables as ``attribute(...).fitted[name].paths``; the tables of disjoint sets of users add up
-    with :meth:`PathTable.concat` (see :mod:`optiq_engine.partial`).
+    with :meth:`PathTable.concat` (see :mod:`optiq_engine.paths.partial`).
     """
     cfg = (config or AttributionConfig()).with_options(**options)
     chosen = resolve_models(models, cfg, default=())
