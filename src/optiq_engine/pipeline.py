@@ -6,6 +6,7 @@ import functools
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -189,15 +190,7 @@ def run_attribution(
         chunks = balanced_chunks(link_offsets, _CHUNKS)  # conversions of about equal link counts per task
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
-    lookalikes = direct_lookalikes(channels, cfg.direct_channels)
-    if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
-        warnings.warn(
-            f"channels {lookalikes} look like the direct channels {list(cfg.direct_channels)} but are not them: "
-            "LAST_NON_DIRECT and the direct path rules treat them as any other channel; rename them or pass "
-            f"direct_channels={tuple(cfg.direct_channels) + tuple(lookalikes)!r} (docs/attribution.md)",
-            OptiqWarning,
-            stacklevel=3,
-        )
+    _warn_direct_lookalikes(channels, cfg.direct_channels)
     prefit = dict(fitted or {})
     fitted = {}
     if data_driven:
@@ -210,42 +203,15 @@ def run_attribution(
     del matched  # the arrays below are freed as soon as the kernels are done with them
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
-        specs = [m.kernel_spec() for m in heuristic]
-        kinds = np.array([s[0] for s in specs], dtype=np.int64)
-        p1 = np.array([s[1] for s in specs], dtype=np.float64)
-        p2 = np.array([s[2] for s in specs], dtype=np.float64)
-        keep = _kept_touches(lo, hi, link_offsets, tp_codes, is_direct, cfg, chunks, ruled=bool(heuristic))
-        h_weights, h_credit, position, count = heuristic_links(
-            lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, keep, chunks
+        h_weights, h_credit, position, count = _heuristic_links(
+            heuristic, lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, cfg, chunks
         )
-        del keep
         uncredited: dict[int, np.ndarray] = {}  # model index -> conversions (sorted) it credits to no channel
         if data_driven:
-            weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
-            credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
-            hi_row = 0
-            for i, model in enumerate(chosen):
-                if isinstance(model, HeuristicModel):
-                    weights[i], credit[i] = h_weights[hi_row], h_credit[hi_row]
-                    hi_row += 1
-                    continue
-                fit = fitted[model.name]
-                if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
-                    shares = fit.path_shares(tables[model.name])
-                    rows = np.zeros(lo.shape[0], dtype=np.int64)
-                    path_of = journey_paths[model.name]
-                    rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
-                    rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
-                else:
-                    shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
-                with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
-                    balance = fit.balance if fit.balance is not None else balance_fit(fit)
-                weights[i], credit[i], uncredited[i] = share_links(
-                    lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
-                    shares, rows, balance.scale_for(channels), chunks,
-                )  # fmt: skip
-                n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
-                fitted[model.name] = replace(fit, baseline_conversions=n_baseline, balance=balance)
+            weights, credit, uncredited = _data_driven_links(
+                chosen, h_weights, h_credit, fitted, journey_paths, tables, lo, hi, link_offsets, tp_codes,
+                is_direct, cv_value, cv, cv_order, channels, chunks, timed,
+            )  # fmt: skip
             del h_weights, h_credit
         else:
             weights, credit = h_weights, h_credit
@@ -278,6 +244,93 @@ def run_attribution(
         lookback_coverage=coverage,
         identity=identity,
     )
+
+
+def _warn_direct_lookalikes(channels: list[str], direct_channels: tuple[str, ...]) -> None:
+    """Warn (at the caller of :func:`attribute`) about channels that look like a direct channel but are not one."""
+    lookalikes = direct_lookalikes(channels, direct_channels)
+    if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
+        warnings.warn(
+            f"channels {lookalikes} look like the direct channels {list(direct_channels)} but are not them: "
+            "LAST_NON_DIRECT and the direct path rules treat them as any other channel; rename them or pass "
+            f"direct_channels={tuple(direct_channels) + tuple(lookalikes)!r} (docs/attribution.md)",
+            OptiqWarning,
+            stacklevel=4,
+        )
+
+
+def _heuristic_links(
+    heuristic: list[HeuristicModel],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    link_offsets: np.ndarray,
+    tp_tss: np.ndarray,
+    tp_codes: np.ndarray,
+    is_direct: np.ndarray,
+    cv_value: np.ndarray,
+    cfg: AttributionConfig,
+    chunks: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The heuristic models' weights and credited micros (one row per model), and every link's position and
+    touchpoint count (:func:`~optiq_engine.kernels.weights.heuristic_links`, path rules applied)."""
+    specs = [m.kernel_spec() for m in heuristic]
+    kinds = np.array([s[0] for s in specs], dtype=np.int64)
+    p1 = np.array([s[1] for s in specs], dtype=np.float64)
+    p2 = np.array([s[2] for s in specs], dtype=np.float64)
+    keep = _kept_touches(lo, hi, link_offsets, tp_codes, is_direct, cfg, chunks, ruled=bool(heuristic))
+    return heuristic_links(lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, keep, chunks)
+
+
+def _data_driven_links(
+    chosen: Sequence[AttributionModel],
+    h_weights: np.ndarray,
+    h_credit: np.ndarray,
+    fitted: dict[str, FittedModel],
+    journey_paths: dict[str, np.ndarray],
+    tables: dict[str, PathTable],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    link_offsets: np.ndarray,
+    tp_codes: np.ndarray,
+    is_direct: np.ndarray,
+    cv_value: np.ndarray,
+    cv: pl.DataFrame,
+    cv_order: np.ndarray,
+    channels: list[str],
+    chunks: np.ndarray,
+    timed: Callable[[str], AbstractContextManager[None]],
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Every model's weights and credited micros (rows in the order of ``chosen``: the heuristic models' rows
+    of ``h_weights`` and ``h_credit``, each data-driven model's links credited by its fit's shares, balanced),
+    and per data-driven model index the conversions (sorted) it credits to no channel. Each data-driven fit
+    in ``fitted`` is replaced by one with its baseline conversions and balance."""
+    weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
+    credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
+    uncredited: dict[int, np.ndarray] = {}
+    hi_row = 0
+    for i, model in enumerate(chosen):
+        if isinstance(model, HeuristicModel):
+            weights[i], credit[i] = h_weights[hi_row], h_credit[hi_row]
+            hi_row += 1
+            continue
+        fit = fitted[model.name]
+        if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
+            shares = fit.path_shares(tables[model.name])
+            rows = np.zeros(lo.shape[0], dtype=np.int64)
+            path_of = journey_paths[model.name]
+            rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
+            rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
+        else:
+            shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
+        with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
+            balance = fit.balance if fit.balance is not None else balance_fit(fit)
+        weights[i], credit[i], uncredited[i] = share_links(
+            lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
+            shares, rows, balance.scale_for(channels), chunks,
+        )  # fmt: skip
+        n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
+        fitted[model.name] = replace(fit, baseline_conversions=n_baseline, balance=balance)
+    return weights, credit, uncredited
 
 
 def _baseline_draws(
