@@ -15,7 +15,8 @@ order where possible (hashes, stable-id bytes, the touches' columns), and only s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -238,29 +239,8 @@ def _build_journeys(
         return JourneyResult(_empty_journeys(parts), _empty_journey_events(), _empty_sessions(),
                              normalized.quarantined, timings, None), empty  # fmt: skip
 
-    with timed("encode"):
-        keys = group_key_columns(ev)
-        # One chunk for the columns gathered at random rows: gathers from many chunks are ~5x slower.
-        ev = ev.with_columns(one_chunk(ev.get_column(c)) for c in (*keys, "event_id"))
-        flags = ev.select(_flags_expr(ev.columns)).to_series().to_numpy()
-        ts = ev.get_column("occurred_at").to_physical().to_numpy()
-        ((h, h2),) = group_hashes([ev], keys, exact=False, mask=_HASH_MASK)
-
-    bits = bucket_bits(ev.height, rows_per_bucket=4096, max_bits=12)
-    for exact in hash_attempts(log):
-        if exact:
-            with timed("encode"):
-                ((h, h2),) = group_hashes([ev], keys, exact=True)
-        with timed("sort"):
-            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
-        if n_collisions == 0:
-            break
-    del h, h2
+    ev, keys, flags, ts, order, h_s, ts_s, flags_s = _sorted_events(ev, timed)
     event_id = ev.get_column("event_id")
-    with timed("sort"):
-        if n_ties:
-            order, flags_s = order_ties_by_id(order, flags_s, h_s, ts_s, event_id)
-        order, h_s, ts_s, flags_s = readonly(order, h_s, ts_s, flags_s)
 
     with timed("sessions"):
         start, _ = gap_sessions(h_s, ts_s, timeout_us)
@@ -296,17 +276,7 @@ def _build_journeys(
             ev, parts, keys, journey_id, session_id.gather(last), start_rows, last_rows, status, converted,
             ts_s[offsets[:-1]], ts_s[last], touches, utm_rows, touch_count, np.diff(offsets),
         )  # fmt: skip
-        journey, sequence = journey_positions(offsets)
-        event_id = event_id.gather(order)
-        journey_events = pl.DataFrame(
-            [
-                journey_id.gather(journey),
-                event_id,
-                pl.Series("sequence_number", sequence, dtype=pl.Int32),
-                _timestamps("occurred_at", ts_s),
-            ]
-        )
-        sessions = pl.DataFrame([event_id, session_id])
+        journey_events, sessions, journey = _event_frames(offsets, journey_id, event_id.gather(order), session_id, ts_s)
         found = None
         if with_touchpoints:
             found = SortedTouchpoints(
@@ -322,6 +292,58 @@ def _build_journeys(
         as_of=_EPOCH + timedelta(microseconds=as_of_us),
     )
     return result, found
+
+
+def _sorted_events(
+    ev: pl.DataFrame, timed: Callable[[str], AbstractContextManager[None]]
+) -> tuple[pl.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The events encoded and sorted by (group, time, ``event_id``).
+
+    Returns the events (the columns gathered at random rows in one chunk), the key columns that tell groups
+    apart, every event's flags and time in input order, and the sort order with the sorted group hashes,
+    times and flags (read-only).
+    """
+    with timed("encode"):
+        keys = group_key_columns(ev)
+        # One chunk for the columns gathered at random rows: gathers from many chunks are ~5x slower.
+        ev = ev.with_columns(one_chunk(ev.get_column(c)) for c in (*keys, "event_id"))
+        flags = ev.select(_flags_expr(ev.columns)).to_series().to_numpy()
+        ts = ev.get_column("occurred_at").to_physical().to_numpy()
+        ((h, h2),) = group_hashes([ev], keys, exact=False, mask=_HASH_MASK)
+
+    bits = bucket_bits(ev.height, rows_per_bucket=4096, max_bits=12)
+    for exact in hash_attempts(log):
+        if exact:
+            with timed("encode"):
+                ((h, h2),) = group_hashes([ev], keys, exact=True)
+        with timed("sort"):
+            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
+        if n_collisions == 0:
+            break
+    del h, h2
+    with timed("sort"):
+        if n_ties:
+            order, flags_s = order_ties_by_id(order, flags_s, h_s, ts_s, ev.get_column("event_id"))
+        order, h_s, ts_s, flags_s = readonly(order, h_s, ts_s, flags_s)
+    return ev, keys, flags, ts, order, h_s, ts_s, flags_s
+
+
+def _event_frames(
+    offsets: np.ndarray, journey_id: pl.Series, event_id: pl.Series, session_id: pl.Series, ts_s: np.ndarray
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """``journey_events`` and ``sessions`` of the sorted events (``event_id``, ``session_id``, ``ts_s``: in
+    sorted order), and the journey of every sorted event."""
+    journey, sequence = journey_positions(offsets)
+    journey_events = pl.DataFrame(
+        [
+            journey_id.gather(journey),
+            event_id,
+            pl.Series("sequence_number", sequence, dtype=pl.Int32),
+            _timestamps("occurred_at", ts_s),
+        ]
+    )
+    sessions = pl.DataFrame([event_id, session_id])
+    return journey_events, sessions, journey
 
 
 def stable_id_series(
