@@ -15,8 +15,7 @@ order where possible (hashes, stable-id bytes, the touches' columns), and only s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,7 +54,7 @@ from .kernels.journeys import (
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.stable_id import hex_ids, key_hashes
 from .layout import one_chunk, readonly
-from .stages import stage_timer
+from .stages import Timed, stage_timer
 from .timestamps import micros
 
 __all__ = ["build_journeys", "JourneyResult", "JOURNEY_STATUSES", "stable_id_series"]
@@ -295,7 +294,7 @@ def _build_journeys(
 
 
 def _sorted_events(
-    ev: pl.DataFrame, timed: Callable[[str], AbstractContextManager[None]]
+    ev: pl.DataFrame, timed: Timed
 ) -> tuple[pl.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The events encoded and sorted by (group, time, ``event_id``).
 

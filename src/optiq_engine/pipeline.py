@@ -6,7 +6,6 @@ import functools
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +32,7 @@ from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
 from .result import AttributionResult, LookbackCoverage, lookback_coverage
-from .stages import stage_timer
+from .stages import Timed, stage_timer
 from .timestamps import micros
 
 __all__ = ["attribute", "run_attribution", "path_tables"]
@@ -298,7 +297,7 @@ def _data_driven_links(
     cv_order: np.ndarray,
     channels: list[str],
     chunks: np.ndarray,
-    timed: Callable[[str], AbstractContextManager[None]],
+    timed: Timed,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     """Every model's weights and credited micros (rows in the order of ``chosen``: the heuristic models' rows
     of ``h_weights`` and ``h_credit``, each data-driven model's links credited by its fit's shares, balanced),

@@ -8,12 +8,13 @@ from contextlib import AbstractContextManager, contextmanager
 
 from ._interrupt import checkpoint, pause_for_tests
 
-__all__ = ["stage_timer"]
+__all__ = ["Timed", "stage_timer"]
+
+#: What :func:`stage_timer` returns: ``with timed("sort"): ...`` times one stage.
+Timed = Callable[[str], AbstractContextManager[None]]
 
 
-def stage_timer(
-    timings: dict[str, float], on_stage: Callable[[str], None] | None = None
-) -> Callable[[str], AbstractContextManager[None]]:
+def stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | None = None) -> Timed:
     """A context manager factory that adds each stage's seconds to ``timings``.
 
     Stage boundaries are the safe points where a SIGINT/SIGTERM received under
