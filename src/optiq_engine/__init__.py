@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 # here (plus its import under TYPE_CHECKING below, for type checkers and editors).
 _LAZY: dict[str, str] = {
     "attribute": ".pipeline",
-    "fit_paths": ".fitting",
-    "select_markov_order": ".selection",
-    "compare_conversion_models": ".selection",
+    "fit_paths": ".paths.fitting",
+    "select_markov_order": ".paths.selection",
+    "compare_conversion_models": ".paths.selection",
     "PathTable": ".paths",
     "build_journeys": ".journeys",
     "JourneyResult": ".journeys",
@@ -58,15 +58,15 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from .config import AttributionConfig  # noqa: F401
     from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
     from .experiments import Experiment  # noqa: F401
-    from .fitting import fit_paths  # noqa: F401
     from .identity import IdentityStitch  # noqa: F401
     from .io import synthetic  # noqa: F401
     from .journeys import JourneyResult, build_journeys  # noqa: F401
     from .models import available_models, get_model  # noqa: F401
     from .paths import PathTable  # noqa: F401
+    from .paths.fitting import fit_paths  # noqa: F401
+    from .paths.selection import compare_conversion_models, select_markov_order  # noqa: F401
     from .pipeline import attribute  # noqa: F401
     from .result import AttributionResult, combine_credit  # noqa: F401
-    from .selection import compare_conversion_models, select_markov_order  # noqa: F401
     from .touchpoints import TouchpointExtraction, extract_touchpoints  # noqa: F401
 
 

@@ -8,7 +8,7 @@ ends the process at once, with a half-written staging folder and an ``"EngineRun
 
 While :func:`handle_signals` is active (the ``optiq`` commands that compute: ``attribute``, ``run``,
 ``demo``), SIGINT and SIGTERM only record that they arrived. :func:`checkpoint`, called at safe points
-between stages (every stage of :func:`optiq_engine.grouping.stage_timer`, the batch job's stages, before
+between stages (every stage of :func:`optiq_engine.stages.stage_timer`, the batch job's stages, before
 results are published), then raises :class:`Interrupted` in plain Python code: ``with`` blocks clean up
 (the staging folder of :class:`optiq_engine.io.parquet.ResultWriter`, the database transaction of
 ``optiq run``, which records the run FAILED) and the command exits with ``128 + signal`` (130 for

@@ -42,6 +42,12 @@ _PATH_RULE_HINTS = {
 }
 
 
+def check_on_invalid(on_invalid: Any) -> None:
+    """Validate what to do with invalid rows: ``"raise"`` or ``"quarantine"``."""
+    if on_invalid not in ("raise", "quarantine"):
+        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+
+
 def check_path_rules(touch_rule: Any, drop_direct: Any, max_touchpoints: Any) -> None:
     """Validate the heuristic models' path rules; a name of another tool gets the equivalent as a hint."""
     for option, value, valid in (("touch_rule", touch_rule, TOUCH_RULES), ("drop_direct", drop_direct, DROP_DIRECT)):
@@ -180,8 +186,7 @@ class AttributionConfig:
         if isinstance(self.direct_channels, str) or not all(isinstance(c, str) for c in self.direct_channels):
             raise ConfigError(f"direct_channels must be a tuple of channel names, got {self.direct_channels!r}")
         object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
-        if self.on_invalid not in ("raise", "quarantine"):
-            raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {self.on_invalid!r}")
+        check_on_invalid(self.on_invalid)
         from .money import check_value_options  # here, not at the top: they import polars
         from .timestamps import check_timezone
 

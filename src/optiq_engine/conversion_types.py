@@ -157,8 +157,8 @@ def attribute_by_name(
     ConfigError, ModelError
         A bad option or model, of any type, before any type runs.
     """
-    from .grouping import stage_timer
     from .pipeline import _encode_channels, normalize_inputs
+    from .stages import stage_timer
 
     per_type = type_configs(config, models, conversion_types)
     resolve_models(models, config, default=HEURISTIC_MODELS)  # checked before any work

@@ -4,22 +4,22 @@ Rows are grouped by (``organization_id``, ``site_id``, ``anon_id``). Exact dicti
 high-cardinality string key costs about 50x a 64-bit hash, so groups are keyed by a polars hash and checked
 with a second, independent one: the sort kernel counts adjacent rows with equal primary but different check
 hashes, and a non-zero count sends the caller back to :func:`group_hashes` with ``exact=True`` (dense codes,
-which cannot collide). Polars hashes are stable only within one polars version: fine for grouping in memory,
-never for ids that are stored (those use :mod:`optiq_engine.kernels.stable_id`).
+which cannot collide; :func:`hash_attempts` runs that retry). Polars hashes are stable only within one
+polars version: fine for grouping in memory, never for ids that are stored (those use
+:mod:`optiq_engine.kernels.stable_id`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+import logging
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
 
-from ._interrupt import checkpoint, pause_for_tests
 from .kernels.sort import tie_runs
+from .kernels.splitmix import finalise
+from .layout import readonly
 
 __all__ = [
     "KEY_COLUMNS",
@@ -29,14 +29,11 @@ __all__ = [
     "SEED_H2",
     "group_key_columns",
     "group_hashes",
+    "hash_attempts",
     "hash_keys",
-    "micros",
-    "one_chunk",
     "order_ties_by_id",
-    "readonly",
     "splitmix",
     "stable_draws",
-    "stage_timer",
 ]
 
 SEED_H = 0x243F6A8885A308D3
@@ -70,14 +67,8 @@ def group_key_columns(*frames: pl.DataFrame) -> list[str]:
 
 def splitmix(x: np.ndarray) -> np.ndarray:
     """A bijective 64-bit mix (splitmix64's finaliser), on a copy."""
-    x = x.astype(np.uint64, copy=True)
     with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
+        return finalise(x.astype(np.uint64, copy=True))
 
 
 def hash_keys(frame: pl.DataFrame, keys: Sequence[str], seed: int) -> np.ndarray:
@@ -124,6 +115,20 @@ def group_hashes(
     return out
 
 
+def hash_attempts(log: logging.Logger) -> Iterator[bool]:
+    """``exact`` of each attempt to sort by group hashes: ``False``, then ``True`` after a collision.
+
+    The caller's loop body hashes the key (:func:`group_hashes`, exact codes when ``exact``), sorts, and
+    breaks out when the sort counted no collision. Otherwise the next step logs the collision (a warning on
+    the caller's ``log``) and gives ``exact=True``; exact codes cannot collide, so a collision after them
+    raises :class:`AssertionError`.
+    """
+    yield False
+    log.warning("64-bit group hash collision detected; re-running with exact group codes")
+    yield True
+    raise AssertionError("group codes collided after exact encoding")  # pragma: no cover - exact codes cannot collide
+
+
 def order_ties_by_id(
     order: np.ndarray, code: np.ndarray | None, h_s: np.ndarray, ts_s: np.ndarray, ids: pl.Series
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -144,17 +149,6 @@ def order_ties_by_id(
         code = code.copy()
         code[pos] = code[ranked]
     return order, code
-
-
-def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Read-only views: kernels never write their inputs, and one array type means one compilation
-    (zero-copy arrays from polars are read-only, copies are not; Numba would compile each variant)."""
-    views = []
-    for a in arrays:
-        v = np.ascontiguousarray(a).view()
-        v.flags.writeable = False
-        views.append(v)
-    return tuple(views)
 
 
 def arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,42 +180,3 @@ def stable_draws(ids: pl.Series, seed: int) -> np.ndarray:
     h = key_hashes((offsets, *[empty[0]] * 3), (data, *[empty[1]] * 3), (valid, *[empty[2]] * 3), rows)[:, 0]
     mixed = splitmix(h ^ splitmix(np.array([seed], dtype=np.uint64)))
     return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def micros(td: Any) -> int:
-    """A ``timedelta`` in whole microseconds."""
-    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
-
-
-def stage_timer(
-    timings: dict[str, float], on_stage: Callable[[str], None] | None = None
-) -> Callable[[str], AbstractContextManager[None]]:
-    """A context manager factory that adds each stage's seconds to ``timings``.
-
-    Stage boundaries are the safe points where a SIGINT/SIGTERM received under
-    :func:`optiq_engine._interrupt.handle_signals` stops the run (:func:`~optiq_engine._interrupt.checkpoint`:
-    before a stage starts and after it ends, never inside a kernel).
-    """
-
-    @contextmanager
-    def timed(stage: str) -> Iterator[None]:
-        checkpoint()
-        if on_stage is not None:
-            on_stage(stage)
-        pause_for_tests(stage)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-        checkpoint()
-
-    return timed
-
-
-def one_chunk(ids: pl.Series) -> pl.Series:
-    """The series as one chunk: a random gather from many chunks (Parquet row groups) is several times
-    slower. Going through Arrow's string views concatenates the views without copying the strings."""
-    if ids.n_chunks() == 1:
-        return ids
-    return pl.from_arrow(ids.to_arrow(compat_level=pl.CompatLevel.newest())).alias(ids.name)  # type: ignore[union-attr]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import OnInvalid
+from .config import OnInvalid, check_on_invalid
 from .errors import ConfigError
 from .frames import TIMESTAMP, normalize_events
 from .grouping import (
@@ -34,11 +34,8 @@ from .grouping import (
     arrow_strings,
     group_hashes,
     group_key_columns,
-    micros,
-    one_chunk,
+    hash_attempts,
     order_ties_by_id,
-    readonly,
-    stage_timer,
 )
 from .kernels.journeys import (
     CONVERSION,
@@ -56,6 +53,9 @@ from .kernels.journeys import (
 )
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.stable_id import hex_ids, key_hashes
+from .layout import one_chunk, readonly
+from .stages import Timed, stage_timer
+from .timestamps import micros
 
 __all__ = ["build_journeys", "JourneyResult", "JOURNEY_STATUSES", "stable_id_series"]
 
@@ -222,8 +222,7 @@ def _build_journeys(
     timeout_us = _duration_us("session_timeout", session_timeout)
     abandon_us = _duration_us("abandon_after", abandon_after)
     as_of_us = None if as_of is None else _instant_us(as_of)
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    check_on_invalid(on_invalid)
     timings: dict[str, float] = {}
     timed = stage_timer(timings)
 
@@ -239,31 +238,8 @@ def _build_journeys(
         return JourneyResult(_empty_journeys(parts), _empty_journey_events(), _empty_sessions(),
                              normalized.quarantined, timings, None), empty  # fmt: skip
 
-    with timed("encode"):
-        keys = group_key_columns(ev)
-        # One chunk for the columns gathered at random rows: gathers from many chunks are ~5x slower.
-        ev = ev.with_columns(one_chunk(ev.get_column(c)) for c in (*keys, "event_id"))
-        flags = ev.select(_flags_expr(ev.columns)).to_series().to_numpy()
-        ts = ev.get_column("occurred_at").to_physical().to_numpy()
-        ((h, h2),) = group_hashes([ev], keys, exact=False, mask=_HASH_MASK)
-
-    bits = bucket_bits(ev.height, rows_per_bucket=4096, max_bits=12)
-    for exact in (False, True):
-        with timed("sort"):
-            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
-        if n_collisions == 0:
-            break
-        if exact:  # pragma: no cover - exact codes cannot collide
-            raise AssertionError("group codes collided after exact encoding")
-        log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with timed("encode"):
-            ((h, h2),) = group_hashes([ev], keys, exact=True)
-    del h, h2
+    ev, keys, flags, ts, order, h_s, ts_s, flags_s = _sorted_events(ev, timed)
     event_id = ev.get_column("event_id")
-    with timed("sort"):
-        if n_ties:
-            order, flags_s = order_ties_by_id(order, flags_s, h_s, ts_s, event_id)
-        order, h_s, ts_s, flags_s = readonly(order, h_s, ts_s, flags_s)
 
     with timed("sessions"):
         start, _ = gap_sessions(h_s, ts_s, timeout_us)
@@ -299,17 +275,7 @@ def _build_journeys(
             ev, parts, keys, journey_id, session_id.gather(last), start_rows, last_rows, status, converted,
             ts_s[offsets[:-1]], ts_s[last], touches, utm_rows, touch_count, np.diff(offsets),
         )  # fmt: skip
-        journey, sequence = journey_positions(offsets)
-        event_id = event_id.gather(order)
-        journey_events = pl.DataFrame(
-            [
-                journey_id.gather(journey),
-                event_id,
-                pl.Series("sequence_number", sequence, dtype=pl.Int32),
-                _timestamps("occurred_at", ts_s),
-            ]
-        )
-        sessions = pl.DataFrame([event_id, session_id])
+        journey_events, sessions, journey = _event_frames(offsets, journey_id, event_id.gather(order), session_id, ts_s)
         found = None
         if with_touchpoints:
             found = SortedTouchpoints(
@@ -325,6 +291,58 @@ def _build_journeys(
         as_of=_EPOCH + timedelta(microseconds=as_of_us),
     )
     return result, found
+
+
+def _sorted_events(
+    ev: pl.DataFrame, timed: Timed
+) -> tuple[pl.DataFrame, list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The events encoded and sorted by (group, time, ``event_id``).
+
+    Returns the events (the columns gathered at random rows in one chunk), the key columns that tell groups
+    apart, every event's flags and time in input order, and the sort order with the sorted group hashes,
+    times and flags (read-only).
+    """
+    with timed("encode"):
+        keys = group_key_columns(ev)
+        # One chunk for the columns gathered at random rows: gathers from many chunks are ~5x slower.
+        ev = ev.with_columns(one_chunk(ev.get_column(c)) for c in (*keys, "event_id"))
+        flags = ev.select(_flags_expr(ev.columns)).to_series().to_numpy()
+        ts = ev.get_column("occurred_at").to_physical().to_numpy()
+        ((h, h2),) = group_hashes([ev], keys, exact=False, mask=_HASH_MASK)
+
+    bits = bucket_bits(ev.height, rows_per_bucket=4096, max_bits=12)
+    for exact in hash_attempts(log):
+        if exact:
+            with timed("encode"):
+                ((h, h2),) = group_hashes([ev], keys, exact=True)
+        with timed("sort"):
+            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
+        if n_collisions == 0:
+            break
+    del h, h2
+    with timed("sort"):
+        if n_ties:
+            order, flags_s = order_ties_by_id(order, flags_s, h_s, ts_s, ev.get_column("event_id"))
+        order, h_s, ts_s, flags_s = readonly(order, h_s, ts_s, flags_s)
+    return ev, keys, flags, ts, order, h_s, ts_s, flags_s
+
+
+def _event_frames(
+    offsets: np.ndarray, journey_id: pl.Series, event_id: pl.Series, session_id: pl.Series, ts_s: np.ndarray
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """``journey_events`` and ``sessions`` of the sorted events (``event_id``, ``session_id``, ``ts_s``: in
+    sorted order), and the journey of every sorted event."""
+    journey, sequence = journey_positions(offsets)
+    journey_events = pl.DataFrame(
+        [
+            journey_id.gather(journey),
+            event_id,
+            pl.Series("sequence_number", sequence, dtype=pl.Int32),
+            _timestamps("occurred_at", ts_s),
+        ]
+    )
+    sessions = pl.DataFrame([event_id, session_id])
+    return journey_events, sessions, journey
 
 
 def stable_id_series(

@@ -17,29 +17,23 @@ from .channels import DEFAULT_CHANNEL_RULES, derive_channels, direct_lookalikes
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqWarning
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
-from .grouping import (
-    NO_MASK,
-    group_hashes,
-    group_key_columns,
-    micros,
-    one_chunk,
-    order_ties_by_id,
-    readonly,
-    stable_draws,
-    stage_timer,
-)
+from .grouping import NO_MASK, group_hashes, group_key_columns, hash_attempts, order_ties_by_id, stable_draws
 from .identity import PERSON, IdentityStitch, stitch
+from .kernels.chunks import balanced_chunks
 from .kernels.credit import share_links
 from .kernels.path_rules import kept_touches
 from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import journey_starts, link_rows, match_windows
+from .layout import one_chunk, readonly
 from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable, build_path_table
 from .result import AttributionResult, LookbackCoverage, lookback_coverage
+from .stages import Timed, stage_timer
+from .timestamps import micros
 
 __all__ = ["attribute", "run_attribution", "path_tables"]
 
@@ -192,18 +186,10 @@ def run_attribution(
         counts = hi - lo
         link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
         np.cumsum(counts, out=link_offsets[1:])
-        chunks = _chunk_bounds(link_offsets)
+        chunks = balanced_chunks(link_offsets, _CHUNKS)  # conversions of about equal link counts per task
 
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
-    lookalikes = direct_lookalikes(channels, cfg.direct_channels)
-    if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
-        warnings.warn(
-            f"channels {lookalikes} look like the direct channels {list(cfg.direct_channels)} but are not them: "
-            "LAST_NON_DIRECT and the direct path rules treat them as any other channel; rename them or pass "
-            f"direct_channels={tuple(cfg.direct_channels) + tuple(lookalikes)!r} (docs/attribution.md)",
-            OptiqWarning,
-            stacklevel=3,
-        )
+    _warn_direct_lookalikes(channels, cfg.direct_channels)
     prefit = dict(fitted or {})
     fitted = {}
     if data_driven:
@@ -216,42 +202,15 @@ def run_attribution(
     del matched  # the arrays below are freed as soon as the kernels are done with them
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
-        specs = [m.kernel_spec() for m in heuristic]
-        kinds = np.array([s[0] for s in specs], dtype=np.int64)
-        p1 = np.array([s[1] for s in specs], dtype=np.float64)
-        p2 = np.array([s[2] for s in specs], dtype=np.float64)
-        keep = _kept_touches(lo, hi, link_offsets, tp_codes, is_direct, cfg, chunks, ruled=bool(heuristic))
-        h_weights, h_credit, position, count = heuristic_links(
-            lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, keep, chunks
+        h_weights, h_credit, position, count = _heuristic_links(
+            heuristic, lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, cfg, chunks
         )
-        del keep
         uncredited: dict[int, np.ndarray] = {}  # model index -> conversions (sorted) it credits to no channel
         if data_driven:
-            weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
-            credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
-            hi_row = 0
-            for i, model in enumerate(chosen):
-                if isinstance(model, HeuristicModel):
-                    weights[i], credit[i] = h_weights[hi_row], h_credit[hi_row]
-                    hi_row += 1
-                    continue
-                fit = fitted[model.name]
-                if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
-                    shares = fit.path_shares(tables[model.name])
-                    rows = np.zeros(lo.shape[0], dtype=np.int64)
-                    path_of = journey_paths[model.name]
-                    rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
-                    rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
-                else:
-                    shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
-                with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
-                    balance = fit.balance if fit.balance is not None else balance_fit(fit)
-                weights[i], credit[i], uncredited[i] = share_links(
-                    lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
-                    shares, rows, balance.scale_for(channels), chunks,
-                )  # fmt: skip
-                n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
-                fitted[model.name] = replace(fit, baseline_conversions=n_baseline, balance=balance)
+            weights, credit, uncredited = _data_driven_links(
+                chosen, h_weights, h_credit, fitted, journey_paths, tables, lo, hi, link_offsets, tp_codes,
+                is_direct, cv_value, cv, cv_order, channels, chunks, timed,
+            )  # fmt: skip
             del h_weights, h_credit
         else:
             weights, credit = h_weights, h_credit
@@ -284,6 +243,93 @@ def run_attribution(
         lookback_coverage=coverage,
         identity=identity,
     )
+
+
+def _warn_direct_lookalikes(channels: list[str], direct_channels: tuple[str, ...]) -> None:
+    """Warn (at the caller of :func:`attribute`) about channels that look like a direct channel but are not one."""
+    lookalikes = direct_lookalikes(channels, direct_channels)
+    if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
+        warnings.warn(
+            f"channels {lookalikes} look like the direct channels {list(direct_channels)} but are not them: "
+            "LAST_NON_DIRECT and the direct path rules treat them as any other channel; rename them or pass "
+            f"direct_channels={tuple(direct_channels) + tuple(lookalikes)!r} (docs/attribution.md)",
+            OptiqWarning,
+            stacklevel=4,
+        )
+
+
+def _heuristic_links(
+    heuristic: list[HeuristicModel],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    link_offsets: np.ndarray,
+    tp_tss: np.ndarray,
+    tp_codes: np.ndarray,
+    is_direct: np.ndarray,
+    cv_value: np.ndarray,
+    cfg: AttributionConfig,
+    chunks: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The heuristic models' weights and credited micros (one row per model), and every link's position and
+    touchpoint count (:func:`~optiq_engine.kernels.weights.heuristic_links`, path rules applied)."""
+    specs = [m.kernel_spec() for m in heuristic]
+    kinds = np.array([s[0] for s in specs], dtype=np.int64)
+    p1 = np.array([s[1] for s in specs], dtype=np.float64)
+    p2 = np.array([s[2] for s in specs], dtype=np.float64)
+    keep = _kept_touches(lo, hi, link_offsets, tp_codes, is_direct, cfg, chunks, ruled=bool(heuristic))
+    return heuristic_links(lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, kinds, p1, p2, keep, chunks)
+
+
+def _data_driven_links(
+    chosen: Sequence[AttributionModel],
+    h_weights: np.ndarray,
+    h_credit: np.ndarray,
+    fitted: dict[str, FittedModel],
+    journey_paths: dict[str, np.ndarray],
+    tables: dict[str, PathTable],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    link_offsets: np.ndarray,
+    tp_codes: np.ndarray,
+    is_direct: np.ndarray,
+    cv_value: np.ndarray,
+    cv: pl.DataFrame,
+    cv_order: np.ndarray,
+    channels: list[str],
+    chunks: np.ndarray,
+    timed: Timed,
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Every model's weights and credited micros (rows in the order of ``chosen``: the heuristic models' rows
+    of ``h_weights`` and ``h_credit``, each data-driven model's links credited by its fit's shares, balanced),
+    and per data-driven model index the conversions (sorted) it credits to no channel. Each data-driven fit
+    in ``fitted`` is replaced by one with its baseline conversions and balance."""
+    weights = np.empty((len(chosen), link_offsets[-1]), dtype=np.float64)
+    credit = np.empty((len(chosen), link_offsets[-1]), dtype=np.int64)
+    uncredited: dict[int, np.ndarray] = {}
+    hi_row = 0
+    for i, model in enumerate(chosen):
+        if isinstance(model, HeuristicModel):
+            weights[i], credit[i] = h_weights[hi_row], h_credit[hi_row]
+            hi_row += 1
+            continue
+        fit = fitted[model.name]
+        if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
+            shares = fit.path_shares(tables[model.name])
+            rows = np.zeros(lo.shape[0], dtype=np.int64)
+            path_of = journey_paths[model.name]
+            rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
+            rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
+        else:
+            shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
+        with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
+            balance = fit.balance if fit.balance is not None else balance_fit(fit)
+        weights[i], credit[i], uncredited[i] = share_links(
+            lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
+            shares, rows, balance.scale_for(channels), chunks,
+        )  # fmt: skip
+        n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
+        fitted[model.name] = replace(fit, baseline_conversions=n_baseline, balance=balance)
+    return weights, credit, uncredited
 
 
 def _baseline_draws(
@@ -394,7 +440,10 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
 
     bits = bucket_bits(max(tp.height, cv.height), rows_per_bucket=4096, max_bits=12)
     lookback = micros(cfg.lookback)
-    for exact in (False, True):
+    for exact in hash_attempts(log):
+        if exact:
+            with timed("encode"):
+                tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
         with timed("sort"):
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
                 *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
@@ -409,11 +458,6 @@ def _match(touchpoints: Any, conversions: Any, cfg: AttributionConfig, timed: An
             )  # fmt: skip
         if tp_coll + cv_coll + cross_coll == 0:
             break
-        if exact:  # pragma: no cover - exact codes cannot collide
-            raise AssertionError("group codes collided after exact encoding")
-        log.warning("64-bit group hash collision detected; re-running with exact group codes")
-        with timed("encode"):
-            tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
     del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
 
     with timed("match"):
@@ -501,7 +545,7 @@ def path_tables(
     """The path table that each data-driven model in ``models`` would be fitted on, without fitting.
 
     The same tables as ``attribute(...).fitted[name].paths``; the tables of disjoint sets of users add up
-    with :meth:`PathTable.concat` (see :mod:`optiq_engine.partial`).
+    with :meth:`PathTable.concat` (see :mod:`optiq_engine.paths.partial`).
     """
     cfg = (config or AttributionConfig()).with_options(**options)
     chosen = resolve_models(models, cfg, default=())
@@ -564,15 +608,6 @@ def _kept_touches(
         lo, hi, link_offsets, tp_codes, is_direct, TOUCH_RULES.index(cfg.touch_rule),
         DROP_DIRECT.index(cfg.drop_direct), cap, chunks,
     )  # fmt: skip
-
-
-def _chunk_bounds(link_offsets: np.ndarray) -> np.ndarray:
-    """Conversion boundaries of about equal link counts, one chunk per parallel task."""
-    m = link_offsets.shape[0] - 1
-    targets = np.linspace(0, link_offsets[-1], _CHUNKS + 1)
-    bounds = np.searchsorted(link_offsets, targets, side="left").astype(np.int64)
-    bounds[0], bounds[-1] = 0, m
-    return np.unique(np.clip(bounds, 0, m))
 
 
 def _links_frame(

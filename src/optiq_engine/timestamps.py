@@ -12,12 +12,13 @@ import warnings
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 
 from .errors import ConfigError, NaiveTimestampWarning, SchemaError
 
-__all__ = ["ParsedTimes", "to_utc", "check_timezone", "ISO_FORMATS"]
+__all__ = ["ParsedTimes", "to_utc", "check_timezone", "ISO_FORMATS", "micros"]
 
 UTC_US = pl.Datetime("us", "UTC")
 _NAIVE_US = pl.Datetime("us")
@@ -76,6 +77,11 @@ def check_timezone(timezone: str | None) -> None:
         raise ConfigError(
             f"unknown timezone {timezone!r}: use an IANA name such as 'UTC', 'Europe/Paris', 'America/New_York'"
         ) from None
+
+
+def micros(td: Any) -> int:
+    """A ``timedelta`` in whole microseconds."""
+    return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
 
 
 def to_utc(

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import OnInvalid
-from .errors import ConfigError, InputError, SchemaError
+from .config import OnInvalid, check_on_invalid
+from .errors import InputError, SchemaError
 from .frames import normalize_events, to_polars
-from .grouping import KEY_COLUMNS, arrow_strings, readonly, stage_timer
-from .journeys import JourneyResult, _build_journeys, _fixed_width_strings
+from .grouping import KEY_COLUMNS, arrow_strings
+from .journeys import JourneyResult, SortedTouchpoints, _build_journeys, _fixed_width_strings
 from .kernels.stable_id import hex_ids, key_hashes
 from .kernels.urls import percent_decode
+from .layout import readonly
+from .stages import Timed, stage_timer
 
 __all__ = [
     "CLICK_ID_PLATFORMS",
@@ -171,16 +173,11 @@ def extract_touchpoints(
     >>> oq.extract_touchpoints(events).touchpoints.select("event_id", "gclid", "platform_code").rows()
     [('e1', 'abc', 'GOOGLE_ADS')]
     """
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    check_on_invalid(on_invalid)
     timings: dict[str, float] = {}
     timed = stage_timer(timings)
     with timed("parameters"):
-        frame = to_polars(events, what="events")
-        frame, bad = _split_bad_properties(frame)
-        if bad.height and on_invalid == "raise":
-            _raise_invalid(frame, bad)
-        frame = resolve_parameters(frame)
+        frame, bad = _parameters(events, on_invalid)
     result, found = _build_journeys(
         frame, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid,
         with_touchpoints=True, keep=("utm_term", "utm_content"), timezone=timezone, timestamp_format=timestamp_format,
@@ -191,14 +188,29 @@ def extract_touchpoints(
     quarantined = result.quarantined
     if bad.height:
         quarantined = pl.concat([bad, quarantined], how="diagonal_relaxed")
+    touchpoints = _touchpoints(found, campaigns, ads, timed)
+    return TouchpointExtraction(touchpoints, result, found.events, quarantined, timings)
+
+
+def _parameters(events: Any, on_invalid: OnInvalid) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The events with every marketing parameter resolved, and those set aside for an unparseable
+    ``properties`` (with ``on_invalid="raise"``, an :class:`InputError` counting every invalid row instead)."""
+    frame = to_polars(events, what="events")
+    frame, bad = _split_bad_properties(frame)
+    if bad.height and on_invalid == "raise":
+        _raise_invalid(frame, bad)
+    return resolve_parameters(frame), bad
+
+
+def _touchpoints(found: SortedTouchpoints, campaigns: Any | None, ads: Any | None, timed: Timed) -> pl.DataFrame:
+    """The touchpoint rows of the touchpoints the journeys counted, campaigns and ads resolved, ids hashed."""
     with timed("touchpoints"):
         parts = [c for c in KEY_COLUMNS if c in found.events.columns] + ["anon_id"]
         touchpoints = _touchpoint_rows(found.events, found.rows, parts, found.session_id, found.journey_id)
     with timed("campaigns and ads"):
         touchpoints = _resolve_campaigns(touchpoints, campaigns, ads)
     with timed("ids"):
-        touchpoints = _with_ids(touchpoints, parts)
-    return TouchpointExtraction(touchpoints, result, found.events, quarantined, timings)
+        return _with_ids(touchpoints, parts)
 
 
 # --- marketing parameters --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from ..config import check_on_invalid
 from ..errors import ConfigError, InputError, SchemaError
 from ..frames import TIMESTAMP, normalize_events, to_polars
 
@@ -198,8 +199,7 @@ def load_events(
 
 def _check_arguments(on_invalid: str, *, organization_id: str, site_id: str) -> None:
     """Refuse an unknown ``on_invalid`` and an empty (or non-string) organization or site id."""
-    if on_invalid not in ("raise", "quarantine"):
-        raise ConfigError(f"on_invalid must be 'raise' or 'quarantine', got {on_invalid!r}")
+    check_on_invalid(on_invalid)
     for name, value in (("organization_id", organization_id), ("site_id", site_id)):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{name} must be a non-empty string, got {value!r}")

@@ -11,17 +11,15 @@ import math
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .paths import mix64
+from .splitmix import GOLDEN, mix64
 
 __all__ = ["poisson_counts"]
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @jit
 def _uniform(key, i):
     """The i-th uniform in [0, 1) of stream ``key``."""
-    return float(mix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return float(mix64(key + np.uint64(i) * GOLDEN) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @jit
@@ -65,7 +63,7 @@ def poisson_counts(hashes, conversions, nulls, seed, replicate):
     p_rows = hashes.shape[0]
     conv = np.empty(p_rows, dtype=np.float64)
     null = np.empty(p_rows, dtype=np.float64)
-    base = mix64(mix64(np.uint64(seed) ^ _GOLDEN) ^ np.uint64(replicate))
+    base = mix64(mix64(np.uint64(seed) ^ GOLDEN) ^ np.uint64(replicate))
     for p in prange(p_rows):
         key = mix64(base ^ hashes[p])
         conv[p] = poisson(conversions[p], mix64(key ^ np.uint64(1)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from .splitmix import GOLDEN, mix64
 
 __all__ = [
     "CONVERSION",
@@ -290,10 +291,7 @@ def _count_per_journey(touch_offsets, first):
 @jit
 def _combine(a, b):
     """Mix two 64-bit hashes into one (order matters): a multiply-add, then splitmix64's finaliser."""
-    z = a * np.uint64(0x9E3779B97F4A7C15) + b
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    return mix64(a * GOLDEN + b)
 
 
 @jit

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .paths import mix64
+from .splitmix import GOLDEN, mix64
 
 __all__ = ["count_features", "logistic_loss_grad", "path_shapley", "EXACT_MAX_CHANNELS"]
 
@@ -135,7 +135,7 @@ def _shapley_sampled(z0, contrib, d, phi, n_perm, key):
     draws = 0
     for _ in range(n_perm // 2):
         for i in range(d - 1, 0, -1):  # Fisher-Yates from the counter-based stream
-            r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+            r = mix64(key + np.uint64(draws) * GOLDEN)
             draws += 1
             j = np.int64(r % np.uint64(i + 1))
             order[i], order[j] = order[j], order[i]
@@ -367,7 +367,7 @@ def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
             draws = 0
             for _ in range(n_perm):
                 for i in range(d - 1, 0, -1):
-                    r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+                    r = mix64(key + np.uint64(draws) * GOLDEN)
                     draws += 1
                     jj = np.int64(r % np.uint64(i + 1))
                     order[i], order[jj] = order[jj], order[i]

@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from .splitmix import GOLDEN, mix64  # kernels.journey_model imports mix64 from here
 
-__all__ = ["EXPOSURE", "UNIQUE", "FIRST", "FREQUENCY", "tail_ranges", "build_paths", "path_groups", "mix64"]
+__all__ = ["EXPOSURE", "UNIQUE", "FIRST", "FREQUENCY", "tail_ranges", "build_paths", "path_groups"]
 
 # Path transform codes.
 EXPOSURE, UNIQUE, FIRST, FREQUENCY = range(4)
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-@jit
-def mix64(x):
-    """The SplitMix64 finalizer: a bijection of uint64 with good avalanche."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
 
 @jit
 def tail_ranges(tp_h, tp_ts, tp_buckets, cv_h, cv_ts, cv_buckets, lookback):
@@ -115,7 +105,7 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
             hashes = np.empty(n_j, dtype=np.uint64)
         for q in range(n_j):
             m = 0
-            h = _GOLDEN
+            h = GOLDEN
             last = -1
             skip_direct = drop_direct and has_non_direct(codes, starts[q], ends[q], is_direct)
             for i in range(starts[q], ends[q]):
@@ -134,7 +124,7 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
                 last = c
                 if pass_ == 1:
                     out[offsets[q] + m] = c
-                    h = mix64(h ^ code_hash[c]) + _GOLDEN
+                    h = mix64(h ^ code_hash[c]) + GOLDEN
                 m += 1
             if transform == UNIQUE:
                 for i in range(starts[q], ends[q]):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import pjit, prange
+from .splitmix import mix64
 
 __all__ = ["FNV_OFFSET_1", "FNV_OFFSET_2", "FNV_PRIME", "hex_ids", "key_hashes"]
 
@@ -24,16 +25,6 @@ _SEPARATOR = 0x1F
 _NULL = 0x00
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _CHUNK = 4096
-
-
-@jit
-def _finalise(z):
-    """splitmix64's finaliser (modulo 2**64)."""
-    z = z ^ (z >> np.uint64(30))
-    z = z * np.uint64(0xBF58476D1CE4E5B9)
-    z = z ^ (z >> np.uint64(27))
-    z = z * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 @pjit
@@ -84,8 +75,8 @@ def key_hashes(offsets, data, valid, rows):
                     b = np.uint64(buf[j])
                     h1 = (h1 ^ b) * prime
                     h2 = (h2 ^ b) * prime
-            out[i, 0] = _finalise(h1)
-            out[i, 1] = _finalise(h2)
+            out[i, 0] = mix64(h1)
+            out[i, 1] = mix64(h2)
     return out
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ModelError
-from .models import DataDrivenModel, FittedModel, get_model
-from .paths import PathTable
+from ..errors import ModelError
+from ..models import DataDrivenModel, FittedModel, get_model
+from .table import PathTable
 
 __all__ = ["fit_paths"]
 

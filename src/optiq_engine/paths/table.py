@@ -12,10 +12,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from .errors import ConfigError, InputError, ModelError
-from .frames import to_polars
-from .kernels import paths as k
-from .kernels import tokenize
+from ..errors import ConfigError, InputError, ModelError
+from ..frames import to_polars
+from ..kernels import paths as k
+from ..kernels import tokenize
 
 __all__ = ["PathTable", "TRANSFORMS", "build_path_table"]
 
@@ -151,7 +151,9 @@ class PathTable:
         problems = {"null path": col.null_count(), "empty path": int((np.diff(offsets) == 0).sum()) - col.null_count()}
         problems = {k_: v for k_, v in problems.items() if v}
         if problems:
-            raise InputError("invalid path rows: " + ", ".join(f"{v} {k_}" for k_, v in problems.items()), counts=problems)
+            raise InputError(
+                "invalid path rows: " + ", ".join(f"{v} {k_}" for k_, v in problems.items()), counts=problems
+            )
         return build_path_table(
             offsets[:-1], offsets[1:], codes, channels, conv, null, val, distinct=False,
             transform=transform, remove_direct_if_not_all=remove_direct_if_not_all, direct_channels=direct_channels,
@@ -166,7 +168,9 @@ def _split(col: pl.Series, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
             arr = arr.combine_chunks()
         n = len(arr)
         offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
-        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.empty(0, np.uint8)
+        data = (
+            np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.empty(0, np.uint8)
+        )
         capacity, ok = 256, False
         while not ok:
             capacity *= 16

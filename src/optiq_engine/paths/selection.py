@@ -1,0 +1,162 @@
+"""Held-out scoring of path conversion predictions: Markov order selection and DATA_DRIVEN diagnostics.
+
+Journeys are split into folds by thinning the path table: each path row's conversions and nulls are divided
+among the folds by seeded multinomial draws (rows taken in hash order, so the split does not depend on the
+order of the table). A model is fitted on the other folds and predicts, for every held-out path, the
+probability that a journey with that path converts; the predictions are scored by log-loss and AUC, each
+journey counting once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError
+from ..models.conversion import ConversionModel
+from ..models.fitted import FittedModel
+from ..models.markov import MarkovChain
+from .table import PathTable
+
+__all__ = ["select_markov_order", "compare_conversion_models", "calibration_table", "fold_tables"]
+
+_EPS = 1e-12
+
+
+def _table(paths: Any) -> PathTable:
+    if isinstance(paths, FittedModel):
+        paths = paths.paths
+    if not isinstance(paths, PathTable):
+        paths = PathTable.from_frame(paths, transform="frequency")
+    return paths.merged()
+
+
+def fold_tables(table: PathTable, folds: int, seed: int) -> list[tuple[PathTable, PathTable]]:
+    """(train, test) path tables of every fold."""
+    if folds < 2:
+        raise ConfigError(f"folds must be >= 2, got {folds}")
+    order = np.argsort(table.hashes, kind="stable")
+    rng = np.random.default_rng(seed)
+    p = np.full(folds, 1.0 / folds)
+    conv = np.zeros((table.height, folds))
+    null = np.zeros((table.height, folds))
+    conv[order] = rng.multinomial(table.conversions[order].astype(np.int64), p)
+    null[order] = rng.multinomial(table.nulls[order].astype(np.int64), p)
+    out = []
+    for f in range(folds):
+        test = replace(table, conversions=conv[:, f], nulls=null[:, f], distinct=True)
+        train = replace(table, conversions=table.conversions - conv[:, f], nulls=table.nulls - null[:, f])
+        out.append((train, test))
+    return out
+
+
+def markov_predict(chain: MarkovChain, weights: np.ndarray, table: PathTable, fallback: float) -> np.ndarray:
+    """P(conversion | the path's last state) of every path row under a fitted chain."""
+    base = len(table.channels) + 1
+    key = np.zeros(table.height, dtype=np.int64)
+    ends = table.offsets[1:]
+    for i in range(chain.order):
+        idx = ends - chain.order + i
+        valid = idx >= table.offsets[:-1]
+        key = key * base + np.where(valid, table.codes[np.clip(idx, 0, None)] + 1, 0)
+    s = chain.n_states
+    conv = np.zeros(s)
+    null = np.zeros(s)
+    np.add.at(conv, chain.pair_src[chain.pair_dst == s], weights[chain.pair_dst == s])
+    np.add.at(null, chain.pair_src[chain.pair_dst == s + 1], weights[chain.pair_dst == s + 1])
+    pos = np.clip(np.searchsorted(chain.keys, key), 0, s - 1)
+    known = (chain.keys[pos] == key) & (conv[pos] + null[pos] > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(known, conv[pos] / (conv[pos] + null[pos]), fallback)
+
+
+def conversion_predict(model: ConversionModel, table: PathTable) -> np.ndarray:
+    """p(journey) of every path row under a fitted conversion model (any form)."""
+    return model.predict(table)
+
+
+def scores(p: np.ndarray, conversions: np.ndarray, nulls: np.ndarray) -> tuple[float, float]:
+    """(log-loss, AUC) of predictions ``p`` for rows holding ``conversions`` and ``nulls`` journeys."""
+    n = conversions.sum() + nulls.sum()
+    q = np.clip(p, _EPS, 1 - _EPS)
+    log_loss = float(-(conversions * np.log(q) + nulls * np.log(1 - q)).sum() / n) if n else float("nan")
+    order = np.argsort(p, kind="stable")
+    ps, pos, neg = p[order], conversions[order], nulls[order]
+    _, start = np.unique(ps, return_index=True)
+    pos_g, neg_g = np.add.reduceat(pos, start), np.add.reduceat(neg, start)
+    below = np.concatenate([[0.0], np.cumsum(neg_g)[:-1]])
+    total = pos.sum() * neg.sum()
+    auc = float((pos_g * (below + 0.5 * neg_g)).sum() / total) if total else float("nan")
+    return log_loss, auc
+
+
+def select_markov_order(
+    paths: Any, *, orders: Sequence[int] = (1, 2, 3, 4), folds: int = 5, seed: int = 0
+) -> pl.DataFrame:
+    """Held-out log-loss and AUC of the path conversion prediction of each Markov order.
+
+    ``paths``: a :class:`PathTable`, a fitted model or an aggregated paths frame. The row with the best
+    (lowest) log-loss has ``recommended = True`` (docs/data_driven.md §3).
+    """
+    table = _table(paths)
+    splits = fold_tables(table, folds, seed)
+    rows = []
+    for order in orders:
+        ll, auc = [], []
+        for train, test in splits:
+            chain = MarkovChain(train, order)
+            w = chain.pair_weights(train.conversions, train.nulls)
+            rate = train.conversions.sum() / max(train.conversions.sum() + train.nulls.sum(), 1.0)
+            a, b = scores(markov_predict(chain, w, test, rate), test.conversions, test.nulls)
+            ll.append(a)
+            auc.append(b)
+        rows.append({"order": order, "log_loss": float(np.mean(ll)), "auc": float(np.mean(auc))})
+    frame = pl.DataFrame(rows)
+    best = frame.get_column("log_loss").arg_min()
+    return frame.with_columns(recommended=pl.int_range(pl.len()) == best)
+
+
+def compare_conversion_models(
+    paths: Any, *, markov_orders: Sequence[int] = (1, 2), folds: int = 5, seed: int = 0, l2: float = 1.0
+) -> pl.DataFrame:
+    """Held-out log-loss and AUC of DATA_DRIVEN's conversion model (both forms) and Markov chains."""
+    table = _table(paths)
+    splits = fold_tables(table, folds, seed)
+    rows = []
+    for form in ("touch", "journey"):
+        ll, auc = zip(*(
+            scores(conversion_predict(ConversionModel.fit(tr, l2=l2, rho=None, form=form), te), te.conversions, te.nulls)
+            for tr, te in splits
+        ), strict=True)  # fmt: skip
+        rows.append({"model": f"DATA_DRIVEN ({form})", "log_loss": float(np.mean(ll)), "auc": float(np.mean(auc))})
+    markov = select_markov_order(table, orders=markov_orders, folds=folds, seed=seed)
+    for order, ll, auc in markov.select("order", "log_loss", "auc").iter_rows():
+        rows.append({"model": f"MARKOV (order {order})", "log_loss": ll, "auc": auc})
+    return pl.DataFrame(rows)
+
+
+def calibration_table(fitted: FittedModel, *, bins: int = 10) -> pl.DataFrame:
+    """Predicted vs observed conversion rate of a DATA_DRIVEN fit by decile of prediction (in sample)."""
+    model = getattr(fitted, "conversion_model", None)
+    if model is None:
+        raise ConfigError("calibration_table needs a DATA_DRIVEN fit")
+    table = fitted.paths
+    p = conversion_predict(model, table)
+    n = table.conversions + table.nulls
+    order = np.argsort(p, kind="stable")
+    cum = np.cumsum(n[order])
+    bin_of = np.minimum((cum - n[order] / 2) / cum[-1] * bins, bins - 1).astype(np.int64)
+    frame = pl.DataFrame({"bin": bin_of, "p": p[order], "n": n[order], "conversions": table.conversions[order]})
+    return (
+        frame.group_by("bin")
+        .agg(
+            journeys=pl.col("n").sum(),
+            predicted=(pl.col("p") * pl.col("n")).sum() / pl.col("n").sum(),
+            observed=pl.col("conversions").sum() / pl.col("n").sum(),
+        )
+        .sort("bin")
+    )
