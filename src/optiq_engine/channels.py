@@ -141,7 +141,7 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
         pl.col("_raw_source").str.strip_chars().str.to_lowercase().replace("", None).alias("_source"),
         pl.col("_raw_medium").str.strip_chars().str.to_lowercase().replace("", None).alias("_medium"),
     )
-    expr = pl.when(_rule_expr(rules.rules[0])).then(pl.lit(rules.rules[0].channel))
+    expr: Any = pl.when(_rule_expr(rules.rules[0])).then(pl.lit(rules.rules[0].channel))  # Then, ChainedThen, Expr
     for rule in rules.rules[1:]:
         expr = expr.when(_rule_expr(rule)).then(pl.lit(rule.channel))
     no_utm = pl.col("_source").is_null() & pl.col("_medium").is_null()

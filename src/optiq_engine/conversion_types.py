@@ -113,7 +113,7 @@ def conversion_names(conversions: pl.DataFrame, by: str = "name") -> pl.Series:
     if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum)) or col.dtype.is_integer()):
         raise SchemaError(f"conversions column {by!r} must hold strings (the conversion type), got {col.dtype}")
     names = col.cast(pl.String)
-    return names.set(names.str.strip_chars() == "", None).rename(TYPE_COLUMN)  # type: ignore[arg-type]
+    return names.set(names.str.strip_chars() == "", None).rename(TYPE_COLUMN)
 
 
 def attribute_by_name(
@@ -189,7 +189,7 @@ def attribute_by_name(
             tp_valid, Normalized(rows.drop(TYPE_COLUMN), cv_none), name, type_models, cfg, on_stage, timings
         )
     if not types:  # no conversion: an empty run gives the frames' columns
-        empty = {
+        empty: dict[str | None, AttributionResult] = {
             None: _run_type(tp_valid, Normalized(cv.drop(TYPE_COLUMN), cv_none), None, models, config, None, timings)
         }
         combined = _combine(empty, [], config, tp_norm, cv_norm, timings)

@@ -7,7 +7,7 @@ exception, so ``except ValueError`` keeps working for callers who do not know th
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "OptiqError",
@@ -82,7 +82,7 @@ class InputError(OptiqError, ValueError):
         Number of invalid rows by reason, e.g. ``{"null anon_id": 3}``.
     """
 
-    def __init__(self, message: str, counts: dict[str, int] | None = None) -> None:
+    def __init__(self, message: str, counts: Mapping[str, int] | None = None) -> None:
         super().__init__(message)
         self.counts: dict[str, int] = dict(counts or {})
 

@@ -200,7 +200,9 @@ def _normalize(
     df = to_polars(frame, what=what)
     _require(df.columns, required, what=what)
     enums = enums or {}
-    casts = [_as_string(df, id_col, what=what).alias(id_col), _as_string(df, "anon_id", what=what).alias("anon_id")]
+    casts: list[pl.Expr | pl.Series] = [
+        _as_string(df, id_col, what=what).alias(id_col), _as_string(df, "anon_id", what=what).alias("anon_id")
+    ]
     casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns]
     casts += [_as_string(df, c, what=what).alias(c) for c in enums]
     times = to_utc(df.get_column("occurred_at"), what=what, timezone=timezone, timestamp_format=timestamp_format)
@@ -237,7 +239,7 @@ def _normalize(
         _check_unique(out, id_col, what=what)
         return Normalized(out, out.clear().with_columns(pl.lit(None, dtype=pl.String).alias("reason")))
 
-    reason = pl.when(pl.col(checks.names[0])).then(pl.lit(checks.names[0]))
+    reason: Any = pl.when(pl.col(checks.names[0])).then(pl.lit(checks.names[0]))  # Then, then ChainedThen
     for name in checks.names[1:]:
         reason = reason.when(pl.col(name)).then(pl.lit(name))
     flagged = out.with_columns(pl.DataFrame(checks.masks).select(reason.alias("reason")).to_series())

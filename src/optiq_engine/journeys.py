@@ -554,7 +554,7 @@ def _journeys_frame(
     m = len(start_rows)
     group = [ev.get_column(c).gather(start_rows) if c in varying else ev.get_column(c).new_from_index(0, m) for c in parts]
     code = pl.Series(status)
-    label = pl.when(code == 0).then(pl.lit(JOURNEY_STATUSES[0]))
+    label: Any = pl.when(code == 0).then(pl.lit(JOURNEY_STATUSES[0]))  # Then, then ChainedThen
     for i, name in enumerate(JOURNEY_STATUSES[1:], start=1):
         label = label.when(code == i).then(pl.lit(name))
     converted_rows = last_rows[converted]

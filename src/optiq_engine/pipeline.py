@@ -7,7 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -324,7 +324,7 @@ def _data_driven_links(
         with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
             balance = fit.balance if fit.balance is not None else balance_fit(fit)
         weights[i], credit[i], uncredited[i] = share_links(
-            lo, link_offsets, tp_codes, is_direct, model.remove_direct_if_not_all, cv_value,
+            lo, link_offsets, tp_codes, is_direct, cast(Any, model).remove_direct_if_not_all, cv_value,
             shares, rows, balance.scale_for(channels), chunks,
         )  # fmt: skip
         n_baseline = int(uncredited[i].sum())  # docs/data_driven.md §5: no links, unattributed
@@ -393,8 +393,8 @@ class _Matched:
 def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
     """Both input frames validated with the run's input options (docs/contract.md §1); one :class:`InputError`
     counting the invalid rows of both when both have some."""
-    read = {"timezone": cfg.timezone, "timestamp_format": cfg.timestamp_format}
-    money = {"value_column": cfg.value_column, "value_unit": cfg.value_unit}
+    read: dict[str, Any] = {"timezone": cfg.timezone, "timestamp_format": cfg.timestamp_format}
+    money: dict[str, Any] = {"value_column": cfg.value_column, "value_unit": cfg.value_unit}
     errors: list[InputError] = []
     try:
         tp_norm = normalize_touchpoints(touchpoints, on_invalid=cfg.on_invalid, **read)
@@ -528,8 +528,10 @@ def _fit(
         if given is None and getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
             from .models.conversion import experiment_periods
 
-            periods["periods"] = experiment_periods(model, m.lo, m.hi, m.tail_lo, m.tail_hi, m.tp_codes, m.tp_tss,
-                                                    m.cv_tss, m.channels, cfg.direct_channels)  # fmt: skip
+            # the data-driven models' matches carry the tails and conversion times (optional in the type)
+            periods["periods"] = experiment_periods(cast(Any, model), m.lo, m.hi, cast(Any, m.tail_lo), cast(Any, m.tail_hi),
+                                                    m.tp_codes, m.tp_tss, cast(Any, m.cv_tss), m.channels,
+                                                    cfg.direct_channels)  # fmt: skip
         out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels, **periods)
     return out, {k: v[1] for k, v in tables.items()}, {k: v[0] for k, v in tables.items()}
 

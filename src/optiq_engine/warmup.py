@@ -203,4 +203,4 @@ def _data_driven(tp, cv) -> None:
 def _markov(order: int):
     from .models import get_model
 
-    return get_model("MARKOV")(order=order)
+    return get_model("MARKOV")(order=order)  # type: ignore[call-arg]

@@ -8,6 +8,7 @@ store settings the engine does not read); a value that cannot be converted is a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ __all__ = ["conversion_settings", "settings_from_json"]
 log = logging.getLogger(__name__)
 
 
-_SETTING_FIELDS = {
+_SETTING_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "lookbackDays": ("lookback", lambda v: timedelta(days=float(v))),
     "halfLifeDays": ("half_life", lambda v: timedelta(days=float(v))),
     "resetAfterConversion": ("reset_after_conversion", bool),

@@ -54,11 +54,13 @@ def run(
         start = start.replace(tzinfo=UTC)
     with one_line_errors(), handle_signals():  # SIGINT/SIGTERM: the run is recorded FAILED, exit 130/143
         compiled = compile_seconds()
-        from ..batch import RunLocked, run_batch  # a signal while importing is deferred too
+        from ..batch import Compute, RunLocked, run_batch  # a signal while importing is deferred too
 
-        compute = None  # the default: compute_local
+        compute: Compute | None = None  # the default: compute_local
         if engine == "spark":
-            from ..spark.job import compute_on_spark as compute
+            from ..spark.job import compute_on_spark
+
+            compute = compute_on_spark
         try:
             with stages("starting") as show:
                 summary = run_batch(

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import URL, Column, Connection, Engine, Index, Table, create_engine, inspect, pool, text
 from sqlalchemy.engine import make_url
@@ -410,7 +410,7 @@ def compare(url: str | URL) -> list[str]:
     with _engine(url) as engine, engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": include_name})
         differences = [_describe(diff) for diff in compare_metadata(context, schema.metadata)]
-        enums = {enum["name"]: tuple(enum["labels"]) for enum in inspect(connection).get_enums()}
+        enums = {enum["name"]: tuple(enum["labels"]) for enum in cast(Any, inspect(connection)).get_enums()}
         precisions = connection.execute(_TIMESTAMPTZ_PRECISIONS).all()
     for table, column, precision in precisions:
         if table in schema.metadata.tables and column in schema.metadata.tables[table].c and precision != 6:
@@ -447,7 +447,7 @@ def _describe(diff: Any) -> str:
         elif isinstance(arg, Column):
             names.append(f'"{arg.table.name}"."{arg.name}"')
         elif isinstance(arg, Index):
-            names.append(f'"{arg.name}" on "{arg.table.name}" {[c.name for c in arg.columns]}')
+            names.append(f'"{arg.name}" on "{getattr(arg.table, "name", None)}" {[c.name for c in arg.columns]}')
         elif hasattr(arg, "table") and hasattr(arg, "name"):  # constraints
             names.append(f'"{arg.name}" on "{arg.table.name}"')
     if not names:  # e.g. a table given by name only

@@ -242,7 +242,7 @@ def _validate(
         checks.append(("unparseable properties", properties.is_null() & pl.col("properties").is_not_null()))
         good = good.with_columns(properties.alias("_properties"))
     if checks:
-        reason = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
+        reason: Any = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))  # Then, then ChainedThen
         for name, cond in checks[1:]:
             reason = reason.when(cond).then(pl.lit(name))
         good = good.with_columns(reason.alias("reason"))

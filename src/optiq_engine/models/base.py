@@ -65,7 +65,7 @@ def resolve_models(
     if isinstance(models, (str, AttributionModel)):
         models = [models]
     out: list[AttributionModel] = []
-    for m in models:  # type: ignore[union-attr]
+    for m in models:  # type: ignore[attr-defined]
         if isinstance(m, AttributionModel):
             out.append(m)
         elif isinstance(m, type) and issubclass(m, AttributionModel):

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 from sqlalchemy import URL, Connection, Engine, create_engine, text
@@ -358,6 +358,7 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
     ).mappings().first()
     is_open = latest is not None and latest["status"] in OPEN_STATUSES
     quiet = latest is not None and latest["status"] == "DISMISSED" and "clearedAt" not in (latest["context"] or {})
+    latest = cast(Any, latest)  # indexed below only where is_open or quiet: not None there
     done = lambda action, event=None: Evaluation(rule_id, org, action, event)  # noqa: E731
     if finding.state == "unknown":
         return done("unknown", latest["id"] if is_open else None)
@@ -407,7 +408,7 @@ def _merge_context(connection: Connection, event_id: str, extra: dict[str, Any])
     )
 
 
-def evaluate_rule(connection: Connection, rule: Mapping[str, Any], *, now: datetime) -> Evaluation:
+def evaluate_rule(connection: Connection, rule: Mapping[Any, Any], *, now: datetime) -> Evaluation:
     """Evaluate one rule row and write the outcome (event, escalation, resolution, notifications).
 
     The caller holds the rule's row lock (``FOR UPDATE``) in the connection's transaction and updates
@@ -508,7 +509,7 @@ def _aware(now: datetime | None) -> datetime:
 
 
 # --- rules ----------------------------------------------------------------------------------------------
-def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
+def _jsonable(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
 
 

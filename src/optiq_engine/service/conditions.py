@@ -162,7 +162,8 @@ class _Fields:
     """Reads fields of a JSON object, collecting one error per bad field instead of stopping at the first."""
 
     def __init__(self, obj: Any, path: str, errors: dict[str, str]) -> None:
-        self.path, self.errors, self.seen = path, errors, set()
+        self.path, self.errors = path, errors
+        self.seen: set[str] = set()
         self.obj = obj if isinstance(obj, dict) else {}
         if not isinstance(obj, dict):
             errors[path] = f"must be a JSON object, got {type(obj).__name__}"
@@ -328,7 +329,7 @@ def parse_config(rule_type: str, config: Any) -> RuleConfig:
             condition = None
         else:
             condition = _condition(f.obj["condition"], "config.condition", errors, 1, [0])
-        result = Custom(scope, condition) if condition is not None else None  # type: ignore[arg-type]
+        result = Custom(scope, condition) if condition is not None else None
     f.unknown(_SCOPE_KEYS)
     if errors or result is None:
         raise RuleConfigError(errors or {"config": "invalid"}, rule_type=rule_type)

@@ -195,7 +195,7 @@ def task_threads() -> None:
     context = TaskContext.get()
     cpus = context.cpus() if context is not None else 0
     if cpus:
-        numba.set_num_threads(max(1, min(cpus, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(cpus, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 def arrow_schema(schema: T.StructType) -> pa.Schema:

@@ -99,7 +99,7 @@ class _FileSystem:
 
     def __init__(self, spark: SparkSession, path: str) -> None:
         self._jvm: Any = spark.sparkContext._jvm
-        conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
         self._fs = self._path(path).getFileSystem(conf)
 
     def _path(self, path: str) -> Any:

@@ -152,7 +152,7 @@ class _Merge:
                 on="h", how="full", coalesce=True,
             )  # fmt: skip
             both = pairs.filter(pl.col("n").is_not_null() & pl.col("o").is_not_null())
-            changed = []
+            changed: list[pl.DataFrame] = []
             for i in range(0, both.height, _DIFF_SLICE):
                 n, o = both.get_column("n").slice(i, _DIFF_SLICE), both.get_column("o").slice(i, _DIFF_SLICE)
                 new, old = rows.select(*key, *self.values).gather(n), current.select(*key, *self.values).gather(o)
@@ -178,10 +178,10 @@ class _Merge:
         new = both.filter(pl.col("__old").is_null()).select(rows.columns)
         gone = both.filter(pl.col("__new").is_null()).get_column("__id").alias("id")
         differs = pl.any_horizontal(~pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in self.values)
-        changed = both.filter(pl.col("__new") & pl.col("__old") & differs).select(
+        updated = both.filter(pl.col("__new") & pl.col("__old") & differs).select(
             pl.col("__id").alias("id"), *self.values
         )
-        return new, changed, gone
+        return new, updated, gone
 
     def _delete(self, cur: Any, ids: pl.Series) -> int:
         if ids.len() == 0:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -227,7 +227,7 @@ def _frame(cur: Any) -> pl.DataFrame:
     reader = cur.fetch_record_batch()
     with ThreadPoolExecutor(max_workers=1) as pool:
         parts = [pool.submit(pl.from_arrow, batch, rechunk=False) for batch in reader]
-        frames = [part.result() for part in parts]
+        frames = [cast(pl.DataFrame, part.result()) for part in parts]  # a record batch is a frame
     if not frames:
         return pl.from_arrow(reader.schema.empty_table())  # type: ignore[return-value]
     return pl.concat(frames, how="vertical", rechunk=False)

@@ -336,7 +336,7 @@ def merge_touchpoints(
     (``docs/touchpoints.md`` §5).
     """
     ids = touchpoints.get_column("touchpoint_id")
-    foreign_ids = ids.is_null().sum() + (~ids.str.contains(ENGINE_TOUCHPOINT_PATTERN)).sum()
+    foreign_ids = int(ids.is_null().sum()) + int((~ids.str.contains(ENGINE_TOUCHPOINT_PATTERN)).sum())
     if foreign_ids:
         raise InputError(
             f"{foreign_ids} touchpoint id(s) are not engine ids (tp_ + 32 hex digits); nothing was written. "

@@ -4,7 +4,7 @@ form weights, coefficients)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import polars as pl
@@ -61,7 +61,7 @@ class FittedDataDriven(FittedModel):
         """BIC weight of :attr:`mechanism` among the candidates (1.0 when the form was given)."""
         if self.form_selection is None:
             return 1.0
-        return float(self.form_selection.get_column("weight").max())
+        return float(cast(float, self.form_selection.get_column("weight").max()))
 
     @property
     def form_weights(self) -> dict[str, float]:

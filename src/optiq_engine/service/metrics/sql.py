@@ -321,7 +321,7 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
         on = "s.key = c.key" + (" AND s.day = c.day" if query.daily else "")
         source = f"spend s FULL JOIN credit c ON {on}"
         key, day = "COALESCE(s.key, c.key)", "COALESCE(s.day, c.day)"
-        sides = ("s", "c")
+        sides: tuple[str, ...] = ("s", "c")
     else:
         source, key, day, sides = "credit c", "c.key", "c.day", ("c",)
     if listing:
