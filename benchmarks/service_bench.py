@@ -59,7 +59,14 @@ ORG = "org_bench"
 TARGET_MS = 100.0
 #: The channel-grain report (issue 27: spend, ROAS, CPA, CPC per channel; p95 target at 2 requests at a time).
 CHANNEL_LABEL = "metrics: 90-day channel report (spend, ROAS, CPA, CPC per channel, vs previous 90 days)"
-BULK_TABLES = ("DailyAdMetric", "DailyCampaignMetric", "DailyAdAccountMetric", "TrackingEvent", "TouchPoint", "AttributionLink")
+BULK_TABLES = (
+    "DailyAdMetric",
+    "DailyCampaignMetric",
+    "DailyAdAccountMetric",
+    "TrackingEvent",
+    "TouchPoint",
+    "AttributionLink",
+)
 
 
 def _drop_secondary(conn: psycopg.Connection) -> list[str]:
@@ -231,7 +238,9 @@ def _warm(base: str, headers: dict, path: str, params: dict) -> int:
         for _ in range(3):
             r = client.get(path, params=params)
     body = r.json() if r.status_code == 200 else None
-    return len(body["rows"]) if isinstance(body, dict) and "rows" in body else len(body) if isinstance(body, list) else 0
+    return (
+        len(body["rows"]) if isinstance(body, dict) and "rows" in body else len(body) if isinstance(body, list) else 0
+    )
 
 
 def _wrk(base: str, headers: dict, path: str, params: dict, *, seconds: int, concurrency: int) -> dict:
@@ -244,7 +253,12 @@ def _wrk(base: str, headers: dict, path: str, params: dict, *, seconds: int, con
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "120s", "-s", str(script), *header, url]
     res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     ok = res["requests"] - res["non_2xx"]
-    return {**res, "rps": res["requests"] / res["seconds"], "statuses": {"2xx": ok, "other": res["non_2xx"]}, "tool": "wrk"}
+    return {
+        **res,
+        "rps": res["requests"] / res["seconds"],
+        "statuses": {"2xx": ok, "other": res["non_2xx"]},
+        "tool": "wrk",
+    }
 
 
 async def _httpx(base: str, headers: dict, path: str, params: dict, *, n: int, concurrency: int) -> dict:
@@ -308,7 +322,9 @@ def explain(dsn: str, url: str, *, grain: str = "campaign") -> dict:
         sql, params = _metrics_sql(query, summarized=is_summarized(conn, ORG))
         lines = [r[0] for r in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params)]
     engine.dispose()
-    total = next((float(line.split(":")[1].split()[0]) for line in lines if line.startswith("Execution Time")), float("nan"))
+    total = next(
+        (float(line.split(":")[1].split()[0]) for line in lines if line.startswith("Execution Time")), float("nan")
+    )
     return {"execution_ms": total, "plan": lines}
 
 
@@ -324,10 +340,16 @@ def prepare(dsn: str, args: argparse.Namespace, out: dict) -> str:
 
     with engine.begin() as conn:
         conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('u_bench', 'bench@example.com')"""))
-        conn.execute(text(f"""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_bench', 'u_bench', '{ORG}', 'ADMIN')"""))
+        conn.execute(
+            text(
+                f"""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_bench', 'u_bench', '{ORG}', 'ADMIN')"""
+            )
+        )
         _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")
-        conn.execute(text(f"""INSERT INTO "AlertRule" (id, "organizationId", name, type, config)
-            SELECT 'r' || i, '{ORG}', 'rule ' || i, 'SPEND_THRESHOLD', '{{"threshold": 1000000000}}'::jsonb FROM generate_series(1, 20) i"""))
+        conn.execute(
+            text(f"""INSERT INTO "AlertRule" (id, "organizationId", name, type, config)
+            SELECT 'r' || i, '{ORG}', 'rule ' || i, 'SPEND_THRESHOLD', '{{"threshold": 1000000000}}'::jsonb FROM generate_series(1, 20) i""")
+        )
         conn.execute(text(f"""INSERT INTO "AlertEvent" (id, "organizationId", "alertRuleId", status, severity, title, message, "triggeredAt")
             SELECT 'ev' || i, '{ORG}', 'r' || (1 + i % 20), 'RESOLVED', 'WARNING', 'Spend over', 'spend', now() - i * interval '1 hour'
             FROM generate_series(1, 2000) i"""))  # fmt: skip
@@ -353,12 +375,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="Requests per endpoint (httpx fallback, without wrk).")
     parser.add_argument("--seconds", type=int, default=15, help="Seconds per endpoint and load (wrk).")
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=0, help="uvicorn workers (0: optiq serve's default, one per core).")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="uvicorn workers (0: optiq serve's default, one per core)."
+    )
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--keep", action="store_true", help="Keep the database (its URL is printed).")
-    parser.add_argument("--reuse", metavar="JSON", help="Measure a database kept by an earlier run (--keep), from its results JSON.")
-    parser.add_argument("--render", metavar="JSON", help="Only rewrite the section from a results JSON of an earlier run.")
+    parser.add_argument(
+        "--reuse", metavar="JSON", help="Measure a database kept by an earlier run (--keep), from its results JSON."
+    )
+    parser.add_argument(
+        "--render", metavar="JSON", help="Only rewrite the section from a results JSON of an earlier run."
+    )
     parser.add_argument("--only", metavar="TEXT", help="Measure only the endpoints whose label contains TEXT.")
     args = parser.parse_args()
     if args.render:
@@ -383,7 +411,9 @@ def main() -> None:
             with engine.begin() as conn:
                 _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")
                 for key, table in (("summary_rows", "EngineCreditDaily"), ("spend_summary_rows", "EngineSpendDaily")):
-                    out[key] = conn.exec_driver_sql(f'SELECT count(*) FROM "{table}"').scalar()  # after later migrations
+                    out[key] = conn.exec_driver_sql(
+                        f'SELECT count(*) FROM "{table}"'
+                    ).scalar()  # after later migrations
             engine.dispose()
             out["explain_target"] = explain(dsn, dsn)
             out["explain_channel"] = explain(dsn, dsn, grain="channel")
@@ -397,14 +427,22 @@ def main() -> None:
             rows = _warm(base, headers, path, params)
             res = _load(base, headers, path, params, args, args.concurrency)
             out["endpoints"][label] = {"path": path, "params": params, "rows": rows, **res}
-            print(f"{label}: p50 {res['p50_ms']:.1f} ms, p95 {res['p95_ms']:.1f} ms, {res['rps']:.1f} req/s, {res['statuses']}", flush=True)
+            print(
+                f"{label}: p50 {res['p50_ms']:.1f} ms, p95 {res['p95_ms']:.1f} ms, {res['rps']:.1f} req/s, {res['statuses']}",
+                flush=True,
+            )
             for c in (1, 2) if label == CHANNEL_LABEL else ():  # issue 27's target: 2 at a time
                 out["channel_curve"][c] = res if c == args.concurrency else _load(base, headers, path, params, args, c)
                 print(f"  {c} at a time: p95 {out['channel_curve'][c]['p95_ms']:.1f} ms", flush=True)
-            for c in (1, 2, 4, 8) if label == target_label else ():  # the target at other loads: latency against throughput
+            for c in (
+                (1, 2, 4, 8) if label == target_label else ()
+            ):  # the target at other loads: latency against throughput
                 curve = res if c == args.concurrency else _load(base, headers, path, params, args, c)
                 out["target_curve"][c] = curve
-                print(f"  {c} at a time: p50 {curve['p50_ms']:.1f} ms, p95 {curve['p95_ms']:.1f} ms, {curve['rps']:.1f} req/s", flush=True)
+                print(
+                    f"  {c} at a time: p50 {curve['p50_ms']:.1f} ms, p95 {curve['p95_ms']:.1f} ms, {curve['rps']:.1f} req/s",
+                    flush=True,
+                )
         out["loadavg_after"] = os.getloadavg()
     finally:
         server.close()
@@ -413,7 +451,9 @@ def main() -> None:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         else:
             print(f"kept {dsn}")
-    Path(args.out).with_name("service_results.json").write_text(json.dumps({"machine": machine(), **out}, indent=2, default=str))
+    Path(args.out).with_name("service_results.json").write_text(
+        json.dumps({"machine": machine(), **out}, indent=2, default=str)
+    )
     write_section(Path(args.out), "service", render(out))
     print(f"wrote {args.out}")
 
@@ -435,14 +475,19 @@ def render(out: dict) -> str:
     )
     ex = out["explain_target"]["execution_ms"]
     verdict = "met" if target["p95_ms"] < TARGET_MS else "NOT met"
-    scale_note = "This run is at (or above) the issue's size: no extrapolation." if factor <= 1.001 else (
-        f"This run is smaller than the issue's size (x{factor:.1f}); the summaries' rows grow with keys and days, not links."
+    scale_note = (
+        "This run is at (or above) the issue's size: no extrapolation."
+        if factor <= 1.001
+        else (
+            f"This run is smaller than the issue's size (x{factor:.1f}); the summaries' rows grow with keys and days, not links."
+        )
     )
     ex_links = out["explain_links"]["execution_ms"]
     load = (
         f"`wrk` (one thread, N connections each sending its next request when the last is answered, {out.get('seconds', 15)} s per"
-        f" endpoint and load, after 3 warm-up requests)" if tool == "wrk" else
-        f"an asyncio httpx client ({out['requests']} requests per endpoint and load, after 3 warm-ups; its own CPU counts against the server's)"
+        f" endpoint and load, after 3 warm-up requests)"
+        if tool == "wrk"
+        else f"an asyncio httpx client ({out['requests']} requests per endpoint and load, after 3 warm-ups; its own CPU counts against the server's)"
     )
     steps = ", ".join(f"{k} {v:.1f}" for k, v in out["seed_steps_s"].items())
     measured = scenarios()[0][0] in out["endpoints"]
@@ -464,9 +509,9 @@ def _render_channel(out: dict) -> str:
     ex = out.get("explain_channel", {}).get("execution_ms", float("nan"))
     return f"""
 **Channel grain** (issue 27): the 90-day channel report (`/v1/metrics?grain=channel`: spend mapped to channels by the
-touchpoints' rules table, ROAS, CPA, CPC per channel, with its comparison; {e['rows']} rows) has p95
-**{two['p95_ms']:.0f} ms with 2 requests at a time: target (p95 < {TARGET_MS:.0f} ms) {verdict}** (p50 {two['p50_ms']:.0f} ms,
-{two['rps']:.1f} req/s; one at a time: p95 {one['p95_ms']:.0f} ms; {out['concurrency']} at a time: the table above). It reads the
+touchpoints' rules table, ROAS, CPA, CPC per channel, with its comparison; {e["rows"]} rows) has p95
+**{two["p95_ms"]:.0f} ms with 2 requests at a time: target (p95 < {TARGET_MS:.0f} ms) {verdict}** (p50 {two["p50_ms"]:.0f} ms,
+{two["rps"]:.1f} req/s; one at a time: p95 {one["p95_ms"]:.0f} ms; {out["concurrency"]} at a time: the table above). It reads the
 summaries alone (`EngineCreditDaily` level 2 for the credit, `EngineSpendDaily` per ad account for the spend,
 mapped per platform); PostgreSQL alone, `EXPLAIN ANALYZE`, one request on its own: **{ex:,.1f} ms**.
 """
@@ -476,16 +521,16 @@ def _render_head(out: dict, c: dict, ads: int, links: int, steps: str, load: str
     return f"""## Service: HTTP API latency ({ads:,} ads x 365 days, {links:,} attribution links)
 
 Written by `benchmarks/service_bench.py`. One organization seeded server-side into a fresh database:
-{c['accounts']} ad accounts, {c['campaigns']:,} campaigns, {ads:,} ads, {c['DailyAdMetric']:,} `DailyAdMetric` rows (365 days;
-campaign and account rows summing them: {c['DailyCampaignMetric']:,} and {c['DailyAdAccountMetric']:,}),
-{c['TrackingEvent']:,} conversions, {c['TouchPoint']:,} touchpoints (3 per conversion, 80% resolved to an ad), and
+{c["accounts"]} ad accounts, {c["campaigns"]:,} campaigns, {ads:,} ads, {c["DailyAdMetric"]:,} `DailyAdMetric` rows (365 days;
+campaign and account rows summing them: {c["DailyCampaignMetric"]:,} and {c["DailyAdAccountMetric"]:,}),
+{c["TrackingEvent"]:,} conversions, {c["TouchPoint"]:,} touchpoints (3 per conversion, 80% resolved to an ad), and
 {links:,} `AttributionLink` rows (3 models x 3 touchpoints per conversion), indexes as the migrations make them,
-then `ANALYZE`. Seeding took {out['seed_s']:.0f} s ({steps} s). `optiq serve` ({out['workers']} uvicorn workers, httptools and
+then `ANALYZE`. Seeding took {out["seed_s"]:.0f} s ({steps} s). `optiq serve` ({out["workers"]} uvicorn workers, httptools and
 uvloop) in a subprocess; the load: {load}, on loopback; latency at the client; load average
-{out['loadavg_before'][0]:.1f} before, {out['loadavg_after'][0]:.1f} after (on {os.cpu_count()} cores, which serve, Postgres and the
+{out["loadavg_before"][0]:.1f} before, {out["loadavg_after"][0]:.1f} after (on {os.cpu_count()} cores, which serve, Postgres and the
 load generator share).
 
-| endpoint ({out['concurrency']} at a time) | path | rows | requests | p50 ms | p95 ms | p99 ms | req/s |
+| endpoint ({out["concurrency"]} at a time) | path | rows | requests | p50 ms | p95 ms | p99 ms | req/s |
 |---|---|---:|---:|---:|---:|---:|---:|
 {rows}
 
@@ -496,9 +541,9 @@ request waits for the others, so latency grows with N at the same throughput.
 |---:|---:|---:|---:|---:|---:|---|
 {curve}
 
-Reports read the daily summaries (migrations 0004 and 0005, `docs/service.md`): `EngineCreditDaily` ({out['summary_rows']:,} rows when
-built from the {links:,} links by `optiq db summarize` in {out['summarize_s']:.0f} s, since the links were written behind the engine; `optiq run`
-keeps it up to date in the same transaction as the links) and `EngineSpendDaily` ({out['spend_summary_rows']:,} rows, kept by triggers
+Reports read the daily summaries (migrations 0004 and 0005, `docs/service.md`): `EngineCreditDaily` ({out["summary_rows"]:,} rows when
+built from the {links:,} links by `optiq db summarize` in {out["summarize_s"]:.0f} s, since the links were written behind the engine; `optiq run`
+keeps it up to date in the same transaction as the links) and `EngineSpendDaily` ({out["spend_summary_rows"]:,} rows, kept by triggers
 on the account and campaign daily metric tables, so the seeding above includes their cost), in aligned buckets of 1, 2, 4 .. 64 days:
 a 90-day period is 6 buckets on average (at most 10) per key, read from the summaries' unique indexes alone.
 """
@@ -509,7 +554,7 @@ def _render_target(
 ) -> str:
     return f"""
 **Target** (issue 5): metrics p95 under {TARGET_MS:.0f} ms for a 90-day campaign report at 10k ads and 10M links. At this
-scale ({ads:,} ads, {links:,} links) the 90-day campaign report has p95 **{target['p95_ms']:.0f} ms with {out['concurrency']} requests at a
+scale ({ads:,} ads, {links:,} links) the 90-day campaign report has p95 **{target["p95_ms"]:.0f} ms with {out["concurrency"]} requests at a
 time: target {verdict}** (other loads in the table above). PostgreSQL alone, `EXPLAIN ANALYZE` of the same statement, one request on
 its own: **{ex:,.1f} ms from the summaries** against {ex_links:,.0f} ms reading the links and daily rows (the same statement before the
 organization was summarized: {ex_links / max(ex, 1e-9):,.0f}x). {scale_note}

@@ -59,11 +59,9 @@ def attribute_engine(
         direct_channels=direct_channels,
     )
     links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).to_dicts()
-    unattributed = (
-        result.unattributed.select(
-            "conversion_id", "anon_id", pl.col("occurred_at").cast(pl.Int64), "value_micros", "reason"
-        ).to_dicts()
-    )
+    unattributed = result.unattributed.select(
+        "conversion_id", "anon_id", pl.col("occurred_at").cast(pl.Int64), "value_micros", "reason"
+    ).to_dicts()
     rank = {c["conversion_id"]: i for i, c in enumerate(conversions)}
     unattributed.sort(key=lambda r: rank[r["conversion_id"]])  # the reference's order: input order
     return links, unattributed

@@ -48,12 +48,29 @@ def seed_org(
     for name, role in members:
         user = f"{name}_{org}"
         conn.execute(t["User"].insert(), {"id": user, "email": f"{user}@example.com"})
-        conn.execute(t["Membership"].insert(), {"id": f"mb_{user}", "userId": user, "organizationId": org, "role": role})
+        conn.execute(
+            t["Membership"].insert(), {"id": f"mb_{user}", "userId": user, "organizationId": org, "role": role}
+        )
     conn.execute(t["AdAccount"].insert(), {"id": ids["account"], "organizationId": org, "platformId": "plt_g", "externalId": org,
                                            "name": f"Account {org}", "currency": currency})  # fmt: skip
-    conn.execute(t["Campaign"].insert(), {"id": ids["campaign"], "organizationId": org, "adAccountId": ids["account"], "externalId": org, "name": f"Campaign {org}"})
-    conn.execute(t["Ad"].insert(), {"id": ids["ad"], "organizationId": org, "campaignId": ids["campaign"], "externalId": org, "name": f"Ad {org}"})
-    conn.execute(t["TrackingSite"].insert(), {"id": ids["site"], "organizationId": org, "name": org, "domain": f"{org}.example", "publicKey": f"pk_{org}"})
+    conn.execute(
+        t["Campaign"].insert(),
+        {
+            "id": ids["campaign"],
+            "organizationId": org,
+            "adAccountId": ids["account"],
+            "externalId": org,
+            "name": f"Campaign {org}",
+        },
+    )
+    conn.execute(
+        t["Ad"].insert(),
+        {"id": ids["ad"], "organizationId": org, "campaignId": ids["campaign"], "externalId": org, "name": f"Ad {org}"},
+    )
+    conn.execute(
+        t["TrackingSite"].insert(),
+        {"id": ids["site"], "organizationId": org, "name": org, "domain": f"{org}.example", "publicKey": f"pk_{org}"},
+    )
     set_metrics(conn, org, metrics)
     n = 0
     for d, items in conversions.items():
@@ -80,5 +97,13 @@ def set_metrics(conn: Connection, org: str, metrics: Mapping[date, tuple[int, in
                 "VALUES (%(id)s, %(org)s, %(scope)s, %(date)s, %(imp)s, %(clk)s, %(spend)s) "
                 f'ON CONFLICT ("organizationId", "{col}", date) DO UPDATE SET impressions = EXCLUDED.impressions, '
                 'clicks = EXCLUDED.clicks, "spendMicros" = EXCLUDED."spendMicros"',
-                {"id": f"{table}_{scope}_{d}", "org": org, "scope": scope, "date": d, "imp": imp, "clk": clk, "spend": spend},
+                {
+                    "id": f"{table}_{scope}_{d}",
+                    "org": org,
+                    "scope": scope,
+                    "date": d,
+                    "imp": imp,
+                    "clk": clk,
+                    "spend": spend,
+                },
             )

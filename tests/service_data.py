@@ -44,10 +44,20 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
                                   "name": f"Account {acc}", "currency": currency, "timezone": tz})  # fmt: skip
         for c in range(2):
             cmp = f"{acc}_c{c}"
-            rows["Campaign"].append({"id": cmp, "organizationId": org, "adAccountId": acc, "externalId": f"x{cmp}", "name": f"Campaign {cmp}"})
+            rows["Campaign"].append(
+                {
+                    "id": cmp,
+                    "organizationId": org,
+                    "adAccountId": acc,
+                    "externalId": f"x{cmp}",
+                    "name": f"Campaign {cmp}",
+                }
+            )
             for k in range(2 if c == 0 else 1):
                 ad = f"{cmp}_ad{k}"
-                rows["Ad"].append({"id": ad, "organizationId": org, "campaignId": cmp, "externalId": f"x{ad}", "name": f"Ad {ad}"})
+                rows["Ad"].append(
+                    {"id": ad, "organizationId": org, "campaignId": cmp, "externalId": f"x{ad}", "name": f"Ad {ad}"}
+                )
                 ads.append((ad, cmp, acc))
     by_campaign: dict[tuple[str, date], list[int]] = {}
     for i, (ad, cmp, _acc) in enumerate(ads):
@@ -77,12 +87,23 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
         rows["DailyAdAccountMetric"].append({"id": f"m_{acc}_{day}", "organizationId": org, "adAccountId": acc, "date": day,
                                              "impressions": imp, "clicks": clk, "spendMicros": spend + 7})  # fmt: skip
     site = f"site_{org}"
-    rows["TrackingSite"].append({"id": site, "organizationId": org, "name": site, "domain": f"{org}.example", "publicKey": f"pk_{org}"})
-    utms = [(None, None), ("google", "cpc"), ("facebook", "paid_social"), ("newsletter", "email"), (" Google ", "Organic"), ("foo", "bar")]
+    rows["TrackingSite"].append(
+        {"id": site, "organizationId": org, "name": site, "domain": f"{org}.example", "publicKey": f"pk_{org}"}
+    )
+    utms = [
+        (None, None),
+        ("google", "cpc"),
+        ("facebook", "paid_social"),
+        ("newsletter", "email"),
+        (" Google ", "Organic"),
+        ("foo", "bar"),
+    ]
     n_tp = 0
     for n in range(60):
         # Conversions from 2 days before the data to 1 day after it (time-zone edges and the empty tail).
-        at = datetime.combine(DAY0, datetime.min.time(), tzinfo=UTC) + timedelta(minutes=rng.randint(-2 * 1440, (DAYS + 1) * 1440))
+        at = datetime.combine(DAY0, datetime.min.time(), tzinfo=UTC) + timedelta(
+            minutes=rng.randint(-2 * 1440, (DAYS + 1) * 1440)
+        )
         conv = f"{org}_cv{n}"
         value = rng.choice([None, 4_000_000, 10_000_000, 25_000_000, 123_456_000])
         rows["TrackingEvent"].append({"id": conv, "siteId": site, "eventId": conv, "type": "CONVERSION", "occurredAt": at,
@@ -160,15 +181,29 @@ def insert(url: str, dataset: Dataset) -> None:
 
 
 # --- the Polars recomputation ----------------------------------------------------------------------------
-_SPEND_TABLE = {1: ("DailyAdAccountMetric", "adAccountId"), 2: ("DailyCampaignMetric", "campaignId"), 3: ("DailyAdMetric", "adId")}
+_SPEND_TABLE = {
+    1: ("DailyAdAccountMetric", "adAccountId"),
+    2: ("DailyCampaignMetric", "campaignId"),
+    3: ("DailyAdMetric", "adId"),
+}
 
 
 def _entities(ds: Dataset, org: str) -> pl.DataFrame:
     """ad / campaign / account / platform / currency / timezone of every ad of ``org`` (left-joined upwards)."""
-    acc = ds.frame("AdAccount").filter(pl.col("organizationId") == org).join(
-        ds.frame("Platform").select(pl.col("id").alias("platformId"), pl.col("code").alias("platform")), on="platformId"
-    ).select(pl.col("id").alias("account"), "platform", "currency", "timezone")
-    cmp = ds.frame("Campaign").filter(pl.col("organizationId") == org).select(pl.col("id").alias("campaign"), pl.col("adAccountId").alias("account"))
+    acc = (
+        ds.frame("AdAccount")
+        .filter(pl.col("organizationId") == org)
+        .join(
+            ds.frame("Platform").select(pl.col("id").alias("platformId"), pl.col("code").alias("platform")),
+            on="platformId",
+        )
+        .select(pl.col("id").alias("account"), "platform", "currency", "timezone")
+    )
+    cmp = (
+        ds.frame("Campaign")
+        .filter(pl.col("organizationId") == org)
+        .select(pl.col("id").alias("campaign"), pl.col("adAccountId").alias("account"))
+    )
     return cmp.join(acc, on="account")
 
 
@@ -177,7 +212,11 @@ def credit_rows(ds: Dataset, org: str, model: str, *, rules=None) -> pl.DataFram
     sites = ds.frame("TrackingSite").filter(pl.col("organizationId") == org)["id"]
     ev = ds.frame("TrackingEvent").filter(pl.col("siteId").is_in(sites.implode()) & (pl.col("type") == "CONVERSION"))
     tp = ds.frame("TouchPoint").filter(pl.col("siteId").is_in(sites.implode()))
-    ads = ds.frame("Ad").filter(pl.col("organizationId") == org).select(pl.col("id").alias("adId"), pl.col("campaignId").alias("adCampaign"))
+    ads = (
+        ds.frame("Ad")
+        .filter(pl.col("organizationId") == org)
+        .select(pl.col("id").alias("adId"), pl.col("campaignId").alias("adCampaign"))
+    )
     links = ds.frame("AttributionLink").filter(pl.col("model") == model)
     cmp = _entities(ds, org)
     frame = (
@@ -195,7 +234,9 @@ def credit_rows(ds: Dataset, org: str, model: str, *, rules=None) -> pl.DataFram
             pl.col("timezone").fill_null("UTC"),
         )
     )
-    frame = frame.with_columns(derive_channels(frame.rename({"utmSource": "utm_source", "utmMedium": "utm_medium"}), rules).alias("channel"))
+    frame = frame.with_columns(
+        derive_channels(frame.rename({"utmSource": "utm_source", "utmMedium": "utm_medium"}), rules).alias("channel")
+    )
     days = []
     for (tz,), part in frame.group_by("timezone"):
         days.append(part.with_columns(pl.col("occurredAt").dt.convert_time_zone(tz).dt.date().alias("day")))
@@ -215,7 +256,9 @@ def spend_rows(ds: Dataset, org: str, level: int) -> pl.DataFrame:
     elif level == 2:
         m = m.rename({"campaignId": "campaign"}).join(cmp, on="campaign")
     else:
-        m = m.rename({"adAccountId": "account"}).join(cmp.select("account", "platform", "currency").unique(), on="account")
+        m = m.rename({"adAccountId": "account"}).join(
+            cmp.select("account", "platform", "currency").unique(), on="account"
+        )
     return m
 
 
@@ -235,7 +278,14 @@ def spend_channel(platform: str, rules=None) -> str | None:
     return None
 
 
-_KEYS = {"ad": "ad", "campaign": "campaign", "ad_account": "account", "platform": "platform", "channel": "channel", "organization": None}
+_KEYS = {
+    "ad": "ad",
+    "campaign": "campaign",
+    "ad_account": "account",
+    "platform": "platform",
+    "channel": "channel",
+    "organization": None,
+}
 
 
 def reference(
@@ -280,10 +330,14 @@ def reference(
 
     out = out.with_columns(rnd(pl.col("rev")).alias("revenue_micros"))
     nz = lambda c: pl.when(pl.col(c) != 0).then(pl.col(c).cast(pl.Float64))  # noqa: E731
-    return out.with_columns(
-        (pl.col("revenue_micros") / nz("spend_micros")).alias("roas"),
-        rnd(pl.col("spend_micros") / nz("conversions")).alias("cpa_micros"),
-        rnd(pl.col("spend_micros") / nz("clicks")).alias("cpc_micros"),
-        (pl.col("clicks") / nz("impressions")).alias("ctr"),
-        (pl.col("conversions") / nz("clicks")).alias("conversion_rate"),
-    ).drop("rev").sort("key", nulls_last=True)
+    return (
+        out.with_columns(
+            (pl.col("revenue_micros") / nz("spend_micros")).alias("roas"),
+            rnd(pl.col("spend_micros") / nz("conversions")).alias("cpa_micros"),
+            rnd(pl.col("spend_micros") / nz("clicks")).alias("cpc_micros"),
+            (pl.col("clicks") / nz("impressions")).alias("ctr"),
+            (pl.col("conversions") / nz("clicks")).alias("conversion_rate"),
+        )
+        .drop("rev")
+        .sort("key", nulls_last=True)
+    )

@@ -75,7 +75,9 @@ def cases(draw, max_touchpoints: int = 30, max_conversions: int = 8) -> Case:
     orgs = [None, "o1", "o2"]
     n_tp = draw(st.integers(0, max_touchpoints))
     n_cv = draw(st.integers(0, max_conversions))
-    ids = draw(st.lists(st.text(ID_ALPHABET, min_size=1, max_size=4), min_size=n_tp + n_cv, max_size=n_tp + n_cv, unique=True))
+    ids = draw(
+        st.lists(st.text(ID_ALPHABET, min_size=1, max_size=4), min_size=n_tp + n_cv, max_size=n_tp + n_cv, unique=True)
+    )
     time = st.integers(0, 40).map(lambda k: T0 + k * unit)
 
     def group() -> dict:

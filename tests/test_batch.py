@@ -223,7 +223,9 @@ def test_data_driven_models_run_full_and_equal_the_in_memory_fit(database) -> No
     # baseline conversions (no links for that model, docs/data_driven.md §5) are counted per model
     left = in_memory.unattributed
     assert first.unattributed == left.filter(pl.col("model").is_null()).height
-    assert first.baseline_conversions == {n: f.baseline_conversions for n, f in in_memory.fitted.items() if f.baseline_conversions}
+    assert first.baseline_conversions == {
+        n: f.baseline_conversions for n, f in in_memory.fitted.items() if f.baseline_conversions
+    }
     again = run_batch(url, organization_id="orgR", models=models)  # never incremental: the fit sees everyone
     assert again.mode == "FULL" and again.changed == 0
     with pytest.raises(oq.ConfigError, match="partitions=1"):

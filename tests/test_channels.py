@@ -80,7 +80,10 @@ def test_attribute_derives_missing_channels_with_the_configured_rules() -> None:
 def test_null_channels_are_derived() -> None:
     data = oq.synthetic.generate(n_users=300, seed=5)
     tp = data.touchpoints.with_columns(
-        pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("channel").cast(pl.String)).alias("channel")
+        pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(None)
+        .otherwise(pl.col("channel").cast(pl.String))
+        .alias("channel")
     )
     links = oq.attribute(tp, data.conversions, models=["LINEAR"]).links
     expected = oq.attribute(data.touchpoints, data.conversions, models=["LINEAR"]).links

@@ -43,8 +43,10 @@ def test_attribute_writes_parquet_equal_to_the_library(parquet_inputs, tmp_path:
     links = pl.read_parquet(out / "links.parquet")
     expected = oq.attribute(data.touchpoints, data.conversions).links
     key = ["model", "conversion_id", "position"]
-    assert links.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key).equals(
-        expected.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key)
+    assert (
+        links.with_columns(pl.col("model", "channel").cast(pl.String))
+        .sort(key)
+        .equals(expected.with_columns(pl.col("model", "channel").cast(pl.String)).sort(key))
     )
     assert {p.name for p in out.iterdir()} == {"links.parquet", "credit.parquet", "unattributed.parquet"}
 
@@ -70,7 +72,9 @@ def test_wrong_columns_name_the_column_and_suggest(parquet_inputs, tmp_path: Pat
     tp, cv, data = parquet_inputs
     bad = tmp_path / "bad.parquet"
     data.touchpoints.rename({"anon_id": "anonid"}).write_parquet(bad)
-    result = runner.invoke(app, ["attribute", "--touchpoints", str(bad), "--conversions", str(cv), "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["attribute", "--touchpoints", str(bad), "--conversions", str(cv), "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "'anon_id'" in result.output and "anonid" in result.output
 
@@ -121,7 +125,9 @@ def test_partitions_give_the_same_links_and_credit(parquet_inputs, tmp_path: Pat
     assert len(list((tmp_path / "four" / "links").iterdir())) == 4
     assert links(tmp_path / "four" / "links").equals(links(tmp_path / "one" / "links.parquet"))
     one = pl.read_parquet(tmp_path / "one" / "credit.parquet").with_columns(pl.col("model", "channel").cast(pl.String))
-    four = pl.read_parquet(tmp_path / "four" / "credit.parquet").with_columns(pl.col("model", "channel").cast(pl.String))
+    four = pl.read_parquet(tmp_path / "four" / "credit.parquet").with_columns(
+        pl.col("model", "channel").cast(pl.String)
+    )
     joined = one.join(four, on=["model", "channel"])
     assert joined.height == one.height
     assert (joined["value_micros"] == joined["value_micros_right"]).all()
@@ -131,7 +137,12 @@ def test_partitions_give_the_same_links_and_credit(parquet_inputs, tmp_path: Pat
 def test_failed_run_leaves_previous_results_intact(parquet_inputs, tmp_path: Path) -> None:
     tp, cv, data = parquet_inputs
     out = tmp_path / "out"
-    assert runner.invoke(app, ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(out)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["attribute", "--touchpoints", str(tp), "--conversions", str(cv), "--out", str(out)]
+        ).exit_code
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = tmp_path / "bad.parquet"
     data.conversions.with_columns(pl.lit(-1).alias("value_micros")).write_parquet(bad)

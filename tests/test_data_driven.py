@@ -52,7 +52,9 @@ def _by_channel(fit: oq.models.FittedModel, column: str) -> dict[str, float]:
 
 @given(path_tables(), st.integers(1, 3), st.sampled_from(["keep", "drop"]))
 def test_markov_equals_dense_reference(table, order, self_transitions) -> None:
-    fit = oq.fit_paths(_frame(table), model="MARKOV", order=order, transform="frequency", self_transitions=self_transitions)
+    fit = oq.fit_paths(
+        _frame(table), model="MARKOV", order=order, transform="frequency", self_transitions=self_transitions
+    )
     expected = ref.markov_dense(table, order=order, self_transitions=self_transitions)
     assert math.isclose(fit.p_conversion, expected["p_conversion"], rel_tol=1e-9, abs_tol=1e-12)
     removal, share = _by_channel(fit, "removal_effect"), _by_channel(fit, "share")
@@ -305,9 +307,7 @@ def test_bad_options_and_paths_are_refused() -> None:
 
 
 @given(
-    st.lists(
-        st.one_of(st.none(), st.lists(st.text("ab é>\t-", max_size=4), max_size=5).map(" > ".join)), max_size=20
-    ),
+    st.lists(st.one_of(st.none(), st.lists(st.text("ab é>\t-", max_size=4), max_size=5).map(" > ".join)), max_size=20),
     st.sampled_from([">", " > ", "->", "é"]),
 )
 def test_path_strings_split_like_polars(rows, sep) -> None:
@@ -316,9 +316,7 @@ def test_path_strings_split_like_polars(rows, sep) -> None:
 
     col = pl.Series("path", rows, dtype=pl.String)
     offsets, codes, channels = _split(col, sep)
-    expected = [
-        [t.strip(" \t") for t in r.split(sep) if t.strip(" \t")] if r is not None else [] for r in rows
-    ]
+    expected = [[t.strip(" \t") for t in r.split(sep) if t.strip(" \t")] if r is not None else [] for r in rows]
     got = [[channels[c] for c in codes[offsets[i] : offsets[i + 1]]] for i in range(len(rows))]
     assert got == expected
     assert list(channels) == sorted({t for r in expected for t in r})

@@ -274,7 +274,9 @@ def test_experiment_validation_and_settings() -> None:
     assert (march.start, march.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
     (j,) = settings_from_json({"experiments": [{"channel": "email", "incremental_conversions": 1, "std_error": 1,
                                                 "start": "2026-03-01", "end": "2026-03-31"}]})[0]["experiments"]  # fmt: skip
-    assert j == march and oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 1)).end == datetime(2026, 3, 2, tzinfo=UTC)
+    assert j == march and oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 1)).end == datetime(
+        2026, 3, 2, tzinfo=UTC
+    )
     named = oq.models.DataDriven.from_config(oq.AttributionConfig(**options))
     assert named.experiments == (e,) and named.form == "auto"
     with pytest.raises(oq.ConfigError, match=r"experiments\[0\].std_error is missing"):

@@ -198,9 +198,9 @@ def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
 @given(st.integers(0, 10_000))
 def test_bootstrap_intervals_for_data_driven(seed) -> None:
     data = oq.synthetic.generate(n_users=600, seed=seed % 7)
-    fit = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="touch", bootstrap=8, seed=seed)]).fitted[
-        "DATA_DRIVEN"
-    ]
+    fit = oq.attribute(
+        data.touchpoints, data.conversions, models=[oq.models.DataDriven(form="touch", bootstrap=8, seed=seed)]
+    ).fitted["DATA_DRIVEN"]
     cc = fit.channel_credit
     assert (cc.get_column("ci_low") <= cc.get_column("ci_high")).all()
     assert fit.replicates.shape == (8, len(fit.paths.channels))

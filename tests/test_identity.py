@@ -221,7 +221,8 @@ def test_confusable_user_ids_are_warned_and_not_merged() -> None:
 # --- against the reference -------------------------------------------------------------------------------
 
 USER_IDS = st.one_of(
-    st.none(), st.sampled_from(["U1", "U2", "U3", "", " ", "\t", "é", "e\u0301", "U1 ", "null", " Undefined", "0", "10"])
+    st.none(),
+    st.sampled_from(["U1", "U2", "U3", "", " ", "\t", "é", "e\u0301", "U1 ", "null", " Undefined", "0", "10"]),
 )
 
 
@@ -251,7 +252,10 @@ def test_stitch_map_matches_reference(case: Case) -> None:
         [tp.select(*scope, "anon_id", "occurred_at", "user_id"), cv.select(*scope, "anon_id", "occurred_at", "user_id")]
     )
     rows = rows.with_columns(
-        pl.when(pl.col("user_id").str.contains(PLACEHOLDER_PATTERN)).then(None).otherwise(pl.col("user_id")).alias("user_id")
+        pl.when(pl.col("user_id").str.contains(PLACEHOLDER_PATTERN))
+        .then(None)
+        .otherwise(pl.col("user_id"))
+        .alias("user_id")
     )
     ours = {tuple(r[c] for c in (*scope, "anon_id")): r["user_id"] for r in stitch_map(rows, list(scope)).to_dicts()}
     to_int = [dict(r, occurred_at=r["occurred_at"]) for r in case.touchpoints + case.conversions]

@@ -252,7 +252,9 @@ def test_sessions_on_a_hand_example() -> None:
 
 
 def test_ties_are_ordered_by_event_id_bytes() -> None:
-    ev = events(event_id=["b", "B", "a", "é"], minutes=[0, 0, 0, 0], type=["PAGE_VIEW", "CONVERSION", "PAGE_VIEW", "PAGE_VIEW"])
+    ev = events(
+        event_id=["b", "B", "a", "é"], minutes=[0, 0, 0, 0], type=["PAGE_VIEW", "CONVERSION", "PAGE_VIEW", "PAGE_VIEW"]
+    )
     result = oq.build_journeys(ev)
     rows = result.journey_events.select("journey_id", "event_id", "sequence_number").rows()
     first = doc_stable_id("jr", ["u1", "B"])
@@ -352,7 +354,9 @@ def _random_events(seed: int, n: int = 300) -> pl.DataFrame:
             "event_id": [f"e{i}" for i in rng.permutation(n)],
             "anon_id": rng.choice(["u1", "u2", "u3", "u4"], n).tolist(),
             "site_id": rng.choice(["s1", "s2"], n).tolist(),
-            "occurred_at": [T0 + timedelta(minutes=int(m)) for m in rng.choice([0, 10, 40, 90, 3000], n) * rng.integers(0, 4, n)],
+            "occurred_at": [
+                T0 + timedelta(minutes=int(m)) for m in rng.choice([0, 10, 40, 90, 3000], n) * rng.integers(0, 4, n)
+            ],
             "type": rng.choice(["PAGE_VIEW", "PAGE_VIEW", "CUSTOM", "CONVERSION"], n).tolist(),
             "session_id": [None if x else "own" for x in rng.random(n) < 0.7],
             "utm_source": rng.choice(["g", "f", None], n).tolist(),
@@ -379,7 +383,9 @@ def test_pandas_and_pyarrow_inputs_give_the_same_result() -> None:
     assert isinstance(ev.to_pandas(), pd.DataFrame)
 
 
-def test_hash_collisions_fall_back_to_exact_codes(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_hash_collisions_fall_back_to_exact_codes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     ev = _random_events(3)
     want = oq.build_journeys(ev)
     monkeypatch.setattr(journeys, "_HASH_MASK", np.uint64(3))  # 2-bit group and touch-key hashes
@@ -388,7 +394,9 @@ def test_hash_collisions_fall_back_to_exact_codes(monkeypatch: pytest.MonkeyPatc
     assert "group hash collision" in caplog.text and "touch key hash collision" in caplog.text
     key = ["journey_id"]
     assert got.journeys.sort(key).equals(want.journeys.sort(key))
-    assert got.journey_events.sort(key + ["sequence_number"]).equals(want.journey_events.sort(key + ["sequence_number"]))
+    assert got.journey_events.sort(key + ["sequence_number"]).equals(
+        want.journey_events.sort(key + ["sequence_number"])
+    )
     assert got.sessions.sort("event_id").equals(want.sessions.sort("event_id"))
 
 

@@ -143,7 +143,9 @@ def test_plot_paths_from_a_fit_counts_converting_and_non_converting_journeys(res
     ax = plot.plot_paths(fit, top=7)
     converting, nulls = _bars(ax)
     assert len(converting) == len(nulls) == 7
-    frame = fit.paths.to_frame().with_columns(pl.col("path").list.join(" > "), total=pl.col("conversions") + pl.col("nulls"))
+    frame = fit.paths.to_frame().with_columns(
+        pl.col("path").list.join(" > "), total=pl.col("conversions") + pl.col("nulls")
+    )
     frame = frame.sort(["total", "path"], descending=[True, False]).head(7)
     assert [t.get_text() for t in ax.get_yticklabels()] == frame.get_column("path").to_list()
     np.testing.assert_allclose([r.get_width() for r in converting], frame.get_column("conversions").to_numpy())
@@ -154,8 +156,10 @@ def test_plot_paths_from_links_and_from_a_paths_frame(result):
     ax = plot.plot_paths(result, top=5)
     (bars,) = _bars(ax)  # links: converting journeys only
     first = result.links_for("LAST_TOUCH")
-    paths = first.sort("conversion_id", "position").group_by("conversion_id", maintain_order=True).agg(
-        pl.col("channel").cast(pl.String).str.join(" > ")
+    paths = (
+        first.sort("conversion_id", "position")
+        .group_by("conversion_id", maintain_order=True)
+        .agg(pl.col("channel").cast(pl.String).str.join(" > "))
     )
     assert bars[0].get_width() == paths.get_column("channel").value_counts(sort=True).item(0, "count")
     assert sum(r.get_width() for r in bars) <= result.n_conversions
@@ -209,7 +213,11 @@ def test_result_html_lists_unattributed_reasons(data):
 
 
 def test_fitted_html_shows_parameters_intervals_and_statistic(result):
-    for name, statistic in (("MARKOV", "removal_effect"), ("SHAPLEY", "shapley_value"), ("DATA_DRIVEN", "incremental_conversions")):
+    for name, statistic in (
+        ("MARKOV", "removal_effect"),
+        ("SHAPLEY", "shapley_value"),
+        ("DATA_DRIVEN", "incremental_conversions"),
+    ):
         page = result.fitted[name]._repr_html_()
         assert statistic in page and "ci_low" in page and "bootstrap=8" in page
         top = result.fitted[name].channel_credit.sort("share", descending=True).row(0, named=True)

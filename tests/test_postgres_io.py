@@ -130,7 +130,9 @@ def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, mon
     )  # fmt: skip
     probed, fetched = [], []
     real_few, real_fetch = postgres.read._few, postgres.read._fetch
-    monkeypatch.setattr(postgres.read, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1])
+    monkeypatch.setattr(
+        postgres.read, "_few", lambda cur, table, ids: probed.append(real_few(cur, table, ids)) or probed[-1]
+    )
     monkeypatch.setattr(postgres.read, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
     reads = [postgres.read_touchpoints, postgres.read_conversions, postgres.read_events]
     for read in (*reads, postgres.read_events_for_touchpoints):
@@ -394,7 +396,11 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
         gone = built.journeys.filter(pl.col("anon_id") != last["anon_id"]).get_column("anon_id")[0]
         theirs = built.journeys.filter(pl.col("anon_id") == gone)
         counts, event_counts = postgres.write_journeys(
-            url, built.journeys.clear(), built.journey_events.clear(), organization_id="orgJ", anon_ids=pl.Series([gone])
+            url,
+            built.journeys.clear(),
+            built.journey_events.clear(),
+            organization_id="orgJ",
+            anon_ids=pl.Series([gone]),
         )
         assert (counts.deleted, counts.inserted, counts.updated, event_counts.changed) == (theirs.height, 0, 0, 0)
         with psycopg.connect(dsn) as conn:
@@ -603,7 +609,9 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
     if collision == "within a side":  # every key of a side shares one hash
         monkeypatch.setattr(postgres.merge, "_key_hash", lambda keys: pl.Series([0] * keys.height, dtype=pl.UInt64))
     else:  # unique within each side, but row i of one side pairs with row i of the other, whatever its key
-        monkeypatch.setattr(postgres.merge, "_key_hash", lambda keys: pl.int_range(keys.height, eager=True).cast(pl.UInt64))
+        monkeypatch.setattr(
+            postgres.merge, "_key_hash", lambda keys: pl.int_range(keys.height, eager=True).cast(pl.UInt64)
+        )
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0
     assert counts.inserted == 0 and counts.updated > 0  # LINEAR etc. weights change with fewer touchpoints

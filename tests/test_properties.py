@@ -79,7 +79,9 @@ def _run(case: Case, tp: pl.DataFrame | None = None, cv: pl.DataFrame | None = N
 
 
 def _canonical(result: oq.AttributionResult) -> tuple[pl.DataFrame, pl.DataFrame]:
-    links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).sort("model", "conversion_id", "position")
+    links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).sort(
+        "model", "conversion_id", "position"
+    )
     return links, result.unattributed.sort("conversion_id")
 
 
@@ -121,7 +123,9 @@ def test_results_do_not_depend_on_thread_count(threads: int) -> None:
 
 @given(
     st.one_of(st.integers(0, 10**6), st.integers(0, I63), st.sampled_from([0, 1, I63, 2**53 + 1])),
-    st.lists(st.one_of(st.floats(0, 1e6, allow_nan=False), st.just(0.0), st.floats(0, 1e-300)), min_size=1, max_size=40),
+    st.lists(
+        st.one_of(st.floats(0, 1e6, allow_nan=False), st.just(0.0), st.floats(0, 1e-300)), min_size=1, max_size=40
+    ),
 )
 def test_split_value_kernel_matches_reference(value: int, raw: list[float]) -> None:
     total = sum(raw)

@@ -92,7 +92,9 @@ def _rows(cur: Any, table: str, org: str | None = None) -> list[tuple]:
     where = "" if org is None else f""" WHERE "organizationId" = '{org}'"""
     cur.execute(f'SELECT {cols} FROM "{table}"{where}')
     numeric = [n in _NUMERIC for n in names]
-    rows = [tuple(Decimal(v) if is_num else v for v, is_num in zip(row, numeric, strict=True)) for row in cur.fetchall()]
+    rows = [
+        tuple(Decimal(v) if is_num else v for v, is_num in zip(row, numeric, strict=True)) for row in cur.fetchall()
+    ]
     return sorted(rows, key=repr)
 
 
@@ -125,7 +127,9 @@ def _spend_expected(
     out = []
     for level in levels:
         table, scope = rollup.SPEND_TABLES[level]
-        cur = conn.execute(f'SELECT "organizationId", "{scope}", date, impressions, clicks, "spendMicros" FROM "{table}"')
+        cur = conn.execute(
+            f'SELECT "organizationId", "{scope}", date, impressions, clicks, "spendMicros" FROM "{table}"'
+        )
         frame = pl.DataFrame(cur.fetchall(), schema=["org", "scope", "day", "imp", "clk", "spend"], orient="row")
         for span in spans:
             if frame.is_empty():
@@ -248,7 +252,10 @@ def test_reports_from_the_summary_equal_reports_from_the_links(service_db) -> No
             assert_frame_equal(read_credit(conn, **args), expected, check_exact=True)  # type: ignore[arg-type]
         # The summary path never touches the links, unless custom rules need them.
         assert is_summarized(conn, "orgA") and not is_summarized(conn, "orgZ")
-        for query, uses_links in ((queries[0], False), (MetricsQuery("orgA", *_LONG, grain="channel", channel_rules=_RULES), True)):
+        for query, uses_links in (
+            (queries[0], False),
+            (MetricsQuery("orgA", *_LONG, grain="channel", channel_rules=_RULES), True),
+        ):
             sql, params = _metrics_sql(query, summarized=True)
             plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), params))
             assert ('"AttributionLink"' in plan or "attributionlink" in plan.lower()) == uses_links, plan
@@ -256,9 +263,15 @@ def test_reports_from_the_summary_equal_reports_from_the_links(service_db) -> No
     # The summary's reports also equal the Polars recomputation of the links (not only the SQL path).
     with engine.connect() as conn:
         for grain in ("ad", "campaign", "ad_account", "channel"):
-            query = MetricsQuery("orgA", date(2024, 3, 8), date(2024, 3, 14), model="LINEAR", grain=grain, compare=False)  # type: ignore[arg-type]
-            got = read_metrics(query, conn).rename({"ad_id": "key", "campaign_id": "key", "ad_account_id": "key", "channel": "key"}, strict=False)
-            expected = sd.reference(ds, "orgA", start=query.start, end=query.end, model="LINEAR", grain=grain, level=query.spend_level)
+            query = MetricsQuery(
+                "orgA", date(2024, 3, 8), date(2024, 3, 14), model="LINEAR", grain=grain, compare=False
+            )  # type: ignore[arg-type]
+            got = read_metrics(query, conn).rename(
+                {"ad_id": "key", "campaign_id": "key", "ad_account_id": "key", "channel": "key"}, strict=False
+            )
+            expected = sd.reference(
+                ds, "orgA", start=query.start, end=query.end, model="LINEAR", grain=grain, level=query.spend_level
+            )
             cols = ["key", "spend_micros", "impressions", "clicks", "conversions", "revenue_micros"]
             assert_frame_equal(got.select(cols), expected.select(cols))
     engine.dispose()
@@ -303,7 +316,9 @@ def test_engine_deltas_equal_a_rebuild_after_random_rewrites(summarized_db: str,
         with rollup.credit_maintained(cur, "orgA", scope, models):
             for conversion, model, action, r in changes:
                 if action == "delete":
-                    cur.execute(f"""DELETE FROM "AttributionLink" WHERE "conversionId" = '{conversion}' AND model = '{model}'""")
+                    cur.execute(
+                        f"""DELETE FROM "AttributionLink" WHERE "conversionId" = '{conversion}' AND model = '{model}'"""
+                    )
                 elif action == "reweight":
                     cur.execute(f"""UPDATE "AttributionLink" SET weight = weight * {r / 1e6}
                                     WHERE "conversionId" = '{conversion}' AND model = '{model}'""")
@@ -334,7 +349,10 @@ def test_a_summary_made_inconsistent_behind_the_engines_back_is_rebuilt(summariz
     with pytest.raises(_RollBack), postgres.transaction(url) as cur:
         cur.execute("""INSERT INTO "AttributionLink" (id, "conversionId", "touchPointId", model, weight, position,
                        "touchPointCount") VALUES ('behind', 'orgA_cv1', 'orgA_tp0', 'LINEAR', 0.25, 1, 1)""")
-        with caplog.at_level(logging.WARNING), rollup.credit_maintained(cur, "orgA", pl.Series(["orgA_cv1"]), ["LINEAR"]):
+        with (
+            caplog.at_level(logging.WARNING),
+            rollup.credit_maintained(cur, "orgA", pl.Series(["orgA_cv1"]), ["LINEAR"]),
+        ):
             cur.execute("""DELETE FROM "AttributionLink" WHERE "conversionId" = 'orgA_cv1' AND model = 'LINEAR'""")
         assert "inconsistent" in caplog.text
         assert _rows(cur, "EngineCreditDaily", "orgA") == _rebuilt_credit(cur, "orgA")
@@ -346,8 +364,12 @@ def test_resummarizing_repairs_coarser_levels_that_disagree_with_the_detail(summ
     url = summarized_db
     with pytest.raises(_RollBack), postgres.transaction(url) as cur:
         expected = _rebuilt_credit(cur, "orgA")
-        cur.execute("""UPDATE "EngineCreditDaily" SET links = 0 WHERE "organizationId" = 'orgA' AND level = 2""")  # corrupt
-        cur.execute("""DELETE FROM "AttributionLink" WHERE "conversionId" = 'orgA_cv5'""")  # and a change behind its back
+        cur.execute(
+            """UPDATE "EngineCreditDaily" SET links = 0 WHERE "organizationId" = 'orgA' AND level = 2"""
+        )  # corrupt
+        cur.execute(
+            """DELETE FROM "AttributionLink" WHERE "conversionId" = 'orgA_cv5'"""
+        )  # and a change behind its back
         expected_after = _rebuilt_credit(cur, "orgA")
         assert expected_after != expected
         with caplog.at_level(logging.WARNING):
@@ -364,7 +386,9 @@ def test_write_links_keeps_a_summarized_organization_right(summarized_db: str) -
         "conversion_id": ["orgA_cv3", "orgA_cv3"], "touchpoint_id": ["orgA_tp0", "orgA_tp1"], "model": ["LINEAR", "LINEAR"],
         "weight": [0.75, 0.25], "position": [1, 2], "touchpoint_count": [2, 2],
     })  # fmt: skip
-    counts = postgres.write_links(url, links, organization_id="orgA", conversion_ids=pl.Series(["orgA_cv3"]), models=["LINEAR"])
+    counts = postgres.write_links(
+        url, links, organization_id="orgA", conversion_ids=pl.Series(["orgA_cv3"]), models=["LINEAR"]
+    )
     assert counts.changed > 0
     with psycopg.connect(_dsn(url)) as conn, conn.cursor() as cur:
         assert _rows(cur, "EngineCreditDaily", "orgA") == _rebuilt_credit(cur, "orgA")

@@ -650,7 +650,9 @@ def test_platform_database_is_detected_refused_and_stamped(postgres_url: str) ->
 
 
 @pytest.mark.postgres
-def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_upgraded(postgres_url: str, caplog) -> None:
+def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_upgraded(
+    postgres_url: str, caplog
+) -> None:
     with fresh_database(postgres_url) as url, engine_of(url) as engine:
         platform_tables = [t for t in schema.metadata.sorted_tables if t.name not in schema.ENGINE_TABLES]
         schema.metadata.create_all(engine, tables=platform_tables)  # what Prisma makes: no engine tables
@@ -665,7 +667,9 @@ def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_u
             ))  # fmt: skip
         with caplog.at_level(logging.WARNING):
             assert db.stamp(url) == "0001"
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the engine's tables are expected missing
+        assert not [
+            r for r in caplog.records if r.levelno >= logging.WARNING
+        ]  # the engine's tables are expected missing
         db.upgrade(url)
         assert db.current(url) == db.head() and db.compare(url) == []
         with engine.begin() as conn:  # the spend summary was filled from the rows there, and follows new ones
@@ -673,7 +677,9 @@ def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_u
                 """INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
                 VALUES ('m2', 'org_p', 'acc_p', '2024-05-02', 1, 1000000, now())"""
             ))  # fmt: skip
-            rows = conn.execute(sa.text('SELECT span, day, clicks, "spendMicros" FROM "EngineSpendDaily" ORDER BY span, day')).all()
+            rows = conn.execute(
+                sa.text('SELECT span, day, clicks, "spendMicros" FROM "EngineSpendDaily" ORDER BY span, day')
+            ).all()
         assert [(r[0], str(r[1]), r[2], int(r[3])) for r in rows] == [
             (1, "2024-05-01", 7, 5000000), (1, "2024-05-02", 1, 1000000), (2, "2024-05-01", 8, 6000000),
             (4, "2024-05-01", 8, 6000000), (8, "2024-04-27", 8, 6000000), (16, "2024-04-27", 8, 6000000),

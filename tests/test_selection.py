@@ -55,6 +55,10 @@ def test_order_selection_and_model_comparison() -> None:
     assert orders.get_column("recommended").sum() == 1
     assert orders.get_column("auc").is_between(0, 1).all()
     compared = oq.compare_conversion_models(fit, markov_orders=(1,), folds=3)
-    assert compared.get_column("model").to_list() == ["DATA_DRIVEN (touch)", "DATA_DRIVEN (journey)", "MARKOV (order 1)"]
+    assert compared.get_column("model").to_list() == [
+        "DATA_DRIVEN (touch)",
+        "DATA_DRIVEN (journey)",
+        "MARKOV (order 1)",
+    ]
     table = calibration_table(fit, bins=5)
     assert table.get_column("journeys").sum() == pytest.approx(fit.paths.conversions.sum() + fit.paths.nulls.sum())

@@ -32,7 +32,9 @@ def engine(postgres_url: str) -> Iterator[Engine]:
 
 def _rule(engine: Engine, org: str, type_: str, config: dict, **kwargs) -> str:
     with engine.begin() as conn:
-        return alerts.create_rule(conn, organization_id=org, name=f"{type_} rule", type=type_, config=config, now=NOW, **kwargs)["id"]
+        return alerts.create_rule(
+            conn, organization_id=org, name=f"{type_} rule", type=type_, config=config, now=NOW, **kwargs
+        )["id"]
 
 
 def _evaluate(engine: Engine, org: str, rule_id: str, now=NOW) -> alerts.Evaluation:
@@ -47,7 +49,9 @@ def _events(engine: Engine, org: str) -> list[dict]:
 
 def _notifications(engine: Engine, org: str) -> list[dict]:
     with engine.connect() as conn:
-        rows = conn.execute(text('SELECT * FROM "InAppNotification" WHERE "organizationId" = :o ORDER BY "createdAt"'), {"o": org})
+        rows = conn.execute(
+            text('SELECT * FROM "InAppNotification" WHERE "organizationId" = :o ORDER BY "createdAt"'), {"o": org}
+        )
         return [dict(r) for r in rows.mappings()]
 
 
@@ -56,14 +60,25 @@ def test_spend_threshold_fires_once_escalates_and_auto_resolves(engine) -> None:
     org = "spend1"
     with engine.begin() as conn:
         ids = seed_org(conn, org, metrics={day(0): (1000, 40, 15_000_000), day(-1): (1000, 40, 99_000_000)})
-    rule = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 10_000_000, "period": "daily", "adAccountId": ids["account"]})
+    rule = _rule(
+        engine, org, "SPEND_THRESHOLD", {"threshold": 10_000_000, "period": "daily", "adAccountId": ids["account"]}
+    )
     first = _evaluate(engine, org, rule)
     assert first.action == "opened"
     (event,) = _events(engine, org)
     assert (event["status"], event["severity"], event["id"]) == ("TRIGGERED", "WARNING", first.event_id)
     ctx = event["context"]
-    assert (ctx["currentSpend"], ctx["threshold"], ctx["adAccountName"], ctx["currency"]) == (15_000_000, 10_000_000, f"Account {org}", "USD")
-    assert "15.00 USD" in event["message"] and "10.00 USD" in event["message"] and event["title"].startswith("Spend threshold exceeded")
+    assert (ctx["currentSpend"], ctx["threshold"], ctx["adAccountName"], ctx["currency"]) == (
+        15_000_000,
+        10_000_000,
+        f"Account {org}",
+        "USD",
+    )
+    assert (
+        "15.00 USD" in event["message"]
+        and "10.00 USD" in event["message"]
+        and event["title"].startswith("Spend threshold exceeded")
+    )
     notes = _notifications(engine, org)
     assert sorted(n["userId"] for n in notes) == [f"admin_{org}", f"viewer_{org}"]
     assert {n["priority"] for n in notes} == {"high"} and notes[0]["metadata"]["alertEventId"] == event["id"]
@@ -92,7 +107,14 @@ def test_spend_threshold_periods_and_notify_off(engine) -> None:
     with engine.begin() as conn:
         seed_org(conn, org, metrics={day(-d): (100, 5, 2_000_000) for d in range(20)})
     daily = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 2_000_000}, notify_in_app=False)
-    weekly = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 13_000_000, "period": "weekly"}, notify_in_app=False, severity="INFO")
+    weekly = _rule(
+        engine,
+        org,
+        "SPEND_THRESHOLD",
+        {"threshold": 13_000_000, "period": "weekly"},
+        notify_in_app=False,
+        severity="INFO",
+    )
     monthly = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 30_000_000, "period": "monthly"}, notify_in_app=False)
     assert _evaluate(engine, org, daily).action == "ok"  # 2 USD is not above 2 USD
     assert _evaluate(engine, org, weekly).action == "opened"  # 7 x 2 = 14 > 13
@@ -103,7 +125,9 @@ def test_spend_threshold_periods_and_notify_off(engine) -> None:
 
 
 # --- CONVERSION_DROP, CPA_SPIKE, ROAS_DROP on two periods -----------------------------------------------------
-def _two_periods(engine, org, *, prev_conv: int, cur_conv: int, prev_spend: int, cur_spend: int, value: int = 10_000_000) -> dict:
+def _two_periods(
+    engine, org, *, prev_conv: int, cur_conv: int, prev_spend: int, cur_spend: int, value: int = 10_000_000
+) -> dict:
     metrics = {day(-d): (1000, 50, (cur_spend if d <= 7 else prev_spend) // 7) for d in range(1, 15)}
     conversions = {day(-3): [(value, 1.0)] * cur_conv, day(-10): [(value, 1.0)] * prev_conv}
     with engine.begin() as conn:
@@ -112,23 +136,38 @@ def _two_periods(engine, org, *, prev_conv: int, cur_conv: int, prev_spend: int,
 
 @pytest.mark.parametrize(
     ("org", "prev", "cur", "drop", "action", "severity"),
-    [("cd_fire", 10, 3, 30, "opened", "CRITICAL"), ("cd_warn", 10, 6, 30, "opened", "WARNING"), ("cd_quiet", 10, 8, 30, "ok", None),
-     ("cd_nobase", 0, 0, 30, "unknown", None)],  # fmt: skip
+    [
+        ("cd_fire", 10, 3, 30, "opened", "CRITICAL"),
+        ("cd_warn", 10, 6, 30, "opened", "WARNING"),
+        ("cd_quiet", 10, 8, 30, "ok", None),
+        ("cd_nobase", 0, 0, 30, "unknown", None),
+    ],  # fmt: skip
 )
 def test_conversion_drop(engine, org, prev, cur, drop, action, severity) -> None:
     ids = _two_periods(engine, org, prev_conv=prev, cur_conv=cur, prev_spend=7_000_000, cur_spend=7_000_000)
-    rule = _rule(engine, org, "CONVERSION_DROP", {"dropPercentage": drop, "comparisonPeriod": "7d", "campaignId": ids["campaign"]})
+    rule = _rule(
+        engine,
+        org,
+        "CONVERSION_DROP",
+        {"dropPercentage": drop, "comparisonPeriod": "7d", "campaignId": ids["campaign"]},
+    )
     assert _evaluate(engine, org, rule).action == action
     events = _events(engine, org)
     assert [e["severity"] for e in events] == ([severity] if severity else [])
     if events:
         ctx = events[0]["context"]
-        assert (ctx["currentConversions"], ctx["previousConversions"], ctx["campaignName"]) == (cur, prev, f"Campaign {org}")
+        assert (ctx["currentConversions"], ctx["previousConversions"], ctx["campaignName"]) == (
+            cur,
+            prev,
+            f"Campaign {org}",
+        )
         assert ctx["actualDropPercentage"] == pytest.approx(100 * (prev - cur) / prev)
         assert (ctx["from"], ctx["to"]) == (str(day(-7)), str(day(-1)))
 
 
-@pytest.mark.parametrize(("org", "cur_spend", "action"), [("cpa_fire", 7_000_000, "opened"), ("cpa_quiet", 4_200_000, "ok")])
+@pytest.mark.parametrize(
+    ("org", "cur_spend", "action"), [("cpa_fire", 7_000_000, "opened"), ("cpa_quiet", 4_200_000, "ok")]
+)
 def test_cpa_spike(engine, org, cur_spend, action) -> None:
     # Previous CPA: 7 USD / 7 = 1 USD; current: cur_spend / 4.
     _two_periods(engine, org, prev_conv=7, cur_conv=4, prev_spend=7_000_000, cur_spend=cur_spend)
@@ -142,7 +181,11 @@ def test_cpa_spike(engine, org, cur_spend, action) -> None:
 
 @pytest.mark.parametrize(
     ("org", "config", "action"),
-    [("roas_min", {"minRoas": 6.0}, "opened"), ("roas_drop", {"dropPercentage": 40}, "opened"), ("roas_ok", {"dropPercentage": 60, "minRoas": 1}, "ok")],
+    [
+        ("roas_min", {"minRoas": 6.0}, "opened"),
+        ("roas_drop", {"dropPercentage": 40}, "opened"),
+        ("roas_ok", {"dropPercentage": 60, "minRoas": 1}, "ok"),
+    ],
 )
 def test_roas_drop(engine, org, config, action) -> None:
     # Previous ROAS 70 / 7 = 10; current 4 x 10 / 7 = 5.71 (a 43% drop).
@@ -154,8 +197,13 @@ def test_roas_drop(engine, org, config, action) -> None:
         assert ctx["currentRoas"] == pytest.approx(40 / 7) and ctx["previousRoas"] == pytest.approx(10.0)
 
 
-@pytest.mark.parametrize("rule", [("ROAS_DROP", {"minRoas": 6.0, "model": "MARKOV"}),
-                                  ("CUSTOM", {"condition": {"metric": "roas", "operator": "<", "value": 6}, "model": "MARKOV"})])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ("ROAS_DROP", {"minRoas": 6.0, "model": "MARKOV"}),
+        ("CUSTOM", {"condition": {"metric": "roas", "operator": "<", "value": 6}, "model": "MARKOV"}),
+    ],
+)
 def test_a_model_never_run_is_unknown_not_a_roas_of_zero(engine, rule) -> None:
     """The organization's links are LAST_TOUCH: a rule on MARKOV would read ROAS 0 and fire; it is unknown."""
     org = f"never_{rule[0].lower()}"
@@ -170,11 +218,18 @@ BASELINE = [100, 104, 97, 101, 99, 103, 96, 100, 102, 98, 101, 150, 99, 100] * 2
 
 @pytest.mark.parametrize(
     ("org", "yesterday", "config", "action"),
-    [("ca_spike", 180, {}, "opened"), ("ca_quiet", 106, {}, "ok"), ("ca_drop", 20, {"direction": "drop"}, "opened"),
-     ("ca_dir", 180, {"direction": "drop"}, "ok"), ("ca_seasonal", 180, {"seasonal": True}, "opened")],  # fmt: skip
+    [
+        ("ca_spike", 180, {}, "opened"),
+        ("ca_quiet", 106, {}, "ok"),
+        ("ca_drop", 20, {"direction": "drop"}, "opened"),
+        ("ca_dir", 180, {"direction": "drop"}, "ok"),
+        ("ca_seasonal", 180, {"seasonal": True}, "opened"),
+    ],  # fmt: skip
 )
 def test_click_anomaly(engine, org, yesterday, config, action) -> None:
-    metrics = {day(-29 + i): (5000, c, 1_000_000) for i, c in enumerate(BASELINE)} | {day(-1): (5000, yesterday, 1_000_000)}
+    metrics = {day(-29 + i): (5000, c, 1_000_000) for i, c in enumerate(BASELINE)} | {
+        day(-1): (5000, yesterday, 1_000_000)
+    }
     with engine.begin() as conn:
         seed_org(conn, org, metrics=metrics)
     rule = _rule(engine, org, "CLICK_ANOMALY", {"baselineDays": 28, **config})
@@ -204,7 +259,9 @@ def test_click_anomaly_on_a_flat_series_and_with_too_little_data(engine) -> None
     rule = _rule(engine, org, "CLICK_ANOMALY", {})
     assert _evaluate(engine, org, rule).action == "opened"
     (event,) = _events(engine, org)
-    assert event["context"]["zScore"] is None and event["context"]["method"] == "flat" and event["severity"] == "CRITICAL"
+    assert (
+        event["context"]["zScore"] is None and event["context"]["method"] == "flat" and event["severity"] == "CRITICAL"
+    )
     with engine.begin() as conn:
         seed_org(conn, "ca_empty")
     assert _evaluate(engine, "ca_empty", _rule(engine, "ca_empty", "CLICK_ANOMALY", {})).action == "unknown"
@@ -215,11 +272,37 @@ def test_click_anomaly_on_a_flat_series_and_with_too_little_data(engine) -> None
     ("org", "condition", "action"),
     [
         ("cu_cpa", {"metric": "cpa_micros", "operator": ">", "value": 1_500_000, "period": "7d"}, "opened"),
-        ("cu_and", {"all": [{"metric": "clicks", "operator": ">=", "value": 350, "period": "7d"},
-                            {"metric": "conversions", "operator": "<", "value": 4, "period": "7d"}]}, "ok"),  # fmt: skip
-        ("cu_or", {"any": [{"metric": "ctr", "operator": "<", "value": 0.01, "period": "7d"},
-                           {"metric": "conversions", "operator": "<=", "value": -42, "period": "7d", "compare": "changePercent"}]}, "opened"),  # fmt: skip
-        ("cu_null", {"metric": "roas", "operator": "<", "value": 1}, "unknown"),  # yesterday has no spend: ROAS undefined
+        (
+            "cu_and",
+            {
+                "all": [
+                    {"metric": "clicks", "operator": ">=", "value": 350, "period": "7d"},
+                    {"metric": "conversions", "operator": "<", "value": 4, "period": "7d"},
+                ]
+            },
+            "ok",
+        ),  # fmt: skip
+        (
+            "cu_or",
+            {
+                "any": [
+                    {"metric": "ctr", "operator": "<", "value": 0.01, "period": "7d"},
+                    {
+                        "metric": "conversions",
+                        "operator": "<=",
+                        "value": -42,
+                        "period": "7d",
+                        "compare": "changePercent",
+                    },
+                ]
+            },
+            "opened",
+        ),  # fmt: skip
+        (
+            "cu_null",
+            {"metric": "roas", "operator": "<", "value": 1},
+            "unknown",
+        ),  # yesterday has no spend: ROAS undefined
     ],
 )
 def test_custom_conditions(engine, org, condition, action) -> None:
@@ -272,7 +355,11 @@ def test_lifecycle_transitions_who_and_when_and_refusals(engine) -> None:
         with pytest.raises(NotFoundError):
             alerts.acknowledge(conn, event_id, organization_id=other, by=f"admin_{other}")
         acked = alerts.acknowledge(conn, event_id, organization_id=org, by=admin, now=NOW + timedelta(minutes=1))
-        assert (acked["status"], acked["acknowledgedBy"], acked["acknowledgedAt"]) == ("ACKNOWLEDGED", admin, (NOW + timedelta(minutes=1)).isoformat())
+        assert (acked["status"], acked["acknowledgedBy"], acked["acknowledgedAt"]) == (
+            "ACKNOWLEDGED",
+            admin,
+            (NOW + timedelta(minutes=1)).isoformat(),
+        )
         with pytest.raises(TransitionError, match="it is ACKNOWLEDGED, and only TRIGGERED"):
             alerts.acknowledge(conn, event_id, organization_id=org, by=admin)
     # An acknowledged event is still open: the rule opens nothing new.
@@ -294,14 +381,33 @@ def test_lifecycle_transitions_who_and_when_and_refusals(engine) -> None:
     ("type_", "config", "fields"),
     [
         ("SPEND_THRESHOLD", {}, {"config.threshold"}),
-        ("SPEND_THRESHOLD", {"threshold": 1.5, "period": "hourly", "adAccountID": "x"}, {"config.threshold", "config.period", "config.adAccountID"}),
-        ("CONVERSION_DROP", {"dropPercentage": 130, "comparisonPeriod": "1w"}, {"config.dropPercentage", "config.comparisonPeriod"}),
+        (
+            "SPEND_THRESHOLD",
+            {"threshold": 1.5, "period": "hourly", "adAccountID": "x"},
+            {"config.threshold", "config.period", "config.adAccountID"},
+        ),
+        (
+            "CONVERSION_DROP",
+            {"dropPercentage": 130, "comparisonPeriod": "1w"},
+            {"config.dropPercentage", "config.comparisonPeriod"},
+        ),
         ("CPA_SPIKE", {"increasePercentage": "50"}, {"config.increasePercentage"}),
         ("ROAS_DROP", {"comparisonPeriod": "7d"}, {"config.dropPercentage"}),
-        ("CLICK_ANOMALY", {"threshold": 0, "direction": "up", "baselineDays": 3}, {"config.threshold", "config.direction", "config.baselineDays"}),
-        ("CUSTOM", {"condition": {"any": [{"metric": "cpa", "operator": ">", "value": 1}, {"metric": "roas"}]}},
-         {"config.condition.any[0].metric", "config.condition.any[1].operator", "config.condition.any[1].value"}),  # fmt: skip
-        ("CUSTOM", {"condition": "spend > 5 or __import__('os')"}, {"config.condition.metric", "config.condition.operator", "config.condition.value", "config.condition"}),
+        (
+            "CLICK_ANOMALY",
+            {"threshold": 0, "direction": "up", "baselineDays": 3},
+            {"config.threshold", "config.direction", "config.baselineDays"},
+        ),
+        (
+            "CUSTOM",
+            {"condition": {"any": [{"metric": "cpa", "operator": ">", "value": 1}, {"metric": "roas"}]}},
+            {"config.condition.any[0].metric", "config.condition.any[1].operator", "config.condition.any[1].value"},
+        ),  # fmt: skip
+        (
+            "CUSTOM",
+            {"condition": "spend > 5 or __import__('os')"},
+            {"config.condition.metric", "config.condition.operator", "config.condition.value", "config.condition"},
+        ),
         ("SPEND_THRESHOLD", {"threshold": 5, "campaignId": "cmp_cfg_other"}, {"config.campaignId"}),
     ],
 )
@@ -318,7 +424,9 @@ def test_invalid_configs_give_one_error_per_field(engine, type_, config, fields)
 
 def test_invalid_rule_fields(engine) -> None:
     with engine.begin() as conn, pytest.raises(RuleConfigError) as info:
-        alerts.create_rule(conn, organization_id="x", name=" ", type="NOPE", config={}, severity="LOUD", evaluation_interval=5)
+        alerts.create_rule(
+            conn, organization_id="x", name=" ", type="NOPE", config={}, severity="LOUD", evaluation_interval=5
+        )
     assert set(info.value.errors) == {"name", "type", "severity", "evaluationInterval"}
 
 
@@ -331,7 +439,10 @@ def test_only_due_active_rules_are_evaluated(engine) -> None:
     recent = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 1}, evaluation_interval=3600)
     paused = _rule(engine, org, "SPEND_THRESHOLD", {"threshold": 1}, status="PAUSED")
     with engine.begin() as conn:
-        conn.execute(text('UPDATE "AlertRule" SET "lastEvaluatedAt" = :t WHERE id = :id'), {"t": NOW - timedelta(minutes=59), "id": recent})
+        conn.execute(
+            text('UPDATE "AlertRule" SET "lastEvaluatedAt" = :t WHERE id = :id'),
+            {"t": NOW - timedelta(minutes=59), "id": recent},
+        )
     done = alerts.evaluate_due(engine, organization_id=org, now=NOW)
     assert [(e.rule_id, e.action) for e in done] == [(fresh, "opened")]
     assert alerts.evaluate_due(engine, organization_id=org, now=NOW) == []
@@ -349,7 +460,14 @@ def test_four_concurrent_workers_evaluate_each_due_rule_once(engine) -> None:
     for org in orgs:
         for threshold in range(1, 6):
             rules.append(_rule(engine, org, "SPEND_THRESHOLD", {"threshold": threshold}))
-            rules.append(_rule(engine, org, "CUSTOM", {"condition": {"metric": "spend_micros", "operator": ">", "value": threshold}}))
+            rules.append(
+                _rule(
+                    engine,
+                    org,
+                    "CUSTOM",
+                    {"condition": {"metric": "spend_micros", "operator": ">", "value": threshold}},
+                )
+            )
     for round_, now in enumerate((NOW, NOW + timedelta(seconds=30), NOW + timedelta(hours=1, seconds=1))):
         barrier = threading.Barrier(4)
         results: list[list[alerts.Evaluation]] = [[] for _ in range(4)]
@@ -374,10 +492,13 @@ def test_four_concurrent_workers_evaluate_each_due_rule_once(engine) -> None:
         assert {e.action for r in results for e in r if e.organization_id in orgs} == {expected}
     with engine.connect() as conn:
         counts = conn.execute(
-            text('SELECT "alertRuleId", count(*) FROM "AlertEvent" WHERE "organizationId" = ANY(:orgs) GROUP BY 1'), {"orgs": orgs}
+            text('SELECT "alertRuleId", count(*) FROM "AlertEvent" WHERE "organizationId" = ANY(:orgs) GROUP BY 1'),
+            {"orgs": orgs},
         ).all()
         assert len(counts) == len(rules) and {n for _, n in counts} == {1}
-        (notes,) = conn.execute(text('SELECT count(*) FROM "InAppNotification" WHERE "organizationId" = ANY(:orgs)'), {"orgs": orgs}).one()
+        (notes,) = conn.execute(
+            text('SELECT count(*) FROM "InAppNotification" WHERE "organizationId" = ANY(:orgs)'), {"orgs": orgs}
+        ).one()
     assert notes == 2 * len(rules)
 
 

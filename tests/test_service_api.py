@@ -34,8 +34,15 @@ def api(postgres_url: str) -> Iterator[dict]:
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         tokens = {}
         with engine.begin() as conn:
-            for user, org, role in (("ua", "orgA", "ADMIN"), ("uv", "orgA", "VIEWER"), ("ub", "orgB", "OWNER"), ("ux", "orgA", "MEMBER")):
-                conn.execute(text('INSERT INTO "User" (id, email) VALUES (:u, :e)'), {"u": user, "e": f"{user}@example.com"})
+            for user, org, role in (
+                ("ua", "orgA", "ADMIN"),
+                ("uv", "orgA", "VIEWER"),
+                ("ub", "orgB", "OWNER"),
+                ("ux", "orgA", "MEMBER"),
+            ):
+                conn.execute(
+                    text('INSERT INTO "User" (id, email) VALUES (:u, :e)'), {"u": user, "e": f"{user}@example.com"}
+                )
                 conn.execute(text('INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, CAST(:r AS "MembershipRole"))'),
                              {"i": f"m_{user}", "u": user, "o": org, "r": role})  # fmt: skip
                 tokens[user] = keys.create_api_key(conn, organization_id=org, user_id=user)[1]
@@ -53,7 +60,12 @@ def api(postgres_url: str) -> Iterator[dict]:
 def test_health_needs_no_key_and_everything_else_does(api) -> None:
     c, h = api["client"], api["h"]
     assert c.get("/v1/health").json() == {"status": "ok"}
-    for headers in ({}, {"Authorization": "Bearer optiq_nope_nope"}, {"Authorization": "Bearer garbage"}, h["ux"]):  # ux: revoked
+    for headers in (
+        {},
+        {"Authorization": "Bearer optiq_nope_nope"},
+        {"Authorization": "Bearer garbage"},
+        h["ux"],
+    ):  # ux: revoked
         r = c.get("/v1/alerts", headers=headers)
         assert r.status_code == 401, (headers, r.text)
     token = h["ua"]["Authorization"].removeprefix("Bearer ")
@@ -65,10 +77,16 @@ def test_health_needs_no_key_and_everything_else_does(api) -> None:
 
 def test_metrics_endpoint_equals_the_library_and_the_recomputation(api) -> None:
     c, h, ds = api["client"], api["h"], api["ds"]
-    r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14", "grain": "campaign", "model": "LINEAR"}, headers=h["uv"])
+    r = c.get(
+        "/v1/metrics",
+        params={"start": "2024-03-08", "end": "2024-03-14", "grain": "campaign", "model": "LINEAR"},
+        headers=h["uv"],
+    )
     assert r.status_code == 200, r.text
     rows = r.json()["rows"]
-    expected = sd.reference(ds, "orgA", start=date(2024, 3, 8), end=date(2024, 3, 14), model="LINEAR", grain="campaign", level=2)
+    expected = sd.reference(
+        ds, "orgA", start=date(2024, 3, 8), end=date(2024, 3, 14), model="LINEAR", grain="campaign", level=2
+    )
     assert [row["campaign_id"] for row in rows] == expected["key"].to_list()
     for row, exp in zip(rows, expected.iter_rows(named=True), strict=True):
         assert (row["spend_micros"], row["clicks"], row["revenue_micros"], row["cpa_micros"]) == (
@@ -76,8 +94,15 @@ def test_metrics_endpoint_equals_the_library_and_the_recomputation(api) -> None:
         assert row["conversions"] == pytest.approx(exp["conversions"]) and "spend_micros_previous" in row
     with api["engine"].connect() as conn:
         frame = read_metrics(MetricsQuery("orgA", date(2024, 3, 8), date(2024, 3, 14), grain="ad", daily=True), conn)
-    r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14", "grain": "ad", "daily": True}, headers=h["ua"])
-    assert pl.DataFrame(r.json()["rows"]).with_columns(pl.col("date").str.to_date())["spend_micros"].to_list() == frame["spend_micros"].to_list()
+    r = c.get(
+        "/v1/metrics",
+        params={"start": "2024-03-08", "end": "2024-03-14", "grain": "ad", "daily": True},
+        headers=h["ua"],
+    )
+    assert (
+        pl.DataFrame(r.json()["rows"]).with_columns(pl.col("date").str.to_date())["spend_micros"].to_list()
+        == frame["spend_micros"].to_list()
+    )
 
 
 def test_metrics_validation_and_currencies(api) -> None:
@@ -86,7 +111,9 @@ def test_metrics_validation_and_currencies(api) -> None:
     r = c.get("/v1/metrics", params=base | {"grain": "organization"}, headers=h)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "currency"]
     assert "different currencies" in r.json()["detail"][0]["msg"]
-    r = c.get("/v1/metrics", params=base | {"grain": "organization", "currency": "USD", "rate": ["EUR:1.25"]}, headers=h)
+    r = c.get(
+        "/v1/metrics", params=base | {"grain": "organization", "currency": "USD", "rate": ["EUR:1.25"]}, headers=h
+    )
     assert r.status_code == 200 and r.json()["rows"][0]["currency"] == "USD"
     for params, field in ((base | {"grain": "country"}, "grain"), (base | {"start": "2024-13-01"}, "start"), ({"end": "2024-03-01"}, "start"),
                           (base | {"end": "2024-03-01"}, "start"), (base | {"model": "NOPE"}, "model"), (base | {"rate": ["EUR:x"]}, "rate")):  # fmt: skip
@@ -98,7 +125,11 @@ def test_metrics_validation_and_currencies(api) -> None:
 
 def test_credit_endpoint(api) -> None:
     c, h, ds = api["client"], api["h"]["ub"], api["ds"]
-    r = c.get("/v1/credit", params={"start": "2024-03-01", "end": "2024-03-14", "model": ["LINEAR"], "grain": "channel"}, headers=h)
+    r = c.get(
+        "/v1/credit",
+        params={"start": "2024-03-01", "end": "2024-03-14", "model": ["LINEAR"], "grain": "channel"},
+        headers=h,
+    )
     assert r.status_code == 200
     got = {row["channel"]: row["conversions"] for row in r.json()["rows"]}
     rows = sd.credit_rows(ds, "orgB", "LINEAR").filter(pl.col("day").is_between(date(2024, 3, 1), date(2024, 3, 14)))
@@ -108,11 +139,19 @@ def test_credit_endpoint(api) -> None:
 
 def test_rules_events_lifecycle_roles_and_tenancy(api) -> None:
     c, h = api["client"], api["h"]
-    rule = {"name": "spend cap", "type": "SPEND_THRESHOLD", "config": {"threshold": 1, "adAccountId": "accA1"}, "severity": "INFO"}
+    rule = {
+        "name": "spend cap",
+        "type": "SPEND_THRESHOLD",
+        "config": {"threshold": 1, "adAccountId": "accA1"},
+        "severity": "INFO",
+    }
     assert c.post("/v1/alert-rules", json=rule, headers=h["uv"]).status_code == 403  # VIEWER is read-only
     bad = c.post("/v1/alert-rules", json=rule | {"config": {"threshold": -5, "adAccountId": "accB1"}}, headers=h["ua"])
     assert bad.status_code == 422
-    assert {tuple(d["loc"]) for d in bad.json()["detail"]} == {("body", "config", "threshold"), ("body", "config", "adAccountId")}
+    assert {tuple(d["loc"]) for d in bad.json()["detail"]} == {
+        ("body", "config", "threshold"),
+        ("body", "config", "adAccountId"),
+    }
     assert c.post("/v1/alert-rules", json=rule | {"type": "NOPE"}, headers=h["ua"]).status_code == 422
     created = c.post("/v1/alert-rules", json=rule, headers=h["ua"])
     assert created.status_code == 201, created.text
@@ -123,7 +162,9 @@ def test_rules_events_lifecycle_roles_and_tenancy(api) -> None:
     assert c.post(f"/v1/alert-rules/{rule_id}/evaluate", headers=h["ub"]).status_code == 404
     # The data set's spend is in March 2024; pretend "today" is the 14th by setting the spend of today.
     with api["engine"].begin() as conn:
-        conn.execute(text('UPDATE "DailyAdAccountMetric" SET date = CURRENT_DATE WHERE id = :id'), {"id": "m_accA1_2024-03-14"})
+        conn.execute(
+            text('UPDATE "DailyAdAccountMetric" SET date = CURRENT_DATE WHERE id = :id'), {"id": "m_accA1_2024-03-14"}
+        )
     ev = c.post(f"/v1/alert-rules/{rule_id}/evaluate", headers=h["ua"])
     assert ev.status_code == 200 and ev.json()["action"] == "opened", ev.text
     event_id = ev.json()["event_id"]
@@ -169,7 +210,11 @@ def test_metrics_by_default_report_campaigns_with_a_row_for_touchpoints_without_
             for row in rows:
                 conn.execute(schema.metadata.tables[table].insert(), row)
         conn.execute(text("""INSERT INTO "User" (id, email) VALUES ('un', 'un@example.com')"""))
-        conn.execute(text("""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""))
+        conn.execute(
+            text(
+                """INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES ('m_un', 'un', 'orgN', 'VIEWER')"""
+            )
+        )
         token = keys.create_api_key(conn, organization_id="orgN", user_id="un")[1]
     h = {"Authorization": f"Bearer {token}"}
     r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-08"}, headers=h)
@@ -180,9 +225,16 @@ def test_metrics_by_default_report_campaigns_with_a_row_for_touchpoints_without_
     assert (row["spend_micros"], row["cpa_micros"], row["roas"]) == (None, None, None)
     r = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-08", "grain": "organization"}, headers=h)
     (row,) = r.json()["rows"]
-    assert (row["organization_id"], row["conversions"], row["spend_micros"], row["cpa_micros"]) == ("orgN", 3.0, None, None)
+    assert (row["organization_id"], row["conversions"], row["spend_micros"], row["cpa_micros"]) == (
+        "orgN",
+        3.0,
+        None,
+        None,
+    )
     # orgA's default report ends with its own row of touchpoints without a campaign.
-    rows = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14"}, headers=api["h"]["uv"]).json()["rows"]
+    rows = c.get("/v1/metrics", params={"start": "2024-03-08", "end": "2024-03-14"}, headers=api["h"]["uv"]).json()[
+        "rows"
+    ]
     assert rows[-1]["campaign_id"] is None and rows[-1]["conversions"] > 0
     assert all(row["campaign_id"] is not None for row in rows[:-1])
 
@@ -194,7 +246,10 @@ def test_metrics_of_a_model_never_run_is_refused_not_zero(api) -> None:
     base = {"start": "2024-03-08", "end": "2024-03-14", "grain": "campaign"}
     ok = c.get("/v1/metrics", params=base | {"model": "LINEAR"}, headers=h)
     assert ok.status_code == 200 and sum(r["conversions"] for r in ok.json()["rows"]) > 0
-    for params, what in ((base | {"model": "MARKOV"}, "model MARKOV"), (base | {"conversion_name": "purchse"}, "'purchse'")):
+    for params, what in (
+        (base | {"model": "MARKOV"}, "model MARKOV"),
+        (base | {"conversion_name": "purchse"}, "'purchse'"),
+    ):
         r = c.get("/v1/metrics", params=params, headers=h)
         assert r.status_code == 404, (params, r.text)
         assert what in r.text and "would read 0" in r.text

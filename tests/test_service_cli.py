@@ -30,9 +30,35 @@ def url(postgres_url: str) -> Iterator[str]:
 
 def test_create_evaluate_acknowledge_and_keys(url: str) -> None:
     base = ["--database-url", url, "--org", "cli"]
-    bad = runner.invoke(app, ["alerts", "create-rule", *base, "--name", "cap", "--type", "SPEND_THRESHOLD", "--config", '{"threshold": 0, "perod": "daily"}'])
+    bad = runner.invoke(
+        app,
+        [
+            "alerts",
+            "create-rule",
+            *base,
+            "--name",
+            "cap",
+            "--type",
+            "SPEND_THRESHOLD",
+            "--config",
+            '{"threshold": 0, "perod": "daily"}',
+        ],
+    )
     assert bad.exit_code == 2 and "config.threshold" in bad.output and "did you mean 'period'" in bad.output
-    made = runner.invoke(app, ["alerts", "create-rule", *base, "--name", "cap", "--type", "SPEND_THRESHOLD", "--config", '{"threshold": 1000000}'])
+    made = runner.invoke(
+        app,
+        [
+            "alerts",
+            "create-rule",
+            *base,
+            "--name",
+            "cap",
+            "--type",
+            "SPEND_THRESHOLD",
+            "--config",
+            '{"threshold": 1000000}',
+        ],
+    )
     assert made.exit_code == 0, made.output
     done = runner.invoke(app, ["alerts", "evaluate", "--database-url", url, "--org", "cli", "--now", NOW.isoformat()])
     assert done.exit_code == 0 and "opened" in done.output and "1 rule(s) evaluated" in done.output

@@ -39,26 +39,42 @@ def _worked_example() -> dict[str, list[dict]]:
     metric = {"organizationId": org}
     rows: dict[str, list[dict]] = {
         "Organization": [{"id": org, "name": "Worked", "slug": org}],
-        "AdAccount": [{"id": "accW", "organizationId": org, "platformId": "plt_g", "externalId": "w", "currency": "USD"}],
+        "AdAccount": [
+            {"id": "accW", "organizationId": org, "platformId": "plt_g", "externalId": "w", "currency": "USD"}
+        ],
         "Campaign": [{"id": "cmpW", "organizationId": org, "adAccountId": "accW", "externalId": "w", "name": "W"}],
         "Ad": [{"id": "adW", "organizationId": org, "campaignId": "cmpW", "externalId": "w", "name": "W ad"}],
-        "TrackingSite": [{"id": "siteW", "organizationId": org, "name": "w", "domain": "w.example", "publicKey": "pk_w"}],
+        "TrackingSite": [
+            {"id": "siteW", "organizationId": org, "name": "w", "domain": "w.example", "publicKey": "pk_w"}
+        ],
     }
     for table, col, scope in (("DailyAdMetric", "adId", "adW"), ("DailyCampaignMetric", "campaignId", "cmpW"),
                               ("DailyAdAccountMetric", "adAccountId", "accW")):  # fmt: skip
         rows[table] = [
-            {**metric, "id": f"{table}1", col: scope, "date": d1, "impressions": 1000, "clicks": 50, "spendMicros": 10_000_000},
+            {
+                **metric,
+                "id": f"{table}1",
+                col: scope,
+                "date": d1,
+                "impressions": 1000,
+                "clicks": 50,
+                "spendMicros": 10_000_000,
+            },
             {**metric, "id": f"{table}2", col: scope, "date": d2, "impressions": 0, "clicks": 0, "spendMicros": 0},
         ]
     events, touches, links = [], [], []
-    for n, (at, value, weight) in enumerate([(t1, 30_000_000, 1.0), (t1, None, 1.0), (t1 + timedelta(days=1), 8_000_000, 0.5)]):
+    for n, (at, value, weight) in enumerate(
+        [(t1, 30_000_000, 1.0), (t1, None, 1.0), (t1 + timedelta(days=1), 8_000_000, 0.5)]
+    ):
         events.append({"id": f"w_cv{n}", "siteId": "siteW", "eventId": f"w{n}", "type": "CONVERSION", "occurredAt": at,
                        "anonId": f"w{n}", "valueMicros": value})  # fmt: skip
         touches.append({"id": f"w_tp{n}", "siteId": "siteW", "anonId": f"w{n}", "occurredAt": at - timedelta(hours=1),
                         "adId": "adW", "gclid": "g"})  # fmt: skip
         links.append({"id": f"w_l{n}", "conversionId": f"w_cv{n}", "touchPointId": f"w_tp{n}", "model": "LAST_TOUCH",
                       "weight": weight, "position": 1, "touchPointCount": 1})  # fmt: skip
-    touches.append({"id": "w_tp_organic", "siteId": "siteW", "anonId": "w2", "occurredAt": t1, "utmSource": "newsletter"})
+    touches.append(
+        {"id": "w_tp_organic", "siteId": "siteW", "anonId": "w2", "occurredAt": t1, "utmSource": "newsletter"}
+    )
     links.append({"id": "w_l_org", "conversionId": "w_cv2", "touchPointId": "w_tp_organic", "model": "LAST_TOUCH", "weight": 0.5,
                   "position": 1, "touchPointCount": 2})  # fmt: skip
     rows |= {"TrackingEvent": events, "TouchPoint": touches, "AttributionLink": links}
@@ -104,7 +120,9 @@ def test_each_grain_equals_the_polars_recomputation(dataset, conn, grain: str, m
     if grain != "channel":  # the row of the credit without a key of the grain (last) has no currency
         keyed = got.filter(pl.col(key_column(grain)).is_not_null())
         assert keyed["currency"].null_count() == 0 and set(keyed["currency"]) <= {"USD", "EUR"}
-        assert got.height - keyed.height == (grain != "ad") and got[key_column(grain)].is_null().to_list()[-1] == (grain != "ad")
+        assert got.height - keyed.height == (grain != "ad") and got[key_column(grain)].is_null().to_list()[-1] == (
+            grain != "ad"
+        )
 
 
 def test_a_finer_filter_reads_the_finer_spend_table(dataset, conn) -> None:
@@ -148,12 +166,16 @@ def test_daily_comparison_aligns_each_day_with_the_same_day_of_the_previous_peri
     ds, _ = dataset
     got = read_metrics(MetricsQuery("orgA", START, END, grain="ad_account", daily=True), conn)
     row = got.filter((pl.col("ad_account_id") == "accA1") & (pl.col("date") == date(2024, 3, 10))).row(0, named=True)
-    prev = sd.reference(ds, "orgA", start=date(2024, 3, 3), end=date(2024, 3, 3), model="LAST_TOUCH", grain="ad_account", level=1)
+    prev = sd.reference(
+        ds, "orgA", start=date(2024, 3, 3), end=date(2024, 3, 3), model="LAST_TOUCH", grain="ad_account", level=1
+    )
     assert row["spend_micros_previous"] == prev.filter(pl.col("key") == "accA1")["spend_micros"].item()
 
 
 def test_worked_example_with_hand_computed_numbers_and_division_by_zero(conn) -> None:
-    got = read_metrics(MetricsQuery("orgW", date(2024, 3, 8), date(2024, 3, 9), grain="ad", daily=True, compare=False), conn)
+    got = read_metrics(
+        MetricsQuery("orgW", date(2024, 3, 8), date(2024, 3, 9), grain="ad", daily=True, compare=False), conn
+    )
     day1, day2 = got.sort("date").to_dicts()
     assert (day1["ad_id"], day1["name"], day1["currency"]) == ("adW", "W ad", "USD")
     assert {k: day1[k] for k in METRICS} == {
@@ -165,9 +187,15 @@ def test_worked_example_with_hand_computed_numbers_and_division_by_zero(conn) ->
         "spend_micros": 0, "impressions": 0, "clicks": 0, "conversions": 0.5, "revenue_micros": 4_000_000,
         "roas": None, "cpa_micros": 0, "cpc_micros": None, "ctr": None, "conversion_rate": None,
     }  # fmt: skip
-    total = read_metrics(MetricsQuery("orgW", date(2024, 3, 9), date(2024, 3, 9), grain="organization"), conn).row(0, named=True)
+    total = read_metrics(MetricsQuery("orgW", date(2024, 3, 9), date(2024, 3, 9), grain="organization"), conn).row(
+        0, named=True
+    )
     # The organization total counts the organic half too; the previous day (day 1) is the comparison.
-    assert (total["conversions"], total["revenue_micros"], total["spend_micros_previous"]) == (1.0, 8_000_000, 10_000_000)
+    assert (total["conversions"], total["revenue_micros"], total["spend_micros_previous"]) == (
+        1.0,
+        8_000_000,
+        10_000_000,
+    )
     assert total["spend_micros_change"] == -1.0 and total["roas_change"] is None and total["conversions_change"] == -0.5
 
 
@@ -182,13 +210,19 @@ def test_mixed_currencies_are_refused_and_converted_with_a_table(dataset, conn) 
     with pytest.raises(CurrencyError, match="no conversion rate to USD for EUR"):
         read_metrics(MetricsQuery("orgA", START, END, grain="organization", conversion=CurrencyConversion("USD")), conn)
     fx = CurrencyConversion("USD", {"EUR": "1.25"})
-    got = read_metrics(MetricsQuery("orgA", START, END, grain="organization", compare=False, conversion=fx), conn).row(0, named=True)
+    got = read_metrics(MetricsQuery("orgA", START, END, grain="organization", compare=False, conversion=fx), conn).row(
+        0, named=True
+    )
     spend = sd.spend_rows(ds, "orgA", 1).filter(pl.col("day").is_between(START, END))
     rate = pl.when(pl.col("currency") == "EUR").then(pl.lit(Decimal("1.25"))).otherwise(pl.lit(Decimal(1)))
     expected_spend = spend.select((pl.col("spendMicros").cast(pl.Decimal(38, 2)) * rate).sum()).item()
-    assert got["currency"] == "USD" and got["spend_micros"] == int(Decimal(expected_spend).to_integral_value("ROUND_HALF_UP"))
+    assert got["currency"] == "USD" and got["spend_micros"] == int(
+        Decimal(expected_spend).to_integral_value("ROUND_HALF_UP")
+    )
     credit = sd.credit_rows(ds, "orgA", "LAST_TOUCH").filter(pl.col("day").is_between(START, END))
-    expected_rev = credit.select((pl.col("r") * pl.when(pl.col("currency") == "EUR").then(1.25).otherwise(1.0)).sum()).item()
+    expected_rev = credit.select(
+        (pl.col("r") * pl.when(pl.col("currency") == "EUR").then(1.25).otherwise(1.0)).sum()
+    ).item()
     assert got["revenue_micros"] == round(expected_rev)
     assert got["conversions"] == credit["w"].sum()
 
@@ -210,13 +244,17 @@ def test_two_organizations_never_see_each_other(dataset, conn) -> None:
 
 def test_credit_by_model_equals_the_links(dataset, conn) -> None:
     ds, _ = dataset
-    got = read_credit(conn, organization_id="orgA", start=START, end=END, models=["LINEAR", "LAST_TOUCH"], grain="channel")
+    got = read_credit(
+        conn, organization_id="orgA", start=START, end=END, models=["LINEAR", "LAST_TOUCH"], grain="channel"
+    )
     for model in ("LINEAR", "LAST_TOUCH"):
         rows = sd.credit_rows(ds, "orgA", model).filter(pl.col("day").is_between(START, END))
         expected = rows.group_by("channel").agg(pl.col("w").sum().alias("conversions")).sort("channel")
         mine = got.filter(pl.col("model") == model).select("channel", "conversions")
         assert_frame_equal(mine, expected)
-        assert mine["conversions"].sum() == pytest.approx(rows.filter(pl.col("w") > 0)["conversionId"].n_unique() if model == "LAST_TOUCH" else rows["w"].sum())
+        assert mine["conversions"].sum() == pytest.approx(
+            rows.filter(pl.col("w") > 0)["conversionId"].n_unique() if model == "LAST_TOUCH" else rows["w"].sum()
+        )
 
 
 @pytest.mark.parametrize(
@@ -237,14 +275,19 @@ def test_invalid_queries_name_the_field(kwargs, match) -> None:
         MetricsQuery(**(base | kwargs))
 
 
-@pytest.mark.parametrize(("target", "rates", "match"), [("usd", {}, "3-letter"), ("USD", {"EUR": -1}, "positive"), ("USD", {"USD": 2}, "must be 1")])
+@pytest.mark.parametrize(
+    ("target", "rates", "match"),
+    [("usd", {}, "3-letter"), ("USD", {"EUR": -1}, "positive"), ("USD", {"USD": 2}, "must be 1")],
+)
 def test_invalid_conversion_tables(target, rates, match) -> None:
     with pytest.raises(ConfigError, match=match):
         CurrencyConversion(target, rates)
 
 
 # --- results without a campaign, and zero against unknown spend ---------------------------------------------
-_NO_SPEND = dict.fromkeys(("spend_micros", "impressions", "clicks", "roas", "cpa_micros", "cpc_micros", "ctr", "conversion_rate"))
+_NO_SPEND = dict.fromkeys(
+    ("spend_micros", "impressions", "clicks", "roas", "cpa_micros", "cpc_micros", "ctr", "conversion_rate")
+)
 
 
 @pytest.mark.parametrize("grain", ["campaign", "ad_account", "platform", "organization", "channel", "ad"])

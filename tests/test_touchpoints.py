@@ -56,7 +56,9 @@ _property_keys = st.sampled_from(
     ["utm_source", "utmSource", "utm_medium", "utmMedium", "utm_campaign", "utmCampaign", "utm_content",
      "utmContent", "gclid", "fbclid", "ttclid", "url", "pageUrl", "other"]
 )  # fmt: skip
-_url_params = st.sampled_from(["utm_source", "utm_medium", "utm_campaign", "utm_content", "gclid", "fbclid", "ttclid", "x"])
+_url_params = st.sampled_from(
+    ["utm_source", "utm_medium", "utm_campaign", "utm_content", "gclid", "fbclid", "ttclid", "x"]
+)
 _url_values = st.sampled_from(["g1", "%C3%A9t%C3%A9", "a+b", "%FF", "%zz", "", "c1", "%F0%9F%99%82"])
 
 
@@ -66,8 +68,10 @@ def _url(draw: st.DrawFn) -> str | None:
         return None
     pairs = draw(st.lists(st.tuples(_url_params, _url_values), max_size=4))
     query = "&".join(f"{k}={v}" for k, v in pairs)
-    return draw(st.sampled_from(["https://s.example/p?", "https://s.example/?a&", "/x#f?"])) + query + draw(
-        st.sampled_from(["", "#top", "#k?gclid=frag"])
+    return (
+        draw(st.sampled_from(["https://s.example/p?", "https://s.example/?a&", "/x#f?"]))
+        + query
+        + draw(st.sampled_from(["", "#top", "#k?gclid=frag"]))
     )
 
 
@@ -186,7 +190,12 @@ def test_worked_example_conversion_mid_session_starts_a_new_touchpoint_with_rank
 
 def test_worked_example_parameters_from_column_then_properties_then_url() -> None:
     events = [
-        _ev(1, 0, utm_source="col", properties='{"utm_source": "prop", "utmMedium": "pm", "pageUrl": "https://a/?utm_campaign=%E2%82%AC+1&utm_medium=um"}'),
+        _ev(
+            1,
+            0,
+            utm_source="col",
+            properties='{"utm_source": "prop", "utmMedium": "pm", "pageUrl": "https://a/?utm_campaign=%E2%82%AC+1&utm_medium=um"}',
+        ),
     ]
     (tp,), _ = _engine(events)
     assert (tp["utm_source"], tp["utm_medium"], tp["utm_campaign"]) == ("col", "pm", "€ 1")
@@ -208,7 +217,10 @@ def test_worked_example_campaign_and_ad_resolution() -> None:
 
 
 def test_two_organizations_sharing_anon_ids_never_mix() -> None:
-    events = [_ev(1, 0, gclid="G", utm_campaign="12"), {**_ev(2, 0, gclid="G", utm_campaign="12"), "organization_id": "o2"}]
+    events = [
+        _ev(1, 0, gclid="G", utm_campaign="12"),
+        {**_ev(2, 0, gclid="G", utm_campaign="12"), "organization_id": "o2"},
+    ]
     tps, _ = _engine(events, campaigns=pl.DataFrame(_CAMPAIGNS))
     assert len(tps) == 2 and tps[0]["touchpoint_id"] != tps[1]["touchpoint_id"]
     assert tps[0]["session_id"] != tps[1]["session_id"]

@@ -85,7 +85,12 @@ def test_extracting_run_writes_engine_touchpoints_links_equal_in_memory_and_reru
     )  # fmt: skip
     assert in_db.equals(extraction.touchpoints.select(in_db.columns).sort("touchpoint_id"))
     props = extraction.touchpoints.filter(pl.col("event_id") == "orgA_ev_p").row(0, named=True)
-    assert (props["gclid"], props["platform_code"], props["campaign_id"], props["ad_id"]) == ("GX", "GOOGLE_ADS", "cmp1", "ad1")
+    assert (props["gclid"], props["platform_code"], props["campaign_id"], props["ad_id"]) == (
+        "GX",
+        "GOOGLE_ADS",
+        "cmp1",
+        "ad1",
+    )
     expected = oq.attribute(extraction.touchpoints, postgres.read_conversions(url, window)).links
     links = _rows(url, """SELECT l."conversionId", l."touchPointId", l.model::text, l.weight FROM "AttributionLink" l
                           JOIN "TrackingEvent" e ON e.id = l."conversionId" JOIN "TrackingSite" s ON s.id = e."siteId"
@@ -101,10 +106,18 @@ def test_extracting_run_writes_engine_touchpoints_links_equal_in_memory_and_reru
          WHERE je."journeyId" = j.id AND tp.id ~ '^tp_')""")[0]  # fmt: skip
     assert bad == 0
     again = run_batch(url, organization_id="orgA", full=True, extract_touchpoints=True)
-    assert (again.touchpoints_changed, again.inserted, again.updated, again.deleted, again.journeys_changed) == (0, 0, 0, 0, 0)
+    assert (again.touchpoints_changed, again.inserted, again.updated, again.deleted, again.journeys_changed) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     # Platform rows untouched (both organizations), orgB has no engine rows.
     assert _rows(url, _PLATFORM_ROWS) == platform_before
-    assert _rows(url, """SELECT count(*) FROM "TouchPoint" tp WHERE tp."siteId" = 'site_orgB' AND tp.id ~ '^tp_'""") == [(0,)]
+    assert _rows(
+        url, """SELECT count(*) FROM "TouchPoint" tp WHERE tp."siteId" = 'site_orgB' AND tp.id ~ '^tp_'"""
+    ) == [(0,)]
     # An incremental run right after ignores the engine's own rows: no user changed.
     quiet = run_batch(url, organization_id="orgA", extract_touchpoints=True, overlap=timedelta(0))
     assert quiet.mode == "INCREMENTAL" and quiet.users == 0
@@ -156,5 +169,7 @@ def test_cli_extract_touchpoints_flag(database) -> None:
     result = CliRunner().invoke(app, ["run", "--database-url", url, "--org", "orgA", "--full", "--extract-touchpoints"])
     assert result.exit_code == 0, result.output
     assert "touchpoints extracted" in result.output
-    refused = CliRunner().invoke(app, ["run", "--database-url", url, "--org", "orgA", "--extract-touchpoints", "--partitions", "2"])
+    refused = CliRunner().invoke(
+        app, ["run", "--database-url", url, "--org", "orgA", "--extract-touchpoints", "--partitions", "2"]
+    )
     assert refused.exit_code == 2

@@ -49,9 +49,7 @@ def tp(
     }
 
 
-def conv(
-    conversion_id: str, t: int, value: int = 0, anon_id: str = "a1", **extra
-) -> dict:
+def conv(conversion_id: str, t: int, value: int = 0, anon_id: str = "a1", **extra) -> dict:
     return {
         "conversion_id": conversion_id,
         "anon_id": anon_id,
@@ -61,24 +59,15 @@ def conv(
     }
 
 
-def rows(
-    links: list[dict], conversion_id: str, model: str
-) -> list[tuple[str, int, int]]:
+def rows(links: list[dict], conversion_id: str, model: str) -> list[tuple[str, int, int]]:
     """(touchpoint_id, position, credited_value_micros) by position."""
-    selected = [
-        x for x in links if x["conversion_id"] == conversion_id and x["model"] == model
-    ]
+    selected = [x for x in links if x["conversion_id"] == conversion_id and x["model"] == model]
     selected.sort(key=lambda x: x["position"])
-    return [
-        (x["touchpoint_id"], x["position"], x["credited_value_micros"])
-        for x in selected
-    ]
+    return [(x["touchpoint_id"], x["position"], x["credited_value_micros"]) for x in selected]
 
 
 def weights_of(links: list[dict], conversion_id: str, model: str) -> list[float]:
-    selected = [
-        x for x in links if x["conversion_id"] == conversion_id and x["model"] == model
-    ]
+    selected = [x for x in links if x["conversion_id"] == conversion_id and x["model"] == model]
     selected.sort(key=lambda x: x["position"])
     return [x["weight"] for x in selected]
 
@@ -98,9 +87,7 @@ def implementation(request: pytest.FixtureRequest):
     _IMPL["attribute"] = IMPLEMENTATIONS["reference"]
 
 
-def run(
-    touchpoints: list[dict], conversions: list[dict], **kwargs
-) -> tuple[list[dict], list[dict]]:
+def run(touchpoints: list[dict], conversions: list[dict], **kwargs) -> tuple[list[dict], list[dict]]:
     """The chosen implementation plus the invariant self-check on its output."""
     kwargs.setdefault("models", [("LINEAR", {})])
     links, unattributed = _IMPL["attribute"](touchpoints, conversions, **kwargs)
@@ -196,13 +183,9 @@ def test_first_and_last_touch_weights() -> None:
 
 def test_last_non_direct_weights() -> None:
     # Last non-direct channel is position 1 (positions 2, 3 are direct).
-    assert model_weights(
-        "LAST_NON_DIRECT", {}, TIMES3, ["email", "direct", "direct"]
-    ) == [1.0, 0.0, 0.0]
+    assert model_weights("LAST_NON_DIRECT", {}, TIMES3, ["email", "direct", "direct"]) == [1.0, 0.0, 0.0]
     # Position 2 is the last non-direct one.
-    assert model_weights(
-        "LAST_NON_DIRECT", {}, TIMES3, ["direct", "email", "direct"]
-    ) == [0.0, 1.0, 0.0]
+    assert model_weights("LAST_NON_DIRECT", {}, TIMES3, ["direct", "email", "direct"]) == [0.0, 1.0, 0.0]
     # All direct -> position n.
     assert model_weights("LAST_NON_DIRECT", {}, TIMES3, ["direct"] * 3) == [
         0.0,
@@ -230,13 +213,9 @@ def test_position_based_weights() -> None:
     # n = 2: first/(first+last), last/(first+last): U -> 0.4/0.8, 0.4/0.8 = (0.5, 0.5).
     assert model_weights("POSITION_BASED", U_SHAPED, [T0, T0], ["x", "y"]) == [0.5, 0.5]
     # J-curve: 0.2/0.8 = 0.25, 0.6/0.8 = 0.75.
-    assert model_weights(
-        "POSITION_BASED", J_CURVE, [T0, T0], ["x", "y"]
-    ) == pytest.approx([0.25, 0.75])
+    assert model_weights("POSITION_BASED", J_CURVE, [T0, T0], ["x", "y"]) == pytest.approx([0.25, 0.75])
     # n = 3, U: (0.4, 1 - 0.8 = 0.2, 0.4).
-    assert model_weights("POSITION_BASED", U_SHAPED, TIMES3, CH3) == pytest.approx(
-        [0.4, 0.2, 0.4]
-    )
+    assert model_weights("POSITION_BASED", U_SHAPED, TIMES3, CH3) == pytest.approx([0.4, 0.2, 0.4])
     # n = 4, inverse J: (0.6, (1 - 0.8)/2 = 0.1, 0.1, 0.2).
     w = model_weights("POSITION_BASED", INVERSE_J, TIMES3 + [T0 + 3], CH3 + ["x"])
     assert w == pytest.approx([0.6, 0.1, 0.1, 0.2])
@@ -251,9 +230,7 @@ def test_time_decay_weights() -> None:
     w = model_weights("TIME_DECAY", {"half_life_us": h}, [T0, T0 + h, T0 + 2 * h], CH3)
     assert w == pytest.approx([1 / 7, 2 / 7, 4 / 7], abs=1e-15)
     # Equal times: r = (1, 1, 1) -> 1/3 each, exactly 1.0 / 3.0.
-    assert (
-        model_weights("TIME_DECAY", {"half_life_us": h}, [T0] * 3, CH3) == [1 / 3] * 3
-    )
+    assert model_weights("TIME_DECAY", {"half_life_us": h}, [T0] * 3, CH3) == [1 / 3] * 3
     # Half-life 1 day, ages 1d and 0: r = (1/2, 1), sum 3/2 -> (1/3, 2/3).
     w = model_weights("TIME_DECAY", {"half_life_us": DAY}, [T0, T0 + DAY], ["x", "y"])
     assert w == pytest.approx([1 / 3, 2 / 3], abs=1e-15)
@@ -276,9 +253,7 @@ def test_lookback_window_edges() -> None:
         tp("at_conversion", t),  # t <= T: included
         tp("after", t + 1),  # excluded
     ]
-    links, unattributed = run(
-        touchpoints, [conv("c", t, 3)], lookback_us=lookback, models=ALL_MODELS
-    )
+    links, unattributed = run(touchpoints, [conv("c", t, 3)], lookback_us=lookback, models=ALL_MODELS)
     assert unattributed == []
     # LINEAR over 3: q = 1.0 each, R = 0.
     assert rows(links, "c", "LINEAR") == [
@@ -327,13 +302,9 @@ def test_reset_after_conversion_on_and_off() -> None:
 
 def test_reset_chain_of_three_conversions() -> None:
     touchpoints = [tp("at_c2", T0), tp("after_c2", T0 + DAY)]
-    links, unattributed = run(
-        touchpoints, [conv("c1", T0 - DAY), conv("c2", T0), conv("c3", T0 + 2 * DAY)]
-    )
+    links, unattributed = run(touchpoints, [conv("c1", T0 - DAY), conv("c2", T0), conv("c3", T0 + 2 * DAY)])
     # c1 at T0 - 1d: nothing at or before it -> outside_window (group has touchpoints).
-    assert [(u["conversion_id"], u["reason"]) for u in unattributed] == [
-        ("c1", "outside_window")
-    ]
+    assert [(u["conversion_id"], u["reason"]) for u in unattributed] == [("c1", "outside_window")]
     # c2 (T_prev = T0 - 1d) gets at_c2 (t = T0 = T); c3 (T_prev = T0) gets after_c2.
     assert ids_of(links, "c2") == ["at_c2"]
     assert ids_of(links, "c3") == ["after_c2"]
@@ -342,9 +313,7 @@ def test_reset_chain_of_three_conversions() -> None:
 def test_reset_window_still_bounded_by_lookback() -> None:
     # c1 at T0, c2 at T0 + 40d; the touchpoint at T0 + 5d is after c1 but 35d before
     # c2 (> 30d).
-    links, unattributed = run(
-        [tp("old", T0 + 5 * DAY)], [conv("c1", T0), conv("c2", T0 + 40 * DAY)]
-    )
+    links, unattributed = run([tp("old", T0 + 5 * DAY)], [conv("c1", T0), conv("c2", T0 + 40 * DAY)])
     assert links == []
     assert [(u["conversion_id"], u["reason"]) for u in unattributed] == [
         ("c1", "outside_window"),
@@ -370,11 +339,7 @@ def test_two_conversions_at_the_same_instant() -> None:
     # Reset off: both look back over the same window.
     links, unattributed = run(touchpoints, conversions, reset_after_conversion=False)
     assert unattributed == []
-    assert (
-        rows(links, "a", "LINEAR")
-        == rows(links, "b", "LINEAR")
-        == [("x", 1, 5), ("y", 2, 5)]
-    )
+    assert rows(links, "a", "LINEAR") == rows(links, "b", "LINEAR") == [("x", 1, 5), ("y", 2, 5)]
 
 
 def test_ties_in_time_are_ordered_by_id_bytes() -> None:
@@ -448,9 +413,7 @@ def test_grouping_keys_with_none_as_a_value() -> None:
     # None matches None only; other orgs and sites are other groups.
     assert ids_of(links, "c_none") == ["t_none"]
     assert ids_of(links, "c_s1") == ["t_s1"]
-    assert [(u["conversion_id"], u["reason"]) for u in unattributed] == [
-        ("c_s2", "no_touchpoints")
-    ]
+    assert [(u["conversion_id"], u["reason"]) for u in unattributed] == [("c_s2", "no_touchpoints")]
     # Grouping by anon_id only merges them all: c_none is first of the three tied
     # conversions, the other two have T_prev = T0 = T.
     links, unattributed = run(touchpoints, conversions)
@@ -495,9 +458,7 @@ def test_every_model_emits_every_eligible_touchpoint() -> None:
     # q = (30.09, 33.23, 36.68) -> b = (30, 33, 36) = 99, R = 1, largest f = 0.68
     # -> position 3.
     r = [2 ** (-2 / 7), 2 ** (-1 / 7), 1.0]
-    assert weights_of(links, "c", "TIME_DECAY") == pytest.approx(
-        [x / sum(r) for x in r], rel=1e-12
-    )
+    assert weights_of(links, "c", "TIME_DECAY") == pytest.approx([x / sum(r) for x in r], rel=1e-12)
     assert [x[2] for x in rows(links, "c", "TIME_DECAY")] == [30, 33, 37]
 
 
@@ -515,9 +476,7 @@ def test_last_non_direct_all_direct_end_to_end() -> None:
 def test_position_based_n1_n2_n3_and_more() -> None:
     def credited(n: int, params: dict, value: int) -> list[int]:
         touchpoints = [tp(f"p{i}", T0 - n + i) for i in range(1, n + 1)]
-        links, _ = run(
-            touchpoints, [conv("c", T0, value)], models=[("POSITION_BASED", params)]
-        )
+        links, _ = run(touchpoints, [conv("c", T0, value)], models=[("POSITION_BASED", params)])
         return [r[2] for r in rows(links, "c", "POSITION_BASED")]
 
     # n = 1: weight 1.
@@ -553,12 +512,8 @@ def test_time_decay_equal_times_and_age_from_last_touch() -> None:
     # win the missing unit back, so (3, 6) either way.)
     for t_conv in (T0, T0 + 10 * DAY):
         touchpoints = [tp("old", T0 - 7 * DAY), tp("new", T0)]
-        links, _ = run(
-            touchpoints, [conv("conv", t_conv, 9)], models=[("TIME_DECAY", h)]
-        )
-        assert weights_of(links, "conv", "TIME_DECAY") == pytest.approx(
-            [1 / 3, 2 / 3], abs=1e-15
-        )
+        links, _ = run(touchpoints, [conv("conv", t_conv, 9)], models=[("TIME_DECAY", h)])
+        assert weights_of(links, "conv", "TIME_DECAY") == pytest.approx([1 / 3, 2 / 3], abs=1e-15)
         assert [r[2] for r in rows(links, "conv", "TIME_DECAY")] == [3, 6]
 
 

@@ -52,7 +52,9 @@ class ChannelRule:
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise ConfigError(f"channel rule for {self.channel!r}: bad {name} regex {pattern!r}: {exc}") from None
+                    raise ConfigError(
+                        f"channel rule for {self.channel!r}: bad {name} regex {pattern!r}: {exc}"
+                    ) from None
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,8 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks
     """
     rules = rules or DEFAULT_CHANNEL_RULES
     ws = "E' \\t\\n\\r\\f\\v'"
-    source = f'NULLIF(lower(btrim(tp."utmSource", {ws})), \'\')'
-    medium = f'NULLIF(lower(btrim(tp."utmMedium", {ws})), \'\')'
+    source = f"NULLIF(lower(btrim(tp.\"utmSource\", {ws})), '')"
+    medium = f"NULLIF(lower(btrim(tp.\"utmMedium\", {ws})), '')"
     whens = []
     for i, rule in enumerate(rules.rules):
         conds = []

@@ -107,7 +107,8 @@ def conversion_names(conversions: pl.DataFrame, by: str = "name") -> pl.Series:
         raise ColumnNotFoundError(
             f"conversions have no {by!r} column{did_you_mean(by, conversions.columns)}: by={by!r} attributes each "
             f"conversion type (the {by!r} column) on its own; add it or drop by=. Columns are {conversions.columns}",
-            missing=[by], columns=conversions.columns,
+            missing=[by],
+            columns=conversions.columns,
         )
     col = conversions.get_column(by)
     if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum)) or col.dtype.is_integer()):
@@ -231,8 +232,8 @@ def _warn_confusable_names(names: list[str]) -> None:
     if clashes:
         warnings.warn(
             f"conversion names {clashes[:3]} differ only by case or surrounding spaces; by='name' attributes "
-            "each as its own type, with its own conversion_types settings (docs/attribution.md \"Conversion "
-            "types\"): clean them at the source if they are one type",
+            'each as its own type, with its own conversion_types settings (docs/attribution.md "Conversion '
+            'types"): clean them at the source if they are one type',
             ConfusableIdWarning,
             stacklevel=4,
         )

@@ -55,7 +55,9 @@ class ColumnNotFoundError(SchemaError):
     def of(cls, missing: Sequence[str], columns: Sequence[str], *, what: str) -> ColumnNotFoundError:
         """``<what> lack required column(s) 'a' (did you mean 'A'?), ...; columns are [...]``."""
         named = ", ".join(f"{c!r}{did_you_mean(c, columns)}" for c in missing)
-        return cls(f"{what} lack required column(s) {named}; columns are {list(columns)}", missing=missing, columns=columns)
+        return cls(
+            f"{what} lack required column(s) {named}; columns are {list(columns)}", missing=missing, columns=columns
+        )
 
 
 def close_matches(name: str, choices: Iterable[str], *, n: int = 2, cutoff: float = 0.5) -> list[str]:

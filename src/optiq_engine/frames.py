@@ -201,7 +201,8 @@ def _normalize(
     _require(df.columns, required, what=what)
     enums = enums or {}
     casts: list[pl.Expr | pl.Series] = [
-        _as_string(df, id_col, what=what).alias(id_col), _as_string(df, "anon_id", what=what).alias("anon_id")
+        _as_string(df, id_col, what=what).alias(id_col),
+        _as_string(df, "anon_id", what=what).alias("anon_id"),
     ]
     casts += [_as_string(df, c, what=what).alias(c) for c in _STRING_COLUMNS if c in df.columns]
     casts += [_as_string(df, c, what=what).alias(c) for c in enums]

@@ -316,7 +316,9 @@ def _sorted_events(
             with timed("encode"):
                 ((h, h2),) = group_hashes([ev], keys, exact=True)
         with timed("sort"):
-            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(*readonly(h, ts, h2, flags), bits)
+            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(
+                *readonly(h, ts, h2, flags), bits
+            )
         if n_collisions == 0:
             break
     del h, h2
@@ -552,7 +554,9 @@ def _journeys_frame(
 ) -> pl.DataFrame:
     """The journeys frame, columns in the order of ``docs/journeys.md``."""
     m = len(start_rows)
-    group = [ev.get_column(c).gather(start_rows) if c in varying else ev.get_column(c).new_from_index(0, m) for c in parts]
+    group = [
+        ev.get_column(c).gather(start_rows) if c in varying else ev.get_column(c).new_from_index(0, m) for c in parts
+    ]
     code = pl.Series(status)
     label: Any = pl.when(code == 0).then(pl.lit(JOURNEY_STATUSES[0]))  # Then, then ChainedThen
     for i, name in enumerate(JOURNEY_STATUSES[1:], start=1):
@@ -581,7 +585,10 @@ def _journeys_frame(
         for which in ("first", "last")
         for c in _UTM
     ]
-    columns += [pl.Series("touchpoint_count", touch_count, dtype=pl.Int32), pl.Series("event_count", event_count, dtype=pl.Int32)]
+    columns += [
+        pl.Series("touchpoint_count", touch_count, dtype=pl.Int32),
+        pl.Series("event_count", event_count, dtype=pl.Int32),
+    ]
     return pl.DataFrame(columns)
 
 

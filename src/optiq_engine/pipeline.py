@@ -333,7 +333,12 @@ def _data_driven_links(
 
 
 def _baseline_draws(
-    fit: FittedDataDriven, table: PathTable, shares: np.ndarray, rows: np.ndarray, cv: pl.DataFrame, cv_order: np.ndarray
+    fit: FittedDataDriven,
+    table: PathTable,
+    shares: np.ndarray,
+    rows: np.ndarray,
+    cv: pl.DataFrame,
+    cv_order: np.ndarray,
 ) -> np.ndarray:
     """``rows`` with the baseline conversions sent to the last (all-zero) row of ``shares``: a conversion of
     path ``x`` is credited to the channels with probability ``Σ_c max(φ_c, 0) / p(x)`` (the model's
@@ -532,7 +537,9 @@ def _fit(
             periods["periods"] = experiment_periods(cast(Any, model), m.lo, m.hi, cast(Any, m.tail_lo), cast(Any, m.tail_hi),
                                                     m.tp_codes, m.tp_tss, cast(Any, m.cv_tss), m.channels,
                                                     cfg.direct_channels)  # fmt: skip
-        out[model.name] = given if given is not None else model.fit(table, direct_channels=cfg.direct_channels, **periods)
+        out[model.name] = (
+            given if given is not None else model.fit(table, direct_channels=cfg.direct_channels, **periods)
+        )
     return out, {k: v[1] for k, v in tables.items()}, {k: v[0] for k, v in tables.items()}
 
 

@@ -423,7 +423,15 @@ def plot_accuracy(scores: Any, *, ax: Axes | None = None, annotate: float | None
     frame = frame.with_columns(pl.col("model", "channel").cast(pl.String))
     models = list(dict.fromkeys(frame.get_column("model").to_list()))
     ax = _axes(ax, (7.5, 6.5))
-    top = float(max(cast(float, frame.get_column("share").max() or 0.0), cast(float, frame.get_column("true_share").max() or 0.0))) * 1.08
+    top = (
+        float(
+            max(
+                cast(float, frame.get_column("share").max() or 0.0),
+                cast(float, frame.get_column("true_share").max() or 0.0),
+            )
+        )
+        * 1.08
+    )
     top = top if top > 0 else 1.0
     ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="exact")
     markers = "osD^v<>Ph*Xd"

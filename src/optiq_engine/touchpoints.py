@@ -308,7 +308,9 @@ def resolve_parameters(events: Any) -> pl.DataFrame:
         page = found.pop("_page_url") if page is None else page.fill_null(found.pop("_page_url"))
     if page is not None:
         # The query string is parsed only where a parameter can be: URLs holding "<name>=".
-        rows = np.flatnonzero(page.str.contains_any([f"{k}=" for k in MARKETING_PARAMETERS]).fill_null(False).to_numpy())
+        rows = np.flatnonzero(
+            page.str.contains_any([f"{k}=" for k in MARKETING_PARAMETERS]).fill_null(False).to_numpy()
+        )
         # The query string, with a leading "&" so that every pair starts with one.
         query = pl.lit("&") + pl.col("u").str.extract(r"\?([^#]*)", 1)
         raw = pl.DataFrame({"u": page.gather(rows)}).select(
@@ -354,7 +356,9 @@ def _percent_decode_columns(values: pl.DataFrame) -> pl.DataFrame:
         decoded = pl.Series(series.name, arr, dtype=pl.String)
         mask = series.is_not_null()
         out.append(
-            pl.select(pl.when(mask).then(decoded.gather(np.maximum(np.cumsum(mask.to_numpy()) - 1, 0)))).to_series().alias(series.name)
+            pl.select(pl.when(mask).then(decoded.gather(np.maximum(np.cumsum(mask.to_numpy()) - 1, 0))))
+            .to_series()
+            .alias(series.name)
         )
     return pl.DataFrame(out)
 
@@ -406,7 +410,12 @@ def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
     repeated = base.is_duplicated()
     if repeated.any():  # rare: rank only those keys
         mask = repeated.to_numpy()
-        rank[mask] = pl.DataFrame({"k": base.filter(repeated)}).select(pl.int_range(pl.len()).over("k") + 1).to_series().to_numpy()
+        rank[mask] = (
+            pl.DataFrame({"k": base.filter(repeated)})
+            .select(pl.int_range(pl.len()).over("k") + 1)
+            .to_series()
+            .to_numpy()
+        )
     key = pl.select(pl.concat_str([pl.lit(base), pl.lit(pl.Series(rank)).cast(pl.String)], separator=_SEP)).to_series()
     ids = _stable_ids(TOUCHPOINT_ID_PREFIX, key)
     return touchpoints.select(ids.alias("touchpoint_id"), pl.all())
@@ -451,7 +460,12 @@ def _unique(value: str, *extra: str) -> list[pl.Expr]:
     return [pl.when(one).then(pl.col(c).first()).alias(c) for c in (value, *extra)]
 
 
-_NO_CAMPAIGNS = {"campaign_id": pl.String, "external_id": pl.String, "platform_code": pl.String, "organization_id": pl.String}
+_NO_CAMPAIGNS = {
+    "campaign_id": pl.String,
+    "external_id": pl.String,
+    "platform_code": pl.String,
+    "organization_id": pl.String,
+}
 
 
 def _resolve_campaigns(touchpoints: pl.DataFrame, campaigns: Any | None, ads: Any | None) -> pl.DataFrame:

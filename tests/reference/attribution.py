@@ -269,9 +269,7 @@ def attribute_reference(
                     "anon_id": conv["anon_id"],
                     "occurred_at": t_conv,
                     "value_micros": _value(conv),
-                    "reason": "no_touchpoints"
-                    if not group_touchpoints
-                    else "outside_window",
+                    "reason": "no_touchpoints" if not group_touchpoints else "outside_window",
                 }
             )
             continue
@@ -280,9 +278,7 @@ def attribute_reference(
         times = [tp["occurred_at"] for tp in eligible]
         channels = [tp["channel"] for tp in eligible]
         for model, params in models:
-            weights = model_weights(
-                model, params, times, channels, direct_channels=direct_channels
-            )
+            weights = model_weights(model, params, times, channels, direct_channels=direct_channels)
             credited = split_value(_value(conv), weights)
             for k in range(1, n + 1):
                 tp = eligible[k - 1]
@@ -323,12 +319,8 @@ def check_invariants(links: list[dict], conversions_by_id: dict[str, dict]) -> N
         n = len(rows)
         weight_sum = 0.0
         for row in rows:
-            assert 0.0 <= row["weight"] <= 1.0, (
-                f"{where}: weight {row['weight']} outside [0, 1]"
-            )
-            assert row["credited_value_micros"] >= 0, (
-                f"{where}: negative credited value"
-            )
+            assert 0.0 <= row["weight"] <= 1.0, f"{where}: weight {row['weight']} outside [0, 1]"
+            assert row["credited_value_micros"] >= 0, f"{where}: negative credited value"
             assert row["touchpoint_count"] == n, f"{where}: touchpoint_count != {n}"
             weight_sum += row["weight"]
         assert abs(weight_sum - 1.0) <= 1e-9, f"{where}: weights sum to {weight_sum}"
@@ -336,6 +328,4 @@ def check_invariants(links: list[dict], conversions_by_id: dict[str, dict]) -> N
         assert positions == list(range(1, n + 1)), f"{where}: positions {positions}"
         credited_sum = sum(row["credited_value_micros"] for row in rows)
         expected = _value(conversions_by_id[conversion_id])
-        assert credited_sum == expected, (
-            f"{where}: credited {credited_sum} != value {expected}"
-        )
+        assert credited_sum == expected, f"{where}: credited {credited_sum} != value {expected}"

@@ -101,7 +101,9 @@ def resolve_campaign_and_ad(tp: Row, campaigns: list[Row], ads: list[Row], by_or
     platform = tp["platform_code"]
 
     def same_org(row: Row, use: bool) -> bool:
-        return not use or (row.get("organization_id") is not None and row.get("organization_id") == tp.get("organization_id"))
+        return not use or (
+            row.get("organization_id") is not None and row.get("organization_id") == tp.get("organization_id")
+        )
 
     campaign = None
     if tp["utm_campaign"] is not None:

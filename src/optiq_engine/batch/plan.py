@@ -156,7 +156,9 @@ def with_scope(conn: Any, plan: Plan, stage: Stage) -> Plan:
     return replace(plan, window=window, changed=changed)
 
 
-def _longest_lookback(config: AttributionConfig, models: Sequence[str] | None, by: str | None, per_name: Any) -> timedelta:
+def _longest_lookback(
+    config: AttributionConfig, models: Sequence[str] | None, by: str | None, per_name: Any
+) -> timedelta:
     """The lookback the reads must cover: the longest of every conversion type's (a type's may be longer)."""
     from ..conversion_types import type_configs
 
@@ -164,7 +166,9 @@ def _longest_lookback(config: AttributionConfig, models: Sequence[str] | None, b
     return max([config.lookback, *(cfg.lookback for cfg, _ in types)])
 
 
-def _all_model_names(models: Sequence[str] | None, config: AttributionConfig, by: str | None, per_name: Any) -> list[str]:
+def _all_model_names(
+    models: Sequence[str] | None, config: AttributionConfig, by: str | None, per_name: Any
+) -> list[str]:
     """The names of the models of every conversion type (the call's, then each type's new ones)."""
     from ..conversion_types import type_configs
     from ..models import HEURISTIC_MODELS

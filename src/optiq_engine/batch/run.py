@@ -151,7 +151,9 @@ def run_batch(
         each name's options come from ``attributionSettings.conversionTypes`` (:func:`conversion_settings`).
         A model of any type recomputes the links of that model for every conversion in scope.
     """
-    check_arguments(engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since)
+    check_arguments(
+        engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since
+    )
     compute = _compute_of(engine, compute)
     stage = _stages(on_stage)
     t_all = time.perf_counter()
@@ -223,5 +225,3 @@ def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int
             rollup.rebuild_spend(cur, organization_id)
         runs.compact_summaries(conn)
     return rows, time.perf_counter() - t0
-
-

@@ -91,12 +91,16 @@ def conversion_settings(settings: dict[str, Any] | None) -> tuple[str | None, di
     settings = settings or {}
     by = settings.get("by")
     if by is not None and by != "name":
-        raise ConfigError(f"attributionSettings.by: cannot use {by!r}; \"name\" attributes each conversion type on its own")
+        raise ConfigError(
+            f'attributionSettings.by: cannot use {by!r}; "name" attributes each conversion type on its own'
+        )
     types = settings.get("conversionTypes")
     if types is None:
         return by, {}
     if by is None:
-        raise ConfigError('attributionSettings.conversionTypes needs "by": "name" (one attribution per conversion type)')
+        raise ConfigError(
+            'attributionSettings.conversionTypes needs "by": "name" (one attribution per conversion type)'
+        )
     if not isinstance(types, dict) or not all(isinstance(v, dict) for v in types.values()):
         raise ConfigError(f"attributionSettings.conversionTypes must map names to objects of settings, got {types!r}")
     out: dict[str, dict[str, Any]] = {}

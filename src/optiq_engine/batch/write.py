@@ -81,5 +81,7 @@ def _merge_links(
         if computed.touchpoints is not None:
             # Other models' links to touchpoints the users no longer have (the platform's rows, attributed by
             # an earlier run that did not extract) go in this transaction.
-            stale = postgres.delete_stale_links(cur, organization_id=org, models=computed.model_names, site_id=plan.site_id)
+            stale = postgres.delete_stale_links(
+                cur, organization_id=org, models=computed.model_names, site_id=plan.site_id
+            )
     return touchpoints_changed, counts, stale

@@ -92,8 +92,12 @@ MaxTouchpointsFlag = Annotated[
 
 
 def attribute(
-    touchpoints: Annotated[Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of touchpoints.")],
-    conversions: Annotated[Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of conversions.")],
+    touchpoints: Annotated[
+        Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of touchpoints.")
+    ],
+    conversions: Annotated[
+        Path, typer.Option(help="Parquet or CSV file (by extension), or a directory of either, of conversions.")
+    ],
     out: Annotated[Path, typer.Option(help="Output directory for links/credit/unattributed Parquet files.")],
     model: Annotated[
         list[str] | None,
@@ -102,7 +106,9 @@ def attribute(
     lookback_days: Annotated[float, typer.Option(help="Lookback window in days.")] = 30.0,
     reset_after_conversion: Annotated[bool, typer.Option(help="A touchpoint counts for one conversion only.")] = True,
     quarantine: Annotated[bool, typer.Option(help="Set invalid rows aside instead of failing.")] = False,
-    value_column: Annotated[str | None, typer.Option(help="The conversions' money column (default value_micros).")] = None,
+    value_column: Annotated[
+        str | None, typer.Option(help="The conversions' money column (default value_micros).")
+    ] = None,
     value_unit: Annotated[
         str, typer.Option(help="micros (integers) or currency (e.g. 49.99, converted exactly to micros).")
     ] = "micros",
@@ -119,13 +125,22 @@ def attribute(
     drop_direct: DropDirectFlag = "never",
     max_touchpoints: MaxTouchpointsFlag = None,
     by: Annotated[
-        str | None, typer.Option(help="name: attribute each conversion type (the conversions' name column) on its own (docs/attribution.md, Conversion types).", show_default=False)
+        str | None,
+        typer.Option(
+            help="name: attribute each conversion type (the conversions' name column) on its own (docs/attribution.md, Conversion types).",
+            show_default=False,
+        ),
     ] = None,  # fmt: skip
     identity: Annotated[
-        str, typer.Option(help="anon_id (each cookie) or stitched (anon ids joined by the user_id column; docs/contract.md §1.5).")
+        str,
+        typer.Option(
+            help="anon_id (each cookie) or stitched (anon ids joined by the user_id column; docs/contract.md §1.5)."
+        ),
     ] = "anon_id",
     # --- engine spark (optiq_engine.spark.cli) ---
-    engine: Annotated[str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or spark (--partitions: Spark partitions).")
+    ] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
     """Attribute conversions to touchpoints from Parquet or CSV files (no database needed).

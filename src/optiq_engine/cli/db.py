@@ -44,7 +44,11 @@ def db_downgrade(
     with one_line_errors():
         dropped = db.downgrade(database_url, revision, force=force)
     if dropped:
-        err.print(f"dropped {', '.join(f'{name} ({rows:,} rows)' for name, rows in dropped.items())}", soft_wrap=True, markup=False)
+        err.print(
+            f"dropped {', '.join(f'{name} ({rows:,} rows)' for name, rows in dropped.items())}",
+            soft_wrap=True,
+            markup=False,
+        )
     console.print(f"database at revision {db.current(database_url)}")
 
 
@@ -92,14 +96,36 @@ def db_summarize(
 # --- getting data in (optiq_engine.io.load): optiq db load, optiq demo --database-url ---
 @db_app.command("load")
 def db_load(
-    paths: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Parquet or CSV files of tracking events, or folders of them.", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...", help="Parquet or CSV files of tracking events, or folders of them.", show_default=False
+        ),
+    ],
     database_url: DatabaseUrl,
     org: Annotated[str, typer.Option("--org", help="Organization id.")],
     site: Annotated[str, typer.Option("--site", help="Tracking site id (a site of the organization).")],
     create: Annotated[bool, typer.Option("--create", help="Create the organization and the site if missing.")] = False,
-    domain: Annotated[str | None, typer.Option(help="With --create: the new site's domain (default: the site id).", show_default=False)] = None,
-    quarantine: Annotated[Path | None, typer.Option("--quarantine", metavar="FILE", help="Load the valid rows and write the invalid ones to FILE (.csv or .parquet) with a reason column.", show_default=False)] = None,
-    timezone: Annotated[str | None, typer.Option(help="Time zone of timestamps written without one, e.g. Europe/Paris (default: UTC, with a warning).", show_default=False)] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option(help="With --create: the new site's domain (default: the site id).", show_default=False),
+    ] = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine",
+            metavar="FILE",
+            help="Load the valid rows and write the invalid ones to FILE (.csv or .parquet) with a reason column.",
+            show_default=False,
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            help="Time zone of timestamps written without one, e.g. Europe/Paris (default: UTC, with a warning).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Load tracking events into "TrackingEvent" of one organization's site.
 
@@ -120,7 +146,9 @@ def db_load(
         try:
             events = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
         except pl.exceptions.PolarsError as exc:
-            raise SourceError(f"the files' columns do not fit together ({str(exc).splitlines()[0]}): load them one by one") from exc
+            raise SourceError(
+                f"the files' columns do not fit together ({str(exc).splitlines()[0]}): load them one by one"
+            ) from exc
         options = {} if timezone is None else {"timezone": timezone}
         try:
             summary = load_events(
@@ -159,7 +187,10 @@ def _write_rows(rows: pl.DataFrame, path: Path) -> None:
     try:
         if path.suffix.lower() == ".csv":
             nested = [c for c, t in rows.schema.items() if isinstance(t, (pl.Struct, pl.List, pl.Array))]
-            rows.with_columns(pl.col(c).struct.json_encode() if isinstance(rows.schema[c], pl.Struct) else pl.col(c).cast(pl.String) for c in nested).write_csv(path)
+            rows.with_columns(
+                pl.col(c).struct.json_encode() if isinstance(rows.schema[c], pl.Struct) else pl.col(c).cast(pl.String)
+                for c in nested
+            ).write_csv(path)
         else:
             rows.write_parquet(path)
     except OSError as exc:

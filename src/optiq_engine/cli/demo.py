@@ -16,11 +16,28 @@ from .output import compile_seconds, console, credit_table, one_line_errors, sta
 
 
 def demo(
-    users: Annotated[int | None, typer.Option(help="Synthetic users (about 5 touchpoints each); default 200,000, or 20,000 with --database-url.", show_default=False)] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            help="Synthetic users (about 5 touchpoints each); default 200,000, or 20,000 with --database-url.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    database_url: Annotated[str | None, typer.Option("--database-url", help="Seed this Optiq database (after optiq db upgrade) through optiq db load's path and run the nightly job on it, instead of attributing in memory.", show_default=False)] = None,
-    org: Annotated[str, typer.Option("--org", help="With --database-url: the organization to seed (created if missing).")] = "demo",
-    site: Annotated[str, typer.Option("--site", help="With --database-url: its tracking site (created if missing).")] = "demo-web",
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Seed this Optiq database (after optiq db upgrade) through optiq db load's path and run the nightly job on it, instead of attributing in memory.",
+            show_default=False,
+        ),
+    ] = None,
+    org: Annotated[
+        str, typer.Option("--org", help="With --database-url: the organization to seed (created if missing).")
+    ] = "demo",
+    site: Annotated[
+        str, typer.Option("--site", help="With --database-url: its tracking site (created if missing).")
+    ] = "demo-web",
 ) -> None:
     """Generate a synthetic data set, run every heuristic model and print credit per channel.
 
@@ -80,7 +97,9 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
             summary = run_batch(url, organization_id=org, full=True, extract_touchpoints=True, on_stage=stage)
         with stages("summarizing (the daily credit the HTTP API reads)"):
             summarized, _ = summarize(url, org, wait=True)
-    first, last = data.conversions.select(pl.col("occurred_at").min().alias("first"), pl.col("occurred_at").max().alias("last")).row(0)
+    first, last = data.conversions.select(
+        pl.col("occurred_at").min().alias("first"), pl.col("occurred_at").max().alias("last")
+    ).row(0)
     console.print(
         f"loaded {loaded.rows:,} tracking events into organization {org}, site {site} ({loaded.inserted:,} new, "
         f"{loaded.already_present:,} already present); user demo owns the organization",

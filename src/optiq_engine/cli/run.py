@@ -19,19 +19,51 @@ def run(
     database_url: DatabaseUrl,
     org: Annotated[str, typer.Option("--org", help="Organization id.")],
     site: Annotated[str | None, typer.Option("--site", help="Only this tracking site.")] = None,
-    since: Annotated[str | None, typer.Option(help="With --full: recompute conversions from this date (ISO 8601, UTC).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --full: recompute conversions from this date (ISO 8601, UTC).")
+    ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every user, not only those with new events.")] = False,
-    model: Annotated[list[str] | None, typer.Option("--models", "-m", help="Model name (repeat); default: the organization's settings.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--models", "-m", help="Model name (repeat); default: the organization's settings."),
+    ] = None,
     lookback_days: Annotated[float | None, typer.Option(help="Override the lookback window (days).")] = None,
-    touch_rule: Annotated[str | None, typer.Option(help="Override the settings' touchRule (docs/attribution.md, Path rules).", show_default=False)] = None,
-    drop_direct: Annotated[str | None, typer.Option(help="Override the settings' dropDirect.", show_default=False)] = None,
-    max_touchpoints: Annotated[int | None, typer.Option(help="Override the settings' maxTouchpoints.", show_default=False)] = None,
-    by: Annotated[str | None, typer.Option(help="name: attribute each conversion type on its own (overrides the settings' by; docs/attribution.md, Conversion types).", show_default=False)] = None,
+    touch_rule: Annotated[
+        str | None,
+        typer.Option(help="Override the settings' touchRule (docs/attribution.md, Path rules).", show_default=False),
+    ] = None,
+    drop_direct: Annotated[
+        str | None, typer.Option(help="Override the settings' dropDirect.", show_default=False)
+    ] = None,
+    max_touchpoints: Annotated[
+        int | None, typer.Option(help="Override the settings' maxTouchpoints.", show_default=False)
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="name: attribute each conversion type on its own (overrides the settings' by; docs/attribution.md, Conversion types).",
+            show_default=False,
+        ),
+    ] = None,
     partitions: Annotated[int, typer.Option(help="Load users in this many slices to bound memory.")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for a concurrent run of the organization.")] = False,
-    quarantine: Annotated[bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")] = False,
-    extract: Annotated[bool | None, typer.Option("--extract-touchpoints/--no-extract-touchpoints", help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them, or read the TouchPoint rows only. Default: extract when the organization has events and no TouchPoint rows, or its last run extracted (docs/touchpoints.md §6).", show_default=False)] = None,
-    engine: Annotated[str, typer.Option(help="local (this process) or spark (load, attribution, journeys on Spark; --partitions: Spark partitions).")] = "local",
+    quarantine: Annotated[
+        bool, typer.Option("--quarantine", help="Set invalid rows aside (counted) instead of failing.")
+    ] = False,
+    extract: Annotated[
+        bool | None,
+        typer.Option(
+            "--extract-touchpoints/--no-extract-touchpoints",
+            help="Build touchpoints from the tracking events (docs/touchpoints.md) and attribute to them, or read the TouchPoint rows only. Default: extract when the organization has events and no TouchPoint rows, or its last run extracted (docs/touchpoints.md §6).",
+            show_default=False,
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or spark (load, attribution, journeys on Spark; --partitions: Spark partitions)."
+        ),
+    ] = "local",
     master: Annotated[str | None, typer.Option(help="Spark master URL with --engine spark (default local[*]).")] = None,
 ) -> None:
     """The nightly job: load the organization's touchpoints and conversions, attribute, write the links.
@@ -79,8 +111,11 @@ def _report(summary: RunSummary, *, org: str, extract: bool | None, compiled: fl
     table = new_table(f"optiq run {org} ({summary.mode.lower()})", "what", "value", numbers=["value"])
     for label, value in (
         ("users recomputed", "all" if summary.users is None else f"{summary.users:,}"),
-        ("touchpoints extracted (rows changed)" if summary.touchpoints_extracted else "touchpoints read",
-         f"{summary.touchpoints:,}" + (f" ({summary.touchpoints_changed:,})" if summary.touchpoints_extracted else "")),
+        (
+            "touchpoints extracted (rows changed)" if summary.touchpoints_extracted else "touchpoints read",
+            f"{summary.touchpoints:,}"
+            + (f" ({summary.touchpoints_changed:,})" if summary.touchpoints_extracted else ""),
+        ),
         ("conversions recomputed", f"{summary.conversions:,}"),
         *((f"  of type {name}", f"{n:,}") for name, n in summary.conversion_types.items()),
         ("unattributed conversions", f"{summary.unattributed:,}"),
@@ -102,7 +137,9 @@ def _report(summary: RunSummary, *, org: str, extract: bool | None, compiled: fl
         err.print("note: touchpoints were extracted from the tracking events (no TouchPoint rows of the platform, "
                   "or the last run extracted them: docs/touchpoints.md §6); --no-extract-touchpoints reads TouchPoint rows only")  # fmt: skip
     if summary.mode == "FULL" and summary.conversions == 0:
-        err.print(f"note: no conversions in scope: load tracking events with `optiq db load FILE --org {org} --site SITE`")
+        err.print(
+            f"note: no conversions in scope: load tracking events with `optiq db load FILE --org {org} --site SITE`"
+        )
     elif not summary.touchpoints_extracted and summary.touchpoints == 0 and summary.conversions:
         err.print("note: no TouchPoint rows in scope, so every conversion is unattributed: "
                   "pass --extract-touchpoints to build them from the tracking events")  # fmt: skip

@@ -11,7 +11,12 @@ from .output import console, err, new_table, stages
 
 
 def warmup(
-    data_driven: Annotated[bool, typer.Option("--data-driven", help="Also compile the data-driven fits (MARKOV orders 1 and 2, SHAPLEY, DATA_DRIVEN).")] = False,
+    data_driven: Annotated[
+        bool,
+        typer.Option(
+            "--data-driven", help="Also compile the data-driven fits (MARKOV orders 1 and 2, SHAPLEY, DATA_DRIVEN)."
+        ),
+    ] = False,
 ) -> None:
     """Compile the Numba kernels of the common paths into the on-disk cache, and print each stage's seconds.
 

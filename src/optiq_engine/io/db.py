@@ -289,12 +289,12 @@ def downgrade(url: str | URL, revision: str, *, force: bool = False) -> dict[str
             (rows,) = connection.execute(text(f'SELECT count("{column}") FROM "{table}"')).one()
             if rows:
                 drops[f'"{table}"."{column}"'] = int(rows)
-        platform = [
-            name for name in dropped_tables if name in schema.TABLE_NAMES and name not in schema.ENGINE_TABLES
-        ]
+        platform = [name for name in dropped_tables if name in schema.TABLE_NAMES and name not in schema.ENGINE_TABLES]
         platform_made = bool(platform) and inspect(connection).has_table(_PRISMA_TABLE)
         if (drops or platform_made) and not force:
-            raise DataLossError(_refusal(url, revision, drops, platform if platform_made else []), drops=drops, revision=revision)
+            raise DataLossError(
+                _refusal(url, revision, drops, platform if platform_made else []), drops=drops, revision=revision
+            )
         if drops:
             logger.warning("downgrading %s to %s drops %s", _display(url), revision, _listing(drops))
         logger.info("downgrading %s to %s", _display(url), revision)
@@ -370,7 +370,11 @@ def stamp(url: str | URL, revision: str = "head") -> str:
         with _engine(url) as engine, engine.connect() as connection:
             missing = set(schema.ENGINE_TABLES) - set(_optiq_tables(connection))
         if missing:
-            logger.info("%s has no %s: stamping at 0001; `optiq db upgrade` adds them", _display(url), ", ".join(sorted(missing)))
+            logger.info(
+                "%s has no %s: stamping at 0001; `optiq db upgrade` adds them",
+                _display(url),
+                ", ".join(sorted(missing)),
+            )
             revision = "0001"
     # What revisions 0002+ add: expected missing at 0001.
     ignored = {*schema.ENGINE_TABLES, "AlertEvent_alertRuleId_key"} if revision == "0001" else set()

@@ -107,7 +107,9 @@ def _literal(value: Any) -> str:
 
 def _inline(sql: str, params: dict[str, Any]) -> str:
     """``sql`` with its ``:name`` binds replaced by quoted literals (``::`` casts untouched)."""
-    return re.sub(r"(?<![:\w]):(\w+)", lambda m: _literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql)
+    return re.sub(
+        r"(?<![:\w]):(\w+)", lambda m: _literal(params[m.group(1)]) if m.group(1) in params else m.group(0), sql
+    )
 
 
 # --- credit ------------------------------------------------------------------------------------------------
@@ -325,8 +327,8 @@ def spend_trigger_sql(level: int, spans: Sequence[int] = SPANS) -> list[str]:
     ``spans``: what the migration that creates them summarizes (later migrations pass their own)."""
     table, _ = SPEND_TABLES[level]
     fn = _function(level)
-    new = 'SELECT *, 1 AS n FROM new_rows'
-    old = 'SELECT *, -1 AS n FROM old_rows'
+    new = "SELECT *, 1 AS n FROM new_rows"
+    old = "SELECT *, -1 AS n FROM old_rows"
     body = f"""CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN

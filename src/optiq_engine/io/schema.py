@@ -740,6 +740,7 @@ api_key = Table(
     _idx("ApiKey", "userId"),
 )
 
+
 # Daily summaries the service reads (0004, 0005, ``optiq_engine.io.rollup``): sums per day bucket and key.
 def _bucket() -> tuple[Column, Column, Column]:
     return (
@@ -747,7 +748,6 @@ def _bucket() -> tuple[Column, Column, Column]:
         Column("span", SmallInteger, nullable=False),  # bucket length in days: 1, 2, 4, ... 64
         Column("day", Date, nullable=False),  # first day of the bucket (aligned on 1970-01-01)
     )
-
 
 
 engine_credit_daily = Table(
@@ -762,8 +762,18 @@ engine_credit_daily = Table(
     Column("revenueMicros", Numeric, nullable=False),
     Index(
         "EngineCreditDaily_key",
-        "organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "channel", "currency",
-        unique=True, postgresql_nulls_not_distinct=True,
+        "organizationId",
+        "model",
+        "level",
+        "span",
+        "day",
+        "platform",
+        "adAccountId",
+        "campaignId",
+        "channel",
+        "currency",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
         postgresql_include=["links", "conversions", "revenueMicros"],  # reports read the index alone (0005)
     ),  # fmt: skip
     Index("EngineCreditDaily_zero", "organizationId", postgresql_where=text("links = 0")),  # rows a delta zeroed
@@ -771,7 +781,9 @@ engine_credit_daily = Table(
 engine_credit_state = Table(
     "EngineCreditState",
     metadata,
-    Column("organizationId", Text, ForeignKey("Organization.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
+    Column(
+        "organizationId", Text, ForeignKey("Organization.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    ),
     _ts("builtAt", nullable=False, now=True),  # last summarized from all links
     *_audit(),
 )
@@ -786,8 +798,14 @@ engine_spend_daily = Table(
     _int("clicks", BigInteger),
     Column("spendMicros", Numeric, nullable=False),
     Index(
-        "EngineSpendDaily_key", "organizationId", "level", "span", "day", "scopeId",
-        unique=True, postgresql_include=["days", "impressions", "clicks", "spendMicros"],
+        "EngineSpendDaily_key",
+        "organizationId",
+        "level",
+        "span",
+        "day",
+        "scopeId",
+        unique=True,
+        postgresql_include=["days", "impressions", "clicks", "spendMicros"],
     ),  # fmt: skip
     Index("EngineSpendDaily_zero", "level", postgresql_where=text("days = 0")),  # rows a trigger zeroed
 )

@@ -12,6 +12,7 @@ __all__ = ["EXPOSURE", "UNIQUE", "FIRST", "FREQUENCY", "tail_ranges", "build_pat
 # Path transform codes.
 EXPOSURE, UNIQUE, FIRST, FREQUENCY = range(4)
 
+
 @jit
 def tail_ranges(tp_h, tp_ts, tp_buckets, cv_h, cv_ts, cv_buckets, lookback):
     """The non-converting tail of every group: touchpoints after its last conversion, within lookback.

@@ -141,7 +141,8 @@ def _scope_names(connection: Connection, org: str, scope: cond.Scope) -> dict[st
     ):
         if value is not None:
             names[key] = connection.execute(
-                text(f'SELECT name FROM "{table}" WHERE id = :id AND "organizationId" = :org'), {"id": value, "org": org}
+                text(f'SELECT name FROM "{table}" WHERE id = :id AND "organizationId" = :org'),
+                {"id": value, "org": org},
             ).scalar()
     if scope.platform:
         names["platform"] = scope.platform
@@ -190,7 +191,12 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
     t = _totals(connection, query)
     if _never_ran(connection, query, t):  # conversions, CPA and ROAS of a model never run are unknown, not 0
         return Finding("unknown", context=base | {"reason": no_results_message(query)})
-    window = {"from": start.isoformat(), "to": end.isoformat(), "comparisonPeriod": f"{config.days}d", "currency": t["currency"]}
+    window = {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "comparisonPeriod": f"{config.days}d",
+        "currency": t["currency"],
+    }
     if isinstance(config, cond.ConversionDrop):
         current, previous = t["conversions"], t["conversions_previous"]
         context = base | window | {"currentConversions": current, "previousConversions": previous,
@@ -252,9 +258,13 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
 
 def _check_clicks(connection: Connection, rule, config: cond.ClickAnomaly, now, base, where) -> Finding:
     start, end = _window(now, config.baseline_days + 1)
-    frame = read_metrics(_query(config.scope, rule["organizationId"], start, end, daily=True, compare=False), connection)
+    frame = read_metrics(
+        _query(config.scope, rule["organizationId"], start, end, daily=True, compare=False), connection
+    )
     days = pl.DataFrame({"date": pl.date_range(start, end, "1d", eager=True)})
-    clicks = days.join(frame.select("date", "clicks"), on="date", how="left").with_columns(pl.col("clicks").fill_null(0))
+    clicks = days.join(frame.select("date", "clicks"), on="date", how="left").with_columns(
+        pl.col("clicks").fill_null(0)
+    )
     series = clicks["clicks"].to_list()
     value, history = series[-1], series[:-1]
     if config.seasonal:  # the same weekday only: every 7th day back from the evaluated one
@@ -329,10 +339,20 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _notify(connection: Connection, rule: Mapping[str, Any], event_id: str, title: str, message: str, severity: str, now: datetime) -> int:
+def _notify(
+    connection: Connection,
+    rule: Mapping[str, Any],
+    event_id: str,
+    title: str,
+    message: str,
+    severity: str,
+    now: datetime,
+) -> int:
     if not rule["notifyInApp"]:
         return 0
-    metadata = json.dumps({"alertEventId": event_id, "alertRuleId": rule["id"], "severity": severity, "type": rule["type"]})
+    metadata = json.dumps(
+        {"alertEventId": event_id, "alertRuleId": rule["id"], "severity": severity, "type": rule["type"]}
+    )
     result = connection.execute(
         text(
             'INSERT INTO "InAppNotification" (id, "organizationId", "userId", title, message, priority, status, "actionUrl", '
@@ -341,21 +361,32 @@ def _notify(connection: Connection, rule: Mapping[str, Any], event_id: str, titl
             ":priority, 'pending', '/workspace/' || o.slug || '/alerts/' || CAST(:event AS text), CAST(:metadata AS jsonb), :now, :now\n"
             'FROM "Membership" m JOIN "Organization" o ON o.id = m."organizationId" WHERE m."organizationId" = :org'
         ),
-        {"title": title, "message": message, "priority": _PRIORITY[severity], "event": event_id, "metadata": metadata,
-         "now": now, "org": rule["organizationId"]},  # fmt: skip
+        {
+            "title": title,
+            "message": message,
+            "priority": _PRIORITY[severity],
+            "event": event_id,
+            "metadata": metadata,
+            "now": now,
+            "org": rule["organizationId"],
+        },  # fmt: skip
     )
     return result.rowcount
 
 
 def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, now: datetime) -> Evaluation:
     org, rule_id = rule["organizationId"], rule["id"]
-    latest = connection.execute(
-        text(
-            'SELECT id, status::text AS status, severity::text AS severity, context FROM "AlertEvent"\n'
-            'WHERE "alertRuleId" = :rule AND "organizationId" = :org ORDER BY "triggeredAt" DESC, "createdAt" DESC LIMIT 1'
-        ),
-        {"rule": rule_id, "org": org},
-    ).mappings().first()
+    latest = (
+        connection.execute(
+            text(
+                'SELECT id, status::text AS status, severity::text AS severity, context FROM "AlertEvent"\n'
+                'WHERE "alertRuleId" = :rule AND "organizationId" = :org ORDER BY "triggeredAt" DESC, "createdAt" DESC LIMIT 1'
+            ),
+            {"rule": rule_id, "org": org},
+        )
+        .mappings()
+        .first()
+    )
     is_open = latest is not None and latest["status"] in OPEN_STATUSES
     quiet = latest is not None and latest["status"] == "DISMISSED" and "clearedAt" not in (latest["context"] or {})
     latest = cast(Any, latest)  # indexed below only where is_open or quiet: not None there
@@ -366,7 +397,15 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
         if is_open:
             extra = {"autoResolved": True, "resolvedContext": finding.context}
             _update_event(connection, latest["id"], org, "RESOLVED", now, None, extra)
-            _notify(connection, rule, latest["id"], f"Resolved: {rule['name']}", "The alert condition no longer holds.", "INFO", now)
+            _notify(
+                connection,
+                rule,
+                latest["id"],
+                f"Resolved: {rule['name']}",
+                "The alert condition no longer holds.",
+                "INFO",
+                now,
+            )
             return done("resolved", latest["id"])
         if quiet:
             _merge_context(connection, latest["id"], {"clearedAt": now.isoformat()})
@@ -381,7 +420,15 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
                 {"sev": severity, "extra": json.dumps({"escalatedAt": now.isoformat(), "escalatedContext": finding.context}),
                  "now": now, "id": latest["id"]},
             )  # fmt: skip
-            _notify(connection, rule, latest["id"], f"Escalated to {severity}: {finding.title}", finding.message, severity, now)
+            _notify(
+                connection,
+                rule,
+                latest["id"],
+                f"Escalated to {severity}: {finding.title}",
+                finding.message,
+                severity,
+                now,
+            )
             return done("escalated", latest["id"])
         return done("kept", latest["id"])
     if quiet:
@@ -394,8 +441,16 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
             "VALUES (:id, :org, :rule, 'TRIGGERED', CAST(:sev AS \"AlertSeverity\"), :title, :message, CAST(:context AS jsonb), "
             ":now, :now, :now)"
         ),
-        {"id": event_id, "org": org, "rule": rule_id, "sev": severity, "title": finding.title, "message": finding.message,
-         "context": json.dumps(finding.context | {"ruleType": rule["type"], "escalated": finding.escalate}), "now": now},  # fmt: skip
+        {
+            "id": event_id,
+            "org": org,
+            "rule": rule_id,
+            "sev": severity,
+            "title": finding.title,
+            "message": finding.message,
+            "context": json.dumps(finding.context | {"ruleType": rule["type"], "escalated": finding.escalate}),
+            "now": now,
+        },  # fmt: skip
     )
     _notify(connection, rule, event_id, finding.title, finding.message, severity, now)
     return done("opened", event_id)
@@ -430,8 +485,8 @@ _RULE_COLUMNS = (
 )
 _CLAIM = text(
     f'SELECT {_RULE_COLUMNS} FROM "AlertRule"\n'
-    "WHERE status = 'ACTIVE' AND (\"lastEvaluatedAt\" IS NULL OR \"lastEvaluatedAt\" + make_interval(secs => \"evaluationInterval\") <= :now)\n"
-    "  AND (CAST(:org AS text) IS NULL OR \"organizationId\" = :org)\n"
+    'WHERE status = \'ACTIVE\' AND ("lastEvaluatedAt" IS NULL OR "lastEvaluatedAt" + make_interval(secs => "evaluationInterval") <= :now)\n'
+    '  AND (CAST(:org AS text) IS NULL OR "organizationId" = :org)\n'
     'ORDER BY "lastEvaluatedAt" NULLS FIRST, id LIMIT 1 FOR UPDATE SKIP LOCKED'
 )
 _MARK = text('UPDATE "AlertRule" SET "lastEvaluatedAt" = :now WHERE id = :id')
@@ -446,7 +501,11 @@ def _engine(database: str | URL | Engine) -> tuple[Engine, bool]:
 
 
 def evaluate_due(
-    database: str | URL | Engine, *, organization_id: str | None = None, now: datetime | None = None, limit: int | None = None
+    database: str | URL | Engine,
+    *,
+    organization_id: str | None = None,
+    now: datetime | None = None,
+    limit: int | None = None,
 ) -> list[Evaluation]:
     """Evaluate every due rule (``ACTIVE``, ``lastEvaluatedAt + evaluationInterval <= now``), one transaction each.
 
@@ -482,17 +541,23 @@ def evaluate_due(
     return results
 
 
-def evaluate_now(connection: Connection, rule_id: str, *, organization_id: str, now: datetime | None = None) -> Evaluation:
+def evaluate_now(
+    connection: Connection, rule_id: str, *, organization_id: str, now: datetime | None = None
+) -> Evaluation:
     """Evaluate one rule of the organization now, due or not (waits for a worker holding it).
 
     The caller commits (``with engine.begin() as connection``). Raises :class:`NotFoundError` for a rule of
     another organization or none.
     """
     now = _aware(now)
-    rule = connection.execute(
-        text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org FOR UPDATE'),
-        {"id": rule_id, "org": organization_id},
-    ).mappings().first()
+    rule = (
+        connection.execute(
+            text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org FOR UPDATE'),
+            {"id": rule_id, "org": organization_id},
+        )
+        .mappings()
+        .first()
+    )
     if rule is None:
         raise NotFoundError(f"no alert rule {rule_id!r} in this organization")
     result = evaluate_rule(connection, rule, now=now)
@@ -545,7 +610,11 @@ def create_rule(
         errors["severity"] = f"must be one of {', '.join(ALERT_SEVERITIES)}, got {severity!r}"
     if status not in ("ACTIVE", "PAUSED"):
         errors["status"] = f"a new rule is ACTIVE or PAUSED, got {status!r}"
-    if isinstance(evaluation_interval, bool) or not isinstance(evaluation_interval, int) or not 60 <= evaluation_interval <= 30 * 86400:
+    if (
+        isinstance(evaluation_interval, bool)
+        or not isinstance(evaluation_interval, int)
+        or not 60 <= evaluation_interval <= 30 * 86400
+    ):
         errors["evaluationInterval"] = f"seconds between evaluations, 60 to {30 * 86400}, got {evaluation_interval!r}"
     if type in ALERT_TYPES:
         try:
@@ -556,7 +625,8 @@ def create_rule(
         value = config.get(key) if isinstance(config, dict) else None
         if isinstance(value, str) and value.strip() and f"config.{key}" not in errors:
             found = connection.execute(
-                text(f'SELECT 1 FROM "{table}" WHERE id = :id AND "organizationId" = :org'), {"id": value, "org": organization_id}
+                text(f'SELECT 1 FROM "{table}" WHERE id = :id AND "organizationId" = :org'),
+                {"id": value, "org": organization_id},
             ).first()
             if not found:
                 errors[f"config.{key}"] = f"no {table} {value!r} in this organization"
@@ -564,18 +634,33 @@ def create_rule(
         raise RuleConfigError(errors, rule_type=type if type in ALERT_TYPES else None)
     now = _aware(now)
     rule_id = _new_id("alr")
-    row = connection.execute(
-        text(
-            'INSERT INTO "AlertRule" (id, "organizationId", name, type, severity, status, config, "evaluationInterval", '
-            '"notifyEmail", "notifyInApp", "notifySlack", "createdAt", "updatedAt")\n'
-            'VALUES (:id, :org, :name, CAST(:type AS "AlertType"), CAST(:severity AS "AlertSeverity"), '
-            'CAST(:status AS "AlertRuleStatus"), CAST(:config AS jsonb), :interval, :email, :in_app, :slack, :now, :now)\n'
-            f"RETURNING {_RULE_COLUMNS}"
-        ),
-        {"id": rule_id, "org": organization_id, "name": name.strip(), "type": type, "severity": severity, "status": status,
-         "config": json.dumps(config), "interval": evaluation_interval, "email": notify_email, "in_app": notify_in_app,
-         "slack": notify_slack, "now": now},  # fmt: skip
-    ).mappings().one()
+    row = (
+        connection.execute(
+            text(
+                'INSERT INTO "AlertRule" (id, "organizationId", name, type, severity, status, config, "evaluationInterval", '
+                '"notifyEmail", "notifyInApp", "notifySlack", "createdAt", "updatedAt")\n'
+                'VALUES (:id, :org, :name, CAST(:type AS "AlertType"), CAST(:severity AS "AlertSeverity"), '
+                'CAST(:status AS "AlertRuleStatus"), CAST(:config AS jsonb), :interval, :email, :in_app, :slack, :now, :now)\n'
+                f"RETURNING {_RULE_COLUMNS}"
+            ),
+            {
+                "id": rule_id,
+                "org": organization_id,
+                "name": name.strip(),
+                "type": type,
+                "severity": severity,
+                "status": status,
+                "config": json.dumps(config),
+                "interval": evaluation_interval,
+                "email": notify_email,
+                "in_app": notify_in_app,
+                "slack": notify_slack,
+                "now": now,
+            },  # fmt: skip
+        )
+        .mappings()
+        .one()
+    )
     return _jsonable(row)
 
 
@@ -591,9 +676,14 @@ def read_rules(connection: Connection, *, organization_id: str, status: str | No
 
 def read_rule(connection: Connection, rule_id: str, *, organization_id: str) -> dict[str, Any]:
     """One rule of the organization; :class:`NotFoundError` otherwise."""
-    row = connection.execute(
-        text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org'), {"id": rule_id, "org": organization_id}
-    ).mappings().first()
+    row = (
+        connection.execute(
+            text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org'),
+            {"id": rule_id, "org": organization_id},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFoundError(f"no alert rule {rule_id!r} in this organization")
     return _jsonable(row)
@@ -621,24 +711,39 @@ def read_events(
         raise RuleConfigError({"status": f"must be one of {', '.join(ALERT_EVENT_STATUSES)}, got {status!r}"})
     if severity is not None and severity not in ALERT_SEVERITIES:
         raise RuleConfigError({"severity": f"must be one of {', '.join(ALERT_SEVERITIES)}, got {severity!r}"})
-    rows = connection.execute(
-        text(
-            f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE "organizationId" = :org\n'
-            "  AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS \"AlertEventStatus\"))\n"
-            "  AND (CAST(:severity AS text) IS NULL OR severity = CAST(:severity AS \"AlertSeverity\"))\n"
-            "  AND (CAST(:rule AS text) IS NULL OR \"alertRuleId\" = :rule)\n"
-            'ORDER BY "triggeredAt" DESC, id LIMIT :limit'
-        ),
-        {"org": organization_id, "status": status, "severity": severity, "rule": rule_id, "limit": max(1, min(int(limit), 1000))},
-    ).mappings().all()
+    rows = (
+        connection.execute(
+            text(
+                f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE "organizationId" = :org\n'
+                '  AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS "AlertEventStatus"))\n'
+                '  AND (CAST(:severity AS text) IS NULL OR severity = CAST(:severity AS "AlertSeverity"))\n'
+                '  AND (CAST(:rule AS text) IS NULL OR "alertRuleId" = :rule)\n'
+                'ORDER BY "triggeredAt" DESC, id LIMIT :limit'
+            ),
+            {
+                "org": organization_id,
+                "status": status,
+                "severity": severity,
+                "rule": rule_id,
+                "limit": max(1, min(int(limit), 1000)),
+            },
+        )
+        .mappings()
+        .all()
+    )
     return [_jsonable(r) for r in rows]
 
 
 def read_event(connection: Connection, event_id: str, *, organization_id: str) -> dict[str, Any]:
     """One alert event of the organization; :class:`NotFoundError` otherwise."""
-    row = connection.execute(
-        text(f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE id = :id AND "organizationId" = :org'), {"id": event_id, "org": organization_id}
-    ).mappings().first()
+    row = (
+        connection.execute(
+            text(f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE id = :id AND "organizationId" = :org'),
+            {"id": event_id, "org": organization_id},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFoundError(f"no alert event {event_id!r} in this organization")
     return _jsonable(row)
@@ -654,22 +759,37 @@ _TRANSITIONS = {
 def _update_event(connection: Connection, event_id: str, org: str, target: str, now: datetime, by: str | None,
                   extra: dict[str, Any] | None = None) -> dict[str, Any] | None:  # fmt: skip
     allowed, at_col, by_col = _TRANSITIONS[target]
-    row = connection.execute(
-        text(
-            f'UPDATE "AlertEvent" SET status = CAST(:target AS "AlertEventStatus"), "{at_col}" = :now, "{by_col}" = :by, '
-            '"updatedAt" = :now, context = context || CAST(:extra AS jsonb)\n'
-            'WHERE id = :id AND "organizationId" = :org AND status::text = ANY(:allowed)\n'
-            f"RETURNING {_EVENT_COLUMNS}"
-        ),
-        {"target": target, "now": now, "by": by, "id": event_id, "org": org, "allowed": list(allowed), "extra": json.dumps(extra or {})},
-    ).mappings().first()
+    row = (
+        connection.execute(
+            text(
+                f'UPDATE "AlertEvent" SET status = CAST(:target AS "AlertEventStatus"), "{at_col}" = :now, "{by_col}" = :by, '
+                '"updatedAt" = :now, context = context || CAST(:extra AS jsonb)\n'
+                'WHERE id = :id AND "organizationId" = :org AND status::text = ANY(:allowed)\n'
+                f"RETURNING {_EVENT_COLUMNS}"
+            ),
+            {
+                "target": target,
+                "now": now,
+                "by": by,
+                "id": event_id,
+                "org": org,
+                "allowed": list(allowed),
+                "extra": json.dumps(extra or {}),
+            },
+        )
+        .mappings()
+        .first()
+    )
     return None if row is None else _jsonable(row)
 
 
-def _transition(connection: Connection, event_id: str, target: str, *, organization_id: str, by: str, now: datetime | None) -> dict[str, Any]:
+def _transition(
+    connection: Connection, event_id: str, target: str, *, organization_id: str, by: str, now: datetime | None
+) -> dict[str, Any]:
     now = _aware(now)
     member = connection.execute(
-        text('SELECT role::text FROM "Membership" WHERE "userId" = :by AND "organizationId" = :org'), {"by": by, "org": organization_id}
+        text('SELECT role::text FROM "Membership" WHERE "userId" = :by AND "organizationId" = :org'),
+        {"by": by, "org": organization_id},
     ).scalar()
     if member is None:
         raise PermissionDeniedError(f"user {by!r} is not a member of this organization")
@@ -681,10 +801,14 @@ def _transition(connection: Connection, event_id: str, target: str, *, organizat
     current = read_event(connection, event_id, organization_id=organization_id)  # NotFoundError when absent
     verb = {"ACKNOWLEDGED": "acknowledge", "RESOLVED": "resolve", "DISMISSED": "dismiss"}[target]
     allowed = " or ".join(_TRANSITIONS[target][0])
-    raise TransitionError(f"cannot {verb} alert event {event_id!r}: it is {current['status']}, and only {allowed} events can be")
+    raise TransitionError(
+        f"cannot {verb} alert event {event_id!r}: it is {current['status']}, and only {allowed} events can be"
+    )
 
 
-def acknowledge(connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None) -> dict[str, Any]:
+def acknowledge(
+    connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None
+) -> dict[str, Any]:
     """``TRIGGERED`` -> ``ACKNOWLEDGED``, recording who (a non-VIEWER member's user id) and when.
 
     Raises :class:`TransitionError` from any other status, :class:`NotFoundError` for an event outside the
@@ -693,11 +817,15 @@ def acknowledge(connection: Connection, event_id: str, *, organization_id: str, 
     return _transition(connection, event_id, "ACKNOWLEDGED", organization_id=organization_id, by=by, now=now)
 
 
-def resolve(connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None) -> dict[str, Any]:
+def resolve(
+    connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None
+) -> dict[str, Any]:
     """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``RESOLVED`` (who and when); errors as :func:`acknowledge`."""
     return _transition(connection, event_id, "RESOLVED", organization_id=organization_id, by=by, now=now)
 
 
-def dismiss(connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None) -> dict[str, Any]:
+def dismiss(
+    connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None
+) -> dict[str, Any]:
     """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``DISMISSED`` (who and when); errors as :func:`acknowledge`."""
     return _transition(connection, event_id, "DISMISSED", organization_id=organization_id, by=by, now=now)

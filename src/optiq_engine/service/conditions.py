@@ -248,9 +248,13 @@ def _condition(obj: Any, path: str, errors: dict[str, str], depth: int, count: l
     if isinstance(obj, dict) and ("all" in obj or "any" in obj):
         kind = "all" if "all" in obj else "any"
         f = _Fields(obj, path, errors)
-        items = f.get(kind, lambda v: v if isinstance(v, list) and v else _raise("must be a non-empty list of conditions"))
+        items = f.get(
+            kind, lambda v: v if isinstance(v, list) and v else _raise("must be a non-empty list of conditions")
+        )
         f.unknown()
-        parts = [_condition(item, f"{path}.{kind}[{i}]", errors, depth + 1, count) for i, item in enumerate(items or [])]
+        parts = [
+            _condition(item, f"{path}.{kind}[{i}]", errors, depth + 1, count) for i, item in enumerate(items or [])
+        ]
         if any(p is None for p in parts) or not parts:
             return None
         return AllOf(tuple(parts)) if kind == "all" else AnyOf(tuple(parts))  # type: ignore[arg-type]
@@ -295,7 +299,9 @@ def parse_config(rule_type: str, config: Any) -> RuleConfig:
     days = lambda: f.get("comparisonPeriod", parse_period, 7)  # noqa: E731
     result: RuleConfig | None
     if rule_type == "SPEND_THRESHOLD":
-        threshold = f.get("threshold", _number(0, lo_open=True, integer=True), required=True, hint="spend in micros, > 0")
+        threshold = f.get(
+            "threshold", _number(0, lo_open=True, integer=True), required=True, hint="spend in micros, > 0"
+        )
         period = f.get("period", _choice(("daily", "weekly", "monthly")), "daily")
         result = SpendThreshold(scope, threshold, period)
     elif rule_type == "CONVERSION_DROP":
@@ -308,7 +314,9 @@ def parse_config(rule_type: str, config: Any) -> RuleConfig:
         drop = f.get("dropPercentage", _number(0, 100, lo_open=True))
         min_roas = f.get("minRoas", _number(0))
         if "dropPercentage" not in f.obj and "minRoas" not in f.obj:
-            errors["config.dropPercentage"] = "required: dropPercentage (percent, 0 < x <= 100) or minRoas (>= 0), or both"
+            errors["config.dropPercentage"] = (
+                "required: dropPercentage (percent, 0 < x <= 100) or minRoas (>= 0), or both"
+            )
         result = RoasDrop(scope, drop, min_roas, days())
     elif rule_type == "CLICK_ANOMALY":
         baseline = f.get("baselineDays", _number(7, _MAX_DAYS, integer=True), 28)

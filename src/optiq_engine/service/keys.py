@@ -58,10 +58,13 @@ def create_api_key(connection: Connection, *, organization_id: str, user_id: str
         If the user is not a member of the organization.
     """
     role = connection.execute(
-        text('SELECT role::text FROM "Membership" WHERE "userId" = :u AND "organizationId" = :o'), {"u": user_id, "o": organization_id}
+        text('SELECT role::text FROM "Membership" WHERE "userId" = :u AND "organizationId" = :o'),
+        {"u": user_id, "o": organization_id},
     ).scalar()
     if role is None:
-        raise PermissionDeniedError(f"user {user_id!r} is not a member of organization {organization_id!r}; add a Membership first")
+        raise PermissionDeniedError(
+            f"user {user_id!r} is not a member of organization {organization_id!r}; add a Membership first"
+        )
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     connection.execute(
         text('INSERT INTO "ApiKey" (id, "organizationId", "userId", name, "keyHash") VALUES (:id, :o, :u, :n, :h)'),
@@ -76,14 +79,18 @@ def authenticate(connection: Connection, token: str) -> Principal | None:
     key_id, _, secret = rest.partition("_")
     if prefix != _PREFIX or not key_id or not secret or len(token) > 200:
         return None
-    row = connection.execute(
-        text(
-            'SELECT k."organizationId", k."userId", k."keyHash", m.role::text AS role FROM "ApiKey" k\n'
-            'JOIN "Membership" m ON m."userId" = k."userId" AND m."organizationId" = k."organizationId"\n'
-            'WHERE k.id = :id AND k."revokedAt" IS NULL'
-        ),
-        {"id": key_id},
-    ).mappings().first()
+    row = (
+        connection.execute(
+            text(
+                'SELECT k."organizationId", k."userId", k."keyHash", m.role::text AS role FROM "ApiKey" k\n'
+                'JOIN "Membership" m ON m."userId" = k."userId" AND m."organizationId" = k."organizationId"\n'
+                'WHERE k.id = :id AND k."revokedAt" IS NULL'
+            ),
+            {"id": key_id},
+        )
+        .mappings()
+        .first()
+    )
     if row is None or not hmac.compare_digest(row["keyHash"], _hash(secret)):
         return None
     return Principal(row["organizationId"], row["userId"], row["role"], key_id)
@@ -92,7 +99,9 @@ def authenticate(connection: Connection, token: str) -> Principal | None:
 def revoke_api_key(connection: Connection, key_id: str, *, organization_id: str) -> None:
     """Revoke a key of the organization; :class:`NotFoundError` if it has none with that id."""
     done = connection.execute(
-        text('UPDATE "ApiKey" SET "revokedAt" = :now, "updatedAt" = :now WHERE id = :id AND "organizationId" = :o AND "revokedAt" IS NULL'),
+        text(
+            'UPDATE "ApiKey" SET "revokedAt" = :now, "updatedAt" = :now WHERE id = :id AND "organizationId" = :o AND "revokedAt" IS NULL'
+        ),
         {"now": datetime.now(UTC), "id": key_id, "o": organization_id},
     ).rowcount
     if not done:
@@ -102,7 +111,9 @@ def revoke_api_key(connection: Connection, key_id: str, *, organization_id: str)
 def read_api_keys(connection: Connection, *, organization_id: str) -> list[dict[str, Any]]:
     """The organization's keys (never their hashes)."""
     rows = connection.execute(
-        text('SELECT id, "userId", name, "createdAt", "revokedAt" FROM "ApiKey" WHERE "organizationId" = :o ORDER BY "createdAt"'),
+        text(
+            'SELECT id, "userId", name, "createdAt", "revokedAt" FROM "ApiKey" WHERE "organizationId" = :o ORDER BY "createdAt"'
+        ),
         {"o": organization_id},
     ).mappings()
     return [dict(r) for r in rows]

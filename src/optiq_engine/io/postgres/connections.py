@@ -74,8 +74,6 @@ def _compress_wal(cur: Any) -> None:
         cur.execute("SET wal_compression = lz4")
 
 
-
-
 class Connections:
     """A pool of ADBC connections to one database, for one job (a context manager: closed at its end).
 

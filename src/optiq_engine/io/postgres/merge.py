@@ -22,6 +22,7 @@ from .read import _few, _frame
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class WriteCounts:
     """What a merge changed: rows inserted, rows updated (values differed), stale rows deleted."""
@@ -79,7 +80,9 @@ class _Merge:
 
     def stage_scope(self, cur: Any, scope_ids: pl.Series) -> None:
         """Bulk-copy the scope's ids into a temporary table (``scope_table``), sorted: probed in index order."""
-        _stage(cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique()}), in_order=True)
+        _stage(
+            cur, self.scope_table, "id text", pl.DataFrame({"id": scope_ids.cast(pl.String).unique()}), in_order=True
+        )
 
     def read_scope(self, cur: Any, scope_ids: pl.Series, params: list[Any]) -> pl.DataFrame:
         """:meth:`stage_scope`, then :meth:`current`."""
@@ -278,7 +281,13 @@ def _lock_references(cur: Any, table: str, values: pl.Series, target: str, targe
     # at random (the 11M events of a 10M full run, locked alone: 167 s in the join's order, 29.5 s in ctid
     # order).
     with _primary_key_probes(cur, target.strip('"'), ids.len()) as few:
-        _stage(cur, refs, f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA', pl.DataFrame({"v": ids}), in_order=few)
+        _stage(
+            cur,
+            refs,
+            f'AS SELECT "{target_column}" AS v FROM {target} WITH NO DATA',
+            pl.DataFrame({"v": ids}),
+            in_order=few,
+        )
         cur.execute(
             f"SELECT count(*) FROM (SELECT 1 {join} WHERE r.xmin::text <> {_MY_XID} ORDER BY r.ctid FOR KEY SHARE OF r) locked"
         )

@@ -275,7 +275,9 @@ def _split(ids: Any) -> list[Any]:
     return [ids[n * i // k : n * (i + 1) // k] for i in range(k)]
 
 
-def _read(url: str | Connections, query: _Query, window: Window, partition: tuple[int, int] | None = None) -> pl.DataFrame:
+def _read(
+    url: str | Connections, query: _Query, window: Window, partition: tuple[int, int] | None = None
+) -> pl.DataFrame:
     """Rows of ``query`` in ``window``: a few users' rows by index probes (split over connections,
     :func:`_split`), else by a scan (:func:`_few`: one probe per site of the organization and user, against
     the table's pages)."""
@@ -291,7 +293,9 @@ def _read(url: str | Connections, query: _Query, window: Window, partition: tupl
             if probe and len(parts := _split(sorted(users))) > 1:
                 with ThreadPoolExecutor(max_workers=len(parts)) as pool:
                     reads = [
-                        pool.submit(_fetch, db, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True))
+                        pool.submit(
+                            _fetch, db, *query.sql(replace(window, anon_ids=tuple(part)), partition, probe=True)
+                        )
                         for part in parts
                     ]
                     return pl.concat([read.result() for read in reads], how="vertical", rechunk=False)
@@ -350,7 +354,9 @@ def read_identities(url: str | Connections, window: Window, *, key: str) -> pl.D
     e."anonId" AS anon_id,
     e."occurredAt" AS occurred_at,
     {value} AS user_id"""
-    return _read(url, _Query(columns, "TrackingEvent", "e", f"{value} IS NOT NULL"), replace(window, start=None, end=None))
+    return _read(
+        url, _Query(columns, "TrackingEvent", "e", f"{value} IS NOT NULL"), replace(window, start=None, end=None)
+    )
 
 
 def read_campaigns(url: str | Connections, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -374,7 +380,9 @@ def read_campaigns(url: str | Connections, organization_id: str) -> tuple[pl.Dat
     return campaigns, ads
 
 
-def iter_partitions(url: str | Connections, window: Window, *, partitions: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+def iter_partitions(
+    url: str | Connections, window: Window, *, partitions: int
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(touchpoints, conversions) in ``partitions`` slices by a server-side hash of ``anonId``.
 
     A user's history is never split between slices, so attributing them one by one equals attributing
@@ -383,7 +391,10 @@ def iter_partitions(url: str | Connections, window: Window, *, partitions: int) 
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
-    with connections(url) as db, ThreadPoolExecutor(max_workers=2) as pool:  # both reads at once (the driver releases the GIL)
+    with (
+        connections(url) as db,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):  # both reads at once (the driver releases the GIL)
         for i in range(partitions):
             part = None if partitions == 1 else (i, partitions)
             touchpoints = pool.submit(_read, db, _READ_TOUCHPOINTS, window, part)

@@ -60,7 +60,9 @@ def run_lock(url: str, organization_id: str, *, wait: bool) -> Iterator[Any]:
         else:
             (ok,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()  # type: ignore[misc]
             if not ok:
-                raise RunLocked(f"another run for organization {organization_id!r} is in progress; retry later or pass --wait")
+                raise RunLocked(
+                    f"another run for organization {organization_id!r} is in progress; retry later or pass --wait"
+                )
         try:
             yield conn
         finally:

@@ -54,7 +54,6 @@ LEFT JOIN "TrackingEvent" e ON e.id = sc.id LEFT JOIN "TrackingSite" s ON s.id =
 WHERE s."organizationId" IS DISTINCT FROM $1"""
 
 
-
 def write_links(
     url: str | Connections,
     links: pl.DataFrame,
@@ -240,7 +239,12 @@ def merge_journeys(
 
 
 def write_journeys(
-    url: str | Connections, journeys: pl.DataFrame, journey_events: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series
+    url: str | Connections,
+    journeys: pl.DataFrame,
+    journey_events: pl.DataFrame,
+    *,
+    organization_id: str,
+    anon_ids: pl.Series,
 ) -> tuple[WriteCounts, WriteCounts]:
     """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
     with transaction(url) as cur:
@@ -395,7 +399,12 @@ def delete_stale_links(cur: Any, *, organization_id: str, models: Sequence[str],
 
 
 def write_touchpoints(
-    url: str | Connections, touchpoints: pl.DataFrame, *, organization_id: str, anon_ids: pl.Series, site_id: str | None = None
+    url: str | Connections,
+    touchpoints: pl.DataFrame,
+    *,
+    organization_id: str,
+    anon_ids: pl.Series,
+    site_id: str | None = None,
 ) -> WriteCounts:
     """:func:`merge_touchpoints` in a transaction of its own (all or nothing)."""
     with transaction(url) as cur:

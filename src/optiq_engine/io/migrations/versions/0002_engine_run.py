@@ -38,7 +38,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="EngineRun_pkey"),
     )  # fmt: skip
-    op.create_index("EngineRun_organizationId_status_finishedAt_idx", "EngineRun", ["organizationId", "status", "finishedAt"])
+    op.create_index(
+        "EngineRun_organizationId_status_finishedAt_idx", "EngineRun", ["organizationId", "status", "finishedAt"]
+    )
 
 
 def downgrade() -> None:

@@ -31,7 +31,11 @@ SPANS: tuple[int, ...] = (64, 8)
 
 def _org_fk(table: str) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
-        ["organizationId"], ["Organization.id"], name=f"{table}_organizationId_fkey", onupdate="CASCADE", ondelete="CASCADE"
+        ["organizationId"],
+        ["Organization.id"],
+        name=f"{table}_organizationId_fkey",
+        onupdate="CASCADE",
+        ondelete="CASCADE",
     )
 
 

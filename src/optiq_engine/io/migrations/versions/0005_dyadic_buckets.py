@@ -37,7 +37,9 @@ class _Executor:
         op.execute(sql)
 
 
-def _resummarize(drop: tuple[int, ...], levels: tuple[int, ...], spans: tuple[int, ...], credit: tuple[int, ...]) -> None:
+def _resummarize(
+    drop: tuple[int, ...], levels: tuple[int, ...], spans: tuple[int, ...], credit: tuple[int, ...]
+) -> None:
     for level in drop:
         for statement in drop_spend_trigger_sql(level):
             op.execute(statement)
@@ -56,7 +58,9 @@ def _keys(include: bool) -> None:
     credit = ' INCLUDE (links, conversions, "revenueMicros")' if include else ""
     spend = ' INCLUDE (days, impressions, clicks, "spendMicros")' if include else ""
     op.execute('DROP INDEX "EngineCreditDaily_key"')
-    op.execute(f'CREATE UNIQUE INDEX "EngineCreditDaily_key" ON "EngineCreditDaily" ({_CREDIT_KEY}){credit} NULLS NOT DISTINCT')
+    op.execute(
+        f'CREATE UNIQUE INDEX "EngineCreditDaily_key" ON "EngineCreditDaily" ({_CREDIT_KEY}){credit} NULLS NOT DISTINCT'
+    )
     op.execute('DROP INDEX "EngineSpendDaily_key"')
     op.execute(f'CREATE UNIQUE INDEX "EngineSpendDaily_key" ON "EngineSpendDaily" ({_SPEND_KEY}){spend}')
 
