@@ -54,7 +54,7 @@ _KIND = {
     "touch_stock": k.TOUCH_STOCK,
     "touch_decay": k.TOUCH_DECAY,
 }
-_STREAM = 0x3F0_21D5  # mixed into the seed so that worlds never share a random stream with io.synthetic
+_STREAM = 0x3F0_21D5  # mixed into the seed so that worlds never share a random stream with simulate.synthetic
 
 
 @dataclass(frozen=True)
