@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ...kernels._jit import jit, pjit, prange
+from ...kernels._jit import jit, jit_inline, pjit, prange
 
 _N_CHUNKS = 64  # work chunks of the parallel kernels (fixed, so results never depend on threads)
 _INTERACTION, _ORDER = 0, 1  # kinds of the extra log-odds terms in the kernels
@@ -227,12 +227,10 @@ def _expected_conversions(
     ``free[r]`` collects "no conversion yet" and every state older than the memory window (they give
     the same hazard). At touch ``j`` the state ``s`` has the hazard of the touches ``(s, j]`` in the
     window, computed by sweeping ``i = j, j - 1, ..., a`` and adding touch ``i`` to the stock; the
-    extra terms are updated as the stock grows (an interaction switches on when its second channel
-    enters, an order term ``first -> second`` counts the touches of ``second`` after the earliest
-    touch of ``first`` so far, i.e. after any touch of ``first`` in the stock).
-    Row ``r`` equals row 0 until the first touch of its channel, ``starts[r - 1]`` (every term that
-    involves the channel is 0 before it): it is copied from row 0 there and only then evolved
-    (``starts`` ascending).
+    extra terms are updated as the stock grows (:func:`_with_terms`). States older than the window
+    join ``free`` (:func:`_forget_states`). Row ``r`` equals row 0 until the first touch of its
+    channel, ``starts[r - 1]`` (every term that involves the channel is 0 before it): it is copied
+    from row 0 there and only then evolved (``starts`` ascending; :func:`_start_muted_rows`).
 
     Parameters
     ----------
@@ -260,30 +258,15 @@ def _expected_conversions(
         expected conversions of row r.
     """
     prob, free, acc, kcount, kstamp, out, term_value = scratch
-    kind, term_first, term_second, term_beta = terms
-    n_terms = kind.size
-    for s in range(hi - lo):
-        prob[s, 0] = 0.0
-    free[0] = 1.0
-    out[0] = 0.0
-    for c in range(kstamp.size):
-        kstamp[c] = -1
+    n_terms = terms[0].size
+    _initial_state(prob, free, out, kstamp, hi - lo)
     rows = 1
     merged = lo
     a = lo
     for j in range(lo, hi):
         a = _window_start(ts, a, j, memory_us)
-        while merged < a:
-            for r in range(rows):
-                free[r] += prob[merged - lo, r]
-                prob[merged - lo, r] = 0.0
-            merged += 1
-        while rows <= n_removed and starts[rows - 1] == j:
-            for s in range(merged - lo, j - lo):
-                prob[s, rows] = prob[s, 0]
-            free[rows] = free[0]
-            out[rows] = out[0]
-            rows += 1
+        merged = _forget_states(prob, free, rows, lo, merged, a)
+        rows = _start_muted_rows(prob, free, out, starts, n_removed, rows, lo, merged, j)
         for r in range(rows):
             acc[r] = 0.0
         for t in range(n_terms):
@@ -296,20 +279,10 @@ def _expected_conversions(
                 kcount[c] = 0
             logit += beta[c] * gain[kcount[c]]
             kcount[c] += 1
-            total = logit
-            for t in range(n_terms):
-                if kind[t] == _INTERACTION:
-                    if (
-                        (c == term_first[t] or c == term_second[t])
-                        and kstamp[term_first[t]] == j
-                        and kstamp[term_second[t]] == j
-                    ):
-                        term_value[t] = term_beta[t]
-                elif c == term_first[t]:
-                    k = kcount[term_second[t]] if kstamp[term_second[t]] == j else 0
-                    term_value[t] = term_beta[t] * saturation[k]
-                total += term_value[t]
+            total = _with_terms(logit, c, j, terms, kcount, kstamp, saturation, term_value)
             p_all = _sigmoid(total)
+            # the same update of prob's row s or of free, written twice: one helper taking the row view
+            # prob[s] made the kernel 15 % slower (a view made per touch of the window)
             if i > a:
                 s = i - 1 - lo
                 acc[0] += prob[s, 0] * p_all
@@ -332,6 +305,71 @@ def _expected_conversions(
         for r in range(rows):
             prob[j - lo, r] = acc[r]
             out[r] += acc[r]
+
+
+@jit_inline
+def _initial_state(prob, free, out, kstamp, n_touches):
+    """Row 0 before the user's first touch: no conversion yet (``free[0] = 1``), an empty stock."""
+    for s in range(n_touches):
+        prob[s, 0] = 0.0
+    free[0] = 1.0
+    out[0] = 0.0
+    for c in range(kstamp.size):
+        kstamp[c] = -1
+
+
+@jit_inline
+def _forget_states(prob, free, rows, lo, merged, a):
+    """Move the states ``merged .. a - 1`` (now older than the memory window) into ``free``; returns the new ``merged``.
+
+    Every state older than the window gives the hazard of "no conversion yet" (the stock is the window).
+    """
+    while merged < a:
+        for r in range(rows):
+            free[r] += prob[merged - lo, r]
+            prob[merged - lo, r] = 0.0
+        merged += 1
+    return merged
+
+
+@jit_inline
+def _start_muted_rows(prob, free, out, starts, n_removed, rows, lo, merged, j):
+    """Start the muted rows whose channel first appears at touch ``j``, as copies of row 0; returns ``rows``.
+
+    Before its channel's first touch a muted row equals row 0 (every term involving the channel is 0).
+    """
+    while rows <= n_removed and starts[rows - 1] == j:
+        for s in range(merged - lo, j - lo):
+            prob[s, rows] = prob[s, 0]
+        free[rows] = free[0]
+        out[rows] = out[0]
+        rows += 1
+    return rows
+
+
+@jit_inline
+def _with_terms(logit, c, j, terms, kcount, kstamp, saturation, term_value):
+    """``logit`` plus the extra terms, once a touch of channel ``c`` entered the stock of touch ``j``.
+
+    An interaction switches on when the second of its channels enters; an order term ``first -> second``
+    counts the touches of ``second`` after the earliest touch of ``first`` so far, i.e. after any touch of
+    ``first`` in the stock. ``term_value`` keeps each term's current value.
+    """
+    kind, term_first, term_second, term_beta = terms
+    total = logit
+    for t in range(kind.size):
+        if kind[t] == _INTERACTION:
+            if (
+                (c == term_first[t] or c == term_second[t])
+                and kstamp[term_first[t]] == j
+                and kstamp[term_second[t]] == j
+            ):
+                term_value[t] = term_beta[t]
+        elif c == term_first[t]:
+            k = kcount[term_second[t]] if kstamp[term_second[t]] == j else 0
+            term_value[t] = term_beta[t] * saturation[k]
+        total += term_value[t]
+    return total
 
 
 @jit
@@ -388,16 +426,7 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
     """
     n_channels = beta.size
     kind, term_first, term_second, term_beta = terms
-    max_touches = 0
-    for u in range(offsets.size - 1):
-        max_touches = max(max_touches, offsets[u + 1] - offsets[u])
-    gain = np.empty(max_touches + 1)
-    saturation = np.empty(max_touches + 1)
-    acc = 0.0
-    for k in range(max_touches + 1):
-        gain[k] = rho**k
-        saturation[k] = acc
-        acc += gain[k]
+    gain, saturation = _saturation_tables(offsets, rho)
     converted = np.zeros(ts.size, np.bool_)
     incremental = np.zeros((offsets.size - 1, n_channels))
     bounds = _chunk_bounds(offsets, _N_CHUNKS)
@@ -450,6 +479,22 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
             for r in range(n_removed):
                 incremental[u, removed[r]] = out[0] - out[r + 1]
     return converted, incremental
+
+
+@jit
+def _saturation_tables(offsets, rho):
+    """``gain[k] = rho**k`` and ``saturation[k] = gain[0] + ... + gain[k - 1]`` up to the longest user's touches."""
+    max_touches = 0
+    for u in range(offsets.size - 1):
+        max_touches = max(max_touches, offsets[u + 1] - offsets[u])
+    gain = np.empty(max_touches + 1)
+    saturation = np.empty(max_touches + 1)
+    acc = 0.0
+    for k in range(max_touches + 1):
+        gain[k] = rho**k
+        saturation[k] = acc
+        acc += gain[k]
+    return gain, saturation
 
 
 @jit
