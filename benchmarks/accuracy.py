@@ -40,8 +40,7 @@ from typing import Any
 
 import optiq_engine as oq
 from benchmarks.run import machine, write_section
-from optiq_engine.io import synthetic
-from optiq_engine.simulate import worlds
+from optiq_engine.simulate import synthetic, worlds
 
 HERE = Path(__file__).resolve().parent
 HEURISTIC = list(oq.models.HEURISTIC_MODELS)
@@ -620,7 +619,7 @@ def changed_files(old: str, new: str) -> list[str]:
 
 
 #: Source files whose change can move a figure of these benchmarks (the rest: service, Spark, I/O, display).
-BENCHMARKED_CODE = ("models/", "kernels/", "paths.py", "fitting.py", "pipeline.py", "frames.py", "io/synthetic.py")
+BENCHMARKED_CODE = ("models/", "kernels/", "paths.py", "fitting.py", "pipeline.py", "frames.py", "simulate/synthetic/")
 
 
 def engine_change_note(report: dict[str, Any]) -> str:

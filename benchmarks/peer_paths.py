@@ -4,7 +4,7 @@ A *path table* has one row per distinct path: ``path`` (channels joined by ``" >
 (int), ``total_null`` (int) and ``total_conversion_value`` (float, currency units). It is only a benchmark
 input, built simply, not the engine's definition of a journey (docs/contract.md §2/§5):
 
-1. Touchpoints and conversions come from ``optiq_engine.io.synthetic.iter_generate`` (docs/synthetic.md),
+1. Touchpoints and conversions come from ``optiq_engine.simulate.synthetic.iter_generate`` (docs/synthetic.md),
    in batches of users; a user never spans two batches.
 2. Per user, touches and conversions are merged in time order (a touch at the same instant as a conversion
    comes first). A touch belongs to journey ``j`` = the number of the user's conversions strictly before
@@ -117,7 +117,7 @@ def build_paths(n_journeys: int, *, seed: int = 0, batch_users: int = 500_000) -
     batch_users : int
         Users simulated per batch (bounds memory; the result does not depend on it).
     """
-    from optiq_engine.io import synthetic  # the engine is only needed to build a table, not to run a peer
+    from optiq_engine.simulate import synthetic  # the engine is only needed to build a table, not to run a peer
 
     parts: list[pl.DataFrame] = []
     collected = 0

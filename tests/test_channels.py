@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 import optiq_engine as oq
-from optiq_engine.io.synthetic import CHANNEL_UTM
+from optiq_engine.simulate.synthetic import CHANNEL_UTM
 
 
 def derive(rows: list[dict], rules: oq.ChannelRules | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Tests of the seeded synthetic-data generator (``optiq_engine.io.synthetic``).
+"""Tests of the seeded synthetic-data generator (``optiq_engine.simulate.synthetic``).
 
 The ground-truth kernel is compared with a brute-force reference that enumerates every conversion
 path of small users, written from ``docs/synthetic.md`` rather than from the fast code.
@@ -19,19 +19,23 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from optiq_engine.errors import ConfigError
-from optiq_engine.io import synthetic
-from optiq_engine.io.synthetic import (
+from optiq_engine.simulate.synthetic import (
     CHANNEL_CAMPAIGNS,
     CHANNEL_UTM,
     CHANNELS,
     SyntheticData,
+    _kernels,
+    frames,
     generate,
+    generator,
     iter_generate,
+    scenarios,
+    simulation,
 )
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-NO_TERMS = synthetic._term_arrays([])  # the default scenario has no interaction / order terms
-ZERO_BETA = [c for c in CHANNELS if synthetic._CHANNEL_PARAMS[c][0] == 0.0]
+NO_TERMS = simulation._term_arrays([])  # the default scenario has no interaction / order terms
+ZERO_BETA = [c for c in CHANNELS if scenarios._CHANNEL_PARAMS[c][0] == 0.0]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +156,7 @@ def test_different_seed_different_data() -> None:
 def test_batches_concatenate_to_generate(batch_users: int, block_users: int) -> None:
     kwargs = dict(n_users=400, seed=3, n_organizations=2, sites_per_organization=3)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "_BLOCK_USERS", block_users)
+        mp.setattr(generator, "_BLOCK_USERS", block_users)
         whole = generate(**kwargs)
         batches = list(iter_generate(batch_users=batch_users, **kwargs))
     assert len(batches) == math.ceil(400 / batch_users)
@@ -177,7 +181,7 @@ def test_batches_concatenate_to_generate(batch_users: int, block_users: int) -> 
 def test_one_user_per_batch() -> None:
     kwargs = dict(n_users=60, seed=8)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "_BLOCK_USERS", 16)
+        mp.setattr(generator, "_BLOCK_USERS", 16)
         whole = generate(**kwargs)
         batches = list(iter_generate(batch_users=1, **kwargs))
     assert [b.touchpoints["anon_id"].unique().to_list() for b in batches] == [[f"u_{i:09d}"] for i in range(60)]
@@ -221,7 +225,7 @@ def test_utm_and_click_columns_agree_with_channel_utm(small: SyntheticData) -> N
         for column in ("gclid", "fbclid", "ttclid"):
             if column == click:
                 assert rows[column].null_count() == 0
-                assert rows[column].str.starts_with(synthetic._CLICK_PREFIX[column]).all()
+                assert rows[column].str.starts_with(frames._CLICK_PREFIX[column]).all()
             else:
                 assert rows[column].null_count() == rows.height
         campaigns = set(rows["utm_campaign"].unique().to_list())
@@ -358,10 +362,10 @@ def test_expected_conversions_match_realised_ones() -> None:
     """The truth's model expectation agrees with the realised conversions (law of large numbers)."""
     offsets, ts, chan, base = _kernel_inputs(seed=4, n_users=20_000)
     decision = np.random.default_rng(4).random(ts.size)
-    converted, _ = synthetic._simulate_conversions(
-        offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US, NO_TERMS
+    converted, _ = _kernels._simulate_conversions(
+        offsets, ts, chan, base, decision, scenarios._BETA, scenarios._RHO, simulation._MEMORY_US, NO_TERMS
     )
-    expected = _expected_totals(offsets, ts, chan, base, synthetic._BETA)
+    expected = _expected_totals(offsets, ts, chan, base, scenarios._BETA)
     assert converted.sum() == pytest.approx(expected, rel=0.03)
 
 
@@ -429,7 +433,7 @@ def test_kernel_matches_brute_force(users, beta, rho, memory) -> None:
     base = np.array([u[2] for u in users])
     decision = np.concatenate([u[3] for u in users]).astype(np.float64)
     beta_arr = np.array(beta)
-    converted, incremental = synthetic._simulate_conversions(
+    converted, incremental = _kernels._simulate_conversions(
         offsets, ts, chan, base, decision, beta_arr, rho, memory, NO_TERMS
     )
     for u, (gaps, channels, b, draws) in enumerate(users):
@@ -445,7 +449,7 @@ def test_kernel_matches_brute_force(users, beta, rho, memory) -> None:
 
 def test_kernel_worked_example_one_touch() -> None:
     """One touch of a channel with beta = 1, base = -2: p = sigmoid(-1), muted p = sigmoid(-2)."""
-    converted, incremental = synthetic._simulate_conversions(
+    converted, incremental = _kernels._simulate_conversions(
         np.array([0, 1]), np.array([0]), np.array([1], np.int8), np.array([-2.0]), np.array([0.5]),
         np.array([0.0, 1.0]), 0.5, 10, NO_TERMS,
     )  # fmt: skip
@@ -460,11 +464,11 @@ def test_kernel_results_do_not_depend_on_threads() -> None:
     import numba
 
     data_args = _block_arrays(seed=1)
-    default = synthetic._simulate_conversions(*data_args)
+    default = _kernels._simulate_conversions(*data_args)
     previous = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        single = synthetic._simulate_conversions(*data_args)
+        single = _kernels._simulate_conversions(*data_args)
     finally:
         numba.set_num_threads(previous)
     np.testing.assert_array_equal(default[0], single[0])
@@ -525,19 +529,19 @@ def test_single_user_and_minimum_activity() -> None:
 def _kernel_inputs(seed: int, n_users: int):
     """Kernel inputs (offsets, ts, chan, base) drawn with the generator's own steps."""
     rng = np.random.default_rng(seed)
-    counts = synthetic._draw_touch_counts(rng, n_users, 5.0)
+    counts = simulation._draw_touch_counts(rng, n_users, 5.0)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     intent = rng.standard_normal(n_users)
-    available = synthetic._draw_availability(rng, intent)
-    ts = synthetic._draw_times(rng, offsets, 90 * 86_400_000_000)
-    chan = synthetic._draw_channels(offsets, available, rng.random(ts.size), synthetic._BASE_LOGIT, synthetic._DRIFT)
-    return offsets, ts, chan, synthetic._ALPHA + synthetic._INTERCEPT_SD * intent
+    available = simulation._draw_availability(rng, intent)
+    ts = simulation._draw_times(rng, offsets, 90 * 86_400_000_000)
+    chan = _kernels._draw_channels(offsets, available, rng.random(ts.size), scenarios._BASE_LOGIT, scenarios._DRIFT)
+    return offsets, ts, chan, scenarios._ALPHA + scenarios._INTERCEPT_SD * intent
 
 
 def _expected_totals(offsets, ts, chan, base, beta) -> float:
     """Sum over users of E[conversions] (row 0 of the kernel's dynamic programme)."""
     n_channels = beta.size
-    gain = synthetic._RHO ** np.arange(synthetic._MAX_TOUCHES_PER_USER + 1)
+    gain = scenarios._RHO ** np.arange(simulation._MAX_TOUCHES_PER_USER + 1)
     saturation = np.concatenate([[0.0], np.cumsum(gain)[:-1]])
     longest = int(np.diff(offsets).max())
     scratch = (
@@ -547,9 +551,9 @@ def _expected_totals(offsets, ts, chan, base, beta) -> float:
     none = np.zeros(n_channels, np.int64)
     total = 0.0
     for u in range(offsets.size - 1):
-        synthetic._expected_conversions(
+        _kernels._expected_conversions(
             offsets[u], offsets[u + 1], ts, chan, base[u], beta, none, none, 0, gain, saturation,
-            synthetic._MEMORY_US, NO_TERMS, scratch,
+            simulation._MEMORY_US, NO_TERMS, scratch,
         )  # fmt: skip
         total += scratch[5][0]
     return total
@@ -559,4 +563,4 @@ def _block_arrays(seed: int):
     """Arguments of the conversion kernel for a few thousand users."""
     offsets, ts, chan, base = _kernel_inputs(seed, 3_000)
     decision = np.random.default_rng(seed).random(ts.size)
-    return (offsets, ts, chan, base, decision, synthetic._BETA, synthetic._RHO, synthetic._MEMORY_US, NO_TERMS)
+    return (offsets, ts, chan, base, decision, scenarios._BETA, scenarios._RHO, simulation._MEMORY_US, NO_TERMS)

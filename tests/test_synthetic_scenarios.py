@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from optiq_engine.errors import ConfigError
-from optiq_engine.io import synthetic
-from optiq_engine.io.synthetic import (
+from optiq_engine.simulate import synthetic
+from optiq_engine.simulate.synthetic import (
     CHANNELS,
     SCENARIOS,
     ChannelParams,
@@ -28,9 +28,13 @@ from optiq_engine.io.synthetic import (
     Interaction,
     OrderEffect,
     Scenario,
+    _kernels,
     generate,
+    generator,
     get_scenario,
     iter_generate,
+    scenarios,
+    simulation,
 )
 
 PRESETS = list(SCENARIOS)
@@ -82,11 +86,11 @@ def test_default_output_is_pinned() -> None:
 
 def test_default_scenario_is_the_module_constants() -> None:
     default = get_scenario("default")
-    assert dict(default.channels) == {c: ChannelParams(*synthetic._CHANNEL_PARAMS[c]) for c in CHANNELS}
+    assert dict(default.channels) == {c: ChannelParams(*scenarios._CHANNEL_PARAMS[c]) for c in CHANNELS}
     assert (default.alpha, default.intercept_sd, default.rho) == (
-        synthetic._ALPHA,
-        synthetic._INTERCEPT_SD,
-        synthetic._RHO,
+        scenarios._ALPHA,
+        scenarios._INTERCEPT_SD,
+        scenarios._RHO,
     )
     assert default.interactions == default.orders == () and default.follower is None
 
@@ -115,7 +119,7 @@ def test_each_scenario_runs_deterministically_with_exact_zero_truth(name: str) -
 def test_batches_concatenate_to_generate(name: str) -> None:
     kwargs = dict(n_users=500, seed=3, scenario=name)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "_BLOCK_USERS", 64)
+        mp.setattr(generator, "_BLOCK_USERS", 64)
         whole = generate(**kwargs)
         batches = list(iter_generate(batch_users=150, **kwargs))
     assert_frame_equal(pl.concat([b.touchpoints for b in batches]), whole.touchpoints)
@@ -192,9 +196,9 @@ def test_additive_has_twelve_channels_and_no_saturation() -> None:
     # each touch adds beta: at the third touch of a channel (no conversion before) p = sigmoid(base + 3 beta)
     p3 = _sigmoid(-4.0 + 3 * 0.5)
     for delta, converts in ((-1e-9, True), (1e-9, False)):
-        converted, _ = synthetic._simulate_conversions(
+        converted, _ = _kernels._simulate_conversions(
             np.array([0, 3]), np.array([0, 1, 2]), np.array([1, 1, 1], np.int8), np.array([-4.0]),
-            np.array([1.0, 1.0, p3 + delta]), np.array([0.0, 0.5]), 1.0, 10, synthetic._term_arrays([]),
+            np.array([1.0, 1.0, p3 + delta]), np.array([0.0, 0.5]), 1.0, 10, simulation._term_arrays([]),
         )  # fmt: skip
         assert converted.tolist() == [False, False, converts]
 
@@ -228,7 +232,7 @@ def test_correlated_channels_co_occur() -> None:
 def test_apply_follower() -> None:
     channel = np.array([1, 2, 2, 1, 1, 3], np.int8)
     offsets = np.array([0, 4, 6])
-    out = synthetic._apply_follower(offsets, channel, np.array([0.0, 0.0, 0.9, 0.0, 0.0, 0.0]), 1, 5, 0.5)
+    out = _kernels._apply_follower(offsets, channel, np.array([0.0, 0.0, 0.9, 0.0, 0.0, 0.0]), 1, 5, 0.5)
     # touch 1 follows a lead -> 5; touch 4 starts a new user; touch 5 follows the lead at 4 -> 5
     assert out.tolist() == [1, 5, 2, 1, 1, 5]
     assert channel.tolist() == [1, 2, 2, 1, 1, 3]  # input untouched
@@ -252,8 +256,8 @@ def test_interaction_worked_example() -> None:
     Touch 1 converts with sigma(-2). At touch 2 the stock is {a, b} (sigma(-1)) unless touch 1
     converted ({b}: sigma(-2)). Muting a or b: every touch converts with sigma(-2).
     """
-    terms = synthetic._term_arrays([(synthetic._INTERACTION, 0, 1, 1.0)])
-    _, incremental = synthetic._simulate_conversions(
+    terms = simulation._term_arrays([(_kernels._INTERACTION, 0, 1, 1.0)])
+    _, incremental = _kernels._simulate_conversions(
         np.array([0, 2]), np.array([0, 1]), np.array([0, 1], np.int8), np.array([-2.0]), np.ones(2),
         np.zeros(2), 0.5, 10, terms,
     )  # fmt: skip
@@ -268,9 +272,9 @@ def test_order_effect_worked_example() -> None:
     the state; touch 3 has the a in its stock (hazard sigma(-1)) unless touch 2 converted (hazard q).
     Muting a or b drops the term: every touch has hazard q. The path b, b, a never uses the term.
     """
-    terms = synthetic._term_arrays([(synthetic._ORDER, 0, 1, 1.0)])
+    terms = simulation._term_arrays([(_kernels._ORDER, 0, 1, 1.0)])
     q = _sigmoid(-2.0)
-    _, incremental = synthetic._simulate_conversions(
+    _, incremental = _kernels._simulate_conversions(
         np.array([0, 3, 6]), np.arange(6), np.array([1, 0, 1, 1, 1, 0], np.int8), np.array([-2.0, -2.0]),
         np.ones(6), np.zeros(2), 0.5, 10, terms,
     )  # fmt: skip
@@ -315,7 +319,7 @@ def _reference_hazard(ts, chan, base, beta, rho, memory, terms, last, j, muted=N
     for kind, a, b, coefficient in terms:
         if muted in (a, b):
             continue
-        if kind == synthetic._INTERACTION:
+        if kind == _kernels._INTERACTION:
             present = {chan[i] for i in stock}
             logit += coefficient if a in present and b in present else 0.0
         else:
@@ -357,7 +361,7 @@ _user = st.integers(1, 7).flatmap(
     )
 )
 _term = st.tuples(
-    st.sampled_from([synthetic._INTERACTION, synthetic._ORDER]),
+    st.sampled_from([_kernels._INTERACTION, _kernels._ORDER]),
     st.permutations(range(4)).map(lambda p: p[:2]),
     st.sampled_from([1.5, 0.8, -1.0, 0.0]),
 ).map(lambda t: (t[0], t[1][0], t[1][1], t[2]))
@@ -374,16 +378,16 @@ _ORDER_CASE = [([1, 2, 1, 3, 1, 1], [2, 0, 1, 1, 0, 1], -1.5, [0.9, 0.1, 0.95, 0
     rho=st.sampled_from([0.2, 0.5, 1.0]),
     memory=st.integers(3, 30),
 )
-@example(users=_ORDER_CASE, beta=[0.3, 0.0, 0.5, 0.0], terms=[(synthetic._ORDER, 0, 1, 1.2)], rho=0.5, memory=6)
-@example(users=_ORDER_CASE, beta=[0.0, 0.0, 0.5, 0.0], terms=[(synthetic._INTERACTION, 1, 2, -1.0)], rho=1.0, memory=30)
+@example(users=_ORDER_CASE, beta=[0.3, 0.0, 0.5, 0.0], terms=[(_kernels._ORDER, 0, 1, 1.2)], rho=0.5, memory=6)
+@example(users=_ORDER_CASE, beta=[0.0, 0.0, 0.5, 0.0], terms=[(_kernels._INTERACTION, 1, 2, -1.0)], rho=1.0, memory=30)
 def test_kernel_with_terms_matches_brute_force(users, beta, terms, rho, memory) -> None:
     offsets = np.cumsum([0] + [len(u[0]) for u in users]).astype(np.int64)
     ts = np.concatenate([np.cumsum(u[0]) for u in users]).astype(np.int64)
     chan = np.concatenate([u[1] for u in users]).astype(np.int8)
     base = np.array([u[2] for u in users])
     decision = np.concatenate([u[3] for u in users]).astype(np.float64)
-    converted, incremental = synthetic._simulate_conversions(
-        offsets, ts, chan, base, decision, np.array(beta), rho, memory, synthetic._term_arrays(terms)
+    converted, incremental = _kernels._simulate_conversions(
+        offsets, ts, chan, base, decision, np.array(beta), rho, memory, simulation._term_arrays(terms)
     )
     for u, (gaps, channels, b, draws) in enumerate(users):
         args = (np.cumsum(gaps).tolist(), channels, b, beta, rho, memory, terms)
@@ -404,18 +408,18 @@ def test_kernel_with_terms_matches_brute_force(users, beta, terms, rho, memory) 
 @pytest.mark.parametrize("name", ["interaction", "order_effect", "additive"])
 def test_expected_conversions_match_realised_ones(name: str) -> None:
     """The DP's expectation (row 0) agrees with the simulated conversions on 20k users."""
-    model = synthetic._Model.of(get_scenario(name))
+    model = simulation._Model.of(get_scenario(name))
     rng = np.random.default_rng(4)
     n_users = 20_000
-    counts = synthetic._draw_touch_counts(rng, n_users, 5.0)
+    counts = simulation._draw_touch_counts(rng, n_users, 5.0)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     intent = rng.standard_normal(n_users)
-    available = synthetic._draw_availability(rng, intent, model.availability, model.intent_loading)
-    ts = synthetic._draw_times(rng, offsets, 90 * 86_400_000_000)
-    chan = synthetic._draw_channels(offsets, available, rng.random(ts.size), model.base_logit, model.drift)
+    available = simulation._draw_availability(rng, intent, model.availability, model.intent_loading)
+    ts = simulation._draw_times(rng, offsets, 90 * 86_400_000_000)
+    chan = _kernels._draw_channels(offsets, available, rng.random(ts.size), model.base_logit, model.drift)
     base = model.alpha + model.intercept_sd * intent
-    converted, _ = synthetic._simulate_conversions(
-        offsets, ts, chan, base, rng.random(ts.size), model.beta, model.rho, synthetic._MEMORY_US, model.terms
+    converted, _ = _kernels._simulate_conversions(
+        offsets, ts, chan, base, rng.random(ts.size), model.beta, model.rho, simulation._MEMORY_US, model.terms
     )
     n_channels = len(CHANNELS)
     gain = model.rho ** np.arange(int(counts.max()) + 1)
@@ -429,9 +433,9 @@ def test_expected_conversions_match_realised_ones(name: str) -> None:
     none = np.zeros(n_channels, np.int64)
     expected = 0.0
     for u in range(n_users):
-        synthetic._expected_conversions(
+        _kernels._expected_conversions(
             offsets[u], offsets[u + 1], ts, chan, base[u], model.beta, none, none, 0, gain, saturation,
-            synthetic._MEMORY_US, model.terms, scratch,
+            simulation._MEMORY_US, model.terms, scratch,
         )  # fmt: skip
         expected += scratch[5][0]
     assert converted.sum() == pytest.approx(expected, rel=0.03)

@@ -43,11 +43,12 @@ _LAZY: dict[str, str] = {
     "InputError": ".errors",
     "ModelError": ".errors",
     "SchemaError": ".errors",
+    "ColumnNotFoundError": ".errors",
 }
 # Public submodules: name -> module path (the attribute is the module itself).
 _SUBMODULES: dict[str, str] = {
     "models": ".models",
-    "synthetic": ".io.synthetic",
+    "synthetic": ".simulate.synthetic",
 }
 
 __all__ = [*_LAZY, *_SUBMODULES, "__version__"]
@@ -56,10 +57,9 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from . import models  # noqa: F401
     from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels  # noqa: F401
     from .config import AttributionConfig  # noqa: F401
-    from .errors import ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
+    from .errors import ColumnNotFoundError, ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
     from .experiments import Experiment  # noqa: F401
     from .identity import IdentityStitch  # noqa: F401
-    from .io import synthetic  # noqa: F401
     from .journeys import JourneyResult, build_journeys  # noqa: F401
     from .models import available_models, get_model  # noqa: F401
     from .paths import PathTable  # noqa: F401
@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from .paths.selection import compare_conversion_models, select_markov_order  # noqa: F401
     from .pipeline import attribute  # noqa: F401
     from .result import AttributionResult, combine_credit  # noqa: F401
+    from .simulate import synthetic  # noqa: F401
     from .touchpoints import TouchpointExtraction, extract_touchpoints  # noqa: F401
 
 

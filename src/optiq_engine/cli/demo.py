@@ -49,8 +49,8 @@ def demo(
         _demo_database(database_url, users=users or 20_000, seed=seed, org=org, site=site)
         return
     users = users or 200_000
-    from ..io import synthetic
     from ..models import HEURISTIC_MODELS
+    from ..simulate import synthetic
 
     with stages(f"generating {users:,} synthetic users"):
         c0, t0 = compile_seconds(), time.perf_counter()
@@ -85,8 +85,8 @@ def _demo_database(url: str, *, users: int, seed: int, org: str, site: str) -> N
     import polars as pl
 
     from ..batch import run_batch, summarize
-    from ..io import synthetic
     from ..io.seed import load_synthetic
+    from ..simulate import synthetic
 
     with one_line_errors(), handle_signals():
         with stages(f"generating {users:,} synthetic users"):

@@ -20,9 +20,9 @@ from typing import Any
 
 import polars as pl
 
+from ..simulate.synthetic import SyntheticData
 from .load import LoadSummary, load_events
 from .postgres import adbc_url
-from .synthetic import SyntheticData
 
 __all__ = ["write_synthetic", "load_synthetic", "synthetic_events"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba
 from numba.core import event
 
-__all__ = ["jit", "pjit", "prange", "CompileStats", "compile_stats"]
+__all__ = ["jit", "jit_inline", "pjit", "prange", "CompileStats", "compile_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ def jit(fn):
 def pjit(fn):
     """Compile a kernel that runs ``prange`` loops over threads."""
     return numba.njit(cache=_CACHE, nogil=True, parallel=True)(fn)
+
+
+def jit_inline(fn):
+    """Compile a helper that is inlined into the kernels calling it (Numba IR), not called, with ``jit``'s options.
+
+    For the parts of a kernel's hot loops moved into helpers of their own, where a real call costs more than
+    the work: in the simulator's conversion kernel (200k users, one thread) two calls per touch made it 34 %
+    slower, one per touch of the memory window 16 %, one per user 5 %; inlined, the same time (within 1 %).
+    """
+    return numba.njit(cache=_CACHE, nogil=True, inline="always")(fn)
 
 
 @dataclass(frozen=True)

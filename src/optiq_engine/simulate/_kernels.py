@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..kernels._jit import jit, pjit, prange
+from ..kernels._jit import jit, jit_inline, pjit, prange
 
 END_COUNTS = 0
 END_DECAY = 1
@@ -273,13 +273,7 @@ def user_values(
         qrow = quad[g]
         seen = np.zeros(n_channels, np.bool_)
         local = np.empty(n_channels, np.int64)
-        m = 0
-        for j in range(lo, hi):
-            c = channel[j]
-            if not seen[c]:
-                seen[c] = True
-                local[m] = c
-                m += 1
+        m = _distinct_channels(channel, lo, hi, seen, local)
         hazards = np.empty(hi - lo)
         in_s = np.zeros(n_channels, np.bool_)
         n_sets = 1 << m
@@ -293,19 +287,46 @@ def user_values(
             )  # fmt: skip
         p_none[u] = v[0]
         p_all[u] = v[n_sets - 1]
-        for i in range(m):
-            bit = 1 << i
-            total = 0.0
-            for mask in range(n_sets):
-                if mask & bit == 0:
-                    s = 0
-                    rest = mask
-                    while rest:
-                        rest &= rest - 1
-                        s += 1
-                    total += weights[m, s] * (v[mask | bit] - v[mask])
-            phi[u, local[i]] = total
+        _shapley_values(v, m, local, weights, phi, u)
     return phi, p_all, p_none
+
+
+@jit_inline
+def _distinct_channels(channel, lo, hi, seen, local):
+    """Write the distinct channels of touches ``lo:hi`` to ``local``, in order of first touch; returns how many.
+
+    ``seen`` (bool[C], all False) marks the channels met so far.
+    """
+    m = 0
+    for j in range(lo, hi):
+        c = channel[j]
+        if not seen[c]:
+            seen[c] = True
+            local[m] = c
+            m += 1
+    return m
+
+
+@jit_inline
+def _shapley_values(v, m, local, weights, phi, u):
+    """Write to ``phi[u, local[i]]`` the Shapley value of player ``i`` of the ``m``-player game ``v``.
+
+    ``v`` is indexed by bit mask (bit ``b``: player ``b``, i.e. channel ``local[b]``); the value is
+    ``Σ_{S ∌ i} w[m, |S|] (v(S ∪ i) - v(S))``, the subsets in increasing mask order.
+    """
+    n_sets = 1 << m
+    for i in range(m):
+        bit = 1 << i
+        total = 0.0
+        for mask in range(n_sets):
+            if mask & bit == 0:
+                s = 0
+                rest = mask
+                while rest:
+                    rest &= rest - 1
+                    s += 1
+                total += weights[m, s] * (v[mask | bit] - v[mask])
+        phi[u, local[i]] = total
 
 
 @jit

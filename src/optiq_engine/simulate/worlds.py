@@ -54,7 +54,7 @@ _KIND = {
     "touch_stock": k.TOUCH_STOCK,
     "touch_decay": k.TOUCH_DECAY,
 }
-_STREAM = 0x3F0_21D5  # mixed into the seed so that worlds never share a random stream with io.synthetic
+_STREAM = 0x3F0_21D5  # mixed into the seed so that worlds never share a random stream with simulate.synthetic
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,52 @@ def generate(
     closed form, then Shapley values. The realised conversions are one draw of the same model, so their count
     matches ``World.expected_conversions`` up to sampling noise.
     """
+    n_users, seed, days, touches_per_user = _checked(
+        mechanism, n_users, seed, days, touches_per_user, start, after_conversion
+    )
+    spec = PRESETS[mechanism]
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _STREAM])))
+    offsets, channel, ts, segment, intent, decision = _exposures(spec, rng, n_users, touches_per_user, days)
+    alpha = np.array([s.alpha for s in spec.segments])
+    base = alpha[segment] + spec.intent_sd * intent
+    args = _kernel_args(spec)
+    kind = args[0]
+    per_user = (offsets, channel, ts, kind, base, segment, decision)
+    phi, p_all, p_none = k.user_values(*per_user, *args[1:])
+    u_user = rng.random(n_users)
+    u_touch = rng.random(channel.shape[0])
+    deciding = k.decide(*per_user, *args[1:], u_user, u_touch)
+    converted, conv_ts, values = _conversions(rng, deciding, kind, segment, offsets, ts, decision)
+    start_us = int((start - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+    user = np.repeat(np.arange(n_users), np.diff(offsets))
+    keep = _kept_touches(after_conversion, ts, user, converted, conv_ts, n_users)
+    user_ids = _ids("u_", n_users, 9)
+    touched = np.zeros((n_users, len(CHANNELS)), np.bool_)
+    touched[user, channel] = True
+    end_user = kind[segment] <= k.END_DECAY
+    params = _params(spec, days, touches_per_user) | {"start": start.isoformat(), "after_conversion": after_conversion}
+    return World(
+        touchpoints=_touchpoint_frame(user_ids, user, channel, ts, keep, start_us),
+        conversions=_conversion_frame(user_ids, converted, conv_ts, values, start_us),
+        truth=_truth_frame(phi, channel, touched),
+        users=_users_frame(spec, user_ids, segment, intent, decision, end_user, p_all, p_none, start_us),
+        mechanism=mechanism,
+        seed=seed,
+        params=params,
+        user_values=_values_frame(user_ids, touched, phi) if user_values else None,
+    )
+
+
+def _checked(
+    mechanism: object,
+    n_users: int,
+    seed: int,
+    days: int,
+    touches_per_user: float,
+    start: datetime,
+    after_conversion: AfterConversion,
+) -> tuple[int, int, int, float]:
+    """Check :func:`generate`'s arguments; returns ``n_users, seed, days, touches_per_user`` normalised."""
     if not isinstance(mechanism, str) or mechanism not in PRESETS:
         raise ConfigError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(PRESETS)}")
     n_users = _check_int("n_users", n_users, 1)
@@ -295,20 +341,24 @@ def generate(
         raise ConfigError(f"start must be a timezone-aware datetime, got {start!r}")
     if after_conversion not in ("keep", "drop"):
         raise ConfigError(f"after_conversion must be 'keep' or 'drop', got {after_conversion!r}")
-    spec = PRESETS[mechanism]
-    touches_per_user = float(touches_per_user)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _STREAM])))
-    offsets, channel, ts, segment, intent, decision = _exposures(spec, rng, n_users, touches_per_user, days)
-    alpha = np.array([s.alpha for s in spec.segments])
-    base = alpha[segment] + spec.intent_sd * intent
-    args = _kernel_args(spec)
-    kind = args[0]
-    per_user = (offsets, channel, ts, kind, base, segment, decision)
-    phi, p_all, p_none = k.user_values(*per_user, *args[1:])
-    u_user = rng.random(n_users)
-    u_touch = rng.random(channel.shape[0])
-    deciding = k.decide(*per_user, *args[1:], u_user, u_touch)
-    # conversions: at the decision time (journey-end segments) or shortly after the deciding touch
+    return n_users, seed, days, float(touches_per_user)
+
+
+def _conversions(
+    rng: np.random.Generator,
+    deciding: np.ndarray,
+    kind: np.ndarray,
+    segment: np.ndarray,
+    offsets: np.ndarray,
+    ts: np.ndarray,
+    decision: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The realised conversions: ``converted`` (the converting users), their times (µs since start) and values.
+
+    At the decision time (journey-end segments) or shortly after the deciding touch (per-touch segments):
+    a log-normal delay capped at 6 h and at half the gap to the user's next touch. Draws the delays, then
+    the values, from ``rng``.
+    """
     converted = np.flatnonzero(deciding >= 0)
     j = deciding[converted]
     end_kind = kind[segment[converted]] <= k.END_DECAY
@@ -323,24 +373,45 @@ def generate(
         1,
         np.round(np.exp(math.log(_VALUE_MEDIAN_MICROS / 10_000) + _VALUE_SIGMA * rng.standard_normal(converted.size))),
     ).astype(np.int64)
-    start_us = int((start - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
-    user = np.repeat(np.arange(n_users), np.diff(offsets))
+    return converted, conv_ts, values
+
+
+def _kept_touches(
+    after_conversion: AfterConversion,
+    ts: np.ndarray,
+    user: np.ndarray,
+    converted: np.ndarray,
+    conv_ts: np.ndarray,
+    n_users: int,
+) -> np.ndarray:
+    """Which touches go into ``touchpoints``: all (``"keep"``), or none after the user's conversion (``"drop"``)."""
     keep = np.ones(ts.size, np.bool_)
     if after_conversion == "drop":
         cut = np.full(n_users, np.iinfo(np.int64).max)
         cut[converted] = conv_ts
         keep = ts <= cut[user]
-    enum = pl.Enum(CHANNELS)
-    user_ids = _ids("u_", n_users, 9)
-    touchpoints = pl.DataFrame(
+    return keep
+
+
+def _touchpoint_frame(
+    user_ids: pl.Series, user: np.ndarray, channel: np.ndarray, ts: np.ndarray, keep: np.ndarray, start_us: int
+) -> pl.DataFrame:
+    """The ``touchpoints`` frame of the kept touches (sorted by user, then time)."""
+    return pl.DataFrame(
         {
             "touchpoint_id": _ids("tp_", int(keep.sum()), 12),
             "anon_id": user_ids.gather(user[keep]),
             "occurred_at": pl.Series(ts[keep] + start_us).cast(pl.Datetime("us", "UTC")),
-            "channel": pl.Series(np.asarray(CHANNELS)[channel[keep]]).cast(enum),
+            "channel": pl.Series(np.asarray(CHANNELS)[channel[keep]]).cast(pl.Enum(CHANNELS)),
         }
     )
-    conversions = pl.DataFrame(
+
+
+def _conversion_frame(
+    user_ids: pl.Series, converted: np.ndarray, conv_ts: np.ndarray, values: np.ndarray, start_us: int
+) -> pl.DataFrame:
+    """The ``conversions`` frame: at most one row per user, in user order."""
+    return pl.DataFrame(
         {
             "conversion_id": _ids("cv_", converted.size, 12),
             "anon_id": user_ids.gather(converted),
@@ -348,11 +419,13 @@ def generate(
             "value_micros": pl.Series(values, dtype=pl.Int64),
         }
     )
+
+
+def _truth_frame(phi: np.ndarray, channel: np.ndarray, touched: np.ndarray) -> pl.DataFrame:
+    """Per channel: the summed Shapley values, their share (signed), touches and reach (docs/worlds.md §3)."""
     contribution = phi.sum(axis=0)
     total = contribution.sum()
-    touched = np.zeros((n_users, len(CHANNELS)), np.bool_)
-    touched[user, channel] = True
-    truth = pl.DataFrame(
+    return pl.DataFrame(
         {
             "channel": list(CHANNELS),
             "true_contribution": contribution,
@@ -361,8 +434,21 @@ def generate(
             "reach": touched.mean(axis=0),
         }
     )
-    end_user = kind[segment] <= k.END_DECAY
-    users = pl.DataFrame(
+
+
+def _users_frame(
+    spec: Mechanism,
+    user_ids: pl.Series,
+    segment: np.ndarray,
+    intent: np.ndarray,
+    decision: np.ndarray,
+    end_user: np.ndarray,
+    p_all: np.ndarray,
+    p_none: np.ndarray,
+    start_us: int,
+) -> pl.DataFrame:
+    """One row per user: segment, intent, decision time (journey-end deciders), P(convert) with all / no exposures."""
+    return pl.DataFrame(
         {
             "anon_id": user_ids,
             "segment": pl.Series([s.name for s in spec.segments]).gather(segment),
@@ -372,11 +458,9 @@ def generate(
             "p_baseline": p_none,
         }
     ).with_columns(pl.when(pl.Series(end_user)).then(pl.col("decision_at")).alias("decision_at"))
-    values_frame = None
-    if user_values:
-        uu, cc = np.nonzero(touched)
-        values_frame = pl.DataFrame(
-            {"anon_id": user_ids.gather(uu), "channel": np.asarray(CHANNELS)[cc], "value": phi[uu, cc]}
-        )
-    params = _params(spec, days, touches_per_user) | {"start": start.isoformat(), "after_conversion": after_conversion}
-    return World(touchpoints, conversions, truth, users, mechanism, seed, params, values_frame)
+
+
+def _values_frame(user_ids: pl.Series, touched: np.ndarray, phi: np.ndarray) -> pl.DataFrame:
+    """``anon_id, channel, value``: each user's Shapley value of every channel it touched."""
+    uu, cc = np.nonzero(touched)
+    return pl.DataFrame({"anon_id": user_ids.gather(uu), "channel": np.asarray(CHANNELS)[cc], "value": phi[uu, cc]})
