@@ -1,5 +1,5 @@
-# Quick start: `make demo` (install + run the demo) and `make test` (install + run the whole suite).
-# `make test-fast`: lint and the tests not marked slow, postgres, spark or notebooks (pyproject.toml), a
+# Quick start: `make demo` (install + run the demo) and `make test` (install + checks + the whole suite).
+# `make test-fast`: the checks (ruff, ruff format, mypy) and the tests not marked slow, postgres, spark or notebooks (pyproject.toml), a
 # loop of under 2 minutes on 2 cores; `make test` runs everything.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,19 +17,22 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/optiq demo
 
+# The checks every change passes before its tests: lint, formatting and types.
+CHECKS = $(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks && $(BIN)/mypy
+
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(CHECKS)
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/ruff check src tests benchmarks
+	$(CHECKS)
 	$(BIN)/python -m pytest -q -m "not slow and not postgres and not spark and not notebooks"
 
 bench: install  # writes out/RESULTS.md (untracked); --out benchmarks/RESULTS.md records the figures
 	$(BIN)/python -m benchmarks.run
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(CHECKS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build dist
