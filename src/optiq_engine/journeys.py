@@ -80,6 +80,11 @@ _HASH_MASK = _NO_MASK
 class JourneyResult:
     """What :func:`build_journeys` returns.
 
+    Parameters
+    ----------
+    journeys, journey_events, sessions, quarantined, timings, as_of
+        The fields described under Attributes.
+
     Attributes
     ----------
     journeys
@@ -374,6 +379,11 @@ def stable_id_series(
     Each distinct row is hashed once, in increasing row order (sequential reads of the string buffers,
     several times faster than reading them in the requested order), then written out as hex per request.
     Only the wanted rows of the varying columns are converted to Arrow (``large_string``).
+
+    Returns
+    -------
+    list of polars.Series
+        One String series per request, in the order of ``requests``.
     """
     columns = [*parts, "event_id"]
     distinct = group_key_columns(frame) if varying is None else varying
