@@ -374,16 +374,16 @@ def stable_id_series(
         The key columns that are not one constant (:func:`~optiq_engine.grouping.group_key_columns`, computed
         when not given); a constant column is converted to Arrow as a single row.
 
+    Returns
+    -------
+    list of polars.Series
+        One String series per request, in the order of ``requests``.
+
     Notes
     -----
     Each distinct row is hashed once, in increasing row order (sequential reads of the string buffers,
     several times faster than reading them in the requested order), then written out as hex per request.
     Only the wanted rows of the varying columns are converted to Arrow (``large_string``).
-
-    Returns
-    -------
-    list of polars.Series
-        One String series per request, in the order of ``requests``.
     """
     columns = [*parts, "event_id"]
     distinct = group_key_columns(frame) if varying is None else varying

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class FittedDataDriven(FittedModel):
     """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics.
 
-    Made by :meth:`DataDriven.fit`.
+    Made by :meth:`DataDriven.fit`. Its attributes are :class:`FittedModel`'s and those listed under
+    Attributes.
 
     Parameters
     ----------
@@ -35,7 +36,7 @@ class FittedDataDriven(FittedModel):
         :data:`~optiq_engine.kernels.logistic.EXACT_MAX_CHANNELS` distinct channels) rather than exactly;
         default 0.
 
-    Attributes (besides :class:`FittedModel`'s)
+    Attributes
     ----------
     conversion_model
         The fitted conversion model (``form="auto"``: the candidate with the largest BIC weight).

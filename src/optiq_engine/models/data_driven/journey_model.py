@@ -32,6 +32,13 @@ def shape_label(rho: float, sat: float) -> str:
 class JourneyModel:
     """One fitted candidate of ``form="auto"``: the whole-journey model with its form and stock decay.
 
+    Parameters
+    ----------
+    params, form, rho, nll, n_params, n_journeys
+        The attributes below.
+    sat
+        The attribute below; default 1.0 (no saturation).
+
     Attributes
     ----------
     params
@@ -46,13 +53,6 @@ class JourneyModel:
         Negative log-likelihood (without the penalty) on the fitted counts.
     n_params, n_journeys
         Free parameters and journeys, for ``bic = 2 nll + n_params log(n_journeys)``.
-
-    Parameters
-    ----------
-    params, form, rho, nll, n_params, n_journeys
-        The attributes above.
-    sat
-        The attribute above; default 1.0 (no saturation).
     """
 
     def __init__(
