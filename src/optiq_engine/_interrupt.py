@@ -43,6 +43,14 @@ class Interrupted(KeyboardInterrupt):
 
     A ``KeyboardInterrupt``: ``except Exception`` does not catch it, ``with`` blocks clean up on the way.
 
+    Parameters
+    ----------
+    signum
+        The signal received (``signal.SIGINT`` or ``signal.SIGTERM``); it names the signal in the message.
+    finished
+        True when the signal arrived after the last safe point (default False): the message then says the
+        work was finished and written.
+
     Attributes
     ----------
     signum
@@ -97,6 +105,24 @@ def handle_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
     when the block ends; a ``KeyboardInterrupt`` another library raised for the signal becomes
     :class:`Interrupted` too. Outside the main thread (where handlers cannot be installed) the block runs
     unchanged.
+
+    Parameters
+    ----------
+    signals
+        The signals to defer (default SIGINT and SIGTERM); their previous handlers are restored when the
+        block ends, however it ends.
+
+    Yields
+    ------
+    None
+        Control, once, for the block.
+
+    Raises
+    ------
+    Interrupted
+        When the block ends after one of ``signals`` arrived: ``finished=True`` if it arrived after the last
+        :func:`checkpoint`; a ``KeyboardInterrupt`` raised by a library for the signal is re-raised as
+        :class:`Interrupted`. A ``KeyboardInterrupt`` with no signal recorded propagates unchanged.
     """
     global _received
     if threading.current_thread() is not threading.main_thread():
@@ -126,7 +152,14 @@ def handle_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
 
 
 def pause_for_tests(stage: str) -> None:
-    """Test hook: sleep in ``stage`` as :data:`PAUSE_VARIABLE` asks (until a signal arrives); else nothing."""
+    """Test hook: sleep in ``stage`` as :data:`PAUSE_VARIABLE` asks (until a signal arrives); else nothing.
+
+    Parameters
+    ----------
+    stage
+        The stage starting; the pause happens only when it is the ``<stage>`` of :data:`PAUSE_VARIABLE`
+        (``<stage>:<seconds>``).
+    """
     wanted = os.environ.get(PAUSE_VARIABLE)
     if not wanted:
         return

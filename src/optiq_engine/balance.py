@@ -30,6 +30,15 @@ MAX_ITERATIONS = 1_000
 class ChannelBalance:
     """How a data-driven fit's link weights are scaled so that links credit each channel its share.
 
+    Made by :func:`balance_fit`, which computes every field.
+
+    Parameters
+    ----------
+    channels, scale, target, iterations, residual, unreachable_share, baseline_conversions
+        The fields described under Attributes.
+    balanced
+        Default True; False for the fits whose links use the shares unscaled (see Attributes).
+
     Attributes
     ----------
     channels
@@ -74,7 +83,18 @@ class ChannelBalance:
         return self.balanced and self.residual <= TOLERANCE
 
     def scale_for(self, channels: Sequence[str]) -> np.ndarray:
-        """Multipliers aligned with ``channels`` (1 for a channel the fit never saw: its share is 0)."""
+        """Multipliers aligned with ``channels`` (1 for a channel the fit never saw: its share is 0).
+
+        Parameters
+        ----------
+        channels
+            Channel names, in the order of the caller's channel codes.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one multiplier per name of ``channels``.
+        """
         scale = dict(zip(self.channels, self.scale.tolist(), strict=True))
         return np.array([scale.get(c, 1.0) for c in channels], dtype=np.float64)
 

@@ -32,6 +32,23 @@ class ChannelRule:
     ``click_id`` names a click-id column that must be non-null; ``source`` / ``medium`` are regular
     expressions that must match the whole lower-cased, trimmed ``utm_source`` / ``utm_medium``
     (a null value never matches).
+
+    Parameters
+    ----------
+    channel
+        The channel a matching row gets (a non-empty string).
+    click_id
+        One of :data:`CLICK_ID_COLUMNS` (``gclid``, ``fbclid``, ``ttclid``): the row matches only if it is
+        non-null. Default None: no click-id condition.
+    source, medium
+        Regular expressions matched against the whole trimmed, lower-cased ``utm_source`` /
+        ``utm_medium`` (anchored: ``^(?:pattern)$``). Default None: no condition.
+
+    Raises
+    ------
+    ConfigError
+        An empty or non-string ``channel``, an unknown ``click_id``, no condition at all, or a ``source`` /
+        ``medium`` that is not a valid regular expression.
     """
 
     channel: str
@@ -63,13 +80,34 @@ class ChannelRules:
 
     Rows with neither source nor medium (and no click id) are ``direct``; rows no rule matches are
     ``unassigned``.
+
+    Parameters
+    ----------
+    rules
+        The rules, in priority order (:meth:`from_frame` builds them from a table).
     """
 
     rules: tuple[ChannelRule, ...]
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> ChannelRules:
-        """Rules from a frame with columns ``channel`` and optional ``click_id``, ``source``, ``medium``."""
+        """Rules from a frame with columns ``channel`` and optional ``click_id``, ``source``, ``medium``.
+
+        Parameters
+        ----------
+        frame
+            One rule per row, in priority order (the first matching rule wins); other columns are ignored,
+            a null ``click_id`` / ``source`` / ``medium`` is no condition.
+
+        Returns
+        -------
+        ChannelRules
+
+        Raises
+        ------
+        ConfigError
+            The frame has no ``channel`` column, or a row is not a valid :class:`ChannelRule`.
+        """
         missing = {"channel"} - set(frame.columns)
         if missing:
             raise ConfigError(f"channel rules table needs a 'channel' column, got {frame.columns}")
@@ -129,6 +167,18 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
     """The channel of every row of ``frame`` from its click-id and UTM columns (missing columns are null).
 
     The rules run once per distinct (click ids present, source, medium) combination, not per row.
+
+    Parameters
+    ----------
+    frame
+        Rows with any of the columns ``gclid``, ``fbclid``, ``ttclid``, ``utm_source``, ``utm_medium``.
+    rules
+        The rules table; default None: :data:`DEFAULT_CHANNEL_RULES`.
+
+    Returns
+    -------
+    polars.Series
+        ``channel`` (String), one per row of ``frame``, in its order.
     """
     rules = rules or DEFAULT_CHANNEL_RULES
     keys: list[pl.Expr] = []
@@ -160,6 +210,21 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks
     Postgres' ``~`` against the trimmed, lower-cased UTM value, anchored like the Python version.
     ``fallbacks=False`` leaves out the two defaults (``direct`` without source and medium, ``unassigned``):
     a row no rule matches gets null (the service maps spend rows with it: spend no rule maps is unmapped).
+
+    Parameters
+    ----------
+    rules
+        The rules table; None: :data:`DEFAULT_CHANNEL_RULES`.
+    params
+        The statement's bound parameters, updated in place with ``rx_<i>_<j>`` (the patterns) and
+        ``ch_<i>`` (the channels), plus ``ch_direct`` and ``ch_unassigned`` with ``fallbacks``.
+    fallbacks
+        Default True: end with the ``direct`` and ``unassigned`` defaults.
+
+    Returns
+    -------
+    str
+        The ``CASE ... END`` expression (``CAST(NULL AS text)`` for an empty table without fallbacks).
     """
     rules = rules or DEFAULT_CHANNEL_RULES
     ws = "E' \\t\\n\\r\\f\\v'"
@@ -191,7 +256,21 @@ def _plain(channel: str) -> str:
 def direct_lookalikes(channels: Sequence[str], direct_channels: Sequence[str]) -> list[str]:
     """The channels that are not one of ``direct_channels`` but spell one differently (``"Direct"``,
     ``"(direct)"``, ``"direct "``): LAST_NON_DIRECT and the direct path rules would treat them as any other
-    channel (docs/attribution.md)."""
+    channel (docs/attribution.md).
+
+    Parameters
+    ----------
+    channels
+        The channel names of the data.
+    direct_channels
+        The configured direct channels (``AttributionConfig.direct_channels``).
+
+    Returns
+    -------
+    list of str
+        The look-alikes, sorted: names equal to a direct channel once case, surrounding spaces and
+        brackets are dropped, but not equal to one as written.
+    """
     wanted = {_plain(d) for d in direct_channels}
     exact = set(direct_channels)
     return sorted(c for c in channels if c not in exact and _plain(c) in wanted)

@@ -147,6 +147,16 @@ class AttributionConfig:
         Whose journeys are grouped: ``"anon_id"`` (default: each cookie) or ``"stitched"`` (anon ids joined
         into persons by the ``user_id`` column, docs/contract.md §1.5); ``identity_key``: the key of
         ``TrackingEvent.properties`` holding the user id (``optiq run``; ``attributionSettings.identityKey``).
+
+    Raises
+    ------
+    ConfigError
+        Any invalid field, named in the message: a ``lookback`` / ``session_timeout`` / ``half_life`` that is
+        not a positive timedelta of whole microseconds, position shares out of range, an unknown
+        ``on_invalid`` / ``touch_rule`` / ``drop_direct`` / ``identity`` / ``value_unit`` / ``timezone``, a
+        ``timestamp_format`` without ``%``, ``max_touchpoints`` < 1, or a default of MARKOV / SHAPLEY
+        (``markov_order``, ``path_transform``, ``shapley_characteristic``, ``bootstrap``, ``bootstrap_level``,
+        ``seed``) those models refuse.
     """
 
     lookback: timedelta = timedelta(days=30)
@@ -207,7 +217,23 @@ class AttributionConfig:
         Shapley.from_config(self)
 
     def with_options(self, **options: Any) -> AttributionConfig:
-        """A copy with some fields replaced; unknown names raise :class:`ConfigError`."""
+        """A copy with some fields replaced; unknown names raise :class:`ConfigError`.
+
+        Parameters
+        ----------
+        **options
+            Field names and their new values (``lookback=timedelta(days=7)``).
+
+        Returns
+        -------
+        AttributionConfig
+            ``self`` when no option is given, else a new, validated config.
+
+        Raises
+        ------
+        ConfigError
+            An unknown option name (the message lists the valid ones), or an invalid value.
+        """
         names = {f.name for f in fields(self)}
         unknown = sorted(set(options) - names)
         if unknown:

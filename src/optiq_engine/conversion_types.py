@@ -60,6 +60,21 @@ def type_configs(
     """Per conversion name given in ``conversion_types``, its config (``config`` with the name's options) and
     models (the name's ``models``, else ``models``); every override checked before anything runs.
 
+    Parameters
+    ----------
+    config
+        The run's options, which every name's overrides start from.
+    models
+        The run's models (names or objects; None: the heuristics), for names without ``models`` of their own.
+    conversion_types
+        Per conversion name, ``AttributionConfig`` fields to replace (not :data:`SHARED_OPTIONS`) and
+        ``models``; None: no entry.
+
+    Returns
+    -------
+    dict
+        ``{name: (config, models)}`` for each name of ``conversion_types``, in its order.
+
     Raises
     ------
     ConfigError, ModelError
@@ -98,10 +113,24 @@ def type_configs(
 def conversion_names(conversions: pl.DataFrame, by: str = "name") -> pl.Series:
     """The type of every conversion: its ``by`` column as strings, null where null, empty or blank.
 
+    Parameters
+    ----------
+    conversions
+        The conversions (a polars frame).
+    by
+        The column holding the types (default ``"name"``): strings, categoricals or integers.
+
+    Returns
+    -------
+    polars.Series
+        ``conversion_name`` (String), one per conversion; surrounding spaces are kept (only blank names
+        become null).
+
     Raises
     ------
     SchemaError
-        ``conversions`` has no such column, or it holds neither strings nor integers.
+        ``conversions`` has no such column (:class:`ColumnNotFoundError`, with the closest names), or it
+        holds neither strings nor integers.
     """
     if by not in conversions.columns:
         raise ColumnNotFoundError(
@@ -157,6 +186,9 @@ def attribute_by_name(
         No ``name`` column.
     ConfigError, ModelError
         A bad option or model, of any type, before any type runs.
+    SchemaError, InputError
+        The frames' own checks (:func:`optiq_engine.attribute`): missing columns, invalid rows with
+        ``on_invalid="raise"``.
     """
     from .pipeline import _encode_channels, normalize_inputs
     from .stages import stage_timer

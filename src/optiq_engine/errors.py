@@ -39,6 +39,15 @@ class SchemaError(OptiqError, ValueError):
 class ColumnNotFoundError(SchemaError):
     """A frame lacks a column the call needs: each missing column is named with the frame's closest ones.
 
+    Parameters
+    ----------
+    message
+        The error message (:meth:`of` writes one naming each missing column and its closest matches).
+    missing
+        The columns not found (default none).
+    columns
+        The frame's columns (default none).
+
     Attributes
     ----------
     missing
@@ -53,7 +62,23 @@ class ColumnNotFoundError(SchemaError):
 
     @classmethod
     def of(cls, missing: Sequence[str], columns: Sequence[str], *, what: str) -> ColumnNotFoundError:
-        """``<what> lack required column(s) 'a' (did you mean 'A'?), ...; columns are [...]``."""
+        """``<what> lack required column(s) 'a' (did you mean 'A'?), ...; columns are [...]``.
+
+        Parameters
+        ----------
+        missing
+            The required columns the frame lacks.
+        columns
+            The frame's columns: the message lists them and suggests the closest one(s) for each missing
+            column (:func:`did_you_mean`).
+        what
+            The frame's name, plural, as the message's subject (``"touchpoints"``).
+
+        Returns
+        -------
+        ColumnNotFoundError
+            The error (not raised: the caller raises it).
+        """
         named = ", ".join(f"{c!r}{did_you_mean(c, columns)}" for c in missing)
         return cls(
             f"{what} lack required column(s) {named}; columns are {list(columns)}", missing=missing, columns=columns
@@ -77,6 +102,13 @@ def did_you_mean(name: str, choices: Iterable[str], *, n: int = 2, cutoff: float
 
 class InputError(OptiqError, ValueError):
     """Input rows are invalid (null ids, bad timestamps, negative values, duplicates ...).
+
+    Parameters
+    ----------
+    message
+        The error message.
+    counts
+        Number of invalid rows by reason (default: none); copied into :attr:`counts`.
 
     Attributes
     ----------

@@ -32,6 +32,12 @@ class Experiment:
         Dates (``datetime.date``, or ``"2026-03-31"`` in JSON) are whole UTC days, both included, as a test's
         report reads: ``start=date(2026, 3, 1), end=date(2026, 3, 31)`` is March, ``[Mar 1, Apr 1)``.
 
+    Raises
+    ------
+    ConfigError
+        An empty ``channel``; ``incremental_conversions`` or ``std_error`` not a finite number;
+        ``std_error <= 0``; ``start`` / ``end`` neither a datetime, a date nor None; an empty period.
+
     Examples
     --------
     >>> import optiq_engine as oq
@@ -86,6 +92,20 @@ def _micros(t: datetime) -> int:
 def experiments_from_json(value: Any, *, where: str = "experiments") -> tuple[Experiment, ...]:
     """Experiments from a JSON list of objects with keys ``channel``, ``incremental_conversions``
     (or ``incrementalConversions``), ``std_error`` (or ``stdError``), ``start`` and ``end`` (ISO 8601).
+
+    Parameters
+    ----------
+    value
+        The parsed JSON: a list of objects, or None (no experiment). ``start`` / ``end`` of 10 characters
+        are dates (whole UTC days); longer ones datetimes (``Z`` accepted); missing or null: open.
+    where
+        The name the messages give the list (default ``"experiments"``; ``attributionSettings`` passes its
+        key path).
+
+    Returns
+    -------
+    tuple of Experiment
+        In the list's order (empty for None).
 
     Raises
     ------

@@ -68,14 +68,40 @@ _STRING_COLUMNS = (
 
 @dataclass(frozen=True)
 class Normalized:
-    """A frame coerced to the contract, and the rows set aside (with a ``reason`` column)."""
+    """A frame coerced to the contract, and the rows set aside (with a ``reason`` column).
+
+    Parameters
+    ----------
+    frame
+        The valid rows, coerced (ids as strings, ``occurred_at`` as ``Datetime("us", "UTC")``, money as
+        Int64 micros).
+    quarantined
+        The invalid rows, coerced the same way, with a ``reason`` (String) column; empty when none.
+    """
 
     frame: pl.DataFrame
     quarantined: pl.DataFrame
 
 
 def to_polars(frame: Any, *, what: str) -> pl.DataFrame:
-    """A polars DataFrame from a polars (lazy) frame, a pyarrow Table / RecordBatch or a pandas frame."""
+    """A polars DataFrame from a polars (lazy) frame, a pyarrow Table / RecordBatch or a pandas frame.
+
+    Parameters
+    ----------
+    frame
+        The input: a polars DataFrame is returned as is, a LazyFrame collected.
+    what
+        The frame's name, for messages (``"touchpoints"``).
+
+    Returns
+    -------
+    polars.DataFrame
+
+    Raises
+    ------
+    SchemaError
+        ``frame`` is of another type, or a pandas column cannot be converted (the column is named).
+    """
     if isinstance(frame, pl.DataFrame):
         return frame
     if isinstance(frame, pl.LazyFrame):
@@ -130,6 +156,24 @@ def value_source(
     columns: Sequence[str], value_col: str, value_column: str | None, unit: str, *, what: str
 ) -> str | None:
     """The column of ``columns`` holding the frame's money (docs/contract.md §1.1), or None (every value 0).
+
+    Parameters
+    ----------
+    columns
+        The frame's columns.
+    value_col
+        The contract's value column (``"value_micros"``).
+    value_column
+        The column the caller named (``value_column=``), or None.
+    unit
+        ``"micros"`` or ``"currency"``.
+    what
+        The frame's name, for messages.
+
+    Returns
+    -------
+    str or None
+        ``value_column`` if given, else ``value_col`` if present, else None.
 
     Raises
     ------
@@ -253,7 +297,23 @@ def _normalize(
 
 
 def invalid_rows_error(what: str, bad: pl.DataFrame, id_col: str) -> InputError:
-    """The :class:`InputError` for ``bad`` rows (with a ``reason`` column): counts by reason and examples."""
+    """The :class:`InputError` for ``bad`` rows (with a ``reason`` column): counts by reason and examples.
+
+    Parameters
+    ----------
+    what
+        The frame's name, plural (``"touchpoints"``).
+    bad
+        The invalid rows, with ``id_col``, ``anon_id`` and ``reason``.
+    id_col
+        The frame's id column (``"touchpoint_id"``).
+
+    Returns
+    -------
+    InputError
+        Not raised: the caller raises it. Its ``counts`` are the rows per reason; the message shows three
+        examples and how to quarantine instead.
+    """
     counts = dict(bad.group_by("reason").len().sort("reason").iter_rows())
     examples = bad.head(3).select(id_col, "anon_id", "reason").to_dicts()
     summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
@@ -308,6 +368,8 @@ def normalize_touchpoints(
         A required column is missing or has a type that cannot hold it.
     InputError
         Invalid rows (unless quarantined) or duplicate ``touchpoint_id`` values.
+    ConfigError
+        ``timezone`` is not an IANA zone name, or ``timestamp_format`` has no ``%`` directive.
     """
     return _normalize(
         frame,
@@ -354,6 +416,8 @@ def normalize_conversions(
         Missing columns; a float or string ``value_micros``; a money-like column beside no value column.
     InputError
         Invalid rows (unless quarantined) or duplicate ``conversion_id`` values.
+    ConfigError
+        A bad ``value_column`` / ``value_unit``, ``timezone`` or ``timestamp_format``.
     """
     return _normalize(
         frame,
@@ -383,6 +447,30 @@ def normalize_events(
     ``type`` must be one of :data:`EVENT_TYPES` (else the row's reason is ``"unknown type"``);
     ``value_micros`` is Int64, null (or absent) is 0, negative is invalid; the other options are those of
     :func:`normalize_conversions`.
+
+    Parameters
+    ----------
+    frame
+        polars, pyarrow or pandas frame with ``event_id``, ``anon_id``, ``occurred_at`` and ``type``.
+    on_invalid
+        ``"raise"`` (default) or ``"quarantine"`` invalid rows.
+    timezone, timestamp_format
+        How ``occurred_at`` strings and naive times are read (docs/contract.md §1.2).
+    value_column, value_unit
+        As :func:`normalize_conversions`.
+
+    Returns
+    -------
+    Normalized
+
+    Raises
+    ------
+    SchemaError
+        Missing columns or columns of the wrong type (as :func:`normalize_conversions`).
+    InputError
+        Invalid rows (unless quarantined) or duplicate ``event_id`` values.
+    ConfigError
+        A bad ``value_column`` / ``value_unit``, ``timezone`` or ``timestamp_format``.
     """
     return _normalize(
         frame,
@@ -405,6 +493,14 @@ def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
     Ids stay as given (docs/contract.md §1.3: they are keys into the caller's tables); this only makes a
     likely split of one visitor into two visible. Only ids with surrounding whitespace or non-ASCII
     characters are candidates, so the usual ASCII ids cost one regex pass.
+
+    Parameters
+    ----------
+    *columns
+        Id series (cast to strings; nulls ignored), compared together: an id of one may collide with an id
+        of another.
+    what
+        The ids' name in the warning (default ``"anon_id"``).
 
     Returns
     -------

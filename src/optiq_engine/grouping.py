@@ -49,6 +49,17 @@ def group_key_columns(*frames: pl.DataFrame) -> list[str]:
 
     A column that holds one value (or only nulls) in every frame separates no groups, so hashing it would
     only cost time; ``anon_id`` is always last.
+
+    Parameters
+    ----------
+    *frames
+        The frames grouped together (touchpoints and conversions, or events); a key column counts only if
+        every frame has it.
+
+    Returns
+    -------
+    list of str
+        Among :data:`KEY_COLUMNS`, those that vary, then ``"anon_id"``.
     """
     keys = []
     for c in KEY_COLUMNS:
@@ -66,13 +77,39 @@ def group_key_columns(*frames: pl.DataFrame) -> list[str]:
 
 
 def splitmix(x: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix (splitmix64's finaliser), on a copy."""
+    """A bijective 64-bit mix (splitmix64's finaliser), on a copy.
+
+    Parameters
+    ----------
+    x
+        Integers of any dtype, taken as uint64 (wrapping).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64, one per element of ``x``; ``x`` is left untouched.
+    """
     with np.errstate(over="ignore"):
         return finalise(x.astype(np.uint64, copy=True))
 
 
 def hash_keys(frame: pl.DataFrame, keys: Sequence[str], seed: int) -> np.ndarray:
-    """uint64 hash of the string values of ``keys`` in every row (null is a value of its own)."""
+    """uint64 hash of the string values of ``keys`` in every row (null is a value of its own).
+
+    Parameters
+    ----------
+    frame
+        The rows.
+    keys
+        At least one column of ``frame``, each cast to String; the last one's hash is mixed with the others'.
+    seed
+        The polars hash seed (:data:`SEED_H` or :data:`SEED_H2`).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64, one per row; stable only within one polars version.
+    """
     keys = list(keys)
     cols = frame.select(pl.col(k).cast(pl.String).hash(seed).alias(k) for k in keys)
     h = cols.get_column(keys[-1]).to_numpy()
@@ -93,6 +130,22 @@ def group_hashes(
     Equal keys get equal values across all ``frames``. ``mask`` is applied to ``h`` (a test hook: a small
     mask makes every run collide). With ``exact=True`` both arrays are ``splitmix(code)`` of a dense code of
     the key, so they cannot collide.
+
+    Parameters
+    ----------
+    frames
+        The frames whose rows are grouped together (each has every column of ``keys``).
+    keys
+        The key columns (:func:`group_key_columns`).
+    exact
+        Dense codes instead of hashes (the retry after a collision: :func:`hash_attempts`).
+    mask
+        ANDed with ``h`` when not exact (default :data:`NO_MASK`: every bit kept).
+
+    Returns
+    -------
+    list of tuple of numpy.ndarray
+        ``(h, h2)`` uint64 arrays per frame, in the order of ``frames``.
     """
     keys = list(keys)
     if not exact:
@@ -122,6 +175,21 @@ def hash_attempts(log: logging.Logger) -> Iterator[bool]:
     breaks out when the sort counted no collision. Otherwise the next step logs the collision (a warning on
     the caller's ``log``) and gives ``exact=True``; exact codes cannot collide, so a collision after them
     raises :class:`AssertionError`.
+
+    Parameters
+    ----------
+    log
+        The caller's logger, for the collision's warning.
+
+    Yields
+    ------
+    bool
+        ``exact``: False, then True.
+
+    Raises
+    ------
+    AssertionError
+        A third attempt is asked for (exact codes collided, which cannot happen).
     """
     yield False
     log.warning("64-bit group hash collision detected; re-running with exact group codes")
@@ -132,7 +200,27 @@ def hash_attempts(log: logging.Logger) -> Iterator[bool]:
 def order_ties_by_id(
     order: np.ndarray, code: np.ndarray | None, h_s: np.ndarray, ts_s: np.ndarray, ids: pl.Series
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reorder runs of equal (group, time) by id (UTF-8 byte order); fresh arrays, inputs untouched."""
+    """Reorder runs of equal (group, time) by id (UTF-8 byte order); fresh arrays, inputs untouched.
+
+    Parameters
+    ----------
+    order
+        The sort permutation (sorted position -> input row).
+    code
+        An array aligned with the sorted rows that must follow the reordering (channel codes, event flags),
+        or None.
+    h_s, ts_s
+        The group hash and time of the sorted rows: runs of equal pairs are the ties.
+    ids
+        The rows' ids, in input order (``touchpoint_id``, ``event_id``).
+
+    Returns
+    -------
+    order : numpy.ndarray
+        The permutation with each tie run ordered by id.
+    code : numpy.ndarray or None
+        ``code`` reordered the same way (None if None).
+    """
     runs = tie_runs(h_s, ts_s)
     lengths = runs[:, 1] - runs[:, 0]
     pos = np.repeat(runs[:, 0], lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
@@ -152,7 +240,19 @@ def order_ties_by_id(
 
 
 def arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only (offsets int64[n+1], data uint8[...], valid bool[n]) of a string series, via Arrow."""
+    """Read-only (offsets int64[n+1], data uint8[...], valid bool[n]) of a string series, via Arrow.
+
+    Parameters
+    ----------
+    series
+        Any series castable to String (nulls allowed).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(offsets, data, valid)``: large-string offsets and data buffers (zero-copy when possible) and the
+        non-null mask, all read-only.
+    """
     import pyarrow as pa
 
     valid = series.is_not_null().to_numpy()
@@ -171,7 +271,20 @@ def arrow_strings(series: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def stable_draws(ids: pl.Series, seed: int) -> np.ndarray:
     """One uniform number in [0, 1) per id: FNV-1a 64 of the id's UTF-8 bytes (:mod:`kernels.stable_id`) mixed
     with ``seed`` by splitmix64, so the same id gets the same draw in any run, row order, partition or
-    library version (a null id hashes as the byte 0x00)."""
+    library version (a null id hashes as the byte 0x00).
+
+    Parameters
+    ----------
+    ids
+        The ids (``conversion_id`` ...), any series castable to String.
+    seed
+        Mixed into every draw: another seed, independent draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 in [0, 1), one per id (53 random bits).
+    """
     from .kernels.stable_id import key_hashes
 
     offsets, data, valid = arrow_strings(ids)

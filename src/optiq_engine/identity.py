@@ -48,6 +48,13 @@ PERSON = "_person"
 class IdentityStitch:
     """How a stitched run joined anon ids into persons (``AttributionResult.identity``).
 
+    Made by :func:`stitch` and :func:`resolve_user_ids`.
+
+    Parameters
+    ----------
+    anon_ids, identified, persons, merged_anon_ids, merged_persons, several_user_ids, blank_user_ids
+        The counts described under Attributes.
+
     Attributes
     ----------
     anon_ids
@@ -159,7 +166,22 @@ def _joined(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.
 
 def person_keys(frame: pl.DataFrame, mapping: pl.DataFrame, scope: list[str]) -> pl.Series:
     """Per row of ``frame``, its person: ``"u" + user_id`` of its anon id's mapping, else ``"a" + anon_id``
-    (the one-letter prefix keeps a user id from ever equalling an anon id)."""
+    (the one-letter prefix keeps a user id from ever equalling an anon id).
+
+    Parameters
+    ----------
+    frame
+        Rows with ``anon_id`` and the ``scope`` columns.
+    mapping
+        :func:`stitch_map` of the rows.
+    scope
+        Columns within which anon ids are matched (``organization_id``, ``site_id``).
+
+    Returns
+    -------
+    polars.Series
+        :data:`PERSON` (String), one per row of ``frame``.
+    """
     user = pl.col(USER_ID)
     person = pl.when(user.is_not_null()).then(pl.lit("u") + user).otherwise(pl.lit("a") + pl.col("anon_id"))
     return _joined(frame, mapping, scope).select(person.alias(PERSON)).to_series()
@@ -185,6 +207,22 @@ def stitch(
     touchpoints: pl.DataFrame, conversions: pl.DataFrame, scope: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, IdentityStitch]:
     """Both normalised frames with a :data:`PERSON` column (group by ``scope + [PERSON]``) and the summary.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Normalised frames (``anon_id``, ``occurred_at`` UTC, the ``scope`` columns); at least one has a
+        ``user_id`` column (strings or integers; null: anonymous, blank or placeholder values count as null).
+    scope
+        Columns within which anon ids and user ids are matched (:func:`~optiq_engine.grouping.group_key_columns`
+        without ``anon_id``).
+
+    Returns
+    -------
+    touchpoints, conversions : polars.DataFrame
+        The frames with :data:`PERSON` added (every other column unchanged).
+    summary : IdentityStitch
+        The stitch's counts.
 
     Raises
     ------
@@ -214,7 +252,30 @@ def resolve_user_ids(
 ) -> tuple[pl.DataFrame, pl.DataFrame, IdentityStitch]:
     """Both frames with ``user_id`` replaced by each row's anon id's latest user id, and the summary of all
     rows: any subset of the rows (one conversion type's, ``attribute(by="name")``) then stitches the anon ids
-    into the same persons as the whole (a login on one type's conversion identifies for every type)."""
+    into the same persons as the whole (a login on one type's conversion identifies for every type).
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Normalised frames (``anon_id``, ``occurred_at`` UTC, the ``scope`` columns); at least one has a
+        ``user_id`` column (strings or integers; null: anonymous, blank or placeholder values count as null).
+    scope
+        Columns within which anon ids and user ids are matched (:func:`~optiq_engine.grouping.group_key_columns`
+        without ``anon_id``).
+
+    Returns
+    -------
+    touchpoints, conversions : polars.DataFrame
+        The frames with ``user_id`` (String) set to the anon id's latest user id, null for an anon id never
+        identified.
+    summary : IdentityStitch
+        The counts of the stitch over all rows.
+
+    Raises
+    ------
+    SchemaError
+        Neither frame has a ``user_id`` column, or it holds neither strings nor integers.
+    """
     mapping, summary = _mapping(touchpoints, conversions, scope)
     touchpoints = touchpoints.with_columns(_joined(touchpoints, mapping, scope).get_column(USER_ID))
     conversions = conversions.with_columns(_joined(conversions, mapping, scope).get_column(USER_ID))
@@ -249,9 +310,24 @@ def with_user_ids(
 
     Parameters
     ----------
+    touchpoints, conversions
+        The slice's frames (``anon_id`` and the ``organization_id`` / ``site_id`` columns they have); a
+        ``user_id`` column they already have is replaced.
     identities
         ``anon_id``, ``occurred_at``, ``user_id`` and the ``organization_id`` / ``site_id`` columns the
         other frames share: one row per identified event.
+
+    Returns
+    -------
+    touchpoints, conversions : polars.DataFrame
+        With ``user_id`` (String) last.
+    blank : int
+        Rows of ``identities`` whose user id was blank or a placeholder (:data:`PLACEHOLDER_USER_IDS`).
+
+    Raises
+    ------
+    SchemaError
+        ``identities.user_id`` holds neither strings nor integers.
     """
     scope = [
         c for c in ("organization_id", "site_id") if all(c in f.columns for f in (touchpoints, conversions, identities))

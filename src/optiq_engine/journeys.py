@@ -80,6 +80,11 @@ _HASH_MASK = _NO_MASK
 class JourneyResult:
     """What :func:`build_journeys` returns.
 
+    Parameters
+    ----------
+    journeys, journey_events, sessions, quarantined, timings, as_of
+        The fields described under Attributes.
+
     Attributes
     ----------
     journeys
@@ -368,6 +373,11 @@ def stable_id_series(
     varying
         The key columns that are not one constant (:func:`~optiq_engine.grouping.group_key_columns`, computed
         when not given); a constant column is converted to Arrow as a single row.
+
+    Returns
+    -------
+    list of polars.Series
+        One String series per request, in the order of ``requests``.
 
     Notes
     -----

@@ -32,14 +32,38 @@ _MONEY_WORDS = re.compile(
 @dataclass(frozen=True)
 class MicrosColumn:
     """A value column read as micros: ``micros`` (Int64, 0 where the input is null) and ``reason`` (String:
-    why a row's value is invalid, null where it is fine)."""
+    why a row's value is invalid, null where it is fine).
+
+    Parameters
+    ----------
+    micros
+        Int64 micros (1 currency unit = 1,000,000 micros), one per input row; 0 where the input is null
+        or the row's value is invalid.
+    reason
+        String, one per input row: why the row's value is invalid, null where it is fine; ``None`` (no
+        series) when every row is fine.
+    """
 
     micros: pl.Series
     reason: pl.Series | None
 
 
 def check_value_options(value_column: str | None, value_unit: str) -> None:
-    """Raise :class:`ConfigError` for a bad ``value_column`` / ``value_unit``."""
+    """Raise :class:`ConfigError` for a bad ``value_column`` / ``value_unit``.
+
+    Parameters
+    ----------
+    value_column
+        The column holding the conversions' values: a non-empty name, or None (the contract's
+        ``value_micros``).
+    value_unit
+        ``"micros"`` or ``"currency"`` (:data:`VALUE_UNITS`).
+
+    Raises
+    ------
+    ConfigError
+        ``value_unit`` is not one of :data:`VALUE_UNITS`, or ``value_column`` is not a non-empty string.
+    """
     if value_unit not in VALUE_UNITS:
         raise ConfigError(f"value_unit must be 'micros' or 'currency', got {value_unit!r}")
     if value_column is not None and (not isinstance(value_column, str) or not value_column):
@@ -47,7 +71,21 @@ def check_value_options(value_column: str | None, value_unit: str) -> None:
 
 
 def money_like_columns(columns: list[str], *, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Columns whose names look like money (``revenue``, ``order_value``, ``Amount``, ...)."""
+    """Columns whose names look like money (``revenue``, ``order_value``, ``Amount``, ...).
+
+    Parameters
+    ----------
+    columns
+        Column names to look through.
+    exclude
+        Names never returned (e.g. the value column already chosen). Names ending in ``_id`` never are.
+
+    Returns
+    -------
+    list of str
+        The matching names, in the order of ``columns`` (case-insensitive match of money words:
+        revenue, value, amount, price, sales, gmv, income, turnover, payout, usd, eur, money).
+    """
     return [c for c in columns if c not in exclude and not c.endswith("_id") and _MONEY_WORDS.search(c)]
 
 

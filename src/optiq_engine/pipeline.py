@@ -85,6 +85,9 @@ def attribute(
     conversion_types
         With ``by="name"``: per conversion name, options that replace these (``{"purchase": {"lookback":
         timedelta(days=90), "models": ["LAST_TOUCH"]}}``).
+    **options
+        :class:`AttributionConfig` fields, over ``config``'s (``lookback=timedelta(days=7)``,
+        ``on_invalid="quarantine"``); an unknown name is a :class:`ConfigError`.
 
     Returns
     -------
@@ -166,6 +169,36 @@ def run_attribution(
     With ``dense_links``, every model's block of ``links`` holds the same (conversion, touchpoint) pairs in
     the same order (Spark's wide records): a conversion a data-driven model credits to no channel keeps its
     rows there with a null ``weight`` and ``credited_value_micros`` instead of having none.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Frames in the contract of docs/contract.md §1, or :class:`~optiq_engine.frames.Normalized` ones
+        already validated.
+    models
+        As :func:`attribute` (None: every heuristic model).
+    config
+        The run's options, already resolved.
+    on_stage
+        Called with each stage's name as it starts; default None.
+    fitted
+        As :func:`attribute`: fits to credit with instead of fitting here (default None).
+    dense_links
+        Default False; see above.
+
+    Returns
+    -------
+    AttributionResult
+
+    Raises
+    ------
+    ModelError
+        A model name that is unknown or given twice, a model that is neither heuristic nor data-driven, a
+        ``fitted`` entry fitted with other parameters, or a fit that fails.
+    ConfigError
+        A model's options are invalid, or a ``channel`` column that does not hold strings.
+    SchemaError, InputError
+        As :func:`attribute` (an :class:`InputError` also for too many distinct channels).
     """
     cfg = config
     chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
@@ -555,6 +588,29 @@ def path_tables(
 
     The same tables as ``attribute(...).fitted[name].paths``; the tables of disjoint sets of users add up
     with :meth:`PathTable.concat` (see :mod:`optiq_engine.paths.partial`).
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Frames in the contract of docs/contract.md §1.
+    models
+        Data-driven models (names or objects); required.
+    config
+        The options (default None: ``AttributionConfig()``); ``options`` override its fields.
+    **options
+        :class:`AttributionConfig` fields.
+
+    Returns
+    -------
+    dict of str to PathTable
+        Per model name, its path table (transformed with its ``transform``).
+
+    Raises
+    ------
+    ModelError
+        A model that is not data-driven, unknown, or given twice.
+    ConfigError, SchemaError, InputError
+        As :func:`attribute`.
     """
     cfg = (config or AttributionConfig()).with_options(**options)
     chosen = resolve_models(models, cfg, default=())

@@ -29,6 +29,19 @@ TYPE_COLUMN = "conversion_name"
 class AttributionResult:
     """Links, credit and the conversions left unattributed, for every model of one run.
 
+    Made by :func:`optiq_engine.attribute`.
+
+    Parameters
+    ----------
+    links, credit, unattributed
+        The frames described under Attributes.
+    models
+        The run's model objects, in the order asked (:attr:`model_names`).
+    config
+        The run's resolved :class:`~optiq_engine.AttributionConfig`.
+    fitted, n_conversions, quarantined, timings, lookback_coverage, identity, types
+        Described under Attributes; default empty, 0 or None.
+
     Attributes
     ----------
     links
@@ -95,7 +108,18 @@ class AttributionResult:
         return channel_shares(self.credit, models=self.model_names)
 
     def links_for(self, model: str) -> pl.DataFrame:
-        """The links of one model."""
+        """The links of one model.
+
+        Parameters
+        ----------
+        model
+            A model name of the run, in any case (``"linear"``).
+
+        Returns
+        -------
+        polars.DataFrame
+            Its rows of ``links`` (empty for a name the run does not have).
+        """
         return self.links.filter(pl.col("model") == model.upper())
 
     def without_links(self) -> AttributionResult:
@@ -130,6 +154,13 @@ class LookbackCoverage:
     (with ``reset_after_conversion``; else since the group's first touchpoint) up to the conversion. The
     models credit only the part inside the lookback; a data-driven fit sees only that part too, so an
     earlier touch's effect is read into the channels seen late (docs/data_driven.md §1).
+
+    Made by :func:`lookback_coverage`.
+
+    Parameters
+    ----------
+    lookback, conversions, cut, touchpoints_left_out, lookback_95
+        The fields described under Attributes.
 
     Attributes
     ----------
@@ -178,7 +209,23 @@ def lookback_coverage(
     start: np.ndarray, lo: np.ndarray, hi: np.ndarray, tp_ts: np.ndarray, cv_ts: np.ndarray, lookback: timedelta
 ) -> LookbackCoverage:
     """Summarise the conversions' windows against their whole journeys (``start``:
-    :func:`optiq_engine.kernels.windows.journey_starts`; ``lo``, ``hi``: the windows; sorted times in µs)."""
+    :func:`optiq_engine.kernels.windows.journey_starts`; ``lo``, ``hi``: the windows; sorted times in µs).
+
+    Parameters
+    ----------
+    start
+        Per conversion, the sorted-touchpoint index where its journey starts.
+    lo, hi
+        Per conversion, its window's range of sorted touchpoints (``[lo, hi)``).
+    tp_ts, cv_ts
+        Sorted touchpoints' and conversions' times, in UTC microseconds (int64).
+    lookback
+        The run's lookback (reported as is).
+
+    Returns
+    -------
+    LookbackCoverage
+    """
     has_journey = hi > start
     cut = lo > start
     spans = cv_ts[has_journey] - tp_ts[start[has_journey]]
@@ -225,6 +272,19 @@ def combine_credit(credits: list[pl.DataFrame]) -> pl.DataFrame:
     ``value_micros`` is summed exactly: a cell whose sum exceeds int64, or that is null in any part (it
     exceeded int64 there), is null, as in :func:`optiq_engine.attribute`; never wrapped or partial. Frames
     with a ``conversion_name`` column (``by="name"``) add up per type too.
+
+    Parameters
+    ----------
+    credits
+        Credit frames (``model``, ``channel``, ``conversions``, ``value_micros``), all with or all without
+        ``conversion_name``.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per (type,) model and channel: ``conversions`` summed, ``value_micros`` (Int64, null on
+        overflow); ``model`` an Enum in order of first appearance, rows sorted by it then ``channel``. No
+        frame: an empty frame of those four columns.
     """
     if not credits:
         return pl.DataFrame(

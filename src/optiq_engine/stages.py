@@ -20,6 +20,20 @@ def stage_timer(timings: dict[str, float], on_stage: Callable[[str], None] | Non
     Stage boundaries are the safe points where a SIGINT/SIGTERM received under
     :func:`optiq_engine._interrupt.handle_signals` stops the run (:func:`~optiq_engine._interrupt.checkpoint`:
     before a stage starts and after it ends, never inside a kernel).
+
+    Parameters
+    ----------
+    timings
+        Seconds by stage name, updated in place: a stage timed twice adds up (wall-clock, ``perf_counter``).
+    on_stage
+        Called with the stage's name as each stage starts (a progress display); default None.
+
+    Returns
+    -------
+    Timed
+        ``timed(stage)``: a context manager timing one stage. It raises
+        :class:`~optiq_engine._interrupt.Interrupted` at its entry or exit when a signal arrived under
+        :func:`~optiq_engine._interrupt.handle_signals`.
     """
 
     @contextmanager

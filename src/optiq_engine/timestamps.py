@@ -47,6 +47,13 @@ _FALLBACK_LIMIT = 100_000
 class ParsedTimes:
     """A column read as UTC microseconds.
 
+    Made by :func:`to_utc`.
+
+    Parameters
+    ----------
+    utc, unreadable, local_gap, naive
+        The fields described under Attributes (the three series have one row per input row).
+
     Attributes
     ----------
     utc
@@ -66,7 +73,18 @@ class ParsedTimes:
 
 
 def check_timezone(timezone: str | None) -> None:
-    """Raise :class:`ConfigError` unless ``timezone`` is None or an IANA time zone name."""
+    """Raise :class:`ConfigError` unless ``timezone`` is None or an IANA time zone name.
+
+    Parameters
+    ----------
+    timezone
+        An IANA name (``"Europe/Paris"``, ``"UTC"``) known to :mod:`zoneinfo`, or None.
+
+    Raises
+    ------
+    ConfigError
+        ``timezone`` is not a string, or not a zone :mod:`zoneinfo` knows.
+    """
     if timezone is None:
         return
     if not isinstance(timezone, str):
@@ -80,7 +98,18 @@ def check_timezone(timezone: str | None) -> None:
 
 
 def micros(td: Any) -> int:
-    """A ``timedelta`` in whole microseconds."""
+    """A ``timedelta`` in whole microseconds.
+
+    Parameters
+    ----------
+    td
+        A :class:`datetime.timedelta` (anything with ``days``, ``seconds`` and ``microseconds``).
+
+    Returns
+    -------
+    int
+        ``td`` in microseconds, exactly (no float on the way); negative for a negative duration.
+    """
     return td.days * 86_400_000_000 + td.seconds * 1_000_000 + td.microseconds
 
 
@@ -108,6 +137,9 @@ def to_utc(
     ------
     SchemaError
         The column is not a datetime, date or string column (epoch numbers are ambiguous).
+    ConfigError
+        ``timezone`` is not an IANA zone name (:func:`check_timezone`), or ``timestamp_format`` is given for
+        a string column but is not a string holding a ``%`` directive.
     """
     check_timezone(timezone)
     dtype = column.dtype

@@ -72,6 +72,13 @@ BAD_PROPERTIES = "unparseable properties"
 class TouchpointExtraction:
     """What :func:`extract_touchpoints` returns.
 
+    Parameters
+    ----------
+    touchpoints, journeys, events, quarantined
+        The fields described under Attributes.
+    timings
+        Default empty.
+
     Attributes
     ----------
     touchpoints

@@ -29,6 +29,13 @@ _CHANNELS = ("google_ads", "facebook", "email", "direct", "organic_search")
 class WarmupStage:
     """One stage of :func:`warm_up`.
 
+    Parameters
+    ----------
+    name, seconds, compile_seconds
+        The fields described under Attributes.
+    functions
+        Described under Attributes (default 0).
+
     Attributes
     ----------
     name

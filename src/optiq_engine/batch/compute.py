@@ -33,6 +33,36 @@ class Computed:
     ``touchpoints`` the extracted touchpoints to merge (``None``: the run read ``TouchPoint`` rows).
     ``unattributed``: conversions no model credits; ``baseline_conversions``: per data-driven model, the
     conversions it credits to no channel (docs/data_driven.md §5).
+
+    Parameters
+    ----------
+    links
+        The links to merge, in the columns :func:`~optiq_engine.io.postgres.merge_links` takes.
+    conversion_ids
+        The conversions in scope: their links are replaced by ``links`` (their ids).
+    model_names
+        The models whose links the run writes.
+    journeys, journey_events
+        :func:`~optiq_engine.build_journeys`' frames for ``event_users``.
+    event_users
+        The ``anon_id`` of every event read for the journeys (one per event).
+    touchpoints
+        Extracted touchpoints to merge into ``TouchPoint``; None (default): the run read ``TouchPoint`` rows.
+    n_touchpoints, n_conversions
+        Touchpoints read and conversions in scope (default 0).
+    unattributed
+        Conversions in scope no model credits (default 0).
+    baseline_conversions
+        Per data-driven model, conversions in scope it credits to no channel (default empty).
+    conversion_types
+        With ``by="name"``: conversions in scope per conversion name (default empty).
+    quarantined
+        Rows set aside as invalid, per input (``"touchpoints"``, ``"conversions"``, ``"events"``).
+    identity
+        With ``identity="stitched"``: the stitch's counts (:class:`~optiq_engine.IdentityStitch` fields and
+        ``blank_user_ids``); default None.
+    timings
+        Seconds per stage (default empty).
     """
 
     links: pl.DataFrame
@@ -79,6 +109,27 @@ def compute_local(db: postgres.Connections, plan: Plan, stage: Stage) -> Compute
 
     Journeys depend on a user's whole history: they are rebuilt from all events of the users in scope.
     An incremental run keeps the links of a user's conversions before their earliest change.
+
+    Parameters
+    ----------
+    db
+        The job's :class:`~optiq_engine.io.postgres.Connections`.
+    plan
+        The run's plan, with its scope (:func:`~optiq_engine.batch.plan.with_scope`: ``plan.window`` set).
+    stage
+        Called with each stage's name as it starts (a safe point: it may raise
+        :class:`~optiq_engine._interrupt.Interrupted`).
+
+    Returns
+    -------
+    Computed
+
+    Raises
+    ------
+    ConfigError, ModelError, SchemaError, InputError
+        From :func:`~optiq_engine.pipeline.run_attribution` (or ``attribute_by_name``),
+        :func:`~optiq_engine.build_journeys` and :func:`~optiq_engine.extract_touchpoints`: invalid options,
+        models, or rows with ``on_invalid="raise"``.
     """
     assert plan.window is not None, "plan_run, then with_scope"
     parts = _Parts()

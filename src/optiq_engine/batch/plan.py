@@ -36,6 +36,35 @@ class Plan:
     heuristics); ``model_names`` every model the run writes links of (each conversion type's included).
     ``window`` and ``changed`` are set by :func:`with_scope`: ``changed`` (incremental runs) holds each
     changed user (``anon_id``) and the earliest instant changed (``changed_from``).
+
+    Made by :func:`plan_run`, completed by :func:`with_scope`.
+
+    Parameters
+    ----------
+    run_id
+        The ``EngineRun.id`` (``run_<uuid hex>``).
+    organization_id, site_id
+        The scope: an organization, or one of its tracking sites (``site_id``; None: every site).
+    mode
+        ``"FULL"`` or ``"INCREMENTAL"``.
+    config
+        The options: ``AttributionConfig()`` with ``attributionSettings`` and the call's options applied.
+    models, model_names, by, per_name
+        See above; ``per_name``: each conversion name's options (:func:`~optiq_engine.batch.conversion_settings`).
+    partitions
+        Slices the users are loaded in (Spark: the partition count).
+    extract_touchpoints
+        Whether the run builds the touchpoints from the tracking events (resolved: never None here).
+    engine, master
+        ``"local"`` or ``"spark"``, and Spark's master URL (None: ``local[*]``).
+    since
+        A full run's start: conversions from this instant on are recomputed (None: all).
+    watermark, snapshot
+        The run's transaction start and change-log snapshot (:func:`~optiq_engine.io.postgres.runs.start_snapshot`).
+    previous
+        The snapshot of the scope's last successful run, for an incremental run; None: a full run.
+    window, changed
+        Set by :func:`with_scope` (default None).
     """
 
     run_id: str
@@ -108,6 +137,39 @@ def plan_run(
     The call's ``models``, ``by`` and ``options`` override ``attributionSettings``. Marks runs left RUNNING
     by a process that is gone as ABANDONED. Raises :class:`ConfigError` for an unknown organization or
     site and for options that this organization's data or settings rule out.
+
+    Parameters
+    ----------
+    conn
+        The psycopg connection holding the organization's lock.
+    organization_id, site_id
+        The scope (``site_id`` None: every site of the organization).
+    full
+        Recompute every user; otherwise an incremental run when a previous snapshot allows it.
+    since
+        With ``full``: recompute the conversions from this instant on (ignored otherwise).
+    models
+        Model names; empty or None: ``attributionSettings.models`` (None there: the heuristics).
+    partitions, extract_touchpoints, engine, master, by
+        As :func:`~optiq_engine.batch.run_batch` (``extract_touchpoints`` None: decided from the
+        organization's data and last run).
+    options
+        ``AttributionConfig`` fields, over ``attributionSettings``.
+
+    Returns
+    -------
+    Plan
+        Without its scope (``window``; :func:`with_scope` adds it). Data-driven models, identity stitching
+        and ``full`` make a full run.
+
+    Raises
+    ------
+    ConfigError
+        No such organization; a site not of it; invalid settings or options; ``by`` or stitching with
+        ``engine="spark"``; data-driven models or stitching with ``partitions > 1``; extraction required (by
+        the organization's data) with ``partitions > 1`` or Spark.
+    ModelError
+        An unknown model name (in the call or the settings).
     """
     settings = runs.read_settings(conn, organization_id)
     settings_options, settings_models = settings_from_json(settings)
@@ -141,7 +203,23 @@ def plan_run(
 
 
 def with_scope(conn: Any, plan: Plan, stage: Stage) -> Plan:
-    """``plan`` with its window (and, incremental, the changed users read from the change log)."""
+    """``plan`` with its window (and, incremental, the changed users read from the change log).
+
+    Parameters
+    ----------
+    conn
+        The psycopg connection holding the organization's lock.
+    plan
+        A plan from :func:`plan_run`.
+    stage
+        Called with ``"finding changed users"`` before the change log is read (incremental runs).
+
+    Returns
+    -------
+    Plan
+        ``plan`` with ``window`` (the scope, since and the longest lookback of every conversion type; the
+        changed users' ``anon_ids`` when incremental) and ``changed``.
+    """
     changed = None
     if plan.previous is not None:
         stage("finding changed users")

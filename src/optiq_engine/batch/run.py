@@ -24,7 +24,37 @@ WATERMARK_OVERLAP = timedelta(minutes=10)
 
 @dataclass
 class RunSummary:
-    """What one batch run did."""
+    """What one batch run did.
+
+    Made by :meth:`of`; stored as ``"EngineRun".summary`` (:meth:`as_json`).
+
+    Parameters
+    ----------
+    run_id, organization_id, mode
+        The run's ``EngineRun.id``, organization and mode (``"FULL"`` / ``"INCREMENTAL"``).
+    users
+        Users recomputed by an incremental run; None: a full run (every user in scope).
+    touchpoints, conversions, links, unattributed
+        Touchpoints read, conversions in scope, links written and conversions no model credits.
+    baseline_conversions, conversion_types
+        See the comments on the fields.
+    journeys, journeys_changed, touchpoints_changed
+        Journeys built, and journey / touchpoint rows the write changed.
+    touchpoints_extracted
+        Whether the run extracted its touchpoints from the tracking events.
+    change_snapshot
+        The change-log snapshot the next incremental run reads past (stored as ``changeSnapshot``).
+    stale_links_deleted
+        Links to touchpoints the users no longer have, deleted by a run that extracted touchpoints.
+    quarantined
+        Invalid rows set aside, per input.
+    inserted, updated, deleted
+        The links' merge counts.
+    timings
+        Seconds per stage, ``total`` included.
+    identity
+        See the comment on the field.
+    """
 
     run_id: str
     organization_id: str
@@ -66,7 +96,20 @@ class RunSummary:
     @classmethod
     def of(cls, plan: Plan, computed: Computed | None, written: Written | None) -> RunSummary:
         """The summary of a run that planned ``plan``, computed ``computed`` and wrote ``written`` (both
-        ``None``: nothing changed since the last run)."""
+        ``None``: nothing changed since the last run).
+
+        Parameters
+        ----------
+        plan
+            The run's plan (with its scope).
+        computed, written
+            What the run computed and wrote; either None: only the plan's fields are filled.
+
+        Returns
+        -------
+        RunSummary
+            Without ``timings`` (the caller sets them).
+        """
         summary = cls(
             run_id=plan.run_id, organization_id=plan.organization_id, mode=plan.mode,
             users=None if plan.anon_ids is None else len(plan.anon_ids),
@@ -112,6 +155,10 @@ def run_batch(
     ----------
     url
         PostgreSQL URL of an Optiq database at the current schema revision.
+    organization_id
+        ``Organization.id`` of the organization to run.
+    site_id
+        One of its tracking sites: only that site's data is read and written (default None: every site).
     full
         Recompute every user (from ``since``, if given). Otherwise only the users the change log names
         (rows inserted, updated or deleted since the last successful run of the scope, whatever their
@@ -126,6 +173,8 @@ def run_batch(
         run that includes one is always a full run, in one part.
     partitions
         Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
+    on_stage
+        Called with each stage's name as it starts (``optiq run`` shows it); default None.
     wait
         Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
     overlap
@@ -143,6 +192,8 @@ def run_batch(
         partition count, data-driven models included); the results are collected to the driver as Arrow and
         written exactly as in ``local``: the same merges, in one transaction (``docs/spark.md``). Pass
         ``compute=optiq_engine.spark.job.compute_on_spark`` with it (``optiq run --engine spark`` does).
+    master
+        Spark's master URL with ``engine="spark"`` (default None: ``local[*]``).
     compute
         How the run computes (:data:`Compute`): :func:`compute_local` (the default with ``engine="local"``),
         or Spark's ``compute_on_spark``. The plan and the write are the same for both.
@@ -150,6 +201,26 @@ def run_batch(
         ``"name"``: credit per conversion type (``attribute(by="name")``), overriding ``attributionSettings.by``;
         each name's options come from ``attributionSettings.conversionTypes`` (:func:`conversion_settings`).
         A model of any type recomputes the links of that model for every conversion in scope.
+
+    Returns
+    -------
+    RunSummary
+        What the run did; it is also stored in the run's ``EngineRun`` row (SUCCEEDED).
+
+    Raises
+    ------
+    RunLocked
+        Another run of the organization holds the lock and ``wait`` is False.
+    ConfigError
+        Options that contradict each other (``engine``, ``extract_touchpoints``, ``partitions``, ``since``
+        without ``full``, ``engine="spark"`` without ``compute``), an unknown organization or site, invalid
+        ``attributionSettings`` or options (:func:`~optiq_engine.batch.plan.plan_run`).
+    ModelError, SchemaError, InputError
+        From the computation (unknown models, invalid rows with ``on_invalid="raise"``).
+    Interrupted
+        SIGINT / SIGTERM under :func:`~optiq_engine._interrupt.handle_signals`, at a stage boundary.
+
+    Any error after the run's row was inserted records the run FAILED before it propagates.
     """
     check_arguments(
         engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since
@@ -216,6 +287,29 @@ def summarize(url: str, organization_id: str, *, wait: bool = True) -> tuple[int
     organization's links until it is summarized), or after touchpoints were re-resolved to other ads. Holds
     the organization's run lock, so it never interleaves with ``optiq run``; then compacts and vacuums the summaries
     (:func:`runs.compact_summaries`). Returns (credit rows, seconds).
+
+    Parameters
+    ----------
+    url
+        PostgreSQL URL of an Optiq database.
+    organization_id
+        ``Organization.id``.
+    wait
+        Wait for a run of the organization to finish (default True) instead of raising :class:`RunLocked`.
+
+    Returns
+    -------
+    rows : int
+        Rows of the rebuilt credit summary.
+    seconds : float
+        Wall-clock time of the whole call.
+
+    Raises
+    ------
+    RunLocked
+        ``wait=False`` and a run of the organization holds the lock.
+    ConfigError
+        No such organization.
     """
     t0 = time.perf_counter()
     with runs.run_lock(url, organization_id, wait=wait) as conn:

@@ -50,6 +50,23 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
     models' path rules, docs/attribution.md "Path rules"), ``experiments`` (lift tests calibrating DATA_DRIVEN: objects with
     ``channel``, ``incremental_conversions``, ``std_error``, ``start``, ``end``) and ``models`` (enum names);
     ``by`` and ``conversionTypes`` are read by :func:`conversion_settings`; others are ignored with a warning.
+
+    Parameters
+    ----------
+    settings
+        The ``attributionSettings`` JSON object (None: none).
+
+    Returns
+    -------
+    options : dict
+        ``AttributionConfig`` fields (``lookback=timedelta(days=...)`` ...), not yet validated.
+    models : list of str or None
+        ``models`` as strings; None when absent or empty.
+
+    Raises
+    ------
+    ConfigError
+        A recognised key whose value cannot be converted (``lookbackDays: "a month"``, a bad experiment).
     """
     options: dict[str, Any] = {}
     models = None
@@ -81,6 +98,18 @@ def conversion_settings(settings: dict[str, Any] | None) -> tuple[str | None, di
     organization's keys for that name: the keys of :func:`settings_from_json` (camelCase, the same
     conversions) and ``models``. Returns ``(by, {name: options})``, the options as ``attribute``'s
     ``conversion_types`` takes them (``lookback=timedelta(days=90)``, ``models=[...]``).
+
+    Parameters
+    ----------
+    settings
+        The ``attributionSettings`` JSON object (None: none).
+
+    Returns
+    -------
+    by : str or None
+        ``"name"`` or None.
+    conversion_types : dict
+        ``{name: options}`` (empty without ``conversionTypes``).
 
     Raises
     ------

@@ -17,7 +17,19 @@ __all__ = ["Written", "write_run"]
 
 @dataclass(frozen=True)
 class Written:
-    """What the write changed: the links' merge counts, the journeys' and the touchpoints' changes."""
+    """What the write changed: the links' merge counts, the journeys' and the touchpoints' changes.
+
+    Parameters
+    ----------
+    links
+        Rows of ``"AttributionLink"`` inserted, updated and deleted.
+    journeys_changed
+        Journey rows inserted, updated or deleted.
+    touchpoints_changed
+        Extracted ``TouchPoint`` rows changed (default 0: the run read touchpoints).
+    stale_links_deleted
+        Links to touchpoints the users no longer have, deleted (default 0).
+    """
 
     links: postgres.WriteCounts
     journeys_changed: int
@@ -31,6 +43,27 @@ def write_run(db: postgres.Connections, conn: object, plan: Plan, computed: Comp
     ``db`` is the job's connections; ``conn`` the run's locked connection (:func:`runs.run_lock`). Users whose events were all deleted (or
     moved to another ``anonId``) have none left: their stored journeys (and extracted touchpoints) go too.
     Incremental: the changed users; a full run of the whole organization: every user with a stored journey.
+
+    Parameters
+    ----------
+    db
+        The job's :class:`~optiq_engine.io.postgres.Connections`.
+    conn
+        The run's psycopg connection, holding the organization's lock.
+    plan
+        The run's plan, with its scope.
+    computed
+        What the run computed.
+
+    Returns
+    -------
+    Written
+
+    Raises
+    ------
+    Interrupted
+        SIGINT / SIGTERM received under :func:`~optiq_engine._interrupt.handle_signals`: raised between the
+        links and the journeys, inside the transaction, which rolls back.
     """
     gone = plan.anon_ids if plan.anon_ids is not None else (
         runs.journey_users(conn, plan.organization_id) if plan.site_id is None else ()

@@ -85,7 +85,13 @@ EXIT_LOCKED = 3  # another run of the organization holds its lock (optiq run, op
 
 
 def set_debug(on: bool) -> None:
-    """Turn tracebacks (and the library's DEBUG log) on or off for this process."""
+    """Turn tracebacks (and the library's DEBUG log) on or off for this process.
+
+    Parameters
+    ----------
+    on
+        ``optiq --debug``; ``OPTIQ_DEBUG=1`` turns it on whatever this says (:func:`debug_enabled`).
+    """
     global _debug
     _debug = on
     show_library_log()
@@ -97,14 +103,38 @@ def debug_enabled() -> bool:
 
 
 def fail(message: str, *, code: int = EXIT_USER_ERROR) -> NoReturn:
-    """Print ``error: <message>`` on stderr and exit with ``code`` (2: the user can fix it)."""
+    """Print ``error: <message>`` on stderr and exit with ``code`` (2: the user can fix it).
+
+    Parameters
+    ----------
+    message
+        One line (Rich markup in it is printed literally).
+    code
+        The exit code (default :data:`EXIT_USER_ERROR`, 2).
+
+    Raises
+    ------
+    typer.Exit
+        Always, with ``code``.
+    """
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=code)
 
 
 def locked(exc: Exception) -> NoReturn:
     """Print ``locked: <message>`` on stderr and exit 3: another run of the organization holds its lock
-    (call it where :class:`~optiq_engine.batch.RunLocked` is caught)."""
+    (call it where :class:`~optiq_engine.batch.RunLocked` is caught).
+
+    Parameters
+    ----------
+    exc
+        The :class:`~optiq_engine.batch.RunLocked` error; its message is printed after ``locked:``.
+
+    Raises
+    ------
+    typer.Exit
+        Always, with :data:`EXIT_LOCKED` (3).
+    """
     err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
     raise typer.Exit(code=EXIT_LOCKED) from None
 
@@ -191,10 +221,36 @@ class OptiqGroup(TyperGroup):
     wrapped, instead of cutting it at the width."""
 
     def invoke(self, ctx: Any) -> Any:
+        """Run the command of ``ctx`` with one-line errors and warnings.
+
+        Parameters
+        ----------
+        ctx
+            Click's context.
+
+        Returns
+        -------
+        Any
+            What the command returns.
+
+        Raises
+        ------
+        typer.Exit
+            After printing any error (exit code 1, 2, 3, or 130 / 143 after a signal).
+        """
         with one_line_errors(), one_line_warnings():
             return super().invoke(ctx)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Write the ``Commands`` section of the help: each visible command and its whole first sentence.
+
+        Parameters
+        ----------
+        ctx
+            Click's context.
+        formatter
+            Click's help formatter (wraps at the terminal's width).
+        """
         rows = []
         for name in self.list_commands(ctx):
             cmd = self.get_command(ctx, name)
@@ -206,7 +262,19 @@ class OptiqGroup(TyperGroup):
 
 
 def new_app(help: str, **options: Any) -> typer.Typer:
-    """A Typer app (or sub-app) of ``optiq``: :class:`OptiqGroup`, plain help, no shell completion."""
+    """A Typer app (or sub-app) of ``optiq``: :class:`OptiqGroup`, plain help, no shell completion.
+
+    Parameters
+    ----------
+    help
+        The app's help text.
+    **options
+        Other :class:`typer.Typer` options (``no_args_is_help`` defaults to True).
+
+    Returns
+    -------
+    typer.Typer
+    """
     options.setdefault("no_args_is_help", True)
     return typer.Typer(
         cls=OptiqGroup,
@@ -228,6 +296,16 @@ def stages(first: str) -> Iterator[Callable[[str], None]]:
 
     On a terminal a transient Rich spinner with the elapsed time; otherwise one plain line per stage,
     ``[  12.3s] description``, so logs hold no spinner frames or carriage returns.
+
+    Parameters
+    ----------
+    first
+        The first stage's description, shown at once.
+
+    Yields
+    ------
+    callable
+        ``show(description)``; a description equal to the last one shown prints nothing (plain lines).
     """
     if _interactive():
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -263,6 +341,11 @@ def new_table(title: str | None, *columns: str, numbers: Collection[str] = ()) -
         Column headers.
     numbers
         Headers of right-aligned numeric columns.
+
+    Returns
+    -------
+    rich.table.Table
+        Without rows.
     """
     table = Table(title=title)
     for name in columns:
@@ -271,7 +354,18 @@ def new_table(title: str | None, *columns: str, numbers: Collection[str] = ()) -
 
 
 def natural_width(table: Table) -> int:
-    """The width ``table`` takes when nothing wraps (compare with ``console.width``)."""
+    """The width ``table`` takes when nothing wraps (compare with ``console.width``).
+
+    Parameters
+    ----------
+    table
+        A Rich table.
+
+    Returns
+    -------
+    int
+        Its maximum width in terminal cells.
+    """
     return table.__rich_measure__(console, console.options.update_width(100_000)).maximum
 
 
@@ -293,7 +387,22 @@ def _credit_footer(result: Any, credit: pl.DataFrame, names: list[str]) -> list[
 
 def credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) -> Table:
     """Attributed conversions, one row per channel and one column per model (channels never cut: the
-    model headers break at their underscores when the table is wider than the terminal)."""
+    model headers break at their underscores when the table is wider than the terminal).
+
+    Parameters
+    ----------
+    result
+        The run's result: its model names (the columns) and, in memory, ``unattributed`` for the baseline row.
+    credit
+        The credit to show (default None: ``result.credit``; Spark passes the collected one). With a
+        ``conversion_name`` column, one row per type and channel, and no footer.
+
+    Returns
+    -------
+    rich.table.Table
+        Channels credited by no model are left out; a footer with each model's total (and its baseline
+        conversions, when any).
+    """
     import polars as pl
 
     names = list(result.model_names)

@@ -68,6 +68,15 @@ _TIMESTAMPTZ_PRECISIONS = text(
 class DataLossError(OptiqError, RuntimeError):
     """A downgrade would drop tables or columns holding rows (or the platform's own tables); nothing was changed.
 
+    Parameters
+    ----------
+    message
+        The refusal, listing each table or column with its rows and how to go on.
+    drops
+        Copied into :attr:`drops`.
+    revision
+        Stored as :attr:`revision`.
+
     Attributes
     ----------
     drops
@@ -170,6 +179,16 @@ def current(url: str | URL) -> str | None:
     ----------
     url
         Database URL (``postgresql://...``).
+
+    Returns
+    -------
+    str or None
+        The revision id (``"0008"``).
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
     """
     with _engine(url) as engine, engine.connect() as connection:
         return _current(connection)
@@ -182,6 +201,16 @@ def has_optiq_tables(url: str | URL) -> bool:
     ----------
     url
         Database URL (``postgresql://...``).
+
+    Returns
+    -------
+    bool
+        True when at least one table of :data:`optiq_engine.io.schema.TABLE_NAMES` exists.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
     """
     with _engine(url) as engine, engine.connect() as connection:
         return bool(_optiq_tables(connection))
@@ -204,6 +233,8 @@ def upgrade(url: str | URL, revision: str = "head") -> None:
     SchemaError
         If the database has Optiq tables but no Alembic revision (e.g. the platform made it with Prisma):
         nothing is created or dropped; check it with :func:`compare`, then run ``optiq db stamp``.
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
     """
     from alembic import command
 
@@ -259,6 +290,8 @@ def downgrade(url: str | URL, revision: str, *, force: bool = False) -> dict[str
     DataLossError
         Without ``force``, when the downgrade would drop rows (or the platform's tables); the message
         lists each table or column with its row count, and how to go on (a backup, then ``--force``).
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
 
     Examples
     --------
@@ -353,11 +386,19 @@ def stamp(url: str | URL, revision: str = "head") -> str:
     revision
         Revision to record (``"head"`` by default; ``"base"`` clears the record).
 
+    Returns
+    -------
+    str
+        The revision recorded: ``revision``, or ``"0001"`` for ``"head"`` on a database without the engine's
+        tables.
+
     Raises
     ------
     SchemaError
         If the database has no Optiq table and ``revision`` is not ``"base"``: stamping it would make
         :func:`upgrade` skip creating the schema; run ``optiq db upgrade`` instead.
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
     """
     from alembic import command
 
@@ -404,6 +445,11 @@ def compare(url: str | URL) -> list[str]:
     -------
     list of str
         One line per difference, e.g. ``'missing table "TouchPoint"'``.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`normalise_url`).
     """
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

@@ -67,6 +67,19 @@ _COPY_ROWS = 500_000  # rows per CSV chunk sent to COPY (bounds the memory of th
 class LoadSummary:
     """What :func:`load_events` did.
 
+    Parameters
+    ----------
+    organization_id, site_id, rows, inserted, already_present
+        The fields described under Attributes.
+    quarantined, reasons
+        Default 0 and empty.
+    created_organization, created_site
+        Default False.
+    ignored_columns
+        Default empty.
+    quarantined_rows
+        Default: an empty frame.
+
     Attributes
     ----------
     organization_id, site_id

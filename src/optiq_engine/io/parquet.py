@@ -179,6 +179,16 @@ def _collect(frame: pl.LazyFrame, path: str | Path, *, streaming: bool = False) 
 def read_source(path: str | Path) -> pl.DataFrame:
     """A frame from a Parquet or CSV file, a directory of either or a glob (:func:`scan_source`).
 
+    Parameters
+    ----------
+    path
+        As :func:`scan_source`.
+
+    Returns
+    -------
+    polars.DataFrame
+        Typed as :func:`scan_source` says.
+
     Raises
     ------
     SourceError
@@ -188,7 +198,22 @@ def read_source(path: str | Path) -> pl.DataFrame:
 
 
 def scan_parquet(path: str | Path) -> pl.LazyFrame:
-    """A lazy frame over a Parquet file, a directory of Parquet files (hive partitions too) or a glob."""
+    """A lazy frame over a Parquet file, a directory of Parquet files (hive partitions too) or a glob.
+
+    Parameters
+    ----------
+    path
+        A file (whatever its name), a directory (its ``**/*.parquet``, hive partitions as columns) or a glob.
+
+    Returns
+    -------
+    polars.LazyFrame
+
+    Raises
+    ------
+    SourceError
+        The path does not exist (and is not a glob), or its schema cannot be read (a damaged file).
+    """
     p = Path(path)
     if not p.exists() and not any(ch in str(path) for ch in "*?["):
         raise SourceError(f"no such file or directory: {str(path)!r}")
@@ -196,7 +221,22 @@ def scan_parquet(path: str | Path) -> pl.LazyFrame:
 
 
 def read_parquet(path: str | Path) -> pl.DataFrame:
-    """A frame from a Parquet file, a directory of Parquet files (hive partitions too) or a glob."""
+    """A frame from a Parquet file, a directory of Parquet files (hive partitions too) or a glob.
+
+    Parameters
+    ----------
+    path
+        As :func:`scan_parquet`.
+
+    Returns
+    -------
+    polars.DataFrame
+
+    Raises
+    ------
+    SourceError
+        The path does not exist, or a file cannot be read (one line naming it).
+    """
     return _collect(scan_parquet(path), path)
 
 
@@ -209,6 +249,25 @@ def iter_partitions(
     A user's rows (and so every (organization, site, user) group) land in one slice, so attributing the
     slices one by one gives the same links as attributing everything at once, in about 1/partitions of
     the memory. Each slice re-scans the files (with the streaming engine).
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Paths as :func:`scan_source` takes them; both have an ``anon_id`` column.
+    partitions
+        Number of slices (>= 1); 1 reads each input whole, once.
+
+    Yields
+    ------
+    tuple of polars.DataFrame
+        ``(touchpoints, conversions)`` of one slice, ``partitions`` times.
+
+    Raises
+    ------
+    ConfigError
+        ``partitions < 1`` (at the first iteration: this is a generator).
+    SourceError
+        An input cannot be found or read.
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
@@ -233,6 +292,22 @@ class ResultWriter:
     once at the end. Files are written into a hidden staging directory and moved into place only when the
     ``with`` block ends without an error, so a failed (or interrupted: SIGINT/SIGTERM under
     :func:`optiq_engine._interrupt.handle_signals`) run leaves the previous results intact and no staging.
+
+    Parameters
+    ----------
+    out_dir
+        The output folder (created if missing); the staging folder is a hidden folder inside it.
+    partitioned
+        Default False: exactly one :meth:`write`; True: any number, each one ``links`` part.
+
+    Raises
+    ------
+    SinkError
+        On entering the ``with`` block, or writing or publishing the files: ``out_dir`` is a file, read-only,
+        or full.
+    Interrupted
+        On leaving the block, when SIGINT / SIGTERM arrived under
+        :func:`~optiq_engine._interrupt.handle_signals`: nothing is published.
     """
 
     def __init__(self, out_dir: str | Path, *, partitioned: bool = False) -> None:
@@ -257,7 +332,20 @@ class ResultWriter:
         return self
 
     def write(self, result: AttributionResult) -> None:
-        """Add one result (one partition when partitioned)."""
+        """Add one result (one partition when partitioned).
+
+        Parameters
+        ----------
+        result
+            A result: its ``links`` are written to the staging folder now, the rest kept for the end.
+
+        Raises
+        ------
+        ConfigError
+            A second result for an unpartitioned writer.
+        SinkError
+            The links cannot be written.
+        """
         if not self.partitioned and self._results:
             raise ConfigError("an unpartitioned ResultWriter takes one result; pass partitioned=True")
         name = f"links/part-{len(self._results):05d}.parquet" if self.partitioned else "links.parquet"
@@ -324,7 +412,25 @@ def _remove(path: Path) -> None:
 
 
 def write_result(result: AttributionResult, out_dir: str | Path) -> dict[str, int]:
-    """Write one result as Parquet files under ``out_dir`` (all or nothing); returns row counts."""
+    """Write one result as Parquet files under ``out_dir`` (all or nothing); returns row counts.
+
+    Parameters
+    ----------
+    result
+        The result of :func:`optiq_engine.attribute`.
+    out_dir
+        The output folder (created if missing); files of a previous result there are replaced.
+
+    Returns
+    -------
+    dict of str to int
+        Rows written per file stem (``links``, ``credit``, ``unattributed``, ``quarantined_*``).
+
+    Raises
+    ------
+    SinkError
+        ``out_dir`` is a file, read-only, or full (previous results stay in place).
+    """
     with ResultWriter(out_dir) as writer:
         writer.write(result)
     return writer.counts

@@ -82,6 +82,19 @@ def buckets(start: date, end: date, spans: Sequence[int] = SPANS) -> dict[int, l
     Left to right, each step takes the largest of ``spans`` (which must include 1) whose bucket starts on
     the current day and ends by ``end``: with the dyadic :data:`SPANS`, at most two buckets of each span
     shorter than 64 days plus the 64-day buckets inside.
+
+    Parameters
+    ----------
+    start, end
+        The first and last day of the period (inclusive); ``start > end`` gives no bucket.
+    spans
+        Bucket lengths in days, each aligned on 1970-01-01 (default :data:`SPANS`); must include 1.
+
+    Returns
+    -------
+    dict of int to list of datetime.date
+        Every span of ``spans`` (largest first) to the first days of its buckets, in order (empty lists
+        included).
     """
     spans = sorted(spans, reverse=True)
     out: dict[int, list[date]] = {span: [] for span in spans}
@@ -241,6 +254,21 @@ def rebuild_credit(cur: Any, organization_id: str, *, repair: bool = False) -> i
     The change is computed against the summary's own detail rows, so only rows that differ are written;
     ``repair`` deletes the organization's rows and writes them all anew instead (for a summary whose
     coarser levels may disagree with its detail).
+
+    Parameters
+    ----------
+    cur
+        A DB-API cursor (psycopg or ADBC) in the caller's transaction.
+    organization_id
+        ``Organization.id``.
+    repair
+        Delete the organization's summary rows and write them all anew (default False: only the rows that
+        differ).
+
+    Returns
+    -------
+    int
+        Summary rows written (inserted or updated, over every level and span).
     """
     org = _literal(organization_id)
     cur.execute("SET LOCAL work_mem = '256MB'")
@@ -272,6 +300,25 @@ def credit_maintained(
     organization is summarized anew after the block instead (one pass over its links; only rows that differ
     are written). A subtraction below zero (links written behind the engine's back) is logged and repaired
     by a full rebuild. Organizations never summarized (``optiq db summarize``) cost nothing here.
+
+    Parameters
+    ----------
+    cur
+        An ADBC cursor in the writing transaction (the scope's ids are copied in with ``adbc_ingest``).
+    organization_id
+        ``Organization.id``.
+    conversion_ids
+        The conversions whose links the block rewrites.
+    models
+        The models whose links the block rewrites.
+    rebuild
+        Summarize the organization anew after the block instead of applying the scope's change (default
+        False).
+
+    Yields
+    ------
+    None
+        Control, once, for the block that rewrites the links (in the same transaction).
     """
     if not _summarized(cur, organization_id):
         yield
@@ -324,7 +371,21 @@ def _function(level: int) -> str:
 def spend_trigger_sql(level: int, spans: Sequence[int] = SPANS) -> list[str]:
     """DDL: the trigger function and statement triggers keeping ``EngineSpendDaily`` equal to one daily
     metric table (insert, update, delete: from the transition tables; truncate: the level's rows go).
-    ``spans``: what the migration that creates them summarizes (later migrations pass their own)."""
+    ``spans``: what the migration that creates them summarizes (later migrations pass their own).
+
+    Parameters
+    ----------
+    level
+        A key of :data:`SPEND_TABLES` (1, 2 or 3): which daily metric table the triggers watch.
+    spans
+        Bucket lengths summarized (default :data:`SPANS`).
+
+    Returns
+    -------
+    list of str
+        ``CREATE FUNCTION`` then four ``CREATE TRIGGER`` statements (insert, update, delete, truncate), to
+        run in order.
+    """
     table, _ = SPEND_TABLES[level]
     fn = _function(level)
     new = "SELECT *, 1 AS n FROM new_rows"
@@ -357,7 +418,18 @@ $fn$"""
 
 
 def drop_spend_trigger_sql(level: int) -> list[str]:
-    """DDL undoing :func:`spend_trigger_sql`."""
+    """DDL undoing :func:`spend_trigger_sql`.
+
+    Parameters
+    ----------
+    level
+        A key of :data:`SPEND_TABLES`.
+
+    Returns
+    -------
+    list of str
+        ``DROP TRIGGER IF EXISTS`` x 4, then ``DROP FUNCTION IF EXISTS``.
+    """
     table, _ = SPEND_TABLES[level]
     fn = _function(level)
     return [f'DROP TRIGGER IF EXISTS {fn}_{op} ON "{table}"' for op in ("insert", "update", "delete", "truncate")] + [
@@ -370,7 +442,20 @@ def rebuild_spend(
 ) -> None:
     """Recompute ``EngineSpendDaily`` from the daily metric tables (one organization, or all with None);
     for databases whose triggers were bypassed (``session_replication_role = replica``, a restore).
-    ``levels`` and ``spans``: what to summarize (migrations pass theirs)."""
+    ``levels`` and ``spans``: what to summarize (migrations pass theirs).
+
+    Parameters
+    ----------
+    cur
+        A DB-API cursor in the caller's transaction.
+    organization_id
+        ``Organization.id``; None (default): every organization (the level's rows of every one are deleted
+        first).
+    levels
+        Keys of :data:`SPEND_TABLES` to summarize (default :data:`SPEND_LEVELS`).
+    spans
+        Bucket lengths (default :data:`SPANS`).
+    """
     where = "" if organization_id is None else f' WHERE "organizationId" = {_literal(organization_id)}'
     cur.execute(f'DELETE FROM "EngineSpendDaily"{where}')
     for level in levels:
@@ -380,7 +465,15 @@ def rebuild_spend(
 
 def rederive_credit_spans(cur: Any, spans: Sequence[int] = SPANS) -> None:
     """Rewrite every organization's ``EngineCreditDaily`` buckets longer than a day from its 1-day rows, as
-    ``spans`` (for migrations that change the spans; the 1-day rows are the summary's detail)."""
+    ``spans`` (for migrations that change the spans; the 1-day rows are the summary's detail).
+
+    Parameters
+    ----------
+    cur
+        A DB-API cursor in the migration's transaction.
+    spans
+        The bucket lengths to derive (default :data:`SPANS`; 1 is skipped: it is the source).
+    """
     cur.execute('DELETE FROM "EngineCreditDaily" WHERE span <> 1')
     keys = ", ".join(f'"{c}"' for c in _KEYS)
     for span in (s for s in spans if s != 1):

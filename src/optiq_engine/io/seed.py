@@ -35,6 +35,18 @@ def synthetic_events(data: SyntheticData) -> pl.DataFrame:
     Every touchpoint is a ``PAGE_VIEW`` (``event_id`` its ``touchpoint_id``) with its UTM parameters and
     click ids; every conversion a ``CONVERSION`` (``event_id`` its ``conversion_id``) with its value and
     name. Touchpoints without parameters (direct traffic) become page views that extraction skips.
+
+    Parameters
+    ----------
+    data
+        A synthetic data set (:func:`optiq_engine.synthetic.generate`).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``event_id``, ``anon_id``, ``occurred_at``, ``type``, the UTM and click-id columns, ``value_micros``
+        and ``name`` (null where they do not apply), sorted by ``occurred_at`` then ``event_id``; no
+        organization or site column.
     """
     views = data.touchpoints.select(
         pl.col("touchpoint_id").alias("event_id"),
@@ -80,6 +92,12 @@ def load_synthetic(
     -------
     LoadSummary
         A rerun with the same data inserts nothing (the events are already present).
+
+    Raises
+    ------
+    ConfigError, SchemaError, InputError
+        As :func:`~optiq_engine.io.load.load_events` (the site belongs to another organization; invalid
+        events); nothing is written.
     """
     from .load import _transaction
 
@@ -110,6 +128,27 @@ def write_synthetic(url: str, data: SyntheticData, *, page_views: bool = False) 
     Organizations and sites are created from the data's ``organization_id`` / ``site_id`` values
     (one site per (organization, site) pair, its domain the site id). Everything is inserted in one
     transaction.
+
+    Parameters
+    ----------
+    url
+        A PostgreSQL URL of a database at the current schema revision, without these rows yet (plain
+        inserts: a second call with the same data fails on the primary keys).
+    data
+        A synthetic data set with ``organization_id`` and ``site_id`` columns.
+    page_views
+        Also insert a ``PAGE_VIEW`` event (id ``ev_<touchpoint_id>``) per touchpoint and reference it from
+        ``TouchPoint.trackingEventId`` (default False: null).
+
+    Returns
+    -------
+    dict of str to int
+        Rows inserted per table (``Organization``, ``TrackingSite``, ``TrackingEvent``, ``TouchPoint``).
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL.
     """
     import adbc_driver_postgresql.dbapi as adbc
 

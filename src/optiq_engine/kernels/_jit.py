@@ -31,12 +31,34 @@ prange = numba.prange
 
 
 def jit(fn):
-    """Compile a serial kernel (nopython, cached, no fastmath)."""
+    """Compile a serial kernel (nopython, cached, no fastmath).
+
+    Parameters
+    ----------
+    fn
+        The kernel's Python function (compiled lazily, at its first call per signature).
+
+    Returns
+    -------
+    numba.core.registry.CPUDispatcher
+        ``numba.njit(cache=..., nogil=True)(fn)``; cached on disk unless ``OPTIQ_NUMBA_CACHE=0``.
+    """
     return numba.njit(cache=_CACHE, nogil=True)(fn)
 
 
 def pjit(fn):
-    """Compile a kernel that runs ``prange`` loops over threads."""
+    """Compile a kernel that runs ``prange`` loops over threads.
+
+    Parameters
+    ----------
+    fn
+        The kernel's Python function.
+
+    Returns
+    -------
+    numba.core.registry.CPUDispatcher
+        As :func:`jit`, with ``parallel=True``.
+    """
     return numba.njit(cache=_CACHE, nogil=True, parallel=True)(fn)
 
 
@@ -53,6 +75,13 @@ def jit_inline(fn):
 @dataclass(frozen=True)
 class CompileStats:
     """Numba compilation of this package's kernels in this process so far.
+
+    Made by :func:`compile_stats`.
+
+    Parameters
+    ----------
+    functions, seconds
+        The counts described under Attributes (default 0).
 
     Attributes
     ----------

@@ -19,7 +19,22 @@ _INSERTION_MAX = 16
 
 
 def bucket_bits(n: int, *, rows_per_bucket: int = 128, max_bits: int = 22) -> int:
-    """Number of hash bits that gives about ``rows_per_bucket`` rows per bucket (at least 1)."""
+    """Number of hash bits that gives about ``rows_per_bucket`` rows per bucket (at least 1).
+
+    Parameters
+    ----------
+    n
+        Rows to sort.
+    rows_per_bucket
+        Rows wanted per bucket (default 128).
+    max_bits
+        Most bits returned (default 22: about 4M buckets).
+
+    Returns
+    -------
+    int
+        The smallest ``bits`` in ``1..max_bits`` with ``n >> bits <= rows_per_bucket``.
+    """
     bits = 1
     while bits < max_bits and (n >> bits) > rows_per_bucket:
         bits += 1

@@ -21,7 +21,19 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def finalise(z):
     """SplitMix64's finaliser of a uint64 array, **in place** (and returned); compiled (:func:`mix64`), of a
-    uint64 scalar."""
+    uint64 scalar.
+
+    Parameters
+    ----------
+    z
+        A uint64 array (overwritten) or scalar; arithmetic wraps modulo 2**64 (NumPy warns of the overflow
+        outside ``np.errstate(over="ignore")``).
+
+    Returns
+    -------
+    numpy.ndarray or numpy.uint64
+        ``z`` mixed: a bijection of the 64-bit integers.
+    """
     z ^= z >> np.uint64(30)
     z *= np.uint64(0xBF58476D1CE4E5B9)
     z ^= z >> np.uint64(27)

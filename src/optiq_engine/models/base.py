@@ -21,7 +21,18 @@ class AttributionModel:
 
     @classmethod
     def from_config(cls, config: AttributionConfig) -> AttributionModel:
-        """The model with its parameters taken from ``config`` (used when a model is given by name)."""
+        """The model with its parameters taken from ``config`` (used when a model is given by name).
+
+        Parameters
+        ----------
+        config
+            The run's options; this base class takes none of them (a model without parameters).
+
+        Returns
+        -------
+        AttributionModel
+            An instance of ``cls``.
+        """
         return cls()
 
 
@@ -34,7 +45,19 @@ class HeuristicModel(AttributionModel):
 
 
 def register_model(cls: type[AttributionModel]) -> type[AttributionModel]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
+    """Class decorator: make ``cls`` available under ``cls.name``.
+
+    Parameters
+    ----------
+    cls
+        A model class with a ``name`` (the seed's ``AttributionModel`` enum value); it replaces a class
+        registered under the same name.
+
+    Returns
+    -------
+    type
+        ``cls`` itself.
+    """
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -45,7 +68,24 @@ def available_models() -> tuple[str, ...]:
 
 
 def get_model(name: str) -> type[AttributionModel]:
-    """The model class registered under ``name`` (case-insensitive)."""
+    """The model class registered under ``name`` (case-insensitive).
+
+    Parameters
+    ----------
+    name
+        A model name such as ``"LINEAR"`` or ``"markov"``.
+
+    Returns
+    -------
+    type of AttributionModel
+        The class (not an instance: call it, or its ``from_config``, for one).
+
+    Raises
+    ------
+    ModelError
+        No model is registered under ``name`` (or it is not a string); the message suggests the closest
+        name and lists the valid ones.
+    """
     key = name.upper() if isinstance(name, str) else name
     try:
         return _REGISTRY[key]
@@ -59,7 +99,30 @@ def get_model(name: str) -> type[AttributionModel]:
 def resolve_models(
     models: object, config: AttributionConfig, *, default: tuple[str, ...]
 ) -> tuple[AttributionModel, ...]:
-    """Model objects for ``models`` (names, model objects, or None for ``default``); names are unique."""
+    """Model objects for ``models`` (names, model objects, or None for ``default``); names are unique.
+
+    Parameters
+    ----------
+    models
+        A name, a model object, a model class, or a sequence of them; None: ``default``. Names and classes
+        are instantiated with :meth:`AttributionModel.from_config` of ``config``; objects are used as given.
+    config
+        The run's options, for the models given by name or class.
+    default
+        The names used when ``models`` is None.
+
+    Returns
+    -------
+    tuple of AttributionModel
+        One object per model, in the order given.
+
+    Raises
+    ------
+    ModelError
+        An unknown name, the same model name twice, or no model at all.
+    ConfigError
+        A model's options taken from ``config`` are invalid (e.g. DATA_DRIVEN's ``experiments``).
+    """
     if models is None:
         models = default
     if isinstance(models, (str, AttributionModel)):

@@ -27,7 +27,9 @@ __all__ = ["DataDrivenModel", "FittedModel"]
 class DataDrivenModel(AttributionModel):
     """A model fitted on a path table, then credited down to touchpoints (docs/data_driven.md).
 
-    Parameters (shared by every data-driven model)
+    The parameters below are shared by every data-driven model.
+
+    Parameters
     ----------
     transform
         Path transform before fitting: ``exposure``, ``unique``, ``first`` or ``frequency``.
@@ -39,6 +41,12 @@ class DataDrivenModel(AttributionModel):
         Confidence level of the intervals.
     seed
         Seed of the bootstrap.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``transform``, a non-bool ``remove_direct_if_not_all``, ``bootstrap`` or ``seed`` not an
+        integer >= 0, ``level`` not in (0, 1).
     """
 
     transform: str = "exposure"
@@ -68,10 +76,46 @@ class DataDrivenModel(AttributionModel):
 
     @classmethod
     def from_config(cls, config: AttributionConfig) -> DataDrivenModel:
+        """The model given by name: each field of :attr:`config_fields` taken from its ``config`` field.
+
+        Parameters
+        ----------
+        config
+            The run's options (``path_transform``, ``remove_direct_if_not_all``, ``bootstrap``,
+            ``bootstrap_level``, ``seed``, and the model's own ones).
+
+        Returns
+        -------
+        DataDrivenModel
+            An instance of ``cls``.
+
+        Raises
+        ------
+        ConfigError
+            A value taken from ``config`` is invalid for the model.
+        """
         return cls(**{name: getattr(config, source) for name, source in cls.config_fields.items()})
 
     def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedModel:
-        """Fit on a path table (already transformed with ``self.transform``)."""
+        """Fit on a path table (already transformed with ``self.transform``).
+
+        Parameters
+        ----------
+        table
+            The path table of the journeys to fit on (:func:`optiq_engine.fit_paths` builds it).
+        direct_channels
+            The channels counted as direct (default ``("direct",)``); each model documents whether it uses
+            them.
+
+        Returns
+        -------
+        FittedModel
+
+        Raises
+        ------
+        NotImplementedError
+            Always, here: every data-driven model overrides it.
+        """
         raise NotImplementedError
 
 
@@ -92,6 +136,17 @@ def _int(model: Any, name: str, minimum: int) -> None:
 @dataclass(frozen=True, eq=False, repr=False)
 class FittedModel:
     """A fitted data-driven model.
+
+    Made by the models' ``fit``; ``attribute`` sets ``baseline_conversions``, ``balance`` and ``credit_gap``.
+
+    Parameters
+    ----------
+    model, channel_credit, paths
+        The fields described under Attributes.
+    replicates
+        Default: an empty ``(0, 0)`` array (no bootstrap).
+    baseline_conversions, balance, credit_gap
+        Default 0, None, 0.0 (a fit not yet used by ``attribute``).
 
     Attributes
     ----------
@@ -140,7 +195,18 @@ class FittedModel:
         return self.channel_credit.get_column("share").to_numpy()
 
     def shares_for(self, channels: Sequence[str]) -> np.ndarray:
-        """Shares aligned with ``channels`` (0 for a channel the fit never saw)."""
+        """Shares aligned with ``channels`` (0 for a channel the fit never saw).
+
+        Parameters
+        ----------
+        channels
+            Channel names, in any order (e.g. another partition's ``paths.channels``).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, the fitted share of each name of ``channels``.
+        """
         share = dict(zip(self.paths.channels, self.shares.tolist(), strict=True))
         return np.array([share.get(c, 0.0) for c in channels], dtype=np.float64)
 

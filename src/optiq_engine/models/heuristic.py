@@ -67,6 +67,18 @@ class PositionBased(HeuristicModel):
     """``first`` to the first touchpoint, ``last`` to the last, the rest evenly in between.
 
     Presets: :meth:`u_shaped` (0.4, 0.4), :meth:`j_curve` (0.2, 0.6), :meth:`inverse_j` (0.6, 0.2).
+
+    Parameters
+    ----------
+    first
+        Share of the first touchpoint, in [0, 1] (default 0.4).
+    last
+        Share of the last touchpoint, in [0, 1] (default 0.4); ``first + last`` must be in (0, 1].
+
+    Raises
+    ------
+    ConfigError
+        A share that is not a finite number in [0, 1], or ``first + last`` outside (0, 1].
     """
 
     name = "POSITION_BASED"
@@ -90,6 +102,17 @@ class PositionBased(HeuristicModel):
 
     @classmethod
     def from_config(cls, config: AttributionConfig) -> PositionBased:
+        """The model given by name: ``first`` and ``last`` from ``config``.
+
+        Parameters
+        ----------
+        config
+            The run's options: ``position_first`` and ``position_last``.
+
+        Returns
+        -------
+        PositionBased
+        """
         return cls(config.position_first, config.position_last)
 
     def kernel_spec(self) -> tuple[int, float, float]:
@@ -99,7 +122,18 @@ class PositionBased(HeuristicModel):
 @register_model
 @dataclass(frozen=True)
 class TimeDecay(HeuristicModel):
-    """Weight halving every ``half_life`` of age before the conversion, normalised to 1."""
+    """Weight halving every ``half_life`` of age before the conversion, normalised to 1.
+
+    Parameters
+    ----------
+    half_life
+        The age (conversion time minus touch time) at which a touch's weight halves (default 7 days).
+
+    Raises
+    ------
+    ConfigError
+        ``half_life`` is not a positive :class:`~datetime.timedelta` of whole microseconds.
+    """
 
     name = "TIME_DECAY"
     half_life: timedelta = timedelta(days=7)
@@ -111,6 +145,17 @@ class TimeDecay(HeuristicModel):
 
     @classmethod
     def from_config(cls, config: AttributionConfig) -> TimeDecay:
+        """The model given by name: ``half_life`` from ``config``.
+
+        Parameters
+        ----------
+        config
+            The run's options: ``half_life``.
+
+        Returns
+        -------
+        TimeDecay
+        """
         return cls(config.half_life)
 
     def kernel_spec(self) -> tuple[int, float, float]:

@@ -30,6 +30,23 @@ class Markov(DataDrivenModel):
 
     ``self_transitions`` (``"keep"`` or ``"drop"``) changes the reported transition matrix only: removal
     effects do not depend on it (docs/data_driven.md §3).
+
+    Parameters
+    ----------
+    order
+        Order of the chain: a state is the last ``order`` channels of the path (an integer in 1..4, default
+        1; ``markov_order`` when given by name).
+    self_transitions
+        ``"keep"`` (default) or ``"drop"`` the transitions from a state to itself in
+        :attr:`FittedMarkov.transition_matrix`.
+    transform, remove_direct_if_not_all, bootstrap, level, seed
+        Shared by every data-driven model (:class:`~optiq_engine.models.DataDrivenModel`).
+
+    Raises
+    ------
+    ConfigError
+        ``order`` is not an integer in 1..4, ``self_transitions`` is neither ``"keep"`` nor ``"drop"``, or a
+        shared parameter is invalid.
     """
 
     name = "MARKOV"
@@ -46,6 +63,27 @@ class Markov(DataDrivenModel):
             raise ConfigError(f"MARKOV self_transitions must be 'keep' or 'drop', got {self.self_transitions!r}")
 
     def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedMarkov:
+        """Fit the chain on a path table: its removal effects, normalised to shares (and their bootstrap).
+
+        Parameters
+        ----------
+        table
+            The path table (already transformed with ``self.transform``): paths with their conversions and
+            nulls.
+        direct_channels
+            Not used by MARKOV (the common signature of :meth:`DataDrivenModel.fit`).
+
+        Returns
+        -------
+        FittedMarkov
+            ``channel_credit`` with ``removal_effect``, the chain and its transition counts.
+
+        Raises
+        ------
+        ModelError
+            Too many states to number (``(channels + 1) ** order >= 2**62``), or the paths' conversion
+            values sum to 2**63 micros or more.
+        """
         chain = MarkovChain(table, self.order)
         weights = chain.pair_weights(table.conversions, table.nulls)
         p, removed = chain.solve(weights, drop_self=self.self_transitions == "drop")
@@ -69,7 +107,20 @@ def _shares(chain: MarkovChain, conversions: np.ndarray, nulls: np.ndarray) -> n
 
 
 class MarkovChain:
-    """The states and transitions of a path table's chain; solved for any reweighting of its paths."""
+    """The states and transitions of a path table's chain; solved for any reweighting of its paths.
+
+    Parameters
+    ----------
+    table
+        The path table whose paths define the states (the last ``order`` channels) and transitions.
+    order
+        Order of the chain (1..4; :class:`Markov` checks it).
+
+    Raises
+    ------
+    ModelError
+        ``(channels + 1) ** order >= 2**62``: the states cannot be numbered in 64 bits.
+    """
 
     def __init__(self, table: PathTable, order: int) -> None:
         n_codes = len(table.channels)
@@ -107,7 +158,19 @@ class MarkovChain:
         self.contains = contains
 
     def pair_weights(self, conversions: np.ndarray, nulls: np.ndarray) -> np.ndarray:
-        """Count of every distinct transition for the given path weights."""
+        """Count of every distinct transition for the given path weights.
+
+        Parameters
+        ----------
+        conversions, nulls
+            Weight of every path row of the table as converting and as non-converting journeys (the
+            table's own counts, or a bootstrap replicate's).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one count per distinct transition (aligned with ``pair_src`` / ``pair_dst``).
+        """
         if self.order == 1:
             t = self._table
             return k.order1_counts(t.offsets, t.codes, conversions, nulls, len(self.channels)).reshape(-1)
@@ -115,14 +178,43 @@ class MarkovChain:
         return np.bincount(self._entry_pair, weights=w, minlength=self.pair_src.shape[0])
 
     def probabilities(self, weights: np.ndarray, *, drop_self: bool = False) -> np.ndarray:
-        """Transition probability of every distinct transition (rows with no count have none)."""
+        """Transition probability of every distinct transition (rows with no count have none).
+
+        Parameters
+        ----------
+        weights
+            Transition counts (:meth:`pair_weights`).
+        drop_self
+            Leave out the transitions from a state to itself before normalising (default False).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 per distinct transition; 0 where the source state has no count.
+        """
         w = np.where(self.pair_src == self.pair_dst, 0.0, weights) if drop_self else weights
         totals = np.bincount(self.pair_src, weights=w, minlength=self.n_states)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(totals[self.pair_src] > 0, w / totals[self.pair_src], 0.0)
 
     def solve(self, weights: np.ndarray, *, drop_self: bool = False) -> tuple[float, np.ndarray]:
-        """P(conversion) from START and, for every channel, the same with the channel removed."""
+        """P(conversion) from START and, for every channel, the same with the channel removed.
+
+        Parameters
+        ----------
+        weights
+            Transition counts (:meth:`pair_weights`).
+        drop_self
+            Solve the chain without self-transitions (default False; removal effects are the same).
+
+        Returns
+        -------
+        p : float
+            Probability of reaching conversion from START.
+        removed : numpy.ndarray
+            Per channel code, that probability when every state holding the channel is removed (``p`` for a
+            channel in no state).
+        """
         prob = self.probabilities(weights, drop_self=drop_self)
         s = self.n_states
         inner = self.pair_dst < s
@@ -149,7 +241,21 @@ class MarkovChain:
         return p, removed
 
     def transition_frame(self, weights: np.ndarray, *, drop_self: bool = False) -> pl.DataFrame:
-        """``from_state``, ``to_state``, ``count``, ``probability`` (states as ``"a > b"`` strings)."""
+        """``from_state``, ``to_state``, ``count``, ``probability`` (states as ``"a > b"`` strings).
+
+        Parameters
+        ----------
+        weights
+            Transition counts (:meth:`pair_weights`): only transitions with a positive count are listed.
+        drop_self
+            Leave out self-transitions (and compute the probabilities without them); default False.
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per observed transition; targets ``(conversion)`` and ``(null)`` are the absorbing
+            states.
+        """
         names = [*self.state_names(), "(conversion)", "(null)"]
         prob = self.probabilities(weights, drop_self=drop_self)
         keep = (weights > 0) & (self.pair_dst != 0)  # nothing returns to START
@@ -195,7 +301,21 @@ def _number(values: np.ndarray, *lookups: np.ndarray) -> tuple[np.ndarray, tuple
 
 @dataclass(frozen=True, eq=False, repr=False)
 class FittedMarkov(FittedModel):
-    """A fitted :class:`Markov` model: ``channel_credit`` plus the chain."""
+    """A fitted :class:`Markov` model: ``channel_credit`` plus the chain.
+
+    Made by :meth:`Markov.fit`.
+
+    Parameters
+    ----------
+    model, channel_credit, paths, replicates, baseline_conversions, balance, credit_gap
+        As :class:`~optiq_engine.models.FittedModel`.
+    p_conversion
+        Probability of reaching conversion from START in the fitted chain.
+    chain
+        The :class:`MarkovChain` fitted on ``paths``.
+    pair_counts
+        Its transition counts (:meth:`MarkovChain.pair_weights` of the table's counts).
+    """
 
     p_conversion: float = 0.0
     chain: MarkovChain | None = None

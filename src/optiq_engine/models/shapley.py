@@ -26,7 +26,21 @@ MAX_PLAYERS = 64
 @register_model
 @dataclass(frozen=True)
 class Shapley(DataDrivenModel):
-    """Channel credit from the exact Shapley values of the coalition game of the paths."""
+    """Channel credit from the exact Shapley values of the coalition game of the paths.
+
+    Parameters
+    ----------
+    characteristic
+        The coalitions' worth: ``"rate"`` (default; conversions / journeys of the coalition, docs/contract.md
+        §6) or ``"conversions"`` (Zhao et al. 2018); ``shapley_characteristic`` when given by name.
+    transform, remove_direct_if_not_all, bootstrap, level, seed
+        Shared by every data-driven model (:class:`~optiq_engine.models.DataDrivenModel`).
+
+    Raises
+    ------
+    ConfigError
+        ``characteristic`` is not one of :data:`CHARACTERISTICS`, or a shared parameter is invalid.
+    """
 
     name = "SHAPLEY"
     characteristic: str = "rate"
@@ -42,6 +56,26 @@ class Shapley(DataDrivenModel):
             raise ConfigError(f"SHAPLEY characteristic must be one of {CHARACTERISTICS}, got {self.characteristic!r}")
 
     def fit(self, table: PathTable, *, direct_channels: tuple[str, ...] = ("direct",)) -> FittedShapley:
+        """Fit the coalition game on a path table: its Shapley values, normalised to shares (and their bootstrap).
+
+        Parameters
+        ----------
+        table
+            The path table (already transformed with ``self.transform``).
+        direct_channels
+            Not used by SHAPLEY (the common signature of :meth:`DataDrivenModel.fit`).
+
+        Returns
+        -------
+        FittedShapley
+            ``channel_credit`` with ``shapley_value``, and the coalitions.
+
+        Raises
+        ------
+        ModelError
+            More than 64 channels occur in the paths, or the paths' conversion values sum to 2**63 micros or
+            more.
+        """
         game = Coalitions(table)
         phi = game.shapley(table.conversions, table.nulls, self.characteristic)
         shares = normalise(phi)
@@ -56,7 +90,18 @@ class Shapley(DataDrivenModel):
 
 
 class Coalitions:
-    """The distinct channel sets of a path table as 64-bit masks over the channels that occur."""
+    """The distinct channel sets of a path table as 64-bit masks over the channels that occur.
+
+    Parameters
+    ----------
+    table
+        The path table; each path row belongs to the coalition of its distinct channels.
+
+    Raises
+    ------
+    ModelError
+        More than 64 channels occur in the table's paths.
+    """
 
     def __init__(self, table: PathTable) -> None:
         n_codes = len(table.channels)
@@ -74,7 +119,18 @@ class Coalitions:
         self.channels = table.channels
 
     def sums(self, conversions: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Conversions and nulls of every coalition."""
+        """Conversions and nulls of every coalition.
+
+        Parameters
+        ----------
+        conversions, nulls
+            Counts of every path row of the table (its own, or a bootstrap replicate's).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(conversions, nulls)`` summed per coalition, aligned with :attr:`masks`.
+        """
         n = self.masks.shape[0]
         return (
             np.bincount(self._inverse, weights=conversions, minlength=n),
@@ -82,7 +138,21 @@ class Coalitions:
         )
 
     def values(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> np.ndarray:
-        """``v(T)`` (rate) or the worth ``r(T)`` (conversions) of every observed coalition."""
+        """``v(T)`` (rate) or the worth ``r(T)`` (conversions) of every observed coalition.
+
+        Parameters
+        ----------
+        conversions, nulls
+            Counts of every path row of the table.
+        characteristic
+            ``"rate"`` (conversions / (conversions + nulls), 0 for a coalition with no journey) or
+            ``"conversions"``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, aligned with :attr:`masks`.
+        """
         conv, null = self.sums(conversions, nulls)
         if characteristic == "conversions":
             return conv
@@ -90,7 +160,20 @@ class Coalitions:
             return np.where(conv + null > 0, conv / (conv + null), 0.0)
 
     def shapley(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> np.ndarray:
-        """Shapley value of every channel (0 for channels in no path)."""
+        """Shapley value of every channel (0 for channels in no path).
+
+        Parameters
+        ----------
+        conversions, nulls
+            Counts of every path row of the table.
+        characteristic
+            ``"rate"`` or ``"conversions"`` (:meth:`values`).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, aligned with the table's ``channels``.
+        """
         v = self.values(conversions, nulls, characteristic)
         phi = coalition_shapley(self.masks, v, self.players.shape[0], characteristic == "conversions")
         out = np.zeros(len(self.channels), dtype=np.float64)
@@ -98,7 +181,20 @@ class Coalitions:
         return out
 
     def frame(self, conversions: np.ndarray, nulls: np.ndarray, characteristic: str) -> pl.DataFrame:
-        """``coalition`` (sorted channel names), ``conversions``, ``nulls``, ``value``."""
+        """``coalition`` (sorted channel names), ``conversions``, ``nulls``, ``value``.
+
+        Parameters
+        ----------
+        conversions, nulls
+            Counts of every path row of the table.
+        characteristic
+            ``"rate"`` or ``"conversions"`` (:meth:`values`).
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per observed coalition.
+        """
         names = [self.channels[c] for c in self.players]
         coalitions = [[names[b] for b in range(len(names)) if (m >> b) & 1] for m in self.masks.tolist()]
         conv, null = self.sums(conversions, nulls)
@@ -114,7 +210,17 @@ class Coalitions:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class FittedShapley(FittedModel):
-    """A fitted :class:`Shapley` model: ``channel_credit`` plus the coalition values."""
+    """A fitted :class:`Shapley` model: ``channel_credit`` plus the coalition values.
+
+    Made by :meth:`Shapley.fit`.
+
+    Parameters
+    ----------
+    model, channel_credit, paths, replicates, baseline_conversions, balance, credit_gap
+        As :class:`~optiq_engine.models.FittedModel`.
+    game
+        The :class:`Coalitions` of ``paths``.
+    """
 
     game: Coalitions | None = None
 

@@ -62,11 +62,14 @@ def fit_paths(
     Raises
     ------
     ConfigError
-        A column is missing, has the wrong dtype, or ``sep`` is empty.
+        A column is missing, has the wrong dtype, or ``sep`` is empty; a model parameter has an invalid value
+        (``order=7``).
     InputError
         Null, negative or non-finite counts, negative values, null or empty paths (with counts).
     ModelError
-        ``model`` is not a data-driven model, or its parameters are invalid.
+        ``model`` is not a data-driven model, a parameter name is unknown, or parameters are given both on a
+        model object and as keywords; the fit fails (too many MARKOV states, more than 64 SHAPLEY channels,
+        DATA_DRIVEN not converging).
 
     Examples
     --------

@@ -36,7 +36,28 @@ def _table(paths: Any) -> PathTable:
 
 
 def fold_tables(table: PathTable, folds: int, seed: int) -> list[tuple[PathTable, PathTable]]:
-    """(train, test) path tables of every fold."""
+    """(train, test) path tables of every fold.
+
+    Parameters
+    ----------
+    table
+        A path table with distinct rows (:meth:`PathTable.merged`).
+    folds
+        Number of folds (>= 2).
+    seed
+        Seed of the multinomial split (rows taken in path-hash order).
+
+    Returns
+    -------
+    list of tuple of PathTable
+        ``(train, test)`` per fold: the same rows, the test fold's share of each row's journeys in ``test``
+        and the rest in ``train``.
+
+    Raises
+    ------
+    ConfigError
+        ``folds < 2``.
+    """
     if folds < 2:
         raise ConfigError(f"folds must be >= 2, got {folds}")
     order = np.argsort(table.hashes, kind="stable")
@@ -55,7 +76,26 @@ def fold_tables(table: PathTable, folds: int, seed: int) -> list[tuple[PathTable
 
 
 def markov_predict(chain: MarkovChain, weights: np.ndarray, table: PathTable, fallback: float) -> np.ndarray:
-    """P(conversion | the path's last state) of every path row under a fitted chain."""
+    """P(conversion | the path's last state) of every path row under a fitted chain.
+
+    Parameters
+    ----------
+    chain
+        The chain fitted on the training fold.
+    weights
+        Its transition counts (:meth:`MarkovChain.pair_weights` of the training counts).
+    table
+        The rows to predict (same channels as the chain's table).
+    fallback
+        The prediction for a row whose last state never ended a training journey (the training
+        conversion rate, in :func:`select_markov_order`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one probability per row of ``table``: the share of training journeys ending in that state
+        that converted.
+    """
     base = len(table.channels) + 1
     key = np.zeros(table.height, dtype=np.int64)
     ends = table.offsets[1:]
@@ -75,12 +115,41 @@ def markov_predict(chain: MarkovChain, weights: np.ndarray, table: PathTable, fa
 
 
 def conversion_predict(model: ConversionModel, table: PathTable) -> np.ndarray:
-    """p(journey) of every path row under a fitted conversion model (any form)."""
+    """p(journey) of every path row under a fitted conversion model (any form).
+
+    Parameters
+    ----------
+    model
+        A :class:`~optiq_engine.models.conversion.ConversionModel` (or a ``form="auto"`` candidate,
+        :class:`~optiq_engine.models.conversion.JourneyModel`: anything with ``predict(table)``).
+    table
+        The rows to predict (same channels as the fit).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one probability per row.
+    """
     return model.predict(table)
 
 
 def scores(p: np.ndarray, conversions: np.ndarray, nulls: np.ndarray) -> tuple[float, float]:
-    """(log-loss, AUC) of predictions ``p`` for rows holding ``conversions`` and ``nulls`` journeys."""
+    """(log-loss, AUC) of predictions ``p`` for rows holding ``conversions`` and ``nulls`` journeys.
+
+    Parameters
+    ----------
+    p
+        Predicted conversion probability per row (clipped to [1e-12, 1 - 1e-12] for the log-loss).
+    conversions, nulls
+        Converting and non-converting journeys per row (weights: each journey counts once).
+
+    Returns
+    -------
+    log_loss : float
+        Mean per journey; NaN with no journey.
+    auc : float
+        Ties count one half; NaN without both a conversion and a null.
+    """
     n = conversions.sum() + nulls.sum()
     q = np.clip(p, _EPS, 1 - _EPS)
     log_loss = float(-(conversions * np.log(q) + nulls * np.log(1 - q)).sum() / n) if n else float("nan")
@@ -101,6 +170,33 @@ def select_markov_order(
 
     ``paths``: a :class:`PathTable`, a fitted model or an aggregated paths frame. The row with the best
     (lowest) log-loss has ``recommended = True`` (docs/data_driven.md §3).
+
+    Parameters
+    ----------
+    paths
+        A :class:`PathTable`, a fitted model (its ``paths``) or an aggregated paths frame in
+        ChannelAttribution's format with the default column names (``path``, ``total_conversions``,
+        ``total_null``; :meth:`PathTable.from_frame`). Equal paths are merged first.
+    orders
+        The Markov orders to compare (default 1 to 4).
+    folds
+        Number of folds (default 5).
+    seed
+        Seed of the fold split (default 0).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per order: ``order``, ``log_loss``, ``auc`` (means over the folds), ``recommended``.
+
+    Raises
+    ------
+    ConfigError
+        ``folds < 2``, or a paths frame that :meth:`PathTable.from_frame` refuses.
+    InputError
+        Invalid rows of a paths frame.
+    ModelError
+        An order with too many states to number.
     """
     table = _table(paths)
     splits = fold_tables(table, folds, seed)
@@ -123,7 +219,36 @@ def select_markov_order(
 def compare_conversion_models(
     paths: Any, *, markov_orders: Sequence[int] = (1, 2), folds: int = 5, seed: int = 0, l2: float = 1.0
 ) -> pl.DataFrame:
-    """Held-out log-loss and AUC of DATA_DRIVEN's conversion model (both forms) and Markov chains."""
+    """Held-out log-loss and AUC of DATA_DRIVEN's conversion model (both forms) and Markov chains.
+
+    Parameters
+    ----------
+    paths
+        A :class:`PathTable`, a fitted model (its ``paths``) or an aggregated paths frame in
+        ChannelAttribution's format with the default column names (``path``, ``total_conversions``,
+        ``total_null``; :meth:`PathTable.from_frame`). Equal paths are merged first.
+    markov_orders
+        The Markov orders compared too (default 1 and 2).
+    folds
+        Number of folds (default 5).
+    seed
+        Seed of the fold split (default 0; the same folds for every model).
+    l2
+        L2 penalty of the conversion models (default 1.0).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per model: ``model`` (``"DATA_DRIVEN (touch)"``, ``"DATA_DRIVEN (journey)"``,
+        ``"MARKOV (order k)"``), ``log_loss``, ``auc``.
+
+    Raises
+    ------
+    ConfigError, InputError
+        As :func:`select_markov_order`.
+    ModelError
+        A conversion model that does not converge, or a training fold with no journey.
+    """
     table = _table(paths)
     splits = fold_tables(table, folds, seed)
     rows = []
@@ -140,7 +265,26 @@ def compare_conversion_models(
 
 
 def calibration_table(fitted: FittedModel, *, bins: int = 10) -> pl.DataFrame:
-    """Predicted vs observed conversion rate of a DATA_DRIVEN fit by decile of prediction (in sample)."""
+    """Predicted vs observed conversion rate of a DATA_DRIVEN fit by decile of prediction (in sample).
+
+    Parameters
+    ----------
+    fitted
+        A DATA_DRIVEN fit (with ``form="auto"``, its ``conversion_model``: the candidate of largest BIC weight,
+        not the weighted mixture).
+    bins
+        Number of bins of about equal journeys, by increasing prediction (default 10: deciles).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per bin: ``bin``, ``journeys``, ``predicted`` and ``observed`` conversion rates.
+
+    Raises
+    ------
+    ConfigError
+        ``fitted`` has no conversion model (not a DATA_DRIVEN fit).
+    """
     model = getattr(fitted, "conversion_model", None)
     if model is None:
         raise ConfigError("calibration_table needs a DATA_DRIVEN fit")

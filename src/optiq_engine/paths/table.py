@@ -35,6 +35,15 @@ def channel_hashes(channels: Sequence[str]) -> np.ndarray:
 class PathTable:
     """Distinct transformed paths with their conversions, nulls and value.
 
+    Made by :func:`build_path_table` (:meth:`from_frame`, :meth:`concat`, a run's fits).
+
+    Parameters
+    ----------
+    channels, offsets, codes, conversions, nulls, value_micros, hashes
+        The fields described under Attributes.
+    distinct
+        Default True; see Attributes.
+
     Attributes
     ----------
     channels
@@ -93,7 +102,26 @@ class PathTable:
 
     @staticmethod
     def concat(tables: Sequence[PathTable]) -> PathTable:
-        """The path table of the union of the journeys of ``tables`` (disjoint batches or partitions)."""
+        """The path table of the union of the journeys of ``tables`` (disjoint batches or partitions).
+
+        Parameters
+        ----------
+        tables
+            Path tables over any channels, all built with the same transform (not checked: their rows are
+            merged as they are).
+
+        Returns
+        -------
+        PathTable
+            Over the sorted union of the channels, equal paths merged into one row.
+
+        Raises
+        ------
+        ConfigError
+            No table.
+        ModelError
+            One path's value sums to 2**63 micros or more.
+        """
         if not tables:
             raise ConfigError("concat needs at least one path table")
         channels = tuple(sorted({c for t in tables for c in t.channels}))
@@ -123,6 +151,40 @@ class PathTable:
 
         Channel names are stripped of surrounding spaces; rows whose path is empty are refused, as are
         null or negative counts (an :class:`InputError` with counts).
+
+        Parameters
+        ----------
+        frame
+            A pandas, polars or Arrow frame, one row per path (a path may appear on several rows).
+        path
+            The path column: strings joined by ``sep``, or lists of strings (default ``"path"``).
+        conversions, nulls
+            The count columns (defaults ``"total_conversions"``, ``"total_null"``): any numeric dtype.
+        value
+            The column of the paths' conversion value in integer micros (default None: every value 0).
+        sep
+            The separator of string paths (default ``">"``).
+        transform
+            The path transform (default ``"exposure"``: :data:`TRANSFORMS`).
+        remove_direct_if_not_all
+            Drop the direct touches of paths that also have others (default False).
+        direct_channels
+            The channels counted as direct (default ``("direct",)``).
+
+        Returns
+        -------
+        PathTable
+            One row per input row with a non-empty transformed path (``distinct=False``).
+
+        Raises
+        ------
+        ConfigError
+            A missing column, a path column of another type, an empty ``sep``, a non-numeric count column, a
+            non-integer value column, or an unknown ``transform``.
+        InputError
+            Null, negative or non-finite counts; negative values; null or empty paths.
+        SchemaError
+            ``frame`` is not a polars, pyarrow or pandas frame.
         """
         df = to_polars(frame, what="paths")
         missing = [c for c in (path, conversions, nulls, value) if c is not None and c not in df.columns]
@@ -223,6 +285,38 @@ def build_path_table(
     Returns the table and each journey's path row (-1 for a journey whose transformed path is empty).
     With ``distinct=False`` every journey with a non-empty path keeps its own row (cheaper; fits do not
     need distinct paths).
+
+    Parameters
+    ----------
+    starts, ends
+        Per journey, its range ``codes[starts[j]:ends[j]]`` in time order.
+    codes
+        Channel codes (indices into ``channels``).
+    channels
+        Channel names.
+    conversions, nulls, value_micros
+        Per journey: converting (usually 0 or 1), non-converting, and its conversion value in micros.
+    transform
+        The path transform (default ``"exposure"``: :data:`TRANSFORMS`).
+    remove_direct_if_not_all
+        Drop the direct touches of journeys that also have others (default False).
+    direct_channels
+        The channels counted as direct (default ``("direct",)``).
+    distinct
+        Merge equal paths into one row (default True).
+
+    Returns
+    -------
+    table : PathTable
+    journey_path : numpy.ndarray
+        int64, per journey its row of ``table`` (-1: empty transformed path).
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``transform``.
+    ModelError
+        With ``distinct``, one path's value sums to 2**63 micros or more.
     """
     if transform not in TRANSFORMS:
         raise ConfigError(f"unknown path transform {transform!r}; valid choices: {', '.join(TRANSFORMS)}")

@@ -68,7 +68,20 @@ _RANK = {s: i for i, s in enumerate(ALERT_SEVERITIES)}
 
 @dataclass(frozen=True)
 class Finding:
-    """What one evaluation found: ``state`` ``fired``, ``clear`` or ``unknown`` (cannot tell)."""
+    """What one evaluation found: ``state`` ``fired``, ``clear`` or ``unknown`` (cannot tell).
+
+    Parameters
+    ----------
+    state
+        ``"fired"`` (the condition holds), ``"clear"`` or ``"unknown"`` (no data, too short a baseline).
+    title, message
+        The event's title and message when it fires (default empty).
+    context
+        What was measured, stored in the event's ``context`` (default empty).
+    escalate
+        The breach is at least :data:`ESCALATION_FACTOR` times the rule's margin: the event is CRITICAL
+        (default False).
+    """
 
     state: Literal["fired", "clear", "unknown"]
     title: str = ""
@@ -84,6 +97,17 @@ class Evaluation:
     ``action``: ``opened`` (a new event), ``escalated`` (the open event became CRITICAL), ``kept`` (still
     firing, the open event stays), ``resolved`` (auto-resolved), ``suppressed`` (firing but dismissed),
     ``cleared`` (a dismissed alert's condition cleared), ``ok`` (nothing to do), ``unknown`` or ``error``.
+
+    Parameters
+    ----------
+    rule_id, organization_id
+        The rule evaluated and its organization.
+    action
+        One of the actions above.
+    event_id
+        The event opened, escalated, kept, resolved, suppressed or cleared (default None).
+    error
+        With ``action="error"``: the error's class and message (default None).
     """
 
     rule_id: str
@@ -469,6 +493,21 @@ def evaluate_rule(connection: Connection, rule: Mapping[Any, Any], *, now: datet
     The caller holds the rule's row lock (``FOR UPDATE``) in the connection's transaction and updates
     ``lastEvaluatedAt``; :func:`evaluate_due` and :func:`evaluate_now` do both. An invalid config or a
     failing query is rolled back to a savepoint and reported as ``action="error"``.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in the transaction that holds the rule's row lock.
+    rule
+        The ``AlertRule`` row (its columns by name: ``id``, ``organizationId``, ``name``, ``type``,
+        ``severity``, ``config``, ``notifyInApp``, ...).
+    now
+        The evaluation instant (timezone-aware): the windows are the complete UTC days before it.
+
+    Returns
+    -------
+    Evaluation
+        Never raises for a bad rule: any exception becomes ``action="error"`` (logged as a warning).
     """
     try:
         with connection.begin_nested():
@@ -523,6 +562,18 @@ def evaluate_due(
         The evaluation instant (timezone-aware; default the current time).
     limit
         Evaluate at most this many rules.
+
+    Returns
+    -------
+    list of Evaluation
+        One per rule evaluated, in the order claimed (least recently evaluated first).
+
+    Raises
+    ------
+    ConfigError
+        ``database`` is a URL that is not a PostgreSQL one.
+    ValueError
+        ``now`` is naive.
     """
     now = _aware(now)
     engine, owned = _engine(database)
@@ -548,6 +599,29 @@ def evaluate_now(
 
     The caller commits (``with engine.begin() as connection``). Raises :class:`NotFoundError` for a rule of
     another organization or none.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    rule_id
+        ``AlertRule.id``.
+    organization_id
+        The caller's organization.
+    now
+        The instant (timezone-aware; default None: the current time).
+
+    Returns
+    -------
+    Evaluation
+
+    Raises
+    ------
+    NotFoundError
+        No such rule in the organization.
+    ValueError
+        ``now`` is naive.
     """
     now = _aware(now)
     rule = (
@@ -595,11 +669,42 @@ def create_rule(
 ) -> dict[str, Any]:
     """Validate and insert an ``AlertRule``; the new row as a dict.
 
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    organization_id
+        The rule's organization.
+    name
+        A non-empty name of at most 200 characters (stored trimmed).
+    type
+        One of the ``AlertType`` values (``SPEND_THRESHOLD``, ``CONVERSION_DROP``, ...).
+    config
+        The rule's config JSON (:func:`optiq_engine.service.conditions.parse_config` checks it).
+    severity
+        ``INFO``, ``WARNING`` (default) or ``CRITICAL``.
+    status
+        ``ACTIVE`` (default) or ``PAUSED``.
+    evaluation_interval
+        Seconds between evaluations, 60 to 30 days (default 3600).
+    notify_email, notify_in_app, notify_slack
+        Notification channels (defaults True, True, False); only in-app notifications are sent by the engine.
+    now
+        The instant (timezone-aware; default None: the current time).
+
+    Returns
+    -------
+    dict
+        The new row (id ``alr_...``; timestamps as ISO 8601 strings).
+
     Raises
     ------
     RuleConfigError
         With one message per bad field: ``name``, ``type``, ``severity``, ``status``,
         ``evaluationInterval``, ``config.<field>`` (including scope ids not found in the organization).
+    ValueError
+        ``now`` is naive.
     """
     errors: dict[str, str] = {}
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
@@ -665,7 +770,24 @@ def create_rule(
 
 
 def read_rules(connection: Connection, *, organization_id: str, status: str | None = None) -> list[dict[str, Any]]:
-    """The organization's alert rules (optionally of one status), newest first."""
+    """The organization's alert rules (optionally of one status), newest first.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    organization_id
+        The caller's organization.
+    status
+        Only rules of this status (``ACTIVE``, ``PAUSED``, ...); default None: all. An unknown status gives
+        no rule.
+
+    Returns
+    -------
+    list of dict
+        One row per rule (timestamps as ISO 8601 strings).
+    """
     rows = connection.execute(
         text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE "organizationId" = :org '
              "AND (CAST(:status AS text) IS NULL OR status::text = :status) ORDER BY \"createdAt\" DESC, id"),
@@ -675,7 +797,28 @@ def read_rules(connection: Connection, *, organization_id: str, status: str | No
 
 
 def read_rule(connection: Connection, rule_id: str, *, organization_id: str) -> dict[str, Any]:
-    """One rule of the organization; :class:`NotFoundError` otherwise."""
+    """One rule of the organization; :class:`NotFoundError` otherwise.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    rule_id
+        ``AlertRule.id``.
+    organization_id
+        The caller's organization.
+
+    Returns
+    -------
+    dict
+        The row (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    NotFoundError
+        No such rule in the organization.
+    """
     row = (
         connection.execute(
             text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org'),
@@ -706,7 +849,32 @@ def read_events(
     rule_id: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """The organization's alert events, newest first (``(organizationId, status, triggeredAt)`` index)."""
+    """The organization's alert events, newest first (``(organizationId, status, triggeredAt)`` index).
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    organization_id
+        The caller's organization.
+    status, severity
+        Only events of this status / severity; default None: all.
+    rule_id
+        Only the events of this rule; default None: all.
+    limit
+        At most this many events, clamped to 1..1000 (default 100).
+
+    Returns
+    -------
+    list of dict
+        One row per event (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    RuleConfigError
+        An unknown ``status`` or ``severity``.
+    """
     if status is not None and status not in ALERT_EVENT_STATUSES:
         raise RuleConfigError({"status": f"must be one of {', '.join(ALERT_EVENT_STATUSES)}, got {status!r}"})
     if severity is not None and severity not in ALERT_SEVERITIES:
@@ -735,7 +903,28 @@ def read_events(
 
 
 def read_event(connection: Connection, event_id: str, *, organization_id: str) -> dict[str, Any]:
-    """One alert event of the organization; :class:`NotFoundError` otherwise."""
+    """One alert event of the organization; :class:`NotFoundError` otherwise.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    event_id
+        ``AlertEvent.id``.
+    organization_id
+        The caller's organization.
+
+    Returns
+    -------
+    dict
+        The row (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    NotFoundError
+        No such event in the organization.
+    """
     row = (
         connection.execute(
             text(f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE id = :id AND "organizationId" = :org'),
@@ -813,6 +1002,36 @@ def acknowledge(
 
     Raises :class:`TransitionError` from any other status, :class:`NotFoundError` for an event outside the
     organization, :class:`PermissionDeniedError` when ``by`` is not a member or is a VIEWER.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    event_id
+        ``AlertEvent.id``.
+    organization_id
+        The caller's organization.
+    by
+        The acting user's id: a member of the organization other than a VIEWER.
+    now
+        The instant (timezone-aware; default None: the current time).
+
+    Returns
+    -------
+    dict
+        The updated event row (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    TransitionError
+        The event's status does not allow the change.
+    NotFoundError
+        No such event in the organization.
+    PermissionDeniedError
+        ``by`` is not a member of the organization, or is a VIEWER.
+    ValueError
+        ``now`` is naive.
     """
     return _transition(connection, event_id, "ACKNOWLEDGED", organization_id=organization_id, by=by, now=now)
 
@@ -820,12 +1039,74 @@ def acknowledge(
 def resolve(
     connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None
 ) -> dict[str, Any]:
-    """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``RESOLVED`` (who and when); errors as :func:`acknowledge`."""
+    """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``RESOLVED`` (who and when); errors as :func:`acknowledge`.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    event_id
+        ``AlertEvent.id``.
+    organization_id
+        The caller's organization.
+    by
+        The acting user's id: a member of the organization other than a VIEWER.
+    now
+        The instant (timezone-aware; default None: the current time).
+
+    Returns
+    -------
+    dict
+        The updated event row (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    TransitionError
+        The event's status does not allow the change.
+    NotFoundError
+        No such event in the organization.
+    PermissionDeniedError
+        ``by`` is not a member of the organization, or is a VIEWER.
+    ValueError
+        ``now`` is naive.
+    """
     return _transition(connection, event_id, "RESOLVED", organization_id=organization_id, by=by, now=now)
 
 
 def dismiss(
     connection: Connection, event_id: str, *, organization_id: str, by: str, now: datetime | None = None
 ) -> dict[str, Any]:
-    """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``DISMISSED`` (who and when); errors as :func:`acknowledge`."""
+    """``TRIGGERED`` or ``ACKNOWLEDGED`` -> ``DISMISSED`` (who and when); errors as :func:`acknowledge`.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits (acting for the organization, under
+        row-level security in the service).
+    event_id
+        ``AlertEvent.id``.
+    organization_id
+        The caller's organization.
+    by
+        The acting user's id: a member of the organization other than a VIEWER.
+    now
+        The instant (timezone-aware; default None: the current time).
+
+    Returns
+    -------
+    dict
+        The updated event row (timestamps as ISO 8601 strings).
+
+    Raises
+    ------
+    TransitionError
+        The event's status does not allow the change.
+    NotFoundError
+        No such event in the organization.
+    PermissionDeniedError
+        ``by`` is not a member of the organization, or is a VIEWER.
+    ValueError
+        ``now`` is naive.
+    """
     return _transition(connection, event_id, "DISMISSED", organization_id=organization_id, by=by, now=now)

@@ -28,7 +28,24 @@ MEANAD_SCALE = 1.2533
 
 @dataclass(frozen=True)
 class RobustScore:
-    """The modified z-score of ``value`` against a baseline, with what it was computed from."""
+    """The modified z-score of ``value`` against a baseline, with what it was computed from.
+
+    Made by :func:`robust_zscore`.
+
+    Parameters
+    ----------
+    value
+        The value scored.
+    median
+        The baseline's median.
+    scale
+        The robust standard deviation used (0 for a flat baseline).
+    z
+        ``(value - median) / scale``; for a flat baseline 0 when ``value`` equals the median, else ±inf.
+    method
+        ``"mad"`` (1.4826 x the median absolute deviation), ``"meanad"`` (1.2533 x the mean absolute
+        deviation, when the MAD is 0) or ``"flat"`` (both 0).
+    """
 
     value: float
     median: float
@@ -37,7 +54,20 @@ class RobustScore:
     method: str  # "mad", "meanad" or "flat"
 
     def is_anomaly(self, threshold: float, direction: str = "both") -> bool:
-        """Whether ``|z| >= threshold`` in the given direction (``both``, ``spike``: up, ``drop``: down)."""
+        """Whether ``|z| >= threshold`` in the given direction (``both``, ``spike``: up, ``drop``: down).
+
+        Parameters
+        ----------
+        threshold
+            The |z| at which a value is an anomaly (> 0).
+        direction
+            ``"both"`` (default), ``"spike"`` (``z >= threshold``) or ``"drop"`` (``z <= -threshold``); any other
+            value counts as ``"both"``.
+
+        Returns
+        -------
+        bool
+        """
         if direction == "spike":
             return self.z >= threshold
         if direction == "drop":
@@ -47,6 +77,22 @@ class RobustScore:
 
 def robust_zscore(value: float, baseline: Sequence[float]) -> RobustScore:
     """The modified z-score of ``value`` against ``baseline`` (at least one value).
+
+    Parameters
+    ----------
+    value
+        The value scored (e.g. today's clicks).
+    baseline
+        The reference values (e.g. the previous days' clicks); at least one.
+
+    Returns
+    -------
+    RobustScore
+
+    Raises
+    ------
+    ValueError
+        An empty ``baseline``.
 
     Examples
     --------

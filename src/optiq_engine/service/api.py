@@ -70,6 +70,11 @@ def create_app(
         already such a role. The service refuses to start when its transactions would bypass row-level
         security.
 
+    Returns
+    -------
+    fastapi.FastAPI
+        The application; the database checks run at its startup.
+
     Raises
     ------
     ConfigError

@@ -56,7 +56,18 @@ _MAX_DEPTH = 4
 
 @dataclass(frozen=True)
 class Scope:
-    """Which links and spend a rule looks at: a model and optional platform / account / campaign / ad."""
+    """Which links and spend a rule looks at: a model and optional platform / account / campaign / ad.
+
+    Parameters
+    ----------
+    model
+        The ``AttributionModel`` whose links are read (config ``model``; default ``"LAST_TOUCH"``).
+    platform
+        A ``PlatformCode`` (config ``platform``); None: every platform.
+    ad_account_id, campaign_id, ad_id
+        Ids of the organization's ``AdAccount`` / ``Campaign`` / ``Ad`` (config ``adAccountId``,
+        ``campaignId``, ``adId``); None: no restriction.
+    """
 
     model: str = "LAST_TOUCH"
     platform: str | None = None
@@ -67,7 +78,17 @@ class Scope:
 
 @dataclass(frozen=True)
 class SpendThreshold:
-    """Fires when spend in the current ``period`` (today, the last 7 days, the month to date) exceeds ``threshold``."""
+    """Fires when spend in the current ``period`` (today, the last 7 days, the month to date) exceeds ``threshold``.
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    threshold
+        Spend in micros (> 0; config ``threshold``).
+    period
+        ``"daily"`` (default), ``"weekly"`` or ``"monthly"`` (UTC days, today included).
+    """
 
     scope: Scope
     threshold: int
@@ -76,7 +97,20 @@ class SpendThreshold:
 
 @dataclass(frozen=True)
 class ConversionDrop:
-    """Fires when attributed conversions of the last ``days`` complete days fell by ``drop_percentage`` or more."""
+    """Fires when attributed conversions of the last ``days`` complete days fell by ``drop_percentage`` or more.
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    drop_percentage
+        The fall, in percent of the previous period (0 < x <= 100; config ``dropPercentage``).
+    days
+        The period's length in complete UTC days, compared with the ``days`` before (default 7; config
+        ``comparisonPeriod``, ``"7d"``).
+    min_conversions
+        Conversions the previous period needs for a comparison (>= 0, default 1; config ``minConversions``).
+    """
 
     scope: Scope
     drop_percentage: float
@@ -86,7 +120,19 @@ class ConversionDrop:
 
 @dataclass(frozen=True)
 class CpaSpike:
-    """Fires when CPA of the last ``days`` complete days rose by ``increase_percentage`` or more."""
+    """Fires when CPA of the last ``days`` complete days rose by ``increase_percentage`` or more.
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    increase_percentage
+        The rise, in percent of the previous period's CPA (> 0; config ``increasePercentage``).
+    days
+        As :class:`ConversionDrop` (default 7).
+    min_conversions
+        Conversions each period needs for a CPA (> 0, default 1; config ``minConversions``).
+    """
 
     scope: Scope
     increase_percentage: float
@@ -96,7 +142,20 @@ class CpaSpike:
 
 @dataclass(frozen=True)
 class RoasDrop:
-    """Fires when ROAS fell by ``drop_percentage`` or more, or is below ``min_roas`` (either given, or both)."""
+    """Fires when ROAS fell by ``drop_percentage`` or more, or is below ``min_roas`` (either given, or both).
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    drop_percentage
+        The fall, in percent of the previous period's ROAS (0 < x <= 100; config ``dropPercentage``); None:
+        no such test.
+    min_roas
+        The lowest acceptable ROAS (revenue / spend, >= 0; config ``minRoas``); None: no such test.
+    days
+        As :class:`ConversionDrop` (default 7).
+    """
 
     scope: Scope
     drop_percentage: float | None = None
@@ -106,7 +165,21 @@ class RoasDrop:
 
 @dataclass(frozen=True)
 class ClickAnomaly:
-    """Fires when yesterday's clicks are anomalous against the ``baseline_days`` before (robust z-score)."""
+    """Fires when yesterday's clicks are anomalous against the ``baseline_days`` before (robust z-score).
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    baseline_days
+        Days of the baseline, 7 to 365 (default 28; config ``baselineDays``).
+    threshold
+        The ``|z|`` of an anomaly (> 0, default 3.5; :func:`~optiq_engine.service.anomaly.robust_zscore`).
+    direction
+        ``"both"`` (default), ``"drop"`` or ``"spike"``.
+    seasonal
+        Compare with the same weekday of the baseline only (needs ``baseline_days >= 28``; default False).
+    """
 
     scope: Scope
     baseline_days: int = 28
@@ -117,7 +190,22 @@ class ClickAnomaly:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``metric`` over the last ``days`` complete days (or its relative change in percent) ``operator`` ``value``."""
+    """``metric`` over the last ``days`` complete days (or its relative change in percent) ``operator`` ``value``.
+
+    Parameters
+    ----------
+    metric
+        A metric of :data:`optiq_engine.service.metrics.METRICS` (``"cpa_micros"``, ``"roas"``, ...).
+    operator
+        A key of :data:`OPERATORS` (``">"``, ``">="``, ``"<"``, ``"<="``, ``"=="``, ``"!="``).
+    value
+        The number compared with (finite).
+    days
+        The period in complete UTC days (default 1; config ``period``, ``"7d"``).
+    compare
+        ``"value"`` (default): the metric itself; ``"changePercent"``: its change against the days before, in
+        percent.
+    """
 
     metric: str
     operator: str
@@ -128,11 +216,27 @@ class Comparison:
 
 @dataclass(frozen=True)
 class AllOf:
+    """Holds when every one of ``conditions`` holds (config ``{"all": [...]}``).
+
+    Parameters
+    ----------
+    conditions
+        Comparisons or nested groups (non-empty; at most 4 levels and 20 comparisons per rule).
+    """
+
     conditions: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
+    """Holds when at least one of ``conditions`` holds (config ``{"any": [...]}``).
+
+    Parameters
+    ----------
+    conditions
+        As :class:`AllOf`.
+    """
+
     conditions: tuple[Condition, ...]
 
 
@@ -141,7 +245,15 @@ Condition = Comparison | AllOf | AnyOf
 
 @dataclass(frozen=True)
 class Custom:
-    """Fires when the declarative ``condition`` holds."""
+    """Fires when the declarative ``condition`` holds.
+
+    Parameters
+    ----------
+    scope
+        Which links and spend the rule looks at (:class:`Scope`).
+    condition
+        A :class:`Comparison`, :class:`AllOf` or :class:`AnyOf` (config ``condition``).
+    """
 
     scope: Scope
     condition: Condition
@@ -151,7 +263,22 @@ RuleConfig = SpendThreshold | ConversionDrop | CpaSpike | RoasDrop | ClickAnomal
 
 
 def parse_period(value: str) -> int:
-    """Days in a period like ``"7d"`` (1 to 365)."""
+    """Days in a period like ``"7d"`` (1 to 365).
+
+    Parameters
+    ----------
+    value
+        ``"<n>d"``, ``n`` from 1 to 365 without leading zeros.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        Any other value (:func:`parse_config` turns it into a field of its :class:`RuleConfigError`).
+    """
     match = _PERIOD.match(value) if isinstance(value, str) else None
     if match is None or int(match.group(1)) > _MAX_DAYS:
         raise ValueError(f"a number of days like '7d' (1d to {_MAX_DAYS}d), got {value!r}")
@@ -280,6 +407,19 @@ def _raise(message: str):
 
 def parse_config(rule_type: str, config: Any) -> RuleConfig:
     """The validated configuration of a rule of ``rule_type`` from its ``config`` JSON.
+
+    Parameters
+    ----------
+    rule_type
+        An ``AlertType`` value (``SPEND_THRESHOLD``, ``CONVERSION_DROP``, ``CPA_SPIKE``, ``ROAS_DROP``,
+        ``CLICK_ANOMALY``, ``CUSTOM``).
+    config
+        The parsed ``AlertRule.config`` JSON: an object with camelCase keys.
+
+    Returns
+    -------
+    RuleConfig
+        The dataclass of ``rule_type``.
 
     Raises
     ------

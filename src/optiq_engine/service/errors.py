@@ -10,6 +10,13 @@ __all__ = ["CurrencyError", "RuleConfigError", "NotFoundError", "TransitionError
 class CurrencyError(InputError):
     """Amounts in different currencies would be added into one total and no conversion table was given.
 
+    Parameters
+    ----------
+    message
+        The error message.
+    currencies
+        Copied into :attr:`currencies` (default: none).
+
     Attributes
     ----------
     currencies
@@ -23,6 +30,13 @@ class CurrencyError(InputError):
 
 class RuleConfigError(ConfigError):
     """An alert rule (its ``config`` JSON or another field) is invalid; one message per field.
+
+    Parameters
+    ----------
+    errors
+        Field path -> what is wrong with it; copied into :attr:`errors` and joined into the message.
+    rule_type
+        The rule's type, named in the message (``"invalid SPEND_THRESHOLD alert rule: ..."``); default None.
 
     Attributes
     ----------

@@ -33,7 +33,22 @@ _PREFIX = "optiq"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's organization, user and role."""
+    """Who is calling: the key's organization, user and role.
+
+    Made by :func:`authenticate`.
+
+    Parameters
+    ----------
+    organization_id
+        The key's organization: every request is scoped to it.
+    user_id
+        The key's user.
+    role
+        The user's ``Membership.role`` in the organization, read at this request (``OWNER``, ``ADMIN``,
+        ``MEMBER``, ``VIEWER``).
+    key_id
+        The key's id.
+    """
 
     organization_id: str
     user_id: str
@@ -51,6 +66,24 @@ def _hash(secret: str) -> str:
 
 def create_api_key(connection: Connection, *, organization_id: str, user_id: str, name: str = "api") -> tuple[str, str]:
     """A new key for ``user_id`` (a member of the organization); returns ``(key id, the key to hand out)``.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits.
+    organization_id
+        The key's organization.
+    user_id
+        A member of it (any role; the role is read at every request).
+    name
+        A label for the key (default ``"api"``).
+
+    Returns
+    -------
+    key_id : str
+        16 hex digits.
+    key : str
+        ``optiq_<key id>_<secret>``: shown once, never stored (only its secret's SHA-256).
 
     Raises
     ------
@@ -74,7 +107,20 @@ def create_api_key(connection: Connection, *, organization_id: str, user_id: str
 
 
 def authenticate(connection: Connection, token: str) -> Principal | None:
-    """The principal of a presented key, or None (malformed, unknown, revoked, wrong secret, no membership)."""
+    """The principal of a presented key, or None (malformed, unknown, revoked, wrong secret, no membership).
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection; under the service role, one whose ``optiq.api_key_id`` names the key
+        (:func:`optiq_engine.service.tenancy.set_organization`), or row-level security hides it.
+    token
+        The presented key, ``optiq_<key id>_<secret>`` (at most 200 characters).
+
+    Returns
+    -------
+    Principal or None
+    """
     prefix, _, rest = token.partition("_")
     key_id, _, secret = rest.partition("_")
     if prefix != _PREFIX or not key_id or not secret or len(token) > 200:
@@ -97,7 +143,22 @@ def authenticate(connection: Connection, token: str) -> Principal | None:
 
 
 def revoke_api_key(connection: Connection, key_id: str, *, organization_id: str) -> None:
-    """Revoke a key of the organization; :class:`NotFoundError` if it has none with that id."""
+    """Revoke a key of the organization; :class:`NotFoundError` if it has none with that id.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction the caller commits.
+    key_id
+        The key's id (the part after ``optiq_``).
+    organization_id
+        The key's organization.
+
+    Raises
+    ------
+    NotFoundError
+        No key ``key_id`` in the organization, or it is already revoked.
+    """
     done = connection.execute(
         text(
             'UPDATE "ApiKey" SET "revokedAt" = :now, "updatedAt" = :now WHERE id = :id AND "organizationId" = :o AND "revokedAt" IS NULL'
@@ -109,7 +170,20 @@ def revoke_api_key(connection: Connection, key_id: str, *, organization_id: str)
 
 
 def read_api_keys(connection: Connection, *, organization_id: str) -> list[dict[str, Any]]:
-    """The organization's keys (never their hashes)."""
+    """The organization's keys (never their hashes).
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection.
+    organization_id
+        The organization.
+
+    Returns
+    -------
+    list of dict
+        ``id``, ``userId``, ``name``, ``createdAt``, ``revokedAt`` (None while active), oldest first.
+    """
     rows = connection.execute(
         text(
             'SELECT id, "userId", name, "createdAt", "revokedAt" FROM "ApiKey" WHERE "organizationId" = :o ORDER BY "createdAt"'

@@ -96,6 +96,26 @@ class Limits:
     def for_workers(cls, workers: int, *, connections: int = DEFAULT_CONNECTIONS, **overrides: Any) -> Limits:
         """The limits of one of ``workers`` processes sharing a budget of ``connections`` database connections.
 
+        Parameters
+        ----------
+        workers
+            Worker processes of the server (>= 1).
+        connections
+            Database connections all workers may open together (>= 2; default 32): each worker gets
+            ``connections // (2 x workers)`` slots, at least 2 and at most 16 (a worker opens up to twice
+            its slots).
+        **overrides
+            Other :class:`Limits` fields.
+
+        Returns
+        -------
+        Limits
+
+        Raises
+        ------
+        ConfigError
+            ``workers < 1``, ``connections < 2``, or an override out of range.
+
         Examples
         --------
         >>> Limits.for_workers(2).slots  # 2 workers x (8 pooled + 8 overflow) = 32 connections at most
@@ -177,7 +197,24 @@ async def _send_json(send: Send, status: int, detail: Any, headers: list[tuple[b
 
 
 def busy_response(retry_after: int, why: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Status, body and headers of a 503 (the service is saturated; try again after ``retry_after`` s)."""
+    """Status, body and headers of a 503 (the service is saturated; try again after ``retry_after`` s).
+
+    Parameters
+    ----------
+    retry_after
+        Seconds, sent in ``Retry-After`` and in the message.
+    why
+        What is saturated, for the message (``"no slot within 20 s"``).
+
+    Returns
+    -------
+    status : int
+        503.
+    body : dict
+        ``{"detail": "the service is busy (<why>); retry after <n> s"}``.
+    headers : dict
+        ``{"Retry-After": "<n>"}``.
+    """
     return (
         503,
         {"detail": f"the service is busy ({why}); retry after {retry_after} s"},
@@ -187,7 +224,17 @@ def busy_response(retry_after: int, why: str) -> tuple[int, dict[str, Any], dict
 
 class AdmissionControl:
     """At most ``limits.slots`` requests in the application at once per worker; a bounded FIFO queue; 503
-    with ``Retry-After`` past it. Paths in ``exempt`` are never queued."""
+    with ``Retry-After`` past it. Paths in ``exempt`` are never queued.
+
+    Parameters
+    ----------
+    app
+        The ASGI application wrapped.
+    limits
+        ``slots``, ``queue``, ``queue_timeout`` and ``retry_after`` of this worker.
+    exempt
+        Paths let through without a slot (default the health check, ``/v1/health``).
+    """
 
     def __init__(self, app: ASGIApp, *, limits: Limits, exempt: tuple[str, ...] = ("/v1/health",)) -> None:
         self.app = app
@@ -241,7 +288,13 @@ def _has_nul(scope: Scope) -> str | None:
 
 
 class RejectNul:
-    """422 for a NUL byte anywhere in the path or query string, before routing (Postgres text cannot hold one)."""
+    """422 for a NUL byte anywhere in the path or query string, before routing (Postgres text cannot hold one).
+
+    Parameters
+    ----------
+    app
+        The ASGI application wrapped.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -258,7 +311,14 @@ class RejectNul:
 class CatchAll:
     """The last line: an exception no handler took becomes a generic 500 JSON (details logged, never sent) and
     the connection stays open for the next request (Starlette's own handler re-raises, and the server then
-    closes the keep-alive connection)."""
+    closes the keep-alive connection).
+
+    Parameters
+    ----------
+    app
+        The ASGI application wrapped. An exception after the response has started is re-raised (nothing
+        else can be sent).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

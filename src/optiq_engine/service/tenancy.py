@@ -87,7 +87,17 @@ def for_organization(engine: Engine, organization_id: str) -> Engine:
 
 def set_organization(connection: Connection, organization_id: str | None, *, api_key_id: str | None = None) -> None:
     """Scope the rest of the connection's transaction to ``organization_id`` (``None``: to nothing), and allow
-    the lookup of ``api_key_id`` (``None``: none)."""
+    the lookup of ``api_key_id`` (``None``: none).
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection in a transaction (the settings are transaction-local: ``set_config(..., true)``).
+    organization_id
+        The organization whose rows the row-level security policies show; None: no row.
+    api_key_id
+        The one ``"ApiKey"`` row (and its membership) the policies show for authentication; None: none.
+    """
     connection.exec_driver_sql(
         "SELECT set_config('optiq.organization_id', %(org)s, true), set_config('optiq.api_key_id', %(key)s, true)",
         {"org": organization_id or "", "key": api_key_id or ""},
@@ -96,6 +106,18 @@ def set_organization(connection: Connection, organization_id: str | None, *, api
 
 def check_service_role(engine: Engine, role: str | None = SERVICE_ROLE) -> dict[str, Any]:
     """Check that the service's transactions are subject to row-level security; what was found.
+
+    Parameters
+    ----------
+    engine
+        The service's engine (one connection is opened, its transaction rolled back).
+    role
+        The role the transactions switch to (default :data:`SERVICE_ROLE`); None: the login role itself.
+
+    Returns
+    -------
+    dict
+        ``role`` (the effective role), ``superuser``, ``bypassrls``, ``owner`` (all False when it returns).
 
     Raises
     ------

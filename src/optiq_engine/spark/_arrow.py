@@ -57,7 +57,31 @@ _STRINGLIKE = (T.StringType, T.ByteType, T.ShortType, T.IntegerType, T.LongType,
 
 
 def contract_columns(frame: DataFrame, wanted: Sequence[str], required: Sequence[str], *, what: str) -> list[str]:
-    """The contract columns of ``frame`` in contract order; a missing required one is a SchemaError."""
+    """The contract columns of ``frame`` in contract order; a missing required one is a SchemaError.
+
+    Parameters
+    ----------
+    frame
+        A Spark DataFrame.
+    wanted
+        The contract's columns, in order (:data:`TOUCHPOINT_COLUMNS`, :data:`CONVERSION_COLUMNS`, ...).
+    required
+        Those that must be present.
+    what
+        The frame's name, plural, for messages.
+
+    Returns
+    -------
+    list of str
+        The columns of ``wanted`` that ``frame`` has, in the order of ``wanted``.
+
+    Raises
+    ------
+    ConfigError
+        ``frame`` is not a Spark DataFrame.
+    ColumnNotFoundError
+        A required column is missing (the closest names suggested).
+    """
     if not isinstance(frame, DataFrame):
         raise ConfigError(f"{what} must be a pyspark.sql.DataFrame, got {type(frame).__name__}")
     present = set(frame.columns)
@@ -68,12 +92,43 @@ def contract_columns(frame: DataFrame, wanted: Sequence[str], required: Sequence
 
 
 def key_columns(*column_sets: Sequence[str]) -> list[str]:
-    """The group key: the organization/site columns that every frame has, then ``anon_id``."""
+    """The group key: the organization/site columns that every frame has, then ``anon_id``.
+
+    Parameters
+    ----------
+    *column_sets
+        The columns of each frame.
+
+    Returns
+    -------
+    list of str
+        ``organization_id`` and ``site_id`` when every frame has them, then ``"anon_id"``.
+    """
     return [c for c in _KEYS if all(c in cols for cols in column_sets)] + ["anon_id"]
 
 
 def partition(frame: DataFrame, keys: Sequence[str], partitions: int | None) -> DataFrame:
-    """``frame`` hash-partitioned on ``keys``: every group in one partition (``None``: shuffle partitions)."""
+    """``frame`` hash-partitioned on ``keys``: every group in one partition (``None``: shuffle partitions).
+
+    Parameters
+    ----------
+    frame
+        A Spark DataFrame with the ``keys`` columns.
+    keys
+        The group key columns.
+    partitions
+        The partition count (a positive integer), or None: ``spark.sql.shuffle.partitions``.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        Lazily repartitioned.
+
+    Raises
+    ------
+    ConfigError
+        ``partitions`` is neither None nor a positive integer.
+    """
     cols: list[Column] = [F.col(k) for k in keys]
     if partitions is None:
         return frame.repartition(*cols)
@@ -87,6 +142,20 @@ def check_string_columns(frame: DataFrame, columns: Sequence[str], *, what: str)
 
     The narrow shuffle of :func:`narrow_sides` leaves out the contract columns heuristic models do not
     read; checking their Spark types here keeps the SchemaError an executor would have raised.
+
+    Parameters
+    ----------
+    frame
+        A Spark DataFrame.
+    columns
+        The columns to check (absent ones are skipped).
+    what
+        The frame's name, plural, for messages.
+
+    Raises
+    ------
+    SchemaError
+        A column of another Spark type than string, byte, short, integer, long or null.
     """
     types = {f.name: f.dataType for f in frame.schema.fields}
     for col in columns:
@@ -143,6 +212,29 @@ def narrow_sides(
     conversion's ``value_micros`` and its organization/site columns. The other contract columns are
     checked on the driver (:func:`check_string_columns`) and left out. :func:`split_narrow` takes a
     partition apart again into the engine's touchpoint and conversion columns.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        The input Spark DataFrames.
+    tp_cols, cv_cols
+        Their contract columns (:func:`contract_columns`).
+    keys
+        The group key (:func:`key_columns`).
+    rules
+        The channel rules for touchpoints without a ``channel`` (default None: the engine's).
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        The union, lazily (not yet partitioned: :func:`partition`).
+
+    Raises
+    ------
+    SchemaError
+        A contract column of a type that cannot hold strings (:func:`check_string_columns`).
+    ConfigError
+        A ``channel`` column that is not a string column.
     """
     check_string_columns(touchpoints, [c for c in tp_cols if c not in ("occurred_at", "channel")], what="touchpoints")
     check_string_columns(
@@ -169,6 +261,19 @@ def split_narrow(table: pa.Table, keys: Sequence[str], cv_cols: Sequence[str]) -
     Touchpoints: ``touchpoint_id``, ``anon_id``, ``occurred_at``, the key columns, ``channel``.
     Conversions: ``conversion_id``, ``anon_id``, ``occurred_at`` and those of ``value_micros``,
     ``organization_id``, ``site_id``, ``name`` that ``cv_cols`` has.
+
+    Parameters
+    ----------
+    table
+        One partition of the narrow frame (:func:`read_partition`).
+    keys
+        The group key.
+    cv_cols
+        The conversions' contract columns.
+
+    Returns
+    -------
+    touchpoints, conversions : pyarrow.Table
     """
     is_tp = pc.equal(table.column(SIDE), 0)
     shared = ["anon_id", "occurred_at", *(c for c in _KEYS if c in keys)]
@@ -204,12 +309,40 @@ def arrow_schema(schema: T.StructType) -> pa.Schema:
 
 
 def read_partition(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    """One partition's Arrow batches as a table (empty with ``schema`` when the partition is empty)."""
+    """One partition's Arrow batches as a table (empty with ``schema`` when the partition is empty).
+
+    Parameters
+    ----------
+    batches
+        The batches ``mapInArrow`` hands a task.
+    schema
+        Their Arrow schema (:func:`arrow_schema` of the partitioned frame's).
+
+    Returns
+    -------
+    pyarrow.Table
+    """
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def spark_type(dtype: pl.DataType) -> T.DataType:
-    """The Spark type of a polars result column (enums and categoricals become strings)."""
+    """The Spark type of a polars result column (enums and categoricals become strings).
+
+    Parameters
+    ----------
+    dtype
+        A polars dtype of a result frame.
+
+    Returns
+    -------
+    pyspark.sql.types.DataType
+        String, the integer and float types, boolean, date, or timestamp (for any polars Datetime).
+
+    Raises
+    ------
+    SchemaError
+        A dtype without a Spark counterpart here (results never have one).
+    """
     if dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical)):
         return T.StringType()
     table: dict[type, T.DataType] = {
@@ -225,7 +358,22 @@ def spark_type(dtype: pl.DataType) -> T.DataType:
 
 
 def to_batches(frame: pl.DataFrame, record: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """``frame`` as batches of the output union ``schema``: its columns, nulls elsewhere, ``RECORD`` set."""
+    """``frame`` as batches of the output union ``schema``: its columns, nulls elsewhere, ``RECORD`` set.
+
+    Parameters
+    ----------
+    frame
+        One of the engine's output frames (links, unattributed, credit, journeys, ...).
+    record
+        Which output it is (the value of :data:`RECORD`).
+    schema
+        The Arrow schema of the output union (every output's columns and :data:`RECORD`).
+
+    Yields
+    ------
+    pyarrow.RecordBatch
+        Cast to ``schema`` (enums and categoricals as strings).
+    """
     have = set(frame.columns)
     cols = []
     for field in schema:

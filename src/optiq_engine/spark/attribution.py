@@ -91,6 +91,19 @@ def _unattributed_columns(cv_cols: Sequence[str]) -> list[str]:
 class SparkAttributionResult:
     """What :func:`attribute_spark` returns: Spark DataFrames, computed lazily when an action runs.
 
+    Made by :func:`attribute_spark`.
+
+    Parameters
+    ----------
+    records, models, config
+        The fields described under Attributes.
+    unattributed_columns
+        The columns of :attr:`unattributed` (the conversions' contract columns, then ``reason``, ``model``).
+    fitted, partitions, seconds
+        Described under Attributes (default empty, None, None).
+    link_dates
+        Whether :attr:`links` has a ``date`` column (default False).
+
     Attributes
     ----------
     records
@@ -179,7 +192,18 @@ class SparkAttributionResult:
         )
 
     def persist(self, storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> SparkAttributionResult:
-        """Keep the computed records (so that links, credit and unattributed are computed once)."""
+        """Keep the computed records (so that links, credit and unattributed are computed once).
+
+        Parameters
+        ----------
+        storage_level
+            Spark's storage level (default ``MEMORY_AND_DISK``).
+
+        Returns
+        -------
+        SparkAttributionResult
+            ``self``.
+        """
         self.records.persist(storage_level)
         return self
 
@@ -221,6 +245,8 @@ def attribute_spark(
         not depend on it.
     link_dates
         Add the conversion's UTC ``date`` to the links (for :func:`write_result`'s date partitions).
+    **options
+        :class:`AttributionConfig` fields, over ``config``'s.
 
     Returns
     -------

@@ -21,7 +21,32 @@ def attribute_command(
     partitions: int | None,
     master: str | None,
 ) -> None:
-    """Read Parquet datasets, attribute on Spark, write ``links/`` (by date), ``unattributed/``, ``credit/``."""
+    """Read Parquet datasets, attribute on Spark, write ``links/`` (by date), ``unattributed/``, ``credit/``.
+
+    Prints the credit table and what was written.
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Parquet files or dataset directories.
+    out
+        The output directory (:func:`~optiq_engine.spark.write_result`).
+    models
+        Model names (None: the heuristics).
+    config
+        The run's options.
+    partitions
+        The shuffle's partition count (None: ``spark.sql.shuffle.partitions``).
+    master
+        Spark master URL (None: ``local[*]``).
+
+    Raises
+    ------
+    ConfigError, ModelError, SchemaError, InputError
+        As :func:`~optiq_engine.spark.attribute_spark`; :class:`InputError` also for an unreadable input.
+    OSError
+        A dataset cannot be moved into place.
+    """
     import polars as pl
 
     from . import attribute_spark, read_parquet, spark_session, write_result

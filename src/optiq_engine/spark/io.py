@@ -21,6 +21,22 @@ def read_parquet(spark: SparkSession, path: str | Path) -> DataFrame:
 
     Partition columns (``date``) come along as columns; :func:`attribute_spark` and :func:`journeys_spark`
     ignore columns outside the frame contract.
+
+    Parameters
+    ----------
+    spark
+        The Spark session.
+    path
+        A Parquet file or dataset directory, local or any Hadoop file system URL.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+
+    Raises
+    ------
+    InputError
+        Spark cannot read it (missing, or not Parquet).
     """
     try:
         return spark.read.parquet(str(path))
@@ -38,6 +54,24 @@ def write_result(result: SparkAttributionResult, out_dir: str | Path) -> dict[st
     one file. The records are computed once (persisted for the writes). Everything is written under a
     hidden staging directory and moved into place only when every write succeeded, so a failed run leaves
     the previous results intact.
+
+    Parameters
+    ----------
+    result
+        The result of :func:`attribute_spark` (persisted for the writes, then unpersisted).
+    out_dir
+        The output directory, local or any Hadoop file system URL; datasets of a previous result there are
+        replaced.
+
+    Returns
+    -------
+    dict of str to int
+        Rows written per dataset (``links``, ``unattributed``, ``credit``).
+
+    Raises
+    ------
+    OSError
+        A dataset cannot be moved into place.
     """
     result.persist()
     try:
@@ -54,7 +88,27 @@ def write_result(result: SparkAttributionResult, out_dir: str | Path) -> dict[st
 
 
 def write_journeys(result: SparkJourneyResult, out_dir: str | Path) -> dict[str, int]:
-    """Write ``journeys/`` (by ``started_at`` date) and ``journey_events/`` (by ``occurred_at`` date)."""
+    """Write ``journeys/`` (by ``started_at`` date) and ``journey_events/`` (by ``occurred_at`` date).
+
+    As :func:`write_result`: staged, then moved into place when every write succeeded.
+
+    Parameters
+    ----------
+    result
+        The result of :func:`journeys_spark`.
+    out_dir
+        The output directory, local or any Hadoop file system URL.
+
+    Returns
+    -------
+    dict of str to int
+        Rows written per dataset (``journeys``, ``journey_events``).
+
+    Raises
+    ------
+    OSError
+        A dataset cannot be moved into place.
+    """
     result.persist()
     try:
         datasets = {

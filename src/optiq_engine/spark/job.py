@@ -20,6 +20,27 @@ def compute_on_spark(db: Connections, plan: Plan, stage: Stage) -> Computed:
     the driver as Arrow and written exactly as :func:`optiq_engine.batch.compute_local`'s (``docs/spark.md``).
     Spark reads through its JDBC source (``db.url``), not ``db``'s connections. ``plan.partitions`` above 1
     is the JDBC read split and the shuffle's partition count.
+
+    Parameters
+    ----------
+    db
+        The job's :class:`~optiq_engine.io.postgres.Connections` (only its ``url`` is used).
+    plan
+        The run's plan, with its scope (``plan.window`` set).
+    stage
+        Called with each stage's name as it starts.
+
+    Returns
+    -------
+    Computed
+        Without extracted touchpoints, quarantine counts or per-type counts (not supported on Spark).
+
+    Raises
+    ------
+    ConfigError
+        No PostgreSQL JDBC driver jar (:func:`~optiq_engine.spark.postgres.jdbc_jar`), or invalid options.
+    ModelError, SchemaError, InputError
+        As :func:`~optiq_engine.spark.attribute_spark` and :func:`~optiq_engine.spark.journeys_spark`.
     """
     assert plan.window is not None, "plan_run, then with_scope"
     master = plan.master or "local[*]"

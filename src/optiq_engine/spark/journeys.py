@@ -38,6 +38,17 @@ JOURNEYS, JOURNEY_EVENTS, SESSIONS = 0, 1, 2
 class SparkJourneyResult:
     """What :func:`journeys_spark` returns: lazy Spark DataFrames in the schemas of :class:`JourneyResult`.
 
+    Made by :func:`journeys_spark`.
+
+    Parameters
+    ----------
+    records
+        Described under Attributes.
+    journey_columns
+        The columns of :attr:`journeys`, in order.
+    as_of
+        Described under Attributes.
+
     Attributes
     ----------
     records
@@ -68,6 +79,18 @@ class SparkJourneyResult:
         return self.records.where(F.col(RECORD) == SESSIONS).select("event_id", "session_id")
 
     def persist(self, storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> SparkJourneyResult:
+        """Keep the computed records (so that the three frames are computed once).
+
+        Parameters
+        ----------
+        storage_level
+            Spark's storage level (default ``MEMORY_AND_DISK``).
+
+        Returns
+        -------
+        SparkJourneyResult
+            ``self``.
+        """
         self.records.persist(storage_level)
         return self
 
@@ -103,6 +126,14 @@ def journeys_spark(
     -------
     SparkJourneyResult
         Lazy ``journeys``, ``journey_events``, ``sessions`` DataFrames.
+
+    Raises
+    ------
+    ConfigError
+        ``events`` is not a Spark DataFrame, ``session_timeout`` / ``abandon_after`` is not a valid
+        timedelta, or ``partitions`` is not a positive integer.
+    ColumnNotFoundError
+        A required column (``event_id``, ``anon_id``, ``occurred_at``, ``type``) is missing.
 
     Notes
     -----

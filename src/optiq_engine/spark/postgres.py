@@ -46,6 +46,16 @@ def jdbc_jar() -> str:
 
     Raises :class:`ConfigError` when there is none: install ``libpostgresql-jdbc-java`` (Debian) or set
     ``OPTIQ_POSTGRES_JDBC_JAR``. (``spark.jars.packages`` would fetch it from Maven, which needs network.)
+
+    Returns
+    -------
+    str
+        The jar's path (the newest version in ``~/.m2`` by name order).
+
+    Raises
+    ------
+    ConfigError
+        ``OPTIQ_POSTGRES_JDBC_JAR`` names no file, or no jar is found.
     """
     explicit = os.environ.get("OPTIQ_POSTGRES_JDBC_JAR")
     if explicit:
@@ -66,6 +76,22 @@ def postgres_session(master: str | None = "local[*]", **kwargs: Any) -> SparkSes
 
     The jar must be on the classpath when the session's JVM starts: a session started earlier in this
     process without it is reused as is (and its JDBC reads fail with ``ClassNotFoundException``).
+
+    Parameters
+    ----------
+    master
+        Spark master URL (default ``local[*]``; None: left to ``spark-submit``).
+    **kwargs
+        Other arguments of :func:`~optiq_engine.spark.spark_session`.
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+
+    Raises
+    ------
+    ConfigError
+        No JDBC driver jar.
     """
     from .session import spark_session
 
@@ -74,7 +100,26 @@ def postgres_session(master: str | None = "local[*]", **kwargs: Any) -> SparkSes
 
 
 def jdbc_options(url: str) -> tuple[str, dict[str, str]]:
-    """A JDBC URL and connection properties from a PostgreSQL URL (``postgresql[+driver]://user:pw@host/db``)."""
+    """A JDBC URL and connection properties from a PostgreSQL URL (``postgresql[+driver]://user:pw@host/db``).
+
+    Parameters
+    ----------
+    url
+        A PostgreSQL URL; user and password are percent-decoded, the query string is passed on.
+
+    Returns
+    -------
+    jdbc_url : str
+        ``jdbc:postgresql://host:port/db`` (port 5432, database ``postgres`` when absent; an IPv6 host
+        bracketed).
+    properties : dict of str to str
+        ``driver``, ``user`` (``"postgres"`` when the URL has none) and ``password`` when given.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL.
+    """
     parts = urlsplit(postgres.adbc_url(url))
     host = parts.hostname or "localhost"
     if ":" in host:
@@ -96,6 +141,29 @@ def read_postgres(
     The query is :func:`optiq_engine.io.postgres.read_sql` (the one ``read_touchpoints`` & co. run), wrapped as
     a ``dbtable`` subquery and read by ``partitions`` tasks, task ``i`` taking the users whose
     ``hashtextextended(anon_id, 0)`` (non-negative) is ``i`` modulo ``partitions``: one user is never split.
+
+    Parameters
+    ----------
+    spark
+        The Spark session (with the JDBC driver: :func:`postgres_session`).
+    url
+        A PostgreSQL URL.
+    what
+        ``"touchpoints"``, ``"conversions"`` or ``"events"``.
+    window
+        The rows to read.
+    partitions
+        JDBC read tasks (>= 1, default 1).
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        Lazy; read when an action runs.
+
+    Raises
+    ------
+    ConfigError
+        ``partitions < 1``, an unknown ``what``, or a URL that is not a PostgreSQL one.
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")
@@ -125,6 +193,34 @@ def attribute_postgres(
     The same stage as the single-machine job: links of the conversions at or after ``window.start`` (all
     when open), the journeys of every user with events (whole history, judged ``as_of``). ``partitions``
     is both the JDBC read split and the shuffle's partition count (``None``: ``spark.sql.shuffle.partitions``).
+
+    Parameters
+    ----------
+    spark
+        The Spark session (with the JDBC driver).
+    url
+        A PostgreSQL URL.
+    window
+        The scope to read; events are read over the users' whole history.
+    models
+        Model names (None: the heuristics).
+    config
+        The run's options.
+    as_of
+        The instant journey statuses are judged at (the run's watermark).
+    partitions
+        See above (default None).
+    on_stage
+        Called with each stage's name as it starts (default None).
+
+    Returns
+    -------
+    Computed
+
+    Raises
+    ------
+    ConfigError, ModelError, SchemaError, InputError
+        As :func:`~optiq_engine.spark.attribute_spark` and :func:`~optiq_engine.spark.journeys_spark`.
     """
     stage = on_stage or (lambda _: None)
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions") or 1)

@@ -21,7 +21,23 @@ __all__ = ["Connections", "adbc_url", "connections"]
 
 
 def adbc_url(url: str) -> str:
-    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg://`` -> ``postgresql://``)."""
+    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg://`` -> ``postgresql://``).
+
+    Parameters
+    ----------
+    url
+        A URL whose scheme starts with ``postgresql`` or ``postgres`` (any driver suffix).
+
+    Returns
+    -------
+    str
+        ``postgresql://`` followed by the rest of ``url``, unchanged.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` has no ``://`` or another scheme.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme.startswith(("postgresql", "postgres")):
         raise ConfigError(f"not a PostgreSQL URL: {url!r}")
@@ -81,6 +97,11 @@ class Connections:
     ----------
     url
         A PostgreSQL URL (``postgresql://`` or SQLAlchemy's ``postgresql+psycopg://``).
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a PostgreSQL URL (:func:`adbc_url`); no connection is opened before the first use.
 
     Notes
     -----
@@ -159,7 +180,22 @@ class Connections:
 
 @contextmanager
 def connections(source: str | Connections) -> Iterator[Connections]:
-    """``source`` itself when it is a job's pool; else a pool of its own for the block, closed after it."""
+    """``source`` itself when it is a job's pool; else a pool of its own for the block, closed after it.
+
+    Parameters
+    ----------
+    source
+        A job's :class:`Connections` (left open), or a PostgreSQL URL.
+
+    Yields
+    ------
+    Connections
+
+    Raises
+    ------
+    ConfigError
+        ``source`` is a string that is not a PostgreSQL URL.
+    """
     if isinstance(source, Connections):
         yield source
         return

@@ -25,7 +25,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriteCounts:
-    """What a merge changed: rows inserted, rows updated (values differed), stale rows deleted."""
+    """What a merge changed: rows inserted, rows updated (values differed), stale rows deleted.
+
+    Parameters
+    ----------
+    inserted
+        New rows copied in.
+    updated
+        Stored rows whose compared values differed, updated in place.
+    deleted
+        Stored rows of the scope that the new rows lack, deleted.
+    """
 
     inserted: int
     updated: int
@@ -377,6 +387,21 @@ def transaction(url: str | Connections) -> Iterator[Any]:
     """An ADBC cursor in one transaction: committed when the block ends, rolled back on any error.
 
     ``url``: a database URL (a connection of its own), or the job's :class:`Connections` (one of its).
+
+    Parameters
+    ----------
+    url
+        A PostgreSQL URL, or a job's :class:`Connections`.
+
+    Yields
+    ------
+    adbc_driver_manager.dbapi.Cursor
+        The cursor; the connection goes back to the pool (or is closed) after the block.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
     with connections(url) as db, db.connection() as conn:
         try:

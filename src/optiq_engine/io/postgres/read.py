@@ -53,6 +53,25 @@ class Window:
     ``start=None`` / ``end=None`` leave that side open. Touchpoints (and earlier conversions, which
     bound windows under ``reset_after_conversion``) are read from ``start - lookback``. ``anon_ids``
     restricts the read to those users (incremental runs).
+
+    Parameters
+    ----------
+    organization_id
+        ``Organization.id`` (required: every read is scoped by it).
+    site_id
+        One of its ``TrackingSite`` ids; None (default): every site of the organization.
+    start, end
+        Timezone-aware bounds of the conversions read, ``[start, end)``; None (default): open.
+    lookback
+        How far before ``start`` touchpoints and earlier conversions are read (default 30 days; a run passes
+        its longest lookback).
+    anon_ids
+        Only these users' rows; None (default): every user. An empty tuple reads nothing.
+
+    Raises
+    ------
+    ConfigError
+        An empty ``organization_id``, a naive or non-datetime bound, or ``start >= end``.
     """
 
     organization_id: str
@@ -196,6 +215,18 @@ def hash_partition(column: str, i: int, n: int) -> str:
 
     A user's rows land in one slice: the server-side hash of the anon id, non-negative, modulo ``n``
     (used by :func:`iter_partitions` and by the Spark JDBC reads of ``optiq_engine.spark``).
+
+    Parameters
+    ----------
+    column
+        An SQL expression of the anon id (``tp."anonId"``), inserted as is.
+    i, n
+        The slice (``0 <= i < n``, not checked) and the number of slices; both inserted as integers.
+
+    Returns
+    -------
+    str
+        The predicate.
     """
     return f"(hashtextextended({column}, 0) & 9223372036854775807) % {int(n)} = {int(i)}"
 
@@ -208,7 +239,25 @@ _READ_EVENTS = _Query(_EVENT_COLUMNS, "TrackingEvent", "e")
 def read_sql(what: str, window: Window) -> str:
     """The query of :func:`read_touchpoints` / :func:`read_conversions` / :func:`read_events` (``what``:
     ``touchpoints``, ``conversions`` or ``events``) for ``window``, parameters inlined: for other readers of
-    the same rows (Spark's JDBC source)."""
+    the same rows (Spark's JDBC source).
+
+    Parameters
+    ----------
+    what
+        ``"touchpoints"``, ``"conversions"`` or ``"events"``.
+    window
+        The rows to read (scans: ``anon_ids`` become an ``= ANY(...)`` clause).
+
+    Returns
+    -------
+    str
+        A query without bind parameters.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``what``.
+    """
     queries = {"touchpoints": _READ_TOUCHPOINTS, "conversions": _READ_CONVERSIONS, "events": _READ_EVENTS}
     if what not in queries:
         raise ConfigError(f"read_sql: what must be one of {sorted(queries)}, got {what!r}")
@@ -304,7 +353,28 @@ def _read(
 
 
 def read_touchpoints(url: str | Connections, window: Window) -> pl.DataFrame:
-    """Touchpoints of ``window``'s organization (and site) from ``start - lookback`` to ``end``."""
+    """Touchpoints of ``window``'s organization (and site) from ``start - lookback`` to ``end``.
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        The rows to read.
+
+    Returns
+    -------
+    polars.DataFrame
+        The touchpoints frame of docs/contract.md §1 (``touchpoint_id``, ``anon_id``, ``occurred_at``,
+        ``organization_id``, ``site_id``, ``session_id``, UTM and click-id columns, ``platform_code``,
+        ``campaign_id``, ``ad_id``), in no particular order.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
+    """
     return _read(url, _READ_TOUCHPOINTS, window)
 
 
@@ -313,6 +383,25 @@ def read_conversions(url: str | Connections, window: Window) -> pl.DataFrame:
 
     Rows from ``start - lookback`` are included: an earlier conversion bounds a later one's window under
     ``reset_after_conversion``. Keep the links of conversions at or after ``start`` only.
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        The rows to read.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``conversion_id``, ``anon_id``, ``occurred_at``, ``value_micros``, ``name``, ``organization_id``,
+        ``site_id``.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
     return _read(url, _READ_CONVERSIONS, window)
 
@@ -322,6 +411,24 @@ def read_events(url: str | Connections, window: Window) -> pl.DataFrame:
 
     Click ids and UTM parameters come from their columns or, when those are null, from the event's
     ``properties`` JSON (``gclid``, ``utm_source`` / ``utmSource``, ...).
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        The rows to read (a run passes its users' whole history: no ``start`` or ``end``).
+
+    Returns
+    -------
+    polars.DataFrame
+        The events frame of docs/contract.md §1.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
     return _read(url, _READ_EVENTS, window)
 
@@ -336,6 +443,24 @@ def read_events_for_touchpoints(url: str | Connections, window: Window) -> pl.Da
     null, the first non-empty key of ``properties`` (resolved in SQL: ``jsonb`` is parsed already); the
     page URL (``url``, else ``properties.url`` / ``pageUrl``) comes along when it has a query string, for
     the parameters still missing.
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        The rows to read.
+
+    Returns
+    -------
+    polars.DataFrame
+        The events frame, with ``utm_term``, ``utm_content`` and ``url`` (null without a query string) too.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
     return _read(url, _Query(_TOUCHPOINT_EVENT_COLUMNS, "TrackingEvent", "e"), window)
 
@@ -344,7 +469,28 @@ def read_identities(url: str | Connections, window: Window, *, key: str) -> pl.D
     """Every tracking event of the window's organization (and site) whose ``properties`` hold ``key``, at any
     time: ``organization_id``, ``site_id``, ``anon_id``, ``occurred_at`` and ``user_id`` (the key's text) for
     identity stitching (docs/contract.md §1.5). ``key`` is validated by ``AttributionConfig``
-    (:func:`optiq_engine.config.check_identity`)."""
+    (:func:`optiq_engine.config.check_identity`).
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        Its organization, site and ``anon_ids`` scope the read; ``start`` and ``end`` are ignored.
+    key
+        The key of ``TrackingEvent.properties`` holding the user id (``AttributionConfig.identity_key``).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per identified event.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
+    """
     from psycopg.sql import Literal
 
     value = f"e.properties->>{Literal(key).as_string(None)}"
@@ -361,7 +507,28 @@ def read_identities(url: str | Connections, window: Window, *, key: str) -> pl.D
 
 def read_campaigns(url: str | Connections, organization_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The organization's ``Campaign`` rows (with their ad account's platform) and ``Ad`` rows, as the
-    ``campaigns`` and ``ads`` frames of :func:`optiq_engine.extract_touchpoints`."""
+    ``campaigns`` and ``ads`` frames of :func:`optiq_engine.extract_touchpoints`.
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    organization_id
+        ``Organization.id``.
+
+    Returns
+    -------
+    campaigns : polars.DataFrame
+        ``campaign_id``, ``external_id``, ``platform_code``, ``organization_id``.
+    ads : polars.DataFrame
+        ``ad_id``, ``campaign_id``, ``external_id``, ``organization_id``.
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
+    """
     campaigns = _fetch(
         url,
         """SELECT c.id AS campaign_id, c."externalId" AS external_id, p.code::text AS platform_code,
@@ -388,6 +555,26 @@ def iter_partitions(
     A user's history is never split between slices, so attributing them one by one equals attributing
     everything at once, in about 1/partitions of the memory. Each slice is one query per table (the
     hash predicate cannot use an index, so each slice scans the organization's rows of the window).
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a pool of its own for
+        this call).
+    window
+        The rows to read.
+    partitions
+        Number of slices (>= 1; 1: no hash predicate).
+
+    Yields
+    ------
+    tuple of polars.DataFrame
+        ``(touchpoints, conversions)`` of one slice (:func:`read_touchpoints`, :func:`read_conversions`).
+
+    Raises
+    ------
+    ConfigError
+        ``partitions < 1`` (at the first iteration: this is a generator), or a bad URL.
     """
     if partitions < 1:
         raise ConfigError(f"partitions must be at least 1, got {partitions}")

@@ -50,7 +50,28 @@ class RunLocked(OptiqError, RuntimeError):
 
 @contextmanager
 def run_lock(url: str, organization_id: str, *, wait: bool) -> Iterator[Any]:
-    """A session-level advisory lock on the organization, held for the whole run (and its connection)."""
+    """A session-level advisory lock on the organization, held for the whole run (and its connection).
+
+    Parameters
+    ----------
+    url
+        The database URL (any form :func:`~optiq_engine.io.postgres.adbc_url` accepts).
+    organization_id
+        The organization whose runs are serialised (``Organization.id``).
+    wait
+        Wait for the lock (``optiq run --wait``) instead of failing at once when another run holds it.
+
+    Yields
+    ------
+    psycopg.Connection
+        An autocommit connection holding the lock; the lock is released, and the connection closed, when the
+        block ends.
+
+    Raises
+    ------
+    RunLocked
+        ``wait=False`` and another run of the organization holds the lock.
+    """
     import psycopg
 
     with psycopg.connect(adbc_url(url), autocommit=True) as conn:
@@ -73,7 +94,14 @@ def compact_summaries(conn: Any) -> None:
     """Rebuild the summaries' indexes (a rewrite leaves them about twice their size, half-empty pages from
     the deleted rows and from sorted runs inserted mid-index) and vacuum them (pages all-visible: reports
     then read the indexes alone). ``REINDEX CONCURRENTLY`` blocks no reader or writer; a role that does not
-    own the tables is told so in the log and the summaries stay as they are, correct but slower to read."""
+    own the tables is told so in the log and the summaries stay as they are, correct but slower to read.
+
+    Parameters
+    ----------
+    conn
+        An autocommit psycopg connection (``REINDEX CONCURRENTLY`` and ``VACUUM`` cannot run in a
+        transaction block).
+    """
     import psycopg
 
     try:
@@ -86,6 +114,18 @@ def compact_summaries(conn: Any) -> None:
 
 def read_settings(conn: Any, organization_id: str) -> dict[str, Any]:
     """The organization's ``OrganizationSettings.attributionSettings`` (``{}`` when unset).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+
+    Returns
+    -------
+    dict
+        The settings JSON as stored (:func:`optiq_engine.batch.settings_from_json` reads it).
 
     Raises
     ------
@@ -103,7 +143,22 @@ def read_settings(conn: Any, organization_id: str) -> dict[str, Any]:
 
 
 def check_site(conn: Any, organization_id: str, site_id: str | None) -> None:
-    """A ``--site`` must be a tracking site of the organization (it would read nothing and succeed)."""
+    """A ``--site`` must be a tracking site of the organization (it would read nothing and succeed).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+    site_id
+        ``TrackingSite.id``, or None (no check: the whole organization).
+
+    Raises
+    ------
+    ConfigError
+        No tracking site ``site_id``, or it belongs to another organization.
+    """
     if site_id is None:
         return
     row = conn.execute('SELECT "organizationId" FROM "TrackingSite" WHERE id = %s', (site_id,)).fetchone()
@@ -122,6 +177,18 @@ def mark_abandoned(conn: Any, organization_id: str) -> int:
     caller holds ``organization_id``'s, so its RUNNING rows are stale; another organization's are stale when
     its lock can be taken now, and they are marked while this connection holds it (a run starting meanwhile
     waits for it, and inserts its own row after).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        The caller's organization, whose lock the caller holds.
+
+    Returns
+    -------
+    int
+        The number of ``EngineRun`` rows marked ABANDONED, every organization included.
     """
     marked = _abandon(conn, organization_id)
     others = conn.execute(
@@ -156,7 +223,23 @@ def _abandon(conn: Any, organization_id: str) -> int:
 
 def previous_snapshot(conn: Any, organization_id: str, site_id: str | None) -> str | None:
     """The change-log snapshot of the scope's last successful run; ``None``: none, or it predates the log, or
-    a change since then is tied to no organization (a ``TRUNCATE``, a deleted site): run in full."""
+    a change since then is tied to no organization (a ``TRUNCATE``, a deleted site): run in full.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+    site_id
+        The run's site, or None: runs of the whole organization (the scope must match exactly).
+
+    Returns
+    -------
+    str or None
+        The ``pg_snapshot`` text of that run's ``summary.changeSnapshot``; None also when the change log
+        table is missing (a warning is logged).
+    """
     row = conn.execute(
         """SELECT summary->>'changeSnapshot' FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
            AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
@@ -191,7 +274,24 @@ _UNSEEN = """c.xid >= pg_snapshot_xmin(%(snapshot)s::pg_snapshot)::text::bigint
 def changed_users(conn: Any, organization_id: str, site_id: str | None, snapshot: str) -> pl.DataFrame:
     """Users with changes the ``snapshot`` did not see (``anon_id``) and the earliest ``occurredAt`` of those
     changes, old or new (``changed_from``): a change can alter the links of the user's conversions at or
-    after it only (a conversion's links see the touchpoints of its lookback and the earlier conversions)."""
+    after it only (a conversion's links see the touchpoints of its lookback and the earlier conversions).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+    site_id
+        Only the changes of this site; None: of the whole organization.
+    snapshot
+        The previous run's change-log snapshot (:func:`previous_snapshot`).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``anon_id`` (String), ``changed_from`` (``Datetime("us", "UTC")``), one row per user.
+    """
     rows = conn.execute(
         f"""SELECT c."anonId", min(c."occurredAt") FROM "EngineChange" c
             WHERE c."organizationId" = %(org)s AND {_UNSEEN} AND c."anonId" IS NOT NULL
@@ -203,13 +303,34 @@ def changed_users(conn: Any, organization_id: str, site_id: str | None, snapshot
 
 
 def journey_users(conn: Any, organization_id: str) -> tuple[str, ...]:
-    """Every user with a stored journey in the organization (an index-only scan)."""
+    """Every user with a stored journey in the organization (an index-only scan).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+
+    Returns
+    -------
+    tuple of str
+        The distinct ``Journey.anonId`` values, in no particular order.
+    """
     rows = conn.execute('SELECT DISTINCT "anonId" FROM "Journey" WHERE "organizationId" = %s', (organization_id,))
     return tuple(r[0] for r in rows.fetchall())
 
 
 def prune_changes(conn: Any, organization_id: str) -> None:
-    """Delete the organization's changes that the last successful run of each of its scopes has seen."""
+    """Delete the organization's changes that the last successful run of each of its scopes has seen.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+    """
     conn.execute(
         """DELETE FROM "EngineChange" c WHERE c."organizationId" = %(org)s AND c.xid < (
              SELECT min(pg_snapshot_xmin((r.summary->>'changeSnapshot')::pg_snapshot)::text::bigint) FROM (
@@ -222,13 +343,38 @@ def prune_changes(conn: Any, organization_id: str) -> None:
 
 def start_snapshot(conn: Any) -> tuple[datetime, str]:
     """The run's watermark (its transaction's start) and the change-log snapshot the next incremental run
-    reads past (``pg_current_snapshot()``); taken before any read of the run."""
+    reads past (``pg_current_snapshot()``); taken before any read of the run.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+
+    Returns
+    -------
+    watermark : datetime.datetime
+        ``transaction_timestamp()`` (timezone-aware, UTC offset as the server returns it).
+    snapshot : str
+        ``pg_current_snapshot()`` as text.
+    """
     (watermark, snapshot) = conn.execute("SELECT transaction_timestamp(), pg_current_snapshot()::text").fetchone()
     return watermark, snapshot
 
 
 def start_run(conn: Any, run_id: str, *, organization_id: str, site_id: str | None, mode: str) -> None:
-    """The run's ``EngineRun`` row, RUNNING."""
+    """The run's ``EngineRun`` row, RUNNING.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    run_id
+        The new row's id (:attr:`optiq_engine.batch.Plan.run_id`).
+    organization_id, site_id
+        The run's scope (``site_id`` None: the whole organization).
+    mode
+        ``"FULL"`` or ``"INCREMENTAL"``.
+    """
     conn.execute(
         """INSERT INTO "EngineRun" (id, "organizationId", "siteId", mode, status) VALUES (%s, %s, %s, %s, 'RUNNING')""",
         (run_id, organization_id, site_id, mode),
@@ -236,7 +382,19 @@ def start_run(conn: Any, run_id: str, *, organization_id: str, site_id: str | No
 
 
 def finish_run(conn: Any, run_id: str, *, watermark: datetime, summary: dict[str, Any]) -> None:
-    """The run SUCCEEDED: its watermark and summary (``RunSummary.as_json``) stored."""
+    """The run SUCCEEDED: its watermark and summary (``RunSummary.as_json``) stored.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    run_id
+        The run's ``EngineRun.id``.
+    watermark
+        The run's watermark (:func:`start_snapshot`).
+    summary
+        The JSON summary, stored as ``jsonb`` (it holds ``changeSnapshot`` for the next incremental run).
+    """
     conn.execute(
         """UPDATE "EngineRun" SET status = 'SUCCEEDED', "finishedAt" = now(), watermark = %s,
            summary = %s::jsonb, "updatedAt" = now() WHERE id = %s""",
@@ -245,7 +403,17 @@ def finish_run(conn: Any, run_id: str, *, watermark: datetime, summary: dict[str
 
 
 def fail_run(conn: Any, run_id: str, exc: BaseException) -> None:
-    """The run FAILED: the error (its class and message) stored as the summary."""
+    """The run FAILED: the error (its class and message) stored as the summary.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    run_id
+        The run's ``EngineRun.id``.
+    exc
+        The error that ended the run (an :class:`~optiq_engine._interrupt.Interrupted` too).
+    """
     conn.execute(
         """UPDATE "EngineRun" SET status = 'FAILED', "finishedAt" = now(), summary = %s::jsonb,
            "updatedAt" = now() WHERE id = %s""",
@@ -254,7 +422,20 @@ def fail_run(conn: Any, run_id: str, exc: BaseException) -> None:
 
 
 def extracted_last_time(conn: Any, organization_id: str) -> bool:
-    """Whether the organization's last successful run extracted its touchpoints (docs/touchpoints.md §6)."""
+    """Whether the organization's last successful run extracted its touchpoints (docs/touchpoints.md §6).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id`` (its last SUCCEEDED run by ``finishedAt``, whatever its site).
+
+    Returns
+    -------
+    bool
+        False when there is no such run.
+    """
     row = conn.execute(
         """SELECT coalesce((summary->>'touchpoints_extracted')::boolean, false) FROM "EngineRun"
            WHERE "organizationId" = %s AND status = 'SUCCEEDED' ORDER BY "finishedAt" DESC LIMIT 1""",
@@ -264,7 +445,21 @@ def extracted_last_time(conn: Any, organization_id: str) -> bool:
 
 
 def scope_has_only_events(conn: Any, organization_id: str, site_id: str | None) -> bool:
-    """Whether the scope (organization, or one of its sites) has tracking events and no ``TouchPoint`` row."""
+    """Whether the scope (organization, or one of its sites) has tracking events and no ``TouchPoint`` row.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id
+        ``Organization.id``.
+    site_id
+        One of its sites, or None: every site.
+
+    Returns
+    -------
+    bool
+    """
     scope = """FROM {table} x JOIN "TrackingSite" s ON s.id = x."siteId"
                WHERE s."organizationId" = %(org)s AND (%(site)s::text IS NULL OR s.id = %(site)s)"""
     (touchpoints, events) = conn.execute(

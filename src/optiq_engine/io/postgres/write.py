@@ -26,6 +26,18 @@ def link_rows_for_postgres(links: pl.DataFrame) -> pl.DataFrame:
 
     The id is ``<conversionId>:<model>:<touchPointId>``: unique and reproduced by every rerun. Merges match
     on the natural key (conversionId, touchPointId, model), so the id scheme never decides a conflict.
+
+    Parameters
+    ----------
+    links
+        ``AttributionResult.links`` (``conversion_id``, ``touchpoint_id``, ``model``, ``weight``, ``position``,
+        ``touchpoint_count``; other columns are dropped).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``id``, ``conversionId``, ``touchPointId``, ``model`` (String), ``weight``, ``position``,
+        ``touchPointCount`` (Int32).
     """
     return links.select(
         pl.concat_str(
@@ -80,6 +92,8 @@ def write_links(
 
     Parameters
     ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a connection of its own).
     links
         The engine's links (``AttributionResult.links``) of the recomputed conversions.
     organization_id
@@ -90,11 +104,21 @@ def write_links(
     models
         The models recomputed; links of other models are not touched.
 
+    Returns
+    -------
+    WriteCounts
+        The links inserted, updated and deleted.
+
     Raises
     ------
     InputError
         A conversion in scope outside the organization (or missing), a link of a conversion not in
         ``conversion_ids``, or (set-based check) a link whose touchpoint does not exist; nothing is written.
+    RuntimeError
+        A concurrent writer changed the scope's rows during the merge (a count that does not match); the
+        transaction rolls back.
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
     with transaction(url) as cur, credit_maintained(cur, organization_id, conversion_ids, models):
         return merge_links(cur, links, organization_id=organization_id, conversion_ids=conversion_ids, models=models)
@@ -104,7 +128,27 @@ def merge_links(
     cur: Any, links: pl.DataFrame, *, organization_id: str, conversion_ids: pl.Series, models: list[str]
 ) -> WriteCounts:
     """:func:`write_links` inside the caller's transaction (``cur`` an ADBC cursor). The caller keeps the
-    service's daily credit summary right by wrapping it in :func:`optiq_engine.io.rollup.credit_maintained`."""
+    service's daily credit summary right by wrapping it in :func:`optiq_engine.io.rollup.credit_maintained`.
+
+    Parameters
+    ----------
+    cur
+        An ADBC cursor in the writing transaction (:func:`transaction`).
+    links, organization_id, conversion_ids, models
+        As :func:`write_links`.
+
+    Returns
+    -------
+    WriteCounts
+
+    Raises
+    ------
+    InputError
+        As :func:`write_links`; the caller's transaction is to be rolled back.
+    RuntimeError
+        A concurrent writer changed the scope's rows during the merge (a count that does not match); the
+        transaction rolls back.
+    """
     rows = link_rows_for_postgres(links)
     _LINKS.stage_scope(cur, conversion_ids)
     with _primary_key_probes(cur, "TrackingEvent", conversion_ids.len()):
@@ -164,7 +208,15 @@ _JOURNEY_EVENTS = _Merge(
 
 @dataclass(frozen=True)
 class StoredJourneys:
-    """The stored rows that :func:`merge_journeys` compares the new journeys with (:func:`read_stored_journeys`)."""
+    """The stored rows that :func:`merge_journeys` compares the new journeys with (:func:`read_stored_journeys`).
+
+    Parameters
+    ----------
+    journeys
+        The stored ``Journey`` rows of the users in scope.
+    journey_events
+        The stored ``JourneyEvent`` rows of the new journeys' ids.
+    """
 
     journeys: pl.DataFrame
     journey_events: pl.DataFrame
@@ -180,6 +232,26 @@ def read_stored_journeys(
     rows: the merge's own read would see the same rows. A row changed by some other writer in between makes
     the merge fail (a count or a unique key that does not match) or leaves that writer's values, as it would
     between the merge's read and its writes inside one transaction.
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a connection of its own).
+    journeys
+        The new journeys (``journey_id``): their stored events are read.
+    organization_id
+        ``Organization.id``.
+    anon_ids
+        The users in scope: their stored journeys are read.
+
+    Returns
+    -------
+    StoredJourneys
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
     """
 
     def read(merge: _Merge, ids: pl.Series, params: list[Any]) -> pl.DataFrame:
@@ -220,6 +292,29 @@ def merge_journeys(
     Journeys of those users that the new result lacks are deleted (their events go with them); the new
     journeys' event lists are merged. ``stored``: the rows to compare with, read ahead by
     :func:`read_stored_journeys` with the same arguments (else read here). Returns the counts of both tables.
+
+    Parameters
+    ----------
+    cur
+        An ADBC cursor in the writing transaction (:func:`transaction`).
+    journeys, journey_events
+        :func:`optiq_engine.build_journeys`' frames of the users in scope.
+    organization_id
+        ``Organization.id`` (written into every ``Journey`` row, and the scope of the deletions).
+    anon_ids
+        The users whose journeys were rebuilt (users with no journey left included).
+    stored
+        The stored rows read ahead (default None: read here).
+
+    Returns
+    -------
+    journeys, journey_events : WriteCounts
+
+    Raises
+    ------
+    RuntimeError
+        A concurrent writer changed the scope's rows during the merge (a count that does not match); the
+        transaction rolls back.
     """
     rows = journeys.select(
         pl.lit(organization_id).alias("organizationId"),
@@ -246,7 +341,27 @@ def write_journeys(
     organization_id: str,
     anon_ids: pl.Series,
 ) -> tuple[WriteCounts, WriteCounts]:
-    """:func:`merge_journeys` in a transaction of its own (all or nothing)."""
+    """:func:`merge_journeys` in a transaction of its own (all or nothing).
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a connection of its own).
+    journeys, journey_events, organization_id, anon_ids
+        As :func:`merge_journeys`.
+
+    Returns
+    -------
+    journeys, journey_events : WriteCounts
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
+    RuntimeError
+        A concurrent writer changed the scope's rows during the merge (a count that does not match); the
+        transaction rolls back.
+    """
     with transaction(url) as cur:
         return merge_journeys(cur, journeys, journey_events, organization_id=organization_id, anon_ids=anon_ids)
 
@@ -289,7 +404,20 @@ WHERE s."organizationId" IS DISTINCT FROM $1 OR ($2::text IS NOT NULL AND x.site
 
 
 def touchpoint_rows_for_postgres(touchpoints: pl.DataFrame, *, site_id: str | None = None) -> pl.DataFrame:
-    """Extracted touchpoints as ``TouchPoint`` rows (camelCase; ``trackingEventId`` is ``event_id``)."""
+    """Extracted touchpoints as ``TouchPoint`` rows (camelCase; ``trackingEventId`` is ``event_id``).
+
+    Parameters
+    ----------
+    touchpoints
+        :attr:`optiq_engine.TouchpointExtraction.touchpoints`.
+    site_id
+        The ``siteId`` of every row when ``touchpoints`` has no ``site_id`` column (default None).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``id``, ``siteId``, ``trackingEventId`` and the camelCase touchpoint columns.
+    """
     site = pl.col("site_id") if "site_id" in touchpoints.columns else pl.lit(site_id, pl.String)
     return touchpoints.select(
         pl.col("touchpoint_id").alias("id"),
@@ -333,6 +461,9 @@ def merge_touchpoints(
     InputError
         A touchpoint id that is not an engine id (``tp_`` + 32 hex digits), or a site outside the
         organization; nothing is written.
+    RuntimeError
+        A concurrent writer changed the scope's rows during the merge (a count that does not match); the
+        transaction rolls back.
 
     Notes
     -----
@@ -384,6 +515,11 @@ def delete_stale_links(cur: Any, *, organization_id: str, models: Sequence[str],
         The models this run wrote (their links are merged by :func:`merge_links`, never touched here).
     site_id
         Restrict to one tracking site (the run's ``--site``).
+
+    Returns
+    -------
+    int
+        The number of links deleted.
     """
     statement = _inline(
         f"""DELETE FROM "AttributionLink" l USING "TouchPoint" tp, "TrackingSite" s
@@ -406,6 +542,25 @@ def write_touchpoints(
     anon_ids: pl.Series,
     site_id: str | None = None,
 ) -> WriteCounts:
-    """:func:`merge_touchpoints` in a transaction of its own (all or nothing)."""
+    """:func:`merge_touchpoints` in a transaction of its own (all or nothing).
+
+    Parameters
+    ----------
+    url
+        A job's :class:`~optiq_engine.io.postgres.Connections`, or a PostgreSQL URL (a connection of its own).
+    touchpoints, organization_id, anon_ids, site_id
+        As :func:`merge_touchpoints`.
+
+    Returns
+    -------
+    WriteCounts
+
+    Raises
+    ------
+    InputError
+        As :func:`merge_touchpoints`; nothing is written.
+    ConfigError
+        ``url`` is a string that is not a PostgreSQL URL.
+    """
     with transaction(url) as cur:
         return merge_touchpoints(cur, touchpoints, organization_id=organization_id, anon_ids=anon_ids, site_id=site_id)

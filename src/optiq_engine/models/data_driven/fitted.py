@@ -22,7 +22,21 @@ if TYPE_CHECKING:
 class FittedDataDriven(FittedModel):
     """A fitted :class:`DataDriven` model: ``channel_credit``, the conversion model and its diagnostics.
 
-    Attributes (besides :class:`FittedModel`'s)
+    Made by :meth:`DataDriven.fit`. Its attributes are :class:`FittedModel`'s and those listed under
+    Attributes.
+
+    Parameters
+    ----------
+    model, channel_credit, paths, replicates, baseline_conversions, balance, credit_gap
+        As :class:`~optiq_engine.models.FittedModel`.
+    conversion_model, path_phi, form_selection, mixture, experiment_checks
+        The fields described under Attributes (default None, None, None, ``()``, None).
+    sampled_paths
+        Paths whose Shapley values were estimated from sampled orderings (more than
+        :data:`~optiq_engine.kernels.logistic.EXACT_MAX_CHANNELS` distinct channels) rather than exactly;
+        default 0.
+
+    Attributes
     ----------
     conversion_model
         The fitted conversion model (``form="auto"``: the candidate with the largest BIC weight).
@@ -87,7 +101,21 @@ class FittedDataDriven(FittedModel):
         """Per path row of ``table`` (and a last row 0), ``Σ_c max(φ_c, 0) / p(x)`` clipped to [0, 1]: the
         probability that a conversion of the path is one the channels caused (under the model) and is
         credited to them, rather than a baseline conversion (docs/data_driven.md §5). ``shares``:
-        :meth:`path_shares` of ``table``."""
+        :meth:`path_shares` of ``table``.
+
+        Parameters
+        ----------
+        table
+            A path table: the fitted one, or another over any channels (a partition's; the coefficients are
+            mapped by channel name, 0 for a channel the fit never saw).
+        shares
+            :meth:`path_shares` of ``table``: ``[P + 1, C]``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``[P + 1]``, each in [0, 1]; the last row (an empty path) is 0.
+        """
         m = self.conversion_model
         assert m is not None
         if self.mixture:
@@ -111,7 +139,20 @@ class FittedDataDriven(FittedModel):
 
     def path_shares(self, table: PathTable | None = None) -> np.ndarray:
         """``max(φ, 0)`` per (path, channel code) of ``table`` (default: the fitted one) as a dense
-        ``[P + 1, C]`` matrix (last row: zeros, for journeys with an empty path)."""
+        ``[P + 1, C]`` matrix (last row: zeros, for journeys with an empty path).
+
+        Parameters
+        ----------
+        table
+            A path table over any channels (a partition's: its Shapley values are computed with the fitted
+            model, coefficients mapped by channel name); default None: the fitted table, whose values are
+            stored.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``[P + 1, C]`` for ``table``'s ``P`` path rows and ``C`` channels.
+        """
         m = self.conversion_model
         assert m is not None and self.path_phi is not None
         if table is None or table is self.paths:

@@ -19,7 +19,27 @@ if TYPE_CHECKING:
 
 
 class ConversionModel:
-    """``p(x) = σ(b + Σ_c β_c f(k_c(x)))`` fitted by penalised maximum likelihood on a path table."""
+    """``p(x) = σ(b + Σ_c β_c f(k_c(x)))`` fitted by penalised maximum likelihood on a path table.
+
+    Made by :meth:`fit` (or with no coefficient, for a table with no journey).
+
+    Parameters
+    ----------
+    intercept
+        ``b``.
+    beta
+        ``β_c``, one per channel code of the fitted table.
+    hessian
+        The penalised Hessian of the negative log-likelihood at the optimum, ``[C + 1, C + 1]`` (intercept
+        first), for the standard errors of :meth:`coefficients`.
+    rho
+        The saturation of ``f`` (None: ``f(k) = k``).
+    features
+        ``(feat_offsets, feat_code, feat_value)`` of the table it was fitted on
+        (:func:`~optiq_engine.kernels.logistic.count_features`).
+    form
+        ``"touch"`` (per-touch hazard) or ``"journey"`` (one decision per journey).
+    """
 
     def __init__(
         self, intercept: float, beta: np.ndarray, hessian: np.ndarray, rho: float | None, features, form: str
@@ -41,6 +61,33 @@ class ConversionModel:
         form: str = "touch",
         counts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ConversionModel:
+        """Fit the model of ``form`` on a path table by penalised maximum likelihood.
+
+        Parameters
+        ----------
+        table
+            The path table.
+        l2
+            L2 penalty on the channel coefficients (the intercept is not penalised).
+        rho
+            Saturation of ``f`` (None: ``f(k) = k``).
+        form
+            ``"touch"`` (default: damped Newton on the hazard model); any other value fits the journey form
+            (L-BFGS-B).
+        counts
+            ``(conversions, nulls)`` per path row to fit instead of the table's own (a bootstrap replicate);
+            default None.
+
+        Returns
+        -------
+        ConversionModel
+
+        Raises
+        ------
+        ModelError
+            No journey to fit on (conversions and nulls sum to 0), or the optimisation ends on non-finite
+            parameters.
+        """
         n_codes = len(table.channels)
         feats = k.count_features(table.offsets, table.codes, n_codes, rho or 0.0)
         conv, null = counts if counts is not None else (table.conversions, table.nulls)
@@ -67,7 +114,18 @@ class ConversionModel:
         return cls(float(params[0]), params[1:].copy(), hessian, rho, feats, form)
 
     def predict(self, table: PathTable) -> np.ndarray:
-        """p(x) of every path row of ``table`` (its channels those of the fit), in the model's form."""
+        """p(x) of every path row of ``table`` (its channels those of the fit), in the model's form.
+
+        Parameters
+        ----------
+        table
+            A path table whose channel codes are those of the fit.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one probability per path row.
+        """
         if self.form == "touch":
             return k.hazard_predict(table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0)
         off, code, value = k.count_features(table.offsets, table.codes, len(table.channels), self.rho or 0.0)
@@ -76,7 +134,26 @@ class ConversionModel:
         return 1.0 / (1.0 + np.exp(-z))
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
-        """Shapley values per (path, distinct channel), aligned with the features."""
+        """Shapley values per (path, distinct channel), aligned with the features.
+
+        Parameters
+        ----------
+        table
+            The path table (for ``form="journey"``, the one the model was fitted on: its stored features are
+            used).
+        samples
+            Orderings sampled for paths with more than
+            :data:`~optiq_engine.kernels.logistic.EXACT_MAX_CHANNELS` distinct channels.
+        seed
+            Seed of those samples (keyed by each path's hash too).
+
+        Returns
+        -------
+        phi : numpy.ndarray
+            float64, one value per (path, distinct channel).
+        sampled : int
+            The number of paths whose values were sampled.
+        """
         if self.form == "touch":
             return k.hazard_shapley(
                 table.offsets, table.codes, self.beta, self.intercept, self.rho or 0.0, table.hashes, samples, seed
@@ -87,14 +164,41 @@ class ConversionModel:
     def incremental(
         self, table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Σ over journeys of φ per channel: the expected incremental conversions."""
+        """Σ over journeys of φ per channel: the expected incremental conversions.
+
+        Parameters
+        ----------
+        table
+            The path table the model was fitted on.
+        phi
+            :meth:`path_shapley` of it.
+        counts
+            ``(conversions, nulls)`` per path row instead of the table's own (a bootstrap replicate); default
+            None.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one value per channel of ``table``.
+        """
         off, code, _ = self.features
         conv, null = counts if counts is not None else (table.conversions, table.nulls)
         n_rows = np.repeat(conv + null, np.diff(off))
         return np.bincount(code, weights=phi * n_rows, minlength=len(table.channels))
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
-        """``term``, ``coef`` and ``std_error`` (from the inverse penalised Hessian)."""
+        """``term``, ``coef`` and ``std_error`` (from the inverse penalised Hessian).
+
+        Parameters
+        ----------
+        channels
+            The fitted table's channel names (the terms after ``(intercept)``).
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per term; ``std_error`` is NaN when the Hessian is singular.
+        """
         try:
             cov = np.linalg.inv(self.hessian)
             se = np.sqrt(np.clip(np.diag(cov), 0, None))

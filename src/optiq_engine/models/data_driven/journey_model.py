@@ -32,6 +32,13 @@ def shape_label(rho: float, sat: float) -> str:
 class JourneyModel:
     """One fitted candidate of ``form="auto"``: the whole-journey model with its form and stock decay.
 
+    Parameters
+    ----------
+    params, form, rho, nll, n_params, n_journeys
+        The attributes below.
+    sat
+        The attribute below; default 1.0 (no saturation).
+
     Attributes
     ----------
     params
@@ -90,7 +97,25 @@ class JourneyModel:
         return f"{names[self.form]}, {shape_label(self.rho, self.sat)}"
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
-        """Shapley values per (path, distinct channel in first-occurrence order)."""
+        """Shapley values per (path, distinct channel in first-occurrence order).
+
+        Parameters
+        ----------
+        table
+            A path table whose channel codes are those of the model (:meth:`for_channels` maps them).
+        samples
+            Orderings sampled for paths with more than
+            :data:`~optiq_engine.kernels.logistic.EXACT_MAX_CHANNELS` distinct channels.
+        seed
+            Seed of those samples.
+
+        Returns
+        -------
+        phi : numpy.ndarray
+            float64, one value per (path, distinct channel).
+        sampled : int
+            The number of paths whose values were sampled.
+        """
         phi, sampled = jm.nested_shapley(
             table.offsets,
             table.codes,
@@ -106,13 +131,39 @@ class JourneyModel:
         return phi, int(sampled)
 
     def predict(self, table: PathTable, *, drop: int = -1) -> np.ndarray:
-        """P(convert | path) of every row of ``table`` (``drop``: a channel code whose effect is removed)."""
+        """P(convert | path) of every row of ``table`` (``drop``: a channel code whose effect is removed).
+
+        Parameters
+        ----------
+        table
+            A path table whose channel codes are those of the model.
+        drop
+            A channel code whose effect is removed; default -1: none.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one probability per path row.
+        """
         return jm.nested_predict(
             table.offsets, table.codes, self.params, self.rho, self.sat, self.use_h, self.use_p, drop
         )
 
     def for_channels(self, channels: tuple[str, ...], fitted: tuple[str, ...]) -> JourneyModel:
-        """The same model with its channel coefficients re-indexed for ``channels`` (0 for unseen ones)."""
+        """The same model with its channel coefficients re-indexed for ``channels`` (0 for unseen ones).
+
+        Parameters
+        ----------
+        channels
+            The channel names of the table to apply the model to.
+        fitted
+            The channel names the model was fitted on (its coefficients' order).
+
+        Returns
+        -------
+        JourneyModel
+            A new model; intercepts and ending terms unchanged, ``nll`` and BIC those of the fit.
+        """
         index = {c: i for i, c in enumerate(fitted)}
         c_old, c_new = len(fitted), len(channels)
         b = jm.N_BUCKETS
@@ -128,7 +179,18 @@ class JourneyModel:
         return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys, self.sat)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
-        """``part`` (touch / journey / ending), ``term`` and ``coef`` of the parts in the model."""
+        """``part`` (touch / journey / ending), ``term`` and ``coef`` of the parts in the model.
+
+        Parameters
+        ----------
+        channels
+            The fitted channel names, in code order.
+
+        Returns
+        -------
+        polars.DataFrame
+            The touch and journey parts the form uses, then the ending terms (by position and by last channel).
+        """
         c = len(channels)
         rows: list[tuple[str, str, float]] = []
         if self.use_h:
@@ -146,7 +208,27 @@ class JourneyModel:
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
 
     def calibrated(self, table: PathTable, targets: list[_Target], *, l2: float) -> JourneyModel:
-        """The model refitted with the experiments' Gaussian penalty ``Σ (L_e - target_e)² / (2 se_e²)``."""
+        """The model refitted with the experiments' Gaussian penalty ``Σ (L_e - target_e)² / (2 se_e²)``.
+
+        Parameters
+        ----------
+        table
+            The path table the model was fitted on.
+        targets
+            The experiments resolved against ``table``.
+        l2
+            L2 penalty on the channel coefficients.
+
+        Returns
+        -------
+        JourneyModel
+            Refitted from this model's parameters, same form and stock shape.
+
+        Raises
+        ------
+        ModelError
+            The optimisation ends on non-finite parameters.
+        """
         return _fit_one(table, self.form, self.rho, l2=l2, counts=(table.conversions, table.nulls),
                         start=self.params, targets=targets, sat=self.sat)  # fmt: skip
 

@@ -55,6 +55,19 @@ class DataDriven(DataDrivenModel):
         Lift tests (:class:`~optiq_engine.Experiment`) that the fit is penalised to agree with: the model's
         holdout effect of each tested channel over the test's period is pulled to the test's result within
         its standard error.
+    transform
+        Path transform before fitting; default ``"frequency"`` here (the other data-driven models default to
+        ``"exposure"``), and a model given by name keeps it (``path_transform`` does not apply).
+    remove_direct_if_not_all, bootstrap, level, seed
+        Shared by every data-driven model (:class:`~optiq_engine.models.DataDrivenModel`); ``seed`` also keys
+        the sampled orderings and the thinning of ``form="auto"``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``form``; ``l2`` not a number >= 0; ``saturation`` not None or a float in (0, 1), or given
+        with ``form="auto"``; ``samples`` not an integer >= 2; ``experiments`` not :class:`Experiment` objects,
+        or given with a fixed form; or a shared parameter is invalid.
     """
 
     name = "DATA_DRIVEN"
@@ -95,7 +108,23 @@ class DataDriven(DataDrivenModel):
 
     @classmethod
     def from_config(cls, config: AttributionConfig) -> DataDriven:
-        """The model given by name: options from ``config``; with ``config.experiments``, ``form="auto"``."""
+        """The model given by name: options from ``config``; with ``config.experiments``, ``form="auto"``.
+
+        Parameters
+        ----------
+        config
+            The run's options: ``remove_direct_if_not_all``, ``bootstrap``, ``bootstrap_level``, ``seed`` and
+            ``experiments`` (not ``path_transform``: DATA_DRIVEN keeps ``"frequency"``).
+
+        Returns
+        -------
+        DataDriven
+
+        Raises
+        ------
+        ConfigError
+            A value taken from ``config`` is invalid (e.g. an experiment that is not an :class:`Experiment`).
+        """
         options = {name: getattr(config, source) for name, source in cls.config_fields.items()}
         if options.get("experiments"):
             options["form"] = "auto"
@@ -114,7 +143,30 @@ class DataDriven(DataDrivenModel):
         periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> FittedDataDriven:
         """Fit on a path table; ``periods`` (one per experiment): the converting and non-converting journeys
-        of each row that fall in the experiment's period (``None``: every journey of the table)."""
+        of each row that fall in the experiment's period (``None``: every journey of the table).
+
+        Parameters
+        ----------
+        table
+            The path table (already transformed with ``self.transform``); with ``bootstrap``, equal paths are
+            merged first (:meth:`PathTable.merged`).
+        direct_channels
+            Not used by DATA_DRIVEN (the common signature of :meth:`DataDrivenModel.fit`).
+        periods
+            Per experiment, ``(conversions, nulls)`` aligned with the rows of ``table``
+            (:func:`~optiq_engine.models.data_driven.experiments.experiment_periods`); default None.
+
+        Returns
+        -------
+        FittedDataDriven
+            With no journey at all (no conversion and no null), a fit that credits no channel.
+
+        Raises
+        ------
+        ModelError
+            The conversion model does not converge; an experiment's channel is in no fitted path; or the
+            paths' conversion values sum to 2**63 micros or more.
+        """
         if self.bootstrap:
             table = table.merged()
         if float(table.conversions.sum() + table.nulls.sum()) == 0:

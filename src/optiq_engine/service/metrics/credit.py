@@ -39,6 +39,8 @@ def read_credit(
         ``AttributionModel`` values; default every model with links.
     grain
         Key to group by (:data:`GRAINS`); ``organization`` gives one row per model.
+    channel_rules
+        With grain ``channel``: the rules deriving a touchpoint's channel (default None: the engine's).
     conversion_name
         Only the conversions of this type (``TrackingEvent.name``; :class:`MetricsQuery`).
 
@@ -48,6 +50,11 @@ def read_credit(
         Columns: the key column, ``model``, ``conversions`` (float64, sum of weights) and
         ``revenue_micros`` (int64, sum of weight x conversion value), sorted by key and model. Revenue is
         the conversions' value as tracked, not converted between currencies.
+
+    Raises
+    ------
+    ConfigError
+        An unknown model, or an invalid query (:class:`MetricsQuery`: dates, grain, period over 3660 days).
     """
     models = tuple(models) if models else ATTRIBUTION_MODELS
     bad = [m for m in models if m not in ATTRIBUTION_MODELS]

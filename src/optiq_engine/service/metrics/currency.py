@@ -21,6 +21,20 @@ class CurrencyConversion:
     ``rates`` maps a currency code to the number of ``target`` units one unit of it is worth
     (``{"EUR": 1.08}`` with target ``USD``); the target's own rate is 1. Amounts are converted before
     they are added up, exactly (Postgres ``numeric``), then rounded to whole micros.
+
+    Parameters
+    ----------
+    target
+        The report's currency: a 3-letter upper-case ISO 4217 code (``"USD"``).
+    rates
+        Currency code -> ``target`` units per unit (positive, finite; a float is read through its decimal
+        spelling). Stored as :class:`~decimal.Decimal`, with the target's own rate 1 added.
+
+    Raises
+    ------
+    ConfigError
+        A code that is not 3 upper-case ASCII letters, a rate that is not a positive finite number, or a
+        target rate other than 1.
     """
 
     target: str

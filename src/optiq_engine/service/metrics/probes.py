@@ -12,7 +12,20 @@ from .sql import _name_filter
 
 
 def is_summarized(connection: Connection, organization_id: str) -> bool:
-    """Whether the organization's credit is summarized (``optiq db summarize``; a primary-key lookup)."""
+    """Whether the organization's credit is summarized (``optiq db summarize``; a primary-key lookup).
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection.
+    organization_id
+        ``Organization.id``.
+
+    Returns
+    -------
+    bool
+        True when it has an ``"EngineCreditState"`` row.
+    """
     found = connection.execute(
         text('SELECT EXISTS (SELECT 1 FROM "EngineCreditState" WHERE "organizationId" = :org)'),
         {"org": organization_id},
@@ -22,7 +35,19 @@ def is_summarized(connection: Connection, organization_id: str) -> bool:
 
 def has_attribution_results(query: MetricsQuery, connection: Connection) -> bool:
     """Whether the organization has any attribution link of ``query.model`` (and ``query.conversion_name``),
-    in any period: without one, a report's zero conversions and ROAS of 0 mean "never run", not "none"."""
+    in any period: without one, a report's zero conversions and ROAS of 0 mean "never run", not "none".
+
+    Parameters
+    ----------
+    query
+        The report: its ``organization_id``, ``model`` and ``conversion_name`` (its dates are ignored).
+    connection
+        A SQLAlchemy connection.
+
+    Returns
+    -------
+    bool
+    """
     params: dict[str, Any] = {"org": query.organization_id, "model": query.model}
     name = _name_filter(query, params)
     found = connection.execute(
@@ -38,7 +63,17 @@ def has_attribution_results(query: MetricsQuery, connection: Connection) -> bool
 
 
 def no_results_message(query: MetricsQuery) -> str:
-    """The one line that says a report's model (or conversion type) has no attribution results."""
+    """The one line that says a report's model (or conversion type) has no attribution results.
+
+    Parameters
+    ----------
+    query
+        The report: its ``model`` and ``conversion_name`` are named.
+
+    Returns
+    -------
+    str
+    """
     what = f"model {query.model}"
     if query.conversion_name is not None:
         what += f" and conversion name {query.conversion_name!r}"

@@ -54,7 +54,22 @@ _FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 
 
 def key_column(grain: str) -> str:
-    """The name of the key column of a report at ``grain`` (``"campaign"`` -> ``"campaign_id"``)."""
+    """The name of the key column of a report at ``grain`` (``"campaign"`` -> ``"campaign_id"``).
+
+    Parameters
+    ----------
+    grain
+        One of :data:`GRAINS`.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    KeyError
+        An unknown grain (:class:`MetricsQuery` refuses one first).
+    """
     return _KEY_COLUMNS[grain]
 
 
@@ -89,6 +104,13 @@ class MetricsQuery:
         Keep only the attributed results of conversions of this type (``TrackingEvent.name``, exactly; the
         links of ``optiq run`` with ``"by": "name"``, docs/attribution.md "Conversion types"); spend is
         not per type and stays the same. Read from the links, not the daily summaries.
+
+    Raises
+    ------
+    ConfigError
+        An empty ``organization_id``; ``start`` / ``end`` not dates, outside 1970-01-01 .. 2999-12-31, or
+        reversed; a period over 3660 days; an unknown ``model``, ``grain`` or ``platform``; an empty id or
+        ``conversion_name``.
     """
 
     organization_id: str
