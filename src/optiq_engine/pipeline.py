@@ -173,18 +173,15 @@ def run_attribution(
     Parameters
     ----------
     touchpoints, conversions
-        Frames in the contract of docs/contract.md §1, or :class:`~optiq_engine.frames.Normalized` ones
-        already validated.
+        Frames in the contract of docs/contract.md §1, or validated ones (:class:`~optiq_engine.frames.Normalized`).
     models
         As :func:`attribute` (None: every heuristic model).
     config
         The run's options, already resolved.
-    on_stage
-        Called with each stage's name as it starts; default None.
-    fitted
-        As :func:`attribute`: fits to credit with instead of fitting here (default None).
+    on_stage, fitted
+        Called with each stage's name as it starts; as :func:`attribute`, fits to credit with.
     dense_links
-        Default False; see above.
+        See above.
 
     Returns
     -------
@@ -200,38 +197,21 @@ def run_attribution(
     SchemaError, InputError
         As :func:`attribute` (an :class:`InputError` also for too many distinct channels).
     """
-    cfg = config
-    chosen = resolve_models(models, cfg, default=HEURISTIC_MODELS)
-    unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
-    if unsupported:
-        raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
-    timings: dict[str, float] = {}
+    cfg, timings = config, dict[str, float]()
+    chosen = _supported(resolve_models(models, cfg, default=HEURISTIC_MODELS))
     timed = stage_timer(timings, on_stage)
     data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
     matched = _match(touchpoints, conversions, cfg, timed, tails=bool(data_driven))
-    tp, cv, channels = matched.tp, matched.cv, matched.channels
-    tp_order, tp_tss, tp_codes, cv_order, lo, hi, cv_value = (
-        matched.tp_order, matched.tp_tss, matched.tp_codes, matched.cv_order, matched.lo, matched.hi,
-        matched.cv_value,
-    )  # fmt: skip
-
+    tp, cv, channels, tp_order, tp_tss, tp_codes = (matched.tp, matched.cv, matched.channels, matched.tp_order,
+                                                    matched.tp_tss, matched.tp_codes)  # fmt: skip
+    cv_order, lo, hi, cv_value = matched.cv_order, matched.lo, matched.hi, matched.cv_value
     with timed("match"):
-        counts = hi - lo
-        link_offsets = np.zeros(cv.height + 1, dtype=np.int64)
-        np.cumsum(counts, out=link_offsets[1:])
-        chunks = balanced_chunks(link_offsets, _CHUNKS)  # conversions of about equal link counts per task
-
+        counts, link_offsets, chunks = _link_offsets(lo, hi)
     is_direct = np.array([c in cfg.direct_channels for c in channels], dtype=np.bool_)
     _warn_direct_lookalikes(channels, cfg.direct_channels)
-    prefit = dict(fitted or {})
-    fitted = {}
-    if data_driven:
-        with timed("fit"):
-            fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
+    fitted, journey_paths, tables = _fit_data_driven(data_driven, matched, cfg, dict(fitted or {}), timed)
     has_tp, quarantined, coverage = matched.has_tp, matched.quarantined, matched.coverage
     identity = matched.identity
-    if data_driven and coverage is not None and coverage.cut_fraction > CUT_WARNING:
-        log.warning("%s", coverage.message())
     del matched  # the arrays below are freed as soon as the kernels are done with them
     with timed("weights"):
         heuristic = [m for m in chosen if isinstance(m, HeuristicModel)]
@@ -239,14 +219,13 @@ def run_attribution(
             heuristic, lo, hi, link_offsets, tp_tss, tp_codes, is_direct, cv_value, cfg, chunks
         )
         uncredited: dict[int, np.ndarray] = {}  # model index -> conversions (sorted) it credits to no channel
+        weights, credit = h_weights, h_credit
         if data_driven:
             weights, credit, uncredited = _data_driven_links(
                 chosen, h_weights, h_credit, fitted, journey_paths, tables, lo, hi, link_offsets, tp_codes,
                 is_direct, cv_value, cv, cv_order, channels, chunks, timed,
             )  # fmt: skip
-            del h_weights, h_credit
-        else:
-            weights, credit = h_weights, h_credit
+        del h_weights, h_credit
         tp_row, cv_row, link_code = link_rows(lo, link_offsets, tp_order, tp_codes, cv_order, chunks)
         del tp_tss, tp_codes, tp_order
 
@@ -258,8 +237,7 @@ def run_attribution(
             dense=dense_links,
         )  # fmt: skip
         credit_frame = _credit_frame(names, channels, *channel_credit(weights, credit, link_code, len(channels)))
-        for name in fitted:  # the fit's conversions and value are the links' (one credit per model x channel)
-            fitted[name] = _credited_fit(fitted[name], credit_frame.filter(pl.col("model") == name))
+        fitted = _credited_fits(fitted, credit_frame)
         baseline = {names[i]: u for i, u in uncredited.items() if u.any()}
         unattributed = _unattributed_frame(cv, cv_order, counts == 0, has_tp, baseline)
 
@@ -276,6 +254,43 @@ def run_attribution(
         lookback_coverage=coverage,
         identity=identity,
     )
+
+
+def _fit_data_driven(
+    data_driven: list[Any], matched: Any, cfg: AttributionConfig, prefit: dict[str, Any], timed: Timed
+) -> tuple[dict[str, Any], Any, Any]:
+    """The data-driven models fitted (or ``prefit``'s fits), their journeys' paths and path tables; a warning
+    when the lookback cuts many journeys short (docs/data_driven.md). Nothing without data-driven models."""
+    if not data_driven:
+        return {}, None, None
+    with timed("fit"):
+        fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
+    coverage = matched.coverage
+    if coverage is not None and coverage.cut_fraction > CUT_WARNING:
+        log.warning("%s", coverage.message())
+    return fitted, journey_paths, tables
+
+
+def _credited_fits(fitted: dict[str, Any], credit_frame: pl.DataFrame) -> dict[str, Any]:
+    """Each fit with the conversions and value its links credit (one credit per model x channel)."""
+    return {name: _credited_fit(fit, credit_frame.filter(pl.col("model") == name)) for name, fit in fitted.items()}
+
+
+def _supported(chosen: tuple[AttributionModel, ...]) -> tuple[AttributionModel, ...]:
+    """``chosen``, when :func:`attribute` can run every one of them (heuristic and data-driven models)."""
+    unsupported = [m.name for m in chosen if not isinstance(m, (HeuristicModel, DataDrivenModel))]
+    if unsupported:
+        raise ModelError(f"model(s) {unsupported} cannot run in attribute() yet")
+    return chosen
+
+
+def _link_offsets(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Links per conversion (``hi - lo``), their CSR offsets, and the conversions split in chunks of about
+    equal link counts (one per parallel task)."""
+    counts = hi - lo
+    link_offsets = np.zeros(lo.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=link_offsets[1:])
+    return counts, link_offsets, balanced_chunks(link_offsets, _CHUNKS)
 
 
 def _warn_direct_lookalikes(channels: list[str], direct_channels: tuple[str, ...]) -> None:

@@ -149,54 +149,44 @@ def run_batch(
     compute: Compute | None = None,
     **options: Any,
 ) -> RunSummary:
-    """Recompute and write the attribution links of one organization.
+    """Recompute and write the attribution links of one organization (an error after the run's ``EngineRun``
+    row is inserted records the run FAILED before it propagates).
 
     Parameters
     ----------
     url
         PostgreSQL URL of an Optiq database at the current schema revision.
-    organization_id
-        ``Organization.id`` of the organization to run.
-    site_id
-        One of its tracking sites: only that site's data is read and written (default None: every site).
+    organization_id, site_id
+        ``Organization.id`` of the organization to run; one of its tracking sites (default: every site).
     full
-        Recompute every user (from ``since``, if given). Otherwise only the users the change log names
-        (rows inserted, updated or deleted since the last successful run of the scope, whatever their
-        ``createdAt``; see the module docstring) are recomputed: their journeys over their whole history,
-        their links for the conversions at or after the earliest instant changed (earlier conversions cannot
-        see it; all of them when touchpoints are extracted). A first run is a full run.
+        Recompute every user (from ``since``, if given). Otherwise only the users the change log names (rows
+        inserted, updated or deleted since the scope's last successful run; the module docstring): their
+        journeys over their whole history, their links from the earliest instant changed on (all of them
+        when touchpoints are extracted). A first run is a full run.
     since
-        With ``full``: conversions from this instant on are recomputed (earlier ones are context only).
+        With ``full``: the conversions from this instant on are recomputed (earlier ones are context).
     models, options
-        Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields).
-        Data-driven models (MARKOV, SHAPLEY, DATA_DRIVEN) are fitted on every journey of the window, so a
-        run that includes one is always a full run, in one part.
+        Override the organization's ``attributionSettings`` (models; ``AttributionConfig`` fields). A run
+        with a data-driven model is always a full run, in one part (they fit every journey of the window).
     partitions
         Load users in this many slices (by a hash of ``anonId``) to bound the memory of the load.
     on_stage
-        Called with each stage's name as it starts (``optiq run`` shows it); default None.
+        Called with each stage's name as it starts (``optiq run`` shows it).
     wait
-        Wait for a concurrent run of the same organization instead of raising :class:`RunLocked`.
+        Wait for a concurrent run of the organization instead of raising :class:`RunLocked`.
     overlap
-        Unused (kept for callers): incremental runs read the change log, not ``createdAt`` past a watermark.
+        Unused, kept for callers (incremental runs read the change log).
     extract_touchpoints
-        Build the touchpoints from the tracking events (``docs/touchpoints.md``) instead of reading the
-        ``TouchPoint`` rows the platform wrote: they are merged into ``TouchPoint`` (engine rows only) in the
-        same transaction as the links and journeys, and attribution uses them. Needs ``partitions=1``.
-        ``None`` (default): extract when the organization's last successful run did, or when it has
-        tracking events but no ``TouchPoint`` row (in scope); otherwise read the ``TouchPoint`` rows
-        (``docs/touchpoints.md`` §6). ``False``: always read them.
-    engine
-        ``local`` (this process) or ``spark``: load (Spark's JDBC source, split by a hash of ``anonId``),
-        attribution and journeys run on Spark (``master``; default ``local[*]``; ``partitions`` is the Spark
-        partition count, data-driven models included); the results are collected to the driver as Arrow and
-        written exactly as in ``local``: the same merges, in one transaction (``docs/spark.md``). Pass
-        ``compute=optiq_engine.spark.job.compute_on_spark`` with it (``optiq run --engine spark`` does).
-    master
-        Spark's master URL with ``engine="spark"`` (default None: ``local[*]``).
-    compute
-        How the run computes (:data:`Compute`): :func:`compute_local` (the default with ``engine="local"``),
-        or Spark's ``compute_on_spark``. The plan and the write are the same for both.
+        Build the touchpoints from the tracking events (``docs/touchpoints.md``) and merge them into
+        ``TouchPoint`` (engine rows only) in the links' transaction, instead of reading the platform's rows;
+        needs ``partitions=1``. ``None`` (default): extract when the last successful run did, or when the
+        scope has tracking events and no ``TouchPoint`` row (``docs/touchpoints.md`` §6).
+    engine, master, compute
+        ``"local"``: computed in this process (:func:`compute_local`, the default ``compute``). ``"spark"``:
+        with ``compute=optiq_engine.spark.job.compute_on_spark`` (as ``optiq run --engine spark`` passes),
+        load, attribution and journeys run on Spark at ``master`` (default ``local[*]``; ``partitions``: the
+        Spark partition count); the results are collected as Arrow and written exactly as a local run's,
+        in one transaction (``docs/spark.md``).
     by
         ``"name"``: credit per conversion type (``attribute(by="name")``), overriding ``attributionSettings.by``;
         each name's options come from ``attributionSettings.conversionTypes`` (:func:`conversion_settings`).
@@ -212,15 +202,12 @@ def run_batch(
     RunLocked
         Another run of the organization holds the lock and ``wait`` is False.
     ConfigError
-        Options that contradict each other (``engine``, ``extract_touchpoints``, ``partitions``, ``since``
-        without ``full``, ``engine="spark"`` without ``compute``), an unknown organization or site, invalid
-        ``attributionSettings`` or options (:func:`~optiq_engine.batch.plan.plan_run`).
+        Contradicting options, an unknown organization or site, invalid ``attributionSettings`` or options
+        (:func:`~optiq_engine.batch.plan.check_arguments`, :func:`~optiq_engine.batch.plan.plan_run`).
     ModelError, SchemaError, InputError
         From the computation (unknown models, invalid rows with ``on_invalid="raise"``).
     Interrupted
-        SIGINT / SIGTERM under :func:`~optiq_engine._interrupt.handle_signals`, at a stage boundary.
-
-    Any error after the run's row was inserted records the run FAILED before it propagates.
+        SIGINT / SIGTERM under :func:`~optiq_engine._interrupt.handle_signals` (at a stage boundary).
     """
     check_arguments(
         engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since
@@ -236,23 +223,31 @@ def run_batch(
         )  # fmt: skip
         runs.start_run(conn, plan.run_id, organization_id=organization_id, site_id=site_id, mode=plan.mode)
         try:
-            plan = with_scope(conn, plan, stage)
-            computed = written = None
-            timings: dict[str, float] = {}
-            if plan.anon_ids != ():  # () : an incremental run with nothing changed
-                computed = compute(db, plan, stage)
-                timings.update(computed.timings)
-                stage("writing links and journeys")
-                t0 = time.perf_counter()
-                written = write_run(db, conn, plan, computed)
-                timings["write"] = time.perf_counter() - t0
-            summary = RunSummary.of(plan, computed, written)
-            summary.timings = {**timings, "total": time.perf_counter() - t_all}
+            summary = _compute_and_write(conn, db, plan, compute, stage, t_all)
             runs.finish_run(conn, plan.run_id, watermark=plan.watermark, summary=summary.as_json())
             runs.prune_changes(conn, organization_id)
         except BaseException as exc:
             runs.fail_run(conn, plan.run_id, exc)
             raise
+    return summary
+
+
+def _compute_and_write(
+    conn: Any, db: postgres.Connections, plan: Plan, compute: Compute, stage: Callable[[str], None], t_all: float
+) -> RunSummary:
+    """The run's scope read, computed and written (nothing when an incremental run finds no change)."""
+    plan = with_scope(conn, plan, stage)
+    computed = written = None
+    timings: dict[str, float] = {}
+    if plan.anon_ids != ():  # () : an incremental run with nothing changed
+        computed = compute(db, plan, stage)
+        timings.update(computed.timings)
+        stage("writing links and journeys")
+        t0 = time.perf_counter()
+        written = write_run(db, conn, plan, computed)
+        timings["write"] = time.perf_counter() - t0
+    summary = RunSummary.of(plan, computed, written)
+    summary.timings = {**timings, "total": time.perf_counter() - t_all}
     return summary
 
 
