@@ -393,6 +393,7 @@ def test_lifecycle_transitions_who_and_when_and_refusals(engine) -> None:
         ),
         ("CPA_SPIKE", {"increasePercentage": "50"}, {"config.increasePercentage"}),
         ("ROAS_DROP", {"comparisonPeriod": "7d"}, {"config.dropPercentage"}),
+        ("ROAS_DROP", {"dropPercentage": None, "minRoas": None}, {"config.dropPercentage"}),  # a rule that never fires
         (
             "CLICK_ANOMALY",
             {"threshold": 0, "direction": "up", "baselineDays": 3},

@@ -135,7 +135,7 @@ def locked(exc: Exception) -> NoReturn:
     typer.Exit
         Always, with :data:`EXIT_LOCKED` (3).
     """
-    err.print(f"[bold yellow]locked:[/] {exc}", soft_wrap=True)
+    err.print(f"[bold yellow]locked:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=EXIT_LOCKED) from None
 
 

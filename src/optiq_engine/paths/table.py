@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from ..errors import ConfigError, InputError, ModelError
+from ..errors import ColumnNotFoundError, ConfigError, InputError, ModelError
 from ..frames import to_polars
 from ..kernels import paths as k
 from ..kernels import tokenize
@@ -178,9 +178,11 @@ class PathTable:
 
         Raises
         ------
+        ColumnNotFoundError
+            A missing column (with the frame's closest columns).
         ConfigError
-            A missing column, a path column of another type, an empty ``sep``, a non-numeric count column, a
-            non-integer value column, or an unknown ``transform``.
+            A path column of another type, an empty ``sep``, a non-numeric count column, a non-integer value
+            column, or an unknown ``transform``.
         InputError
             Null, negative or non-finite counts; negative values; null or empty paths.
         SchemaError
@@ -189,7 +191,7 @@ class PathTable:
         df = to_polars(frame, what="paths")
         missing = [c for c in (path, conversions, nulls, value) if c is not None and c not in df.columns]
         if missing:
-            raise ConfigError(f"paths frame has no column(s) {missing}; columns are {df.columns}")
+            raise ColumnNotFoundError.of(missing, df.columns, what="paths frame")
         col = df.get_column(path)
         if not (col.dtype == pl.String or isinstance(col.dtype, pl.List)):
             raise ConfigError(f"paths column {path!r} must hold strings or lists of strings, got {col.dtype}")

@@ -453,7 +453,7 @@ def parse_config(rule_type: str, config: Any) -> RuleConfig:
     elif rule_type == "ROAS_DROP":
         drop = f.get("dropPercentage", _number(0, 100, lo_open=True))
         min_roas = f.get("minRoas", _number(0))
-        if "dropPercentage" not in f.obj and "minRoas" not in f.obj:
+        if f.obj.get("dropPercentage") is None and f.obj.get("minRoas") is None:  # null is absent: it never fires
             errors["config.dropPercentage"] = (
                 "required: dropPercentage (percent, 0 < x <= 100) or minRoas (>= 0), or both"
             )

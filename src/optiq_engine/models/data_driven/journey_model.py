@@ -208,7 +208,8 @@ class JourneyModel:
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
 
     def calibrated(self, table: PathTable, targets: list[_Target], *, l2: float) -> JourneyModel:
-        """The model refitted with the experiments' Gaussian penalty ``Σ (L_e - target_e)² / (2 se_e²)``.
+        """The model refitted with the experiments' penalty ``Σ (L_e - target_e)² / (2 (0.02 · se_e)²)``: each
+        test's result is imposed (to within 2 % of its error, docs/data_driven.md §6), not averaged with the fit.
 
         Parameters
         ----------
