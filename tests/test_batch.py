@@ -9,28 +9,23 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 import optiq_engine as oq
 from optiq_engine.batch import RunLocked, run_batch, settings_from_json
 from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _db_links, _expected, _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import db_links, expected_links, psycopg_dsn, retag
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
 
 
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="module")
 def seeded(postgres_url: str) -> Iterator[tuple[str, oq.synthetic.SyntheticData]]:
     """The module's data, seeded once: each test works on a copy (``database``)."""
-    data = _retag(oq.synthetic.generate(n_users=600, seed=31), "orgR")
+    data = retag(oq.synthetic.generate(n_users=600, seed=31), "orgR")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
@@ -45,7 +40,7 @@ def database(postgres_url: str, seeded) -> Iterator[tuple[str, oq.synthetic.Synt
 
 
 def _db_journeys(url: str) -> int:
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         (n,) = conn.execute('SELECT count(*) FROM "Journey" WHERE "organizationId" = %s', ("orgR",)).fetchone()
         (bad,) = conn.execute(
             """SELECT count(*) FROM "Journey" j WHERE "eventCount" <> (SELECT count(*) FROM "JourneyEvent" je
@@ -63,11 +58,11 @@ def test_cli_full_run_writes_the_in_memory_links_and_a_rerun_changes_nothing(dat
     url, data = database
     result = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full"])
     assert result.exit_code == 0, result.output
-    assert _db_links(url, "orgR").equals(_expected(_in_memory(data)))
+    assert db_links(url, "orgR").equals(expected_links(_in_memory(data)))
     again = run_batch(url, organization_id="orgR", full=True)
     assert (again.inserted, again.updated, again.deleted, again.journeys_changed) == (0, 0, 0, 0)
     assert again.journeys > 0 and _db_journeys(url) == again.journeys
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         runs = conn.execute('SELECT status, mode FROM "EngineRun" ORDER BY "startedAt"').fetchall()
     assert runs == [("SUCCEEDED", "FULL"), ("SUCCEEDED", "FULL")]
 
@@ -86,7 +81,7 @@ def test_incremental_run_recomputes_only_users_with_new_events(database) -> None
         "id": "orgR_tp_new", "siteId": conv["site_id"], "anonId": conv["anon_id"],
         "occurredAt": conv["occurred_at"] - timedelta(minutes=1), "utmSource": "newsletter", "utmMedium": "email",
     }  # fmt: skip
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         conn.execute(
             'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource", "utmMedium") '
             "VALUES (%(id)s, %(siteId)s, %(anonId)s, %(occurredAt)s, %(utmSource)s, %(utmMedium)s)",
@@ -96,7 +91,7 @@ def test_incremental_run_recomputes_only_users_with_new_events(database) -> None
     assert second.mode == "INCREMENTAL" and second.users == 1 and second.inserted > 0
     window = postgres.Window(organization_id="orgR")
     expected = oq.attribute(postgres.read_touchpoints(url, window), postgres.read_conversions(url, window))
-    assert _db_links(url, "orgR").equals(_expected(expected))
+    assert db_links(url, "orgR").equals(expected_links(expected))
 
 
 def test_an_incremental_run_recomputes_a_users_conversions_from_their_earliest_new_row(database) -> None:
@@ -109,7 +104,7 @@ def test_an_incremental_run_recomputes_a_users_conversions_from_their_earliest_n
     times = data.conversions.filter(pl.col("anon_id") == user).sort("occurred_at")["occurred_at"]
     at = times[1]  # a touchpoint at the second conversion's instant: the first is out of scope
     site = data.conversions.filter(pl.col("anon_id") == user)["site_id"][0]
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         conn.execute(
             'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource") VALUES (%s, %s, %s, %s, %s)',
             ("orgR_tp_late", site, user, at, "partner"),
@@ -120,22 +115,22 @@ def test_an_incremental_run_recomputes_a_users_conversions_from_their_earliest_n
     assert run.inserted > 0
     window = postgres.Window(organization_id="orgR")
     expected = oq.attribute(postgres.read_touchpoints(url, window), postgres.read_conversions(url, window))
-    assert _db_links(url, "orgR").equals(_expected(expected))
+    assert db_links(url, "orgR").equals(expected_links(expected))
 
 
 def test_settings_come_from_the_organization_and_flags_override(database) -> None:
     url, data = database
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         conn.execute(
             """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
                VALUES ('st1', 'orgR', '{"lookbackDays": 7, "models": ["LINEAR", "LAST_TOUCH"]}')"""
         )
     run_batch(url, organization_id="orgR", full=True)
     expected = _in_memory(data, models=["LINEAR", "LAST_TOUCH"], lookback=timedelta(days=7))
-    assert _db_links(url, "orgR").equals(_expected(expected))
+    assert db_links(url, "orgR").equals(expected_links(expected))
     run_batch(url, organization_id="orgR", full=True, models=["FIRST_TOUCH"], lookback=timedelta(days=3))
-    stored = _db_links(url, "orgR")
-    first = _expected(_in_memory(data, models=["FIRST_TOUCH"], lookback=timedelta(days=3)))
+    stored = db_links(url, "orgR")
+    first = expected_links(_in_memory(data, models=["FIRST_TOUCH"], lookback=timedelta(days=3)))
     assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(first)
 
 
@@ -143,17 +138,17 @@ def test_since_recomputes_only_later_conversions(database) -> None:
     url, data = database
     since = datetime(2026, 3, 1, tzinfo=UTC)
     summary = run_batch(url, organization_id="orgR", full=True, since=since)
-    stored = _db_links(url, "orgR")
+    stored = db_links(url, "orgR")
     later = data.conversions.filter(pl.col("occurred_at") >= since)
     assert summary.conversions == later.height
     assert set(stored["conversion_id"]) <= set(later["conversion_id"])
-    expected = _expected(_in_memory(data)).filter(pl.col("conversion_id").is_in(later["conversion_id"].implode()))
+    expected = expected_links(_in_memory(data)).filter(pl.col("conversion_id").is_in(later["conversion_id"].implode()))
     assert stored.equals(expected)
 
 
 def test_a_concurrent_run_is_refused_with_exit_code_3(database) -> None:
     url, _ = database
-    with psycopg.connect(_dsn(url), autocommit=True) as holder:
+    with psycopg.connect(psycopg_dsn(url), autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(hashtextextended('optiq-engine-run:orgR', 0))")
         with pytest.raises(RunLocked):
             run_batch(url, organization_id="orgR")
@@ -174,7 +169,7 @@ def test_errors_exit_with_code_2_and_a_failed_run_is_recorded(database) -> None:
     assert unknown.exit_code == 2 and "no organization" in unknown.output
     bad_model = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--models", "BOGUS"])
     assert bad_model.exit_code == 2 and "BOGUS" in bad_model.output
-    with psycopg.connect(_dsn(url)) as conn:  # refused before it started: no run recorded, none left RUNNING
+    with psycopg.connect(psycopg_dsn(url)) as conn:  # refused before it started: no run recorded, none left RUNNING
         (runs,) = conn.execute('SELECT count(*) FROM "EngineRun"').fetchone()
     assert runs == 0
     unreachable = runner.invoke(app, ["run", "--database-url", "postgresql://postgres@127.0.0.1:1/x", "--org", "o"])
@@ -195,15 +190,15 @@ def test_settings_from_json_validates() -> None:
 
 def test_bad_source_rows_fail_the_run_or_are_quarantined_and_counted(database) -> None:
     url, _ = database
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         conn.execute(
             """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, "occurredAt", "anonId", "valueMicros")
                VALUES ('bad1', 'site_orgR', 'bad1', 'CONVERSION', '2026-02-01T00:00:00Z', 'u_bad', -5)"""
         )
     failed = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full"])
     assert failed.exit_code == 2 and "negative value_micros" in failed.output
-    assert _db_links(url, "orgR").height == 0  # nothing written by the failed run
-    with psycopg.connect(_dsn(url)) as conn:
+    assert db_links(url, "orgR").height == 0  # nothing written by the failed run
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         (status,) = conn.execute('SELECT status FROM "EngineRun" ORDER BY "startedAt" DESC LIMIT 1').fetchone()
     assert status == "FAILED"  # and the run is recorded as failed
     ok = runner.invoke(app, ["run", "--database-url", url, "--org", "orgR", "--full", "--quarantine"])
@@ -219,7 +214,7 @@ def test_data_driven_models_run_full_and_equal_the_in_memory_fit(database) -> No
     first = run_batch(url, organization_id="orgR", models=models)
     assert first.mode == "FULL"
     in_memory = _in_memory(data, models=models)
-    assert _db_links(url, "orgR").equals(_expected(in_memory))
+    assert db_links(url, "orgR").equals(expected_links(in_memory))
     # baseline conversions (no links for that model, docs/data_driven.md §5) are counted per model
     left = in_memory.unattributed
     assert first.unattributed == left.filter(pl.col("model").is_null()).height

@@ -14,8 +14,8 @@ import optiq_engine as oq
 from optiq_engine.batch import run_batch
 from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -30,7 +30,7 @@ def two_orgs(postgres_url: str) -> Iterator[str]:
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         for org, seed_ in (("orgA", 3), ("orgB", 4)):
-            seed.write_synthetic(url, _retag(oq.synthetic.generate(n_users=200, seed=seed_), org), page_views=True)
+            seed.write_synthetic(url, retag(oq.synthetic.generate(n_users=200, seed=seed_), org), page_views=True)
         yield url
 
 

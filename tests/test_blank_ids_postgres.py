@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 import optiq_engine as oq
 from optiq_engine.cli import app
 from optiq_engine.io import db, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -30,7 +30,7 @@ def _dsn(url: str) -> str:
 
 @pytest.fixture()
 def blank_ids(postgres_url: str) -> Iterator[str]:
-    data = _retag(oq.synthetic.generate(n_users=200, seed=5), "orgB")
+    data = retag(oq.synthetic.generate(n_users=200, seed=5), "orgB")
     site = data.touchpoints["site_id"][0]
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)

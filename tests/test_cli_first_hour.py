@@ -9,6 +9,7 @@ import io
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from optiq_engine import cli
 from optiq_engine.cli import app, output
 from optiq_engine.cli import attribute as attribute_cli
 from optiq_engine.cli import demo as demo_cli
-from tests.test_service_api import api  # noqa: F401  (the HTTP API fixture, on its own database)
+from tests.support.service_api import http_api
 
 runner = CliRunner()
 HEAVY = ("numba", "polars", "fastapi", "scipy", "pyarrow", "sqlalchemy", "optiq_engine.pipeline")
@@ -243,7 +244,14 @@ def test_stage_times_exclude_the_compilation_they_triggered() -> None:
 # --- HTTP model names in any case --------------------------------------------------------------------------------
 
 
-def test_http_model_names_are_case_insensitive(api) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def api(postgres_url: str) -> Iterator[dict]:
+    """The HTTP API on its own database (as in test_service_api.py)."""
+    with http_api(postgres_url) as served:
+        yield served
+
+
+def test_http_model_names_are_case_insensitive(api) -> None:
     c, h = api["client"], api["h"]["ua"]
     base = {"start": "2024-03-08", "end": "2024-03-14", "grain": "campaign"}
     upper = c.get("/v1/metrics", params=base | {"model": "LINEAR"}, headers=h)

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 import optiq_engine as oq
 from optiq_engine.cli import app
-from tests.adapters import conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import MICROS_PER_DAY, check_invariants
 from tests.reference.conversion_types import attribute_by_type_reference, conversion_type, type_order
-from tests.strategies import Case, cases
+from tests.support.adapters import conversions_frame, model_object, touchpoints_frame
+from tests.support.strategies import Case, cases
 
 M = 1_000_000  # micros per currency unit
 
@@ -368,10 +368,10 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
     from optiq_engine.service import keys
     from optiq_engine.service.api import create_app
     from optiq_engine.service.metrics import MetricsQuery, read_credit, read_metrics
-    from tests.pg import fresh_database
-    from tests.test_postgres_io import _db_links, _expected, _retag
+    from tests.support.pg import fresh_database
+    from tests.support.pg_data import db_links, expected_links, retag
 
-    data = _named(_retag(oq.synthetic.generate(n_users=400, seed=8), "orgN"))
+    data = _named(retag(oq.synthetic.generate(n_users=400, seed=8), "orgN"))
     settings = {"by": "name", "models": ["LINEAR"],
                 "conversionTypes": {"purchase": {"lookbackDays": 7, "models": ["LAST_TOUCH", "LINEAR"]}}}  # fmt: skip
     with fresh_database(postgres_url, upgraded=True) as url:
@@ -385,8 +385,8 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
         tp = data.touchpoints.drop("channel")
         expected = oq.attribute(tp, data.conversions, models=["LINEAR"], by="name", conversion_types={
             "purchase": {"lookback": timedelta(days=7), "models": ["LAST_TOUCH", "LINEAR"]}})  # fmt: skip
-        stored = _db_links(url, "orgN")
-        assert stored.equals(_expected(expected))
+        stored = db_links(url, "orgN")
+        assert stored.equals(expected_links(expected))
         assert set(expected.types) == {"purchase", "sign_up", None}
         last_touch = expected.links.filter(pl.col("model") == "LAST_TOUCH")
         assert last_touch.height and set(last_touch.get_column("conversion_name").cast(pl.String).unique()) == {
@@ -403,7 +403,7 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
         assert cli.exit_code == 0, cli.output
         assert "of type sign_up" in cli.output
         linear = oq.attribute(tp, data.conversions, models=["LINEAR"], by="name")
-        assert _db_links(url, "orgN").filter(pl.col("model") == "LINEAR").equals(_expected(linear))
+        assert db_links(url, "orgN").filter(pl.col("model") == "LINEAR").equals(expected_links(linear))
 
         # The service: attributed results of one conversion type (joined through the conversion's name).
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
@@ -468,10 +468,10 @@ def test_a_full_run_since_a_date_reads_back_the_longest_lookback_of_any_type(pos
 
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db, seed
-    from tests.pg import fresh_database
-    from tests.test_postgres_io import _db_links, _expected, _retag
+    from tests.support.pg import fresh_database
+    from tests.support.pg_data import db_links, expected_links, retag
 
-    data = _named(_retag(oq.synthetic.generate(n_users=300, seed=12), "orgL"))
+    data = _named(retag(oq.synthetic.generate(n_users=300, seed=12), "orgL"))
     settings = {
         "by": "name",
         "models": ["LINEAR"],
@@ -495,7 +495,7 @@ def test_a_full_run_since_a_date_reads_back_the_longest_lookback_of_any_type(pos
             data.touchpoints.select("touchpoint_id", "occurred_at"), on="touchpoint_id"
         )
         assert old.filter(pl.col("occurred_at") < since - timedelta(days=3)).height  # the case is exercised
-        assert _db_links(url, "orgL").equals(_expected(replace_links(expected, in_scope)))
+        assert db_links(url, "orgL").equals(expected_links(replace_links(expected, in_scope)))
 
 
 def replace_links(result: oq.AttributionResult, links: pl.DataFrame) -> oq.AttributionResult:
@@ -515,10 +515,10 @@ def test_an_incremental_run_per_name_writes_what_a_full_run_would(postgres_url: 
 
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db, postgres, seed
-    from tests.pg import fresh_database
-    from tests.test_postgres_io import _db_links, _expected, _retag
+    from tests.support.pg import fresh_database
+    from tests.support.pg_data import db_links, expected_links, retag
 
-    data = _named(_retag(oq.synthetic.generate(n_users=300, seed=14), "orgI"))
+    data = _named(retag(oq.synthetic.generate(n_users=300, seed=14), "orgI"))
     settings = {"by": "name", "models": ["LINEAR", "LAST_TOUCH"], "conversionTypes": {"purchase": {"lookbackDays": 45}}}
     types = {"purchase": {"lookback": timedelta(days=45)}}
     with fresh_database(postgres_url, upgraded=True) as url:
@@ -543,7 +543,7 @@ def test_an_incremental_run_per_name_writes_what_a_full_run_would(postgres_url: 
         window = postgres.Window(organization_id="orgI")
         tp, cv = postgres.read_touchpoints(url, window), postgres.read_conversions(url, window)
         expected = oq.attribute(tp, cv, models=["LINEAR", "LAST_TOUCH"], by="name", conversion_types=types)
-        assert _db_links(url, "orgI").equals(_expected(expected))
+        assert db_links(url, "orgI").equals(expected_links(expected))
         new = expected.links.filter(pl.col("touchpoint_id") == "orgI_tp_new")
         assert new.get_column("conversion_name").cast(pl.String).unique().to_list() == ["purchase"]
 
@@ -606,10 +606,10 @@ def test_a_partitioned_run_per_name_writes_what_one_part_would(postgres_url: str
 
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db, seed
-    from tests.pg import fresh_database
-    from tests.test_postgres_io import _db_links, _expected, _retag
+    from tests.support.pg import fresh_database
+    from tests.support.pg_data import db_links, expected_links, retag
 
-    data = _named(_retag(oq.synthetic.generate(n_users=200, seed=15), "orgP"))
+    data = _named(retag(oq.synthetic.generate(n_users=200, seed=15), "orgP"))
     cv = data.conversions
     only = cv.filter(pl.col("anon_id") == cv.get_column("anon_id").min()).head(1)  # one user's one rare type
     data = replace_data(data, pl.concat([cv.filter(pl.col("conversion_id") != only["conversion_id"][0]),
@@ -625,7 +625,7 @@ def test_a_partitioned_run_per_name_writes_what_one_part_would(postgres_url: str
         run_batch(url, organization_id="orgP", full=True, partitions=3, extract_touchpoints=False)
         expected = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], by="name",
                                 conversion_types={"rare": {"models": ["FIRST_TOUCH"]}})  # fmt: skip
-        assert _db_links(url, "orgP").equals(_expected(expected))
+        assert db_links(url, "orgP").equals(expected_links(expected))
 
 
 def replace_data(data: oq.synthetic.SyntheticData, conversions: pl.DataFrame) -> oq.synthetic.SyntheticData:

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 import optiq_engine as oq
 from optiq_engine.kernels.bootstrap import poisson_counts
-from tests.adapters import conversions_frame, touchpoints_frame
 from tests.reference import data_driven as ref
 from tests.reference.attribution import check_invariants, split_value
-from tests.strategies import Case, cases
+from tests.support.adapters import conversions_frame, touchpoints_frame
+from tests.support.strategies import Case, cases
 
 Path = tuple[str, ...]
 T = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from optiq_engine.cli import app
 from optiq_engine.errors import OptiqError
 from optiq_engine.io import db, schema
-from tests.pg import fresh_database
+from tests.support.pg import fresh_database
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 import optiq_engine as oq
 from optiq_engine.errors import ConfigError, ConfusableIdWarning, SchemaError
 from optiq_engine.identity import PERSON, PLACEHOLDER_PATTERN, stitch, stitch_map
-from tests.adapters import conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import attribute_reference, check_invariants
 from tests.reference.identity import stitch_map_reference, summary_reference, with_persons
-from tests.strategies import Case, cases
+from tests.support.adapters import conversions_frame, model_object, touchpoints_frame
+from tests.support.strategies import Case, cases
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -359,7 +359,7 @@ def test_optiq_run_stitches_by_the_identity_key_and_restitches_on_a_new_login(po
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db
     from optiq_engine.io.load import load_events
-    from tests.pg import fresh_database
+    from tests.support.pg import fresh_database
 
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
@@ -460,7 +460,7 @@ def test_optiq_run_stitched_equals_the_reference_persons(postgres_url: str, seed
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db
     from optiq_engine.io.load import load_events
-    from tests.pg import fresh_database
+    from tests.support.pg import fresh_database
 
     events = _random_events(seed)
     models = ["LINEAR", "FIRST_TOUCH", "TIME_DECAY"]

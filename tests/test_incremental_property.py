@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 import optiq_engine as oq
 from optiq_engine.batch import run_batch
 from optiq_engine.io import db, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +40,7 @@ def _dsn(url: str) -> str:
 
 @pytest.fixture(scope="module")
 def database(postgres_url: str) -> Iterator[str]:
-    data = _retag(oq.synthetic.generate(n_users=60, seed=23), ORG)
+    data = retag(oq.synthetic.generate(n_users=60, seed=23), ORG)
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)

@@ -24,8 +24,8 @@ import optiq_engine as oq
 from optiq_engine._interrupt import PAUSE_VARIABLE, Interrupted, checkpoint, handle_signals
 from optiq_engine.batch import run_batch
 from optiq_engine.io import db, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _db_links, _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import db_links, retag
 
 _OPTIQ = [sys.executable, "-m", "optiq_engine.cli"]
 
@@ -120,7 +120,7 @@ def test_checkpoint_is_a_no_op_outside_handle_signals_and_raises_after_a_signal_
 
 @pytest.fixture()
 def database(postgres_url: str) -> Iterator[str]:
-    data = _retag(oq.synthetic.generate(n_users=300, seed=11), "orgI")
+    data = retag(oq.synthetic.generate(n_users=300, seed=11), "orgI")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
@@ -137,7 +137,7 @@ def _runs(url: str) -> list[tuple[str, str]]:
 def test_an_interrupted_optiq_run_is_recorded_failed_and_writes_nothing(database: str, signum: int, code: int) -> None:
     url = database
     first = run_batch(url, organization_id="orgI", full=True)
-    links = _db_links(url, "orgI")
+    links = db_links(url, "orgI")
     command = [*_OPTIQ, "run", "--database-url", url, "--org", "orgI", "--full", "--models", "LINEAR"]
     returncode, stderr = _interrupted(command, "weights", signum)
     assert returncode == code, stderr
@@ -148,7 +148,7 @@ def test_an_interrupted_optiq_run_is_recorded_failed_and_writes_nothing(database
     with psycopg.connect(_dsn(url)) as conn:
         (error,) = conn.execute("""SELECT summary->>'error' FROM "EngineRun" WHERE status = 'FAILED'""").fetchone()
     assert "Interrupted" in error and signal.Signals(signum).name in error
-    assert _db_links(url, "orgI").equals(links)
+    assert db_links(url, "orgI").equals(links)
 
 
 @pytest.mark.postgres

@@ -24,7 +24,7 @@ from optiq_engine.io import db
 from optiq_engine.io.load import LoadSummary, load_events
 from optiq_engine.io.parquet import ResultWriter, read_source
 from optiq_engine.io.seed import synthetic_events
-from tests.pg import fresh_database
+from tests.support.pg import fresh_database
 
 runner = CliRunner()
 
@@ -207,7 +207,7 @@ def test_cli_load_reads_times_without_a_zone_in_the_given_one(url: str, tmp_path
 
 @pytest.mark.postgres
 def test_a_role_bound_by_row_level_security_loads_its_organization_only(url: str) -> None:
-    from tests.pg import object_name
+    from tests.support.pg import object_name
 
     role = object_name("role", record="role")
     tables = '"Organization", "TrackingSite", "TrackingEvent"'

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 
 import optiq_engine as oq
 import optiq_engine.pipeline as pipeline
-from tests.adapters import conversions_frame, touchpoints_frame
 from tests.reference.lookback_coverage import lookback_coverage
-from tests.strategies import Case, cases
+from tests.support.adapters import conversions_frame, touchpoints_frame
+from tests.support.strategies import Case, cases
 
 
 def _check(case: Case) -> None:

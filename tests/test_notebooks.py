@@ -88,9 +88,9 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 pytest.fail(f"OPTIQ_REQUIRE_POSTGRES=1 but {reason}")
             pytest.skip(reason)
         monkeypatch.delenv("OPTIQ_DATABASE_URL", raising=False)  # the notebook makes (and drops) its own database
-        from tests.pg import object_name
+        from tests.support.pg import object_name
 
-        monkeypatch.setenv("OPTIQ_TEST_PREFIX", object_name("nb") + "_")  # named as the tests' own (tests/pg.py)
+        monkeypatch.setenv("OPTIQ_TEST_PREFIX", object_name("nb") + "_")  # the tests' naming (tests/support/pg.py)
     monkeypatch.setenv("OPTIQ_NOTEBOOK_FIGURES", str(tmp_path))  # keep docs/img as committed
     execute(path)
 

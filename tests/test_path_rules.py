@@ -20,10 +20,10 @@ from optiq_engine.batch import settings_from_json
 from optiq_engine.cli import app
 from optiq_engine.config import DROP_DIRECT, TOUCH_RULES
 from optiq_engine.kernels import path_rules
-from tests.adapters import conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import check_invariants, split_value
 from tests.reference.path_rules import attribute_with_path_rules, kept_indices, transform_path
-from tests.strategies import Case, cases
+from tests.support.adapters import conversions_frame, model_object, touchpoints_frame
+from tests.support.strategies import Case, cases
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HEURISTICS = ["FIRST_TOUCH", "LAST_TOUCH", "LAST_NON_DIRECT", "LINEAR", "POSITION_BASED", "TIME_DECAY"]
@@ -331,10 +331,10 @@ def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_
 
     from optiq_engine.batch import run_batch
     from optiq_engine.io import db, seed
-    from tests.pg import fresh_database
-    from tests.test_postgres_io import _db_links, _expected, _retag
+    from tests.support.pg import fresh_database
+    from tests.support.pg_data import db_links, expected_links, retag
 
-    data = _retag(oq.synthetic.generate(n_users=300, seed=5), "orgP")
+    data = retag(oq.synthetic.generate(n_users=300, seed=5), "orgP")
     settings = '{"touchRule": "collapse_repeats", "dropDirect": "trailing_unless_all_direct", "maxTouchpoints": 3,'
     settings += ' "models": ["LINEAR", "LAST_TOUCH"]}'
     rules = {"touch_rule": "collapse_repeats", "drop_direct": "trailing_unless_all_direct", "max_touchpoints": 3}
@@ -351,8 +351,8 @@ def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_
         run_batch(url, organization_id="orgP", full=True)
         tp = data.touchpoints.drop("channel")
         expected = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"], **rules)
-        stored = _db_links(url, "orgP")
-        assert stored.equals(_expected(expected))
+        stored = db_links(url, "orgP")
+        assert stored.equals(expected_links(expected))
         assert stored.filter((pl.col("model") == "LINEAR") & (pl.col("weight") == 0)).height > 0  # rules applied
         result = CliRunner().invoke(
             app, ["run", "--database-url", url, "--org", "orgP", "--full", "--touch-rule", "first_per_channel"]
@@ -360,7 +360,7 @@ def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_
         assert result.exit_code == 0, result.output
         override = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"],
                                 **{**rules, "touch_rule": "first_per_channel"})  # fmt: skip
-        assert _db_links(url, "orgP").equals(_expected(override))
+        assert db_links(url, "orgP").equals(expected_links(override))
 
 
 def test_data_driven_links_do_not_follow_the_rules() -> None:
@@ -379,7 +379,7 @@ def test_data_driven_links_do_not_follow_the_rules() -> None:
 @pytest.mark.spark
 def test_attribute_spark_follows_the_rules() -> None:
     from optiq_engine.spark import attribute_spark
-    from tests.spark_support import local_session
+    from tests.support.spark import local_session
 
     data = oq.synthetic.generate(n_users=600, seed=4)
     tp, cv = (

@@ -12,32 +12,17 @@ import pytest
 
 import optiq_engine as oq
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database, object_name
+from tests.support.pg import fresh_database, object_name
+from tests.support.pg_data import db_links, expected_links, retag
 
 pytestmark = pytest.mark.postgres
-
-
-def _retag(data: oq.synthetic.SyntheticData, org: str) -> oq.synthetic.SyntheticData:
-    """The same users (same anon ids) under another organization, with ids of its own."""
-    site = f"site_{org}"
-    tp = data.touchpoints.with_columns(
-        (pl.lit(f"{org}_") + pl.col("touchpoint_id")).alias("touchpoint_id"),
-        pl.lit(org).alias("organization_id"),
-        pl.lit(site).alias("site_id"),
-    )
-    cv = data.conversions.with_columns(
-        (pl.lit(f"{org}_") + pl.col("conversion_id")).alias("conversion_id"),
-        pl.lit(org).alias("organization_id"),
-        pl.lit(site).alias("site_id"),
-    )
-    return oq.synthetic.SyntheticData(tp, cv, data.truth, data.seed)
 
 
 @pytest.fixture(scope="module")
 def seeded(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.SyntheticData]]]:
     """Two organizations whose users share anon ids (and one timeline), in one database."""
     base = oq.synthetic.generate(n_users=1_500, seed=11)
-    orgs = {"orgA": _retag(base, "orgA"), "orgB": _retag(oq.synthetic.generate(n_users=1_500, seed=12), "orgB")}
+    orgs = {"orgA": retag(base, "orgA"), "orgB": retag(oq.synthetic.generate(n_users=1_500, seed=12), "orgB")}
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         for data in orgs.values():
@@ -206,32 +191,9 @@ import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 
-def _db_links(url: str, org: str) -> pl.DataFrame:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            """SELECT al."conversionId", al."touchPointId", al.model::text, al.weight, al.position, al."touchPointCount"
-               FROM "AttributionLink" al JOIN "TrackingEvent" e ON e.id = al."conversionId"
-               JOIN "TrackingSite" s ON s.id = e."siteId" WHERE s."organizationId" = %s""",
-            (org,),
-        ).fetchall()
-    schema = ["conversion_id", "touchpoint_id", "model", "weight", "position", "touchpoint_count"]
-    return pl.DataFrame(rows, schema=schema, orient="row").sort("model", "conversion_id", "position")
-
-
-def _expected(result: oq.AttributionResult) -> pl.DataFrame:
-    return (
-        result.links.select(
-            "conversion_id", "touchpoint_id", pl.col("model").cast(pl.String), "weight", "position", "touchpoint_count"
-        )
-        .with_columns(pl.col("position", "touchpoint_count").cast(pl.Int64))
-        .sort("model", "conversion_id", "position")
-    )
-
-
 @pytest.fixture()
 def writable(postgres_url: str) -> Iterator[tuple[str, pl.DataFrame, pl.DataFrame]]:
-    data = _retag(oq.synthetic.generate(n_users=800, seed=21), "orgW")
+    data = retag(oq.synthetic.generate(n_users=800, seed=21), "orgW")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)
@@ -250,12 +212,12 @@ def test_write_is_idempotent_and_replaces_the_window(writable) -> None:
     first = oq.attribute(tp, cv)
     counts = _write(url, first, cv)
     assert counts.inserted == first.links.height and counts.deleted == 0
-    assert _db_links(url, "orgW").equals(_expected(first))
+    assert db_links(url, "orgW").equals(expected_links(first))
     assert _write(url, first, cv).changed == 0  # a rerun changes nothing
     shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0
-    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert db_links(url, "orgW").equals(expected_links(shorter))
 
 
 def test_other_models_and_conversions_are_left_alone(writable) -> None:
@@ -266,11 +228,11 @@ def test_other_models_and_conversions_are_left_alone(writable) -> None:
     some = cv.head(cv.height // 2)
     links = only_linear.links.filter(pl.col("conversion_id").is_in(some["conversion_id"].implode()))
     postgres.write_links(url, links, organization_id="orgW", conversion_ids=some["conversion_id"], models=["LINEAR"])
-    stored = _db_links(url, "orgW")
+    stored = db_links(url, "orgW")
     assert stored.filter(pl.col("model") == "FIRST_TOUCH").equals(
-        _expected(both).filter(pl.col("model") == "FIRST_TOUCH")
+        expected_links(both).filter(pl.col("model") == "FIRST_TOUCH")
     )
-    untouched = _expected(both).filter(
+    untouched = expected_links(both).filter(
         (pl.col("model") == "LINEAR") & ~pl.col("conversion_id").is_in(some["conversion_id"].implode())
     )
     assert stored.filter(
@@ -285,7 +247,7 @@ def test_a_foreign_conversion_in_scope_writes_nothing(writable, postgres_url: st
         postgres.write_links(
             url, result.links, organization_id="someone_else", conversion_ids=cv["conversion_id"], models=["LINEAR"]
         )
-    assert _db_links(url, "orgW").height == 0
+    assert db_links(url, "orgW").height == 0
 
 
 def test_a_crash_during_the_merge_leaves_the_previous_results(writable) -> None:
@@ -309,11 +271,11 @@ def test_a_crash_during_the_merge_leaves_the_previous_results(writable) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
-    assert _db_links(url, "orgW").equals(_expected(before))
+    assert db_links(url, "orgW").equals(expected_links(before))
 
 
 def test_events_take_click_ids_and_utm_from_properties(postgres_url: str) -> None:
-    data = _retag(oq.synthetic.generate(n_users=50, seed=41), "orgE")
+    data = retag(oq.synthetic.generate(n_users=50, seed=41), "orgE")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
@@ -352,7 +314,7 @@ def test_journeys_written_equal_the_frames_and_rewrites_change_nothing(
         monkeypatch.setattr(postgres, "write_journeys", _write_journeys_read_ahead)
         monkeypatch.setattr(postgres.read, "_IDS_PER_CONNECTION", 1)
 
-    data = _retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
+    data = retag(oq.synthetic.generate(n_users=300, seed=51), "orgJ")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
@@ -488,7 +450,7 @@ def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_writt
             refused.value
         )
         assert "'tp_missing'" in str(refused.value)
-    assert _db_links(url, "orgW").equals(_expected(first))  # the previous results, untouched
+    assert db_links(url, "orgW").equals(expected_links(first))  # the previous results, untouched
 
 
 def test_links_of_a_conversion_outside_the_scope_are_refused(writable) -> None:
@@ -497,7 +459,7 @@ def test_links_of_a_conversion_outside_the_scope_are_refused(writable) -> None:
     some = cv.head(3)["conversion_id"]
     with pytest.raises(oq.InputError, match="outside conversion_ids"):
         postgres.write_links(url, result.links, organization_id="orgW", conversion_ids=some, models=["LINEAR"])
-    assert _db_links(url, "orgW").height == 0
+    assert db_links(url, "orgW").height == 0
 
 
 def test_a_role_without_superuser_writes_through_the_triggers_the_same_rows(writable) -> None:
@@ -508,7 +470,7 @@ def test_a_role_without_superuser_writes_through_the_triggers_the_same_rows(writ
         assert _write(app_url, first, cv).changed == 0
         counts = _write(app_url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0
-    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert db_links(url, "orgW").equals(expected_links(shorter))
 
 
 def test_changed_values_are_updated_in_place(writable) -> None:
@@ -520,7 +482,7 @@ def test_changed_values_are_updated_in_place(writable) -> None:
         url, halved, organization_id="orgW", conversion_ids=cv["conversion_id"], models=["LINEAR"]
     )
     assert (counts.inserted, counts.updated, counts.deleted) == (0, first.links.height, 0)
-    stored = _db_links(url, "orgW")
+    stored = db_links(url, "orgW")
     assert stored.get_column("weight").sum() == pytest.approx(first.links.get_column("weight").sum() / 2)
 
 
@@ -560,7 +522,7 @@ def test_a_role_granted_set_on_session_replication_role_checks_set_based(writabl
             assert postgres.merge._set_based_foreign_keys(cur, "AttributionLink") is None
         assert _write(granted_url, result, cv).inserted == result.links.height
         assert _write(granted_url, result, cv).changed == 0
-    assert _db_links(url, "orgW").equals(_expected(result))
+    assert db_links(url, "orgW").equals(expected_links(result))
 
 
 @pytest.mark.parametrize("probe", [False, True], ids=["joins", "index probes"])
@@ -595,7 +557,7 @@ def test_the_set_based_check_locks_the_referenced_rows_until_commit(writable, mo
                 other.execute('DELETE FROM "TrackingEvent" WHERE id = %s', (journeys.journey_events["event_id"][0],))
     with psycopg.connect(dsn, autocommit=True) as other:  # committed: the links hold, the delete cascades
         other.execute('DELETE FROM "TouchPoint" WHERE id = %s', (touchpoint,))
-    assert touchpoint not in _db_links(url, "orgW")["touchpoint_id"].to_list()
+    assert touchpoint not in db_links(url, "orgW")["touchpoint_id"].to_list()
 
 
 @pytest.mark.parametrize("collision", ["within a side", "across the sides"])
@@ -615,7 +577,7 @@ def test_a_key_hash_collision_falls_back_to_the_exact_diff(writable, monkeypatch
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0
     assert counts.inserted == 0 and counts.updated > 0  # LINEAR etc. weights change with fewer touchpoints
-    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert db_links(url, "orgW").equals(expected_links(shorter))
     assert _write(url, shorter, cv).changed == 0
 
 
@@ -633,7 +595,7 @@ def test_a_probe_read_back_equals_the_join_and_restores_the_planner_settings(wri
             cur.execute("SELECT current_setting('enable_bitmapscan')")
             assert cur.fetchone()[0] == "on"
         read[probe] = rows.sort(rows.columns)
-    assert read["probes"].height == len(_db_links(url, "orgW")) > 0
+    assert read["probes"].height == len(db_links(url, "orgW")) > 0
     assert read["probes"].equals(read["join"])
 
 
@@ -669,7 +631,7 @@ def test_small_scopes_are_read_updated_and_deleted_by_index_probes(writable, mon
     shorter = oq.attribute(tp, cv, lookback=timedelta(days=2))
     counts = _write(url, shorter, cv)
     assert counts.deleted == first.links.height - shorter.links.height > 0 and counts.updated > 0
-    assert _db_links(url, "orgW").equals(_expected(shorter))
+    assert db_links(url, "orgW").equals(expected_links(shorter))
     # the conversions' organization checked, read back, delete, update
     assert few == [("TrackingEvent", True)] + [("AttributionLink", True)] * 3
     assert settings == [("off", "off"), ("on", "on")] * 3  # check, delete, update; each then reset

@@ -18,9 +18,9 @@ import optiq_engine.pipeline as pipeline
 from optiq_engine.kernels.alloc import _stable_argsort
 from optiq_engine.kernels.alloc import split_value as split_value_kernel
 from optiq_engine.kernels.sort import sort_by_group_time
-from tests.adapters import attribute_engine, conversions_frame, model_object, touchpoints_frame
 from tests.reference.attribution import attribute_reference, check_invariants, split_value
-from tests.strategies import I63, Case, cases
+from tests.support.adapters import attribute_engine, conversions_frame, model_object, touchpoints_frame
+from tests.support.strategies import I63, Case, cases
 
 
 def _by_key(links: list[dict]) -> dict[tuple, dict]:

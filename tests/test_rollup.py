@@ -39,9 +39,9 @@ from optiq_engine.service.metrics import (
     read_credit,
     read_metrics,
 )
-from tests import service_data as sd
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support import service_data as sd
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 EPOCH = date(1970, 1, 1)
 
@@ -397,7 +397,7 @@ def test_write_links_keeps_a_summarized_organization_right(summarized_db: str) -
 # --- the batch job ---------------------------------------------------------------------------------------
 @pytest.mark.postgres
 def test_batch_runs_keep_the_summary_equal_to_the_links(postgres_url: str) -> None:
-    data = _retag(oq.synthetic.generate(n_users=250, seed=7), "orgR")
+    data = retag(oq.synthetic.generate(n_users=250, seed=7), "orgR")
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data)

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB  # noqa: E402
 
 from optiq_engine.errors import ConfigError, SchemaError  # noqa: E402
 from optiq_engine.io import db, schema  # noqa: E402
-from tests.pg import fresh_database  # noqa: E402
+from tests.support.pg import fresh_database  # noqa: E402
 
 # --- the document, transcribed ----------------------------------------------------------------------
 DOC_TABLES = {

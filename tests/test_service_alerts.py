@@ -15,8 +15,8 @@ from optiq_engine.io import db, schema
 from optiq_engine.service import alerts
 from optiq_engine.service.anomaly import robust_zscore
 from optiq_engine.service.errors import NotFoundError, PermissionDeniedError, RuleConfigError, TransitionError
-from tests.pg import fresh_database
-from tests.service_alert_data import NOW, day, seed_org, set_metrics
+from tests.support.pg import fresh_database
+from tests.support.service_alert_data import NOW, day, seed_org, set_metrics
 
 pytestmark = pytest.mark.postgres
 
@@ -504,7 +504,7 @@ def test_four_concurrent_workers_evaluate_each_due_rule_once(engine) -> None:
 
 def test_spend_threshold_of_an_organization_without_ad_accounts_is_clear(engine) -> None:
     """Tracking only: the organization's spend is null (not 0) in the metrics; the rule is clear, not an error."""
-    from tests.service_data import no_campaign_rows
+    from tests.support.service_data import no_campaign_rows
 
     with engine.begin() as conn:
         for table, rows in no_campaign_rows().items():

@@ -9,18 +9,16 @@ from datetime import date
 import polars as pl
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import text
 
-from optiq_engine.io import db, schema
+from optiq_engine.io import schema
 from optiq_engine.service import keys
-from optiq_engine.service.api import create_app
 from optiq_engine.service.metrics import MetricsQuery, read_metrics
-from tests import service_data as sd
-from tests.pg import fresh_database
-from tests.service_alert_data import NOW
+from tests.support import service_data as sd
+from tests.support.service_alert_data import NOW
+from tests.support.service_api import http_api
 
 pytestmark = pytest.mark.postgres
 
@@ -28,33 +26,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def api(postgres_url: str) -> Iterator[dict]:
     """The data set of the metrics tests, members of orgA (admin, viewer) and orgB (admin), a key each."""
-    ds = sd.build()
-    with fresh_database(postgres_url, upgraded=True) as url:
-        sd.insert(url, ds)
-        engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
-        tokens = {}
-        with engine.begin() as conn:
-            for user, org, role in (
-                ("ua", "orgA", "ADMIN"),
-                ("uv", "orgA", "VIEWER"),
-                ("ub", "orgB", "OWNER"),
-                ("ux", "orgA", "MEMBER"),
-            ):
-                conn.execute(
-                    text('INSERT INTO "User" (id, email) VALUES (:u, :e)'), {"u": user, "e": f"{user}@example.com"}
-                )
-                conn.execute(text('INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, CAST(:r AS "MembershipRole"))'),
-                             {"i": f"m_{user}", "u": user, "o": org, "r": role})  # fmt: skip
-                tokens[user] = keys.create_api_key(conn, organization_id=org, user_id=user)[1]
-            key_x = tokens["ux"].split("_")[1]
-            keys.revoke_api_key(conn, key_x, organization_id="orgA")
-        app_engine = create_engine(db.normalise_url(url))
-        app = create_app(engine=app_engine)
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield {"client": client, "app": app, "ds": ds, "url": url, "engine": engine,
-                   "h": {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()}}  # fmt: skip
-        app_engine.dispose()
-        engine.dispose()
+    with http_api(postgres_url) as served:
+        yield served
 
 
 def test_health_needs_no_key_and_everything_else_does(api) -> None:

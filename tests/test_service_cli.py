@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from optiq_engine.cli import app
 from optiq_engine.io import db
-from tests.pg import fresh_database
-from tests.service_alert_data import NOW, day, seed_org
+from tests.support.pg import fresh_database
+from tests.support.service_alert_data import NOW, day, seed_org
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()

@@ -30,8 +30,8 @@ from optiq_engine.cli import app as cli
 from optiq_engine.io import db, schema, seed
 from optiq_engine.service import keys
 from optiq_engine.service.api import create_app
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -109,7 +109,7 @@ def served(postgres_url: str) -> Iterator[dict]:
         upgraded = runner.invoke(cli, ["db", "upgrade", "--database-url", url])
         assert upgraded.exit_code == 0, upgraded.output
         for org, n, s in ((ORG, 400, 41), (OTHER, 150, 42)):
-            seed.write_synthetic(url, _retag(oq.synthetic.generate(n_users=n, seed=s), org))
+            seed.write_synthetic(url, retag(oq.synthetic.generate(n_users=n, seed=s), org))
         engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
         rng = np.random.default_rng(5)
         tokens: dict[str, str] = {}

@@ -22,8 +22,8 @@ from optiq_engine.io import db
 from optiq_engine.service import keys
 from optiq_engine.service.api import create_app
 from optiq_engine.service.limits import AdmissionControl, CatchAll, Limits, RejectNul
-from tests import service_data as sd
-from tests.pg import fresh_database
+from tests.support import service_data as sd
+from tests.support.pg import fresh_database
 
 START, END = "2024-03-01", "2024-03-14"
 _TLS = ssl.create_default_context()  # shared: httpx would build one per client (tens of ms of CPU each)

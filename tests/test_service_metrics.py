@@ -23,8 +23,8 @@ from optiq_engine.service.metrics import (
     read_credit,
     read_metrics,
 )
-from tests import service_data as sd
-from tests.pg import fresh_database
+from tests.support import service_data as sd
+from tests.support.pg import fresh_database
 
 pytestmark = pytest.mark.postgres
 

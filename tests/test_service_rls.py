@@ -16,8 +16,8 @@ from optiq_engine.errors import ConfigError
 from optiq_engine.io import db
 from optiq_engine.service import keys, tenancy
 from optiq_engine.service.api import Caller, Conn, create_app
-from tests import pg
-from tests import service_data as sd
+from tests.support import pg
+from tests.support import service_data as sd
 
 pytestmark = pytest.mark.postgres
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 import optiq_engine as oq
-from tests.spark_support import local_session
+from tests.support.spark import local_session
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 HEURISTIC = list(oq.models.HEURISTIC_MODELS)

@@ -18,10 +18,9 @@ import optiq_engine as oq
 from optiq_engine.batch import run_batch
 from optiq_engine.cli import app
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database
-from tests.spark_support import local_session
-from tests.test_batch import _dsn
-from tests.test_postgres_io import _db_links, _expected, _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import db_links, expected_links, psycopg_dsn, retag
+from tests.support.spark import local_session
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,7 +37,7 @@ def spark() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def database(postgres_url: str, spark: object) -> Iterator[tuple[str, oq.synthetic.SyntheticData]]:
-    data = _retag(oq.synthetic.generate(n_users=300, seed=47), ORG)
+    data = retag(oq.synthetic.generate(n_users=300, seed=47), ORG)
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
@@ -46,7 +45,7 @@ def database(postgres_url: str, spark: object) -> Iterator[tuple[str, oq.synthet
 
 
 def _journey_rows(url: str) -> list[tuple]:
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         return conn.execute(
             """SELECT j.*, (SELECT array_agg(je."trackingEventId" || ':' || je."sequenceNumber" ORDER BY je."sequenceNumber")
                FROM "JourneyEvent" je WHERE je."journeyId" = j.id) FROM (
@@ -87,8 +86,8 @@ def test_run_engine_spark_writes_the_rows_of_the_local_run_and_reruns_change_not
          "--partitions", "3"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    expected = _expected(oq.attribute(data.touchpoints.drop("channel"), data.conversions))
-    assert _db_links(url, ORG).equals(expected)
+    expected = expected_links(oq.attribute(data.touchpoints.drop("channel"), data.conversions))
+    assert db_links(url, ORG).equals(expected)
     journeys = _journey_rows(url)
     assert journeys and _db_journeys_count(url) == len(journeys)
     # The single-machine run over the same database finds nothing to change: same links, journeys, events.
@@ -102,14 +101,14 @@ def test_run_engine_spark_writes_the_rows_of_the_local_run_and_reruns_change_not
     assert (again.touchpoints, again.conversions, again.links, again.unattributed, again.journeys) == (
         local.touchpoints, local.conversions, local.links, local.unattributed, local.journeys,
     )  # fmt: skip
-    assert _db_links(url, ORG).equals(expected) and _journey_rows(url) == journeys
-    with psycopg.connect(_dsn(url)) as conn:
+    assert db_links(url, ORG).equals(expected) and _journey_rows(url) == journeys
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         runs = conn.execute('SELECT status, mode FROM "EngineRun" ORDER BY "startedAt"').fetchall()
     assert runs == [("SUCCEEDED", "FULL")] * 3
 
 
 def _db_journeys_count(url: str) -> int:
-    with psycopg.connect(_dsn(url)) as conn:
+    with psycopg.connect(psycopg_dsn(url)) as conn:
         (n,) = conn.execute('SELECT count(*) FROM "Journey" WHERE "organizationId" = %s', (ORG,)).fetchone()
     return n
 

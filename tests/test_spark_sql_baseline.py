@@ -20,7 +20,7 @@ from polars.testing import assert_frame_equal, assert_series_equal
 import optiq_engine as oq
 from benchmarks.spark_scaleout import SQL_MODELS, window_sql
 from optiq_engine.spark.attribution import LINK_COLUMNS
-from tests.spark_support import local_session
+from tests.support.spark import local_session
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 SIX = list(oq.models.HEURISTIC_MODELS)

@@ -16,8 +16,8 @@ from optiq_engine.batch import run_batch
 from optiq_engine.cli import app
 from optiq_engine.errors import InputError
 from optiq_engine.io import db, postgres, seed
-from tests.pg import fresh_database
-from tests.test_postgres_io import _retag
+from tests.support.pg import fresh_database
+from tests.support.pg_data import retag
 
 pytestmark = pytest.mark.postgres
 
@@ -30,8 +30,8 @@ def _dsn(url: str) -> str:
 def database(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.SyntheticData]]]:
     """Two organizations whose users share anon ids; every platform touchpoint has its PAGE_VIEW event."""
     orgs = {
-        "orgA": _retag(oq.synthetic.generate(n_users=300, seed=41), "orgA"),
-        "orgB": _retag(oq.synthetic.generate(n_users=300, seed=42), "orgB"),
+        "orgA": retag(oq.synthetic.generate(n_users=300, seed=41), "orgA"),
+        "orgB": retag(oq.synthetic.generate(n_users=300, seed=42), "orgB"),
     }
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)

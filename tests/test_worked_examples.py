@@ -1,4 +1,4 @@
-"""Hand-computed worked examples, run against the reference and the engine (tests/adapters.py).
+"""Hand-computed worked examples, run against the reference and the engine (tests/support/adapters.py).
 
 Every expected number below is derived in the comment next to it from
 docs/attribution.md, not read back from the code.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.adapters import IMPLEMENTATIONS
 from tests.reference.attribution import (
     MICROS_PER_DAY,
     check_invariants,
     model_weights,
     split_value,
 )
+from tests.support.adapters import IMPLEMENTATIONS
 
 DAY = MICROS_PER_DAY
 T0 = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z in microseconds
