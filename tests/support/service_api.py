@@ -1,6 +1,6 @@
-"""The HTTP API of the service tests (the ``api`` fixtures of ``test_service_api.py`` and
-``test_cli_first_hour.py``): the data set of :mod:`tests.support.service_data` on a database of its own,
-members of two organizations with an API key each, and a test client of the application."""
+"""The HTTP API of the service tests (the ``api`` fixtures of ``tests/service/test_service_api.py`` and
+``tests/cli/test_cli_first_hour.py``): the data set of :mod:`tests.support.service_data` on a database of
+its own, members of two organizations with an API key each, and a test client of the application."""
 
 from __future__ import annotations
 

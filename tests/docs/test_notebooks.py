@@ -1,6 +1,6 @@
 """Every notebook of ``notebooks/`` runs top to bottom (nbclient); a failing cell fails the test.
 
-``python tests/test_notebooks.py [NAME ...]`` (``make notebooks``) re-executes the notebooks and saves them
+``python tests/docs/test_notebooks.py [NAME ...]`` (``make notebooks``) re-executes the notebooks and saves them
 with their outputs, as they are committed. The Postgres notebook needs a server: it skips without one,
 unless ``OPTIQ_REQUIRE_POSTGRES=1`` (CI), as the other Postgres tests do (``tests/conftest.py``).
 """
@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.notebooks
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PG_URL = os.environ.get("OPTIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("OPTIQ_REQUIRE_POSTGRES") == "1"
 CELL_TIMEOUT_S = 600

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_pandas_example_runs_and_gives_the_stated_credit() -> None:

@@ -246,7 +246,7 @@ def test_stage_times_exclude_the_compilation_they_triggered() -> None:
 
 @pytest.fixture(scope="module")
 def api(postgres_url: str) -> Iterator[dict]:
-    """The HTTP API on its own database (as in test_service_api.py)."""
+    """The HTTP API on its own database (as in tests/service/test_service_api.py)."""
     with http_api(postgres_url) as served:
         yield served
 

@@ -307,7 +307,7 @@ def test_the_readme_stitching_example_runs_and_credits_the_phone() -> None:
 
     import pandas as pd
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if 'identity="stitched"' in b)
     scope: dict = {"pd": pd, "oq": oq}
     exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - our own README
