@@ -39,4 +39,4 @@ clean:
 
 .PHONY: notebooks
 notebooks: install  # re-execute every notebook and save it with its outputs (the Postgres one needs a server)
-	$(BIN)/python tests/test_notebooks.py
+	$(BIN)/python tests/docs/test_notebooks.py

@@ -252,7 +252,7 @@ after: other jobs were running on the machine, so the absolute figures are noisy
 {_counts(b["outcomes"])} (2xx | 4xx | 503 with Retry-After | 503 without | other 5xx | resets | timeouts); statuses {b["statuses"]}.
 {before_line}
 No level reached the 503 path (a worker refuses when 256 requests already wait or one waited 20 s): past
-about 32 clients throughput stays flat and the queue absorbs the rest as latency. `tests/test_service_load.py`
+about 32 clients throughput stays flat and the queue absorbs the rest as latency. `tests/service/test_service_load.py`
 exercises the 503 + `Retry-After` path with small limits.
 
 **Row-level security** (migration 0007): the same reports read as the owner (no policies) and as the service

@@ -37,14 +37,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 # --- PostgreSQL -------------------------------------------------------------------------------------
 # Tests that need the server take the ``postgres_url`` fixture: a fresh database for the session, dropped
 # afterwards. Without a reachable server they skip, unless OPTIQ_REQUIRE_POSTGRES=1 (CI), which fails them.
-# Every database and role a test creates is named by tests/pg.py (OPTIQ_TEST_PREFIX, default a prefix new
-# for each session) and dropped; what a crashed test leaves is dropped when the session ends.
+# Every database and role a test creates is named by tests/support/pg.py (OPTIQ_TEST_PREFIX, default a prefix
+# new for each session) and dropped; what a crashed test leaves is dropped when the session ends.
 
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests import pg  # noqa: E402
+from tests.support import pg  # noqa: E402
 
 PG_URL = os.environ.get("OPTIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("OPTIQ_REQUIRE_POSTGRES") == "1"
