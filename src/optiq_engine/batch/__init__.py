@@ -20,7 +20,7 @@ updated in place, deletes, and transactions that commit late are all seen. The u
 an ``anonId`` change) are recomputed: their journeys and touchpoints over their whole history, their links
 for the conversions at or after the earliest instant changed (old or new ``occurredAt``; a conversion's
 links see only earlier rows). So an incremental run writes what a full run would (tested by a property
-test: ``tests/test_incremental_property.py``). A run falls back to a full run when the previous run of its
+test: ``tests/batch/test_incremental_property.py``). A run falls back to a full run when the previous run of its
 scope has no snapshot (it ran before migration 0008), or a change cannot be tied to an organization (a
 ``TRUNCATE``, a deleted tracking site). The engine's own touchpoints are not logged; changes every scope of
 the organization has read are pruned after each run.

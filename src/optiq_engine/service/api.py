@@ -30,7 +30,7 @@ from .dependencies import Caller, Conn, Writer
 from .limits import AdmissionControl, CatchAll, Limits, RejectNul
 from .routes import ROUTERS
 
-# Caller, Conn and Writer are re-exported for routes added to the application (see tests/test_service_rls.py).
+# Caller, Conn and Writer are re-exported for routes added to the application (see tests/service/test_service_rls.py).
 __all__ = ["Caller", "Conn", "Writer", "create_app"]
 
 

@@ -1,7 +1,7 @@
 """Initial Optiq schema: every enum type, table, key and index of ``optiq_engine.io.schema``.
 
 Written out in full rather than built from ``schema.metadata``, so that later changes to the schema
-module never change what this revision did; ``tests/test_schema.py`` checks that an upgraded database
+module never change what this revision did; ``tests/io/test_schema.py`` checks that an upgraded database
 matches the metadata.
 
 Revision ID: 0001
