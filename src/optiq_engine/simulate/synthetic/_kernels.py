@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ...kernels._jit import jit, jit_inline, pjit, prange
+from ...kernels.splitmix import GOLDEN, mix64
 
 _N_CHUNKS = 64  # work chunks of the parallel kernels (fixed, so results never depend on threads)
 _INTERACTION, _ORDER = 0, 1  # kinds of the extra log-odds terms in the kernels
@@ -499,11 +500,8 @@ def _saturation_tables(offsets, rho):
 
 @jit
 def _splitmix64(x):
-    """The SplitMix64 finaliser of a uint64 (a fixed, well-mixed hash)."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    """One SplitMix64 step from a uint64 (a fixed, well-mixed hash): the engine's finaliser of ``x + GOLDEN``."""
+    return mix64(x + GOLDEN)
 
 
 @jit
