@@ -48,6 +48,21 @@ def test_folds_partition_the_journeys() -> None:
         np.testing.assert_array_equal(train.nulls + test.nulls, table.nulls)
 
 
+def test_folds_keep_fractional_counts_in_the_test_folds() -> None:
+    """Weighted paths have fractional counts: every fold's test table holds its share of them (the draws
+    deal whole journeys; the remainder once went to the training side of every fold and to no test)."""
+    import polars as pl
+
+    frame = pl.DataFrame({"path": ["a > b", "b", "a"], "conversions": [2.5, 0.25, 3.0], "nulls": [1.75, 4.0, 0.5]})
+    table = oq.PathTable.from_frame(frame, conversions="conversions", nulls="nulls", transform="frequency").merged()
+    splits = fold_tables(table, 3, seed=7)
+    np.testing.assert_allclose(sum(te.conversions for _, te in splits), table.conversions, rtol=1e-12)
+    np.testing.assert_allclose(sum(te.nulls for _, te in splits), table.nulls, rtol=1e-12)
+    for train, test in splits:
+        np.testing.assert_allclose(train.conversions + test.conversions, table.conversions, rtol=1e-12)
+        assert (test.conversions >= 0).all() and (train.nulls >= 0).all()
+
+
 @pytest.mark.slow
 def test_order_selection_and_model_comparison() -> None:
     fit = _fit()

@@ -51,7 +51,7 @@ def fold_tables(table: PathTable, folds: int, seed: int) -> list[tuple[PathTable
     -------
     list of tuple of PathTable
         ``(train, test)`` per fold: the same rows, the test fold's share of each row's journeys in ``test``
-        and the rest in ``train``.
+        and the rest in ``train`` (the test tables add up to ``table``, fractional counts included).
 
     Raises
     ------
@@ -65,8 +65,12 @@ def fold_tables(table: PathTable, folds: int, seed: int) -> list[tuple[PathTable
     p = np.full(folds, 1.0 / folds)
     conv = np.zeros((table.height, folds))
     null = np.zeros((table.height, folds))
-    conv[order] = rng.multinomial(table.conversions[order].astype(np.int64), p)
-    null[order] = rng.multinomial(table.nulls[order].astype(np.int64), p)
+    # Whole journeys are dealt out by the draws; a fractional count's remainder (weighted paths, fit_paths) is
+    # shared equally, so every fold's test table holds its share of all of it (it once went to train only).
+    for out_, counts in ((conv, table.conversions), (null, table.nulls)):
+        whole = np.floor(counts)
+        out_[order] = rng.multinomial(whole[order].astype(np.int64), p)
+        out_ += ((counts - whole) / folds)[:, None]
     out = []
     for f in range(folds):
         test = replace(table, conversions=conv[:, f], nulls=null[:, f], distinct=True)
