@@ -193,10 +193,10 @@ def derive_channels(frame: pl.DataFrame, rules: ChannelRules | None = None) -> p
         pl.col("_raw_source").str.strip_chars().str.to_lowercase().replace("", None).alias("_source"),
         pl.col("_raw_medium").str.strip_chars().str.to_lowercase().replace("", None).alias("_medium"),
     )
-    expr: Any = pl.when(_rule_expr(rules.rules[0])).then(pl.lit(rules.rules[0].channel))  # Then, ChainedThen, Expr
-    for rule in rules.rules[1:]:
-        expr = expr.when(_rule_expr(rule)).then(pl.lit(rule.channel))
     no_utm = pl.col("_source").is_null() & pl.col("_medium").is_null()
+    expr: Any = pl  # pl.when, then Then.when / ChainedThen.when: the rules in order, then the fallbacks
+    for rule in rules.rules:  # an empty table: the fallbacks alone (channel_sql does the same)
+        expr = expr.when(_rule_expr(rule)).then(pl.lit(rule.channel))
     expr = expr.when(no_utm).then(pl.lit(DIRECT)).otherwise(pl.lit(UNASSIGNED))
     distinct = distinct.with_columns(expr.alias("channel")).drop("_source", "_medium")
     on = list(combos.columns)

@@ -55,6 +55,14 @@ def test_rules_are_a_replaceable_table() -> None:
     assert derive([{"utm_source": "spotify", "utm_medium": "cpc"}]) == ["paid_other"]
 
 
+def test_an_empty_rules_table_leaves_only_the_fallbacks() -> None:
+    """No rule: tagged touches are unassigned and untagged ones direct, as Postgres' channel_sql does (it
+    raised IndexError)."""
+    empty = oq.ChannelRules.from_frame(oq.DEFAULT_CHANNEL_RULES.to_frame().clear())
+    rows = [{"utm_source": "google", "utm_medium": "cpc"}, {"utm_source": None, "utm_medium": None}]
+    assert derive(rows, empty) == ["unassigned", "direct"]
+
+
 def test_bad_rules_are_config_errors() -> None:
     with pytest.raises(oq.ConfigError, match="bad source regex"):
         oq.ChannelRule("x", source="(")
