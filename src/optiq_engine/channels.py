@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 __all__ = [
     "ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "channel_sql", "CLICK_ID_COLUMNS",
-    "direct_lookalikes",
+    "direct_lookalikes", "clean_channel_labels", "confusable_channels",
 ]  # fmt: skip
 
 CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
@@ -274,3 +274,46 @@ def direct_lookalikes(channels: Sequence[str], direct_channels: Sequence[str]) -
     wanted = {_plain(d) for d in direct_channels}
     exact = set(direct_channels)
     return sorted(c for c in channels if c not in exact and _plain(c) in wanted)
+
+
+def clean_channel_labels(column: pl.Series) -> pl.Series:
+    """Given channel labels stripped of surrounding whitespace; a blank label becomes null (docs/contract.md §4).
+
+    A channel is a name, not a key: ``" google_ads"`` from a spreadsheet is ``google_ads``, and a blank one is
+    no channel (the rules derive it, as for a null). Only the distinct labels are checked, so a clean
+    column costs one pass over its distinct values and is returned as it is.
+
+    Parameters
+    ----------
+    column
+        The touchpoints' ``channel`` (String, Categorical or Enum).
+
+    Returns
+    -------
+    polars.Series
+        ``column`` itself when no label needs cleaning, else a String column with the labels cleaned.
+    """
+    labels = column.unique().drop_nulls().cast(pl.String)
+    if not labels.str.contains(r"^\s|\s$").any() and not (labels == "").any():
+        return column
+    cleaned = column.cast(pl.String).str.strip_chars()
+    return cleaned.set(cleaned == "", None)  # type: ignore[arg-type]
+
+
+def confusable_channels(channels: Sequence[str]) -> list[list[str]]:
+    """Groups of distinct channel names that differ only by case or brackets (``"Email"``, ``"email"``).
+
+    Parameters
+    ----------
+    channels
+        The channel names of the data.
+
+    Returns
+    -------
+    list of list of str
+        Each group sorted, groups in the order of their first name; names alone in their spelling are left out.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in sorted(channels):
+        groups.setdefault(_plain(name), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]

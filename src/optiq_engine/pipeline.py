@@ -13,7 +13,13 @@ import numpy as np
 import polars as pl
 
 from .balance import balance_fit
-from .channels import DEFAULT_CHANNEL_RULES, derive_channels, direct_lookalikes
+from .channels import (
+    DEFAULT_CHANNEL_RULES,
+    clean_channel_labels,
+    confusable_channels,
+    derive_channels,
+    direct_lookalikes,
+)
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ConfigError, InputError, ModelError, OptiqWarning
 from .frames import Normalized, normalize_conversions, normalize_touchpoints, warn_confusable_ids
@@ -294,8 +300,17 @@ def _link_offsets(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _warn_direct_lookalikes(channels: list[str], direct_channels: tuple[str, ...]) -> None:
-    """Warn (at the caller of :func:`attribute`) about channels that look like a direct channel but are not one."""
+    """Warn (at the caller of :func:`attribute`) about channels that look like a direct channel but are not one,
+    and about channels that differ only by case or brackets."""
     lookalikes = direct_lookalikes(channels, direct_channels)
+    others = [g for g in confusable_channels(channels) if not set(g) & set(lookalikes)]
+    if others:  # "Email" and "email": two channels, each with part of the credit
+        warnings.warn(
+            f"channels {others[:3]} differ only by case or brackets: each is credited as a channel of its own; "
+            "if they are one channel, give them one name (docs/contract.md §4)",
+            OptiqWarning,
+            stacklevel=4,
+        )
     if lookalikes:  # "Direct" from a GA export: LAST_NON_DIRECT would credit it as a channel like any other
         warnings.warn(
             f"channels {lookalikes} look like the direct channels {list(direct_channels)} but are not them: "
@@ -645,10 +660,12 @@ def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataF
         col = tp.get_column("channel")
         if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum))):
             raise ConfigError(f"touchpoints column 'channel' must hold strings, got {col.dtype}")
-        if col.null_count():
-            derived = derive_channels(tp.filter(col.is_null()), rules)
-            col = col.cast(pl.String).scatter(col.is_null().arg_true(), derived)
-            tp = tp.with_columns(col.alias("channel"))
+        cleaned = clean_channel_labels(col)
+        if cleaned.null_count():
+            derived = derive_channels(tp.filter(cleaned.is_null()), rules)
+            cleaned = cleaned.cast(pl.String).scatter(cleaned.is_null().arg_true(), derived)
+        if cleaned is not col:
+            tp = tp.with_columns(cleaned.alias("channel"))
     col = tp.get_column("channel")
     if isinstance(col.dtype, pl.Enum):
         channels = list(col.dtype.categories)

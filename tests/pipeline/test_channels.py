@@ -120,3 +120,44 @@ def test_direct_lookalikes_are_warned_about() -> None:
         oq.attribute(tp, cv, models=["LAST_NON_DIRECT"])
     fixed = oq.attribute(tp, cv, models=["LAST_NON_DIRECT"], direct_channels=("direct", "Direct"))
     assert fixed.credit.filter(pl.col("conversions") > 0).get_column("channel").cast(str).to_list() == ["email"]
+
+
+def _one_journey_each(labels: list[str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    n = len(labels)
+    tp = pl.DataFrame(
+        {"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)], "channel": labels,
+         "occurred_at": [t - timedelta(days=1)] * n},
+        schema_overrides={"channel": pl.String},
+    )  # fmt: skip
+    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
+                       "occurred_at": [t] * n, "value_micros": [1] * n})  # fmt: skip
+    return tp, cv
+
+
+@pytest.mark.parametrize("dtype", [pl.String, pl.Categorical, "enum"])
+def test_given_channel_labels_are_stripped_and_blank_ones_derived(dtype) -> None:
+    """ " google_ads" from a spreadsheet was a channel of its own beside "google_ads", each with part of the
+    credit; a blank label was a channel named "". Now one channel, and a blank label is derived like a null."""
+    tp, cv = _one_journey_each(["google_ads", " google_ads", "google_ads\t", "\u00a0", "", None, "email"])
+    if dtype == "enum":
+        tp = tp.with_columns(pl.col("channel").cast(pl.Enum(tp.get_column("channel").drop_nulls().unique().sort())))
+    else:
+        tp = tp.with_columns(pl.col("channel").cast(dtype))
+    credit = oq.attribute(tp, cv, models=["LINEAR"]).credit
+    got = dict(zip(credit.get_column("channel").cast(str), credit.get_column("conversions"), strict=True))
+    assert got == {"google_ads": 3.0, "direct": 3.0, "email": 1.0}
+
+
+def test_channels_differing_only_by_case_are_warned_about() -> None:
+    from optiq_engine.channels import confusable_channels
+    from optiq_engine.errors import OptiqWarning
+
+    assert confusable_channels(["email", "Email", "(email)", "google_ads", "Direct", "direct"]) == [
+        ["(email)", "Email", "email"], ["Direct", "direct"]
+    ]  # fmt: skip
+    tp, cv = _one_journey_each(["email", "Email", "google_ads"])
+    with pytest.warns(OptiqWarning, match=r"\[\['Email', 'email'\]\] differ only by case"):
+        oq.attribute(tp, cv, models=["LINEAR"])

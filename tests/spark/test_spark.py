@@ -209,8 +209,12 @@ def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, dat
     some_null = tp.with_columns(
         pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("channel")).alias("channel")
     )
+    # labels with surrounding (Unicode) whitespace are stripped, blank ones derived, as attribute() does
+    i = pl.int_range(pl.len()) % 5
+    label = pl.when(i == 1).then(pl.lit(" \u00a0")).when(i == 2).then(pl.lit("\t") + pl.col("channel") + " ")
+    padded = some_null.with_columns(label.otherwise(pl.col("channel")).alias("channel"))
     scv = _frame(spark, cv)
-    for frame in (some_null, tp.drop("channel")):
+    for frame in (some_null, tp.drop("channel"), padded):
         want = oq.attribute(frame, cv, models=models)
         result = attribute_spark(_frame(spark, frame), scv, models=models, partitions=3)
         assert_links_equal(want.links, _collect(result.links))

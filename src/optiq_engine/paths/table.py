@@ -149,8 +149,9 @@ class PathTable:
     ) -> PathTable:
         """A path table from aggregated paths in ChannelAttribution's format (``"a > b > c"`` strings).
 
-        Channel names are stripped of surrounding spaces; rows whose path is empty are refused, as are
-        null or negative counts (an :class:`InputError` with counts).
+        Channel names are stripped of surrounding spaces and blank steps are skipped, in string and list
+        paths alike; rows whose path is then empty are refused, as are null or negative counts (an
+        :class:`InputError` with counts).
 
         Parameters
         ----------
@@ -242,17 +243,41 @@ def _split(col: pl.Series, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
                 offsets, data, np.frombuffer(sep.encode(), dtype=np.uint8), capacity
             )
         names = [bytes(data[a:b]).decode() for a, b in spans]
+        row_offsets, codes, names = _strip_unicode_spaces(row_offsets, codes, names)
     else:
-        parts = col.cast(pl.List(pl.String))
+        # as the string paths: names stripped, blank and null steps skipped
+        name = pl.element().str.strip_chars()
+        parts = col.cast(pl.List(pl.String)).list.eval(name.filter(name.is_not_null() & (name != "")))
         flat = parts.explode().drop_nulls()
         names = flat.unique(maintain_order=True).to_list()
         codes = flat.cast(pl.Enum(names)).to_physical().cast(pl.Int32).to_numpy()
         row_offsets = np.zeros(col.len() + 1, dtype=np.int64)
-        np.cumsum(parts.list.eval(pl.element().drop_nulls()).list.len().fill_null(0).to_numpy(), out=row_offsets[1:])
+        np.cumsum(parts.list.len().fill_null(0).to_numpy(), out=row_offsets[1:])
     order = sorted(range(len(names)), key=names.__getitem__)
     remap = np.empty(max(len(names), 1), dtype=np.int32)
     remap[order] = np.arange(len(names), dtype=np.int32)
     return row_offsets, remap[codes] if codes.size else codes.astype(np.int32), tuple(names[i] for i in order)
+
+
+def _strip_unicode_spaces(
+    offsets: np.ndarray, codes: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The tokenizer strips ASCII white space; names with other white space around them (a no-break space
+    from a spreadsheet) are stripped here as Polars' ``strip_chars`` does, merged with their twins, and
+    tokens left blank are dropped."""
+    clean = pl.Series(names, dtype=pl.String).str.strip_chars().to_list()
+    if clean == names:
+        return offsets, codes, names
+    kept = sorted({c for c in clean if c})
+    index = {name: i for i, name in enumerate(kept)}
+    remap = np.array([index.get(c, -1) for c in clean] or [-1], dtype=np.int32)
+    mapped = remap[codes] if codes.size else codes.astype(np.int32)
+    keep = mapped >= 0
+    rows = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    per_row = np.bincount(rows[keep], minlength=offsets.size - 1)
+    new_offsets = np.zeros_like(offsets)
+    np.cumsum(per_row, out=new_offsets[1:])
+    return new_offsets, mapped[keep], kept
 
 
 def _counts(df: pl.DataFrame, name: str) -> np.ndarray:

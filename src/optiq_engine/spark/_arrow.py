@@ -168,10 +168,11 @@ def _with_channels(
 ) -> DataFrame:
     """``narrow`` touchpoint columns and a ``channel`` that is never null (the channel rules fill the gaps).
 
-    Rows whose ``channel`` is given pass through Spark untouched; the others (every row when the column is
-    absent) get it from :func:`derive_channels` in a ``mapInArrow`` before the shuffle: a row-wise rule, so
-    the channel is the one the engine would derive. The two branches are two scans of the source: a
-    Parquet scan with ``channel IS NULL`` pushed down skips the row groups without nulls.
+    Rows whose ``channel`` is given pass through Spark, stripped of surrounding whitespace (as
+    :func:`~optiq_engine.channels.clean_channel_labels`); the others (every row when the column is absent;
+    null or blank labels) get it from :func:`derive_channels` in a ``mapInArrow`` before the shuffle: a
+    row-wise rule, so the channel is the one the engine would derive. The two branches are two scans of
+    the source.
     """
     inputs = [c for c in CHANNEL_INPUTS if c in tp_cols]
     out_schema = T.StructType([*(touchpoints.schema[c] for c in narrow), T.StructField("channel", T.StringType())])
@@ -181,8 +182,10 @@ def _with_channels(
     channel = touchpoints.schema["channel"].dataType
     if not isinstance(channel, T.StringType):
         raise ConfigError(f"touchpoints column 'channel' must hold strings, got {channel.simpleString()}")
-    given = touchpoints.where(F.col("channel").isNotNull()).select(*narrow, "channel")
-    missing = touchpoints.where(F.col("channel").isNull()).select(*narrow, *inputs)
+    # as clean_channel_labels: stripped of (Unicode) whitespace, a blank label derived like a null
+    label = F.regexp_replace(F.col("channel"), r"(?U)^\s+|\s+$", "")
+    given = touchpoints.where(label != "").select(*narrow, label.alias("channel"))
+    missing = touchpoints.where(F.col("channel").isNull() | (label == "")).select(*narrow, *inputs)
     return given.unionByName(missing.mapInArrow(derive, out_schema))
 
 
