@@ -276,7 +276,7 @@ def direct_lookalikes(channels: Sequence[str], direct_channels: Sequence[str]) -
     return sorted(c for c in channels if c not in exact and _plain(c) in wanted)
 
 
-def clean_channel_labels(column: pl.Series) -> pl.Series:
+def clean_channel_labels(column: pl.Series, labels: pl.Series | None = None) -> pl.Series:
     """Given channel labels stripped of surrounding whitespace; a blank label becomes null (docs/contract.md §4).
 
     A channel is a name, not a key: ``" google_ads"`` from a spreadsheet is ``google_ads``, and a blank one is
@@ -287,13 +287,15 @@ def clean_channel_labels(column: pl.Series) -> pl.Series:
     ----------
     column
         The touchpoints' ``channel`` (String, Categorical or Enum).
+    labels
+        ``column.unique()`` when the caller has it already (default: computed here).
 
     Returns
     -------
     polars.Series
         ``column`` itself when no label needs cleaning, else a String column with the labels cleaned.
     """
-    labels = column.unique().drop_nulls().cast(pl.String)
+    labels = (column.unique() if labels is None else labels).drop_nulls().cast(pl.String)
     if not labels.str.contains(r"^\s|\s$").any() and not (labels == "").any():
         return column
     cleaned = column.cast(pl.String).str.strip_chars()

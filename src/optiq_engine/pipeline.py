@@ -654,23 +654,25 @@ def path_tables(
 def _encode_channels(tp: pl.DataFrame, cfg: AttributionConfig) -> tuple[pl.DataFrame, list[str], np.ndarray]:
     """Touchpoints with a complete ``channel`` column, the channel dictionary and int32 codes."""
     rules = cfg.channel_rules or DEFAULT_CHANNEL_RULES
+    labels = None  # the given column's distinct labels, when they are the run's channels
     if "channel" not in tp.columns:
         tp = tp.with_columns(derive_channels(tp, rules).alias("channel"))
     else:
         col = tp.get_column("channel")
         if not (col.dtype == pl.String or isinstance(col.dtype, (pl.Categorical, pl.Enum))):
             raise ConfigError(f"touchpoints column 'channel' must hold strings, got {col.dtype}")
-        cleaned = clean_channel_labels(col)
+        labels = col.unique()
+        cleaned = clean_channel_labels(col, labels)
         if cleaned.null_count():
             derived = derive_channels(tp.filter(cleaned.is_null()), rules)
             cleaned = cleaned.cast(pl.String).scatter(cleaned.is_null().arg_true(), derived)
         if cleaned is not col:
-            tp = tp.with_columns(cleaned.alias("channel"))
+            tp, labels = tp.with_columns(cleaned.alias("channel")), None
     col = tp.get_column("channel")
     if isinstance(col.dtype, pl.Enum):
         channels = list(col.dtype.categories)
     else:
-        channels = sorted(col.unique().cast(pl.String).to_list())
+        channels = sorted((col.unique() if labels is None else labels).cast(pl.String).to_list())
         col = col.cast(pl.String).cast(pl.Enum(channels))
     if len(channels) >= _MAX_CHANNELS:
         raise InputError(f"touchpoints have {len(channels):,} channels; at most {_MAX_CHANNELS - 1:,} are supported")
