@@ -613,13 +613,15 @@ def changed_files(old: str, new: str) -> list[str]:
     """Files of ``src/`` that differ between two :func:`engine_commit` values (working-tree edits not included)."""
     done = subprocess.run(
         ["git", "diff", "--name-only", old.split("+")[0], new.split("+")[0], "--", "src"],
-        cwd=HERE.parent, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.split()
 
 
 #: Source files whose change can move a figure of these benchmarks (the rest: service, Spark, I/O, display).
-BENCHMARKED_CODE = ("models/", "kernels/", "paths.py", "fitting.py", "pipeline.py", "frames.py", "simulate/synthetic/")
+BENCHMARKED_CODE = ("models/", "kernels/", "paths/", "matching.py", "pipeline.py", "frames.py", "simulate/synthetic/")
 
 
 def engine_change_note(report: dict[str, Any]) -> str:

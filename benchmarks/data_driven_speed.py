@@ -93,8 +93,12 @@ def _child(*args: str, cache: bool = True) -> dict[str, Any]:
     env = os.environ | {"OPTIQ_NUMBA_CACHE": "1" if cache else "0", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.data_driven_speed", *args],
-        cwd=REPO, env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

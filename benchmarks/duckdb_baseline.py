@@ -152,8 +152,11 @@ def links_query(
             w_a = "(CASE WHEN n = 2 THEN $pb_first2 ELSE $pb_first END)"
             w_z = "(CASE WHEN n = 2 THEN $pb_last2 ELSE $pb_last END)"
             w_m = "(CASE WHEN n >= 3 THEN $pb_mid / (n - 2)::DOUBLE ELSE 0.0::DOUBLE END)"
-            extra += [_split(f"(V::DOUBLE * {w_a})", "pa"), _split(f"(V::DOUBLE * {w_z})", "pz"),
-                      _split(f"(V::DOUBLE * {w_m})", "pm")]  # fmt: skip
+            extra += [
+                _split(f"(V::DOUBLE * {w_a})", "pa"),
+                _split(f"(V::DOUBLE * {w_z})", "pz"),
+                _split(f"(V::DOUBLE * {w_m})", "pm"),
+            ]
             remainder = "(V - b_pa - b_pz - (n - 2) * b_pm)"
             rank = (
                 "(CASE WHEN position = 1 THEN 1 + (f_pz >= f_pa)::BIGINT + (n - 2) * (f_pm >= f_pa)::BIGINT"
@@ -330,8 +333,9 @@ def attribute_duckdb(
             if "needs negative_remainders=True" not in str(exc):
                 raise
             # a value so large that float rounding overshoots: the query that can take units back
-            sql = links_query(models, reset_after_conversion=reset_after_conversion, keys=keys, wide=wide,
-                              negative_remainders=True)  # fmt: skip
+            sql = links_query(
+                models, reset_after_conversion=reset_after_conversion, keys=keys, wide=wide, negative_remainders=True
+            )
             result = con.sql(sql, params=params).pl()
     if not wide:
         return result.cast(LINKS_SCHEMA)  # type: ignore[arg-type]

@@ -72,9 +72,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     command = [
-        sys.executable, "-m", "optiq_engine.cli", "attribute", "--touchpoints", str(args.touchpoints),
-        "--conversions", str(args.conversions), "--out", str(args.out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "optiq_engine.cli",
+        "attribute",
+        "--touchpoints",
+        str(args.touchpoints),
+        "--conversions",
+        str(args.conversions),
+        "--out",
+        str(args.out),
+    ]
     if not (args.out / "credit.parquet").exists():
         subprocess.run(command, check=True, capture_output=True)
     reference = pl.read_parquet(args.out / "credit.parquet")

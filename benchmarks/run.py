@@ -171,8 +171,11 @@ def bench_size(n_touchpoints: int, repeats: int, baseline: bool) -> dict:
         for which in which_all if baseline else ("engine",):
             res = subprocess.run(
                 [sys.executable, "-m", "benchmarks.memory", which, paths["tp"], paths["cv"]],
-                check=True, capture_output=True, text=True, cwd=HERE.parent,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=HERE.parent,
+            )
             row[f"{which}_memory"] = json.loads(res.stdout.strip().splitlines()[-1])
     return row
 
@@ -423,8 +426,11 @@ def main() -> None:
     if args.stream:  # in a fresh process, so that its peak memory is its own
         res = subprocess.run(
             [sys.executable, "-m", "benchmarks.run", "--stream-child", str(args.stream), "--batch", str(args.batch)],
-            check=True, capture_output=True, text=True, cwd=HERE.parent,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=HERE.parent,
+        )
         stream = json.loads(res.stdout.strip().splitlines()[-1])
         print(json.dumps(stream), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,9 @@ def seed(dsn: str, *, ads: int, links: int) -> dict:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
         recreate = _drop_secondary(conn)
-        run("entities", f"""
+        run(
+            "entities",
+            f"""
             INSERT INTO "Organization" (id, name, slug) VALUES ('{ORG}', 'Bench', 'bench'), ('org_other', 'Other', 'other');
             INSERT INTO "Platform" (id, code, name) VALUES ('plt_g', 'GOOGLE_ADS', 'Google Ads'), ('plt_m', 'META', 'Meta');
             INSERT INTO "TrackingSite" (id, "organizationId", name, domain, "publicKey")
@@ -121,32 +123,47 @@ def seed(dsn: str, *, ads: int, links: int) -> dict:
                 SELECT 'c' || i, '{ORG}', 'acc' || (i % %(accounts)s), 'x' || i, 'Campaign ' || i FROM generate_series(0, %(campaigns)s - 1) i;
             INSERT INTO "Ad" (id, "organizationId", "campaignId", "externalId", name)
                 SELECT 'ad' || i, '{ORG}', 'c' || (i % %(campaigns)s), 'x' || i, 'Ad ' || i FROM generate_series(0, %(ads)s - 1) i;
-        """)  # fmt: skip
-        run("DailyAdMetric", f"""
+        """,
+        )
+        run(
+            "DailyAdMetric",
+            f"""
             INSERT INTO "DailyAdMetric" (id, "organizationId", "adId", date, impressions, clicks, "spendMicros", conversions, "revenueMicros")
             SELECT 'm' || a || '_' || d, '{ORG}', 'ad' || a, %(start)s::date + d, imp, clk, clk * (50000 + (random() * 1950000)::bigint), 0, 0
             FROM (SELECT a, d, imp, (random() * imp / 20)::int AS clk FROM (  -- volatile: drawn per row
                 SELECT a, d, (100 + random() * 4900)::int AS imp FROM generate_series(0, %(ads)s - 1) a, generate_series(0, %(days)s - 1) d
             ) x) y
-        """)  # fmt: skip
-        run("DailyCampaignMetric", f"""
+        """,
+        )
+        run(
+            "DailyCampaignMetric",
+            f"""
             INSERT INTO "DailyCampaignMetric" (id, "organizationId", "campaignId", date, impressions, clicks, "spendMicros")
             SELECT 'm' || ad."campaignId" || '_' || m.date, '{ORG}', ad."campaignId", m.date, sum(m.impressions), sum(m.clicks), sum(m."spendMicros")
             FROM "DailyAdMetric" m JOIN "Ad" ad ON ad.id = m."adId" GROUP BY ad."campaignId", m.date
-        """)  # fmt: skip
-        run("DailyAdAccountMetric", f"""
+        """,
+        )
+        run(
+            "DailyAdAccountMetric",
+            f"""
             INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, impressions, clicks, "spendMicros")
             SELECT 'm' || c."adAccountId" || '_' || m.date, '{ORG}', c."adAccountId", m.date, sum(m.impressions), sum(m.clicks), sum(m."spendMicros")
             FROM "DailyCampaignMetric" m JOIN "Campaign" c ON c.id = m."campaignId" GROUP BY c."adAccountId", m.date
-        """)  # fmt: skip
-        run("TrackingEvent", """
+        """,
+        )
+        run(
+            "TrackingEvent",
+            """
             INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, name, "occurredAt", "anonId", "valueMicros")
             SELECT 'cv' || i, 'site_bench', 'cv' || i, 'CONVERSION', 'purchase',
                    %(start)s::timestamptz + random() * make_interval(days => %(days)s), 'u' || (i / 2),
                    (1000000 + random() * 199000000)::bigint
             FROM generate_series(0, %(conv)s - 1) i
-        """)  # fmt: skip
-        run("TouchPoint", """
+        """,
+        )
+        run(
+            "TouchPoint",
+            """
             INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource", "utmMedium", "utmCampaign", gclid, "platformCode", "campaignId", "adId")
             SELECT 'tp' || e.i || '_' || k, 'site_bench', 'u' || (e.i / 2), e.at - random() * interval '7 days',
                    CASE WHEN paid THEN CASE WHEN ad % 2 = 0 THEN 'google' ELSE 'facebook' END ELSE 'newsletter' END,
@@ -158,15 +175,19 @@ def seed(dsn: str, *, ads: int, links: int) -> dict:
                    CASE WHEN paid THEN 'ad' || ad END
             FROM (SELECT e.i, e.at, k, random() < 0.8 AS paid, (random() * (%(ads)s - 1))::int AS ad  -- drawn per row
                   FROM (SELECT substr(id, 3)::bigint AS i, "occurredAt" AS at FROM "TrackingEvent") e, generate_series(1, 3) k) e
-        """)  # fmt: skip
-        run("AttributionLink", """
+        """,
+        )
+        run(
+            "AttributionLink",
+            """
             INSERT INTO "AttributionLink" (id, "conversionId", "touchPointId", model, weight, position, "touchPointCount")
             SELECT 'l' || i || '_' || k || '_' || m.n, 'cv' || i, 'tp' || i || '_' || k, m.model::"AttributionModel",
                    (m.w)[k], k, 3
             FROM generate_series(0, %(conv)s - 1) i, generate_series(1, 3) k,
                  (VALUES (1, 'LAST_TOUCH', ARRAY[0, 0, 1]::float8[]), (2, 'LINEAR', ARRAY[1/3.0, 1/3.0, 1/3.0]::float8[]),
                          (3, 'POSITION_BASED', ARRAY[0.4, 0.2, 0.4]::float8[])) m(n, model, w)
-        """)  # fmt: skip
+        """,
+        )
         t0 = time.perf_counter()
         for statement in recreate:
             conn.execute(statement)
@@ -282,9 +303,15 @@ async def _httpx(base: str, headers: dict, path: str, params: dict, *, n: int, c
         wall = time.perf_counter() - t0
     a = np.array(latencies)
     return {
-        "requests": n, "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-        "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()), "rps": n / wall, "statuses": statuses, "tool": "httpx",
-    }  # fmt: skip
+        "requests": n,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "rps": n / wall,
+        "statuses": statuses,
+        "tool": "httpx",
+    }
 
 
 def _load(base: str, headers: dict, path: str, params: dict, args: argparse.Namespace, concurrency: int) -> dict:
@@ -297,16 +324,28 @@ def scenarios() -> list[tuple[str, str, dict]]:
     d90, d7 = (END - timedelta(days=89)).isoformat(), (END - timedelta(days=6)).isoformat()
     end = END.isoformat()
     return [
-        ("metrics: 90-day campaign report (every campaign, vs previous 90 days)", "/v1/metrics", {"start": d90, "end": end, "grain": "campaign"}),
-        ("metrics: 90-day report of one campaign, per ad and day", "/v1/metrics", {"start": d90, "end": end, "grain": "ad", "daily": "true", "campaign_id": "c1"}),
-        ("metrics: 90-day ad-account report, LINEAR", "/v1/metrics", {"start": d90, "end": end, "grain": "ad_account", "model": "LINEAR"}),
+        (
+            "metrics: 90-day campaign report (every campaign, vs previous 90 days)",
+            "/v1/metrics",
+            {"start": d90, "end": end, "grain": "campaign"},
+        ),
+        (
+            "metrics: 90-day report of one campaign, per ad and day",
+            "/v1/metrics",
+            {"start": d90, "end": end, "grain": "ad", "daily": "true", "campaign_id": "c1"},
+        ),
+        (
+            "metrics: 90-day ad-account report, LINEAR",
+            "/v1/metrics",
+            {"start": d90, "end": end, "grain": "ad_account", "model": "LINEAR"},
+        ),
         (CHANNEL_LABEL, "/v1/metrics", {"start": d90, "end": end, "grain": "channel"}),
         ("metrics: 7-day ad report", "/v1/metrics", {"start": d7, "end": end, "grain": "ad"}),
         ("credit: 90 days per channel, every model", "/v1/credit", {"start": d90, "end": end, "grain": "channel"}),
         ("alerts: list events", "/v1/alerts", {}),
         ("alert rules: list", "/v1/alert-rules", {}),
         ("health (no database)", "/v1/health", {}),
-    ]  # fmt: skip
+    ]
 
 
 def explain(dsn: str, url: str, *, grain: str = "campaign") -> dict:
@@ -350,9 +389,11 @@ def prepare(dsn: str, args: argparse.Namespace, out: dict) -> str:
             text(f"""INSERT INTO "AlertRule" (id, "organizationId", name, type, config)
             SELECT 'r' || i, '{ORG}', 'rule ' || i, 'SPEND_THRESHOLD', '{{"threshold": 1000000000}}'::jsonb FROM generate_series(1, 20) i""")
         )
-        conn.execute(text(f"""INSERT INTO "AlertEvent" (id, "organizationId", "alertRuleId", status, severity, title, message, "triggeredAt")
+        conn.execute(
+            text(f"""INSERT INTO "AlertEvent" (id, "organizationId", "alertRuleId", status, severity, title, message, "triggeredAt")
             SELECT 'ev' || i, '{ORG}', 'r' || (1 + i % 20), 'RESOLVED', 'WARNING', 'Spend over', 'spend', now() - i * interval '1 hour'
-            FROM generate_series(1, 2000) i"""))  # fmt: skip
+            FROM generate_series(1, 2000) i""")
+        )
     engine.dispose()
     # The links were written behind the engine (as a platform would): the reports read them until the
     # organization is summarized; measure both, then serve from the summary.
@@ -399,14 +440,35 @@ def main() -> None:
         with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     dsn = admin.set(database=name).render_as_string(hide_password=False)
-    out: dict = {"ads": args.ads, "links_requested": args.links, "requests": args.requests, "seconds": args.seconds,
-                 "concurrency": args.concurrency, "workers": args.workers or os.cpu_count(), "loadavg_before": os.getloadavg(),
-                 "database": name}  # fmt: skip
+    out: dict = {
+        "ads": args.ads,
+        "links_requested": args.links,
+        "requests": args.requests,
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "workers": args.workers or os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+        "database": name,
+    }
     server = ExitStack()  # the optiq serve process, once started
     try:
         if reused:
-            out.update({k: reused[k] for k in ("ads", "links_requested", "counts", "seed_steps_s", "seed_s", "explain_links",
-                                               "summary_rows", "summarize_s", "spend_summary_rows")})  # fmt: skip
+            out.update(
+                {
+                    k: reused[k]
+                    for k in (
+                        "ads",
+                        "links_requested",
+                        "counts",
+                        "seed_steps_s",
+                        "seed_s",
+                        "explain_links",
+                        "summary_rows",
+                        "summarize_s",
+                        "spend_summary_rows",
+                    )
+                }
+            )
             engine = create_engine(db.normalise_url(dsn), poolclass=pool.NullPool)
             with engine.begin() as conn:
                 _, token = keys.create_api_key(conn, organization_id=ORG, user_id="u_bench")

@@ -119,10 +119,16 @@ async def closed_loop(
     wall = time.perf_counter() - t0
     a = np.array(latencies)
     return {
-        "clients": clients, "requests": len(latencies), "seconds": wall, "rps": len(latencies) / wall,
-        "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)),
-        "max_ms": float(a.max()), "outcomes": dict(counts),
-    }  # fmt: skip
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "outcomes": dict(counts),
+    }
 
 
 async def burst(base: str, headers: dict[str, str], *, requests: int = 300, concurrency: int = 200) -> dict[str, Any]:
@@ -149,8 +155,14 @@ async def burst(base: str, headers: dict[str, str], *, requests: int = 300, conc
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(requests)))
-    return {"requests": requests, "concurrency": concurrency, "seconds": time.perf_counter() - t0,
-            "outcomes": dict(counts), "statuses": dict(statuses), "retry_after": dict(retry_after)}  # fmt: skip
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "seconds": time.perf_counter() - t0,
+        "outcomes": dict(counts),
+        "statuses": dict(statuses),
+        "retry_after": dict(retry_after),
+    }
 
 
 def rls_overhead(dsn: str, *, repeats: int = 5) -> list[dict[str, Any]]:
@@ -294,8 +306,12 @@ def main() -> None:
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     dsn = admin.set(database=name).render_as_string(hide_password=False)
-    out: dict[str, Any] = {"requests": args.requests, "seconds": args.seconds, "workers": args.workers or os.cpu_count(),
-                           "loadavg_before": os.getloadavg()}  # fmt: skip
+    out: dict[str, Any] = {
+        "requests": args.requests,
+        "seconds": args.seconds,
+        "workers": args.workers or os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+    }
     try:
         token = prepare(dsn, argparse.Namespace(ads=args.ads, links=args.links), out)
         headers = {"Authorization": f"Bearer {token}"}
@@ -313,8 +329,11 @@ def main() -> None:
             for n in args.levels:
                 res = asyncio.run(closed_loop(base, headers, clients=n, requests=args.requests, seconds=args.seconds))
                 out["curve"].append(res)
-                print(f"{n} clients: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.0f} ms, p95 {res['p95_ms']:.0f} ms, "
-                      f"p99 {res['p99_ms']:.0f} ms, {res['outcomes']}", flush=True)  # fmt: skip
+                print(
+                    f"{n} clients: {res['rps']:.0f} req/s, p50 {res['p50_ms']:.0f} ms, p95 {res['p95_ms']:.0f} ms, "
+                    f"p99 {res['p99_ms']:.0f} ms, {res['outcomes']}",
+                    flush=True,
+                )
             out["burst"] = asyncio.run(burst(base, headers, requests=args.burst, concurrency=args.burst_concurrency))
             print(f"burst: {out['burst']}", flush=True)
         out["loadavg_after"] = os.getloadavg()

@@ -82,9 +82,11 @@ def main() -> None:
         for models in (heuristic, heuristic, heuristic + ["MARKOV"]):
             t0 = time.perf_counter()
             result = attribute_spark(
-                read_parquet(spark, Path(tmp) / "tp.parquet"), read_parquet(spark, Path(tmp) / "cv.parquet"),
-                models=models, partitions=args.partitions,
-            )  # fmt: skip
+                read_parquet(spark, Path(tmp) / "tp.parquet"),
+                read_parquet(spark, Path(tmp) / "cv.parquet"),
+                models=models,
+                partitions=args.partitions,
+            )
             t1 = time.perf_counter()
             result.records.write.format("noop").mode("overwrite").save()
             t2 = time.perf_counter()
@@ -295,10 +297,13 @@ def measure(name: str, action, repeat: int, out: dict) -> None:
         runs.append({"wall": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "load": load()})
     out[name] = runs
     print(
-        f"{name:44s} wall " + " ".join(f"{r['wall']:7.2f}" for r in runs)
-        + "  cpu " + " ".join(f"{r['cpu']:7.2f}" for r in runs) + f"  load {runs[-1]['load']}",
+        f"{name:44s} wall "
+        + " ".join(f"{r['wall']:7.2f}" for r in runs)
+        + "  cpu "
+        + " ".join(f"{r['cpu']:7.2f}" for r in runs)
+        + f"  load {runs[-1]['load']}",
         flush=True,
-    )  # fmt: skip
+    )
 
 
 #: Weights of the two link sets may differ by this much (TIME_DECAY's POW against the engine's 2.0 ** x).

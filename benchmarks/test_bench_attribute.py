@@ -27,10 +27,18 @@ def data() -> oq.synthetic.SyntheticData:
 def canonical(links: pl.DataFrame) -> pl.DataFrame:
     return (
         links.with_columns(pl.col("model", "channel").cast(pl.String))
-        .select("conversion_id", "touchpoint_id", "model", "weight", "position", "touchpoint_count",
-                "credited_value_micros", "channel")
+        .select(
+            "conversion_id",
+            "touchpoint_id",
+            "model",
+            "weight",
+            "position",
+            "touchpoint_count",
+            "credited_value_micros",
+            "channel",
+        )
         .sort("model", "conversion_id", "position")
-    )  # fmt: skip
+    )
 
 
 def test_engine(benchmark, data) -> None:

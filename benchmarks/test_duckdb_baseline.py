@@ -129,16 +129,32 @@ def _worked_examples():
     """The Polars baseline's hand-checked inputs: (touchpoints, conversions, options)."""
     ties = tps([("tp_b", "u", T0 + DAY, "b_chan"), ("tp_c", "u", T0 + DAY, "direct"), ("tp_a", "u", T0 + DAY, "a")])
     resets = tps(
-        [("x1", "u", T0, "x"), ("x2", "u", T0 + 2 * DAY, "x"), ("x3", "u", T0 + 3 * DAY, "x"),
-         ("y1", "v", T0 + 9 * DAY, "x")]
-    )  # fmt: skip
+        [
+            ("x1", "u", T0, "x"),
+            ("x2", "u", T0 + 2 * DAY, "x"),
+            ("x3", "u", T0 + 3 * DAY, "x"),
+            ("y1", "v", T0 + 9 * DAY, "x"),
+        ]
+    )
     resets_cv = convs(
-        [("c1", "u", T0 + 2 * DAY, 10), ("c2", "u", T0 + 4 * DAY, 10), ("c3", "u", T0 + 5 * DAY, 10),
-         ("vb", "v", T0 + 10 * DAY, 10), ("va", "v", T0 + 10 * DAY, 10), ("nobody", "w", T0, 10)]
-    )  # fmt: skip
+        [
+            ("c1", "u", T0 + 2 * DAY, 10),
+            ("c2", "u", T0 + 4 * DAY, 10),
+            ("c3", "u", T0 + 5 * DAY, 10),
+            ("vb", "v", T0 + 10 * DAY, 10),
+            ("va", "v", T0 + 10 * DAY, 10),
+            ("nobody", "w", T0, 10),
+        ]
+    )
     T = T0 + 40 * DAY
-    edges = tps([("out", "u", T - 30 * DAY, "x"), ("in", "u", T - 30 * DAY + US, "x"), ("at_T", "u", T, "x"),
-                 ("after", "u", T + US, "x")])  # fmt: skip
+    edges = tps(
+        [
+            ("out", "u", T - 30 * DAY, "x"),
+            ("in", "u", T - 30 * DAY + US, "x"),
+            ("at_T", "u", T, "x"),
+            ("after", "u", T + US, "x"),
+        ]
+    )
     two = tps([("a", "u", T0, "x"), ("b", "u", T0 + US, "y")])
     four = tps([(f"a{i}", "u", T0 + i * US, "x") for i in range(4)])
     return [
@@ -219,8 +235,15 @@ def test_negative_remainders_take_units_back_like_the_engine(value, n, model, ha
     with duckdb.connect() as con:
         con.register("tp_in", tp.to_arrow())
         con.register("cv_in", cv.to_arrow())
-        params = {"lookback_us": 30 * 86_400_000_000, "half_life_us": float(half_life // US), "pb_first": 0.4,
-                  "pb_last": 0.4, "pb_first2": 0.5, "pb_last2": 0.5, "pb_mid": 1.0 - 0.4 - 0.4}  # fmt: skip
+        params = {
+            "lookback_us": 30 * 86_400_000_000,
+            "half_life_us": float(half_life // US),
+            "pb_first": 0.4,
+            "pb_last": 0.4,
+            "pb_first2": 0.5,
+            "pb_last2": 0.5,
+            "pb_mid": 1.0 - 0.4 - 0.4,
+        }
         with pytest.raises(duckdb.Error, match="needs negative_remainders=True"):
             con.sql(sql, params={k: v for k, v in params.items() if f"${k}" in sql}).fetchall()
 

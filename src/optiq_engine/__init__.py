@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it, imported on first access. A new public name is one line
 # here (plus its import under TYPE_CHECKING below, for type checkers and editors).
 _LAZY: dict[str, str] = {
-    "attribute": ".pipeline",
+    "attribute": ".attribution",
     "fit_paths": ".paths.fitting",
     "select_markov_order": ".paths.selection",
     "compare_conversion_models": ".paths.selection",
@@ -55,6 +55,7 @@ __all__ = [*_LAZY, *_SUBMODULES, "__version__"]
 
 if TYPE_CHECKING:  # the names' types for type checkers and editors
     from . import models  # noqa: F401
+    from .attribution import attribute  # noqa: F401
     from .channels import DEFAULT_CHANNEL_RULES, ChannelRule, ChannelRules, derive_channels  # noqa: F401
     from .config import AttributionConfig  # noqa: F401
     from .errors import ColumnNotFoundError, ConfigError, InputError, ModelError, OptiqError, SchemaError  # noqa: F401
@@ -65,7 +66,6 @@ if TYPE_CHECKING:  # the names' types for type checkers and editors
     from .paths import PathTable  # noqa: F401
     from .paths.fitting import fit_paths  # noqa: F401
     from .paths.selection import compare_conversion_models, select_markov_order  # noqa: F401
-    from .pipeline import attribute  # noqa: F401
     from .result import AttributionResult, combine_credit  # noqa: F401
     from .simulate import synthetic  # noqa: F401
     from .touchpoints import TouchpointExtraction, extract_touchpoints  # noqa: F401

@@ -45,8 +45,12 @@ def result_html(result: AttributionResult) -> str:
     ]
     if per_model and unattributed.height > everywhere:  # docs/data_driven.md §5: baseline conversions
         by_model = unattributed.filter(pl.col("model").is_not_null()).group_by("model", maintain_order=True).len()
-        facts.append(["also unattributed by one model (baseline conversions)",
-                      ", ".join(f"{m} {n:,}" for m, n in by_model.iter_rows())])  # fmt: skip
+        facts.append(
+            [
+                "also unattributed by one model (baseline conversions)",
+                ", ".join(f"{m} {n:,}" for m, n in by_model.iter_rows()),
+            ]
+        )
     quarantined = {k: v.height for k, v in result.quarantined.items() if v.height}
     if quarantined:
         facts.append(["quarantined", ", ".join(f"{k} {v:,}" for k, v in quarantined.items())])
@@ -94,8 +98,13 @@ def fitted_html(fitted: FittedModel) -> str:
     checks = getattr(fitted, "experiment_checks", None)
     if checks is not None:
         for r in checks.iter_rows(named=True):
-            facts.append([f"experiment on {r['channel']}", f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; "
-                          f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})"])  # fmt: skip
+            facts.append(
+                [
+                    f"experiment on {r['channel']}",
+                    f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; "
+                    f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})",
+                ]
+            )
     if fitted.baseline_conversions:  # docs/data_driven.md §5
         facts.append(["baseline conversions (no channel credited: unattributed)", f"{fitted.baseline_conversions:,}"])
     balance = getattr(fitted, "balance", None)
@@ -103,8 +112,11 @@ def fitted_html(fitted: FittedModel) -> str:
         facts.append(["links", "each conversion credited by its own φ with probability Σφ/p, else baseline"])
         facts.append(["credited shares vs share (half L1; the draws' noise)", f"{fitted.credit_gap:.4f}"])
     elif balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
-        how = (f"{balance.iterations} steps, largest relative error {balance.residual:.1e}" if balance.balanced
-               else "not balanced (transform='first')")  # fmt: skip
+        how = (
+            f"{balance.iterations} steps, largest relative error {balance.residual:.1e}"
+            if balance.balanced
+            else "not balanced (transform='first')"
+        )
         facts.append(["links balanced to the shares", how])
         facts.append(["credited shares vs share (half L1)", f"{fitted.credit_gap:.4f}"])
     cc = fitted.channel_credit.sort("share", descending=True)

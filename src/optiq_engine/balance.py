@@ -139,8 +139,9 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     n = len(table.channels)
     # DATA_DRIVEN: credited by its own φ and baseline draws (docs/data_driven.md §5)
     if isinstance(fit, FittedDataDriven) or fit.model.transform == "first":
-        return ChannelBalance(table.channels, np.ones(n), fit.shares * table.total_conversions, 0, float("nan"),
-                              0.0, 0.0, balanced=False)  # fmt: skip
+        return ChannelBalance(
+            table.channels, np.ones(n), fit.shares * table.total_conversions, 0, float("nan"), 0.0, 0.0, balanced=False
+        )
     # rows in path-hash order: the same sums in any order of the table (a run's, or Spark's concatenation)
     order = np.argsort(table.hashes, kind="stable")
     rank = np.empty(table.height, dtype=np.int64)
@@ -172,8 +173,11 @@ def balance_fit(fit: FittedModel, *, tol: float = TOLERANCE, max_iter: int = MAX
     if residual > tol:
         log.warning(
             "%s: the links credit some channel a relative %.2g away from its share x conversions; its "
-            "journeys cannot give it exactly that (docs/data_driven.md §5; %s)", fit.name, residual, out,
-        )  # fmt: skip
+            "journeys cannot give it exactly that (docs/data_driven.md §5; %s)",
+            fit.name,
+            residual,
+            out,
+        )
     return out
 
 

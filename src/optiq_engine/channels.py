@@ -12,9 +12,16 @@ import polars as pl
 from .errors import ConfigError
 
 __all__ = [
-    "ChannelRule", "ChannelRules", "DEFAULT_CHANNEL_RULES", "derive_channels", "channel_sql", "CLICK_ID_COLUMNS",
-    "direct_lookalikes", "clean_channel_labels", "confusable_channels",
-]  # fmt: skip
+    "ChannelRule",
+    "ChannelRules",
+    "DEFAULT_CHANNEL_RULES",
+    "derive_channels",
+    "channel_sql",
+    "CLICK_ID_COLUMNS",
+    "direct_lookalikes",
+    "clean_channel_labels",
+    "confusable_channels",
+]
 
 CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
 DIRECT = "direct"
@@ -299,7 +306,7 @@ def clean_channel_labels(column: pl.Series, labels: pl.Series | None = None) -> 
     if not labels.str.contains(r"^\s|\s$").any() and not (labels == "").any():
         return column
     cleaned = column.cast(pl.String).str.strip_chars()
-    return cleaned.set(cleaned == "", None)  # type: ignore[arg-type]
+    return cleaned.set(cleaned == "", None)
 
 
 def confusable_channels(channels: Sequence[str]) -> list[list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -90,15 +89,6 @@ def _positive_timedelta(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a whole number of microseconds, got {value}")
 
 
-def check_position_shares(first: float, last: float) -> None:
-    """Validate POSITION_BASED shares: each in [0, 1], first + last in (0, 1]."""
-    for name, v in (("first", first), ("last", last)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
-            raise ConfigError(f"position share {name} must be a number in [0, 1], got {v!r}")
-    if not 0 < first + last <= 1:
-        raise ConfigError(f"position shares first + last must be in (0, 1], got {first} + {last} = {first + last}")
-
-
 @dataclass(frozen=True)
 class AttributionConfig:
     """Options of :func:`optiq_engine.attribute` (docs/contract.md §2–§4).
@@ -112,7 +102,8 @@ class AttributionConfig:
     session_timeout
         Gap that splits sessions (journeys, docs/contract.md §5).
     position_first, position_last
-        Default shares of ``POSITION_BASED`` when the model is given by name.
+        Default shares of ``POSITION_BASED`` when the model is given by name (checked by
+        :class:`~optiq_engine.models.PositionBased`, as every model default below by its model).
     half_life
         Default half-life of ``TIME_DECAY`` when the model is given by name.
     direct_channels
@@ -189,10 +180,8 @@ class AttributionConfig:
     def __post_init__(self) -> None:
         _positive_timedelta("lookback", self.lookback)
         _positive_timedelta("session_timeout", self.session_timeout)
-        _positive_timedelta("half_life", self.half_life)
         if not isinstance(self.reset_after_conversion, bool):
             raise ConfigError(f"reset_after_conversion must be True or False, got {self.reset_after_conversion!r}")
-        check_position_shares(self.position_first, self.position_last)
         if isinstance(self.direct_channels, str) or not all(isinstance(c, str) for c in self.direct_channels):
             raise ConfigError(f"direct_channels must be a tuple of channel names, got {self.direct_channels!r}")
         object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
@@ -210,11 +199,13 @@ class AttributionConfig:
         check_value_options(self.value_column, self.value_unit)
         check_path_rules(self.touch_rule, self.drop_direct, self.max_touchpoints)
         check_identity(self.identity, self.identity_key)
-        from .models import Markov, Shapley  # the models validate their own options
-
         object.__setattr__(self, "experiments", tuple(self.experiments or ()))
-        Markov.from_config(self)
-        Shapley.from_config(self)
+        # The models' defaults are checked by the models: their classes own their options (no model module
+        # imports this one). Imported here, not at the top: the models pull in Numba.
+        from .models import Markov, PositionBased, Shapley, TimeDecay
+
+        for model in (PositionBased, TimeDecay, Markov, Shapley):
+            model.from_config(self)
 
     def with_options(self, **options: Any) -> AttributionConfig:
         """A copy with some fields replaced; unknown names raise :class:`ConfigError`.

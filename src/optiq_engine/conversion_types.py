@@ -29,8 +29,10 @@ import polars as pl
 from .config import AttributionConfig
 from .errors import ColumnNotFoundError, ConfigError, ConfusableIdWarning, ModelError, SchemaError, did_you_mean
 from .frames import Normalized
+from .matching import encode_channels, normalize_inputs
 from .models import HEURISTIC_MODELS, AttributionModel
 from .models.base import resolve_models
+from .pipeline import run_attribution
 from .result import TYPE_COLUMN, AttributionResult
 
 __all__ = ["BY", "TYPE_COLUMN", "attribute_by_name", "conversion_names", "type_configs"]
@@ -40,8 +42,16 @@ log = logging.getLogger(__name__)
 #: The values ``attribute(by=...)`` takes: the conversions' column whose values are the types.
 BY = ("name",)
 #: Options that read the input frames, applied once to all the types: they cannot differ per type.
-SHARED_OPTIONS = ("on_invalid", "channel_rules", "timezone", "timestamp_format", "value_column", "value_unit",
-                  "identity", "identity_key")  # fmt: skip
+SHARED_OPTIONS = (
+    "on_invalid",
+    "channel_rules",
+    "timezone",
+    "timestamp_format",
+    "value_column",
+    "value_unit",
+    "identity",
+    "identity_key",
+)
 
 Models = Sequence[str | AttributionModel] | str | AttributionModel | None
 
@@ -190,7 +200,6 @@ def attribute_by_name(
         The frames' own checks (:func:`optiq_engine.attribute`): missing columns, invalid rows with
         ``on_invalid="raise"``.
     """
-    from .pipeline import _encode_channels, normalize_inputs
     from .stages import stage_timer
 
     per_type = type_configs(config, models, conversion_types)
@@ -201,7 +210,7 @@ def attribute_by_name(
         tp_norm, cv_norm = normalize_inputs(touchpoints, conversions, config)
         cv = cv_norm.frame.with_columns(conversion_names(cv_norm.frame))
     with timed("encode"):
-        tp, _, _ = _encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
+        tp, _, _ = encode_channels(tp_norm.frame, config)  # derived once: every type sees the same channels
     identity = None
     if config.identity == "stitched":  # one stitch map of every type's rows (docs/contract.md §1.5)
         from .grouping import group_key_columns
@@ -242,7 +251,6 @@ def _run_type(
 ) -> AttributionResult:
     """One type's attribution: its conversions against every touchpoint, both validated (stage names
     prefixed with the type, seconds added to ``timings``)."""
-    from .pipeline import run_attribution
 
     def stage(step: str) -> None:
         if on_stage is not None:

@@ -113,8 +113,22 @@ def _user_ids(frame: pl.DataFrame, *, what: str) -> pl.Series:
 
 #: User ids that are no identity, compared without case and surrounding spaces: what a tag manager writes when
 #: nobody is logged in. Stitching by them would join every anonymous visitor into one person.
-PLACEHOLDER_USER_IDS = ("", "null", "none", "nil", "nan", "undefined", "unknown", "anonymous", "guest", "n/a",
-                        "na", "-", "0", "-1")  # fmt: skip
+PLACEHOLDER_USER_IDS = (
+    "",
+    "null",
+    "none",
+    "nil",
+    "nan",
+    "undefined",
+    "unknown",
+    "anonymous",
+    "guest",
+    "n/a",
+    "na",
+    "-",
+    "0",
+    "-1",
+)
 PLACEHOLDER_PATTERN = "(?i)^\\s*(" + "|".join(re.escape(p) for p in PLACEHOLDER_USER_IDS) + ")\\s*$"
 
 

@@ -69,8 +69,17 @@ _CLICK_IDS = ("gclid", "fbclid", "ttclid")
 _UTM = ("utm_source", "utm_medium", "utm_campaign")
 #: The input columns build_journeys reads (others are ignored).
 _COLUMNS = (
-    "event_id", "anon_id", "occurred_at", "type", *KEY_COLUMNS, "session_id", *_UTM, *_CLICK_IDS, "value_micros", "name",
-)  # fmt: skip
+    "event_id",
+    "anon_id",
+    "occurred_at",
+    "type",
+    *KEY_COLUMNS,
+    "session_id",
+    *_UTM,
+    *_CLICK_IDS,
+    "value_micros",
+    "name",
+)
 #: Test hook: mask applied to the primary group hash and touch-key hash (a small value provokes collisions).
 _NO_MASK = NO_MASK
 _HASH_MASK = _NO_MASK
@@ -184,9 +193,14 @@ def build_journeys(
     [('CONVERTED', 2, 1), ('IN_PROGRESS', 1, 0)]
     """
     return _build_journeys(
-        events, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid,
-        timezone=timezone, timestamp_format=timestamp_format,
-    )[0]  # fmt: skip
+        events,
+        session_timeout=session_timeout,
+        abandon_after=abandon_after,
+        as_of=as_of,
+        on_invalid=on_invalid,
+        timezone=timezone,
+        timestamp_format=timestamp_format,
+    )[0]
 
 
 @dataclass(frozen=True)
@@ -238,10 +252,7 @@ def _build_journeys(
         ev = normalized.frame.select(c for c in (*_COLUMNS, *keep) if c in normalized.frame.columns)
     parts = [c for c in KEY_COLUMNS if c in ev.columns] + ["anon_id"]
     if ev.height == 0:
-        empty = SortedTouchpoints(ev, np.zeros(0, dtype=np.int64), _nulls("session_id", pl.String, 0),
-                                  _nulls("journey_id", pl.String, 0)) if with_touchpoints else None  # fmt: skip
-        return JourneyResult(_empty_journeys(parts), _empty_journey_events(), _empty_sessions(),
-                             normalized.quarantined, timings, None), empty  # fmt: skip
+        return _empty_result(ev, parts, normalized.quarantined, timings, with_touchpoints=with_touchpoints)
 
     ev, keys, flags, ts, order, h_s, ts_s, flags_s = _sorted_events(ev, timed)
     event_id = ev.get_column("event_id")
@@ -277,9 +288,22 @@ def _build_journeys(
         status = np.where(converted, 0, np.where(as_of_us - ts_s[last] <= abandon_us, 1, 2)).astype(np.uint8)
         utm_rows = [_where(pos >= 0, touch_rank[order[np.maximum(pos, 0)]]) for pos in (first_utm, last_utm)]
         journeys = _journeys_frame(
-            ev, parts, keys, journey_id, session_id.gather(last), start_rows, last_rows, status, converted,
-            ts_s[offsets[:-1]], ts_s[last], touches, utm_rows, touch_count, np.diff(offsets),
-        )  # fmt: skip
+            ev,
+            parts,
+            keys,
+            journey_id,
+            session_id.gather(last),
+            start_rows,
+            last_rows,
+            status,
+            converted,
+            ts_s[offsets[:-1]],
+            ts_s[last],
+            touches,
+            utm_rows,
+            touch_count,
+            np.diff(offsets),
+        )
         journey_events, sessions, journey = _event_frames(offsets, journey_id, event_id.gather(order), session_id, ts_s)
         found = None
         if with_touchpoints:
@@ -287,15 +311,21 @@ def _build_journeys(
                 ev, order[first_pos], session_id.gather(first_pos), journey_id.gather(journey[first_pos])
             )
 
+    as_of = _EPOCH + timedelta(microseconds=as_of_us)
+    return JourneyResult(journeys, journey_events, sessions, normalized.quarantined, timings, as_of), found
+
+
+def _empty_result(
+    ev: pl.DataFrame, parts: list[str], quarantined: pl.DataFrame, timings: dict[str, float], *, with_touchpoints: bool
+) -> tuple[JourneyResult, SortedTouchpoints | None]:
+    """What :func:`_build_journeys` returns for no (valid) event: empty frames with their columns."""
     result = JourneyResult(
-        journeys=journeys,
-        journey_events=journey_events,
-        sessions=sessions,
-        quarantined=normalized.quarantined,
-        timings=timings,
-        as_of=_EPOCH + timedelta(microseconds=as_of_us),
+        _empty_journeys(parts), _empty_journey_events(), _empty_sessions(), quarantined, timings, None
     )
-    return result, found
+    if not with_touchpoints:
+        return result, None
+    no_ids = _nulls("session_id", pl.String, 0), _nulls("journey_id", pl.String, 0)
+    return result, SortedTouchpoints(ev, np.zeros(0, dtype=np.int64), *no_ids)
 
 
 def _sorted_events(

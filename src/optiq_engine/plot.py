@@ -267,8 +267,15 @@ def plot_transition_matrix(fitted: Any, *, ax: Axes | None = None, annotate: boo
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 if grid[i, j] > 0:
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                            color="black" if grid[i, j] > threshold else "white")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="black" if grid[i, j] > threshold else "white",
+                    )
     return ax
 
 
@@ -439,9 +446,13 @@ def plot_accuracy(scores: Any, *, ax: Axes | None = None, annotate: float | None
         rows = frame.filter(pl.col("model") == model)
         tv = 0.5 * float((rows.get_column("share") - rows.get_column("true_share")).abs().sum())
         ax.scatter(
-            rows.get_column("true_share"), rows.get_column("share"),
-            label=f"{model} (TV {tv:.3f})", marker=markers[i % len(markers)], s=30, alpha=0.8,
-        )  # fmt: skip
+            rows.get_column("true_share"),
+            rows.get_column("share"),
+            label=f"{model} (TV {tv:.3f})",
+            marker=markers[i % len(markers)],
+            s=30,
+            alpha=0.8,
+        )
         if annotate is not None:
             far = rows.filter((pl.col("share") - pl.col("true_share")).abs() >= annotate)
             for channel, share, true in far.select("channel", "share", "true_share").iter_rows():

@@ -41,8 +41,15 @@ log = logging.getLogger(__name__)
 
 #: Marketing parameters read from events: UTM parameters, then click ids.
 MARKETING_PARAMETERS = (
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "ttclid",
-)  # fmt: skip
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "fbclid",
+    "ttclid",
+)
 #: Keys looked up in ``properties`` for each parameter, first non-empty wins.
 PROPERTY_KEYS: dict[str, tuple[str, ...]] = {
     "utm_source": ("utm_source", "utmSource"),
@@ -186,9 +193,16 @@ def extract_touchpoints(
     with timed("parameters"):
         frame, bad = _parameters(events, on_invalid)
     result, found = _build_journeys(
-        frame, session_timeout=session_timeout, abandon_after=abandon_after, as_of=as_of, on_invalid=on_invalid,
-        with_touchpoints=True, keep=("utm_term", "utm_content"), timezone=timezone, timestamp_format=timestamp_format,
-    )  # fmt: skip
+        frame,
+        session_timeout=session_timeout,
+        abandon_after=abandon_after,
+        as_of=as_of,
+        on_invalid=on_invalid,
+        with_touchpoints=True,
+        keep=("utm_term", "utm_content"),
+        timezone=timezone,
+        timestamp_format=timestamp_format,
+    )
     assert found is not None
     for k, v in result.timings.items():
         timings[f"journeys: {k}"] = v
@@ -305,10 +319,14 @@ def resolve_parameters(events: Any) -> pl.DataFrame:
         sub = pl.DataFrame({"p": properties.gather(rows)})
         p = pl.col("p")
         values = sub.select(
-            *(pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in ks)).alias(f"_prop_{name}")
-              for name, ks in PROPERTY_KEYS.items()),
-            pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in URL_PROPERTY_KEYS)).alias("_page_url"),
-        )  # fmt: skip
+            *(
+                pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in ks)).alias(f"_prop_{name}")
+                for name, ks in PROPERTY_KEYS.items()
+            ),
+            pl.coalesce(*(_blank_is_null(p.str.json_path_match(f"$.{k}")) for k in URL_PROPERTY_KEYS)).alias(
+                "_page_url"
+            ),
+        )
         found |= {c: _scatter(values.get_column(c), rows, n) for c in values.columns}
     page: pl.Series | None = frame.get_column("url").cast(pl.String) if "url" in columns else None
     if "_page_url" in found:
@@ -385,9 +403,14 @@ def _touchpoint_rows(
         [pl.lit(None, pl.String).alias(c) for c in MARKETING_PARAMETERS if c not in taken.columns]
         + [session_id.alias("session_id"), journey_id.alias("journey_id")]
     ).select(
-        *parts, "session_id", "journey_id", "occurred_at", "event_id", *MARKETING_PARAMETERS,
+        *parts,
+        "session_id",
+        "journey_id",
+        "occurred_at",
+        "event_id",
+        *MARKETING_PARAMETERS,
         platform.alias("platform_code"),
-    )  # fmt: skip
+    )
 
 
 def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
@@ -408,9 +431,14 @@ def _with_ids(touchpoints: pl.DataFrame, parts: list[str]) -> pl.DataFrame:
     fill = [pl.col(c).fill_null(_NULL) for c in (*parts, "session_id")]
     base = keyed.select(
         pl.when(pl.col("_kind") == "utm")
-        .then(pl.concat_str([*fill, pl.lit("utm"), *(pl.col(c).fill_null(_NULL) for c in ("_value", "_medium", "_campaign"))], separator=_SEP))
+        .then(
+            pl.concat_str(
+                [*fill, pl.lit("utm"), *(pl.col(c).fill_null(_NULL) for c in ("_value", "_medium", "_campaign"))],
+                separator=_SEP,
+            )
+        )
         .otherwise(pl.concat_str([*fill, pl.col("_kind"), pl.col("_value")], separator=_SEP))
-    ).to_series()  # fmt: skip
+    ).to_series()
     # k: 1 for the first touchpoint of its (session, source), 2 when a conversion ended the journey and
     # the same source came back in the same session, ... (rows come in time order within a group).
     rank = np.ones(base.len(), dtype=np.int64)
@@ -497,12 +525,17 @@ def _resolve_campaigns(touchpoints: pl.DataFrame, campaigns: Any | None, ads: An
     by_any = usable.group_by([*org, "external_id"]).agg(_unique("campaign_id"))
     joined = joined.join(
         by_platform.rename({"campaign_id": "_c_platform"}),
-        left_on=[*org, "platform_code", "utm_campaign"], right_on=[*org, "platform_code", "external_id"],
-        how="left", maintain_order="left",
+        left_on=[*org, "platform_code", "utm_campaign"],
+        right_on=[*org, "platform_code", "external_id"],
+        how="left",
+        maintain_order="left",
     ).join(
         by_any.rename({"campaign_id": "_c_any"}),
-        left_on=[*org, "utm_campaign"], right_on=[*org, "external_id"], how="left", maintain_order="left",
-    )  # fmt: skip
+        left_on=[*org, "utm_campaign"],
+        right_on=[*org, "external_id"],
+        how="left",
+        maintain_order="left",
+    )
     campaign = pl.when(pl.col("platform_code").is_not_null()).then(pl.col("_c_platform")).otherwise(pl.col("_c_any"))
     joined = joined.with_columns(campaign.alias("campaign_id"), pl.lit(None, pl.String).alias("ad_id"))
     if ads is not None:
@@ -517,19 +550,26 @@ def _resolve_campaigns(touchpoints: pl.DataFrame, campaigns: Any | None, ads: An
         joined = (
             joined.join(
                 in_campaign.rename({"ad_id": "_a_campaign"}),
-                left_on=["campaign_id", "utm_content"], right_on=["campaign_id", "external_id"], how="left",
+                left_on=["campaign_id", "utm_content"],
+                right_on=["campaign_id", "external_id"],
+                how="left",
                 maintain_order="left",
             )
             .join(
                 ad_platform.rename({"ad_id": "_a_platform", "campaign_id": "_ac_platform"}),
-                left_on=[*org, "platform_code", "utm_content"], right_on=[*org, "platform_code", "external_id"],
-                how="left", maintain_order="left",
+                left_on=[*org, "platform_code", "utm_content"],
+                right_on=[*org, "platform_code", "external_id"],
+                how="left",
+                maintain_order="left",
             )
             .join(
                 ad_any.rename({"ad_id": "_a_any", "campaign_id": "_ac_any"}),
-                left_on=[*org, "utm_content"], right_on=[*org, "external_id"], how="left", maintain_order="left",
+                left_on=[*org, "utm_content"],
+                right_on=[*org, "external_id"],
+                how="left",
+                maintain_order="left",
             )
-        )  # fmt: skip
+        )
         has_campaign = pl.col("campaign_id").is_not_null()
         has_platform = pl.col("platform_code").is_not_null()
         ad_id = pl.when(has_campaign).then(pl.col("_a_campaign")).when(has_platform).then(pl.col("_a_platform"))

@@ -77,8 +77,18 @@ def _touchpoints_and_conversions(users: int = 12) -> tuple:
 def _events(users: int = 12):
     import polars as pl
 
-    rows: dict[str, list] = {"event_id": [], "anon_id": [], "occurred_at": [], "type": [], "utm_source": [],
-                             "utm_medium": [], "utm_campaign": [], "gclid": [], "url": [], "value_micros": []}  # fmt: skip
+    rows: dict[str, list] = {
+        "event_id": [],
+        "anon_id": [],
+        "occurred_at": [],
+        "type": [],
+        "utm_source": [],
+        "utm_medium": [],
+        "utm_campaign": [],
+        "gclid": [],
+        "url": [],
+        "value_micros": [],
+    }
     sources = (("google", "cpc", "brand", "g1"), ("newsletter", "email", "jan", None), (None, None, None, None))
     for u in range(users):
         for k in range(4):
@@ -130,10 +140,10 @@ def warm_up(*, data_driven: bool = False, on_stage: Callable[[str], None] | None
     >>> [s.name for s in warm_up()]  # doctest: +SKIP
     ['attribute: heuristic models', 'attribute: path rules', 'journeys', 'touchpoints']
     """
+    from .attribution import attribute
     from .journeys import build_journeys
     from .kernels._jit import compile_stats
     from .models import HEURISTIC_MODELS
-    from .pipeline import attribute
     from .touchpoints import extract_touchpoints
 
     tp, cv = _touchpoints_and_conversions()
@@ -199,9 +209,9 @@ def _quiet() -> Iterator[None]:
 def _data_driven(tp, cv) -> None:
     """DATA_DRIVEN on the tiny inputs, and the Poisson thinning it applies only above ``SELECT_JOURNEYS``
     journeys (the same call as :func:`~optiq_engine.models.conversion.choose_candidates`)."""
+    from .attribution import attribute
     from .kernels.bootstrap import poisson_counts
     from .models.conversion import _THINNING_REPLICATE
-    from .pipeline import attribute
 
     table = attribute(tp, cv, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"].paths
     poisson_counts(table.hashes, table.conversions * 0.5, table.nulls * 0.5, 0, _THINNING_REPLICATE)

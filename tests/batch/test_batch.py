@@ -78,9 +78,13 @@ def test_incremental_run_recomputes_only_users_with_new_events(database) -> None
     # One user gets a new touchpoint just before one of their conversions.
     conv = data.conversions.sort("conversion_id").row(0, named=True)
     new_tp = {
-        "id": "orgR_tp_new", "siteId": conv["site_id"], "anonId": conv["anon_id"],
-        "occurredAt": conv["occurred_at"] - timedelta(minutes=1), "utmSource": "newsletter", "utmMedium": "email",
-    }  # fmt: skip
+        "id": "orgR_tp_new",
+        "siteId": conv["site_id"],
+        "anonId": conv["anon_id"],
+        "occurredAt": conv["occurred_at"] - timedelta(minutes=1),
+        "utmSource": "newsletter",
+        "utmMedium": "email",
+    }
     with psycopg.connect(psycopg_dsn(url)) as conn:
         conn.execute(
             'INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt", "utmSource", "utmMedium") '

@@ -146,10 +146,19 @@ def _apply(conn: psycopg.Connection, change: tuple) -> None:
             conn.execute(
                 """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", "anonId", type, "occurredAt", "valueMicros",
                    name, "utmSource", "createdAt") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                (new_id, SITE, new_id, user, "CONVERSION" if kind == "conversion" else "PAGE_VIEW", when,
-                 1_000_000 * (1 + k_row % 50) if kind == "conversion" else None,
-                 "purchase" if kind == "conversion" else None, "google" if k_row % 2 else None, BACK_DATED),
-            )  # fmt: skip
+                (
+                    new_id,
+                    SITE,
+                    new_id,
+                    user,
+                    "CONVERSION" if kind == "conversion" else "PAGE_VIEW",
+                    when,
+                    1_000_000 * (1 + k_row % 50) if kind == "conversion" else None,
+                    "purchase" if kind == "conversion" else None,
+                    "google" if k_row % 2 else None,
+                    BACK_DATED,
+                ),
+            )
     elif action == "update_time":
         conn.execute(f'UPDATE "{table}" SET "occurredAt" = %s WHERE id = %s', (when, row_id))
     elif action == "update_user":
@@ -196,8 +205,10 @@ def test_the_change_log_names_back_dated_updated_and_deleted_rows(database: str)
             'SELECT id, "anonId", "occurredAt" FROM "TouchPoint" WHERE "siteId" = %s ORDER BY id LIMIT 1', (SITE,)
         ).fetchone()
         (start,) = conn.execute('SELECT coalesce(max(id), 0) FROM "EngineChange"').fetchone()
-        conn.execute('UPDATE "TouchPoint" SET "anonId" = %s, "occurredAt" = %s WHERE id = %s',
-                     ("anon_moved", at - timedelta(days=1), tp_id))  # fmt: skip
+        conn.execute(
+            'UPDATE "TouchPoint" SET "anonId" = %s, "occurredAt" = %s WHERE id = %s',
+            ("anon_moved", at - timedelta(days=1), tp_id),
+        )
         conn.execute('DELETE FROM "TouchPoint" WHERE id = %s', (tp_id,))
         conn.execute(
             """INSERT INTO "TouchPoint" (id, "siteId", "anonId", "occurredAt") VALUES

@@ -74,10 +74,20 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
     data.conversions.write_parquet(folder / "cv.parquet")
     out = folder / "out"
     done = subprocess.run(
-        [*_OPTIQ, "attribute", "--touchpoints", str(folder / "tp.parquet"), "--conversions", str(folder / "cv.parquet"),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *_OPTIQ,
+            "attribute",
+            "--touchpoints",
+            str(folder / "tp.parquet"),
+            "--conversions",
+            str(folder / "cv.parquet"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     yield folder / "tp.parquet", folder / "cv.parquet", out
 
@@ -167,8 +177,11 @@ def test_a_run_left_running_by_a_process_that_is_gone_becomes_abandoned(database
         summary = run_batch(url, organization_id="orgI", full=True)
     runs = dict(_runs(url))
     assert runs == {
-        "run_killed": "ABANDONED", "run_killed_k": "ABANDONED", "run_alive_l": "RUNNING", summary.run_id: "SUCCEEDED"
-    }  # fmt: skip
+        "run_killed": "ABANDONED",
+        "run_killed_k": "ABANDONED",
+        "run_alive_l": "RUNNING",
+        summary.run_id: "SUCCEEDED",
+    }
     with psycopg.connect(_dsn(url)) as conn:
         (finished, error) = conn.execute(
             """SELECT "finishedAt", summary->>'error' FROM "EngineRun" WHERE id = 'run_killed'"""

@@ -187,8 +187,12 @@ def test_a_load_through_a_sqlalchemy_connection_commits_with_it(url: str) -> Non
         with engine.begin() as conn:
             assert load_events(_events(), conn, organization_id="acme", site_id="acme-web", create=True).inserted == 4
         with pytest.raises(RuntimeError), engine.begin() as conn:
-            load_events(_events().with_columns(event_id=pl.lit("z") + pl.col("event_id")), conn,
-                        organization_id="acme", site_id="acme-web")  # fmt: skip
+            load_events(
+                _events().with_columns(event_id=pl.lit("z") + pl.col("event_id")),
+                conn,
+                organization_id="acme",
+                site_id="acme-web",
+            )
             raise RuntimeError("the caller fails after the load")
     finally:
         engine.dispose()
@@ -373,8 +377,11 @@ def test_demo_seeds_an_organization_through_the_loader_and_runs_the_nightly_job(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "optiq keys create" in result.output and "/v1/metrics" in result.output and "optiq serve" in result.output
-    (events,) = _rows(url, """SELECT count(*) FROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"
-                              WHERE s."organizationId" = 'demo'""")[0]  # fmt: skip
+    (events,) = _rows(
+        url,
+        """SELECT count(*) FROM "TrackingEvent" e JOIN "TrackingSite" s ON s.id = e."siteId"
+                              WHERE s."organizationId" = 'demo'""",
+    )[0]
     data = oq.synthetic.generate(n_users=300, seed=0)
     assert events == data.touchpoints.height + data.conversions.height
     assert _rows(

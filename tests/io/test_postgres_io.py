@@ -110,9 +110,12 @@ def test_a_few_users_are_read_by_index_probes_as_the_scan_reads_them(seeded, mon
     url, orgs = seeded
     users = orgs["orgA"].conversions["anon_id"].unique().sort().head(40).to_list()
     window = postgres.Window(
-        organization_id="orgA", site_id=site, start=datetime(2026, 2, 1, tzinfo=UTC), lookback=timedelta(days=7),
+        organization_id="orgA",
+        site_id=site,
+        start=datetime(2026, 2, 1, tzinfo=UTC),
+        lookback=timedelta(days=7),
         anon_ids=(*users, *users[:5], "nobody"),
-    )  # fmt: skip
+    )
     probed, fetched = [], []
     real_few, real_fetch = postgres.read._few, postgres.read._fetch
     monkeypatch.setattr(
@@ -420,9 +423,10 @@ def test_the_write_transaction_compresses_its_wal_when_the_role_may(writable, ro
 
 
 @pytest.mark.parametrize(
-    ("as_app_role", "probe"), [(False, False), (False, True), (True, False)],
+    ("as_app_role", "probe"),
+    [(False, False), (False, True), (True, False)],
     ids=["superuser", "superuser, index probes", "app role"],
-)  # fmt: skip
+)
 def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_written(
     writable, monkeypatch, as_app_role, probe
 ) -> None:
@@ -439,9 +443,12 @@ def test_links_referencing_a_missing_touchpoint_are_refused_and_nothing_is_writt
     )
     with _app_role(url) if as_app_role else nullcontext(url) as write_url, pytest.raises(Exception) as refused:
         postgres.write_links(
-            write_url, bad, organization_id="orgW", conversion_ids=cv["conversion_id"],
+            write_url,
+            bad,
+            organization_id="orgW",
+            conversion_ids=cv["conversion_id"],
             models=list(changed.model_names),
-        )  # fmt: skip
+        )
     if as_app_role:  # Postgres' own per-row check
         assert "foreign key" in str(refused.value) and "touchPointId" in str(refused.value)
     else:  # the set-based check, before anything is inserted

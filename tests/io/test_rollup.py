@@ -208,13 +208,18 @@ def _queries() -> list[MetricsQuery]:
                 for daily, compare in ((False, True), (True, False), (True, True)):
                     out.append(MetricsQuery(org, start, end, model="LINEAR", grain=grain, daily=daily, compare=compare))  # type: ignore[arg-type]
     filters: list[dict[str, Any]] = [
-        {"grain": "ad_account", "campaign_id": "accA1_c0"}, {"grain": "campaign", "ad_id": "accA2_c0_ad1"},
-        {"grain": "channel", "platform": "GOOGLE_ADS"}, {"grain": "channel", "ad_account_id": "accA2"},
-        {"grain": "platform", "ad_account_id": "accA3"}, {"grain": "organization", "conversion": _USD},
-        {"grain": "channel", "conversion": _USD, "daily": True}, {"grain": "channel", "channel_rules": _RULES},
+        {"grain": "ad_account", "campaign_id": "accA1_c0"},
+        {"grain": "campaign", "ad_id": "accA2_c0_ad1"},
+        {"grain": "channel", "platform": "GOOGLE_ADS"},
+        {"grain": "channel", "ad_account_id": "accA2"},
+        {"grain": "platform", "ad_account_id": "accA3"},
+        {"grain": "organization", "conversion": _USD},
+        {"grain": "channel", "conversion": _USD, "daily": True},
+        {"grain": "channel", "channel_rules": _RULES},
         {"grain": "ad", "model": "LAST_TOUCH", "platform": "META"},
-        {"grain": "campaign", "conversion": _USD}, {"grain": "ad_account", "conversion": CurrencyConversion("USD")},
-    ]  # fmt: skip
+        {"grain": "campaign", "conversion": _USD},
+        {"grain": "ad_account", "conversion": CurrencyConversion("USD")},
+    ]
     return out + [MetricsQuery("orgA", *_LONG, **f) for f in filters]
 
 
@@ -230,8 +235,12 @@ def test_reports_from_the_summary_equal_reports_from_the_links(service_db) -> No
     ds, url = service_db
     engine = create_engine(db.normalise_url(url), poolclass=pool.NullPool)
     queries = _queries()
-    credit_args = [dict(organization_id=o, start=s, end=e, grain=g) for o in ("orgA", "orgB") for s, e in
-                   ((date(2024, 3, 8), date(2024, 3, 14)), _LONG) for g in ("channel", "campaign", "platform")]  # fmt: skip
+    credit_args = [
+        dict(organization_id=o, start=s, end=e, grain=g)
+        for o in ("orgA", "orgB")
+        for s, e in ((date(2024, 3, 8), date(2024, 3, 14)), _LONG)
+        for g in ("channel", "campaign", "platform")
+    ]
     with engine.connect() as conn:
         from_links = [_report(q, conn) for q in queries]
         credit_from_links = [read_credit(conn, **a) for a in credit_args]  # type: ignore[arg-type]
@@ -303,8 +312,11 @@ _change = st.tuples(
 
 @pytest.mark.postgres
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(changes=st.lists(_change, max_size=12), extra_scope=st.lists(st.sampled_from(_CONVERSIONS), max_size=5),
-       models=st.sampled_from([["LINEAR"], ["LAST_TOUCH"], ["LINEAR", "LAST_TOUCH"]]))  # fmt: skip
+@given(
+    changes=st.lists(_change, max_size=12),
+    extra_scope=st.lists(st.sampled_from(_CONVERSIONS), max_size=5),
+    models=st.sampled_from([["LINEAR"], ["LAST_TOUCH"], ["LINEAR", "LAST_TOUCH"]]),
+)
 def test_engine_deltas_equal_a_rebuild_after_random_rewrites(summarized_db: str, changes, extra_scope, models) -> None:
     """Rewrites of the links of a scope (deleted, reweighted, added, moved to another touchpoint of the
     organization, possibly in another ad account and time zone) inside ``credit_maintained``."""
@@ -382,10 +394,16 @@ def test_resummarizing_repairs_coarser_levels_that_disagree_with_the_detail(summ
 @pytest.mark.postgres
 def test_write_links_keeps_a_summarized_organization_right(summarized_db: str) -> None:
     url = summarized_db
-    links = pl.DataFrame({
-        "conversion_id": ["orgA_cv3", "orgA_cv3"], "touchpoint_id": ["orgA_tp0", "orgA_tp1"], "model": ["LINEAR", "LINEAR"],
-        "weight": [0.75, 0.25], "position": [1, 2], "touchpoint_count": [2, 2],
-    })  # fmt: skip
+    links = pl.DataFrame(
+        {
+            "conversion_id": ["orgA_cv3", "orgA_cv3"],
+            "touchpoint_id": ["orgA_tp0", "orgA_tp1"],
+            "model": ["LINEAR", "LINEAR"],
+            "weight": [0.75, 0.25],
+            "position": [1, 2],
+            "touchpoint_count": [2, 2],
+        }
+    )
     counts = postgres.write_links(
         url, links, organization_id="orgA", conversion_ids=pl.Series(["orgA_cv3"]), models=["LINEAR"]
     )

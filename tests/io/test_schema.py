@@ -28,12 +28,34 @@ from tests.support.pg import fresh_database  # noqa: E402
 
 # --- the document, transcribed ----------------------------------------------------------------------
 DOC_TABLES = {
-    "User", "Account", "Session", "Organization", "Membership", "Subscription", "Platform", "AdAccount",
-    "Campaign", "Ad", "GoogleAdsCredential", "MetaAdsCredential", "TikTokAdsCredential",
-    "DailyAdAccountMetric", "DailyCampaignMetric", "DailyAdMetric", "TrackingSite", "TrackingEvent",
-    "TouchPoint", "AttributionLink", "Journey", "JourneyEvent", "AlertRule", "AlertEvent", "IngestionJob",
-    "InAppNotification", "OrganizationSettings",
-}  # fmt: skip
+    "User",
+    "Account",
+    "Session",
+    "Organization",
+    "Membership",
+    "Subscription",
+    "Platform",
+    "AdAccount",
+    "Campaign",
+    "Ad",
+    "GoogleAdsCredential",
+    "MetaAdsCredential",
+    "TikTokAdsCredential",
+    "DailyAdAccountMetric",
+    "DailyCampaignMetric",
+    "DailyAdMetric",
+    "TrackingSite",
+    "TrackingEvent",
+    "TouchPoint",
+    "AttributionLink",
+    "Journey",
+    "JourneyEvent",
+    "AlertRule",
+    "AlertEvent",
+    "IngestionJob",
+    "InAppNotification",
+    "OrganizationSettings",
+}
 
 #: "Unique Constraint:" lines, plus fields the document calls unique.
 DOC_UNIQUE = [
@@ -85,8 +107,15 @@ DOC_ENUMS = {
     "AdAccountStatus": ("ACTIVE", "PAUSED", "ARCHIVED", "DELETED"),
     "EventType": ("PAGE_VIEW", "CONVERSION", "CUSTOM"),
     "AttributionModel": (
-        "FIRST_TOUCH", "LAST_TOUCH", "LAST_NON_DIRECT", "LINEAR", "POSITION_BASED", "TIME_DECAY", "MARKOV",
-        "SHAPLEY", "DATA_DRIVEN",
+        "FIRST_TOUCH",
+        "LAST_TOUCH",
+        "LAST_NON_DIRECT",
+        "LINEAR",
+        "POSITION_BASED",
+        "TIME_DECAY",
+        "MARKOV",
+        "SHAPLEY",
+        "DATA_DRIVEN",
     ),
     "JourneyStatus": ("IN_PROGRESS", "CONVERTED", "ABANDONED"),
     "AlertType": ("SPEND_THRESHOLD", "CONVERSION_DROP", "CPA_SPIKE", "ROAS_DROP", "CLICK_ANOMALY", "CUSTOM"),
@@ -95,7 +124,7 @@ DOC_ENUMS = {
     "AlertEventStatus": ("TRIGGERED", "ACKNOWLEDGED", "RESOLVED", "DISMISSED"),
     "IngestionJobType": ("DAILY_SYNC", "BACKFILL", "MANUAL"),
     "IngestionJobStatus": ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"),
-}  # fmt: skip
+}
 
 #: (table, column) -> enum type.
 DOC_ENUM_COLUMNS = {
@@ -374,10 +403,15 @@ def test_column_types(upgraded: str, inspector: sa.Inspector) -> None:
 def test_engine_tables_and_the_open_alert_index(inspector: sa.Inspector) -> None:
     columns = {c["name"]: (str(c["type"]), c["nullable"]) for c in inspector.get_columns("ApiKey")}
     assert columns == {
-        "id": ("TEXT", False), "organizationId": ("TEXT", False), "userId": ("TEXT", False), "name": ("TEXT", False),
-        "keyHash": ("TEXT", False), "revokedAt": ("TIMESTAMP", True), "createdAt": ("TIMESTAMP", False),
+        "id": ("TEXT", False),
+        "organizationId": ("TEXT", False),
+        "userId": ("TEXT", False),
+        "name": ("TEXT", False),
+        "keyHash": ("TEXT", False),
+        "revokedAt": ("TIMESTAMP", True),
+        "createdAt": ("TIMESTAMP", False),
         "updatedAt": ("TIMESTAMP", False),
-    }  # fmt: skip
+    }
     assert inspector.get_pk_constraint("ApiKey")["name"] == "ApiKey_pkey"
     fks = {
         fk["constrained_columns"][0]: (fk["name"], fk["referred_table"], fk["options"].get("ondelete"))
@@ -403,10 +437,15 @@ def test_a_rule_has_at_most_one_open_event(upgraded: str) -> None:
     def event(conn: sa.Connection, n: int, status: str) -> None:
         conn.execute(
             schema.alert_event.insert().values(
-                id=f"ae_{n}", organizationId="org_open", alertRuleId="ar_open", status=status, severity="WARNING",
-                title="t", message="m",
+                id=f"ae_{n}",
+                organizationId="org_open",
+                alertRuleId="ar_open",
+                status=status,
+                severity="WARNING",
+                title="t",
+                message="m",
             )
-        )  # fmt: skip
+        )
 
     with engine_of(upgraded) as engine:
         try:
@@ -471,17 +510,29 @@ def test_values_round_trip_through_touchpoint_and_attribution_link(upgraded: str
                 _tenant(conn, "rt")
                 conn.execute(
                     schema.tracking_event.insert().values(
-                        id="ev_1", siteId="site_rt", eventId="e-1", type="CONVERSION", name="purchase ✓",
-                        occurredAt=paris, anonId=text_value, valueMicros=big, properties={"items": ["ü", 1, None]},
+                        id="ev_1",
+                        siteId="site_rt",
+                        eventId="e-1",
+                        type="CONVERSION",
+                        name="purchase ✓",
+                        occurredAt=paris,
+                        anonId=text_value,
+                        valueMicros=big,
+                        properties={"items": ["ü", 1, None]},
                     )
-                )  # fmt: skip
+                )
                 conn.execute(schema.touch_point.insert().values(**touch))
                 conn.execute(
                     schema.attribution_link.insert().values(
-                        id="al_1", conversionId="ev_1", touchPointId="tp_ü_1", model="DATA_DRIVEN",
-                        weight=1 / 3, position=1, touchPointCount=2**31 - 1,
+                        id="al_1",
+                        conversionId="ev_1",
+                        touchPointId="tp_ü_1",
+                        model="DATA_DRIVEN",
+                        weight=1 / 3,
+                        position=1,
+                        touchPointCount=2**31 - 1,
                     )
-                )  # fmt: skip
+                )
             with engine.connect() as conn:
                 row = conn.execute(sa.select(schema.touch_point).where(schema.touch_point.c.id == "tp_ü_1")).one()
                 link = conn.execute(sa.select(schema.attribution_link)).one()
@@ -518,23 +569,35 @@ def test_deletes_cascade_to_links_and_tenant_data(upgraded: str) -> None:
             for i in range(3):
                 conn.execute(
                     schema.tracking_event.insert().values(
-                        id=f"ev_c{i}", siteId=ids["site"], eventId=f"e{i}", type="CONVERSION" if i else "PAGE_VIEW",
-                        occurredAt=t0 + timedelta(hours=i), anonId="a",
+                        id=f"ev_c{i}",
+                        siteId=ids["site"],
+                        eventId=f"e{i}",
+                        type="CONVERSION" if i else "PAGE_VIEW",
+                        occurredAt=t0 + timedelta(hours=i),
+                        anonId="a",
                     )
-                )  # fmt: skip
+                )
                 conn.execute(
                     schema.touch_point.insert().values(
-                        id=f"tp_c{i}", siteId=ids["site"], anonId="a", occurredAt=t0 + timedelta(hours=i),
+                        id=f"tp_c{i}",
+                        siteId=ids["site"],
+                        anonId="a",
+                        occurredAt=t0 + timedelta(hours=i),
                         trackingEventId=f"ev_c{i}",
                     )
-                )  # fmt: skip
+                )
             for i, (conversion, touch) in enumerate([("ev_c1", "tp_c0"), ("ev_c2", "tp_c1"), ("ev_c2", "tp_c2")]):
                 conn.execute(
                     schema.attribution_link.insert().values(
-                        id=f"al_c{i}", conversionId=conversion, touchPointId=touch, model="LINEAR", weight=1.0,
-                        position=1, touchPointCount=1,
+                        id=f"al_c{i}",
+                        conversionId=conversion,
+                        touchPointId=touch,
+                        model="LINEAR",
+                        weight=1.0,
+                        position=1,
+                        touchPointCount=1,
                     )
-                )  # fmt: skip
+                )
             conn.execute(
                 schema.journey.insert().values(
                     id="j_c", organizationId=ids["org"], anonId="a", startedAt=t0, lastActivityAt=t0
@@ -596,14 +659,16 @@ def test_migration_0003_down_and_up_and_over_a_service_made_api_key_table(postgr
         assert "AlertEvent_alertRuleId_key" not in {name for name, _ in down["indexes"]["AlertEvent"]}
         # What the service created on its own before 0003 (CREATE TABLE IF NOT EXISTS), with a key in it.
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                """CREATE TABLE "ApiKey" (id text PRIMARY KEY,
+            conn.execute(
+                sa.text(
+                    """CREATE TABLE "ApiKey" (id text PRIMARY KEY,
                 "organizationId" text NOT NULL REFERENCES "Organization"(id) ON DELETE CASCADE ON UPDATE CASCADE,
                 "userId" text NOT NULL REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE,
                 name text NOT NULL, "keyHash" text NOT NULL, "revokedAt" timestamp(6) with time zone,
                 "createdAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP,
                 "updatedAt" timestamp(6) with time zone NOT NULL DEFAULT CURRENT_TIMESTAMP)"""
-            ))  # fmt: skip
+                )
+            )
             conn.execute(sa.text('CREATE INDEX "ApiKey_organizationId_idx" ON "ApiKey" ("organizationId")'))
             _tenant(conn, "keys")
             conn.execute(schema.user.insert().values(id="u_keys", email="k@example.com"))
@@ -659,12 +724,14 @@ def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_u
         with engine.begin() as conn:
             conn.execute(sa.text('DROP INDEX "AlertEvent_alertRuleId_key"'))  # nor the engine's index (0003)
             _tenant(conn, "p")
-            conn.execute(sa.text(
-                """INSERT INTO "Platform" (id, code, name) VALUES ('plt_p', 'GOOGLE_ADS', 'Google Ads');
+            conn.execute(
+                sa.text(
+                    """INSERT INTO "Platform" (id, code, name) VALUES ('plt_p', 'GOOGLE_ADS', 'Google Ads');
                 INSERT INTO "AdAccount" (id, "organizationId", "platformId", "externalId") VALUES ('acc_p', 'org_p', 'plt_p', 'x');
                 INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
                 VALUES ('m1', 'org_p', 'acc_p', '2024-05-01', 7, 5000000, now())"""
-            ))  # fmt: skip
+                )
+            )
         with caplog.at_level(logging.WARNING):
             assert db.stamp(url) == "0001"
         assert not [
@@ -673,18 +740,25 @@ def test_a_platform_database_without_the_engines_tables_is_stamped_at_0001_and_u
         db.upgrade(url)
         assert db.current(url) == db.head() and db.compare(url) == []
         with engine.begin() as conn:  # the spend summary was filled from the rows there, and follows new ones
-            conn.execute(sa.text(
-                """INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
+            conn.execute(
+                sa.text(
+                    """INSERT INTO "DailyAdAccountMetric" (id, "organizationId", "adAccountId", date, clicks, "spendMicros", "updatedAt")
                 VALUES ('m2', 'org_p', 'acc_p', '2024-05-02', 1, 1000000, now())"""
-            ))  # fmt: skip
+                )
+            )
             rows = conn.execute(
                 sa.text('SELECT span, day, clicks, "spendMicros" FROM "EngineSpendDaily" ORDER BY span, day')
             ).all()
         assert [(r[0], str(r[1]), r[2], int(r[3])) for r in rows] == [
-            (1, "2024-05-01", 7, 5000000), (1, "2024-05-02", 1, 1000000), (2, "2024-05-01", 8, 6000000),
-            (4, "2024-05-01", 8, 6000000), (8, "2024-04-27", 8, 6000000), (16, "2024-04-27", 8, 6000000),
-            (32, "2024-04-27", 8, 6000000), (64, "2024-04-27", 8, 6000000),
-        ]  # fmt: skip
+            (1, "2024-05-01", 7, 5000000),
+            (1, "2024-05-02", 1, 1000000),
+            (2, "2024-05-01", 8, 6000000),
+            (4, "2024-05-01", 8, 6000000),
+            (8, "2024-04-27", 8, 6000000),
+            (16, "2024-04-27", 8, 6000000),
+            (32, "2024-04-27", 8, 6000000),
+            (64, "2024-04-27", 8, 6000000),
+        ]
 
 
 @pytest.mark.postgres

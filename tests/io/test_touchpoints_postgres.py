@@ -52,9 +52,14 @@ def database(postgres_url: str) -> Iterator[tuple[str, dict[str, oq.synthetic.Sy
                 conn.execute(
                     """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, "occurredAt", "anonId", url, properties)
                        VALUES (%s, %s, %s, 'PAGE_VIEW', '2020-01-01T00:00:00Z', 'u_props', %s, %s)""",
-                    (f"{org}_ev_p", f"site_{org}", "ev_p", "https://shop.example/?gclid=GX&utm_campaign=777",
-                     '{"utm_content": "888"}'),
-                )  # fmt: skip
+                    (
+                        f"{org}_ev_p",
+                        f"site_{org}",
+                        "ev_p",
+                        "https://shop.example/?gclid=GX&utm_campaign=777",
+                        '{"utm_content": "888"}',
+                    ),
+                )
         yield url, orgs
 
 
@@ -77,12 +82,15 @@ def test_extracting_run_writes_engine_touchpoints_links_equal_in_memory_and_reru
     campaigns, ads = postgres.read_campaigns(url, "orgA")
     extraction = oq.extract_touchpoints(events, campaigns=campaigns, ads=ads)
     in_db = pl.DataFrame(
-        _rows(url, """SELECT tp.id, tp."trackingEventId", tp."platformCode"::text, tp."campaignId", tp."adId"
+        _rows(
+            url,
+            """SELECT tp.id, tp."trackingEventId", tp."platformCode"::text, tp."campaignId", tp."adId"
                       FROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId"
-                      WHERE s."organizationId" = 'orgA' AND tp.id ~ '^tp_' ORDER BY tp.id"""),
+                      WHERE s."organizationId" = 'orgA' AND tp.id ~ '^tp_' ORDER BY tp.id""",
+        ),
         schema=dict.fromkeys(["touchpoint_id", "event_id", "platform_code", "campaign_id", "ad_id"], pl.String),
         orient="row",
-    )  # fmt: skip
+    )
     assert in_db.equals(extraction.touchpoints.select(in_db.columns).sort("touchpoint_id"))
     props = extraction.touchpoints.filter(pl.col("event_id") == "orgA_ev_p").row(0, named=True)
     assert (props["gclid"], props["platform_code"], props["campaign_id"], props["ad_id"]) == (
@@ -92,18 +100,24 @@ def test_extracting_run_writes_engine_touchpoints_links_equal_in_memory_and_reru
         "ad1",
     )
     expected = oq.attribute(extraction.touchpoints, postgres.read_conversions(url, window)).links
-    links = _rows(url, """SELECT l."conversionId", l."touchPointId", l.model::text, l.weight FROM "AttributionLink" l
+    links = _rows(
+        url,
+        """SELECT l."conversionId", l."touchPointId", l.model::text, l.weight FROM "AttributionLink" l
                           JOIN "TrackingEvent" e ON e.id = l."conversionId" JOIN "TrackingSite" s ON s.id = e."siteId"
-                          WHERE s."organizationId" = 'orgA' ORDER BY 1, 2, 3""")  # fmt: skip
+                          WHERE s."organizationId" = 'orgA' ORDER BY 1, 2, 3""",
+    )
     want = expected.select("conversion_id", "touchpoint_id", pl.col("model").cast(pl.String), "weight").sort(
         "conversion_id", "touchpoint_id", "model"
     )
     assert [r[:3] for r in links] == [r[:3] for r in want.rows()]
     assert all(link[1].startswith("tp_") for link in links)
     # Journeys: touchPointCount equals the engine touchpoints of the journey.
-    (bad,) = _rows(url, """SELECT count(*) FROM "Journey" j WHERE j."organizationId" = 'orgA' AND j."touchPointCount" <>
+    (bad,) = _rows(
+        url,
+        """SELECT count(*) FROM "Journey" j WHERE j."organizationId" = 'orgA' AND j."touchPointCount" <>
         (SELECT count(*) FROM "TouchPoint" tp JOIN "JourneyEvent" je ON je."trackingEventId" = tp."trackingEventId"
-         WHERE je."journeyId" = j.id AND tp.id ~ '^tp_')""")[0]  # fmt: skip
+         WHERE je."journeyId" = j.id AND tp.id ~ '^tp_')""",
+    )[0]
     assert bad == 0
     again = run_batch(url, organization_id="orgA", full=True, extract_touchpoints=True)
     assert (again.touchpoints_changed, again.inserted, again.updated, again.deleted, again.journeys_changed) == (
@@ -132,8 +146,11 @@ def test_two_organizations_sharing_anon_ids_get_their_own_touchpoints(database) 
     b = set(_rows(url, """SELECT id FROM "TouchPoint" WHERE "siteId" = 'site_orgB' AND id ~ '^tp_'"""))
     assert a and b and not (a & b)
     # orgB's links only reach orgB's touchpoints; the props event of orgB resolves no campaign (orgA's).
-    (cross,) = _rows(url, """SELECT count(*) FROM "AttributionLink" l JOIN "TouchPoint" tp ON tp.id = l."touchPointId"
-        JOIN "TrackingEvent" e ON e.id = l."conversionId" WHERE tp."siteId" <> e."siteId" """)[0]  # fmt: skip
+    (cross,) = _rows(
+        url,
+        """SELECT count(*) FROM "AttributionLink" l JOIN "TouchPoint" tp ON tp.id = l."touchPointId"
+        JOIN "TrackingEvent" e ON e.id = l."conversionId" WHERE tp."siteId" <> e."siteId" """,
+    )[0]
     assert cross == 0
     assert _rows(url, """SELECT "campaignId" FROM "TouchPoint" WHERE "trackingEventId" = 'orgB_ev_p'""") == [(None,)]
 
@@ -157,8 +174,12 @@ def test_merge_deletes_only_stale_engine_rows_of_users_in_scope(database) -> Non
     assert _rows(url, _PLATFORM_ROWS) == platform_before
     # Refused: a platform id, or a site of another organization; nothing written.
     with pytest.raises(InputError, match="not engine ids"), postgres.transaction(url) as cur:
-        postgres.merge_touchpoints(cur, mine.with_columns(pl.lit("ckxyz").alias("touchpoint_id")),
-                                   organization_id="orgA", anon_ids=pl.Series([user]))  # fmt: skip
+        postgres.merge_touchpoints(
+            cur,
+            mine.with_columns(pl.lit("ckxyz").alias("touchpoint_id")),
+            organization_id="orgA",
+            anon_ids=pl.Series([user]),
+        )
     with pytest.raises(InputError, match="outside organization"), postgres.transaction(url) as cur:
         postgres.merge_touchpoints(cur, mine, organization_id="orgB", anon_ids=pl.Series([user]))
     assert _rows(url, """SELECT count(*) FROM "TouchPoint" WHERE id ~ '^tp_'""") == [(tps.height - 1,)]

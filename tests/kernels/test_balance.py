@@ -140,8 +140,12 @@ def test_feasible_targets_are_met_like_the_reference(case) -> None:
     # kernel equals the reference above, and random search found a matrix at 1.0018e-6 after 1000 steps
     assert residual <= TOL or (iterations == MAX_ITER and residual <= 2e-6), (iterations, residual)
     close = 1e-9 if residual <= TOL else 2e-6
-    totals = _totals([r for r, f in zip(rows, ref["free"], strict=True) if f],
-                     [w for w, f in zip(weights, ref["free"], strict=True) if f], scale, n)  # fmt: skip
+    totals = _totals(
+        [r for r, f in zip(rows, ref["free"], strict=True) if f],
+        [w for w, f in zip(weights, ref["free"], strict=True) if f],
+        scale,
+        n,
+    )
     np.testing.assert_allclose(totals, effective, rtol=close, atol=1e-12)
     for row in rows:  # the balanced matrix is unique: kernel and reference give the same weights
         mine, theirs = balanced_weights(row, list(scale)), balanced_weights(row, ref["scale"])
@@ -177,8 +181,12 @@ def test_any_targets_keep_the_invariants(case, value) -> None:
         split_value(value, w, out, np.empty(len(w)), np.empty(len(w), dtype=np.bool_))
         assert int(out.sum()) == value and np.all(out >= 0)  # credited micros sum exactly
     if residual <= TOL:  # met: the column totals are the targets
-        totals = _totals([r for r, f in zip(rows, ref["free"], strict=True) if f],
-                         [w for w, f in zip(weights, ref["free"], strict=True) if f], scale, n)  # fmt: skip
+        totals = _totals(
+            [r for r, f in zip(rows, ref["free"], strict=True) if f],
+            [w for w, f in zip(weights, ref["free"], strict=True) if f],
+            scale,
+            n,
+        )
         np.testing.assert_allclose(totals, effective, rtol=1e-9, atol=1e-12)
 
 

@@ -92,8 +92,15 @@ def test_shapley_equals_all_permutations(table, characteristic) -> None:
 def test_shapley_symmetry_and_null_player() -> None:
     # a and b are interchangeable; c only ever joins coalitions without changing their rate... as a null
     # player must be: v(S + c) == v(S) for every S, which holds when c's coalitions copy the rates.
-    table = {("a",): (1, 3), ("b",): (1, 3), ("a", "b"): (3, 1), ("a", "c"): (1, 3), ("b", "c"): (1, 3),
-             ("a", "b", "c"): (3, 1), ("c",): (0, 4)}  # fmt: skip
+    table = {
+        ("a",): (1, 3),
+        ("b",): (1, 3),
+        ("a", "b"): (3, 1),
+        ("a", "c"): (1, 3),
+        ("b", "c"): (1, 3),
+        ("a", "b", "c"): (3, 1),
+        ("c",): (0, 4),
+    }
     fit = oq.fit_paths(_frame(table), model="SHAPLEY")
     phi = _by_channel(fit, "shapley_value")
     assert phi["a"] == pytest.approx(phi["b"], abs=1e-15)
@@ -156,10 +163,16 @@ def test_attribute_equals_reference(case: Case, name: str, transform: str, drop_
     model = oq.get_model(name)(transform=transform, remove_direct_if_not_all=drop_direct)
     links, fit, unattributed = _engine_links(case, model)
     ref_links, ref_fit = ref.data_driven_reference(
-        case.touchpoints, case.conversions, model=name, lookback_us=case.lookback_us,
-        reset_after_conversion=case.reset_after_conversion, transform=transform,
-        remove_direct_if_not_all=drop_direct, group_by=case.group_by, direct_channels=case.direct_channels,
-    )  # fmt: skip
+        case.touchpoints,
+        case.conversions,
+        model=name,
+        lookback_us=case.lookback_us,
+        reset_after_conversion=case.reset_after_conversion,
+        transform=transform,
+        remove_direct_if_not_all=drop_direct,
+        group_by=case.group_by,
+        direct_channels=case.direct_channels,
+    )
     check_invariants(links, {c["conversion_id"]: c for c in case.conversions})
     ours = {(x["conversion_id"], x["position"]): x for x in links}
     theirs = {(x["conversion_id"], x["position"]): x for x in ref_links}
@@ -198,8 +211,11 @@ def test_path_tables_add_up_across_user_batches() -> None:
     users = tp.get_column("anon_id").unique().sort()
     parts = []
     for half in (users.head(users.len() // 2), users.tail(users.len() - users.len() // 2)):
-        r = oq.attribute(tp.filter(pl.col("anon_id").is_in(half.implode())),
-                         cv.filter(pl.col("anon_id").is_in(half.implode())), models=["MARKOV"])  # fmt: skip
+        r = oq.attribute(
+            tp.filter(pl.col("anon_id").is_in(half.implode())),
+            cv.filter(pl.col("anon_id").is_in(half.implode())),
+            models=["MARKOV"],
+        )
         parts.append(r.fitted["MARKOV"].paths)
     merged = oq.PathTable.concat(parts)
     a = whole.paths.to_frame().with_columns(pl.col("path").list.join(">")).sort("path")
@@ -260,10 +276,12 @@ def test_fitted_objects_expose_their_statistics() -> None:
 
 
 def test_value_sums_beyond_int64_are_refused() -> None:
-    tp = pl.DataFrame({"touchpoint_id": ["t1", "t2"], "anon_id": ["u1", "u2"], "channel": ["a", "a"],
-                       "occurred_at": [T, T]})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": ["c1", "c2"], "anon_id": ["u1", "u2"], "occurred_at": [T, T],
-                       "value_micros": [2**62, 2**62]})  # fmt: skip
+    tp = pl.DataFrame(
+        {"touchpoint_id": ["t1", "t2"], "anon_id": ["u1", "u2"], "channel": ["a", "a"], "occurred_at": [T, T]}
+    )
+    cv = pl.DataFrame(
+        {"conversion_id": ["c1", "c2"], "anon_id": ["u1", "u2"], "occurred_at": [T, T], "value_micros": [2**62, 2**62]}
+    )
     linear = oq.attribute(tp, cv, models=["LINEAR"])
     assert linear.links.height == 2
     assert linear.credit.get_column("value_micros").to_list() == [None]  # the sum is 2**63: null, not wrapped
@@ -275,14 +293,28 @@ def test_combined_credit_beyond_int64_is_null_not_wrapped() -> None:
     """combine_credit (batches, partitions) sums micros exactly: a sum past int64, or a cell already null in
     one part, is null, as attribute() on everything gives; other cells are exact."""
     users = ["u1", "u2", "u3", "u4"]
-    tp = pl.DataFrame({"touchpoint_id": [f"t{u}" for u in users], "anon_id": users, "channel": ["a", "a", "b", "b"],
-                       "occurred_at": [T] * 4})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": [f"c{u}" for u in users], "anon_id": users, "occurred_at": [T] * 4,
-                       "value_micros": [2**62, 2**62, 2**63 - 1, 1]})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": [f"t{u}" for u in users],
+            "anon_id": users,
+            "channel": ["a", "a", "b", "b"],
+            "occurred_at": [T] * 4,
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [f"c{u}" for u in users],
+            "anon_id": users,
+            "occurred_at": [T] * 4,
+            "value_micros": [2**62, 2**62, 2**63 - 1, 1],
+        }
+    )
     whole = oq.attribute(tp, cv, models=["LINEAR"]).credit
     assert whole.get_column("value_micros").to_list() == [None, None]
-    one_by_one = [oq.attribute(tp.filter(pl.col("anon_id") == u), cv.filter(pl.col("anon_id") == u),
-                               models=["LINEAR"]).credit for u in users]  # fmt: skip
+    one_by_one = [
+        oq.attribute(tp.filter(pl.col("anon_id") == u), cv.filter(pl.col("anon_id") == u), models=["LINEAR"]).credit
+        for u in users
+    ]
     combined = oq.combine_credit(one_by_one)
     assert combined.get_column("value_micros").to_list() == [None, None]  # 2**63 and 2**63: not wrapped
     assert combined.get_column("conversions").to_list() == [2.0, 2.0]

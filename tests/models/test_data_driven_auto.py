@@ -156,17 +156,29 @@ def _random_params(form: str, n_codes: int, seed: int) -> np.ndarray:
 def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str, ...], sat: float = 1.0) -> dict:
     c = len(channels)
     return {
-        "form": form, "rho": rho, "sat": sat, "b_h": params[0], "beta_h": dict(zip(channels, params[1 : 1 + c], strict=True)),
-        "b_p": params[1 + c], "beta_p": dict(zip(channels, params[2 + c : 2 + 2 * c], strict=True)),
+        "form": form,
+        "rho": rho,
+        "sat": sat,
+        "b_h": params[0],
+        "beta_h": dict(zip(channels, params[1 : 1 + c], strict=True)),
+        "b_p": params[1 + c],
+        "beta_p": dict(zip(channels, params[2 + c : 2 + 2 * c], strict=True)),
         "g": list(params[2 + 2 * c : 2 + 2 * c + jm.N_BUCKETS]),
         "gamma": dict(zip(channels, params[2 + 2 * c + jm.N_BUCKETS :], strict=True)),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
-    ("form", "rho", "sat"), [("touch", 1.0, 1.0), ("journey", 0.6, 1.0), ("both", 0.6, 1.0), ("touch", 1.0, 0.5),
-                             ("journey", 1.0, 0.7), ("both", 0.8, 0.6)]
-)  # fmt: skip
+    ("form", "rho", "sat"),
+    [
+        ("touch", 1.0, 1.0),
+        ("journey", 0.6, 1.0),
+        ("both", 0.6, 1.0),
+        ("touch", 1.0, 0.5),
+        ("journey", 1.0, 0.7),
+        ("both", 0.8, 0.6),
+    ],
+)
 def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat) -> None:
     table = table_of(SMALL)
     params = _random_params(form, len(table.channels), seed=hash((form, rho, sat)) % 1000)
@@ -264,16 +276,37 @@ def test_experiment_validation_and_settings() -> None:
         oq.models.DataDriven(form="touch", experiments=[oq.Experiment("a", 10.0, 1.0)])
     from optiq_engine.batch import settings_from_json
 
-    options, _ = settings_from_json({"experiments": [
-        {"channel": "email", "incremental_conversions": 12, "std_error": 3, "start": "2026-01-01", "end": "2026-02-01Z"}
-    ]})  # fmt: skip
+    options, _ = settings_from_json(
+        {
+            "experiments": [
+                {
+                    "channel": "email",
+                    "incremental_conversions": 12,
+                    "std_error": 3,
+                    "start": "2026-01-01",
+                    "end": "2026-02-01Z",
+                }
+            ]
+        }
+    )
     (e,) = options["experiments"]
     assert e == oq.Experiment("email", 12.0, 3.0, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
     # Dates are whole days, both included (a test's report "Mar 1 - Mar 31"), in Python and in JSON.
     march = oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 31))
     assert (march.start, march.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
-    (j,) = settings_from_json({"experiments": [{"channel": "email", "incremental_conversions": 1, "std_error": 1,
-                                                "start": "2026-03-01", "end": "2026-03-31"}]})[0]["experiments"]  # fmt: skip
+    (j,) = settings_from_json(
+        {
+            "experiments": [
+                {
+                    "channel": "email",
+                    "incremental_conversions": 1,
+                    "std_error": 1,
+                    "start": "2026-03-01",
+                    "end": "2026-03-31",
+                }
+            ]
+        }
+    )[0]["experiments"]
     assert j == march and oq.Experiment("email", 1.0, 1.0, date(2026, 3, 1), date(2026, 3, 1)).end == datetime(
         2026, 3, 2, tzinfo=UTC
     )

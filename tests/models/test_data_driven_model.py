@@ -83,8 +83,9 @@ def test_touch_level_shapley_equals_all_orderings(case) -> None:
     path, beta, intercept, rho = case
     codes = np.array([CHANNELS.index(c) for c in path], dtype=np.int32)
     b = np.array([beta[c] for c in CHANNELS])
-    phi, sampled = hazard_shapley(np.array([0, len(path)]), codes, b, intercept, rho or 0.0,
-                                  np.zeros(1, np.uint64), 100, 0)  # fmt: skip
+    phi, sampled = hazard_shapley(
+        np.array([0, len(path)]), codes, b, intercept, rho or 0.0, np.zeros(1, np.uint64), 100, 0
+    )
     first = list(dict.fromkeys(path))
     got = dict(zip(first, phi.tolist(), strict=True))
     expected = _hazard_brute_force(path, beta, intercept, rho)
@@ -116,24 +117,34 @@ def test_sampled_shapley_beyond_twenty_channels_is_efficient_and_close() -> None
     beta20 = beta.copy()
     beta20[20:] = 0.0
     phi20, _ = path_shapley(off, code, value, beta20, -2.0, np.ones(1, np.uint64), 4_000, 1)
-    exact, _ = path_shapley(*count_features(np.array([0, 20]), codes[:20], 20, 0.0), beta20[:20], -2.0,
-                            np.ones(1, np.uint64), 4_000, 1)  # fmt: skip
+    exact, _ = path_shapley(
+        *count_features(np.array([0, 20]), codes[:20], 20, 0.0), beta20[:20], -2.0, np.ones(1, np.uint64), 4_000, 1
+    )
     assert np.max(np.abs(phi20[:20] - exact)) < 0.01 * np.abs(exact).max() + 1e-4
 
 
 def test_loss_gradient_matches_finite_differences() -> None:
     rng = np.random.default_rng(1)
     table = PathTable.from_frame(
-        pl.DataFrame({"path": ["a > b", "b > b > c", "a", "c > a"], "total_conversions": [3, 1, 2, 0],
-                      "total_null": [5, 4, 1, 2]}), transform="frequency")  # fmt: skip
+        pl.DataFrame(
+            {
+                "path": ["a > b", "b > b > c", "a", "c > a"],
+                "total_conversions": [3, 1, 2, 0],
+                "total_null": [5, 4, 1, 2],
+            }
+        ),
+        transform="frequency",
+    )
     feats = count_features(table.offsets, table.codes, 3, 0.5)
     x = rng.normal(size=4)
     loss, grad = logistic_loss_grad(x, *feats, table.conversions, table.nulls, 0.7)
     for i in range(4):
         e = np.zeros(4)
         e[i] = 1e-6
-        num = (logistic_loss_grad(x + e, *feats, table.conversions, table.nulls, 0.7)[0]
-               - logistic_loss_grad(x - e, *feats, table.conversions, table.nulls, 0.7)[0]) / 2e-6  # fmt: skip
+        num = (
+            logistic_loss_grad(x + e, *feats, table.conversions, table.nulls, 0.7)[0]
+            - logistic_loss_grad(x - e, *feats, table.conversions, table.nulls, 0.7)[0]
+        ) / 2e-6
         assert grad[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
 
 
@@ -166,11 +177,22 @@ def test_data_driven_in_attribute() -> None:
 def test_data_driven_credit_follows_the_journeys_shapley_values() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     minutes = [t0 + timedelta(minutes=i) for i in range(43)]
-    tp = pl.DataFrame({"touchpoint_id": ["t1", "t2", "t3"] + [f"x{i:02d}" for i in range(40)],
-                       "anon_id": ["u"] * 3 + [f"v{i // 2}" for i in range(40)],
-                       "channel": ["a", "b", "b"] + ["a", "c"] * 20, "occurred_at": minutes})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": ["c1", "c2"], "anon_id": ["u", "v0"], "value_micros": [1_000_001, 7],
-                       "occurred_at": [t0 + timedelta(days=1)] * 2})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["t1", "t2", "t3"] + [f"x{i:02d}" for i in range(40)],
+            "anon_id": ["u"] * 3 + [f"v{i // 2}" for i in range(40)],
+            "channel": ["a", "b", "b"] + ["a", "c"] * 20,
+            "occurred_at": minutes,
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["c1", "c2"],
+            "anon_id": ["u", "v0"],
+            "value_micros": [1_000_001, 7],
+            "occurred_at": [t0 + timedelta(days=1)] * 2,
+        }
+    )
     result = oq.attribute(tp, cv, models=[oq.models.DataDriven(form="journey")])
     fit = result.fitted["DATA_DRIVEN"]
     m = fit.conversion_model

@@ -38,13 +38,21 @@ def journey(path: list[str], value_micros: int = 66_500_000) -> tuple[pl.DataFra
             "occurred_at": [T0 + timedelta(days=i) for i in range(len(path))],
             "channel": path,
         },
-        schema={"touchpoint_id": pl.String, "anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
-                "channel": pl.String},
-    )  # fmt: skip
+        schema={
+            "touchpoint_id": pl.String,
+            "anon_id": pl.String,
+            "occurred_at": pl.Datetime("us", "UTC"),
+            "channel": pl.String,
+        },
+    )
     conversions = pl.DataFrame(
-        {"conversion_id": ["o1"], "anon_id": ["ann"], "occurred_at": [T0 + timedelta(days=len(path))],
-         "value_micros": [value_micros]}
-    )  # fmt: skip
+        {
+            "conversion_id": ["o1"],
+            "anon_id": ["ann"],
+            "occurred_at": [T0 + timedelta(days=len(path))],
+            "value_micros": [value_micros],
+        }
+    )
     return touchpoints, conversions
 
 
@@ -66,8 +74,9 @@ def test_linear_on_a_repeated_channel_collapses_to_one_share_per_exposure() -> N
     by_channel = dict(exposure.credit.select(pl.col("channel").cast(pl.String), "value_micros").iter_rows())
     assert by_channel == {"display": 33_250_000, "organic_search": 33_250_000}
     assert dict(raw.select(pl.col("channel").cast(pl.String), "value_micros").iter_rows()) == {
-        "display": 22_166_666, "organic_search": 44_333_334,
-    }  # fmt: skip
+        "display": 22_166_666,
+        "organic_search": 44_333_334,
+    }
     links = exposure.links.sort("position")
     assert links.get_column("weight").to_list() == [0.5, 0.5, 0.0]  # the repeat keeps its link, weight 0
     assert links.get_column("credited_value_micros").to_list() == [33_250_000, 33_250_000, 0]
@@ -118,19 +127,58 @@ def test_default_rules_are_the_raw_touches() -> None:
 
 SNOWPLOW_CASES = [
     # raw path, unique_path, exposure_path, first_path, remove_if_not_all, remove_if_last_and_not_all, trim 1, trim 2
-    ("Example > Video > Direct > Direct", "Example > Video > Direct > Direct", "Example > Video > Direct",
-     "Example > Video > Direct", "Example > Video", "Example > Video", "Direct", "Direct > Direct"),
-    ("Direct > Direct", "Direct > Direct", "Direct", "Direct", "Direct > Direct", "Direct > Direct", "Direct",
-     "Direct > Direct"),
-    ("a > a > a > Direct > a > Direct > Direct", "a > a > a > Direct > a > Direct > Direct",
-     "a > Direct > a > Direct", "a > Direct", "a > a > a > a", "a > a > a > Direct > a", "Direct",
-     "Direct > Direct"),
+    (
+        "Example > Video > Direct > Direct",
+        "Example > Video > Direct > Direct",
+        "Example > Video > Direct",
+        "Example > Video > Direct",
+        "Example > Video",
+        "Example > Video",
+        "Direct",
+        "Direct > Direct",
+    ),
+    (
+        "Direct > Direct",
+        "Direct > Direct",
+        "Direct",
+        "Direct",
+        "Direct > Direct",
+        "Direct > Direct",
+        "Direct",
+        "Direct > Direct",
+    ),
+    (
+        "a > a > a > Direct > a > Direct > Direct",
+        "a > a > a > Direct > a > Direct > Direct",
+        "a > Direct > a > Direct",
+        "a > Direct",
+        "a > a > a > a",
+        "a > a > a > Direct > a",
+        "Direct",
+        "Direct > Direct",
+    ),
     ("Direct", "Direct", "Direct", "Direct", "Direct", "Direct", "Direct", "Direct"),
-    ("Example > Video > Direct", "Example > Video > Direct", "Example > Video > Direct",
-     "Example > Video > Direct", "Example > Video", "Example > Video", "Direct", "Video > Direct"),
-    ("Example > Video > ", "Example > Video > ", "Example > Video > ", "Example > Video > ",
-     "Example > Video > ", "Example > Video > ", "", "Video > "),
-]  # fmt: skip
+    (
+        "Example > Video > Direct",
+        "Example > Video > Direct",
+        "Example > Video > Direct",
+        "Example > Video > Direct",
+        "Example > Video",
+        "Example > Video",
+        "Direct",
+        "Video > Direct",
+    ),
+    (
+        "Example > Video > ",
+        "Example > Video > ",
+        "Example > Video > ",
+        "Example > Video > ",
+        "Example > Video > ",
+        "Example > Video > ",
+        "",
+        "Video > ",
+    ),
+]
 SNOWPLOW_RULES = [
     {"touch_rule": "all"},
     {"touch_rule": "collapse_repeats"},
@@ -143,7 +191,9 @@ SNOWPLOW_RULES = [
 
 
 def _split(path: str) -> list[str]:
-    return path.split(" > ")
+    """Snowplow's steps; its empty step (a channel named "") gets a name: a frame's blank channel is no
+    channel, derived like a null (docs/contract.md §4)."""
+    return [step or "(empty)" for step in path.split(" > ")]
 
 
 @pytest.mark.parametrize("case", SNOWPLOW_CASES, ids=lambda c: c[0] or "empty")
@@ -183,14 +233,19 @@ def ruled_cases(draw) -> tuple[Case, dict]:
 def _engine(case: Case, rules: dict) -> tuple[list[dict], list[dict]]:
     """oq.attribute() with the rules on the case's rows, in the reference's (links, unattributed) form."""
     result = oq.attribute(
-        touchpoints_frame(case.touchpoints, case.group_by), conversions_frame(case.conversions, case.group_by),
-        models=[model_object(n, p) for n, p in case.models], lookback=timedelta(microseconds=case.lookback_us),
-        reset_after_conversion=case.reset_after_conversion, direct_channels=case.direct_channels, **rules,
-    )  # fmt: skip
+        touchpoints_frame(case.touchpoints, case.group_by),
+        conversions_frame(case.conversions, case.group_by),
+        models=[model_object(n, p) for n, p in case.models],
+        lookback=timedelta(microseconds=case.lookback_us),
+        reset_after_conversion=case.reset_after_conversion,
+        direct_channels=case.direct_channels,
+        **rules,
+    )
     links = result.links.with_columns(pl.col("model", "channel").cast(pl.String)).to_dicts()
     rank = {c["conversion_id"]: i for i, c in enumerate(case.conversions)}
-    unattributed = sorted(result.unattributed.select("conversion_id", "reason").to_dicts(),
-                          key=lambda r: rank[r["conversion_id"]])  # fmt: skip
+    unattributed = sorted(
+        result.unattributed.select("conversion_id", "reason").to_dicts(), key=lambda r: rank[r["conversion_id"]]
+    )
     return links, unattributed
 
 
@@ -212,8 +267,10 @@ def test_engine_matches_the_reference(drawn: tuple[Case, dict]) -> None:
     for key, mine in ours.items():
         ref = theirs[key]
         assert (mine["touchpoint_id"], mine["touchpoint_count"], mine["channel"]) == (
-            ref["touchpoint_id"], ref["touchpoint_count"], ref["channel"],
-        ), key  # fmt: skip
+            ref["touchpoint_id"],
+            ref["touchpoint_count"],
+            ref["channel"],
+        ), key
         assert math.isclose(mine["weight"], ref["weight"], rel_tol=1e-12, abs_tol=1e-15), key
     # The micros are the reference's split of our weights over the kept touches; a touch left out gets none.
     values = {c["conversion_id"]: c["value_micros"] for c in case.conversions}
@@ -283,8 +340,9 @@ def test_a_bad_rule_is_one_config_error_with_a_hint(options: dict, message: str)
 
 
 def test_attribution_settings_carry_the_rules() -> None:
-    options, _ = settings_from_json({"touchRule": "collapse_repeats", "dropDirect": "unless_all_direct",
-                                     "maxTouchpoints": 5})  # fmt: skip
+    options, _ = settings_from_json(
+        {"touchRule": "collapse_repeats", "dropDirect": "unless_all_direct", "maxTouchpoints": 5}
+    )
     config = oq.AttributionConfig().with_options(**options)
     assert (config.touch_rule, config.drop_direct, config.max_touchpoints) == (
         "collapse_repeats",
@@ -302,8 +360,17 @@ def test_cli_attribute_takes_the_rules(tmp_path: Path) -> None:
     tp, cv = journey(["display", "organic_search", "organic_search"])
     tp.write_parquet(tmp_path / "tp.parquet")
     cv.write_parquet(tmp_path / "cv.parquet")
-    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet"),
-            "--out", str(tmp_path / "out"), "-m", "LINEAR"]  # fmt: skip
+    args = [
+        "attribute",
+        "--touchpoints",
+        str(tmp_path / "tp.parquet"),
+        "--conversions",
+        str(tmp_path / "cv.parquet"),
+        "--out",
+        str(tmp_path / "out"),
+        "-m",
+        "LINEAR",
+    ]
     result = CliRunner().invoke(app, [*args, "--touch-rule", "collapse_repeats", "--max-touchpoints", "3"])
     assert result.exit_code == 0, result.output
     links = pl.read_parquet(tmp_path / "out" / "links.parquet").sort("position")
@@ -358,8 +425,9 @@ def test_optiq_run_takes_the_rules_from_attribution_settings_and_flags(postgres_
             app, ["run", "--database-url", url, "--org", "orgP", "--full", "--touch-rule", "first_per_channel"]
         )
         assert result.exit_code == 0, result.output
-        override = oq.attribute(tp, data.conversions, models=["LINEAR", "LAST_TOUCH"],
-                                **{**rules, "touch_rule": "first_per_channel"})  # fmt: skip
+        override = oq.attribute(
+            tp, data.conversions, models=["LINEAR", "LAST_TOUCH"], **{**rules, "touch_rule": "first_per_channel"}
+        )
         assert db_links(url, "orgP").equals(expected_links(override))
 
 
@@ -388,8 +456,13 @@ def test_attribute_spark_follows_the_rules() -> None:
     rules = {"touch_rule": "first_per_channel", "drop_direct": "trailing_unless_all_direct", "max_touchpoints": 3}
     expected = oq.attribute(tp, cv, models=["LINEAR", "TIME_DECAY"], **rules).links
     for spark in local_session():
-        result = attribute_spark(spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()),
-                                 models=["LINEAR", "TIME_DECAY"], partitions=2, **rules)  # fmt: skip
+        result = attribute_spark(
+            spark.createDataFrame(tp.to_arrow()),
+            spark.createDataFrame(cv.to_arrow()),
+            models=["LINEAR", "TIME_DECAY"],
+            partitions=2,
+            **rules,
+        )
         got = pl.from_arrow(result.links.toArrow())
         key = ["model", "conversion_id", "position"]
         columns = ["conversion_id", "touchpoint_id", "position", "credited_value_micros"]

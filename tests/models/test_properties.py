@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optiq_engine as oq
-import optiq_engine.pipeline as pipeline
+import optiq_engine.matching as matching
 from optiq_engine.kernels.alloc import _stable_argsort
 from optiq_engine.kernels.alloc import split_value as split_value_kernel
 from optiq_engine.kernels.sort import sort_by_group_time
@@ -59,12 +59,12 @@ def test_engine_matches_reference(case: Case) -> None:
 @settings(max_examples=40)
 def test_engine_matches_reference_with_hash_collisions(case: Case) -> None:
     """With group hashes cut to 2 bits every run collides; the exact fallback must give the same result."""
-    old = pipeline._HASH_MASK
-    pipeline._HASH_MASK = np.uint64(3)
+    old = matching._HASH_MASK
+    matching._HASH_MASK = np.uint64(3)
     try:
         assert_matches_reference(case)
     finally:
-        pipeline._HASH_MASK = old
+        matching._HASH_MASK = old
 
 
 def _run(case: Case, tp: pl.DataFrame | None = None, cv: pl.DataFrame | None = None, **kw) -> oq.AttributionResult:

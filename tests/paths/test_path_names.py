@@ -30,7 +30,8 @@ def test_names_are_stripped_and_blank_steps_skipped(paths) -> None:
 
 @pytest.mark.parametrize("path", [" \u00a0 ", ["\u00a0", " ", None], []])
 def test_a_path_of_blank_steps_is_refused(path) -> None:
-    frame = pl.DataFrame({"path": [path, "a" if isinstance(path, str) else ["a"]], "total_conversions": [1, 1],
-                          "total_null": [0, 0]})  # fmt: skip
+    frame = pl.DataFrame(
+        {"path": [path, "a" if isinstance(path, str) else ["a"]], "total_conversions": [1, 1], "total_null": [0, 0]}
+    )
     with pytest.raises(oq.InputError, match="1 empty path"):
         oq.PathTable.from_frame(frame)

@@ -110,11 +110,19 @@ def test_direct_lookalikes_are_warned_about() -> None:
     from optiq_engine.errors import OptiqWarning
 
     assert direct_lookalikes(["Direct", "(direct)", " direct ", "direct", "email", "directory"], ("direct",)) == [
-        " direct ", "(direct)", "Direct"
-    ]  # fmt: skip
+        " direct ",
+        "(direct)",
+        "Direct",
+    ]
     t = datetime(2026, 3, 1, tzinfo=UTC)
-    tp = pl.DataFrame({"touchpoint_id": ["a", "b"], "anon_id": ["u", "u"], "channel": ["email", "Direct"],
-                       "occurred_at": [t - timedelta(days=2), t - timedelta(days=1)]})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["a", "b"],
+            "anon_id": ["u", "u"],
+            "channel": ["email", "Direct"],
+            "occurred_at": [t - timedelta(days=2), t - timedelta(days=1)],
+        }
+    )
     cv = pl.DataFrame({"conversion_id": ["c"], "anon_id": ["u"], "occurred_at": [t], "value_micros": [1]})
     with pytest.warns(OptiqWarning, match=r"\['Direct'\] look like the direct channels"):
         oq.attribute(tp, cv, models=["LAST_NON_DIRECT"])
@@ -128,12 +136,22 @@ def _one_journey_each(labels: list[str | None]) -> tuple[pl.DataFrame, pl.DataFr
     t = datetime(2026, 3, 1, tzinfo=UTC)
     n = len(labels)
     tp = pl.DataFrame(
-        {"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)], "channel": labels,
-         "occurred_at": [t - timedelta(days=1)] * n},
+        {
+            "touchpoint_id": [f"t{i}" for i in range(n)],
+            "anon_id": [f"u{i}" for i in range(n)],
+            "channel": labels,
+            "occurred_at": [t - timedelta(days=1)] * n,
+        },
         schema_overrides={"channel": pl.String},
-    )  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
-                       "occurred_at": [t] * n, "value_micros": [1] * n})  # fmt: skip
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [f"c{i}" for i in range(n)],
+            "anon_id": [f"u{i}" for i in range(n)],
+            "occurred_at": [t] * n,
+            "value_micros": [1] * n,
+        }
+    )
     return tp, cv
 
 
@@ -156,8 +174,9 @@ def test_channels_differing_only_by_case_are_warned_about() -> None:
     from optiq_engine.errors import OptiqWarning
 
     assert confusable_channels(["email", "Email", "(email)", "google_ads", "Direct", "direct"]) == [
-        ["(email)", "Email", "email"], ["Direct", "direct"]
-    ]  # fmt: skip
+        ["(email)", "Email", "email"],
+        ["Direct", "direct"],
+    ]
     tp, cv = _one_journey_each(["email", "Email", "google_ads"])
     with pytest.warns(OptiqWarning, match=r"\[\['Email', 'email'\]\] differ only by case"):
         oq.attribute(tp, cv, models=["LINEAR"])

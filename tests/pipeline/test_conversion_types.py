@@ -31,14 +31,23 @@ def one_user() -> tuple[pl.DataFrame, pl.DataFrame]:
     display 1 Jan, email 5 Jan, sign_up 6 Jan, paid_search 9 Jan, purchase 10 Jan (90.00), direct 11 Jan,
     purchase 12 Jan (30.00).
     """
-    tp = pl.DataFrame({
-        "touchpoint_id": ["t1", "t2", "t3", "t4"], "anon_id": ["u"] * 4,
-        "occurred_at": [_at(1), _at(5), _at(9), _at(11)], "channel": ["display", "email", "paid_search", "direct"],
-    })  # fmt: skip
-    cv = pl.DataFrame({
-        "conversion_id": ["s1", "p1", "p2"], "anon_id": ["u"] * 3, "occurred_at": [_at(6), _at(10), _at(12)],
-        "value_micros": [0, 90 * M, 30 * M], "name": ["sign_up", "purchase", "purchase"],
-    })  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["t1", "t2", "t3", "t4"],
+            "anon_id": ["u"] * 4,
+            "occurred_at": [_at(1), _at(5), _at(9), _at(11)],
+            "channel": ["display", "email", "paid_search", "direct"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["s1", "p1", "p2"],
+            "anon_id": ["u"] * 3,
+            "occurred_at": [_at(6), _at(10), _at(12)],
+            "value_micros": [0, 90 * M, 30 * M],
+            "name": ["sign_up", "purchase", "purchase"],
+        }
+    )
     return tp, cv
 
 
@@ -66,10 +75,13 @@ def test_worked_example_a_sign_up_does_not_cut_a_purchase_window() -> None:
     # sign_up s1: t1, t2 (value 0). purchase p1: t1, t2, t3 (the sign-up does not reset purchases), 30.00 each.
     # purchase p2: only t4 (the previous *purchase*, p1, resets the window), 30.00.
     assert linear == {
-        ("sign_up", "s1", "t1"): 0, ("sign_up", "s1", "t2"): 0,
-        ("purchase", "p1", "t1"): 30 * M, ("purchase", "p1", "t2"): 30 * M, ("purchase", "p1", "t3"): 30 * M,
+        ("sign_up", "s1", "t1"): 0,
+        ("sign_up", "s1", "t2"): 0,
+        ("purchase", "p1", "t1"): 30 * M,
+        ("purchase", "p1", "t2"): 30 * M,
+        ("purchase", "p1", "t3"): 30 * M,
         ("purchase", "p2", "t4"): 30 * M,
-    }  # fmt: skip
+    }
     # POSITION_BASED 0.4 / 0.2 / 0.4 on p1: 36.00, 18.00, 36.00.
     position = _credited(result, "POSITION_BASED")
     assert [position["purchase", "p1", t] for t in ("t1", "t2", "t3")] == [36 * M, 18 * M, 36 * M]
@@ -78,9 +90,14 @@ def test_worked_example_a_sign_up_does_not_cut_a_purchase_window() -> None:
     got = {(n, c): s for n, _, c, s in shares.iter_rows() if s}
     # purchase: 2 conversions, display 1/3 + email 1/3 + paid_search 1/3 (p1) and direct 1 (p2), over 2.
     third = 1 / 3
-    expected = {("purchase", "display"): third / 2, ("purchase", "email"): third / 2,
-                ("purchase", "paid_search"): third / 2, ("purchase", "direct"): 0.5,
-                ("sign_up", "display"): 0.5, ("sign_up", "email"): 0.5}  # fmt: skip
+    expected = {
+        ("purchase", "display"): third / 2,
+        ("purchase", "email"): third / 2,
+        ("purchase", "paid_search"): third / 2,
+        ("purchase", "direct"): 0.5,
+        ("sign_up", "display"): 0.5,
+        ("sign_up", "email"): 0.5,
+    }
     assert got.keys() == expected.keys()
     assert all(math.isclose(got[k], v, rel_tol=1e-12) for k, v in expected.items())
     assert result.shares().columns == ["conversion_name", "model", "channel", "share"]
@@ -91,13 +108,18 @@ def test_worked_example_per_type_settings() -> None:
     """purchase: a 6-day lookback and LAST_TOUCH only; sign_up keeps the call's LINEAR and 30 days."""
     tp, cv = one_user()
     result = oq.attribute(
-        tp, cv, models=["LINEAR"], by="name",
+        tp,
+        cv,
+        models=["LINEAR"],
+        by="name",
         conversion_types={"purchase": {"lookback": timedelta(days=6), "models": ["LAST_TOUCH"]}},
-    )  # fmt: skip
+    )
     # p1 (10 Jan): window (4 Jan, 10 Jan]: t2, t3; LAST_TOUCH gives t3 the 90.00. p2: t4.
     assert _credited(result, "LAST_TOUCH") == {
-        ("purchase", "p1", "t2"): 0, ("purchase", "p1", "t3"): 90 * M, ("purchase", "p2", "t4"): 30 * M
-    }  # fmt: skip
+        ("purchase", "p1", "t2"): 0,
+        ("purchase", "p1", "t3"): 90 * M,
+        ("purchase", "p2", "t4"): 30 * M,
+    }
     assert set(_credited(result, "LINEAR")) == {("sign_up", "s1", "t1"), ("sign_up", "s1", "t2")}
     assert result.model_names == ("LAST_TOUCH", "LINEAR")  # purchase first: types in name order
     assert result.types["purchase"].config.lookback == timedelta(days=6)
@@ -116,10 +138,20 @@ def test_worked_example_per_type_settings() -> None:
 def test_a_conversion_without_a_name_is_a_type_of_its_own() -> None:
     """Null, empty and blank names: one type, ``conversion_name`` null, last; never dropped."""
     tp, cv = one_user()
-    cv = pl.concat([cv, pl.DataFrame({
-        "conversion_id": ["a", "b", "c"], "anon_id": ["u"] * 3, "occurred_at": [_at(7), _at(8), _at(13)],
-        "value_micros": [1, 2, 3], "name": [None, "", "  "],
-    })])  # fmt: skip
+    cv = pl.concat(
+        [
+            cv,
+            pl.DataFrame(
+                {
+                    "conversion_id": ["a", "b", "c"],
+                    "anon_id": ["u"] * 3,
+                    "occurred_at": [_at(7), _at(8), _at(13)],
+                    "value_micros": [1, 2, 3],
+                    "name": [None, "", "  "],
+                }
+            ),
+        ]
+    )
     result = oq.attribute(tp, cv, models=["LAST_TOUCH"], by="name")
     assert list(result.types) == ["purchase", "sign_up", None]
     nameless = result.links.filter(pl.col("conversion_name").is_null() & (pl.col("weight") > 0))
@@ -217,11 +249,15 @@ def test_by_name_matches_the_reference(typed: tuple[Case, list[str | None], dict
     conversions = [{**c, "name": n} for c, n in zip(case.conversions, names, strict=True)]
     cv = conversions_frame(case.conversions, case.group_by).with_columns(pl.Series("name", names, dtype=pl.String))
     result = oq.attribute(
-        touchpoints_frame(case.touchpoints, case.group_by), cv, by="name",
-        models=[model_object(n, p) for n, p in case.models], lookback=timedelta(microseconds=case.lookback_us),
-        reset_after_conversion=case.reset_after_conversion, direct_channels=case.direct_channels,
+        touchpoints_frame(case.touchpoints, case.group_by),
+        cv,
+        by="name",
+        models=[model_object(n, p) for n, p in case.models],
+        lookback=timedelta(microseconds=case.lookback_us),
+        reset_after_conversion=case.reset_after_conversion,
+        direct_channels=case.direct_channels,
         conversion_types=_engine_overrides(overrides),
-    )  # fmt: skip
+    )
     ref_links, ref_unattributed = attribute_by_type_reference(
         case.touchpoints, conversions, per_type=overrides, **case.kwargs()
     )
@@ -274,14 +310,23 @@ def _check_invariants(result: oq.AttributionResult, conversions: list[dict]) -> 
 def test_data_driven_fits_are_per_type_with_the_types_non_converting_journeys() -> None:
     """ann: display, email, then a sign-up only; ben: email, then a purchase. For purchase, ann's touches are
     a non-converting journey (she never purchased); for sign_up, ben's are (docs/attribution.md)."""
-    tp = pl.DataFrame({
-        "touchpoint_id": ["a1", "a2", "b1"], "anon_id": ["ann", "ann", "ben"],
-        "occurred_at": [_at(1), _at(2), _at(3)], "channel": ["display", "email", "email"],
-    })  # fmt: skip
-    cv = pl.DataFrame({
-        "conversion_id": ["s", "p"], "anon_id": ["ann", "ben"], "occurred_at": [_at(4), _at(5)],
-        "value_micros": [0, 10 * M], "name": ["sign_up", "purchase"],
-    })  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["a1", "a2", "b1"],
+            "anon_id": ["ann", "ann", "ben"],
+            "occurred_at": [_at(1), _at(2), _at(3)],
+            "channel": ["display", "email", "email"],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["s", "p"],
+            "anon_id": ["ann", "ben"],
+            "occurred_at": [_at(4), _at(5)],
+            "value_micros": [0, 10 * M],
+            "name": ["sign_up", "purchase"],
+        }
+    )
     result = oq.attribute(tp, cv, models=[oq.models.Markov(transform="frequency")], by="name")
     paths = {
         name: sorted(
@@ -312,8 +357,12 @@ def test_combine_credit_adds_up_per_type() -> None:
     tp, cv = one_user()
     first = oq.attribute(tp, cv, models=["LINEAR"], by="name")
     other = tp.with_columns(pl.lit("v").alias("anon_id"), pl.col("touchpoint_id") + "v")
-    second = oq.attribute(other, cv.with_columns(pl.lit("v").alias("anon_id"), pl.col("conversion_id") + "v"),
-                          models=["LINEAR"], by="name")  # fmt: skip
+    second = oq.attribute(
+        other,
+        cv.with_columns(pl.lit("v").alias("anon_id"), pl.col("conversion_id") + "v"),
+        models=["LINEAR"],
+        by="name",
+    )
     both = oq.combine_credit([first.credit, second.credit])
     assert both.columns[0] == "conversion_name"
     purchase = both.filter(pl.col("conversion_name") == "purchase").get_column("conversions").sum()
@@ -326,12 +375,19 @@ def test_combine_credit_adds_up_per_type() -> None:
 def test_conversion_settings_read_by_and_per_name_keys() -> None:
     from optiq_engine.batch import conversion_settings, settings_from_json
 
-    settings = {"by": "name", "models": ["LINEAR"], "lookbackDays": 30,
-                "conversionTypes": {"purchase": {"lookbackDays": 90, "touchRule": "collapse_repeats", "models": ["LAST_TOUCH"]}}}  # fmt: skip
+    settings = {
+        "by": "name",
+        "models": ["LINEAR"],
+        "lookbackDays": 30,
+        "conversionTypes": {
+            "purchase": {"lookbackDays": 90, "touchRule": "collapse_repeats", "models": ["LAST_TOUCH"]}
+        },
+    }
     assert settings_from_json(settings) == ({"lookback": timedelta(days=30)}, ["LINEAR"])  # no warning for by keys
     assert conversion_settings(settings) == (
-        "name", {"purchase": {"lookback": timedelta(days=90), "touch_rule": "collapse_repeats", "models": ["LAST_TOUCH"]}}
-    )  # fmt: skip
+        "name",
+        {"purchase": {"lookback": timedelta(days=90), "touch_rule": "collapse_repeats", "models": ["LAST_TOUCH"]}},
+    )
     assert conversion_settings({"lookbackDays": 3}) == (None, {})
     with pytest.raises(oq.ConfigError, match='conversionTypes needs "by": "name"'):
         conversion_settings({"conversionTypes": {"purchase": {}}})
@@ -372,19 +428,30 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
     from tests.support.pg_data import db_links, expected_links, retag
 
     data = _named(retag(oq.synthetic.generate(n_users=400, seed=8), "orgN"))
-    settings = {"by": "name", "models": ["LINEAR"],
-                "conversionTypes": {"purchase": {"lookbackDays": 7, "models": ["LAST_TOUCH", "LINEAR"]}}}  # fmt: skip
+    settings = {
+        "by": "name",
+        "models": ["LINEAR"],
+        "conversionTypes": {"purchase": {"lookbackDays": 7, "models": ["LAST_TOUCH", "LINEAR"]}},
+    }
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
-            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
-                            VALUES ('st1', 'orgN', %s)""", (json.dumps(settings),))  # fmt: skip
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgN', %s)""",
+                (json.dumps(settings),),
+            )
         summary = run_batch(url, organization_id="orgN", full=True)
         tp = data.touchpoints.drop("channel")
-        expected = oq.attribute(tp, data.conversions, models=["LINEAR"], by="name", conversion_types={
-            "purchase": {"lookback": timedelta(days=7), "models": ["LAST_TOUCH", "LINEAR"]}})  # fmt: skip
+        expected = oq.attribute(
+            tp,
+            data.conversions,
+            models=["LINEAR"],
+            by="name",
+            conversion_types={"purchase": {"lookback": timedelta(days=7), "models": ["LAST_TOUCH", "LINEAR"]}},
+        )
         stored = db_links(url, "orgN")
         assert stored.equals(expected_links(expected))
         assert set(expected.types) == {"purchase", "sign_up", None}
@@ -419,8 +486,9 @@ def test_optiq_run_attributes_per_name_from_attribution_settings_and_the_service
                 got = read_metrics(query, conn).filter(pl.col("conversions") > 0)
                 got = dict(got.select("channel", "conversions").iter_rows())
                 assert got.keys() == want.keys() and all(math.isclose(got[k], want[k], rel_tol=1e-9) for k in want)
-            by_model = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization",
-                                   conversion_name="sign_up")  # fmt: skip
+            by_model = read_credit(
+                conn, organization_id="orgN", start=start, end=end, grain="organization", conversion_name="sign_up"
+            )
             assert by_model.get_column("model").to_list() == ["LINEAR"]  # sign-ups: the call's models only
             # LAST_TOUCH (purchases, first run) is not among the second run's models: its links stay.
             everything = read_credit(conn, organization_id="orgN", start=start, end=end, grain="organization")
@@ -484,11 +552,20 @@ def test_a_full_run_since_a_date_reads_back_the_longest_lookback_of_any_type(pos
         seed.write_synthetic(url, data, page_views=True)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
-            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
-                            VALUES ('st1', 'orgL', %s)""", (json.dumps(settings),))  # fmt: skip
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgL', %s)""",
+                (json.dumps(settings),),
+            )
         run_batch(url, organization_id="orgL", full=True, since=since)
-        expected = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], by="name",
-                                lookback=timedelta(days=3), conversion_types={"purchase": {"lookback": timedelta(days=60)}})  # fmt: skip
+        expected = oq.attribute(
+            data.touchpoints.drop("channel"),
+            data.conversions,
+            models=["LINEAR"],
+            by="name",
+            lookback=timedelta(days=3),
+            conversion_types={"purchase": {"lookback": timedelta(days=60)}},
+        )
         later = data.conversions.filter(pl.col("occurred_at") >= since).get_column("conversion_id")
         in_scope = expected.links.filter(pl.col("conversion_id").is_in(later.implode()))
         old = in_scope.filter(pl.col("conversion_name") == "purchase").join(
@@ -526,8 +603,11 @@ def test_an_incremental_run_per_name_writes_what_a_full_run_would(postgres_url: 
         seed.write_synthetic(url, data, page_views=True)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
-            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
-                            VALUES ('st1', 'orgI', %s)""", (json.dumps(settings),))  # fmt: skip
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgI', %s)""",
+                (json.dumps(settings),),
+            )
         assert run_batch(url, organization_id="orgI").mode == "FULL"
         purchases = data.conversions.filter(pl.col("name") == "purchase").sort("conversion_id")
         buy, other = purchases.row(0, named=True), purchases.row(1, named=True)
@@ -552,8 +632,17 @@ def test_cli_attribute_by_name(tmp_path) -> None:
     tp, cv = one_user()
     tp.write_parquet(tmp_path / "tp.parquet")
     cv.write_parquet(tmp_path / "cv.parquet")
-    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet"),
-            "--out", str(tmp_path / "out"), "-m", "LINEAR"]  # fmt: skip
+    args = [
+        "attribute",
+        "--touchpoints",
+        str(tmp_path / "tp.parquet"),
+        "--conversions",
+        str(tmp_path / "cv.parquet"),
+        "--out",
+        str(tmp_path / "out"),
+        "-m",
+        "LINEAR",
+    ]
     result = CliRunner().invoke(app, [*args, "--by", "name"])
     assert result.exit_code == 0, result.output
     assert "per conversion type" in result.output and "sign_up" in result.output
@@ -575,8 +664,12 @@ def test_by_name_does_not_depend_on_input_row_order() -> None:
     cv = data.conversions.with_columns(names.alias("name"))
     models = ["LINEAR", "TIME_DECAY", "MARKOV"]
     result = oq.attribute(data.touchpoints, cv, models=models, by="name")
-    shuffled = oq.attribute(data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1),
-                            cv.sample(fraction=1.0, shuffle=True, seed=2), models=models, by="name")  # fmt: skip
+    shuffled = oq.attribute(
+        data.touchpoints.sample(fraction=1.0, shuffle=True, seed=1),
+        cv.sample(fraction=1.0, shuffle=True, seed=2),
+        models=models,
+        by="name",
+    )
     assert result.links.equals(shuffled.links)
     assert result.credit.equals(shuffled.credit) and result.unattributed.equals(shuffled.unattributed)
 
@@ -612,19 +705,34 @@ def test_a_partitioned_run_per_name_writes_what_one_part_would(postgres_url: str
     data = _named(retag(oq.synthetic.generate(n_users=200, seed=15), "orgP"))
     cv = data.conversions
     only = cv.filter(pl.col("anon_id") == cv.get_column("anon_id").min()).head(1)  # one user's one rare type
-    data = replace_data(data, pl.concat([cv.filter(pl.col("conversion_id") != only["conversion_id"][0]),
-                                         only.with_columns(pl.lit("rare").alias("name"))]))  # fmt: skip
+    data = replace_data(
+        data,
+        pl.concat(
+            [
+                cv.filter(pl.col("conversion_id") != only["conversion_id"][0]),
+                only.with_columns(pl.lit("rare").alias("name")),
+            ]
+        ),
+    )
     settings = {"by": "name", "models": ["LINEAR"], "conversionTypes": {"rare": {"models": ["FIRST_TOUCH"]}}}
     with fresh_database(postgres_url, upgraded=True) as url:
         db.upgrade(url)
         seed.write_synthetic(url, data, page_views=True)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(dsn) as conn:
-            conn.execute("""INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
-                            VALUES ('st1', 'orgP', %s)""", (json.dumps(settings),))  # fmt: skip
+            conn.execute(
+                """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+                            VALUES ('st1', 'orgP', %s)""",
+                (json.dumps(settings),),
+            )
         run_batch(url, organization_id="orgP", full=True, partitions=3, extract_touchpoints=False)
-        expected = oq.attribute(data.touchpoints.drop("channel"), data.conversions, models=["LINEAR"], by="name",
-                                conversion_types={"rare": {"models": ["FIRST_TOUCH"]}})  # fmt: skip
+        expected = oq.attribute(
+            data.touchpoints.drop("channel"),
+            data.conversions,
+            models=["LINEAR"],
+            by="name",
+            conversion_types={"rare": {"models": ["FIRST_TOUCH"]}},
+        )
         assert db_links(url, "orgP").equals(expected_links(expected))
 
 
@@ -642,10 +750,23 @@ def test_names_differing_by_case_or_spaces_are_warned_about() -> None:
     from optiq_engine.errors import ConfusableIdWarning
 
     t = datetime(2026, 3, 1, tzinfo=UTC)
-    tp = pl.DataFrame({"touchpoint_id": ["a", "b"], "anon_id": ["u", "v"], "channel": ["email", "email"],
-                       "occurred_at": [t - timedelta(days=1)] * 2})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": ["c", "d"], "anon_id": ["u", "v"], "occurred_at": [t, t],
-                       "value_micros": [1, 1], "name": ["purchase ", "purchase"]})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["a", "b"],
+            "anon_id": ["u", "v"],
+            "channel": ["email", "email"],
+            "occurred_at": [t - timedelta(days=1)] * 2,
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": ["c", "d"],
+            "anon_id": ["u", "v"],
+            "occurred_at": [t, t],
+            "value_micros": [1, 1],
+            "name": ["purchase ", "purchase"],
+        }
+    )
     with pytest.warns(ConfusableIdWarning, match="differ only by case or surrounding spaces"):
         result = oq.attribute(tp, cv, models=["LINEAR"], by="name")
     assert sorted(result.types) == ["purchase", "purchase "]

@@ -88,9 +88,14 @@ def test_two_devices_login_on_the_second_before_and_after_stitching() -> None:
     assert links.get_column("touchpoint_id").to_list() == ["t1", "t2", "t3"]  # each touch keeps its own id
     assert links.get_column("touchpoint_count").to_list() == [3, 3, 3]
     assert after.identity == oq.IdentityStitch(
-        anon_ids=3, identified=2, persons=2, merged_anon_ids=2, merged_persons=1, several_user_ids=0,
+        anon_ids=3,
+        identified=2,
+        persons=2,
+        merged_anon_ids=2,
+        merged_persons=1,
+        several_user_ids=0,
         blank_user_ids=1,
-    )  # fmt: skip
+    )
     assert after.identity.message().startswith("identity stitching: 2 anon ids merged into 1 person")
 
 
@@ -146,9 +151,15 @@ def test_integer_user_ids_and_stitching_within_an_organization() -> None:
         }
     )
     cv = pl.DataFrame(
-        {"conversion_id": ["c"], "organization_id": ["o1"], "anon_id": ["d2"], "occurred_at": [_at(1)],
-         "value_micros": [5], "user_id": [7]}
-    )  # fmt: skip
+        {
+            "conversion_id": ["c"],
+            "organization_id": ["o1"],
+            "anon_id": ["d2"],
+            "occurred_at": [_at(1)],
+            "value_micros": [5],
+            "user_id": [7],
+        }
+    )
     result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
     # User 7 of o1 is d1 and d2 of o1; o2's d1 (also user 7) is another organization's person.
     assert result.links.get_column("touchpoint_id").to_list() == ["a"]
@@ -276,10 +287,14 @@ def test_stitched_attribution_matches_reference(case: Case) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfusableIdWarning)
         result = oq.attribute(
-            tp, cv, models=[model_object(n, p) for n, p in case.models],
-            lookback=timedelta(microseconds=case.lookback_us), reset_after_conversion=case.reset_after_conversion,
-            direct_channels=case.direct_channels, identity="stitched",
-        )  # fmt: skip
+            tp,
+            cv,
+            models=[model_object(n, p) for n, p in case.models],
+            lookback=timedelta(microseconds=case.lookback_us),
+            reset_after_conversion=case.reset_after_conversion,
+            direct_channels=case.direct_channels,
+            identity="stitched",
+        )
     ref_tp, ref_cv, _ = with_persons(case.touchpoints, case.conversions, scope)
     ref_links, ref_unattributed = attribute_reference(
         ref_tp, ref_cv, **{**case.kwargs(), "group_by": (*scope, "person")}
@@ -323,17 +338,57 @@ def _events(extra: list[dict] | None = None) -> pl.DataFrame:
     """The two devices as tracking events: the phone's ad click (anonymous), its login (a CUSTOM event with
     ``properties.userId``), the laptop's search click and its purchase (logged in), and a blank userId."""
     rows = [
-        {"event_id": "e1", "anon_id": "phone", "occurred_at": _at(0), "type": "PAGE_VIEW", "utm_source": "facebook",
-         "utm_medium": "paid_social", "properties": None, "value_micros": None},
-        {"event_id": "e2", "anon_id": "phone", "occurred_at": _at(2), "type": "CUSTOM", "utm_source": None,
-         "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": None},
-        {"event_id": "e3", "anon_id": "laptop", "occurred_at": _at(4), "type": "PAGE_VIEW", "utm_source": "google",
-         "utm_medium": "cpc", "properties": None, "value_micros": None},
-        {"event_id": "e4", "anon_id": "laptop", "occurred_at": _at(4) + timedelta(hours=1), "type": "CONVERSION",
-         "utm_source": None, "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": 100_000_000},
-        {"event_id": "e5", "anon_id": "tablet", "occurred_at": _at(-1), "type": "PAGE_VIEW", "utm_source": "bing",
-         "utm_medium": "cpc", "properties": '{"userId": " "}', "value_micros": None},
-    ]  # fmt: skip
+        {
+            "event_id": "e1",
+            "anon_id": "phone",
+            "occurred_at": _at(0),
+            "type": "PAGE_VIEW",
+            "utm_source": "facebook",
+            "utm_medium": "paid_social",
+            "properties": None,
+            "value_micros": None,
+        },
+        {
+            "event_id": "e2",
+            "anon_id": "phone",
+            "occurred_at": _at(2),
+            "type": "CUSTOM",
+            "utm_source": None,
+            "utm_medium": None,
+            "properties": '{"userId": "u1"}',
+            "value_micros": None,
+        },
+        {
+            "event_id": "e3",
+            "anon_id": "laptop",
+            "occurred_at": _at(4),
+            "type": "PAGE_VIEW",
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "properties": None,
+            "value_micros": None,
+        },
+        {
+            "event_id": "e4",
+            "anon_id": "laptop",
+            "occurred_at": _at(4) + timedelta(hours=1),
+            "type": "CONVERSION",
+            "utm_source": None,
+            "utm_medium": None,
+            "properties": '{"userId": "u1"}',
+            "value_micros": 100_000_000,
+        },
+        {
+            "event_id": "e5",
+            "anon_id": "tablet",
+            "occurred_at": _at(-1),
+            "type": "PAGE_VIEW",
+            "utm_source": "bing",
+            "utm_medium": "cpc",
+            "properties": '{"userId": " "}',
+            "value_micros": None,
+        },
+    ]
     return pl.DataFrame(rows + (extra or []), schema_overrides={"value_micros": pl.Int64})
 
 
@@ -376,14 +431,29 @@ def test_optiq_run_stitches_by_the_identity_key_and_restitches_on_a_new_login(po
         summary = run_batch(url, organization_id="orgI", models=["FIRST_TOUCH", "LINEAR"])
         assert summary.mode == "FULL"  # a stitched run restitches every user
         assert _first_touch(url) == {"e4": "facebook"}  # the phone's click before its login
-        assert summary.identity == {"anon_ids": 3, "identified": 2, "persons": 2, "merged_anon_ids": 2,
-                                    "merged_persons": 1, "several_user_ids": 0, "blank_user_ids": 1}  # fmt: skip
+        assert summary.identity == {
+            "anon_ids": 3,
+            "identified": 2,
+            "persons": 2,
+            "merged_anon_ids": 2,
+            "merged_persons": 1,
+            "several_user_ids": 0,
+            "blank_user_ids": 1,
+        }
 
         # The tablet logs in as u1 a day before the purchase: its bing click (the day before the phone's) becomes
         # u1's first touch,
         # and the stored links of e4 are rewritten.
-        login = {"event_id": "e6", "anon_id": "tablet", "occurred_at": _at(3), "type": "CUSTOM", "utm_source": None,
-                 "utm_medium": None, "properties": '{"userId": "u1"}', "value_micros": None}  # fmt: skip
+        login = {
+            "event_id": "e6",
+            "anon_id": "tablet",
+            "occurred_at": _at(3),
+            "type": "CUSTOM",
+            "utm_source": None,
+            "utm_medium": None,
+            "properties": '{"userId": "u1"}',
+            "value_micros": None,
+        }
         load_events(_events([login]), url, organization_id="orgI", site_id="siteI")
         summary = run_batch(url, organization_id="orgI", models=["FIRST_TOUCH", "LINEAR"])
         assert _first_touch(url) == {"e4": "bing"}  # the tablet's click, before its login
@@ -411,8 +481,17 @@ def test_optiq_attribute_identity_flag(tmp_path) -> None:
     tp, cv = two_devices()
     tp.write_parquet(tmp_path / "tp.parquet")
     cv.write_parquet(tmp_path / "cv.parquet")
-    args = ["attribute", "--touchpoints", str(tmp_path / "tp.parquet"), "--conversions", str(tmp_path / "cv.parquet"),
-            "-m", "FIRST_TOUCH", "--identity", "stitched"]  # fmt: skip
+    args = [
+        "attribute",
+        "--touchpoints",
+        str(tmp_path / "tp.parquet"),
+        "--conversions",
+        str(tmp_path / "cv.parquet"),
+        "-m",
+        "FIRST_TOUCH",
+        "--identity",
+        "stitched",
+    ]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "2 anon ids merged into 1 person" in result.output
@@ -438,12 +517,18 @@ def _random_events(seed: int) -> pl.DataFrame:
         kind = rnd.choices(["PAGE_VIEW", "CUSTOM", "CONVERSION"], weights=[6, 2, 2])[0]
         source, medium = rnd.choice(sources) if kind == "PAGE_VIEW" else (None, None)
         user = rnd.choice(["u1", "u2", "u3", "u4", " "]) if kind == "CUSTOM" or rnd.random() < 0.3 else None
-        rows.append({
-            "event_id": f"e{i}", "anon_id": f"a{rnd.randrange(12)}", "type": kind,
-            "occurred_at": _at(rnd.randrange(21 * 24) / 24), "utm_source": source, "utm_medium": medium,
-            "properties": None if user is None else json.dumps({"userId": user}),
-            "value_micros": rnd.randrange(1, 10**8) if kind == "CONVERSION" else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "event_id": f"e{i}",
+                "anon_id": f"a{rnd.randrange(12)}",
+                "type": kind,
+                "occurred_at": _at(rnd.randrange(21 * 24) / 24),
+                "utm_source": source,
+                "utm_medium": medium,
+                "properties": None if user is None else json.dumps({"userId": user}),
+                "value_micros": rnd.randrange(1, 10**8) if kind == "CONVERSION" else None,
+            }
+        )
     return pl.DataFrame(rows, schema_overrides={"value_micros": pl.Int64})
 
 
@@ -562,11 +647,24 @@ def test_placeholder_user_ids_identify_nobody() -> None:
     by it joined 500 anon ids into one person and left 499 of 500 conversions outside their windows."""
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     n = 50
-    tp = pl.DataFrame({"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"a{i}" for i in range(n)],
-                       "occurred_at": [t0 - timedelta(hours=i) for i in range(n)], "channel": ["email"] * n,
-                       "user_id": ["undefined", " NULL", "0", "None", "-"] * (n // 5)})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"a{i}" for i in range(n)],
-                       "occurred_at": [t0] * n, "value_micros": [1] * n, "user_id": ["null"] * n})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": [f"t{i}" for i in range(n)],
+            "anon_id": [f"a{i}" for i in range(n)],
+            "occurred_at": [t0 - timedelta(hours=i) for i in range(n)],
+            "channel": ["email"] * n,
+            "user_id": ["undefined", " NULL", "0", "None", "-"] * (n // 5),
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [f"c{i}" for i in range(n)],
+            "anon_id": [f"a{i}" for i in range(n)],
+            "occurred_at": [t0] * n,
+            "value_micros": [1] * n,
+            "user_id": ["null"] * n,
+        }
+    )
     result = oq.attribute(tp, cv, models=["LINEAR"], identity="stitched")
     assert result.identity.persons == n and result.identity.merged_anon_ids == 0
     assert result.identity.blank_user_ids == 2 * n

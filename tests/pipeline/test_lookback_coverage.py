@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 
 import optiq_engine as oq
-import optiq_engine.pipeline as pipeline
+import optiq_engine.matching as matching
 from tests.reference.lookback_coverage import lookback_coverage
 from tests.support.adapters import conversions_frame, touchpoints_frame
 from tests.support.strategies import Case, cases
@@ -26,9 +26,12 @@ def _check(case: Case) -> None:
     )
     got = result.lookback_coverage
     n, cut, left_out, q95 = lookback_coverage(
-        case.touchpoints, case.conversions, lookback_us=case.lookback_us, reset=case.reset_after_conversion,
+        case.touchpoints,
+        case.conversions,
+        lookback_us=case.lookback_us,
+        reset=case.reset_after_conversion,
         group_by=case.group_by,
-    )  # fmt: skip
+    )
     assert (got.conversions, got.cut, got.touchpoints_left_out) == (n, cut, left_out)
     want = None if q95 is None else timedelta(microseconds=q95)
     assert got.lookback_95 is None and want is None or abs(got.lookback_95 - want) <= timedelta(microseconds=1)
@@ -43,12 +46,12 @@ def test_lookback_coverage_matches_reference(case: Case) -> None:
 @settings(max_examples=30)
 def test_lookback_coverage_with_hash_collisions(case: Case) -> None:
     """Group hashes cut to 2 bits: the exact-code fallback must give the same coverage."""
-    old = pipeline._HASH_MASK
-    pipeline._HASH_MASK = np.uint64(3)
+    old = matching._HASH_MASK
+    matching._HASH_MASK = np.uint64(3)
     try:
         _check(case)
     finally:
-        pipeline._HASH_MASK = old
+        matching._HASH_MASK = old
 
 
 def _frames(days_before: list[int]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -88,10 +91,22 @@ def test_lookback_95_holds_95_percent_and_no_more_than_needed() -> None:
     percentile (19.05 days) was needlessly long, and on other data too short to hold 95 %."""
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     n = 20
-    tp = pl.DataFrame({"touchpoint_id": [f"t{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
-                       "occurred_at": [t0 - timedelta(days=i + 1) for i in range(n)], "channel": ["email"] * n})  # fmt: skip
-    cv = pl.DataFrame({"conversion_id": [f"c{i}" for i in range(n)], "anon_id": [f"u{i}" for i in range(n)],
-                       "occurred_at": [t0] * n, "value_micros": [1] * n})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": [f"t{i}" for i in range(n)],
+            "anon_id": [f"u{i}" for i in range(n)],
+            "occurred_at": [t0 - timedelta(days=i + 1) for i in range(n)],
+            "channel": ["email"] * n,
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [f"c{i}" for i in range(n)],
+            "anon_id": [f"u{i}" for i in range(n)],
+            "occurred_at": [t0] * n,
+            "value_micros": [1] * n,
+        }
+    )
     got = oq.attribute(tp, cv, models=["LINEAR"], lookback=timedelta(days=2)).lookback_coverage
     assert got.lookback_95 == timedelta(days=19, microseconds=1)
     again = oq.attribute(tp, cv, models=["LINEAR"], lookback=got.lookback_95).lookback_coverage

@@ -264,8 +264,11 @@ def test_data_driven_credit_is_the_fit_in_expectation() -> None:
     fit = result.fitted["DATA_DRIVEN"]
     assert fit.credit_gap < 0.05, fit.credit_gap
     # the draw: the same conversions are baseline ones in any row order and with another seed they are not
-    shuffled = oq.attribute(world.touchpoints.sample(fraction=1.0, shuffle=True, seed=3),
-                            world.conversions.reverse(), models=["DATA_DRIVEN"])  # fmt: skip
+    shuffled = oq.attribute(
+        world.touchpoints.sample(fraction=1.0, shuffle=True, seed=3),
+        world.conversions.reverse(),
+        models=["DATA_DRIVEN"],
+    )
     mine = result.unattributed.filter(pl.col("model") == "DATA_DRIVEN").get_column("conversion_id").sort()
     assert mine.equals(
         shuffled.unattributed.filter(pl.col("model") == "DATA_DRIVEN").get_column("conversion_id").sort()

@@ -19,16 +19,42 @@ from tests.reference.touchpoints import BAD_PROPERTIES, extract_touchpoints_refe
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 T0_US = int(T0.timestamp() * 1_000_000)
 COLUMNS = [
-    "touchpoint_id", "organization_id", "anon_id", "session_id", "journey_id", "occurred_at", "event_id",
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "ttclid",
-    "platform_code", "campaign_id", "ad_id",
-]  # fmt: skip
+    "touchpoint_id",
+    "organization_id",
+    "anon_id",
+    "session_id",
+    "journey_id",
+    "occurred_at",
+    "event_id",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "fbclid",
+    "ttclid",
+    "platform_code",
+    "campaign_id",
+    "ad_id",
+]
 EVENT_SCHEMA = {
-    "event_id": pl.String, "organization_id": pl.String, "anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
-    "type": pl.String, "session_id": pl.String, "utm_source": pl.String, "utm_medium": pl.String,
-    "utm_campaign": pl.String, "utm_content": pl.String, "gclid": pl.String, "fbclid": pl.String,
-    "ttclid": pl.String, "properties": pl.String, "url": pl.String,
-}  # fmt: skip
+    "event_id": pl.String,
+    "organization_id": pl.String,
+    "anon_id": pl.String,
+    "occurred_at": pl.Datetime("us", "UTC"),
+    "type": pl.String,
+    "session_id": pl.String,
+    "utm_source": pl.String,
+    "utm_medium": pl.String,
+    "utm_campaign": pl.String,
+    "utm_content": pl.String,
+    "gclid": pl.String,
+    "fbclid": pl.String,
+    "ttclid": pl.String,
+    "properties": pl.String,
+    "url": pl.String,
+}
 
 
 def _frame(events: list[dict[str, Any]]) -> pl.DataFrame:
@@ -53,9 +79,23 @@ _values = st.sampled_from(["google", "cpc", "c1", "a1", "é🙂", "x y", "", "12
 _maybe = st.none() | _values
 _json_scalar = st.none() | _values | st.integers(-5, 5) | st.booleans()
 _property_keys = st.sampled_from(
-    ["utm_source", "utmSource", "utm_medium", "utmMedium", "utm_campaign", "utmCampaign", "utm_content",
-     "utmContent", "gclid", "fbclid", "ttclid", "url", "pageUrl", "other"]
-)  # fmt: skip
+    [
+        "utm_source",
+        "utmSource",
+        "utm_medium",
+        "utmMedium",
+        "utm_campaign",
+        "utmCampaign",
+        "utm_content",
+        "utmContent",
+        "gclid",
+        "fbclid",
+        "ttclid",
+        "url",
+        "pageUrl",
+        "other",
+    ]
+)
 _url_params = st.sampled_from(
     ["utm_source", "utm_medium", "utm_campaign", "utm_content", "gclid", "fbclid", "ttclid", "x"]
 )
@@ -160,8 +200,14 @@ def test_result_does_not_depend_on_row_order(events: list[dict[str, Any]], rnd: 
 
 
 def _ev(i: int, minute: int, **kw: Any) -> dict[str, Any]:
-    return {"event_id": f"e{i}", "organization_id": "o1", "anon_id": "u1", "type": "PAGE_VIEW",
-            "occurred_at": T0_US + minute * 60_000_000, **kw}  # fmt: skip
+    return {
+        "event_id": f"e{i}",
+        "organization_id": "o1",
+        "anon_id": "u1",
+        "type": "PAGE_VIEW",
+        "occurred_at": T0_US + minute * 60_000_000,
+        **kw,
+    }
 
 
 def test_worked_example_one_touchpoint_per_source_per_session() -> None:
@@ -175,8 +221,10 @@ def test_worked_example_one_touchpoint_per_source_per_session() -> None:
     ]
     tps, result = _engine(events)
     assert [(t["event_id"], t["platform_code"]) for t in sorted(tps, key=lambda t: t["occurred_at"])] == [
-        ("e1", "GOOGLE_ADS"), ("e3", None), ("e5", "GOOGLE_ADS"),
-    ]  # fmt: skip
+        ("e1", "GOOGLE_ADS"),
+        ("e3", None),
+        ("e5", "GOOGLE_ADS"),
+    ]
     assert result.journeys.journeys.get_column("touchpoint_count").to_list() == [3]
 
 
@@ -241,8 +289,9 @@ def test_bad_rows_are_counted_or_quarantined_never_dropped() -> None:
     assert info.value.counts == {BAD_PROPERTIES: 1, "null anon_id": 1}
     result = oq.extract_touchpoints(events, on_invalid="quarantine")
     assert sorted(result.quarantined.select("event_id", "reason").rows()) == [
-        ("e2", BAD_PROPERTIES), ("e3", "null anon_id"),
-    ]  # fmt: skip
+        ("e2", BAD_PROPERTIES),
+        ("e3", "null anon_id"),
+    ]
     assert result.touchpoints.get_column("event_id").to_list() == ["e1"]
     assert result.touchpoints.height + result.quarantined.height + 0 == 3
 
@@ -250,9 +299,17 @@ def test_bad_rows_are_counted_or_quarantined_never_dropped() -> None:
 def test_ids_are_stable_engine_ids_and_a_rerun_reproduces_them() -> None:
     data = oq.synthetic.generate(n_users=200, seed=5)
     events = data.touchpoints.select(
-        pl.col("touchpoint_id").alias("event_id"), "anon_id", "occurred_at", pl.lit("PAGE_VIEW").alias("type"),
-        "utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid",
-    )  # fmt: skip
+        pl.col("touchpoint_id").alias("event_id"),
+        "anon_id",
+        "occurred_at",
+        pl.lit("PAGE_VIEW").alias("type"),
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "gclid",
+        "fbclid",
+        "ttclid",
+    )
     a = oq.extract_touchpoints(events).touchpoints.sort("touchpoint_id")
     b = oq.extract_touchpoints(events.reverse()).touchpoints.sort("touchpoint_id")
     assert a.equals(b)

@@ -21,9 +21,13 @@ def normalised_rows(rows: list[dict[int, float]]) -> list[dict[int, float]]:
 
 
 def balance_reference(
-    rows: list[dict[int, float]], weights: list[float], target: list[float], *, tol: float = 1e-10,
+    rows: list[dict[int, float]],
+    weights: list[float],
+    target: list[float],
+    *,
+    tol: float = 1e-10,
     max_iter: int = 1_000,
-) -> dict:  # fmt: skip
+) -> dict:
     """Multipliers, effective targets, weights and column totals of the balanced matrix.
 
     - A column with target <= 0 gets multiplier 0.

@@ -724,9 +724,13 @@ def data_driven_reference(
             )
 
     fit = {
-        **fit, "path_table": table, "journeys": journeys, "baseline_conversions": len(uncredited),
-        "uncredited": uncredited, "scale": scale,
-    }  # fmt: skip
+        **fit,
+        "path_table": table,
+        "journeys": journeys,
+        "baseline_conversions": len(uncredited),
+        "uncredited": uncredited,
+        "scale": scale,
+    }
     return links, fit
 
 

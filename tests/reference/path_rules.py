@@ -77,9 +77,14 @@ def attribute_with_path_rules(
 ) -> tuple[list[dict], list[dict]]:
     """:func:`attribute_reference`'s links and unattributed rows, the weights and micros under the path rules."""
     links, unattributed = attribute_reference(
-        touchpoints, conversions, models=models, lookback_us=lookback_us,
-        reset_after_conversion=reset_after_conversion, group_by=group_by, direct_channels=direct_channels,
-    )  # fmt: skip
+        touchpoints,
+        conversions,
+        models=models,
+        lookback_us=lookback_us,
+        reset_after_conversion=reset_after_conversion,
+        group_by=group_by,
+        direct_channels=direct_channels,
+    )
     params = dict(models)
     times = {t["touchpoint_id"]: t["occurred_at"] for t in touchpoints}
     values = {c["conversion_id"]: c.get("value_micros") or 0 for c in conversions}
@@ -90,13 +95,19 @@ def attribute_with_path_rules(
         rows.sort(key=lambda r: r["position"])
         channels = [r["channel"] for r in rows]
         kept = kept_indices(
-            channels, touch_rule=touch_rule, drop_direct=drop_direct, max_touchpoints=max_touchpoints,
+            channels,
+            touch_rule=touch_rule,
+            drop_direct=drop_direct,
+            max_touchpoints=max_touchpoints,
             direct_channels=direct_channels,
-        )  # fmt: skip
+        )
         weights = model_weights(
-            model, params[model], [times[rows[i]["touchpoint_id"]] for i in kept], [channels[i] for i in kept],
+            model,
+            params[model],
+            [times[rows[i]["touchpoint_id"]] for i in kept],
+            [channels[i] for i in kept],
             direct_channels=direct_channels,
-        )  # fmt: skip
+        )
         credited = split_value(values[conversion_id], weights)
         for row in rows:
             row["weight"], row["credited_value_micros"] = 0.0, 0

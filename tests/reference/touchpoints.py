@@ -108,10 +108,12 @@ def resolve_campaign_and_ad(tp: Row, campaigns: list[Row], ads: list[Row], by_or
     campaign = None
     if tp["utm_campaign"] is not None:
         found = {
-            (c["campaign_id"],) for c in campaigns
-            if c["external_id"] == tp["utm_campaign"] and same_org(c, org_c)
+            (c["campaign_id"],)
+            for c in campaigns
+            if c["external_id"] == tp["utm_campaign"]
+            and same_org(c, org_c)
             and (platform is None or c.get("platform_code") == platform)
-        }  # fmt: skip
+        }
         hit = _unique(found)
         campaign = None if hit is None else hit[0]
     ad = None

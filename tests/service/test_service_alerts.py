@@ -141,7 +141,7 @@ def _two_periods(
         ("cd_warn", 10, 6, 30, "opened", "WARNING"),
         ("cd_quiet", 10, 8, 30, "ok", None),
         ("cd_nobase", 0, 0, 30, "unknown", None),
-    ],  # fmt: skip
+    ],
 )
 def test_conversion_drop(engine, org, prev, cur, drop, action, severity) -> None:
     ids = _two_periods(engine, org, prev_conv=prev, cur_conv=cur, prev_spend=7_000_000, cur_spend=7_000_000)
@@ -224,7 +224,7 @@ BASELINE = [100, 104, 97, 101, 99, 103, 96, 100, 102, 98, 101, 150, 99, 100] * 2
         ("ca_drop", 20, {"direction": "drop"}, "opened"),
         ("ca_dir", 180, {"direction": "drop"}, "ok"),
         ("ca_seasonal", 180, {"seasonal": True}, "opened"),
-    ],  # fmt: skip
+    ],
 )
 def test_click_anomaly(engine, org, yesterday, config, action) -> None:
     metrics = {day(-29 + i): (5000, c, 1_000_000) for i, c in enumerate(BASELINE)} | {
@@ -281,7 +281,7 @@ def test_click_anomaly_on_a_flat_series_and_with_too_little_data(engine) -> None
                 ]
             },
             "ok",
-        ),  # fmt: skip
+        ),
         (
             "cu_or",
             {
@@ -297,7 +297,7 @@ def test_click_anomaly_on_a_flat_series_and_with_too_little_data(engine) -> None
                 ]
             },
             "opened",
-        ),  # fmt: skip
+        ),
         (
             "cu_null",
             {"metric": "roas", "operator": "<", "value": 1},
@@ -403,7 +403,7 @@ def test_lifecycle_transitions_who_and_when_and_refusals(engine) -> None:
             "CUSTOM",
             {"condition": {"any": [{"metric": "cpa", "operator": ">", "value": 1}, {"metric": "roas"}]}},
             {"config.condition.any[0].metric", "config.condition.any[1].operator", "config.condition.any[1].value"},
-        ),  # fmt: skip
+        ),
         (
             "CUSTOM",
             {"condition": "spend > 5 or __import__('os')"},

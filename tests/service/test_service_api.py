@@ -63,7 +63,11 @@ def test_metrics_endpoint_equals_the_library_and_the_recomputation(api) -> None:
     assert [row["campaign_id"] for row in rows] == expected["key"].to_list()
     for row, exp in zip(rows, expected.iter_rows(named=True), strict=True):
         assert (row["spend_micros"], row["clicks"], row["revenue_micros"], row["cpa_micros"]) == (
-            exp["spend_micros"], exp["clicks"], exp["revenue_micros"], exp["cpa_micros"])  # fmt: skip
+            exp["spend_micros"],
+            exp["clicks"],
+            exp["revenue_micros"],
+            exp["cpa_micros"],
+        )
         assert row["conversions"] == pytest.approx(exp["conversions"]) and "spend_micros_previous" in row
     with api["engine"].connect() as conn:
         frame = read_metrics(MetricsQuery("orgA", date(2024, 3, 8), date(2024, 3, 14), grain="ad", daily=True), conn)
@@ -88,8 +92,14 @@ def test_metrics_validation_and_currencies(api) -> None:
         "/v1/metrics", params=base | {"grain": "organization", "currency": "USD", "rate": ["EUR:1.25"]}, headers=h
     )
     assert r.status_code == 200 and r.json()["rows"][0]["currency"] == "USD"
-    for params, field in ((base | {"grain": "country"}, "grain"), (base | {"start": "2024-13-01"}, "start"), ({"end": "2024-03-01"}, "start"),
-                          (base | {"end": "2024-03-01"}, "start"), (base | {"model": "NOPE"}, "model"), (base | {"rate": ["EUR:x"]}, "rate")):  # fmt: skip
+    for params, field in (
+        (base | {"grain": "country"}, "grain"),
+        (base | {"start": "2024-13-01"}, "start"),
+        ({"end": "2024-03-01"}, "start"),
+        (base | {"end": "2024-03-01"}, "start"),
+        (base | {"model": "NOPE"}, "model"),
+        (base | {"rate": ["EUR:x"]}, "rate"),
+    ):
         r = c.get("/v1/metrics", params=params, headers=h)
         assert r.status_code == 422, (params, r.text)
         assert field in {x for d in r.json()["detail"] for x in d["loc"]}, (params, r.json())

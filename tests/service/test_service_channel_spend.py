@@ -58,9 +58,15 @@ def _worked_example() -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {
         "Platform": [{"id": i, "code": c, "name": n} for i, c, n in sd.PLATFORMS],
         "Organization": [{"id": o, "name": o, "slug": o} for o in ("orgS", "orgX")],
-        "AdAccount": [], "Campaign": [], "DailyAdAccountMetric": [], "DailyCampaignMetric": [],
-        "TrackingSite": [], "TrackingEvent": [], "TouchPoint": [], "AttributionLink": [],
-    }  # fmt: skip
+        "AdAccount": [],
+        "Campaign": [],
+        "DailyAdAccountMetric": [],
+        "DailyCampaignMetric": [],
+        "TrackingSite": [],
+        "TrackingEvent": [],
+        "TouchPoint": [],
+        "AttributionLink": [],
+    }
     for org, acc, plat in (
         ("orgS", "accG", "plt_g"),
         ("orgS", "accM", "plt_m"),
@@ -74,24 +80,53 @@ def _worked_example() -> dict[str, list[dict]]:
             {"id": f"c_{acc}", "organizationId": org, "adAccountId": acc, "externalId": acc, "name": f"c {acc}"}
         )
     spend = [  # organization, account, day, impressions, clicks, spend micros
-        ("orgS", "accG", D0, 4_000, 80, 20_000_000), ("orgS", "accG", D1, 10_000, 200, 50_000_000),
-        ("orgS", "accG", D2, 5_000, 100, 25_000_000), ("orgS", "accM", D1, 20_000, 100, 40_000_000),
-        ("orgS", "accT", D1, 1_000, 10, 5_000_000), ("orgX", "accX", D1, 90_000, 9_000, 900_000_000),
+        ("orgS", "accG", D0, 4_000, 80, 20_000_000),
+        ("orgS", "accG", D1, 10_000, 200, 50_000_000),
+        ("orgS", "accG", D2, 5_000, 100, 25_000_000),
+        ("orgS", "accM", D1, 20_000, 100, 40_000_000),
+        ("orgS", "accT", D1, 1_000, 10, 5_000_000),
+        ("orgX", "accX", D1, 90_000, 9_000, 900_000_000),
         ("orgX", "accG", D1, 77_000, 7_700, 777_000_000),  # orgX's row naming orgS's account
-    ]  # fmt: skip
+    ]
     for n, (org, acc, day, imp, clk, micros) in enumerate(spend):
-        rows["DailyAdAccountMetric"].append({"id": f"ma{n}", "organizationId": org, "adAccountId": acc, "date": day,
-                                             "impressions": imp, "clicks": clk, "spendMicros": micros})  # fmt: skip
-    rows["DailyCampaignMetric"].append({"id": "mc0", "organizationId": "orgS", "campaignId": "c_accG", "date": D1,
-                                        "impressions": 9_000, "clicks": 150, "spendMicros": 30_000_000})  # fmt: skip
+        rows["DailyAdAccountMetric"].append(
+            {
+                "id": f"ma{n}",
+                "organizationId": org,
+                "adAccountId": acc,
+                "date": day,
+                "impressions": imp,
+                "clicks": clk,
+                "spendMicros": micros,
+            }
+        )
+    rows["DailyCampaignMetric"].append(
+        {
+            "id": "mc0",
+            "organizationId": "orgS",
+            "campaignId": "c_accG",
+            "date": D1,
+            "impressions": 9_000,
+            "clicks": 150,
+            "spendMicros": 30_000_000,
+        }
+    )
     conversions = [  # organization, conversion, time, value, [(touch, weight, attributes)]
         ("orgS", "cv1", _at(D1, 12), 120_000_000, [("tp1", 1.0, {"gclid": "g1", "campaignId": "c_accG"})]),
         ("orgS", "cv2", _at(D2, 10), 30_000_000, [("tp2", 1.0, {"gclid": "g2", "campaignId": "c_accG"})]),
-        ("orgS", "cv3", _at(D1, 15), 60_000_000, [("tp3", 0.5, {"fbclid": "f3", "campaignId": "c_accM"}),
-                                                  ("tp4", 0.5, {"utmSource": "newsletter", "utmMedium": "email"})]),
+        (
+            "orgS",
+            "cv3",
+            _at(D1, 15),
+            60_000_000,
+            [
+                ("tp3", 0.5, {"fbclid": "f3", "campaignId": "c_accM"}),
+                ("tp4", 0.5, {"utmSource": "newsletter", "utmMedium": "email"}),
+            ],
+        ),
         ("orgS", "cv4", _at(D2, 18), 10_000_000, [("tp5", 1.0, {"utmSource": "google", "utmMedium": "organic"})]),
         ("orgX", "cvX", _at(D1, 9), 500_000_000, [("tpX", 1.0, {"gclid": "gx", "campaignId": "c_accX"})]),
-    ]  # fmt: skip
+    ]
     for org in ("orgS", "orgX"):
         rows["TrackingSite"].append(
             {
@@ -104,12 +139,30 @@ def _worked_example() -> dict[str, list[dict]]:
         )
     for org, cv, at, value, touches in conversions:
         site = f"site_{org}"
-        rows["TrackingEvent"].append({"id": cv, "siteId": site, "eventId": cv, "type": "CONVERSION", "occurredAt": at,
-                                      "anonId": cv, "valueMicros": value})  # fmt: skip
+        rows["TrackingEvent"].append(
+            {
+                "id": cv,
+                "siteId": site,
+                "eventId": cv,
+                "type": "CONVERSION",
+                "occurredAt": at,
+                "anonId": cv,
+                "valueMicros": value,
+            }
+        )
         for pos, (tp, weight, attrs) in enumerate(touches, start=1):
             rows["TouchPoint"].append({"id": tp, "siteId": site, "anonId": cv, "occurredAt": at, **attrs})
-            rows["AttributionLink"].append({"id": f"l_{tp}", "conversionId": cv, "touchPointId": tp, "model": "LINEAR",
-                                            "weight": weight, "position": pos, "touchPointCount": len(touches)})  # fmt: skip
+            rows["AttributionLink"].append(
+                {
+                    "id": f"l_{tp}",
+                    "conversionId": cv,
+                    "touchPointId": tp,
+                    "model": "LINEAR",
+                    "weight": weight,
+                    "position": pos,
+                    "touchPointCount": len(touches),
+                }
+            )
     return rows
 
 
@@ -149,19 +202,43 @@ def test_worked_example_spend_roas_cpa_cpc_per_channel(conn) -> None:
     assert list(got) == ["email", "google_ads", "meta_ads", "organic_search", "tiktok_ads"]
     # google_ads: 50 + 25 USD for 200 + 100 clicks; conversions cv1 (120 USD) and cv2 (30 USD), whole.
     assert {k: got["google_ads"][k] for k in METRICS} == {
-        "spend_micros": 75_000_000, "impressions": 15_000, "clicks": 300, "conversions": 2.0, "revenue_micros": 150_000_000,
-        "roas": 2.0, "cpa_micros": 37_500_000, "cpc_micros": 250_000, "ctr": 0.02, "conversion_rate": 2 / 300,
-    }  # fmt: skip
+        "spend_micros": 75_000_000,
+        "impressions": 15_000,
+        "clicks": 300,
+        "conversions": 2.0,
+        "revenue_micros": 150_000_000,
+        "roas": 2.0,
+        "cpa_micros": 37_500_000,
+        "cpc_micros": 250_000,
+        "ctr": 0.02,
+        "conversion_rate": 2 / 300,
+    }
     # meta_ads: 40 USD, 100 clicks; half of cv3 (60 USD) -> 0.5 conversions, 30 USD: ROAS 0.75, CPA 80 USD.
     assert {k: got["meta_ads"][k] for k in METRICS} == {
-        "spend_micros": 40_000_000, "impressions": 20_000, "clicks": 100, "conversions": 0.5, "revenue_micros": 30_000_000,
-        "roas": 0.75, "cpa_micros": 80_000_000, "cpc_micros": 400_000, "ctr": 0.005, "conversion_rate": 0.005,
-    }  # fmt: skip
+        "spend_micros": 40_000_000,
+        "impressions": 20_000,
+        "clicks": 100,
+        "conversions": 0.5,
+        "revenue_micros": 30_000_000,
+        "roas": 0.75,
+        "cpa_micros": 80_000_000,
+        "cpc_micros": 400_000,
+        "ctr": 0.005,
+        "conversion_rate": 0.005,
+    }
     # tiktok_ads: 5 USD for 10 clicks and nothing credited: ROAS 0, no CPA (no conversion to divide by).
     assert {k: got["tiktok_ads"][k] for k in METRICS} == {
-        "spend_micros": 5_000_000, "impressions": 1_000, "clicks": 10, "conversions": 0.0, "revenue_micros": 0,
-        "roas": 0.0, "cpa_micros": None, "cpc_micros": 500_000, "ctr": 0.01, "conversion_rate": 0.0,
-    }  # fmt: skip
+        "spend_micros": 5_000_000,
+        "impressions": 1_000,
+        "clicks": 10,
+        "conversions": 0.0,
+        "revenue_micros": 0,
+        "roas": 0.0,
+        "cpa_micros": None,
+        "cpc_micros": 500_000,
+        "ctr": 0.01,
+        "conversion_rate": 0.0,
+    }
     # Channels no platform's spend maps to: results, and spend unknown (null), not zero.
     assert (got["email"]["conversions"], got["email"]["revenue_micros"]) == (0.5, 30_000_000)
     assert (got["organic_search"]["conversions"], got["organic_search"]["revenue_micros"]) == (1.0, 10_000_000)
@@ -194,9 +271,17 @@ def test_spend_no_rule_maps_is_one_unmapped_row_and_never_dropped(conn) -> None:
     # Meta (40 USD, 100 clicks) and TikTok (5 USD, 10 clicks): no rule on fbclid or ttclid alone.
     assert (unmapped["name"], unmapped["currency"]) == (UNMAPPED, "USD")
     assert {k: unmapped[k] for k in METRICS} == {
-        "spend_micros": 45_000_000, "impressions": 21_000, "clicks": 110, "conversions": 0.0, "revenue_micros": 0,
-        "roas": 0.0, "cpa_micros": None, "cpc_micros": 409_091, "ctr": 110 / 21_000, "conversion_rate": 0.0,
-    }  # fmt: skip
+        "spend_micros": 45_000_000,
+        "impressions": 21_000,
+        "clicks": 110,
+        "conversions": 0.0,
+        "revenue_micros": 0,
+        "roas": 0.0,
+        "cpa_micros": None,
+        "cpc_micros": 409_091,
+        "ctr": 110 / 21_000,
+        "conversion_rate": 0.0,
+    }
     assert (rows["search_ads"]["spend_micros"], rows["search_ads"]["roas"]) == (75_000_000, 2.0)
     # The Meta click (no UTM medium) is direct for these rules, as the engine would derive it; no spend maps there.
     assert (rows["direct"]["conversions"], rows["direct"]["spend_micros"]) == (0.5, None)
@@ -206,9 +291,16 @@ def test_spend_no_rule_maps_is_one_unmapped_row_and_never_dropped(conn) -> None:
 
 @pytest.mark.parametrize(
     "filters",
-    [{}, {"platform": "META"}, {"ad_account_id": "accG"}, {"campaign_id": "c_accG"}, {"daily": True},
-     {"channel_rules": RULES}, {"channel_rules": RULES, "daily": True, "compare": True}],
-)  # fmt: skip
+    [
+        {},
+        {"platform": "META"},
+        {"ad_account_id": "accG"},
+        {"campaign_id": "c_accG"},
+        {"daily": True},
+        {"channel_rules": RULES},
+        {"channel_rules": RULES, "daily": True, "compare": True},
+    ],
+)
 def test_the_channels_spend_adds_up_to_the_organizations(conn, filters) -> None:
     org_filters = {k: v for k, v in filters.items() if k != "channel_rules"}
     for start in (D0, D1):
@@ -242,12 +334,24 @@ def test_the_channels_spend_adds_up_on_the_multi_currency_data_set(postgres_url)
                 expected = total["spend_micros"].sum()
                 assert abs(channels["spend_micros"].sum() - expected) <= channels.height, (org, rules, where)
                 assert (channels["clicks"].sum(), channels["impressions"].sum()) == (
-                    total["clicks"].sum(), total["impressions"].sum()
-                ), (org, rules, where)  # fmt: skip
+                    total["clicks"].sum(),
+                    total["impressions"].sum(),
+                ), (org, rules, where)
             for org, (start, end), rules in itertools.product(("orgA", "orgB"), periods, (None, RULES)):
                 google = sd.spend_channel("GOOGLE_ADS", rules)
-                mine = read_metrics(MetricsQuery(org, start, end, model="LINEAR", grain="channel", channel_rules=rules,
-                                                 compare=False, platform="GOOGLE_ADS"), c)  # fmt: skip
+                mine = read_metrics(
+                    MetricsQuery(
+                        org,
+                        start,
+                        end,
+                        model="LINEAR",
+                        grain="channel",
+                        channel_rules=rules,
+                        compare=False,
+                        platform="GOOGLE_ADS",
+                    ),
+                    c,
+                )
                 ref = sd.reference(ds, org, start=start, end=end, model="LINEAR", grain="channel", level=1, rules=rules)
                 assert mine.filter(pl.col("channel") == google)["spend_micros"].to_list() == (
                     ref.filter(pl.col("key") == google)["spend_micros"].to_list()
@@ -332,8 +436,12 @@ def test_the_endpoint_returns_spend_and_ratios_per_channel_for_the_callers_organ
     with engine.begin() as c:
         for user, org in (("us", "orgS"), ("ux", "orgX")):
             c.execute(text('INSERT INTO "User" (id, email) VALUES (:u, :e)'), {"u": user, "e": f"{user}@example.com"})
-            c.execute(text("""INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, 'VIEWER')"""),
-                      {"i": f"m_{user}", "u": user, "o": org})  # fmt: skip
+            c.execute(
+                text(
+                    """INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, 'VIEWER')"""
+                ),
+                {"i": f"m_{user}", "u": user, "o": org},
+            )
             tokens[org] = keys.create_api_key(c, organization_id=org, user_id=user)[1]
     app_engine = create_engine(db.normalise_url(url))
     try:
@@ -342,8 +450,12 @@ def test_the_endpoint_returns_spend_and_ratios_per_channel_for_the_callers_organ
             r = client.get("/v1/metrics", params=params, headers={"Authorization": f"Bearer {tokens['orgS']}"})
             assert r.status_code == 200, r.text
             rows = {row["channel"]: row for row in r.json()["rows"]}
-            assert (rows["google_ads"]["spend_micros"], rows["google_ads"]["roas"], rows["google_ads"]["cpa_micros"],
-                    rows["google_ads"]["cpc_micros"]) == (75_000_000, 2.0, 37_500_000, 250_000)  # fmt: skip
+            assert (
+                rows["google_ads"]["spend_micros"],
+                rows["google_ads"]["roas"],
+                rows["google_ads"]["cpa_micros"],
+                rows["google_ads"]["cpc_micros"],
+            ) == (75_000_000, 2.0, 37_500_000, 250_000)
             assert rows["google_ads"]["spend_micros_previous"] == 20_000_000
             r = client.get("/v1/metrics", params=params, headers={"Authorization": f"Bearer {tokens['orgX']}"})
             assert [row["spend_micros"] for row in r.json()["rows"]] == [900_000_000]

@@ -45,13 +45,28 @@ def _platform_rows(conn, org: str, rng: np.random.Generator) -> dict[str, pl.Dat
     """Ad accounts, campaigns (one per utm_campaign), two ads each; touchpoints resolved; daily spend."""
     accounts = [(f"{org}_{a}", p, code, tz) for a, p, code, tz in ACCOUNTS]
     for acc, plat, _code, tz in accounts:
-        conn.execute(schema.ad_account.insert().values(
-            id=acc, organizationId=org, platformId=plat, externalId=f"x_{acc}", name=f"Account {acc}", currency="USD", timezone=tz,
-        ))  # fmt: skip
-    names = conn.execute(
-        text('SELECT DISTINCT tp."utmCampaign" FROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId" '
-             'WHERE s."organizationId" = :o AND tp."utmCampaign" IS NOT NULL ORDER BY 1'), {"o": org},
-    ).scalars().all()  # fmt: skip
+        conn.execute(
+            schema.ad_account.insert().values(
+                id=acc,
+                organizationId=org,
+                platformId=plat,
+                externalId=f"x_{acc}",
+                name=f"Account {acc}",
+                currency="USD",
+                timezone=tz,
+            )
+        )
+    names = (
+        conn.execute(
+            text(
+                'SELECT DISTINCT tp."utmCampaign" FROM "TouchPoint" tp JOIN "TrackingSite" s ON s.id = tp."siteId" '
+                'WHERE s."organizationId" = :o AND tp."utmCampaign" IS NOT NULL ORDER BY 1'
+            ),
+            {"o": org},
+        )
+        .scalars()
+        .all()
+    )
     campaigns, ads = [], []
     for i, name in enumerate(names):
         cid = f"{org}_c{i}"
@@ -71,24 +86,39 @@ def _platform_rows(conn, org: str, rng: np.random.Generator) -> dict[str, pl.Dat
     conn.execute(schema.campaign.insert(), campaigns)
     conn.execute(schema.ad.insert(), ads)
     # The platform resolved each tagged touchpoint to its campaign; two thirds of them to an ad as well.
-    conn.execute(text(
-        'UPDATE "TouchPoint" tp SET "campaignId" = c.id, "adId" = CASE WHEN abs(hashtext(tp.id)) % 3 = 0 THEN NULL '
-        "ELSE c.id || '_ad' || (abs(hashtext(tp.id)) % 2)::text END "
-        'FROM "Campaign" c, "TrackingSite" s WHERE c."organizationId" = :o AND c."externalId" = tp."utmCampaign" '
-        'AND s.id = tp."siteId" AND s."organizationId" = :o'
-    ), {"o": org})  # fmt: skip
+    conn.execute(
+        text(
+            'UPDATE "TouchPoint" tp SET "campaignId" = c.id, "adId" = CASE WHEN abs(hashtext(tp.id)) % 3 = 0 THEN NULL '
+            "ELSE c.id || '_ad' || (abs(hashtext(tp.id)) % 2)::text END "
+            'FROM "Campaign" c, "TrackingSite" s WHERE c."organizationId" = :o AND c."externalId" = tp."utmCampaign" '
+            'AND s.id = tp."siteId" AND s."organizationId" = :o'
+        ),
+        {"o": org},
+    )
     first, last = conn.execute(
-        text('SELECT min(e."occurredAt")::date, max(e."occurredAt")::date FROM "TrackingEvent" e '
-             'JOIN "TrackingSite" s ON s.id = e."siteId" WHERE s."organizationId" = :o'), {"o": org},
-    ).one()  # fmt: skip
+        text(
+            'SELECT min(e."occurredAt")::date, max(e."occurredAt")::date FROM "TrackingEvent" e '
+            'JOIN "TrackingSite" s ON s.id = e."siteId" WHERE s."organizationId" = :o'
+        ),
+        {"o": org},
+    ).one()
     days = [first + timedelta(days=d) for d in range(-1, (last - first).days + 2)]
     ad_rows = []
     for ad in ads:
         for day in days:
             imp = int(rng.integers(100, 2000))
             clk = int(rng.integers(0, imp // 10 + 1))
-            ad_rows.append({"id": f"m_{ad['id']}_{day}", "organizationId": org, "adId": ad["id"], "date": day,
-                            "impressions": imp, "clicks": clk, "spendMicros": clk * int(rng.integers(50_000, 2_000_000))})  # fmt: skip
+            ad_rows.append(
+                {
+                    "id": f"m_{ad['id']}_{day}",
+                    "organizationId": org,
+                    "adId": ad["id"],
+                    "date": day,
+                    "impressions": imp,
+                    "clicks": clk,
+                    "spendMicros": clk * int(rng.integers(50_000, 2_000_000)),
+                }
+            )
     conn.execute(schema.daily_ad_metric.insert(), ad_rows)
     daily = pl.DataFrame(ad_rows).join(pl.DataFrame(ads).select(pl.col("id").alias("adId"), "campaignId"), on="adId")
     daily = daily.join(pl.DataFrame(campaigns).select(pl.col("id").alias("campaignId"), "adAccountId"), on="campaignId")
@@ -131,8 +161,15 @@ def served(postgres_url: str) -> Iterator[dict]:
         app_engine = create_engine(db.normalise_url(url))
         app = create_app(engine=app_engine)
         with TestClient(app, raise_server_exceptions=False) as client:
-            yield {"url": url, "client": client, "app": app, "engine": engine, "spend": spend["daily_campaign"],
-                   "tokens": tokens, "h": {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()}}  # fmt: skip
+            yield {
+                "url": url,
+                "client": client,
+                "app": app,
+                "engine": engine,
+                "spend": spend["daily_campaign"],
+                "tokens": tokens,
+                "h": {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()},
+            }
         app_engine.dispose()
         engine.dispose()
 
@@ -140,14 +177,21 @@ def served(postgres_url: str) -> Iterator[dict]:
 def _links(engine, org: str) -> pl.DataFrame:
     """Every written link of ``org`` with what the service keys it by, recomputed here (Polars)."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            'SELECT l.model::text AS model, l."conversionId" AS conversion_id, l.weight, e."occurredAt" AS occurred_at, e."valueMicros" AS value, '
-            'tp."utmSource" AS utm_source, tp."utmMedium" AS utm_medium, tp.gclid, tp.fbclid, tp.ttclid, '
-            'tp."campaignId" AS campaign_id, tp."adId" AS ad_id '
-            'FROM "AttributionLink" l JOIN "TrackingEvent" e ON e.id = l."conversionId" '
-            'JOIN "TouchPoint" tp ON tp.id = l."touchPointId" JOIN "TrackingSite" s ON s.id = e."siteId" '
-            'WHERE s."organizationId" = :o'), {"o": org},
-        ).mappings().all()  # fmt: skip
+        rows = (
+            conn.execute(
+                text(
+                    'SELECT l.model::text AS model, l."conversionId" AS conversion_id, l.weight, e."occurredAt" AS occurred_at, e."valueMicros" AS value, '
+                    'tp."utmSource" AS utm_source, tp."utmMedium" AS utm_medium, tp.gclid, tp.fbclid, tp.ttclid, '
+                    'tp."campaignId" AS campaign_id, tp."adId" AS ad_id '
+                    'FROM "AttributionLink" l JOIN "TrackingEvent" e ON e.id = l."conversionId" '
+                    'JOIN "TouchPoint" tp ON tp.id = l."touchPointId" JOIN "TrackingSite" s ON s.id = e."siteId" '
+                    'WHERE s."organizationId" = :o'
+                ),
+                {"o": org},
+            )
+            .mappings()
+            .all()
+        )
         campaigns = pl.DataFrame(
             conn.execute(
                 text(
@@ -157,7 +201,7 @@ def _links(engine, org: str) -> pl.DataFrame:
                 {"o": org},
             )
             .mappings()
-            .all()  # fmt: skip
+            .all()
         )
     links = pl.DataFrame([dict(r) for r in rows], infer_schema_length=None).join(
         campaigns, on="campaign_id", how="left"
@@ -192,8 +236,12 @@ def test_credit_equals_the_recomputation_from_the_written_links(served) -> None:
     assert links["campaign_id"].null_count() < links.height  # some credit lands on campaigns, some is organic
     start, end = _period(links)
     mid = start + (end - start) / 2
-    for key, grain, (lo, hi) in (("campaign_id", "campaign", (start, end)), ("ad_id", "ad", (start, end)),
-                                 ("channel", "channel", (start, end)), ("campaign_id", "campaign", (mid, end))):  # fmt: skip
+    for key, grain, (lo, hi) in (
+        ("campaign_id", "campaign", (start, end)),
+        ("ad_id", "ad", (start, end)),
+        ("channel", "channel", (start, end)),
+        ("campaign_id", "campaign", (mid, end)),
+    ):
         r = c.get(
             "/v1/credit", params={"start": lo.isoformat(), "end": hi.isoformat(), "grain": grain}, headers=h["uv"]
         )

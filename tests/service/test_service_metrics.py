@@ -48,8 +48,11 @@ def _worked_example() -> dict[str, list[dict]]:
             {"id": "siteW", "organizationId": org, "name": "w", "domain": "w.example", "publicKey": "pk_w"}
         ],
     }
-    for table, col, scope in (("DailyAdMetric", "adId", "adW"), ("DailyCampaignMetric", "campaignId", "cmpW"),
-                              ("DailyAdAccountMetric", "adAccountId", "accW")):  # fmt: skip
+    for table, col, scope in (
+        ("DailyAdMetric", "adId", "adW"),
+        ("DailyCampaignMetric", "campaignId", "cmpW"),
+        ("DailyAdAccountMetric", "adAccountId", "accW"),
+    ):
         rows[table] = [
             {
                 **metric,
@@ -66,17 +69,52 @@ def _worked_example() -> dict[str, list[dict]]:
     for n, (at, value, weight) in enumerate(
         [(t1, 30_000_000, 1.0), (t1, None, 1.0), (t1 + timedelta(days=1), 8_000_000, 0.5)]
     ):
-        events.append({"id": f"w_cv{n}", "siteId": "siteW", "eventId": f"w{n}", "type": "CONVERSION", "occurredAt": at,
-                       "anonId": f"w{n}", "valueMicros": value})  # fmt: skip
-        touches.append({"id": f"w_tp{n}", "siteId": "siteW", "anonId": f"w{n}", "occurredAt": at - timedelta(hours=1),
-                        "adId": "adW", "gclid": "g"})  # fmt: skip
-        links.append({"id": f"w_l{n}", "conversionId": f"w_cv{n}", "touchPointId": f"w_tp{n}", "model": "LAST_TOUCH",
-                      "weight": weight, "position": 1, "touchPointCount": 1})  # fmt: skip
+        events.append(
+            {
+                "id": f"w_cv{n}",
+                "siteId": "siteW",
+                "eventId": f"w{n}",
+                "type": "CONVERSION",
+                "occurredAt": at,
+                "anonId": f"w{n}",
+                "valueMicros": value,
+            }
+        )
+        touches.append(
+            {
+                "id": f"w_tp{n}",
+                "siteId": "siteW",
+                "anonId": f"w{n}",
+                "occurredAt": at - timedelta(hours=1),
+                "adId": "adW",
+                "gclid": "g",
+            }
+        )
+        links.append(
+            {
+                "id": f"w_l{n}",
+                "conversionId": f"w_cv{n}",
+                "touchPointId": f"w_tp{n}",
+                "model": "LAST_TOUCH",
+                "weight": weight,
+                "position": 1,
+                "touchPointCount": 1,
+            }
+        )
     touches.append(
         {"id": "w_tp_organic", "siteId": "siteW", "anonId": "w2", "occurredAt": t1, "utmSource": "newsletter"}
     )
-    links.append({"id": "w_l_org", "conversionId": "w_cv2", "touchPointId": "w_tp_organic", "model": "LAST_TOUCH", "weight": 0.5,
-                  "position": 1, "touchPointCount": 2})  # fmt: skip
+    links.append(
+        {
+            "id": "w_l_org",
+            "conversionId": "w_cv2",
+            "touchPointId": "w_tp_organic",
+            "model": "LAST_TOUCH",
+            "weight": 0.5,
+            "position": 1,
+            "touchPointCount": 2,
+        }
+    )
     rows |= {"TrackingEvent": events, "TouchPoint": touches, "AttributionLink": links}
     return rows
 
@@ -179,14 +217,30 @@ def test_worked_example_with_hand_computed_numbers_and_division_by_zero(conn) ->
     day1, day2 = got.sort("date").to_dicts()
     assert (day1["ad_id"], day1["name"], day1["currency"]) == ("adW", "W ad", "USD")
     assert {k: day1[k] for k in METRICS} == {
-        "spend_micros": 10_000_000, "impressions": 1000, "clicks": 50, "conversions": 2.0, "revenue_micros": 30_000_000,
-        "roas": 3.0, "cpa_micros": 5_000_000, "cpc_micros": 200_000, "ctr": 0.05, "conversion_rate": 0.04,
-    }  # fmt: skip
+        "spend_micros": 10_000_000,
+        "impressions": 1000,
+        "clicks": 50,
+        "conversions": 2.0,
+        "revenue_micros": 30_000_000,
+        "roas": 3.0,
+        "cpa_micros": 5_000_000,
+        "cpc_micros": 200_000,
+        "ctr": 0.05,
+        "conversion_rate": 0.04,
+    }
     # Day 2 is dark: no spend, no impressions, no clicks, half a conversion worth 4 USD.
     assert {k: day2[k] for k in METRICS} == {
-        "spend_micros": 0, "impressions": 0, "clicks": 0, "conversions": 0.5, "revenue_micros": 4_000_000,
-        "roas": None, "cpa_micros": 0, "cpc_micros": None, "ctr": None, "conversion_rate": None,
-    }  # fmt: skip
+        "spend_micros": 0,
+        "impressions": 0,
+        "clicks": 0,
+        "conversions": 0.5,
+        "revenue_micros": 4_000_000,
+        "roas": None,
+        "cpa_micros": 0,
+        "cpc_micros": None,
+        "ctr": None,
+        "conversion_rate": None,
+    }
     total = read_metrics(MetricsQuery("orgW", date(2024, 3, 9), date(2024, 3, 9), grain="organization"), conn).row(
         0, named=True
     )

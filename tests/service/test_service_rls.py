@@ -31,10 +31,22 @@ ORGANIZATION_OF = {
     ),
 }
 ORG_TABLES = (
-    "AdAccount", "Campaign", "Ad", "DailyAdAccountMetric", "DailyCampaignMetric", "DailyAdMetric", "TrackingSite",
-    "AlertRule", "AlertEvent", "InAppNotification", "Membership", "ApiKey", "EngineCreditDaily", "EngineCreditState",
+    "AdAccount",
+    "Campaign",
+    "Ad",
+    "DailyAdAccountMetric",
+    "DailyCampaignMetric",
+    "DailyAdMetric",
+    "TrackingSite",
+    "AlertRule",
+    "AlertEvent",
+    "InAppNotification",
+    "Membership",
+    "ApiKey",
+    "EngineCreditDaily",
+    "EngineCreditState",
     "EngineSpendDaily",
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")

@@ -60,23 +60,41 @@ def test_schema_and_dtypes(small: SyntheticData) -> None:
     s = pl.String
     assert small.touchpoints.schema == pl.Schema(
         {
-            "touchpoint_id": s, "anon_id": s, "occurred_at": ts, "channel": pl.Enum(CHANNELS),
-            "organization_id": s, "site_id": s, "utm_source": s, "utm_medium": s, "utm_campaign": s,
-            "gclid": s, "fbclid": s, "ttclid": s,
+            "touchpoint_id": s,
+            "anon_id": s,
+            "occurred_at": ts,
+            "channel": pl.Enum(CHANNELS),
+            "organization_id": s,
+            "site_id": s,
+            "utm_source": s,
+            "utm_medium": s,
+            "utm_campaign": s,
+            "gclid": s,
+            "fbclid": s,
+            "ttclid": s,
         }
-    )  # fmt: skip
+    )
     assert small.conversions.schema == pl.Schema(
         {
-            "conversion_id": s, "anon_id": s, "occurred_at": ts, "value_micros": pl.Int64, "name": s,
-            "organization_id": s, "site_id": s,
+            "conversion_id": s,
+            "anon_id": s,
+            "occurred_at": ts,
+            "value_micros": pl.Int64,
+            "name": s,
+            "organization_id": s,
+            "site_id": s,
         }
-    )  # fmt: skip
+    )
     assert small.truth.schema == pl.Schema(
         {
-            "channel": pl.Enum(CHANNELS), "beta": pl.Float64, "reach": pl.Float64, "touches": pl.Int64,
-            "incremental_conversions": pl.Float64, "true_share": pl.Float64,
+            "channel": pl.Enum(CHANNELS),
+            "beta": pl.Float64,
+            "reach": pl.Float64,
+            "touches": pl.Int64,
+            "incremental_conversions": pl.Float64,
+            "true_share": pl.Float64,
         }
-    )  # fmt: skip
+    )
     assert small.truth["channel"].to_list() == list(CHANNELS)
     assert small.seed == 7
 
@@ -450,9 +468,16 @@ def test_kernel_matches_brute_force(users, beta, rho, memory) -> None:
 def test_kernel_worked_example_one_touch() -> None:
     """One touch of a channel with beta = 1, base = -2: p = sigmoid(-1), muted p = sigmoid(-2)."""
     converted, incremental = _kernels._simulate_conversions(
-        np.array([0, 1]), np.array([0]), np.array([1], np.int8), np.array([-2.0]), np.array([0.5]),
-        np.array([0.0, 1.0]), 0.5, 10, NO_TERMS,
-    )  # fmt: skip
+        np.array([0, 1]),
+        np.array([0]),
+        np.array([1], np.int8),
+        np.array([-2.0]),
+        np.array([0.5]),
+        np.array([0.0, 1.0]),
+        0.5,
+        10,
+        NO_TERMS,
+    )
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert incremental[0, 1] == pytest.approx(sig(-1.0) - sig(-2.0), rel=1e-15)
     assert incremental[0, 0] == 0.0
@@ -545,16 +570,33 @@ def _expected_totals(offsets, ts, chan, base, beta) -> float:
     saturation = np.concatenate([[0.0], np.cumsum(gain)[:-1]])
     longest = int(np.diff(offsets).max())
     scratch = (
-        np.empty((longest, n_channels + 1)), np.empty(n_channels + 1), np.empty(n_channels + 1),
-        np.empty(n_channels, np.int64), np.empty(n_channels, np.int64), np.empty(n_channels + 1), np.empty(0),
-    )  # fmt: skip
+        np.empty((longest, n_channels + 1)),
+        np.empty(n_channels + 1),
+        np.empty(n_channels + 1),
+        np.empty(n_channels, np.int64),
+        np.empty(n_channels, np.int64),
+        np.empty(n_channels + 1),
+        np.empty(0),
+    )
     none = np.zeros(n_channels, np.int64)
     total = 0.0
     for u in range(offsets.size - 1):
         _kernels._expected_conversions(
-            offsets[u], offsets[u + 1], ts, chan, base[u], beta, none, none, 0, gain, saturation,
-            simulation._MEMORY_US, NO_TERMS, scratch,
-        )  # fmt: skip
+            offsets[u],
+            offsets[u + 1],
+            ts,
+            chan,
+            base[u],
+            beta,
+            none,
+            none,
+            0,
+            gain,
+            saturation,
+            simulation._MEMORY_US,
+            NO_TERMS,
+            scratch,
+        )
         total += scratch[5][0]
     return total
 

@@ -66,9 +66,15 @@ def _inert(scenario: Scenario) -> list[str]:
 
 def test_scenario_names_and_descriptions() -> None:
     assert PRESETS == [
-        "default", "additive", "late_channel", "reach_no_effect", "correlated", "interaction", "saturation",
+        "default",
+        "additive",
+        "late_channel",
+        "reach_no_effect",
+        "correlated",
+        "interaction",
+        "saturation",
         "order_effect",
-    ]  # fmt: skip
+    ]
     for name, description in SCENARIOS.items():
         assert get_scenario(name).name == name
         assert description and "\n" not in description
@@ -197,9 +203,16 @@ def test_additive_has_twelve_channels_and_no_saturation() -> None:
     p3 = _sigmoid(-4.0 + 3 * 0.5)
     for delta, converts in ((-1e-9, True), (1e-9, False)):
         converted, _ = _kernels._simulate_conversions(
-            np.array([0, 3]), np.array([0, 1, 2]), np.array([1, 1, 1], np.int8), np.array([-4.0]),
-            np.array([1.0, 1.0, p3 + delta]), np.array([0.0, 0.5]), 1.0, 10, simulation._term_arrays([]),
-        )  # fmt: skip
+            np.array([0, 3]),
+            np.array([0, 1, 2]),
+            np.array([1, 1, 1], np.int8),
+            np.array([-4.0]),
+            np.array([1.0, 1.0, p3 + delta]),
+            np.array([0.0, 0.5]),
+            1.0,
+            10,
+            simulation._term_arrays([]),
+        )
         assert converted.tolist() == [False, False, converts]
 
 
@@ -258,9 +271,16 @@ def test_interaction_worked_example() -> None:
     """
     terms = simulation._term_arrays([(_kernels._INTERACTION, 0, 1, 1.0)])
     _, incremental = _kernels._simulate_conversions(
-        np.array([0, 2]), np.array([0, 1]), np.array([0, 1], np.int8), np.array([-2.0]), np.ones(2),
-        np.zeros(2), 0.5, 10, terms,
-    )  # fmt: skip
+        np.array([0, 2]),
+        np.array([0, 1]),
+        np.array([0, 1], np.int8),
+        np.array([-2.0]),
+        np.ones(2),
+        np.zeros(2),
+        0.5,
+        10,
+        terms,
+    )
     want = (1 - _sigmoid(-2.0)) * (_sigmoid(-1.0) - _sigmoid(-2.0))
     assert incremental[0].tolist() == pytest.approx([want, want], rel=1e-14)
 
@@ -275,9 +295,16 @@ def test_order_effect_worked_example() -> None:
     terms = simulation._term_arrays([(_kernels._ORDER, 0, 1, 1.0)])
     q = _sigmoid(-2.0)
     _, incremental = _kernels._simulate_conversions(
-        np.array([0, 3, 6]), np.arange(6), np.array([1, 0, 1, 1, 1, 0], np.int8), np.array([-2.0, -2.0]),
-        np.ones(6), np.zeros(2), 0.5, 10, terms,
-    )  # fmt: skip
+        np.array([0, 3, 6]),
+        np.arange(6),
+        np.array([1, 0, 1, 1, 1, 0], np.int8),
+        np.array([-2.0, -2.0]),
+        np.ones(6),
+        np.zeros(2),
+        0.5,
+        10,
+        terms,
+    )
     want = (1 - q) * (_sigmoid(-1.0) - q)
     assert incremental[0].tolist() == pytest.approx([want, want], rel=1e-14)
     assert incremental[1].tolist() == [0.0, 0.0]  # b only before a: exactly nothing
@@ -426,16 +453,32 @@ def test_expected_conversions_match_realised_ones(name: str) -> None:
     saturation = np.concatenate([[0.0], np.cumsum(gain)[:-1]])
     longest = int(counts.max())
     scratch = (
-        np.empty((longest, n_channels + 1)), np.empty(n_channels + 1), np.empty(n_channels + 1),
-        np.empty(n_channels, np.int64), np.empty(n_channels, np.int64), np.empty(n_channels + 1),
+        np.empty((longest, n_channels + 1)),
+        np.empty(n_channels + 1),
+        np.empty(n_channels + 1),
+        np.empty(n_channels, np.int64),
+        np.empty(n_channels, np.int64),
+        np.empty(n_channels + 1),
         np.empty(model.terms[0].size),
-    )  # fmt: skip
+    )
     none = np.zeros(n_channels, np.int64)
     expected = 0.0
     for u in range(n_users):
         _kernels._expected_conversions(
-            offsets[u], offsets[u + 1], ts, chan, base[u], model.beta, none, none, 0, gain, saturation,
-            simulation._MEMORY_US, model.terms, scratch,
-        )  # fmt: skip
+            offsets[u],
+            offsets[u + 1],
+            ts,
+            chan,
+            base[u],
+            model.beta,
+            none,
+            none,
+            0,
+            gain,
+            saturation,
+            simulation._MEMORY_US,
+            model.terms,
+            scratch,
+        )
         expected += scratch[5][0]
     assert converted.sum() == pytest.approx(expected, rel=0.03)

@@ -258,9 +258,19 @@ def test_bootstrap_intervals_do_not_depend_on_partitioning(spark, data) -> None:
 def _events(tp: pl.DataFrame, cv: pl.DataFrame) -> pl.DataFrame:
     """Tracking events from touchpoints (page views with UTM / click ids) and conversions, plus bare views."""
     views = tp.select(
-        pl.col("touchpoint_id").alias("event_id"), "anon_id", "occurred_at", pl.lit("PAGE_VIEW").alias("type"),
-        "organization_id", "site_id", "utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid",
-    )  # fmt: skip
+        pl.col("touchpoint_id").alias("event_id"),
+        "anon_id",
+        "occurred_at",
+        pl.lit("PAGE_VIEW").alias("type"),
+        "organization_id",
+        "site_id",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "gclid",
+        "fbclid",
+        "ttclid",
+    )
     bare = views.gather_every(3).with_columns(
         (pl.col("event_id") + "_x").alias("event_id"),
         (pl.col("occurred_at") + pl.duration(minutes=45)).alias("occurred_at"),
@@ -268,9 +278,15 @@ def _events(tp: pl.DataFrame, cv: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, dtype=pl.String).alias("utm_medium"),
     )
     conversions = cv.select(
-        pl.col("conversion_id").alias("event_id"), "anon_id", "occurred_at", pl.lit("CONVERSION").alias("type"),
-        "organization_id", "site_id", "value_micros", "name",
-    )  # fmt: skip
+        pl.col("conversion_id").alias("event_id"),
+        "anon_id",
+        "occurred_at",
+        pl.lit("CONVERSION").alias("type"),
+        "organization_id",
+        "site_id",
+        "value_micros",
+        "name",
+    )
     return pl.concat([views, bare, conversions], how="diagonal")
 
 
@@ -341,11 +357,18 @@ def test_an_empty_output_is_written_with_its_schema(spark, tmp_path) -> None:
     from optiq_engine.spark import attribute_spark, write_result
 
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
-    tp = pl.DataFrame({"touchpoint_id": ["t1", "t2"], "anon_id": ["u1", "u1"], "channel": ["email", "display"],
-                       "occurred_at": [t0 - timedelta(days=2), t0 - timedelta(days=1)]})  # fmt: skip
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": ["t1", "t2"],
+            "anon_id": ["u1", "u1"],
+            "channel": ["email", "display"],
+            "occurred_at": [t0 - timedelta(days=2), t0 - timedelta(days=1)],
+        }
+    )
     cv = pl.DataFrame({"conversion_id": ["c1"], "anon_id": ["u1"], "occurred_at": [t0], "value_micros": [1_000_000]})
-    result = attribute_spark(spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()),
-                             models=["LINEAR"], link_dates=True)  # fmt: skip
+    result = attribute_spark(
+        spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()), models=["LINEAR"], link_dates=True
+    )
     counts = write_result(result, tmp_path / "out")
     assert counts == {"links": 2, "unattributed": 0, "credit": 2}
     empty = pl.read_parquet(tmp_path / "out" / "unattributed" / "*.parquet")

@@ -82,9 +82,21 @@ def test_run_engine_spark_writes_the_rows_of_the_local_run_and_reruns_change_not
     url, data = database
     result = runner.invoke(
         app,
-        ["run", "--database-url", url, "--org", ORG, "--full", "--engine", "spark", "--master", "local[2]",
-         "--partitions", "3"],
-    )  # fmt: skip
+        [
+            "run",
+            "--database-url",
+            url,
+            "--org",
+            ORG,
+            "--full",
+            "--engine",
+            "spark",
+            "--master",
+            "local[2]",
+            "--partitions",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     expected = expected_links(oq.attribute(data.touchpoints.drop("channel"), data.conversions))
     assert db_links(url, ORG).equals(expected)
@@ -99,8 +111,12 @@ def test_run_engine_spark_writes_the_rows_of_the_local_run_and_reruns_change_not
     again = run_batch(url, organization_id=ORG, full=True, engine="spark", partitions=2, compute=compute_on_spark)
     assert (again.inserted, again.updated, again.deleted, again.journeys_changed) == (0, 0, 0, 0)
     assert (again.touchpoints, again.conversions, again.links, again.unattributed, again.journeys) == (
-        local.touchpoints, local.conversions, local.links, local.unattributed, local.journeys,
-    )  # fmt: skip
+        local.touchpoints,
+        local.conversions,
+        local.links,
+        local.unattributed,
+        local.journeys,
+    )
     assert db_links(url, ORG).equals(expected) and _journey_rows(url) == journeys
     with psycopg.connect(psycopg_dsn(url)) as conn:
         runs = conn.execute('SELECT status, mode FROM "EngineRun" ORDER BY "startedAt"').fetchall()
@@ -121,6 +137,23 @@ def test_jdbc_options_from_a_postgres_url() -> None:
     assert url == "jdbc:postgresql://db.example:6543/optiq?sslmode=require"
     assert props == {"driver": "org.postgresql.Driver", "user": "app", "password": "p@ss"}
     assert jdbc_options("postgresql://postgres@127.0.0.1/x")[0] == "jdbc:postgresql://127.0.0.1:5432/x"
+
+
+def test_jdbc_options_take_libpq_defaults_for_what_the_url_leaves_out(monkeypatch) -> None:
+    """Spark read user postgres and database postgres where the local engine (libpq) read PGUSER's PGDATABASE."""
+    pytest.importorskip("pyspark")
+    from optiq_engine.spark.postgres import jdbc_options
+
+    for name, value in {"PGUSER": "alice", "PGDATABASE": "shop", "PGPORT": "6000", "PGPASSWORD": "s3"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PGHOST", raising=False)
+    url, props = jdbc_options("postgresql:///")
+    assert url == "jdbc:postgresql://localhost:6000/shop"
+    assert props == {"driver": "org.postgresql.Driver", "user": "alice", "password": "s3"}
+    monkeypatch.delenv("PGDATABASE")
+    assert jdbc_options("postgresql://127.0.0.1")[0] == "jdbc:postgresql://127.0.0.1:6000/alice"  # libpq: dbname = user
+    url, props = jdbc_options("postgresql://bob:pw@db:5433/x")  # what the URL says wins
+    assert (url, props["user"], props["password"]) == ("jdbc:postgresql://db:5433/x", "bob", "pw")
 
 
 def test_engine_spark_refuses_touchpoint_extraction() -> None:

@@ -28,13 +28,21 @@ KEY = ["model", "conversion_id", "touchpoint_id"]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
 TP_SCHEMA = {
-    "touchpoint_id": pl.String, "anon_id": pl.String, "occurred_at": TS, "channel": pl.String,
-    "organization_id": pl.String, "site_id": pl.String,
-}  # fmt: skip
+    "touchpoint_id": pl.String,
+    "anon_id": pl.String,
+    "occurred_at": TS,
+    "channel": pl.String,
+    "organization_id": pl.String,
+    "site_id": pl.String,
+}
 CV_SCHEMA = {
-    "conversion_id": pl.String, "anon_id": pl.String, "occurred_at": TS, "value_micros": pl.Int64,
-    "organization_id": pl.String, "site_id": pl.String,
-}  # fmt: skip
+    "conversion_id": pl.String,
+    "anon_id": pl.String,
+    "occurred_at": TS,
+    "value_micros": pl.Int64,
+    "organization_id": pl.String,
+    "site_id": pl.String,
+}
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +152,18 @@ def test_hand_made_edge_cases(spark) -> None:
     ties = linear.filter(pl.col("conversion_id") == "c_ties").sort("position")
     assert ties["touchpoint_id"].to_list() == ["ties_z", "ties_a", "ties_b", "ties_c", "ties_d", "ties_at"]
     assert set(linear["conversion_id"]) == {
-        "c_ties", "c_single", "c_same_a", "c_same_later", "c_direct", "c_big", "c_zero", "c_null", "c_key_null",
-        "c_key_s2", "c_key_o2",
-    }  # fmt: skip
+        "c_ties",
+        "c_single",
+        "c_same_a",
+        "c_same_later",
+        "c_direct",
+        "c_big",
+        "c_zero",
+        "c_null",
+        "c_key_null",
+        "c_key_s2",
+        "c_key_o2",
+    }
     assert set(result.unattributed["conversion_id"]) == {"c_same_b", "c_old", "c_nobody"}
     sums = got.group_by("model", "conversion_id").agg(pl.col("credited_value_micros").sum())
     assert sums.filter(pl.col("conversion_id") == "c_big")["credited_value_micros"].to_list() == [10**12 + 7] * 6

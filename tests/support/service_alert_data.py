@@ -51,8 +51,17 @@ def seed_org(
         conn.execute(
             t["Membership"].insert(), {"id": f"mb_{user}", "userId": user, "organizationId": org, "role": role}
         )
-    conn.execute(t["AdAccount"].insert(), {"id": ids["account"], "organizationId": org, "platformId": "plt_g", "externalId": org,
-                                           "name": f"Account {org}", "currency": currency})  # fmt: skip
+    conn.execute(
+        t["AdAccount"].insert(),
+        {
+            "id": ids["account"],
+            "organizationId": org,
+            "platformId": "plt_g",
+            "externalId": org,
+            "name": f"Account {org}",
+            "currency": currency,
+        },
+    )
     conn.execute(
         t["Campaign"].insert(),
         {
@@ -77,20 +86,53 @@ def seed_org(
         for value, weight in items:
             cv, tp = f"{org}_cv{n}", f"{org}_tp{n}"
             at = datetime.combine(d, time(12), tzinfo=UTC)
-            conn.execute(t["TrackingEvent"].insert(), {"id": cv, "siteId": ids["site"], "eventId": cv, "type": "CONVERSION", "occurredAt": at,
-                                                       "anonId": f"u{n}", "valueMicros": value})  # fmt: skip
-            conn.execute(t["TouchPoint"].insert(), {"id": tp, "siteId": ids["site"], "anonId": f"u{n}", "occurredAt": at - timedelta(hours=1),
-                                                    "gclid": "g", "adId": ids["ad"], "campaignId": ids["campaign"]})  # fmt: skip
-            conn.execute(t["AttributionLink"].insert(), {"id": f"l_{tp}", "conversionId": cv, "touchPointId": tp, "model": "LAST_TOUCH",
-                                                         "weight": weight, "position": 1, "touchPointCount": 1})  # fmt: skip
+            conn.execute(
+                t["TrackingEvent"].insert(),
+                {
+                    "id": cv,
+                    "siteId": ids["site"],
+                    "eventId": cv,
+                    "type": "CONVERSION",
+                    "occurredAt": at,
+                    "anonId": f"u{n}",
+                    "valueMicros": value,
+                },
+            )
+            conn.execute(
+                t["TouchPoint"].insert(),
+                {
+                    "id": tp,
+                    "siteId": ids["site"],
+                    "anonId": f"u{n}",
+                    "occurredAt": at - timedelta(hours=1),
+                    "gclid": "g",
+                    "adId": ids["ad"],
+                    "campaignId": ids["campaign"],
+                },
+            )
+            conn.execute(
+                t["AttributionLink"].insert(),
+                {
+                    "id": f"l_{tp}",
+                    "conversionId": cv,
+                    "touchPointId": tp,
+                    "model": "LAST_TOUCH",
+                    "weight": weight,
+                    "position": 1,
+                    "touchPointCount": 1,
+                },
+            )
             n += 1
     return ids
 
 
 def set_metrics(conn: Connection, org: str, metrics: Mapping[date, tuple[int, int, int]]) -> None:
     """Write (or overwrite) the daily metrics of ``org``'s ad, campaign and account."""
-    for table, col, scope in (("DailyAdMetric", "adId", f"ad_{org}"), ("DailyCampaignMetric", "campaignId", f"cmp_{org}"),
-                              ("DailyAdAccountMetric", "adAccountId", f"acc_{org}")):  # fmt: skip
+    for table, col, scope in (
+        ("DailyAdMetric", "adId", f"ad_{org}"),
+        ("DailyCampaignMetric", "campaignId", f"cmp_{org}"),
+        ("DailyAdAccountMetric", "adAccountId", f"acc_{org}"),
+    ):
         for d, (imp, clk, spend) in metrics.items():
             conn.exec_driver_sql(
                 f'INSERT INTO "{table}" (id, "organizationId", "{col}", date, impressions, clicks, "spendMicros") '

@@ -36,15 +36,25 @@ def http_api(postgres_url: str) -> Iterator[dict]:
                 conn.execute(
                     text('INSERT INTO "User" (id, email) VALUES (:u, :e)'), {"u": user, "e": f"{user}@example.com"}
                 )
-                conn.execute(text('INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, CAST(:r AS "MembershipRole"))'),
-                             {"i": f"m_{user}", "u": user, "o": org, "r": role})  # fmt: skip
+                conn.execute(
+                    text(
+                        'INSERT INTO "Membership" (id, "userId", "organizationId", role) VALUES (:i, :u, :o, CAST(:r AS "MembershipRole"))'
+                    ),
+                    {"i": f"m_{user}", "u": user, "o": org, "r": role},
+                )
                 tokens[user] = keys.create_api_key(conn, organization_id=org, user_id=user)[1]
             key_x = tokens["ux"].split("_")[1]
             keys.revoke_api_key(conn, key_x, organization_id="orgA")
         app_engine = create_engine(db.normalise_url(url))
         app = create_app(engine=app_engine)
         with TestClient(app, raise_server_exceptions=False) as client:
-            yield {"client": client, "app": app, "ds": ds, "url": url, "engine": engine,
-                   "h": {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()}}  # fmt: skip
+            yield {
+                "client": client,
+                "app": app,
+                "ds": ds,
+                "url": url,
+                "engine": engine,
+                "h": {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()},
+            }
         app_engine.dispose()
         engine.dispose()

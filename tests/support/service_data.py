@@ -34,14 +34,35 @@ class Dataset:
 
 def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, str]]) -> dict[str, list[dict]]:
     """Rows of one organization; ``accounts``: (id, platform id, currency, timezone)."""
-    rows: dict[str, list[dict]] = {k: [] for k in ("AdAccount", "Campaign", "Ad", "DailyAdMetric", "DailyCampaignMetric",
-                                                  "DailyAdAccountMetric", "TrackingSite", "TrackingEvent", "TouchPoint",
-                                                  "AttributionLink")}  # fmt: skip
+    rows: dict[str, list[dict]] = {
+        k: []
+        for k in (
+            "AdAccount",
+            "Campaign",
+            "Ad",
+            "DailyAdMetric",
+            "DailyCampaignMetric",
+            "DailyAdAccountMetric",
+            "TrackingSite",
+            "TrackingEvent",
+            "TouchPoint",
+            "AttributionLink",
+        )
+    }
     rows["Organization"] = [{"id": org, "name": f"Org {org}", "slug": org}]
     ads: list[tuple[str, str, str]] = []  # ad, campaign, account
     for acc, plat, currency, tz in accounts:
-        rows["AdAccount"].append({"id": acc, "organizationId": org, "platformId": plat, "externalId": f"x{acc}",
-                                  "name": f"Account {acc}", "currency": currency, "timezone": tz})  # fmt: skip
+        rows["AdAccount"].append(
+            {
+                "id": acc,
+                "organizationId": org,
+                "platformId": plat,
+                "externalId": f"x{acc}",
+                "name": f"Account {acc}",
+                "currency": currency,
+                "timezone": tz,
+            }
+        )
         for c in range(2):
             cmp = f"{acc}_c{c}"
             rows["Campaign"].append(
@@ -69,8 +90,19 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
                 imp = rng.randint(500, 5000)
                 clk = rng.randint(0, imp // 20)
                 spend = clk * rng.randint(100_000, 900_000) + rng.randint(0, 999)
-            rows["DailyAdMetric"].append({"id": f"m_{ad}_{d}", "organizationId": org, "adId": ad, "date": day, "impressions": imp,
-                                          "clicks": clk, "spendMicros": spend, "conversions": 0.5, "revenueMicros": 1})  # fmt: skip
+            rows["DailyAdMetric"].append(
+                {
+                    "id": f"m_{ad}_{d}",
+                    "organizationId": org,
+                    "adId": ad,
+                    "date": day,
+                    "impressions": imp,
+                    "clicks": clk,
+                    "spendMicros": spend,
+                    "conversions": 0.5,
+                    "revenueMicros": 1,
+                }
+            )
             acc_sum = by_campaign.setdefault((cmp, day), [0, 0, 0])
             acc_sum[0] += imp
             acc_sum[1] += clk
@@ -79,13 +111,31 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
     campaign_account = {c["id"]: c["adAccountId"] for c in rows["Campaign"]}
     for (cmp, day), (imp, clk, spend) in sorted(by_campaign.items()):
         clk += 3  # campaign-level rows differ from the sum of their ads
-        rows["DailyCampaignMetric"].append({"id": f"m_{cmp}_{day}", "organizationId": org, "campaignId": cmp, "date": day,
-                                            "impressions": imp, "clicks": clk, "spendMicros": spend})  # fmt: skip
+        rows["DailyCampaignMetric"].append(
+            {
+                "id": f"m_{cmp}_{day}",
+                "organizationId": org,
+                "campaignId": cmp,
+                "date": day,
+                "impressions": imp,
+                "clicks": clk,
+                "spendMicros": spend,
+            }
+        )
         s = by_account.setdefault((campaign_account[cmp], day), [0, 0, 0])
         s[0], s[1], s[2] = s[0] + imp, s[1] + clk, s[2] + spend
     for (acc, day), (imp, clk, spend) in sorted(by_account.items()):
-        rows["DailyAdAccountMetric"].append({"id": f"m_{acc}_{day}", "organizationId": org, "adAccountId": acc, "date": day,
-                                             "impressions": imp, "clicks": clk, "spendMicros": spend + 7})  # fmt: skip
+        rows["DailyAdAccountMetric"].append(
+            {
+                "id": f"m_{acc}_{day}",
+                "organizationId": org,
+                "adAccountId": acc,
+                "date": day,
+                "impressions": imp,
+                "clicks": clk,
+                "spendMicros": spend + 7,
+            }
+        )
     site = f"site_{org}"
     rows["TrackingSite"].append(
         {"id": site, "organizationId": org, "name": site, "domain": f"{org}.example", "publicKey": f"pk_{org}"}
@@ -106,8 +156,18 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
         )
         conv = f"{org}_cv{n}"
         value = rng.choice([None, 4_000_000, 10_000_000, 25_000_000, 123_456_000])
-        rows["TrackingEvent"].append({"id": conv, "siteId": site, "eventId": conv, "type": "CONVERSION", "occurredAt": at,
-                                      "anonId": f"u{n}", "valueMicros": value, "name": "purchase"})  # fmt: skip
+        rows["TrackingEvent"].append(
+            {
+                "id": conv,
+                "siteId": site,
+                "eventId": conv,
+                "type": "CONVERSION",
+                "occurredAt": at,
+                "anonId": f"u{n}",
+                "valueMicros": value,
+                "name": "purchase",
+            }
+        )
         touches = rng.choice([1, 2, 4])
         for pos in range(1, touches + 1):
             tp = f"{org}_tp{n_tp}"
@@ -124,14 +184,44 @@ def _org_rows(org: str, rng: random.Random, accounts: list[tuple[str, str, str, 
             elif kind < 0.65:
                 plat_code = "TIKTOK"  # a platform touch with no resolved campaign
             source, medium = rng.choice(utms)
-            rows["TouchPoint"].append({"id": tp, "siteId": site, "anonId": f"u{n}", "occurredAt": at - timedelta(hours=touches - pos + 1),
-                                       "gclid": gclid, "fbclid": fbclid, "utmSource": source, "utmMedium": medium,
-                                       "platformCode": plat_code, "campaignId": cmp_id, "adId": ad_id})  # fmt: skip
-            rows["AttributionLink"].append({"id": f"l_{tp}_lin", "conversionId": conv, "touchPointId": tp, "model": "LINEAR",
-                                            "weight": 1.0 / touches, "position": pos, "touchPointCount": touches})  # fmt: skip
+            rows["TouchPoint"].append(
+                {
+                    "id": tp,
+                    "siteId": site,
+                    "anonId": f"u{n}",
+                    "occurredAt": at - timedelta(hours=touches - pos + 1),
+                    "gclid": gclid,
+                    "fbclid": fbclid,
+                    "utmSource": source,
+                    "utmMedium": medium,
+                    "platformCode": plat_code,
+                    "campaignId": cmp_id,
+                    "adId": ad_id,
+                }
+            )
+            rows["AttributionLink"].append(
+                {
+                    "id": f"l_{tp}_lin",
+                    "conversionId": conv,
+                    "touchPointId": tp,
+                    "model": "LINEAR",
+                    "weight": 1.0 / touches,
+                    "position": pos,
+                    "touchPointCount": touches,
+                }
+            )
             if pos == touches:
-                rows["AttributionLink"].append({"id": f"l_{tp}_last", "conversionId": conv, "touchPointId": tp, "model": "LAST_TOUCH",
-                                                "weight": 1.0, "position": pos, "touchPointCount": touches})  # fmt: skip
+                rows["AttributionLink"].append(
+                    {
+                        "id": f"l_{tp}_last",
+                        "conversionId": conv,
+                        "touchPointId": tp,
+                        "model": "LAST_TOUCH",
+                        "weight": 1.0,
+                        "position": pos,
+                        "touchPointCount": touches,
+                    }
+                )
     return rows
 
 
@@ -140,24 +230,61 @@ def no_campaign_rows() -> dict[str, list[dict]]:
     org, t = "orgN", datetime(2024, 3, 8, 12, tzinfo=UTC)
     rows: dict[str, list[dict]] = {
         "Organization": [{"id": org, "name": "No campaigns", "slug": org}],
-        "TrackingSite": [{"id": "siteN", "organizationId": org, "name": "n", "domain": "n.example", "publicKey": "pk_n"}],
-        "TrackingEvent": [], "TouchPoint": [], "AttributionLink": [],
-    }  # fmt: skip
+        "TrackingSite": [
+            {"id": "siteN", "organizationId": org, "name": "n", "domain": "n.example", "publicKey": "pk_n"}
+        ],
+        "TrackingEvent": [],
+        "TouchPoint": [],
+        "AttributionLink": [],
+    }
     for n in range(3):
-        rows["TrackingEvent"].append({"id": f"n_cv{n}", "siteId": "siteN", "eventId": f"n{n}", "type": "CONVERSION",
-                                      "occurredAt": t, "anonId": f"n{n}", "valueMicros": 5_000_000})  # fmt: skip
-        rows["TouchPoint"].append({"id": f"n_tp{n}", "siteId": "siteN", "anonId": f"n{n}", "occurredAt": t - timedelta(hours=1),
-                                   "utmSource": "google", "utmMedium": "cpc"})  # fmt: skip
-        rows["AttributionLink"].append({"id": f"n_l{n}", "conversionId": f"n_cv{n}", "touchPointId": f"n_tp{n}", "model": "LAST_TOUCH",
-                                        "weight": 1.0, "position": 1, "touchPointCount": 1})  # fmt: skip
+        rows["TrackingEvent"].append(
+            {
+                "id": f"n_cv{n}",
+                "siteId": "siteN",
+                "eventId": f"n{n}",
+                "type": "CONVERSION",
+                "occurredAt": t,
+                "anonId": f"n{n}",
+                "valueMicros": 5_000_000,
+            }
+        )
+        rows["TouchPoint"].append(
+            {
+                "id": f"n_tp{n}",
+                "siteId": "siteN",
+                "anonId": f"n{n}",
+                "occurredAt": t - timedelta(hours=1),
+                "utmSource": "google",
+                "utmMedium": "cpc",
+            }
+        )
+        rows["AttributionLink"].append(
+            {
+                "id": f"n_l{n}",
+                "conversionId": f"n_cv{n}",
+                "touchPointId": f"n_tp{n}",
+                "model": "LAST_TOUCH",
+                "weight": 1.0,
+                "position": 1,
+                "touchPointCount": 1,
+            }
+        )
     return rows
 
 
 def build() -> Dataset:
     """The data set: orgA (USD/UTC Google account, EUR/Asia-Tokyo Meta account, USD/America-New_York Google account), orgB."""
     rng = random.Random(20240301)
-    a = _org_rows("orgA", rng, [("accA1", "plt_g", "USD", "UTC"), ("accA2", "plt_m", "EUR", "Asia/Tokyo"),
-                                ("accA3", "plt_g", "USD", "America/New_York")])  # fmt: skip
+    a = _org_rows(
+        "orgA",
+        rng,
+        [
+            ("accA1", "plt_g", "USD", "UTC"),
+            ("accA2", "plt_m", "EUR", "Asia/Tokyo"),
+            ("accA3", "plt_g", "USD", "America/New_York"),
+        ],
+    )
     b = _org_rows("orgB", rng, [("accB1", "plt_g", "USD", "UTC")])
     # orgB's touchpoint that points at orgA's ad and campaign: a foreign reference, never counted for orgA.
     b["TouchPoint"][0]["adId"], b["TouchPoint"][0]["campaignId"] = "accA1_c0_ad0", "accA1_c0"

@@ -196,8 +196,14 @@ def _attribute_slice(
     in_scope = _in_scope(cv, plan, recompute_all=recompute_all)
     parts.conversions += in_scope.height
     if plan.by is not None:
-        result = attribute_by_name(tp, cv, models=plan.models, config=plan.config, conversion_types=plan.per_name,
-                                   warn_unused=plan.anon_ids is None and plan.partitions == 1)  # fmt: skip
+        result = attribute_by_name(
+            tp,
+            cv,
+            models=plan.models,
+            config=plan.config,
+            conversion_types=plan.per_name,
+            warn_unused=plan.anon_ids is None and plan.partitions == 1,
+        )
         _count_types(parts.conversion_types, in_scope)
     else:
         result = run_attribution(tp, cv, models=plan.models, config=plan.config)
@@ -261,9 +267,13 @@ def _extract_touchpoints(db: postgres.Connections, plan: Plan) -> Any:
     events = postgres.read_events_for_touchpoints(db, _whole_history(plan))
     campaigns, ads = postgres.read_campaigns(db, plan.organization_id)
     return extract_touchpoints(
-        events, session_timeout=plan.config.session_timeout, campaigns=campaigns, ads=ads,
-        on_invalid=plan.config.on_invalid, as_of=plan.watermark,
-    )  # fmt: skip
+        events,
+        session_timeout=plan.config.session_timeout,
+        campaigns=campaigns,
+        ads=ads,
+        on_invalid=plan.config.on_invalid,
+        as_of=plan.watermark,
+    )
 
 
 def _in_background(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:

@@ -194,12 +194,24 @@ def plan_run(
         _check_stitching(partitions, engine)
     previous = None if full or data_driven or stitched else runs.previous_snapshot(conn, organization_id, site_id)
     return Plan(
-        run_id=f"run_{uuid.uuid4().hex}", organization_id=organization_id, site_id=site_id,
-        mode="INCREMENTAL" if previous is not None else "FULL", config=config, models=chosen,
-        model_names=model_names, by=by, per_name=per_name, partitions=partitions,
-        extract_touchpoints=extract_touchpoints, engine=engine, master=master, since=since if full else None,
-        watermark=watermark, snapshot=snapshot, previous=previous,
-    )  # fmt: skip
+        run_id=f"run_{uuid.uuid4().hex}",
+        organization_id=organization_id,
+        site_id=site_id,
+        mode="INCREMENTAL" if previous is not None else "FULL",
+        config=config,
+        models=chosen,
+        model_names=model_names,
+        by=by,
+        per_name=per_name,
+        partitions=partitions,
+        extract_touchpoints=extract_touchpoints,
+        engine=engine,
+        master=master,
+        since=since if full else None,
+        watermark=watermark,
+        snapshot=snapshot,
+        previous=previous,
+    )
 
 
 def with_scope(conn: Any, plan: Plan, stage: Stage) -> Plan:

@@ -111,10 +111,13 @@ class RunSummary:
             Without ``timings`` (the caller sets them).
         """
         summary = cls(
-            run_id=plan.run_id, organization_id=plan.organization_id, mode=plan.mode,
+            run_id=plan.run_id,
+            organization_id=plan.organization_id,
+            mode=plan.mode,
             users=None if plan.anon_ids is None else len(plan.anon_ids),
-            touchpoints_extracted=plan.extract_touchpoints, change_snapshot=plan.snapshot,
-        )  # fmt: skip
+            touchpoints_extracted=plan.extract_touchpoints,
+            change_snapshot=plan.snapshot,
+        )
         if computed is None or written is None:
             return summary
         summary.touchpoints, summary.conversions = computed.n_touchpoints, computed.n_conversions
@@ -212,23 +215,39 @@ def run_batch(
     check_arguments(
         engine=engine, extract_touchpoints=extract_touchpoints, partitions=partitions, full=full, since=since
     )
-    compute = _compute_of(engine, compute)
-    stage = _stages(on_stage)
+    compute, stage = _compute_of(engine, compute), _stages(on_stage)
     t_all = time.perf_counter()
     with runs.run_lock(url, organization_id, wait=wait) as conn, postgres.Connections(url) as db:
         plan = plan_run(
-            conn, organization_id=organization_id, site_id=site_id, full=full, since=since, models=models,
-            partitions=partitions, extract_touchpoints=extract_touchpoints, engine=engine, master=master, by=by,
+            conn,
+            organization_id=organization_id,
+            site_id=site_id,
+            full=full,
+            since=since,
+            models=models,
+            partitions=partitions,
+            extract_touchpoints=extract_touchpoints,
+            engine=engine,
+            master=master,
+            by=by,
             options=options,
-        )  # fmt: skip
-        runs.start_run(conn, plan.run_id, organization_id=organization_id, site_id=site_id, mode=plan.mode)
-        try:
-            summary = _compute_and_write(conn, db, plan, compute, stage, t_all)
-            runs.finish_run(conn, plan.run_id, watermark=plan.watermark, summary=summary.as_json())
-            runs.prune_changes(conn, organization_id)
-        except BaseException as exc:
-            runs.fail_run(conn, plan.run_id, exc)
-            raise
+        )
+        return _recorded(conn, db, plan, compute, stage, t_all)
+
+
+def _recorded(
+    conn: Any, db: postgres.Connections, plan: Plan, compute: Compute, stage: Callable[[str], None], t_all: float
+) -> RunSummary:
+    """The run computed and written between its ``EngineRun`` row's start and finish; FAILED, with the
+    error, when anything raises (the change log is pruned only after a finished run)."""
+    runs.start_run(conn, plan.run_id, organization_id=plan.organization_id, site_id=plan.site_id, mode=plan.mode)
+    try:
+        summary = _compute_and_write(conn, db, plan, compute, stage, t_all)
+        runs.finish_run(conn, plan.run_id, watermark=plan.watermark, summary=summary.as_json())
+        runs.prune_changes(conn, plan.organization_id)
+    except BaseException as exc:
+        runs.fail_run(conn, plan.run_id, exc)
+        raise
     return summary
 
 

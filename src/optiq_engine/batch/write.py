@@ -65,9 +65,11 @@ def write_run(db: postgres.Connections, conn: object, plan: Plan, computed: Comp
         SIGINT / SIGTERM received under :func:`~optiq_engine._interrupt.handle_signals`: raised between the
         links and the journeys, inside the transaction, which rolls back.
     """
-    gone = plan.anon_ids if plan.anon_ids is not None else (
-        runs.journey_users(conn, plan.organization_id) if plan.site_id is None else ()
-    )  # fmt: skip
+    gone = (
+        plan.anon_ids
+        if plan.anon_ids is not None
+        else (runs.journey_users(conn, plan.organization_id) if plan.site_id is None else ())
+    )
     users = computed.event_users
     if gone:
         users = pl.concat([users.cast(pl.String), pl.Series("anon_id", gone, pl.String)]).unique()
@@ -76,9 +78,12 @@ def write_run(db: postgres.Connections, conn: object, plan: Plan, computed: Comp
         # Incremental: the stored journeys (index probes, bound by I/O) are read on other connections while
         # the transaction merges the links (this run holds the organization's lock).
         stored = _in_background(
-            postgres.read_stored_journeys, db, computed.journeys,
-            organization_id=plan.organization_id, anon_ids=users,
-        )  # fmt: skip
+            postgres.read_stored_journeys,
+            db,
+            computed.journeys,
+            organization_id=plan.organization_id,
+            anon_ids=users,
+        )
     with postgres.transaction(db) as cur:
         touchpoints_changed, counts, stale = _merge_links(cur, plan, computed, users)
         checkpoint()  # inside the transaction: an interruption here rolls the links back
@@ -108,9 +113,12 @@ def _merge_links(
                 cur, computed.touchpoints, organization_id=org, anon_ids=users, site_id=plan.site_id
             ).changed
         counts = postgres.merge_links(
-            cur, computed.links, organization_id=org, conversion_ids=computed.conversion_ids,
+            cur,
+            computed.links,
+            organization_id=org,
+            conversion_ids=computed.conversion_ids,
             models=computed.model_names,
-        )  # fmt: skip
+        )
         if computed.touchpoints is not None:
             # Other models' links to touchpoints the users no longer have (the platform's rows, attributed by
             # an earlier run that did not extract) go in this transaction.

@@ -81,14 +81,18 @@ def _print_compile_time(seconds: float) -> None:
 
 #: The heuristic models' path rules (AttributionConfig.touch_rule, drop_direct, max_touchpoints).
 TouchRuleFlag = Annotated[
-    str, typer.Option(help="Touches credited by the heuristic models: all, collapse_repeats or first_per_channel (docs/attribution.md, Path rules).")
-]  # fmt: skip
+    str,
+    typer.Option(
+        help="Touches credited by the heuristic models: all, collapse_repeats or first_per_channel (docs/attribution.md, Path rules)."
+    ),
+]
 DropDirectFlag = Annotated[
     str, typer.Option(help="Direct touches left out: never, unless_all_direct or trailing_unless_all_direct.")
 ]
 MaxTouchpointsFlag = Annotated[
-    int | None, typer.Option(help="Credit only the latest N touches of each conversion (default: all).", show_default=False)
-]  # fmt: skip
+    int | None,
+    typer.Option(help="Credit only the latest N touches of each conversion (default: all).", show_default=False),
+]
 
 
 def attribute(
@@ -130,7 +134,7 @@ def attribute(
             help="name: attribute each conversion type (the conversions' name column) on its own (docs/attribution.md, Conversion types).",
             show_default=False,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     identity: Annotated[
         str,
         typer.Option(
@@ -175,9 +179,15 @@ def attribute(
         )
         return
     summaries, counts, compiled = _attribute_locally(
-        touchpoints, conversions, out, models=model or None, config=config, partitions=partitions, by=by,
+        touchpoints,
+        conversions,
+        out,
+        models=model or None,
+        config=config,
+        partitions=partitions,
+        by=by,
         identity=identity,
-    )  # fmt: skip
+    )
     _report(summaries, counts, out, compiled)
 
 
@@ -197,9 +207,14 @@ def _attribute_on_spark(
 
     with one_line_errors():
         attribute_command(
-            touchpoints, conversions, out, models=models, config=config(),
-            partitions=partitions if partitions > 1 else None, master=master,
-        )  # fmt: skip
+            touchpoints,
+            conversions,
+            out,
+            models=models,
+            config=config(),
+            partitions=partitions if partitions > 1 else None,
+            master=master,
+        )
 
 
 # --- end engine spark ---

@@ -152,24 +152,36 @@ def db_load(
         options = {} if timezone is None else {"timezone": timezone}
         try:
             summary = load_events(
-                events, database_url, organization_id=org, site_id=site, create=create, domain=domain,
-                on_invalid="raise" if quarantine is None else "quarantine", **options,
-            )  # fmt: skip
+                events,
+                database_url,
+                organization_id=org,
+                site_id=site,
+                create=create,
+                domain=domain,
+                on_invalid="raise" if quarantine is None else "quarantine",
+                **options,
+            )
         except InputError as exc:
             if not exc.counts:
                 raise
             counts = ", ".join(f"{k}: {v:,}" for k, v in exc.counts.items())
-            fail(f"{sum(exc.counts.values()):,} invalid event row(s) ({counts}); nothing was loaded. Fix them, or "
-                 "pass --quarantine bad.csv to load the others and write these there with a reason column")  # fmt: skip
+            fail(
+                f"{sum(exc.counts.values()):,} invalid event row(s) ({counts}); nothing was loaded. Fix them, or "
+                "pass --quarantine bad.csv to load the others and write these there with a reason column"
+            )
         if quarantine is not None:
             _write_rows(summary.quarantined_rows, quarantine)
     names = ", ".join(str(p) for p in paths)
     console.print(
         f"loaded {names} into organization {org}, site {site}: {summary.rows:,} rows, {summary.inserted:,} inserted, "
         f"{summary.already_present:,} already present, {summary.quarantined:,} quarantined"
-        + ("" if not summary.quarantined else f" ({', '.join(f'{k}: {v:,}' for k, v in summary.reasons.items())}) to {quarantine}"),
+        + (
+            ""
+            if not summary.quarantined
+            else f" ({', '.join(f'{k}: {v:,}' for k, v in summary.reasons.items())}) to {quarantine}"
+        ),
         soft_wrap=True,
-    )  # fmt: skip
+    )
     created = [f"organization {org}"] * summary.created_organization + [f"tracking site {site}"] * summary.created_site
     if created:
         console.print(f"created {' and '.join(created)}", soft_wrap=True)

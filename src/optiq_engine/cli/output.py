@@ -412,13 +412,16 @@ def credit_table(result: AttributionResult, credit: pl.DataFrame | None = None) 
         credit.with_columns(pl.col("model", "channel", *by).cast(pl.String))
         .pivot(on="model", index=[*by, "channel"], values="conversions")
         .sort(*by, "channel", nulls_last=True)
-    )  # fmt: skip
+    )
     rows = [
-        [*((row["conversion_name"] or "(no name)",) if by else ()), row["channel"],
-         *(f"{row[n]:,.1f}" if row[n] is not None else "" for n in names)]
+        [
+            *((row["conversion_name"] or "(no name)",) if by else ()),
+            row["channel"],
+            *(f"{row[n]:,.1f}" if row[n] is not None else "" for n in names),
+        ]
         for row in wide.iter_rows(named=True)
         if any(row[n] for n in names)
-    ]  # fmt: skip
+    ]
 
     footer = [] if by else _credit_footer(result, credit, names)
 

@@ -96,11 +96,22 @@ def run(
         try:
             with stages("starting") as show:
                 summary = run_batch(
-                    database_url, organization_id=org, site_id=site, full=full, since=start, models=model or None,
-                    partitions=partitions, wait=wait, on_stage=show,
-                    extract_touchpoints=extract, engine=engine, master=master, by=by, compute=compute,
+                    database_url,
+                    organization_id=org,
+                    site_id=site,
+                    full=full,
+                    since=start,
+                    models=model or None,
+                    partitions=partitions,
+                    wait=wait,
+                    on_stage=show,
+                    extract_touchpoints=extract,
+                    engine=engine,
+                    master=master,
+                    by=by,
+                    compute=compute,
                     **options,
-                )  # fmt: skip
+                )
         except RunLocked as exc:
             locked(exc)
     _report(summary, org=org, extract=extract, compiled=compile_seconds() - compiled)
@@ -134,12 +145,16 @@ def _report(summary: RunSummary, *, org: str, extract: bool | None, compiled: fl
     console.print(table)
     # --- getting data in: say why a run found nothing, and when touchpoints were extracted by default ---
     if summary.touchpoints_extracted and extract is None:
-        err.print("note: touchpoints were extracted from the tracking events (no TouchPoint rows of the platform, "
-                  "or the last run extracted them: docs/touchpoints.md §6); --no-extract-touchpoints reads TouchPoint rows only")  # fmt: skip
+        err.print(
+            "note: touchpoints were extracted from the tracking events (no TouchPoint rows of the platform, "
+            "or the last run extracted them: docs/touchpoints.md §6); --no-extract-touchpoints reads TouchPoint rows only"
+        )
     if summary.mode == "FULL" and summary.conversions == 0:
         err.print(
             f"note: no conversions in scope: load tracking events with `optiq db load FILE --org {org} --site SITE`"
         )
     elif not summary.touchpoints_extracted and summary.touchpoints == 0 and summary.conversions:
-        err.print("note: no TouchPoint rows in scope, so every conversion is unattributed: "
-                  "pass --extract-touchpoints to build them from the tracking events")  # fmt: skip
+        err.print(
+            "note: no TouchPoint rows in scope, so every conversion is unattributed: "
+            "pass --extract-touchpoints to build them from the tracking events"
+        )

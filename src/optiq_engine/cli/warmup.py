@@ -31,8 +31,14 @@ def warmup(
     t0 = time.perf_counter()
     with stages("warming up") as show:
         done = warm_up(data_driven=data_driven, on_stage=show)
-    table = new_table("optiq warmup: Numba kernels", "stage", "seconds", "of which compiling", "functions compiled",
-                      numbers=["seconds", "of which compiling", "functions compiled"])  # fmt: skip
+    table = new_table(
+        "optiq warmup: Numba kernels",
+        "stage",
+        "seconds",
+        "of which compiling",
+        "functions compiled",
+        numbers=["seconds", "of which compiling", "functions compiled"],
+    )
     for stage in done:
         table.add_row(stage.name, f"{stage.seconds:.2f}", f"{stage.compile_seconds:.2f}", f"{stage.functions:,}")
     console.print(table)

@@ -742,7 +742,7 @@ engine_credit_daily = Table(
         unique=True,
         postgresql_nulls_not_distinct=True,
         postgresql_include=["links", "conversions", "revenueMicros"],  # reports read the index alone (0005)
-    ),  # fmt: skip
+    ),
     Index("EngineCreditDaily_zero", "organizationId", postgresql_where=text("links = 0")),  # rows a delta zeroed
 )
 engine_credit_state = Table(
@@ -773,7 +773,7 @@ engine_spend_daily = Table(
         "scopeId",
         unique=True,
         postgresql_include=["days", "impressions", "clicks", "spendMicros"],
-    ),  # fmt: skip
+    ),
     Index("EngineSpendDaily_zero", "level", postgresql_where=text("days = 0")),  # rows a trigger zeroed
 )
 

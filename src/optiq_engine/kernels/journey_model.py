@@ -627,8 +627,20 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat
     n_chunks = max(1, min(8, p_rows))
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
     for k in prange(n_chunks):
-        _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p,
-                      p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks, parts[k])  # fmt: skip
+        _hessian_rows(
+            params,
+            offsets,
+            codes,
+            conversions,
+            nulls,
+            rho,
+            sat,
+            use_h,
+            use_p,
+            p_rows * k // n_chunks,
+            p_rows * (k + 1) // n_chunks,
+            parts[k],
+        )
     hess = np.zeros((n_par, n_par), dtype=np.float64)
     for k in range(n_chunks):
         hess += parts[k]

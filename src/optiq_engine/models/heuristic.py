@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ..config import check_position_shares
 from ..errors import ConfigError
 from ..kernels import weights as k
 from .base import HeuristicModel, register_model
@@ -59,6 +59,15 @@ class Linear(HeuristicModel):
 
     def kernel_spec(self) -> tuple[int, float, float]:
         return k.LINEAR, 0.0, 0.0
+
+
+def check_position_shares(first: float, last: float) -> None:
+    """Validate POSITION_BASED shares: each in [0, 1], first + last in (0, 1]."""
+    for name, v in (("first", first), ("last", last)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+            raise ConfigError(f"position share {name} must be a number in [0, 1], got {v!r}")
+    if not 0 < first + last <= 1:
+        raise ConfigError(f"position shares first + last must be in (0, 1], got {first} + {last} = {first + last}")
 
 
 @register_model

@@ -91,8 +91,14 @@ def fit_paths(
         except TypeError as exc:
             raise ModelError(f"{cls.name}: {exc}") from None
     table = PathTable.from_frame(
-        paths, path=path, conversions=conversions, nulls=nulls, value=value, sep=sep,
-        transform=chosen.transform, remove_direct_if_not_all=chosen.remove_direct_if_not_all,
+        paths,
+        path=path,
+        conversions=conversions,
+        nulls=nulls,
+        value=value,
+        sep=sep,
+        transform=chosen.transform,
+        remove_direct_if_not_all=chosen.remove_direct_if_not_all,
         direct_channels=direct_channels,
-    )  # fmt: skip
+    )
     return chosen.fit(table, direct_channels=tuple(direct_channels))

@@ -10,6 +10,98 @@ each part with the fits made on the sum.
 
 from __future__ import annotations
 
-from ..pipeline import path_tables
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["path_tables"]
+import numpy as np
+
+from ..config import AttributionConfig
+from ..errors import ModelError
+from ..matching import Matched, match_inputs
+from ..models import AttributionModel, DataDrivenModel
+from ..models.base import resolve_models
+from ..stages import stage_timer
+from .table import PathTable, build_path_table
+
+__all__ = ["journey_tables", "path_tables"]
+
+
+def journey_tables(
+    models: Sequence[DataDrivenModel], m: Matched, cfg: AttributionConfig
+) -> dict[str, tuple[PathTable, np.ndarray]]:
+    """Per model, the path table of the run's journeys (docs/data_driven.md §1) and the path row of every
+    converting journey (-1: empty path), converting journeys in sorted-conversion order."""
+    assert m.tail_lo is not None and m.tail_hi is not None
+    converting = m.hi > m.lo
+    starts = np.concatenate([m.lo[converting], m.tail_lo])
+    ends = np.concatenate([m.hi[converting], m.tail_hi])
+    n_conv = int(converting.sum())
+    conv = np.zeros(starts.shape[0], dtype=np.float64)
+    conv[:n_conv] = 1.0
+    value = np.zeros(starts.shape[0], dtype=np.int64)
+    value[:n_conv] = m.cv_value[converting]
+    built: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
+    out = {}
+    for model in models:
+        key = (model.transform, model.remove_direct_if_not_all)
+        if key not in built:
+            table, journey_path = build_path_table(
+                starts,
+                ends,
+                m.tp_codes,
+                m.channels,
+                conv,
+                1.0 - conv,
+                value,
+                transform=model.transform,
+                remove_direct_if_not_all=model.remove_direct_if_not_all,
+                direct_channels=cfg.direct_channels,
+            )
+            built[key] = (table, journey_path[:n_conv])
+        out[model.name] = built[key]
+    return out
+
+
+def path_tables(
+    touchpoints: Any,
+    conversions: Any,
+    *,
+    models: Sequence[str | AttributionModel] | str | AttributionModel,
+    config: AttributionConfig | None = None,
+    **options: Any,
+) -> dict[str, PathTable]:
+    """The path table that each data-driven model in ``models`` would be fitted on, without fitting.
+
+    The same tables as ``attribute(...).fitted[name].paths``; the tables of disjoint sets of users add up
+    with :meth:`PathTable.concat` (see :mod:`optiq_engine.paths.partial`).
+
+    Parameters
+    ----------
+    touchpoints, conversions
+        Frames in the contract of docs/contract.md §1.
+    models
+        Data-driven models (names or objects); required.
+    config
+        The options (default None: ``AttributionConfig()``); ``options`` override its fields.
+    **options
+        :class:`AttributionConfig` fields.
+
+    Returns
+    -------
+    dict of str to PathTable
+        Per model name, its path table (transformed with its ``transform``).
+
+    Raises
+    ------
+    ModelError
+        A model that is not data-driven, unknown, or given twice.
+    ConfigError, SchemaError, InputError
+        As :func:`attribute`.
+    """
+    cfg = (config or AttributionConfig()).with_options(**options)
+    chosen = resolve_models(models, cfg, default=())
+    bad = [mo.name for mo in chosen if not isinstance(mo, DataDrivenModel)]
+    if bad:
+        raise ModelError(f"path_tables() takes data-driven models only, got {bad}")
+    m = match_inputs(touchpoints, conversions, cfg, stage_timer({}, None), tails=True)
+    return {name: table for name, (table, _) in journey_tables(chosen, m, cfg).items()}  # type: ignore[arg-type]

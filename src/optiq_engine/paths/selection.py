@@ -257,10 +257,17 @@ def compare_conversion_models(
     splits = fold_tables(table, folds, seed)
     rows = []
     for form in ("touch", "journey"):
-        ll, auc = zip(*(
-            scores(conversion_predict(ConversionModel.fit(tr, l2=l2, rho=None, form=form), te), te.conversions, te.nulls)
-            for tr, te in splits
-        ), strict=True)  # fmt: skip
+        ll, auc = zip(
+            *(
+                scores(
+                    conversion_predict(ConversionModel.fit(tr, l2=l2, rho=None, form=form), te),
+                    te.conversions,
+                    te.nulls,
+                )
+                for tr, te in splits
+            ),
+            strict=True,
+        )
         rows.append({"model": f"DATA_DRIVEN ({form})", "log_loss": float(np.mean(ll)), "auc": float(np.mean(auc))})
     markov = select_markov_order(table, orders=markov_orders, folds=folds, seed=seed)
     for order, ll, auc in markov.select("order", "log_loss", "auc").iter_rows():

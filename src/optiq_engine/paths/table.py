@@ -75,9 +75,15 @@ class PathTable:
         if self.distinct:
             return self
         return build_path_table(
-            self.offsets[:-1], self.offsets[1:], self.codes, self.channels,
-            self.conversions, self.nulls, self.value_micros, transform="frequency",
-        )[0]  # fmt: skip
+            self.offsets[:-1],
+            self.offsets[1:],
+            self.codes,
+            self.channels,
+            self.conversions,
+            self.nulls,
+            self.value_micros,
+            transform="frequency",
+        )[0]
 
     @property
     def height(self) -> int:
@@ -220,9 +226,18 @@ class PathTable:
                 "invalid path rows: " + ", ".join(f"{v} {k_}" for k_, v in problems.items()), counts=problems
             )
         return build_path_table(
-            offsets[:-1], offsets[1:], codes, channels, conv, null, val, distinct=False,
-            transform=transform, remove_direct_if_not_all=remove_direct_if_not_all, direct_channels=direct_channels,
-        )[0]  # fmt: skip
+            offsets[:-1],
+            offsets[1:],
+            codes,
+            channels,
+            conv,
+            null,
+            val,
+            distinct=False,
+            transform=transform,
+            remove_direct_if_not_all=remove_direct_if_not_all,
+            direct_channels=direct_channels,
+        )[0]
 
 
 def _split(col: pl.Series, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -360,10 +375,15 @@ def build_path_table(
         if live.shape[0] < starts.shape[0]:
             offsets = np.concatenate([[0], np.cumsum(lengths[live])])
         table = PathTable(
-            channels=channels, offsets=offsets, codes=out, conversions=np.asarray(conversions, np.float64)[live],
-            nulls=np.asarray(nulls, np.float64)[live], value_micros=np.asarray(value_micros, np.int64)[live],
-            hashes=hashes[live], distinct=False,
-        )  # fmt: skip
+            channels=channels,
+            offsets=offsets,
+            codes=out,
+            conversions=np.asarray(conversions, np.float64)[live],
+            nulls=np.asarray(nulls, np.float64)[live],
+            value_micros=np.asarray(value_micros, np.int64)[live],
+            hashes=hashes[live],
+            distinct=False,
+        )
         return table, journey_path
     order = live[np.argsort(hashes[live], kind="stable")]
     group, first, collisions = k.path_groups(order, hashes, offsets, out)

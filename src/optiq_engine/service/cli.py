@@ -141,8 +141,16 @@ def create_rule(
         engine = _engine(database_url)
         try:
             with engine.begin() as conn:
-                row = create(conn, organization_id=org, name=name, type=type_, config=parsed, severity=severity,
-                             evaluation_interval=interval, notify_in_app=in_app)  # fmt: skip
+                row = create(
+                    conn,
+                    organization_id=org,
+                    name=name,
+                    type=type_,
+                    config=parsed,
+                    severity=severity,
+                    evaluation_interval=interval,
+                    notify_in_app=in_app,
+                )
         finally:
             engine.dispose()
     console.print(row["id"], soft_wrap=True, markup=False)

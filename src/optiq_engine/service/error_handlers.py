@@ -27,7 +27,18 @@ __all__ = ["install"]
 # The records keep the logger name they had when the handlers were part of the API module.
 logger = logging.getLogger("optiq_engine.service.api")
 
-_QUERY_FIELDS = {"start", "end", "model", "grain", "platform", "ad_account_id", "campaign_id", "ad_id", "currency", "rate"}  # fmt: skip
+_QUERY_FIELDS = {
+    "start",
+    "end",
+    "model",
+    "grain",
+    "platform",
+    "ad_account_id",
+    "campaign_id",
+    "ad_id",
+    "currency",
+    "rate",
+}
 
 
 def _finite_json(value: Any) -> Any:

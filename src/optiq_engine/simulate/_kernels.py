@@ -281,6 +281,7 @@ def user_values(
         for mask in range(n_sets):
             for b in range(m):
                 in_s[local[b]] = (mask >> b) & 1 == 1
+            # the arrays of a Numba call packed (fmt: skip): one per line would double the function
             v[mask] = _probability(
                 k, base[u], brow, qrow, transform, rho, half_life_us, channel, ts, lo, hi, in_s, decision[u],
                 pair_a, pair_b, pair_beta, pair_type, thr_in, thr_k, thr_beta, hazards,
@@ -370,6 +371,7 @@ def decide(
         k = kind[g]
         hazards = np.empty(hi - lo)
         if k in (END_COUNTS, END_DECAY):
+            # the arrays of a Numba call packed (fmt: skip): one per line would double the function
             p = _probability(
                 k, base[u], beta[g], quad[g], transform, rho, half_life_us, channel, ts, lo, hi, in_s, decision[u],
                 pair_a, pair_b, pair_beta, pair_type, thr_in, thr_k, thr_beta, hazards,

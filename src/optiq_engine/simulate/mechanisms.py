@@ -219,7 +219,7 @@ PRESETS: MappingProxyType[str, Mechanism] = MappingProxyType(
                         "organic_search": 0.2,
                         "affiliate": 0.3,
                     },
-                ),  # fmt: skip
+                ),
                 Segment(
                     "returning",
                     0.3,

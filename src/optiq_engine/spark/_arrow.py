@@ -35,15 +35,41 @@ __all__ = [
 
 #: Columns of the frame contract (docs/contract.md §1) that are handed to the engine; others are left out.
 TOUCHPOINT_COLUMNS = (
-    "touchpoint_id", "anon_id", "occurred_at", "organization_id", "site_id", "session_id", "channel",
-    "utm_source", "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid", "platform_code", "campaign_id",
+    "touchpoint_id",
+    "anon_id",
+    "occurred_at",
+    "organization_id",
+    "site_id",
+    "session_id",
+    "channel",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "gclid",
+    "fbclid",
+    "ttclid",
+    "platform_code",
+    "campaign_id",
     "ad_id",
-)  # fmt: skip
+)
 CONVERSION_COLUMNS = ("conversion_id", "anon_id", "occurred_at", "value_micros", "name", "organization_id", "site_id")
 EVENT_COLUMNS = (
-    "event_id", "anon_id", "occurred_at", "type", "organization_id", "site_id", "session_id", "utm_source",
-    "utm_medium", "utm_campaign", "gclid", "fbclid", "ttclid", "value_micros", "name",
-)  # fmt: skip
+    "event_id",
+    "anon_id",
+    "occurred_at",
+    "type",
+    "organization_id",
+    "site_id",
+    "session_id",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "gclid",
+    "fbclid",
+    "ttclid",
+    "value_micros",
+    "name",
+)
 _KEYS = ("organization_id", "site_id")
 #: Which input a row of the co-partitioned union came from (0: touchpoints, 1: conversions).
 SIDE = "_optiq_side"
@@ -204,9 +230,14 @@ def _derive_channels(
 
 
 def narrow_sides(
-    touchpoints: DataFrame, conversions: DataFrame, tp_cols: Sequence[str], cv_cols: Sequence[str],
-    keys: Sequence[str], *, rules: ChannelRules | None = None,
-) -> DataFrame:  # fmt: skip
+    touchpoints: DataFrame,
+    conversions: DataFrame,
+    tp_cols: Sequence[str],
+    cv_cols: Sequence[str],
+    keys: Sequence[str],
+    *,
+    rules: ChannelRules | None = None,
+) -> DataFrame:
     """Touchpoints and conversions in one narrow frame, tagged by :data:`SIDE`, ready to co-partition.
 
     Only what the models read rides through the shuffle: the id (:data:`ID`, cast to string: touchpoint
@@ -246,15 +277,23 @@ def narrow_sides(
     tp_keys = [c for c in _KEYS if c in keys]
     tp = _with_channels(touchpoints, tp_cols, ["touchpoint_id", "anon_id", "occurred_at", *tp_keys], rules)
     tp = tp.select(
-        F.lit(0).cast(T.ByteType()).alias(SIDE), F.col("touchpoint_id").cast(T.StringType()).alias(ID), "anon_id",
-        "occurred_at", *tp_keys, F.col("channel").alias(LABEL),
-    )  # fmt: skip
+        F.lit(0).cast(T.ByteType()).alias(SIDE),
+        F.col("touchpoint_id").cast(T.StringType()).alias(ID),
+        "anon_id",
+        "occurred_at",
+        *tp_keys,
+        F.col("channel").alias(LABEL),
+    )
     cv_extra = [c for c in cv_cols if c in ("value_micros", *_KEYS)]
     label = F.col("name").cast(T.StringType()) if "name" in cv_cols else F.lit(None).cast(T.StringType())
     cv = conversions.select(
-        F.lit(1).cast(T.ByteType()).alias(SIDE), F.col("conversion_id").cast(T.StringType()).alias(ID), "anon_id",
-        "occurred_at", *cv_extra, label.alias(LABEL),
-    )  # fmt: skip
+        F.lit(1).cast(T.ByteType()).alias(SIDE),
+        F.col("conversion_id").cast(T.StringType()).alias(ID),
+        "anon_id",
+        "occurred_at",
+        *cv_extra,
+        label.alias(LABEL),
+    )
     return tp.unionByName(cv, allowMissingColumns=True)
 
 
@@ -349,9 +388,15 @@ def spark_type(dtype: pl.DataType) -> T.DataType:
     if dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical)):
         return T.StringType()
     table: dict[type, T.DataType] = {
-        pl.Int8: T.ByteType(), pl.Int16: T.ShortType(), pl.Int32: T.IntegerType(), pl.Int64: T.LongType(),
-        pl.Float32: T.FloatType(), pl.Float64: T.DoubleType(), pl.Boolean: T.BooleanType(), pl.Date: T.DateType(),
-    }  # fmt: skip
+        pl.Int8: T.ByteType(),
+        pl.Int16: T.ShortType(),
+        pl.Int32: T.IntegerType(),
+        pl.Int64: T.LongType(),
+        pl.Float32: T.FloatType(),
+        pl.Float64: T.DoubleType(),
+        pl.Boolean: T.BooleanType(),
+        pl.Date: T.DateType(),
+    }
     if isinstance(dtype, pl.Datetime):
         return T.TimestampType()
     for cls, out in table.items():

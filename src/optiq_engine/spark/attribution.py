@@ -45,9 +45,15 @@ __all__ = ["attribute_spark", "SparkAttributionResult", "LINK_COLUMNS"]
 log = logging.getLogger(__name__)
 
 LINK_COLUMNS = (
-    "conversion_id", "touchpoint_id", "model", "weight", "position", "touchpoint_count", "credited_value_micros",
+    "conversion_id",
+    "touchpoint_id",
+    "model",
+    "weight",
+    "position",
+    "touchpoint_count",
+    "credited_value_micros",
     "channel",
-)  # fmt: skip
+)
 LINKS, UNATTRIBUTED, CREDIT = 0, 1, 2
 _PATHS_SCHEMA = T.StructType([T.StructField("model", T.StringType()), T.StructField("table", T.BinaryType())])
 
@@ -71,14 +77,23 @@ def _record_schema(cv_cols: Sequence[str], n_models: int) -> T.StructType:
     fields = [
         (RECORD, T.ByteType()),
         # links (wide: one row per pair)
-        ("conversion_id", s), ("touchpoint_id", s), ("position", i), ("touchpoint_count", i), ("channel", s),
+        ("conversion_id", s),
+        ("touchpoint_id", s),
+        ("position", i),
+        ("touchpoint_count", i),
+        ("channel", s),
         ("date", T.DateType()),
-        *((_weight_column(k), d) for k in range(n_models)), *((_credit_column(k), ln) for k in range(n_models)),
+        *((_weight_column(k), d) for k in range(n_models)),
+        *((_credit_column(k), ln) for k in range(n_models)),
         # unattributed (conversion_id too) and credit (channel too)
-        ("anon_id", s), ("occurred_at", ts), ("value_micros", ln),
+        ("anon_id", s),
+        ("occurred_at", ts),
+        ("value_micros", ln),
         *((c, s) for c in ("organization_id", "site_id", "name") if c in cv_cols),
-        ("reason", s), ("model", s), ("conversions", d),
-    ]  # fmt: skip
+        ("reason", s),
+        ("model", s),
+        ("conversions", d),
+    ]
     return T.StructType([T.StructField(n, t, True) for n, t in fields])
 
 
@@ -283,35 +298,50 @@ def attribute_spark(
     """
     cfg = _spark_config(config, options)
     chosen = _spark_models(models, cfg)
-    tp_cols = contract_columns(
-        touchpoints, TOUCHPOINT_COLUMNS, ("touchpoint_id", "anon_id", "occurred_at"), what="touchpoints"
-    )
-    cv_cols = contract_columns(
-        conversions, CONVERSION_COLUMNS, ("conversion_id", "anon_id", "occurred_at"), what="conversions"
-    )
+    tp_cols, cv_cols = _contract_columns(touchpoints, conversions)
     _check_value_column(conversions.columns, cfg)
     keys = key_columns(tp_cols, cv_cols)
     sides = narrow_sides(touchpoints, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules)
     both = partition(sides, keys, partitions)
     in_schema = arrow_schema(both.schema)
 
-    fits: dict[str, FittedModel] = {}
     data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
-    if data_driven:
-        fits = _fit_on_driver(both, in_schema, keys, cv_cols, data_driven, cfg)
-    spark = both.sparkSession
-    shipped = spark.sparkContext.broadcast(fits) if fits else None
-    seconds = spark.sparkContext.accumulator({}, _SumParam())
+    fits = _fit_on_driver(both, in_schema, keys, cv_cols, data_driven, cfg) if data_driven else {}
+    context = both.sparkSession.sparkContext
+    shipped, seconds = context.broadcast(fits) if fits else None, context.accumulator({}, _SumParam())
     out_schema = _record_schema(cv_cols, len(chosen))
     run = partial(
-        _attribute_partition, in_schema=in_schema, out_schema=arrow_schema(out_schema), keys=tuple(keys),
-        cv_cols=tuple(cv_cols), models=chosen, config=cfg, fits=shipped, link_dates=link_dates, seconds=seconds,
-    )  # fmt: skip
+        _attribute_partition,
+        in_schema=in_schema,
+        out_schema=arrow_schema(out_schema),
+        keys=tuple(keys),
+        cv_cols=tuple(cv_cols),
+        models=chosen,
+        config=cfg,
+        fits=shipped,
+        link_dates=link_dates,
+        seconds=seconds,
+    )
     records = both.mapInArrow(run, out_schema)
     return SparkAttributionResult(
-        records=records, models=chosen, config=cfg, unattributed_columns=tuple(_unattributed_columns(cv_cols)),
-        fitted=fits, partitions=partitions, link_dates=link_dates, seconds=seconds,
-    )  # fmt: skip
+        records=records,
+        models=chosen,
+        config=cfg,
+        unattributed_columns=tuple(_unattributed_columns(cv_cols)),
+        fitted=fits,
+        partitions=partitions,
+        link_dates=link_dates,
+        seconds=seconds,
+    )
+
+
+def _contract_columns(touchpoints: DataFrame, conversions: DataFrame) -> tuple[list[str], list[str]]:
+    """The contract columns of both frames (docs/contract.md §1), the required ones checked."""
+    tp_required, cv_required = ("touchpoint_id", "anon_id", "occurred_at"), ("conversion_id", "anon_id", "occurred_at")
+    return (
+        contract_columns(touchpoints, TOUCHPOINT_COLUMNS, tp_required, what="touchpoints"),
+        contract_columns(conversions, CONVERSION_COLUMNS, cv_required, what="conversions"),
+    )
 
 
 def _spark_config(config: AttributionConfig | None, options: dict[str, Any]) -> AttributionConfig:
@@ -341,9 +371,13 @@ def _spark_models(
 
 
 def _fit_on_driver(
-    both: DataFrame, in_schema: pa.Schema, keys: list[str], cv_cols: list[str],
-    models: list[DataDrivenModel], cfg: AttributionConfig,
-) -> dict[str, FittedModel]:  # fmt: skip
+    both: DataFrame,
+    in_schema: pa.Schema,
+    keys: list[str],
+    cv_cols: list[str],
+    models: list[DataDrivenModel],
+    cfg: AttributionConfig,
+) -> dict[str, FittedModel]:
     """Pass 1: every partition's path tables, added up here; each model fitted once on the sum."""
     collect = partial(
         _partition_tables,
@@ -373,9 +407,14 @@ def _fit_on_driver(
 
 
 def _partition_tables(
-    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, keys: tuple[str, ...], cv_cols: tuple[str, ...],
-    models: tuple[DataDrivenModel, ...], config: AttributionConfig,
-) -> Iterator[pa.RecordBatch]:  # fmt: skip
+    batches: Iterable[pa.RecordBatch],
+    *,
+    in_schema: pa.Schema,
+    keys: tuple[str, ...],
+    cv_cols: tuple[str, ...],
+    models: tuple[DataDrivenModel, ...],
+    config: AttributionConfig,
+) -> Iterator[pa.RecordBatch]:
     """On an executor: one partition's path table per model (pickled; an empty partition yields none)."""
     from ..partial import path_tables
 
@@ -393,10 +432,18 @@ def _partition_tables(
 
 
 def _attribute_partition(
-    batches: Iterable[pa.RecordBatch], *, in_schema: pa.Schema, out_schema: pa.Schema, keys: tuple[str, ...],
-    cv_cols: tuple[str, ...], models: tuple[AttributionModel, ...], config: AttributionConfig, fits: Any,
-    link_dates: bool, seconds: Accumulator[dict[str, float]] | None = None,
-) -> Iterator[pa.RecordBatch]:  # fmt: skip
+    batches: Iterable[pa.RecordBatch],
+    *,
+    in_schema: pa.Schema,
+    out_schema: pa.Schema,
+    keys: tuple[str, ...],
+    cv_cols: tuple[str, ...],
+    models: tuple[AttributionModel, ...],
+    config: AttributionConfig,
+    fits: Any,
+    link_dates: bool,
+    seconds: Accumulator[dict[str, float]] | None = None,
+) -> Iterator[pa.RecordBatch]:
     """On an executor: attribute() on one partition; links, unattributed and credit as output records."""
     from ..pipeline import run_attribution
 
@@ -452,7 +499,7 @@ def _wide_links(links: pl.DataFrame, n_models: int) -> pl.DataFrame:
     """The long links of one run as one row per pair, each model's weight and credit in its own columns.
 
     ``run_attribution`` lays its links out model by model, each block holding the same pairs in the same
-    order (``pipeline._links_frame`` with ``dense_links=True``: the blocks share their id, position and
+    order (``pipeline.run_attribution`` with ``dense_links=True``: the blocks share their id, position and
     channel columns; a model's null weight marks a conversion it credits to no channel); the block
     boundaries are checked against the ``model`` column.
     """

@@ -56,9 +56,13 @@ def attribute_command(
         if data_driven_names(models, config):
             show("path tables per partition, fitting on the driver")
         result = attribute_spark(
-            read_parquet(spark, touchpoints), read_parquet(spark, conversions), models=models, config=config,
-            partitions=partitions, link_dates=True,
-        )  # fmt: skip
+            read_parquet(spark, touchpoints),
+            read_parquet(spark, conversions),
+            models=models,
+            config=config,
+            partitions=partitions,
+            link_dates=True,
+        )
         show("attributing partitions and writing Parquet")
         counts = write_result(result, out)
     credit = pl.read_parquet(out / "credit" / "*.parquet")

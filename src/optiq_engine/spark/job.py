@@ -49,7 +49,13 @@ def compute_on_spark(db: Connections, plan: Plan, stage: Stage) -> Computed:
     spark = postgres_session(master)
     started = time.perf_counter() - t0
     computed = attribute_postgres(
-        spark, db.url, plan.window, models=plan.models, config=plan.config, as_of=plan.watermark,
-        partitions=plan.partitions if plan.partitions > 1 else None, on_stage=stage,
-    )  # fmt: skip
+        spark,
+        db.url,
+        plan.window,
+        models=plan.models,
+        config=plan.config,
+        as_of=plan.watermark,
+        partitions=plan.partitions if plan.partitions > 1 else None,
+        on_stage=stage,
+    )
     return replace(computed, timings={"spark start": started, **computed.timings})

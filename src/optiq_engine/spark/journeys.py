@@ -168,9 +168,11 @@ def journeys_spark(
             fields.setdefault(name, spark_type(dtype))
     out_schema = T.StructType([T.StructField(n, t, True) for n, t in fields.items()])
     run = partial(
-        _journeys_partition, in_schema=in_schema, out_schema=arrow_schema(out_schema),
+        _journeys_partition,
+        in_schema=in_schema,
+        out_schema=arrow_schema(out_schema),
         options={"session_timeout": session_timeout, "abandon_after": abandon_after, "as_of": as_of},
-    )  # fmt: skip
+    )
     return SparkJourneyResult(
         records=frame.mapInArrow(run, out_schema), journey_columns=tuple(empty.journeys.columns), as_of=as_of
     )

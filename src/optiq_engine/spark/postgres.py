@@ -110,10 +110,12 @@ def jdbc_options(url: str) -> tuple[str, dict[str, str]]:
     Returns
     -------
     jdbc_url : str
-        ``jdbc:postgresql://host:port/db`` (port 5432, database ``postgres`` when absent; an IPv6 host
-        bracketed).
+        ``jdbc:postgresql://host:port/db``; a part the URL leaves out is libpq's default, as for the local
+        engine (``PGHOST``, else ``localhost``: JDBC has no Unix socket; ``PGPORT``, else 5432;
+        ``PGDATABASE``, else the user's name); an IPv6 host bracketed.
     properties : dict of str to str
-        ``driver``, ``user`` (``"postgres"`` when the URL has none) and ``password`` when given.
+        ``driver``, ``user`` (``PGUSER`` or the OS user when the URL has none) and ``password`` (or
+        ``PGPASSWORD``) when there is one.
 
     Raises
     ------
@@ -121,16 +123,28 @@ def jdbc_options(url: str) -> tuple[str, dict[str, str]]:
         ``url`` is not a PostgreSQL URL.
     """
     parts = urlsplit(postgres.adbc_url(url))
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    jdbc = f"jdbc:postgresql://{host}:{parts.port or 5432}/{unquote(parts.path.lstrip('/')) or 'postgres'}"
+    default = _libpq_defaults()
+    host = parts.hostname or default["host"] or "localhost"
+    host = "localhost" if host.startswith("/") else f"[{host}]" if ":" in host else host  # JDBC: no Unix socket
+    user = unquote(parts.username) if parts.username else default["user"] or "postgres"
+    dbname = unquote(parts.path.lstrip("/")) or default["dbname"] or user
+    jdbc = f"jdbc:postgresql://{host}:{parts.port or default['port'] or 5432}/{dbname}"
     if parts.query:
         jdbc += f"?{parts.query}"
-    props = {"driver": "org.postgresql.Driver", "user": unquote(parts.username or "postgres")}
-    if parts.password is not None:
-        props["password"] = unquote(parts.password)
+    props = {"driver": "org.postgresql.Driver", "user": user}
+    password = unquote(parts.password) if parts.password is not None else default["password"]
+    if password is not None:
+        props["password"] = password
     return jdbc, props
+
+
+def _libpq_defaults() -> dict[str, str | None]:
+    """What libpq (psycopg, ADBC) takes for a part the URL leaves out: ``PGHOST``, ``PGPORT``, ``PGUSER`` (else
+    the OS user), ``PGDATABASE``, ``PGPASSWORD``; so that Spark reads the database the local engine reads."""
+    from psycopg import pq
+
+    options = {o.keyword.decode(): o.val.decode() if o.val else None for o in pq.Conninfo.get_defaults()}
+    return {k: options.get(k) for k in ("host", "port", "user", "dbname", "password")}
 
 
 def read_postgres(
@@ -260,8 +274,15 @@ def attribute_postgres(
     timings["spark journeys"] = time.perf_counter() - t0
     baseline = unattributed.drop_nulls("model").group_by("model", maintain_order=True).len()
     return Computed(
-        links=links, conversion_ids=scope, model_names=list(result.model_names), n_touchpoints=touchpoints,
-        n_conversions=scope.len(), unattributed=unattributed.filter(pl.col("model").is_null()).height,
-        journeys=journeys, journey_events=journey_events, event_users=event_users, timings=timings,
+        links=links,
+        conversion_ids=scope,
+        model_names=list(result.model_names),
+        n_touchpoints=touchpoints,
+        n_conversions=scope.len(),
+        unattributed=unattributed.filter(pl.col("model").is_null()).height,
+        journeys=journeys,
+        journey_events=journey_events,
+        event_users=event_users,
+        timings=timings,
         baseline_conversions=dict(baseline.iter_rows()),
-    )  # fmt: skip
+    )

@@ -162,8 +162,10 @@ class _Merge:
         if h_new.n_unique() == rows.height and h_old.n_unique() == current.height:
             pairs = pl.DataFrame({"h": h_new, "n": pl.int_range(rows.height, eager=True)}).join(
                 pl.DataFrame({"h": h_old, "o": pl.int_range(current.height, eager=True)}),
-                on="h", how="full", coalesce=True,
-            )  # fmt: skip
+                on="h",
+                how="full",
+                coalesce=True,
+            )
             both = pairs.filter(pl.col("n").is_not_null() & pl.col("o").is_not_null())
             changed: list[pl.DataFrame] = []
             for i in range(0, both.height, _DIFF_SLICE):

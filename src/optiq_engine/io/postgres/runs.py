@@ -216,8 +216,12 @@ def _abandon(conn: Any, organization_id: str) -> int:
         (organization_id,),
     ).fetchall()
     if rows:
-        log.warning("marked %d run(s) of %s left RUNNING by a process that is gone as ABANDONED: %s",
-                    len(rows), organization_id, ", ".join(r[0] for r in rows))  # fmt: skip
+        log.warning(
+            "marked %d run(s) of %s left RUNNING by a process that is gone as ABANDONED: %s",
+            len(rows),
+            organization_id,
+            ", ".join(r[0] for r in rows),
+        )
     return len(rows)
 
 

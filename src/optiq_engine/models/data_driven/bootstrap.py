@@ -52,8 +52,9 @@ def _bootstrap_auto(
             if wi <= _MIN_WEIGHT:
                 continue
             if rtargets:
-                c = _fit_one(table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets,
-                             sat=c.sat)  # fmt: skip
+                c = _fit_one(
+                    table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets, sat=c.sat
+                )
             cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi
@@ -70,8 +71,18 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     active = _active(cand.form, n_codes)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     free = active[~(is_beta & (cand.params[active] <= 0))]
-    hess = jm.nested_hessian_parallel(cand.params, table.offsets, table.codes, table.conversions, table.nulls,
-                                      cand.rho, cand.sat, cand.use_h, cand.use_p, l2)[np.ix_(free, free)]  # fmt: skip
+    hess = jm.nested_hessian_parallel(
+        cand.params,
+        table.offsets,
+        table.codes,
+        table.conversions,
+        table.nulls,
+        cand.rho,
+        cand.sat,
+        cand.use_h,
+        cand.use_p,
+        l2,
+    )[np.ix_(free, free)]
     lam = 0.0
     while True:
         try:
@@ -83,14 +94,25 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     betas[active[is_beta]] = True
 
     def step(counts: tuple[np.ndarray, np.ndarray]) -> JourneyModel:
-        _, grad = jm.nested_terms_parallel(cand.params, table.offsets, table.codes, counts[0], counts[1],
-                                              cand.rho, cand.sat, cand.use_h, cand.use_p, l2)  # fmt: skip
+        _, grad = jm.nested_terms_parallel(
+            cand.params,
+            table.offsets,
+            table.codes,
+            counts[0],
+            counts[1],
+            cand.rho,
+            cand.sat,
+            cand.use_h,
+            cand.use_p,
+            l2,
+        )
         delta = scipy.linalg.cho_solve(factor, grad[free])
         params = cand.params.copy()
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
-        nll, _ = jm.nested_terms_parallel(params, table.offsets, table.codes, counts[0], counts[1],
-                                          cand.rho, cand.sat, cand.use_h, cand.use_p, 0.0)  # fmt: skip
+        nll, _ = jm.nested_terms_parallel(
+            params, table.offsets, table.codes, counts[0], counts[1], cand.rho, cand.sat, cand.use_h, cand.use_p, 0.0
+        )
         n = float(counts[0].sum() + counts[1].sum())
         return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, n, cand.sat)
 

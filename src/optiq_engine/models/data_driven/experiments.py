@@ -32,8 +32,14 @@ def _experiment_targets(
                 f"channels are {list(table.channels)}"
             )
         weights = table.conversions + table.nulls if periods is None else periods[i][0] + periods[i][1]
-        out.append(_Target(table.channels.index(e.channel), np.ascontiguousarray(weights, dtype=np.float64),
-                           e.incremental_conversions, e.std_error))  # fmt: skip
+        out.append(
+            _Target(
+                table.channels.index(e.channel),
+                np.ascontiguousarray(weights, dtype=np.float64),
+                e.incremental_conversions,
+                e.std_error,
+            )
+        )
     return out
 
 
@@ -67,18 +73,28 @@ def experiment_periods(
         a, b = e.bounds_us()
         inside = (end_us >= a) & (end_us < b)
         table, _ = build_path_table(
-            starts, ends, tp_codes, channels, conv * inside, (1.0 - conv) * inside,
-            np.zeros(starts.shape[0], dtype=np.int64), transform=model.transform,
-            remove_direct_if_not_all=model.remove_direct_if_not_all, direct_channels=direct_channels,
-        )  # fmt: skip
+            starts,
+            ends,
+            tp_codes,
+            channels,
+            conv * inside,
+            (1.0 - conv) * inside,
+            np.zeros(starts.shape[0], dtype=np.int64),
+            transform=model.transform,
+            remove_direct_if_not_all=model.remove_direct_if_not_all,
+            direct_channels=direct_channels,
+        )
         out.append((table.conversions, table.nulls))
     return out
 
 
 def _experiment_frame(
-    experiments: tuple[Experiment, ...], targets: list[_Target], candidates: list[JourneyModel],
-    weights: np.ndarray, table: PathTable,
-) -> pl.DataFrame | None:  # fmt: skip
+    experiments: tuple[Experiment, ...],
+    targets: list[_Target],
+    candidates: list[JourneyModel],
+    weights: np.ndarray,
+    table: PathTable,
+) -> pl.DataFrame | None:
     """Per experiment: its result and the calibrated model's holdout effect over the same journeys."""
     if not targets:
         return None
@@ -87,8 +103,12 @@ def _experiment_frame(
         lift = 0.0
         for w, c in zip(weights, candidates, strict=True):
             if w > _MIN_WEIGHT:
-                lift += w * jm.nested_lift(c.params, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p,
-                                           t.code)[0]  # fmt: skip
+                lift += (
+                    w
+                    * jm.nested_lift(
+                        c.params, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
+                    )[0]
+                )
         implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))
     return pl.DataFrame(
         {

@@ -133,9 +133,13 @@ class FittedDataDriven(FittedModel):
             return m
         beta = dict(zip(self.paths.channels, m.beta.tolist(), strict=True))
         return ConversionModel(
-            m.intercept, np.array([beta.get(c, 0.0) for c in table.channels]), m.hessian, m.rho,
-            k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0), m.form,
-        )  # fmt: skip
+            m.intercept,
+            np.array([beta.get(c, 0.0) for c in table.channels]),
+            m.hessian,
+            m.rho,
+            k.count_features(table.offsets, table.codes, len(table.channels), m.rho or 0.0),
+            m.form,
+        )
 
     def path_shares(self, table: PathTable | None = None) -> np.ndarray:
         """``max(φ, 0)`` per (path, channel code) of ``table`` (default: the fitted one) as a dense

@@ -105,9 +105,13 @@ class ConversionModel:
             params, hessian = _newton(terms, x0)
         else:
             res = scipy.optimize.minimize(
-                k.logistic_loss_grad, x0, args=(*feats, conv, null, float(l2)), jac=True, method="L-BFGS-B",
+                k.logistic_loss_grad,
+                x0,
+                args=(*feats, conv, null, float(l2)),
+                jac=True,
+                method="L-BFGS-B",
                 options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-15},
-            )  # fmt: skip
+            )
             if not np.all(np.isfinite(res.x)):
                 raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
             params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)

@@ -131,10 +131,15 @@ def _rows_of(table: PathTable, rows: np.ndarray) -> PathTable:
     np.cumsum(lengths, out=offsets[1:])
     idx = np.repeat(table.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
     return _PathTable(
-        channels=table.channels, offsets=offsets, codes=table.codes[idx], conversions=table.conversions[rows],
-        nulls=table.nulls[rows], value_micros=table.value_micros[rows], hashes=table.hashes[rows],
+        channels=table.channels,
+        offsets=offsets,
+        codes=table.codes[idx],
+        conversions=table.conversions[rows],
+        nulls=table.nulls[rows],
+        value_micros=table.value_micros[rows],
+        hashes=table.hashes[rows],
         distinct=table.distinct,
-    )  # fmt: skip
+    )
 
 
 def _nudge(model: JourneyModel, *, form: str) -> np.ndarray:

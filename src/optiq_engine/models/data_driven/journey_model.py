@@ -230,8 +230,16 @@ class JourneyModel:
         ModelError
             The optimisation ends on non-finite parameters.
         """
-        return _fit_one(table, self.form, self.rho, l2=l2, counts=(table.conversions, table.nulls),
-                        start=self.params, targets=targets, sat=self.sat)  # fmt: skip
+        return _fit_one(
+            table,
+            self.form,
+            self.rho,
+            l2=l2,
+            counts=(table.conversions, table.nulls),
+            start=self.params,
+            targets=targets,
+            sat=self.sat,
+        )
 
 
 @dataclass(frozen=True)
@@ -391,9 +399,13 @@ def _fit_one(
         return loss / scale, grad[active] / scale
 
     res = scipy.optimize.minimize(
-        objective, start[active], jac=True, method="L-BFGS-B", bounds=bounds,
+        objective,
+        start[active],
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-13, "maxcor": 20},
-    )  # fmt: skip
+    )
     if not np.all(np.isfinite(res.x)):
         raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
     full[active] = res.x

@@ -209,8 +209,14 @@ class DataDriven(DataDrivenModel):
         zeros = np.zeros(n_codes)
         replicates = np.zeros((self.bootstrap, n_codes))
         frame = credit_frame(table, zeros, ("incremental_conversions", zeros), replicates, self.level)
-        return FittedDataDriven(model=self, channel_credit=frame, paths=table, replicates=replicates,
-                                conversion_model=model, path_phi=np.zeros(0))  # fmt: skip
+        return FittedDataDriven(
+            model=self,
+            channel_credit=frame,
+            paths=table,
+            replicates=replicates,
+            conversion_model=model,
+            path_phi=np.zeros(0),
+        )
 
     def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         n_codes = len(table.channels)

@@ -54,9 +54,17 @@ def _today(now: datetime) -> date:
 
 def _query(scope: cond.Scope, org: str, start: date, end: date, **kwargs: Any) -> MetricsQuery:
     return MetricsQuery(
-        org, start, end, model=scope.model, grain="organization", platform=scope.platform,
-        ad_account_id=scope.ad_account_id, campaign_id=scope.campaign_id, ad_id=scope.ad_id, **kwargs,
-    )  # fmt: skip
+        org,
+        start,
+        end,
+        model=scope.model,
+        grain="organization",
+        platform=scope.platform,
+        ad_account_id=scope.ad_account_id,
+        campaign_id=scope.campaign_id,
+        ad_id=scope.ad_id,
+        **kwargs,
+    )
 
 
 #: Metrics that do not depend on the attribution model (a custom rule on them needs no attribution results).
@@ -122,20 +130,7 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
     where = _scope_label(names)
     base = {**names, "model": config.scope.model, "evaluatedAt": now.isoformat()}
     if isinstance(config, cond.SpendThreshold):
-        today = _today(now)
-        start = {"daily": today, "weekly": today - timedelta(days=6), "monthly": today.replace(day=1)}[config.period]
-        t = _totals(connection, _query(config.scope, org, start, today, compare=False))
-        spend, cur = t["spend_micros"], t["currency"]
-        context = base | {"currentSpend": spend, "threshold": config.threshold, "period": config.period, "currency": cur,
-                          "from": start.isoformat(), "to": today.isoformat()}  # fmt: skip
-        if spend is None or spend <= config.threshold:  # None: no ad account (on the platform) to spend
-            return Finding("clear", context=context)
-        return Finding(
-            "fired", f"Spend threshold exceeded: {name}",
-            f"{config.period.capitalize()} spend of {where} is {_money(spend, cur)} since {start.isoformat()}, above the "
-            f"threshold of {_money(config.threshold, cur)}.",
-            context, spend >= ESCALATION_FACTOR * config.threshold,
-        )  # fmt: skip
+        return _check_spend(connection, rule, config, now, base, where)
     if isinstance(config, cond.ClickAnomaly):
         return _check_clicks(connection, rule, config, now, base, where)
     if isinstance(config, cond.Custom):
@@ -151,44 +146,94 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
         "comparisonPeriod": f"{config.days}d",
         "currency": t["currency"],
     }
-    if isinstance(config, cond.ConversionDrop):
-        current, previous = t["conversions"], t["conversions_previous"]
-        context = base | window | {"currentConversions": current, "previousConversions": previous,
-                                   "dropPercentage": config.drop_percentage}  # fmt: skip
-        if previous is None or previous < config.min_conversions or previous <= 0:
-            return Finding("unknown", context=context)
-        drop = 100.0 * (previous - current) / previous
-        context["actualDropPercentage"] = round(drop, 4)
-        if drop < config.drop_percentage:
-            return Finding("clear", context=context)
-        return Finding(
-            "fired", f"Conversions dropped {drop:.0f}%: {name}",
-            f"Attributed conversions of {where} fell from {previous:,.2f} to {current:,.2f} ({drop:.1f}%) over the last "
-            f"{config.days} days compared with the {config.days} days before (alert at {config.drop_percentage:g}%).",
-            context, drop >= min(100.0, ESCALATION_FACTOR * config.drop_percentage),
-        )  # fmt: skip
-    if isinstance(config, cond.CpaSpike):
-        current, previous = t["cpa_micros"], t["cpa_micros_previous"]
-        context = base | window | {"currentCpa": current, "previousCpa": previous, "increasePercentage": config.increase_percentage,
-                                   "currentConversions": t["conversions"], "previousConversions": t["conversions_previous"]}  # fmt: skip
-        enough = min(t["conversions"] or 0, t["conversions_previous"] or 0) >= config.min_conversions
-        if current is None or not previous or not enough:
-            return Finding("unknown", context=context)
-        rise = 100.0 * (current - previous) / previous
-        context["actualIncreasePercentage"] = round(rise, 4)
-        if rise < config.increase_percentage:
-            return Finding("clear", context=context)
-        return Finding(
-            "fired", f"CPA up {rise:.0f}%: {name}",
-            f"Cost per attributed conversion of {where} rose from {_money(previous, t['currency'])} to "
-            f"{_money(current, t['currency'])} ({rise:.1f}%) over the last {config.days} days (alert at "
-            f"{config.increase_percentage:g}%).",
-            context, rise >= ESCALATION_FACTOR * config.increase_percentage,
-        )  # fmt: skip
-    assert isinstance(config, cond.RoasDrop)
+    check = {cond.ConversionDrop: _check_conversions, cond.CpaSpike: _check_cpa, cond.RoasDrop: _check_roas}
+    return check[type(config)](name, config, t, base | window, where)  # type: ignore[operator]
+
+
+def _check_spend(connection: Connection, rule, config: cond.SpendThreshold, now, base, where) -> Finding:
+    org, name = rule["organizationId"], rule["name"]
+    today = _today(now)
+    start = {"daily": today, "weekly": today - timedelta(days=6), "monthly": today.replace(day=1)}[config.period]
+    t = _totals(connection, _query(config.scope, org, start, today, compare=False))
+    spend, cur = t["spend_micros"], t["currency"]
+    context = base | {
+        "currentSpend": spend,
+        "threshold": config.threshold,
+        "period": config.period,
+        "currency": cur,
+        "from": start.isoformat(),
+        "to": today.isoformat(),
+    }
+    if spend is None or spend <= config.threshold:  # None: no ad account (on the platform) to spend
+        return Finding("clear", context=context)
+    return Finding(
+        "fired",
+        f"Spend threshold exceeded: {name}",
+        f"{config.period.capitalize()} spend of {where} is {_money(spend, cur)} since {start.isoformat()}, above the "
+        f"threshold of {_money(config.threshold, cur)}.",
+        context,
+        spend >= ESCALATION_FACTOR * config.threshold,
+    )
+
+
+def _check_conversions(name: str, config: cond.ConversionDrop, t, base, where) -> Finding:
+    current, previous = t["conversions"], t["conversions_previous"]
+    context = base | {
+        "currentConversions": current,
+        "previousConversions": previous,
+        "dropPercentage": config.drop_percentage,
+    }
+    if previous is None or previous < config.min_conversions or previous <= 0:
+        return Finding("unknown", context=context)
+    drop = 100.0 * (previous - current) / previous
+    context["actualDropPercentage"] = round(drop, 4)
+    if drop < config.drop_percentage:
+        return Finding("clear", context=context)
+    return Finding(
+        "fired",
+        f"Conversions dropped {drop:.0f}%: {name}",
+        f"Attributed conversions of {where} fell from {previous:,.2f} to {current:,.2f} ({drop:.1f}%) over the last "
+        f"{config.days} days compared with the {config.days} days before (alert at {config.drop_percentage:g}%).",
+        context,
+        drop >= min(100.0, ESCALATION_FACTOR * config.drop_percentage),
+    )
+
+
+def _check_cpa(name: str, config: cond.CpaSpike, t, base, where) -> Finding:
+    current, previous = t["cpa_micros"], t["cpa_micros_previous"]
+    context = base | {
+        "currentCpa": current,
+        "previousCpa": previous,
+        "increasePercentage": config.increase_percentage,
+        "currentConversions": t["conversions"],
+        "previousConversions": t["conversions_previous"],
+    }
+    enough = min(t["conversions"] or 0, t["conversions_previous"] or 0) >= config.min_conversions
+    if current is None or not previous or not enough:
+        return Finding("unknown", context=context)
+    rise = 100.0 * (current - previous) / previous
+    context["actualIncreasePercentage"] = round(rise, 4)
+    if rise < config.increase_percentage:
+        return Finding("clear", context=context)
+    return Finding(
+        "fired",
+        f"CPA up {rise:.0f}%: {name}",
+        f"Cost per attributed conversion of {where} rose from {_money(previous, t['currency'])} to "
+        f"{_money(current, t['currency'])} ({rise:.1f}%) over the last {config.days} days (alert at "
+        f"{config.increase_percentage:g}%).",
+        context,
+        rise >= ESCALATION_FACTOR * config.increase_percentage,
+    )
+
+
+def _check_roas(name: str, config: cond.RoasDrop, t, base, where) -> Finding:
     current, previous = t["roas"], t["roas_previous"]
-    context = base | window | {"currentRoas": current, "previousRoas": previous, "dropPercentage": config.drop_percentage,
-                               "minRoas": config.min_roas}  # fmt: skip
+    context = base | {
+        "currentRoas": current,
+        "previousRoas": previous,
+        "dropPercentage": config.drop_percentage,
+        "minRoas": config.min_roas,
+    }
     if current is None:
         return Finding("unknown", context=context)
     reasons, escalate = [], False
@@ -204,10 +249,12 @@ def _check(connection: Connection, rule: Mapping[str, Any], config: cond.RuleCon
     if not reasons:
         return Finding("clear", context=context)
     return Finding(
-        "fired", f"ROAS {current:.2f}: {name}",
+        "fired",
+        f"ROAS {current:.2f}: {name}",
         f"ROAS of {where} over the last {config.days} days is {current:.2f}: it " + " and ".join(reasons) + ".",
-        context, escalate,
-    )  # fmt: skip
+        context,
+        escalate,
+    )
 
 
 def _check_clicks(connection: Connection, rule, config: cond.ClickAnomaly, now, base, where) -> Finding:
@@ -223,25 +270,38 @@ def _check_clicks(connection: Connection, rule, config: cond.ClickAnomaly, now, 
     value, history = series[-1], series[:-1]
     if config.seasonal:  # the same weekday only: every 7th day back from the evaluated one
         history = history[::-1][6::7]
-    context = base | {"date": end.isoformat(), "clicks": value, "baselineDays": config.baseline_days, "seasonal": config.seasonal,
-                      "threshold": config.threshold, "direction": config.direction}  # fmt: skip
+    context = base | {
+        "date": end.isoformat(),
+        "clicks": value,
+        "baselineDays": config.baseline_days,
+        "seasonal": config.seasonal,
+        "threshold": config.threshold,
+        "direction": config.direction,
+    }
     if len(history) < 4 or sum(history) == 0:
         return Finding("unknown", context=context)
     score = robust_zscore(value, history)
     finite = abs(score.z) != float("inf")
-    context |= {"baselineMedian": score.median, "robustScale": score.scale, "zScore": score.z if finite else None,
-                "method": score.method, "baselinePoints": len(history)}  # fmt: skip
+    context |= {
+        "baselineMedian": score.median,
+        "robustScale": score.scale,
+        "zScore": score.z if finite else None,
+        "method": score.method,
+        "baselinePoints": len(history),
+    }
     if not score.is_anomaly(config.threshold, config.direction):
         return Finding("clear", context=context)
     kind = "spike" if score.z > 0 else "drop"
     z_text = f"z = {score.z:.1f}" if finite else "a flat baseline"
     return Finding(
-        "fired", f"Click {kind} on {end.isoformat()}: {rule['name']}",
+        "fired",
+        f"Click {kind} on {end.isoformat()}: {rule['name']}",
         f"{where.capitalize() if where == 'the organization' else where} had {value:,} clicks on {end.isoformat()} against a "
         f"median of {score.median:,.0f} over {len(history)} {'same-weekday ' if config.seasonal else ''}days ({z_text}; "
         f"alert at |z| >= {config.threshold:g}).",
-        context, abs(score.z) >= ESCALATION_FACTOR * config.threshold,
-    )  # fmt: skip
+        context,
+        abs(score.z) >= ESCALATION_FACTOR * config.threshold,
+    )
 
 
 def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, where) -> Finding:
@@ -264,8 +324,15 @@ def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, 
             if "model" not in never_ran:
                 never_ran["model"] = _never_ran(connection, query, t)
             if never_ran["model"]:
-                seen.append({"metric": c.metric, "period": f"{c.days}d", "actual": None, "holds": None,
-                             "reason": no_results_message(query)})  # fmt: skip
+                seen.append(
+                    {
+                        "metric": c.metric,
+                        "period": f"{c.days}d",
+                        "actual": None,
+                        "holds": None,
+                        "reason": no_results_message(query),
+                    }
+                )
                 return None
         if c.compare == "value":
             actual = t[c.metric]
@@ -273,8 +340,17 @@ def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, 
             change = t[f"{c.metric}_change"]
             actual = None if change is None else 100.0 * change
         result = None if actual is None else bool(cond.OPERATORS[c.operator](actual, c.value))
-        seen.append({"metric": c.metric, "compare": c.compare, "period": f"{c.days}d", "operator": c.operator,
-                     "value": c.value, "actual": actual, "holds": result})  # fmt: skip
+        seen.append(
+            {
+                "metric": c.metric,
+                "compare": c.compare,
+                "period": f"{c.days}d",
+                "operator": c.operator,
+                "value": c.value,
+                "actual": actual,
+                "holds": result,
+            }
+        )
         return result
 
     verdict = holds(config.condition)
@@ -283,6 +359,10 @@ def _check_custom(connection: Connection, rule, config: cond.Custom, now, base, 
         return Finding("unknown", context=context)
     if not verdict:
         return Finding("clear", context=context)
-    parts = [f"{s['metric']}{' change %' if s['compare'] != 'value' else ''} over {s['period']} = {s['actual']:.6g} "
-             f"{s['operator']} {s['value']:g}" for s in seen if s["holds"]]  # fmt: skip
+    parts = [
+        f"{s['metric']}{' change %' if s['compare'] != 'value' else ''} over {s['period']} = {s['actual']:.6g} "
+        f"{s['operator']} {s['value']:g}"
+        for s in seen
+        if s["holds"]
+    ]
     return Finding("fired", f"Condition met: {rule['name']}", f"For {where}: " + "; ".join(parts) + ".", context)

@@ -85,7 +85,7 @@ def _notify(
             "metadata": metadata,
             "now": now,
             "org": rule["organizationId"],
-        },  # fmt: skip
+        },
     )
     return result.rowcount
 
@@ -131,11 +131,17 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
     if is_open:
         if _RANK[severity] > _RANK[latest["severity"]]:
             connection.execute(
-                text('UPDATE "AlertEvent" SET severity = CAST(:sev AS "AlertSeverity"), context = context || CAST(:extra AS jsonb), '
-                     '"updatedAt" = :now WHERE id = :id'),
-                {"sev": severity, "extra": json.dumps({"escalatedAt": now.isoformat(), "escalatedContext": finding.context}),
-                 "now": now, "id": latest["id"]},
-            )  # fmt: skip
+                text(
+                    'UPDATE "AlertEvent" SET severity = CAST(:sev AS "AlertSeverity"), context = context || CAST(:extra AS jsonb), '
+                    '"updatedAt" = :now WHERE id = :id'
+                ),
+                {
+                    "sev": severity,
+                    "extra": json.dumps({"escalatedAt": now.isoformat(), "escalatedContext": finding.context}),
+                    "now": now,
+                    "id": latest["id"],
+                },
+            )
             _notify(
                 connection,
                 rule,
@@ -166,7 +172,7 @@ def _apply(connection: Connection, rule: Mapping[str, Any], finding: Finding, no
             "message": finding.message,
             "context": json.dumps(finding.context | {"ruleType": rule["type"], "escalated": finding.escalate}),
             "now": now,
-        },  # fmt: skip
+        },
     )
     _notify(connection, rule, event_id, finding.title, finding.message, severity, now)
     return done("opened", event_id)

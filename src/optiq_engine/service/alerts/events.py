@@ -35,6 +35,18 @@ def _aware(now: datetime | None) -> datetime:
     return now
 
 
+def _one_row(
+    connection: Connection, table: str, columns: str, row_id: str, organization_id: str, *, what: str
+) -> dict[str, Any]:
+    """The row ``row_id`` of ``table`` (a constant name) in the organization, JSON-ready; else a
+    :class:`NotFoundError` that names ``what`` (a row of another organization is not found either)."""
+    query = text(f'SELECT {columns} FROM "{table}" WHERE id = :id AND "organizationId" = :org')
+    row = connection.execute(query, {"id": row_id, "org": organization_id}).mappings().first()
+    if row is None:
+        raise NotFoundError(f"no {what} {row_id!r} in this organization")
+    return _jsonable(row)
+
+
 def _jsonable(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
 
@@ -132,17 +144,7 @@ def read_event(connection: Connection, event_id: str, *, organization_id: str) -
     NotFoundError
         No such event in the organization.
     """
-    row = (
-        connection.execute(
-            text(f'SELECT {_EVENT_COLUMNS} FROM "AlertEvent" WHERE id = :id AND "organizationId" = :org'),
-            {"id": event_id, "org": organization_id},
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        raise NotFoundError(f"no alert event {event_id!r} in this organization")
-    return _jsonable(row)
+    return _one_row(connection, "AlertEvent", _EVENT_COLUMNS, event_id, organization_id, what="alert event")
 
 
 _TRANSITIONS = {
@@ -152,8 +154,15 @@ _TRANSITIONS = {
 }
 
 
-def _update_event(connection: Connection, event_id: str, org: str, target: str, now: datetime, by: str | None,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any] | None:  # fmt: skip
+def _update_event(
+    connection: Connection,
+    event_id: str,
+    org: str,
+    target: str,
+    now: datetime,
+    by: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     allowed, at_col, by_col = _TRANSITIONS[target]
     row = (
         connection.execute(

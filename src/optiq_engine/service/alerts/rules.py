@@ -11,8 +11,8 @@ from sqlalchemy import Connection, text
 
 from ...io.schema import ALERT_SEVERITIES, ALERT_TYPES
 from .. import conditions as cond
-from ..errors import NotFoundError, RuleConfigError
-from .events import _aware, _jsonable, _new_id
+from ..errors import RuleConfigError
+from .events import _aware, _jsonable, _new_id, _one_row
 
 __all__ = ["create_rule", "read_rules", "read_rule"]
 
@@ -106,7 +106,7 @@ def create_rule(
                 "in_app": notify_in_app,
                 "slack": notify_slack,
                 "now": now,
-            },  # fmt: skip
+            },
         )
         .mappings()
         .one()
@@ -176,11 +176,17 @@ def read_rules(connection: Connection, *, organization_id: str, status: str | No
     list of dict
         One row per rule (timestamps as ISO 8601 strings).
     """
-    rows = connection.execute(
-        text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE "organizationId" = :org '
-             "AND (CAST(:status AS text) IS NULL OR status::text = :status) ORDER BY \"createdAt\" DESC, id"),
-        {"org": organization_id, "status": status},
-    ).mappings().all()  # fmt: skip
+    rows = (
+        connection.execute(
+            text(
+                f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE "organizationId" = :org '
+                'AND (CAST(:status AS text) IS NULL OR status::text = :status) ORDER BY "createdAt" DESC, id'
+            ),
+            {"org": organization_id, "status": status},
+        )
+        .mappings()
+        .all()
+    )
     return [_jsonable(r) for r in rows]
 
 
@@ -207,14 +213,4 @@ def read_rule(connection: Connection, rule_id: str, *, organization_id: str) -> 
     NotFoundError
         No such rule in the organization.
     """
-    row = (
-        connection.execute(
-            text(f'SELECT {_RULE_COLUMNS} FROM "AlertRule" WHERE id = :id AND "organizationId" = :org'),
-            {"id": rule_id, "org": organization_id},
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        raise NotFoundError(f"no alert rule {rule_id!r} in this organization")
-    return _jsonable(row)
+    return _one_row(connection, "AlertRule", _RULE_COLUMNS, rule_id, organization_id, what="alert rule")

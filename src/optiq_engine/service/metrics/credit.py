@@ -60,8 +60,15 @@ def read_credit(
     bad = [m for m in models if m not in ATTRIBUTION_MODELS]
     if bad:
         raise ConfigError(f"unknown model(s) {bad}; valid: {', '.join(ATTRIBUTION_MODELS)}")
-    query = MetricsQuery(organization_id, start, end, grain=grain, compare=False, channel_rules=channel_rules,
-                         conversion_name=conversion_name)  # fmt: skip
+    query = MetricsQuery(
+        organization_id,
+        start,
+        end,
+        grain=grain,
+        compare=False,
+        channel_rules=channel_rules,
+        conversion_name=conversion_name,
+    )
     params: dict[str, Any] = {
         "org": organization_id,
         "models": list(models),

@@ -39,8 +39,13 @@ def _ratios(suffix: str) -> list[pl.Expr]:
     def micros(e: pl.Expr) -> pl.Expr:
         return e.round(0, mode="half_away_from_zero").cast(pl.Int64)
 
-    exprs = {"roas": _div(r, s), "cpa_micros": micros(_div(s, c)), "cpc_micros": micros(_div(s, k)),
-             "ctr": _div(k, i), "conversion_rate": _div(c, k)}  # fmt: skip
+    exprs = {
+        "roas": _div(r, s),
+        "cpa_micros": micros(_div(s, c)),
+        "cpc_micros": micros(_div(s, k)),
+        "ctr": _div(k, i),
+        "conversion_rate": _div(c, k),
+    }
     return [e.alias(f"{n}{suffix}") for n, e in exprs.items()]
 
 

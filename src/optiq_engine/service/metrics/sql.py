@@ -17,15 +17,20 @@ _ORG_SCOPED = ' AND {alias}."organizationId" = :org'
 _SPEND_JOINS = {
     1: ' JOIN "AdAccount" aa ON aa.id = m.sid' + _ORG_SCOPED.format(alias="aa"),
     2: (
-        ' JOIN "Campaign" c ON c.id = m.sid' + _ORG_SCOPED.format(alias="c")
-        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
+        ' JOIN "Campaign" c ON c.id = m.sid'
+        + _ORG_SCOPED.format(alias="c")
+        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"'
+        + _ORG_SCOPED.format(alias="aa")
     ),
     3: (
-        ' JOIN "Ad" ad ON ad.id = m.sid' + _ORG_SCOPED.format(alias="ad")
-        + ' JOIN "Campaign" c ON c.id = ad."campaignId"' + _ORG_SCOPED.format(alias="c")
-        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa")
+        ' JOIN "Ad" ad ON ad.id = m.sid'
+        + _ORG_SCOPED.format(alias="ad")
+        + ' JOIN "Campaign" c ON c.id = ad."campaignId"'
+        + _ORG_SCOPED.format(alias="c")
+        + ' JOIN "AdAccount" aa ON aa.id = c."adAccountId"'
+        + _ORG_SCOPED.format(alias="aa")
     ),
-}  # fmt: skip
+}
 _CREDIT_FROM = (
     '"TrackingSite" s\n'
     '  JOIN "TrackingEvent" e ON e."siteId" = s.id AND e.type = \'CONVERSION\'\n'
@@ -33,10 +38,12 @@ _CREDIT_FROM = (
     '  JOIN "AttributionLink" l ON l."conversionId" = e.id AND {model_clause}\n'
     '  JOIN "TouchPoint" tp ON tp.id = l."touchPointId" AND tp."siteId" = s.id\n'
     '  LEFT JOIN "Ad" ad ON ad.id = tp."adId"' + _ORG_SCOPED.format(alias="ad") + "\n"
-    '  LEFT JOIN "Campaign" c ON c.id = COALESCE(tp."campaignId", ad."campaignId")' + _ORG_SCOPED.format(alias="c") + "\n"
+    '  LEFT JOIN "Campaign" c ON c.id = COALESCE(tp."campaignId", ad."campaignId")'
+    + _ORG_SCOPED.format(alias="c")
+    + "\n"
     '  LEFT JOIN "AdAccount" aa ON aa.id = c."adAccountId"' + _ORG_SCOPED.format(alias="aa") + "\n"
     '  LEFT JOIN "Platform" p ON p.id = aa."platformId"'
-)  # fmt: skip
+)
 _CREDIT_PLATFORM = 'COALESCE(p.code::text, tp."platformCode"::text)'
 _SPEND_KEYS = {
     "organization": "CAST(:org AS text)",
@@ -294,7 +301,7 @@ def _metrics_sql(query: MetricsQuery, *, summarized: bool, listing: bool = False
             summarized=summarized,
             listing=listing,
             null_key=query.grain != "ad",
-        )  # fmt: skip
+        )
     )
     suffixes = ("", "_p") if query.compare else ("",)
     names = {

@@ -28,10 +28,18 @@ def list_rules(
 def create_rule(caller: Writer, conn: Conn, rule: RuleIn) -> dict[str, Any]:
     """Create an alert rule; its config is validated per type (422 names every bad field)."""
     return alerts.create_rule(
-        conn, organization_id=caller.organization_id, name=rule.name, type=rule.type, config=rule.config,
-        severity=rule.severity, status=rule.status, evaluation_interval=rule.evaluationInterval,
-        notify_email=rule.notifyEmail, notify_in_app=rule.notifyInApp, notify_slack=rule.notifySlack,
-    )  # fmt: skip
+        conn,
+        organization_id=caller.organization_id,
+        name=rule.name,
+        type=rule.type,
+        config=rule.config,
+        severity=rule.severity,
+        status=rule.status,
+        evaluation_interval=rule.evaluationInterval,
+        notify_email=rule.notifyEmail,
+        notify_in_app=rule.notifyInApp,
+        notify_slack=rule.notifySlack,
+    )
 
 
 @router.get("/v1/alert-rules/{rule_id}", tags=["alert rules"], responses=ERROR_RESPONSES)

@@ -53,9 +53,11 @@ def _add_lifecycle_routes() -> None:
     """``POST /v1/alerts/{event_id}/acknowledge``, ``.../resolve`` and ``.../dismiss``."""
     for verb, op in (("acknowledge", alerts.acknowledge), ("resolve", alerts.resolve), ("dismiss", alerts.dismiss)):
         router.post(
-            f"/v1/alerts/{{event_id}}/{verb}", tags=["alerts"], name=verb,
+            f"/v1/alerts/{{event_id}}/{verb}",
+            tags=["alerts"],
+            name=verb,
             responses={**ERROR_RESPONSES, 409: {"description": "Not allowed from the event's current status"}},
-        )(_lifecycle(op, f"{verb.capitalize()} an alert event (the key's user is recorded as who)."))  # fmt: skip
+        )(_lifecycle(op, f"{verb.capitalize()} an alert event (the key's user is recorded as who)."))
 
 
 _add_lifecycle_routes()

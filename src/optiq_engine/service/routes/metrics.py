@@ -64,10 +64,20 @@ def metrics(
     elif rate:
         raise RuleConfigError({"currency": "required with rate: the currency the rates convert to"})
     query = MetricsQuery(
-        caller.organization_id, start, end, model=model, grain=grain, daily=daily, compare=compare, platform=platform,
-        ad_account_id=ad_account_id, campaign_id=campaign_id, ad_id=ad_id, conversion=conversion,
+        caller.organization_id,
+        start,
+        end,
+        model=model,
+        grain=grain,
+        daily=daily,
+        compare=compare,
+        platform=platform,
+        ad_account_id=ad_account_id,
+        campaign_id=campaign_id,
+        ad_id=ad_id,
+        conversion=conversion,
         conversion_name=conversion_name,
-    )  # fmt: skip
+    )
     return _rows_response(grain, start, end, read_metrics(query, conn, require_results=True))
 
 
@@ -84,6 +94,13 @@ def credit(
     """Attributed conversions and revenue per key and model, as the engine wrote them."""
     if start > end:
         raise ConfigError(f"start {start} must not be after end {end}")
-    frame = read_credit(conn, organization_id=caller.organization_id, start=start, end=end, models=model, grain=grain,
-                        conversion_name=conversion_name)  # fmt: skip
+    frame = read_credit(
+        conn,
+        organization_id=caller.organization_id,
+        start=start,
+        end=end,
+        models=model,
+        grain=grain,
+        conversion_name=conversion_name,
+    )
     return _rows_response(grain, start, end, frame)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ...kernels._jit import jit, jit_inline, pjit, prange
+from ...kernels.chunks import balanced_chunks
 from ...kernels.splitmix import GOLDEN, mix64
 
 _N_CHUNKS = 64  # work chunks of the parallel kernels (fixed, so results never depend on threads)
@@ -62,27 +63,6 @@ def _place_touches(offsets, gaps, start_fraction, window_us, min_gap):
     return ts
 
 
-@jit
-def _chunk_bounds(offsets, n_chunks):
-    """User boundaries of ``n_chunks`` contiguous chunks holding about equal numbers of touches.
-
-    Returns int64[k + 1] with ``k <= n_chunks``; the chunks depend only on ``offsets``, so results of
-    the parallel kernels do not depend on the number of threads.
-    """
-    n_users = offsets.size - 1
-    total = offsets[n_users]
-    bounds = np.empty(n_chunks + 1, np.int64)
-    bounds[0] = 0
-    k = 1
-    for chunk in range(1, n_chunks):
-        u = np.searchsorted(offsets, total * chunk // n_chunks)
-        if bounds[k - 1] < u < n_users:
-            bounds[k] = u
-            k += 1
-    bounds[k] = n_users
-    return bounds[: k + 1]
-
-
 @pjit
 def _draw_channels(offsets, available, uniforms, base_logit, drift):
     """Channel of each touch, drawn from the user's available channels.
@@ -106,7 +86,7 @@ def _draw_channels(offsets, available, uniforms, base_logit, drift):
     """
     n_channels = base_logit.size
     out = np.empty(uniforms.size, np.int8)
-    bounds = _chunk_bounds(offsets, _N_CHUNKS)
+    bounds = balanced_chunks(offsets, _N_CHUNKS)
     for chunk in prange(bounds.size - 1):
         cumulative = np.empty(n_channels)
         for u in range(bounds[chunk], bounds[chunk + 1]):
@@ -430,7 +410,7 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
     gain, saturation = _saturation_tables(offsets, rho)
     converted = np.zeros(ts.size, np.bool_)
     incremental = np.zeros((offsets.size - 1, n_channels))
-    bounds = _chunk_bounds(offsets, _N_CHUNKS)
+    bounds = balanced_chunks(offsets, _N_CHUNKS)
     for chunk in prange(bounds.size - 1):
         longest = 1
         for u in range(bounds[chunk], bounds[chunk + 1]):
@@ -472,6 +452,7 @@ def _simulate_conversions(offsets, ts, chan, base, decision, beta, rho, memory_u
                         removed[n_removed] = c
                         starts[n_removed] = j
                         n_removed += 1
+            # the arrays of a Numba call packed (fmt: skip): one per line would double the function
             _expected_conversions(
                 lo, hi, ts, chan, base[u], beta, removed, starts, n_removed, gain, saturation, memory_us, terms,
                 scratch,

@@ -87,20 +87,20 @@ CHANNEL_CAMPAIGNS: dict[str, tuple[str, ...]] = {
 # base log-weight of the channel mix and its drift along the journey (negative: early, positive: late).
 _CHANNEL_PARAMS: dict[str, tuple[float, float, float, float, float]] = {
     #                  beta  avail intent base  drift
-    "direct":         (0.05, 1.00, 0.0, 1.0, 1.5),
-    "google_ads":     (0.80, 0.55, 0.5, 0.7, 1.0),
-    "meta_ads":       (0.50, 0.45, 0.0, 0.5, -1.0),
-    "tiktok_ads":     (0.30, 0.20, 0.0, 0.3, -1.5),
-    "paid_search":    (0.60, 0.25, 0.5, 0.2, 1.0),
-    "paid_social":    (0.35, 0.30, 0.0, 0.2, -1.5),
-    "display":        (0.00, 0.60, 0.0, 0.6, -2.5),
-    "email":          (0.70, 0.30, 0.8, 0.5, 2.0),
-    "affiliate":      (0.40, 0.10, 0.3, 0.0, 1.0),
-    "referral":       (0.30, 0.15, 0.0, -0.3, 0.0),
+    "direct": (0.05, 1.00, 0.0, 1.0, 1.5),
+    "google_ads": (0.80, 0.55, 0.5, 0.7, 1.0),
+    "meta_ads": (0.50, 0.45, 0.0, 0.5, -1.0),
+    "tiktok_ads": (0.30, 0.20, 0.0, 0.3, -1.5),
+    "paid_search": (0.60, 0.25, 0.5, 0.2, 1.0),
+    "paid_social": (0.35, 0.30, 0.0, 0.2, -1.5),
+    "display": (0.00, 0.60, 0.0, 0.6, -2.5),
+    "email": (0.70, 0.30, 0.8, 0.5, 2.0),
+    "affiliate": (0.40, 0.10, 0.3, 0.0, 1.0),
+    "referral": (0.30, 0.15, 0.0, -0.3, 0.0),
     "organic_search": (0.45, 0.60, 0.0, 0.6, 0.5),
     "organic_social": (0.00, 0.35, 0.0, 0.2, -1.0),
-    "video":          (0.25, 0.30, 0.0, 0.2, -2.5),
-}  # fmt: skip
+    "video": (0.25, 0.30, 0.0, 0.2, -2.5),
+}
 
 _BETA = np.array([_CHANNEL_PARAMS[c][0] for c in CHANNELS])
 _AVAILABILITY = np.array([_CHANNEL_PARAMS[c][1] for c in CHANNELS])

@@ -162,9 +162,16 @@ def _simulate_block(
         channel = _apply_follower(offsets, channel, rng.random(int(offsets[-1])), lead, follower, probability)
     campaign = _draw_campaigns(rng, channel)
     converted, incremental = _simulate_conversions(
-        offsets, ts, channel, model.alpha + model.intercept_sd * intent, rng.random(int(offsets[-1])),
-        model.beta, model.rho, _MEMORY_US, model.terms,
-    )  # fmt: skip
+        offsets,
+        ts,
+        channel,
+        model.alpha + model.intercept_sd * intent,
+        rng.random(int(offsets[-1])),
+        model.beta,
+        model.rho,
+        _MEMORY_US,
+        model.terms,
+    )
     touch_index = np.flatnonzero(converted)
     conversion_ts, conversion_value = _draw_conversion_details(rng, offsets, ts, touch_index, params.window_us)
     conversion_counts = np.add.reduceat(converted.astype(np.int64), offsets[:-1]) if n else np.zeros(0, np.int64)

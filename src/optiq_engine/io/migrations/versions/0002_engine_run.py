@@ -33,11 +33,14 @@ def upgrade() -> None:
         sa.Column("createdAt", postgresql.TIMESTAMP(timezone=True), server_default=now, nullable=False),
         sa.Column("updatedAt", postgresql.TIMESTAMP(timezone=True), server_default=now, nullable=False),
         sa.ForeignKeyConstraint(
-            ["organizationId"], ["Organization.id"], name="EngineRun_organizationId_fkey",
-            onupdate="CASCADE", ondelete="CASCADE",
+            ["organizationId"],
+            ["Organization.id"],
+            name="EngineRun_organizationId_fkey",
+            onupdate="CASCADE",
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="EngineRun_pkey"),
-    )  # fmt: skip
+    )
     op.create_index(
         "EngineRun_organizationId_status_finishedAt_idx", "EngineRun", ["organizationId", "status", "finishedAt"]
     )

@@ -39,14 +39,21 @@ def upgrade() -> None:
             sa.Column("createdAt", postgresql.TIMESTAMP(timezone=True), server_default=now, nullable=False),
             sa.Column("updatedAt", postgresql.TIMESTAMP(timezone=True), server_default=now, nullable=False),
             sa.ForeignKeyConstraint(
-                ["organizationId"], ["Organization.id"], name="ApiKey_organizationId_fkey",
-                onupdate="CASCADE", ondelete="CASCADE",
+                ["organizationId"],
+                ["Organization.id"],
+                name="ApiKey_organizationId_fkey",
+                onupdate="CASCADE",
+                ondelete="CASCADE",
             ),
             sa.ForeignKeyConstraint(
-                ["userId"], ["User.id"], name="ApiKey_userId_fkey", onupdate="CASCADE", ondelete="CASCADE",
+                ["userId"],
+                ["User.id"],
+                name="ApiKey_userId_fkey",
+                onupdate="CASCADE",
+                ondelete="CASCADE",
             ),
             sa.PrimaryKeyConstraint("id", name="ApiKey_pkey"),
-        )  # fmt: skip
+        )
     # A table the service made before 0003 has the same columns and Postgres' default constraint names
     # (ApiKey_pkey, ApiKey_<column>_fkey), which are the schema's; it may already have the org index.
     op.execute('CREATE INDEX IF NOT EXISTS "ApiKey_organizationId_idx" ON "ApiKey" ("organizationId")')

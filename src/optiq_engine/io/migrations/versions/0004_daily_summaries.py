@@ -61,17 +61,33 @@ def upgrade() -> None:
         sa.Column("organizationId", sa.Text(), nullable=False),
         sa.Column("model", postgresql.ENUM(name="AttributionModel", create_type=False), nullable=False),
         *_bucket(),
-        *(sa.Column(name, sa.Text(), nullable=True) for name in ("platform", "adAccountId", "campaignId", "channel", "currency")),
+        *(
+            sa.Column(name, sa.Text(), nullable=True)
+            for name in ("platform", "adAccountId", "campaignId", "channel", "currency")
+        ),
         sa.Column("links", sa.BigInteger(), nullable=False),
         sa.Column("conversions", sa.Numeric(), nullable=False),
         sa.Column("revenueMicros", sa.Numeric(), nullable=False),
         _org_fk("EngineCreditDaily"),
-    )  # fmt: skip
+    )
     op.create_index(
-        "EngineCreditDaily_key", "EngineCreditDaily",
-        ["organizationId", "model", "level", "span", "day", "platform", "adAccountId", "campaignId", "channel", "currency"],
-        unique=True, postgresql_nulls_not_distinct=True,
-    )  # fmt: skip
+        "EngineCreditDaily_key",
+        "EngineCreditDaily",
+        [
+            "organizationId",
+            "model",
+            "level",
+            "span",
+            "day",
+            "platform",
+            "adAccountId",
+            "campaignId",
+            "channel",
+            "currency",
+        ],
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    )
     op.create_table(
         "EngineCreditState",
         sa.Column("organizationId", sa.Text(), nullable=False),

@@ -58,10 +58,22 @@ _NOT_SERVICE = (
 )
 #: Tables with an "organizationId" column the service reads.
 ORG_TABLES: tuple[str, ...] = (
-    "AdAccount", "Campaign", "Ad", "DailyAdAccountMetric", "DailyCampaignMetric", "DailyAdMetric", "TrackingSite",
-    "AlertRule", "AlertEvent", "InAppNotification", "Membership", "ApiKey",
-    "EngineCreditDaily", "EngineCreditState", "EngineSpendDaily",
-)  # fmt: skip
+    "AdAccount",
+    "Campaign",
+    "Ad",
+    "DailyAdAccountMetric",
+    "DailyCampaignMetric",
+    "DailyAdMetric",
+    "TrackingSite",
+    "AlertRule",
+    "AlertEvent",
+    "InAppNotification",
+    "Membership",
+    "ApiKey",
+    "EngineCreditDaily",
+    "EngineCreditState",
+    "EngineSpendDaily",
+)
 _SITES = f'ARRAY(SELECT s.id FROM "TrackingSite" s WHERE s."organizationId" = {_ORG})'
 #: Tables keyed through a parent: table -> the USING expression.
 CHILD_POLICIES: dict[str, str] = {
