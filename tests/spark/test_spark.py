@@ -376,6 +376,36 @@ def test_an_empty_output_is_written_with_its_schema(spark, tmp_path) -> None:
     assert spark.read.parquet(str(tmp_path / "out" / "unattributed")).count() == 0
 
 
+def test_spark_io_errors_are_the_local_ones_and_a_failed_move_keeps_the_previous_dataset(
+    spark, tmp_path, monkeypatch
+) -> None:
+    """An unreadable input is a SourceError and a dataset that cannot be moved into place a SinkError, as in
+    the local engine (they were InputError and OSError); the dataset it replaced is moved back, not left
+    under a hidden ``.old-`` name."""
+    from optiq_engine.spark import attribute_spark, io, read_parquet, write_result
+
+    with pytest.raises(oq.errors.SourceError, match="cannot read Parquet from"):
+        read_parquet(spark, tmp_path / "missing")
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    tp = pl.DataFrame({"touchpoint_id": ["t1"], "anon_id": ["u1"], "channel": ["email"], "occurred_at": [t0]})
+    cv = pl.DataFrame({"conversion_id": ["c1"], "anon_id": ["u1"], "occurred_at": [t0], "value_micros": [7]})
+    result = attribute_spark(spark.createDataFrame(tp.to_arrow()), spark.createDataFrame(cv.to_arrow()))
+    write_result(result, tmp_path / "out")
+    before = pl.read_parquet(tmp_path / "out" / "links" / "*.parquet")
+    move = io._FileSystem.rename
+
+    def failing(self, src: str, dst: str) -> None:
+        if ".staging-" in src and dst.endswith("/links"):
+            raise oq.errors.SinkError(f"could not move {src} to {dst}")
+        move(self, src, dst)
+
+    monkeypatch.setattr(io._FileSystem, "rename", failing)
+    with pytest.raises(oq.errors.SinkError, match="could not move"):
+        write_result(result, tmp_path / "out")
+    assert pl.read_parquet(tmp_path / "out" / "links" / "*.parquet").equals(before)
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
 def test_cli_attribute_engine_spark(spark, data, tmp_path) -> None:
     from typer.testing import CliRunner
 

@@ -43,8 +43,10 @@ def attribute_command(
     Raises
     ------
     ConfigError, ModelError, SchemaError, InputError
-        As :func:`~optiq_engine.spark.attribute_spark`; :class:`InputError` also for an unreadable input.
-    OSError
+        As :func:`~optiq_engine.spark.attribute_spark`.
+    SourceError
+        An unreadable input.
+    SinkError
         A dataset cannot be moved into place.
     """
     import polars as pl

@@ -9,7 +9,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..errors import InputError
+from ..errors import SinkError, SourceError
 from .attribution import SparkAttributionResult
 from .journeys import SparkJourneyResult
 
@@ -35,15 +35,16 @@ def read_parquet(spark: SparkSession, path: str | Path) -> DataFrame:
 
     Raises
     ------
-    InputError
-        Spark cannot read it (missing, or not Parquet).
+    SourceError
+        Spark cannot read it (missing, or not Parquet), as the local reader
+        (:func:`optiq_engine.io.read_frame`) says of a path it cannot read.
     """
     try:
         return spark.read.parquet(str(path))
     except Exception as exc:  # AnalysisException: path missing or not Parquet
         if type(exc).__name__ != "AnalysisException":
             raise
-        raise InputError(f"cannot read Parquet from {str(path)!r}: {str(exc).splitlines()[0]}") from exc
+        raise SourceError(f"cannot read Parquet from {str(path)!r}: {str(exc).splitlines()[0]}") from exc
 
 
 def write_result(result: SparkAttributionResult, out_dir: str | Path) -> dict[str, int]:
@@ -70,7 +71,7 @@ def write_result(result: SparkAttributionResult, out_dir: str | Path) -> dict[st
 
     Raises
     ------
-    OSError
+    SinkError
         A dataset cannot be moved into place.
     """
     result.persist()
@@ -106,7 +107,7 @@ def write_journeys(result: SparkJourneyResult, out_dir: str | Path) -> dict[str,
 
     Raises
     ------
-    OSError
+    SinkError
         A dataset cannot be moved into place.
     """
     result.persist()
@@ -139,9 +140,15 @@ def _write_all(
         for name in datasets:
             target = f"{str(out_dir).rstrip('/')}/{name}"
             backup = f"{str(out_dir).rstrip('/')}/.old-{uuid.uuid4().hex}-{name}"
-            if fs.exists(target):
+            had = fs.exists(target)
+            if had:
                 fs.rename(target, backup)
-            fs.rename(f"{stage}/{name}", target)
+            try:
+                fs.rename(f"{stage}/{name}", target)
+            except SinkError:
+                if had:  # the previous dataset back in place
+                    fs.rename(backup, target)
+                raise
             fs.delete(backup)
     finally:
         fs.delete(stage)
@@ -167,7 +174,7 @@ class _FileSystem:
         if parent is not None:
             self._fs.mkdirs(parent)
         if not self._fs.rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not move {src} to {dst}")
+            raise SinkError(f"could not move {src} to {dst}")
 
     def delete(self, path: str) -> None:
         if self._fs.exists(self._path(path)):
