@@ -200,8 +200,7 @@ def value_source(
         raise SchemaError(
             f"{what} have no {value_col!r} column but {', '.join(map(repr, looks))} looks like money: without it "
             f"every conversion is credited 0. Pass value_column={looks[0]!r} with value_unit='currency' (amounts "
-            f"like 49.99) or value_unit='micros' (integer micros) (CLI: --value-column {looks[0]} --value-unit "
-            "currency); or drop/rename the column if it is not the value"
+            "like 49.99) or value_unit='micros' (integer micros); or drop/rename the column if it is not the value"
         )
     return None
 
@@ -321,7 +320,7 @@ def invalid_rows_error(what: str, bad: pl.DataFrame, id_col: str) -> InputError:
     if "unparseable occurred_at" in counts:
         hint = (
             " occurred_at must be ISO 8601 (2024-01-09T09:00:00Z); for another spelling pass "
-            "timestamp_format='%m/%d/%Y %H:%M' (CLI: --timestamp-format)."
+            "timestamp_format='%m/%d/%Y %H:%M'."
         )
     return InputError(
         f"{bad.height} invalid {what} row(s) ({summary}); examples: {examples}.{hint} "

@@ -243,3 +243,22 @@ def test_after_warmup_a_first_attribute_in_a_fresh_process_compiles_nothing(tmp_
     assert first.returncode == 0, first.stderr
     assert first.stdout.split()[-1] == "0", first.stdout + first.stderr
     assert "compiling Numba kernels" not in first.stderr
+
+
+def test_hints_name_the_command_options_not_python_keywords(parquet_inputs, tmp_path: Path) -> None:
+    """A float value_micros said "pass value_unit='currency'" to a CLI user, who types --value-unit currency."""
+    tp, cv, data = parquet_inputs
+    dollars = data.conversions.with_columns(pl.col("value_micros") / 1e6)
+    dollars.write_parquet(tmp_path / "cv.parquet")
+    args = ["attribute", "--touchpoints", str(tp), "--conversions", str(tmp_path / "cv.parquet")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "--value-unit currency" in result.output and "--value-column value_micros" in result.output
+    assert "value_unit=" not in result.output
+    dates = data.touchpoints.with_columns(pl.col("occurred_at").dt.strftime("%m/%d/%Y %H:%M"))
+    dates.write_csv(tmp_path / "tp.csv")
+    args = ["attribute", "--touchpoints", str(tmp_path / "tp.csv"), "--conversions", str(cv)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--timestamp-format '%m/%d/%Y %H:%M'" in result.output.replace("\n", " ")
+    with pytest.raises(oq.errors.SchemaError, match="value_unit='currency'"):  # the library speaks Python
+        oq.attribute(data.touchpoints, dollars)

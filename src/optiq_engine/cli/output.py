@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -82,6 +85,10 @@ _debug = False
 EXIT_FAILED = 1  # anything unexpected (a hint names --debug), or a part of the work failed (optiq alerts evaluate)
 EXIT_USER_ERROR = 2  # the user can fix it: arguments, settings, input, an unreachable database
 EXIT_LOCKED = 3  # another run of the organization holds its lock (optiq run, optiq db summarize)
+
+
+#: The context of the command group that runs (OptiqGroup.invoke), for :func:`as_flags`.
+_RUNNING: ContextVar[Any] = ContextVar("optiq_cli_running", default=None)
 
 
 def set_debug(on: bool) -> None:
@@ -153,10 +160,32 @@ def _is_database_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in _DATABASE_PACKAGES
 
 
+def as_flags(message: str) -> str:
+    """``message`` with the Python keywords it suggests (``value_unit='currency'``) spelled as the options
+    of the command that runs (``--value-unit currency``): the engine's errors speak Python, a CLI user
+    types flags. Outside a command of :class:`OptiqGroup`, ``message`` as it is."""
+    context = _RUNNING.get()
+    name = getattr(context, "invoked_subcommand", None)
+    command = context.command.get_command(context, name) if context is not None and name else None
+    if command is None:
+        return message
+    flags = {
+        p.name: next(o for o in p.opts if o.startswith("--"))
+        for p in command.params
+        if p.name and getattr(p, "param_type_name", "") == "option" and any(o.startswith("--") for o in p.opts)
+    }
+
+    def spelled(match: re.Match[str]) -> str:
+        return f"{flags[match[1]]} {shlex.quote(next(g for g in match.groups()[1:] if g is not None))}"
+
+    keywords = "|".join(map(re.escape, flags))
+    return re.sub(rf"\b({keywords})=(?:'([^']*)'|\"([^\"]*)\"|([^\s,;)]+))", spelled, message) if flags else message
+
+
 def _report(exc: Exception) -> NoReturn:
     """Print ``exc`` as one line (the traceback first with --debug) and exit: 2 if the user can fix it."""
     if isinstance(exc, OptiqError):
-        code, message = EXIT_USER_ERROR, _with_notes(exc, str(exc).strip() or type(exc).__name__)
+        code, message = EXIT_USER_ERROR, _with_notes(exc, as_flags(str(exc).strip() or type(exc).__name__))
     elif _is_database_error(exc):
         code, message = EXIT_USER_ERROR, _with_notes(exc, f"database: {_first_line(exc)}")
     elif isinstance(exc, OSError):
@@ -238,8 +267,12 @@ class OptiqGroup(TyperGroup):
         typer.Exit
             After printing any error (exit code 1, 2, 3, or 130 / 143 after a signal).
         """
-        with one_line_errors(), one_line_warnings():
-            return super().invoke(ctx)
+        token = _RUNNING.set(ctx)
+        try:
+            with one_line_errors(), one_line_warnings():
+                return super().invoke(ctx)
+        finally:
+            _RUNNING.reset(token)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """Write the ``Commands`` section of the help: each visible command and its whole first sentence.
