@@ -246,6 +246,19 @@ def test_bootstrap_is_seeded_and_independent_of_partitioning() -> None:
     assert (cc.get_column("ci_low") <= cc.get_column("ci_high")).all()
 
 
+@pytest.mark.parametrize("name", ["MARKOV", "SHAPLEY", "DATA_DRIVEN"])
+def test_a_replicate_without_a_conversion_is_left_out_of_the_intervals(name: str) -> None:
+    """One conversion: about e^-1 of the replicates draw none. MARKOV and SHAPLEY counted them as shares 0
+    (interval [0, 0.5] around a share of 0.5, which every replicate with a conversion gives); DATA_DRIVEN
+    failed ("no journeys to fit on"). They have no shares: NaN rows, left out."""
+    frame = pl.DataFrame({"path": ["a > b", "a"], "total_conversions": [1, 0], "total_null": [0, 1]})
+    fit = oq.fit_paths(frame, model=name, bootstrap=50)
+    empty = np.isnan(fit.replicates).all(axis=1)
+    assert 5 < empty.sum() < 40 and np.isfinite(fit.replicates[~empty]).all()
+    cc = fit.channel_credit
+    assert cc.get_column("ci_low").to_list() == cc.get_column("ci_high").to_list() == cc.get_column("share").to_list()
+
+
 @pytest.mark.parametrize("lam", [0.3, 4.0, 25.0, 1_000.0])
 def test_poisson_draws_have_poisson_moments(lam: float) -> None:
     n = 40_000

@@ -161,7 +161,8 @@ class FittedModel:
     paths
         The path table the model was fitted on.
     replicates
-        Bootstrap shares, ``[bootstrap, channels]`` (empty without bootstrap).
+        Bootstrap shares, ``[bootstrap, channels]`` (empty without bootstrap); a replicate that drew no
+        conversion has no shares: its row is NaN and the intervals leave it out.
     baseline_conversions
         Converting journeys of the run that the model credits to no channel (none of their channels has a
         positive share; DATA_DRIVEN: a positive ``φ`` of the journey's own with a positive share): baseline
@@ -260,18 +261,20 @@ def credit_frame(
         "value_micros": value,
         statistic[0]: statistic[1],
     }
-    if replicates.shape[0]:
-        cols["ci_low"] = np.quantile(replicates, (1 - level) / 2, axis=0)
-        cols["ci_high"] = np.quantile(replicates, (1 + level) / 2, axis=0)
+    if replicates.shape[0]:  # a replicate without a conversion has no shares (NaN): left out
+        drawn = replicates[np.isfinite(replicates).all(axis=1)]
+        for name, q in (("ci_low", (1 - level) / 2), ("ci_high", (1 + level) / 2)):
+            cols[name] = np.quantile(drawn, q, axis=0) if drawn.shape[0] else np.full(n, np.nan)
     return pl.DataFrame(cols)
 
 
 def bootstrap_shares(
     model: DataDrivenModel, table: PathTable, shares_of: Callable[[np.ndarray, np.ndarray], np.ndarray]
 ) -> np.ndarray:
-    """Shares of ``model.bootstrap`` Poisson-bootstrap replicates: ``shares_of(conversions, nulls)``."""
+    """Shares of ``model.bootstrap`` Poisson-bootstrap replicates: ``shares_of(conversions, nulls)``; a
+    replicate that drew no conversion has no shares (0 / 0): a row of NaN, which the intervals leave out."""
     out = np.empty((model.bootstrap, len(table.channels)), dtype=np.float64)
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
-        out[r] = shares_of(conv, null)
+        out[r] = shares_of(conv, null) if conv.sum() > 0 else np.nan
     return out

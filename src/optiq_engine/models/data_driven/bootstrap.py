@@ -35,6 +35,9 @@ def _bootstrap_auto(
     steps = [_one_step_solver(c, table, float(model.l2)) for c in plausible] if one_step else []
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
+        if conv.sum() == 0:  # no conversion drawn: no shares (left out of the intervals, as bootstrap_shares)
+            out[r] = np.nan
+            continue
         counts = (conv, null)
         if one_step:
             refit = [step(counts) for step in steps]

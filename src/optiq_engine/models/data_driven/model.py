@@ -15,7 +15,7 @@ from ...errors import ConfigError
 from ...experiments import Experiment
 from ...kernels import logistic as k
 from ..base import register_model
-from ..fitted import DataDrivenModel, credit_frame, normalise
+from ..fitted import DataDrivenModel, bootstrap_shares, credit_frame, normalise
 from .bootstrap import _bootstrap_auto
 from .experiments import _experiment_frame, _experiment_targets
 from .fitted import FittedDataDriven
@@ -178,17 +178,13 @@ class DataDriven(DataDrivenModel):
         phi, sampled = model.path_shapley(table, samples=self.samples, seed=self.seed)
         incremental = model.incremental(table, phi)
         shares = normalise(incremental)
-        replicates = np.empty((self.bootstrap, len(table.channels)))
-        if self.bootstrap:
-            from ...kernels.bootstrap import poisson_counts
 
-            for r in range(self.bootstrap):
-                conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, self.seed, r)
-                resampled = ConversionModel.fit(
-                    table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null)
-                )
-                rphi, _ = resampled.path_shapley(table, samples=self.samples, seed=self.seed)
-                replicates[r] = normalise(resampled.incremental(table, rphi, counts=(conv, null)))
+        def shares_of(conv: np.ndarray, null: np.ndarray) -> np.ndarray:
+            resampled = ConversionModel.fit(table, l2=self.l2, rho=self.saturation, form=self.form, counts=(conv, null))
+            rphi, _ = resampled.path_shapley(table, samples=self.samples, seed=self.seed)
+            return normalise(resampled.incremental(table, rphi, counts=(conv, null)))
+
+        replicates = bootstrap_shares(self, table, shares_of)
         frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
         return FittedDataDriven(
             model=self,
