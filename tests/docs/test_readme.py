@@ -20,3 +20,12 @@ def test_the_readme_pandas_example_runs_and_gives_the_stated_credit() -> None:
     assert got[("LINEAR", "email")] == (0.5, 49_995_000) == got[("LINEAR", "paid_search")]
     assert got[("LINEAR", "direct")] == (1.0, 20_000_000)
     assert got[("TIME_DECAY", "email")][0] == 0.81
+
+
+def test_the_layout_section_names_every_module_and_package() -> None:
+    """The README's Layout matches the tree: each top-level module and package of the engine is named there."""
+    layout = README.read_text().split("## Layout", 1)[1]
+    package = README.parent / "src" / "optiq_engine"
+    names = [p.name + ("/" if p.is_dir() else "") for p in package.iterdir() if not p.name.startswith("__")]
+    missing = [n for n in names if n.endswith((".py", "/")) and f"`{n}`" not in layout]
+    assert not missing, f"README Layout does not name {missing}"
