@@ -187,15 +187,10 @@ class AttributionConfig:
         object.__setattr__(self, "direct_channels", tuple(self.direct_channels))
         check_on_invalid(self.on_invalid)
         from .money import check_value_options  # here, not at the top: they import polars
-        from .timestamps import check_timezone
+        from .timestamps import check_timestamp_format, check_timezone
 
         check_timezone(self.timezone)
-        if self.timestamp_format is not None and (
-            not isinstance(self.timestamp_format, str) or "%" not in self.timestamp_format
-        ):
-            raise ConfigError(
-                f"timestamp_format must be a strftime format such as '%m/%d/%Y %H:%M', got {self.timestamp_format!r}"
-            )
+        check_timestamp_format(self.timestamp_format)
         check_value_options(self.value_column, self.value_unit)
         check_path_rules(self.touch_rule, self.drop_direct, self.max_touchpoints)
         check_identity(self.identity, self.identity_key)

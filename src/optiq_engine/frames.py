@@ -123,6 +123,7 @@ def to_polars(frame: Any, *, what: str) -> pl.DataFrame:
 
 def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
     """``pl.from_pandas``, with a column that cannot convert named (e.g. an object column holding 2**64)."""
+    _refuse_mixed_time_zones(frame, what=what)
     try:
         return pl.from_pandas(frame)
     except Exception as exc:  # polars/pyarrow raise several types; find the column and say which
@@ -135,6 +136,23 @@ def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
                     "give it one type (ints that fit in int64, strings or timestamps)"
                 ) from None
         raise SchemaError(f"{what} cannot be converted from pandas: {exc}") from None
+
+
+def _refuse_mixed_time_zones(frame: Any, *, what: str) -> None:
+    """A pandas object column of datetimes with and without a time zone: polars would give them all the first
+    value's kind (naive times read as UTC, or zoned ones stripped of their zone), a result that depends on
+    row order; refused instead (docs/contract.md §1.2)."""
+    for col in frame.columns:
+        values = frame[col]
+        first = values.first_valid_index() if values.dtype == object else None
+        if first is None or not isinstance(values.loc[first], datetime):  # object columns of strings: not scanned
+            continue
+        kinds = {v.tzinfo is not None and v.utcoffset() is not None for v in values if isinstance(v, datetime)}
+        if len(kinds) == 2:
+            raise SchemaError(
+                f"{what} column {col!r} mixes times with and without a time zone; give them one kind, e.g. "
+                "pd.to_datetime(column, utc=True) if the naive ones are UTC (docs/contract.md §1.2)"
+            )
 
 
 def _require(columns: Sequence[str], required: tuple[str, ...], *, what: str) -> None:

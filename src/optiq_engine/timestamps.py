@@ -18,7 +18,7 @@ import polars as pl
 
 from .errors import ConfigError, NaiveTimestampWarning, SchemaError
 
-__all__ = ["ParsedTimes", "to_utc", "check_timezone", "ISO_FORMATS", "micros"]
+__all__ = ["ParsedTimes", "to_utc", "check_timezone", "check_timestamp_format", "ISO_FORMATS", "micros"]
 
 UTC_US = pl.Datetime("us", "UTC")
 _NAIVE_US = pl.Datetime("us")
@@ -95,6 +95,34 @@ def check_timezone(timezone: str | None) -> None:
         raise ConfigError(
             f"unknown timezone {timezone!r}: use an IANA name such as 'UTC', 'Europe/Paris', 'America/New_York'"
         ) from None
+
+
+def check_timestamp_format(timestamp_format: Any) -> None:
+    """Validate a ``timestamp_format``: a ``strftime`` format with a ``%`` directive and no ``%Z``.
+
+    Parameters
+    ----------
+    timestamp_format
+        The format, or None (nothing to check).
+
+    Raises
+    ------
+    ConfigError
+        Not a string with a ``%`` directive, or a ``%Z``: polars reads a zone name (``EST``) and drops it,
+        which would read ``09:00 EST`` as 09:00 UTC.
+    """
+    if timestamp_format is None:
+        return
+    if not isinstance(timestamp_format, str) or "%" not in timestamp_format:
+        raise ConfigError(
+            f"timestamp_format must be a strftime format such as '%m/%d/%Y %H:%M', got {timestamp_format!r}"
+        )
+    if "%Z" in timestamp_format:
+        raise ConfigError(
+            f"timestamp_format {timestamp_format!r} has %Z (a zone name such as EST), which is not read: "
+            "use %z for offsets (-0500), or strip the name from the times and pass timezone= "
+            "(e.g. timezone='America/New_York')"
+        )
 
 
 def micros(td: Any) -> int:
@@ -192,11 +220,9 @@ def _localize(
 def _parse_strings(column: pl.Series, timestamp_format: str | None) -> tuple[pl.Series, pl.Series]:
     """Aware (UTC) and naive parses of a string column: each null where the row is not of that kind."""
     if timestamp_format is not None:
-        if not isinstance(timestamp_format, str) or "%" not in timestamp_format:
-            raise ConfigError(
-                f"timestamp_format must be a strftime format such as '%m/%d/%Y %H:%M', got {timestamp_format!r}"
-            )
-        aware = any(z in timestamp_format for z in ("%z", "%#z", "%:z", "%Z"))
+        check_timestamp_format(timestamp_format)
+        # %s: seconds since the epoch, UTC by definition (a timezone= does not apply to them)
+        aware = any(z in timestamp_format for z in ("%z", "%#z", "%:z", "%s"))
         parsed = column.str.strptime(UTC_US if aware else _NAIVE_US, timestamp_format, strict=False)
         return (parsed, _nulls(column, _NAIVE_US)) if aware else (_nulls(column, UTC_US), parsed)
     aware_out, naive_out = _nulls(column, UTC_US), _nulls(column, _NAIVE_US)

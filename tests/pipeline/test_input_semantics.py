@@ -175,6 +175,33 @@ def test_a_local_time_skipped_by_daylight_saving_is_an_invalid_row() -> None:
     assert info.value.counts == {"nonexistent or ambiguous local occurred_at": 2}
 
 
+def test_an_object_column_mixing_zoned_and_naive_times_is_refused() -> None:
+    """pandas object column [09:00Z, 11:00 naive] with timezone New York: polars gave every value the first
+    one's kind, so 11:00 was read as 11:00Z (or 09:00Z as 09:00 New York), by row order, silently."""
+    aware, naive = datetime(2024, 1, 5, 9, tzinfo=UTC), datetime(2024, 1, 5, 11)
+    for values in ([aware, naive, aware], [naive, aware, naive]):
+        tp = _touchpoints(occurred_at=pd.Series(values, dtype=object))
+        with pytest.raises(oq.SchemaError, match="mixes times with and without a time zone"):
+            normalize_touchpoints(tp, timezone="America/New_York")
+    one_kind = _touchpoints(occurred_at=pd.Series([aware, aware, None], dtype=object))
+    assert normalize_touchpoints(one_kind, on_invalid="quarantine").frame["occurred_at"].to_list() == [aware] * 2
+
+
+def test_zone_names_in_a_format_are_refused_and_epoch_seconds_are_utc() -> None:
+    """'09:00 EST' with %Z was read as 09:00 UTC (polars drops the name); '%s' epoch text was read as a
+    local time of timezone=, 5 hours off in New York."""
+    with pytest.raises(oq.ConfigError, match="%Z"):
+        oq.AttributionConfig(timestamp_format="%m/%d/%Y %H:%M %Z")
+    tp = _touchpoints(occurred_at=["01/05/2024 09:00 EST"] * 3)
+    with pytest.raises(oq.ConfigError, match="%Z"):
+        normalize_touchpoints(tp, timestamp_format="%m/%d/%Y %H:%M %Z")
+    epoch = _touchpoints(occurred_at=["1704445200"] * 3)  # 2024-01-05 09:00:00Z
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no time zone" warning: epoch seconds are UTC
+        got = normalize_touchpoints(epoch, timestamp_format="%s", timezone="America/New_York").frame
+    assert got["occurred_at"][0] == datetime(2024, 1, 5, 9, tzinfo=UTC)
+
+
 def test_unknown_timezone_is_a_config_error() -> None:
     with pytest.raises(oq.ConfigError, match="IANA"):
         oq.AttributionConfig(timezone="Mars/Olympus")
