@@ -15,12 +15,13 @@ Two user ids are never joined: a person is one user id (or one unidentified ``an
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import polars as pl
 
 from .config import IDENTITIES, Identity
-from .errors import SchemaError
+from .errors import OptiqWarning, SchemaError
 from .frames import warn_confusable_ids
 
 __all__ = [
@@ -126,9 +127,30 @@ PLACEHOLDER_USER_IDS = (
     "n/a",
     "na",
     "-",
+    "--",
+    "?",
     "0",
+    "0.0",
     "-1",
+    "false",
+    "(not set)",
+    "not set",
+    "not_set",
+    "(none)",
+    "(not provided)",
+    "not provided",
+    "#n/a",
+    "[object object]",
+    '""',
+    "''",
+    "anon",
+    "visitor",
+    "logged_out",
+    "00000000-0000-0000-0000-000000000000",
 )
+#: One user id joining more anon ids than this is most likely a placeholder this list misses, or a test
+#: account: the stitch warns (docs/contract.md §1.5).
+MANY_ANON_IDS = 100
 PLACEHOLDER_PATTERN = "(?i)^\\s*(" + "|".join(re.escape(p) for p in PLACEHOLDER_USER_IDS) + ")\\s*$"
 
 
@@ -301,6 +323,7 @@ def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank:
     n_anon = rows.select(keys).n_unique()
     per_person = mapping.group_by([*scope, USER_ID]).len()
     merged = per_person.filter(pl.col("len") > 1)
+    _warn_crowded(per_person)
     return IdentityStitch(
         anon_ids=n_anon,
         identified=mapping.height,
@@ -310,6 +333,20 @@ def _summary(rows: pl.DataFrame, mapping: pl.DataFrame, scope: list[str], blank:
         several_user_ids=int((mapping.get_column("user_ids") > 1).sum()),
         blank_user_ids=blank,
     )
+
+
+def _warn_crowded(per_person: pl.DataFrame) -> None:
+    """Warn about user ids that join more than :data:`MANY_ANON_IDS` anon ids into one person."""
+    crowded = per_person.filter(pl.col("len") > MANY_ANON_IDS).sort("len", descending=True)
+    if crowded.height:
+        examples = ", ".join(f"{u!r} ({n:,} anon ids)" for u, n in crowded.select(USER_ID, "len").head(3).rows())
+        warnings.warn(
+            f"{crowded.height:,} user id(s) each join more than {MANY_ANON_IDS} anon ids into one person: "
+            f"{examples}; a placeholder for 'not logged in' or a test account joins unrelated visitors and "
+            "moves their credit: give such ids as null (docs/contract.md §1.5)",
+            OptiqWarning,
+            stacklevel=2,
+        )
 
 
 def with_user_ids(

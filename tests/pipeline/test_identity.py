@@ -669,3 +669,33 @@ def test_placeholder_user_ids_identify_nobody() -> None:
     assert result.identity.persons == n and result.identity.merged_anon_ids == 0
     assert result.identity.blank_user_ids == 2 * n
     assert result.unattributed.height == 0
+
+
+def test_a_user_id_joining_many_anon_ids_is_warned_about_and_ga_placeholders_identify_nobody() -> None:
+    """GA's "(not set)" for everyone not logged in joined 200 visitors into one person: LINEAR moved their
+    credit across channels, silently. It is a placeholder now; an unknown one joining > 100 anon ids warns."""
+    from optiq_engine.errors import OptiqWarning
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    n = 200
+
+    def frames(user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        tp = pl.DataFrame(
+            {
+                "touchpoint_id": [f"t{i}" for i in range(n)],
+                "anon_id": [f"a{i}" for i in range(n)],
+                "occurred_at": [t0 - timedelta(hours=i) for i in range(n)],
+                "channel": [f"ch{i % 5}" for i in range(n)],
+                "user_id": [user_id] * n,
+            }
+        )
+        cv = pl.DataFrame(
+            {"conversion_id": ["c0"], "anon_id": ["a0"], "occurred_at": [t0], "value_micros": [1], "user_id": [user_id]}
+        )
+        return tp, cv
+
+    result = oq.attribute(*frames("(not set)"), models=["LINEAR"], identity="stitched")
+    assert result.identity.merged_anon_ids == 0 and result.identity.blank_user_ids == n + 1
+    assert result.credit.filter(pl.col("conversions") > 0).get_column("channel").cast(str).to_list() == ["ch0"]
+    with pytest.warns(OptiqWarning, match=r"'shared-login' \(200 anon ids\)"):
+        oq.attribute(*frames("shared-login"), models=["LINEAR"], identity="stitched")
