@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import ColumnNotFoundError, ConfusableIdWarning, InputError, SchemaError
+from .errors import ColumnNotFoundError, ConfusableIdWarning, InputError, OptiqWarning, SchemaError
 from .money import check_value_options, money_like_columns, to_micros
 from .timestamps import to_utc
 
@@ -136,6 +136,20 @@ def _from_pandas(frame: Any, *, what: str) -> pl.DataFrame:
                     "give it one type (ints that fit in int64, strings or timestamps)"
                 ) from None
         raise SchemaError(f"{what} cannot be converted from pandas: {exc}") from None
+
+
+def _warn_missing_amounts(column: pl.Series, *, what: str, unit: str) -> None:
+    """Warn when a currency column the caller named has missing amounts (null, or pandas' NaN): each is
+    credited 0 as the contract says (docs/contract.md §1.1), but in a revenue column it is more often a
+    failed join than a free conversion."""
+    missing = column.null_count()
+    if unit == "currency" and missing:
+        warnings.warn(
+            f"{what}: {missing:,} of {column.len():,} {column.name!r} values are missing (null or NaN) and "
+            "count as 0; fill them, or drop those conversions, if they have a value (docs/contract.md §1.1)",
+            OptiqWarning,
+            stacklevel=8,  # the caller of attribute()
+        )
 
 
 def _refuse_mixed_time_zones(frame: Any, *, what: str) -> None:
@@ -277,6 +291,7 @@ def _normalize(
         else:
             money = to_micros(df.get_column(source), what=what, unit=value_unit)  # type: ignore[arg-type]
             casts.append(money.micros.alias(value_col))
+            _warn_missing_amounts(df.get_column(source), what=what, unit=value_unit)
             if source != value_col:
                 df = df.drop(source)
     out = df.with_columns(casts)

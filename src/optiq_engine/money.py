@@ -24,7 +24,11 @@ VALUE_UNITS: tuple[str, ...] = ("micros", "currency")
 MICROS_PER_UNIT = 1_000_000
 _INT64_MAX = 2**63 - 1
 _MONEY_WORDS = re.compile(
-    r"revenue|value|amount|price|sales|gmv|income|turnover|payout|(^|_)usd|(^|_)eur|money",
+    r"revenue|value|amount|price|sales|gmv|income|turnover|payout|earning|money|cents|dollar|euro"
+    r"|(^|_)(usd|eur|gbp|aov|ltv)(_|$)"
+    # order_total, grand_total, subtotal, cartTotal; not a count (total_items, total_clicks, ...)
+    r"|total(?!_?(item|count|qty|quantit|unit|touch|conversion|null|visit|session|click|view|event|page))"
+    r"|umsatz|betrag|preis|montant|prix|valor|importe|prezzo",
     re.IGNORECASE,
 )
 
@@ -84,7 +88,9 @@ def money_like_columns(columns: list[str], *, exclude: tuple[str, ...] = ()) -> 
     -------
     list of str
         The matching names, in the order of ``columns`` (case-insensitive match of money words:
-        revenue, value, amount, price, sales, gmv, income, turnover, payout, usd, eur, money).
+        revenue, value, amount, price, sales, gmv, income, turnover, payout, earnings, money, cents,
+        dollars, euros, usd, eur, gbp, aov, ltv, a total that is not a count (``order_total``,
+        ``subtotal``; not ``total_items``), and umsatz, betrag, preis, montant, prix, valor, importe, prezzo).
     """
     return [c for c in columns if c not in exclude and not c.endswith("_id") and _MONEY_WORDS.search(c)]
 

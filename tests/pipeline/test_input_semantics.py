@@ -57,6 +57,26 @@ def test_a_revenue_column_beside_no_value_micros_is_named_not_ignored() -> None:
         oq.attribute(_touchpoints(), cv, models=["LINEAR"])
 
 
+@pytest.mark.parametrize("name", ["order_total", "grand_total", "subtotal", "cartTotal", "aov", "Umsatz", "earnings"])
+def test_an_order_total_beside_no_value_micros_is_named_not_ignored(name: str) -> None:
+    """An e-commerce export's order_total was ignored: every conversion credited 0, with no word."""
+    cv = _conversions(**{name: [30.22, 12.0]}).drop(columns="value_micros")
+    with pytest.raises(oq.SchemaError, match=f"'{name}' looks like money"):
+        oq.attribute(_touchpoints(), cv, models=["LINEAR"])
+    counts = _conversions(total_items=[3, 1]).drop(columns="value_micros")  # a count is not money
+    assert oq.attribute(_touchpoints(), counts, models=["LINEAR"], timezone="UTC").credit.height
+
+
+def test_missing_amounts_in_a_currency_column_count_as_zero_with_a_warning() -> None:
+    """pandas NaN revenue (pandas' null) was credited 0 in silence, where polars' NaN is refused."""
+    from optiq_engine.errors import OptiqWarning
+
+    cv = _conversions(revenue=[np.nan, 12.0]).drop(columns="value_micros")
+    with pytest.warns(OptiqWarning, match="1 of 2 'revenue' values are missing"):
+        result = oq.attribute(_touchpoints(), cv, models=["LINEAR"], value_column="revenue", value_unit="currency")
+    assert result.credit.get_column("value_micros").sum() == 12_000_000
+
+
 def test_dollars_are_converted_exactly_when_the_caller_says_so() -> None:
     cv = _conversions(revenue=[30.22, 12.0]).drop(columns="value_micros")
     result = oq.attribute(_touchpoints(), cv, models=["LINEAR"], value_column="revenue", value_unit="currency")
