@@ -262,3 +262,19 @@ def test_hints_name_the_command_options_not_python_keywords(parquet_inputs, tmp_
     assert result.exit_code == 2 and "--timestamp-format '%m/%d/%Y %H:%M'" in result.output.replace("\n", " ")
     with pytest.raises(oq.errors.SchemaError, match="value_unit='currency'"):  # the library speaks Python
         oq.attribute(data.touchpoints, dollars)
+
+
+def test_csv_decimals_reach_the_exact_conversion_as_text(tmp_path: Path) -> None:
+    """CSV amounts went through float64: 12345678901.123456 became 12345678901123455 micros, silently."""
+    (tmp_path / "tp.csv").write_text("touchpoint_id,anon_id,occurred_at,channel\nt1,u1,2024-01-02T00:00:00Z,email\n")
+    (tmp_path / "cv.csv").write_text(
+        "conversion_id,anon_id,occurred_at,revenue\nc1,u1,2024-01-06T00:00:00Z,12345678901.123456\n"
+    )
+    args = ["attribute", "--touchpoints", str(tmp_path / "tp.csv"), "--conversions", str(tmp_path / "cv.csv")]
+    args += ["--out", str(tmp_path / "out"), "-m", "LAST_TOUCH", "--value-column", "revenue"]
+    result = runner.invoke(app, [*args, "--value-unit", "currency"])
+    assert result.exit_code == 0, result.output
+    links = pl.read_parquet(tmp_path / "out" / "links.parquet")
+    assert links.get_column("credited_value_micros").to_list() == [12_345_678_901_123_456]
+    micros = runner.invoke(app, [*args, "--value-unit", "micros"])  # decimals are no micros: refused
+    assert micros.exit_code == 2 and "micros" in micros.output

@@ -161,7 +161,12 @@ def _scan_csv(source: str | list[str], path: str) -> pl.LazyFrame:
         header = pl.scan_csv(source, n_rows=0, infer_schema=False).collect_schema()
         text = {c: pl.String for c in header if c in TEXT_COLUMNS}
         frame = pl.scan_csv(source, infer_schema_length=None, schema_overrides=text)
-        frame.collect_schema()
+        # Decimals stay text: through float64, 12345678901.123456 would lose its last digit before the exact
+        # conversion to micros (docs/contract.md §1.1) could see it.
+        floats = {c: pl.String for c, dtype in frame.collect_schema().items() if dtype.is_float()}
+        if floats:
+            frame = pl.scan_csv(source, infer_schema_length=None, schema_overrides=text | floats)
+            frame.collect_schema()
     except _READ_ERRORS as exc:
         raise SourceError(f"cannot read CSV from {path!r}: {_first_line(exc)}") from exc
     return frame
