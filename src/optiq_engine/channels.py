@@ -21,6 +21,7 @@ __all__ = [
     "direct_lookalikes",
     "clean_channel_labels",
     "confusable_channels",
+    "missing_lookalikes",
 ]
 
 CLICK_ID_COLUMNS = ("gclid", "fbclid", "ttclid")
@@ -255,9 +256,31 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks
     return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"
 
 
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+#: How pandas and spreadsheets spell a missing value once it has become text (``.astype(str)``, CSV).
+MISSING_SPELLINGS = ("nan", "none", "null", "<na>", "nat", "undefined", "#n/a", "n/a")
+
+
 def _plain(channel: str) -> str:
-    """A channel name without case, surrounding spaces and brackets (``" (Direct) "`` -> ``"direct"``)."""
-    return channel.strip().strip("()").strip().lower()
+    """A channel name without case, surrounding spaces, brackets and invisible characters (``" (Direct) "``
+    -> ``"direct"``, ``"email\u200b"`` -> ``"email"``)."""
+    return _INVISIBLE.sub("", channel).strip().strip("()").strip().lower()
+
+
+def missing_lookalikes(channels: Sequence[str]) -> list[str]:
+    """The channels named like a missing value turned into text (``"nan"``, ``"None"``, ``"<NA>"``).
+
+    Parameters
+    ----------
+    channels
+        The channel names of the data.
+
+    Returns
+    -------
+    list of str
+        Those whose name, without case and surrounding spaces, is one of :data:`MISSING_SPELLINGS`.
+    """
+    return sorted(c for c in channels if c.strip().lower() in MISSING_SPELLINGS)
 
 
 def direct_lookalikes(channels: Sequence[str], direct_channels: Sequence[str]) -> list[str]:
@@ -310,7 +333,8 @@ def clean_channel_labels(column: pl.Series, labels: pl.Series | None = None) -> 
 
 
 def confusable_channels(channels: Sequence[str]) -> list[list[str]]:
-    """Groups of distinct channel names that differ only by case or brackets (``"Email"``, ``"email"``).
+    """Groups of distinct channel names that differ only by case, brackets or invisible characters (``"Email"``,
+    ``"email"``, ``"email\u200b"``).
 
     Parameters
     ----------

@@ -229,10 +229,17 @@ def value_source(
         )
     looks = money_like_columns(list(columns))
     if looks:
+        cents = "cents" in looks[0].lower()  # neither unit: cents x 10,000 are micros
+        how = (
+            f"it looks like cents: add value_micros = {looks[0]} * 10_000 (pl.col({looks[0]!r}) * 10_000)"
+            if cents
+            else f"pass value_column={looks[0]!r} with value_unit='currency' (amounts like 49.99) or "
+            "value_unit='micros' (integer micros)"
+        )
         raise SchemaError(
             f"{what} have no {value_col!r} column but {', '.join(map(repr, looks))} looks like money: without it "
-            f"every conversion is credited 0. Pass value_column={looks[0]!r} with value_unit='currency' (amounts "
-            "like 49.99) or value_unit='micros' (integer micros); or drop/rename the column if it is not the value"
+            f"every conversion is credited 0. {how[0].upper()}{how[1:]}; or drop/rename the column if it is not "
+            "the value"
         )
     return None
 
@@ -519,8 +526,13 @@ def normalize_events(
     )
 
 
+#: Zero-width characters and the byte-order mark: invisible in a printed id or channel.
+_INVISIBLE = "[\u200b-\u200d\u2060\ufeff]"
+
+
 def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
-    """Warn when distinct ids differ only by surrounding whitespace or Unicode normalisation (NFC).
+    """Warn when distinct ids differ only by surrounding whitespace, invisible characters (zero-width spaces, a
+    byte-order mark) or Unicode normalisation (NFC).
 
     Ids stay as given (docs/contract.md §1.3: they are keys into the caller's tables); this only makes a
     likely split of one visitor into two visible. Only ids with surrounding whitespace or non-ASCII
@@ -543,15 +555,19 @@ def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
     odd = ids.filter(ids.str.contains(r"^\s|\s$|[^\x00-\x7F]")).unique()
     if odd.is_empty():
         return 0
-    plain = ids.filter(ids.is_in(odd.str.strip_chars().str.normalize("NFC").implode())).unique()
+    plain = ids.filter(
+        ids.is_in(odd.str.replace_all(_INVISIBLE, "").str.strip_chars().str.normalize("NFC").implode())
+    ).unique()
     cleaned = pl.concat([odd, plain]).unique().to_frame()
-    cleaned = cleaned.with_columns(key=pl.col("id").str.strip_chars().str.normalize("NFC"))
+    cleaned = cleaned.with_columns(
+        key=pl.col("id").str.replace_all(_INVISIBLE, "").str.strip_chars().str.normalize("NFC")
+    )
     clashes = cleaned.filter(pl.col("key").is_duplicated()).sort("key", "id")
     if clashes.is_empty():
         return 0
     examples = clashes.group_by("key", maintain_order=True).agg("id").head(3).get_column("id").to_list()
     warnings.warn(
-        f"{clashes.height:,} distinct {what} values differ from another only by surrounding spaces or Unicode "
+        f"{clashes.height:,} distinct {what} values differ from another only by surrounding spaces, invisible characters or Unicode "
         f"normalisation (e.g. {examples}); they are treated as different visitors (docs/contract.md §1.3): "
         "clean them at the source if they are one person",
         ConfusableIdWarning,

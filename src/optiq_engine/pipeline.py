@@ -15,6 +15,7 @@ from .balance import balance_fit
 from .channels import (
     confusable_channels,
     direct_lookalikes,
+    missing_lookalikes,
 )
 from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ModelError, OptiqWarning
@@ -204,13 +205,22 @@ def _layout(matched: Matched, cfg: AttributionConfig) -> _Layout:
 
 
 def _warn_direct_lookalikes(channels: list[str], direct_channels: tuple[str, ...]) -> None:
-    """Warn (at the caller of :func:`attribute`) about channels that look like a direct channel but are not one,
-    and about channels that differ only by case or brackets."""
+    """Warn (at the caller of :func:`attribute`) about channels spelled like missing values, channels that look
+    like a direct channel but are not one, and channels that differ only by case, brackets or invisible
+    characters."""
+    missing = missing_lookalikes(channels)
+    if missing:  # pandas' .astype(str) of NaN, a CSV's "null": credited as channels of their own
+        warnings.warn(
+            f"channels {missing} are spelled like missing values: they are credited as channels of their own; "
+            "give them as null to derive them from the UTM parameters and click ids (docs/contract.md §4)",
+            OptiqWarning,
+            stacklevel=4,
+        )
     lookalikes = direct_lookalikes(channels, direct_channels)
     others = [g for g in confusable_channels(channels) if not set(g) & set(lookalikes)]
     if others:  # "Email" and "email": two channels, each with part of the credit
         warnings.warn(
-            f"channels {others[:3]} differ only by case or brackets: each is credited as a channel of its own; "
+            f"channels {others[:3]} differ only by case, brackets or invisible characters: each is credited as a channel of its own; "
             "if they are one channel, give them one name (docs/contract.md §4)",
             OptiqWarning,
             stacklevel=4,

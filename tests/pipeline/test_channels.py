@@ -180,3 +180,26 @@ def test_channels_differing_only_by_case_are_warned_about() -> None:
     tp, cv = _one_journey_each(["email", "Email", "google_ads"])
     with pytest.warns(OptiqWarning, match=r"\[\['Email', 'email'\]\] differ only by case"):
         oq.attribute(tp, cv, models=["LINEAR"])
+
+
+def test_channels_spelled_like_missing_values_or_with_invisible_characters_are_warned_about() -> None:
+    """pandas' .astype(str) turns a missing channel into "nan": it was credited as a channel, silently; and
+    "email\u200b" (a zero-width space from a copy-paste) printed like "email" but was another channel."""
+    from optiq_engine.channels import missing_lookalikes
+    from optiq_engine.errors import OptiqWarning
+
+    assert missing_lookalikes(["nan", "None", "<NA>", "email", "nancy"]) == ["<NA>", "None", "nan"]
+    tp, cv = _one_journey_each(["email", "nan", "google_ads"])
+    with pytest.warns(OptiqWarning, match=r"\['nan'\] are spelled like missing values"):
+        oq.attribute(tp, cv, models=["LINEAR"])
+    tp, cv = _one_journey_each(["email", "email\u200b", "google_ads"])
+    with pytest.warns(OptiqWarning, match="differ only by case"):
+        oq.attribute(tp, cv, models=["LINEAR"])
+
+
+def test_ids_differing_by_an_invisible_character_are_warned_about() -> None:
+    from optiq_engine.errors import ConfusableIdWarning
+    from optiq_engine.frames import warn_confusable_ids
+
+    with pytest.warns(ConfusableIdWarning, match="2 distinct anon_id"):
+        assert warn_confusable_ids(pl.Series(["u1", "\ufeffu1", "u2"])) == 2
