@@ -232,7 +232,7 @@ def _show_warning(
     if debug_enabled():
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
     else:
-        err.print(f"warning: {message}", markup=False, highlight=False)
+        err.print(f"warning: {as_flags(str(message))}", markup=False, highlight=False)
 
 
 @contextmanager
