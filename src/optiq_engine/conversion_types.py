@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from typing import Any
 
@@ -256,10 +257,28 @@ def _run_type(
         if on_stage is not None:
             on_stage(f"{name or '(no name)'}: {step}")
 
-    result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=stage)
+    with _labelled_log(f"conversion type {name or '(no name)'}"):
+        result = run_attribution(touchpoints, conversions, models=models, config=config, on_stage=stage)
     for k, v in result.timings.items():
         timings[k] = timings.get(k, 0.0) + v
     return result
+
+
+@contextmanager
+def _labelled_log(label: str) -> Iterator[None]:
+    """The run's log lines (a lookback that cuts many journeys, an overflow) start with ``label``: one line
+    per type, each saying which."""
+
+    def prefix(record: logging.LogRecord) -> bool:
+        record.msg = f"{label}: {record.msg}"
+        return True
+
+    logger = logging.getLogger(run_attribution.__module__)
+    logger.addFilter(prefix)
+    try:
+        yield
+    finally:
+        logger.removeFilter(prefix)
 
 
 def _warn_confusable_names(names: list[str]) -> None:

@@ -770,3 +770,12 @@ def test_names_differing_by_case_or_spaces_are_warned_about() -> None:
     with pytest.warns(ConfusableIdWarning, match="differ only by case or surrounding spaces"):
         result = oq.attribute(tp, cv, models=["LINEAR"], by="name")
     assert sorted(result.types) == ["purchase", "purchase "]
+
+
+def test_each_types_log_lines_name_the_type(caplog) -> None:
+    """A lookback that cuts the journeys of data-driven fits logs one line per type: each now says which."""
+    tp, cv = one_user()
+    with caplog.at_level("WARNING", logger="optiq_engine"):
+        oq.attribute(tp, cv, models=["MARKOV"], by="name", lookback=timedelta(days=1))
+    lines = [r.getMessage() for r in caplog.records if "cut" in r.getMessage()]
+    assert sorted(line.split(":")[0] for line in lines) == ["conversion type purchase", "conversion type sign_up"]
