@@ -192,6 +192,29 @@ def test_settings_from_json_validates() -> None:
         settings_from_json({"lookbackDays": "soon"})
 
 
+@pytest.mark.parametrize(
+    ("settings", "needed"),
+    [
+        ({"resetAfterConversion": "false"}, "true or false"),  # was bool("false"): true
+        ({"directChannels": "email"}, "a list of strings"),  # was tuple("email"): e, m, a, i, l
+        ({"lookbackDays": True}, "a number"),  # was a 1-day lookback
+        ({"halfLifeDays": "7"}, "a number"),
+        ({"maxTouchpoints": 1.7}, "a whole number"),
+        ({"models": "LINEAR"}, "a list of strings"),
+    ],
+)
+def test_settings_of_the_wrong_json_type_are_refused(settings, needed) -> None:
+    """A new user's attributionSettings ran on a value other than the one written, without a word."""
+    with pytest.raises(oq.ConfigError, match=f"attributionSettings.{next(iter(settings))}: .*{needed}"):
+        settings_from_json(settings)
+
+
+def test_an_unknown_settings_key_suggests_the_known_one(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        assert settings_from_json({"lookbackDay": 3}) == ({}, None)
+    assert "did you mean 'lookbackDays'" in caplog.text
+
+
 def test_bad_source_rows_fail_the_run_or_are_quarantined_and_counted(database) -> None:
     url, _ = database
     with psycopg.connect(psycopg_dsn(url)) as conn:

@@ -12,25 +12,63 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 __all__ = ["conversion_settings", "settings_from_json"]
 
 log = logging.getLogger(__name__)
 
 
+def _days(value: Any) -> timedelta:
+    return timedelta(days=_number(value))
+
+
+def _number(value: Any) -> float:
+    """A JSON number: ``"7"`` or ``true`` are refused, not read as 7 or 1 (a UI that writes strings has a bug
+    worth seeing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a number is needed, got {type(value).__name__}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    """A JSON boolean: ``"false"`` was ``bool("false")``, i.e. true."""
+    if not isinstance(value, bool):
+        raise TypeError(f"true or false is needed, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a string is needed, got {type(value).__name__}")
+    return value
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    """A JSON list of strings: ``"email"`` was ``tuple("email")``, the channels e, m, a, i, l."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"a list of strings is needed, got {type(value).__name__}")
+    return tuple(value)
+
+
+def _count(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"a whole number or null is needed, got {type(value).__name__}")
+    return value
+
+
 _SETTING_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "lookbackDays": ("lookback", lambda v: timedelta(days=float(v))),
-    "halfLifeDays": ("half_life", lambda v: timedelta(days=float(v))),
-    "resetAfterConversion": ("reset_after_conversion", bool),
-    "positionFirst": ("position_first", float),
-    "positionLast": ("position_last", float),
-    "directChannels": ("direct_channels", tuple),
-    "touchRule": ("touch_rule", str),
-    "dropDirect": ("drop_direct", str),
-    "maxTouchpoints": ("max_touchpoints", lambda v: v),  # null: no cap; AttributionConfig checks the rest
-    "identity": ("identity", str),  # "stitched": anon ids joined by a user id (docs/contract.md §1.5)
-    "identityKey": ("identity_key", str),  # the key of TrackingEvent.properties holding the user id
+    "lookbackDays": ("lookback", _days),
+    "halfLifeDays": ("half_life", _days),
+    "resetAfterConversion": ("reset_after_conversion", _flag),
+    "positionFirst": ("position_first", _number),
+    "positionLast": ("position_last", _number),
+    "directChannels": ("direct_channels", _texts),
+    "touchRule": ("touch_rule", _text),
+    "dropDirect": ("drop_direct", _text),
+    "maxTouchpoints": ("max_touchpoints", _count),  # null: no cap; AttributionConfig checks the rest
+    "identity": ("identity", _text),  # "stitched": anon ids joined by a user id (docs/contract.md §1.5)
+    "identityKey": ("identity_key", _text),  # the key of TrackingEvent.properties holding the user id
     "experiments": ("experiments", lambda v: _experiments(v)),
 }
 
@@ -74,7 +112,10 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
         if key in _CONVERSION_KEYS:
             continue
         if key == "models":
-            models = [str(m) for m in value] if value else None
+            try:
+                models = list(_texts(value)) or None
+            except TypeError as exc:
+                raise ConfigError(f"attributionSettings.models: cannot use {value!r}: {exc}") from None
         elif key in _SETTING_FIELDS:
             name, convert = _SETTING_FIELDS[key]
             try:
@@ -82,7 +123,8 @@ def settings_from_json(settings: dict[str, Any] | None) -> tuple[dict[str, Any],
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"attributionSettings.{key}: cannot use {value!r}: {exc}") from None
         else:
-            log.warning("ignoring unknown attributionSettings key %r", key)
+            known = [*_SETTING_FIELDS, *_CONVERSION_KEYS, "models"]
+            log.warning("ignoring unknown attributionSettings key %r%s", key, did_you_mean(key, known))
     return options, models
 
 
