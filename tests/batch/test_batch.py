@@ -98,6 +98,24 @@ def test_incremental_run_recomputes_only_users_with_new_events(database) -> None
     assert db_links(url, "orgR").equals(expected_links(expected))
 
 
+def test_an_incremental_run_after_a_settings_change_recomputes_every_user(database) -> None:
+    """A new user changed attributionSettings.lookbackDays; the nightly incremental run found no changed user
+    and kept every link computed with the old lookback ("users recomputed 0"). It now runs in full."""
+    url, data = database
+    assert run_batch(url, organization_id="orgR").mode == "FULL"
+    assert run_batch(url, organization_id="orgR").mode == "INCREMENTAL"  # same settings: nothing to redo
+    with psycopg.connect(psycopg_dsn(url)) as conn:
+        conn.execute(
+            """INSERT INTO "OrganizationSettings" (id, "organizationId", "attributionSettings")
+               VALUES ('st_change', 'orgR', '{"lookbackDays": 2}')"""
+        )
+    changed = run_batch(url, organization_id="orgR")
+    assert changed.mode == "FULL" and changed.changed > 0
+    assert db_links(url, "orgR").equals(expected_links(_in_memory(data, lookback=timedelta(days=2))))
+    assert run_batch(url, organization_id="orgR").mode == "INCREMENTAL"
+    assert run_batch(url, organization_id="orgR", models=["LINEAR"]).mode == "FULL"  # other models: in full too
+
+
 def test_an_incremental_run_recomputes_a_users_conversions_from_their_earliest_new_row(database) -> None:
     """A new row can change only the links of the user's conversions at or after it (lookback windows look
     back): earlier conversions are left out of the run's scope, and the links still equal a full recompute."""

@@ -194,3 +194,28 @@ def test_cli_extract_touchpoints_flag(database) -> None:
         app, ["run", "--database-url", url, "--org", "orgA", "--extract-touchpoints", "--partitions", "2"]
     )
     assert refused.exit_code == 2
+
+
+def test_a_campaign_synced_after_its_clicks_is_resolved_by_the_next_incremental_run(database) -> None:
+    """Ad platforms are synced after the clicks arrive: a click extracted before its campaign existed kept a
+    null campaign_id through every incremental run (no tracking event changed), so the campaign showed spend
+    and no conversions until a full run. A Campaign or Ad created since the last run now makes the run full."""
+    url, _ = database
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            """INSERT INTO "TrackingEvent" (id, "siteId", "eventId", type, "occurredAt", "anonId", url)
+               VALUES ('orgA_ev_late', 'site_orgA', 'ev_late', 'PAGE_VIEW', '2020-01-02T00:00:00Z', 'u_late',
+                       'https://shop.example/?gclid=GL&utm_campaign=999')"""
+        )
+    run_batch(url, organization_id="orgA", full=True, extract_touchpoints=True)
+    resolved = """SELECT tp."campaignId" FROM "TouchPoint" tp WHERE tp."trackingEventId" = 'orgA_ev_late'"""
+    assert _rows(url, resolved) == [(None,)]
+    assert run_batch(url, organization_id="orgA", extract_touchpoints=True).mode == "INCREMENTAL"
+    with psycopg.connect(_dsn(url)) as conn:
+        conn.execute(
+            """INSERT INTO "Campaign" (id, "organizationId", "adAccountId", "externalId", name)
+               VALUES ('cmp_late', 'orgA', 'aa1', '999', 'Synced late')"""
+        )
+    run = run_batch(url, organization_id="orgA", extract_touchpoints=True)
+    assert run.mode == "FULL" and _rows(url, resolved) == [("cmp_late",)]
+    assert run_batch(url, organization_id="orgA", extract_touchpoints=True).mode == "INCREMENTAL"

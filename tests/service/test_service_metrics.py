@@ -3,6 +3,7 @@ division by zero, currencies, the previous-period comparison and tenant isolatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +11,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy import Connection, create_engine, pool, text
 
 from optiq_engine.errors import ConfigError
 from optiq_engine.io import db, schema
@@ -385,3 +386,18 @@ def test_spend_is_zero_for_a_key_without_spend_rows_and_null_where_there_can_be_
     platforms = read_metrics(MetricsQuery("orgA", START, END, grain="platform", compare=False), conn)
     spend = dict(platforms.select("platform", "spend_micros").rows())
     assert spend["TIKTOK"] is None and spend["GOOGLE_ADS"] > 0 and spend["META"] > 0
+
+
+@pytest.mark.parametrize("zone", ["+05:30", "GMT+05:30", "Pacific Time"])
+def test_an_ad_account_time_zone_that_is_no_zone_name_is_refused(dataset, conn, zone: str) -> None:
+    """'+05:30' meant India and Postgres read it POSIX-style as UTC-05:30: conversions moved to the previous
+    day, silently; 'Pacific Time' failed with "a value is out of the range the database can hold"."""
+    account = next(r["id"] for r in dataset[0].rows["AdAccount"] if r["organizationId"] == "orgB")
+    trans = conn.begin()
+    try:
+        conn.execute(text('UPDATE "AdAccount" SET timezone = :tz WHERE id = :id'), {"tz": zone, "id": account})
+        with pytest.raises(ConfigError, match=f"\\['{re.escape(zone)}'\\] are not time zone names"):
+            read_metrics(MetricsQuery("orgB", START, END, grain="campaign"), conn)
+        read_metrics(MetricsQuery("orgA", START, END, grain="campaign"), conn)  # another organization's: fine
+    finally:
+        trans.rollback()

@@ -7,6 +7,8 @@ recomputes (from the change log) and the window every read uses.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +24,9 @@ from ..io.postgres import runs
 from ..models.fitted import data_driven_names
 from .settings import conversion_settings, settings_from_json
 
-__all__ = ["Plan", "plan_run", "with_scope"]
+__all__ = ["Plan", "plan_run", "settings_fingerprint", "with_scope"]
+
+log = logging.getLogger(__name__)
 
 #: A stage's name, shown by ``optiq run`` (and a safe point to stop at: ``optiq_engine._interrupt``).
 Stage = Callable[[str], None]
@@ -62,7 +66,10 @@ class Plan:
     watermark, snapshot
         The run's transaction start and change-log snapshot (:func:`~optiq_engine.io.postgres.runs.start_snapshot`).
     previous
-        The snapshot of the scope's last successful run, for an incremental run; None: a full run.
+        The snapshot of the scope's last successful run, for an incremental run; None: a full run (also when
+        that run computed with other options or models: :func:`settings_fingerprint`).
+    fingerprint
+        :func:`settings_fingerprint` of this run (stored in its summary).
     window, changed
         Set by :func:`with_scope` (default None).
     """
@@ -84,6 +91,7 @@ class Plan:
     watermark: datetime
     snapshot: str
     previous: str | None
+    fingerprint: str | None = None
     window: postgres.Window | None = None
     changed: pl.DataFrame | None = None
 
@@ -192,7 +200,9 @@ def plan_run(
     stitched = config.identity == "stitched"
     if stitched:
         _check_stitching(partitions, engine)
-    previous = None if full or data_driven or stitched else runs.previous_snapshot(conn, organization_id, site_id)
+    fingerprint = settings_fingerprint(config, model_names, by, per_name)
+    scope = (conn, organization_id, site_id)
+    previous = None if full or data_driven or stitched else _incremental_base(*scope, fingerprint, extract_touchpoints)
     return Plan(
         run_id=f"run_{uuid.uuid4().hex}",
         organization_id=organization_id,
@@ -211,7 +221,45 @@ def plan_run(
         watermark=watermark,
         snapshot=snapshot,
         previous=previous,
+        fingerprint=fingerprint,
     )
+
+
+def _incremental_base(
+    conn: Any, organization_id: str, site_id: str | None, fingerprint: str, extract_touchpoints: bool
+) -> str | None:
+    """The snapshot an incremental run reads the change log past, or None: run in full (no earlier run, other
+    options or models than its, or campaigns synced since it while touchpoints are extracted)."""
+    previous = runs.previous_snapshot(conn, organization_id, site_id)
+    if previous is not None and runs.previous_fingerprint(conn, organization_id, site_id) != fingerprint:
+        log.warning("the options or models differ from the last run's: this run recomputes every user")
+        return None  # the unchanged users' links were computed with the old ones
+    if previous is not None and extract_touchpoints and runs.campaigns_changed(conn, organization_id, site_id):
+        log.warning("campaigns or ads changed since the last run: this run re-extracts every user's touchpoints")
+        return None  # a click extracted before its campaign was synced resolves to it now
+    return previous
+
+
+def settings_fingerprint(
+    config: AttributionConfig, model_names: Sequence[str], by: str | None, per_name: dict[str, dict[str, Any]]
+) -> str:
+    """A digest of what a run computes with: the options (``attributionSettings`` and the call's), every
+    model's name and each conversion type's options. Equal digests: an incremental run may keep the links of
+    the users that did not change; different ones: it recomputes every user.
+
+    Parameters
+    ----------
+    config, model_names, by, per_name
+        As :class:`Plan`'s fields.
+
+    Returns
+    -------
+    str
+        16 hex digits (SHA-256 of the fields' ``repr``: the frozen config's and the sorted rest).
+    """
+    types = sorted((name, sorted(options.items())) for name, options in per_name.items())
+    text = repr((config, config.channel_rules, sorted(model_names), by, types))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def with_scope(conn: Any, plan: Plan, stage: Stage) -> Plan:

@@ -44,6 +44,8 @@ class RunSummary:
         Whether the run extracted its touchpoints from the tracking events.
     change_snapshot
         The change-log snapshot the next incremental run reads past (stored as ``changeSnapshot``).
+    settings_fingerprint
+        See the comment on the field.
     stale_links_deleted
         Links to touchpoints the users no longer have, deleted by a run that extracted touchpoints.
     quarantined
@@ -74,6 +76,9 @@ class RunSummary:
     touchpoints_changed: int = 0
     touchpoints_extracted: bool = False
     change_snapshot: str | None = None
+    #: The options and models the run computed with (:func:`~optiq_engine.batch.plan.settings_fingerprint`):
+    #: an incremental run whose settings differ runs in full (stored as ``settingsFingerprint``).
+    settings_fingerprint: str | None = None
     stale_links_deleted: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     inserted: int = 0
@@ -90,8 +95,9 @@ class RunSummary:
 
     def as_json(self) -> dict[str, Any]:
         """The summary stored in ``"EngineRun".summary`` (the change-log snapshot as ``changeSnapshot``)."""
-        stored = {k: v for k, v in self.__dict__.items() if k not in ("run_id", "organization_id", "change_snapshot")}
-        return {**stored, "changeSnapshot": self.change_snapshot}
+        skip = ("run_id", "organization_id", "change_snapshot", "settings_fingerprint")
+        stored = {k: v for k, v in self.__dict__.items() if k not in skip}
+        return {**stored, "changeSnapshot": self.change_snapshot, "settingsFingerprint": self.settings_fingerprint}
 
     @classmethod
     def of(cls, plan: Plan, computed: Computed | None, written: Written | None) -> RunSummary:
@@ -117,6 +123,7 @@ class RunSummary:
             users=None if plan.anon_ids is None else len(plan.anon_ids),
             touchpoints_extracted=plan.extract_touchpoints,
             change_snapshot=plan.snapshot,
+            settings_fingerprint=plan.fingerprint,
         )
         if computed is None or written is None:
             return summary

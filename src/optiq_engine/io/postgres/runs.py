@@ -25,6 +25,7 @@ from .connections import adbc_url
 __all__ = [
     "RunLocked",
     "changed_users",
+    "campaigns_changed",
     "check_site",
     "compact_summaries",
     "extracted_last_time",
@@ -32,6 +33,7 @@ __all__ = [
     "finish_run",
     "journey_users",
     "mark_abandoned",
+    "previous_fingerprint",
     "previous_snapshot",
     "prune_changes",
     "read_settings",
@@ -223,6 +225,59 @@ def _abandon(conn: Any, organization_id: str) -> int:
             ", ".join(r[0] for r in rows),
         )
     return len(rows)
+
+
+def campaigns_changed(conn: Any, organization_id: str, site_id: str | None) -> bool:
+    """Whether a ``Campaign`` or ``Ad`` of the organization was created or updated after the scope's last
+    successful run started: touchpoints extracted before then may resolve to them now (docs/touchpoints.md
+    §4: ad platforms are often synced after the clicks arrive), which no tracking event's change shows.
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id, site_id
+        The scope, as :func:`previous_snapshot`.
+
+    Returns
+    -------
+    bool
+        True also when there is no such run (a full run follows anyway).
+    """
+    row = conn.execute(
+        """WITH last AS (SELECT max(watermark) AS at FROM "EngineRun" WHERE "organizationId" = %(org)s
+             AND status = 'SUCCEEDED' AND "siteId" IS NOT DISTINCT FROM %(site)s)
+           SELECT (SELECT at FROM last) IS NULL
+             OR EXISTS (SELECT 1 FROM "Campaign", last WHERE "organizationId" = %(org)s
+                        AND greatest("createdAt", "updatedAt") > last.at)
+             OR EXISTS (SELECT 1 FROM "Ad", last WHERE "organizationId" = %(org)s
+                        AND greatest("createdAt", "updatedAt") > last.at)""",
+        {"org": organization_id, "site": site_id},
+    ).fetchone()
+    return bool(row[0])
+
+
+def previous_fingerprint(conn: Any, organization_id: str, site_id: str | None) -> str | None:
+    """The settings fingerprint of the scope's last successful run (``summary.settingsFingerprint``; None for
+    a run that predates it, so the next run recomputes in full once).
+
+    Parameters
+    ----------
+    conn
+        The run's psycopg connection (the one holding :func:`run_lock`).
+    organization_id, site_id
+        The scope, as :func:`previous_snapshot`.
+
+    Returns
+    -------
+    str or None
+    """
+    row = conn.execute(
+        """SELECT summary->>'settingsFingerprint' FROM "EngineRun" WHERE "organizationId" = %s
+           AND status = 'SUCCEEDED' AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
+        (organization_id, site_id),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def previous_snapshot(conn: Any, organization_id: str, site_id: str | None) -> str | None:

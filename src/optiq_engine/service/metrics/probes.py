@@ -7,8 +7,45 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from ...errors import ConfigError
 from .query import MetricsQuery
 from .sql import _name_filter
+
+_ZONE_NAMES: frozenset[str] = frozenset()  # the server's time zone names, read once per process
+
+
+def check_time_zones(connection: Connection, organization_id: str) -> None:
+    """Refuse a report whose days would be wrong: an ``AdAccount.timezone`` that is not a time zone name.
+
+    Postgres reads ``'+05:30'`` POSIX-style, as UTC-05:30 (India's days would shift by 11 hours, silently),
+    and refuses ``'Pacific Time'`` with an error that names nothing; both are refused here, naming them.
+
+    Parameters
+    ----------
+    connection
+        A SQLAlchemy connection.
+    organization_id
+        ``Organization.id``.
+
+    Raises
+    ------
+    ConfigError
+        An ad account of the organization has a time zone that is not in ``pg_timezone_names``.
+    """
+    global _ZONE_NAMES
+    zones = connection.execute(
+        text('SELECT DISTINCT timezone FROM "AdAccount" WHERE "organizationId" = :org AND timezone IS NOT NULL'),
+        {"org": organization_id},
+    ).scalars()
+    given = set(zones)
+    if given and not given <= _ZONE_NAMES:
+        _ZONE_NAMES = frozenset(connection.execute(text("SELECT name FROM pg_timezone_names")).scalars())
+    bad = sorted(given - _ZONE_NAMES)
+    if bad:
+        raise ConfigError(
+            f"ad account time zone(s) {bad} are not time zone names (Postgres reads '+05:30' as UTC-05:30, "
+            "POSIX-style): set AdAccount.timezone to an IANA name such as 'Asia/Kolkata' or 'America/Los_Angeles'"
+        )
 
 
 def is_summarized(connection: Connection, organization_id: str) -> bool:

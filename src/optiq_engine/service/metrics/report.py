@@ -11,7 +11,7 @@ import polars as pl
 from sqlalchemy import Connection, text
 
 from ..errors import CurrencyError, NotFoundError
-from .probes import has_attribution_results, is_summarized, no_results_message
+from .probes import check_time_zones, has_attribution_results, is_summarized, no_results_message
 from .query import BASE_METRICS, METRICS, MetricsQuery, key_column
 from .sql import _metrics_sql
 
@@ -100,6 +100,7 @@ def read_metrics(query: MetricsQuery, connection: Connection, *, require_results
     >>> q = MetricsQuery("org_1", date(2024, 5, 1), date(2024, 5, 31), grain="campaign")  # doctest: +SKIP
     >>> read_metrics(q, connection).select("campaign_id", "spend_micros", "roas")  # doctest: +SKIP
     """
+    check_time_zones(connection, query.organization_id)
     summarized = is_summarized(connection, query.organization_id)
     sql, params = _metrics_sql(query, summarized=summarized)
     result = connection.execute(text(sql), params)
