@@ -229,13 +229,13 @@ def _incremental_base(
     conn: Any, organization_id: str, site_id: str | None, fingerprint: str, extract_touchpoints: bool
 ) -> str | None:
     """The snapshot an incremental run reads the change log past, or None: run in full (no earlier run, other
-    options or models than its, or campaigns synced since it while touchpoints are extracted)."""
+    options or models than its, or campaigns created since it while touchpoints are extracted)."""
     previous = runs.previous_snapshot(conn, organization_id, site_id)
     if previous is not None and runs.previous_fingerprint(conn, organization_id, site_id) != fingerprint:
         log.warning("the options or models differ from the last run's: this run recomputes every user")
         return None  # the unchanged users' links were computed with the old ones
     if previous is not None and extract_touchpoints and runs.campaigns_changed(conn, organization_id, site_id):
-        log.warning("campaigns or ads changed since the last run: this run re-extracts every user's touchpoints")
+        log.warning("campaigns or ads were created since the last run: this run re-extracts every user's touchpoints")
         return None  # a click extracted before its campaign was synced resolves to it now
     return previous
 

@@ -228,9 +228,11 @@ def _abandon(conn: Any, organization_id: str) -> int:
 
 
 def campaigns_changed(conn: Any, organization_id: str, site_id: str | None) -> bool:
-    """Whether a ``Campaign`` or ``Ad`` of the organization was created or updated after the scope's last
-    successful run started: touchpoints extracted before then may resolve to them now (docs/touchpoints.md
-    §4: ad platforms are often synced after the clicks arrive), which no tracking event's change shows.
+    """Whether a ``Campaign`` or ``Ad`` of the organization was created after the scope's last successful run
+    started: touchpoints extracted before then may resolve to it now (docs/touchpoints.md §4: ad platforms
+    are often synced after the clicks arrive), which no tracking event's change shows. Creation only: a
+    daily sync that rewrites every row (``updatedAt``) would make every run a full one, and a row's
+    ``externalId`` is the platform's id, which does not change.
 
     Parameters
     ----------
@@ -248,10 +250,8 @@ def campaigns_changed(conn: Any, organization_id: str, site_id: str | None) -> b
         """WITH last AS (SELECT max(watermark) AS at FROM "EngineRun" WHERE "organizationId" = %(org)s
              AND status = 'SUCCEEDED' AND "siteId" IS NOT DISTINCT FROM %(site)s)
            SELECT (SELECT at FROM last) IS NULL
-             OR EXISTS (SELECT 1 FROM "Campaign", last WHERE "organizationId" = %(org)s
-                        AND greatest("createdAt", "updatedAt") > last.at)
-             OR EXISTS (SELECT 1 FROM "Ad", last WHERE "organizationId" = %(org)s
-                        AND greatest("createdAt", "updatedAt") > last.at)""",
+             OR EXISTS (SELECT 1 FROM "Campaign", last WHERE "organizationId" = %(org)s AND "createdAt" > last.at)
+             OR EXISTS (SELECT 1 FROM "Ad", last WHERE "organizationId" = %(org)s AND "createdAt" > last.at)""",
         {"org": organization_id, "site": site_id},
     ).fetchone()
     return bool(row[0])
@@ -272,10 +272,15 @@ def previous_fingerprint(conn: Any, organization_id: str, site_id: str | None) -
     -------
     str or None
     """
+    return _last_summary(conn, organization_id, site_id, "settingsFingerprint")
+
+
+def _last_summary(conn: Any, organization_id: str, site_id: str | None, key: str) -> str | None:
+    """``summary->>key`` of the scope's last successful run (None: no such run, or no such key)."""
     row = conn.execute(
-        """SELECT summary->>'settingsFingerprint' FROM "EngineRun" WHERE "organizationId" = %s
-           AND status = 'SUCCEEDED' AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
-        (organization_id, site_id),
+        """SELECT summary->>%s FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
+           AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
+        (key, organization_id, site_id),
     ).fetchone()
     return row[0] if row else None
 
@@ -299,12 +304,7 @@ def previous_snapshot(conn: Any, organization_id: str, site_id: str | None) -> s
         The ``pg_snapshot`` text of that run's ``summary.changeSnapshot``; None also when the change log
         table is missing (a warning is logged).
     """
-    row = conn.execute(
-        """SELECT summary->>'changeSnapshot' FROM "EngineRun" WHERE "organizationId" = %s AND status = 'SUCCEEDED'
-           AND "siteId" IS NOT DISTINCT FROM %s ORDER BY watermark DESC NULLS LAST LIMIT 1""",
-        (organization_id, site_id),
-    ).fetchone()
-    snapshot = row[0] if row else None
+    snapshot = _last_summary(conn, organization_id, site_id, "changeSnapshot")
     if snapshot is None:
         return None
     (log_table,) = conn.execute("""SELECT to_regclass('"EngineChange"') IS NOT NULL""").fetchone()
