@@ -95,7 +95,6 @@ def _by_name(
     conversion_types: Mapping[str, Mapping[str, Any]] | None,
 ) -> Callable[..., AttributionResult]:
     """:func:`attribute` with ``by``, ready to run (:func:`optiq_engine.conversion_types.attribute_by_name`)."""
-
     check_by(by)
     if by is None:
         raise ConfigError("conversion_types needs by='name' (one attribution per conversion type)")
