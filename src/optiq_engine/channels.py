@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ConfigError
+from .frames import INVISIBLE_CHARACTERS
 
 __all__ = [
     "ChannelRule",
@@ -256,7 +257,7 @@ def channel_sql(rules: ChannelRules | None, params: dict[str, Any], *, fallbacks
     return "CASE " + " ".join(whens) + " ELSE CAST(:ch_unassigned AS text) END"
 
 
-_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+_INVISIBLE = re.compile(INVISIBLE_CHARACTERS)
 #: How pandas and spreadsheets spell a missing value once it has become text (``.astype(str)``, CSV).
 MISSING_SPELLINGS = ("nan", "none", "null", "<na>", "nat", "undefined", "#n/a", "n/a")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -39,6 +40,63 @@ _PATH_RULE_HINTS = {
     "remove_if_not_all": "drop_direct='unless_all_direct'",
     "remove_if_last_and_not_all": "drop_direct='trailing_unless_all_direct'",
 }
+
+
+def json_number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, integer: bool = False):
+    """A checker of a JSON setting that must be a number (alert rules' ``config``, ``attributionSettings``).
+
+    ``"7"`` and ``true`` are refused, not read as 7 and 1: a writer that sends strings has a bug worth seeing.
+
+    Parameters
+    ----------
+    lo, hi
+        Bounds (None: none); ``lo`` is excluded with ``lo_open``, ``hi`` included.
+    lo_open
+        Whether ``lo`` itself is refused.
+    integer
+        A whole number is needed (``3.0`` is 3).
+
+    Returns
+    -------
+    callable
+        ``check(value)``: the number (``int`` with ``integer``, else ``float``); a :class:`ValueError` saying
+        what is needed otherwise.
+    """
+
+    def check(v: Any) -> float | int:
+        if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)):
+            raise ValueError(f"must be a {'whole ' if integer else ''}number, got {v!r}")
+        if integer and (isinstance(v, float) and not v.is_integer()):
+            raise ValueError(f"must be a whole number, got {v!r}")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise ValueError(f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ValueError(f"must be <= {hi}, got {v!r}")
+        return int(v) if integer else float(v)
+
+    return check
+
+
+def json_bool(v: Any) -> bool:
+    """A JSON setting that must be true or false: ``"false"`` would be ``bool("false")``, i.e. true.
+
+    Parameters
+    ----------
+    v
+        The value.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    ValueError
+        ``v`` is not a boolean.
+    """
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
 
 
 def check_on_invalid(on_invalid: Any) -> None:

@@ -526,8 +526,14 @@ def normalize_events(
     )
 
 
-#: Zero-width characters and the byte-order mark: invisible in a printed id or channel.
-_INVISIBLE = "[\u200b-\u200d\u2060\ufeff]"
+#: Zero-width characters and the byte-order mark: invisible in a printed id or channel (a regex class).
+INVISIBLE_CHARACTERS = "[\u200b-\u200d\u2060\ufeff]"
+
+
+def _id_key(ids: Any) -> Any:
+    """What :func:`warn_confusable_ids` compares: an id (Series or expression) without invisible characters
+    and surrounding spaces, NFC-normalised."""
+    return ids.str.replace_all(INVISIBLE_CHARACTERS, "").str.strip_chars().str.normalize("NFC")
 
 
 def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
@@ -555,13 +561,9 @@ def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
     odd = ids.filter(ids.str.contains(r"^\s|\s$|[^\x00-\x7F]")).unique()
     if odd.is_empty():
         return 0
-    plain = ids.filter(
-        ids.is_in(odd.str.replace_all(_INVISIBLE, "").str.strip_chars().str.normalize("NFC").implode())
-    ).unique()
+    plain = ids.filter(ids.is_in(_id_key(odd).implode())).unique()
     cleaned = pl.concat([odd, plain]).unique().to_frame()
-    cleaned = cleaned.with_columns(
-        key=pl.col("id").str.replace_all(_INVISIBLE, "").str.strip_chars().str.normalize("NFC")
-    )
+    cleaned = cleaned.with_columns(key=_id_key(pl.col("id")))
     clashes = cleaned.filter(pl.col("key").is_duplicated()).sort("key", "id")
     if clashes.is_empty():
         return 0

@@ -32,7 +32,7 @@ from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable
 from .paths.partial import journey_tables
-from .result import AttributionResult
+from .result import LINK_COLUMNS, AttributionResult
 from .stages import Timed, stage_timer
 
 __all__ = ["run_attribution"]
@@ -441,18 +441,7 @@ def _links_frame(
         return shared.filter(keep).with_columns(weight.filter(keep), micros.filter(keep))
 
     parts = [
-        block(i)
-        .with_columns(pl.lit(name, dtype=model_dtype).alias("model"))
-        .select(
-            "conversion_id",
-            "touchpoint_id",
-            "model",
-            "weight",
-            "position",
-            "touchpoint_count",
-            "credited_value_micros",
-            "channel",
-        )
+        block(i).with_columns(pl.lit(name, dtype=model_dtype).alias("model")).select(LINK_COLUMNS)
         for i, name in enumerate(names)
     ]
     return pl.concat(parts, how="vertical", rechunk=False)

@@ -20,6 +20,18 @@ __all__ = ["AttributionResult", "LookbackCoverage", "channel_shares", "combine_c
 
 log = logging.getLogger(__name__)
 
+#: The columns of ``result.links``, in their order (docs/contract.md §1): one row per model x (conversion, touchpoint).
+LINK_COLUMNS = (
+    "conversion_id",
+    "touchpoint_id",
+    "model",
+    "weight",
+    "position",
+    "touchpoint_count",
+    "credited_value_micros",
+    "channel",
+)
+
 #: The column that names the conversion type in the frames of ``attribute(..., by="name")`` (docs/attribution.md,
 #: "Conversion types"): null for the conversions without a name.
 TYPE_COLUMN = "conversion_name"

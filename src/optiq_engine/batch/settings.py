@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from ..config import json_bool, json_number
 from ..errors import ConfigError, did_you_mean
 
 __all__ = ["conversion_settings", "settings_from_json"]
@@ -20,22 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _days(value: Any) -> timedelta:
-    return timedelta(days=_number(value))
-
-
-def _number(value: Any) -> float:
-    """A JSON number: ``"7"`` or ``true`` are refused, not read as 7 or 1 (a UI that writes strings has a bug
-    worth seeing)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"a number is needed, got {type(value).__name__}")
-    return float(value)
-
-
-def _flag(value: Any) -> bool:
-    """A JSON boolean: ``"false"`` was ``bool("false")``, i.e. true."""
-    if not isinstance(value, bool):
-        raise TypeError(f"true or false is needed, got {type(value).__name__}")
-    return value
+    return timedelta(days=json_number()(value))
 
 
 def _text(value: Any) -> str:
@@ -52,17 +38,15 @@ def _texts(value: Any) -> tuple[str, ...]:
 
 
 def _count(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TypeError(f"a whole number or null is needed, got {type(value).__name__}")
-    return value
+    return None if value is None else json_number(integer=True)(value)
 
 
 _SETTING_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "lookbackDays": ("lookback", _days),
     "halfLifeDays": ("half_life", _days),
-    "resetAfterConversion": ("reset_after_conversion", _flag),
-    "positionFirst": ("position_first", _number),
-    "positionLast": ("position_last", _number),
+    "resetAfterConversion": ("reset_after_conversion", json_bool),
+    "positionFirst": ("position_first", json_number()),
+    "positionLast": ("position_last", json_number()),
     "directChannels": ("direct_channels", _texts),
     "touchRule": ("touch_rule", _text),
     "dropDirect": ("drop_direct", _text),

@@ -12,11 +12,11 @@ a comparison ``{"metric", "operator", "value", "period", "compare"}`` or ``{"all
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..config import json_bool, json_number
 from ..errors import close_matches
 from ..io.schema import ALERT_TYPES, ATTRIBUTION_MODELS, PLATFORM_CODES
 from .errors import RuleConfigError
@@ -319,21 +319,6 @@ class _Fields:
                 self._err(key, f"unknown field; {hint}expected one of {', '.join(sorted(known))}")
 
 
-def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, integer: bool = False):
-    def check(v: Any) -> float | int:
-        if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)):
-            raise ValueError(f"must be a {'whole ' if integer else ''}number, got {v!r}")
-        if integer and (isinstance(v, float) and not v.is_integer()):
-            raise ValueError(f"must be a whole number, got {v!r}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise ValueError(f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-        if hi is not None and v > hi:
-            raise ValueError(f"must be <= {hi}, got {v!r}")
-        return int(v) if integer else float(v)
-
-    return check
-
-
 def _choice(values: tuple[str, ...]):
     def check(v: Any) -> str:
         if v not in values:
@@ -346,12 +331,6 @@ def _choice(values: tuple[str, ...]):
 def _id(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError(f"must be a non-empty id string, got {v!r}")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
     return v
 
 
@@ -392,7 +371,7 @@ def _condition(obj: Any, path: str, errors: dict[str, str], depth: int, count: l
     f = _Fields(obj, path, errors)
     metric = f.get("metric", _choice(tuple(METRICS)), required=True, hint=f"one of {', '.join(METRICS)}")
     operator = f.get("operator", _choice(tuple(OPERATORS)), required=True, hint=f"one of {' '.join(OPERATORS)}")
-    value = f.get("value", _number(), required=True, hint="the number to compare with")
+    value = f.get("value", json_number(), required=True, hint="the number to compare with")
     days = f.get("period", parse_period, 1)
     compare = f.get("compare", _choice(("value", "changePercent")), "value")
     f.unknown()
@@ -440,33 +419,33 @@ def parse_config(rule_type: str, config: Any) -> RuleConfig:
     result: RuleConfig | None
     if rule_type == "SPEND_THRESHOLD":
         threshold = f.get(
-            "threshold", _number(0, lo_open=True, integer=True), required=True, hint="spend in micros, > 0"
+            "threshold", json_number(0, lo_open=True, integer=True), required=True, hint="spend in micros, > 0"
         )
         period = f.get("period", _choice(("daily", "weekly", "monthly")), "daily")
         result = SpendThreshold(scope, threshold, period)
     elif rule_type == "CONVERSION_DROP":
-        drop = f.get("dropPercentage", _number(0, 100, lo_open=True), required=True, hint="percent, 0 < x <= 100")
-        result = ConversionDrop(scope, drop, days(), f.get("minConversions", _number(0), 1.0))
+        drop = f.get("dropPercentage", json_number(0, 100, lo_open=True), required=True, hint="percent, 0 < x <= 100")
+        result = ConversionDrop(scope, drop, days(), f.get("minConversions", json_number(0), 1.0))
     elif rule_type == "CPA_SPIKE":
-        rise = f.get("increasePercentage", _number(0, lo_open=True), required=True, hint="percent, > 0")
-        result = CpaSpike(scope, rise, days(), f.get("minConversions", _number(0, lo_open=True), 1.0))
+        rise = f.get("increasePercentage", json_number(0, lo_open=True), required=True, hint="percent, > 0")
+        result = CpaSpike(scope, rise, days(), f.get("minConversions", json_number(0, lo_open=True), 1.0))
     elif rule_type == "ROAS_DROP":
-        drop = f.get("dropPercentage", _number(0, 100, lo_open=True))
-        min_roas = f.get("minRoas", _number(0))
+        drop = f.get("dropPercentage", json_number(0, 100, lo_open=True))
+        min_roas = f.get("minRoas", json_number(0))
         if f.obj.get("dropPercentage") is None and f.obj.get("minRoas") is None:  # null is absent: it never fires
             errors["config.dropPercentage"] = (
                 "required: dropPercentage (percent, 0 < x <= 100) or minRoas (>= 0), or both"
             )
         result = RoasDrop(scope, drop, min_roas, days())
     elif rule_type == "CLICK_ANOMALY":
-        baseline = f.get("baselineDays", _number(7, _MAX_DAYS, integer=True), 28)
-        seasonal = f.get("seasonal", _bool, False)
+        baseline = f.get("baselineDays", json_number(7, _MAX_DAYS, integer=True), 28)
+        seasonal = f.get("seasonal", json_bool, False)
         if seasonal and baseline < 28:
             errors["config.baselineDays"] = f"must be >= 28 with seasonal (4 weeks of the same weekday), got {baseline}"
         result = ClickAnomaly(
             scope,
             baseline,
-            f.get("threshold", _number(0, lo_open=True), 3.5),
+            f.get("threshold", json_number(0, lo_open=True), 3.5),
             f.get("direction", _choice(("both", "drop", "spike")), "both"),
             seasonal,
         )

@@ -25,6 +25,7 @@ from ..frames import value_source
 from ..models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from ..models.base import resolve_models
 from ..paths import PathTable
+from ..result import LINK_COLUMNS
 from ._arrow import (
     CONVERSION_COLUMNS,
     RECORD,
@@ -44,16 +45,6 @@ __all__ = ["attribute_spark", "SparkAttributionResult", "LINK_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-LINK_COLUMNS = (
-    "conversion_id",
-    "touchpoint_id",
-    "model",
-    "weight",
-    "position",
-    "touchpoint_count",
-    "credited_value_micros",
-    "channel",
-)
 LINKS, UNATTRIBUTED, CREDIT = 0, 1, 2
 _PATHS_SCHEMA = T.StructType([T.StructField("model", T.StringType()), T.StructField("table", T.BinaryType())])
 
