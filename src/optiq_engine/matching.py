@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
 _HASH_MASK = NO_MASK
+_NO_LOOKBACK = 1 << 62  # µs: a lookback longer than any data, for the whole tails
 
 
 @dataclass
@@ -58,6 +59,19 @@ class Matched:
     cv_tss: np.ndarray | None = None  # conversion times, aligned with lo and hi
     coverage: LookbackCoverage | None = None
     identity: IdentityStitch | None = None  # with identity="stitched": the persons the anon ids made
+    start: np.ndarray | None = None  # per conversion, where its whole journey starts (journey_starts)
+    whole_tail_lo: np.ndarray | None = None  # the tails' starts without the lookback (ends: tail_hi)
+
+    def fit_ranges(self, *, whole: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The journeys a data-driven fit reads (docs/data_driven.md §1): per conversion where its journey
+        starts (``hi`` ends it), and the non-converting tails' starts and ends; the lookback windows, or with
+        ``whole`` the whole journeys since the previous conversion (the tails: every touchpoint after the
+        group's last conversion)."""
+        assert self.tail_lo is not None and self.tail_hi is not None, "matched without tails"
+        if not whole:
+            return self.lo, self.tail_lo, self.tail_hi
+        assert self.start is not None and self.whole_tail_lo is not None
+        return self.start, self.whole_tail_lo, self.tail_hi
 
 
 def normalize_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig) -> tuple[Normalized, Normalized]:
@@ -139,9 +153,10 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
     del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
 
     with timed("match"):
-        tail_lo = tail_hi = None
+        tail_lo = tail_hi = whole_tail_lo = None
         if tails:  # ranges end at time boundaries: ordering ties by id afterwards keeps them valid
             tail_lo, tail_hi = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, lookback)
+            whole_tail_lo, _ = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, _NO_LOOKBACK)
         if tp_ties:
             tp_order, tp_codes = order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
@@ -167,6 +182,8 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
         cv_tss=cv_tss,
         coverage=coverage,
         identity=identity,
+        start=start,
+        whole_tail_lo=whole_tail_lo,
     )
 
 

@@ -21,7 +21,7 @@ from .config import DROP_DIRECT, TOUCH_RULES, AttributionConfig
 from .errors import ModelError, OptiqWarning
 from .grouping import stable_draws
 from .kernels.chunks import balanced_chunks
-from .kernels.credit import share_links
+from .kernels.credit import share_links, window_fraction
 from .kernels.path_rules import kept_touches
 from .kernels.weights import channel_credit, heuristic_links
 from .kernels.windows import link_rows
@@ -39,8 +39,9 @@ __all__ = ["run_attribution"]
 
 log = logging.getLogger(__name__)
 
-#: A run with data-driven models warns when more than this fraction of its conversions have touchpoints
-#: (since their previous conversion) older than the lookback: the fits see those journeys cut.
+#: A run with data-driven models fitted on the lookback windows (MARKOV, SHAPLEY, ``fit_on="windows"``) warns
+#: when more than this fraction of its conversions have touchpoints (since their previous conversion) older
+#: than the lookback: those fits see the journeys cut.
 CUT_WARNING = 0.10
 
 _CHUNKS = 64
@@ -169,14 +170,16 @@ def _fit_data_driven(
     data_driven: list[Any], matched: Any, cfg: AttributionConfig, prefit: dict[str, Any], timed: Timed
 ) -> tuple[dict[str, Any], Any, Any]:
     """The data-driven models fitted (or ``prefit``'s fits), their journeys' paths and path tables; a warning
-    when the lookback cuts many journeys short (docs/data_driven.md). Nothing without data-driven models."""
+    when the lookback cuts many journeys short and a model is fitted on the windows (docs/contract.md §2.1).
+    Nothing without data-driven models."""
     if not data_driven:
         return {}, None, None
     with timed("fit"):
         fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
     coverage = matched.coverage
-    if coverage is not None and coverage.cut_fraction > CUT_WARNING:
-        log.warning("%s", coverage.message())
+    window_fits = [m.name for m in data_driven if getattr(m, "fit_on", "windows") == "windows"]
+    if window_fits and coverage is not None and coverage.cut_fraction > CUT_WARNING:
+        log.warning("%s", coverage.message(window_fits))
     return fitted, journey_paths, tables
 
 
@@ -278,10 +281,9 @@ def _data_driven_links(
         fit = fitted[model.name]
         if isinstance(fit, FittedDataDriven):  # per-journey shares: one row per path
             shares = fit.path_shares(tables[model.name])
-            rows = np.zeros(lo.shape[0], dtype=np.int64)
-            path_of = journey_paths[model.name]
-            rows[hi > lo] = np.where(path_of >= 0, path_of, shares.shape[0] - 1)
-            rows = _baseline_draws(fit, tables[model.name], shares, rows, cv, cv_order)
+            path_of = journey_paths[model.name]  # per conversion: its journey's row (-1: none)
+            rows = np.where((hi > lo) & (path_of >= 0), path_of, shares.shape[0] - 1)
+            rows = _baseline_draws(fit, tables[model.name], shares, rows, at, cv, cv_order)
         else:
             shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
         with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
@@ -309,16 +311,19 @@ def _baseline_draws(
     table: PathTable,
     shares: np.ndarray,
     rows: np.ndarray,
+    at: _Layout,
     cv: pl.DataFrame,
     cv_order: np.ndarray,
 ) -> np.ndarray:
     """``rows`` with the baseline conversions sent to the last (all-zero) row of ``shares``: a conversion of
-    path ``x`` is credited to the channels with probability ``Σ_c max(φ_c, 0) / p(x)`` (the model's
-    probability that the channels caused it), decided by a draw keyed by its ``conversion_id`` and the
-    model's seed (docs/data_driven.md §5): its expected credit is the channel's ``φ`` summed over journeys."""
-    fraction = fit.credited_fraction(table, shares)
+    path ``x`` is credited to the channels of its window with probability ``Σ_{c in window} max(φ_c, 0) /
+    p(x)`` (the model's probability that those channels caused it; every channel of ``x`` when the fit
+    reads the windows), decided by a draw keyed by its ``conversion_id`` and the model's seed
+    (docs/data_driven.md §5): its expected credit is the channel's ``φ`` summed over the journeys where the
+    window holds it."""
+    fraction = window_fraction(at.lo, at.hi, at.tp_codes, shares, rows, fit.path_probability(table))
     draws = stable_draws(cv.get_column("conversion_id").gather(cv_order), fit.model.seed)
-    return np.where(draws < fraction[rows], rows, shares.shape[0] - 1)
+    return np.where(draws < fraction, rows, shares.shape[0] - 1)
 
 
 def _credited_fit(fit: FittedModel, credit: pl.DataFrame) -> FittedModel:
@@ -365,12 +370,13 @@ def _fit(
             from .models.conversion import experiment_periods
 
             # the data-driven models' matches carry the tails and conversion times (optional in the type)
+            lo, tail_lo, tail_hi = m.fit_ranges(whole=getattr(model, "fit_on", "windows") == "journeys")
             periods["periods"] = experiment_periods(
                 cast(Any, model),
-                m.lo,
+                lo,
                 m.hi,
-                cast(Any, m.tail_lo),
-                cast(Any, m.tail_hi),
+                tail_lo,
+                tail_hi,
                 m.tp_codes,
                 m.tp_tss,
                 cast(Any, m.cv_tss),

@@ -200,14 +200,18 @@ class LookbackCoverage:
         """``cut / conversions`` (0 when there are none)."""
         return self.cut / self.conversions if self.conversions else 0.0
 
-    def message(self) -> str:
-        """One line for a log or a report."""
+    def message(self, window_fits: Sequence[str] = ()) -> str:
+        """One line for a log or a report; ``window_fits``: the models fitted on the windows, named in it."""
         hold = f"; a lookback of {_days(self.lookback_95)} would hold 95 % of them whole" if self.lookback_95 else ""
+        fitted = (
+            f", and {', '.join(window_fits)} {'is' if len(window_fits) == 1 else 'are'} fitted on it"
+            if window_fits
+            else ""
+        )
         return (
             f"the lookback of {_days(self.lookback)} cuts the journeys of {self.cut:,} of {self.conversions:,} "
             f"conversions ({self.cut_fraction:.0%}: {self.touchpoints_left_out:,} touchpoints since their previous "
-            f"conversion are older){hold}. Every model credits, and data-driven models are fitted on, the window "
-            "only (docs/contract.md §2.1)"
+            f"conversion are older){hold}. Every model credits the window only{fitted} (docs/contract.md §2.1)"
         )
 
 

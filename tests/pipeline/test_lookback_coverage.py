@@ -74,16 +74,19 @@ def test_worked_example_and_warning(caplog) -> None:
     # u0: touches 40 and 10 days before its conversion (cut at 30 days); u1: 5 and 1 day before (whole)
     tp, cv = _frames([40, 5, 10, 1])
     with caplog.at_level(logging.WARNING, logger="optiq_engine.pipeline"):
-        result = oq.attribute(tp, cv, models=["LINEAR", "DATA_DRIVEN"])
+        result = oq.attribute(tp, cv, models=["LINEAR", "MARKOV", "DATA_DRIVEN"])
     got = result.lookback_coverage
     assert (got.conversions, got.cut, got.touchpoints_left_out, got.cut_fraction) == (2, 1, 1, 0.5)
     assert "the lookback of 30 days cuts the journeys of 1 of 2 conversions (50%" in caplog.text
+    assert "Every model credits the window only, and MARKOV is fitted on it" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="optiq_engine.pipeline"):
-        whole = oq.attribute(tp, cv, models=["LINEAR", "DATA_DRIVEN"], lookback=timedelta(days=41))
+        whole = oq.attribute(tp, cv, models=["LINEAR", "MARKOV"], lookback=timedelta(days=41))
         heuristic_only = oq.attribute(tp, cv, models=["LINEAR"])
+        journeys = oq.attribute(tp, cv, models=["LINEAR", "DATA_DRIVEN"])  # fitted on whole journeys
     assert whole.lookback_coverage.cut == 0 and heuristic_only.lookback_coverage.cut == 1
-    assert "lookback of" not in caplog.text  # no warning: nothing cut, or no data-driven model
+    assert journeys.lookback_coverage.cut == 1
+    assert "lookback of" not in caplog.text  # no warning: nothing cut, or no model fitted on the windows
 
 
 def test_lookback_95_holds_95_percent_and_no_more_than_needed() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit, pjit, prange
 from .alloc import split_value
 from .paths import has_non_direct
 
-__all__ = ["share_links"]
+__all__ = ["share_links", "window_fraction"]
 
 
 @pjit
@@ -89,3 +89,43 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
                     w[k] = 0.0
                     credit[base + k] = 0
     return weights, credit, uncredited
+
+
+@jit
+def window_fraction(lo, hi, tp_code, shares, share_row, p):
+    """Per conversion, the probability that the channels of its window caused it: ``Σ_c shares[row, c]``
+    over the distinct channels ``c`` of its touchpoints ``lo:hi``, divided by ``p[row]``, clipped to [0, 1]
+    (0 when ``p[row] <= 0`` or the window is empty; docs/data_driven.md §5).
+
+    Parameters
+    ----------
+    lo, hi : int64[m]
+        Each conversion's window: sorted touchpoints ``lo[j]:hi[j]``.
+    tp_code : int32[n]
+        Sorted touchpoints' channel codes.
+    shares : float64[R, C]
+        Non-negative credit per (row, channel code).
+    share_row : int64[m]
+        Row of ``shares`` and ``p`` of each conversion.
+    p : float64[R]
+        Conversion probability of each row.
+
+    Returns
+    -------
+    float64[m]
+    """
+    m = lo.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    seen = np.zeros(max(shares.shape[1], 1), dtype=np.int64)  # stamp j + 1: channel already summed for j
+    for j in range(m):
+        row = share_row[j]
+        if p[row] <= 0.0:
+            continue
+        total = 0.0
+        for i in range(lo[j], hi[j]):
+            c = tp_code[i]
+            if seen[c] != j + 1:
+                seen[c] = j + 1
+                total += shares[row, c]
+        out[j] = min(max(total / p[row], 0.0), 1.0)
+    return out

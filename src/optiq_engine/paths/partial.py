@@ -29,37 +29,48 @@ __all__ = ["journey_tables", "path_tables"]
 def journey_tables(
     models: Sequence[DataDrivenModel], m: Matched, cfg: AttributionConfig
 ) -> dict[str, tuple[PathTable, np.ndarray]]:
-    """Per model, the path table of the run's journeys (docs/data_driven.md §1) and the path row of every
-    converting journey (-1: empty path), converting journeys in sorted-conversion order."""
-    assert m.tail_lo is not None and m.tail_hi is not None
-    converting = m.hi > m.lo
-    starts = np.concatenate([m.lo[converting], m.tail_lo])
-    ends = np.concatenate([m.hi[converting], m.tail_hi])
+    """Per model, the path table of the journeys it is fitted on (docs/data_driven.md §1: the lookback
+    windows, or the whole journeys for a model with ``fit_on="journeys"``) and every conversion's path row
+    (-1: no journey, or an empty path), in sorted-conversion order."""
+    built: dict[tuple[str, bool, bool], tuple[PathTable, np.ndarray]] = {}
+    out = {}
+    for model in models:
+        whole = getattr(model, "fit_on", "windows") == "journeys"
+        key = (model.transform, model.remove_direct_if_not_all, whole)
+        if key not in built:
+            built[key] = _journey_table(model, m, cfg, whole=whole)
+        out[model.name] = built[key]
+    return out
+
+
+def _journey_table(
+    model: DataDrivenModel, m: Matched, cfg: AttributionConfig, *, whole: bool
+) -> tuple[PathTable, np.ndarray]:
+    """One path table of :func:`journey_tables` and every conversion's row in it."""
+    lo, tail_lo, tail_hi = m.fit_ranges(whole=whole)
+    converting = m.hi > lo
+    starts = np.concatenate([lo[converting], tail_lo])
+    ends = np.concatenate([m.hi[converting], tail_hi])
     n_conv = int(converting.sum())
     conv = np.zeros(starts.shape[0], dtype=np.float64)
     conv[:n_conv] = 1.0
     value = np.zeros(starts.shape[0], dtype=np.int64)
     value[:n_conv] = m.cv_value[converting]
-    built: dict[tuple[str, bool], tuple[PathTable, np.ndarray]] = {}
-    out = {}
-    for model in models:
-        key = (model.transform, model.remove_direct_if_not_all)
-        if key not in built:
-            table, journey_path = build_path_table(
-                starts,
-                ends,
-                m.tp_codes,
-                m.channels,
-                conv,
-                1.0 - conv,
-                value,
-                transform=model.transform,
-                remove_direct_if_not_all=model.remove_direct_if_not_all,
-                direct_channels=cfg.direct_channels,
-            )
-            built[key] = (table, journey_path[:n_conv])
-        out[model.name] = built[key]
-    return out
+    table, journey_path = build_path_table(
+        starts,
+        ends,
+        m.tp_codes,
+        m.channels,
+        conv,
+        1.0 - conv,
+        value,
+        transform=model.transform,
+        remove_direct_if_not_all=model.remove_direct_if_not_all,
+        direct_channels=cfg.direct_channels,
+    )
+    rows = np.full(lo.shape[0], -1, dtype=np.int64)
+    rows[converting] = journey_path[:n_conv]
+    return table, rows
 
 
 def path_tables(

@@ -97,24 +97,19 @@ class FittedDataDriven(FittedModel):
         assert self.conversion_model is not None
         return self.conversion_model.coefficients(self.paths.channels)
 
-    def credited_fraction(self, table: PathTable, shares: np.ndarray) -> np.ndarray:
-        """Per path row of ``table`` (and a last row 0), ``Σ_c max(φ_c, 0) / p(x)`` clipped to [0, 1]: the
-        probability that a conversion of the path is one the channels caused (under the model) and is
-        credited to them, rather than a baseline conversion (docs/data_driven.md §5). ``shares``:
-        :meth:`path_shares` of ``table``.
+    def path_probability(self, table: PathTable) -> np.ndarray:
+        """Per path row of ``table`` (and a last row 1), the model's conversion probability ``p(x)``.
 
         Parameters
         ----------
         table
             A path table: the fitted one, or another over any channels (a partition's; the coefficients are
             mapped by channel name, 0 for a channel the fit never saw).
-        shares
-            :meth:`path_shares` of ``table``: ``[P + 1, C]``.
 
         Returns
         -------
         numpy.ndarray
-            float64 ``[P + 1]``, each in [0, 1]; the last row (an empty path) is 0.
+            float64 ``[P + 1]``; the last row (an empty path) is 1.
         """
         m = self.conversion_model
         assert m is not None
@@ -122,8 +117,7 @@ class FittedDataDriven(FittedModel):
             p = sum(w * c.for_channels(table.channels, self.paths.channels).predict(table) for w, c in self.mixture)
         else:
             p = self._on(table).predict(table)
-        p = np.append(np.asarray(p, dtype=np.float64), 1.0)
-        return np.clip(np.divide(shares.sum(axis=1), p, out=np.zeros_like(p), where=p > 0), 0.0, 1.0)
+        return np.append(np.asarray(p, dtype=np.float64), 1.0)
 
     def _on(self, table: PathTable) -> ConversionModel:
         """The fitted form's model with its coefficients mapped to ``table``'s channels by name."""

@@ -56,6 +56,11 @@ class DataDriven(DataDrivenModel):
         effect of each tested channel over the test's period is held to the test's result (a penalty 50 times
         tighter than its standard error: imposed, docs/data_driven.md §6); untested channels move as the data
         then justify.
+    fit_on
+        ``"journeys"`` (default): fitted on whole journeys, every touchpoint since the previous conversion
+        (non-converting: every touchpoint after the last one), and credited within the lookback, so that
+        touches older than the lookback still count in the state of the later ones; ``"windows"``: fitted on
+        the lookback windows, as the other data-driven models (docs/data_driven.md §1).
     transform
         Path transform before fitting; default ``"frequency"`` here (the other data-driven models default to
         ``"exposure"``), and a model given by name keeps it (``path_transform`` does not apply).
@@ -66,7 +71,7 @@ class DataDriven(DataDrivenModel):
     Raises
     ------
     ConfigError
-        An unknown ``form``; ``l2`` not a number >= 0; ``saturation`` not None or a float in (0, 1), or given
+        An unknown ``form`` or ``fit_on``; ``l2`` not a number >= 0; ``saturation`` not None or a float in (0, 1), or given
         with ``form="auto"``; ``samples`` not an integer >= 2; ``experiments`` not :class:`Experiment` objects,
         or given with a fixed form; or a shared parameter is invalid.
     """
@@ -78,6 +83,7 @@ class DataDriven(DataDrivenModel):
     saturation: float | None = None
     samples: int = 2_000
     experiments: tuple[Experiment, ...] = ()
+    fit_on: str = "journeys"
 
     config_fields: ClassVar[dict[str, str]] = {
         **{name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"},
@@ -88,6 +94,8 @@ class DataDriven(DataDrivenModel):
         super().__post_init__()
         if self.form not in ("auto", "touch", "journey"):
             raise ConfigError(f"DATA_DRIVEN form must be 'auto', 'touch' or 'journey', got {self.form!r}")
+        if self.fit_on not in ("journeys", "windows"):
+            raise ConfigError(f"DATA_DRIVEN fit_on must be 'journeys' or 'windows', got {self.fit_on!r}")
         if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not self.l2 >= 0:
             raise ConfigError(f"DATA_DRIVEN l2 must be a number >= 0, got {self.l2!r}")
         if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
