@@ -696,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worlds", default="all", help="simulate.worlds mechanisms: all, none or a comma list")
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument(
-        "--dd-form", default="touch", help="form of DATA_DRIVEN in the worlds ('default': the engine's)"
+        "--dd-form", default="default", help="form of DATA_DRIVEN in the worlds ('default': the engine's)"
     )
     parser.add_argument("--bootstrap", type=int, default=50)
     parser.add_argument("--no-order2", action="store_true")

@@ -61,6 +61,8 @@ class Matched:
     identity: IdentityStitch | None = None  # with identity="stitched": the persons the anon ids made
     start: np.ndarray | None = None  # per conversion, where its whole journey starts (journey_starts)
     whole_tail_lo: np.ndarray | None = None  # the tails' starts without the lookback (ends: tail_hi)
+    repeat: np.ndarray | None = None  # per conversion: its group converted before it
+    tail_after_conversion: np.ndarray | None = None  # per tail: its group has a conversion (the tail follows it)
 
     def fit_ranges(self, *, whole: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The journeys a data-driven fit reads (docs/data_driven.md §1): per conversion where its journey
@@ -163,6 +165,12 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
             cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
         start = journey_starts(tp_hs, tp_tss, cv_hs, cv_tss, hi, cfg.reset_after_conversion)
+        repeat = np.r_[False, cv_hs[1:] == cv_hs[:-1]] if cv_hs.shape[0] else np.zeros(0, dtype=np.bool_)
+        tail_after = None
+        if tail_lo is not None:
+            tail_h = tp_hs[tail_lo]
+            at = np.minimum(np.searchsorted(cv_hs, tail_h), max(cv_hs.shape[0] - 1, 0))
+            tail_after = (cv_hs[at] == tail_h) if cv_hs.shape[0] else np.zeros(tail_h.shape[0], dtype=np.bool_)
         coverage = lookback_coverage(start, lo, hi, tp_tss, cv_tss, cfg.lookback)
     return Matched(
         tp=tp,
@@ -184,6 +192,8 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
         identity=identity,
         start=start,
         whole_tail_lo=whole_tail_lo,
+        repeat=repeat,
+        tail_after_conversion=tail_after,
     )
 
 

@@ -31,7 +31,7 @@ from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedM
 from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable
-from .paths.partial import journey_tables
+from .paths.partial import fitted_journeys, journey_tables
 from .result import LINK_COLUMNS, AttributionResult
 from .stages import Timed, stage_timer
 
@@ -177,7 +177,7 @@ def _fit_data_driven(
     with timed("fit"):
         fitted, journey_paths, tables = _fit(data_driven, matched, cfg, prefit)
     coverage = matched.coverage
-    window_fits = [m.name for m in data_driven if getattr(m, "fit_on", "windows") == "windows"]
+    window_fits = [m.name for m in data_driven if getattr(fitted[m.name], "history", "windows") == "windows"]
     if window_fits and coverage is not None and coverage.cut_fraction > CUT_WARNING:
         log.warning("%s", coverage.message(window_fits))
     return fitted, journey_paths, tables
@@ -354,7 +354,8 @@ def _fit(
 ) -> tuple[dict[str, FittedModel], dict[str, np.ndarray], dict[str, PathTable]]:
     """Fit every data-driven model on the run's journeys, or take its ``prefit``.
 
-    Returns the fits, per model the path row of every converting journey, and per model the path table.
+    Returns the fits, per model the path row of every converting journey, and per model the path table
+    (of the history the fit read: docs/data_driven.md §1).
     """
     out: dict[str, FittedModel] = {}
     for model in models:
@@ -362,31 +363,42 @@ def _fit(
         if given is not None and given.model != model:
             raise ModelError(f"fitted[{model.name!r}] was fitted as {given.model!r}, not {model!r}")
     tables = journey_tables(models, m, cfg)
+    rows, chosen = {}, {}
     for model in models:
-        given = prefit.get(model.name)
-        table = tables[model.name][0]
-        periods = {}
-        if given is None and getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
-            from .models.conversion import experiment_periods
+        variants = tables[model.name]
+        fit = prefit.get(model.name)
+        if fit is None:
+            inputs: dict[str, Any] = {}
+            for history, (table, _) in variants.items():
+                key = "table" if not inputs else "windows"
+                inputs[key] = table
+                if getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
+                    inputs["periods" if key == "table" else "window_periods"] = _periods(model, m, cfg, history)
+            fit = model.fit(inputs.pop("table"), direct_channels=cfg.direct_channels, **inputs)
+        out[model.name] = fit
+        chosen[model.name], rows[model.name] = variants[getattr(fit, "history", None) or next(iter(variants))]
+    return out, rows, chosen
 
-            # the data-driven models' matches carry the tails and conversion times (optional in the type)
-            lo, tail_lo, tail_hi = m.fit_ranges(whole=getattr(model, "fit_on", "windows") == "journeys")
-            periods["periods"] = experiment_periods(
-                cast(Any, model),
-                lo,
-                m.hi,
-                tail_lo,
-                tail_hi,
-                m.tp_codes,
-                m.tp_tss,
-                cast(Any, m.cv_tss),
-                m.channels,
-                cfg.direct_channels,
-            )
-        out[model.name] = (
-            given if given is not None else model.fit(table, direct_channels=cfg.direct_channels, **periods)
-        )
-    return out, {k: v[1] for k, v in tables.items()}, {k: v[0] for k, v in tables.items()}
+
+def _periods(model: Any, m: Matched, cfg: AttributionConfig, history: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per experiment of DATA_DRIVEN ``model``, the journeys of each row of its ``history``'s table that fall
+    in the experiment's period."""
+    from .models.conversion import experiment_periods
+
+    lo, tail_lo, tail_hi = m.fit_ranges(whole=history == "journeys")
+    return experiment_periods(
+        model,
+        lo,
+        m.hi,
+        tail_lo,
+        tail_hi,
+        m.tp_codes,
+        m.tp_tss,
+        cast(Any, m.cv_tss),  # the data-driven models' matches carry the conversion times (optional in the type)
+        m.channels,
+        cfg.direct_channels,
+        fitted_journeys(m, m.hi > lo),
+    )
 
 
 def _kept_touches(at: _Layout, cfg: AttributionConfig, *, ruled: bool) -> np.ndarray:

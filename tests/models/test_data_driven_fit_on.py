@@ -10,16 +10,19 @@ import pytest
 import optiq_engine as oq
 from optiq_engine.errors import ConfigError
 from optiq_engine.partial import path_tables
+from optiq_engine.paths.partial import WINDOWS_KEY
 from optiq_engine.simulate import worlds
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """u0: display 40 days and email 5 days before its conversion; u1: display 50 days before its last touch
-    (email, no conversion); u2: only display, 45 days before its conversion."""
+    """u0: display 40 days and email 5 days before its conversion; u1: display 60 and email 10 days before
+    the end (no conversion); u2: only display, 45 days before its conversion (nothing in its window);
+    u3: converts 10 days before the end after email, then again after display (a repeat conversion)."""
     rows = [("t0", "u0", 40, "display"), ("t1", "u0", 5, "email"), ("t2", "u1", 60, "display")]
-    rows += [("t3", "u1", 10, "email"), ("t4", "u2", 45, "display")]
+    rows += [("t3", "u1", 10, "email"), ("t4", "u2", 45, "display"), ("t5", "u3", 20, "email")]
+    rows += [("t6", "u3", 5, "display")]
     tp = pl.DataFrame(
         {
             "touchpoint_id": [r[0] for r in rows],
@@ -29,7 +32,12 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
         }
     )
     cv = pl.DataFrame(
-        {"conversion_id": ["c0", "c2"], "anon_id": ["u0", "u2"], "occurred_at": [T0, T0], "value_micros": [5, 7]}
+        {
+            "conversion_id": ["c0", "c2", "c3a", "c3b"],
+            "anon_id": ["u0", "u2", "u3", "u3"],
+            "occurred_at": [T0, T0, T0 - timedelta(days=10), T0],
+            "value_micros": [5, 7, 3, 4],
+        }
     )
     return tp, cv
 
@@ -38,26 +46,32 @@ def _paths(table) -> dict[tuple[str, ...], tuple[float, float]]:
     return {tuple(r["path"]): (r["conversions"], r["nulls"]) for r in table.to_frame().iter_rows(named=True)}
 
 
-def test_fitted_on_whole_journeys_and_credited_in_the_window() -> None:
+def test_fitted_on_first_journeys_whole_or_windowed_and_credited_in_the_window() -> None:
     tp, cv = _frames()
-    whole = oq.attribute(tp, cv, models=[oq.models.DataDriven(bootstrap=0)])
+    whole = oq.attribute(tp, cv, models=[oq.models.DataDriven(fit_on="journeys")])
     window = oq.attribute(tp, cv, models=[oq.models.DataDriven(fit_on="windows")])
-    # whole journeys: the conversion of u2 (no touchpoint in its window) is a converting journey of the fit
+    # first journeys: u0's whole path, u1's whole tail and u3's first conversion; not u2 (nothing in its
+    # window) nor u3's repeat conversion, whose path keeps a row (to be credited) with no count
     assert _paths(whole.fitted["DATA_DRIVEN"].paths) == {
         ("display", "email"): (1.0, 1.0),
-        ("display",): (1.0, 0.0),
+        ("email",): (1.0, 0.0),
+        ("display",): (0.0, 0.0),
     }
-    assert _paths(window.fitted["DATA_DRIVEN"].paths) == {("email",): (1.0, 1.0)}
-    # the links: only touchpoints within the lookback, for either fit
+    assert _paths(window.fitted["DATA_DRIVEN"].paths) == {("email",): (2.0, 1.0), ("display",): (0.0, 0.0)}
+    assert (whole.fitted["DATA_DRIVEN"].history, window.fitted["DATA_DRIVEN"].history) == ("journeys", "windows")
+    # the links: only touchpoints within the lookback, for either fit; the repeat conversion is credited
     for result in (whole, window):
-        assert set(result.links_for("DATA_DRIVEN")["touchpoint_id"]) <= {"t1"}
-    # path_tables (what Spark partitions add up) reads the same journeys as the fit
-    tables = path_tables(tp, cv, models=[oq.models.DataDriven(bootstrap=0)])
+        assert set(result.links_for("DATA_DRIVEN")["touchpoint_id"]) <= {"t1", "t5", "t6"}
+    # path_tables (what Spark partitions add up) reads the same journeys as the fits; auto has both
+    tables = path_tables(tp, cv, models=[oq.models.DataDriven()])
     assert _paths(tables["DATA_DRIVEN"]) == _paths(whole.fitted["DATA_DRIVEN"].paths)
+    assert _paths(tables[WINDOWS_KEY.format("DATA_DRIVEN")]) == _paths(window.fitted["DATA_DRIVEN"].paths)
+    auto = oq.attribute(tp, cv, models=[oq.models.DataDriven()]).fitted["DATA_DRIVEN"]
+    assert auto.history_loglik is not None and auto.history == max(auto.history_loglik, key=auto.history_loglik.get)
 
 
 def test_fit_on_is_checked() -> None:
-    with pytest.raises(ConfigError, match="fit_on must be 'journeys' or 'windows'"):
+    with pytest.raises(ConfigError, match="fit_on must be one of 'auto', 'journeys', 'windows'"):
         oq.models.DataDriven(fit_on="window")
 
 
@@ -67,14 +81,21 @@ def _distance(result, truth: pl.DataFrame) -> float:
     return 0.5 * float((joined["share"] - joined["true_share"]).abs().sum())
 
 
-def test_whole_journeys_recover_a_world_whose_journeys_the_lookback_cuts() -> None:
-    """worlds' end_additive (journeys up to 90 days, one decision at the end; written without reading the
+def test_auto_keeps_the_history_that_holds_the_effects() -> None:
+    """worlds' end_additive (journeys up to 90 days, effects that never expire; written without reading the
     models): the 30-day windows read the cut early touches into the late channels (direct), the whole
-    journeys do not. 20k users: 0.043 against 0.159."""
+    journeys do not (20k users: 0.043 against 0.159), and auto keeps the whole journeys. The project's own
+    simulator (docs/synthetic.md: the stock remembers 30 days) is the reverse: auto keeps the windows."""
     world = worlds.generate("end_additive", n_users=20_000, seed=1)
-    whole = _distance(oq.attribute(world.touchpoints, world.conversions, models=[oq.models.DataDriven()]), world.truth)
-    cut = _distance(
-        oq.attribute(world.touchpoints, world.conversions, models=[oq.models.DataDriven(fit_on="windows")]),
-        world.truth,
-    )
+    fits = {
+        fit_on: oq.attribute(world.touchpoints, world.conversions, models=[oq.models.DataDriven(fit_on=fit_on)])
+        for fit_on in ("auto", "journeys", "windows")
+    }
+    whole, cut = _distance(fits["journeys"], world.truth), _distance(fits["windows"], world.truth)
     assert whole < 0.08 and cut > whole + 0.06, (whole, cut)
+    assert fits["auto"].fitted["DATA_DRIVEN"].history == "journeys"
+    data = oq.synthetic.generate(n_users=20_000, seed=0)
+    assert (
+        oq.attribute(data.touchpoints, data.conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"].history
+        == "windows"
+    )

@@ -23,30 +23,40 @@ from ..models.base import resolve_models
 from ..stages import stage_timer
 from .table import PathTable, build_path_table
 
-__all__ = ["journey_tables", "path_tables"]
+__all__ = ["WINDOWS_KEY", "fitted_journeys", "journey_tables", "path_tables"]
+
+
+#: The key of a ``fit_on="auto"`` model's window table in :func:`path_tables` (``"DATA_DRIVEN/windows"``).
+WINDOWS_KEY = "{}/windows"
 
 
 def journey_tables(
     models: Sequence[DataDrivenModel], m: Matched, cfg: AttributionConfig
-) -> dict[str, tuple[PathTable, np.ndarray]]:
-    """Per model, the path table of the journeys it is fitted on (docs/data_driven.md §1: the lookback
-    windows, or the whole journeys for a model with ``fit_on="journeys"``) and every conversion's path row
-    (-1: no journey, or an empty path), in sorted-conversion order."""
-    built: dict[tuple[str, bool, bool], tuple[PathTable, np.ndarray]] = {}
-    out = {}
+) -> dict[str, dict[str, tuple[PathTable, np.ndarray]]]:
+    """Per model, per history it may be fitted on (``"journeys"``, ``"windows"``: docs/data_driven.md §1),
+    the path table and every conversion's path row in it (-1: no journey, or an empty path), in
+    sorted-conversion order. MARKOV and SHAPLEY: ``"windows"`` only, every journey; DATA_DRIVEN: the first
+    journeys, whole, windowed or (``fit_on="auto"``) both."""
+    built: dict[tuple, tuple[PathTable, np.ndarray]] = {}
+    out: dict[str, dict[str, tuple[PathTable, np.ndarray]]] = {}
     for model in models:
-        whole = getattr(model, "fit_on", "windows") == "journeys"
-        key = (model.transform, model.remove_direct_if_not_all, whole)
-        if key not in built:
-            built[key] = _journey_table(model, m, cfg, whole=whole)
-        out[model.name] = built[key]
+        fit_on = getattr(model, "fit_on", None)  # None: the lookback windows of every journey
+        histories = ("journeys", "windows") if fit_on == "auto" else (fit_on or "windows",)
+        out[model.name] = {}
+        for history in histories:
+            key = (model.transform, model.remove_direct_if_not_all, history, fit_on is not None)
+            if key not in built:
+                built[key] = _journey_table(model, m, cfg, whole=history == "journeys", first=fit_on is not None)
+            out[model.name][history] = built[key]
     return out
 
 
 def _journey_table(
-    model: DataDrivenModel, m: Matched, cfg: AttributionConfig, *, whole: bool
+    model: DataDrivenModel, m: Matched, cfg: AttributionConfig, *, whole: bool, first: bool
 ) -> tuple[PathTable, np.ndarray]:
-    """One path table of :func:`journey_tables` and every conversion's row in it."""
+    """One path table of :func:`journey_tables` and every conversion's row in it. With ``first``, a
+    journey that is not fitted on (:func:`fitted_journeys`) keeps its row (to be credited) but adds no
+    conversion and no null."""
     lo, tail_lo, tail_hi = m.fit_ranges(whole=whole)
     converting = m.hi > lo
     starts = np.concatenate([lo[converting], tail_lo])
@@ -56,14 +66,15 @@ def _journey_table(
     conv[:n_conv] = 1.0
     value = np.zeros(starts.shape[0], dtype=np.int64)
     value[:n_conv] = m.cv_value[converting]
+    fitted = fitted_journeys(m, converting) if first else np.ones(starts.shape[0], dtype=np.bool_)
     table, journey_path = build_path_table(
         starts,
         ends,
         m.tp_codes,
         m.channels,
-        conv,
-        1.0 - conv,
-        value,
+        np.where(fitted, conv, 0.0),
+        np.where(fitted, 1.0 - conv, 0.0),
+        np.where(fitted, value, 0),
         transform=model.transform,
         remove_direct_if_not_all=model.remove_direct_if_not_all,
         direct_channels=cfg.direct_channels,
@@ -71,6 +82,15 @@ def _journey_table(
     rows = np.full(lo.shape[0], -1, dtype=np.int64)
     rows[converting] = journey_path[:n_conv]
     return table, rows
+
+
+def fitted_journeys(m: Matched, converting: np.ndarray) -> np.ndarray:
+    """Which journeys (the converting ones, ``converting``, then the tails) DATA_DRIVEN is fitted on: each
+    group's first journey (docs/data_driven.md §1): a conversion whose group converted before it, or one
+    with no touchpoint within the lookback, and the tail of a group that converted, are not."""
+    assert m.repeat is not None and m.tail_after_conversion is not None
+    first_cv = ~m.repeat & (m.hi > m.lo)
+    return np.concatenate([first_cv[converting], ~m.tail_after_conversion])
 
 
 def path_tables(
@@ -100,7 +120,9 @@ def path_tables(
     Returns
     -------
     dict of str to PathTable
-        Per model name, its path table (transformed with its ``transform``).
+        Per model name, its path table (transformed with its ``transform``); a DATA_DRIVEN with
+        ``fit_on="auto"`` (the default) has two, its whole first journeys under its name and their lookback
+        windows under ``WINDOWS_KEY.format(name)`` (``"DATA_DRIVEN/windows"``): pass both to its ``fit``.
 
     Raises
     ------
@@ -115,4 +137,9 @@ def path_tables(
     if bad:
         raise ModelError(f"path_tables() takes data-driven models only, got {bad}")
     m = match_inputs(touchpoints, conversions, cfg, stage_timer({}, None), tails=True)
-    return {name: table for name, (table, _) in journey_tables(chosen, m, cfg).items()}  # type: ignore[arg-type]
+    out = {}
+    for model in chosen:
+        variants = journey_tables([model], m, cfg)[model.name]  # type: ignore[list-item]
+        for history, (table, _) in variants.items():
+            out[WINDOWS_KEY.format(model.name) if len(variants) > 1 and history == "windows" else model.name] = table
+    return out

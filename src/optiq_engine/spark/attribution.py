@@ -25,6 +25,7 @@ from ..frames import value_source
 from ..models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from ..models.base import resolve_models
 from ..paths import PathTable
+from ..paths.partial import WINDOWS_KEY
 from ..result import LINK_COLUMNS
 from ._arrow import (
     CONVERSION_COLUMNS,
@@ -379,20 +380,23 @@ def _fit_on_driver(
         config=cfg,
     )
     rows = both.mapInArrow(collect, _PATHS_SCHEMA).collect()
-    parts: dict[str, list[PathTable]] = {m.name: [] for m in models}
+    parts: dict[str, list[PathTable]] = {}  # per key of path_tables: a model's name, or its window tables'
     for row in rows:
-        parts[row["model"]].append(pickle.loads(row["table"]))
+        parts.setdefault(row["model"], []).append(pickle.loads(row["table"]))
     fits: dict[str, FittedModel] = {}
     for model in models:
-        tables = parts[model.name]
-        if not tables:  # no touchpoint anywhere: the (empty) table of an empty run
+        if not parts.get(model.name):  # no touchpoint anywhere: the (empty) tables of an empty run
             from ..partial import path_tables
 
             empty_tp, empty_cv = split_narrow(in_schema.empty_table(), keys, cv_cols)
-            tables = [path_tables(empty_tp, empty_cv, models=[model], config=cfg)[model.name]]
-        table = PathTable.concat(tables)
-        log.info("%s: fitting on %d distinct paths from %d partitions", model.name, table.height, len(tables))
-        fit = model.fit(table, direct_channels=cfg.direct_channels)
+            parts |= {k: [t] for k, t in path_tables(empty_tp, empty_cv, models=[model], config=cfg).items()}
+        table = PathTable.concat(parts[model.name])
+        log.info(
+            "%s: fitting on %d distinct paths from %d partitions", model.name, table.height, len(parts[model.name])
+        )
+        windows = parts.get(WINDOWS_KEY.format(model.name))  # DATA_DRIVEN's fit_on="auto"
+        extra = {"windows": PathTable.concat(windows)} if windows else {}
+        fit = model.fit(table, direct_channels=cfg.direct_channels, **extra)
         fits[model.name] = replace(fit, balance=balance_fit(fit))  # once, here: every partition uses it
     return fits
 
@@ -415,7 +419,7 @@ def _partition_tables(
     if tp.num_rows == 0:  # no journey without touchpoints
         return
     tables = path_tables(tp, cv, models=[replace(m, bootstrap=0) for m in models], config=config)
-    names = [m.name for m in models]
+    names = list(tables)  # a model's name, and "DATA_DRIVEN/windows" for fit_on="auto"
     blobs = [pickle.dumps(tables[n], protocol=pickle.HIGHEST_PROTOCOL) for n in names]
     yield pa.RecordBatch.from_arrays(
         [pa.array(names, pa.string()), pa.array(blobs, pa.binary())], names=["model", "table"]

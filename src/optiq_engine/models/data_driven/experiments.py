@@ -54,11 +54,13 @@ def experiment_periods(
     cv_ts: np.ndarray,
     channels: list[str],
     direct_channels: tuple[str, ...],
+    fitted: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per experiment of ``model``, the converting and non-converting journeys of each path row of the run's
     table (docs/data_driven.md §1) whose end falls in the experiment's period: a converting journey ends at its
     conversion, a non-converting one at its last touch. Rows are those of the run's table (same journeys,
-    same transform: :func:`build_path_table` orders rows by path hash, whatever the counts)."""
+    same transform: :func:`build_path_table` orders rows by path hash, whatever the counts); ``fitted``: which
+    of the journeys (converting, then tails) the fit reads (default: all)."""
     from ...paths import build_path_table
 
     converting = hi > lo
@@ -68,10 +70,11 @@ def experiment_periods(
     end_us = np.concatenate([cv_ts[converting], tp_ts[np.maximum(tail_hi - 1, 0)]]) if ends.shape[0] else ends
     conv = np.zeros(starts.shape[0])
     conv[:n_conv] = 1.0
+    read = np.ones(starts.shape[0]) if fitted is None else fitted.astype(np.float64)
     out = []
     for e in model.experiments:
         a, b = e.bounds_us()
-        inside = (end_us >= a) & (end_us < b)
+        inside = ((end_us >= a) & (end_us < b)) * read
         table, _ = build_path_table(
             starts,
             ends,

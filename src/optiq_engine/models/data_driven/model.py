@@ -5,7 +5,7 @@ choice among candidates, averaged by their BIC weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -26,6 +26,10 @@ from .journey_model import _incremental
 if TYPE_CHECKING:
     from ...config import AttributionConfig
     from ...paths import PathTable
+
+
+#: The journeys DATA_DRIVEN can be fitted on (docs/data_driven.md §1).
+FIT_ON = ("auto", "journeys", "windows")
 
 
 @register_model
@@ -57,10 +61,11 @@ class DataDriven(DataDrivenModel):
         tighter than its standard error: imposed, docs/data_driven.md §6); untested channels move as the data
         then justify.
     fit_on
-        ``"journeys"`` (default): fitted on whole journeys, every touchpoint since the previous conversion
-        (non-converting: every touchpoint after the last one), and credited within the lookback, so that
-        touches older than the lookback still count in the state of the later ones; ``"windows"``: fitted on
-        the lookback windows, as the other data-driven models (docs/data_driven.md §1).
+        The history each journey is fitted on (docs/data_driven.md §1); the journeys are each group's first
+        (up to its first conversion; its whole history when it never converts): ``"journeys"``: whole, every
+        touchpoint, older than the lookback or not; ``"windows"``: within the lookback; ``"auto"`` (default):
+        both fitted, the one that predicts better which journeys convert is kept (``fitted.history``). Either
+        way only touchpoints within the lookback are credited.
     transform
         Path transform before fitting; default ``"frequency"`` here (the other data-driven models default to
         ``"exposure"``), and a model given by name keeps it (``path_transform`` does not apply).
@@ -83,7 +88,7 @@ class DataDriven(DataDrivenModel):
     saturation: float | None = None
     samples: int = 2_000
     experiments: tuple[Experiment, ...] = ()
-    fit_on: str = "journeys"
+    fit_on: str = "auto"
 
     config_fields: ClassVar[dict[str, str]] = {
         **{name: source for name, source in DataDrivenModel.config_fields.items() if name != "transform"},
@@ -94,8 +99,8 @@ class DataDriven(DataDrivenModel):
         super().__post_init__()
         if self.form not in ("auto", "touch", "journey"):
             raise ConfigError(f"DATA_DRIVEN form must be 'auto', 'touch' or 'journey', got {self.form!r}")
-        if self.fit_on not in ("journeys", "windows"):
-            raise ConfigError(f"DATA_DRIVEN fit_on must be 'journeys' or 'windows', got {self.fit_on!r}")
+        if self.fit_on not in FIT_ON:
+            raise ConfigError(f"DATA_DRIVEN fit_on must be one of {', '.join(map(repr, FIT_ON))}, got {self.fit_on!r}")
         if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float)) or not self.l2 >= 0:
             raise ConfigError(f"DATA_DRIVEN l2 must be a number >= 0, got {self.l2!r}")
         if self.saturation is not None and not (isinstance(self.saturation, float) and 0 < self.saturation < 1):
@@ -150,6 +155,8 @@ class DataDriven(DataDrivenModel):
         *,
         direct_channels: tuple[str, ...] = ("direct",),
         periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
+        windows: PathTable | None = None,
+        window_periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> FittedDataDriven:
         """Fit on a path table; ``periods`` (one per experiment): the converting and non-converting journeys
         of each row that fall in the experiment's period (``None``: every journey of the table).
@@ -158,12 +165,17 @@ class DataDriven(DataDrivenModel):
         ----------
         table
             The path table (already transformed with ``self.transform``); with ``bootstrap``, equal paths are
-            merged first (:meth:`PathTable.merged`).
+            merged first (:meth:`PathTable.merged`). With ``fit_on="auto"``: the whole first journeys.
         direct_channels
             Not used by DATA_DRIVEN (the common signature of :meth:`DataDrivenModel.fit`).
         periods
             Per experiment, ``(conversions, nulls)`` aligned with the rows of ``table``
             (:func:`~optiq_engine.models.data_driven.experiments.experiment_periods`); default None.
+        windows, window_periods
+            With ``fit_on="auto"``: the same journeys' lookback windows (``path_tables``'
+            ``"DATA_DRIVEN/windows"``) and their experiment periods; both histories are fitted and the one
+            whose conversion likelihood is larger is kept (docs/data_driven.md §1). Default None: ``table``
+            only.
 
         Returns
         -------
@@ -176,6 +188,23 @@ class DataDriven(DataDrivenModel):
             The conversion model does not converge; an experiment's channel is in no fitted path; or the
             paths' conversion values sum to 2**63 micros or more.
         """
+        if self.fit_on != "auto" or windows is None:
+            history = "journeys" if self.fit_on == "auto" else self.fit_on
+            return replace(self._fit_table(table, periods), history=history)
+        point = replace(self, bootstrap=0)  # both histories' point fits; the bootstrap on the kept one only
+        fits = {"journeys": point._fit_table(table, periods), "windows": point._fit_table(windows, window_periods)}
+        loglik = {h: f.outcome_loglik() for h, f in fits.items()}
+        history = max(loglik, key=lambda h: loglik[h])  # ties: "journeys" (first)
+        if self.bootstrap:
+            chosen = self._fit_table(
+                table if history == "journeys" else windows, periods if history == "journeys" else window_periods
+            )
+        else:
+            chosen = replace(fits[history], model=self)
+        return replace(chosen, history=history, history_loglik=loglik)
+
+    def _fit_table(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
+        """:meth:`fit` on one table."""
         if self.bootstrap:
             table = table.merged()
         if float(table.conversions.sum() + table.nulls.sum()) == 0:
