@@ -95,6 +95,7 @@ def fitted_html(fitted: FittedModel) -> str:
         forms = getattr(fitted, "form_weights", {})
         if forms:
             facts.append(["form weights", ", ".join(f"{f} {w:.2f}" for f, w in forms.items())])
+        facts.append(["fitted on", _history(fitted)])
     checks = getattr(fitted, "experiment_checks", None)
     if checks is not None:
         for r in checks.iter_rows(named=True):
@@ -138,3 +139,14 @@ def fitted_html(fitted: FittedModel) -> str:
         + _table(header, rows)
         + "</div>"
     )
+
+
+def _history(fitted: Any) -> str:
+    """Which history DATA_DRIVEN was fitted on, and with ``fit_on="auto"`` by how much it predicted better."""
+    label = {"journeys": "whole first journeys", "windows": "first journeys' lookback windows"}
+    text = label.get(fitted.history, fitted.history)
+    ll = fitted.history_loglik
+    if ll:
+        other = next(h for h in ll if h != fitted.history)
+        text += f" (conversion log-likelihood {ll[fitted.history] - ll[other]:+,.1f} over the {other})"
+    return text
