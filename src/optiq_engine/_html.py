@@ -148,5 +148,5 @@ def _history(fitted: Any) -> str:
     ll = fitted.history_loglik
     if ll:
         other = next(h for h in ll if h != fitted.history)
-        text += f" (conversion log-likelihood {ll[fitted.history] - ll[other]:+,.1f} over the {other})"
+        text += f" (reference conversion log-likelihood {ll[fitted.history] - ll[other]:+,.1f} over the {other})"
     return text

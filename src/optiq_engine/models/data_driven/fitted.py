@@ -54,8 +54,9 @@ class FittedDataDriven(FittedModel):
         The journeys the fit read: ``"journeys"`` (whole first journeys) or ``"windows"`` (their lookback
         windows); with ``fit_on="auto"`` the one of larger ``history_loglik``.
     history_loglik
-        ``fit_on="auto"``: the conversion log-likelihood (:meth:`outcome_loglik`) of each history's fit over
-        the same journeys; None otherwise.
+        ``fit_on="auto"``: per history, the conversion log-likelihood of the reference model fitted on it
+        (:func:`~optiq_engine.models.data_driven.model.reference_loglik`), over the same journeys; None
+        otherwise.
     """
 
     conversion_model: ConversionModel | JourneyModel | None = None
@@ -66,15 +67,6 @@ class FittedDataDriven(FittedModel):
     experiment_checks: pl.DataFrame | None = None
     history: str = "journeys"
     history_loglik: dict[str, float] | None = None
-
-    def outcome_loglik(self) -> float:
-        """``Σ conversions · log p(x) + nulls · log(1 - p(x))`` over the fitted paths: how well the fit
-        predicts which journeys convert (what ``fit_on="auto"`` compares, docs/data_driven.md §1)."""
-        table = self.paths
-        if table.height == 0 or self.conversion_model is None:
-            return 0.0
-        p = np.clip(self.path_probability(table)[:-1], 1e-15, 1.0 - 1e-15)
-        return float(table.conversions @ np.log(p) + table.nulls @ np.log1p(-p))
 
     @property
     def mechanism(self) -> str:

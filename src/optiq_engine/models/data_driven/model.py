@@ -173,9 +173,9 @@ class DataDriven(DataDrivenModel):
             (:func:`~optiq_engine.models.data_driven.experiments.experiment_periods`); default None.
         windows, window_periods
             With ``fit_on="auto"``: the same journeys' lookback windows (``path_tables``'
-            ``"DATA_DRIVEN/windows"``) and their experiment periods; both histories are fitted and the one
-            whose conversion likelihood is larger is kept (docs/data_driven.md §1). Default None: ``table``
-            only.
+            ``"DATA_DRIVEN/windows"``) and their experiment periods; the history in which a reference model
+            (the journey-end logistic on touch counts) predicts conversions better is fitted
+            (docs/data_driven.md §1). Default None: ``table`` only.
 
         Returns
         -------
@@ -191,17 +191,11 @@ class DataDriven(DataDrivenModel):
         if self.fit_on != "auto" or windows is None:
             history = "journeys" if self.fit_on == "auto" else self.fit_on
             return replace(self._fit_table(table, periods), history=history)
-        point = replace(self, bootstrap=0)  # both histories' point fits; the bootstrap on the kept one only
-        fits = {"journeys": point._fit_table(table, periods), "windows": point._fit_table(windows, window_periods)}
-        loglik = {h: f.outcome_loglik() for h, f in fits.items()}
+        loglik = {"journeys": reference_loglik(table, self.l2), "windows": reference_loglik(windows, self.l2)}
         history = max(loglik, key=lambda h: loglik[h])  # ties: "journeys" (first)
-        if self.bootstrap:
-            chosen = self._fit_table(
-                table if history == "journeys" else windows, periods if history == "journeys" else window_periods
-            )
-        else:
-            chosen = replace(fits[history], model=self)
-        return replace(chosen, history=history, history_loglik=loglik)
+        if history == "journeys":
+            return replace(self._fit_table(table, periods), history=history, history_loglik=loglik)
+        return replace(self._fit_table(windows, window_periods), history=history, history_loglik=loglik)
 
     def _fit_table(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         """:meth:`fit` on one table."""
@@ -302,3 +296,14 @@ class DataDriven(DataDrivenModel):
             mixture=tuple((w / total_w, c) for w, c in kept),
             experiment_checks=checks,
         )
+
+
+def reference_loglik(table: PathTable, l2: float) -> float:
+    """``Σ conversions · log p(x) + nulls · log(1 - p(x))`` of the journey-end logistic model on touch counts
+    fitted on ``table``: how well a history's paths predict which journeys convert, under one model for
+    every history (what ``fit_on="auto"`` compares; docs/data_driven.md §1). 0 with no journey."""
+    if float(table.conversions.sum() + table.nulls.sum()) == 0:
+        return 0.0
+    model = ConversionModel.fit(table, l2=l2, rho=None, form="journey")
+    p = np.clip(model.predict(table), 1e-15, 1.0 - 1e-15)
+    return float(table.conversions @ np.log(p) + table.nulls @ np.log1p(-p))
