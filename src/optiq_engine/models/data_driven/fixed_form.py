@@ -104,14 +104,7 @@ class ConversionModel:
             terms = lambda x, h: k.hazard_terms(x, table.offsets, table.codes, conv, null, float(l2), rho or 0.0, h)  # noqa: E731
             params, hessian = _newton(terms, x0)
         else:
-            res = scipy.optimize.minimize(
-                k.logistic_loss_grad,
-                x0,
-                args=(*feats, conv, null, float(l2)),
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-15},
-            )
+            res = fit_logistic(feats, conv, null, l2, x0)
             if not np.all(np.isfinite(res.x)):
                 raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
             params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)
@@ -211,6 +204,21 @@ class ConversionModel:
         return pl.DataFrame(
             {"term": ["(intercept)", *channels], "coef": [self.intercept, *self.beta.tolist()], "std_error": se}
         )
+
+
+def fit_logistic(
+    feats, conv: np.ndarray, null: np.ndarray, l2: float, x0: np.ndarray, *, gtol: float = 1e-9, ftol: float = 1e-15
+) -> scipy.optimize.OptimizeResult:
+    """The journey-end logistic model on ``feats`` (:func:`~optiq_engine.kernels.logistic.count_features`)
+    by L-BFGS-B from ``x0``: ``res.x`` the parameters, ``res.fun`` the penalised negative log-likelihood."""
+    return scipy.optimize.minimize(
+        k.logistic_loss_grad,
+        x0,
+        args=(*feats, conv, null, float(l2)),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 1000, "gtol": gtol, "ftol": ftol},
+    )
 
 
 def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
-import scipy.optimize
 
 from ...errors import ConfigError
 from ...experiments import Experiment
@@ -20,7 +19,7 @@ from ..fitted import DataDrivenModel, bootstrap_shares, credit_frame, normalise
 from .bootstrap import _bootstrap_auto
 from .experiments import _experiment_frame, _experiment_targets
 from .fitted import FittedDataDriven
-from .fixed_form import ConversionModel
+from .fixed_form import ConversionModel, fit_logistic
 from .form_choice import _MIN_WEIGHT, choose_candidates
 from .journey_model import _incremental
 
@@ -65,8 +64,8 @@ class DataDriven(DataDrivenModel):
         The history each journey is fitted on (docs/data_driven.md §1); the journeys are each group's first
         (up to its first conversion; its whole history when it never converts): ``"journeys"``: whole, every
         touchpoint, older than the lookback or not; ``"windows"``: within the lookback; ``"auto"`` (default):
-        both fitted, the one that predicts better which journeys convert is kept (``fitted.history``). Either
-        way only touchpoints within the lookback are credited.
+        the history in which a reference model (the journey-end logistic on counts) predicts better which
+        journeys convert (``fitted.history``). Either way only touchpoints within the lookback are credited.
     transform
         Path transform before fitting; default ``"frequency"`` here (the other data-driven models default to
         ``"exposure"``), and a model given by name keeps it (``path_transform`` does not apply).
@@ -313,12 +312,5 @@ def reference_loglik(table: PathTable, l2: float) -> float:
     x0 = np.zeros(len(table.channels) + 1)
     rate = min(max(float(conv.sum()) / total, 1e-9), 1 - 1e-9)
     x0[0] = np.log(rate / (1 - rate))
-    res = scipy.optimize.minimize(
-        k.logistic_loss_grad,
-        x0,
-        args=(*feats, conv, null, float(l2)),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 1000, "gtol": 1e-6, "ftol": 1e-12},
-    )
+    res = fit_logistic(feats, conv, null, l2, x0, gtol=1e-6, ftol=1e-12)
     return -float(res.fun - 0.5 * float(l2) * float(res.x[1:] @ res.x[1:]))
