@@ -111,7 +111,15 @@ def fitted_html(fitted: FittedModel) -> str:
     balance = getattr(fitted, "balance", None)
     if balance is not None and getattr(fitted, "path_phi", None) is not None:  # DATA_DRIVEN: drawn, not balanced
         facts.append(["links", "each conversion credited by its own φ with probability Σφ/p, else baseline"])
-        facts.append(["credited shares vs share (half L1; the draws' noise)", f"{fitted.credit_gap:.4f}"])
+        facts.append(
+            [
+                "credited shares vs share (half L1; the draws' noise, and credit of touches older than the lookback)",
+                f"{fitted.credit_gap:.4f}",
+            ]
+        )
+        older = getattr(fitted, "credit_before_lookback", 0.0)
+        if older:
+            facts.append(["credit of touches older than the lookback (not credited)", f"{older:.1%}"])
     elif balance is not None:  # docs/data_driven.md §5: the links' channel totals against the shares
         how = (
             f"{balance.iterations} steps, largest relative error {balance.residual:.1e}"
@@ -144,7 +152,7 @@ def fitted_html(fitted: FittedModel) -> str:
 def _history(fitted: Any) -> str:
     """Which history DATA_DRIVEN was fitted on, and with ``fit_on="auto"`` by how much it predicted better."""
     label = {"journeys": "whole first journeys", "windows": "first journeys' lookback windows"}
-    text = label.get(fitted.history, fitted.history)
+    text = label.get(fitted.history, "a path table given to fit (its history unknown)")
     ll = fitted.history_loglik
     if ll:
         other = next(h for h in ll if h != fitted.history)

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 #: than the lookback: those fits see the journeys cut.
 CUT_WARNING = 0.10
 
+#: DATA_DRIVEN warns when more than this fraction of its conversions' credit belongs to channels seen only
+#: before the lookback (fitted on whole journeys, credited in the window).
+OLDER_CREDIT_WARNING = 0.10
+
 _CHUNKS = 64
 
 
@@ -283,7 +287,9 @@ def _data_driven_links(
             shares = fit.path_shares(tables[model.name])
             path_of = journey_paths[model.name]  # per conversion: its journey's row (-1: none)
             rows = np.where((hi > lo) & (path_of >= 0), path_of, shares.shape[0] - 1)
-            rows = _baseline_draws(fit, tables[model.name], shares, rows, at, cv, cv_order)
+            rows, older = _baseline_draws(fit, tables[model.name], shares, rows, at, cv, cv_order)
+            fit = fitted[model.name] = replace(fit, credit_before_lookback=older)
+            _warn_older_credit(model.name, older)
         else:
             shares, rows = fit.shares_for(channels)[None, :], np.zeros(lo.shape[0], dtype=np.int64)
         with timed("balance"):  # a function of the fit alone: a prefit (partitions) keeps its own
@@ -314,16 +320,33 @@ def _baseline_draws(
     at: _Layout,
     cv: pl.DataFrame,
     cv_order: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """``rows`` with the baseline conversions sent to the last (all-zero) row of ``shares``: a conversion of
     path ``x`` is credited to the channels of its window with probability ``Σ_{c in window} max(φ_c, 0) /
     p(x)`` (the model's probability that those channels caused it; every channel of ``x`` when the fit
     reads the windows), decided by a draw keyed by its ``conversion_id`` and the model's seed
     (docs/data_driven.md §5): its expected credit is the channel's ``φ`` summed over the journeys where the
-    window holds it."""
-    fraction = window_fraction(at.lo, at.hi, at.tp_codes, shares, rows, fit.path_probability(table))
+    window holds it. Also returns the fraction of the conversions' expected credit that goes to channels seen
+    only before the lookback (not credited)."""
+    p = fit.path_probability(table)
+    fraction = window_fraction(at.lo, at.hi, at.tp_codes, shares, rows, p)
     draws = stable_draws(cv.get_column("conversion_id").gather(cv_order), fit.model.seed)
-    return np.where(draws < fraction, rows, shares.shape[0] - 1)
+    whole = np.clip(np.divide(shares.sum(axis=1), p, out=np.zeros_like(p), where=p > 0), 0.0, 1.0)[rows].sum()
+    older = 1.0 - float(fraction.sum()) / whole if whole > 0 else 0.0
+    return np.where(draws < fraction, rows, shares.shape[0] - 1), max(older, 0.0)
+
+
+def _warn_older_credit(name: str, older: float) -> None:
+    """One warning line when a data-driven model fitted on whole journeys gives more than
+    :data:`OLDER_CREDIT_WARNING` of its conversions' credit to channels seen only before the lookback."""
+    if older > OLDER_CREDIT_WARNING:
+        warnings.warn(
+            f"{name}: {older:.0%} of the credit its fit gives the conversions belongs to channels seen only before "
+            "the lookback: no model credits them, so the links, credit and shares() leave it out "
+            f"(fitted[{name!r}].credit_before_lookback; a longer lookback credits them: docs/data_driven.md §5)",
+            OptiqWarning,
+            stacklevel=5,
+        )
 
 
 def _credited_fit(fit: FittedModel, credit: pl.DataFrame) -> FittedModel:
@@ -369,10 +392,10 @@ def _fit(
         fit = prefit.get(model.name)
         if fit is None:
             inputs: dict[str, Any] = {}
-            for history, (table, _) in variants.items():
-                key = "table" if not inputs else "windows"
+            for history, (table, _) in variants.items():  # the fitted history first, then "windows", "reference"
+                key = "table" if not inputs else history
                 inputs[key] = table
-                if getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
+                if history != "reference" and getattr(model, "wants_periods", False):  # DATA_DRIVEN's experiments
                     inputs["periods" if key == "table" else "window_periods"] = _periods(model, m, cfg, history)
             fit = model.fit(inputs.pop("table"), direct_channels=cfg.direct_channels, **inputs)
         out[model.name] = fit
@@ -397,7 +420,7 @@ def _periods(model: Any, m: Matched, cfg: AttributionConfig, history: str) -> li
         cast(Any, m.cv_tss),  # the data-driven models' matches carry the conversion times (optional in the type)
         m.channels,
         cfg.direct_channels,
-        fitted_journeys(m, m.hi > lo),
+        fitted_journeys(m, m.hi > lo, in_window=history == "windows"),
     )
 
 

@@ -210,15 +210,17 @@ class LookbackCoverage:
         )
         return (
             f"the lookback of {_days(self.lookback)} cuts the journeys of {self.cut:,} of {self.conversions:,} "
-            f"conversions ({self.cut_fraction:.0%}: {self.touchpoints_left_out:,} touchpoints since their previous "
-            f"conversion are older){hold}. Every model credits the window only{fitted} (docs/contract.md §2.1)"
+            f"conversions ({self.cut_fraction:.0%}: {self.touchpoints_left_out:,} "
+            f"touchpoint{'' if self.touchpoints_left_out == 1 else 's'} of their journeys "
+            f"{'is' if self.touchpoints_left_out == 1 else 'are'} older){hold}. "
+            f"Every model credits the window only{fitted} (docs/contract.md §2.1)"
         )
 
 
 def _days(value: timedelta) -> str:
-    """``value`` in whole days, rounded up (``30 days``), or as is below two days."""
+    """``value`` in whole days, rounded up (``30 days``), ``1 day``, or as is below a day."""
     days = -(-value // timedelta(days=1))
-    return f"{days} days" if days >= 2 else str(value)
+    return f"{days} days" if days >= 2 else "1 day" if value == timedelta(days=1) else str(value)
 
 
 def lookback_coverage(

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 
 import optiq_engine as oq
-from optiq_engine.errors import ConfigError
+from optiq_engine.errors import ConfigError, OptiqWarning
 from optiq_engine.partial import path_tables
-from optiq_engine.paths.partial import WINDOWS_KEY
+from optiq_engine.paths.partial import REFERENCE_KEY, WINDOWS_KEY
 from optiq_engine.simulate import worlds
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -50,12 +50,13 @@ def test_fitted_on_first_journeys_whole_or_windowed_and_credited_in_the_window()
     tp, cv = _frames()
     whole = oq.attribute(tp, cv, models=[oq.models.DataDriven(fit_on="journeys")])
     window = oq.attribute(tp, cv, models=[oq.models.DataDriven(fit_on="windows")])
-    # first journeys: u0's whole path, u1's whole tail and u3's first conversion; not u2 (nothing in its
-    # window) nor u3's repeat conversion, whose path keeps a row (to be credited) with no count
+    # first journeys: u0's whole path, u1's whole tail, u2's conversion (whole: its touch is older than the
+    # lookback) and u3's first conversion; not u3's repeat conversion, whose path keeps a row (to be
+    # credited) with no count. The windows: no u2 (no path), u1's tail cut to its email
     assert _paths(whole.fitted["DATA_DRIVEN"].paths) == {
         ("display", "email"): (1.0, 1.0),
         ("email",): (1.0, 0.0),
-        ("display",): (0.0, 0.0),
+        ("display",): (1.0, 0.0),
     }
     assert _paths(window.fitted["DATA_DRIVEN"].paths) == {("email",): (2.0, 1.0), ("display",): (0.0, 0.0)}
     assert (whole.fitted["DATA_DRIVEN"].history, window.fitted["DATA_DRIVEN"].history) == ("journeys", "windows")
@@ -66,8 +67,12 @@ def test_fitted_on_first_journeys_whole_or_windowed_and_credited_in_the_window()
     tables = path_tables(tp, cv, models=[oq.models.DataDriven()])
     assert _paths(tables["DATA_DRIVEN"]) == _paths(whole.fitted["DATA_DRIVEN"].paths)
     assert _paths(tables[WINDOWS_KEY.format("DATA_DRIVEN")]) == _paths(window.fitted["DATA_DRIVEN"].paths)
+    # the choice compares the journeys both hold: the whole table without u2's conversion
+    assert _paths(tables[REFERENCE_KEY.format("DATA_DRIVEN")])[("display",)] == (0.0, 0.0)
     auto = oq.attribute(tp, cv, models=[oq.models.DataDriven()]).fitted["DATA_DRIVEN"]
     assert auto.history_loglik is not None and auto.history == max(auto.history_loglik, key=auto.history_loglik.get)
+    # a table given to fit alone: its history is not known
+    assert oq.models.DataDriven().fit(tables["DATA_DRIVEN"]).history is None
 
 
 def test_fit_on_is_checked() -> None:
@@ -99,3 +104,40 @@ def test_auto_keeps_the_history_that_holds_the_effects() -> None:
         oq.attribute(data.touchpoints, data.conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"].history
         == "windows"
     )
+
+
+def test_credit_of_channels_seen_only_before_the_lookback_is_reported() -> None:
+    """A channel seen 60-90 days before half the conversions, and effective: fitted on whole journeys its
+    credit is in the fit's share but no link can carry it; the run says how much (helper's trial, t19)."""
+    n = 400
+    rows, conversions = [], []
+    for u in range(n):
+        early = u % 2 == 0
+        if early:
+            rows.append((f"a{u}", f"u{u}", 70 + u % 20, "tv"))
+        rows.append((f"b{u}", f"u{u}", 5, "email" if u % 3 else "direct"))
+        if early or u % 10 == 0:
+            conversions.append((f"c{u}", f"u{u}"))
+    tp = pl.DataFrame(
+        {
+            "touchpoint_id": [r[0] for r in rows],
+            "anon_id": [r[1] for r in rows],
+            "occurred_at": [T0 - timedelta(days=r[2]) for r in rows],
+            "channel": [r[3] for r in rows],
+        }
+    )
+    cv = pl.DataFrame(
+        {
+            "conversion_id": [c[0] for c in conversions],
+            "anon_id": [c[1] for c in conversions],
+            "occurred_at": [T0] * len(conversions),
+            "value_micros": [1] * len(conversions),
+        }
+    )
+    with pytest.warns(OptiqWarning, match="belongs to channels seen only before the lookback"):
+        result = oq.attribute(tp, cv, models=[oq.models.DataDriven(fit_on="journeys")])
+    fit = result.fitted["DATA_DRIVEN"]
+    tv_share = fit.channel_credit.filter(pl.col("channel") == "tv")["share"].item()
+    assert tv_share > 0.2 and fit.credit_before_lookback > 0.2
+    assert "tv" not in set(result.links_for("DATA_DRIVEN")["channel"].cast(pl.String))
+    assert "older than the lookback (not credited)" in fit._repr_html_()

@@ -79,6 +79,9 @@ def test_worked_example_and_warning(caplog) -> None:
     assert (got.conversions, got.cut, got.touchpoints_left_out, got.cut_fraction) == (2, 1, 1, 0.5)
     assert "the lookback of 30 days cuts the journeys of 1 of 2 conversions (50%" in caplog.text
     assert "Every model credits the window only, and MARKOV is fitted on it" in caplog.text
+    assert "(50%: 1 touchpoint of their journeys is older)" in caplog.text
+    one_day = oq.attribute(tp, cv, models=["LINEAR"], lookback=timedelta(days=1)).lookback_coverage.message()
+    assert one_day.startswith("the lookback of 1 day cuts")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="optiq_engine.pipeline"):
         whole = oq.attribute(tp, cv, models=["LINEAR", "MARKOV"], lookback=timedelta(days=41))

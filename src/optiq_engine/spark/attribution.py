@@ -25,7 +25,7 @@ from ..frames import value_source
 from ..models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedModel, HeuristicModel
 from ..models.base import resolve_models
 from ..paths import PathTable
-from ..paths.partial import WINDOWS_KEY
+from ..paths.partial import REFERENCE_KEY, WINDOWS_KEY
 from ..result import LINK_COLUMNS
 from ._arrow import (
     CONVERSION_COLUMNS,
@@ -394,8 +394,11 @@ def _fit_on_driver(
         log.info(
             "%s: fitting on %d distinct paths from %d partitions", model.name, table.height, len(parts[model.name])
         )
-        windows = parts.get(WINDOWS_KEY.format(model.name))  # DATA_DRIVEN's fit_on="auto"
-        extra = {"windows": PathTable.concat(windows)} if windows else {}
+        extra = {  # DATA_DRIVEN's fit_on="auto"
+            name: PathTable.concat(parts[key.format(model.name)])
+            for name, key in (("windows", WINDOWS_KEY), ("reference", REFERENCE_KEY))
+            if parts.get(key.format(model.name))
+        }
         fit = model.fit(table, direct_channels=cfg.direct_channels, **extra)
         fits[model.name] = replace(fit, balance=balance_fit(fit))  # once, here: every partition uses it
     return fits
@@ -419,7 +422,7 @@ def _partition_tables(
     if tp.num_rows == 0:  # no journey without touchpoints
         return
     tables = path_tables(tp, cv, models=[replace(m, bootstrap=0) for m in models], config=config)
-    names = list(tables)  # a model's name, and "DATA_DRIVEN/windows" for fit_on="auto"
+    names = list(tables)  # a model's name, and "DATA_DRIVEN/windows", "DATA_DRIVEN/reference" for fit_on="auto"
     blobs = [pickle.dumps(tables[n], protocol=pickle.HIGHEST_PROTOCOL) for n in names]
     yield pa.RecordBatch.from_arrays(
         [pa.array(names, pa.string()), pa.array(blobs, pa.binary())], names=["model", "table"]

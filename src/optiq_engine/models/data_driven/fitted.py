@@ -52,7 +52,11 @@ class FittedDataDriven(FittedModel):
         same journeys (``model_incremental``), ``z`` and ``journeys``.
     history
         The journeys the fit read: ``"journeys"`` (whole first journeys) or ``"windows"`` (their lookback
-        windows); with ``fit_on="auto"`` the one of larger ``history_loglik``.
+        windows); with ``fit_on="auto"`` the one of larger ``history_loglik``; None for a table given to
+        ``fit`` alone (``fit_paths``), whose history the fit cannot know.
+    credit_before_lookback
+        After ``attribute()``: the fraction of the conversions' expected credit under the fit that belongs to
+        channels seen only before the lookback, which no link credits (docs/data_driven.md §5); 0 before.
     history_loglik
         ``fit_on="auto"``: per history, the conversion log-likelihood of the reference model fitted on it
         (:func:`~optiq_engine.models.data_driven.model.reference_loglik`), over the same journeys; None
@@ -65,7 +69,8 @@ class FittedDataDriven(FittedModel):
     form_selection: pl.DataFrame | None = None
     mixture: tuple[tuple[float, JourneyModel], ...] = ()
     experiment_checks: pl.DataFrame | None = None
-    history: str = "journeys"
+    history: str | None = None
+    credit_before_lookback: float = 0.0
     history_loglik: dict[str, float] | None = None
 
     @property

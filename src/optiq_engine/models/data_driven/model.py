@@ -157,6 +157,7 @@ class DataDriven(DataDrivenModel):
         periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
         windows: PathTable | None = None,
         window_periods: list[tuple[np.ndarray, np.ndarray]] | None = None,
+        reference: PathTable | None = None,
     ) -> FittedDataDriven:
         """Fit on a path table; ``periods`` (one per experiment): the converting and non-converting journeys
         of each row that fall in the experiment's period (``None``: every journey of the table).
@@ -171,11 +172,13 @@ class DataDriven(DataDrivenModel):
         periods
             Per experiment, ``(conversions, nulls)`` aligned with the rows of ``table``
             (:func:`~optiq_engine.models.data_driven.experiments.experiment_periods`); default None.
-        windows, window_periods
+        windows, window_periods, reference
             With ``fit_on="auto"``: the same journeys' lookback windows (``path_tables``'
-            ``"DATA_DRIVEN/windows"``) and their experiment periods; the history in which a reference model
-            (the journey-end logistic on touch counts) predicts conversions better is fitted
-            (docs/data_driven.md §1). Default None: ``table`` only.
+            ``"DATA_DRIVEN/windows"``), their experiment periods, and ``table`` counted over the journeys the
+            windows hold (``"DATA_DRIVEN/reference"``; default: ``table``); the history in which a reference
+            model (the journey-end logistic on touch counts) predicts those journeys' conversions better is
+            fitted (docs/data_driven.md §1). Default None: ``table`` only, whose history is not known
+            (``history`` None).
 
         Returns
         -------
@@ -189,9 +192,9 @@ class DataDriven(DataDrivenModel):
             paths' conversion values sum to 2**63 micros or more.
         """
         if self.fit_on != "auto" or windows is None:
-            history = "journeys" if self.fit_on == "auto" else self.fit_on
-            return replace(self._fit_table(table, periods), history=history)
-        loglik = {"journeys": reference_loglik(table, self.l2), "windows": reference_loglik(windows, self.l2)}
+            return replace(self._fit_table(table, periods), history=None if self.fit_on == "auto" else self.fit_on)
+        whole = reference if reference is not None else table
+        loglik = {"journeys": reference_loglik(whole, self.l2), "windows": reference_loglik(windows, self.l2)}
         history = max(loglik, key=lambda h: loglik[h])  # ties: "journeys" (first)
         if history == "journeys":
             return replace(self._fit_table(table, periods), history=history, history_loglik=loglik)
