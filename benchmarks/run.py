@@ -57,10 +57,13 @@ def write_section(path: Path, name: str, markdown: str) -> None:
     start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
     block = f"{start}\n{markdown.strip()}\n{end}\n"
     text = path.read_text() if path.exists() else ""
-    if start in text and end in text:
+    found = text.count(start), text.count(end)
+    if found == (1, 1) and text.index(start) < text.index(end):
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
-    else:
+    elif found == (0, 0):
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block
+    else:  # a marker lost or repeated: appending would duplicate the section (it did, 2026-12-07)
+        raise ValueError(f"{path}: section {name!r} has {found[0]} start and {found[1]} end markers; fix them by hand")
     path.write_text(text)
 
 
