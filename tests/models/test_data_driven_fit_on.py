@@ -73,6 +73,9 @@ def test_fitted_on_first_journeys_whole_or_windowed_and_credited_in_the_window()
     assert auto.history_loglik is not None and auto.history == max(auto.history_loglik, key=auto.history_loglik.get)
     # a table given to fit alone: its history is not known
     assert oq.models.DataDriven().fit(tables["DATA_DRIVEN"]).history is None
+    # no conversion fitted on (u1's tail only): no mechanism to report (helper's trial: it said "per-touch")
+    only_tail = oq.attribute(tp.filter(pl.col("anon_id") == "u1"), cv.clear(), models=["DATA_DRIVEN"])
+    assert only_tail.fitted["DATA_DRIVEN"].mechanism == "none: no conversion to fit on"
 
 
 def test_fit_on_is_checked() -> None:

@@ -79,6 +79,8 @@ class FittedDataDriven(FittedModel):
         m = self.conversion_model
         if self.paths.height == 0:
             return "none: no journeys to fit on"
+        if float(self.paths.conversions.sum()) == 0:  # nothing to tell how conversions happen
+            return "none: no conversion to fit on"
         if isinstance(m, JourneyModel):
             return m.label()
         assert m is not None
