@@ -16,14 +16,9 @@ from optiq_engine.simulate import worlds
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """u0: display 40 days and email 5 days before its conversion; u1: display 60 and email 10 days before
-    the end (no conversion); u2: only display, 45 days before its conversion (nothing in its window);
-    u3: converts 10 days before the end after email, then again after display (a repeat conversion)."""
-    rows = [("t0", "u0", 40, "display"), ("t1", "u0", 5, "email"), ("t2", "u1", 60, "display")]
-    rows += [("t3", "u1", 10, "email"), ("t4", "u2", 45, "display"), ("t5", "u3", 20, "email")]
-    rows += [("t6", "u3", 5, "display")]
-    tp = pl.DataFrame(
+def _touchpoints(rows: list[tuple[str, str, int, str]]) -> pl.DataFrame:
+    """Touchpoints from ``(id, anon id, days before T0, channel)``."""
+    return pl.DataFrame(
         {
             "touchpoint_id": [r[0] for r in rows],
             "anon_id": [r[1] for r in rows],
@@ -31,6 +26,16 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
             "channel": [r[3] for r in rows],
         }
     )
+
+
+def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """u0: display 40 days and email 5 days before its conversion; u1: display 60 and email 10 days before
+    the end (no conversion); u2: only display, 45 days before its conversion (nothing in its window);
+    u3: converts 10 days before the end after email, then again after display (a repeat conversion)."""
+    rows = [("t0", "u0", 40, "display"), ("t1", "u0", 5, "email"), ("t2", "u1", 60, "display")]
+    rows += [("t3", "u1", 10, "email"), ("t4", "u2", 45, "display"), ("t5", "u3", 20, "email")]
+    rows += [("t6", "u3", 5, "display")]
+    tp = _touchpoints(rows)
     cv = pl.DataFrame(
         {
             "conversion_id": ["c0", "c2", "c3a", "c3b"],
@@ -121,14 +126,7 @@ def test_credit_of_channels_seen_only_before_the_lookback_is_reported() -> None:
         rows.append((f"b{u}", f"u{u}", 5, "email" if u % 3 else "direct"))
         if early or u % 10 == 0:
             conversions.append((f"c{u}", f"u{u}"))
-    tp = pl.DataFrame(
-        {
-            "touchpoint_id": [r[0] for r in rows],
-            "anon_id": [r[1] for r in rows],
-            "occurred_at": [T0 - timedelta(days=r[2]) for r in rows],
-            "channel": [r[3] for r in rows],
-        }
-    )
+    tp = _touchpoints(rows)
     cv = pl.DataFrame(
         {
             "conversion_id": [c[0] for c in conversions],
