@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 _MAX_CHANNELS = 1 << 23  # channel codes ride in 24 bits of the sort records
 #: Test hook: mask applied to the primary group hash (a small value provokes collisions).
 _HASH_MASK = NO_MASK
-_NO_LOOKBACK = 1 << 62  # µs: a lookback longer than any data, for the whole tails
 
 
 @dataclass
@@ -155,10 +154,11 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
     del tp_h, tp_h2, tp_h2s, tp_code, cv_h, cv_h2, cv_h2s  # free what the rest does not need
 
     with timed("match"):
-        tail_lo = tail_hi = whole_tail_lo = None
+        tail_lo = tail_hi = whole_tail_lo = tail_after = None
         if tails:  # ranges end at time boundaries: ordering ties by id afterwards keeps them valid
-            tail_lo, tail_hi = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, lookback)
-            whole_tail_lo, _ = tail_ranges(tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, _NO_LOOKBACK)
+            tail_lo, whole_tail_lo, tail_hi, tail_after = tail_ranges(
+                tp_hs, tp_tss, tp_buckets, cv_hs, cv_tss, cv_buckets, lookback
+            )
         if tp_ties:
             tp_order, tp_codes = order_ties_by_id(tp_order, tp_codes, tp_hs, tp_tss, tp.get_column("touchpoint_id"))
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
@@ -166,11 +166,6 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
         start = journey_starts(tp_hs, tp_tss, cv_hs, cv_tss, hi, cfg.reset_after_conversion)
         repeat = np.r_[False, cv_hs[1:] == cv_hs[:-1]] if cv_hs.shape[0] else np.zeros(0, dtype=np.bool_)
-        tail_after = None
-        if tail_lo is not None:
-            tail_h = tp_hs[tail_lo]
-            at = np.minimum(np.searchsorted(cv_hs, tail_h), max(cv_hs.shape[0] - 1, 0))
-            tail_after = (cv_hs[at] == tail_h) if cv_hs.shape[0] else np.zeros(tail_h.shape[0], dtype=np.bool_)
         coverage = lookback_coverage(start, lo, hi, tp_tss, cv_tss, cfg.lookback)
     return Matched(
         tp=tp,

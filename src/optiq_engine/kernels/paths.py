@@ -19,16 +19,21 @@ def tail_ranges(tp_h, tp_ts, tp_buckets, cv_h, cv_ts, cv_buckets, lookback):
 
     Both tables are sorted and bucketed as for :func:`optiq_engine.kernels.windows.match_windows`.
     A group's tail is its touchpoints with ``t > T_last`` (the group's last conversion, if any) and
-    ``t > t_max - lookback`` (``t_max`` its last touchpoint).
+    ``t > t_max - lookback`` (``t_max`` its last touchpoint); its whole tail drops the second condition.
 
     Returns
     -------
-    start, end : int64[g]
-        Sorted-touchpoint ranges of the non-empty tails, in sorted order.
+    start, whole_start, end : int64[g]
+        Sorted-touchpoint ranges of the non-empty tails (``start:end``; whole: ``whole_start:end``), in
+        sorted order.
+    after_conversion : bool[g]
+        Whether the tail's group has a conversion (the tail follows it).
     """
     n = tp_h.shape[0]
     start = np.empty(n, dtype=np.int64)
+    whole_start = np.empty(n, dtype=np.int64)
     end = np.empty(n, dtype=np.int64)
+    after = np.empty(n, dtype=np.bool_)
     g = 0
     nb = tp_buckets.shape[0] - 1
     for b in range(nb):
@@ -43,20 +48,28 @@ def tail_ranges(tp_h, tp_ts, tp_buckets, cv_h, cv_ts, cv_buckets, lookback):
                 e += 1
             while j < c_end and cv_h[j] < h:
                 j += 1
-            lower = tp_ts[e - 1] - lookback
+            converted = False
+            t_last = tp_ts[i]  # unused unless converted
             while j < c_end and cv_h[j] == h:
-                if cv_ts[j] > lower:
-                    lower = cv_ts[j]
+                if not converted or cv_ts[j] > t_last:
+                    t_last = cv_ts[j]
+                converted = True
                 j += 1
-            s = i
+            w = i
+            while converted and w < e and tp_ts[w] <= t_last:
+                w += 1
+            lower = tp_ts[e - 1] - lookback
+            s = w
             while s < e and tp_ts[s] <= lower:
                 s += 1
-            if s < e:
+            if s < e:  # the last touchpoint is after the conversion: the whole tail is not empty either
                 start[g] = s
+                whole_start[g] = w
                 end[g] = e
+                after[g] = converted
                 g += 1
             i = e
-    return start[:g], end[:g]
+    return start[:g], whole_start[:g], end[:g], after[:g]
 
 
 @jit
