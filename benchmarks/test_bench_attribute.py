@@ -14,6 +14,7 @@ import pytest
 
 import optiq_engine as oq
 from benchmarks.polars_baseline import attribute_polars
+from optiq_engine.result import LINK_COLUMNS
 
 USERS = int(os.environ.get("OPTIQ_BENCH_USERS", "20000"))
 MODELS = list(oq.models.HEURISTIC_MODELS)
@@ -27,16 +28,7 @@ def data() -> oq.synthetic.SyntheticData:
 def canonical(links: pl.DataFrame) -> pl.DataFrame:
     return (
         links.with_columns(pl.col("model", "channel").cast(pl.String))
-        .select(
-            "conversion_id",
-            "touchpoint_id",
-            "model",
-            "weight",
-            "position",
-            "touchpoint_count",
-            "credited_value_micros",
-            "channel",
-        )
+        .select(LINK_COLUMNS)
         .sort("model", "conversion_id", "position")
     )
 
