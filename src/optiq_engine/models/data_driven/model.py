@@ -196,9 +196,8 @@ class DataDriven(DataDrivenModel):
         whole = reference if reference is not None else table
         loglik = {"journeys": reference_loglik(whole, self.l2), "windows": reference_loglik(windows, self.l2)}
         history = max(loglik, key=lambda h: loglik[h])  # ties: "journeys" (first)
-        if history == "journeys":
-            return replace(self._fit_table(table, periods), history=history, history_loglik=loglik)
-        return replace(self._fit_table(windows, window_periods), history=history, history_loglik=loglik)
+        chosen, chosen_periods = (table, periods) if history == "journeys" else (windows, window_periods)
+        return replace(self._fit_table(chosen, chosen_periods), history=history, history_loglik=loglik)
 
     def _fit_table(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         """:meth:`fit` on one table."""
