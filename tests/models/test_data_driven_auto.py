@@ -217,7 +217,13 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat) -> 
             params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
         )[1]
         np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
-    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat)
+    held = np.zeros_like(params)  # an intent term in every coalition (calibrated fits)
+    c = len(table.channels)
+    held[1 : 2 + 2 * c] = np.random.default_rng(7).normal(0, 0.3, 1 + 2 * c)
+    held[1 + c] = 0.0
+    model["held_h"] = dict(zip(table.channels, held[1 : 1 + c], strict=True))
+    model["held_p"] = dict(zip(table.channels, held[2 + c : 2 + 2 * c], strict=True))
+    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held)
     phi, sampled = cand.path_shapley(table, samples=100, seed=0)
     assert sampled == 0
     at = 0
@@ -234,16 +240,23 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat) -> 
         assert cand.predict(table, drop=drop)[p] == pytest.approx(p_drop, rel=1e-12)
     weights = table.conversions + table.nulls
     code = table.channels.index("a")
-    lift, lgrad = jm.nested_lift(params, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)
+    lift, lgrad, lgrad_held = jm.nested_lift(
+        params, held, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code
+    )
     assert lift == pytest.approx(
         float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10
     )
-    for i in active:
+
+    def lift_at(x: np.ndarray, y: np.ndarray) -> float:
+        return jm.nested_lift(x, y, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
+
+    for i in range(params.shape[0]):
         e = np.zeros_like(params)
         e[i] = 1e-6
-        up = jm.nested_lift(params + e, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
-        down = jm.nested_lift(params - e, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
-        assert lgrad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+        numeric = (lift_at(params + e, held) - lift_at(params - e, held)) / 2e-6
+        assert lgrad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+        numeric = (lift_at(params, held + e) - lift_at(params, held - e)) / 2e-6
+        assert lgrad_held[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
 # --- experiments -------------------------------------------------------------------------------------

@@ -858,19 +858,27 @@ def journey_model_parts(
     """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j])``, and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
     ``rho``, ``sat`` (default 1), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
-    (dict: the ending logit of the channel just seen). ``keep``: channels whose effects are kept
-    (None: all)."""
+    (dict: the ending logit of the channel just seen), optional ``held_h``, ``held_p`` (dicts: effects that every
+    channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
+    kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
     use_p = model["form"] in ("journey", "both")
     h, e = [], []
     for j in range(1, len(path) + 1):
         x = journey_stock(path, j, model["rho"], model.get("sat", 1.0))
-        z = model["b_h"] + sum(model["beta_h"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
+        z = model["b_h"] + sum(_effect(model, "h", c, keep) * v for c, v in x.items())
         h.append(sigmoid(z) if use_h else 0.0)
         e.append(sigmoid(model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)))
     x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0))
-    w = model["b_p"] + sum(model["beta_p"].get(c, 0.0) * v for c, v in x.items() if keep is None or c in keep)
+    w = model["b_p"] + sum(_effect(model, "p", c, keep) * v for c, v in x.items())
     return h, e, sigmoid(w) if use_p else 0.0
+
+
+def _effect(model: dict, part: str, channel: str, keep: frozenset[str] | None) -> float:
+    """The coefficient of ``channel``'s stock in part ``part`` ("h" or "p"): its held effect, plus its own
+    effect when ``keep`` keeps it."""
+    own = model[f"beta_{part}"].get(channel, 0.0) if keep is None or channel in keep else 0.0
+    return model.get(f"held_{part}", {}).get(channel, 0.0) + own
 
 
 def journey_model_likelihood(path: Path, converted: bool, model: dict) -> float:

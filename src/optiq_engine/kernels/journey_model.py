@@ -28,7 +28,7 @@ from ._jit import jit, pjit, prange
 from .logistic import EXACT_MAX_CHANNELS, _log1pexp, _sigmoid
 from .paths import mix64
 
-__all__ = ["N_BUCKETS", "bucket", "nested_terms", "nested_shapley", "nested_predict", "nested_lift"]
+__all__ = ["N_BUCKETS", "bucket", "nested_terms", "nested_shapley", "nested_predict", "nested_lift", "stock_moments"]
 
 #: Position buckets of the ending process: 1, 2, 3, 4, 5, 6, 7-8, 9-12, 13-20, 21+.
 N_BUCKETS = 10
@@ -239,28 +239,31 @@ def _path_players(offsets, codes, p, n_codes, rho, sat, local, chan, xmat):
 
 
 @jit
-def _p_convert(params, n_codes, chan, xmat, m, mask, use_h, use_p):
-    """P(convert | the path, with the effects of the players in ``mask`` only)."""
+def _p_convert(params, held, n_codes, chan, xmat, m, mask, use_h, use_p):
+    """P(convert | the path, with the effects of the players in ``mask`` only; ``held`` always on)."""
     survive = 1.0
     if use_h:
         for t in range(m):
             z = params[0]
             for q in range(chan.shape[0]):
-                if (mask >> q) & 1:
-                    z += params[1 + chan[q]] * xmat[t, q]
+                s = 1 + chan[q]
+                z += (held[s] + params[s] if (mask >> q) & 1 else held[s]) * xmat[t, q]
             survive *= 1.0 - _sigmoid(z)
     if use_p:
         w = params[1 + n_codes]
         for q in range(chan.shape[0]):
-            if (mask >> q) & 1:
-                w += params[2 + n_codes + chan[q]] * xmat[m - 1, q]
+            s = 2 + n_codes + chan[q]
+            w += (held[s] + params[s] if (mask >> q) & 1 else held[s]) * xmat[m - 1, q]
         survive *= 1.0 - _sigmoid(w)
     return 1.0 - survive
 
 
 @pjit
-def nested_shapley(offsets, codes, params, rho, sat, use_h, use_p, hashes, n_perm, seed):
+def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes, n_perm, seed):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
+
+    ``held`` (shaped as ``params``): effects that every coalition keeps, the intent term of a calibrated fit
+    (docs/data_driven.md §6.1); zeros for none.
 
     Players are the path's distinct channels in first-occurrence order (aligned with
     :func:`~optiq_engine.kernels.logistic.count_features`). Exact up to ``EXACT_MAX_CHANNELS`` players,
@@ -296,12 +299,12 @@ def nested_shapley(offsets, codes, params, rho, sat, use_h, use_p, hashes, n_per
             d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
             chan = chan_buf[:d].copy()
             out = phi[d_of[p] : d_of[p + 1]]
-            base = _p_convert(params, n_codes, chan, xmat, m, 0, use_h, use_p)
+            base = _p_convert(params, held, n_codes, chan, xmat, m, 0, use_h, use_p)
             if d <= EXACT_MAX_CHANNELS:
                 n_sub = 1 << d
                 v = np.empty(n_sub, dtype=np.float64)
                 for s in range(n_sub):
-                    v[s] = _p_convert(params, n_codes, chan, xmat, m, s, use_h, use_p) - base
+                    v[s] = _p_convert(params, held, n_codes, chan, xmat, m, s, use_h, use_p) - base
                 w = np.empty(d, dtype=np.float64)
                 for s in range(d):
                     w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
@@ -329,7 +332,7 @@ def nested_shapley(offsets, codes, params, rho, sat, use_h, use_p, hashes, n_per
                     prev = 0.0
                     for t in range(d):
                         mask |= 1 << order[t]
-                        cur = _p_convert(params, n_codes, chan, xmat, m, mask, use_h, use_p) - base
+                        cur = _p_convert(params, held, n_codes, chan, xmat, m, mask, use_h, use_p) - base
                         out[order[t]] += cur - prev
                         prev = cur
                 for q in range(d):
@@ -338,8 +341,9 @@ def nested_shapley(offsets, codes, params, rho, sat, use_h, use_p, hashes, n_per
 
 
 @pjit
-def nested_predict(offsets, codes, params, rho, sat, use_h, use_p, drop_code):
-    """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none)."""
+def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_code):
+    """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none), the ``held``
+    effects kept."""
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     p_rows = offsets.shape[0] - 1
     out = np.zeros(p_rows, dtype=np.float64)
@@ -360,20 +364,23 @@ def nested_predict(offsets, codes, params, rho, sat, use_h, use_p, drop_code):
             for q in range(d):
                 if chan_buf[q] != drop_code:
                     mask |= 1 << q
-            out[p] = _p_convert(params, n_codes, chan_buf[:d], xmat, m, mask, use_h, use_p)
+            out[p] = _p_convert(params, held, n_codes, chan_buf[:d], xmat, m, mask, use_h, use_p)
     return out
 
 
 @jit
-def nested_lift(params, offsets, codes, weights, rho, sat, use_h, use_p, code):
-    """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))`` and ``dL/dparams``.
+def nested_lift(params, held, offsets, codes, weights, rho, sat, use_h, use_p, code):
+    """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))``, ``dL/dparams``
+    and ``dL/dheld``.
 
     The holdout effect of channel ``code`` on the journeys counted by ``weights``: what a lift test of that
-    channel measures.
+    channel measures. ``held`` (shaped as ``params``): effects kept in both terms (the intent term of a
+    calibrated fit, docs/data_driven.md §6.1); zeros for none.
     """
     n_par = params.shape[0]
     n_codes = (n_par - 2 - N_BUCKETS) // 3
     grad = np.zeros(n_par, dtype=np.float64)
+    grad_held = np.zeros(n_par, dtype=np.float64)
     total = 0.0
     stock = np.zeros(max(n_codes, 1), dtype=np.float64)
     inc = np.ones(max(n_codes, 1), dtype=np.float64)
@@ -383,86 +390,91 @@ def nested_lift(params, offsets, codes, weights, rho, sat, use_h, use_p, code):
     for p in range(offsets.shape[0] - 1):
         m_max = max(m_max, offsets[p + 1] - offsets[p])
     zs = np.empty((2, m_max), dtype=np.float64)
+    surv = np.ones(2)
+    w = np.zeros(2)
     for p in range(offsets.shape[0] - 1):
         a, e = offsets[p], offsets[p + 1]
-        if weights[p] == 0.0 or e == a:
+        if weights[p] == 0.0 or e == a or not _has(codes, a, e, code):
             continue
-        has = False
-        for j in range(a, e):
-            if codes[j] == code:
-                has = True
-        if not has:
-            continue
-        m = e - a
-        # pass 1: z_j with (v = 0) and without (v = 1) the channel; survival of both
-        surv = np.ones(2)
-        w = np.zeros(2)
+        # pass 1: the predictors with (v = 0) and without (v = 1) the channel's effect; survival of both
+        surv[:] = 1.0
         d = 0
         for j in range(a, e):
-            c = codes[j]
-            for q in range(d):
-                stock[q] *= rho
-            if local[c] < 0:
-                local[c] = d
-                chan[d] = c
-                stock[d] = 0.0
-                inc[d] = 1.0
-                d += 1
-            stock[local[c]] += inc[local[c]]
-            inc[local[c]] *= sat
+            d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
             if use_h:
                 for v in range(2):
-                    z = params[0]
-                    for q in range(d):
-                        if v == 0 or chan[q] != code:
-                            z += params[1 + chan[q]] * stock[q]
+                    z = params[0] + _effects(params, held, 1, chan, stock, d, code if v == 1 else -1)
                     zs[v, j - a] = z
                     surv[v] *= 1.0 - _sigmoid(z)
         if use_p:
             for v in range(2):
-                ww = params[1 + n_codes]
-                for q in range(d):
-                    if v == 0 or chan[q] != code:
-                        ww += params[2 + n_codes + chan[q]] * stock[q]
-                w[v] = ww
-                surv[v] *= 1.0 - _sigmoid(ww)
+                w[v] = params[1 + n_codes] + _effects(params, held, 2 + n_codes, chan, stock, d, code if v == 1 else -1)
+                surv[v] *= 1.0 - _sigmoid(w[v])
         total += weights[p] * (surv[1] - surv[0])
         # dP/dz_j = h_j S, dP/dw = q S; L = P(with) - P(without)
-        for v in range(2):
-            sign = weights[p] if v == 0 else -weights[p]
-            if use_p:
-                g = sign * _sigmoid(w[v]) * surv[v]
+        if use_p:
+            for v in range(2):
+                g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(w[v]) * surv[v]
                 grad[1 + n_codes] += g
-                for q in range(d):
-                    if v == 0 or chan[q] != code:
-                        grad[2 + n_codes + chan[q]] += g * stock[q]
+                _effect_grads(grad, grad_held, g, 2 + n_codes, chan, stock, d, code if v == 1 else -1)
         if use_h:  # pass 2: the stocks again, touch by touch
             for q in range(d):
                 local[chan[q]] = -1
             d = 0
             for j in range(a, e):
-                c = codes[j]
-                for q in range(d):
-                    stock[q] *= rho
-                if local[c] < 0:
-                    local[c] = d
-                    chan[d] = c
-                    stock[d] = 0.0
-                    inc[d] = 1.0
-                    d += 1
-                stock[local[c]] += inc[local[c]]
-                inc[local[c]] *= sat
+                d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
                 for v in range(2):
-                    sign = weights[p] if v == 0 else -weights[p]
-                    g = sign * _sigmoid(zs[v, j - a]) * surv[v]
+                    g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(zs[v, j - a]) * surv[v]
                     grad[0] += g
-                    for q in range(d):
-                        if v == 0 or chan[q] != code:
-                            grad[1 + chan[q]] += g * stock[q]
+                    _effect_grads(grad, grad_held, g, 1, chan, stock, d, code if v == 1 else -1)
         for q in range(d):
             local[chan[q]] = -1
-        _ = m
-    return total, grad
+    return total, grad, grad_held
+
+
+@jit
+def _has(codes, a, e, code):
+    """Whether ``codes[a:e]`` holds ``code``."""
+    j = a
+    while j < e and codes[j] != code:
+        j += 1
+    return j < e
+
+
+@jit
+def _stock_step(c, rho, sat, local, chan, stock, inc, d):
+    """One touch of channel ``c``: decay every stock, add the touch's increment; returns the players so far."""
+    for q in range(d):
+        stock[q] *= rho
+    if local[c] < 0:
+        local[c] = d
+        chan[d] = c
+        stock[d] = 0.0
+        inc[d] = 1.0
+        d += 1
+    stock[local[c]] += inc[local[c]]
+    inc[local[c]] *= sat
+    return d
+
+
+@jit
+def _effects(params, held, base, chan, stock, d, drop):
+    """``Σ_q (held + params)[base + chan_q] stock_q``, ``params``' effect of channel ``drop`` left out."""
+    z = 0.0
+    for q in range(d):
+        s = base + chan[q]
+        z += (held[s] if chan[q] == drop else held[s] + params[s]) * stock[q]
+    return z
+
+
+@jit
+def _effect_grads(grad, grad_held, g, base, chan, stock, d, drop):
+    """Adds ``g · stock`` to the effects' gradients (``params``' only where it is in the predictor)."""
+    for q in range(d):
+        s = base + chan[q]
+        grad_held[s] += g * stock[q]
+        if chan[q] != drop:
+            grad[s] += g * stock[q]
 
 
 @jit
@@ -645,3 +657,36 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat
     for k in range(n_chunks):
         hess += parts[k]
     return _penalise_hessian(hess, use_h, use_p, l2)
+
+
+@jit
+def stock_moments(offsets, codes, weights, n_codes, rho, sat):
+    """Weighted moments of ``y = [x_m (the stock at each path's last touch, C), log m]`` over the paths:
+    ``Σ w``, ``Σ w y`` and ``Σ w y yᵀ`` (the exposure factor of a calibrated fit, docs/data_driven.md §6.1)."""
+    k = n_codes + 1
+    s1 = np.zeros(k, dtype=np.float64)
+    s2 = np.zeros((k, k), dtype=np.float64)
+    y = np.zeros(k, dtype=np.float64)
+    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
+    inc = np.ones(max(n_codes, 1), dtype=np.float64)
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    s0 = 0.0
+    for p in range(offsets.shape[0] - 1):
+        a, e = offsets[p], offsets[p + 1]
+        if weights[p] == 0.0 or e == a:
+            continue
+        d = 0
+        for j in range(a, e):
+            d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
+        y[:] = 0.0
+        for q in range(d):
+            y[chan[q]] = stock[q]
+            local[chan[q]] = -1
+        y[n_codes] = math.log(e - a)
+        s0 += weights[p]
+        for r in range(k):
+            s1[r] += weights[p] * y[r]
+            for c in range(k):
+                s2[r, c] += weights[p] * y[r] * y[c]
+    return s0, s1, s2

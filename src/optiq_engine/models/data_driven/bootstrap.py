@@ -11,7 +11,7 @@ import scipy.linalg
 from ...kernels import journey_model as jm
 from ..fitted import normalise
 from .form_choice import _MIN_WEIGHT, bic_weights, fit_candidates
-from .journey_model import _PARALLEL_ROWS, JourneyModel, _active, _fit_one, _incremental, _Target
+from .journey_model import _PARALLEL_ROWS, JourneyModel, _active, _incremental, _Target
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -55,9 +55,7 @@ def _bootstrap_auto(
             if wi <= _MIN_WEIGHT:
                 continue
             if rtargets:
-                c = _fit_one(
-                    table, c.form, c.rho, l2=float(model.l2), counts=counts, start=c.params, targets=rtargets, sat=c.sat
-                )
+                c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts)
             cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi

@@ -109,7 +109,7 @@ def _experiment_frame(
                 lift += (
                     w
                     * jm.nested_lift(
-                        c.params, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
+                        c.params, c.held, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
                     )[0]
                 )
         implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))

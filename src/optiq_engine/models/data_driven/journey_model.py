@@ -4,6 +4,7 @@ stock shape, :class:`JourneyModel`, and its penalised maximum-likelihood fit (:f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +15,7 @@ import scipy.optimize
 from ...errors import ModelError
 from ...kernels import journey_model as jm
 from ...kernels import logistic as k
+from .intent import exposure_factor, intent_held
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -38,6 +40,8 @@ class JourneyModel:
         The attributes below.
     sat
         The attribute below; default 1.0 (no saturation).
+    held
+        The attribute below; default None (no intent term).
 
     Attributes
     ----------
@@ -53,12 +57,26 @@ class JourneyModel:
         Negative log-likelihood (without the penalty) on the fitted counts.
     n_params, n_journeys
         Free parameters and journeys, for ``bic = 2 nll + n_params log(n_journeys)``.
+    held
+        Shaped as ``params``: the intent term of a fit calibrated by experiments (``intent.intent_held``), the
+        part of the channels' observed effects that is the users' intent. The likelihood reads
+        ``params + held``; the channels' effects, their credit and holdout effects are ``params``, with
+        ``held`` in every coalition's baseline. Zeros: none.
     """
 
     def __init__(
-        self, params: np.ndarray, form: str, rho: float, nll: float, n_params: int, n_journeys: float, sat: float = 1.0
+        self,
+        params: np.ndarray,
+        form: str,
+        rho: float,
+        nll: float,
+        n_params: int,
+        n_journeys: float,
+        sat: float = 1.0,
+        held: np.ndarray | None = None,
     ) -> None:
         self.params = params
+        self.held = np.zeros_like(params) if held is None else held
         self.form = form
         self.rho = rho
         self.sat = sat
@@ -120,6 +138,7 @@ class JourneyModel:
             table.offsets,
             table.codes,
             self.params,
+            self.held,
             self.rho,
             self.sat,
             self.use_h,
@@ -146,7 +165,7 @@ class JourneyModel:
             float64, one probability per path row.
         """
         return jm.nested_predict(
-            table.offsets, table.codes, self.params, self.rho, self.sat, self.use_h, self.use_p, drop
+            table.offsets, table.codes, self.params, self.held, self.rho, self.sat, self.use_h, self.use_p, drop
         )
 
     def for_channels(self, channels: tuple[str, ...], fitted: tuple[str, ...]) -> JourneyModel:
@@ -164,22 +183,11 @@ class JourneyModel:
         JourneyModel
             A new model; intercepts and ending terms unchanged, ``nll`` and BIC those of the fit.
         """
-        index = {c: i for i, c in enumerate(fitted)}
-        c_old, c_new = len(fitted), len(channels)
-        b = jm.N_BUCKETS
-        params = np.zeros(2 + 3 * c_new + b)
-        params[0] = self.params[0]
-        params[1 + c_new] = self.params[1 + c_old]
-        params[2 + 2 * c_new : 2 + 2 * c_new + b] = self.params[2 + 2 * c_old : 2 + 2 * c_old + b]
-        for i, c in enumerate(channels):
-            if c in index:
-                params[1 + i] = self.params[1 + index[c]]
-                params[2 + c_new + i] = self.params[2 + c_old + index[c]]
-                params[2 + 2 * c_new + b + i] = self.params[2 + 2 * c_old + b + index[c]]
-        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys, self.sat)
+        params, held = (_reindexed(v, channels, fitted) for v in (self.params, self.held))
+        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys, self.sat, held)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
-        """``part`` (touch / journey / ending), ``term`` and ``coef`` of the parts in the model.
+        """``part`` (touch / journey / intent / ending), ``term`` and ``coef`` of the parts in the model.
 
         Parameters
         ----------
@@ -189,7 +197,9 @@ class JourneyModel:
         Returns
         -------
         polars.DataFrame
-            The touch and journey parts the form uses, then the ending terms (by position and by last channel).
+            The touch and journey parts the form uses, the intent term of a calibrated fit (per channel, the part
+            of its observed effect that is intent, on the first part's scale), then the ending terms (by position
+            and by last channel).
         """
         c = len(channels)
         rows: list[tuple[str, str, float]] = []
@@ -199,6 +209,9 @@ class JourneyModel:
         if self.use_p:
             rows += [("journey", "(intercept)", float(self.params[1 + c]))]
             rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
+        if self.held.any():
+            base = 1 if self.use_h else 2 + c
+            rows += [("intent", ch, float(self.held[base + i])) for i, ch in enumerate(channels)]
         labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
         rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
         rows += [
@@ -207,9 +220,19 @@ class JourneyModel:
         part, term, coef = zip(*rows, strict=True)
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
 
-    def calibrated(self, table: PathTable, targets: list[_Target], *, l2: float) -> JourneyModel:
+    def calibrated(
+        self,
+        table: PathTable,
+        targets: list[_Target],
+        *,
+        l2: float,
+        counts: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> JourneyModel:
         """The model refitted with the experiments' penalty ``Σ (L_e - target_e)² / (2 (0.02 · se_e)²)``: each
-        test's result is imposed (to within 2 % of its error, docs/data_driven.md §6), not averaged with the fit.
+        test's result is imposed (to within 2 % of its error), not averaged with the fit; then the tested
+        channels' bias (this fit's effects against the calibrated ones) is spread as the users' intent along
+        the exposure factor and the model refitted with that intent term held (docs/data_driven.md §6.1,
+        "Calibration by experiments").
 
         Parameters
         ----------
@@ -219,27 +242,44 @@ class JourneyModel:
             The experiments resolved against ``table``.
         l2
             L2 penalty on the channel coefficients.
+        counts
+            Converting and non-converting journeys per row; default: the table's.
 
         Returns
         -------
         JourneyModel
-            Refitted from this model's parameters, same form and stock shape.
+            Refitted from this model's parameters, same form and stock shape, with its ``held`` intent term.
 
         Raises
         ------
         ModelError
             The optimisation ends on non-finite parameters.
         """
-        return _fit_one(
-            table,
-            self.form,
-            self.rho,
-            l2=l2,
-            counts=(table.conversions, table.nulls),
-            start=self.params,
-            targets=targets,
-            sat=self.sat,
-        )
+        counts = (table.conversions, table.nulls) if counts is None else counts
+        fit = partial(_fit_one, table, self.form, self.rho, l2=l2, counts=counts, targets=targets, sat=self.sat)
+        first = fit(start=self.params)
+        c = self.n_codes
+        parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
+        factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
+        held = intent_held(self.params, first.params, [t.code for t in targets], factor, parts)
+        return fit(start=self.params - held, held=held) if held.any() else first
+
+
+def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]) -> np.ndarray:
+    """Parameters ``v`` (ordered as ``fitted``) re-indexed for ``channels``, 0 for the unseen ones."""
+    index = {c: i for i, c in enumerate(fitted)}
+    c_old, c_new = len(fitted), len(channels)
+    b = jm.N_BUCKETS
+    out = np.zeros(2 + 3 * c_new + b)
+    out[0] = v[0]
+    out[1 + c_new] = v[1 + c_old]
+    out[2 + 2 * c_new : 2 + 2 * c_new + b] = v[2 + 2 * c_old : 2 + 2 * c_old + b]
+    for i, c in enumerate(channels):
+        if c in index:
+            out[1 + i] = v[1 + index[c]]
+            out[2 + c_new + i] = v[2 + c_old + index[c]]
+            out[2 + 2 * c_new + b + i] = v[2 + 2 * c_old + b + index[c]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -335,10 +375,12 @@ def _fit_one(
     max_iter: int = 100,
     sat: float = 1.0,
     hold_zeros: bool = False,
+    held: np.ndarray | None = None,
 ) -> JourneyModel:
     """Penalised maximum likelihood of one candidate: active-set Newton (exact Hessian), or L-BFGS-B with
     experiments. ``hold_zeros``: the effects at 0 in ``start`` (a fit of the same candidate on a sample)
-    start held at their bound, released when the gradient wants them up (fewer active-set rounds)."""
+    start held at their bound, released when the gradient wants them up (fewer active-set rounds). ``held``
+    (experiments only): the intent term, added to the parameters in the likelihood (JourneyModel)."""
     n_codes = len(table.channels)
     conv, null = counts
     active = _active(form, n_codes)
@@ -387,11 +429,15 @@ def _fit_one(
         loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
         return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat)
 
+    held = np.zeros_like(full) if held is None else held
+
     def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
-        loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
+        loss, grad = terms(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
         for t in targets or ():
-            lift, lgrad = jm.nested_lift(full, table.offsets, table.codes, t.weights, rho, sat, use_h, use_p, t.code)
+            lift, lgrad, _ = jm.nested_lift(
+                full, held, table.offsets, table.codes, t.weights, rho, sat, use_h, use_p, t.code
+            )
             sd = _IMPOSE * t.std_error  # the test's result is imposed (nearly an equality constraint)
             r = (lift - t.value) / sd
             loss += 0.5 * r * r
@@ -409,8 +455,8 @@ def _fit_one(
     if not np.all(np.isfinite(res.x)):
         raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
     full[active] = res.x
-    loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
-    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat)
+    loss, _ = terms(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
+    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held)
 
 
 def _incremental(table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
