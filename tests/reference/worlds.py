@@ -2,7 +2,9 @@
 
 ``probability`` evaluates a user's conversion probability for a set ``S`` of channels straight from the
 formulas (per-touch mechanisms: by enumerating every outcome of the ``2^n`` touch decisions), and ``shapley``
-averages marginal contributions over every ordering of the user's channels.
+averages marginal contributions over every ordering of the user's channels. ``user_holdout`` and
+``holdout_effects`` recompute the holdout effect of each channel (docs/worlds.md §3.1) from the
+same ``probability``, user by user.
 """
 
 from __future__ import annotations
@@ -97,3 +99,24 @@ def user_truth(
     none = probability(params, segment, intent, touches, decision, set())
     values = shapley(players, lambda s: probability(params, segment, intent, touches, decision, set(s)) - none)
     return values, probability(params, segment, intent, touches, decision, set(players)), none
+
+
+def user_holdout(
+    params: dict[str, Any], segment: str, intent: float, touches: Sequence[Touch], decision: int | None
+) -> dict[str, float]:
+    """A user's holdout effect of each channel it touched: ``P(D) - P(D minus the channel)``, ``D`` its channels."""
+    touched = {c for c, _ in touches}
+    everything = probability(params, segment, intent, touches, decision, touched)
+    return {c: everything - probability(params, segment, intent, touches, decision, touched - {c}) for c in touched}
+
+
+User = tuple[str, float, Sequence[Touch], int | None]  # (segment, intent, touches, decision time or None)
+
+
+def holdout_effects(params: dict[str, Any], users: Sequence[User]) -> dict[str, float]:
+    """Every channel's holdout effect summed over ``users`` (0 for a channel none of them touched)."""
+    out = dict.fromkeys(params["channels"], 0.0)
+    for segment, intent, touches, decision in users:
+        for c, effect in user_holdout(params, segment, intent, touches, decision).items():
+            out[c] += effect
+    return out

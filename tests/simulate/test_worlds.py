@@ -15,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from optiq_engine.errors import ConfigError
+from optiq_engine.experiments import Experiment
 from optiq_engine.simulate import worlds
 from tests.reference import worlds as ref
 
@@ -224,3 +225,114 @@ def test_truth_does_not_depend_on_the_thread_count() -> None:
     two = worlds.generate("mixed", n_users=3_000, seed=2)
     assert_frame_equal(one.truth, two.truth)
     assert_frame_equal(one.users, two.users)
+
+
+# --- holdout effects and lift tests (docs/worlds.md §3, "Holdout effect and lift tests") ---
+
+
+def _reference_users(world: worlds.World) -> list[ref.User]:
+    """``(segment, intent, touches, decision)`` of every user of ``world``, for the reference."""
+    journeys = _journeys(world)
+    users = world.users.with_columns(pl.col("decision_at").dt.epoch("us"))
+    return [
+        (g, z, journeys[a], d) for a, g, z, d in users.select("anon_id", "segment", "intent", "decision_at").iter_rows()
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, worlds.World]:
+    """Worlds whose every user is small enough for the reference's enumeration (at most 9 touches)."""
+    return {m: worlds.generate(m, n_users=300, seed=1, touches_per_user=2.0) for m in MECHANISMS}
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_holdout_effect_equals_reference(tiny: dict[str, worlds.World], mechanism: str) -> None:
+    world = tiny[mechanism]
+    users = _reference_users(world)
+    assert max(len(t) for _, _, t, _ in users) <= 12  # the reference enumerates 2^n outcomes per user
+    expected = ref.holdout_effects(world.params, users)
+    for c in worlds.CHANNELS:
+        assert world.holdout_effect(c) == pytest.approx(expected[c], rel=1e-9, abs=1e-12), c
+    assert world.truth["holdout_effect"].to_list() == [world.holdout_effect(c) for c in worlds.CHANNELS]
+
+
+def test_holdout_effect_differs_from_shapley_under_interaction(tiny: dict[str, worlds.World]) -> None:
+    # the reference check above exercises the pair: removing meta_ads loses the whole joint effect, which
+    # Shapley splits between meta_ads and google_ads
+    truth = dict(tiny["end_interaction"].truth.select("channel", "true_contribution").iter_rows())
+    assert tiny["end_interaction"].holdout_effect("meta_ads") > 1.5 * truth["meta_ads"] > 0
+
+
+@pytest.mark.parametrize("mechanism", ["end_additive", "end_decay"])
+def test_holdout_effect_is_shapley_with_one_channel_per_user(mechanism: str) -> None:
+    world = worlds.generate(mechanism, n_users=5_000, seed=4, touches_per_user=1.0)
+    assert world.touchpoints.height == 5_000  # one touch, hence one channel, per user
+    for c, contribution in world.truth.select("channel", "true_contribution").iter_rows():
+        assert world.holdout_effect(c) == pytest.approx(contribution, rel=1e-12, abs=1e-15), c
+    assert world.holdout_effect("google_ads") > 0
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_holdout_effect_of_zero_effect_channels_is_zero(small: dict[str, worlds.World], mechanism: str) -> None:
+    world = small[mechanism]
+    for c in _zero_effect(world.params):
+        assert world.holdout_effect(c) == 0.0, c
+
+
+def test_holdout_effect_of_an_untouched_channel_is_zero() -> None:
+    world = worlds.generate("end_additive", n_users=1, seed=0, touches_per_user=1.0)
+    touched = world.touchpoints["channel"].cast(pl.String).to_list()
+    assert len(touched) == 1
+    truth = dict(world.truth.select("channel", "true_contribution").iter_rows())
+    for c in worlds.CHANNELS:
+        assert world.holdout_effect(c) == (truth[c] if c in touched else 0.0), c
+
+
+def test_lift_test_fields(small: dict[str, worlds.World]) -> None:
+    world = small["confounded"]
+    test = world.lift_test("email", holdout=0.2)
+    assert isinstance(test, Experiment)
+    assert test.channel == "email"
+    assert test.incremental_conversions == world.holdout_effect("email") > 0
+    assert test.start is None and test.end is None
+    n = world.users.height
+    p_test = world.users["p_convert"].to_numpy().mean()
+    p_control = p_test - world.holdout_effect("email") / n
+    se = n * np.sqrt(p_test * (1 - p_test) / (0.8 * n) + p_control * (1 - p_control) / (0.2 * n))
+    assert test.std_error == pytest.approx(se, rel=1e-12)
+    assert world.lift_test("email").std_error > test.std_error  # the default 10 % holdout is noisier
+    assert world.lift_test("referral").incremental_conversions == 0.0 < world.lift_test("referral").std_error
+
+
+def test_lift_test_std_error_matches_simulated_experiments() -> None:
+    """Run many randomized holdouts of google_ads on the reference's P_u(D_u) and P_u(D_u minus google_ads)."""
+    world = worlds.generate("end_additive", n_users=3_000, seed=2)
+    users = _reference_users(world)
+    p_test = np.array([ref.probability(world.params, g, z, t, d, {c for c, _ in t}) for g, z, t, d in users])
+    lost = np.array([ref.user_holdout(world.params, g, z, t, d).get("google_ads", 0.0) for g, z, t, d in users])
+    p_control = p_test - lost
+    n, held, runs = p_test.size, 300, 4_000
+    rng = np.random.default_rng(0)
+    order = rng.random((runs, n)).argsort(axis=1)
+    control = np.zeros((runs, n), np.bool_)
+    np.put_along_axis(control, order[:, :held], True, axis=1)
+    converted = rng.random((runs, n)) < np.where(control, p_control, p_test)
+    estimate = n * ((converted & ~control).sum(axis=1) / (n - held) - (converted & control).sum(axis=1) / held)
+    test = world.lift_test("google_ads", holdout=held / n)
+    assert abs(estimate.mean() - test.incremental_conversions) < 4 * test.std_error / np.sqrt(runs)
+    assert estimate.std() == pytest.approx(test.std_error, rel=0.05)
+
+
+@pytest.mark.parametrize("channel", ["tv", "", 3, None])
+def test_holdout_effect_rejects_unknown_channels(small: dict[str, worlds.World], channel: object) -> None:
+    world = small["end_additive"]
+    with pytest.raises(ConfigError, match="channel"):
+        world.holdout_effect(channel)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="channel"):
+        world.lift_test(channel)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("holdout", [0.0, 1.0, -0.1, 1.5, float("nan"), True, "0.1", None])
+def test_lift_test_rejects_bad_holdouts(small: dict[str, worlds.World], holdout: object) -> None:
+    with pytest.raises(ConfigError, match="holdout"):
+        small["end_additive"].lift_test("email", holdout=holdout)  # type: ignore[arg-type]

@@ -221,7 +221,7 @@ def user_values(
     thr_k,
     thr_beta,
 ):
-    """Exact per-user Shapley values of the game ``v(S) = P(convert | S) - P(convert | ∅)``.
+    """Exact per-user Shapley values of the game ``v(S) = P(convert | S) - P(convert | ∅)``, and holdout effects.
 
     Parameters
     ----------
@@ -252,17 +252,22 @@ def user_values(
         Shapley value of each channel for each user (0 for channels the user did not touch).
     p_all, p_none : float64[n_users]
         ``P(convert)`` with all exposures and with none.
+    holdout : float64[n_users, C]
+        Holdout effect of each channel for each user: ``P(convert | D) - P(convert | D \\ {c})``, ``D`` the
+        user's channels (0 for channels the user did not touch).
 
     Notes
     -----
     Enumerates the ``2^m`` subsets of the user's ``m`` distinct channels (``m <= C <= 16``); each user writes
-    only its own rows, so the result does not depend on the number of threads.
+    only its own rows, so the result does not depend on the number of threads. The holdout effects are read
+    off the same table of ``P(convert | S)`` (the ``m`` sets with one channel removed), so they cost nothing.
     """
     n_users = offsets.shape[0] - 1
     n_channels = beta.shape[1]
     phi = np.zeros((n_users, n_channels))
     p_all = np.zeros(n_users)
     p_none = np.zeros(n_users)
+    holdout = np.zeros((n_users, n_channels))
     weights = _shapley_weights(n_channels)
     for u in prange(n_users):
         lo = offsets[u]
@@ -289,7 +294,9 @@ def user_values(
         p_none[u] = v[0]
         p_all[u] = v[n_sets - 1]
         _shapley_values(v, m, local, weights, phi, u)
-    return phi, p_all, p_none
+        for i in range(m):
+            holdout[u, local[i]] = v[n_sets - 1] - v[(n_sets - 1) ^ (1 << i)]
+    return phi, p_all, p_none, holdout
 
 
 @jit_inline

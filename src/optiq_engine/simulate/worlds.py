@@ -6,14 +6,17 @@ models, so that models can be scored on worlds their authors did not build aroun
 end; additive, interacting, saturating, ordered, decaying, thresholded, negative, heterogeneous or confounded
 effects). The truth of a world is, for every channel, the sum over users of the channel's Shapley value in the
 game ``v(S) = P(convert | exposures restricted to S) - P(convert | no exposures)``, computed exactly by
-enumeration of the subsets of each user's channels (docs/worlds.md).
+enumeration of the subsets of each user's channels (docs/worlds.md). Each channel's holdout effect (what a
+randomized holdout test of it measures) comes from the same computation: :meth:`World.holdout_effect`,
+:meth:`World.lift_test`.
 
 Examples
 --------
 >>> from optiq_engine.simulate import worlds
 >>> world = worlds.generate("end_interaction", n_users=2_000, seed=1)
 >>> world.truth.columns
-['channel', 'true_contribution', 'true_share', 'touches', 'reach']
+['channel', 'true_contribution', 'true_share', 'touches', 'reach', 'holdout_effect']
+>>> test = world.lift_test("google_ads")  # an Experiment: its expected result, with a 10 % holdout
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import ConfigError
+from ..experiments import Experiment
 from . import _kernels as k
 from .mechanisms import CHANNELS, EXPOSURE, HALF_LIFE_DAYS, PRESETS, Mechanism
 
@@ -71,7 +75,8 @@ class World:
     truth
         One row per channel of :data:`CHANNELS`: ``channel``, ``true_contribution`` (expected incremental
         conversions: the sum of the users' Shapley values, signed), ``true_share`` (``true_contribution`` over
-        its sum), ``touches``, ``reach`` (share of users touched).
+        its sum), ``touches``, ``reach`` (share of users touched), ``holdout_effect`` (see
+        :meth:`holdout_effect`).
     users
         One row per user: ``anon_id``, ``segment``, ``intent``, ``decision_at`` (the journey-end decision time;
         null for per-touch segments), ``p_convert`` and ``p_baseline`` (P(convert) with all exposures / none).
@@ -102,6 +107,71 @@ class World:
     def baseline_conversions(self) -> float:
         """``Σ_u P(convert | no exposures)``: conversions that happen without any channel."""
         return float(self.users["p_baseline"].sum())
+
+    def holdout_effect(self, channel: str) -> float:
+        """Expected conversions lost if ``channel``'s exposures had no effect (what a holdout test measures).
+
+        ``Σ_u [P_u(D_u) - P_u(D_u \\ {c})]`` over every user, ``D_u`` the channels ``u`` touched and ``P_u(S)``
+        the probability of §3 of docs/worlds.md (the one the Shapley truth uses: intent, segment, touches and
+        decision times held fixed; the removed channel's touches stay decision points of per-touch
+        mechanisms; the whole exposure sequence). Not the Shapley value ``true_contribution``: the two differ
+        under interactions and through the non-linearity of ``σ``.
+
+        Parameters
+        ----------
+        channel
+            A name of :data:`CHANNELS`.
+
+        Returns
+        -------
+        float
+            The exact expected holdout effect (signed); ``0.0`` for a channel no user touched.
+
+        Raises
+        ------
+        ConfigError
+            ``channel`` is not a name of :data:`CHANNELS`.
+        """
+        if not isinstance(channel, str) or channel not in CHANNELS:
+            raise ConfigError(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
+        return float(self.truth["holdout_effect"][CHANNELS.index(channel)])
+
+    def lift_test(self, channel: str, *, holdout: float = 0.1) -> Experiment:
+        """The expected result of a randomized holdout test of ``channel`` over the whole period.
+
+        A random fraction ``holdout`` of all ``N`` users is kept from ``channel`` (its exposures have no
+        effect on them); the test reports ``N (mean conversions of the exposed - mean of the holdout)``. Its
+        expected value is :meth:`holdout_effect`, and its standard error, from the mean conversion
+        probabilities of the two groups ``p_T = Σ_u P_u(D_u) / N`` and ``p_C = Σ_u P_u(D_u \\ {c}) / N``, is
+
+        ``std_error = N sqrt(p_T (1 - p_T) / ((1 - holdout) N) + p_C (1 - p_C) / (holdout N))``.
+
+        Parameters
+        ----------
+        channel
+            A name of :data:`CHANNELS`.
+        holdout
+            Fraction of the users in the holdout group, in ``(0, 1)``.
+
+        Returns
+        -------
+        Experiment
+            ``Experiment(channel, holdout_effect(channel), std_error)`` with ``start = end = None`` (the whole
+            period); no random draw.
+
+        Raises
+        ------
+        ConfigError
+            An unknown ``channel`` or a ``holdout`` outside ``(0, 1)``.
+        """
+        effect = self.holdout_effect(channel)
+        if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0.0 < holdout < 1.0:
+            raise ConfigError(f"holdout must be a number in (0, 1), got {holdout!r}")
+        n = self.users.height
+        p_test = self.expected_conversions / n
+        p_control = (self.expected_conversions - effect) / n
+        variance = p_test * (1.0 - p_test) / ((1.0 - holdout) * n) + p_control * (1.0 - p_control) / (holdout * n)
+        return Experiment(channel, effect, n * math.sqrt(variance))
 
     def __repr__(self) -> str:
         return (
@@ -293,7 +363,7 @@ def generate(
     args = _kernel_args(spec)
     kind = args[0]
     per_user = (offsets, channel, ts, kind, base, segment, decision)
-    phi, p_all, p_none = k.user_values(*per_user, *args[1:])
+    phi, p_all, p_none, holdout = k.user_values(*per_user, *args[1:])
     u_user = rng.random(n_users)
     u_touch = rng.random(channel.shape[0])
     deciding = k.decide(*per_user, *args[1:], u_user, u_touch)
@@ -309,7 +379,7 @@ def generate(
     return World(
         touchpoints=_touchpoint_frame(user_ids, user, channel, ts, keep, start_us),
         conversions=_conversion_frame(user_ids, converted, conv_ts, values, start_us),
-        truth=_truth_frame(phi, channel, touched),
+        truth=_truth_frame(phi, holdout, channel, touched),
         users=_users_frame(spec, user_ids, segment, intent, decision, end_user, p_all, p_none, start_us),
         mechanism=mechanism,
         seed=seed,
@@ -421,8 +491,8 @@ def _conversion_frame(
     )
 
 
-def _truth_frame(phi: np.ndarray, channel: np.ndarray, touched: np.ndarray) -> pl.DataFrame:
-    """Per channel: the summed Shapley values, their share (signed), touches and reach (docs/worlds.md §3)."""
+def _truth_frame(phi: np.ndarray, holdout: np.ndarray, channel: np.ndarray, touched: np.ndarray) -> pl.DataFrame:
+    """Per channel: the summed Shapley values, their share (signed), touches, reach and summed holdout effects."""
     contribution = phi.sum(axis=0)
     total = contribution.sum()
     return pl.DataFrame(
@@ -432,6 +502,7 @@ def _truth_frame(phi: np.ndarray, channel: np.ndarray, touched: np.ndarray) -> p
             "true_share": contribution / total if total != 0 else np.full(len(CHANNELS), np.nan),
             "touches": np.bincount(channel, minlength=len(CHANNELS)).astype(np.int64),
             "reach": touched.mean(axis=0),
+            "holdout_effect": holdout.sum(axis=0),
         }
     )
 
