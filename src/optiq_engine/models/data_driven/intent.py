@@ -76,7 +76,7 @@ def intent_held(
     Parameters
     ----------
     observed, calibrated
-        The candidate's parameters fitted without and with the experiments' penalty.
+        The candidate's parameters fitted without the experiments and calibrated by them.
     tested
         The tested channels' codes.
     factor

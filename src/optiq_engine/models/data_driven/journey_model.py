@@ -4,7 +4,6 @@ stock shape, :class:`JourneyModel`, and its penalised maximum-likelihood fit (:f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +19,7 @@ from .intent import exposure_factor, intent_held
 if TYPE_CHECKING:
     from ...paths import PathTable
 
-_IMPOSE = 0.02  # an experiment's penalty uses this fraction of its standard error: the result is imposed
+_PIN_ROUNDS = 3  # a calibrated fit: rounds of (pin the tested effects, refit the others)
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 
 
@@ -228,11 +227,12 @@ class JourneyModel:
         l2: float,
         counts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> JourneyModel:
-        """The model refitted with the experiments' penalty ``Σ (L_e - target_e)² / (2 (0.02 · se_e)²)``: each
-        test's result is imposed (to within 2 % of its error), not averaged with the fit; then the tested
-        channels' bias (this fit's effects against the calibrated ones) is spread as the users' intent along
-        the exposure factor and the model refitted with that intent term held (docs/data_driven.md §6.1,
-        "Calibration by experiments").
+        """The model calibrated by experiments (docs/data_driven.md §6.1, "Calibration by experiments"): each
+        tested channel's effects are scaled so that its holdout effect over the test's journeys equals the
+        test's result (pinned); the tested channels' bias (this fit's effects against the pinned ones) is
+        spread as the users' intent along the exposure factor (:mod:`.intent`); then, with that intent term
+        held, the untested parameters are refitted by maximum likelihood and the tested effects pinned again,
+        :data:`_PIN_ROUNDS` times, ending on a pin (each test's result is met exactly).
 
         Parameters
         ----------
@@ -253,16 +253,53 @@ class JourneyModel:
         Raises
         ------
         ModelError
-            The optimisation ends on non-finite parameters.
+            The optimisation ends on non-finite parameters; a test's result is more than its channel's journeys
+            can give.
         """
         counts = (table.conversions, table.nulls) if counts is None else counts
-        fit = partial(_fit_one, table, self.form, self.rho, l2=l2, counts=counts, targets=targets, sat=self.sat)
-        first = fit(start=self.params)
+        codes = sorted({t.code for t in targets})
         c = self.n_codes
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
         factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
-        held = intent_held(self.params, first.params, [t.code for t in targets], factor, parts)
-        return fit(start=self.params - held, held=held) if held.any() else first
+        pinned = _pinned_fit(self, table, targets, l2=l2, counts=counts, held=np.zeros_like(self.params))
+        held = intent_held(self.params, pinned.params, codes, factor, parts)
+        return _pinned_fit(self, table, targets, l2=l2, counts=counts, held=held) if held.any() else pinned
+
+
+def _pinned_fit(
+    model: JourneyModel,
+    table: PathTable,
+    targets: list[_Target],
+    *,
+    l2: float,
+    counts: tuple[np.ndarray, np.ndarray],
+    held: np.ndarray,
+) -> JourneyModel:
+    """``model`` refitted with ``held`` in the likelihood and the tested effects pinned: :data:`_PIN_ROUNDS`
+    rounds of (pin, refit the untested parameters by maximum likelihood), ending on a pin."""
+    fixed = np.concatenate([_effect_slots(model, code) for code in sorted({t.code for t in targets})])
+    fit = JourneyModel(
+        model.params - held, model.form, model.rho, model.nll, model.n_params, model.n_journeys, model.sat, held
+    )
+    for _ in range(_PIN_ROUNDS):
+        start = _pin(fit, table, targets, fit.params)
+        fit = _fit_one(
+            table, model.form, model.rho, l2=l2, counts=counts, start=start, sat=model.sat, held=held, fixed=fixed
+        )
+    params = _pin(fit, table, targets, fit.params)
+    nll, _ = _nested_terms(table)(
+        params + held,
+        table.offsets,
+        table.codes,
+        counts[0],
+        counts[1],
+        model.rho,
+        model.sat,
+        model.use_h,
+        model.use_p,
+        0.0,
+    )
+    return JourneyModel(params, model.form, model.rho, float(nll), fit.n_params, fit.n_journeys, model.sat, held)
 
 
 def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]) -> np.ndarray:
@@ -300,6 +337,11 @@ def _active(form: str, n_codes: int) -> np.ndarray:
     if form in ("journey", "both"):
         idx += list(range(1 + n_codes, 2 + 2 * n_codes))
     return np.array(sorted(idx), dtype=np.int64)
+
+
+def _nested_terms(table: PathTable):
+    """The likelihood kernel for ``table``: serial for small tables (no thread start-up), else parallel."""
+    return jm.nested_terms if table.height < _PARALLEL_ROWS else jm.nested_terms_parallel
 
 
 def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -371,92 +413,114 @@ def _fit_one(
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
     start: np.ndarray,
-    targets: list[_Target] | None = None,
     max_iter: int = 100,
     sat: float = 1.0,
     hold_zeros: bool = False,
     held: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
 ) -> JourneyModel:
-    """Penalised maximum likelihood of one candidate: active-set Newton (exact Hessian), or L-BFGS-B with
-    experiments. ``hold_zeros``: the effects at 0 in ``start`` (a fit of the same candidate on a sample)
-    start held at their bound, released when the gradient wants them up (fewer active-set rounds). ``held``
-    (experiments only): the intent term, added to the parameters in the likelihood (JourneyModel)."""
+    """Penalised maximum likelihood of one candidate by active-set Newton steps (exact Hessian, damped where
+    "both" is not convex). ``hold_zeros``: the effects at 0 in ``start`` (a fit of the same candidate on a
+    sample) start held at their bound, released when the gradient wants them up (fewer active-set rounds).
+    ``held``: an intent term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter
+    indices kept at their ``start`` values (the effects that experiments pinned)."""
     n_codes = len(table.channels)
     conv, null = counts
-    active = _active(form, n_codes)
+    held = np.zeros_like(start) if held is None else held
+    keep = np.zeros(start.shape[0], dtype=bool)
+    if fixed is not None:
+        keep[fixed] = True
+    all_active = _active(form, n_codes)
+    active = all_active[~keep[all_active]]
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
-    full = start.copy()
     scale = max(float(conv.sum() + null.sum()), 1.0)
-    n_free = int(active.shape[0]) + (rho != 1.0) + (sat != 1.0)  # the stock's shape was chosen too
+    n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0)  # the stock's shape was chosen too
 
-    small = table.height < _PARALLEL_ROWS  # no thread start-up for small tables
-    terms = jm.nested_terms if small else jm.nested_terms_parallel
-    hessian = jm.nested_hessian if small else jm.nested_hessian_parallel
+    terms = _nested_terms(table)
+    hessian = jm.nested_hessian if table.height < _PARALLEL_ROWS else jm.nested_hessian_parallel
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
-    bounds = [(0.0, None) if b else (None, None) for b in is_beta]
-    start = start.copy()
-    start[active] = np.where(is_beta, np.maximum(start[active], 0.0), start[active])
+    full = start.copy()
+    full[active] = np.where(is_beta, np.maximum(start[active], 0.0), start[active])
+    at_zero = is_beta & (full[active] <= 0) if hold_zeros else np.zeros(active.shape[0], dtype=bool)
 
-    if not targets:  # active-set Newton with the exact Hessian (damped where "both" is not convex)
-        full[active] = start[active]
-        at_zero = is_beta & (start[active] <= 0) if hold_zeros else np.zeros(active.shape[0], dtype=bool)
-        for _ in range(4 * n_codes + 4):
-            free = active[~at_zero]
-            sel = np.ix_(free, free)
+    def loss_grad(x: np.ndarray, penalty: float) -> tuple[float, np.ndarray]:
+        return terms(x + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, penalty)
 
-            def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
-                full[free] = sub
-                loss, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
-                hess = (
-                    hessian(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)[sel]
-                    if want
-                    else None
-                )
-                return loss, grad[free], hess  # type: ignore[return-value]
+    for _ in range(4 * n_codes + 4):
+        free = active[~at_zero]
+        sel = np.ix_(free, free)
 
-            full[free] = _damped_newton(newton_terms, full[free].copy(), scale, max_iter=max_iter)
-            negative = is_beta & ~at_zero & (full[active] < 0)
-            if negative.any():  # hold the negative effects at 0 and solve again
-                at_zero |= negative
-                full[active[negative]] = 0.0
-                continue
-            _, grad = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
-            pull = np.where(at_zero, grad[active], 0.0)  # held effects the loss wants to increase
-            if pull.min() < -1e-7 * scale:
-                at_zero &= pull >= -1e-7 * scale  # release them all (a released one that turns negative
-                continue  # is held again in the next round)
-            break
-        loss, _ = terms(full, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
-        return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat)
-
-    held = np.zeros_like(full) if held is None else held
-
-    def objective(sub: np.ndarray) -> tuple[float, np.ndarray]:
-        full[active] = sub
-        loss, grad = terms(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)
-        for t in targets or ():
-            lift, lgrad, _ = jm.nested_lift(
-                full, held, table.offsets, table.codes, t.weights, rho, sat, use_h, use_p, t.code
+        def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
+            full[free] = sub
+            loss, grad = loss_grad(full, l2)
+            hess = (
+                hessian(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)[sel]
+                if want
+                else None
             )
-            sd = _IMPOSE * t.std_error  # the test's result is imposed (nearly an equality constraint)
-            r = (lift - t.value) / sd
-            loss += 0.5 * r * r
-            grad = grad + (r / sd) * lgrad
-        return loss / scale, grad[active] / scale
+            return loss, grad[free], hess  # type: ignore[return-value]
 
-    res = scipy.optimize.minimize(
-        objective,
-        start[active],
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-13, "maxcor": 20},
-    )
-    if not np.all(np.isfinite(res.x)):
-        raise ModelError(f"DATA_DRIVEN: the {form} form did not converge ({res.message})")
-    full[active] = res.x
-    loss, _ = terms(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, 0.0)
+        full[free] = _damped_newton(newton_terms, full[free].copy(), scale, max_iter=max_iter)
+        negative = is_beta & ~at_zero & (full[active] < 0)
+        if negative.any():  # hold the negative effects at 0 and solve again
+            at_zero |= negative
+            full[active[negative]] = 0.0
+            continue
+        _, grad = loss_grad(full, l2)
+        pull = np.where(at_zero, grad[active], 0.0)  # held effects the loss wants to increase
+        if pull.min() < -1e-7 * scale:
+            at_zero &= pull >= -1e-7 * scale  # release them all (a released one that turns negative
+            continue  # is held again in the next round)
+        break
+    loss, _ = loss_grad(full, 0.0)
     return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held)
+
+
+def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
+    """The parameter indices of channel ``code``'s effects in the parts of ``model``'s form."""
+    c = model.n_codes
+    return np.array(([1 + code] if model.use_h else []) + ([2 + c + code] if model.use_p else []), dtype=np.int64)
+
+
+def _pin(model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray) -> np.ndarray:
+    """``params`` with each tested channel's effects scaled (all its parts by one factor) so that its holdout
+    effect over its experiment's journeys equals the test's result (the channel's effect set to 0 when the
+    result is not positive); two passes, as the tests' lifts depend a little on each other."""
+    params = params.copy()
+    for _ in range(2):
+        for t in targets:
+            slots = _effect_slots(model, t.code)
+            base = params[slots] if params[slots].max() > 0 else np.ones(slots.shape[0])
+
+            def gap(s: float, t=t, slots=slots, base=base) -> float:
+                params[slots] = s * base
+                lift = jm.nested_lift(
+                    params,
+                    model.held,
+                    table.offsets,
+                    table.codes,
+                    t.weights,
+                    model.rho,
+                    model.sat,
+                    model.use_h,
+                    model.use_p,
+                    t.code,
+                )[0]
+                return lift - t.value
+
+            if t.value <= 0:
+                params[slots] = 0.0
+                continue
+            hi = 1.0
+            while gap(hi) < 0:
+                hi *= 2.0
+                if hi > 2.0**30:
+                    raise ModelError(
+                        f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: its incremental_conversions "
+                        f"({t.value:,.1f}) are more than its journeys can give (at most {t.value + gap(hi):,.1f})"
+                    )
+            params[slots] = scipy.optimize.brentq(gap, 0.0, hi, xtol=1e-12, rtol=1e-10) * base
+    return params
 
 
 def _incremental(table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

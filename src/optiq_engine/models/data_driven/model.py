@@ -57,9 +57,9 @@ class DataDriven(DataDrivenModel):
         Orderings sampled for journeys with more than 20 distinct channels.
     experiments
         Lift tests (:class:`~optiq_engine.Experiment`) that the fit is made to agree with: the model's holdout
-        effect of each tested channel over the test's period is held to the test's result (a penalty 50 times
-        tighter than its standard error: imposed, docs/data_driven.md §6); untested channels move as the data
-        then justify.
+        effect of each tested channel over the test's period is set to the test's result (imposed,
+        docs/data_driven.md §6.1); the bias the tests reveal is spread to the untested channels as intent,
+        along the main axis of the users' exposure, and the rest refitted.
     fit_on
         The history each journey is fitted on (docs/data_driven.md §1); the journeys are each group's first
         (up to its first conversion; its whole history when it never converts): ``"journeys"``: whole, every
