@@ -13,9 +13,14 @@ from ...kernels import journey_model as jm
 if TYPE_CHECKING:
     from ...paths import PathTable
 
-#: Ratio of a channel's own confounding variance to the shared factor's (``κ`` of docs/data_driven.md §6.1): the
-#: shrinkage of the factor's effect when the tested channels load little on it.
-FACTOR_SHRINKAGE = 0.05
+#: Prior standard deviation of the exposure factor's effect on conversions when there is one (``τ``, log-odds per
+#: standard deviation of the factor), docs/data_driven.md §6.1.
+FACTOR_SD = 1.0
+#: Variance of a tested channel's own confounding, not shared through the factor (``ω²``, standardised log-odds):
+#: ``ω = 0.1``, a tenth of ``τ``: confounding is taken to be mostly shared (one latent intent).
+CHANNEL_VARIANCE = 0.01
+#: Prior probability that the users' exposure and conversions share a confounder at all.
+PRIOR_CONFOUNDED = 0.5
 
 
 def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float) -> tuple[np.ndarray, np.ndarray]:
@@ -62,23 +67,30 @@ def intent_held(
     observed: np.ndarray,
     calibrated: np.ndarray,
     tested: list[int],
+    noise: np.ndarray,
     factor: tuple[np.ndarray, np.ndarray],
     parts: list[int],
 ) -> np.ndarray:
     """The intent term's effects (shaped as the parameters; the model's ``held``).
 
     Per part carrying channel effects (``parts``: the index of its first channel effect), the tested channels'
-    bias in standardised units, ``Δ_e = (observed_e - calibrated_e) · scale_e``, gives the factor's effect
-    ``λ = Σ_e loading_e Δ_e / (Σ_e loading_e² + κ)`` (the generalised least squares estimate with a channel's own
-    bias ``κ`` times as variable as the factor's effect, :data:`FACTOR_SHRINKAGE`), and every channel's
-    effect holds ``λ · loading_c / scale_c`` of intent.
+    biases in standardised units, ``Δ_e = (observed_e - calibrated_e) · scale_e``, are modelled as
+    ``Δ_e = λ loading_e + ε_e``, ``ε_e ~ N(0, ω² + σ_e²)`` (the channel's own confounding, :data:`CHANNEL_VARIANCE`,
+    and the test's error ``σ_e = noise_e · scale_e``), under a spike-and-slab prior: ``λ = 0`` (no shared
+    confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), each with probability 1/2 (:data:`PRIOR_CONFOUNDED`).
+    ``λ`` is its posterior mean, the slab's posterior mean times the slab's posterior probability (so tests
+    that agree with the fit within their errors move nothing), and every channel's effect holds
+    ``λ · loading_c / scale_c`` of intent.
 
     Parameters
     ----------
     observed, calibrated
         The candidate's parameters fitted without the experiments and calibrated by them.
     tested
-        The tested channels' codes.
+        The tested channels' codes (distinct).
+    noise
+        ``[len(tested), len(parts)]``: the standard error of each tested effect that the test's own error gives,
+        in the part's coefficient units.
     factor
         :func:`exposure_factor` of the table.
     parts
@@ -91,10 +103,16 @@ def intent_held(
     """
     loading, scale = factor
     held = np.zeros(observed.shape[0])
-    codes = np.array(sorted(set(tested)), dtype=np.int64)
+    codes = np.asarray(tested, dtype=np.int64)
     per_unit = np.divide(loading, scale, out=np.zeros_like(loading), where=scale > 0)
-    for base in parts:
+    v = loading[codes]
+    for i, base in enumerate(parts):
         delta = (observed[base + codes] - calibrated[base + codes]) * scale[codes]
-        lam = float(loading[codes] @ delta) / (float(loading[codes] @ loading[codes]) + FACTOR_SHRINKAGE)
-        held[base : base + loading.shape[0]] = lam * per_unit
+        var = CHANNEL_VARIANCE + (noise[:, i] * scale[codes]) ** 2
+        precision = float(v @ (v / var)) + 1.0 / FACTOR_SD**2
+        mean = float(v @ (delta / var)) / precision
+        # Bayes factor of the slab against the spike: N(Δ; 0, D + τ² v vᵀ) / N(Δ; 0, D), D = diag(var)
+        log_bf = 0.5 * mean**2 * precision - 0.5 * np.log(FACTOR_SD**2 * precision)
+        odds = PRIOR_CONFOUNDED / (1.0 - PRIOR_CONFOUNDED) * np.exp(min(log_bf, 700.0))
+        held[base : base + loading.shape[0]] = odds / (1.0 + odds) * mean * per_unit
     return held

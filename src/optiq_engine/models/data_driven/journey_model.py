@@ -262,7 +262,8 @@ class JourneyModel:
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
         factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
         pinned = _pinned_fit(self, table, targets, l2=l2, counts=counts, held=np.zeros_like(self.params))
-        held = intent_held(self.params, pinned.params, codes, factor, parts)
+        noise = _test_noise(pinned, table, targets, codes)
+        held = intent_held(self.params, pinned.params, codes, noise, factor, parts)
         return _pinned_fit(self, table, targets, l2=l2, counts=counts, held=held) if held.any() else pinned
 
 
@@ -300,6 +301,31 @@ def _pinned_fit(
         0.0,
     )
     return JourneyModel(params, model.form, model.rho, float(nll), fit.n_params, fit.n_journeys, model.sat, held)
+
+
+def _test_noise(model: JourneyModel, table: PathTable, targets: list[_Target], codes: list[int]) -> np.ndarray:
+    """``[len(codes), parts]``: per tested channel and part of ``model``, the standard error of its pinned effect
+    that its tests' errors give (``std_error / |dL/ds|`` along the pin's scaling ``s``; tests of one channel
+    combined by inverse variance); ``inf`` where the holdout effect does not move with the effect."""
+    info = np.zeros((len(codes), int(model.use_h) + int(model.use_p)))
+    for t in targets:
+        slots = _effect_slots(model, t.code)
+        base = model.params[slots] if model.params[slots].max() > 0 else np.ones(slots.shape[0])
+        grad = jm.nested_lift(
+            model.params,
+            model.held,
+            table.offsets,
+            table.codes,
+            t.weights,
+            model.rho,
+            model.sat,
+            model.use_h,
+            model.use_p,
+            t.code,
+        )[1]
+        per_s = t.std_error / max(abs(float(grad[slots] @ base)), 1e-300)
+        info[codes.index(t.code)] += 1.0 / np.maximum(per_s * np.abs(base), 1e-300) ** 2
+    return np.divide(1.0, np.sqrt(info), out=np.full_like(info, np.inf), where=info > 0)
 
 
 def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]) -> np.ndarray:
