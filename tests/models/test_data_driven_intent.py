@@ -146,16 +146,13 @@ def test_the_exposure_factor_is_the_axis_intent_drives(world) -> None:
     assert by["a"] < 0 and by["b"] < 0  # crowded out when intent is high
 
 
-def test_one_factor_effect_per_part_from_the_posterior() -> None:
+def test_one_factor_effect_from_the_posterior() -> None:
     n_codes = 3
     n_par = 2 + 3 * n_codes + jm.N_BUCKETS
     loading, scale = np.array([0.6, 0.8, 0.0]), np.array([2.0, 1.0, 0.5])
-    observed, calibrated = np.zeros(n_par), np.zeros(n_par)
-    observed[1:4] = [0.9, 0.4, 0.2]
-    calibrated[1:4] = [0.3, 0.4, 0.2]  # channel 0's test: its bias is 0.6 per touch, 1.2 standardised
-    noise = np.array([[0.05]])
-    held = intent_held(observed, calibrated, [0], noise, (loading, scale), [1])
-    var = CHANNEL_VARIANCE + (0.05 * 2.0) ** 2
+    bias, noise = np.array([1.2]), np.array([0.1])  # channel 0's test: a bias of 1.2 standardised log-odds
+    held = intent_held(bias, noise, [0], (loading, scale), [1, 2 + n_codes], n_par)
+    var = CHANNEL_VARIANCE + 0.1**2
     precision = 0.36 / var + 1.0 / FACTOR_SD**2
     mean = 0.6 * 1.2 / var / precision
     # the slab against the spike, from the two marginal densities of Δ
@@ -164,10 +161,8 @@ def test_one_factor_effect_per_part_from_the_posterior() -> None:
     p_slab = 1.0 / (1.0 + np.exp(spike - slab))
     assert p_slab > 0.9
     np.testing.assert_allclose(held[1:4], p_slab * mean * loading / scale)
-    assert not held[4:].any()
-    agree = intent_held(observed, observed, [0, 1], np.full((2, 2), 0.05), (loading, scale), [1, 5])
-    assert not agree.any()
-    small = calibrated.copy()
-    small[1] = 0.85  # a bias of a twelfth: barely beyond the test's error, mostly the spike
-    weak = intent_held(observed, small, [0], noise, (loading, scale), [1])
-    assert 0 < weak[1] < 0.3 * held[1] / 12
+    np.testing.assert_allclose(held[2 + n_codes : 5 + n_codes], held[1:4])  # every part alike
+    assert held[0] == held[1 + n_codes] == 0 and not held[2 + 2 * n_codes :].any()  # intercepts, ending
+    assert not intent_held(np.zeros(2), np.full(2, 0.1), [0, 1], (loading, scale), [1], n_par).any()
+    weak = intent_held(bias / 12, noise, [0], (loading, scale), [1], n_par)  # barely beyond the test's error
+    assert 0 < weak[1] < 0.3 * held[1] / 12  # mostly the spike

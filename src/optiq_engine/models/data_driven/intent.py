@@ -64,55 +64,52 @@ def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float
 
 
 def intent_held(
-    observed: np.ndarray,
-    calibrated: np.ndarray,
-    tested: list[int],
+    bias: np.ndarray,
     noise: np.ndarray,
+    tested: list[int],
     factor: tuple[np.ndarray, np.ndarray],
     parts: list[int],
+    n_params: int,
 ) -> np.ndarray:
     """The intent term's effects (shaped as the parameters; the model's ``held``).
 
-    Per part carrying channel effects (``parts``: the index of its first channel effect), the tested channels'
-    biases in standardised units, ``Δ_e = (observed_e - calibrated_e) · scale_e``, are modelled as
-    ``Δ_e = λ loading_e + ε_e``, ``ε_e ~ N(0, ω² + σ_e²)`` (the channel's own confounding, :data:`CHANNEL_VARIANCE`,
-    and the test's error ``σ_e = noise_e · scale_e``), under a spike-and-slab prior: ``λ = 0`` (no shared
-    confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), each with probability 1/2 (:data:`PRIOR_CONFOUNDED`).
-    ``λ`` is its posterior mean, the slab's posterior mean times the slab's posterior probability (so tests
-    that agree with the fit within their errors move nothing), and every channel's effect holds
-    ``λ · loading_c / scale_c`` of intent.
+    The tested channels' biases ``Δ_e`` (standardised log-odds: the shift of the channel's effects, in every
+    part, that its test's result takes away from the observational fit, :func:`test_biases`) are modelled as
+    ``Δ_e = λ loading_e + ε_e``, ``ε_e ~ N(0, ω² + σ_e²)`` (the channel's own confounding,
+    :data:`CHANNEL_VARIANCE`, and the test's error ``σ_e = noise_e``), under a spike-and-slab prior: ``λ = 0``
+    (no shared confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), with probability 1/2 each
+    (:data:`PRIOR_CONFOUNDED`). ``λ`` is its posterior mean, the slab's posterior mean times the slab's posterior
+    probability (tests that agree with the fit within their errors move nothing), and every channel's effect
+    holds ``λ · loading_c / scale_c`` of intent in every part.
 
     Parameters
     ----------
-    observed, calibrated
-        The candidate's parameters fitted without the experiments and calibrated by them.
+    bias, noise
+        Per tested channel, ``Δ_e`` and ``σ_e`` (standardised log-odds).
     tested
-        The tested channels' codes (distinct).
-    noise
-        ``[len(tested), len(parts)]``: the standard error of each tested effect that the test's own error gives,
-        in the part's coefficient units.
+        The tested channels' codes (distinct, aligned with ``bias``).
     factor
         :func:`exposure_factor` of the table.
     parts
         The parameter index of the first channel effect of each part in the model.
+    n_params
+        The length of the parameter vector.
 
     Returns
     -------
     numpy.ndarray
-        float64, shaped as the parameters: zero outside the parts' channel effects.
+        float64[n_params]: zero outside the parts' channel effects.
     """
     loading, scale = factor
-    held = np.zeros(observed.shape[0])
-    codes = np.asarray(tested, dtype=np.int64)
+    v = loading[np.asarray(tested, dtype=np.int64)]
+    var = CHANNEL_VARIANCE + noise**2
+    precision = float(v @ (v / var)) + 1.0 / FACTOR_SD**2
+    mean = float(v @ (bias / var)) / precision
+    # Bayes factor of the slab against the spike: N(Δ; 0, D + τ² v vᵀ) / N(Δ; 0, D), D = diag(var)
+    log_bf = 0.5 * mean**2 * precision - 0.5 * np.log(FACTOR_SD**2 * precision)
+    odds = PRIOR_CONFOUNDED / (1.0 - PRIOR_CONFOUNDED) * np.exp(min(log_bf, 700.0))
     per_unit = np.divide(loading, scale, out=np.zeros_like(loading), where=scale > 0)
-    v = loading[codes]
-    for i, base in enumerate(parts):
-        delta = (observed[base + codes] - calibrated[base + codes]) * scale[codes]
-        var = CHANNEL_VARIANCE + (noise[:, i] * scale[codes]) ** 2
-        precision = float(v @ (v / var)) + 1.0 / FACTOR_SD**2
-        mean = float(v @ (delta / var)) / precision
-        # Bayes factor of the slab against the spike: N(Δ; 0, D + τ² v vᵀ) / N(Δ; 0, D), D = diag(var)
-        log_bf = 0.5 * mean**2 * precision - 0.5 * np.log(FACTOR_SD**2 * precision)
-        odds = PRIOR_CONFOUNDED / (1.0 - PRIOR_CONFOUNDED) * np.exp(min(log_bf, 700.0))
+    held = np.zeros(n_params)
+    for base in parts:
         held[base : base + loading.shape[0]] = odds / (1.0 + odds) * mean * per_unit
     return held

@@ -261,10 +261,14 @@ class JourneyModel:
         c = self.n_codes
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
         factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
-        pinned = _pinned_fit(self, table, targets, l2=l2, counts=counts, held=np.zeros_like(self.params))
-        noise = _test_noise(pinned, table, targets, codes)
-        held = intent_held(self.params, pinned.params, codes, noise, factor, parts)
-        return _pinned_fit(self, table, targets, l2=l2, counts=counts, held=held) if held.any() else pinned
+        scale = np.where(factor[1] > 0, factor[1], 1.0)
+        probe = _pinned_fit(
+            self, table, targets, l2=l2, counts=counts, held=np.zeros_like(self.params), shift_scale=scale
+        )
+        bias, noise = _test_biases(self, probe, table, targets, codes, scale)
+        noise[factor[1][codes] <= 0] = np.inf  # no exposure variation: the factor cannot be read there
+        held = intent_held(bias, noise, codes, factor, parts, self.params.shape[0])
+        return _pinned_fit(self, table, targets, l2=l2, counts=counts, held=held)
 
 
 def _pinned_fit(
@@ -275,19 +279,21 @@ def _pinned_fit(
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
     held: np.ndarray,
+    shift_scale: np.ndarray | None = None,
 ) -> JourneyModel:
-    """``model`` refitted with ``held`` in the likelihood and the tested effects pinned: :data:`_PIN_ROUNDS`
-    rounds of (pin, refit the untested parameters by maximum likelihood), ending on a pin."""
+    """``model`` refitted with ``held`` in the likelihood and the tested effects pinned (:func:`_pin`, scaled, or
+    shifted with ``shift_scale``): :data:`_PIN_ROUNDS` rounds of (pin, refit the untested parameters by maximum
+    likelihood), ending on a pin."""
     fixed = np.concatenate([_effect_slots(model, code) for code in sorted({t.code for t in targets})])
     fit = JourneyModel(
         model.params - held, model.form, model.rho, model.nll, model.n_params, model.n_journeys, model.sat, held
     )
     for _ in range(_PIN_ROUNDS):
-        start = _pin(fit, table, targets, fit.params)
+        start = _pin(fit, table, targets, fit.params, shift_scale)
         fit = _fit_one(
             table, model.form, model.rho, l2=l2, counts=counts, start=start, sat=model.sat, held=held, fixed=fixed
         )
-    params = _pin(fit, table, targets, fit.params)
+    params = _pin(fit, table, targets, fit.params, shift_scale)
     nll, _ = _nested_terms(table)(
         params + held,
         table.offsets,
@@ -303,29 +309,26 @@ def _pinned_fit(
     return JourneyModel(params, model.form, model.rho, float(nll), fit.n_params, fit.n_journeys, model.sat, held)
 
 
-def _test_noise(model: JourneyModel, table: PathTable, targets: list[_Target], codes: list[int]) -> np.ndarray:
-    """``[len(codes), parts]``: per tested channel and part of ``model``, the standard error of its pinned effect
-    that its tests' errors give (``std_error / |dL/ds|`` along the pin's scaling ``s``; tests of one channel
-    combined by inverse variance); ``inf`` where the holdout effect does not move with the effect."""
-    info = np.zeros((len(codes), int(model.use_h) + int(model.use_p)))
+def _test_biases(
+    observed: JourneyModel,
+    probe: JourneyModel,
+    table: PathTable,
+    targets: list[_Target],
+    codes: list[int],
+    scale: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per tested channel (``codes``), the bias its tests reveal and its standard error, in standardised
+    log-odds: ``Δ = -δ``, ``δ`` the shift of the channel's effects (every part alike) from the ``observed`` fit
+    to the ``probe`` (the fit with the tests' results imposed by shifts), and ``std_error / |dL/dδ|`` there;
+    tests of one channel combined by inverse variance."""
+    bias = np.array(
+        [(observed.params[s[0]] - probe.params[s[0]]) * scale[c] for c in codes for s in [_effect_slots(observed, c)]]
+    )
+    info = np.zeros(len(codes))
     for t in targets:
-        slots = _effect_slots(model, t.code)
-        base = model.params[slots] if model.params[slots].max() > 0 else np.ones(slots.shape[0])
-        grad = jm.nested_lift(
-            model.params,
-            model.held,
-            table.offsets,
-            table.codes,
-            t.weights,
-            model.rho,
-            model.sat,
-            model.use_h,
-            model.use_p,
-            t.code,
-        )[1]
-        per_s = t.std_error / max(abs(float(grad[slots] @ base)), 1e-300)
-        info[codes.index(t.code)] += 1.0 / np.maximum(per_s * np.abs(base), 1e-300) ** 2
-    return np.divide(1.0, np.sqrt(info), out=np.full_like(info, np.inf), where=info > 0)
+        slope = float(_lift(probe, table, t, probe.params)[1][_effect_slots(probe, t.code)].sum()) / scale[t.code]
+        info[codes.index(t.code)] += (slope / t.std_error) ** 2
+    return bias, np.divide(1.0, np.sqrt(info), out=np.full(len(codes), np.inf), where=info > 0)
 
 
 def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]) -> np.ndarray:
@@ -508,45 +511,63 @@ def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
     return np.array(([1 + code] if model.use_h else []) + ([2 + c + code] if model.use_p else []), dtype=np.int64)
 
 
-def _pin(model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray) -> np.ndarray:
-    """``params`` with each tested channel's effects scaled (all its parts by one factor) so that its holdout
-    effect over its experiment's journeys equals the test's result (the channel's effect set to 0 when the
-    result is not positive); two passes, as the tests' lifts depend a little on each other."""
+def _pin(
+    model: JourneyModel,
+    table: PathTable,
+    targets: list[_Target],
+    params: np.ndarray,
+    shift_scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """``params`` with each tested channel's effects set so that its holdout effect over its experiment's
+    journeys equals the test's result (Brent's method); two passes, as the tests' lifts depend a little on each
+    other. By default all its parts are scaled by one factor (the effect set to 0 when the result is not
+    positive); with ``shift_scale``, all its parts are shifted by one amount ``x / shift_scale[channel]``
+    instead (a shift in standardised log-odds, whatever the sign)."""
     params = params.copy()
     for _ in range(2):
         for t in targets:
             slots = _effect_slots(model, t.code)
-            base = params[slots] if params[slots].max() > 0 else np.ones(slots.shape[0])
+            entry = params[slots].copy()
+            if shift_scale is None:
+                if t.value <= 0:
+                    params[slots] = 0.0
+                    continue
+                at = (entry if entry.max() > 0 else np.ones(slots.shape[0]), np.zeros(slots.shape[0]))
+            else:
+                at = (np.ones(slots.shape[0]), entry)
 
-            def gap(s: float, t=t, slots=slots, base=base) -> float:
-                params[slots] = s * base
-                lift = jm.nested_lift(
-                    params,
-                    model.held,
-                    table.offsets,
-                    table.codes,
-                    t.weights,
-                    model.rho,
-                    model.sat,
-                    model.use_h,
-                    model.use_p,
-                    t.code,
-                )[0]
-                return lift - t.value
+            def gap(x: float, t=t, slots=slots, at=at) -> float:
+                step = 1.0 if shift_scale is None else 1.0 / shift_scale[t.code]
+                params[slots] = at[1] + x * step * at[0] if shift_scale is not None else x * at[0]
+                return _lift(model, table, t, params)[0] - t.value
 
-            if t.value <= 0:
-                params[slots] = 0.0
-                continue
-            hi = 1.0
-            while gap(hi) < 0:
-                hi *= 2.0
-                if hi > 2.0**30:
+            lo, hi = (0.0, 1.0) if shift_scale is None else (-1.0, 1.0)
+            while gap(hi) < 0 or gap(lo) > 0:
+                lo, hi = (lo if gap(lo) <= 0 else 2.0 * lo - 1.0), (hi if gap(hi) >= 0 else 2.0 * hi)
+                if max(abs(lo), hi) > 2.0**30:
                     raise ModelError(
-                        f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: its incremental_conversions "
-                        f"({t.value:,.1f}) are more than its journeys can give (at most {t.value + gap(hi):,.1f})"
+                        f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: no effect of the channel gives "
+                        f"its incremental_conversions ({t.value:,.1f})"
                     )
-            params[slots] = scipy.optimize.brentq(gap, 0.0, hi, xtol=1e-12, rtol=1e-10) * base
+            gap(scipy.optimize.brentq(gap, lo, hi, xtol=1e-12, rtol=1e-10))
     return params
+
+
+def _lift(model: JourneyModel, table: PathTable, t: _Target, params: np.ndarray) -> tuple[float, np.ndarray]:
+    """The holdout effect of ``t``'s channel over its journeys under ``model`` with ``params``, and its gradient."""
+    value, grad, _ = jm.nested_lift(
+        params,
+        model.held,
+        table.offsets,
+        table.codes,
+        t.weights,
+        model.rho,
+        model.sat,
+        model.use_h,
+        model.use_p,
+        t.code,
+    )
+    return value, grad
 
 
 def _incremental(table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
