@@ -330,6 +330,9 @@ def test_experiment_validation_and_settings() -> None:
     table = table_of(SMALL)
     with pytest.raises(oq.ModelError, match="no fitted journey"):
         oq.models.DataDriven(form="auto", experiments=[oq.Experiment("zz", 1.0, 1.0)]).fit(table)
+    journeys = float((table.conversions + table.nulls).sum())  # a channel cannot cause more conversions
+    with pytest.raises(oq.ModelError, match="no effect of the channel gives its incremental_conversions"):
+        oq.models.DataDriven(form="auto", experiments=[oq.Experiment("a", journeys, 1.0)]).fit(table)
 
 
 def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:

@@ -528,27 +528,27 @@ def _pin(
         for t in targets:
             slots = _effect_slots(model, t.code)
             entry = params[slots].copy()
-            if shift_scale is None:
-                if t.value <= 0:
-                    params[slots] = 0.0
-                    continue
-                at = (entry if entry.max() > 0 else np.ones(slots.shape[0]), np.zeros(slots.shape[0]))
-            else:
-                at = (np.ones(slots.shape[0]), entry)
+            if shift_scale is None and t.value <= 0:
+                params[slots] = 0.0
+                continue
+            if shift_scale is None:  # x scales the effects
+                way, at, lo, hi = (entry if entry.max() > 0 else np.ones(slots.shape[0])), 0.0 * entry, 0.0, 1.0
+            else:  # x shifts them
+                way, at, lo, hi = np.full(slots.shape[0], 1.0 / shift_scale[t.code]), entry, -1.0, 1.0
 
-            def gap(x: float, t=t, slots=slots, at=at) -> float:
-                step = 1.0 if shift_scale is None else 1.0 / shift_scale[t.code]
-                params[slots] = at[1] + x * step * at[0] if shift_scale is not None else x * at[0]
+            def gap(x: float, t=t, slots=slots, way=way, at=at) -> float:
+                params[slots] = at + x * way
                 return _lift(model, table, t, params)[0] - t.value
 
-            lo, hi = (0.0, 1.0) if shift_scale is None else (-1.0, 1.0)
-            while gap(hi) < 0 or gap(lo) > 0:
-                lo, hi = (lo if gap(lo) <= 0 else 2.0 * lo - 1.0), (hi if gap(hi) >= 0 else 2.0 * hi)
-                if max(abs(lo), hi) > 2.0**30:
-                    raise ModelError(
-                        f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: no effect of the channel gives "
-                        f"its incremental_conversions ({t.value:,.1f})"
-                    )
+            while gap(hi) < 0 and hi < 2.0**30:
+                hi *= 2.0
+            while gap(lo) > 0 and lo > -(2.0**30):
+                lo *= 2.0
+            if gap(hi) < 0 or gap(lo) > 0:
+                raise ModelError(
+                    f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: no effect of the channel gives "
+                    f"its incremental_conversions ({t.value:,.1f}) over the test's journeys"
+                )
             gap(scipy.optimize.brentq(gap, lo, hi, xtol=1e-12, rtol=1e-10))
     return params
 
