@@ -102,8 +102,9 @@ def fitted_html(fitted: FittedModel) -> str:
             facts.append(
                 [
                     f"experiment on {r['channel']}",
-                    f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; "
-                    f"calibrated model {r['model_incremental']:,.1f} (z = {r['z']:+.2f})",
+                    f"{r['incremental_conversions']:,.1f} ± {r['std_error']:,.1f}; the data alone "
+                    f"{r['observational_incremental']:,.1f}; calibrated model {r['model_incremental']:,.1f} "
+                    f"(z = {r['z']:+.2f})",
                 ]
             )
     if fitted.baseline_conversions:  # docs/data_driven.md §5

@@ -95,29 +95,37 @@ def _experiment_frame(
     experiments: tuple[Experiment, ...],
     targets: list[_Target],
     candidates: list[JourneyModel],
+    observed: list[JourneyModel],
     weights: np.ndarray,
     table: PathTable,
 ) -> pl.DataFrame | None:
-    """Per experiment: its result and the calibrated model's holdout effect over the same journeys."""
+    """Per experiment: its result and error, the holdout effect of the fit without the experiments
+    (``observed``: what the data alone say) and of the calibrated one over the same journeys."""
     if not targets:
         return None
-    implied = []
-    for t in targets:
-        lift = 0.0
-        for w, c in zip(weights, candidates, strict=True):
-            if w > _MIN_WEIGHT:
-                lift += (
-                    w
-                    * jm.nested_lift(
-                        c.params, c.held, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
-                    )[0]
-                )
-        implied.append(lift / float(weights[weights > _MIN_WEIGHT].sum()))
+    kept = weights > _MIN_WEIGHT
+    total = float(weights[kept].sum())
+
+    def lift(models: list[JourneyModel], t: _Target) -> float:
+        return (
+            sum(
+                w
+                * jm.nested_lift(
+                    c.params, c.held, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
+                )[0]
+                for w, c, k in zip(weights, models, kept, strict=True)
+                if k
+            )
+            / total
+        )
+
+    implied = [lift(candidates, t) for t in targets]
     return pl.DataFrame(
         {
             "channel": [e.channel for e in experiments],
             "incremental_conversions": [e.incremental_conversions for e in experiments],
             "std_error": [e.std_error for e in experiments],
+            "observational_incremental": [lift(observed, t) for t in targets],
             "model_incremental": implied,
             "z": [(m - e.incremental_conversions) / e.std_error for m, e in zip(implied, experiments, strict=True)],
             "journeys": [float(t.weights.sum()) for t in targets],

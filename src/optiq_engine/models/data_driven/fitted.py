@@ -48,8 +48,9 @@ class FittedDataDriven(FittedModel):
     mixture
         ``form="auto"``: ``(weight, candidate)`` of the candidates averaged in the credit.
     experiment_checks
-        With experiments: per test, its result and error, the calibrated model's holdout effect over the
-        same journeys (``model_incremental``), ``z`` and ``journeys``.
+        With experiments: per test, its result and error, the holdout effect over the same journeys of the fit
+        without experiments (``observational_incremental``: what the data alone say) and of the calibrated
+        one (``model_incremental``), ``z`` and ``journeys``.
     history
         The journeys the fit read: ``"journeys"`` (whole first journeys) or ``"windows"`` (their lookback
         windows); with ``fit_on="auto"`` the one of larger ``history_loglik``; None for a table given to

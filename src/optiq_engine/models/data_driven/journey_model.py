@@ -253,8 +253,8 @@ class JourneyModel:
         Raises
         ------
         ModelError
-            The optimisation ends on non-finite parameters; a test's result is more than its channel's journeys
-            can give.
+            The optimisation ends on non-finite parameters; no effect of a tested channel gives its test's
+            result.
         """
         counts = (table.conversions, table.nulls) if counts is None else counts
         codes = sorted({t.code for t in targets})

@@ -252,6 +252,7 @@ class DataDriven(DataDrivenModel):
         counts = (table.conversions, table.nulls)
         candidates, weights = choose_candidates(table, l2=float(self.l2), seed=self.seed)
         targets = _experiment_targets(self.experiments, table, periods)
+        observed = candidates
         if targets:
             candidates = [
                 c.calibrated(table, targets, l2=float(self.l2)) if w > _MIN_WEIGHT else c
@@ -285,7 +286,7 @@ class DataDriven(DataDrivenModel):
                 "journeys": [c.n_journeys for c in candidates],
             }
         ).sort("bic")
-        checks = _experiment_frame(self.experiments, targets, candidates, weights, table)
+        checks = _experiment_frame(self.experiments, targets, candidates, observed, weights, table)
         return FittedDataDriven(
             model=self,
             channel_credit=frame,
