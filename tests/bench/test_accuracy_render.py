@@ -14,7 +14,7 @@ def test_lift_test_runs_are_scored_and_rendered() -> None:
     data = lift_test_data(world, pairs=[("email", "google_ads")])
     row = data["email, google_ads"]
     assert 0.0 <= row["score"] <= 1.0
-    assert row["max_abs_z"] < 1e-6  # the tests' results are imposed
+    assert row["max_abs_z"] < 0.5  # each test met within its error
     assert sum(row["errors"].values()) == pytest.approx(0.0, abs=1e-9)  # shares and truth both sum to 1
     runs = {"confounded": {"scores": {"DATA_DRIVEN": 0.6, "LAST_NON_DIRECT": 0.3}, "lift_tests": data}}
     lines = _lift_test_lines(runs)

@@ -272,8 +272,7 @@ def test_a_calibrated_fit_moves_the_tested_channel_into_its_interval(worlds) -> 
     target = oq.Experiment("a", incremental_conversions=0.5 * lift, std_error=0.05 * lift)
     fit = oq.models.DataDriven(form="auto", experiments=[target]).fit(table)
     check = fit.experiment_checks.row(0, named=True)
-    assert abs(check["model_incremental"] - 0.5 * lift) < 1e-6 * lift, check  # imposed
-    assert abs(check["z"]) < 1e-6
+    assert abs(check["z"]) < 0.1, check  # met within a tenth of its error
     assert check["observational_incremental"] == pytest.approx(lift, rel=0.02)  # what the data alone say
     share = dict(zip(table.channels, fit.shares.tolist(), strict=True))
     before = dict(zip(table.channels, free.shares.tolist(), strict=True))

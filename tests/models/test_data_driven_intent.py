@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 import optiq_engine as oq
 from optiq_engine.kernels import journey_model as jm
-from optiq_engine.models.data_driven.intent import CHANNEL_VARIANCE, FACTOR_SD, exposure_factor, intent_held
+from optiq_engine.models.data_driven.intent import CHANNEL_VARIANCE, FACTOR_SD, exposure_factor, intent_posterior
 from optiq_engine.paths import PathTable
 from tests.reference import data_driven as ref
 
@@ -151,7 +152,7 @@ def test_one_factor_effect_from_the_posterior() -> None:
     n_par = 2 + 3 * n_codes + jm.N_BUCKETS
     loading, scale = np.array([0.6, 0.8, 0.0]), np.array([2.0, 1.0, 0.5])
     bias, noise = np.array([1.2]), np.array([0.1])  # channel 0's test: a bias of 1.2 standardised log-odds
-    held = intent_held(bias, noise, [0], (loading, scale), [1, 2 + n_codes], n_par)
+    held, own = intent_posterior(bias, noise, [0], (loading, scale), [1, 2 + n_codes], n_par)
     var = CHANNEL_VARIANCE + 0.1**2
     precision = 0.36 / var + 1.0 / FACTOR_SD**2
     mean = 0.6 * 1.2 / var / precision
@@ -160,9 +161,41 @@ def test_one_factor_effect_from_the_posterior() -> None:
     spike = scipy.stats.norm.logpdf(1.2, 0.0, np.sqrt(var))
     p_slab = 1.0 / (1.0 + np.exp(spike - slab))
     assert p_slab > 0.9
-    np.testing.assert_allclose(held[1:4], p_slab * mean * loading / scale)
+    lam = p_slab * mean
+    np.testing.assert_allclose(held[1:4], lam * loading / scale)
     np.testing.assert_allclose(held[2 + n_codes : 5 + n_codes], held[1:4])  # every part alike
     assert held[0] == held[1 + n_codes] == 0 and not held[2 + 2 * n_codes :].any()  # intercepts, ending
-    assert not intent_held(np.zeros(2), np.full(2, 0.1), [0, 1], (loading, scale), [1], n_par).any()
-    weak = intent_held(bias / 12, noise, [0], (loading, scale), [1], n_par)  # barely beyond the test's error
+    np.testing.assert_allclose(own, lam * 0.6 + (1.2 - lam * 0.6) / (1 + 0.1**2))  # the test, nearly
+    none, zero = intent_posterior(np.zeros(2), np.full(2, 0.1), [0, 1], (loading, scale), [1], n_par)
+    assert not none.any() and not zero.any()
+    weak, _ = intent_posterior(bias / 12, noise, [0], (loading, scale), [1], n_par)  # barely beyond the error
     assert 0 < weak[1] < 0.3 * held[1] / 12  # mostly the spike
+    vague, own = intent_posterior(bias, np.array([1e6]), [0], (loading, scale), [1], n_par)
+    assert np.abs(vague).max() < 1e-9 and abs(own[0]) < 1e-9  # a test without information moves nothing
+
+
+def test_a_test_weighs_by_its_error(world) -> None:
+    frame, _, holdout = world
+    table = table_of(frame)
+    free = oq.models.DataDriven(form="auto").fit(table)
+    vague = oq.Experiment("c", holdout[2], 1e6)  # no information: nothing moves
+    fit = oq.models.DataDriven(form="auto", experiments=vague).fit(table)  # one test alone is a list of one
+    np.testing.assert_allclose(fit.shares_for(CHANNELS), free.shares_for(CHANNELS), atol=1e-6)
+    # two tests of one channel are met together, each weighed by its error (not the last one alone)
+    both = [
+        oq.Experiment("c", 0.5 * holdout[2], 0.1 * holdout[2]),
+        oq.Experiment("c", 1.5 * holdout[2], 0.1 * holdout[2]),
+    ]
+    z = oq.models.DataDriven(form="auto", experiments=both).fit(table).experiment_checks.get_column("z").to_list()
+    assert z[0] == pytest.approx(-z[1], abs=0.05) and 4 < z[0] < 6
+
+
+def test_a_test_whose_period_holds_no_journey_is_refused(world) -> None:
+    frame, _, holdout = world
+    test = oq.Experiment(
+        "c", holdout[2], 10.0, start=datetime(2025, 2, 1, tzinfo=UTC), end=datetime(2025, 3, 1, tzinfo=UTC)
+    )
+    table = table_of(frame)
+    nobody = [(np.zeros(table.height), np.zeros(table.height))]  # the journeys of each row in the period: none
+    with pytest.raises(oq.ModelError, match="no fitted journey with that channel ends in its period"):
+        oq.models.DataDriven(experiments=[test]).fit(table, periods=nobody)

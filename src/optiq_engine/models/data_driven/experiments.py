@@ -32,6 +32,14 @@ def _experiment_targets(
                 f"channels are {list(table.channels)}"
             )
         weights = table.conversions + table.nulls if periods is None else periods[i][0] + periods[i][1]
+        code = table.channels.index(e.channel)
+        rows = np.repeat(np.arange(table.height), np.diff(table.offsets))[table.codes == code]
+        if not weights[rows].any():
+            raise ModelError(
+                f"DATA_DRIVEN experiment on channel {e.channel!r}: no fitted journey with that channel ends in "
+                f"its period [{e.start or '...'}, {e.end or '...'}) (a converting journey ends at its conversion, "
+                "a non-converting one at its last touch)"
+            )
         out.append(
             _Target(
                 table.channels.index(e.channel),

@@ -63,29 +63,31 @@ def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float
     return (loading / norm if norm > 0 else loading), np.where(live, scale, 0.0)
 
 
-def intent_held(
+def intent_posterior(
     bias: np.ndarray,
     noise: np.ndarray,
     tested: list[int],
     factor: tuple[np.ndarray, np.ndarray],
     parts: list[int],
     n_params: int,
-) -> np.ndarray:
-    """The intent term's effects (shaped as the parameters; the model's ``held``).
+) -> tuple[np.ndarray, np.ndarray]:
+    """The intent term's effects (the model's ``held``) and the tested channels' own biases, from their tests.
 
-    The tested channels' biases ``Δ_e`` (standardised log-odds: the shift of the channel's effects, in every
-    part, that its test's result takes away from the observational fit, :func:`test_biases`) are modelled as
-    ``Δ_e = λ loading_e + ε_e``, ``ε_e ~ N(0, ω² + σ_e²)`` (the channel's own confounding,
-    :data:`CHANNEL_VARIANCE`, and the test's error ``σ_e = noise_e``), under a spike-and-slab prior: ``λ = 0``
-    (no shared confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), with probability 1/2 each
-    (:data:`PRIOR_CONFOUNDED`). ``λ`` is its posterior mean, the slab's posterior mean times the slab's posterior
-    probability (tests that agree with the fit within their errors move nothing), and every channel's effect
-    holds ``λ · loading_c / scale_c`` of intent in every part.
+    The biases the tests measure, ``Δ̂_e`` (standardised log-odds: the shift of the channel's effects, in every
+    part, that takes the observational fit to the test's result), are modelled as ``Δ̂_e = λ loading_e + ε_e +
+    η_e``: the shared factor's effect ``λ``, the channel's own confounding ``ε_e ~ N(0, ω²)``
+    (:data:`CHANNEL_VARIANCE`) and the test's error ``η_e ~ N(0, σ_e²)`` (``σ_e = noise_e``). The prior on ``λ`` is a
+    spike and slab: ``λ = 0`` (no shared confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), probability 1/2 each
+    (:data:`PRIOR_CONFOUNDED`). ``λ̂`` is its posterior mean (the slab's posterior mean times the slab's posterior
+    probability): every channel's effect holds ``λ̂ · loading_c / scale_c`` of intent, in every part. A tested
+    channel's own bias is ``λ̂ loading_e + τ² / (τ² + σ_e²) (Δ̂_e - λ̂ loading_e)`` (its own part given the
+    factor's prior scale ``τ``, not ``ω``: a test is met within its error, and only a test whose error is
+    of the order of ``τ``, a log-odds per standard deviation of exposure, moves its channel less).
 
     Parameters
     ----------
     bias, noise
-        Per tested channel, ``Δ_e`` and ``σ_e`` (standardised log-odds).
+        Per tested channel, ``Δ̂_e`` and ``σ_e`` (standardised log-odds).
     tested
         The tested channels' codes (distinct, aligned with ``bias``).
     factor
@@ -97,8 +99,10 @@ def intent_held(
 
     Returns
     -------
-    numpy.ndarray
+    held : numpy.ndarray
         float64[n_params]: zero outside the parts' channel effects.
+    own : numpy.ndarray
+        Per tested channel, its posterior bias (standardised log-odds).
     """
     loading, scale = factor
     v = loading[np.asarray(tested, dtype=np.int64)]
@@ -108,8 +112,9 @@ def intent_held(
     # Bayes factor of the slab against the spike: N(Δ; 0, D + τ² v vᵀ) / N(Δ; 0, D), D = diag(var)
     log_bf = 0.5 * mean**2 * precision - 0.5 * np.log(FACTOR_SD**2 * precision)
     odds = PRIOR_CONFOUNDED / (1.0 - PRIOR_CONFOUNDED) * np.exp(min(log_bf, 700.0))
+    lam = odds / (1.0 + odds) * mean
     per_unit = np.divide(loading, scale, out=np.zeros_like(loading), where=scale > 0)
     held = np.zeros(n_params)
     for base in parts:
-        held[base : base + loading.shape[0]] = odds / (1.0 + odds) * mean * per_unit
-    return held
+        held[base : base + loading.shape[0]] = lam * per_unit
+    return held, lam * v + FACTOR_SD**2 / (FACTOR_SD**2 + noise**2) * (bias - lam * v)

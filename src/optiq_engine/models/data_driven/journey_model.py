@@ -3,7 +3,7 @@ stock shape, :class:`JourneyModel`, and its penalised maximum-likelihood fit (:f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,7 +14,7 @@ import scipy.optimize
 from ...errors import ModelError
 from ...kernels import journey_model as jm
 from ...kernels import logistic as k
-from .intent import exposure_factor, intent_held
+from .intent import exposure_factor, intent_posterior
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -262,38 +262,44 @@ class JourneyModel:
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
         factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
         scale = np.where(factor[1] > 0, factor[1], 1.0)
-        probe = _pinned_fit(
-            self, table, targets, l2=l2, counts=counts, held=np.zeros_like(self.params), shift_scale=scale
-        )
+        probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale)
         bias, noise = _test_biases(self, probe, table, targets, codes, scale)
         noise[factor[1][codes] <= 0] = np.inf  # no exposure variation: the factor cannot be read there
-        held = intent_held(bias, noise, codes, factor, parts, self.params.shape[0])
-        return _pinned_fit(self, table, targets, l2=l2, counts=counts, held=held)
+        held, own = intent_posterior(bias, noise, codes, factor, parts, self.params.shape[0])
+        # each test met as far as its own posterior bias goes (all the way unless its error is of order τ)
+        kept = np.clip(np.divide(own, bias, out=np.ones_like(bias), where=bias != 0), 0.0, 1.0)
+        moved = [
+            replace(t, value=lift + kept[codes.index(t.code)] * (t.value - lift))
+            for t in targets
+            for lift in [_lift(self, table, t, self.params)[0]]
+        ]
+        return _probe_fit(self, table, moved, l2=l2, counts=counts, scale=scale, held=held)
 
 
-def _pinned_fit(
+def _probe_fit(
     model: JourneyModel,
     table: PathTable,
     targets: list[_Target],
     *,
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
-    held: np.ndarray,
-    shift_scale: np.ndarray | None = None,
+    scale: np.ndarray,
+    held: np.ndarray | None = None,
 ) -> JourneyModel:
-    """``model`` refitted with ``held`` in the likelihood and the tested effects pinned (:func:`_pin`, scaled, or
-    shifted with ``shift_scale``): :data:`_PIN_ROUNDS` rounds of (pin, refit the untested parameters by maximum
-    likelihood), ending on a pin."""
+    """``model`` refitted with ``held`` in the likelihood (default none) and the tests' results imposed:
+    :data:`_PIN_ROUNDS` rounds of (shift the tested channels' effects until their holdout effects meet their
+    tests, :func:`_pin`; refit the untested parameters by maximum likelihood), ending on a shift."""
+    held = np.zeros_like(model.params) if held is None else held
     fixed = np.concatenate([_effect_slots(model, code) for code in sorted({t.code for t in targets})])
     fit = JourneyModel(
         model.params - held, model.form, model.rho, model.nll, model.n_params, model.n_journeys, model.sat, held
     )
     for _ in range(_PIN_ROUNDS):
-        start = _pin(fit, table, targets, fit.params, shift_scale)
+        start = _pin(fit, table, targets, fit.params, scale)
         fit = _fit_one(
             table, model.form, model.rho, l2=l2, counts=counts, start=start, sat=model.sat, held=held, fixed=fixed
         )
-    params = _pin(fit, table, targets, fit.params, shift_scale)
+    params = _pin(fit, table, targets, fit.params, scale)
     nll, _ = _nested_terms(table)(
         params + held,
         table.offsets,
@@ -512,42 +518,33 @@ def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
 
 
 def _pin(
-    model: JourneyModel,
-    table: PathTable,
-    targets: list[_Target],
-    params: np.ndarray,
-    shift_scale: np.ndarray | None = None,
+    model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray, scale: np.ndarray
 ) -> np.ndarray:
-    """``params`` with each tested channel's effects set so that its holdout effect over its experiment's
-    journeys equals the test's result (Brent's method); two passes, as the tests' lifts depend a little on each
-    other. By default all its parts are scaled by one factor (the effect set to 0 when the result is not
-    positive); with ``shift_scale``, all its parts are shifted by one amount ``x / shift_scale[channel]``
-    instead (a shift in standardised log-odds, whatever the sign)."""
+    """``params`` with each tested channel's effects shifted, all its parts by one amount ``x / scale[channel]``
+    (``x`` in standardised log-odds, whatever the sign), so that its holdout effects meet its tests: the root
+    of ``Σ_t (L_t(x) - result_t) / std_error_t²`` over the channel's tests (one test: its result exactly), by
+    Brent's method; two passes, as the tests' lifts depend a little on each other."""
     params = params.copy()
     for _ in range(2):
-        for t in targets:
-            slots = _effect_slots(model, t.code)
+        for code in sorted({t.code for t in targets}):
+            tests = [t for t in targets if t.code == code]
+            slots = _effect_slots(model, code)
             entry = params[slots].copy()
-            if shift_scale is None and t.value <= 0:
-                params[slots] = 0.0
-                continue
-            if shift_scale is None:  # x scales the effects
-                way, at, lo, hi = (entry if entry.max() > 0 else np.ones(slots.shape[0])), 0.0 * entry, 0.0, 1.0
-            else:  # x shifts them
-                way, at, lo, hi = np.full(slots.shape[0], 1.0 / shift_scale[t.code]), entry, -1.0, 1.0
 
-            def gap(x: float, t=t, slots=slots, way=way, at=at) -> float:
-                params[slots] = at + x * way
-                return _lift(model, table, t, params)[0] - t.value
+            def gap(x: float, tests=tests, slots=slots, entry=entry, step=1.0 / scale[code]) -> float:
+                params[slots] = entry + x * step
+                return sum((_lift(model, table, t, params)[0] - t.value) / t.std_error**2 for t in tests)
 
+            lo, hi = -1.0, 1.0
             while gap(hi) < 0 and hi < 2.0**30:
                 hi *= 2.0
             while gap(lo) > 0 and lo > -(2.0**30):
                 lo *= 2.0
             if gap(hi) < 0 or gap(lo) > 0:
                 raise ModelError(
-                    f"DATA_DRIVEN experiment on channel {table.channels[t.code]!r}: no effect of the channel gives "
-                    f"its incremental_conversions ({t.value:,.1f}) over the test's journeys"
+                    f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: no effect of the channel gives "
+                    f"its incremental_conversions ({', '.join(f'{t.value:,.1f}' for t in tests)}) over the test's "
+                    "journeys"
                 )
             gap(scipy.optimize.brentq(gap, lo, hi, xtol=1e-12, rtol=1e-10))
     return params

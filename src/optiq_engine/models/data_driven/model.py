@@ -56,10 +56,10 @@ class DataDriven(DataDrivenModel):
     samples
         Orderings sampled for journeys with more than 20 distinct channels.
     experiments
-        Lift tests (:class:`~optiq_engine.Experiment`) that the fit is made to agree with: the model's holdout
-        effect of each tested channel over the test's period is set to the test's result (imposed,
-        docs/data_driven.md §6.1); the bias the tests reveal is spread to the untested channels as intent,
-        along the main axis of the users' exposure, and the rest refitted.
+        Lift tests (:class:`~optiq_engine.Experiment`; a single one is a list of one) that the fit is made to
+        agree with: the model's holdout effect of each tested channel over the test's period is set to meet
+        the test's result within its error; the bias the tests reveal is spread to the untested channels as
+        intent, along the main axis of the users' exposure, and the rest refitted (docs/data_driven.md §6.1).
     fit_on
         The history each journey is fitted on (docs/data_driven.md §1); the journeys are each group's first
         (up to its first conversion; its whole history when it never converts): ``"journeys"``: whole, every
@@ -112,7 +112,8 @@ class DataDriven(DataDrivenModel):
             )
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ConfigError(f"DATA_DRIVEN samples must be an integer >= 2, got {self.samples!r}")
-        experiments = tuple(self.experiments or ())
+        given = self.experiments
+        experiments = (given,) if isinstance(given, Experiment) else tuple(given or ())
         bad = [e for e in experiments if not isinstance(e, Experiment)]
         if bad:
             raise ConfigError(f"DATA_DRIVEN experiments must be oq.Experiment objects, got {bad[0]!r}")
