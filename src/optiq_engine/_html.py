@@ -114,7 +114,8 @@ def fitted_html(fitted: FittedModel) -> str:
         facts.append(["links", "each conversion credited by its own φ with probability Σφ/p, else baseline"])
         facts.append(
             [
-                "credited shares vs share (half L1; the draws' noise, and credit of touches older than the lookback)",
+                "credited shares vs share (half L1; the draws' noise, credit of touches older than the lookback, "
+                "paths converting unlike the model says: cut journeys, a fit calibrated by experiments)",
                 f"{fitted.credit_gap:.4f}",
             ]
         )
