@@ -19,7 +19,7 @@ from .intent import exposure_factor, intent_posterior
 if TYPE_CHECKING:
     from ...paths import PathTable
 
-_PIN_ROUNDS = 3  # a calibrated fit: rounds of (pin the tested effects, refit the others)
+_PIN_ROUNDS = 3  # a calibrated fit: rounds of (set the tested effects, refit the others)
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 
 
@@ -57,7 +57,7 @@ class JourneyModel:
     n_params, n_journeys
         Free parameters and journeys, for ``bic = 2 nll + n_params log(n_journeys)``.
     held
-        Shaped as ``params``: the intent term of a fit calibrated by experiments (``intent.intent_held``), the
+        Shaped as ``params``: the intent term of a fit calibrated by experiments (``intent.intent_posterior``), the
         part of the channels' observed effects that is the users' intent. The likelihood reads
         ``params + held``; the channels' effects, their credit and holdout effects are ``params``, with
         ``held`` in every coalition's baseline. Zeros: none.
@@ -227,12 +227,12 @@ class JourneyModel:
         l2: float,
         counts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> JourneyModel:
-        """The model calibrated by experiments (docs/data_driven.md §6.1, "Calibration by experiments"): each
-        tested channel's effects are scaled so that its holdout effect over the test's journeys equals the
-        test's result (pinned); the tested channels' bias (this fit's effects against the pinned ones) is
-        spread as the users' intent along the exposure factor (:mod:`.intent`); then, with that intent term
-        held, the untested parameters are refitted by maximum likelihood and the tested effects pinned again,
-        :data:`_PIN_ROUNDS` times, ending on a pin (each test's result is met exactly).
+        """The model calibrated by experiments (docs/data_driven.md §6.1, "Calibration by experiments"): a probe
+        fit meets every test exactly (:func:`_probe_fit`), which gives each tested channel's bias; the biases'
+        posterior (:func:`.intent.intent_posterior`) gives the intent term, spread along the exposure factor,
+        and how far each test is met (all the way unless its error is of the order of a log-odds per standard
+        deviation of exposure); the model is then fitted again with that intent term held and each test's
+        result, so moved, met.
 
         Parameters
         ----------
