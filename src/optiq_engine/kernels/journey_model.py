@@ -71,16 +71,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo
         d = 0
         for j in range(a, e):
             c = codes[j]
-            for q in range(d):
-                stock[q] *= rho
-            if local[c] < 0:
-                local[c] = d
-                chan[d] = c
-                stock[d] = 0.0
-                inc[d] = 1.0
-                d += 1
-            stock[local[c]] += inc[local[c]]
-            inc[local[c]] *= sat
+            d = _stock_step(c, rho, sat, local, chan, stock, inc, d)
             dz = 0.0
             h = 0.0
             z = 0.0
@@ -582,16 +573,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, u
         d = 0
         for j in range(a, e):
             c = codes[j]
-            for q in range(d):
-                stock[q] *= rho
-            if local[c] < 0:
-                local[c] = d
-                chan[d] = c
-                stock[d] = 0.0
-                inc[d] = 1.0
-                d += 1
-            stock[local[c]] += inc[local[c]]
-            inc[local[c]] *= sat
+            d = _stock_step(c, rho, sat, local, chan, stock, inc, d)
             last = j == e - 1
             # predictors and where they enter
             z = params[0]
