@@ -77,6 +77,17 @@ def result_html(result: AttributionResult) -> str:
 _STATISTICS = ("removal_effect", "shapley_value", "incremental_conversions")
 
 
+def _intent(fitted: FittedModel) -> str:
+    """A calibrated DATA_DRIVEN fit's intent term, largest first ("" without one; docs/data_driven.md §6.1)."""
+    model = getattr(fitted, "conversion_model", None)
+    held = getattr(model, "held", None)
+    if model is None or held is None or not held.any():
+        return ""
+    rows = model.coefficients(fitted.paths.channels).filter(pl.col("part") == "intent")
+    top = sorted(zip(rows["term"], rows["coef"], strict=True), key=lambda r: -abs(r[1]))[:6]
+    return ", ".join(f"{t} {c:+.3f}" for t, c in top)
+
+
 def fitted_html(fitted: FittedModel) -> str:
     """The model and its parameters, what it was fitted on, and its channel credit (largest share first)."""
     facts = [
@@ -107,6 +118,12 @@ def fitted_html(fitted: FittedModel) -> str:
                     f"(z = {r['z']:+.2f})",
                 ]
             )
+        intent = _intent(fitted)
+        if intent:
+            label = (
+                "intent the experiments revealed (log-odds per unit of stock; +: observed effect inflated, -: masked)"
+            )
+            facts.append([label, intent])
     if fitted.baseline_conversions:  # docs/data_driven.md §5
         facts.append(["baseline conversions (no channel credited: unattributed)", f"{fitted.baseline_conversions:,}"])
     balance = getattr(fitted, "balance", None)

@@ -95,6 +95,8 @@ def test_two_lift_tests_correct_the_untested_channels_that_intent_drives(world) 
     coef = fit.conversion_model.coefficients(table.channels).filter(pl.col("part") == "intent")
     intent = dict(zip(coef.get_column("term"), coef.get_column("coef"), strict=True))
     assert intent["d"] > 0.05 and abs(intent["a"]) < intent["d"]
+    assert "intent the experiments revealed" in fit._repr_html_() and f"d {intent['d']:+.3f}" in fit._repr_html_()
+    assert "intent the experiments revealed" not in free._repr_html_()
 
 
 def test_tests_that_agree_with_the_fit_add_no_intent(world) -> None:
