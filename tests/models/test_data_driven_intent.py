@@ -201,3 +201,11 @@ def test_a_test_whose_period_holds_no_journey_is_refused(world) -> None:
     nobody = [(np.zeros(table.height), np.zeros(table.height))]  # the journeys of each row in the period: none
     with pytest.raises(oq.ModelError, match="no fitted journey with that channel ends in its period"):
         oq.models.DataDriven(experiments=[test]).fit(table, periods=nobody)
+
+
+def test_the_form_choice_shown_is_the_one_made_without_the_tests(world) -> None:
+    frame, _, holdout = world
+    table = table_of(frame)
+    free = oq.models.DataDriven(form="auto").fit(table)
+    fit = oq.models.DataDriven(form="auto", experiments=[oq.Experiment("c", holdout[2], 20.0)]).fit(table)
+    assert fit.form_selection.equals(free.form_selection)  # log-likelihoods and BIC agree with the weights

@@ -275,16 +275,16 @@ class DataDriven(DataDrivenModel):
             replicates = _bootstrap_auto(self, table, candidates, weights, targets)
         frame = credit_frame(table, shares, ("incremental_conversions", incremental), replicates, self.level)
         best = candidates[int(np.argmax(weights))]
-        selection = pl.DataFrame(
+        selection = pl.DataFrame(  # the choice, made without the experiments (docs/data_driven.md §6.1)
             {
-                "form": [c.form for c in candidates],
-                "decay": [c.rho for c in candidates],
-                "saturation": [c.sat for c in candidates],
-                "log_likelihood": [-c.nll for c in candidates],
-                "parameters": [c.n_params for c in candidates],
-                "bic": [c.bic for c in candidates],
+                "form": [c.form for c in observed],
+                "decay": [c.rho for c in observed],
+                "saturation": [c.sat for c in observed],
+                "log_likelihood": [-c.nll for c in observed],
+                "parameters": [c.n_params for c in observed],
+                "bic": [c.bic for c in observed],
                 "weight": weights,
-                "journeys": [c.n_journeys for c in candidates],
+                "journeys": [c.n_journeys for c in observed],
             }
         ).sort("bic")
         checks = _experiment_frame(self.experiments, targets, candidates, observed, weights, table)
