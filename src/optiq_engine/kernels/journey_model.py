@@ -230,21 +230,37 @@ def _path_players(offsets, codes, p, n_codes, rho, sat, local, chan, xmat):
 
 
 @jit
-def _p_convert(params, held, n_codes, chan, xmat, m, mask, use_h, use_p):
-    """P(convert | the path, with the effects of the players in ``mask`` only; ``held`` always on)."""
+def _base_logits(params, held, n_codes, chan, xmat, m, zbase):
+    """The logits every coalition shares: intercepts plus the ``held`` effects, per touch into ``zbase`` (touch
+    part); returns the end part's."""
+    for t in range(m):
+        z = params[0]
+        for q in range(chan.shape[0]):
+            z += held[1 + chan[q]] * xmat[t, q]
+        zbase[t] = z
+    w = params[1 + n_codes]
+    for q in range(chan.shape[0]):
+        w += held[2 + n_codes + chan[q]] * xmat[m - 1, q]
+    return w
+
+
+@jit
+def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p):
+    """P(convert | the path, with the effects of the players in ``mask`` only) from the shared logits
+    (:func:`_base_logits`)."""
     survive = 1.0
     if use_h:
         for t in range(m):
-            z = params[0]
+            z = zbase[t]
             for q in range(chan.shape[0]):
-                s = 1 + chan[q]
-                z += (held[s] + params[s] if (mask >> q) & 1 else held[s]) * xmat[t, q]
+                if (mask >> q) & 1:
+                    z += params[1 + chan[q]] * xmat[t, q]
             survive *= 1.0 - _sigmoid(z)
     if use_p:
-        w = params[1 + n_codes]
+        w = wbase
         for q in range(chan.shape[0]):
-            s = 2 + n_codes + chan[q]
-            w += (held[s] + params[s] if (mask >> q) & 1 else held[s]) * xmat[m - 1, q]
+            if (mask >> q) & 1:
+                w += params[2 + n_codes + chan[q]] * xmat[m - 1, q]
         survive *= 1.0 - _sigmoid(w)
     return 1.0 - survive
 
@@ -283,6 +299,7 @@ def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes,
         local = np.full(max(n_codes, 1), -1, dtype=np.int64)
         chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
         xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+        zbase = np.empty(m_max, dtype=np.float64)
         for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
             m = offsets[p + 1] - offsets[p]
             if m == 0:
@@ -290,12 +307,13 @@ def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes,
             d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
             chan = chan_buf[:d].copy()
             out = phi[d_of[p] : d_of[p + 1]]
-            base = _p_convert(params, held, n_codes, chan, xmat, m, 0, use_h, use_p)
+            wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
+            base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
             if d <= EXACT_MAX_CHANNELS:
                 n_sub = 1 << d
                 v = np.empty(n_sub, dtype=np.float64)
                 for s in range(n_sub):
-                    v[s] = _p_convert(params, held, n_codes, chan, xmat, m, s, use_h, use_p) - base
+                    v[s] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, s, use_h, use_p) - base
                 w = np.empty(d, dtype=np.float64)
                 for s in range(d):
                     w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
@@ -323,7 +341,7 @@ def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes,
                     prev = 0.0
                     for t in range(d):
                         mask |= 1 << order[t]
-                        cur = _p_convert(params, held, n_codes, chan, xmat, m, mask, use_h, use_p) - base
+                        cur = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p) - base
                         out[order[t]] += cur - prev
                         prev = cur
                 for q in range(d):
@@ -346,6 +364,7 @@ def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_co
         local = np.full(max(n_codes, 1), -1, dtype=np.int64)
         chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
         xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+        zbase = np.empty(m_max, dtype=np.float64)
         for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
             m = offsets[p + 1] - offsets[p]
             if m == 0:
@@ -355,7 +374,9 @@ def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_co
             for q in range(d):
                 if chan_buf[q] != drop_code:
                     mask |= 1 << q
-            out[p] = _p_convert(params, held, n_codes, chan_buf[:d], xmat, m, mask, use_h, use_p)
+            chan = chan_buf[:d]
+            wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
+            out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
     return out
 
 
