@@ -58,10 +58,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo
     bp = 1 + n_codes
     pp = 2 + n_codes
     gg = 2 + 2 * n_codes
-    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-    chan = np.empty(max(n_codes, 1), dtype=np.int64)
-    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
-    inc = np.ones(max(n_codes, 1), dtype=np.float64)
+    local, chan, stock, inc = _stock_buffers(n_codes)
     loss = 0.0
     for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
@@ -394,10 +391,7 @@ def nested_lift(params, held, offsets, codes, weights, rho, sat, use_h, use_p, c
     grad = np.zeros(n_par, dtype=np.float64)
     grad_held = np.zeros(n_par, dtype=np.float64)
     total = 0.0
-    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
-    inc = np.ones(max(n_codes, 1), dtype=np.float64)
-    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    local, chan, stock, inc = _stock_buffers(n_codes)
     m_max = 1
     for p in range(offsets.shape[0] - 1):
         m_max = max(m_max, offsets[p + 1] - offsets[p])
@@ -451,6 +445,14 @@ def _has(codes, a, e, code):
     while j < e and codes[j] != code:
         j += 1
     return j < e
+
+
+@jit
+def _stock_buffers(n_codes):
+    """The work arrays of :func:`_stock_step`: each channel's player slot (-1: none yet), the players'
+    channels, stocks and next increments."""
+    n = max(n_codes, 1)
+    return np.full(n, -1, dtype=np.int64), np.empty(n, dtype=np.int64), np.zeros(n), np.ones(n)
 
 
 @jit
@@ -578,10 +580,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, u
     """
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     gg = 2 + 2 * n_codes
-    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-    chan = np.empty(max(n_codes, 1), dtype=np.int64)
-    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
-    inc = np.ones(max(n_codes, 1), dtype=np.float64)
+    local, chan, stock, inc = _stock_buffers(n_codes)
     idx = np.zeros((3, max(n_codes, 1) + 1), dtype=np.int64)
     val = np.zeros((3, max(n_codes, 1) + 1), dtype=np.float64)
     cnt = np.zeros(3, dtype=np.int64)
@@ -670,10 +669,7 @@ def stock_moments(offsets, codes, weights, n_codes, rho, sat):
     s1 = np.zeros(k, dtype=np.float64)
     s2 = np.zeros((k, k), dtype=np.float64)
     y = np.zeros(k, dtype=np.float64)
-    stock = np.zeros(max(n_codes, 1), dtype=np.float64)
-    inc = np.ones(max(n_codes, 1), dtype=np.float64)
-    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-    chan = np.empty(max(n_codes, 1), dtype=np.int64)
+    local, chan, stock, inc = _stock_buffers(n_codes)
     s0 = 0.0
     for p in range(offsets.shape[0] - 1):
         a, e = offsets[p], offsets[p + 1]
