@@ -536,11 +536,14 @@ def _pin(
                 return sum((_lift(model, table, t, params)[0] - t.value) / t.std_error**2 for t in tests)
 
             lo, hi = -1.0, 1.0
-            while gap(hi) < 0 and hi < 2.0**30:
+            at_hi, at_lo = gap(hi), gap(lo)  # each a pass over the channel's paths: evaluated once per bound
+            while at_hi < 0 and hi < 2.0**30:
                 hi *= 2.0
-            while gap(lo) > 0 and lo > -(2.0**30):
+                at_hi = gap(hi)
+            while at_lo > 0 and lo > -(2.0**30):
                 lo *= 2.0
-            if gap(hi) < 0 or gap(lo) > 0:
+                at_lo = gap(lo)
+            if at_hi < 0 or at_lo > 0:
                 raise ModelError(
                     f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: no effect of the channel gives "
                     f"its incremental_conversions ({', '.join(f'{t.value:,.1f}' for t in tests)}) over the test's "
