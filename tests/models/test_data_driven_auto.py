@@ -16,11 +16,14 @@ from datetime import UTC, date, datetime
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import optiq_engine as oq
 from optiq_engine.kernels import journey_model as jm
 from optiq_engine.models.conversion import JourneyModel
-from optiq_engine.paths import PathTable
+from optiq_engine.models.data_driven.journey_model import step_decays
+from optiq_engine.paths import PathTable, build_path_table
 from tests.reference import data_driven as ref
 
 CHANNELS = ("a", "b", "c", "d", "e")
@@ -168,87 +171,145 @@ def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str
     }
 
 
+def _small_table(timed: bool) -> tuple[PathTable, list[tuple[str, ...]], list[list[float] | None]]:
+    """SMALL as a path table (timed: each touch at random days, gaps from minutes to months), and per row its
+    path and, timed, its touches' days as docs/data_driven.md §2 represents them (reference buckets)."""
+    rng = np.random.default_rng(3)
+    names = sorted({c for p in SMALL["path"] for c in p})
+    paths = [tuple(p) for p in SMALL["path"]]
+    codes = np.array([names.index(c) for p in paths for c in p], dtype=np.int32)
+    ends = np.cumsum([len(p) for p in paths])
+    starts = ends - np.array([len(p) for p in paths])
+    gaps = np.exp(rng.uniform(np.log(1 / 300), np.log(90), codes.shape[0]))  # days
+    times = np.round(np.cumsum(gaps) * 86_400e6).astype(np.int64)
+    table, rows = build_path_table(
+        starts,
+        ends,
+        codes,
+        names,
+        SMALL["conv"].to_numpy().astype(float),
+        SMALL["null"].to_numpy().astype(float),
+        np.zeros(len(paths), dtype=np.int64),
+        transform="frequency",
+        times=times if timed else None,
+    )
+    row_paths: list[tuple[str, ...]] = [()] * table.height
+    row_days: list[list[float] | None] = [None] * table.height
+    for q, path in enumerate(paths):
+        row_paths[rows[q]] = path
+        if timed:
+            t = times[starts[q] : ends[q]] / 86_400e6
+            steps = [0.0] + [ref.gap_representative(b - a) for a, b in zip(t[:-1], t[1:], strict=True)]
+            row_days[rows[q]] = list(np.cumsum(steps))
+    return table, row_paths, row_days
+
+
+def test_timed_paths_bucket_gaps_as_the_reference_and_keep_them_apart() -> None:
+    table, row_paths, row_days = _small_table(timed=True)
+    assert table.gaps is not None and table.gaps.dtype == np.int8
+    for p in range(table.height):
+        a, e = table.offsets[p], table.offsets[p + 1]
+        assert table.gaps[a] == 0  # a path's first touch
+        np.testing.assert_allclose(np.cumsum(table.gap_days()[a:e]), row_days[p], rtol=1e-12)
+    # equal channel sequences with other gaps are other paths; equal gaps merge; concat keeps them
+    both = PathTable.concat([table, table])
+    assert both.height == table.height and both.gaps is not None
+    np.testing.assert_array_equal(both.conversions, 2 * table.conversions)
+    untimed, _, _ = _small_table(timed=False)
+    with pytest.raises(oq.ConfigError, match="timed"):
+        PathTable.concat([table, untimed])
+
+
+@given(gap=st.floats(min_value=0.0, max_value=400.0), scale=st.sampled_from([1.0, 1e-3, 1e-6]))
+def test_gap_buckets_equal_the_reference(gap, scale) -> None:
+    from optiq_engine.kernels.paths import GAP_DAYS, gap_bucket
+
+    days = gap * scale
+    us = round(days * 86_400e6)
+    edge_free = all(abs(us - 900_000_000 * 2**k) > 2 for k in range(13))  # exact edges: micros vs floats
+    if edge_free:
+        assert GAP_DAYS[gap_bucket(us)] == pytest.approx(ref.gap_representative(us / 86_400e6), rel=1e-12)
+
+
 @pytest.mark.parametrize(
-    ("form", "rho", "sat"),
+    ("form", "rho", "sat", "half_life"),
     [
-        ("touch", 1.0, 1.0),
-        ("journey", 0.6, 1.0),
-        ("both", 0.6, 1.0),
-        ("touch", 1.0, 0.5),
-        ("journey", 1.0, 0.7),
-        ("both", 0.8, 0.6),
+        ("touch", 1.0, 1.0, math.inf),
+        ("journey", 0.6, 1.0, math.inf),
+        ("both", 0.6, 1.0, math.inf),
+        ("touch", 1.0, 0.5, math.inf),
+        ("journey", 1.0, 0.7, math.inf),
+        ("both", 0.8, 0.6, math.inf),
+        ("touch", 1.0, 1.0, 3.0),
+        ("journey", 0.7, 1.0, 1.0),
+        ("both", 1.0, 0.6, 10.0),
     ],
 )
-def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat) -> None:
-    table = table_of(SMALL)
+def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, half_life) -> None:
+    table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
+    decay = step_decays(table, rho, half_life)
     params = _random_params(form, len(table.channels), seed=hash((form, rho, sat)) % 1000)
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
-    loss, grad = jm.nested_terms(
-        params, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
-    )
+
+    def terms(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return jm.nested_terms(
+            x, table.offsets, table.codes, table.conversions, table.nulls, decay, sat, use_h, use_p, 0.0
+        )
+
+    loss, grad = terms(params)
     model = _as_reference(params, form, rho, table.channels, sat)
+    model["half_life"] = half_life
     expected = 0.0
     for p in range(table.height):
-        path = tuple(table.channels[c] for c in table.codes[table.offsets[p] : table.offsets[p + 1]])
-        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model))
-        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model))
+        path, days = row_paths[p], row_days[p]
+        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model, days))
+        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
     assert loss == pytest.approx(expected, rel=1e-10)
     active = [i for i in range(params.shape[0]) if abs(grad[i]) > 0]
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6
-        up = jm.nested_terms(
-            params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
-        )[0]
-        down = jm.nested_terms(
-            params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
-        )[0]
-        assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-7)
+        assert grad[i] == pytest.approx((terms(params + e)[0] - terms(params - e)[0]) / 2e-6, rel=1e-5, abs=1e-7)
     hess = jm.nested_hessian(
-        params, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
+        params, table.offsets, table.codes, table.conversions, table.nulls, decay, sat, use_h, use_p, 0.0
     )
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6
-        gu = jm.nested_terms(
-            params + e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
-        )[1]
-        gd = jm.nested_terms(
-            params - e, table.offsets, table.codes, table.conversions, table.nulls, rho, sat, use_h, use_p, 0.0
-        )[1]
-        np.testing.assert_allclose(hess[i, active], ((gu - gd) / 2e-6)[active], rtol=1e-5, atol=1e-6)
+        numeric = (terms(params + e)[1] - terms(params - e)[1]) / 2e-6
+        np.testing.assert_allclose(hess[i, active], numeric[active], rtol=1e-5, atol=1e-6)
     held = np.zeros_like(params)  # an intent term in every coalition (calibrated fits)
     c = len(table.channels)
     held[1 : 2 + 2 * c] = np.random.default_rng(7).normal(0, 0.3, 1 + 2 * c)
     held[1 + c] = 0.0
     model["held_h"] = dict(zip(table.channels, held[1 : 1 + c], strict=True))
     model["held_p"] = dict(zip(table.channels, held[2 + c : 2 + 2 * c], strict=True))
-    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held)
+    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held, half_life)
     phi, sampled = cand.path_shapley(table, samples=100, seed=0)
     assert sampled == 0
     at = 0
     for p in range(table.height):
-        path = tuple(table.channels[c] for c in table.codes[table.offsets[p] : table.offsets[p + 1]])
-        want = ref.journey_model_shapley(path, model)
+        path, days = row_paths[p], row_days[p]
+        want = ref.journey_model_shapley(path, model, days)
         first = list(dict.fromkeys(path))
         np.testing.assert_allclose(phi[at : at + len(first)], [want[c] for c in first], rtol=1e-10, atol=1e-13)
         at += len(first)
         drop = table.channels.index(path[0])
-        p_all = ref.journey_model_probability(path, model)
-        p_drop = ref.journey_model_probability(path, model, frozenset(set(path) - {path[0]}))
+        p_all = ref.journey_model_probability(path, model, days=days)
+        p_drop = ref.journey_model_probability(path, model, frozenset(set(path) - {path[0]}), days)
         assert cand.predict(table)[p] == pytest.approx(p_all, rel=1e-12)
         assert cand.predict(table, drop=drop)[p] == pytest.approx(p_drop, rel=1e-12)
     weights = table.conversions + table.nulls
     code = table.channels.index("a")
     lift, lgrad, lgrad_held = jm.nested_lift(
-        params, held, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code
+        params, held, table.offsets, table.codes, weights, decay, sat, use_h, use_p, code
     )
     assert lift == pytest.approx(
         float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10
     )
 
     def lift_at(x: np.ndarray, y: np.ndarray) -> float:
-        return jm.nested_lift(x, y, table.offsets, table.codes, weights, rho, sat, use_h, use_p, code)[0]
+        return jm.nested_lift(x, y, table.offsets, table.codes, weights, decay, sat, use_h, use_p, code)[0]
 
     for i in range(params.shape[0]):
         e = np.zeros_like(params)

@@ -48,7 +48,12 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _paths(table) -> dict[tuple[str, ...], tuple[float, float]]:
-    return {tuple(r["path"]): (r["conversions"], r["nulls"]) for r in table.to_frame().iter_rows(named=True)}
+    """Conversions and nulls per channel sequence (a timed table's rows also differ by their gaps)."""
+    out: dict[tuple[str, ...], tuple[float, float]] = {}
+    for r in table.to_frame().iter_rows(named=True):
+        conv, null = out.get(tuple(r["path"]), (0.0, 0.0))
+        out[tuple(r["path"])] = (conv + r["conversions"], null + r["nulls"])
+    return out
 
 
 def test_fitted_on_first_journeys_whole_or_windowed_and_credited_in_the_window() -> None:

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import optiq_engine as oq
 from optiq_engine.kernels import journey_model as jm
 from optiq_engine.models.data_driven.intent import CHANNEL_VARIANCE, FACTOR_SD, exposure_factor, intent_posterior
+from optiq_engine.models.data_driven.journey_model import step_decays
 from optiq_engine.paths import PathTable
 from tests.reference import data_driven as ref
 
@@ -122,7 +123,8 @@ def test_stock_moments_equal_the_reference(paths, rho, sat, data) -> None:
     weights = data.draw(st.lists(st.sampled_from([0.0, 1.0, 2.5, 1e6]), min_size=len(paths), max_size=len(paths)))
     frame = pl.DataFrame({"path": paths, "conv": weights, "null": [0.0] * len(paths)})
     table = PathTable.from_frame(frame, conversions="conv", nulls="null", transform="frequency")
-    s0, s1, s2 = jm.stock_moments(table.offsets, table.codes, table.conversions, len(table.channels), rho, sat)
+    decay = step_decays(table, rho, math.inf)
+    s0, s1, s2 = jm.stock_moments(table.offsets, table.codes, table.conversions, len(table.channels), decay, sat)
     k = len(table.channels) + 1
     want0, want1, want2 = 0.0, np.zeros(k), np.zeros((k, k))
     for p in range(table.height):
@@ -141,7 +143,7 @@ def test_stock_moments_equal_the_reference(paths, rho, sat, data) -> None:
 def test_the_exposure_factor_is_the_axis_intent_drives(world) -> None:
     frame, _, _ = world
     table = table_of(frame)
-    loading, scale = exposure_factor(table, table.conversions + table.nulls, 1.0, 1.0)
+    loading, scale = exposure_factor(table, table.conversions + table.nulls, step_decays(table, 1.0, math.inf), 1.0)
     assert np.linalg.norm(loading) == pytest.approx(1.0)
     assert (scale > 0).all()
     by = dict(zip(table.channels, loading * np.sign(loading[table.channels.index("c")]), strict=True))

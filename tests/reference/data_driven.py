@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -832,15 +832,32 @@ def logistic_shapley(
 # --------------------------------------------------------------------------------------
 
 
-def journey_stock(path: Path, j: int, rho: float, sat: float = 1.0) -> dict[str, float]:
-    """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i) sat^(k_i - 1)``, ``k_i`` the ordinal of touch ``i`` among
-    the touches of its channel: the decayed, saturating touches of each channel after touch ``j`` (1-based)
-    of ``path``."""
+def gap_representative(gap_days: float) -> float:
+    """§2's timed paths, literally: the gap between two touches of a path in buckets doubling from 15 minutes
+    (below 15 minutes one bucket; from 2^12 x 15 minutes, about 43 days, one bucket), each standing for its
+    geometric middle (7.5 minutes for the first, 60 days for the last)."""
+    quarter_hours = gap_days * 96.0
+    if quarter_hours < 1.0:
+        return 7.5 / 1440.0
+    k = min(math.floor(math.log2(quarter_hours)), 12)
+    if k == 12:
+        return 60.0
+    return 2.0**k * math.sqrt(2.0) / 96.0
+
+
+def journey_stock(
+    path: Path, j: int, rho: float, sat: float = 1.0, days: Sequence[float] | None = None, half_life: float = math.inf
+) -> dict[str, float]:
+    """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i) 2^(-(t_j - t_i) / half_life) sat^(k_i - 1)``, ``k_i`` the
+    ordinal of touch ``i`` among the touches of its channel, ``t`` the touches' times in days (``days``; a
+    timed path): the decayed, saturating touches of each channel after touch ``j`` (1-based) of ``path``."""
     stock: dict[str, float] = {}
     seen: dict[str, int] = {}
     for i, channel in enumerate(path[:j], start=1):
         seen[channel] = seen.get(channel, 0) + 1
-        stock[channel] = stock.get(channel, 0.0) + rho ** (j - i) * sat ** (seen[channel] - 1)
+        age = 0.0 if days is None else days[j - 1] - days[i - 1]
+        fade = 2.0 ** (-age / half_life) if math.isfinite(half_life) else 1.0
+        stock[channel] = stock.get(channel, 0.0) + rho ** (j - i) * fade * sat ** (seen[channel] - 1)
     return stock
 
 
@@ -853,11 +870,12 @@ def ending_bucket(position: int) -> int:
 
 
 def journey_model_parts(
-    path: Path, model: dict, keep: frozenset[str] | None = None
+    path: Path, model: dict, keep: frozenset[str] | None = None, days: Sequence[float] | None = None
 ) -> tuple[list[float], list[float], float]:
     """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j])``, and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
-    ``rho``, ``sat`` (default 1), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
+    ``rho``, ``sat`` (default 1), ``half_life`` (days, default none) with ``days`` (the touches' times: a timed
+    path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
     (dict: the ending logit of the channel just seen), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
@@ -865,11 +883,11 @@ def journey_model_parts(
     use_p = model["form"] in ("journey", "both")
     h, e = [], []
     for j in range(1, len(path) + 1):
-        x = journey_stock(path, j, model["rho"], model.get("sat", 1.0))
+        x = journey_stock(path, j, model["rho"], model.get("sat", 1.0), days, model.get("half_life", math.inf))
         z = model["b_h"] + sum(_effect(model, "h", c, keep) * v for c, v in x.items())
         h.append(sigmoid(z) if use_h else 0.0)
         e.append(sigmoid(model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)))
-    x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0))
+    x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0), days, model.get("half_life", math.inf))
     w = model["b_p"] + sum(_effect(model, "p", c, keep) * v for c, v in x.items())
     return h, e, sigmoid(w) if use_p else 0.0
 
@@ -881,12 +899,12 @@ def _effect(model: dict, part: str, channel: str, keep: frozenset[str] | None) -
     return model.get(f"held_{part}", {}).get(channel, 0.0) + own
 
 
-def journey_model_likelihood(path: Path, converted: bool, model: dict) -> float:
+def journey_model_likelihood(path: Path, converted: bool, model: dict, days: Sequence[float] | None = None) -> float:
     """The probability of the observed journey: every touch before the last neither converts nor ends
     (``(1 - h_j)(1 - E_j)``); at the last, a converting journey converts at the touch or ends and decides to
     convert (``h_m + (1 - h_m) E_m q``), a non-converting one ends and decides not to
     (``(1 - h_m) E_m (1 - q)``)."""
-    h, e, q = journey_model_parts(path, model)
+    h, e, q = journey_model_parts(path, model, days=days)
     prob = 1.0
     for j in range(len(path) - 1):
         prob *= (1.0 - h[j]) * (1.0 - e[j])
@@ -894,17 +912,19 @@ def journey_model_likelihood(path: Path, converted: bool, model: dict) -> float:
     return prob * (h[m] + (1.0 - h[m]) * e[m] * q if converted else (1.0 - h[m]) * e[m] * (1.0 - q))
 
 
-def journey_model_probability(path: Path, model: dict, keep: frozenset[str] | None = None) -> float:
+def journey_model_probability(
+    path: Path, model: dict, keep: frozenset[str] | None = None, days: Sequence[float] | None = None
+) -> float:
     """``P(convert | path)`` with the effects of ``keep`` only: ``1 - Π_j (1 - h_j) · (1 - q)`` (the
     path's touches are taken as given; the ending process is not part of the counterfactual)."""
-    h, _, q = journey_model_parts(path, model, keep)
+    h, _, q = journey_model_parts(path, model, keep, days)
     survive = 1.0 - q
     for hj in h:
         survive *= 1.0 - hj
     return 1.0 - survive
 
 
-def journey_model_shapley(path: Path, model: dict) -> dict[str, float]:
+def journey_model_shapley(path: Path, model: dict, days: Sequence[float] | None = None) -> dict[str, float]:
     """Shapley values over the path's distinct channels of ``v(S) = P(convert | S) - P(convert | ∅)``,
     averaged over all orderings (at most ``MAX_PERMUTATION_PLAYERS`` channels)."""
     players = sorted(set(path))
@@ -913,9 +933,9 @@ def journey_model_shapley(path: Path, model: dict) -> dict[str, float]:
     phi = dict.fromkeys(players, 0.0)
     orders = list(itertools.permutations(players))
     for order in orders:
-        prev = journey_model_probability(path, model, frozenset())
+        prev = journey_model_probability(path, model, frozenset(), days)
         for i, c in enumerate(order):
-            cur = journey_model_probability(path, model, frozenset(order[: i + 1]))
+            cur = journey_model_probability(path, model, frozenset(order[: i + 1]), days)
             phi[c] += cur - prev
             prev = cur
     return {c: v / len(orders) for c, v in phi.items()}

@@ -1,8 +1,9 @@
 """The whole-journey model of DATA_DRIVEN's automatic form (docs/data_driven.md §6).
 
 After touch ``j`` of a path (positions 1..m), with the decayed, saturating exposure stock
-``x_{j,c} = Σ_{i ≤ j, c_i = c} ρ^(j - i) s^(k_i - 1)`` (``k_i``: the ordinal of touch ``i`` among the touches
-of ``c``; ρ = s = 1: touch counts), the journey
+``x_{j,c} = Σ_{i ≤ j, c_i = c} (Π_{i < l ≤ j} δ_l) s^(k_i - 1)`` (``k_i``: the ordinal of touch ``i`` among the
+touches of ``c``; ``δ_l`` the decay at touch ``l``, the ``decay`` array: ``ρ`` per touch, times
+``2^(-gap_l / half-life)`` on timed paths; δ = s = 1: touch counts), the journey
 
 - converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
 - otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j])`` (the exposure process: the position and the
@@ -51,7 +52,7 @@ def bucket(position):
 
 
 @jit
-def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, grad):
+def _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad):
     """Negative log-likelihood of path rows ``lo:hi``; adds their gradient into ``grad``."""
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     ph = 1  # first beta_h
@@ -68,7 +69,7 @@ def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo
         d = 0
         for j in range(a, e):
             c = codes[j]
-            d = _stock_step(c, rho, sat, local, chan, stock, inc, d)
+            d = _stock_step(c, decay[j], sat, local, chan, stock, inc, d)
             dz = 0.0
             h = 0.0
             z = 0.0
@@ -138,11 +139,11 @@ def _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo
 
 
 @jit
-def nested_terms(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
+def nested_terms(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
     """Serial :func:`nested_terms_parallel` (small tables: no thread start-up)."""
     n_par = params.shape[0]
     grad = np.zeros(n_par, dtype=np.float64)
-    loss = _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad)
+    loss = _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad)
     return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
@@ -163,7 +164,7 @@ def _penalise(params, loss, grad, use_h, use_p, l2):
 
 
 @pjit
-def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
+def nested_terms_parallel(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
     """Penalised negative log-likelihood of the whole-journey model and its gradient.
 
     Parameters
@@ -174,8 +175,10 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, sat, 
         The path table's paths (CSR).
     conversions, nulls : float64[P]
         Journeys of each path that converted at its last touch / never converted.
-    rho : float
-        Decay of the stock per touch (1: none).
+    decay : float64[T]
+        Per touch, the factor the stocks are multiplied by before the touch is added (its value at a path's
+        first touch is not used): ``rho`` per touch, times ``2^(-gap / half-life)`` on timed paths
+        (``JourneyModel.decays``; all ones: no decay).
     sat : float
         Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` (1: none).
     use_h, use_p : bool
@@ -191,7 +194,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, sat, 
     for k in prange(n_chunks):
         lo = p_rows * k // n_chunks
         hi = p_rows * (k + 1) // n_chunks
-        losses[k] = _rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, grads[k])
+        losses[k] = _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grads[k])
     loss = 0.0
     grad = np.zeros(n_par, dtype=np.float64)
     for k in range(n_chunks):
@@ -201,7 +204,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, rho, sat, 
 
 
 @jit
-def _path_players(offsets, codes, p, n_codes, rho, sat, local, chan, xmat):
+def _path_players(offsets, codes, p, n_codes, decay, sat, local, chan, xmat):
     """Fill ``xmat[j, q]`` (stock of the path's q-th distinct channel at its touch j); returns d."""
     a, e = offsets[p], offsets[p + 1]
     d = 0
@@ -217,7 +220,7 @@ def _path_players(offsets, codes, p, n_codes, rho, sat, local, chan, xmat):
     for j in range(a, e):
         t = j - a
         for q in range(d):
-            xmat[t, q] = xmat[t - 1, q] * rho if t > 0 else 0.0
+            xmat[t, q] = xmat[t - 1, q] * decay[j] if t > 0 else 0.0
         q = local[codes[j]]
         xmat[t, q] += inc[q]
         inc[q] *= sat
@@ -263,7 +266,7 @@ def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
 
 
 @pjit
-def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes, n_perm, seed):
+def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
     ``held`` (shaped as ``params``): effects that every coalition keeps, the intent term of a calibrated fit
@@ -301,7 +304,7 @@ def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes,
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat)
             chan = chan_buf[:d].copy()
             out = phi[d_of[p] : d_of[p + 1]]
             wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
@@ -347,7 +350,7 @@ def nested_shapley(offsets, codes, params, held, rho, sat, use_h, use_p, hashes,
 
 
 @pjit
-def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_code):
+def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code):
     """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none), the ``held``
     effects kept."""
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
@@ -366,7 +369,7 @@ def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_co
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, rho, sat, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat)
             mask = 0
             for q in range(d):
                 if chan_buf[q] != drop_code:
@@ -378,7 +381,7 @@ def nested_predict(offsets, codes, params, held, rho, sat, use_h, use_p, drop_co
 
 
 @jit
-def nested_lift(params, held, offsets, codes, weights, rho, sat, use_h, use_p, code):
+def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p, code):
     """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))``, ``dL/dparams``
     and ``dL/dheld``.
 
@@ -406,7 +409,7 @@ def nested_lift(params, held, offsets, codes, weights, rho, sat, use_h, use_p, c
         surv[:] = 1.0
         d = 0
         for j in range(a, e):
-            d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
+            d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
             if use_h:
                 for v in range(2):
                     z = params[0] + _effects(params, held, 1, chan, stock, d, code if v == 1 else -1)
@@ -428,7 +431,7 @@ def nested_lift(params, held, offsets, codes, weights, rho, sat, use_h, use_p, c
                 local[chan[q]] = -1
             d = 0
             for j in range(a, e):
-                d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
+                d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
                 for v in range(2):
                     g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(zs[v, j - a]) * surv[v]
                     grad[0] += g
@@ -456,10 +459,11 @@ def _stock_buffers(n_codes):
 
 
 @jit
-def _stock_step(c, rho, sat, local, chan, stock, inc, d):
-    """One touch of channel ``c``: decay every stock, add the touch's increment; returns the players so far."""
+def _stock_step(c, factor, sat, local, chan, stock, inc, d):
+    """One touch of channel ``c``: every stock times ``factor`` (the touch's decay), add the touch's increment;
+    returns the players so far."""
     for q in range(d):
-        stock[q] *= rho
+        stock[q] *= factor
     if local[c] < 0:
         local[c] = d
         chan[d] = c
@@ -572,7 +576,7 @@ def _step_curvature(m3, h, big_e, qq, last, n, a0, b0, use_h, use_p):
 
 
 @jit
-def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, lo, hi, hess):
+def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, hess):
     """Adds the Hessian of the negative log-likelihood of rows ``lo:hi`` (any form).
 
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
@@ -593,7 +597,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, u
         d = 0
         for j in range(a, e):
             c = codes[j]
-            d = _stock_step(c, rho, sat, local, chan, stock, inc, d)
+            d = _stock_step(c, decay[j], sat, local, chan, stock, inc, d)
             last = j == e - 1
             # predictors and where they enter
             z = params[0]
@@ -612,11 +616,11 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, u
 
 
 @jit
-def nested_hessian(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
+def nested_hessian(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
     """Hessian of :func:`nested_terms` (any form), serial (small tables)."""
     n_par = params.shape[0]
     hess = np.zeros((n_par, n_par), dtype=np.float64)
-    _hessian_rows(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, 0, offsets.shape[0] - 1, hess)
+    _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, hess)
     return _penalise_hessian(hess, use_h, use_p, l2)
 
 
@@ -634,7 +638,7 @@ def _penalise_hessian(hess, use_h, use_p, l2):
 
 
 @pjit
-def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat, use_h, use_p, l2):
+def nested_hessian_parallel(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
     """Hessian of :func:`nested_terms` (any form); rows summed in fixed chunks, in parallel."""
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
@@ -647,7 +651,7 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat
             codes,
             conversions,
             nulls,
-            rho,
+            decay,
             sat,
             use_h,
             use_p,
@@ -662,7 +666,7 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, rho, sat
 
 
 @jit
-def stock_moments(offsets, codes, weights, n_codes, rho, sat):
+def stock_moments(offsets, codes, weights, n_codes, decay, sat):
     """Weighted moments of ``y = [x_m (the stock at each path's last touch, C), log m]`` over the paths:
     ``Σ w``, ``Σ w y`` and ``Σ w y yᵀ`` (the exposure factor of a calibrated fit, docs/data_driven.md §6.1)."""
     k = n_codes + 1
@@ -677,7 +681,7 @@ def stock_moments(offsets, codes, weights, n_codes, rho, sat):
             continue
         d = 0
         for j in range(a, e):
-            d = _stock_step(codes[j], rho, sat, local, chan, stock, inc, d)
+            d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
         y[:] = 0.0
         for q in range(d):
             y[chan[q]] = stock[q]

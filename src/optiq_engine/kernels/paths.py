@@ -7,10 +7,43 @@ import numpy as np
 from ._jit import jit
 from .splitmix import GOLDEN, mix64  # kernels.journey_model imports mix64 from here
 
-__all__ = ["EXPOSURE", "UNIQUE", "FIRST", "FREQUENCY", "tail_ranges", "build_paths", "path_groups"]
+__all__ = [
+    "EXPOSURE",
+    "UNIQUE",
+    "FIRST",
+    "FREQUENCY",
+    "GAP_BUCKETS",
+    "GAP_DAYS",
+    "gap_bucket",
+    "tail_ranges",
+    "build_paths",
+    "path_groups",
+]
 
 # Path transform codes.
 EXPOSURE, UNIQUE, FIRST, FREQUENCY = range(4)
+
+_HOUR_US = 3_600_000_000
+#: Gap buckets of timed paths (docs/data_driven.md §2): 0 for a path's first touch, then the time since the
+#: path's previous touch, doubling from 15 minutes: < 15 min, 15-30 min, 30-60 min, ..., 21-43 days, >= 43 days.
+GAP_BUCKETS = 15
+#: The gap (days) that stands for each bucket: the geometric middle of its bounds (0 for the first touch;
+#: 7.5 minutes below 15 minutes; 60 days from 43 days).
+GAP_DAYS = np.array(
+    [0.0, 7.5 / 1440] + [0.25 * 2.0**k * 2.0**0.5 / 24 for k in range(GAP_BUCKETS - 3)] + [60.0],
+    dtype=np.float64,
+)
+
+
+@jit
+def gap_bucket(gap_us):
+    """Bucket (1..GAP_BUCKETS - 1) of a gap in microseconds between two touches of a path."""
+    edge = _HOUR_US // 4
+    b = 1
+    while b < GAP_BUCKETS - 1 and gap_us >= edge:
+        edge *= 2
+        b += 1
+    return b
 
 
 @jit
@@ -82,7 +115,7 @@ def has_non_direct(codes, a, b, is_direct):
 
 
 @jit
-def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transform):
+def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transform, times):
     """Transformed channel paths of journeys, as CSR, with a content hash per path.
 
     Parameters
@@ -98,14 +131,20 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
         have a non-direct touch.
     transform : int
         ``EXPOSURE``, ``UNIQUE``, ``FIRST`` or ``FREQUENCY``.
+    times : int64[n] or int64[0]
+        The touches' times (microseconds), or empty for untimed paths.
 
     Returns
     -------
     offsets : int64[J + 1]
     out : int32[offsets[-1]]
+    gaps : int8[offsets[-1]] (empty when untimed)
+        Each kept touch's :func:`gap_bucket` since the path's previous kept touch (0: the first).
     hashes : uint64[J]
-        Hash of the transformed sequence (equal paths have equal hashes, whatever the partition).
+        Hash of the transformed sequence, gaps included (equal paths have equal hashes, whatever the
+        partition).
     """
+    timed = times.shape[0] > 0
     n_j = starts.shape[0]
     n_codes = code_hash.shape[0]
     lengths = np.zeros(n_j, dtype=np.int64)
@@ -116,11 +155,13 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
             for q in range(n_j):
                 offsets[q + 1] = offsets[q] + lengths[q]
             out = np.empty(offsets[n_j], dtype=np.int32)
+            gaps = np.zeros(offsets[n_j] if timed else 0, dtype=np.int8)
             hashes = np.empty(n_j, dtype=np.uint64)
         for q in range(n_j):
             m = 0
             h = GOLDEN
             last = -1
+            last_t = 0
             skip_direct = drop_direct and has_non_direct(codes, starts[q], ends[q], is_direct)
             for i in range(starts[q], ends[q]):
                 if skip_direct and is_direct[codes[i]]:
@@ -139,6 +180,11 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
                 if pass_ == 1:
                     out[offsets[q] + m] = c
                     h = mix64(h ^ code_hash[c]) + GOLDEN
+                    if timed:
+                        g = gap_bucket(times[i] - last_t) if m > 0 else 0
+                        last_t = times[i]
+                        gaps[offsets[q] + m] = g
+                        h = mix64(h ^ np.uint64(g + 1)) + GOLDEN
                 m += 1
             if transform == UNIQUE:
                 for i in range(starts[q], ends[q]):
@@ -147,17 +193,19 @@ def build_paths(starts, ends, codes, code_hash, is_direct, drop_direct, transfor
                 lengths[q] = m
             else:
                 hashes[q] = mix64(h ^ np.uint64(m))
-    return offsets, out, hashes
+    return offsets, out, gaps, hashes
 
 
 @jit
-def path_groups(order, hashes, offsets, codes):
+def path_groups(order, hashes, offsets, codes, gaps):
     """Group ids of journeys sorted by path hash, checking that equal hashes hold equal paths.
 
     Parameters
     ----------
     order : int64[J]
         Journeys sorted by ``hashes``.
+    gaps : int8[len(codes)] or int8[0]
+        The touches' gap buckets (:func:`build_paths`), compared with the codes when not empty.
 
     Returns
     -------
@@ -185,7 +233,7 @@ def path_groups(order, hashes, offsets, codes):
             same = m == offsets[r + 1] - b
             k = 0
             while same and k < m:
-                same = codes[a + k] == codes[b + k]
+                same = codes[a + k] == codes[b + k] and (gaps.shape[0] == 0 or gaps[a + k] == gaps[b + k])
                 k += 1
             if not same:
                 collisions += 1

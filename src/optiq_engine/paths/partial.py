@@ -49,7 +49,8 @@ def journey_tables(
         histories = ("journeys", "windows") if fit_on == "auto" else (fit_on or "windows",)
         out[model.name] = {}
         for history in histories:
-            key = (model.transform, model.remove_direct_if_not_all, history, fit_on is not None)
+            timed = bool(getattr(model, "timed", False))
+            key = (model.transform, model.remove_direct_if_not_all, history, fit_on is not None, timed)
             if key not in built:
                 built[key] = _journey_table(model, m, cfg, whole=history == "journeys", first=fit_on is not None)
             out[model.name][history] = built[key][history]
@@ -85,6 +86,7 @@ def _journey_table(
         transform=model.transform,
         remove_direct_if_not_all=model.remove_direct_if_not_all,
         direct_channels=cfg.direct_channels,
+        times=m.tp_tss if getattr(model, "timed", False) else None,
     )
     rows = np.full(lo.shape[0], -1, dtype=np.int64)
     rows[converting] = journey_path[:n_conv]

@@ -43,6 +43,8 @@ class PathTable:
         The fields described under Attributes.
     distinct
         Default True; see Attributes.
+    gaps
+        Default None (untimed); see Attributes.
 
     Attributes
     ----------
@@ -59,6 +61,10 @@ class PathTable:
     distinct
         Whether every path occurs once (:meth:`merged` makes it so; fits do not need it, the bootstrap
         does).
+    gaps
+        Timed paths (DATA_DRIVEN's, docs/data_driven.md §2): per touch, int8 aligned with ``codes``, the
+        bucket of the time since the path's previous touch (``kernels.paths.gap_bucket``; 0: the first
+        touch), part of the path's identity; None: untimed (channel sequences only).
     """
 
     channels: tuple[str, ...]
@@ -69,6 +75,7 @@ class PathTable:
     value_micros: np.ndarray
     hashes: np.ndarray
     distinct: bool = True
+    gaps: np.ndarray | None = None
 
     def merged(self) -> PathTable:
         """The same journeys with equal paths merged into one row."""
@@ -83,7 +90,20 @@ class PathTable:
             self.nulls,
             self.value_micros,
             transform="frequency",
+            times=self.gap_times(),
         )[0]
+
+    def gap_times(self) -> np.ndarray | None:
+        """Times (microseconds) that reproduce the table's gap buckets (None when untimed): each touch one
+        bucket's representative gap after the previous touch."""
+        if self.gaps is None:
+            return None
+        return np.cumsum(np.round(k.GAP_DAYS[self.gaps] * 86_400e6).astype(np.int64))
+
+    def gap_days(self) -> np.ndarray | None:
+        """Per touch, the representative days since the path's previous touch (0 at a path's first touch);
+        None when untimed."""
+        return None if self.gaps is None else k.GAP_DAYS[self.gaps]
 
     @property
     def height(self) -> int:
@@ -94,17 +114,21 @@ class PathTable:
         return float(self.conversions.sum())
 
     def to_frame(self) -> pl.DataFrame:
-        """One row per path: ``path`` (list of channels), ``conversions``, ``nulls``, ``value_micros``."""
+        """One row per path: ``path`` (list of channels), ``conversions``, ``nulls``, ``value_micros``; a timed
+        table also ``gap_days`` (per touch, the representative days since the path's previous touch)."""
         names = pa.array(self.channels, type=pa.large_string()).take(pa.array(self.codes, type=pa.int32()))
-        path = pa.LargeListArray.from_arrays(pa.array(self.offsets, type=pa.int64()), names)
-        return pl.DataFrame(
-            {
-                "path": pl.Series("path", path, dtype=pl.List(pl.String)),
-                "conversions": self.conversions,
-                "nulls": self.nulls,
-                "value_micros": self.value_micros,
-            }
-        )
+        offsets = pa.array(self.offsets, type=pa.int64())
+        columns = {
+            "path": pl.Series("path", pa.LargeListArray.from_arrays(offsets, names), dtype=pl.List(pl.String)),
+            "conversions": self.conversions,
+            "nulls": self.nulls,
+            "value_micros": self.value_micros,
+        }
+        days = self.gap_days()
+        if days is not None:
+            gaps = pa.LargeListArray.from_arrays(offsets, pa.array(days, type=pa.float64()))
+            columns["gap_days"] = pl.Series("gap_days", gaps, dtype=pl.List(pl.Float64))
+        return pl.DataFrame(columns)
 
     @staticmethod
     def concat(tables: Sequence[PathTable]) -> PathTable:
@@ -114,7 +138,7 @@ class PathTable:
         ----------
         tables
             Path tables over any channels, all built with the same transform (not checked: their rows are
-            merged as they are).
+            merged as they are), all timed or all untimed.
 
         Returns
         -------
@@ -137,7 +161,11 @@ class PathTable:
         starts = np.concatenate([t.offsets[:-1] + b for t, b in zip(tables, bounds, strict=False)])
         ends = np.concatenate([t.offsets[1:] + b for t, b in zip(tables, bounds, strict=False)])
         cat = [np.concatenate([getattr(t, f) for t in tables]) for f in ("conversions", "nulls", "value_micros")]
-        return build_path_table(starts, ends, codes, channels, *cat, transform="frequency")[0]
+        timed = {t.gaps is not None for t in tables}
+        if len(timed) > 1:
+            raise ConfigError("concat: some path tables are timed (DATA_DRIVEN's) and others are not")
+        times = np.concatenate([t.gap_times() for t in tables]) if timed == {True} else None
+        return build_path_table(starts, ends, codes, channels, *cat, transform="frequency", times=times)[0]
 
     @classmethod
     def from_frame(
@@ -321,6 +349,7 @@ def build_path_table(
     remove_direct_if_not_all: bool = False,
     direct_channels: Sequence[str] = ("direct",),
     distinct: bool = True,
+    times: np.ndarray | None = None,
 ) -> tuple[PathTable, np.ndarray]:
     """Aggregate journeys (ranges of ``codes``) into a path table.
 
@@ -346,6 +375,9 @@ def build_path_table(
         The channels counted as direct (default ``("direct",)``).
     distinct
         Merge equal paths into one row (default True).
+    times
+        The touches' times (int64 microseconds, aligned with ``codes``): timed paths, whose gaps between
+        touches (bucketed) are part of each path (default None: untimed).
 
     Returns
     -------
@@ -364,9 +396,17 @@ def build_path_table(
         raise ConfigError(f"unknown path transform {transform!r}; valid choices: {', '.join(TRANSFORMS)}")
     channels = tuple(channels)
     is_direct = np.array([c in direct_channels for c in channels], dtype=np.bool_)
-    offsets, out, hashes = k.build_paths(
-        starts, ends, codes, channel_hashes(channels), is_direct, bool(remove_direct_if_not_all), TRANSFORMS[transform]
+    offsets, out, gaps, hashes = k.build_paths(
+        starts,
+        ends,
+        codes,
+        channel_hashes(channels),
+        is_direct,
+        bool(remove_direct_if_not_all),
+        TRANSFORMS[transform],
+        np.empty(0, np.int64) if times is None else np.asarray(times, np.int64),
     )
+    timed = times is not None
     lengths = np.diff(offsets)
     live = np.flatnonzero(lengths > 0)
     if not distinct:
@@ -383,16 +423,37 @@ def build_path_table(
             value_micros=np.asarray(value_micros, np.int64)[live],
             hashes=hashes[live],
             distinct=False,
+            gaps=gaps if timed else None,
         )
         return table, journey_path
+    return _merged_rows(
+        channels, starts.shape[0], live, offsets, out, gaps if timed else None, hashes, conversions, nulls, value_micros
+    )
+
+
+def _merged_rows(
+    channels: tuple[str, ...],
+    n_journeys: int,
+    live: np.ndarray,
+    offsets: np.ndarray,
+    codes: np.ndarray,
+    gaps: np.ndarray | None,
+    hashes: np.ndarray,
+    conversions: np.ndarray,
+    nulls: np.ndarray,
+    value_micros: np.ndarray,
+) -> tuple[PathTable, np.ndarray]:
+    """:func:`build_path_table`'s distinct rows: the ``live`` journeys (non-empty paths, CSR ``offsets`` into
+    ``codes`` and ``gaps``) grouped by path, their counts and values summed."""
     order = live[np.argsort(hashes[live], kind="stable")]
-    group, first, collisions = k.path_groups(order, hashes, offsets, out)
+    no_gaps = np.empty(0, np.int8) if gaps is None else gaps
+    group, first, collisions = k.path_groups(order, hashes, offsets, codes, no_gaps)
     if collisions:  # pragma: no cover - needs a 64-bit hash collision between two different paths
-        group, first = _exact_groups(order, offsets, out)
-    journey_path = np.full(starts.shape[0], -1, dtype=np.int64)
+        group, first = _exact_groups(order, offsets, codes, no_gaps)
+    journey_path = np.full(n_journeys, -1, dtype=np.int64)
     journey_path[order] = group[order]
     n_paths = first.shape[0]
-    row_len = lengths[first]
+    row_len = np.diff(offsets)[first]
     new_offsets = np.zeros(n_paths + 1, dtype=np.int64)
     np.cumsum(row_len, out=new_offsets[1:])
     idx = np.repeat(offsets[first] - new_offsets[:-1], row_len) + np.arange(new_offsets[-1])
@@ -400,11 +461,12 @@ def build_path_table(
     table = PathTable(
         channels=channels,
         offsets=new_offsets,
-        codes=out[idx],
+        codes=codes[idx],
         conversions=np.bincount(g, weights=conversions[live], minlength=n_paths).astype(np.float64),
         nulls=np.bincount(g, weights=nulls[live], minlength=n_paths).astype(np.float64),
         value_micros=_sum_int(g, value_micros[live], n_paths),
         hashes=hashes[first],
+        gaps=None if gaps is None else gaps[idx],
     )
     return table, journey_path
 
@@ -419,13 +481,15 @@ def _sum_int(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _exact_groups(order: np.ndarray, offsets: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group journeys by their exact code sequence (the fallback after a hash collision)."""
+def _exact_groups(
+    order: np.ndarray, offsets: np.ndarray, codes: np.ndarray, gaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group journeys by their exact code (and gap) sequence (the fallback after a hash collision)."""
     ids: dict[bytes, int] = {}
     group = np.empty(offsets.shape[0] - 1, dtype=np.int64)
     first: list[int] = []
     for q in order:
-        key = codes[offsets[q] : offsets[q + 1]].tobytes()
+        key = codes[offsets[q] : offsets[q + 1]].tobytes() + gaps[offsets[q] : offsets[q + 1]].tobytes()
         if key not in ids:
             ids[key] = len(first)
             first.append(int(q))

@@ -72,13 +72,14 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     active = _active(cand.form, n_codes)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     free = active[~(is_beta & (cand.params[active] <= 0))]
+    decay = cand.decays(table)
     hess = jm.nested_hessian_parallel(
         cand.params,
         table.offsets,
         table.codes,
         table.conversions,
         table.nulls,
-        cand.rho,
+        decay,
         cand.sat,
         cand.use_h,
         cand.use_p,
@@ -101,7 +102,7 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
             table.codes,
             counts[0],
             counts[1],
-            cand.rho,
+            decay,
             cand.sat,
             cand.use_h,
             cand.use_p,
@@ -112,10 +113,10 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
         nll, _ = jm.nested_terms_parallel(
-            params, table.offsets, table.codes, counts[0], counts[1], cand.rho, cand.sat, cand.use_h, cand.use_p, 0.0
+            params, table.offsets, table.codes, counts[0], counts[1], decay, cand.sat, cand.use_h, cand.use_p, 0.0
         )
         n = float(counts[0].sum() + counts[1].sum())
-        return JourneyModel(params, cand.form, cand.rho, nll, cand.n_params, n, cand.sat)
+        return cand.derived(params, held=np.zeros_like(params), nll=nll, n_journeys=n)
 
     return step
 

@@ -94,6 +94,7 @@ def experiment_periods(
             transform=model.transform,
             remove_direct_if_not_all=model.remove_direct_if_not_all,
             direct_channels=direct_channels,
+            times=tp_ts if model.timed else None,
         )
         out.append((table.conversions, table.nulls))
     return out
@@ -119,7 +120,16 @@ def _experiment_frame(
             sum(
                 w
                 * jm.nested_lift(
-                    c.params, c.held, table.offsets, table.codes, t.weights, c.rho, c.sat, c.use_h, c.use_p, t.code
+                    c.params,
+                    c.held,
+                    table.offsets,
+                    table.codes,
+                    t.weights,
+                    c.decays(table),
+                    c.sat,
+                    c.use_h,
+                    c.use_p,
+                    t.code,
                 )[0]
                 for w, c, k in zip(weights, models, kept, strict=True)
                 if k

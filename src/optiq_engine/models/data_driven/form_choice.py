@@ -3,6 +3,7 @@ thinned sample of them) and weighted by BIC (docs/data_driven.md §6.1)."""
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,15 @@ if TYPE_CHECKING:
 AUTO_DECAYS = (1.0, 0.7, 0.4)
 #: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``).
 AUTO_SATURATIONS = (0.7, 0.4)
-#: The stock shapes ``(rho, sat)`` of the candidates: the decays with no saturation, the saturations with counts.
-AUTO_SHAPES = tuple((rho, 1.0) for rho in AUTO_DECAYS) + tuple((1.0, sat) for sat in AUTO_SATURATIONS)
+#: Half-lives in days among the candidates of ``form="auto"`` on timed path tables (with counts).
+AUTO_HALF_LIVES = (1.0, 3.0, 10.0)
+#: The stock shapes ``(rho, sat, half_life)`` of the candidates: the decays with no saturation, the saturations
+#: with counts, then (timed tables only) the half-lives in days.
+AUTO_SHAPES = (
+    tuple((rho, 1.0, math.inf) for rho in AUTO_DECAYS)
+    + tuple((1.0, sat, math.inf) for sat in AUTO_SATURATIONS)
+    + tuple((1.0, 1.0, h) for h in AUTO_HALF_LIVES)
+)
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 
@@ -38,8 +46,9 @@ def fit_candidates(
     counts: tuple[np.ndarray, np.ndarray],
     warm: list[JourneyModel] | None = None,
 ) -> list[JourneyModel]:
-    """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every decay of
-    :data:`AUTO_DECAYS`, then the nested form (``both``) at the decay of the best pure one.
+    """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every stock shape of
+    :data:`AUTO_SHAPES` (those in days on timed tables only), then the nested form (``both``) at the shape of the
+    best pure one.
 
     ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms and decays.
     """
@@ -47,28 +56,39 @@ def fit_candidates(
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
     if warm is not None:
         return _each(
-            table, lambda w: _fit_one(table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat), warm
+            table,
+            lambda w: _fit_one(
+                table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat, half_life=w.half_life
+            ),
+            warm,
         )
+    timed = table.gaps is not None
 
     def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
         fits, start = [], _start(table, counts)
-        for rho, sat in AUTO_SHAPES:
-            fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat))
+        for rho, sat, half_life in AUTO_SHAPES:
+            if math.isfinite(half_life) and not timed:
+                continue
+            fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat, half_life=half_life))
             start = fits[-1].params
         return fits
 
     out = [c for fits in _each(table, shapes, ["touch", "journey"]) for c in fits]
     best = min(out, key=lambda c: c.bic)
-    rho, sat = best.rho, best.sat
+    shape = (best.rho, best.sat, best.half_life)
     touch, journey = (
-        next(c for c in out if (c.rho, c.sat) == (rho, sat) and c.form == f) for f in ("touch", "journey")
+        next(c for c in out if (c.rho, c.sat, c.half_life) == shape and c.form == f) for f in ("touch", "journey")
     )
     start = touch.params.copy()  # the two pure fits together
     c = len(table.channels)
     start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
     pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
     starts = [start, _nudge(pure, form=pure.form)]
-    both, alt = _each(table, lambda x: _fit_one(table, "both", rho, l2=l2, counts=counts, start=x, sat=sat), starts)
+    both, alt = _each(
+        table,
+        lambda x: _fit_one(table, "both", shape[0], l2=l2, counts=counts, start=x, sat=shape[1], half_life=shape[2]),
+        starts,
+    )
     return [*out, alt if alt.nll < both.nll else both]
 
 
@@ -112,6 +132,7 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
             start=trial[i].params,
             max_iter=_REFIT_STEPS,
             sat=trial[i].sat,
+            half_life=trial[i].half_life,
             hold_zeros=True,
         )
         for i in chosen
@@ -139,6 +160,7 @@ def _rows_of(table: PathTable, rows: np.ndarray) -> PathTable:
         value_micros=table.value_micros[rows],
         hashes=table.hashes[rows],
         distinct=table.distinct,
+        gaps=None if table.gaps is None else table.gaps[idx],
     )
 
 

@@ -23,7 +23,9 @@ CHANNEL_VARIANCE = 0.01
 PRIOR_CONFOUNDED = 0.5
 
 
-def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float) -> tuple[np.ndarray, np.ndarray]:
+def exposure_factor(
+    table: PathTable, counts: np.ndarray, decay: np.ndarray, sat: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The first principal component of the journeys' exposure stocks (at their last touch, the model's stock
     shape), each channel's stock first freed of what the journey's length explains (``log m``), then
     standardised.
@@ -34,8 +36,9 @@ def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float
         The fitted path table.
     counts
         Journeys per path row (the weights).
-    rho, sat
-        The stock shape of the candidate (kernels/journey_model.py).
+    decay, sat
+        The stock shape of the candidate: its per-touch decays (``JourneyModel.decays``) and saturation
+        (kernels/journey_model.py).
 
     Returns
     -------
@@ -46,7 +49,7 @@ def exposure_factor(table: PathTable, counts: np.ndarray, rho: float, sat: float
         float64[C]: the standard deviation of each channel's residual stock (the standardisation; 0: none).
     """
     n_codes = len(table.channels)
-    s0, s1, s2 = jm.stock_moments(table.offsets, table.codes, counts, n_codes, rho, sat)
+    s0, s1, s2 = jm.stock_moments(table.offsets, table.codes, counts, n_codes, decay, sat)
     if s0 <= 1.0 or n_codes == 0:
         return np.zeros(n_codes), np.zeros(n_codes)
     mean = s1 / s0

@@ -3,6 +3,8 @@ stock shape, :class:`JourneyModel`, and its penalised maximum-likelihood fit (:f
 
 from __future__ import annotations
 
+import math
+import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,7 @@ import scipy.optimize
 from ...errors import ModelError
 from ...kernels import journey_model as jm
 from ...kernels import logistic as k
+from ...kernels.paths import GAP_DAYS
 from .intent import exposure_factor, intent_posterior
 
 if TYPE_CHECKING:
@@ -23,11 +26,33 @@ _PIN_ROUNDS = 3  # a calibrated fit: rounds of (set the tested effects, refit th
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 
 
-def shape_label(rho: float, sat: float) -> str:
-    """``"touch counts"``, ``"stock decaying x0.7 per touch"`` or ``"repeats saturating x0.7"``."""
+def shape_label(rho: float, sat: float, half_life: float = math.inf) -> str:
+    """``"touch counts"``, ``"stock decaying x0.7 per touch"``, ``"repeats saturating x0.7"`` or ``"effects
+    halving every 3 days"``."""
     parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
     parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
+    parts += [f"effects halving every {half_life:g} days"] if math.isfinite(half_life) else []
     return ", ".join(parts) or "touch counts"
+
+
+_DECAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: {(rho, half_life): decays}
+
+
+def step_decays(table: PathTable, rho: float, half_life: float) -> np.ndarray:
+    """Per touch of ``table``, the factor the exposure stocks are multiplied by before it is added
+    (kernels/journey_model.py's ``decay``): ``rho``, times ``2^(-gap / half_life)`` on a timed table (gap: the
+    days since the path's previous touch, its bucket's representative, docs/data_driven.md §2); cached per
+    table."""
+    if math.isfinite(half_life) and table.gaps is None:
+        raise ModelError("a half-life in days needs a timed path table (DATA_DRIVEN's, with touch times)")
+    per_table = _DECAYS.setdefault(table, {})
+    key = (rho, half_life)
+    if key not in per_table:
+        if math.isfinite(half_life):
+            per_table[key] = rho * np.exp2(-GAP_DAYS / half_life)[table.gaps]
+        else:
+            per_table[key] = np.full(table.codes.shape[0], rho)
+    return per_table[key]
 
 
 class JourneyModel:
@@ -39,6 +64,8 @@ class JourneyModel:
         The attributes below.
     sat
         The attribute below; default 1.0 (no saturation).
+    half_life
+        The attribute below; default ``math.inf`` (no decay in time).
     held
         The attribute below; default None (no intent term).
 
@@ -52,6 +79,8 @@ class JourneyModel:
         Per-touch decay of the exposure stock (1: counts).
     sat
         Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` to its stock (1: none).
+    half_life
+        Days in which a touch's effect halves (timed path tables only; ``math.inf``: none).
     nll
         Negative log-likelihood (without the penalty) on the fitted counts.
     n_params, n_journeys
@@ -73,15 +102,43 @@ class JourneyModel:
         n_journeys: float,
         sat: float = 1.0,
         held: np.ndarray | None = None,
+        half_life: float = math.inf,
     ) -> None:
         self.params = params
         self.held = np.zeros_like(params) if held is None else held
         self.form = form
         self.rho = rho
         self.sat = sat
+        self.half_life = half_life
         self.nll = nll
         self.n_params = n_params
         self.n_journeys = n_journeys
+
+    def derived(
+        self,
+        params: np.ndarray,
+        *,
+        held: np.ndarray,
+        nll: float | None = None,
+        n_params: int | None = None,
+        n_journeys: float | None = None,
+    ) -> JourneyModel:
+        """The same form and stock shape with other parameters (and fit statistics, default this model's)."""
+        return JourneyModel(
+            params,
+            self.form,
+            self.rho,
+            self.nll if nll is None else nll,
+            self.n_params if n_params is None else n_params,
+            self.n_journeys if n_journeys is None else n_journeys,
+            self.sat,
+            held,
+            self.half_life,
+        )
+
+    def decays(self, table: PathTable) -> np.ndarray:
+        """The per-touch decays of ``table`` under this model's stock shape (:func:`step_decays`)."""
+        return step_decays(table, self.rho, self.half_life)
 
     @property
     def use_h(self) -> bool:
@@ -111,7 +168,7 @@ class JourneyModel:
 
     def label(self) -> str:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
-        return f"{names[self.form]}, {shape_label(self.rho, self.sat)}"
+        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}"
 
     def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
         """Shapley values per (path, distinct channel in first-occurrence order).
@@ -138,7 +195,7 @@ class JourneyModel:
             table.codes,
             self.params,
             self.held,
-            self.rho,
+            self.decays(table),
             self.sat,
             self.use_h,
             self.use_p,
@@ -164,7 +221,15 @@ class JourneyModel:
             float64, one probability per path row.
         """
         return jm.nested_predict(
-            table.offsets, table.codes, self.params, self.held, self.rho, self.sat, self.use_h, self.use_p, drop
+            table.offsets,
+            table.codes,
+            self.params,
+            self.held,
+            self.decays(table),
+            self.sat,
+            self.use_h,
+            self.use_p,
+            drop,
         )
 
     def for_channels(self, channels: tuple[str, ...], fitted: tuple[str, ...]) -> JourneyModel:
@@ -183,7 +248,7 @@ class JourneyModel:
             A new model; intercepts and ending terms unchanged, ``nll`` and BIC those of the fit.
         """
         params, held = (_reindexed(v, channels, fitted) for v in (self.params, self.held))
-        return JourneyModel(params, self.form, self.rho, self.nll, self.n_params, self.n_journeys, self.sat, held)
+        return self.derived(params, held=held)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
         """``part`` (touch / journey / intent / ending), ``term`` and ``coef`` of the parts in the model.
@@ -260,7 +325,7 @@ class JourneyModel:
         codes = sorted({t.code for t in targets})
         c = self.n_codes
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
-        factor = exposure_factor(table, counts[0] + counts[1], self.rho, self.sat)
+        factor = exposure_factor(table, counts[0] + counts[1], self.decays(table), self.sat)
         scale = np.where(factor[1] > 0, factor[1], 1.0)
         probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale)
         bias, noise = _test_biases(self, probe, table, targets, codes, scale)
@@ -291,13 +356,20 @@ def _probe_fit(
     tests, :func:`_pin`; refit the untested parameters by maximum likelihood), ending on a shift."""
     held = np.zeros_like(model.params) if held is None else held
     fixed = np.concatenate([_effect_slots(model, code) for code in sorted({t.code for t in targets})])
-    fit = JourneyModel(
-        model.params - held, model.form, model.rho, model.nll, model.n_params, model.n_journeys, model.sat, held
-    )
+    fit = model.derived(model.params - held, held=held)
     for _ in range(_PIN_ROUNDS):
         start = _pin(fit, table, targets, fit.params, scale)
         fit = _fit_one(
-            table, model.form, model.rho, l2=l2, counts=counts, start=start, sat=model.sat, held=held, fixed=fixed
+            table,
+            model.form,
+            model.rho,
+            l2=l2,
+            counts=counts,
+            start=start,
+            sat=model.sat,
+            half_life=model.half_life,
+            held=held,
+            fixed=fixed,
         )
     params = _pin(fit, table, targets, fit.params, scale)
     nll, _ = _nested_terms(table)(
@@ -306,13 +378,13 @@ def _probe_fit(
         table.codes,
         counts[0],
         counts[1],
-        model.rho,
+        model.decays(table),
         model.sat,
         model.use_h,
         model.use_p,
         0.0,
     )
-    return JourneyModel(params, model.form, model.rho, float(nll), fit.n_params, fit.n_journeys, model.sat, held)
+    return model.derived(params, held=held, nll=float(nll), n_params=fit.n_params, n_journeys=fit.n_journeys)
 
 
 def _test_biases(
@@ -450,6 +522,7 @@ def _fit_one(
     start: np.ndarray,
     max_iter: int = 100,
     sat: float = 1.0,
+    half_life: float = math.inf,
     hold_zeros: bool = False,
     held: np.ndarray | None = None,
     fixed: np.ndarray | None = None,
@@ -469,7 +542,9 @@ def _fit_one(
     active = all_active[~keep[all_active]]
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
     scale = max(float(conv.sum() + null.sum()), 1.0)
-    n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0)  # the stock's shape was chosen too
+    # the stock's shape was chosen too
+    n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0) + math.isfinite(half_life)
+    decay = step_decays(table, rho, half_life)
 
     terms = _nested_terms(table)
     hessian = jm.nested_hessian if table.height < _PARALLEL_ROWS else jm.nested_hessian_parallel
@@ -479,7 +554,7 @@ def _fit_one(
     at_zero = is_beta & (full[active] <= 0) if hold_zeros else np.zeros(active.shape[0], dtype=bool)
 
     def loss_grad(x: np.ndarray, penalty: float) -> tuple[float, np.ndarray]:
-        return terms(x + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, penalty)
+        return terms(x + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, penalty)
 
     for _ in range(4 * n_codes + 4):
         free = active[~at_zero]
@@ -489,7 +564,7 @@ def _fit_one(
             full[free] = sub
             loss, grad = loss_grad(full, l2)
             hess = (
-                hessian(full + held, table.offsets, table.codes, conv, null, rho, sat, use_h, use_p, l2)[sel]
+                hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel]
                 if want
                 else None
             )
@@ -508,7 +583,7 @@ def _fit_one(
             continue  # is held again in the next round)
         break
     loss, _ = loss_grad(full, 0.0)
-    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held)
+    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
 
 
 def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
@@ -561,7 +636,7 @@ def _lift(model: JourneyModel, table: PathTable, t: _Target, params: np.ndarray)
         table.offsets,
         table.codes,
         t.weights,
-        model.rho,
+        model.decays(table),
         model.sat,
         model.use_h,
         model.use_p,

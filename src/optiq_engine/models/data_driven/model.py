@@ -5,6 +5,7 @@ choice among candidates, averaged by their BIC weights."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,8 +21,8 @@ from .bootstrap import _bootstrap_auto
 from .experiments import _experiment_frame, _experiment_targets
 from .fitted import FittedDataDriven
 from .fixed_form import ConversionModel, fit_logistic
-from .form_choice import _MIN_WEIGHT, choose_candidates
-from .journey_model import _incremental
+from .form_choice import _MIN_WEIGHT, AUTO_HALF_LIVES, choose_candidates
+from .journey_model import _fit_one, _incremental, _start
 
 if TYPE_CHECKING:
     from ...config import AttributionConfig
@@ -144,6 +145,12 @@ class DataDriven(DataDrivenModel):
         if options.get("experiments"):
             options["form"] = "auto"
         return cls(**options)
+
+    @property
+    def timed(self) -> bool:
+        """Whether the fit reads timed path tables (the gaps between touches: ``form="auto"``'s half-lives in
+        days, docs/data_driven.md §2)."""
+        return self.form == "auto"
 
     @property
     def wants_periods(self) -> bool:
@@ -280,6 +287,7 @@ class DataDriven(DataDrivenModel):
                 "form": [c.form for c in observed],
                 "decay": [c.rho for c in observed],
                 "saturation": [c.sat for c in observed],
+                "half_life_days": [c.half_life if math.isfinite(c.half_life) else None for c in observed],
                 "log_likelihood": [-c.nll for c in observed],
                 "parameters": [c.n_params for c in observed],
                 "bic": [c.bic for c in observed],
@@ -303,6 +311,25 @@ class DataDriven(DataDrivenModel):
 
 
 def reference_loglik(table: PathTable, l2: float) -> float:
+    """The better of :func:`counts_loglik` and, on a timed table, :func:`decayed_loglik` at each half-life of
+    ``AUTO_HALF_LIVES``."""
+    best = counts_loglik(table, l2)
+    if table.gaps is None or float(table.conversions.sum() + table.nulls.sum()) == 0:
+        return best
+    return max(best, *(decayed_loglik(table, l2, h) for h in AUTO_HALF_LIVES))
+
+
+def decayed_loglik(table: PathTable, l2: float, half_life: float) -> float:
+    """As :func:`counts_loglik` with each touch's count halving every ``half_life`` days of its age at the
+    path's last touch (the journey-end form of kernels/journey_model.py, whose conversion part is fitted
+    apart from its ending process: the likelihood is their sum, the parameters separate)."""
+    counts = (table.conversions, table.nulls)
+    fit = _fit_one(table, "journey", 1.0, l2=l2, counts=counts, start=_start(table, counts), half_life=half_life)
+    p = np.clip(fit.predict(table), 1e-300, 1.0 - 1e-16)
+    return float(counts[0] @ np.log(p) + counts[1] @ np.log1p(-p))
+
+
+def counts_loglik(table: PathTable, l2: float) -> float:
     """``Σ conversions · log p(x) + nulls · log(1 - p(x))`` of the journey-end logistic model on touch counts
     fitted on ``table`` (penalised as DATA_DRIVEN's ``l2``): how well a history's paths predict which
     journeys convert, under one model for every history (what ``fit_on="auto"`` compares;
