@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -58,8 +59,13 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
     return _sigmoid(-2.4 + beta @ x)
 
 
-def world(mech: str, n_users: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
-    """Observed journeys (``path``, ``conv``, ``null``) and the true channel shares."""
+def world(
+    mech: str, n_users: int, seed: int, users: list | None = None, spread: float | None = None
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Observed journeys (``path``, ``conv``, ``null``) and the true channel shares; ``users``, when given,
+    gets each user's touches (channel codes, times in days) and conversion time (None: none). Gaps between
+    touches: exponential, mean 2 days, or (``spread``) each user's own mean, log-normal around 2 days with log-sd
+    ``spread`` (users who come back within hours and users who come back after weeks)."""
     rng = np.random.default_rng(seed)
     masks = np.array(list(itertools.product([0, 1], repeat=len(CHANNELS))), dtype=np.float64)
     truth = np.zeros(len(CHANNELS))
@@ -67,7 +73,9 @@ def world(mech: str, n_users: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]
     for _ in range(n_users):
         m = 1 + min(rng.poisson(2.5), 14)
         codes = rng.choice(len(CHANNELS), size=m, p=EXPOSURE)
-        times = np.cumsum(np.concatenate([[0.0], rng.exponential(2.0, m - 1)]))
+        mean_gap = 2.0 if spread is None else rng.lognormal(math.log(2.0), spread)
+        gaps = rng.exponential(mean_gap, m - 1)
+        times = np.cumsum(np.concatenate([[0.0], gaps]))
         user_mech = mech if mech != "mixed" else ("touch" if rng.random() < 0.5 else "journey")
         present = np.unique(codes)
         sub = masks[np.all(masks[:, [c for c in range(len(CHANNELS)) if c not in present]] == 0, axis=1)]
@@ -93,6 +101,8 @@ def world(mech: str, n_users: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]
             hit = np.flatnonzero(rng.random(m) < h)
             if hit.shape[0]:
                 j = hit[0]
+                if users is not None:
+                    users.append((codes, times, times[j] + 0.001))
                 paths.append([CHANNELS[c] for c in codes[: j + 1]])
                 conv.append(1)
                 if j + 1 < m:  # the touches after the conversion: a new, non-converting journey
@@ -101,11 +111,15 @@ def world(mech: str, n_users: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]
                 continue
             paths.append([CHANNELS[c] for c in codes])
             conv.append(0)
+            if users is not None:
+                users.append((codes, times, None))
         else:
             end = np.array([times[-1] + 1.0])
             x = _stock(codes, times, end, None if user_mech == "journey" else 3.0)[0]
             paths.append([CHANNELS[c] for c in codes])
             conv.append(int(rng.random() < _sigmoid(-2.4 + x @ EFFECT)))
+            if users is not None:
+                users.append((codes, times, end[0] if conv[-1] else None))
     frame = pl.DataFrame({"path": paths, "conv": conv}).with_columns(null=1 - pl.col("conv"))
     truth = np.maximum(truth, 0)
     return frame, truth / truth.sum()
@@ -135,6 +149,41 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
     assert half_l1(auto, truth) < 0.06
     assert half_l1(auto, truth) < half_l1(wrong, truth)
+
+
+def frames_of(users: list) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Touchpoints and conversions (docs/contract.md §1) of :func:`world`'s users, from 2026-01-01."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    tp: dict[str, list] = {"touchpoint_id": [], "anon_id": [], "occurred_at": [], "channel": []}
+    cv: dict[str, list] = {"conversion_id": [], "anon_id": [], "occurred_at": [], "value_micros": []}
+    for u, (codes, times, converted) in enumerate(users):
+        for i, (c, t) in enumerate(zip(codes, times, strict=True)):
+            tp["touchpoint_id"].append(f"t{u}-{i}")
+            tp["anon_id"].append(f"u{u}")
+            tp["occurred_at"].append(start + timedelta(days=float(t)))
+            tp["channel"].append(CHANNELS[c])
+        if converted is not None:
+            cv["conversion_id"].append(f"c{u}")
+            cv["anon_id"].append(f"u{u}")
+            cv["occurred_at"].append(start + timedelta(days=float(converted)))
+            cv["value_micros"].append(1_000_000)
+    return pl.DataFrame(tp), pl.DataFrame(cv)
+
+
+@pytest.mark.parametrize("mech", ["journey_decay", "touch_decay"])
+def test_effects_that_fade_in_days_are_read_from_the_touches_times(mech) -> None:
+    users: list = []
+    _, truth = world(mech, 6_000, seed=11, users=users, spread=1.5)  # irregular gaps: touches are not days
+    tp, cv = frames_of(users)
+    result = oq.attribute(tp, cv, models=["DATA_DRIVEN"], lookback=timedelta(days=365))
+    timed = result.fitted["DATA_DRIVEN"]
+    assert timed.paths.gaps is not None and "days" in timed.mechanism, timed.form_selection
+    assert timed.mechanism.startswith({"touch_decay": "per-touch", "journey_decay": "journey-end"}[mech])
+    best = timed.form_selection.row(0, named=True)
+    assert 2.0 <= best["half_life_days"] <= 4.5  # the worlds' half-life is 3 days
+    untimed = oq.models.DataDriven().fit(replace(timed.paths, gaps=None))  # the same journeys without times
+    assert half_l1(timed, truth) < 0.05
+    assert half_l1(timed, truth) < half_l1(untimed, truth)
 
 
 # --- the whole-journey model against the brute-force reference (tests/reference/data_driven.py) ---------

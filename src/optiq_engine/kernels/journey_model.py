@@ -2,8 +2,8 @@
 
 After touch ``j`` of a path (positions 1..m), with the decayed, saturating exposure stock
 ``x_{j,c} = Σ_{i ≤ j, c_i = c} (Π_{i < l ≤ j} δ_l) s^(k_i - 1)`` (``k_i``: the ordinal of touch ``i`` among the
-touches of ``c``; ``δ_l`` the decay at touch ``l``, the ``decay`` array: ``ρ`` per touch, times
-``2^(-gap_l / half-life)`` on timed paths; δ = s = 1: touch counts), the journey
+touches of ``c``; ``δ_l`` the decay of ``c``'s stock at touch ``l``, from the ``decay`` arrays: ``ρ`` per touch,
+times ``2^(-gap_l / half-life_c)`` on timed paths; δ = s = 1: touch counts), the journey
 
 - converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
 - otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j])`` (the exposure process: the position and the
@@ -69,7 +69,7 @@ def _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 
         d = 0
         for j in range(a, e):
             c = codes[j]
-            d = _stock_step(c, decay[j], sat, local, chan, stock, inc, d)
+            d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
             dz = 0.0
             h = 0.0
             z = 0.0
@@ -175,9 +175,10 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, decay, sat
         The path table's paths (CSR).
     conversions, nulls : float64[P]
         Journeys of each path that converted at its last touch / never converted.
-    decay : float64[T]
-        Per touch, the factor the stocks are multiplied by before the touch is added (its value at a path's
-        first touch is not used): ``rho`` per touch, times ``2^(-gap / half-life)`` on timed paths
+    decay : tuple of (int8[T], float64[K, C])
+        ``(rows, factors)``: before touch ``j`` is added, the stock of channel ``c`` is multiplied by
+        ``factors[rows[j], c]`` (not used at a path's first touch): ``rho`` per touch, times
+        ``2^(-gap / half-life_c)`` on timed paths, ``rows`` the touches' gap buckets
         (``JourneyModel.decays``; all ones: no decay).
     sat : float
         Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` (1: none).
@@ -220,7 +221,7 @@ def _path_players(offsets, codes, p, n_codes, decay, sat, local, chan, xmat):
     for j in range(a, e):
         t = j - a
         for q in range(d):
-            xmat[t, q] = xmat[t - 1, q] * decay[j] if t > 0 else 0.0
+            xmat[t, q] = xmat[t - 1, q] * decay[1][decay[0][j], chan[q]] if t > 0 else 0.0
         q = local[codes[j]]
         xmat[t, q] += inc[q]
         inc[q] *= sat
@@ -409,7 +410,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
         surv[:] = 1.0
         d = 0
         for j in range(a, e):
-            d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
+            d = _stock_step(codes[j], decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
             if use_h:
                 for v in range(2):
                     z = params[0] + _effects(params, held, 1, chan, stock, d, code if v == 1 else -1)
@@ -431,7 +432,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
                 local[chan[q]] = -1
             d = 0
             for j in range(a, e):
-                d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
+                d = _stock_step(codes[j], decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
                 for v in range(2):
                     g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(zs[v, j - a]) * surv[v]
                     grad[0] += g
@@ -460,10 +461,10 @@ def _stock_buffers(n_codes):
 
 @jit
 def _stock_step(c, factor, sat, local, chan, stock, inc, d):
-    """One touch of channel ``c``: every stock times ``factor`` (the touch's decay), add the touch's increment;
-    returns the players so far."""
+    """One touch of channel ``c``: every stock times its channel's ``factor`` (the touch's decays, one per
+    channel), add the touch's increment; returns the players so far."""
     for q in range(d):
-        stock[q] *= factor
+        stock[q] *= factor[chan[q]]
     if local[c] < 0:
         local[c] = d
         chan[d] = c
@@ -597,7 +598,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
         d = 0
         for j in range(a, e):
             c = codes[j]
-            d = _stock_step(c, decay[j], sat, local, chan, stock, inc, d)
+            d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
             last = j == e - 1
             # predictors and where they enter
             z = params[0]
@@ -681,7 +682,7 @@ def stock_moments(offsets, codes, weights, n_codes, decay, sat):
             continue
         d = 0
         for j in range(a, e):
-            d = _stock_step(codes[j], decay[j], sat, local, chan, stock, inc, d)
+            d = _stock_step(codes[j], decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
         y[:] = 0.0
         for q in range(d):
             y[chan[q]] = stock[q]

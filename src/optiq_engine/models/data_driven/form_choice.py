@@ -22,6 +22,8 @@ AUTO_DECAYS = (1.0, 0.7, 0.4)
 AUTO_SATURATIONS = (0.7, 0.4)
 #: Half-lives in days among the candidates of ``form="auto"`` on timed path tables (with counts).
 AUTO_HALF_LIVES = (1.0, 3.0, 10.0)
+#: Half-lives (as factors of the best of :data:`AUTO_HALF_LIVES`, per form) also among the candidates.
+NEARBY_HALF_LIVES = (0.5, 0.5**0.5, 2**0.5, 2.0)
 #: The stock shapes ``(rho, sat, half_life)`` of the candidates: the decays with no saturation, the saturations
 #: with counts, then (timed tables only) the half-lives in days.
 AUTO_SHAPES = (
@@ -71,14 +73,25 @@ def fit_candidates(
                 continue
             fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat, half_life=half_life))
             start = fits[-1].params
+        timed_fits = [f for f in fits if math.isfinite(f.half_life)]
+        if timed_fits:  # the half-lives around the form's best one
+            fits += _nearby_half_lives(table, min(timed_fits, key=lambda f: f.bic), l2=l2, counts=counts)
         return fits
 
     out = [c for fits in _each(table, shapes, ["touch", "journey"]) for c in fits]
     best = min(out, key=lambda c: c.bic)
     shape = (best.rho, best.sat, best.half_life)
-    touch, journey = (
-        next(c for c in out if (c.rho, c.sat, c.half_life) == shape and c.form == f) for f in ("touch", "journey")
-    )
+
+    def at_shape(form: str) -> JourneyModel:
+        same = [c for c in out if (c.rho, c.sat, c.half_life) == shape and c.form == form]
+        if same:
+            return same[0]
+        near = min((c for c in out if c.form == form), key=lambda c: c.bic)  # a refined half-life of the other form
+        return _fit_one(
+            table, form, shape[0], l2=l2, counts=counts, start=near.params, sat=shape[1], half_life=shape[2]
+        )
+
+    touch, journey = at_shape("touch"), at_shape("journey")
     start = touch.params.copy()  # the two pure fits together
     c = len(table.channels)
     start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
@@ -90,6 +103,28 @@ def fit_candidates(
         starts,
     )
     return [*out, alt if alt.nll < both.nll else both]
+
+
+def _nearby_half_lives(
+    table: PathTable, grid_best: JourneyModel, *, l2: float, counts: tuple[np.ndarray, np.ndarray]
+) -> list[JourneyModel]:
+    """``grid_best`` (a candidate with a half-life of :data:`AUTO_HALF_LIVES`) refitted at the half-lives
+    :data:`NEARBY_HALF_LIVES` times its own, each warm-started from it: the likelihood is often flat in the
+    half-life while the shares are not, so the average weighs the half-lives near the best by their evidence
+    instead of taking one."""
+    return [
+        _fit_one(
+            table,
+            grid_best.form,
+            grid_best.rho,
+            l2=l2,
+            counts=counts,
+            start=grid_best.params,
+            sat=grid_best.sat,
+            half_life=grid_best.half_life * f,
+        )
+        for f in NEARBY_HALF_LIVES
+    ]
 
 
 def _each(table: PathTable, fit, items: list):

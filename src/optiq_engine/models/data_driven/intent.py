@@ -24,7 +24,7 @@ PRIOR_CONFOUNDED = 0.5
 
 
 def exposure_factor(
-    table: PathTable, counts: np.ndarray, decay: np.ndarray, sat: float
+    table: PathTable, counts: np.ndarray, decay: tuple[np.ndarray, np.ndarray], sat: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first principal component of the journeys' exposure stocks (at their last touch, the model's stock
     shape), each channel's stock first freed of what the journey's length explains (``log m``), then

@@ -31,28 +31,28 @@ def shape_label(rho: float, sat: float, half_life: float = math.inf) -> str:
     halving every 3 days"``."""
     parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
     parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
-    parts += [f"effects halving every {half_life:g} days"] if math.isfinite(half_life) else []
+    parts += [f"effects halving every {half_life:.2g} days"] if math.isfinite(half_life) else []
     return ", ".join(parts) or "touch counts"
 
 
-_DECAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: {(rho, half_life): decays}
+_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per untimed table: its all-zero decay rows
 
 
-def step_decays(table: PathTable, rho: float, half_life: float) -> np.ndarray:
-    """Per touch of ``table``, the factor the exposure stocks are multiplied by before it is added
-    (kernels/journey_model.py's ``decay``): ``rho``, times ``2^(-gap / half_life)`` on a timed table (gap: the
-    days since the path's previous touch, its bucket's representative, docs/data_driven.md §2); cached per
-    table."""
-    if math.isfinite(half_life) and table.gaps is None:
-        raise ModelError("a half-life in days needs a timed path table (DATA_DRIVEN's, with touch times)")
-    per_table = _DECAYS.setdefault(table, {})
-    key = (rho, half_life)
-    if key not in per_table:
-        if math.isfinite(half_life):
-            per_table[key] = rho * np.exp2(-GAP_DAYS / half_life)[table.gaps]
-        else:
-            per_table[key] = np.full(table.codes.shape[0], rho)
-    return per_table[key]
+def step_decays(table: PathTable, rho: float, half_life: float) -> tuple[np.ndarray, np.ndarray]:
+    """The decays of kernels/journey_model.py for ``table``: ``(rows, factors)``, the stock of channel ``c``
+    multiplied by ``factors[rows[j], c]`` before touch ``j`` is added: ``rho``, times ``2^(-gap / half_life)``
+    on a timed table (``rows``: the touches' gap buckets, docs/data_driven.md §2; ``math.inf``: no decay in
+    time). The kernels allow a factor per channel; the candidates share one."""
+    n_codes = len(table.channels)
+    if math.isfinite(half_life):
+        if table.gaps is None:
+            raise ModelError("a half-life in days needs a timed path table (DATA_DRIVEN's, with touch times)")
+        return table.gaps, np.repeat(rho * np.exp2(-GAP_DAYS / half_life)[:, None], max(n_codes, 1), axis=1)
+    if table.gaps is not None:
+        return table.gaps, np.full((GAP_DAYS.shape[0], max(n_codes, 1)), rho)
+    if table not in _ROWS:
+        _ROWS[table] = np.zeros(table.codes.shape[0], dtype=np.int8)
+    return _ROWS[table], np.full((1, max(n_codes, 1)), rho)
 
 
 class JourneyModel:
@@ -136,8 +136,8 @@ class JourneyModel:
             self.half_life,
         )
 
-    def decays(self, table: PathTable) -> np.ndarray:
-        """The per-touch decays of ``table`` under this model's stock shape (:func:`step_decays`)."""
+    def decays(self, table: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        """The decays of ``table``'s touches under this model's stock shape (:func:`step_decays`)."""
         return step_decays(table, self.rho, self.half_life)
 
     @property
