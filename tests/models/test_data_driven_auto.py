@@ -259,7 +259,7 @@ def test_timed_paths_bucket_gaps_as_the_reference_and_keep_them_apart() -> None:
     for p in range(table.height):
         a, e = table.offsets[p], table.offsets[p + 1]
         assert table.gaps[a] == 0  # a path's first touch
-        np.testing.assert_allclose(np.cumsum(table.gap_days()[a:e]), row_days[p], rtol=1e-12)
+        np.testing.assert_allclose(np.cumsum(table.gap_days()[a:e]), row_days[p], rtol=1e-8)
     # equal channel sequences with other gaps are other paths; equal gaps merge; concat keeps them
     both = PathTable.concat([table, table])
     assert both.height == table.height and both.gaps is not None
@@ -275,9 +275,9 @@ def test_gap_buckets_equal_the_reference(gap, scale) -> None:
 
     days = gap * scale
     us = round(days * 86_400e6)
-    edge_free = all(abs(us - 900_000_000 * 2**k) > 2 for k in range(13))  # exact edges: micros vs floats
+    edge_free = all(abs(us - 900e6 * 2 ** (k / 4)) > 2 for k in range(49))  # exact bounds: micros vs floats
     if edge_free:
-        assert GAP_DAYS[gap_bucket(us)] == pytest.approx(ref.gap_representative(us / 86_400e6), rel=1e-12)
+        assert GAP_DAYS[gap_bucket(us)] == pytest.approx(ref.gap_representative(us / 86_400e6), rel=1e-8)
 
 
 @pytest.mark.parametrize(

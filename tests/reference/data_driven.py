@@ -833,16 +833,16 @@ def logistic_shapley(
 
 
 def gap_representative(gap_days: float) -> float:
-    """§2's timed paths, literally: the gap between two touches of a path in buckets doubling from 15 minutes
-    (below 15 minutes one bucket; from 2^12 x 15 minutes, about 43 days, one bucket), each standing for its
-    geometric middle (7.5 minutes for the first, 60 days for the last)."""
+    """§2's timed paths, literally: the gap between two touches of a path in buckets whose bounds are 15 minutes
+    times ``2^(k/4)``, k = 0..48 (below 15 minutes one bucket; from the last bound, about 43 days, one
+    bucket), each standing for its geometric middle (7.5 minutes for the first, 60 days for the last)."""
     quarter_hours = gap_days * 96.0
     if quarter_hours < 1.0:
         return 7.5 / 1440.0
-    k = min(math.floor(math.log2(quarter_hours)), 12)
-    if k == 12:
+    k = math.floor(4 * math.log2(quarter_hours))
+    if k >= 48:
         return 60.0
-    return 2.0**k * math.sqrt(2.0) / 96.0
+    return 2.0 ** ((k + 0.5) / 4) / 96.0
 
 
 def journey_stock(

@@ -23,27 +23,26 @@ __all__ = [
 # Path transform codes.
 EXPOSURE, UNIQUE, FIRST, FREQUENCY = range(4)
 
-_HOUR_US = 3_600_000_000
+#: Gap buckets per doubling of the gap (a bucket's bounds differ by a factor ``2 ** (1 / GAP_STEPS)``).
+GAP_STEPS = 4
+#: The bounds (microseconds) between gap buckets: 15 minutes times ``2 ** (k / GAP_STEPS)``, up to 15 minutes
+#: x 2^12 (about 43 days).
+GAP_EDGES_US = np.round(900e6 * 2.0 ** (np.arange(12 * GAP_STEPS + 1) / GAP_STEPS)).astype(np.int64)
 #: Gap buckets of timed paths (docs/data_driven.md §2): 0 for a path's first touch, then the time since the
-#: path's previous touch, doubling from 15 minutes: < 15 min, 15-30 min, 30-60 min, ..., 21-43 days, >= 43 days.
-GAP_BUCKETS = 15
+#: path's previous touch: below 15 minutes, between two consecutive bounds of :data:`GAP_EDGES_US`, or above
+#: the last (about 43 days).
+GAP_BUCKETS = GAP_EDGES_US.shape[0] + 2
 #: The gap (days) that stands for each bucket: the geometric middle of its bounds (0 for the first touch;
-#: 7.5 minutes below 15 minutes; 60 days from 43 days).
-GAP_DAYS = np.array(
-    [0.0, 7.5 / 1440] + [0.25 * 2.0**k * 2.0**0.5 / 24 for k in range(GAP_BUCKETS - 3)] + [60.0],
-    dtype=np.float64,
+#: 7.5 minutes below 15 minutes; 60 days above the last bound).
+GAP_DAYS = np.concatenate(
+    [[0.0, 7.5 / 1440], np.sqrt(GAP_EDGES_US[:-1] * GAP_EDGES_US[1:].astype(np.float64)) / 86_400e6, [60.0]]
 )
 
 
 @jit
 def gap_bucket(gap_us):
     """Bucket (1..GAP_BUCKETS - 1) of a gap in microseconds between two touches of a path."""
-    edge = _HOUR_US // 4
-    b = 1
-    while b < GAP_BUCKETS - 1 and gap_us >= edge:
-        edge *= 2
-        b += 1
-    return b
+    return 1 + np.searchsorted(GAP_EDGES_US, gap_us, side="right")
 
 
 @jit
