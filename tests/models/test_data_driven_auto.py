@@ -269,6 +269,20 @@ def test_timed_paths_bucket_gaps_as_the_reference_and_keep_them_apart() -> None:
         PathTable.concat([table, untimed])
 
 
+@pytest.mark.parametrize(("timed", "rho", "sat", "half_life"), [(False, 0.7, 1.0, math.inf), (True, 1.0, 0.6, 2.0)])
+def test_end_stocks_equal_the_reference(timed, rho, sat, half_life) -> None:
+    table, row_paths, row_days = _small_table(timed=timed)
+    off, code, value = jm.end_stocks(
+        table.offsets, table.codes, len(table.channels), step_decays(table, rho, half_life), sat
+    )
+    for p in range(table.height):
+        path = row_paths[p]
+        want = ref.journey_stock(path, len(path), rho, sat, row_days[p], half_life)
+        got = {table.channels[c]: v for c, v in zip(code[off[p] : off[p + 1]], value[off[p] : off[p + 1]], strict=True)}
+        assert list(got) == list(dict.fromkeys(path))  # first-occurrence order, as count_features
+        assert got == pytest.approx(want, rel=1e-12)
+
+
 @given(gap=st.floats(min_value=0.0, max_value=400.0), scale=st.sampled_from([1.0, 1e-3, 1e-6]))
 def test_gap_buckets_equal_the_reference(gap, scale) -> None:
     from optiq_engine.kernels.paths import GAP_DAYS, gap_bucket

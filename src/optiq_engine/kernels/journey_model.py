@@ -29,7 +29,16 @@ from ._jit import jit, pjit, prange
 from .logistic import EXACT_MAX_CHANNELS, _log1pexp, _sigmoid
 from .paths import mix64
 
-__all__ = ["N_BUCKETS", "bucket", "nested_terms", "nested_shapley", "nested_predict", "nested_lift", "stock_moments"]
+__all__ = [
+    "N_BUCKETS",
+    "bucket",
+    "end_stocks",
+    "nested_terms",
+    "nested_shapley",
+    "nested_predict",
+    "nested_lift",
+    "stock_moments",
+]
 
 #: Position buckets of the ending process: 1, 2, 3, 4, 5, 6, 7-8, 9-12, 13-20, 21+.
 N_BUCKETS = 10
@@ -694,3 +703,27 @@ def stock_moments(offsets, codes, weights, n_codes, decay, sat):
             for c in range(k):
                 s2[r, c] += weights[p] * y[r] * y[c]
     return s0, s1, s2
+
+
+@jit
+def end_stocks(offsets, codes, n_codes, decay, sat):
+    """Per path, its distinct channels (first-occurrence order) with their stock at the path's last touch:
+    :func:`~optiq_engine.kernels.logistic.count_features`' layout, the decayed, saturating stock in place of
+    the count (the journey-end part's features)."""
+    p_rows = offsets.shape[0] - 1
+    local, chan, stock, inc = _stock_buffers(n_codes)
+    feat_offsets = np.zeros(p_rows + 1, dtype=np.int64)
+    feat_code = np.empty(codes.shape[0], dtype=np.int32)
+    feat_value = np.empty(codes.shape[0], dtype=np.float64)
+    for p in range(p_rows):
+        d = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            d = _stock_step(codes[j], decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
+        f = feat_offsets[p]
+        for q in range(d):
+            feat_code[f + q] = chan[q]
+            feat_value[f + q] = stock[q]
+            local[chan[q]] = -1
+        feat_offsets[p + 1] = f + d
+    n = feat_offsets[p_rows]
+    return feat_offsets, feat_code[:n].copy(), feat_value[:n].copy()

@@ -16,18 +16,24 @@ from .journey_model import _PARALLEL_ROWS, JourneyModel, _fit_one, _start
 if TYPE_CHECKING:
     from ...paths import PathTable
 
-#: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts).
+#: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts), on
+#: paths without times.
 AUTO_DECAYS = (1.0, 0.7, 0.4)
 #: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``).
 AUTO_SATURATIONS = (0.7, 0.4)
 #: Half-lives in days among the candidates of ``form="auto"`` on timed path tables (with counts).
 AUTO_HALF_LIVES = (1.0, 3.0, 10.0)
-#: Half-lives (as factors of the best of :data:`AUTO_HALF_LIVES`, per form) also among the candidates.
-NEARBY_HALF_LIVES = (0.5, 0.5**0.5, 2**0.5, 2.0)
-#: The stock shapes ``(rho, sat, half_life)`` of the candidates: the decays with no saturation, the saturations
-#: with counts, then (timed tables only) the half-lives in days.
-AUTO_SHAPES = (
-    tuple((rho, 1.0, math.inf) for rho in AUTO_DECAYS)
+#: Half-lives (as factors of each form's best of :data:`AUTO_HALF_LIVES`) also among the candidates.
+NEARBY_HALF_LIVES = (0.5**0.5, 2**0.5)
+#: The stock shapes ``(rho, sat, half_life)`` of the candidates on paths without times: the decays per touch
+#: with no saturation, then the saturations with counts.
+AUTO_SHAPES = tuple((rho, 1.0, math.inf) for rho in AUTO_DECAYS) + tuple(
+    (1.0, sat, math.inf) for sat in AUTO_SATURATIONS
+)
+#: On timed paths: counts, the saturations, then the half-lives in days in place of the decays per touch
+#: (which only approximate them, and absorbed misfit where they stayed: docs/data_driven.md §6.1).
+TIMED_SHAPES = (
+    ((1.0, 1.0, math.inf),)
     + tuple((1.0, sat, math.inf) for sat in AUTO_SATURATIONS)
     + tuple((1.0, 1.0, h) for h in AUTO_HALF_LIVES)
 )
@@ -49,8 +55,8 @@ def fit_candidates(
     warm: list[JourneyModel] | None = None,
 ) -> list[JourneyModel]:
     """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every stock shape of
-    :data:`AUTO_SHAPES` (those in days on timed tables only), then the nested form (``both``) at the shape of the
-    best pure one.
+    :data:`AUTO_SHAPES` (timed tables: :data:`TIMED_SHAPES` and the half-lives near each form's best), then the
+    nested form (``both``) at the shape of the best pure one.
 
     ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms and decays.
     """
@@ -68,9 +74,7 @@ def fit_candidates(
 
     def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
         fits, start = [], _start(table, counts)
-        for rho, sat, half_life in AUTO_SHAPES:
-            if math.isfinite(half_life) and not timed:
-                continue
+        for rho, sat, half_life in TIMED_SHAPES if timed else AUTO_SHAPES:
             fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat, half_life=half_life))
             start = fits[-1].params
         timed_fits = [f for f in fits if math.isfinite(f.half_life)]

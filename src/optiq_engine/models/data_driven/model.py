@@ -14,6 +14,7 @@ import polars as pl
 
 from ...errors import ConfigError
 from ...experiments import Experiment
+from ...kernels import journey_model as jm
 from ...kernels import logistic as k
 from ..base import register_model
 from ..fitted import DataDrivenModel, bootstrap_shares, credit_frame, normalise
@@ -22,7 +23,7 @@ from .experiments import _experiment_frame, _experiment_targets
 from .fitted import FittedDataDriven
 from .fixed_form import ConversionModel, fit_logistic
 from .form_choice import _MIN_WEIGHT, AUTO_HALF_LIVES, choose_candidates
-from .journey_model import _fit_one, _incremental, _start
+from .journey_model import _incremental, step_decays
 
 if TYPE_CHECKING:
     from ...config import AttributionConfig
@@ -321,12 +322,9 @@ def reference_loglik(table: PathTable, l2: float) -> float:
 
 def decayed_loglik(table: PathTable, l2: float, half_life: float) -> float:
     """As :func:`counts_loglik` with each touch's count halving every ``half_life`` days of its age at the
-    path's last touch (the journey-end form of kernels/journey_model.py, whose conversion part is fitted
-    apart from its ending process: the likelihood is their sum, the parameters separate)."""
-    counts = (table.conversions, table.nulls)
-    fit = _fit_one(table, "journey", 1.0, l2=l2, counts=counts, start=_start(table, counts), half_life=half_life)
-    p = np.clip(fit.predict(table), 1e-300, 1.0 - 1e-16)
-    return float(counts[0] @ np.log(p) + counts[1] @ np.log1p(-p))
+    path's last touch (the features of the journey-end part of kernels/journey_model.py)."""
+    decay = step_decays(table, 1.0, half_life)
+    return _logistic_loglik(table, jm.end_stocks(table.offsets, table.codes, len(table.channels), decay, 1.0), l2)
 
 
 def counts_loglik(table: PathTable, l2: float) -> float:
@@ -335,11 +333,16 @@ def counts_loglik(table: PathTable, l2: float) -> float:
     journeys convert, under one model for every history (what ``fit_on="auto"`` compares;
     docs/data_driven.md §1). 0 with no journey. The fit stops at a gradient of 1e-6 (the log-likelihood to
     well under 0.01: the histories differ by tens to hundreds)."""
+    return _logistic_loglik(table, k.count_features(table.offsets, table.codes, len(table.channels), 0.0), l2)
+
+
+def _logistic_loglik(table: PathTable, feats: tuple[np.ndarray, np.ndarray, np.ndarray], l2: float) -> float:
+    """The penalised logistic fit of the paths' conversions on ``feats`` (count_features' layout): its
+    log-likelihood without the penalty."""
     conv, null = table.conversions, table.nulls
     total = float(conv.sum() + null.sum())
     if total == 0:
         return 0.0
-    feats = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
     x0 = np.zeros(len(table.channels) + 1)
     rate = min(max(float(conv.sum()) / total, 1e-9), 1 - 1e-9)
     x0[0] = np.log(rate / (1 - rate))
