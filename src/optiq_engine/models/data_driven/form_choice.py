@@ -75,7 +75,19 @@ def fit_candidates(
     def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
         fits, start = [], _start(table, counts)
         for rho, sat, half_life in TIMED_SHAPES if timed else AUTO_SHAPES:
-            fits.append(_fit_one(table, form, rho, l2=l2, counts=counts, start=start, sat=sat, half_life=half_life))
+            fits.append(
+                _fit_one(
+                    table,
+                    form,
+                    rho,
+                    l2=l2,
+                    counts=counts,
+                    start=start,
+                    sat=sat,
+                    half_life=half_life,
+                    hold_zeros=bool(fits),  # the previous shape's effects at 0 start held there
+                )
+            )
             start = fits[-1].params
         timed_fits = [f for f in fits if math.isfinite(f.half_life)]
         if timed_fits:  # the half-lives around the form's best one
@@ -126,6 +138,7 @@ def _nearby_half_lives(
             start=grid_best.params,
             sat=grid_best.sat,
             half_life=grid_best.half_life * f,
+            hold_zeros=True,
         )
         for f in NEARBY_HALF_LIVES
     ]
