@@ -44,7 +44,7 @@ _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the avera
 #: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
 SELECT_JOURNEYS = 200_000
 _THINNING_REPLICATE = 0x5E1EC7  # the Poisson stream of the thinning (not a bootstrap replicate number)
-_REFIT_STEPS = 6  # Newton steps (per active set) of the full-data refit after the choice on a sample
+_REFIT_STEPS = 12  # projected Newton steps of the full-data refit after the choice on a sample
 
 
 def fit_candidates(
@@ -85,7 +85,6 @@ def fit_candidates(
                     start=start,
                     sat=sat,
                     half_life=half_life,
-                    hold_zeros=bool(fits),  # the previous shape's effects at 0 start held there
                 )
             )
             start = fits[-1].params
@@ -138,7 +137,6 @@ def _nearby_half_lives(
             start=grid_best.params,
             sat=grid_best.sat,
             half_life=grid_best.half_life * f,
-            hold_zeros=True,
         )
         for f in NEARBY_HALF_LIVES
     ]
@@ -185,7 +183,6 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
             max_iter=_REFIT_STEPS,
             sat=trial[i].sat,
             half_life=trial[i].half_life,
-            hold_zeros=True,
         )
         for i in chosen
     }

@@ -477,25 +477,41 @@ def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarra
     return x
 
 
-def _damped_newton(terms, x0: np.ndarray, scale: float, *, max_iter: int = 100) -> np.ndarray:
-    """Minimise by Newton steps on ``H + λI`` (λ = 0 when ``H`` is positive definite, else grown until it
-    is: Levenberg-Marquardt damping) with backtracking; ``terms(x, hessian?) -> (loss, grad, hess)``."""
-    x = x0
+def _damped_solve(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """``(H + λI)⁻¹ g``, λ = 0 when ``H`` is positive definite, else grown until it is (Levenberg-Marquardt)."""
+    lam, eye = 0.0, np.eye(hess.shape[0])
+    floor = 1e-9 * max(float(np.abs(np.diag(hess)).max(initial=0.0)), 1.0)
+    while True:
+        try:
+            return scipy.linalg.cho_solve(scipy.linalg.cho_factor(hess + lam * eye), grad)
+        except np.linalg.LinAlgError:
+            lam = max(4.0 * lam, floor)
+
+
+def _projected_newton(terms, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int) -> np.ndarray:
+    """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982): the bounded
+    parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient step (to 0); a damped
+    Newton step (:func:`_damped_solve`) on the others; the step projected onto the bounds, with backtracking until the loss
+    decreases. One loop, whatever the bound constraints do: no rounds of holding and releasing effects (which
+    can cycle). ``terms(x, hessian?) -> (loss, grad, hess)``."""
+    x = np.where(bounded, np.maximum(x0, 0.0), x0)
     loss, grad, hess = terms(x, True)
-    eye = np.eye(x.shape[0])
     for _ in range(max_iter):
-        lam = 0.0
-        floor = 1e-9 * max(float(np.abs(np.diag(hess)).max()), 1.0)
-        while True:
-            try:
-                factor = scipy.linalg.cho_factor(hess + lam * eye)
-                break
-            except np.linalg.LinAlgError:
-                lam = max(4.0 * lam, floor)
-        step = scipy.linalg.cho_solve(factor, grad)
+        at_bound = bounded & (grad > 0)
+        projected = np.where(at_bound & (x <= 0), 0.0, grad)
+        if np.abs(projected).max(initial=0.0) < 1e-8 * scale:
+            break
+        curvature = np.maximum(np.diag(hess), 1e-12 * scale)
+        gap = np.where(bounded, x - np.maximum(x - grad / curvature, 0.0), grad / curvature)
+        eps = min(1e-3, float(np.abs(gap).max()))  # Bertsekas' ε: the held set settles near the optimum
+        held = at_bound & (x <= eps)
+        free = np.flatnonzero(~held)
+        step = np.where(held, grad / curvature, 0.0)  # the held ones: a scaled gradient step, projected to 0
+        step[free] = _damped_solve(hess[np.ix_(free, free)], grad[free])
         t = 1.0
         while True:
             cand = x - t * step
+            cand[bounded] = np.maximum(cand[bounded], 0.0)
             new_loss = terms(cand, False)[0]
             if new_loss <= loss or t < 1e-10:
                 break
@@ -505,7 +521,7 @@ def _damped_newton(terms, x0: np.ndarray, scale: float, *, max_iter: int = 100) 
         decrease = loss - new_loss
         x = cand
         loss, grad, hess = terms(x, True)
-        if np.abs(grad).max() < 1e-8 * scale or decrease < 1e-12 * scale:
+        if decrease < 1e-12 * scale:
             break
     if not np.all(np.isfinite(x)):
         raise ModelError("DATA_DRIVEN: the conversion model did not converge")
@@ -520,18 +536,16 @@ def _fit_one(
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
     start: np.ndarray,
-    max_iter: int = 100,
+    max_iter: int = 200,
     sat: float = 1.0,
     half_life: float = math.inf,
-    hold_zeros: bool = False,
     held: np.ndarray | None = None,
     fixed: np.ndarray | None = None,
 ) -> JourneyModel:
-    """Penalised maximum likelihood of one candidate by active-set Newton steps (exact Hessian, damped where
-    "both" is not convex). ``hold_zeros``: the effects at 0 in ``start`` (a fit of the same candidate on a
-    sample) start held at their bound, released when the gradient wants them up (fewer active-set rounds).
-    ``held``: an intent term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter
-    indices kept at their ``start`` values (the effects that experiments pinned)."""
+    """Penalised maximum likelihood of one candidate, the channel effects non-negative, by projected Newton
+    steps (:func:`_projected_newton`; exact Hessian, damped where "both" is not convex). ``held``: an intent
+    term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter indices kept at their
+    ``start`` values (the effects that experiments pinned)."""
     n_codes = len(table.channels)
     conv, null = counts
     held = np.zeros_like(start) if held is None else held
@@ -550,39 +564,17 @@ def _fit_one(
     hessian = jm.nested_hessian if table.height < _PARALLEL_ROWS else jm.nested_hessian_parallel
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     full = start.copy()
-    full[active] = np.where(is_beta, np.maximum(start[active], 0.0), start[active])
-    at_zero = is_beta & (full[active] <= 0) if hold_zeros else np.zeros(active.shape[0], dtype=bool)
+    sel = np.ix_(active, active)
 
-    def loss_grad(x: np.ndarray, penalty: float) -> tuple[float, np.ndarray]:
-        return terms(x + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, penalty)
+    def newton_terms(sub: np.ndarray, want: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        full[active] = sub
+        x = full + held
+        loss, grad = terms(x, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
+        hess = hessian(x, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel] if want else None
+        return loss, grad[active], hess  # type: ignore[return-value]
 
-    for _ in range(4 * n_codes + 4):
-        free = active[~at_zero]
-        sel = np.ix_(free, free)
-
-        def newton_terms(sub: np.ndarray, want: bool, free=free, sel=sel) -> tuple[float, np.ndarray, np.ndarray]:
-            full[free] = sub
-            loss, grad = loss_grad(full, l2)
-            hess = (
-                hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel]
-                if want
-                else None
-            )
-            return loss, grad[free], hess  # type: ignore[return-value]
-
-        full[free] = _damped_newton(newton_terms, full[free].copy(), scale, max_iter=max_iter)
-        negative = is_beta & ~at_zero & (full[active] < 0)
-        if negative.any():  # hold the negative effects at 0 and solve again
-            at_zero |= negative
-            full[active[negative]] = 0.0
-            continue
-        _, grad = loss_grad(full, l2)
-        pull = np.where(at_zero, grad[active], 0.0)  # held effects the loss wants to increase
-        if pull.min() < -1e-7 * scale:
-            at_zero &= pull >= -1e-7 * scale  # release them all (a released one that turns negative
-            continue  # is held again in the next round)
-        break
-    loss, _ = loss_grad(full, 0.0)
+    full[active] = _projected_newton(newton_terms, start[active].copy(), is_beta, scale, max_iter=max_iter)
+    loss, _ = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, 0.0)
     return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
 
 
