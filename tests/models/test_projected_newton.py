@@ -14,11 +14,11 @@ from optiq_engine.models.data_driven.journey_model import _projected_newton
 
 
 def _quadratic(a: np.ndarray, b: np.ndarray):
-    def terms(x: np.ndarray, want: bool):
+    def terms(x: np.ndarray):
         r = a @ x - b
-        return 0.5 * float(r @ r), a.T @ r, (a.T @ a if want else None)
+        return 0.5 * float(r @ r), a.T @ r
 
-    return terms
+    return terms, lambda x: a.T @ a
 
 
 @settings(max_examples=60, deadline=None)
@@ -34,13 +34,13 @@ def test_projected_newton_reaches_the_bounded_least_squares_optimum(seed, rows, 
     b = rng.normal(size=rows) + shift * a.sum(axis=1) / cols  # shift < 0: many optima on the bounds
     bounded = rng.random(cols) < 0.7
     lower = np.where(bounded, 0.0, -np.inf)
-    terms = _quadratic(a, b)
+    terms, hessian = _quadratic(a, b)
     start = np.where(rng.random(cols) < 0.5, 1e-5, rng.normal(size=cols))  # some just above their bound
-    x = _projected_newton(terms, start, bounded, float(rows), max_iter=200)
+    x = _projected_newton(terms, hessian, start, bounded, float(rows), max_iter=200)
     ref = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12, lsmr_tol="auto", method="bvls")
     assert np.all(x[bounded] >= 0.0)
-    assert terms(x, False)[0] <= terms(ref.x, False)[0] + 1e-7 * max(1.0, terms(ref.x, False)[0])
-    _assert_kkt(x, terms(x, False)[1], bounded, tol=1e-6 * np.abs(a).max() ** 2 * rows)
+    assert terms(x)[0] <= terms(ref.x)[0] + 1e-7 * max(1.0, terms(ref.x)[0])
+    _assert_kkt(x, terms(x)[1], bounded, tol=1e-6 * np.abs(a).max() ** 2 * rows)
 
 
 def _assert_kkt(x: np.ndarray, grad: np.ndarray, bounded: np.ndarray, *, tol: float) -> None:
@@ -59,9 +59,9 @@ def test_projected_newton_converges_where_release_rounds_cycle():
     a = np.linalg.cholesky(corr).T
     b = a @ np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0]) * 3
     bounded = np.ones(n, dtype=bool)
-    terms = _quadratic(a, b)
-    x = _projected_newton(terms, np.zeros(n), bounded, 1.0, max_iter=200)
+    terms, hessian = _quadratic(a, b)
+    x = _projected_newton(terms, hessian, np.zeros(n), bounded, 1.0, max_iter=200)
     assert np.all(x >= 0)
-    _assert_kkt(x, terms(x, False)[1], bounded, tol=1e-7)
+    _assert_kkt(x, terms(x)[1], bounded, tol=1e-7)
     ref = scipy.optimize.nnls(a, b)[0]
     np.testing.assert_allclose(x, ref, atol=1e-7)

@@ -488,14 +488,18 @@ def _damped_solve(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
             lam = max(4.0 * lam, floor)
 
 
-def _projected_newton(terms, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int) -> np.ndarray:
+def _projected_newton(
+    terms, hessian, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int
+) -> np.ndarray:
     """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982): the bounded
     parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient step (to 0); a damped
     Newton step (:func:`_damped_solve`) on the others; the step projected onto the bounds, with backtracking until the loss
     decreases. One loop, whatever the bound constraints do: no rounds of holding and releasing effects (which
-    can cycle). ``terms(x, hessian?) -> (loss, grad, hess)``."""
+    can cycle). ``terms(x) -> (loss, grad)``, ``hessian(x) -> hess``: one pass over the table per step
+    tried and one per Hessian."""
     x = np.where(bounded, np.maximum(x0, 0.0), x0)
-    loss, grad, hess = terms(x, True)
+    loss, grad = terms(x)
+    hess = hessian(x)
     for _ in range(max_iter):
         at_bound = bounded & (grad > 0)
         projected = np.where(at_bound & (x <= 0), 0.0, grad)
@@ -512,17 +516,17 @@ def _projected_newton(terms, x0: np.ndarray, bounded: np.ndarray, scale: float, 
         while True:
             cand = x - t * step
             cand[bounded] = np.maximum(cand[bounded], 0.0)
-            new_loss = terms(cand, False)[0]
+            new_loss, new_grad = terms(cand)
             if new_loss <= loss or t < 1e-10:
                 break
             t *= 0.5
         if not new_loss <= loss:
             break
         decrease = loss - new_loss
-        x = cand
-        loss, grad, hess = terms(x, True)
+        x, loss, grad = cand, new_loss, new_grad
         if decrease < 1e-12 * scale:
             break
+        hess = hessian(x)
     if not np.all(np.isfinite(x)):
         raise ModelError("DATA_DRIVEN: the conversion model did not converge")
     return x
@@ -566,14 +570,18 @@ def _fit_one(
     full = start.copy()
     sel = np.ix_(active, active)
 
-    def newton_terms(sub: np.ndarray, want: bool) -> tuple[float, np.ndarray, np.ndarray]:
+    def newton_terms(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
-        x = full + held
-        loss, grad = terms(x, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
-        hess = hessian(x, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel] if want else None
-        return loss, grad[active], hess  # type: ignore[return-value]
+        loss, grad = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
+        return loss, grad[active]
 
-    full[active] = _projected_newton(newton_terms, start[active].copy(), is_beta, scale, max_iter=max_iter)
+    def newton_hessian(sub: np.ndarray) -> np.ndarray:
+        full[active] = sub
+        return hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel]
+
+    full[active] = _projected_newton(
+        newton_terms, newton_hessian, start[active].copy(), is_beta, scale, max_iter=max_iter
+    )
     loss, _ = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, 0.0)
     return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
 
