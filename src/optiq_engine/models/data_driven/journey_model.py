@@ -491,12 +491,12 @@ def _damped_solve(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
 def _projected_newton(
     terms, hessian, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int
 ) -> np.ndarray:
-    """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982): the bounded
-    parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient step (to 0); a damped
-    Newton step (:func:`_damped_solve`) on the others; the step projected onto the bounds, with backtracking until the loss
-    decreases. One loop, whatever the bound constraints do: no rounds of holding and releasing effects (which
-    can cycle). ``terms(x) -> (loss, grad)``, ``hessian(x) -> hess``: one pass over the table per step
-    tried and one per Hessian."""
+    """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982; docs/data_driven.md
+    §6.1): the bounded parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient
+    step (to 0), the others a damped Newton step (:func:`_damped_solve`); the step is projected onto the
+    bounds and halved until the loss decreases. One loop, whatever the bounds do: no rounds of holding and
+    releasing effects (which can cycle). ``terms(x) -> (loss, grad)`` and ``hessian(x)``: one pass over the
+    table per step tried and one per Hessian."""
     x = np.where(bounded, np.maximum(x0, 0.0), x0)
     loss, grad = terms(x)
     hess = hessian(x)
