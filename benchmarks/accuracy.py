@@ -850,54 +850,57 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out} and {args.json}")
 
 
-#: Written from the recorded worlds run (100k users, seed 0, B = 50, engine 2026-12-07 session) after reading
+#: Written from the recorded worlds run (100k users, seed 0, B = 50, engine e8f6fc3, 2026-12-07) after reading
 #: the per-channel errors.
 WORLDS_ANALYSIS = """
 **What the worlds show** (this run: `DATA_DRIVEN` is the engine's default, `form="auto"`, fitted on each
-user's first journey with `fit_on="auto"`, whole or windowed, docs/data_driven.md §1, §5-§6).
+user's first journey with `fit_on="auto"`, whole or windowed, on timed paths; docs/data_driven.md §1-§2,
+§5-§6).
 
-- **The default is the closest on average and the best model in 9 of the 14 worlds**: mean 0.143 (the run
-  before, fitted on every journey's 30-day window: 0.199), `DD_JOURNEY` 0.174, `LAST_NON_DIRECT` 0.314,
-  SHAPLEY 0.414, MARKOV 0.485. Within 0.05 of the truth in 6 worlds (`end_additive` 0.040, `end_saturation`
-  0.023, `end_order` 0.025, `one_channel` 0.019, `recency` 0.039, `touch_stock` 0.051); `mixed` 0.065,
-  `segments` 0.067, `end_interaction` 0.063.
-- **What changed: the journeys it is fitted on.** The worlds' journeys last up to 90 days and their effects
-  never expire; a fit on the 30-day windows read the cut early touches into `direct` (+0.08 to +0.19 in
-  `end_*`). The reference model (the journey-end logistic on counts) predicts conversions better on whole
-  journeys in these worlds, so they are fitted whole (`end_order` 0.162 -> 0.025, `one_channel` 0.328 ->
-  0.019). Users convert once here, so the touches after a conversion can only fail: fitted as non-converting
-  journeys they made the channels that follow conversions look useless (`touch_stock` 0.132, `segments`
-  0.232 with them; 0.051, 0.067 with first journeys only).
-- **Where it still loses.** `threshold` 0.417, worse than the run before (0.191 on the windows; `DD_JOURNEY`
-  0.060 on whole journeys): the form choice among misspecified
-  candidates (+1.8 once five channels total three touches, a step no candidate has) picks the nested form with
-  a per-touch decay, which reads the step into `direct`, the late and frequent channel (+0.354); likelihood
-  among misspecified candidates rewards what absorbs the misfit, not what attributes. `end_decay` 0.120
-  (`DD_JOURNEY` 0.060) and `touch_decay` 0.183: effects that fade within days; the windows are chosen there
-  (older touches have faded) and decay is per touch, not per day (the path table has no times).
-- **Selection by intent defeats every model without experiments** (`confounded`: 0.59-0.60; `LAST_NON_DIRECT`
-  0.313 is best): intent raises both the baseline and the exposure to direct, brand search, email and
-  retargeting, and observational data cannot separate it from their effect. **Two lift tests fix most of
-  it** (table "Calibrated by two lift tests"; engine `8959e12`, docs/data_driven.md §6.1): 0.157 with tests
-  of email and brand search, 0.197 with google_ads and meta_ads, 0.140 with email and google_ads, each the
-  best of all models. The tests reveal the tested channels' bias; the intent term spreads it along the
-  main axis of the users' exposure (a substitute confounder) to the channels not tested. Before the intent
-  term, pinning the tested channels alone left the intent to the others (30k users: 0.57 before and after
-  two tests). What remains: email and brand search stay over-credited when untested (+0.106, +0.057 with
-  the google_ads / meta_ads tests), and the tests' own 10 % holdout errors (about 300 conversions here) let
-  part of the bias stand.
+- **The default is the closest on average and the best model in 10 of the 14 worlds**: mean 0.115 (0.133
+  in the run at `5c70e94`, 0.143 before timed paths), `DD_JOURNEY` 0.174, `LAST_NON_DIRECT` 0.314,
+  SHAPLEY 0.414, MARKOV 0.485. Within 0.05 of the truth in 6 worlds (`end_additive` 0.040,
+  `end_saturation` 0.023, `end_order` 0.025, `end_decay` 0.031, `one_channel` 0.019, `recency` 0.033);
+  `touch_stock` 0.051, `end_interaction` 0.063 (`DD_JOURNEY` 0.056), `mixed` 0.065, `segments` 0.067.
+- **What changed since the run before: the touches' times.** The path table keeps each touch's gap to
+  the one before (four buckets to a doubling, docs/data_driven.md §2) and the candidates decay in days
+  (half-lives 1, 3, 10 and `x2^(±1/2)` around each form's best) instead of per touch: `end_decay` 0.120 ->
+  0.031, `recency` 0.039 -> 0.033, `touch_decay` 0.183 -> 0.138, and `threshold` 0.417 -> 0.163, where the
+  decays per touch had absorbed the step no candidate has. The fit is now projected Newton (docs §6.1):
+  the same shares where the old fit converged, and no more cycling of the nested form's rounds of holding
+  and releasing effects: `attribute()` with every model 7-14 s on these 100k-user worlds (at `5c70e94`
+  3-14 s, but `end_order` 52 s and `confounded` 98 s), the whole run with its bootstraps 4521 s -> 1113 s
+  (the machine shared with other work in both runs).
+- **Where it still loses.** `touch_decay` 0.138: the nested form (`both`, BIC weight 1.0) is chosen over
+  the touch form, which alone scores about 0.04 (30k users). At 30k users `both` gains 78 log-likelihood
+  units over `touch`, at the last touch of long converting journeys (+26 to +52 per length group) against
+  single-touch conversions (-57); a prototype with a half-life per channel gained only 18 units, so the
+  world's per-channel half-lives are not the cause: not yet isolated. `threshold` 0.163 (`DD_JOURNEY`
+  0.060): the step (+1.8 once five channels total three touches) is read into `direct`, the late and
+  frequent channel (+0.161). `end_interaction` 0.063 against `DD_JOURNEY` 0.056: the saturating shapes
+  approximate the interaction.
+- **Selection by intent defeats every model without experiments** (`confounded`: 0.59-0.60;
+  `LAST_NON_DIRECT` 0.313 is best): intent raises both the baseline and the exposure to direct, brand
+  search, email and retargeting, and observational data cannot separate it from their effect. **Two lift
+  tests fix most of it** (table "Calibrated by two lift tests", docs/data_driven.md §6.1): 0.195 with tests
+  of email and brand search, 0.250 with google_ads and meta_ads, 0.195 with email and google_ads, each the
+  best of all models; worse than at `8959e12` before timed paths (0.157, 0.197, 0.140; not yet isolated).
+  The tests reveal the tested channels' bias; the intent term spreads it along the main axis of the
+  users' exposure (a substitute confounder) to the channels not tested. What remains: email and brand
+  search stay over-credited when untested (+0.118, +0.071 with the google_ads / meta_ads tests), and the
+  tests' own 10 % holdout errors (about 300 conversions here) let part of the bias stand.
 - **Tests that agree with the data change little**: `end_additive` 0.033-0.042 with tests (0.040 without),
   `segments` 0.061-0.073 (0.067). In `touch_stock` the google_ads and meta_ads tests move it from 0.051 to
-  0.092, most likely (not isolated) because a per-touch world's lift test counts the conversions its touches cause after the realised
-  conversion's time too (the whole exposure sequence), the engine's holdout effect only the fitted
-  journey up to its conversion, so the tests read as under-estimates and raise the tested channels
-  (+0.03) and, through the factor, `display` (+0.04).
+  0.092, most likely (not isolated) because a per-touch world's lift test counts the conversions its
+  touches cause after the realised conversion's time too (the whole exposure sequence), the engine's
+  holdout effect only the fitted journey up to its conversion, so the tests read as under-estimates and
+  raise the tested channels and, through the factor, `display` (+0.04).
 - **Ad fatigue reads as no effect** (`negative`: `display` true share -0.29): shares are non-negative.
-- **Intervals**: DATA_DRIVEN's 95 % intervals cover 64 % of the true shares (the run before: 42 %; MARKOV
-  2 %, SHAPLEY 40 %, `DD_JOURNEY` 58 %): 11-12 of 12 where the point is close (`touch_stock`, `end_additive`,
-  `end_saturation`, `end_order`, `one_channel`, `recency`), 0-3 of 12 where it is biased (`threshold`,
-  `confounded`, `negative`, `touch_decay`). They measure sampling noise and the choice among forms, not
-  misspecification.
+- **Intervals**: DATA_DRIVEN's 95 % intervals cover 71 % of the true shares (68 % at `5c70e94`, 64 % before
+  timed paths; MARKOV 2 %, SHAPLEY 40 %, `DD_JOURNEY` 58 %): 11-12 of 12 where the point is close
+  (`touch_stock`, `end_additive`, `end_saturation`, `end_order`, `end_decay`, `recency`), 2-5 of 12 where it
+  is biased (`touch_decay`, `confounded`, `threshold`, `negative`). They measure sampling noise and the
+  choice among forms, not misspecification.
 """
 
 
