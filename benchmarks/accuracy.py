@@ -662,18 +662,20 @@ ANALYSIS = """
 
 
 def engine_commit() -> str:
-    """The repository's ``HEAD`` commit, with ``+dirty:<hash of the diff>`` when ``src/`` has uncommitted changes."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True)
-    diff = subprocess.run(["git", "diff", "HEAD", "--", "src"], cwd=HERE.parent, capture_output=True, text=True).stdout
-    untracked = subprocess.run(
-        ["git", "ls-files", "--others", "--exclude-standard", "--", "src"],
-        cwd=HERE.parent,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """The ``HEAD`` commit of the engine under test (the checkout ``optiq_engine`` is imported from, which
+    may be another worktree than this script's), with ``+dirty:<hash of the diff>`` when its ``src/`` has
+    uncommitted changes."""
+    src = Path(oq.__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD")
+    diff = git("diff", "HEAD", "--", ".")
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", ".")
     if not diff and not untracked:
-        return head.stdout.strip()
-    return head.stdout.strip() + "+dirty:" + hashlib.sha1((diff + untracked).encode()).hexdigest()[:8]
+        return head.strip()
+    return head.strip() + "+dirty:" + hashlib.sha1((diff + untracked).encode()).hexdigest()[:8]
 
 
 def changed_files(old: str, new: str) -> list[str]:
