@@ -253,7 +253,7 @@ def bench_e2e(n_users: int, log: Callable[[str], None]) -> dict[str, Any]:
         fitted = result.fitted[name]
         journeys = int(fitted.paths.conversions.sum() + fitted.paths.nulls.sum())
         out["journeys"] = journeys
-        out["runs"][name] = run | {"timings": result.timings, "links": result.links.height}
+        out["runs"][name] = run | {"timings": result.timings, "links": result.links.height, "journeys": journeys}
         log(f"e2e {name}: {run['median_s']:.3f} s, {journeys:,} journeys, {result.timings}")
         del result, fitted
         gc.collect()
@@ -304,7 +304,7 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
         fit_credit = t.get("fit", 0.0) + t.get("weights", 0.0)
         rows.append(
             (
-                f"DATA_DRIVEN fit and credit on {e2e['journeys'] / 1e6:.2f}M journeys < 2 s",
+                f"DATA_DRIVEN fit and credit on {e2e['runs']['DATA_DRIVEN'].get('journeys', e2e['journeys']) / 1e6:.2f}M journeys < 2 s",
                 f"fit + weights stages {_ms(fit_credit)} (whole `attribute` {_ms(e2e['runs']['DATA_DRIVEN']['median_s'])})",
                 fit_credit < 2,
             )
@@ -413,19 +413,20 @@ def render(report: dict[str, Any]) -> str:
         stages = list(next(iter(e2e["runs"].values()))["timings"])
         lines += [
             "",
-            f"### End to end from touchpoints ({e2e['journeys']:,} journeys)",
+            "### End to end from touchpoints",
             "",
             f"`oq.synthetic.generate(n_users={e2e['users']:,}, seed=0)`: {e2e['touchpoints']:,} touchpoints, "
             f"{e2e['conversions']:,} conversions (rows shuffled and read back from Parquet, as in the section "
             "above); `oq.attribute(tp, cv, models=[name])`, default config; journeys as fitted "
-            "(`fitted.paths.conversions.sum() + nulls.sum()`). Median of 3 after a warm-up; stages of the last run "
+            "(`fitted.paths.conversions.sum() + nulls.sum()`: DATA_DRIVEN fits each user's first journey, "
+            "docs/data_driven.md §1). Median of 3 after a warm-up; stages of the last run "
             "(`fit` fits the model on the journeys' path table, `weights` credits every converting journey's "
             "touchpoints).",
             "",
-            "| model | total | " + " | ".join(stages) + " | links |",
-            "|---|---:|" + "---:|" * len(stages) + "---:|",
+            "| model | journeys fitted | total | " + " | ".join(stages) + " | links |",
+            "|---|---:|---:|" + "---:|" * len(stages) + "---:|",
             *(
-                f"| {name} | {_ms(r['median_s'])} | "
+                f"| {name} | {r.get('journeys', e2e['journeys']):,} | {_ms(r['median_s'])} | "
                 + " | ".join(_ms(r["timings"].get(s, 0.0)) for s in stages)
                 + f" | {r['links']:,} |"
                 for name, r in e2e["runs"].items()
@@ -439,34 +440,35 @@ def render(report: dict[str, Any]) -> str:
 
 #: Reading of the recorded run (engine 848d3bf, load average 3-8 on the 2 cores), written after it.
 NOTES = """
-**Reading the figures.**
+**Reading the figures** (this run: engine `278c398`, 2026-12-07).
 
 - **Order-1 Markov fits in milliseconds; parsing the strings is the cost.** From a built table the fit is
-  3 ms at 1M journeys and 31 ms at 10M, 100x and 68x faster than ChannelAttribution. From strings it is 53 ms
-  at 1M, of which building the `PathTable` (tokenising 133k path strings) is about all; ChannelAttribution's
+  3.9 ms at 1M journeys and 23 ms at 10M, 92x and 105x faster than ChannelAttribution. From strings it is
+  55 ms at 1M, of which building the `PathTable` (tokenising 133k path strings) is 52 ms; ChannelAttribution's
   time includes its own parsing, so *from strings* is the like-for-like comparison, and there the engine is
-  6.5x faster at 1M and 3.6x at 10M: the 50x target is met from a table, not from strings.
-- **Order-2 Markov misses the target and is slower than ChannelAttribution at 10M** (3.4 s vs 2.0 s; 2.2x
-  faster at 1M). A profile of `Markov(order=2).fit(table)` at 1M (0.71 s in that run): numbering the
-  1.2M transition entries into states and pairs (`np.unique` + `searchsorted`) about 0.3 s, and the 14 dense
-  170 x 170 solves (one per removed channel) 0.34 s, although 14 such solves take 2 ms when the machine is
-  quiet: OpenBLAS runs them on 2 threads, which contend with the other load (the same 14 solves measured 2 to
-  80 ms from one call to the next). The bootstrap reuses the numbering and is solve-bound (175 ms per
-  replicate, 35 s for 200). Limiting BLAS to one thread (`threadpoolctl.threadpool_limits(1)`) took 20 order-2
-  replicates from 1.73 s to 1.16 s in a single check; numbering states by their dense key (at most
-  `(channels + 1)^order` of them) instead of sorting every entry would remove the other half.
+  6.6x faster at 1M and 6.0x at 10M (issue 26 asks 20x: the tokenizer is the lever).
+- **Order-2 Markov is now ahead of ChannelAttribution at both sizes**: 4.7x at 1M (122 ms against 574 ms)
+  and 2.8x at 10M (1.07 s against 3.03 s; 0.6x in the run at `848d3bf`, 3.37 s). From a table 42 ms at 1M
+  (271 ms then). Its bootstrap is 20 ms per replicate, 3.98 s for 200 (35 s then): the 10 s target of
+  issue 26 is met. Not isolated which change did most (the transition entries numbered through a dense
+  table in `_number`, and a quieter machine: that run's load average was 7, this one's 2).
 - **Exact vs simulated shares**: the engine's exact shares are within ChannelAttribution's own seed-to-seed
-  noise: 0.001-0.002 from the mean of its 5 runs where the runs themselves spread by 0.006-0.009, and inside
-  their [min, max] for 12 or 13 of 13 channels.
-- **SHAPLEY** is under 0.14 s at 1M from strings and 24 ms from a table; its bootstrap (200 replicates) 4.9 s.
-- **DATA_DRIVEN** fits 1M journeys in 1.3 s (`fit_paths`, damped Newton on the touch-level model plus the
-  exact per-journey Shapley decomposition), and end to end its fit + credit stages take 1.06 s: the 2 s
-  target is met. Its bootstrap is 0.58 s per replicate (each replicate refits and re-decomposes), so 200
-  replicates take 116 s: the 30 s target is missed by 4x (about 50 replicates fit in 30 s).
-- **Memory**: order 1 peaks at 30 MiB at 1M against ChannelAttribution's 80 MiB; order 2 at 126 MiB (1M) and
-  800 MiB (10M) against 80 and 481 MiB (the transition-entry arrays).
-- End to end at ~1M journeys (3.5M touchpoints), the sort of the touchpoints (0.3 s) costs more than the
-  order-1 Markov and Shapley fits (0.19 s and 0.22 s, building the journeys' path table included).
+  noise: 0.0009-0.0023 from the mean of its 5 runs where the runs themselves spread by 0.006-0.009, and
+  inside their [min, max] for 12 or 13 of 13 channels.
+- **SHAPLEY** is 69 ms at 1M from strings and 17 ms from a table; its bootstrap (200 replicates) 0.78 s.
+- **DATA_DRIVEN at its default (`form="auto"`) misses both targets.** On the 1M-journey table (untimed:
+  strings carry no times, so eleven candidates with decays per touch) the fit takes 2.6 s (`form="touch"`
+  0.53 s), 8.7 s at 10M (4.4 s); 200 bootstrap replicates at 1M take 80 s (401 ms each: each replicate
+  steps every plausible candidate and redoes its Shapley decomposition; `form="touch"` refits, 91 s), against
+  30 s. End to end from touchpoints the fit reads the touches' times (docs/data_driven.md §2): 700,000 first
+  journeys, fit stage 11.2 s against 2 s. A timed table keeps each touch's gap, so nearly every journey is its
+  own row (100,000 users: 74,646 rows for 100,000 journeys), and the candidates are 18 (the half-lives
+  in days): the choice is made on a 200,000-journey sample, then the chosen ones are refitted on every
+  journey.
+- **Memory**: order 1 peaks at 31 MiB at 1M against ChannelAttribution's 82 MiB; order 2 at 114 MiB (1M) and
+  682 MiB (10M) against 82 and 483 MiB (the transition-entry arrays).
+- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.36-0.39 s) costs more than the
+  order-1 Markov and Shapley fits (0.31 s and 0.26 s, building the journeys' path table included).
 """
 
 
