@@ -249,10 +249,11 @@ def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, n
 
 def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) -> np.ndarray:
     off, code, value = feats
-    rows = np.repeat(np.arange(off.shape[0] - 1), np.diff(off))
-    x = scipy.sparse.csr_matrix((value, (rows, code + 1)), shape=(off.shape[0] - 1, n_codes + 1)).tolil()
-    x[:, 0] = 1.0
-    x = x.tocsr()
+    n_rows = off.shape[0] - 1
+    rows = np.concatenate([np.arange(n_rows), np.repeat(np.arange(n_rows), np.diff(off))])
+    cols = np.concatenate([np.zeros(n_rows, dtype=np.int64), code.astype(np.int64) + 1])  # column 0: intercept
+    vals = np.concatenate([np.ones(n_rows), value])
+    x = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_codes + 1))
     z = x @ params
     p = 1.0 / (1.0 + np.exp(-z))
     h = (x.T @ scipy.sparse.diags(n * p * (1 - p)) @ x).toarray()
