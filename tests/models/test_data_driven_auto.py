@@ -333,9 +333,11 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
         e = np.zeros_like(params)
         e[i] = 1e-6
         assert grad[i] == pytest.approx((terms(params + e)[0] - terms(params - e)[0]) / 2e-6, rel=1e-5, abs=1e-7)
-    hess = jm.nested_hessian(
+    fused_loss, fused_grad, hess = jm.nested_hessian(
         params, table.offsets, table.codes, table.conversions, table.nulls, decay, sat, use_h, use_p, 0.0
     )
+    assert fused_loss == pytest.approx(loss, rel=1e-12)  # the one-pass Hessian's loss and gradient
+    np.testing.assert_allclose(fused_grad, grad, rtol=1e-10, atol=1e-12)
     for i in active:
         e = np.zeros_like(params)
         e[i] = 1e-6

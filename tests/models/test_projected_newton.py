@@ -19,7 +19,7 @@ def _quadratic(a: np.ndarray, b: np.ndarray):
         r = a @ x - b
         return 0.5 * float(r @ r), a.T @ r
 
-    return terms, lambda x: a.T @ a
+    return terms, lambda x: (*terms(x), a.T @ a)
 
 
 @settings(max_examples=60, deadline=None)
@@ -35,9 +35,9 @@ def test_projected_newton_reaches_the_bounded_least_squares_optimum(seed, rows, 
     b = rng.normal(size=rows) + shift * a.sum(axis=1) / cols  # shift < 0: many optima on the bounds
     bounded = rng.random(cols) < 0.7
     lower = np.where(bounded, 0.0, -np.inf)
-    terms, hessian = _quadratic(a, b)
+    terms, second = _quadratic(a, b)
     start = np.where(rng.random(cols) < 0.5, 1e-5, rng.normal(size=cols))  # some just above their bound
-    x = _projected_newton(terms, hessian, start, bounded, float(rows), max_iter=200)
+    x = _projected_newton(terms, second, start, bounded, float(rows), max_iter=200)
     ref = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12, lsmr_tol="auto", method="bvls")
     assert np.all(x[bounded] >= 0.0)
     assert terms(x)[0] <= terms(ref.x)[0] + 2 * _DECREMENT  # the stopping rule's promise
@@ -46,8 +46,8 @@ def test_projected_newton_reaches_the_bounded_least_squares_optimum(seed, rows, 
 def test_parameters_just_above_their_bound_reach_it():
     """Bounded parameters starting just above 0 whose gradient pushes them down end exactly at 0 (they are
     within ε of the bound: a scaled gradient step, projected, not held still)."""
-    terms, hessian = _quadratic(np.eye(3), np.array([-1.0, -2.0, 3.0]))
-    x = _projected_newton(terms, hessian, np.full(3, 1e-5), np.ones(3, dtype=bool), 1.0, max_iter=50)
+    terms, second = _quadratic(np.eye(3), np.array([-1.0, -2.0, 3.0]))
+    x = _projected_newton(terms, second, np.full(3, 1e-5), np.ones(3, dtype=bool), 1.0, max_iter=50)
     np.testing.assert_array_equal(x[:2], 0.0)
     assert x[2] == pytest.approx(3.0, abs=1e-6)
 
@@ -61,8 +61,8 @@ def test_projected_newton_converges_where_release_rounds_cycle():
     a = np.linalg.cholesky(corr).T
     b = a @ np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0]) * 3
     bounded = np.ones(n, dtype=bool)
-    terms, hessian = _quadratic(a, b)
-    x = _projected_newton(terms, hessian, np.zeros(n), bounded, 1.0, max_iter=200)
+    terms, second = _quadratic(a, b)
+    x = _projected_newton(terms, second, np.zeros(n), bounded, 1.0, max_iter=200)
     assert np.all(x >= 0)
     ref = scipy.optimize.nnls(a, b)[0]
     np.testing.assert_allclose(x, ref, atol=1e-7)

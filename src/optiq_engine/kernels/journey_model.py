@@ -586,11 +586,51 @@ def _step_curvature(m3, h, big_e, qq, last, n, a0, b0, use_h, use_p):
 
 
 @jit
-def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, hess):
-    """Adds the Hessian of the negative log-likelihood of rows ``lo:hi`` (any form).
+def _step_loss(d3, h, big_e, qq, z, u, w, last, n, a0, b0, use_h, use_p):
+    """The step's negative log-likelihood (as :func:`_rows`) and, in ``d3``, its derivatives in (z, u, w)."""
+    d3[0] = 0.0
+    d3[2] = 0.0
+    if not last:
+        loss = n * _log1pexp(u)
+        d3[1] = n * big_e
+        if use_h:
+            loss += n * _log1pexp(z)
+            d3[0] = n * h
+        return loss
+    loss = b0 * _log1pexp(-u)  # non-converting: -log((1 - h) E (1 - q))
+    d3[1] = -b0 * (1.0 - big_e)
+    if use_h:
+        loss += b0 * _log1pexp(z)
+        d3[0] = b0 * h
+    if use_p:
+        loss += b0 * _log1pexp(w)
+        d3[2] = b0 * qq
+    if a0 > 0.0:  # converting: -log(h + (1 - h) E q)
+        if use_h and not use_p:
+            loss += a0 * _log1pexp(-z)
+            d3[0] -= a0 * (1.0 - h)
+        elif use_p and not use_h:
+            loss += a0 * (_log1pexp(-u) + _log1pexp(-w))
+            d3[1] -= a0 * (1.0 - big_e)
+            d3[2] -= a0 * (1.0 - qq)
+        else:
+            s = 1.0 - h
+            big_a = h + s * big_e * qq
+            loss -= a0 * math.log(max(big_a, 1e-300))
+            inv = a0 / max(big_a, 1e-300)
+            d3[0] -= inv * h * s * (1.0 - big_e * qq)
+            d3[1] -= inv * s * qq * big_e * (1.0 - big_e)
+            d3[2] -= inv * s * big_e * qq * (1.0 - qq)
+    return loss
+
+
+@jit
+def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad, hess):
+    """Negative log-likelihood of rows ``lo:hi`` (any form); adds their gradient into ``grad`` and their
+    Hessian into ``hess`` (one pass: :func:`_rows` and the curvature together).
 
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
-    decision); the step's 3 x 3 second derivatives in (z, u, w) are scattered through their gradients.
+    decision); the step's derivatives in (z, u, w) are scattered through their gradients.
     """
     n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
     gg = 2 + 2 * n_codes
@@ -599,6 +639,8 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
     val = np.zeros((3, max(n_codes, 1) + 1), dtype=np.float64)
     cnt = np.zeros(3, dtype=np.int64)
     m3 = np.zeros((3, 3), dtype=np.float64)
+    d3 = np.zeros(3, dtype=np.float64)
+    loss = 0.0
     for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
         n = conversions[p] + nulls[p]
@@ -616,22 +658,33 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
                 z += params[1 + chan[q]] * stock[q]
                 w += params[2 + n_codes + chan[q]] * stock[q]
             h = _sigmoid(z) if use_h else 0.0
-            big_e = _sigmoid(params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c])
+            u = params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c]
+            big_e = _sigmoid(u)
             qq = _sigmoid(w) if (use_p and last) else 0.0
             _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, j - a + 1, c, use_h, use_p, last)
+            loss += _step_loss(d3, h, big_e, qq, z, u, w, last, n, conversions[p], nulls[p], use_h, use_p)
+            for r in range(3):
+                for b in range(cnt[r]):
+                    grad[idx[r, b]] += d3[r] * val[r, b]
             _step_curvature(m3, h, big_e, qq, last, n, conversions[p], nulls[p], use_h, use_p)
             _scatter(hess, m3, idx, val, cnt)
         for q in range(d):
             local[chan[q]] = -1
+    return loss
 
 
 @jit
 def nested_hessian(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """Hessian of :func:`nested_terms` (any form), serial (small tables)."""
+    """:func:`nested_terms` and its Hessian in one pass (any form), serial (small tables):
+    ``(loss, grad, hess)``."""
     n_par = params.shape[0]
+    grad = np.zeros(n_par, dtype=np.float64)
     hess = np.zeros((n_par, n_par), dtype=np.float64)
-    _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, hess)
-    return _penalise_hessian(hess, use_h, use_p, l2)
+    loss = _hessian_rows(
+        params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad, hess
+    )
+    loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
+    return loss, grad, _penalise_hessian(hess, use_h, use_p, l2)
 
 
 @jit
@@ -649,13 +702,16 @@ def _penalise_hessian(hess, use_h, use_p, l2):
 
 @pjit
 def nested_hessian_parallel(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """Hessian of :func:`nested_terms` (any form); rows summed in fixed chunks, in parallel."""
+    """:func:`nested_terms_parallel` and its Hessian in one pass (any form): ``(loss, grad, hess)``; rows
+    summed in fixed chunks, in parallel."""
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
     n_chunks = max(1, min(8, p_rows))
+    losses = np.zeros(n_chunks, dtype=np.float64)
+    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
     for k in prange(n_chunks):
-        _hessian_rows(
+        losses[k] = _hessian_rows(
             params,
             offsets,
             codes,
@@ -667,12 +723,18 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, decay, s
             use_p,
             p_rows * k // n_chunks,
             p_rows * (k + 1) // n_chunks,
+            grads[k],
             parts[k],
         )
+    loss = 0.0
+    grad = np.zeros(n_par, dtype=np.float64)
     hess = np.zeros((n_par, n_par), dtype=np.float64)
     for k in range(n_chunks):
+        loss += losses[k]
+        grad += grads[k]
         hess += parts[k]
-    return _penalise_hessian(hess, use_h, use_p, l2)
+    loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
+    return loss, grad, _penalise_hessian(hess, use_h, use_p, l2)
 
 
 @jit

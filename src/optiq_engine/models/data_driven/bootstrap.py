@@ -84,7 +84,7 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
         cand.use_h,
         cand.use_p,
         l2,
-    )[np.ix_(free, free)]
+    )[2][np.ix_(free, free)]
     lam = 0.0
     while True:
         try:

@@ -492,19 +492,16 @@ def _damped_solve(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
             lam = max(4.0 * lam, floor)
 
 
-def _projected_newton(
-    terms, hessian, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int
-) -> np.ndarray:
+def _projected_newton(terms, second, x0: np.ndarray, bounded: np.ndarray, scale: float, *, max_iter: int) -> np.ndarray:
     """Minimise subject to ``x[bounded] >= 0`` by projected Newton steps (Bertsekas 1982; docs/data_driven.md
     §6.1): the bounded parameters at (or within ε of) 0 that the gradient pushes down take a scaled gradient
     step (to 0), the others a damped Newton step (:func:`_damped_solve`); the step is projected onto the
     bounds and halved until the loss decreases; it stops when the Newton decrement is below
     :data:`_DECREMENT` (or the projected gradient below ``1e-8`` per journey). One loop, whatever the bounds
-    do: no rounds of holding and releasing effects (which can cycle). ``terms(x) -> (loss, grad)`` and
-    ``hessian(x)``: one pass over the table per step tried and one per Hessian."""
+    do: no rounds of holding and releasing effects (which can cycle). ``second(x) -> (loss, grad, hess)``
+    (one pass over the table) at each full step, ``terms(x) -> (loss, grad)`` at the halved ones."""
     x = np.where(bounded, np.maximum(x0, 0.0), x0)
-    loss, grad = terms(x)
-    hess = hessian(x)
+    loss, grad, hess = second(x)
     for _ in range(max_iter):
         at_bound = bounded & (grad > 0)
         projected = np.where(at_bound & (x <= 0), 0.0, grad)
@@ -520,11 +517,14 @@ def _projected_newton(
         if float(grad[free] @ step[free]) < 2.0 * min(_DECREMENT, 1e-8 * scale):  # the Newton decrement
             x = np.where(held, 0.0, x)  # the held effects within ε of 0 where the next step would put them
             break
-        t = 1.0
+        t, new_hess = 1.0, None
         while True:
             cand = x - t * step
             cand[bounded] = np.maximum(cand[bounded], 0.0)
-            new_loss, new_grad = terms(cand)
+            if t == 1.0:  # a full step is usually taken: its Hessian in the same pass
+                new_loss, new_grad, new_hess = second(cand)
+            else:
+                new_loss, new_grad = terms(cand)
             if new_loss <= loss or t < 1e-10:
                 break
             t *= 0.5
@@ -534,7 +534,7 @@ def _projected_newton(
         x, loss, grad = cand, new_loss, new_grad
         if decrease < 1e-12 * scale:
             break
-        hess = hessian(x)
+        hess = new_hess if t == 1.0 else second(x)[2]
     if not np.all(np.isfinite(x)):
         raise ModelError("DATA_DRIVEN: the conversion model did not converge")
     return x
@@ -583,12 +583,13 @@ def _fit_one(
         loss, grad = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
         return loss, grad[active]
 
-    def newton_hessian(sub: np.ndarray) -> np.ndarray:
+    def newton_second(sub: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         full[active] = sub
-        return hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)[sel]
+        loss, grad, hess = hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
+        return loss, grad[active], hess[sel]
 
     full[active] = _projected_newton(
-        newton_terms, newton_hessian, start[active].copy(), is_beta, scale, max_iter=max_iter
+        newton_terms, newton_second, start[active].copy(), is_beta, scale, max_iter=max_iter
     )
     loss, _ = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, 0.0)
     return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
