@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 
 import optiq_engine as oq
 from optiq_engine.grouping import stable_draws
-from optiq_engine.kernels.logistic import count_features, hazard_shapley, hazard_terms, logistic_loss_grad, path_shapley
+from optiq_engine.kernels.logistic import (
+    count_features,
+    hazard_shapley,
+    hazard_terms,
+    logistic_hessian,
+    logistic_loss_grad,
+    path_shapley,
+)
 from optiq_engine.paths import PathTable
 from tests.reference import data_driven as ref
 from tests.reference.attribution import check_invariants
@@ -146,6 +154,37 @@ def test_loss_gradient_matches_finite_differences() -> None:
             - logistic_loss_grad(x - e, *feats, table.conversions, table.nulls, 0.7)[0]
         ) / 2e-6
         assert grad[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_paths=st.integers(0, 12),
+    rho=st.sampled_from([0.0, 0.5]),
+    scale=st.sampled_from([0.1, 1.0, 8.0]),
+)
+def test_logistic_hessian_equals_the_reference(seed: int, n_paths: int, rho: float, scale: float) -> None:
+    """The kernel against X'WX written out (tests/reference), and against finite differences of the gradient."""
+    rng = np.random.default_rng(seed)
+    n_codes = 4
+    lengths = rng.integers(1, 6, n_paths)
+    offsets = np.zeros(n_paths + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    codes = rng.integers(0, n_codes, int(offsets[-1])).astype(np.int32)
+    conv, null = rng.integers(0, 4, n_paths).astype(float), rng.integers(0, 4, n_paths).astype(float)
+    feats = count_features(offsets, codes, n_codes, rho)
+    x = rng.normal(0, scale, n_codes + 1)
+    got = logistic_hessian(x, *feats, conv, null, 0.7)
+    rows = [dict(zip(feats[1][a:b].tolist(), feats[2][a:b].tolist(), strict=True)) for a, b in pairwise(feats[0])]
+    np.testing.assert_allclose(got, ref.logistic_hessian(x, rows, conv + null, 0.7), rtol=1e-10, atol=1e-12)
+    for i in range(n_codes + 1):
+        e = np.zeros(n_codes + 1)
+        e[i] = 1e-6
+        num = (
+            logistic_loss_grad(x + e, *feats, conv, null, 0.7)[1]
+            - logistic_loss_grad(x - e, *feats, conv, null, 0.7)[1]
+        ) / 2e-6
+        np.testing.assert_allclose(got[i], num, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -939,3 +939,19 @@ def journey_model_shapley(path: Path, model: dict, days: Sequence[float] | None 
             phi[c] += cur - prev
             prev = cur
     return {c: v / len(orders) for c, v in phi.items()}
+
+
+def logistic_hessian(params: Sequence[float], rows: Sequence[dict[int, float]], n: Sequence[float], l2: float) -> Any:
+    """Hessian of the penalised logistic loss, written out: ``Σ_p n_p s_p (1 - s_p) x_p x_pᵀ`` with
+    ``x_p = [1, features of row p]`` (a dense vector), plus ``l2`` on the effects' diagonal."""
+    k = len(params)
+    hess = np.zeros((k, k))
+    for feats, weight in zip(rows, n, strict=True):
+        x = np.zeros(k)
+        x[0] = 1.0
+        for code, value in feats.items():
+            x[1 + code] += value
+        s = 1.0 / (1.0 + math.exp(-float(np.dot(params, x))))
+        hess += weight * s * (1.0 - s) * np.outer(x, x)
+    hess[1:, 1:] += l2 * np.eye(k - 1)
+    return hess

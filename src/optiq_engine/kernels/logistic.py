@@ -9,7 +9,7 @@ import numpy as np
 from ._jit import jit, pjit, prange
 from .splitmix import GOLDEN, mix64
 
-__all__ = ["count_features", "logistic_loss_grad", "path_shapley", "EXACT_MAX_CHANNELS"]
+__all__ = ["count_features", "logistic_loss_grad", "logistic_hessian", "path_shapley", "EXACT_MAX_CHANNELS"]
 
 #: Paths with more distinct channels than this are decomposed by permutation sampling.
 EXACT_MAX_CHANNELS = 20
@@ -96,6 +96,34 @@ def logistic_loss_grad(params, feat_offsets, feat_code, feat_value, conversions,
         loss += 0.5 * l2 * params[c] * params[c]
         grad[c] += l2 * params[c]
     return loss, grad
+
+
+@jit
+def logistic_hessian(params, feat_offsets, feat_code, feat_value, conversions, nulls, l2):
+    """Hessian of :func:`logistic_loss_grad`: ``Σ_p n_p s_p (1 - s_p) x_p x_pᵀ`` over the rows (``x_p`` the
+    row's features with a leading 1), plus ``l2`` on the effects' diagonal."""
+    k = params.shape[0]
+    hess = np.zeros((k, k), dtype=np.float64)
+    for p in range(feat_offsets.shape[0] - 1):
+        n = conversions[p] + nulls[p]
+        if n == 0.0:
+            continue
+        z = params[0]
+        for q in range(feat_offsets[p], feat_offsets[p + 1]):
+            z += params[1 + feat_code[q]] * feat_value[q]
+        s = _sigmoid(z)
+        w = n * s * (1.0 - s)
+        hess[0, 0] += w
+        for q in range(feat_offsets[p], feat_offsets[p + 1]):
+            a = 1 + feat_code[q]
+            wa = w * feat_value[q]
+            hess[0, a] += wa
+            hess[a, 0] += wa
+            for r in range(feat_offsets[p], feat_offsets[p + 1]):
+                hess[a, 1 + feat_code[r]] += wa * feat_value[r]
+    for c in range(1, k):
+        hess[c, c] += l2
+    return hess
 
 
 @jit

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 import scipy.linalg
-import scipy.optimize
-import scipy.sparse
 
 from ...errors import ModelError
 from ...kernels import logistic as k
@@ -104,10 +102,7 @@ class ConversionModel:
             terms = lambda x, h: k.hazard_terms(x, table.offsets, table.codes, conv, null, float(l2), rho or 0.0, h)  # noqa: E731
             params, hessian = _newton(terms, x0)
         else:
-            res = fit_logistic(feats, conv, null, l2, x0)
-            if not np.all(np.isfinite(res.x)):
-                raise ModelError(f"DATA_DRIVEN: the conversion model did not converge ({res.message})")
-            params, hessian = res.x, _hessian(res.x, feats, conv + null, n_codes, l2)
+            params, hessian = _newton(lambda x, h: logistic_terms(x, feats, conv, null, float(l2), h), x0)
         return cls(float(params[0]), params[1:].copy(), hessian, rho, feats, form)
 
     def predict(self, table: PathTable) -> np.ndarray:
@@ -206,19 +201,13 @@ class ConversionModel:
         )
 
 
-def fit_logistic(
-    feats, conv: np.ndarray, null: np.ndarray, l2: float, x0: np.ndarray, *, gtol: float = 1e-9, ftol: float = 1e-15
-) -> scipy.optimize.OptimizeResult:
-    """The journey-end logistic model on ``feats`` (:func:`~optiq_engine.kernels.logistic.count_features`)
-    by L-BFGS-B from ``x0``: ``res.x`` the parameters, ``res.fun`` the penalised negative log-likelihood."""
-    return scipy.optimize.minimize(
-        k.logistic_loss_grad,
-        x0,
-        args=(*feats, conv, null, float(l2)),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 1000, "gtol": gtol, "ftol": ftol},
-    )
+def logistic_terms(
+    x: np.ndarray, feats, conv: np.ndarray, null: np.ndarray, l2: float, want: bool
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """The journey-end logistic model on ``feats`` (:func:`~optiq_engine.kernels.logistic.count_features`):
+    penalised negative log-likelihood, gradient and (``want``) Hessian, for :func:`_newton`."""
+    loss, grad = k.logistic_loss_grad(x, *feats, conv, null, l2)
+    return float(loss), grad, (k.logistic_hessian(x, *feats, conv, null, l2) if want else None)
 
 
 def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -245,17 +234,3 @@ def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, n
     if not np.all(np.isfinite(x)):
         raise ModelError("DATA_DRIVEN: the conversion model did not converge")
     return x, hess
-
-
-def _hessian(params: np.ndarray, feats, n: np.ndarray, n_codes: int, l2: float) -> np.ndarray:
-    off, code, value = feats
-    n_rows = off.shape[0] - 1
-    rows = np.concatenate([np.arange(n_rows), np.repeat(np.arange(n_rows), np.diff(off))])
-    cols = np.concatenate([np.zeros(n_rows, dtype=np.int64), code.astype(np.int64) + 1])  # column 0: intercept
-    vals = np.concatenate([np.ones(n_rows), value])
-    x = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_codes + 1))
-    z = x @ params
-    p = 1.0 / (1.0 + np.exp(-z))
-    h = (x.T @ scipy.sparse.diags(n * p * (1 - p)) @ x).toarray()
-    h[np.arange(1, n_codes + 1), np.arange(1, n_codes + 1)] += l2
-    return h

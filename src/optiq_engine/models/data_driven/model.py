@@ -6,6 +6,7 @@ choice among candidates, averaged by their BIC weights."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -21,7 +22,7 @@ from ..fitted import DataDrivenModel, bootstrap_shares, credit_frame, normalise
 from .bootstrap import _bootstrap_auto
 from .experiments import _experiment_frame, _experiment_targets
 from .fitted import FittedDataDriven
-from .fixed_form import ConversionModel, fit_logistic
+from .fixed_form import ConversionModel, _newton, logistic_terms
 from .form_choice import _MIN_WEIGHT, AUTO_HALF_LIVES, choose_candidates
 from .journey_model import _incremental, step_decays
 
@@ -203,7 +204,9 @@ class DataDriven(DataDrivenModel):
         if self.fit_on != "auto" or windows is None:
             return replace(self._fit_table(table, periods), history=None if self.fit_on == "auto" else self.fit_on)
         whole = reference if reference is not None else table
-        loglik = {"journeys": reference_loglik(whole, self.l2), "windows": reference_loglik(windows, self.l2)}
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the kernels release the GIL: the two side by side
+            both = list(pool.map(lambda t: reference_loglik(t, self.l2), (whole, windows)))
+        loglik = {"journeys": both[0], "windows": both[1]}
         history = max(loglik, key=lambda h: loglik[h])  # ties: "journeys" (first)
         chosen, chosen_periods = (table, periods) if history == "journeys" else (windows, window_periods)
         return replace(self._fit_table(chosen, chosen_periods), history=history, history_loglik=loglik)
@@ -331,8 +334,7 @@ def counts_loglik(table: PathTable, l2: float) -> float:
     """``Σ conversions · log p(x) + nulls · log(1 - p(x))`` of the journey-end logistic model on touch counts
     fitted on ``table`` (penalised as DATA_DRIVEN's ``l2``): how well a history's paths predict which
     journeys convert, under one model for every history (what ``fit_on="auto"`` compares;
-    docs/data_driven.md §1). 0 with no journey. The fit stops at a gradient of 1e-6 (the log-likelihood to
-    well under 0.01: the histories differ by tens to hundreds)."""
+    docs/data_driven.md §1). 0 with no journey."""
     return _logistic_loglik(table, k.count_features(table.offsets, table.codes, len(table.channels), 0.0), l2)
 
 
@@ -346,5 +348,5 @@ def _logistic_loglik(table: PathTable, feats: tuple[np.ndarray, np.ndarray, np.n
     x0 = np.zeros(len(table.channels) + 1)
     rate = min(max(float(conv.sum()) / total, 1e-9), 1 - 1e-9)
     x0[0] = np.log(rate / (1 - rate))
-    res = fit_logistic(feats, conv, null, l2, x0, gtol=1e-6, ftol=1e-12)
-    return -float(res.fun - 0.5 * float(l2) * float(res.x[1:] @ res.x[1:]))
+    x, _ = _newton(lambda x, h: logistic_terms(x, feats, conv, null, float(l2), h), x0)  # convex: a few steps
+    return -float(logistic_terms(x, feats, conv, null, float(l2), False)[0] - 0.5 * float(l2) * float(x[1:] @ x[1:]))
