@@ -71,7 +71,7 @@ class ConversionModel:
             Saturation of ``f`` (None: ``f(k) = k``).
         form
             ``"touch"`` (default: damped Newton on the hazard model); any other value fits the journey form
-            (L-BFGS-B).
+            (damped Newton on the logistic model).
         counts
             ``(conversions, nulls)`` per path row to fit instead of the table's own (a bootstrap replicate);
             default None.
