@@ -10,7 +10,7 @@ import scipy.linalg
 
 from ...kernels import journey_model as jm
 from ..fitted import normalise
-from .form_choice import _MIN_WEIGHT, bic_weights, fit_candidates
+from .form_choice import _MIN_WEIGHT, _rows_of, bic_weights, fit_candidates
 from .journey_model import _PARALLEL_ROWS, JourneyModel, _active, _incremental, _Target
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ def _bootstrap_auto(
             _Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value + z * t.std_error, t.std_error)
             for t, z in zip(targets, draw, strict=True)
         ]
+        drawn = np.flatnonzero(conv + null > 0)  # the rows the replicate holds: the others add nothing
+        held = _rows_of(table, drawn) if drawn.shape[0] < table.height else table
         phi = np.zeros(0)
         total = 0.0
         for wi, c in zip(w, refit, strict=True):
@@ -56,10 +58,10 @@ def _bootstrap_auto(
                 continue
             if rtargets:
                 c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts)
-            cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed)
+            cphi, _ = c.path_shapley(held, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi
-        out[r] = normalise(_incremental(table, phi / total, counts))
+        out[r] = normalise(_incremental(held, phi / total, (conv[drawn], null[drawn])))
     return out
 
 
