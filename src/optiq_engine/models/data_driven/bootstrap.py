@@ -50,7 +50,7 @@ def _bootstrap_auto(
             for t, z in zip(targets, draw, strict=True)
         ]
         drawn = np.flatnonzero(conv + null > 0)  # the rows the replicate holds: the others add nothing
-        held = _rows_of(table, drawn) if drawn.shape[0] < table.height else table
+        rows = _rows_of(table, drawn) if drawn.shape[0] < table.height else table
         phi = np.zeros(0)
         total = 0.0
         for wi, c in zip(w, refit, strict=True):
@@ -58,10 +58,10 @@ def _bootstrap_auto(
                 continue
             if rtargets:
                 c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts)
-            cphi, _ = c.path_shapley(held, samples=model.samples, seed=model.seed)
+            cphi, _ = c.path_shapley(rows, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi
-        out[r] = normalise(_incremental(held, phi / total, (conv[drawn], null[drawn])))
+        out[r] = normalise(_incremental(rows, phi / total, (conv[drawn], null[drawn])))
     return out
 
 
