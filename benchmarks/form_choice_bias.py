@@ -5,7 +5,9 @@ simulates new conversions from it over the world's own touch streams: one decisi
 success converts, a minute later. The true form is then ``"touch"``, and a nested form should gain
 about half a χ² with (channels + 1) degrees of freedom over it. The script prints the gain that the
 nested form actually shows and the form the engine chooses (docs/data_driven.md §6.1, "A bias of the
-choice toward the nested form").
+choice toward the nested form"). With ``--whole`` the journeys themselves are simulated from the touch
+form, its ending included (first channels and transitions as observed, gaps resampled): the check of
+whether the bias comes from how the data's journeys end.
 
     python -m benchmarks.form_choice_bias --users 30000 --mechanism touch_decay
 """
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 import optiq_engine as oq
+from optiq_engine.kernels import journey_model as jm
+from optiq_engine.kernels.paths import GAP_DAYS
 from optiq_engine.models.data_driven.form_choice import choose_candidates
 from optiq_engine.models.data_driven.journey_model import JourneyModel
 from optiq_engine.simulate import worlds
@@ -45,6 +49,46 @@ def simulate_from(model: JourneyModel, channels: tuple[str, ...], touchpoints: p
     return pl.DataFrame(rows, schema=schema | {"value_micros": pl.Int64}, orient="row")
 
 
+def simulate_whole(model: JourneyModel, table: oq.PathTable, n_users: int, seed: int) -> tuple[pl.DataFrame, ...]:
+    """Touchpoints and conversions of ``n_users`` journeys drawn from ``model`` (touch part and ending):
+    first channels and channel transitions as in ``table``, gaps resampled from its touches'."""
+    c_n, p = len(table.channels), model.params
+    b, beta = p[0], p[1 : 1 + c_n]
+    ends = p[2 + 2 * c_n :]  # position buckets, then the last channel's terms
+    w = table.conversions + table.nulls
+    first = np.bincount(table.codes[table.offsets[:-1]], weights=w, minlength=c_n)
+    rows = np.repeat(np.arange(table.height), np.diff(table.offsets))
+    later = np.ones(table.codes.shape[0], dtype=bool)
+    later[table.offsets[:-1]] = False
+    trans = np.ones((c_n, c_n))
+    np.add.at(trans, (table.codes[np.flatnonzero(later) - 1], table.codes[later]), w[rows[later]])
+    gaps = GAP_DAYS[table.gaps[later]]
+    rng = np.random.default_rng(seed)
+    start, touches, conversions = datetime(2026, 1, 1, tzinfo=UTC), [], []
+    for u in range(n_users):
+        stock, at, c, pos = np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1
+        while True:
+            if pos > 1:
+                gap = float(gaps[rng.integers(gaps.shape[0])])
+                stock *= 2.0 ** (-gap / model.half_life)
+                at += timedelta(days=gap)
+            stock[c] += 1.0
+            touches.append((f"tp_{u}_{pos}", f"u_{u}", at, table.channels[c]))
+            if rng.random() < 1.0 / (1.0 + math.exp(-(b + beta @ stock))):
+                conversions.append((f"cv_{u}", f"u_{u}", at + timedelta(minutes=1), 1_000_000))
+                break
+            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c]))):
+                break
+            c, pos = rng.choice(c_n, p=trans[c] / trans[c].sum()), pos + 1
+    at_schema = {"anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC")}
+    return (
+        pl.DataFrame(touches, schema={"touchpoint_id": pl.String} | at_schema | {"channel": pl.String}, orient="row"),
+        pl.DataFrame(
+            conversions, schema={"conversion_id": pl.String} | at_schema | {"value_micros": pl.Int64}, orient="row"
+        ),
+    )
+
+
 def best(candidates: list[JourneyModel], form: str) -> JourneyModel:
     return min((c for c in candidates if c.form == form and math.isfinite(c.half_life)), key=lambda c: c.bic)
 
@@ -54,6 +98,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=30_000)
     parser.add_argument("--mechanism", default="touch_decay")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--whole", action="store_true", help="simulate the journeys too, their ending included")
     args = parser.parse_args()
     world = worlds.generate(args.mechanism, n_users=args.users, seed=0)
     fitted = oq.attribute(world.touchpoints, world.conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
@@ -61,8 +106,11 @@ def main() -> None:
     candidates, _ = choose_candidates(table, l2=float(model.l2), seed=model.seed)
     touch = best(candidates, "touch")
     print(f"world {args.mechanism}: chosen {fitted.mechanism}; touch form's half-life {touch.half_life:.2f} days")
-    conversions = simulate_from(touch, table.channels, world.touchpoints, args.seed)
-    again = oq.attribute(world.touchpoints, conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
+    if args.whole:
+        touchpoints, conversions = simulate_whole(touch, table, args.users, args.seed)
+    else:
+        touchpoints, conversions = world.touchpoints, simulate_from(touch, table.channels, world.touchpoints, args.seed)
+    again = oq.attribute(touchpoints, conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
     selection = again.form_selection
     ll = {f: selection.filter(pl.col("form") == f).get_column("log_likelihood").max() for f in ("touch", "both")}
     print(
