@@ -174,7 +174,10 @@ def test_logistic_hessian_equals_the_reference(seed: int, n_paths: int, rho: flo
     conv, null = rng.integers(0, 4, n_paths).astype(float), rng.integers(0, 4, n_paths).astype(float)
     feats = count_features(offsets, codes, n_codes, rho)
     x = rng.normal(0, scale, n_codes + 1)
-    got = logistic_hessian(x, *feats, conv, null, 0.7)
+    loss, grad, got = logistic_hessian(x, *feats, conv, null, 0.7)
+    want_loss, want_grad = logistic_loss_grad(x, *feats, conv, null, 0.7)
+    assert loss == pytest.approx(want_loss, rel=1e-12, abs=1e-12)  # the one-pass loss and gradient
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
     rows = [dict(zip(feats[1][a:b].tolist(), feats[2][a:b].tolist(), strict=True)) for a, b in pairwise(feats[0])]
     np.testing.assert_allclose(got, ref.logistic_hessian(x, rows, conv + null, 0.7), rtol=1e-10, atol=1e-12)
     for i in range(n_codes + 1):

@@ -71,6 +71,31 @@ def _sigmoid(z):
 
 
 @jit
+def _row_terms(params, feat_offsets, feat_code, feat_value, p, conversions, n, grad):
+    """Row ``p``'s negative log-likelihood (``n`` journeys, ``conversions`` of them converting); adds its
+    gradient into ``grad``; returns ``(loss, s)``, ``s`` the row's conversion probability."""
+    z = params[0]
+    for q in range(feat_offsets[p], feat_offsets[p + 1]):
+        z += params[1 + feat_code[q]] * feat_value[q]
+    s = _sigmoid(z)
+    r = n * s - conversions
+    grad[0] += r
+    for q in range(feat_offsets[p], feat_offsets[p + 1]):
+        grad[1 + feat_code[q]] += r * feat_value[q]
+    # -[y log s + (1 - y) log(1 - s)] = log(1 + e^z) - y z
+    return n * _log1pexp(z) - conversions * z, s
+
+
+@jit
+def _penalise(params, loss, grad, l2):
+    """``l2 / 2 * sum(beta**2)`` (the intercept left out) added to ``loss`` and its gradient to ``grad``."""
+    for c in range(1, params.shape[0]):
+        loss += 0.5 * l2 * params[c] * params[c]
+        grad[c] += l2 * params[c]
+    return loss, grad
+
+
+@jit
 def logistic_loss_grad(params, feat_offsets, feat_code, feat_value, conversions, nulls, l2):
     """Penalised negative log-likelihood and its gradient; ``params = [intercept, beta_0..beta_{C-1}]``.
 
@@ -83,35 +108,25 @@ def logistic_loss_grad(params, feat_offsets, feat_code, feat_value, conversions,
         n = conversions[p] + nulls[p]
         if n == 0.0:
             continue
-        z = params[0]
-        for q in range(feat_offsets[p], feat_offsets[p + 1]):
-            z += params[1 + feat_code[q]] * feat_value[q]
-        # -[y log s + (1 - y) log(1 - s)] = log(1 + e^z) - y z
-        loss += n * _log1pexp(z) - conversions[p] * z
-        r = n * _sigmoid(z) - conversions[p]
-        grad[0] += r
-        for q in range(feat_offsets[p], feat_offsets[p + 1]):
-            grad[1 + feat_code[q]] += r * feat_value[q]
-    for c in range(1, params.shape[0]):
-        loss += 0.5 * l2 * params[c] * params[c]
-        grad[c] += l2 * params[c]
-    return loss, grad
+        loss += _row_terms(params, feat_offsets, feat_code, feat_value, p, conversions[p], n, grad)[0]
+    return _penalise(params, loss, grad, l2)
 
 
 @jit
 def logistic_hessian(params, feat_offsets, feat_code, feat_value, conversions, nulls, l2):
-    """Hessian of :func:`logistic_loss_grad`: ``Σ_p n_p s_p (1 - s_p) x_p x_pᵀ`` over the rows (``x_p`` the
-    row's features with a leading 1), plus ``l2`` on the effects' diagonal."""
+    """:func:`logistic_loss_grad` and its Hessian in one pass: ``(loss, grad, hess)``, ``hess`` =
+    ``Σ_p n_p s_p (1 - s_p) x_p x_pᵀ`` over the rows (``x_p`` the row's features with a leading 1), plus
+    ``l2`` on the effects' diagonal."""
     k = params.shape[0]
+    grad = np.zeros(k, dtype=np.float64)
     hess = np.zeros((k, k), dtype=np.float64)
+    loss = 0.0
     for p in range(feat_offsets.shape[0] - 1):
         n = conversions[p] + nulls[p]
         if n == 0.0:
             continue
-        z = params[0]
-        for q in range(feat_offsets[p], feat_offsets[p + 1]):
-            z += params[1 + feat_code[q]] * feat_value[q]
-        s = _sigmoid(z)
+        row_loss, s = _row_terms(params, feat_offsets, feat_code, feat_value, p, conversions[p], n, grad)
+        loss += row_loss
         w = n * s * (1.0 - s)
         hess[0, 0] += w
         for q in range(feat_offsets[p], feat_offsets[p + 1]):
@@ -123,7 +138,8 @@ def logistic_hessian(params, feat_offsets, feat_code, feat_value, conversions, n
                 hess[a, 1 + feat_code[r]] += wa * feat_value[r]
     for c in range(1, k):
         hess[c, c] += l2
-    return hess
+    loss, grad = _penalise(params, loss, grad, l2)
+    return loss, grad, hess
 
 
 @jit

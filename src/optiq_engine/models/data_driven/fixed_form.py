@@ -206,8 +206,11 @@ def logistic_terms(
 ) -> tuple[float, np.ndarray, np.ndarray | None]:
     """The journey-end logistic model on ``feats`` (:func:`~optiq_engine.kernels.logistic.count_features`):
     penalised negative log-likelihood, gradient and (``want``) Hessian, for :func:`_newton`."""
+    if want:  # one pass
+        loss, grad, hess = k.logistic_hessian(x, *feats, conv, null, l2)
+        return float(loss), grad, hess
     loss, grad = k.logistic_loss_grad(x, *feats, conv, null, l2)
-    return float(loss), grad, (k.logistic_hessian(x, *feats, conv, null, l2) if want else None)
+    return float(loss), grad, None
 
 
 def _newton(terms, x0: np.ndarray, *, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
