@@ -54,7 +54,7 @@ def simulate_whole(model: JourneyModel, table: oq.PathTable, n_users: int, seed:
     first channels and channel transitions as in ``table``, gaps resampled from its touches'."""
     c_n, p = len(table.channels), model.params
     b, beta = p[0], p[1 : 1 + c_n]
-    ends = p[2 + 2 * c_n :]  # position buckets, the last channel's terms, then the touches so far'
+    ends = p[2 + 2 * c_n :]  # position buckets, then the last channel's terms
     w = table.conversions + table.nulls
     first = np.bincount(table.codes[table.offsets[:-1]], weights=w, minlength=c_n)
     rows = np.repeat(np.arange(table.height), np.diff(table.offsets))
@@ -66,20 +66,18 @@ def simulate_whole(model: JourneyModel, table: oq.PathTable, n_users: int, seed:
     rng = np.random.default_rng(seed)
     start, touches, conversions = datetime(2026, 1, 1, tzinfo=UTC), [], []
     for u in range(n_users):
-        stock, seen, at, c, pos = np.zeros(c_n), np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1
+        stock, at, c, pos = np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1
         while True:
             if pos > 1:
                 gap = float(gaps[rng.integers(gaps.shape[0])])
                 stock *= 2.0 ** (-gap / model.half_life)
                 at += timedelta(days=gap)
             stock[c] += 1.0
-            seen[c] += 1.0
             touches.append((f"tp_{u}_{pos}", f"u_{u}", at, table.channels[c]))
             if rng.random() < 1.0 / (1.0 + math.exp(-(b + beta @ stock))):
                 conversions.append((f"cv_{u}", f"u_{u}", at + timedelta(minutes=1), 1_000_000))
                 break
-            u = ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c] + ends[jm.N_BUCKETS + c_n :] @ seen
-            if rng.random() < 1.0 / (1.0 + math.exp(-u)):
+            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c]))):
                 break
             c, pos = rng.choice(c_n, p=trans[c] / trans[c].sum()), pos + 1
     at_schema = {"anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC")}
