@@ -101,13 +101,16 @@ def score_data(
     -------
     dict
         ``scores`` (model -> TV distance), ``errors`` (model -> channel -> signed error), ``shares`` (model ->
-        channel -> share), ``seconds`` (``attribute`` wall time, order-2 call separate).
+        channel -> share), ``seconds`` (``attribute`` wall time, order-2 call separate) and, for the automatic
+        form, ``dd_choice`` (DATA_DRIVEN's heaviest candidate and its weight).
     """
     truth = truth_shares(data)
     start = time.perf_counter()
     result = oq.attribute(data.touchpoints, data.conversions, models=HEURISTIC + _data_driven(dd_form))
     seconds = {"attribute": time.perf_counter() - start}
     shares = model_shares(result)
+    fit = result.fitted.get("DATA_DRIVEN")
+    chosen = {"mechanism": fit.mechanism, "weight": fit.mechanism_weight} if hasattr(fit, "mechanism") else None
     if order2:
         start = time.perf_counter()
         second = oq.attribute(data.touchpoints, data.conversions, models=[oq.models.Markov(order=2)])
@@ -123,7 +126,7 @@ def score_data(
         "errors": {m: channel_errors(s, truth) for m, s in shares.items()},
         "shares": shares,
         "seconds": seconds,
-    }
+    } | ({"dd_choice": chosen} if chosen else {})
 
 
 #: The lift tests given to DATA_DRIVEN in the calibrated runs (chosen before any was run): the intent-driven
@@ -384,6 +387,13 @@ def render_worlds(report: dict[str, Any], analysis: str = "") -> str:
     lines.append(
         "| *mean* | | " + " | ".join(f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in overall.values()) + " |"
     )
+    choices = [
+        f"`{name}` {run['dd_choice']['mechanism']} ({run['dd_choice']['weight']:.2f})"
+        for name, run in runs.items()
+        if "dd_choice" in run
+    ]
+    if choices:
+        lines += ["", "DATA_DRIVEN's chosen candidate (its BIC weight): " + "; ".join(choices) + "."]
     covered = [run["coverage"] for run in runs.values() if "coverage" in run]
     if covered:
         cov_models = list(covered[0])

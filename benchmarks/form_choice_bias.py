@@ -1,13 +1,19 @@
 """Is ``form="auto"``'s choice biased? Conversions simulated from the engine's own fitted touch form.
 
 Fits DATA_DRIVEN on a world, takes its best touch-form candidate (hazard with a half-life in days) and
-simulates new conversions from it over the world's own touch streams: one decision per touch, the first
+simulates new conversions from it over touch streams of the world: one decision per touch, the first
 success converts, a minute later. The true form is then ``"touch"``, and a nested form should gain
 about half a χ² with (channels + 1) degrees of freedom over it. The script prints the gain that the
 nested form actually shows and the form the engine chooses (docs/data_driven.md §6.1, "A bias of the
-choice toward the nested form"). With ``--whole`` the journeys themselves are simulated from the touch
-form, its ending included (first channels and transitions as observed, gaps resampled): the check of
-whether the bias comes from how the data's journeys end.
+choice toward the nested form").
+
+The streams are those of the users who never converted in the world (:func:`never_converted`); with
+``--all-streams``, every user's, including streams that went on after a conversion of the world's own
+(there the worlds' users stop at another rate, so the simulated non-converting journeys end by the world's
+conversions: the gain that shows is mostly that). With ``--whole`` the journeys themselves are simulated
+from the touch form, its ending included (first channels and transitions as observed, gaps resampled),
+``--frailty`` and ``--spread`` adding users who end at different rates and channels whose effects fade at
+different speeds.
 
     python -m benchmarks.form_choice_bias --users 30000 --mechanism touch_decay
 """
@@ -49,7 +55,9 @@ def simulate_from(model: JourneyModel, channels: tuple[str, ...], touchpoints: p
     return pl.DataFrame(rows, schema=schema | {"value_micros": pl.Int64}, orient="row")
 
 
-def simulate_whole(model: JourneyModel, table: oq.PathTable, n_users: int, seed: int) -> tuple[pl.DataFrame, ...]:
+def simulate_whole(
+    model: JourneyModel, table: oq.PathTable, n_users: int, seed: int, frailty: float = 0.0, spread: float = 0.0
+) -> tuple[pl.DataFrame, ...]:
     """Touchpoints and conversions of ``n_users`` journeys drawn from ``model`` (touch part and ending):
     first channels and channel transitions as in ``table``, gaps resampled from its touches'."""
     c_n, p = len(table.channels), model.params
@@ -63,21 +71,24 @@ def simulate_whole(model: JourneyModel, table: oq.PathTable, n_users: int, seed:
     trans = np.ones((c_n, c_n))
     np.add.at(trans, (table.codes[np.flatnonzero(later) - 1], table.codes[later]), w[rows[later]])
     gaps = GAP_DAYS[table.gaps[later]]
+    # the channels' own half-lives: the model's times 2^(-spread/2 .. spread/2), in channel order
+    half_lives = model.half_life * np.exp2(spread * (np.arange(c_n) / max(c_n - 1, 1) - 0.5))
     rng = np.random.default_rng(seed)
     start, touches, conversions = datetime(2026, 1, 1, tzinfo=UTC), [], []
     for u in range(n_users):
+        offset = frailty if rng.random() < 0.5 else -frailty  # the user's own ending logit offset
         stock, at, c, pos = np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1
         while True:
             if pos > 1:
                 gap = float(gaps[rng.integers(gaps.shape[0])])
-                stock *= 2.0 ** (-gap / model.half_life)
+                stock *= 2.0 ** (-gap / half_lives)
                 at += timedelta(days=gap)
             stock[c] += 1.0
             touches.append((f"tp_{u}_{pos}", f"u_{u}", at, table.channels[c]))
             if rng.random() < 1.0 / (1.0 + math.exp(-(b + beta @ stock))):
                 conversions.append((f"cv_{u}", f"u_{u}", at + timedelta(minutes=1), 1_000_000))
                 break
-            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c]))):
+            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c] + offset))):
                 break
             c, pos = rng.choice(c_n, p=trans[c] / trans[c].sum()), pos + 1
     at_schema = {"anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC")}
@@ -93,12 +104,39 @@ def best(candidates: list[JourneyModel], form: str) -> JourneyModel:
     return min((c for c in candidates if c.form == form and math.isfinite(c.half_life)), key=lambda c: c.bic)
 
 
+def never_converted(world: worlds.World) -> pl.DataFrame:
+    """The touch streams of the users who never converted in ``world``: streams that end as the world's
+    streams end, not after a conversion of the world's own (after which the worlds' users go on touching, and
+    stop at another rate)."""
+    return world.touchpoints.filter(~pl.col("anon_id").is_in(world.conversions.get_column("anon_id").implode()))
+
+
+def nested_gain(touchpoints: pl.DataFrame, conversions: pl.DataFrame) -> tuple[float, oq.models.FittedModel]:
+    """The nested form's log-likelihood gain over the touch form when DATA_DRIVEN is fitted on the data, and
+    the fit."""
+    again = oq.attribute(touchpoints, conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
+    selection = again.form_selection
+    ll = {f: selection.filter(pl.col("form") == f).get_column("log_likelihood").max() for f in ("touch", "both")}
+    return ll["both"] - ll["touch"], again
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=30_000)
     parser.add_argument("--mechanism", default="touch_decay")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--whole", action="store_true", help="simulate the journeys too, their ending included")
+    parser.add_argument(
+        "--frailty", type=float, default=0.0, help="with --whole: half the users end with logit +F, half with -F"
+    )
+    parser.add_argument(
+        "--all-streams",
+        action="store_true",
+        help="every user's stream, also those that went on after a conversion of the world's own",
+    )
+    parser.add_argument(
+        "--spread", type=float, default=0.0, help="with --whole: channels' half-lives the model's x 2^(±spread/2)"
+    )
     args = parser.parse_args()
     world = worlds.generate(args.mechanism, n_users=args.users, seed=0)
     fitted = oq.attribute(world.touchpoints, world.conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
@@ -107,15 +145,14 @@ def main() -> None:
     touch = best(candidates, "touch")
     print(f"world {args.mechanism}: chosen {fitted.mechanism}; touch form's half-life {touch.half_life:.2f} days")
     if args.whole:
-        touchpoints, conversions = simulate_whole(touch, table, args.users, args.seed)
+        touchpoints, conversions = simulate_whole(touch, table, args.users, args.seed, args.frailty, args.spread)
     else:
-        touchpoints, conversions = world.touchpoints, simulate_from(touch, table.channels, world.touchpoints, args.seed)
-    again = oq.attribute(touchpoints, conversions, models=["DATA_DRIVEN"]).fitted["DATA_DRIVEN"]
-    selection = again.form_selection
-    ll = {f: selection.filter(pl.col("form") == f).get_column("log_likelihood").max() for f in ("touch", "both")}
+        touchpoints = world.touchpoints if args.all_streams else never_converted(world)
+        conversions = simulate_from(touch, table.channels, touchpoints, args.seed)
+    gain, again = nested_gain(touchpoints, conversions)
     print(
         f"simulated from the touch form ({conversions.height:,} conversions): chosen {again.mechanism} "
-        f"(weight {again.mechanism_weight:.3f}); nested form's gain {ll['both'] - ll['touch']:.1f} "
+        f"(weight {again.mechanism_weight:.3f}); nested form's gain {gain:.1f} "
         f"log-likelihood units for {len(table.channels) + 1} more parameters"
     )
 
