@@ -10,7 +10,8 @@ choice toward the nested form").
 The streams are those of the users who never converted in the world (:func:`never_converted`); with
 ``--all-streams``, every user's, including streams that went on after a conversion of the world's own
 (there the worlds' users stop at another rate, so the simulated non-converting journeys end by the world's
-conversions: the gain that shows is mostly that). With ``--whole`` the journeys themselves are simulated
+conversions: the gain that shows is mostly that); ``--model-ending`` also ends each stream by the touch
+form's own ending. With ``--whole`` the journeys themselves are simulated
 from the touch form, its ending included (first channels and transitions as observed, gaps resampled),
 ``--frailty`` and ``--spread`` adding users who end at different rates and channels whose effects fade at
 different speeds.
@@ -53,6 +54,23 @@ def simulate_from(model: JourneyModel, channels: tuple[str, ...], touchpoints: p
                 break
     schema = {"conversion_id": pl.String, "anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC")}
     return pl.DataFrame(rows, schema=schema | {"value_micros": pl.Int64}, orient="row")
+
+
+def end_by_model(model: JourneyModel, channels: tuple[str, ...], touchpoints: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Each user's stream also ended by ``model``'s ending (after each touch, with its probability by position
+    and channel): the touchpoints kept."""
+    c_n, code = len(channels), {c: i for i, c in enumerate(channels)}
+    ends = model.params[2 + 2 * c_n :]
+    rng = np.random.default_rng(seed)
+    kept = []
+    for _, touches in touchpoints.sort("occurred_at").group_by("anon_id", maintain_order=True):
+        for pos, (tid, channel) in enumerate(
+            touches.select("touchpoint_id", pl.col("channel").cast(pl.String)).iter_rows(), start=1
+        ):
+            kept.append(tid)
+            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + code[channel]]))):
+                break
+    return touchpoints.filter(pl.col("touchpoint_id").is_in(pl.Series(kept).implode()))
 
 
 def simulate_whole(
@@ -135,6 +153,9 @@ def main() -> None:
         help="every user's stream, also those that went on after a conversion of the world's own",
     )
     parser.add_argument(
+        "--model-ending", action="store_true", help="the streams also ended by the touch form's own ending"
+    )
+    parser.add_argument(
         "--spread", type=float, default=0.0, help="with --whole: channels' half-lives the model's x 2^(±spread/2)"
     )
     args = parser.parse_args()
@@ -148,6 +169,8 @@ def main() -> None:
         touchpoints, conversions = simulate_whole(touch, table, args.users, args.seed, args.frailty, args.spread)
     else:
         touchpoints = world.touchpoints if args.all_streams else never_converted(world)
+        if args.model_ending:
+            touchpoints = end_by_model(touch, table.channels, touchpoints, args.seed + 1000)
         conversions = simulate_from(touch, table.channels, touchpoints, args.seed)
     gain, again = nested_gain(touchpoints, conversions)
     print(
