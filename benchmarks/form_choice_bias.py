@@ -56,20 +56,27 @@ def simulate_from(model: JourneyModel, channels: tuple[str, ...], touchpoints: p
     return pl.DataFrame(rows, schema=schema | {"value_micros": pl.Int64}, orient="row")
 
 
+def _ending(ends: np.ndarray, c_n: int, pos: int, c: int, prev: int) -> float:
+    """The touch form's ending logit after a touch of ``c`` at ``pos``, ``prev`` the channel before (-1: none)."""
+    return float(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c] + (ends[jm.N_BUCKETS + c_n + prev] if prev >= 0 else 0))
+
+
 def end_by_model(model: JourneyModel, channels: tuple[str, ...], touchpoints: pl.DataFrame, seed: int) -> pl.DataFrame:
     """Each user's stream also ended by ``model``'s ending (after each touch, with its probability by position
-    and channel): the touchpoints kept."""
+    and the last two channels): the touchpoints kept."""
     c_n, code = len(channels), {c: i for i, c in enumerate(channels)}
     ends = model.params[2 + 2 * c_n :]
     rng = np.random.default_rng(seed)
     kept = []
     for _, touches in touchpoints.sort("occurred_at").group_by("anon_id", maintain_order=True):
+        prev = -1
         for pos, (tid, channel) in enumerate(
             touches.select("touchpoint_id", pl.col("channel").cast(pl.String)).iter_rows(), start=1
         ):
             kept.append(tid)
-            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + code[channel]]))):
+            if rng.random() < 1.0 / (1.0 + math.exp(-_ending(ends, c_n, pos, code[channel], prev))):
                 break
+            prev = code[channel]
     return touchpoints.filter(pl.col("touchpoint_id").is_in(pl.Series(kept).implode()))
 
 
@@ -95,7 +102,7 @@ def simulate_whole(
     start, touches, conversions = datetime(2026, 1, 1, tzinfo=UTC), [], []
     for u in range(n_users):
         offset = frailty if rng.random() < 0.5 else -frailty  # the user's own ending logit offset
-        stock, at, c, pos = np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1
+        stock, at, c, pos, prev = np.zeros(c_n), start, rng.choice(c_n, p=first / first.sum()), 1, -1
         while True:
             if pos > 1:
                 gap = float(gaps[rng.integers(gaps.shape[0])])
@@ -106,9 +113,9 @@ def simulate_whole(
             if rng.random() < 1.0 / (1.0 + math.exp(-(b + beta @ stock))):
                 conversions.append((f"cv_{u}", f"u_{u}", at + timedelta(minutes=1), 1_000_000))
                 break
-            if rng.random() < 1.0 / (1.0 + math.exp(-(ends[jm.bucket(pos)] + ends[jm.N_BUCKETS + c] + offset))):
+            if rng.random() < 1.0 / (1.0 + math.exp(-(_ending(ends, c_n, pos, c, prev) + offset))):
                 break
-            c, pos = rng.choice(c_n, p=trans[c] / trans[c].sum()), pos + 1
+            prev, c, pos = c, rng.choice(c_n, p=trans[c] / trans[c].sum()), pos + 1
     at_schema = {"anon_id": pl.String, "occurred_at": pl.Datetime("us", "UTC")}
     return (
         pl.DataFrame(touches, schema={"touchpoint_id": pl.String} | at_schema | {"channel": pl.String}, orient="row"),

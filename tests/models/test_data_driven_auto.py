@@ -199,7 +199,7 @@ SMALL = pl.DataFrame(
 
 def _random_params(form: str, n_codes: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    x = rng.normal(0, 0.7, 2 + 3 * n_codes + jm.N_BUCKETS)
+    x = rng.normal(0, 0.7, 2 + 4 * n_codes + jm.N_BUCKETS)
     x[0] -= 2.0
     x[1 + n_codes] -= 1.0
     return x
@@ -216,7 +216,8 @@ def _as_reference(params: np.ndarray, form: str, rho: float, channels: tuple[str
         "b_p": params[1 + c],
         "beta_p": dict(zip(channels, params[2 + c : 2 + 2 * c], strict=True)),
         "g": list(params[2 + 2 * c : 2 + 2 * c + jm.N_BUCKETS]),
-        "gamma": dict(zip(channels, params[2 + 2 * c + jm.N_BUCKETS :], strict=True)),
+        "gamma": dict(zip(channels, params[2 + 2 * c + jm.N_BUCKETS : 2 + 3 * c + jm.N_BUCKETS], strict=True)),
+        "gamma_prev": dict(zip(channels, params[2 + 3 * c + jm.N_BUCKETS :], strict=True)),
     }
 
 

@@ -153,7 +153,7 @@ def test_the_exposure_factor_is_the_axis_intent_drives(world) -> None:
 
 def test_one_factor_effect_from_the_posterior() -> None:
     n_codes = 3
-    n_par = 2 + 3 * n_codes + jm.N_BUCKETS
+    n_par = 2 + 4 * n_codes + jm.N_BUCKETS
     loading, scale = np.array([0.6, 0.8, 0.0]), np.array([2.0, 1.0, 0.5])
     bias, noise = np.array([1.2]), np.array([0.1])  # channel 0's test: a bias of 1.2 standardised log-odds
     held, own = intent_posterior(bias, noise, [0], (loading, scale), [1, 2 + n_codes], n_par)

@@ -872,11 +872,12 @@ def ending_bucket(position: int) -> int:
 def journey_model_parts(
     path: Path, model: dict, keep: frozenset[str] | None = None, days: Sequence[float] | None = None
 ) -> tuple[list[float], list[float], float]:
-    """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j])``, and the
+    """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j] + γ'[c_{j-1}])`` (``γ'`` from the second touch), and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
     ``rho``, ``sat`` (default 1), ``half_life`` (days, default none) with ``days`` (the touches' times: a timed
     path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
-    (dict: the ending logit of the channel just seen), optional ``held_h``, ``held_p`` (dicts: effects that every
+    (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
+    back), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
@@ -886,7 +887,10 @@ def journey_model_parts(
         x = journey_stock(path, j, model["rho"], model.get("sat", 1.0), days, model.get("half_life", math.inf))
         z = model["b_h"] + sum(_effect(model, "h", c, keep) * v for c, v in x.items())
         h.append(sigmoid(z) if use_h else 0.0)
-        e.append(sigmoid(model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)))
+        ending = model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)
+        if j >= 2:
+            ending += model.get("gamma_prev", {}).get(path[j - 2], 0.0)
+        e.append(sigmoid(ending))
     x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0), days, model.get("half_life", math.inf))
     w = model["b_p"] + sum(_effect(model, "p", c, keep) * v for c, v in x.items())
     return h, e, sigmoid(w) if use_p else 0.0

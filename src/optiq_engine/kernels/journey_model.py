@@ -6,8 +6,8 @@ touches of ``c``; ``δ_l`` the decay of ``c``'s stock at touch ``l``, from the `
 times ``2^(-gap_l / half-life_c)`` on timed paths; δ = s = 1: touch counts), the journey
 
 - converts *at the touch* with the hazard ``h_j = σ(b_h + β_h · x_j)`` (when the touch part is on);
-- otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j])`` (the exposure process: the position and the
-  channel just seen), and a journey
+- otherwise ends after it with ``E_j = σ(g[bucket(j)] + γ[c_j] + γ'[c_{j-1}])`` (the exposure process: the
+  position and the last two channels seen, ``γ'`` from the second touch on), and a journey
   that ends decides once, converting with ``q = σ(b_p + β_p · x_m)`` (when the end part is on);
 - otherwise continues to touch ``j + 1``.
 
@@ -15,7 +15,7 @@ A converting path contributes ``log(h_m + (1 - h_m) E_m q)`` at its last touch, 
 ``log((1 - h_m) E_m (1 - q))``, every earlier touch ``log((1 - h_j)(1 - E_j))``. Touch part only: the
 discrete-time hazard model; end part only: the journey-end logistic model; both: the nested model.
 
-Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B), γ (C)]`` whatever the form; the form's flags say
+Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B), γ (C), γ' (C)]`` whatever the form; the form's flags say
 which blocks are used (the others are ignored and get zero gradient).
 """
 
@@ -61,14 +61,31 @@ def bucket(position):
 
 
 @jit
+def n_codes_of(n_params):
+    """Channels of a parameter vector ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS), γ (C), γ' (C)]``."""
+    return (n_params - 2 - N_BUCKETS) // 4
+
+
+@jit
+def _ending_logit(params, gg, n_codes, position, c, prev):
+    """``u = g[bucket(position)] + γ[c] + γ'[prev]``: the logit of ending after a touch of ``c`` at
+    ``position``, ``prev`` the channel of the touch before (-1: none, no ``γ'`` term); ``gg``: the first ending
+    parameter."""
+    u = params[gg + bucket(position)] + params[gg + N_BUCKETS + c]
+    if prev >= 0:
+        u += params[gg + N_BUCKETS + n_codes + prev]
+    return u
+
+
+@jit
 def _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad):
-    """Negative log-likelihood of path rows ``lo:hi``; adds their gradient into ``grad``."""
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
-    ph = 1  # first beta_h
+    """Negative log-likelihood of path rows ``lo:hi`` (:func:`_step_loss` per step); adds their gradient into
+    ``grad``."""
+    n_codes = n_codes_of(params.shape[0])
     bp = 1 + n_codes
-    pp = 2 + n_codes
     gg = 2 + 2 * n_codes
     local, chan, stock, inc = _stock_buffers(n_codes)
+    d3 = np.zeros(3, dtype=np.float64)
     loss = 0.0
     for p in range(lo, hi):
         a, e = offsets[p], offsets[p + 1]
@@ -79,72 +96,37 @@ def _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 
         for j in range(a, e):
             c = codes[j]
             d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
-            dz = 0.0
-            h = 0.0
-            z = 0.0
+            prev = codes[j - 1] if j > a else -1
+            last = j == e - 1
+            z = params[0] + _effects_of(params, 1, chan, stock, d) if use_h else 0.0
+            w = params[bp] + _effects_of(params, bp + 1, chan, stock, d) if (use_p and last) else 0.0
+            u = _ending_logit(params, gg, n_codes, j - a + 1, c, prev)
+            h = _sigmoid(z) if use_h else 0.0
+            qq = _sigmoid(w) if (use_p and last) else 0.0
+            loss += _step_loss(d3, h, _sigmoid(u), qq, z, u, w, last, n, conversions[p], nulls[p], use_h, use_p)
+            grad[gg + bucket(j - a + 1)] += d3[1]
+            grad[gg + N_BUCKETS + c] += d3[1]
+            if prev >= 0:
+                grad[gg + N_BUCKETS + n_codes + prev] += d3[1]
             if use_h:
-                z = params[0]
-                for q in range(d):
-                    z += params[ph + chan[q]] * stock[q]
-                h = _sigmoid(z)
-            u = params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c]
-            big_e = _sigmoid(u)
-            if j < e - 1:
-                loss += n * _log1pexp(u)
-                du = n * big_e
-                if use_h:
-                    loss += n * _log1pexp(z)
-                    dz = n * h
-            else:
-                dw = 0.0
-                w = 0.0
-                qq = 0.0
-                if use_p:
-                    w = params[bp]
-                    for q in range(d):
-                        w += params[pp + chan[q]] * stock[q]
-                    qq = _sigmoid(w)
-                # non-converting: -log((1 - h) E (1 - q))
-                b0 = nulls[p]
-                loss += b0 * _log1pexp(-u)
-                du = -b0 * (1.0 - big_e)
-                if use_h:
-                    loss += b0 * _log1pexp(z)
-                    dz = b0 * h
-                if use_p:
-                    loss += b0 * _log1pexp(w)
-                    dw = b0 * qq
-                # converting: -log(h + (1 - h) E q)
-                a0 = conversions[p]
-                if a0 > 0.0:
-                    if use_h and not use_p:
-                        loss += a0 * _log1pexp(-z)
-                        dz -= a0 * (1.0 - h)
-                    elif use_p and not use_h:
-                        loss += a0 * (_log1pexp(-u) + _log1pexp(-w))
-                        du -= a0 * (1.0 - big_e)
-                        dw -= a0 * (1.0 - qq)
-                    else:
-                        s = 1.0 - h
-                        big_a = h + s * big_e * qq
-                        loss -= a0 * math.log(max(big_a, 1e-300))
-                        inv = a0 / max(big_a, 1e-300)
-                        dz -= inv * h * s * (1.0 - big_e * qq)
-                        du -= inv * s * qq * big_e * (1.0 - big_e)
-                        dw -= inv * s * big_e * qq * (1.0 - qq)
-                if use_p:
-                    grad[bp] += dw
-                    for q in range(d):
-                        grad[pp + chan[q]] += dw * stock[q]
-            grad[gg + bucket(j - a + 1)] += du
-            grad[gg + N_BUCKETS + c] += du
-            if use_h:
-                grad[0] += dz
-                for q in range(d):
-                    grad[ph + chan[q]] += dz * stock[q]
+                grad[0] += d3[0]
+            if use_p and last:
+                grad[bp] += d3[2]
+            for q in range(d):
+                grad[1 + chan[q]] += d3[0] * stock[q]
+                grad[bp + 1 + chan[q]] += d3[2] * stock[q]
         for q in range(d):
             local[chan[q]] = -1
     return loss
+
+
+@jit
+def _effects_of(params, base, chan, stock, d):
+    """``Σ_q params[base + chan_q] stock_q``."""
+    z = 0.0
+    for q in range(d):
+        z += params[base + chan[q]] * stock[q]
+    return z
 
 
 @jit
@@ -158,7 +140,7 @@ def nested_terms(params, offsets, codes, conversions, nulls, decay, sat, use_h, 
 
 @jit
 def _penalise(params, loss, grad, use_h, use_p, l2):
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(params.shape[0])
     for c in range(n_codes):
         if use_h:
             loss += 0.5 * l2 * params[1 + c] ** 2
@@ -166,9 +148,9 @@ def _penalise(params, loss, grad, use_h, use_p, l2):
         if use_p:
             loss += 0.5 * l2 * params[2 + n_codes + c] ** 2
             grad[2 + n_codes + c] += l2 * params[2 + n_codes + c]
-        k = 2 + 2 * n_codes + N_BUCKETS + c
-        loss += 0.5 * l2 * params[k] ** 2
-        grad[k] += l2 * params[k]
+        for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
+            loss += 0.5 * l2 * params[k] ** 2
+            grad[k] += l2 * params[k]
     return loss, grad
 
 
@@ -178,8 +160,8 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, decay, sat
 
     Parameters
     ----------
-    params : float64[3C + 2 + N_BUCKETS]
-        ``[b_h, β_h, b_p, β_p, g, γ]``.
+    params : float64[4C + 2 + N_BUCKETS]
+        ``[b_h, β_h, b_p, β_p, g, γ, γ']``.
     offsets, codes : int64[P + 1], int32[T]
         The path table's paths (CSR).
     conversions, nulls : float64[P]
@@ -194,7 +176,7 @@ def nested_terms_parallel(params, offsets, codes, conversions, nulls, decay, sat
     use_h, use_p : bool
         Whether the touch (hazard) and end (decision) parts are in the model.
     l2 : float
-        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|²)`` (intercepts and ``g`` are not penalised).
+        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|² + |γ'|²)`` (intercepts and ``g`` are not penalised).
     """
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
@@ -287,7 +269,7 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
     else ``n_perm`` random orderings keyed by ``(seed, path hash)``. Returns ``phi`` and the number of
     sampled paths.
     """
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(params.shape[0])
     p_rows = offsets.shape[0] - 1
     d_of = np.zeros(p_rows + 1, dtype=np.int64)
     seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
@@ -363,7 +345,7 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
 def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code):
     """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none), the ``held``
     effects kept."""
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(params.shape[0])
     p_rows = offsets.shape[0] - 1
     out = np.zeros(p_rows, dtype=np.float64)
     m_max = 1
@@ -400,7 +382,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
     calibrated fit, docs/data_driven.md §6.1); zeros for none.
     """
     n_par = params.shape[0]
-    n_codes = (n_par - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(n_par)
     grad = np.zeros(n_par, dtype=np.float64)
     grad_held = np.zeros(n_par, dtype=np.float64)
     total = 0.0
@@ -520,7 +502,7 @@ def _scatter(hess, m3, idx, val, cnt):
 
 
 @jit
-def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, use_h, use_p, last):
+def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, prev, use_h, use_p, last):
     """Where the step's three linear predictors enter the parameters: ``idx[r, :cnt[r]]`` and their
     coefficients ``val[r, :cnt[r]]`` for ``z`` (touch part), ``u`` (ending) and ``w`` (end decision, at the
     last touch only); ``gg``: the first ending parameter."""
@@ -539,7 +521,9 @@ def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, us
     val[1, 0] = 1.0
     idx[1, 1] = gg + N_BUCKETS + c
     val[1, 1] = 1.0
-    cnt[1] = 2
+    idx[1, 2] = gg + N_BUCKETS + n_codes + max(prev, 0)
+    val[1, 2] = 1.0
+    cnt[1] = 3 if prev >= 0 else 2
 
 
 @jit
@@ -632,11 +616,11 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
     decision); the step's derivatives in (z, u, w) are scattered through their gradients.
     """
-    n_codes = (params.shape[0] - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(params.shape[0])
     gg = 2 + 2 * n_codes
     local, chan, stock, inc = _stock_buffers(n_codes)
-    idx = np.zeros((3, max(n_codes, 1) + 1), dtype=np.int64)
-    val = np.zeros((3, max(n_codes, 1) + 1), dtype=np.float64)
+    idx = np.zeros((3, max(n_codes, 1) + 2), dtype=np.int64)
+    val = np.zeros((3, max(n_codes, 1) + 2), dtype=np.float64)
     cnt = np.zeros(3, dtype=np.int64)
     m3 = np.zeros((3, 3), dtype=np.float64)
     d3 = np.zeros(3, dtype=np.float64)
@@ -650,6 +634,7 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
         for j in range(a, e):
             c = codes[j]
             d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
+            prev = codes[j - 1] if j > a else -1
             last = j == e - 1
             # predictors and where they enter
             z = params[0]
@@ -658,10 +643,10 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
                 z += params[1 + chan[q]] * stock[q]
                 w += params[2 + n_codes + chan[q]] * stock[q]
             h = _sigmoid(z) if use_h else 0.0
-            u = params[gg + bucket(j - a + 1)] + params[gg + N_BUCKETS + c]
+            u = _ending_logit(params, gg, n_codes, j - a + 1, c, prev)
             big_e = _sigmoid(u)
             qq = _sigmoid(w) if (use_p and last) else 0.0
-            _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, j - a + 1, c, use_h, use_p, last)
+            _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, j - a + 1, c, prev, use_h, use_p, last)
             loss += _step_loss(d3, h, big_e, qq, z, u, w, last, n, conversions[p], nulls[p], use_h, use_p)
             for r in range(3):
                 for b in range(cnt[r]):
@@ -689,14 +674,14 @@ def nested_hessian(params, offsets, codes, conversions, nulls, decay, sat, use_h
 
 @jit
 def _penalise_hessian(hess, use_h, use_p, l2):
-    n_codes = (hess.shape[0] - 2 - N_BUCKETS) // 3
+    n_codes = n_codes_of(hess.shape[0])
     for c in range(n_codes):
         if use_h:
             hess[1 + c, 1 + c] += l2
         if use_p:
             hess[2 + n_codes + c, 2 + n_codes + c] += l2
-        k = 2 + 2 * n_codes + N_BUCKETS + c
-        hess[k, k] += l2
+        for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
+            hess[k, k] += l2
     return hess
 
 

@@ -76,7 +76,7 @@ class JourneyModel:
     Attributes
     ----------
     params
-        ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS), γ (C)]`` (kernels/journey_model.py).
+        ``[b_h, β_h (C), b_p, β_p (C), g (N_BUCKETS), γ (C), γ' (C)]`` (kernels/journey_model.py).
     form
         ``"touch"`` (hazard part only), ``"journey"`` (end decision only) or ``"both"``.
     rho
@@ -158,7 +158,7 @@ class JourneyModel:
 
     @property
     def n_codes(self) -> int:
-        return (self.params.shape[0] - 2 - jm.N_BUCKETS) // 3
+        return int(jm.n_codes_of(self.params.shape[0]))
 
     @property
     def intercept(self) -> float:
@@ -266,8 +266,8 @@ class JourneyModel:
         -------
         polars.DataFrame
             The touch and journey parts the form uses, the intent term of a calibrated fit (per channel, the part
-            of its observed effect that is intent, on the first part's scale), then the ending terms (by position
-            and by last channel).
+            of its observed effect that is intent, on the first part's scale), then the ending terms (by position,
+            by last channel and by the channel before it).
         """
         c = len(channels)
         rows: list[tuple[str, str, float]] = []
@@ -282,8 +282,11 @@ class JourneyModel:
             rows += [("intent", ch, float(self.held[base + i])) for i, ch in enumerate(channels)]
         labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
         rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
+        ending = 2 + 2 * c + jm.N_BUCKETS
+        rows += [("ending", f"after {ch}", float(self.params[ending + i])) for i, ch in enumerate(channels)]
         rows += [
-            ("ending", f"after {ch}", float(self.params[2 + 2 * c + jm.N_BUCKETS + i])) for i, ch in enumerate(channels)
+            ("ending", f"after {ch}, one touch back", float(self.params[ending + c + i]))
+            for i, ch in enumerate(channels)
         ]
         part, term, coef = zip(*rows, strict=True)
         return pl.DataFrame({"part": list(part), "term": list(term), "coef": list(coef)})
@@ -418,7 +421,7 @@ def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]
     index = {c: i for i, c in enumerate(fitted)}
     c_old, c_new = len(fitted), len(channels)
     b = jm.N_BUCKETS
-    out = np.zeros(2 + 3 * c_new + b)
+    out = np.zeros(2 + 4 * c_new + b)
     out[0] = v[0]
     out[1 + c_new] = v[1 + c_old]
     out[2 + 2 * c_new : 2 + 2 * c_new + b] = v[2 + 2 * c_old : 2 + 2 * c_old + b]
@@ -427,6 +430,7 @@ def _reindexed(v: np.ndarray, channels: tuple[str, ...], fitted: tuple[str, ...]
             out[1 + i] = v[1 + index[c]]
             out[2 + c_new + i] = v[2 + c_old + index[c]]
             out[2 + 2 * c_new + b + i] = v[2 + 2 * c_old + b + index[c]]
+            out[2 + 3 * c_new + b + i] = v[2 + 3 * c_old + b + index[c]]
     return out
 
 
@@ -442,7 +446,7 @@ class _Target:
 
 def _active(form: str, n_codes: int) -> np.ndarray:
     """Indices of the parameters that ``form`` uses."""
-    idx = list(range(2 + 2 * n_codes, 2 + 3 * n_codes + jm.N_BUCKETS))
+    idx = list(range(2 + 2 * n_codes, 2 + 4 * n_codes + jm.N_BUCKETS))  # the ending, in every form
     if form in ("touch", "both"):
         idx += list(range(0, 1 + n_codes))
     if form in ("journey", "both"):
@@ -461,7 +465,7 @@ def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarra
     conv, null = counts
     n = conv + null
     lengths = np.diff(table.offsets)
-    x = np.zeros(2 + 3 * n_codes + jm.N_BUCKETS)
+    x = np.zeros(2 + 4 * n_codes + jm.N_BUCKETS)
     touches = float(np.dot(lengths, n))
     rate_t = min(max(conv.sum() / max(touches, 1.0), 1e-6), 1 - 1e-6)
     rate_j = min(max(conv.sum() / max(n.sum(), 1.0), 1e-6), 1 - 1e-6)
