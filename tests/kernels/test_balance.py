@@ -136,10 +136,12 @@ def test_feasible_targets_are_met_like_the_reference(case) -> None:
     scale, effective, iterations, residual = _run(rows, weights, target)
     ref = balance_reference(rows, weights, target, tol=TOL, max_iter=MAX_ITER)
     np.testing.assert_allclose(effective, ref["effective"], rtol=1e-12, atol=1e-300)
-    # met within the tolerance, or (a slowly converging matrix: entries 1e5 apart) close at the cap; the
-    # kernel equals the reference above, and random search found a matrix at 1.0018e-6 after 1000 steps
-    assert residual <= TOL or (iterations == MAX_ITER and residual <= 2e-6), (iterations, residual)
-    close = 1e-9 if residual <= TOL else 2e-6
+    # met within the tolerance, or at the cap (a slowly converging matrix, entries 1e5 apart: random search
+    # found residuals of 1.0018e-6 and 2.0019e-6 after 1000 steps; no bound holds for every matrix), the
+    # residual reported as the reference computes it
+    assert residual <= TOL or iterations == MAX_ITER, (iterations, residual)
+    assert residual == pytest.approx(ref["residual"], rel=1e-6, abs=1e-14)
+    close = 1e-9 if residual <= TOL else max(2e-6, 4 * residual)
     totals = _totals(
         [r for r, f in zip(rows, ref["free"], strict=True) if f],
         [w for w, f in zip(weights, ref["free"], strict=True) if f],

@@ -178,6 +178,28 @@ def test_one_factor_effect_from_the_posterior() -> None:
     assert np.abs(vague).max() < 1e-9 and abs(own[0]) < 1e-9  # a test without information moves nothing
 
 
+def test_a_replicate_draws_the_factor_effect_from_its_posterior() -> None:
+    """With ``rng`` (a bootstrap replicate) ``λ`` is a posterior draw: the spike (0) with its posterior
+    probability, else the slab's normal posterior; the draws average to the posterior mean."""
+    n_codes = 3
+    n_par = 2 + 4 * n_codes + jm.N_BUCKETS
+    loading, scale = np.array([0.6, 0.8, 0.0]), np.array([2.0, 1.0, 0.5])
+    args = (np.array([0.3]), np.array([0.1]), [0], (loading, scale), [1], n_par)
+    mean_held, _ = intent_posterior(*args)
+    rng = np.random.default_rng(5)
+    lam = np.array([intent_posterior(*args, rng)[0][1] * scale[0] / loading[0] for _ in range(20_000)])
+    var = CHANNEL_VARIANCE + 0.1**2
+    precision = 0.36 / var + 1.0 / FACTOR_SD**2
+    slab = scipy.stats.norm.logpdf(0.3, 0.0, np.sqrt(var + FACTOR_SD**2 * 0.36))
+    p_slab = 1.0 / (1.0 + np.exp(scipy.stats.norm.logpdf(0.3, 0.0, np.sqrt(var)) - slab))
+    assert 0.2 < p_slab < 0.8  # both parts drawn
+    assert np.mean(lam == 0.0) == pytest.approx(1.0 - p_slab, abs=0.015)
+    drawn = lam[lam != 0.0]
+    assert drawn.mean() == pytest.approx(0.6 * 0.3 / var / precision, abs=0.01)
+    assert drawn.std() == pytest.approx(1.0 / np.sqrt(precision), rel=0.03)
+    assert lam.mean() * loading[0] / scale[0] == pytest.approx(mean_held[1], abs=0.01)
+
+
 def test_a_test_weighs_by_its_error(world) -> None:
     frame, _, holdout = world
     table = table_of(frame)

@@ -1,5 +1,6 @@
 """The intervals of ``form="auto"``: Poisson-bootstrap replicates that redo the whole choice of form (by
-refitting, or by one Newton step on large tables), each experiment's result drawn within its error."""
+refitting, or by one Newton step on large tables), each experiment's result drawn within its error and the
+intent term's factor effect from its posterior."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def _bootstrap_auto(
         for wi, c in zip(w, refit, strict=True):
             if wi <= _MIN_WEIGHT:
                 continue
-            if rtargets:
-                c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts)
+            if rtargets:  # the intent term's factor effect drawn from its posterior too (one draw per replicate)
+                rng = np.random.default_rng([model.seed, r, 1])
+                c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts, rng=rng)
             cphi, _ = c.path_shapley(rows, samples=model.samples, seed=model.seed)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi

@@ -73,6 +73,7 @@ def intent_posterior(
     factor: tuple[np.ndarray, np.ndarray],
     parts: list[int],
     n_params: int,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The intent term's effects (the model's ``held``) and the tested channels' own biases, from their tests.
 
@@ -82,7 +83,8 @@ def intent_posterior(
     (:data:`CHANNEL_VARIANCE`) and the test's error ``η_e ~ N(0, σ_e²)`` (``σ_e = noise_e``). The prior on ``λ`` is a
     spike and slab: ``λ = 0`` (no shared confounder) or ``λ ~ N(0, τ²)`` (:data:`FACTOR_SD`), probability 1/2 each
     (:data:`PRIOR_CONFOUNDED`). ``λ̂`` is its posterior mean (the slab's posterior mean times the slab's posterior
-    probability): every channel's effect holds ``λ̂ · loading_c / scale_c`` of intent, in every part. A tested
+    probability; with ``rng``, a draw from its posterior instead, for a bootstrap replicate): every channel's
+    effect holds ``λ̂ · loading_c / scale_c`` of intent, in every part. A tested
     channel's own bias is ``λ̂ loading_e + τ² / (τ² + σ_e²) (Δ̂_e - λ̂ loading_e)`` (its own part given the
     factor's prior scale ``τ``, not ``ω``: a test is met within its error, and only a test whose error is
     of the order of ``τ``, a log-odds per standard deviation of exposure, moves its channel less).
@@ -99,6 +101,9 @@ def intent_posterior(
         The parameter index of the first channel effect of each part in the model.
     n_params
         The length of the parameter vector.
+    rng
+        When given, ``λ`` is drawn from its posterior (the spike with its posterior probability, else the slab's
+        normal posterior) instead of taken at its mean: the intent term's own uncertainty in an interval.
 
     Returns
     -------
@@ -115,7 +120,10 @@ def intent_posterior(
     # Bayes factor of the slab against the spike: N(Δ; 0, D + τ² v vᵀ) / N(Δ; 0, D), D = diag(var)
     log_bf = 0.5 * mean**2 * precision - 0.5 * np.log(FACTOR_SD**2 * precision)
     odds = PRIOR_CONFOUNDED / (1.0 - PRIOR_CONFOUNDED) * np.exp(min(log_bf, 700.0))
-    lam = odds / (1.0 + odds) * mean
+    p_slab = odds / (1.0 + odds)
+    lam = p_slab * mean  # the posterior mean
+    if rng is not None:  # a draw: the spike, or the slab's normal posterior
+        lam = rng.normal(mean, 1.0 / np.sqrt(precision)) if rng.random() < p_slab else 0.0
     per_unit = np.divide(loading, scale, out=np.zeros_like(loading), where=scale > 0)
     held = np.zeros(n_params)
     for base in parts:

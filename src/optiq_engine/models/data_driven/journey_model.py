@@ -298,6 +298,7 @@ class JourneyModel:
         *,
         l2: float,
         counts: tuple[np.ndarray, np.ndarray] | None = None,
+        rng: np.random.Generator | None = None,
     ) -> JourneyModel:
         """The model calibrated by experiments (docs/data_driven.md §6.1, "Calibration by experiments"): a probe
         fit meets every test exactly (:func:`_probe_fit`), which gives each tested channel's bias; the biases'
@@ -316,6 +317,9 @@ class JourneyModel:
             L2 penalty on the channel coefficients.
         counts
             Converting and non-converting journeys per row; default: the table's.
+        rng
+            When given, the intent term's factor effect is drawn from its posterior (a bootstrap replicate,
+            :func:`.intent.intent_posterior`); default: its posterior mean.
 
         Returns
         -------
@@ -337,7 +341,7 @@ class JourneyModel:
         probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale)
         bias, noise = _test_biases(self, probe, table, targets, codes, scale)
         noise[factor[1][codes] <= 0] = np.inf  # no exposure variation: the factor cannot be read there
-        held, own = intent_posterior(bias, noise, codes, factor, parts, self.params.shape[0])
+        held, own = intent_posterior(bias, noise, codes, factor, parts, self.params.shape[0], rng)
         # each test met as far as its own posterior bias goes (all the way unless its error is of order τ)
         kept = np.clip(np.divide(own, bias, out=np.ones_like(bias), where=bias != 0), 0.0, 1.0)
         moved = [
