@@ -171,6 +171,20 @@ def test_model_names_and_objects() -> None:
     assert oq.models.PositionBased.inverse_j().first == 0.6 and oq.models.PositionBased.u_shaped().last == 0.4
 
 
+def test_a_run_option_a_model_object_does_not_take_is_refused() -> None:
+    """Model objects are used as given: an option of the run that one of them would take by name but does not
+    have (here no intervals) is refused in one line, not dropped; equal values and defaults pass."""
+    with pytest.raises(
+        oq.ConfigError, match=r"bootstrap=5 does not reach the model object MARKOV.*Markov\(bootstrap=5\)"
+    ):
+        oq.attribute(tps(), cvs(), models=[oq.models.Markov()], bootstrap=5)
+    with pytest.raises(oq.ConfigError, match="markov_order=2 does not reach"):
+        oq.attribute(tps(), cvs(), models=["LINEAR", oq.models.Markov()], markov_order=2)
+    fit = oq.attribute(tps(), cvs(), models=[oq.models.Markov(bootstrap=5)], bootstrap=5).fitted["MARKOV"]
+    assert "ci_low" in fit.channel_credit.columns
+    assert oq.attribute(tps(), cvs(), models=[oq.models.Markov(order=2)]).fitted["MARKOV"].model.order == 2
+
+
 def test_every_model_has_a_value_in_the_database_enum() -> None:
     from optiq_engine.io.schema import ATTRIBUTION_MODELS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ModelError, did_you_mean
+from ..errors import ConfigError, ModelError, did_you_mean
 
 if TYPE_CHECKING:
     from ..config import AttributionConfig
@@ -130,6 +130,7 @@ def resolve_models(
     out: list[AttributionModel] = []
     for m in models:  # type: ignore[attr-defined]
         if isinstance(m, AttributionModel):
+            _refuse_unreached_options(m, config)
             out.append(m)
         elif isinstance(m, type) and issubclass(m, AttributionModel):
             out.append(m.from_config(config))
@@ -142,3 +143,18 @@ def resolve_models(
     if not out:
         raise ModelError(f"no model given; valid choices: {', '.join(available_models())}")
     return tuple(out)
+
+
+def _refuse_unreached_options(model: AttributionModel, config: AttributionConfig) -> None:
+    """A run option that a model given by name takes from ``config`` (its ``config_fields``), set to other than
+    its default, while the model object given has another value: a :class:`ConfigError`. Objects are used as
+    given, so ``attribute(models=[DataDriven()], bootstrap=50)`` would otherwise run without intervals, silently.
+    """
+    defaults = type(config)()
+    for name, source in getattr(type(model), "config_fields", {}).items():
+        given, own = getattr(config, source), getattr(model, name)
+        if given != getattr(defaults, source) and own != given:
+            raise ConfigError(
+                f"{source}={given!r} does not reach the model object {model.name} (its {name} is {own!r}): "
+                f"set it on the object, e.g. {type(model).__name__}({name}={given!r}), or give the model by name"
+            )
