@@ -285,7 +285,7 @@ class JourneyModel:
         ending = 2 + 2 * c + jm.N_BUCKETS
         rows += [("ending", f"after {ch}", float(self.params[ending + i])) for i, ch in enumerate(channels)]
         rows += [
-            ("ending", f"after {ch}, one touch back", float(self.params[ending + c + i]))
+            ("ending", f"after {ch} and one more touch", float(self.params[ending + c + i]))
             for i, ch in enumerate(channels)
         ]
         part, term, coef = zip(*rows, strict=True)
