@@ -489,9 +489,10 @@ def _effect_grads(grad, grad_held, g, base, chan, stock, d, drop):
 
 @jit
 def _scatter(hess, m3, idx, val, cnt):
-    """``hess += Σ_{r,s} m3[r, s] v_r v_s^T`` for the three linear predictors (z, u, w) of one step."""
+    """``hess += Σ_{r ≤ s} m3[r, s] v_r v_s^T`` for the three linear predictors (z, u, w) of one step: each
+    cross block once (their parameters are disjoint; :func:`_mirror` completes the sum)."""
     for r in range(3):
-        for t in range(3):
+        for t in range(r, 3):
             m = m3[r, t]
             if m == 0.0:
                 continue
@@ -611,7 +612,8 @@ def _step_loss(d3, h, big_e, qq, z, u, w, last, n, a0, b0, use_h, use_p):
 @jit
 def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad, hess):
     """Negative log-likelihood of rows ``lo:hi`` (any form); adds their gradient into ``grad`` and their
-    Hessian into ``hess`` (one pass: :func:`_rows` and the curvature together).
+    Hessian into ``hess``, each cross block between the parts on one side only (:func:`_mirror` completes it;
+    one pass: :func:`_rows` and the curvature together).
 
     Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
     decision); the step's derivatives in (z, u, w) are scattered through their gradients.
@@ -669,7 +671,24 @@ def nested_hessian(params, offsets, codes, conversions, nulls, decay, sat, use_h
         params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad, hess
     )
     loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
-    return loss, grad, _penalise_hessian(hess, use_h, use_p, l2)
+    return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
+
+
+@jit
+def _mirror(hess):
+    """The Hessian from :func:`_scatter`'s sums, which hold each cross block (touch part, end decision, ending:
+    disjoint parameters) on one side only: ``H[i, j] = H[j, i] = A[i, j] + A[j, i]`` across blocks."""
+    n_codes = n_codes_of(hess.shape[0])
+    n = hess.shape[0]
+    for i in range(n):
+        bi = 0 if i < 1 + n_codes else (1 if i < 2 + 2 * n_codes else 2)
+        for j in range(i + 1, n):
+            bj = 0 if j < 1 + n_codes else (1 if j < 2 + 2 * n_codes else 2)
+            if bi != bj:
+                total = hess[i, j] + hess[j, i]
+                hess[i, j] = total
+                hess[j, i] = total
+    return hess
 
 
 @jit
@@ -719,7 +738,7 @@ def nested_hessian_parallel(params, offsets, codes, conversions, nulls, decay, s
         grad += grads[k]
         hess += parts[k]
     loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
-    return loss, grad, _penalise_hessian(hess, use_h, use_p, l2)
+    return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
 
 
 @jit
