@@ -408,15 +408,23 @@ def _test_biases(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per tested channel (``codes``), the bias its tests reveal and its standard error, in standardised
     log-odds: ``Δ = -δ``, ``δ`` the shift of the channel's effects (every part alike) from the ``observed`` fit
-    to the ``probe`` (the fit with the tests' results imposed by shifts), and ``std_error / |dL/dδ|`` there;
-    tests of one channel combined by inverse variance."""
+    to the ``probe`` (the fit with the tests' results imposed by shifts, the other parameters refitted), and
+    ``std_error / |dL/dδ|`` with the slope along that same path: the secant ``|L_observed - L_probe| / |δ|``
+    (the refit absorbs part of each shift, so the slope at fixed other parameters would overstate how
+    precisely a test fixes ``δ``), the slope at the probe where the shift is nil; tests of one channel
+    combined by inverse variance."""
     bias = np.array(
         [(observed.params[s[0]] - probe.params[s[0]]) * scale[c] for c in codes for s in [_effect_slots(observed, c)]]
     )
     info = np.zeros(len(codes))
     for t in targets:
-        slope = float(_lift(probe, table, t, probe.params)[1][_effect_slots(probe, t.code)].sum()) / scale[t.code]
-        info[codes.index(t.code)] += (slope / t.std_error) ** 2
+        i = codes.index(t.code)
+        gap = _lift(observed, table, t, observed.params)[0] - _lift(probe, table, t, probe.params)[0]
+        if abs(bias[i]) > 1e-9 and gap != 0.0:
+            slope = abs(gap) / abs(bias[i])
+        else:
+            slope = float(_lift(probe, table, t, probe.params)[1][_effect_slots(probe, t.code)].sum()) / scale[t.code]
+        info[i] += (slope / t.std_error) ** 2
     return bias, np.divide(1.0, np.sqrt(info), out=np.full(len(codes), np.inf), where=info > 0)
 
 
