@@ -200,6 +200,29 @@ def test_a_replicate_draws_the_factor_effect_from_its_posterior() -> None:
     assert lam.mean() * loading[0] / scale[0] == pytest.approx(mean_held[1], abs=0.01)
 
 
+def test_a_tests_bias_is_read_on_its_own_error_scale(world, monkeypatch) -> None:
+    """The bias a test reveals, over its error (standardised log-odds), is the test's own disagreement with the
+    observational fit over its standard error: the error is carried along the probe's path (the other
+    parameters refitted), not by the slope at fixed other parameters."""
+    import optiq_engine.models.data_driven.journey_model as jmod
+
+    seen = []
+
+    def spy(bias, noise, *args):
+        seen.append(np.asarray(bias) / np.asarray(noise))
+        return intent_posterior(bias, noise, *args)
+
+    monkeypatch.setattr(jmod, "intent_posterior", spy)
+    frame, _, holdout = world
+    test = oq.Experiment("c", 0.6 * holdout[2], 0.1 * holdout[2])
+    fit = oq.models.DataDriven(form="auto", experiments=test).fit(table_of(frame))
+    check = fit.experiment_checks.row(0, named=True)
+    z = (check["observational_incremental"] - check["incremental_conversions"]) / check["std_error"]
+    assert abs(z) > 2  # a disagreement beyond the error
+    assert len(seen) == len(fit.form_selection.filter(pl.col("weight") > 1e-3))  # one reading per candidate
+    assert float(seen[0][0]) == pytest.approx(z, rel=0.001), (seen, z)
+
+
 def test_a_test_weighs_by_its_error(world) -> None:
     frame, _, holdout = world
     table = table_of(frame)
