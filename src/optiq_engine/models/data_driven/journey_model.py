@@ -339,15 +339,15 @@ class JourneyModel:
         factor = exposure_factor(table, counts[0] + counts[1], self.decays(table), self.sat)
         scale = np.where(factor[1] > 0, factor[1], 1.0)
         probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale)
-        bias, noise = _test_biases(self, probe, table, targets, codes, scale)
+        lifts = [_lift(self, table, t, self.params)[0] for t in targets]  # the observational fit's holdout effects
+        bias, noise = _test_biases(self, probe, table, targets, lifts, codes, scale)
         noise[factor[1][codes] <= 0] = np.inf  # no exposure variation: the factor cannot be read there
         held, own = intent_posterior(bias, noise, codes, factor, parts, self.params.shape[0], rng)
         # each test met as far as its own posterior bias goes (all the way unless its error is of order τ)
         kept = np.clip(np.divide(own, bias, out=np.ones_like(bias), where=bias != 0), 0.0, 1.0)
         moved = [
             replace(t, value=lift + kept[codes.index(t.code)] * (t.value - lift))
-            for t in targets
-            for lift in [_lift(self, table, t, self.params)[0]]
+            for t, lift in zip(targets, lifts, strict=True)
         ]
         return _probe_fit(self, table, moved, l2=l2, counts=counts, scale=scale, held=held)
 
@@ -403,6 +403,7 @@ def _test_biases(
     probe: JourneyModel,
     table: PathTable,
     targets: list[_Target],
+    lifts: list[float],
     codes: list[int],
     scale: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -412,18 +413,19 @@ def _test_biases(
     ``std_error / |dL/dδ|`` with the slope along that same path: the secant ``|L_observed - L_probe| / |δ|``
     (the refit absorbs part of each shift, so the slope at fixed other parameters would overstate how
     precisely a test fixes ``δ``), the slope at the probe where the shift is nil; tests of one channel
-    combined by inverse variance."""
+    combined by inverse variance. ``lifts``: each test's holdout effect under ``observed``."""
     bias = np.array(
         [(observed.params[s[0]] - probe.params[s[0]]) * scale[c] for c in codes for s in [_effect_slots(observed, c)]]
     )
     info = np.zeros(len(codes))
-    for t in targets:
+    for t, lift in zip(targets, lifts, strict=True):
         i = codes.index(t.code)
-        gap = _lift(observed, table, t, observed.params)[0] - _lift(probe, table, t, probe.params)[0]
+        at_probe, grad = _lift(probe, table, t, probe.params)
+        gap = lift - at_probe
         if abs(bias[i]) > 1e-9 and gap != 0.0:
             slope = abs(gap) / abs(bias[i])
         else:
-            slope = float(_lift(probe, table, t, probe.params)[1][_effect_slots(probe, t.code)].sum()) / scale[t.code]
+            slope = float(grad[_effect_slots(probe, t.code)].sum()) / scale[t.code]
         info[i] += (slope / t.std_error) ** 2
     return bias, np.divide(1.0, np.sqrt(info), out=np.full(len(codes), np.inf), where=info > 0)
 

@@ -349,4 +349,4 @@ def _logistic_loglik(table: PathTable, feats: tuple[np.ndarray, np.ndarray, np.n
     rate = min(max(float(conv.sum()) / total, 1e-9), 1 - 1e-9)
     x0[0] = np.log(rate / (1 - rate))
     x, _ = _newton(lambda x, h: logistic_terms(x, feats, conv, null, float(l2), h), x0)  # convex: a few steps
-    return -float(logistic_terms(x, feats, conv, null, float(l2), False)[0] - 0.5 * float(l2) * float(x[1:] @ x[1:]))
+    return -float(logistic_terms(x, feats, conv, null, 0.0, False)[0])  # the log-likelihood without the penalty
