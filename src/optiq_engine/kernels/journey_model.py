@@ -638,12 +638,9 @@ def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h,
             d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
             prev = codes[j - 1] if j > a else -1
             last = j == e - 1
-            # predictors and where they enter
-            z = params[0]
-            w = params[1 + n_codes]
-            for q in range(d):
-                z += params[1 + chan[q]] * stock[q]
-                w += params[2 + n_codes + chan[q]] * stock[q]
+            # predictors (as in _rows) and where they enter
+            z = params[0] + _effects_of(params, 1, chan, stock, d) if use_h else 0.0
+            w = params[1 + n_codes] + _effects_of(params, 2 + n_codes, chan, stock, d) if (use_p and last) else 0.0
             h = _sigmoid(z) if use_h else 0.0
             u = _ending_logit(params, gg, n_codes, j - a + 1, c, prev)
             big_e = _sigmoid(u)
