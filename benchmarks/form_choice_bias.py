@@ -87,7 +87,7 @@ def simulate_whole(
     first channels and channel transitions as in ``table``, gaps resampled from its touches'."""
     c_n, p = len(table.channels), model.params
     b, beta = p[0], p[1 : 1 + c_n]
-    ends = p[2 + 2 * c_n :]  # position buckets, then the last channel's terms
+    ends = p[2 + 2 * c_n :]  # position buckets, the last channel's terms, the channel before's
     w = table.conversions + table.nulls
     first = np.bincount(table.codes[table.offsets[:-1]], weights=w, minlength=c_n)
     rows = np.repeat(np.arange(table.height), np.diff(table.offsets))
