@@ -24,6 +24,7 @@ import optiq_engine as oq
 from optiq_engine.kernels import journey_model as jm
 from optiq_engine.models.conversion import JourneyModel
 from optiq_engine.models.data_driven.journey_model import step_decays
+from optiq_engine.models.data_driven.likelihood import Likelihood
 from optiq_engine.paths import PathTable, build_path_table
 from tests.reference import data_driven as ref
 
@@ -315,10 +316,10 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     params = _random_params(form, len(table.channels), seed=hash((form, rho, sat)) % 1000)
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
 
+    like = Likelihood.of(table, decay, sat, (table.conversions, table.nulls))
+
     def terms(x: np.ndarray) -> tuple[float, np.ndarray]:
-        return jm.nested_terms(
-            x, table.offsets, table.codes, table.conversions, table.nulls, decay, sat, use_h, use_p, 0.0
-        )
+        return like.terms(x, use_h, use_p, 0.0)
 
     loss, grad = terms(params)
     model = _as_reference(params, form, rho, table.channels, sat)
@@ -334,9 +335,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
         e = np.zeros_like(params)
         e[i] = 1e-6
         assert grad[i] == pytest.approx((terms(params + e)[0] - terms(params - e)[0]) / 2e-6, rel=1e-5, abs=1e-7)
-    fused_loss, fused_grad, hess = jm.nested_hessian(
-        params, table.offsets, table.codes, table.conversions, table.nulls, decay, sat, use_h, use_p, 0.0
-    )
+    fused_loss, fused_grad, hess = like.hessian(params, use_h, use_p, 0.0)
     assert fused_loss == pytest.approx(loss, rel=1e-12)  # the one-pass Hessian's loss and gradient
     np.testing.assert_allclose(fused_grad, grad, rtol=1e-10, atol=1e-12)
     for i in active:

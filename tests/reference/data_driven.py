@@ -959,3 +959,34 @@ def logistic_hessian(params: Sequence[float], rows: Sequence[dict[int, float]], 
         hess += weight * s * (1.0 - s) * np.outer(x, x)
     hess[1:, 1:] += l2 * np.eye(k - 1)
     return hess
+
+
+def prefix_tree(
+    paths: Sequence[Sequence[tuple[int, int]]], conversions: Sequence[float], nulls: Sequence[float]
+) -> dict[tuple[tuple[int, int], ...], tuple[float, float, float]]:
+    """Per distinct prefix of the paths (each touch a ``(channel code, gap row)`` pair): the journeys that pass
+    it and go on, and those that end there converted and not converted (kernels/journey_steps.py)."""
+    out: dict[tuple[tuple[int, int], ...], list[float]] = {}
+    for path, a, b in zip(paths, conversions, nulls, strict=True):
+        for j in range(1, len(path) + 1):
+            node = out.setdefault(tuple(path[:j]), [0.0, 0.0, 0.0])
+            if j < len(path):
+                node[0] += a + b
+            else:
+                node[1] += a
+                node[2] += b
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+
+
+def prefix_stock(prefix: Sequence[tuple[int, int]], factors: Sequence[Sequence[float]], sat: float) -> dict[int, float]:
+    """The stock after the prefix's last touch: per channel, each of its touches ``i`` counted ``sat^(k_i - 1)``
+    times the decays ``factors[row_l][channel]`` of every later touch ``l``."""
+    stock: dict[int, float] = {}
+    seen: dict[int, int] = {}
+    for i, (channel, _) in enumerate(prefix):
+        seen[channel] = seen.get(channel, 0) + 1
+        fade = 1.0
+        for _, row in prefix[i + 1 :]:
+            fade *= factors[row][channel]
+        stock[channel] = stock.get(channel, 0.0) + fade * sat ** (seen[channel] - 1)
+    return stock

@@ -16,7 +16,9 @@ A converting path contributes ``log(h_m + (1 - h_m) E_m q)`` at its last touch, 
 discrete-time hazard model; end part only: the journey-end logistic model; both: the nested model.
 
 Parameters are one vector ``[b_h, β_h (C), b_p, β_p (C), g (B), γ (C), γ' (C)]`` whatever the form; the form's flags say
-which blocks are used (the others are ignored and get zero gradient).
+which blocks are used (the others are ignored and get zero gradient). This module: the stocks, the Shapley
+values, predictions and lifts per path; the likelihood, summed over the paths' distinct prefixes, is in
+:mod:`~optiq_engine.kernels.journey_steps`.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ import math
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .logistic import EXACT_MAX_CHANNELS, _log1pexp, _sigmoid
+from .logistic import EXACT_MAX_CHANNELS, _sigmoid
 from .paths import mix64
 
 __all__ = [
     "N_BUCKETS",
     "bucket",
     "end_stocks",
-    "nested_terms",
     "nested_shapley",
     "nested_predict",
     "nested_lift",
@@ -78,121 +79,12 @@ def _ending_logit(params, gg, n_codes, position, c, prev):
 
 
 @jit
-def _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad):
-    """Negative log-likelihood of path rows ``lo:hi`` (:func:`_step_loss` per step); adds their gradient into
-    ``grad``."""
-    n_codes = n_codes_of(params.shape[0])
-    bp = 1 + n_codes
-    gg = 2 + 2 * n_codes
-    local, chan, stock, inc = _stock_buffers(n_codes)
-    d3 = np.zeros(3, dtype=np.float64)
-    loss = 0.0
-    for p in range(lo, hi):
-        a, e = offsets[p], offsets[p + 1]
-        n = conversions[p] + nulls[p]
-        if n == 0.0 or e == a:
-            continue
-        d = 0
-        for j in range(a, e):
-            c = codes[j]
-            d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
-            prev = codes[j - 1] if j > a else -1
-            last = j == e - 1
-            z = params[0] + _effects_of(params, 1, chan, stock, d) if use_h else 0.0
-            w = params[bp] + _effects_of(params, bp + 1, chan, stock, d) if (use_p and last) else 0.0
-            u = _ending_logit(params, gg, n_codes, j - a + 1, c, prev)
-            h = _sigmoid(z) if use_h else 0.0
-            qq = _sigmoid(w) if (use_p and last) else 0.0
-            loss += _step_loss(d3, h, _sigmoid(u), qq, z, u, w, last, n, conversions[p], nulls[p], use_h, use_p)
-            grad[gg + bucket(j - a + 1)] += d3[1]
-            grad[gg + N_BUCKETS + c] += d3[1]
-            if prev >= 0:
-                grad[gg + N_BUCKETS + n_codes + prev] += d3[1]
-            if use_h:
-                grad[0] += d3[0]
-            if use_p and last:
-                grad[bp] += d3[2]
-            for q in range(d):
-                grad[1 + chan[q]] += d3[0] * stock[q]
-                grad[bp + 1 + chan[q]] += d3[2] * stock[q]
-        for q in range(d):
-            local[chan[q]] = -1
-    return loss
-
-
-@jit
 def _effects_of(params, base, chan, stock, d):
     """``Σ_q params[base + chan_q] stock_q``."""
     z = 0.0
     for q in range(d):
         z += params[base + chan[q]] * stock[q]
     return z
-
-
-@jit
-def nested_terms(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """Serial :func:`nested_terms_parallel` (small tables: no thread start-up)."""
-    n_par = params.shape[0]
-    grad = np.zeros(n_par, dtype=np.float64)
-    loss = _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad)
-    return _penalise(params, loss, grad, use_h, use_p, l2)
-
-
-@jit
-def _penalise(params, loss, grad, use_h, use_p, l2):
-    n_codes = n_codes_of(params.shape[0])
-    for c in range(n_codes):
-        if use_h:
-            loss += 0.5 * l2 * params[1 + c] ** 2
-            grad[1 + c] += l2 * params[1 + c]
-        if use_p:
-            loss += 0.5 * l2 * params[2 + n_codes + c] ** 2
-            grad[2 + n_codes + c] += l2 * params[2 + n_codes + c]
-        for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
-            loss += 0.5 * l2 * params[k] ** 2
-            grad[k] += l2 * params[k]
-    return loss, grad
-
-
-@pjit
-def nested_terms_parallel(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """Penalised negative log-likelihood of the whole-journey model and its gradient.
-
-    Parameters
-    ----------
-    params : float64[4C + 2 + N_BUCKETS]
-        ``[b_h, β_h, b_p, β_p, g, γ, γ']``.
-    offsets, codes : int64[P + 1], int32[T]
-        The path table's paths (CSR).
-    conversions, nulls : float64[P]
-        Journeys of each path that converted at its last touch / never converted.
-    decay : tuple of (int8[T], float64[K, C])
-        ``(rows, factors)``: before touch ``j`` is added, the stock of channel ``c`` is multiplied by
-        ``factors[rows[j], c]`` (not used at a path's first touch): ``rho`` per touch, times
-        ``2^(-gap / half-life_c)`` on timed paths, ``rows`` the touches' gap buckets
-        (``JourneyModel.decays``; all ones: no decay).
-    sat : float
-        Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` (1: none).
-    use_h, use_p : bool
-        Whether the touch (hazard) and end (decision) parts are in the model.
-    l2 : float
-        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|² + |γ'|²)`` (intercepts and ``g`` are not penalised).
-    """
-    n_par = params.shape[0]
-    p_rows = offsets.shape[0] - 1
-    n_chunks = max(1, min(_CHUNKS, p_rows))
-    losses = np.zeros(n_chunks, dtype=np.float64)
-    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
-    for k in prange(n_chunks):
-        lo = p_rows * k // n_chunks
-        hi = p_rows * (k + 1) // n_chunks
-        losses[k] = _rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grads[k])
-    loss = 0.0
-    grad = np.zeros(n_par, dtype=np.float64)
-    for k in range(n_chunks):
-        loss += losses[k]
-        grad += grads[k]
-    return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
 @jit
@@ -485,257 +377,6 @@ def _effect_grads(grad, grad_held, g, base, chan, stock, d, drop):
         grad_held[s] += g * stock[q]
         if chan[q] != drop:
             grad[s] += g * stock[q]
-
-
-@jit
-def _scatter(hess, m3, idx, val, cnt):
-    """``hess += Σ_{r ≤ s} m3[r, s] v_r v_s^T`` for the three linear predictors (z, u, w) of one step: each
-    cross block once (their parameters are disjoint; :func:`_mirror` completes the sum)."""
-    for r in range(3):
-        for t in range(r, 3):
-            m = m3[r, t]
-            if m == 0.0:
-                continue
-            for a in range(cnt[r]):
-                ma = m * val[r, a]
-                for b in range(cnt[t]):
-                    hess[idx[r, a], idx[t, b]] += ma * val[t, b]
-
-
-@jit
-def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, prev, use_h, use_p, last):
-    """Where the step's three linear predictors enter the parameters: ``idx[r, :cnt[r]]`` and their
-    coefficients ``val[r, :cnt[r]]`` for ``z`` (touch part), ``u`` (ending) and ``w`` (end decision, at the
-    last touch only); ``gg``: the first ending parameter."""
-    idx[0, 0] = 0
-    val[0, 0] = 1.0
-    idx[2, 0] = 1 + n_codes
-    val[2, 0] = 1.0
-    for q in range(d):
-        idx[0, q + 1] = 1 + chan[q]
-        val[0, q + 1] = stock[q]
-        idx[2, q + 1] = 2 + n_codes + chan[q]
-        val[2, q + 1] = stock[q]
-    cnt[0] = d + 1 if use_h else 0
-    cnt[2] = d + 1 if (use_p and last) else 0
-    idx[1, 0] = gg + bucket(position)
-    val[1, 0] = 1.0
-    idx[1, 1] = gg + N_BUCKETS + c
-    val[1, 1] = 1.0
-    idx[1, 2] = gg + N_BUCKETS + n_codes + max(prev, 0)
-    val[1, 2] = 1.0
-    cnt[1] = 3 if prev >= 0 else 2
-
-
-@jit
-def _step_curvature(m3, h, big_e, qq, last, n, a0, b0, use_h, use_p):
-    """``m3``: the step's 3 x 3 second derivatives of the loss in (z, u, w), given the hazard ``h``, the ending
-    ``big_e`` and the decision ``qq``; ``n`` journeys pass the step, ``a0`` of them convert and ``b0`` do not
-    (at the last touch)."""
-    for r in range(3):
-        for t in range(3):
-            m3[r, t] = 0.0
-    hz = h * (1.0 - h)
-    he = big_e * (1.0 - big_e)
-    hq = qq * (1.0 - qq)
-    if not last:
-        m3[0, 0] = n * hz
-        m3[1, 1] = n * he
-    else:
-        m3[0, 0] = b0 * hz
-        m3[1, 1] = b0 * he
-        m3[2, 2] = b0 * hq
-        if a0 > 0.0:
-            if use_h and not use_p:
-                m3[0, 0] += a0 * hz
-            elif use_p and not use_h:
-                m3[1, 1] += a0 * he
-                m3[2, 2] += a0 * hq
-            else:
-                s = 1.0 - h
-                big_a = max(h + s * big_e * qq, 1e-300)
-                ga = np.array([hz * (1.0 - big_e * qq), s * qq * he, s * big_e * hq])
-                ha = np.empty((3, 3))
-                ha[0, 0] = hz * (1.0 - 2.0 * h) * (1.0 - big_e * qq)
-                ha[0, 1] = -hz * qq * he
-                ha[0, 2] = -hz * big_e * hq
-                ha[1, 1] = s * qq * he * (1.0 - 2.0 * big_e)
-                ha[1, 2] = s * he * hq
-                ha[2, 2] = s * big_e * hq * (1.0 - 2.0 * qq)
-                ha[1, 0] = ha[0, 1]
-                ha[2, 0] = ha[0, 2]
-                ha[2, 1] = ha[1, 2]
-                for r in range(3):
-                    for t in range(3):
-                        m3[r, t] += a0 * (-ha[r, t] / big_a + ga[r] * ga[t] / (big_a * big_a))
-
-
-@jit
-def _step_loss(d3, h, big_e, qq, z, u, w, last, n, a0, b0, use_h, use_p):
-    """The step's negative log-likelihood (as :func:`_rows`) and, in ``d3``, its derivatives in (z, u, w)."""
-    d3[0] = 0.0
-    d3[2] = 0.0
-    if not last:
-        loss = n * _log1pexp(u)
-        d3[1] = n * big_e
-        if use_h:
-            loss += n * _log1pexp(z)
-            d3[0] = n * h
-        return loss
-    loss = b0 * _log1pexp(-u)  # non-converting: -log((1 - h) E (1 - q))
-    d3[1] = -b0 * (1.0 - big_e)
-    if use_h:
-        loss += b0 * _log1pexp(z)
-        d3[0] = b0 * h
-    if use_p:
-        loss += b0 * _log1pexp(w)
-        d3[2] = b0 * qq
-    if a0 > 0.0:  # converting: -log(h + (1 - h) E q)
-        if use_h and not use_p:
-            loss += a0 * _log1pexp(-z)
-            d3[0] -= a0 * (1.0 - h)
-        elif use_p and not use_h:
-            loss += a0 * (_log1pexp(-u) + _log1pexp(-w))
-            d3[1] -= a0 * (1.0 - big_e)
-            d3[2] -= a0 * (1.0 - qq)
-        else:
-            s = 1.0 - h
-            big_a = h + s * big_e * qq
-            loss -= a0 * math.log(max(big_a, 1e-300))
-            inv = a0 / max(big_a, 1e-300)
-            d3[0] -= inv * h * s * (1.0 - big_e * qq)
-            d3[1] -= inv * s * qq * big_e * (1.0 - big_e)
-            d3[2] -= inv * s * big_e * qq * (1.0 - qq)
-    return loss
-
-
-@jit
-def _hessian_rows(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, lo, hi, grad, hess):
-    """Negative log-likelihood of rows ``lo:hi`` (any form); adds their gradient into ``grad`` and their
-    Hessian into ``hess``, each cross block between the parts on one side only (:func:`_mirror` completes it;
-    one pass: :func:`_rows` and the curvature together).
-
-    Each step's loss depends on three linear predictors: ``z`` (touch part), ``u`` (ending) and ``w`` (end
-    decision); the step's derivatives in (z, u, w) are scattered through their gradients.
-    """
-    n_codes = n_codes_of(params.shape[0])
-    gg = 2 + 2 * n_codes
-    local, chan, stock, inc = _stock_buffers(n_codes)
-    idx = np.zeros((3, max(n_codes, 1) + 2), dtype=np.int64)
-    val = np.zeros((3, max(n_codes, 1) + 2), dtype=np.float64)
-    cnt = np.zeros(3, dtype=np.int64)
-    m3 = np.zeros((3, 3), dtype=np.float64)
-    d3 = np.zeros(3, dtype=np.float64)
-    loss = 0.0
-    for p in range(lo, hi):
-        a, e = offsets[p], offsets[p + 1]
-        n = conversions[p] + nulls[p]
-        if n == 0.0 or e == a:
-            continue
-        d = 0
-        for j in range(a, e):
-            c = codes[j]
-            d = _stock_step(c, decay[1][decay[0][j]], sat, local, chan, stock, inc, d)
-            prev = codes[j - 1] if j > a else -1
-            last = j == e - 1
-            # predictors (as in _rows) and where they enter
-            z = params[0] + _effects_of(params, 1, chan, stock, d) if use_h else 0.0
-            w = params[1 + n_codes] + _effects_of(params, 2 + n_codes, chan, stock, d) if (use_p and last) else 0.0
-            h = _sigmoid(z) if use_h else 0.0
-            u = _ending_logit(params, gg, n_codes, j - a + 1, c, prev)
-            big_e = _sigmoid(u)
-            qq = _sigmoid(w) if (use_p and last) else 0.0
-            _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, j - a + 1, c, prev, use_h, use_p, last)
-            loss += _step_loss(d3, h, big_e, qq, z, u, w, last, n, conversions[p], nulls[p], use_h, use_p)
-            for r in range(3):
-                for b in range(cnt[r]):
-                    grad[idx[r, b]] += d3[r] * val[r, b]
-            _step_curvature(m3, h, big_e, qq, last, n, conversions[p], nulls[p], use_h, use_p)
-            _scatter(hess, m3, idx, val, cnt)
-        for q in range(d):
-            local[chan[q]] = -1
-    return loss
-
-
-@jit
-def nested_hessian(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """:func:`nested_terms` and its Hessian in one pass (any form), serial (small tables):
-    ``(loss, grad, hess)``."""
-    n_par = params.shape[0]
-    grad = np.zeros(n_par, dtype=np.float64)
-    hess = np.zeros((n_par, n_par), dtype=np.float64)
-    loss = _hessian_rows(
-        params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, 0, offsets.shape[0] - 1, grad, hess
-    )
-    loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
-    return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
-
-
-@jit
-def _mirror(hess):
-    """The Hessian from :func:`_scatter`'s sums, which hold each cross block (touch part, end decision, ending:
-    disjoint parameters) on one side only: ``H[i, j] = H[j, i] = A[i, j] + A[j, i]`` across blocks."""
-    n_codes = n_codes_of(hess.shape[0])
-    n = hess.shape[0]
-    for i in range(n):
-        bi = 0 if i < 1 + n_codes else (1 if i < 2 + 2 * n_codes else 2)
-        for j in range(i + 1, n):
-            bj = 0 if j < 1 + n_codes else (1 if j < 2 + 2 * n_codes else 2)
-            if bi != bj:
-                total = hess[i, j] + hess[j, i]
-                hess[i, j] = total
-                hess[j, i] = total
-    return hess
-
-
-@jit
-def _penalise_hessian(hess, use_h, use_p, l2):
-    n_codes = n_codes_of(hess.shape[0])
-    for c in range(n_codes):
-        if use_h:
-            hess[1 + c, 1 + c] += l2
-        if use_p:
-            hess[2 + n_codes + c, 2 + n_codes + c] += l2
-        for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
-            hess[k, k] += l2
-    return hess
-
-
-@pjit
-def nested_hessian_parallel(params, offsets, codes, conversions, nulls, decay, sat, use_h, use_p, l2):
-    """:func:`nested_terms_parallel` and its Hessian in one pass (any form): ``(loss, grad, hess)``; rows
-    summed in fixed chunks, in parallel."""
-    n_par = params.shape[0]
-    p_rows = offsets.shape[0] - 1
-    n_chunks = max(1, min(8, p_rows))
-    losses = np.zeros(n_chunks, dtype=np.float64)
-    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
-    parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
-    for k in prange(n_chunks):
-        losses[k] = _hessian_rows(
-            params,
-            offsets,
-            codes,
-            conversions,
-            nulls,
-            decay,
-            sat,
-            use_h,
-            use_p,
-            p_rows * k // n_chunks,
-            p_rows * (k + 1) // n_chunks,
-            grads[k],
-            parts[k],
-        )
-    loss = 0.0
-    grad = np.zeros(n_par, dtype=np.float64)
-    hess = np.zeros((n_par, n_par), dtype=np.float64)
-    for k in range(n_chunks):
-        loss += losses[k]
-        grad += grads[k]
-        hess += parts[k]
-    loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
-    return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
 
 
 @jit

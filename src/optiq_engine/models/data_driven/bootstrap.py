@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.linalg
 
-from ...kernels import journey_model as jm
 from ..fitted import normalise
 from .form_choice import _MIN_WEIGHT, _rows_of, bic_weights, fit_candidates
-from .journey_model import _PARALLEL_ROWS, JourneyModel, _active, _incremental, _Target
+from .journey_model import JourneyModel, _active, _incremental, _Target
+from .likelihood import PARALLEL_ROWS, Likelihood
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -32,7 +32,7 @@ def _bootstrap_auto(
     out = np.empty((model.bootstrap, len(table.channels)))
     floor = float(weights.max()) * np.exp(-_PLAUSIBLE_BIC / 2)
     plausible = [c for c, w in zip(candidates, weights, strict=True) if w > 0 and w >= floor]
-    one_step = table.height >= _PARALLEL_ROWS and not targets
+    one_step = table.height >= PARALLEL_ROWS and not targets
     steps = [_one_step_solver(c, table, float(model.l2)) for c in plausible] if one_step else []
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
@@ -76,19 +76,8 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     active = _active(cand.form, n_codes)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     free = active[~(is_beta & (cand.params[active] <= 0))]
-    decay = cand.decays(table)
-    hess = jm.nested_hessian_parallel(
-        cand.params,
-        table.offsets,
-        table.codes,
-        table.conversions,
-        table.nulls,
-        decay,
-        cand.sat,
-        cand.use_h,
-        cand.use_p,
-        l2,
-    )[2][np.ix_(free, free)]
+    like = Likelihood.of(table, cand.decays(table), cand.sat, (table.conversions, table.nulls))
+    hess = like.hessian(cand.params, cand.use_h, cand.use_p, l2)[2][np.ix_(free, free)]
     lam = 0.0
     while True:
         try:
@@ -100,25 +89,13 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     betas[active[is_beta]] = True
 
     def step(counts: tuple[np.ndarray, np.ndarray]) -> JourneyModel:
-        _, grad = jm.nested_terms_parallel(
-            cand.params,
-            table.offsets,
-            table.codes,
-            counts[0],
-            counts[1],
-            decay,
-            cand.sat,
-            cand.use_h,
-            cand.use_p,
-            l2,
-        )
+        drawn = like.counted(counts)
+        _, grad = drawn.terms(cand.params, cand.use_h, cand.use_p, l2)
         delta = scipy.linalg.cho_solve(factor, grad[free])
         params = cand.params.copy()
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
-        nll, _ = jm.nested_terms_parallel(
-            params, table.offsets, table.codes, counts[0], counts[1], decay, cand.sat, cand.use_h, cand.use_p, 0.0
-        )
+        nll, _ = drawn.terms(params, cand.use_h, cand.use_p, 0.0)
         n = float(counts[0].sum() + counts[1].sum())
         return cand.derived(params, held=np.zeros_like(params), nll=nll, n_journeys=n)
 

@@ -11,7 +11,8 @@ import numba
 import numpy as np
 
 from ...errors import ModelError
-from .journey_model import _PARALLEL_ROWS, JourneyModel, _fit_one, _start
+from .journey_model import JourneyModel, _fit_one, _start
+from .likelihood import PARALLEL_ROWS
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -147,7 +148,7 @@ def _each(table: PathTable, fit, items: list):
     serial kernels (they release the GIL; a parallel kernel already uses every core and is not launched
     from two threads at once). The fits are independent: the results do not depend on the threads."""
     workers = min(len(items), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    if workers < 2 or table.height >= _PARALLEL_ROWS:
+    if workers < 2 or table.height >= PARALLEL_ROWS:
         return [fit(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fit, items))

@@ -18,12 +18,12 @@ from ...kernels import journey_model as jm
 from ...kernels import logistic as k
 from ...kernels.paths import GAP_DAYS
 from .intent import exposure_factor, intent_posterior
+from .likelihood import Likelihood
 
 if TYPE_CHECKING:
     from ...paths import PathTable
 
 _PIN_ROUNDS = 3  # a calibrated fit: rounds of (set the tested effects, refit the others)
-_PARALLEL_ROWS = 100_000  # path rows from which the likelihood is summed in parallel
 #: The fits stop once a Newton step would gain less than this in log-likelihood (or ``1e-8`` per journey, if
 #: less): the parameters are then within about ``sqrt(2 · 1e-4)`` = 0.014 standard errors of the optimum (in
 #: the Hessian's metric).
@@ -383,17 +383,8 @@ def _probe_fit(
             fixed=fixed,
         )
     params = _pin(fit, table, targets, fit.params, scale)
-    nll, _ = _nested_terms(table)(
-        params + held,
-        table.offsets,
-        table.codes,
-        counts[0],
-        counts[1],
-        model.decays(table),
-        model.sat,
-        model.use_h,
-        model.use_p,
-        0.0,
+    nll, _ = Likelihood.of(table, model.decays(table), model.sat, counts).terms(
+        params + held, model.use_h, model.use_p, 0.0
     )
     return model.derived(params, held=held, nll=float(nll), n_params=fit.n_params, n_journeys=fit.n_journeys)
 
@@ -466,11 +457,6 @@ def _active(form: str, n_codes: int) -> np.ndarray:
     if form in ("journey", "both"):
         idx += list(range(1 + n_codes, 2 + 2 * n_codes))
     return np.array(sorted(idx), dtype=np.int64)
-
-
-def _nested_terms(table: PathTable):
-    """The likelihood kernel for ``table``: serial for small tables (no thread start-up), else parallel."""
-    return jm.nested_terms if table.height < _PARALLEL_ROWS else jm.nested_terms_parallel
 
 
 def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -588,28 +574,25 @@ def _fit_one(
     scale = max(float(conv.sum() + null.sum()), 1.0)
     # the stock's shape was chosen too
     n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0) + math.isfinite(half_life)
-    decay = step_decays(table, rho, half_life)
-
-    terms = _nested_terms(table)
-    hessian = jm.nested_hessian if table.height < _PARALLEL_ROWS else jm.nested_hessian_parallel
+    like = Likelihood.of(table, step_decays(table, rho, half_life), sat, counts)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     full = start.copy()
     sel = np.ix_(active, active)
 
     def newton_terms(sub: np.ndarray) -> tuple[float, np.ndarray]:
         full[active] = sub
-        loss, grad = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
+        loss, grad = like.terms(full + held, use_h, use_p, l2)
         return loss, grad[active]
 
     def newton_second(sub: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         full[active] = sub
-        loss, grad, hess = hessian(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, l2)
+        loss, grad, hess = like.hessian(full + held, use_h, use_p, l2)
         return loss, grad[active], hess[sel]
 
     full[active] = _projected_newton(
         newton_terms, newton_second, start[active].copy(), is_beta, scale, max_iter=max_iter
     )
-    loss, _ = terms(full + held, table.offsets, table.codes, conv, null, decay, sat, use_h, use_p, 0.0)
+    loss, _ = like.terms(full + held, use_h, use_p, 0.0)
     return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
 
 

@@ -1,0 +1,89 @@
+"""The likelihood of one stock shape of the whole-journey model over a path table's prefix tree
+(kernels/journey_steps.py): the tree built once per table, the stocks once per shape, the weights once per
+set of counts, then one pass over the nodes per Newton step."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...kernels import journey_steps as js
+
+if TYPE_CHECKING:
+    from ...paths import PathTable
+
+#: Path rows from which the likelihood is summed in parallel (below, serially: ``form="auto"`` then fits two
+#: candidates at once on threads).
+PARALLEL_ROWS = 100_000
+_TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per path table: its prefix tree
+
+
+def _tree(table: PathTable, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``table``'s prefix tree (:func:`~optiq_engine.kernels.journey_steps.prefix_nodes`) and each node's
+    previous channel; ``rows``: the touches' gap rows (the same for every shape of one table)."""
+    if table not in _TREES:
+        parent, code, depth, row, end = js.prefix_nodes(table.offsets, table.codes, rows)
+        prev = np.where(parent >= 0, code[np.maximum(parent, 0)], -1).astype(np.int32)
+        _TREES[table] = (parent, code, depth, row, end, prev)
+    return _TREES[table]
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """The penalised negative log-likelihood of the whole-journey model at one stock shape, on one set of
+    counts: :meth:`terms` (loss, gradient) and :meth:`hessian` (loss, gradient, Hessian), each one pass over
+    the prefix tree's nodes.
+
+    Parameters
+    ----------
+    tree
+        ``(parent, code, depth, row, end, prev)`` of the table's prefix tree.
+    stocks
+        ``(offsets, channels, values)``: each node's stock (:func:`~optiq_engine.kernels.journey_steps.node_stocks`).
+    weights
+        ``(w_pass, w_conv, w_null)`` per node.
+    parallel
+        Whether the passes run in parallel (large tables).
+    """
+
+    tree: tuple[np.ndarray, ...]
+    stocks: tuple[np.ndarray, np.ndarray, np.ndarray]
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray]
+    parallel: bool
+
+    @classmethod
+    def of(
+        cls,
+        table: PathTable,
+        decay: tuple[np.ndarray, np.ndarray],
+        sat: float,
+        counts: tuple[np.ndarray, np.ndarray],
+    ) -> Likelihood:
+        """The likelihood on ``table`` with the stock shape ``(decay, sat)`` (``step_decays``) and the journeys
+        ``counts`` (conversions, nulls per path row)."""
+        tree = _tree(table, decay[0])
+        parent, code, depth, row, end, _ = tree
+        stocks = js.node_stocks(parent, code, depth, row, decay[1], float(sat), len(table.channels))
+        weights = js.node_weights(parent, end, counts[0], counts[1])
+        return cls(tree, stocks, weights, table.height >= PARALLEL_ROWS)
+
+    def counted(self, counts: tuple[np.ndarray, np.ndarray]) -> Likelihood:
+        """The same table and shape on other counts (a bootstrap replicate's)."""
+        return replace(self, weights=js.node_weights(self.tree[0], self.tree[4], counts[0], counts[1]))
+
+    def terms(self, params: np.ndarray, use_h: bool, use_p: bool, l2: float) -> tuple[float, np.ndarray]:
+        """``(loss, gradient)`` at ``params`` (the form's parts ``use_h``, ``use_p``; penalty ``l2``)."""
+        kernel = js.step_terms_parallel if self.parallel else js.step_terms
+        return kernel(params, *self._nodes(), self.weights, use_h, use_p, float(l2))
+
+    def hessian(self, params: np.ndarray, use_h: bool, use_p: bool, l2: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(loss, gradient, Hessian)`` at ``params`` in one pass."""
+        kernel = js.step_hessian_parallel if self.parallel else js.step_hessian
+        return kernel(params, *self._nodes(), self.weights, use_h, use_p, float(l2))
+
+    def _nodes(self) -> tuple[np.ndarray, ...]:
+        _, code, depth, _, _, prev = self.tree
+        return (code, depth, prev, *self.stocks)
