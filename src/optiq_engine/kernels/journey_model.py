@@ -88,8 +88,9 @@ def _effects_of(params, base, chan, stock, d):
 
 
 @jit
-def _path_players(offsets, codes, p, n_codes, decay, sat, local, chan, xmat):
-    """Fill ``xmat[j, q]`` (stock of the path's q-th distinct channel at its touch j); returns d."""
+def _path_players(offsets, codes, p, n_codes, decay, sat, local, chan, xmat, seen):
+    """Fill ``xmat[j, q]`` (stock of the path's q-th distinct channel at its touch j) and ``seen[j]`` (the
+    distinct channels of touches 0..j); returns d."""
     a, e = offsets[p], offsets[p + 1]
     d = 0
     for j in range(a, e):
@@ -108,6 +109,7 @@ def _path_players(offsets, codes, p, n_codes, decay, sat, local, chan, xmat):
         q = local[codes[j]]
         xmat[t, q] += inc[q]
         inc[q] *= sat
+        seen[t] = max(seen[t - 1] if t > 0 else 0, q + 1)
     for q in range(d):
         local[chan[q]] = -1
     return d
@@ -149,6 +151,49 @@ def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
     return 1.0 - survive
 
 
+@jit
+def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g):
+    """``v[S] = P(convert | S) - P(convert | none)`` for every coalition ``S`` (bit ``q``: the path's q-th
+    distinct channel) at once, as :func:`_p_convert` would give each. A touch's logit depends only on the
+    players seen by then (``seen``: they come in first-touch order), so each touch's ``2^seen`` logits are
+    built by adding one player at a time, and the survival factors of the touches that saw the same players
+    are multiplied together before they are spread over the ``2^d`` coalitions."""
+    n_sub = 1 << d
+    for s in range(n_sub):
+        v[s] = 1.0
+    if use_h:
+        t = 0
+        while t < m:
+            k = seen[t]
+            n_k = 1 << k
+            for s in range(n_k):
+                g[s] = 1.0
+            while t < m and seen[t] == k:
+                zs[0] = zbase[t]
+                for q in range(k):
+                    add = params[1 + chan[q]] * xmat[t, q]
+                    half = 1 << q
+                    for s in range(half):
+                        zs[half + s] = zs[s] + add
+                for s in range(n_k):
+                    g[s] *= 1.0 - _sigmoid(zs[s])
+                t += 1
+            for s in range(n_sub):
+                v[s] *= g[s & (n_k - 1)]
+    if use_p:
+        zs[0] = wbase
+        for q in range(d):
+            add = params[2 + n_codes + chan[q]] * xmat[m - 1, q]
+            half = 1 << q
+            for s in range(half):
+                zs[half + s] = zs[s] + add
+        for s in range(n_sub):
+            v[s] *= 1.0 - _sigmoid(zs[s])
+    none = v[0]
+    for s in range(n_sub):
+        v[s] = none - v[s]
+
+
 @pjit
 def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
@@ -179,25 +224,29 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
     phi = np.zeros(d_of[p_rows], dtype=np.float64)
     sampled = np.zeros(p_rows, dtype=np.int64)
     n_chunks = max(1, min(_CHUNKS, p_rows))
+    d_max = 0
+    for p in range(p_rows):
+        d_max = max(d_max, min(d_of[p + 1] - d_of[p], EXACT_MAX_CHANNELS))
     for k in prange(n_chunks):
         local = np.full(max(n_codes, 1), -1, dtype=np.int64)
         chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
         xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
         zbase = np.empty(m_max, dtype=np.float64)
+        seen = np.empty(m_max, dtype=np.int64)
+        v = np.empty(1 << d_max, dtype=np.float64)
+        zs = np.empty(1 << d_max, dtype=np.float64)
+        g = np.empty(1 << d_max, dtype=np.float64)
         for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
             chan = chan_buf[:d].copy()
             out = phi[d_of[p] : d_of[p + 1]]
             wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
-            base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
             if d <= EXACT_MAX_CHANNELS:
                 n_sub = 1 << d
-                v = np.empty(n_sub, dtype=np.float64)
-                for s in range(n_sub):
-                    v[s] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, s, use_h, use_p) - base
+                _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g)
                 w = np.empty(d, dtype=np.float64)
                 for s in range(d):
                     w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
@@ -212,6 +261,7 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
                             out[q] += w[size] * (v[s | (1 << q)] - v[s])
             else:
                 sampled[p] = 1
+                base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
                 order = np.arange(d)
                 key = mix64(np.uint64(seed) ^ hashes[p])
                 draws = 0
@@ -249,11 +299,12 @@ def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, drop_
         chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
         xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
         zbase = np.empty(m_max, dtype=np.float64)
+        seen = np.empty(m_max, dtype=np.int64)
         for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
             m = offsets[p + 1] - offsets[p]
             if m == 0:
                 continue
-            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat)
+            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
             mask = 0
             for q in range(d):
                 if chan_buf[q] != drop_code:
