@@ -4,6 +4,7 @@ intent term's factor effect from its posterior."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,11 +41,11 @@ def _bootstrap_auto(
             out[r] = np.nan
             continue
         counts = (conv, null)
-        if one_step:
-            refit = [step(counts) for step in steps]
+        if one_step:  # one plausible candidate needs no likelihood to be weighed
+            refit = [step(counts, len(steps) > 1) for step in steps]
         else:
             refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=plausible)
-        w = bic_weights([c.bic for c in refit])
+        w = bic_weights([c.bic for c in refit]) if len(refit) > 1 else np.ones(1)
         draw = np.random.default_rng([model.seed, r]).standard_normal(len(targets))
         rtargets = [  # the test's sampling error: the replicate's result drawn from N(result, std_error²)
             _Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value + z * t.std_error, t.std_error)
@@ -71,7 +72,8 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     """A replicate's fit of ``cand`` by one Newton step from the full-data optimum with the full-data
     Hessian (a one-step bootstrap, first-order equivalent to refitting; Hu & Kalbfleisch 2000), effects
     held at 0 staying there and effects clipped at 0; the replicate's log-likelihood is
-    evaluated at the stepped parameters (two passes over the table per candidate and replicate)."""
+    evaluated at the stepped parameters when ``weigh`` (for the BIC weights; not needed for a lone candidate):
+    two passes over the prefix tree per candidate and replicate, or one."""
     n_codes = cand.n_codes
     active = _active(cand.form, n_codes)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
@@ -88,14 +90,14 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     betas = np.zeros(cand.params.shape[0], dtype=bool)
     betas[active[is_beta]] = True
 
-    def step(counts: tuple[np.ndarray, np.ndarray]) -> JourneyModel:
+    def step(counts: tuple[np.ndarray, np.ndarray], weigh: bool) -> JourneyModel:
         drawn = like.counted(counts)
         _, grad = drawn.terms(cand.params, cand.use_h, cand.use_p, l2)
         delta = scipy.linalg.cho_solve(factor, grad[free])
         params = cand.params.copy()
         params[free] -= delta
         params[betas] = np.maximum(params[betas], 0.0)
-        nll, _ = drawn.terms(params, cand.use_h, cand.use_p, 0.0)
+        nll = drawn.terms(params, cand.use_h, cand.use_p, 0.0)[0] if weigh else math.nan
         n = float(counts[0].sum() + counts[1].sum())
         return cand.derived(params, held=np.zeros_like(params), nll=nll, n_journeys=n)
 
