@@ -152,12 +152,12 @@ def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
 
 
 @jit
-def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g):
+def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, ez, g):
     """``v[S] = P(convert | S) - P(convert | none)`` for every coalition ``S`` (bit ``q``: the path's q-th
     distinct channel) at once, as :func:`_p_convert` would give each. A touch's logit depends only on the
-    players seen by then (``seen``: they come in first-touch order), so each touch's ``2^seen`` logits are
-    built by adding one player at a time, and the survival factors of the touches that saw the same players
-    are multiplied together before they are spread over the ``2^d`` coalitions."""
+    players seen by then (``seen``: they come in first-touch order), so each touch's ``2^seen`` factors
+    ``1 - σ(z)`` are built one player at a time (:func:`_survival_factors`), and the factors of the touches
+    that saw the same players are multiplied together before they are spread over the ``2^d`` coalitions."""
     n_sub = 1 << d
     for s in range(n_sub):
         v[s] = 1.0
@@ -169,37 +169,53 @@ def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use
             for s in range(n_k):
                 g[s] = 1.0
             while t < m and seen[t] == k:
-                zs[0] = zbase[t]
-                for q in range(k):
-                    add = params[1 + chan[q]] * xmat[t, q]
-                    half = 1 << q
-                    for s in range(half):
-                        zs[half + s] = zs[s] + add
+                _survival_factors(zbase[t], params, 1, chan, xmat[t], k, ez)
                 for s in range(n_k):
-                    g[s] *= 1.0 - _sigmoid(zs[s])
+                    g[s] *= ez[s]
                 t += 1
             for s in range(n_sub):
                 v[s] *= g[s & (n_k - 1)]
     if use_p:
-        zs[0] = wbase
-        for q in range(d):
-            add = params[2 + n_codes + chan[q]] * xmat[m - 1, q]
-            half = 1 << q
-            for s in range(half):
-                zs[half + s] = zs[s] + add
+        _survival_factors(wbase, params, 2 + n_codes, chan, xmat[m - 1], d, ez)
         for s in range(n_sub):
-            v[s] *= 1.0 - _sigmoid(zs[s])
+            v[s] *= ez[s]
     none = v[0]
     for s in range(n_sub):
         v[s] = none - v[s]
 
 
+@jit
+def _survival_factors(base, params, first, chan, x, k, out):
+    """``out[S] = 1 - σ(base + Σ_{q ∈ S} params[first + chan_q] x_q) = 1 / (1 + e^z)`` for the ``2^k``
+    coalitions of the first ``k`` players: ``e^z`` built as a product, one exponential per player (each
+    coalition's own exponential where a product could over- or underflow)."""
+    out[0] = math.exp(base)
+    fine = 1e-25 < out[0] < 1e25
+    for q in range(k):
+        f = math.exp(params[first + chan[q]] * x[q])
+        fine = fine and 1e-25 < f < 1e25
+        half = 1 << q
+        for s in range(half):
+            out[half + s] = out[s] * f
+    if fine and k <= 11:  # at most 12 factors within 1e±25 each: no product leaves the doubles' range
+        for s in range(1 << k):
+            out[s] = 1.0 / (1.0 + out[s])
+        return
+    for s in range(1 << k):
+        z = base
+        for q in range(k):
+            if (s >> q) & 1:
+                z += params[first + chan[q]] * x[q]
+        out[s] = _sigmoid(-z)
+
+
 @pjit
-def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed):
+def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed, used):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
     ``held`` (shaped as ``params``): effects that every coalition keeps, the intent term of a calibrated fit
-    (docs/data_driven.md §6.1); zeros for none.
+    (docs/data_driven.md §6.1); zeros for none. ``used``: per path, whether it is computed (the others get
+    zeros).
 
     Players are the path's distinct channels in first-occurrence order (aligned with
     :func:`~optiq_engine.kernels.logistic.count_features`). Exact up to ``EXACT_MAX_CHANNELS`` players,
@@ -227,6 +243,10 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
     d_max = 0
     for p in range(p_rows):
         d_max = max(d_max, min(d_of[p + 1] - d_of[p], EXACT_MAX_CHANNELS))
+    weights = np.zeros((d_max + 1, max(d_max, 1)), dtype=np.float64)  # s! (d - s - 1)! / d!
+    for d in range(1, d_max + 1):
+        for s in range(d):
+            weights[d, s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
     for k in prange(n_chunks):
         local = np.full(max(n_codes, 1), -1, dtype=np.int64)
         chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
@@ -238,7 +258,7 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
         g = np.empty(1 << d_max, dtype=np.float64)
         for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
             m = offsets[p + 1] - offsets[p]
-            if m == 0:
+            if m == 0 or not used[p]:
                 continue
             d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
             chan = chan_buf[:d].copy()
@@ -247,9 +267,7 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
             if d <= EXACT_MAX_CHANNELS:
                 n_sub = 1 << d
                 _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g)
-                w = np.empty(d, dtype=np.float64)
-                for s in range(d):
-                    w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
+                w = weights[d]
                 for s in range(n_sub):
                     size = 0
                     t = s

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.linalg
 
 from ..fitted import normalise
-from .form_choice import _MIN_WEIGHT, _rows_of, bic_weights, fit_candidates
+from .form_choice import _MIN_WEIGHT, bic_weights, fit_candidates
 from .journey_model import JourneyModel, _active, _incremental, _Target
 from .likelihood import PARALLEL_ROWS, Likelihood
 
@@ -34,7 +34,7 @@ def _bootstrap_auto(
     floor = float(weights.max()) * np.exp(-_PLAUSIBLE_BIC / 2)
     plausible = [c for c, w in zip(candidates, weights, strict=True) if w > 0 and w >= floor]
     one_step = table.height >= PARALLEL_ROWS and not targets
-    steps = [_one_step_solver(c, table, float(model.l2)) for c in plausible] if one_step else []
+    solvers = [_one_step_solver(c, table, float(model.l2)) for c in plausible] if one_step else []
     for r in range(model.bootstrap):
         conv, null = poisson_counts(table.hashes, table.conversions, table.nulls, model.seed, r)
         if conv.sum() == 0:  # no conversion drawn: no shares (left out of the intervals, as bootstrap_shares)
@@ -42,7 +42,7 @@ def _bootstrap_auto(
             continue
         counts = (conv, null)
         if one_step:  # one plausible candidate needs no likelihood to be weighed
-            refit = [step(counts, len(steps) > 1) for step in steps]
+            refit = [step(counts, len(solvers) > 1) for step in solvers]
         else:
             refit = fit_candidates(table, l2=float(model.l2), counts=counts, warm=plausible)
         w = bic_weights([c.bic for c in refit]) if len(refit) > 1 else np.ones(1)
@@ -51,8 +51,7 @@ def _bootstrap_auto(
             _Target(t.code, t.weights * _ratio(t.weights, table, counts), t.value + z * t.std_error, t.std_error)
             for t, z in zip(targets, draw, strict=True)
         ]
-        drawn = np.flatnonzero(conv + null > 0)  # the rows the replicate holds: the others add nothing
-        rows = _rows_of(table, drawn) if drawn.shape[0] < table.height else table
+        drawn = conv + null > 0  # the rows the replicate holds: the others add nothing
         phi = np.zeros(0)
         total = 0.0
         for wi, c in zip(w, refit, strict=True):
@@ -61,10 +60,10 @@ def _bootstrap_auto(
             if rtargets:  # the intent term's factor effect drawn from its posterior too (one draw per replicate)
                 rng = np.random.default_rng([model.seed, r, 1])
                 c = c.calibrated(table, rtargets, l2=float(model.l2), counts=counts, rng=rng)
-            cphi, _ = c.path_shapley(rows, samples=model.samples, seed=model.seed)
+            cphi, _ = c.path_shapley(table, samples=model.samples, seed=model.seed, used=drawn)
             phi = wi * cphi if phi.shape[0] == 0 else phi + wi * cphi
             total += wi
-        out[r] = normalise(_incremental(rows, phi / total, (conv[drawn], null[drawn])))
+        out[r] = normalise(_incremental(table, phi / total, counts))
     return out
 
 

@@ -40,6 +40,7 @@ def shape_label(rho: float, sat: float, half_life: float = math.inf) -> str:
 
 
 _ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per untimed table: its all-zero decay rows
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: its (path, channel) layout
 
 
 def step_decays(table: PathTable, rho: float, half_life: float) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +175,14 @@ class JourneyModel:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
         return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}"
 
-    def path_shapley(self, table: PathTable, *, samples: int, seed: int) -> tuple[np.ndarray, int]:
+    def path_shapley(
+        self,
+        table: PathTable,
+        *,
+        samples: int,
+        seed: int,
+        used: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Shapley values per (path, distinct channel in first-occurrence order).
 
         Parameters
@@ -186,6 +194,8 @@ class JourneyModel:
             :data:`~optiq_engine.kernels.logistic.EXACT_MAX_CHANNELS` distinct channels.
         seed
             Seed of those samples.
+        used
+            Per path, whether its values are computed (the others get zeros); default all.
 
         Returns
         -------
@@ -194,6 +204,7 @@ class JourneyModel:
         sampled : int
             The number of paths whose values were sampled.
         """
+        used = np.ones(table.height, dtype=bool) if used is None else used
         phi, sampled = jm.nested_shapley(
             table.offsets,
             table.codes,
@@ -206,6 +217,7 @@ class JourneyModel:
             table.hashes,
             samples,
             seed,
+            used,
         )
         return phi, int(sampled)
 
@@ -658,6 +670,8 @@ def _lift(model: JourneyModel, table: PathTable, t: _Target, params: np.ndarray)
 def _incremental(table: PathTable, phi: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Per channel, φ (per path and distinct channel) summed over the journeys of ``counts``: the expected
     incremental conversions."""
-    off, code, _ = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)
+    if table not in _LAYOUTS:
+        _LAYOUTS[table] = k.count_features(table.offsets, table.codes, len(table.channels), 0.0)[:2]
+    off, code = _LAYOUTS[table]
     n_rows = np.repeat(counts[0] + counts[1], np.diff(off))
     return np.bincount(code, weights=phi * n_rows, minlength=len(table.channels))
