@@ -489,7 +489,7 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
     candidates, weights = choose_candidates(table, l2=1.0, seed=0)
     best = candidates[int(np.argmax(weights))]
     counts = poisson_counts(table.hashes, table.conversions, table.nulls, 0, 1)
-    one = _one_step_solver(best, table, 1.0)(counts)
+    one = _one_step_solver(best, table, 1.0)(counts, True)
     full = _fit_one(table, best.form, best.rho, l2=1.0, counts=counts, start=best.params, sat=best.sat)
     effects = slice(0, 2 + 2 * len(CHANNELS))  # (the ending logits of sparse positions are nearly flat)
     np.testing.assert_allclose(one.params[effects], full.params[effects], atol=0.03)
