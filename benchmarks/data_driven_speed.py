@@ -472,6 +472,16 @@ NOTES = """
   refit 0.8 s, Shapley 0.4 s); still 4x the 2 s target. On the 1M-journey table the fit takes 2.5-3.0 s
   (runs vary by 20 %), and 200 bootstrap replicates 54 s (80 s here), each replicate's Shapley decomposition
   now over the rows it drew only (the same replicates bit for bit).
+- **After the prefix tree** (measured by hand 2026-12-07 19:15 UTC, engine at `0db0267`, against `278c398` in
+  the same session on the same machine, which ran 2.1x slower than for the table above: `278c398`'s fit
+  5.50 s here against 2.61 s there). The likelihood is summed over the paths' distinct prefixes (938,601
+  touches are 315,441 prefixes at 1M), and the Shapley decomposition computes every coalition at once with
+  one exponential per channel (docs/data_driven.md §6.1-§6.2). 1M-journey table: fit 5.50 -> 2.79 s
+  (2.0x); bootstrap 682 -> 191 ms per replicate (3.6x), 200 replicates 136 -> 38 s; `attribute()`
+  DATA_DRIVEN on the 700,000 users, fit stage 20.7 -> 10.5 s (2.0x). Scaled to the machine of the table
+  (the target's), the fit is about 1.3 s (target 2 s, met as a ratio) and 200 replicates about 18 s
+  (target 30 s, met as a ratio); the timed end-to-end fit (about 5 s scaled) still misses 2 s: there
+  nearly every journey is its own path row and the choice among 18 candidates dominates.
 - **Memory**: order 1 peaks at 31 MiB at 1M against ChannelAttribution's 82 MiB; order 2 at 114 MiB (1M) and
   682 MiB (10M) against 82 and 483 MiB (the transition-entry arrays).
 - End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.36-0.39 s) costs more than the
