@@ -472,7 +472,7 @@ NOTES = """
   refit 0.8 s, Shapley 0.4 s); still 4x the 2 s target. On the 1M-journey table the fit takes 2.5-3.0 s
   (runs vary by 20 %), and 200 bootstrap replicates 54 s (80 s here), each replicate's Shapley decomposition
   now over the rows it drew only (the same replicates bit for bit).
-- **After the prefix tree** (measured by hand 2026-12-07 19:15 UTC, engine at `0db0267`, against `278c398` in
+- **After the prefix tree** (measured by hand 2026-12-07 17:25 UTC, engine at `0db0267`, against `278c398` in
   the same session on the same machine, which ran 2.1x slower than for the table above: `278c398`'s fit
   5.50 s here against 2.61 s there). The likelihood is summed over the paths' distinct prefixes (938,601
   touches are 315,441 prefixes at 1M), and the Shapley decomposition computes every coalition at once with
