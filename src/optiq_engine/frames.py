@@ -27,6 +27,7 @@ __all__ = [
     "MAX_TIMESTAMP",
     "invalid_rows_error",
     "warn_confusable_ids",
+    "matches_among",
     "value_source",
 ]
 
@@ -257,11 +258,49 @@ class _Checks:
             self.masks.append(mask.fill_null(False).rename(name))
 
 
-def _id_checks(out: pl.DataFrame, col: str, checks: _Checks) -> None:
+#: ASCII characters that ``\s`` matches (the others it matches are not ASCII).
+_ASCII_SPACES = (" ", "\t", "\n", "\x0b", "\x0c", "\r")
+
+
+def _may_start_blank(ids: pl.Expr) -> pl.Expr:
+    """True where a string may be empty or start with whitespace: below ``"!"`` in byte order (every ASCII
+    space is) or not ASCII (fewer characters than bytes). Two cheap passes instead of a regex per row."""
+    return ((ids < "!") | (ids.str.len_chars() != ids.str.len_bytes())).fill_null(False)
+
+
+def _may_be_padded(ids: pl.Expr) -> pl.Expr:
+    r""":func:`_may_start_blank`, or ending with an ASCII space: true wherever ``^\s|\s$|[^\x00-\x7f]`` is."""
+    return _may_start_blank(ids) | pl.any_horizontal([ids.str.ends_with(c) for c in _ASCII_SPACES]).fill_null(False)
+
+
+def matches_among(ids: pl.Series, maybe: pl.Series, pattern: str) -> pl.Series:
+    """``ids.str.contains(pattern)`` (null: False) with the regex run only on the rows where ``maybe``.
+
+    Parameters
+    ----------
+    ids
+        Strings.
+    maybe
+        Boolean, no nulls: True on every row the pattern could match (a cheap superset of the matches).
+    pattern
+        The regex.
+
+    Returns
+    -------
+    polars.Series
+        Boolean, no nulls, one per row of ``ids``.
+    """
+    rows = maybe.arg_true()
+    hits = pl.repeat(False, ids.len(), eager=True).rename(ids.name)
+    if rows.len():
+        hits = hits.scatter(rows, ids.gather(rows).str.contains(pattern).fill_null(False))
+    return hits
+
+
+def _id_checks(out: pl.DataFrame, col: str, checks: _Checks, maybe_blank: pl.Series) -> None:
     ids = out.get_column(col)
     checks.add(f"null {col}", ids.is_null())
-    if ids.null_count() < ids.len():
-        checks.add(f"empty {col}", ids.str.contains(r"^\s*$").fill_null(False))
+    checks.add(f"empty {col}", matches_among(ids, maybe_blank, r"^\s*$"))
 
 
 def _normalize(
@@ -305,8 +344,9 @@ def _normalize(
 
     # One reason per bad row: the first that applies, in this order.
     checks = _Checks([], [])
-    _id_checks(out, id_col, checks)
-    _id_checks(out, "anon_id", checks)
+    maybe_blank = out.select(_may_start_blank(pl.col(c)) for c in (id_col, "anon_id"))  # in parallel
+    _id_checks(out, id_col, checks, maybe_blank.get_column(id_col))
+    _id_checks(out, "anon_id", checks, maybe_blank.get_column("anon_id"))
     ts = out.get_column("occurred_at")
     checks.add("null occurred_at", df.get_column("occurred_at").is_null())
     checks.add("unparseable occurred_at", times.unreadable)
@@ -558,7 +598,8 @@ def warn_confusable_ids(*columns: pl.Series, what: str = "anon_id") -> int:
         Number of distinct ids that collide with another after trimming and NFC normalisation.
     """
     ids = pl.concat([c.rename("id").cast(pl.String) for c in columns]).drop_nulls()
-    odd = ids.filter(ids.str.contains(r"^\s|\s$|[^\x00-\x7F]")).unique()
+    maybe = ids.to_frame().select(_may_be_padded(pl.col("id"))).to_series()
+    odd = ids.filter(matches_among(ids, maybe, r"^\s|\s$|[^\x00-\x7F]")).unique()
     if odd.is_empty():
         return 0
     plain = ids.filter(ids.is_in(_id_key(odd).implode())).unique()

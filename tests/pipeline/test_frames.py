@@ -8,9 +8,17 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import optiq_engine as oq
-from optiq_engine.frames import normalize_conversions, normalize_touchpoints
+from optiq_engine.frames import (
+    _may_be_padded,
+    _may_start_blank,
+    matches_among,
+    normalize_conversions,
+    normalize_touchpoints,
+)
 
 UTC = UTC
 
@@ -189,3 +197,35 @@ def test_every_model_has_a_value_in_the_database_enum() -> None:
     from optiq_engine.io.schema import ATTRIBUTION_MODELS
 
     assert set(oq.available_models()) <= set(ATTRIBUTION_MODELS)
+
+
+# The blank and padded-id checks run their regex only on rows a cheap prefilter keeps; the prefilter must
+# keep every row the regex matches, or a blank id would pass validation. Strings drawn from the characters
+# that matter: every Unicode space, the ASCII controls around "!", non-ASCII letters, plain letters.
+_EDGE_CHARS = st.sampled_from(
+    [" ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "!", "a", "Z", "~", "\x7f", "\x85", "\xa0", "é"]
+    + ["\u1680", "\u2000", "\u200a", "\u200b", "\u2028", "\u202f", "\u205f", "\u3000", "\ufeff", "日"]
+)
+_IDS = st.lists(st.one_of(st.none(), st.text(_EDGE_CHARS, max_size=4), st.text(max_size=3)), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_IDS)
+def test_prefiltered_id_checks_equal_the_plain_regexes(values: list[str | None]) -> None:
+    ids = pl.Series("id", values, dtype=pl.String)
+    frame = ids.to_frame()
+    for maybe, pattern in ((_may_start_blank, r"^\s*$"), (_may_be_padded, r"^\s|\s$|[^\x00-\x7F]")):
+        keep = frame.select(maybe(pl.col("id"))).to_series()
+        plain = ids.str.contains(pattern).fill_null(False)
+        assert not (plain & ~keep).any(), "the prefilter dropped a row the regex matches"
+        assert matches_among(ids, keep, pattern).to_list() == plain.to_list()
+
+
+def test_blank_and_padded_ids_are_still_found_among_millions_of_plain_ones() -> None:
+    plain = [f"u_{i:07d}" for i in range(200_000)]
+    ids = plain[:50_000] + ["\u3000", " ", ""] + plain[50_000:]
+    frame = pl.DataFrame({"touchpoint_id": [f"t{i}" for i in range(len(ids))], "anon_id": ids})
+    frame = frame.with_columns(occurred_at=pl.lit(datetime(2026, 1, 1, tzinfo=UTC)))
+    bad = normalize_touchpoints(frame, on_invalid="quarantine").quarantined
+    assert bad.get_column("anon_id").to_list() == ["\u3000", " ", ""]
+    assert set(bad.get_column("reason")) == {"empty anon_id"}
