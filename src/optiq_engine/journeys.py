@@ -351,9 +351,8 @@ def _sorted_events(
             with timed("encode"):
                 ((h, h2),) = group_hashes([ev], keys, exact=True)
         with timed("sort"):
-            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(
-                *readonly(h, ts, h2, flags), bits
-            )
+            h_r, ts_r, h2_r, flags_r = readonly(h, ts, h2, flags)
+            order, h_s, ts_s, _, flags_s, _, n_collisions, n_ties = sort_by_group_time(h_r, ts_r, h2_r, flags_r, bits)
         if n_collisions == 0:
             break
     del h, h2

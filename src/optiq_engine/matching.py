@@ -130,12 +130,13 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
             with timed("encode"):
                 tp_h, tp_h2, cv_h, cv_h2 = _group_hashes(tp, cv, keys, exact=True)
         with timed("sort"):
+            h, ts, h2, code = readonly(tp_h, tp_ts, tp_h2, tp_code)
             tp_order, tp_hs, tp_tss, tp_h2s, tp_codes, tp_buckets, tp_coll, tp_ties = sort_by_group_time(
-                *readonly(tp_h, tp_ts, tp_h2, tp_code), bits
+                h, ts, h2, code, bits
             )
-            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(
-                *readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32)), bits
-            )
+            h, ts, h2, code = readonly(cv_h, cv_ts, cv_h2, np.zeros(cv.height, dtype=np.int32))
+            cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(h, ts, h2, code, bits)
+            del h, ts, h2, code
         with timed("match"):
             lo, hi, has_tp, cross_coll = match_windows(
                 tp_hs,

@@ -18,6 +18,7 @@ import optiq_engine.matching as matching
 from optiq_engine.kernels.alloc import _stable_argsort
 from optiq_engine.kernels.alloc import split_value as split_value_kernel
 from optiq_engine.kernels.sort import sort_by_group_time
+from optiq_engine.kernels.threads import balanced_ranges
 from tests.reference.attribution import attribute_reference, check_invariants, split_value
 from tests.support.adapters import attribute_engine, conversions_frame, model_object, touchpoints_frame
 from tests.support.strategies import I63, Case, cases
@@ -151,6 +152,38 @@ def test_sort_kernel_orders_by_group_time_row(rows: list[tuple[int, int]], bits:
     assert (ts_s == ts[order]).all() and (code_s == code[order]).all() and collisions == 0
     assert buckets[-1] == len(rows)
     assert ties == sum(1 for i in range(1, len(rows)) if (h_s[i], ts_s[i]) == (h_s[i - 1], ts_s[i - 1]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sort_kernel_on_threads_equals_lexsort(seed: int) -> None:
+    """Above 65,536 rows the sort counts, scatters and sorts buckets in chunks on several threads."""
+    rng = np.random.default_rng(seed)
+    n = 70_000 + seed * 3_001
+    keys = rng.integers(0, 2**64, 5_000, dtype=np.uint64)
+    group = rng.integers(0, keys.size, n)
+    h, ts = keys[group], rng.integers(-50, 50, n).astype(np.int64)
+    h2 = h.copy()
+    h2[rng.integers(0, n, 3)] ^= np.uint64(1)  # three rows whose check hash disagrees with their group's
+    code = rng.integers(0, 2**23, n).astype(np.int32)
+    order, h_s, ts_s, h2_s, code_s, buckets, collisions, ties = sort_by_group_time(h, ts, h2, code, 12)
+    expected = np.lexsort((np.arange(n), ts, h))
+    assert order.tolist() == expected.tolist()
+    assert (h_s == h[order]).all() and (ts_s == ts[order]).all() and (h2_s == h2[order]).all()
+    assert (code_s == code[order]).all()
+    assert buckets.tolist() == np.searchsorted(h_s, np.arange(4097, dtype=np.uint64) << np.uint64(52)).tolist()[:-1] + [
+        n
+    ]
+    same = h_s[1:] == h_s[:-1]
+    assert collisions == int((same & (h2_s[1:] != h2_s[:-1])).sum()) > 0
+    assert ties == int((same & (ts_s[1:] == ts_s[:-1])).sum())
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+def test_balanced_ranges_cover_every_item_once(parts: int) -> None:
+    offsets = np.cumsum(np.r_[0, np.random.default_rng(parts).integers(0, 50, 40)])
+    ranges = balanced_ranges(offsets, parts)
+    assert [i for a, b in ranges for i in range(a, b)] == list(range(40)) and len(ranges) <= parts
+    assert balanced_ranges(np.zeros(1, dtype=np.int64), 4) == []
 
 
 @given(cases(), st.integers(1, 5))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
+from .threads import balanced_ranges, run_parallel, thread_count
 
 __all__ = ["bucket_bits", "sort_by_group_time", "tie_runs"]
 
@@ -116,12 +117,69 @@ def _scatter(rec, lo, hi, shift, nb, out, out_offsets):
         cnt[b] = k + 1
 
 
-@pjit
+@jit
+def _bucket_counts(h, lo, hi, shift, nb):
+    """Rows of ``lo:hi`` per bucket ``h >> shift``."""
+    counts = np.zeros(nb, dtype=np.int64)
+    for i in range(lo, hi):
+        counts[h[i] >> shift] += 1
+    return counts
+
+
+@jit
+def _fill_records(h, ts, h2, code, lo, hi, shift, cur, rec):
+    """Rows ``lo:hi`` as records in ``rec``, each after the ones before it in its bucket (``cur``: next slot)."""
+    for i in range(lo, hi):
+        b = h[i] >> shift
+        k = cur[b]
+        rec[k, 0] = h[i]
+        rec[k, 1] = np.uint64(ts[i])
+        rec[k, 2] = h2[i]
+        rec[k, 3] = np.uint64(i) | (np.uint64(code[i]) << np.uint64(_IDX_BITS))
+        cur[b] = k + 1
+
+
+@jit
+def _sort_buckets(rec, bucket_offsets, b_lo, b_hi, shift, order, h_s, ts_s, h2_s, code_s):
+    """Sort buckets ``b_lo:b_hi`` of ``rec`` and write them out; their (collisions, ties)."""
+    collisions = 0
+    ties = 0
+    for b in range(b_lo, b_hi):
+        lo = bucket_offsets[b]
+        hi = bucket_offsets[b + 1]
+        m = hi - lo
+        if m == 0:
+            continue
+        sub_bits = 0
+        while sub_bits < 10 and (m >> sub_bits) > 8:
+            sub_bits += 1
+        local = np.empty((m, 4), dtype=np.uint64)
+        sub = np.empty((1 << sub_bits) + 1, dtype=np.int64)
+        _scatter(rec, lo, hi, shift - np.uint64(sub_bits), 1 << sub_bits, local, sub)
+        tmp = np.empty((m, 4), dtype=np.uint64)
+        for s in range(1 << sub_bits):
+            if sub[s + 1] - sub[s] > 1:
+                _sort_records(local, sub[s], sub[s + 1], tmp)
+        for k in range(m):
+            order[lo + k] = np.int64(local[k, 3] & np.uint64(_IDX_MASK))
+            h_s[lo + k] = local[k, 0]
+            ts_s[lo + k] = np.int64(local[k, 1])
+            h2_s[lo + k] = local[k, 2]
+            code_s[lo + k] = local[k, 3] >> np.uint64(_IDX_BITS)
+            if k > 0 and local[k, 0] == local[k - 1, 0]:
+                if local[k, 2] != local[k - 1, 2]:
+                    collisions += 1
+                if local[k, 1] == local[k - 1, 1]:
+                    ties += 1
+    return collisions, ties
+
+
 def sort_by_group_time(h, ts, h2, code, bits):
     """Sort rows by (group hash, timestamp, row index), carrying a check hash and a code along.
 
     A two-level MSD radix scatter on the hash (``bits`` top bits, then up to 10 more inside each bucket,
-    in cache) followed by insertion sorts of the small sub-buckets.
+    in cache) followed by insertion sorts of the small sub-buckets; the counting, the scatter and the
+    buckets' sorts each run on :func:`~.threads.thread_count` threads (serial kernels, :mod:`.threads`).
 
     Parameters
     ----------
@@ -154,66 +212,27 @@ def sort_by_group_time(h, ts, h2, code, bits):
     nb = 1 << bits
     shift = np.uint64(64 - bits)
     n_chunks = 4 if n >= 65536 else 1
-    chunk = (n + n_chunks - 1) // n_chunks
-    hist = np.zeros((n_chunks, nb), dtype=np.int64)
-    for c in prange(n_chunks):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            hist[c, h[i] >> shift] += 1
+    cuts = [n * c // n_chunks for c in range(n_chunks + 1)]
+    chunks = list(zip(cuts[:-1], cuts[1:], strict=True))
+    hist = np.array(run_parallel(_bucket_counts, [(h, lo, hi, shift, nb) for lo, hi in chunks]))
     # Stable scatter: chunk c's rows of bucket b follow chunk c-1's rows of bucket b.
-    bucket_offsets = np.zeros(nb + 1, dtype=np.int64)
-    start = np.empty((n_chunks, nb), dtype=np.int64)
-    pos = 0
-    for b in range(nb):
-        bucket_offsets[b] = pos
-        for c in range(n_chunks):
-            start[c, b] = pos
-            pos += hist[c, b]
-    bucket_offsets[nb] = pos
+    by_bucket = hist.T.ravel()  # (bucket, chunk) order
+    start = (np.cumsum(by_bucket) - by_bucket).reshape(nb, n_chunks)
+    bucket_offsets = np.append(start[:, 0], n).astype(np.int64)
     rec = np.empty((n, 4), dtype=np.uint64)
-    for c in prange(n_chunks):
-        cur = start[c].copy()
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            k = cur[h[i] >> shift]
-            rec[k, 0] = h[i]
-            rec[k, 1] = np.uint64(ts[i])
-            rec[k, 2] = h2[i]
-            rec[k, 3] = np.uint64(i) | (np.uint64(code[i]) << np.uint64(_IDX_BITS))
-            cur[h[i] >> shift] = k + 1
+    fill = [(h, ts, h2, code, lo, hi, shift, start[:, c].copy(), rec) for c, (lo, hi) in enumerate(chunks)]
+    run_parallel(_fill_records, fill)
     order = np.empty(n, dtype=np.int64)
     h_s = np.empty(n, dtype=np.uint64)
     ts_s = np.empty(n, dtype=np.int64)
     h2_s = np.empty(n, dtype=np.uint64)
     code_s = np.empty(n, dtype=code.dtype)
-    collisions = np.zeros(nb, dtype=np.int64)
-    ties = np.zeros(nb, dtype=np.int64)
-    for b in prange(nb):
-        lo = bucket_offsets[b]
-        hi = bucket_offsets[b + 1]
-        m = hi - lo
-        if m == 0:
-            continue
-        sub_bits = 0
-        while sub_bits < 10 and (m >> sub_bits) > 8:
-            sub_bits += 1
-        local = np.empty((m, 4), dtype=np.uint64)
-        sub = np.empty((1 << sub_bits) + 1, dtype=np.int64)
-        _scatter(rec, lo, hi, shift - np.uint64(sub_bits), 1 << sub_bits, local, sub)
-        tmp = np.empty((m, 4), dtype=np.uint64)
-        for s in range(1 << sub_bits):
-            if sub[s + 1] - sub[s] > 1:
-                _sort_records(local, sub[s], sub[s + 1], tmp)
-        for k in range(m):
-            order[lo + k] = np.int64(local[k, 3] & np.uint64(_IDX_MASK))
-            h_s[lo + k] = local[k, 0]
-            ts_s[lo + k] = np.int64(local[k, 1])
-            h2_s[lo + k] = local[k, 2]
-            code_s[lo + k] = local[k, 3] >> np.uint64(_IDX_BITS)
-            if k > 0 and local[k, 0] == local[k - 1, 0]:
-                if local[k, 2] != local[k - 1, 2]:
-                    collisions[b] += 1
-                if local[k, 1] == local[k - 1, 1]:
-                    ties[b] += 1
-    return order, h_s, ts_s, h2_s, code_s, bucket_offsets, collisions.sum(), ties.sum()
+    parts = balanced_ranges(bucket_offsets, 4 * thread_count() if n >= 65536 else 1)
+    out = (order, h_s, ts_s, h2_s, code_s)
+    counts = run_parallel(_sort_buckets, [(rec, bucket_offsets, a, b, shift, *out) for a, b in parts])
+    collisions = sum(c for c, _ in counts)
+    ties = sum(t for _, t in counts)
+    return order, h_s, ts_s, h2_s, code_s, bucket_offsets, collisions, ties
 
 
 @jit

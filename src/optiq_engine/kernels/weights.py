@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .alloc import split_value
+from .threads import run_parallel
 
 __all__ = [
     "FIRST_TOUCH",
@@ -61,7 +62,65 @@ def _weights(kind, p1, p2, ts, code, is_direct, w):
             w[k] = w[k] / total
 
 
-@pjit
+@jit
+def _chunk_links(
+    lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, keep, j_lo, j_hi, max_n, out
+):
+    """:func:`heuristic_links` for conversions ``j_lo:j_hi``, into ``out`` = (weights, credit, position, count)."""
+    weights, credit, position, count = out
+    n_models = kinds.shape[0]
+    ruled = keep.shape[0] > 0
+    frac = np.empty(max_n, dtype=np.float64)
+    used = np.empty(max_n, dtype=np.bool_)
+    size = max_n if ruled else 0  # the kept touches: position in the window, time, channel, weight, micros
+    at = np.empty(size, dtype=np.int64)
+    kept_ts = np.empty(size, dtype=np.int64)
+    kept_code = np.empty(size, dtype=np.int32)
+    kept_w = np.empty(size, dtype=np.float64)
+    kept_credit = np.empty(size, dtype=np.int64)
+    for j in range(j_lo, j_hi):
+        n = hi[j] - lo[j]
+        if n == 0:
+            continue
+        base = link_offsets[j]
+        ts = tp_ts[lo[j] : hi[j]]
+        code = tp_code[lo[j] : hi[j]]
+        for k in range(n):
+            position[base + k] = k + 1
+            count[base + k] = n
+        nk = n
+        if ruled:
+            nk = 0
+            for k in range(n):
+                if keep[base + k]:
+                    at[nk], kept_ts[nk], kept_code[nk] = k, ts[k], code[k]
+                    nk += 1
+        if nk == n:  # every touch credited (the usual case): the weights in place
+            for mi in range(n_models):
+                w = weights[mi, base : base + n]
+                _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
+                if kinds[mi] <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
+                    for k in range(n):
+                        credit[mi, base + k] = cv_value[j] if w[k] == 1.0 else 0
+                else:
+                    split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
+            continue
+        for mi in range(n_models):  # the kept touches' weights and split, scattered; 0 elsewhere
+            w = kept_w[:nk]
+            _weights(kinds[mi], p1[mi], p2[mi], kept_ts[:nk], kept_code[:nk], is_direct, w)
+            if kinds[mi] <= LAST_NON_DIRECT:
+                for i in range(nk):
+                    kept_credit[i] = cv_value[j] if w[i] == 1.0 else 0
+            else:
+                split_value(cv_value[j], w, kept_credit[:nk], frac, used)
+            for k in range(n):
+                weights[mi, base + k] = 0.0
+                credit[mi, base + k] = 0
+            for i in range(nk):
+                weights[mi, base + at[i]] = w[i]
+                credit[mi, base + at[i]] = kept_credit[i]
+
+
 def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, keep, chunk_bounds):
     """Weights, credited value micros and positions of every (conversion, touchpoint, model) link.
 
@@ -93,67 +152,18 @@ def heuristic_links(lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, k
     position : int32[L]  (1..n)
     count : int32[L]  (n)
     """
-    n_models = kinds.shape[0]
-    n_links = link_offsets[-1]
-    weights = np.empty((n_models, n_links), dtype=np.float64)
-    credit = np.empty((n_models, n_links), dtype=np.int64)
-    position = np.empty(n_links, dtype=np.int32)
-    count = np.empty(n_links, dtype=np.int32)
-    max_n = 0
-    for j in range(lo.shape[0]):
-        max_n = max(max_n, hi[j] - lo[j])
-    ruled = keep.shape[0] > 0
-    for c in prange(chunk_bounds.shape[0] - 1):
-        frac = np.empty(max_n, dtype=np.float64)
-        used = np.empty(max_n, dtype=np.bool_)
-        size = max_n if ruled else 0  # the kept touches: position in the window, time, channel, weight, micros
-        at = np.empty(size, dtype=np.int64)
-        kept_ts = np.empty(size, dtype=np.int64)
-        kept_code = np.empty(size, dtype=np.int32)
-        kept_w = np.empty(size, dtype=np.float64)
-        kept_credit = np.empty(size, dtype=np.int64)
-        for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
-            n = hi[j] - lo[j]
-            if n == 0:
-                continue
-            base = link_offsets[j]
-            ts = tp_ts[lo[j] : hi[j]]
-            code = tp_code[lo[j] : hi[j]]
-            for k in range(n):
-                position[base + k] = k + 1
-                count[base + k] = n
-            nk = n
-            if ruled:
-                nk = 0
-                for k in range(n):
-                    if keep[base + k]:
-                        at[nk], kept_ts[nk], kept_code[nk] = k, ts[k], code[k]
-                        nk += 1
-            if nk == n:  # every touch credited (the usual case): the weights in place
-                for mi in range(n_models):
-                    w = weights[mi, base : base + n]
-                    _weights(kinds[mi], p1[mi], p2[mi], ts, code, is_direct, w)
-                    if kinds[mi] <= LAST_NON_DIRECT:  # one weight of 1: the split is exact without rounding
-                        for k in range(n):
-                            credit[mi, base + k] = cv_value[j] if w[k] == 1.0 else 0
-                    else:
-                        split_value(cv_value[j], w, credit[mi, base : base + n], frac, used)
-                continue
-            for mi in range(n_models):  # the kept touches' weights and split, scattered; 0 elsewhere
-                w = kept_w[:nk]
-                _weights(kinds[mi], p1[mi], p2[mi], kept_ts[:nk], kept_code[:nk], is_direct, w)
-                if kinds[mi] <= LAST_NON_DIRECT:
-                    for i in range(nk):
-                        kept_credit[i] = cv_value[j] if w[i] == 1.0 else 0
-                else:
-                    split_value(cv_value[j], w, kept_credit[:nk], frac, used)
-                for k in range(n):
-                    weights[mi, base + k] = 0.0
-                    credit[mi, base + k] = 0
-                for i in range(nk):
-                    weights[mi, base + at[i]] = w[i]
-                    credit[mi, base + at[i]] = kept_credit[i]
-    return weights, credit, position, count
+    n_models, n_links = kinds.shape[0], int(link_offsets[-1])
+    out = (
+        np.empty((n_models, n_links), dtype=np.float64),
+        np.empty((n_models, n_links), dtype=np.int64),
+        np.empty(n_links, dtype=np.int32),
+        np.empty(n_links, dtype=np.int32),
+    )
+    max_n = int((hi - lo).max()) if lo.shape[0] else 0
+    args = (lo, hi, link_offsets, tp_ts, tp_code, is_direct, cv_value, kinds, p1, p2, keep)
+    bounds = [(int(a), int(b)) for a, b in zip(chunk_bounds[:-1], chunk_bounds[1:], strict=True)]
+    run_parallel(_chunk_links, [(*args, a, b, max_n, out) for a, b in bounds])
+    return out
 
 
 @jit

@@ -1,0 +1,77 @@
+"""Serial kernels run on several threads at once.
+
+Every kernel is compiled with ``nogil=True`` (:mod:`._jit`): while one runs, it holds no GIL, so Python
+threads calling it on disjoint parts of the data run in parallel. For the kernels of every run (the sort,
+the heuristic weights) this replaces Numba's ``parallel=True``, whose compile costs seconds per kernel on
+the first call in a fresh environment (benchmarks/RESULTS.md "Cold start"), at the same run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numba
+import numpy as np
+
+__all__ = ["balanced_ranges", "run_parallel", "thread_count"]
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def thread_count() -> int:
+    """Threads the kernels may use: Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    return max(1, int(numba.get_num_threads()))
+
+
+def run_parallel(kernel: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``[kernel(*args) for args in tasks]``, the tasks spread over :func:`thread_count` threads.
+
+    Parameters
+    ----------
+    kernel
+        A ``nogil`` kernel; the tasks must write disjoint parts of any shared output.
+    tasks
+        Its arguments, one tuple per call.
+
+    Returns
+    -------
+    list
+        The calls' results, in the order of ``tasks``.
+    """
+    threads = min(thread_count(), len(tasks))
+    if threads <= 1:
+        return [kernel(*args) for args in tasks]
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="optiq-kernel")
+    return list(pool.map(lambda args: kernel(*args), tasks))
+
+
+def balanced_ranges(offsets: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split the items of ``offsets`` (item ``i`` owns rows ``offsets[i]:offsets[i + 1]``) into at most
+    ``parts`` consecutive ranges of about equal rows.
+
+    Parameters
+    ----------
+    offsets
+        Non-decreasing, ``len(items) + 1`` entries.
+    parts
+        Ranges wanted (at least 1).
+
+    Returns
+    -------
+    list of tuple of int
+        ``(first item, end item)`` of each non-empty range, covering every item once, in order.
+    """
+    items = len(offsets) - 1
+    targets = offsets[0] + (offsets[-1] - offsets[0]) * np.arange(1, parts) / parts
+    cuts = np.unique(np.r_[0, np.searchsorted(offsets[:-1], targets, side="right"), items])
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
