@@ -23,7 +23,7 @@ from .grouping import NO_MASK, group_hashes, group_key_columns, hash_attempts, o
 from .identity import PERSON, IdentityStitch, stitch
 from .kernels.paths import tail_ranges
 from .kernels.sort import bucket_bits, sort_by_group_time
-from .kernels.windows import journey_starts, match_windows
+from .kernels.windows import match_windows
 from .layout import readonly
 from .result import LookbackCoverage, lookback_coverage
 from .timestamps import micros
@@ -58,7 +58,7 @@ class Matched:
     cv_tss: np.ndarray | None = None  # conversion times, aligned with lo and hi
     coverage: LookbackCoverage | None = None
     identity: IdentityStitch | None = None  # with identity="stitched": the persons the anon ids made
-    start: np.ndarray | None = None  # per conversion, where its whole journey starts (journey_starts)
+    start: np.ndarray | None = None  # per conversion, where its whole journey starts (match_windows)
     whole_tail_lo: np.ndarray | None = None  # the tails' starts without the lookback (ends: tail_hi)
     repeat: np.ndarray | None = None  # per conversion: its group converted before it
     tail_after_conversion: np.ndarray | None = None  # per tail: its group has a conversion (the tail follows it)
@@ -138,7 +138,7 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
             cv_order, cv_hs, cv_tss, cv_h2s, _, cv_buckets, cv_coll, cv_ties = sort_by_group_time(h, ts, h2, code, bits)
             del h, ts, h2, code
         with timed("match"):
-            lo, hi, has_tp, cross_coll = match_windows(
+            lo, hi, start, has_tp, cross_coll = match_windows(
                 tp_hs,
                 tp_tss,
                 tp_h2s,
@@ -165,7 +165,6 @@ def match_inputs(touchpoints: Any, conversions: Any, cfg: AttributionConfig, tim
         if cv_ties:  # windows depend on times only: reordering tied conversions keeps lo, hi valid
             cv_order, _ = order_ties_by_id(cv_order, None, cv_hs, cv_tss, cv.get_column("conversion_id"))
         cv_value = cv.get_column("value_micros").to_numpy()[cv_order]
-        start = journey_starts(tp_hs, tp_tss, cv_hs, cv_tss, hi, cfg.reset_after_conversion)
         repeat = np.r_[False, cv_hs[1:] == cv_hs[:-1]] if cv_hs.shape[0] else np.zeros(0, dtype=np.bool_)
         coverage = lookback_coverage(start, lo, hi, tp_tss, cv_tss, cfg.lookback)
     return Matched(

@@ -227,7 +227,7 @@ def lookback_coverage(
     start: np.ndarray, lo: np.ndarray, hi: np.ndarray, tp_ts: np.ndarray, cv_ts: np.ndarray, lookback: timedelta
 ) -> LookbackCoverage:
     """Summarise the conversions' windows against their whole journeys (``start``:
-    :func:`optiq_engine.kernels.windows.journey_starts`; ``lo``, ``hi``: the windows; sorted times in µs).
+    :func:`optiq_engine.kernels.windows.match_windows`; ``lo``, ``hi``: the windows; sorted times in µs).
 
     Parameters
     ----------

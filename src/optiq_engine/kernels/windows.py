@@ -10,7 +10,7 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["match_windows", "link_rows", "journey_starts"]
+__all__ = ["match_windows", "link_rows"]
 
 
 @jit
@@ -38,6 +38,10 @@ def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets
     -------
     lo, hi : int64[m]
         Conversion ``j``'s touchpoints are sorted rows ``lo[j]:hi[j]`` (empty when ``lo == hi``).
+    start : int64[m]
+        Where conversion ``j``'s journey would start without the lookback: the group's first touchpoint, or
+        with ``reset`` the first after the group's previous conversion (``hi`` of that conversion); the
+        ``lo[j] - start[j]`` touchpoints before the window are older than the lookback.
     group_has_touchpoints : bool[m]
         Whether the conversion's group has any touchpoint at all.
     n_collisions : int
@@ -47,6 +51,7 @@ def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets
     nb = cv_buckets.shape[0] - 1
     lo = np.empty(m, dtype=np.int64)
     hi = np.empty(m, dtype=np.int64)
+    start = np.empty(m, dtype=np.int64)
     has = np.zeros(m, dtype=np.bool_)
     collisions = np.zeros(nb, dtype=np.int64)
     for b in range(nb):
@@ -80,10 +85,11 @@ def match_windows(tp_h, tp_ts, tp_h2, tp_buckets, cv_h, cv_ts, cv_h2, cv_buckets
                     z += 1
                 lo[k] = a
                 hi[k] = z if z > a else a
+                start[k] = hi[k - 1] if reset and k > j else s
                 has[k] = e > s
             i = e
             j = je
-    return lo, hi, has, collisions.sum()
+    return lo, hi, start, has, collisions.sum()
 
 
 @jit
@@ -118,31 +124,3 @@ def link_rows(lo, link_offsets, tp_order, tp_code, cv_order, chunk_bounds):
                 code[base + k] = tp_code[lo[j] + k]
                 cv_row[base + k] = cv_order[j]
     return tp_row, cv_row, code
-
-
-def journey_starts(tp_h, tp_ts, cv_h, cv_ts, hi, reset):
-    """First touchpoint of every conversion's journey had the window no start: the group's first touchpoint
-    after its previous conversion (``reset``) or the group's first touchpoint.
-
-    Parameters
-    ----------
-    tp_h, tp_ts : uint64[n], int64[n]
-        Sorted touchpoints (group hash, time), as for :func:`match_windows`.
-    cv_h, cv_ts : uint64[m], int64[m]
-        Sorted conversions.
-    hi : int64[m]
-        :func:`match_windows`'s ``hi``: the first touchpoint after each conversion (within its group).
-    reset : bool
-        Whether a conversion's journey starts after the group's previous conversion.
-
-    Returns
-    -------
-    int64[m]
-        Sorted-touchpoint index of each journey's first touchpoint; ``lo - start`` touchpoints of the group
-        (since its previous conversion) are older than the lookback.
-    """
-    start = np.searchsorted(tp_h, cv_h, side="left").astype(np.int64)  # rows are sorted by hash first
-    if reset and cv_h.shape[0] > 1:
-        after_previous = np.r_[False, cv_h[1:] == cv_h[:-1]]
-        start[after_previous] = hi[:-1][after_previous[1:]]
-    return start
