@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optiq_engine.kernels.tokenize import split_paths
+from optiq_engine.kernels.tokenize import _PARALLEL_ROWS, split_paths
 from tests.reference import tokenize as ref
 
 _NAMES = ["a", "b", "ab", "ba", "google_ads", "google_adz", "campaign_0001", "campaign_0011", "é", "x" * 40]
@@ -53,3 +53,20 @@ def test_many_names_sharing_length_and_ends_are_told_apart() -> None:
     names = [f"campaign_{i:05d}_x" for i in range(5000)]
     codes, got, ok = _split([" > ".join(names[i : i + 3]) for i in range(0, 5000, 3)], ">", capacity=8192)
     assert ok and got == [n.encode() for n in names]
+
+
+def test_rows_split_on_threads_number_names_as_one_pass() -> None:
+    """Above ``_PARALLEL_ROWS`` rows the chunks are split on threads, each with its own dictionary, and
+    merged in row order: the numbering must be the one pass's (names new in a later chunk come after)."""
+    rng = np.random.default_rng(0)
+    pool = ["google_ads", "meta_ads", "email", "direct", "  display ", "é", "gooogle_ads", "meta_adz"]
+    rows = [" > ".join(rng.choice(pool[:4], size=rng.integers(0, 6))) for _ in range(_PARALLEL_ROWS)]
+    rows += [f"late_{i % 7} > {pool[4 + i % 4]} >  > google_ads" for i in range(_PARALLEL_ROWS)]
+    got_codes, got_names, ok = _split(rows, ">", capacity=64)
+    want_codes, want_names = ref.split_paths([s.encode() for s in rows], b">")
+    assert ok and got_names == want_names and got_codes == want_codes
+    assert not _split(rows, ">", capacity=8)[2]  # the merged dictionary overflows: ask for more
+    halves = [f"a{i % 5} > a{(i + 1) % 5}" for i in range(_PARALLEL_ROWS)]
+    halves += [f"b{i % 5} > b{(i + 1) % 5}" for i in range(_PARALLEL_ROWS)]
+    assert _split(halves, ">", capacity=16)[2]
+    assert not _split(halves, ">", capacity=8)[2]  # each chunk fits, the merged dictionary does not

@@ -1,10 +1,17 @@
-"""Split ``"a > b > c"`` path strings (an Arrow string buffer) into channel codes in one pass."""
+"""Split ``"a > b > c"`` path strings (an Arrow string buffer) into channel codes in one pass.
+
+The rows are split in chunks on several threads (:mod:`.threads`), each with a dictionary of its own, and
+the chunks' dictionaries are merged in row order, so codes are numbered by first appearance as one pass
+over the rows would number them. A token is looked up first among the last names seen with its first
+byte and length (paths repeat a few channel names), and only on a miss by its hash.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import jit
+from .threads import balanced_ranges, run_parallel, thread_count
 
 __all__ = ["split_paths"]
 
@@ -27,7 +34,112 @@ def _same(data, a0, a1, b0, b1):
     return True
 
 
+#: Rows below which the split runs on one thread.
+_PARALLEL_ROWS = 50_000
+
+
 @jit
+def _find(data, a, b, h, table, hashes, names):
+    """Code of the name ``data[a:b]`` (hash ``h``) in an open-addressing dictionary, else ``-1 - slot``
+    with ``slot`` the free one where it goes."""
+    size = table.shape[0]
+    slot = np.int64(h & np.uint64(size - 1))
+    while table[slot] >= 0:
+        c = table[slot]
+        if hashes[slot] == h and _same(data, names[c, 0], names[c, 1], a, b):
+            return c
+        slot = (slot + 1) & (size - 1)
+    return -1 - slot
+
+
+@jit
+def _hash(data, a, b):
+    h = _FNV_OFFSET
+    for i in range(a, b):
+        h = (h ^ np.uint64(data[i])) * _FNV_PRIME
+    return h
+
+
+@jit
+def _split_rows(offsets, data, sep, r_lo, r_hi, capacity):
+    """Rows ``r_lo:r_hi`` split with a dictionary of their own: tokens per row, codes, names (byte ranges of
+    first occurrences), ok (False past ``capacity`` names)."""
+    k = sep.shape[0]
+    counts = np.zeros(r_hi - r_lo, dtype=np.int64)
+    n_bytes = offsets[r_hi] - offsets[r_lo]
+    codes = np.empty(max(n_bytes // (k + 1) + r_hi - r_lo, 1), dtype=np.int32)  # an upper bound on tokens
+    table = np.full(2 * capacity, -1, dtype=np.int64)  # open addressing at load factor <= 1/2
+    hashes = np.zeros(2 * capacity, dtype=np.uint64)
+    names = np.empty((capacity, 2), dtype=np.int64)
+    recent = np.full(256 * 64, -1, dtype=np.int64)  # (first byte, length) -> the last code seen with them
+    n_names = 0
+    t = 0
+    for r in range(r_lo, r_hi):
+        pos = offsets[r]
+        end = offsets[r + 1]
+        while pos <= end:
+            # token [pos, stop): up to the next separator or the end of the row
+            stop = pos
+            while stop < end:
+                if data[stop] == sep[0] and stop + k <= end:
+                    match = True
+                    for q in range(1, k):
+                        if data[stop + q] != sep[q]:
+                            match = False
+                            break
+                    if match:
+                        break
+                stop += 1
+            a, b = pos, stop
+            while a < b and _is_space(data[a]):
+                a += 1
+            while b > a and _is_space(data[b - 1]):
+                b -= 1
+            if b > a:
+                key = np.int64(data[a]) * 64 + min(b - a, 63)
+                code = recent[key]
+                if code < 0 or not _same(data, names[code, 0], names[code, 1], a, b):
+                    h = _hash(data, a, b)
+                    code = _find(data, a, b, h, table, hashes, names)
+                    if code < 0:
+                        if n_names == capacity:  # the caller retries with a larger capacity
+                            return counts, codes[:0], names[:0], False
+                        table[-1 - code] = n_names
+                        hashes[-1 - code] = h
+                        names[n_names, 0] = a
+                        names[n_names, 1] = b
+                        code = n_names
+                        n_names += 1
+                    recent[key] = code
+                codes[t] = code
+                t += 1
+                counts[r - r_lo] += 1
+            pos = stop + k
+    return counts, codes[:t], names[:n_names], True
+
+
+@jit
+def _merge_names(data, spans, table, hashes, names, n_names):
+    """Add a chunk's names (``spans``, byte ranges) to the merged dictionary, in order; the chunk's code ->
+    merged code, the merged count, ok (False past the dictionary's capacity)."""
+    remap = np.empty(spans.shape[0], dtype=np.int32)
+    for i in range(spans.shape[0]):
+        a, b = spans[i, 0], spans[i, 1]
+        h = _hash(data, a, b)
+        code = _find(data, a, b, h, table, hashes, names)
+        if code < 0:
+            if n_names == names.shape[0]:
+                return remap, n_names, False
+            table[-1 - code] = n_names
+            hashes[-1 - code] = h
+            names[n_names, 0] = a
+            names[n_names, 1] = b
+            code = n_names
+            n_names += 1
+        remap[i] = code
+    return remap, n_names, True
+
+
 def split_paths(offsets, data, sep, capacity):
     """Tokens of every row, split on ``sep`` and stripped of ASCII white space; empty tokens dropped.
 
@@ -54,59 +166,21 @@ def split_paths(offsets, data, sep, capacity):
         False when more than ``capacity`` distinct tokens were found (nothing else is valid then).
     """
     n = offsets.shape[0] - 1
-    k = sep.shape[0]
+    parts = balanced_ranges(offsets, thread_count()) if n >= _PARALLEL_ROWS else [(0, n)]
+    chunks = run_parallel(_split_rows, [(offsets, data, sep, a, b, capacity) for a, b in parts or [(0, n)]])
     row_offsets = np.zeros(n + 1, dtype=np.int64)
-    codes = np.empty(max(data.shape[0] // (k + 1) + n, 1), dtype=np.int32)  # an upper bound on tokens
-    size = 2 * capacity  # open addressing at load factor <= 1/2
-    table = np.full(size, -1, dtype=np.int64)
-    hashes = np.zeros(size, dtype=np.uint64)
+    if not all(ok for *_, ok in chunks):
+        return row_offsets, np.zeros(0, dtype=np.int32), np.zeros((0, 2), dtype=np.int64), False
+    np.cumsum(np.concatenate([counts for counts, *_ in chunks]), out=row_offsets[1:])
+    if len(chunks) == 1:
+        return row_offsets, chunks[0][1], chunks[0][2], True
+    table = np.full(2 * capacity, -1, dtype=np.int64)
+    hashes = np.zeros(2 * capacity, dtype=np.uint64)
     names = np.empty((capacity, 2), dtype=np.int64)
-    n_names = 0
-    t = 0
-    for r in range(n):
-        pos = offsets[r]
-        end = offsets[r + 1]
-        while pos <= end:
-            # token [pos, stop): up to the next separator or the end of the row
-            stop = pos
-            while stop < end:
-                if data[stop] == sep[0] and stop + k <= end:
-                    match = True
-                    for q in range(1, k):
-                        if data[stop + q] != sep[q]:
-                            match = False
-                            break
-                    if match:
-                        break
-                stop += 1
-            a, b = pos, stop
-            while a < b and _is_space(data[a]):
-                a += 1
-            while b > a and _is_space(data[b - 1]):
-                b -= 1
-            if b > a:
-                h = _FNV_OFFSET
-                for i in range(a, b):
-                    h = (h ^ np.uint64(data[i])) * _FNV_PRIME
-                slot = np.int64(h & np.uint64(size - 1))
-                code = -1
-                while table[slot] >= 0:
-                    c = table[slot]
-                    if hashes[slot] == h and _same(data, names[c, 0], names[c, 1], a, b):
-                        code = c
-                        break
-                    slot = (slot + 1) & (size - 1)
-                if code < 0:
-                    code = n_names
-                    if n_names == capacity:  # the caller retries with a larger capacity
-                        return row_offsets, codes[:0], names[:0], False
-                    names[code, 0] = a
-                    names[code, 1] = b
-                    n_names += 1
-                    table[slot] = code
-                    hashes[slot] = h
-                codes[t] = code
-                t += 1
-            pos = stop + k
-        row_offsets[r + 1] = t
-    return row_offsets, codes[:t], names[:n_names], True
+    n_names, merged = 0, []
+    for _, codes, spans, _ in chunks:
+        remap, n_names, ok = _merge_names(data, spans, table, hashes, names, n_names)
+        if not ok:
+            return row_offsets, np.zeros(0, dtype=np.int32), np.zeros((0, 2), dtype=np.int64), False
+        merged.append(remap[codes])
+    return row_offsets, np.concatenate(merged), names[:n_names], True
