@@ -47,7 +47,8 @@ def jit(fn):
 
 
 def pjit(fn):
-    """Compile a kernel that runs ``prange`` loops over threads.
+    """Compile a kernel that runs ``prange`` loops over threads (the simulator's; the engine's kernels run on
+    Python threads instead, :mod:`.threads`, which compiles in a fraction of the time).
 
     Parameters
     ----------

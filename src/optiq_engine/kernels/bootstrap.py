@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .splitmix import GOLDEN, mix64
+from .threads import row_chunks, run_parallel
 
 __all__ = ["poisson_counts"]
 
@@ -57,15 +58,26 @@ def poisson(lam, key):
             return float(k)
 
 
-@pjit
 def poisson_counts(hashes, conversions, nulls, seed, replicate):
-    """Resampled (conversions, nulls) of every path row for one replicate."""
+    """Resampled (conversions, nulls) of every path row for one replicate (rows in chunks on threads)."""
     p_rows = hashes.shape[0]
     conv = np.empty(p_rows, dtype=np.float64)
     null = np.empty(p_rows, dtype=np.float64)
-    base = mix64(mix64(np.uint64(seed) ^ GOLDEN) ^ np.uint64(replicate))
-    for p in prange(p_rows):
+    base = np.uint64(_replicate_key(seed, replicate))  # a Python int from the kernel: typed as uint64
+    tasks = [(hashes, conversions, nulls, base, lo, hi, conv, null) for lo, hi in row_chunks(p_rows, 8)]
+    run_parallel(_poisson_rows, tasks)
+    return conv, null
+
+
+@jit
+def _replicate_key(seed, replicate):
+    return mix64(mix64(np.uint64(seed) ^ GOLDEN) ^ np.uint64(replicate))
+
+
+@jit
+def _poisson_rows(hashes, conversions, nulls, base, lo, hi, conv, null):
+    """:func:`poisson_counts` of rows ``lo:hi``, into ``conv`` and ``null``."""
+    for p in range(lo, hi):
         key = mix64(base ^ hashes[p])
         conv[p] = poisson(conversions[p], mix64(key ^ np.uint64(1)))
         null[p] = poisson(nulls[p], mix64(key ^ np.uint64(2)))
-    return conv, null

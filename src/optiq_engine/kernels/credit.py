@@ -4,14 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .alloc import split_value
 from .paths import has_non_direct
+from .threads import run_parallel
 
 __all__ = ["share_links", "window_fraction"]
 
 
-@pjit
+@jit
+def _share_chunk(
+    lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, scale, max_n, j_lo, j_hi, out
+):
+    """:func:`share_links` of conversions ``j_lo:j_hi``, into ``out`` = (weights, credit, uncredited)."""
+    weights, credit, uncredited = out
+    n_codes = shares.shape[1]
+    counts = np.zeros(max(n_codes, 1), dtype=np.int64)
+    frac = np.empty(max_n, dtype=np.float64)
+    used = np.empty(max_n, dtype=np.bool_)
+    for j in range(j_lo, j_hi):
+        base = link_offsets[j]
+        n = link_offsets[j + 1] - base
+        if n == 0:
+            continue
+        a = lo[j]
+        skip_direct = drop_direct and has_non_direct(tp_code, a, a + n, is_direct)
+        for k in range(n):
+            if not (skip_direct and is_direct[tp_code[a + k]]):
+                counts[tp_code[a + k]] += 1
+        row = share_row[j]
+        w = weights[base : base + n]
+        total = 0.0
+        for k in range(n):
+            x = 0.0
+            if not (skip_direct and is_direct[tp_code[a + k]]):
+                code = tp_code[a + k]
+                x = shares[row, code] / counts[code] * scale[code]
+            w[k] = x
+            total += x
+        for k in range(n):
+            counts[tp_code[a + k]] = 0
+        if total > 0.0:
+            for k in range(n):
+                w[k] = w[k] / total
+            split_value(cv_value[j], w, credit[base : base + n], frac, used)
+        else:
+            uncredited[j] = True
+            for k in range(n):
+                w[k] = 0.0
+                credit[base + k] = 0
+
+
 def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, scale, chunk_bounds):
     """Weights and credited micros of every link from per-channel shares and balancing multipliers.
 
@@ -45,50 +88,13 @@ def share_links(lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, sha
         Conversions (with eligible touchpoints) that the model credits to no channel.
     """
     m = lo.shape[0]
-    n_links = link_offsets[m]
-    n_codes = shares.shape[1]
-    weights = np.empty(n_links, dtype=np.float64)
-    credit = np.empty(n_links, dtype=np.int64)
-    uncredited = np.zeros(m, dtype=np.bool_)
-    max_n = 0
-    for j in range(m):
-        max_n = max(max_n, link_offsets[j + 1] - link_offsets[j])
-    for c in prange(chunk_bounds.shape[0] - 1):
-        counts = np.zeros(max(n_codes, 1), dtype=np.int64)
-        frac = np.empty(max_n, dtype=np.float64)
-        used = np.empty(max_n, dtype=np.bool_)
-        for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
-            base = link_offsets[j]
-            n = link_offsets[j + 1] - base
-            if n == 0:
-                continue
-            a = lo[j]
-            skip_direct = drop_direct and has_non_direct(tp_code, a, a + n, is_direct)
-            for k in range(n):
-                if not (skip_direct and is_direct[tp_code[a + k]]):
-                    counts[tp_code[a + k]] += 1
-            row = share_row[j]
-            w = weights[base : base + n]
-            total = 0.0
-            for k in range(n):
-                x = 0.0
-                if not (skip_direct and is_direct[tp_code[a + k]]):
-                    code = tp_code[a + k]
-                    x = shares[row, code] / counts[code] * scale[code]
-                w[k] = x
-                total += x
-            for k in range(n):
-                counts[tp_code[a + k]] = 0
-            if total > 0.0:
-                for k in range(n):
-                    w[k] = w[k] / total
-                split_value(cv_value[j], w, credit[base : base + n], frac, used)
-            else:
-                uncredited[j] = True
-                for k in range(n):
-                    w[k] = 0.0
-                    credit[base + k] = 0
-    return weights, credit, uncredited
+    n_links = int(link_offsets[m])
+    out = (np.empty(n_links, dtype=np.float64), np.empty(n_links, dtype=np.int64), np.zeros(m, dtype=np.bool_))
+    max_n = int(np.diff(link_offsets).max(initial=0))
+    args = (lo, link_offsets, tp_code, is_direct, drop_direct, cv_value, shares, share_row, scale, max_n)
+    bounds = zip(chunk_bounds[:-1].tolist(), chunk_bounds[1:].tolist(), strict=True)
+    run_parallel(_share_chunk, [(*args, a, b, out) for a, b in bounds])
+    return out
 
 
 @jit

@@ -27,9 +27,10 @@ import math
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .logistic import EXACT_MAX_CHANNELS, _sigmoid
 from .paths import mix64
+from .threads import row_chunks, run_parallel
 
 __all__ = [
     "N_BUCKETS",
@@ -209,7 +210,6 @@ def _survival_factors(base, params, first, chan, x, k, out):
         out[s] = _sigmoid(-z)
 
 
-@pjit
 def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed, used):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
@@ -220,9 +220,22 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
     Players are the path's distinct channels in first-occurrence order (aligned with
     :func:`~optiq_engine.kernels.logistic.count_features`). Exact up to ``EXACT_MAX_CHANNELS`` players,
     else ``n_perm`` random orderings keyed by ``(seed, path hash)``. Returns ``phi`` and the number of
-    sampled paths.
+    sampled paths. The paths are computed in chunks on :func:`~.threads.thread_count` threads.
     """
     n_codes = n_codes_of(params.shape[0])
+    d_of, m_max, weights = _shapley_layout(offsets, codes, n_codes)
+    p_rows = offsets.shape[0] - 1
+    phi = np.zeros(d_of[p_rows], dtype=np.float64)
+    sampled = np.zeros(p_rows, dtype=np.int64)
+    model = (offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed, used, d_of, m_max, weights)
+    run_parallel(_shapley_rows, [(*model, a, b, phi, sampled) for a, b in row_chunks(p_rows, _CHUNKS)])
+    return phi, int(sampled.sum())
+
+
+@jit
+def _shapley_layout(offsets, codes, n_codes):
+    """Per path the start of its players in the output (``d_of``), the longest path, and the Shapley
+    weights ``s! (d - s - 1)! / d!`` per number of players ``d`` and coalition size ``s``."""
     p_rows = offsets.shape[0] - 1
     d_of = np.zeros(p_rows + 1, dtype=np.int64)
     seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
@@ -237,100 +250,125 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
             seen[codes[j]] = False
         d_of[p + 1] = d_of[p] + d
         m_max = max(m_max, offsets[p + 1] - offsets[p])
-    phi = np.zeros(d_of[p_rows], dtype=np.float64)
-    sampled = np.zeros(p_rows, dtype=np.int64)
-    n_chunks = max(1, min(_CHUNKS, p_rows))
     d_max = 0
     for p in range(p_rows):
         d_max = max(d_max, min(d_of[p + 1] - d_of[p], EXACT_MAX_CHANNELS))
-    weights = np.zeros((d_max + 1, max(d_max, 1)), dtype=np.float64)  # s! (d - s - 1)! / d!
+    weights = np.zeros((d_max + 1, max(d_max, 1)), dtype=np.float64)
     for d in range(1, d_max + 1):
         for s in range(d):
             weights[d, s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
-    for k in prange(n_chunks):
-        local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-        chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
-        xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
-        zbase = np.empty(m_max, dtype=np.float64)
-        seen = np.empty(m_max, dtype=np.int64)
-        v = np.empty(1 << d_max, dtype=np.float64)
-        zs = np.empty(1 << d_max, dtype=np.float64)
-        g = np.empty(1 << d_max, dtype=np.float64)
-        for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
-            m = offsets[p + 1] - offsets[p]
-            if m == 0 or not used[p]:
-                continue
-            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
-            chan = chan_buf[:d].copy()
-            out = phi[d_of[p] : d_of[p + 1]]
-            wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
-            if d <= EXACT_MAX_CHANNELS:
-                n_sub = 1 << d
-                _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g)
-                w = weights[d]
-                for s in range(n_sub):
-                    size = 0
-                    t = s
-                    while t:
-                        t &= t - 1
-                        size += 1
-                    for q in range(d):
-                        if not (s >> q) & 1:
-                            out[q] += w[size] * (v[s | (1 << q)] - v[s])
-            else:
-                sampled[p] = 1
-                base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
-                order = np.arange(d)
-                key = mix64(np.uint64(seed) ^ hashes[p])
-                draws = 0
-                for _ in range(n_perm):
-                    for i in range(d - 1, 0, -1):
-                        r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
-                        draws += 1
-                        jj = np.int64(r % np.uint64(i + 1))
-                        order[i], order[jj] = order[jj], order[i]
-                    mask = 0
-                    prev = 0.0
-                    for t in range(d):
-                        mask |= 1 << order[t]
-                        cur = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p) - base
-                        out[order[t]] += cur - prev
-                        prev = cur
+    return d_of, m_max, weights
+
+
+@jit
+def _shapley_rows(
+    offsets,
+    codes,
+    params,
+    held,
+    decay,
+    sat,
+    use_h,
+    use_p,
+    hashes,
+    n_perm,
+    seed,
+    used,
+    d_of,
+    m_max,
+    weights,
+    p_lo,
+    p_hi,
+    phi,
+    sampled,
+):
+    """:func:`nested_shapley` of the paths ``p_lo:p_hi``, into ``phi`` and ``sampled``."""
+    n_codes = n_codes_of(params.shape[0])
+    d_max = weights.shape[0] - 1
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
+    xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+    zbase = np.empty(m_max, dtype=np.float64)
+    seen = np.empty(m_max, dtype=np.int64)
+    v = np.empty(1 << d_max, dtype=np.float64)
+    zs = np.empty(1 << d_max, dtype=np.float64)
+    g = np.empty(1 << d_max, dtype=np.float64)
+    for p in range(p_lo, p_hi):
+        m = offsets[p + 1] - offsets[p]
+        if m == 0 or not used[p]:
+            continue
+        d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
+        chan = chan_buf[:d].copy()
+        out = phi[d_of[p] : d_of[p + 1]]
+        wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
+        if d <= EXACT_MAX_CHANNELS:
+            n_sub = 1 << d
+            _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g)
+            w = weights[d]
+            for s in range(n_sub):
+                size = 0
+                t = s
+                while t:
+                    t &= t - 1
+                    size += 1
                 for q in range(d):
-                    out[q] /= n_perm
-    return phi, sampled.sum()
+                    if not (s >> q) & 1:
+                        out[q] += w[size] * (v[s | (1 << q)] - v[s])
+        else:
+            sampled[p] = 1
+            base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
+            order = np.arange(d)
+            key = mix64(np.uint64(seed) ^ hashes[p])
+            draws = 0
+            for _ in range(n_perm):
+                for i in range(d - 1, 0, -1):
+                    r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
+                    draws += 1
+                    jj = np.int64(r % np.uint64(i + 1))
+                    order[i], order[jj] = order[jj], order[i]
+                mask = 0
+                prev = 0.0
+                for t in range(d):
+                    mask |= 1 << order[t]
+                    cur = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p) - base
+                    out[order[t]] += cur - prev
+                    prev = cur
+            for q in range(d):
+                out[q] /= n_perm
 
 
-@pjit
 def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code):
     """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none), the ``held``
-    effects kept."""
-    n_codes = n_codes_of(params.shape[0])
+    effects kept. The paths are computed in chunks on threads."""
     p_rows = offsets.shape[0] - 1
     out = np.zeros(p_rows, dtype=np.float64)
-    m_max = 1
-    for p in range(p_rows):
-        m_max = max(m_max, offsets[p + 1] - offsets[p])
-    n_chunks = max(1, min(_CHUNKS, p_rows))
-    for k in prange(n_chunks):
-        local = np.full(max(n_codes, 1), -1, dtype=np.int64)
-        chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
-        xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
-        zbase = np.empty(m_max, dtype=np.float64)
-        seen = np.empty(m_max, dtype=np.int64)
-        for p in range(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks):
-            m = offsets[p + 1] - offsets[p]
-            if m == 0:
-                continue
-            d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
-            mask = 0
-            for q in range(d):
-                if chan_buf[q] != drop_code:
-                    mask |= 1 << q
-            chan = chan_buf[:d]
-            wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
-            out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
+    m_max = int(np.diff(offsets).max(initial=1))
+    model = (offsets, codes, params, held, decay, sat, use_h, use_p, drop_code, max(m_max, 1))
+    run_parallel(_predict_rows, [(*model, a, b, out) for a, b in row_chunks(p_rows, _CHUNKS)])
     return out
+
+
+@jit
+def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code, m_max, p_lo, p_hi, out):
+    """:func:`nested_predict` of the paths ``p_lo:p_hi``, into ``out``."""
+    n_codes = n_codes_of(params.shape[0])
+    local = np.full(max(n_codes, 1), -1, dtype=np.int64)
+    chan_buf = np.empty(max(n_codes, 1), dtype=np.int64)
+    xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
+    zbase = np.empty(m_max, dtype=np.float64)
+    seen = np.empty(m_max, dtype=np.int64)
+    for p in range(p_lo, p_hi):
+        m = offsets[p + 1] - offsets[p]
+        if m == 0:
+            continue
+        d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
+        mask = 0
+        for q in range(d):
+            if chan_buf[q] != drop_code:
+                mask |= 1 << q
+        chan = chan_buf[:d]
+        wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
+        out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
 
 
 @jit

@@ -23,9 +23,10 @@ import math
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .journey_model import N_BUCKETS, _effects_of, _ending_logit, bucket, n_codes_of
 from .logistic import _log1pexp, _sigmoid
+from .threads import run_parallel, thread_count
 
 __all__ = ["prefix_nodes", "node_stocks", "node_weights", "step_terms", "step_hessian"]
 
@@ -179,9 +180,11 @@ def step_terms(params, code, depth, prev, off, chan, val, weights, use_h, use_p,
     return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
-@pjit
 def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
     """Penalised negative log-likelihood of the whole-journey model and its gradient, over the prefix tree.
+
+    The nodes are summed in fixed chunks (the same sums whatever the number of threads), the chunks on
+    :func:`~.threads.thread_count` threads.
 
     Parameters
     ----------
@@ -198,21 +201,48 @@ def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_
     l2 : float
         Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|² + |γ'|²)`` (intercepts and ``g`` are not penalised).
     """
-    n_par = params.shape[0]
-    n_nodes = code.shape[0]
-    n_chunks = max(1, min(_CHUNKS, n_nodes))
+    n_chunks = max(1, min(_CHUNKS, code.shape[0]))
     losses = np.zeros(n_chunks, dtype=np.float64)
-    grads = np.zeros((n_chunks, n_par), dtype=np.float64)
-    for k in prange(n_chunks):
+    grads = np.zeros((n_chunks, params.shape[0]), dtype=np.float64)
+    tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
+    run_parallel(_node_chunks, [(*tree, a, b, n_chunks, losses, grads) for a, b in _task_chunks(n_chunks)])
+    loss, grad = _in_order(losses, grads)
+    return _penalise(params, loss, grad, use_h, use_p, l2)
+
+
+def _task_chunks(n_chunks: int) -> list[tuple[int, int]]:
+    """The chunks ``0..n_chunks`` dealt to the threads, consecutive ranges of about equal size."""
+    tasks = thread_count()
+    return [
+        (n_chunks * t // tasks, n_chunks * (t + 1) // tasks)
+        for t in range(tasks)
+        if n_chunks * (t + 1) // tasks > n_chunks * t // tasks
+    ]
+
+
+@jit
+def _node_chunks(params, code, depth, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads):
+    """:func:`_node_range` of chunks ``k_lo:k_hi`` of ``n_chunks`` equal ranges of the nodes, each into its
+    own row of ``losses`` and ``grads``."""
+    n_nodes = code.shape[0]
+    for k in range(k_lo, k_hi):
         lo = n_nodes * k // n_chunks
         hi = n_nodes * (k + 1) // n_chunks
         losses[k] = _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k])
-    loss = 0.0
-    grad = np.zeros(n_par, dtype=np.float64)
-    for k in range(n_chunks):
-        loss += losses[k]
-        grad += grads[k]
-    return _penalise(params, loss, grad, use_h, use_p, l2)
+
+
+def _in_order(losses: np.ndarray, *parts: np.ndarray) -> tuple:
+    """The chunks' sums added up in chunk order (as one serial loop over the chunks would)."""
+    total = 0.0
+    for x in losses:
+        total += x
+    sums = []
+    for part in parts:
+        acc = np.zeros_like(part[0])
+        for k in range(part.shape[0]):
+            acc += part[k]
+        sums.append(acc)
+    return (total, *sums)
 
 
 @jit
@@ -271,42 +301,34 @@ def step_hessian(params, code, depth, prev, off, chan, val, weights, use_h, use_
     return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
 
 
-@pjit
 def step_hessian_parallel(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
     """:func:`step_terms_parallel` and its Hessian in one pass (any form): ``(loss, grad, hess)``; nodes
-    summed in fixed chunks, in parallel."""
+    summed in fixed chunks, on threads."""
     n_par = params.shape[0]
-    n_nodes = code.shape[0]
-    n_chunks = max(1, min(8, n_nodes))
+    n_chunks = max(1, min(8, code.shape[0]))
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
-    for k in prange(n_chunks):
-        losses[k] = _node_hessian_range(
-            params,
-            code,
-            depth,
-            prev,
-            off,
-            chan,
-            val,
-            weights,
-            use_h,
-            use_p,
-            n_nodes * k // n_chunks,
-            n_nodes * (k + 1) // n_chunks,
-            grads[k],
-            parts[k],
-        )
-    loss = 0.0
-    grad = np.zeros(n_par, dtype=np.float64)
-    hess = np.zeros((n_par, n_par), dtype=np.float64)
-    for k in range(n_chunks):
-        loss += losses[k]
-        grad += grads[k]
-        hess += parts[k]
+    tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
+    tasks = [(*tree, a, b, n_chunks, losses, grads, parts) for a, b in _task_chunks(n_chunks)]
+    run_parallel(_node_hessian_chunks, tasks)
+    loss, grad, hess = _in_order(losses, grads, parts)
     loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
     return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
+
+
+@jit
+def _node_hessian_chunks(
+    params, code, depth, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads, parts
+):
+    """:func:`_node_hessian_range` of chunks ``k_lo:k_hi`` (as :func:`_node_chunks`)."""
+    n_nodes = code.shape[0]
+    for k in range(k_lo, k_hi):
+        lo = n_nodes * k // n_chunks
+        hi = n_nodes * (k + 1) // n_chunks
+        losses[k] = _node_hessian_range(
+            params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k], parts[k]
+        )
 
 
 @jit

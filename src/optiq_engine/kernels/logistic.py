@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
 from .splitmix import GOLDEN, mix64
+from .threads import row_chunks, run_parallel, thread_count
 
 __all__ = ["count_features", "logistic_loss_grad", "logistic_hessian", "path_shapley", "EXACT_MAX_CHANNELS"]
 
@@ -196,22 +197,29 @@ def _shapley_sampled(z0, contrib, d, phi, n_perm, key):
         phi[c] /= 2 * (n_perm // 2)
 
 
-@pjit
 def path_shapley(feat_offsets, feat_code, feat_value, beta, intercept, hashes, n_perm, seed):
     """Shapley values of every path's game over its distinct channels.
 
     Returns ``phi`` aligned with ``feat_code`` (one value per distinct channel of each path) and the
-    number of paths that were sampled (more than :data:`EXACT_MAX_CHANNELS` channels).
+    number of paths that were sampled (more than :data:`EXACT_MAX_CHANNELS` channels). The paths are
+    computed in chunks on threads.
     """
     p_rows = feat_offsets.shape[0] - 1
     phi = np.empty(feat_code.shape[0], dtype=np.float64)
-    d_max = 0
-    for p in range(p_rows):
-        d_max = max(d_max, feat_offsets[p + 1] - feat_offsets[p])
-    d_exact = min(d_max, EXACT_MAX_CHANNELS)
-    # w[s] = s! (d - s - 1)! / d! for every d: computed per path from log-gamma.
+    d_exact = min(int(np.diff(feat_offsets).max(initial=0)), EXACT_MAX_CHANNELS)
     sampled = np.zeros(p_rows, dtype=np.int64)
-    for p in prange(p_rows):
+    model = (feat_offsets, feat_code, feat_value, beta, intercept, hashes, n_perm, seed, d_exact)
+    run_parallel(_path_shapley_rows, [(*model, lo, hi, phi, sampled) for lo, hi in row_chunks(p_rows)])
+    return phi, int(sampled.sum())
+
+
+@jit
+def _path_shapley_rows(
+    feat_offsets, feat_code, feat_value, beta, intercept, hashes, n_perm, seed, d_exact, p_lo, p_hi, phi, sampled
+):
+    """:func:`path_shapley` of the paths ``p_lo:p_hi``, into ``phi`` and ``sampled``."""
+    # w[s] = s! (d - s - 1)! / d! for every d: computed per path from log-gamma.
+    for p in range(p_lo, p_hi):
         a = feat_offsets[p]
         d = feat_offsets[p + 1] - a
         if d == 0:
@@ -231,7 +239,6 @@ def path_shapley(feat_offsets, feat_code, feat_value, beta, intercept, hashes, n
             _shapley_sampled(intercept, contrib, d, out, n_perm, mix64(np.uint64(seed) ^ hashes[p]))
         for q in range(d):
             phi[a + q] = out[q]
-    return phi, sampled.sum()
 
 
 # --- the touch-level (discrete-time hazard) form -----------------------------------------------------------
@@ -294,13 +301,12 @@ def _hazard_rows(params, offsets, codes, conversions, nulls, rho, want_hessian, 
 _HAZARD_CHUNKS = 64  # fixed, so that sums do not depend on the number of threads
 
 
-@pjit
 def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessian):
     """Penalised negative log-likelihood of the touch-level model, its gradient and (optionally) Hessian.
 
     ``params = [intercept, beta_0..beta_{C-1}]``; a path row counts ``conversions`` journeys that convert
     at their last touch and ``nulls`` that never convert. The penalty ``l2 / 2 * sum(beta**2)`` leaves the
-    intercept out. Rows are summed in fixed chunks (in parallel), then the chunks in order.
+    intercept out. Rows are summed in fixed chunks (on threads), then the chunks in order.
     """
     n_par = params.shape[0]
     p_rows = offsets.shape[0] - 1
@@ -310,12 +316,10 @@ def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessi
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     hessians = np.zeros((n_chunks, h_size, h_size), dtype=np.float64)
-    for k in prange(n_chunks):
-        lo = p_rows * k // n_chunks
-        hi = p_rows * (k + 1) // n_chunks
-        losses[k] = _hazard_rows(
-            params, offsets, codes, conversions, nulls, rho, want_hessian, lo, hi, grads[k], hessians[k]
-        )
+    tasks = thread_count()
+    model = (params, offsets, codes, conversions, nulls, rho, want_hessian)
+    ranges = [(n_chunks * t // tasks, n_chunks * (t + 1) // tasks) for t in range(tasks)]
+    run_parallel(_hazard_chunks, [(*model, a, b, n_chunks, losses, grads, hessians) for a, b in ranges if b > a])
     loss = 0.0
     grad = np.zeros(n_par, dtype=np.float64)
     hess = np.zeros((h_size, h_size), dtype=np.float64)
@@ -332,6 +336,20 @@ def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessi
 
 
 @jit
+def _hazard_chunks(
+    params, offsets, codes, conversions, nulls, rho, want_hessian, k_lo, k_hi, n_chunks, losses, grads, hessians
+):
+    """:func:`_hazard_rows` of chunks ``k_lo:k_hi`` of ``n_chunks`` equal row ranges, each into its own slot."""
+    p_rows = offsets.shape[0] - 1
+    for k in range(k_lo, k_hi):
+        lo = p_rows * k // n_chunks
+        hi = p_rows * (k + 1) // n_chunks
+        losses[k] = _hazard_rows(
+            params, offsets, codes, conversions, nulls, rho, want_hessian, lo, hi, grads[k], hessians[k]
+        )
+
+
+@jit
 def _hazard_value(intercept, delta, player, mask, base_survival):
     """v(S) = p(journey with only S's effects) - p(no effect), S a bit mask over the path's players."""
     z = intercept
@@ -343,14 +361,25 @@ def _hazard_value(intercept, delta, player, mask, base_survival):
     return base_survival - survive
 
 
-@pjit
 def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
     """Per path, the Shapley values of ``v`` over its distinct channels (first-occurrence order).
 
-    Returns ``phi`` aligned with :func:`count_features`' ``feat_code`` and the number of sampled paths.
+    Returns ``phi`` aligned with :func:`count_features`' ``feat_code`` and the number of sampled paths. The
+    paths are computed in chunks on threads.
     """
     p_rows = offsets.shape[0] - 1
-    n_codes = beta.shape[0]
+    d_of = _players_offsets(offsets, codes, beta.shape[0])
+    phi = np.empty(d_of[p_rows], dtype=np.float64)
+    sampled = np.zeros(p_rows, dtype=np.int64)
+    model = (offsets, codes, beta, intercept, rho, hashes, n_perm, seed, d_of)
+    run_parallel(_hazard_shapley_rows, [(*model, lo, hi, phi, sampled) for lo, hi in row_chunks(p_rows)])
+    return phi, int(sampled.sum())
+
+
+@jit
+def _players_offsets(offsets, codes, n_codes):
+    """Per path, where its distinct channels start in the flat output (first-occurrence order)."""
+    p_rows = offsets.shape[0] - 1
     d_of = np.zeros(p_rows + 1, dtype=np.int64)
     seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(p_rows):
@@ -362,9 +391,14 @@ def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
         for j in range(offsets[p], offsets[p + 1]):
             seen[codes[j]] = False
         d_of[p + 1] = d_of[p] + d
-    phi = np.empty(d_of[p_rows], dtype=np.float64)
-    sampled = np.zeros(p_rows, dtype=np.int64)
-    for p in prange(p_rows):
+    return d_of
+
+
+@jit
+def _hazard_shapley_rows(offsets, codes, beta, intercept, rho, hashes, n_perm, seed, d_of, p_lo, p_hi, phi, sampled):
+    """:func:`hazard_shapley` of the paths ``p_lo:p_hi``, into ``phi`` and ``sampled``."""
+    n_codes = beta.shape[0]
+    for p in range(p_lo, p_hi):
         a, e = offsets[p], offsets[p + 1]
         m = e - a
         d = d_of[p + 1] - d_of[p]
@@ -426,7 +460,6 @@ def hazard_shapley(offsets, codes, beta, intercept, rho, hashes, n_perm, seed):
                 out[q] /= n_perm
         for j in range(m):
             local[codes[a + j]] = -1
-    return phi, sampled.sum()
 
 
 @jit

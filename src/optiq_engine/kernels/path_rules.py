@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
+from .threads import run_parallel
 
 __all__ = [
     "ALL",
@@ -25,7 +26,6 @@ ALL, COLLAPSE_REPEATS, FIRST_PER_CHANNEL = range(3)
 KEEP_DIRECT, DROP_DIRECT_UNLESS_ALL, DROP_TRAILING_DIRECT_UNLESS_ALL = range(3)
 
 
-@pjit
 def kept_touches(lo, hi, link_offsets, tp_code, is_direct, touch_rule, drop_direct, max_touchpoints, chunk_bounds):
     """Whether each (conversion, touchpoint) link's touch is credited by the heuristic models.
 
@@ -58,36 +58,44 @@ def kept_touches(lo, hi, link_offsets, tp_code, is_direct, touch_rule, drop_dire
     -------
     keep : bool[L]
     """
-    n_links = link_offsets[-1]
-    keep = np.empty(n_links, dtype=np.bool_)
+    keep = np.empty(int(link_offsets[-1]), dtype=np.bool_)
     n_codes = max(is_direct.shape[0], 1) if touch_rule == FIRST_PER_CHANNEL else 1
-    for c in prange(chunk_bounds.shape[0] - 1):
-        seen = np.full(n_codes, -1, dtype=np.int64)  # conversion that last kept each channel (FIRST_PER_CHANNEL)
-        for j in range(chunk_bounds[c], chunk_bounds[c + 1]):
-            n = hi[j] - lo[j]
-            if n == 0:
-                continue
-            base = link_offsets[j]
-            code = tp_code[lo[j] : hi[j]]
-            first = n - max_touchpoints if 0 < max_touchpoints < n else 0
-            for k in range(n):
-                keep[base + k] = k >= first
-            if drop_direct != KEEP_DIRECT:
-                _drop_direct(code, is_direct, drop_direct, first, keep[base : base + n])
-            if touch_rule == COLLAPSE_REPEATS:
-                previous = -1
-                for k in range(first, n):
-                    if keep[base + k]:
-                        if code[k] == previous:
-                            keep[base + k] = False
-                        previous = code[k]
-            elif touch_rule == FIRST_PER_CHANNEL:
-                for k in range(first, n):
-                    if keep[base + k]:
-                        if seen[code[k]] == j:
-                            keep[base + k] = False
-                        seen[code[k]] = j
+    args = (lo, hi, link_offsets, tp_code, is_direct, touch_rule, drop_direct, max_touchpoints, n_codes)
+    bounds = zip(chunk_bounds[:-1].tolist(), chunk_bounds[1:].tolist(), strict=True)
+    run_parallel(_kept_chunk, [(*args, a, b, keep) for a, b in bounds])
     return keep
+
+
+@jit
+def _kept_chunk(
+    lo, hi, link_offsets, tp_code, is_direct, touch_rule, drop_direct, max_touchpoints, n_codes, j_lo, j_hi, keep
+):
+    """:func:`kept_touches` of conversions ``j_lo:j_hi``, into ``keep``."""
+    seen = np.full(n_codes, -1, dtype=np.int64)  # conversion that last kept each channel (FIRST_PER_CHANNEL)
+    for j in range(j_lo, j_hi):
+        n = hi[j] - lo[j]
+        if n == 0:
+            continue
+        base = link_offsets[j]
+        code = tp_code[lo[j] : hi[j]]
+        first = n - max_touchpoints if 0 < max_touchpoints < n else 0
+        for k in range(n):
+            keep[base + k] = k >= first
+        if drop_direct != KEEP_DIRECT:
+            _drop_direct(code, is_direct, drop_direct, first, keep[base : base + n])
+        if touch_rule == COLLAPSE_REPEATS:
+            previous = -1
+            for k in range(first, n):
+                if keep[base + k]:
+                    if code[k] == previous:
+                        keep[base + k] = False
+                    previous = code[k]
+        elif touch_rule == FIRST_PER_CHANNEL:
+            for k in range(first, n):
+                if keep[base + k]:
+                    if seen[code[k]] == j:
+                        keep[base + k] = False
+                    seen[code[k]] = j
 
 
 @jit

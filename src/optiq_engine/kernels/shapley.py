@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit
+from .threads import run_parallel, thread_count
 
 __all__ = ["path_masks", "coalition_shapley", "popcount"]
 
@@ -43,7 +44,6 @@ def _weights(n):
     return w
 
 
-@pjit
 def coalition_shapley(masks, value, n, subset_sum):
     """Exact Shapley values of a game that is zero outside the observed coalitions.
 
@@ -63,7 +63,16 @@ def coalition_shapley(masks, value, n, subset_sum):
     """
     w = _weights(n)
     phi = np.zeros(n, dtype=np.float64)
-    for c in prange(n):
+    tasks = thread_count()
+    ranges = [(n * t // tasks, n * (t + 1) // tasks) for t in range(tasks)]
+    run_parallel(_players_phi, [(masks, value, n, subset_sum, w, a, b, phi) for a, b in ranges if b > a])
+    return phi
+
+
+@jit
+def _players_phi(masks, value, n, subset_sum, w, c_lo, c_hi, phi):
+    """:func:`coalition_shapley` of the players ``c_lo:c_hi``, into ``phi``."""
+    for c in range(c_lo, c_hi):
         bit = np.uint64(1) << np.uint64(c)
         acc = 0.0
         for t in range(masks.shape[0]):
@@ -73,4 +82,3 @@ def coalition_shapley(masks, value, n, subset_sum):
             elif not subset_sum and size < n:
                 acc -= w[size] * value[t]
         phi[c] = acc
-    return phi

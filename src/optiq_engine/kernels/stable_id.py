@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit
 from .splitmix import mix64
+from .threads import row_chunks, run_parallel
 
 __all__ = ["FNV_OFFSET_1", "FNV_OFFSET_2", "FNV_PRIME", "hex_ids", "key_hashes"]
 
@@ -24,10 +25,8 @@ FNV_PRIME = 0x100000001B3
 _SEPARATOR = 0x1F
 _NULL = 0x00
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_CHUNK = 4096
 
 
-@pjit
 def key_hashes(offsets, data, valid, rows):
     """``(h1, h2)`` of ``m`` keys whose parts are strings of ``k`` Arrow columns.
 
@@ -50,37 +49,40 @@ def key_hashes(offsets, data, valid, rows):
         ``(h1, h2)`` of each key: FNV-1a 64 of ``part_1 + 0x1F + ... + part_k`` from the two offset bases,
         each finalised by splitmix64 (side by side, so that reading one key's pair costs one cache miss).
     """
-    k = rows.shape[0]
     m = rows.shape[1]
     out = np.empty((m, 2), dtype=np.uint64)
-    prime = np.uint64(FNV_PRIME)
-    sep = np.uint64(_SEPARATOR)
-    null = np.uint64(_NULL)
-    n_chunks = (m + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunks):
-        for i in range(c * _CHUNK, min(m, (c + 1) * _CHUNK)):
-            h1 = np.uint64(FNV_OFFSET_1)
-            h2 = np.uint64(FNV_OFFSET_2)
-            for part in range(k):
-                if part > 0:
-                    h1 = (h1 ^ sep) * prime
-                    h2 = (h2 ^ sep) * prime
-                r = rows[part, i]
-                if not valid[part][r]:
-                    h1 = (h1 ^ null) * prime
-                    h2 = (h2 ^ null) * prime
-                    continue
-                buf = data[part]
-                for j in range(offsets[part][r], offsets[part][r + 1]):
-                    b = np.uint64(buf[j])
-                    h1 = (h1 ^ b) * prime
-                    h2 = (h2 ^ b) * prime
-            out[i, 0] = mix64(h1)
-            out[i, 1] = mix64(h2)
+    run_parallel(_key_rows, [(offsets, data, valid, rows, lo, hi, out) for lo, hi in row_chunks(m, 8)])
     return out
 
 
-@pjit
+@jit
+def _key_rows(offsets, data, valid, rows, lo, hi, out):
+    """:func:`key_hashes` of keys ``lo:hi``, into ``out``."""
+    k = rows.shape[0]
+    prime = np.uint64(FNV_PRIME)
+    sep = np.uint64(_SEPARATOR)
+    null = np.uint64(_NULL)
+    for i in range(lo, hi):
+        h1 = np.uint64(FNV_OFFSET_1)
+        h2 = np.uint64(FNV_OFFSET_2)
+        for part in range(k):
+            if part > 0:
+                h1 = (h1 ^ sep) * prime
+                h2 = (h2 ^ sep) * prime
+            r = rows[part, i]
+            if not valid[part][r]:
+                h1 = (h1 ^ null) * prime
+                h2 = (h2 ^ null) * prime
+                continue
+            buf = data[part]
+            for j in range(offsets[part][r], offsets[part][r + 1]):
+                b = np.uint64(buf[j])
+                h1 = (h1 ^ b) * prime
+                h2 = (h2 ^ b) * prime
+        out[i, 0] = mix64(h1)
+        out[i, 1] = mix64(h2)
+
+
 def hex_ids(prefix, hashes, index):
     """Fixed-width ids ``prefix + format(h1, "016x") + format(h2, "016x")`` as ASCII bytes.
 
@@ -99,18 +101,22 @@ def hex_ids(prefix, hashes, index):
         Row ``i`` is the id's bytes.
     """
     q = index.shape[0]
-    p = prefix.shape[0]
-    out = np.empty((q, p + 32), dtype=np.uint8)
-    hex_digits = _HEX
-    n_chunks = (q + _CHUNK - 1) // _CHUNK
-    for c in prange(n_chunks):
-        for i in range(c * _CHUNK, min(q, (c + 1) * _CHUNK)):
-            a = hashes[index[i], 0]
-            b = hashes[index[i], 1]
-            for j in range(p):
-                out[i, j] = prefix[j]
-            for j in range(16):
-                shift = np.uint64(60 - 4 * j)
-                out[i, p + j] = hex_digits[np.int64((a >> shift) & np.uint64(15))]
-                out[i, p + 16 + j] = hex_digits[np.int64((b >> shift) & np.uint64(15))]
+    out = np.empty((q, prefix.shape[0] + 32), dtype=np.uint8)
+    run_parallel(_hex_rows, [(prefix, hashes, index, lo, hi, out) for lo, hi in row_chunks(q, 8)])
     return out
+
+
+@jit
+def _hex_rows(prefix, hashes, index, lo, hi, out):
+    """:func:`hex_ids` of ids ``lo:hi``, into ``out``."""
+    p = prefix.shape[0]
+    hex_digits = _HEX
+    for i in range(lo, hi):
+        a = hashes[index[i], 0]
+        b = hashes[index[i], 1]
+        for j in range(p):
+            out[i, j] = prefix[j]
+        for j in range(16):
+            shift = np.uint64(60 - 4 * j)
+            out[i, p + j] = hex_digits[np.int64((a >> shift) & np.uint64(15))]
+            out[i, p + 16 + j] = hex_digits[np.int64((b >> shift) & np.uint64(15))]

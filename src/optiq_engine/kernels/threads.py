@@ -1,9 +1,12 @@
 """Serial kernels run on several threads at once.
 
 Every kernel is compiled with ``nogil=True`` (:mod:`._jit`): while one runs, it holds no GIL, so Python
-threads calling it on disjoint parts of the data run in parallel. For the kernels of every run (the sort,
-the heuristic weights) this replaces Numba's ``parallel=True``, whose compile costs seconds per kernel on
-the first call in a fresh environment (benchmarks/RESULTS.md "Cold start"), at the same run time.
+threads calling it on disjoint parts of the data run in parallel. The engine's kernels (the sort, the
+weights, the data-driven models' likelihoods and Shapley values, the bootstrap's draws, the stable ids)
+split their work this way instead of Numba's ``parallel=True``, whose lowering costs seconds of compile
+per kernel on the first call in a fresh environment (benchmarks/RESULTS.md "Cold start"); the run time
+is the same or better. Sums over chunks are added in chunk order, so results do not depend on the
+number of threads.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["balanced_ranges", "run_parallel", "thread_count"]
+__all__ = ["balanced_ranges", "row_chunks", "run_parallel", "thread_count"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -75,3 +78,22 @@ def balanced_ranges(offsets: np.ndarray, parts: int) -> list[tuple[int, int]]:
     targets = offsets[0] + (offsets[-1] - offsets[0]) * np.arange(1, parts) / parts
     cuts = np.unique(np.r_[0, np.searchsorted(offsets[:-1], targets, side="right"), items])
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def row_chunks(p_rows: int, chunks: int = 64) -> list[tuple[int, int]]:
+    """Rows ``0..p_rows`` in ``chunks`` consecutive ranges (fewer for few rows): tasks of :func:`run_parallel`.
+
+    Parameters
+    ----------
+    p_rows
+        Rows.
+    chunks
+        Ranges wanted (default 64: small enough to balance uneven rows over the threads).
+
+    Returns
+    -------
+    list of tuple of int
+        ``(lo, hi)`` per range, in order, covering every row once.
+    """
+    n_chunks = max(1, min(chunks, p_rows))
+    return [(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks) for k in range(n_chunks)]

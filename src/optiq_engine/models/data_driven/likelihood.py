@@ -84,6 +84,7 @@ class Likelihood:
         kernel = js.step_hessian_parallel if self.parallel else js.step_hessian
         return kernel(params, *self._nodes(), self.weights, use_h, use_p, float(l2))
 
-    def _nodes(self) -> tuple[np.ndarray, ...]:
+    def _nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         _, code, depth, _, _, prev = self.tree
-        return (code, depth, prev, *self.stocks)
+        off, chan, val = self.stocks
+        return code, depth, prev, off, chan, val
