@@ -440,52 +440,38 @@ def render(report: dict[str, Any]) -> str:
 
 #: Reading of the recorded run (engine 848d3bf, load average 3-8 on the 2 cores), written after it.
 NOTES = """
-**Reading the figures** (this run: engine `278c398`, 2026-12-07).
+**Reading the figures** (this run: engine `2030990`, 2026-12-07 18:45 UTC, load 1.2; the run before at
+`278c398` is in git).
 
 - **Order-1 Markov fits in milliseconds; parsing the strings is the cost.** From a built table the fit is
-  3.9 ms at 1M journeys and 23 ms at 10M, 92x and 105x faster than ChannelAttribution. From strings it is
-  55 ms at 1M, of which building the `PathTable` (tokenising 133k path strings) is 52 ms; ChannelAttribution's
-  time includes its own parsing, so *from strings* is the like-for-like comparison, and there the engine is
-  6.6x faster at 1M and 6.0x at 10M (issue 26 asks 20x: the tokenizer is the lever).
-- **Order-2 Markov is now ahead of ChannelAttribution at both sizes**: 4.7x at 1M (122 ms against 574 ms)
-  and 2.8x at 10M (1.07 s against 3.03 s; 0.6x in the run at `848d3bf`, 3.37 s). From a table 42 ms at 1M
-  (271 ms then). Its bootstrap is 20 ms per replicate, 3.98 s for 200 (35 s then): the 10 s target of
-  issue 26 is met. Not isolated which change did most (the transition entries numbered through a dense
-  table in `_number`, and a quieter machine: that run's load average was 7, this one's 2).
+  4.0 ms at 1M journeys and 23 ms at 10M, 85x and 101x faster than ChannelAttribution. From strings it is
+  41 ms at 1M (8.3x; 6.6x at `278c398`) and 258 ms at 10M (9.1x; 6.0x): the tokenizer now splits the rows in
+  chunks on both cores, each chunk with its own dictionary merged in row order, and looks a token up among
+  the last names seen with its first byte and length before hashing it (`PathTable.from_frame` at 1M: 55 ->
+  40 ms; the split alone 45 -> 20 ms). Building the table is still 80 % of the call (33 of 41 ms at 1M: the
+  split, the conversion of Polars' string views to an Arrow large string, 8 ms, and the path transform, 11
+  ms), so issue 26's 20x is missed (it needs the whole call under 17 ms at 1M).
+- **Order-2 Markov is ahead of ChannelAttribution at both sizes**: 5.4x at 1M (84 ms against 457 ms) and
+  2.6x at 10M (1.02 s against 2.64 s; issue 26 asks 3x: missed at 10M, where the table's fit is 0.50 s).
+  Its bootstrap is 14 ms per replicate, 2.74 s for 200 (the 10 s target of issue 26 met).
 - **Exact vs simulated shares**: the engine's exact shares are within ChannelAttribution's own seed-to-seed
-  noise: 0.0009-0.0023 from the mean of its 5 runs where the runs themselves spread by 0.006-0.009, and
-  inside their [min, max] for 12 or 13 of 13 channels.
-- **SHAPLEY** is 69 ms at 1M from strings and 17 ms from a table; its bootstrap (200 replicates) 0.78 s.
-- **DATA_DRIVEN at its default (`form="auto"`) misses both targets.** On the 1M-journey table (untimed:
-  strings carry no times, so eleven candidates with decays per touch) the fit takes 2.6 s (`form="touch"`
-  0.53 s), 8.7 s at 10M (4.4 s); 200 bootstrap replicates at 1M take 80 s (401 ms each: each replicate
-  steps every plausible candidate and redoes its Shapley decomposition; `form="touch"` refits, 91 s), against
-  30 s. End to end from touchpoints the fit reads the touches' times (docs/data_driven.md §2): 700,000 first
-  journeys, fit stage 11.2 s against 2 s. A timed table keeps each touch's gap, so nearly every journey is its
-  own row (100,000 users: 74,646 rows for 100,000 journeys), and the candidates are 18 (the half-lives
-  in days): the choice is made on a 200,000-journey sample, then the chosen ones are refitted on every
-  journey.
-- **Since this run** (measured by hand, engine at `50f358a`, quiet machine): one
-  pass gives the journey model's likelihood, gradient and Hessian, and the history's reference model is
-  fitted by Newton steps, two histories side by side: `attribute()` DATA_DRIVEN on the same 700,000 users,
-  fit stage 11.2 -> 8.0 s (the choice on the 200,000-journey sample 4.6 s, the references 1.2 s, the
-  refit 0.8 s, Shapley 0.4 s); still 4x the 2 s target. On the 1M-journey table the fit takes 2.5-3.0 s
-  (runs vary by 20 %), and 200 bootstrap replicates 54 s (80 s here), each replicate's Shapley decomposition
-  now over the rows it drew only (the same replicates bit for bit).
-- **After the prefix tree** (measured by hand 2026-12-07 17:25 UTC, engine at `0db0267`, against `278c398` in
-  the same session on the same machine, which ran 2.1x slower than for the table above: `278c398`'s fit
-  5.50 s here against 2.61 s there). The likelihood is summed over the paths' distinct prefixes (938,601
-  touches are 315,441 prefixes at 1M), and the Shapley decomposition computes every coalition at once with
-  one exponential per channel (docs/data_driven.md §6.1-§6.2). 1M-journey table: fit 5.50 -> 2.79 s
-  (2.0x); bootstrap 682 -> 191 ms per replicate (3.6x), 200 replicates 136 -> 38 s; `attribute()`
-  DATA_DRIVEN on the 700,000 users, fit stage 20.7 -> 10.5 s (2.0x). Scaled to the machine of the table
-  (the target's), the fit is about 1.3 s (target 2 s, met as a ratio) and 200 replicates about 18 s
-  (target 30 s, met as a ratio); the timed end-to-end fit (about 5 s scaled) still misses 2 s: there
-  nearly every journey is its own path row and the choice among 18 candidates dominates.
-- **Memory**: order 1 peaks at 31 MiB at 1M against ChannelAttribution's 82 MiB; order 2 at 114 MiB (1M) and
-  682 MiB (10M) against 82 and 483 MiB (the transition-entry arrays).
-- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.36-0.39 s) costs more than the
-  order-1 Markov and Shapley fits (0.31 s and 0.26 s, building the journeys' path table included).
+  noise (table above: inside its [min, max] for 12 or 13 of 13 channels).
+- **SHAPLEY** is 57 ms at 1M from strings and 18 ms from a table; its bootstrap (200 replicates) 0.98 s.
+- **DATA_DRIVEN (`form="auto"`) meets both path-table targets**: on the 1M-journey table the fit takes
+  1.70 s (2.61 s at `278c398`; target 2 s), 4.2 s at 10M (8.7 s), and 200 bootstrap replicates 21 s (80 s;
+  target 30 s; 105 ms per replicate). What did it: the likelihood summed over the paths' prefix tree, every
+  coalition's probability from one exponential per channel, the replicates' one-step fits on the whole
+  table (docs/data_driven.md §6.1-§6.2, §7), and the kernels on Python threads instead of Numba's parallel
+  loops (the same run time, a third of their compile: DATA_DRIVEN's first call with the cache off 21 ->
+  15 s measured apart, `form="touch"` 13.4 -> 5.8 s in the compile table). `form="touch"` refits each
+  replicate (89 s for 200). **End to end from touchpoints the target is still missed**: 700,000 users, fit
+  stage 6.4 s (11.2 s at `278c398`), the whole `attribute()` 7.7 s, against 2 s: the table of timed paths
+  keeps each touch's gap, so nearly every journey is its own path row, and the choice runs over 18
+  candidates (the half-lives in days) on a 200,000-journey sample before the chosen ones are refitted.
+- **Memory**: order 1 peaks at 32 MiB at 1M against ChannelAttribution's 81 MiB; order 2 at 115 MiB (1M) and
+  680 MiB (10M) against 81 and 482 MiB (the transition-entry arrays).
+- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.19-0.24 s) costs nearly as much as
+  the order-1 Markov and Shapley fits (0.30 s and 0.32 s, building the journeys' path table included).
 """
 
 
