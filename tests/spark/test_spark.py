@@ -218,7 +218,8 @@ def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, dat
         want = oq.attribute(frame, cv, models=models)
         result = attribute_spark(_frame(spark, frame), scv, models=models, partitions=3)
         assert_links_equal(want.links, _collect(result.links))
-        assert result.timings["touchpoints"] == tp.height and result.timings["partitions"] == 3
+        # the touchpoints of groups without a conversion are left out before the shuffle (prefilter)
+        assert result.timings["touchpoints"] == _converting(tp, cv).height and result.timings["partitions"] == 3
 
     bad_type = tp.with_columns(pl.lit(1.5).alias("utm_campaign"))
     with pytest.raises(oq.errors.SchemaError, match="'utm_campaign' must hold strings"):
@@ -237,6 +238,47 @@ def test_narrow_shuffle_derives_missing_channels_and_keeps_the_checks(spark, dat
     )
     with pytest.raises(Exception, match="invalid touchpoints row"):
         attribute_spark(_frame(spark, null_id), scv, models=models, partitions=2).links.count()
+
+
+def _converting(tp: pl.DataFrame, cv: pl.DataFrame) -> pl.DataFrame:
+    keys = ["organization_id", "site_id", "anon_id"]
+    return tp.join(cv.select(keys).unique(), on=keys, how="semi")
+
+
+def test_prefilter_leaves_out_unconverted_groups_but_never_a_bad_row(spark, data) -> None:
+    """Heuristic models only: the touchpoints of groups without a conversion do not cross the shuffle, the
+    links are the same; a row that validation refuses still reaches it, whatever its group."""
+    from optiq_engine.spark import attribute_spark
+
+    tp, cv = data
+    kept = _converting(tp, cv)
+    assert 0 < kept.height < tp.height  # the data have users without a conversion
+    want = oq.attribute(tp, cv, models=HEURISTIC)
+    runs = {}
+    for prefilter in (True, False):
+        result = attribute_spark(
+            _frame(spark, tp), _frame(spark, cv), models=HEURISTIC, partitions=2, prefilter=prefilter
+        )
+        assert_links_equal(want.links, _collect(result.links))
+        runs[prefilter] = result.timings["touchpoints"]
+    assert runs == {True: kept.height, False: tp.height}
+    # not for data-driven models: they are fitted on the journeys that did not convert too
+    dd = attribute_spark(_frame(spark, tp), _frame(spark, cv), models=["LINEAR", "MARKOV"], partitions=2)
+    dd.links.count()
+    assert dd.timings["touchpoints"] == tp.height
+
+    lonely = tp.join(kept, on="touchpoint_id", how="anti").row(0, named=True)["touchpoint_id"]
+    for bad in (
+        pl.lit(None),
+        pl.lit("  "),
+        pl.lit("\t"),
+        pl.lit("\u3000"),
+    ):  # null or blank, in a group that never converts
+        broken = tp.with_columns(
+            pl.when(pl.col("touchpoint_id") == lonely).then(bad).otherwise("touchpoint_id").alias("touchpoint_id")
+        )
+        with pytest.raises(Exception, match="invalid touchpoints row"):
+            attribute_spark(_frame(spark, broken), _frame(spark, cv), models=HEURISTIC, partitions=1).links.count()
 
 
 def test_bootstrap_intervals_do_not_depend_on_partitioning(spark, data) -> None:

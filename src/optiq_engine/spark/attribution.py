@@ -33,6 +33,7 @@ from ._arrow import (
     TOUCHPOINT_COLUMNS,
     arrow_schema,
     contract_columns,
+    converting_touchpoints,
     key_columns,
     narrow_sides,
     partition,
@@ -234,6 +235,7 @@ def attribute_spark(
     config: AttributionConfig | None = None,
     partitions: int | None = None,
     link_dates: bool = False,
+    prefilter: bool = True,
     **options: Any,
 ) -> SparkAttributionResult:
     """Attribute conversions to touchpoints on Spark, with the results of :func:`optiq_engine.attribute`.
@@ -252,6 +254,10 @@ def attribute_spark(
         not depend on it.
     link_dates
         Add the conversion's UTC ``date`` to the links (for :func:`write_result`'s date partitions).
+    prefilter
+        With heuristic models only (and ``identity="anon_id"``), leave out the touchpoints of groups without
+        a conversion before the shuffle (:func:`~optiq_engine.spark._arrow.converting_touchpoints`; rows that
+        validation could refuse are kept). Default True; the links are the same either way.
     **options
         :class:`AttributionConfig` fields, over ``config``'s.
 
@@ -293,6 +299,8 @@ def attribute_spark(
     tp_cols, cv_cols = _contract_columns(touchpoints, conversions)
     _check_value_column(conversions.columns, cfg)
     keys = key_columns(tp_cols, cv_cols)
+    if prefilter and cfg.identity == "anon_id" and all(isinstance(m, HeuristicModel) for m in chosen):
+        touchpoints = converting_touchpoints(touchpoints, conversions, keys)
     sides = narrow_sides(touchpoints, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules)
     both = partition(sides, keys, partitions)
     in_schema = arrow_schema(both.schema)
