@@ -11,6 +11,7 @@ number of threads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +22,8 @@ import numpy as np
 __all__ = ["balanced_ranges", "row_chunks", "run_parallel", "thread_count"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+# A forked child inherits the pools but not their threads: it starts pools of its own.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def thread_count() -> int:
