@@ -145,8 +145,9 @@ def _nearby_half_lives(
 
 def _each(table: PathTable, fit, items: list):
     """``[fit(item) for item in items]``, two at a time on threads when ``table`` is small enough for the
-    serial kernels (they release the GIL; a parallel kernel already uses every core and is not launched
-    from two threads at once). The fits are independent: the results do not depend on the threads."""
+    serial kernels (they release the GIL; above it each likelihood pass already spreads over every core,
+    :mod:`~optiq_engine.kernels.threads`). The fits are independent: the results do not depend on the
+    threads."""
     workers = min(len(items), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if workers < 2 or table.height >= PARALLEL_ROWS:
         return [fit(item) for item in items]
