@@ -53,6 +53,23 @@ def _find(data, a, b, h, table, hashes, names):
 
 
 @jit
+def _intern(data, a, b, table, hashes, names, n_names):
+    """Code of the name ``data[a:b]``, added to the dictionary when new: ``(code, names in it now)``; the
+    code is -1 when the dictionary is full (``names`` has room for as many names as it holds)."""
+    h = _hash(data, a, b)
+    code = _find(data, a, b, h, table, hashes, names)
+    if code >= 0:
+        return code, n_names
+    if n_names == names.shape[0]:
+        return -1, n_names
+    table[-1 - code] = n_names
+    hashes[-1 - code] = h
+    names[n_names, 0] = a
+    names[n_names, 1] = b
+    return n_names, n_names + 1
+
+
+@jit
 def _hash(data, a, b):
     h = _FNV_OFFSET
     for i in range(a, b):
@@ -99,17 +116,9 @@ def _split_rows(offsets, data, sep, r_lo, r_hi, capacity):
                 key = np.int64(data[a]) * 64 + min(b - a, 63)
                 code = recent[key]
                 if code < 0 or not _same(data, names[code, 0], names[code, 1], a, b):
-                    h = _hash(data, a, b)
-                    code = _find(data, a, b, h, table, hashes, names)
-                    if code < 0:
-                        if n_names == capacity:  # the caller retries with a larger capacity
-                            return counts, codes[:0], names[:0], False
-                        table[-1 - code] = n_names
-                        hashes[-1 - code] = h
-                        names[n_names, 0] = a
-                        names[n_names, 1] = b
-                        code = n_names
-                        n_names += 1
+                    code, n_names = _intern(data, a, b, table, hashes, names, n_names)
+                    if code < 0:  # past capacity: the caller retries with a larger one
+                        return counts, codes[:0], names[:0], False
                     recent[key] = code
                 codes[t] = code
                 t += 1
@@ -124,18 +133,9 @@ def _merge_names(data, spans, table, hashes, names, n_names):
     merged code, the merged count, ok (False past the dictionary's capacity)."""
     remap = np.empty(spans.shape[0], dtype=np.int32)
     for i in range(spans.shape[0]):
-        a, b = spans[i, 0], spans[i, 1]
-        h = _hash(data, a, b)
-        code = _find(data, a, b, h, table, hashes, names)
+        code, n_names = _intern(data, spans[i, 0], spans[i, 1], table, hashes, names, n_names)
         if code < 0:
-            if n_names == names.shape[0]:
-                return remap, n_names, False
-            table[-1 - code] = n_names
-            hashes[-1 - code] = h
-            names[n_names, 0] = a
-            names[n_names, 1] = b
-            code = n_names
-            n_names += 1
+            return remap, n_names, False
         remap[i] = code
     return remap, n_names, True
 
