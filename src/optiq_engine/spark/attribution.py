@@ -255,9 +255,8 @@ def attribute_spark(
     link_dates
         Add the conversion's UTC ``date`` to the links (for :func:`write_result`'s date partitions).
     prefilter
-        With heuristic models only (and ``identity="anon_id"``), leave out the touchpoints of groups without
-        a conversion before the shuffle (:func:`~optiq_engine.spark._arrow.converting_touchpoints`; rows that
-        validation could refuse are kept). Default True; the links are the same either way.
+        Heuristic models only: drop the touchpoints of groups without a conversion before the shuffle
+        (docs/spark.md; rows validation could refuse are kept). Default True; the same links either way.
     **options
         :class:`AttributionConfig` fields, over ``config``'s.
 
@@ -299,12 +298,34 @@ def attribute_spark(
     tp_cols, cv_cols = _contract_columns(touchpoints, conversions)
     _check_value_column(conversions.columns, cfg)
     keys = key_columns(tp_cols, cv_cols)
-    if prefilter and cfg.identity == "anon_id" and all(isinstance(m, HeuristicModel) for m in chosen):
-        touchpoints = converting_touchpoints(touchpoints, conversions, keys)
-    sides = narrow_sides(touchpoints, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules)
-    both = partition(sides, keys, partitions)
-    in_schema = arrow_schema(both.schema)
+    filtered = prefilter and cfg.identity == "anon_id" and all(isinstance(m, HeuristicModel) for m in chosen)
+    tp = converting_touchpoints(touchpoints, conversions, keys) if filtered else touchpoints
+    both = partition(narrow_sides(tp, conversions, tp_cols, cv_cols, keys, rules=cfg.channel_rules), keys, partitions)
+    records, fits, seconds = _attribution_records(both, keys, cv_cols, chosen, cfg, link_dates=link_dates)
+    return SparkAttributionResult(
+        records=records,
+        models=chosen,
+        config=cfg,
+        unattributed_columns=tuple(_unattributed_columns(cv_cols)),
+        fitted=fits,
+        partitions=partitions,
+        link_dates=link_dates,
+        seconds=seconds,
+    )
 
+
+def _attribution_records(
+    both: DataFrame,
+    keys: list[str],
+    cv_cols: list[str],
+    chosen: tuple[AttributionModel, ...],
+    cfg: AttributionConfig,
+    *,
+    link_dates: bool,
+) -> tuple[DataFrame, dict[str, FittedModel], Accumulator[dict[str, float]]]:
+    """The partitions' output records (lazily), the data-driven models' fits (fitted on the driver first, then
+    broadcast) and the accumulator of the partitions' seconds."""
+    in_schema = arrow_schema(both.schema)
     data_driven = [m for m in chosen if isinstance(m, DataDrivenModel)]
     fits = _fit_on_driver(both, in_schema, keys, cv_cols, data_driven, cfg) if data_driven else {}
     context = both.sparkSession.sparkContext
@@ -322,17 +343,7 @@ def attribute_spark(
         link_dates=link_dates,
         seconds=seconds,
     )
-    records = both.mapInArrow(run, out_schema)
-    return SparkAttributionResult(
-        records=records,
-        models=chosen,
-        config=cfg,
-        unattributed_columns=tuple(_unattributed_columns(cv_cols)),
-        fitted=fits,
-        partitions=partitions,
-        link_dates=link_dates,
-        seconds=seconds,
-    )
+    return both.mapInArrow(run, out_schema), fits, seconds
 
 
 def _contract_columns(touchpoints: DataFrame, conversions: DataFrame) -> tuple[list[str], list[str]]:
