@@ -442,3 +442,29 @@ def test_data_driven_with_no_journeys_credits_nothing_and_does_not_fail(form: st
     fitted = result.fitted["DATA_DRIVEN"]
     assert fitted.mechanism.startswith("none") and fitted.channel_credit["share"].sum() == 0
     assert "DATA_DRIVEN" in result._repr_html_()
+
+
+@given(path_tables(max_len=6, max_rows=12), st.integers(2, 3), st.integers(0, 2**31))
+@settings(max_examples=60)
+def test_markov_dense_counts_equal_the_transition_entries(table, order, seed) -> None:
+    """Small chains count transitions in a dense matrix over every possible state; larger ones number one
+    entry per touch. Both give the same states, the same transitions in the same order and the same
+    counts bit for bit, on the table's counts and on a bootstrap replicate's."""
+    import optiq_engine.models.markov as markov_module
+
+    paths = oq.PathTable.from_frame(_frame(table), transform="frequency")
+    dense = markov_module.MarkovChain(paths, order)
+    assert dense._dense_cell is not None
+    previous = markov_module._DENSE_KEYS
+    markov_module._DENSE_KEYS = 0
+    try:
+        entries = markov_module.MarkovChain(paths, order)
+    finally:
+        markov_module._DENSE_KEYS = previous
+    assert entries._dense_cell is None
+    assert dense.keys.tolist() == entries.keys.tolist()
+    assert dense.pair_src.tolist() == entries.pair_src.tolist() and dense.pair_dst.tolist() == entries.pair_dst.tolist()
+    rng = np.random.default_rng(seed)
+    for conv, null in ((paths.conversions, paths.nulls), (rng.poisson(paths.conversions), rng.poisson(paths.nulls))):
+        conv, null = np.asarray(conv, dtype=np.float64), np.asarray(null, dtype=np.float64)
+        assert dense.pair_weights(conv, null).tolist() == entries.pair_weights(conv, null).tolist()

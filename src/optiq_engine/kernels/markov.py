@@ -6,7 +6,7 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["START", "CONVERSION", "NULL", "transition_entries", "entry_weights", "order1_counts"]
+__all__ = ["START", "CONVERSION", "NULL", "transition_entries", "entry_weights", "order1_counts", "dense_transitions"]
 
 # State keys: channel tuples are base-(C+1) numbers of (code + 1) digits, most recent last; the empty
 # tuple is START. Absorbing states are negative.
@@ -100,3 +100,37 @@ def order1_counts(offsets, codes, conversions, nulls, n_codes):
         counts[state, n_codes + 1] += conversions[p]
         counts[state, n_codes + 2] += nulls[p]
     return counts
+
+
+@jit
+def dense_transitions(offsets, codes, conversions, nulls, order, n_codes, present_only):
+    """Order-k transition counts as a dense ``[S, S + 2]`` matrix over every possible state key, straight from
+    the paths (``S = (C + 1) ** k``; columns ``0..S-1`` are the next state's key, ``S`` CONVERSION, ``S + 1``
+    NULL). Each path adds ``conversions + nulls`` to its transitions and its counts to its ending, in path
+    order (the sums of :func:`entry_weights` per transition, added in the same order).
+
+    With ``present_only``, the counts are 1.0 wherever a path of the table has the transition (whatever its
+    counts; the chain's transitions), else 0.
+    """
+    base = n_codes + 1
+    s = 1
+    for _ in range(order):
+        s *= base
+    out = np.zeros((s, s + 2), dtype=np.float64)
+    for p in range(offsets.shape[0] - 1):
+        both = 1.0 if present_only else conversions[p] + nulls[p]
+        state = START
+        for i in range(offsets[p], offsets[p + 1]):
+            nxt = (state * base + codes[i] + 1) % s
+            if present_only:
+                out[state, nxt] = 1.0
+            else:
+                out[state, nxt] += both
+            state = nxt
+        if present_only:
+            out[state, s] = 1.0
+            out[state, s + 1] = 1.0
+        else:
+            out[state, s] += conversions[p]
+            out[state, s + 1] += nulls[p]
+    return out

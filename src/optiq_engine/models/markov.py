@@ -129,11 +129,14 @@ class MarkovChain:
         self.order = order
         self.channels = table.channels
         self._table = table
+        self._dense_cell: np.ndarray | None = None
         if order == 1:  # states are START and every channel: a dense layout, no numbering pass
             s = n_codes + 1
             keys = np.arange(s, dtype=np.int64)
             self.pair_src = np.repeat(np.arange(s), s + 2)
             self.pair_dst = np.tile(np.arange(s + 2), s)
+        elif (n_codes + 1) ** order <= _DENSE_KEYS:  # every key has a row of a dense count matrix
+            keys, s = self._dense_layout(table, order, n_codes)
         else:
             src, dst, self._entry_path, self._entry_kind = k.transition_entries(
                 table.offsets, table.codes, order, n_codes
@@ -157,6 +160,26 @@ class MarkovChain:
             rest //= base
         self.contains = contains
 
+    def _dense_layout(self, table: PathTable, order: int, n_codes: int) -> tuple[np.ndarray, int]:
+        """States and transitions read off the dense matrix of the transitions present (keys of at most
+        :data:`_DENSE_KEYS` possible states): no entry per touch, no sort. The same states, pairs and pair
+        order as numbering the entries; sets ``pair_src``, ``pair_dst`` and ``_dense_cell`` (each pair's
+        cell of the dense counts)."""
+        present = k.dense_transitions(table.offsets, table.codes, table.conversions, table.nulls, order, n_codes, True)
+        width = present.shape[1]
+        src_key, col = np.nonzero(present)
+        dst_key = col[col < width - 2]
+        keys, (si, dj) = _number(
+            np.concatenate([[k.START], src_key, dst_key]), src_key, np.where(col < width - 2, col, 0)
+        )
+        s = keys.shape[0]
+        di = np.where(col < width - 2, dj, np.where(col == width - 2, s, s + 1))
+        pairs = si * (s + 2) + di
+        by_pair = np.argsort(pairs, kind="stable")
+        self.pair_src, self.pair_dst = pairs[by_pair] // (s + 2), pairs[by_pair] % (s + 2)
+        self._dense_cell = (src_key * width + col)[by_pair]
+        return keys, s
+
     def pair_weights(self, conversions: np.ndarray, nulls: np.ndarray) -> np.ndarray:
         """Count of every distinct transition for the given path weights.
 
@@ -171,9 +194,12 @@ class MarkovChain:
         numpy.ndarray
             float64, one count per distinct transition (aligned with ``pair_src`` / ``pair_dst``).
         """
+        t = self._table
         if self.order == 1:
-            t = self._table
             return k.order1_counts(t.offsets, t.codes, conversions, nulls, len(self.channels)).reshape(-1)
+        if self._dense_cell is not None:
+            counts = k.dense_transitions(t.offsets, t.codes, conversions, nulls, self.order, len(self.channels), False)
+            return counts.reshape(-1)[self._dense_cell]
         w = k.entry_weights(self._entry_path, self._entry_kind, conversions, nulls)
         return np.bincount(self._entry_pair, weights=w, minlength=self.pair_src.shape[0])
 
@@ -281,6 +307,10 @@ class MarkovChain:
                 key //= base
             out.append(" > ".join(self.channels[d - 1] for d in reversed(digits) if d) or "(start)")
         return out
+
+
+#: Order >= 2 chains whose possible states are at most this many count transitions in a dense matrix.
+_DENSE_KEYS = 1023
 
 
 def _number(values: np.ndarray, *lookups: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
