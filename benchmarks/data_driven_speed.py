@@ -440,38 +440,41 @@ def render(report: dict[str, Any]) -> str:
 
 #: Reading of the recorded run (engine 848d3bf, load average 3-8 on the 2 cores), written after it.
 NOTES = """
-**Reading the figures** (this run: engine `2030990`, 2026-12-07 18:45 UTC, load 1.2; the run before at
-`278c398` is in git).
+**Reading the figures** (this run: engine `77a67ca`, 2026-12-07 19:37 UTC, load 1.7; the runs before, at
+`2030990` an hour earlier and at `278c398` in the morning, are in git).
 
 - **Order-1 Markov fits in milliseconds; parsing the strings is the cost.** From a built table the fit is
-  4.0 ms at 1M journeys and 23 ms at 10M, 85x and 101x faster than ChannelAttribution. From strings it is
-  41 ms at 1M (8.3x; 6.6x at `278c398`) and 258 ms at 10M (9.1x; 6.0x): the tokenizer now splits the rows in
-  chunks on both cores, each chunk with its own dictionary merged in row order, and looks a token up among
-  the last names seen with its first byte and length before hashing it (`PathTable.from_frame` at 1M: 55 ->
-  40 ms; the split alone 45 -> 20 ms). Building the table is still 80 % of the call (33 of 41 ms at 1M: the
-  split, the conversion of Polars' string views to an Arrow large string, 8 ms, and the path transform, 11
-  ms), so issue 26's 20x is missed (it needs the whole call under 17 ms at 1M).
-- **Order-2 Markov is ahead of ChannelAttribution at both sizes**: 5.4x at 1M (84 ms against 457 ms) and
-  2.6x at 10M (1.02 s against 2.64 s; issue 26 asks 3x: missed at 10M, where the table's fit is 0.50 s).
-  Its bootstrap is 14 ms per replicate, 2.74 s for 200 (the 10 s target of issue 26 met).
+  4.2 ms at 1M journeys and 31 ms at 10M, 81x and 78x faster than ChannelAttribution. From strings it is
+  41 ms at 1M (8.4x; 6.6x at `278c398`) and 366 ms at 10M (6.7x here, 9.1x at `2030990`: the 10M parse
+  varies between runs, 233-364 ms; 6.0x at `278c398`): the tokenizer splits the rows in chunks on both
+  cores, each chunk with its own dictionary merged in row order, and looks a token up among the last names
+  seen with its first byte and length before hashing it (`PathTable.from_frame` at 1M: 55 -> 40 ms).
+  Building the table is still 80-90 % of the call (at 1M: the split 20 ms, the conversion of Polars' string
+  views to an Arrow large string 8 ms, the path transform 11 ms), so issue 26's 20x is missed.
+- **Order-2 Markov: 6.3x ChannelAttribution at 1M (69 ms against 434 ms) and 7.4x at 10M (336 ms against
+  2.49 s)**; issue 26's 3x is met at both sizes (at `2030990`: 5.4x and 2.6x). The counts of a chain with
+  at most 1023 possible states (13 channels at order 2) are added straight from the paths into a dense
+  matrix by state key, no entry per touch (docs/data_driven.md §3): the fit from a table 34 -> 14 ms at
+  1M and 499 -> 79 ms at 10M, its peak 115 -> 32 MiB and 680 -> 237 MiB (ChannelAttribution 81 and 482
+  MiB). Its bootstrap is 13 ms per replicate, 2.64 s for 200 (the 10 s target met).
 - **Exact vs simulated shares**: the engine's exact shares are within ChannelAttribution's own seed-to-seed
   noise (table above: inside its [min, max] for 12 or 13 of 13 channels).
-- **SHAPLEY** is 57 ms at 1M from strings and 18 ms from a table; its bootstrap (200 replicates) 0.98 s.
+- **SHAPLEY** is 57 ms at 1M from strings and 18 ms from a table; its bootstrap (200 replicates) 0.90 s.
 - **DATA_DRIVEN (`form="auto"`) meets both path-table targets**: on the 1M-journey table the fit takes
-  1.70 s (2.61 s at `278c398`; target 2 s), 4.2 s at 10M (8.7 s), and 200 bootstrap replicates 21 s (80 s;
-  target 30 s; 105 ms per replicate). What did it: the likelihood summed over the paths' prefix tree, every
-  coalition's probability from one exponential per channel, the replicates' one-step fits on the whole
-  table (docs/data_driven.md §6.1-§6.2, §7), and the kernels on Python threads instead of Numba's parallel
-  loops (the same run time, a third of their compile: DATA_DRIVEN's first call with the cache off 21 ->
-  15 s measured apart, `form="touch"` 13.4 -> 5.8 s in the compile table). `form="touch"` refits each
-  replicate (89 s for 200). **End to end from touchpoints the target is still missed**: 700,000 users, fit
-  stage 6.4 s (11.2 s at `278c398`), the whole `attribute()` 7.7 s, against 2 s: the table of timed paths
-  keeps each touch's gap, so nearly every journey is its own path row, and the choice runs over 18
+  1.30-1.42 s (2.61 s at `278c398`; target 2 s), 3.9-5.2 s at 10M (8.7 s), and 200 bootstrap replicates
+  17 s (80 s; target 30 s; 86 ms per replicate). What did it: the likelihood summed over the paths' prefix
+  tree, every coalition's probability from one exponential per channel, the replicates' one-step fits on
+  the whole table (docs/data_driven.md §6.1-§6.2, §7), and the kernels on Python threads instead of Numba's
+  parallel loops (the same run time, a third of their compile: DATA_DRIVEN's first call with the cache off
+  21 -> 15 s measured apart, `form="touch"` 13.4 -> 6.7 s in the compile table). `form="touch"` refits each
+  replicate (83 s for 200). **End to end from touchpoints the target is still missed**: 700,000 users,
+  fit stage 5.6 s (11.2 s at `278c398`), the whole `attribute()` 6.6 s, against 2 s: the table of timed
+  paths keeps each touch's gap, so nearly every journey is its own path row, and the choice runs over 18
   candidates (the half-lives in days) on a 200,000-journey sample before the chosen ones are refitted.
-- **Memory**: order 1 peaks at 32 MiB at 1M against ChannelAttribution's 81 MiB; order 2 at 115 MiB (1M) and
-  680 MiB (10M) against 81 and 482 MiB (the transition-entry arrays).
-- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.19-0.24 s) costs nearly as much as
-  the order-1 Markov and Shapley fits (0.30 s and 0.32 s, building the journeys' path table included).
+- **Memory**: order 1 peaks at 33 MiB at 1M against ChannelAttribution's 81 MiB; order 2 now below it
+  too (above).
+- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.19-0.21 s) costs nearly as much as
+  the order-1 Markov and Shapley fits (0.28 s and 0.39 s, building the journeys' path table included).
 """
 
 
