@@ -12,6 +12,7 @@ number of threads.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,9 +22,18 @@ import numpy as np
 
 __all__ = ["balanced_ranges", "row_chunks", "run_parallel", "thread_count"]
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-# A forked child inherits the pools but not their threads: it starts pools of its own.
-os.register_at_fork(after_in_child=_POOLS.clear)
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per thread count, started on first use
+_POOLS_LOCK = threading.Lock()  # two callers starting the same pool at once
+
+
+def _forget_pools() -> None:
+    """In a forked child: the inherited pools have no threads there, so the child starts its own."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def thread_count() -> int:
@@ -52,12 +62,13 @@ def run_parallel(kernel: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -
     list
         The calls' results, in the order of ``tasks``.
     """
-    threads = min(thread_count(), len(tasks))
-    if threads <= 1:
+    threads = thread_count()
+    if threads <= 1 or len(tasks) <= 1:
         return [kernel(*args) for args in tasks]
-    pool = _POOLS.get(threads)
-    if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="optiq-kernel")
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="optiq-kernel")
     return list(pool.map(lambda args: kernel(*args), tasks))
 
 
