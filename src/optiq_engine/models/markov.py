@@ -162,9 +162,9 @@ class MarkovChain:
 
     def _dense_layout(self, table: PathTable, order: int, n_codes: int) -> tuple[np.ndarray, int]:
         """States and transitions read off the dense matrix of the transitions present (keys of at most
-        :data:`_DENSE_KEYS` possible states): no entry per touch, no sort. The same states, pairs and pair
-        order as numbering the entries; sets ``pair_src``, ``pair_dst`` and ``_dense_cell`` (each pair's
-        cell of the dense counts)."""
+        :data:`_DENSE_KEYS` possible states): no entry per touch, only the distinct transitions sorted. The
+        same states, pairs and pair order as numbering the entries; sets ``pair_src``, ``pair_dst`` and
+        ``_dense_cell`` (each pair's cell of the dense counts)."""
         present = k.dense_transitions(table.offsets, table.codes, table.conversions, table.nulls, order, n_codes, True)
         width = present.shape[1]
         src_key, col = np.nonzero(present)
