@@ -26,7 +26,7 @@ import numpy as np
 from ._jit import jit
 from .journey_model import N_BUCKETS, _effects_of, _ending_logit, bucket, n_codes_of
 from .logistic import _log1pexp, _sigmoid
-from .threads import run_parallel, thread_count
+from .threads import run_parallel, sum_in_order, thread_ranges
 
 __all__ = ["prefix_nodes", "node_stocks", "node_weights", "step_terms", "step_hessian"]
 
@@ -205,19 +205,9 @@ def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, params.shape[0]), dtype=np.float64)
     tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
-    run_parallel(_node_chunks, [(*tree, a, b, n_chunks, losses, grads) for a, b in _task_chunks(n_chunks)])
-    loss, grad = _in_order(losses, grads)
+    run_parallel(_node_chunks, [(*tree, a, b, n_chunks, losses, grads) for a, b in thread_ranges(n_chunks)])
+    loss, grad = sum_in_order(losses, grads)
     return _penalise(params, loss, grad, use_h, use_p, l2)
-
-
-def _task_chunks(n_chunks: int) -> list[tuple[int, int]]:
-    """The chunks ``0..n_chunks`` dealt to the threads, consecutive ranges of about equal size."""
-    tasks = thread_count()
-    return [
-        (n_chunks * t // tasks, n_chunks * (t + 1) // tasks)
-        for t in range(tasks)
-        if n_chunks * (t + 1) // tasks > n_chunks * t // tasks
-    ]
 
 
 @jit
@@ -229,20 +219,6 @@ def _node_chunks(params, code, depth, prev, off, chan, val, weights, use_h, use_
         lo = n_nodes * k // n_chunks
         hi = n_nodes * (k + 1) // n_chunks
         losses[k] = _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k])
-
-
-def _in_order(losses: np.ndarray, *parts: np.ndarray) -> tuple:
-    """The chunks' sums added up in chunk order (as one serial loop over the chunks would)."""
-    total = 0.0
-    for x in losses:
-        total += x
-    sums = []
-    for part in parts:
-        acc = np.zeros_like(part[0])
-        for k in range(part.shape[0]):
-            acc += part[k]
-        sums.append(acc)
-    return (total, *sums)
 
 
 @jit
@@ -310,9 +286,9 @@ def step_hessian_parallel(params, code, depth, prev, off, chan, val, weights, us
     grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
     tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
-    tasks = [(*tree, a, b, n_chunks, losses, grads, parts) for a, b in _task_chunks(n_chunks)]
+    tasks = [(*tree, a, b, n_chunks, losses, grads, parts) for a, b in thread_ranges(n_chunks)]
     run_parallel(_node_hessian_chunks, tasks)
-    loss, grad, hess = _in_order(losses, grads, parts)
+    loss, grad, hess = sum_in_order(losses, grads, parts)
     loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
     return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ._jit import jit
 from .splitmix import GOLDEN, mix64
-from .threads import row_chunks, run_parallel, thread_count
+from .threads import row_chunks, run_parallel, sum_in_order, thread_ranges
 
 __all__ = ["count_features", "logistic_loss_grad", "logistic_hessian", "path_shapley", "EXACT_MAX_CHANNELS"]
 
@@ -316,17 +316,10 @@ def hazard_terms(params, offsets, codes, conversions, nulls, l2, rho, want_hessi
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     hessians = np.zeros((n_chunks, h_size, h_size), dtype=np.float64)
-    tasks = thread_count()
     model = (params, offsets, codes, conversions, nulls, rho, want_hessian)
-    ranges = [(n_chunks * t // tasks, n_chunks * (t + 1) // tasks) for t in range(tasks)]
-    run_parallel(_hazard_chunks, [(*model, a, b, n_chunks, losses, grads, hessians) for a, b in ranges if b > a])
-    loss = 0.0
-    grad = np.zeros(n_par, dtype=np.float64)
-    hess = np.zeros((h_size, h_size), dtype=np.float64)
-    for k in range(n_chunks):
-        loss += losses[k]
-        grad += grads[k]
-        hess += hessians[k]
+    tasks = [(*model, a, b, n_chunks, losses, grads, hessians) for a, b in thread_ranges(n_chunks)]
+    run_parallel(_hazard_chunks, tasks)
+    loss, grad, hess = sum_in_order(losses, grads, hessians)
     for c in range(1, n_par):
         loss += 0.5 * l2 * params[c] * params[c]
         grad[c] += l2 * params[c]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ._jit import jit
-from .threads import run_parallel, thread_count
+from .threads import run_parallel, thread_ranges
 
 __all__ = ["path_masks", "coalition_shapley", "popcount"]
 
@@ -63,9 +63,7 @@ def coalition_shapley(masks, value, n, subset_sum):
     """
     w = _weights(n)
     phi = np.zeros(n, dtype=np.float64)
-    tasks = thread_count()
-    ranges = [(n * t // tasks, n * (t + 1) // tasks) for t in range(tasks)]
-    run_parallel(_players_phi, [(masks, value, n, subset_sum, w, a, b, phi) for a, b in ranges if b > a])
+    run_parallel(_players_phi, [(masks, value, n, subset_sum, w, a, b, phi) for a, b in thread_ranges(n)])
     return phi
 
 

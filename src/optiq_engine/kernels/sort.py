@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from .threads import balanced_ranges, run_parallel, thread_count
+from .threads import balanced_ranges, row_chunks, run_parallel, thread_count
 
 __all__ = ["bucket_bits", "sort_by_group_time", "tie_runs"]
 
@@ -212,8 +212,7 @@ def sort_by_group_time(h, ts, h2, code, bits):
     nb = 1 << bits
     shift = np.uint64(64 - bits)
     n_chunks = 4 if n >= 65536 else 1
-    cuts = [n * c // n_chunks for c in range(n_chunks + 1)]
-    chunks = list(zip(cuts[:-1], cuts[1:], strict=True))
+    chunks = row_chunks(n, n_chunks)
     hist = np.array(run_parallel(_bucket_counts, [(h, lo, hi, shift, nb) for lo, hi in chunks]))
     # Stable scatter: chunk c's rows of bucket b follow chunk c-1's rows of bucket b.
     by_bucket = hist.T.ravel()  # (bucket, chunk) order

@@ -20,7 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["balanced_ranges", "row_chunks", "run_parallel", "thread_count"]
+__all__ = ["balanced_ranges", "row_chunks", "run_parallel", "sum_in_order", "thread_count", "thread_ranges"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per thread count, started on first use
 _POOLS_LOCK = threading.Lock()  # two callers starting the same pool at once
@@ -111,3 +111,37 @@ def row_chunks(p_rows: int, chunks: int = 64) -> list[tuple[int, int]]:
     """
     n_chunks = max(1, min(chunks, p_rows))
     return [(p_rows * k // n_chunks, p_rows * (k + 1) // n_chunks) for k in range(n_chunks)]
+
+
+def thread_ranges(n: int) -> list[tuple[int, int]]:
+    """Items ``0..n`` dealt to the :func:`thread_count` threads: consecutive non-empty ranges of about equal
+    size, one task each (none for ``n = 0``)."""
+    return [(a, b) for a, b in row_chunks(n, thread_count()) if b > a]
+
+
+def sum_in_order(losses: np.ndarray, *parts: np.ndarray) -> tuple:
+    """Per-chunk sums added up in chunk order, as one serial loop over the chunks would add them (so the
+    result does not depend on the threads): the total of ``losses`` and of each ``part`` over its first axis.
+
+    Parameters
+    ----------
+    losses
+        One number per chunk.
+    *parts
+        Arrays with one row per chunk (gradients, Hessians).
+
+    Returns
+    -------
+    tuple
+        ``(total, part sums...)``.
+    """
+    total = 0.0
+    for x in losses:
+        total += x
+    sums = []
+    for part in parts:
+        acc = np.zeros_like(part[0])
+        for k in range(part.shape[0]):
+            acc += part[k]
+        sums.append(acc)
+    return (total, *sums)
