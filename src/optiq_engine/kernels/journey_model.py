@@ -30,6 +30,7 @@ import numpy as np
 from ._jit import jit
 from .logistic import EXACT_MAX_CHANNELS, _sigmoid
 from .paths import mix64
+from .splitmix import shuffle
 from .threads import row_chunks, run_parallel
 
 __all__ = [
@@ -321,11 +322,7 @@ def _shapley_rows(
             key = mix64(np.uint64(seed) ^ hashes[p])
             draws = 0
             for _ in range(n_perm):
-                for i in range(d - 1, 0, -1):
-                    r = mix64(key + np.uint64(draws) * np.uint64(0x9E3779B97F4A7C15))
-                    draws += 1
-                    jj = np.int64(r % np.uint64(i + 1))
-                    order[i], order[jj] = order[jj], order[i]
+                draws = shuffle(order, d, key, draws)
                 mask = 0
                 prev = 0.0
                 for t in range(d):

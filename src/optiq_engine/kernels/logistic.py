@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ._jit import jit
-from .splitmix import GOLDEN, mix64
+from .splitmix import mix64, shuffle
 from .threads import row_chunks, run_parallel, sum_in_order, thread_ranges
 
 __all__ = ["count_features", "logistic_loss_grad", "logistic_hessian", "path_shapley", "EXACT_MAX_CHANNELS"]
@@ -179,11 +179,7 @@ def _shapley_sampled(z0, contrib, d, phi, n_perm, key):
     base = _sigmoid(z0)
     draws = 0
     for _ in range(n_perm // 2):
-        for i in range(d - 1, 0, -1):  # Fisher-Yates from the counter-based stream
-            r = mix64(key + np.uint64(draws) * GOLDEN)
-            draws += 1
-            j = np.int64(r % np.uint64(i + 1))
-            order[i], order[j] = order[j], order[i]
+        draws = shuffle(order, d, key, draws)
         for direction in range(2):
             z = z0
             prev = base
@@ -437,11 +433,7 @@ def _hazard_shapley_rows(offsets, codes, beta, intercept, rho, hashes, n_perm, s
             key = mix64(np.uint64(seed) ^ hashes[p])
             draws = 0
             for _ in range(n_perm):
-                for i in range(d - 1, 0, -1):
-                    r = mix64(key + np.uint64(draws) * GOLDEN)
-                    draws += 1
-                    jj = np.int64(r % np.uint64(i + 1))
-                    order[i], order[jj] = order[jj], order[i]
+                draws = shuffle(order, d, key, draws)
                 mask = 0
                 prev = 0.0
                 for t in range(d):

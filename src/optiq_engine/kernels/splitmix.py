@@ -13,7 +13,7 @@ import numpy as np
 
 from ._jit import jit
 
-__all__ = ["GOLDEN", "finalise", "mix64"]
+__all__ = ["GOLDEN", "finalise", "mix64", "shuffle"]
 
 #: SplitMix64's increment, 2**64 / golden ratio (odd): the step of counter-based streams.
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -44,3 +44,21 @@ def finalise(z):
 
 #: :func:`finalise` of one uint64, compiled for the kernels.
 mix64 = jit(finalise)
+
+
+@jit
+def shuffle(order, d, key, draws):
+    """Fisher-Yates shuffle of ``order[:d]`` in place, from the counter-based stream ``mix64(key + n * GOLDEN)``
+    for ``n = draws, draws + 1, ...`` (a sampled Shapley value's random orderings, keyed by path).
+
+    Returns
+    -------
+    int
+        The next draw number (``draws + d - 1``).
+    """
+    for i in range(d - 1, 0, -1):
+        r = mix64(key + np.uint64(draws) * GOLDEN)
+        draws += 1
+        j = np.int64(r % np.uint64(i + 1))
+        order[i], order[j] = order[j], order[i]
+    return draws
