@@ -30,7 +30,7 @@ def test_survival_factors_equal_each_coalitions_sigmoid(base, players) -> None:
     x = np.array([v for _, v in players] or [0.0])
     chan = np.arange(max(k, 1), dtype=np.int64)
     out = np.empty(1 << k)
-    jm._survival_factors(base, params, 1, chan, x, k, out)
+    jm._survival_factors(base, params, 1, chan, x, k, np.zeros((1, 3), dtype=np.int64), 0, out)
     for s in range(1 << k):
         z = base + sum(params[1 + q] * x[q] for q in range(k) if (s >> q) & 1)
         assert out[s] == pytest.approx(_survival(z), rel=1e-9, abs=1e-300)

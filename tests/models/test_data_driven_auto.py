@@ -31,7 +31,8 @@ from tests.reference import data_driven as ref
 CHANNELS = ("a", "b", "c", "d", "e")
 EXPOSURE = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
 EFFECT = np.array([0.9, 0.5, 0.15, 0.6, 0.3])
-MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed")
+MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed", "journey_pair")
+PAIR_ALONE = np.array([1.0, 0.0, 1.0, 0.0, 1.0])  # journey_pair: the effects of b and d alone
 
 
 def _sigmoid(z):
@@ -56,7 +57,10 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
         h = _sigmoid(-3.6 + beta @ x.T)  # [S, m]
         return 1.0 - np.prod(1.0 - h, axis=1)
     end = np.array([times[-1] + 1.0])
-    x = _stock(codes, times, end, None if mech == "journey" else 3.0)[0]
+    x = _stock(codes, times, end, 3.0 if mech == "journey_decay" else None)[0]
+    if mech == "journey_pair":  # b and d do nothing alone, +1.6 in log-odds together
+        both = mask[:, 1] * mask[:, 3] * float(x[1] > 0 and x[3] > 0)
+        return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * both)
     return _sigmoid(-2.4 + beta @ x)
 
 
@@ -116,9 +120,8 @@ def world(
                 users.append((codes, times, None))
         else:
             end = np.array([times[-1] + 1.0])
-            x = _stock(codes, times, end, None if user_mech == "journey" else 3.0)[0]
             paths.append([CHANNELS[c] for c in codes])
-            conv.append(int(rng.random() < _sigmoid(-2.4 + x @ EFFECT)))
+            conv.append(int(rng.random() < _p_convert(user_mech, codes, times, np.ones((1, len(CHANNELS))))[0]))
             if users is not None:
                 users.append((codes, times, end[0] if conv[-1] else None))
     frame = pl.DataFrame({"path": paths, "conv": conv}).with_columns(null=1 - pl.col("conv"))
@@ -150,6 +153,21 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
     assert half_l1(auto, truth) < 0.06
     assert half_l1(auto, truth) < half_l1(wrong, truth)
+
+
+def test_auto_finds_channels_that_work_only_together() -> None:
+    """Pair effects (docs/data_driven.md §6.1, "Pairs"): b and d do nothing alone, much together."""
+    frame, truth = world("journey_pair", 6_000, seed=5)
+    auto = oq.models.DataDriven(form="auto").fit(table_of(frame))
+    assert "channel pair" in auto.mechanism, auto.form_selection
+    terms = auto.conversion_model.coefficients(auto.paths.channels)
+    pair = terms.filter(pl.col("term").str.contains(" with "))
+    assert pair.get_column("term").to_list() == ["b with d"]
+    assert pair.get_column("coef")[0] == pytest.approx(1.6, abs=0.4)
+    assert auto.form_selection.filter(pl.col("weight") == pl.col("weight").max())["pairs"][0] == "b with d"
+    journey = oq.models.DataDriven(form="journey").fit(table_of(frame))  # no pairs: the additive logistic
+    assert half_l1(auto, truth) < 0.05
+    assert half_l1(auto, truth) < half_l1(journey, truth) - 0.01
 
 
 def frames_of(users: list) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -366,15 +384,16 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
         assert cand.predict(table, drop=drop)[p] == pytest.approx(p_drop, rel=1e-12)
     weights = table.conversions + table.nulls
     code = table.channels.index("a")
+    none = np.zeros((0, 3), dtype=np.int64)
     lift, lgrad, lgrad_held = jm.nested_lift(
-        params, held, table.offsets, table.codes, weights, decay, sat, use_h, use_p, code
+        params, held, table.offsets, table.codes, weights, decay, sat, use_h, use_p, none, code
     )
     assert lift == pytest.approx(
         float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))), rel=1e-10
     )
 
     def lift_at(x: np.ndarray, y: np.ndarray) -> float:
-        return jm.nested_lift(x, y, table.offsets, table.codes, weights, decay, sat, use_h, use_p, code)[0]
+        return jm.nested_lift(x, y, table.offsets, table.codes, weights, decay, sat, use_h, use_p, none, code)[0]
 
     for i in range(params.shape[0]):
         e = np.zeros_like(params)
@@ -494,3 +513,76 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
     effects = slice(0, 2 + 2 * len(CHANNELS))  # (the ending logits of sparse positions are nearly flat)
     np.testing.assert_allclose(one.params[effects], full.params[effects], atol=0.03)
     assert abs(one.nll - full.nll) < 0.01 * abs(full.nll)
+
+
+@pytest.mark.parametrize(("form", "half_life"), [("journey", math.inf), ("both", math.inf), ("journey", 3.0)])
+def test_pair_effects_equal_the_reference(form, half_life) -> None:
+    """The end part's pair effects (docs/data_driven.md §6.1, "Pairs"): likelihood, gradient, Hessian,
+    Shapley values, predictions and holdout lifts against the per-journey reference."""
+    table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
+    c = len(table.channels)
+    pairs = np.array([[0, 1], [1, 2]], dtype=np.int64)
+    n = c + pairs.shape[0]
+    decay = step_decays(table, 0.8, half_life)
+    params = _random_params(form, n, seed=11)
+    params[1 + c : 1 + n] = 0.0  # no pair effect in the touch part, nor in the ending (unused slots)
+    params[2 + 2 * n + jm.N_BUCKETS + c : 2 + 3 * n + jm.N_BUCKETS] = 0.0
+    params[2 + 3 * n + jm.N_BUCKETS + c :] = 0.0
+    use_h, use_p = form in ("touch", "both"), True
+    cand = JourneyModel(params, form, 0.8, 0.0, 1, 1.0, 0.9, None, half_life, pairs)
+    ending = 2 + 2 * n + jm.N_BUCKETS
+    model = {
+        "form": form,
+        "rho": 0.8,
+        "sat": 0.9,
+        "half_life": half_life,
+        "b_h": params[0],
+        "beta_h": dict(zip(table.channels, params[1 : 1 + c], strict=True)),
+        "b_p": params[1 + n],
+        "beta_p": dict(zip(table.channels, params[2 + n : 2 + n + c], strict=True)),
+        "pairs": {("a", "b"): params[2 + n + c], ("b", "c"): params[2 + n + c + 1]},
+        "g": list(params[2 + 2 * n : ending]),
+        "gamma": dict(zip(table.channels, params[ending : ending + c], strict=True)),
+        "gamma_prev": dict(zip(table.channels, params[ending + n : ending + n + c], strict=True)),
+    }
+    like = Likelihood.of(table, decay, 0.9, (table.conversions, table.nulls), pairs)
+    loss, grad = like.terms(params, use_h, use_p, 0.0)
+    expected = 0.0
+    for p in range(table.height):
+        path, days = row_paths[p], row_days[p]
+        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model, days))
+        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
+    assert loss == pytest.approx(expected, rel=1e-10)
+    _, _, hess = like.hessian(params, use_h, use_p, 0.0)
+    for i in (2 + n + c, 2 + n + c + 1):  # the pair effects' gradient and Hessian rows, numerically
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        up, down = like.terms(params + e, use_h, use_p, 0.0), like.terms(params - e, use_h, use_p, 0.0)
+        assert grad[i] == pytest.approx((up[0] - down[0]) / 2e-6, rel=1e-5, abs=1e-7)
+        np.testing.assert_allclose(hess[i], (up[1] - down[1]) / 2e-6, rtol=1e-5, atol=1e-6)
+    phi, _ = cand.path_shapley(table, samples=100, seed=0)
+    at = 0
+    for p in range(table.height):
+        path, days = row_paths[p], row_days[p]
+        want = ref.journey_model_shapley(path, model, days)
+        first = list(dict.fromkeys(path))
+        np.testing.assert_allclose(phi[at : at + len(first)], [want[ch] for ch in first], rtol=1e-10, atol=1e-13)
+        at += len(first)
+        for drop in range(c):
+            keep = frozenset(set(path) - {table.channels[drop]})
+            want_p = ref.journey_model_probability(path, model, keep, days)
+            assert cand.predict(table, drop=drop)[p] == pytest.approx(want_p, rel=1e-12)
+    weights = table.conversions + table.nulls
+    for code in range(c):
+        lift, lgrad, _ = jm.nested_lift(
+            params, cand.held, table.offsets, table.codes, weights, decay, 0.9, use_h, use_p, cand.pair_slots(), code
+        )
+        assert lift == pytest.approx(float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))))
+        i = 2 + n + c  # the (a, b) pair's effect
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        args = (table.offsets, table.codes, weights, decay, 0.9, use_h, use_p, cand.pair_slots(), code)
+        numeric = (
+            jm.nested_lift(params + e, cand.held, *args)[0] - jm.nested_lift(params - e, cand.held, *args)[0]
+        ) / 2e-6
+        assert lgrad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)

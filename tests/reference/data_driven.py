@@ -877,7 +877,8 @@ def journey_model_parts(
     ``rho``, ``sat`` (default 1), ``half_life`` (days, default none) with ``days`` (the touches' times: a timed
     path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
     (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
-    back), optional ``held_h``, ``held_p`` (dicts: effects that every
+    back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the
+    journey and kept), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
@@ -893,6 +894,9 @@ def journey_model_parts(
         e.append(sigmoid(ending))
     x = journey_stock(path, len(path), model["rho"], model.get("sat", 1.0), days, model.get("half_life", math.inf))
     w = model["b_p"] + sum(_effect(model, "p", c, keep) * v for c, v in x.items())
+    for (a, b), theta in model.get("pairs", {}).items():  # a pair's effect: both channels seen and kept
+        if a in x and b in x and (keep is None or (a in keep and b in keep)):
+            w += theta
     return h, e, sigmoid(w) if use_p else 0.0
 
 

@@ -133,9 +133,10 @@ def _base_logits(params, held, n_codes, chan, xmat, m, zbase):
 
 
 @jit
-def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p):
+def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p, pq, n_pq):
     """P(convert | the path, with the effects of the players in ``mask`` only) from the shared logits
-    (:func:`_base_logits`)."""
+    (:func:`_base_logits`); the pair effects ``pq[:n_pq]`` (:func:`_path_pairs`) where both players are in
+    ``mask``."""
     survive = 1.0
     if use_h:
         for t in range(m):
@@ -149,12 +150,16 @@ def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
         for q in range(chan.shape[0]):
             if (mask >> q) & 1:
                 w += params[2 + n_codes + chan[q]] * xmat[m - 1, q]
+        for i in range(n_pq):
+            both = (1 << pq[i, 0]) | (1 << pq[i, 1])
+            if mask & both == both:
+                w += params[pq[i, 2]]
         survive *= 1.0 - _sigmoid(w)
     return 1.0 - survive
 
 
 @jit
-def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, ez, g):
+def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, pq, n_pq, v, ez, g):
     """``v[S] = P(convert | S) - P(convert | none)`` for every coalition ``S`` (bit ``q``: the path's q-th
     distinct channel) at once, as :func:`_p_convert` would give each. A touch's logit depends only on the
     players seen by then (``seen``: they come in first-touch order), so each touch's ``2^seen`` factors
@@ -171,14 +176,14 @@ def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use
             for s in range(n_k):
                 g[s] = 1.0
             while t < m and seen[t] == k:
-                _survival_factors(zbase[t], params, 1, chan, xmat[t], k, ez)
+                _survival_factors(zbase[t], params, 1, chan, xmat[t], k, pq, 0, ez)
                 for s in range(n_k):
                     g[s] *= ez[s]
                 t += 1
             for s in range(n_sub):
                 v[s] *= g[s & (n_k - 1)]
     if use_p:
-        _survival_factors(wbase, params, 2 + n_codes, chan, xmat[m - 1], d, ez)
+        _survival_factors(wbase, params, 2 + n_codes, chan, xmat[m - 1], d, pq, n_pq, ez)
         for s in range(n_sub):
             v[s] *= ez[s]
     none = v[0]
@@ -187,10 +192,11 @@ def _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use
 
 
 @jit
-def _survival_factors(base, params, first, chan, x, k, out):
-    """``out[S] = 1 - σ(base + Σ_{q ∈ S} params[first + chan_q] x_q) = 1 / (1 + e^z)`` for the ``2^k``
-    coalitions of the first ``k`` players: ``e^z`` built as a product, one exponential per player (each
-    coalition's own exponential where a product could over- or underflow)."""
+def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
+    """``out[S] = 1 - σ(base + Σ_{q ∈ S} params[first + chan_q] x_q + Σ_{pairs ⊆ S} θ) = 1 / (1 + e^z)`` for
+    the ``2^k`` coalitions of the first ``k`` players (``pq[:n_pq]``: the pair effects, :func:`_path_pairs`):
+    ``e^z`` built as a product, one exponential per player and pair (each coalition's own exponential where a
+    product could over- or underflow)."""
     out[0] = math.exp(base)
     fine = 1e-25 < out[0] < 1e25
     for q in range(k):
@@ -199,7 +205,14 @@ def _survival_factors(base, params, first, chan, x, k, out):
         half = 1 << q
         for s in range(half):
             out[half + s] = out[s] * f
-    if fine and k <= 11:  # at most 12 factors within 1e±25 each: no product leaves the doubles' range
+    for i in range(n_pq):
+        f = math.exp(params[pq[i, 2]])
+        fine = fine and 1e-25 < f < 1e25
+        both = (1 << pq[i, 0]) | (1 << pq[i, 1])
+        for s in range(1 << k):
+            if s & both == both:
+                out[s] *= f
+    if fine and k + n_pq <= 11:  # at most 12 factors within 1e±25 each: no product leaves the doubles' range
         for s in range(1 << k):
             out[s] = 1.0 / (1.0 + out[s])
         return
@@ -208,15 +221,39 @@ def _survival_factors(base, params, first, chan, x, k, out):
         for q in range(k):
             if (s >> q) & 1:
                 z += params[first + chan[q]] * x[q]
+        for i in range(n_pq):
+            both = (1 << pq[i, 0]) | (1 << pq[i, 1])
+            if s & both == both:
+                z += params[pq[i, 2]]
         out[s] = _sigmoid(-z)
 
 
-def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed, used):
+@jit
+def _path_pairs(pairs, chan, d, pq):
+    """The pair effects of one path (docs/data_driven.md §6.1, "Pairs"): for each pair ``(a, b, slot)`` of
+    ``pairs`` whose two channels are among the path's players ``chan[:d]``, a row ``(q_a, q_b, slot)`` of
+    ``pq`` (the players' indices and the effect's parameter index); returns their number."""
+    n = 0
+    for i in range(pairs.shape[0]):
+        qa, qb = -1, -1
+        for q in range(d):
+            if chan[q] == pairs[i, 0]:
+                qa = q
+            elif chan[q] == pairs[i, 1]:
+                qb = q
+        if qa >= 0 and qb >= 0:
+            pq[n, 0], pq[n, 1], pq[n, 2] = qa, qb, pairs[i, 2]
+            n += 1
+    return n
+
+
+def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, pairs, hashes, n_perm, seed, used):
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
     ``held`` (shaped as ``params``): effects that every coalition keeps, the intent term of a calibrated fit
-    (docs/data_driven.md §6.1); zeros for none. ``used``: per path, whether it is computed (the others get
-    zeros).
+    (docs/data_driven.md §6.1); zeros for none. ``pairs`` (int64 ``(P, 3)``): the end part's pair effects,
+    channels ``a``, ``b`` and the parameter index of their effect, in a coalition's logit when both are in it.
+    ``used``: per path, whether it is computed (the others get zeros).
 
     Players are the path's distinct channels in first-occurrence order (aligned with
     :func:`~optiq_engine.kernels.logistic.count_features`). Exact up to ``EXACT_MAX_CHANNELS`` players,
@@ -228,7 +265,24 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, hashe
     p_rows = offsets.shape[0] - 1
     phi = np.zeros(d_of[p_rows], dtype=np.float64)
     sampled = np.zeros(p_rows, dtype=np.int64)
-    model = (offsets, codes, params, held, decay, sat, use_h, use_p, hashes, n_perm, seed, used, d_of, m_max, weights)
+    model = (
+        offsets,
+        codes,
+        params,
+        held,
+        decay,
+        sat,
+        use_h,
+        use_p,
+        pairs,
+        hashes,
+        n_perm,
+        seed,
+        used,
+        d_of,
+        m_max,
+        weights,
+    )
     run_parallel(_shapley_rows, [(*model, a, b, phi, sampled) for a, b in row_chunks(p_rows, _CHUNKS)])
     return phi, int(sampled.sum())
 
@@ -271,6 +325,7 @@ def _shapley_rows(
     sat,
     use_h,
     use_p,
+    pairs,
     hashes,
     n_perm,
     seed,
@@ -294,17 +349,19 @@ def _shapley_rows(
     v = np.empty(1 << d_max, dtype=np.float64)
     zs = np.empty(1 << d_max, dtype=np.float64)
     g = np.empty(1 << d_max, dtype=np.float64)
+    pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
     for p in range(p_lo, p_hi):
         m = offsets[p + 1] - offsets[p]
         if m == 0 or not used[p]:
             continue
         d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
         chan = chan_buf[:d].copy()
+        n_pq = _path_pairs(pairs, chan, d, pq) if use_p else 0
         out = phi[d_of[p] : d_of[p + 1]]
         wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
         if d <= EXACT_MAX_CHANNELS:
             n_sub = 1 << d
-            _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, v, zs, g)
+            _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, pq, n_pq, v, zs, g)
             w = weights[d]
             for s in range(n_sub):
                 size = 0
@@ -317,7 +374,7 @@ def _shapley_rows(
                         out[q] += w[size] * (v[s | (1 << q)] - v[s])
         else:
             sampled[p] = 1
-            base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p)
+            base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p, pq, n_pq)
             order = np.arange(d)
             key = mix64(np.uint64(seed) ^ hashes[p])
             draws = 0
@@ -327,26 +384,27 @@ def _shapley_rows(
                 prev = 0.0
                 for t in range(d):
                     mask |= 1 << order[t]
-                    cur = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p) - base
+                    cur = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p, pq, n_pq) - base
                     out[order[t]] += cur - prev
                     prev = cur
             for q in range(d):
                 out[q] /= n_perm
 
 
-def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code):
-    """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none), the ``held``
-    effects kept. The paths are computed in chunks on threads."""
+def nested_predict(offsets, codes, params, held, decay, sat, use_h, use_p, pairs, drop_code):
+    """P(convert | path) of every path row; the effect of channel ``drop_code`` removed (-1: none; its pair
+    effects too), the ``held`` effects kept (``pairs``: as :func:`nested_shapley`). The paths are computed in
+    chunks on threads."""
     p_rows = offsets.shape[0] - 1
     out = np.zeros(p_rows, dtype=np.float64)
     m_max = int(np.diff(offsets).max(initial=1))
-    model = (offsets, codes, params, held, decay, sat, use_h, use_p, drop_code, max(m_max, 1))
+    model = (offsets, codes, params, held, decay, sat, use_h, use_p, pairs, drop_code, max(m_max, 1))
     run_parallel(_predict_rows, [(*model, a, b, out) for a, b in row_chunks(p_rows, _CHUNKS)])
     return out
 
 
 @jit
-def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, drop_code, m_max, p_lo, p_hi, out):
+def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, pairs, drop_code, m_max, p_lo, p_hi, out):
     """:func:`nested_predict` of the paths ``p_lo:p_hi``, into ``out``."""
     n_codes = n_codes_of(params.shape[0])
     local = np.full(max(n_codes, 1), -1, dtype=np.int64)
@@ -354,6 +412,7 @@ def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, drop_c
     xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
     zbase = np.empty(m_max, dtype=np.float64)
     seen = np.empty(m_max, dtype=np.int64)
+    pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
     for p in range(p_lo, p_hi):
         m = offsets[p + 1] - offsets[p]
         if m == 0:
@@ -364,14 +423,15 @@ def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, drop_c
             if chan_buf[q] != drop_code:
                 mask |= 1 << q
         chan = chan_buf[:d]
+        n_pq = _path_pairs(pairs, chan, d, pq) if use_p else 0
         wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
-        out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p)
+        out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p, pq, n_pq)
 
 
 @jit
-def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p, code):
+def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p, pairs, code):
     """``L = Σ_p weights[p] (P(convert | path) - P(convert | path without code's effect))``, ``dL/dparams``
-    and ``dL/dheld``.
+    and ``dL/dheld`` (``pairs``: as :func:`nested_shapley`; a pair's effect is ``code``'s too).
 
     The holdout effect of channel ``code`` on the journeys counted by ``weights``: what a lift test of that
     channel measures. ``held`` (shaped as ``params``): effects kept in both terms (the intent term of a
@@ -405,7 +465,9 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
                     surv[v] *= 1.0 - _sigmoid(z)
         if use_p:
             for v in range(2):
-                w[v] = params[1 + n_codes] + _effects(params, held, 2 + n_codes, chan, stock, d, code if v == 1 else -1)
+                drop = code if v == 1 else -1
+                w[v] = params[1 + n_codes] + _effects(params, held, 2 + n_codes, chan, stock, d, drop)
+                w[v] += _pair_effects(params, held, pairs, local, drop)
                 surv[v] *= 1.0 - _sigmoid(w[v])
         total += weights[p] * (surv[1] - surv[0])
         # dP/dz_j = h_j S, dP/dw = q S; L = P(with) - P(without)
@@ -414,6 +476,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
                 g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(w[v]) * surv[v]
                 grad[1 + n_codes] += g
                 _effect_grads(grad, grad_held, g, 2 + n_codes, chan, stock, d, code if v == 1 else -1)
+                _pair_grads(grad, grad_held, g, pairs, local, code if v == 1 else -1)
         if use_h:  # pass 2: the stocks again, touch by touch
             for q in range(d):
                 local[chan[q]] = -1
@@ -481,6 +544,29 @@ def _effect_grads(grad, grad_held, g, base, chan, stock, d, drop):
         grad_held[s] += g * stock[q]
         if chan[q] != drop:
             grad[s] += g * stock[q]
+
+
+@jit
+def _pair_effects(params, held, pairs, local, drop):
+    """``Σ (held + params)[slot]`` over the pairs whose channels both have a stock (``local >= 0``),
+    ``params``' effect of the pairs with channel ``drop`` left out."""
+    z = 0.0
+    for i in range(pairs.shape[0]):
+        a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
+        if local[a] >= 0 and local[b] >= 0:
+            z += held[s] if drop in (a, b) else held[s] + params[s]
+    return z
+
+
+@jit
+def _pair_grads(grad, grad_held, g, pairs, local, drop):
+    """Adds ``g`` to the gradients of the pair effects in the predictor (:func:`_pair_effects`)."""
+    for i in range(pairs.shape[0]):
+        a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
+        if local[a] >= 0 and local[b] >= 0:
+            grad_held[s] += g
+            if drop != a and drop != b:
+                grad[s] += g
 
 
 @jit

@@ -28,7 +28,7 @@ from .journey_model import N_BUCKETS, _effects_of, _ending_logit, bucket, n_code
 from .logistic import _log1pexp, _sigmoid
 from .threads import run_parallel, sum_in_order, thread_ranges
 
-__all__ = ["prefix_nodes", "node_stocks", "node_weights", "step_terms", "step_hessian"]
+__all__ = ["prefix_nodes", "node_stocks", "pair_stocks", "node_weights", "step_terms", "step_hessian"]
 
 _CHUNKS = 64  # fixed, so that sums do not depend on the number of threads
 
@@ -110,6 +110,42 @@ def node_stocks(parent, code, depth, row, factors, sat, n_codes):
         inc[mine] *= sat
         off[i + 1] = k
     return off, chan[: off[n]].copy(), val[: off[n]].copy()
+
+
+@jit
+def pair_stocks(off, chan, val, pairs, n_real):
+    """The node stocks (:func:`node_stocks`) with the pair effects' entries added: for pair ``i`` of
+    ``pairs`` (channels ``pairs[i, 0]``, ``pairs[i, 1]``), an entry of channel code ``n_real + i`` and value 1
+    at each node where both channels have a stock (docs/data_driven.md §6.1, "Pairs")."""
+    n = off.shape[0] - 1
+    has = np.zeros(max(n_real, 1), dtype=np.bool_)
+    count = np.zeros(n + 1, dtype=np.int64)
+    for node in range(n):
+        for q in range(off[node], off[node + 1]):
+            has[chan[q]] = True
+        k = 0
+        for i in range(pairs.shape[0]):
+            k += has[pairs[i, 0]] and has[pairs[i, 1]]
+        count[node + 1] = count[node] + off[node + 1] - off[node] + k
+        for q in range(off[node], off[node + 1]):
+            has[chan[q]] = False
+    out_chan = np.empty(count[n], dtype=np.int32)
+    out_val = np.empty(count[n], dtype=np.float64)
+    for node in range(n):
+        at = count[node]
+        for q in range(off[node], off[node + 1]):
+            has[chan[q]] = True
+            out_chan[at] = chan[q]
+            out_val[at] = val[q]
+            at += 1
+        for i in range(pairs.shape[0]):
+            if has[pairs[i, 0]] and has[pairs[i, 1]]:
+                out_chan[at] = n_real + i
+                out_val[at] = 1.0
+                at += 1
+        for q in range(off[node], off[node + 1]):
+            has[chan[q]] = False
+    return count, out_chan, out_val
 
 
 @jit

@@ -74,10 +74,10 @@ def _one_step_solver(cand: JourneyModel, table: PathTable, l2: float):
     evaluated at the stepped parameters when ``weigh`` (for the BIC weights; not needed for a lone candidate):
     two passes over the prefix tree per candidate and replicate, or one."""
     n_codes = cand.n_codes
-    active = _active(cand.form, n_codes)
+    active = _active(cand.form, n_codes, cand.pairs.shape[0])
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     free = active[~(is_beta & (cand.params[active] <= 0))]
-    like = Likelihood.of(table, cand.decays(table), cand.sat, (table.conversions, table.nulls))
+    like = Likelihood.of(table, cand.decays(table), cand.sat, (table.conversions, table.nulls), cand.pairs)
     hess = like.hessian(cand.params, cand.use_h, cand.use_p, l2)[2][np.ix_(free, free)]
     lam = 0.0
     while True:

@@ -129,6 +129,7 @@ def _experiment_frame(
                     c.sat,
                     c.use_h,
                     c.use_p,
+                    c.pair_slots(),
                     t.code,
                 )[0]
                 for w, c, k in zip(weights, models, kept, strict=True)

@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+import scipy.sparse
+import scipy.stats
 
 from ...errors import ModelError
+from ...kernels import journey_model as jm
+from ...kernels import logistic as k
 from .journey_model import JourneyModel, _fit_one, _start
 from .likelihood import PARALLEL_ROWS
 
@@ -41,6 +45,10 @@ TIMED_SHAPES = (
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 
+#: Most channel pairs the pair candidate's end part takes (the strongest by their score statistic).
+MAX_PAIRS = 8
+
+_PAIR_LEVEL = 0.01  # a pair's score test, over all the pairs seen together (Bonferroni)
 _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
 #: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
 SELECT_JOURNEYS = 200_000
@@ -54,12 +62,14 @@ def fit_candidates(
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
     warm: list[JourneyModel] | None = None,
+    pairs: bool = True,
 ) -> list[JourneyModel]:
     """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every stock shape of
     :data:`AUTO_SHAPES` (timed tables: :data:`TIMED_SHAPES` and the half-lives near each form's best), then the
-    nested form (``both``) at the shape of the best pure one.
+    nested form (``both``) at the shape of the best pure one, then (``pairs``) the best journey-end candidate
+    with the channel pairs its residuals single out (:func:`_pair_candidate`), if any.
 
-    ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms and decays.
+    ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms, decays and pairs.
     """
     if float(counts[0].sum() + counts[1].sum()) == 0:
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
@@ -67,7 +77,16 @@ def fit_candidates(
         return _each(
             table,
             lambda w: _fit_one(
-                table, w.form, w.rho, l2=l2, counts=counts, start=w.params, sat=w.sat, half_life=w.half_life
+                table,
+                w.form,
+                w.rho,
+                l2=l2,
+                counts=counts,
+                start=w.params,
+                sat=w.sat,
+                half_life=w.half_life,
+                pairs=w.pairs,
+                pair_search=w.pair_search,
             ),
             warm,
         )
@@ -118,7 +137,95 @@ def fit_candidates(
         lambda x: _fit_one(table, "both", shape[0], l2=l2, counts=counts, start=x, sat=shape[1], half_life=shape[2]),
         starts,
     )
-    return [*out, alt if alt.nll < both.nll else both]
+    paired = _pair_candidates(table, journeys(out), l2=l2, counts=counts) if pairs else []
+    return [*out, alt if alt.nll < both.nll else both, *paired]
+
+
+def journeys(candidates: list[JourneyModel]) -> list[JourneyModel]:
+    """The journey-end candidates."""
+    return [c for c in candidates if c.form == "journey"]
+
+
+def _pair_candidates(
+    table: PathTable, bases: list[JourneyModel], *, l2: float, counts: tuple[np.ndarray, np.ndarray]
+) -> list[JourneyModel]:
+    """The pairs that the best of ``bases`` (journey-end candidates) singles out (:func:`_screen_pairs`), with
+    the journey-end candidate of every stock shape: a pair can stand for a shape (saturation is "more
+    channels add less") and a shape for a pair, so each shape is weighed with the pairs too."""
+    best = min(bases, key=lambda c: c.bic)
+    found = _screen_pairs(table, best, counts)
+    if found is None:
+        return []
+    pairs, search = found
+    return _each(
+        table,
+        lambda base: _fit_one(
+            table,
+            "journey",
+            base.rho,
+            l2=l2,
+            counts=counts,
+            start=_with_pair_slots(base.params, len(table.channels), pairs.shape[0]),
+            sat=base.sat,
+            half_life=base.half_life,
+            pairs=pairs,
+            pair_search=search,
+        ),
+        bases,
+    )
+
+
+def _screen_pairs(
+    table: PathTable, base: JourneyModel, counts: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, float] | None:
+    """The channel pairs for pair effects in the end decision (docs/data_driven.md §6.1, "Pairs": ``θ_ab``
+    added to the logit when channels ``a`` and ``b`` are both in the journey) and ``log`` of the number of ways
+    to choose them, or None. The pairs are screened by the score statistic of ``θ_ab = 0`` at ``base``'s fit, ``U² / I`` with
+    ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths with both channels (Rao 1948; the
+    information not adjusted for the other effects, so the statistic errs low): at most :data:`MAX_PAIRS`
+    of those with ``U > 0`` (synergy; effects stay non-negative) and a statistic above ``log n + 2 log P``
+    (``P``: the pairs seen together), the extended BIC's price of one more parameter chosen among ``P``
+    (Chen & Chen 2008), and above the ``χ²₁`` quantile of a test at level :data:`_PAIR_LEVEL` over ``P``
+    (Bonferroni: on few journeys the BIC's price alone is low). None when no pair passes. A candidate with them adds ``2 log C(P, k)`` to its BIC
+    for the choice."""
+    n_ch = len(table.channels)
+    if n_ch < 2:
+        return None
+    conv, null = counts
+    n = conv + null
+    q = base.predict(table)
+    off, code = k.count_features(table.offsets, table.codes, n_ch, 0.0)[:2]
+    rows = np.repeat(np.arange(table.height), np.diff(off))
+    x = scipy.sparse.csr_matrix((np.ones(code.shape[0]), (rows, code)), shape=(table.height, n_ch))
+    score = (x.T @ x.multiply((conv - n * q)[:, None])).toarray()
+    info = (x.T @ x.multiply((n * q * (1.0 - q))[:, None])).toarray()
+    a, b = np.triu_indices(n_ch, 1)
+    u, i = score[a, b], info[a, b]
+    seen = i > 0
+    n_pairs = int(seen.sum())
+    stat = np.where(seen & (u > 0), u**2 / np.where(seen, i, 1.0), 0.0)
+    ebic = math.log(max(float(n.sum()), 2.0)) + 2.0 * math.log(max(n_pairs, 1))
+    cut = max(ebic, float(scipy.stats.chi2.isf(_PAIR_LEVEL / max(n_pairs, 1), 1)))
+    top = [j for j in np.argsort(-stat, kind="stable")[:MAX_PAIRS] if stat[j] > cut]
+    if not top:
+        return None
+    pairs = np.column_stack([a[top], b[top]]).astype(np.int64)
+    kp = len(top)
+    return pairs, math.lgamma(n_pairs + 1) - math.lgamma(kp + 1) - math.lgamma(n_pairs - kp + 1)
+
+
+def _with_pair_slots(params: np.ndarray, n_ch: int, n_pairs: int) -> np.ndarray:
+    """``params`` of ``n_ch`` channels with ``n_pairs`` zero slots after the channels of each block."""
+    blocks = [params[:1], params[1 : 1 + n_ch], params[1 + n_ch : 2 + n_ch], params[2 + n_ch : 2 + 2 * n_ch]]
+    ending = 2 + 2 * n_ch + jm.N_BUCKETS
+    blocks += [params[2 + 2 * n_ch : ending], params[ending : ending + n_ch], params[ending + n_ch :]]
+    zeros = np.zeros(n_pairs)
+    out = []
+    for i, block in enumerate(blocks):
+        out.append(block)
+        if i in (1, 3, 5, 6):
+            out.append(zeros)
+    return np.concatenate(out)
 
 
 def _nearby_half_lives(
@@ -155,7 +262,9 @@ def _each(table: PathTable, fit, items: list):
         return list(pool.map(fit, items))
 
 
-def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[JourneyModel], np.ndarray]:
+def choose_candidates(
+    table: PathTable, *, l2: float, seed: int, pairs: bool = True
+) -> tuple[list[JourneyModel], np.ndarray]:
     """The candidates and their BIC weights. Above :data:`SELECT_JOURNEYS` journeys the choice is made on a
     Poisson-thinned sample of that size (each path's counts drawn from ``Poisson(f · count)``, keyed by the
     path hash), then the candidates with weight above 0.001 are refitted on every journey (warm started)
@@ -163,7 +272,7 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
     counts = (table.conversions, table.nulls)
     total = float(counts[0].sum() + counts[1].sum())
     if total <= SELECT_JOURNEYS:
-        candidates = fit_candidates(table, l2=l2, counts=counts)
+        candidates = fit_candidates(table, l2=l2, counts=counts, pairs=pairs)
         return candidates, bic_weights([c.bic for c in candidates])
     from ...kernels.bootstrap import poisson_counts
 
@@ -171,7 +280,7 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
     conv, null = poisson_counts(table.hashes, counts[0] * f, counts[1] * f, seed, _THINNING_REPLICATE)
     keep = np.flatnonzero(conv + null > 0)
     sample = _rows_of(table, keep)
-    trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]))
+    trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]), pairs=pairs)
     w = bic_weights([c.bic for c in trial])
     chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
     refit = {  # from the sample's optimum a few Newton steps suffice
@@ -185,6 +294,8 @@ def choose_candidates(table: PathTable, *, l2: float, seed: int) -> tuple[list[J
             max_iter=_REFIT_STEPS,
             sat=trial[i].sat,
             half_life=trial[i].half_life,
+            pairs=trial[i].pairs,
+            pair_search=trial[i].pair_search,
         )
         for i in chosen
     }

@@ -73,6 +73,8 @@ class JourneyModel:
         The attribute below; default ``math.inf`` (no decay in time).
     held
         The attribute below; default None (no intent term).
+    pairs, pair_search
+        The attributes below; default none.
 
     Attributes
     ----------
@@ -95,6 +97,13 @@ class JourneyModel:
         part of the channels' observed effects that is the users' intent. The likelihood reads
         ``params + held``; the channels' effects, their credit and holdout effects are ``params``, with
         ``held`` in every coalition's baseline. Zeros: none.
+    pairs
+        int64 ``(P, 2)``: the channel pairs of the end part's pair effects (docs/data_driven.md §6.1, "Pairs"):
+        ``θ`` added to the end decision's logit when both channels are in the journey. Their parameters follow
+        the ``C`` channels' in each block of ``params`` (so ``n_codes`` is ``C + P``).
+    pair_search
+        ``log`` of the number of ways the pairs could have been chosen: the extended BIC's term
+        (``bic`` adds twice it; Chen & Chen 2008).
     """
 
     def __init__(
@@ -108,8 +117,12 @@ class JourneyModel:
         sat: float = 1.0,
         held: np.ndarray | None = None,
         half_life: float = math.inf,
+        pairs: np.ndarray | None = None,
+        pair_search: float = 0.0,
     ) -> None:
         self.params = params
+        self.pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs
+        self.pair_search = pair_search
         self.held = np.zeros_like(params) if held is None else held
         self.form = form
         self.rho = rho
@@ -127,8 +140,10 @@ class JourneyModel:
         nll: float | None = None,
         n_params: int | None = None,
         n_journeys: float | None = None,
+        pairs: np.ndarray | None = None,
     ) -> JourneyModel:
-        """The same form and stock shape with other parameters (and fit statistics, default this model's)."""
+        """The same form and stock shape with other parameters (and fit statistics and pairs, default this
+        model's)."""
         return JourneyModel(
             params,
             self.form,
@@ -139,6 +154,8 @@ class JourneyModel:
             self.sat,
             held,
             self.half_life,
+            self.pairs if pairs is None else pairs,
+            self.pair_search,
         )
 
     def decays(self, table: PathTable) -> tuple[np.ndarray, np.ndarray]:
@@ -155,11 +172,21 @@ class JourneyModel:
 
     @property
     def bic(self) -> float:
-        return 2.0 * self.nll + self.n_params * float(np.log(max(self.n_journeys, 2.0)))
+        return 2.0 * self.nll + self.n_params * float(np.log(max(self.n_journeys, 2.0))) + 2.0 * self.pair_search
 
     @property
     def n_codes(self) -> int:
+        """Channels and pairs: the size of each per-channel block of ``params``."""
         return int(jm.n_codes_of(self.params.shape[0]))
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_codes - self.pairs.shape[0]
+
+    def pair_slots(self) -> np.ndarray:
+        """``(a, b, parameter index of θ)`` per pair: the kernels' ``pairs``."""
+        slots = 2 + self.n_codes + self.n_channels + np.arange(self.pairs.shape[0], dtype=np.int64)
+        return np.column_stack([self.pairs.astype(np.int64), slots]).reshape(-1, 3)
 
     @property
     def intercept(self) -> float:
@@ -168,12 +195,13 @@ class JourneyModel:
 
     @property
     def beta(self) -> np.ndarray:
-        c = self.n_codes
-        return self.params[1 : 1 + c].copy() if self.use_h else self.params[2 + c : 2 + 2 * c].copy()
+        c, n = self.n_codes, self.n_channels
+        return self.params[1 : 1 + n].copy() if self.use_h else self.params[2 + c : 2 + c + n].copy()
 
     def label(self) -> str:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
-        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}"
+        pairs = f", {self.pairs.shape[0]} channel pair(s)" if self.pairs.shape[0] else ""
+        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}{pairs}"
 
     def path_shapley(
         self,
@@ -214,6 +242,7 @@ class JourneyModel:
             self.sat,
             self.use_h,
             self.use_p,
+            self.pair_slots(),
             table.hashes,
             samples,
             seed,
@@ -245,6 +274,7 @@ class JourneyModel:
             self.sat,
             self.use_h,
             self.use_p,
+            self.pair_slots(),
             drop,
         )
 
@@ -263,8 +293,12 @@ class JourneyModel:
         JourneyModel
             A new model; intercepts and ending terms unchanged, ``nll`` and BIC those of the fit.
         """
-        params, held = (_reindexed(v, channels, fitted) for v in (self.params, self.held))
-        return self.derived(params, held=held)
+        names = tuple(f"{fitted[a]}\x00{fitted[b]}" for a, b in self.pairs)  # a pair: a channel of the blocks
+        kept = [i for i, (a, b) in enumerate(self.pairs) if fitted[a] in channels and fitted[b] in channels]
+        pairs = np.array([[channels.index(fitted[a]), channels.index(fitted[b])] for a, b in self.pairs[kept]])
+        new = channels + tuple(names[i] for i in kept)
+        params, held = (_reindexed(v, new, fitted + names) for v in (self.params, self.held))
+        return self.derived(params, held=held, pairs=pairs.reshape(-1, 2).astype(np.int64))
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
         """``part`` (touch / journey / intent / ending), ``term`` and ``coef`` of the parts in the model.
@@ -281,7 +315,7 @@ class JourneyModel:
             of its observed effect that is intent, on the first part's scale), then the ending terms (by position,
             by last channel and by the channel before it).
         """
-        c = len(channels)
+        c, n = self.n_codes, len(channels)
         rows: list[tuple[str, str, float]] = []
         if self.use_h:
             rows += [("touch", "(intercept)", float(self.params[0]))]
@@ -289,6 +323,10 @@ class JourneyModel:
         if self.use_p:
             rows += [("journey", "(intercept)", float(self.params[1 + c]))]
             rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
+            rows += [
+                ("journey", f"{channels[a]} with {channels[b]}", float(self.params[2 + c + n + i]))
+                for i, (a, b) in enumerate(self.pairs)
+            ]
         if self.held.any():
             base = 1 if self.use_h else 2 + c
             rows += [("intent", ch, float(self.held[base + i])) for i, ch in enumerate(channels)]
@@ -393,9 +431,11 @@ def _probe_fit(
             half_life=model.half_life,
             held=held,
             fixed=fixed,
+            pairs=model.pairs,
+            pair_search=model.pair_search,
         )
     params = _pin(fit, table, targets, fit.params, scale)
-    nll, _ = Likelihood.of(table, model.decays(table), model.sat, counts).terms(
+    nll, _ = Likelihood.of(table, model.decays(table), model.sat, counts, model.pairs).terms(
         params + held, model.use_h, model.use_p, 0.0
     )
     return model.derived(params, held=held, nll=float(nll), n_params=fit.n_params, n_journeys=fit.n_journeys)
@@ -461,19 +501,23 @@ class _Target:
     std_error: float
 
 
-def _active(form: str, n_codes: int) -> np.ndarray:
-    """Indices of the parameters that ``form`` uses."""
-    idx = list(range(2 + 2 * n_codes, 2 + 4 * n_codes + jm.N_BUCKETS))  # the ending, in every form
+def _active(form: str, n_codes: int, n_pairs: int = 0) -> np.ndarray:
+    """Indices of the parameters that ``form`` uses (``n_codes``: channels and pairs, the last ``n_pairs`` of
+    each block pairs, which only the end part reads)."""
+    n = n_codes - n_pairs  # the channels
+    ending = 2 + 2 * n_codes + jm.N_BUCKETS
+    idx = list(range(2 + 2 * n_codes, ending))  # the ending, in every form
+    idx += list(range(ending, ending + n)) + list(range(ending + n_codes, ending + n_codes + n))
     if form in ("touch", "both"):
-        idx += list(range(0, 1 + n_codes))
+        idx += list(range(0, 1 + n))
     if form in ("journey", "both"):
         idx += list(range(1 + n_codes, 2 + 2 * n_codes))
     return np.array(sorted(idx), dtype=np.int64)
 
 
-def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _start(table: PathTable, counts: tuple[np.ndarray, np.ndarray], n_pairs: int = 0) -> np.ndarray:
     """Starting point: empirical ending rates by position, the per-touch and per-journey conversion rates."""
-    n_codes = len(table.channels)
+    n_codes = len(table.channels) + n_pairs
     conv, null = counts
     n = conv + null
     lengths = np.diff(table.offsets)
@@ -569,24 +613,28 @@ def _fit_one(
     half_life: float = math.inf,
     held: np.ndarray | None = None,
     fixed: np.ndarray | None = None,
+    pairs: np.ndarray | None = None,
+    pair_search: float = 0.0,
 ) -> JourneyModel:
     """Penalised maximum likelihood of one candidate, the channel effects non-negative, by projected Newton
     steps (:func:`_projected_newton`; exact Hessian, damped where "both" is not convex). ``held``: an intent
     term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter indices kept at their
-    ``start`` values (the effects that experiments pinned)."""
-    n_codes = len(table.channels)
+    ``start`` values (the effects that experiments pinned); ``pairs``, ``pair_search``: the end part's pair
+    effects (JourneyModel; their effects non-negative too)."""
+    pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs
+    n_codes = len(table.channels) + pairs.shape[0]
     conv, null = counts
     held = np.zeros_like(start) if held is None else held
     keep = np.zeros(start.shape[0], dtype=bool)
     if fixed is not None:
         keep[fixed] = True
-    all_active = _active(form, n_codes)
+    all_active = _active(form, n_codes, pairs.shape[0])
     active = all_active[~keep[all_active]]
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
     scale = max(float(conv.sum() + null.sum()), 1.0)
     # the stock's shape was chosen too
     n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0) + math.isfinite(half_life)
-    like = Likelihood.of(table, step_decays(table, rho, half_life), sat, counts)
+    like = Likelihood.of(table, step_decays(table, rho, half_life), sat, counts, pairs)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     full = start.copy()
     sel = np.ix_(active, active)
@@ -605,7 +653,9 @@ def _fit_one(
         newton_terms, newton_second, start[active].copy(), is_beta, scale, max_iter=max_iter
     )
     loss, _ = like.terms(full + held, use_h, use_p, 0.0)
-    return JourneyModel(full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life)
+    return JourneyModel(
+        full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life, pairs, pair_search
+    )
 
 
 def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
@@ -662,6 +712,7 @@ def _lift(model: JourneyModel, table: PathTable, t: _Target, params: np.ndarray)
         model.sat,
         model.use_h,
         model.use_p,
+        model.pair_slots(),
         t.code,
     )
     return value, grad

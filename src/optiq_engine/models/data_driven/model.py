@@ -262,8 +262,9 @@ class DataDriven(DataDrivenModel):
     def _fit_auto(self, table: PathTable, periods: list[tuple[np.ndarray, np.ndarray]] | None) -> FittedDataDriven:
         n_codes = len(table.channels)
         counts = (table.conversions, table.nulls)
-        candidates, weights = choose_candidates(table, l2=float(self.l2), seed=self.seed)
         targets = _experiment_targets(self.experiments, table, periods)
+        # pair effects are not calibrated by experiments: no pair candidate where tests are given
+        candidates, weights = choose_candidates(table, l2=float(self.l2), seed=self.seed, pairs=not targets)
         observed = candidates
         if targets:
             candidates = [
@@ -292,6 +293,9 @@ class DataDriven(DataDrivenModel):
                 "decay": [c.rho for c in observed],
                 "saturation": [c.sat for c in observed],
                 "half_life_days": [c.half_life if math.isfinite(c.half_life) else None for c in observed],
+                "pairs": [
+                    ", ".join(f"{table.channels[a]} with {table.channels[b]}" for a, b in c.pairs) for c in observed
+                ],
                 "log_likelihood": [-c.nll for c in observed],
                 "parameters": [c.n_params for c in observed],
                 "bic": [c.bic for c in observed],
