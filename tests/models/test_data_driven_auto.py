@@ -168,6 +168,18 @@ def test_auto_finds_channels_that_work_only_together() -> None:
     journey = oq.models.DataDriven(form="journey").fit(table_of(frame))  # no pairs: the additive logistic
     assert half_l1(auto, truth) < 0.05
     assert half_l1(auto, truth) < half_l1(journey, truth) - 0.01
+    # a partition's table (other channel codes: no "a") gets the same values by channel name
+    part = frame.filter(~pl.col("path").list.contains("a"))
+    sub = table_of(part)
+    assert sub.channels == ("b", "c", "d", "e")
+    def names(table: PathTable, i: int) -> tuple[str, ...]:
+        return tuple(table.channels[c] for c in table.codes[table.offsets[i] : table.offsets[i + 1]])
+
+    whole_rows = {names(auto.paths, i): i for i in range(auto.paths.height)}
+    got, want = auto.path_shares(sub), auto.path_shares()
+    assert got[:, 1].max() > 0.01  # b's credit, from the pair among others
+    for i in range(sub.height):
+        np.testing.assert_allclose(got[i], want[whole_rows[names(sub, i)], 1:], rtol=1e-12, atol=1e-15)
 
 
 def frames_of(users: list) -> tuple[pl.DataFrame, pl.DataFrame]:
