@@ -63,6 +63,43 @@ def test_prefix_tree_weights_and_stocks_equal_the_reference(rows, decay, sat) ->
         assert got == pytest.approx(expected, rel=1e-12)
 
 
+PAIRS = np.array([[0, 1, 0], [1, 0, 1], [2, 3, 1], [3, 1, 0]], dtype=np.int64)  # 0: with, 1: then
+
+
+@settings(max_examples=150, deadline=None)
+@given(tables)
+def test_pair_entries_and_pair_scores_equal_the_reference(rows) -> None:
+    """The pair effects' node entries (:func:`pair_stocks`) and the pair screen's sums
+    (:func:`~optiq_engine.kernels.journey_model.pair_scores`) against plain definitions."""
+    from optiq_engine.kernels import journey_model as jm
+
+    offsets, codes, gaps, conv, null = _arrays(rows)
+    parent, code, depth, row, _ = js.prefix_nodes(offsets, codes, gaps)
+    factors = np.ones((N_ROWS, N_CODES))
+    stocks = js.node_stocks(parent, code, depth, row, factors, 1.0, N_CODES)
+    off, chan, val = js.pair_stocks(parent, code, *stocks, PAIRS, N_CODES)
+    for i, prefix in enumerate(_prefixes(parent, code, row)):
+        seq = [c for c, _ in prefix]
+        want = [
+            N_CODES + k
+            for k, (a, b, kind) in enumerate(PAIRS.tolist())
+            if (a in seq and b in seq if kind == 0 else a in seq and b in seq[seq.index(a) + 1 :])
+        ]
+        entries = chan[off[i] : off[i + 1]].tolist()
+        assert entries == list(dict.fromkeys(seq)) + want
+        assert val[off[i] : off[i + 1]].tolist()[len(entries) - len(want) :] == [1.0] * len(want)
+    resid, weight = conv - null, conv + null + 0.5
+    with_u, with_i, then_u, then_i = jm.pair_scores(offsets, codes, resid, weight, N_CODES)
+    paths = [tuple(c for c, _ in p) for p, _, _ in rows]
+    want_with, want_then = ref.pair_scores(paths, resid.tolist(), weight.tolist())
+    for a in range(N_CODES):
+        for b in range(N_CODES):
+            w = want_with.get((a, b), (0.0, 0.0))
+            assert (with_u[a, b], with_i[a, b]) == pytest.approx(w, abs=1e-9)
+            t = want_then.get((a, b), (0.0, 0.0))
+            assert (then_u[a, b], then_i[a, b]) == pytest.approx(t, abs=1e-9)
+
+
 @pytest.mark.parametrize("form", ["touch", "journey", "both"])
 def test_serial_and_parallel_passes_agree(form) -> None:
     rng = np.random.default_rng(5)

@@ -31,7 +31,7 @@ from tests.reference import data_driven as ref
 CHANNELS = ("a", "b", "c", "d", "e")
 EXPOSURE = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
 EFFECT = np.array([0.9, 0.5, 0.15, 0.6, 0.3])
-MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed", "journey_pair")
+MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed", "journey_pair", "journey_then")
 PAIR_ALONE = np.array([1.0, 0.0, 1.0, 0.0, 1.0])  # journey_pair: the effects of b and d alone
 
 
@@ -58,9 +58,11 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
         return 1.0 - np.prod(1.0 - h, axis=1)
     end = np.array([times[-1] + 1.0])
     x = _stock(codes, times, end, 3.0 if mech == "journey_decay" else None)[0]
-    if mech == "journey_pair":  # b and d do nothing alone, +1.6 in log-odds together
-        both = mask[:, 1] * mask[:, 3] * float(x[1] > 0 and x[3] > 0)
-        return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * both)
+    if mech in ("journey_pair", "journey_then"):  # b and d do nothing alone, +1.6 in log-odds together
+        holds = x[1] > 0 and x[3] > 0  # both touched; journey_then: some b before some d
+        if mech == "journey_then":
+            holds = holds and 3 in codes[int(np.argmax(codes == 1)) + 1 :]
+        return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * mask[:, 3] * float(holds))
     return _sigmoid(-2.4 + beta @ x)
 
 
@@ -155,16 +157,18 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     assert half_l1(auto, truth) < half_l1(wrong, truth)
 
 
-def test_auto_finds_channels_that_work_only_together() -> None:
-    """Pair effects (docs/data_driven.md §6.1, "Pairs"): b and d do nothing alone, much together."""
-    frame, truth = world("journey_pair", 6_000, seed=5)
+@pytest.mark.parametrize(("mech", "name"), [("journey_pair", "b with d"), ("journey_then", "b then d")])
+def test_auto_finds_channels_that_work_only_together(mech, name) -> None:
+    """Pair effects (docs/data_driven.md §6.1, "Pairs"): b and d do nothing alone, much together (or when
+    b came first)."""
+    frame, truth = world(mech, 6_000, seed=5)
     auto = oq.models.DataDriven(form="auto").fit(table_of(frame))
     assert "channel pair" in auto.mechanism, auto.form_selection
     terms = auto.conversion_model.coefficients(auto.paths.channels)
-    pair = terms.filter(pl.col("term").str.contains(" with "))
-    assert pair.get_column("term").to_list() == ["b with d"]
+    pair = terms.filter(pl.col("term").str.contains(" with | then "))
+    assert pair.get_column("term").to_list() == [name]
     assert pair.get_column("coef")[0] == pytest.approx(1.6, abs=0.4)
-    assert auto.form_selection.filter(pl.col("weight") == pl.col("weight").max())["pairs"][0] == "b with d"
+    assert auto.form_selection.filter(pl.col("weight") == pl.col("weight").max())["pairs"][0] == name
     journey = oq.models.DataDriven(form="journey").fit(table_of(frame))  # no pairs: the additive logistic
     assert half_l1(auto, truth) < 0.05
     assert half_l1(auto, truth) < half_l1(journey, truth) - 0.01
@@ -172,6 +176,7 @@ def test_auto_finds_channels_that_work_only_together() -> None:
     part = frame.filter(~pl.col("path").list.contains("a"))
     sub = table_of(part)
     assert sub.channels == ("b", "c", "d", "e")
+
     def names(table: PathTable, i: int) -> tuple[str, ...]:
         return tuple(table.channels[c] for c in table.codes[table.offsets[i] : table.offsets[i + 1]])
 
@@ -533,7 +538,7 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
     Shapley values, predictions and holdout lifts against the per-journey reference."""
     table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
     c = len(table.channels)
-    pairs = np.array([[0, 1], [1, 2]], dtype=np.int64)
+    pairs = np.array([[0, 1, 0], [1, 2, 0], [2, 0, 1]], dtype=np.int64)  # a with b, b with c, c then a
     n = c + pairs.shape[0]
     decay = step_decays(table, 0.8, half_life)
     params = _random_params(form, n, seed=11)
@@ -553,6 +558,7 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         "b_p": params[1 + n],
         "beta_p": dict(zip(table.channels, params[2 + n : 2 + n + c], strict=True)),
         "pairs": {("a", "b"): params[2 + n + c], ("b", "c"): params[2 + n + c + 1]},
+        "ordered_pairs": {("c", "a"): params[2 + n + c + 2]},
         "g": list(params[2 + 2 * n : ending]),
         "gamma": dict(zip(table.channels, params[ending : ending + c], strict=True)),
         "gamma_prev": dict(zip(table.channels, params[ending + n : ending + n + c], strict=True)),
@@ -566,7 +572,7 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
     assert loss == pytest.approx(expected, rel=1e-10)
     _, _, hess = like.hessian(params, use_h, use_p, 0.0)
-    for i in (2 + n + c, 2 + n + c + 1):  # the pair effects' gradient and Hessian rows, numerically
+    for i in range(2 + n + c, 2 + 2 * n):  # the pair effects' gradient and Hessian rows, numerically
         e = np.zeros_like(params)
         e[i] = 1e-6
         up, down = like.terms(params + e, use_h, use_p, 0.0), like.terms(params - e, use_h, use_p, 0.0)
@@ -590,11 +596,11 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
             params, cand.held, table.offsets, table.codes, weights, decay, 0.9, use_h, use_p, cand.pair_slots(), code
         )
         assert lift == pytest.approx(float(np.dot(weights, cand.predict(table) - cand.predict(table, drop=code))))
-        i = 2 + n + c  # the (a, b) pair's effect
-        e = np.zeros_like(params)
-        e[i] = 1e-6
-        args = (table.offsets, table.codes, weights, decay, 0.9, use_h, use_p, cand.pair_slots(), code)
-        numeric = (
-            jm.nested_lift(params + e, cand.held, *args)[0] - jm.nested_lift(params - e, cand.held, *args)[0]
-        ) / 2e-6
-        assert lgrad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+        for i in range(2 + n + c, 2 + 2 * n):  # the pair effects
+            e = np.zeros_like(params)
+            e[i] = 1e-6
+            args = (table.offsets, table.codes, weights, decay, 0.9, use_h, use_p, cand.pair_slots(), code)
+            numeric = (
+                jm.nested_lift(params + e, cand.held, *args)[0] - jm.nested_lift(params - e, cand.held, *args)[0]
+            ) / 2e-6
+            assert lgrad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)

@@ -878,7 +878,8 @@ def journey_model_parts(
     path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
     (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
     back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the
-    journey and kept), optional ``held_h``, ``held_p`` (dicts: effects that every
+    journey and kept), optional ``ordered_pairs`` (the same, when some touch of ``a`` comes before some touch of
+    ``b``), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
@@ -896,6 +897,10 @@ def journey_model_parts(
     w = model["b_p"] + sum(_effect(model, "p", c, keep) * v for c, v in x.items())
     for (a, b), theta in model.get("pairs", {}).items():  # a pair's effect: both channels seen and kept
         if a in x and b in x and (keep is None or (a in keep and b in keep)):
+            w += theta
+    for (a, b), theta in model.get("ordered_pairs", {}).items():  # some touch of a before some touch of b
+        after_a = path[path.index(a) + 1 :] if a in path else ()
+        if b in after_a and (keep is None or (a in keep and b in keep)):
             w += theta
     return h, e, sigmoid(w) if use_p else 0.0
 
@@ -994,3 +999,19 @@ def prefix_stock(prefix: Sequence[tuple[int, int]], factors: Sequence[Sequence[f
             fade *= factors[row][channel]
         stock[channel] = stock.get(channel, 0.0) + fade * sat ** (seen[channel] - 1)
     return stock
+
+
+def pair_scores(paths: Sequence[Path], resid: Sequence[float], weight: Sequence[float]) -> tuple[dict, dict]:
+    """``with[(a, b)]`` (``a < b``) and ``then[(a, b)]``: ``(Σ resid, Σ weight)`` over the paths where both
+    are touched, and where some touch of ``a`` comes before some touch of ``b``."""
+    with_: dict = {}
+    then: dict = {}
+    for path, r, w in zip(paths, resid, weight, strict=True):
+        for a, b in itertools.permutations(sorted(set(path)), 2):
+            if a < b:
+                u, i = with_.get((a, b), (0.0, 0.0))
+                with_[(a, b)] = (u + r, i + w)
+            if b in path[path.index(a) + 1 :]:
+                u, i = then.get((a, b), (0.0, 0.0))
+                then[(a, b)] = (u + r, i + w)
+    return with_, then

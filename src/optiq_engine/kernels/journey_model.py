@@ -40,6 +40,7 @@ __all__ = [
     "nested_shapley",
     "nested_predict",
     "nested_lift",
+    "pair_scores",
     "stock_moments",
 ]
 
@@ -229,21 +230,42 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
 
 
 @jit
-def _path_pairs(pairs, chan, d, pq):
-    """The pair effects of one path (docs/data_driven.md §6.1, "Pairs"): for each pair ``(a, b, slot)`` of
-    ``pairs`` whose two channels are among the path's players ``chan[:d]``, a row ``(q_a, q_b, slot)`` of
-    ``pq`` (the players' indices and the effect's parameter index); returns their number."""
+def _pair_flags(pairs, codes, a, e, seen, on):
+    """``on[i]``: whether pair ``i`` of ``pairs`` (kernel layout ``(a, b, slot, kind)``) holds in the path
+    ``codes[a:e]``: kind 0 ("with"), both channels touched; kind 1 ("then"), some touch of ``a`` before some
+    touch of ``b``. ``seen``: a zeroed bool per channel code, left zeroed."""
+    for i in range(pairs.shape[0]):
+        on[i] = False
+    for j in range(a, e):
+        c = codes[j]
+        for i in range(pairs.shape[0]):
+            if pairs[i, 3] == 1 and c == pairs[i, 1] and seen[pairs[i, 0]]:
+                on[i] = True
+        seen[c] = True
+    for i in range(pairs.shape[0]):
+        if pairs[i, 3] == 0:
+            on[i] = seen[pairs[i, 0]] and seen[pairs[i, 1]]
+    for j in range(a, e):
+        seen[codes[j]] = False
+
+
+@jit
+def _path_pairs(pairs, on, chan, d, pq):
+    """The pair effects of one path (docs/data_driven.md §6.1, "Pairs"): for each pair of ``pairs`` that holds
+    in it (``on``, :func:`_pair_flags`), a row ``(q_a, q_b, slot)`` of ``pq`` (its channels' player indices
+    among ``chan[:d]`` and the effect's parameter index); returns their number."""
     n = 0
     for i in range(pairs.shape[0]):
+        if not on[i]:
+            continue
         qa, qb = -1, -1
         for q in range(d):
             if chan[q] == pairs[i, 0]:
                 qa = q
             elif chan[q] == pairs[i, 1]:
                 qb = q
-        if qa >= 0 and qb >= 0:
-            pq[n, 0], pq[n, 1], pq[n, 2] = qa, qb, pairs[i, 2]
-            n += 1
+        pq[n, 0], pq[n, 1], pq[n, 2] = qa, qb, pairs[i, 2]
+        n += 1
     return n
 
 
@@ -251,8 +273,9 @@ def nested_shapley(offsets, codes, params, held, decay, sat, use_h, use_p, pairs
     """Per path, the Shapley values of ``v(S) = P(convert | S's effects) - P(convert | none)``.
 
     ``held`` (shaped as ``params``): effects that every coalition keeps, the intent term of a calibrated fit
-    (docs/data_driven.md §6.1); zeros for none. ``pairs`` (int64 ``(P, 3)``): the end part's pair effects,
-    channels ``a``, ``b`` and the parameter index of their effect, in a coalition's logit when both are in it.
+    (docs/data_driven.md §6.1); zeros for none. ``pairs`` (int64 ``(P, 4)``): the end part's pair effects,
+    channels ``a``, ``b``, the parameter index of their effect and its kind (0: both touched, 1: some touch of
+    ``a`` before some of ``b``), in a coalition's logit when both channels are in it and the pair holds.
     ``used``: per path, whether it is computed (the others get zeros).
 
     Players are the path's distinct channels in first-occurrence order (aligned with
@@ -350,13 +373,18 @@ def _shapley_rows(
     zs = np.empty(1 << d_max, dtype=np.float64)
     g = np.empty(1 << d_max, dtype=np.float64)
     pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
+    on = np.zeros(max(pairs.shape[0], 1), dtype=np.bool_)
+    touched = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(p_lo, p_hi):
         m = offsets[p + 1] - offsets[p]
         if m == 0 or not used[p]:
             continue
         d = _path_players(offsets, codes, p, n_codes, decay, sat, local, chan_buf, xmat, seen)
         chan = chan_buf[:d].copy()
-        n_pq = _path_pairs(pairs, chan, d, pq) if use_p else 0
+        n_pq = 0
+        if use_p and pairs.shape[0]:
+            _pair_flags(pairs, codes, offsets[p], offsets[p + 1], touched, on)
+            n_pq = _path_pairs(pairs, on, chan, d, pq)
         out = phi[d_of[p] : d_of[p + 1]]
         wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
         if d <= EXACT_MAX_CHANNELS:
@@ -413,6 +441,8 @@ def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, pairs,
     zbase = np.empty(m_max, dtype=np.float64)
     seen = np.empty(m_max, dtype=np.int64)
     pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
+    on = np.zeros(max(pairs.shape[0], 1), dtype=np.bool_)
+    touched = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(p_lo, p_hi):
         m = offsets[p + 1] - offsets[p]
         if m == 0:
@@ -423,7 +453,10 @@ def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, pairs,
             if chan_buf[q] != drop_code:
                 mask |= 1 << q
         chan = chan_buf[:d]
-        n_pq = _path_pairs(pairs, chan, d, pq) if use_p else 0
+        n_pq = 0
+        if use_p and pairs.shape[0]:
+            _pair_flags(pairs, codes, offsets[p], offsets[p + 1], touched, on)
+            n_pq = _path_pairs(pairs, on, chan, d, pq)
         wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
         out[p] = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p, pq, n_pq)
 
@@ -449,10 +482,13 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
     zs = np.empty((2, m_max), dtype=np.float64)
     surv = np.ones(2)
     w = np.zeros(2)
+    on = np.zeros(max(pairs.shape[0], 1), dtype=np.bool_)
+    touched = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(offsets.shape[0] - 1):
         a, e = offsets[p], offsets[p + 1]
         if weights[p] == 0.0 or e == a or not _has(codes, a, e, code):
             continue
+        _pair_flags(pairs, codes, a, e, touched, on)
         # pass 1: the predictors with (v = 0) and without (v = 1) the channel's effect; survival of both
         surv[:] = 1.0
         d = 0
@@ -467,7 +503,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
             for v in range(2):
                 drop = code if v == 1 else -1
                 w[v] = params[1 + n_codes] + _effects(params, held, 2 + n_codes, chan, stock, d, drop)
-                w[v] += _pair_effects(params, held, pairs, local, drop)
+                w[v] += _pair_effects(params, held, pairs, on, drop)
                 surv[v] *= 1.0 - _sigmoid(w[v])
         total += weights[p] * (surv[1] - surv[0])
         # dP/dz_j = h_j S, dP/dw = q S; L = P(with) - P(without)
@@ -476,7 +512,7 @@ def nested_lift(params, held, offsets, codes, weights, decay, sat, use_h, use_p,
                 g = (weights[p] if v == 0 else -weights[p]) * _sigmoid(w[v]) * surv[v]
                 grad[1 + n_codes] += g
                 _effect_grads(grad, grad_held, g, 2 + n_codes, chan, stock, d, code if v == 1 else -1)
-                _pair_grads(grad, grad_held, g, pairs, local, code if v == 1 else -1)
+                _pair_grads(grad, grad_held, g, pairs, on, code if v == 1 else -1)
         if use_h:  # pass 2: the stocks again, touch by touch
             for q in range(d):
                 local[chan[q]] = -1
@@ -547,26 +583,64 @@ def _effect_grads(grad, grad_held, g, base, chan, stock, d, drop):
 
 
 @jit
-def _pair_effects(params, held, pairs, local, drop):
-    """``Σ (held + params)[slot]`` over the pairs whose channels both have a stock (``local >= 0``),
+def _pair_effects(params, held, pairs, on, drop):
+    """``Σ (held + params)[slot]`` over the pairs that hold in the path (``on``, :func:`_pair_flags`),
     ``params``' effect of the pairs with channel ``drop`` left out."""
     z = 0.0
     for i in range(pairs.shape[0]):
         a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
-        if local[a] >= 0 and local[b] >= 0:
+        if on[i]:
             z += held[s] if drop in (a, b) else held[s] + params[s]
     return z
 
 
 @jit
-def _pair_grads(grad, grad_held, g, pairs, local, drop):
+def _pair_grads(grad, grad_held, g, pairs, on, drop):
     """Adds ``g`` to the gradients of the pair effects in the predictor (:func:`_pair_effects`)."""
     for i in range(pairs.shape[0]):
         a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
-        if local[a] >= 0 and local[b] >= 0:
+        if on[i]:
             grad_held[s] += g
             if drop != a and drop != b:
                 grad[s] += g
+
+
+@jit
+def pair_scores(offsets, codes, resid, weight, n_codes):
+    """Per ordered pair of channels ``(a, b)``, ``Σ resid`` and ``Σ weight`` over the paths where both are
+    touched (``with_u``, ``with_i``; ``a < b`` only) and where some touch of ``a`` comes before some touch of
+    ``b`` (``then_u``, ``then_i``): the score and information sums of the pair screen (docs/data_driven.md
+    §6.1, "Pairs")."""
+    n = max(n_codes, 1)
+    with_u, with_i = np.zeros((n, n)), np.zeros((n, n))
+    then_u, then_i = np.zeros((n, n)), np.zeros((n, n))
+    first = np.full(n, -1, dtype=np.int64)
+    last = np.full(n, -1, dtype=np.int64)
+    chan = np.empty(n, dtype=np.int64)
+    for p in range(offsets.shape[0] - 1):
+        d = 0
+        for j in range(offsets[p], offsets[p + 1]):
+            c = codes[j]
+            if first[c] < 0:
+                first[c] = j
+                chan[d] = c
+                d += 1
+            last[c] = j
+        r, w = resid[p], weight[p]
+        for x in range(d):
+            a = chan[x]
+            for y in range(d):
+                b = chan[y]
+                if a < b:
+                    with_u[a, b] += r
+                    with_i[a, b] += w
+                if a != b and first[a] < last[b]:
+                    then_u[a, b] += r
+                    then_i[a, b] += w
+        for x in range(d):
+            first[chan[x]] = -1
+            last[chan[x]] = -1
+    return with_u, with_i, then_u, then_i
 
 
 @jit

@@ -113,38 +113,47 @@ def node_stocks(parent, code, depth, row, factors, sat, n_codes):
 
 
 @jit
-def pair_stocks(off, chan, val, pairs, n_real):
-    """The node stocks (:func:`node_stocks`) with the pair effects' entries added: for pair ``i`` of
-    ``pairs`` (channels ``pairs[i, 0]``, ``pairs[i, 1]``), an entry of channel code ``n_real + i`` and value 1
-    at each node where both channels have a stock (docs/data_driven.md §6.1, "Pairs")."""
+def pair_stocks(parent, code, off, chan, val, pairs, n_real):
+    """The node stocks (:func:`node_stocks`) with the pair effects' entries added: for pair ``i`` of ``pairs``
+    (``(a, b, kind)``), an entry of channel code ``n_real + i`` and value 1 at each node where it holds (kind
+    0: both channels have a stock; kind 1: some touch of ``a`` came before some touch of ``b``; docs/data_driven.md
+    §6.1, "Pairs"). Parents come before their children (:func:`prefix_nodes`)."""
     n = off.shape[0] - 1
+    n_pairs = pairs.shape[0]
     has = np.zeros(max(n_real, 1), dtype=np.bool_)
+    on = np.zeros((n, max(n_pairs, 1)), dtype=np.bool_)
     count = np.zeros(n + 1, dtype=np.int64)
     for node in range(n):
-        for q in range(off[node], off[node + 1]):
-            has[chan[q]] = True
+        p = parent[node]
+        if p >= 0:
+            for q in range(off[p], off[p + 1]):
+                has[chan[q]] = True
+        for i in range(n_pairs):
+            a, b = pairs[i, 0], pairs[i, 1]
+            if pairs[i, 2] == 1:
+                on[node, i] = (p >= 0 and on[p, i]) or (code[node] == b and has[a])
+            else:
+                on[node, i] = (has[a] or code[node] == a) and (has[b] or code[node] == b)
+        if p >= 0:
+            for q in range(off[p], off[p + 1]):
+                has[chan[q]] = False
         k = 0
-        for i in range(pairs.shape[0]):
-            k += has[pairs[i, 0]] and has[pairs[i, 1]]
+        for i in range(n_pairs):
+            k += on[node, i]
         count[node + 1] = count[node] + off[node + 1] - off[node] + k
-        for q in range(off[node], off[node + 1]):
-            has[chan[q]] = False
     out_chan = np.empty(count[n], dtype=np.int32)
     out_val = np.empty(count[n], dtype=np.float64)
     for node in range(n):
         at = count[node]
         for q in range(off[node], off[node + 1]):
-            has[chan[q]] = True
             out_chan[at] = chan[q]
             out_val[at] = val[q]
             at += 1
-        for i in range(pairs.shape[0]):
-            if has[pairs[i, 0]] and has[pairs[i, 1]]:
+        for i in range(n_pairs):
+            if on[node, i]:
                 out_chan[at] = n_real + i
                 out_val[at] = 1.0
                 at += 1
-        for q in range(off[node], off[node + 1]):
-            has[chan[q]] = False
     return count, out_chan, out_val
 
 

@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import scipy.sparse
 import scipy.stats
 
 from ...errors import ModelError
 from ...kernels import journey_model as jm
-from ...kernels import logistic as k
 from .journey_model import JourneyModel, _fit_one, _start
 from .likelihood import PARALLEL_ROWS
 
@@ -178,40 +176,50 @@ def _pair_candidates(
 def _screen_pairs(
     table: PathTable, base: JourneyModel, counts: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, float] | None:
-    """The channel pairs for pair effects in the end decision (docs/data_driven.md §6.1, "Pairs": ``θ_ab``
-    added to the logit when channels ``a`` and ``b`` are both in the journey) and ``log`` of the number of ways
-    to choose them, or None. The pairs are screened by the score statistic of ``θ_ab = 0`` at ``base``'s fit, ``U² / I`` with
-    ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths with both channels (Rao 1948; the
-    information not adjusted for the other effects, so the statistic errs low): at most :data:`MAX_PAIRS`
-    of those with ``U > 0`` (synergy; effects stay non-negative) and a statistic above ``log n + 2 log P``
-    (``P``: the pairs seen together), the extended BIC's price of one more parameter chosen among ``P``
-    (Chen & Chen 2008), and above the ``χ²₁`` quantile of a test at level :data:`_PAIR_LEVEL` over ``P``
-    (Bonferroni: on few journeys the BIC's price alone is low). None when no pair passes. A candidate with them adds ``2 log C(P, k)`` to its BIC
-    for the choice."""
+    """The pair effects for the end decision (docs/data_driven.md §6.1, "Pairs"; ``JourneyModel.pairs``) and
+    ``log`` of the number of ways to choose them, or None. Each pair of channels seen together is a feature
+    three ways: both touched ("a with b"), some ``a`` before some ``b`` ("a then b") and the reverse. Each
+    feature is screened by the score statistic of its effect at ``base``'s fit (a journey-end candidate),
+    ``U² / I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds (Rao
+    1948; the information not adjusted for the other effects, so the statistic errs low); kept: features with
+    ``U > 0`` (synergy; effects stay non-negative), the best of each pair, at most :data:`MAX_PAIRS`, with a
+    statistic above ``log n + 2 log P`` (``P``: the features seen), the extended BIC's price of one more
+    parameter chosen among ``P`` (Chen & Chen 2008), and above the ``χ²₁`` quantile of a test at level
+    :data:`_PAIR_LEVEL` over ``P`` (Bonferroni: on few journeys the BIC's price alone is low). A candidate
+    with them adds ``2 log C(P, k)`` to its BIC for the choice."""
     n_ch = len(table.channels)
     if n_ch < 2:
         return None
     conv, null = counts
     n = conv + null
     q = base.predict(table)
-    off, code = k.count_features(table.offsets, table.codes, n_ch, 0.0)[:2]
-    rows = np.repeat(np.arange(table.height), np.diff(off))
-    x = scipy.sparse.csr_matrix((np.ones(code.shape[0]), (rows, code)), shape=(table.height, n_ch))
-    score = (x.T @ x.multiply((conv - n * q)[:, None])).toarray()
-    info = (x.T @ x.multiply((n * q * (1.0 - q))[:, None])).toarray()
-    a, b = np.triu_indices(n_ch, 1)
-    u, i = score[a, b], info[a, b]
-    seen = i > 0
-    n_pairs = int(seen.sum())
-    stat = np.where(seen & (u > 0), u**2 / np.where(seen, i, 1.0), 0.0)
-    ebic = math.log(max(float(n.sum()), 2.0)) + 2.0 * math.log(max(n_pairs, 1))
-    cut = max(ebic, float(scipy.stats.chi2.isf(_PAIR_LEVEL / max(n_pairs, 1), 1)))
-    top = [j for j in np.argsort(-stat, kind="stable")[:MAX_PAIRS] if stat[j] > cut]
-    if not top:
+    with_u, with_i, then_u, then_i = jm.pair_scores(table.offsets, table.codes, conv - n * q, n * q * (1 - q), n_ch)
+    a, b = np.nonzero(with_i > 0)
+    ta, tb = np.nonzero(then_i > 0)
+    feats = np.concatenate(
+        [np.column_stack([a, b, np.zeros_like(a)]), np.column_stack([ta, tb, np.ones_like(ta)])]
+    ).astype(np.int64)
+    u = np.concatenate([with_u[a, b], then_u[ta, tb]])
+    i = np.concatenate([with_i[a, b], then_i[ta, tb]])
+    n_feats = feats.shape[0]
+    if n_feats == 0:
         return None
-    pairs = np.column_stack([a[top], b[top]]).astype(np.int64)
-    kp = len(top)
-    return pairs, math.lgamma(n_pairs + 1) - math.lgamma(kp + 1) - math.lgamma(n_pairs - kp + 1)
+    stat = np.where(u > 0, u**2 / i, 0.0)
+    ebic = math.log(max(float(n.sum()), 2.0)) + 2.0 * math.log(n_feats)
+    cut = max(ebic, float(scipy.stats.chi2.isf(_PAIR_LEVEL / n_feats, 1)))
+    chosen: list[int] = []
+    taken: set[tuple[int, int]] = set()
+    for j in np.argsort(-stat, kind="stable"):
+        pair = (int(min(feats[j, 0], feats[j, 1])), int(max(feats[j, 0], feats[j, 1])))
+        if stat[j] <= cut or len(chosen) == MAX_PAIRS:
+            break
+        if pair not in taken:  # the best of a pair's three features
+            taken.add(pair)
+            chosen.append(int(j))
+    if not chosen:
+        return None
+    k = len(chosen)
+    return feats[chosen], math.lgamma(n_feats + 1) - math.lgamma(k + 1) - math.lgamma(n_feats - k + 1)
 
 
 def _with_pair_slots(params: np.ndarray, n_ch: int, n_pairs: int) -> np.ndarray:

@@ -98,8 +98,9 @@ class JourneyModel:
         ``params + held``; the channels' effects, their credit and holdout effects are ``params``, with
         ``held`` in every coalition's baseline. Zeros: none.
     pairs
-        int64 ``(P, 2)``: the channel pairs of the end part's pair effects (docs/data_driven.md §6.1, "Pairs"):
-        ``θ`` added to the end decision's logit when both channels are in the journey. Their parameters follow
+        int64 ``(P, 3)``: the end part's pair effects (docs/data_driven.md §6.1, "Pairs"), channels ``a``, ``b``
+        and kind: ``θ`` added to the end decision's logit when both channels are in the journey (kind 0, "a
+        with b") or some touch of ``a`` came before some touch of ``b`` (kind 1, "a then b"). Their parameters follow
         the ``C`` channels' in each block of ``params`` (so ``n_codes`` is ``C + P``).
     pair_search
         ``log`` of the number of ways the pairs could have been chosen: the extended BIC's term
@@ -121,7 +122,7 @@ class JourneyModel:
         pair_search: float = 0.0,
     ) -> None:
         self.params = params
-        self.pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs
+        self.pairs = np.zeros((0, 3), dtype=np.int64) if pairs is None else pairs
         self.pair_search = pair_search
         self.held = np.zeros_like(params) if held is None else held
         self.form = form
@@ -184,9 +185,14 @@ class JourneyModel:
         return self.n_codes - self.pairs.shape[0]
 
     def pair_slots(self) -> np.ndarray:
-        """``(a, b, parameter index of θ)`` per pair: the kernels' ``pairs``."""
+        """``(a, b, parameter index of θ, kind)`` per pair: the kernels' ``pairs``."""
         slots = 2 + self.n_codes + self.n_channels + np.arange(self.pairs.shape[0], dtype=np.int64)
-        return np.column_stack([self.pairs.astype(np.int64), slots]).reshape(-1, 3)
+        pairs = self.pairs.astype(np.int64)
+        return np.column_stack([pairs[:, :2], slots, pairs[:, 2]]).reshape(-1, 4)
+
+    def pair_names(self, channels: tuple[str, ...]) -> list[str]:
+        """``"a with b"`` or ``"a then b"`` per pair (``channels``: the fitted ones, in code order)."""
+        return [f"{channels[a]} {('with', 'then')[kind]} {channels[b]}" for a, b, kind in self.pairs]
 
     @property
     def intercept(self) -> float:
@@ -293,12 +299,12 @@ class JourneyModel:
         JourneyModel
             A new model; intercepts and ending terms unchanged, ``nll`` and BIC those of the fit.
         """
-        names = tuple(f"{fitted[a]}\x00{fitted[b]}" for a, b in self.pairs)  # a pair: a channel of the blocks
-        kept = [i for i, (a, b) in enumerate(self.pairs) if fitted[a] in channels and fitted[b] in channels]
-        pairs = np.array([[channels.index(fitted[a]), channels.index(fitted[b])] for a, b in self.pairs[kept]])
+        names = tuple(f"\x00{name}" for name in self.pair_names(fitted))  # a pair: a channel of the blocks
+        kept = [i for i, (a, b, _) in enumerate(self.pairs) if fitted[a] in channels and fitted[b] in channels]
+        pairs = [[channels.index(fitted[a]), channels.index(fitted[b]), kind] for a, b, kind in self.pairs[kept]]
         new = channels + tuple(names[i] for i in kept)
         params, held = (_reindexed(v, new, fitted + names) for v in (self.params, self.held))
-        return self.derived(params, held=held, pairs=pairs.reshape(-1, 2).astype(np.int64))
+        return self.derived(params, held=held, pairs=np.array(pairs, dtype=np.int64).reshape(-1, 3))
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
         """``part`` (touch / journey / intent / ending), ``term`` and ``coef`` of the parts in the model.
@@ -324,8 +330,7 @@ class JourneyModel:
             rows += [("journey", "(intercept)", float(self.params[1 + c]))]
             rows += [("journey", ch, float(self.params[2 + c + i])) for i, ch in enumerate(channels)]
             rows += [
-                ("journey", f"{channels[a]} with {channels[b]}", float(self.params[2 + c + n + i]))
-                for i, (a, b) in enumerate(self.pairs)
+                ("journey", name, float(self.params[2 + c + n + i])) for i, name in enumerate(self.pair_names(channels))
             ]
         if self.held.any():
             base = 1 if self.use_h else 2 + c
@@ -621,7 +626,7 @@ def _fit_one(
     term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter indices kept at their
     ``start`` values (the effects that experiments pinned); ``pairs``, ``pair_search``: the end part's pair
     effects (JourneyModel; their effects non-negative too)."""
-    pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs
+    pairs = np.zeros((0, 3), dtype=np.int64) if pairs is None else pairs
     n_codes = len(table.channels) + pairs.shape[0]
     conv, null = counts
     held = np.zeros_like(start) if held is None else held

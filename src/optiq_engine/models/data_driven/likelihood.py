@@ -64,13 +64,14 @@ class Likelihood:
         pairs: np.ndarray | None = None,
     ) -> Likelihood:
         """The likelihood on ``table`` with the stock shape ``(decay, sat)`` (``step_decays``) and the journeys
-        ``counts`` (conversions, nulls per path row); ``pairs``: the channel pairs of the end part's pair
-        effects (int ``(P, 2)``; their parameters follow the channels' in each block)."""
+        ``counts`` (conversions, nulls per path row); ``pairs``: the end part's pair effects (int
+        ``(P, 3)``: channels and kind, ``JourneyModel.pairs``; their parameters follow the channels' in each
+        block)."""
         tree = _tree(table, decay[0])
         parent, code, depth, row, end, _ = tree
         stocks = js.node_stocks(parent, code, depth, row, decay[1], float(sat), len(table.channels))
         if pairs is not None and pairs.shape[0]:
-            stocks = js.pair_stocks(*stocks, pairs, len(table.channels))
+            stocks = js.pair_stocks(parent, code, *stocks, pairs, len(table.channels))
         weights = js.node_weights(parent, end, counts[0], counts[1])
         return cls(tree, stocks, weights, table.height >= PARALLEL_ROWS)
 

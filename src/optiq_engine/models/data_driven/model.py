@@ -293,9 +293,7 @@ class DataDriven(DataDrivenModel):
                 "decay": [c.rho for c in observed],
                 "saturation": [c.sat for c in observed],
                 "half_life_days": [c.half_life if math.isfinite(c.half_life) else None for c in observed],
-                "pairs": [
-                    ", ".join(f"{table.channels[a]} with {table.channels[b]}" for a, b in c.pairs) for c in observed
-                ],
+                "pairs": [", ".join(c.pair_names(table.channels)) for c in observed],
                 "log_likelihood": [-c.nll for c in observed],
                 "parameters": [c.n_params for c in observed],
                 "bic": [c.bic for c in observed],
