@@ -821,7 +821,8 @@ def main(argv: list[str] | None = None) -> None:
             before = report.get("worlds", {})
             dd_form = None if args.dd_form == "default" else args.dd_form
             same = {"users": args.users, "seed": args.world_seed, "bootstrap": args.bootstrap, "dd_form": dd_form}
-            if all(before.get(key) == value for key, value in same.items()):  # add to (or redo part of) that run
+            redo_all = set(before.get("runs", {})) <= set(mechanisms)  # a whole new run: its own time only
+            if not redo_all and all(before.get(key) == value for key, value in same.items()):  # add to that run
                 merged = {key: before[key] for key in ("users", "seed", "bootstrap", "dd_form", "seconds")}
                 merged |= {"runs": dict(before["runs"]), "mechanisms": dict(before["mechanisms"])}
             for name in mechanisms:
