@@ -63,7 +63,16 @@ def test_prefix_tree_weights_and_stocks_equal_the_reference(rows, decay, sat) ->
         assert got == pytest.approx(expected, rel=1e-12)
 
 
-PAIRS = np.array([[0, 1, 0], [1, 0, 1], [2, 3, 1], [3, 1, 0]], dtype=np.int64)  # 0: with, 1: then
+# kinds 0: a with b, 1: a then b, 2: a first, 3: a last
+PAIRS = np.array([[0, 1, 0], [1, 0, 1], [2, 3, 1], [3, 1, 0], [2, 2, 2], [1, 1, 3]], dtype=np.int64)
+
+
+def _holds(seq: list[int], a: int, b: int, kind: int) -> bool:
+    if kind == 0:
+        return a in seq and b in seq
+    if kind == 1:
+        return a in seq and b in seq[seq.index(a) + 1 :]
+    return seq[0 if kind == 2 else -1] == a
 
 
 @settings(max_examples=150, deadline=None)
@@ -80,24 +89,19 @@ def test_pair_entries_and_pair_scores_equal_the_reference(rows) -> None:
     off, chan, val = js.pair_stocks(parent, code, *stocks, PAIRS, N_CODES)
     for i, prefix in enumerate(_prefixes(parent, code, row)):
         seq = [c for c, _ in prefix]
-        want = [
-            N_CODES + k
-            for k, (a, b, kind) in enumerate(PAIRS.tolist())
-            if (a in seq and b in seq if kind == 0 else a in seq and b in seq[seq.index(a) + 1 :])
-        ]
+        want = [N_CODES + k for k, (a, b, kind) in enumerate(PAIRS.tolist()) if _holds(seq, a, b, kind)]
         entries = chan[off[i] : off[i + 1]].tolist()
         assert entries == list(dict.fromkeys(seq)) + want
         assert val[off[i] : off[i + 1]].tolist()[len(entries) - len(want) :] == [1.0] * len(want)
     resid, weight = conv - null, conv + null + 0.5
-    with_u, with_i, then_u, then_i = jm.pair_scores(offsets, codes, resid, weight, N_CODES)
+    u, i = jm.pair_scores(offsets, codes, resid, weight, N_CODES)
     paths = [tuple(c for c, _ in p) for p, _, _ in rows]
-    want_with, want_then = ref.pair_scores(paths, resid.tolist(), weight.tolist())
-    for a in range(N_CODES):
-        for b in range(N_CODES):
-            w = want_with.get((a, b), (0.0, 0.0))
-            assert (with_u[a, b], with_i[a, b]) == pytest.approx(w, abs=1e-9)
-            t = want_then.get((a, b), (0.0, 0.0))
-            assert (then_u[a, b], then_i[a, b]) == pytest.approx(t, abs=1e-9)
+    want = ref.pair_scores(paths, resid.tolist(), weight.tolist())
+    for kind in range(4):
+        for a in range(N_CODES):
+            for b in range(N_CODES):
+                expected = want[kind].get((a, b), (0.0, 0.0))
+                assert (u[kind, a, b], i[kind, a, b]) == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("form", ["touch", "journey", "both"])

@@ -31,7 +31,16 @@ from tests.reference import data_driven as ref
 CHANNELS = ("a", "b", "c", "d", "e")
 EXPOSURE = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
 EFFECT = np.array([0.9, 0.5, 0.15, 0.6, 0.3])
-MECHANISMS = ("touch", "journey", "journey_decay", "touch_decay", "mixed", "journey_pair", "journey_then")
+MECHANISMS = (
+    "touch",
+    "journey",
+    "journey_decay",
+    "touch_decay",
+    "mixed",
+    "journey_pair",
+    "journey_then",
+    "journey_first",
+)
 PAIR_ALONE = np.array([1.0, 0.0, 1.0, 0.0, 1.0])  # journey_pair: the effects of b and d alone
 
 
@@ -63,6 +72,8 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
         if mech == "journey_then":
             holds = holds and 3 in codes[int(np.argmax(codes == 1)) + 1 :]
         return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * mask[:, 3] * float(holds))
+    if mech == "journey_first":  # b and d do nothing, except b as the journey's first touch: +1.6
+        return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * float(codes[0] == 1))
     return _sigmoid(-2.4 + beta @ x)
 
 
@@ -157,7 +168,9 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     assert half_l1(auto, truth) < half_l1(wrong, truth)
 
 
-@pytest.mark.parametrize(("mech", "name"), [("journey_pair", "b with d"), ("journey_then", "b then d")])
+@pytest.mark.parametrize(
+    ("mech", "name"), [("journey_pair", "b with d"), ("journey_then", "b then d"), ("journey_first", "b first")]
+)
 def test_auto_finds_channels_that_work_only_together(mech, name) -> None:
     """Pair effects (docs/data_driven.md §6.1, "Pairs"): b and d do nothing alone, much together (or when
     b came first)."""
@@ -165,7 +178,7 @@ def test_auto_finds_channels_that_work_only_together(mech, name) -> None:
     auto = oq.models.DataDriven(form="auto").fit(table_of(frame))
     assert "channel pair" in auto.mechanism, auto.form_selection
     terms = auto.conversion_model.coefficients(auto.paths.channels)
-    pair = terms.filter(pl.col("term").str.contains(" with | then "))
+    pair = terms.filter(pl.col("term").str.contains(" with | then | first$| last$"))
     assert pair.get_column("term").to_list() == [name]
     assert pair.get_column("coef")[0] == pytest.approx(1.6, abs=0.4)
     assert auto.form_selection.filter(pl.col("weight") == pl.col("weight").max())["pairs"][0] == name
@@ -538,7 +551,8 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
     Shapley values, predictions and holdout lifts against the per-journey reference."""
     table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
     c = len(table.channels)
-    pairs = np.array([[0, 1, 0], [1, 2, 0], [2, 0, 1]], dtype=np.int64)  # a with b, b with c, c then a
+    # a with b, b with c, c then a, b first, a last
+    pairs = np.array([[0, 1, 0], [1, 2, 0], [2, 0, 1], [1, 1, 2], [0, 0, 3]], dtype=np.int64)
     n = c + pairs.shape[0]
     decay = step_decays(table, 0.8, half_life)
     params = _random_params(form, n, seed=11)
@@ -559,6 +573,8 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         "beta_p": dict(zip(table.channels, params[2 + n : 2 + n + c], strict=True)),
         "pairs": {("a", "b"): params[2 + n + c], ("b", "c"): params[2 + n + c + 1]},
         "ordered_pairs": {("c", "a"): params[2 + n + c + 2]},
+        "first_effects": {"b": params[2 + n + c + 3]},
+        "last_effects": {"a": params[2 + n + c + 4]},
         "g": list(params[2 + 2 * n : ending]),
         "gamma": dict(zip(table.channels, params[ending : ending + c], strict=True)),
         "gamma_prev": dict(zip(table.channels, params[ending + n : ending + n + c], strict=True)),
@@ -604,3 +620,32 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
                 jm.nested_lift(params + e, cand.held, *args)[0] - jm.nested_lift(params - e, cand.held, *args)[0]
             ) / 2e-6
             assert lgrad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_terms_fitted_on_the_decision_alone_equal_the_whole_likelihood_fit() -> None:
+    """pair_terms.with_terms refits only the end decision (the journey form's likelihood separates): its
+    log-likelihood is the prefix tree's at its parameters, and its optimum that of the whole fit."""
+    from optiq_engine.models.data_driven.journey_model import _fit_one, _start
+    from optiq_engine.models.data_driven.pair_terms import _with_term_slots, with_terms
+
+    frame, _ = world("journey_then", 3_000, seed=8)
+    table = table_of(frame)
+    counts = (table.conversions, table.nulls)
+    base = _fit_one(table, "journey", 1.0, l2=1.0, counts=counts, start=_start(table, counts), sat=0.7)
+    terms = np.array([[1, 3, 1], [0, 2, 0], [4, 4, 2]], dtype=np.int64)  # b then d, a with c, e first
+    fast = with_terms(table, base, terms, 0.0, l2=1.0, counts=counts)
+    like = Likelihood.of(table, fast.decays(table), fast.sat, counts, terms)
+    assert fast.nll == pytest.approx(like.terms(fast.params, False, True, 0.0)[0], rel=1e-10)
+    whole = _fit_one(
+        table,
+        "journey",
+        1.0,
+        l2=1.0,
+        counts=counts,
+        start=_with_term_slots(base.params, len(table.channels), 3),
+        sat=0.7,
+        pairs=terms,
+    )
+    assert fast.nll == pytest.approx(whole.nll, rel=1e-7)
+    np.testing.assert_allclose(fast.params, whole.params, atol=2e-3)
+    assert fast.n_params == whole.n_params

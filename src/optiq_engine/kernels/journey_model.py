@@ -42,6 +42,7 @@ __all__ = [
     "nested_lift",
     "pair_scores",
     "stock_moments",
+    "term_holds",
 ]
 
 #: Position buckets of the ending process: 1, 2, 3, 4, 5, 6, 7-8, 9-12, 13-20, 21+.
@@ -231,11 +232,13 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
 
 @jit
 def _pair_flags(pairs, codes, a, e, seen, on):
-    """``on[i]``: whether pair ``i`` of ``pairs`` (kernel layout ``(a, b, slot, kind)``) holds in the path
-    ``codes[a:e]``: kind 0 ("with"), both channels touched; kind 1 ("then"), some touch of ``a`` before some
-    touch of ``b``. ``seen``: a zeroed bool per channel code, left zeroed."""
+    """``on[i]``: whether term ``i`` of ``pairs`` (kernel layout ``(a, b, slot, kind)``) holds in the path
+    ``codes[a:e]``: kind 0 ("a with b"), both channels touched; kind 1 ("a then b"), some touch of ``a`` before
+    some touch of ``b``; kind 2 ("a first", ``b = a``), the path's first touch is ``a``; kind 3 ("a last"), its
+    last touch is. ``seen``: a zeroed bool per channel code, left zeroed."""
     for i in range(pairs.shape[0]):
-        on[i] = False
+        kind = pairs[i, 3]
+        on[i] = (kind == 2 and codes[a] == pairs[i, 0]) or (kind == 3 and codes[e - 1] == pairs[i, 0])
     for j in range(a, e):
         c = codes[j]
         for i in range(pairs.shape[0]):
@@ -262,7 +265,7 @@ def _path_pairs(pairs, on, chan, d, pq):
         for q in range(d):
             if chan[q] == pairs[i, 0]:
                 qa = q
-            elif chan[q] == pairs[i, 1]:
+            if chan[q] == pairs[i, 1]:  # the same player for a term of one channel
                 qb = q
         pq[n, 0], pq[n, 1], pq[n, 2] = qa, qb, pairs[i, 2]
         n += 1
@@ -607,13 +610,13 @@ def _pair_grads(grad, grad_held, g, pairs, on, drop):
 
 @jit
 def pair_scores(offsets, codes, resid, weight, n_codes):
-    """Per ordered pair of channels ``(a, b)``, ``Σ resid`` and ``Σ weight`` over the paths where both are
-    touched (``with_u``, ``with_i``; ``a < b`` only) and where some touch of ``a`` comes before some touch of
-    ``b`` (``then_u``, ``then_i``): the score and information sums of the pair screen (docs/data_driven.md
-    §6.1, "Pairs")."""
+    """The score and information sums of the pair screen (docs/data_driven.md §6.1, "Pairs"): ``Σ resid`` and
+    ``Σ weight`` per ordered pair of channels ``(a, b)`` over the paths where both are touched (``u[0]``,
+    ``i[0]``; ``a < b`` only) and where some touch of ``a`` comes before some touch of ``b`` (``u[1]``,
+    ``i[1]``), and per channel ``a`` (on the diagonal) over the paths whose first touch is ``a`` (``u[2]``,
+    ``i[2]``) and whose last touch is (``u[3]``, ``i[3]``). Shapes ``(4, C, C)``."""
     n = max(n_codes, 1)
-    with_u, with_i = np.zeros((n, n)), np.zeros((n, n))
-    then_u, then_i = np.zeros((n, n)), np.zeros((n, n))
+    u, i = np.zeros((4, n, n)), np.zeros((4, n, n))
     first = np.full(n, -1, dtype=np.int64)
     last = np.full(n, -1, dtype=np.int64)
     chan = np.empty(n, dtype=np.int64)
@@ -626,21 +629,42 @@ def pair_scores(offsets, codes, resid, weight, n_codes):
                 chan[d] = c
                 d += 1
             last[c] = j
+        if d == 0:
+            continue
         r, w = resid[p], weight[p]
         for x in range(d):
             a = chan[x]
             for y in range(d):
                 b = chan[y]
                 if a < b:
-                    with_u[a, b] += r
-                    with_i[a, b] += w
+                    u[0, a, b] += r
+                    i[0, a, b] += w
                 if a != b and first[a] < last[b]:
-                    then_u[a, b] += r
-                    then_i[a, b] += w
+                    u[1, a, b] += r
+                    i[1, a, b] += w
+        head, tail = codes[offsets[p]], codes[offsets[p + 1] - 1]
+        u[2, head, head] += r
+        i[2, head, head] += w
+        u[3, tail, tail] += r
+        i[3, tail, tail] += w
         for x in range(d):
             first[chan[x]] = -1
             last[chan[x]] = -1
-    return with_u, with_i, then_u, then_i
+    return u, i
+
+
+@jit
+def term_holds(offsets, codes, term, n_codes):
+    """Per path, whether the term ``(a, b, slot, kind)`` holds in it (:func:`_pair_flags`)."""
+    terms = term.reshape(1, 4)
+    out = np.zeros(offsets.shape[0] - 1, dtype=np.bool_)
+    seen = np.zeros(max(n_codes, 1), dtype=np.bool_)
+    on = np.zeros(1, dtype=np.bool_)
+    for p in range(offsets.shape[0] - 1):
+        if offsets[p + 1] > offsets[p]:
+            _pair_flags(terms, codes, offsets[p], offsets[p + 1], seen, on)
+            out[p] = on[0]
+    return out
 
 
 @jit

@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import scipy.stats
 
 from ...errors import ModelError
-from ...kernels import journey_model as jm
 from .journey_model import JourneyModel, _fit_one, _start
 from .likelihood import PARALLEL_ROWS
+from .pair_terms import pair_candidates
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -43,10 +42,6 @@ TIMED_SHAPES = (
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 
-#: Most channel pairs the pair candidate's end part takes (the strongest by their score statistic).
-MAX_PAIRS = 8
-
-_PAIR_LEVEL = 0.01  # a pair's score test, over all the pairs seen together (Bonferroni)
 _MIN_WEIGHT = 1e-3  # candidates below this BIC weight are left out of the average
 #: Journeys above which ``form="auto"`` chooses its form on a thinned sample of this size.
 SELECT_JOURNEYS = 200_000
@@ -64,8 +59,8 @@ def fit_candidates(
 ) -> list[JourneyModel]:
     """The candidates of ``form="auto"``: the pure forms (``touch``, ``journey``) at every stock shape of
     :data:`AUTO_SHAPES` (timed tables: :data:`TIMED_SHAPES` and the half-lives near each form's best), then the
-    nested form (``both``) at the shape of the best pure one, then (``pairs``) the best journey-end candidate
-    with the channel pairs its residuals single out (:func:`_pair_candidate`), if any.
+    nested form (``both``) at the shape of the best pure one, then (``pairs``) the journey-end candidates
+    with the pair and position terms their residuals single out (:func:`.pair_terms.pair_candidates`), if any.
 
     ``warm``: the candidates of a previous fit to start from (the bootstrap); the same forms, decays and pairs.
     """
@@ -135,105 +130,9 @@ def fit_candidates(
         lambda x: _fit_one(table, "both", shape[0], l2=l2, counts=counts, start=x, sat=shape[1], half_life=shape[2]),
         starts,
     )
-    paired = _pair_candidates(table, journeys(out), l2=l2, counts=counts) if pairs else []
+    ends = [c for c in out if c.form == "journey"]
+    paired = pair_candidates(table, ends, l2=l2, counts=counts, each=lambda f, xs: _each(table, f, xs)) if pairs else []
     return [*out, alt if alt.nll < both.nll else both, *paired]
-
-
-def journeys(candidates: list[JourneyModel]) -> list[JourneyModel]:
-    """The journey-end candidates."""
-    return [c for c in candidates if c.form == "journey"]
-
-
-def _pair_candidates(
-    table: PathTable, bases: list[JourneyModel], *, l2: float, counts: tuple[np.ndarray, np.ndarray]
-) -> list[JourneyModel]:
-    """The pairs that the best of ``bases`` (journey-end candidates) singles out (:func:`_screen_pairs`), with
-    the journey-end candidate of every stock shape: a pair can stand for a shape (saturation is "more
-    channels add less") and a shape for a pair, so each shape is weighed with the pairs too."""
-    best = min(bases, key=lambda c: c.bic)
-    found = _screen_pairs(table, best, counts)
-    if found is None:
-        return []
-    pairs, search = found
-    return _each(
-        table,
-        lambda base: _fit_one(
-            table,
-            "journey",
-            base.rho,
-            l2=l2,
-            counts=counts,
-            start=_with_pair_slots(base.params, len(table.channels), pairs.shape[0]),
-            sat=base.sat,
-            half_life=base.half_life,
-            pairs=pairs,
-            pair_search=search,
-        ),
-        bases,
-    )
-
-
-def _screen_pairs(
-    table: PathTable, base: JourneyModel, counts: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, float] | None:
-    """The pair effects for the end decision (docs/data_driven.md §6.1, "Pairs"; ``JourneyModel.pairs``) and
-    ``log`` of the number of ways to choose them, or None. Each pair of channels seen together is a feature
-    three ways: both touched ("a with b"), some ``a`` before some ``b`` ("a then b") and the reverse. Each
-    feature is screened by the score statistic of its effect at ``base``'s fit (a journey-end candidate),
-    ``U² / I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds (Rao
-    1948; the information not adjusted for the other effects, so the statistic errs low); kept: features with
-    ``U > 0`` (synergy; effects stay non-negative), the best of each pair, at most :data:`MAX_PAIRS`, with a
-    statistic above ``log n + 2 log P`` (``P``: the features seen), the extended BIC's price of one more
-    parameter chosen among ``P`` (Chen & Chen 2008), and above the ``χ²₁`` quantile of a test at level
-    :data:`_PAIR_LEVEL` over ``P`` (Bonferroni: on few journeys the BIC's price alone is low). A candidate
-    with them adds ``2 log C(P, k)`` to its BIC for the choice."""
-    n_ch = len(table.channels)
-    if n_ch < 2:
-        return None
-    conv, null = counts
-    n = conv + null
-    q = base.predict(table)
-    with_u, with_i, then_u, then_i = jm.pair_scores(table.offsets, table.codes, conv - n * q, n * q * (1 - q), n_ch)
-    a, b = np.nonzero(with_i > 0)
-    ta, tb = np.nonzero(then_i > 0)
-    feats = np.concatenate(
-        [np.column_stack([a, b, np.zeros_like(a)]), np.column_stack([ta, tb, np.ones_like(ta)])]
-    ).astype(np.int64)
-    u = np.concatenate([with_u[a, b], then_u[ta, tb]])
-    i = np.concatenate([with_i[a, b], then_i[ta, tb]])
-    n_feats = feats.shape[0]
-    if n_feats == 0:
-        return None
-    stat = np.where(u > 0, u**2 / i, 0.0)
-    ebic = math.log(max(float(n.sum()), 2.0)) + 2.0 * math.log(n_feats)
-    cut = max(ebic, float(scipy.stats.chi2.isf(_PAIR_LEVEL / n_feats, 1)))
-    chosen: list[int] = []
-    taken: set[tuple[int, int]] = set()
-    for j in np.argsort(-stat, kind="stable"):
-        pair = (int(min(feats[j, 0], feats[j, 1])), int(max(feats[j, 0], feats[j, 1])))
-        if stat[j] <= cut or len(chosen) == MAX_PAIRS:
-            break
-        if pair not in taken:  # the best of a pair's three features
-            taken.add(pair)
-            chosen.append(int(j))
-    if not chosen:
-        return None
-    k = len(chosen)
-    return feats[chosen], math.lgamma(n_feats + 1) - math.lgamma(k + 1) - math.lgamma(n_feats - k + 1)
-
-
-def _with_pair_slots(params: np.ndarray, n_ch: int, n_pairs: int) -> np.ndarray:
-    """``params`` of ``n_ch`` channels with ``n_pairs`` zero slots after the channels of each block."""
-    blocks = [params[:1], params[1 : 1 + n_ch], params[1 + n_ch : 2 + n_ch], params[2 + n_ch : 2 + 2 * n_ch]]
-    ending = 2 + 2 * n_ch + jm.N_BUCKETS
-    blocks += [params[2 + 2 * n_ch : ending], params[ending : ending + n_ch], params[ending + n_ch :]]
-    zeros = np.zeros(n_pairs)
-    out = []
-    for i, block in enumerate(blocks):
-        out.append(block)
-        if i in (1, 3, 5, 6):
-            out.append(zeros)
-    return np.concatenate(out)
 
 
 def _nearby_half_lives(
