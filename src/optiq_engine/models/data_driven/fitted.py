@@ -84,7 +84,7 @@ class FittedDataDriven(FittedModel):
         if float(self.paths.conversions.sum()) == 0:  # nothing to tell how conversions happen
             return "none: no conversion to fit on"
         if isinstance(m, JourneyModel):
-            return m.label()
+            return m.label(self.paths.channels)
         assert m is not None
         return {"touch": "per-touch hazard", "journey": "journey-end decision"}[m.form] + " (form chosen by the user)"
 

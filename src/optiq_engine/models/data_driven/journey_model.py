@@ -211,10 +211,15 @@ class JourneyModel:
         c, n = self.n_codes, self.n_channels
         return self.params[1 : 1 + n].copy() if self.use_h else self.params[2 + c : 2 + c + n].copy()
 
-    def label(self) -> str:
+    def label(self, channels: tuple[str, ...] | None = None) -> str:
+        """``"journey-end decision, touch counts"``; with its terms (``channels``: the fitted ones, which name
+        them; else their number): ``"..., with b then d, e first"``."""
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
-        pairs = f", {self.pairs.shape[0]} channel pair(s)" if self.pairs.shape[0] else ""
-        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}{pairs}"
+        n = self.pairs.shape[0]
+        terms = ", ".join(self.pair_names(channels)) if channels is not None else f"{n} pair or position terms"
+        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}" + (
+            f", with {terms}" if n else ""
+        )
 
     def path_shapley(
         self,
