@@ -298,7 +298,11 @@ def markov_transition_counts(
 
 
 def _shares(effects: dict[str, float]) -> dict[str, float]:
-    """Effects normalised to sum 1 (negative effects count as 0)."""
+    """Effects normalised to sum 1 (negative effects, and effects within 1e-12 of 0, count as 0)."""
+    # Rounding noise: a game whose values all cancel (rate: v({d}) = v({a, b, c, e}) = 2/3, v(N) = 0) gives
+    # Shapley values of 1e-17 that would otherwise be normalised into shares (Hypothesis found one, 2026-12-07);
+    # the engine counts them as 0 (docs/data_driven.md §5, "Rounding noise").
+    effects = {channel: effect if abs(effect) > 1e-12 else 0.0 for channel, effect in effects.items()}
     total = 0.0
     for effect in effects.values():
         total += max(effect, 0.0)

@@ -4,7 +4,9 @@ form's likelihood is the ending's times the decision's, so the ending's fit stan
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,15 @@ if TYPE_CHECKING:
 #: Most pair and position terms a candidate's end decision takes.
 MAX_PAIRS = 8
 _PAIR_LEVEL = 0.01  # a term's score test, over all the features seen (Bonferroni)
+_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: end stocks per shape, paths per term
+
+
+def _once(table: PathTable, key: tuple, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``make()`` computed once per table and key (the selection and the shapes reuse them)."""
+    made = _MADE.setdefault(table, {})
+    if key not in made:
+        made[key] = make()
+    return made[key]
 
 
 def pair_candidates(
@@ -144,13 +155,16 @@ def decision_features(table: PathTable, model: JourneyModel, terms: np.ndarray) 
     """Per path, the end decision's features as CSR ``(offsets, code, value)``: its channels' stocks at its
     last touch (``model``'s stock shape) and, for each of ``terms`` that holds in it, code ``C + t``, value 1."""
     n_ch = len(table.channels)
-    off, code, value = jm.end_stocks(
-        table.offsets, table.codes, n_ch, step_decays(table, model.rho, model.half_life), model.sat
+    decay = step_decays(table, model.rho, model.half_life)
+    off, code, value = _once(
+        table,
+        ("stocks", model.rho, model.sat, model.half_life),
+        lambda: jm.end_stocks(table.offsets, table.codes, n_ch, decay, model.sat),
     )
     rows = [np.repeat(np.arange(table.height), np.diff(off))]
     codes, values = [code], [value]
     for t, (a, b, kind) in enumerate(terms.tolist()):
-        held = np.flatnonzero(jm.term_holds(table.offsets, table.codes, np.array([a, b, 0, kind]), n_ch))
+        (held,) = _once(table, ("term", a, b, kind), functools.partial(_term_paths, table, (a, b, kind)))
         rows.append(held)
         codes.append(np.full(held.shape[0], n_ch + t, dtype=code.dtype))
         values.append(np.ones(held.shape[0]))
@@ -159,6 +173,12 @@ def decision_features(table: PathTable, model: JourneyModel, terms: np.ndarray) 
     offsets = np.zeros(table.height + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=table.height), out=offsets[1:])
     return offsets, np.concatenate(codes)[order], np.concatenate(values)[order]
+
+
+def _term_paths(table: PathTable, term: tuple[int, int, int]) -> tuple[np.ndarray]:
+    """The paths where ``term`` ``(a, b, kind)`` holds."""
+    kernel_term = np.array([term[0], term[1], 0, term[2]], dtype=np.int64)
+    return (np.flatnonzero(jm.term_holds(table.offsets, table.codes, kernel_term, len(table.channels))),)
 
 
 def decision_probability(table: PathTable, model: JourneyModel) -> np.ndarray:
