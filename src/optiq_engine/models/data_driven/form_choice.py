@@ -131,7 +131,7 @@ def fit_candidates(
         starts,
     )
     ends = [c for c in out if c.form == "journey"]
-    paired = pair_candidates(table, ends, l2=l2, counts=counts, each=lambda f, xs: _each(table, f, xs)) if pairs else []
+    paired = pair_candidates(table, ends, l2=l2, counts=counts) if pairs else []
     return [*out, alt if alt.nll < both.nll else both, *paired]
 
 

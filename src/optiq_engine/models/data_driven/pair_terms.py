@@ -8,6 +8,7 @@ import functools
 import math
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,7 @@ import scipy.stats
 
 from ...kernels import journey_model as jm
 from ...kernels import logistic as k
+from ...kernels.threads import thread_count
 from .journey_model import JourneyModel, _projected_newton, step_decays
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 #: Most pair and position terms a candidate's end decision takes.
 MAX_PAIRS = 8
 _PAIR_LEVEL = 0.01  # a term's score test, over all the features seen (Bonferroni)
+_SELECTION_STEPS = 3  # Newton steps of the forward selection's refits (warm started; the candidates' fits converge)
 _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: end stocks per shape, paths per term
 
 
@@ -40,12 +43,11 @@ def pair_candidates(
     *,
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
-    each: Callable | None = None,
 ) -> list[JourneyModel]:
     """The terms that the best of ``bases`` (journey-end candidates) singles out (:func:`select_terms`), with
     the journey-end candidate of every stock shape (:func:`with_terms`): a pair can stand for a shape
     (saturation is "more channels add less") and a shape for a pair, so each shape is weighed with them.
-    ``each(fit, bases)``: how the fits are run (default: one after the other)."""
+    The shapes' fits (serial kernels) run on :func:`~optiq_engine.kernels.threads.thread_count` threads."""
     best = min(bases, key=lambda c: c.bic)
     found = select_terms(table, best, l2=l2, counts=counts)
     if found is None:
@@ -55,7 +57,8 @@ def pair_candidates(
     def fit(base: JourneyModel) -> JourneyModel:
         return with_terms(table, base, terms, search, l2=l2, counts=counts)
 
-    return each(fit, bases) if each is not None else [fit(b) for b in bases]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(bases), thread_count()))) as pool:
+        return list(pool.map(fit, bases))
 
 
 def select_terms(
@@ -65,7 +68,8 @@ def select_terms(
     choose them, or None. Each pair of channels seen together is a feature three ways: both touched ("a with
     b"), some ``a`` before some ``b`` ("a then b") and the reverse; each channel twice: as the journey's first
     touch ("a first") and as its last ("a last"). Forward selection, at most :data:`MAX_PAIRS` steps: each
-    feature's score statistic at the current fit (``base``, then ``base`` refitted with the terms taken),
+    feature's score statistic at the current fit (``base``, then ``base`` refitted with the terms taken, a
+    few Newton steps from the step before),
     ``U² / I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
     (Rao 1948; the information not adjusted for the other effects, so the statistic errs low); the best
     feature with ``U > 0`` (synergy; effects stay non-negative), one per pair of channels (a position term is
@@ -96,7 +100,7 @@ def select_terms(
             break
         groups.add(group[j])
         chosen = np.vstack([chosen, [a[j], b[j], kind[j]]]).astype(np.int64)
-        fit = with_terms(table, base, chosen, 0.0, l2=l2, counts=counts)
+        fit = with_terms(table, base, chosen, 0.0, l2=l2, counts=counts, warm=fit, max_iter=_SELECTION_STEPS)
     if not chosen.shape[0]:
         return None
     n_k = chosen.shape[0]
@@ -111,15 +115,21 @@ def with_terms(
     *,
     l2: float,
     counts: tuple[np.ndarray, np.ndarray],
+    warm: JourneyModel | None = None,
+    max_iter: int = 200,
 ) -> JourneyModel:
     """``base`` (a journey-end candidate fitted on ``counts``) with the end-decision ``terms`` (``(a, b,
     kind)`` rows, ``JourneyModel.pairs``): the decision's intercept, channel effects and term effects
     refitted (penalised logistic on the paths' end stocks and the terms, effects non-negative, projected
-    Newton), the ending's parameters and log-likelihood kept (they do not depend on the decision's)."""
+    Newton), the ending's parameters and log-likelihood kept (they do not depend on the decision's).
+    ``warm``: ``base`` with the first terms of ``terms``, to start from (the forward selection's last step);
+    ``max_iter``: Newton steps at most."""
     n_ch, n_terms = len(table.channels), terms.shape[0]
     conv, null = counts
-    c = base.n_codes
-    x0 = np.concatenate([base.params[1 + c : 2 + c + n_ch], np.zeros(n_terms)])
+    start = warm if warm is not None else base
+    c = start.n_codes
+    done = start.pairs.shape[0]
+    x0 = np.concatenate([start.params[1 + c : 2 + c + n_ch + done], np.zeros(n_terms - done)])
     feats = decision_features(table, base, terms)
     bounded = np.arange(x0.shape[0]) > 0
     scale = max(float(conv.sum() + null.sum()), 1.0)
@@ -129,9 +139,12 @@ def with_terms(
         x0,
         bounded,
         scale,
-        max_iter=200,
+        max_iter=max_iter,
     )
-    before = k.logistic_loss_grad(x0[: 1 + n_ch], *decision_features(table, base, terms[:0]), conv, null, 0.0)[0]
+    c = base.n_codes
+    before = k.logistic_loss_grad(
+        base.params[1 + c : 2 + c + n_ch], *decision_features(table, base, terms[:0]), conv, null, 0.0
+    )[0]
     after = k.logistic_loss_grad(x, *feats, conv, null, 0.0)[0]
     params = _with_term_slots(base.params, n_ch, n_terms)
     width = n_ch + n_terms
