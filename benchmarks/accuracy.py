@@ -913,14 +913,9 @@ user's first journey with `fit_on="auto"`, whole or windowed, on timed paths; do
   timed paths; MARKOV 2 %, SHAPLEY 40 %, `DD_JOURNEY` 58 %): 11-12 of 12 in 10 worlds (`end_interaction`
   8 -> 12 of 12, `end_order` 11 -> 12), 6-7 of 12 in `segments` and `threshold`, 2-3 of 12 in `confounded`
   and `negative`. They measure sampling noise and the choice among forms, not misspecification.
-- **Worlds the engine's authors never saw** (a second simulator written by a helper from docs/worlds.md §3
-  and the frame contract only, 7 mechanisms, 100 000 users, seed 0; not in this repository): the default
-  is the best model in 6 of 7, mean 0.124 (SHAPLEY 0.247, LAST_NON_DIRECT 0.376). With the terms:
-  awareness by the first touch 0.219 -> 0.070 (`a first` terms), three channels that act only together
-  0.120 (three pairs). Where it loses or stays far: two channels either of which suffices (0.204; SHAPLEY
-  0.132: a pair doing less than its channels is not among the terms), only the strongest channel seen
-  counting (0.214), and a per-touch hazard falling with the touch's position (0.213: with touch counts a
-  common fall per touch is the same likelihood as a smaller effect of every channel).
+- **Worlds the engine's authors never saw**: section "Holdout worlds" below (`benchmarks/holdout_worlds.py`,
+  a second simulator written by a helper from docs/worlds.md §3 and the frame contract only, 7
+  mechanisms): the default is the best model in 6 of 7, mean 0.124 (SHAPLEY 0.247).
 """
 
 
