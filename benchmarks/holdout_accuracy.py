@@ -20,17 +20,7 @@ from benchmarks.accuracy import engine_commit
 from benchmarks.run import write_section
 
 HERE = Path(__file__).parent
-MODELS = [
-    "FIRST_TOUCH",
-    "LAST_TOUCH",
-    "LAST_NON_DIRECT",
-    "LINEAR",
-    "POSITION_BASED",
-    "TIME_DECAY",
-    "MARKOV",
-    "SHAPLEY",
-    "DATA_DRIVEN",
-]
+MODELS = [*oq.models.HEURISTIC_MODELS, "MARKOV", "SHAPLEY", "DATA_DRIVEN"]
 
 
 def score_world(name: str, n_users: int, seed: int) -> dict[str, Any]:

@@ -398,15 +398,9 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     model["held_h"] = dict(zip(table.channels, held[1 : 1 + c], strict=True))
     model["held_p"] = dict(zip(table.channels, held[2 + c : 2 + 2 * c], strict=True))
     cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held, half_life)
-    phi, sampled = cand.path_shapley(table, samples=100, seed=0)
-    assert sampled == 0
-    at = 0
+    _assert_shapley_equals_reference(cand, table, row_paths, row_days, model)
     for p in range(table.height):
         path, days = row_paths[p], row_days[p]
-        want = ref.journey_model_shapley(path, model, days)
-        first = list(dict.fromkeys(path))
-        np.testing.assert_allclose(phi[at : at + len(first)], [want[c] for c in first], rtol=1e-10, atol=1e-13)
-        at += len(first)
         drop = table.channels.index(path[0])
         p_all = ref.journey_model_probability(path, model, days=days)
         p_drop = ref.journey_model_probability(path, model, frozenset(set(path) - {path[0]}), days)
@@ -545,6 +539,18 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
     assert abs(one.nll - full.nll) < 0.01 * abs(full.nll)
 
 
+def _assert_shapley_equals_reference(cand: JourneyModel, table: PathTable, row_paths, row_days, model: dict) -> None:
+    """``cand``'s Shapley values (exact) equal the reference's per path and channel."""
+    phi, sampled = cand.path_shapley(table, samples=100, seed=0)
+    assert sampled == 0
+    at = 0
+    for path, days in zip(row_paths, row_days, strict=True):
+        want = ref.journey_model_shapley(path, model, days)
+        first = list(dict.fromkeys(path))
+        np.testing.assert_allclose(phi[at : at + len(first)], [want[c] for c in first], rtol=1e-10, atol=1e-13)
+        at += len(first)
+
+
 @pytest.mark.parametrize(("form", "half_life"), [("journey", math.inf), ("both", math.inf), ("journey", 3.0)])
 def test_pair_effects_equal_the_reference(form, half_life) -> None:
     """The end part's pair effects (docs/data_driven.md §6.1, "Pairs"): likelihood, gradient, Hessian,
@@ -594,14 +600,9 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         up, down = like.terms(params + e, use_h, use_p, 0.0), like.terms(params - e, use_h, use_p, 0.0)
         assert grad[i] == pytest.approx((up[0] - down[0]) / 2e-6, rel=1e-5, abs=1e-7)
         np.testing.assert_allclose(hess[i], (up[1] - down[1]) / 2e-6, rtol=1e-5, atol=1e-6)
-    phi, _ = cand.path_shapley(table, samples=100, seed=0)
-    at = 0
+    _assert_shapley_equals_reference(cand, table, row_paths, row_days, model)
     for p in range(table.height):
         path, days = row_paths[p], row_days[p]
-        want = ref.journey_model_shapley(path, model, days)
-        first = list(dict.fromkeys(path))
-        np.testing.assert_allclose(phi[at : at + len(first)], [want[ch] for ch in first], rtol=1e-10, atol=1e-13)
-        at += len(first)
         for drop in range(c):
             keep = frozenset(set(path) - {table.channels[drop]})
             want_p = ref.journey_model_probability(path, model, keep, days)

@@ -67,22 +67,7 @@ def fit_candidates(
     if float(counts[0].sum() + counts[1].sum()) == 0:
         raise ModelError("DATA_DRIVEN: no journeys to fit on")
     if warm is not None:
-        return _each(
-            table,
-            lambda w: _fit_one(
-                table,
-                w.form,
-                w.rho,
-                l2=l2,
-                counts=counts,
-                start=w.params,
-                sat=w.sat,
-                half_life=w.half_life,
-                pairs=w.pairs,
-                pair_search=w.pair_search,
-            ),
-            warm,
-        )
+        return _each(table, lambda w: _refit(w, table, l2=l2, counts=counts), warm)
     timed = table.gaps is not None
 
     def shapes(form: str) -> list[JourneyModel]:  # each shape starts from the form's previous fit (fewer steps)
@@ -133,6 +118,25 @@ def fit_candidates(
     ends = [c for c in out if c.form == "journey"]
     paired = pair_candidates(table, ends, l2=l2, counts=counts) if pairs else []
     return [*out, alt if alt.nll < both.nll else both, *paired]
+
+
+def _refit(
+    model: JourneyModel, table: PathTable, *, l2: float, counts: tuple[np.ndarray, np.ndarray], max_iter: int = 200
+) -> JourneyModel:
+    """``model``'s candidate (form, stock shape, terms) fitted on ``counts``, starting from its parameters."""
+    return _fit_one(
+        table,
+        model.form,
+        model.rho,
+        l2=l2,
+        counts=counts,
+        start=model.params,
+        max_iter=max_iter,
+        sat=model.sat,
+        half_life=model.half_life,
+        pairs=model.pairs,
+        pair_search=model.pair_search,
+    )
 
 
 def _nearby_half_lives(
@@ -190,22 +194,8 @@ def choose_candidates(
     trial = fit_candidates(sample, l2=l2 * f, counts=(conv[keep], null[keep]), pairs=pairs)
     w = bic_weights([c.bic for c in trial])
     chosen = [i for i in range(len(trial)) if w[i] > _MIN_WEIGHT]
-    refit = {  # from the sample's optimum a few Newton steps suffice
-        i: _fit_one(
-            table,
-            trial[i].form,
-            trial[i].rho,
-            l2=l2,
-            counts=counts,
-            start=trial[i].params,
-            max_iter=_REFIT_STEPS,
-            sat=trial[i].sat,
-            half_life=trial[i].half_life,
-            pairs=trial[i].pairs,
-            pair_search=trial[i].pair_search,
-        )
-        for i in chosen
-    }
+    # from the sample's optimum a few Newton steps suffice
+    refit = {i: _refit(trial[i], table, l2=l2, counts=counts, max_iter=_REFIT_STEPS) for i in chosen}
     full_w = bic_weights([refit[i].bic for i in chosen])
     weights = np.zeros(len(trial))
     weights[chosen] = full_w
