@@ -883,8 +883,8 @@ def journey_model_parts(
     (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
     back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the
     journey and kept), optional ``ordered_pairs`` (the same, when some touch of ``a`` comes before some touch of
-    ``b``), optional ``first_effects``, ``last_effects`` (dicts ``a -> θ``: when the journey's first, last
-    touch is ``a`` and ``a`` is kept), optional ``held_h``, ``held_p`` (dicts: effects that every
+    ``b``), optional ``first_effects`` (dict ``a -> θ``: when the journey's first touch is ``a`` and ``a`` is
+    kept), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
@@ -907,10 +907,9 @@ def journey_model_parts(
         after_a = path[path.index(a) + 1 :] if a in path else ()
         if b in after_a and (keep is None or (a in keep and b in keep)):
             w += theta
-    for at, terms in ((0, model.get("first_effects", {})), (-1, model.get("last_effects", {}))):
-        for a, theta in terms.items():  # the journey's first (last) touch is a
-            if path[at] == a and (keep is None or a in keep):
-                w += theta
+    for a, theta in model.get("first_effects", {}).items():  # the journey's first touch is a
+        if path[0] == a and (keep is None or a in keep):
+            w += theta
     return h, e, sigmoid(w) if use_p else 0.0
 
 
@@ -1011,16 +1010,16 @@ def prefix_stock(prefix: Sequence[tuple[int, int]], factors: Sequence[Sequence[f
 
 
 def pair_scores(paths: Sequence[Path], resid: Sequence[float], weight: Sequence[float]) -> list[dict]:
-    """Four dicts of ``(Σ resid, Σ weight)``: ``with[(a, b)]`` (``a < b``) over the paths where both are
+    """Three dicts of ``(Σ resid, Σ weight)``: ``with[(a, b)]`` (``a < b``) over the paths where both are
     touched, ``then[(a, b)]`` where some touch of ``a`` comes before some touch of ``b``, ``first[(a, a)]``
-    and ``last[(a, a)]`` where the path's first (last) touch is ``a``."""
+    where the path's first touch is ``a``."""
     with_: dict = {}
     then: dict = {}
-    ends: list[dict] = [{}, {}]
+    first: dict = {}
     for path, r, w in zip(paths, resid, weight, strict=True):
-        for terms, c in zip(ends, (path[0], path[-1]) if path else (), strict=False):
-            u, i = terms.get((c, c), (0.0, 0.0))
-            terms[(c, c)] = (u + r, i + w)
+        if path:
+            u, i = first.get((path[0], path[0]), (0.0, 0.0))
+            first[(path[0], path[0])] = (u + r, i + w)
         for a, b in itertools.permutations(sorted(set(path)), 2):
             if a < b:
                 u, i = with_.get((a, b), (0.0, 0.0))
@@ -1028,4 +1027,4 @@ def pair_scores(paths: Sequence[Path], resid: Sequence[float], weight: Sequence[
             if b in path[path.index(a) + 1 :]:
                 u, i = then.get((a, b), (0.0, 0.0))
                 then[(a, b)] = (u + r, i + w)
-    return [with_, then, *ends]
+    return [with_, then, first]

@@ -234,11 +234,11 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
 def _pair_flags(pairs, codes, a, e, seen, on):
     """``on[i]``: whether term ``i`` of ``pairs`` (kernel layout ``(a, b, slot, kind)``) holds in the path
     ``codes[a:e]``: kind 0 ("a with b"), both channels touched; kind 1 ("a then b"), some touch of ``a`` before
-    some touch of ``b``; kind 2 ("a first", ``b = a``), the path's first touch is ``a``; kind 3 ("a last"), its
-    last touch is. ``seen``: a zeroed bool per channel code, left zeroed."""
+    some touch of ``b``; kind 2 ("a first", ``b = a``), the path's first touch is ``a``. ``seen``: a zeroed
+    bool per channel code, left zeroed."""
     for i in range(pairs.shape[0]):
         kind = pairs[i, 3]
-        on[i] = (kind == 2 and codes[a] == pairs[i, 0]) or (kind == 3 and codes[e - 1] == pairs[i, 0])
+        on[i] = kind == 2 and codes[a] == pairs[i, 0]
     for j in range(a, e):
         c = codes[j]
         for i in range(pairs.shape[0]):
@@ -614,9 +614,9 @@ def pair_scores(offsets, codes, resid, weight, n_codes):
     ``Σ weight`` per ordered pair of channels ``(a, b)`` over the paths where both are touched (``u[0]``,
     ``i[0]``; ``a < b`` only) and where some touch of ``a`` comes before some touch of ``b`` (``u[1]``,
     ``i[1]``), and per channel ``a`` (on the diagonal) over the paths whose first touch is ``a`` (``u[2]``,
-    ``i[2]``) and whose last touch is (``u[3]``, ``i[3]``). Shapes ``(4, C, C)``."""
+    ``i[2]``). Shapes ``(3, C, C)``."""
     n = max(n_codes, 1)
-    u, i = np.zeros((4, n, n)), np.zeros((4, n, n))
+    u, i = np.zeros((3, n, n)), np.zeros((3, n, n))
     first = np.full(n, -1, dtype=np.int64)
     last = np.full(n, -1, dtype=np.int64)
     chan = np.empty(n, dtype=np.int64)
@@ -642,11 +642,9 @@ def pair_scores(offsets, codes, resid, weight, n_codes):
                 if a != b and first[a] < last[b]:
                     u[1, a, b] += r
                     i[1, a, b] += w
-        head, tail = codes[offsets[p]], codes[offsets[p + 1] - 1]
+        head = codes[offsets[p]]
         u[2, head, head] += r
         i[2, head, head] += w
-        u[3, tail, tail] += r
-        i[3, tail, tail] += w
         for x in range(d):
             first[chan[x]] = -1
             last[chan[x]] = -1

@@ -117,8 +117,7 @@ def pair_stocks(parent, code, off, chan, val, pairs, n_real):
     """The node stocks (:func:`node_stocks`) with the pair effects' entries added: for pair ``i`` of ``pairs``
     (``(a, b, kind)``), an entry of channel code ``n_real + i`` and value 1 at each node where it holds (kind
     0: both channels have a stock; 1: some touch of ``a`` came before some touch of ``b``; 2: the first touch
-    was ``a``; 3: the node's touch is ``a``; docs/data_driven.md §6.1, "Pairs"). Parents come before their
-    children (:func:`prefix_nodes`)."""
+    was ``a``; docs/data_driven.md §6.1, "Pairs"). Parents come before their children (:func:`prefix_nodes`)."""
     n = off.shape[0] - 1
     n_pairs = pairs.shape[0]
     has = np.zeros(max(n_real, 1), dtype=np.bool_)
@@ -136,8 +135,6 @@ def pair_stocks(parent, code, off, chan, val, pairs, n_real):
                 on[node, i] = (p >= 0 and on[p, i]) or (code[node] == b and has[a])
             elif kind == 2:
                 on[node, i] = on[p, i] if p >= 0 else code[node] == a
-            elif kind == 3:
-                on[node, i] = code[node] == a
             else:
                 on[node, i] = (has[a] or code[node] == a) and (has[b] or code[node] == b)
         if p >= 0:

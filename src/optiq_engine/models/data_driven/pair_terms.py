@@ -67,7 +67,9 @@ def select_terms(
     """The terms for ``base``'s end decision (``JourneyModel.pairs``) and ``log`` of the number of ways to
     choose them, or None. Each pair of channels seen together is a feature three ways: both touched ("a with
     b"), some ``a`` before some ``b`` ("a then b") and the reverse; each channel twice: as the journey's first
-    touch ("a first") and as its last ("a last"). Forward selection, at most :data:`MAX_PAIRS` steps: each
+    touch ("a first"; not as its last: the channel that ends a converting journey is what a per-touch
+    conversion leaves, so a decision that read it could mimic one, as the ending may not either, docs §6.1).
+    Forward selection, at most :data:`MAX_PAIRS` steps: each
     feature's score statistic at the current fit (``base``, then ``base`` refitted with the terms taken, a
     few Newton steps from the step before),
     ``U² / I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
