@@ -878,13 +878,15 @@ user's first journey with `fit_on="auto"`, whole or windowed, on timed paths; do
   `segments` 0.082.
 - **What changed since the run before: terms in the journey-end decision** (docs/data_driven.md §6.1,
   "Pairs and positions"): pairs of channels that act together (`a with b`) or in order (`a then b`), and a
-  channel as the journey's first or last touch, chosen by forward selection on score tests under the
+  channel as the journey's first touch (`a first`), chosen by forward selection on score tests under the
   extended BIC. `end_interaction` 0.063 -> **0.033** (the world's pair found: `google_ads with meta_ads`,
   θ 1.39 for the true 1.5, the channels' own effects 0); `end_order` finds both of its ordered pairs
   (`meta_ads then email`, `video then paid_search`) and scores 0.035 (0.025 before; the fit's own shares
   are 0.030 from the truth, `DD_JOURNEY`'s 0.031: the difference to `DD_JOURNEY`'s 0.029 is the credit
-  draws' noise, `credit_gap` 0.016 against 0.010); `confounded` 0.588 -> 0.509 (four pairs among the
-  intent-driven channels); the other worlds choose what they chose before and score the same.
+  draws' noise, `credit_gap` 0.016 against 0.010); `confounded` 0.588 -> 0.509 (`email first`, `direct
+  first`, `paid_search first`: intent-driven channels); the other worlds choose what they chose before and
+  score the same. Tried and not kept: `a or b` (a pair doing less than its channels) and `a last` terms,
+  with which `mixed` went to the journey form (0.045 -> 0.147; docs §6.1).
 - **Where it still loses.** `threshold` 0.136 (`DD_JOURNEY` 0.060): the step (+1.8 once five channels total
   three touches) is read into `direct`, the late and frequent channel (+0.112); no pair or position term
   passes its test there. `end_order` against `DD_JOURNEY` by the draws' noise (above). `segments` 0.082:

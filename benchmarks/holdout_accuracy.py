@@ -53,7 +53,7 @@ def score_world(name: str, n_users: int, seed: int) -> dict[str, Any]:
 
 
 ANALYSIS = """
-**What they show** (engine `ed7c337`). The default is the best model in 6 of the 7 and the closest on average
+**What they show** (engine `4b6ccc3`). The default is the best model in 6 of the 7 and the closest on average
 (0.124; SHAPLEY 0.247, LAST_NON_DIRECT 0.376), within 0.05 in two (`channel_saturation` 0.023, `late_surge`
 0.026). The pair and position terms (docs/data_driven.md §6.1) find what they can express: the five awareness
 channels as `first` terms in `first_touch_awareness` (0.219 without terms, 0.070 with them), the three pairs of
