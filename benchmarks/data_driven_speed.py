@@ -473,11 +473,12 @@ NOTES = """
   candidates (the half-lives in days) on a 200,000-journey sample before the chosen ones are refitted.
 - **Memory**: order 1 peaks at 33 MiB at 1M against ChannelAttribution's 81 MiB; order 2 now below it
   too (above).
-- **After this run (hand-measured, not in the tables: engine `69939e9`, 2026-12-07 21:33 UTC, the same
-  session alternating with `4f8445a`)**: the journey-end candidates with pair and position terms
-  (docs/data_driven.md §6.1) cost DATA_DRIVEN's fit on the 1M-journey table 1.73-1.90 s against 1.57-1.78
-  s without them (target 2 s still met), and the fit stage of `attribute()` on 300,000 simulated users
-  4.0-4.5 s against 3.5-3.7 s (the terms' selection and fits 0.65-0.77 s of it, measured by a profile).
+- **After this run (hand-measured, not in the tables: 2026-12-07, the same session alternating with
+  `4f8445a`)**: the journey-end candidates with pair and position terms (docs/data_driven.md §6.1) cost
+  DATA_DRIVEN's fit on the 1M-journey table 1.73-1.90 s at `69939e9` against 1.57-1.78 s without them,
+  1.60-1.64 s at `4b6ccc3` (no `a last` terms: they were most of the terms chosen on this per-touch table;
+  target 2 s met), and the fit stage of `attribute()` on 300,000 simulated users 4.0-4.5 s against 3.5-3.7
+  s at `69939e9` (the terms' selection and fits 0.65-0.77 s of it, measured by a profile).
 - End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.19-0.21 s) costs nearly as much as
   the order-1 Markov and Shapley fits (0.28 s and 0.39 s, building the journeys' path table included).
 """
