@@ -1,12 +1,11 @@
 """The pair and position terms of ``form="auto"``'s journey-end candidates (docs/data_driven.md §6.1,
-"Pairs"): chosen by forward selection on score tests, and fitted on the end decision alone (the journey
+"Pairs and positions"): chosen by forward selection on score tests, and fitted on the end decision alone (the journey
 form's likelihood is the ending's times the decision's, so the ending's fit stands)."""
 
 from __future__ import annotations
 
 import functools
 import math
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -26,12 +25,13 @@ if TYPE_CHECKING:
 MAX_PAIRS = 8
 _PAIR_LEVEL = 0.01  # a term's score test, over all the features seen (Bonferroni)
 _SELECTION_STEPS = 3  # Newton steps of the forward selection's refits (warm started; the candidates' fits converge)
-_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: end stocks per shape, paths per term
 
 
-def _once(table: PathTable, key: tuple, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """``make()`` computed once per table and key (the selection and the shapes reuse them)."""
-    made = _MADE.setdefault(table, {})
+def _once(made: dict | None, key: tuple, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``make()`` computed once per key in ``made`` (one :func:`pair_candidates` call's: the selection and
+    the shapes reuse the end stocks and each term's paths; None: not kept)."""
+    if made is None:
+        return make()
     if key not in made:
         made[key] = make()
     return made[key]
@@ -49,30 +49,35 @@ def pair_candidates(
     (saturation is "more channels add less") and a shape for a pair, so each shape is weighed with them.
     The shapes' fits (serial kernels) run on :func:`~optiq_engine.kernels.threads.thread_count` threads."""
     best = min(bases, key=lambda c: c.bic)
-    found = select_terms(table, best, l2=l2, counts=counts)
+    made: dict = {}
+    found = select_terms(table, best, l2=l2, counts=counts, made=made)
     if found is None:
         return []
     terms, search = found
 
     def fit(base: JourneyModel) -> JourneyModel:
-        return with_terms(table, base, terms, search, l2=l2, counts=counts)
+        return with_terms(table, base, terms, search, l2=l2, counts=counts, made=made)
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(bases), thread_count()))) as pool:
         return list(pool.map(fit, bases))
 
 
 def select_terms(
-    table: PathTable, base: JourneyModel, *, l2: float, counts: tuple[np.ndarray, np.ndarray]
+    table: PathTable,
+    base: JourneyModel,
+    *,
+    l2: float,
+    counts: tuple[np.ndarray, np.ndarray],
+    made: dict | None = None,
 ) -> tuple[np.ndarray, float] | None:
     """The terms for ``base``'s end decision (``JourneyModel.pairs``) and ``log`` of the number of ways to
     choose them, or None. Each pair of channels seen together is a feature three ways: both touched ("a with
-    b"), some ``a`` before some ``b`` ("a then b") and the reverse; each channel twice: as the journey's first
+    b"), some ``a`` before some ``b`` ("a then b") and the reverse; each channel once: as the journey's first
     touch ("a first"; not as its last: the channel that ends a converting journey is what a per-touch
     conversion leaves, so a decision that read it could mimic one, as the ending may not either, docs §6.1).
-    Forward selection, at most :data:`MAX_PAIRS` steps: each
-    feature's score statistic at the current fit (``base``, then ``base`` refitted with the terms taken, a
-    few Newton steps from the step before),
-    ``U² / I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
+    Forward selection, at most :data:`MAX_PAIRS` steps: each feature's score statistic at the current fit
+    (``base``, then ``base`` refitted with the terms taken, a few Newton steps from the step before), ``U² /
+    I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
     (Rao 1948; the information not adjusted for the other effects, so the statistic errs low); the best
     feature with ``U > 0`` (synergy; effects stay non-negative), one per pair of channels (a position term is
     its own), is taken if its statistic is above ``log n + 2 log P`` (``P``: the features seen), the extended
@@ -85,7 +90,7 @@ def select_terms(
     fit, chosen, groups = base, np.zeros((0, 3), dtype=np.int64), set()
     cut, n_feats = math.inf, 0
     while n_ch >= 2 and chosen.shape[0] < MAX_PAIRS:
-        q = decision_probability(table, fit)
+        q = decision_probability(table, fit, made)
         u_all, i_all = jm.pair_scores(table.offsets, table.codes, conv - n * q, n * q * (1 - q), n_ch)
         kind, a, b = np.nonzero(i_all > 0)
         if not chosen.shape[0]:  # the features seen, and the price of one, from the first pass
@@ -102,7 +107,7 @@ def select_terms(
             break
         groups.add(group[j])
         chosen = np.vstack([chosen, [a[j], b[j], kind[j]]]).astype(np.int64)
-        fit = with_terms(table, base, chosen, 0.0, l2=l2, counts=counts, warm=fit, max_iter=_SELECTION_STEPS)
+        fit = with_terms(table, base, chosen, 0.0, l2=l2, counts=counts, warm=fit, max_iter=_SELECTION_STEPS, made=made)
     if not chosen.shape[0]:
         return None
     n_k = chosen.shape[0]
@@ -119,20 +124,21 @@ def with_terms(
     counts: tuple[np.ndarray, np.ndarray],
     warm: JourneyModel | None = None,
     max_iter: int = 200,
+    made: dict | None = None,
 ) -> JourneyModel:
     """``base`` (a journey-end candidate fitted on ``counts``) with the end-decision ``terms`` (``(a, b,
     kind)`` rows, ``JourneyModel.pairs``): the decision's intercept, channel effects and term effects
     refitted (penalised logistic on the paths' end stocks and the terms, effects non-negative, projected
     Newton), the ending's parameters and log-likelihood kept (they do not depend on the decision's).
     ``warm``: ``base`` with the first terms of ``terms``, to start from (the forward selection's last step);
-    ``max_iter``: Newton steps at most."""
+    ``max_iter``: Newton steps at most; ``made``: features already computed (:func:`_once`)."""
     n_ch, n_terms = len(table.channels), terms.shape[0]
     conv, null = counts
     start = warm if warm is not None else base
     c = start.n_codes
     done = start.pairs.shape[0]
     x0 = np.concatenate([start.params[1 + c : 2 + c + n_ch + done], np.zeros(n_terms - done)])
-    feats = decision_features(table, base, terms)
+    feats = decision_features(table, base, terms, made)
     bounded = np.arange(x0.shape[0]) > 0
     scale = max(float(conv.sum() + null.sum()), 1.0)
     x = _projected_newton(
@@ -145,7 +151,7 @@ def with_terms(
     )
     c = base.n_codes
     before = k.logistic_loss_grad(
-        base.params[1 + c : 2 + c + n_ch], *decision_features(table, base, terms[:0]), conv, null, 0.0
+        base.params[1 + c : 2 + c + n_ch], *decision_features(table, base, terms[:0], made), conv, null, 0.0
     )[0]
     after = k.logistic_loss_grad(x, *feats, conv, null, 0.0)[0]
     params = _with_term_slots(base.params, n_ch, n_terms)
@@ -166,20 +172,22 @@ def with_terms(
     )
 
 
-def decision_features(table: PathTable, model: JourneyModel, terms: np.ndarray) -> tuple[np.ndarray, ...]:
+def decision_features(
+    table: PathTable, model: JourneyModel, terms: np.ndarray, made: dict | None = None
+) -> tuple[np.ndarray, ...]:
     """Per path, the end decision's features as CSR ``(offsets, code, value)``: its channels' stocks at its
     last touch (``model``'s stock shape) and, for each of ``terms`` that holds in it, code ``C + t``, value 1."""
     n_ch = len(table.channels)
     decay = step_decays(table, model.rho, model.half_life)
     off, code, value = _once(
-        table,
+        made,
         ("stocks", model.rho, model.sat, model.half_life),
         lambda: jm.end_stocks(table.offsets, table.codes, n_ch, decay, model.sat),
     )
     rows = [np.repeat(np.arange(table.height), np.diff(off))]
     codes, values = [code], [value]
     for t, (a, b, kind) in enumerate(terms.tolist()):
-        (held,) = _once(table, ("term", a, b, kind), functools.partial(_term_paths, table, (a, b, kind)))
+        (held,) = _once(made, ("term", a, b, kind), functools.partial(_term_paths, table, (a, b, kind)))
         rows.append(held)
         codes.append(np.full(held.shape[0], n_ch + t, dtype=code.dtype))
         values.append(np.ones(held.shape[0]))
@@ -196,9 +204,9 @@ def _term_paths(table: PathTable, term: tuple[int, int, int]) -> tuple[np.ndarra
     return (np.flatnonzero(jm.term_holds(table.offsets, table.codes, kernel_term, len(table.channels))),)
 
 
-def decision_probability(table: PathTable, model: JourneyModel) -> np.ndarray:
+def decision_probability(table: PathTable, model: JourneyModel, made: dict | None = None) -> np.ndarray:
     """``q`` per path: the end decision's conversion probability of a journey-end ``model``."""
-    off, code, value = decision_features(table, model, model.pairs)
+    off, code, value = decision_features(table, model, model.pairs, made)
     c = model.n_codes
     rows = np.repeat(np.arange(table.height), np.diff(off))
     z = model.params[1 + c] + np.bincount(rows, weights=model.params[2 + c + code] * value, minlength=table.height)
