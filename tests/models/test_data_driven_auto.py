@@ -372,12 +372,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     loss, grad = terms(params)
     model = _as_reference(params, form, rho, table.channels, sat)
     model["half_life"] = half_life
-    expected = 0.0
-    for p in range(table.height):
-        path, days = row_paths[p], row_days[p]
-        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model, days))
-        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
-    assert loss == pytest.approx(expected, rel=1e-10)
+    assert loss == pytest.approx(_reference_nll(table, row_paths, row_days, model), rel=1e-10)
     active = [i for i in range(params.shape[0]) if abs(grad[i]) > 0]
     for i in active:
         e = np.zeros_like(params)
@@ -539,6 +534,16 @@ def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds)
     assert abs(one.nll - full.nll) < 0.01 * abs(full.nll)
 
 
+def _reference_nll(table: PathTable, row_paths, row_days, model: dict) -> float:
+    """The negative log-likelihood of ``table``'s journeys under the reference's whole-journey ``model``."""
+    nll = 0.0
+    for p in range(table.height):
+        path, days = row_paths[p], row_days[p]
+        nll -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model, days))
+        nll -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
+    return nll
+
+
 def _assert_shapley_equals_reference(cand: JourneyModel, table: PathTable, row_paths, row_days, model: dict) -> None:
     """``cand``'s Shapley values (exact) equal the reference's per path and channel."""
     phi, sampled = cand.path_shapley(table, samples=100, seed=0)
@@ -586,12 +591,7 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
     }
     like = Likelihood.of(table, decay, 0.9, (table.conversions, table.nulls), pairs)
     loss, grad = like.terms(params, use_h, use_p, 0.0)
-    expected = 0.0
-    for p in range(table.height):
-        path, days = row_paths[p], row_days[p]
-        expected -= table.conversions[p] * math.log(ref.journey_model_likelihood(path, True, model, days))
-        expected -= table.nulls[p] * math.log(ref.journey_model_likelihood(path, False, model, days))
-    assert loss == pytest.approx(expected, rel=1e-10)
+    assert loss == pytest.approx(_reference_nll(table, row_paths, row_days, model), rel=1e-10)
     _, _, hess = like.hessian(params, use_h, use_p, 0.0)
     for i in range(2 + n + c, 2 + 2 * n):  # the pair effects' gradient and Hessian rows, numerically
         e = np.zeros_like(params)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from ._jit import jit
-from .logistic import EXACT_MAX_CHANNELS, _sigmoid
+from .logistic import EXACT_MAX_CHANNELS, _sigmoid, add_subset_shapley
 from .paths import mix64
 from .splitmix import shuffle
 from .threads import row_chunks, run_parallel
@@ -391,18 +391,8 @@ def _shapley_rows(
         out = phi[d_of[p] : d_of[p + 1]]
         wbase = _base_logits(params, held, n_codes, chan, xmat, m, zbase)
         if d <= EXACT_MAX_CHANNELS:
-            n_sub = 1 << d
             _coalition_values(params, zbase, wbase, n_codes, chan, xmat, seen, m, d, use_h, use_p, pq, n_pq, v, zs, g)
-            w = weights[d]
-            for s in range(n_sub):
-                size = 0
-                t = s
-                while t:
-                    t &= t - 1
-                    size += 1
-                for q in range(d):
-                    if not (s >> q) & 1:
-                        out[q] += w[size] * (v[s | (1 << q)] - v[s])
+            add_subset_shapley(v, d, weights[d], out)
         else:
             sampled[p] = 1
             base = _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, 0, use_h, use_p, pq, n_pq)

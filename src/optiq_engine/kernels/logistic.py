@@ -144,6 +144,22 @@ def logistic_hessian(params, feat_offsets, feat_code, feat_value, conversions, n
 
 
 @jit
+def add_subset_shapley(v, d, w, out):
+    """Adds the exact Shapley values of the game ``v`` (one value per coalition bit mask of ``d`` players,
+    ``v[0]`` the empty one) to ``out[:d]``: ``Σ_S w[|S|] (v(S ∪ {q}) - v(S))`` over the coalitions without
+    ``q``, ``w[s] = s! (d - s - 1)! / d!``."""
+    for s in range(1 << d):
+        size = 0
+        t = s
+        while t:
+            t &= t - 1
+            size += 1
+        for q in range(d):
+            if not (s >> q) & 1:
+                out[q] += w[size] * (v[s | (1 << q)] - v[s])
+
+
+@jit
 def _shapley_exact(z0, contrib, d, phi, zs, v, w):
     """Exact Shapley values of ``v(S) = σ(z0 + Σ_{c∈S} contrib[c]) - σ(z0)`` over ``d`` players."""
     n_sub = 1 << d
@@ -159,15 +175,7 @@ def _shapley_exact(z0, contrib, d, phi, zs, v, w):
         v[s] = _sigmoid(zs[s]) - base
     for c in range(d):
         phi[c] = 0.0
-    for s in range(n_sub):
-        size = 0
-        t = s
-        while t:
-            t &= t - 1
-            size += 1
-        for c in range(d):
-            if not (s >> c) & 1:
-                phi[c] += w[size] * (v[s | (1 << c)] - v[s])
+    add_subset_shapley(v, d, w, phi)
 
 
 @jit
@@ -418,15 +426,7 @@ def _hazard_shapley_rows(offsets, codes, beta, intercept, rho, hashes, n_perm, s
             w = np.empty(d, dtype=np.float64)
             for s in range(d):
                 w[s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
-            for s in range(n_sub):
-                size = 0
-                t = s
-                while t:
-                    t &= t - 1
-                    size += 1
-                for q in range(d):
-                    if not (s >> q) & 1:
-                        out[q] += w[size] * (v[s | (1 << q)] - v[s])
+            add_subset_shapley(v, d, w, out)
         else:
             sampled[p] = 1
             order = np.arange(d)
