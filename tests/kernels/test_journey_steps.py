@@ -63,12 +63,12 @@ def test_prefix_tree_weights_and_stocks_equal_the_reference(rows, decay, sat) ->
         assert got == pytest.approx(expected, rel=1e-12)
 
 
-# kinds 0: a with b, 1: a then b, 2: a first, 3: a or b (value -1)
-PAIRS = np.array([[0, 1, 0], [1, 0, 1], [2, 3, 1], [3, 1, 0], [2, 2, 2], [0, 2, 3]], dtype=np.int64)
+# kinds 0: a with b, 1: a then b, 2: a first
+PAIRS = np.array([[0, 1, 0], [1, 0, 1], [2, 3, 1], [3, 1, 0], [2, 2, 2]], dtype=np.int64)
 
 
 def _holds(seq: list[int], a: int, b: int, kind: int) -> bool:
-    if kind in (0, 3):
+    if kind == 0:
         return a in seq and b in seq
     if kind == 1:
         return a in seq and b in seq[seq.index(a) + 1 :]
@@ -92,8 +92,7 @@ def test_pair_entries_and_pair_scores_equal_the_reference(rows) -> None:
         want = [N_CODES + k for k, (a, b, kind) in enumerate(PAIRS.tolist()) if _holds(seq, a, b, kind)]
         entries = chan[off[i] : off[i + 1]].tolist()
         assert entries == list(dict.fromkeys(seq)) + want
-        signs = [-1.0 if PAIRS[k - N_CODES, 2] == 3 else 1.0 for k in want]
-        assert val[off[i] : off[i + 1]].tolist()[len(entries) - len(want) :] == signs
+        assert val[off[i] : off[i + 1]].tolist()[len(entries) - len(want) :] == [1.0] * len(want)
     resid, weight = conv - null, conv + null + 0.5
     u, i = jm.pair_scores(offsets, codes, resid, weight, N_CODES)
     paths = [tuple(c for c, _ in p) for p, _, _ in rows]

@@ -562,8 +562,8 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
     Shapley values, predictions and holdout lifts against the per-journey reference."""
     table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
     c = len(table.channels)
-    # a with b, b with c, c then a, b first, a first, a or c
-    pairs = np.array([[0, 1, 0], [1, 2, 0], [2, 0, 1], [1, 1, 2], [0, 0, 2], [0, 2, 3]], dtype=np.int64)
+    # a with b, b with c, c then a, b first, a first
+    pairs = np.array([[0, 1, 0], [1, 2, 0], [2, 0, 1], [1, 1, 2], [0, 0, 2]], dtype=np.int64)
     n = c + pairs.shape[0]
     decay = step_decays(table, 0.8, half_life)
     params = _random_params(form, n, seed=11)
@@ -585,7 +585,6 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         "pairs": {("a", "b"): params[2 + n + c], ("b", "c"): params[2 + n + c + 1]},
         "ordered_pairs": {("c", "a"): params[2 + n + c + 2]},
         "first_effects": {"b": params[2 + n + c + 3], "a": params[2 + n + c + 4]},
-        "overlap_pairs": {("a", "c"): params[2 + n + c + 5]},
         "g": list(params[2 + 2 * n : ending]),
         "gamma": dict(zip(table.channels, params[ending : ending + c], strict=True)),
         "gamma_prev": dict(zip(table.channels, params[ending + n : ending + n + c], strict=True)),

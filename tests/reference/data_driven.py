@@ -884,7 +884,7 @@ def journey_model_parts(
     back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the
     journey and kept), optional ``ordered_pairs`` (the same, when some touch of ``a`` comes before some touch of
     ``b``), optional ``first_effects`` (dict ``a -> θ``: when the journey's first touch is ``a`` and ``a`` is
-    kept), optional ``overlap_pairs`` (as ``pairs``, subtracted), optional ``held_h``, ``held_p`` (dicts: effects that every
+    kept), optional ``held_h``, ``held_p`` (dicts: effects that every
     channel keeps whatever ``keep`` says, a calibrated fit's intent term). ``keep``: channels whose effects are
     kept (None: all)."""
     use_h = model["form"] in ("touch", "both")
@@ -907,9 +907,6 @@ def journey_model_parts(
         after_a = path[path.index(a) + 1 :] if a in path else ()
         if b in after_a and (keep is None or (a in keep and b in keep)):
             w += theta
-    for (a, b), theta in model.get("overlap_pairs", {}).items():  # "a or b": both touched and kept, -θ
-        if a in x and b in x and (keep is None or (a in keep and b in keep)):
-            w -= theta
     for a, theta in model.get("first_effects", {}).items():  # the journey's first touch is a
         if path[0] == a and (keep is None or a in keep):
             w += theta

@@ -155,7 +155,7 @@ def _p_convert(params, zbase, wbase, n_codes, chan, xmat, m, mask, use_h, use_p,
         for i in range(n_pq):
             both = (1 << pq[i, 0]) | (1 << pq[i, 1])
             if mask & both == both:
-                w += pq[i, 3] * params[pq[i, 2]]
+                w += params[pq[i, 2]]
         survive *= 1.0 - _sigmoid(w)
     return 1.0 - survive
 
@@ -208,7 +208,7 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
         for s in range(half):
             out[half + s] = out[s] * f
     for i in range(n_pq):
-        f = math.exp(pq[i, 3] * params[pq[i, 2]])
+        f = math.exp(params[pq[i, 2]])
         fine = fine and 1e-25 < f < 1e25
         both = (1 << pq[i, 0]) | (1 << pq[i, 1])
         for s in range(1 << k):
@@ -226,7 +226,7 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
         for i in range(n_pq):
             both = (1 << pq[i, 0]) | (1 << pq[i, 1])
             if s & both == both:
-                z += pq[i, 3] * params[pq[i, 2]]
+                z += params[pq[i, 2]]
         out[s] = _sigmoid(-z)
 
 
@@ -234,8 +234,8 @@ def _survival_factors(base, params, first, chan, x, k, pq, n_pq, out):
 def _pair_flags(pairs, codes, a, e, seen, on):
     """``on[i]``: whether term ``i`` of ``pairs`` (kernel layout ``(a, b, slot, kind)``) holds in the path
     ``codes[a:e]``: kind 0 ("a with b"), both channels touched; kind 1 ("a then b"), some touch of ``a`` before
-    some touch of ``b``; kind 2 ("a first", ``b = a``), the path's first touch is ``a``; kind 3 ("a or b":
-    their effects overlap, ``-θ``), both touched. ``seen``: a zeroed bool per channel code, left zeroed."""
+    some touch of ``b``; kind 2 ("a first", ``b = a``), the path's first touch is ``a``. ``seen``: a zeroed
+    bool per channel code, left zeroed."""
     for i in range(pairs.shape[0]):
         kind = pairs[i, 3]
         on[i] = kind == 2 and codes[a] == pairs[i, 0]
@@ -246,7 +246,7 @@ def _pair_flags(pairs, codes, a, e, seen, on):
                 on[i] = True
         seen[c] = True
     for i in range(pairs.shape[0]):
-        if pairs[i, 3] == 0 or pairs[i, 3] == 3:
+        if pairs[i, 3] == 0:
             on[i] = seen[pairs[i, 0]] and seen[pairs[i, 1]]
     for j in range(a, e):
         seen[codes[j]] = False
@@ -255,9 +255,8 @@ def _pair_flags(pairs, codes, a, e, seen, on):
 @jit
 def _path_pairs(pairs, on, chan, d, pq):
     """The pair effects of one path (docs/data_driven.md §6.1, "Pairs"): for each pair of ``pairs`` that holds
-    in it (``on``, :func:`_pair_flags`), a row ``(q_a, q_b, slot, sign)`` of ``pq`` (its channels' player
-    indices among ``chan[:d]``, the effect's parameter index and its sign: -1 for "a or b"); returns their
-    number."""
+    in it (``on``, :func:`_pair_flags`), a row ``(q_a, q_b, slot)`` of ``pq`` (its channels' player indices
+    among ``chan[:d]`` and the effect's parameter index); returns their number."""
     n = 0
     for i in range(pairs.shape[0]):
         if not on[i]:
@@ -268,7 +267,7 @@ def _path_pairs(pairs, on, chan, d, pq):
                 qa = q
             if chan[q] == pairs[i, 1]:  # the same player for a term of one channel
                 qb = q
-        pq[n, 0], pq[n, 1], pq[n, 2], pq[n, 3] = qa, qb, pairs[i, 2], -1 if pairs[i, 3] == 3 else 1
+        pq[n, 0], pq[n, 1], pq[n, 2] = qa, qb, pairs[i, 2]
         n += 1
     return n
 
@@ -376,7 +375,7 @@ def _shapley_rows(
     v = np.empty(1 << d_max, dtype=np.float64)
     zs = np.empty(1 << d_max, dtype=np.float64)
     g = np.empty(1 << d_max, dtype=np.float64)
-    pq = np.empty((max(pairs.shape[0], 1), 4), dtype=np.int64)
+    pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
     on = np.zeros(max(pairs.shape[0], 1), dtype=np.bool_)
     touched = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(p_lo, p_hi):
@@ -434,7 +433,7 @@ def _predict_rows(offsets, codes, params, held, decay, sat, use_h, use_p, pairs,
     xmat = np.empty((m_max, max(n_codes, 1)), dtype=np.float64)
     zbase = np.empty(m_max, dtype=np.float64)
     seen = np.empty(m_max, dtype=np.int64)
-    pq = np.empty((max(pairs.shape[0], 1), 4), dtype=np.int64)
+    pq = np.empty((max(pairs.shape[0], 1), 3), dtype=np.int64)
     on = np.zeros(max(pairs.shape[0], 1), dtype=np.bool_)
     touched = np.zeros(max(n_codes, 1), dtype=np.bool_)
     for p in range(p_lo, p_hi):
@@ -584,8 +583,7 @@ def _pair_effects(params, held, pairs, on, drop):
     for i in range(pairs.shape[0]):
         a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
         if on[i]:
-            sign = -1.0 if pairs[i, 3] == 3 else 1.0
-            z += sign * (held[s] if drop in (a, b) else held[s] + params[s])
+            z += held[s] if drop in (a, b) else held[s] + params[s]
     return z
 
 
@@ -595,10 +593,9 @@ def _pair_grads(grad, grad_held, g, pairs, on, drop):
     for i in range(pairs.shape[0]):
         a, b, s = pairs[i, 0], pairs[i, 1], pairs[i, 2]
         if on[i]:
-            sign = -1.0 if pairs[i, 3] == 3 else 1.0
-            grad_held[s] += sign * g
+            grad_held[s] += g
             if drop != a and drop != b:
-                grad[s] += sign * g
+                grad[s] += g
 
 
 @jit

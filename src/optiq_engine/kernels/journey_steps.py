@@ -117,8 +117,7 @@ def pair_stocks(parent, code, off, chan, val, pairs, n_real):
     """The node stocks (:func:`node_stocks`) with the pair effects' entries added: for pair ``i`` of ``pairs``
     (``(a, b, kind)``), an entry of channel code ``n_real + i`` and value 1 at each node where it holds (kind
     0: both channels have a stock; 1: some touch of ``a`` came before some touch of ``b``; 2: the first touch
-    was ``a``; 3: both have a stock, value -1, "a or b"; docs/data_driven.md §6.1, "Pairs"). Parents come
-    before their children (:func:`prefix_nodes`)."""
+    was ``a``; docs/data_driven.md §6.1, "Pairs"). Parents come before their children (:func:`prefix_nodes`)."""
     n = off.shape[0] - 1
     n_pairs = pairs.shape[0]
     has = np.zeros(max(n_real, 1), dtype=np.bool_)
@@ -156,7 +155,7 @@ def pair_stocks(parent, code, off, chan, val, pairs, n_real):
         for i in range(n_pairs):
             if on[node, i]:
                 out_chan[at] = n_real + i
-                out_val[at] = -1.0 if pairs[i, 2] == 3 else 1.0
+                out_val[at] = 1.0
                 at += 1
     return count, out_chan, out_val
 

@@ -101,8 +101,7 @@ class JourneyModel:
         int64 ``(P, 3)``: the end part's pair and position terms (docs/data_driven.md §6.1, "Pairs"), channels
         ``a``, ``b`` and kind: ``θ`` added to the end decision's logit when both channels are in the journey
         (kind 0, "a with b"), some touch of ``a`` came before some touch of ``b`` (kind 1, "a then b"), the
-        journey's first touch is ``a`` (kind 2, "a first", ``b = a``); ``θ`` subtracted when both channels are
-        in the journey (kind 3, "a or b": their effects overlap). Their parameters follow
+        journey's first touch is ``a`` (kind 2, "a first", ``b = a``). Their parameters follow
         the ``C`` channels' in each block of ``params`` (so ``n_codes`` is ``C + P``).
     pair_search
         ``log`` of the number of ways the pairs could have been chosen: the extended BIC's term
@@ -193,10 +192,10 @@ class JourneyModel:
         return np.column_stack([pairs[:, :2], slots, pairs[:, 2]]).reshape(-1, 4)
 
     def pair_names(self, channels: tuple[str, ...]) -> list[str]:
-        """``"a with b"``, ``"a then b"``, ``"a first"`` or ``"a or b"`` per term (``channels``: the fitted
+        """``"a with b"``, ``"a then b"`` or ``"a first"`` per term (``channels``: the fitted
         ones, in code order)."""
         return [
-            f"{channels[a]} first" if kind == 2 else f"{channels[a]} {('with', 'then', '', 'or')[kind]} {channels[b]}"
+            f"{channels[a]} {('with', 'then')[kind]} {channels[b]}" if kind < 2 else f"{channels[a]} first"
             for a, b, kind in self.pairs
         ]
 

@@ -71,16 +71,15 @@ def select_terms(
     made: dict | None = None,
 ) -> tuple[np.ndarray, float] | None:
     """The terms for ``base``'s end decision (``JourneyModel.pairs``) and ``log`` of the number of ways to
-    choose them, or None. Each pair of channels seen together is a feature four ways: both touched ("a with
-    b"; "a or b", the same at ``-1``: channels whose effects overlap), some ``a`` before some ``b`` ("a then
-    b") and the reverse; each channel once: as the journey's first touch ("a first"; not as its last: the
-    channel that ends a converting journey is what a per-touch conversion leaves, so a decision that read it
-    could mimic one, as the ending may not either, docs §6.1). Forward selection, at most
-    :data:`MAX_PAIRS` steps: each feature's score statistic at the current fit (``base``, then ``base``
-    refitted with the terms taken, a few Newton steps from the step before), ``U² / I`` with ``U = Σ
-    (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
+    choose them, or None. Each pair of channels seen together is a feature three ways: both touched ("a with
+    b"), some ``a`` before some ``b`` ("a then b") and the reverse; each channel once: as the journey's first
+    touch ("a first"; not as its last: the channel that ends a converting journey is what a per-touch
+    conversion leaves, so a decision that read it could mimic one, as the ending may not either, docs §6.1).
+    Forward selection, at most :data:`MAX_PAIRS` steps: each feature's score statistic at the current fit
+    (``base``, then ``base`` refitted with the terms taken, a few Newton steps from the step before), ``U² /
+    I`` with ``U = Σ (conversions - n q)`` and ``I = Σ n q (1 - q)`` over the paths where it holds
     (Rao 1948; the information not adjusted for the other effects, so the statistic errs low); the best
-    feature with ``U > 0`` (effects stay non-negative), one per pair of channels (a position term is
+    feature with ``U > 0`` (synergy; effects stay non-negative), one per pair of channels (a position term is
     its own), is taken if its statistic is above ``log n + 2 log P`` (``P``: the features seen), the extended
     BIC's price of one more parameter chosen among ``P`` (Chen & Chen 2008), and above the ``χ²₁`` quantile
     of a test at level :data:`_PAIR_LEVEL` over ``P`` (Bonferroni: on few journeys the BIC's price alone is
@@ -93,8 +92,6 @@ def select_terms(
     while n_ch >= 2 and chosen.shape[0] < MAX_PAIRS:
         q = decision_probability(table, fit, made)
         u_all, i_all = jm.pair_scores(table.offsets, table.codes, conv - n * q, n * q * (1 - q), n_ch)
-        u_all = np.concatenate([u_all, -u_all[:1]])  # kind 3, "a or b": the "a with b" feature at -1
-        i_all = np.concatenate([i_all, i_all[:1]])
         kind, a, b = np.nonzero(i_all > 0)
         if not chosen.shape[0]:  # the features seen, and the price of one, from the first pass
             n_feats = kind.shape[0]
@@ -193,7 +190,7 @@ def decision_features(
         (held,) = _once(made, ("term", a, b, kind), functools.partial(_term_paths, table, (a, b, kind)))
         rows.append(held)
         codes.append(np.full(held.shape[0], n_ch + t, dtype=code.dtype))
-        values.append(np.full(held.shape[0], -1.0 if kind == 3 else 1.0))
+        values.append(np.ones(held.shape[0]))
     row = np.concatenate(rows)
     order = np.argsort(row, kind="stable")
     offsets = np.zeros(table.height + 1, dtype=np.int64)
