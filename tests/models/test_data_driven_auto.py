@@ -48,10 +48,15 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _stock(codes: np.ndarray, times: np.ndarray, at: np.ndarray, half_life: float | None) -> np.ndarray:
-    """``[len(at), C]``: per evaluation time, each channel's touches at or before it, decayed by age."""
+OWN_HALF_LIVES = np.array([1.5, 1.5, 3.0, 12.0, 3.0])  # touch_own: d is remembered for weeks
+
+
+def _stock(codes: np.ndarray, times: np.ndarray, at: np.ndarray, half_life: float | np.ndarray | None) -> np.ndarray:
+    """``[len(at), C]``: per evaluation time, each channel's touches at or before it, decayed by age (each
+    channel's own half-life where ``half_life`` is an array)."""
     age = at[:, None] - times[None, :]
-    w = np.where(age >= 0, 1.0 if half_life is None else 0.5 ** (np.maximum(age, 0) / half_life), 0.0)
+    own = half_life if half_life is None or np.isscalar(half_life) else np.asarray(half_life)[codes][None, :]
+    w = np.where(age >= 0, 1.0 if own is None else 0.5 ** (np.maximum(age, 0) / own), 0.0)
     out = np.zeros((at.shape[0], len(CHANNELS)))
     for c in range(len(CHANNELS)):
         out[:, c] = w[:, codes == c].sum(axis=1)
@@ -61,8 +66,8 @@ def _stock(codes: np.ndarray, times: np.ndarray, at: np.ndarray, half_life: floa
 def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """P(convert) of one planned journey for each row of ``mask`` ([S, C] effects kept)."""
     beta = EFFECT[None, :] * mask  # [S, C]
-    if mech in ("touch", "touch_decay"):
-        x = _stock(codes, times, times, None if mech == "touch" else 3.0)  # [m, C]
+    if mech in ("touch", "touch_decay", "touch_own"):
+        x = _stock(codes, times, times, _half_life(mech))  # [m, C]
         h = _sigmoid(-3.6 + beta @ x.T)  # [S, m]
         return 1.0 - np.prod(1.0 - h, axis=1)
     end = np.array([times[-1] + 1.0])
@@ -75,6 +80,10 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
     if mech == "journey_first":  # b and d do nothing, except b as the journey's first touch: +1.6
         return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * float(codes[0] == 1))
     return _sigmoid(-2.4 + beta @ x)
+
+
+def _half_life(mech: str) -> float | np.ndarray | None:
+    return {"touch": None, "touch_decay": 3.0, "touch_own": OWN_HALF_LIVES}[mech]
 
 
 def world(
@@ -113,8 +122,8 @@ def world(
                     phi += w * (value[tuple(key.tolist())] - without)
             truth[c] += phi
         # what is observed
-        if user_mech in ("touch", "touch_decay"):
-            x = _stock(codes, times, times, None if user_mech == "touch" else 3.0)
+        if user_mech in ("touch", "touch_decay", "touch_own"):
+            x = _stock(codes, times, times, _half_life(user_mech))
             h = _sigmoid(-3.6 + x @ EFFECT)
             hit = np.flatnonzero(rng.random(m) < h)
             if hit.shape[0]:
@@ -233,6 +242,24 @@ def test_effects_that_fade_in_days_are_read_from_the_touches_times(mech) -> None
     untimed = oq.models.DataDriven().fit(replace(timed.paths, gaps=None))  # the same journeys without times
     assert half_l1(timed, truth) < 0.05
     assert half_l1(timed, truth) < half_l1(untimed, truth)
+
+
+def test_channels_that_fade_at_their_own_speed_get_their_own_half_lives() -> None:
+    users: list = []
+    _, truth = world("touch_own", 12_000, seed=5, users=users, spread=1.0)
+    tp, cv = frames_of(users)
+    fit = oq.attribute(tp, cv, models=["DATA_DRIVEN"], lookback=timedelta(days=365)).fitted["DATA_DRIVEN"]
+    assert fit.mechanism.startswith("per-touch hazard"), fit.form_selection
+    model = fit.conversion_model
+    assert model.half_lives is not None, fit.form_selection
+    own = dict(zip(fit.paths.channels, model.half_lives, strict=True))
+    assert own["d"] > 2 * model.half_life  # the slow channel, and only a fast one may move the other way
+    assert all(own[c] <= model.half_life * 1.01 for c in ("a", "b")), own
+    assert "d " in fit.mechanism and "d " in fit.form_selection.row(0, named=True)["own_half_lives"]
+    assert half_l1(fit, truth) < 0.045  # 0.035 (0.050 with one half-life for all)
+    # a partition's table without "a": the same values per path, the half-lives by channel name
+    mapped = model.for_channels(("b", "c", "d", "e"), fit.paths.channels)
+    assert mapped.half_lives == tuple(own[c] for c in ("b", "c", "d", "e"))
 
 
 # --- the whole-journey model against the brute-force reference (tests/reference/data_driven.py) ---------
@@ -356,11 +383,15 @@ def test_gap_buckets_equal_the_reference(gap, scale) -> None:
         ("touch", 1.0, 1.0, 3.0),
         ("journey", 0.7, 1.0, 1.0),
         ("both", 1.0, 0.6, 10.0),
+        ("both", 1.0, 1.0, -3.0),  # each channel its own half-life (-: 3 days and others)
+        ("touch", 1.0, 0.7, -3.0),
     ],
 )
 def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, half_life) -> None:
     table, row_paths, row_days = _small_table(timed=math.isfinite(half_life))
-    decay = step_decays(table, rho, half_life)
+    own = tuple(np.geomspace(-half_life / 3, -half_life * 3, len(table.channels))) if half_life < 0 else None
+    half_life = abs(half_life)
+    decay = step_decays(table, rho, half_life, own)
     params = _random_params(form, len(table.channels), seed=hash((form, rho, sat)) % 1000)
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
 
@@ -371,7 +402,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
 
     loss, grad = terms(params)
     model = _as_reference(params, form, rho, table.channels, sat)
-    model["half_life"] = half_life
+    model["half_life"] = half_life if own is None else dict(zip(table.channels, own, strict=True))
     assert loss == pytest.approx(_reference_nll(table, row_paths, row_days, model), rel=1e-10)
     active = [i for i in range(params.shape[0]) if abs(grad[i]) > 0]
     for i in active:
@@ -392,7 +423,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     held[1 + c] = 0.0
     model["held_h"] = dict(zip(table.channels, held[1 : 1 + c], strict=True))
     model["held_p"] = dict(zip(table.channels, held[2 + c : 2 + 2 * c], strict=True))
-    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held, half_life)
+    cand = JourneyModel(params, form, rho, 0.0, 1, 1.0, sat, held, half_life, half_lives=own)
     _assert_shapley_equals_reference(cand, table, row_paths, row_days, model)
     for p in range(table.height):
         path, days = row_paths[p], row_days[p]

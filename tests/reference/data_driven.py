@@ -850,17 +850,24 @@ def gap_representative(gap_days: float) -> float:
 
 
 def journey_stock(
-    path: Path, j: int, rho: float, sat: float = 1.0, days: Sequence[float] | None = None, half_life: float = math.inf
+    path: Path,
+    j: int,
+    rho: float,
+    sat: float = 1.0,
+    days: Sequence[float] | None = None,
+    half_life: float | dict[str, float] = math.inf,
 ) -> dict[str, float]:
     """``x_{j,c} = Σ_{i <= j, c_i = c} rho^(j - i) 2^(-(t_j - t_i) / half_life) sat^(k_i - 1)``, ``k_i`` the
     ordinal of touch ``i`` among the touches of its channel, ``t`` the touches' times in days (``days``; a
-    timed path): the decayed, saturating touches of each channel after touch ``j`` (1-based) of ``path``."""
+    timed path): the decayed, saturating touches of each channel after touch ``j`` (1-based) of ``path``.
+    ``half_life``: days, or a dict of each channel's own."""
     stock: dict[str, float] = {}
     seen: dict[str, int] = {}
     for i, channel in enumerate(path[:j], start=1):
         seen[channel] = seen.get(channel, 0) + 1
         age = 0.0 if days is None else days[j - 1] - days[i - 1]
-        fade = 2.0 ** (-age / half_life) if math.isfinite(half_life) else 1.0
+        own = half_life[channel] if isinstance(half_life, dict) else half_life
+        fade = 2.0 ** (-age / own) if math.isfinite(own) else 1.0
         stock[channel] = stock.get(channel, 0.0) + rho ** (j - i) * fade * sat ** (seen[channel] - 1)
     return stock
 
@@ -878,7 +885,7 @@ def journey_model_parts(
 ) -> tuple[list[float], list[float], float]:
     """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j] + γ'[c_{j-1}])`` (``γ'`` from the second touch), and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
-    ``rho``, ``sat`` (default 1), ``half_life`` (days, default none) with ``days`` (the touches' times: a timed
+    ``rho``, ``sat`` (default 1), ``half_life`` (days or a dict of each channel's, default none) with ``days`` (the touches' times: a timed
     path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
     (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
     back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the

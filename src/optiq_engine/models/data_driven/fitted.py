@@ -44,7 +44,8 @@ class FittedDataDriven(FittedModel):
         Shapley values per (path, distinct channel) (``form="auto"``: the weighted average of the candidates').
     form_selection
         ``form="auto"``: every candidate's form, decay, saturation, half_life_days (None: no decay in time),
-        pairs (its pair and position terms, "" for none), log_likelihood, parameters, bic, weight and the
+        own_half_lives (the channels with their own half-lives in days, ``"video 12, email 2.1"``; None:
+        none), pairs (its pair and position terms, "" for none), log_likelihood, parameters, bic, weight and the
         journeys it was fitted on (docs/data_driven.md §6.1).
     mixture
         ``form="auto"``: ``(weight, candidate)`` of the candidates averaged in the credit.

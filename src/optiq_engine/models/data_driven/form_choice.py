@@ -39,6 +39,11 @@ TIMED_SHAPES = (
     + tuple((1.0, sat, math.inf) for sat in AUTO_SATURATIONS)
     + tuple((1.0, 1.0, h) for h in AUTO_HALF_LIVES)
 )
+#: Factors tried on one channel's half-life at a time (:func:`own_half_lives`), then half as far again.
+OWN_HALF_LIFE_STEPS = (0.5, 2.0)
+_OWN_TRIAL_STEPS = (
+    1  # Newton steps of a trial of one channel's own half-life (from the candidate: its gain's first step)
+)
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 
@@ -93,16 +98,18 @@ def fit_candidates(
 
     out = [c for fits in _each(table, shapes, ["touch", "journey"]) for c in fits]
     best = min(out, key=lambda c: c.bic)
-    shape = (best.rho, best.sat, best.half_life)
+    if math.isfinite(best.half_life):  # the channels' own half-lives, where the data ask for them
+        own = own_half_lives(table, best, l2=l2, counts=counts)
+        out += [own] if own is not best else []
+        best = own
+    shape = {"rho": best.rho, "sat": best.sat, "half_life": best.half_life, "half_lives": best.half_lives}
 
     def at_shape(form: str) -> JourneyModel:
-        same = [c for c in out if (c.rho, c.sat, c.half_life) == shape and c.form == form]
+        same = [c for c in out if c.form == form and _shape_of(c) == _shape_of(best)]
         if same:
             return same[0]
         near = min((c for c in out if c.form == form), key=lambda c: c.bic)  # a refined half-life of the other form
-        return _fit_one(
-            table, form, shape[0], l2=l2, counts=counts, start=near.params, sat=shape[1], half_life=shape[2]
-        )
+        return _fit_one(table, form, l2=l2, counts=counts, start=near.params, **shape)
 
     touch, journey = at_shape("touch"), at_shape("journey")
     start = touch.params.copy()  # the two pure fits together
@@ -110,14 +117,80 @@ def fit_candidates(
     start[1 + c : 2 + 2 * c] = journey.params[1 + c : 2 + 2 * c]
     pure = min((touch, journey), key=lambda m: m.nll)  # not concave: also from the better pure fit
     starts = [start, _nudge(pure, form=pure.form)]
-    both, alt = _each(
-        table,
-        lambda x: _fit_one(table, "both", shape[0], l2=l2, counts=counts, start=x, sat=shape[1], half_life=shape[2]),
-        starts,
-    )
+    both, alt = _each(table, lambda x: _fit_one(table, "both", l2=l2, counts=counts, start=x, **shape), starts)
     ends = [c for c in out if c.form == "journey"]
     paired = pair_candidates(table, ends, l2=l2, counts=counts) if pairs else []
     return [*out, alt if alt.nll < both.nll else both, *paired]
+
+
+def _shape_of(model: JourneyModel) -> tuple:
+    """The stock shape of ``model``, comparable with ``==``."""
+    return model.rho, model.sat, model.half_life, model.half_lives
+
+
+def own_half_lives(
+    table: PathTable, model: JourneyModel, *, l2: float, counts: tuple[np.ndarray, np.ndarray]
+) -> JourneyModel:
+    """``model`` (a candidate with a half-life in days) with some channels' own half-lives, or ``model``.
+
+    Channels differ in how long a touch acts (a video is remembered for weeks, a display impression for a
+    day: the per-channel carryover of marketing-mix models); one half-life for all puts the misfit
+    elsewhere, in the nested form's second part most of all (docs/data_driven.md §6.1). Each channel with an
+    effect is tried at its half-life times :data:`OWN_HALF_LIFE_STEPS` (:data:`_OWN_TRIAL_STEPS` Newton
+    steps from ``model``); the channels whose better trial gains more than the BIC's price of a parameter
+    (``log(n) / 2`` of log-likelihood) take it together and the candidate is refitted; those are tried
+    again half as far on in the same direction (``2^(±1/2)``), kept where that gains, and refitted. Each
+    channel with its own half-life is a parameter (``JourneyModel.n_params``); returned only if its BIC is
+    lower."""
+    n_ch = len(table.channels)
+    effects = model.params[1 : 1 + n_ch] + model.params[2 + model.n_codes : 2 + model.n_codes + n_ch]
+    price = 0.5 * math.log(max(float(counts[0].sum() + counts[1].sum()), 2.0))
+
+    def fit(start: JourneyModel, days: np.ndarray, max_iter: int = 200) -> JourneyModel:
+        return _fit_one(
+            table,
+            model.form,
+            model.rho,
+            l2=l2,
+            counts=counts,
+            start=start.params,
+            max_iter=max_iter,
+            sat=model.sat,
+            half_life=model.half_life,
+            half_lives=tuple(days.tolist()),
+            pairs=model.pairs,
+            pair_search=model.pair_search,
+        )
+
+    def moves(ref: JourneyModel, days: np.ndarray, items: list[tuple[int, float]], need: float) -> dict[int, float]:
+        """Per channel, the factor of its best trial if that gains more than ``need`` over ``ref``."""
+
+        def gain(item: tuple[int, float]) -> float:
+            trial = days.copy()
+            trial[item[0]] *= item[1]
+            return ref.nll - fit(ref, trial, _OWN_TRIAL_STEPS).nll
+
+        best: dict[int, tuple[float, float]] = {}
+        for (code, factor), g in zip(items, _each(table, gain, items), strict=True):
+            if g > need and g > best.get(code, (0.0, 0.0))[0]:
+                best[code] = (g, factor)
+        return {code: factor for code, (_, factor) in best.items()}
+
+    days = np.full(n_ch, model.half_life)
+    first = moves(
+        model, days, [(c, f) for c in np.flatnonzero(effects > 0).tolist() for f in OWN_HALF_LIFE_STEPS], price
+    )
+    if not first:
+        return model
+    for code, factor in first.items():
+        days[code] *= factor
+    own = fit(model, days)
+    further = moves(own, days, [(c, math.sqrt(f)) for c, f in first.items()], 0.0)
+    if further:
+        for code, factor in further.items():
+            days[code] *= factor
+        own = fit(own, days)
+    return own if own.bic < model.bic else model
 
 
 def _refit(
@@ -134,6 +207,7 @@ def _refit(
         max_iter=max_iter,
         sat=model.sat,
         half_life=model.half_life,
+        half_lives=model.half_lives,
         pairs=model.pairs,
         pair_search=model.pair_search,
     )

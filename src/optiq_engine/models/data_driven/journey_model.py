@@ -30,12 +30,14 @@ _PIN_ROUNDS = 3  # a calibrated fit: rounds of (set the tested effects, refit th
 _DECREMENT = 1e-4
 
 
-def shape_label(rho: float, sat: float, half_life: float = math.inf) -> str:
+def shape_label(rho: float, sat: float, half_life: float = math.inf, own: str = "") -> str:
     """``"touch counts"``, ``"stock decaying x0.7 per touch"``, ``"repeats saturating x0.7"`` or ``"effects
-    halving every 3 days"``."""
+    halving every 3 days"`` (``own``: the channels with their own half-lives, :meth:`JourneyModel.own_half_lives`,
+    added in brackets)."""
     parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
     parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
-    parts += [f"effects halving every {half_life:.2g} days"] if math.isfinite(half_life) else []
+    if math.isfinite(half_life):
+        parts += [f"effects halving every {half_life:.2g} days" + (f" ({own})" if own else "")]
     return ", ".join(parts) or "touch counts"
 
 
@@ -43,16 +45,20 @@ _ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per untimed ta
 _LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per table: its (path, channel) layout
 
 
-def step_decays(table: PathTable, rho: float, half_life: float) -> tuple[np.ndarray, np.ndarray]:
+def step_decays(
+    table: PathTable, rho: float, half_life: float, half_lives: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The decays of kernels/journey_model.py for ``table``: ``(rows, factors)``, the stock of channel ``c``
     multiplied by ``factors[rows[j], c]`` before touch ``j`` is added: ``rho``, times ``2^(-gap / half_life)``
     on a timed table (``rows``: the touches' gap buckets, docs/data_driven.md §2; ``math.inf``: no decay in
-    time). The kernels allow a factor per channel; the candidates share one."""
+    time). ``half_lives``: one per channel code instead (a candidate whose channels have their own,
+    docs/data_driven.md §6.1)."""
     n_codes = len(table.channels)
     if math.isfinite(half_life):
         if table.gaps is None:
             raise ModelError("a half-life in days needs a timed path table (DATA_DRIVEN's, with touch times)")
-        return table.gaps, np.repeat(rho * np.exp2(-GAP_DAYS / half_life)[:, None], max(n_codes, 1), axis=1)
+        days = np.full(max(n_codes, 1), half_life) if half_lives is None else np.asarray(half_lives, dtype=np.float64)
+        return table.gaps, rho * np.exp2(-GAP_DAYS[:, None] / days[None, :])
     if table.gaps is not None:
         return table.gaps, np.full((GAP_DAYS.shape[0], max(n_codes, 1)), rho)
     if table not in _ROWS:
@@ -73,7 +79,7 @@ class JourneyModel:
         The attribute below; default ``math.inf`` (no decay in time).
     held
         The attribute below; default None (no intent term).
-    pairs, pair_search
+    pairs, pair_search, half_lives
         The attributes below; default none.
 
     Attributes
@@ -88,6 +94,10 @@ class JourneyModel:
         Saturation of repeats: the k-th touch of a channel adds ``sat**(k-1)`` to its stock (1: none).
     half_life
         Days in which a touch's effect halves (timed path tables only; ``math.inf``: none).
+    half_lives
+        None (every channel halves in ``half_life``) or one per channel code: channels with their own
+        half-lives (:func:`~optiq_engine.models.data_driven.form_choice.own_half_lives`); each that differs from
+        ``half_life`` is a parameter of the fit.
     nll
         Negative log-likelihood (without the penalty) on the fitted counts.
     n_params, n_journeys
@@ -121,8 +131,10 @@ class JourneyModel:
         half_life: float = math.inf,
         pairs: np.ndarray | None = None,
         pair_search: float = 0.0,
+        half_lives: tuple[float, ...] | None = None,
     ) -> None:
         self.params = params
+        self.half_lives = half_lives
         self.pairs = np.zeros((0, 3), dtype=np.int64) if pairs is None else pairs
         self.pair_search = pair_search
         self.held = np.zeros_like(params) if held is None else held
@@ -143,9 +155,10 @@ class JourneyModel:
         n_params: int | None = None,
         n_journeys: float | None = None,
         pairs: np.ndarray | None = None,
+        half_lives: tuple[float, ...] | None = None,
     ) -> JourneyModel:
-        """The same form and stock shape with other parameters (and fit statistics and pairs, default this
-        model's)."""
+        """The same form and stock shape with other parameters (and fit statistics, pairs and per-channel
+        half-lives, default this model's)."""
         return JourneyModel(
             params,
             self.form,
@@ -158,11 +171,20 @@ class JourneyModel:
             self.half_life,
             self.pairs if pairs is None else pairs,
             self.pair_search,
+            self.half_lives if half_lives is None else half_lives,
         )
 
     def decays(self, table: PathTable) -> tuple[np.ndarray, np.ndarray]:
         """The decays of ``table``'s touches under this model's stock shape (:func:`step_decays`)."""
-        return step_decays(table, self.rho, self.half_life)
+        return step_decays(table, self.rho, self.half_life, self.half_lives)
+
+    def own_half_lives(self, channels: tuple[str, ...]) -> str:
+        """``"video 8.5, email 2.1"``: the channels whose half-lives differ from ``half_life``, in days."""
+        if self.half_lives is None:
+            return ""
+        return ", ".join(
+            f"{ch} {h:.2g}" for ch, h in zip(channels, self.half_lives, strict=False) if h != self.half_life
+        )
 
     @property
     def use_h(self) -> bool:
@@ -215,7 +237,8 @@ class JourneyModel:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
         n = self.pairs.shape[0]
         terms = ", ".join(self.pair_names(channels)) if channels is not None else f"{n} pair or position terms"
-        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life)}" + (
+        own = self.own_half_lives(channels) if channels is not None else ""
+        return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life, own)}" + (
             f", with {terms}" if n else ""
         )
 
@@ -314,7 +337,11 @@ class JourneyModel:
         pairs = [[channels.index(fitted[a]), channels.index(fitted[b]), kind] for a, b, kind in self.pairs[kept]]
         new = channels + tuple(names[i] for i in kept)
         params, held = (_reindexed(v, new, fitted + names) for v in (self.params, self.held))
-        return self.derived(params, held=held, pairs=np.array(pairs, dtype=np.int64).reshape(-1, 3))
+        own = None
+        if self.half_lives is not None:  # by name; a channel the fit did not see has no effect to decay
+            days = dict(zip(fitted, self.half_lives, strict=True))
+            own = tuple(days.get(ch, self.half_life) for ch in channels)
+        return self.derived(params, held=held, pairs=np.array(pairs, dtype=np.int64).reshape(-1, 3), half_lives=own)
 
     def coefficients(self, channels: tuple[str, ...]) -> pl.DataFrame:
         """``part`` (touch / journey / intent / ending), ``term`` and ``coef`` of the parts in the model.
@@ -444,6 +471,7 @@ def _probe_fit(
             start=start,
             sat=model.sat,
             half_life=model.half_life,
+            half_lives=model.half_lives,
             held=held,
             fixed=fixed,
             pairs=model.pairs,
@@ -630,12 +658,13 @@ def _fit_one(
     fixed: np.ndarray | None = None,
     pairs: np.ndarray | None = None,
     pair_search: float = 0.0,
+    half_lives: tuple[float, ...] | None = None,
 ) -> JourneyModel:
     """Penalised maximum likelihood of one candidate, the channel effects non-negative, by projected Newton
     steps (:func:`_projected_newton`; exact Hessian, damped where "both" is not convex). ``held``: an intent
     term added to the parameters in the likelihood (JourneyModel); ``fixed``: parameter indices kept at their
     ``start`` values (the effects that experiments pinned); ``pairs``, ``pair_search``: the end part's pair
-    effects (JourneyModel; their effects non-negative too)."""
+    effects (JourneyModel; their effects non-negative too); ``half_lives``: per channel (JourneyModel)."""
     pairs = np.zeros((0, 3), dtype=np.int64) if pairs is None else pairs
     n_codes = len(table.channels) + pairs.shape[0]
     conv, null = counts
@@ -649,7 +678,8 @@ def _fit_one(
     scale = max(float(conv.sum() + null.sum()), 1.0)
     # the stock's shape was chosen too
     n_free = int(all_active.shape[0]) + (rho != 1.0) + (sat != 1.0) + math.isfinite(half_life)
-    like = Likelihood.of(table, step_decays(table, rho, half_life), sat, counts, pairs)
+    n_free += 0 if half_lives is None else sum(h != half_life for h in half_lives)
+    like = Likelihood.of(table, step_decays(table, rho, half_life, half_lives), sat, counts, pairs)
     is_beta = ((active >= 1) & (active <= n_codes)) | ((active >= 2 + n_codes) & (active < 2 + 2 * n_codes))
     full = start.copy()
     sel = np.ix_(active, active)
@@ -669,7 +699,7 @@ def _fit_one(
     )
     loss, _ = like.terms(full + held, use_h, use_p, 0.0)
     return JourneyModel(
-        full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life, pairs, pair_search
+        full.copy(), form, rho, float(loss), n_free, float(scale), sat, held, half_life, pairs, pair_search, half_lives
     )
 
 

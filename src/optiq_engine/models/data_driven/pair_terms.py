@@ -16,7 +16,7 @@ import scipy.stats
 from ...kernels import journey_model as jm
 from ...kernels import logistic as k
 from ...kernels.threads import thread_count
-from .journey_model import JourneyModel, _projected_newton, step_decays
+from .journey_model import JourneyModel, _projected_newton
 
 if TYPE_CHECKING:
     from ...paths import PathTable
@@ -169,6 +169,7 @@ def with_terms(
         base.half_life,
         terms,
         search,
+        base.half_lives,
     )
 
 
@@ -178,10 +179,10 @@ def decision_features(
     """Per path, the end decision's features as CSR ``(offsets, code, value)``: its channels' stocks at its
     last touch (``model``'s stock shape) and, for each of ``terms`` that holds in it, code ``C + t``, value 1."""
     n_ch = len(table.channels)
-    decay = step_decays(table, model.rho, model.half_life)
+    decay = model.decays(table)
     off, code, value = _once(
         made,
-        ("stocks", model.rho, model.sat, model.half_life),
+        ("stocks", model.rho, model.sat, model.half_life, model.half_lives),
         lambda: jm.end_stocks(table.offsets, table.codes, n_ch, decay, model.sat),
     )
     rows = [np.repeat(np.arange(table.height), np.diff(off))]
