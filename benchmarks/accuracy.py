@@ -439,30 +439,7 @@ def render_worlds(report: dict[str, Any], analysis: str = "") -> str:
         + ", ".join(f"{name} {run['generate_s']:.1f} s" for name, run in runs.items())
         + ".",
     ]
-    other = report.get("default_form")
-    if other:
-        lines += [
-            "",
-            f"DATA_DRIVEN at the engine's **default form** (`DataDriven()`, form `{other['form']}`; a separate run, "
-            f"{other['written']}, engine `{other['engine_commit']}`, B = {other['bootstrap']}) against "
-            '`form="touch"` above: half-L1 score, coverage (covered/channels, mean width), and the largest errors.',
-            "",
-            "| mechanism | touch | default | coverage touch | coverage default | default: largest errors |",
-            "|---|---:|---:|---:|---:|---|",
-        ]
-        for name, row in other["runs"].items():
-            if name not in runs:
-                continue
-            mine = runs[name]
-            cov = mine.get("coverage", {}).get("DATA_DRIVEN")
-            cov_text = f"{cov['covered']}/{cov['channels']} ({cov['mean_width']:.3f})" if cov else "-"
-            lines.append(
-                f"| {name} | {mine['scores']['DATA_DRIVEN']:.3f} | {row['score']:.3f} | {cov_text} | "
-                f"{row['covered']}/{row['channels']} ({row['mean_width']:.3f}) | {_extremes(row['errors'])} |"
-            )
-        mean_touch = statistics.fmean(runs[n]["scores"]["DATA_DRIVEN"] for n in other["runs"] if n in runs)
-        mean_default = statistics.fmean(row["score"] for n, row in other["runs"].items() if n in runs)
-        lines.append(f"| *mean* | {mean_touch:.3f} | {mean_default:.3f} | | | |")
+    lines += _other_seed_lines(report.get("other_seeds", {}), runs)
     commits = {run.get("engine_commit", report.get("engine_commit")) for run in runs.values()}
     if len(commits) > 1:
         by_commit: dict[str, list[str]] = {}
@@ -715,28 +692,52 @@ def engine_change_note(report: dict[str, Any]) -> str:
     )
 
 
-def default_form_summary(other: dict[str, Any]) -> dict[str, Any]:
-    """DATA_DRIVEN's score, coverage and errors per mechanism of a worlds report run with ``--dd-form default``."""
-    runs = {}
-    for name, run in other["runs"].items():
-        cov = run.get("coverage", {}).get("DATA_DRIVEN", {"covered": 0, "channels": 0, "mean_width": float("nan")})
-        runs[name] = {
-            "score": run["scores"]["DATA_DRIVEN"],
-            "errors": run["errors"]["DATA_DRIVEN"],
-            "shares": run["shares"]["DATA_DRIVEN"],
-            "covered": cov["covered"],
-            "channels": cov["channels"],
-            "mean_width": cov["mean_width"],
-            "engine_commit": run.get("engine_commit"),
-        }
-    form = oq.models.DataDriven().form if hasattr(oq.models.DataDriven(), "form") else "default"
+def other_seeds_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per seed of other worlds runs (``--world-seed``, the same users): each mechanism's scores, and the run's
+    engine commit and DATA_DRIVEN's chosen candidate."""
     return {
-        "form": str(form),
-        "written": other.get("written", "?"),
-        "engine_commit": other.get("engine_commit", "?"),
-        "bootstrap": other.get("bootstrap"),
-        "runs": runs,
+        str(r["seed"]): {
+            "engine_commit": r.get("engine_commit", "?"),
+            "users": r["users"],
+            "scores": {name: run["scores"] for name, run in r["runs"].items()},
+            "choice": {name: run.get("dd_choice", {}).get("mechanism", "") for name, run in r["runs"].items()},
+        }
+        for r in reports
     }
+
+
+def _other_seed_lines(other: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+    """The "other seeds" table: DATA_DRIVEN's score per mechanism at this run's seed and the others', with the
+    best other model where DATA_DRIVEN is not the best."""
+    if not other:
+        return []
+    seeds = sorted(other, key=int)
+    commits = ", ".join(f"seed {s} `{other[s]['engine_commit']}`" for s in seeds)
+    lines = [
+        "",
+        f"**Other seeds** (`--world-seed`, {next(iter(other.values()))['users']:,} users, without bootstrap; "
+        f"{commits}): DATA_DRIVEN's half-L1 per seed; where another model is closer, it and its score.",
+        "",
+        "| mechanism | this run | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+        "|---|---:|" + "---:|" * (len(seeds) + 1),
+    ]
+
+    def cell(scores: dict[str, float]) -> str:
+        dd = scores["DATA_DRIVEN"]
+        rival, best = min(((m, v) for m, v in scores.items() if m != "DATA_DRIVEN"), key=lambda mv: mv[1])
+        return f"{dd:.3f}" if dd <= best else f"{dd:.3f} ({rival} {best:.3f})"
+
+    for name, run in runs.items():
+        per_seed = [other[s]["scores"].get(name) for s in seeds]
+        if any(v is None for v in per_seed):
+            continue
+        values = [run["scores"]["DATA_DRIVEN"]] + [v["DATA_DRIVEN"] for v in per_seed]
+        lines.append(
+            f"| {name} | {cell(run['scores'])} | "
+            + " | ".join(cell(v) for v in per_seed)
+            + f" | {statistics.fmean(values):.3f} |"
+        )
+    return lines
 
 
 def _stamp(report: dict[str, Any], commit: str) -> dict[str, Any]:
@@ -788,9 +789,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=HERE / "accuracy_results.json")
     parser.add_argument("--from-json", action="store_true", help="only re-render the section from --json")
     parser.add_argument(
-        "--default-form-from",
-        type=Path,
-        help="a JSON of a worlds run with --dd-form default: its DATA_DRIVEN figures are added to the worlds block",
+        "--other-seeds",
+        default="",
+        help="comma list of JSONs of worlds runs at other --world-seed: their scores are added to the worlds block",
     )
     args = parser.parse_args(argv)
     scenarios = _names(args.scenarios, synthetic.SCENARIOS, "scenarios")
@@ -851,10 +852,9 @@ def main(argv: list[str] | None = None) -> None:
         markdown = render(report, ANALYSIS)
         print(markdown)
         write_section(args.out, "accuracy", markdown + ("\n\n" + block if block else ""))
-    if args.default_form_from and "worlds" in report:
-        report["worlds"]["default_form"] = default_form_summary(
-            json.loads(args.default_form_from.read_text())["worlds"]
-        )
+    if args.other_seeds and "worlds" in report:
+        others = [json.loads(Path(p).read_text())["worlds"] for p in args.other_seeds.split(",")]
+        report["worlds"]["other_seeds"] = other_seeds_summary(others)
         args.json.write_text(json.dumps(report, indent=1))
     if "worlds" in report and mechanisms:
         markdown = render_worlds(report["worlds"], WORLDS_ANALYSIS)
