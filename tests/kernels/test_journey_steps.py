@@ -116,9 +116,13 @@ def test_serial_and_parallel_passes_agree(form) -> None:
     prev = np.where(parent >= 0, code[np.maximum(parent, 0)], -1).astype(np.int32)
     stocks = js.node_stocks(parent, code, depth, row, np.full((N_ROWS, N_CODES), 0.8), 0.7, N_CODES)
     weights = js.node_weights(parent, end, conv, null)
-    params = rng.normal(0, 0.5, 2 + 4 * N_CODES + 10)
+    from optiq_engine.kernels import journey_model as jm
+
+    params = rng.normal(0, 0.5, 2 + 4 * N_CODES + jm.N_BUCKETS)
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
-    nodes = (params, code, depth, prev, *stocks, weights, use_h, use_p, 0.3)
+    stage = rng.integers(0, jm.N_STAGES, code.shape[0])  # the ending cells: position bucket and funnel stage
+    cell = (np.array([jm.bucket(d) for d in depth]) + jm.N_POSITIONS * stage).astype(np.int32)
+    nodes = (params, code, cell, prev, *stocks, weights, use_h, use_p, 0.3)
     serial, parallel = js.step_hessian(*nodes), js.step_hessian_parallel(*nodes)
     assert parallel[0] == pytest.approx(serial[0], rel=1e-12)
     for a, b in zip(serial[1:], parallel[1:], strict=True):

@@ -396,6 +396,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     use_h, use_p = form in ("touch", "both"), form in ("journey", "both")
 
     like = Likelihood.of(table, decay, sat, (table.conversions, table.nulls))
+    assert set((like.tree[-1] // jm.N_POSITIONS).tolist()) == set(range(jm.N_STAGES))  # every funnel stage
 
     def terms(x: np.ndarray) -> tuple[float, np.ndarray]:
         return like.terms(x, use_h, use_p, 0.0)
@@ -403,6 +404,7 @@ def test_likelihood_gradient_and_shapley_equal_the_reference(form, rho, sat, hal
     loss, grad = terms(params)
     model = _as_reference(params, form, rho, table.channels, sat)
     model["half_life"] = half_life if own is None else dict(zip(table.channels, own, strict=True))
+    model["funnel"] = ref.funnel(row_paths, table.conversions.tolist(), table.nulls.tolist(), jm.N_STAGES)
     assert loss == pytest.approx(_reference_nll(table, row_paths, row_days, model), rel=1e-10)
     active = [i for i in range(params.shape[0]) if abs(grad[i]) > 0]
     for i in active:
@@ -619,6 +621,7 @@ def test_pair_effects_equal_the_reference(form, half_life) -> None:
         "g": list(params[2 + 2 * n : ending]),
         "gamma": dict(zip(table.channels, params[ending : ending + c], strict=True)),
         "gamma_prev": dict(zip(table.channels, params[ending + n : ending + n + c], strict=True)),
+        "funnel": ref.funnel(row_paths, table.conversions.tolist(), table.nulls.tolist(), jm.N_STAGES),
     }
     like = Likelihood.of(table, decay, 0.9, (table.conversions, table.nulls), pairs)
     loss, grad = like.terms(params, use_h, use_p, 0.0)

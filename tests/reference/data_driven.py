@@ -880,14 +880,61 @@ def ending_bucket(position: int) -> int:
     return 9
 
 
+def funnel(
+    paths: Sequence[Path], conversions: Sequence[float], nulls: Sequence[float], n_stages: int = 3
+) -> tuple[dict[str, float], list[float]]:
+    """The ending's funnel (docs/data_driven.md §6.1, "The funnel"), from its definition: each channel's
+    lateness, the mean of ``(i - 1/2) / m`` over its touches ``i`` in the non-converting journeys of ``m >= 2``
+    touches weighted by their counts (a channel in none of them: the mean over all those touches), and the
+    stage cuts: for ``k = 1 .. n_stages - 1`` the smallest prefix mean lateness whose cumulative weight, over
+    every prefix of every journey (weight: the journey's count, prefixes in increasing mean lateness), reaches
+    ``k / n_stages`` of the total."""
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for path, n in zip(paths, nulls, strict=True):
+        for i, channel in enumerate(path, start=1):
+            if len(path) >= 2 and n > 0:
+                num[channel] = num.get(channel, 0.0) + n * (i - 0.5) / len(path)
+                den[channel] = den.get(channel, 0.0) + n
+    overall = sum(num.values()) / sum(den.values()) if sum(den.values()) > 0 else 0.5
+    lateness = {c: num[c] / den[c] if den.get(c, 0.0) > 0 else overall for path in paths for c in path}
+    prefixes = []
+    for path, a, b in zip(paths, conversions, nulls, strict=True):
+        for j in range(1, len(path) + 1):
+            prefixes.append((sum(lateness[c] for c in path[:j]) / j, a + b))
+    prefixes.sort(key=lambda x: x[0])
+    total = sum(w for _, w in prefixes)
+    cuts = []
+    for k in range(1, n_stages):
+        running = 0.0
+        for mean, w in prefixes:
+            running += w
+            if running >= k / n_stages * total:
+                cuts.append(mean)
+                break
+    return lateness, cuts
+
+
+def ending_stage(prefix: Path, model: dict) -> int:
+    """The funnel stage of a prefix: how many of the model's ``funnel`` cuts its mean lateness is above (0
+    without a ``funnel``)."""
+    if "funnel" not in model:
+        return 0
+    lateness, cuts = model["funnel"]
+    mean = sum(lateness[c] for c in prefix) / len(prefix)
+    return sum(cut < mean for cut in cuts)
+
+
 def journey_model_parts(
     path: Path, model: dict, keep: frozenset[str] | None = None, days: Sequence[float] | None = None
 ) -> tuple[list[float], list[float], float]:
-    """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + γ[c_j] + γ'[c_{j-1}])`` (``γ'`` from the second touch), and the
+    """Per touch the hazard ``h_j`` and the ending probability ``E_j = σ(g[bucket(j)] + g[10 s + bucket(j)] + γ[c_j] +
+    γ'[c_{j-1}])`` (``γ'`` from the second touch; ``s`` the prefix's funnel stage, :func:`ending_stage`, the
+    second ``g`` term only where ``s > 0``), and the
     end decision ``q`` of §6's whole-journey model. ``model``: ``form`` ("touch", "journey", "both"),
     ``rho``, ``sat`` (default 1), ``half_life`` (days or a dict of each channel's, default none) with ``days`` (the touches' times: a timed
     path), ``b_h``, ``beta_h`` (dict), ``b_p``, ``beta_p`` (dict), ``g`` (10 ending logits), ``gamma``
-    (dict: the ending logit of the channel just seen), ``gamma_prev`` (dict: the ending logit of the channel one touch
+    (dict: the ending logit of the channel just seen), optional ``funnel`` (:func:`funnel`), ``gamma_prev`` (dict: the ending logit of the channel one touch
     back), optional ``pairs`` (dict ``(a, b) -> θ``: added to the end decision's logit when both channels are in the
     journey and kept), optional ``ordered_pairs`` (the same, when some touch of ``a`` comes before some touch of
     ``b``), optional ``first_effects`` (dict ``a -> θ``: when the journey's first touch is ``a`` and ``a`` is
@@ -902,6 +949,9 @@ def journey_model_parts(
         z = model["b_h"] + sum(_effect(model, "h", c, keep) * v for c, v in x.items())
         h.append(sigmoid(z) if use_h else 0.0)
         ending = model["g"][ending_bucket(j)] + model.get("gamma", {}).get(path[j - 1], 0.0)
+        stage = ending_stage(path[:j], model)
+        if stage:  # a later funnel stage: its own term at each position bucket (10 of them per stage)
+            ending += model["g"][10 * stage + ending_bucket(j)]
         if j >= 2:
             ending += model.get("gamma_prev", {}).get(path[j - 2], 0.0)
         e.append(sigmoid(ending))

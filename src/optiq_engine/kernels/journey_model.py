@@ -35,6 +35,8 @@ from .threads import row_chunks, run_parallel
 
 __all__ = [
     "N_BUCKETS",
+    "N_POSITIONS",
+    "N_STAGES",
     "bucket",
     "end_stocks",
     "nested_shapley",
@@ -46,7 +48,11 @@ __all__ = [
 ]
 
 #: Position buckets of the ending process: 1, 2, 3, 4, 5, 6, 7-8, 9-12, 13-20, 21+.
-N_BUCKETS = 10
+N_POSITIONS = 10
+#: Funnel stages of the ending process (docs/data_driven.md §6.1, "The funnel"): early, middle, late.
+N_STAGES = 3
+#: The ending's ``g`` block: a logit per position bucket, then per later funnel stage one per position bucket.
+N_BUCKETS = N_POSITIONS * N_STAGES
 
 _CHUNKS = 64  # fixed, so that sums do not depend on the number of threads
 
@@ -72,11 +78,13 @@ def n_codes_of(n_params):
 
 
 @jit
-def _ending_logit(params, gg, n_codes, position, c, prev):
-    """``u = g[bucket(position)] + γ[c] + γ'[prev]``: the logit of ending after a touch of ``c`` at
-    ``position``, ``prev`` the channel of the touch before (-1: none, no ``γ'`` term); ``gg``: the first ending
-    parameter."""
-    u = params[gg + bucket(position)] + params[gg + N_BUCKETS + c]
+def _ending_logit(params, gg, n_codes, cell, c, prev):
+    """``u = g[position bucket] + g[cell] + γ[c] + γ'[prev]``: the logit of ending after a touch of ``c``
+    in the ending ``cell`` (``bucket(position) + N_POSITIONS * stage``; the funnel stage 0 without a term),
+    ``prev`` the channel of the touch before (-1: none, no ``γ'`` term); ``gg``: the first ending parameter."""
+    u = params[gg + cell % N_POSITIONS] + params[gg + N_BUCKETS + c]
+    if cell >= N_POSITIONS:  # a later funnel stage: its own term at each position bucket
+        u += params[gg + cell]
     if prev >= 0:
         u += params[gg + N_BUCKETS + n_codes + prev]
     return u

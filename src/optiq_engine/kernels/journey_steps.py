@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ._jit import jit
-from .journey_model import N_BUCKETS, _effects_of, _ending_logit, bucket, n_codes_of
+from .journey_model import N_BUCKETS, N_POSITIONS, _effects_of, _ending_logit, n_codes_of
 from .logistic import _log1pexp, _sigmoid
 from .threads import run_parallel, sum_in_order, thread_ranges
 
@@ -179,7 +179,7 @@ def node_weights(parent, end, conversions, nulls):
 
 
 @jit
-def _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grad):
+def _node_range(params, code, cell, prev, off, chan, val, weights, use_h, use_p, lo, hi, grad):
     """Negative log-likelihood of nodes ``lo:hi`` (each: its passing step and its ending step); adds their
     gradient into ``grad``."""
     n_codes = n_codes_of(params.shape[0])
@@ -196,7 +196,7 @@ def _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p
         d = off[i + 1] - a
         ch, st = chan[a:], val[a:]
         z = params[0] + _effects_of(params, 1, ch, st, d) if use_h else 0.0
-        u = _ending_logit(params, gg, n_codes, depth[i], code[i], prev[i])
+        u = _ending_logit(params, gg, n_codes, cell[i], code[i], prev[i])
         h = _sigmoid(z) if use_h else 0.0
         big_e = _sigmoid(u)
         for last in (False, True):
@@ -206,7 +206,9 @@ def _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p
             w = params[bp] + _effects_of(params, bp + 1, ch, st, d) if (use_p and last) else 0.0
             qq = _sigmoid(w) if (use_p and last) else 0.0
             loss += _step_loss(d3, h, big_e, qq, z, u, w, last, n, w_conv[i], w_null[i], use_h, use_p)
-            grad[gg + bucket(depth[i])] += d3[1]
+            grad[gg + cell[i] % N_POSITIONS] += d3[1]
+            if cell[i] >= N_POSITIONS:
+                grad[gg + cell[i]] += d3[1]
             grad[gg + N_BUCKETS + code[i]] += d3[1]
             if prev[i] >= 0:
                 grad[gg + N_BUCKETS + n_codes + prev[i]] += d3[1]
@@ -221,14 +223,14 @@ def _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p
 
 
 @jit
-def step_terms(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
+def step_terms(params, code, cell, prev, off, chan, val, weights, use_h, use_p, l2):
     """Serial :func:`step_terms_parallel` (small trees: no thread start-up)."""
     grad = np.zeros(params.shape[0], dtype=np.float64)
-    loss = _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, 0, code.shape[0], grad)
+    loss = _node_range(params, code, cell, prev, off, chan, val, weights, use_h, use_p, 0, code.shape[0], grad)
     return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
-def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
+def step_terms_parallel(params, code, cell, prev, off, chan, val, weights, use_h, use_p, l2):
     """Penalised negative log-likelihood of the whole-journey model and its gradient, over the prefix tree.
 
     The nodes are summed in fixed chunks (the same sums whatever the number of threads), the chunks on
@@ -238,7 +240,7 @@ def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_
     ----------
     params : float64[4C + 2 + N_BUCKETS]
         ``[b_h, β_h, b_p, β_p, g, γ, γ']``.
-    code, depth, prev : int32[N]
+    code, cell, prev : int32[N]
         Per node: the channel of its last touch, its length, the channel of the touch before (-1: none).
     off, chan, val
         The nodes' stocks (:func:`node_stocks`).
@@ -247,30 +249,31 @@ def step_terms_parallel(params, code, depth, prev, off, chan, val, weights, use_
     use_h, use_p : bool
         Whether the touch (hazard) and end (decision) parts are in the model.
     l2 : float
-        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|² + |γ'|²)`` (intercepts and ``g`` are not penalised).
+        Penalty ``l2 / 2 (|β_h|² + |β_p|² + |γ|² + |γ'|² + |g_s|²)`` (``g_s`` the funnel stages; intercepts and the
+        positions' ``g`` are not penalised).
     """
     n_chunks = max(1, min(_CHUNKS, code.shape[0]))
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, params.shape[0]), dtype=np.float64)
-    tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
+    tree = (params, code, cell, prev, off, chan, val, weights, use_h, use_p)
     run_parallel(_node_chunks, [(*tree, a, b, n_chunks, losses, grads) for a, b in thread_ranges(n_chunks)])
     loss, grad = sum_in_order(losses, grads)
     return _penalise(params, loss, grad, use_h, use_p, l2)
 
 
 @jit
-def _node_chunks(params, code, depth, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads):
+def _node_chunks(params, code, cell, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads):
     """:func:`_node_range` of chunks ``k_lo:k_hi`` of ``n_chunks`` equal ranges of the nodes, each into its
     own row of ``losses`` and ``grads``."""
     n_nodes = code.shape[0]
     for k in range(k_lo, k_hi):
         lo = n_nodes * k // n_chunks
         hi = n_nodes * (k + 1) // n_chunks
-        losses[k] = _node_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k])
+        losses[k] = _node_range(params, code, cell, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k])
 
 
 @jit
-def _node_hessian_range(params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grad, hess):
+def _node_hessian_range(params, code, cell, prev, off, chan, val, weights, use_h, use_p, lo, hi, grad, hess):
     """As :func:`_node_range`, adding the Hessian into ``hess`` too, each cross block between the parts on one
     side only (:func:`_mirror` completes it). Each step's loss depends on three linear predictors: ``z``
     (touch part), ``u`` (ending) and ``w`` (end decision); its derivatives in (z, u, w) are scattered through
@@ -278,8 +281,8 @@ def _node_hessian_range(params, code, depth, prev, off, chan, val, weights, use_
     n_codes = n_codes_of(params.shape[0])
     gg = 2 + 2 * n_codes
     w_pass, w_conv, w_null = weights
-    idx = np.zeros((3, max(n_codes, 1) + 2), dtype=np.int64)
-    coef = np.zeros((3, max(n_codes, 1) + 2), dtype=np.float64)
+    idx = np.zeros((3, max(n_codes, 1) + 3), dtype=np.int64)
+    coef = np.zeros((3, max(n_codes, 1) + 3), dtype=np.float64)
     cnt = np.zeros(3, dtype=np.int64)
     m3 = np.zeros((3, 3), dtype=np.float64)
     d3 = np.zeros(3, dtype=np.float64)
@@ -292,7 +295,7 @@ def _node_hessian_range(params, code, depth, prev, off, chan, val, weights, use_
         d = off[i + 1] - a
         ch, st = chan[a:], val[a:]
         z = params[0] + _effects_of(params, 1, ch, st, d) if use_h else 0.0
-        u = _ending_logit(params, gg, n_codes, depth[i], code[i], prev[i])
+        u = _ending_logit(params, gg, n_codes, cell[i], code[i], prev[i])
         h = _sigmoid(z) if use_h else 0.0
         big_e = _sigmoid(u)
         for last in (False, True):
@@ -301,7 +304,7 @@ def _node_hessian_range(params, code, depth, prev, off, chan, val, weights, use_
                 continue
             w = params[1 + n_codes] + _effects_of(params, 2 + n_codes, ch, st, d) if (use_p and last) else 0.0
             qq = _sigmoid(w) if (use_p and last) else 0.0
-            _step_directions(idx, coef, cnt, ch, st, d, n_codes, gg, depth[i], code[i], prev[i], use_h, use_p, last)
+            _step_directions(idx, coef, cnt, ch, st, d, n_codes, gg, cell[i], code[i], prev[i], use_h, use_p, last)
             loss += _step_loss(d3, h, big_e, qq, z, u, w, last, n, w_conv[i], w_null[i], use_h, use_p)
             for r in range(3):
                 for b in range(cnt[r]):
@@ -312,20 +315,20 @@ def _node_hessian_range(params, code, depth, prev, off, chan, val, weights, use_
 
 
 @jit
-def step_hessian(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
+def step_hessian(params, code, cell, prev, off, chan, val, weights, use_h, use_p, l2):
     """:func:`step_terms` and its Hessian in one pass (any form), serial (small trees):
     ``(loss, grad, hess)``."""
     n_par = params.shape[0]
     grad = np.zeros(n_par, dtype=np.float64)
     hess = np.zeros((n_par, n_par), dtype=np.float64)
     loss = _node_hessian_range(
-        params, code, depth, prev, off, chan, val, weights, use_h, use_p, 0, code.shape[0], grad, hess
+        params, code, cell, prev, off, chan, val, weights, use_h, use_p, 0, code.shape[0], grad, hess
     )
     loss, grad = _penalise(params, loss, grad, use_h, use_p, l2)
     return loss, grad, _penalise_hessian(_mirror(hess), use_h, use_p, l2)
 
 
-def step_hessian_parallel(params, code, depth, prev, off, chan, val, weights, use_h, use_p, l2):
+def step_hessian_parallel(params, code, cell, prev, off, chan, val, weights, use_h, use_p, l2):
     """:func:`step_terms_parallel` and its Hessian in one pass (any form): ``(loss, grad, hess)``; nodes
     summed in fixed chunks, on threads."""
     n_par = params.shape[0]
@@ -333,7 +336,7 @@ def step_hessian_parallel(params, code, depth, prev, off, chan, val, weights, us
     losses = np.zeros(n_chunks, dtype=np.float64)
     grads = np.zeros((n_chunks, n_par), dtype=np.float64)
     parts = np.zeros((n_chunks, n_par, n_par), dtype=np.float64)
-    tree = (params, code, depth, prev, off, chan, val, weights, use_h, use_p)
+    tree = (params, code, cell, prev, off, chan, val, weights, use_h, use_p)
     tasks = [(*tree, a, b, n_chunks, losses, grads, parts) for a, b in thread_ranges(n_chunks)]
     run_parallel(_node_hessian_chunks, tasks)
     loss, grad, hess = sum_in_order(losses, grads, parts)
@@ -343,7 +346,7 @@ def step_hessian_parallel(params, code, depth, prev, off, chan, val, weights, us
 
 @jit
 def _node_hessian_chunks(
-    params, code, depth, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads, parts
+    params, code, cell, prev, off, chan, val, weights, use_h, use_p, k_lo, k_hi, n_chunks, losses, grads, parts
 ):
     """:func:`_node_hessian_range` of chunks ``k_lo:k_hi`` (as :func:`_node_chunks`)."""
     n_nodes = code.shape[0]
@@ -351,7 +354,7 @@ def _node_hessian_chunks(
         lo = n_nodes * k // n_chunks
         hi = n_nodes * (k + 1) // n_chunks
         losses[k] = _node_hessian_range(
-            params, code, depth, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k], parts[k]
+            params, code, cell, prev, off, chan, val, weights, use_h, use_p, lo, hi, grads[k], parts[k]
         )
 
 
@@ -368,6 +371,9 @@ def _penalise(params, loss, grad, use_h, use_p, l2):
         for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
             loss += 0.5 * l2 * params[k] ** 2
             grad[k] += l2 * params[k]
+    for k in range(2 + 2 * n_codes + N_POSITIONS, 2 + 2 * n_codes + N_BUCKETS):  # the funnel stages
+        loss += 0.5 * l2 * params[k] ** 2
+        grad[k] += l2 * params[k]
     return loss, grad
 
 
@@ -387,7 +393,7 @@ def _scatter(hess, m3, idx, val, cnt):
 
 
 @jit
-def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, prev, use_h, use_p, last):
+def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, cell, c, prev, use_h, use_p, last):
     """Where the step's three linear predictors enter the parameters: ``idx[r, :cnt[r]]`` and their
     coefficients ``val[r, :cnt[r]]`` for ``z`` (touch part), ``u`` (ending) and ``w`` (end decision, at the
     last touch only); ``gg``: the first ending parameter."""
@@ -402,13 +408,20 @@ def _step_directions(idx, val, cnt, chan, stock, d, n_codes, gg, position, c, pr
         val[2, q + 1] = stock[q]
     cnt[0] = d + 1 if use_h else 0
     cnt[2] = d + 1 if (use_p and last) else 0
-    idx[1, 0] = gg + bucket(position)
+    idx[1, 0] = gg + cell % N_POSITIONS
     val[1, 0] = 1.0
     idx[1, 1] = gg + N_BUCKETS + c
     val[1, 1] = 1.0
-    idx[1, 2] = gg + N_BUCKETS + n_codes + max(prev, 0)
-    val[1, 2] = 1.0
-    cnt[1] = 3 if prev >= 0 else 2
+    k = 2
+    if prev >= 0:
+        idx[1, k] = gg + N_BUCKETS + n_codes + prev
+        val[1, k] = 1.0
+        k += 1
+    if cell >= N_POSITIONS:
+        idx[1, k] = gg + cell
+        val[1, k] = 1.0
+        k += 1
+    cnt[1] = k
 
 
 @jit
@@ -520,4 +533,6 @@ def _penalise_hessian(hess, use_h, use_p, l2):
             hess[2 + n_codes + c, 2 + n_codes + c] += l2
         for k in (2 + 2 * n_codes + N_BUCKETS + c, 2 + 3 * n_codes + N_BUCKETS + c):  # γ, γ'
             hess[k, k] += l2
+    for k in range(2 + 2 * n_codes + N_POSITIONS, 2 + 2 * n_codes + N_BUCKETS):  # the funnel stages
+        hess[k, k] += l2
     return hess

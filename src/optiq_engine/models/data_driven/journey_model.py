@@ -356,7 +356,7 @@ class JourneyModel:
         polars.DataFrame
             The touch and journey parts the form uses, the intent term of a calibrated fit (per channel, the part
             of its observed effect that is intent, on the first part's scale), then the ending terms (by position,
-            by last channel and by the channel before it).
+            by funnel stage, by last channel and by the channel before it).
         """
         c, n = self.n_codes, len(channels)
         rows: list[tuple[str, str, float]] = []
@@ -374,6 +374,12 @@ class JourneyModel:
             rows += [("intent", ch, float(self.held[base + i])) for i, ch in enumerate(channels)]
         labels = ["1", "2", "3", "4", "5", "6", "7-8", "9-12", "13-20", "21+"]
         rows += [("ending", f"position {b}", float(self.params[2 + 2 * c + i])) for i, b in enumerate(labels)]
+        rows += [
+            ("ending", f"position {b}, funnel stage {s + 1} of {jm.N_STAGES}", float(self.params[2 + 2 * c + at]))
+            for s in range(1, jm.N_STAGES)
+            for i, b in enumerate(labels)
+            for at in [s * jm.N_POSITIONS + i]
+        ]
         ending = 2 + 2 * c + jm.N_BUCKETS
         rows += [("ending", f"after {ch}", float(self.params[ending + i])) for i, ch in enumerate(channels)]
         rows += [
