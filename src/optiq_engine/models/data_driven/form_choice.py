@@ -147,20 +147,8 @@ def own_half_lives(
     price = 0.5 * math.log(max(float(counts[0].sum() + counts[1].sum()), 2.0))
 
     def fit(start: JourneyModel, days: np.ndarray, max_iter: int = 200) -> JourneyModel:
-        return _fit_one(
-            table,
-            model.form,
-            model.rho,
-            l2=l2,
-            counts=counts,
-            start=start.params,
-            max_iter=max_iter,
-            sat=model.sat,
-            half_life=model.half_life,
-            half_lives=tuple(days.tolist()),
-            pairs=model.pairs,
-            pair_search=model.pair_search,
-        )
+        at = start.derived(start.params, held=start.held, half_lives=tuple(days.tolist()))
+        return _refit(at, table, l2=l2, counts=counts, max_iter=max_iter)
 
     def moves(ref: JourneyModel, days: np.ndarray, items: list[tuple[int, float]], need: float) -> dict[int, float]:
         """Per channel, the factor of its best trial if that gains more than ``need`` over ``ref``."""
