@@ -632,19 +632,17 @@ ANALYSIS = """
   (`display`, `direct`) looks like it lifts the rate, while a late, effective channel (`email`) mostly
   appears in already large coalitions where the lift is shared with many partners. Its intervals are wider
   (0.03-0.05) and cover 30 %.
-- **DATA_DRIVEN** (the default: `form="auto"`, credit by draws, and since 2026-12-07 fitted on each user's
-  first journey with `fit_on="auto"`) is the best model of every scenario on the mean of the seeds (mean
-  0.103, 0.072-0.132; the run before, fitted on every journey's window: 0.100). On this simulator the
-  reference model prefers the windows (its stock remembers 30 days, docs/synthetic.md), so what changed is
-  the journeys after a conversion, no longer fitted on (this simulator's users convert again, so they
-  carried information): `additive` 0.109 -> 0.122, `correlated` 0.077 -> 0.072, the others within 0.01.
-  `auto` still prefers the nested form (a touch may convert and so may the journey's end) where the pure
-  per-touch form attributes better (`additive`, seed 0, in the run before: nested 0.102, per-touch 0.031;
-  the simulator's memory window and repeated conversions with a stock reset are in no candidate). It
-  over-credits the zero-effect `display` (up to +0.09) and `email` (+0.08 in `saturation`), and
-  under-credits `direct` (share 0 against about 0.04) and `organic_search`. The touch form stays one option
-  away (`DataDriven(form="touch")`). Its intervals (0.009-0.015 wide) cover 43 % of the channels (the run
-  before: 35 %): the rest is that bias.
+- **DATA_DRIVEN** (the default, `form="auto"`, engine `b099a57`: terms, channels' own half-lives and the
+  funnel stage in the ending since the run before at `ebf6467`) is the best model in 7 of the 8 scenarios on
+  the mean of the seeds (mean 0.097; 0.103 before): `additive` 0.122 -> 0.054, `default` 0.095 -> 0.080,
+  `late_channel` 0.113 -> 0.097, `reach_no_effect` 0.080 -> 0.071, `order_effect` 0.088 -> 0.082,
+  `correlated` 0.072; `interaction` 0.132 -> 0.146. **It loses `saturation`** (0.174; LAST_NON_DIRECT
+  0.149; 0.121 at `ebf6467`): there it now chooses the per-touch form with repeats saturating x0.4 (seed 0
+  0.181) where it chose the nested form before (0.135 at `ebf6467`, measured again this session; the same
+  0.181 at `7959541`, so the change came with the ending's second channel, not with this session's funnel
+  or half-lives), and over-credits `email` (+0.152): this scenario's repeats saturate at x0.2 per repeat
+  and email is its frequent channel (docs/synthetic.md), beyond the candidates' strongest saturation (x0.4). It under-credits `direct` everywhere (share about 0 against about 0.04). Its intervals
+  (0.008-0.013 wide) cover 46 % of the channels (43 % before): the rest is that bias.
 """
 
 
