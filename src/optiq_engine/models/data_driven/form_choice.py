@@ -41,9 +41,8 @@ TIMED_SHAPES = (
 )
 #: Factors tried on one channel's half-life at a time (:func:`own_half_lives`), then half as far again.
 OWN_HALF_LIFE_STEPS = (0.5, 2.0)
-_OWN_TRIAL_STEPS = (
-    1  # Newton steps of a trial of one channel's own half-life (from the candidate: its gain's first step)
-)
+#: Newton steps of a trial of one channel's own half-life (from the candidate: the first step's gain).
+_OWN_TRIAL_STEPS = 1
 #: The forms of the whole-journey model that ``form="auto"`` compares.
 AUTO_FORMS = ("touch", "journey", "both")  # "both" at the best pure decay only
 

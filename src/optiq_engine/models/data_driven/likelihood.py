@@ -22,7 +22,8 @@ PARALLEL_ROWS = 100_000
 _TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per path table: its prefix tree
 
 
-_POSITION_BOUNDS = np.array([1, 2, 3, 4, 5, 6, 8, 12, 20])  # kernels.journey_model.bucket's upper bounds
+#: kernels.journey_model.bucket's upper bounds (vectorised here; the likelihood's reference test checks both agree)
+_POSITION_BOUNDS = np.array([1, 2, 3, 4, 5, 6, 8, 12, 20])
 
 
 def _tree(table: PathTable, rows: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -59,6 +60,8 @@ def ending_cells(
     """Per node, its ending cell ``bucket(depth) + N_POSITIONS * stage``: the funnel stage (0 .. ``N_STAGES - 1``) is
     the quantile group of the mean :func:`funnel_lateness` of the node's touches among all nodes, weighted by the
     journeys that reach them (the table's counts). Parents come before their children, level by level."""
+    if not code.shape[0]:
+        return np.zeros(0, dtype=np.int32)
     lateness = funnel_lateness(table)
     total = np.zeros(code.shape[0])
     bounds = np.searchsorted(depth, np.arange(1, int(depth.max(initial=0)) + 2))  # the levels are contiguous
