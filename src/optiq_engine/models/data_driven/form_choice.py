@@ -101,10 +101,10 @@ def fit_candidates(
         own = own_half_lives(table, best, l2=l2, counts=counts)
         out += [own] if own is not best else []
         best = own
-    shape = {"rho": best.rho, "sat": best.sat, "half_life": best.half_life, "half_lives": best.half_lives}
+    shape = _shape_of(best)
 
     def at_shape(form: str) -> JourneyModel:
-        same = [c for c in out if c.form == form and _shape_of(c) == _shape_of(best)]
+        same = [c for c in out if c.form == form and _shape_of(c) == shape]
         if same:
             return same[0]
         near = min((c for c in out if c.form == form), key=lambda c: c.bic)  # a refined half-life of the other form
@@ -122,9 +122,9 @@ def fit_candidates(
     return [*out, alt if alt.nll < both.nll else both, *paired]
 
 
-def _shape_of(model: JourneyModel) -> tuple:
-    """The stock shape of ``model``, comparable with ``==``."""
-    return model.rho, model.sat, model.half_life, model.half_lives
+def _shape_of(model: JourneyModel) -> dict:
+    """The stock shape of ``model``: :func:`_fit_one`'s keywords for it, comparable with ``==``."""
+    return {"rho": model.rho, "sat": model.sat, "half_life": model.half_life, "half_lives": model.half_lives}
 
 
 def own_half_lives(

@@ -32,7 +32,7 @@ _DECREMENT = 1e-4
 
 def shape_label(rho: float, sat: float, half_life: float = math.inf, own: str = "") -> str:
     """``"touch counts"``, ``"stock decaying x0.7 per touch"``, ``"repeats saturating x0.7"`` or ``"effects
-    halving every 3 days"`` (``own``: the channels with their own half-lives, :meth:`JourneyModel.own_half_lives`,
+    halving every 3 days"`` (``own``: the channels with their own half-lives, :meth:`JourneyModel.half_lives_label`,
     added in brackets)."""
     parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
     parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
@@ -178,7 +178,7 @@ class JourneyModel:
         """The decays of ``table``'s touches under this model's stock shape (:func:`step_decays`)."""
         return step_decays(table, self.rho, self.half_life, self.half_lives)
 
-    def own_half_lives(self, channels: tuple[str, ...]) -> str:
+    def half_lives_label(self, channels: tuple[str, ...]) -> str:
         """``"video 8.5, email 2.1"``: the channels whose half-lives differ from ``half_life``, in days."""
         if self.half_lives is None:
             return ""
@@ -237,7 +237,7 @@ class JourneyModel:
         names = {"touch": "per-touch hazard", "journey": "journey-end decision", "both": "hazard + journey-end"}
         n = self.pairs.shape[0]
         terms = ", ".join(self.pair_names(channels)) if channels is not None else f"{n} pair or position terms"
-        own = self.own_half_lives(channels) if channels is not None else ""
+        own = self.half_lives_label(channels) if channels is not None else ""
         return f"{names[self.form]}, {shape_label(self.rho, self.sat, self.half_life, own)}" + (
             f", with {terms}" if n else ""
         )

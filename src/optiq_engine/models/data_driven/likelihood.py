@@ -22,10 +22,6 @@ PARALLEL_ROWS = 100_000
 _TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per path table: its prefix tree
 
 
-#: kernels.journey_model.bucket's upper bounds (vectorised here; the likelihood's reference test checks both agree)
-_POSITION_BOUNDS = np.array([1, 2, 3, 4, 5, 6, 8, 12, 20])
-
-
 def _tree(table: PathTable, rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """``table``'s prefix tree (:func:`~optiq_engine.kernels.journey_steps.prefix_nodes`), each node's
     previous channel and ending cell (:func:`ending_cells`); ``rows``: the touches' gap rows (the same for
@@ -76,7 +72,8 @@ def ending_cells(
     quantiles = np.arange(1, jm.N_STAGES) / jm.N_STAGES
     cuts = mean[order[np.minimum(np.searchsorted(cum, quantiles * cum[-1]), order.shape[0] - 1)]]
     stage = np.searchsorted(cuts, mean, side="left").astype(np.int32)
-    return (np.searchsorted(_POSITION_BOUNDS, depth) + jm.N_POSITIONS * stage).astype(np.int32)
+    positions = np.array([jm.bucket(d) for d in range(int(depth.max()) + 1)])  # the kernels' buckets, per depth
+    return (positions[depth] + jm.N_POSITIONS * stage).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -293,7 +293,7 @@ class DataDriven(DataDrivenModel):
                 "decay": [c.rho for c in observed],
                 "saturation": [c.sat for c in observed],
                 "half_life_days": [c.half_life if math.isfinite(c.half_life) else None for c in observed],
-                "own_half_lives": [c.own_half_lives(table.channels) or None for c in observed],
+                "own_half_lives": [c.half_lives_label(table.channels) or None for c in observed],
                 "pairs": [", ".join(c.pair_names(table.channels)) for c in observed],
                 "log_likelihood": [-c.nll for c in observed],
                 "parameters": [c.n_params for c in observed],
