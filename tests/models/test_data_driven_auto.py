@@ -177,6 +177,24 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     assert half_l1(auto, truth) < half_l1(wrong, truth)
 
 
+def test_a_choice_on_a_thinned_sample_keeps_the_mechanism_and_lists_the_refit_first(worlds, monkeypatch) -> None:
+    """Above ``SELECT_JOURNEYS`` the choice is made on a Poisson-thinned sample, the chosen candidates refitted on
+    every journey: the same mechanism and nearly the same shares, and ``form_selection`` lists the refitted
+    candidates (their BIC on every journey) first, not after the sample's smaller BICs."""
+    from optiq_engine.models.data_driven import form_choice
+
+    frame, truth = worlds["journey"]
+    whole = oq.models.DataDriven(form="auto").fit(table_of(frame))
+    monkeypatch.setattr(form_choice, "SELECT_JOURNEYS", 2_000)
+    thinned = oq.models.DataDriven(form="auto").fit(table_of(frame))
+    top = thinned.form_selection.row(0, named=True)
+    assert top["weight"] == thinned.form_selection["weight"].max()
+    assert top["journeys"] == 6_000 and thinned.form_selection["journeys"].min() < 2_500
+    assert "journey-end" in thinned.mechanism, thinned.form_selection
+    assert half_l1(thinned, truth) < 0.06
+    assert abs(half_l1(thinned, truth) - half_l1(whole, truth)) < 0.02
+
+
 @pytest.mark.parametrize(
     ("mech", "name"), [("journey_pair", "b with d"), ("journey_then", "b then d"), ("journey_first", "b first")]
 )

@@ -301,7 +301,7 @@ class DataDriven(DataDrivenModel):
                 "weight": weights,
                 "journeys": [c.n_journeys for c in observed],
             }
-        ).sort("bic")
+        ).sort(["weight", "bic"], descending=[True, False])  # BICs of refitted and sample fits differ in scale
         checks = _experiment_frame(self.experiments, targets, candidates, observed, weights, table)
         return FittedDataDriven(
             model=self,
