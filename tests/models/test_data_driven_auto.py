@@ -40,6 +40,7 @@ MECHANISMS = (
     "journey_pair",
     "journey_then",
     "journey_first",
+    "journey_presence",
 )
 PAIR_ALONE = np.array([1.0, 0.0, 1.0, 0.0, 1.0])  # journey_pair: the effects of b and d alone
 
@@ -77,6 +78,8 @@ def _p_convert(mech: str, codes: np.ndarray, times: np.ndarray, mask: np.ndarray
         if mech == "journey_then":
             holds = holds and 3 in codes[int(np.argmax(codes == 1)) + 1 :]
         return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * mask[:, 3] * float(holds))
+    if mech == "journey_presence":  # whether the journey saw a channel, however often
+        return _sigmoid(-2.4 + 1.5 * beta @ (x > 0))
     if mech == "journey_first":  # b and d do nothing, except b as the journey's first touch: +1.6
         return _sigmoid(-2.4 + (beta * PAIR_ALONE) @ x + 1.6 * mask[:, 1] * float(codes[0] == 1))
     return _sigmoid(-2.4 + beta @ x)
@@ -175,6 +178,21 @@ def test_auto_picks_the_mechanism_and_recovers_the_shares(worlds, mech) -> None:
     wrong = oq.models.DataDriven(form="journey" if mech == "touch" else "touch").fit(table_of(frame))
     assert half_l1(auto, truth) < 0.06
     assert half_l1(auto, truth) < half_l1(wrong, truth)
+
+
+def test_a_decision_on_which_channels_were_seen_is_read_as_presence(monkeypatch) -> None:
+    """Repeats that add nothing (the classical presence model): the presence shape is chosen, and its shares
+    are closer to the truth than the choice without it (docs/data_driven.md §6.1)."""
+    from optiq_engine.models.data_driven import form_choice
+
+    frame, truth = world("journey_presence", 6_000, seed=7)
+    auto = oq.models.DataDriven(form="auto").fit(table_of(frame))
+    assert auto.mechanism == "journey-end decision, channel presence", auto.form_selection
+    monkeypatch.setattr(form_choice, "AUTO_SHAPES", tuple(s for s in form_choice.AUTO_SHAPES if s[1] > 0))
+    without = oq.models.DataDriven(form="auto").fit(table_of(frame))
+    assert "presence" not in without.mechanism
+    assert half_l1(auto, truth) < 0.04
+    assert half_l1(auto, truth) < half_l1(without, truth), (half_l1(auto, truth), half_l1(without, truth))
 
 
 def test_a_choice_on_a_thinned_sample_keeps_the_mechanism_and_lists_the_refit_first(worlds, monkeypatch) -> None:
@@ -397,6 +415,7 @@ def test_gap_buckets_equal_the_reference(gap, scale) -> None:
         ("both", 0.6, 1.0, math.inf),
         ("touch", 1.0, 0.5, math.inf),
         ("journey", 1.0, 0.7, math.inf),
+        ("journey", 1.0, 0.0, math.inf),  # presence alone
         ("both", 0.8, 0.6, math.inf),
         ("touch", 1.0, 1.0, 3.0),
         ("journey", 0.7, 1.0, 1.0),

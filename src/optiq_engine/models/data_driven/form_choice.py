@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 #: Candidate per-touch decays of the exposure stock that ``form="auto"`` chooses among (1: touch counts), on
 #: paths without times.
 AUTO_DECAYS = (1.0, 0.7, 0.4)
-#: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``).
-AUTO_SATURATIONS = (0.7, 0.4)
+#: Saturations of repeats among the candidates of ``form="auto"`` (with counts, ``rho = 1``); 0: the channel's
+#: presence alone (repeats add nothing), the representation of the classical logistic and Shapley attribution
+#: models (docs/data_driven.md §6.1).
+AUTO_SATURATIONS = (0.7, 0.4, 0.0)
 #: Half-lives in days among the candidates of ``form="auto"`` on timed path tables (with counts).
 AUTO_HALF_LIVES = (1.0, 3.0, 10.0)
 #: Half-lives (as factors of each form's best of :data:`AUTO_HALF_LIVES`) also among the candidates.

@@ -31,11 +31,11 @@ _DECREMENT = 1e-4
 
 
 def shape_label(rho: float, sat: float, half_life: float = math.inf, own: str = "") -> str:
-    """``"touch counts"``, ``"stock decaying x0.7 per touch"``, ``"repeats saturating x0.7"`` or ``"effects
-    halving every 3 days"`` (``own``: the channels with their own half-lives, :meth:`JourneyModel.half_lives_label`,
-    added in brackets)."""
+    """``"touch counts"``, ``"stock decaying x0.7 per touch"``, ``"repeats saturating x0.7"``, ``"channel
+    presence"`` (saturation 0) or ``"effects halving every 3 days"`` (``own``: the channels with their own
+    half-lives, :meth:`JourneyModel.half_lives_label`, added in brackets)."""
     parts = [f"stock decaying x{rho:g} per touch"] if rho != 1.0 else []
-    parts += [f"repeats saturating x{sat:g}"] if sat != 1.0 else []
+    parts += [f"repeats saturating x{sat:g}" if sat > 0.0 else "channel presence"] if sat != 1.0 else []
     if math.isfinite(half_life):
         parts += [f"effects halving every {half_life:.2g} days" + (f" ({own})" if own else "")]
     return ", ".join(parts) or "touch counts"
