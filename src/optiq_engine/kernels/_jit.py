@@ -4,7 +4,9 @@
 moves it). ``fastmath`` is always off: the kernels compute sums that must be exact and reproducible.
 
 The first call of a kernel in a fresh environment compiles it (tens of seconds for all of them); later
-processes load it from the cache. ``optiq warmup`` (:func:`optiq_engine.warmup.warm_up`) compiles the common
+processes load it from the cache. The cache is keyed on the sources of every kernel module
+(:data:`SOURCES_DIGEST`), not only on the kernel's own file as Numba does: a kernel inlines helpers of other
+modules, and after a change to a helper alone it ran its old machine code. ``optiq warmup`` (:func:`optiq_engine.warmup.warm_up`) compiles the common
 paths' kernels into the cache ahead of time, e.g. when a Docker image or a CI cache is built. Compilation is timed from Numba's own ``numba:compile`` events, which
 fire only when a function is really compiled (a cache hit fires none): the first one in a process is
 logged once at INFO on this module's logger, each compiled function at DEBUG with its seconds, and
@@ -13,10 +15,12 @@ logged once at INFO on this module's logger, each compiled function at DEBUG wit
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 from numba.core import event
@@ -28,6 +32,36 @@ logger = logging.getLogger(__name__)
 _CACHE = os.environ.get("OPTIQ_NUMBA_CACHE", "1") not in ("0", "false", "False", "")
 
 prange = numba.prange
+
+
+def sources_digest(root: Path) -> str:
+    """A digest of the sources of every module with kernels under the package directory ``root``: the modules of
+    ``kernels/`` and every ``_kernels.py`` (the simulators').
+
+    Numba keys a cached kernel on its own source file alone (its modification time and size), so a kernel that
+    calls or inlines a helper of another module kept its stale machine code after only the helper changed,
+    silently. Every cached kernel's key also holds this digest (:func:`_keyed`): a change to any kernel source
+    recompiles them all.
+    """
+    digest = hashlib.sha256()
+    for path in sorted({*root.joinpath("kernels").glob("*.py"), *root.rglob("_kernels.py")}):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+#: :func:`sources_digest` of this installation, in every cached kernel's key.
+SOURCES_DIGEST = sources_digest(Path(__file__).resolve().parent.parent)
+
+
+def _keyed(dispatcher):
+    """``dispatcher`` with :data:`SOURCES_DIGEST` joined to its cache's source stamp (which Numba stores in the
+    cache index and compares on load: another digest reads as a stale cache, and the kernel is compiled and
+    cached again). Without an on-disk cache, or where Numba's cache objects differ from 0.6x's, unchanged."""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, SOURCES_DIGEST)
+    return dispatcher
 
 
 def jit(fn):
@@ -43,7 +77,7 @@ def jit(fn):
     numba.core.registry.CPUDispatcher
         ``numba.njit(cache=..., nogil=True)(fn)``; cached on disk unless ``OPTIQ_NUMBA_CACHE=0``.
     """
-    return numba.njit(cache=_CACHE, nogil=True)(fn)
+    return _keyed(numba.njit(cache=_CACHE, nogil=True)(fn))
 
 
 def pjit(fn):
@@ -60,7 +94,7 @@ def pjit(fn):
     numba.core.registry.CPUDispatcher
         As :func:`jit`, with ``parallel=True``.
     """
-    return numba.njit(cache=_CACHE, nogil=True, parallel=True)(fn)
+    return _keyed(numba.njit(cache=_CACHE, nogil=True, parallel=True)(fn))
 
 
 def jit_inline(fn):
@@ -70,7 +104,7 @@ def jit_inline(fn):
     the work: in the simulator's conversion kernel (200k users, one thread) two calls per touch made it 34 %
     slower, one per touch of the memory window 16 %, one per user 5 %; inlined, the same time (within 1 %).
     """
-    return numba.njit(cache=_CACHE, nogil=True, inline="always")(fn)
+    return _keyed(numba.njit(cache=_CACHE, nogil=True, inline="always")(fn))
 
 
 @dataclass(frozen=True)
