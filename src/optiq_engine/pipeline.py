@@ -31,7 +31,7 @@ from .models import HEURISTIC_MODELS, AttributionModel, DataDrivenModel, FittedM
 from .models.base import resolve_models
 from .models.conversion import FittedDataDriven
 from .paths import PathTable
-from .paths.partial import fitted_journeys, journey_tables
+from .paths.partial import journey_tables
 from .result import LINK_COLUMNS, AttributionResult
 from .stages import Timed, stage_timer
 
@@ -420,7 +420,6 @@ def _periods(model: Any, m: Matched, cfg: AttributionConfig, history: str) -> li
         cast(Any, m.cv_tss),  # the data-driven models' matches carry the conversion times (optional in the type)
         m.channels,
         cfg.direct_channels,
-        fitted_journeys(m, m.hi > lo, in_window=history == "windows"),
     )
 
 

@@ -582,6 +582,12 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     total = float(fit.paths.conversions.sum() + fit.paths.nulls.sum())
     assert 0 < check["journeys"] < total
     assert abs(check["z"]) < 3
+    # a lift test counts every conversion: a period of all time holds the later journeys of repeat buyers too
+    # (each follows a conversion), not only the first journeys the fit reads
+    whole = oq.Experiment(channel, 5.0, 1.0)
+    result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[whole])])
+    journeys = result.fitted["DATA_DRIVEN"].experiment_checks.row(0, named=True)["journeys"]
+    assert total < journeys <= total + cv.height
 
 
 def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds) -> None:
