@@ -514,6 +514,24 @@ def test_a_calibrated_fit_moves_the_tested_channel_into_its_interval(worlds) -> 
     assert "experiment on a" in fit._repr_html_()
 
 
+def test_a_test_below_what_no_effect_gives_is_met_at_zero_effect_or_refused(worlds) -> None:
+    """Effects are non-negative: a result a little below the least holdout effect they give (within
+    ``_BELOW_ZERO_Z`` errors) is met as nearly as they allow, the tested channel's effects at 0; one far below it
+    is refused in one line (before 2026-12-08 the shift went negative and met -300 with a negative effect)."""
+    from optiq_engine.errors import ModelError
+
+    frame, _ = worlds["journey"]
+    table = table_of(frame)
+    near = oq.models.DataDriven(form="auto", experiments=[oq.Experiment("a", -20.0, 30.0)]).fit(table)
+    check = near.experiment_checks.row(0, named=True)
+    assert check["model_incremental"] == pytest.approx(0.0, abs=1e-6) and 0 < check["z"] < 1
+    code = table.channels.index("a")
+    for _, cand in near.mixture:
+        assert (cand.params[[1 + code, 2 + cand.n_codes + code]] >= 0).all()
+    with pytest.raises(ModelError, match="standard errors below .* non-negative"):
+        oq.models.DataDriven(form="auto", experiments=[oq.Experiment("a", -300.0, 50.0)]).fit(table)
+
+
 def test_experiment_validation_and_settings() -> None:
     with pytest.raises(oq.ConfigError, match="std_error"):
         oq.Experiment("a", 10.0, 0.0)

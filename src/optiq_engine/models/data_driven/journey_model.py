@@ -719,9 +719,11 @@ def _pin(
     model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray, scale: np.ndarray
 ) -> np.ndarray:
     """``params`` with each tested channel's effects shifted, all its parts by one amount ``x / scale[channel]``
-    (``x`` in standardised log-odds, whatever the sign), so that its holdout effects meet its tests: the root
-    of ``Σ_t (L_t(x) - result_t) / std_error_t²`` over the channel's tests (one test: its result exactly), by
-    Brent's method; two passes, as the tests' lifts depend a little on each other."""
+    (``x`` in standardised log-odds, down to the shift that takes its smallest effect to 0: effects stay
+    non-negative), so that its holdout effects meet its tests: the root of ``Σ_t (L_t(x) - result_t) /
+    std_error_t²`` over the channel's tests (one test: its result exactly), by Brent's method, or that lowest
+    shift where the tests ask for less (:func:`_refuse_below_zero`); two passes, as the tests' lifts depend a
+    little on each other."""
     params = params.copy()
     for _ in range(2):
         for code in sorted({t.code for t in targets}):
@@ -733,22 +735,40 @@ def _pin(
                 params[slots] = entry + x * step
                 return sum((_lift(model, table, t, params)[0] - t.value) / t.std_error**2 for t in tests)
 
-            lo, hi = -1.0, 1.0
-            at_hi, at_lo = gap(hi), gap(lo)  # each a pass over the channel's paths: evaluated once per bound
-            while at_hi < 0 and hi < 2.0**30:
+            lo = float(np.max(-entry * scale[code]))  # the shift taking its smallest effect to 0 (effects >= 0)
+            if gap(lo) >= 0:  # no non-negative effect lifts as little as the tests say: the nearest is kept
+                _refuse_below_zero(table.channels[code], tests, [_lift(model, table, t, params)[0] for t in tests])
+                continue
+            hi = 1.0
+            while gap(hi) < 0:  # each a pass over the channel's paths
+                if hi >= 2.0**30:
+                    raise ModelError(
+                        f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: no effect of the channel "
+                        f"gives its incremental_conversions ({', '.join(f'{t.value:,.1f}' for t in tests)}) over "
+                        "the test's journeys"
+                    )
                 hi *= 2.0
-                at_hi = gap(hi)
-            while at_lo > 0 and lo > -(2.0**30):
-                lo *= 2.0
-                at_lo = gap(lo)
-            if at_hi < 0 or at_lo > 0:
-                raise ModelError(
-                    f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: no effect of the channel gives "
-                    f"its incremental_conversions ({', '.join(f'{t.value:,.1f}' for t in tests)}) over the test's "
-                    "journeys"
-                )
             gap(scipy.optimize.brentq(gap, lo, hi, xtol=1e-12, rtol=1e-10))
     return params
+
+
+#: A test this many standard errors below the least holdout effect of non-negative effects is refused.
+_BELOW_ZERO_Z = 3.0
+
+
+def _refuse_below_zero(channel: str, tests: list[_Target], least: list[float]) -> None:
+    """Raise :class:`ModelError` if a test of ``channel`` is more than :data:`_BELOW_ZERO_Z` standard errors below
+    ``least``, the holdout effect over its journeys of the channel's smallest non-negative effects (a test
+    about that far below is met as nearly as they allow: the checks' ``z`` shows the rest)."""
+    for t, low in zip(tests, least, strict=True):
+        if low - t.value > _BELOW_ZERO_Z * t.std_error:
+            raise ModelError(
+                f"DATA_DRIVEN experiment on channel {channel!r}: its result {t.value:,.1f} ± {t.std_error:,.1f} is "
+                f"{(low - t.value) / t.std_error:.1f} standard errors below {low:,.1f}, the least incremental "
+                "conversions any non-negative effect of the channel gives over the test's journeys; effects are "
+                "non-negative (a touch never lowers the conversion probability): check the result's sign and "
+                "units, or leave the test out"
+            )
 
 
 def _lift(model: JourneyModel, table: PathTable, t: _Target, params: np.ndarray) -> tuple[float, np.ndarray]:
