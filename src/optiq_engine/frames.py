@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ColumnNotFoundError, ConfusableIdWarning, InputError, OptiqWarning, SchemaError
-from .money import check_value_options, money_like_columns, to_micros
+from .money import check_unit_plausible, check_value_options, money_like_columns, to_micros
 from .timestamps import to_utc
 
 __all__ = [
@@ -335,6 +335,7 @@ def _normalize(
         if source is None:
             casts.append(pl.lit(0, dtype=pl.Int64).alias(value_col))
         else:
+            check_unit_plausible(df.get_column(source), what=what, unit=value_unit)
             money = to_micros(df.get_column(source), what=what, unit=value_unit)  # type: ignore[arg-type]
             casts.append(money.micros.alias(value_col))
             _warn_missing_amounts(df.get_column(source), what=what, unit=value_unit)

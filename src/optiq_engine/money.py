@@ -17,12 +17,23 @@ import polars as pl
 
 from .errors import ConfigError, SchemaError
 
-__all__ = ["ValueUnit", "VALUE_UNITS", "MicrosColumn", "to_micros", "money_like_columns", "check_value_options"]
+__all__ = [
+    "ValueUnit",
+    "VALUE_UNITS",
+    "MicrosColumn",
+    "to_micros",
+    "money_like_columns",
+    "check_value_options",
+    "check_unit_plausible",
+]
 
 ValueUnit = Literal["micros", "currency"]
 VALUE_UNITS: tuple[str, ...] = ("micros", "currency")
 MICROS_PER_UNIT = 1_000_000
 _INT64_MAX = 2**63 - 1
+#: Integer micros whose typical (median) non-zero conversion value is below this (one cent) read as currency
+#: units, a factor of a million off (:func:`check_unit_plausible`).
+_IMPLAUSIBLE_MICROS = 10_000
 _MONEY_WORDS = re.compile(
     r"revenue|value|amount|price|sales|gmv|income|turnover|payout|earning|money|cents|dollar|euro"
     r"|(^|_)(usd|eur|gbp|aov|ltv)(_|$)"
@@ -217,3 +228,37 @@ def _one(value: Any, factor: int) -> tuple[int, str | None]:
     if not -(2**63) <= n <= _INT64_MAX:
         return 0, "range"
     return n, None
+
+
+def check_unit_plausible(column: pl.Series, *, what: str, unit: str) -> None:
+    """Refuse a unit that contradicts the column: a factor of a million, silently (docs/contract.md §1.1).
+
+    ``unit="currency"`` on a column whose name says micros (``value_micros``, ``revenue_micros``); ``unit="micros"``
+    on an integer column whose name does not, and whose median non-zero value is under one cent as micros (an
+    order of 50 read as 0.00005: it holds currency units). A column of true micros that small is read when its
+    name says micros.
+
+    Raises
+    ------
+    SchemaError
+        Either contradiction, with the option that reads the column right.
+    """
+    name = column.name
+    says_micros = "micros" in name.lower()
+    if unit == "currency" and says_micros:
+        raise SchemaError(
+            f"{what} column {name!r} is named as micros, but value_unit='currency' reads it as currency units, a "
+            f"million times larger (49_990_000 micros would become 49,990,000.00): drop value_unit='currency' "
+            f"(micros is the default), or rename the column if it holds amounts like 49.99"
+        )
+    if unit != "micros" or says_micros or not column.dtype.is_integer():
+        return
+    nonzero = column.filter(column != 0).abs().cast(pl.Float64)
+    typical = float(nonzero.median()) if nonzero.len() else math.inf  # type: ignore[arg-type]
+    if typical < _IMPLAUSIBLE_MICROS:
+        raise SchemaError(
+            f"{what} column {name!r} is read as integer micros (value_unit defaults to 'micros'), but its median "
+            f"value {typical:g} would be {typical / MICROS_PER_UNIT:g} currency units, under a cent: if it holds "
+            f"amounts like {typical:g}.00, pass value_unit='currency'; if it really holds micros, "
+            f"name it '{name}_micros'"
+        )

@@ -93,6 +93,29 @@ def test_currency_values_of_any_spelling_are_exact(values) -> None:
     assert norm.frame["value_micros"].to_list() == expected
 
 
+def test_a_unit_that_contradicts_the_column_is_refused() -> None:
+    """A factor of a million either way, silently, before 2026-12-08 (a new user's audit): value_unit='currency'
+    on value_micros made an order of 49.99 worth 49,990,000; integer dollars in a column named revenue were
+    read as micros (50 -> 0.00005). The name says micros, or the values are under a cent as micros."""
+    with pytest.raises(oq.SchemaError, match=r"'value_micros' is named as micros.*drop value_unit='currency'"):
+        oq.attribute(_touchpoints(), _conversions(), models=["LINEAR"], value_unit="currency")
+    cv = _conversions(revenue_micros=[30_220_000, 12_000_000]).drop(columns="value_micros")
+    with pytest.raises(oq.SchemaError, match=r"'revenue_micros' is named as micros"):
+        oq.attribute(_touchpoints(), cv, models=["LINEAR"], value_column="revenue_micros", value_unit="currency")
+    dollars = _conversions(revenue=[30, 12]).drop(columns="value_micros")
+    with pytest.raises(oq.SchemaError, match=r"median value 21 would be 2.1e-05 currency units.*value_unit='currency'"):
+        oq.attribute(_touchpoints(), dollars, models=["LINEAR"], value_column="revenue")
+    assert _dollars(
+        oq.attribute(_touchpoints(), dollars, models=["LINEAR"], value_column="revenue", value_unit="currency")
+    ) == {"display": 15.0, "email": 15.0, "organic_search": 12.0}
+    tiny = _conversions(revenue_micros=[30, 12]).drop(columns="value_micros")  # the name says micros: read so
+    result = oq.attribute(_touchpoints(), tiny, models=["LINEAR"], value_column="revenue_micros")
+    assert result.credit.get_column("value_micros").sum() == 42
+    micros = _conversions(revenue=[30_220_000, 0]).drop(columns="value_micros")  # plausible micros: read so
+    result = oq.attribute(_touchpoints(), micros, models=["LINEAR"], value_column="revenue")
+    assert result.credit.get_column("value_micros").sum() == 30_220_000
+
+
 def test_whole_dollar_floats_in_value_micros_are_refused_with_the_conversion() -> None:
     with pytest.raises(oq.SchemaError, match=r"integer micros.*3_022_000_000 micros.*value_unit='currency'"):
         oq.attribute(_touchpoints(), _conversions(value_micros=[3022.0, 12.0]), models=["LINEAR"])
