@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 from hypothesis import given
@@ -539,6 +540,25 @@ def test_experiment_validation_and_settings() -> None:
         oq.Experiment("a", 10.0, 1.0, datetime(2026, 2, 1), datetime(2026, 1, 1))
     with pytest.raises(oq.ConfigError, match="form='auto'"):
         oq.models.DataDriven(form="touch", experiments=[oq.Experiment("a", 10.0, 1.0)])
+    # a new user's values (audit of 2026-12-08): one line each, never a traceback from the fit
+    for bad, match in [
+        (dict(std_error=1e-300), "at least 1e-06"),
+        (dict(incremental_conversions=10**400), "finite number, got 1000000000000000000000000000000000000..."),
+        (dict(end=date.max), "past the last representable day"),
+        (dict(start=pd.NaT), "NaT"),
+        (dict(start="2026-03-01"), r"date.fromisoformat"),
+        (dict(start=date(2026, 3, 31), end=date(2026, 3, 1)), "start 2026-03-31 is not before end 2026-03-01"),
+    ]:
+        with pytest.raises(oq.ConfigError, match=match):
+            oq.Experiment(**({"channel": "a", "incremental_conversions": 10.0, "std_error": 1.0} | bad))
+    assert oq.Experiment(" email ", np.int64(120), np.float32(15)) == oq.Experiment("email", 120.0, 15.0)
+    from optiq_engine.experiments import experiments_from_json
+
+    one = {"channel": "a", "incremental_conversions": 1, "std_error": 1}
+    with pytest.raises(oq.ConfigError, match=r"'20260331' is neither a date 'YYYY-MM-DD'"):
+        experiments_from_json([one | {"end": "20260331"}])  # Python reads it as midnight: the day would drop
+    with pytest.raises(oq.ConfigError, match="give one of incremental_conversions or incrementalConversions"):
+        experiments_from_json([one | {"incrementalConversions": 5}])
     from optiq_engine.batch import settings_from_json
 
     options, _ = settings_from_json(
