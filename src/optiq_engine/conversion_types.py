@@ -225,7 +225,9 @@ def attribute_by_name(
     # Validated once: each type's run takes the frames as they are (nothing quarantined there).
     tp_valid, cv_none = Normalized(tp, tp_norm.quarantined.clear()), cv_norm.quarantined.clear()
     types: dict[str | None, AttributionResult] = {}
-    for name in [*names, None] if cv.get_column(TYPE_COLUMN).null_count() else names:
+    run = [*names, None] if cv.get_column(TYPE_COLUMN).null_count() else names
+    _refuse_shared_experiments(run, per_type, config, models)
+    for name in run:
         cfg, type_models = per_type.get(name, (config, models)) if name is not None else (config, models)
         rows = cv.filter(pl.col(TYPE_COLUMN).is_null() if name is None else pl.col(TYPE_COLUMN) == name)
         types[name] = _run_type(
@@ -239,6 +241,40 @@ def attribute_by_name(
         return replace(combined, links=combined.links.clear(), credit=combined.credit.clear(), types={})
     combined = _combine(types, names, config, tp_norm, cv_norm, timings)
     return combined if identity is None else replace(combined, identity=identity)
+
+
+def _experiments_of(config: AttributionConfig, models: Models) -> tuple[Any, ...]:
+    """The experiments a run with ``config`` and ``models`` calibrates DATA_DRIVEN with (the config's, and
+    those of DATA_DRIVEN model objects)."""
+    listed = models if isinstance(models, (list, tuple)) else [models]
+    return tuple(config.experiments) + tuple(
+        e for m in listed if not isinstance(m, str) for e in getattr(m, "experiments", ())
+    )
+
+
+def _refuse_shared_experiments(
+    names: list[str | None],
+    per_type: dict[str, tuple[AttributionConfig, Models]],
+    config: AttributionConfig,
+    models: Models,
+) -> None:
+    """Refuse the run's experiments reaching two or more conversion types: each type's DATA_DRIVEN would be
+    calibrated to the whole result (a test of 150 met by 150 in each), twice what was measured."""
+    shared = _experiments_of(config, models)
+    if len(names) < 2 or not shared:
+        return
+    hit = [
+        n
+        for n in names
+        if _experiments_of(*per_type.get(n, (config, models)) if n is not None else (config, models)) == shared
+    ]
+    if len(hit) > 1:
+        shown = ", ".join(repr(n) if n is not None else "(no name)" for n in hit)
+        raise ConfigError(
+            f"by='name' runs the conversion types {shown}, and the run's experiments would calibrate each of them "
+            f"to the whole result of each test ({len(hit)} times what it measured): a test measures one type, so "
+            "give each type its own, conversion_types={'purchase': {'experiments': [...]}}"
+        )
 
 
 def _run_type(

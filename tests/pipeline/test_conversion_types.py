@@ -353,6 +353,27 @@ def test_data_driven_by_name_equals_one_run_per_type() -> None:
         assert mine.equals(alone.shares())
 
 
+def test_a_lift_test_reaches_one_conversion_type_only() -> None:
+    """A test measures one type: the run's experiments reaching two types would calibrate each to the whole
+    result (150 met by 150 in each, 300 in all; silent before 2026-12-08). Per type, they are taken."""
+    data = oq.synthetic.generate(n_users=1_500, seed=4)
+    cv = data.conversions.with_columns(
+        pl.Series("name", ["purchase", "sign_up"])[pl.Series(range(data.conversions.height)) % 2]
+    )
+    test = oq.Experiment("email", 10.0, 3.0)
+    for options in (
+        {"models": ["DATA_DRIVEN"], "experiments": [test]},
+        {"models": [oq.models.DataDriven(experiments=[test])]},
+    ):
+        with pytest.raises(oq.ConfigError, match=r"'purchase', 'sign_up'.*2 times what it measured.*conversion_types"):
+            oq.attribute(data.touchpoints, cv, by="name", **options)
+    result = oq.attribute(
+        data.touchpoints, cv, by="name", models=["DATA_DRIVEN"], conversion_types={"purchase": {"experiments": [test]}}
+    )
+    assert result.types["purchase"].fitted["DATA_DRIVEN"].experiment_checks.height == 1
+    assert result.types["sign_up"].fitted["DATA_DRIVEN"].experiment_checks is None
+
+
 def test_combine_credit_adds_up_per_type() -> None:
     tp, cv = one_user()
     first = oq.attribute(tp, cv, models=["LINEAR"], by="name")
