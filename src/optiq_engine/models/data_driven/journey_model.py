@@ -719,10 +719,10 @@ def _pin(
     model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray, scale: np.ndarray
 ) -> np.ndarray:
     """``params`` with each tested channel's effects shifted, all its parts by one amount ``x / scale[channel]``
-    (``x`` in standardised log-odds, down to the shift that takes its smallest effect to 0: effects stay
-    non-negative), so that its holdout effects meet its tests: the root of ``Σ_t (L_t(x) - result_t) /
-    std_error_t²`` over the channel's tests (one test: its result exactly), by Brent's method, or that lowest
-    shift where the tests ask for less (:func:`_refuse_below_zero`); two passes, as the tests' lifts depend a
+    (``x`` in standardised log-odds), each clipped at 0 (effects stay non-negative), so that its holdout
+    effects meet its tests: the root of ``Σ_t (L_t(x) - result_t) /
+    std_error_t²`` over the channel's tests (one test: its result exactly), by Brent's method, or no effect at
+    all where the tests ask for less (:func:`_refuse_below_zero`); two passes, as the tests' lifts depend a
     little on each other."""
     params = params.copy()
     for _ in range(2):
@@ -732,10 +732,10 @@ def _pin(
             entry = params[slots].copy()
 
             def gap(x: float, tests=tests, slots=slots, entry=entry, step=1.0 / scale[code]) -> float:
-                params[slots] = entry + x * step
+                params[slots] = np.maximum(entry + x * step, 0.0)
                 return sum((_lift(model, table, t, params)[0] - t.value) / t.std_error**2 for t in tests)
 
-            lo = float(np.max(-entry * scale[code]))  # the shift taking its smallest effect to 0 (effects >= 0)
+            lo = float(-np.max(entry) * scale[code])  # from this shift down every effect is 0 (each clipped there)
             if gap(lo) >= 0:  # no non-negative effect lifts as little as the tests say: the nearest is kept
                 _refuse_below_zero(table.channels[code], tests, [_lift(model, table, t, params)[0] for t in tests])
                 continue
