@@ -552,6 +552,9 @@ def test_experiment_validation_and_settings() -> None:
         with pytest.raises(oq.ConfigError, match=match):
             oq.Experiment(**({"channel": "a", "incremental_conversions": 10.0, "std_error": 1.0} | bad))
     assert oq.Experiment(" email ", np.int64(120), np.float32(15)) == oq.Experiment("email", 120.0, 15.0)
+    data = oq.synthetic.generate(n_users=200, seed=0)  # experiments without DATA_DRIVEN were ignored in silence
+    with pytest.raises(oq.ConfigError, match="experiments calibrate DATA_DRIVEN, which the run does not have"):
+        oq.attribute(data.touchpoints, data.conversions, experiments=[oq.Experiment("emial", 1e9, 1.0)])
     from optiq_engine.experiments import experiments_from_json
 
     one = {"channel": "a", "incremental_conversions": 1, "std_error": 1}

@@ -142,6 +142,11 @@ def resolve_models(
         raise ModelError(f"model(s) {', '.join(dupes)} given more than once; run attribute() once per variant")
     if not out:
         raise ModelError(f"no model given; valid choices: {', '.join(available_models())}")
+    if config.experiments and "DATA_DRIVEN" not in names:
+        raise ConfigError(
+            f"experiments calibrate DATA_DRIVEN, which the run does not have (models: {', '.join(names)}): add "
+            "'DATA_DRIVEN' to models, or leave experiments out"
+        )
     return tuple(out)
 
 
