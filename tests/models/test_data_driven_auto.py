@@ -629,6 +629,14 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[whole])])
     journeys = result.fitted["DATA_DRIVEN"].experiment_checks.row(0, named=True)["journeys"]
     assert total < journeys <= total + cv.height
+    # a period past the data is met by the journeys the data hold: said, and the checks show the period
+    from optiq_engine.errors import OptiqWarning
+
+    late = oq.Experiment(channel, 5.0, 1.0, start=middle, end=datetime(2100, 1, 1))
+    with pytest.warns(OptiqWarning, match="runs past the data, whose journeys end from"):
+        result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[late])])
+    row = result.fitted["DATA_DRIVEN"].experiment_checks.row(0, named=True)
+    assert (row["start"], row["end"]) == (late.start, late.end)
 
 
 def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds) -> None:

@@ -3,12 +3,13 @@ journeys of its period), and the calibrated model's holdout effect next to the t
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from ...errors import ModelError
+from ...errors import ModelError, OptiqWarning
 from ...experiments import Experiment
 from ...kernels import journey_model as jm
 from .form_choice import _MIN_WEIGHT
@@ -82,6 +83,7 @@ def experiment_periods(
     out = []
     for e in model.experiments:
         a, b = e.bounds_us()
+        _warn_past_the_data(e, a, b, end_us)
         inside = ((end_us >= a) & (end_us < b)) * read
         table, _ = build_path_table(
             starts,
@@ -98,6 +100,28 @@ def experiment_periods(
         )
         out.append((table.conversions, table.nulls))
     return out
+
+
+_DAY_US = 86_400_000_000
+
+
+def _warn_past_the_data(e: Experiment, a: int, b: int, end_us: np.ndarray) -> None:
+    """Warn when ``e``'s period ``[a, b)`` (microseconds) runs more than a day past the journeys' ends on
+    either side: its result is met by the journeys the data hold in the period, which is right only if the
+    test measured those (a period typed as 1926, or a test longer than the data, is met by fewer)."""
+    if not end_us.shape[0]:
+        return
+    first, last = int(end_us.min()), int(end_us.max())
+    if a >= first - _DAY_US and b <= last + _DAY_US:
+        return
+    day = lambda us: str(np.datetime64(int(us), "us").astype("datetime64[D]"))  # noqa: E731
+    warnings.warn(
+        f"experiment on {e.channel!r}: its period [{e.start or '...'}, {e.end or '...'}) runs past the data, whose "
+        f"journeys end from {day(first)} to {day(last)}; its result is met by the journeys of the period the data "
+        "hold, so it must count only theirs (check the dates, or scale the result to the data's part of the period)",
+        OptiqWarning,
+        stacklevel=2,
+    )
 
 
 def _experiment_frame(
@@ -142,6 +166,8 @@ def _experiment_frame(
     return pl.DataFrame(
         {
             "channel": [e.channel for e in experiments],
+            "start": pl.Series([e.start for e in experiments], dtype=pl.Datetime("us", "UTC")),
+            "end": pl.Series([e.end for e in experiments], dtype=pl.Datetime("us", "UTC")),
             "incremental_conversions": [e.incremental_conversions for e in experiments],
             "std_error": [e.std_error for e in experiments],
             "observational_incremental": [lift(observed, t) for t in targets],
