@@ -103,6 +103,7 @@ def run_attribution(
     with timed("match"):
         at = _layout(matched, cfg)
     _warn_direct_lookalikes(channels, cfg.direct_channels)
+    _warn_no_shared_users(tp, cv, matched.has_tp)
     fitted, journey_paths, tables = _fit_data_driven(data_driven, matched, cfg, dict(fitted or {}), timed)
     tp_order, tp_tss, has_tp, quarantined = matched.tp_order, matched.tp_tss, matched.has_tp, matched.quarantined
     coverage, identity = matched.coverage, matched.identity
@@ -501,6 +502,25 @@ def _credit_frame(
             "conversions": conversions.reshape(-1),
             "value_micros": pl.Series(value.reshape(-1)).scatter(np.flatnonzero(overflow.reshape(-1)), None),
         }
+    )
+
+
+def _warn_no_shared_users(tp: pl.DataFrame, cv: pl.DataFrame, has_tp: np.ndarray) -> None:
+    """Warn when there are touchpoints and conversions but no conversion's user has a touchpoint: every
+    conversion is unattributed, most often because the two frames spell the ids differently (an integer
+    column read from one file, zero-padded strings from the other)."""
+    if tp.is_empty() or cv.is_empty() or has_tp.any():
+        return
+    example = {
+        name: frame.get_column("anon_id").drop_nulls().head(1).to_list() for name, frame in (("tp", tp), ("cv", cv))
+    }
+    warnings.warn(
+        f"none of the {cv.height:,} conversions' users has a touchpoint (organization, site and anon_id "
+        f"compared): every conversion is unattributed. Check that both frames spell the ids alike: "
+        f"conversions' anon_id {example['cv']}, touchpoints' {example['tp']} (an integer column loses leading "
+        "zeros; docs/contract.md §1.3)",
+        OptiqWarning,
+        stacklevel=4,
     )
 
 

@@ -116,6 +116,21 @@ def test_a_unit_that_contradicts_the_column_is_refused() -> None:
     assert result.credit.get_column("value_micros").sum() == 30_220_000
 
 
+def test_frames_that_share_no_user_are_said_to() -> None:
+    """Integer ids from one file and zero-padded strings from the other: nothing matched and every conversion
+    was unattributed without a word (a new user's audit, 2026-12-08)."""
+    from optiq_engine.errors import OptiqWarning
+
+    tp = _touchpoints(anon_id=[7, 7, 8])
+    cv = _conversions(anon_id=["007", "008"])
+    with pytest.warns(OptiqWarning, match=r"none of the 2 conversions' users has a touchpoint.*\['007'\].*\['7'\]"):
+        result = oq.attribute(tp, cv, models=["LINEAR"])
+    assert result.unattributed.height == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptiqWarning)
+        oq.attribute(_touchpoints(anon_id=[7, 7, 8]), _conversions(anon_id=["7", "008"]), models=["LINEAR"])
+
+
 def test_whole_dollar_floats_in_value_micros_are_refused_with_the_conversion() -> None:
     with pytest.raises(oq.SchemaError, match=r"integer micros.*3_022_000_000 micros.*value_unit='currency'"):
         oq.attribute(_touchpoints(), _conversions(value_micros=[3022.0, 12.0]), models=["LINEAR"])
