@@ -53,21 +53,23 @@ def score_world(name: str, n_users: int, seed: int) -> dict[str, Any]:
 
 
 ANALYSIS = """
-**What they show** (engine `c26893f`: channels' own half-lives and the funnel stage in the ending since
-`4b6ccc3`). The default is the best model in 6 of the 7 and the closest on average (0.123; SHAPLEY 0.247,
-LAST_NON_DIRECT 0.376), within 0.05 in two (`channel_saturation` 0.023, `late_surge` 0.015: 0.026 before,
-paid_search now with its own half-life). This simulator draws each touch's channel independently of its
-position, so the funnel stage has nothing to read here and the other worlds choose and score as at
-`4b6ccc3`. The pair and position terms (docs/data_driven.md §6.1) find what they can express: the five
-awareness channels as `first` terms in `first_touch_awareness` (0.219 without terms, 0.070 with them), the
-three pairs of the triple in `three_way` (0.120). What the candidates cannot express stays far: two channels
-either of which suffices (`substitutes` 0.204, SHAPLEY 0.132 the best: a pair doing less than its channels is
-not a term, `θ ≥ 0`; `a or b` terms took it to 0.046 but let the journey form mimic per-touch conversion
-elsewhere, docs §6.1), the strongest channel seen only (`strongest_only` 0.214), and a per-touch hazard that
-falls with the touch's position (`hazard_with_fatigue` 0.213: under touch counts a common fall per touch has
-the likelihood of a smaller effect of every channel, so the data cannot tell them apart without a channel of
-no effect to pin the level). Seeds 1 and 2 (the simulator's author, at 50,000 users, before the terms) moved
-single worlds by up to 0.1: differences under about 0.05 between models are not meaningful at this size.
+**What they show** (engine `1333967`: the channels' presence alone among the candidate shapes since
+`c26893f`). The default is the best model in 6 of the 7 and the closest on average (0.110, 0.123 before;
+SHAPLEY 0.247, LAST_NON_DIRECT 0.376), within 0.05 in two (`channel_saturation` 0.022, `late_surge` 0.015).
+The presence shape is chosen where channels act by being seen at all: `three_way` 0.120 -> 0.088 (its
+triple and its pair terms read on presence), `substitutes` 0.204 -> 0.151 (either of two channels suffices:
+the per-touch and end forms on presence come closer, SHAPLEY 0.132 still the best), `channel_saturation`
+and `strongest_only` (0.214, unchanged: only the strongest channel seen counts, which no sum expresses).
+This simulator draws each touch's channel independently of its position, so the funnel stage has nothing
+to read here. The pair and position terms (docs/data_driven.md §6.1) find what they can express: the five
+awareness channels as `first` terms in `first_touch_awareness` (0.219 without terms, 0.070 with them).
+What the candidates cannot express stays far: a pair doing less than its channels is not a term (`θ ≥ 0`;
+`a or b` terms took `substitutes` to 0.046 but let the journey form mimic per-touch conversion elsewhere,
+docs §6.1), the strongest channel only, and a per-touch hazard that falls with the touch's position
+(`hazard_with_fatigue` 0.213: under touch counts a common fall per touch has the likelihood of a smaller
+effect of every channel, so the data cannot tell them apart without a channel of no effect to pin the
+level). Seeds 1 and 2 (the simulator's author, at 50,000 users, before the terms) moved single worlds by up
+to 0.1: differences under about 0.05 between models are not meaningful at this size.
 """
 
 
