@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -626,7 +627,9 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
     # a lift test counts every conversion: a period of all time holds the later journeys of repeat buyers too
     # (each follows a conversion), not only the first journeys the fit reads
     whole = oq.Experiment(channel, 5.0, 1.0)
-    result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[whole])])
+    with warnings.catch_warnings():  # open on both sides: all of the data, nothing to warn about
+        warnings.simplefilter("error", oq.errors.OptiqWarning)
+        result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[whole])])
     journeys = result.fitted["DATA_DRIVEN"].experiment_checks.row(0, named=True)["journeys"]
     assert total < journeys <= total + cv.height
     # a period past the data is met by the journeys the data hold: said, and the checks show the period

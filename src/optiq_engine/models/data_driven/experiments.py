@@ -112,8 +112,8 @@ def _warn_past_the_data(e: Experiment, a: int, b: int, end_us: np.ndarray) -> No
     if not end_us.shape[0]:
         return
     first, last = int(end_us.min()), int(end_us.max())
-    if a >= first - _DAY_US and b <= last + _DAY_US:
-        return
+    if (e.start is None or a >= first - _DAY_US) and (e.end is None or b <= last + _DAY_US):
+        return  # an open side runs past the data by definition: it means "all of it"
     day = lambda us: str(np.datetime64(int(us), "us").astype("datetime64[D]"))  # noqa: E731
     warnings.warn(
         f"experiment on {e.channel!r}: its period [{e.start or '...'}, {e.end or '...'}) runs past the data, whose "
