@@ -31,6 +31,7 @@ ValueUnit = Literal["micros", "currency"]
 VALUE_UNITS: tuple[str, ...] = ("micros", "currency")
 MICROS_PER_UNIT = 1_000_000
 _INT64_MAX = 2**63 - 1
+_CENTS = re.compile(r"cents(?!\w*micros)", re.IGNORECASE)  # amount_cents, revenueCents; not "percent"
 #: Integer micros whose typical (median) non-zero conversion value is below this (one cent) read as currency
 #: units, a factor of a million off (:func:`check_unit_plausible`).
 _IMPLAUSIBLE_MICROS = 10_000
@@ -245,14 +246,27 @@ def check_unit_plausible(column: pl.Series, *, what: str, unit: str) -> None:
     """
     name = column.name
     says_micros = "micros" in name.lower()
+    if _CENTS.search(name) and not says_micros:
+        raise SchemaError(
+            f"{what} column {name!r} is named as cents, neither micros nor currency units (read as "
+            f"{'currency' if unit == 'currency' else 'micros'} it would be {'100 times too large' if unit == 'currency' else '10,000 times too small'}): "
+            f"add value_micros = {name} * 10_000 (pl.col({name!r}) * 10_000) and drop value_column, or rename the "
+            "column if it does not hold cents"
+        )
     if unit == "currency" and says_micros:
         raise SchemaError(
             f"{what} column {name!r} is named as micros, but value_unit='currency' reads it as currency units, a "
             f"million times larger (49_990_000 micros would become 49,990,000.00): drop value_unit='currency' "
             f"(micros is the default), or rename the column if it holds amounts like 49.99"
         )
-    if unit != "micros" or says_micros or not column.dtype.is_integer():
+    if unit != "micros" or says_micros or not (column.dtype.is_integer() or column.dtype.is_decimal()):
         return
+    places = getattr(column.dtype, "scale", 0) or 0
+    if places > 0:  # NUMERIC(12, 2): amounts like 49.99, never integer micros
+        raise SchemaError(
+            f"{what} column {name!r} is a decimal with {places} decimal places, amounts like 49.99, but is read as "
+            "integer micros (value_unit defaults to 'micros'): pass value_unit='currency'"
+        )
     nonzero = column.filter(column != 0).abs().cast(pl.Float64)
     typical = float(nonzero.median()) if nonzero.len() else math.inf  # type: ignore[arg-type]
     if typical < _IMPLAUSIBLE_MICROS:

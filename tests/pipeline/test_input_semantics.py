@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,18 @@ def test_a_unit_that_contradicts_the_column_is_refused() -> None:
     tiny = _conversions(revenue_micros=[30, 12]).drop(columns="value_micros")  # the name says micros: read so
     result = oq.attribute(_touchpoints(), tiny, models=["LINEAR"], value_column="revenue_micros")
     assert result.credit.get_column("value_micros").sum() == 42
+    # a decimal with places is amounts like 49.99 (SQL NUMERIC(12, 2)); a column named cents is neither unit
+    decimals = pl.from_pandas(_conversions()).drop("value_micros")
+    decimals = decimals.with_columns(revenue=pl.Series([Decimal("30.22"), Decimal("12.00")], dtype=pl.Decimal(12, 2)))
+    with pytest.raises(oq.SchemaError, match=r"decimal with 2 decimal places.*pass value_unit='currency'"):
+        oq.attribute(_touchpoints(), decimals, models=["LINEAR"], value_column="revenue")
+    assert _dollars(
+        oq.attribute(_touchpoints(), decimals, models=["LINEAR"], value_column="revenue", value_unit="currency")
+    ) == {"display": 15.11, "email": 15.11, "organic_search": 12.0}
+    cents = _conversions(amount_cents=[3_022, 1_200]).drop(columns="value_micros")
+    for unit, how in (("micros", "10,000 times too small"), ("currency", "100 times too large")):
+        with pytest.raises(oq.SchemaError, match=rf"named as cents.*{how}.*amount_cents \* 10_000"):
+            oq.attribute(_touchpoints(), cents, models=["LINEAR"], value_column="amount_cents", value_unit=unit)
     micros = _conversions(revenue=[30_220_000, 0]).drop(columns="value_micros")  # plausible micros: read so
     result = oq.attribute(_touchpoints(), micros, models=["LINEAR"], value_column="revenue")
     assert result.credit.get_column("value_micros").sum() == 30_220_000
