@@ -532,6 +532,9 @@ def test_a_test_below_what_no_effect_gives_is_met_at_zero_effect_or_refused(worl
         assert (cand.params[[1 + code, 2 + cand.n_codes + code]] >= 0).all()
     with pytest.raises(ModelError, match="standard errors below .* non-negative"):
         oq.models.DataDriven(form="auto", experiments=[oq.Experiment("a", -300.0, 50.0)]).fit(table)
+    # a bootstrap replicate draws the result from its error: a draw far below 0 is met with no effect, not refused
+    edge = oq.models.DataDriven(form="auto", bootstrap=8, experiments=[oq.Experiment("a", -80.0, 30.0)]).fit(table)
+    assert np.isfinite(edge.replicates).all()
 
 
 def test_experiment_validation_and_settings() -> None:

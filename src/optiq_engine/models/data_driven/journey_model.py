@@ -436,7 +436,7 @@ class JourneyModel:
         parts = ([1] if self.use_h else []) + ([2 + c] if self.use_p else [])
         factor = exposure_factor(table, counts[0] + counts[1], self.decays(table), self.sat)
         scale = np.where(factor[1] > 0, factor[1], 1.0)
-        probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale)
+        probe = _probe_fit(self, table, targets, l2=l2, counts=counts, scale=scale, refuse=rng is None)
         lifts = [_lift(self, table, t, self.params)[0] for t in targets]  # the observational fit's holdout effects
         bias, noise = _test_biases(self, probe, table, targets, lifts, codes, scale)
         noise[factor[1][codes] <= 0] = np.inf  # no exposure variation: the factor cannot be read there
@@ -447,7 +447,7 @@ class JourneyModel:
             replace(t, value=lift + kept[codes.index(t.code)] * (t.value - lift))
             for t, lift in zip(targets, lifts, strict=True)
         ]
-        return _probe_fit(self, table, moved, l2=l2, counts=counts, scale=scale, held=held)
+        return _probe_fit(self, table, moved, l2=l2, counts=counts, scale=scale, held=held, refuse=rng is None)
 
 
 def _probe_fit(
@@ -459,15 +459,17 @@ def _probe_fit(
     counts: tuple[np.ndarray, np.ndarray],
     scale: np.ndarray,
     held: np.ndarray | None = None,
+    refuse: bool = True,
 ) -> JourneyModel:
-    """``model`` refitted with ``held`` in the likelihood (default none) and the tests' results imposed:
+    """``model`` refitted with ``held`` in the likelihood (default none) and the tests' results imposed
+    (``refuse``: a result far below what no effect gives is an error; off for a bootstrap replicate's draws):
     :data:`_PIN_ROUNDS` rounds of (shift the tested channels' effects until their holdout effects meet their
     tests, :func:`_pin`; refit the untested parameters by maximum likelihood), ending on a shift."""
     held = np.zeros_like(model.params) if held is None else held
     fixed = np.concatenate([_effect_slots(model, code) for code in sorted({t.code for t in targets})])
     fit = model.derived(model.params - held, held=held)
     for _ in range(_PIN_ROUNDS):
-        start = _pin(fit, table, targets, fit.params, scale)
+        start = _pin(fit, table, targets, fit.params, scale, refuse)
         fit = _fit_one(
             table,
             model.form,
@@ -483,7 +485,7 @@ def _probe_fit(
             pairs=model.pairs,
             pair_search=model.pair_search,
         )
-    params = _pin(fit, table, targets, fit.params, scale)
+    params = _pin(fit, table, targets, fit.params, scale, refuse)
     nll, _ = Likelihood.of(table, model.decays(table), model.sat, counts, model.pairs).terms(
         params + held, model.use_h, model.use_p, 0.0
     )
@@ -716,13 +718,18 @@ def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
 
 
 def _pin(
-    model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray, scale: np.ndarray
+    model: JourneyModel,
+    table: PathTable,
+    targets: list[_Target],
+    params: np.ndarray,
+    scale: np.ndarray,
+    refuse: bool = True,
 ) -> np.ndarray:
     """``params`` with each tested channel's effects shifted, all its parts by one amount ``x / scale[channel]``
     (``x`` in standardised log-odds), each clipped at 0 (effects stay non-negative), so that its holdout
     effects meet its tests: the root of ``Σ_t (L_t(x) - result_t) /
     std_error_t²`` over the channel's tests (one test: its result exactly), by Brent's method, or no effect at
-    all where the tests ask for less (:func:`_refuse_below_zero`); two passes, as the tests' lifts depend a
+    all where the tests ask for less (:func:`_refuse_below_zero` when ``refuse``); two passes, as the tests' lifts depend a
     little on each other."""
     params = params.copy()
     for _ in range(2):
@@ -737,7 +744,9 @@ def _pin(
 
             lo = float(-np.max(entry) * scale[code])  # from this shift down every effect is 0 (each clipped there)
             if gap(lo) >= 0:  # no non-negative effect lifts as little as the tests say: the nearest is kept
-                _refuse_below_zero(table.channels[code], tests, [_lift(model, table, t, params)[0] for t in tests])
+                if refuse:  # a bootstrap replicate's drawn result may fall far below 0: met with no effect there
+                    least = [_lift(model, table, t, params)[0] for t in tests]
+                    _refuse_below_zero(table.channels[code], tests, least)
                 continue
             hi = 1.0
             while gap(hi) < 0:  # each a pass over the channel's paths
