@@ -440,47 +440,39 @@ def render(report: dict[str, Any]) -> str:
 
 #: Reading of the recorded run (engine 848d3bf, load average 3-8 on the 2 cores), written after it.
 NOTES = """
-**Reading the figures** (this run: engine `77a67ca`, 2026-12-07 19:37 UTC, load 1.7; the runs before, at
-`2030990` an hour earlier and at `278c398` in the morning, are in git).
+**Reading the figures** (this run: engine `ae31c8e`, 2026-12-08 02:13 UTC, load 0.8 at the start; the run
+before, at `77a67ca` on 2026-12-07, is in git).
 
 - **Order-1 Markov fits in milliseconds; parsing the strings is the cost.** From a built table the fit is
-  4.2 ms at 1M journeys and 31 ms at 10M, 81x and 78x faster than ChannelAttribution. From strings it is
-  41 ms at 1M (8.4x; 6.6x at `278c398`) and 366 ms at 10M (6.7x here, 9.1x at `2030990`: the 10M parse
-  varies between runs, 233-364 ms; 6.0x at `278c398`): the tokenizer splits the rows in chunks on both
-  cores, each chunk with its own dictionary merged in row order, and looks a token up among the last names
-  seen with its first byte and length before hashing it (`PathTable.from_frame` at 1M: 55 -> 40 ms).
-  Building the table is still 80-90 % of the call (at 1M: the split 20 ms, the conversion of Polars' string
-  views to an Arrow large string 8 ms, the path transform 11 ms), so issue 26's 20x is missed.
-- **Order-2 Markov: 6.3x ChannelAttribution at 1M (69 ms against 434 ms) and 7.4x at 10M (336 ms against
-  2.49 s)**; issue 26's 3x is met at both sizes (at `2030990`: 5.4x and 2.6x). The counts of a chain with
-  at most 1023 possible states (13 channels at order 2) are added straight from the paths into a dense
-  matrix by state key, no entry per touch (docs/data_driven.md §3): the fit from a table 34 -> 14 ms at
-  1M and 499 -> 79 ms at 10M, its peak 115 -> 32 MiB and 680 -> 237 MiB (ChannelAttribution 81 and 482
-  MiB). Its bootstrap is 13 ms per replicate, 2.64 s for 200 (the 10 s target met).
+  3.7 ms at 1M journeys and 23 ms at 10M, 84x and 88x faster than ChannelAttribution. From strings it is
+  36 ms at 1M (8.8x; 8.4x at `77a67ca`) and 248 ms at 10M (8.2x; the 10M parse varies between runs,
+  207-364 ms): the tokenizer splits the rows in chunks on both cores, each chunk with its own dictionary
+  merged in row order, and looks a token up among the last names seen with its first byte and length before
+  hashing it. Building the table is still 80-90 % of the call, so issue 26's 20x is missed.
+- **Order-2 Markov: 6.9x ChannelAttribution at 1M (54 ms against 373 ms) and 7.2x at 10M (323 ms against
+  2.34 s)**; issue 26's 3x is met at both sizes. The counts of a chain with at most 1023 possible states
+  (13 channels at order 2) are added straight from the paths into a dense matrix by state key
+  (docs/data_driven.md §3). Its bootstrap is 14.5 ms per replicate, 2.90 s for 200 (the 10 s target met).
 - **Exact vs simulated shares**: the engine's exact shares are within ChannelAttribution's own seed-to-seed
   noise (table above: inside its [min, max] for 12 or 13 of 13 channels).
-- **SHAPLEY** is 57 ms at 1M from strings and 18 ms from a table; its bootstrap (200 replicates) 0.90 s.
-- **DATA_DRIVEN (`form="auto"`) meets both path-table targets**: on the 1M-journey table the fit takes
-  1.30-1.42 s (2.61 s at `278c398`; target 2 s), 3.9-5.2 s at 10M (8.7 s), and 200 bootstrap replicates
-  17 s (80 s; target 30 s; 86 ms per replicate). What did it: the likelihood summed over the paths' prefix
-  tree, every coalition's probability from one exponential per channel, the replicates' one-step fits on
-  the whole table (docs/data_driven.md §6.1-§6.2, §7), and the kernels on Python threads instead of Numba's
-  parallel loops (the same run time, a third of their compile: DATA_DRIVEN's first call with the cache off
-  21 -> 15 s measured apart, `form="touch"` 13.4 -> 6.7 s in the compile table). `form="touch"` refits each
-  replicate (83 s for 200). **End to end from touchpoints the target is still missed**: 700,000 users,
-  fit stage 5.6 s (11.2 s at `278c398`), the whole `attribute()` 6.6 s, against 2 s: the table of timed
-  paths keeps each touch's gap, so nearly every journey is its own path row, and the choice runs over 18
-  candidates (the half-lives in days) on a 200,000-journey sample before the chosen ones are refitted.
-- **Memory**: order 1 peaks at 33 MiB at 1M against ChannelAttribution's 81 MiB; order 2 now below it
-  too (above).
-- **After this run (hand-measured, not in the tables: 2026-12-07, the same session alternating with
-  `4f8445a`)**: the journey-end candidates with pair and position terms (docs/data_driven.md §6.1) cost
-  DATA_DRIVEN's fit on the 1M-journey table 1.73-1.90 s at `69939e9` against 1.57-1.78 s without them,
-  1.60-1.64 s at `4b6ccc3` (no `a last` terms: they were most of the terms chosen on this per-touch table;
-  target 2 s met), and the fit stage of `attribute()` on 300,000 simulated users 4.0-4.5 s against 3.5-3.7
-  s at `69939e9` (the terms' selection and fits 0.65-0.77 s of it, measured by a profile).
-- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.19-0.21 s) costs nearly as much as
-  the order-1 Markov and Shapley fits (0.28 s and 0.39 s, building the journeys' path table included).
+- **SHAPLEY** is 52 ms at 1M from strings and 18 ms from a table; its bootstrap (200 replicates) 0.89 s.
+- **DATA_DRIVEN (`form="auto"`) still meets both path-table targets, by less**: on the 1M-journey table the
+  fit takes 1.78-1.89 s (1.30-1.42 s at `77a67ca`; target 2 s), 3.9-5.3 s at 10M, 0.80 s at 100k (0.51 s),
+  and 200 bootstrap replicates 17.4 s (target 30 s; 87 ms per replicate). What it costs since `77a67ca`
+  (docs/data_driven.md §6.1): the journey-end candidates with pair and position terms, the funnel stage in
+  the ending (a cell per node), and two more candidates for the channels' presence (about 0.2 s of the 1M
+  fit, measured alternating on 2026-12-08). What made it fast: the likelihood summed over the paths'
+  prefix tree, every coalition's probability from one exponential per channel, the replicates' one-step
+  fits on the whole table, and the kernels on Python threads instead of Numba's parallel loops.
+  `form="touch"` refits each replicate (68 s for 200, **missed**). **End to end from touchpoints the
+  target is missed**: 700,000 users, fit stage 6.5 s (5.6 s at `77a67ca`), the whole `attribute()` 7.3 s,
+  against 2 s: the table of timed paths keeps each touch's gap, so nearly every journey is its own path
+  row; on a 200,000-journey sample the choice fits some 30 candidates (shapes, half-lives and the ones
+  around the best, each channel's own half-life trials, the nested form, the terms: 3.4 s in a profile),
+  then refits the chosen one on every journey (0.9 s, of which 0.4 s builds the prefix tree).
+- **Memory**: order 1 peaks at 45 MiB at 1M against ChannelAttribution's 80 MiB; order 2 at 32 MiB.
+- End to end at ~1M journeys (3.5M touchpoints), validating the inputs (0.14-0.17 s) costs half as much as
+  the order-1 Markov and Shapley fits (0.30 s and 0.24 s, building the journeys' path table included).
 """
 
 
