@@ -718,19 +718,13 @@ def _effect_slots(model: JourneyModel, code: int) -> np.ndarray:
 
 
 def _pin(
-    model: JourneyModel,
-    table: PathTable,
-    targets: list[_Target],
-    params: np.ndarray,
-    scale: np.ndarray,
-    refuse: bool = True,
+    model: JourneyModel, table: PathTable, targets: list[_Target], params: np.ndarray, scale: np.ndarray, refuse: bool
 ) -> np.ndarray:
     """``params`` with each tested channel's effects shifted, all its parts by one amount ``x / scale[channel]``
-    (``x`` in standardised log-odds), each clipped at 0 (effects stay non-negative), so that its holdout
-    effects meet its tests: the root of ``Σ_t (L_t(x) - result_t) /
-    std_error_t²`` over the channel's tests (one test: its result exactly), by Brent's method, or no effect at
-    all where the tests ask for less (:func:`_refuse_below_zero` when ``refuse``); two passes, as the tests' lifts depend a
-    little on each other."""
+    (``x`` in standardised log-odds), each clipped at 0 (effects stay non-negative), so that its holdout effects
+    meet its tests: the root of ``Σ_t (L_t(x) - result_t) / std_error_t²`` over the channel's tests (one test:
+    its result exactly), by Brent's method, or no effect at all where the tests ask for less
+    (:func:`_refuse_below_zero` when ``refuse``); two passes, as the tests' lifts depend a little on each other."""
     params = params.copy()
     for _ in range(2):
         for code in sorted({t.code for t in targets}):
@@ -745,17 +739,13 @@ def _pin(
             lo = float(-np.max(entry) * scale[code])  # from this shift down every effect is 0 (each clipped there)
             if gap(lo) >= 0:  # no non-negative effect lifts as little as the tests say: the nearest is kept
                 if refuse:  # a bootstrap replicate's drawn result may fall far below 0: met with no effect there
-                    least = [_lift(model, table, t, params)[0] for t in tests]
-                    _refuse_below_zero(table.channels[code], tests, least)
+                    _refuse_below_zero(table.channels[code], tests, [_lift(model, table, t, params)[0] for t in tests])
                 continue
             hi = 1.0
             while gap(hi) < 0:  # each a pass over the channel's paths
                 if hi >= 2.0**30:
-                    raise ModelError(
-                        f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: no effect of the channel "
-                        f"gives its incremental_conversions ({', '.join(f'{t.value:,.1f}' for t in tests)}) over "
-                        "the test's journeys"
-                    )
+                    msg = _UNREACHABLE.format(", ".join(f"{t.value:,.1f}" for t in tests))
+                    raise ModelError(f"DATA_DRIVEN experiment on channel {table.channels[code]!r}: {msg}")
                 hi *= 2.0
             gap(scipy.optimize.brentq(gap, lo, hi, xtol=1e-12, rtol=1e-10))
     return params
@@ -763,6 +753,7 @@ def _pin(
 
 #: A test this many standard errors below the least holdout effect of non-negative effects is refused.
 _BELOW_ZERO_Z = 3.0
+_UNREACHABLE = "no effect of the channel gives its incremental_conversions ({}) over the test's journeys"
 
 
 def _refuse_below_zero(channel: str, tests: list[_Target], least: list[float]) -> None:
