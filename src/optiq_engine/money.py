@@ -234,15 +234,16 @@ def _one(value: Any, factor: int) -> tuple[int, str | None]:
 def check_unit_plausible(column: pl.Series, *, what: str, unit: str) -> None:
     """Refuse a unit that contradicts the column: a factor of a million, silently (docs/contract.md §1.1).
 
-    ``unit="currency"`` on a column whose name says micros (``value_micros``, ``revenue_micros``); ``unit="micros"``
-    on an integer column whose name does not, and whose median non-zero value is under one cent as micros (an
-    order of 50 read as 0.00005: it holds currency units). A column of true micros that small is read when its
-    name says micros.
+    A column whose name says cents (``amount_cents``), under either unit; ``unit="currency"`` on a column whose
+    name says micros (``value_micros``, ``revenue_micros``); ``unit="micros"`` on a column whose name does not
+    and that is a decimal with decimal places (``NUMERIC(12, 2)``), or an integer or decimal whose median
+    non-zero value is under one cent as micros (an order of 50 read as 0.00005: it holds currency units). A
+    column of true micros that small is read when its name says micros.
 
     Raises
     ------
     SchemaError
-        Either contradiction, with the option that reads the column right.
+        Any of these contradictions, with the option that reads the column right.
     """
     name = column.name
     says_micros = "micros" in name.lower()
