@@ -6,7 +6,7 @@ import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,8 @@ class Experiment:
         Standard error of ``incremental_conversions`` (> 0).
     start, end
         The period ``[start, end)``: journeys whose conversion (non-converting journeys: last touch) falls in
-        it are the ones the test measured. ``None``: open on that side. Naive datetimes are taken as UTC.
+        it are the ones the test measured. ``None``: open on that side. Naive datetimes are taken as UTC (a run
+        that reads the data's naive times in another ``timezone`` warns: give aware datetimes there).
         Dates (``datetime.date``, or ``"2026-03-31"`` in JSON) are whole UTC days, both included, as a test's
         report reads: ``start=date(2026, 3, 1), end=date(2026, 3, 31)`` is March, ``[Mar 1, Apr 1)``.
 
@@ -55,6 +56,8 @@ class Experiment:
     std_error: float
     start: datetime | None = None
     end: datetime | None = None
+    #: Whether a side was given without a time zone (a naive datetime or a date), read as UTC.
+    naive: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.channel, str) or not self.channel.strip():
@@ -68,6 +71,8 @@ class Experiment:
                 "test without error is not possible, give its standard error (half the 95% interval's width / 1.96)"
             )
         given = (self.start, self.end)
+        naive = [v is not None and (not isinstance(v, datetime) or v.tzinfo is None) for v in given]
+        object.__setattr__(self, "naive", any(naive))
         for name in ("start", "end"):
             object.__setattr__(self, name, _instant(name, getattr(self, name)))
         if self.start is not None and self.end is not None and not self.start < self.end:

@@ -409,6 +409,15 @@ def _periods(model: Any, m: Matched, cfg: AttributionConfig, history: str) -> li
     in the experiment's period."""
     from .models.conversion import experiment_periods
 
+    naive = [e.channel for e in model.experiments if e.naive]
+    if cfg.timezone not in (None, "UTC") and naive:
+        warnings.warn(
+            f"experiment(s) on {', '.join(map(repr, naive))}: their periods' dates or naive datetimes are read as "
+            f"UTC, while the data's naive times are read in {cfg.timezone}: give aware datetimes "
+            f"(datetime(2026, 3, 1, tzinfo=ZoneInfo({cfg.timezone!r}))) to say which",
+            OptiqWarning,
+            stacklevel=7,  # the caller of attribute()
+        )
     lo, tail_lo, tail_hi = m.fit_ranges(whole=history == "journeys")
     return experiment_periods(
         model,

@@ -643,6 +643,21 @@ def test_experiments_in_attribute_count_the_journeys_of_their_period() -> None:
         result = oq.attribute(data.touchpoints, cv, models=[oq.models.DataDriven(form="auto", experiments=[late])])
     row = result.fitted["DATA_DRIVEN"].experiment_checks.row(0, named=True)
     assert (row["start"], row["end"]) == (late.start, late.end)
+    # a date read as a UTC day while the data's naive times are read in another zone: said
+    naive_tp = data.touchpoints.with_columns(
+        pl.col("occurred_at").dt.convert_time_zone("Europe/Berlin").dt.replace_time_zone(None)
+    )
+    naive_cv = cv.with_columns(pl.col("occurred_at").dt.convert_time_zone("Europe/Berlin").dt.replace_time_zone(None))
+    day = oq.Experiment(channel, 5.0, 1.0, start=date(2026, 1, 1))
+    assert day.naive and late.naive and not oq.Experiment(channel, 5.0, 1.0, start=middle).naive
+    with pytest.warns(OptiqWarning, match="dates or naive datetimes are read as UTC, while .* Europe/Berlin"):
+        oq.attribute(
+            naive_tp,
+            naive_cv,
+            models=[oq.models.DataDriven(experiments=[day])],
+            timezone="Europe/Berlin",
+            on_invalid="quarantine",
+        )
 
 
 def test_bootstrap_refits_the_choice_and_one_newton_step_matches_a_refit(worlds) -> None:
