@@ -132,7 +132,8 @@ def fitted_html(fitted: FittedModel) -> str:
         facts.append(
             [
                 "credited shares vs share (half L1; the draws' noise, credit of touches older than the lookback, "
-                "paths converting unlike the model says: cut journeys, a fit calibrated by experiments)",
+                "repeat conversions credited by a fit on first journeys, paths converting unlike the model says: "
+                "cut journeys, a fit calibrated by experiments; the intervals bound share)",
                 f"{fitted.credit_gap:.4f}",
             ]
         )
