@@ -40,7 +40,7 @@ def result_html(result: AttributionResult) -> str:
         ["models", ", ".join(result.model_names)],
         ["conversions", f"{result.n_conversions:,}"],
         ["attributed", f"{attributed:,}"],
-        ["unattributed", f"{everywhere:,}"],
+        ["unattributed by every model (no eligible touchpoint)", f"{everywhere:,}"],
         ["links", f"{result.links.height:,}"],
     ]
     if per_model and unattributed.height > everywhere:  # docs/data_driven.md §5: baseline conversions

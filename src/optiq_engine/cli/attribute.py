@@ -266,8 +266,9 @@ def _report(summaries: list[AttributionResult], counts: dict[str, int], out: Pat
     left = pl.concat([r.unattributed.select("model") for r in summaries])
     baseline = left.drop_nulls("model").group_by("model", maintain_order=True).len().iter_rows()
     console.print(
-        f"wrote {counts['links']:,} links, {left.get_column('model').null_count():,} unattributed conversions"
-        + "".join(f", {n:,} baseline conversions of {name} (unattributed for it)" for name, n in baseline)
+        f"wrote {counts['links']:,} links, {left.get_column('model').null_count():,} conversions unattributed by "
+        "every model (no eligible touchpoint)"
+        + "".join(f", {n:,} baseline conversions of {name} (credited to no channel by it)" for name, n in baseline)
         + (f", {quarantined:,} quarantined rows" if quarantined else "")
         + f" to {out}",
         soft_wrap=True,
