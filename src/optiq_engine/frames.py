@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ColumnNotFoundError, ConfusableIdWarning, InputError, OptiqWarning, SchemaError
-from .money import check_unit_plausible, check_value_options, money_like_columns, to_micros
+from .money import cents_to_micros, check_unit_plausible, check_value_options, money_like_columns, to_micros
 from .timestamps import to_utc
 
 __all__ = [
@@ -232,7 +232,7 @@ def value_source(
     if looks:
         cents = "cents" in looks[0].lower()  # neither unit: cents x 10,000 are micros
         how = (
-            f"it looks like cents: add value_micros = {looks[0]} * 10_000 (pl.col({looks[0]!r}) * 10_000)"
+            f"it looks like cents: {cents_to_micros(looks[0])}"
             if cents
             else f"pass value_column={looks[0]!r} with value_unit='currency' (amounts like 49.99) or "
             "value_unit='micros' (integer micros)"

@@ -25,6 +25,7 @@ __all__ = [
     "money_like_columns",
     "check_value_options",
     "check_unit_plausible",
+    "cents_to_micros",
 ]
 
 ValueUnit = Literal["micros", "currency"]
@@ -231,6 +232,11 @@ def _one(value: Any, factor: int) -> tuple[int, str | None]:
     return n, None
 
 
+def cents_to_micros(name: str) -> str:
+    """The one-line fix for a column of cents: neither unit, cents x 10,000 are micros."""
+    return f"add value_micros = {name} * 10_000 (pl.col({name!r}) * 10_000)"
+
+
 def check_unit_plausible(column: pl.Series, *, what: str, unit: str) -> None:
     """Refuse a unit that contradicts the column: a factor of a million, silently (docs/contract.md §1.1).
 
@@ -251,8 +257,7 @@ def check_unit_plausible(column: pl.Series, *, what: str, unit: str) -> None:
         raise SchemaError(
             f"{what} column {name!r} is named as cents, neither micros nor currency units (read as "
             f"{'currency' if unit == 'currency' else 'micros'} it would be {'100 times too large' if unit == 'currency' else '10,000 times too small'}): "
-            f"add value_micros = {name} * 10_000 (pl.col({name!r}) * 10_000) and drop value_column, or rename the "
-            "column if it does not hold cents"
+            f"{cents_to_micros(name)} and drop value_column, or rename the column if it does not hold cents"
         )
     if unit == "currency" and says_micros:
         raise SchemaError(
