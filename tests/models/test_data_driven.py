@@ -468,3 +468,20 @@ def test_markov_dense_counts_equal_the_transition_entries(table, order, seed) ->
     for conv, null in ((paths.conversions, paths.nulls), (rng.poisson(paths.conversions), rng.poisson(paths.nulls))):
         conv, null = np.asarray(conv, dtype=np.float64), np.asarray(null, dtype=np.float64)
         assert dense.pair_weights(conv, null).tolist() == entries.pair_weights(conv, null).tolist()
+
+
+def test_shapley_values_that_are_rounding_noise_credit_nothing() -> None:
+    """Every coalition converts at rate 1, so every Shapley value is exactly 0; the closed form gave google_ads
+    5.6e-17 and display -5.6e-17, and google_ads then took the whole share (a hypothesis case of
+    test_attribute_equals_reference, 2026-12-08: the engine credited conversions the reference left as baseline)."""
+    paths = pl.DataFrame(
+        {
+            "path": [["display"], ["google_ads", "email"], ["google_ads"], ["email", "display"]],
+            "conv": [1, 2, 1, 1],
+            "null": [0, 0, 0, 0],
+        }
+    )
+    table = oq.PathTable.from_frame(paths, conversions="conv", nulls="null", transform="unique")
+    credit = oq.models.Shapley(transform="unique").fit(table).channel_credit
+    assert credit.get_column("shapley_value").to_list() == [0.0, 0.0, 0.0]
+    assert credit.get_column("share").to_list() == [0.0, 0.0, 0.0]

@@ -176,6 +176,10 @@ class Coalitions:
         """
         v = self.values(conversions, nulls, characteristic)
         phi = coalition_shapley(self.masks, v, self.players.shape[0], characteristic == "conversions")
+        # rounding noise at the scale of the coalitions' values is 0: where every value is exactly 0 (a game
+        # whose coalitions all convert alike), 5.6e-17 for one channel made its share 1 (fitted.normalise's own
+        # guard is relative to the largest value, itself noise there)
+        phi[np.abs(phi) <= 1e-12 * float(np.abs(v).max(initial=0.0))] = 0.0
         out = np.zeros(len(self.channels), dtype=np.float64)
         out[self.players] = phi
         return out
